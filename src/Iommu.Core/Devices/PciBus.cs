@@ -1,0 +1,80 @@
+namespace Iommu.Devices;
+
+/// <summary>The PCI bus of one segment (<c>pci_bus_type</c> restricted to a PCI domain).</summary>
+[KernelSymbol("pci_bus_type")]
+public sealed class PciBus : Bus
+{
+    internal PciBus(Platform platform, int segment)
+        : base(platform, segment == 0 ? "pci" : $"pci{segment:x4}")
+    {
+        Segment = (ushort)segment;
+    }
+
+    /// <summary>The PCI segment (domain) number of every device on this bus.</summary>
+    public ushort Segment { get; }
+
+    /// <summary>Adds a PCI function described by <paramref name="spec"/> and probes it if the bus has IOMMU ops.</summary>
+    /// <param name="spec">Address and capabilities; the address must be free and on this segment, and its upstream bridge already present.</param>
+    /// <returns>The new device.</returns>
+    public PciDevice AddDevice(PciDeviceSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        PciDevice? upstream = null;
+        if (spec.Upstream is PciAddress up)
+        {
+            upstream = Find(up) as PciDevice
+                ?? throw new ArgumentException($"Upstream bridge {up} of {spec.Address} is not on the bus; add it first.", nameof(spec));
+            if (!upstream.IsBridge)
+            {
+                throw new ArgumentException($"Upstream device {up} of {spec.Address} is not a bridge.", nameof(spec));
+            }
+        }
+
+        var device = new PciDevice(spec, upstream);
+        AddDevice(device);
+        return device;
+    }
+
+    /// <summary>Finds the function at <paramref name="address"/>.</summary>
+    /// <param name="address">PCI address.</param>
+    /// <returns>The device or null.</returns>
+    public PciDevice? Find(PciAddress address)
+    {
+        foreach (Device d in Devices)
+        {
+            if (d is PciDevice p && p.Address == address)
+            {
+                return p;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Finds the function at <paramref name="address"/> (<c>SSSS:BB:DD.F</c>).</summary>
+    /// <param name="address">PCI address text.</param>
+    /// <returns>The device or null.</returns>
+    public PciDevice? Find(string address) => Find(PciAddress.Parse(address, System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <inheritdoc/>
+    protected override void OnAdding(Device device)
+    {
+        if (device is not PciDevice pci)
+        {
+            throw new ArgumentException($"Only PCI functions can sit on {Name}; {device.Name} is not one.", nameof(device));
+        }
+
+        if (pci.Segment != Segment)
+        {
+            throw new ArgumentException($"{pci.Name} is on segment {pci.Segment:x4}, but this bus is segment {Segment:x4}.", nameof(device));
+        }
+
+        foreach (Device d in Devices)
+        {
+            if (d is PciDevice p && p.Address == pci.Address)
+            {
+                throw new ArgumentException($"A device already sits at {pci.Address}.", nameof(device));
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+namespace Iommu.Devices;
+
+/// <summary>
+/// A PCI function (<c>struct pci_dev</c>): address and requester ID, the capabilities the IOMMU
+/// stack looks at (PASID, ATS, PRI, the Intel Scalable-IOV DVSEC, ACS), RMRR lock and DMA aliases.
+/// </summary>
+/// <remarks>Create through <see cref="PciBus.AddDevice(PciDeviceSpec)"/>.</remarks>
+[KernelSymbol("struct pci_dev")]
+public sealed class PciDevice : Device
+{
+    internal PciDevice(PciDeviceSpec spec, PciDevice? upstream)
+        : base(spec.Address.ToString())
+    {
+        if (spec.PasidWidth is < 0 or > 20)
+        {
+            throw new ArgumentOutOfRangeException(nameof(spec), spec.PasidWidth, $"PASID width of {spec.Address} must be 0 (no PASID capability) to 20 bits.");
+        }
+
+        Spec = spec;
+        Upstream = upstream;
+    }
+
+    /// <summary>The description the device was created from.</summary>
+    public PciDeviceSpec Spec { get; }
+
+    /// <summary>The PCI address.</summary>
+    public PciAddress Address => Spec.Address;
+
+    /// <summary>Segment (PCI domain) number.</summary>
+    public ushort Segment => Spec.Address.Segment;
+
+    /// <summary>Bus number.</summary>
+    public byte BusNumber => Spec.Address.Bus;
+
+    /// <summary>Device and function (<c>devfn</c>).</summary>
+    public byte DevFn => Spec.Address.DevFn;
+
+    /// <summary>Requester ID (<c>bus &lt;&lt; 8 | devfn</c>), the source ID the IOMMU sees.</summary>
+    [KernelSymbol("pci_dev_id")]
+    public ushort RequesterId => Spec.Address.RequesterId;
+
+    /// <summary>The bridge or port above the device, or null on a root bus.</summary>
+    public PciDevice? Upstream { get; }
+
+    /// <summary>Whether the device has a PASID capability (<c>pci_pasid_features() &gt;= 0</c>).</summary>
+    [KernelSymbol("pci_pasid_features")]
+    public bool HasPasidCapability => Spec.PasidWidth > 0;
+
+    /// <summary>PASID width in bits (0 without the capability).</summary>
+    public int PasidWidth => Spec.PasidWidth;
+
+    /// <summary>Number of PASIDs the device supports (<c>pci_max_pasids</c>: 2^width), or 0 without the capability.</summary>
+    /// <remarks>The kernel returns -EINVAL without the capability; 0 here keeps the property total.</remarks>
+    [KernelSymbol("pci_max_pasids")]
+    public int MaxPasids => Spec.PasidWidth > 0 ? 1 << Spec.PasidWidth : 0;
+
+    /// <summary>ATS capability.</summary>
+    public bool HasAts => Spec.Ats;
+
+    /// <summary>PRI capability.</summary>
+    public bool HasPri => Spec.Pri;
+
+    /// <summary>Intel Scalable-IOV DVSEC present (ext cap 0x23, vendor 0x8086, DVSEC id 5).</summary>
+    [KernelSymbol("siov_find_pci_dvsec")]
+    public bool HasScalableIovDvsec => Spec.ScalableIov;
+
+    /// <summary>Named in an RMRR: the device's DMA mapping is locked by firmware.</summary>
+    public bool RmrrLocked => Spec.RmrrLocked;
+
+    /// <summary>ACS isolation enabled (<c>pci_acs_enabled</c> with the flags the IOMMU core requires).</summary>
+    [KernelSymbol("pci_acs_enabled")]
+    public bool AcsEnabled => Spec.Acs;
+
+    /// <summary>Multifunction device (<c>pdev->multifunction</c>): declared so, or any function other than 0.</summary>
+    public bool Multifunction => Spec.Multifunction || Spec.Address.Function != 0;
+
+    /// <summary>A bridge or port.</summary>
+    public bool IsBridge => Spec.IsBridge || Spec.IsPcieToPciBridge;
+
+    /// <summary>A PCIe-to-PCI bridge (the devices behind it share its requester ID).</summary>
+    public bool IsPcieToPciBridge => Spec.IsPcieToPciBridge;
+
+    /// <summary>PASID enabled in the device's PASID capability control register.</summary>
+    public bool PasidEnabled { get; private set; }
+
+    /// <summary>ATS enabled.</summary>
+    public bool AtsEnabled { get; private set; }
+
+    /// <summary>PRI enabled.</summary>
+    public bool PriEnabled { get; private set; }
+
+    /// <summary>Whether ACS is enabled on this device and on every bridge above it (<c>pci_acs_path_enabled</c> to the root).</summary>
+    [KernelSymbol("pci_acs_path_enabled")]
+    public bool AcsPathEnabled
+    {
+        get
+        {
+            for (PciDevice? d = this; d is not null; d = d.Upstream)
+            {
+                if (!d.AcsEnabled)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>Enables PASID on the device (<c>pci_enable_pasid</c>).</summary>
+    /// <returns>-EINVAL without the capability, -EBUSY when already enabled.</returns>
+    [KernelSymbol("pci_enable_pasid")]
+    public Errno EnablePasid()
+    {
+        if (PasidEnabled)
+        {
+            return ErrorDetail.Fail(Errno.EBUSY, $"PASID is already enabled on {Name}");
+        }
+
+        if (!HasPasidCapability)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"{Name} has no PASID capability");
+        }
+
+        PasidEnabled = true;
+        return Errno.None;
+    }
+
+    /// <summary>Disables PASID (<c>pci_disable_pasid</c>).</summary>
+    [KernelSymbol("pci_disable_pasid")]
+    public void DisablePasid() => PasidEnabled = false;
+
+    /// <summary>Enables ATS (<c>pci_enable_ats</c>).</summary>
+    /// <returns>-EINVAL without the capability, -EBUSY when already enabled.</returns>
+    [KernelSymbol("pci_enable_ats")]
+    public Errno EnableAts()
+    {
+        if (!HasAts)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"{Name} has no ATS capability");
+        }
+
+        if (AtsEnabled)
+        {
+            return ErrorDetail.Fail(Errno.EBUSY, $"ATS is already enabled on {Name}");
+        }
+
+        AtsEnabled = true;
+        return Errno.None;
+    }
+
+    /// <summary>Disables ATS (<c>pci_disable_ats</c>).</summary>
+    [KernelSymbol("pci_disable_ats")]
+    public void DisableAts() => AtsEnabled = false;
+
+    /// <summary>Enables PRI (<c>pci_enable_pri</c>).</summary>
+    /// <returns>-EBUSY when already enabled, -EINVAL without the capability.</returns>
+    [KernelSymbol("pci_enable_pri")]
+    public Errno EnablePri()
+    {
+        if (PriEnabled)
+        {
+            return ErrorDetail.Fail(Errno.EBUSY, $"PRI is already enabled on {Name}");
+        }
+
+        if (!HasPri)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"{Name} has no PRI capability");
+        }
+
+        PriEnabled = true;
+        return Errno.None;
+    }
+
+    /// <summary>Disables PRI (<c>pci_disable_pri</c>).</summary>
+    [KernelSymbol("pci_disable_pri")]
+    public void DisablePri() => PriEnabled = false;
+
+    /// <summary>Whether two functions are DMA aliases of each other (<c>pci_devs_are_dma_aliases</c>).</summary>
+    /// <param name="other">Another function.</param>
+    /// <returns>True when one lists the other's devfn as an alias on the same bus.</returns>
+    [KernelSymbol("pci_devs_are_dma_aliases")]
+    public bool IsDmaAliasOf(PciDevice other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        if (other.Segment != Segment || other.BusNumber != BusNumber)
+        {
+            return false;
+        }
+
+        return Contains(Spec.DmaAliases, other.DevFn) || Contains(other.Spec.DmaAliases, DevFn);
+
+        static bool Contains(IReadOnlyList<byte> list, byte devfn)
+        {
+            for (int i = 0; i < list.Count; i++)
+            {
+                if (list[i] == devfn)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
+}

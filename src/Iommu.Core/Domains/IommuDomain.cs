@@ -1,0 +1,26 @@
+using Iommu.Faults;
+
+namespace Iommu.Domains;
+
+/// <summary>A plain <see cref="IDomain"/> to derive driver domains from (what <c>struct iommu_domain</c> is to <c>struct dmar_domain</c>).</summary>
+/// <remarks>Thread safety: the fields are plain; the kernel writes them under the driver's or group's locks.</remarks>
+public class IommuDomain : IDomain
+{
+    /// <inheritdoc/>
+    public DomainType Type { get; set; }
+
+    /// <inheritdoc/>
+    public IIommuOps? Ops { get; set; }
+
+    /// <inheritdoc/>
+    public ulong PgsizeBitmap { get; set; }
+
+    /// <inheritdoc/>
+    public IommuDomainGeometry Geometry { get; set; }
+
+    /// <inheritdoc/>
+    public IommuFaultHandler? Handler { get; set; }
+
+    /// <inheritdoc/>
+    public object? HandlerToken { get; set; }
+}

@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Logging;
+
+namespace Iommu.Internal;
+
+/// <summary>Source-generated log messages of the IOMMU core (no formatting cost when the level is off).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Adding {Device} to iommu group {Group}")]
+    public static partial void AddedToGroup(ILogger logger, string device, int group);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Removing {Device} from iommu group {Group}")]
+    public static partial void RemovedFromGroup(ILogger logger, string device, int group);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Failed to add {Device} to iommu group {Group}: {Errno}")]
+    public static partial void AddDeviceFailed(ILogger logger, string device, int group, Errno errno);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "attach_dev of {Device} failed: {Errno}")]
+    public static partial void AttachFailed(ILogger logger, string device, Errno errno);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "iommu_detach_device on {Device}: group {Group} has {Count} devices")]
+    public static partial void DetachMultiDeviceGroup(ILogger logger, string device, int group, int count);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "Re-attaching {Device} of group {Group} to its default domain failed")]
+    public static partial void ReattachDefaultFailed(ILogger logger, string device, int group);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "Failed to allocate default {Type} domain for group {Group}; using DMA")]
+    public static partial void DefaultDomainFallback(ILogger logger, Domains.DomainType type, int group);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Group {Group} has no default domain")]
+    public static partial void NoDefaultDomain(ILogger logger, int group);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Error, Message = "unaligned: iova 0x{Iova:x} pa 0x{Paddr:x} size 0x{Size:x} min_pagesz 0x{MinPagesz:x}")]
+    public static partial void MapUnaligned(ILogger logger, ulong iova, ulong paddr, ulong size, ulong minPagesz);
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "unaligned: iova 0x{Iova:x} size 0x{Size:x} min_pagesz 0x{MinPagesz:x}")]
+    public static partial void UnmapUnaligned(ILogger logger, ulong iova, ulong size, ulong minPagesz);
+}

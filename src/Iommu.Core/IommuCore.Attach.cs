@@ -1,0 +1,263 @@
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Groups;
+using Iommu.Internal;
+
+namespace Iommu;
+
+public sealed partial class IommuCore
+{
+    /// <summary>
+    /// Allocates an UNMANAGED domain from the bus's IOMMU driver (<c>iommu_domain_alloc</c>).
+    /// </summary>
+    /// <param name="bus">The bus whose driver allocates.</param>
+    /// <returns>The domain, or null when the bus has no IOMMU ops or the driver refuses (no errno, as in the kernel; VFIO turns it into -EIO).</returns>
+    [KernelSymbol("iommu_domain_alloc")]
+    public IDomain? DomainAlloc(Bus bus)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        return DomainAllocType(bus, DomainType.Unmanaged);
+    }
+
+    /// <summary>
+    /// Allocates a domain of any type (<c>__iommu_domain_alloc</c>): the driver allocates, then the
+    /// core sets <see cref="IDomain.Ops"/>, <see cref="IDomain.Type"/> and the default page sizes.
+    /// </summary>
+    /// <param name="bus">The bus whose driver allocates.</param>
+    /// <param name="type">Domain type.</param>
+    /// <returns>The domain or null.</returns>
+    [KernelSymbol("__iommu_domain_alloc")]
+    public IDomain? DomainAllocType(Bus bus, DomainType type)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        IIommuOps? ops = bus.IommuOps;
+        if (ops is null)
+        {
+            return null;
+        }
+
+        IDomain? domain = ops.DomainAlloc(type);
+        if (domain is null)
+        {
+            return null;
+        }
+
+        domain.Ops = ops;
+        domain.Type = type;
+        domain.PgsizeBitmap = ops.PgsizeBitmap;
+        return domain;
+    }
+
+    /// <summary>Frees a domain through its driver (<c>iommu_domain_free</c>).</summary>
+    /// <param name="domain">A domain no group uses.</param>
+    /// <exception cref="InvalidOperationException">A group still uses the domain (a caller bug in the kernel).</exception>
+    [KernelSymbol("iommu_domain_free")]
+    public void DomainFree(IDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        foreach (IommuGroup g in Groups)
+        {
+            if (ReferenceEquals(g.Domain, domain) && !ReferenceEquals(g.DefaultDomain, domain))
+            {
+                ThrowHelper.InvalidOperation($"Domain is still attached to {g}; detach it before freeing.");
+            }
+        }
+
+        domain.Ops?.DomainFree(domain);
+    }
+
+    /// <summary>
+    /// Attaches <paramref name="domain"/> to the single-device group of <paramref name="device"/>
+    /// (<c>iommu_attach_device</c>).
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="device">The device.</param>
+    /// <returns>
+    /// -ENODEV (no group, or the driver has no <c>attach_dev</c>), -EINVAL (the group has more than
+    /// one device), -EBUSY (the group uses a non-default domain already, the same one included), or
+    /// the driver's error.
+    /// </returns>
+    [KernelSymbol("iommu_attach_device")]
+    public Errno AttachDevice(IDomain domain, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        ArgumentNullException.ThrowIfNull(device);
+        IommuGroup? group = device.IommuGroup;
+        if (group is null)
+        {
+            return Fail(Errno.ENODEV, $"{device.Name} has no IOMMU group");
+        }
+
+        lock (group.Mutex)
+        {
+            if (group.DeviceList.Count != 1)
+            {
+                return Fail(Errno.EINVAL, $"{group} of {device.Name} has {group.DeviceList.Count} devices; use iommu_attach_group");
+            }
+
+            return AttachGroupLocked(domain, group);
+        }
+    }
+
+    /// <summary>Detaches <paramref name="device"/>'s single-device group from <paramref name="domain"/> (<c>iommu_detach_device</c>).</summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="device">The device; a device without a group, or in a group of several, is left alone (the kernel WARNs).</param>
+    [KernelSymbol("iommu_detach_device")]
+    public void DetachDevice(IDomain domain, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        ArgumentNullException.ThrowIfNull(device);
+        IommuGroup? group = device.IommuGroup;
+        if (group is null)
+        {
+            return;
+        }
+
+        lock (group.Mutex)
+        {
+            if (group.DeviceList.Count != 1)
+            {
+                Log.DetachMultiDeviceGroup(_log, device.Name, group.Id, group.DeviceList.Count);
+                return;
+            }
+
+            DetachGroupLocked(domain, group);
+        }
+    }
+
+    /// <summary>Attaches <paramref name="domain"/> to every device of <paramref name="group"/> (<c>iommu_attach_group</c>).</summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="group">The group.</param>
+    /// <returns>-EBUSY, -ENODEV or the first driver error (devices attached before it are not rolled back, as in the kernel).</returns>
+    [KernelSymbol("iommu_attach_group")]
+    public Errno AttachGroup(IDomain domain, IommuGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        ArgumentNullException.ThrowIfNull(group);
+        lock (group.Mutex)
+        {
+            return AttachGroupLocked(domain, group);
+        }
+    }
+
+    /// <summary>
+    /// Detaches <paramref name="group"/> (<c>iommu_detach_group</c>): a group with a default domain
+    /// goes back to it; a group without one is detached from <paramref name="domain"/> and left
+    /// with no domain. The kernel does not check that <paramref name="domain"/> is the group's domain.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="group">The group.</param>
+    [KernelSymbol("iommu_detach_group")]
+    public void DetachGroup(IDomain domain, IommuGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        ArgumentNullException.ThrowIfNull(group);
+        lock (group.Mutex)
+        {
+            DetachGroupLocked(domain, group);
+        }
+    }
+
+    /// <summary>The domain <paramref name="device"/>'s group currently uses (<c>iommu_get_domain_for_dev</c>), or null.</summary>
+    /// <param name="device">The device.</param>
+    /// <returns>The domain or null.</returns>
+    [KernelSymbol("iommu_get_domain_for_dev")]
+    public IDomain? GetDomainForDev(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return device.IommuGroup?.Domain;
+    }
+
+    /// <summary>The default (DMA-API) domain of <paramref name="device"/>'s group (<c>iommu_get_dma_domain</c>), or null.</summary>
+    /// <param name="device">The device.</param>
+    /// <returns>The domain or null.</returns>
+    [KernelSymbol("iommu_get_dma_domain")]
+    public IDomain? GetDmaDomain(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return device.IommuGroup?.DefaultDomain;
+    }
+
+    // __iommu_attach_group
+    private Errno AttachGroupLocked(IDomain domain, IommuGroup group)
+    {
+        if (group.DefaultDomain is not null && !ReferenceEquals(group.Domain, group.DefaultDomain))
+        {
+            return Fail(Errno.EBUSY, $"{group} is already attached to a non-default domain; detach it first");
+        }
+
+        foreach (Device d in group.DeviceList)
+        {
+            Errno ret = AttachDeviceInternal(domain, d);
+            if (ret != Errno.None)
+            {
+                return ret;
+            }
+        }
+
+        group.Domain = domain;
+        return Errno.None;
+    }
+
+    // __iommu_detach_group
+    private void DetachGroupLocked(IDomain domain, IommuGroup group)
+    {
+        if (group.DefaultDomain is null)
+        {
+            foreach (Device d in group.DeviceList)
+            {
+                DetachDeviceInternal(domain, d);
+            }
+
+            group.Domain = null;
+            return;
+        }
+
+        if (ReferenceEquals(group.Domain, group.DefaultDomain))
+        {
+            return;
+        }
+
+        foreach (Device d in group.DeviceList)
+        {
+            if (AttachDeviceInternal(group.DefaultDomain, d) != Errno.None)
+            {
+                // The kernel WARNs and leaves group->domain unchanged.
+                Log.ReattachDefaultFailed(_log, d.Name, group.Id);
+                return;
+            }
+        }
+
+        group.Domain = group.DefaultDomain;
+    }
+
+    // __iommu_attach_device
+    private Errno AttachDeviceInternal(IDomain domain, Device device)
+    {
+        IIommuOps? ops = domain.Ops;
+        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AttachDev))
+        {
+            return Fail(Errno.ENODEV, $"the domain's IOMMU driver cannot attach devices ({device.Name})");
+        }
+
+        ErrorDetail.Clear();
+        Errno ret = ops.AttachDev(domain, device);
+        if (ret != Errno.None)
+        {
+            Log.AttachFailed(_log, device.Name, ret);
+            KeepOrFail(ret, $"IOMMU driver refused to attach {device.Name}");
+        }
+
+        return ret;
+    }
+
+    // __iommu_detach_device
+    private static void DetachDeviceInternal(IDomain domain, Device device)
+    {
+        IIommuOps? ops = domain.Ops;
+        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.DetachDev))
+        {
+            ops.DetachDev(domain, device);
+        }
+    }
+}

@@ -1,0 +1,577 @@
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Groups;
+using Iommu.Internal;
+
+namespace Iommu;
+
+public sealed partial class IommuCore
+{
+    /// <summary>Allocates a new empty group with the lowest free id, holding one reference for the caller (<c>iommu_group_alloc</c>).</summary>
+    /// <returns>The group.</returns>
+    [KernelSymbol("iommu_group_alloc")]
+    public IommuGroup GroupAlloc()
+    {
+        lock (_idLock)
+        {
+            int id = _groupsById.IndexOf(null);
+            if (id < 0)
+            {
+                id = _groupsById.Count;
+                _groupsById.Add(null);
+            }
+
+            var group = new IommuGroup(this, id);
+            _groupsById[id] = group;
+            return group;
+        }
+    }
+
+    /// <summary>The group of <paramref name="device"/> with an extra reference, or null (<c>iommu_group_get</c>).</summary>
+    /// <param name="device">The device.</param>
+    /// <returns>The group or null.</returns>
+    [KernelSymbol("iommu_group_get")]
+    public IommuGroup? GroupGet(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        IommuGroup? group = device.IommuGroup;
+        if (group is not null)
+        {
+            lock (_idLock)
+            {
+                group.RefCount++;
+            }
+        }
+
+        return group;
+    }
+
+    /// <summary>Takes an extra reference on <paramref name="group"/> (<c>iommu_group_ref_get</c>).</summary>
+    /// <param name="group">The group.</param>
+    /// <returns>The same group.</returns>
+    [KernelSymbol("iommu_group_ref_get")]
+    public IommuGroup GroupRefGet(IommuGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        lock (_idLock)
+        {
+            if (group.IsReleased)
+            {
+                ThrowHelper.InvalidOperation($"{group} was already released.");
+            }
+
+            group.RefCount++;
+        }
+
+        return group;
+    }
+
+    /// <summary>Drops a reference; the last one releases the group (<c>iommu_group_put</c>).</summary>
+    /// <param name="group">The group, or null (no-op).</param>
+    [KernelSymbol("iommu_group_put")]
+    public void GroupPut(IommuGroup? group)
+    {
+        if (group is null)
+        {
+            return;
+        }
+
+        lock (_idLock)
+        {
+            if (group.RefCount <= 0)
+            {
+                ThrowHelper.InvalidOperation($"{group} reference count underflow.");
+            }
+
+            if (--group.RefCount != 0)
+            {
+                return;
+            }
+
+            _groupsById[group.Id] = null;
+        }
+
+        // iommu_group_release: owner data, then the default domain.
+        group.Release();
+        IDomain? def = group.DefaultDomain;
+        group.DefaultDomain = null;
+        group.Domain = null;
+        if (def is not null)
+        {
+            DomainFree(def);
+        }
+    }
+
+    /// <summary>The live group with <paramref name="id"/> with an extra reference, or null (<c>iommu_group_get_by_id</c>).</summary>
+    /// <param name="id">Group id.</param>
+    /// <returns>The group or null.</returns>
+    [KernelSymbol("iommu_group_get_by_id")]
+    public IommuGroup? GroupGetById(int id)
+    {
+        lock (_idLock)
+        {
+            if (id < 0 || id >= _groupsById.Count || _groupsById[id] is not IommuGroup g)
+            {
+                return null;
+            }
+
+            g.RefCount++;
+            return g;
+        }
+    }
+
+    /// <summary>
+    /// Adds <paramref name="device"/> to <paramref name="group"/> (<c>iommu_group_add_device</c>): links
+    /// it, attaches it to the group's current domain if there is one (rolling the add back if that
+    /// fails) and sends <see cref="IommuGroupNotification.AddDevice"/>.
+    /// </summary>
+    /// <param name="group">The group.</param>
+    /// <param name="device">A device in no group.</param>
+    /// <returns>0 or the attach error.</returns>
+    [KernelSymbol("iommu_group_add_device")]
+    public Errno GroupAddDevice(IommuGroup group, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        ArgumentNullException.ThrowIfNull(device);
+        if (device.IommuGroup is not null)
+        {
+            ThrowHelper.InvalidOperation($"Device {device.Name} is already in {device.IommuGroup}.");
+        }
+
+        GroupRefGet(group);
+        device.IommuGroup = group;
+        Errno ret = Errno.None;
+        lock (group.Mutex)
+        {
+            group.DeviceList.Add(device);
+            if (group.Domain is IDomain domain)
+            {
+                ret = AttachDeviceInternal(domain, device);
+            }
+
+            if (ret != Errno.None)
+            {
+                group.DeviceList.Remove(device);
+            }
+        }
+
+        if (ret != Errno.None)
+        {
+            device.IommuGroup = null;
+            GroupPut(group);
+            Log.AddDeviceFailed(_log, device.Name, group.Id, ret);
+            return ret;
+        }
+
+        group.Notify(IommuGroupNotification.AddDevice, device);
+        Log.AddedToGroup(_log, device.Name, group.Id);
+        return Errno.None;
+    }
+
+    /// <summary>
+    /// Removes <paramref name="device"/> from its group (<c>iommu_group_remove_device</c>): sends
+    /// <see cref="IommuGroupNotification.DelDevice"/> first, unlinks it and drops its reference. The
+    /// device is not detached from the group's domain, as in the kernel.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    [KernelSymbol("iommu_group_remove_device")]
+    public void GroupRemoveDevice(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        IommuGroup? group = device.IommuGroup;
+        if (group is null)
+        {
+            return;
+        }
+
+        group.Notify(IommuGroupNotification.DelDevice, device);
+        bool removed;
+        lock (group.Mutex)
+        {
+            removed = group.DeviceList.Remove(device);
+        }
+
+        if (!removed)
+        {
+            return;
+        }
+
+        Log.RemovedFromGroup(_log, device.Name, group.Id);
+        device.IommuGroup = null;
+        GroupPut(group);
+    }
+
+    /// <summary>
+    /// The group policy for PCI devices (<c>pci_device_group</c>): devices share a group with any DMA
+    /// alias (including the PCIe-to-PCI bridge they sit behind), with the first bridge above them
+    /// whose path to the root lacks ACS, and, for multifunction devices without ACS, with the other
+    /// functions of their slot. Otherwise a new group.
+    /// </summary>
+    /// <param name="device">A PCI device.</param>
+    /// <param name="group">The group, with a reference for the caller.</param>
+    /// <returns>-EINVAL for a device that is not PCI.</returns>
+    [KernelSymbol("pci_device_group")]
+    public Errno PciDeviceGroup(Device device, out IommuGroup? group)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        group = null;
+        if (device is not PciDevice pdev)
+        {
+            return Fail(Errno.EINVAL, $"{device.Name} is not a PCI device");
+        }
+
+        // pci_for_each_dma_alias + get_pci_alias_or_group: the device itself, then up through
+        // PCIe-to-PCI bridges (whose requester ID the device's DMA carries).
+        group = GroupGet(pdev);
+        if (group is not null)
+        {
+            return Errno.None;
+        }
+
+        for (PciDevice? up = pdev.Upstream; up is not null; up = up.Upstream)
+        {
+            if (!up.IsPcieToPciBridge)
+            {
+                continue;
+            }
+
+            pdev = up;
+            group = GroupGet(up);
+            if (group is not null)
+            {
+                return Errno.None;
+            }
+        }
+
+        // Continue upstream to where ACS protects from peer-to-peer DMA.
+        for (PciDevice? up = pdev.Upstream; up is not null; up = up.Upstream)
+        {
+            if (up.AcsPathEnabled)
+            {
+                break;
+            }
+
+            pdev = up;
+            group = GroupGet(up);
+            if (group is not null)
+            {
+                return Errno.None;
+            }
+        }
+
+        IReadOnlyList<Device> all = pdev.Bus?.Devices ?? [];
+        Span<ulong> devfns = stackalloc ulong[4];
+        group = GetPciAliasGroup(pdev, all, devfns) ?? GetPciFunctionAliasGroup(pdev, all, devfns) ?? GroupAlloc();
+        return Errno.None;
+    }
+
+    /// <summary>The group policy that gives every device its own group (<c>generic_device_group</c>).</summary>
+    /// <param name="device">The device.</param>
+    /// <param name="group">A new group.</param>
+    /// <returns>Always 0.</returns>
+    [KernelSymbol("generic_device_group")]
+    public Errno GenericDeviceGroup(Device device, out IommuGroup? group)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        group = GroupAlloc();
+        return Errno.None;
+    }
+
+    /// <summary>
+    /// Probes a device on a bus with IOMMU ops (<c>iommu_probe_device</c>, the hot-plug path): driver
+    /// probe (<c>add_device</c>), group (<c>device_group</c> + <c>iommu_group_add_device</c>), default
+    /// domain for a new group, and attach of the default domain.
+    /// </summary>
+    /// <param name="device">A device on a bus.</param>
+    /// <returns>0; -ENODEV without IOMMU ops or when the driver does not handle the device; the driver's or attach error (the device is then released).</returns>
+    /// <remarks>
+    /// Follows the 5.8+ shape (the core calls <c>device_group</c> after the driver probe) with the
+    /// seed's callback names. As in 5.15 the default domain is attached once more after the group
+    /// add, so a device joining a group whose current domain is the default one sees two
+    /// <c>attach_dev</c> calls.
+    /// </remarks>
+    [KernelSymbol("iommu_probe_device")]
+    public Errno ProbeDevice(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        Errno ret = ProbeDeviceCore(device, newGroups: null);
+        if (ret != Errno.None)
+        {
+            return ret;
+        }
+
+        IommuGroup group = device.IommuGroup!;
+        lock (group.Mutex)
+        {
+            if (group.DefaultDomain is null)
+            {
+                AllocDefaultDomain(device.Bus!, group);
+            }
+
+            if (group.DefaultDomain is IDomain def)
+            {
+                ret = AttachDeviceInternal(def, device);
+            }
+        }
+
+        if (ret != Errno.None)
+        {
+            ReleaseDevice(device);
+        }
+
+        return ret;
+    }
+
+    /// <summary>
+    /// Releases a probed device (<c>iommu_release_device</c>): driver release, then removal from the group.
+    /// </summary>
+    /// <param name="device">The device; a device never probed is ignored.</param>
+    [KernelSymbol("iommu_release_device")]
+    public void ReleaseDevice(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (!device.HasIommu)
+        {
+            return;
+        }
+
+        IIommuOps? ops = device.IommuOps;
+        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
+        {
+            ops.RemoveDevice(device);
+        }
+
+        GroupRemoveDevice(device);
+        device.IommuOps = null;
+        device.HasIommu = false;
+        device.FaultParam = null;
+    }
+
+    /// <summary>
+    /// The bus probe of <c>bus_set_iommu</c> (<c>iommu_bus_init</c> → <c>bus_iommu_probe</c>): every
+    /// device into a group first, then per new group a default domain attached to all its devices.
+    /// </summary>
+    internal Errno BusInit(Bus bus, IReadOnlyList<Device> devices)
+    {
+        var newGroups = new List<IommuGroup>();
+        Errno ret = Errno.None;
+        foreach (Device d in devices)
+        {
+            if (d.IommuGroup is not null)
+            {
+                continue;
+            }
+
+            ret = ProbeDeviceCore(d, newGroups);
+            if (ret == Errno.ENODEV)
+            {
+                ret = Errno.None;
+            }
+
+            if (ret != Errno.None)
+            {
+                break;
+            }
+        }
+
+        if (ret == Errno.None)
+        {
+            foreach (IommuGroup group in newGroups)
+            {
+                lock (group.Mutex)
+                {
+                    AllocDefaultDomain(bus, group);
+                    if (group.DefaultDomain is not IDomain def)
+                    {
+                        continue;
+                    }
+
+                    foreach (Device d in group.DeviceList)
+                    {
+                        ret = AttachDeviceInternal(def, d);
+                        if (ret != Errno.None)
+                        {
+                            break;
+                        }
+                    }
+                }
+
+                if (ret != Errno.None)
+                {
+                    break;
+                }
+            }
+        }
+
+        if (ret != Errno.None)
+        {
+            // iommu_bus_init's error path: remove_iommu_group on every device of the bus.
+            foreach (Device d in devices)
+            {
+                ReleaseDevice(d);
+            }
+        }
+
+        return ret;
+    }
+
+    // __iommu_probe_device: driver probe, then group. newGroups collects groups still without a default domain.
+    private Errno ProbeDeviceCore(Device device, List<IommuGroup>? newGroups)
+    {
+        IIommuOps? ops = device.Bus?.IommuOps;
+        if (ops is null)
+        {
+            return Fail(Errno.ENODEV, $"{device.Name}: its bus has no IOMMU ops");
+        }
+
+        if (device.IommuGroup is not null)
+        {
+            return Errno.None;
+        }
+
+        device.HasIommu = true;
+        if (ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
+        {
+            Errno err = ops.AddDevice(device);
+            if (err != Errno.None)
+            {
+                device.HasIommu = false;
+                return err == Errno.ENODEV
+                    ? Fail(err, $"{device.Name} is not handled by the bus's IOMMU driver")
+                    : Fail(err, $"IOMMU driver probe of {device.Name} failed");
+            }
+        }
+
+        device.IommuOps = ops;
+        Errno ret;
+        IommuGroup? group = null;
+        if (!ops.Callbacks.HasFlag(IommuCallbacks.DeviceGroup))
+        {
+            ret = Fail(Errno.EINVAL, $"IOMMU driver has no device_group callback for {device.Name}");
+        }
+        else
+        {
+            ret = ops.DeviceGroup(device, out group);
+            if (ret == Errno.None && group is null)
+            {
+                ret = Fail(Errno.EINVAL, $"IOMMU driver returned no group for {device.Name}");
+            }
+        }
+
+        if (ret == Errno.None)
+        {
+            ret = GroupAddDevice(group!, device);
+            if (ret == Errno.None && newGroups is not null && group!.DefaultDomain is null && !newGroups.Contains(group))
+            {
+                newGroups.Add(group);
+            }
+
+            GroupPut(group);
+        }
+
+        if (ret != Errno.None)
+        {
+            if (ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
+            {
+                ops.RemoveDevice(device);
+            }
+
+            device.IommuOps = null;
+            device.HasIommu = false;
+        }
+
+        return ret;
+    }
+
+    // iommu_group_alloc_default_domain: the configured type, falling back to DMA; failure leaves none.
+    private void AllocDefaultDomain(Bus bus, IommuGroup group)
+    {
+        if (group.DefaultDomain is not null)
+        {
+            return;
+        }
+
+        DomainType type = Platform.Options.DefaultDomainType;
+        IDomain? dom = DomainAllocType(bus, type);
+        if (dom is null && type != DomainType.Dma)
+        {
+            dom = DomainAllocType(bus, DomainType.Dma);
+            if (dom is not null)
+            {
+                Log.DefaultDomainFallback(_log, type, group.Id);
+            }
+        }
+
+        if (dom is null)
+        {
+            Log.NoDefaultDomain(_log, group.Id);
+            return;
+        }
+
+        group.DefaultDomain = dom;
+        group.Domain ??= dom;
+    }
+
+    private IommuGroup? GetPciAliasGroup(PciDevice pdev, IReadOnlyList<Device> all, Span<ulong> devfns)
+    {
+        if (TestAndSet(devfns, pdev.DevFn))
+        {
+            return null;
+        }
+
+        IommuGroup? group = GroupGet(pdev);
+        if (group is not null)
+        {
+            return group;
+        }
+
+        foreach (Device d in all)
+        {
+            if (d is not PciDevice tmp || tmp == pdev || tmp.BusNumber != pdev.BusNumber || !pdev.IsDmaAliasOf(tmp))
+            {
+                continue;
+            }
+
+            group = GetPciAliasGroup(tmp, all, devfns) ?? GetPciFunctionAliasGroup(tmp, all, devfns);
+            if (group is not null)
+            {
+                return group;
+            }
+        }
+
+        return null;
+    }
+
+    private IommuGroup? GetPciFunctionAliasGroup(PciDevice pdev, IReadOnlyList<Device> all, Span<ulong> devfns)
+    {
+        if (!pdev.Multifunction || pdev.AcsEnabled)
+        {
+            return null;
+        }
+
+        foreach (Device d in all)
+        {
+            if (d is not PciDevice tmp || tmp == pdev || tmp.BusNumber != pdev.BusNumber
+                || tmp.Address.Device != pdev.Address.Device || tmp.AcsEnabled)
+            {
+                continue;
+            }
+
+            IommuGroup? group = GetPciAliasGroup(tmp, all, devfns);
+            if (group is not null)
+            {
+                return group;
+            }
+        }
+
+        return null;
+    }
+
+    private static bool TestAndSet(Span<ulong> bits, byte index)
+    {
+        ulong mask = 1UL << (index & 63);
+        bool was = (bits[index >> 6] & mask) != 0;
+        bits[index >> 6] |= mask;
+        return was;
+    }
+}

@@ -1,0 +1,311 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using Iommu.Domains;
+using Iommu.Internal;
+
+namespace Iommu;
+
+public sealed partial class IommuCore
+{
+    /// <summary>
+    /// Maps <c>[iova, iova + size)</c> to <c>[paddr, paddr + size)</c> (<c>iommu_map</c>), splitting the
+    /// range into the largest pages the domain supports as soon as alignment allows.
+    /// </summary>
+    /// <param name="domain">A paging domain.</param>
+    /// <param name="iova">First IOVA, aligned to the domain's smallest page.</param>
+    /// <param name="paddr">First physical address, same alignment.</param>
+    /// <param name="size">Bytes, same alignment; 0 maps nothing.</param>
+    /// <param name="prot">Protection.</param>
+    /// <returns>
+    /// -ENODEV (driver cannot map, or the domain has no page sizes), -EINVAL (not a paging domain, or
+    /// misaligned), or the driver's error, after unmapping exactly what this call had mapped.
+    /// </returns>
+    /// <remarks>
+    /// 5.15: <c>iommu_pgsize</c> returns a page size and a count, and a driver with <c>map_pages</c>
+    /// gets the whole run in one call (else <c>map</c> once per page); <c>iotlb_sync_map</c> runs only
+    /// after a fully successful map (5.10 ran it even on failure). Allocates nothing.
+    /// </remarks>
+    [KernelSymbol("iommu_map")]
+    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        IIommuOps? ops = domain.Ops;
+        Errno ret = MapCore(domain, ops, iova, paddr, size, prot);
+        if (ret == Errno.None && ops!.Callbacks.HasFlag(IommuCallbacks.IotlbSyncMap))
+        {
+            ops.IotlbSyncMap(domain, iova, size);
+        }
+
+        return ret;
+    }
+
+    /// <summary>
+    /// Unmaps at least <paramref name="size"/> bytes from <paramref name="iova"/> (<c>iommu_unmap</c>) and
+    /// flushes the IOTLB for them.
+    /// </summary>
+    /// <param name="domain">A paging domain.</param>
+    /// <param name="iova">First IOVA, aligned to the domain's smallest page.</param>
+    /// <param name="size">Bytes, same alignment.</param>
+    /// <returns>
+    /// Bytes unmapped: may exceed <paramref name="size"/> when a larger page covered the range, stops
+    /// early at the first IOVA the driver reports as not mapped, and is 0 on any error (no errno).
+    /// </returns>
+    [KernelSymbol("iommu_unmap")]
+    public ulong Unmap(IDomain domain, ulong iova, ulong size)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        var gather = default(IommuIotlbGather);
+        ulong ret = UnmapCore(domain, iova, size, ref gather);
+        IotlbSync(domain, ref gather);
+        return ret;
+    }
+
+    /// <summary>
+    /// <see cref="Unmap"/> without the final flush (<c>iommu_unmap_fast</c>): the caller flushes
+    /// <paramref name="gather"/> with <see cref="IotlbSync"/>.
+    /// </summary>
+    /// <param name="domain">A paging domain.</param>
+    /// <param name="iova">First IOVA.</param>
+    /// <param name="size">Bytes.</param>
+    /// <param name="gather">Accumulates the range to flush.</param>
+    /// <returns>Bytes unmapped, as for <see cref="Unmap"/>.</returns>
+    [KernelSymbol("iommu_unmap_fast")]
+    public ulong UnmapFast(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        return UnmapCore(domain, iova, size, ref gather);
+    }
+
+    /// <summary>Flushes what <paramref name="gather"/> collected and empties it (<c>iommu_iotlb_sync</c>).</summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="gather">The gathered range.</param>
+    [KernelSymbol("iommu_iotlb_sync")]
+    public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        IIommuOps? ops = domain.Ops;
+        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.IotlbSync))
+        {
+            ops.IotlbSync(domain, ref gather);
+        }
+
+        gather.Init();
+    }
+
+    /// <summary>Flushes every IOTLB entry of the domain (<c>iommu_flush_iotlb_all</c>).</summary>
+    /// <param name="domain">The domain.</param>
+    [KernelSymbol("iommu_flush_iotlb_all")]
+    public void FlushIotlbAll(IDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        IIommuOps? ops = domain.Ops;
+        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.FlushIotlbAll))
+        {
+            ops.FlushIotlbAll(domain);
+        }
+    }
+
+    /// <summary>
+    /// Adds an unmapped page to <paramref name="gather"/>, first flushing what it holds when the page
+    /// is disjoint from it or of another size (<c>iommu_iotlb_gather_add_page</c>). For drivers.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="gather">The gather.</param>
+    /// <param name="iova">First IOVA of the page.</param>
+    /// <param name="size">Page size.</param>
+    [KernelSymbol("iommu_iotlb_gather_add_page")]
+    public void IotlbGatherAddPage(IDomain domain, ref IommuIotlbGather gather, ulong iova, ulong size)
+    {
+        ulong start = iova, end = iova + size - 1;
+        if (gather.Pgsize != size || end + 1 < gather.Start || start > gather.End + 1)
+        {
+            if (gather.Pgsize != 0)
+            {
+                IotlbSync(domain, ref gather);
+            }
+
+            gather.SetPgsize(size);
+        }
+
+        gather.AddRange(iova, size);
+    }
+
+    /// <summary>
+    /// Translates an IOVA through the domain (<c>iommu_iova_to_phys</c>): IDENTITY returns the IOVA,
+    /// BLOCKED returns 0, others ask the driver.
+    /// </summary>
+    /// <param name="domain">The domain.</param>
+    /// <param name="iova">IOVA.</param>
+    /// <returns>Physical address (with the offset inside the page), or 0 when not mapped.</returns>
+    /// <remarks>5.15 calls the driver without a NULL check; a driver without <c>iova_to_phys</c> gets the 5.10 answer, 0.</remarks>
+    [KernelSymbol("iommu_iova_to_phys")]
+    public ulong IovaToPhys(IDomain domain, ulong iova)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (domain.Type == DomainType.Identity)
+        {
+            return iova;
+        }
+
+        if (domain.Type == DomainType.Blocked)
+        {
+            return 0;
+        }
+
+        IIommuOps? ops = domain.Ops;
+        return ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.IovaToPhys) ? ops.IovaToPhys(domain, iova) : 0;
+    }
+
+    /// <summary>
+    /// The page size to use next and how many such pages (<c>iommu_pgsize</c>, 5.15 form): the largest
+    /// supported size that fits <paramref name="size"/> and the alignment of <paramref name="iova"/> |
+    /// <paramref name="paddr"/>, and a count that stops at the next larger page boundary when a full
+    /// larger page fits after it.
+    /// </summary>
+    /// <param name="pgsizeBitmap">Supported sizes.</param>
+    /// <param name="iova">IOVA.</param>
+    /// <param name="paddr">Physical address (the IOVA itself when unmapping).</param>
+    /// <param name="size">Bytes left; at least the smallest page.</param>
+    /// <param name="count">Number of pages of the returned size.</param>
+    /// <returns>The page size.</returns>
+    /// <exception cref="InvalidOperationException">No supported size fits (the kernel's BUG_ON; cannot happen after the core's alignment checks).</exception>
+    [KernelSymbol("iommu_pgsize")]
+    public static ulong PgSize(ulong pgsizeBitmap, ulong iova, ulong paddr, ulong size, out ulong count)
+    {
+        ulong addrMerge = paddr | iova;
+        ulong pgsizes = pgsizeBitmap & GenMask(BitOperations.Log2(size));
+        if (addrMerge != 0)
+        {
+            pgsizes &= GenMask(BitOperations.TrailingZeroCount(addrMerge));
+        }
+
+        if (pgsizes == 0)
+        {
+            ThrowHelper.InvalidOperation($"No page size of 0x{pgsizeBitmap:x} fits iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x}.");
+        }
+
+        int idx = BitOperations.Log2(pgsizes);
+        ulong pgsize = 1UL << idx;
+
+        // Ramp up: stop the run at the next larger page boundary if a whole larger page fits after it.
+        ulong larger = pgsizeBitmap & ~GenMask(idx);
+        if (larger != 0)
+        {
+            ulong next = 1UL << BitOperations.TrailingZeroCount(larger);
+            if (((iova ^ paddr) & (next - 1)) == 0)
+            {
+                ulong offset = next - (addrMerge & (next - 1));
+                if (offset + next <= size && offset + next > offset)
+                {
+                    size = offset;
+                }
+            }
+        }
+
+        count = size >> idx;
+        return pgsize;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong GenMask(int high) => high >= 63 ? ulong.MaxValue : (2UL << high) - 1;
+
+    // __iommu_map
+    private Errno MapCore(IDomain domain, IIommuOps? ops, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    {
+        if (ops is null || (ops.Callbacks & (IommuCallbacks.Map | IommuCallbacks.MapPages)) == 0 || domain.PgsizeBitmap == 0)
+        {
+            return Fail(Errno.ENODEV, "the domain's IOMMU driver cannot map, or the domain has no page sizes");
+        }
+
+        if (!domain.Type.IsPaging())
+        {
+            return Fail(Errno.EINVAL, $"a {domain.Type} domain has no page tables to map into");
+        }
+
+        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(domain.PgsizeBitmap);
+        if (((iova | paddr | size) & (minPagesz - 1)) != 0)
+        {
+            Log.MapUnaligned(_log, iova, paddr, size, minPagesz);
+            return Fail(Errno.EINVAL, $"unaligned: iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x} must be multiples of the minimum page size 0x{minPagesz:x}");
+        }
+
+        bool batched = ops.Callbacks.HasFlag(IommuCallbacks.MapPages);
+        ulong origIova = iova, origSize = size;
+        Errno ret = Errno.None;
+        ErrorDetail.Clear();
+        while (size != 0)
+        {
+            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, paddr, size, out ulong count);
+            ulong mapped;
+            if (batched)
+            {
+                ret = ops.MapPages(domain, iova, paddr, pgsize, count, prot, out mapped);
+            }
+            else
+            {
+                ret = ops.Map(domain, iova, paddr, pgsize, prot);
+                mapped = ret == Errno.None ? pgsize : 0;
+            }
+
+            size -= mapped;
+            if (ret != Errno.None)
+            {
+                break;
+            }
+
+            iova += mapped;
+            paddr += mapped;
+        }
+
+        if (ret != Errno.None)
+        {
+            string detail = $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x}))";
+            ErrorDetail.Clear();
+            Unmap(domain, origIova, origSize - size);
+            return ErrorDetail.Fail(ret, detail);
+        }
+
+        return Errno.None;
+    }
+
+    // __iommu_unmap
+    private ulong UnmapCore(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
+    {
+        IIommuOps? ops = domain.Ops;
+        if (ops is null || (ops.Callbacks & (IommuCallbacks.Unmap | IommuCallbacks.UnmapPages)) == 0 || domain.PgsizeBitmap == 0)
+        {
+            return 0;
+        }
+
+        if (!domain.Type.IsPaging())
+        {
+            return 0;
+        }
+
+        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(domain.PgsizeBitmap);
+        if (((iova | size) & (minPagesz - 1)) != 0)
+        {
+            Log.UnmapUnaligned(_log, iova, size, minPagesz);
+            return 0;
+        }
+
+        bool batched = ops.Callbacks.HasFlag(IommuCallbacks.UnmapPages);
+        ulong unmapped = 0;
+        while (unmapped < size)
+        {
+            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, iova, size - unmapped, out ulong count);
+            ulong page = batched
+                ? ops.UnmapPages(domain, iova, pgsize, count, ref gather)
+                : ops.Unmap(domain, iova, pgsize, ref gather);
+            if (page == 0)
+            {
+                break;
+            }
+
+            iova += page;
+            unmapped += page;
+        }
+
+        return unmapped;
+    }
+}

@@ -1,0 +1,194 @@
+using System.Globalization;
+
+namespace Iommu.Memory;
+
+/// <summary>
+/// Hands out zeroed 4 KiB frames of <see cref="PhysicalMemory"/> for translation structures (root,
+/// context, PASID and page tables), the way the kernel's <c>alloc_pgtable_page</c> does.
+/// </summary>
+/// <remarks>
+/// <para>Frames come from one region of physical memory. Allocation and free are O(1): a bump
+/// pointer over never-used frames and a free list threaded through the freed frames themselves,
+/// so nothing is allocated on the GC heap, ever.</para>
+/// <para>Fault injection in the style of the kernel's <c>fail_nth</c>: <see cref="FailNth"/> makes
+/// the N-th allocation from now fail once.</para>
+/// <para>Thread safety: all members may be called concurrently.</para>
+/// </remarks>
+public sealed class FrameAllocator
+{
+    private const ulong NoFrame = ulong.MaxValue;
+
+    private readonly PhysicalMemory _memory;
+    private readonly Lock _lock = new();
+    private readonly ulong[] _allocated; // one bit per frame: catches double frees and foreign frees
+    private ulong _bump;
+    private ulong _freeHead = NoFrame;
+    private long _live;
+    private long _peak;
+    private long _allocations;
+    private long _failures;
+    private long _failCountdown;
+
+    /// <summary>Creates an allocator over <c>[regionBase, regionBase + regionSize)</c> of <paramref name="memory"/>.</summary>
+    /// <param name="memory">The physical memory the frames live in.</param>
+    /// <param name="regionBase">4 KiB-aligned start of the region.</param>
+    /// <param name="regionSize">Bytes in the region; a non-zero multiple of 4 KiB inside <paramref name="memory"/>.</param>
+    public FrameAllocator(PhysicalMemory memory, ulong regionBase, ulong regionSize)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        if ((regionBase | regionSize) % PhysicalMemory.PageSize != 0 || regionSize == 0 || !memory.Contains(regionBase, regionSize))
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(regionSize),
+                string.Create(CultureInfo.InvariantCulture, $"Frame region [0x{regionBase:x}, 0x{regionBase + regionSize:x}) must be 4 KiB-aligned, non-empty and inside physical memory [0x0, 0x{memory.Size:x})."));
+        }
+
+        _memory = memory;
+        RegionBase = regionBase;
+        RegionSize = regionSize;
+        Capacity = (long)(regionSize / PhysicalMemory.PageSize);
+        _allocated = new ulong[(Capacity + 63) / 64];
+        _bump = regionBase;
+    }
+
+    /// <summary>First physical address of the region frames come from.</summary>
+    public ulong RegionBase { get; }
+
+    /// <summary>Bytes in the region.</summary>
+    public ulong RegionSize { get; }
+
+    /// <summary>Number of frames in the region.</summary>
+    public long Capacity { get; }
+
+    /// <summary>Frames allocated and not yet freed.</summary>
+    public long LiveFrames => Interlocked.Read(ref _live);
+
+    /// <summary>Highest value <see cref="LiveFrames"/> has reached.</summary>
+    public long PeakLiveFrames => Interlocked.Read(ref _peak);
+
+    /// <summary>Successful allocations since creation.</summary>
+    public long TotalAllocations => Interlocked.Read(ref _allocations);
+
+    /// <summary>Failed allocations since creation (exhaustion or injected).</summary>
+    public long FailedAllocations => Interlocked.Read(ref _failures);
+
+    /// <summary>
+    /// Makes the <paramref name="n"/>-th allocation from now fail (1 = the next one), once; 0 cancels.
+    /// </summary>
+    /// <param name="n">Which allocation fails; 0 to cancel a pending injection.</param>
+    public void FailNth(int n)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        lock (_lock)
+        {
+            _failCountdown = n;
+        }
+    }
+
+    /// <summary>Whether an injected failure is still pending (<see cref="FailNth"/> has not fired yet).</summary>
+    public bool FailurePending
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _failCountdown != 0;
+            }
+        }
+    }
+
+    /// <summary>Allocates one zeroed 4 KiB frame.</summary>
+    /// <param name="pa">Its physical address, or 0 on failure.</param>
+    /// <returns>False when the region is exhausted or a failure was injected (the kernel's -ENOMEM).</returns>
+    public bool TryAllocate(out ulong pa)
+    {
+        lock (_lock)
+        {
+            if (_failCountdown != 0 && --_failCountdown == 0)
+            {
+                _failures++;
+                pa = 0;
+                return false;
+            }
+
+            if (_freeHead != NoFrame)
+            {
+                pa = _freeHead;
+                _freeHead = _memory.ReadUInt64(pa);
+            }
+            else if (_bump < RegionBase + RegionSize)
+            {
+                pa = _bump;
+                _bump += PhysicalMemory.PageSize;
+            }
+            else
+            {
+                _failures++;
+                pa = 0;
+                return false;
+            }
+
+            ulong index = (pa - RegionBase) / PhysicalMemory.PageSize;
+            _allocated[index / 64] |= 1UL << (int)(index % 64);
+            _allocations++;
+            _live++;
+            if (_live > _peak)
+            {
+                _peak = _live;
+            }
+        }
+
+        // Zero outside the lock; the frame is ours alone now.
+        _memory.Table(pa).Clear();
+        return true;
+    }
+
+    /// <summary>Whether <paramref name="pa"/> is a frame of this allocator that is currently allocated.</summary>
+    /// <param name="pa">Physical address.</param>
+    /// <returns>True when allocated.</returns>
+    public bool IsAllocated(ulong pa)
+    {
+        if (!InRegion(pa))
+        {
+            return false;
+        }
+
+        ulong index = (pa - RegionBase) / PhysicalMemory.PageSize;
+        lock (_lock)
+        {
+            return (_allocated[index / 64] & (1UL << (int)(index % 64))) != 0;
+        }
+    }
+
+    /// <summary>Returns a frame obtained from <see cref="TryAllocate"/>.</summary>
+    /// <param name="pa">The frame's physical address.</param>
+    /// <exception cref="ArgumentException">The address is not a frame of this region.</exception>
+    /// <exception cref="InvalidOperationException">The frame is not allocated (double free).</exception>
+    public void Free(ulong pa)
+    {
+        if (!InRegion(pa))
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"0x{pa:x} is not a 4 KiB frame of the region [0x{RegionBase:x}, 0x{RegionBase + RegionSize:x})."), nameof(pa));
+        }
+
+        ulong index = (pa - RegionBase) / PhysicalMemory.PageSize;
+        lock (_lock)
+        {
+            ref ulong word = ref _allocated[index / 64];
+            ulong bit = 1UL << (int)(index % 64);
+            if ((word & bit) == 0)
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Frame 0x{pa:x} freed twice (it is not allocated)."));
+            }
+
+            word &= ~bit;
+            _memory.WriteUInt64(pa, _freeHead);
+            _freeHead = pa;
+            _live--;
+        }
+    }
+
+    private bool InRegion(ulong pa) =>
+        pa >= RegionBase && pa - RegionBase < RegionSize && (pa & (PhysicalMemory.PageSize - 1)) == 0;
+}

@@ -1,0 +1,345 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Iommu.Internal;
+
+namespace Iommu.Memory;
+
+/// <summary>
+/// Host physical memory: sparse, backed lazily in 2 MiB native chunks that the operating system
+/// zero-fills on first touch, and read and written by physical address.
+/// </summary>
+/// <remarks>
+/// <para>Translation structures and DMA buffers live here, so the hardware model reads exactly the
+/// bytes the driver wrote. Reading memory never written returns zeros without backing it.</para>
+/// <para>Every access is bounds-checked against <see cref="Size"/> and throws
+/// <see cref="ArgumentOutOfRangeException"/> naming the range; use <see cref="Contains"/> first where
+/// an out-of-range address is an expected outcome (a device DMA, for instance).</para>
+/// <para>Thread safety: any number of threads may read and write concurrently; backing a chunk is
+/// race-free (the loser of a race frees its chunk). Two threads writing the same bytes race as
+/// they would on real memory. <see cref="Dispose"/> must not race with other calls.</para>
+/// </remarks>
+public sealed unsafe class PhysicalMemory : IDisposable
+{
+    /// <summary>Size of one backing chunk (2 MiB).</summary>
+    public const int ChunkShift = 21;
+
+    /// <summary>Size of a page frame (4 KiB).</summary>
+    public const int PageShift = 12;
+
+    /// <summary>Bytes in a page frame.</summary>
+    public const int PageSize = 1 << PageShift;
+
+    /// <summary>Largest supported memory size (2^46 bytes = 64 TiB, the x86 host address width of common servers).</summary>
+    public const ulong MaxSize = 1UL << 46;
+
+    private const int ChunkSize = 1 << ChunkShift;
+    private const int DirShift = 9; // 512 chunks (1 GiB) per second-level directory
+    private const int DirEntries = 1 << DirShift;
+
+    private readonly nint[]?[] _directory;
+    private long _backedChunks;
+    private bool _disposed;
+
+    /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
+    /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
+    public PhysicalMemory(ulong size)
+    {
+        if (size == 0 || size > MaxSize || (size & (PageSize - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"Physical memory size must be a non-zero multiple of 4 KiB and at most 0x{MaxSize:x} bytes.");
+        }
+
+        Size = size;
+        ulong chunks = (size + ChunkSize - 1) >> ChunkShift;
+        _directory = new nint[]?[(chunks + DirEntries - 1) >> DirShift];
+    }
+
+    /// <summary>Bytes of physical address space (addresses 0 to <c>Size - 1</c>).</summary>
+    public ulong Size { get; }
+
+    /// <summary>Bytes currently backed by native memory (a multiple of 2 MiB).</summary>
+    public long BackedBytes => Interlocked.Read(ref _backedChunks) << ChunkShift;
+
+    /// <summary>Whether <c>[pa, pa + length)</c> lies entirely inside physical memory.</summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="length">Bytes.</param>
+    /// <returns>True when the whole range exists.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Contains(ulong pa, ulong length) => pa <= Size && length <= Size - pa;
+
+    /// <summary>
+    /// The 4 KiB frame at <paramref name="pa"/> as 512 64-bit entries: the view the IOMMU has of a
+    /// page-table, context-table or PASID-table page. Backs the chunk if needed.
+    /// </summary>
+    /// <param name="pa">4 KiB-aligned physical address of the frame.</param>
+    /// <returns>A span over the frame; valid until the memory is disposed.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Span<ulong> Table(ulong pa)
+    {
+        if ((pa & (PageSize - 1)) != 0)
+        {
+            ThrowHelper.Misaligned("table address", pa, PageSize);
+        }
+
+        return new Span<ulong>(Pointer(pa, PageSize), PageSize / sizeof(ulong));
+    }
+
+    /// <summary>The 4 KiB frame at <paramref name="pa"/> as bytes. Backs the chunk if needed.</summary>
+    /// <param name="pa">4 KiB-aligned physical address.</param>
+    /// <returns>A span over the frame.</returns>
+    public Span<byte> Frame(ulong pa)
+    {
+        if ((pa & (PageSize - 1)) != 0)
+        {
+            ThrowHelper.Misaligned("frame address", pa, PageSize);
+        }
+
+        return new Span<byte>(Pointer(pa, PageSize), PageSize);
+    }
+
+    /// <summary>
+    /// A span over <paramref name="length"/> bytes at <paramref name="pa"/>, which must not cross a
+    /// 2 MiB chunk boundary (any range inside one naturally aligned page qualifies). Backs the chunk.
+    /// </summary>
+    /// <param name="pa">Physical address.</param>
+    /// <param name="length">Bytes; the range must stay inside one 2 MiB chunk.</param>
+    /// <returns>A span over the bytes.</returns>
+    public Span<byte> GetSpan(ulong pa, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (length != 0 && (pa >> ChunkShift) != ((pa + (ulong)length - 1) >> ChunkShift))
+        {
+            ThrowHelper.Argument($"Range [0x{pa:x}, 0x{pa + (ulong)length:x}) crosses a 2 MiB chunk boundary; use Read/Write.", nameof(length));
+        }
+
+        return new Span<byte>(Pointer(pa, (ulong)length), length);
+    }
+
+    /// <summary>Reads an aligned 64-bit little-endian value (zero where never written).</summary>
+    /// <param name="pa">8-byte aligned physical address.</param>
+    /// <returns>The value.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong ReadUInt64(ulong pa)
+    {
+        CheckAligned(pa, sizeof(ulong));
+        byte* p = PointerIfBacked(pa, sizeof(ulong));
+        return p == null ? 0 : Volatile.Read(ref *(ulong*)p);
+    }
+
+    /// <summary>Writes an aligned 64-bit little-endian value.</summary>
+    /// <param name="pa">8-byte aligned physical address.</param>
+    /// <param name="value">The value.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void WriteUInt64(ulong pa, ulong value)
+    {
+        CheckAligned(pa, sizeof(ulong));
+        Volatile.Write(ref *(ulong*)Pointer(pa, sizeof(ulong)), value);
+    }
+
+    /// <summary>Reads an aligned 32-bit little-endian value.</summary>
+    /// <param name="pa">4-byte aligned physical address.</param>
+    /// <returns>The value.</returns>
+    public uint ReadUInt32(ulong pa)
+    {
+        CheckAligned(pa, sizeof(uint));
+        byte* p = PointerIfBacked(pa, sizeof(uint));
+        return p == null ? 0 : Volatile.Read(ref *(uint*)p);
+    }
+
+    /// <summary>Writes an aligned 32-bit little-endian value.</summary>
+    /// <param name="pa">4-byte aligned physical address.</param>
+    /// <param name="value">The value.</param>
+    public void WriteUInt32(ulong pa, uint value)
+    {
+        CheckAligned(pa, sizeof(uint));
+        Volatile.Write(ref *(uint*)Pointer(pa, sizeof(uint)), value);
+    }
+
+    /// <summary>Copies <c>destination.Length</c> bytes starting at <paramref name="pa"/> (zeros where never written).</summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="destination">Where the bytes go.</param>
+    public void Read(ulong pa, Span<byte> destination)
+    {
+        CheckRange(pa, (ulong)destination.Length);
+        while (!destination.IsEmpty)
+        {
+            int n = BytesToChunkEnd(pa, destination.Length);
+            byte* p = ChunkIfBacked(pa);
+            if (p == null)
+            {
+                destination[..n].Clear();
+            }
+            else
+            {
+                new ReadOnlySpan<byte>(p + (pa & (ChunkSize - 1)), n).CopyTo(destination);
+            }
+
+            destination = destination[n..];
+            pa += (ulong)n;
+        }
+    }
+
+    /// <summary>Copies <paramref name="source"/> to physical memory starting at <paramref name="pa"/>.</summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="source">The bytes.</param>
+    public void Write(ulong pa, ReadOnlySpan<byte> source)
+    {
+        CheckRange(pa, (ulong)source.Length);
+        while (!source.IsEmpty)
+        {
+            int n = BytesToChunkEnd(pa, source.Length);
+            source[..n].CopyTo(new Span<byte>(Chunk(pa) + (pa & (ChunkSize - 1)), n));
+            source = source[n..];
+            pa += (ulong)n;
+        }
+    }
+
+    /// <summary>Sets <paramref name="length"/> bytes at <paramref name="pa"/> to <paramref name="value"/>.</summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="length">Bytes.</param>
+    /// <param name="value">The byte to store.</param>
+    public void Fill(ulong pa, ulong length, byte value)
+    {
+        CheckRange(pa, length);
+        while (length != 0)
+        {
+            int n = BytesToChunkEnd(pa, length > int.MaxValue ? int.MaxValue : (int)length);
+            if (value != 0 || ChunkIfBacked(pa) != null)
+            {
+                new Span<byte>(Chunk(pa) + (pa & (ChunkSize - 1)), n).Fill(value);
+            }
+
+            length -= (ulong)n;
+            pa += (ulong)n;
+        }
+    }
+
+    /// <summary>Whether the chunk holding <paramref name="pa"/> has native backing.</summary>
+    /// <param name="pa">Physical address.</param>
+    /// <returns>True when backed.</returns>
+    public bool IsBacked(ulong pa)
+    {
+        CheckRange(pa, 1);
+        return ChunkIfBacked(pa) != null;
+    }
+
+    /// <summary>Frees every chunk. Spans obtained earlier must not be used afterwards.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        foreach (nint[]? dir in _directory)
+        {
+            if (dir is null)
+            {
+                continue;
+            }
+
+            for (int i = 0; i < dir.Length; i++)
+            {
+                if (dir[i] != 0)
+                {
+                    NativeMemory.Free((void*)dir[i]);
+                    dir[i] = 0;
+                }
+            }
+        }
+
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees native memory if the owner forgot to dispose.</summary>
+    ~PhysicalMemory()
+    {
+        Dispose();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int BytesToChunkEnd(ulong pa, int want)
+    {
+        int left = ChunkSize - (int)(pa & (ChunkSize - 1));
+        return want < left ? want : left;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckAligned(ulong pa, int alignment)
+    {
+        if ((pa & (ulong)(alignment - 1)) != 0)
+        {
+            ThrowHelper.Misaligned("physical address", pa, (ulong)alignment);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CheckRange(ulong pa, ulong length)
+    {
+        if (!Contains(pa, length))
+        {
+            ThrowHelper.PhysicalRange(pa, length, Size);
+        }
+
+        if (_disposed)
+        {
+            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+        }
+    }
+
+    // Caller guarantees [pa, pa+length) lies in one chunk (true for aligned accesses ≤ 4 KiB).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* Pointer(ulong pa, ulong length)
+    {
+        CheckRange(pa, length);
+        return Chunk(pa) + (pa & (ChunkSize - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* PointerIfBacked(ulong pa, ulong length)
+    {
+        CheckRange(pa, length);
+        byte* chunk = ChunkIfBacked(pa);
+        return chunk == null ? null : chunk + (pa & (ChunkSize - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* ChunkIfBacked(ulong pa)
+    {
+        ulong chunk = pa >> ChunkShift;
+        nint[]? dir = Volatile.Read(ref _directory[chunk >> DirShift]);
+        return dir is null ? null : (byte*)Volatile.Read(ref dir[chunk & (DirEntries - 1)]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* Chunk(ulong pa)
+    {
+        byte* p = ChunkIfBacked(pa);
+        return p != null ? p : Back(pa);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* Back(ulong pa)
+    {
+        ulong chunk = pa >> ChunkShift;
+        ref nint[]? dirSlot = ref _directory[chunk >> DirShift];
+        nint[]? dir = Volatile.Read(ref dirSlot);
+        if (dir is null)
+        {
+            dir = Interlocked.CompareExchange(ref dirSlot, new nint[DirEntries], null) ?? dirSlot!;
+        }
+
+        ref nint slot = ref dir[chunk & (DirEntries - 1)];
+        nint mine = (nint)NativeMemory.AllocZeroed(ChunkSize);
+        nint existing = Interlocked.CompareExchange(ref slot, mine, 0);
+        if (existing != 0)
+        {
+            NativeMemory.Free((void*)mine);
+            return (byte*)existing;
+        }
+
+        Interlocked.Increment(ref _backedChunks);
+        return (byte*)mine;
+    }
+}
