@@ -1,0 +1,136 @@
+using Iommu.Memory;
+
+namespace Iommu.Core.Tests;
+
+public sealed class PhysicalMemoryTests
+{
+    [Fact]
+    public void Unwritten_memory_reads_as_zero_without_being_backed()
+    {
+        using var mem = new PhysicalMemory(64 * Sizes.GiB);
+        var buf = new byte[64];
+        buf.AsSpan().Fill(0xAA);
+
+        mem.Read(40 * Sizes.GiB + 12, buf);
+
+        Assert.All(buf, b => Assert.Equal(0, b));
+        Assert.Equal(0UL, mem.ReadUInt64(63 * Sizes.GiB));
+        Assert.Equal(0, mem.BackedBytes);
+        Assert.False(mem.IsBacked(40 * Sizes.GiB));
+    }
+
+    [Fact]
+    public void Writes_back_one_chunk_and_read_back()
+    {
+        using var mem = new PhysicalMemory(64 * Sizes.GiB);
+
+        mem.WriteUInt64(0x2_0000_0008, 0x0123_4567_89ab_cdef);
+
+        Assert.Equal(0x0123_4567_89ab_cdefUL, mem.ReadUInt64(0x2_0000_0008));
+        Assert.Equal(0x89ab_cdefU, mem.ReadUInt32(0x2_0000_0008));
+        Assert.Equal(0x0123_4567U, mem.ReadUInt32(0x2_0000_000c));
+        Assert.Equal(2 * (long)Sizes.MiB, mem.BackedBytes);
+        Assert.True(mem.IsBacked(0x2_0000_0000));
+        Assert.False(mem.IsBacked(0x2_0020_0000));
+    }
+
+    [Fact]
+    public void Table_view_aliases_the_same_bytes_as_byte_access()
+    {
+        using var mem = new PhysicalMemory(Sizes.GiB);
+        Span<ulong> table = mem.Table(0x5000);
+        table[3] = 0x1122_3344_5566_7788;
+
+        Assert.Equal(512, table.Length);
+        Assert.Equal(0x1122_3344_5566_7788UL, mem.ReadUInt64(0x5018));
+        var bytes = new byte[8];
+        mem.Read(0x5018, bytes);
+        Assert.Equal(new byte[] { 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11 }, bytes);
+        Assert.Equal(0x88, mem.Frame(0x5000)[0x18]);
+    }
+
+    [Fact]
+    public void Read_and_write_cross_chunk_boundaries()
+    {
+        using var mem = new PhysicalMemory(Sizes.GiB);
+        byte[] data = new byte[10000];
+        new Random(7).NextBytes(data);
+        ulong pa = (2 * Sizes.MiB) - 3000; // straddles the first 2 MiB chunk boundary
+
+        mem.Write(pa, data);
+        byte[] back = new byte[data.Length];
+        mem.Read(pa, back);
+
+        Assert.Equal(data, back);
+        Assert.Equal(4 * (long)Sizes.MiB, mem.BackedBytes);
+    }
+
+    [Fact]
+    public void Fill_sets_bytes_and_zero_fill_of_unbacked_memory_backs_nothing()
+    {
+        using var mem = new PhysicalMemory(Sizes.GiB);
+        mem.Fill(0x10_0000, 3 * Sizes.MiB, 0);
+        Assert.Equal(0, mem.BackedBytes);
+
+        mem.Fill(0x1ff_ff00, 0x200, 0x5a);
+        Assert.Equal(0x5a5a_5a5a_5a5a_5a5aUL, mem.ReadUInt64(0x1ff_ff00));
+        Assert.Equal(0x5a5a_5a5a_5a5a_5a5aUL, mem.ReadUInt64(0x200_00f8));
+        Assert.Equal(0UL, mem.ReadUInt64(0x200_0100));
+    }
+
+    [Theory]
+    [InlineData(0x4000_0000UL, 1UL)]
+    [InlineData(0x3fff_fff9UL, 8UL)]
+    [InlineData(ulong.MaxValue, 1UL)]
+    public void Out_of_range_access_names_the_range(ulong pa, ulong length)
+    {
+        using var mem = new PhysicalMemory(Sizes.GiB);
+
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => mem.Read(pa, new byte[length]));
+
+        Assert.Contains($"0x{pa:x}", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("0x40000000", ex.Message, StringComparison.Ordinal);
+        Assert.False(mem.Contains(pa, length));
+    }
+
+    [Fact]
+    public void Misaligned_table_and_qword_access_is_rejected()
+    {
+        using var mem = new PhysicalMemory(Sizes.GiB);
+
+        Assert.Throws<ArgumentException>(() => mem.Table(0x1008));
+        Assert.Throws<ArgumentException>(() => mem.ReadUInt64(0x1004));
+        Assert.Throws<ArgumentException>(() => mem.WriteUInt32(0x1002, 1));
+        Assert.Throws<ArgumentException>(() => mem.GetSpan(0x1f_ff00, 0x200));
+    }
+
+    [Theory]
+    [InlineData(0UL)]
+    [InlineData(4097UL)]
+    [InlineData((1UL << 46) + 4096)]
+    public void Invalid_sizes_are_rejected(ulong size) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PhysicalMemory(size));
+
+    [Fact]
+    public void Disposed_memory_refuses_access()
+    {
+        var mem = new PhysicalMemory(Sizes.GiB);
+        mem.WriteUInt64(0, 1);
+        mem.Dispose();
+
+        Assert.Throws<ObjectDisposedException>(() => mem.ReadUInt64(0));
+    }
+
+    [Fact]
+    public void Concurrent_first_touches_of_one_chunk_back_it_once()
+    {
+        using var mem = new PhysicalMemory(Sizes.GiB);
+        Parallel.For(0, 64, i => mem.WriteUInt64(0x4000_000 + ((ulong)i * 8), (ulong)i + 1));
+
+        Assert.Equal(2 * (long)Sizes.MiB, mem.BackedBytes);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal((ulong)i + 1, mem.ReadUInt64(0x4000_000 + ((ulong)i * 8)));
+        }
+    }
+}
