@@ -1,0 +1,519 @@
+using System.Runtime.CompilerServices;
+using Iommu.Memory;
+
+namespace Iommu.VtD.Driver;
+
+/// <summary>
+/// A domain's VT-d second-level page table, living in <see cref="PhysicalMemory"/> exactly as the
+/// hardware walks it: 4 KiB tables of 512 64-bit entries, 3 to 5 levels, 2 MiB and 1 GiB superpages.
+/// This is the page-table engine of <c>struct dmar_domain</c> (<c>__domain_mapping</c>,
+/// <c>domain_unmap</c>, <c>pfn_to_dma_pte</c>).
+/// </summary>
+/// <remarks>
+/// <para>Map, unmap and iova_to_phys allocate nothing on the GC heap: they walk <see cref="Span{T}"/>
+/// views of the tables. Intermediate tables are installed with
+/// <see cref="Interlocked.CompareExchange(ref ulong, ulong, ulong)"/> (the loser of a race frees its
+/// table), and entries are read with <see cref="Volatile"/>, so concurrent maps and unmaps of
+/// disjoint ranges and concurrent translations are safe, as in the kernel. Overlapping concurrent
+/// calls race as they would in the kernel.</para>
+/// <para>Tables freed by an unmap are not reused at once: they wait on a pending list (threaded
+/// through the frames themselves, whose links read as not-present entries) until the caller has
+/// flushed the IOTLB and calls <see cref="ReleasePendingFrees"/>, the kernel's freelist handed to
+/// <c>iotlb_sync</c>.</para>
+/// </remarks>
+public sealed class DmaPageTable
+{
+    private const ulong NoFrame = 0;
+
+    private readonly PhysicalMemory _memory;
+    private readonly FrameAllocator _frames;
+    private ulong _pendingFree = NoFrame;
+    private long _tables;
+
+    private DmaPageTable(PhysicalMemory memory, FrameAllocator frames, ulong root, int levels)
+    {
+        _memory = memory;
+        _frames = frames;
+        Root = root;
+        Levels = levels;
+        _tables = 1;
+    }
+
+    /// <summary>Physical address of the top-level table (<c>dmar_domain->pgd</c>).</summary>
+    public ulong Root { get; private set; }
+
+    /// <summary>Number of levels (3 for 39-bit, 4 for 48-bit, 5 for 57-bit; <c>agaw + 2</c>).</summary>
+    public int Levels { get; private set; }
+
+    /// <summary>Address width the table covers: 12 + 9 × levels bits (capped at 64).</summary>
+    public int AddressWidth => Math.Min(12 + (9 * Levels), 64);
+
+    /// <summary>Table frames currently owned (including those waiting on the pending-free list).</summary>
+    public long TableFrames => Interlocked.Read(ref _tables);
+
+    /// <summary>Allocates the top-level table of a new page table (<c>alloc_pgtable_page</c> for the pgd).</summary>
+    /// <param name="memory">Where the tables live.</param>
+    /// <param name="frames">Where table frames come from.</param>
+    /// <param name="levels">3, 4 or 5.</param>
+    /// <param name="table">The new page table.</param>
+    /// <returns>-ENOMEM when no frame is left.</returns>
+    public static Errno Create(PhysicalMemory memory, FrameAllocator frames, int levels, out DmaPageTable? table)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        ArgumentNullException.ThrowIfNull(frames);
+        ArgumentOutOfRangeException.ThrowIfLessThan(levels, 2);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(levels, 6);
+        table = null;
+        if (!frames.TryAllocate(out ulong root))
+        {
+            return ErrorDetail.Fail(Errno.ENOMEM, "no frame left for a page-table root");
+        }
+
+        table = new DmaPageTable(memory, frames, root, levels);
+        return Errno.None;
+    }
+
+    /// <summary>
+    /// Maps <paramref name="size"/> bytes (<c>__domain_mapping</c>): at each step the largest page that
+    /// the alignment of <paramref name="iova"/> | <paramref name="paddr"/>, the remaining size and
+    /// <paramref name="superpageLevels"/> allow (tables left under a new superpage are freed), and
+    /// 4 KiB entries up to the end of each table otherwise.
+    /// </summary>
+    /// <param name="iova">First IOVA, 4 KiB aligned.</param>
+    /// <param name="paddr">First physical address, 4 KiB aligned.</param>
+    /// <param name="size">Bytes, a multiple of 4 KiB.</param>
+    /// <param name="attr">Entry bits: <see cref="DmaPte.Read"/>, <see cref="DmaPte.Write"/>, <see cref="DmaPte.Snoop"/>.</param>
+    /// <param name="superpageLevels">Superpage levels allowed (<c>iommu_superpage</c>: 0 none, 1 = 2 MiB, 2 = 1 GiB too).</param>
+    /// <param name="mapped">Bytes whose entries this call wrote (or found already set) before it stopped.</param>
+    /// <returns>
+    /// -EINVAL without R or W; -ENOMEM when a table frame cannot be allocated. An entry that is
+    /// already present is left as it is and counted as mapped (the kernel WARNs and returns 0).
+    /// </returns>
+    /// <remarks>
+    /// Like the kernel, a superpage replaces any table under it, with whatever that table mapped;
+    /// callers (the IOMMU core users) never map over live mappings. Unlike the kernel, a superpage
+    /// already mapped above the target level is left alone instead of being walked into as a table.
+    /// </remarks>
+    [KernelSymbol("__domain_mapping")]
+    public Errno Map(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
+    {
+        mapped = 0;
+        if ((attr & (DmaPte.Read | DmaPte.Write)) == 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "a mapping needs read or write permission");
+        }
+
+        attr &= DmaPte.Read | DmaPte.Write | DmaPte.Snoop;
+        while (size != 0)
+        {
+            int level = LargepageLevel(iova, paddr, size, superpageLevels);
+            ulong table = WalkAlloc(iova, level, out int stoppedAt);
+            if (table == NoFrame)
+            {
+                if (stoppedAt == 0)
+                {
+                    return ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
+                }
+
+                // A superpage above the target level already covers iova: leave it (the kernel would
+                // walk into the data page; it only WARNs for already-set entries).
+                ulong skip = Math.Min(size, DmaPte.LevelSize(stoppedAt) - (iova & (DmaPte.LevelSize(stoppedAt) - 1)));
+                iova += skip;
+                paddr += skip;
+                size -= skip;
+                mapped += skip;
+                continue;
+            }
+
+            Span<ulong> entries = _memory.Table(table);
+            ulong step = DmaPte.LevelSize(level);
+            ulong leafBits = attr | (level > 1 ? DmaPte.LargePage : 0);
+            int i = DmaPte.Index(iova, level);
+            do
+            {
+                ref ulong slot = ref entries[i];
+                if (level > 1)
+                {
+                    FreeSubtableUnder(ref slot, level);
+                }
+
+                Interlocked.CompareExchange(ref slot, paddr | leafBits, 0);
+                iova += step;
+                paddr += step;
+                size -= step;
+                mapped += step;
+                i++;
+            }
+            while (size != 0 && i < 512 && size >= step);
+        }
+
+        return Errno.None;
+    }
+
+    /// <summary>
+    /// Clears <c>[iova, iova + size)</c> (<c>intel_iommu_unmap</c> → <c>domain_unmap</c>), first growing
+    /// <paramref name="size"/> to the whole page that maps <paramref name="iova"/> when that page is larger.
+    /// Tables whose whole span lies inside the range are unlinked and put on the pending-free list.
+    /// </summary>
+    /// <param name="iova">First IOVA, 4 KiB aligned.</param>
+    /// <param name="size">Bytes, a multiple of 4 KiB.</param>
+    /// <returns>Bytes unmapped (possibly more than asked), or 0 when <paramref name="iova"/> is not mapped.</returns>
+    /// <remarks>
+    /// Intel 5.10/5.15 never return 0 for an in-range IOVA: an unmapped one still reports the size
+    /// of the level where the walk stopped. We follow the generic contract instead (0 = not mapped),
+    /// so that <c>iommu_unmap</c> stops at holes like every io-pgtable driver.
+    /// </remarks>
+    [KernelSymbol("intel_iommu_unmap")]
+    public ulong Unmap(ulong iova, ulong size)
+    {
+        int level = LeafLevel(iova, out bool present);
+        if (!present)
+        {
+            return 0;
+        }
+
+        ulong leaf = DmaPte.LevelSize(level);
+        if (size < leaf)
+        {
+            size = leaf;
+        }
+
+        ulong last = iova + size - 1;
+        if (last < iova || (AddressWidth < 64 && last >> AddressWidth != 0))
+        {
+            last = AddressWidth >= 64 ? ulong.MaxValue : (1UL << AddressWidth) - 1;
+        }
+
+        ClearLevel(Root, Levels, iova & ~(leaf - 1), iova & ~(leaf - 1), last);
+        return size;
+    }
+
+    /// <summary>Translates <paramref name="iova"/> (<c>intel_iommu_iova_to_phys</c>).</summary>
+    /// <param name="iova">The IOVA.</param>
+    /// <returns>The physical address including the offset in the page, or 0 when not mapped.</returns>
+    [KernelSymbol("intel_iommu_iova_to_phys")]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong IovaToPhys(ulong iova)
+    {
+        if (AddressWidth < 64 && iova >> AddressWidth != 0)
+        {
+            return 0;
+        }
+
+        ulong table = Root;
+        for (int level = Levels; ; level--)
+        {
+            ulong pte = Volatile.Read(ref _memory.Table(table)[DmaPte.Index(iova, level)]);
+            if (!DmaPte.IsPresent(pte))
+            {
+                return 0;
+            }
+
+            if (level == 1 || DmaPte.IsSuperpage(pte))
+            {
+                ulong mask = DmaPte.LevelSize(level) - 1;
+                return (DmaPte.Address(pte) & ~mask) | (iova & mask);
+            }
+
+            table = DmaPte.Address(pte);
+        }
+    }
+
+    /// <summary>
+    /// The level of the entry that maps <paramref name="iova"/>, or of the not-present entry where a
+    /// walk stops (<c>pfn_to_dma_pte</c> with target level 0).
+    /// </summary>
+    /// <param name="iova">The IOVA.</param>
+    /// <param name="present">Whether that entry is present.</param>
+    /// <returns>1 for a 4 KiB page, 2 for 2 MiB, 3 for 1 GiB, or the level of the hole.</returns>
+    public int LeafLevel(ulong iova, out bool present)
+    {
+        present = false;
+        if (AddressWidth < 64 && iova >> AddressWidth != 0)
+        {
+            return Levels;
+        }
+
+        ulong table = Root;
+        for (int level = Levels; ; level--)
+        {
+            ulong pte = Volatile.Read(ref _memory.Table(table)[DmaPte.Index(iova, level)]);
+            if (!DmaPte.IsPresent(pte))
+            {
+                return level;
+            }
+
+            if (level == 1 || DmaPte.IsSuperpage(pte))
+            {
+                present = true;
+                return level;
+            }
+
+            table = DmaPte.Address(pte);
+        }
+    }
+
+    /// <summary>
+    /// Drops the top level while the table has more levels than <paramref name="levels"/>: entry 0 of
+    /// the top table, if present, becomes the new top and the old top is freed (the agaw adjustment
+    /// of <c>prepare_domain_attach_device</c>). The caller has checked nothing is mapped above.
+    /// </summary>
+    /// <param name="levels">The level count of the unit being attached.</param>
+    public void ReduceLevels(int levels)
+    {
+        while (Levels > levels)
+        {
+            ulong top = _memory.Table(Root)[0];
+            if (DmaPte.IsPresent(top))
+            {
+                ulong old = Root;
+                Root = DmaPte.Address(top);
+                _frames.Free(old);
+                Interlocked.Decrement(ref _tables);
+            }
+
+            Levels--;
+        }
+    }
+
+    /// <summary>
+    /// Frees the tables that unmaps put on the pending list. Call after the IOTLB flush that
+    /// covers those unmaps (the kernel frees its freelist in <c>iotlb_sync</c>).
+    /// </summary>
+    /// <returns>Number of frames freed.</returns>
+    public int ReleasePendingFrees()
+    {
+        ulong head = Interlocked.Exchange(ref _pendingFree, NoFrame);
+        int n = 0;
+        while (head != NoFrame)
+        {
+            ulong next = _memory.ReadUInt64(head);
+            _frames.Free(head);
+            head = next;
+            n++;
+        }
+
+        Interlocked.Add(ref _tables, -n);
+        return n;
+    }
+
+    /// <summary>Frees every table, the root included (<c>domain_exit</c>). The page table must not be used afterwards.</summary>
+    public void FreeAll()
+    {
+        FreeTree(Root, Levels);
+        ReleasePendingFrees();
+        Root = NoFrame;
+    }
+
+    /// <summary>Calls <paramref name="visit"/> for every present leaf: (IOVA, physical address, page size, entry).</summary>
+    /// <param name="visit">The callback.</param>
+    /// <remarks>For inspection and tests (the kernel's debugfs dump); allocates.</remarks>
+    public void ForEachLeaf(Action<ulong, ulong, ulong, ulong> visit)
+    {
+        ArgumentNullException.ThrowIfNull(visit);
+        Visit(Root, Levels, 0, visit);
+    }
+
+    // hardware_largepage_caps: the largest level whose alignment and remaining size fit.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int LargepageLevel(ulong iova, ulong paddr, ulong size, int support)
+    {
+        int level = 1;
+        ulong merge = (iova | paddr) >> DmaPte.PageShift;
+        ulong pages = size >> DmaPte.PageShift;
+        while (support > 0 && (merge & 511) == 0)
+        {
+            pages >>= DmaPte.StrideShift;
+            if (pages == 0)
+            {
+                break;
+            }
+
+            merge >>= DmaPte.StrideShift;
+            level++;
+            support--;
+        }
+
+        return level;
+    }
+
+    // pfn_to_dma_pte with a target level: the table holding iova's entry at targetLevel, allocating
+    // missing tables on the way. Returns 0 with stoppedAt = 0 on allocation failure, or with the
+    // level of a superpage leaf found above the target.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong WalkAlloc(ulong iova, int targetLevel, out int stoppedAt)
+    {
+        stoppedAt = 0;
+        ulong table = Root;
+        for (int level = Levels; level > targetLevel; level--)
+        {
+            ref ulong slot = ref _memory.Table(table)[DmaPte.Index(iova, level)];
+            ulong pte = Volatile.Read(ref slot);
+            if (!DmaPte.IsPresent(pte))
+            {
+                pte = InstallTable(ref slot);
+                if (pte == NoFrame)
+                {
+                    return NoFrame;
+                }
+            }
+            else if (DmaPte.IsSuperpage(pte))
+            {
+                stoppedAt = level;
+                return NoFrame;
+            }
+
+            table = DmaPte.Address(pte);
+        }
+
+        return table;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong InstallTable(ref ulong slot)
+    {
+        if (!_frames.TryAllocate(out ulong fresh))
+        {
+            return NoFrame;
+        }
+
+        ulong pte = fresh | DmaPte.Read | DmaPte.Write;
+        ulong prev = Interlocked.CompareExchange(ref slot, pte, 0);
+        if (prev != 0)
+        {
+            _frames.Free(fresh); // someone else installed one first; use theirs
+            return prev;
+        }
+
+        Interlocked.Increment(ref _tables);
+        return pte;
+    }
+
+    // Before a superpage goes into slot (at level): a table already there is unlinked and freed with
+    // its subtree, mappings included, as dma_pte_free_pagetable does in __domain_mapping.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FreeSubtableUnder(ref ulong slot, int level)
+    {
+        ulong pte = Volatile.Read(ref slot);
+        if (DmaPte.IsPresent(pte) && !DmaPte.IsSuperpage(pte) && Interlocked.CompareExchange(ref slot, 0, pte) == pte)
+        {
+            PendTree(DmaPte.Address(pte), level - 1);
+        }
+    }
+
+    // dma_pte_clear_level: clear entries of [start, last] in the table at level; unlink tables whose
+    // whole span is inside the range. A superpage only partly inside the range is cleared whole
+    // (the kernel would walk into the data page).
+    private void ClearLevel(ulong table, int level, ulong addr, ulong start, ulong last)
+    {
+        Span<ulong> entries = _memory.Table(table);
+        ulong span = DmaPte.LevelSize(level);
+        int i = DmaPte.Index(Math.Max(start, addr), level);
+        ulong at = Math.Max(start, addr) & ~(span - 1);
+        for (; i < 512 && at <= last; i++, at += span)
+        {
+            ref ulong slot = ref entries[i];
+            ulong pte = Volatile.Read(ref slot);
+            if (!DmaPte.IsPresent(pte))
+            {
+                if (at + span < at)
+                {
+                    break;
+                }
+
+                continue;
+            }
+
+            bool whole = start <= at && last >= at + span - 1;
+            if (whole || level == 1 || DmaPte.IsSuperpage(pte))
+            {
+                Volatile.Write(ref slot, 0);
+                if (level > 1 && !DmaPte.IsSuperpage(pte))
+                {
+                    PendTree(DmaPte.Address(pte), level - 1);
+                }
+            }
+            else
+            {
+                ClearLevel(DmaPte.Address(pte), level - 1, at, start, last);
+            }
+
+            if (at + span < at)
+            {
+                break;
+            }
+        }
+    }
+
+    // Puts a table of the given level and every table under it on the pending-free list.
+    private void PendTree(ulong table, int level)
+    {
+        if (level > 1)
+        {
+            Span<ulong> entries = _memory.Table(table);
+            for (int i = 0; i < 512; i++)
+            {
+                ulong pte = entries[i];
+                if (DmaPte.IsPresent(pte) && !DmaPte.IsSuperpage(pte))
+                {
+                    PendTree(DmaPte.Address(pte), level - 1);
+                }
+            }
+        }
+
+        Pend(table);
+    }
+
+    private void Pend(ulong frame)
+    {
+        ulong head;
+        do
+        {
+            head = Volatile.Read(ref _pendingFree);
+            _memory.WriteUInt64(frame, head);
+        }
+        while (Interlocked.CompareExchange(ref _pendingFree, frame, head) != head);
+    }
+
+    private void FreeTree(ulong table, int level)
+    {
+        if (level > 1)
+        {
+            Span<ulong> entries = _memory.Table(table);
+            for (int i = 0; i < 512; i++)
+            {
+                ulong pte = entries[i];
+                if (DmaPte.IsPresent(pte) && !DmaPte.IsSuperpage(pte))
+                {
+                    FreeTree(DmaPte.Address(pte), level - 1);
+                }
+            }
+        }
+
+        _frames.Free(table);
+        Interlocked.Decrement(ref _tables);
+    }
+
+    private void Visit(ulong table, int level, ulong baseIova, Action<ulong, ulong, ulong, ulong> visit)
+    {
+        ulong span = DmaPte.LevelSize(level);
+        for (int i = 0; i < 512; i++)
+        {
+            ulong pte = Volatile.Read(ref _memory.Table(table)[i]);
+            if (!DmaPte.IsPresent(pte))
+            {
+                continue;
+            }
+
+            ulong iova = baseIova + ((ulong)i * span);
+            if (level == 1 || DmaPte.IsSuperpage(pte))
+            {
+                visit(iova, DmaPte.Address(pte) & ~(span - 1), span, pte);
+            }
+            else
+            {
+                Visit(DmaPte.Address(pte), level - 1, iova, visit);
+            }
+        }
+    }
+}
