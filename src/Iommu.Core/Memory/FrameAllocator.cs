@@ -44,12 +44,16 @@ public sealed class FrameAllocator
         }
 
         _memory = memory;
+        Region = memory.PinContiguous(regionBase, regionSize);
         RegionBase = regionBase;
         RegionSize = regionSize;
         Capacity = (long)(regionSize / PhysicalMemory.PageSize);
         _allocated = new ulong[(Capacity + 63) / 64];
         _bump = regionBase;
     }
+
+    /// <summary>The region as one contiguous block, for fast table walks.</summary>
+    public ContiguousRegion Region { get; }
 
     /// <summary>First physical address of the region frames come from.</summary>
     public ulong RegionBase { get; }
@@ -114,7 +118,7 @@ public sealed class FrameAllocator
             if (_freeHead != NoFrame)
             {
                 pa = _freeHead;
-                _freeHead = _memory.ReadUInt64(pa);
+                _freeHead = Region.Entry(pa);
             }
             else if (_bump < RegionBase + RegionSize)
             {
@@ -139,7 +143,7 @@ public sealed class FrameAllocator
         }
 
         // Zero outside the lock; the frame is ours alone now.
-        _memory.Table(pa).Clear();
+        Region.Table(pa).Clear();
         return true;
     }
 
@@ -183,7 +187,7 @@ public sealed class FrameAllocator
             }
 
             word &= ~bit;
-            _memory.WriteUInt64(pa, _freeHead);
+            Region.Entry(pa) = _freeHead;
             _freeHead = pa;
             _live--;
         }

@@ -37,6 +37,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private const int DirEntries = 1 << DirShift;
 
     private readonly nint[]?[] _directory;
+    private readonly List<(nint Block, ulong First, ulong Count)> _contiguous = [];
     private long _backedChunks;
     private bool _disposed;
 
@@ -232,8 +233,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         _disposed = true;
-        foreach (nint[]? dir in _directory)
+        for (int d = 0; d < _directory.Length; d++)
         {
+            nint[]? dir = _directory[d];
             if (dir is null)
             {
                 continue;
@@ -241,15 +243,88 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
             for (int i = 0; i < dir.Length; i++)
             {
-                if (dir[i] != 0)
+                if (dir[i] != 0 && !InContiguousBlock(((ulong)d << DirShift) + (ulong)i))
                 {
                     NativeMemory.Free((void*)dir[i]);
-                    dir[i] = 0;
                 }
+
+                dir[i] = 0;
             }
         }
 
+        foreach ((nint block, _, _) in _contiguous)
+        {
+            NativeMemory.Free((void*)block);
+        }
+
+        _contiguous.Clear();
+
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// Backs <c>[pa, pa + size)</c> (widened to whole 2 MiB chunks) with one contiguous native block
+    /// and returns a fast view of it: the arena that translation structures live in, so that page
+    /// walks are pointer arithmetic, as in C. Bytes already written there are kept.
+    /// </summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="size">Bytes.</param>
+    /// <returns>The view.</returns>
+    /// <remarks>Call before other threads use that range (typically when the frame allocator is built).</remarks>
+    public ContiguousRegion PinContiguous(ulong pa, ulong size)
+    {
+        CheckRange(pa, size);
+        ArgumentOutOfRangeException.ThrowIfZero(size);
+        ulong first = pa >> ChunkShift;
+        ulong last = (pa + size - 1) >> ChunkShift;
+        ulong count = last - first + 1;
+        lock (_contiguous)
+        {
+            foreach ((_, ulong f, ulong c) in _contiguous)
+            {
+                if (first < f + c && f < first + count)
+                {
+                    throw new InvalidOperationException($"Physical range [0x{pa:x}, 0x{pa + size:x}) overlaps a range already pinned contiguous.");
+                }
+            }
+
+            byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(count << ChunkShift));
+            for (ulong c = 0; c < count; c++)
+            {
+                ulong chunk = first + c;
+                ref nint[]? dirSlot = ref _directory[chunk >> DirShift];
+                nint[] dir = dirSlot ??= new nint[DirEntries];
+                ref nint slot = ref dir[chunk & (DirEntries - 1)];
+                byte* target = block + (c << ChunkShift);
+                if (slot != 0)
+                {
+                    Buffer.MemoryCopy((void*)slot, target, ChunkSize, ChunkSize);
+                    NativeMemory.Free((void*)slot);
+                }
+                else
+                {
+                    Interlocked.Increment(ref _backedChunks);
+                }
+
+                Volatile.Write(ref slot, (nint)target);
+            }
+
+            _contiguous.Add(((nint)block, first, count));
+            return new ContiguousRegion(this, block + (pa & (ChunkSize - 1)), pa, size);
+        }
+    }
+
+    private bool InContiguousBlock(ulong chunk)
+    {
+        foreach ((_, ulong f, ulong c) in _contiguous)
+        {
+            if (chunk >= f && chunk < f + c)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Frees native memory if the owner forgot to dispose.</summary>

@@ -27,15 +27,19 @@ public sealed class DmaPageTable
 
     private readonly PhysicalMemory _memory;
     private readonly FrameAllocator _frames;
+    private readonly ContiguousRegion _region;
     private ulong _pendingFree = NoFrame;
     private long _tables;
+    private int _levels;
+    private ulong _maxIova;
 
     private DmaPageTable(PhysicalMemory memory, FrameAllocator frames, ulong root, int levels)
     {
         _memory = memory;
         _frames = frames;
+        _region = frames.Region;
         Root = root;
-        Levels = levels;
+        SetLevels(levels);
         _tables = 1;
     }
 
@@ -43,10 +47,10 @@ public sealed class DmaPageTable
     public ulong Root { get; private set; }
 
     /// <summary>Number of levels (3 for 39-bit, 4 for 48-bit, 5 for 57-bit; <c>agaw + 2</c>).</summary>
-    public int Levels { get; private set; }
+    public int Levels => _levels;
 
     /// <summary>Address width the table covers: 12 + 9 × levels bits (capped at 64).</summary>
-    public int AddressWidth => Math.Min(12 + (9 * Levels), 64);
+    public int AddressWidth => Math.Min(12 + (9 * _levels), 64);
 
     /// <summary>Table frames currently owned (including those waiting on the pending-free list).</summary>
     public long TableFrames => Interlocked.Read(ref _tables);
@@ -125,19 +129,23 @@ public sealed class DmaPageTable
                 continue;
             }
 
-            Span<ulong> entries = _memory.Table(table);
             ulong step = DmaPte.LevelSize(level);
             ulong leafBits = attr | (level > 1 ? DmaPte.LargePage : 0);
             int i = DmaPte.Index(iova, level);
             do
             {
-                ref ulong slot = ref entries[i];
+                ref ulong slot = ref _region.Slot(table, i);
                 if (level > 1)
                 {
                     FreeSubtableUnder(ref slot, level);
                 }
 
-                Interlocked.CompareExchange(ref slot, paddr | leafBits, 0);
+                // Disjoint ranges never share a leaf entry, so a plain check-and-store is enough; an
+                // entry already present is kept (the kernel's cmpxchg64 + WARN).
+                if (Volatile.Read(ref slot) == 0)
+                {
+                    Volatile.Write(ref slot, paddr | leafBits);
+                }
                 iova += step;
                 paddr += step;
                 size -= step;
@@ -166,25 +174,53 @@ public sealed class DmaPageTable
     [KernelSymbol("intel_iommu_unmap")]
     public ulong Unmap(ulong iova, ulong size)
     {
-        int level = LeafLevel(iova, out bool present);
-        if (!present)
+        if (iova > _maxIova)
         {
             return 0;
         }
 
+        ContiguousRegion region = _region;
+        ulong table = Root;
+        int level = _levels;
+        ref ulong slot = ref region.Slot(table, DmaPte.Index(iova, level));
+        while (true)
+        {
+            ulong pte = Volatile.Read(ref slot);
+            if (!DmaPte.IsPresent(pte))
+            {
+                return 0;
+            }
+
+            if (level == 1 || DmaPte.IsSuperpage(pte))
+            {
+                break;
+            }
+
+            table = DmaPte.Address(pte);
+            level--;
+            slot = ref region.Slot(table, DmaPte.Index(iova, level));
+        }
+
         ulong leaf = DmaPte.LevelSize(level);
+        if (size <= leaf && (iova & (leaf - 1)) == 0)
+        {
+            // The range is exactly the leaf that maps iova: clear it, nothing else to free.
+            Volatile.Write(ref slot, 0);
+            return leaf;
+        }
+
         if (size < leaf)
         {
             size = leaf;
         }
 
         ulong last = iova + size - 1;
-        if (last < iova || (AddressWidth < 64 && last >> AddressWidth != 0))
+        if (last < iova || last > _maxIova)
         {
-            last = AddressWidth >= 64 ? ulong.MaxValue : (1UL << AddressWidth) - 1;
+            last = _maxIova;
         }
 
-        ClearLevel(Root, Levels, iova & ~(leaf - 1), iova & ~(leaf - 1), last);
+        ClearLevel(Root, _levels, iova & ~(leaf - 1), iova & ~(leaf - 1), last);
         return size;
     }
 
@@ -195,15 +231,16 @@ public sealed class DmaPageTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong IovaToPhys(ulong iova)
     {
-        if (AddressWidth < 64 && iova >> AddressWidth != 0)
+        if (iova > _maxIova)
         {
             return 0;
         }
 
+        ContiguousRegion region = _region;
         ulong table = Root;
-        for (int level = Levels; ; level--)
+        for (int level = _levels; ; level--)
         {
-            ulong pte = Volatile.Read(ref _memory.Table(table)[DmaPte.Index(iova, level)]);
+            ulong pte = Volatile.Read(ref region.Slot(table, DmaPte.Index(iova, level)));
             if (!DmaPte.IsPresent(pte))
             {
                 return 0;
@@ -229,15 +266,15 @@ public sealed class DmaPageTable
     public int LeafLevel(ulong iova, out bool present)
     {
         present = false;
-        if (AddressWidth < 64 && iova >> AddressWidth != 0)
+        if (iova > _maxIova)
         {
-            return Levels;
+            return _levels;
         }
 
         ulong table = Root;
-        for (int level = Levels; ; level--)
+        for (int level = _levels; ; level--)
         {
-            ulong pte = Volatile.Read(ref _memory.Table(table)[DmaPte.Index(iova, level)]);
+            ulong pte = Volatile.Read(ref _region.Slot(table, DmaPte.Index(iova, level)));
             if (!DmaPte.IsPresent(pte))
             {
                 return level;
@@ -261,9 +298,9 @@ public sealed class DmaPageTable
     /// <param name="levels">The level count of the unit being attached.</param>
     public void ReduceLevels(int levels)
     {
-        while (Levels > levels)
+        while (_levels > levels)
         {
-            ulong top = _memory.Table(Root)[0];
+            ulong top = _region.Table(Root)[0];
             if (DmaPte.IsPresent(top))
             {
                 ulong old = Root;
@@ -272,7 +309,7 @@ public sealed class DmaPageTable
                 Interlocked.Decrement(ref _tables);
             }
 
-            Levels--;
+            SetLevels(_levels - 1);
         }
     }
 
@@ -287,7 +324,7 @@ public sealed class DmaPageTable
         int n = 0;
         while (head != NoFrame)
         {
-            ulong next = _memory.ReadUInt64(head);
+            ulong next = _region.Entry(head);
             _frames.Free(head);
             head = next;
             n++;
@@ -300,7 +337,7 @@ public sealed class DmaPageTable
     /// <summary>Frees every table, the root included (<c>domain_exit</c>). The page table must not be used afterwards.</summary>
     public void FreeAll()
     {
-        FreeTree(Root, Levels);
+        FreeTree(Root, _levels);
         ReleasePendingFrees();
         Root = NoFrame;
     }
@@ -311,7 +348,14 @@ public sealed class DmaPageTable
     public void ForEachLeaf(Action<ulong, ulong, ulong, ulong> visit)
     {
         ArgumentNullException.ThrowIfNull(visit);
-        Visit(Root, Levels, 0, visit);
+        Visit(Root, _levels, 0, visit);
+    }
+
+    private void SetLevels(int levels)
+    {
+        _levels = levels;
+        int width = 12 + (9 * levels);
+        _maxIova = width >= 64 ? ulong.MaxValue : (1UL << width) - 1;
     }
 
     // hardware_largepage_caps: the largest level whose alignment and remaining size fit.
@@ -344,10 +388,11 @@ public sealed class DmaPageTable
     private ulong WalkAlloc(ulong iova, int targetLevel, out int stoppedAt)
     {
         stoppedAt = 0;
+        ContiguousRegion region = _region;
         ulong table = Root;
-        for (int level = Levels; level > targetLevel; level--)
+        for (int level = _levels; level > targetLevel; level--)
         {
-            ref ulong slot = ref _memory.Table(table)[DmaPte.Index(iova, level)];
+            ref ulong slot = ref region.Slot(table, DmaPte.Index(iova, level));
             ulong pte = Volatile.Read(ref slot);
             if (!DmaPte.IsPresent(pte))
             {
@@ -406,7 +451,7 @@ public sealed class DmaPageTable
     // (the kernel would walk into the data page).
     private void ClearLevel(ulong table, int level, ulong addr, ulong start, ulong last)
     {
-        Span<ulong> entries = _memory.Table(table);
+        Span<ulong> entries = _region.Table(table);
         ulong span = DmaPte.LevelSize(level);
         int i = DmaPte.Index(Math.Max(start, addr), level);
         ulong at = Math.Max(start, addr) & ~(span - 1);
@@ -450,7 +495,7 @@ public sealed class DmaPageTable
     {
         if (level > 1)
         {
-            Span<ulong> entries = _memory.Table(table);
+            Span<ulong> entries = _region.Table(table);
             for (int i = 0; i < 512; i++)
             {
                 ulong pte = entries[i];
@@ -470,7 +515,7 @@ public sealed class DmaPageTable
         do
         {
             head = Volatile.Read(ref _pendingFree);
-            _memory.WriteUInt64(frame, head);
+            _region.Entry(frame) = head;
         }
         while (Interlocked.CompareExchange(ref _pendingFree, frame, head) != head);
     }
@@ -479,7 +524,7 @@ public sealed class DmaPageTable
     {
         if (level > 1)
         {
-            Span<ulong> entries = _memory.Table(table);
+            Span<ulong> entries = _region.Table(table);
             for (int i = 0; i < 512; i++)
             {
                 ulong pte = entries[i];
@@ -499,7 +544,7 @@ public sealed class DmaPageTable
         ulong span = DmaPte.LevelSize(level);
         for (int i = 0; i < 512; i++)
         {
-            ulong pte = Volatile.Read(ref _memory.Table(table)[i]);
+            ulong pte = Volatile.Read(ref _region.Table(table)[i]);
             if (!DmaPte.IsPresent(pte))
             {
                 continue;

@@ -1,0 +1,90 @@
+using System.Runtime.CompilerServices;
+using Iommu.Internal;
+
+namespace Iommu.Memory;
+
+/// <summary>
+/// A range of <see cref="PhysicalMemory"/> backed by one contiguous native block (see
+/// <see cref="PhysicalMemory.PinContiguous"/>): table access is a bounds check and a pointer add.
+/// </summary>
+/// <remarks>Thread safety: as <see cref="PhysicalMemory"/>. Valid until the memory is disposed.</remarks>
+public sealed unsafe class ContiguousRegion
+{
+    private readonly byte* _base;
+
+    internal ContiguousRegion(PhysicalMemory memory, byte* basePointer, ulong start, ulong size)
+    {
+        Memory = memory;
+        _base = basePointer;
+        Start = start;
+        Size = size;
+    }
+
+    /// <summary>The memory this region belongs to.</summary>
+    public PhysicalMemory Memory { get; }
+
+    /// <summary>First physical address of the region.</summary>
+    public ulong Start { get; }
+
+    /// <summary>Bytes in the region.</summary>
+    public ulong Size { get; }
+
+    /// <summary>Whether the 4 KiB frame at <paramref name="pa"/> lies in the region.</summary>
+    /// <param name="pa">A frame address.</param>
+    /// <returns>True when inside.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool ContainsFrame(ulong pa) => pa - Start <= Size - PhysicalMemory.PageSize;
+
+    /// <summary>The 4 KiB frame at <paramref name="pa"/> as 512 entries; falls back to <see cref="PhysicalMemory.Table"/> outside the region.</summary>
+    /// <param name="pa">4 KiB-aligned physical address.</param>
+    /// <returns>The entries.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Span<ulong> Table(ulong pa)
+    {
+        ulong offset = pa - Start;
+        if (offset > Size - PhysicalMemory.PageSize || (pa & (PhysicalMemory.PageSize - 1)) != 0)
+        {
+            return Memory.Table(pa);
+        }
+
+        return new Span<ulong>(_base + offset, PhysicalMemory.PageSize / sizeof(ulong));
+    }
+
+    /// <summary>
+    /// A reference to entry <paramref name="index"/> (0–511) of the 4 KiB table at <paramref name="table"/>:
+    /// the step of a page walk. Falls back to <see cref="PhysicalMemory.Table"/> outside the region.
+    /// </summary>
+    /// <param name="table">4 KiB-aligned physical address of the table (low 12 bits are ignored).</param>
+    /// <param name="index">Entry index; only its low 9 bits are used.</param>
+    /// <returns>The entry.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong Slot(ulong table, int index)
+    {
+        ulong offset = (table & ~(ulong)(PhysicalMemory.PageSize - 1)) - Start;
+        if (offset > Size - PhysicalMemory.PageSize)
+        {
+            return ref SlowSlot(table, index);
+        }
+
+        return ref *(ulong*)(_base + offset + ((uint)index & 511) * sizeof(ulong));
+    }
+
+    /// <summary>A reference to the 64-bit entry at <paramref name="pa"/> (8-byte aligned, inside the region).</summary>
+    /// <param name="pa">Physical address.</param>
+    /// <returns>The entry.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong Entry(ulong pa)
+    {
+        ulong offset = pa - Start;
+        if (offset > Size - sizeof(ulong) || (pa & 7) != 0)
+        {
+            ThrowHelper.PhysicalRange(pa, sizeof(ulong), Start + Size);
+        }
+
+        return ref *(ulong*)(_base + offset);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ref ulong SlowSlot(ulong table, int index) =>
+        ref Memory.Table(table & ~(ulong)(PhysicalMemory.PageSize - 1))[index & 511];
+}

@@ -1,0 +1,57 @@
+using System.Globalization;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
+using Iommu.Benchmarks;
+
+// Runs the C floor (shared/bench/ref_pagetable.c) and the BenchmarkDotNet benchmarks in one run and
+// prints each page-table figure with its ratio to the floor.
+//   dotnet run -c Release --project tests/Iommu.Benchmarks            all benchmarks + floor
+//   dotnet run -c Release --project tests/Iommu.Benchmarks -- --filter '*PageTable64K*'
+//   add --short for a quick, less precise job.
+bool shortJob = args.Contains("--short");
+string[] bdnArgs = args.Where(a => a != "--short").ToArray();
+IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator);
+if (shortJob)
+{
+    config = config.AddJob(Job.ShortRun);
+}
+
+CFloor.Result?[] floors = [CFloor.Run(1 << 16), CFloor.Run(1 << 20)];
+Summary[] summaries = bdnArgs.Length == 0
+    ? BenchmarkRunner.Run(typeof(Program).Assembly, config)
+    : BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(bdnArgs, config).ToArray();
+
+Console.WriteLine();
+Console.WriteLine("| Benchmark | C# ns/op | C floor ns/op | ratio | allocated B/op |");
+Console.WriteLine("|---|---|---|---|---|");
+foreach (Summary s in summaries)
+{
+    foreach (BenchmarkReport r in s.Reports)
+    {
+        if (r.ResultStatistics is null)
+        {
+            continue;
+        }
+
+        string name = $"{r.BenchmarkCase.Descriptor.Type.Name}.{r.BenchmarkCase.Descriptor.WorkloadMethod.Name}";
+        double ns = r.ResultStatistics.Median;
+        CFloor.Result? floor = r.BenchmarkCase.Descriptor.Type.Name switch
+        {
+            "PageTable64K" => floors[0],
+            "PageTable1M" => floors[1],
+            _ => null,
+        };
+        double? c = floor is null ? null : r.BenchmarkCase.Descriptor.WorkloadMethod.Name switch
+        {
+            "Map4K" => floor.MapNs,
+            "IovaToPhys" => floor.LookupNs,
+            "Unmap4K" => floor.UnmapNs,
+            _ => null,
+        };
+        long? bytes = r.GcStats.GetBytesAllocatedPerOperation(r.BenchmarkCase);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"| {name} | {ns:F1} | {(c is null ? "-" : c.Value.ToString("F1", CultureInfo.InvariantCulture))} | {(c is null ? "-" : (ns / c.Value).ToString("F2", CultureInfo.InvariantCulture))} | {bytes?.ToString(CultureInfo.InvariantCulture) ?? "-"} |"));
+    }
+}
