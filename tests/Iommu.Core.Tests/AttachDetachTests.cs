@@ -2,6 +2,7 @@ using Iommu.Core.Tests.Infrastructure;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
+using Moq;
 
 namespace Iommu.Core.Tests;
 
@@ -353,5 +354,32 @@ public sealed class AttachDetachTests : IDisposable
         Assert.Same(d, Core.GetDomainForDev(dev));
         Core.DetachDevice(d, dev);
         Assert.Same(def, Core.GetDomainForDev(dev));
+    }
+
+    [Fact]
+    public void Detach_whose_reattach_to_the_default_domain_fails_leaves_the_group_on_its_domain()
+    {
+        _p.WithIommu();
+        PciDevice dev = _p.AddPci(Dev0);
+        IDomain def = dev.IommuGroup!.DefaultDomain!;
+        IDomain d = Core.DomainAlloc(_p.Pci)!;
+        Assert.Equal(Errno.None, Core.AttachDevice(d, dev));
+        Driver.AttachBehaviour = (dom, _) => ReferenceEquals(dom, def) ? Errno.EIO : Errno.None;
+
+        Core.DetachDevice(d, dev);
+
+        Assert.Same(d, Core.GetDomainForDev(dev));
+    }
+
+    [Fact]
+    public void Capable_asks_the_driver_only_when_it_has_the_callback()
+    {
+        Assert.False(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
+        _p.WithIommu();
+        Driver.Mock.Setup(o => o.Capable(IommuCap.CacheCoherency)).Returns(true);
+        Assert.True(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
+        Driver.ClearLog();
+        Driver.Callbacks &= ~IommuCallbacks.Capable;
+        Assert.False(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
     }
 }

@@ -239,12 +239,21 @@ public sealed class ProbeAndDefaultDomainTests : IDisposable
         PciDevice dev0 = _p.AddPci(Dev0);
         IommuGroup group = dev0.IommuGroup!;
         var events = new List<(IommuGroupNotification, Device)>();
-        Assert.Equal(Errno.None, group.RegisterNotifier((a, d) => events.Add((a, d))));
+        bool memberAtDel = false;
+        Assert.Equal(Errno.None, group.RegisterNotifier((a, d) =>
+        {
+            events.Add((a, d));
+            if (a == IommuGroupNotification.DelDevice)
+            {
+                memberAtDel = group.Devices.Contains(d); // DEL_DEVICE is a pre-notification
+            }
+        }));
 
         PciDevice dev1 = _p.AddPci(Dev1);
         _p.Pci.RemoveDevice(dev1);
 
         Assert.Equal([(IommuGroupNotification.AddDevice, (Device)dev1), (IommuGroupNotification.DelDevice, dev1)], events);
+        Assert.True(memberAtDel);
         Assert.Equal([dev0], group.Devices);
         Assert.Null(dev1.IommuGroup);
     }

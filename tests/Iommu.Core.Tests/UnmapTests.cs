@@ -236,4 +236,35 @@ public sealed class UnmapTests : IDisposable
         Assert.Equal(0x80000042UL, Core.IovaToPhys(d, 0x5042));
         Assert.Contains(Driver.Mock.Invocations, i => i.Method.Name == nameof(IIommuOps.IovaToPhys) && (ulong)i.Arguments[1] == 0x5042);
     }
+
+    [Fact]
+    public void IotlbGatherAddPage_merges_adjacent_pages_and_flushes_on_a_disjoint_page_or_a_new_size()
+    {
+        IommuDomain d = Driver.NewDomain();
+        var gather = default(IommuIotlbGather);
+
+        Core.IotlbGatherAddPage(d, ref gather, 0x1000, Sz4K);
+        Core.IotlbGatherAddPage(d, ref gather, 0x2000, Sz4K);
+        Assert.Empty(Driver.Calls("iotlb_sync"));
+
+        Core.IotlbGatherAddPage(d, ref gather, 0x10000, Sz4K); // disjoint
+        Assert.Equal([new DriverCall("iotlb_sync", 0x1000, 0, 2 * Sz4K, Domain: d)], Driver.Calls("iotlb_sync"));
+
+        Core.IotlbGatherAddPage(d, ref gather, 0x200000, Sz2M); // other granule
+        Assert.Equal(new DriverCall("iotlb_sync", 0x10000, 0, Sz4K, Domain: d), Driver.Calls("iotlb_sync")[^1]);
+        Assert.Equal((0x200000UL, 0x3fffffUL, Sz2M), (gather.Start, gather.End, gather.Pgsize));
+    }
+
+    [Fact]
+    public void FlushIotlbAll_calls_the_driver_when_it_has_the_callback()
+    {
+        IommuDomain d = Driver.NewDomain();
+        Core.FlushIotlbAll(d);
+        Driver.Mock.Verify(o => o.FlushIotlbAll(d), Moq.Times.Once);
+
+        Driver.ClearLog();
+        Driver.Callbacks &= ~IommuCallbacks.FlushIotlbAll;
+        Core.FlushIotlbAll(d);
+        Driver.Mock.Verify(o => o.FlushIotlbAll(d), Moq.Times.Never);
+    }
 }
