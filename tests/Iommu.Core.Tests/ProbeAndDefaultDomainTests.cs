@@ -239,13 +239,14 @@ public sealed class ProbeAndDefaultDomainTests : IDisposable
         PciDevice dev0 = _p.AddPci(Dev0);
         IommuGroup group = dev0.IommuGroup!;
         var events = new List<(IommuGroupNotification, Device)>();
-        bool memberAtDel = false;
+        bool memberAtDel = false, driverReleasedFirst = false;
         Assert.Equal(Errno.None, group.RegisterNotifier((a, d) =>
         {
             events.Add((a, d));
             if (a == IommuGroupNotification.DelDevice)
             {
                 memberAtDel = group.Devices.Contains(d); // DEL_DEVICE is a pre-notification
+                driverReleasedFirst = Driver.OpNames().Contains("remove_device"); // release_device, then group removal
             }
         }));
 
@@ -254,6 +255,7 @@ public sealed class ProbeAndDefaultDomainTests : IDisposable
 
         Assert.Equal([(IommuGroupNotification.AddDevice, (Device)dev1), (IommuGroupNotification.DelDevice, dev1)], events);
         Assert.True(memberAtDel);
+        Assert.True(driverReleasedFirst);
         Assert.Equal([dev0], group.Devices);
         Assert.Null(dev1.IommuGroup);
     }
