@@ -1,0 +1,228 @@
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Faults;
+using Iommu.Groups;
+using Moq;
+
+namespace Iommu.Core.Tests.Infrastructure;
+
+/// <summary>
+/// A Moq <see cref="IIommuOps"/> whose map/unmap/attach callbacks record what the core asked for
+/// (in <see cref="Log"/>) and whose answers tests can override. Callbacks are those in
+/// <see cref="Callbacks"/>; <see cref="AssertNoNullCallbackCalled"/> fails if the core called one
+/// whose bit is clear (a NULL function pointer in the kernel).
+/// </summary>
+public sealed class MockIommu
+{
+    public const ulong Sz4K = 0x1000;
+    public const ulong Sz64K = 0x10000;
+    public const ulong Sz2M = 0x200000;
+    public const ulong Sz1G = 0x40000000;
+    public const ulong Bitmap4K2M1G = Sz4K | Sz2M | Sz1G;
+
+    private static readonly Dictionary<string, IommuCallbacks> s_methodFlags = new()
+    {
+        ["AttachDev"] = IommuCallbacks.AttachDev,
+        ["DetachDev"] = IommuCallbacks.DetachDev,
+        ["Map"] = IommuCallbacks.Map,
+        ["MapPages"] = IommuCallbacks.MapPages,
+        ["Unmap"] = IommuCallbacks.Unmap,
+        ["UnmapPages"] = IommuCallbacks.UnmapPages,
+        ["IotlbSync"] = IommuCallbacks.IotlbSync,
+        ["IotlbSyncMap"] = IommuCallbacks.IotlbSyncMap,
+        ["FlushIotlbAll"] = IommuCallbacks.FlushIotlbAll,
+        ["IovaToPhys"] = IommuCallbacks.IovaToPhys,
+        ["AddDevice"] = IommuCallbacks.AddDevice,
+        ["RemoveDevice"] = IommuCallbacks.AddDevice,
+        ["DeviceGroup"] = IommuCallbacks.DeviceGroup,
+        ["GetDevAttr"] = IommuCallbacks.GetDevAttr,
+        ["SetDevAttr"] = IommuCallbacks.SetDevAttr,
+        ["AuxAttachDev"] = IommuCallbacks.AuxAttachDev,
+        ["AuxDetachDev"] = IommuCallbacks.AuxAttachDev,
+        ["AuxGetPasid"] = IommuCallbacks.AuxGetPasid,
+        ["DomainGetAttr"] = IommuCallbacks.DomainGetAttr,
+        ["GetResvRegions"] = IommuCallbacks.GetResvRegions,
+        ["Capable"] = IommuCallbacks.Capable,
+        ["PageResponse"] = IommuCallbacks.PageResponse,
+    };
+
+    private readonly Lock _lock = new();
+
+    public MockIommu(IommuCallbacks callbacks = IommuCallbacks.All, ulong pgsizeBitmap = Bitmap4K2M1G)
+    {
+        Callbacks = callbacks;
+        PgsizeBitmap = pgsizeBitmap;
+        Mock = new Mock<IIommuOps>(MockBehavior.Loose);
+        Mock.SetupGet(o => o.Callbacks).Returns(() => Callbacks);
+        Mock.SetupGet(o => o.PgsizeBitmap).Returns(() => PgsizeBitmap);
+
+        Mock.Setup(o => o.DomainAlloc(It.IsAny<DomainType>()))
+            .Returns((DomainType t) => DomainAllocBehaviour(t));
+
+        Mock.Setup(o => o.AttachDev(It.IsAny<IDomain>(), It.IsAny<Device>()))
+            .Returns((IDomain d, Device dev) =>
+            {
+                Record(new DriverCall("attach_dev", Device: dev, Domain: d));
+                return AttachBehaviour(d, dev);
+            });
+        Mock.Setup(o => o.DetachDev(It.IsAny<IDomain>(), It.IsAny<Device>()))
+            .Callback((IDomain d, Device dev) => Record(new DriverCall("detach_dev", Device: dev, Domain: d)));
+
+        Mock.Setup(o => o.Map(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<IommuProt>()))
+            .Returns((IDomain d, ulong iova, ulong pa, ulong size, IommuProt prot) =>
+            {
+                Record(new DriverCall("map", iova, pa, size, 1, Domain: d));
+                return MapBehaviour(iova, pa, size);
+            });
+
+        Mock.Setup(o => o.MapPages(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<IommuProt>(), out It.Ref<ulong>.IsAny))
+            .Returns(new MapPagesFn((IDomain d, ulong iova, ulong pa, ulong pgsize, ulong count, IommuProt prot, out ulong mapped) =>
+            {
+                Record(new DriverCall("map_pages", iova, pa, pgsize, count, Domain: d));
+                (Errno e, ulong m) = MapPagesBehaviour(iova, pa, pgsize, count);
+                mapped = m;
+                return e;
+            }));
+
+        Mock.Setup(o => o.Unmap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), ref It.Ref<IommuIotlbGather>.IsAny))
+            .Returns(new UnmapFn((IDomain d, ulong iova, ulong size, ref IommuIotlbGather gather) =>
+            {
+                Record(new DriverCall("unmap", iova, 0, size, 1, Domain: d));
+                ulong r = UnmapBehaviour(iova, size, 1);
+                if (r != 0)
+                {
+                    gather.AddRange(iova, r);
+                }
+
+                return r;
+            }));
+
+        Mock.Setup(o => o.UnmapPages(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), ref It.Ref<IommuIotlbGather>.IsAny))
+            .Returns(new UnmapPagesFn((IDomain d, ulong iova, ulong pgsize, ulong count, ref IommuIotlbGather gather) =>
+            {
+                Record(new DriverCall("unmap_pages", iova, 0, pgsize, count, Domain: d));
+                ulong r = UnmapBehaviour(iova, pgsize, count);
+                if (r != 0)
+                {
+                    gather.AddRange(iova, r);
+                }
+
+                return r;
+            }));
+
+        Mock.Setup(o => o.IotlbSync(It.IsAny<IDomain>(), ref It.Ref<IommuIotlbGather>.IsAny))
+            .Callback(new IotlbSyncFn((IDomain d, ref IommuIotlbGather gather) =>
+                Record(gather.IsEmpty
+                    ? new DriverCall("iotlb_sync", Domain: d)
+                    : new DriverCall("iotlb_sync", gather.Start, 0, gather.End - gather.Start + 1, Domain: d))));
+
+        Mock.Setup(o => o.IotlbSyncMap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>()))
+            .Callback((IDomain d, ulong iova, ulong size) => Record(new DriverCall("iotlb_sync_map", iova, 0, size, Domain: d)));
+
+        Mock.Setup(o => o.IovaToPhys(It.IsAny<IDomain>(), It.IsAny<ulong>()))
+            .Returns((IDomain d, ulong iova) => IovaToPhysBehaviour(iova));
+
+        Mock.Setup(o => o.AddDevice(It.IsAny<Device>()))
+            .Returns((Device dev) =>
+            {
+                Record(new DriverCall("add_device", Device: dev));
+                return AddDeviceBehaviour(dev);
+            });
+        Mock.Setup(o => o.RemoveDevice(It.IsAny<Device>()))
+            .Callback((Device dev) => Record(new DriverCall("remove_device", Device: dev)));
+
+        Mock.Setup(o => o.DeviceGroup(It.IsAny<Device>(), out It.Ref<IommuGroup?>.IsAny))
+            .Returns(new DeviceGroupFn((Device dev, out IommuGroup? group) =>
+            {
+                Record(new DriverCall("device_group", Device: dev));
+                if (DeviceGroupBehaviour is null)
+                {
+                    throw new InvalidOperationException("MockIommu.DeviceGroupBehaviour not set.");
+                }
+
+                return DeviceGroupBehaviour(dev, out group);
+            }));
+    }
+
+    public Mock<IIommuOps> Mock { get; }
+
+    public IIommuOps Ops => Mock.Object;
+
+    public IommuCallbacks Callbacks { get; set; }
+
+    public ulong PgsizeBitmap { get; set; }
+
+    public List<DriverCall> Log { get; } = [];
+
+    public Func<DomainType, IDomain?> DomainAllocBehaviour { get; set; } = _ => new IommuDomain();
+
+    public Func<IDomain, Device, Errno> AttachBehaviour { get; set; } = (_, _) => Errno.None;
+
+    public Func<ulong, ulong, ulong, Errno> MapBehaviour { get; set; } = (_, _, _) => Errno.None;
+
+    /// <summary>(iova, paddr, pgsize, count) → (result, bytes mapped).</summary>
+    public Func<ulong, ulong, ulong, ulong, (Errno, ulong)> MapPagesBehaviour { get; set; } = (_, _, pgsize, count) => (Errno.None, pgsize * count);
+
+    /// <summary>(iova, pgsize, count) → bytes unmapped.</summary>
+    public Func<ulong, ulong, ulong, ulong> UnmapBehaviour { get; set; } = (_, pgsize, count) => pgsize * count;
+
+    public Func<ulong, ulong> IovaToPhysBehaviour { get; set; } = _ => 0;
+
+    public Func<Device, Errno> AddDeviceBehaviour { get; set; } = _ => Errno.None;
+
+    public DeviceGroupFn? DeviceGroupBehaviour { get; set; }
+
+    public IReadOnlyList<DriverCall> Calls(string op)
+    {
+        lock (_lock)
+        {
+            return Log.Where(c => c.Op == op).ToList();
+        }
+    }
+
+    public IReadOnlyList<string> OpNames()
+    {
+        lock (_lock)
+        {
+            return Log.Select(c => c.Op).ToList();
+        }
+    }
+
+    public void ClearLog()
+    {
+        lock (_lock)
+        {
+            Log.Clear();
+        }
+
+        Mock.Invocations.Clear();
+    }
+
+    /// <summary>A paging domain owned by this driver, built without the core (for map/unmap tests).</summary>
+    public IommuDomain NewDomain(DomainType type = DomainType.Unmanaged, ulong? pgsizeBitmap = null) => new()
+    {
+        Type = type,
+        Ops = Ops,
+        PgsizeBitmap = pgsizeBitmap ?? PgsizeBitmap,
+    };
+
+    /// <summary>Fails if the core invoked a callback whose bit in <see cref="Callbacks"/> is clear.</summary>
+    public void AssertNoNullCallbackCalled()
+    {
+        foreach (IInvocation inv in Mock.Invocations)
+        {
+            if (s_methodFlags.TryGetValue(inv.Method.Name, out IommuCallbacks flag) && !Callbacks.HasFlag(flag))
+            {
+                Assert.Fail($"The core called {inv.Method.Name}, whose callback bit ({flag}) is clear (a NULL callback).");
+            }
+        }
+    }
+
+    private void Record(DriverCall call)
+    {
+        lock (_lock)
+        {
+            Log.Add(call);
+        }
+    }
+}
