@@ -227,8 +227,10 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>Frees every chunk. Spans obtained earlier must not be used afterwards.</summary>
     public void Dispose()
     {
-        if (_disposed)
+        // A constructor that threw leaves _directory null; the finalizer still runs then.
+        if (_disposed || _directory is null)
         {
+            GC.SuppressFinalize(this);
             return;
         }
 
