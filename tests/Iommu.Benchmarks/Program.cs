@@ -10,13 +10,14 @@ using Iommu.Benchmarks;
 //   dotnet run -c Release --project tests/Iommu.Benchmarks            all benchmarks + floor
 //   dotnet run -c Release --project tests/Iommu.Benchmarks -- --filter '*PageTable64K*'
 //   add --short for a quick, less precise job.
+// Benchmarks with [IterationSetup] run one invocation per iteration and finish long before tiered
+// compilation would promote the hot methods, so every job runs fully optimized code from the first
+// call (DOTNET_TieredCompilation=0): the steady state a long-running user sees.
 bool shortJob = args.Contains("--short");
 string[] bdnArgs = args.Where(a => a != "--short").ToArray();
-IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator);
-if (shortJob)
-{
-    config = config.AddJob(Job.ShortRun);
-}
+Job job = (shortJob ? Job.ShortRun : Job.Default)
+    .WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
+IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator).AddJob(job.AsDefault());
 
 CFloor.Result?[] floors = [CFloor.Run(1 << 16), CFloor.Run(1 << 20)];
 Summary[] summaries = bdnArgs.Length == 0

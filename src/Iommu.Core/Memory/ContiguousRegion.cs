@@ -20,6 +20,13 @@ public sealed unsafe class ContiguousRegion
         Size = size;
     }
 
+    /// <summary>
+    /// The native address of <see cref="Start"/>: byte <c>pa - Start</c> of the region lives at
+    /// <c>BasePointer + (pa - Start)</c> until the memory is disposed. For page walkers that want C's
+    /// pointer arithmetic; everything else should use <see cref="Table"/> or <see cref="Slot"/>.
+    /// </summary>
+    public byte* BasePointer => _base;
+
     /// <summary>The memory this region belongs to.</summary>
     public PhysicalMemory Memory { get; }
 
@@ -88,3 +95,4 @@ public sealed unsafe class ContiguousRegion
     private ref ulong SlowSlot(ulong table, int index) =>
         ref Memory.Table(table & ~(ulong)(PhysicalMemory.PageSize - 1))[index & 511];
 }
+

@@ -21,13 +21,16 @@ namespace Iommu.VtD.Driver;
 /// flushed the IOTLB and calls <see cref="ReleasePendingFrees"/>, the kernel's freelist handed to
 /// <c>iotlb_sync</c>.</para>
 /// </remarks>
-public sealed class DmaPageTable
+public sealed unsafe class DmaPageTable
 {
     private const ulong NoFrame = 0;
 
     private readonly PhysicalMemory _memory;
     private readonly FrameAllocator _frames;
     private readonly ContiguousRegion _region;
+    private readonly byte* _base;       // the region's native base: walks are C-style pointer arithmetic
+    private readonly ulong _start;
+    private readonly ulong _lastTable;
     private ulong _pendingFree = NoFrame;
     private long _tables;
     private int _levels;
@@ -38,6 +41,9 @@ public sealed class DmaPageTable
         _memory = memory;
         _frames = frames;
         _region = frames.Region;
+        _base = _region.BasePointer;
+        _start = _region.Start;
+        _lastTable = _region.Size - PhysicalMemory.PageSize;
         Root = root;
         SetLevels(levels);
         _tables = 1;
@@ -131,10 +137,11 @@ public sealed class DmaPageTable
 
             ulong step = DmaPte.LevelSize(level);
             ulong leafBits = attr | (level > 1 ? DmaPte.LargePage : 0);
+            int shift = DmaPte.PageShift + (DmaPte.StrideShift * (level - 1));
             int i = DmaPte.Index(iova, level);
             do
             {
-                ref ulong slot = ref _region.Slot(table, i);
+                ref ulong slot = ref Slot(table, (ulong)i << shift, shift);
                 if (level > 1)
                 {
                     FreeSubtableUnder(ref slot, level);
@@ -179,10 +186,9 @@ public sealed class DmaPageTable
             return 0;
         }
 
-        ContiguousRegion region = _region;
         ulong table = Root;
-        int level = _levels;
-        ref ulong slot = ref region.Slot(table, DmaPte.Index(iova, level));
+        int shift = TopShift;
+        ref ulong slot = ref Slot(table, iova, shift);
         while (true)
         {
             ulong pte = Volatile.Read(ref slot);
@@ -191,17 +197,17 @@ public sealed class DmaPageTable
                 return 0;
             }
 
-            if (level == 1 || DmaPte.IsSuperpage(pte))
+            if (shift == DmaPte.PageShift || DmaPte.IsSuperpage(pte))
             {
                 break;
             }
 
             table = DmaPte.Address(pte);
-            level--;
-            slot = ref region.Slot(table, DmaPte.Index(iova, level));
+            shift -= DmaPte.StrideShift;
+            slot = ref Slot(table, iova, shift);
         }
 
-        ulong leaf = DmaPte.LevelSize(level);
+        ulong leaf = 1UL << shift;
         if (size <= leaf && (iova & (leaf - 1)) == 0)
         {
             // The range is exactly the leaf that maps iova: clear it, nothing else to free.
@@ -209,19 +215,7 @@ public sealed class DmaPageTable
             return leaf;
         }
 
-        if (size < leaf)
-        {
-            size = leaf;
-        }
-
-        ulong last = iova + size - 1;
-        if (last < iova || last > _maxIova)
-        {
-            last = _maxIova;
-        }
-
-        ClearLevel(Root, _levels, iova & ~(leaf - 1), iova & ~(leaf - 1), last);
-        return size;
+        return UnmapRange(iova, size, leaf);
     }
 
     /// <summary>Translates <paramref name="iova"/> (<c>intel_iommu_iova_to_phys</c>).</summary>
@@ -236,24 +230,40 @@ public sealed class DmaPageTable
             return 0;
         }
 
-        ContiguousRegion region = _region;
         ulong table = Root;
-        for (int level = _levels; ; level--)
+        for (int shift = TopShift; ; shift -= DmaPte.StrideShift)
         {
-            ulong pte = Volatile.Read(ref region.Slot(table, DmaPte.Index(iova, level)));
+            ulong pte = Volatile.Read(ref Slot(table, iova, shift));
             if (!DmaPte.IsPresent(pte))
             {
                 return 0;
             }
 
-            if (level == 1 || DmaPte.IsSuperpage(pte))
+            if (shift == DmaPte.PageShift || DmaPte.IsSuperpage(pte))
             {
-                ulong mask = DmaPte.LevelSize(level) - 1;
+                ulong mask = (1UL << shift) - 1;
                 return (DmaPte.Address(pte) & ~mask) | (iova & mask);
             }
 
             table = DmaPte.Address(pte);
         }
+    }
+
+    private ulong UnmapRange(ulong iova, ulong size, ulong leaf)
+    {
+        if (size < leaf)
+        {
+            size = leaf;
+        }
+
+        ulong last = iova + size - 1;
+        if (last < iova || last > _maxIova)
+        {
+            last = _maxIova;
+        }
+
+        ClearLevel(Root, _levels, iova & ~(leaf - 1), iova & ~(leaf - 1), last);
+        return size;
     }
 
     /// <summary>
@@ -351,6 +361,25 @@ public sealed class DmaPageTable
         Visit(Root, _levels, 0, visit);
     }
 
+    private int TopShift => DmaPte.PageShift + (DmaPte.StrideShift * (_levels - 1));
+
+    // Entry of iova at the level whose index starts at bit shift, in the table at table (a frame of the region).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref ulong Slot(ulong table, ulong iova, int shift)
+    {
+        ulong offset = table - _start;
+        if (offset > _lastTable)
+        {
+            ThrowForeignTable(table);
+        }
+
+        return ref *(ulong*)(_base + offset + (((iova >> shift) & 511) * sizeof(ulong)));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowForeignTable(ulong table) =>
+        throw new InvalidOperationException($"Page-table pointer 0x{table:x} lies outside the translation-structure region [0x{_start:x}, 0x{_start + _lastTable + PhysicalMemory.PageSize:x}): the tables are corrupt.");
+
     private void SetLevels(int levels)
     {
         _levels = levels;
@@ -388,11 +417,11 @@ public sealed class DmaPageTable
     private ulong WalkAlloc(ulong iova, int targetLevel, out int stoppedAt)
     {
         stoppedAt = 0;
-        ContiguousRegion region = _region;
         ulong table = Root;
-        for (int level = _levels; level > targetLevel; level--)
+        int targetShift = DmaPte.PageShift + (DmaPte.StrideShift * (targetLevel - 1));
+        for (int shift = TopShift; shift > targetShift; shift -= DmaPte.StrideShift)
         {
-            ref ulong slot = ref region.Slot(table, DmaPte.Index(iova, level));
+            ref ulong slot = ref Slot(table, iova, shift);
             ulong pte = Volatile.Read(ref slot);
             if (!DmaPte.IsPresent(pte))
             {
@@ -404,7 +433,7 @@ public sealed class DmaPageTable
             }
             else if (DmaPte.IsSuperpage(pte))
             {
-                stoppedAt = level;
+                stoppedAt = 1 + ((shift - DmaPte.PageShift) / DmaPte.StrideShift);
                 return NoFrame;
             }
 
