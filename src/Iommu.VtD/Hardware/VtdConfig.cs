@@ -1,0 +1,199 @@
+using System.Globalization;
+
+namespace Iommu.VtD.Hardware;
+
+/// <summary>
+/// What a VT-d remapping unit supports. CAP and ECAP are derived from it with the specification's
+/// bit positions (<see cref="Cap"/>, <see cref="Ecap"/>). Use a preset and adjust it with
+/// <c>with { … }</c>.
+/// </summary>
+/// <remarks>
+/// <para>The IOTLB registers are placed at 0x0F0 (ECAP.IRO = 0xF) and the fault-recording registers
+/// at 0x220 (CAP.FRO = 0x22), where QEMU puts them.</para>
+/// <para>Interrupt remapping, first-level and nested translation, device-TLBs (ATS), page requests,
+/// advanced fault logging and protected memory regions are not modelled; the corresponding
+/// capability bits are always clear.</para>
+/// </remarks>
+public sealed record VtdConfig
+{
+    /// <summary>CAP.FRO: fault-recording registers at 0x220.</summary>
+    public const uint FaultRecordingRegisterOffset = 0x220;
+
+    /// <summary>ECAP.IRO: IOTLB registers at 0x0F0.</summary>
+    public const uint IotlbRegisterOffset = 0x0F0;
+
+    /// <summary>VER value (minor 3:0, major 7:4); 0x10 = 1.0 as QEMU reports, 0x30 = 3.0 for scalable mode.</summary>
+    public uint Version { get; init; } = 0x10;
+
+    /// <summary>SAGAW bit 9: 39-bit, 3-level second-level tables.</summary>
+    public bool Supports39BitTables { get; init; } = true;
+
+    /// <summary>SAGAW bit 10: 48-bit, 4-level second-level tables.</summary>
+    public bool Supports48BitTables { get; init; } = true;
+
+    /// <summary>SAGAW bit 11: 57-bit, 5-level second-level tables.</summary>
+    public bool Supports57BitTables { get; init; }
+
+    /// <summary>Maximum guest address width in bits (CAP.MGAW + 1); input addresses at or above 2^MGAW fault.</summary>
+    public int MaxGuestAddressWidth { get; init; } = 48;
+
+    /// <summary>Host address width in bits (the DMAR table's HAW): pointer and page-address bits at or above it are reserved.</summary>
+    public int HostAddressWidth { get; init; } = 46;
+
+    /// <summary>CAP.ND: the unit supports 2^(4+2·ND) domain ids; DID bits above that width are ignored.</summary>
+    public int DomainIdEncoding { get; init; } = 6;
+
+    /// <summary>CAP.SLLPS bit 0: 2 MiB second-level pages.</summary>
+    public bool SecondLevel2MiBPages { get; init; } = true;
+
+    /// <summary>CAP.SLLPS bit 1: 1 GiB second-level pages.</summary>
+    public bool SecondLevel1GiBPages { get; init; } = true;
+
+    /// <summary>CAP.CM, caching mode: not-present and erroneous entries may be cached, so software must invalidate on not-present → present changes too.</summary>
+    public bool CachingMode { get; init; }
+
+    /// <summary>CAP.RWBF: software must flush the write buffer (GCMD.WBF) after table updates.</summary>
+    public bool RequiresWriteBufferFlush { get; init; }
+
+    /// <summary>CAP.PSI: page-selective IOTLB invalidation supported (otherwise done as domain-selective).</summary>
+    public bool PageSelectiveInvalidation { get; init; } = true;
+
+    /// <summary>CAP.MAMV: largest address mask for page-selective invalidation.</summary>
+    public int MaxAddressMaskValue { get; init; } = 18;
+
+    /// <summary>CAP.DRD and CAP.DWD: read and write draining.</summary>
+    public bool Draining { get; init; } = true;
+
+    /// <summary>CAP.ESRTPS: GCMD.SRTP also invalidates the context cache, PASID cache and IOTLB.</summary>
+    public bool SetRootTableInvalidatesCaches { get; init; }
+
+    /// <summary>Number of fault-recording registers (CAP.NFR + 1), 1–256.</summary>
+    public int FaultRecordCount { get; init; } = 1;
+
+    /// <summary>ECAP.C: page-walk coherency.</summary>
+    public bool PageWalkCoherency { get; init; }
+
+    /// <summary>ECAP.QI: queued invalidation.</summary>
+    public bool QueuedInvalidation { get; init; } = true;
+
+    /// <summary>ECAP.PT: pass-through translation type.</summary>
+    public bool PassThrough { get; init; } = true;
+
+    /// <summary>ECAP.SC: snoop control (SNP honoured in second-level leaves).</summary>
+    public bool SnoopControl { get; init; }
+
+    /// <summary>ECAP.SMTS: scalable-mode translation (RTADDR.TTM = 01).</summary>
+    public bool ScalableMode { get; init; }
+
+    /// <summary>ECAP.SLTS: second-level translation in scalable mode (PGTT = 010).</summary>
+    public bool SecondLevelTranslation { get; init; }
+
+    /// <summary>ECAP.PASID: requests with PASID.</summary>
+    public bool PasidSupport { get; init; }
+
+    /// <summary>Supported PASID width in bits (ECAP.PSS + 1), 1–20.</summary>
+    public int PasidWidth { get; init; } = 20;
+
+    /// <summary>ECAP.RPS: the context entry's RID_PASID gives the PASID of requests without PASID (otherwise PASID 0).</summary>
+    public bool RidPasidSupport { get; init; }
+
+    /// <summary>IOTLB capacity in entries; when full the IOTLB is emptied before the next fill (a model parameter, not a register).</summary>
+    public int IotlbCapacity { get; init; } = 4096;
+
+    /// <summary>
+    /// Like QEMU 7.2's default <c>intel-iommu</c> with <c>intremap=off</c>: 39-bit (3-level) tables,
+    /// HAW 39, one fault record, VER 1.0. CAP = 0x00D2_008C_2226_0206, ECAP = 0xF42.
+    /// </summary>
+    public static VtdConfig Legacy39Bit { get; } = new()
+    {
+        Supports48BitTables = false,
+        MaxGuestAddressWidth = 39,
+        HostAddressWidth = 39,
+    };
+
+    /// <summary>A legacy-mode unit with 3- and 4-level tables, 48-bit MGAW, 46-bit HAW and eight fault records.</summary>
+    public static VtdConfig Legacy48Bit { get; } = new()
+    {
+        FaultRecordCount = 8,
+    };
+
+    /// <summary>A scalable-mode unit (VER 3.0) with second-level translation, 20-bit PASIDs, RID_PASID, 3- and 4-level tables.</summary>
+    public static VtdConfig ScalableMode48Bit { get; } = new()
+    {
+        Version = 0x30,
+        FaultRecordCount = 8,
+        ScalableMode = true,
+        SecondLevelTranslation = true,
+        PasidSupport = true,
+        RidPasidSupport = true,
+    };
+
+    /// <summary>As <see cref="ScalableMode48Bit"/> with 5-level tables and a 57-bit MGAW.</summary>
+    public static VtdConfig ScalableMode57Bit { get; } = ScalableMode48Bit with
+    {
+        Supports57BitTables = true,
+        MaxGuestAddressWidth = 57,
+    };
+
+    /// <summary>The SAGAW field (CAP 12:8).</summary>
+    public uint Sagaw =>
+        (Supports39BitTables ? 1u << 1 : 0) | (Supports48BitTables ? 1u << 2 : 0) | (Supports57BitTables ? 1u << 3 : 0);
+
+    /// <summary>The capability register value.</summary>
+    public ulong Cap =>
+        (ulong)(uint)DomainIdEncoding
+        | (RequiresWriteBufferFlush ? VtdCap.Rwbf : 0)
+        | (CachingMode ? VtdCap.Cm : 0)
+        | ((ulong)Sagaw << VtdCap.SagawShift)
+        | ((ulong)(uint)(MaxGuestAddressWidth - 1) << VtdCap.MgawShift)
+        | ((ulong)(FaultRecordingRegisterOffset / 16) << VtdCap.FroShift)
+        | ((SecondLevel2MiBPages ? 1UL : 0) << VtdCap.SllpsShift)
+        | ((SecondLevel1GiBPages ? 2UL : 0) << VtdCap.SllpsShift)
+        | (PageSelectiveInvalidation ? VtdCap.Psi : 0)
+        | ((ulong)(uint)(FaultRecordCount - 1) << VtdCap.NfrShift)
+        | ((ulong)(uint)MaxAddressMaskValue << VtdCap.MamvShift)
+        | (Draining ? VtdCap.Dwd | VtdCap.Drd : 0)
+        | (SetRootTableInvalidatesCaches ? VtdCap.Esrtps : 0);
+
+    /// <summary>The extended capability register value.</summary>
+    public ulong Ecap =>
+        (PageWalkCoherency ? VtdEcap.C : 0)
+        | (QueuedInvalidation ? VtdEcap.Qi : 0)
+        | (PassThrough ? VtdEcap.Pt : 0)
+        | (SnoopControl ? VtdEcap.Sc : 0)
+        | ((ulong)(IotlbRegisterOffset / 16) << VtdEcap.IroShift)
+        | (PasidSupport ? ((ulong)(uint)(PasidWidth - 1) << VtdEcap.PssShift) | VtdEcap.Pasid : 0)
+        | (ScalableMode ? VtdEcap.Smts : 0)
+        | (SecondLevelTranslation ? VtdEcap.Slts : 0)
+        | (ScalableMode && PageWalkCoherency ? VtdEcap.Smpwcs : 0)
+        | (RidPasidSupport ? VtdEcap.Rps : 0);
+
+    /// <summary>Whether SAGAW allows the context/PASID AW encoding <paramref name="aw"/> (1 = 39-bit, 2 = 48-bit, 3 = 57-bit).</summary>
+    /// <param name="aw">AW field value.</param>
+    /// <returns>True when supported.</returns>
+    public bool SupportsAw(int aw) => aw is >= 0 and <= 4 && (Sagaw & (1u << aw)) != 0;
+
+    /// <summary>Throws <see cref="ArgumentException"/> when the combination cannot describe a unit.</summary>
+    public void Validate()
+    {
+        Check(Sagaw != 0, "at least one of the 39/48/57-bit table formats must be supported");
+        Check(MaxGuestAddressWidth is >= 30 and <= 64, "MaxGuestAddressWidth must be 30–64");
+        Check(HostAddressWidth is >= 32 and <= 52, "HostAddressWidth must be 32–52");
+        Check(DomainIdEncoding is >= 0 and <= 6, "DomainIdEncoding (CAP.ND) must be 0–6");
+        Check(FaultRecordCount is >= 1 and <= 256, "FaultRecordCount must be 1–256");
+        Check(MaxAddressMaskValue is >= 0 and <= 63, "MaxAddressMaskValue must be 0–63");
+        Check(PasidWidth is >= 1 and <= 20, "PasidWidth must be 1–20");
+        Check(!SecondLevelTranslation || ScalableMode, "SecondLevelTranslation needs ScalableMode");
+        Check(!PasidSupport || ScalableMode, "PasidSupport needs ScalableMode");
+        Check(!RidPasidSupport || ScalableMode, "RidPasidSupport needs ScalableMode");
+        Check(IotlbCapacity >= 1, "IotlbCapacity must be positive");
+    }
+
+    private static void Check(bool ok, string message)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Invalid VT-d configuration: {message}."));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+using Iommu.Memory;
+using Iommu.VtD.Internal;
+
+namespace Iommu.VtD.Hardware;
+
+/// <summary>
+/// A software model of one Intel VT-d DMA-remapping unit as software and devices see it: the
+/// register file (read and written by offset, 32 or 64 bits at a time), the translation of
+/// device requests through root, context, PASID and second-level tables in
+/// <see cref="PhysicalMemory"/>, the caches the unit keeps (context cache, PASID cache, IOTLB),
+/// register-based and queued invalidation, and primary fault recording.
+/// </summary>
+/// <remarks>
+/// <para>The model follows the VT-d specification. Where QEMU 7.2 behaves differently, the member's
+/// remarks say so; the model does not copy those deviations.</para>
+/// <para>Caches really are caches: a translation found in the context cache, PASID cache or IOTLB is
+/// used until software invalidates it, even if the tables in memory changed. With caching mode
+/// (CAP.CM) not-present context and PASID entries and not-present second-level entries are cached
+/// as well, so a driver that does not invalidate after a not-present → present change keeps faulting.</para>
+/// <para>Thread safety: one lock guards the register file and the caches. Any number of threads may
+/// call <see cref="Translate"/> and <see cref="Dma"/> concurrently with register accesses from one
+/// driver thread; every call is atomic with respect to the others. Fault and invalidation-completion
+/// interrupts are raised after the lock is released, on the thread whose call caused them.</para>
+/// </remarks>
+public sealed partial class VtdUnit
+{
+    private readonly PhysicalMemory _memory;
+    private readonly VtdConfig _config;
+    private readonly Lock _lock = new();
+
+    /// <summary>Creates a unit in its reset state (translation disabled, caches empty).</summary>
+    /// <param name="memory">The physical memory the unit reads tables from and devices DMA to.</param>
+    /// <param name="config">Capabilities; see the presets on <see cref="VtdConfig"/>.</param>
+    /// <param name="segment">PCI segment the unit serves.</param>
+    public VtdUnit(PhysicalMemory memory, VtdConfig config, ushort segment = 0)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        _memory = memory;
+        _config = config;
+        Segment = segment;
+        _hawMask = (1UL << config.HostAddressWidth) - 1;
+        _didMask = (ushort)((1 << Math.Min(16, 4 + (2 * config.DomainIdEncoding))) - 1);
+        _iotlb = new Dictionary<IotlbKey, IotlbEntry>(config.IotlbCapacity);
+        InitRegisters();
+        InitPagingMasks();
+    }
+
+    /// <summary>Raised when the unit sends its fault event interrupt (FEADDR/FEDATA), i.e. FECTL.IM is clear and a fault or queue error was reported.</summary>
+    public event EventHandler<VtdInterruptEventArgs>? FaultEvent;
+
+    /// <summary>Raised when the unit sends its invalidation-completion interrupt (IEADDR/IEDATA) for a wait descriptor with IF set.</summary>
+    public event EventHandler<VtdInterruptEventArgs>? InvalidationCompletionEvent;
+
+    /// <summary>The capabilities this unit was built with.</summary>
+    public VtdConfig Config => _config;
+
+    /// <summary>PCI segment the unit serves.</summary>
+    public ushort Segment { get; }
+
+    /// <summary>Size of the register block in bytes; offsets at or beyond it are rejected.</summary>
+    public uint RegisterBlockSize => (uint)_regs.Length;
+
+    /// <summary>A snapshot of the cache hit/miss counters and sizes.</summary>
+    public VtdCacheStatistics Statistics
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return new VtdCacheStatistics(
+                    _contextHits, _contextMisses, _pasidHits, _pasidMisses, _iotlbHits, _iotlbMisses,
+                    _contextCache.Count, _pasidCache.Count, _iotlb.Count);
+            }
+        }
+    }
+
+    /// <summary>Reads a 32-bit register (or either half of a 64-bit one) at <paramref name="offset"/>.</summary>
+    /// <param name="offset">4-byte aligned offset from the MMIO base.</param>
+    /// <returns>The value; write-only fields read as 0.</returns>
+    public uint Read32(uint offset)
+    {
+        CheckOffset(offset, 4);
+        lock (_lock)
+        {
+            return ReadMmio32(offset);
+        }
+    }
+
+    /// <summary>Reads a 64-bit register (or two adjacent 32-bit ones) at <paramref name="offset"/>.</summary>
+    /// <param name="offset">8-byte aligned offset from the MMIO base.</param>
+    /// <returns>The value; write-only fields read as 0.</returns>
+    public ulong Read64(uint offset)
+    {
+        CheckOffset(offset, 8);
+        lock (_lock)
+        {
+            return ReadMmio64(offset);
+        }
+    }
+
+    /// <summary>Writes 32 bits at <paramref name="offset"/> with the register's access semantics (RO bits kept, RW1C bits cleared by 1s, commands executed).</summary>
+    /// <param name="offset">4-byte aligned offset from the MMIO base.</param>
+    /// <param name="value">The value.</param>
+    public void Write32(uint offset, uint value)
+    {
+        CheckOffset(offset, 4);
+        lock (_lock)
+        {
+            WriteMmio(offset, 4, value);
+        }
+
+        RaisePendingInterrupts();
+    }
+
+    /// <summary>Writes 64 bits at <paramref name="offset"/> with the registers' access semantics.</summary>
+    /// <param name="offset">8-byte aligned offset from the MMIO base.</param>
+    /// <param name="value">The value.</param>
+    public void Write64(uint offset, ulong value)
+    {
+        CheckOffset(offset, 8);
+        lock (_lock)
+        {
+            WriteMmio(offset, 8, value);
+        }
+
+        RaisePendingInterrupts();
+    }
+
+    /// <summary>
+    /// Handles one untranslated request of <paramref name="size"/> bytes at <paramref name="iova"/>
+    /// from <paramref name="requesterId"/> (bus &lt;&lt; 8 | devfn), optionally tagged with a PASID:
+    /// returns the physical address and page size, or records and returns a fault.
+    /// </summary>
+    /// <param name="requesterId">Source id of the request.</param>
+    /// <param name="pasid">PASID of a request with PASID prefix, or null.</param>
+    /// <param name="iova">Input address.</param>
+    /// <param name="size">Bytes; the request must stay inside one 4 KiB page, as a PCIe request does.</param>
+    /// <param name="access">Read or write.</param>
+    /// <returns>The outcome.</returns>
+    /// <remarks>Allocates nothing on the GC heap (unless a fault interrupt is delivered to a subscriber).</remarks>
+    public VtdTranslation Translate(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
+    {
+        if (size == 0 || size > 4096 - (iova & 0xFFF))
+        {
+            ThrowHelper.RequestRange(iova, size);
+        }
+
+        if (pasid is uint p && p > 0xF_FFFF)
+        {
+            ThrowHelper.Pasid(p);
+        }
+
+        VtdTranslation result;
+        lock (_lock)
+        {
+            result = TranslateLocked(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write);
+        }
+
+        if (_interruptPending)
+        {
+            RaisePendingInterrupts();
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// A device DMA: translates <paramref name="buffer"/>'s range page by page and copies between
+    /// the buffer and physical memory. Stops at the first page that faults (bytes of earlier pages
+    /// have moved) and returns that fault; otherwise returns the translation of the first page.
+    /// </summary>
+    /// <param name="requesterId">Source id of the device.</param>
+    /// <param name="pasid">PASID of a request with PASID prefix, or null.</param>
+    /// <param name="iova">Input address of the first byte.</param>
+    /// <param name="buffer">For a read, receives memory; for a write, supplies it. Must not be empty.</param>
+    /// <param name="access">Read or write.</param>
+    /// <returns>The first page's translation, or the outcome of the page that stopped the transfer (its <see cref="VtdTranslation.InputAddress"/> says where).</returns>
+    public VtdTranslation Dma(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
+    {
+        if (buffer.IsEmpty || (ulong)buffer.Length - 1 > ulong.MaxValue - iova)
+        {
+            ThrowHelper.Argument("A DMA needs a non-empty buffer whose range does not wrap around.", nameof(buffer));
+        }
+
+        VtdTranslation first = default;
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            ulong a = iova + (ulong)done;
+            int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
+            VtdTranslation t = Translate(requesterId, pasid, a, (ulong)chunk, access);
+            if (t.Status != VtdTranslationStatus.Translated)
+            {
+                return t;
+            }
+
+            if (!_memory.Contains(t.PhysicalAddress, (ulong)chunk))
+            {
+                return t.AsMemoryError();
+            }
+
+            Span<byte> part = buffer.Slice(done, chunk);
+            if (access == DmaAccess.Write)
+            {
+                _memory.Write(t.PhysicalAddress, part);
+            }
+            else
+            {
+                _memory.Read(t.PhysicalAddress, part);
+            }
+
+            if (done == 0)
+            {
+                first = t;
+            }
+
+            done += chunk;
+        }
+
+        return first;
+    }
+
+    private void CheckOffset(uint offset, int size)
+    {
+        if ((offset & (uint)(size - 1)) != 0 || offset > (uint)_regs.Length - (uint)size)
+        {
+            ThrowHelper.RegisterOffset(offset, size, (uint)_regs.Length);
+        }
+    }
+
+    private void RaisePendingInterrupts()
+    {
+        bool fault, inv;
+        ulong faultAddr, invAddr;
+        uint faultData, invData;
+        lock (_lock)
+        {
+            fault = _faultMsiPending;
+            inv = _invMsiPending;
+            faultAddr = _faultMsiAddress;
+            faultData = _faultMsiData;
+            invAddr = _invMsiAddress;
+            invData = _invMsiData;
+            _faultMsiPending = false;
+            _invMsiPending = false;
+            _interruptPending = false;
+        }
+
+        if (fault)
+        {
+            FaultEvent?.Invoke(this, new VtdInterruptEventArgs(faultAddr, faultData));
+        }
+
+        if (inv)
+        {
+            InvalidationCompletionEvent?.Invoke(this, new VtdInterruptEventArgs(invAddr, invData));
+        }
+    }
+}

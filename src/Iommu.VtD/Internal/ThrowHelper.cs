@@ -1,0 +1,29 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+
+namespace Iommu.VtD.Internal;
+
+/// <summary>Throw sites kept out of hot methods so those stay small and inlinable.</summary>
+internal static class ThrowHelper
+{
+    [DoesNotReturn]
+    public static void RegisterOffset(uint offset, int size, uint limit) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(offset),
+            string.Create(CultureInfo.InvariantCulture, $"A {size}-byte register access at 0x{offset:x} is misaligned or lies outside the register block [0x0, 0x{limit:x})."));
+
+    [DoesNotReturn]
+    public static void RequestRange(ulong iova, ulong size) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(size),
+            string.Create(CultureInfo.InvariantCulture, $"Request [0x{iova:x}, +0x{size:x}) is empty or crosses a 4 KiB boundary; a single request stays inside one 4 KiB page."));
+
+    [DoesNotReturn]
+    public static void Pasid(uint pasid) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(pasid),
+            string.Create(CultureInfo.InvariantCulture, $"PASID 0x{pasid:x} does not fit the 20-bit PASID field."));
+
+    [DoesNotReturn]
+    public static void Argument(string message, string paramName) => throw new ArgumentException(message, paramName);
+}
