@@ -10,8 +10,74 @@ public sealed class PciBus : Bus
         Segment = (ushort)segment;
     }
 
+    private readonly List<(IDmaRemapper Unit, bool IncludeAll, PciAddress[] Scope)> _remappers = [];
+
     /// <summary>The PCI segment (domain) number of every device on this bus.</summary>
     public ushort Segment { get; }
+
+    /// <summary>
+    /// Puts a DMA-remapping unit between devices and memory (a DRHD of the ACPI DMAR table): it
+    /// covers the devices in <paramref name="scope"/>, or, with <paramref name="includeAll"/>, every
+    /// device no other unit names. Devices covered by no unit DMA straight to memory.
+    /// </summary>
+    /// <param name="unit">The hardware.</param>
+    /// <param name="includeAll">The catch-all unit of the segment (<c>INCLUDE_PCI_ALL</c>).</param>
+    /// <param name="scope">Devices (or bridges, covering everything below them) this unit covers.</param>
+    [KernelSymbol("struct dmar_drhd_unit")]
+    public void AddDmaRemapper(IDmaRemapper unit, bool includeAll, params PciAddress[] scope)
+    {
+        ArgumentNullException.ThrowIfNull(unit);
+        ArgumentNullException.ThrowIfNull(scope);
+        lock (SyncRoot)
+        {
+            if (includeAll && _remappers.Exists(r => r.IncludeAll))
+            {
+                throw new InvalidOperationException($"Segment {Segment:x4} already has an INCLUDE_PCI_ALL remapping unit.");
+            }
+
+            _remappers.Add((unit, includeAll, [.. scope]));
+        }
+    }
+
+    /// <summary>
+    /// The remapping unit that covers <paramref name="device"/> (<c>dmar_find_matched_drhd_unit</c>):
+    /// a unit whose scope names the device or a bridge above it, else the catch-all unit, else null.
+    /// </summary>
+    /// <param name="device">A device on this bus.</param>
+    /// <returns>The unit or null.</returns>
+    [KernelSymbol("dmar_find_matched_drhd_unit")]
+    public IDmaRemapper? FindDmaRemapper(PciDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        lock (SyncRoot)
+        {
+            foreach ((IDmaRemapper unit, bool includeAll, PciAddress[] scope) in _remappers)
+            {
+                if (includeAll)
+                {
+                    continue;
+                }
+
+                for (PciDevice? d = device; d is not null; d = d.Upstream)
+                {
+                    if (Array.IndexOf(scope, d.Address) >= 0)
+                    {
+                        return unit;
+                    }
+                }
+            }
+
+            foreach ((IDmaRemapper unit, bool includeAll, _) in _remappers)
+            {
+                if (includeAll)
+                {
+                    return unit;
+                }
+            }
+
+            return null;
+        }
+    }
 
     /// <summary>Adds a PCI function described by <paramref name="spec"/> and probes it if the bus has IOMMU ops.</summary>
     /// <param name="spec">Address and capabilities; the address must be free and on this segment, and its upstream bridge already present.</param>

@@ -107,6 +107,55 @@ public sealed class PciDevice : Device
         }
     }
 
+    /// <summary>
+    /// The device reads memory at <paramref name="iova"/>: through the remapping unit that covers it
+    /// (see <see cref="PciBus.AddDmaRemapper"/>), or straight from physical memory when none does.
+    /// </summary>
+    /// <param name="pasid">PASID to tag the request with, or null for a request without PASID.</param>
+    /// <param name="iova">Device address.</param>
+    /// <param name="destination">Receives the bytes.</param>
+    /// <returns>The outcome.</returns>
+    public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
+    {
+        IDmaRemapper? unit = (Bus as PciBus)?.FindDmaRemapper(this);
+        if (unit is not null)
+        {
+            return unit.DmaRead(this, pasid, iova, destination);
+        }
+
+        Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
+        if (!memory.Contains(iova, (ulong)destination.Length))
+        {
+            return new DmaResult(DmaStatus.MemoryError, 0, iova, 0);
+        }
+
+        memory.Read(iova, destination);
+        return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, iova, 0);
+    }
+
+    /// <summary>The device writes <paramref name="source"/> to <paramref name="iova"/> (see <see cref="DmaRead"/>).</summary>
+    /// <param name="pasid">PASID to tag the request with, or null.</param>
+    /// <param name="iova">Device address.</param>
+    /// <param name="source">The bytes.</param>
+    /// <returns>The outcome.</returns>
+    public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
+    {
+        IDmaRemapper? unit = (Bus as PciBus)?.FindDmaRemapper(this);
+        if (unit is not null)
+        {
+            return unit.DmaWrite(this, pasid, iova, source);
+        }
+
+        Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
+        if (!memory.Contains(iova, (ulong)source.Length))
+        {
+            return new DmaResult(DmaStatus.MemoryError, 0, iova, 0);
+        }
+
+        memory.Write(iova, source);
+        return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, 0);
+    }
+
     /// <summary>Enables PASID on the device (<c>pci_enable_pasid</c>).</summary>
     /// <returns>-EINVAL without the capability, -EBUSY when already enabled.</returns>
     [KernelSymbol("pci_enable_pasid")]

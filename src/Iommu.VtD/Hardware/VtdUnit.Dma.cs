@@ -1,0 +1,80 @@
+using Iommu.Devices;
+
+namespace Iommu.VtD.Hardware;
+
+/// <summary>The device side: PCI functions DMA through the unit (<see cref="IDmaRemapper"/>).</summary>
+public sealed partial class VtdUnit : IDmaRemapper
+{
+    /// <inheritdoc/>
+    public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return Transfer(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
+    }
+
+    /// <inheritdoc/>
+    public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+
+        // The write path only reads the buffer; the shared page loop takes a Span.
+        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
+        return Transfer(device.RequesterId, pasid, iova, bytes, DmaAccess.Write);
+    }
+
+    /// <summary>
+    /// Moves <paramref name="buffer"/> page by page, translating each page; stops at the first page
+    /// that does not translate, reporting how many bytes moved before it.
+    /// </summary>
+    /// <param name="requesterId">Source id.</param>
+    /// <param name="pasid">PASID or null.</param>
+    /// <param name="iova">Device address of the first byte.</param>
+    /// <param name="buffer">The bytes (read into or written from).</param>
+    /// <param name="access">Direction.</param>
+    /// <returns>The outcome as devices see it.</returns>
+    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
+    {
+        if (buffer.IsEmpty)
+        {
+            return new DmaResult(DmaStatus.Ok, 0, iova, 0);
+        }
+
+        ulong firstPa = 0;
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            ulong a = iova + (ulong)done;
+            int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
+            VtdTranslation t = Translate(requesterId, pasid, a, (ulong)chunk, access);
+            if (t.Status != VtdTranslationStatus.Translated)
+            {
+                return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, (int)t.Reason);
+            }
+
+            if (!_memory.Contains(t.PhysicalAddress, (ulong)chunk))
+            {
+                return new DmaResult(DmaStatus.MemoryError, (ulong)done, a, 0);
+            }
+
+            Span<byte> part = buffer.Slice(done, chunk);
+            if (access == DmaAccess.Write)
+            {
+                _memory.Write(t.PhysicalAddress, part);
+            }
+            else
+            {
+                _memory.Read(t.PhysicalAddress, part);
+            }
+
+            if (done == 0)
+            {
+                firstPa = t.PhysicalAddress;
+            }
+
+            done += chunk;
+        }
+
+        return new DmaResult(DmaStatus.Ok, (ulong)done, firstPa, 0);
+    }
+}
