@@ -147,6 +147,66 @@ public sealed class FrameAllocator
         return true;
     }
 
+    /// <summary>
+    /// Allocates <paramref name="count"/> physically contiguous zeroed frames (the kernel's
+    /// higher-order <c>alloc_pages</c>, e.g. for a PASID directory or an invalidation queue).
+    /// </summary>
+    /// <param name="count">Number of frames, at least 1.</param>
+    /// <param name="pa">Physical address of the first frame, or 0 on failure.</param>
+    /// <returns>False when no such run is left or a failure was injected.</returns>
+    /// <remarks>
+    /// Runs come from frames never handed out before; freed frames return one by one to the free
+    /// list, so a long-lived platform that frees many runs can exhaust the never-used part first.
+    /// </remarks>
+    public bool TryAllocateContiguous(int count, out ulong pa)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        if (count == 1)
+        {
+            return TryAllocate(out pa);
+        }
+
+        ulong bytes = (ulong)count * PhysicalMemory.PageSize;
+        lock (_lock)
+        {
+            if (_failCountdown != 0 && --_failCountdown == 0)
+            {
+                _failures++;
+                pa = 0;
+                return false;
+            }
+
+            if (RegionBase + RegionSize - _bump < bytes)
+            {
+                _failures++;
+                pa = 0;
+                return false;
+            }
+
+            pa = _bump;
+            _bump += bytes;
+            for (int i = 0; i < count; i++)
+            {
+                ulong index = ((pa - RegionBase) / PhysicalMemory.PageSize) + (ulong)i;
+                _allocated[index / 64] |= 1UL << (int)(index % 64);
+            }
+
+            _allocations += count;
+            _live += count;
+            if (_live > _peak)
+            {
+                _peak = _live;
+            }
+        }
+
+        for (int i = 0; i < count; i++)
+        {
+            Region.Table(pa + ((ulong)i * PhysicalMemory.PageSize)).Clear();
+        }
+
+        return true;
+    }
+
     /// <summary>Whether <paramref name="pa"/> is a frame of this allocator that is currently allocated.</summary>
     /// <param name="pa">Physical address.</param>
     /// <returns>True when allocated.</returns>

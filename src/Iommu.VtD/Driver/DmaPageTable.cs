@@ -58,6 +58,9 @@ public sealed unsafe class DmaPageTable
     /// <summary>Address width the table covers: 12 + 9 × levels bits (capped at 64).</summary>
     public int AddressWidth => Math.Min(12 + (9 * _levels), 64);
 
+    /// <summary>Whether tables wait on the pending-free list (an unmap freed tables since the last release).</summary>
+    public int PendingFrees => Volatile.Read(ref _pendingFree) == NoFrame ? 0 : 1;
+
     /// <summary>Table frames currently owned (including those waiting on the pending-free list).</summary>
     public long TableFrames => Interlocked.Read(ref _tables);
 

@@ -1,0 +1,72 @@
+using Iommu.Devices;
+using Iommu.Domains;
+
+namespace Iommu.VtD.Driver;
+
+/// <summary>
+/// An intel-iommu domain (<c>struct dmar_domain</c>): an <see cref="IommuDomain"/> with a VT-d
+/// second-level page table, its address width, one DID per unit it is attached to, and the default
+/// PASID used for auxiliary attachments.
+/// </summary>
+/// <remarks>Thread safety: attach state changes under the driver's device-domain lock; map/unmap/iova_to_phys go to the page table, which is safe for disjoint concurrent use.</remarks>
+[KernelSymbol("struct dmar_domain")]
+public sealed class DmarDomain : IommuDomain
+{
+    internal DmarDomain(DmaPageTable pageTable, int gaw, int agaw, int units)
+    {
+        PageTable = pageTable;
+        Gaw = gaw;
+        Agaw = agaw;
+        IommuRefcnt = new int[units];
+        IommuDid = new ushort[units];
+    }
+
+    /// <summary>The second-level page table (<c>dmar_domain->pgd</c>).</summary>
+    public DmaPageTable PageTable { get; }
+
+    /// <summary>Guest address width in bits (<c>gaw</c>): 57 at allocation, the unit's width after attach.</summary>
+    public int Gaw { get; internal set; }
+
+    /// <summary>Adjusted guest address width index (<c>agaw</c>): levels = agaw + 2.</summary>
+    public int Agaw { get; internal set; }
+
+    /// <summary>Highest mapped end address (<c>max_addr</c>), checked when attaching to a narrower unit.</summary>
+    public ulong MaxAddr { get; internal set; }
+
+    /// <summary>Superpage levels usable on every unit (<c>iommu_superpage</c>: 0 none, 1 = 2 MiB, 2 = 1 GiB).</summary>
+    public int IommuSuperpage { get; internal set; }
+
+    /// <summary>Whether snoop control can be forced on every unit (<c>iommu_snooping</c>).</summary>
+    public bool IommuSnooping { get; internal set; }
+
+    /// <summary>The static identity domain (<c>si_domain</c>) using hardware pass-through.</summary>
+    public bool IsIdentity { get; internal init; }
+
+    /// <summary>The PASID of this domain on every device it is aux-attached to (<c>default_pasid</c>; 0 = none).</summary>
+    public uint DefaultPasid { get; internal set; }
+
+    /// <summary>Attachments per unit (<c>iommu_refcnt[seq_id]</c>).</summary>
+    internal int[] IommuRefcnt { get; }
+
+    /// <summary>DID per unit (<c>iommu_did[seq_id]</c>; 0 = none).</summary>
+    internal ushort[] IommuDid { get; }
+
+    /// <summary>Normally (RID) attached devices (<c>devices</c>).</summary>
+    internal List<DeviceDomainInfo> Devices { get; } = [];
+
+    /// <summary>(physical device, users) of auxiliary attachments (<c>subdevices</c>, the ≥5.11 <c>subdev_domain_info</c>).</summary>
+    internal List<SubdevInfo> Subdevices { get; } = [];
+
+    /// <summary>The DID this domain uses on the unit with <paramref name="seqId"/>, or 0.</summary>
+    /// <param name="seqId">Unit index.</param>
+    /// <returns>The DID.</returns>
+    public ushort DidOn(int seqId) => IommuDid[seqId];
+
+    /// <summary>Aux attachments per physical device (<c>struct subdev_domain_info</c>).</summary>
+    internal sealed class SubdevInfo(Device device)
+    {
+        public Device Device { get; } = device;
+
+        public int Users { get; set; }
+    }
+}

@@ -1,0 +1,318 @@
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Faults;
+using Iommu.Groups;
+using Iommu.Memory;
+using Iommu.VtD.Hardware;
+using Microsoft.Extensions.Logging;
+
+namespace Iommu.VtD.Driver;
+
+/// <summary>
+/// The intel-iommu driver (<c>drivers/iommu/intel/iommu.c</c>, 5.15 with the seed's attribute
+/// callbacks) over one or more <see cref="VtdUnit"/>s, as an <see cref="IIommuOps"/>.
+/// </summary>
+/// <remarks>
+/// <para>The driver touches the hardware only through MMIO registers and the structures it writes
+/// into <see cref="PhysicalMemory"/>: root and context tables, PASID directories and tables, page
+/// tables and invalidation descriptors. Which unit serves a device is read from the PCI bus's
+/// remapping-unit scopes (<see cref="PciBus.AddDmaRemapper"/>), as the kernel reads the ACPI DMAR table.</para>
+/// <para>Thread safety: attach/detach/aux/attribute changes take the driver's device-domain lock
+/// (<c>device_domain_lock</c>); map/unmap/iova_to_phys take none (the page tables are safe for
+/// disjoint concurrent use); invalidations are serialised per unit.</para>
+/// </remarks>
+[KernelSymbol("intel_iommu_ops")]
+public sealed partial class IntelIommu : IIommuOps
+{
+    private const ulong Sz4K = 4096, Sz2M = 2UL << 20, Sz1G = 1UL << 30;
+    private readonly Platform _platform;
+    private readonly PhysicalMemory _memory;
+    private readonly FrameAllocator _frames;
+    private readonly ILogger _log;
+    private readonly IntelIommuUnit[] _units;
+    private readonly Lock _deviceDomainLock = new();
+    private readonly PasidAllocator _pasids = new();
+    private readonly List<DmarFaultRecord> _faults = [];
+    private DmarDomain? _siDomain;
+
+    /// <summary>Brings up the driver on <paramref name="units"/> with default options.</summary>
+    /// <param name="platform">The platform whose memory holds the translation structures.</param>
+    /// <param name="units">The remapping hardware, in DRHD order.</param>
+    public IntelIommu(Platform platform, params VtdUnit[] units)
+        : this(platform, new IntelIommuOptions(), units)
+    {
+    }
+
+    /// <summary>Brings up the driver (<c>intel_iommu_init</c>): every unit gets a root table, queued invalidation and translation enabled.</summary>
+    /// <param name="platform">The platform whose memory holds the translation structures.</param>
+    /// <param name="options">Driver options.</param>
+    /// <param name="units">The remapping hardware, in DRHD order.</param>
+    /// <exception cref="IommuException">A unit could not be initialised (no frames left).</exception>
+    public IntelIommu(Platform platform, IntelIommuOptions options, params VtdUnit[] units)
+    {
+        ArgumentNullException.ThrowIfNull(platform);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(units);
+        if (units.Length == 0)
+        {
+            throw new ArgumentException("The driver needs at least one remapping unit.", nameof(units));
+        }
+
+        _platform = platform;
+        _memory = platform.Memory;
+        _frames = platform.Frames;
+        _log = platform.LoggerFactory.CreateLogger("Iommu.VtD.IntelIommu");
+        Options = options;
+        _units = new IntelIommuUnit[units.Length];
+        for (int i = 0; i < units.Length; i++)
+        {
+            var unit = new IntelIommuUnit(units[i], i, _memory, _frames, options.ScalableMode, _log);
+            unit.Init().ThrowIfError($"init of DMAR unit {i}");
+            _units[i] = unit;
+            int seq = i;
+            units[i].FaultEvent += (_, _) => DmarFault(_units[seq]);
+            units[i].Write32(Dmar.FectlReg, 0); // unmask the fault event (dmar_set_interrupt)
+            Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
+        }
+    }
+
+    /// <summary>The options the driver runs with.</summary>
+    public IntelIommuOptions Options { get; }
+
+    /// <summary>The driver's view of each unit.</summary>
+    public IReadOnlyList<IntelIommuUnit> Units => _units;
+
+    /// <summary>Faults the fault handler has read and cleared (what the kernel prints with <c>dmar_fault</c>).</summary>
+    public IReadOnlyList<DmarFaultRecord> Faults
+    {
+        get
+        {
+            lock (_faults)
+            {
+                return [.. _faults];
+            }
+        }
+    }
+
+    /// <summary>PASIDs currently allocated for aux domains (the <c>ioasid</c> set of this platform).</summary>
+    public int PasidsInUse => _pasids.Count;
+
+    /// <inheritdoc/>
+    public IommuCallbacks Callbacks =>
+        IommuCallbacks.AttachDev | IommuCallbacks.DetachDev | IommuCallbacks.MapPages | IommuCallbacks.UnmapPages
+        | IommuCallbacks.IotlbSync | IommuCallbacks.IotlbSyncMap | IommuCallbacks.FlushIotlbAll | IommuCallbacks.IovaToPhys
+        | IommuCallbacks.AddDevice | IommuCallbacks.DeviceGroup | IommuCallbacks.GetDevAttr | IommuCallbacks.SetDevAttr
+        | IommuCallbacks.AuxAttachDev | IommuCallbacks.AuxGetPasid | IommuCallbacks.DomainGetAttr
+        | IommuCallbacks.GetResvRegions | IommuCallbacks.Capable;
+
+    /// <summary>4 KiB (<c>INTEL_IOMMU_PGSIZES</c> in 5.15); 2 MiB and 1 GiB are added per domain on attach.</summary>
+    public ulong PgsizeBitmap => Sz4K;
+
+    /// <summary>Every unit in scalable mode (<c>scalable_mode_support</c>).</summary>
+    [KernelSymbol("scalable_mode_support")]
+    public bool ScalableModeSupport => Array.TrueForAll(_units, u => u.ScalableMode);
+
+    /// <summary>Every unit in scalable mode with PASID (<c>pasid_mode_support</c>).</summary>
+    [KernelSymbol("pasid_mode_support")]
+    public bool PasidModeSupport => Array.TrueForAll(_units, u => u.PasidSupported);
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_capable")]
+    public bool Capable(IommuCap cap) => cap == IommuCap.CacheCoherency && SnoopingSupport();
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_domain_alloc")]
+    public IDomain? DomainAlloc(DomainType type)
+    {
+        switch (type)
+        {
+            case DomainType.Unmanaged or DomainType.Dma or DomainType.DmaFq:
+                return NewDomain();
+            case DomainType.Identity:
+                // The static identity domain with hardware pass-through. Units without PT would need
+                // a 1:1 page table of all memory; we do not build one (the core falls back to DMA).
+                if (!Array.TrueForAll(_units, u => Dmar.EcapPassThrough(u.Ecap)))
+                {
+                    return null;
+                }
+
+                lock (_deviceDomainLock)
+                {
+                    return _siDomain ??= NewDomain(identity: true);
+                }
+
+            default:
+                return null;
+        }
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_domain_free")]
+    public void DomainFree(IDomain domain)
+    {
+        DmarDomain d = AsDmar(domain);
+        if (d == _siDomain)
+        {
+            return;
+        }
+
+        lock (_deviceDomainLock)
+        {
+            foreach (DeviceDomainInfo info in d.Devices.ToArray())
+            {
+                RemoveDevInfo(info);
+            }
+
+            if (d.DefaultPasid != 0 && d.Subdevices.Count == 0)
+            {
+                _pasids.Free(d.DefaultPasid);
+                d.DefaultPasid = 0;
+            }
+        }
+
+        d.PageTable.FreeAll();
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_probe_device")]
+    public Errno AddDevice(Device device) =>
+        DeviceToIommu(device) is null
+            ? ErrorDetail.Fail(Errno.ENODEV, $"{device?.Name} is not behind a VT-d unit of this driver")
+            : Errno.None;
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_release_device")]
+    public void RemoveDevice(Device device)
+    {
+        lock (_deviceDomainLock)
+        {
+            if (device.IommuPriv is DeviceDomainInfo info)
+            {
+                RemoveDevInfo(info);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_device_group")]
+    public Errno DeviceGroup(Device device, out IommuGroup? group) =>
+        device is PciDevice ? _platform.Iommu.PciDeviceGroup(device, out group) : _platform.Iommu.GenericDeviceGroup(device, out group);
+
+    /// <inheritdoc/>
+    [KernelSymbol("intel_iommu_get_resv_regions")]
+    public void GetResvRegions(Device device, IList<IommuResvRegion> regions)
+    {
+        ArgumentNullException.ThrowIfNull(regions);
+        // The interrupt window (IOAPIC_RANGE_START..END): DMA there is an MSI, never translated.
+        regions.Add(new IommuResvRegion(0xFEE0_0000, 0x10_0000, IommuProt.None, IommuResvType.Msi));
+    }
+
+    /// <inheritdoc/>
+    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response) =>
+        throw new NotSupportedException("Page requests are not modelled.");
+
+    /// <inheritdoc/>
+    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot) =>
+        throw new NotSupportedException("5.15 intel-iommu has map_pages.");
+
+    /// <inheritdoc/>
+    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather) =>
+        throw new NotSupportedException("5.15 intel-iommu has unmap_pages.");
+
+    // device_to_iommu: the unit whose DRHD scope covers the device.
+    internal IntelIommuUnit? DeviceToIommu(Device? device)
+    {
+        if (device is not PciDevice pci || pci.Bus is not PciBus bus || bus.FindDmaRemapper(pci) is not VtdUnit hw)
+        {
+            return null;
+        }
+
+        foreach (IntelIommuUnit u in _units)
+        {
+            if (u.Hardware == hw)
+            {
+                return u;
+            }
+        }
+
+        return null;
+    }
+
+    private static DmarDomain AsDmar(IDomain domain)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        return domain as DmarDomain ?? throw new ArgumentException("Not a domain of the intel-iommu driver.", nameof(domain));
+    }
+
+    // md_domain_init(57): gaw 57, agaw 3 (5 levels), aperture [0, 2^57 − 1].
+    private DmarDomain? NewDomain(bool identity = false)
+    {
+        const int DefaultWidth = 57;
+        int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(DefaultWidth));
+        if (DmaPageTable.Create(_memory, _frames, agaw + 2, out DmaPageTable? pt) != Errno.None)
+        {
+            return null;
+        }
+
+        return new DmarDomain(pt!, DefaultWidth, agaw, _units.Length)
+        {
+            Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
+            IsIdentity = identity,
+        };
+    }
+
+    // domain_update_iommu_snooping: every unit has snoop control or runs in scalable mode (5.15).
+    private bool SnoopingSupport() => Array.TrueForAll(_units, u => u.ScalableMode || Dmar.EcapSc(u.Ecap));
+
+    // domain_update_iommu_superpage: smallest common superpage support over all units.
+    private int SuperpageSupport()
+    {
+        if (!Options.Superpages)
+        {
+            return 0;
+        }
+
+        int mask = 0xF;
+        foreach (IntelIommuUnit u in _units)
+        {
+            mask &= Dmar.CapSuperPageVal(u.Cap);
+        }
+
+        return mask == 0 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)mask);
+    }
+
+    // dmar_fault: read every pending fault record, log it, clear it; then clear PFO/PPF.
+    private void DmarFault(IntelIommuUnit unit)
+    {
+        VtdUnit hw = unit.Hardware;
+        uint fro = (uint)((unit.Cap >> 24) & 0x3FF) * 16;
+        int nfr = (int)((unit.Cap >> 40) & 0xFF) + 1;
+        for (int i = 0; i < nfr; i++)
+        {
+            uint at = fro + (uint)(i * 16);
+            ulong hi = hw.Read64(at + 8);
+            if ((hi & (1UL << 63)) == 0)
+            {
+                continue;
+            }
+
+            ulong lo = hw.Read64(at);
+            var record = new DmarFaultRecord(
+                unit.SeqId,
+                (ushort)(hi & 0xFFFF),
+                (hi & (1UL << 31)) != 0 ? (uint)((hi >> 40) & 0xF_FFFF) : null,
+                lo & ~0xFFFUL,
+                (hi & (1UL << 62)) == 0,
+                (int)((hi >> 32) & 0xFF));
+            lock (_faults)
+            {
+                _faults.Add(record);
+            }
+
+            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(hw.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, record.Reason);
+            hw.Write32(at + 12, 1u << 31); // clear F (RW1C)
+        }
+
+        hw.Write32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
+    }
+}

@@ -1,0 +1,23 @@
+namespace Iommu.VtD.Driver;
+
+/// <summary>Kernel command-line style options of the driver (<c>intel_iommu=</c>).</summary>
+public sealed record IntelIommuOptions
+{
+    /// <summary>
+    /// Use scalable mode where the hardware supports it (<c>intel_iommu=sm_on</c>). Default on: the
+    /// point of this model is PASID-granular aux domains. (5.15's Kconfig default is off.)
+    /// </summary>
+    public bool ScalableMode { get; init; } = true;
+
+    /// <summary>Use second-level superpages (<c>intel_iommu=sp_off</c> turns them off). Default on.</summary>
+    public bool Superpages { get; init; } = true;
+}
+
+/// <summary>A DMA fault the driver's fault handler read from a unit's fault recording registers (a <c>dmar_fault</c> log line).</summary>
+/// <param name="Unit">Unit index.</param>
+/// <param name="SourceId">Requester id (bus &lt;&lt; 8 | devfn).</param>
+/// <param name="Pasid">PASID of the request, or null.</param>
+/// <param name="Address">Faulting page address.</param>
+/// <param name="Write">Whether it was a write request.</param>
+/// <param name="Reason">VT-d fault reason code.</param>
+public readonly record struct DmarFaultRecord(int Unit, ushort SourceId, uint? Pasid, ulong Address, bool Write, int Reason);

@@ -1,0 +1,418 @@
+using Iommu.Memory;
+using Iommu.VtD.Hardware;
+using Microsoft.Extensions.Logging;
+
+namespace Iommu.VtD.Driver;
+
+/// <summary>
+/// The driver's state for one remapping unit (<c>struct intel_iommu</c>): capabilities read from
+/// its registers, the DID allocator, the root and context tables, and the invalidation interface
+/// (queued invalidation with wait descriptors, or the CCMD/IOTLB registers without it).
+/// </summary>
+/// <remarks>
+/// Talks to the hardware only through MMIO (<see cref="VtdUnit.Read64"/>, <see cref="VtdUnit.Write64"/>, …)
+/// and the structures it writes into physical memory. Thread safety: <see cref="Lock"/> is the
+/// kernel's <c>iommu->lock</c>; invalidation submission has its own lock (<c>qi->q_lock</c>).
+/// </remarks>
+[KernelSymbol("struct intel_iommu")]
+public sealed class IntelIommuUnit
+{
+    private const ulong DidBusy = 1;
+    private readonly PhysicalMemory _memory;
+    private readonly FrameAllocator _frames;
+    private readonly ILogger _log;
+    private readonly ulong[] _domainIds;
+    private readonly DmarDomain?[] _domains;
+    private readonly Lock _qiLock = new();
+    private uint _gcmd;
+    private ulong _qiBase;
+    private int _qiEntries;
+    private int _qiShift;
+    private int _qiTail;
+    private ulong _qiStatus;
+    private uint _qiStatusSeq;
+
+    internal IntelIommuUnit(VtdUnit hardware, int seqId, PhysicalMemory memory, FrameAllocator frames, bool scalableMode, ILogger log)
+    {
+        Hardware = hardware;
+        SeqId = seqId;
+        _memory = memory;
+        _frames = frames;
+        _log = log;
+        Cap = hardware.Read64(Dmar.CapReg);
+        Ecap = hardware.Read64(Dmar.EcapReg);
+        Agaw = CalculateAgaw(57);
+        Msagaw = CalculateAgaw(64);
+        ScalableMode = scalableMode && Dmar.EcapSmts(Ecap);
+        NumDomains = Dmar.CapNdoms(Cap);
+        _domainIds = new ulong[(NumDomains + 63) / 64];
+        _domains = new DmarDomain?[NumDomains];
+
+        // DID 0 is the caching-mode tag of not-present entries; in scalable mode DID 1 is
+        // FLPT_DEFAULT_DID (first-level and pass-through PASID entries).
+        _domainIds[0] |= 1;
+        if (ScalableMode)
+        {
+            _domainIds[0] |= 2;
+        }
+    }
+
+    /// <summary>The hardware this state drives.</summary>
+    public VtdUnit Hardware { get; }
+
+    /// <summary>Index of the unit (<c>iommu->seq_id</c>).</summary>
+    public int SeqId { get; }
+
+    /// <summary>CAP register value.</summary>
+    public ulong Cap { get; }
+
+    /// <summary>ECAP register value.</summary>
+    public ulong Ecap { get; }
+
+    /// <summary>AGAW for new domains (<c>iommu->agaw</c>): largest SAGAW bit ≤ <c>width_to_agaw(57)</c>.</summary>
+    public int Agaw { get; }
+
+    /// <summary>Largest supported AGAW (<c>iommu->msagaw</c>), used by pass-through context entries.</summary>
+    public int Msagaw { get; }
+
+    /// <summary>Whether the driver runs the unit in scalable mode (<c>sm_supported</c>).</summary>
+    [KernelSymbol("sm_supported")]
+    public bool ScalableMode { get; }
+
+    /// <summary>Scalable mode with PASID support (<c>pasid_supported</c>).</summary>
+    [KernelSymbol("pasid_supported")]
+    public bool PasidSupported => ScalableMode && Dmar.EcapPasid(Ecap);
+
+    /// <summary>Number of domain ids (<c>cap_ndoms</c>).</summary>
+    public int NumDomains { get; }
+
+    /// <summary>Root table physical address.</summary>
+    public ulong RootTable { get; private set; }
+
+    /// <summary>Whether invalidation goes through the queue.</summary>
+    public bool QueuedInvalidation { get; private set; }
+
+    /// <summary>DIDs currently allocated, reserved ones included.</summary>
+    public int DomainIdsInUse
+    {
+        get
+        {
+            lock (Lock)
+            {
+                int n = 0;
+                foreach (ulong w in _domainIds)
+                {
+                    n += System.Numerics.BitOperations.PopCount(w);
+                }
+
+                return n;
+            }
+        }
+    }
+
+    internal Lock Lock { get; } = new();
+
+    internal bool CachingMode => Dmar.CapCachingMode(Cap);
+
+    /// <summary>The domain that owns <paramref name="did"/> on this unit, or null.</summary>
+    /// <param name="did">Domain id.</param>
+    /// <returns>The domain.</returns>
+    public DmarDomain? DomainOf(ushort did)
+    {
+        lock (Lock)
+        {
+            return did < _domains.Length ? _domains[did] : null;
+        }
+    }
+
+    // init_dmars for one unit: root table, QI, global flushes, translation on.
+    internal Errno Init()
+    {
+        if (!_frames.TryAllocate(out ulong root))
+        {
+            return ErrorDetail.Fail(Errno.ENOMEM, $"no frame for the root table of DMAR unit {SeqId}");
+        }
+
+        RootTable = root;
+        Hardware.Write64(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
+        Command(Dmar.GcmdSrtp, oneShot: true);
+
+        if (Dmar.EcapQis(Ecap))
+        {
+            Errno err = EnableQueuedInvalidation();
+            if (err != Errno.None)
+            {
+                return err;
+            }
+        }
+
+        FlushContext(0, 0, 0, Dmar.CcmdGlobal);
+        if (ScalableMode)
+        {
+            FlushPasidCacheGlobal();
+        }
+
+        FlushIotlb(0, 0, 0, Dmar.TlbGlobal);
+        Command(Dmar.GcmdTe, oneShot: false);
+        return Errno.None;
+    }
+
+    // domain_attach_iommu's DID allocation: lowest free, or -ENOSPC.
+    internal Errno AllocateDid(DmarDomain domain, out ushort did)
+    {
+        did = 0;
+        for (int w = 0; w < _domainIds.Length; w++)
+        {
+            ulong free = ~_domainIds[w];
+            if (free == 0)
+            {
+                continue;
+            }
+
+            int bit = System.Numerics.BitOperations.TrailingZeroCount(free);
+            int id = (w * 64) + bit;
+            if (id >= NumDomains)
+            {
+                break;
+            }
+
+            _domainIds[w] |= DidBusy << bit;
+            _domains[id] = domain;
+            did = (ushort)id;
+            return Errno.None;
+        }
+
+        return ErrorDetail.Fail(Errno.ENOSPC, $"DMAR unit {SeqId} has no free domain id (cap_ndoms = {NumDomains})");
+    }
+
+    internal void FreeDid(ushort did)
+    {
+        _domainIds[did / 64] &= ~(DidBusy << (did % 64));
+        _domains[did] = null;
+    }
+
+    // iommu_context_addr: the context entry of (bus, devfn), allocating the context table if asked.
+    internal ulong ContextEntryAddress(byte bus, byte devfn, bool alloc)
+    {
+        ulong rootEntry = RootTable + ((ulong)bus * 16);
+        ulong entrySize = 16;
+        if (ScalableMode)
+        {
+            entrySize = 32;
+            if (devfn >= 0x80)
+            {
+                rootEntry += 8; // upper half: UCTP
+                devfn -= 0x80;
+            }
+        }
+
+        ulong value = _memory.ReadUInt64(rootEntry);
+        if ((value & 1) == 0)
+        {
+            if (!alloc || !_frames.TryAllocate(out ulong table))
+            {
+                return 0;
+            }
+
+            value = table | 1;
+            _memory.WriteUInt64(rootEntry, value);
+        }
+
+        return (value & ~0xFFFUL) + ((ulong)devfn * entrySize);
+    }
+
+    // Frees every context table (the unit is being torn down).
+    internal void FreeContextTables()
+    {
+        for (ulong bus = 0; bus < 256; bus++)
+        {
+            for (ulong half = 0; half < (ScalableMode ? 2UL : 1UL); half++)
+            {
+                ulong e = _memory.ReadUInt64(RootTable + (bus * 16) + (half * 8));
+                if ((e & 1) != 0)
+                {
+                    _frames.Free(e & ~0xFFFUL);
+                }
+            }
+        }
+    }
+
+    // iommu_flush_write_buffer: only when the unit asks for it (CAP.RWBF).
+    internal void FlushWriteBuffer()
+    {
+        if (Dmar.CapRwbf(Cap))
+        {
+            Command(Dmar.GcmdWbf, oneShot: true);
+        }
+    }
+
+    /// <summary>Context-cache invalidation (<c>qi_flush_context</c> / <c>__iommu_flush_context</c>).</summary>
+    internal void FlushContext(ushort did, ushort sid, int fm, int granularity)
+    {
+        if (QueuedInvalidation)
+        {
+            ulong q0 = ((ulong)fm << 48) | ((ulong)sid << 32) | ((ulong)did << 16) | ((ulong)granularity << 4) | Dmar.QiCcType;
+            Submit(q0, 0);
+            return;
+        }
+
+        ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << 61) | ((ulong)fm << 32) | ((ulong)sid << 16) | did;
+        Hardware.Write64(Dmar.CcmdReg, cmd);
+        if ((Hardware.Read64(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
+        {
+            throw new InvalidOperationException($"DMAR unit {SeqId} did not complete a context-cache invalidation.");
+        }
+    }
+
+    /// <summary>IOTLB invalidation (<c>qi_flush_iotlb</c> / <c>__iommu_flush_iotlb</c>).</summary>
+    internal void FlushIotlb(ushort did, ulong addr, int sizeOrder, int granularity)
+    {
+        ulong drain = (Dmar.CapReadDrain(Cap) ? Dmar.IotlbDr : 0) | (Dmar.CapWriteDrain(Cap) ? Dmar.IotlbDw : 0);
+        if (QueuedInvalidation)
+        {
+            ulong q0 = ((ulong)did << 16) | ((drain & Dmar.IotlbDr) != 0 ? 1UL << 7 : 0) | ((drain & Dmar.IotlbDw) != 0 ? 1UL << 6 : 0)
+                | ((ulong)granularity << 4) | Dmar.QiIotlbType;
+            ulong q1 = addr | (uint)sizeOrder;
+            Submit(q0, q1);
+            return;
+        }
+
+        uint iro = Dmar.EcapIotlbOffset(Ecap);
+        if (granularity == Dmar.TlbPage)
+        {
+            Hardware.Write64(iro, addr | (uint)sizeOrder);
+        }
+
+        Hardware.Write64(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << 60) | drain | ((ulong)did << 32));
+        if ((Hardware.Read64(iro + 8) & Dmar.IotlbIvt) != 0)
+        {
+            throw new InvalidOperationException($"DMAR unit {SeqId} did not complete an IOTLB invalidation.");
+        }
+    }
+
+    /// <summary>PASID-cache invalidation of one PASID in a domain (<c>pasid_cache_invalidation_with_pasid</c>, granularity 1).</summary>
+    internal void FlushPasidCache(ushort did, uint pasid)
+    {
+        if (QueuedInvalidation)
+        {
+            Submit(((ulong)pasid << 32) | ((ulong)did << 16) | (1UL << 4) | Dmar.QiPcType, 0);
+        }
+    }
+
+    /// <summary>PASID-cache invalidation of every PASID of a domain (<c>qi_flush_pasid_cache</c> with <c>QI_PC_ALL_PASIDS</c>).</summary>
+    internal void FlushPasidCacheDomain(ushort did)
+    {
+        if (QueuedInvalidation)
+        {
+            Submit(((ulong)did << 16) | Dmar.QiPcType, 0);
+        }
+    }
+
+    private void FlushPasidCacheGlobal()
+    {
+        if (QueuedInvalidation)
+        {
+            Submit((3UL << 4) | Dmar.QiPcType, 0);
+        }
+    }
+
+    /// <summary>PASID-based IOTLB invalidation of a whole PASID (<c>qi_flush_piotlb</c> with npages = −1).</summary>
+    internal void FlushPiotlbAll(ushort did, uint pasid)
+    {
+        if (QueuedInvalidation)
+        {
+            Submit(((ulong)pasid << 32) | ((ulong)did << 16) | (2UL << 4) | Dmar.QiEiotlbType, 0);
+        }
+    }
+
+    // __iommu_calculate_agaw: the largest SAGAW bit at or below width_to_agaw(maxGaw), or -1.
+    private int CalculateAgaw(int maxGaw)
+    {
+        int sagaw = Dmar.CapSagaw(Cap);
+        for (int agaw = Math.Min(Dmar.WidthToAgaw(maxGaw), 4); agaw >= 0; agaw--)
+        {
+            if ((sagaw & (1 << agaw)) != 0)
+            {
+                return agaw;
+            }
+        }
+
+        return -1;
+    }
+
+    private Errno EnableQueuedInvalidation()
+    {
+        // Linux: 256 descriptors; 32-byte descriptors (DW=1, 2 pages) in scalable mode, else 16 bytes (1 page).
+        int pages = ScalableMode ? 2 : 1;
+        if (!_frames.TryAllocateContiguous(pages, out ulong queue) || !_frames.TryAllocate(out ulong status))
+        {
+            return ErrorDetail.Fail(Errno.ENOMEM, $"no frames for the invalidation queue of DMAR unit {SeqId}");
+        }
+
+        _qiBase = queue;
+        _qiShift = ScalableMode ? 5 : 4;
+        _qiEntries = (pages * 4096) >> _qiShift;
+        _qiStatus = status;
+        _qiTail = 0;
+        Hardware.Write64(Dmar.IqtReg, 0);
+        Hardware.Write64(Dmar.IqaReg, queue | (ScalableMode ? (1UL << 11) | 1 : 0));
+        Command(Dmar.GcmdQie, oneShot: false);
+        QueuedInvalidation = true;
+        return Errno.None;
+    }
+
+    // qi_submit_sync: the descriptor, then a wait descriptor that writes a status word; move the tail
+    // and check the status and FSTS.IQE.
+    private void Submit(ulong q0, ulong q1)
+    {
+        lock (_qiLock)
+        {
+            uint seq = ++_qiStatusSeq;
+            _memory.WriteUInt32(_qiStatus, Dmar.QiInUse);
+            int index = _qiTail;
+            WriteDescriptor(index, q0, q1);
+            int wait = (index + 1) % _qiEntries;
+            WriteDescriptor(wait, ((ulong)seq << 32) | Dmar.QiIwdStatusWrite | Dmar.QiIwdType, _qiStatus);
+            _qiTail = (wait + 1) % _qiEntries;
+            Hardware.Write64(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
+
+            if ((Hardware.Read32(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
+            {
+                // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller.
+                ulong iqh = Hardware.Read64(Dmar.IqhReg);
+                Log.QueueError(_log, SeqId, q0, Hardware.Read64(Dmar.IqercdReg), iqh);
+                Hardware.Write32(Dmar.FstsReg, Dmar.FstsIqe);
+                _qiTail = (int)(iqh >> _qiShift);
+                throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{q0:x}/0x{q1:x} (IQE).");
+            }
+
+            if (_memory.ReadUInt32(_qiStatus) != seq)
+            {
+                throw new InvalidOperationException($"DMAR unit {SeqId} did not complete invalidation wait {seq}.");
+            }
+        }
+    }
+
+    private void WriteDescriptor(int index, ulong q0, ulong q1)
+    {
+        ulong at = _qiBase + ((ulong)index << _qiShift);
+        _memory.WriteUInt64(at, q0);
+        _memory.WriteUInt64(at + 8, q1);
+        if (_qiShift == 5)
+        {
+            _memory.WriteUInt64(at + 16, 0);
+            _memory.WriteUInt64(at + 24, 0);
+        }
+    }
+
+    // dmar_enable_qi / iommu_enable_translation / iommu_set_root_entry: write GCMD and check GSTS.
+    private void Command(uint bit, bool oneShot)
+    {
+        uint value = oneShot ? _gcmd | bit : _gcmd |= bit;
+        Hardware.Write32(Dmar.GcmdReg, value);
+        if ((Hardware.Read32(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
+        {
+            throw new InvalidOperationException($"DMAR unit {SeqId} did not acknowledge GCMD bit 0x{bit:x} in GSTS.");
+        }
+    }
+}

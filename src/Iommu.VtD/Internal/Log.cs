@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Logging;
+
+namespace Iommu.VtD;
+
+/// <summary>Source-generated log messages of the VT-d driver.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "DMAR unit {Unit}: invalidation queue error on descriptor 0x{Descriptor:x} (IQERCD 0x{Iqercd:x}, IQH 0x{Iqh:x})")]
+    public static partial void QueueError(ILogger logger, int unit, ulong descriptor, ulong iqercd, ulong iqh);
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "DMAR unit {Unit}: {Mode} mode, agaw {Agaw}, {Domains} domain ids, {Invalidation} invalidation")]
+    public static partial void UnitUp(ILogger logger, int unit, string mode, int agaw, int domains, string invalidation);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "DMAR unit {Unit}: [DMA {Direction}] request device [{Source}] PASID {Pasid} fault addr 0x{Address:x} [fault reason 0x{Reason:x2}]")]
+    public static partial void DmaFault(ILogger logger, int unit, string direction, string source, string pasid, ulong address, int reason);
+
+    [LoggerMessage(EventId = 103, Level = LogLevel.Warning, Message = "{Device}: device is ineligible for IOMMU domain attach due to platform RMRR requirement")]
+    public static partial void RmrrLocked(ILogger logger, string device);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Error, Message = "{Device}: {What}")]
+    public static partial void DeviceError(ILogger logger, string device, string what);
+}
