@@ -4,8 +4,9 @@ using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
 
-// A short tour of the IOMMU core (Iommu.Core) driven by a teaching driver (ToyIommu) that records
-// what the core asks of it. The full tour over the VT-d model arrives with samples/AuxDomainTour.
+// A short tour of the IOMMU core (Iommu.Core). Step 0 is the README quick start on the VT-d model
+// and driver; the later steps use a teaching driver (ToyIommu) that records what the core asks of
+// it. The full tour (mdevs, type1) arrives with samples/AuxDomainTour.
 if (args.Contains("--help"))
 {
     Console.WriteLine("CoreTour: walks the Linux IOMMU core API (groups, attach, iommu_map splitting, unmap, aux domains, errno).");
@@ -21,8 +22,9 @@ void Expect(bool ok, string what)
 }
 
 Console.WriteLine("== 0. Quick start (README)");
-(uint qsPasid, ulong qsPhys) = QuickStart.Run();
-Expect(qsPasid == 1 && qsPhys == 0x2_0000_0042, "aux domain got PASID 1 and the mapping translates");
+(uint qsPasid, DmaResult qsOk, DmaResult qsFault) = QuickStart.Run();
+Expect(qsPasid == 1 && qsOk.IsOk && qsOk.Address == 0x2_0000_0040, "the aux domain got PASID 1 and the ADI's DMA landed at 0x200000040");
+Expect(qsFault.Status == DmaStatus.Fault && qsFault.FaultReason == 0x85, "DMA to an unmapped IOVA faulted: scalable-mode reason 0x85 (SGN.6, no write permission)");
 
 using var platform = new Platform(new PlatformOptions { MemorySize = 16 * Sizes.GiB });
 PciBus pci = platform.AddPciBus();
