@@ -21,7 +21,7 @@ internal static class DriverTestKit
         "Legacy48NoQi", "Sm48NoQi", "Sm48CmNoQi", "Legacy39NoPsi",
     ];
 
-    public static readonly string[] ScalableConfigNames = ["Sm48", "Sm57", "Sm48Cm", "Sm48NoQi", "Sm48CmNoQi"];
+    public static readonly string[] ScalableConfigNames = ["Sm48", "Sm57", "Sm48Cm", "Sm57Cm"];
 
     public static VtdConfig Config(string name) => name switch
     {
