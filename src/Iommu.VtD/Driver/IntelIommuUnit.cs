@@ -43,7 +43,10 @@ public sealed class IntelIommuUnit
         Ecap = hardware.Read64(Dmar.EcapReg);
         Agaw = CalculateAgaw(57);
         Msagaw = CalculateAgaw(64);
-        ScalableMode = scalableMode && Dmar.EcapSmts(Ecap);
+        // Scalable mode only with queued invalidation: the PASID cache can be invalidated only by
+        // PASID-cache descriptors (there is no register interface for it), and Linux's PASID
+        // teardown/setup paths submit those descriptors unconditionally.
+        ScalableMode = scalableMode && Dmar.EcapSmts(Ecap) && Dmar.EcapQis(Ecap);
         NumDomains = Dmar.CapNdoms(Cap);
         _domainIds = new ulong[(NumDomains + 63) / 64];
         _domains = new DmarDomain?[NumDomains];
@@ -75,7 +78,7 @@ public sealed class IntelIommuUnit
     /// <summary>Largest supported AGAW (<c>iommu->msagaw</c>), used by pass-through context entries.</summary>
     public int Msagaw { get; }
 
-    /// <summary>Whether the driver runs the unit in scalable mode (<c>sm_supported</c>).</summary>
+    /// <summary>Whether the driver runs the unit in scalable mode (<c>sm_supported</c>): asked for, ECAP.SMTS, and ECAP.QI (the PASID cache is invalidated only by descriptors).</summary>
     [KernelSymbol("sm_supported")]
     public bool ScalableMode { get; }
 
