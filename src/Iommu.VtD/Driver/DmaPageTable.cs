@@ -140,29 +140,42 @@ public sealed unsafe class DmaPageTable
 
             ulong step = DmaPte.LevelSize(level);
             ulong leafBits = attr | (level > 1 ? DmaPte.LargePage : 0);
-            int shift = DmaPte.PageShift + (DmaPte.StrideShift * (level - 1));
+            ulong* entries = TablePointer(table);
             int i = DmaPte.Index(iova, level);
-            do
-            {
-                ref ulong slot = ref Slot(table, (ulong)i << shift, shift);
-                if (level > 1)
-                {
-                    FreeSubtableUnder(ref slot, level);
-                }
 
+            // Entries up to the end of this table (or of the run): one table, one pointer.
+            ulong pages = size >> (DmaPte.PageShift + (DmaPte.StrideShift * (level - 1)));
+            int count = pages < (ulong)(512 - i) ? (int)pages : 512 - i;
+            if (level == 1)
+            {
                 // Disjoint ranges never share a leaf entry, so a plain check-and-store is enough; an
                 // entry already present is kept (the kernel's cmpxchg64 + WARN).
-                if (Volatile.Read(ref slot) == 0)
+                for (int n = 0; n < count; n++, paddr += step)
                 {
-                    Volatile.Write(ref slot, paddr | leafBits);
+                    ref ulong slot = ref entries[i + n];
+                    if (Volatile.Read(ref slot) == 0)
+                    {
+                        Volatile.Write(ref slot, paddr | leafBits);
+                    }
                 }
-                iova += step;
-                paddr += step;
-                size -= step;
-                mapped += step;
-                i++;
             }
-            while (size != 0 && i < 512 && size >= step);
+            else
+            {
+                for (int n = 0; n < count; n++, paddr += step)
+                {
+                    ref ulong slot = ref entries[i + n];
+                    FreeSubtableUnder(ref slot, level);
+                    if (Volatile.Read(ref slot) == 0)
+                    {
+                        Volatile.Write(ref slot, paddr | leafBits);
+                    }
+                }
+            }
+
+            ulong done = (ulong)count * step;
+            iova += done;
+            size -= done;
+            mapped += done;
         }
 
         return Errno.None;
@@ -483,29 +496,40 @@ public sealed unsafe class DmaPageTable
     // (the kernel would walk into the data page).
     private void ClearLevel(ulong table, int level, ulong addr, ulong start, ulong last)
     {
-        Span<ulong> entries = _region.Table(table);
+        ulong* entries = TablePointer(table);
         ulong span = DmaPte.LevelSize(level);
-        int i = DmaPte.Index(Math.Max(start, addr), level);
-        ulong at = Math.Max(start, addr) & ~(span - 1);
-        for (; i < 512 && at <= last; i++, at += span)
+        ulong from = Math.Max(start, addr);
+        int i = DmaPte.Index(from, level);
+
+        // Entries of this table that intersect [from, last].
+        ulong tableSpan = span << DmaPte.StrideShift;
+        ulong tableEnd = (from & ~(tableSpan - 1)) + tableSpan - 1;
+        int end = last >= tableEnd ? 512 : DmaPte.Index(last, level) + 1;
+        if (level == 1)
+        {
+            for (; i < end; i++)
+            {
+                Volatile.Write(ref entries[i], 0);
+            }
+
+            return;
+        }
+
+        ulong at = from & ~(span - 1);
+        for (; i < end; i++, at += span)
         {
             ref ulong slot = ref entries[i];
             ulong pte = Volatile.Read(ref slot);
             if (!DmaPte.IsPresent(pte))
             {
-                if (at + span < at)
-                {
-                    break;
-                }
-
                 continue;
             }
 
             bool whole = start <= at && last >= at + span - 1;
-            if (whole || level == 1 || DmaPte.IsSuperpage(pte))
+            if (whole || DmaPte.IsSuperpage(pte))
             {
                 Volatile.Write(ref slot, 0);
-                if (level > 1 && !DmaPte.IsSuperpage(pte))
+                if (!DmaPte.IsSuperpage(pte))
                 {
                     PendTree(DmaPte.Address(pte), level - 1);
                 }
@@ -514,12 +538,20 @@ public sealed unsafe class DmaPageTable
             {
                 ClearLevel(DmaPte.Address(pte), level - 1, at, start, last);
             }
-
-            if (at + span < at)
-            {
-                break;
-            }
         }
+    }
+
+    // The native address of a table of the region (tables always come from our frame allocator).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong* TablePointer(ulong table)
+    {
+        ulong offset = table - _start;
+        if (offset > _lastTable)
+        {
+            ThrowForeignTable(table);
+        }
+
+        return (ulong*)(_base + offset);
     }
 
     // Puts a table of the given level and every table under it on the pending-free list.
