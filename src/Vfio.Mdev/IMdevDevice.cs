@@ -48,7 +48,7 @@ public interface IMdevDevice
     [KernelSymbol("mdev_set_iommu_device")]
     void SetIommuDevice(Device? iommuDevice);
 
-    /// <summary>The physical device set by <see cref="SetIommuDevice"/>, or null (<c>mdev_get_iommu_device</c>).</summary>
+    /// <summary>The physical device recorded by <c>mdev_set_iommu_device</c>, or null (<c>mdev_get_iommu_device</c>).</summary>
     /// <returns>The device or null.</returns>
     [KernelSymbol("mdev_get_iommu_device")]
     Device? GetIommuDevice();
@@ -63,7 +63,7 @@ public interface IMdevDevice
     [KernelSymbol("mdev_set_iommu_domain", Version = "seed v4")]
     void SetIommuDomain(IDomain? domain);
 
-    /// <summary>The domain stored by <see cref="SetIommuDomain"/>, or null (the seed's <c>mdev_get_iommu_domain</c>).</summary>
+    /// <summary>The domain stored by <c>mdev_set_iommu_domain</c>, or null (the seed's <c>mdev_get_iommu_domain</c>).</summary>
     /// <returns>The domain or null.</returns>
     [KernelSymbol("mdev_get_iommu_domain", Version = "seed v4")]
     IDomain? GetIommuDomain();

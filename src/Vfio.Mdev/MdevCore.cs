@@ -233,7 +233,7 @@ public sealed class MdevCore
         }
     }
 
-    /// <summary>Creates an mdev of the type named <paramref name="typeName"/> under <paramref name="parent"/> (see <see cref="Create(MdevType, Guid, out MdevDevice?)"/>).</summary>
+    /// <summary>Creates an mdev by parent, type name and UUID (<c>mdev_device_create</c> reached through the type directory); otherwise as the <see cref="MdevType"/> overload.</summary>
     /// <param name="parent">The physical parent device.</param>
     /// <param name="typeName">Full type name, e.g. <c>mtty-2</c>.</param>
     /// <param name="uuid">The new device's UUID.</param>

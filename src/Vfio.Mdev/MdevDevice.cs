@@ -81,27 +81,35 @@ public sealed class MdevDevice : Device, IMdevDevice
     [KernelSymbol("mdev_from_dev")]
     public static MdevDevice? FromDevice(Device? device) => device as MdevDevice;
 
-    /// <inheritdoc/>
+    /// <summary>The vendor's private data (<c>mdev_get_drvdata</c>).</summary>
+    /// <returns>The data or null.</returns>
     [KernelSymbol("mdev_get_drvdata")]
     public object? GetDrvdata() => Volatile.Read(ref _drvdata);
 
-    /// <inheritdoc/>
+    /// <summary>Stores the vendor's private data (<c>mdev_set_drvdata</c>).</summary>
+    /// <param name="data">The data.</param>
     [KernelSymbol("mdev_set_drvdata")]
     public void SetDrvdata(object? data) => Volatile.Write(ref _drvdata, data);
 
-    /// <inheritdoc/>
+    /// <summary>Records the physical device that represents this mdev in IOMMU scope (<c>mdev_set_iommu_device</c>); null means vendor-defined isolation.</summary>
+    /// <param name="iommuDevice">The physical device, or null.</param>
+    /// <remarks>5.15 form (void, 5.13+). 5.1–5.12 took a <c>struct device *</c> for the mdev and always returned 0.</remarks>
     [KernelSymbol("mdev_set_iommu_device")]
     public void SetIommuDevice(Device? iommuDevice) => Volatile.Write(ref _iommuDevice, iommuDevice);
 
-    /// <inheritdoc/>
+    /// <summary>The physical device recorded by <c>mdev_set_iommu_device</c>, or null (<c>mdev_get_iommu_device</c>).</summary>
+    /// <returns>The device or null.</returns>
     [KernelSymbol("mdev_get_iommu_device")]
     public Device? GetIommuDevice() => Volatile.Read(ref _iommuDevice);
 
-    /// <inheritdoc/>
+    /// <summary>Stores the domain attached to the mdev's IOMMU device on its behalf (the seed's <c>mdev_set_iommu_domain</c>): no checks, no reference.</summary>
+    /// <param name="domain">The domain or null.</param>
+    /// <remarks>Seed v4 (2018; re-posted 2020), never merged.</remarks>
     [KernelSymbol("mdev_set_iommu_domain", Version = "seed v4")]
     public void SetIommuDomain(IDomain? domain) => Volatile.Write(ref _iommuDomain, domain);
 
-    /// <inheritdoc/>
+    /// <summary>The domain stored by <c>mdev_set_iommu_domain</c>, or null (the seed's <c>mdev_get_iommu_domain</c>).</summary>
+    /// <returns>The domain or null.</returns>
     [KernelSymbol("mdev_get_iommu_domain", Version = "seed v4")]
     public IDomain? GetIommuDomain() => Volatile.Read(ref _iommuDomain);
 
