@@ -1,0 +1,126 @@
+using Iommu;
+using Vfio.Mdev.Tests.Infrastructure;
+
+namespace Vfio.Mdev.Tests;
+
+public sealed class RegistrationTests
+{
+    [Fact]
+    public void Null_ops_is_EINVAL()
+    {
+        using var bed = new MdevTestBed();
+        Assert.Equal(Errno.EINVAL, bed.Mdev.RegisterDevice(bed.ParentA, null));
+        Assert.Contains(bed.ParentA.Name, ErrorDetail.LastMessage, StringComparison.Ordinal);
+        Assert.Empty(bed.Mdev.Parents);
+    }
+
+    [Fact]
+    public void Missing_supported_type_groups_is_EINVAL()
+    {
+        using var bed = new MdevTestBed();
+        Assert.Equal(Errno.EINVAL, bed.Mdev.RegisterDevice(bed.ParentA, new FakeVendor { NullGroups = true }));
+        Assert.Equal(Errno.EINVAL, bed.Mdev.RegisterDevice(bed.ParentA, new FakeVendor { Groups = [] }));
+        Assert.Null(bed.Mdev.FindParent(bed.ParentA));
+    }
+
+    [Theory]
+    [InlineData(MdevParentCallbacks.All & ~MdevParentCallbacks.Create)]
+    [InlineData(MdevParentCallbacks.All & ~MdevParentCallbacks.Remove)]
+    [InlineData(MdevParentCallbacks.None)]
+    public void Missing_create_or_remove_is_EINVAL(MdevParentCallbacks callbacks)
+    {
+        using var bed = new MdevTestBed();
+        Assert.Equal(Errno.EINVAL, bed.Mdev.RegisterDevice(bed.ParentA, new FakeVendor { Callbacks = callbacks }));
+        Assert.Null(bed.Mdev.FindParent(bed.ParentA));
+    }
+
+    [Fact]
+    public void Only_create_and_remove_are_mandatory()
+    {
+        using var bed = new MdevTestBed();
+        var v = new FakeVendor { Callbacks = MdevParentCallbacks.Create | MdevParentCallbacks.Remove };
+        Assert.Equal(Errno.None, bed.Mdev.RegisterDevice(bed.ParentA, v));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    public void Unnamed_type_group_is_EINVAL(string? name)
+    {
+        using var bed = new MdevTestBed();
+        Assert.Equal(Errno.EINVAL, bed.Mdev.RegisterDevice(bed.ParentA, new FakeVendor("ok", name)));
+        Assert.Contains("group 1", ErrorDetail.LastMessage, StringComparison.Ordinal);
+        Assert.Null(bed.Mdev.FindParent(bed.ParentA));
+    }
+
+    [Fact]
+    public void Registering_twice_is_EEXIST_and_keeps_the_first_ops()
+    {
+        using var bed = new MdevTestBed();
+        FakeVendor first = bed.Register(bed.ParentA, "a");
+        Assert.Equal(Errno.EEXIST, bed.Mdev.RegisterDevice(bed.ParentA, new FakeVendor("b")));
+        Assert.Same(first, bed.Mdev.FindParent(bed.ParentA)!.Ops);
+        Assert.Equal(["fake-a"], bed.Mdev.FindParent(bed.ParentA)!.SupportedTypes.Select(t => t.Name));
+    }
+
+    [Fact]
+    public void Types_are_named_driver_dash_group_and_listed_per_parent()
+    {
+        using var bed = new MdevTestBed();
+        bed.Register(bed.ParentA, "1", "2");
+        var other = new FakeVendor("x") { DriverName = "other" };
+        Assert.Equal(Errno.None, bed.Mdev.RegisterDevice(bed.ParentB, other));
+
+        Assert.Equal(["fake-1", "fake-2"], bed.Mdev.FindParent(bed.ParentA)!.SupportedTypes.Select(t => t.Name));
+        Assert.Equal(["other-x"], bed.Mdev.FindParent(bed.ParentB)!.SupportedTypes.Select(t => t.Name));
+        Assert.Equal([bed.ParentA, bed.ParentB], bed.Mdev.Parents.Select(p => (Iommu.Devices.Device)p.Device));
+        Assert.Equal(1, bed.Mdev.FindParent(bed.ParentA)!.FindType("fake-2")!.TypeGroupId);
+        Assert.Same(bed.ParentA, bed.Mdev.FindParent(bed.ParentA)!.FindType("fake-2")!.ParentDevice);
+    }
+
+    [Fact]
+    public void Type_directory_has_the_conventional_attributes_create_and_devices()
+    {
+        using var bed = new MdevTestBed();
+        bed.Register(bed.ParentA, "a");
+        MdevType t = bed.Mdev.FindParent(bed.ParentA)!.SupportedTypes[0];
+
+        Assert.Equal(["available_instances", "create", "description", "device_api", "devices", "name"], t.ListDirectory());
+        Assert.Equal("Fake a\n", MdevTestBed.Attr(t, "name"));
+        Assert.Equal("42\n", MdevTestBed.Attr(t, "available_instances"));
+        Assert.Equal("vfio-pci\n", MdevTestBed.Attr(t, "device_api"));
+        Assert.Equal("a fake type\n", MdevTestBed.Attr(t, "description"));
+        Assert.Equal(Errno.EACCES, t.ReadAttribute("create", out _));
+        Assert.Equal(Errno.ENOENT, t.ReadAttribute("bogus", out _));
+    }
+
+    [Fact]
+    public void Unregistering_an_unknown_parent_is_a_no_op_and_re_registering_works()
+    {
+        using var bed = new MdevTestBed();
+        bed.Mdev.UnregisterDevice(bed.ParentA);
+        bed.Register(bed.ParentA, "a");
+        bed.Mdev.UnregisterDevice(bed.ParentA);
+        Assert.Empty(bed.Mdev.Parents);
+        bed.Register(bed.ParentA, "b");
+        Assert.Equal(["fake-b"], bed.Mdev.FindParent(bed.ParentA)!.SupportedTypes.Select(t => t.Name));
+    }
+
+    [Fact]
+    public void Each_platform_has_its_own_mdev_core_and_bus()
+    {
+        using var one = new MdevTestBed();
+        using var two = new MdevTestBed();
+        one.Register(one.ParentA, "a");
+        two.Register(two.ParentA, "a");
+        var uuid = Guid.NewGuid();
+        MdevDevice m1 = one.Create(one.ParentA, "fake-a", uuid);
+        MdevDevice m2 = two.Create(two.ParentA, "fake-a", uuid);
+
+        Assert.NotSame(one.Mdev.Bus, two.Mdev.Bus);
+        Assert.Same(one.Mdev.Bus, m1.Bus);
+        Assert.Same(two.Mdev.Bus, m2.Bus);
+        Assert.Equal("mdev", one.Mdev.Bus.Name);
+        Assert.Throws<ArgumentException>(() => new MdevCore(one.Platform));
+    }
+}
