@@ -37,6 +37,7 @@ public sealed partial class VtdUnit
     private VtdTranslation Fault(
         ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason, bool fpd)
     {
+        _faultsByReason[(byte)reason]++;
         bool recorded = false;
         if (!fpd || !IsQualified(reason))
         {

@@ -28,6 +28,7 @@ public sealed partial class VtdUnit
     /// </remarks>
     private int InvalidateContextCache(int granularity, ushort did, ushort sid, int functionMask)
     {
+        _contextInvalidations++;
         did &= _didMask;
         switch (granularity)
         {
@@ -71,6 +72,7 @@ public sealed partial class VtdUnit
     /// <remarks>Applies to second-level entries of every PASID of the domain, as the spec's IOTLB invalidation does in scalable mode.</remarks>
     private int InvalidateIotlb(int granularity, ushort did, ulong address, int addressMask)
     {
+        _iotlbInvalidations++;
         did &= _didMask;
         switch (granularity)
         {
@@ -132,6 +134,7 @@ public sealed partial class VtdUnit
     /// <remarks>Not-present PASID entries cached under caching mode match any DID.</remarks>
     private void InvalidatePasidCache(int granularity, ushort did, uint pasid)
     {
+        _pasidInvalidations++;
         did &= _didMask;
         if (granularity == 3)
         {

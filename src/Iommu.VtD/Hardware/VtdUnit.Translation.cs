@@ -22,6 +22,8 @@ public sealed partial class VtdUnit
     private ulong _rootTable;     // latched by SRTP
     private int _rootTableMode;   // RTADDR.TTM latched by SRTP
     private long _contextHits, _contextMisses, _pasidHits, _pasidMisses, _iotlbHits, _iotlbMisses;
+    private long _contextInvalidations, _pasidInvalidations, _iotlbInvalidations;
+    private readonly long[] _faultsByReason = new long[256];
 
     private void InitPagingMasks()
     {

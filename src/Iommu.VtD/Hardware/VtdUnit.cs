@@ -76,6 +76,27 @@ public sealed partial class VtdUnit
         }
     }
 
+    /// <summary>A snapshot of the invalidations processed and the faults seen, by kind.</summary>
+    public VtdActivity Activity
+    {
+        get
+        {
+            lock (_lock)
+            {
+                var faults = new Dictionary<VtdFaultReason, long>();
+                for (int r = 0; r < _faultsByReason.Length; r++)
+                {
+                    if (_faultsByReason[r] != 0)
+                    {
+                        faults[(VtdFaultReason)r] = _faultsByReason[r];
+                    }
+                }
+
+                return new VtdActivity(_contextInvalidations, _pasidInvalidations, _iotlbInvalidations, faults);
+            }
+        }
+    }
+
     /// <summary>Reads a 32-bit register (or either half of a 64-bit one) at <paramref name="offset"/>.</summary>
     /// <param name="offset">4-byte aligned offset from the MMIO base.</param>
     /// <returns>The value; write-only fields read as 0.</returns>
