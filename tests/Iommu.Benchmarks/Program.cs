@@ -40,15 +40,15 @@ foreach (Summary s in summaries)
         double ns = r.ResultStatistics.Median;
         CFloor.Result? floor = r.BenchmarkCase.Descriptor.Type.Name switch
         {
-            "PageTable64K" => floors[0],
+            "PageTable64K" or "DriverPath64K" => floors[0],
             "PageTable1M" => floors[1],
             _ => null,
         };
         double? c = floor is null ? null : r.BenchmarkCase.Descriptor.WorkloadMethod.Name switch
         {
-            "Map4K" => floor.MapNs,
-            "IovaToPhys" => floor.LookupNs,
-            "Unmap4K" => floor.UnmapNs,
+            "Map4K" or "IommuMap4K" => floor.MapNs,
+            "IovaToPhys" or "IommuIovaToPhys" => floor.LookupNs,
+            "Unmap4K" or "IommuUnmap4K" => floor.UnmapNs,
             _ => null,
         };
         long? bytes = r.GcStats.GetBytesAllocatedPerOperation(r.BenchmarkCase);
