@@ -30,10 +30,11 @@ public sealed partial class IommuCore
     {
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
-        Errno ret = MapCore(domain, ops, iova, paddr, size, prot);
-        if (ret == Errno.None && ops!.Callbacks.HasFlag(IommuCallbacks.IotlbSyncMap))
+        IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
+        Errno ret = MapCore(domain, ops, callbacks, iova, paddr, size, prot);
+        if (ret == Errno.None && (callbacks & IommuCallbacks.IotlbSyncMap) != 0)
         {
-            ops.IotlbSyncMap(domain, iova, size);
+            ops!.IotlbSyncMap(domain, iova, size);
         }
 
         return ret;
@@ -210,9 +211,10 @@ public sealed partial class IommuCore
     private static ulong GenMask(int high) => high >= 63 ? ulong.MaxValue : (2UL << high) - 1;
 
     // __iommu_map
-    private Errno MapCore(IDomain domain, IIommuOps? ops, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    private Errno MapCore(IDomain domain, IIommuOps? ops, IommuCallbacks callbacks, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
-        if (ops is null || (ops.Callbacks & (IommuCallbacks.Map | IommuCallbacks.MapPages)) == 0 || domain.PgsizeBitmap == 0)
+        ulong pgsizeBitmap = domain.PgsizeBitmap;
+        if (ops is null || (callbacks & (IommuCallbacks.Map | IommuCallbacks.MapPages)) == 0 || pgsizeBitmap == 0)
         {
             return Fail(Errno.ENODEV, "the domain's IOMMU driver cannot map, or the domain has no page sizes");
         }
@@ -222,20 +224,32 @@ public sealed partial class IommuCore
             return Fail(Errno.EINVAL, $"a {domain.Type} domain has no page tables to map into");
         }
 
-        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(domain.PgsizeBitmap);
+        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(pgsizeBitmap);
         if (((iova | paddr | size) & (minPagesz - 1)) != 0)
         {
             Log.MapUnaligned(_log, iova, paddr, size, minPagesz);
             return Fail(Errno.EINVAL, $"unaligned: iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x} must be multiples of the minimum page size 0x{minPagesz:x}");
         }
 
-        bool batched = ops.Callbacks.HasFlag(IommuCallbacks.MapPages);
+        bool batched = (callbacks & IommuCallbacks.MapPages) != 0;
         ulong origIova = iova, origSize = size;
         Errno ret = Errno.None;
         ErrorDetail.Clear();
         while (size != 0)
         {
-            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, paddr, size, out ulong count);
+            ulong count;
+            ulong pgsize;
+            if (size == minPagesz)
+            {
+                // iommu_pgsize of exactly one smallest page is that page (no larger size fits).
+                pgsize = minPagesz;
+                count = 1;
+            }
+            else
+            {
+                pgsize = PgSize(pgsizeBitmap, iova, paddr, size, out count);
+            }
+
             ulong mapped;
             if (batched)
             {

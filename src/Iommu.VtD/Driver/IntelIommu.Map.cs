@@ -106,6 +106,11 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_iotlb_sync_map")]
     public void IotlbSyncMap(IDomain domain, ulong iova, ulong size)
     {
+        if (!_mapNeedsFlush)
+        {
+            return; // no unit caches not-present entries or needs write-buffer flushes
+        }
+
         var d = (DmarDomain)domain;
         foreach (IntelIommuUnit unit in _units)
         {

@@ -33,6 +33,7 @@ public sealed partial class IntelIommu : IIommuOps
     private readonly Lock _deviceDomainLock = new();
     private readonly PasidAllocator _pasids = new();
     private readonly List<DmarFaultRecord> _faults = [];
+    private readonly bool _mapNeedsFlush;
     private DmarDomain? _siDomain;
 
     /// <summary>Brings up the driver on <paramref name="units"/> with default options.</summary>
@@ -73,6 +74,7 @@ public sealed partial class IntelIommu : IIommuOps
             units[i].FaultEvent += (_, _) => DmarFault(_units[seq]);
             units[i].Write32(Dmar.FectlReg, 0); // unmask the fault event (dmar_set_interrupt)
             Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
+            _mapNeedsFlush |= unit.CachingMode || Dmar.CapRwbf(unit.Cap);
         }
     }
 
