@@ -33,28 +33,31 @@ public sealed partial class VtdUnit : IDmaRemapper
     /// <param name="buffer">The bytes (read into or written from).</param>
     /// <param name="access">Direction.</param>
     /// <returns>The outcome as devices see it.</returns>
-    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
-    {
-        if (buffer.IsEmpty)
-        {
-            return new DmaResult(DmaStatus.Ok, 0, iova, 0);
-        }
+    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
+        buffer.IsEmpty
+            ? new DmaResult(DmaStatus.Ok, 0, iova, 0)
+            : Move(requesterId, pasid, iova, buffer, access, out _);
 
-        ulong firstPa = 0;
+    // The page loop shared by Dma and Transfer: outcome is the first page's translation, or the one
+    // that stopped the transfer.
+    private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, out VtdTranslation outcome)
+    {
+        outcome = default;
         int done = 0;
         while (done < buffer.Length)
         {
             ulong a = iova + (ulong)done;
             int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
             VtdTranslation t = Translate(requesterId, pasid, a, (ulong)chunk, access);
-            if (t.Status != VtdTranslationStatus.Translated)
+            if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
             {
-                return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, (int)t.Reason);
+                t = t.AsMemoryError();
             }
 
-            if (!_memory.Contains(t.PhysicalAddress, (ulong)chunk))
+            if (t.Status != VtdTranslationStatus.Translated)
             {
-                return new DmaResult(DmaStatus.MemoryError, (ulong)done, a, 0);
+                outcome = t;
+                return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, (int)t.Reason);
             }
 
             Span<byte> part = buffer.Slice(done, chunk);
@@ -69,12 +72,12 @@ public sealed partial class VtdUnit : IDmaRemapper
 
             if (done == 0)
             {
-                firstPa = t.PhysicalAddress;
+                outcome = t;
             }
 
             done += chunk;
         }
 
-        return new DmaResult(DmaStatus.Ok, (ulong)done, firstPa, 0);
+        return new DmaResult(DmaStatus.Ok, (ulong)done, outcome.PhysicalAddress, 0);
     }
 }

@@ -205,42 +205,8 @@ public sealed partial class VtdUnit
             ThrowHelper.Argument("A DMA needs a non-empty buffer whose range does not wrap around.", nameof(buffer));
         }
 
-        VtdTranslation first = default;
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            ulong a = iova + (ulong)done;
-            int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
-            VtdTranslation t = Translate(requesterId, pasid, a, (ulong)chunk, access);
-            if (t.Status != VtdTranslationStatus.Translated)
-            {
-                return t;
-            }
-
-            if (!_memory.Contains(t.PhysicalAddress, (ulong)chunk))
-            {
-                return t.AsMemoryError();
-            }
-
-            Span<byte> part = buffer.Slice(done, chunk);
-            if (access == DmaAccess.Write)
-            {
-                _memory.Write(t.PhysicalAddress, part);
-            }
-            else
-            {
-                _memory.Read(t.PhysicalAddress, part);
-            }
-
-            if (done == 0)
-            {
-                first = t;
-            }
-
-            done += chunk;
-        }
-
-        return first;
+        Move(requesterId, pasid, iova, buffer, access, out VtdTranslation outcome);
+        return outcome;
     }
 
     private void CheckOffset(uint offset, int size)
