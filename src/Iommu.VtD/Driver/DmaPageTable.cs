@@ -117,6 +117,28 @@ public sealed unsafe class DmaPageTable
         }
 
         attr &= DmaPte.Read | DmaPte.Write | DmaPte.Snoop;
+        if (size == DmaPte.LevelSize(1))
+        {
+            // One 4 KiB page (the common case of iommu_map of a page): walk, then one entry.
+            ulong leafTable = WalkAlloc(iova, 1, out int blocked);
+            if (leafTable != NoFrame)
+            {
+                ref ulong slot = ref TablePointer(leafTable)[DmaPte.Index(iova, 1)];
+                if (Volatile.Read(ref slot) == 0)
+                {
+                    Volatile.Write(ref slot, paddr | attr);
+                }
+
+                mapped = size;
+                return Errno.None;
+            }
+
+            if (blocked == 0)
+            {
+                return ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
+            }
+        }
+
         while (size != 0)
         {
             int level = LargepageLevel(iova, paddr, size, superpageLevels);
@@ -202,12 +224,20 @@ public sealed unsafe class DmaPageTable
             return 0;
         }
 
-        ulong table = Root;
+        byte* b = _base;
+        ulong start = _start, lastTable = _lastTable, table = Root;
         int shift = TopShift;
-        ref ulong slot = ref Slot(table, iova, shift);
+        ulong* slot;
         while (true)
         {
-            ulong pte = Volatile.Read(ref slot);
+            ulong offset = table - start;
+            if (offset > lastTable)
+            {
+                ThrowForeignTable(table);
+            }
+
+            slot = (ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong)));
+            ulong pte = Volatile.Read(ref *slot);
             if (!DmaPte.IsPresent(pte))
             {
                 return 0;
@@ -220,14 +250,13 @@ public sealed unsafe class DmaPageTable
 
             table = DmaPte.Address(pte);
             shift -= DmaPte.StrideShift;
-            slot = ref Slot(table, iova, shift);
         }
 
         ulong leaf = 1UL << shift;
         if (size <= leaf && (iova & (leaf - 1)) == 0)
         {
             // The range is exactly the leaf that maps iova: clear it, nothing else to free.
-            Volatile.Write(ref slot, 0);
+            Volatile.Write(ref *slot, 0);
             return leaf;
         }
 
@@ -246,10 +275,18 @@ public sealed unsafe class DmaPageTable
             return 0;
         }
 
-        ulong table = Root;
+        // Locals, not fields: the acquire reads below would make the JIT reload fields every level.
+        byte* b = _base;
+        ulong start = _start, lastTable = _lastTable, table = Root;
         for (int shift = TopShift; ; shift -= DmaPte.StrideShift)
         {
-            ulong pte = Volatile.Read(ref Slot(table, iova, shift));
+            ulong offset = table - start;
+            if (offset > lastTable)
+            {
+                ThrowForeignTable(table);
+            }
+
+            ulong pte = Volatile.Read(ref *(ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong))));
             if (!DmaPte.IsPresent(pte))
             {
                 return 0;
@@ -300,7 +337,7 @@ public sealed unsafe class DmaPageTable
         ulong table = Root;
         for (int level = _levels; ; level--)
         {
-            ulong pte = Volatile.Read(ref _region.Slot(table, DmaPte.Index(iova, level)));
+            ulong pte = Volatile.Read(ref TablePointer(table)[DmaPte.Index(iova, level)]);
             if (!DmaPte.IsPresent(pte))
             {
                 return level;
@@ -379,19 +416,6 @@ public sealed unsafe class DmaPageTable
 
     private int TopShift => DmaPte.PageShift + (DmaPte.StrideShift * (_levels - 1));
 
-    // Entry of iova at the level whose index starts at bit shift, in the table at table (a frame of the region).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref ulong Slot(ulong table, ulong iova, int shift)
-    {
-        ulong offset = table - _start;
-        if (offset > _lastTable)
-        {
-            ThrowForeignTable(table);
-        }
-
-        return ref *(ulong*)(_base + offset + (((iova >> shift) & 511) * sizeof(ulong)));
-    }
-
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowForeignTable(ulong table) =>
         throw new InvalidOperationException($"Page-table pointer 0x{table:x} lies outside the translation-structure region [0x{_start:x}, 0x{_start + _lastTable + PhysicalMemory.PageSize:x}): the tables are corrupt.");
@@ -433,11 +457,18 @@ public sealed unsafe class DmaPageTable
     private ulong WalkAlloc(ulong iova, int targetLevel, out int stoppedAt)
     {
         stoppedAt = 0;
-        ulong table = Root;
+        byte* b = _base;
+        ulong start = _start, lastTable = _lastTable, table = Root;
         int targetShift = DmaPte.PageShift + (DmaPte.StrideShift * (targetLevel - 1));
         for (int shift = TopShift; shift > targetShift; shift -= DmaPte.StrideShift)
         {
-            ref ulong slot = ref Slot(table, iova, shift);
+            ulong offset = table - start;
+            if (offset > lastTable)
+            {
+                ThrowForeignTable(table);
+            }
+
+            ref ulong slot = ref *(ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong)));
             ulong pte = Volatile.Read(ref slot);
             if (!DmaPte.IsPresent(pte))
             {
