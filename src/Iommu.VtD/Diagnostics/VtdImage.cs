@@ -133,6 +133,94 @@ public sealed class VtdImage
         return TryLocate(pa, out _, out _) ? pa : null;
     }
 
+    /// <summary>
+    /// The entries a request from <paramref name="requesterId"/> (with <paramref name="pasid"/>, or
+    /// without: then the context entry's RID_PASID is used in scalable mode) at <paramref name="iova"/>
+    /// reads in this image: root entry, context entry, PASID-directory and PASID entries (scalable),
+    /// then the second-level entries from the top level down to the leaf. Stops at the first entry that
+    /// is not present, is not in the image, or is a leaf. No other checks are made (use <see cref="Probe"/>
+    /// for what the unit does).
+    /// </summary>
+    /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
+    /// <param name="pasid">PASID, or null for a request without PASID.</param>
+    /// <param name="iova">Input address.</param>
+    /// <returns>The entries in walk order.</returns>
+    public IReadOnlyList<VtdImageEntry> Path(ushort requesterId, uint? pasid, ulong iova)
+    {
+        var path = new List<VtdImageEntry>();
+        bool Read(VtdImageChunkKind kind, int level, ulong pa, out ulong value)
+        {
+            value = 0;
+            if (!TryLocate(pa, out VtdImageChunk? c, out int off))
+            {
+                return false;
+            }
+
+            value = c!.Word(off);
+            path.Add(new VtdImageEntry(kind, level, pa, value));
+            return true;
+        }
+
+        bool scalable = Mode == VtdTranslationMode.Scalable;
+        int devfn = requesterId & 0xFF;
+        ulong rootPa = RootTable + ((ulong)(requesterId >> 8) * VtdFormat.RootEntrySize) + (scalable && devfn >= 128 ? 8UL : 0);
+        if (!Read(VtdImageChunkKind.RootTable, 0, rootPa, out ulong root) || (root & VtdFormat.Present) == 0)
+        {
+            return path;
+        }
+
+        ulong ctxPa = (root & VtdFormat.PointerMask) + (scalable ? (ulong)(devfn & 0x7F) * VtdFormat.ScalableContextEntrySize : (ulong)devfn * VtdFormat.LegacyContextEntrySize);
+        if (!Read(scalable ? VtdImageChunkKind.ScalableContextTable : VtdImageChunkKind.LegacyContextTable, 0, ctxPa, out ulong c0) || (c0 & VtdFormat.Present) == 0)
+        {
+            return path;
+        }
+
+        ulong table;
+        int levels;
+        if (!scalable)
+        {
+            if (((c0 >> VtdFormat.ContextTtShift) & 3) == VtdFormat.TtPassThrough)
+            {
+                return path;
+            }
+
+            table = c0 & VtdFormat.PointerMask;
+            levels = (int)(ReadUInt64(ctxPa + 8) & VtdFormat.ContextAwMask) + 2;
+        }
+        else
+        {
+            uint p = pasid ?? (uint)(ReadUInt64(ctxPa + 8) & VtdFormat.ScalableContextRidPasidMask);
+            ulong dirPa = (c0 & VtdFormat.PointerMask) + ((ulong)(p >> VtdFormat.PasidDirectoryShift) * VtdFormat.PasidDirectoryEntrySize);
+            if (!Read(VtdImageChunkKind.PasidDirectory, 0, dirPa, out ulong de) || (de & VtdFormat.Present) == 0)
+            {
+                return path;
+            }
+
+            ulong pePa = (de & VtdFormat.PointerMask) + ((p & VtdFormat.PasidTableIndexMask) * VtdFormat.PasidEntrySize);
+            if (!Read(VtdImageChunkKind.PasidTable, 0, pePa, out ulong pe) || (pe & VtdFormat.Present) == 0
+                || ((pe >> VtdFormat.PasidPgttShift) & 7) == VtdFormat.PgttPassThrough)
+            {
+                return path;
+            }
+
+            table = pe & VtdFormat.PointerMask;
+            levels = (int)((pe >> VtdFormat.PasidAwShift) & 7) + 2;
+        }
+
+        for (int level = levels; level >= 1; level--)
+        {
+            ulong pa = table + (((iova >> (12 + (9 * (level - 1)))) & 0x1FF) * 8);
+            if (!Read(VtdImageChunkKind.PageTable, level, pa, out ulong pte) || !VtdImageExporter.IsTablePointer(pte, level))
+            {
+                break;
+            }
+
+            table = pte & VtdFormat.SlAddressMask;
+        }
+
+        return path;
+    }
+
     /// <summary>Copies every chunk into <paramref name="memory"/> at its address.</summary>
     /// <param name="memory">Target memory; must contain every chunk.</param>
     public void LoadInto(PhysicalMemory memory)

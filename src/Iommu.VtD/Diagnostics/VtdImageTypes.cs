@@ -75,3 +75,10 @@ public sealed record VtdProbeResult(
     /// <summary>True when the request faults.</summary>
     public bool IsFault => Status == VtdTranslationStatus.Fault;
 }
+
+/// <summary>One entry a request reads on its way through an image (see <see cref="VtdImage.Path"/>).</summary>
+/// <param name="Kind">The structure the entry belongs to.</param>
+/// <param name="Level">Paging level for page-table entries; 0 otherwise.</param>
+/// <param name="Address">Physical address of the entry's first word.</param>
+/// <param name="Value">The entry's first 64-bit word.</param>
+public readonly record struct VtdImageEntry(VtdImageChunkKind Kind, int Level, ulong Address, ulong Value);
