@@ -56,7 +56,7 @@ internal sealed class ConformanceScenario : IDisposable
         Driver = new IntelIommu(Platform, new IntelIommuOptions(), Unit);
         Pci.SetIommuOps(Driver).ThrowIfError();
         int width = config.Supports48BitTables && config.MaxGuestAddressWidth >= 48 ? 48 : 39;
-        _globalPoints.Add(0x7000_0000);          // never mapped anywhere
+        _globalPoints.Add(0x1_2345_6000);        // never mapped anywhere
         _globalPoints.Add(1UL << width);         // beyond the address width
     }
 
@@ -170,7 +170,20 @@ internal sealed class ConformanceScenario : IDisposable
     {
         if (_maps.TryGetValue(domain, out var list))
         {
-            list.RemoveAll(m => m.Iova < iova + size && iova < m.Iova + m.Size);
+            var hit = list.Where(m => m.Iova < iova + size && iova < m.Iova + m.Size).ToList();
+            list.RemoveAll(hit.Contains);
+            foreach ((ulong mi, ulong ms, IommuProt prot) in hit)
+            {
+                if (mi < iova)
+                {
+                    list.Add((mi, iova - mi, prot));         // the part below the hole
+                }
+
+                if (mi + ms > iova + size)
+                {
+                    list.Add((iova + size, mi + ms - (iova + size), prot)); // the part above it
+                }
+            }
         }
     }
 
