@@ -59,6 +59,9 @@ public sealed partial class VtdUnit
     /// <summary>PCI segment the unit serves.</summary>
     public ushort Segment { get; }
 
+    /// <summary>The physical memory the unit reads its structures from (for the diagnostics exporter).</summary>
+    internal PhysicalMemory Memory => _memory;
+
     /// <summary>Size of the register block in bytes; offsets at or beyond it are rejected.</summary>
     public uint RegisterBlockSize => (uint)_regs.Length;
 

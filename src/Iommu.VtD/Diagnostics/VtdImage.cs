@@ -1,0 +1,447 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using Iommu.Memory;
+using Iommu.VtD.Hardware;
+
+namespace Iommu.VtD.Diagnostics;
+
+/// <summary>
+/// Everything a VT-d remapping unit can reach from its root-table pointer — root table, context
+/// tables, PASID directories and tables, second-level page tables — as a list of (physical address,
+/// bytes) chunks, plus RTADDR and the translation mode, and optionally the outcome of chosen
+/// requests (<see cref="Probes"/>). Made by <see cref="VtdImageExporter"/>; written and read as JSON
+/// by <see cref="VtdImageJson"/> (format: <c>docs/vtd-image-format.md</c>).
+/// </summary>
+/// <remarks>An image is immutable: <see cref="Relocate"/>, <see cref="WithUInt64"/> and
+/// <see cref="Probe"/> return new images.</remarks>
+public sealed class VtdImage
+{
+    private const ulong TtmMask = 0xC00;
+
+    /// <summary>Creates an image from its parts (chunks are sorted by address).</summary>
+    /// <param name="rtaddr">The RTADDR register value: root-table address in 63:12, TTM in 11:10.</param>
+    /// <param name="hostAddressWidth">Host address width of the unit that reads the image (pointer bits at or above it are reserved).</param>
+    /// <param name="translationEnabled">GSTS.TES of the unit when exported.</param>
+    /// <param name="chunks">The structures.</param>
+    /// <param name="probes">Evaluated probes, or null for none.</param>
+    public VtdImage(ulong rtaddr, int hostAddressWidth, bool translationEnabled, IEnumerable<VtdImageChunk> chunks, IEnumerable<VtdProbeResult>? probes = null)
+    {
+        ArgumentNullException.ThrowIfNull(chunks);
+        if (hostAddressWidth is < 32 or > 52)
+        {
+            throw new ArgumentOutOfRangeException(nameof(hostAddressWidth), hostAddressWidth, "Host address width must be 32–52.");
+        }
+
+        RtAddr = rtaddr;
+        HostAddressWidth = hostAddressWidth;
+        TranslationEnabled = translationEnabled;
+        Chunks = [.. chunks.OrderBy(c => c.Address)];
+        Probes = probes is null ? [] : [.. probes];
+        for (int i = 1; i < Chunks.Count; i++)
+        {
+            if (Chunks[i - 1].Address + (ulong)Chunks[i - 1].Size > Chunks[i].Address)
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Chunks at 0x{Chunks[i - 1].Address:x} and 0x{Chunks[i].Address:x} overlap."), nameof(chunks));
+            }
+        }
+    }
+
+    /// <summary>The RTADDR register value: root-table address (63:12) and TTM (11:10).</summary>
+    public ulong RtAddr { get; }
+
+    /// <summary>Physical address of the root table.</summary>
+    public ulong RootTable => RtAddr & VtdFormat.PointerMask;
+
+    /// <summary>Legacy or scalable mode, from RTADDR.TTM (TTM values 10 and 11 read as legacy here; the exporter exports only the root table for them).</summary>
+    public VtdTranslationMode Mode => ((RtAddr & TtmMask) >> 10) == 1 ? VtdTranslationMode.Scalable : VtdTranslationMode.Legacy;
+
+    /// <summary>Host address width of the unit the image was taken from.</summary>
+    public int HostAddressWidth { get; }
+
+    /// <summary>Whether translation was enabled (GSTS.TES) when exported.</summary>
+    public bool TranslationEnabled { get; }
+
+    /// <summary>The structures, sorted by address, not overlapping.</summary>
+    public IReadOnlyList<VtdImageChunk> Chunks { get; }
+
+    /// <summary>Evaluated probes (empty unless <see cref="Probe"/> was called).</summary>
+    public IReadOnlyList<VtdProbeResult> Probes { get; }
+
+    /// <summary>Total bytes in the chunks.</summary>
+    public long TotalBytes => Chunks.Sum(c => (long)c.Size);
+
+    /// <summary>One past the highest byte any chunk covers (0 for an empty image).</summary>
+    public ulong End => Chunks.Count == 0 ? 0 : Chunks.Max(c => c.Address + (ulong)c.Size);
+
+    /// <summary>Reads the 64-bit word at <paramref name="pa"/> from the chunk that holds it.</summary>
+    /// <param name="pa">8-byte aligned physical address inside a chunk.</param>
+    /// <returns>The word.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">No chunk holds the address.</exception>
+    public ulong ReadUInt64(ulong pa)
+    {
+        (VtdImageChunk c, int off) = Locate(pa);
+        return c.Word(off);
+    }
+
+    /// <summary>Returns a copy of the image with the 64-bit word at <paramref name="pa"/> replaced (probes are dropped: evaluate again).</summary>
+    /// <param name="pa">8-byte aligned physical address inside a chunk.</param>
+    /// <param name="value">The new word.</param>
+    /// <returns>The new image.</returns>
+    public VtdImage WithUInt64(ulong pa, ulong value)
+    {
+        (VtdImageChunk c, int off) = Locate(pa);
+        byte[] data = c.Data.ToArray();
+        BinaryPrimitives.WriteUInt64LittleEndian(data.AsSpan(off), value);
+        return new VtdImage(RtAddr, HostAddressWidth, TranslationEnabled, Chunks.Select(x => ReferenceEquals(x, c) ? x with { Data = data } : x));
+    }
+
+    /// <summary>
+    /// Physical address of the context entry the unit would use for <paramref name="requesterId"/>,
+    /// found by walking this image's root table (legacy: 16-byte entries; scalable: 32-byte entries in
+    /// the lower or upper table). Null when the root entry is not present or its table is not in the image.
+    /// </summary>
+    /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
+    /// <returns>The address, or null.</returns>
+    public ulong? ContextEntryAddress(ushort requesterId)
+    {
+        int bus = requesterId >> 8, devfn = requesterId & 0xFF;
+        ulong rootEntry = RootTable + ((ulong)bus * VtdFormat.RootEntrySize);
+        if (!TryLocate(rootEntry, out _, out _))
+        {
+            return null;
+        }
+
+        ulong ptr;
+        ulong entry;
+        if (Mode == VtdTranslationMode.Legacy)
+        {
+            ptr = ReadUInt64(rootEntry);
+            entry = (ulong)devfn * VtdFormat.LegacyContextEntrySize;
+        }
+        else
+        {
+            ptr = ReadUInt64(rootEntry + (devfn >= 128 ? 8UL : 0));
+            entry = (ulong)(devfn & 0x7F) * VtdFormat.ScalableContextEntrySize;
+        }
+
+        if ((ptr & VtdFormat.Present) == 0)
+        {
+            return null;
+        }
+
+        ulong pa = (ptr & VtdFormat.PointerMask) + entry;
+        return TryLocate(pa, out _, out _) ? pa : null;
+    }
+
+    /// <summary>
+    /// The entries a request from <paramref name="requesterId"/> (with <paramref name="pasid"/>, or
+    /// without: then the context entry's RID_PASID is used in scalable mode) at <paramref name="iova"/>
+    /// reads in this image: root entry, context entry, PASID-directory and PASID entries (scalable),
+    /// then the second-level entries from the top level down to the leaf. Stops at the first entry that
+    /// is not present, is not in the image, or is a leaf. No other checks are made (use <see cref="Probe"/>
+    /// for what the unit does).
+    /// </summary>
+    /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
+    /// <param name="pasid">PASID, or null for a request without PASID.</param>
+    /// <param name="iova">Input address.</param>
+    /// <returns>The entries in walk order.</returns>
+    public IReadOnlyList<VtdImageEntry> Path(ushort requesterId, uint? pasid, ulong iova)
+    {
+        var path = new List<VtdImageEntry>();
+        bool Read(VtdImageChunkKind kind, int level, ulong pa, out ulong value)
+        {
+            value = 0;
+            if (!TryLocate(pa, out VtdImageChunk? c, out int off))
+            {
+                return false;
+            }
+
+            value = c!.Word(off);
+            path.Add(new VtdImageEntry(kind, level, pa, value));
+            return true;
+        }
+
+        bool scalable = Mode == VtdTranslationMode.Scalable;
+        int devfn = requesterId & 0xFF;
+        ulong rootPa = RootTable + ((ulong)(requesterId >> 8) * VtdFormat.RootEntrySize) + (scalable && devfn >= 128 ? 8UL : 0);
+        if (!Read(VtdImageChunkKind.RootTable, 0, rootPa, out ulong root) || (root & VtdFormat.Present) == 0)
+        {
+            return path;
+        }
+
+        ulong ctxPa = (root & VtdFormat.PointerMask) + (scalable ? (ulong)(devfn & 0x7F) * VtdFormat.ScalableContextEntrySize : (ulong)devfn * VtdFormat.LegacyContextEntrySize);
+        if (!Read(scalable ? VtdImageChunkKind.ScalableContextTable : VtdImageChunkKind.LegacyContextTable, 0, ctxPa, out ulong c0) || (c0 & VtdFormat.Present) == 0)
+        {
+            return path;
+        }
+
+        ulong table;
+        int levels;
+        if (!scalable)
+        {
+            if (((c0 >> VtdFormat.ContextTtShift) & 3) == VtdFormat.TtPassThrough)
+            {
+                return path;
+            }
+
+            table = c0 & VtdFormat.PointerMask;
+            levels = (int)(ReadUInt64(ctxPa + 8) & VtdFormat.ContextAwMask) + 2;
+        }
+        else
+        {
+            uint p = pasid ?? (uint)(ReadUInt64(ctxPa + 8) & VtdFormat.ScalableContextRidPasidMask);
+            ulong dirPa = (c0 & VtdFormat.PointerMask) + ((ulong)(p >> VtdFormat.PasidDirectoryShift) * VtdFormat.PasidDirectoryEntrySize);
+            if (!Read(VtdImageChunkKind.PasidDirectory, 0, dirPa, out ulong de) || (de & VtdFormat.Present) == 0)
+            {
+                return path;
+            }
+
+            ulong pePa = (de & VtdFormat.PointerMask) + ((p & VtdFormat.PasidTableIndexMask) * VtdFormat.PasidEntrySize);
+            if (!Read(VtdImageChunkKind.PasidTable, 0, pePa, out ulong pe) || (pe & VtdFormat.Present) == 0
+                || ((pe >> VtdFormat.PasidPgttShift) & 7) == VtdFormat.PgttPassThrough)
+            {
+                return path;
+            }
+
+            table = pe & VtdFormat.PointerMask;
+            levels = (int)((pe >> VtdFormat.PasidAwShift) & 7) + 2;
+        }
+
+        for (int level = levels; level >= 1; level--)
+        {
+            ulong pa = table + (((iova >> (12 + (9 * (level - 1)))) & 0x1FF) * 8);
+            if (!Read(VtdImageChunkKind.PageTable, level, pa, out ulong pte) || !VtdImageExporter.IsTablePointer(pte, level))
+            {
+                break;
+            }
+
+            table = pte & VtdFormat.SlAddressMask;
+        }
+
+        return path;
+    }
+
+    /// <summary>Copies every chunk into <paramref name="memory"/> at its address.</summary>
+    /// <param name="memory">Target memory; must contain every chunk.</param>
+    public void LoadInto(PhysicalMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        foreach (VtdImageChunk c in Chunks)
+        {
+            memory.Write(c.Address, c.Data.Span);
+        }
+    }
+
+    /// <summary>
+    /// Moves every structure into the physical window [<paramref name="windowBase"/>,
+    /// <paramref name="windowBase"/> + <paramref name="windowSize"/>), 4 KiB aligned, in address order,
+    /// and rewrites every pointer the unit would follow — root → context table, context → PASID
+    /// directory or second-level root, directory → PASID table, PASID entry → second-level root,
+    /// non-leaf paging entry → next table — plus RTADDR. Leaf entries (the output addresses of
+    /// translations) are not changed. Pointers the unit would not follow (not-present entries, leaves,
+    /// pointers to memory outside the image) are left as they are. Probes are re-evaluated by the
+    /// caller if needed (they are dropped).
+    /// </summary>
+    /// <param name="windowBase">4 KiB-aligned base of the window.</param>
+    /// <param name="windowSize">Bytes in the window.</param>
+    /// <returns>The relocated image.</returns>
+    /// <exception cref="ArgumentException">The window is misaligned or too small.</exception>
+    public VtdImage Relocate(ulong windowBase, ulong windowSize)
+    {
+        if ((windowBase & 0xFFF) != 0)
+        {
+            throw new ArgumentException("The relocation window must be 4 KiB aligned.", nameof(windowBase));
+        }
+
+        var map = new Dictionary<ulong, ulong>(Chunks.Count);
+        ulong next = windowBase;
+        foreach (VtdImageChunk c in Chunks)
+        {
+            ulong size = ((ulong)c.Size + 0xFFF) & ~0xFFFUL;
+            if (next - windowBase + size > windowSize)
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"The image needs more than the 0x{windowSize:x} bytes of the window at 0x{windowBase:x}."), nameof(windowSize));
+            }
+
+            map[c.Address] = next;
+            next += size;
+        }
+
+        ulong Remap(ulong word, ulong mask) =>
+            map.TryGetValue(word & mask, out ulong to) ? (word & ~mask) | to : word;
+
+        var moved = new List<VtdImageChunk>(Chunks.Count);
+        foreach (VtdImageChunk c in Chunks)
+        {
+            byte[] d = c.Data.ToArray();
+            Span<byte> s = d;
+            void Fix(int off, ulong mask) =>
+                BinaryPrimitives.WriteUInt64LittleEndian(d.AsSpan(off), Remap(BinaryPrimitives.ReadUInt64LittleEndian(d.AsSpan(off)), mask));
+            ulong W(int off) => BinaryPrimitives.ReadUInt64LittleEndian(d.AsSpan(off));
+
+            switch (c.Kind)
+            {
+                case VtdImageChunkKind.RootTable:
+                    for (int off = 0; off + 16 <= s.Length; off += 16)
+                    {
+                        if ((W(off) & VtdFormat.Present) != 0)
+                        {
+                            Fix(off, VtdFormat.PointerMask);
+                        }
+
+                        if (Mode == VtdTranslationMode.Scalable && (W(off + 8) & VtdFormat.RootUpperPresent) != 0)
+                        {
+                            Fix(off + 8, VtdFormat.PointerMask);
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.LegacyContextTable:
+                    for (int off = 0; off + 16 <= s.Length; off += 16)
+                    {
+                        ulong q0 = W(off);
+                        if ((q0 & VtdFormat.Present) != 0 && ((q0 >> VtdFormat.ContextTtShift) & 3) != VtdFormat.TtPassThrough)
+                        {
+                            Fix(off, VtdFormat.PointerMask);
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.ScalableContextTable:
+                    for (int off = 0; off + 32 <= s.Length; off += 32)
+                    {
+                        if ((W(off) & VtdFormat.Present) != 0)
+                        {
+                            Fix(off, VtdFormat.PointerMask);
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.PasidDirectory:
+                    for (int off = 0; off + 8 <= s.Length; off += 8)
+                    {
+                        if ((W(off) & VtdFormat.Present) != 0)
+                        {
+                            Fix(off, VtdFormat.PointerMask);
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.PasidTable:
+                    for (int off = 0; off + 64 <= s.Length; off += 64)
+                    {
+                        ulong q0 = W(off);
+                        int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
+                        if ((q0 & VtdFormat.Present) != 0 && pgtt is >= VtdFormat.PgttFirstLevel and <= VtdFormat.PgttNested)
+                        {
+                            Fix(off, VtdFormat.PointerMask);
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.PageTable:
+                    for (int off = 0; off + 8 <= s.Length; off += 8)
+                    {
+                        if (VtdImageExporter.IsTablePointer(W(off), c.Level))
+                        {
+                            Fix(off, VtdFormat.SlAddressMask);
+                        }
+                    }
+
+                    break;
+                default:
+                    break;
+            }
+
+            moved.Add(c with { Address = map[c.Address], Data = d });
+        }
+
+        ulong rt = Remap(RtAddr, VtdFormat.PointerMask);
+        return new VtdImage(rt, HostAddressWidth, TranslationEnabled, moved);
+    }
+
+    /// <summary>
+    /// Evaluates <paramref name="probes"/> with the hardware model: a fresh <see cref="VtdUnit"/> with
+    /// <paramref name="config"/> (caches empty) over a memory holding only this image, with RTADDR
+    /// set, the root table latched (SRTP), the context cache and IOTLB invalidated and translation
+    /// enabled as when exported. Each probe is one request; fault records are cleared after each so
+    /// that <see cref="VtdProbeResult.FaultRecorded"/> reflects fault-processing-disable only.
+    /// </summary>
+    /// <param name="config">Capabilities of the unit that reads the image (normally the exporting unit's).</param>
+    /// <param name="probes">Requests to evaluate.</param>
+    /// <param name="memorySize">Physical memory size of the evaluating platform (reads at or above it are memory errors); default: the image's end rounded up to 2 MiB.</param>
+    /// <returns>A copy of this image with <see cref="Probes"/> set.</returns>
+    public VtdImage Probe(VtdConfig config, IEnumerable<VtdProbe> probes, ulong? memorySize = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(probes);
+        ulong size = memorySize ?? Math.Max(2UL << 20, (End + (2UL << 20) - 1) & ~((2UL << 20) - 1));
+        using var memory = new PhysicalMemory(size);
+        LoadInto(memory);
+        var unit = new VtdUnit(memory, config);
+        unit.Write64(VtdRegister.Rtaddr, RtAddr);
+        unit.Write32(VtdRegister.Gcmd, VtdRegister.GcmdSrtp);
+        unit.Write64(VtdRegister.Ccmd, VtdRegister.CcmdIcc | (1UL << VtdRegister.CcmdCirgShift));
+        unit.Write64(VtdConfig.IotlbRegisterOffset + VtdRegister.IotlbInPair, (1UL << 63) | (1UL << 60));
+        if (TranslationEnabled)
+        {
+            unit.Write32(VtdRegister.Gcmd, VtdRegister.GcmdTe);
+        }
+
+        var results = new List<VtdProbeResult>();
+        foreach (VtdProbe p in probes)
+        {
+            VtdTranslation t = unit.Translate(p.RequesterId, p.Pasid, p.Iova, (ulong)p.Size, p.Access);
+            results.Add(new VtdProbeResult(p, t.Status, t.PhysicalAddress, t.PageSize, t.Writable, t.Reason, t.FaultRecorded));
+            if (t.IsFault)
+            {
+                for (uint i = 0; i < (uint)config.FaultRecordCount; i++)
+                {
+                    unit.Write64(VtdConfig.FaultRecordingRegisterOffset + (i * VtdRegister.FaultRecordSize) + 8, 1UL << 63);
+                }
+
+                unit.Write32(VtdRegister.Fsts, VtdRegister.FstsPfo);
+            }
+        }
+
+        return new VtdImage(RtAddr, HostAddressWidth, TranslationEnabled, Chunks, results);
+    }
+
+    private (VtdImageChunk Chunk, int Offset) Locate(ulong pa)
+    {
+        if (!TryLocate(pa, out VtdImageChunk? c, out int off) || (pa & 7) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(pa), pa, "No chunk of the image holds this 8-byte aligned address.");
+        }
+
+        return (c!, off);
+    }
+
+    private bool TryLocate(ulong pa, out VtdImageChunk? chunk, out int offset)
+    {
+        int lo = 0, hi = Chunks.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            VtdImageChunk c = Chunks[mid];
+            if (pa < c.Address)
+            {
+                hi = mid - 1;
+            }
+            else if (pa - c.Address + 8 > (ulong)c.Size)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                chunk = c;
+                offset = (int)(pa - c.Address);
+                return true;
+            }
+        }
+
+        chunk = null;
+        offset = 0;
+        return false;
+    }
+}

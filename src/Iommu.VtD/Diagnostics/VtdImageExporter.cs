@@ -1,0 +1,221 @@
+using Iommu.Memory;
+using Iommu.VtD.Driver;
+using Iommu.VtD.Hardware;
+
+namespace Iommu.VtD.Diagnostics;
+
+/// <summary>
+/// Exports everything a remapping unit can reach as a <see cref="VtdImage"/>, by walking physical
+/// memory from the root-table pointer the way the hardware does: root entries → context tables →
+/// (legacy) second-level tables, or (scalable) PASID directories → PASID tables → second-level
+/// tables. Only present entries are followed, and only pointers the unit would accept (no address
+/// bits at or above the host address width). The driver's own bookkeeping is never consulted.
+/// </summary>
+public static class VtdImageExporter
+{
+    /// <summary>Exports the structures <paramref name="unit"/> reaches: RTADDR and GSTS.TES are read from its registers, the tables from its memory.</summary>
+    /// <param name="unit">The unit.</param>
+    /// <returns>The image (no probes; see <see cref="VtdImage.Probe"/> or <see cref="ExportImage(VtdUnit, IEnumerable{VtdProbe})"/>).</returns>
+    public static VtdImage ExportImage(this VtdUnit unit)
+    {
+        ArgumentNullException.ThrowIfNull(unit);
+        ulong rtaddr = unit.Read64(VtdRegister.Rtaddr);
+        bool te = (unit.Read32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
+        return Export(unit.Memory, rtaddr, unit.Config.HostAddressWidth, te);
+    }
+
+    /// <summary>Exports the structures <paramref name="unit"/> reaches and evaluates <paramref name="probes"/> on them with the unit's capabilities.</summary>
+    /// <param name="unit">The unit.</param>
+    /// <param name="probes">Requests to evaluate.</param>
+    /// <returns>The image with its probes.</returns>
+    public static VtdImage ExportImage(this VtdUnit unit, IEnumerable<VtdProbe> probes)
+    {
+        ArgumentNullException.ThrowIfNull(unit);
+        return unit.ExportImage().Probe(unit.Config, probes, unit.Memory.Size);
+    }
+
+    /// <summary>Exports the structures the hardware of the driver's unit <paramref name="unitIndex"/> reaches.</summary>
+    /// <param name="driver">The driver.</param>
+    /// <param name="unitIndex">Index in <see cref="IntelIommu.Units"/>.</param>
+    /// <returns>The image.</returns>
+    public static VtdImage ExportImage(this IntelIommu driver, int unitIndex = 0)
+    {
+        ArgumentNullException.ThrowIfNull(driver);
+        return driver.Units[unitIndex].Hardware.ExportImage();
+    }
+
+    /// <summary>Walks <paramref name="memory"/> from <paramref name="rtaddr"/> and returns every structure reached.</summary>
+    /// <param name="memory">Physical memory holding the structures.</param>
+    /// <param name="rtaddr">RTADDR value (root table in 63:12, TTM in 11:10). TTM 10/11: only the root table is exported.</param>
+    /// <param name="hostAddressWidth">Host address width: pointers with bits at or above it are not followed (the unit would fault).</param>
+    /// <param name="translationEnabled">Recorded in the image.</param>
+    /// <returns>The image.</returns>
+    public static VtdImage Export(PhysicalMemory memory, ulong rtaddr, int hostAddressWidth, bool translationEnabled)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        var walk = new Walk(memory, (1UL << hostAddressWidth) - 1);
+        ulong root = rtaddr & VtdFormat.PointerMask;
+        int ttm = (int)((rtaddr >> 10) & 3);
+        if (walk.Add(root, VtdImageChunkKind.RootTable, 0, 4096, out byte[]? rt) && ttm is 0 or 1)
+        {
+            for (int bus = 0; bus < 256; bus++)
+            {
+                ulong q0 = Word(rt, bus * 16), q1 = Word(rt, (bus * 16) + 8);
+                if (ttm == 0)
+                {
+                    if ((q0 & VtdFormat.Present) != 0 && walk.Pointer(q0, out ulong ctp))
+                    {
+                        walk.LegacyContext(ctp);
+                    }
+                }
+                else
+                {
+                    if ((q0 & VtdFormat.Present) != 0 && walk.Pointer(q0, out ulong lctp))
+                    {
+                        walk.ScalableContext(lctp);
+                    }
+
+                    if ((q1 & VtdFormat.RootUpperPresent) != 0 && walk.Pointer(q1, out ulong uctp))
+                    {
+                        walk.ScalableContext(uctp);
+                    }
+                }
+            }
+        }
+
+        return new VtdImage(rtaddr, hostAddressWidth, translationEnabled, walk.Chunks);
+    }
+
+    /// <summary>Whether a second-level entry at <paramref name="level"/> points to a next-level table the unit would walk (R or W set, not a leaf).</summary>
+    internal static bool IsTablePointer(ulong pte, int level) =>
+        // PS = 1 is a leaf at levels 2 and 3 and a reserved-bit fault at levels 4 and 5: followed at neither.
+        (pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) != 0 && level > 1 && (pte & VtdFormat.SlPageSize) == 0;
+
+    private static ulong Word(byte[] data, int offset) => System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(offset));
+
+    private sealed class Walk(PhysicalMemory memory, ulong hawMask)
+    {
+        private readonly Dictionary<ulong, VtdImageChunk> _chunks = [];
+
+        public IEnumerable<VtdImageChunk> Chunks => _chunks.Values;
+
+        // A structure the unit reads: added once (the first walk that reaches an address decides its kind).
+        public bool Add(ulong pa, VtdImageChunkKind kind, int level, int size, out byte[] data)
+        {
+            data = [];
+            if (_chunks.ContainsKey(pa) || !memory.Contains(pa, (ulong)size))
+            {
+                return false;
+            }
+
+            data = new byte[size];
+            memory.Read(pa, data);
+            _chunks[pa] = new VtdImageChunk(pa, kind, level, data);
+            return true;
+        }
+
+        public bool Pointer(ulong entry, out ulong pa)
+        {
+            pa = entry & VtdFormat.PointerMask;
+            return (pa & ~hawMask) == 0;
+        }
+
+        public void LegacyContext(ulong table)
+        {
+            if (!Add(table, VtdImageChunkKind.LegacyContextTable, 0, 4096, out byte[] ct))
+            {
+                return;
+            }
+
+            for (int devfn = 0; devfn < 256; devfn++)
+            {
+                ulong c0 = Word(ct, devfn * 16), c1 = Word(ct, (devfn * 16) + 8);
+                int tt = (int)((c0 >> VtdFormat.ContextTtShift) & 3);
+                if ((c0 & VtdFormat.Present) != 0 && tt is VtdFormat.TtTranslated or VtdFormat.TtTranslatedWithDeviceTlb
+                    && Pointer(c0, out ulong slpt))
+                {
+                    Root(slpt, (int)(c1 & VtdFormat.ContextAwMask));
+                }
+            }
+        }
+
+        public void ScalableContext(ulong table)
+        {
+            if (!Add(table, VtdImageChunkKind.ScalableContextTable, 0, 4096, out byte[] ct))
+            {
+                return;
+            }
+
+            for (int i = 0; i < 128; i++)
+            {
+                ulong c0 = Word(ct, i * 32);
+                if ((c0 & VtdFormat.Present) == 0 || !Pointer(c0, out ulong dir))
+                {
+                    continue;
+                }
+
+                int pdts = (int)((c0 >> VtdFormat.ScalableContextPdtsShift) & 7);
+                int entries = 1 << (pdts + 7);
+                if (!Add(dir, VtdImageChunkKind.PasidDirectory, 0, entries * VtdFormat.PasidDirectoryEntrySize, out byte[] d))
+                {
+                    continue;
+                }
+
+                for (int e = 0; e < entries; e++)
+                {
+                    ulong de = Word(d, e * 8);
+                    if ((de & VtdFormat.Present) != 0 && Pointer(de, out ulong pt))
+                    {
+                        PasidTable(pt);
+                    }
+                }
+            }
+        }
+
+        private void PasidTable(ulong table)
+        {
+            if (!Add(table, VtdImageChunkKind.PasidTable, 0, 4096, out byte[] t))
+            {
+                return;
+            }
+
+            for (int i = 0; i < 64; i++)
+            {
+                ulong q0 = Word(t, i * VtdFormat.PasidEntrySize);
+                int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
+
+                // PGTT 010 is walked from SLPTPTR; 001 and 011 too, as QEMU 7.2 walks them (the model rejects them).
+                if ((q0 & VtdFormat.Present) != 0 && pgtt is >= VtdFormat.PgttFirstLevel and <= VtdFormat.PgttNested && Pointer(q0, out ulong slpt))
+                {
+                    Root(slpt, (int)((q0 >> VtdFormat.PasidAwShift) & 7));
+                }
+            }
+        }
+
+        // AW 1–3: 3-, 4- or 5-level tables; other AW values are invalid programming (nothing walked).
+        private void Root(ulong table, int aw)
+        {
+            if (aw is >= 1 and <= 3)
+            {
+                PageTables(table, aw + 2);
+            }
+        }
+
+        private void PageTables(ulong table, int level)
+        {
+            if (level is < 1 or > 5 || !Add(table, VtdImageChunkKind.PageTable, level, 4096, out byte[] t))
+            {
+                return;
+            }
+
+            for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
+            {
+                ulong pte = Word(t, i * 8);
+                if (IsTablePointer(pte, level) && ((pte & VtdFormat.SlAddressMask) & ~hawMask) == 0)
+                {
+                    PageTables(pte & VtdFormat.SlAddressMask, level - 1);
+                }
+            }
+        }
+    }
+}
