@@ -224,6 +224,23 @@ public sealed unsafe class DmaPageTable
             return 0;
         }
 
+        if (_levels == 4)
+        {
+            if (Leaf4(iova, out int leafShift, out ulong* leafSlot) == 0)
+            {
+                return 0;
+            }
+
+            ulong leafSize = 1UL << leafShift;
+            if (size <= leafSize && (iova & (leafSize - 1)) == 0)
+            {
+                Volatile.Write(ref *leafSlot, 0);
+                return leafSize;
+            }
+
+            return UnmapRange(iova, size, leafSize);
+        }
+
         byte* b = _base;
         ulong start = _start, lastTable = _lastTable, table = Root;
         int shift = TopShift;
@@ -273,6 +290,11 @@ public sealed unsafe class DmaPageTable
         if (iova > _maxIova)
         {
             return 0;
+        }
+
+        if (_levels == 4)
+        {
+            return Lookup4(iova);
         }
 
         // Locals, not fields: the acquire reads below would make the JIT reload fields every level.
@@ -457,6 +479,15 @@ public sealed unsafe class DmaPageTable
     private ulong WalkAlloc(ulong iova, int targetLevel, out int stoppedAt)
     {
         stoppedAt = 0;
+        if (_levels == 4 && targetLevel == 1)
+        {
+            // Unrolled for 48-bit units: constant shifts, three steps to the 4 KiB table.
+            ulong t = Root;
+            return Step(ref t, iova, 39, ref stoppedAt) && Step(ref t, iova, 30, ref stoppedAt) && Step(ref t, iova, 21, ref stoppedAt)
+                ? t
+                : NoFrame;
+        }
+
         byte* b = _base;
         ulong start = _start, lastTable = _lastTable, table = Root;
         int targetShift = DmaPte.PageShift + (DmaPte.StrideShift * (targetLevel - 1));
@@ -489,6 +520,132 @@ public sealed unsafe class DmaPageTable
 
         return table;
     }
+
+    // One step of an allocating walk: table becomes the next table; false on allocation failure
+    // (stoppedAt stays 0) or at a superpage (stoppedAt = its level).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool Step(ref ulong table, ulong iova, int shift, ref int stoppedAt)
+    {
+        ulong* slot = EntryPointer(table, iova, shift);
+        ulong pte = *slot;
+        if (!DmaPte.IsPresent(pte))
+        {
+            pte = InstallTable(ref *slot);
+            if (pte == NoFrame)
+            {
+                return false;
+            }
+        }
+        else if (DmaPte.IsSuperpage(pte))
+        {
+            stoppedAt = 1 + ((shift - DmaPte.PageShift) / DmaPte.StrideShift);
+            return false;
+        }
+
+        table = DmaPte.Address(pte);
+        return true;
+    }
+
+    // iova_to_phys for 4 levels, unrolled (see Leaf4); kept apart so nothing is address-taken.
+    private ulong Lookup4(ulong iova)
+    {
+        byte* b = _base;
+        ulong start = _start, last = _lastTable;
+        ulong pte = *EntryPointer(b, start, last, Root, iova, 39);
+        if (!DmaPte.IsPresent(pte))
+        {
+            return 0;
+        }
+
+        pte = *EntryPointer(b, start, last, DmaPte.Address(pte), iova, 30);
+        if (!DmaPte.IsPresent(pte))
+        {
+            return 0;
+        }
+
+        if (DmaPte.IsSuperpage(pte))
+        {
+            return (DmaPte.Address(pte) & ~((1UL << 30) - 1)) | (iova & ((1UL << 30) - 1));
+        }
+
+        pte = *EntryPointer(b, start, last, DmaPte.Address(pte), iova, 21);
+        if (!DmaPte.IsPresent(pte))
+        {
+            return 0;
+        }
+
+        if (DmaPte.IsSuperpage(pte))
+        {
+            return (DmaPte.Address(pte) & ~((1UL << 21) - 1)) | (iova & ((1UL << 21) - 1));
+        }
+
+        pte = *EntryPointer(b, start, last, DmaPte.Address(pte), iova, 12);
+        return DmaPte.IsPresent(pte) ? DmaPte.Address(pte) | (iova & 0xFFF) : 0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong* EntryPointer(byte* b, ulong start, ulong last, ulong table, ulong iova, int shift)
+    {
+        ulong offset = table - start;
+        if (offset > last)
+        {
+            ThrowForeign(table);
+        }
+
+        return (ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong)));
+    }
+
+    // The 4-level walk (48-bit units) unrolled: the leaf entry that maps iova and its shift
+    // (30, 21 or 12), or 0 at a hole. Plain reads are enough: a table is published by a
+    // compare-exchange after it was zeroed, and dependent loads are ordered in .NET.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong Leaf4(ulong iova, out int shift, out ulong* slot)
+    {
+        shift = 39;
+        slot = EntryPointer(Root, iova, 39);
+        ulong pte = *slot;
+        if (!DmaPte.IsPresent(pte))
+        {
+            return 0;
+        }
+
+        shift = 30;
+        slot = EntryPointer(DmaPte.Address(pte), iova, 30);
+        pte = *slot;
+        if (!DmaPte.IsPresent(pte) || DmaPte.IsSuperpage(pte))
+        {
+            return DmaPte.IsPresent(pte) ? pte : 0;
+        }
+
+        shift = 21;
+        slot = EntryPointer(DmaPte.Address(pte), iova, 21);
+        pte = *slot;
+        if (!DmaPte.IsPresent(pte) || DmaPte.IsSuperpage(pte))
+        {
+            return DmaPte.IsPresent(pte) ? pte : 0;
+        }
+
+        shift = 12;
+        slot = EntryPointer(DmaPte.Address(pte), iova, 12);
+        pte = *slot;
+        return DmaPte.IsPresent(pte) ? pte : 0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong* EntryPointer(ulong table, ulong iova, int shift)
+    {
+        ulong offset = table - _start;
+        if (offset > _lastTable)
+        {
+            ThrowForeign(table);
+        }
+
+        return (ulong*)(_base + offset + (((iova >> shift) & 511) * sizeof(ulong)));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowForeign(ulong table) =>
+        throw new InvalidOperationException($"Page-table pointer 0x{table:x} lies outside the translation-structure region: the tables are corrupt.");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong InstallTable(ref ulong slot)
