@@ -250,7 +250,7 @@ public sealed unsafe class DmaPageTable
             ulong offset = table - start;
             if (offset > lastTable)
             {
-                ThrowForeignTable(table);
+                ThrowForeign(table);
             }
 
             slot = (ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong)));
@@ -305,7 +305,7 @@ public sealed unsafe class DmaPageTable
             ulong offset = table - start;
             if (offset > lastTable)
             {
-                ThrowForeignTable(table);
+                ThrowForeign(table);
             }
 
             ulong pte = Volatile.Read(ref *(ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong))));
@@ -438,10 +438,6 @@ public sealed unsafe class DmaPageTable
 
     private int TopShift => DmaPte.PageShift + (DmaPte.StrideShift * (_levels - 1));
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowForeignTable(ulong table) =>
-        throw new InvalidOperationException($"Page-table pointer 0x{table:x} lies outside the translation-structure region [0x{_start:x}, 0x{_start + _lastTable + PhysicalMemory.PageSize:x}): the tables are corrupt.");
-
     private void SetLevels(int levels)
     {
         _levels = levels;
@@ -496,7 +492,7 @@ public sealed unsafe class DmaPageTable
             ulong offset = table - start;
             if (offset > lastTable)
             {
-                ThrowForeignTable(table);
+                ThrowForeign(table);
             }
 
             ref ulong slot = ref *(ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong)));
@@ -736,7 +732,7 @@ public sealed unsafe class DmaPageTable
         ulong offset = table - _start;
         if (offset > _lastTable)
         {
-            ThrowForeignTable(table);
+            ThrowForeign(table);
         }
 
         return (ulong*)(_base + offset);
