@@ -199,6 +199,44 @@ public sealed class ProcessAddressSpace
         }
     }
 
+    /// <summary>Changes the protection of <c>[vaddr, vaddr + length)</c> (<c>mprotect</c>); unmapped parts are ignored.</summary>
+    /// <param name="vaddr">Page-aligned start.</param>
+    /// <param name="length">Bytes.</param>
+    /// <param name="prot">New protection.</param>
+    public void Mprotect(ulong vaddr, ulong length, VmProt prot)
+    {
+        length = (length + PageSize - 1) & ~(PageSize - 1);
+        lock (_lock)
+        {
+            ulong end = vaddr + length;
+            var changed = new List<VmArea>();
+            for (int i = _vmas.Count - 1; i >= 0; i--)
+            {
+                VmArea v = _vmas[i];
+                if (v.End <= vaddr || v.Start >= end)
+                {
+                    continue;
+                }
+
+                _vmas.RemoveAt(i);
+                ulong s = Math.Max(v.Start, vaddr), e = Math.Min(v.End, end);
+                if (v.Start < s)
+                {
+                    changed.Add(v with { Length = s - v.Start });
+                }
+
+                changed.Add(v with { Start = s, Length = e - s, Prot = prot, PhysicalBase = v.PhysicalBase + (s - v.Start) });
+                if (v.End > e)
+                {
+                    changed.Add(v with { Start = e, Length = v.End - e, PhysicalBase = v.PhysicalBase + (e - v.Start) });
+                }
+            }
+
+            _vmas.AddRange(changed);
+            _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+        }
+    }
+
     /// <summary>Locks pages in memory (<c>mlock</c>): populates them and charges <c>locked_vm</c>.</summary>
     /// <param name="vaddr">Start.</param>
     /// <param name="length">Bytes.</param>
