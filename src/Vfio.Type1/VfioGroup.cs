@@ -358,6 +358,9 @@ public sealed class VfioDeviceFile : VfioFile
     /// <summary>The process that holds the descriptor.</summary>
     public ProcessAddressSpace Owner { get; }
 
+    /// <summary>For an mdev: the vendor driver's open file (read/write/ioctl go there).</summary>
+    public MdevDeviceFile? MdevFile => _mdevFile;
+
     /// <summary>The descriptor in <see cref="Owner"/>'s table.</summary>
     public int Fd { get; internal set; }
 
