@@ -1,0 +1,242 @@
+using Iommu;
+using Iommu.Memory;
+
+namespace Vfio.Type1.Memory;
+
+/// <summary>
+/// Hands out the host pages that back process memory (the "struct page" side of the model): a bump
+/// allocator over a physical range of <see cref="PhysicalMemory"/> that lies outside the frame
+/// allocator's table region, with per-page reference counts (mappings plus pins) and a free list.
+/// </summary>
+/// <remarks>
+/// Consecutive allocations are physically contiguous while the bump pointer lasts, so a buffer
+/// touched in order forms contiguous runs (as THP-less Linux often does for fresh memory), which
+/// lets type1 map runs with superpages. One page is reserved as the shared zero page.
+/// Thread safety: every member is safe to call concurrently (one internal lock).
+/// </remarks>
+public sealed class HostPageAllocator
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<ulong, int> _refs = [];
+    private readonly Dictionary<ulong, int> _pins = [];
+    private readonly Stack<ulong> _free = new();
+    private readonly ulong _end;
+    private ulong _next;
+
+    /// <summary>Creates an allocator over <c>[base, base + size)</c>.</summary>
+    /// <param name="memory">Host physical memory.</param>
+    /// <param name="physicalBase">First byte (page aligned).</param>
+    /// <param name="size">Bytes (page multiple, at least two pages).</param>
+    public HostPageAllocator(PhysicalMemory memory, ulong physicalBase, ulong size)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        if ((physicalBase | size) % PhysicalMemory.PageSize != 0 || size < 2 * (ulong)PhysicalMemory.PageSize || !memory.Contains(physicalBase, size))
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), $"range 0x{physicalBase:x}+0x{size:x} must be page aligned and inside physical memory");
+        }
+
+        Memory = memory;
+        Base = physicalBase;
+        _end = physicalBase + size;
+        _next = physicalBase;
+        ZeroPagePfn = _next >> PhysicalMemory.PageShift;
+        _next += PhysicalMemory.PageSize;
+        memory.Fill(ZeroPagePfn << PhysicalMemory.PageShift, PhysicalMemory.PageSize, 0);
+    }
+
+    /// <summary>Creates an allocator over the platform memory below its table region.</summary>
+    /// <param name="platform">The platform.</param>
+    /// <param name="physicalBase">First byte; default 4 GiB.</param>
+    /// <param name="size">Bytes; default 1 GiB.</param>
+    /// <returns>The allocator.</returns>
+    public static HostPageAllocator ForPlatform(Platform platform, ulong physicalBase = 4 * Sizes.GiB, ulong size = 1 * Sizes.GiB)
+    {
+        ArgumentNullException.ThrowIfNull(platform);
+        return new HostPageAllocator(platform.Memory, physicalBase, size);
+    }
+
+    /// <summary>Host physical memory the pages live in.</summary>
+    public PhysicalMemory Memory { get; }
+
+    /// <summary>First physical address managed.</summary>
+    public ulong Base { get; }
+
+    /// <summary>Page frame number of the shared zero page (never freed, never accounted).</summary>
+    public ulong ZeroPagePfn { get; }
+
+    /// <summary>Pages currently allocated (excluding the zero page).</summary>
+    public int AllocatedPages
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _refs.Count;
+            }
+        }
+    }
+
+    /// <summary>Allocates <paramref name="pages"/> contiguous zeroed pages with one reference each.</summary>
+    /// <param name="pages">How many.</param>
+    /// <param name="alignPages">Alignment of the first page, in pages (power of two).</param>
+    /// <param name="pfn">First page frame number.</param>
+    /// <returns>0 or -ENOMEM.</returns>
+    public Errno Allocate(ulong pages, ulong alignPages, out ulong pfn)
+    {
+        pfn = 0;
+        lock (_lock)
+        {
+            ulong pa;
+            if (pages == 1 && alignPages <= 1 && _next >= _end && _free.Count > 0)
+            {
+                pa = _free.Pop() << PhysicalMemory.PageShift;
+            }
+            else
+            {
+                ulong align = Math.Max(1, alignPages) << PhysicalMemory.PageShift;
+                ulong start = (_next + align - 1) & ~(align - 1);
+                if (start < _next || start > _end || pages > (_end - start) >> PhysicalMemory.PageShift)
+                {
+                    if (pages == 1 && _free.Count > 0)
+                    {
+                        pa = _free.Pop() << PhysicalMemory.PageShift;
+                        goto got;
+                    }
+
+                    return ErrorDetail.Fail(Errno.ENOMEM, $"host page pool 0x{Base:x}..0x{_end:x} exhausted ({pages} pages requested)");
+                }
+
+                // Pages skipped for alignment go to the free list.
+                for (ulong p = _next; p < start; p += PhysicalMemory.PageSize)
+                {
+                    _free.Push(p >> PhysicalMemory.PageShift);
+                }
+
+                pa = start;
+                _next = start + (pages << PhysicalMemory.PageShift);
+            }
+
+        got:
+            pfn = pa >> PhysicalMemory.PageShift;
+            for (ulong i = 0; i < pages; i++)
+            {
+                _refs[pfn + i] = 1;
+            }
+
+            Memory.Fill(pa, pages << PhysicalMemory.PageShift, 0);
+            return Errno.None;
+        }
+    }
+
+    /// <summary>Takes one more reference on a page (<c>get_page</c>).</summary>
+    /// <param name="pfn">Page frame number; the zero page and pfns outside the pool are ignored.</param>
+    public void Get(ulong pfn)
+    {
+        lock (_lock)
+        {
+            if (_refs.TryGetValue(pfn, out int n))
+            {
+                _refs[pfn] = n + 1;
+            }
+        }
+    }
+
+    /// <summary>Drops one reference (<c>put_page</c>); the page is freed at zero.</summary>
+    /// <param name="pfn">Page frame number; the zero page and pfns outside the pool are ignored.</param>
+    public void Put(ulong pfn)
+    {
+        lock (_lock)
+        {
+            if (_refs.TryGetValue(pfn, out int n))
+            {
+                if (n <= 1)
+                {
+                    _refs.Remove(pfn);
+                    _free.Push(pfn);
+                }
+                else
+                {
+                    _refs[pfn] = n - 1;
+                }
+            }
+        }
+    }
+
+    /// <summary>Pins a page: one reference plus one pin count (<c>pin_user_pages</c> with FOLL_LONGTERM).</summary>
+    /// <param name="pfn">Page frame number (the zero page is counted too, but never freed).</param>
+    public void Pin(ulong pfn)
+    {
+        lock (_lock)
+        {
+            _pins[pfn] = _pins.TryGetValue(pfn, out int p) ? p + 1 : 1;
+            if (_refs.TryGetValue(pfn, out int n))
+            {
+                _refs[pfn] = n + 1;
+            }
+        }
+    }
+
+    /// <summary>Drops one pin (<c>unpin_user_page</c>).</summary>
+    /// <param name="pfn">Page frame number.</param>
+    public void Unpin(ulong pfn)
+    {
+        lock (_lock)
+        {
+            if (!_pins.TryGetValue(pfn, out int p))
+            {
+                throw new InvalidOperationException($"pfn 0x{pfn:x} is not pinned");
+            }
+
+            if (p == 1)
+            {
+                _pins.Remove(pfn);
+            }
+            else
+            {
+                _pins[pfn] = p - 1;
+            }
+        }
+
+        Put(pfn);
+    }
+
+    /// <summary>How many pins a page holds.</summary>
+    /// <param name="pfn">Page frame number.</param>
+    /// <returns>The pin count.</returns>
+    public int PinCount(ulong pfn)
+    {
+        lock (_lock)
+        {
+            return _pins.TryGetValue(pfn, out int n) ? n : 0;
+        }
+    }
+
+    /// <summary>Total pins held on all pages (0 when nothing is pinned).</summary>
+    public long TotalPins
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long t = 0;
+                foreach (int v in _pins.Values)
+                {
+                    t += v;
+                }
+
+                return t;
+            }
+        }
+    }
+
+    /// <summary>Current reference count of a page (0 if free or not managed here).</summary>
+    /// <param name="pfn">Page frame number.</param>
+    /// <returns>The count.</returns>
+    public int RefCount(ulong pfn)
+    {
+        lock (_lock)
+        {
+            return _refs.TryGetValue(pfn, out int n) ? n : 0;
+        }
+    }
+}

@@ -1,0 +1,658 @@
+using Iommu;
+using Iommu.Memory;
+
+namespace Vfio.Type1.Memory;
+
+/// <summary>Protection of a virtual memory area (<c>PROT_*</c>).</summary>
+[Flags]
+public enum VmProt
+{
+    /// <summary><c>PROT_NONE</c>.</summary>
+    None = 0,
+
+    /// <summary><c>PROT_READ</c>.</summary>
+    Read = 1,
+
+    /// <summary><c>PROT_WRITE</c> (implies read on x86).</summary>
+    Write = 2,
+
+    /// <summary>Read and write.</summary>
+    ReadWrite = Read | Write,
+}
+
+/// <summary>What backs a virtual memory area.</summary>
+public enum VmaKind
+{
+    /// <summary>Anonymous memory, populated page by page on first touch (<c>MAP_ANONYMOUS</c>).</summary>
+    Anonymous = 0,
+
+    /// <summary>Anonymous memory backed by 2 MiB physically contiguous huge pages, populated at mmap (<c>MAP_HUGETLB</c>).</summary>
+    HugePage = 1,
+
+    /// <summary>A <c>VM_PFNMAP</c> window onto physical addresses (e.g. a BAR of another device); its pfns are "reserved".</summary>
+    PfnMap = 2,
+}
+
+/// <summary>One virtual memory area.</summary>
+/// <param name="Start">First address.</param>
+/// <param name="Length">Bytes.</param>
+/// <param name="Prot">Protection.</param>
+/// <param name="Kind">Backing.</param>
+/// <param name="Shared"><c>MAP_SHARED</c> (pages are shared with forked children).</param>
+/// <param name="PhysicalBase">For <see cref="VmaKind.PfnMap"/>: the physical address mapped at <paramref name="Start"/>.</param>
+public readonly record struct VmArea(ulong Start, ulong Length, VmProt Prot, VmaKind Kind, bool Shared, ulong PhysicalBase)
+{
+    /// <summary>One past the last address.</summary>
+    public ulong End => Start + Length;
+}
+
+/// <summary>
+/// A process as VFIO sees it: its memory (<c>mm_struct</c>: VMAs, page table, <c>locked_vm</c>), its
+/// credentials (<c>RLIMIT_MEMLOCK</c>, <c>CAP_IPC_LOCK</c>) and its file-descriptor table. MAP_DMA pins
+/// from it; the pages come from a <see cref="HostPageAllocator"/> shared by all processes of a platform.
+/// </summary>
+/// <remarks>
+/// <para>Model rules (spec §4.6): a read-only pin of a never-written private anonymous page returns
+/// the shared zero page (reserved, never accounted); a write or a write pin allocates a page (copy on
+/// write from the zero page); <c>munmap</c> drops the mapping's references but pinned pages stay
+/// alive until unpinned; <c>locked_vm</c> counts pages pinned by VFIO and pages locked by
+/// <see cref="Mlock"/>; the budget is <see cref="RlimitMemlock"/> unless <see cref="CapIpcLock"/>.</para>
+/// <para>Thread safety: all members are safe to call concurrently (one internal lock per process).</para>
+/// </remarks>
+public sealed class ProcessAddressSpace
+{
+    private const int PageShift = PhysicalMemory.PageShift;
+    private const ulong PageSize = PhysicalMemory.PageSize;
+    private const ulong HugeSize = 2 * Sizes.MiB;
+
+    private readonly Lock _lock = new();
+    private readonly List<VmArea> _vmas = [];
+    private readonly Dictionary<ulong, ulong> _ptes = [];
+    private readonly HashSet<ulong> _mlocked = [];
+    private readonly Dictionary<int, object> _files = [];
+    private ulong _nextVaddr = 0x7f00_0000_0000;
+    private long _lockedVm;
+    private int _nextFd = 3;
+
+    /// <summary>Creates an empty process.</summary>
+    /// <param name="pages">Where its pages come from.</param>
+    /// <param name="name">A name for messages.</param>
+    public ProcessAddressSpace(HostPageAllocator pages, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(pages);
+        Pages = pages;
+        Name = name ?? "process";
+    }
+
+    /// <summary>The host page pool.</summary>
+    public HostPageAllocator Pages { get; }
+
+    /// <summary>Name for messages.</summary>
+    public string Name { get; }
+
+    /// <summary>RLIMIT_MEMLOCK soft limit in bytes (default 8 MiB).</summary>
+    public ulong RlimitMemlock { get; set; } = 8 * Sizes.MiB;
+
+    /// <summary>Whether CAP_IPC_LOCK is in the effective set (default true, as for root).</summary>
+    public bool CapIpcLock { get; set; } = true;
+
+    /// <summary>True after <see cref="Exit"/>: the mm is gone.</summary>
+    public bool Exited { get; private set; }
+
+    /// <summary><c>mm-&gt;locked_vm</c> in pages.</summary>
+    public long LockedVm => Interlocked.Read(ref _lockedVm);
+
+    /// <summary><c>VmLck</c> of <c>/proc/self/status</c> in KiB.</summary>
+    public long LockedVmKb => LockedVm * (long)(PageSize / 1024);
+
+    /// <summary>The areas, in address order.</summary>
+    public IReadOnlyList<VmArea> Areas
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _vmas];
+            }
+        }
+    }
+
+    /// <summary>Maps a new area (<c>mmap</c>).</summary>
+    /// <param name="length">Bytes (rounded up to pages; huge pages: to 2 MiB).</param>
+    /// <param name="prot">Protection.</param>
+    /// <param name="kind">Backing.</param>
+    /// <param name="shared"><c>MAP_SHARED</c>.</param>
+    /// <param name="physicalBase">For PFNMAP: the physical address to map.</param>
+    /// <returns>The address.</returns>
+    /// <exception cref="InsufficientMemoryException">The host pool cannot back huge pages.</exception>
+    public ulong Mmap(ulong length, VmProt prot = VmProt.ReadWrite, VmaKind kind = VmaKind.Anonymous, bool shared = false, ulong physicalBase = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(length);
+        ulong align = kind == VmaKind.HugePage ? HugeSize : PageSize;
+        length = (length + align - 1) & ~(align - 1);
+        lock (_lock)
+        {
+            ThrowIfExited();
+            ulong start = (_nextVaddr + HugeSize - 1) & ~(HugeSize - 1);
+            _nextVaddr = start + length + HugeSize; // a guard gap between areas
+            if (kind == VmaKind.HugePage)
+            {
+                if (Pages.Allocate(length >> PageShift, HugeSize >> PageShift, out ulong pfn) != Errno.None)
+                {
+                    throw new InsufficientMemoryException($"host page pool cannot back {length} bytes of huge pages");
+                }
+
+                for (ulong i = 0; i < length >> PageShift; i++)
+                {
+                    _ptes[(start >> PageShift) + i] = pfn + i;
+                }
+            }
+
+            InsertVma(new VmArea(start, length, prot, kind, shared, physicalBase));
+            return start;
+        }
+    }
+
+    /// <summary>Unmaps <c>[vaddr, vaddr + length)</c> (<c>munmap</c>); pinned pages stay pinned and charged.</summary>
+    /// <param name="vaddr">Page-aligned start.</param>
+    /// <param name="length">Bytes.</param>
+    public void Munmap(ulong vaddr, ulong length)
+    {
+        length = (length + PageSize - 1) & ~(PageSize - 1);
+        lock (_lock)
+        {
+            ulong end = vaddr + length;
+            for (int i = _vmas.Count - 1; i >= 0; i--)
+            {
+                VmArea v = _vmas[i];
+                if (v.End <= vaddr || v.Start >= end)
+                {
+                    continue;
+                }
+
+                _vmas.RemoveAt(i);
+                if (v.Start < vaddr)
+                {
+                    _vmas.Add(v with { Length = vaddr - v.Start });
+                }
+
+                if (v.End > end)
+                {
+                    _vmas.Add(v with { Start = end, Length = v.End - end, PhysicalBase = v.PhysicalBase + (end - v.Start) });
+                }
+            }
+
+            _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+            for (ulong va = vaddr; va < end; va += PageSize)
+            {
+                ulong vpn = va >> PageShift;
+                if (_ptes.Remove(vpn, out ulong pfn))
+                {
+                    Pages.Put(pfn);
+                }
+
+                if (_mlocked.Remove(vpn))
+                {
+                    Interlocked.Decrement(ref _lockedVm);
+                }
+            }
+        }
+    }
+
+    /// <summary>Changes the protection of <c>[vaddr, vaddr + length)</c> (<c>mprotect</c>); unmapped parts are ignored.</summary>
+    /// <param name="vaddr">Page-aligned start.</param>
+    /// <param name="length">Bytes.</param>
+    /// <param name="prot">New protection.</param>
+    public void Mprotect(ulong vaddr, ulong length, VmProt prot)
+    {
+        length = (length + PageSize - 1) & ~(PageSize - 1);
+        lock (_lock)
+        {
+            ulong end = vaddr + length;
+            var changed = new List<VmArea>();
+            for (int i = _vmas.Count - 1; i >= 0; i--)
+            {
+                VmArea v = _vmas[i];
+                if (v.End <= vaddr || v.Start >= end)
+                {
+                    continue;
+                }
+
+                _vmas.RemoveAt(i);
+                ulong s = Math.Max(v.Start, vaddr), e = Math.Min(v.End, end);
+                if (v.Start < s)
+                {
+                    changed.Add(v with { Length = s - v.Start });
+                }
+
+                changed.Add(v with { Start = s, Length = e - s, Prot = prot, PhysicalBase = v.PhysicalBase + (s - v.Start) });
+                if (v.End > e)
+                {
+                    changed.Add(v with { Start = e, Length = v.End - e, PhysicalBase = v.PhysicalBase + (e - v.Start) });
+                }
+            }
+
+            _vmas.AddRange(changed);
+            _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+        }
+    }
+
+    /// <summary>Locks pages in memory (<c>mlock</c>): populates them and charges <c>locked_vm</c>.</summary>
+    /// <param name="vaddr">Start.</param>
+    /// <param name="length">Bytes.</param>
+    /// <returns>0, -ENOMEM (over RLIMIT_MEMLOCK without CAP_IPC_LOCK) or -ENOMEM for unmapped addresses (as mlock does).</returns>
+    public Errno Mlock(ulong vaddr, ulong length)
+    {
+        ulong start = vaddr & ~(PageSize - 1);
+        ulong end = (vaddr + length + PageSize - 1) & ~(PageSize - 1);
+        lock (_lock)
+        {
+            long add = 0;
+            for (ulong va = start; va < end; va += PageSize)
+            {
+                if (FindVma(va) < 0)
+                {
+                    return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{va:x} is not mapped");
+                }
+
+                if (!_mlocked.Contains(va >> PageShift))
+                {
+                    add++;
+                }
+            }
+
+            if (!CapIpcLock && (ulong)(LockedVm + add) > RlimitMemlock >> PageShift)
+            {
+                return ErrorDetail.Fail(Errno.ENOMEM, "mlock: RLIMIT_MEMLOCK exceeded");
+            }
+
+            for (ulong va = start; va < end; va += PageSize)
+            {
+                if (_mlocked.Add(va >> PageShift))
+                {
+                    _ = Fault(va, write: false, out _);
+                    Interlocked.Increment(ref _lockedVm);
+                }
+            }
+
+            return Errno.None;
+        }
+    }
+
+    /// <summary>CPU write into the process (<c>copy_to_user</c> semantics).</summary>
+    /// <param name="vaddr">Address.</param>
+    /// <param name="data">Bytes.</param>
+    /// <returns>0 or -EFAULT (unmapped or not writable).</returns>
+    public Errno Write(ulong vaddr, ReadOnlySpan<byte> data)
+    {
+        lock (_lock)
+        {
+            while (!data.IsEmpty)
+            {
+                int off = (int)(vaddr & (PageSize - 1));
+                int n = Math.Min(data.Length, (int)PageSize - off);
+                Errno e = Fault(vaddr, write: true, out ulong pfn);
+                if (e != Errno.None)
+                {
+                    return e;
+                }
+
+                Pages.Memory.Write((pfn << PageShift) + (ulong)off, data[..n]);
+                data = data[n..];
+                vaddr += (ulong)n;
+            }
+
+            return Errno.None;
+        }
+    }
+
+    /// <summary>CPU read from the process (<c>copy_from_user</c> semantics).</summary>
+    /// <param name="vaddr">Address.</param>
+    /// <param name="destination">Receives the bytes.</param>
+    /// <returns>0 or -EFAULT (unmapped or PROT_NONE).</returns>
+    public Errno Read(ulong vaddr, Span<byte> destination)
+    {
+        lock (_lock)
+        {
+            while (!destination.IsEmpty)
+            {
+                int off = (int)(vaddr & (PageSize - 1));
+                int n = Math.Min(destination.Length, (int)PageSize - off);
+                Errno e = Fault(vaddr, write: false, out ulong pfn);
+                if (e != Errno.None)
+                {
+                    return e;
+                }
+
+                Pages.Memory.Read((pfn << PageShift) + (ulong)off, destination[..n]);
+                destination = destination[n..];
+                vaddr += (ulong)n;
+            }
+
+            return Errno.None;
+        }
+    }
+
+    /// <summary>The page frame currently mapped at <paramref name="vaddr"/>, without faulting.</summary>
+    /// <param name="vaddr">Address.</param>
+    /// <param name="pfn">The frame.</param>
+    /// <returns>True if a page is present.</returns>
+    public bool TryTranslate(ulong vaddr, out ulong pfn)
+    {
+        lock (_lock)
+        {
+            int i = FindVma(vaddr);
+            if (i >= 0 && _vmas[i].Kind == VmaKind.PfnMap)
+            {
+                pfn = (_vmas[i].PhysicalBase + (vaddr - _vmas[i].Start)) >> PageShift;
+                return true;
+            }
+
+            return _ptes.TryGetValue(vaddr >> PageShift, out pfn);
+        }
+    }
+
+    /// <summary>
+    /// Creates a child (<c>fork</c>): same areas, private pages copied, shared pages shared, the file
+    /// table duplicated (the same open files), credentials inherited, <c>locked_vm</c> 0 (mlock is not inherited).
+    /// </summary>
+    /// <param name="name">Child name.</param>
+    /// <returns>The child.</returns>
+    public ProcessAddressSpace Fork(string? name = null)
+    {
+        lock (_lock)
+        {
+            ThrowIfExited();
+            var child = new ProcessAddressSpace(Pages, name) { RlimitMemlock = RlimitMemlock, CapIpcLock = CapIpcLock, _nextVaddr = _nextVaddr, _nextFd = _nextFd };
+            child._vmas.AddRange(_vmas);
+            Span<byte> page = stackalloc byte[(int)PageSize];
+            foreach (KeyValuePair<ulong, ulong> pte in _ptes)
+            {
+                VmArea v = _vmas[FindVma(pte.Key << PageShift)];
+                if (v.Shared || pte.Value == Pages.ZeroPagePfn)
+                {
+                    Pages.Get(pte.Value);
+                    child._ptes[pte.Key] = pte.Value;
+                    continue;
+                }
+
+                Pages.Allocate(1, 1, out ulong copy).ThrowIfError();
+                Pages.Memory.Read(pte.Value << PageShift, page);
+                Pages.Memory.Write(copy << PageShift, page);
+                child._ptes[pte.Key] = copy;
+            }
+
+            foreach (KeyValuePair<int, object> f in _files)
+            {
+                if (f.Value is VfioFile vf)
+                {
+                    vf.AddFileRef();
+                }
+
+                child._files[f.Key] = f.Value;
+            }
+
+            return child;
+        }
+    }
+
+    /// <summary>Ends the process (<c>exit</c>): closes every fd and tears the mm down. Pinned pages stay pinned.</summary>
+    public void Exit()
+    {
+        int[] fds;
+        lock (_lock)
+        {
+            if (Exited)
+            {
+                return;
+            }
+
+            fds = [.. _files.Keys];
+        }
+
+        foreach (int fd in fds)
+        {
+            _ = Close(fd);
+        }
+
+        lock (_lock)
+        {
+            foreach (ulong pfn in _ptes.Values)
+            {
+                Pages.Put(pfn);
+            }
+
+            _ptes.Clear();
+            _vmas.Clear();
+            _mlocked.Clear();
+            Interlocked.Exchange(ref _lockedVm, 0);
+            Exited = true;
+        }
+    }
+
+    /// <summary>Installs an open file in the fd table.</summary>
+    /// <param name="file">The file (a VFIO container, group or device file, or any object standing for another file such as /dev/null).</param>
+    /// <returns>The fd.</returns>
+    public int InstallFile(object file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        lock (_lock)
+        {
+            ThrowIfExited();
+            int fd = _nextFd++;
+            _files[fd] = file;
+            return fd;
+        }
+    }
+
+    /// <summary>The file behind an fd (<c>fdget</c>).</summary>
+    /// <param name="fd">The descriptor.</param>
+    /// <returns>The file, or null if not open.</returns>
+    public object? GetFile(int fd)
+    {
+        lock (_lock)
+        {
+            return _files.TryGetValue(fd, out object? f) ? f : null;
+        }
+    }
+
+    /// <summary>Closes an fd; the file is released when its last descriptor (across forks) closes.</summary>
+    /// <param name="fd">The descriptor.</param>
+    /// <returns>0 or -EBADF.</returns>
+    public Errno Close(int fd)
+    {
+        object? f;
+        lock (_lock)
+        {
+            if (!_files.Remove(fd, out f))
+            {
+                return ErrorDetail.Fail(Errno.EBADF, $"fd {fd} is not open in {Name}");
+            }
+        }
+
+        if (f is VfioFile vf)
+        {
+            vf.PutFileRef();
+        }
+
+        return Errno.None;
+    }
+
+    internal void AddLockedVm(long pages) => Interlocked.Add(ref _lockedVm, pages);
+
+    /// <summary>
+    /// <c>get_user_pages</c>/<c>follow_fault_pfn</c> for one page: resolves (faulting in if needed) and,
+    /// unless the pfn is reserved (zero page, PFNMAP), pins it.
+    /// </summary>
+    internal Errno PinPage(ulong vaddr, bool write, out ulong pfn, out bool reserved)
+    {
+        reserved = false;
+        lock (_lock)
+        {
+            pfn = 0;
+            if (Exited)
+            {
+                return ErrorDetail.Fail(Errno.ENODEV, $"{Name} has exited (no mm)");
+            }
+
+            int i = FindVma(vaddr);
+            if (i < 0)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
+            }
+
+            VmArea v = _vmas[i];
+            if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}, {(write ? "write" : "read")} pin refused");
+            }
+
+            if (v.Kind == VmaKind.PfnMap)
+            {
+                pfn = (v.PhysicalBase + (vaddr - v.Start)) >> PageShift;
+                reserved = true;
+                return Errno.None;
+            }
+
+            Errno e = Fault(vaddr, write, out pfn);
+            if (e != Errno.None)
+            {
+                return e;
+            }
+
+            if (pfn == Pages.ZeroPagePfn)
+            {
+                reserved = true;
+                return Errno.None;
+            }
+
+            Pages.Pin(pfn);
+            return Errno.None;
+        }
+    }
+
+    internal void UnpinPage(ulong pfn, bool reserved)
+    {
+        if (!reserved)
+        {
+            Pages.Unpin(pfn);
+        }
+    }
+
+    // handle_mm_fault for one page, under _lock. Write faults replace the zero page (COW).
+    private Errno Fault(ulong vaddr, bool write, out ulong pfn)
+    {
+        pfn = 0;
+        int i = FindVma(vaddr);
+        if (i < 0)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
+        }
+
+        VmArea v = _vmas[i];
+        if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}");
+        }
+
+        if (v.Kind == VmaKind.PfnMap)
+        {
+            pfn = (v.PhysicalBase + (vaddr - v.Start)) >> PageShift;
+            return Errno.None;
+        }
+
+        ulong vpn = vaddr >> PageShift;
+        if (_ptes.TryGetValue(vpn, out pfn) && !(write && pfn == Pages.ZeroPagePfn))
+        {
+            return Errno.None;
+        }
+
+        if (!write && !v.Shared)
+        {
+            pfn = Pages.ZeroPagePfn;
+            _ptes[vpn] = pfn;
+            return Errno.None;
+        }
+
+        Errno e = Pages.Allocate(1, 1, out ulong fresh);
+        if (e != Errno.None)
+        {
+            return e;
+        }
+
+        _ptes[vpn] = fresh; // the zero page (if it was there) holds no reference
+        pfn = fresh;
+        return Errno.None;
+    }
+
+    private int FindVma(ulong vaddr)
+    {
+        int lo = 0, hi = _vmas.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            VmArea v = _vmas[mid];
+            if (vaddr < v.Start)
+            {
+                hi = mid - 1;
+            }
+            else if (vaddr >= v.End)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                return mid;
+            }
+        }
+
+        return -1;
+    }
+
+    private void InsertVma(VmArea vma)
+    {
+        int i = 0;
+        while (i < _vmas.Count && _vmas[i].Start < vma.Start)
+        {
+            i++;
+        }
+
+        _vmas.Insert(i, vma);
+    }
+
+    private void ThrowIfExited()
+    {
+        if (Exited)
+        {
+            throw new InvalidOperationException($"{Name} has exited");
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}
+
+/// <summary>An open VFIO file (container, group or device) with a reference per file descriptor that names it.</summary>
+/// <remarks>Thread safety: reference counting is atomic; <see cref="Release"/> runs once, on the last close.</remarks>
+public abstract class VfioFile
+{
+    private int _fileRefs;
+
+    /// <summary>Open descriptors naming this file.</summary>
+    public int FileRefs => Volatile.Read(ref _fileRefs);
+
+    internal void OpenFileRef() => Volatile.Write(ref _fileRefs, 1);
+
+    internal void AddFileRef() => Interlocked.Increment(ref _fileRefs);
+
+    internal void PutFileRef()
+    {
+        if (Interlocked.Decrement(ref _fileRefs) == 0)
+        {
+            Release();
+        }
+    }
+
+    /// <summary>Called when the last descriptor closes (the file's <c>release</c>).</summary>
+    private protected abstract void Release();
+}

@@ -1,0 +1,262 @@
+using Iommu;
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Groups;
+using Vfio.Mdev;
+using Vfio.Mdev.Pinning;
+using Vfio.Type1.Memory;
+
+namespace Vfio.Type1;
+
+/// <summary>
+/// The VFIO core of one platform (<c>drivers/vfio/vfio.c</c>): which devices are bound to VFIO, the
+/// <see cref="VfioGroup"/> of each IOMMU group (<c>/dev/vfio/N</c>), new containers
+/// (<c>/dev/vfio/vfio</c>), and the vendor-facing pinning front end (<c>vfio_pin_pages</c>, …).
+/// </summary>
+/// <remarks>Thread safety: every member may be called concurrently; the group registry has its own lock, each container serialises its operations.</remarks>
+public sealed class VfioCore : IVfioPinning
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<IommuGroup, VfioGroup> _groups = [];
+    private readonly Dictionary<Device, bool> _bound = [];
+
+    /// <summary>Creates the VFIO core of <paramref name="platform"/>.</summary>
+    /// <param name="platform">The platform.</param>
+    /// <param name="options">type1 module parameters.</param>
+    public VfioCore(Platform platform, VfioType1Options? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(platform);
+        Platform = platform;
+        Options = options ?? new VfioType1Options();
+    }
+
+    /// <summary>The platform.</summary>
+    public Platform Platform { get; }
+
+    /// <summary>type1 module parameters.</summary>
+    public VfioType1Options Options { get; }
+
+    /// <summary>
+    /// Binds a device to a VFIO driver (vfio-pci or vfio-mdev: <c>vfio_register_group_dev</c>); its group
+    /// becomes openable as <c>/dev/vfio/N</c>.
+    /// </summary>
+    /// <param name="device">A device with an IOMMU group.</param>
+    /// <returns>0, or -EINVAL if the device has no IOMMU group.</returns>
+    [KernelSymbol("vfio_register_group_dev")]
+    public Errno RegisterDevice(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (device.IommuGroup is null)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} has no IOMMU group");
+        }
+
+        lock (_lock)
+        {
+            _bound[device] = true;
+            if (!_groups.ContainsKey(device.IommuGroup))
+            {
+                _groups[device.IommuGroup] = new VfioGroup(this, device.IommuGroup);
+            }
+        }
+
+        return Errno.None;
+    }
+
+    /// <summary>Marks a device as bound to a non-VFIO driver (its group is then not viable) or unbinds it.</summary>
+    /// <param name="device">The device.</param>
+    /// <param name="bound">True: bound to another driver; false: unbound.</param>
+    public void SetForeignDriver(Device device, bool bound)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        lock (_lock)
+        {
+            if (bound)
+            {
+                _bound[device] = false;
+            }
+            else
+            {
+                _bound.Remove(device);
+            }
+        }
+    }
+
+    /// <summary>The VFIO group of an IOMMU group, if a device of it is bound to VFIO.</summary>
+    /// <param name="group">The IOMMU group.</param>
+    /// <returns>The VFIO group or null.</returns>
+    public VfioGroup? GetGroup(IommuGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        lock (_lock)
+        {
+            return _groups.TryGetValue(group, out VfioGroup? g) ? g : null;
+        }
+    }
+
+    /// <summary>Opens a new container (<c>open("/dev/vfio/vfio")</c>) in <paramref name="process"/>.</summary>
+    /// <param name="process">The opening process (its fd table receives the container).</param>
+    /// <param name="fd">The new descriptor.</param>
+    /// <returns>The container.</returns>
+    [KernelSymbol("vfio_fops_open")]
+    public VfioContainer OpenContainer(ProcessAddressSpace process, out int fd)
+    {
+        ArgumentNullException.ThrowIfNull(process);
+        var c = new VfioContainer(this, process);
+        fd = process.InstallFile(c);
+        c.Fd = fd;
+        return c;
+    }
+
+    /// <summary>Opens <c>/dev/vfio/<paramref name="groupId"/></c> in <paramref name="process"/> (<c>vfio_group_fops_open</c>).</summary>
+    /// <param name="process">The opening process.</param>
+    /// <param name="groupId">IOMMU group id.</param>
+    /// <param name="group">The group.</param>
+    /// <param name="fd">The new descriptor (-1 on error).</param>
+    /// <returns>0; -ENOENT (no such VFIO group); -EBUSY (already open, or still in a container).</returns>
+    [KernelSymbol("vfio_group_fops_open")]
+    public Errno OpenGroup(ProcessAddressSpace process, int groupId, out VfioGroup? group, out int fd)
+    {
+        ArgumentNullException.ThrowIfNull(process);
+        fd = -1;
+        group = null;
+        IommuGroup? ig = Platform.Iommu.GroupGetById(groupId);
+        VfioGroup? g = ig is null ? null : GetGroup(ig);
+        if (g is null)
+        {
+            return ErrorDetail.Fail(Errno.ENOENT, $"/dev/vfio/{groupId} does not exist");
+        }
+
+        Errno e = g.Open(process);
+        if (e != Errno.None)
+        {
+            return e;
+        }
+
+        group = g;
+        fd = process.InstallFile(g);
+        g.Fd = fd;
+        return Errno.None;
+    }
+
+    internal bool IsBoundToVfio(Device d)
+    {
+        lock (_lock)
+        {
+            return _bound.TryGetValue(d, out bool b) && b;
+        }
+    }
+
+    internal bool IsViable(IommuGroup group)
+    {
+        lock (_lock)
+        {
+            foreach (Device d in group.Devices)
+            {
+                if (_bound.TryGetValue(d, out bool b) && !b)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+    }
+
+    // vfio_pin_pages front end: resolves the device's VFIO group and its container's backend.
+    private Errno ResolveBackend(Device device, bool pin, out VfioIommuType1? backend, out VfioGroup? group)
+    {
+        backend = null;
+        group = device.IommuGroup is null ? null : GetGroup(device.IommuGroup);
+        if (group is null)
+        {
+            return ErrorDetail.Fail(Errno.ENODEV, $"{device.Name} has no VFIO group");
+        }
+
+        if (pin && group.IommuGroup.DeviceCount > 1)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"group {group.IommuGroup.Id} has more than one device");
+        }
+
+        backend = group.Container?.Backend;
+        if (backend is null || !IsViable(group.IommuGroup))
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"group {group.IommuGroup.Id} is not in a container with an IOMMU backend");
+        }
+
+        return Errno.None;
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("vfio_pin_pages")]
+    public int PinPages(Device device, ulong[] userPfns, int npage, IommuProt prot, ulong[] physPfns)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (userPfns is null || physPfns is null || npage <= 0)
+        {
+            return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_pin_pages: null array or npage 0");
+        }
+
+        if (npage > IVfioPinning.PinPagesMaxEntries)
+        {
+            return -(int)ErrorDetail.Fail(Errno.E2BIG, $"vfio_pin_pages: {npage} > {IVfioPinning.PinPagesMaxEntries}");
+        }
+
+        Errno e = ResolveBackend(device, pin: true, out VfioIommuType1? backend, out VfioGroup? group);
+        return e != Errno.None ? -(int)e : backend!.PinPages(group!, userPfns, npage, prot, physPfns);
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("vfio_unpin_pages")]
+    public int UnpinPages(Device device, ulong[] userPfns, int npage)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (userPfns is null || npage <= 0)
+        {
+            return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_unpin_pages: null array or npage 0");
+        }
+
+        if (npage > IVfioPinning.PinPagesMaxEntries)
+        {
+            return -(int)ErrorDetail.Fail(Errno.E2BIG, $"vfio_unpin_pages: {npage} > {IVfioPinning.PinPagesMaxEntries}");
+        }
+
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
+        return e != Errno.None ? -(int)e : backend!.UnpinPages(userPfns, npage);
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("vfio_register_notifier")]
+    public Errno RegisterNotifier(Device device, VfioNotifyType type, VfioIommuNotifyEvents events, VfioIommuNotifier notifier)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (notifier is null || events == VfioIommuNotifyEvents.None)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "vfio_register_notifier: no notifier or no events");
+        }
+
+        if (type != VfioNotifyType.Iommu)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"vfio_register_notifier: type {type} is not modelled");
+        }
+
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
+        return e != Errno.None ? e : backend!.RegisterNotifier(events, notifier);
+    }
+
+    /// <inheritdoc/>
+    [KernelSymbol("vfio_unregister_notifier")]
+    public Errno UnregisterNotifier(Device device, VfioNotifyType type, VfioIommuNotifier notifier)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (notifier is null)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "vfio_unregister_notifier: no notifier");
+        }
+
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
+        return e != Errno.None ? e : backend!.UnregisterNotifier(notifier);
+    }
+
+    internal static bool IsMdev(Device d) => MdevDevice.FromDevice(d) is not null;
+}

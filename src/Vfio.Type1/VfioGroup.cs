@@ -1,0 +1,376 @@
+using System.Buffers.Binary;
+using System.Text;
+using Iommu;
+using Iommu.Devices;
+using Iommu.Groups;
+using Vfio.Mdev;
+using Vfio.Type1.Memory;
+using Vfio.Type1.Uapi;
+
+namespace Vfio.Type1;
+
+/// <summary>
+/// A VFIO group (<c>struct vfio_group</c>, <c>/dev/vfio/N</c>) over one IOMMU group: opened by at most one
+/// descriptor, joined to at most one container, hands out device descriptors.
+/// </summary>
+/// <remarks>
+/// State machine of spec §4.2: a second open or an open while still in a container is -EBUSY; the
+/// container is left when the last "container user" (the group file and each device file) goes away.
+/// Thread safety: all members may be called concurrently (one lock per group, then the container's).
+/// </remarks>
+public sealed class VfioGroup : VfioFile
+{
+    private readonly Lock _lock = new();
+    private bool _opened;
+    private int _containerUsers;
+    private VfioContainer? _container;
+
+    internal VfioGroup(VfioCore core, IommuGroup group)
+    {
+        Core = core;
+        IommuGroup = group;
+    }
+
+    /// <summary>The VFIO core.</summary>
+    public VfioCore Core { get; }
+
+    /// <summary>The IOMMU group.</summary>
+    public IommuGroup IommuGroup { get; }
+
+    /// <summary>The process that opened the group file, if open.</summary>
+    public ProcessAddressSpace? Owner { get; private set; }
+
+    /// <summary>The descriptor in <see cref="Owner"/>'s table.</summary>
+    public int Fd { get; internal set; } = -1;
+
+    /// <summary>The container, if set.</summary>
+    public VfioContainer? Container => Volatile.Read(ref _container);
+
+    /// <summary>True when every device is an mdev (the group is on the mdev bus).</summary>
+    public bool IsMdevGroup
+    {
+        get
+        {
+            IReadOnlyList<Device> devs = IommuGroup.Devices;
+            return devs.Count > 0 && VfioCore.IsMdev(devs[0]);
+        }
+    }
+
+    /// <summary>Closes <see cref="Fd"/> in the owner's table.</summary>
+    /// <returns>0 or -EBADF.</returns>
+    public Errno Close() => Owner is null ? ErrorDetail.Fail(Errno.EBADF, "group is not open") : Owner.Close(Fd);
+
+    /// <summary>The group ioctl as the owner issues it.</summary>
+    /// <param name="request">Ioctl number.</param>
+    /// <param name="arg">Argument: the structure (GET_STATUS), a 4-byte fd (SET_CONTAINER), the NUL-terminated device name (GET_DEVICE_FD).</param>
+    /// <returns>The syscall result (GET_DEVICE_FD: the new fd).</returns>
+    public int Ioctl(uint request, Span<byte> arg) => Ioctl(Owner ?? throw new InvalidOperationException("group is not open"), request, arg);
+
+    /// <summary>The group ioctl (<c>vfio_group_fops_unl_ioctl</c>) issued by <paramref name="caller"/>.</summary>
+    /// <param name="caller">Calling process (fds are looked up and installed in its table).</param>
+    /// <param name="request">Ioctl number.</param>
+    /// <param name="arg">Argument bytes (see <see cref="Ioctl(uint, Span{byte})"/>).</param>
+    /// <returns>The syscall result.</returns>
+    [KernelSymbol("vfio_group_fops_unl_ioctl")]
+    public int Ioctl(ProcessAddressSpace caller, uint request, Span<byte> arg)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        switch (request)
+        {
+            case VfioUapi.VFIO_GROUP_GET_STATUS:
+                {
+                    if (arg.Length < 4)
+                    {
+                        return -(int)ErrorDetail.Fail(Errno.EFAULT, "GET_STATUS: argument too short");
+                    }
+
+                    uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+                    if (argsz < VfioGroupStatus.Size || arg.Length < VfioGroupStatus.Size)
+                    {
+                        return -(int)ErrorDetail.Fail(Errno.EINVAL, $"GET_STATUS: argsz {argsz} < 8");
+                    }
+
+                    BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], GetStatus().Flags);
+                    return 0;
+                }
+
+            case VfioUapi.VFIO_GROUP_SET_CONTAINER:
+                {
+                    if (arg.Length < 4)
+                    {
+                        return -(int)ErrorDetail.Fail(Errno.EFAULT, "SET_CONTAINER: argument too short");
+                    }
+
+                    return -(int)SetContainer(caller, BinaryPrimitives.ReadInt32LittleEndian(arg));
+                }
+
+            case VfioUapi.VFIO_GROUP_UNSET_CONTAINER:
+                return -(int)UnsetContainer();
+            case VfioUapi.VFIO_GROUP_GET_DEVICE_FD:
+                {
+                    int nul = arg.IndexOf((byte)0);
+                    string name = Encoding.UTF8.GetString(nul < 0 ? arg : arg[..nul]);
+                    Errno e = GetDeviceFd(caller, name, out _, out int fd);
+                    return e == Errno.None ? fd : -(int)e;
+                }
+
+            default:
+                return -(int)ErrorDetail.Fail(Errno.ENOTTY, $"group ioctl 0x{request:x} unknown");
+        }
+    }
+
+    /// <summary><c>VFIO_GROUP_GET_STATUS</c>.</summary>
+    /// <returns>argsz 8 and the flags VIABLE / CONTAINER_SET.</returns>
+    public VfioGroupStatus GetStatus()
+    {
+        uint flags = 0;
+        if (Core.IsViable(IommuGroup))
+        {
+            flags |= VfioUapi.VFIO_GROUP_FLAGS_VIABLE;
+        }
+
+        if (Container is not null)
+        {
+            flags |= VfioUapi.VFIO_GROUP_FLAGS_CONTAINER_SET;
+        }
+
+        return new VfioGroupStatus(VfioGroupStatus.Size, flags);
+    }
+
+    /// <summary><c>VFIO_GROUP_SET_CONTAINER</c> with a container object.</summary>
+    /// <param name="container">The container.</param>
+    /// <returns>0 or the errno of §4.2.</returns>
+    public Errno SetContainer(VfioContainer container)
+    {
+        ArgumentNullException.ThrowIfNull(container);
+        return SetContainer(container.Owner, container.Fd);
+    }
+
+    /// <summary><c>VFIO_GROUP_SET_CONTAINER</c> with a descriptor of <paramref name="caller"/> (5.15 order of checks).</summary>
+    /// <param name="caller">The process whose fd table <paramref name="containerFd"/> indexes.</param>
+    /// <param name="containerFd">The container descriptor.</param>
+    /// <returns>0; -EINVAL (fd &lt; 0, already in a container, not a container); -EBADF (fd not open); attach errors.</returns>
+    [KernelSymbol("vfio_group_set_container")]
+    public Errno SetContainer(ProcessAddressSpace caller, int containerFd)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        if (containerFd < 0)
+        {
+            // 5.15; 6.1.192 has no such check (fd -1 is -EBADF there).
+            return ErrorDetail.Fail(Errno.EINVAL, $"SET_CONTAINER: fd {containerFd} < 0");
+        }
+
+        lock (_lock)
+        {
+            if (_containerUsers != 0)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"SET_CONTAINER: group {IommuGroup.Id} is already in a container");
+            }
+
+            object? f = caller.GetFile(containerFd);
+            if (f is null)
+            {
+                return ErrorDetail.Fail(Errno.EBADF, $"SET_CONTAINER: fd {containerFd} is not open");
+            }
+
+            if (f is not VfioContainer c)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"SET_CONTAINER: fd {containerFd} is not a VFIO container");
+            }
+
+            lock (c.Sync)
+            {
+                VfioIommuType1? b = c.Backend;
+                if (b is not null)
+                {
+                    Errno e = b.AttachGroup(this);
+                    if (e != Errno.None)
+                    {
+                        return e;
+                    }
+                }
+
+                c.GroupList.Add(this);
+                Volatile.Write(ref _container, c);
+                _containerUsers = 1;
+            }
+
+            return Errno.None;
+        }
+    }
+
+    /// <summary><c>VFIO_GROUP_UNSET_CONTAINER</c>.</summary>
+    /// <returns>0; -EINVAL (not in a container); -EBUSY (device descriptors open).</returns>
+    [KernelSymbol("vfio_group_unset_container")]
+    public Errno UnsetContainer()
+    {
+        lock (_lock)
+        {
+            if (_containerUsers == 0)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"UNSET_CONTAINER: group {IommuGroup.Id} is not in a container");
+            }
+
+            if (_containerUsers > 1)
+            {
+                return ErrorDetail.Fail(Errno.EBUSY, $"UNSET_CONTAINER: group {IommuGroup.Id} has {_containerUsers - 1} open device fd(s)");
+            }
+
+            UnsetLocked();
+            return Errno.None;
+        }
+    }
+
+    /// <summary><c>VFIO_GROUP_GET_DEVICE_FD</c> (5.15 order: container/backend/viability first, then the name).</summary>
+    /// <param name="caller">The process that receives the descriptor.</param>
+    /// <param name="name">Device name (PCI address or mdev UUID).</param>
+    /// <param name="file">The device file.</param>
+    /// <param name="fd">The new descriptor.</param>
+    /// <returns>0; -EINVAL (no container, no backend, not viable); -ENODEV (no such device); open errors.</returns>
+    [KernelSymbol("vfio_group_get_device_fd")]
+    public Errno GetDeviceFd(ProcessAddressSpace caller, string name, out VfioDeviceFile? file, out int fd)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        file = null;
+        fd = -1;
+        lock (_lock)
+        {
+            if (_containerUsers == 0 || Container?.Backend is null || !Core.IsViable(IommuGroup))
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"GET_DEVICE_FD: group {IommuGroup.Id} has no container with a backend, or is not viable");
+            }
+
+            Device? dev = null;
+            foreach (Device d in IommuGroup.Devices)
+            {
+                if (d.Name == name && Core.IsBoundToVfio(d))
+                {
+                    dev = d;
+                    break;
+                }
+            }
+
+            if (dev is null)
+            {
+                return ErrorDetail.Fail(Errno.ENODEV, $"GET_DEVICE_FD: no VFIO device '{name}' in group {IommuGroup.Id}");
+            }
+
+            MdevDeviceFile? mfile = null;
+            if (MdevDevice.FromDevice(dev) is { } mdev)
+            {
+                Errno e = mdev.Open(out mfile);
+                if (e != Errno.None)
+                {
+                    return e;
+                }
+            }
+
+            _containerUsers++;
+            file = new VfioDeviceFile(this, dev, caller, mfile);
+            fd = caller.InstallFile(file);
+            file.Fd = fd;
+            return Errno.None;
+        }
+    }
+
+    internal Errno Open(ProcessAddressSpace process)
+    {
+        lock (_lock)
+        {
+            if (_opened)
+            {
+                return ErrorDetail.Fail(Errno.EBUSY, $"/dev/vfio/{IommuGroup.Id} is already open");
+            }
+
+            if (_container is not null)
+            {
+                return ErrorDetail.Fail(Errno.EBUSY, $"/dev/vfio/{IommuGroup.Id} is still attached to a container");
+            }
+
+            _opened = true;
+            Owner = process;
+            OpenFileRef();
+            return Errno.None;
+        }
+    }
+
+    // vfio_group_try_dissolve_container
+    internal void DropContainerUser()
+    {
+        lock (_lock)
+        {
+            if (_containerUsers > 0 && --_containerUsers == 0)
+            {
+                _containerUsers = 1;
+                UnsetLocked();
+            }
+        }
+    }
+
+    private void UnsetLocked()
+    {
+        VfioContainer c = _container!;
+        lock (c.Sync)
+        {
+            c.RemoveGroupLocked(this);
+        }
+
+        Volatile.Write(ref _container, null);
+        _containerUsers = 0;
+    }
+
+    private protected override void Release()
+    {
+        DropContainerUser();
+        lock (_lock)
+        {
+            _opened = false;
+            Owner = null;
+            Fd = -1;
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"vfio group {IommuGroup.Id}";
+}
+
+/// <summary>An open VFIO device descriptor (from <c>VFIO_GROUP_GET_DEVICE_FD</c>); it keeps the group in its container.</summary>
+/// <remarks>Thread safety: closing is idempotent per descriptor and safe from any thread.</remarks>
+public sealed class VfioDeviceFile : VfioFile
+{
+    private readonly MdevDeviceFile? _mdevFile;
+
+    internal VfioDeviceFile(VfioGroup group, Device device, ProcessAddressSpace owner, MdevDeviceFile? mdevFile)
+    {
+        Group = group;
+        Device = device;
+        Owner = owner;
+        _mdevFile = mdevFile;
+        OpenFileRef();
+    }
+
+    /// <summary>The group.</summary>
+    public VfioGroup Group { get; }
+
+    /// <summary>The device.</summary>
+    public Device Device { get; }
+
+    /// <summary>The process that holds the descriptor.</summary>
+    public ProcessAddressSpace Owner { get; }
+
+    /// <summary>For an mdev: the vendor driver's open file (read/write/ioctl go there).</summary>
+    public MdevDeviceFile? MdevFile => _mdevFile;
+
+    /// <summary>The descriptor in <see cref="Owner"/>'s table.</summary>
+    public int Fd { get; internal set; }
+
+    /// <summary>Closes the descriptor.</summary>
+    /// <returns>0 or -EBADF.</returns>
+    public Errno Close() => Owner.Close(Fd);
+
+    private protected override void Release()
+    {
+        _mdevFile?.Dispose();
+        Group.DropContainerUser();
+    }
+}

@@ -1,0 +1,449 @@
+using System.Buffers.Binary;
+using System.Numerics;
+using Iommu;
+using Iommu.Domains;
+using Vfio.Mdev.Pinning;
+using Vfio.Type1.Memory;
+using Vfio.Type1.Uapi;
+
+namespace Vfio.Type1;
+
+public sealed partial class VfioIommuType1
+{
+    [KernelSymbol("vfio_iommu_type1_dirty_pages")]
+    private Errno DirtyPagesIoctl(ProcessAddressSpace caller, Span<byte> arg)
+    {
+        if (!V2)
+        {
+            return ErrorDetail.Fail(Errno.EACCES, "DIRTY_PAGES: container is not TYPE1v2");
+        }
+
+        if (arg.Length < 8)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, "DIRTY_PAGES: argument shorter than 8 bytes");
+        }
+
+        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        const uint mask = VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_START | VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP | VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+        if (argsz < 8 || (flags & ~mask) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"DIRTY_PAGES: argsz {argsz} < 8 or unknown flags 0x{flags:x}");
+        }
+
+        if (BitOperations.PopCount(flags) != 1)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "DIRTY_PAGES: exactly one flag is needed");
+        }
+
+        if (flags == VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_START)
+        {
+            lock (_lock)
+            {
+                if (!DirtyTracking)
+                {
+                    foreach (VfioDma dma in _dmas)
+                    {
+                        _ = AllocBitmap(dma);
+                    }
+
+                    DirtyTracking = true;
+                }
+            }
+
+            return Errno.None;
+        }
+
+        if (flags == VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP)
+        {
+            lock (_lock)
+            {
+                foreach (VfioDma dma in _dmas)
+                {
+                    dma.Bitmap = null;
+                }
+
+                DirtyTracking = false;
+            }
+
+            return Errno.None;
+        }
+
+        if (argsz < 8 + 40)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"DIRTY_PAGES(GET_BITMAP): argsz {argsz} < 48");
+        }
+
+        if (arg.Length < 48)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, "DIRTY_PAGES(GET_BITMAP): range not readable");
+        }
+
+        ulong iova = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
+        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
+        var bm = new VfioBitmap(BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[32..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[40..]));
+        if (iova + size < iova)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "GET_BITMAP: range wraps");
+        }
+
+        if (!AccessOk(bm.Data, bm.Size))
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"GET_BITMAP: bitmap pointer 0x{bm.Data:x} is not a user address");
+        }
+
+        if (!VerifyBitmapSize(size >> PgShift(bm.Pgsize), bm.Size))
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"GET_BITMAP: bitmap size 0x{bm.Size:x} does not fit the range");
+        }
+
+        lock (_lock)
+        {
+            ulong pgsize = MinPageSize;
+            if (bm.Pgsize != pgsize)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"GET_BITMAP: pgsize 0x{bm.Pgsize:x} is not 0x{pgsize:x}");
+            }
+
+            if ((iova & (pgsize - 1)) != 0 || size == 0 || (size & (pgsize - 1)) != 0)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, "GET_BITMAP: iova/size unaligned or size 0");
+            }
+
+            if (!DirtyTracking)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, "GET_BITMAP: dirty tracking is off");
+            }
+
+            return IovaDirtyBitmap(caller, bm.Data, iova, size, pgsize);
+        }
+    }
+
+    [KernelSymbol("vfio_iova_dirty_bitmap")]
+    private Errno IovaDirtyBitmap(ProcessAddressSpace caller, ulong bitmap, ulong iova, ulong size, ulong pgsize)
+    {
+        VfioDma? d = FindDma(iova, 1);
+        if (d is not null && d.Iova != iova)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"GET_BITMAP: 0x{iova:x} bisects a mapping");
+        }
+
+        d = FindDma(iova + size - 1, 0);
+        if (d is not null && d.Iova + d.Size != iova + size)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"GET_BITMAP: 0x{iova + size - 1:x} bisects a mapping");
+        }
+
+        foreach (VfioDma dma in _dmas)
+        {
+            if (dma.Iova < iova)
+            {
+                continue;
+            }
+
+            if (dma.Iova > iova + size - 1)
+            {
+                break;
+            }
+
+            Errno e = UpdateUserBitmap(caller, bitmap, iova, dma, pgsize);
+            if (e != Errno.None)
+            {
+                return e;
+            }
+        }
+
+        return Errno.None;
+    }
+
+    // update_user_bitmap, including the 5.15/6.1 stale-bit behaviour (only nbits bits are cleared after a shifted copy).
+    [KernelSymbol("update_user_bitmap")]
+    private Errno UpdateUserBitmap(ProcessAddressSpace caller, ulong userBitmap, ulong baseIova, VfioDma dma, ulong pgsize)
+    {
+        ulong nbits = dma.Size / pgsize;
+        ulong[] bm = dma.Bitmap ??= new ulong[((nbits + 63) / 64) + 1];
+        if (_numNonPinnedGroups > 0 && dma.IommuMapped)
+        {
+            SetBits(bm, 0, nbits);
+        }
+
+        ulong bitOffset = (dma.Iova - baseIova) / pgsize;
+        ulong word = bitOffset / 64;
+        int shift = (int)(bitOffset % 64);
+        Span<byte> tmp = stackalloc byte[8];
+        if (shift != 0)
+        {
+            ShiftLeft(bm, shift, nbits + (ulong)shift);
+            if (caller.Read(userBitmap + (word * 8), tmp) != Errno.None || userBitmap == 0)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, "dirty bitmap: user bitmap not readable");
+            }
+
+            bm[0] |= BinaryPrimitives.ReadUInt64LittleEndian(tmp) & ((1UL << shift) - 1);
+        }
+
+        ulong words = (nbits + (ulong)shift + 63) / 64;
+        for (ulong w = 0; w < words; w++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(tmp, bm[w]);
+            if (userBitmap == 0 || caller.Write(userBitmap + ((word + w) * 8), tmp) != Errno.None)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, "dirty bitmap: user bitmap not writable");
+            }
+        }
+
+        ClearBits(bm, 0, nbits);
+        foreach (VfioPfn p in dma.PfnList.Values)
+        {
+            SetBits(bm, (p.Iova - dma.Iova) / pgsize, 1);
+        }
+
+        return Errno.None;
+    }
+
+    // __bitmap_shift_left(dst == src, shift, nbits): words beyond BITS_TO_LONGS(nbits) are untouched, nothing is masked.
+    private static void ShiftLeft(ulong[] bm, int shift, ulong nbits)
+    {
+        int lim = (int)((nbits + 63) / 64);
+        int off = shift / 64, rem = shift % 64;
+        for (int k = lim - off - 1; k >= 0; k--)
+        {
+            ulong lower = rem != 0 && k > 0 ? bm[k - 1] >> (64 - rem) : 0;
+            ulong upper = bm[k] << rem;
+            bm[k + off] = lower | upper;
+        }
+
+        for (int k = 0; k < off; k++)
+        {
+            bm[k] = 0;
+        }
+    }
+
+    private static void SetBits(ulong[] bm, ulong start, ulong count)
+    {
+        for (ulong b = start; b < start + count; b++)
+        {
+            bm[b >> 6] |= 1UL << (int)(b & 63);
+        }
+    }
+
+    private static void ClearBits(ulong[] bm, ulong start, ulong count)
+    {
+        for (ulong b = start; b < start + count; b++)
+        {
+            bm[b >> 6] &= ~(1UL << (int)(b & 63));
+        }
+    }
+
+    [KernelSymbol("vfio_dma_bitmap_alloc")]
+    private Errno AllocBitmap(VfioDma dma)
+    {
+        ulong pgsize = MinPageSize;
+        ulong npages = dma.Size / pgsize;
+        if (npages > VfioUapi.DirtyBitmapPagesMax)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "dirty bitmap: mapping has more than INT_MAX pages");
+        }
+
+        dma.Bitmap = new ulong[((npages + 63) / 64) + 1];
+        foreach (VfioPfn p in dma.PfnList.Values)
+        {
+            SetBits(dma.Bitmap, (p.Iova - dma.Iova) / pgsize, 1);
+        }
+
+        return Errno.None;
+    }
+
+    // ---- external pinning (vfio_iommu_type1_pin_pages / unpin_pages / notifiers) ----------------
+
+    [KernelSymbol("vfio_iommu_type1_pin_pages")]
+    internal int PinPages(VfioGroup group, ulong[] userPfns, int npage, IommuProt prot, ulong[] physPfns)
+    {
+        lock (_lock)
+        {
+            if (!V2)
+            {
+                return -(int)ErrorDetail.Fail(Errno.EACCES, "vfio_pin_pages: container is not TYPE1v2");
+            }
+
+            if (_vaddrInvalidCount > 0)
+            {
+                for (int i = 0; i < npage; i++)
+                {
+                    while (true)
+                    {
+                        VfioDma? d = FindDma(userPfns[i] << PageShift, 1);
+                        if (d is null)
+                        {
+                            return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: no mapping at pfn 0x{userPfns[i]:x}");
+                        }
+
+                        if (!d.VaddrInvalid)
+                        {
+                            break;
+                        }
+
+                        if (!_containerOpen || _released)
+                        {
+                            return -(int)ErrorDetail.Fail(Errno.EFAULT, "vfio_pin_pages: container closed while waiting for a vaddr update");
+                        }
+
+                        Monitor.Wait(_lock);
+                    }
+                }
+            }
+
+            if (_notifiers.Count == 0)
+            {
+                return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_pin_pages: no DMA-unmap notifier registered");
+            }
+
+            bool doAccounting = _domains.Count == 0;
+            int n;
+            Errno e = Errno.None;
+            for (n = 0; n < npage; n++)
+            {
+                ulong iova = userPfns[n] << PageShift;
+                VfioDma? dma = FindDma(iova, 1);
+                if (dma is null)
+                {
+                    e = ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: no mapping at 0x{iova:x}");
+                    break;
+                }
+
+                if ((prot & ~dma.Prot & (IommuProt.Read | IommuProt.Write)) != 0)
+                {
+                    e = ErrorDetail.Fail(Errno.EPERM, $"vfio_pin_pages: {prot} exceeds mapping's {dma.Prot}");
+                    break;
+                }
+
+                if (dma.PfnList.TryGetValue(iova, out VfioPfn? vpfn))
+                {
+                    vpfn.RefCount++;
+                    physPfns[n] = vpfn.Pfn;
+                    continue;
+                }
+
+                e = dma.Task.PinPage(dma.Vaddr + (iova - dma.Iova), (prot & IommuProt.Write) != 0, out ulong pfn, out bool rsvd);
+                if (e != Errno.None)
+                {
+                    break;
+                }
+
+                vpfn = new VfioPfn(iova, pfn, rsvd);
+                if (!rsvd && doAccounting)
+                {
+                    if (!dma.LockCap && (ulong)(dma.Task.LockedVm + 1) > dma.Task.RlimitMemlock >> PageShift)
+                    {
+                        dma.Task.UnpinPage(pfn, rsvd);
+                        e = ErrorDetail.Fail(Errno.ENOMEM, "vfio_pin_pages: RLIMIT_MEMLOCK exceeded");
+                        break;
+                    }
+
+                    vpfn.Accounted = true;
+                    Charge(dma, 1);
+                }
+
+                dma.PfnList[iova] = vpfn;
+                if (DirtyTracking && dma.Bitmap is not null)
+                {
+                    SetBits(dma.Bitmap, (iova - dma.Iova) / MinPageSize, 1);
+                }
+
+                physPfns[n] = pfn;
+            }
+
+            if (e != Errno.None)
+            {
+                for (int j = 0; j < n; j++)
+                {
+                    UnpinExternal(userPfns[j] << PageShift);
+                    physPfns[j] = 0;
+                }
+
+                return -(int)e;
+            }
+
+            DomainEntry? de = FindGroup(group, out GroupEntry? entry);
+            if (de is not null && entry is not null && !entry.PinnedPageDirtyScope)
+            {
+                entry.PinnedPageDirtyScope = true;
+                _numNonPinnedGroups--;
+            }
+
+            return npage;
+        }
+    }
+
+    [KernelSymbol("vfio_iommu_type1_unpin_pages")]
+    internal int UnpinPages(ulong[] userPfns, int npage)
+    {
+        lock (_lock)
+        {
+            if (!V2)
+            {
+                return -(int)ErrorDetail.Fail(Errno.EACCES, "vfio_unpin_pages: container is not TYPE1v2");
+            }
+
+            int i;
+            for (i = 0; i < npage; i++)
+            {
+                if (!UnpinExternal(userPfns[i] << PageShift))
+                {
+                    break;
+                }
+            }
+
+            return i == 0 ? -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_unpin_pages: no mapping at pfn 0x{userPfns[0]:x}") : i;
+        }
+    }
+
+    // vfio_unpin_page_external: false when no mapping contains iova.
+    private bool UnpinExternal(ulong iova)
+    {
+        VfioDma? dma = FindDma(iova, 1);
+        if (dma is null)
+        {
+            return false;
+        }
+
+        if (dma.PfnList.TryGetValue(iova, out VfioPfn? vpfn) && --vpfn.RefCount == 0)
+        {
+            dma.PfnList.Remove(iova);
+            dma.Task.UnpinPage(vpfn.Pfn, vpfn.Reserved);
+            if (vpfn.Accounted)
+            {
+                Charge(dma, -1);
+            }
+        }
+
+        return true;
+    }
+
+    [KernelSymbol("vfio_iommu_type1_register_notifier")]
+    internal Errno RegisterNotifier(VfioIommuNotifyEvents events, VfioIommuNotifier notifier)
+    {
+        if ((events & ~VfioIommuNotifyEvents.DmaUnmap) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"vfio_register_notifier: unknown events 0x{(ulong)events:x}");
+        }
+
+        lock (_lock)
+        {
+            _notifiers.Add(notifier);
+        }
+
+        return Errno.None;
+    }
+
+    [KernelSymbol("vfio_iommu_type1_unregister_notifier")]
+    internal Errno UnregisterNotifier(VfioIommuNotifier notifier)
+    {
+        lock (_lock)
+        {
+            _notifiers.Remove(notifier);
+        }
+
+        return Errno.None;
+    }
+}

@@ -1,0 +1,618 @@
+using System.Buffers.Binary;
+using Iommu;
+using Iommu.Domains;
+using Vfio.Mdev.Pinning;
+using Vfio.Type1.Memory;
+using Vfio.Type1.Uapi;
+
+namespace Vfio.Type1;
+
+public sealed partial class VfioIommuType1
+{
+    /// <summary>The backend ioctl (<c>vfio_iommu_type1_ioctl</c>): GET_INFO, MAP_DMA, UNMAP_DMA, DIRTY_PAGES; anything else -ENOTTY.</summary>
+    /// <param name="caller">Calling process.</param>
+    /// <param name="request">Ioctl number.</param>
+    /// <param name="arg">The user structure.</param>
+    /// <returns>0 or a negative errno.</returns>
+    [KernelSymbol("vfio_iommu_type1_ioctl")]
+    public int Ioctl(ProcessAddressSpace caller, uint request, Span<byte> arg)
+    {
+        ArgumentNullException.ThrowIfNull(caller);
+        return request switch
+        {
+            VfioUapi.VFIO_IOMMU_GET_INFO => -(int)GetInfoIoctl(arg),
+            VfioUapi.VFIO_IOMMU_MAP_DMA => -(int)MapDmaIoctl(caller, arg),
+            VfioUapi.VFIO_IOMMU_UNMAP_DMA => -(int)UnmapDmaIoctl(caller, arg),
+            VfioUapi.VFIO_IOMMU_DIRTY_PAGES => -(int)DirtyPagesIoctl(caller, arg),
+            _ => -(int)ErrorDetail.Fail(Errno.ENOTTY, $"type1 ioctl 0x{request:x} unknown"),
+        };
+    }
+
+    [KernelSymbol("vfio_iommu_type1_map_dma")]
+    private Errno MapDmaIoctl(ProcessAddressSpace caller, Span<byte> arg)
+    {
+        if (arg.Length < VfioIommuType1DmaMap.StructSize)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, "MAP_DMA: argument shorter than 32 bytes");
+        }
+
+        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        const uint mask = VfioUapi.VFIO_DMA_MAP_FLAG_READ | VfioUapi.VFIO_DMA_MAP_FLAG_WRITE | VfioUapi.VFIO_DMA_MAP_FLAG_VADDR;
+        if (argsz < VfioIommuType1DmaMap.StructSize || (flags & ~mask) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: argsz {argsz} < 32 or unknown flags 0x{flags:x}");
+        }
+
+        return DmaDoMap(caller, flags, BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]));
+    }
+
+    [KernelSymbol("vfio_dma_do_map")]
+    private Errno DmaDoMap(ProcessAddressSpace caller, uint flags, ulong vaddr, ulong iova, ulong size)
+    {
+        IommuProt prot = IommuProt.None;
+        if ((flags & VfioUapi.VFIO_DMA_MAP_FLAG_READ) != 0)
+        {
+            prot |= IommuProt.Read;
+        }
+
+        if ((flags & VfioUapi.VFIO_DMA_MAP_FLAG_WRITE) != 0)
+        {
+            prot |= IommuProt.Write;
+        }
+
+        bool setVaddr = (flags & VfioUapi.VFIO_DMA_MAP_FLAG_VADDR) != 0;
+        if (setVaddr == (prot != IommuProt.None))
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "MAP_DMA: exactly one of READ/WRITE or VADDR is needed");
+        }
+
+        lock (_lock)
+        {
+            ulong pgsize = MinPageSize;
+            if (size == 0 || ((size | iova | vaddr) & (pgsize - 1)) != 0)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: size 0x{size:x}, iova 0x{iova:x} or vaddr 0x{vaddr:x} is 0 or not 0x{pgsize:x}-aligned");
+            }
+
+            if (iova + size - 1 < iova || vaddr + size - 1 < vaddr)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, "MAP_DMA: range wraps");
+            }
+
+            VfioDma? dma = FindDma(iova, size);
+            if (setVaddr)
+            {
+                if (dma is null)
+                {
+                    return ErrorDetail.Fail(Errno.ENOENT, $"MAP_DMA(VADDR): no mapping at 0x{iova:x}");
+                }
+
+                if (!dma.VaddrInvalid || dma.Iova != iova || dma.Size != size)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA(VADDR): mapping 0x{dma.Iova:x}+0x{dma.Size:x} is not invalidated or differs from the request");
+                }
+
+                dma.Vaddr = vaddr;
+                dma.VaddrInvalid = false;
+                _vaddrInvalidCount--;
+                Monitor.PulseAll(_lock);
+                return Errno.None;
+            }
+
+            if (dma is not null)
+            {
+                return ErrorDetail.Fail(Errno.EEXIST, $"MAP_DMA: 0x{iova:x}+0x{size:x} overlaps mapping 0x{dma.Iova:x}+0x{dma.Size:x}");
+            }
+
+            if (_dmaAvail == 0)
+            {
+                return ErrorDetail.Fail(Errno.ENOSPC, $"MAP_DMA: dma_entry_limit {DmaEntryLimit} reached");
+            }
+
+            if (!IovaDmaValid(iova, iova + size - 1))
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: 0x{iova:x}+0x{size:x} is not inside one valid IOVA range");
+            }
+
+            dma = new VfioDma(iova, vaddr, size, prot, caller, caller.CapIpcLock);
+            _dmaAvail--;
+            InsertDma(dma);
+            if (_domains.Count > 0)
+            {
+                Errno e = PinAndMap(dma, caller, caller.RlimitMemlock >> PageShift, _domains);
+                if (e != Errno.None)
+                {
+                    RemoveDma(_dmas.IndexOf(dma));
+                    return e;
+                }
+
+                dma.IommuMapped = true;
+            }
+
+            if (DirtyTracking)
+            {
+                Errno e = AllocBitmap(dma);
+                if (e != Errno.None)
+                {
+                    RemoveDma(_dmas.IndexOf(dma));
+                    return e;
+                }
+            }
+
+            return Errno.None;
+        }
+    }
+
+    // vfio_pin_map_dma: pin physically contiguous runs from dma.Vaddr and map each run with one iommu_map per domain.
+    [KernelSymbol("vfio_pin_map_dma")]
+    private Errno PinAndMap(VfioDma dma, ProcessAddressSpace task, ulong limitPages, List<DomainEntry> domains)
+    {
+        ulong pages = dma.Size >> PageShift;
+        bool write = (dma.Prot & IommuProt.Write) != 0;
+        ulong done = 0;
+        while (done < pages)
+        {
+            // vfio_pin_pages_remote
+            Errno e = task.PinPage(dma.Vaddr + (done << PageShift), write, out ulong first, out bool rsvd);
+            if (e != Errno.None)
+            {
+                return e;
+            }
+
+            ulong n = 1;
+            long acct = 0;
+            if (!rsvd && !dma.PfnList.ContainsKey(dma.Iova + (done << PageShift)))
+            {
+                if (!dma.LockCap && (ulong)(task.LockedVm + 1) > limitPages)
+                {
+                    task.UnpinPage(first, rsvd);
+                    return ErrorDetail.Fail(Errno.ENOMEM, $"MAP_DMA: RLIMIT_MEMLOCK ({limitPages << PageShift} bytes) exceeded");
+                }
+
+                acct++;
+            }
+
+            while (!_options.DisableHugepages && done + n < pages)
+            {
+                ulong va = dma.Vaddr + ((done + n) << PageShift);
+                e = task.PinPage(va, write, out ulong pfn, out bool r);
+                if (e != Errno.None)
+                {
+                    break; // the next round reports the error for this page
+                }
+
+                if (pfn != first + n || r != rsvd)
+                {
+                    task.UnpinPage(pfn, r);
+                    break;
+                }
+
+                if (!r && !dma.PfnList.ContainsKey(dma.Iova + ((done + n) << PageShift)))
+                {
+                    if (!dma.LockCap && (ulong)(task.LockedVm + acct + 1) > limitPages)
+                    {
+                        task.UnpinPage(pfn, r);
+                        for (ulong k = 0; k < n; k++)
+                        {
+                            task.UnpinPage(first + k, rsvd);
+                        }
+
+                        return ErrorDetail.Fail(Errno.ENOMEM, $"MAP_DMA: RLIMIT_MEMLOCK ({limitPages << PageShift} bytes) exceeded");
+                    }
+
+                    acct++;
+                }
+
+                n++;
+            }
+
+            Charge(dma, acct);
+            ulong iova = dma.Iova + (done << PageShift);
+            for (int i = 0; i < domains.Count; i++)
+            {
+                e = _iommu.Map(domains[i].Domain!, iova, first << PageShift, n << PageShift, dma.Prot | domains[i].Prot);
+                if (e != Errno.None)
+                {
+                    for (int j = 0; j < i; j++)
+                    {
+                        _iommu.Unmap(domains[j].Domain!, iova, n << PageShift);
+                    }
+
+                    for (ulong k = 0; k < n; k++)
+                    {
+                        task.UnpinPage(first + k, rsvd);
+                    }
+
+                    Charge(dma, -acct);
+                    return e;
+                }
+            }
+
+            dma.Runs.Add(new PinnedRun(iova, first, n, rsvd, acct));
+            done += n;
+        }
+
+        return Errno.None;
+    }
+
+    private static void Charge(VfioDma dma, long pages)
+    {
+        if (pages == 0)
+        {
+            return;
+        }
+
+        dma.LockedPages += pages;
+        if (!dma.Task.Exited)
+        {
+            dma.Task.AddLockedVm(pages);
+        }
+    }
+
+    private static void UnpinRuns(VfioDma dma)
+    {
+        foreach (PinnedRun run in dma.Runs)
+        {
+            for (ulong k = 0; k < run.Pages; k++)
+            {
+                dma.Task.UnpinPage(run.Pfn + k, run.Reserved);
+            }
+
+            Charge(dma, -run.Accounted);
+        }
+
+        dma.Runs.Clear();
+    }
+
+    // vfio_remove_dma: unmap from every domain, unpin, unaccount, free the slot.
+    [KernelSymbol("vfio_remove_dma")]
+    private void RemoveDma(int index)
+    {
+        VfioDma dma = _dmas[index];
+        if (dma.IommuMapped || dma.Runs.Count > 0)
+        {
+            foreach (DomainEntry d in _domains)
+            {
+                _iommu.Unmap(d.Domain!, dma.Iova, dma.Size);
+            }
+
+            UnpinRuns(dma);
+        }
+
+        foreach (VfioPfn p in dma.PfnList.Values)
+        {
+            dma.Task.UnpinPage(p.Pfn, p.Reserved);
+            if (p.Accounted)
+            {
+                Charge(dma, -1);
+            }
+        }
+
+        dma.PfnList.Clear();
+        if (dma.VaddrInvalid)
+        {
+            _vaddrInvalidCount--;
+            Monitor.PulseAll(_lock);
+        }
+
+        dma.Bitmap = null;
+        _dmas.RemoveAt(index);
+        _dmaAvail++;
+    }
+
+    [KernelSymbol("vfio_iommu_type1_unmap_dma")]
+    private Errno UnmapDmaIoctl(ProcessAddressSpace caller, Span<byte> arg)
+    {
+        if (arg.Length < VfioIommuType1DmaUnmap.StructSize)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, "UNMAP_DMA: argument shorter than 24 bytes");
+        }
+
+        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        const uint mask = VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL | VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR;
+        if (argsz < VfioIommuType1DmaUnmap.StructSize || (flags & ~mask) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: argsz {argsz} < 24 or unknown flags 0x{flags:x}");
+        }
+
+        bool dirty = (flags & VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) != 0;
+        if (dirty && (flags & (VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL | VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR)) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "UNMAP_DMA: GET_DIRTY_BITMAP cannot be combined with ALL or VADDR");
+        }
+
+        ulong iova = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
+        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
+        VfioBitmap bm = default;
+        if (dirty)
+        {
+            if (argsz < VfioIommuType1DmaUnmap.StructSize + VfioBitmap.StructSize)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: argsz {argsz} < 48 with GET_DIRTY_BITMAP");
+            }
+
+            if (arg.Length < 48)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, "UNMAP_DMA: bitmap header not readable");
+            }
+
+            bm = new VfioBitmap(BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[32..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[40..]));
+            if (!AccessOk(bm.Data, bm.Size))
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: bitmap pointer 0x{bm.Data:x} is not a user address");
+            }
+
+            if (!VerifyBitmapSize(size >> PgShift(bm.Pgsize), bm.Size))
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: bitmap size 0x{bm.Size:x} does not fit the range");
+            }
+        }
+
+        Errno e = DmaDoUnmap(caller, flags, iova, size, bm, out ulong unmapped);
+        if (e == Errno.None)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(arg[16..], unmapped);
+        }
+
+        return e;
+    }
+
+    [KernelSymbol("vfio_dma_do_unmap")]
+    private Errno DmaDoUnmap(ProcessAddressSpace caller, uint flags, ulong iova, ulong size, VfioBitmap bm, out ulong unmapped)
+    {
+        unmapped = 0;
+        bool all = (flags & VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL) != 0;
+        bool invalidateVaddr = (flags & VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR) != 0;
+        bool dirty = (flags & VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) != 0;
+        Monitor.Enter(_lock);
+        try
+        {
+            ulong pgsize = MinPageSize;
+            ulong last;
+            if (all)
+            {
+                if (iova != 0 || size != 0)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, "UNMAP_DMA(ALL): iova and size must be 0");
+                }
+
+                last = ulong.MaxValue;
+            }
+            else
+            {
+                if (size == 0 || ((iova | size) & (pgsize - 1)) != 0)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: size 0x{size:x} or iova 0x{iova:x} is 0 or not 0x{pgsize:x}-aligned");
+                }
+
+                last = iova + size - 1;
+                if (last < iova)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, "UNMAP_DMA: range wraps");
+                }
+            }
+
+            if (dirty && (!DirtyTracking || bm.Pgsize != pgsize))
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, "UNMAP_DMA(GET_DIRTY_BITMAP): tracking off or bitmap pgsize is not the minimum page size");
+            }
+
+            int retries = 0;
+            VfioDma? retryDma = null;
+        again:
+            if (V2 && !all)
+            {
+                VfioDma? d = FindDma(iova, 1);
+                if (d is not null && d.Iova != iova)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: 0x{iova:x} bisects mapping 0x{d.Iova:x}+0x{d.Size:x}");
+                }
+
+                d = FindDma(last, 1);
+                if (d is not null && d.Iova + d.Size - 1 != last)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: 0x{last:x} bisects mapping 0x{d.Iova:x}+0x{d.Size:x}");
+                }
+            }
+
+            int i = FirstEndingAfter(all ? 0 : iova);
+            int marked = 0;
+            int firstMarked = i;
+            while (i < _dmas.Count && _dmas[i].Iova <= last)
+            {
+                VfioDma dma = _dmas[i];
+                if (!V2 && dma.Iova < iova)
+                {
+                    break;
+                }
+
+                if (!ReferenceEquals(dma.Task, caller))
+                {
+                    // 5.15: a mapping of another mm (or of an exited process) stops the loop silently.
+                    break;
+                }
+
+                if (invalidateVaddr)
+                {
+                    if (dma.VaddrInvalid)
+                    {
+                        for (int k = firstMarked; k < firstMarked + marked; k++)
+                        {
+                            _dmas[k].VaddrInvalid = false;
+                            _vaddrInvalidCount--;
+                        }
+
+                        unmapped = 0;
+                        return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA(VADDR): mapping 0x{dma.Iova:x} is already invalidated");
+                    }
+
+                    dma.VaddrInvalid = true;
+                    _vaddrInvalidCount++;
+                    marked++;
+                    unmapped += dma.Size;
+                    i++;
+                    continue;
+                }
+
+                if (dma.PfnList.Count > 0)
+                {
+                    if (dma == retryDma)
+                    {
+                        if (++retries > 10)
+                        {
+                            throw new InvalidOperationException($"vendor driver did not unpin mapping 0x{dma.Iova:x}+0x{dma.Size:x} after 10 DMA-unmap notifications");
+                        }
+                    }
+                    else
+                    {
+                        retryDma = dma;
+                        retries = 1;
+                    }
+
+                    VfioIommuNotifier[] chain = [.. _notifiers];
+                    var ev = new VfioDmaUnmapEvent(dma.Iova, dma.Size);
+                    Monitor.Exit(_lock);
+                    try
+                    {
+                        foreach (VfioIommuNotifier n in chain)
+                        {
+                            n(VfioIommuNotifyEvents.DmaUnmap, ev);
+                        }
+                    }
+                    finally
+                    {
+                        Monitor.Enter(_lock);
+                    }
+
+                    goto again;
+                }
+
+                if (dirty)
+                {
+                    Errno e = UpdateUserBitmap(caller, bm.Data, iova, dma, pgsize);
+                    if (e != Errno.None)
+                    {
+                        return e;
+                    }
+                }
+
+                unmapped += dma.Size;
+                RemoveDma(i);
+            }
+
+            return Errno.None;
+        }
+        finally
+        {
+            Monitor.Exit(_lock);
+        }
+    }
+
+    [KernelSymbol("vfio_iommu_type1_get_info")]
+    private Errno GetInfoIoctl(Span<byte> arg)
+    {
+        const int minsz = 16, capsz = 20, infoSize = VfioIommuType1Info.StructSize;
+        if (arg.Length < minsz)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, "GET_INFO: argument shorter than 16 bytes");
+        }
+
+        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        if (argsz < minsz)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"GET_INFO: argsz {argsz} < 16");
+        }
+
+        int copy = argsz >= capsz ? capsz : minsz;
+        uint capOffset = 0;
+        uint flags = VfioUapi.VFIO_IOMMU_INFO_PGSIZES;
+        ulong pgsizes;
+        Span<byte> caps = stackalloc byte[512];
+        int capLen;
+        lock (_lock)
+        {
+            pgsizes = _pgsizeBitmap;
+            int nIova = _iovaList.Count;
+            capLen = 32 + 12 + (nIova > 0 ? 16 + (16 * nIova) : 0);
+            if (capLen > caps.Length)
+            {
+                caps = new byte[capLen];
+            }
+
+            caps = caps[..capLen];
+            caps.Clear();
+            int off = 0;
+            int next = 32;
+
+            // MIGRATION (id 2): flags 0, smallest page size, max bitmap size.
+            WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, infoSize + next);
+            BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 16)..], MinPageSize);
+            BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 24)..], VfioUapi.DirtyBitmapSizeMax);
+            off = next;
+            next = off + 12;
+
+            // DMA_AVAIL (id 3)
+            WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, nIova > 0 ? infoSize + next : 0);
+            BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 8)..], _dmaAvail);
+            off = next;
+
+            // IOVA_RANGE (id 1), omitted when the list is empty.
+            if (nIova > 0)
+            {
+                WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0);
+                BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 8)..], (uint)nIova);
+                for (int k = 0; k < nIova; k++)
+                {
+                    BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 16 + (16 * k))..], _iovaList[k].Start);
+                    BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 24 + (16 * k))..], _iovaList[k].End);
+                }
+            }
+        }
+
+        flags |= VfioUapi.VFIO_IOMMU_INFO_CAPS;
+        if (argsz < infoSize + capLen)
+        {
+            argsz = (uint)(infoSize + capLen);
+        }
+        else
+        {
+            if (arg.Length < infoSize + capLen)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, "GET_INFO: buffer shorter than argsz");
+            }
+
+            caps.CopyTo(arg[infoSize..]);
+            capOffset = infoSize;
+        }
+
+        BinaryPrimitives.WriteUInt32LittleEndian(arg, argsz);
+        BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg[8..], pgsizes);
+        if (copy == capsz)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(arg[16..], capOffset);
+        }
+
+        return Errno.None;
+    }
+
+    private static void WriteCapHeader(Span<byte> caps, int off, ushort id, int next)
+    {
+        BinaryPrimitives.WriteUInt16LittleEndian(caps[off..], id);
+        BinaryPrimitives.WriteUInt16LittleEndian(caps[(off + 2)..], 1);
+        BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 4)..], next == 0 ? 0u : (uint)next);
+    }
+
+    // access_ok on x86-64: the range lies below TASK_SIZE_MAX (NULL passes).
+    private static bool AccessOk(ulong addr, ulong size) => size <= 0x7FFF_FFFF_F000UL && addr <= 0x7FFF_FFFF_F000UL - size;
+
+    private static int PgShift(ulong pgsize) => pgsize == 0 ? 0 : System.Numerics.BitOperations.TrailingZeroCount(pgsize);
+
+    [KernelSymbol("verify_bitmap_size")]
+    private static bool VerifyBitmapSize(ulong npages, ulong bitmapSize) =>
+        npages != 0 && bitmapSize != 0 && bitmapSize <= VfioUapi.DirtyBitmapSizeMax && bitmapSize >= DirtyBitmapBytes(npages);
+
+    private static ulong DirtyBitmapBytes(ulong nbits) => ((nbits + 63) / 64) * 8;
+}

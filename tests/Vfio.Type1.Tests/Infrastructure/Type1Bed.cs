@@ -1,0 +1,87 @@
+using Iommu;
+using Iommu.Devices;
+using Iommu.VtD.Driver;
+using Iommu.VtD.Hardware;
+using Vfio.Type1;
+using Vfio.Type1.Memory;
+using Vfio.Type1.Uapi;
+
+namespace Vfio.Type1.Tests.Infrastructure;
+
+/// <summary>A platform with one VT-d unit and its driver, a VFIO core, a host page pool and one process.</summary>
+internal sealed class Type1Bed : IDisposable
+{
+    public Type1Bed(VtdConfig? config = null, bool scalable = false, VfioType1Options? options = null)
+    {
+        config ??= VtdConfig.Legacy39Bit;
+        Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 256 * Sizes.MiB });
+        Pci = Platform.AddPciBus();
+        Unit = new VtdUnit(Platform.Memory, config);
+        Pci.AddDmaRemapper(Unit, includeAll: true);
+        Driver = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = scalable }, Unit);
+        Pci.SetIommuOps(Driver).ThrowIfError();
+        Vfio = new VfioCore(Platform, options ?? new VfioType1Options { AllowUnsafeInterrupts = true });
+        Pages = HostPageAllocator.ForPlatform(Platform, 4 * Sizes.GiB, 1 * Sizes.GiB);
+        Proc = new ProcessAddressSpace(Pages, "qemu");
+    }
+
+    public Platform Platform { get; }
+
+    public IommuCore Iommu => Platform.Iommu;
+
+    public PciBus Pci { get; }
+
+    public VtdUnit Unit { get; }
+
+    public IntelIommu Driver { get; }
+
+    public VfioCore Vfio { get; }
+
+    public HostPageAllocator Pages { get; }
+
+    public ProcessAddressSpace Proc { get; }
+
+    public PciDevice AddDevice(string bdf, bool register = true, int pasidWidth = 0, bool siov = false)
+    {
+        PciDevice d = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true, PasidWidth = pasidWidth, ScalableIov = siov });
+        if (register)
+        {
+            Vfio.RegisterDevice(d).ThrowIfError();
+        }
+
+        return d;
+    }
+
+    /// <summary>The "std" prelude: open container and group, SET_CONTAINER, SET_IOMMU.</summary>
+    public (VfioContainer C, VfioGroup G) Std(Device dev, int type = VfioUapi.VFIO_TYPE1v2_IOMMU)
+    {
+        VfioContainer c = Vfio.OpenContainer(Proc, out _);
+        Vfio.OpenGroup(Proc, dev.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        g!.SetContainer(c).ThrowIfError();
+        c.SetIommu(type).ThrowIfError();
+        return (c, g);
+    }
+
+    /// <summary>An anonymous buffer with every byte of page i = (seed + i) &amp; 0xff.</summary>
+    public ulong Buffer(ulong size, byte seed = 0x10, VmProt prot = VmProt.ReadWrite)
+    {
+        ulong va = Proc.Mmap(size);
+        var page = new byte[4096];
+        for (ulong i = 0; i < size / 4096; i++)
+        {
+            Array.Fill(page, (byte)(seed + i));
+            Proc.Write(va + (i * 4096), page).ThrowIfError();
+        }
+
+        if (prot != VmProt.ReadWrite)
+        {
+            Proc.Mprotect(va, size, prot);
+        }
+
+        return va;
+    }
+
+    public static VfioIommuType1DmaMap Map(ulong vaddr, ulong iova, ulong size, uint flags = 3) => new(32, flags, vaddr, iova, size);
+
+    public void Dispose() => Platform.Dispose();
+}
