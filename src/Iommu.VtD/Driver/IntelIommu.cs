@@ -263,8 +263,11 @@ public sealed partial class IntelIommu : IIommuOps
         };
     }
 
-    // domain_update_iommu_snooping: every unit has snoop control or runs in scalable mode (5.15).
-    private bool SnoopingSupport() => Array.TrueForAll(_units, u => u.ScalableMode || Dmar.EcapSc(u.Ecap));
+    // domain_update_iommu_snooping: every unit has snoop control. 5.15 also counted scalable-mode
+    // units (it forces snooping through PGSNP in the PASID entry) and then set DMA_PTE_SNP in
+    // second-level leaves, a bit that hardware without ECAP.SC treats as reserved (fault 0x7A on a
+    // spec-compliant unit; QEMU ignores it). We follow the later kernels' rule: ECAP.SC everywhere.
+    private bool SnoopingSupport() => Array.TrueForAll(_units, u => Dmar.EcapSc(u.Ecap));
 
     // domain_update_iommu_superpage: smallest common superpage support over all units.
     private int SuperpageSupport()
