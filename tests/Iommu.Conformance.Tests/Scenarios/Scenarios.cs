@@ -1,7 +1,11 @@
+using System.Globalization;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.VtD.Diagnostics;
 using Iommu.VtD.Hardware;
+using Vfio.Type1;
+using Vfio.Type1.Memory;
+using Vfio.Type1.Uapi;
 
 namespace Iommu.Conformance.Tests.Scenarios;
 
@@ -11,10 +15,12 @@ internal static class ScenarioCatalog
     public const IommuProt RW = IommuProt.Read | IommuProt.Write;
     public const ulong K4 = 4096, M2 = 2UL << 20, G1 = 1UL << 30;
 
-    public static readonly string[] Names = ["legacy-4level", "legacy-3level", "scalable-4level", "scalable-3level"];
+    public static readonly string[] Names = ["legacy-4level", "legacy-3level", "scalable-4level", "scalable-3level", "type1-legacy-4level", "type1-scalable-4level"];
 
     public static VtdConfig Config(string name) => name switch
     {
+        "type1-legacy-4level" => Config("legacy-4level"),
+        "type1-scalable-4level" => Config("scalable-4level"),
         "legacy-4level" => VtdConfig.Legacy48Bit with { HostAddressWidth = 48, FaultRecordCount = 1 },
         "legacy-3level" => VtdConfig.Legacy48Bit with { HostAddressWidth = 48, FaultRecordCount = 1, Supports48BitTables = false, MaxGuestAddressWidth = 39 },
         "scalable-4level" => VtdConfig.ScalableMode48Bit with { HostAddressWidth = 48, FaultRecordCount = 1 },
@@ -27,7 +33,11 @@ internal static class ScenarioCatalog
         var s = new ConformanceScenario(name, Config(name));
         try
         {
-            if (name.StartsWith("legacy", StringComparison.Ordinal))
+            if (name.StartsWith("type1", StringComparison.Ordinal))
+            {
+                Type1(s);
+            }
+            else if (name.StartsWith("legacy", StringComparison.Ordinal))
             {
                 Legacy(s, full: name == "legacy-4level");
             }
@@ -59,6 +69,71 @@ internal static class ScenarioCatalog
         s.Map(d, 0x2020_0000, pa + (2 * M2), M2, IommuProt.Read);   // 2 MiB read-only
         s.Map(d, 0x2040_0000, pa + (3 * M2), M2, RW);
         s.Unmap(d, 0x2040_0000, M2);                                // 2 MiB unmapped again
+    }
+
+    // VFIO type1 as QEMU uses it: one container per device, guest memory from a process address
+    // space (anonymous pages, a read-only buffer, a hugetlb 2 MiB page), MAP_DMA and UNMAP_DMA.
+    // The same IOVAs in both containers reach different host pages.
+    private static void Type1(ConformanceScenario s)
+    {
+        PciDevice a = s.Device("00:04.0");
+        PciDevice b = s.Device("01:00.0");
+        var vfio = new VfioCore(s.Platform, new VfioType1Options { AllowUnsafeInterrupts = true });
+        Check(vfio.RegisterDevice(a), "register 00:04.0");
+        Check(vfio.RegisterDevice(b), "register 01:00.0");
+
+        // Host pages inside the QEMU guest's RAM, clear of the table window and the other scenarios' pages.
+        var pages = HostPageAllocator.ForPlatform(s.Platform, 0x0800_0000, 64 * Sizes.MiB);
+        var qemu = new ProcessAddressSpace(pages, "qemu");
+        Type1Guest(s, vfio, qemu, a);
+        Type1Guest(s, vfio, qemu, b);
+    }
+
+    private static void Type1Guest(ConformanceScenario s, VfioCore vfio, ProcessAddressSpace proc, PciDevice dev)
+    {
+        VfioContainer c = vfio.OpenContainer(proc, out _);
+        Check(vfio.OpenGroup(proc, dev.IommuGroup!.Id, out VfioGroup? g, out _), "open group");
+        Check(g!.SetContainer(c), "SET_CONTAINER");
+        Check(c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU), "SET_IOMMU");
+        IDomain d = c.Backend!.Domains[0];
+
+        ulong rw = Buffer(proc, 4 * K4, VmaKind.Anonymous);
+        ulong ro = Buffer(proc, K4, VmaKind.Anonymous);
+        ulong huge = Buffer(proc, M2, VmaKind.HugePage);
+        ulong gone = Buffer(proc, 2 * K4, VmaKind.Anonymous);
+        Map(s, c, d, rw, 0x1000_0000, 4 * K4, RW);
+        Map(s, c, d, ro, 0x1010_0000, K4, IommuProt.Read);
+        Map(s, c, d, huge, 0x2000_0000, M2, RW);
+        Map(s, c, d, gone, 0x1020_0000, 2 * K4, RW);
+
+        var unmap = new VfioIommuType1DmaUnmap(24, 0, 0x1020_0000, 2 * K4);
+        Check(c.UnmapDma(ref unmap), "UNMAP_DMA");
+        s.TrackUnmap(d, 0x1020_0000, 2 * K4);
+        s.AddPoint(d, 0x1030_0000); // never mapped in this container
+    }
+
+    private static ulong Buffer(ProcessAddressSpace proc, ulong size, VmaKind kind)
+    {
+        ulong va = proc.Mmap(size, VmProt.ReadWrite, kind);
+        Check(proc.Write(va, new byte[size]), "touch buffer");
+        return va;
+    }
+
+    private static void Map(ConformanceScenario s, VfioContainer c, IDomain d, ulong vaddr, ulong iova, ulong size, IommuProt prot)
+    {
+        uint flags = ((prot & IommuProt.Read) != 0 ? VfioUapi.VFIO_DMA_MAP_FLAG_READ : 0) | ((prot & IommuProt.Write) != 0 ? VfioUapi.VFIO_DMA_MAP_FLAG_WRITE : 0);
+        Check(c.MapDma(new VfioIommuType1DmaMap(32, flags, vaddr, iova, size)), string.Create(CultureInfo.InvariantCulture, $"MAP_DMA iova 0x{iova:x}"));
+        s.TrackMap(d, iova, size, prot);
+        s.AddPoint(d, iova);
+        s.AddPoint(d, iova + size - 8);
+    }
+
+    private static void Check(Errno e, string what)
+    {
+        if (e != Errno.None)
+        {
+            throw new InvalidOperationException($"{what}: -{e}");
+        }
     }
 
     private static void Legacy(ConformanceScenario s, bool full)
