@@ -6,7 +6,7 @@ using Iommu.Groups;
 
 // A short tour of the IOMMU core (Iommu.Core). Step 0 is the README quick start on the VT-d model
 // and driver; the later steps use a teaching driver (ToyIommu) that records what the core asks of
-// it. The full tour (mdevs, type1) arrives with samples/AuxDomainTour.
+// it. The full tour (mdevs, type1, DMA, faults) is samples/AuxDomainTour.
 if (args.Contains("--help"))
 {
     Console.WriteLine("CoreTour: walks the Linux IOMMU core API (groups, attach, iommu_map splitting, unmap, aux domains, errno).");

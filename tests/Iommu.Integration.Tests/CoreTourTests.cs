@@ -1,5 +1,6 @@
 namespace Iommu.Integration.Tests;
 
+[Collection(ConsoleSamples.Name)]
 public sealed class CoreTourTests
 {
     [Fact]
