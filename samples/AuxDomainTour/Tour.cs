@@ -117,7 +117,9 @@ internal sealed class Tour : IDisposable
         }
         else
         {
-            _r.Expect(en == Errno.None && enabled && _parent.PasidEnabled, "IOMMU_DEV_ATTR_AUXD_ENABLE -> 0: PASIDE set in the context entry, PASID enabled on the device; AUXD_ENABLED = true");
+            VtdImage image = _driver.ExportImage();
+            bool paside = image.ContextEntryAddress(_parent.RequesterId) is ulong ce && (image.ReadUInt64(ce) & VtdFormat.ScalableContextPaside) != 0;
+            _r.Expect(en == Errno.None && enabled && paside && _parent.PasidEnabled, "IOMMU_DEV_ATTR_AUXD_ENABLE -> 0: PASIDE set in the device's scalable context entry, PASID enabled on the device; AUXD_ENABLED = true");
         }
 
         _r.Fact("parent.auxd_enable_errno", en.ToKernelReturn());
@@ -497,11 +499,22 @@ internal sealed class Tour : IDisposable
         _r.Expect(_driver.Faults.Count == _expectedFaults && act.Faults == _expectedFaults, $"faults: {_expectedFaults} expected, {act.Faults} seen by the unit, {_driver.Faults.Count} read by the driver — nothing else faulted");
         _r.Expect(_driver.PasidsInUse == _guests.Count(g => g.Pasid != 0), $"PASIDs in use = aux domains attached ({_driver.PasidsInUse})");
 
+        _r.Fact("mappings", _guests.Sum(g => g.Backend.Mappings.Count));
+        _r.Fact("pages.pinned", _pages.TotalPins);
+
+        // The guests exit (every fd closed, as when QEMU quits): ADIs disabled, aux domains detached, pins dropped.
+        foreach (Guest g in _guests)
+        {
+            g.Proc.Exit();
+        }
+
+        bool adisOff = _accel.Adis.All(a => !a.Enabled);
+        _r.Expect(adisOff && _driver.PasidsInUse == 0 && _pages.TotalPins == 0 && _guests.All(g => g.Proc.LockedVm == 0) && _adis.All(m => m.GetIommuDomain() is null),
+            $"the guests exit: ADIs disabled, aux domains detached and their PASIDs freed ({_driver.PasidsInUse} in use), every pin dropped ({_pages.TotalPins} pinned), locked_vm back to 0");
+
         _r.Fact("iotlb.hits", s.IotlbHits);
         _r.Fact("iotlb.misses", s.IotlbMisses);
         _r.Fact("faults", _driver.Faults.Select(f => $"pasid={f.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-"} addr=0x{f.Address:x} reason=0x{f.Reason:x2}").ToList());
-        _r.Fact("pages.pinned", _pages.TotalPins);
-        _r.Fact("mappings", _guests.Sum(g => g.Backend.Mappings.Count));
     }
 
     // ---------------------------------------------------------------------------------------------
