@@ -352,14 +352,15 @@ internal sealed class Tour : IDisposable
         var wrong = new List<(string What, uint? Pasid, ulong Address, bool Write, VtdFaultReason Reason)>();
         if (!_legacy)
         {
-            Guest a = _guests[0], b = _guests[1], cc = _guests[2];
+            Guest b = _guests[1], cc = _guests[2];
             byte[] bPage6 = ReadProc(b, b.Ram + (6 * Page), 16);
             Submit(b, AccelDescriptor.Memmove(SecretIova, RamIova + (6 * Page), 16, completion: RamIova + (2 * Page)));
             (byte st, ulong addr) = Completion(b);
-            _r.Expect(st == Adi.StatusPageFault && addr == SecretIova && ReadProc(b, b.Ram + (6 * Page), 16).SequenceEqual(bPage6),
+            Guest a = _guests[0];
+            bool mappedInA = Iommu.IovaToPhys(a.Domain!, SecretIova) == HostPa(a, SecretIova) && Iommu.IovaToPhys(b.Domain!, SecretIova) == 0;
+            _r.Expect(mappedInA && st == Adi.StatusPageFault && addr == SecretIova && ReadProc(b, b.Ram + (6 * Page), 16).SequenceEqual(bPage6),
                 $"guest B's ADI reads iova 0x{SecretIova:x} (mapped only in guest A's domain): blocked, completion = page fault at 0x{addr:x}, B's memory untouched");
             wrong.Add(("B reads A's IOVA", b.Pasid, SecretIova, false, VtdFaultReason.ScalableRead));
-            _ = a;
 
             Submit(cc, AccelDescriptor.Memmove(RamIova, UnmappedIova, 16, completion: RamIova + (2 * Page)));
             (st, addr) = Completion(cc);
