@@ -108,7 +108,7 @@ internal sealed class ForkShadow(IEnumerable<JsonElement> buffers)
                 Forked = true;
                 break;
             case "EXIT":
-                _exited.Add(Proc(step));
+                _exited.Add("child"); // EXIT ends the child whether or not the step itself carries "proc"
                 break;
         }
     }
