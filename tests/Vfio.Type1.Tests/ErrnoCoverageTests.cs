@@ -272,6 +272,14 @@ public sealed class ErrnoCoverageTests : IDisposable
         Assert.Equal(2, _bed.Vfio.PinPages(m!, [I0 >> 12, (I0 >> 12) + 1], 2, IommuProt.Read, phys)); // lock_cap true at its MAP
         Assert.Equal(2, _bed.Proc.LockedVm);
         Assert.Equal(2, _bed.Vfio.UnpinPages(m!, [I0 >> 12, (I0 >> 12) + 1], 2));
+
+        // A mapping whose process has exited: pinning from it is -ENODEV, vfio_dma_rw -EPERM.
+        _bed.Proc.CapIpcLock = true;
+        Vfio.Type1.Memory.ProcessAddressSpace child = _bed.Proc.Fork("child");
+        Assert.Equal(Errno.None, c.MapDma(child, Type1Bed.Map(buf, I0 + 0x20_0000, 0x1000)));
+        child.Exit();
+        Assert.Equal(-(int)Errno.ENODEV, _bed.Vfio.PinPages(m!, [(I0 + 0x20_0000) >> 12], 1, IommuProt.Read, phys));
+        Assert.Equal(-(int)Errno.EPERM, _bed.Vfio.DmaRw(m!, I0 + 0x20_0000, new byte[8], write: false));
         Assert.Equal(Errno.None, _bed.Vfio.UnregisterNotifier(m!, VfioNotifyType.Iommu, nb));
     }
 }
