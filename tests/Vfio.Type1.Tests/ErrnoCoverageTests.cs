@@ -282,4 +282,22 @@ public sealed class ErrnoCoverageTests : IDisposable
         Assert.Equal(-(int)Errno.EPERM, _bed.Vfio.DmaRw(m!, I0 + 0x20_0000, new byte[8], write: false));
         Assert.Equal(Errno.None, _bed.Vfio.UnregisterNotifier(m!, VfioNotifyType.Iommu, nb));
     }
+
+    [Fact]
+    public void Pinning_through_a_device_whose_group_has_two_devices_is_einval()
+    {
+        PciDevice f0 = _bed.Pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { Multifunction = true });
+        PciDevice f1 = _bed.Pci.AddDevice(new PciDeviceSpec("0000:00:05.1"));
+        _bed.Vfio.RegisterDevice(f0).ThrowIfError();
+        _bed.Vfio.RegisterDevice(f1).ThrowIfError();
+        Assert.Same(f0.IommuGroup, f1.IommuGroup);
+        (VfioContainer c, _) = _bed.Std(f0);
+        ulong buf = _bed.Buffer(0x1000);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, I0, 0x1000)));
+        VfioIommuNotifier nb = (_, _) => NotifyResult.Ok;
+        Assert.Equal(Errno.None, _bed.Vfio.RegisterNotifier(f1, VfioNotifyType.Iommu, VfioIommuNotifyEvents.DmaUnmap, nb)); // only pinning checks the device count
+        Assert.Equal(-(int)Errno.EINVAL, _bed.Vfio.PinPages(f0, [I0 >> 12], 1, IommuProt.Read, new ulong[1]));
+        Assert.Equal(0, c.Backend!.Mappings[0].ExternalPinCount);
+        Assert.Equal(Errno.None, _bed.Vfio.UnregisterNotifier(f1, VfioNotifyType.Iommu, nb));
+    }
 }
