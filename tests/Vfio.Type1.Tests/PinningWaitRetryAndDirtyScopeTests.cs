@@ -127,6 +127,33 @@ public sealed class PinningWaitRetryAndDirtyScopeTests : IDisposable
     }
 
     [Fact]
+    public async Task After_a_wakeup_every_requested_iova_is_looked_up_again()
+    {
+        (VfioContainer c, _) = _bed.Std(_m);
+        ulong a = _bed.Buffer(0x1000, seed: 0x10), b = _bed.Buffer(0x1000, seed: 0x20), a2 = _bed.Buffer(0x1000, seed: 0x30);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(a, I0, 0x1000)));
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(b, I0 + 0x1000, 0x1000)));
+        Assert.Equal(Errno.None, _bed.Vfio.RegisterNotifier(_m, VfioNotifyType.Iommu, VfioIommuNotifyEvents.DmaUnmap, UnpinningVendor(_m)));
+        var u = new VfioIommuType1DmaUnmap(24, VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR, I0 + 0x1000, 0x1000);
+        Assert.Equal(Errno.None, c.UnmapDma(ref u));
+
+        var phys = new ulong[2];
+        Task<int> pin = Task.Run(() => _bed.Vfio.PinPages(_m, [I0 >> 12, (I0 >> 12) + 1], 2, IommuProt.Read, phys));
+        await AssertStillBlocked(pin); // waits on the second IOVA
+
+        // While it waits, the first mapping is invalidated and the second restored: 5.15 starts the lookup over
+        // (goto again) and waits on the first one now instead of pinning from its invalid vaddr.
+        u = new VfioIommuType1DmaUnmap(24, VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR, I0, 0x1000);
+        Assert.Equal(Errno.None, c.UnmapDma(ref u));
+        Assert.Equal(Errno.None, c.MapDma(new VfioIommuType1DmaMap(32, VfioUapi.VFIO_DMA_MAP_FLAG_VADDR, b, I0 + 0x1000, 0x1000)));
+        await AssertStillBlocked(pin);
+        Assert.Equal(Errno.None, c.MapDma(new VfioIommuType1DmaMap(32, VfioUapi.VFIO_DMA_MAP_FLAG_VADDR, a2, I0, 0x1000)));
+        Assert.Equal(2, await pin.WaitAsync(Released));
+        Assert.Equal(0x30, FirstByteOfPfn(phys[0])); // pinned from the restored vaddr
+        Assert.Equal(0x20, FirstByteOfPfn(phys[1]));
+    }
+
+    [Fact]
     public void A_vendor_that_never_unpins_is_notified_once_plus_ten_retries_then_the_unmap_hits_the_5_15_BUG_ON()
     {
         (VfioContainer c, _) = _bed.Std(_m);
