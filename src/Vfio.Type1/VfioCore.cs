@@ -258,5 +258,28 @@ public sealed class VfioCore : IVfioPinning
         return e != Errno.None ? e : backend!.UnregisterNotifier(notifier);
     }
 
+    /// <summary>
+    /// <c>vfio_dma_rw</c> (5.8+): a vendor driver reads or writes guest memory by IOVA through the mapping
+    /// process's mm (no pinning). 5.15 takes the device's group; here the device names it.
+    /// </summary>
+    /// <param name="device">A VFIO device whose group is in a container with a backend.</param>
+    /// <param name="iova">First IOVA.</param>
+    /// <param name="data">The kernel buffer (empty → -EINVAL).</param>
+    /// <param name="write">True: copy <paramref name="data"/> into the guest memory (marks the pages dirty while tracking).</param>
+    /// <param name="caller">The calling task's process; null for a kernel thread.</param>
+    /// <returns>0 or -errno (§4.9).</returns>
+    [KernelSymbol("vfio_dma_rw")]
+    public int DmaRw(Device device, ulong iova, Span<byte> data, bool write, ProcessAddressSpace? caller = null)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (data.IsEmpty)
+        {
+            return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_dma_rw: no buffer or len 0");
+        }
+
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
+        return e != Errno.None ? -(int)e : backend!.DmaRw(caller, iova, data, write);
+    }
+
     internal static bool IsMdev(Device d) => MdevDevice.FromDevice(d) is not null;
 }

@@ -266,29 +266,33 @@ public sealed partial class VfioIommuType1
                 return -(int)ErrorDetail.Fail(Errno.EACCES, "vfio_pin_pages: container is not TYPE1v2");
             }
 
+            // 5.15: look every IOVA up while any vaddr is invalid; after a wait start over from the
+            // first one (goto again), since earlier mappings may have been invalidated meanwhile.
+        again:
             if (_vaddrInvalidCount > 0)
             {
                 for (int i = 0; i < npage; i++)
                 {
-                    while (true)
+                    VfioDma? d = FindDma(userPfns[i] << PageShift, 1);
+                    if (d is null)
                     {
-                        VfioDma? d = FindDma(userPfns[i] << PageShift, 1);
-                        if (d is null)
-                        {
-                            return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: no mapping at pfn 0x{userPfns[i]:x}");
-                        }
+                        return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: no mapping at pfn 0x{userPfns[i]:x}");
+                    }
 
-                        if (!d.VaddrInvalid)
-                        {
-                            break;
-                        }
-
+                    if (d.VaddrInvalid)
+                    {
                         if (!_containerOpen || _released)
                         {
                             return -(int)ErrorDetail.Fail(Errno.EFAULT, "vfio_pin_pages: container closed while waiting for a vaddr update");
                         }
 
                         Monitor.Wait(_lock);
+                        if (!_containerOpen || _released)
+                        {
+                            return -(int)ErrorDetail.Fail(Errno.EFAULT, "vfio_pin_pages: container closed while waiting for a vaddr update");
+                        }
+
+                        goto again;
                     }
                 }
             }

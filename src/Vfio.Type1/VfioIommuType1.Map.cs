@@ -458,17 +458,19 @@ public sealed partial class VfioIommuType1
 
                 if (dma.PfnList.Count > 0)
                 {
+                    // 5.15: retries = 0 at the first notification, BUG_ON(++retries > 10) later: the
+                    // vendor is notified once plus ten retries; the twelfth visit is the BUG.
                     if (dma == retryDma)
                     {
                         if (++retries > 10)
                         {
-                            throw new InvalidOperationException($"vendor driver did not unpin mapping 0x{dma.Iova:x}+0x{dma.Size:x} after 10 DMA-unmap notifications");
+                            throw new InvalidOperationException($"vendor driver did not unpin mapping 0x{dma.Iova:x}+0x{dma.Size:x} after 11 DMA-unmap notifications (BUG_ON in vfio_dma_do_unmap)");
                         }
                     }
                     else
                     {
                         retryDma = dma;
-                        retries = 1;
+                        retries = 0;
                     }
 
                     VfioIommuNotifier[] chain = [.. _notifiers];

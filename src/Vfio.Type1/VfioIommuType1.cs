@@ -19,8 +19,7 @@ namespace Vfio.Type1;
 /// <para>Thread safety: one lock serialises every operation (<c>iommu-&gt;lock</c>); it is dropped while
 /// DMA-unmap notifiers run so that vendors can call <see cref="VfioCore.UnpinPages"/> from them.</para>
 /// <para>Version notes: 5.15 semantics throughout. Not modelled: the fine-grained-superpage probe
-/// (<c>vfio_test_domain_fgsp</c>, which changes only unmap speed), software MSI cookies, no-IOMMU mode,
-/// <c>vfio_dma_rw</c>.</para>
+/// (<c>vfio_test_domain_fgsp</c>, which changes only unmap speed), software MSI cookies, no-IOMMU mode.</para>
 /// </remarks>
 [KernelSymbol("struct vfio_iommu")]
 public sealed partial class VfioIommuType1

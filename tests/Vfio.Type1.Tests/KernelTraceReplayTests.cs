@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Xunit.Abstractions;
 using Vfio.Type1.Tests.Infrastructure;
+using Vfio.Type1.Uapi;
 
 namespace Vfio.Type1.Tests;
 
@@ -14,10 +15,10 @@ namespace Vfio.Type1.Tests;
 public sealed class KernelTraceReplayTests(ITestOutputHelper output)
 {
     /// <summary>A deliberate difference: which steps, why, and what the library answers there instead.</summary>
-    private sealed record Difference(string Reason, Func<string, JsonElement, Replay, bool> Applies, int? Ret, string? Errno, Dictionary<string, object>? Out = null);
+    private sealed record Difference(string Reason, Func<string, JsonElement, Replay, bool> Applies, int? Ret, string? Errno, Dictionary<string, object>? Out = null, Func<JsonElement, Replay, Dictionary<string, object>>? OutOf = null);
 
-    /// <summary>Step state the rules may look at.</summary>
-    private sealed record Replay(bool HasBackend, bool InContainer);
+    /// <summary>Step state the rules may look at (before the step runs).</summary>
+    private sealed record Replay(bool HasBackend, bool InContainer, ForkShadow? Fork);
 
     private static readonly Difference[] Differences =
     [
@@ -32,6 +33,14 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
         new("Recorder artefact: for DIRTY_PAGES with flags other than GET_BITMAP alone the recorder shows its previous bitmap buffer; the kernel never reads the bitmap then, so ours stays at its prefill (ret/errno as recorded)",
             (_, s, _) => Op(s) == "DIRTY_PAGES" && s.GetProperty("args").TryGetProperty("bitmap", out _) && Arg(s, "flags") != 4, null, null,
             new Dictionary<string, object> { ["bitmap_hex"] = "0000000000000000", ["guard_untouched"] = true }),
+        new("5.15 UNMAP stops silently at a mapping of another mm or of an exited process (6.1 has no owner check): success with only the caller's mappings before it removed",
+            (_, s, st) => Op(s) == "UNMAP_DMA" && st.Fork is not null && s.GetProperty("ret").GetInt32() == 0 && (Arg(s, "flags") & VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR) == 0 && st.Fork.UnmapDiverges(s), 0, null,
+            OutOf: (s, st) => new Dictionary<string, object> { ["size"] = st.Fork!.Unmap515(s, apply: false) }),
+        new("Follows from the 5.15 UNMAP owner check: mappings the 6.1 kernel let another process remove are still pinned and charged to their owner (and a MAP the 6.1 kernel could then make is not)",
+            (_, s, st) => Op(s) == "READ_VMLCK" && st.Fork is not null && st.Fork.LockedKbDelta(Proc(s)) != 0, 0, null,
+            OutOf: (s, st) => new Dictionary<string, object> { ["locked_vm_kb"] = s.GetProperty("out").GetProperty("locked_vm_kb").GetInt64() + st.Fork!.LockedKbDelta(Proc(s)) }),
+        new("Follows from the 5.15 UNMAP owner check: a MAP over a mapping only 5.15 still holds (6.1 removed it through another process) is -EEXIST",
+            (_, s, st) => Op(s) == "MAP_DMA" && st.Fork is not null && (Arg(s, "flags") & VfioUapi.VFIO_DMA_MAP_FLAG_VADDR) == 0 && st.Fork.OverlapsOnlyIn515(Hex(s, "iova"), Hex(s, "size")), -1, "EEXIST"),
         new("QEMU 7.2 VT-d artefact: edu read an unmapped / WRITE-only IOVA; the VT-d model faults, so the device buffer keeps the data of its last successful read",
             (c, s, _) => c == "device.dma_read_permissions" && Op(s) == "READ_BUF", 0, null,
             new Dictionary<string, object> { ["page_bytes"] = new List<string> { "20..10", "20..11", "20..12", "13" } }),
@@ -50,8 +59,29 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
             return;
         }
 
-        JsonElement c = KernelTrace.Case(name)!.Value;
+        ReplayCase(name, KernelTrace.Case(name)!.Value);
+    }
+
+    public static IEnumerable<object[]> ForkCases() => SyntheticTrace.CaseNames("fork-cases.json");
+
+    /// <summary>
+    /// Synthetic cases (written from README #17 with the 6.1 values) of the kind the hidden trace holds:
+    /// a fork()ed child using the inherited container fd. They pass only through the 5.15 rules above.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ForkCases))]
+    public void Fork_case_replays_with_the_5_15_rules(string name)
+    {
+        int applied = ReplayCase(name, SyntheticTrace.Case("fork-cases.json", name));
+        Assert.True(applied >= 3, $"{name}: only {applied} steps went through a deliberate difference");
+    }
+
+    /// <summary>Replays one case; returns how many steps were checked through a deliberate difference.</summary>
+    private static int ReplayCase(string name, JsonElement c)
+    {
+        int applied = 0;
         using var replay = new TraceReplayer();
+        JsonElement[] steps = [.. c.GetProperty("steps").EnumerateArray()];
         var buffers = new List<JsonElement>();
         if (c.TryGetProperty("setup", out JsonElement setup) && setup.TryGetProperty("buffers", out JsonElement bufs))
         {
@@ -60,18 +90,19 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
 
         bool hasBackend = false, inContainer = false;
         int idx = 0;
-        foreach (JsonElement step in c.GetProperty("steps").EnumerateArray())
+        var shadow = new ForkShadow(buffers);
+        foreach (JsonElement step in steps)
         {
             foreach (JsonElement b in buffers)
             {
                 int before = b.TryGetProperty("created_before_step", out JsonElement cb) ? cb.GetInt32() : 0;
                 if (before == idx)
                 {
-                    replay.CreateBuffer(b);
+                    replay.CreateBuffer(b, inChild: idx < steps.Length && Proc(steps[idx]) == "child" && Op(steps[idx]) != "EXIT");
                 }
             }
 
-            var state = new Replay(hasBackend, inContainer);
+            var state = new Replay(hasBackend, inContainer, shadow.Forked ? shadow : null);
             StepResult got = replay.Run(step);
             string where = $"{name} step {idx} {Op(step)} {step.GetProperty("args")}";
             Difference? diff = Array.Find(Differences, d => d.Applies(name, step, state));
@@ -80,10 +111,13 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
                 int expRet = diff.Ret ?? step.GetProperty("ret").GetInt32();
                 string? expErrno = diff.Ret is null ? (step.GetProperty("errno").ValueKind == JsonValueKind.String ? step.GetProperty("errno").GetString() : null) : diff.Errno;
                 Assert.True(expRet == got.Ret && expErrno == got.Errno, $"{where}: deliberate difference ({diff.Reason}) expected {expRet}/{expErrno}, got {got.Ret}/{got.Errno}");
-                foreach (KeyValuePair<string, object> kv in diff.Out ?? [])
+                foreach (KeyValuePair<string, object> kv in diff.OutOf?.Invoke(step, state) ?? diff.Out ?? [])
                 {
-                    Assert.Equal(JsonSerializer.Serialize(kv.Value), JsonSerializer.Serialize(got.Out[kv.Key]));
+                    Assert.True(got.Out.TryGetValue(kv.Key, out object? mine), $"{where}: library produced no '{kv.Key}'");
+                    Assert.True(JsonSerializer.Serialize(kv.Value) == JsonSerializer.Serialize(mine), $"{where}: deliberate difference ({diff.Reason}) expected {kv.Key} = {JsonSerializer.Serialize(kv.Value)}, got {JsonSerializer.Serialize(mine)}");
                 }
+
+                applied++;
             }
             else
             {
@@ -105,8 +139,9 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
                 }
             }
 
-            // Track the container state the rules depend on.
+            // Track the container state the rules depend on (a forked child closing its copy of the group fd detaches nothing).
             string op = Op(step);
+            shadow.After(step, got.Ret);
             if (got.Ret >= 0)
             {
                 if (op == "GROUP_SET_CONTAINER")
@@ -117,10 +152,11 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
                 {
                     hasBackend = true;
                 }
-                else if (op is "GROUP_UNSET_CONTAINER" || (op == "CLOSE" && step.GetProperty("fd").GetString()!.StartsWith('G')))
+                else if (op is "GROUP_UNSET_CONTAINER" || (op == "CLOSE" && Proc(step) != "child" && step.GetProperty("fd").GetString()!.StartsWith('G')))
                 {
                     inContainer = false;
                     hasBackend = false;
+                    shadow.BackendReleased();
                 }
             }
 
@@ -128,6 +164,7 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
         }
 
         Assert.Equal(0, replay.Parent.LockedVm);
+        return applied;
     }
 
     [Fact]
@@ -140,6 +177,10 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
     }
 
     private static string Op(JsonElement s) => s.GetProperty("op").GetString()!;
+
+    private static string Proc(JsonElement s) => s.TryGetProperty("proc", out JsonElement p) ? p.GetString()! : "parent";
+
+    private static ulong Hex(JsonElement s, string name) => TraceReplayer.Hex(s.GetProperty("args").GetProperty(name));
 
     private static long Arg(JsonElement s, string name) =>
         s.TryGetProperty("args", out JsonElement a) && a.TryGetProperty(name, out JsonElement v)

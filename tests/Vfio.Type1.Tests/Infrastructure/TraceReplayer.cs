@@ -35,14 +35,15 @@ internal sealed class TraceReplayer : IDisposable
 
     public ProcessAddressSpace Parent => _bed.Proc;
 
-    public void CreateBuffer(JsonElement b)
+    /// <summary>Creates a case buffer in the parent, or in the forked child when the step it precedes runs there.</summary>
+    public void CreateBuffer(JsonElement b, bool inChild = false)
     {
         string name = b.GetProperty("name").GetString()!;
         ulong size = Hex(b.GetProperty("size"));
         string prot = b.GetProperty("prot").GetString()!;
         bool shared = b.TryGetProperty("share", out JsonElement sh) && sh.GetString() == "shared";
         string fill = b.TryGetProperty("fill", out JsonElement f) ? f.GetString()! : "none";
-        ProcessAddressSpace p = Parent;
+        ProcessAddressSpace p = inChild && _child is not null && !_child.Exited ? _child : Parent;
         ulong va = p.Mmap(size, VmProt.ReadWrite, VmaKind.Anonymous, shared);
         if (fill == "touched")
         {
