@@ -23,7 +23,7 @@ public sealed unsafe class ContiguousRegion
     /// <summary>
     /// The native address of <see cref="Start"/>: byte <c>pa - Start</c> of the region lives at
     /// <c>BasePointer + (pa - Start)</c> until the memory is disposed. For page walkers that want C's
-    /// pointer arithmetic; everything else should use <see cref="Table"/> or <see cref="Slot"/>.
+    /// pointer arithmetic; everything else should use <see cref="Table"/> or <see cref="Entry"/>.
     /// </summary>
     public byte* BasePointer => _base;
 
@@ -57,25 +57,6 @@ public sealed unsafe class ContiguousRegion
         return new Span<ulong>(_base + offset, PhysicalMemory.PageSize / sizeof(ulong));
     }
 
-    /// <summary>
-    /// A reference to entry <paramref name="index"/> (0–511) of the 4 KiB table at <paramref name="table"/>:
-    /// the step of a page walk. Falls back to <see cref="PhysicalMemory.Table"/> outside the region.
-    /// </summary>
-    /// <param name="table">4 KiB-aligned physical address of the table (low 12 bits are ignored).</param>
-    /// <param name="index">Entry index; only its low 9 bits are used.</param>
-    /// <returns>The entry.</returns>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ref ulong Slot(ulong table, int index)
-    {
-        ulong offset = (table & ~(ulong)(PhysicalMemory.PageSize - 1)) - Start;
-        if (offset > Size - PhysicalMemory.PageSize)
-        {
-            return ref SlowSlot(table, index);
-        }
-
-        return ref *(ulong*)(_base + offset + ((uint)index & 511) * sizeof(ulong));
-    }
-
     /// <summary>A reference to the 64-bit entry at <paramref name="pa"/> (8-byte aligned, inside the region).</summary>
     /// <param name="pa">Physical address.</param>
     /// <returns>The entry.</returns>
@@ -91,8 +72,4 @@ public sealed unsafe class ContiguousRegion
         return ref *(ulong*)(_base + offset);
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private ref ulong SlowSlot(ulong table, int index) =>
-        ref Memory.Table(table & ~(ulong)(PhysicalMemory.PageSize - 1))[index & 511];
 }
-

@@ -342,40 +342,6 @@ public sealed unsafe class DmaPageTable
     }
 
     /// <summary>
-    /// The level of the entry that maps <paramref name="iova"/>, or of the not-present entry where a
-    /// walk stops (<c>pfn_to_dma_pte</c> with target level 0).
-    /// </summary>
-    /// <param name="iova">The IOVA.</param>
-    /// <param name="present">Whether that entry is present.</param>
-    /// <returns>1 for a 4 KiB page, 2 for 2 MiB, 3 for 1 GiB, or the level of the hole.</returns>
-    public int LeafLevel(ulong iova, out bool present)
-    {
-        present = false;
-        if (iova > _maxIova)
-        {
-            return _levels;
-        }
-
-        ulong table = Root;
-        for (int level = _levels; ; level--)
-        {
-            ulong pte = Volatile.Read(ref TablePointer(table)[DmaPte.Index(iova, level)]);
-            if (!DmaPte.IsPresent(pte))
-            {
-                return level;
-            }
-
-            if (level == 1 || DmaPte.IsSuperpage(pte))
-            {
-                present = true;
-                return level;
-            }
-
-            table = DmaPte.Address(pte);
-        }
-    }
-
-    /// <summary>
     /// Drops the top level while the table has more levels than <paramref name="levels"/>: entry 0 of
     /// the top table, if present, becomes the new top and the old top is freed (the agaw adjustment
     /// of <c>prepare_domain_attach_device</c>). The caller has checked nothing is mapped above.
