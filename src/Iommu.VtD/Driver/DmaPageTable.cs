@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Iommu.Memory;
 
@@ -24,6 +25,7 @@ namespace Iommu.VtD.Driver;
 public sealed unsafe class DmaPageTable
 {
     private const ulong NoFrame = 0;
+    private const ulong Superpage = 1; // never a table address (tables are 4 KiB aligned)
 
     private readonly PhysicalMemory _memory;
     private readonly FrameAllocator _frames;
@@ -110,6 +112,39 @@ public sealed unsafe class DmaPageTable
     [KernelSymbol("__domain_mapping")]
     public Errno Map(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
     {
+        // The common case: iommu_map of one 4 KiB page on a 48-bit unit whose tables for it already
+        // exist. It stays in this small method with no call but the tail call below, so there is no
+        // frame to set up; installing a missing table, superpages and errors go to MapRange.
+        if (size == DmaPte.LevelSize(1) && _levels == 4 && (attr & (DmaPte.Read | DmaPte.Write)) != 0)
+        {
+            ulong pte = *EntryPointer(Root, iova, 39);
+            if (IsTable(pte))
+            {
+                pte = *EntryPointer(DmaPte.Address(pte), iova, 30);
+                if (IsTable(pte))
+                {
+                    pte = *EntryPointer(DmaPte.Address(pte), iova, 21);
+                    if (IsTable(pte))
+                    {
+                        ulong* slot = EntryPointer(DmaPte.Address(pte), iova, 12);
+                        if (Volatile.Read(ref *slot) == 0)
+                        {
+                            Volatile.Write(ref *slot, paddr | (attr & (DmaPte.Read | DmaPte.Write | DmaPte.Snoop)));
+                        }
+
+                        mapped = size;
+                        return Errno.None;
+                    }
+                }
+            }
+        }
+
+        return MapRange(iova, paddr, size, attr, superpageLevels, out mapped);
+    }
+
+    // __domain_mapping for everything but one 4 KiB page on 4 levels.
+    private Errno MapRange(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
+    {
         mapped = 0;
         if ((attr & (DmaPte.Read | DmaPte.Write)) == 0)
         {
@@ -117,28 +152,6 @@ public sealed unsafe class DmaPageTable
         }
 
         attr &= DmaPte.Read | DmaPte.Write | DmaPte.Snoop;
-        if (size == DmaPte.LevelSize(1))
-        {
-            // One 4 KiB page (the common case of iommu_map of a page): walk, then one entry.
-            ulong leafTable = WalkAlloc(iova, 1, out int blocked);
-            if (leafTable != NoFrame)
-            {
-                ref ulong slot = ref TablePointer(leafTable)[DmaPte.Index(iova, 1)];
-                if (Volatile.Read(ref slot) == 0)
-                {
-                    Volatile.Write(ref slot, paddr | attr);
-                }
-
-                mapped = size;
-                return Errno.None;
-            }
-
-            if (blocked == 0)
-            {
-                return ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
-            }
-        }
-
         while (size != 0)
         {
             int level = LargepageLevel(iova, paddr, size, superpageLevels);
@@ -147,7 +160,7 @@ public sealed unsafe class DmaPageTable
             {
                 if (stoppedAt == 0)
                 {
-                    return ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
+                    return OutOfTableFrames(iova);
                 }
 
                 // A superpage above the target level already covers iova: leave it (the kernel would
@@ -224,23 +237,36 @@ public sealed unsafe class DmaPageTable
             return 0;
         }
 
-        if (_levels == 4)
+        // The common case: one present 4 KiB page on a 48-bit unit is one store. Holes, superpages,
+        // ranges and other level counts take the general walk.
+        if (size == DmaPte.LevelSize(1) && _levels == 4)
         {
-            if (Leaf4(iova, out int leafShift, out ulong* leafSlot) == 0)
+            ulong pte = *EntryPointer(Root, iova, 39);
+            if (IsTable(pte))
             {
-                return 0;
+                pte = *EntryPointer(DmaPte.Address(pte), iova, 30);
+                if (IsTable(pte))
+                {
+                    pte = *EntryPointer(DmaPte.Address(pte), iova, 21);
+                    if (IsTable(pte))
+                    {
+                        ulong* slot = EntryPointer(DmaPte.Address(pte), iova, 12);
+                        if (DmaPte.IsPresent(*slot))
+                        {
+                            Volatile.Write(ref *slot, 0);
+                            return size;
+                        }
+                    }
+                }
             }
-
-            ulong leafSize = 1UL << leafShift;
-            if (size <= leafSize && (iova & (leafSize - 1)) == 0)
-            {
-                Volatile.Write(ref *leafSlot, 0);
-                return leafSize;
-            }
-
-            return UnmapRange(iova, size, leafSize);
         }
 
+        return UnmapWalk(iova, size);
+    }
+
+    // Unmap of anything but one mapped 4 KiB page on 4 levels.
+    private ulong UnmapWalk(ulong iova, ulong size)
+    {
         byte* b = _base;
         ulong start = _start, lastTable = _lastTable, table = Root;
         int shift = TopShift;
@@ -443,11 +469,19 @@ public sealed unsafe class DmaPageTable
         stoppedAt = 0;
         if (_levels == 4 && targetLevel == 1)
         {
-            // Unrolled for 48-bit units: constant shifts, three steps to the 4 KiB table.
+            // 48-bit units, 4 KiB target (a map that installs a table): three steps, no ref locals.
             ulong t = Root;
-            return Step(ref t, iova, 39, ref stoppedAt) && Step(ref t, iova, 30, ref stoppedAt) && Step(ref t, iova, 21, ref stoppedAt)
-                ? t
-                : NoFrame;
+            for (int shift = 39; shift > 12; shift -= DmaPte.StrideShift)
+            {
+                t = Step4(t, iova, shift);
+                if (t <= Superpage)
+                {
+                    stoppedAt = t == Superpage ? 1 + ((shift - DmaPte.PageShift) / DmaPte.StrideShift) : 0;
+                    return NoFrame;
+                }
+            }
+
+            return t;
         }
 
         byte* b = _base;
@@ -483,10 +517,10 @@ public sealed unsafe class DmaPageTable
         return table;
     }
 
-    // One step of an allocating walk: table becomes the next table; false on allocation failure
-    // (stoppedAt stays 0) or at a superpage (stoppedAt = its level).
+    // One step of the allocating 4-level walk, without ref/out locals: the next table, NoFrame when
+    // no frame is left for a missing table, or Superpage when a superpage maps iova at this level.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool Step(ref ulong table, ulong iova, int shift, ref int stoppedAt)
+    private ulong Step4(ulong table, ulong iova, int shift)
     {
         ulong* slot = EntryPointer(table, iova, shift);
         ulong pte = *slot;
@@ -495,20 +529,29 @@ public sealed unsafe class DmaPageTable
             pte = InstallTable(ref *slot);
             if (pte == NoFrame)
             {
-                return false;
+                return NoFrame;
             }
         }
         else if (DmaPte.IsSuperpage(pte))
         {
-            stoppedAt = 1 + ((shift - DmaPte.PageShift) / DmaPte.StrideShift);
-            return false;
+            return Superpage;
         }
 
-        table = DmaPte.Address(pte);
-        return true;
+        return DmaPte.Address(pte);
     }
 
-    // iova_to_phys for 4 levels, unrolled (see Leaf4); kept apart so nothing is address-taken.
+    // A present entry that points to a next-level table (not a superpage).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool IsTable(ulong pte) => DmaPte.IsPresent(pte) && !DmaPte.IsSuperpage(pte);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Errno OutOfTableFrames(ulong iova) =>
+        ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
+
+    // iova_to_phys for 4 levels, unrolled; inlined into callers of IovaToPhys. Plain reads are
+    // enough: a table is published by a compare-exchange after it was zeroed, and dependent loads
+    // are ordered in .NET.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong Lookup4(ulong iova)
     {
         byte* b = _base;
@@ -557,42 +600,6 @@ public sealed unsafe class DmaPageTable
         return (ulong*)(b + offset + (((iova >> shift) & 511) * sizeof(ulong)));
     }
 
-    // The 4-level walk (48-bit units) unrolled: the leaf entry that maps iova and its shift
-    // (30, 21 or 12), or 0 at a hole. Plain reads are enough: a table is published by a
-    // compare-exchange after it was zeroed, and dependent loads are ordered in .NET.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong Leaf4(ulong iova, out int shift, out ulong* slot)
-    {
-        shift = 39;
-        slot = EntryPointer(Root, iova, 39);
-        ulong pte = *slot;
-        if (!DmaPte.IsPresent(pte))
-        {
-            return 0;
-        }
-
-        shift = 30;
-        slot = EntryPointer(DmaPte.Address(pte), iova, 30);
-        pte = *slot;
-        if (!DmaPte.IsPresent(pte) || DmaPte.IsSuperpage(pte))
-        {
-            return DmaPte.IsPresent(pte) ? pte : 0;
-        }
-
-        shift = 21;
-        slot = EntryPointer(DmaPte.Address(pte), iova, 21);
-        pte = *slot;
-        if (!DmaPte.IsPresent(pte) || DmaPte.IsSuperpage(pte))
-        {
-            return DmaPte.IsPresent(pte) ? pte : 0;
-        }
-
-        shift = 12;
-        slot = EntryPointer(DmaPte.Address(pte), iova, 12);
-        pte = *slot;
-        return DmaPte.IsPresent(pte) ? pte : 0;
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong* EntryPointer(ulong table, ulong iova, int shift)
     {
@@ -605,7 +612,9 @@ public sealed unsafe class DmaPageTable
         return (ulong*)(_base + offset + (((iova >> shift) & 511) * sizeof(ulong)));
     }
 
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    // Not NoInlining: the JIT must look at the body to see it never returns, so the walks treat the
+    // check as a cold throw block instead of keeping their locals alive (spilled) across a call.
+    [DoesNotReturn]
     private static void ThrowForeign(ulong table) =>
         throw new InvalidOperationException($"Page-table pointer 0x{table:x} lies outside the translation-structure region: the tables are corrupt.");
 
