@@ -110,6 +110,7 @@ public sealed unsafe class DmaPageTable
     /// already mapped above the target level is left alone instead of being walked into as a table.
     /// </remarks>
     [KernelSymbol("__domain_mapping")]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Errno Map(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
     {
         // The common case: iommu_map of one 4 KiB page on a 48-bit unit whose tables for it already
@@ -230,6 +231,7 @@ public sealed unsafe class DmaPageTable
     /// so that <c>iommu_unmap</c> stops at holes like every io-pgtable driver.
     /// </remarks>
     [KernelSymbol("intel_iommu_unmap")]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong Unmap(ulong iova, ulong size)
     {
         if (iova > _maxIova)
