@@ -113,30 +113,21 @@ public sealed unsafe class DmaPageTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Errno Map(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
     {
-        // The common case: iommu_map of one 4 KiB page on a 48-bit unit whose tables for it already
-        // exist. It stays in this small method with no call but the tail call below, so there is no
-        // frame to set up; installing a missing table, superpages and errors go to MapRange.
+        // The common case, inlined into callers: iommu_map of one 4 KiB page on a 48-bit unit whose
+        // tables already exist. Installing a table, superpages and errors go to MapRange, so no
+        // local here lives across a call.
         if (size == DmaPte.LevelSize(1) && _levels == 4 && (attr & (DmaPte.Read | DmaPte.Write)) != 0)
         {
-            ulong pte = *EntryPointer(Root, iova, 39);
-            if (IsTable(pte))
+            ulong* slot = LeafSlot4(iova);
+            if (slot != null)
             {
-                pte = *EntryPointer(DmaPte.Address(pte), iova, 30);
-                if (IsTable(pte))
+                if (Volatile.Read(ref *slot) == 0)
                 {
-                    pte = *EntryPointer(DmaPte.Address(pte), iova, 21);
-                    if (IsTable(pte))
-                    {
-                        ulong* slot = EntryPointer(DmaPte.Address(pte), iova, 12);
-                        if (Volatile.Read(ref *slot) == 0)
-                        {
-                            Volatile.Write(ref *slot, paddr | (attr & (DmaPte.Read | DmaPte.Write | DmaPte.Snoop)));
-                        }
-
-                        mapped = size;
-                        return Errno.None;
-                    }
+                    Volatile.Write(ref *slot, paddr | (attr & (DmaPte.Read | DmaPte.Write | DmaPte.Snoop)));
                 }
+
+                mapped = size;
+                return Errno.None;
             }
         }
 
@@ -243,23 +234,11 @@ public sealed unsafe class DmaPageTable
         // ranges and other level counts take the general walk.
         if (size == DmaPte.LevelSize(1) && _levels == 4)
         {
-            ulong pte = *EntryPointer(Root, iova, 39);
-            if (IsTable(pte))
+            ulong* slot = LeafSlot4(iova);
+            if (slot != null && DmaPte.IsPresent(*slot))
             {
-                pte = *EntryPointer(DmaPte.Address(pte), iova, 30);
-                if (IsTable(pte))
-                {
-                    pte = *EntryPointer(DmaPte.Address(pte), iova, 21);
-                    if (IsTable(pte))
-                    {
-                        ulong* slot = EntryPointer(DmaPte.Address(pte), iova, 12);
-                        if (DmaPte.IsPresent(*slot))
-                        {
-                            Volatile.Write(ref *slot, 0);
-                            return size;
-                        }
-                    }
-                }
+                Volatile.Write(ref *slot, 0);
+                return size;
             }
         }
 
@@ -540,6 +519,27 @@ public sealed unsafe class DmaPageTable
         }
 
         return DmaPte.Address(pte);
+    }
+
+    // The 4 KiB entry slot for iova on 4 levels when every table above it exists (no superpage on
+    // the way), else null. Plain reads: see Lookup4.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong* LeafSlot4(ulong iova)
+    {
+        ulong pte = *EntryPointer(Root, iova, 39);
+        if (!IsTable(pte))
+        {
+            return null;
+        }
+
+        pte = *EntryPointer(DmaPte.Address(pte), iova, 30);
+        if (!IsTable(pte))
+        {
+            return null;
+        }
+
+        pte = *EntryPointer(DmaPte.Address(pte), iova, 21);
+        return IsTable(pte) ? EntryPointer(DmaPte.Address(pte), iova, 12) : null;
     }
 
     // A present entry that points to a next-level table (not a superpage).
