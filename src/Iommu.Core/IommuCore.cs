@@ -28,6 +28,7 @@ public sealed partial class IommuCore
     {
         Platform = platform;
         _log = platform.LoggerFactory.CreateLogger("Iommu.Core");
+        PublishMetrics();
     }
 
     /// <summary>The platform this core belongs to.</summary>
