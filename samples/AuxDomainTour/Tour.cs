@@ -502,6 +502,7 @@ internal sealed class Tour : IDisposable
 
         _r.Fact("mappings", _guests.Sum(g => g.Backend.Mappings.Count));
         _r.Fact("pages.pinned", _pages.TotalPins);
+        MetricsSummary(s, act);
 
         // The guests exit (every fd closed, as when QEMU quits): ADIs disabled, aux domains detached, pins dropped.
         foreach (Guest g in _guests)
@@ -513,9 +514,45 @@ internal sealed class Tour : IDisposable
         _r.Expect(adisOff && _driver.PasidsInUse == 0 && _pages.TotalPins == 0 && _guests.All(g => g.Proc.LockedVm == 0) && _adis.All(m => m.GetIommuDomain() is null),
             $"the guests exit: ADIs disabled, aux domains detached and their PASIDs freed ({_driver.PasidsInUse} in use), every pin dropped ({_pages.TotalPins} pinned), locked_vm back to 0");
 
+        IReadOnlyList<MetricValue> after = MetricsSnapshot.Read(_platform, IommuCore.MeterName, VfioCore.MeterName);
+        _r.Expect(after.Sum("vfio.type1.pinned.pages") == 0 && !after.Any(v => v.Instrument == "vfio.type1.dma.available"),
+            $"after the exit the metrics agree: no container reports pinned pages or dma_avail any more; iommu.mapped.pages = {after.Sum("iommu.mapped.pages")}");
+
         _r.Fact("iotlb.hits", s.IotlbHits);
         _r.Fact("iotlb.misses", s.IotlbMisses);
         _r.Fact("faults", _driver.Faults.Select(f => $"pasid={f.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-"} addr=0x{f.Address:x} reason=0x{f.Reason:x2}").ToList());
+    }
+
+    // The platform's metrics (System.Diagnostics.Metrics, docs/metrics.md) as an exporter would collect them now, checked against the models' own counters.
+    private void MetricsSummary(VtdCacheStatistics s, VtdActivity act)
+    {
+        IReadOnlyList<MetricValue> m = MetricsSnapshot.Read(_platform, IommuCore.MeterName, VtdMetrics.MeterName, VfioCore.MeterName);
+        _r.Note("Metrics (System.Diagnostics.Metrics, one collection as an exporter would make it; docs/metrics.md lists them):");
+        Table t = _r.Table("metrics", "instrument", "tags", "value", "unit");
+        foreach (MetricValue v in m.Where(v => v.Value != 0 || v.Instrument.StartsWith("vfio.", StringComparison.Ordinal)))
+        {
+            t.Row(v.Instrument, v.TagText, v.Value, v.Unit);
+        }
+
+        long pinned = m.Sum("vfio.type1.pinned.pages");
+        _r.Expect(m.Sum("iommu.vtd.iotlb.hits", "unit", "dmar0") == s.IotlbHits && m.Sum("iommu.vtd.iotlb.misses", "unit", "dmar0") == s.IotlbMisses && m.Sum("iommu.vtd.faults") == act.Faults,
+            $"the iommu.vtd.* instruments agree with the unit: {s.IotlbHits} IOTLB hits, {s.IotlbMisses} misses, {act.Faults} faults");
+        _r.Expect(pinned == _pages.TotalPins, $"vfio.type1.pinned.pages over the containers ({pinned}) = the pins the page pool holds");
+        _r.Expect(_guests.All(g => m.Sum("vfio.type1.dma.available", "container", g.Container.Id) == g.Backend.DmaAvail),
+            $"vfio.type1.dma.available per container = dma_avail ({string.Join(", ", _guests.Select(g => $"{g.Name}: {g.Backend.DmaAvail}"))})");
+        long inDomains = _guests.Sum(g => g.Backend.Domains.Count * g.Backend.Mappings.Sum(x => (long)(x.Size / Page)));
+        _r.Expect(m.Sum("iommu.mapped.pages") == inDomains && (m.Sum("iommu.map.operations") > 0) == (inDomains > 0),
+            $"iommu.mapped.pages ({m.Sum("iommu.mapped.pages")}) = the pages of every MAP_DMA in every IOMMU domain of its container; iommu_map ran {m.Sum("iommu.map.operations")} times");
+
+        _r.Fact("metrics.iommu.map.operations", m.Sum("iommu.map.operations"));
+        _r.Fact("metrics.iommu.unmap.operations", m.Sum("iommu.unmap.operations"));
+        _r.Fact("metrics.iommu.mapped.pages", m.Sum("iommu.mapped.pages"));
+        _r.Fact("metrics.iommu.vtd.iotlb.hits", m.Sum("iommu.vtd.iotlb.hits"));
+        _r.Fact("metrics.iommu.vtd.iotlb.misses", m.Sum("iommu.vtd.iotlb.misses"));
+        _r.Fact("metrics.iommu.vtd.invalidations", m.Sum("iommu.vtd.invalidations"));
+        _r.Fact("metrics.iommu.vtd.faults", m.Sum("iommu.vtd.faults"));
+        _r.Fact("metrics.vfio.type1.pinned.pages", pinned);
+        _r.Fact("metrics.vfio.type1.dma.available", _guests.Select(g => m.Sum("vfio.type1.dma.available", "container", g.Container.Id)).ToList());
     }
 
     // ---------------------------------------------------------------------------------------------

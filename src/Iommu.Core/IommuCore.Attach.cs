@@ -45,6 +45,7 @@ public sealed partial class IommuCore
         domain.Ops = ops;
         domain.Type = type;
         domain.PgsizeBitmap = ops.PgsizeBitmap;
+        TrackDomain(domain);
         return domain;
     }
 
@@ -63,6 +64,7 @@ public sealed partial class IommuCore
             }
         }
 
+        UntrackDomain(domain);
         domain.Ops?.DomainFree(domain);
     }
 

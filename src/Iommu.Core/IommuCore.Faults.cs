@@ -29,6 +29,7 @@ public sealed partial class IommuCore
     {
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
+        Interlocked.Increment(ref _domainFaults);
         IommuFaultHandler? handler = domain.Handler;
         return handler is null ? Errno.ENOSYS.ToKernelReturn() : handler(domain, device, iova, access, domain.HandlerToken);
     }
@@ -100,6 +101,7 @@ public sealed partial class IommuCore
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(fault);
+        CountDeviceFault(fault);
         DeviceFaultParam? param = device.HasIommu ? device.FaultParam : null;
         if (param is null)
         {

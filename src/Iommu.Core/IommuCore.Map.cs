@@ -32,9 +32,13 @@ public sealed partial class IommuCore
         IIommuOps? ops = domain.Ops;
         IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
         Errno ret = MapCore(domain, ops, callbacks, iova, paddr, size, prot);
-        if (ret == Errno.None && (callbacks & IommuCallbacks.IotlbSyncMap) != 0)
+        if (ret == Errno.None)
         {
-            ops!.IotlbSyncMap(domain, iova, size);
+            CountMap(domain, size);
+            if ((callbacks & IommuCallbacks.IotlbSyncMap) != 0)
+            {
+                ops!.IotlbSyncMap(domain, iova, size);
+            }
         }
 
         return ret;
@@ -55,9 +59,8 @@ public sealed partial class IommuCore
     public ulong Unmap(IDomain domain, ulong iova, ulong size)
     {
         ArgumentNullException.ThrowIfNull(domain);
-        var gather = default(IommuIotlbGather);
-        ulong ret = UnmapCore(domain, iova, size, ref gather);
-        IotlbSync(domain, ref gather);
+        ulong ret = UnmapAndSync(domain, iova, size);
+        CountUnmap(domain, ret);
         return ret;
     }
 
@@ -74,7 +77,9 @@ public sealed partial class IommuCore
     public ulong UnmapFast(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
         ArgumentNullException.ThrowIfNull(domain);
-        return UnmapCore(domain, iova, size, ref gather);
+        ulong ret = UnmapCore(domain, iova, size, ref gather);
+        CountUnmap(domain, ret);
+        return ret;
     }
 
     /// <summary>Flushes what <paramref name="gather"/> collected and empties it (<c>iommu_iotlb_sync</c>).</summary>
@@ -85,7 +90,7 @@ public sealed partial class IommuCore
     {
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.IotlbSync))
+        if (ops is not null && (ops.Callbacks & IommuCallbacks.IotlbSync) != 0)
         {
             ops.IotlbSync(domain, ref gather);
         }
@@ -154,7 +159,7 @@ public sealed partial class IommuCore
         }
 
         IIommuOps? ops = domain.Ops;
-        return ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.IovaToPhys) ? ops.IovaToPhys(domain, iova) : 0;
+        return ops is not null && (ops.Callbacks & IommuCallbacks.IovaToPhys) != 0 ? ops.IovaToPhys(domain, iova) : 0;
     }
 
     /// <summary>
@@ -275,14 +280,24 @@ public sealed partial class IommuCore
         {
             string detail = $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x}))";
             ErrorDetail.Clear();
-            Unmap(domain, origIova, origSize - size);
+
+            // Not counted as an unmap: the failed map was never counted as a map.
+            UnmapAndSync(domain, origIova, origSize - size);
             return ErrorDetail.Fail(ret, detail);
         }
 
         return Errno.None;
     }
 
-    // __iommu_unmap
+    private ulong UnmapAndSync(IDomain domain, ulong iova, ulong size)
+    {
+        var gather = default(IommuIotlbGather);
+        ulong ret = UnmapCore(domain, iova, size, ref gather);
+        IotlbSync(domain, ref gather);
+        return ret;
+    }
+
+    // __iommu_unmap. Flag tests here use & rather than Enum.HasFlag, which boxes in unoptimised (Debug) code.
     private ulong UnmapCore(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
         IIommuOps? ops = domain.Ops;
@@ -303,7 +318,7 @@ public sealed partial class IommuCore
             return 0;
         }
 
-        bool batched = ops.Callbacks.HasFlag(IommuCallbacks.UnmapPages);
+        bool batched = (ops.Callbacks & IommuCallbacks.UnmapPages) != 0;
         ulong unmapped = 0;
         while (unmapped < size)
         {

@@ -16,6 +16,9 @@ namespace Iommu;
 /// and never thrown; programming errors the kernel would <c>BUG_ON</c> throw .NET exceptions.</para>
 /// <para>Thread safety: group operations take the group mutex as the kernel does; map, unmap and
 /// iova_to_phys take no core lock (the driver must be safe for concurrent use, as in the kernel).</para>
+/// <para>Metrics: maps, unmaps, bytes and pages mapped and faults reported are published on the
+/// platform's <see cref="MeterName"/> meter as observable instruments (<c>docs/metrics.md</c>); map and
+/// unmap only add to counters of the domain itself (atomically, without allocating).</para>
 /// </remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1822", Justification = "The kernel API is exposed uniformly as instance members of the per-platform core.")]
 public sealed partial class IommuCore
@@ -28,6 +31,7 @@ public sealed partial class IommuCore
     {
         Platform = platform;
         _log = platform.LoggerFactory.CreateLogger("Iommu.Core");
+        PublishMetrics();
     }
 
     /// <summary>The platform this core belongs to.</summary>

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using Iommu.Devices;
 using Iommu.Memory;
 using Microsoft.Extensions.Logging;
@@ -10,13 +12,16 @@ namespace Iommu;
 /// Nothing is global, so any number of platforms can live in one process (tests run in parallel).
 /// </summary>
 /// <remarks>
-/// Thread safety: adding buses is serialised; the members' own types document their locking.
-/// Dispose the platform to release its native memory.
+/// Thread safety: adding buses and meters is serialised; the members' own types document their locking.
+/// Dispose the platform to release its native memory and the meters it created.
 /// </remarks>
 public sealed class Platform : IDisposable
 {
     private readonly List<Bus> _buses = [];
     private readonly Lock _lock = new();
+    private readonly Dictionary<string, Meter> _meters = new(StringComparer.Ordinal);
+    private readonly KeyValuePair<string, object?>[] _metricTags;
+    private bool _disposed;
 
     /// <summary>Builds a platform.</summary>
     /// <param name="options">Memory size and policies; defaults when null.</param>
@@ -25,6 +30,7 @@ public sealed class Platform : IDisposable
     {
         Options = options ?? new PlatformOptions();
         LoggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
+        _metricTags = Options.Name is { } name ? [new("platform", name)] : [];
         if (Options.TableMemorySize == 0 || Options.TableMemorySize > Options.MemorySize)
         {
             throw new ArgumentOutOfRangeException(nameof(options), $"TableMemorySize 0x{Options.TableMemorySize:x} must be non-zero and at most MemorySize 0x{Options.MemorySize:x}.");
@@ -50,6 +56,48 @@ public sealed class Platform : IDisposable
 
     /// <summary>The logger factory every component of the platform logs through.</summary>
     public ILoggerFactory LoggerFactory { get; }
+
+    /// <summary>
+    /// The tags every measurement of this platform's instruments starts with: <c>platform</c> =
+    /// <see cref="PlatformOptions.Name"/> when a name was given, else none. Layers add their own
+    /// (a unit, a container) to the copy they get.
+    /// </summary>
+    public TagList MetricTags => new(_metricTags);
+
+    /// <summary>
+    /// True once <see cref="Dispose"/> ran. Observable instruments report nothing from then on, so a
+    /// shared <see cref="PlatformOptions.MeterFactory"/> (which owns its meters) shows no stale values.
+    /// </summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed);
+
+    /// <summary>
+    /// The platform's meter named <paramref name="name"/>, created on first use through
+    /// <see cref="PlatformOptions.MeterFactory"/> (which then owns it) or as a plain <see cref="Meter"/>
+    /// that <see cref="Dispose"/> disposes. The meter carries the <see cref="MetricTags"/>, so named
+    /// platforms sharing a factory never share a meter. Every layer publishes through this: <c>Iommu.Core</c>,
+    /// <c>Iommu.VtD</c>, <c>Vfio.Type1</c>.
+    /// </summary>
+    /// <param name="name">Meter name (the publishing component).</param>
+    /// <returns>The meter; the same instance for the same name.</returns>
+    /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
+    public Meter GetMeter(string name)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_meters.TryGetValue(name, out Meter? meter))
+            {
+                // The platform tag on the meter too: a factory caches meters by name and tags, so named
+                // platforms sharing one factory get a meter each (no two instruments of a name on a meter).
+                var meterOptions = new MeterOptions(name) { Tags = _metricTags.Length == 0 ? null : _metricTags };
+                meter = Options.MeterFactory?.Create(meterOptions) ?? new Meter(meterOptions);
+                _meters.Add(name, meter);
+            }
+
+            return meter;
+        }
+    }
 
     /// <summary>A snapshot of the buses.</summary>
     public IReadOnlyList<Bus> Buses
@@ -123,6 +171,28 @@ public sealed class Platform : IDisposable
         }
     }
 
-    /// <summary>Releases the physical memory.</summary>
-    public void Dispose() => Memory.Dispose();
+    /// <summary>Releases the physical memory and the meters the platform created (not those of <see cref="PlatformOptions.MeterFactory"/>).</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            Volatile.Write(ref _disposed, true);
+            if (Options.MeterFactory is null)
+            {
+                foreach (Meter m in _meters.Values)
+                {
+                    m.Dispose();
+                }
+            }
+
+            _meters.Clear();
+        }
+
+        Memory.Dispose();
+    }
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Iommu.Domains;
 
 namespace Iommu;
@@ -19,4 +20,18 @@ public sealed record PlatformOptions
     /// DMA unless booted with <c>iommu.passthrough=1</c>, which gives IDENTITY).
     /// </summary>
     public DomainType DefaultDomainType { get; init; } = DomainType.Dma;
+
+    /// <summary>
+    /// Creates the meters every layer of the platform publishes its metrics through (hosts pass the one
+    /// from dependency injection). Null (the default): the platform creates plain <see cref="Meter"/>s
+    /// and disposes them with itself. See <c>docs/metrics.md</c> for the instruments.
+    /// </summary>
+    public IMeterFactory? MeterFactory { get; init; }
+
+    /// <summary>
+    /// Tags every measurement of this platform with <c>platform</c> = this name, so that several
+    /// platforms publishing through one <see cref="MeterFactory"/> can be told apart. Null (the
+    /// default) adds no tag.
+    /// </summary>
+    public string? Name { get; init; }
 }

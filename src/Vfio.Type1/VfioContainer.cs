@@ -22,12 +22,16 @@ public sealed class VfioContainer : VfioFile
     internal readonly List<VfioGroup> GroupList = [];
     private VfioIommuType1? _backend;
 
-    internal VfioContainer(VfioCore core, ProcessAddressSpace owner)
+    internal VfioContainer(VfioCore core, ProcessAddressSpace owner, int id)
     {
         Core = core;
         Owner = owner;
+        Id = id;
         OpenFileRef();
     }
+
+    /// <summary>A number that tells the containers of one <see cref="VfioCore"/> apart (1, 2, … in opening order); the <c>container</c> tag of the metrics.</summary>
+    public int Id { get; }
 
     /// <summary>The VFIO core.</summary>
     public VfioCore Core { get; }
@@ -162,6 +166,7 @@ public sealed class VfioContainer : VfioFile
             }
 
             Volatile.Write(ref _backend, backend);
+            Core.AddBackend(backend!);
             return Errno.None;
         }
     }
@@ -251,6 +256,7 @@ public sealed class VfioContainer : VfioFile
         {
             b.Release();
             Volatile.Write(ref _backend, null);
+            Core.RemoveBackend(b);
         }
     }
 

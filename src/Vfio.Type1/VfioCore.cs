@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
@@ -13,12 +15,21 @@ namespace Vfio.Type1;
 /// <see cref="VfioGroup"/> of each IOMMU group (<c>/dev/vfio/N</c>), new containers
 /// (<c>/dev/vfio/vfio</c>), and the vendor-facing pinning front end (<c>vfio_pin_pages</c>, …).
 /// </summary>
-/// <remarks>Thread safety: every member may be called concurrently; the group registry has its own lock, each container serialises its operations.</remarks>
+/// <remarks>
+/// <para>Metrics: pinned pages and <c>dma_avail</c> of every container with a backend are published on
+/// the platform's <c>Vfio.Type1</c> meter (<see cref="Platform.GetMeter"/>), tagged by <see cref="VfioContainer.Id"/>.</para>
+/// <para>Thread safety: every member may be called concurrently; the group registry has its own lock, each container serialises its operations.</para>
+/// </remarks>
 public sealed class VfioCore : IVfioPinning
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<IommuGroup, VfioGroup> _groups = [];
     private readonly Dictionary<Device, bool> _bound = [];
+
+    // Backends with SET_IOMMU done and not yet released: what the observable instruments read.
+    private readonly Lock _backendsLock = new();
+    private readonly List<VfioIommuType1> _backends = [];
+    private int _lastContainerId;
 
     /// <summary>Creates the VFIO core of <paramref name="platform"/>.</summary>
     /// <param name="platform">The platform.</param>
@@ -28,7 +39,11 @@ public sealed class VfioCore : IVfioPinning
         ArgumentNullException.ThrowIfNull(platform);
         Platform = platform;
         Options = options ?? new VfioType1Options();
+        PublishMetrics();
     }
+
+    /// <summary>Name of the meter the VFIO core publishes through (<see cref="Platform.GetMeter"/>).</summary>
+    public const string MeterName = "Vfio.Type1";
 
     /// <summary>The platform.</summary>
     public Platform Platform { get; }
@@ -102,7 +117,7 @@ public sealed class VfioCore : IVfioPinning
     public VfioContainer OpenContainer(ProcessAddressSpace process, out int fd)
     {
         ArgumentNullException.ThrowIfNull(process);
-        var c = new VfioContainer(this, process);
+        var c = new VfioContainer(this, process, Interlocked.Increment(ref _lastContainerId));
         fd = process.InstallFile(c);
         c.Fd = fd;
         return c;
@@ -137,6 +152,65 @@ public sealed class VfioCore : IVfioPinning
         fd = process.InstallFile(g);
         g.Fd = fd;
         return Errno.None;
+    }
+
+    internal void AddBackend(VfioIommuType1 backend)
+    {
+        lock (_backendsLock)
+        {
+            _backends.Add(backend);
+        }
+    }
+
+    internal void RemoveBackend(VfioIommuType1 backend)
+    {
+        lock (_backendsLock)
+        {
+            _backends.Remove(backend);
+        }
+    }
+
+    // Pinned pages and dma_avail of every live backend, read on collection only (the MAP_DMA and pin paths pay nothing).
+    private void PublishMetrics()
+    {
+        Meter meter = Platform.GetMeter(MeterName);
+        meter.CreateObservableUpDownCounter("vfio.type1.pinned.pages", () => Observe(static (b, tags) =>
+        {
+            (long mapDma, long external) = b.PinnedPages();
+            return [With(mapDma, tags, "map_dma"), With(external, tags, "vfio_pin_pages")];
+        }), "{page}", "Pages pinned now, by container and by who pinned them (MAP_DMA, or vfio_pin_pages for the external domain)");
+        meter.CreateObservableUpDownCounter("vfio.type1.dma.available", () => Observe(static (b, tags) => [new Measurement<long>(b.DmaAvail, tags)]), "{mapping}", "Mapping slots left (dma_avail), by container");
+
+        static Measurement<long> With(long value, TagList tags, string source)
+        {
+            tags.Add("source", source);
+            return new Measurement<long>(value, tags);
+        }
+    }
+
+    private List<Measurement<long>> Observe(Func<VfioIommuType1, TagList, Measurement<long>[]> observe)
+    {
+        var list = new List<Measurement<long>>();
+        if (Platform.IsDisposed)
+        {
+            return list;
+        }
+
+        VfioIommuType1[] backends;
+        lock (_backendsLock)
+        {
+            backends = [.. _backends];
+        }
+
+        // Each backend is read under its own lock, taken after the list lock is dropped (no lock order to keep).
+        foreach (VfioIommuType1 b in backends)
+        {
+            TagList tags = Platform.MetricTags;
+            tags.Add("container", b.Container.Id);
+            list.AddRange(observe(b, tags));
+        }
+
+        return list;
     }
 
     internal bool IsBoundToVfio(Device d)

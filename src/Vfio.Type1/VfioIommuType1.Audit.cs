@@ -7,6 +7,30 @@ namespace Vfio.Type1;
 
 public sealed partial class VfioIommuType1
 {
+    // For the metrics: pages pinned now by MAP_DMA (the pinned runs) and by vfio_pin_pages (pfn_list).
+    // Reserved pfns (zero page, PFNMAP) are not pinned, as in the kernel, and do not count.
+    internal (long MapDma, long External) PinnedPages()
+    {
+        long mapDma = 0, external = 0;
+        lock (_lock)
+        {
+            foreach (VfioDma d in _dmas)
+            {
+                foreach (PinnedRun run in d.Runs)
+                {
+                    mapDma += run.Reserved ? 0 : (long)run.Pages;
+                }
+
+                foreach (VfioPfn p in d.PfnList.Values)
+                {
+                    external += p.Reserved ? 0 : 1;
+                }
+            }
+        }
+
+        return (mapDma, external);
+    }
+
     /// <summary>
     /// Checks the invariants of spec §4.11 and throws <see cref="InvalidOperationException"/> naming the
     /// first violation: non-overlapping aligned mappings inside the IOVA list; <c>dma_avail</c> + mappings ==

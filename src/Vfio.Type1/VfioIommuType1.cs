@@ -76,6 +76,8 @@ public sealed partial class VfioIommuType1
         }
     }
 
+    internal VfioContainer Container => _container;
+
     /// <summary>Dirty tracking is on.</summary>
     public bool DirtyTracking { get; private set; }
 

@@ -32,6 +32,11 @@ public sealed class AuxDomainTourTests
         Assert.Contains("PASID table entry", text, StringComparison.Ordinal);
         Assert.Contains("IOVA_PFN", text, StringComparison.Ordinal);
         Assert.Matches(@"IOTLB hits / misses\s+[1-9]\d* / [1-9]\d*", text);
+        Assert.Matches(@"iommu\.vtd\.iotlb\.hits\s+unit=dmar0\s+[1-9]\d*\s+\{lookup\}", text);
+        Assert.Matches(@"iommu\.vtd\.faults\s+unit=dmar0 reason=0x86\s+1\s+\{fault\}", text);
+        Assert.Matches(@"vfio\.type1\.pinned\.pages\s+container=3 source=vfio_pin_pages\s+2\s+\{page\}", text);
+        Assert.Matches(@"vfio\.type1\.dma\.available\s+container=1\s+65533\s+\{mapping\}", text);
+        Assert.Contains("[ok] vfio.type1.pinned.pages over the containers (51) = the pins the page pool holds", text, StringComparison.Ordinal);
         Assert.Matches(@"All \d+ checks behaved as the kernel does\.", text);
     }
 
@@ -71,6 +76,13 @@ public sealed class AuxDomainTourTests
         Assert.Equal([1u, 2u, 3u], facts.GetProperty("pasids").EnumerateArray().Select(p => p.GetUInt32()));
         Assert.Equal(2, facts.GetProperty("faults").GetArrayLength());
         Assert.True(facts.GetProperty("iotlb.hits").GetInt64() > 0);
+        Assert.Equal(facts.GetProperty("iotlb.hits").GetInt64(), facts.GetProperty("metrics.iommu.vtd.iotlb.hits").GetInt64());
+        Assert.Equal(2, facts.GetProperty("metrics.iommu.vtd.faults").GetInt64());
+        Assert.Equal(facts.GetProperty("pages.pinned").GetInt64(), facts.GetProperty("metrics.vfio.type1.pinned.pages").GetInt64());
+        Assert.Equal(49, facts.GetProperty("metrics.iommu.mapped.pages").GetInt64()); // 17 + 16 + 16 pages, one IOMMU domain per container
+        Assert.Equal([65533L, 65534L, 65534L], facts.GetProperty("metrics.vfio.type1.dma.available").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Contains(root.GetProperty("sections")[5].GetProperty("tables").GetProperty("metrics").EnumerateArray(),
+            r => r.GetProperty("instrument").GetString() == "iommu.map.operations" && r.GetProperty("unit").GetString() == "{operation}");
 
         JsonElement faults = root.GetProperty("sections")[3].GetProperty("tables").GetProperty("faults");
         Assert.Equal(["0x86", "0x85"], faults.EnumerateArray().Select(f => f.GetProperty("reason").GetString()));

@@ -23,4 +23,11 @@ public class IommuDomain : IDomain
 
     /// <inheritdoc/>
     public object? HandlerToken { get; set; }
+
+    // Map/unmap counters the core keeps for its metrics (Interlocked: map and unmap run concurrently).
+    // Per domain rather than per core so concurrent users of different domains share no cache line.
+    internal long MapOps;
+    internal long MappedBytes;
+    internal long UnmapOps;
+    internal long UnmappedBytes;
 }

@@ -17,6 +17,8 @@ namespace Iommu.VtD.Driver;
 /// into <see cref="PhysicalMemory"/>: root and context tables, PASID directories and tables, page
 /// tables and invalidation descriptors. Which unit serves a device is read from the PCI bus's
 /// remapping-unit scopes (<see cref="PciBus.AddDmaRemapper"/>), as the kernel reads the ACPI DMAR table.</para>
+/// <para>Metrics: each unit's IOTLB hits and misses, invalidations and faults by reason are published on
+/// the platform's <c>Iommu.VtD</c> meter (<see cref="Platform.GetMeter"/>), tagged <c>unit</c> = <c>dmar&lt;index&gt;</c>.</para>
 /// <para>Thread safety: attach/detach/aux/attribute changes take the driver's device-domain lock
 /// (<c>device_domain_lock</c>); map/unmap/iova_to_phys take none (the page tables are safe for
 /// disjoint concurrent use); invalidations are serialised per unit.</para>
@@ -76,6 +78,22 @@ public sealed partial class IntelIommu : IIommuOps
             Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
             _mapNeedsFlush |= unit.CachingMode || Dmar.CapRwbf(unit.Cap);
         }
+
+        PublishMetrics(platform, units);
+    }
+
+    // Every unit publishes its caches, invalidations and faults on the platform's meter, tagged dmar%d as the kernel names it.
+    private static void PublishMetrics(Platform platform, VtdUnit[] units)
+    {
+        var tagged = new (VtdUnit, System.Diagnostics.TagList)[units.Length];
+        for (int i = 0; i < units.Length; i++)
+        {
+            System.Diagnostics.TagList tags = platform.MetricTags;
+            tags.Add("unit", $"dmar{i}");
+            tagged[i] = (units[i], tags);
+        }
+
+        VtdMetrics.AddInstruments(platform.GetMeter(VtdMetrics.MeterName), tagged, () => !platform.IsDisposed);
     }
 
     /// <summary>The options the driver runs with.</summary>

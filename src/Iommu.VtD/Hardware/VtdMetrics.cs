@@ -8,6 +8,12 @@ namespace Iommu.VtD.Hardware;
 /// misses, table walks, invalidations and faults by reason, as observable instruments read on
 /// collection (the translation path pays nothing for them).
 /// </summary>
+/// <remarks>
+/// <see cref="Driver.IntelIommu"/> publishes every unit it drives on its platform's meter
+/// (<see cref="Platform.GetMeter"/>) with <c>unit</c> = <c>dmar&lt;index&gt;</c>; call
+/// <see cref="Publish"/> only for a unit used without the driver. The instruments are listed in
+/// <c>docs/metrics.md</c>.
+/// </remarks>
 public static class VtdMetrics
 {
     /// <summary>Name of the meter.</summary>
@@ -22,29 +28,56 @@ public static class VtdMetrics
     {
         ArgumentNullException.ThrowIfNull(unit);
         Meter meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
-        var tag = new KeyValuePair<string, object?>("unit", unitName);
-        meter.CreateObservableCounter("iommu.vtd.iotlb.hits", () => new Measurement<long>(unit.Statistics.IotlbHits, tag), description: "IOTLB lookups that hit");
-        meter.CreateObservableCounter("iommu.vtd.iotlb.misses", () => new Measurement<long>(unit.Statistics.IotlbMisses, tag), description: "IOTLB lookups that walked the page tables");
-        meter.CreateObservableCounter("iommu.vtd.context.misses", () => new Measurement<long>(unit.Statistics.ContextMisses, tag), description: "Context-cache misses (root/context table reads)");
-        meter.CreateObservableCounter("iommu.vtd.pasid.misses", () => new Measurement<long>(unit.Statistics.PasidMisses, tag), description: "PASID-cache misses (PASID directory/table reads)");
-        meter.CreateObservableCounter("iommu.vtd.invalidations", () => Invalidations(unit, tag), description: "Invalidations processed, by cache");
-        meter.CreateObservableCounter("iommu.vtd.faults", () => Faults(unit, tag), description: "DMA faults, by VT-d fault reason");
+        AddInstruments(meter, [(unit, new TagList { { "unit", unitName } })], static () => true);
         return meter;
     }
 
-    private static IEnumerable<Measurement<long>> Invalidations(VtdUnit unit, KeyValuePair<string, object?> tag)
+    // One instrument per name for all the units (a collector follows one instrument of a name per meter);
+    // each unit's measurements start with its tags; nothing is reported once alive() is false.
+    internal static void AddInstruments(Meter meter, (VtdUnit Unit, TagList Tags)[] units, Func<bool> alive)
     {
-        VtdActivity a = unit.Activity;
-        yield return new Measurement<long>(a.ContextInvalidations, tag, new("cache", "context"));
-        yield return new Measurement<long>(a.PasidInvalidations, tag, new("cache", "pasid"));
-        yield return new Measurement<long>(a.IotlbInvalidations, tag, new("cache", "iotlb"));
+        meter.CreateObservableCounter("iommu.vtd.iotlb.hits", () => Each(units, alive, static (u, t) => [new(u.Statistics.IotlbHits, t)]), "{lookup}", "IOTLB lookups that hit");
+        meter.CreateObservableCounter("iommu.vtd.iotlb.misses", () => Each(units, alive, static (u, t) => [new(u.Statistics.IotlbMisses, t)]), "{lookup}", "IOTLB lookups that walked the page tables");
+        meter.CreateObservableCounter("iommu.vtd.context.misses", () => Each(units, alive, static (u, t) => [new(u.Statistics.ContextMisses, t)]), "{lookup}", "Context-cache misses (root/context table reads)");
+        meter.CreateObservableCounter("iommu.vtd.pasid.misses", () => Each(units, alive, static (u, t) => [new(u.Statistics.PasidMisses, t)]), "{lookup}", "PASID-cache misses (PASID directory/table reads)");
+        meter.CreateObservableCounter("iommu.vtd.invalidations", () => Each(units, alive, Invalidations), "{invalidation}", "Invalidations processed, by cache");
+        meter.CreateObservableCounter("iommu.vtd.faults", () => Each(units, alive, Faults), "{fault}", "DMA faults, by VT-d fault reason");
     }
 
-    private static IEnumerable<Measurement<long>> Faults(VtdUnit unit, KeyValuePair<string, object?> tag)
+    private static List<Measurement<long>> Each((VtdUnit Unit, TagList Tags)[] units, Func<bool> alive, Func<VtdUnit, TagList, IEnumerable<Measurement<long>>> observe)
     {
+        var list = new List<Measurement<long>>();
+        if (alive())
+        {
+            foreach ((VtdUnit unit, TagList tags) in units)
+            {
+                list.AddRange(observe(unit, tags));
+            }
+        }
+
+        return list;
+    }
+
+    private static Measurement<long>[] Invalidations(VtdUnit unit, TagList tags)
+    {
+        VtdActivity a = unit.Activity;
+        return [With(a.ContextInvalidations, tags, "cache", "context"), With(a.PasidInvalidations, tags, "cache", "pasid"), With(a.IotlbInvalidations, tags, "cache", "iotlb")];
+    }
+
+    private static List<Measurement<long>> Faults(VtdUnit unit, TagList tags)
+    {
+        var list = new List<Measurement<long>>();
         foreach ((VtdFaultReason reason, long count) in unit.Activity.FaultsByReason)
         {
-            yield return new Measurement<long>(count, tag, new("reason", $"0x{(int)reason:x2}"));
+            list.Add(With(count, tags, "reason", $"0x{(int)reason:x2}"));
         }
+
+        return list;
+    }
+
+    private static Measurement<long> With(long value, TagList tags, string key, string tagValue)
+    {
+        tags.Add(key, tagValue);
+        return new Measurement<long>(value, tags);
     }
 }

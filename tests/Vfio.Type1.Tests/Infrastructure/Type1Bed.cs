@@ -11,10 +11,10 @@ namespace Vfio.Type1.Tests.Infrastructure;
 /// <summary>A platform with one VT-d unit and its driver, a VFIO core, a host page pool and one process.</summary>
 internal sealed class Type1Bed : IDisposable
 {
-    public Type1Bed(VtdConfig? config = null, bool scalable = false, VfioType1Options? options = null)
+    public Type1Bed(VtdConfig? config = null, bool scalable = false, VfioType1Options? options = null, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null)
     {
         config ??= VtdConfig.Legacy39Bit;
-        Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 256 * Sizes.MiB });
+        Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 256 * Sizes.MiB, MeterFactory = meterFactory });
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, config);
         Pci.AddDmaRemapper(Unit, includeAll: true);
