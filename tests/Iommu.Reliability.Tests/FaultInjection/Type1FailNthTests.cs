@@ -1,0 +1,164 @@
+using Iommu.Reliability.Tests.Infrastructure;
+using Vfio.Type1;
+using Vfio.Type1.Uapi;
+using Xunit.Abstractions;
+
+namespace Iommu.Reliability.Tests.FaultInjection;
+
+/// <summary>
+/// fail_nth over the type1 paths that allocate page tables: attaching a group that needs a new domain
+/// (allocation of the domain, then the replay of every existing mapping into it, spec §4.4 steps 5
+/// and 15) and MAP_DMA into a container with two domains (the map into the second domain fails
+/// after the first succeeded, §4.6 step 11); then pin failures (RLIMIT_MEMLOCK, every page in turn)
+/// and dma_avail exhaustion. After each failure: the errno, and dma_avail (GET_INFO), locked_vm,
+/// pins, mappings, translations in every domain and both devices' DMA exactly as before; Audit().
+/// </summary>
+public sealed class Type1FailNthTests(ITestOutputHelper output)
+{
+    private static readonly (ulong Iova, ulong Size, byte Seed)[] Initial =
+    [
+        (0x10_0000, Sizes.MiB, 0x10),
+        (0x4000_0000, 2 * Sizes.Page, 0x40),
+        (0x1_0000_0000, 6 * Sizes.MiB, 0x70),
+    ];
+
+    [Fact]
+    public void Replay_into_a_new_domain_and_map_into_two_domains_unwind_every_failing_allocation()
+    {
+        using var bed = new FailNthType1Bed();
+        var baseline = new List<string>();
+        bed.Counters(baseline);
+
+        Assert.Equal(Errno.None, bed.G0.SetContainer(bed.Container));
+        Assert.Equal(Errno.None, bed.Container.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU));
+        foreach ((ulong iova, ulong size, byte seed) in Initial)
+        {
+            Assert.Equal(Errno.None, bed.Map(bed.Buffer(size, seed), iova, size));
+        }
+
+        // 1. The second group joins: a new domain on the other unit, every mapping replayed into it.
+        (int attachFailures, Errno final) = FailNthSweep.Run(
+            bed.Platform.Frames,
+            bed.Snapshot,
+            () => bed.G1.SetContainer(bed.Container),
+            (n, err, pre) =>
+            {
+                // n = 1 is the new domain's page-table root: iommu_domain_alloc returns NULL → -EIO (step 5);
+                // later ones fail iommu_map inside the replay → -ENOMEM, unwound (step 15).
+                Errno expected = n == 1 ? Errno.EIO : Errno.ENOMEM;
+                Assert.True(err == expected, $"attach fail_nth={n}: {err}, expected {expected}");
+                FailNthSweep.AssertSame(pre, bed.Snapshot(), $"attach fail_nth={n}");
+            });
+        Assert.Equal(Errno.None, final);
+        Assert.Equal(2, bed.Backend.Domains.Count);
+        AssertDeviceSees(bed, Initial);
+
+        // 2. MAP_DMA into both domains.
+        ulong va = bed.Buffer(4 * Sizes.MiB, 0xA0);
+        const ulong NewIova = 0x20_0000_0000; // new upper tables in both domains
+        (int mapFailures, Errno mapFinal) = FailNthSweep.Run(
+            bed.Platform.Frames,
+            bed.Snapshot,
+            () => bed.Map(va, NewIova, 4 * Sizes.MiB),
+            (n, err, pre) =>
+            {
+                Assert.True(err == Errno.ENOMEM, $"map fail_nth={n}: {err}, expected ENOMEM");
+                FailNthSweep.AssertSame(pre, bed.Snapshot(), $"map fail_nth={n}");
+            });
+        Assert.Equal(Errno.None, mapFinal);
+        AssertDeviceSees(bed, [.. Initial, (NewIova, 4 * Sizes.MiB, (byte)0xA0)]);
+        output.WriteLine($"type1 attach with replay into a new domain: {attachFailures} injected failures (1 × -EIO, {attachFailures - 1} × -ENOMEM); MAP_DMA into two domains: {mapFailures} × -ENOMEM; state unchanged after each");
+        Assert.True(attachFailures >= 4, $"only {attachFailures} allocations in the attach");
+        Assert.True(mapFailures >= 4, $"only {mapFailures} allocations in the map");
+
+        TearDown(bed, baseline);
+    }
+
+    [Fact]
+    public void Pin_failures_at_every_page_and_dma_avail_exhaustion_change_nothing()
+    {
+        using var bed = new FailNthType1Bed(new VfioType1Options { AllowUnsafeInterrupts = true, DmaEntryLimit = 5 });
+        var baseline = new List<string>();
+        bed.Counters(baseline);
+        Assert.Equal(Errno.None, bed.G0.SetContainer(bed.Container));
+        Assert.Equal(Errno.None, bed.Container.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU));
+        Assert.Equal(Errno.None, bed.G1.SetContainer(bed.Container));
+        foreach ((ulong iova, ulong size, byte seed) in Initial)
+        {
+            Assert.Equal(Errno.None, bed.Map(bed.Buffer(size, seed), iova, size));
+        }
+
+        // RLIMIT_MEMLOCK without CAP_IPC_LOCK: allow k more pages, k = 0, 1, …, until the map fits.
+        const ulong Pages = 40;
+        ulong va = bed.Buffer(Pages * Sizes.Page, 0xC0);
+        bed.Proc.CapIpcLock = false;
+        long locked = bed.Proc.LockedVm;
+        int pinFailures = 0;
+        for (ulong k = 0; ; k++)
+        {
+            bed.Proc.RlimitMemlock = ((ulong)locked + k) * Sizes.Page;
+            List<string> pre = bed.Snapshot();
+            Errno e = bed.Map(va, 0x3000_0000, Pages * Sizes.Page);
+            if (k < Pages)
+            {
+                Assert.True(e == Errno.ENOMEM, $"RLIMIT +{k} pages: {e}, expected ENOMEM (spec §4.6 locked_vm accounting)");
+                FailNthSweep.AssertSame(pre, bed.Snapshot(), $"RLIMIT +{k} pages");
+                pinFailures++;
+                continue;
+            }
+
+            Assert.Equal(Errno.None, e);
+            break;
+        }
+
+        Assert.Equal(locked + (long)Pages, bed.Proc.LockedVm);
+        bed.Proc.CapIpcLock = true;
+
+        // dma_avail: 4 of 5 slots used; one more map fits, the next is -ENOSPC and changes nothing.
+        Assert.Equal(1u, bed.DmaAvail());
+        Assert.Equal(Errno.None, bed.Map(bed.Buffer(Sizes.Page, 0xE0), 0x5000_0000, Sizes.Page));
+        ulong last = bed.Buffer(Sizes.Page, 0xF0);
+        List<string> full = bed.Snapshot();
+        Assert.Equal(Errno.ENOSPC, bed.Map(last, 0x6000_0000, Sizes.Page));
+        FailNthSweep.AssertSame(full, bed.Snapshot(), "dma_avail exhausted");
+        output.WriteLine($"MAP_DMA pin failures (RLIMIT_MEMLOCK at each of {Pages} pages): {pinFailures} × -ENOMEM; dma_avail 0: -ENOSPC; state unchanged after each");
+
+        TearDown(bed, baseline);
+    }
+
+    private static void AssertDeviceSees(FailNthType1Bed bed, IEnumerable<(ulong Iova, ulong Size, byte Seed)> maps)
+    {
+        var b = new byte[1];
+        foreach ((ulong iova, ulong size, byte seed) in maps)
+        {
+            foreach (ulong off in new[] { 0UL, size - Sizes.Page })
+            {
+                byte want = (byte)(seed + (off / Sizes.Page));
+                Assert.True(bed.Dev0.DmaRead(null, iova + off, b).IsOk);
+                Assert.Equal(want, b[0]);
+                Assert.True(bed.Dev1.DmaRead(null, iova + off, b).IsOk);
+                Assert.Equal(want, b[0]);
+            }
+        }
+    }
+
+    private static void TearDown(FailNthType1Bed bed, List<string> baseline)
+    {
+        var all = new VfioIommuType1DmaUnmap(24, VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL, 0, 0);
+        Assert.Equal(Errno.None, bed.Container.UnmapDma(ref all));
+        Assert.Equal(0, bed.Proc.LockedVm);
+        Assert.Equal(bed.Backend.DmaEntryLimit, bed.DmaAvail());
+        bed.Backend.Audit();
+        Assert.Equal(Errno.None, bed.G1.UnsetContainer());
+        Assert.Equal(Errno.None, bed.G0.UnsetContainer());
+        Assert.Null(bed.Container.Backend);
+        var end = new List<string>();
+        bed.Counters(end);
+
+        // Host pages stay allocated (the process still maps its buffers); everything else is back.
+        baseline.RemoveAll(l => l.StartsWith("host.", StringComparison.Ordinal));
+        end.RemoveAll(l => l.StartsWith("host.", StringComparison.Ordinal));
+        FailNthSweep.AssertSame(baseline, end, "after teardown");
+        Assert.Equal(0, bed.Pages.TotalPins);
+    }
+}
