@@ -27,7 +27,7 @@ public sealed class Type1MapUnmapConcurrencyTests(ITestOutputHelper output)
     public void Concurrent_map_and_unmap_are_consistent_with_a_serial_order()
     {
         int threads = Math.Max(Environment.ProcessorCount, 4);
-        long opsPerThread = Math.Max(ReliabilityBudget.Ops / 10 / threads, 100);
+        long opsPerThread = Math.Max(ReliabilityBudget.Ops / 2 / threads, 100);
         ulong seed = ReliabilityBudget.Seed(0x7E57);
         using var bed = new FailNthType1Bed();
         Assert.Equal(Errno.None, bed.G0.SetContainer(bed.Container));

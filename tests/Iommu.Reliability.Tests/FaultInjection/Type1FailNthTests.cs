@@ -1,4 +1,6 @@
 using Iommu.Reliability.Tests.Infrastructure;
+using Mtty;
+using Vfio.Mdev;
 using Vfio.Type1;
 using Vfio.Type1.Uapi;
 using Xunit.Abstractions;
@@ -124,6 +126,78 @@ public sealed class Type1FailNthTests(ITestOutputHelper output)
         output.WriteLine($"MAP_DMA pin failures (RLIMIT_MEMLOCK at each of {Pages} pages): {pinFailures} × -ENOMEM; dma_avail 0: -ENOSPC; state unchanged after each");
 
         TearDown(bed, baseline);
+    }
+
+    [Fact]
+    public void Replay_that_pins_for_the_first_iommu_domain_unwinds_every_pin_and_allocation_failure()
+    {
+        // A container with only an external (vendor-isolated) mdev group: MAP_DMA pins nothing. The
+        // first physical group makes the replay pin every mapping from the process now (§4.4 step 15).
+        using var bed = new FailNthType1Bed();
+        long frames0 = bed.Platform.Frames.LiveFrames;
+        var mdevCore = new MdevCore(bed.Platform);
+        var mtty = new MttyDriver(bed.Platform.Memory);
+        Assert.Equal(Errno.None, mtty.Register(mdevCore));
+        Assert.Equal(Errno.None, mdevCore.Create(mdevCore.FindParent(mtty.ParentDevice)!.FindType("mtty-1")!, Guid.NewGuid(), out MdevDevice? m));
+        Assert.Equal(Errno.None, bed.Vfio.RegisterDevice(m!));
+        Assert.Equal(Errno.None, bed.Vfio.OpenGroup(bed.Proc, m!.IommuGroup!.Id, out VfioGroup? mg, out _));
+        Assert.Equal(Errno.None, mg!.SetContainer(bed.Container));
+        Assert.Equal(Errno.None, bed.Container.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU));
+        (ulong Iova, ulong Size, byte Seed)[] maps = [(0x10_0000, 8 * Sizes.Page, 0x10), (0x4000_0000, 2 * Sizes.Page, 0x40), (0x1_0000_0000, 16 * Sizes.Page, 0x70)];
+        bed.Proc.CapIpcLock = false; // lock_cap is captured at MAP time (§4.6): without it the replay is held to RLIMIT_MEMLOCK
+        foreach ((ulong iova, ulong size, byte seed) in maps)
+        {
+            Assert.Equal(Errno.None, bed.Map(bed.Buffer(size, seed), iova, size));
+        }
+
+        Assert.Equal(0, bed.Proc.LockedVm);
+        const long Total = 26;
+
+        // RLIMIT_MEMLOCK (read from the mapping's task at replay time): the replay's pin of page k fails, k = 0 … 25.
+        ulong rlimit = bed.Proc.RlimitMemlock;
+        int pinFailures = 0;
+        for (long k = 0; k < Total; k++)
+        {
+            bed.Proc.RlimitMemlock = (ulong)k * Sizes.Page;
+            List<string> pre = bed.Snapshot();
+            Errno e = bed.G0.SetContainer(bed.Container);
+            Assert.True(e == Errno.ENOMEM, $"replay with RLIMIT {k} pages: {e}, expected ENOMEM");
+            FailNthSweep.AssertSame(pre, bed.Snapshot(), $"replay with RLIMIT {k} pages");
+            pinFailures++;
+        }
+
+        bed.Proc.RlimitMemlock = rlimit;
+
+        // Then every frame allocation of the same attach.
+        (int failures, Errno final) = FailNthSweep.Run(
+            bed.Platform.Frames,
+            bed.Snapshot,
+            () => bed.G0.SetContainer(bed.Container),
+            (n, err, pre) =>
+            {
+                Errno expected = n == 1 ? Errno.EIO : Errno.ENOMEM;
+                Assert.True(err == expected, $"attach fail_nth={n}: {err}, expected {expected}");
+                FailNthSweep.AssertSame(pre, bed.Snapshot(), $"attach fail_nth={n}");
+            });
+        Assert.Equal(Errno.None, final);
+        Assert.Equal(Total, bed.Proc.LockedVm);
+        var b = new byte[1];
+        foreach ((ulong iova, ulong size, byte seed) in maps)
+        {
+            Assert.True(bed.Dev0.DmaRead(null, iova + size - Sizes.Page, b).IsOk);
+            Assert.Equal((byte)(seed + (size / Sizes.Page) - 1), b[0]);
+        }
+
+        output.WriteLine($"type1 replay pinning for the first IOMMU domain: {pinFailures} pin failures (RLIMIT at each page) and {failures} allocation failures (1 × -EIO, {failures - 1} × -ENOMEM); state unchanged after each");
+        Assert.True(failures >= 3, $"only {failures} allocations in the attach");
+
+        var all = new VfioIommuType1DmaUnmap(24, VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL, 0, 0);
+        Assert.Equal(Errno.None, bed.Container.UnmapDma(ref all));
+        Assert.Equal(0, bed.Proc.LockedVm);
+        Assert.Equal(Errno.None, bed.G0.UnsetContainer());
+        Assert.Equal(Errno.None, mg.UnsetContainer());
+        Assert.Equal(0, bed.Pages.TotalPins);
+        Assert.Equal(frames0, bed.Platform.Frames.LiveFrames);
     }
 
     private static void AssertDeviceSees(FailNthType1Bed bed, IEnumerable<(ulong Iova, ulong Size, byte Seed)> maps)
