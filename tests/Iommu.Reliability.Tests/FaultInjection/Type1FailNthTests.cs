@@ -1,5 +1,7 @@
 using Iommu.Reliability.Tests.Infrastructure;
+using Iommu.Devices;
 using Mtty;
+using SiovAccel;
 using Vfio.Mdev;
 using Vfio.Type1;
 using Vfio.Type1.Uapi;
@@ -197,6 +199,73 @@ public sealed class Type1FailNthTests(ITestOutputHelper output)
         Assert.Equal(Errno.None, bed.G0.UnsetContainer());
         Assert.Equal(Errno.None, mg.UnsetContainer());
         Assert.Equal(0, bed.Pages.TotalPins);
+        Assert.Equal(frames0, bed.Platform.Frames.LiveFrames);
+    }
+
+    [Fact]
+    public void Aux_attach_of_an_siov_mdev_with_replay_into_its_new_domain_unwinds_every_failing_allocation()
+    {
+        // The container's mappings live in a physical group's domain on segment 0; an ADI of an SIOV
+        // parent on segment 1 (other ops: no reuse) joins, so type1 allocates a domain, aux-attaches
+        // it to the parent (a PASID and a DID) and replays every mapping into it.
+        using var bed = new FailNthType1Bed(scalableSegment1: true);
+        PciDevice parent = bed.Pci1.AddDevice(new PciDeviceSpec("0001:00:02.0") { Acs = true, PasidWidth = 20, ScalableIov = true });
+        var mdevCore = new MdevCore(bed.Platform);
+        var accel = new SiovAccelDriver(bed.Platform.Iommu, parent, adiCount: 2);
+        Assert.Equal(Errno.None, mdevCore.RegisterDevice(parent, accel));
+        Assert.Equal(Errno.None, mdevCore.Create(mdevCore.FindParent(parent)!.FindType("siov_accel-wq")!, Guid.NewGuid(), out MdevDevice? adi));
+        Assert.Equal(Errno.None, bed.Vfio.RegisterDevice(adi!));
+        Assert.Equal(Errno.None, bed.Vfio.OpenGroup(bed.Proc, adi!.IommuGroup!.Id, out VfioGroup? ag, out _));
+        long frames0 = bed.Platform.Frames.LiveFrames;
+        int pasids0 = bed.Driver1.PasidsInUse;
+
+        Assert.Equal(Errno.None, bed.G0.SetContainer(bed.Container));
+        Assert.Equal(Errno.None, bed.Container.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU));
+        foreach ((ulong iova, ulong size, byte seed) in Initial)
+        {
+            Assert.Equal(Errno.None, bed.Map(bed.Buffer(size, seed), iova, size));
+        }
+
+        (int failures, Errno final) = FailNthSweep.Run(
+            bed.Platform.Frames,
+            () =>
+            {
+                List<string> s = bed.Snapshot();
+                s.Add($"adi domain={adi.GetIommuDomain() is not null}");
+                FailNthVtdBed.Dma("parent pasid 1", parent, 1, [Initial[0].Iova], s);
+                return s;
+            },
+            () => ag!.SetContainer(bed.Container),
+            (n, err, pre) =>
+            {
+                Errno expected = n == 1 ? Errno.EIO : Errno.ENOMEM;
+                Assert.True(err == expected, $"aux attach fail_nth={n}: {err}, expected {expected}");
+                List<string> now = bed.Snapshot();
+                now.Add($"adi domain={adi.GetIommuDomain() is not null}");
+                FailNthVtdBed.Dma("parent pasid 1", parent, 1, [Initial[0].Iova], now);
+                FailNthSweep.AssertSame(pre, now, $"aux attach fail_nth={n}");
+            });
+        Assert.Equal(Errno.None, final);
+        Assert.Equal(2, bed.Backend.Domains.Count);
+        Assert.Equal(pasids0 + 1, bed.Driver1.PasidsInUse);
+        int pasid = bed.Platform.Iommu.AuxGetPasid(adi.GetIommuDomain()!, parent);
+        Assert.True(pasid > 0);
+        var b = new byte[1];
+        foreach ((ulong iova, ulong size, byte seed) in Initial)
+        {
+            Assert.True(parent.DmaRead((uint)pasid, iova + size - Sizes.Page, b).IsOk);
+            Assert.Equal((byte)(seed + (size / Sizes.Page) - 1), b[0]);
+        }
+
+        output.WriteLine($"type1 aux attach of an SIOV mdev with replay into its new domain: {failures} injected failures (1 × -EIO, {failures - 1} × -ENOMEM); state (PASIDs, DIDs, frames, translations, DMA) unchanged after each");
+        Assert.True(failures >= 4, $"only {failures} allocations in the aux attach");
+
+        var all = new VfioIommuType1DmaUnmap(24, VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL, 0, 0);
+        Assert.Equal(Errno.None, bed.Container.UnmapDma(ref all));
+        Assert.Equal(Errno.None, ag!.UnsetContainer());
+        Assert.Equal(Errno.None, bed.G0.UnsetContainer());
+        Assert.Equal(0, bed.Proc.LockedVm);
+        Assert.Equal(pasids0, bed.Driver1.PasidsInUse);
         Assert.Equal(frames0, bed.Platform.Frames.LiveFrames);
     }
 

@@ -17,17 +17,20 @@ namespace Iommu.Reliability.Tests.Infrastructure;
 /// </summary>
 internal sealed class FailNthType1Bed : IDisposable
 {
-    public FailNthType1Bed(VfioType1Options? options = null)
+    /// <param name="options">type1 module parameters.</param>
+    /// <param name="scalableSegment1">Segment 1's unit runs scalable mode with PASIDs and snoop control (for SIOV parents there).</param>
+    public FailNthType1Bed(VfioType1Options? options = null, bool scalableSegment1 = false)
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
         Pci0 = Platform.AddPciBus(0);
         Pci1 = Platform.AddPciBus(1);
         Unit0 = new VtdUnit(Platform.Memory, VtdConfig.Legacy48Bit, segment: 0);
-        Unit1 = new VtdUnit(Platform.Memory, VtdConfig.Legacy48Bit, segment: 1);
+        // SnoopControl: the 5.15 driver counts a scalable-mode unit as snooping and sets SNP (IOMMU_CACHE).
+        Unit1 = new VtdUnit(Platform.Memory, scalableSegment1 ? VtdConfig.ScalableMode48Bit with { SnoopControl = true } : VtdConfig.Legacy48Bit, segment: 1);
         Pci0.AddDmaRemapper(Unit0, includeAll: true);
         Pci1.AddDmaRemapper(Unit1, includeAll: true);
         Driver0 = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = false }, Unit0);
-        Driver1 = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = false }, Unit1);
+        Driver1 = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = scalableSegment1 }, Unit1);
         Pci0.SetIommuOps(Driver0).ThrowIfError();
         Pci1.SetIommuOps(Driver1).ThrowIfError();
         Dev0 = Pci0.AddDevice(new PciDeviceSpec("0000:00:03.0") { Acs = true });
