@@ -36,15 +36,25 @@ public sealed class MapUnmapTranslateConcurrencyTests(ITestOutputHelper output)
 
     private static ulong SlotPa(int slot, int version) => PaBase + ((ulong)((slot * 2) + version) * 2 * Sizes.MiB);
 
-    [Fact]
-    public void Readers_see_old_or_new_mappings_only_and_the_final_tables_equal_the_model()
+    /// <summary>Scalable and legacy mode, and a unit with caching mode (not-present entries are cached, so every map must flush).</summary>
+    public static TheoryData<string> Configs => ["Sm48", "Legacy48", "Sm48-CachingMode"];
+
+    [Theory]
+    [MemberData(nameof(Configs))]
+    public void Readers_see_old_or_new_mappings_only_and_the_final_tables_equal_the_model(string config)
     {
         int threads = Math.Max(Environment.ProcessorCount, 4);
         int mappers = threads / 2, readers = threads - mappers;
         long totalOps = Math.Max(ReliabilityBudget.Ops / 5, 4 * mappers);
         ulong seed = ReliabilityBudget.Seed(0xC0FFEE);
 
-        using var bed = new FailNthVtdBed(VtdConfig.ScalableMode48Bit, scalable: true);
+        VtdConfig vtd = config switch
+        {
+            "Legacy48" => VtdConfig.Legacy48Bit,
+            "Sm48-CachingMode" => VtdConfig.ScalableMode48Bit with { CachingMode = true },
+            _ => VtdConfig.ScalableMode48Bit,
+        };
+        using var bed = new FailNthVtdBed(vtd, scalable: vtd.ScalableMode);
         PciDevice dev = bed.AddDevice("0000:00:03.0");
         long baseline = bed.Platform.Frames.LiveFrames;
         DmarDomain dom = bed.Unmanaged();
@@ -185,7 +195,7 @@ public sealed class MapUnmapTranslateConcurrencyTests(ITestOutputHelper output)
         all.ForEach(t => Assert.True(t.Join(TimeSpan.FromSeconds(60)), $"{t.Name} did not finish"));
         sw.Stop();
         Assert.True(errors.IsEmpty, string.Join("\n", errors.Take(20)));
-        output.WriteLine($"{threads} threads ({mappers} mappers, {readers} readers): {totalOps} map/unmap ops, {reads} DMA reads ({hits} translated, {stableChecks} checked exactly) in {sw.ElapsedMilliseconds} ms");
+        output.WriteLine($"{config}: {threads} threads ({mappers} mappers, {readers} readers): {totalOps} map/unmap ops, {reads} DMA reads ({hits} translated, {stableChecks} checked exactly) in {sw.ElapsedMilliseconds} ms");
 
         // Final state: the tables, iova_to_phys and the hardware walk equal the model.
         var expectedLeaves = new SortedDictionary<ulong, (ulong Pa, ulong Size)>();
