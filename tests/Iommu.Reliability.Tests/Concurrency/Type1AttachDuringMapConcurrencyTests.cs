@@ -93,7 +93,7 @@ public sealed class Type1AttachDuringMapConcurrencyTests(ITestOutputHelper outpu
             var b = new byte[1];
             try
             {
-                while (Volatile.Read(ref done) < mappers)
+                do
                 {
                     Errno e = bed.G1.SetContainer(bed.Container);
                     if (e != Errno.None)
@@ -129,6 +129,7 @@ public sealed class Type1AttachDuringMapConcurrencyTests(ITestOutputHelper outpu
                         return;
                     }
                 }
+                while (Volatile.Read(ref done) < mappers);
             }
             catch (Exception ex)
             {
