@@ -90,3 +90,4 @@ if ! (cd "$app" && NUGET_PACKAGES="$work/nuget-cache" dotnet run -c Release --no
   echo "package consumer check failed"
   exit 1
 fi
+echo "packages checked in ${SECONDS}s"

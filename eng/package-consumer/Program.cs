@@ -48,6 +48,16 @@ platform.Memory.Read(0x2_0000_0040, landed);
 Check(landed.AsSpan().SequenceEqual("hello"u8), $"physical 0x200000040 holds \"{System.Text.Encoding.ASCII.GetString(landed)}\"");
 Check(fault.Status == DmaStatus.Fault, $"unmapped IOVA faults ({fault.Status})");
 
+// The Iommu.VtD PACKAGE.md snippet: a plain (non-aux) domain, DMA without a PASID.
+PciDevice dev = pci.AddDevice(new PciDeviceSpec("0000:00:03.0"));
+IDomain plain = platform.Iommu.DomainAlloc(pci)!;
+platform.Iommu.AttachDevice(plain, dev).ThrowIfError();
+platform.Iommu.Map(plain, 0x1000, 0x8000_0000, Sizes.Page, IommuProt.Read | IommuProt.Write).ThrowIfError();
+DmaResult hi = dev.DmaWrite(null, 0x1010, "hi"u8);
+DmaResult no = dev.DmaWrite(null, 0x9000, "no"u8);
+Check(hi.Status == DmaStatus.Ok && hi.Address == 0x8000_0010, $"RID DMA translated to 0x{hi.Address:x} (expected 0x80000010)");
+Check(no.Status == DmaStatus.Fault, $"unmapped RID DMA faults ({no.Status})");
+
 // The VFIO packages load and set up against the same platform.
 var mdev = new MdevCore(platform);
 var vfio = new VfioCore(platform);
