@@ -82,20 +82,26 @@ internal static class IsolationSampler
         }
 
         List<TOp> ops = [.. best.Ops];
-        for (int chunk = Math.Max(1, ops.Count / 2); chunk >= 1; chunk = chunk == 1 ? 0 : Math.Max(1, chunk / 2))
+        for (int chunk = Math.Max(1, ops.Count / 2); chunk >= 1;)
         {
+            bool removed = false;
             for (int at = 0; at < ops.Count;)
             {
                 List<TOp> candidate = [.. ops[..at], .. ops[Math.Min(ops.Count, at + chunk)..]];
                 if (candidate.Count > 0 && Fails((best.Config, [.. candidate])))
                 {
                     ops = candidate;
+                    removed = true;
                 }
                 else
                 {
                     at += chunk;
                 }
             }
+
+            // Halve the chunk; at single ops, repeat until a pass removes nothing (removing one op
+            // can make another removable, because probes resolve their addresses against the state).
+            chunk = chunk > 1 ? chunk / 2 : removed ? 1 : 0;
         }
 
         (int Config, TOp[] Ops) minimal = (best.Config, [.. ops]);
