@@ -209,6 +209,7 @@ public sealed partial class IntelIommu
         if (unit.ScalableMode && info.PasidDirectory != 0)
         {
             TearDownPasidEntry(unit, info, 0);
+            TearDownAuxPasidEntries(unit, info);
         }
 
         foreach (byte devfn in DevFns(info.Device))
@@ -230,6 +231,31 @@ public sealed partial class IntelIommu
         }
 
         DomainDetachIommu(info.Domain, unit);
+    }
+
+    // Aux-domain PASID entries still present in the table about to be freed: the RID domain changes
+    // (or the device goes) while aux domains are attached, e.g. after AUXD_DISABLE, which does not
+    // detach them. 5.15 flushes only the RID domain's DID here (domain_context_clear_one), so the
+    // PASID-cache and IOTLB entries tagged with the aux domains' DIDs survived the freeing of their
+    // PASID table, and a DMA with such a PASID kept translating through the aux domain once PASID
+    // was enabled again (found by the isolation property). Tearing each entry down flushes the PASID
+    // cache for (DID, PASID) and that DID's IOTLB, as spec 6.5.3.3 asks for every affected DID.
+    // The aux domains keep their bookkeeping: a later aux detach finds no entry and only drops the DID.
+    private void TearDownAuxPasidEntries(IntelIommuUnit unit, DeviceDomainInfo info)
+    {
+        ulong entries = (ulong)info.PasidDirectoryPages * 512;
+        for (ulong i = 0; i < entries; i++)
+        {
+            if ((_memory.ReadUInt64(info.PasidDirectory + (i * 8)) & Dmar.PasidPresent) == 0)
+            {
+                continue;
+            }
+
+            for (uint j = i == 0 ? 1u : 0u; j <= Dmar.PasidPteMask; j++)
+            {
+                TearDownPasidEntry(unit, info, (uint)(i << Dmar.PasidPdeShift) | j);
+            }
+        }
     }
 
     // The requester ids the device's DMA can carry: its own and its DMA aliases (pci_for_each_dma_alias, same bus).

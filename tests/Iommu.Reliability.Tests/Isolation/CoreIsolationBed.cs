@@ -1,0 +1,699 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.VtD.Driver;
+using Iommu.VtD.Hardware;
+
+namespace Iommu.Reliability.Tests.Isolation;
+
+/// <summary>A platform configuration of the core isolation property.</summary>
+/// <param name="Name">Printed name.</param>
+/// <param name="Vtd">The remapping hardware.</param>
+/// <param name="Units">One unit for every device, or two (dev0/dev2 on unit 0, dev1/dev3 on unit 1).</param>
+/// <param name="DefaultDomain">DMA, or IDENTITY (iommu.passthrough=1).</param>
+public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, DomainType DefaultDomain)
+{
+    public static IReadOnlyList<CoreIsolationConfig> All { get; } =
+    [
+        new("scalable-2units-dma", VtdConfig.ScalableMode48Bit, 2, DomainType.Dma),
+        new("legacy-2units-dma", VtdConfig.Legacy48Bit, 2, DomainType.Dma),
+        new("scalable-cm-identity", VtdConfig.ScalableMode48Bit with { CachingMode = true }, 1, DomainType.Identity),
+        new("legacy-cm-rwbf-identity", VtdConfig.Legacy48Bit with { CachingMode = true, RequiresWriteBufferFlush = true }, 1, DomainType.Identity),
+    ];
+
+    public override string ToString() => Name;
+}
+
+/// <summary>
+/// One sample of the core + driver isolation property: a platform with a PCI bus, VT-d unit(s) and
+/// the intel-iommu driver, four devices, the reference model, and the executor that runs ops on
+/// both and checks that every DMA does exactly what the model says.
+/// </summary>
+/// <remarks>
+/// Devices: dev0 02.0 PASID 16 bits (a two-page PASID directory) + Scalable-IOV; dev1 03.0 PASID 10 bits + Scalable-IOV;
+/// dev2 04.0 no PASID; dev3 05.0 PASID 8 bits, no Scalable-IOV DVSEC. All ACS: one group each.
+/// The test never flushes a cache itself: a stale IOTLB/context/PASID-cache entry after an unmap
+/// or a detach shows up as a DMA that succeeds where the model says fault, or lands elsewhere.
+/// </remarks>
+internal sealed class CoreIsolationBed : IDisposable
+{
+    public const int Devices = 4;
+    public const uint NeverPasid = 1000;
+    private const int DmaLength = 8;
+    private const int HostAddressWidth = 46;
+
+    private static readonly PciDeviceSpec[] s_specs =
+    [
+        new("0000:00:02.0") { PasidWidth = 16, ScalableIov = true, Acs = true },
+        new("0000:00:03.0") { PasidWidth = 10, ScalableIov = true, Acs = true },
+        new("0000:00:04.0") { Acs = true },
+        new("0000:00:05.0") { PasidWidth = 8, Acs = true },
+    ];
+
+    private readonly Platform _platform;
+    private readonly IommuCore _iommu;
+    private readonly PciBus _pci;
+    private readonly bool _scalable;
+    private readonly ModelDomain?[] _slots = new ModelDomain?[CoreOp.DomainSlots];
+    private readonly ModelDevice[] _devs = new ModelDevice[Devices];
+    private readonly List<uint> _seenPasids = [];
+    private readonly List<ulong> _stale = [];
+    private readonly List<ulong> _removed = [];
+    private ulong _pattern = 0x5A5A_0000_0000_0000;
+
+    public CoreIsolationBed(CoreIsolationConfig config)
+    {
+        Config = config;
+        _platform = new Platform(new PlatformOptions
+        {
+            MemorySize = MemorySize,
+            TableMemorySize = 16 * Sizes.MiB,
+            DefaultDomainType = config.DefaultDomain,
+        });
+        _iommu = _platform.Iommu;
+        _pci = _platform.AddPciBus();
+        var units = new VtdUnit[config.Units];
+        for (int i = 0; i < units.Length; i++)
+        {
+            units[i] = new VtdUnit(_platform.Memory, config.Vtd);
+        }
+
+        if (units.Length == 1)
+        {
+            _pci.AddDmaRemapper(units[0], includeAll: true);
+        }
+        else
+        {
+            _pci.AddDmaRemapper(units[0], includeAll: false, s_specs[0].Address, s_specs[2].Address);
+            _pci.AddDmaRemapper(units[1], includeAll: true);
+        }
+
+        Driver = new IntelIommu(_platform, units);
+        _pci.SetIommuOps(Driver).ThrowIfError();
+        _scalable = config.Vtd.ScalableMode;
+        for (int i = 0; i < Devices; i++)
+        {
+            PciDevice dev = _pci.AddDevice(s_specs[i]);
+            IDomain def = dev.IommuGroup?.DefaultDomain ?? throw new InvalidOperationException($"{dev.Name} has no default domain");
+            bool identity = def.Type == DomainType.Identity;
+            if (identity != (config.DefaultDomain == DomainType.Identity))
+            {
+                throw new InvalidOperationException($"{dev.Name}: default domain is {def.Type}, configured {config.DefaultDomain}");
+            }
+
+            _devs[i] = new ModelDevice(i, dev, new ModelDomain($"def(dev{i})", def, identity, superpages: true));
+        }
+    }
+
+    public static ulong MemorySize => 8 * Sizes.GiB;
+
+    public CoreIsolationConfig Config { get; }
+
+    public IntelIommu Driver { get; }
+
+    /// <summary>Ops executed (not skipped for a failed precondition).</summary>
+    public int Executed { get; private set; }
+
+    /// <summary>DMA probes executed, and how many the model expected to succeed.</summary>
+    public int Probes { get; private set; }
+
+    public int ProbesOk { get; private set; }
+
+    public void Dispose() => _platform.Dispose();
+
+    /// <summary>Runs <paramref name="ops"/> in order; throws <see cref="IsolationViolationException"/> at the first disagreement with the model.</summary>
+    public void Run(IReadOnlyList<CoreOp> ops)
+    {
+        for (int i = 0; i < ops.Count; i++)
+        {
+            try
+            {
+                if (Step(ops[i]))
+                {
+                    Executed++;
+                }
+            }
+            catch (IsolationViolationException e)
+            {
+                throw new IsolationViolationException($"[{Config}] op #{i} {ops[i]}: {e.Message}");
+            }
+        }
+    }
+
+    private static IsolationViolationException Fail(string message) => new(message);
+
+    private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
+
+    private static void Expect(Errno expected, Errno actual, string what)
+    {
+        if (expected != actual)
+        {
+            throw Fail($"{what}: expected {expected}, got {actual} ({ErrorDetail.LastMessage})");
+        }
+    }
+
+    private bool Step(CoreOp op)
+    {
+        switch (op)
+        {
+            case DomainAllocOp a:
+                if (_slots[a.Slot] is not null)
+                {
+                    return false;
+                }
+
+                IDomain d = _iommu.DomainAlloc(_pci) ?? throw Fail("iommu_domain_alloc returned null");
+                _slots[a.Slot] = new ModelDomain($"d{a.Slot}", d, identity: false, superpages: false);
+                return true;
+
+            case DomainFreeOp f:
+                return DomainFree(f.Slot);
+
+            case AttachOp a:
+                return Attach(a.Slot, a.Dev);
+
+            case DetachOp a:
+                return Detach(a.Slot, a.Dev);
+
+            case AuxdOp a:
+                return Auxd(a.Dev, a.Enable);
+
+            case AuxAttachOp a:
+                return AuxAttach(a.Slot, a.Dev);
+
+            case AuxDetachOp a:
+                return AuxDetach(a.Slot, a.Dev);
+
+            case MapOp m:
+                return Map(m);
+
+            case UnmapOp u:
+                return Unmap(u);
+
+            case DmaOp p:
+                Dma(p);
+                return true;
+
+            default:
+                throw new ArgumentException($"unknown op {op}", nameof(op));
+        }
+    }
+
+    private ModelDomain? Target(int target) => target < CoreOp.DomainSlots ? _slots[target] : _devs[target - CoreOp.DomainSlots].Default;
+
+    private bool DomainFree(int slot)
+    {
+        ModelDomain? d = _slots[slot];
+        if (d is null || d.Links.Count != 0 || Array.Exists(_devs, x => x.Rid == d))
+        {
+            return false; // freeing an attached domain is a caller bug (BUG/WARN, or use-after-free for aux)
+        }
+
+        _iommu.DomainFree(d.Real);
+        _slots[slot] = null;
+        NoteStale(d);
+        return true;
+    }
+
+    private bool Attach(int slot, int dev)
+    {
+        ModelDomain? d = _slots[slot];
+        if (d is null)
+        {
+            return false;
+        }
+
+        ModelDevice m = _devs[dev];
+        Errno expected = m.Rid != m.Default ? Errno.EBUSY : m.AuxEnabled ? Errno.EPERM : Errno.None;
+        Expect(expected, _iommu.AttachDevice(d.Real, m.Real), $"attach {d.Name} to dev{dev}");
+        if (expected == Errno.None)
+        {
+            ChangeRid(m, d);
+        }
+
+        return true;
+    }
+
+    private bool Detach(int slot, int dev)
+    {
+        ModelDomain? d = _slots[slot];
+        if (d is null)
+        {
+            return false;
+        }
+
+        ModelDevice m = _devs[dev];
+        _iommu.DetachDevice(d.Real, m.Real);
+        if (m.Rid != m.Default)
+        {
+            // __iommu_detach_group: back to the default domain, whatever domain was named.
+            ChangeRid(m, m.Default);
+        }
+
+        return true;
+    }
+
+    // A new RID domain: a new device info, context entry and PASID table; aux entries and
+    // auxd_enabled of the old info are gone (5.15 dmar_remove_one_dev_info frees the PASID table).
+    private void ChangeRid(ModelDevice m, ModelDomain d)
+    {
+        NoteStale(m.Rid);
+        m.Rid = d;
+        m.AuxEnabled = false;
+        d.Superpages = true;
+        foreach (ModelDomain? x in _slots)
+        {
+            if (x is not null && x.Links.TryGetValue(m.Index, out AuxLink? link) && link.Programmed)
+            {
+                link.Programmed = false;
+                NoteStale(x);
+            }
+        }
+
+        CheckIovaToPhysSample(d);
+    }
+
+    private bool Auxd(int dev, bool enable)
+    {
+        ModelDevice m = _devs[dev];
+        if (enable)
+        {
+            Errno expected = !_scalable ? Errno.EINVAL : m.Real.HasPasidCapability ? Errno.None : Errno.ENODEV;
+            Expect(expected, _iommu.SetDevAttr(m.Real, IommuDevAttr.AuxdEnable), $"AUXD_ENABLE dev{dev}");
+            m.AuxEnabled |= expected == Errno.None;
+        }
+        else
+        {
+            Expect(Errno.None, _iommu.SetDevAttr(m.Real, IommuDevAttr.AuxdDisable), $"AUXD_DISABLE dev{dev}");
+            m.AuxEnabled = false; // aux entries stay programmed (5.15 has no -EBUSY check)
+        }
+
+        Expect(Errno.None, _iommu.GetDevAttr(m.Real, IommuDevAttr.AuxdEnabled, out bool on), $"AUXD_ENABLED dev{dev}");
+        if (on != (_scalable && m.AuxEnabled))
+        {
+            throw Fail($"AUXD_ENABLED of dev{dev} reads {on}, model says {m.AuxEnabled}");
+        }
+
+        return true;
+    }
+
+    private bool AuxAttach(int slot, int dev)
+    {
+        ModelDomain? d = _slots[slot];
+        if (d is null)
+        {
+            return false;
+        }
+
+        ModelDevice m = _devs[dev];
+        Errno expected = _scalable && m.AuxEnabled ? Errno.None : Errno.EPERM;
+        Expect(expected, _iommu.AttachDeviceAux(d.Real, m.Real), $"aux attach {d.Name} to dev{dev}");
+        if (expected == Errno.None)
+        {
+            d.Superpages = true;
+            if (!d.Links.TryGetValue(dev, out AuxLink? link))
+            {
+                // The first user of (domain, device) programs the PASID entry; a later one (even
+                // after the entry was lost with the old PASID table) only counts (auxiliary_link_device).
+                link = new AuxLink { Programmed = true };
+                d.Links.Add(dev, link);
+            }
+
+            link.Users++;
+            Expect(Errno.None, _iommu.DomainGetAttr(d.Real, DomainAttr.AuxdId, out uint pasid), $"AUXD_ID of {d.Name}");
+            if (d.Pasid == 0)
+            {
+                if (pasid == 0 || pasid == NeverPasid || Array.Exists(_slots, x => x is not null && x != d && x.Pasid == pasid))
+                {
+                    throw Fail($"{d.Name} got aux PASID {pasid}, which is 0, reserved for the test, or another live domain's");
+                }
+
+                d.Pasid = pasid;
+                if (!_seenPasids.Contains(pasid))
+                {
+                    _seenPasids.Add(pasid);
+                }
+            }
+            else if (pasid != d.Pasid)
+            {
+                throw Fail($"{d.Name} AUXD_ID changed from {d.Pasid} to {pasid} while aux-attached");
+            }
+        }
+
+        CheckAuxdId(d);
+        return true;
+    }
+
+    private bool AuxDetach(int slot, int dev)
+    {
+        ModelDomain? d = _slots[slot];
+        if (d is null)
+        {
+            return false;
+        }
+
+        ModelDevice m = _devs[dev];
+        _iommu.DetachDeviceAux(d.Real, m.Real);
+
+        // intel_iommu_aux_detach_device does nothing once AUX is disabled on the device.
+        if (_scalable && m.AuxEnabled && d.Links.TryGetValue(dev, out AuxLink? link))
+        {
+            if (--link.Users == 0)
+            {
+                d.Links.Remove(dev);
+                NoteStale(d);
+                if (d.Links.Count == 0)
+                {
+                    d.Pasid = 0;
+                }
+            }
+        }
+
+        CheckAuxdId(d);
+        return true;
+    }
+
+    private void CheckAuxdId(ModelDomain d)
+    {
+        Errno ret = _iommu.DomainGetAttr(d.Real, DomainAttr.AuxdId, out uint pasid);
+        Expect(d.Pasid == 0 ? Errno.EINVAL : Errno.None, ret, $"AUXD_ID of {d.Name}");
+        if (ret == Errno.None && pasid != d.Pasid)
+        {
+            throw Fail($"AUXD_ID of {d.Name} is {pasid}, model says {d.Pasid}");
+        }
+    }
+
+    private bool Map(MapOp op)
+    {
+        ModelDomain? d = Target(op.Target);
+        if (d is null || d.Intersects(op.Iova, op.Size) || (!d.Superpages && op.Size >= ModelDomain.Sz1G))
+        {
+            // Callers never map over live mappings (the driver keeps old entries / replaces tables).
+            // A 1 GiB range of 4 KiB leaves (a domain never attached) costs 512 tables: skipped.
+            return false;
+        }
+
+        Errno expected = d.Identity || (op.Prot & (IommuProt.Read | IommuProt.Write)) == 0 ? Errno.EINVAL : Errno.None;
+        Expect(expected, _iommu.Map(d.Real, op.Iova, op.Pa, op.Size, op.Prot), $"map {d.Name}");
+        if (expected == Errno.None)
+        {
+            d.Map(op.Iova, op.Pa, op.Size, op.Prot);
+            CheckIovaToPhys(d, op.Iova);
+            CheckIovaToPhys(d, op.Iova + op.Size - ModelDomain.Sz4K);
+        }
+
+        return true;
+    }
+
+    private bool Unmap(UnmapOp op)
+    {
+        ModelDomain? d = Target(op.Target);
+        if (d is null)
+        {
+            return false;
+        }
+
+        _removed.Clear();
+        ulong expected = d.Identity ? 0 : d.Unmap(op.Iova, op.Size, _removed);
+        ulong actual = _iommu.Unmap(d.Real, op.Iova, op.Size);
+        if (actual != expected)
+        {
+            throw Fail($"unmap {d.Name} {Hex(op.Iova)}+{Hex(op.Size)} returned {Hex(actual)}, model {Hex(expected)}");
+        }
+
+        foreach (ulong iova in _removed)
+        {
+            AddStale(iova);
+            CheckIovaToPhys(d, iova);
+        }
+
+        return true;
+    }
+
+    private void CheckIovaToPhysSample(ModelDomain d)
+    {
+        if (d.Runs.Count > 0)
+        {
+            CheckIovaToPhys(d, d.Runs[0].Iova);
+        }
+    }
+
+    private void CheckIovaToPhys(ModelDomain d, ulong iova)
+    {
+        if (d.Identity)
+        {
+            return;
+        }
+
+        ulong expected = d.TryFind(iova, out _, out _, out ulong pa, out _) ? pa : 0;
+        ulong actual = _iommu.IovaToPhys(d.Real, iova);
+        if (actual != expected)
+        {
+            throw Fail($"iova_to_phys({d.Name}, {Hex(iova)}) = {Hex(actual)}, model {Hex(expected)}");
+        }
+    }
+
+    private void NoteStale(ModelDomain d)
+    {
+        foreach (ModelDomain.Run r in d.Runs)
+        {
+            AddStale(r.Iova);
+            if (_stale.Count > 64)
+            {
+                break;
+            }
+        }
+    }
+
+    private void AddStale(ulong iova)
+    {
+        if (_stale.Count >= 64)
+        {
+            _stale.RemoveAt(0);
+        }
+
+        _stale.Add(iova);
+    }
+
+    // The domain a DMA from (device, pasid) reaches, by the model: the RID domain without PASID; in
+    // scalable mode with a PASID, the aux domain with that PASID whose entry is live for the device.
+    private ModelDomain? Reach(ModelDevice m, uint? pasid)
+    {
+        if (pasid is null)
+        {
+            return m.Rid;
+        }
+
+        if (!_scalable)
+        {
+            return null; // legacy mode: a request with PASID is a fault
+        }
+
+        foreach (ModelDomain? d in _slots)
+        {
+            if (d is not null && d.Pasid == pasid && d.Links.TryGetValue(m.Index, out AuxLink? link) && link.Programmed)
+            {
+                return d;
+            }
+        }
+
+        return null;
+    }
+
+    private void Dma(DmaOp op)
+    {
+        ModelDevice m = _devs[op.Dev];
+        uint? pasid = op.Pasid switch
+        {
+            ProbePasid.None => null,
+            ProbePasid.Known when _seenPasids.Count > 0 => _seenPasids[op.PasidIndex % _seenPasids.Count],
+            _ => NeverPasid,
+        };
+        ModelDomain? reach = Reach(m, pasid);
+        ulong iova = ProbeAddress(op, reach);
+
+        // The model's verdict.
+        DmaStatus expected;
+        ulong pa = 0;
+        string why;
+        if (reach is null)
+        {
+            expected = DmaStatus.Fault;
+            why = pasid is null ? "no domain" : $"PASID {pasid} reaches no domain";
+        }
+        else if (reach.Identity)
+        {
+            pa = iova;
+            expected = iova + DmaLength > 1UL << HostAddressWidth ? DmaStatus.Fault
+                : iova + DmaLength > MemorySize ? DmaStatus.MemoryError : DmaStatus.Ok;
+            why = $"identity {reach.Name}";
+        }
+        else if (reach.TryFind(iova, out ulong leafIova, out ulong leaf, out pa, out IommuProt prot))
+        {
+            bool allowed = (prot & (op.Write ? IommuProt.Write : IommuProt.Read)) != 0;
+            expected = allowed ? DmaStatus.Ok : DmaStatus.Fault;
+            why = $"{reach.Name} maps {Hex(leafIova)}+{Hex(leaf)} -> pa {Hex(pa - (iova - leafIova))} {prot}";
+        }
+        else
+        {
+            expected = DmaStatus.Fault;
+            why = $"{reach.Name} does not map it";
+        }
+
+        Probes++;
+        string what = $"dma_{(op.Write ? "write" : "read")} dev{op.Dev} pasid {(pasid is null ? "-" : pasid.Value.ToString(CultureInfo.InvariantCulture))} iova {Hex(iova)} (model: {expected}, {why})";
+        Span<byte> buf = stackalloc byte[DmaLength];
+        ulong pattern = ++_pattern;
+        DmaResult r;
+        if (op.Write)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(buf, pattern);
+            r = m.Real.DmaWrite(pasid, iova, buf);
+        }
+        else
+        {
+            if (expected == DmaStatus.Ok)
+            {
+                _platform.Memory.WriteUInt64(pa, pattern);
+            }
+
+            r = m.Real.DmaRead(pasid, iova, buf);
+        }
+
+        if (r.Status != expected)
+        {
+            throw Fail($"{what}: got {r.Status} (pa {Hex(r.Address)}, fault reason 0x{r.FaultReason:x})");
+        }
+
+        if (expected != DmaStatus.Ok)
+        {
+            return;
+        }
+
+        ProbesOk++;
+        if (r.Address != pa || r.Transferred != DmaLength)
+        {
+            throw Fail($"{what}: reached pa {Hex(r.Address)} ({r.Transferred} bytes), model pa {Hex(pa)}");
+        }
+
+        ulong seen = op.Write ? _platform.Memory.ReadUInt64(pa) : BinaryPrimitives.ReadUInt64LittleEndian(buf);
+        if (seen != pattern)
+        {
+            throw Fail($"{what}: {(op.Write ? "memory at the model's pa holds" : "read returned")} {Hex(seen)}, expected {Hex(pattern)}");
+        }
+    }
+
+    // Resolves the probe's address selector against the model state (deterministic for a given op list).
+    private ulong ProbeAddress(DmaOp op, ModelDomain? reach)
+    {
+        ProbeAddr kind = op.Addr;
+        if (kind == ProbeAddr.OwnLeaf && (reach is null || reach.Identity || reach.Runs.Count == 0))
+        {
+            kind = ProbeAddr.AnyLeaf;
+        }
+
+        if (kind == ProbeAddr.Stale && _stale.Count == 0)
+        {
+            kind = ProbeAddr.AnyLeaf;
+        }
+
+        ulong leafIova, leafSize;
+        switch (kind)
+        {
+            case ProbeAddr.OwnLeaf:
+                (leafIova, leafSize) = Pick(reach!.Runs, op.AddrIndex);
+                break;
+            case ProbeAddr.AnyLeaf:
+                int total = 0;
+                foreach (ModelDomain d in LiveDomains())
+                {
+                    total += d.Runs.Count;
+                }
+
+                if (total == 0)
+                {
+                    return CoreIsolationGen.PoolIova(op.AddrIndex) + Offset(op.Offset, ModelDomain.Sz4K, op.AddrIndex);
+                }
+
+                int k = op.AddrIndex % total;
+                foreach (ModelDomain d in LiveDomains())
+                {
+                    if (k < d.Runs.Count)
+                    {
+                        (leafIova, leafSize) = Pick(d.Runs, k);
+                        return leafIova + Offset(op.Offset, leafSize, op.AddrIndex);
+                    }
+
+                    k -= d.Runs.Count;
+                }
+
+                throw new InvalidOperationException("unreachable");
+            case ProbeAddr.Stale:
+                leafIova = _stale[op.AddrIndex % _stale.Count];
+                leafSize = ModelDomain.Sz4K;
+                break;
+            default:
+                return CoreIsolationGen.PoolIova(op.AddrIndex) + Offset(op.Offset, ModelDomain.Sz4K, op.AddrIndex);
+        }
+
+        return leafIova + Offset(op.Offset, leafSize, op.AddrIndex);
+    }
+
+    private static (ulong Iova, ulong Size) Pick(IReadOnlyList<ModelDomain.Run> runs, int index)
+    {
+        ModelDomain.Run r = runs[index % runs.Count];
+        ulong leaves = r.Size / r.Leaf;
+        ulong k = (ulong)(index / runs.Count) % leaves;
+        if (index % 3 == 0)
+        {
+            k = leaves - 1; // the last leaf of the run
+        }
+
+        return (r.Iova + (k * r.Leaf), r.Leaf);
+    }
+
+    // Offset of the 8-byte probe inside a page: start, end, the middle, second 4K page (few distinct
+    // 2 MiB chunks of physical memory per sample: backing a chunk is the costliest thing a probe does).
+    private static ulong Offset(int sel, ulong size, int salt) => sel switch
+    {
+        0 => 0,
+        1 => size - DmaLength,
+        2 => (size / 2) + ((ulong)salt * 8 % ModelDomain.Sz4K),
+        _ => size > ModelDomain.Sz4K ? ModelDomain.Sz4K + 0x10 : 0x10,
+    };
+
+    private IEnumerable<ModelDomain> LiveDomains()
+    {
+        foreach (ModelDomain? d in _slots)
+        {
+            if (d is not null)
+            {
+                yield return d;
+            }
+        }
+
+        foreach (ModelDevice m in _devs)
+        {
+            yield return m.Default;
+        }
+    }
+}
+
+/// <summary>The library disagreed with the reference model.</summary>
+public sealed class IsolationViolationException : Exception
+{
+    public IsolationViolationException()
+    {
+    }
+
+    public IsolationViolationException(string message)
+        : base(message)
+    {
+    }
+
+    public IsolationViolationException(string message, Exception inner)
+        : base(message, inner)
+    {
+    }
+}

@@ -1,0 +1,140 @@
+using System.Globalization;
+using Iommu.Domains;
+
+namespace Iommu.Reliability.Tests.Isolation;
+
+/// <summary>
+/// One step of the core + driver isolation property. Every op prints as the kernel call it makes,
+/// so that a shrunk counterexample reads as a program.
+/// </summary>
+/// <remarks>
+/// Domains are named by slot: <c>d0</c>…<c>d3</c> are UNMANAGED domains from <c>iommu_domain_alloc</c>,
+/// <c>def(devN)</c> is the default domain of device N's group. Devices are <c>dev0</c>…<c>dev3</c>
+/// (see <see cref="CoreIsolationBed"/>).
+/// </remarks>
+public abstract record CoreOp
+{
+    /// <summary>Slots for UNMANAGED domains.</summary>
+    public const int DomainSlots = 4;
+
+    protected static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
+
+    protected static string Dom(int target) =>
+        target < DomainSlots ? "d" + target.ToString(CultureInfo.InvariantCulture) : $"def(dev{(target - DomainSlots).ToString(CultureInfo.InvariantCulture)})";
+
+    protected static string SizeText(ulong size) => size switch
+    {
+        _ when size >= Sizes.GiB && size % Sizes.GiB == 0 => (size / Sizes.GiB).ToString(CultureInfo.InvariantCulture) + "G",
+        _ when size >= Sizes.MiB && size % Sizes.MiB == 0 => (size / Sizes.MiB).ToString(CultureInfo.InvariantCulture) + "M",
+        _ => (size / 1024).ToString(CultureInfo.InvariantCulture) + "K",
+    };
+}
+
+/// <summary><c>d{Slot} = iommu_domain_alloc(pci)</c>.</summary>
+public sealed record DomainAllocOp(int Slot) : CoreOp
+{
+    public override string ToString() => $"d{Slot} = iommu_domain_alloc()";
+}
+
+/// <summary><c>iommu_domain_free(d{Slot})</c>.</summary>
+public sealed record DomainFreeOp(int Slot) : CoreOp
+{
+    public override string ToString() => $"iommu_domain_free(d{Slot})";
+}
+
+/// <summary><c>iommu_attach_device(d{Slot}, dev{Dev})</c>.</summary>
+public sealed record AttachOp(int Slot, int Dev) : CoreOp
+{
+    public override string ToString() => $"iommu_attach_device(d{Slot}, dev{Dev})";
+}
+
+/// <summary><c>iommu_detach_device(d{Slot}, dev{Dev})</c> (the kernel does not check the domain is the group's).</summary>
+public sealed record DetachOp(int Slot, int Dev) : CoreOp
+{
+    public override string ToString() => $"iommu_detach_device(d{Slot}, dev{Dev})";
+}
+
+/// <summary><c>iommu_set_dev_attr(dev{Dev}, AUXD_ENABLE / AUXD_DISABLE)</c>.</summary>
+public sealed record AuxdOp(int Dev, bool Enable) : CoreOp
+{
+    public override string ToString() => $"iommu_set_dev_attr(dev{Dev}, {(Enable ? "AUXD_ENABLE" : "AUXD_DISABLE")})";
+}
+
+/// <summary><c>iommu_attach_device_aux(d{Slot}, dev{Dev})</c>, then <c>DOMAIN_ATTR_AUXD_ID</c>.</summary>
+public sealed record AuxAttachOp(int Slot, int Dev) : CoreOp
+{
+    public override string ToString() => $"iommu_attach_device_aux(d{Slot}, dev{Dev})";
+}
+
+/// <summary><c>iommu_detach_device_aux(d{Slot}, dev{Dev})</c>.</summary>
+public sealed record AuxDetachOp(int Slot, int Dev) : CoreOp
+{
+    public override string ToString() => $"iommu_detach_device_aux(d{Slot}, dev{Dev})";
+}
+
+/// <summary><c>iommu_map(target, iova, pa, size, prot)</c>; skipped when the model has any of the range mapped (callers never map over live mappings).</summary>
+public sealed record MapOp(int Target, ulong Iova, ulong Pa, ulong Size, IommuProt Prot) : CoreOp
+{
+    public override string ToString() => $"iommu_map({Dom(Target)}, {Hex(Iova)}, pa {Hex(Pa)}, {SizeText(Size)}, {ProtName(Prot)})";
+
+    private static string ProtName(IommuProt p) =>
+        ((p & IommuProt.Read) != 0 ? "R" : string.Empty) + ((p & IommuProt.Write) != 0 ? "W" : string.Empty)
+        + ((p & IommuProt.Cache) != 0 ? "|CACHE" : string.Empty) is { Length: > 0 } s ? s : "none";
+}
+
+/// <summary><c>iommu_unmap(target, iova, size)</c>.</summary>
+public sealed record UnmapOp(int Target, ulong Iova, ulong Size) : CoreOp
+{
+    public override string ToString() => $"iommu_unmap({Dom(Target)}, {Hex(Iova)}, {SizeText(Size)})";
+}
+
+/// <summary>Where a DMA probe aims.</summary>
+public enum ProbeAddr
+{
+    /// <summary>A page the domain this RID/PASID reaches maps (falls back to <see cref="AnyLeaf"/>).</summary>
+    OwnLeaf,
+
+    /// <summary>A page any live domain maps (cross-domain isolation).</summary>
+    AnyLeaf,
+
+    /// <summary>A page that was unmapped or whose domain was detached recently (stale translations).</summary>
+    Stale,
+
+    /// <summary>An address from the IOVA pool.</summary>
+    Pool,
+}
+
+/// <summary>Which PASID a DMA probe carries.</summary>
+public enum ProbePasid
+{
+    /// <summary>No PASID (RID, i.e. RID2PASID in scalable mode).</summary>
+    None,
+
+    /// <summary>One of the PASIDs the run has seen allocated (live or released).</summary>
+    Known,
+
+    /// <summary>A PASID never allocated (1000).</summary>
+    Never,
+}
+
+/// <summary>A device DMA read or write of 8 bytes.</summary>
+public sealed record DmaOp(int Dev, bool Write, ProbePasid Pasid, int PasidIndex, ProbeAddr Addr, int AddrIndex, int Offset) : CoreOp
+{
+    public override string ToString()
+    {
+        string pasid = Pasid switch
+        {
+            ProbePasid.None => "-",
+            ProbePasid.Known => $"known[{PasidIndex}]",
+            _ => "never",
+        };
+        string addr = Addr switch
+        {
+            ProbeAddr.OwnLeaf => "own",
+            ProbeAddr.AnyLeaf => "any",
+            ProbeAddr.Stale => "stale",
+            _ => "pool",
+        };
+        return $"dma_{(Write ? "write" : "read")}(dev{Dev}, pasid {pasid}, {addr}[{AddrIndex}]+off{Offset})";
+    }
+}
