@@ -79,13 +79,15 @@ public sealed class VfioGroup : VfioFile
         {
             case VfioUapi.VFIO_GROUP_GET_STATUS:
                 {
-                    if (arg.Length < 4)
+                    // copy_from_user(&status, arg, minsz = 8) comes before the argsz check: a buffer shorter
+                    // than 8 bytes is -EFAULT whatever its argsz says (fuzzing found -EINVAL for 4..7 bytes).
+                    if (arg.Length < VfioGroupStatus.Size)
                     {
-                        return -(int)ErrorDetail.Fail(Errno.EFAULT, "GET_STATUS: argument too short");
+                        return -(int)ErrorDetail.Fail(Errno.EFAULT, "GET_STATUS: argument shorter than 8 bytes");
                     }
 
                     uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-                    if (argsz < VfioGroupStatus.Size || arg.Length < VfioGroupStatus.Size)
+                    if (argsz < VfioGroupStatus.Size)
                     {
                         return -(int)ErrorDetail.Fail(Errno.EINVAL, $"GET_STATUS: argsz {argsz} < 8");
                     }

@@ -589,6 +589,13 @@ public sealed partial class VfioIommuType1
             capOffset = infoSize;
         }
 
+        // copy_to_user(arg, &info, minsz) writes 16 bytes, or 20 when argsz >= 20: a shorter user buffer
+        // faults (found by fuzzing: a 16..19-byte buffer with argsz >= 20 threw instead of -EFAULT).
+        if (arg.Length < copy)
+        {
+            return ErrorDetail.Fail(Errno.EFAULT, $"GET_INFO: buffer of {arg.Length} bytes cannot take the {copy}-byte header");
+        }
+
         BinaryPrimitives.WriteUInt32LittleEndian(arg, argsz);
         BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], flags);
         BinaryPrimitives.WriteUInt64LittleEndian(arg[8..], pgsizes);

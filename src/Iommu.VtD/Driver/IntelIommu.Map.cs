@@ -85,6 +85,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_tlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
     {
+        ArgumentNullException.ThrowIfNull(domain); // a null domain is a caller bug: ANE, not a NullReferenceException
         var d = (DmarDomain)domain;
         if (!gather.IsEmpty)
         {
@@ -134,6 +135,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {
+        ArgumentNullException.ThrowIfNull(domain); // a null domain is a caller bug: ANE, not a NullReferenceException
         var d = (DmarDomain)domain;
         foreach (IntelIommuUnit unit in _units)
         {

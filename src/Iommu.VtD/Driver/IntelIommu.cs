@@ -204,6 +204,7 @@ public sealed partial class IntelIommu : IIommuOps
     [KernelSymbol("intel_iommu_release_device")]
     public void RemoveDevice(Device device)
     {
+        ArgumentNullException.ThrowIfNull(device); // was a NullReferenceException (bad-input matrix)
         lock (_deviceDomainLock)
         {
             if (device.IommuPriv is DeviceDomainInfo info)

@@ -81,8 +81,11 @@ public sealed class HostPageAllocator
     /// <param name="alignPages">Alignment of the first page, in pages (power of two).</param>
     /// <param name="pfn">First page frame number.</param>
     /// <returns>0 or -ENOMEM.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="pages"/> is 0.</exception>
     public Errno Allocate(ulong pages, ulong alignPages, out ulong pfn)
     {
+        // Zero pages used to "succeed" with a pfn nobody owns (bad-input matrix).
+        ArgumentOutOfRangeException.ThrowIfZero(pages);
         pfn = 0;
         lock (_lock)
         {

@@ -65,6 +65,9 @@ public sealed class ProcessAddressSpace
     private const ulong PageSize = PhysicalMemory.PageSize;
     private const ulong HugeSize = 2 * Sizes.MiB;
 
+    // x86-64 TASK_SIZE_MAX: no user range reaches past it.
+    private const ulong TaskSize = 0x7FFF_FFFF_F000UL;
+
     private readonly Lock _lock = new();
     private readonly List<VmArea> _vmas = [];
     private readonly Dictionary<ulong, ulong> _ptes = [];
@@ -124,10 +127,15 @@ public sealed class ProcessAddressSpace
     /// <param name="shared"><c>MAP_SHARED</c>.</param>
     /// <param name="physicalBase">For PFNMAP: the physical address to map.</param>
     /// <returns>The address.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or larger than the user address space.</exception>
     /// <exception cref="InsufficientMemoryException">The host pool cannot back huge pages.</exception>
     public ulong Mmap(ulong length, VmProt prot = VmProt.ReadWrite, VmaKind kind = VmaKind.Anonymous, bool shared = false, ulong physicalBase = 0)
     {
         ArgumentOutOfRangeException.ThrowIfZero(length);
+
+        // mmap's -ENOMEM for a length beyond TASK_SIZE; without it the page rounding overflowed to a
+        // zero-length area (bad-input matrix).
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, TaskSize);
         ulong align = kind == VmaKind.HugePage ? HugeSize : PageSize;
         length = (length + align - 1) & ~(align - 1);
         lock (_lock)
@@ -156,8 +164,11 @@ public sealed class ProcessAddressSpace
     /// <summary>Unmaps <c>[vaddr, vaddr + length)</c> (<c>munmap</c>); pinned pages stay pinned and charged.</summary>
     /// <param name="vaddr">Page-aligned start.</param>
     /// <param name="length">Bytes.</param>
+    /// <exception cref="ArgumentException"><paramref name="vaddr"/> is not page aligned (munmap's -EINVAL).</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or the range wraps or leaves the user address space (-EINVAL).</exception>
     public void Munmap(ulong vaddr, ulong length)
     {
+        CheckRange(vaddr, length);
         length = (length + PageSize - 1) & ~(PageSize - 1);
         lock (_lock)
         {
@@ -183,18 +194,20 @@ public sealed class ProcessAddressSpace
             }
 
             _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
-            for (ulong va = vaddr; va < end; va += PageSize)
-            {
-                ulong vpn = va >> PageShift;
-                if (_ptes.Remove(vpn, out ulong pfn))
-                {
-                    Pages.Put(pfn);
-                }
 
-                if (_mlocked.Remove(vpn))
-                {
-                    Interlocked.Decrement(ref _lockedVm);
-                }
+            // Visit the present pages of the range, not every page of it: a huge length used to walk up to
+            // 2^35 page numbers (bad-input matrix).
+            ulong first = vaddr >> PageShift, last = (end - 1) >> PageShift;
+            foreach (ulong vpn in _ptes.Keys.Where(k => k >= first && k <= last).ToList())
+            {
+                _ptes.Remove(vpn, out ulong pfn);
+                Pages.Put(pfn);
+            }
+
+            foreach (ulong vpn in _mlocked.Where(k => k >= first && k <= last).ToList())
+            {
+                _mlocked.Remove(vpn);
+                Interlocked.Decrement(ref _lockedVm);
             }
         }
     }
@@ -203,8 +216,11 @@ public sealed class ProcessAddressSpace
     /// <param name="vaddr">Page-aligned start.</param>
     /// <param name="length">Bytes.</param>
     /// <param name="prot">New protection.</param>
+    /// <exception cref="ArgumentException"><paramref name="vaddr"/> is not page aligned (mprotect's -EINVAL).</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or the range wraps or leaves the user address space.</exception>
     public void Mprotect(ulong vaddr, ulong length, VmProt prot)
     {
+        CheckRange(vaddr, length);
         length = (length + PageSize - 1) & ~(PageSize - 1);
         lock (_lock)
         {
@@ -240,9 +256,15 @@ public sealed class ProcessAddressSpace
     /// <summary>Locks pages in memory (<c>mlock</c>): populates them and charges <c>locked_vm</c>.</summary>
     /// <param name="vaddr">Start.</param>
     /// <param name="length">Bytes.</param>
-    /// <returns>0, -ENOMEM (over RLIMIT_MEMLOCK without CAP_IPC_LOCK) or -ENOMEM for unmapped addresses (as mlock does).</returns>
+    /// <returns>0, -ENOMEM (over RLIMIT_MEMLOCK without CAP_IPC_LOCK) or -ENOMEM for unmapped addresses (as mlock does); -EINVAL when the range wraps.</returns>
     public Errno Mlock(ulong vaddr, ulong length)
     {
+        // apply_vma_lock_flags: end < start is -EINVAL (the rounded end used to wrap and lock nothing, returning 0).
+        if (length > TaskSize || vaddr > TaskSize - length)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"mlock: range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space");
+        }
+
         ulong start = vaddr & ~(PageSize - 1);
         ulong end = (vaddr + length + PageSize - 1) & ~(PageSize - 1);
         lock (_lock)
@@ -618,6 +640,21 @@ public sealed class ProcessAddressSpace
         }
 
         _vmas.Insert(i, vma);
+    }
+
+    // munmap/mprotect's -EINVAL cases as .NET argument exceptions: unaligned start, empty or wrapping range.
+    private static void CheckRange(ulong vaddr, ulong length)
+    {
+        if ((vaddr & (PageSize - 1)) != 0)
+        {
+            throw new ArgumentException($"address 0x{vaddr:x} is not page aligned", nameof(vaddr));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfZero(length);
+        if (length > TaskSize || vaddr > TaskSize - length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), $"range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space");
+        }
     }
 
     private void ThrowIfExited()
