@@ -28,6 +28,9 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("Platform.AddBus", "null name", c => c.Platform.AddBus(null!)),
         X<ArgumentException>("Platform.AddBus", "duplicate name", c => c.Platform.AddBus("plain")),
         V("Platform.GetPciBus", "segment -1", c => c.Platform.GetPciBus(-1), null),
+        X<ArgumentNullException>("Platform.GetMeter", "null name", c => c.Platform.GetMeter(null!)),
+        X<ArgumentException>("Platform.GetMeter", "empty name", c => c.Platform.GetMeter(string.Empty)),
+        X<ObjectDisposedException>("Platform.GetMeter", "after Platform.Dispose", c => { c.Platform.Dispose(); return c.Platform.GetMeter("Iommu.Core"); }),
         X<ObjectDisposedException>("PhysicalMemory.ReadUInt64", "after Platform.Dispose (native memory freed)", c => { c.Platform.Dispose(); return c.Memory.ReadUInt64(0x1000); }),
 
         // PhysicalMemory
