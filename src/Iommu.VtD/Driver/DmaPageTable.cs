@@ -175,16 +175,8 @@ public sealed unsafe class DmaPageTable
             int count = pages < (ulong)(512 - i) ? (int)pages : 512 - i;
             if (level == 1)
             {
-                // Disjoint ranges never share a leaf entry, so a plain check-and-store is enough; an
-                // entry already present is kept (the kernel's cmpxchg64 + WARN).
-                for (int n = 0; n < count; n++, paddr += step)
-                {
-                    ref ulong slot = ref entries[i + n];
-                    if (Volatile.Read(ref slot) == 0)
-                    {
-                        Volatile.Write(ref slot, paddr | leafBits);
-                    }
-                }
+                SetLeaves(entries + i, count, paddr, leafBits);
+                paddr += (ulong)count * step;
             }
             else
             {
@@ -540,6 +532,20 @@ public sealed unsafe class DmaPageTable
 
         pte = *EntryPointer(DmaPte.Address(pte), iova, 21);
         return IsTable(pte) ? EntryPointer(DmaPte.Address(pte), iova, 12) : null;
+    }
+
+    // 4 KiB leaves of one table. Disjoint ranges never share a leaf entry, so a plain check-and-store
+    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Static with few
+    // locals so the loop runs in registers.
+    private static void SetLeaves(ulong* entries, int count, ulong paddr, ulong bits)
+    {
+        for (int n = 0; n < count; n++, paddr += 1UL << DmaPte.PageShift)
+        {
+            if (Volatile.Read(ref entries[n]) == 0)
+            {
+                Volatile.Write(ref entries[n], paddr | bits);
+            }
+        }
     }
 
     // A present entry that points to a next-level table (not a superpage).
