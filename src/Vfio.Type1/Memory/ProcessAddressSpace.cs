@@ -195,19 +195,23 @@ public sealed class ProcessAddressSpace
 
             _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
 
-            // Visit the present pages of the range, not every page of it: a huge length used to walk up to
-            // 2^35 page numbers (bad-input matrix).
+            // Walk the range page by page when it is smaller than what is present, else the present
+            // pages: a huge length used to walk up to 2^35 page numbers (bad-input matrix), while a
+            // scan of every present page would make small munmaps of a large process slow.
             ulong first = vaddr >> PageShift, last = (end - 1) >> PageShift;
-            foreach (ulong vpn in _ptes.Keys.Where(k => k >= first && k <= last).ToList())
+            if (last - first < (ulong)(_ptes.Count + _mlocked.Count))
             {
-                _ptes.Remove(vpn, out ulong pfn);
-                Pages.Put(pfn);
+                for (ulong vpn = first; vpn <= last; vpn++)
+                {
+                    DropPage(vpn);
+                }
             }
-
-            foreach (ulong vpn in _mlocked.Where(k => k >= first && k <= last).ToList())
+            else
             {
-                _mlocked.Remove(vpn);
-                Interlocked.Decrement(ref _lockedVm);
+                foreach (ulong vpn in _ptes.Keys.Concat(_mlocked).Where(k => k >= first && k <= last).Distinct().ToList())
+                {
+                    DropPage(vpn);
+                }
             }
         }
     }
@@ -640,6 +644,20 @@ public sealed class ProcessAddressSpace
         }
 
         _vmas.Insert(i, vma);
+    }
+
+    // Under _lock: the page leaves the address space (its frame back to the pool) and the mlock charge.
+    private void DropPage(ulong vpn)
+    {
+        if (_ptes.Remove(vpn, out ulong pfn))
+        {
+            Pages.Put(pfn);
+        }
+
+        if (_mlocked.Remove(vpn))
+        {
+            Interlocked.Decrement(ref _lockedVm);
+        }
     }
 
     // munmap/mprotect's -EINVAL cases as .NET argument exceptions: unaligned start, empty or wrapping range.
