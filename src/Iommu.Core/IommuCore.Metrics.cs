@@ -125,11 +125,7 @@ public sealed partial class IommuCore
             {
                 if (_liveDomains.Remove(d))
                 {
-                    Totals t = Totals.Of(d);
-                    _retired.MapOps += t.MapOps;
-                    _retired.UnmapOps += t.UnmapOps;
-                    _retired.MappedBytes += t.MappedBytes;
-                    _retired.UnmappedBytes += t.UnmappedBytes;
+                    _retired += Totals.Of(d);
 
                     // A driver may hand the same object out again (a static identity domain): start from zero.
                     Interlocked.Exchange(ref d.MapOps, 0);

@@ -25,7 +25,6 @@ namespace Iommu.VtD.Driver;
 public sealed unsafe class DmaPageTable
 {
     private const ulong NoFrame = 0;
-    private const ulong Superpage = 1; // never a table address (tables are 4 KiB aligned)
 
     private readonly PhysicalMemory _memory;
     private readonly FrameAllocator _frames;
@@ -440,23 +439,6 @@ public sealed unsafe class DmaPageTable
     private ulong WalkAlloc(ulong iova, int targetLevel, out int stoppedAt)
     {
         stoppedAt = 0;
-        if (_levels == 4 && targetLevel == 1)
-        {
-            // 48-bit units, 4 KiB target (a map that installs a table): three steps, no ref locals.
-            ulong t = Root;
-            for (int shift = 39; shift > 12; shift -= DmaPte.StrideShift)
-            {
-                t = Step4(t, iova, shift);
-                if (t <= Superpage)
-                {
-                    stoppedAt = t == Superpage ? 1 + ((shift - DmaPte.PageShift) / DmaPte.StrideShift) : 0;
-                    return NoFrame;
-                }
-            }
-
-            return t;
-        }
-
         byte* b = _base;
         ulong start = _start, lastTable = _lastTable, table = Root;
         int targetShift = DmaPte.PageShift + (DmaPte.StrideShift * (targetLevel - 1));
@@ -488,29 +470,6 @@ public sealed unsafe class DmaPageTable
         }
 
         return table;
-    }
-
-    // One step of the allocating 4-level walk, without ref/out locals: the next table, NoFrame when
-    // no frame is left for a missing table, or Superpage when a superpage maps iova at this level.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong Step4(ulong table, ulong iova, int shift)
-    {
-        ulong* slot = EntryPointer(table, iova, shift);
-        ulong pte = *slot;
-        if (!DmaPte.IsPresent(pte))
-        {
-            pte = InstallTable(ref *slot);
-            if (pte == NoFrame)
-            {
-                return NoFrame;
-            }
-        }
-        else if (DmaPte.IsSuperpage(pte))
-        {
-            return Superpage;
-        }
-
-        return DmaPte.Address(pte);
     }
 
     // The 4 KiB entry slot for iova on 4 levels when every table above it exists (no superpage on
