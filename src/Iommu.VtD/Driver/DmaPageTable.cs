@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Iommu.Memory;
 
 namespace Iommu.VtD.Driver;
@@ -143,6 +144,22 @@ public sealed unsafe class DmaPageTable
         }
 
         attr &= DmaPte.Read | DmaPte.Write | DmaPte.Snoop;
+
+        // A run of 4 KiB pages inside one existing leaf table (iommu_map of up to 2 MiB - 4 KiB, the
+        // common scatter-gather case): one walk, then the leaves. Less than 2 MiB never takes a
+        // superpage, so this is what the general loop below would write.
+        ulong run = size >> DmaPte.PageShift;
+        if (_levels == 4 && run - 1 < 511 && ((iova >> DmaPte.PageShift) & 511) + run <= 512)
+        {
+            ulong* slot = LeafSlot4(iova);
+            if (slot != null)
+            {
+                SetLeaves(slot, (int)run, paddr, attr);
+                mapped = run << DmaPte.PageShift;
+                return Errno.None;
+            }
+        }
+
         while (size != 0)
         {
             int level = LargepageLevel(iova, paddr, size, superpageLevels);
@@ -273,6 +290,17 @@ public sealed unsafe class DmaPageTable
             // The range is exactly the leaf that maps iova: clear it, nothing else to free.
             Volatile.Write(ref *slot, 0);
             return leaf;
+        }
+
+        // A 4 KiB run that ends in the same leaf table without covering all of it (which would free
+        // the table): clear from the slot found, as ClearLevel would at level 1.
+        ulong last = iova + size - 1;
+        const int TableShift = DmaPte.PageShift + DmaPte.StrideShift;
+        const ulong IndexBits = ((1UL << TableShift) - 1) & ~((1UL << DmaPte.PageShift) - 1);
+        if (shift == DmaPte.PageShift && last > iova && (last >> TableShift) == (iova >> TableShift) && ((iova | ~last) & IndexBits) != 0)
+        {
+            ClearLeaves(slot, (int)((last >> DmaPte.PageShift) - (iova >> DmaPte.PageShift)) + 1);
+            return size;
         }
 
         return UnmapRange(iova, size, leaf);
@@ -494,16 +522,78 @@ public sealed unsafe class DmaPageTable
     }
 
     // 4 KiB leaves of one table. Disjoint ranges never share a leaf entry, so a plain check-and-store
-    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Static with few
-    // locals so the loop runs in registers.
+    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Two entries per
+    // aligned 16-byte store: x86 CPUs with AVX and ARMv8 write an aligned 16-byte vector store as
+    // whole 8-byte entries, so a concurrent hardware walk never sees a torn PTE (the same reasoning
+    // as the kernel's memset64 of contiguous PTEs). Static with few locals so the loop stays in registers.
     private static void SetLeaves(ulong* entries, int count, ulong paddr, ulong bits)
     {
-        for (int n = 0; n < count; n++, paddr += 1UL << DmaPte.PageShift)
+        const ulong Page = 1UL << DmaPte.PageShift;
+        int n = 0;
+        if (Vector128.IsHardwareAccelerated)
         {
-            if (Volatile.Read(ref entries[n]) == 0)
+            if (((nuint)entries & 15) != 0 && count > 0)
             {
-                Volatile.Write(ref entries[n], paddr | bits);
+                SetLeaf(entries, paddr | bits);
+                n = 1;
+                paddr += Page;
             }
+
+            Vector128<ulong> v = Vector128.Create(paddr | bits, (paddr + Page) | bits);
+            Vector128<ulong> step = Vector128.Create(2 * Page);
+            for (; n + 2 <= count; n += 2, paddr += 2 * Page)
+            {
+                ulong* p = entries + n;
+                if (Vector128.LoadAligned(p) == Vector128<ulong>.Zero)
+                {
+                    Vector128.StoreAligned(v, p);
+                }
+                else
+                {
+                    SetLeaf(p, paddr | bits);
+                    SetLeaf(p + 1, (paddr + Page) | bits);
+                }
+
+                v += step;
+            }
+        }
+
+        for (; n < count; n++, paddr += Page)
+        {
+            SetLeaf(entries + n, paddr | bits);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SetLeaf(ulong* entry, ulong pte)
+    {
+        if (Volatile.Read(ref *entry) == 0)
+        {
+            Volatile.Write(ref *entry, pte);
+        }
+    }
+
+    // Clears count 4 KiB leaves of one table, two per aligned 16-byte store (see SetLeaves).
+    private static void ClearLeaves(ulong* entries, int count)
+    {
+        int n = 0;
+        if (Vector128.IsHardwareAccelerated)
+        {
+            if (((nuint)entries & 15) != 0 && count > 0)
+            {
+                Volatile.Write(ref *entries, 0);
+                n = 1;
+            }
+
+            for (; n + 2 <= count; n += 2)
+            {
+                Vector128.StoreAligned(Vector128<ulong>.Zero, entries + n);
+            }
+        }
+
+        for (; n < count; n++)
+        {
+            Volatile.Write(ref entries[n], 0);
         }
     }
 
@@ -633,11 +723,7 @@ public sealed unsafe class DmaPageTable
         int end = last >= tableEnd ? 512 : DmaPte.Index(last, level) + 1;
         if (level == 1)
         {
-            for (; i < end; i++)
-            {
-                Volatile.Write(ref entries[i], 0);
-            }
-
+            ClearLeaves(entries + i, end - i);
             return;
         }
 

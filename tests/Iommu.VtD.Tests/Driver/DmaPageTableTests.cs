@@ -180,6 +180,117 @@ public sealed class DmaPageTableTests : IDisposable
     }
 
     [Fact]
+    public void A_run_over_present_entries_keeps_them_and_fills_the_rest()
+    {
+        // Entries 5 and 6 form one 16-byte pair of the run below, 9 shares a pair with 8.
+        DmaPageTable t = NewTable();
+        foreach (ulong page in new ulong[] { 5, 6, 9 })
+        {
+            t.Map(page * K4, 0x100_0000 + (page * K4), K4, DmaPte.Read, 0, out _);
+        }
+
+        Assert.Equal(Errno.None, t.Map(3 * K4, 0x200_0000, 10 * K4, RW, 0, out ulong mapped));
+
+        Assert.Equal(10 * K4, mapped);
+        for (ulong page = 3; page < 13; page++)
+        {
+            bool old = page is 5 or 6 or 9;
+            Assert.Equal(old ? 0x100_0000 + (page * K4) : 0x200_0000 + ((page - 3) * K4), t.IovaToPhys(page * K4));
+        }
+
+        Assert.Equal(0UL, t.IovaToPhys(2 * K4));
+        Assert.Equal(0UL, t.IovaToPhys(13 * K4));
+    }
+
+    [Theory]
+    [InlineData(0, 256, 0, 256)]     // aligned run, unmapped whole
+    [InlineData(1, 255, 1, 255)]     // odd start: a single entry before the first pair
+    [InlineData(7, 300, 8, 33)]      // unmap from an even entry with an odd count: a single entry after the last pair
+    [InlineData(7, 300, 9, 1)]
+    [InlineData(500, 30, 501, 10)]   // the run crosses into the next leaf table; the unmap stays in the first
+    [InlineData(500, 30, 505, 20)]   // the unmap crosses the table boundary too
+    public void Unmapping_part_of_a_run_clears_exactly_that_part(int first, int count, int from, int pages)
+    {
+        DmaPageTable t = NewTable();
+        ulong baseIova = 0x40_0000_0000;
+        t.Map(baseIova + ((ulong)first * K4), 0x300_0000, (ulong)count * K4, RW, 0, out _);
+
+        Assert.Equal((ulong)pages * K4, t.Unmap(baseIova + ((ulong)from * K4), (ulong)pages * K4));
+
+        for (int page = first - 2; page < first + count + 2; page++)
+        {
+            bool mapped = page >= first && page < first + count && (page < from || page >= from + pages);
+            ulong expected = mapped ? 0x300_0000 + ((ulong)(page - first) * K4) + 8 : 0;
+            Assert.Equal(expected, page < 0 ? 0 : t.IovaToPhys(baseIova + ((ulong)page * K4) + 8));
+        }
+    }
+
+    [Theory]
+    [InlineData(3, 0x3FE0_0000UL)]      // straddles the 2 MiB and 1 GiB table boundaries
+    [InlineData(4, 0x3FE0_0000UL)]      // low IOVAs: a walk taking the wrong level count finds real tables
+    [InlineData(5, 0x3FE0_0000UL)]
+    [InlineData(4, 0x7F_FFE0_0000UL)]   // straddles the 512 GiB boundary too
+    [InlineData(5, 0x7F_FFE0_0000UL)]
+    public void Runs_at_any_offset_agree_with_a_page_by_page_model(int levels, ulong baseIova)
+    {
+        // 4K runs at any page offset and length, over present entries or not, unmapped at any offset,
+        // in two windows (IOVA 0 and baseIova): exercises the one-table fast paths, their single
+        // entries around the 16-byte pairs, and runs that cross leaf tables, against a page-by-page
+        // reference. The window at 0 makes a walk that assumes the wrong level count land in real
+        // tables of the other window.
+        Gen<(bool Map, int Window, int First, int Count)> op = Gen.Select(Gen.Bool, Gen.Int[0, 1], Gen.Int[0, 2047], Gen.Int[1, 700]);
+        op.Array[1, 30].Sample(ops =>
+        {
+            using var mem = new PhysicalMemory(4 * Sizes.GiB);
+            var frames = new FrameAllocator(mem, 2 * Sizes.GiB, 64 * Sizes.MiB);
+            DmaPageTable.Create(mem, frames, levels, out DmaPageTable? t);
+            var model = new Dictionary<(int, int), ulong>();
+            ulong[] bases = [0, baseIova];
+            foreach (var (map, w, first, count) in ops)
+            {
+                ulong iova = bases[w] + ((ulong)first * K4), size = (ulong)count * K4;
+                if (map)
+                {
+                    ulong pa = 0x1000_0000 + ((ulong)w * 0x1000_0000) + ((ulong)first * 3 * K4);
+                    Assert.Equal(Errno.None, t!.Map(iova, pa, size, RW, 0, out ulong mapped));
+                    Assert.Equal(size, mapped);
+                    for (int i = 0; i < count; i++)
+                    {
+                        model.TryAdd((w, first + i), pa + ((ulong)i * K4));
+                    }
+                }
+                else
+                {
+                    bool present = model.ContainsKey((w, first));
+                    Assert.Equal(present ? size : 0, t!.Unmap(iova, size));
+                    if (present)
+                    {
+                        for (int i = 0; i < count; i++)
+                        {
+                            model.Remove((w, first + i));
+                        }
+                    }
+
+                    t.ReleasePendingFrees();
+                }
+            }
+
+            for (int w = 0; w < 2; w++)
+            {
+                for (int page = 0; page < 2048 + 700; page++)
+                {
+                    ulong expected = model.TryGetValue((w, page), out ulong pa) ? pa + 0x10 : 0;
+                    Assert.Equal(expected, t!.IovaToPhys(bases[w] + ((ulong)page * K4) + 0x10));
+                }
+            }
+
+            Assert.Equal(model.Count, Leaves(t!).Count);
+            t!.FreeAll();
+            Assert.Equal(0, frames.LiveFrames);
+        }, iter: 100);
+    }
+
+    [Fact]
     public void Mapping_without_read_or_write_is_einval()
     {
         DmaPageTable t = NewTable();
