@@ -522,17 +522,42 @@ public sealed unsafe class DmaPageTable
     }
 
     // 4 KiB leaves of one table. Disjoint ranges never share a leaf entry, so a plain check-and-store
-    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Two entries per
-    // aligned 16-byte store: x86 CPUs with AVX and ARMv8 write an aligned 16-byte vector store as
-    // whole 8-byte entries, so a concurrent hardware walk never sees a torn PTE (the same reasoning
-    // as the kernel's memset64 of contiguous PTEs). Static with few locals so the loop stays in registers.
+    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Four (or two)
+    // entries per aligned vector store, like the kernel's memset64 of contiguous PTEs: an aligned
+    // 16-byte vector access is atomic on x86 CPUs with AVX and is two 8-byte single-copy-atomic
+    // accesses on ARMv8, and an aligned 32-byte store is two such halves, so a concurrent hardware
+    // walk never sees a torn PTE. Static with few locals so the loops stay in registers.
     private static void SetLeaves(ulong* entries, int count, ulong paddr, ulong bits)
     {
         const ulong Page = 1UL << DmaPte.PageShift;
         int n = 0;
-        if (Vector128.IsHardwareAccelerated)
+        if (Vector256.IsHardwareAccelerated && count >= 8)
         {
-            if (((nuint)entries & 15) != 0 && count > 0)
+            for (; ((nuint)(entries + n) & 31) != 0; n++, paddr += Page)
+            {
+                SetLeaf(entries + n, paddr | bits);
+            }
+
+            Vector256<ulong> v = Vector256.Create(paddr, paddr + Page, paddr + (2 * Page), paddr + (3 * Page)) | Vector256.Create(bits);
+            for (; n + 4 <= count; n += 4, paddr += 4 * Page, v += Vector256.Create(4 * Page))
+            {
+                ulong* p = entries + n;
+                if (Vector256.LoadAligned(p) == Vector256<ulong>.Zero)
+                {
+                    Vector256.StoreAligned(v, p);
+                }
+                else
+                {
+                    for (int k = 0; k < 4; k++)
+                    {
+                        SetLeaf(p + k, (paddr + ((ulong)k * Page)) | bits);
+                    }
+                }
+            }
+        }
+        else if (Vector128.IsHardwareAccelerated && count >= 4)
+        {
+            if (((nuint)entries & 15) != 0)
             {
                 SetLeaf(entries, paddr | bits);
                 n = 1;
@@ -540,8 +565,7 @@ public sealed unsafe class DmaPageTable
             }
 
             Vector128<ulong> v = Vector128.Create(paddr | bits, (paddr + Page) | bits);
-            Vector128<ulong> step = Vector128.Create(2 * Page);
-            for (; n + 2 <= count; n += 2, paddr += 2 * Page)
+            for (; n + 2 <= count; n += 2, paddr += 2 * Page, v += Vector128.Create(2 * Page))
             {
                 ulong* p = entries + n;
                 if (Vector128.LoadAligned(p) == Vector128<ulong>.Zero)
@@ -553,8 +577,6 @@ public sealed unsafe class DmaPageTable
                     SetLeaf(p, paddr | bits);
                     SetLeaf(p + 1, (paddr + Page) | bits);
                 }
-
-                v += step;
             }
         }
 
@@ -573,13 +595,25 @@ public sealed unsafe class DmaPageTable
         }
     }
 
-    // Clears count 4 KiB leaves of one table, two per aligned 16-byte store (see SetLeaves).
+    // Clears count 4 KiB leaves of one table with aligned vector stores (see SetLeaves).
     private static void ClearLeaves(ulong* entries, int count)
     {
         int n = 0;
-        if (Vector128.IsHardwareAccelerated)
+        if (Vector256.IsHardwareAccelerated && count >= 8)
         {
-            if (((nuint)entries & 15) != 0 && count > 0)
+            for (; ((nuint)(entries + n) & 31) != 0; n++)
+            {
+                Volatile.Write(ref entries[n], 0);
+            }
+
+            for (; n + 4 <= count; n += 4)
+            {
+                Vector256.StoreAligned(Vector256<ulong>.Zero, entries + n);
+            }
+        }
+        else if (Vector128.IsHardwareAccelerated && count >= 4)
+        {
+            if (((nuint)entries & 15) != 0)
             {
                 Volatile.Write(ref *entries, 0);
                 n = 1;
