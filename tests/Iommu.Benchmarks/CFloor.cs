@@ -9,8 +9,6 @@ internal static partial class CFloor
 {
     public sealed record Result(int N, double MapNs, double LookupNs, double UnmapNs);
 
-    public sealed record BatchResult(double HotMapNs, double HotUnmapNs, double ColdMapNs, double ColdUnmapNs);
-
     public static string? FindSource()
     {
         for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
@@ -43,24 +41,44 @@ internal static partial class CFloor
             : null;
     }
 
-    /// <summary>Builds and runs ref_batch.c (copied beside the benchmark assembly): the 256×4K floor.</summary>
-    public static BatchResult? RunBatch()
+    /// <summary>
+    /// Builds ref_batch.c (copied beside the benchmark assembly, or found in the source tree) as a
+    /// shared library for <see cref="CFloorBatches"/>; returns its path, or null without gcc.
+    /// </summary>
+    public static string? BuildBatchLibrary()
     {
-        string source = Path.Combine(AppContext.BaseDirectory, "ref_batch.c");
-        string? output = BuildAndRun(source, "iommu-ref_batch", "");
-        Match? m = output is null ? null : BatchLine().Match(output);
-        return m is { Success: true }
-            ? new BatchResult(Number(m, 1), Number(m, 2), Number(m, 3), Number(m, 4))
-            : null;
+        string? source = null;
+        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null && source is null; d = d.Parent)
+        {
+            foreach (string candidate in new[] { Path.Combine(d.FullName, "ref_batch.c"), Path.Combine(d.FullName, "tests", "Iommu.Benchmarks", "ref_batch.c") })
+            {
+                if (File.Exists(candidate))
+                {
+                    source = candidate;
+                    break;
+                }
+            }
+        }
+
+        if (source is null)
+        {
+            Console.Error.WriteLine("C floor: ref_batch.c not found.");
+            return null;
+        }
+
+        string library = Path.Combine(Path.GetTempPath(), $"iommu-ref_batch-{Environment.ProcessId}.so");
+        if (!Exec("gcc", $"-O2 -march=native -shared -fPIC -o \"{library}\" \"{source}\"", out string err))
+        {
+            Console.Error.WriteLine($"C floor: gcc failed: {err}");
+            return null;
+        }
+
+        return library;
     }
 
     /// <summary>The faster of two floor runs, figure by figure.</summary>
     public static Result? Min(Result? a, Result? b) =>
         a is null ? b : b is null ? a : new Result(a.N, Math.Min(a.MapNs, b.MapNs), Math.Min(a.LookupNs, b.LookupNs), Math.Min(a.UnmapNs, b.UnmapNs));
-
-    /// <summary>The faster of two batch floor runs, figure by figure.</summary>
-    public static BatchResult? Min(BatchResult? a, BatchResult? b) =>
-        a is null ? b : b is null ? a : new BatchResult(Math.Min(a.HotMapNs, b.HotMapNs), Math.Min(a.HotUnmapNs, b.HotUnmapNs), Math.Min(a.ColdMapNs, b.ColdMapNs), Math.Min(a.ColdUnmapNs, b.ColdUnmapNs));
 
     private static double Number(Match m, int group) => double.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture);
 
@@ -93,7 +111,4 @@ internal static partial class CFloor
 
     [GeneratedRegex(@"map_ns=([0-9.]+)\s+lookup_ns=([0-9.]+)\s+unmap_ns=([0-9.]+)")]
     private static partial Regex Line();
-
-    [GeneratedRegex(@"hot_map_ns=([0-9.]+)\s+hot_unmap_ns=([0-9.]+)\s+cold_map_ns=([0-9.]+)\s+cold_unmap_ns=([0-9.]+)")]
-    private static partial Regex BatchLine();
 }

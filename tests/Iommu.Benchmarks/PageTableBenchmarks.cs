@@ -161,7 +161,7 @@ public class PageTable1M : PageTableWorkload
 
 /// <summary>
 /// 256×4K maps and unmaps (the Linux generic-pt VT-d figures), in two sequences that ref_batch.c
-/// repeats in C. Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one
+/// repeats in C (<see cref="CFloorBatches"/>). Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one
 /// pass and unmapped in the next, as the kernel benchmark maps and unmaps one range in a loop; the
 /// 391/210 ns targets apply to these. Cold: 4096 ranges (8 MiB of leaf entries) mapped in one pass
 /// and unmapped in the next, which measures memory more than code. Leaf tables exist throughout.
@@ -169,8 +169,12 @@ public class PageTable1M : PageTableWorkload
 [MemoryDiagnoser]
 public class PageTableBatches : IDisposable
 {
-    private const int Hot = 16;
-    private const int Cold = 4096;
+    /// <summary>Ranges of the hot passes.</summary>
+    public const int Hot = 16;
+
+    /// <summary>Ranges of the cold passes.</summary>
+    public const int Cold = 4096;
+
     private const ulong Rw = DmaPte.Read | DmaPte.Write;
     private const ulong Range = 256 * 4096;
     private const ulong IovaBase = 0x40_0000_0000;

@@ -8,9 +8,14 @@
  *   hot:  16 ranges 1 MiB apart; a pass maps all 16, the next unmaps all 16, again and again (the
  *         Linux generic-pt benchmark maps and unmaps one range in a loop, so its tables are hot);
  *   cold: 4096 ranges 1 MiB apart (8 MiB of leaf entries), map all then unmap all.
- * Leaf tables exist before timing starts, as in the C# setup. Prints ns per 256 x 4 KiB range:
- *   ref-c-batch hot_map_ns=.. hot_unmap_ns=.. cold_map_ns=.. cold_unmap_ns=..
- * (median over the passes). Build: gcc -O2 -march=native -o ref_batch ref_batch.c */
+ * Leaf tables exist before timing starts, as in the C# setup.
+ *
+ * Two uses. The benchmark project builds it as a shared library and times rb_map_pass/rb_unmap_pass
+ * through BenchmarkDotNet with the same iteration setup as the C# benchmarks (CFloorBatches), so both
+ * sides pay the same harness costs. Run alone, it prints ns per 256 x 4 KiB range (median over the
+ * passes):  ref-c-batch hot_map_ns=.. hot_unmap_ns=.. cold_map_ns=.. cold_unmap_ns=..
+ *   gcc -O2 -march=native -o ref_batch ref_batch.c && ./ref_batch
+ *   gcc -O2 -march=native -shared -fPIC -o libref_batch.so ref_batch.c */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -68,6 +73,27 @@ __attribute__((noinline)) static uint64_t unmap_range(uint64_t iova) {
   return RANGE;
 }
 
+/* Library entry points: rb_init prepares the arena and the leaf tables of `ranges` ranges; the passes
+ * map or unmap ranges [0, ranges). rb_unmap_pass returns the bytes unmapped. */
+void rb_init(int ranges) {
+  free(arena);
+  arena_frames = ranges / 2 + 64;
+  arena = aligned_alloc(4096, arena_frames * 4096);
+  next_frame = 0;
+  root = alloc_frame();
+  for (int r = 0; r < ranges; r++) leaf_table(IOVA_BASE + r * RANGE, 1);
+}
+
+void rb_map_pass(int ranges) {
+  for (int r = 0; r < ranges; r++) map_range(IOVA_BASE + r * RANGE, PA_BASE + r * RANGE);
+}
+
+uint64_t rb_unmap_pass(int ranges) {
+  uint64_t total = 0;
+  for (int r = 0; r < ranges; r++) total += unmap_range(IOVA_BASE + r * RANGE);
+  return total;
+}
+
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e9 + ts.tv_nsec; }
 static int cmpd(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 
@@ -93,10 +119,7 @@ static void run(int ranges, int passes, double *map_ns, double *unmap_ns) {
 }
 
 int main(void) {
-  arena_frames = COLD / 2 + 64;
-  arena = aligned_alloc(4096, arena_frames * 4096);
-  root = alloc_frame();
-  for (int r = 0; r < COLD; r++) leaf_table(IOVA_BASE + r * RANGE, 1);
+  rb_init(COLD);
 
   double hot_map, hot_unmap, cold_map, cold_unmap;
   run(HOT, 200, &hot_map, &hot_unmap); /* warm-up */
