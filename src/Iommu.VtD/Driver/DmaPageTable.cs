@@ -526,7 +526,10 @@ public sealed unsafe class DmaPageTable
     // entries per aligned vector store, like the kernel's memset64 of contiguous PTEs: an aligned
     // 16-byte vector access is atomic on x86 CPUs with AVX and is two 8-byte single-copy-atomic
     // accesses on ARMv8, and an aligned 32-byte store is two such halves, so a concurrent hardware
-    // walk never sees a torn PTE. Static with few locals so the loops stay in registers.
+    // walk never sees a torn PTE. Order among the entries of a run does not matter; against later
+    // steps it comes from x86's ordered stores, or on ARM from the interlocked operations of the
+    // IOTLB flush that follows every unmap before its tables are freed (full fences in .NET).
+    // Static with few locals so the loops stay in registers.
     private static void SetLeaves(ulong* entries, int count, ulong paddr, ulong bits)
     {
         const ulong Page = 1UL << DmaPte.PageShift;
