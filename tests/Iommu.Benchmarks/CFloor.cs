@@ -1,23 +1,65 @@
 using System.Diagnostics;
-using System.Globalization;
-using System.Text.RegularExpressions;
+using System.Runtime.InteropServices;
 
 namespace Iommu.Benchmarks;
 
-/// <summary>Builds and runs shared/bench/ref_pagetable.c (the C floor) in the same run as the benchmarks.</summary>
-internal static partial class CFloor
+/// <summary>
+/// Builds the C floors with gcc as shared libraries, so BenchmarkDotNet times them as rows of the same
+/// classes, with the same iteration setup, as the C# code they bound: ref_pagetable.c of
+/// shared/bench (through ref_pagetable_shim.c) and ref_batch.c beside this file.
+/// </summary>
+internal static class CFloor
 {
-    public sealed record Result(int N, double MapNs, double LookupNs, double UnmapNs);
+    /// <summary>Builds and loads one floor; throws when gcc or the source is missing.</summary>
+    /// <param name="source">ref_pagetable_shim.c or ref_batch.c.</param>
+    /// <returns>The library handle and the temporary file to delete after <see cref="NativeLibrary.Free"/>.</returns>
+    public static (nint Handle, string Path) Load(string source)
+    {
+        string file = Find(source) ?? throw new InvalidOperationException($"C floor: {source} not found beside the benchmarks or in the source tree.");
+        string include = "";
+        if (source == "ref_pagetable_shim.c")
+        {
+            string dir = FindSharedBench() ?? throw new InvalidOperationException("C floor: shared/bench/ref_pagetable.c not found beside the repository.");
+            include = $"-I \"{dir}\"";
+        }
 
-    public static string? FindSource()
+        string library = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-{System.IO.Path.GetFileNameWithoutExtension(source)}-{Environment.ProcessId}.so");
+        var psi = new ProcessStartInfo("gcc", $"-O2 -march=native -shared -fPIC {include} -o \"{library}\" \"{file}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
+        using Process gcc = Process.Start(psi) ?? throw new InvalidOperationException("C floor: gcc did not start.");
+        string output = gcc.StandardOutput.ReadToEnd() + gcc.StandardError.ReadToEnd();
+        gcc.WaitForExit();
+        if (gcc.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"C floor: gcc failed: {output}");
+        }
+
+        return (NativeLibrary.Load(library), library);
+    }
+
+    /// <summary>Frees a loaded floor and deletes its file.</summary>
+    public static void Unload(ref nint handle, string? path)
+    {
+        if (handle != 0)
+        {
+            NativeLibrary.Free(handle);
+            handle = 0;
+        }
+
+        if (path is not null)
+        {
+            File.Delete(path);
+        }
+    }
+
+    private static string? Find(string name)
     {
         for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
-            foreach (string candidate in new[] { Path.Combine(d.FullName, "shared", "bench", "ref_pagetable.c"), Path.Combine(d.FullName, "..", "shared", "bench", "ref_pagetable.c") })
+            foreach (string candidate in new[] { System.IO.Path.Combine(d.FullName, name), System.IO.Path.Combine(d.FullName, "tests", "Iommu.Benchmarks", name) })
             {
                 if (File.Exists(candidate))
                 {
-                    return Path.GetFullPath(candidate);
+                    return candidate;
                 }
             }
         }
@@ -25,90 +67,19 @@ internal static partial class CFloor
         return null;
     }
 
-    public static Result? Run(int n)
+    private static string? FindSharedBench()
     {
-        string? source = FindSource();
-        if (source is null)
+        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
-            Console.Error.WriteLine("C floor: shared/bench/ref_pagetable.c not found beside the repository.");
-            return null;
-        }
-
-        string? output = BuildAndRun(source, "iommu-ref_pagetable", n.ToString(CultureInfo.InvariantCulture));
-        Match? m = output is null ? null : Line().Match(output);
-        return m is { Success: true }
-            ? new Result(n, Number(m, 1), Number(m, 2), Number(m, 3))
-            : null;
-    }
-
-    /// <summary>
-    /// Builds ref_batch.c (copied beside the benchmark assembly, or found in the source tree) as a
-    /// shared library for <see cref="CFloorBatches"/>; returns its path, or null without gcc.
-    /// </summary>
-    public static string? BuildBatchLibrary()
-    {
-        string? source = null;
-        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d is not null && source is null; d = d.Parent)
-        {
-            foreach (string candidate in new[] { Path.Combine(d.FullName, "ref_batch.c"), Path.Combine(d.FullName, "tests", "Iommu.Benchmarks", "ref_batch.c") })
+            foreach (string candidate in new[] { System.IO.Path.Combine(d.FullName, "shared", "bench"), System.IO.Path.Combine(d.FullName, "..", "shared", "bench") })
             {
-                if (File.Exists(candidate))
+                if (File.Exists(System.IO.Path.Combine(candidate, "ref_pagetable.c")))
                 {
-                    source = candidate;
-                    break;
+                    return System.IO.Path.GetFullPath(candidate);
                 }
             }
         }
 
-        if (source is null)
-        {
-            Console.Error.WriteLine("C floor: ref_batch.c not found.");
-            return null;
-        }
-
-        string library = Path.Combine(Path.GetTempPath(), $"iommu-ref_batch-{Environment.ProcessId}.so");
-        if (!Exec("gcc", $"-O2 -march=native -shared -fPIC -o \"{library}\" \"{source}\"", out string err))
-        {
-            Console.Error.WriteLine($"C floor: gcc failed: {err}");
-            return null;
-        }
-
-        return library;
+        return null;
     }
-
-    /// <summary>The faster of two floor runs, figure by figure.</summary>
-    public static Result? Min(Result? a, Result? b) =>
-        a is null ? b : b is null ? a : new Result(a.N, Math.Min(a.MapNs, b.MapNs), Math.Min(a.LookupNs, b.LookupNs), Math.Min(a.UnmapNs, b.UnmapNs));
-
-    private static double Number(Match m, int group) => double.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture);
-
-    private static string? BuildAndRun(string source, string name, string args)
-    {
-        string exe = Path.Combine(Path.GetTempPath(), name);
-        if (!Exec("gcc", $"-O2 -march=native -o \"{exe}\" \"{source}\"", out string err))
-        {
-            Console.Error.WriteLine($"C floor: gcc failed: {err}");
-            return null;
-        }
-
-        if (!Exec(exe, args, out string output))
-        {
-            Console.Error.WriteLine($"C floor: {name} failed: {output}");
-            return null;
-        }
-
-        return output;
-    }
-
-    private static bool Exec(string file, string args, out string output)
-    {
-        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using Process p = Process.Start(psi)!;
-        output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return p.ExitCode == 0;
-    }
-
-    [GeneratedRegex(@"map_ns=([0-9.]+)\s+lookup_ns=([0-9.]+)\s+unmap_ns=([0-9.]+)")]
-    private static partial Regex Line();
 }

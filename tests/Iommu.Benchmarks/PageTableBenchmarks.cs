@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using Iommu.Memory;
 using Iommu.VtD.Driver;
@@ -7,16 +8,24 @@ namespace Iommu.Benchmarks;
 /// <summary>
 /// The C-floor workload on the driver's page table, in the C program's sequence: N single-4K maps at shuffled IOVAs, N
 /// iova_to_phys in reverse order (offset +8, checked), N single-4K unmaps after a lookup pass. One class per N because BenchmarkDotNet
-/// needs OperationsPerInvoke as a constant.
+/// needs OperationsPerInvoke as a constant. The C rows (CMap4K, ...) run shared/bench/ref_pagetable.c's own
+/// loops with the same order and iteration setup: the floor, timed by the same harness.
 /// </summary>
 [MemoryDiagnoser]
-public abstract class PageTableWorkload : IDisposable
+public abstract unsafe class PageTableWorkload : IDisposable
 {
     private const ulong Rw = DmaPte.Read | DmaPte.Write;
     private PhysicalMemory _memory = null!;
     private FrameAllocator _frames = null!;
     private DmaPageTable _table = null!;
     private ulong[] _order = [];
+    private ulong* _nativeOrder;
+    private nint _floor;
+    private string? _floorPath;
+    private delegate* unmanaged<nuint, void> _reset;
+    private delegate* unmanaged<ulong*, nuint, int> _mapPass;
+    private delegate* unmanaged<ulong*, nuint, ulong> _lookupPass;
+    private delegate* unmanaged<ulong*, nuint, int> _unmapPass;
 
     /// <summary>Pages in the workload.</summary>
     protected abstract int N { get; }
@@ -35,7 +44,57 @@ public abstract class PageTableWorkload : IDisposable
     public void Dispose()
     {
         _memory.Dispose();
+        CFloor.Unload(ref _floor, _floorPath);
+        NativeMemory.Free(_nativeOrder);
+        _nativeOrder = null;
         GC.SuppressFinalize(this);
+    }
+
+    // The C table, built on first use so the C# rows never need gcc.
+    protected void CFreshTable()
+    {
+        if (_floor == 0)
+        {
+            (_floor, _floorPath) = CFloor.Load("ref_pagetable_shim.c");
+            _reset = (delegate* unmanaged<nuint, void>)NativeLibrary.GetExport(_floor, "rp_reset");
+            _mapPass = (delegate* unmanaged<ulong*, nuint, int>)NativeLibrary.GetExport(_floor, "rp_map_pass");
+            _lookupPass = (delegate* unmanaged<ulong*, nuint, ulong>)NativeLibrary.GetExport(_floor, "rp_lookup_pass");
+            _unmapPass = (delegate* unmanaged<ulong*, nuint, int>)NativeLibrary.GetExport(_floor, "rp_unmap_pass");
+            _nativeOrder = (ulong*)NativeMemory.Alloc((nuint)_order.Length, sizeof(ulong));
+            _order.CopyTo(new Span<ulong>(_nativeOrder, _order.Length));
+        }
+
+        _reset((nuint)N);
+    }
+
+    protected void CFullTable()
+    {
+        CFreshTable();
+        CMapAll();
+    }
+
+    protected void CFullTableLookedUp()
+    {
+        CFullTable();
+        CLookupAll();
+    }
+
+    protected void CMapAll()
+    {
+        if (_mapPass(_nativeOrder, (nuint)N) != 0)
+        {
+            throw new InvalidOperationException("C map failed");
+        }
+    }
+
+    protected ulong CLookupAll() => _lookupPass(_nativeOrder, (nuint)N) is not 0 and ulong sink ? sink : throw new InvalidOperationException("C lookup failed");
+
+    protected void CUnmapAll()
+    {
+        if (_unmapPass(_nativeOrder, (nuint)N) != 0)
+        {
+            throw new InvalidOperationException("C unmap failed");
+        }
     }
 
     protected void FreshTable()
@@ -123,14 +182,32 @@ public class PageTable64K : PageTableWorkload
     [IterationSetup(Target = nameof(Unmap4K))]
     public void BeforeUnmap() => FullTableLookedUp();
 
+    [IterationSetup(Target = nameof(CMap4K))]
+    public void BeforeCMap() => CFreshTable();
+
+    [IterationSetup(Target = nameof(CIovaToPhys))]
+    public void BeforeCLookup() => CFullTable();
+
+    [IterationSetup(Target = nameof(CUnmap4K))]
+    public void BeforeCUnmap() => CFullTableLookedUp();
+
     [Benchmark(OperationsPerInvoke = Pages)]
     public void Map4K() => MapAll();
+
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public void CMap4K() => CMapAll();
 
     [Benchmark(OperationsPerInvoke = Pages)]
     public ulong IovaToPhys() => LookupAll();
 
     [Benchmark(OperationsPerInvoke = Pages)]
+    public ulong CIovaToPhys() => CLookupAll();
+
+    [Benchmark(OperationsPerInvoke = Pages)]
     public void Unmap4K() => UnmapAll();
+
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public void CUnmap4K() => CUnmapAll();
 }
 
 /// <summary>2^20 pages.</summary>
@@ -149,25 +226,43 @@ public class PageTable1M : PageTableWorkload
     [IterationSetup(Target = nameof(Unmap4K))]
     public void BeforeUnmap() => FullTableLookedUp();
 
+    [IterationSetup(Target = nameof(CMap4K))]
+    public void BeforeCMap() => CFreshTable();
+
+    [IterationSetup(Target = nameof(CIovaToPhys))]
+    public void BeforeCLookup() => CFullTable();
+
+    [IterationSetup(Target = nameof(CUnmap4K))]
+    public void BeforeCUnmap() => CFullTableLookedUp();
+
     [Benchmark(OperationsPerInvoke = Pages)]
     public void Map4K() => MapAll();
+
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public void CMap4K() => CMapAll();
 
     [Benchmark(OperationsPerInvoke = Pages)]
     public ulong IovaToPhys() => LookupAll();
 
     [Benchmark(OperationsPerInvoke = Pages)]
+    public ulong CIovaToPhys() => CLookupAll();
+
+    [Benchmark(OperationsPerInvoke = Pages)]
     public void Unmap4K() => UnmapAll();
+
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public void CUnmap4K() => CUnmapAll();
 }
 
 /// <summary>
 /// 256×4K maps and unmaps (the Linux generic-pt VT-d figures), in two sequences that ref_batch.c
-/// repeats in C (<see cref="CFloorBatches"/>). Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one
+/// repeats in C (the C rows: ref_batch.c as a shared library, same ranges and iteration setup). Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one
 /// pass and unmapped in the next, as the kernel benchmark maps and unmaps one range in a loop; the
 /// 391/210 ns targets apply to these. Cold: 4096 ranges (8 MiB of leaf entries) mapped in one pass
 /// and unmapped in the next, which measures memory more than code. Leaf tables exist throughout.
 /// </summary>
 [MemoryDiagnoser]
-public class PageTableBatches : IDisposable
+public unsafe class PageTableBatches : IDisposable
 {
     /// <summary>Ranges of the hot passes.</summary>
     public const int Hot = 16;
@@ -181,6 +276,10 @@ public class PageTableBatches : IDisposable
     private PhysicalMemory _memory = null!;
     private FrameAllocator _frames = null!;
     private DmaPageTable _table = null!;
+    private nint _floor;
+    private string? _floorPath;
+    private delegate* unmanaged<int, void> _cMapPass;
+    private delegate* unmanaged<int, ulong> _cUnmapPass;
 
     [GlobalSetup]
     public void Setup()
@@ -202,7 +301,47 @@ public class PageTableBatches : IDisposable
     public void Dispose()
     {
         _memory.Dispose();
+        CFloor.Unload(ref _floor, _floorPath);
         GC.SuppressFinalize(this);
+    }
+
+    // The C floor's tables for the same ranges, built on first use so the C# rows never need gcc.
+    private void LoadFloor()
+    {
+        if (_floor == 0)
+        {
+            (_floor, _floorPath) = CFloor.Load("ref_batch.c");
+            _cMapPass = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(_floor, "rb_map_pass");
+            _cUnmapPass = (delegate* unmanaged<int, ulong>)NativeLibrary.GetExport(_floor, "rb_unmap_pass");
+            ((delegate* unmanaged<int, void>)NativeLibrary.GetExport(_floor, "rb_init"))(Cold);
+        }
+    }
+
+    [IterationSetup(Targets = [nameof(CMap256x4K)])]
+    public void CUnmapHot()
+    {
+        LoadFloor();
+        _cUnmapPass(Hot);
+    }
+
+    [IterationSetup(Targets = [nameof(CUnmap256x4K)])]
+    public void CMapHot()
+    {
+        LoadFloor();
+        _cMapPass(Hot);
+    }
+
+    [IterationSetup(Targets = [nameof(CMap256x4KCold)])]
+    public void CLoad() => LoadFloor();
+
+    [IterationCleanup(Targets = [nameof(CMap256x4KCold)])]
+    public void CUnmapCold() => _cUnmapPass(Cold);
+
+    [IterationSetup(Targets = [nameof(CUnmap256x4KCold)])]
+    public void CMapCold()
+    {
+        LoadFloor();
+        _cMapPass(Cold);
     }
 
     [IterationSetup(Targets = [nameof(Map256x4K)])]
@@ -228,17 +367,33 @@ public class PageTableBatches : IDisposable
     [Benchmark(OperationsPerInvoke = Hot)]
     public void Map256x4K() => MapRanges(Hot);
 
+    /// <summary>The C floor of <see cref="Map256x4K"/>.</summary>
+    [Benchmark(OperationsPerInvoke = Hot)]
+    public void CMap256x4K() => _cMapPass(Hot);
+
     /// <summary>256×4K unmap, cache-hot (target ≤ 210 ns).</summary>
     [Benchmark(OperationsPerInvoke = Hot)]
     public void Unmap256x4K() => UnmapRanges(Hot);
+
+    /// <summary>The C floor of <see cref="Unmap256x4K"/>.</summary>
+    [Benchmark(OperationsPerInvoke = Hot)]
+    public ulong CUnmap256x4K() => _cUnmapPass(Hot);
 
     /// <summary>256×4K map over 8 MiB of leaf entries.</summary>
     [Benchmark(OperationsPerInvoke = Cold)]
     public void Map256x4KCold() => MapRanges(Cold);
 
+    /// <summary>The C floor of <see cref="Map256x4KCold"/>.</summary>
+    [Benchmark(OperationsPerInvoke = Cold)]
+    public void CMap256x4KCold() => _cMapPass(Cold);
+
     /// <summary>256×4K unmap over 8 MiB of leaf entries.</summary>
     [Benchmark(OperationsPerInvoke = Cold)]
     public void Unmap256x4KCold() => UnmapRanges(Cold);
+
+    /// <summary>The C floor of <see cref="Unmap256x4KCold"/>.</summary>
+    [Benchmark(OperationsPerInvoke = Cold)]
+    public ulong CUnmap256x4KCold() => _cUnmapPass(Cold);
 
     [Benchmark]
     public ulong MapUnmap2M()

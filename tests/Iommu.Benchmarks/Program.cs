@@ -3,13 +3,12 @@ using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
-using Iommu.Benchmarks;
 
-// Runs the C floor of single pages (shared/bench/ref_pagetable.c) before and after the
-// BenchmarkDotNet benchmarks, in one run, and prints each page-table figure with its ratio to the
-// floor. The 256×4K floor (ref_batch.c beside this file) runs inside BenchmarkDotNet as
-// CFloorBatches: filter with '*Batches*' to get both sides.
-//   dotnet run -c Release --project tests/Iommu.Benchmarks            all benchmarks + floor
+// Runs the BenchmarkDotNet benchmarks and prints each page-table figure with its ratio to the C floor.
+// The floors are rows of the same classes (CMap4K, CUnmap256x4K, ...): shared/bench/ref_pagetable.c
+// (through ref_pagetable_shim.c) and ref_batch.c, built with gcc as shared libraries and timed by the
+// same harness with the same iteration setup, next to the C# rows they bound.
+//   dotnet run -c Release --project tests/Iommu.Benchmarks            all benchmarks
 //   dotnet run -c Release --project tests/Iommu.Benchmarks -- --filter '*PageTable64K*'
 //   add --short for a quick, less precise job.
 // Benchmarks with [IterationSetup] run one invocation per iteration and finish long before tiered
@@ -21,19 +20,13 @@ Job job = (shortJob ? Job.ShortRun : Job.Default)
     .WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
 IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator).AddJob(job.AsDefault());
 
-CFloor.Result?[] floors = [CFloor.Run(1 << 16), CFloor.Run(1 << 20)];
 Summary[] summaries = bdnArgs.Length == 0
     ? BenchmarkRunner.Run(typeof(Program).Assembly, config)
     : BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(bdnArgs, config).ToArray();
 
-// The floors again after the benchmarks, keeping the faster figure of the two: on a shared machine
-// the C figures move as much as ours, and the lower floor is the stricter ratio.
-floors = [CFloor.Min(floors[0], CFloor.Run(1 << 16)), CFloor.Min(floors[1], CFloor.Run(1 << 20))];
-
-// The 256×4K floors are BenchmarkDotNet rows of their own (CFloorBatches), timed like ours.
-Dictionary<string, double> batchFloor = summaries.SelectMany(s => s.Reports)
-    .Where(r => r.ResultStatistics is not null && r.BenchmarkCase.Descriptor.Type.Name == nameof(CFloorBatches))
-    .ToDictionary(r => r.BenchmarkCase.Descriptor.WorkloadMethod.Name, r => r.ResultStatistics!.Median);
+Dictionary<string, double> medians = summaries.SelectMany(s => s.Reports)
+    .Where(r => r.ResultStatistics is not null)
+    .ToDictionary(r => $"{r.BenchmarkCase.Descriptor.Type.Name}.{r.BenchmarkCase.Descriptor.WorkloadMethod.Name}", r => r.ResultStatistics!.Median);
 
 Console.WriteLine();
 Console.WriteLine("| Benchmark | ns/op | C floor ns/op | ratio | allocated B/op |");
@@ -47,29 +40,23 @@ foreach (Summary s in summaries)
             continue;
         }
 
-        string name = $"{r.BenchmarkCase.Descriptor.Type.Name}.{r.BenchmarkCase.Descriptor.WorkloadMethod.Name}";
-        double ns = r.ResultStatistics.Median;
-        CFloor.Result? floor = r.BenchmarkCase.Descriptor.Type.Name switch
-        {
-            "PageTable64K" or "DriverPath64K" => floors[0],
-            "PageTable1M" => floors[1],
-            _ => null,
-        };
+        string type = r.BenchmarkCase.Descriptor.Type.Name;
         string method = r.BenchmarkCase.Descriptor.WorkloadMethod.Name;
-        double? c = floor is null ? null : method switch
-        {
-            "Map4K" or "IommuMap4K" => floor.MapNs,
-            "IovaToPhys" or "IommuIovaToPhys" => floor.LookupNs,
-            "Unmap4K" or "IommuUnmap4K" => floor.UnmapNs,
-            _ => null,
-        };
-        if (r.BenchmarkCase.Descriptor.Type.Name == nameof(PageTableBatches) && batchFloor.TryGetValue(method, out double batch))
-        {
-            c = batch;
-        }
-
+        double ns = r.ResultStatistics.Median;
+        double? c = FloorOf(type, method) is string key && medians.TryGetValue(key, out double floor) ? floor : null;
         long? bytes = r.GcStats.GetBytesAllocatedPerOperation(r.BenchmarkCase);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"| {name} | {ns:F1} | {(c is null ? "-" : c.Value.ToString("F1", CultureInfo.InvariantCulture))} | {(c is null ? "-" : (ns / c.Value).ToString("F2", CultureInfo.InvariantCulture))} | {bytes?.ToString(CultureInfo.InvariantCulture) ?? "-"} |"));
+            $"| {type}.{method} | {ns:F1} | {(c is null ? "-" : c.Value.ToString("F1", CultureInfo.InvariantCulture))} | {(c is null ? "-" : (ns / c.Value).ToString("F2", CultureInfo.InvariantCulture))} | {bytes?.ToString(CultureInfo.InvariantCulture) ?? "-"} |"));
     }
 }
+
+// The C row a C# row is measured against: "C" + the method in the same class; the whole kernel
+// path (DriverPath64K) against the bare 2^16 page-table floor.
+static string? FloorOf(string type, string method) => (type, method) switch
+{
+    ("DriverPath64K", "IommuMap4K") => "PageTable64K.CMap4K",
+    ("DriverPath64K", "IommuIovaToPhys") => "PageTable64K.CIovaToPhys",
+    ("DriverPath64K", "IommuUnmap4K") => "PageTable64K.CUnmap4K",
+    ("PageTable64K" or "PageTable1M" or "PageTableBatches", _) when !method.StartsWith('C') => $"{type}.C{method}",
+    _ => null,
+};
