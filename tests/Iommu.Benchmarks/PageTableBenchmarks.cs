@@ -50,6 +50,25 @@ public abstract unsafe class PageTableWorkload : IDisposable
         GC.SuppressFinalize(this);
     }
 
+    // The iteration setups of the derived classes' rows (BenchmarkDotNet finds inherited setups).
+    [IterationSetup(Target = "Map4K")]
+    public void BeforeMap() => FreshTable();
+
+    [IterationSetup(Target = "IovaToPhys")]
+    public void BeforeLookup() => FullTable();
+
+    [IterationSetup(Target = "Unmap4K")]
+    public void BeforeUnmap() => FullTableLookedUp();
+
+    [IterationSetup(Target = "CMap4K")]
+    public void BeforeCMap() => CFreshTable();
+
+    [IterationSetup(Target = "CIovaToPhys")]
+    public void BeforeCLookup() => CFullTable();
+
+    [IterationSetup(Target = "CUnmap4K")]
+    public void BeforeCUnmap() => CFullTableLookedUp();
+
     // The C table, built on first use so the C# rows never need gcc.
     protected void CFreshTable()
     {
@@ -173,24 +192,6 @@ public class PageTable64K : PageTableWorkload
 
     protected override int N => Pages;
 
-    [IterationSetup(Target = nameof(Map4K))]
-    public void BeforeMap() => FreshTable();
-
-    [IterationSetup(Target = nameof(IovaToPhys))]
-    public void BeforeLookup() => FullTable();
-
-    [IterationSetup(Target = nameof(Unmap4K))]
-    public void BeforeUnmap() => FullTableLookedUp();
-
-    [IterationSetup(Target = nameof(CMap4K))]
-    public void BeforeCMap() => CFreshTable();
-
-    [IterationSetup(Target = nameof(CIovaToPhys))]
-    public void BeforeCLookup() => CFullTable();
-
-    [IterationSetup(Target = nameof(CUnmap4K))]
-    public void BeforeCUnmap() => CFullTableLookedUp();
-
     [Benchmark(OperationsPerInvoke = Pages)]
     public void Map4K() => MapAll();
 
@@ -217,24 +218,6 @@ public class PageTable1M : PageTableWorkload
 
     protected override int N => Pages;
 
-    [IterationSetup(Target = nameof(Map4K))]
-    public void BeforeMap() => FreshTable();
-
-    [IterationSetup(Target = nameof(IovaToPhys))]
-    public void BeforeLookup() => FullTable();
-
-    [IterationSetup(Target = nameof(Unmap4K))]
-    public void BeforeUnmap() => FullTableLookedUp();
-
-    [IterationSetup(Target = nameof(CMap4K))]
-    public void BeforeCMap() => CFreshTable();
-
-    [IterationSetup(Target = nameof(CIovaToPhys))]
-    public void BeforeCLookup() => CFullTable();
-
-    [IterationSetup(Target = nameof(CUnmap4K))]
-    public void BeforeCUnmap() => CFullTableLookedUp();
-
     [Benchmark(OperationsPerInvoke = Pages)]
     public void Map4K() => MapAll();
 
@@ -256,8 +239,9 @@ public class PageTable1M : PageTableWorkload
 
 /// <summary>
 /// 256×4K maps and unmaps (the Linux generic-pt VT-d figures), in two sequences that ref_batch.c
-/// repeats in C (the C rows: ref_batch.c as a shared library, same ranges and iteration setup). Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one
-/// pass and unmapped in the next, as the kernel benchmark maps and unmaps one range in a loop; the
+/// repeats in C (the C rows: ref_batch.c as a shared library, same ranges and iteration setup).
+/// Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one pass and
+/// unmapped in the next, as the kernel benchmark maps and unmaps one range in a loop; the
 /// 391/210 ns targets apply to these. Cold: 4096 ranges (8 MiB of leaf entries) mapped in one pass
 /// and unmapped in the next, which measures memory more than code. Leaf tables exist throughout.
 /// </summary>
