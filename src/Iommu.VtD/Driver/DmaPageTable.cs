@@ -101,8 +101,10 @@ public sealed unsafe class DmaPageTable
     /// <param name="superpageLevels">Superpage levels allowed (<c>iommu_superpage</c>: 0 none, 1 = 2 MiB, 2 = 1 GiB too).</param>
     /// <param name="mapped">Bytes whose entries this call wrote (or found already set) before it stopped.</param>
     /// <returns>
-    /// -EINVAL without R or W; -ENOMEM when a table frame cannot be allocated. An entry that is
-    /// already present is left as it is and counted as mapped (the kernel WARNs and returns 0).
+    /// -EINVAL without R or W, or when <paramref name="iova"/>, <paramref name="paddr"/> or
+    /// <paramref name="size"/> is not a multiple of 4 KiB (the kernel counts in pages and cannot get
+    /// one); -ENOMEM when a table frame cannot be allocated. An entry that is already present is
+    /// left as it is and counted as mapped (the kernel WARNs and returns 0).
     /// </returns>
     /// <remarks>
     /// Like the kernel, a superpage replaces any table under it, with whatever that table mapped;
@@ -116,7 +118,7 @@ public sealed unsafe class DmaPageTable
         // The common case, inlined into callers: iommu_map of one 4 KiB page on a 48-bit unit whose
         // tables already exist. Installing a table, superpages and errors go to MapRange, so no
         // local here lives across a call.
-        if (size == DmaPte.LevelSize(1) && _levels == 4 && (attr & (DmaPte.Read | DmaPte.Write)) != 0)
+        if (size == DmaPte.LevelSize(1) && _levels == 4 && (attr & (DmaPte.Read | DmaPte.Write)) != 0 && ((iova | paddr) & (DmaPte.LevelSize(1) - 1)) == 0)
         {
             ulong* slot = LeafSlot4(iova);
             if (slot != null)
@@ -141,6 +143,11 @@ public sealed unsafe class DmaPageTable
         if ((attr & (DmaPte.Read | DmaPte.Write)) == 0)
         {
             return ErrorDetail.Fail(Errno.EINVAL, "a mapping needs read or write permission");
+        }
+
+        if (((iova | paddr | size) & (DmaPte.LevelSize(1) - 1)) != 0)
+        {
+            return Unaligned(iova, paddr, size);
         }
 
         attr &= DmaPte.Read | DmaPte.Write | DmaPte.Snoop;
@@ -637,6 +644,10 @@ public sealed unsafe class DmaPageTable
     // A present entry that points to a next-level table (not a superpage).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool IsTable(ulong pte) => DmaPte.IsPresent(pte) && !DmaPte.IsSuperpage(pte);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Errno Unaligned(ulong iova, ulong paddr, ulong size) =>
+        ErrorDetail.Fail(Errno.EINVAL, $"iova 0x{iova:x}, paddr 0x{paddr:x} and size 0x{size:x} must all be multiples of 4 KiB");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static Errno OutOfTableFrames(ulong iova) =>

@@ -301,6 +301,23 @@ public sealed class DmaPageTableTests : IDisposable
         Assert.Empty(Leaves(t));
     }
 
+    [Theory]
+    [InlineData(0x1001UL, 0x2000UL, K4)]     // the one-page fast path
+    [InlineData(0x1000UL, 0x2800UL, K4)]
+    [InlineData(0x1000UL, 0x2000UL, K4 + 1)] // the general path used to loop on the last partial page
+    [InlineData(0x1000UL, 0x2000UL, 3 * K4 - 8)]
+    [InlineData(0x1800UL, 0x2000UL, 3 * K4)]
+    public void Unaligned_iova_paddr_or_size_is_einval_and_maps_nothing(ulong iova, ulong paddr, ulong size)
+    {
+        DmaPageTable t = NewTable();
+        t.Map(0, 0, K4, RW, 0, out _); // the leaf table exists, so every fast path is open
+
+        Assert.Equal(Errno.EINVAL, t.Map(iova, paddr, size, RW, 0, out ulong mapped));
+
+        Assert.Equal(0UL, mapped);
+        Assert.Single(Leaves(t));
+    }
+
     [Fact]
     public void Snoop_bit_is_kept_and_other_bits_are_dropped()
     {
