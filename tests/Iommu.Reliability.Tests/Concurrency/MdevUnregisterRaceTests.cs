@@ -10,7 +10,8 @@ namespace Iommu.Reliability.Tests.Concurrency;
 /// <summary>
 /// mdev create/remove racing <c>mdev_unregister_device</c> (spec §3.2/§3.3): workers create mdevs
 /// (through a type they looked up earlier, and through the type directory by name) and remove the
-/// ones they created while another thread unregisters the parent, round after round. No exception
+/// ones they created while another thread unregisters the parent, round after round (each worker goes
+/// on until a create saw the parent going or gone, so every round crosses the unregistration). No exception
 /// escapes; every create is 0, -ENODEV (unregistration in progress or done) or -ENOENT (the type
 /// directory is gone); every remove is 0, -ENODEV or -EAGAIN; after each round no mdev, bus device,
 /// IOMMU group or vendor port is left.
@@ -40,6 +41,7 @@ public sealed class MdevUnregisterRaceTests(ITestOutputHelper output)
             Assert.Equal(Errno.None, driver.Register(core));
             MdevType type = core.FindParent(driver.ParentDevice)!.FindType("mtty-1")!;
             long started = 0;
+            int unregistered = 0;
             using var go = new ManualResetEventSlim();
             int r = round;
 
@@ -50,8 +52,17 @@ public sealed class MdevUnregisterRaceTests(ITestOutputHelper output)
                 try
                 {
                     go.Wait();
-                    for (long i = 0; i < opsPerRound; i++)
+                    bool sawGone = false;
+                    for (long i = 0; ; i++)
                     {
+                        // Past the round's share, keep going until a create has seen the parent going
+                        // or gone: on a busy machine the workers could otherwise finish before the
+                        // unregister thread runs, and the round would not cross it at all.
+                        if (i >= opsPerRound && (sawGone || Volatile.Read(ref unregistered) != 0 || i >= opsPerRound * 1000))
+                        {
+                            break;
+                        }
+
                         Interlocked.Increment(ref started);
                         int op = rng.Next(3);
                         if (op < 2)
@@ -64,7 +75,11 @@ public sealed class MdevUnregisterRaceTests(ITestOutputHelper output)
                             {
                                 mine.Add(m!);
                             }
-                            else if (e != Errno.ENODEV && !(op == 1 && e == Errno.ENOENT))
+                            else if (e == Errno.ENODEV || (op == 1 && e == Errno.ENOENT))
+                            {
+                                sawGone = true;
+                            }
+                            else
                             {
                                 errors.Enqueue($"round {r} worker {w}: create → {e}");
                             }
@@ -102,6 +117,7 @@ public sealed class MdevUnregisterRaceTests(ITestOutputHelper output)
                     }
 
                     core.UnregisterDevice(driver.ParentDevice);
+                    Volatile.Write(ref unregistered, 1);
                 }
                 catch (Exception ex)
                 {
