@@ -418,6 +418,18 @@ public sealed class MdevCore
 
         try
         {
+            // The parent's unregistration can run whole between the active check above and the
+            // trylock, removing this mdev with the other children. The kernel leans on the sysfs
+            // attribute's self-removal (kernfs) for that window; the model has no kernfs, so it looks
+            // again under the read side, where no unregistration can run.
+            lock (_mdevLock)
+            {
+                if (!_mdevs.Contains(mdev))
+                {
+                    return ErrorDetail.Fail(Errno.ENODEV, $"mdev {mdev.Name} was removed with its parent {parent.Device.Name}");
+                }
+            }
+
             RemoveCommon(mdev);
         }
         finally
