@@ -4,27 +4,32 @@ using System.Runtime.InteropServices;
 namespace Iommu.Benchmarks;
 
 /// <summary>
-/// Builds the C floors with gcc as shared libraries, so BenchmarkDotNet times them as rows of the same
-/// classes, with the same iteration setup, as the C# code they bound: ref_pagetable.c of
-/// shared/bench (through ref_pagetable_shim.c) and ref_batch.c beside this file.
+/// Builds the C floor with gcc as a shared library, so BenchmarkDotNet times it as rows of the same
+/// classes, with the same iteration setup, as the C# code it bounds: ref_pagetable.c of shared/bench
+/// with the entry points of ref_pagetable_shim.c beside this file.
 /// </summary>
 internal static class CFloor
 {
-    /// <summary>Builds and loads one floor; throws when gcc or the source is missing.</summary>
-    /// <param name="source">ref_pagetable_shim.c or ref_batch.c.</param>
-    /// <returns>The library handle and the temporary file to delete after <see cref="NativeLibrary.Free"/>.</returns>
-    public static (nint Handle, string Path) Load(string source)
+    /// <summary>The loaded floor: its exports, and the temporary file deleted on dispose.</summary>
+    public sealed class Library(nint handle, string path) : IDisposable
     {
-        string file = Find(source) ?? throw new InvalidOperationException($"C floor: {source} not found beside the benchmarks or in the source tree.");
-        string include = "";
-        if (source == "ref_pagetable_shim.c")
-        {
-            string dir = FindSharedBench() ?? throw new InvalidOperationException("C floor: shared/bench/ref_pagetable.c not found beside the repository.");
-            include = $"-I \"{dir}\"";
-        }
+        /// <summary>An exported function's address, to cast to its function-pointer type.</summary>
+        public nint Export(string name) => NativeLibrary.GetExport(handle, name);
 
-        string library = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-{System.IO.Path.GetFileNameWithoutExtension(source)}-{Environment.ProcessId}.so");
-        var psi = new ProcessStartInfo("gcc", $"-O2 -march=native -shared -fPIC {include} -o \"{library}\" \"{file}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
+        public void Dispose()
+        {
+            NativeLibrary.Free(handle);
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>Builds and loads the floor; throws when gcc or a source is missing.</summary>
+    public static Library Load()
+    {
+        string file = Find("ref_pagetable_shim.c") ?? throw new InvalidOperationException("C floor: ref_pagetable_shim.c not found beside the benchmarks or in the source tree.");
+        string dir = FindSharedBench() ?? throw new InvalidOperationException("C floor: shared/bench/ref_pagetable.c not found beside the repository.");
+        string library = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-ref_pagetable-{Environment.ProcessId}.so");
+        var psi = new ProcessStartInfo("gcc", $"-O2 -march=native -shared -fPIC -I \"{dir}\" -o \"{library}\" \"{file}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
         using Process gcc = Process.Start(psi) ?? throw new InvalidOperationException("C floor: gcc did not start.");
         string output = gcc.StandardOutput.ReadToEnd() + gcc.StandardError.ReadToEnd();
         gcc.WaitForExit();
@@ -33,22 +38,7 @@ internal static class CFloor
             throw new InvalidOperationException($"C floor: gcc failed: {output}");
         }
 
-        return (NativeLibrary.Load(library), library);
-    }
-
-    /// <summary>Frees a loaded floor and deletes its file.</summary>
-    public static void Unload(ref nint handle, string? path)
-    {
-        if (handle != 0)
-        {
-            NativeLibrary.Free(handle);
-            handle = 0;
-        }
-
-        if (path is not null)
-        {
-            File.Delete(path);
-        }
+        return new Library(NativeLibrary.Load(library), library);
     }
 
     private static string? Find(string name)

@@ -20,8 +20,7 @@ public abstract unsafe class PageTableWorkload : IDisposable
     private DmaPageTable _table = null!;
     private ulong[] _order = [];
     private ulong* _nativeOrder;
-    private nint _floor;
-    private string? _floorPath;
+    private CFloor.Library? _floor;
     private delegate* unmanaged<nuint, void> _reset;
     private delegate* unmanaged<ulong*, nuint, int> _mapPass;
     private delegate* unmanaged<ulong*, nuint, ulong> _lookupPass;
@@ -44,7 +43,7 @@ public abstract unsafe class PageTableWorkload : IDisposable
     public void Dispose()
     {
         _memory.Dispose();
-        CFloor.Unload(ref _floor, _floorPath);
+        _floor?.Dispose();
         NativeMemory.Free(_nativeOrder);
         _nativeOrder = null;
         GC.SuppressFinalize(this);
@@ -72,13 +71,13 @@ public abstract unsafe class PageTableWorkload : IDisposable
     // The C table, built on first use so the C# rows never need gcc.
     protected void CFreshTable()
     {
-        if (_floor == 0)
+        if (_floor is null)
         {
-            (_floor, _floorPath) = CFloor.Load("ref_pagetable_shim.c");
-            _reset = (delegate* unmanaged<nuint, void>)NativeLibrary.GetExport(_floor, "rp_reset");
-            _mapPass = (delegate* unmanaged<ulong*, nuint, int>)NativeLibrary.GetExport(_floor, "rp_map_pass");
-            _lookupPass = (delegate* unmanaged<ulong*, nuint, ulong>)NativeLibrary.GetExport(_floor, "rp_lookup_pass");
-            _unmapPass = (delegate* unmanaged<ulong*, nuint, int>)NativeLibrary.GetExport(_floor, "rp_unmap_pass");
+            _floor = CFloor.Load();
+            _reset = (delegate* unmanaged<nuint, void>)_floor.Export("rp_reset");
+            _mapPass = (delegate* unmanaged<ulong*, nuint, int>)_floor.Export("rp_map_pass");
+            _lookupPass = (delegate* unmanaged<ulong*, nuint, ulong>)_floor.Export("rp_lookup_pass");
+            _unmapPass = (delegate* unmanaged<ulong*, nuint, int>)_floor.Export("rp_unmap_pass");
             _nativeOrder = (ulong*)NativeMemory.Alloc((nuint)_order.Length, sizeof(ulong));
             _order.CopyTo(new Span<ulong>(_nativeOrder, _order.Length));
         }
@@ -238,8 +237,8 @@ public class PageTable1M : PageTableWorkload
 }
 
 /// <summary>
-/// 256×4K maps and unmaps (the Linux generic-pt VT-d figures), in two sequences that ref_batch.c
-/// repeats in C (the C rows: ref_batch.c as a shared library, same ranges and iteration setup).
+/// 256×4K maps and unmaps (the Linux generic-pt VT-d figures), in two sequences that the C rows
+/// repeat on the C floor's table (rb_* of ref_pagetable_shim.c, same ranges and iteration setup).
 /// Hot: 16 ranges 1 MiB apart whose tables and entries are in cache, mapped in one pass and
 /// unmapped in the next, as the kernel benchmark maps and unmaps one range in a loop; the
 /// 391/210 ns targets apply to these. Cold: 4096 ranges (8 MiB of leaf entries) mapped in one pass
@@ -260,8 +259,7 @@ public unsafe class PageTableBatches : IDisposable
     private PhysicalMemory _memory = null!;
     private FrameAllocator _frames = null!;
     private DmaPageTable _table = null!;
-    private nint _floor;
-    private string? _floorPath;
+    private CFloor.Library? _floor;
     private delegate* unmanaged<int, void> _cMapPass;
     private delegate* unmanaged<int, ulong> _cUnmapPass;
 
@@ -285,19 +283,19 @@ public unsafe class PageTableBatches : IDisposable
     public void Dispose()
     {
         _memory.Dispose();
-        CFloor.Unload(ref _floor, _floorPath);
+        _floor?.Dispose();
         GC.SuppressFinalize(this);
     }
 
     // The C floor's tables for the same ranges, built on first use so the C# rows never need gcc.
     private void LoadFloor()
     {
-        if (_floor == 0)
+        if (_floor is null)
         {
-            (_floor, _floorPath) = CFloor.Load("ref_batch.c");
-            _cMapPass = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(_floor, "rb_map_pass");
-            _cUnmapPass = (delegate* unmanaged<int, ulong>)NativeLibrary.GetExport(_floor, "rb_unmap_pass");
-            ((delegate* unmanaged<int, void>)NativeLibrary.GetExport(_floor, "rb_init"))(Cold);
+            _floor = CFloor.Load();
+            _cMapPass = (delegate* unmanaged<int, void>)_floor.Export("rb_map_pass");
+            _cUnmapPass = (delegate* unmanaged<int, ulong>)_floor.Export("rb_unmap_pass");
+            ((delegate* unmanaged<int, void>)_floor.Export("rb_init"))(Cold);
         }
     }
 

@@ -6,7 +6,7 @@ using BenchmarkDotNet.Running;
 
 // Runs the BenchmarkDotNet benchmarks and prints each page-table figure with its ratio to the C floor.
 // The floors are rows of the same classes (CMap4K, CUnmap256x4K, ...): shared/bench/ref_pagetable.c
-// (through ref_pagetable_shim.c) and ref_batch.c, built with gcc as shared libraries and timed by the
+// with the entry points of ref_pagetable_shim.c, built with gcc as a shared library and timed by the
 // same harness with the same iteration setup, next to the C# rows they bound.
 //   dotnet run -c Release --project tests/Iommu.Benchmarks            all benchmarks
 //   dotnet run -c Release --project tests/Iommu.Benchmarks -- --filter '*PageTable64K*'

@@ -1,7 +1,10 @@
 /* Library entry points over shared/bench/ref_pagetable.c, compiled with it as one translation unit
- * (-I shared/bench), so BenchmarkDotNet can time the C floor's own map4k / iova_to_phys / unmap4k
- * loops with the same iteration setup as the C# page table (PageTable64K / PageTable1M). Each pass
- * is the body of the C program's timed loop, with its bases and checks.
+ * (-I shared/bench), so BenchmarkDotNet times the C floor with the same iteration setup as the C#
+ * page table. Everything below uses ref_pagetable.c's arena, frames and index math.
+ *   rp_*: the C program's own map4k / iova_to_phys / unmap4k loops, with its bases and checks
+ *         (PageTable64K / PageTable1M).
+ *   rb_*: 256 x 4 KiB ranges 1 MiB apart (PageTableBatches): a map walks once to the leaf table and
+ *         writes 256 entries, keeping any entry already set; an unmap walks once and clears 256.
  *   gcc -O2 -march=native -shared -fPIC -I ../shared/bench -o libref_pagetable.so ref_pagetable_shim.c */
 #define main ref_pagetable_main
 #include "ref_pagetable.c"
@@ -44,4 +47,48 @@ int rp_unmap_pass(const uint64_t *order, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (unmap4k(shim_base + (order[i] << 12)) != 4096) return 4;
   return 0;
+}
+
+#define RANGE (256ull << 12)
+#define RANGE_IOVA 0x4000000000ull
+
+/* The level-1 table holding iova, allocating tables on the way when asked (map4k's walk). */
+static uint64_t *leaf_table(uint64_t iova, int alloc) {
+  uint64_t *t = frame(root);
+  for (int l = LEVELS; l > 1; l--) {
+    uint64_t *e = &t[idx(iova, l)];
+    if (!(*e & (PTE_R | PTE_W))) {
+      if (!alloc) return 0;
+      *e = alloc_frame() | PTE_R | PTE_W;
+    }
+    t = frame(*e & ADDR_MASK);
+  }
+  return t;
+}
+
+/* A table whose leaf tables for `ranges` ranges exist, as in the C# setup. */
+void rb_init(int ranges) {
+  rp_reset((size_t)ranges * 256);
+  for (int r = 0; r < ranges; r++) leaf_table(RANGE_IOVA + r * RANGE, 1);
+}
+
+void rb_map_pass(int ranges) {
+  for (int r = 0; r < ranges; r++) {
+    uint64_t iova = RANGE_IOVA + r * RANGE, pa = shim_pbase + r * RANGE;
+    uint64_t *e = leaf_table(iova, 1) + idx(iova, 1);
+    for (unsigned i = 0; i < 256; i++, pa += 4096)
+      if (!e[i]) e[i] = (pa & ADDR_MASK) | PTE_R | PTE_W;
+  }
+}
+
+uint64_t rb_unmap_pass(int ranges) {
+  uint64_t total = 0;
+  for (int r = 0; r < ranges; r++) {
+    uint64_t iova = RANGE_IOVA + r * RANGE, *t = leaf_table(iova, 0);
+    if (!t) continue;
+    uint64_t *e = t + idx(iova, 1);
+    for (unsigned i = 0; i < 256; i++) e[i] = 0;
+    total += RANGE;
+  }
+  return total;
 }
