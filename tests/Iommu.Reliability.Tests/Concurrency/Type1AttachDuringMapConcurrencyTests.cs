@@ -34,6 +34,7 @@ public sealed class Type1AttachDuringMapConcurrencyTests(ITestOutputHelper outpu
         int slots = mappers * SlotsPerThread;
         ulong buf = bed.Buffer((ulong)slots * 2 * Sizes.Page, 0x01);
         var mapped = new int[slots]; // pages mapped per slot, written only by the owner
+        var unmaps = new int[slots]; // unmaps started per slot: the checker's guard against unmap + map again (ABA)
         var errors = new ConcurrentQueue<string>();
         int done = 0;
         long joins = 0, replayChecks = 0;
@@ -67,6 +68,7 @@ public sealed class Type1AttachDuringMapConcurrencyTests(ITestOutputHelper outpu
                     }
                     else
                     {
+                        Interlocked.Increment(ref unmaps[s]);
                         Volatile.Write(ref mapped[s], -mapped[s]); // being unmapped: the checker skips it
                         Errno e = bed.Unmap(SlotIova(s), 4 * Sizes.Page, out ulong n);
                         if (e != Errno.None || n != (ulong)(-mapped[s]) * Sizes.Page)
@@ -107,14 +109,17 @@ public sealed class Type1AttachDuringMapConcurrencyTests(ITestOutputHelper outpu
                     // Slots that were mapped before the join and are not being unmapped must be in the new domain.
                     for (int s = 0; s < slots; s++)
                     {
+                        int unmapsBefore = Volatile.Read(ref unmaps[s]);
                         int before = Volatile.Read(ref mapped[s]);
                         if (before <= 0)
                         {
                             continue;
                         }
 
+                        // A miss counts only if no unmap started meanwhile: the owner may unmap and map
+                        // the slot again with the same page count while the DMA runs.
                         bool ok = bed.Dev1.DmaRead(null, SlotIova(s), b).IsOk && b[0] == (byte)(0x01 + (2 * s));
-                        if (!ok && Volatile.Read(ref mapped[s]) == before)
+                        if (!ok && Volatile.Read(ref unmaps[s]) == unmapsBefore)
                         {
                             errors.Enqueue($"joiner: slot {s} ({before} pages) is not reachable through the replayed domain");
                         }
