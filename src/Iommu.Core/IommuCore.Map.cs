@@ -52,9 +52,15 @@ public sealed partial class IommuCore
     /// <param name="iova">First IOVA, aligned to the domain's smallest page.</param>
     /// <param name="size">Bytes, same alignment.</param>
     /// <returns>
-    /// Bytes unmapped: may exceed <paramref name="size"/> when a larger page covered the range, stops
-    /// early at the first IOVA the driver reports as not mapped, and is 0 on any error (no errno).
+    /// The total the driver reports removing: may exceed <paramref name="size"/> when a larger page
+    /// overlaps either end of the range, is less when the range has holes, and is 0 on any error (no errno).
     /// </returns>
+    /// <remarks>
+    /// Every leaf that overlaps <c>[iova, iova + size)</c> goes, whole (the "unmap more than asked"
+    /// contract), and nothing else. Unlike iommu.c, which advances by what the driver returned and stops
+    /// at the first piece that returns 0, each piece of the range goes to the driver once: with a
+    /// superpage that starts before the range, advancing by the driver's total would skip leaves.
+    /// </remarks>
     [KernelSymbol("iommu_unmap")]
     public ulong Unmap(IDomain domain, ulong iova, ulong size)
     {
@@ -318,21 +324,23 @@ public sealed partial class IommuCore
             return 0;
         }
 
+        // iommu.c advances by what the driver returned and stops at the first 0. A driver that removes
+        // a whole superpage starting before the IOVA it was given (VT-d, for a range that starts or
+        // ends inside one) returns more than lies ahead of that IOVA, so the kernel's loop would skip
+        // leaves past the superpage, or stop short when the next piece was inside what went already.
+        // Here every piece of [iova, iova + size) goes to the driver once, in iommu_pgsize order, and
+        // the result is the total the driver reported removing.
         bool batched = (ops.Callbacks & IommuCallbacks.UnmapPages) != 0;
         ulong unmapped = 0;
-        while (unmapped < size)
+        for (ulong left = size; left != 0;)
         {
-            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, iova, size - unmapped, out ulong count);
-            ulong page = batched
+            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, iova, left, out ulong count);
+            unmapped += batched
                 ? ops.UnmapPages(domain, iova, pgsize, count, ref gather)
                 : ops.Unmap(domain, iova, pgsize, ref gather);
-            if (page == 0)
-            {
-                break;
-            }
-
-            iova += page;
-            unmapped += page;
+            ulong piece = batched ? pgsize * count : pgsize;
+            iova += piece;
+            left -= piece;
         }
 
         return unmapped;

@@ -224,23 +224,41 @@ public sealed unsafe class DmaPageTable
     }
 
     /// <summary>
-    /// Clears <c>[iova, iova + size)</c> (<c>intel_iommu_unmap</c> → <c>domain_unmap</c>), first growing
-    /// <paramref name="size"/> to the whole page that maps <paramref name="iova"/> when that page is larger.
+    /// Removes every leaf (4 KiB, 2 MiB or 1 GiB page) that overlaps <c>[iova, iova + size)</c>, each
+    /// one whole (<c>intel_iommu_unmap</c> → <c>domain_unmap</c>): the "unmap more than asked" contract.
     /// Tables whose whole span lies inside the range are unlinked and put on the pending-free list.
     /// </summary>
     /// <param name="iova">First IOVA, 4 KiB aligned.</param>
     /// <param name="size">Bytes, a multiple of 4 KiB.</param>
-    /// <returns>Bytes unmapped (possibly more than asked), or 0 when <paramref name="iova"/> is not mapped.</returns>
+    /// <returns>The total size of the leaves removed: possibly more than asked when a superpage
+    /// overlaps either end, less when the range has holes, 0 when nothing in it was mapped.</returns>
     /// <remarks>
-    /// Intel 5.10/5.15 never return 0 for an in-range IOVA: an unmapped one still reports the size
-    /// of the level where the walk stopped. We follow the generic contract instead (0 = not mapped),
-    /// so that <c>iommu_unmap</c> stops at holes like every io-pgtable driver.
+    /// 5.15 grows the range to the size of the leaf that maps <paramref name="iova"/>, counted from
+    /// <paramref name="iova"/> itself: a 4 KiB unmap inside a 2 MiB page then reaches into the next
+    /// 2 MiB page, and the size it reports is not what it removed. We remove exactly the leaves that
+    /// overlap the range and report their total; nothing outside them changes. 5.10/5.15 also report a
+    /// size for an unmapped IOVA; we report 0, the generic contract.
     /// </remarks>
     [KernelSymbol("intel_iommu_unmap")]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ulong Unmap(ulong iova, ulong size)
+    public ulong Unmap(ulong iova, ulong size) => Unmap(iova, size, out _, out _);
+
+    /// <summary>
+    /// <see cref="Unmap(ulong, ulong)"/>, also giving the span the removed leaves lie in, which is
+    /// what an IOTLB flush must cover (wider than the range when a superpage overlaps an end).
+    /// </summary>
+    /// <param name="iova">First IOVA, 4 KiB aligned.</param>
+    /// <param name="size">Bytes, a multiple of 4 KiB.</param>
+    /// <param name="spanStart">First IOVA of the span.</param>
+    /// <param name="spanEnd">IOVA just past the span (0 when it ends at 2^64).</param>
+    /// <returns>The total size of the leaves removed, as for <see cref="Unmap(ulong, ulong)"/>.</returns>
+    [KernelSymbol("domain_unmap")]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Unmap(ulong iova, ulong size, out ulong spanStart, out ulong spanEnd)
     {
-        if (iova > _maxIova)
+        spanStart = iova;
+        spanEnd = iova + size;
+        if (iova > _maxIova || size == 0)
         {
             return 0;
         }
@@ -257,12 +275,18 @@ public sealed unsafe class DmaPageTable
             }
         }
 
-        return UnmapWalk(iova, size);
+        return UnmapWalk(iova, size, ref spanStart, ref spanEnd);
     }
 
     // Unmap of anything but one mapped 4 KiB page on 4 levels.
-    private ulong UnmapWalk(ulong iova, ulong size)
+    private ulong UnmapWalk(ulong iova, ulong size, ref ulong spanStart, ref ulong spanEnd)
     {
+        ulong last = iova + size - 1;
+        if (last < iova || last > _maxIova)
+        {
+            last = _maxIova;
+        }
+
         byte* b = _base;
         ulong start = _start, lastTable = _lastTable, table = Root;
         int shift = TopShift;
@@ -279,7 +303,13 @@ public sealed unsafe class DmaPageTable
             ulong pte = Volatile.Read(ref *slot);
             if (!DmaPte.IsPresent(pte))
             {
-                return 0;
+                // A hole that holds the whole range: nothing to remove.
+                if ((iova >> shift) == (last >> shift))
+                {
+                    return 0;
+                }
+
+                return UnmapRange(iova, last, ref spanStart, ref spanEnd);
             }
 
             if (shift == DmaPte.PageShift || DmaPte.IsSuperpage(pte))
@@ -292,25 +322,26 @@ public sealed unsafe class DmaPageTable
         }
 
         ulong leaf = 1UL << shift;
-        if (size <= leaf && (iova & (leaf - 1)) == 0)
+        if ((iova >> shift) == (last >> shift))
         {
-            // The range is exactly the leaf that maps iova: clear it, nothing else to free.
+            // The range lies inside the leaf that maps iova: that leaf is all that goes.
             Volatile.Write(ref *slot, 0);
+            spanStart = iova & ~(leaf - 1);
+            spanEnd = spanStart + leaf;
             return leaf;
         }
 
         // A 4 KiB run that ends in the same leaf table without covering all of it (which would free
         // the table): clear from the slot found, as ClearLevel would at level 1.
-        ulong last = iova + size - 1;
         const int TableShift = DmaPte.PageShift + DmaPte.StrideShift;
         const ulong IndexBits = ((1UL << TableShift) - 1) & ~((1UL << DmaPte.PageShift) - 1);
-        if (shift == DmaPte.PageShift && last > iova && (last >> TableShift) == (iova >> TableShift) && ((iova | ~last) & IndexBits) != 0)
+        if (shift == DmaPte.PageShift && (last >> TableShift) == (iova >> TableShift) && ((iova | ~last) & IndexBits) != 0)
         {
-            ClearLeaves(slot, (int)((last >> DmaPte.PageShift) - (iova >> DmaPte.PageShift)) + 1);
-            return size;
+            int present = ClearLeaves(slot, (int)((last >> DmaPte.PageShift) - (iova >> DmaPte.PageShift)) + 1);
+            return (ulong)present << DmaPte.PageShift;
         }
 
-        return UnmapRange(iova, size, leaf);
+        return UnmapRange(iova, last, ref spanStart, ref spanEnd);
     }
 
     /// <summary>Translates <paramref name="iova"/> (<c>intel_iommu_iova_to_phys</c>).</summary>
@@ -357,21 +388,14 @@ public sealed unsafe class DmaPageTable
         }
     }
 
-    private ulong UnmapRange(ulong iova, ulong size, ulong leaf)
+    // domain_unmap over [first, last]: every leaf that intersects it goes, whole.
+    private ulong UnmapRange(ulong first, ulong last, ref ulong spanStart, ref ulong spanEnd)
     {
-        if (size < leaf)
-        {
-            size = leaf;
-        }
-
-        ulong last = iova + size - 1;
-        if (last < iova || last > _maxIova)
-        {
-            last = _maxIova;
-        }
-
-        ClearLevel(Root, _levels, iova & ~(leaf - 1), iova & ~(leaf - 1), last);
-        return size;
+        var removed = new Removed { Low = first, High = last };
+        ClearLevel(Root, _levels, 0, first, last, ref removed);
+        spanStart = removed.Low;
+        spanEnd = removed.High + 1;
+        return removed.Bytes;
     }
 
     /// <summary>
@@ -605,40 +629,92 @@ public sealed unsafe class DmaPageTable
         }
     }
 
-    // Clears count 4 KiB leaves of one table with aligned vector stores (see SetLeaves).
-    private static void ClearLeaves(ulong* entries, int count)
+    // Clears count 4 KiB leaves of one table with aligned vector stores (see SetLeaves); returns how
+    // many were present. Each vector is loaded before it is stored: the line is being written anyway.
+    private static int ClearLeaves(ulong* entries, int count)
     {
-        int n = 0;
+        int n = 0, present = 0;
         if (Vector256.IsHardwareAccelerated && count >= 8)
         {
             for (; ((nuint)(entries + n) & 31) != 0; n++)
             {
-                Volatile.Write(ref entries[n], 0);
+                present += ClearLeaf(entries + n);
             }
 
+            int first = n;
+            Vector256<ulong> absent = Vector256<ulong>.Zero, rw = Vector256.Create(DmaPte.Read | DmaPte.Write);
             for (; n + 4 <= count; n += 4)
             {
+                absent -= Vector256.Equals(Vector256.LoadAligned(entries + n) & rw, Vector256<ulong>.Zero);
                 Vector256.StoreAligned(Vector256<ulong>.Zero, entries + n);
             }
+
+            present += n - first - (int)Vector256.Sum(absent);
         }
         else if (Vector128.IsHardwareAccelerated && count >= 4)
         {
             if (((nuint)entries & 15) != 0)
             {
-                Volatile.Write(ref *entries, 0);
+                present += ClearLeaf(entries);
                 n = 1;
             }
 
+            int first = n;
+            Vector128<ulong> absent = Vector128<ulong>.Zero, rw = Vector128.Create(DmaPte.Read | DmaPte.Write);
             for (; n + 2 <= count; n += 2)
             {
+                absent -= Vector128.Equals(Vector128.LoadAligned(entries + n) & rw, Vector128<ulong>.Zero);
                 Vector128.StoreAligned(Vector128<ulong>.Zero, entries + n);
             }
+
+            present += n - first - (int)Vector128.Sum(absent);
         }
 
         for (; n < count; n++)
         {
-            Volatile.Write(ref entries[n], 0);
+            present += ClearLeaf(entries + n);
         }
+
+        return present;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ClearLeaf(ulong* entry)
+    {
+        int present = DmaPte.IsPresent(Volatile.Read(ref *entry)) ? 1 : 0;
+        Volatile.Write(ref *entry, 0);
+        return present;
+    }
+
+    // How many of count entries (a whole table being freed) are present.
+    private static int CountPresent(ulong* entries, int count)
+    {
+        int n = 0, present = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<ulong> absent = Vector256<ulong>.Zero, rw = Vector256.Create(DmaPte.Read | DmaPte.Write);
+            for (; n + 4 <= count; n += 4)
+            {
+                absent -= Vector256.Equals(Vector256.Load(entries + n) & rw, Vector256<ulong>.Zero);
+            }
+
+            present = n - (int)Vector256.Sum(absent);
+        }
+
+        for (; n < count; n++)
+        {
+            present += DmaPte.IsPresent(entries[n]) ? 1 : 0;
+        }
+
+        return present;
+    }
+
+    // What an unmap removed: the leaves' total and the span they lie in.
+    private struct Removed
+    {
+        public ulong Bytes;
+        public ulong Low;
+        public ulong High;
     }
 
     // A present entry that points to a next-level table (not a superpage).
@@ -756,9 +832,9 @@ public sealed unsafe class DmaPageTable
     }
 
     // dma_pte_clear_level: clear entries of [start, last] in the table at level; unlink tables whose
-    // whole span is inside the range. A superpage only partly inside the range is cleared whole
-    // (the kernel would walk into the data page).
-    private void ClearLevel(ulong table, int level, ulong addr, ulong start, ulong last)
+    // whole span is inside the range. A superpage only partly inside the range is cleared whole (the
+    // kernel would walk into the data page), and widens the span to flush. Counts what it removes.
+    private void ClearLevel(ulong table, int level, ulong addr, ulong start, ulong last, ref Removed removed)
     {
         ulong* entries = TablePointer(table);
         ulong span = DmaPte.LevelSize(level);
@@ -771,7 +847,7 @@ public sealed unsafe class DmaPageTable
         int end = last >= tableEnd ? 512 : DmaPte.Index(last, level) + 1;
         if (level == 1)
         {
-            ClearLeaves(entries + i, end - i);
+            removed.Bytes += (ulong)ClearLeaves(entries + i, end - i) << DmaPte.PageShift;
             return;
         }
 
@@ -785,18 +861,21 @@ public sealed unsafe class DmaPageTable
                 continue;
             }
 
-            bool whole = start <= at && last >= at + span - 1;
-            if (whole || DmaPte.IsSuperpage(pte))
+            if (DmaPte.IsSuperpage(pte))
             {
                 Volatile.Write(ref slot, 0);
-                if (!DmaPte.IsSuperpage(pte))
-                {
-                    PendTree(DmaPte.Address(pte), level - 1);
-                }
+                removed.Bytes += span;
+                removed.Low = Math.Min(removed.Low, at);
+                removed.High = Math.Max(removed.High, at + span - 1);
+            }
+            else if (start <= at && last >= at + span - 1)
+            {
+                Volatile.Write(ref slot, 0);
+                removed.Bytes += PendTree(DmaPte.Address(pte), level - 1);
             }
             else
             {
-                ClearLevel(DmaPte.Address(pte), level - 1, at, start, last);
+                ClearLevel(DmaPte.Address(pte), level - 1, at, start, last, ref removed);
             }
         }
     }
@@ -814,23 +893,32 @@ public sealed unsafe class DmaPageTable
         return (ulong*)(_base + offset);
     }
 
-    // Puts a table of the given level and every table under it on the pending-free list.
-    private void PendTree(ulong table, int level)
+    // Puts a table of the given level and every table under it on the pending-free list; returns
+    // the bytes its leaves mapped.
+    private ulong PendTree(ulong table, int level)
     {
+        ulong bytes;
         if (level > 1)
         {
+            bytes = 0;
+            ulong span = DmaPte.LevelSize(level);
             Span<ulong> entries = _region.Table(table);
             for (int i = 0; i < 512; i++)
             {
                 ulong pte = entries[i];
-                if (DmaPte.IsPresent(pte) && !DmaPte.IsSuperpage(pte))
+                if (DmaPte.IsPresent(pte))
                 {
-                    PendTree(DmaPte.Address(pte), level - 1);
+                    bytes += DmaPte.IsSuperpage(pte) ? span : PendTree(DmaPte.Address(pte), level - 1);
                 }
             }
         }
+        else
+        {
+            bytes = (ulong)CountPresent(TablePointer(table), 512) << DmaPte.PageShift;
+        }
 
         Pend(table);
+        return bytes;
     }
 
     private void Pend(ulong frame)

@@ -48,26 +48,30 @@ public sealed partial class IntelIommu
 
     /// <inheritdoc/>
     /// <remarks>
-    /// <c>intel_iommu_unmap_pages</c>: removes at least the page that maps <paramref name="iova"/>
-    /// and returns the bytes removed; 0 when <paramref name="iova"/> is not mapped (5.15 returns the
-    /// requested size even then; we follow the generic contract so <c>iommu_unmap</c> stops at holes).
+    /// <c>intel_iommu_unmap_pages</c>: removes every leaf that overlaps the range, whole, and returns
+    /// their total; 0 when nothing in the range is mapped. 5.15 grows the range by the size of the leaf
+    /// at <paramref name="iova"/> counted from <paramref name="iova"/> (reaching into the next
+    /// superpage when <paramref name="iova"/> is not leaf-aligned) and returns the grown size, mapped
+    /// or not; we do neither (see <see cref="DmaPageTable.Unmap(ulong, ulong)"/>). The gather gets the
+    /// span the removed leaves lie in, so the flush covers a superpage that starts before
+    /// <paramref name="iova"/>.
     /// </remarks>
     [KernelSymbol("intel_iommu_unmap_pages")]
     public ulong UnmapPages(IDomain domain, ulong iova, ulong pgsize, ulong pgcount, ref IommuIotlbGather gather)
     {
         var d = (DmarDomain)domain;
-        ulong size = d.PageTable.Unmap(iova, pgsize * pgcount);
+        ulong size = d.PageTable.Unmap(iova, pgsize * pgcount, out ulong spanStart, out ulong spanEnd);
         if (size == 0)
         {
             return 0;
         }
 
-        if (d.MaxAddr == iova + size)
+        if (d.MaxAddr == spanEnd)
         {
-            d.MaxAddr = iova;
+            d.MaxAddr = spanStart;
         }
 
-        _platform.Iommu.IotlbGatherAddPage(domain, ref gather, iova, size);
+        _platform.Iommu.IotlbGatherAddPage(domain, ref gather, spanStart, spanEnd - spanStart);
         return size;
     }
 

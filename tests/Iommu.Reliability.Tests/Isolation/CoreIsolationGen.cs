@@ -45,13 +45,16 @@ internal static class CoreIsolationGen
             return (CoreOp)new MapOp(t, a.Iova, pa, size, prot);
         });
 
-    private static readonly Gen<CoreOp> s_unmap = Gen.Select(s_target, s_iova, Gen.Int[0, 4])
+    // Unmap ranges that start or end inside a superpage are common: a 4K-granular start inside a
+    // 2M/1G leaf, 2M from there (into the next leaf), a page size plus 4K.
+    private static readonly Gen<CoreOp> s_unmap = Gen.Select(s_target, s_iova, Gen.Int[0, 5])
         .Select((t, a, s) => (CoreOp)new UnmapOp(t, a.Iova, s switch
         {
             0 => a.PageSize,
             1 => Sz4K,
             2 => a.PageSize * 2,
             3 => a.PageSize + Sz4K,
+            4 => Sz2M,
             _ => Sz1G,
         }));
 

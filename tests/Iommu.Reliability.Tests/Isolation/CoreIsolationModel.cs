@@ -9,9 +9,9 @@ namespace Iommu.Reliability.Tests.Isolation;
 /// and the devices it is aux-attached to.
 /// </summary>
 /// <remarks>
-/// The leaf layout matters because <c>iommu_unmap</c> removes the whole page that maps the first
-/// IOVA (spec §1.7, intel <c>domain_unmap</c>): the model follows <c>iommu_pgsize</c> and the
-/// driver's "grow to the leaf, clear every leaf that intersects" rule, written here independently.
+/// The leaf layout matters because <c>iommu_unmap</c> removes every leaf that overlaps the range,
+/// whole (a superpage cut by either end goes entirely, nothing past it does), written here
+/// independently of the driver.
 /// </remarks>
 internal sealed class ModelDomain(string name, IDomain real, bool identity, bool superpages)
 {
@@ -27,6 +27,9 @@ internal sealed class ModelDomain(string name, IDomain real, bool identity, bool
 
     /// <summary>2 MiB / 1 GiB pages in the bitmap and in the page table: set on the first attach to a unit (domain_update_iommu_cap).</summary>
     public bool Superpages { get; set; } = superpages;
+
+    /// <summary>Page-table levels: 5 from iommu_domain_alloc (57-bit default width), down to the narrowest unit it was attached to.</summary>
+    public int Levels { get; set; } = 5;
 
     /// <summary>The aux PASID (DOMAIN_ATTR_AUXD_ID), 0 when none.</summary>
     public uint Pasid { get; set; }
@@ -104,92 +107,26 @@ internal sealed class ModelDomain(string name, IDomain real, bool identity, bool
         }
     }
 
-    /// <summary>The model of <c>iommu_unmap</c>: bytes unmapped, and the removed leaves in <paramref name="removed"/>.</summary>
+    /// <summary>
+    /// The model of <c>iommu_unmap</c>: every leaf that overlaps <c>[iova, iova + size)</c> goes, whole,
+    /// and the result is their total (holes or not); the removed leaves go in <paramref name="removed"/>.
+    /// </summary>
     public ulong Unmap(ulong iova, ulong size, List<ulong> removed)
     {
-        ulong unmapped = 0;
-        while (unmapped < size)
-        {
-            ulong pgsize = PgSize(Bitmap, iova, iova, size - unmapped, out ulong count);
-            ulong r = PageTableUnmap(iova, pgsize * count, removed);
-            if (r == 0)
-            {
-                break;
-            }
-
-            iova += r;
-            unmapped += r;
-        }
-
-        return unmapped;
-    }
-
-    /// <summary><c>iommu_pgsize</c> (spec §1.7), written again for the model.</summary>
-    public static ulong PgSize(ulong bitmap, ulong iova, ulong paddr, ulong size, out ulong count)
-    {
-        ulong merge = iova | paddr;
-        ulong sizes = bitmap & Mask(BitOperations.Log2(size));
-        if (merge != 0)
-        {
-            sizes &= Mask(BitOperations.TrailingZeroCount(merge));
-        }
-
-        int idx = BitOperations.Log2(sizes);
-        ulong larger = bitmap & ~Mask(idx);
-        if (larger != 0)
-        {
-            ulong next = 1UL << BitOperations.TrailingZeroCount(larger);
-            if (((iova ^ paddr) & (next - 1)) == 0)
-            {
-                ulong offset = next - (merge & (next - 1));
-                if (offset + next <= size)
-                {
-                    size = offset;
-                }
-            }
-        }
-
-        count = size >> idx;
-        return 1UL << idx;
-
-        static ulong Mask(int high) => high >= 63 ? ulong.MaxValue : (2UL << high) - 1;
-    }
-
-    // intel_iommu_unmap_pages → domain_unmap: 0 when iova is not mapped; the exact leaf when the
-    // range is it; else grow the range to the leaf and clear every leaf intersecting
-    // [iova & ~(leaf-1), iova + size - 1]. Returns the (grown) size.
-    private ulong PageTableUnmap(ulong iova, ulong size, List<ulong> removed)
-    {
-        if (!TryFind(iova, out ulong leafIova, out ulong leaf, out _, out _))
-        {
-            return 0;
-        }
-
-        if (size <= leaf && leafIova == iova)
-        {
-            RemoveLeaves(iova, iova + leaf - 1, removed);
-            return leaf;
-        }
-
-        size = Math.Max(size, leaf);
-        RemoveLeaves(iova & ~(leaf - 1), iova + size - 1, removed);
-        return size;
-    }
-
-    private void RemoveLeaves(ulong lo, ulong hi, List<ulong> removed)
-    {
+        ulong total = 0;
         for (int i = _runs.Count - 1; i >= 0; i--)
         {
             Run r = _runs[i];
-            ulong last = r.Iova + r.Size - 1;
-            if (hi < r.Iova || lo > last)
+            if (iova + size - 1 < r.Iova || iova > r.Iova + r.Size - 1)
             {
                 continue;
             }
 
+            // The leaves of the run that overlap: [kf, kl].
             ulong n = r.Size / r.Leaf;
-            ulong kf = lo > r.Iova ? (lo - r.Iova) / r.Leaf : 0;
-            ulong kl = Math.Min(n - 1, (hi - r.Iova) / r.Leaf);
+            ulong kf = iova > r.Iova ? (iova - r.Iova) / r.Leaf : 0;
+            ulong kl = Math.Min(n - 1, (iova + size - 1 - r.Iova) / r.Leaf);
+            total += (kl - kf + 1) * r.Leaf;
             _runs.RemoveAt(i);
             if (kf > 0)
             {
@@ -209,6 +146,8 @@ internal sealed class ModelDomain(string name, IDomain real, bool identity, bool
                 removed.Add(r.Iova + (kl * r.Leaf));
             }
         }
+
+        return total;
     }
 
     /// <summary>A run of equal leaves: [Iova, Iova + Size) → [Pa, Pa + Size), leaves of <see cref="Leaf"/> bytes.</summary>

@@ -144,7 +144,7 @@ public sealed class DmaPageTableTests : IDisposable
         Assert.Equal(0, t.ReleasePendingFrees());
 
         t.Map(G1, 0, K4, RW, 2, out _);
-        Assert.Equal(G1, t.Unmap(G1, G1)); // covers the whole span of the L2 table below the L3 entry
+        Assert.Equal(K4, t.Unmap(G1, G1)); // covers the whole span of the L2 table below the L3 entry; one 4K leaf was mapped
         Assert.Equal(live, _frames.LiveFrames); // not yet: pending until the IOTLB flush
         Assert.Equal(2, t.ReleasePendingFrees());
         Assert.Equal(live - 2, _frames.LiveFrames);
@@ -261,15 +261,14 @@ public sealed class DmaPageTableTests : IDisposable
                 }
                 else
                 {
-                    bool present = model.ContainsKey((w, first));
-                    Assert.Equal(present ? size : 0, t!.Unmap(iova, size));
-                    if (present)
+                    // Every present page of the range goes, holes or not; the result is their total.
+                    ulong present = 0;
+                    for (int i = 0; i < count; i++)
                     {
-                        for (int i = 0; i < count; i++)
-                        {
-                            model.Remove((w, first + i));
-                        }
+                        present += model.Remove((w, first + i)) ? K4 : 0;
                     }
+
+                    Assert.Equal(present, t!.Unmap(iova, size));
 
                     t.ReleasePendingFrees();
                 }
