@@ -11,7 +11,10 @@ public sealed partial class IntelIommu
     /// UNMANAGED domain → -EPERM; the current RID domain is detached first (so a later failure
     /// leaves the device attached to nothing); <c>prepare_domain_attach_device</c> (-ENODEV,
     /// -EFAULT); then context (and PASID) programming, where any failure, DID exhaustion included,
-    /// surfaces as -EBUSY.
+    /// surfaces as -EBUSY. Unlike 5.15, a domain in use on a unit with more page-table levels than this
+    /// device's unit walks is refused with -EINVAL, as 6.12's <c>paging_domain_compatible</c> does: 5.15
+    /// drops the top level and frees it while the wider unit still walks from it. That refusal comes
+    /// before the device's current domain is detached, so the device keeps it.
     /// </remarks>
     [KernelSymbol("intel_iommu_attach_device")]
     public Errno AttachDev(IDomain domain, Device device)
@@ -31,12 +34,18 @@ public sealed partial class IntelIommu
                 return ErrorDetail.Fail(Errno.EPERM, $"{device.Name} has auxiliary domains enabled; UNMANAGED domains attach to it only in aux mode");
             }
 
+            Errno err = CheckLevelsInUse(d, device);
+            if (err != Errno.None)
+            {
+                return err;
+            }
+
             if (device.IommuPriv is DeviceDomainInfo old)
             {
                 RemoveDevInfo(old);
             }
 
-            Errno err = PrepareDomainAttachDevice(d, device);
+            err = PrepareDomainAttachDevice(d, device);
             if (err != Errno.None)
             {
                 return err;
@@ -67,7 +76,13 @@ public sealed partial class IntelIommu
     private static bool IsAuxDomain(Device device, DmarDomain domain) =>
         device.IommuPriv is DeviceDomainInfo { AuxdEnabled: true } && domain.Type == DomainType.Unmanaged;
 
-    // prepare_domain_attach_device: unit, width check, gaw, and dropping page-table levels.
+    // prepare_domain_attach_device: unit, width check, gaw, and dropping page-table levels. 5.15 drops
+    // levels (freeing the old top-level table) even when the domain is in use on a wider unit, whose
+    // context/PASID entry still points at that frame with the old AW: once the frame is reused, DMA
+    // through the wider unit walks whatever it now holds. We follow the later kernel instead
+    // (paging_domain_compatible, 6.12): a domain in use with more levels than the unit walks is refused
+    // with -EINVAL by CheckLevelsInUse, before the device loses its old domain (type1 then keeps a
+    // domain of its own for the group); an unused one is still trimmed here.
     private Errno PrepareDomainAttachDevice(DmarDomain domain, Device device)
     {
         IntelIommuUnit? unit = DeviceToIommu(device);
@@ -87,6 +102,28 @@ public sealed partial class IntelIommu
         {
             domain.PageTable.ReduceLevels(unit.Agaw + 2);
             domain.Agaw = unit.Agaw;
+        }
+
+        return Errno.None;
+    }
+
+    // Refuses a domain in use with more page-table levels than the device's unit walks (see
+    // PrepareDomainAttachDevice), before anything changes: the device keeps what it had.
+    private Errno CheckLevelsInUse(DmarDomain domain, Device device)
+    {
+        IntelIommuUnit? unit = DeviceToIommu(device);
+        if (unit is null || unit.Agaw >= domain.Agaw || domain.IsIdentity)
+        {
+            return Errno.None;
+        }
+
+        foreach (IntelIommuUnit u in _units)
+        {
+            // A DID held on a unit: its context or PASID entries point at the top-level table.
+            if (domain.IommuRefcnt[u.SeqId] > 0)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name}: DMAR unit {unit.SeqId} walks {unit.Agaw + 2}-level tables, but the domain is in use with {domain.Agaw + 2} levels on DMAR unit {u.SeqId} (a domain in use is never trimmed)");
+            }
         }
 
         return Errno.None;

@@ -89,6 +89,8 @@ public sealed partial class IntelIommu
     /// free DID; the PASID-entry errors (-EINVAL, -ENODEV, -EBUSY). The first aux attach allocates
     /// the domain's default PASID; every device the domain is aux-attached to uses it. On failure
     /// the PASID is released when nothing else uses it (and, unlike 5.15, the field is reset).
+    /// Unlike 5.15, a domain in use with more page-table levels than this device's unit walks is
+    /// refused with -EINVAL (as in <see cref="AttachDev"/>) instead of having its top level freed.
     /// </remarks>
     [KernelSymbol("intel_iommu_aux_attach_device")]
     public Errno AuxAttachDev(IDomain domain, Device device)
@@ -102,13 +104,13 @@ public sealed partial class IntelIommu
                 return ErrorDetail.Fail(Errno.EPERM, $"auxiliary domains are not enabled on {device.Name}, or the domain is not UNMANAGED");
             }
 
-            Errno err = PrepareDomainAttachDevice(d, device);
-            if (err != Errno.None)
+            Errno err = CheckLevelsInUse(d, device);
+            if (err == Errno.None)
             {
-                return err;
+                err = PrepareDomainAttachDevice(d, device);
             }
 
-            return AuxDomainAddDev(d, device);
+            return err != Errno.None ? err : AuxDomainAddDev(d, device);
         }
     }
 

@@ -2,6 +2,8 @@ using System.Buffers.Binary;
 using System.Globalization;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Memory;
+using Iommu.VtD.Diagnostics;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 
@@ -12,12 +14,17 @@ namespace Iommu.Reliability.Tests.Isolation;
 /// <param name="Vtd">The remapping hardware.</param>
 /// <param name="Units">One unit for every device, or two (dev0/dev2 on unit 0, dev1/dev3 on unit 1).</param>
 /// <param name="DefaultDomain">DMA, or IDENTITY (iommu.passthrough=1).</param>
-public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, DomainType DefaultDomain)
+/// <param name="Vtd1">The second unit's hardware when it differs from the first (another width).</param>
+public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, DomainType DefaultDomain, VtdConfig? Vtd1 = null)
 {
     public static IReadOnlyList<CoreIsolationConfig> All { get; } =
     [
         new("scalable-2units-dma", VtdConfig.ScalableMode48Bit, 2, DomainType.Dma),
         new("legacy-2units-dma", VtdConfig.Legacy48Bit, 2, DomainType.Dma),
+
+        // Domains shared across a 5-level and a 4-level unit, attached in either order.
+        new("scalable-57+48-dma", VtdConfig.ScalableMode57Bit, 2, DomainType.Dma, VtdConfig.ScalableMode48Bit),
+        new("legacy-48+57-dma", VtdConfig.Legacy48Bit, 2, DomainType.Dma, VtdConfig.Legacy48Bit with { Supports57BitTables = true, MaxGuestAddressWidth = 57 }),
         new("scalable-cm-identity", VtdConfig.ScalableMode48Bit with { CachingMode = true }, 1, DomainType.Identity),
         new("legacy-cm-rwbf-identity", VtdConfig.Legacy48Bit with { CachingMode = true, RequiresWriteBufferFlush = true }, 1, DomainType.Identity),
     ];
@@ -54,6 +61,7 @@ internal sealed class CoreIsolationBed : IDisposable
     private readonly Platform _platform;
     private readonly IommuCore _iommu;
     private readonly PciBus _pci;
+    private readonly VtdUnit[] _units;
     private readonly bool _scalable;
     private readonly ModelDomain?[] _slots = new ModelDomain?[CoreOp.DomainSlots];
     private readonly ModelDevice[] _devs = new ModelDevice[Devices];
@@ -76,8 +84,10 @@ internal sealed class CoreIsolationBed : IDisposable
         var units = new VtdUnit[config.Units];
         for (int i = 0; i < units.Length; i++)
         {
-            units[i] = new VtdUnit(_platform.Memory, config.Vtd);
+            units[i] = new VtdUnit(_platform.Memory, i == 1 && config.Vtd1 is not null ? config.Vtd1 : config.Vtd);
         }
+
+        _units = units;
 
         if (units.Length == 1)
         {
@@ -102,7 +112,7 @@ internal sealed class CoreIsolationBed : IDisposable
                 throw new InvalidOperationException($"{dev.Name}: default domain is {def.Type}, configured {config.DefaultDomain}");
             }
 
-            _devs[i] = new ModelDevice(i, dev, new ModelDomain($"def(dev{i})", def, identity, superpages: true));
+            _devs[i] = new ModelDevice(i, dev, new ModelDomain($"def(dev{i})", def, identity, superpages: true) { Levels = UnitLevels(i) });
         }
     }
 
@@ -132,6 +142,10 @@ internal sealed class CoreIsolationBed : IDisposable
                 if (Step(ops[i]))
                 {
                     Executed++;
+                    if (ops[i] is AttachOp or AuxAttachOp or DetachOp or AuxDetachOp or DomainFreeOp)
+                    {
+                        CheckNoFreedFrameReachable(); // where tables and entries change hands (unmaps free only unlinked tables)
+                    }
                 }
             }
             catch (IsolationViolationException e)
@@ -225,10 +239,11 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
-        Errno expected = m.Rid != m.Default ? Errno.EBUSY : m.AuxEnabled ? Errno.EPERM : Errno.None;
+        Errno expected = m.Rid != m.Default ? Errno.EBUSY : m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL : Errno.None;
         Expect(expected, _iommu.AttachDevice(d.Real, m.Real), $"attach {d.Name} to dev{dev}");
         if (expected == Errno.None)
         {
+            d.Levels = Math.Min(d.Levels, UnitLevels(dev));
             ChangeRid(m, d);
         }
 
@@ -307,10 +322,11 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
-        Errno expected = _scalable && m.AuxEnabled ? Errno.None : Errno.EPERM;
+        Errno expected = !_scalable || !m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL : Errno.None;
         Expect(expected, _iommu.AttachDeviceAux(d.Real, m.Real), $"aux attach {d.Name} to dev{dev}");
         if (expected == Errno.None)
         {
+            d.Levels = Math.Min(d.Levels, UnitLevels(dev));
             d.Superpages = true;
             if (!d.Links.TryGetValue(dev, out AuxLink? link))
             {
@@ -372,6 +388,38 @@ internal sealed class CoreIsolationBed : IDisposable
 
         CheckAuxdId(d);
         return true;
+    }
+
+    // Page-table levels of the unit in front of a device: dev0/dev2 on unit 0, dev1/dev3 on the last.
+    private int UnitLevels(int dev)
+    {
+        VtdConfig c = dev % 2 == 0 || Config.Vtd1 is null ? Config.Vtd : Config.Vtd1;
+        return c.Supports57BitTables && c.MaxGuestAddressWidth >= 57 ? 5 : c.Supports48BitTables && c.MaxGuestAddressWidth >= 48 ? 4 : 3;
+    }
+
+    // A domain in use (a device's RID domain, or aux-linked) with more levels than the device's unit
+    // walks: refused with -EINVAL (later kernels; 5.15 frees the top level the wider unit still walks).
+    private bool TooManyLevels(ModelDomain d, int dev) =>
+        UnitLevels(dev) < d.Levels && (d.Links.Count > 0 || Array.Exists(_devs, x => x.Rid == d));
+
+    // No frame that a unit can reach (root, context, PASID directory and tables, page tables, as
+    // the exported image walks them) is free in the frame allocator, or outside its region.
+    private void CheckNoFreedFrameReachable()
+    {
+        FrameAllocator frames = _platform.Frames;
+        for (int u = 0; u < _units.Length; u++)
+        {
+            foreach (VtdImageChunk c in _units[u].ExportImage().Chunks)
+            {
+                for (ulong pa = c.Address; pa < c.Address + (ulong)c.Size; pa += ModelDomain.Sz4K)
+                {
+                    if (pa - frames.RegionBase >= frames.RegionSize || !frames.IsAllocated(pa))
+                    {
+                        throw Fail($"unit {u} reaches {c.Kind} (level {c.Level}) at {Hex(pa)}, which is {(pa - frames.RegionBase >= frames.RegionSize ? "not a table frame" : "on the free list")}");
+                    }
+                }
+            }
+        }
     }
 
     private void CheckAuxdId(ModelDomain d)
