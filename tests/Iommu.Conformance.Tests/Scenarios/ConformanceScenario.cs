@@ -45,15 +45,26 @@ internal sealed class ConformanceScenario : IDisposable
     private readonly List<(string Name, Func<VtdImage, VtdImage> Patch, ushort[] Requesters)> _patches = [];
     private readonly List<ulong> _globalPoints = [];
 
-    public ConformanceScenario(string name, VtdConfig config)
+    /// <param name="name">Scenario name.</param>
+    /// <param name="config">The unit QEMU's walk is compared with (catch-all for the segment).</param>
+    /// <param name="secondUnit">Another unit of the platform (not exported), covering 05:00.0 and 05:01.0, or none.</param>
+    public ConformanceScenario(string name, VtdConfig config, VtdConfig? secondUnit = null)
     {
         Name = name;
         Config = config;
         Platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 16 * Sizes.MiB });
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, config);
+        VtdUnit[] units = [Unit];
+        if (secondUnit is not null)
+        {
+            var other = new VtdUnit(Platform.Memory, secondUnit);
+            Pci.AddDmaRemapper(other, includeAll: false, PciAddress.Parse("05:00.0", CultureInfo.InvariantCulture), PciAddress.Parse("05:01.0", CultureInfo.InvariantCulture));
+            units = [Unit, other];
+        }
+
         Pci.AddDmaRemapper(Unit, includeAll: true);
-        Driver = new IntelIommu(Platform, new IntelIommuOptions(), Unit);
+        Driver = new IntelIommu(Platform, new IntelIommuOptions(), units);
         Pci.SetIommuOps(Driver).ThrowIfError();
         int width = config.Supports48BitTables && config.MaxGuestAddressWidth >= 48 ? 48 : 39;
         _globalPoints.Add(0x1_2345_6000);        // never mapped anywhere
@@ -100,6 +111,18 @@ internal sealed class ConformanceScenario : IDisposable
     /// <summary>An edu in QEMU with no device in the model (so the driver wrote no context entry for it).</summary>
     public void StrayRequester(string bdf) => _requesters.Add(PciLocation.Parse(bdf));
 
+    /// <summary>A device behind the second unit: not a requester of the exported image.</summary>
+    public PciDevice OtherUnitDevice(string bdf) => Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true });
+
+    /// <summary>Checks an errno the scenario expects.</summary>
+    public static void Expect(Errno expected, Errno actual, string what)
+    {
+        if (actual != expected)
+        {
+            throw new InvalidOperationException($"{what}: expected -{expected}, got -{actual}");
+        }
+    }
+
     public IDomain NewDomain() => Iommu.DomainAlloc(Pci) ?? throw new InvalidOperationException("domain alloc failed");
 
     public IDomain DefaultDomain(PciDevice dev) => Iommu.GetDmaDomain(dev) ?? throw new InvalidOperationException("no default domain");
@@ -131,15 +154,21 @@ internal sealed class ConformanceScenario : IDisposable
     }
 
     /// <summary>Unmaps through <see cref="IommuCore.Unmap"/> (the points stay, and must now fault).</summary>
-    public void Unmap(IDomain domain, ulong iova, ulong size)
+    /// <param name="domain">The domain.</param>
+    /// <param name="iova">First IOVA.</param>
+    /// <param name="size">Bytes asked.</param>
+    /// <param name="removedIova">Where the leaves that overlap the range start (default <paramref name="iova"/>).</param>
+    /// <param name="removedSize">Their total, which unmap must return (default <paramref name="size"/>).</param>
+    public void Unmap(IDomain domain, ulong iova, ulong size, ulong? removedIova = null, ulong? removedSize = null)
     {
         ulong done = Iommu.Unmap(domain, iova, size);
-        if (done < size)
+        ulong from = removedIova ?? iova, expected = removedSize ?? size;
+        if (done != expected)
         {
-            throw new InvalidOperationException($"unmap 0x{iova:x} size 0x{size:x} unmapped only 0x{done:x}");
+            throw new InvalidOperationException($"unmap 0x{iova:x} size 0x{size:x} removed 0x{done:x}, expected the leaves [0x{from:x}, 0x{from + expected:x})");
         }
 
-        TrackUnmap(domain, iova, done);
+        TrackUnmap(domain, from, done);
         AddPoint(domain, iova);
     }
 

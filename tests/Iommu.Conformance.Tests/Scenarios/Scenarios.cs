@@ -30,7 +30,9 @@ internal static class ScenarioCatalog
 
     public static ConformanceScenario Build(string name)
     {
-        var s = new ConformanceScenario(name, Config(name));
+        // The full 4-level scenarios have a second, 3-level unit for domains shared across widths.
+        bool full = name is "legacy-4level" or "scalable-4level";
+        var s = new ConformanceScenario(name, Config(name), full ? Config(name.Replace("4level", "3level", StringComparison.Ordinal)) : null);
         try
         {
             if (name.StartsWith("type1", StringComparison.Ordinal))
@@ -69,6 +71,25 @@ internal static class ScenarioCatalog
         s.Map(d, 0x2020_0000, pa + (2 * M2), M2, IommuProt.Read);   // 2 MiB read-only
         s.Map(d, 0x2040_0000, pa + (3 * M2), M2, RW);
         s.Unmap(d, 0x2040_0000, M2);                                // 2 MiB unmapped again
+        s.Map(d, 0x2060_0000, pa + (4 * M2), 2 * M2, RW);           // two adjacent 2 MiB pages …
+        s.Unmap(d, 0x2060_8000, K4, removedIova: 0x2060_0000, removedSize: M2); // … 4 KiB inside the first removes it whole, not the second
+        s.AddPoint(d, 0x2080_8000);
+    }
+
+    // Two units of different widths (the exported one walks 4 levels, the other 3): a domain first
+    // attached behind the 3-level unit keeps 3 levels and the 4-level unit walks it with a 39-bit AW;
+    // a domain in use on the 4-level unit is refused behind the 3-level one (its top level stays).
+    private static void SharedAcrossWidths(ConformanceScenario s, IDomain inUse)
+    {
+        PciDevice narrow = s.OtherUnitDevice("05:00.0");
+        PciDevice narrow2 = s.OtherUnitDevice("05:01.0");
+        IDomain shared = s.NewDomain();
+        s.Attach(shared, narrow);
+        s.Attach(shared, s.Device("00:11.0"));
+        s.Map(shared, 0x1000_0000, 0x0580_0000, K4, RW);
+        s.Map(shared, 0x2000_0000, 0x05A0_0000, M2, RW);
+        s.Map(shared, 0x7F_C000_0000, 0x05C0_0000, K4, RW);          // the top of the 39-bit space
+        ConformanceScenario.Expect(Errno.EINVAL, s.Iommu.AttachDevice(inUse, narrow2), "attach a domain in use on the 4-level unit behind the 3-level one");
     }
 
     // VFIO type1 as QEMU uses it: one container per device, guest memory from a process address
@@ -159,6 +180,7 @@ internal static class ScenarioCatalog
             IDomain def = s.DefaultDomain(dd);                       // dd keeps its default DMA domain
             s.Map(def, 0x3000_0000, 0x0560_0000, K4, RW);
             s.Map(def, 0x3000_1000, 0xFEE0_0000, K4, RW);            // output in the interrupt range
+            SharedAcrossWidths(s, d2);
         }
 
         // Fault processing disabled in a's context entry: qualified faults are not recorded.
@@ -198,6 +220,7 @@ internal static class ScenarioCatalog
             IDomain defD = s.DefaultDomain(dd);
             s.Map(defD, 0x3000_0000, 0x0760_0000, K4, RW);
             s.Map(defD, 0x3000_1000, 0xFEE0_0000, K4, RW);           // output in the interrupt range
+            SharedAcrossWidths(s, d1);
 
             // RID_PASID pointing at PASIDs without an entry: 5 (table present, entry not) and 0x1000 (no directory entry).
             s.Patch("00:04.0 RID_PASID 5 (PASID entry not present)", img => SetRidPasid(img, a.RequesterId, 5), a);
