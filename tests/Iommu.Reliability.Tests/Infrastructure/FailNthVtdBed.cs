@@ -7,19 +7,30 @@ using Iommu.VtD.Hardware;
 namespace Iommu.Reliability.Tests.Infrastructure;
 
 /// <summary>
-/// A platform with one VT-d unit and the intel-iommu driver, plus the observable-state snapshot the
+/// A platform with one VT-d unit (or two) and the intel-iommu driver, plus the observable-state snapshot the
 /// fail_nth sweeps compare: live frames, DIDs per unit, PASIDs, every leaf of the named domains,
 /// iova_to_phys over the named ranges and real DMA through the unit.
 /// </summary>
 internal sealed class FailNthVtdBed : IDisposable
 {
-    public FailNthVtdBed(VtdConfig config, bool scalable)
+    /// <param name="config">The catch-all unit.</param>
+    /// <param name="scalable">Scalable mode on in the driver.</param>
+    /// <param name="secondUnit">A second unit (say, of another width) covering 0000:05:00.0–05:03.0, or none.</param>
+    public FailNthVtdBed(VtdConfig config, bool scalable, VtdConfig? secondUnit = null)
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, config);
+        VtdUnit[] units = [Unit];
+        if (secondUnit is not null)
+        {
+            var other = new VtdUnit(Platform.Memory, secondUnit);
+            Pci.AddDmaRemapper(other, includeAll: false, [.. Enumerable.Range(0, 4).Select(d => new PciAddress(0, 5, d, 0))]);
+            units = [Unit, other];
+        }
+
         Pci.AddDmaRemapper(Unit, includeAll: true);
-        Driver = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = scalable }, Unit);
+        Driver = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = scalable }, units);
         Pci.SetIommuOps(Driver).ThrowIfError();
     }
 
