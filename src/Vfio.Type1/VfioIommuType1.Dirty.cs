@@ -156,7 +156,22 @@ public sealed partial class VfioIommuType1
         return Errno.None;
     }
 
-    // update_user_bitmap, including the 5.15/6.1 stale-bit behaviour (only nbits bits are cleared after a shifted copy).
+    /// <summary>Copies one mapping's dirty bits into the user's bitmap at the mapping's bit offset from <paramref name="baseIova"/>.</summary>
+    /// <remarks>
+    /// This is the kernel's behaviour (5.15 and 6.1 alike, <c>update_user_bitmap</c>), quirks included:
+    /// <list type="bullet">
+    /// <item>When the mapping's bits start at a non-zero bit offset <c>shift</c> inside a 64-bit word, the
+    /// per-mapping bitmap is shifted left in place, then the user's <em>whole</em> first word (all 64 bits,
+    /// read with <c>copy_from_user</c>) is ORed into it: <c>bitmap_or(..., shift)</c> works on whole longs, so
+    /// user bits above <c>shift</c> are not masked off and come back set.</item>
+    /// <item>Whole 64-bit words are copied back (<c>DIRTY_BITMAP_BYTES(nbits + shift)</c>): the words after the
+    /// first are overwritten, not merged, and the bits after the mapping in its last word take the per-mapping
+    /// bitmap's bits there (normally zero, or stale bits, below). Words of the user's bitmap the mapping does
+    /// not reach are not written.</item>
+    /// <item>The caller then clears only the mapping's own <c>nbits</c> bits, so bits the shift and the OR put
+    /// above them survive in the per-mapping bitmap and reappear in later queries (the stale-bit bug).</item>
+    /// </list>
+    /// </remarks>
     [KernelSymbol("update_user_bitmap")]
     private Errno UpdateUserBitmap(ProcessAddressSpace caller, ulong userBitmap, ulong baseIova, VfioDma dma, ulong pgsize)
     {
@@ -179,7 +194,8 @@ public sealed partial class VfioIommuType1
                 return ErrorDetail.Fail(Errno.EFAULT, "dirty bitmap: user bitmap not readable");
             }
 
-            bm[0] |= BinaryPrimitives.ReadUInt64LittleEndian(tmp) & ((1UL << shift) - 1);
+            // bitmap_or(dma->bitmap, dma->bitmap, &leftover, shift): BITS_TO_LONGS(shift) = 1 whole word, unmasked.
+            bm[0] |= BinaryPrimitives.ReadUInt64LittleEndian(tmp);
         }
 
         ulong words = (nbits + (ulong)shift + 63) / 64;

@@ -12,6 +12,16 @@ public sealed partial class IntelIommu
     /// which reports 0 bytes when <c>__domain_mapping</c> fails part-way, <paramref name="mapped"/>
     /// holds what was really written, so that the core's unwind leaves nothing behind.
     /// Allocates nothing.
+    /// <para>
+    /// A leaf is never write-only: with <see cref="IommuProt.Write"/> the read bit is set too. Since
+    /// "iommu/vt-d: Remove WO permissions on second-level paging entries" (eea53c581688, 5.12, in 5.10
+    /// stable and so in 5.15) <c>__domain_mapping</c> ORs <c>DMA_FL_PTE_PRESENT</c> (bit 0, the same bit as
+    /// <c>DMA_PTE_READ</c>) into every entry, because first-level entries cannot express write-only and the
+    /// driver keeps both stages alike; a device can therefore read through a WRITE-only mapping. The
+    /// -EINVAL for a request with neither read nor write still comes first (the table's check). The
+    /// hardware model honours a W-only leaf someone else writes. (A 2025 commit, "Restore WO permissions on
+    /// second-level paging entries", undoes this for later kernels; 5.15 does not have it.)
+    /// </para>
     /// </remarks>
     [KernelSymbol("intel_iommu_map_pages")]
     public Errno MapPages(IDomain domain, ulong iova, ulong paddr, ulong pgsize, ulong pgcount, IommuProt prot, out ulong mapped)
@@ -29,7 +39,7 @@ public sealed partial class IntelIommu
         }
 
         ulong size = pgsize * pgcount;
-        ulong attr = ((prot & IommuProt.Read) != 0 ? DmaPte.Read : 0)
+        ulong attr = ((prot & (IommuProt.Read | IommuProt.Write)) != 0 ? DmaPte.Read : 0)
             | ((prot & IommuProt.Write) != 0 ? DmaPte.Write : 0)
             | ((prot & IommuProt.Cache) != 0 && d.IommuSnooping ? DmaPte.Snoop : 0);
         ulong end = iova + size;

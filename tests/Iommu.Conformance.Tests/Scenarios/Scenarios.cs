@@ -57,12 +57,13 @@ internal static class ScenarioCatalog
         }
     }
 
-    // Shared mappings of one paging domain: every page size, read-only and write-only pages, unmaps.
+    // Shared mappings of one paging domain: every page size, read-only pages, a write-only request (the
+    // 5.15 driver writes it R+W: "iommu/vt-d: Remove WO permissions on second-level paging entries"), unmaps.
     private static void CommonMaps(ConformanceScenario s, IDomain d, ulong pa)
     {
         s.Map(d, 0x1000_0000, pa, K4, RW);                          // 4 KiB read/write
         s.Map(d, 0x1000_1000, pa + 0x2000, K4, IommuProt.Read);     // 4 KiB read-only
-        s.Map(d, 0x1000_2000, pa + 0x4000, K4, IommuProt.Write);    // 4 KiB write-only
+        s.Map(d, 0x1000_2000, pa + 0x4000, K4, IommuProt.Write);    // 4 KiB write-only request, leaf R+W
         s.Map(d, 0x1001_0000, pa + 0x10000, 4 * K4, RW);            // four 4 KiB pages …
         s.Unmap(d, 0x1001_1000, K4);                                // … minus one
         s.Map(d, 0x1000_3000, pa + 0x6000, K4, RW);

@@ -62,6 +62,9 @@ internal sealed class ForkShadow(IEnumerable<JsonElement> buffers)
     public long LockedKbDelta(string proc) =>
         _exited.Contains(proc) ? 0 : _k515.Where(d => d.Proc == proc && !_k61.Contains(d)).Sum(d => d.Kb) - _k61.Where(d => d.Proc == proc && !_k515.Contains(d)).Sum(d => d.Kb);
 
+    /// <summary>How many more mappings (DMA slots in use) the container has in 5.15 than in the recorded 6.1 kernel.</summary>
+    public int DmaCountDelta => _k515.Count(d => !_k61.Contains(d)) - _k61.Count(d => !_k515.Contains(d));
+
     /// <summary>True if [iova, iova+size) overlaps a mapping 5.15 still holds but the 6.1 kernel no longer has.</summary>
     public bool OverlapsOnlyIn515(ulong iova, ulong size) =>
         size != 0 && _k515.Exists(d => Overlaps(d, iova, iova + size - 1) && !_k61.Contains(d));

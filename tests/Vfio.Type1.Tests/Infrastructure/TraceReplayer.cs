@@ -225,8 +225,10 @@ internal sealed class TraceReplayer : IDisposable
                     (ulong va, ulong size, ulong real, byte prefill) bm = default;
                     if (args.TryGetProperty("bitmap", out JsonElement b))
                     {
+                        // The recorder's buffer is the declared size, or smaller where the step's output says
+                        // so (bytes_shown, e.g. a 256 MiB declared size over an 8-byte buffer); 64 guard bytes follow.
                         ulong size = Hex(b.GetProperty("size"));
-                        ulong real = b.TryGetProperty("bytes_shown", out JsonElement bs) ? (ulong)bs.GetInt64() : size;
+                        ulong real = step.TryGetProperty("out", out JsonElement recOut) && recOut.TryGetProperty("bytes_shown", out JsonElement bs) ? Math.Min((ulong)bs.GetInt64(), size) : size;
                         byte prefill = (byte)Hex(b.GetProperty("prefill"));
                         ulong va = 0;
                         if (b.GetProperty("data").GetString() != "NULL")
