@@ -69,6 +69,7 @@ internal sealed class CoreIsolationBed : IDisposable
     private readonly List<ulong> _stale = [];
     private readonly List<ulong> _removed = [];
     private ulong _pattern = 0x5A5A_0000_0000_0000;
+    private (long Allocations, long Live) _framesChecked;
 
     public CoreIsolationBed(CoreIsolationConfig config)
     {
@@ -142,10 +143,7 @@ internal sealed class CoreIsolationBed : IDisposable
                 if (Step(ops[i]))
                 {
                     Executed++;
-                    if (ops[i] is AttachOp or AuxAttachOp or DetachOp or AuxDetachOp or DomainFreeOp)
-                    {
-                        CheckNoFreedFrameReachable(); // where tables and entries change hands (unmaps free only unlinked tables)
-                    }
+                    CheckNoFreedFrameReachable();
                 }
             }
             catch (IsolationViolationException e)
@@ -402,11 +400,19 @@ internal sealed class CoreIsolationBed : IDisposable
     private bool TooManyLevels(ModelDomain d, int dev) =>
         UnitLevels(dev) < d.Levels && (d.Links.Count > 0 || Array.Exists(_devs, x => x.Rid == d));
 
-    // No frame that a unit can reach (root, context, PASID directory and tables, page tables, as
-    // the exported image walks them) is free in the frame allocator, or outside its region.
+    // After every op: no frame that a unit can reach (root, context, PASID directory and tables, page
+    // tables, as the exported image walks them) is free in the frame allocator, or outside its region.
     private void CheckNoFreedFrameReachable()
     {
+        // Nothing was freed or allocated since the last check: nothing to look at.
         FrameAllocator frames = _platform.Frames;
+        (long, long) seen = (frames.TotalAllocations, frames.LiveFrames);
+        if (seen == _framesChecked)
+        {
+            return;
+        }
+
+        _framesChecked = seen;
         for (int u = 0; u < _units.Length; u++)
         {
             foreach (VtdImageChunk c in _units[u].ExportImage().Chunks)
