@@ -630,49 +630,57 @@ public sealed unsafe class DmaPageTable
     }
 
     // Clears count 4 KiB leaves of one table with aligned vector stores (see SetLeaves); returns how
-    // many were present. Each vector is loaded before it is stored: the line is being written anyway.
+    // many were present. Each vector is loaded before it is stored (the line is being written anyway)
+    // and its absent lanes (R and W clear: all ones from the compare) are subtracted from a running
+    // count; two vectors per step, by pointer, keep the loop near the store-only one.
     private static int ClearLeaves(ulong* entries, int count)
     {
-        int n = 0, present = 0;
+        ulong* p = entries, end = entries + count;
+        int present = 0;
         if (Vector256.IsHardwareAccelerated && count >= 8)
         {
-            for (; ((nuint)(entries + n) & 31) != 0; n++)
+            for (; ((nuint)p & 31) != 0; p++)
             {
-                present += ClearLeaf(entries + n);
+                present += ClearLeaf(p);
             }
 
-            int first = n;
+            ulong* first = p;
             Vector256<ulong> absent = Vector256<ulong>.Zero, rw = Vector256.Create(DmaPte.Read | DmaPte.Write);
-            for (; n + 4 <= count; n += 4)
+            for (; p + 8 <= end; p += 8)
             {
-                absent -= Vector256.Equals(Vector256.LoadAligned(entries + n) & rw, Vector256<ulong>.Zero);
-                Vector256.StoreAligned(Vector256<ulong>.Zero, entries + n);
+                Vector256<ulong> lo = Vector256.Equals(Vector256.LoadAligned(p) & rw, Vector256<ulong>.Zero);
+                Vector256<ulong> hi = Vector256.Equals(Vector256.LoadAligned(p + 4) & rw, Vector256<ulong>.Zero);
+                absent -= lo + hi;
+                Vector256.StoreAligned(Vector256<ulong>.Zero, p);
+                Vector256.StoreAligned(Vector256<ulong>.Zero, p + 4);
             }
 
-            present += n - first - (int)Vector256.Sum(absent);
+            present += (int)(p - first) - (int)Vector256.Sum(absent);
         }
         else if (Vector128.IsHardwareAccelerated && count >= 4)
         {
-            if (((nuint)entries & 15) != 0)
+            if (((nuint)p & 15) != 0)
             {
-                present += ClearLeaf(entries);
-                n = 1;
+                present += ClearLeaf(p++);
             }
 
-            int first = n;
+            ulong* first = p;
             Vector128<ulong> absent = Vector128<ulong>.Zero, rw = Vector128.Create(DmaPte.Read | DmaPte.Write);
-            for (; n + 2 <= count; n += 2)
+            for (; p + 4 <= end; p += 4)
             {
-                absent -= Vector128.Equals(Vector128.LoadAligned(entries + n) & rw, Vector128<ulong>.Zero);
-                Vector128.StoreAligned(Vector128<ulong>.Zero, entries + n);
+                Vector128<ulong> lo = Vector128.Equals(Vector128.LoadAligned(p) & rw, Vector128<ulong>.Zero);
+                Vector128<ulong> hi = Vector128.Equals(Vector128.LoadAligned(p + 2) & rw, Vector128<ulong>.Zero);
+                absent -= lo + hi;
+                Vector128.StoreAligned(Vector128<ulong>.Zero, p);
+                Vector128.StoreAligned(Vector128<ulong>.Zero, p + 2);
             }
 
-            present += n - first - (int)Vector128.Sum(absent);
+            present += (int)(p - first) - (int)Vector128.Sum(absent);
         }
 
-        for (; n < count; n++)
+        for (; p < end; p++)
         {
-            present += ClearLeaf(entries + n);
+            present += ClearLeaf(p);
         }
 
         return present;
