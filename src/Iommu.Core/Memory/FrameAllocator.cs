@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using System.Globalization;
 
 namespace Iommu.Memory;
@@ -12,7 +13,11 @@ namespace Iommu.Memory;
 /// so nothing is allocated on the GC heap, ever.</para>
 /// <para>Fault injection in the style of the kernel's <c>fail_nth</c>: <see cref="FailNth"/> makes
 /// the N-th allocation from now fail once.</para>
-/// <para>Thread safety: all members may be called concurrently.</para>
+/// <para>Thread safety: all members may be called concurrently. After the memory is disposed,
+/// <see cref="TryAllocate"/>, <see cref="TryAllocateContiguous"/>, <see cref="Free"/>,
+/// <see cref="IsAllocated"/> and <see cref="FailNth"/> throw <see cref="ObjectDisposedException"/>;
+/// allocation and free hold an access scope of the memory (<see cref="PhysicalMemory.EnterAccess"/>),
+/// so they are safe against a racing dispose. The counters and the region's bounds stay readable.</para>
 /// </remarks>
 public sealed class FrameAllocator
 {
@@ -80,8 +85,10 @@ public sealed class FrameAllocator
     /// Makes the <paramref name="n"/>-th allocation from now fail (1 = the next one), once; 0 cancels.
     /// </summary>
     /// <param name="n">Which allocation fails; 0 to cancel a pending injection.</param>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public void FailNth(int n)
     {
+        _memory.ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(n);
         lock (_lock)
         {
@@ -104,8 +111,10 @@ public sealed class FrameAllocator
     /// <summary>Allocates one zeroed 4 KiB frame.</summary>
     /// <param name="pa">Its physical address, or 0 on failure.</param>
     /// <returns>False when the region is exhausted or a failure was injected (the kernel's -ENOMEM).</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public bool TryAllocate(out ulong pa)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         lock (_lock)
         {
             if (_failCountdown != 0 && --_failCountdown == 0)
@@ -161,6 +170,7 @@ public sealed class FrameAllocator
     public bool TryAllocateContiguous(int count, out ulong pa)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         if (count == 1)
         {
             return TryAllocate(out pa);
@@ -210,8 +220,10 @@ public sealed class FrameAllocator
     /// <summary>Whether <paramref name="pa"/> is a frame of this allocator that is currently allocated.</summary>
     /// <param name="pa">Physical address.</param>
     /// <returns>True when allocated.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public bool IsAllocated(ulong pa)
     {
+        _memory.ThrowIfDisposed();
         if (!InRegion(pa))
         {
             return false;
@@ -228,8 +240,10 @@ public sealed class FrameAllocator
     /// <param name="pa">The frame's physical address.</param>
     /// <exception cref="ArgumentException">The address is not a frame of this region.</exception>
     /// <exception cref="InvalidOperationException">The frame is not allocated (double free).</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public void Free(ulong pa)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         if (!InRegion(pa))
         {
             throw new ArgumentException(

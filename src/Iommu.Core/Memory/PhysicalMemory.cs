@@ -16,7 +16,12 @@ namespace Iommu.Memory;
 /// an out-of-range address is an expected outcome (a device DMA, for instance).</para>
 /// <para>Thread safety: any number of threads may read and write concurrently; backing a chunk is
 /// race-free (the loser of a race frees its chunk). Two threads writing the same bytes race as
-/// they would on real memory. <see cref="Dispose"/> must not race with other calls.</para>
+/// they would on real memory. Every accessor throws <see cref="ObjectDisposedException"/> once
+/// <see cref="Dispose"/> has started (a volatile read of the disposed flag, nothing more). A caller
+/// whose accesses may race <see cref="Dispose"/> on another thread holds an access scope
+/// (<see cref="EnterAccess"/>) around them: <see cref="Dispose"/> waits for every open scope before it
+/// frees the native memory. The public entry points of the libraries built on this type (the IOMMU
+/// core, DMA, the VT-d unit, VFIO) each hold one, so they never touch freed memory.</para>
 /// </remarks>
 public sealed unsafe class PhysicalMemory : IDisposable
 {
@@ -36,10 +41,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private const int DirShift = 9; // 512 chunks (1 GiB) per second-level directory
     private const int DirEntries = 1 << DirShift;
 
+    // In-flight access scopes, striped by processor so that threads on different cores never share a
+    // counter's cache line (a single shared counter would serialise every map and DMA of the platform).
+    private static readonly int StripeCount = (int)Math.Min(64, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Environment.ProcessorCount));
+
     private readonly nint[]?[] _directory;
     private readonly List<(nint Block, ulong First, ulong Count)> _contiguous = [];
+    private readonly Stripe[] _inFlight = new Stripe[StripeCount];
     private long _backedChunks;
-    private bool _disposed;
+    private int _disposed;
 
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
     /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
@@ -57,6 +67,53 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     /// <summary>Bytes of physical address space (addresses 0 to <c>Size - 1</c>).</summary>
     public ulong Size { get; }
+
+    /// <summary>True once <see cref="Dispose"/> has started: accessors and new access scopes throw <see cref="ObjectDisposedException"/>.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once <see cref="Dispose"/> has started.</summary>
+    /// <remarks>A volatile read only: it tells a caller that arrives after the dispose, it does not keep the memory alive (<see cref="EnterAccess"/> does).</remarks>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+        }
+    }
+
+    /// <summary>
+    /// Opens an access scope: until the returned scope is disposed, <see cref="Dispose"/> waits and the
+    /// native memory stays allocated, so any number of accesses (pointer walks of a
+    /// <see cref="ContiguousRegion"/> included) may run without further checks. Scopes nest and may be
+    /// held by any number of threads at once.
+    /// </summary>
+    /// <returns>The scope; dispose it exactly once, on any thread (<c>using var scope = memory.EnterAccess();</c>).</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed, or <see cref="Dispose"/> has started.</exception>
+    /// <remarks>
+    /// Cost: one interlocked increment and one decrement of a counter private to the current processor
+    /// (its own cache line), and a volatile read; no allocation, no lock. Do not call
+    /// <see cref="Dispose"/> (or <see cref="Platform.Dispose"/>) from inside a scope on the same thread:
+    /// it would wait for that scope forever.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public AccessScope EnterAccess()
+    {
+        int stripe = Thread.GetCurrentProcessorId() & (StripeCount - 1);
+        ref long count = ref _inFlight[stripe].Count;
+        Interlocked.Increment(ref count);
+
+        // The increment is a full fence: either Dispose's exchange of the flag comes after it (Dispose
+        // then sees this stripe non-zero and waits) or before it (this read sees the flag).
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            Interlocked.Decrement(ref count);
+            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+        }
+
+        return new AccessScope(this, stripe);
+    }
 
     /// <summary>Bytes currently backed by native memory (a multiple of 2 MiB).</summary>
     public long BackedBytes => Interlocked.Read(ref _backedChunks) << ChunkShift;
@@ -225,16 +282,31 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     /// <summary>Frees every chunk. Spans obtained earlier must not be used afterwards.</summary>
+    /// <remarks>
+    /// <para>Semantics with other threads: calls that hold an access scope (<see cref="EnterAccess"/>;
+    /// every public entry point of the IOMMU core, DMA, the VT-d unit and VFIO holds one) when Dispose
+    /// starts finish normally, and Dispose waits for them before it frees anything; calls that enter
+    /// after Dispose started throw <see cref="ObjectDisposedException"/>. Accessors called directly,
+    /// outside a scope, throw <see cref="ObjectDisposedException"/> once Dispose has started but are
+    /// not kept safe against a Dispose that starts while they run; hold a scope around them when that
+    /// can happen. Idempotent; concurrent Dispose calls: the first frees, the others return at once.</para>
+    /// <para>Ordering: Dispose sets the flag with an interlocked exchange (a full fence), then waits
+    /// until one pass over the per-processor in-flight counters sees every one at zero. An entrant
+    /// increments its counter (a full fence) and then reads the flag, so of the two stores one is
+    /// seen by the other's later read (Dekker): either the entrant sees the flag and leaves, or
+    /// Dispose sees the increment and waits. A scope decrements the counter it incremented, whatever
+    /// processor it ends on, so no counter goes negative and an open scope keeps its counter non-zero.</para>
+    /// </remarks>
     public void Dispose()
     {
         // A constructor that threw leaves _directory null; the finalizer still runs then.
-        if (_disposed || _directory is null)
+        if (_directory is null || Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             GC.SuppressFinalize(this);
             return;
         }
 
-        _disposed = true;
+        WaitForScopes();
         for (int d = 0; d < _directory.Length; d++)
         {
             nint[]? dir = _directory[d];
@@ -316,6 +388,32 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
+    private void WaitForScopes()
+    {
+        var spin = default(SpinWait);
+        while (true)
+        {
+            bool idle = true;
+            for (int i = 0; i < _inFlight.Length; i++)
+            {
+                if (Volatile.Read(ref _inFlight[i].Count) != 0)
+                {
+                    idle = false;
+                    break;
+                }
+            }
+
+            if (idle)
+            {
+                return;
+            }
+
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    private void ExitAccess(int stripe) => Interlocked.Decrement(ref _inFlight[stripe].Count);
+
     private bool InContiguousBlock(ulong chunk)
     {
         foreach ((_, ulong f, ulong c) in _contiguous)
@@ -359,7 +457,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             ThrowHelper.PhysicalRange(pa, length, Size);
         }
 
-        if (_disposed)
+        if (Volatile.Read(ref _disposed) != 0)
         {
             ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
         }
@@ -418,5 +516,31 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         Interlocked.Increment(ref _backedChunks);
         return (byte*)mine;
+    }
+
+    /// <summary>An open access scope of a <see cref="PhysicalMemory"/> (see <see cref="EnterAccess"/>): disposing it ends the scope.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1815", Justification = "A scope token: never compared.")]
+    public readonly struct AccessScope : IDisposable
+    {
+        private readonly PhysicalMemory? _memory;
+        private readonly int _stripe;
+
+        internal AccessScope(PhysicalMemory memory, int stripe)
+        {
+            _memory = memory;
+            _stripe = stripe;
+        }
+
+        /// <summary>Ends the scope: decrements the counter the scope incremented (not the current processor's).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Dispose() => _memory?.ExitAccess(_stripe);
+    }
+
+    // One in-flight counter on a line of its own (128 bytes: adjacent-line prefetch pairs lines).
+    [StructLayout(LayoutKind.Explicit, Size = 128)]
+    private struct Stripe
+    {
+        [FieldOffset(0)]
+        public long Count;
     }
 }
