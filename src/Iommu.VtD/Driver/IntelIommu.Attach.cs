@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 
@@ -16,6 +17,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_attach_device")]
     public Errno AttachDev(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         ArgumentNullException.ThrowIfNull(device);
         if (d.Type == DomainType.Unmanaged && device is PciDevice { RmrrLocked: true })
@@ -53,6 +55,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_detach_device")]
     public void DetachDev(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         lock (_deviceDomainLock)
         {

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 
 namespace Iommu.VtD.Hardware;
@@ -6,15 +7,21 @@ namespace Iommu.VtD.Hardware;
 public sealed partial class VtdUnit : IDmaRemapper
 {
     /// <inheritdoc/>
+    /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead"/> calls it inside the platform's access
+    /// scope, so it only checks the disposed flag. A direct caller that may race the memory's dispose
+    /// holds <see cref="PhysicalMemory.EnterAccess"/> or calls <see cref="Transfer"/>.</remarks>
     public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         return Transfer(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
     }
 
     /// <inheritdoc/>
+    /// <remarks>A remapper callback, as <see cref="DmaRead"/>.</remarks>
     public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
 
         // The write path only reads the buffer; the shared page loop takes a Span.
@@ -33,10 +40,13 @@ public sealed partial class VtdUnit : IDmaRemapper
     /// <param name="buffer">The bytes (read into or written from).</param>
     /// <param name="access">Direction.</param>
     /// <returns>The outcome as devices see it.</returns>
-    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
-        buffer.IsEmpty
+    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return buffer.IsEmpty
             ? new DmaResult(DmaStatus.Ok, 0, iova, 0)
             : Move(requesterId, pasid, iova, buffer, access, out _);
+    }
 
     // The page loop shared by Dma and Transfer: outcome is the first page's translation, or the one
     // that stopped the transfer.

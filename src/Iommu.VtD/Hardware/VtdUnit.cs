@@ -36,6 +36,7 @@ public sealed partial class VtdUnit
     {
         ArgumentNullException.ThrowIfNull(memory);
         ArgumentNullException.ThrowIfNull(config);
+        memory.ThrowIfDisposed();
         config.Validate();
         _memory = memory;
         _config = config;
@@ -105,6 +106,7 @@ public sealed partial class VtdUnit
     /// <returns>The value; write-only fields read as 0.</returns>
     public uint Read32(uint offset)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         CheckOffset(offset, 4);
         lock (_lock)
         {
@@ -117,6 +119,7 @@ public sealed partial class VtdUnit
     /// <returns>The value; write-only fields read as 0.</returns>
     public ulong Read64(uint offset)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         CheckOffset(offset, 8);
         lock (_lock)
         {
@@ -129,6 +132,7 @@ public sealed partial class VtdUnit
     /// <param name="value">The value.</param>
     public void Write32(uint offset, uint value)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         CheckOffset(offset, 4);
         lock (_lock)
         {
@@ -143,6 +147,7 @@ public sealed partial class VtdUnit
     /// <param name="value">The value.</param>
     public void Write64(uint offset, ulong value)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         CheckOffset(offset, 8);
         lock (_lock)
         {
@@ -166,6 +171,7 @@ public sealed partial class VtdUnit
     /// <remarks>Allocates nothing on the GC heap (unless a fault interrupt is delivered to a subscriber).</remarks>
     public VtdTranslation Translate(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         if (size == 0 || size > 4096 - (iova & 0xFFF))
         {
             ThrowHelper.RequestRange(iova, size);
@@ -203,6 +209,7 @@ public sealed partial class VtdUnit
     /// <returns>The first page's translation, or the outcome of the page that stopped the transfer (its <see cref="VtdTranslation.InputAddress"/> says where).</returns>
     public VtdTranslation Dma(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         if (buffer.IsEmpty || (ulong)buffer.Length - 1 > ulong.MaxValue - iova)
         {
             ThrowHelper.Argument("A DMA needs a non-empty buffer whose range does not wrap around.", nameof(buffer));
