@@ -1,4 +1,3 @@
-using Iommu.Memory;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using Iommu.Domains;
@@ -29,7 +28,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_map")]
     public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
         IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
@@ -60,7 +59,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unmap")]
     public ulong Unmap(IDomain domain, ulong iova, ulong size)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapAndSync(domain, iova, size);
         CountUnmap(domain, ret);
@@ -79,7 +78,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unmap_fast")]
     public ulong UnmapFast(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapCore(domain, iova, size, ref gather);
         CountUnmap(domain, ret);
@@ -92,7 +91,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iotlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
         if (ops is not null && (ops.Callbacks & IommuCallbacks.IotlbSync) != 0)
@@ -108,7 +107,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
         if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.FlushIotlbAll))
@@ -128,7 +127,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iotlb_gather_add_page")]
     public void IotlbGatherAddPage(IDomain domain, ref IommuIotlbGather gather, ulong iova, ulong size)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ulong start = iova, end = iova + size - 1;
         if (gather.Pgsize != size || end + 1 < gather.Start || start > gather.End + 1)
         {
@@ -154,7 +153,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iova_to_phys")]
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         if (domain.Type == DomainType.Identity)
         {

@@ -1,4 +1,3 @@
-using Iommu.Memory;
 namespace Iommu.Devices;
 
 /// <summary>

@@ -1,4 +1,3 @@
-using Iommu.Memory;
 using System.Globalization;
 
 namespace Iommu.Memory;

@@ -1,4 +1,3 @@
-using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 

@@ -1,4 +1,3 @@
-using Iommu.Memory;
 using System.Numerics;
 using Iommu.Domains;
 
