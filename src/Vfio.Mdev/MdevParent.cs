@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Vfio.Mdev.Internal;
@@ -65,6 +66,7 @@ public sealed class MdevParent
     /// <returns>The type or null.</returns>
     public MdevType? FindType(string name)
     {
+        using PhysicalMemory.AccessScope guard = Device.Platform?.Memory.EnterAccess() ?? default;
         foreach (MdevType t in _types)
         {
             if (t.Name == name)

@@ -37,6 +37,7 @@ public sealed class FrameAllocator
     /// <param name="memory">The physical memory the frames live in.</param>
     /// <param name="regionBase">4 KiB-aligned start of the region.</param>
     /// <param name="regionSize">Bytes in the region; a non-zero multiple of 4 KiB inside <paramref name="memory"/>.</param>
+    /// <exception cref="ArgumentException">The region overlaps a range of <paramref name="memory"/> already claimed (<see cref="PhysicalMemory.Claim"/>).</exception>
     public FrameAllocator(PhysicalMemory memory, ulong regionBase, ulong regionSize)
     {
         ArgumentNullException.ThrowIfNull(memory);
@@ -47,6 +48,7 @@ public sealed class FrameAllocator
                 string.Create(CultureInfo.InvariantCulture, $"Frame region [0x{regionBase:x}, 0x{regionBase + regionSize:x}) must be 4 KiB-aligned, non-empty and inside physical memory [0x0, 0x{memory.Size:x})."));
         }
 
+        memory.Claim(regionBase, regionSize, this, "page-table frame region");
         _memory = memory;
         Region = memory.PinContiguous(regionBase, regionSize);
         RegionBase = regionBase;

@@ -48,6 +48,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly nint[]?[] _directory;
     private readonly List<(nint Block, ulong First, ulong Count)> _contiguous = [];
     private readonly Stripe[] _inFlight = new Stripe[StripeCount];
+    private readonly Lock _claimLock = new();
+    private readonly List<Claimed> _claims = [];
     private long _backedChunks;
     private int _disposed;
 
@@ -113,6 +115,86 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         return new AccessScope(this, stripe);
+    }
+
+    /// <summary>The ranges claimed so far (<see cref="Claim"/>), in claim order.</summary>
+    public IReadOnlyList<Claimed> Claims
+    {
+        get
+        {
+            lock (_claimLock)
+            {
+                return [.. _claims];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Records that <paramref name="owner"/> hands out the pages of <c>[start, start + size)</c>: the
+    /// frame allocator's table region, a host page pool. Claims never overlap, so no two owners hand
+    /// out the same page; the registry belongs to this memory (no global state).
+    /// </summary>
+    /// <param name="start">First byte.</param>
+    /// <param name="size">Bytes, non-zero; the range must lie inside the memory.</param>
+    /// <param name="owner">Who hands the pages out.</param>
+    /// <param name="description">What the range is for, used in error messages.</param>
+    /// <exception cref="ArgumentException">The range overlaps a claimed range; the message names both.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is empty or outside the memory.</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    public void Claim(ulong start, ulong size, object owner, string description)
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        ArgumentNullException.ThrowIfNull(description);
+        ThrowIfDisposed();
+        if (size == 0 || !Contains(start, size))
+        {
+            ThrowHelper.PhysicalRange(start, size, Size);
+        }
+
+        lock (_claimLock)
+        {
+            foreach (Claimed c in _claims)
+            {
+                if (start < c.Start + c.Size && c.Start < start + size)
+                {
+                    ThrowHelper.Argument(
+                        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{description} [0x{start:x}, 0x{start + size:x}) overlaps {c.Description} [0x{c.Start:x}, 0x{c.Start + c.Size:x}) of the same physical memory: two owners would hand out the same pages."),
+                        nameof(start));
+                }
+            }
+
+            _claims.Add(new Claimed(start, size, owner, description));
+        }
+    }
+
+    /// <summary>
+    /// Atomically with respect to other claims: the first non-null <paramref name="find"/> result over
+    /// the claims, else what <paramref name="create"/> returns (it typically calls <see cref="Claim"/>).
+    /// Lets owners be shared per memory (one host page pool per platform) without global state.
+    /// </summary>
+    /// <typeparam name="T">The owner type.</typeparam>
+    /// <param name="find">Picks an existing owner from a claim, or returns null.</param>
+    /// <param name="create">Creates the owner when none was found.</param>
+    /// <returns>The existing or new owner.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    public T FindOrClaim<T>(Func<Claimed, T?> find, Func<T> create)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(find);
+        ArgumentNullException.ThrowIfNull(create);
+        ThrowIfDisposed();
+        lock (_claimLock)
+        {
+            foreach (Claimed c in _claims)
+            {
+                if (find(c) is T found)
+                {
+                    return found;
+                }
+            }
+
+            return create();
+        }
     }
 
     /// <summary>Bytes currently backed by native memory (a multiple of 2 MiB).</summary>
@@ -535,6 +617,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Dispose() => _memory?.ExitAccess(_stripe);
     }
+
+    /// <summary>A claimed range of physical memory (see <see cref="Claim"/>).</summary>
+    /// <param name="Start">First byte.</param>
+    /// <param name="Size">Bytes.</param>
+    /// <param name="Owner">Who hands the pages out.</param>
+    /// <param name="Description">What the range is for.</param>
+    public readonly record struct Claimed(ulong Start, ulong Size, object Owner, string Description);
 
     // One in-flight counter on a line of its own (128 bytes: adjacent-line prefetch pairs lines).
     [StructLayout(LayoutKind.Explicit, Size = 128)]
