@@ -41,6 +41,7 @@ public sealed class FrameAllocator
     public FrameAllocator(PhysicalMemory memory, ulong regionBase, ulong regionSize)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        memory.ThrowIfDisposed();
         if ((regionBase | regionSize) % PhysicalMemory.PageSize != 0 || regionSize == 0 || !memory.Contains(regionBase, regionSize))
         {
             throw new ArgumentOutOfRangeException(
@@ -170,8 +171,8 @@ public sealed class FrameAllocator
     /// </remarks>
     public bool TryAllocateContiguous(int count, out ulong pa)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         if (count == 1)
         {
             return TryAllocate(out pa);

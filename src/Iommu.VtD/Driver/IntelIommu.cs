@@ -59,6 +59,7 @@ public sealed partial class IntelIommu : IIommuOps
     public IntelIommu(Platform platform, IntelIommuOptions options, params VtdUnit[] units)
     {
         ArgumentNullException.ThrowIfNull(platform);
+        platform.Memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(units);
         if (units.Length == 0)

@@ -35,8 +35,8 @@ public sealed partial class VtdUnit
     public VtdUnit(PhysicalMemory memory, VtdConfig config, ushort segment = 0)
     {
         ArgumentNullException.ThrowIfNull(memory);
-        ArgumentNullException.ThrowIfNull(config);
         memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         _memory = memory;
         _config = config;
