@@ -185,12 +185,15 @@ public sealed class Platform : IDisposable
     /// that works on this platform throws <see cref="ObjectDisposedException"/>, errno-returning kernel
     /// functions included (a call on a dead platform is misuse, like the kernel's <c>BUG_ON</c>);
     /// immutable values (names, addresses, options, a device's capabilities) stay readable.</para>
-    /// <para>Dispose may race calls on other threads: a call that is already running when Dispose
-    /// starts (map, unmap, iova_to_phys, attach, DMA, an ioctl, ...) finishes normally, because it holds
-    /// an access scope of <see cref="Memory"/> (<see cref="PhysicalMemory.EnterAccess"/>) and Dispose
-    /// waits for every open scope before it frees the native memory; a call that starts after Dispose
-    /// started throws <see cref="ObjectDisposedException"/>. No call ever touches freed memory. See
-    /// <see cref="PhysicalMemory.Dispose"/> for the ordering argument. Do not dispose the platform from a
+    /// <para>Dispose may race calls on other threads, and every call ends cleanly: a call that is
+    /// already running when Dispose starts (map, unmap, iova_to_phys, attach, DMA, an ioctl, ...) holds
+    /// an access scope of <see cref="Memory"/> (<see cref="PhysicalMemory.EnterAccess"/>), and Dispose
+    /// waits for every open scope before it frees the native memory, so the call finishes normally —
+    /// unless it enters another public entry point after Dispose started (a VFIO ioctl calling
+    /// <c>iommu_map</c>, for instance), which then throws <see cref="ObjectDisposedException"/> out of
+    /// the running call. A call that starts after Dispose started throws
+    /// <see cref="ObjectDisposedException"/>. No call ever touches freed memory; Dispose returns once
+    /// the running calls have left. See <see cref="PhysicalMemory.Dispose"/> for the ordering argument. Do not dispose the platform from a
     /// callback the platform is running (a fault handler, a notifier): Dispose would wait for that call.</para>
     /// <para>Idempotent.</para>
     /// </remarks>

@@ -179,7 +179,7 @@ public sealed class MdevCore
                 return ErrorDetail.Fail(Errno.EEXIST, $"{parent.Name} is already registered as an mdev parent");
             }
 
-            var p = new MdevParent(parent, ops, groups);
+            var p = new MdevParent(this, parent, ops, groups);
             _parents.Add(p);
             _sysfsParents.Add(p);
         }

@@ -367,8 +367,10 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <remarks>
     /// <para>Semantics with other threads: calls that hold an access scope (<see cref="EnterAccess"/>;
     /// every public entry point of the IOMMU core, DMA, the VT-d unit and VFIO holds one) when Dispose
-    /// starts finish normally, and Dispose waits for them before it frees anything; calls that enter
-    /// after Dispose started throw <see cref="ObjectDisposedException"/>. Accessors called directly,
+    /// starts finish, and Dispose waits for them before it frees anything; a new scope cannot be opened
+    /// once Dispose started, so a running call that opens one (a nested entry point) fails there with
+    /// <see cref="ObjectDisposedException"/>, and calls that enter after Dispose started throw it
+    /// at once. Accessors called directly,
     /// outside a scope, throw <see cref="ObjectDisposedException"/> once Dispose has started but are
     /// not kept safe against a Dispose that starts while they run; hold a scope around them when that
     /// can happen. Idempotent; concurrent Dispose calls: the first frees, the others return at once.</para>
@@ -625,11 +627,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <param name="Description">What the range is for.</param>
     public readonly record struct Claimed(ulong Start, ulong Size, object Owner, string Description);
 
-    // One in-flight counter on a line of its own (128 bytes: adjacent-line prefetch pairs lines).
+    // One in-flight counter on a line of its own: stripes are 128 bytes apart (adjacent-line prefetch
+    // pairs lines) and the counter sits 64 bytes into its stripe, so stripe 0 never shares a line with
+    // the array's length, which every entrant reads for the bounds check.
     [StructLayout(LayoutKind.Explicit, Size = 128)]
     private struct Stripe
     {
-        [FieldOffset(0)]
+        [FieldOffset(64)]
         public long Count;
     }
 }

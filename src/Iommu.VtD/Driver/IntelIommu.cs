@@ -59,7 +59,7 @@ public sealed partial class IntelIommu : IIommuOps
     public IntelIommu(Platform platform, IntelIommuOptions options, params VtdUnit[] units)
     {
         ArgumentNullException.ThrowIfNull(platform);
-        platform.Memory.ThrowIfDisposed();
+        using PhysicalMemory.AccessScope guard = platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(units);
         if (units.Length == 0)

@@ -107,6 +107,12 @@ public sealed partial class VtdUnit
     public uint Read32(uint offset)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return Read32Unguarded(offset);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal uint Read32Unguarded(uint offset)
+    {
         CheckOffset(offset, 4);
         lock (_lock)
         {
@@ -120,6 +126,12 @@ public sealed partial class VtdUnit
     public ulong Read64(uint offset)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return Read64Unguarded(offset);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal ulong Read64Unguarded(uint offset)
+    {
         CheckOffset(offset, 8);
         lock (_lock)
         {
@@ -133,6 +145,12 @@ public sealed partial class VtdUnit
     public void Write32(uint offset, uint value)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        Write32Unguarded(offset, value);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal void Write32Unguarded(uint offset, uint value)
+    {
         CheckOffset(offset, 4);
         lock (_lock)
         {
@@ -148,6 +166,12 @@ public sealed partial class VtdUnit
     public void Write64(uint offset, ulong value)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        Write64Unguarded(offset, value);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal void Write64Unguarded(uint offset, ulong value)
+    {
         CheckOffset(offset, 8);
         lock (_lock)
         {
