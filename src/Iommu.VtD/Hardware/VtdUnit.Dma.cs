@@ -14,7 +14,7 @@ public sealed partial class VtdUnit : IDmaRemapper
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-        return Transfer(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
+        return TransferUnguarded(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
     }
 
     /// <inheritdoc/>
@@ -27,7 +27,7 @@ public sealed partial class VtdUnit : IDmaRemapper
         // The write path only reads the buffer; the shared page loop takes a Span.
         Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
             ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
-        return Transfer(device.RequesterId, pasid, iova, bytes, DmaAccess.Write);
+        return TransferUnguarded(device.RequesterId, pasid, iova, bytes, DmaAccess.Write);
     }
 
     /// <summary>
@@ -43,10 +43,14 @@ public sealed partial class VtdUnit : IDmaRemapper
     public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        return buffer.IsEmpty
+        return TransferUnguarded(requesterId, pasid, iova, buffer, access);
+    }
+
+    // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
+    private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
+        buffer.IsEmpty
             ? new DmaResult(DmaStatus.Ok, 0, iova, 0)
             : Move(requesterId, pasid, iova, buffer, access, out _);
-    }
 
     // The page loop shared by Dma and Transfer: outcome is the first page's translation, or the one
     // that stopped the transfer.
@@ -58,7 +62,7 @@ public sealed partial class VtdUnit : IDmaRemapper
         {
             ulong a = iova + (ulong)done;
             int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
-            VtdTranslation t = Translate(requesterId, pasid, a, (ulong)chunk, access);
+            VtdTranslation t = TranslateUnguarded(requesterId, pasid, a, (ulong)chunk, access);
             if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
             {
                 t = t.AsMemoryError();

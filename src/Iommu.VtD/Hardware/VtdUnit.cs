@@ -196,6 +196,12 @@ public sealed partial class VtdUnit
     public VtdTranslation Translate(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return TranslateUnguarded(requesterId, pasid, iova, size, access);
+    }
+
+    // Translate for callers that hold the scope (the DMA page loop).
+    private VtdTranslation TranslateUnguarded(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
+    {
         if (size == 0 || size > 4096 - (iova & 0xFFF))
         {
             ThrowHelper.RequestRange(iova, size);
