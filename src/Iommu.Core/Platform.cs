@@ -188,17 +188,25 @@ public sealed class Platform : IDisposable
     /// <para>Dispose may race calls on other threads, and every call ends cleanly: a call that is
     /// already running when Dispose starts (map, unmap, iova_to_phys, attach, DMA, an ioctl, ...) holds
     /// an access scope of <see cref="Memory"/> (<see cref="PhysicalMemory.EnterAccess"/>), and Dispose
-    /// waits for every open scope before it frees the native memory, so the call finishes normally —
-    /// unless it enters another public entry point after Dispose started (a VFIO ioctl calling
-    /// <c>iommu_map</c>, for instance), which then throws <see cref="ObjectDisposedException"/> out of
-    /// the running call. A call that starts after Dispose started throws
+    /// waits for every open scope before it frees the native memory, so the call finishes normally
+    /// (the entry points it calls in turn, a VFIO ioctl calling <c>iommu_map</c> for instance, open
+    /// nested scopes, which Dispose does not refuse). A call that starts after Dispose started throws
     /// <see cref="ObjectDisposedException"/>. No call ever touches freed memory; Dispose returns once
-    /// the running calls have left. See <see cref="PhysicalMemory.Dispose"/> for the ordering argument. Do not dispose the platform from a
-    /// callback the platform is running (a fault handler, a notifier): Dispose would wait for that call.</para>
+    /// the running calls have left. The platform's own registrations (<see cref="AddPciBus"/>,
+    /// <see cref="AddBus"/>, <see cref="GetMeter"/>) refuse as soon as Dispose starts. See
+    /// <see cref="PhysicalMemory.Dispose"/> for the ordering argument. Disposing the platform from a
+    /// callback the platform is running on the same thread (a fault handler, a notifier) throws
+    /// <see cref="InvalidOperationException"/>: Dispose would wait for that call forever.</para>
     /// <para>Idempotent.</para>
     /// </remarks>
+    /// <exception cref="InvalidOperationException">Called from inside a call on this platform on the same thread (a fault handler or notifier), which Dispose would wait for forever.</exception>
     public void Dispose()
     {
+        if (Memory.HeldByCurrentThread)
+        {
+            throw new InvalidOperationException("Platform.Dispose was called from inside a call on this platform on the same thread (a callback); it would wait for that call forever.");
+        }
+
         lock (_lock)
         {
             if (_disposed)

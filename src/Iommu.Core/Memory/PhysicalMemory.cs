@@ -17,10 +17,10 @@ namespace Iommu.Memory;
 /// <para>Thread safety: any number of threads may read and write concurrently; backing a chunk is
 /// race-free (the loser of a race frees its chunk). Two threads writing the same bytes race as
 /// they would on real memory. Every accessor throws <see cref="ObjectDisposedException"/> once
-/// <see cref="Dispose"/> has started (a volatile read of the disposed flag, nothing more). A caller
-/// whose accesses may race <see cref="Dispose"/> on another thread holds an access scope
+/// <see cref="Dispose"/> has released the native memory (a volatile read of a flag, nothing more). A
+/// caller whose accesses may race <see cref="Dispose"/> on another thread holds an access scope
 /// (<see cref="EnterAccess"/>) around them: <see cref="Dispose"/> waits for every open scope before it
-/// frees the native memory. The public entry points of the libraries built on this type (the IOMMU
+/// releases the native memory. The public entry points of the libraries built on this type (the IOMMU
 /// core, DMA, the VT-d unit, VFIO) each hold one, so they never touch freed memory.</para>
 /// </remarks>
 public sealed unsafe class PhysicalMemory : IDisposable
@@ -41,17 +41,27 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private const int DirShift = 9; // 512 chunks (1 GiB) per second-level directory
     private const int DirEntries = 1 << DirShift;
 
-    // In-flight access scopes, striped by processor so that threads on different cores never share a
-    // counter's cache line (a single shared counter would serialise every map and DMA of the platform).
-    private static readonly int StripeCount = (int)Math.Min(64, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Environment.ProcessorCount));
-
     private readonly nint[]?[] _directory;
     private readonly List<(nint Block, ulong First, ulong Count)> _contiguous = [];
-    private readonly Stripe[] _inFlight = new Stripe[StripeCount];
+    // In-flight access scopes: one counter per thread that ever entered (written only by its thread,
+    // so entering is a plain store, no interlocked operation and no shared cache line), found through
+    // a ThreadLocal of this memory (no static state) and listed for Dispose.
+    private readonly ThreadLocal<Slot> _slot;
+    private readonly Lock _slotLock = new();
+    private readonly List<Slot> _slots = [];
+    private readonly object _slotOwner = new(); // names this memory in its slots
+
+    // The calling thread's slot of the memory it entered last: a one-entry cache in front of _slot
+    // (ThreadLocal<T>.Value costs several times more). It holds no state of its own: a slot names its
+    // memory by _slotOwner, not by the memory, so the cache keeps no memory alive, and a thread that
+    // alternates between platforms just takes the ThreadLocal path more often.
+    [ThreadStatic]
+    private static Slot? t_lastSlot;
     private readonly Lock _claimLock = new();
     private readonly List<Claimed> _claims = [];
     private long _backedChunks;
-    private int _disposed;
+    private int _disposed; // Dispose has started: no new scope opens (nested ones still do)
+    private int _released; // Dispose has waited for every scope and frees (or freed) the native memory
 
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
     /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
@@ -63,6 +73,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         Size = size;
+        _slot = new ThreadLocal<Slot>(NewSlot);
         ulong chunks = (size + ChunkSize - 1) >> ChunkShift;
         _directory = new nint[]?[(chunks + DirEntries - 1) >> DirShift];
     }
@@ -70,16 +81,21 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <summary>Bytes of physical address space (addresses 0 to <c>Size - 1</c>).</summary>
     public ulong Size { get; }
 
-    /// <summary>True once <see cref="Dispose"/> has started: accessors and new access scopes throw <see cref="ObjectDisposedException"/>.</summary>
+    /// <summary>True once <see cref="Dispose"/> has started: new access scopes throw <see cref="ObjectDisposedException"/>.</summary>
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
-    /// <summary>Throws <see cref="ObjectDisposedException"/> once <see cref="Dispose"/> has started.</summary>
-    /// <remarks>A volatile read only: it tells a caller that arrives after the dispose, it does not keep the memory alive (<see cref="EnterAccess"/> does).</remarks>
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once <see cref="Dispose"/> has released the native memory.</summary>
+    /// <remarks>
+    /// A volatile read only: it tells a caller that arrives after the dispose, it does not keep the
+    /// memory alive (<see cref="EnterAccess"/> does). While Dispose waits for open scopes the memory is
+    /// still valid and this does not throw, so a call in flight finishes normally; the accessors check
+    /// the same flag.
+    /// </remarks>
     /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void ThrowIfDisposed()
     {
-        if (Volatile.Read(ref _disposed) != 0)
+        if (Volatile.Read(ref _released) != 0)
         {
             ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
         }
@@ -91,31 +107,41 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <see cref="ContiguousRegion"/> included) may run without further checks. Scopes nest and may be
     /// held by any number of threads at once.
     /// </summary>
-    /// <returns>The scope; dispose it exactly once, on any thread (<c>using var scope = memory.EnterAccess();</c>).</returns>
-    /// <exception cref="ObjectDisposedException">The memory is disposed, or <see cref="Dispose"/> has started.</exception>
+    /// <returns>The scope; dispose it exactly once, on the thread that opened it (<c>using var scope = memory.EnterAccess();</c>).</returns>
+    /// <exception cref="ObjectDisposedException"><see cref="Dispose"/> has started and the calling thread holds no scope of this memory yet (a nested scope of a call in flight still opens: Dispose is waiting for that call anyway).</exception>
     /// <remarks>
-    /// Cost: one interlocked increment and one decrement of a counter private to the current processor
-    /// (its own cache line), and a volatile read; no allocation, no lock. Do not call
-    /// <see cref="Dispose"/> (or <see cref="Platform.Dispose"/>) from inside a scope on the same thread:
-    /// it would wait for that scope forever.
+    /// Cost: a thread-static read (a one-entry cache of the thread's counter), two plain stores to a counter only the calling thread writes, and a
+    /// volatile read; no interlocked operation, no shared cache line, no allocation (after a thread's
+    /// first scope), no lock. The disposing thread pays instead (see <see cref="Dispose"/>). Calling
+    /// <see cref="Dispose"/> (or <see cref="Platform.Dispose"/>) from inside a scope on the same thread
+    /// (from a callback of a call in progress) throws <see cref="InvalidOperationException"/>.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public AccessScope EnterAccess()
     {
-        int stripe = Thread.GetCurrentProcessorId() & (StripeCount - 1);
-        ref long count = ref _inFlight[stripe].Count;
-        Interlocked.Increment(ref count);
-
-        // The increment is a full fence: either Dispose's exchange of the flag comes after it (Dispose
-        // then sees this stripe non-zero and waits) or before it (this read sees the flag).
-        if (Volatile.Read(ref _disposed) != 0)
+        Slot? slot = t_lastSlot;
+        if (slot is null || slot.Owner != _slotOwner)
         {
-            Interlocked.Decrement(ref count);
+            slot = SlotOfThisThread();
+        }
+
+        int depth = slot.Count;
+        Volatile.Write(ref slot.Count, depth + 1);
+
+        // Store, then load: Dispose's process-wide barrier orders them against its own store and
+        // load (see the remarks of Dispose), so either this read sees the flag or Dispose sees the
+        // count. A nested scope (depth > 0) opens anyway: Dispose waits for the outer one.
+        if (Volatile.Read(ref _disposed) != 0 && depth == 0)
+        {
+            Volatile.Write(ref slot.Count, depth);
             ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
         }
 
-        return new AccessScope(this, stripe);
+        return new AccessScope(this, slot);
     }
+
+    /// <summary>Whether the calling thread holds an access scope of this memory.</summary>
+    internal bool HeldByCurrentThread => Volatile.Read(ref _disposed) == 0 && _slot.IsValueCreated && _slot.Value!.Count != 0;
 
     /// <summary>The ranges claimed so far (<see cref="Claim"/>), in claim order.</summary>
     public IReadOnlyList<Claimed> Claims
@@ -367,30 +393,56 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <remarks>
     /// <para>Semantics with other threads: calls that hold an access scope (<see cref="EnterAccess"/>;
     /// every public entry point of the IOMMU core, DMA, the VT-d unit and VFIO holds one) when Dispose
-    /// starts finish, and Dispose waits for them before it frees anything; a new scope cannot be opened
-    /// once Dispose started, so a running call that opens one (a nested entry point) fails there with
-    /// <see cref="ObjectDisposedException"/>, and calls that enter after Dispose started throw it
-    /// at once. Accessors called directly,
-    /// outside a scope, throw <see cref="ObjectDisposedException"/> once Dispose has started but are
-    /// not kept safe against a Dispose that starts while they run; hold a scope around them when that
-    /// can happen. Idempotent; concurrent Dispose calls: the first frees, the others return at once.</para>
-    /// <para>Ordering: Dispose sets the flag with an interlocked exchange (a full fence), then waits
-    /// until one pass over the per-processor in-flight counters sees every one at zero. An entrant
-    /// increments its counter (a full fence) and then reads the flag, so of the two stores one is
-    /// seen by the other's later read (Dekker): either the entrant sees the flag and leaves, or
-    /// Dispose sees the increment and waits. A scope decrements the counter it incremented, whatever
-    /// processor it ends on, so no counter goes negative and an open scope keeps its counter non-zero.</para>
+    /// starts finish normally, nested entry points included (a thread that already holds a scope may
+    /// open more), and Dispose waits for them before it releases anything; a thread that holds no
+    /// scope cannot open one once Dispose started, so calls that start afterwards throw
+    /// <see cref="ObjectDisposedException"/>. The accessors and <see cref="ThrowIfDisposed"/> throw it
+    /// once the memory is released. Accessors called directly, outside a scope, are not kept safe
+    /// against a Dispose that releases the memory while they run; hold a scope around them when that
+    /// can happen. Idempotent; concurrent Dispose calls: the first releases, the others return at once
+    /// (without waiting).</para>
+    /// <para>Ordering (Dekker with an asymmetric fence): an entrant stores its thread's count, then
+    /// loads the flag, with no fence between (a plain store and a volatile load; the JIT keeps their
+    /// order, the processor may not). Dispose stores the flag with an interlocked exchange, then runs
+    /// <see cref="Interlocked.MemoryBarrierProcessWide"/>, which executes a full fence on every thread
+    /// of the process at some point, and only then reads the counts. If that fence falls on an
+    /// entrant's thread before its store, its later load sees the flag and it leaves; otherwise the
+    /// store precedes the fence and Dispose sees the count and waits for it to drop to zero. A thread
+    /// registers its counter (under a lock) before its first store, so Dispose, which lists the
+    /// counters after the barrier, never misses an entrant that did not see the flag. Each counter
+    /// is written only by its thread, so it needs no interlocked operation and never goes negative.</para>
     /// </remarks>
+    /// <exception cref="InvalidOperationException">Called on a thread that holds an access scope of this memory (it would wait for itself).</exception>
     public void Dispose()
     {
         // A constructor that threw leaves _directory null; the finalizer still runs then.
-        if (_directory is null || Interlocked.Exchange(ref _disposed, 1) != 0)
+        if (_directory is null || Volatile.Read(ref _disposed) != 0)
         {
             GC.SuppressFinalize(this);
             return;
         }
 
+        if (_slot.IsValueCreated && _slot.Value!.Count != 0)
+        {
+            ThrowHelper.InvalidOperation("PhysicalMemory.Dispose was called inside an access scope of the same memory on this thread (from a callback of a call in progress); it would wait for itself.");
+        }
+
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            GC.SuppressFinalize(this);
+            return;
+        }
+
+        Interlocked.MemoryBarrierProcessWide();
         WaitForScopes();
+        Volatile.Write(ref _released, 1);
+        Free();
+        _slot.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    private void Free()
+    {
         for (int d = 0; d < _directory.Length; d++)
         {
             nint[]? dir = _directory[d];
@@ -416,8 +468,6 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         _contiguous.Clear();
-
-        GC.SuppressFinalize(this);
     }
 
     /// <summary>
@@ -474,29 +524,40 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     private void WaitForScopes()
     {
-        var spin = default(SpinWait);
-        while (true)
+        Slot[] slots;
+        lock (_slotLock)
         {
-            bool idle = true;
-            for (int i = 0; i < _inFlight.Length; i++)
-            {
-                if (Volatile.Read(ref _inFlight[i].Count) != 0)
-                {
-                    idle = false;
-                    break;
-                }
-            }
+            slots = [.. _slots];
+        }
 
-            if (idle)
+        var spin = default(SpinWait);
+        foreach (Slot s in slots)
+        {
+            while (Volatile.Read(ref s.Count) != 0)
             {
-                return;
+                spin.SpinOnce(sleep1Threshold: -1);
             }
-
-            spin.SpinOnce(sleep1Threshold: -1);
         }
     }
 
-    private void ExitAccess(int stripe) => Interlocked.Decrement(ref _inFlight[stripe].Count);
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Slot SlotOfThisThread()
+    {
+        Slot slot = _slot.Value!;
+        t_lastSlot = slot;
+        return slot;
+    }
+
+    private Slot NewSlot()
+    {
+        var slot = new Slot(_slotOwner);
+        lock (_slotLock)
+        {
+            _slots.Add(slot);
+        }
+
+        return slot;
+    }
 
     private bool InContiguousBlock(ulong chunk)
     {
@@ -512,9 +573,14 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     /// <summary>Frees native memory if the owner forgot to dispose.</summary>
+    /// <remarks>No scope can be open then (an open scope keeps the memory reachable), and the thread-local counters may be finalized already, so this only frees.</remarks>
     ~PhysicalMemory()
     {
-        Dispose();
+        if (_directory is not null && Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _released = 1;
+            Free();
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -541,7 +607,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             ThrowHelper.PhysicalRange(pa, length, Size);
         }
 
-        if (Volatile.Read(ref _disposed) != 0)
+        if (Volatile.Read(ref _released) != 0)
         {
             ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
         }
@@ -606,18 +672,26 @@ public sealed unsafe class PhysicalMemory : IDisposable
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1815", Justification = "A scope token: never compared.")]
     public readonly struct AccessScope : IDisposable
     {
-        private readonly PhysicalMemory? _memory;
-        private readonly int _stripe;
+        private readonly PhysicalMemory? _memory; // keeps the memory reachable while the scope is open
+        private readonly Slot? _slot;
 
-        internal AccessScope(PhysicalMemory memory, int stripe)
+        internal AccessScope(PhysicalMemory memory, Slot slot)
         {
             _memory = memory;
-            _stripe = stripe;
+            _slot = slot;
         }
 
-        /// <summary>Ends the scope: decrements the counter the scope incremented (not the current processor's).</summary>
+        /// <summary>Ends the scope (call it on the thread that opened it, as <c>using</c> does).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Dispose() => _memory?.ExitAccess(_stripe);
+        public void Dispose()
+        {
+            if (_slot is not null)
+            {
+                Volatile.Write(ref _slot.Count, _slot.Count - 1);
+            }
+
+            GC.KeepAlive(_memory);
+        }
     }
 
     /// <summary>A claimed range of physical memory (see <see cref="Claim"/>).</summary>
@@ -627,13 +701,18 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <param name="Description">What the range is for.</param>
     public readonly record struct Claimed(ulong Start, ulong Size, object Owner, string Description);
 
-    // One in-flight counter on a line of its own: stripes are 128 bytes apart (adjacent-line prefetch
-    // pairs lines) and the counter sits 64 bytes into its stripe, so stripe 0 never shares a line with
-    // the array's length, which every entrant reads for the bounds check.
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct Stripe
+    // One thread's open scopes (nesting depth), written only by that thread. Padded so that the
+    // counter is at least 56 bytes from either end of the object: counters of different threads (and
+    // whatever else the heap puts next to them) never share a cache line.
+    [StructLayout(LayoutKind.Explicit, Size = 112)]
+    internal sealed class Slot(object owner)
     {
-        [FieldOffset(64)]
-        public long Count;
+#pragma warning disable CA1051 // fields accessed by ref (Volatile.Read/Write) on the hot path
+        [FieldOffset(0)]
+        public readonly object Owner = owner;
+
+        [FieldOffset(56)]
+        public int Count;
+#pragma warning restore CA1051
     }
 }
