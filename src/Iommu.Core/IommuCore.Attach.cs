@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
@@ -15,6 +16,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_domain_alloc")]
     public IDomain? DomainAlloc(Bus bus)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(bus);
         return DomainAllocType(bus, DomainType.Unmanaged);
     }
@@ -29,6 +31,7 @@ public sealed partial class IommuCore
     [KernelSymbol("__iommu_domain_alloc")]
     public IDomain? DomainAllocType(Bus bus, DomainType type)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(bus);
         IIommuOps? ops = bus.IommuOps;
         if (ops is null)
@@ -55,6 +58,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_domain_free")]
     public void DomainFree(IDomain domain)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         foreach (IommuGroup g in Groups)
         {
@@ -82,6 +86,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_attach_device")]
     public Errno AttachDevice(IDomain domain, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
@@ -107,6 +112,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_detach_device")]
     public void DetachDevice(IDomain domain, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
@@ -134,6 +140,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_attach_group")]
     public Errno AttachGroup(IDomain domain, IommuGroup group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(group);
         lock (group.Mutex)
@@ -152,6 +159,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_detach_group")]
     public void DetachGroup(IDomain domain, IommuGroup group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(group);
         lock (group.Mutex)
@@ -166,6 +174,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_get_domain_for_dev")]
     public IDomain? GetDomainForDev(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         return device.IommuGroup?.Domain;
     }
@@ -176,6 +185,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_get_dma_domain")]
     public IDomain? GetDmaDomain(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         return device.IommuGroup?.DefaultDomain;
     }

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 
@@ -20,6 +21,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_get_dev_attr", Version = "seed v4")]
     public Errno GetDevAttr(Device device, IommuDevAttr attr, out bool value)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         value = false;
         IIommuOps? ops = device.Bus?.IommuOps;
@@ -54,6 +56,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_set_dev_attr", Version = "seed v4")]
     public Errno SetDevAttr(Device device, IommuDevAttr attr)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = device.Bus?.IommuOps;
         if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
@@ -77,6 +80,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_dev_has_feature", Version = "5.10")]
     public bool DevHasFeature(Device device, IommuDevFeature feature)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = device.IommuOps;
         return feature == IommuDevFeature.Aux && ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr)
@@ -90,6 +94,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_dev_feature_enabled")]
     public bool DevFeatureEnabled(Device device, IommuDevFeature feature)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = device.IommuOps;
         return feature == IommuDevFeature.Aux && ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr)
@@ -104,6 +109,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_dev_enable_feature")]
     public Errno DevEnableFeature(Device device, IommuDevFeature feature)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = device.IommuOps;
         if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
@@ -123,6 +129,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_dev_disable_feature")]
     public Errno DevDisableFeature(Device device, IommuDevFeature feature)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = device.IommuOps;
         if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
@@ -146,6 +153,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_attach_device_aux", Version = "seed v4")]
     public Errno AttachDeviceAux(IDomain domain, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = domain.Ops;
@@ -165,6 +173,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_detach_device_aux", Version = "seed v4")]
     public void DetachDeviceAux(IDomain domain, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = domain.Ops;
@@ -194,6 +203,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_aux_get_pasid")]
     public int AuxGetPasid(IDomain domain, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = domain.Ops;
@@ -214,6 +224,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_domain_get_attr", Version = "5.10")]
     public Errno DomainGetAttr(IDomain domain, DomainAttr attr, out IommuDomainGeometry geometry)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         if (attr != DomainAttr.Geometry)
         {
@@ -232,6 +243,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_domain_get_attr", Version = "5.10")]
     public Errno DomainGetAttr(IDomain domain, DomainAttr attr, out bool value)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         if (attr == DomainAttr.Geometry)
         {
@@ -260,6 +272,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_domain_get_attr", Version = "5.10")]
     public Errno DomainGetAttr(IDomain domain, DomainAttr attr, out uint value)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         if (attr is DomainAttr.Geometry or DomainAttr.Paging)
         {

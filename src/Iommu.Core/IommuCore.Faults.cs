@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Faults;
@@ -13,6 +14,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_set_fault_handler")]
     public void SetFaultHandler(IDomain domain, IommuFaultHandler? handler, object? token)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         domain.Handler = handler;
         domain.HandlerToken = token;
@@ -27,6 +29,7 @@ public sealed partial class IommuCore
     [KernelSymbol("report_iommu_fault")]
     public int ReportFault(IDomain domain, Device device, ulong iova, IommuFaultAccess access)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
         Interlocked.Increment(ref _domainFaults);
@@ -42,6 +45,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_register_device_fault_handler")]
     public Errno RegisterDeviceFaultHandler(Device device, IommuDeviceFaultHandler handler, object? data)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(handler);
         if (!device.HasIommu)
@@ -64,6 +68,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unregister_device_fault_handler")]
     public Errno UnregisterDeviceFaultHandler(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (!device.HasIommu)
         {
@@ -99,6 +104,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_report_device_fault")]
     public Errno ReportDeviceFault(Device device, IommuFault fault)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(fault);
         CountDeviceFault(fault);
@@ -136,6 +142,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_page_response")]
     public Errno PageResponse(Device device, IommuPageResponse response)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(response);
         IDomain? domain = GetDomainForDev(device);
@@ -188,6 +195,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_get_resv_regions")]
     public IReadOnlyList<IommuResvRegion> GetResvRegions(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         var list = new List<IommuResvRegion>();
         IIommuOps? ops = device.IommuOps;
@@ -208,6 +216,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_get_group_resv_regions")]
     public IReadOnlyList<IommuResvRegion> GetGroupResvRegions(Groups.IommuGroup group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(group);
         var all = new List<IommuResvRegion>();
         foreach (Device d in group.Devices)

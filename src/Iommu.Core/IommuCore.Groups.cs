@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
@@ -12,6 +13,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_alloc")]
     public IommuGroup GroupAlloc()
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         lock (_idLock)
         {
             int id = _groupsById.IndexOf(null);
@@ -33,6 +35,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_get")]
     public IommuGroup? GroupGet(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
         if (group is not null)
@@ -52,6 +55,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_ref_get")]
     public IommuGroup GroupRefGet(IommuGroup group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(group);
         lock (_idLock)
         {
@@ -71,6 +75,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_put")]
     public void GroupPut(IommuGroup? group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         if (group is null)
         {
             return;
@@ -108,6 +113,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_get_by_id")]
     public IommuGroup? GroupGetById(int id)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         lock (_idLock)
         {
             if (id < 0 || id >= _groupsById.Count || _groupsById[id] is not IommuGroup g)
@@ -131,6 +137,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_add_device")]
     public Errno GroupAddDevice(IommuGroup group, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(group);
         ArgumentNullException.ThrowIfNull(device);
         if (device.IommuGroup is not null)
@@ -177,6 +184,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_group_remove_device")]
     public void GroupRemoveDevice(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
         if (group is null)
@@ -213,6 +221,7 @@ public sealed partial class IommuCore
     [KernelSymbol("pci_device_group")]
     public Errno PciDeviceGroup(Device device, out IommuGroup? group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         group = null;
         if (device is not PciDevice pdev)
@@ -272,6 +281,7 @@ public sealed partial class IommuCore
     [KernelSymbol("generic_device_group")]
     public Errno GenericDeviceGroup(Device device, out IommuGroup? group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         group = GroupAlloc();
         return Errno.None;
@@ -293,6 +303,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_probe_device")]
     public Errno ProbeDevice(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         Errno ret = ProbeDeviceCore(device, newGroups: null);
         if (ret != Errno.None)
@@ -329,6 +340,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_release_device")]
     public void ReleaseDevice(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (!device.HasIommu)
         {

@@ -28,6 +28,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_map")]
     public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
         IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
@@ -64,6 +65,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unmap")]
     public ulong Unmap(IDomain domain, ulong iova, ulong size)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapAndSync(domain, iova, size);
         CountUnmap(domain, ret);
@@ -82,6 +84,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unmap_fast")]
     public ulong UnmapFast(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapCore(domain, iova, size, ref gather);
         CountUnmap(domain, ret);
@@ -94,6 +97,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iotlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
         if (ops is not null && (ops.Callbacks & IommuCallbacks.IotlbSync) != 0)
@@ -109,6 +113,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops = domain.Ops;
         if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.FlushIotlbAll))
@@ -128,6 +133,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iotlb_gather_add_page")]
     public void IotlbGatherAddPage(IDomain domain, ref IommuIotlbGather gather, ulong iova, ulong size)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ulong start = iova, end = iova + size - 1;
         if (gather.Pgsize != size || end + 1 < gather.Start || start > gather.End + 1)
         {
@@ -153,6 +159,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iova_to_phys")]
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         if (domain.Type == DomainType.Identity)
         {

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
@@ -65,6 +66,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_capable")]
     public bool Capable(Bus bus, IommuCap cap)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(bus);
         IIommuOps? ops = bus.IommuOps;
         return ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.Capable) && ops.Capable(cap);
@@ -76,6 +78,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_present")]
     public bool Present(Bus bus)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(bus);
         return bus.IommuOps is not null;
     }

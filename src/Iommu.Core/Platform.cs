@@ -13,7 +13,8 @@ namespace Iommu;
 /// </summary>
 /// <remarks>
 /// Thread safety: adding buses and meters is serialised; the members' own types document their locking.
-/// Dispose the platform to release its native memory and the meters it created.
+/// Dispose the platform to release its native memory and the meters it created; see
+/// <see cref="Dispose"/> for what calls racing it do.
 /// </remarks>
 public sealed class Platform : IDisposable
 {
@@ -106,6 +107,7 @@ public sealed class Platform : IDisposable
         {
             lock (_lock)
             {
+                ObjectDisposedException.ThrowIf(_disposed, this);
                 return [.. _buses];
             }
         }
@@ -114,12 +116,14 @@ public sealed class Platform : IDisposable
     /// <summary>Adds the PCI bus of <paramref name="segment"/>.</summary>
     /// <param name="segment">PCI segment (domain) number.</param>
     /// <returns>The bus.</returns>
+    /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     public PciBus AddPciBus(int segment = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(segment);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(segment, 0xffff);
         lock (_lock)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (GetPciBus(segment) is not null)
             {
                 throw new ArgumentException($"PCI segment {segment:x4} already has a bus.", nameof(segment));
@@ -134,10 +138,12 @@ public sealed class Platform : IDisposable
     /// <summary>Adds a non-PCI bus (for instance the <c>mdev</c> bus or a platform bus).</summary>
     /// <param name="name">A unique bus name.</param>
     /// <returns>The bus.</returns>
+    /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     public Bus AddBus(string name)
     {
         lock (_lock)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             foreach (Bus b in _buses)
             {
                 if (b.Name == name)
@@ -155,10 +161,12 @@ public sealed class Platform : IDisposable
     /// <summary>The PCI bus of <paramref name="segment"/>, or null.</summary>
     /// <param name="segment">Segment number.</param>
     /// <returns>The bus or null.</returns>
+    /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     public PciBus? GetPciBus(int segment = 0)
     {
         lock (_lock)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             foreach (Bus b in _buses)
             {
                 if (b is PciBus p && p.Segment == segment)
@@ -172,8 +180,33 @@ public sealed class Platform : IDisposable
     }
 
     /// <summary>Releases the physical memory and the meters the platform created (not those of <see cref="PlatformOptions.MeterFactory"/>).</summary>
+    /// <remarks>
+    /// <para>After Dispose every public entry point of Iommu.Core, Iommu.VtD, Vfio.Mdev and Vfio.Type1
+    /// that works on this platform throws <see cref="ObjectDisposedException"/>, errno-returning kernel
+    /// functions included (a call on a dead platform is misuse, like the kernel's <c>BUG_ON</c>);
+    /// immutable values (names, addresses, options, a device's capabilities) stay readable.</para>
+    /// <para>Dispose may race calls on other threads, and every call ends cleanly: a call that is
+    /// already running when Dispose starts (map, unmap, iova_to_phys, attach, DMA, an ioctl, ...) holds
+    /// an access scope of <see cref="Memory"/> (<see cref="PhysicalMemory.EnterAccess"/>), and Dispose
+    /// waits for every open scope before it frees the native memory, so the call finishes normally
+    /// (the entry points it calls in turn, a VFIO ioctl calling <c>iommu_map</c> for instance, open
+    /// nested scopes, which Dispose does not refuse). A call that starts after Dispose started throws
+    /// <see cref="ObjectDisposedException"/>. No call ever touches freed memory; Dispose returns once
+    /// the running calls have left. The platform's own registrations (<see cref="AddPciBus"/>,
+    /// <see cref="AddBus"/>, <see cref="GetMeter"/>) refuse as soon as Dispose starts. See
+    /// <see cref="PhysicalMemory.Dispose"/> for the ordering argument. Disposing the platform from a
+    /// callback the platform is running on the same thread (a fault handler, a notifier) throws
+    /// <see cref="InvalidOperationException"/>: Dispose would wait for that call forever.</para>
+    /// <para>Idempotent.</para>
+    /// </remarks>
+    /// <exception cref="InvalidOperationException">Called from inside a call on this platform on the same thread (a fault handler or notifier), which Dispose would wait for forever.</exception>
     public void Dispose()
     {
+        if (Memory.HeldByCurrentThread)
+        {
+            throw new InvalidOperationException("Platform.Dispose was called from inside a call on this platform on the same thread (a callback); it would wait for that call forever.");
+        }
+
         lock (_lock)
         {
             if (_disposed)

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Groups;
@@ -37,6 +38,7 @@ public sealed class MdevCore
     public MdevCore(Platform platform)
     {
         ArgumentNullException.ThrowIfNull(platform);
+        platform.Memory.ThrowIfDisposed();
         Platform = platform;
         Bus = platform.AddBus("mdev");
         _log = platform.LoggerFactory.CreateLogger("Vfio.Mdev");
@@ -87,6 +89,7 @@ public sealed class MdevCore
     /// <returns>The parent or null.</returns>
     public MdevParent? FindParent(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         lock (_parentLock)
         {
@@ -99,6 +102,7 @@ public sealed class MdevCore
     /// <returns>The mdev or null.</returns>
     public MdevDevice? FindDevice(Guid uuid)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         lock (_mdevLock)
         {
             foreach (MdevDevice m in _mdevs)
@@ -129,6 +133,7 @@ public sealed class MdevCore
     [KernelSymbol("mdev_register_device")]
     public Errno RegisterDevice(Device parent, IMdevParentOps? ops)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(parent);
         if (ops is null)
         {
@@ -174,7 +179,7 @@ public sealed class MdevCore
                 return ErrorDetail.Fail(Errno.EEXIST, $"{parent.Name} is already registered as an mdev parent");
             }
 
-            var p = new MdevParent(parent, ops, groups);
+            var p = new MdevParent(this, parent, ops, groups);
             _parents.Add(p);
             _sysfsParents.Add(p);
         }
@@ -193,6 +198,7 @@ public sealed class MdevCore
     [KernelSymbol("mdev_unregister_device")]
     public void UnregisterDevice(Device parent)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(parent);
         MdevParent? p;
         lock (_parentLock)
@@ -241,6 +247,7 @@ public sealed class MdevCore
     /// <returns>-ENOENT when the parent has no such type directory (not registered, or no such type); otherwise as <see cref="Create(MdevType, Guid, out MdevDevice?)"/>.</returns>
     public Errno Create(Device parent, string typeName, Guid uuid, out MdevDevice? mdev)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         mdev = null;
         Errno ret = LookupType(parent, typeName, out MdevType? type);
         return ret != Errno.None ? ret : Create(type!, uuid, out mdev);
@@ -259,6 +266,7 @@ public sealed class MdevCore
     [KernelSymbol("create_store")]
     public Errno Create(Device parent, string typeName, string text, out MdevDevice? mdev)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(text);
         mdev = null;
         Errno ret = LookupType(parent, typeName, out MdevType? type);
@@ -299,6 +307,7 @@ public sealed class MdevCore
     [KernelSymbol("mdev_device_create")]
     public Errno Create(MdevType type, Guid uuid, out MdevDevice? mdev)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(type);
         mdev = null;
         MdevParent parent = type.Parent;
@@ -394,6 +403,7 @@ public sealed class MdevCore
     [KernelSymbol("mdev_device_remove")]
     public Errno Remove(MdevDevice mdev)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(mdev);
         lock (_mdevLock)
         {
@@ -450,6 +460,7 @@ public sealed class MdevCore
     [KernelSymbol("remove_store")]
     public Errno Remove(MdevDevice mdev, string text)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(mdev);
         ArgumentNullException.ThrowIfNull(text);
         if (!SysfsText.TryParseKstrtoul(text, out ulong value))

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
@@ -123,6 +124,7 @@ public sealed class MdevDevice : Device, IMdevDevice
     [KernelSymbol("vfio_mdev_open_device")]
     public Errno Open(out MdevDeviceFile? file)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         file = null;
         lock (_openGate)
         {

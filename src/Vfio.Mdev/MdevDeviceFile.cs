@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 
 namespace Vfio.Mdev;
@@ -35,6 +36,7 @@ public sealed class MdevDeviceFile : IDisposable
     [KernelSymbol("vfio_mdev_read")]
     public long Read(Span<byte> buffer, long offset)
     {
+        using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ThrowIfClosed();
         return Ops.Callbacks.HasFlag(MdevParentCallbacks.Read)
             ? Ops.Read(Device, buffer, offset)
@@ -48,6 +50,7 @@ public sealed class MdevDeviceFile : IDisposable
     [KernelSymbol("vfio_mdev_write")]
     public long Write(ReadOnlySpan<byte> buffer, long offset)
     {
+        using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ThrowIfClosed();
         return Ops.Callbacks.HasFlag(MdevParentCallbacks.Write)
             ? Ops.Write(Device, buffer, offset)
@@ -61,6 +64,7 @@ public sealed class MdevDeviceFile : IDisposable
     [KernelSymbol("vfio_mdev_unlocked_ioctl")]
     public long Ioctl(uint cmd, Span<byte> arg)
     {
+        using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ThrowIfClosed();
         return Ops.Callbacks.HasFlag(MdevParentCallbacks.Ioctl) ? Ops.Ioctl(Device, cmd, arg) : 0;
     }
@@ -71,6 +75,7 @@ public sealed class MdevDeviceFile : IDisposable
     [KernelSymbol("vfio_mdev_mmap")]
     public Errno Mmap(VmArea vma)
     {
+        using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(vma);
         ThrowIfClosed();
         return Ops.Callbacks.HasFlag(MdevParentCallbacks.Mmap)

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Vfio.Mdev.Internal;
@@ -19,8 +20,9 @@ public sealed class MdevParent
     private readonly List<MdevDevice> _children = [];
     private readonly MdevType[] _types;
 
-    internal MdevParent(Device device, IMdevParentOps ops, IReadOnlyList<MdevTypeGroup> groups)
+    internal MdevParent(MdevCore core, Device device, IMdevParentOps ops, IReadOnlyList<MdevTypeGroup> groups)
     {
+        Core = core;
         Device = device;
         Ops = ops;
         _types = new MdevType[groups.Count];
@@ -29,6 +31,9 @@ public sealed class MdevParent
             _types[i] = new MdevType(this, i, groups[i]);
         }
     }
+
+    /// <summary>The mdev core the parent is registered with (its platform is the one the guards check).</summary>
+    internal MdevCore Core { get; }
 
     /// <summary>The physical parent device.</summary>
     public Device Device { get; }
@@ -65,6 +70,7 @@ public sealed class MdevParent
     /// <returns>The type or null.</returns>
     public MdevType? FindType(string name)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         foreach (MdevType t in _types)
         {
             if (t.Name == name)

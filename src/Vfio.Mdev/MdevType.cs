@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 
@@ -59,6 +60,7 @@ public sealed class MdevType
     /// <returns>File names.</returns>
     public IReadOnlyList<string> ListDirectory()
     {
+        using PhysicalMemory.AccessScope guard = Parent.Core.Platform.Memory.EnterAccess();
         var names = new List<string> { "create", "devices" };
         foreach (MdevTypeAttribute a in Group.Attributes)
         {
@@ -75,6 +77,7 @@ public sealed class MdevType
     /// <returns>0; -EACCES for the write-only <c>create</c>; -ENOENT for a file the type does not have or once the parent is unregistered.</returns>
     public Errno ReadAttribute(string attribute, out string value)
     {
+        using PhysicalMemory.AccessScope guard = Parent.Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(attribute);
         value = string.Empty;
         if (!Parent.SysfsPresent)

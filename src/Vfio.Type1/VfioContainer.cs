@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using System.Buffers.Binary;
 using Iommu;
 using Vfio.Type1.Memory;
@@ -83,6 +84,7 @@ public sealed class VfioContainer : VfioFile
     [KernelSymbol("vfio_fops_unl_ioctl")]
     public int Ioctl(ProcessAddressSpace caller, uint request, Span<byte> arg)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(caller);
         switch (request)
         {
@@ -106,6 +108,7 @@ public sealed class VfioContainer : VfioFile
     /// <returns>The syscall result.</returns>
     public int Ioctl(uint request, ulong value)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(b, value);
         return Ioctl(Owner, request, b);
@@ -122,6 +125,7 @@ public sealed class VfioContainer : VfioFile
     [KernelSymbol("vfio_ioctl_check_extension")]
     public int CheckExtension(long extension)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         VfioIommuType1? b = Backend;
         return b is not null ? b.CheckExtension(extension) : VfioIommuType1.CheckExtensionNoBackend(extension);
     }
@@ -132,6 +136,7 @@ public sealed class VfioContainer : VfioFile
     [KernelSymbol("vfio_ioctl_set_iommu")]
     public Errno SetIommu(long type)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         lock (Sync)
         {
             if (GroupList.Count == 0 || _backend is not null)
@@ -182,6 +187,7 @@ public sealed class VfioContainer : VfioFile
     /// <returns>0 or the errno of §4.6.</returns>
     public Errno MapDma(ProcessAddressSpace caller, in VfioIommuType1DmaMap map)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         Span<byte> b = stackalloc byte[VfioIommuType1DmaMap.StructSize];
         map.Write(b);
         return ErrnoExtensions.FromKernelReturn(Ioctl(caller, VfioUapi.VFIO_IOMMU_MAP_DMA, b));
@@ -198,6 +204,7 @@ public sealed class VfioContainer : VfioFile
     /// <returns>0 or the errno of §4.7.</returns>
     public Errno UnmapDma(ProcessAddressSpace caller, ref VfioIommuType1DmaUnmap unmap)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         Span<byte> b = stackalloc byte[48];
         unmap.Write(b);
         int len = (unmap.Flags & VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) != 0 ? 48 : VfioIommuType1DmaUnmap.StructSize;
@@ -222,6 +229,7 @@ public sealed class VfioContainer : VfioFile
     /// <returns>0 or the errno of §4.10.</returns>
     public Errno DirtyPages(uint flags)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         Span<byte> b = stackalloc byte[8];
         BinaryPrimitives.WriteUInt32LittleEndian(b, 8);
         BinaryPrimitives.WriteUInt32LittleEndian(b[4..], flags);
@@ -235,6 +243,7 @@ public sealed class VfioContainer : VfioFile
     /// <returns>0 or the errno of §4.10.</returns>
     public Errno GetDirtyBitmap(ulong iova, ulong size, VfioBitmap bitmap)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         Span<byte> b = stackalloc byte[48];
         BinaryPrimitives.WriteUInt32LittleEndian(b, 48);
         BinaryPrimitives.WriteUInt32LittleEndian(b[4..], VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP);

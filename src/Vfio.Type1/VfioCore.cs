@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Iommu;
@@ -37,6 +38,7 @@ public sealed class VfioCore : IVfioPinning
     public VfioCore(Platform platform, VfioType1Options? options = null)
     {
         ArgumentNullException.ThrowIfNull(platform);
+        platform.Memory.ThrowIfDisposed();
         Platform = platform;
         Options = options ?? new VfioType1Options();
         PublishMetrics();
@@ -60,6 +62,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_register_group_dev")]
     public Errno RegisterDevice(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (device.IommuGroup is null)
         {
@@ -83,6 +86,7 @@ public sealed class VfioCore : IVfioPinning
     /// <param name="bound">True: bound to another driver; false: unbound.</param>
     public void SetForeignDriver(Device device, bool bound)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         lock (_lock)
         {
@@ -102,6 +106,7 @@ public sealed class VfioCore : IVfioPinning
     /// <returns>The VFIO group or null.</returns>
     public VfioGroup? GetGroup(IommuGroup group)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(group);
         lock (_lock)
         {
@@ -116,6 +121,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_fops_open")]
     public VfioContainer OpenContainer(ProcessAddressSpace process, out int fd)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(process);
         var c = new VfioContainer(this, process, Interlocked.Increment(ref _lastContainerId));
         fd = process.InstallFile(c);
@@ -132,6 +138,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_group_fops_open")]
     public Errno OpenGroup(ProcessAddressSpace process, int groupId, out VfioGroup? group, out int fd)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(process);
         fd = -1;
         group = null;
@@ -265,6 +272,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_pin_pages")]
     public int PinPages(Device device, ulong[] userPfns, int npage, IommuProt prot, ulong[] physPfns)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (userPfns is null || physPfns is null || npage <= 0)
         {
@@ -284,6 +292,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_unpin_pages")]
     public int UnpinPages(Device device, ulong[] userPfns, int npage)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (userPfns is null || npage <= 0)
         {
@@ -303,6 +312,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_register_notifier")]
     public Errno RegisterNotifier(Device device, VfioNotifyType type, VfioIommuNotifyEvents events, VfioIommuNotifier notifier)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (notifier is null || events == VfioIommuNotifyEvents.None)
         {
@@ -322,6 +332,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_unregister_notifier")]
     public Errno UnregisterNotifier(Device device, VfioNotifyType type, VfioIommuNotifier notifier)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (notifier is null)
         {
@@ -345,6 +356,7 @@ public sealed class VfioCore : IVfioPinning
     [KernelSymbol("vfio_dma_rw")]
     public int DmaRw(Device device, ulong iova, Span<byte> data, bool write, ProcessAddressSpace? caller = null)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         if (data.IsEmpty)
         {

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using System.Buffers.Binary;
 using System.Text;
 using Iommu;
@@ -74,6 +75,7 @@ public sealed class VfioGroup : VfioFile
     [KernelSymbol("vfio_group_fops_unl_ioctl")]
     public int Ioctl(ProcessAddressSpace caller, uint request, Span<byte> arg)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(caller);
         switch (request)
         {
@@ -125,6 +127,7 @@ public sealed class VfioGroup : VfioFile
     /// <returns>argsz 8 and the flags VIABLE / CONTAINER_SET.</returns>
     public VfioGroupStatus GetStatus()
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         uint flags = 0;
         if (Core.IsViable(IommuGroup))
         {
@@ -144,6 +147,7 @@ public sealed class VfioGroup : VfioFile
     /// <returns>0 or the errno of §4.2.</returns>
     public Errno SetContainer(VfioContainer container)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(container);
         return SetContainer(container.Owner, container.Fd);
     }
@@ -155,6 +159,7 @@ public sealed class VfioGroup : VfioFile
     [KernelSymbol("vfio_group_set_container")]
     public Errno SetContainer(ProcessAddressSpace caller, int containerFd)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(caller);
         if (containerFd < 0)
         {
@@ -206,6 +211,7 @@ public sealed class VfioGroup : VfioFile
     [KernelSymbol("vfio_group_unset_container")]
     public Errno UnsetContainer()
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         lock (_lock)
         {
             if (_containerUsers == 0)
@@ -232,6 +238,7 @@ public sealed class VfioGroup : VfioFile
     [KernelSymbol("vfio_group_get_device_fd")]
     public Errno GetDeviceFd(ProcessAddressSpace caller, string name, out VfioDeviceFile? file, out int fd)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(caller);
         file = null;
         fd = -1;

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
@@ -42,6 +43,7 @@ public sealed partial class VfioIommuType1
     /// <exception cref="InvalidOperationException">An invariant does not hold.</exception>
     public void Audit()
     {
+        using PhysicalMemory.AccessScope guard = _iommu.Platform.Memory.EnterAccess();
         lock (_lock)
         {
             ulong min = MinPageSize;

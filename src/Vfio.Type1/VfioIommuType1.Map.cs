@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using System.Buffers.Binary;
 using Iommu;
 using Iommu.Domains;
@@ -17,6 +18,7 @@ public sealed partial class VfioIommuType1
     [KernelSymbol("vfio_iommu_type1_ioctl")]
     public int Ioctl(ProcessAddressSpace caller, uint request, Span<byte> arg)
     {
+        using PhysicalMemory.AccessScope guard = _iommu.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(caller);
         return request switch
         {

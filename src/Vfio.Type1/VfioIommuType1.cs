@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using System.Buffers.Binary;
 using System.Numerics;
 using Iommu;
@@ -187,6 +188,7 @@ public sealed partial class VfioIommuType1
     [KernelSymbol("vfio_iommu_type1_check_extension")]
     public int CheckExtension(long ext)
     {
+        using PhysicalMemory.AccessScope guard = _iommu.Platform.Memory.EnterAccess();
         if (ext != VfioUapi.VFIO_DMA_CC_IOMMU)
         {
             return CheckExtensionNoBackend(ext);

@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Internal;
 
 namespace Iommu.Devices;
@@ -63,6 +64,7 @@ public class Bus
     [KernelSymbol("bus_set_iommu")]
     public Errno SetIommuOps(IIommuOps? ops)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         lock (SyncRoot)
         {
             if (ops is null)
@@ -97,6 +99,7 @@ public class Bus
     [KernelSymbol("device_add")]
     public Errno AddDevice(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         lock (SyncRoot)
         {
@@ -117,6 +120,7 @@ public class Bus
     [KernelSymbol("device_del")]
     public void RemoveDevice(Device device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         lock (SyncRoot)
         {

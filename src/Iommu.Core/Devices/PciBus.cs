@@ -1,3 +1,4 @@
+using Iommu.Memory;
 namespace Iommu.Devices;
 
 /// <summary>The PCI bus of one segment (<c>pci_bus_type</c> restricted to a PCI domain).</summary>
@@ -26,6 +27,7 @@ public sealed class PciBus : Bus
     [KernelSymbol("struct dmar_drhd_unit")]
     public void AddDmaRemapper(IDmaRemapper unit, bool includeAll, params PciAddress[] scope)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(unit);
         ArgumentNullException.ThrowIfNull(scope);
         lock (SyncRoot)
@@ -48,6 +50,7 @@ public sealed class PciBus : Bus
     [KernelSymbol("dmar_find_matched_drhd_unit")]
     public IDmaRemapper? FindDmaRemapper(PciDevice device)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         lock (SyncRoot)
         {
@@ -84,6 +87,7 @@ public sealed class PciBus : Bus
     /// <returns>The new device.</returns>
     public PciDevice AddDevice(PciDeviceSpec spec)
     {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(spec);
         PciDevice? upstream = null;
         if (spec.Upstream is PciAddress up)

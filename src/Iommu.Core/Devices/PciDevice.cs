@@ -4,7 +4,9 @@ namespace Iommu.Devices;
 /// A PCI function (<c>struct pci_dev</c>): address and requester ID, the capabilities the IOMMU
 /// stack looks at (PASID, ATS, PRI, the Intel Scalable-IOV DVSEC, ACS), RMRR lock and DMA aliases.
 /// </summary>
-/// <remarks>Create through <see cref="PciBus.AddDevice(PciDeviceSpec)"/>.</remarks>
+/// <remarks>Create through <see cref="PciBus.AddDevice(PciDeviceSpec)"/>. After the platform is
+/// disposed, DMA and the capability-control methods throw <see cref="ObjectDisposedException"/>; the
+/// immutable description (address, capabilities) stays readable.</remarks>
 [KernelSymbol("struct pci_dev")]
 public sealed class PciDevice : Device
 {
@@ -117,6 +119,7 @@ public sealed class PciDevice : Device
     /// <returns>The outcome.</returns>
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         IDmaRemapper? unit = (Bus as PciBus)?.FindDmaRemapper(this);
         if (unit is not null)
         {
@@ -140,6 +143,7 @@ public sealed class PciDevice : Device
     /// <returns>The outcome.</returns>
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         IDmaRemapper? unit = (Bus as PciBus)?.FindDmaRemapper(this);
         if (unit is not null)
         {
@@ -156,11 +160,15 @@ public sealed class PciDevice : Device
         return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, 0);
     }
 
+    // The device's access scope: its platform's memory (none while the device is on no bus).
+    private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;
+
     /// <summary>Enables PASID on the device (<c>pci_enable_pasid</c>).</summary>
     /// <returns>-EINVAL without the capability, -EBUSY when already enabled.</returns>
     [KernelSymbol("pci_enable_pasid")]
     public Errno EnablePasid()
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         if (PasidEnabled)
         {
             return ErrorDetail.Fail(Errno.EBUSY, $"PASID is already enabled on {Name}");
@@ -177,13 +185,18 @@ public sealed class PciDevice : Device
 
     /// <summary>Disables PASID (<c>pci_disable_pasid</c>).</summary>
     [KernelSymbol("pci_disable_pasid")]
-    public void DisablePasid() => PasidEnabled = false;
+    public void DisablePasid()
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
+        PasidEnabled = false;
+    }
 
     /// <summary>Enables ATS (<c>pci_enable_ats</c>).</summary>
     /// <returns>-EINVAL without the capability, -EBUSY when already enabled.</returns>
     [KernelSymbol("pci_enable_ats")]
     public Errno EnableAts()
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         if (!HasAts)
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"{Name} has no ATS capability");
@@ -200,13 +213,18 @@ public sealed class PciDevice : Device
 
     /// <summary>Disables ATS (<c>pci_disable_ats</c>).</summary>
     [KernelSymbol("pci_disable_ats")]
-    public void DisableAts() => AtsEnabled = false;
+    public void DisableAts()
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
+        AtsEnabled = false;
+    }
 
     /// <summary>Enables PRI (<c>pci_enable_pri</c>).</summary>
     /// <returns>-EBUSY when already enabled, -EINVAL without the capability.</returns>
     [KernelSymbol("pci_enable_pri")]
     public Errno EnablePri()
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         if (PriEnabled)
         {
             return ErrorDetail.Fail(Errno.EBUSY, $"PRI is already enabled on {Name}");
@@ -223,7 +241,11 @@ public sealed class PciDevice : Device
 
     /// <summary>Disables PRI (<c>pci_disable_pri</c>).</summary>
     [KernelSymbol("pci_disable_pri")]
-    public void DisablePri() => PriEnabled = false;
+    public void DisablePri()
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
+        PriEnabled = false;
+    }
 
     /// <summary>Whether two functions are DMA aliases of each other (<c>pci_devs_are_dma_aliases</c>).</summary>
     /// <param name="other">Another function.</param>
@@ -231,6 +253,7 @@ public sealed class PciDevice : Device
     [KernelSymbol("pci_devs_are_dma_aliases")]
     public bool IsDmaAliasOf(PciDevice other)
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         ArgumentNullException.ThrowIfNull(other);
         if (other.Segment != Segment || other.BusNumber != BusNumber)
         {

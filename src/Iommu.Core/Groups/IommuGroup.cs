@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.Domains;
 
@@ -94,6 +95,7 @@ public sealed class IommuGroup
     [KernelSymbol("iommu_group_set_iommudata")]
     public void SetIommuData(object? data, Action<object?>? release)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         IommuData = data;
         _iommuDataRelease = release;
     }
@@ -107,6 +109,7 @@ public sealed class IommuGroup
     [KernelSymbol("iommu_group_for_each_dev")]
     public int ForEachDevice(Func<Device, int> fn)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(fn);
         lock (Mutex)
         {
@@ -129,6 +132,7 @@ public sealed class IommuGroup
     [KernelSymbol("iommu_group_register_notifier")]
     public Errno RegisterNotifier(IommuGroupNotifier notifier)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(notifier);
         lock (_notifiers)
         {
@@ -144,6 +148,7 @@ public sealed class IommuGroup
     [KernelSymbol("iommu_group_unregister_notifier")]
     public Errno UnregisterNotifier(IommuGroupNotifier notifier)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(notifier);
         lock (_notifiers)
         {
@@ -159,6 +164,7 @@ public sealed class IommuGroup
     [KernelSymbol("iommu_group_notify")]
     public void Notify(IommuGroupNotification action, Device device)
     {
+        using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         IommuGroupNotifier[] chain;
         lock (_notifiers)
         {

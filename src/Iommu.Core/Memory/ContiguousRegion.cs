@@ -7,7 +7,10 @@ namespace Iommu.Memory;
 /// A range of <see cref="PhysicalMemory"/> backed by one contiguous native block (see
 /// <see cref="PhysicalMemory.PinContiguous"/>): table access is a bounds check and a pointer add.
 /// </summary>
-/// <remarks>Thread safety: as <see cref="PhysicalMemory"/>. Valid until the memory is disposed.</remarks>
+/// <remarks>Thread safety: as <see cref="PhysicalMemory"/>. Valid until the memory is disposed; from
+/// then on every member but the immutable <see cref="Start"/>, <see cref="Size"/>, <see cref="Memory"/>
+/// and <see cref="ContainsFrame"/> throws <see cref="ObjectDisposedException"/> (a volatile flag read).
+/// A caller that may race the dispose holds <see cref="PhysicalMemory.EnterAccess"/>.</remarks>
 public sealed unsafe class ContiguousRegion
 {
     private readonly byte* _base;
@@ -25,7 +28,15 @@ public sealed unsafe class ContiguousRegion
     /// <c>BasePointer + (pa - Start)</c> until the memory is disposed. For page walkers that want C's
     /// pointer arithmetic; everything else should use <see cref="Table"/> or <see cref="Entry"/>.
     /// </summary>
-    public byte* BasePointer => _base;
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    public byte* BasePointer
+    {
+        get
+        {
+            Memory.ThrowIfDisposed();
+            return _base;
+        }
+    }
 
     /// <summary>The memory this region belongs to.</summary>
     public PhysicalMemory Memory { get; }
@@ -54,6 +65,8 @@ public sealed unsafe class ContiguousRegion
             return Memory.Table(pa);
         }
 
+        Memory.ThrowIfDisposed();
+
         return new Span<ulong>(_base + offset, PhysicalMemory.PageSize / sizeof(ulong));
     }
 
@@ -68,6 +81,8 @@ public sealed unsafe class ContiguousRegion
         {
             ThrowHelper.PhysicalRange(pa, sizeof(ulong), Start + Size);
         }
+
+        Memory.ThrowIfDisposed();
 
         return ref *(ulong*)(_base + offset);
     }

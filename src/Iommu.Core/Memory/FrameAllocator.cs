@@ -12,7 +12,11 @@ namespace Iommu.Memory;
 /// so nothing is allocated on the GC heap, ever.</para>
 /// <para>Fault injection in the style of the kernel's <c>fail_nth</c>: <see cref="FailNth"/> makes
 /// the N-th allocation from now fail once.</para>
-/// <para>Thread safety: all members may be called concurrently.</para>
+/// <para>Thread safety: all members may be called concurrently. After the memory is disposed,
+/// <see cref="TryAllocate"/>, <see cref="TryAllocateContiguous"/>, <see cref="Free"/>,
+/// <see cref="IsAllocated"/> and <see cref="FailNth"/> throw <see cref="ObjectDisposedException"/>;
+/// allocation and free hold an access scope of the memory (<see cref="PhysicalMemory.EnterAccess"/>),
+/// so they are safe against a racing dispose. The counters and the region's bounds stay readable.</para>
 /// </remarks>
 public sealed class FrameAllocator
 {
@@ -33,9 +37,11 @@ public sealed class FrameAllocator
     /// <param name="memory">The physical memory the frames live in.</param>
     /// <param name="regionBase">4 KiB-aligned start of the region.</param>
     /// <param name="regionSize">Bytes in the region; a non-zero multiple of 4 KiB inside <paramref name="memory"/>.</param>
+    /// <exception cref="ArgumentException">The region overlaps a range of <paramref name="memory"/> already claimed (<see cref="PhysicalMemory.Claim"/>).</exception>
     public FrameAllocator(PhysicalMemory memory, ulong regionBase, ulong regionSize)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        memory.ThrowIfDisposed();
         if ((regionBase | regionSize) % PhysicalMemory.PageSize != 0 || regionSize == 0 || !memory.Contains(regionBase, regionSize))
         {
             throw new ArgumentOutOfRangeException(
@@ -43,6 +49,7 @@ public sealed class FrameAllocator
                 string.Create(CultureInfo.InvariantCulture, $"Frame region [0x{regionBase:x}, 0x{regionBase + regionSize:x}) must be 4 KiB-aligned, non-empty and inside physical memory [0x0, 0x{memory.Size:x})."));
         }
 
+        memory.Claim(regionBase, regionSize, this, "page-table frame region");
         _memory = memory;
         Region = memory.PinContiguous(regionBase, regionSize);
         RegionBase = regionBase;
@@ -80,8 +87,10 @@ public sealed class FrameAllocator
     /// Makes the <paramref name="n"/>-th allocation from now fail (1 = the next one), once; 0 cancels.
     /// </summary>
     /// <param name="n">Which allocation fails; 0 to cancel a pending injection.</param>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public void FailNth(int n)
     {
+        _memory.ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfNegative(n);
         lock (_lock)
         {
@@ -104,8 +113,10 @@ public sealed class FrameAllocator
     /// <summary>Allocates one zeroed 4 KiB frame.</summary>
     /// <param name="pa">Its physical address, or 0 on failure.</param>
     /// <returns>False when the region is exhausted or a failure was injected (the kernel's -ENOMEM).</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public bool TryAllocate(out ulong pa)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         lock (_lock)
         {
             if (_failCountdown != 0 && --_failCountdown == 0)
@@ -160,6 +171,7 @@ public sealed class FrameAllocator
     /// </remarks>
     public bool TryAllocateContiguous(int count, out ulong pa)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         if (count == 1)
         {
@@ -210,8 +222,10 @@ public sealed class FrameAllocator
     /// <summary>Whether <paramref name="pa"/> is a frame of this allocator that is currently allocated.</summary>
     /// <param name="pa">Physical address.</param>
     /// <returns>True when allocated.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public bool IsAllocated(ulong pa)
     {
+        _memory.ThrowIfDisposed();
         if (!InRegion(pa))
         {
             return false;
@@ -228,8 +242,10 @@ public sealed class FrameAllocator
     /// <param name="pa">The frame's physical address.</param>
     /// <exception cref="ArgumentException">The address is not a frame of this region.</exception>
     /// <exception cref="InvalidOperationException">The frame is not allocated (double free).</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
     public void Free(ulong pa)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         if (!InRegion(pa))
         {
             throw new ArgumentException(

@@ -16,7 +16,12 @@ namespace Iommu.Memory;
 /// an out-of-range address is an expected outcome (a device DMA, for instance).</para>
 /// <para>Thread safety: any number of threads may read and write concurrently; backing a chunk is
 /// race-free (the loser of a race frees its chunk). Two threads writing the same bytes race as
-/// they would on real memory. <see cref="Dispose"/> must not race with other calls.</para>
+/// they would on real memory. Every accessor throws <see cref="ObjectDisposedException"/> once
+/// <see cref="Dispose"/> has released the native memory (a volatile read of a flag, nothing more). A
+/// caller whose accesses may race <see cref="Dispose"/> on another thread holds an access scope
+/// (<see cref="EnterAccess"/>) around them: <see cref="Dispose"/> waits for every open scope before it
+/// releases the native memory. The public entry points of the libraries built on this type (the IOMMU
+/// core, DMA, the VT-d unit, VFIO) each hold one, so they never touch freed memory.</para>
 /// </remarks>
 public sealed unsafe class PhysicalMemory : IDisposable
 {
@@ -38,8 +43,25 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     private readonly nint[]?[] _directory;
     private readonly List<(nint Block, ulong First, ulong Count)> _contiguous = [];
+    // In-flight access scopes: one counter per thread that ever entered (written only by its thread,
+    // so entering is a plain store, no interlocked operation and no shared cache line), found through
+    // a ThreadLocal of this memory (no static state) and listed for Dispose.
+    private readonly ThreadLocal<Slot> _slot;
+    private readonly Lock _slotLock = new();
+    private readonly List<Slot> _slots = [];
+    private readonly object _slotOwner = new(); // names this memory in its slots
+
+    // The calling thread's slot of the memory it entered last: a one-entry cache in front of _slot
+    // (ThreadLocal<T>.Value costs several times more). It holds no state of its own: a slot names its
+    // memory by _slotOwner, not by the memory, so the cache keeps no memory alive, and a thread that
+    // alternates between platforms just takes the ThreadLocal path more often.
+    [ThreadStatic]
+    private static Slot? t_lastSlot;
+    private readonly Lock _claimLock = new();
+    private readonly List<Claimed> _claims = [];
     private long _backedChunks;
-    private bool _disposed;
+    private int _disposed; // Dispose has started: no new scope opens (nested ones still do)
+    private int _released; // Dispose has waited for every scope and frees (or freed) the native memory
 
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
     /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
@@ -51,12 +73,155 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         Size = size;
+        _slot = new ThreadLocal<Slot>(NewSlot);
         ulong chunks = (size + ChunkSize - 1) >> ChunkShift;
         _directory = new nint[]?[(chunks + DirEntries - 1) >> DirShift];
     }
 
     /// <summary>Bytes of physical address space (addresses 0 to <c>Size - 1</c>).</summary>
     public ulong Size { get; }
+
+    /// <summary>True once <see cref="Dispose"/> has started: new access scopes throw <see cref="ObjectDisposedException"/>.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once <see cref="Dispose"/> has released the native memory.</summary>
+    /// <remarks>
+    /// A volatile read only: it tells a caller that arrives after the dispose, it does not keep the
+    /// memory alive (<see cref="EnterAccess"/> does). While Dispose waits for open scopes the memory is
+    /// still valid and this does not throw, so a call in flight finishes normally; the accessors check
+    /// the same flag.
+    /// </remarks>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _released) != 0)
+        {
+            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+        }
+    }
+
+    /// <summary>
+    /// Opens an access scope: until the returned scope is disposed, <see cref="Dispose"/> waits and the
+    /// native memory stays allocated, so any number of accesses (pointer walks of a
+    /// <see cref="ContiguousRegion"/> included) may run without further checks. Scopes nest and may be
+    /// held by any number of threads at once.
+    /// </summary>
+    /// <returns>The scope; dispose it exactly once, on the thread that opened it (<c>using var scope = memory.EnterAccess();</c>).</returns>
+    /// <exception cref="ObjectDisposedException"><see cref="Dispose"/> has started and the calling thread holds no scope of this memory yet (a nested scope of a call in flight still opens: Dispose is waiting for that call anyway).</exception>
+    /// <remarks>
+    /// Cost: a thread-static read (a one-entry cache of the thread's counter), two plain stores to a counter only the calling thread writes, and a
+    /// volatile read; no interlocked operation, no shared cache line, no allocation (after a thread's
+    /// first scope), no lock. The disposing thread pays instead (see <see cref="Dispose"/>). Calling
+    /// <see cref="Dispose"/> (or <see cref="Platform.Dispose"/>) from inside a scope on the same thread
+    /// (from a callback of a call in progress) throws <see cref="InvalidOperationException"/>.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public AccessScope EnterAccess()
+    {
+        Slot? slot = t_lastSlot;
+        if (slot is null || slot.Owner != _slotOwner)
+        {
+            slot = SlotOfThisThread();
+        }
+
+        int depth = slot.Count;
+        Volatile.Write(ref slot.Count, depth + 1);
+
+        // Store, then load: Dispose's process-wide barrier orders them against its own store and
+        // load (see the remarks of Dispose), so either this read sees the flag or Dispose sees the
+        // count. A nested scope (depth > 0) opens anyway: Dispose waits for the outer one.
+        if (Volatile.Read(ref _disposed) != 0 && depth == 0)
+        {
+            Volatile.Write(ref slot.Count, depth);
+            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+        }
+
+        return new AccessScope(this, slot);
+    }
+
+    /// <summary>Whether the calling thread holds an access scope of this memory.</summary>
+    internal bool HeldByCurrentThread => Volatile.Read(ref _disposed) == 0 && _slot.IsValueCreated && _slot.Value!.Count != 0;
+
+    /// <summary>The ranges claimed so far (<see cref="Claim"/>), in claim order.</summary>
+    public IReadOnlyList<Claimed> Claims
+    {
+        get
+        {
+            lock (_claimLock)
+            {
+                return [.. _claims];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Records that <paramref name="owner"/> hands out the pages of <c>[start, start + size)</c>: the
+    /// frame allocator's table region, a host page pool. Claims never overlap, so no two owners hand
+    /// out the same page; the registry belongs to this memory (no global state).
+    /// </summary>
+    /// <param name="start">First byte.</param>
+    /// <param name="size">Bytes, non-zero; the range must lie inside the memory.</param>
+    /// <param name="owner">Who hands the pages out.</param>
+    /// <param name="description">What the range is for, used in error messages.</param>
+    /// <exception cref="ArgumentException">The range overlaps a claimed range; the message names both.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is empty or outside the memory.</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    public void Claim(ulong start, ulong size, object owner, string description)
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        ArgumentNullException.ThrowIfNull(description);
+        ThrowIfDisposed();
+        if (size == 0 || !Contains(start, size))
+        {
+            ThrowHelper.PhysicalRange(start, size, Size);
+        }
+
+        lock (_claimLock)
+        {
+            foreach (Claimed c in _claims)
+            {
+                if (start < c.Start + c.Size && c.Start < start + size)
+                {
+                    ThrowHelper.Argument(
+                        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{description} [0x{start:x}, 0x{start + size:x}) overlaps {c.Description} [0x{c.Start:x}, 0x{c.Start + c.Size:x}) of the same physical memory: two owners would hand out the same pages."),
+                        nameof(start));
+                }
+            }
+
+            _claims.Add(new Claimed(start, size, owner, description));
+        }
+    }
+
+    /// <summary>
+    /// Atomically with respect to other claims: the first non-null <paramref name="find"/> result over
+    /// the claims, else what <paramref name="create"/> returns (it typically calls <see cref="Claim"/>).
+    /// Lets owners be shared per memory (one host page pool per platform) without global state.
+    /// </summary>
+    /// <typeparam name="T">The owner type.</typeparam>
+    /// <param name="find">Picks an existing owner from a claim, or returns null.</param>
+    /// <param name="create">Creates the owner when none was found.</param>
+    /// <returns>The existing or new owner.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    public T FindOrClaim<T>(Func<Claimed, T?> find, Func<T> create)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(find);
+        ArgumentNullException.ThrowIfNull(create);
+        ThrowIfDisposed();
+        lock (_claimLock)
+        {
+            foreach (Claimed c in _claims)
+            {
+                if (find(c) is T found)
+                {
+                    return found;
+                }
+            }
+
+            return create();
+        }
+    }
 
     /// <summary>Bytes currently backed by native memory (a multiple of 2 MiB).</summary>
     public long BackedBytes => Interlocked.Read(ref _backedChunks) << ChunkShift;
@@ -225,16 +390,59 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     /// <summary>Frees every chunk. Spans obtained earlier must not be used afterwards.</summary>
+    /// <remarks>
+    /// <para>Semantics with other threads: calls that hold an access scope (<see cref="EnterAccess"/>;
+    /// every public entry point of the IOMMU core, DMA, the VT-d unit and VFIO holds one) when Dispose
+    /// starts finish normally, nested entry points included (a thread that already holds a scope may
+    /// open more), and Dispose waits for them before it releases anything; a thread that holds no
+    /// scope cannot open one once Dispose started, so calls that start afterwards throw
+    /// <see cref="ObjectDisposedException"/>. The accessors and <see cref="ThrowIfDisposed"/> throw it
+    /// once the memory is released. Accessors called directly, outside a scope, are not kept safe
+    /// against a Dispose that releases the memory while they run; hold a scope around them when that
+    /// can happen. Idempotent; concurrent Dispose calls: the first releases, the others return at once
+    /// (without waiting).</para>
+    /// <para>Ordering (Dekker with an asymmetric fence): an entrant stores its thread's count, then
+    /// loads the flag, with no fence between (a plain store and a volatile load; the JIT keeps their
+    /// order, the processor may not). Dispose stores the flag with an interlocked exchange, then runs
+    /// <see cref="Interlocked.MemoryBarrierProcessWide"/>, which executes a full fence on every thread
+    /// of the process at some point, and only then reads the counts. If that fence falls on an
+    /// entrant's thread before its store, its later load sees the flag and it leaves; otherwise the
+    /// store precedes the fence and Dispose sees the count and waits for it to drop to zero. A thread
+    /// registers its counter (under a lock) before its first store, so Dispose, which lists the
+    /// counters after the barrier, never misses an entrant that did not see the flag. Each counter
+    /// is written only by its thread, so it needs no interlocked operation and never goes negative.</para>
+    /// </remarks>
+    /// <exception cref="InvalidOperationException">Called on a thread that holds an access scope of this memory (it would wait for itself).</exception>
     public void Dispose()
     {
         // A constructor that threw leaves _directory null; the finalizer still runs then.
-        if (_disposed || _directory is null)
+        if (_directory is null || Volatile.Read(ref _disposed) != 0)
         {
             GC.SuppressFinalize(this);
             return;
         }
 
-        _disposed = true;
+        if (_slot.IsValueCreated && _slot.Value!.Count != 0)
+        {
+            ThrowHelper.InvalidOperation("PhysicalMemory.Dispose was called inside an access scope of the same memory on this thread (from a callback of a call in progress); it would wait for itself.");
+        }
+
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            GC.SuppressFinalize(this);
+            return;
+        }
+
+        Interlocked.MemoryBarrierProcessWide();
+        WaitForScopes();
+        Volatile.Write(ref _released, 1);
+        Free();
+        _slot.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    private void Free()
+    {
         for (int d = 0; d < _directory.Length; d++)
         {
             nint[]? dir = _directory[d];
@@ -260,8 +468,6 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         _contiguous.Clear();
-
-        GC.SuppressFinalize(this);
     }
 
     /// <summary>
@@ -316,6 +522,43 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
+    private void WaitForScopes()
+    {
+        Slot[] slots;
+        lock (_slotLock)
+        {
+            slots = [.. _slots];
+        }
+
+        var spin = default(SpinWait);
+        foreach (Slot s in slots)
+        {
+            while (Volatile.Read(ref s.Count) != 0)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Slot SlotOfThisThread()
+    {
+        Slot slot = _slot.Value!;
+        t_lastSlot = slot;
+        return slot;
+    }
+
+    private Slot NewSlot()
+    {
+        var slot = new Slot(_slotOwner);
+        lock (_slotLock)
+        {
+            _slots.Add(slot);
+        }
+
+        return slot;
+    }
+
     private bool InContiguousBlock(ulong chunk)
     {
         foreach ((_, ulong f, ulong c) in _contiguous)
@@ -330,9 +573,14 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     /// <summary>Frees native memory if the owner forgot to dispose.</summary>
+    /// <remarks>No scope can be open then (an open scope keeps the memory reachable), and the thread-local counters may be finalized already, so this only frees.</remarks>
     ~PhysicalMemory()
     {
-        Dispose();
+        if (_directory is not null && Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _released = 1;
+            Free();
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -359,7 +607,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             ThrowHelper.PhysicalRange(pa, length, Size);
         }
 
-        if (_disposed)
+        if (Volatile.Read(ref _released) != 0)
         {
             ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
         }
@@ -418,5 +666,53 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         Interlocked.Increment(ref _backedChunks);
         return (byte*)mine;
+    }
+
+    /// <summary>An open access scope of a <see cref="PhysicalMemory"/> (see <see cref="EnterAccess"/>): disposing it ends the scope.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1815", Justification = "A scope token: never compared.")]
+    public readonly struct AccessScope : IDisposable
+    {
+        private readonly PhysicalMemory? _memory; // keeps the memory reachable while the scope is open
+        private readonly Slot? _slot;
+
+        internal AccessScope(PhysicalMemory memory, Slot slot)
+        {
+            _memory = memory;
+            _slot = slot;
+        }
+
+        /// <summary>Ends the scope (call it on the thread that opened it, as <c>using</c> does).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Dispose()
+        {
+            if (_slot is not null)
+            {
+                Volatile.Write(ref _slot.Count, _slot.Count - 1);
+            }
+
+            GC.KeepAlive(_memory);
+        }
+    }
+
+    /// <summary>A claimed range of physical memory (see <see cref="Claim"/>).</summary>
+    /// <param name="Start">First byte.</param>
+    /// <param name="Size">Bytes.</param>
+    /// <param name="Owner">Who hands the pages out.</param>
+    /// <param name="Description">What the range is for.</param>
+    public readonly record struct Claimed(ulong Start, ulong Size, object Owner, string Description);
+
+    // One thread's open scopes (nesting depth), written only by that thread. Padded so that the
+    // counter is at least 56 bytes from either end of the object: counters of different threads (and
+    // whatever else the heap puts next to them) never share a cache line.
+    [StructLayout(LayoutKind.Explicit, Size = 112)]
+    internal sealed class Slot(object owner)
+    {
+#pragma warning disable CA1051 // fields accessed by ref (Volatile.Read/Write) on the hot path
+        [FieldOffset(0)]
+        public readonly object Owner = owner;
+
+        [FieldOffset(56)]
+        public int Count;
+#pragma warning restore CA1051
     }
 }

@@ -226,6 +226,7 @@ public sealed class VtdImage
     public void LoadInto(PhysicalMemory memory)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        using PhysicalMemory.AccessScope guard = memory.EnterAccess();
         foreach (VtdImageChunk c in Chunks)
         {
             memory.Write(c.Address, c.Data.Span);

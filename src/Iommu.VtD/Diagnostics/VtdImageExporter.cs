@@ -19,6 +19,7 @@ public static class VtdImageExporter
     public static VtdImage ExportImage(this VtdUnit unit)
     {
         ArgumentNullException.ThrowIfNull(unit);
+        using PhysicalMemory.AccessScope guard = unit.Memory.EnterAccess();
         ulong rtaddr = unit.Read64(VtdRegister.Rtaddr);
         bool te = (unit.Read32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
         return Export(unit.Memory, rtaddr, unit.Config.HostAddressWidth, te);
@@ -31,6 +32,7 @@ public static class VtdImageExporter
     public static VtdImage ExportImage(this VtdUnit unit, IEnumerable<VtdProbe> probes)
     {
         ArgumentNullException.ThrowIfNull(unit);
+        using PhysicalMemory.AccessScope guard = unit.Memory.EnterAccess();
         return unit.ExportImage().Probe(unit.Config, probes, unit.Memory.Size);
     }
 
@@ -41,6 +43,7 @@ public static class VtdImageExporter
     public static VtdImage ExportImage(this IntelIommu driver, int unitIndex = 0)
     {
         ArgumentNullException.ThrowIfNull(driver);
+        using PhysicalMemory.AccessScope guard = driver.Units[unitIndex].Hardware.Memory.EnterAccess();
         return driver.Units[unitIndex].Hardware.ExportImage();
     }
 
@@ -53,6 +56,7 @@ public static class VtdImageExporter
     public static VtdImage Export(PhysicalMemory memory, ulong rtaddr, int hostAddressWidth, bool translationEnabled)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        using PhysicalMemory.AccessScope guard = memory.EnterAccess();
         var walk = new Walk(memory, (1UL << hostAddressWidth) - 1);
         ulong root = rtaddr & VtdFormat.PointerMask;
         int ttm = (int)((rtaddr >> 10) & 3);

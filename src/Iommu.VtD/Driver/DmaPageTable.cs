@@ -22,6 +22,13 @@ namespace Iommu.VtD.Driver;
 /// through the frames themselves, whose links read as not-present entries) until the caller has
 /// flushed the IOTLB and calls <see cref="ReleasePendingFrees"/>, the kernel's freelist handed to
 /// <c>iotlb_sync</c>.</para>
+/// <para>Dispose: the tables live in the frame allocator's region of the platform's memory. Each
+/// public member checks the memory's disposed flag (one volatile read) and throws
+/// <see cref="ObjectDisposedException"/> after it; that is all the engine pays. It does not itself keep
+/// the memory alive against a dispose that starts during a call: its callers do, by holding an access
+/// scope (<see cref="PhysicalMemory.EnterAccess"/>) — <see cref="IommuCore"/> holds one around every map,
+/// unmap and iova_to_phys that reaches this table through the driver. A direct user that may race the
+/// platform's dispose holds one too.</para>
 /// </remarks>
 public sealed unsafe class DmaPageTable
 {
@@ -115,6 +122,7 @@ public sealed unsafe class DmaPageTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Errno Map(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
     {
+        _memory.ThrowIfDisposed();
         // The common case, inlined into callers: iommu_map of one 4 KiB page on a 48-bit unit whose
         // tables already exist. Installing a table, superpages and errors go to MapRange, so no
         // local here lives across a call.
@@ -256,6 +264,7 @@ public sealed unsafe class DmaPageTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong Unmap(ulong iova, ulong size, out ulong spanStart, out ulong spanEnd)
     {
+        _memory.ThrowIfDisposed();
         spanStart = iova;
         spanEnd = iova + size;
         if (iova > _maxIova || size == 0)
@@ -351,6 +360,7 @@ public sealed unsafe class DmaPageTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong IovaToPhys(ulong iova)
     {
+        _memory.ThrowIfDisposed();
         if (iova > _maxIova)
         {
             return 0;
@@ -406,6 +416,7 @@ public sealed unsafe class DmaPageTable
     /// <param name="levels">The level count of the unit being attached.</param>
     public void ReduceLevels(int levels)
     {
+        _memory.ThrowIfDisposed();
         while (_levels > levels)
         {
             ulong top = _region.Table(Root)[0];
@@ -428,6 +439,7 @@ public sealed unsafe class DmaPageTable
     /// <returns>Number of frames freed.</returns>
     public int ReleasePendingFrees()
     {
+        _memory.ThrowIfDisposed();
         ulong head = Interlocked.Exchange(ref _pendingFree, NoFrame);
         int n = 0;
         while (head != NoFrame)
@@ -445,6 +457,7 @@ public sealed unsafe class DmaPageTable
     /// <summary>Frees every table, the root included (<c>domain_exit</c>). The page table must not be used afterwards.</summary>
     public void FreeAll()
     {
+        _memory.ThrowIfDisposed();
         FreeTree(Root, _levels);
         ReleasePendingFrees();
         Root = NoFrame;
@@ -455,6 +468,7 @@ public sealed unsafe class DmaPageTable
     /// <remarks>For inspection and tests (the kernel's debugfs dump); allocates.</remarks>
     public void ForEachLeaf(Action<ulong, ulong, ulong, ulong> visit)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(visit);
         Visit(Root, _levels, 0, visit);
     }

@@ -19,6 +19,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_attach_device")]
     public Errno AttachDev(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         ArgumentNullException.ThrowIfNull(device);
         if (d.Type == DomainType.Unmanaged && device is PciDevice { RmrrLocked: true })
@@ -62,6 +63,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_detach_device")]
     public void DetachDev(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         lock (_deviceDomainLock)
         {

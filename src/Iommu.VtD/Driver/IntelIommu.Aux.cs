@@ -16,6 +16,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_dev_feat_enabled")]
     public Errno GetDevAttr(Device device, IommuDevAttr attr, out bool value)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         value = attr switch
         {
@@ -42,6 +43,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_disable_auxd")]
     public Errno SetDevAttr(Device device, IommuDevAttr attr)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         lock (_deviceDomainLock)
         {
@@ -95,6 +97,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_aux_attach_device")]
     public Errno AuxAttachDev(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         ArgumentNullException.ThrowIfNull(device);
         lock (_deviceDomainLock)
@@ -124,6 +127,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_aux_detach_device")]
     public void AuxDetachDev(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         ArgumentNullException.ThrowIfNull(device);
         lock (_deviceDomainLock)
@@ -153,6 +157,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_aux_get_pasid")]
     public int AuxGetPasid(IDomain domain, Device device)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         return d.DefaultPasid > 0 ? (int)d.DefaultPasid : ErrorDetail.Fail(Errno.EINVAL, "the domain has no aux PASID (never aux-attached)").ToKernelReturn();
     }
@@ -162,6 +167,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_domain_get_attr", Version = "seed v4")]
     public Errno DomainGetAttr(IDomain domain, DomainAttr attr, out ulong value)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         value = 0;
         if (attr != DomainAttr.AuxdId)

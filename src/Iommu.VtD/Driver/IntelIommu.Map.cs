@@ -26,6 +26,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_map_pages")]
     public Errno MapPages(IDomain domain, ulong iova, ulong paddr, ulong pgsize, ulong pgcount, IommuProt prot, out ulong mapped)
     {
+        _memory.ThrowIfDisposed();
         mapped = 0;
         var d = (DmarDomain)domain;
         if (pgsize != Sz4K && pgsize != Sz2M && pgsize != Sz1G)
@@ -69,6 +70,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_unmap_pages")]
     public ulong UnmapPages(IDomain domain, ulong iova, ulong pgsize, ulong pgcount, ref IommuIotlbGather gather)
     {
+        _memory.ThrowIfDisposed();
         var d = (DmarDomain)domain;
         ulong size = d.PageTable.Unmap(iova, pgsize * pgcount, out ulong spanStart, out ulong spanEnd);
         if (size == 0)
@@ -99,6 +101,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_tlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(domain); // a null domain is a caller bug: ANE, not a NullReferenceException
         var d = (DmarDomain)domain;
         if (!gather.IsEmpty)
@@ -121,6 +124,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_iommu_iotlb_sync_map")]
     public void IotlbSyncMap(IDomain domain, ulong iova, ulong size)
     {
+        _memory.ThrowIfDisposed();
         if (!_mapNeedsFlush)
         {
             return; // no unit caches not-present entries or needs write-buffer flushes
@@ -149,6 +153,7 @@ public sealed partial class IntelIommu
     [KernelSymbol("intel_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(domain); // a null domain is a caller bug: ANE, not a NullReferenceException
         var d = (DmarDomain)domain;
         foreach (IntelIommuUnit unit in _units)

@@ -22,6 +22,11 @@ namespace Iommu.VtD.Driver;
 /// <para>Thread safety: attach/detach/aux/attribute changes take the driver's device-domain lock
 /// (<c>device_domain_lock</c>); map/unmap/iova_to_phys take none (the page tables are safe for
 /// disjoint concurrent use); invalidations are serialised per unit.</para>
+/// <para>Dispose: these are driver callbacks. <see cref="IommuCore"/> calls them inside the platform's
+/// access scope (<see cref="PhysicalMemory.EnterAccess"/>), so each only checks the disposed flag (one
+/// volatile read) and throws <see cref="ObjectDisposedException"/> after <see cref="Platform.Dispose"/>;
+/// the map path does not pay for a second scope. A caller that invokes a callback directly while another
+/// thread may dispose the platform holds <c>platform.Memory.EnterAccess()</c> around the call.</para>
 /// </remarks>
 [KernelSymbol("intel_iommu_ops")]
 public sealed partial class IntelIommu : IIommuOps
@@ -54,6 +59,7 @@ public sealed partial class IntelIommu : IIommuOps
     public IntelIommu(Platform platform, IntelIommuOptions options, params VtdUnit[] units)
     {
         ArgumentNullException.ThrowIfNull(platform);
+        using PhysicalMemory.AccessScope guard = platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(units);
         if (units.Length == 0)
@@ -138,12 +144,17 @@ public sealed partial class IntelIommu : IIommuOps
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_capable")]
-    public bool Capable(IommuCap cap) => cap == IommuCap.CacheCoherency && SnoopingSupport();
+    public bool Capable(IommuCap cap)
+    {
+        _memory.ThrowIfDisposed();
+        return cap == IommuCap.CacheCoherency && SnoopingSupport();
+    }
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_domain_alloc")]
     public IDomain? DomainAlloc(DomainType type)
     {
+        _memory.ThrowIfDisposed();
         switch (type)
         {
             case DomainType.Unmanaged or DomainType.Dma or DomainType.DmaFq:
@@ -170,6 +181,7 @@ public sealed partial class IntelIommu : IIommuOps
     [KernelSymbol("intel_iommu_domain_free")]
     public void DomainFree(IDomain domain)
     {
+        _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         if (d == _siDomain)
         {
@@ -195,15 +207,19 @@ public sealed partial class IntelIommu : IIommuOps
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_probe_device")]
-    public Errno AddDevice(Device device) =>
-        DeviceToIommu(device) is null
+    public Errno AddDevice(Device device)
+    {
+        _memory.ThrowIfDisposed();
+        return DeviceToIommu(device) is null
             ? ErrorDetail.Fail(Errno.ENODEV, $"{device?.Name} is not behind a VT-d unit of this driver")
             : Errno.None;
+    }
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_release_device")]
     public void RemoveDevice(Device device)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device); // was a NullReferenceException (bad-input matrix)
         lock (_deviceDomainLock)
         {
@@ -216,29 +232,42 @@ public sealed partial class IntelIommu : IIommuOps
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_device_group")]
-    public Errno DeviceGroup(Device device, out IommuGroup? group) =>
-        device is PciDevice ? _platform.Iommu.PciDeviceGroup(device, out group) : _platform.Iommu.GenericDeviceGroup(device, out group);
+    public Errno DeviceGroup(Device device, out IommuGroup? group)
+    {
+        _memory.ThrowIfDisposed();
+        return device is PciDevice ? _platform.Iommu.PciDeviceGroup(device, out group) : _platform.Iommu.GenericDeviceGroup(device, out group);
+    }
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_get_resv_regions")]
     public void GetResvRegions(Device device, IList<IommuResvRegion> regions)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(regions);
         // The interrupt window (IOAPIC_RANGE_START..END): DMA there is an MSI, never translated.
         regions.Add(new IommuResvRegion(0xFEE0_0000, 0x10_0000, IommuProt.None, IommuResvType.Msi));
     }
 
     /// <inheritdoc/>
-    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response) =>
+    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response)
+    {
+        _memory.ThrowIfDisposed();
         throw new NotSupportedException("Page requests are not modelled.");
+    }
 
     /// <inheritdoc/>
-    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot) =>
+    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    {
+        _memory.ThrowIfDisposed();
         throw new NotSupportedException("5.15 intel-iommu has map_pages.");
+    }
 
     /// <inheritdoc/>
-    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather) =>
+    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
+    {
+        _memory.ThrowIfDisposed();
         throw new NotSupportedException("5.15 intel-iommu has unmap_pages.");
+    }
 
     // device_to_iommu: the unit whose DRHD scope covers the device.
     internal IntelIommuUnit? DeviceToIommu(Device? device)

@@ -137,7 +137,7 @@ public sealed class IntelIommuUnit
         }
 
         RootTable = root;
-        Hardware.Write64(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
+        Hardware.Write64Unguarded(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
         Command(Dmar.GcmdSrtp, oneShot: true);
 
         if (Dmar.EcapQis(Ecap))
@@ -260,8 +260,8 @@ public sealed class IntelIommuUnit
         }
 
         ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << 61) | ((ulong)fm << 32) | ((ulong)sid << 16) | did;
-        Hardware.Write64(Dmar.CcmdReg, cmd);
-        if ((Hardware.Read64(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
+        Hardware.Write64Unguarded(Dmar.CcmdReg, cmd);
+        if ((Hardware.Read64Unguarded(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete a context-cache invalidation.");
         }
@@ -283,11 +283,11 @@ public sealed class IntelIommuUnit
         uint iro = Dmar.EcapIotlbOffset(Ecap);
         if (granularity == Dmar.TlbPage)
         {
-            Hardware.Write64(iro, addr | (uint)sizeOrder);
+            Hardware.Write64Unguarded(iro, addr | (uint)sizeOrder);
         }
 
-        Hardware.Write64(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << 60) | drain | ((ulong)did << 32));
-        if ((Hardware.Read64(iro + 8) & Dmar.IotlbIvt) != 0)
+        Hardware.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << 60) | drain | ((ulong)did << 32));
+        if ((Hardware.Read64Unguarded(iro + 8) & Dmar.IotlbIvt) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete an IOTLB invalidation.");
         }
@@ -357,8 +357,8 @@ public sealed class IntelIommuUnit
         _qiEntries = (pages * 4096) >> _qiShift;
         _qiStatus = status;
         _qiTail = 0;
-        Hardware.Write64(Dmar.IqtReg, 0);
-        Hardware.Write64(Dmar.IqaReg, queue | (ScalableMode ? (1UL << 11) | 1 : 0));
+        Hardware.Write64Unguarded(Dmar.IqtReg, 0);
+        Hardware.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? (1UL << 11) | 1 : 0));
         Command(Dmar.GcmdQie, oneShot: false);
         QueuedInvalidation = true;
         return Errno.None;
@@ -377,14 +377,14 @@ public sealed class IntelIommuUnit
             int wait = (index + 1) % _qiEntries;
             WriteDescriptor(wait, ((ulong)seq << 32) | Dmar.QiIwdStatusWrite | Dmar.QiIwdType, _qiStatus);
             _qiTail = (wait + 1) % _qiEntries;
-            Hardware.Write64(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
+            Hardware.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
 
-            if ((Hardware.Read32(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
+            if ((Hardware.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
             {
                 // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller.
-                ulong iqh = Hardware.Read64(Dmar.IqhReg);
-                Log.QueueError(_log, SeqId, q0, Hardware.Read64(Dmar.IqercdReg), iqh);
-                Hardware.Write32(Dmar.FstsReg, Dmar.FstsIqe);
+                ulong iqh = Hardware.Read64Unguarded(Dmar.IqhReg);
+                Log.QueueError(_log, SeqId, q0, Hardware.Read64Unguarded(Dmar.IqercdReg), iqh);
+                Hardware.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
                 _qiTail = (int)(iqh >> _qiShift);
                 throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{q0:x}/0x{q1:x} (IQE).");
             }
@@ -412,8 +412,8 @@ public sealed class IntelIommuUnit
     private void Command(uint bit, bool oneShot)
     {
         uint value = oneShot ? _gcmd | bit : _gcmd |= bit;
-        Hardware.Write32(Dmar.GcmdReg, value);
-        if ((Hardware.Read32(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
+        Hardware.Write32Unguarded(Dmar.GcmdReg, value);
+        if ((Hardware.Read32Unguarded(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not acknowledge GCMD bit 0x{bit:x} in GSTS.");
         }

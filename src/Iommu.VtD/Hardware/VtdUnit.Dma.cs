@@ -1,3 +1,4 @@
+using Iommu.Memory;
 using Iommu.Devices;
 
 namespace Iommu.VtD.Hardware;
@@ -6,21 +7,27 @@ namespace Iommu.VtD.Hardware;
 public sealed partial class VtdUnit : IDmaRemapper
 {
     /// <inheritdoc/>
+    /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead"/> calls it inside the platform's access
+    /// scope, so it only checks the disposed flag. A direct caller that may race the memory's dispose
+    /// holds <see cref="PhysicalMemory.EnterAccess"/> or calls <see cref="Transfer"/>.</remarks>
     public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-        return Transfer(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
+        return TransferUnguarded(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
     }
 
     /// <inheritdoc/>
+    /// <remarks>A remapper callback, as <see cref="DmaRead"/>.</remarks>
     public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
+        _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
 
         // The write path only reads the buffer; the shared page loop takes a Span.
         Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
             ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
-        return Transfer(device.RequesterId, pasid, iova, bytes, DmaAccess.Write);
+        return TransferUnguarded(device.RequesterId, pasid, iova, bytes, DmaAccess.Write);
     }
 
     /// <summary>
@@ -33,7 +40,14 @@ public sealed partial class VtdUnit : IDmaRemapper
     /// <param name="buffer">The bytes (read into or written from).</param>
     /// <param name="access">Direction.</param>
     /// <returns>The outcome as devices see it.</returns>
-    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
+    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return TransferUnguarded(requesterId, pasid, iova, buffer, access);
+    }
+
+    // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
+    private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
         buffer.IsEmpty
             ? new DmaResult(DmaStatus.Ok, 0, iova, 0)
             : Move(requesterId, pasid, iova, buffer, access, out _);
@@ -48,7 +62,7 @@ public sealed partial class VtdUnit : IDmaRemapper
         {
             ulong a = iova + (ulong)done;
             int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
-            VtdTranslation t = Translate(requesterId, pasid, a, (ulong)chunk, access);
+            VtdTranslation t = TranslateUnguarded(requesterId, pasid, a, (ulong)chunk, access);
             if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
             {
                 t = t.AsMemoryError();

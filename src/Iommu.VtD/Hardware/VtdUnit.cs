@@ -35,6 +35,7 @@ public sealed partial class VtdUnit
     public VtdUnit(PhysicalMemory memory, VtdConfig config, ushort segment = 0)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         _memory = memory;
@@ -105,6 +106,13 @@ public sealed partial class VtdUnit
     /// <returns>The value; write-only fields read as 0.</returns>
     public uint Read32(uint offset)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return Read32Unguarded(offset);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal uint Read32Unguarded(uint offset)
+    {
         CheckOffset(offset, 4);
         lock (_lock)
         {
@@ -117,6 +125,13 @@ public sealed partial class VtdUnit
     /// <returns>The value; write-only fields read as 0.</returns>
     public ulong Read64(uint offset)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return Read64Unguarded(offset);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal ulong Read64Unguarded(uint offset)
+    {
         CheckOffset(offset, 8);
         lock (_lock)
         {
@@ -128,6 +143,13 @@ public sealed partial class VtdUnit
     /// <param name="offset">4-byte aligned offset from the MMIO base.</param>
     /// <param name="value">The value.</param>
     public void Write32(uint offset, uint value)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        Write32Unguarded(offset, value);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal void Write32Unguarded(uint offset, uint value)
     {
         CheckOffset(offset, 4);
         lock (_lock)
@@ -142,6 +164,13 @@ public sealed partial class VtdUnit
     /// <param name="offset">8-byte aligned offset from the MMIO base.</param>
     /// <param name="value">The value.</param>
     public void Write64(uint offset, ulong value)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        Write64Unguarded(offset, value);
+    }
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal void Write64Unguarded(uint offset, ulong value)
     {
         CheckOffset(offset, 8);
         lock (_lock)
@@ -165,6 +194,13 @@ public sealed partial class VtdUnit
     /// <returns>The outcome.</returns>
     /// <remarks>Allocates nothing on the GC heap (unless a fault interrupt is delivered to a subscriber).</remarks>
     public VtdTranslation Translate(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return TranslateUnguarded(requesterId, pasid, iova, size, access);
+    }
+
+    // Translate for callers that hold the scope (the DMA page loop).
+    private VtdTranslation TranslateUnguarded(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
     {
         if (size == 0 || size > 4096 - (iova & 0xFFF))
         {
@@ -203,6 +239,7 @@ public sealed partial class VtdUnit
     /// <returns>The first page's translation, or the outcome of the page that stopped the transfer (its <see cref="VtdTranslation.InputAddress"/> says where).</returns>
     public VtdTranslation Dma(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
     {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         if (buffer.IsEmpty || (ulong)buffer.Length - 1 > ulong.MaxValue - iova)
         {
             ThrowHelper.Argument("A DMA needs a non-empty buffer whose range does not wrap around.", nameof(buffer));

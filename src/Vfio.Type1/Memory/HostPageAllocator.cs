@@ -23,17 +23,23 @@ public sealed class HostPageAllocator
     private readonly ulong _end;
     private ulong _next;
 
-    /// <summary>Creates an allocator over <c>[base, base + size)</c>.</summary>
+    /// <summary>Creates an allocator over <c>[base, base + size)</c>, which it claims in <paramref name="memory"/> (see <see cref="PhysicalMemory.Claim"/>).</summary>
     /// <param name="memory">Host physical memory.</param>
     /// <param name="physicalBase">First byte (page aligned).</param>
     /// <param name="size">Bytes (page multiple, at least two pages).</param>
+    /// <exception cref="ArgumentException">The range overlaps a range of <paramref name="memory"/> already claimed (another page pool, or the platform's page-table frames); the message names both.</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    /// <remarks>Two pools over overlapping pages would hand the same page to two owners (one guest would read another's bytes), so the second is refused. Use <see cref="ForPlatform"/> to share a platform's pool.</remarks>
     public HostPageAllocator(PhysicalMemory memory, ulong physicalBase, ulong size)
     {
         ArgumentNullException.ThrowIfNull(memory);
+        memory.ThrowIfDisposed();
         if ((physicalBase | size) % PhysicalMemory.PageSize != 0 || size < 2 * (ulong)PhysicalMemory.PageSize || !memory.Contains(physicalBase, size))
         {
             throw new ArgumentOutOfRangeException(nameof(size), $"range 0x{physicalBase:x}+0x{size:x} must be page aligned and inside physical memory");
         }
+
+        memory.Claim(physicalBase, size, this, "host page pool");
 
         Memory = memory;
         Base = physicalBase;
@@ -44,15 +50,28 @@ public sealed class HostPageAllocator
         memory.Fill(ZeroPagePfn << PhysicalMemory.PageShift, PhysicalMemory.PageSize, 0);
     }
 
-    /// <summary>Creates an allocator over the platform memory below its table region.</summary>
+    /// <summary>
+    /// The platform's host page pool: the pool already created for the platform over the same range
+    /// (or, when no range is given, the platform's first pool), else a new one over the range.
+    /// </summary>
     /// <param name="platform">The platform.</param>
     /// <param name="physicalBase">First byte; default 4 GiB.</param>
     /// <param name="size">Bytes; default 1 GiB.</param>
-    /// <returns>The allocator.</returns>
-    public static HostPageAllocator ForPlatform(Platform platform, ulong physicalBase = 4 * Sizes.GiB, ulong size = 1 * Sizes.GiB)
+    /// <returns>The allocator; every caller asking for the same range (or for the defaults) gets the same one.</returns>
+    /// <exception cref="ArgumentException">The range overlaps, without being equal to, a pool of the platform or its page-table frames; the message names both ranges.</exception>
+    /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
+    /// <remarks>Pools are recorded as claims of the platform's <see cref="PhysicalMemory"/>, not in any
+    /// static state: two platforms have independent pools. Before, each call built a new pool over the
+    /// same pages, so two guests were handed the same physical pages.</remarks>
+    public static HostPageAllocator ForPlatform(Platform platform, ulong? physicalBase = null, ulong? size = null)
     {
         ArgumentNullException.ThrowIfNull(platform);
-        return new HostPageAllocator(platform.Memory, physicalBase, size);
+        PhysicalMemory memory = platform.Memory;
+        memory.ThrowIfDisposed();
+        ulong b = physicalBase ?? 4 * Sizes.GiB, n = size ?? 1 * Sizes.GiB;
+        return memory.FindOrClaim(
+            c => c.Owner is HostPageAllocator pool && ((physicalBase is null && size is null) || (c.Start == b && c.Size == n)) ? pool : null,
+            () => new HostPageAllocator(memory, b, n));
     }
 
     /// <summary>Host physical memory the pages live in.</summary>
@@ -84,6 +103,7 @@ public sealed class HostPageAllocator
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="pages"/> is 0.</exception>
     public Errno Allocate(ulong pages, ulong alignPages, out ulong pfn)
     {
+        using PhysicalMemory.AccessScope guard = Memory.EnterAccess();
         // Zero pages used to "succeed" with a pfn nobody owns (bad-input matrix).
         ArgumentOutOfRangeException.ThrowIfZero(pages);
         pfn = 0;
@@ -135,6 +155,7 @@ public sealed class HostPageAllocator
     /// <param name="pfn">Page frame number; the zero page and pfns outside the pool are ignored.</param>
     public void Get(ulong pfn)
     {
+        Memory.ThrowIfDisposed();
         lock (_lock)
         {
             if (_refs.TryGetValue(pfn, out int n))
@@ -148,6 +169,7 @@ public sealed class HostPageAllocator
     /// <param name="pfn">Page frame number; the zero page and pfns outside the pool are ignored.</param>
     public void Put(ulong pfn)
     {
+        Memory.ThrowIfDisposed();
         lock (_lock)
         {
             if (_refs.TryGetValue(pfn, out int n))
@@ -169,6 +191,7 @@ public sealed class HostPageAllocator
     /// <param name="pfn">Page frame number (the zero page is counted too, but never freed).</param>
     public void Pin(ulong pfn)
     {
+        Memory.ThrowIfDisposed();
         lock (_lock)
         {
             _pins[pfn] = _pins.TryGetValue(pfn, out int p) ? p + 1 : 1;
@@ -183,6 +206,7 @@ public sealed class HostPageAllocator
     /// <param name="pfn">Page frame number.</param>
     public void Unpin(ulong pfn)
     {
+        Memory.ThrowIfDisposed();
         lock (_lock)
         {
             if (!_pins.TryGetValue(pfn, out int p))
@@ -208,6 +232,7 @@ public sealed class HostPageAllocator
     /// <returns>The pin count.</returns>
     public int PinCount(ulong pfn)
     {
+        Memory.ThrowIfDisposed();
         lock (_lock)
         {
             return _pins.TryGetValue(pfn, out int n) ? n : 0;
@@ -237,6 +262,7 @@ public sealed class HostPageAllocator
     /// <returns>The count.</returns>
     public int RefCount(ulong pfn)
     {
+        Memory.ThrowIfDisposed();
         lock (_lock)
         {
             return _refs.TryGetValue(pfn, out int n) ? n : 0;

@@ -83,6 +83,7 @@ public sealed class ProcessAddressSpace
     public ProcessAddressSpace(HostPageAllocator pages, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(pages);
+        pages.Memory.ThrowIfDisposed();
         Pages = pages;
         Name = name ?? "process";
     }
@@ -131,6 +132,7 @@ public sealed class ProcessAddressSpace
     /// <exception cref="InsufficientMemoryException">The host pool cannot back huge pages.</exception>
     public ulong Mmap(ulong length, VmProt prot = VmProt.ReadWrite, VmaKind kind = VmaKind.Anonymous, bool shared = false, ulong physicalBase = 0)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         ArgumentOutOfRangeException.ThrowIfZero(length);
 
         // mmap's -ENOMEM for a length beyond TASK_SIZE; without it the page rounding overflowed to a
@@ -168,6 +170,7 @@ public sealed class ProcessAddressSpace
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or the range wraps or leaves the user address space (-EINVAL).</exception>
     public void Munmap(ulong vaddr, ulong length)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         CheckRange(vaddr, length);
         length = (length + PageSize - 1) & ~(PageSize - 1);
         lock (_lock)
@@ -224,6 +227,7 @@ public sealed class ProcessAddressSpace
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or the range wraps or leaves the user address space.</exception>
     public void Mprotect(ulong vaddr, ulong length, VmProt prot)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         CheckRange(vaddr, length);
         length = (length + PageSize - 1) & ~(PageSize - 1);
         lock (_lock)
@@ -263,6 +267,7 @@ public sealed class ProcessAddressSpace
     /// <returns>0, -ENOMEM (over RLIMIT_MEMLOCK without CAP_IPC_LOCK) or -ENOMEM for unmapped addresses (as mlock does); -EINVAL when the range wraps.</returns>
     public Errno Mlock(ulong vaddr, ulong length)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         // apply_vma_lock_flags: end < start is -EINVAL (the rounded end used to wrap and lock nothing, returning 0).
         if (length > TaskSize || vaddr > TaskSize - length)
         {
@@ -311,6 +316,7 @@ public sealed class ProcessAddressSpace
     /// <returns>0 or -EFAULT (unmapped or not writable).</returns>
     public Errno Write(ulong vaddr, ReadOnlySpan<byte> data)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         lock (_lock)
         {
             while (!data.IsEmpty)
@@ -338,6 +344,7 @@ public sealed class ProcessAddressSpace
     /// <returns>0 or -EFAULT (unmapped or PROT_NONE).</returns>
     public Errno Read(ulong vaddr, Span<byte> destination)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         lock (_lock)
         {
             while (!destination.IsEmpty)
@@ -365,6 +372,7 @@ public sealed class ProcessAddressSpace
     /// <returns>True if a page is present.</returns>
     public bool TryTranslate(ulong vaddr, out ulong pfn)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         lock (_lock)
         {
             int i = FindVma(vaddr);
@@ -386,6 +394,7 @@ public sealed class ProcessAddressSpace
     /// <returns>The child.</returns>
     public ProcessAddressSpace Fork(string? name = null)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         lock (_lock)
         {
             ThrowIfExited();
@@ -425,6 +434,7 @@ public sealed class ProcessAddressSpace
     /// <summary>Ends the process (<c>exit</c>): closes every fd and tears the mm down. Pinned pages stay pinned.</summary>
     public void Exit()
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         int[] fds;
         lock (_lock)
         {
@@ -461,6 +471,7 @@ public sealed class ProcessAddressSpace
     /// <returns>The fd.</returns>
     public int InstallFile(object file)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(file);
         lock (_lock)
         {
@@ -476,6 +487,7 @@ public sealed class ProcessAddressSpace
     /// <returns>The file, or null if not open.</returns>
     public object? GetFile(int fd)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         lock (_lock)
         {
             return _files.TryGetValue(fd, out object? f) ? f : null;
@@ -487,6 +499,7 @@ public sealed class ProcessAddressSpace
     /// <returns>0 or -EBADF.</returns>
     public Errno Close(int fd)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         object? f;
         lock (_lock)
         {
