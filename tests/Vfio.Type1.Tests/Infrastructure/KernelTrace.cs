@@ -5,7 +5,8 @@ namespace Vfio.Type1.Tests.Infrastructure;
 /// <summary>
 /// A kernel trace file of the <c>vfio-type1-kernel-trace/1</c> schema to replay: the file named by
 /// <c>KERNEL_TRACE</c>, or else <c>shared/conformance/kernel-type1/trace-public.json</c> found above the
-/// test assembly. A trace that cannot be found is a failure when <c>KERNEL_TRACE</c> names it or under
+/// test assembly, or else the copy of that file this project carries (<c>Traces/trace-public.json</c>).
+/// A trace that cannot be found is a failure when <c>KERNEL_TRACE</c> names it or under
 /// <c>CI=true</c>, and a reported skip otherwise.
 /// </summary>
 internal sealed class KernelTrace
@@ -56,7 +57,11 @@ internal sealed class KernelTrace
             return new KernelTrace(full, $"{PathVariable}={full}", missingIsFailure: true);
         }
 
-        return new KernelTrace(FindAbove(baseDirectory), $"{RelativePath} above {baseDirectory}", missingIsFailure: ci);
+        // The shared copy when the checkout sits beside shared/, else the copy this project carries
+        // (Traces/trace-public.json, the same file) so a clone without shared/ still replays it.
+        string carried = System.IO.Path.Combine(baseDirectory, "Traces", "trace-public.json");
+        string? found = FindAbove(baseDirectory) ?? (File.Exists(carried) ? carried : null);
+        return new KernelTrace(found, $"{RelativePath} above {baseDirectory}, or {carried}", missingIsFailure: ci);
     }
 
     /// <summary>A trace at an explicit path (what <c>KERNEL_TRACE</c> does, without the process environment).</summary>
