@@ -8,17 +8,30 @@ using Vfio.Type1.Uapi;
 
 namespace Vfio.Type1.Tests.Infrastructure;
 
-/// <summary>A platform with one VT-d unit and its driver, a VFIO core, a host page pool and one process.</summary>
+/// <summary>A platform with one VT-d unit (or two) and its driver, a VFIO core, a host page pool and one process.</summary>
 internal sealed class Type1Bed : IDisposable
 {
-    public Type1Bed(VtdConfig? config = null, bool scalable = false, VfioType1Options? options = null, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null)
+    /// <param name="config">The catch-all unit (default: legacy, 39-bit).</param>
+    /// <param name="scalable">Scalable mode in the driver.</param>
+    /// <param name="options">type1 options (default: allow unsafe interrupts).</param>
+    /// <param name="meterFactory">Meters.</param>
+    /// <param name="secondUnit">A second unit covering 0000:05:00.0–05:03.0 (say, of another width), or none.</param>
+    public Type1Bed(VtdConfig? config = null, bool scalable = false, VfioType1Options? options = null, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null, VtdConfig? secondUnit = null)
     {
         config ??= VtdConfig.Legacy39Bit;
         Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 256 * Sizes.MiB, MeterFactory = meterFactory });
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, config);
+        VtdUnit[] units = [Unit];
+        if (secondUnit is not null)
+        {
+            var other = new VtdUnit(Platform.Memory, secondUnit);
+            Pci.AddDmaRemapper(other, includeAll: false, [.. Enumerable.Range(0, 4).Select(d => new PciAddress(0, 5, d, 0))]);
+            units = [Unit, other];
+        }
+
         Pci.AddDmaRemapper(Unit, includeAll: true);
-        Driver = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = scalable }, Unit);
+        Driver = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = scalable }, units);
         Pci.SetIommuOps(Driver).ThrowIfError();
         Vfio = new VfioCore(Platform, options ?? new VfioType1Options { AllowUnsafeInterrupts = true });
         Pages = HostPageAllocator.ForPlatform(Platform, 4 * Sizes.GiB, 1 * Sizes.GiB);
