@@ -7,7 +7,8 @@ using BenchmarkDotNet.Running;
 // Runs the BenchmarkDotNet benchmarks and prints each page-table figure with its ratio to the C floor.
 // The floors are rows of the same classes (CMap4K, CUnmap256x4K, ...): shared/bench/ref_pagetable.c
 // with the entry points of ref_pagetable_shim.c, built with gcc as a shared library and timed by the
-// same harness with the same iteration setup, next to the C# rows they bound.
+// same harness with the same iteration setup, next to the C# rows they bound; the shim forces the
+// inlining the standalone program gets, and the program itself runs after the benchmarks as a check.
 //   dotnet run -c Release --project tests/Iommu.Benchmarks            all benchmarks
 //   dotnet run -c Release --project tests/Iommu.Benchmarks -- --filter '*PageTable64K*'
 //   add --short for a quick, less precise job.
@@ -47,6 +48,36 @@ foreach (Summary s in summaries)
         long? bytes = r.GcStats.GetBytesAllocatedPerOperation(r.BenchmarkCase);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"| {type}.{method} | {ns:F1} | {(c is null ? "-" : c.Value.ToString("F1", CultureInfo.InvariantCulture))} | {(c is null ? "-" : (ns / c.Value).ToString("F2", CultureInfo.InvariantCulture))} | {bytes?.ToString(CultureInfo.InvariantCulture) ?? "-"} |"));
+    }
+}
+
+// Check rows: the shim's C rows against shared/bench/ref_pagetable.c run as its own program, at the
+// same page counts, in this run. The floor is honest only when they agree within 5%.
+var checks = new (string Class, int Pages)[] { ("PageTable64K", 1 << 16), ("PageTable1M", 1 << 20) };
+bool header = false;
+foreach ((string cls, int pages) in checks)
+{
+    if (!medians.ContainsKey($"{cls}.CMap4K"))
+    {
+        continue;
+    }
+
+    if (!header)
+    {
+        Console.WriteLine();
+        Console.WriteLine("| C floor check | shim row ns/op | program ns/op | shim/program | within 5% |");
+        Console.WriteLine("|---|---|---|---|---|");
+        header = true;
+    }
+
+    (double map, double lookup, double unmap) = Iommu.Benchmarks.CFloor.RunProgram(pages);
+    foreach ((string row, double program) in new[] { ("CMap4K", map), ("CIovaToPhys", lookup), ("CUnmap4K", unmap) })
+    {
+        if (medians.TryGetValue($"{cls}.{row}", out double shim))
+        {
+            double ratio = shim / program;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {cls}.{row} | {shim:F2} | {program:F2} | {ratio:F2} | {(Math.Abs(ratio - 1) <= 0.05 ? "yes" : "NO")} |"));
+        }
     }
 }
 
