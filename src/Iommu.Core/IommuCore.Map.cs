@@ -331,12 +331,8 @@ public sealed partial class IommuCore
             return 0;
         }
 
-        // iommu.c advances by what the driver returned and stops at the first 0. A driver that removes
-        // a whole superpage starting before the IOVA it was given (VT-d, for a range that starts or
-        // ends inside one) returns more than lies ahead of that IOVA, so the kernel's loop would skip
-        // leaves past the superpage, or stop short when the next piece was inside what went already.
-        // Here every piece of [iova, iova + size) goes to the driver once, in iommu_pgsize order, and
-        // the result is the total the driver reported removing.
+        // Every piece of the range goes to the driver once, in iommu_pgsize order (see Unmap's remarks:
+        // advancing by the driver's total skips leaves after a superpage that started before the piece).
         bool batched = (ops.Callbacks & IommuCallbacks.UnmapPages) != 0;
         ulong unmapped = 0;
         for (ulong left = size; left != 0;)
