@@ -97,8 +97,33 @@ public sealed record VtdConfig
     /// <summary>ECAP.RPS: the context entry's RID_PASID gives the PASID of requests without PASID (otherwise PASID 0).</summary>
     public bool RidPasidSupport { get; init; }
 
-    /// <summary>IOTLB capacity in entries; when full the IOTLB is emptied before the next fill (a model parameter, not a register).</summary>
+    /// <summary>
+    /// IOTLB capacity in entries (a model parameter, not a register). The IOTLB is set-associative:
+    /// <see cref="IotlbAssociativity"/> ways per set and a power-of-two number of sets, so the
+    /// capacity used is the largest ways × 2^k not above this value (at least one set).
+    /// </summary>
+    /// <remarks>
+    /// Set of an entry: its page number at its level (the input address shifted right by 12, 21 or 30)
+    /// plus fixed multiples of its DID and level, modulo the set count. Entries of one DID and level
+    /// whose page numbers differ by a multiple of the set count share a set. A fill of a full set
+    /// replaces a way that holds nothing valid, or else the set's ways in turn (the oldest fill first).
+    /// </remarks>
     public int IotlbCapacity { get; init; } = 4096;
+
+    /// <summary>Ways per IOTLB set (1–32; clamped to <see cref="IotlbCapacity"/>).</summary>
+    public int IotlbAssociativity { get; init; } = 8;
+
+    /// <summary>Context-cache capacity in entries, shaped as <see cref="IotlbCapacity"/> is; the set of a device is its source id modulo the set count.</summary>
+    public int ContextCacheCapacity { get; init; } = 256;
+
+    /// <summary>Ways per context-cache set (1–32; clamped to <see cref="ContextCacheCapacity"/>).</summary>
+    public int ContextCacheAssociativity { get; init; } = 4;
+
+    /// <summary>PASID-cache capacity in entries, shaped as <see cref="IotlbCapacity"/> is; the set of (source id, PASID) is the source id plus a fixed multiple of the PASID, modulo the set count.</summary>
+    public int PasidCacheCapacity { get; init; } = 512;
+
+    /// <summary>Ways per PASID-cache set (1–32; clamped to <see cref="PasidCacheCapacity"/>).</summary>
+    public int PasidCacheAssociativity { get; init; } = 8;
 
     /// <summary>
     /// Like QEMU 7.2's default <c>intel-iommu</c> with <c>intremap=off</c>: 39-bit (3-level) tables,
@@ -186,7 +211,12 @@ public sealed record VtdConfig
         Check(!SecondLevelTranslation || ScalableMode, "SecondLevelTranslation needs ScalableMode");
         Check(!PasidSupport || ScalableMode, "PasidSupport needs ScalableMode");
         Check(!RidPasidSupport || ScalableMode, "RidPasidSupport needs ScalableMode");
-        Check(IotlbCapacity >= 1, "IotlbCapacity must be positive");
+        Check(IotlbCapacity is >= 1 and <= 1 << 20, "IotlbCapacity must be 1–1048576");
+        Check(ContextCacheCapacity is >= 1 and <= 1 << 16, "ContextCacheCapacity must be 1–65536");
+        Check(PasidCacheCapacity is >= 1 and <= 1 << 20, "PasidCacheCapacity must be 1–1048576");
+        Check(IotlbAssociativity is >= 1 and <= 32, "IotlbAssociativity must be 1–32");
+        Check(ContextCacheAssociativity is >= 1 and <= 32, "ContextCacheAssociativity must be 1–32");
+        Check(PasidCacheAssociativity is >= 1 and <= 32, "PasidCacheAssociativity must be 1–32");
     }
 
     private static void Check(bool ok, string message)

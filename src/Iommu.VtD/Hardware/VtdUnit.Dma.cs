@@ -1,5 +1,6 @@
 using Iommu.Memory;
 using Iommu.Devices;
+using Iommu.VtD.Internal;
 
 namespace Iommu.VtD.Hardware;
 
@@ -44,6 +45,93 @@ public sealed partial class VtdUnit : IDmaRemapper
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         return TransferUnguarded(requesterId, pasid, iova, buffer, access);
+    }
+
+    /// <summary>
+    /// A scatter-gather read: the device reads each of <paramref name="segments"/> in order, and the
+    /// bytes land back to back in <paramref name="destination"/> (the descriptor-and-buffer pattern of
+    /// emulated devices, in one call). Each page is translated once and copied straight into the span.
+    /// </summary>
+    /// <param name="requesterId">Source id of the device.</param>
+    /// <param name="pasid">PASID of the requests, or null.</param>
+    /// <param name="segments">The pieces, in order; lengths 0 and up, none wrapping around the address space.</param>
+    /// <param name="destination">Receives the bytes; at least as long as the segments together.</param>
+    /// <returns>
+    /// Ok with every byte moved and the physical address of the first byte moved; otherwise the outcome
+    /// of the page that stopped the transfer, with the bytes moved before it (earlier segments included).
+    /// </returns>
+    public DmaResult Gather(ushort requesterId, uint? pasid, ReadOnlySpan<DmaSegment> segments, Span<byte> destination)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        CheckSegments(segments, destination.Length, nameof(destination));
+        return MoveSegments(requesterId, pasid, segments, destination, DmaAccess.Read);
+    }
+
+    /// <summary>
+    /// A scatter-gather write: consecutive bytes of <paramref name="source"/> go to each of
+    /// <paramref name="segments"/> in order (see <see cref="Gather"/>).
+    /// </summary>
+    /// <param name="requesterId">Source id of the device.</param>
+    /// <param name="pasid">PASID of the requests, or null.</param>
+    /// <param name="segments">The pieces, in order; lengths 0 and up, none wrapping around the address space.</param>
+    /// <param name="source">The bytes; at least as long as the segments together.</param>
+    /// <returns>As <see cref="Gather"/>.</returns>
+    public DmaResult Scatter(ushort requesterId, uint? pasid, ReadOnlySpan<DmaSegment> segments, ReadOnlySpan<byte> source)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        CheckSegments(segments, source.Length, nameof(source));
+        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
+        return MoveSegments(requesterId, pasid, segments, bytes, DmaAccess.Write);
+    }
+
+    private static void CheckSegments(ReadOnlySpan<DmaSegment> segments, int bufferLength, string bufferName)
+    {
+        long total = 0;
+        foreach (DmaSegment s in segments)
+        {
+            if (s.Length < 0 || (s.Length > 0 && (ulong)s.Length - 1 > ulong.MaxValue - s.Iova))
+            {
+                ThrowHelper.Argument($"Segment at 0x{s.Iova:X} of {s.Length} bytes is negative or wraps around the address space.", nameof(segments));
+            }
+
+            total += s.Length;
+        }
+
+        if (total > bufferLength)
+        {
+            ThrowHelper.Argument($"The segments hold {total} bytes; the buffer has {bufferLength}.", bufferName);
+        }
+    }
+
+    private DmaResult MoveSegments(ushort requesterId, uint? pasid, ReadOnlySpan<DmaSegment> segments, Span<byte> buffer, DmaAccess access)
+    {
+        ulong done = 0;
+        ulong first = 0;
+        bool any = false;
+        foreach (DmaSegment s in segments)
+        {
+            if (s.Length == 0)
+            {
+                continue;
+            }
+
+            DmaResult r = Move(requesterId, pasid, s.Iova, buffer.Slice((int)done, s.Length), access, out _);
+            if (!r.IsOk)
+            {
+                return r with { Transferred = done + r.Transferred };
+            }
+
+            if (!any)
+            {
+                first = r.Address;
+                any = true;
+            }
+
+            done += (ulong)s.Length;
+        }
+
+        return new DmaResult(DmaStatus.Ok, done, first, 0);
     }
 
     // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
