@@ -37,11 +37,15 @@ public sealed partial class VtdUnit
     private VtdTranslation Fault(
         ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason, bool fpd)
     {
-        _faultsByReason[(byte)reason]++;
+        // Faults take the writer side: the fault registers and counters are the unit's state.
         bool recorded = false;
-        if (!fpd || !IsQualified(reason))
+        lock (_lock)
         {
-            recorded = RecordFault(sid, address, write, pasidPresent, pasid, reason);
+            _faultsByReason[(byte)reason]++;
+            if (!fpd || !IsQualified(reason))
+            {
+                recorded = RecordFault(sid, address, write, pasidPresent, pasid, reason);
+            }
         }
 
         return VtdTranslation.Faulted(address, reason, recorded);

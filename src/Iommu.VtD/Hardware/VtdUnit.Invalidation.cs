@@ -11,12 +11,17 @@ public sealed partial class VtdUnit
     private const int IqeiWidth = 5;
     private const int IqeiTailMisaligned = 6;
 
+    // Every invalidation starts here, before it retires or removes anything (TranslationCache's
+    // ordering argument): a fill from a translation that started earlier is then dropped.
+    private void BeginInvalidation() => Interlocked.Increment(ref _epoch);
+
     private void InvalidateAllCaches()
     {
-        _contextCache.Clear();
-        _pasidCache.Clear();
-        _iotlb.Clear();
-        _iotlbLevels = 0;
+        BeginInvalidation();
+        _contextCache.InvalidateAll();
+        _pasidCache.InvalidateAll();
+        _iotlb.InvalidateAll();
+        Volatile.Write(ref _iotlbLevels, 0);
     }
 
     /// <summary>Context-cache invalidation; returns the actual granularity (1 global, 2 domain, 3 device) or 0 when not performed.</summary>
@@ -25,6 +30,8 @@ public sealed partial class VtdUnit
     /// DID 0), so domain- and device-selective requests drop only entries whose DID matches. Scalable
     /// context entries carry no DID: device-selective ignores the DID and domain-selective is
     /// performed as global. QEMU 7.2 performs domain-selective as global in both modes.
+    /// Domain-selective retires the DID's generation; device-selective visits only the sets of the
+    /// (at most eight) source ids the function mask selects.
     /// </remarks>
     private int InvalidateContextCache(int granularity, ushort did, ushort sid, int functionMask)
     {
@@ -33,32 +40,30 @@ public sealed partial class VtdUnit
         switch (granularity)
         {
             case 1:
-                _contextCache.Clear();
+                BeginInvalidation();
+                _contextCache.InvalidateAll();
                 return 1;
             case 2:
-                if (_rootTableMode != 0)
+                BeginInvalidation();
+                if (((_rootTable >> 10) & 3) != 0)
                 {
-                    _contextCache.Clear();
+                    _contextCache.InvalidateAll();
                     return 1;
                 }
 
-                foreach (KeyValuePair<ushort, ContextCacheEntry> e in _contextCache)
-                {
-                    if (!e.Value.Scalable && e.Value.Did == did)
-                    {
-                        _contextCache.Remove(e.Key);
-                    }
-                }
-
+                _contextCache.InvalidateGroup(did);
                 return 2;
             case 3:
+                BeginInvalidation();
+
                 // FM: 1 ignores SID bit 2, 2 ignores bits 2:1, 3 ignores bits 2:0.
-                ushort mask = functionMask switch { 1 => 0xFFFB, 2 => 0xFFF9, 3 => 0xFFF8, _ => 0xFFFF };
-                foreach (KeyValuePair<ushort, ContextCacheEntry> e in _contextCache)
+                ushort ignored = functionMask switch { 1 => 0x4, 2 => 0x6, 3 => 0x7, _ => 0 };
+                var match = new ContextMatch((ushort)(sid & ~ignored), (ushort)~ignored, did);
+                for (int low = 0; low < 8; low++)
                 {
-                    if ((e.Key & mask) == (sid & mask) && (e.Value.Scalable || e.Value.Did == did))
+                    if ((low & ~ignored) == 0)
                     {
-                        _contextCache.Remove(e.Key);
+                        _contextCache.Remove((sid & ~ignored | low) & _contextCache.SetMask, ref match);
                     }
                 }
 
@@ -77,16 +82,19 @@ public sealed partial class VtdUnit
         switch (granularity)
         {
             case 1:
-                _iotlb.Clear();
-                _iotlbLevels = 0;
+                BeginInvalidation();
+                _iotlb.InvalidateAll();
+                Volatile.Write(ref _iotlbLevels, 0);
                 return 1;
             case 2:
-                RemoveIotlb(did, NoPasidTag, matchPasid: false, 0, 0);
+                BeginInvalidation();
+                _iotlb.InvalidateGroup(did);
                 return 2;
             case 3:
                 if (!_config.PageSelectiveInvalidation)
                 {
-                    RemoveIotlb(did, NoPasidTag, matchPasid: false, 0, 0);
+                    BeginInvalidation();
+                    _iotlb.InvalidateGroup(did);
                     return 2;
                 }
 
@@ -95,60 +103,100 @@ public sealed partial class VtdUnit
                     return 0;
                 }
 
+                BeginInvalidation();
                 ulong first = (address >> 12) & ~((1UL << addressMask) - 1);
-                RemoveIotlb(did, NoPasidTag, matchPasid: false, first, 1UL << addressMask);
+                RemoveIotlbPages(did, first, 1UL << addressMask);
                 return 3;
             default:
                 return 0;
         }
     }
 
-    // Removes entries of a domain (optionally one PASID); pages == 0 means every address, otherwise
-    // entries whose page overlaps [firstPage, firstPage + pages) in 4 KiB frames.
-    private void RemoveIotlb(ushort did, uint pasid, bool matchPasid, ulong firstPage, ulong pages)
+    /// <summary>
+    /// Removes a domain's entries (every PASID) whose page overlaps [firstPage, firstPage + pages) in
+    /// 4 KiB frames, visiting for each level the IOTLB may hold only the sets those pages map to (every
+    /// set once the range has more pages at that level than there are sets).
+    /// </summary>
+    private void RemoveIotlbPages(ushort did, ulong firstPage, ulong pages)
     {
-        foreach (KeyValuePair<IotlbKey, IotlbEntry> e in _iotlb)
+        int levels = Volatile.Read(ref _iotlbLevels);
+        for (int level = 1; levels >> level != 0; level++)
         {
-            IotlbKey k = e.Key;
-            if (k.Did != did || (matchPasid && k.Pasid != pasid))
+            if ((levels & (1 << level)) == 0)
             {
                 continue;
             }
 
-            if (pages != 0)
+            int frames = 9 * (level - 1);
+            ulong lo = firstPage >> frames;
+            ulong hi = (firstPage + pages - 1) >> frames;
+            var match = new PageMatch(did, level, lo, hi);
+            if (hi - lo >= (ulong)_iotlb.Sets)
             {
-                int frames = 9 * (k.Level - 1);
-                ulong start = k.PageNumber << frames;
-                ulong end = start + (1UL << frames);
-                if (end <= firstPage || start >= firstPage + pages)
-                {
-                    continue;
-                }
+                _iotlb.RemoveAll(ref match);
+                continue;
             }
 
-            _iotlb.Remove(k);
+            for (ulong page = lo; page <= hi; page++)
+            {
+                _iotlb.Remove(IotlbSet(did, page, level), ref match);
+            }
         }
     }
 
     /// <summary>PASID-cache invalidation: 0 domain-selective, 1 PASID-selective within the domain, 3 global.</summary>
-    /// <remarks>Not-present PASID entries cached under caching mode match any DID.</remarks>
+    /// <remarks>
+    /// Not-present PASID entries cached under caching mode match any DID: domain-selective requests
+    /// drop all of them, PASID-selective ones those of the PASID. Both retire generations (the DID's
+    /// or the (DID, PASID) pair's and the not-present pseudo-group's or pair's), scanning nothing.
+    /// </remarks>
     private void InvalidatePasidCache(int granularity, ushort did, uint pasid)
     {
         _pasidInvalidations++;
         did &= _didMask;
+        BeginInvalidation();
         if (granularity == 3)
         {
-            _pasidCache.Clear();
+            _pasidCache.InvalidateAll();
             return;
         }
 
-        foreach (KeyValuePair<PasidKey, PasidCacheEntry> e in _pasidCache)
+        if (granularity == 0)
         {
-            bool didMatch = !e.Value.Present || e.Value.Did == did;
-            if (didMatch && (granularity == 0 || e.Key.Pasid == pasid))
-            {
-                _pasidCache.Remove(e.Key);
-            }
+            _pasidCache.InvalidateGroup(did);
+            _pasidCache.InvalidateGroup(_noDidGroup);
+            return;
+        }
+
+        InvalidatePasidCell(_pasidCache, did, pasid);
+        InvalidatePasidCell(_pasidCache, _noDidGroup, pasid);
+    }
+
+    // Retires a (group, PASID) pair's entries in one cache; nothing to do when no entry can hold it.
+    private void InvalidatePasidCell(TranslationCache cache, int group, uint pasid)
+    {
+        int cell = _pasidTags.Find(group, pasid);
+        if (cell >= 0)
+        {
+            cache.InvalidateCell(cell);
+        }
+    }
+
+    // Device-selective context-cache invalidation: the source ids under the function mask, and for
+    // legacy entries the DID.
+    private readonly struct ContextMatch(ushort sid, ushort mask, ushort did) : TranslationCache.IEntryMatch
+    {
+        public bool Matches(ulong key0, ulong key1, ulong value0, ulong value1) =>
+            ((ushort)key0 & mask) == sid && ((value0 & 8) != 0 || (ushort)value1 == did);
+    }
+
+    // Page-selective IOTLB invalidation at one level: the domain's entries (any PASID) whose page number lies in [lo, hi].
+    private readonly struct PageMatch(ushort did, int level, ulong lo, ulong hi) : TranslationCache.IEntryMatch
+    {
+        public bool Matches(ulong key0, ulong key1, ulong value0, ulong value1)
+        {
+            ulong page = key0 >> 3;
+            return (ushort)key1 == did && (int)(key0 & 7) == level && page >= lo && page <= hi;
         }
     }
 
@@ -307,7 +355,8 @@ public sealed partial class VtdUnit
 
                 if (g == 2)
                 {
-                    RemoveIotlb((ushort)(did & _didMask), (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF, matchPasid: true, 0, 0);
+                    BeginInvalidation();
+                    InvalidatePasidCell(_iotlb, did & _didMask, (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF);
                 }
 
                 return 0;

@@ -177,8 +177,7 @@ public sealed partial class VtdUnit
         if ((command & VtdRegister.GcmdSrtp) != 0)
         {
             ulong rtaddr = Get64(VtdRegister.Rtaddr);
-            _rootTable = rtaddr & VtdFormat.PointerMask;
-            _rootTableMode = (int)((rtaddr >> 10) & 3);
+            Volatile.Write(ref _rootTable, rtaddr & (VtdFormat.PointerMask | 0xC00));
             status |= VtdRegister.GcmdSrtp;
             if (_config.SetRootTableInvalidatesCaches)
             {
@@ -187,6 +186,7 @@ public sealed partial class VtdUnit
         }
 
         Set32(VtdRegister.Gsts, status);
+        _translationEnabled = (status & VtdRegister.GcmdTe) != 0;
 
         if (_config.QueuedInvalidation && ((command ^ status) & VtdRegister.GcmdQie) != 0)
         {
@@ -199,8 +199,6 @@ public sealed partial class VtdUnit
             }
         }
     }
-
-    private bool TranslationEnabled => (Get32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
 
     private bool QueuedInvalidationEnabled => (Get32(VtdRegister.Gsts) & VtdRegister.GcmdQie) != 0;
 }

@@ -13,15 +13,24 @@ public sealed partial class VtdUnit
 
     private readonly ulong _hawMask;
     private readonly ushort _didMask;
-    private readonly Dictionary<ushort, ContextCacheEntry> _contextCache = new(256);
-    private readonly Dictionary<PasidKey, PasidCacheEntry> _pasidCache = new(256);
-    private readonly Dictionary<IotlbKey, IotlbEntry> _iotlb;
     private readonly ulong[] _leafReserved = new ulong[6];
     private readonly ulong[] _nonLeafReserved = new ulong[6];
+
+    // The caches (see TranslationCache): groups are DIDs, plus one pseudo-group after the last DID
+    // (scalable context entries, which carry no DID; not-present PASID entries, which match any DID).
+    private readonly TranslationCache _contextCache;
+    private readonly TranslationCache _pasidCache;
+    private readonly TranslationCache _iotlb;
+    private readonly PasidTagTable _pasidTags = new(4096);
+    private readonly int _noDidGroup;
+
+    // Incremented (interlocked) at the start of every invalidation; a fill whose translation started
+    // under another value is dropped (TranslationCache's ordering argument).
+    private long _epoch;
     private int _iotlbLevels;     // bit n set: the IOTLB may hold level-n entries
-    private ulong _rootTable;     // latched by SRTP
-    private int _rootTableMode;   // RTADDR.TTM latched by SRTP
-    private long _contextHits, _contextMisses, _pasidHits, _pasidMisses, _iotlbHits, _iotlbMisses;
+    private volatile bool _translationEnabled;
+    private ulong _rootTable;     // RTADDR latched by SRTP: table address | TTM (bits 11:10)
+    private readonly Counters _counters = new();
     private long _contextInvalidations, _pasidInvalidations, _iotlbInvalidations;
     private readonly long[] _faultsByReason = new long[256];
 
@@ -42,9 +51,11 @@ public sealed partial class VtdUnit
         _leafReserved[3] = _config.SecondLevel1GiBPages ? common | snp | 0x3FFF_F000 : ulong.MaxValue;
     }
 
-    private VtdTranslation TranslateLocked(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
+    private VtdTranslation TranslateCore(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
     {
-        if (!TranslationEnabled)
+        // Read before anything cached is looked at, so every fill below is checked against it.
+        long epoch = Volatile.Read(ref _epoch);
+        if (!_translationEnabled)
         {
             return VtdTranslation.Translated(iova, iova, 4096, true);
         }
@@ -55,31 +66,37 @@ public sealed partial class VtdUnit
             return VtdTranslation.Interrupt(iova);
         }
 
-        if (_rootTableMode == 0)
+        ulong rt = Volatile.Read(ref _rootTable);
+        int mode = (int)((rt >> 10) & 3);
+        if (mode == 0)
         {
             return hasPasid
                 ? Fault(sid, iova, write, true, pasid, VtdFaultReason.LegacyModePasidRequest, false)
-                : TranslateLegacy(sid, iova, size, write);
+                : TranslateLegacy(epoch, rt & VtdFormat.PointerMask, sid, iova, size, write);
         }
 
-        if (_rootTableMode == 1 && _config.ScalableMode)
+        if (mode == 1 && _config.ScalableMode)
         {
-            return TranslateScalable(sid, hasPasid, pasid, iova, size, write);
+            return TranslateScalable(epoch, rt & VtdFormat.PointerMask, sid, hasPasid, pasid, iova, size, write);
         }
 
         return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.RootTableAddressInvalid, false);
     }
 
-    private VtdTranslation TranslateLegacy(ushort sid, ulong iova, ulong size, bool write)
+    private VtdTranslation TranslateLegacy(long epoch, ulong rootTable, ushort sid, ulong iova, ulong size, bool write)
     {
-        if (_contextCache.TryGetValue(sid, out ContextCacheEntry ctx) && !ctx.Scalable)
+        ulong key = ContextKey(sid, scalable: false);
+        int set = sid & _contextCache.SetMask;
+        ContextCacheEntry ctx;
+        if (_contextCache.TryGet(set, key, 0, out ulong v0, out ulong v1))
         {
-            _contextHits++;
+            _counters.Add(Counters.ContextHit);
+            ctx = ContextCacheEntry.Unpack(v0, v1);
         }
         else
         {
-            _contextMisses++;
-            VtdFaultReason r = ReadLegacyContext(sid, out ctx);
+            _counters.Add(Counters.ContextMiss);
+            VtdFaultReason r = ReadLegacyContext(rootTable, sid, out ctx);
             if (r != VtdFaultReason.None)
             {
                 return Fault(sid, iova, write, false, 0, r, ctx.Fpd);
@@ -88,7 +105,8 @@ public sealed partial class VtdUnit
             // Caching mode: a not-present entry may be cached too (tagged with DID 0).
             if (ctx.Present || _config.CachingMode)
             {
-                _contextCache[sid] = ctx;
+                TranslationCache.Stamp stamp = _contextCache.Snapshot(ctx.Did, PasidTagTable.None);
+                _contextCache.Fill(set, key, 0, ctx.Pack0(), ctx.Pack1(), stamp, ref _epoch, epoch);
             }
         }
 
@@ -109,7 +127,7 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, false, 0, VtdFaultReason.AddressBeyondMgaw, ctx.Fpd);
         }
 
-        return TranslateSecondLevel(sid, false, 0, NoPasidTag, ctx.Did, ctx.Pointer, ctx.Aw + 2, iova, size, write, ctx.Fpd, scalable: false);
+        return TranslateSecondLevel(epoch, sid, false, 0, NoPasidTag, ctx.Did, ctx.Pointer, ctx.Aw + 2, iova, size, write, ctx.Fpd, scalable: false);
     }
 
     /// <remarks>
@@ -117,10 +135,10 @@ public sealed partial class VtdUnit
     /// error 0x9, reserved 0xB, then AW/TT validity 0x3). A not-present context entry is returned
     /// with <see cref="ContextCacheEntry.Present"/> false and its FPD, which applies to fault 0x2.
     /// </remarks>
-    private VtdFaultReason ReadLegacyContext(ushort sid, out ContextCacheEntry ctx)
+    private VtdFaultReason ReadLegacyContext(ulong rootTable, ushort sid, out ContextCacheEntry ctx)
     {
         ctx = default;
-        ulong rootPa = _rootTable + ((ulong)(sid >> 8) * VtdFormat.RootEntrySize);
+        ulong rootPa = rootTable + ((ulong)(sid >> 8) * VtdFormat.RootEntrySize);
         if (!_memory.Contains(rootPa, VtdFormat.RootEntrySize))
         {
             return VtdFaultReason.RootTableInvalid;
@@ -179,16 +197,20 @@ public sealed partial class VtdUnit
         return VtdFaultReason.None;
     }
 
-    private VtdTranslation TranslateScalable(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
+    private VtdTranslation TranslateScalable(long epoch, ulong rootTable, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
     {
-        if (_contextCache.TryGetValue(sid, out ContextCacheEntry ctx) && ctx.Scalable)
+        ulong key = ContextKey(sid, scalable: true);
+        int set = sid & _contextCache.SetMask;
+        ContextCacheEntry ctx;
+        if (_contextCache.TryGet(set, key, 0, out ulong v0, out ulong v1))
         {
-            _contextHits++;
+            _counters.Add(Counters.ContextHit);
+            ctx = ContextCacheEntry.Unpack(v0, v1);
         }
         else
         {
-            _contextMisses++;
-            VtdFaultReason r = ReadScalableContext(sid, out ctx);
+            _counters.Add(Counters.ContextMiss);
+            VtdFaultReason r = ReadScalableContext(rootTable, sid, out ctx);
             if (r != VtdFaultReason.None)
             {
                 return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd);
@@ -196,7 +218,9 @@ public sealed partial class VtdUnit
 
             if (ctx.Present || _config.CachingMode)
             {
-                _contextCache[sid] = ctx;
+                // Scalable context entries carry no DID: their group is never invalidated by DID.
+                TranslationCache.Stamp stamp = _contextCache.Snapshot(_noDidGroup, PasidTagTable.None);
+                _contextCache.Fill(set, key, 0, ctx.Pack0(), ctx.Pack1(), stamp, ref _epoch, epoch);
             }
         }
 
@@ -217,14 +241,17 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.PasidBeyondDirectory, ctx.Fpd);
         }
 
-        var key = new PasidKey(sid, effective);
-        if (_pasidCache.TryGetValue(key, out PasidCacheEntry pe))
+        ulong pkey = PasidKey(sid, effective);
+        int pset = PasidSet(sid, effective);
+        PasidCacheEntry pe;
+        if (_pasidCache.TryGet(pset, pkey, 0, out ulong p0, out ulong p1))
         {
-            _pasidHits++;
+            _counters.Add(Counters.PasidHit);
+            pe = PasidCacheEntry.Unpack(p0, p1);
         }
         else
         {
-            _pasidMisses++;
+            _counters.Add(Counters.PasidMiss);
             VtdFaultReason r = ReadPasidEntry(ctx.Pointer, effective, out pe);
             if (r != VtdFaultReason.None)
             {
@@ -233,7 +260,10 @@ public sealed partial class VtdUnit
 
             if (pe.Present || _config.CachingMode)
             {
-                _pasidCache[key] = pe;
+                // A not-present entry matches any DID: it lives in the pseudo-group and its PASID's pseudo-cell.
+                int group = pe.Present ? pe.Did : _noDidGroup;
+                TranslationCache.Stamp stamp = _pasidCache.Snapshot(group, _pasidTags.GetOrAdd(group, effective));
+                _pasidCache.Fill(pset, pkey, 0, pe.Pack0(), pe.Pack1(), stamp, ref _epoch, epoch);
             }
         }
 
@@ -255,7 +285,7 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.ScalableAddressBeyondWidth, fpd);
         }
 
-        return TranslateSecondLevel(sid, hasPasid, pasid, effective, pe.Did, pe.Slptptr, pe.Aw + 2, iova, size, write, fpd, scalable: true);
+        return TranslateSecondLevel(epoch, sid, hasPasid, pasid, effective, pe.Did, pe.Slptptr, pe.Aw + 2, iova, size, write, fpd, scalable: true);
     }
 
     /// <remarks>
@@ -264,12 +294,12 @@ public sealed partial class VtdUnit
     /// Context entry reserved bits include DTE (no ECAP.DT), PASIDE (without ECAP.PASID), PRE (no
     /// ECAP.PRS), RID_PRIV (no ECAP.RPRIVS) and a non-zero RID_PASID without ECAP.RPS.
     /// </remarks>
-    private VtdFaultReason ReadScalableContext(ushort sid, out ContextCacheEntry ctx)
+    private VtdFaultReason ReadScalableContext(ulong rootTable, ushort sid, out ContextCacheEntry ctx)
     {
         ctx = default;
         ctx.Scalable = true;
         int devfn = sid & 0xFF;
-        ulong rootPa = _rootTable + ((ulong)(sid >> 8) * VtdFormat.RootEntrySize);
+        ulong rootPa = rootTable + ((ulong)(sid >> 8) * VtdFormat.RootEntrySize);
         if (!_memory.Contains(rootPa, VtdFormat.RootEntrySize))
         {
             return VtdFaultReason.ScalableRootTableReadError;
@@ -408,25 +438,26 @@ public sealed partial class VtdUnit
     /// covering that entry's whole range.
     /// </remarks>
     private VtdTranslation TranslateSecondLevel(
-        ushort sid, bool hasPasid, uint pasid, uint tag, ushort did, ulong root, int levels,
+        long epoch, ushort sid, bool hasPasid, uint pasid, uint tag, ushort did, ulong root, int levels,
         ulong iova, ulong size, bool write, bool fpd, bool scalable)
     {
         VtdFaultReason permission = write
             ? (scalable ? VtdFaultReason.ScalableWrite : VtdFaultReason.Write)
             : (scalable ? VtdFaultReason.ScalableRead : VtdFaultReason.Read);
 
-        if (LookupIotlb(did, tag, iova, out IotlbEntry hit, out int hitLevel))
+        ulong key1 = IotlbKey1(did, tag);
+        if (LookupIotlb(key1, did, iova, out ulong hit, out int hitLevel))
         {
-            _iotlbHits++;
-            if (!(write ? hit.Write : hit.Read))
+            _counters.Add(Counters.IotlbHit);
+            if ((hit & (write ? IotlbWrite : IotlbRead)) == 0)
             {
                 return Fault(sid, iova, write, hasPasid, pasid, permission, fpd);
             }
 
-            return Finish(hit.Output, hitLevel, hit.Write);
+            return Finish(hit & VtdFormat.PointerMask, hitLevel, (hit & IotlbWrite) != 0);
         }
 
-        _iotlbMisses++;
+        _counters.Add(Counters.IotlbMiss);
         ulong table = root;
         bool r = true, w = true;
         for (int level = levels; ; level--)
@@ -446,7 +477,7 @@ public sealed partial class VtdUnit
             {
                 if (_config.CachingMode)
                 {
-                    InsertIotlb(new IotlbKey(did, tag, iova >> shift, (byte)level), default);
+                    FillIotlb(epoch, key1, did, tag, iova >> shift, level, 0);
                 }
 
                 return Fault(sid, iova, write, hasPasid, pasid, permission, fpd);
@@ -466,14 +497,14 @@ public sealed partial class VtdUnit
                 continue;
             }
 
-            var entry = new IotlbEntry(pte & VtdFormat.SlAddressMask & ~((1UL << shift) - 1), r, w);
-            InsertIotlb(new IotlbKey(did, tag, iova >> shift, (byte)level), entry);
+            ulong output = pte & VtdFormat.SlAddressMask & ~((1UL << shift) - 1);
+            FillIotlb(epoch, key1, did, tag, iova >> shift, level, output | (r ? IotlbRead : 0) | (w ? IotlbWrite : 0));
             if (!(write ? w : r))
             {
                 return Fault(sid, iova, write, hasPasid, pasid, permission, fpd);
             }
 
-            return Finish(entry.Output, level, w);
+            return Finish(output, level, w);
         }
 
         VtdTranslation Finish(ulong outputBase, int level, bool writable)
@@ -489,34 +520,59 @@ public sealed partial class VtdUnit
         }
     }
 
-    private bool LookupIotlb(ushort did, uint tag, ulong iova, out IotlbEntry entry, out int level)
+    // IOTLB value: page-aligned output address | R | W; R = W = 0 is a cached not-present entry.
+    private const ulong IotlbRead = 1;
+    private const ulong IotlbWrite = 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong IotlbKey1(ushort did, uint tag) => did | ((ulong)tag << 16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong IotlbKey0(ulong pageNumber, int level) => (pageNumber << 3) | (uint)level;
+
+    // The IOTLB set of a page: page number plus fixed multiples of DID and level (VtdConfig.IotlbCapacity).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int IotlbSet(ushort did, ulong pageNumber, int level) =>
+        (int)((pageNumber + ((ulong)did * 0x3B) + ((ulong)level * 0x9E5)) & (ulong)_iotlb.SetMask);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool LookupIotlb(ulong key1, ushort did, ulong iova, out ulong value, out int level)
     {
-        int levels = _iotlbLevels;
+        int levels = Volatile.Read(ref _iotlbLevels);
         for (level = 1; levels >> level != 0; level++)
         {
+            ulong page = iova >> (12 + (9 * (level - 1)));
             if ((levels & (1 << level)) != 0
-                && _iotlb.TryGetValue(new IotlbKey(did, tag, iova >> (12 + (9 * (level - 1))), (byte)level), out entry))
+                && _iotlb.TryGet(IotlbSet(did, page, level), IotlbKey0(page, level), key1, out value, out _))
             {
                 return true;
             }
         }
 
-        entry = default;
+        value = 0;
         return false;
     }
 
-    private void InsertIotlb(IotlbKey key, IotlbEntry entry)
+    private void FillIotlb(long epoch, ulong key1, ushort did, uint tag, ulong pageNumber, int level, ulong value)
     {
-        // When full, drop everything: hardware may evict any entry at any time.
-        if (_iotlb.Count >= _config.IotlbCapacity && !_iotlb.ContainsKey(key))
+        // Announce the level before the entry can be seen; a global invalidation clears the bits and
+        // retires every entry, so a bit cleared under a fill only costs that entry a later miss.
+        if ((Volatile.Read(ref _iotlbLevels) & (1 << level)) == 0)
         {
-            _iotlb.Clear();
-            _iotlbLevels = 0;
+            Interlocked.Or(ref _iotlbLevels, 1 << level);
         }
 
-        _iotlb[key] = entry;
-        _iotlbLevels |= 1 << key.Level;
+        int cell = tag == NoPasidTag ? PasidTagTable.None : _pasidTags.GetOrAdd(did, tag);
+        TranslationCache.Stamp stamp = _iotlb.Snapshot(did, cell);
+        _iotlb.Fill(IotlbSet(did, pageNumber, level), IotlbKey0(pageNumber, level), key1, value, 0, stamp, ref _epoch, epoch);
     }
+
+    private static ulong ContextKey(ushort sid, bool scalable) => sid | 0x1_0000UL | (scalable ? 0x2_0000UL : 0);
+
+    private static ulong PasidKey(ushort sid, uint pasid) => sid | ((ulong)pasid << 16) | (1UL << 40);
+
+    // The PASID-cache set: source id plus a fixed multiple of the PASID (VtdConfig.PasidCacheCapacity).
+    private int PasidSet(ushort sid, uint pasid) => (int)((sid + (pasid * 0x2Fu)) & (uint)_pasidCache.SetMask);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool FitsWidth(ulong iova, ulong size, int width) =>
@@ -534,6 +590,27 @@ public sealed partial class VtdUnit
         public ushort Did;         // legacy only; 0 for not-present entries (caching mode)
         public uint RidPasid;
         public ulong Pointer;      // SLPTPTR (legacy) or PASIDDIRPTR (scalable)
+
+        // Word 0: pointer | present | FPD | PASIDE | scalable | TT (5:4) | AW (8:6) | PDTS (11:9); word 1: DID | RID_PASID << 16.
+        public readonly ulong Pack0() =>
+            Pointer | (Present ? 1UL : 0) | (Fpd ? 2UL : 0) | (PasidEnable ? 4UL : 0) | (Scalable ? 8UL : 0)
+            | ((ulong)Tt << 4) | ((ulong)Aw << 6) | ((ulong)Pdts << 9);
+
+        public readonly ulong Pack1() => Did | ((ulong)RidPasid << 16);
+
+        public static ContextCacheEntry Unpack(ulong w0, ulong w1) => new()
+        {
+            Pointer = w0 & VtdFormat.PointerMask,
+            Present = (w0 & 1) != 0,
+            Fpd = (w0 & 2) != 0,
+            PasidEnable = (w0 & 4) != 0,
+            Scalable = (w0 & 8) != 0,
+            Tt = (byte)((w0 >> 4) & 3),
+            Aw = (byte)((w0 >> 6) & 7),
+            Pdts = (byte)((w0 >> 9) & 7),
+            Did = (ushort)w1,
+            RidPasid = (uint)(w1 >> 16) & 0xF_FFFF,
+        };
     }
 
     private struct PasidCacheEntry
@@ -545,12 +622,56 @@ public sealed partial class VtdUnit
         public byte Aw;
         public ushort Did;
         public ulong Slptptr;
+
+        // Word 0: SLPTPTR | present | FPD | PGTT (4:2) | AW (7:5); word 1: DID | not-present reason << 16.
+        public readonly ulong Pack0() =>
+            Slptptr | (Present ? 1UL : 0) | (Fpd ? 2UL : 0) | ((ulong)Pgtt << 2) | ((ulong)Aw << 5);
+
+        public readonly ulong Pack1() => Did | ((ulong)(byte)NotPresentReason << 16);
+
+        public static PasidCacheEntry Unpack(ulong w0, ulong w1) => new()
+        {
+            Slptptr = w0 & VtdFormat.PointerMask,
+            Present = (w0 & 1) != 0,
+            Fpd = (w0 & 2) != 0,
+            Pgtt = (byte)((w0 >> 2) & 7),
+            Aw = (byte)((w0 >> 5) & 7),
+            Did = (ushort)w1,
+            NotPresentReason = (VtdFaultReason)(byte)(w1 >> 16),
+        };
     }
 
-    private readonly record struct PasidKey(ushort Sid, uint Pasid);
+    /// <summary>
+    /// The cache hit and miss counters, striped by thread so that translating threads do not share a
+    /// cache line: plain increments of the calling thread's stripe (no interlocked operation). A
+    /// count can be lost only when two threads whose managed ids are equal modulo the stripe count
+    /// increment the same counter at the same instant.
+    /// </summary>
+    private sealed class Counters
+    {
+        public const int ContextHit = 0;
+        public const int ContextMiss = 1;
+        public const int PasidHit = 2;
+        public const int PasidMiss = 3;
+        public const int IotlbHit = 4;
+        public const int IotlbMiss = 5;
+        private const int Stripes = 64;
+        private const int Stride = 16; // 128 bytes: no two stripes share a cache line or its prefetch pair
+        private readonly long[] _counts = new long[(Stripes + 1) * Stride];
 
-    private readonly record struct IotlbKey(ushort Did, uint Pasid, ulong PageNumber, byte Level);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Add(int counter) =>
+            _counts[(((Environment.CurrentManagedThreadId & (Stripes - 1)) + 1) * Stride) + counter]++;
 
-    // Output = page-aligned output address; Read = Write = false is a cached not-present entry.
-    private readonly record struct IotlbEntry(ulong Output, bool Read, bool Write);
+        public long Sum(int counter)
+        {
+            long total = 0;
+            for (int s = 1; s <= Stripes; s++)
+            {
+                total += Volatile.Read(ref _counts[(s * Stride) + counter]);
+            }
+
+            return total;
+        }
+    }
 }

@@ -17,10 +17,27 @@ namespace Iommu.VtD.Hardware;
 /// used until software invalidates it, even if the tables in memory changed. With caching mode
 /// (CAP.CM) not-present context and PASID entries and not-present second-level entries are cached
 /// as well, so a driver that does not invalidate after a not-present → present change keeps faulting.</para>
-/// <para>Thread safety: one lock guards the register file and the caches. Any number of threads may
-/// call <see cref="Translate"/> and <see cref="Dma"/> concurrently with register accesses from one
-/// driver thread; every call is atomic with respect to the others. Fault and invalidation-completion
-/// interrupts are raised after the lock is released, on the thread whose call caused them.</para>
+/// <para>Caches are shaped like hardware: set-associative (<see cref="VtdConfig.IotlbCapacity"/> and the
+/// other shape parameters), with replacement per set; a hit is a few loads. Page-selective IOTLB and
+/// device-selective context-cache invalidation visit only the sets of the pages or devices named;
+/// domain-, PASID- and global invalidation retire a generation counter and scan nothing.</para>
+/// <para>Thread safety: translation (<see cref="Translate"/>, <see cref="Dma"/>, <see cref="Transfer"/>,
+/// <see cref="Gather"/>, <see cref="Scatter"/> and the device callbacks) takes no lock: any number of
+/// threads translate at once without blocking each other, and a cache fill never waits. Writers —
+/// register accesses (and the command, invalidation-queue and fault-record processing they trigger)
+/// and fault recording — serialise on one lock. Fault and invalidation-completion interrupts are
+/// raised after that lock is released, on the thread whose call caused them.</para>
+/// <para>Ordering: a translation that starts after an invalidation has completed (in particular after
+/// a later wait descriptor's status write is visible, or its completion interrupt arrived) never uses
+/// an entry that the invalidation removed. An invalidation first increments an epoch (an interlocked
+/// operation), then retires generations or clears slots; the wait descriptor after it is processed
+/// only once that is done, on the same thread. A lookup checks each entry's seqlock and generations,
+/// so once the invalidation returns no lookup sees an entry it removed. A fill records the epoch when
+/// its translation began and compares it after taking its slot (see the remarks of the internal
+/// cache type): a walk that may have read the tables before the driver changed them, and so began
+/// before the invalidation, is dropped instead of cached, and a fill that passed the check before the
+/// invalidation began is retired or cleared by it. Translations that overlap an invalidation may use
+/// the old or the new translation, as on hardware.</para>
 /// </remarks>
 public sealed partial class VtdUnit
 {
@@ -43,7 +60,10 @@ public sealed partial class VtdUnit
         Segment = segment;
         _hawMask = (1UL << config.HostAddressWidth) - 1;
         _didMask = (ushort)((1 << Math.Min(16, 4 + (2 * config.DomainIdEncoding))) - 1);
-        _iotlb = new Dictionary<IotlbKey, IotlbEntry>(config.IotlbCapacity);
+        _noDidGroup = _didMask + 1;
+        _contextCache = new TranslationCache(config.ContextCacheCapacity, config.ContextCacheAssociativity, _didMask + 2, 1);
+        _pasidCache = new TranslationCache(config.PasidCacheCapacity, config.PasidCacheAssociativity, _didMask + 2, _pasidTags.CellCount);
+        _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount);
         InitRegisters();
         InitPagingMasks();
     }
@@ -74,8 +94,10 @@ public sealed partial class VtdUnit
             lock (_lock)
             {
                 return new VtdCacheStatistics(
-                    _contextHits, _contextMisses, _pasidHits, _pasidMisses, _iotlbHits, _iotlbMisses,
-                    _contextCache.Count, _pasidCache.Count, _iotlb.Count);
+                    _counters.Sum(Counters.ContextHit), _counters.Sum(Counters.ContextMiss),
+                    _counters.Sum(Counters.PasidHit), _counters.Sum(Counters.PasidMiss),
+                    _counters.Sum(Counters.IotlbHit), _counters.Sum(Counters.IotlbMiss),
+                    _contextCache.Count(), _pasidCache.Count(), _iotlb.Count());
             }
         }
     }
@@ -212,12 +234,7 @@ public sealed partial class VtdUnit
             ThrowHelper.Pasid(p);
         }
 
-        VtdTranslation result;
-        lock (_lock)
-        {
-            result = TranslateLocked(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write);
-        }
-
+        VtdTranslation result = TranslateCore(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write);
         if (_interruptPending)
         {
             RaisePendingInterrupts();

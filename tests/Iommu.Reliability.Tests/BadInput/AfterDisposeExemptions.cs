@@ -15,7 +15,7 @@ internal static class AfterDisposeExemptions
     public static readonly IReadOnlyDictionary<string, string> Types = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["Device"] = "a plain device holds no memory; its DMA-capable subclass PciDevice has rows",
-        ["DmaResult"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
+        ["DmaResult"] = Value, ["DmaSegment"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
         ["IommuDomain"] = "abstract base of driver domains: managed fields only; domains are used through IommuCore, which has rows",
         ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform",
         ["IommuFault"] = Value, ["IommuPageResponse"] = Value, ["IommuException"] = "exception type", ["IommuIotlbGather"] = Value,

@@ -23,6 +23,7 @@ internal static class BadInputExemptions
     public static readonly IReadOnlyDictionary<string, string> Members = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["DmaResult..ctor"] = ValueRecord,
+        ["DmaSegment..ctor"] = ValueRecord,
         ["IommuDomainGeometry..ctor"] = ValueRecord,
         ["IommuResvRegion..ctor"] = ValueRecord,
         ["DmarFaultRecord..ctor"] = ValueRecord,

@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Reliability.Tests.Infrastructure;
 using Iommu.VtD.Diagnostics;
@@ -27,6 +28,15 @@ internal static partial class BadInputMatrix
         V("VtdUnit.Translate", "IOVA 2^64-1 faults", c => c.Unit.Translate(0x0008, null, ulong.MaxValue, 1, DmaAccess.Read).IsFault, true),
         X<ArgumentOutOfRangeException>("VtdUnit.Dma", "PASID that does not fit 20 bits", c => c.Unit.Dma(0x0008, 1u << 20, 0x1000, new byte[8], DmaAccess.Write)),
         V("VtdUnit.Transfer", "empty buffer faults nothing", c => c.Unit.Transfer(0x0008, null, 0x1000, [], DmaAccess.Read).Transferred, 0UL),
+        X<ArgumentException>("VtdUnit.Gather", "negative segment length", c => c.Unit.Gather(0x0008, null, new[] { new DmaSegment(0x1000, -1) }, new byte[8])),
+        X<ArgumentException>("VtdUnit.Gather", "segments longer than the buffer", c => c.Unit.Gather(0x0008, null, new[] { new DmaSegment(0x1000, 8), new DmaSegment(0x3000, 1) }, new byte[8])),
+        X<ArgumentException>("VtdUnit.Gather", "segment wrapping around 2^64", c => c.Unit.Gather(0x0008, null, new[] { new DmaSegment(ulong.MaxValue, 2) }, new byte[8])),
+        X<ArgumentOutOfRangeException>("VtdUnit.Gather", "PASID that does not fit 20 bits", c => c.Unit.Gather(0x0008, 1u << 20, new[] { new DmaSegment(0x1000, 8) }, new byte[8])),
+        V("VtdUnit.Gather", "no segments moves nothing", c => c.Unit.Gather(0x0008, null, ReadOnlySpan<DmaSegment>.Empty, new byte[8]).Transferred, 0UL),
+        X<ArgumentException>("VtdUnit.Scatter", "negative segment length", c => c.Unit.Scatter(0x0008, null, new[] { new DmaSegment(0x1000, -1) }, new byte[8])),
+        X<ArgumentException>("VtdUnit.Scatter", "segments longer than the buffer", c => c.Unit.Scatter(0x0008, null, new[] { new DmaSegment(0x1000, 9) }, new byte[8])),
+        X<ArgumentException>("VtdUnit.Scatter", "segment wrapping around 2^64", c => c.Unit.Scatter(0x0008, null, new[] { new DmaSegment(ulong.MaxValue - 2, 8) }, new byte[8])),
+        V("VtdUnit.Scatter", "zero-length segments move nothing", c => c.Unit.Scatter(0x0008, null, new[] { new DmaSegment(ulong.MaxValue, 0) }, new byte[8]).Transferred, 0UL),
         X<ArgumentNullException>("VtdUnit.DmaRead", "null device", c => c.Unit.DmaRead(null!, null, 0, new byte[8])),
         X<ArgumentNullException>("VtdUnit.DmaWrite", "null device", c => c.Unit.DmaWrite(null!, null, 0, new byte[8])),
         V("VtdUnit.IsQualified", "undefined reason takes the default arm", _ => VtdUnit.IsQualified((VtdFaultReason)0xff), true),

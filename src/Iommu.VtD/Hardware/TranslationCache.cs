@@ -1,0 +1,283 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Iommu.VtD.Hardware;
+
+/// <summary>
+/// One set-associative cache of the unit (IOTLB, context cache or PASID cache): lookups take no lock
+/// and write nothing shared; fills never wait; invalidation (the unit's writer side) is cheap at every
+/// granularity.
+/// </summary>
+/// <remarks>
+/// <para>Shape: <see cref="Sets"/> (a power of two) × <see cref="Ways"/> slots. An entry is a 128-bit key
+/// (key0 ≠ 0) and a 128-bit value, chosen by its owner. A fill of a full set replaces a way holding
+/// nothing valid, otherwise the oldest fill of the set.</para>
+/// <para>Each slot is a seqlock: <c>Seq</c> is even while stable and odd while one thread writes it. A
+/// reader reads Seq, the fields, then Seq again, and uses the entry only if Seq was even and unchanged;
+/// a writer takes the slot by a compare-and-swap of Seq to odd, writes, and releases it with a
+/// volatile store of Seq + 2. A filler that finds a slot taken gives up (a dropped fill is only a later
+/// miss); an invalidating writer spins until the slot is released (slots are held for a few stores).</para>
+/// <para>Invalidation without scanning: every entry carries the generations of three counters at the
+/// time it was filled: the cache-wide generation, its group's (a DID, or a pseudo-group) and its
+/// cell's (a (DID, PASID) pair, see <see cref="PasidTagTable"/>). Bumping a counter retires every entry
+/// filled under the old value at once; a lookup compares the three. Page- and device-selective
+/// invalidation instead visit only the sets the named keys map to (<see cref="Remove{TMatch}"/>).</para>
+/// <para>Ordering with fills (the argument the owner's remarks rely on): every invalidation first
+/// increments the owner's epoch, then bumps generations or clears slots. A fill records the epoch when
+/// its translation started, reads the generations, takes its slot, and only then compares the epoch:
+/// if an invalidation started since, the fill is dropped. Otherwise that invalidation's generation
+/// bumps come after the generations the fill read (so they retire the entry), and its slot clearing
+/// waits for the slot and then sees the entry. So no entry computed before an invalidation started
+/// survives it.</para>
+/// </remarks>
+internal sealed class TranslationCache
+{
+    private readonly Slot[] _slots;
+    private readonly ulong[] _tags;      // a hash of each slot's key, dense, so a lookup scans one cache line
+    private readonly uint[] _groups;     // generation per group
+    private readonly uint[] _cells;      // generation per (DID, PASID) cell
+    private readonly int _waysShift;
+    private uint _global;                // cache-wide generation
+    private long _fills;                  // fill order (racy increments: an approximate FIFO under concurrency)
+
+    /// <summary>Creates an empty cache of at most <paramref name="capacity"/> entries.</summary>
+    /// <param name="capacity">Entries wanted; rounded down to ways × a power of two (at least one set).</param>
+    /// <param name="associativity">Ways per set (clamped to the capacity, rounded down to a power of two).</param>
+    /// <param name="groups">Number of groups (generation counters indexed by the owner).</param>
+    /// <param name="cells">Number of (DID, PASID) cells.</param>
+    public TranslationCache(int capacity, int associativity, int groups, int cells)
+    {
+        int ways = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Min(associativity, capacity) + 1) >> 1;
+        Ways = ways;
+        _waysShift = BitOperations.Log2((uint)ways);
+        Sets = (int)BitOperations.RoundUpToPowerOf2((uint)(capacity / ways) + 1) >> 1;
+        SetMask = Sets - 1;
+        _slots = new Slot[Sets * Ways];
+        _tags = new ulong[Sets * Ways];
+        _groups = new uint[groups];
+        _cells = new uint[cells];
+    }
+
+    /// <summary>Number of sets (a power of two).</summary>
+    public int Sets { get; }
+
+    /// <summary>Sets − 1, to mask an index with.</summary>
+    public int SetMask { get; }
+
+    /// <summary>Ways per set.</summary>
+    public int Ways { get; }
+
+    /// <summary>Entries this cache can hold.</summary>
+    public int Capacity => _slots.Length;
+
+    /// <summary>Looks <paramref name="key0"/>/<paramref name="key1"/> up in <paramref name="set"/>: true with the value when a current entry holds it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGet(int set, ulong key0, ulong key1, out ulong value0, out ulong value1)
+    {
+        int first = set << _waysShift;
+        ulong tag = Tag(key0, key1);
+        ref ulong tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+        for (int i = first; i < first + Ways; i++)
+        {
+            if (Unsafe.Add(ref tags, i) == tag && TryRead(ref _slots[i], key0, key1, out value0, out value1))
+            {
+                return true;
+            }
+        }
+
+        value0 = value1 = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// The generations a fill of (<paramref name="group"/>, <paramref name="cell"/>) carries; read them
+    /// before <see cref="Fill"/> (see the ordering argument in the remarks).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Stamp Snapshot(int group, int cell) =>
+        new(Volatile.Read(ref _global), Volatile.Read(ref _groups[group]), Volatile.Read(ref _cells[cell]), group, cell);
+
+    /// <summary>
+    /// Stores an entry unless an invalidation started after the translation that computed it
+    /// (<paramref name="epoch"/> no longer equals <paramref name="startEpoch"/>) or another thread holds
+    /// the slot; an entry with the same key in the set is replaced.
+    /// </summary>
+    public void Fill(int set, ulong key0, ulong key1, ulong value0, ulong value1, in Stamp stamp, ref long epoch, long startEpoch)
+    {
+        int first = set << _waysShift;
+        int victim = -1;
+        long oldest = long.MaxValue;
+        for (int i = first; i < first + Ways; i++)
+        {
+            ref Slot s = ref _slots[i];
+            if (s.Key0 == key0 && s.Key1 == key1)
+            {
+                victim = i;
+                break;
+            }
+
+            long age = s.Key0 != 0 && IsCurrent(ref s) ? s.Filled : long.MinValue;
+            if (age < oldest)
+            {
+                oldest = age;
+                victim = i;
+            }
+        }
+
+        ref Slot slot = ref _slots[victim];
+        int seq = Volatile.Read(ref slot.Seq);
+        if ((seq & 1) != 0 || Interlocked.CompareExchange(ref slot.Seq, seq + 1, seq) != seq)
+        {
+            return;
+        }
+
+        if (Volatile.Read(ref epoch) != startEpoch)
+        {
+            Volatile.Write(ref slot.Seq, seq);
+            return;
+        }
+
+        slot.Key0 = key0;
+        slot.Key1 = key1;
+        slot.Value0 = value0;
+        slot.Value1 = value1;
+        slot.Global = stamp.Global;
+        slot.Group = stamp.Group;
+        slot.Cell = stamp.Cell;
+        slot.GroupIndex = stamp.GroupIndex;
+        slot.CellIndex = stamp.CellIndex;
+        slot.Filled = ++_fills;
+        Volatile.Write(ref _tags[victim], Tag(key0, key1));
+        Volatile.Write(ref slot.Seq, seq + 2);
+    }
+
+    /// <summary>Retires every entry (writer side).</summary>
+    public void InvalidateAll() => Volatile.Write(ref _global, _global + 1);
+
+    /// <summary>Retires every entry of <paramref name="group"/> (writer side).</summary>
+    public void InvalidateGroup(int group) => Volatile.Write(ref _groups[group], _groups[group] + 1);
+
+    /// <summary>Retires every entry of <paramref name="cell"/> (writer side).</summary>
+    public void InvalidateCell(int cell) => Volatile.Write(ref _cells[cell], _cells[cell] + 1);
+
+    /// <summary>Removes the current entries of <paramref name="set"/> that <paramref name="match"/> selects (writer side).</summary>
+    public void Remove<TMatch>(int set, ref TMatch match)
+        where TMatch : struct, IEntryMatch
+    {
+        int first = set << _waysShift;
+        for (int i = first; i < first + Ways; i++)
+        {
+            ref Slot s = ref _slots[i];
+
+            // An empty, stable slot can be skipped: a fill that takes it later checks the epoch,
+            // which the caller incremented before calling, and drops itself.
+            int stable = Volatile.Read(ref s.Seq);
+            if ((stable & 1) == 0 && Volatile.Read(ref s.Key0) == 0 && Volatile.Read(ref s.Seq) == stable)
+            {
+                continue;
+            }
+
+            int seq = TakeSlot(ref s);
+            if (s.Key0 != 0 && IsCurrent(ref s) && match.Matches(s.Key0, s.Key1, s.Value0, s.Value1))
+            {
+                s.Key0 = 0;
+                Volatile.Write(ref _tags[i], 0);
+            }
+
+            Volatile.Write(ref s.Seq, seq + 2);
+        }
+    }
+
+    /// <summary>Removes the current entries of every set that <paramref name="match"/> selects (writer side).</summary>
+    public void RemoveAll<TMatch>(ref TMatch match)
+        where TMatch : struct, IEntryMatch
+    {
+        for (int set = 0; set < Sets; set++)
+        {
+            Remove(set, ref match);
+        }
+    }
+
+    /// <summary>Number of current entries (a diagnostic scan; exact when no thread fills or invalidates meanwhile).</summary>
+    public int Count()
+    {
+        int n = 0;
+        for (int i = 0; i < _slots.Length; i++)
+        {
+            if (_slots[i].Key0 != 0 && IsCurrent(ref _slots[i]))
+            {
+                n++;
+            }
+        }
+
+        return n;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Tag(ulong key0, ulong key1) => key0 ^ (key1 * 0x9E37_79B9_7F4A_7C15UL);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryRead(ref Slot s, ulong key0, ulong key1, out ulong value0, out ulong value1)
+    {
+        int seq = Volatile.Read(ref s.Seq);
+        ulong k0 = s.Key0, k1 = s.Key1;
+        value0 = s.Value0;
+        value1 = s.Value1;
+        uint global = s.Global, group = s.Group, cell = s.Cell;
+        int groupIndex = s.GroupIndex, cellIndex = s.CellIndex;
+        Volatile.ReadBarrier();
+        return (seq & 1) == 0 && Volatile.Read(ref s.Seq) == seq
+            && k0 == key0 && k1 == key1
+            && global == Volatile.Read(ref _global)
+            && group == Volatile.Read(ref _groups[groupIndex])
+            && cell == Volatile.Read(ref _cells[cellIndex]);
+    }
+
+    private bool IsCurrent(ref Slot s) =>
+        s.Global == Volatile.Read(ref _global)
+        && s.Group == Volatile.Read(ref _groups[s.GroupIndex])
+        && s.Cell == Volatile.Read(ref _cells[s.CellIndex]);
+
+    private static int TakeSlot(ref Slot s)
+    {
+        var spin = default(SpinWait);
+        while (true)
+        {
+            int seq = Volatile.Read(ref s.Seq);
+            if ((seq & 1) == 0 && Interlocked.CompareExchange(ref s.Seq, seq + 1, seq) == seq)
+            {
+                return seq;
+            }
+
+            spin.SpinOnce();
+        }
+    }
+
+    /// <summary>Selects entries to remove by key and value.</summary>
+    internal interface IEntryMatch
+    {
+        /// <summary>Whether the entry goes.</summary>
+        bool Matches(ulong key0, ulong key1, ulong value0, ulong value1);
+    }
+
+    /// <summary>The generations one fill carries.</summary>
+    internal readonly record struct Stamp(uint Global, uint Group, uint Cell, int GroupIndex, int CellIndex);
+
+    // One cache line.
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Slot
+    {
+        public int Seq;
+        public int GroupIndex;
+        public uint Global;
+        public uint Group;
+        public int CellIndex;
+        public uint Cell;
+        public long Filled;
+        public ulong Key0;        // 0: empty
+        public ulong Key1;
+        public ulong Value0;
+        public ulong Value1;
+    }
+}
