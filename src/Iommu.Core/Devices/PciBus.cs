@@ -12,6 +12,10 @@ public sealed class PciBus : Bus
     }
 
     private readonly List<(IDmaRemapper Unit, bool IncludeAll, PciAddress[] Scope)> _remappers = [];
+    private int _remapperVersion; // changes whenever a unit is added, so devices can cache their unit
+
+    /// <summary>Changes whenever a remapping unit is added: a device's cached <see cref="FindDmaRemapper"/> answer is valid while it stays the same.</summary>
+    internal int RemapperVersion => Volatile.Read(ref _remapperVersion);
 
     /// <summary>The PCI segment (domain) number of every device on this bus.</summary>
     public ushort Segment { get; }
@@ -38,6 +42,7 @@ public sealed class PciBus : Bus
             }
 
             _remappers.Add((unit, includeAll, [.. scope]));
+            Volatile.Write(ref _remapperVersion, _remapperVersion + 1);
         }
     }
 

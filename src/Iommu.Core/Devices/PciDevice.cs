@@ -41,6 +41,8 @@ public sealed class PciDevice : Device
     [KernelSymbol("pci_dev_id")]
     public ushort RequesterId => Spec.Address.RequesterId;
 
+    private RemapperLookup? _remapper;
+
     /// <summary>The bridge or port above the device, or null on a root bus.</summary>
     public PciDevice? Upstream { get; }
 
@@ -120,7 +122,7 @@ public sealed class PciDevice : Device
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-        IDmaRemapper? unit = (Bus as PciBus)?.FindDmaRemapper(this);
+        IDmaRemapper? unit = DmaRemapper();
         if (unit is not null)
         {
             return unit.DmaRead(this, pasid, iova, destination);
@@ -144,7 +146,7 @@ public sealed class PciDevice : Device
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-        IDmaRemapper? unit = (Bus as PciBus)?.FindDmaRemapper(this);
+        IDmaRemapper? unit = DmaRemapper();
         if (unit is not null)
         {
             return unit.DmaWrite(this, pasid, iova, source);
@@ -159,6 +161,29 @@ public sealed class PciDevice : Device
         memory.Write(iova, source);
         return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, 0);
     }
+
+    // The unit this device's DMA goes through, cached while the bus's set of units is unchanged, so
+    // the DMA path takes no bus lock (many devices DMA at once).
+    private IDmaRemapper? DmaRemapper()
+    {
+        if (Bus is not PciBus bus)
+        {
+            return null;
+        }
+
+        RemapperLookup? cached = Volatile.Read(ref _remapper);
+        int version = bus.RemapperVersion;
+        if (cached is not null && ReferenceEquals(cached.Bus, bus) && cached.Version == version)
+        {
+            return cached.Unit;
+        }
+
+        IDmaRemapper? unit = bus.FindDmaRemapper(this);
+        Volatile.Write(ref _remapper, new RemapperLookup(bus, version, unit));
+        return unit;
+    }
+
+    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit);
 
     // The device's access scope: its platform's memory (none while the device is on no bus).
     private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;

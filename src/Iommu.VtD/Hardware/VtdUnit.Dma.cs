@@ -140,17 +140,34 @@ public sealed partial class VtdUnit : IDmaRemapper
             ? new DmaResult(DmaStatus.Ok, 0, iova, 0)
             : Move(requesterId, pasid, iova, buffer, access, out _);
 
-    // The page loop shared by Dma and Transfer: outcome is the first page's translation, or the one
-    // that stopped the transfer.
+    // The page loop shared by Dma, Transfer, Gather and Scatter: outcome is the first page's
+    // translation, or the one that stopped the transfer. Each page is translated once (from the
+    // caches when it can) and copied straight between memory and the caller's span.
     private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, out VtdTranslation outcome)
     {
+        bool hasPasid = pasid.HasValue;
+        uint p = pasid.GetValueOrDefault();
+        if (p > 0xF_FFFF)
+        {
+            ThrowHelper.Pasid(p);
+        }
+
+        bool write = access == DmaAccess.Write;
         outcome = default;
         int done = 0;
         while (done < buffer.Length)
         {
             ulong a = iova + (ulong)done;
             int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
-            VtdTranslation t = TranslateUnguarded(requesterId, pasid, a, (ulong)chunk, access);
+            if (!TryTranslateCached(requesterId, hasPasid, p, a, (ulong)chunk, write, out VtdTranslation t))
+            {
+                t = TranslateCore(requesterId, hasPasid, p, a, (ulong)chunk, write);
+                if (_interruptPending)
+                {
+                    RaisePendingInterrupts();
+                }
+            }
+
             if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
             {
                 t = t.AsMemoryError();
@@ -163,7 +180,7 @@ public sealed partial class VtdUnit : IDmaRemapper
             }
 
             Span<byte> part = buffer.Slice(done, chunk);
-            if (access == DmaAccess.Write)
+            if (write)
             {
                 _memory.Write(t.PhysicalAddress, part);
             }

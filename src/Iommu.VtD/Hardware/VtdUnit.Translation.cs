@@ -83,6 +83,88 @@ public sealed partial class VtdUnit
         return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.RootTableAddressInvalid, false);
     }
 
+    /// <summary>
+    /// The DMA path's common case: translation enabled, the context (and PASID) entry and the page
+    /// cached, the access allowed. Anything else returns false with no side effect, and the caller
+    /// runs <see cref="TranslateCore"/>, which then counts, walks, fills and faults as it always does;
+    /// on success the hits are counted here, so both routes count a request once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryTranslateCached(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, out VtdTranslation result)
+    {
+        result = default;
+        ulong rt = Volatile.Read(ref _rootTable);
+        if (!_translationEnabled || (!hasPasid && iova <= InterruptWindowLast && iova + size - 1 >= InterruptWindowBase))
+        {
+            return false;
+        }
+
+        bool scalable;
+        ulong c0, c1;
+        if ((rt & 0xC00) == 0)
+        {
+            scalable = false;
+            if (hasPasid || !_contextCache.TryGet(sid & _contextCache.SetMask, ContextKey(sid, scalable: false), 0, out c0, out c1)
+                || (c0 & 1) == 0 || ((c0 >> 4) & 3) != VtdFormat.TtTranslated)
+            {
+                return false;
+            }
+        }
+        else if ((rt & 0xC00) == 0x400 && _config.ScalableMode)
+        {
+            scalable = true;
+            if (!_contextCache.TryGet(sid & _contextCache.SetMask, ContextKey(sid, scalable: true), 0, out c0, out c1)
+                || (c0 & 1) == 0 || (hasPasid && (c0 & 4) == 0))
+            {
+                return false;
+            }
+        }
+        else
+        {
+            return false;
+        }
+
+        ushort did;
+        int aw;
+        uint tag = NoPasidTag;
+        if (!scalable)
+        {
+            did = (ushort)c1;
+            aw = (int)((c0 >> 6) & 7);
+        }
+        else
+        {
+            tag = hasPasid ? pasid : (_config.RidPasidSupport ? (uint)(c1 >> 16) & 0xF_FFFF : 0);
+            if ((tag >> VtdFormat.PasidDirectoryShift) >= (1u << ((int)((c0 >> 9) & 7) + 7))
+                || !_pasidCache.TryGet(PasidSet(sid, tag), PasidKey(sid, tag), 0, out ulong p0, out ulong p1)
+                || (p0 & 1) == 0 || ((p0 >> 2) & 7) != VtdFormat.PgttSecondLevel)
+            {
+                return false;
+            }
+
+            did = (ushort)p1;
+            aw = (int)((p0 >> 5) & 7);
+        }
+
+        if (!FitsWidth(iova, size, Math.Min(30 + (9 * aw), _config.MaxGuestAddressWidth))
+            || !LookupIotlb(IotlbKey1(did, tag), did, iova, out ulong hit, out int level)
+            || (hit & (write ? IotlbWrite : IotlbRead)) == 0)
+        {
+            return false;
+        }
+
+        ulong pageSize = 1UL << (12 + (9 * (level - 1)));
+        ulong pa = (hit & VtdFormat.PointerMask) | (iova & (pageSize - 1));
+        if (pa <= InterruptWindowLast && pa + size - 1 >= InterruptWindowBase)
+        {
+            return false;
+        }
+
+        _counters.AddHits(scalable);
+        result = VtdTranslation.Translated(iova, pa, pageSize, (hit & IotlbWrite) != 0);
+        return true;
+    }
+
     private VtdTranslation TranslateLegacy(long epoch, ulong rootTable, ushort sid, ulong iova, ulong size, bool write)
     {
         ulong key = ContextKey(sid, scalable: false);
@@ -659,9 +741,36 @@ public sealed partial class VtdUnit
         private const int Stride = 16; // 128 bytes: no two stripes share a cache line or its prefetch pair
         private readonly long[] _counts = new long[(Stripes + 1) * Stride];
 
+        // The calling thread's stripe offset (its managed id modulo Stripes, plus one, times Stride),
+        // cached per thread (0 = not yet computed): a thread-static read is cheaper than the id.
+        [ThreadStatic]
+        private static int t_offset;
+
+        private static int Offset
+        {
+            [MethodImpl(MethodImplOptions.AggressiveInlining)]
+            get
+            {
+                int offset = t_offset;
+                return offset != 0 ? offset : t_offset = ((Environment.CurrentManagedThreadId & (Stripes - 1)) + 1) * Stride;
+            }
+        }
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Add(int counter) =>
-            _counts[(((Environment.CurrentManagedThreadId & (Stripes - 1)) + 1) * Stride) + counter]++;
+        public void Add(int counter) => _counts[Offset + counter]++;
+
+        // A request served entirely from the caches: context (and PASID) and IOTLB hits.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void AddHits(bool pasid)
+        {
+            ref long stripe = ref _counts[Offset];
+            Unsafe.Add(ref stripe, ContextHit)++;
+            Unsafe.Add(ref stripe, IotlbHit)++;
+            if (pasid)
+            {
+                Unsafe.Add(ref stripe, PasidHit)++;
+            }
+        }
 
         public long Sum(int counter)
         {

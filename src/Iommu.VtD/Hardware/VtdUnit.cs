@@ -234,7 +234,12 @@ public sealed partial class VtdUnit
             ThrowHelper.Pasid(p);
         }
 
-        VtdTranslation result = TranslateCore(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write);
+        if (TryTranslateCached(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write, out VtdTranslation result))
+        {
+            return result;
+        }
+
+        result = TranslateCore(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write);
         if (_interruptPending)
         {
             RaisePendingInterrupts();
