@@ -11,17 +11,19 @@ namespace Iommu.VtD.Hardware;
 /// </summary>
 /// <remarks>
 /// <para>Shape: <see cref="Sets"/> (a power of two) × <see cref="Ways"/> slots. An entry is a 128-bit key
-/// (key0 ≠ 0) and a 128-bit value, chosen by its owner. A fill of a full set replaces a way holding
-/// nothing valid, otherwise the oldest fill of the set.</para>
+/// (key0 ≠ 0) and a value of one or two 64-bit words, chosen by its owner. A fill of a full set
+/// replaces a way holding nothing valid, otherwise the oldest fill of the set.</para>
 /// <para>Each slot is a seqlock: <c>Seq</c> is even while stable and odd while one thread writes it. A
 /// reader reads Seq, the fields, then Seq again, and uses the entry only if Seq was even and unchanged;
 /// a writer takes the slot by a compare-and-swap of Seq to odd, writes, and releases it with a
 /// volatile store of Seq + 2. A filler that finds a slot taken gives up (a dropped fill is only a later
-/// miss); an invalidating writer spins until the slot is released (slots are held for a few stores).</para>
-/// <para>Invalidation without scanning: every entry carries the generations of three counters at the
-/// time it was filled: the cache-wide generation, its group's (a DID, or a pseudo-group) and its
-/// cell's (a (DID, PASID) pair, see <see cref="PasidTagTable"/>). Bumping a counter retires every entry
-/// filled under the old value at once; a lookup compares the three. Page- and device-selective
+/// miss); an invalidating writer spins until the slot is released (slots are held for a few stores).
+/// A slot is 32 bytes, so an IOTLB of a few thousand entries stays in the processor's first-level cache.</para>
+/// <para>Invalidation without scanning: every entry carries the sum of three generation counters at
+/// the time it was filled: the cache-wide one, its group's (a DID, or a pseudo-group) and its cell's
+/// (a (DID, PASID) pair, see <see cref="PasidTagTable"/>). Counters only grow, so the sum changes
+/// exactly when one of them does (until 2^32 increments wrap it). Bumping a counter retires every
+/// entry filled under its old value at once; a lookup compares the sums. Page- and device-selective
 /// invalidation instead visit only the sets the named keys map to (<see cref="Remove{TMatch}"/>).</para>
 /// <para>Ordering with fills (the argument the owner's remarks rely on): every invalidation first
 /// increments the owner's epoch, then bumps generations or clears slots. A fill records the epoch when
@@ -35,11 +37,14 @@ internal sealed class TranslationCache
 {
     private readonly Slot[] _slots;
     private readonly ulong[] _tags;      // a hash of each slot's key, dense, so a lookup scans one cache line
+    private readonly ulong[] _meta;      // per slot: group index | cell index << 32
+    private readonly ulong[] _value1;    // per slot: the value's second word
+    private readonly long[] _filled;     // per slot: fill order, for replacement (read by fills only)
     private readonly uint[] _groups;     // generation per group
     private readonly uint[] _cells;      // generation per (DID, PASID) cell
     private readonly int _waysShift;
     private uint _global;                // cache-wide generation
-    private long _fills;                  // fill order (racy increments: an approximate FIFO under concurrency)
+    private long _fills;                 // fill order (racy increments: an approximate FIFO under concurrency)
 
     /// <summary>Creates an empty cache of at most <paramref name="capacity"/> entries.</summary>
     /// <param name="capacity">Entries wanted; rounded down to ways × a power of two (at least one set).</param>
@@ -53,8 +58,12 @@ internal sealed class TranslationCache
         _waysShift = BitOperations.Log2((uint)ways);
         Sets = (int)BitOperations.RoundUpToPowerOf2((uint)(capacity / ways) + 1) >> 1;
         SetMask = Sets - 1;
-        _slots = new Slot[Sets * Ways];
-        _tags = new ulong[Sets * Ways];
+        int n = Sets * Ways;
+        _slots = new Slot[n];
+        _tags = new ulong[n];
+        _meta = new ulong[n];
+        _value1 = new ulong[n];
+        _filled = new long[n];
         _groups = new uint[groups];
         _cells = new uint[cells];
     }
@@ -68,19 +77,35 @@ internal sealed class TranslationCache
     /// <summary>Ways per set.</summary>
     public int Ways { get; }
 
-    /// <summary>Entries this cache can hold.</summary>
-    public int Capacity => _slots.Length;
+    /// <summary>Looks <paramref name="key0"/>/<paramref name="key1"/> up in <paramref name="set"/>: true with the one-word value when a current entry holds it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGet(int set, ulong key0, ulong key1, out ulong value0)
+    {
+        ref ulong tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+        ulong tag = Tag(key0, key1);
+        int first = set << _waysShift;
+        for (int i = first; i < first + Ways; i++)
+        {
+            if (Unsafe.Add(ref tags, i) == tag && TryRead(i, key0, key1, out value0, out _, twoWords: false))
+            {
+                return true;
+            }
+        }
 
-    /// <summary>Looks <paramref name="key0"/>/<paramref name="key1"/> up in <paramref name="set"/>: true with the value when a current entry holds it.</summary>
+        value0 = 0;
+        return false;
+    }
+
+    /// <summary>Looks up an entry whose value has two words.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGet(int set, ulong key0, ulong key1, out ulong value0, out ulong value1)
     {
-        int first = set << _waysShift;
-        ulong tag = Tag(key0, key1);
         ref ulong tags = ref MemoryMarshal.GetArrayDataReference(_tags);
+        ulong tag = Tag(key0, key1);
+        int first = set << _waysShift;
         for (int i = first; i < first + Ways; i++)
         {
-            if (Unsafe.Add(ref tags, i) == tag && TryRead(ref _slots[i], key0, key1, out value0, out value1))
+            if (Unsafe.Add(ref tags, i) == tag && TryRead(i, key0, key1, out value0, out value1, twoWords: true))
             {
                 return true;
             }
@@ -96,7 +121,7 @@ internal sealed class TranslationCache
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Stamp Snapshot(int group, int cell) =>
-        new(Volatile.Read(ref _global), Volatile.Read(ref _groups[group]), Volatile.Read(ref _cells[cell]), group, cell);
+        new(Volatile.Read(ref _global) + Volatile.Read(ref _groups[group]) + Volatile.Read(ref _cells[cell]), group, cell);
 
     /// <summary>
     /// Stores an entry unless an invalidation started after the translation that computed it
@@ -117,7 +142,7 @@ internal sealed class TranslationCache
                 break;
             }
 
-            long age = s.Key0 != 0 && IsCurrent(ref s) ? s.Filled : long.MinValue;
+            long age = s.Key0 != 0 && IsCurrent(i) ? _filled[i] : long.MinValue;
             if (age < oldest)
             {
                 oldest = age;
@@ -141,13 +166,10 @@ internal sealed class TranslationCache
         slot.Key0 = key0;
         slot.Key1 = key1;
         slot.Value0 = value0;
-        slot.Value1 = value1;
-        slot.Global = stamp.Global;
-        slot.Group = stamp.Group;
-        slot.Cell = stamp.Cell;
-        slot.GroupIndex = stamp.GroupIndex;
-        slot.CellIndex = stamp.CellIndex;
-        slot.Filled = ++_fills;
+        slot.Gen = stamp.Gen;
+        _value1[victim] = value1;
+        _meta[victim] = (uint)stamp.GroupIndex | ((ulong)(uint)stamp.CellIndex << 32);
+        _filled[victim] = ++_fills;
         Volatile.Write(ref _tags[victim], Tag(key0, key1));
         Volatile.Write(ref slot.Seq, seq + 2);
     }
@@ -179,7 +201,7 @@ internal sealed class TranslationCache
             }
 
             int seq = TakeSlot(ref s);
-            if (s.Key0 != 0 && IsCurrent(ref s) && match.Matches(s.Key0, s.Key1, s.Value0, s.Value1))
+            if (s.Key0 != 0 && IsCurrent(i) && match.Matches(s.Key0, s.Key1, s.Value0, _value1[i]))
             {
                 s.Key0 = 0;
                 Volatile.Write(ref _tags[i], 0);
@@ -205,7 +227,7 @@ internal sealed class TranslationCache
         int n = 0;
         for (int i = 0; i < _slots.Length; i++)
         {
-            if (_slots[i].Key0 != 0 && IsCurrent(ref _slots[i]))
+            if (_slots[i].Key0 != 0 && IsCurrent(i))
             {
                 n++;
             }
@@ -218,26 +240,29 @@ internal sealed class TranslationCache
     private static ulong Tag(ulong key0, ulong key1) => key0 ^ (key1 * 0x9E37_79B9_7F4A_7C15UL);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryRead(ref Slot s, ulong key0, ulong key1, out ulong value0, out ulong value1)
+    private bool TryRead(int i, ulong key0, ulong key1, out ulong value0, out ulong value1, bool twoWords)
     {
+        // Indices come from this cache's own arithmetic: no bounds checks on the hit path.
+        ref Slot s = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_slots), i);
         int seq = Volatile.Read(ref s.Seq);
         ulong k0 = s.Key0, k1 = s.Key1;
         value0 = s.Value0;
-        value1 = s.Value1;
-        uint global = s.Global, group = s.Group, cell = s.Cell;
-        int groupIndex = s.GroupIndex, cellIndex = s.CellIndex;
+        uint gen = s.Gen;
+        ulong meta = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_meta), i);
+        value1 = twoWords ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_value1), i) : 0;
         Volatile.ReadBarrier();
         return (seq & 1) == 0 && Volatile.Read(ref s.Seq) == seq
             && k0 == key0 && k1 == key1
-            && global == Volatile.Read(ref _global)
-            && group == Volatile.Read(ref _groups[groupIndex])
-            && cell == Volatile.Read(ref _cells[cellIndex]);
+            && gen == CurrentGen(meta);
     }
 
-    private bool IsCurrent(ref Slot s) =>
-        s.Global == Volatile.Read(ref _global)
-        && s.Group == Volatile.Read(ref _groups[s.GroupIndex])
-        && s.Cell == Volatile.Read(ref _cells[s.CellIndex]);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private uint CurrentGen(ulong meta) =>
+        Volatile.Read(ref _global)
+        + Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_groups), (nint)(uint)meta))
+        + Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_cells), (nint)(meta >> 32)));
+
+    private bool IsCurrent(int i) => _slots[i].Gen == CurrentGen(_meta[i]);
 
     private static int TakeSlot(ref Slot s)
     {
@@ -261,23 +286,17 @@ internal sealed class TranslationCache
         bool Matches(ulong key0, ulong key1, ulong value0, ulong value1);
     }
 
-    /// <summary>The generations one fill carries.</summary>
-    internal readonly record struct Stamp(uint Global, uint Group, uint Cell, int GroupIndex, int CellIndex);
+    /// <summary>The generation sum one fill carries, and its group and cell.</summary>
+    internal readonly record struct Stamp(uint Gen, int GroupIndex, int CellIndex);
 
-    // One cache line.
+    // Half a cache line; the rest of a slot's state lives in the parallel arrays.
     [StructLayout(LayoutKind.Sequential)]
     private struct Slot
     {
         public int Seq;
-        public int GroupIndex;
-        public uint Global;
-        public uint Group;
-        public int CellIndex;
-        public uint Cell;
-        public long Filled;
+        public uint Gen;
         public ulong Key0;        // 0: empty
         public ulong Key1;
         public ulong Value0;
-        public ulong Value1;
     }
 }

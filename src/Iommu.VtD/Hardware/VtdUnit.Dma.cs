@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Iommu.Memory;
 using Iommu.Devices;
 using Iommu.VtD.Internal;
@@ -116,7 +117,7 @@ public sealed partial class VtdUnit : IDmaRemapper
                 continue;
             }
 
-            DmaResult r = Move(requesterId, pasid, s.Iova, buffer.Slice((int)done, s.Length), access, out _);
+            DmaResult r = Move(requesterId, pasid, s.Iova, buffer.Slice((int)done, s.Length), access, wantOutcome: false, out _);
             if (!r.IsOk)
             {
                 return r with { Transferred = done + r.Transferred };
@@ -135,16 +136,20 @@ public sealed partial class VtdUnit : IDmaRemapper
     }
 
     // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
+    // (Each layer returns the callee's result directly, so the JIT passes its own return buffer down
+    // instead of copying the result through a temporary.)
     private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
-        buffer.IsEmpty
-            ? new DmaResult(DmaStatus.Ok, 0, iova, 0)
-            : Move(requesterId, pasid, iova, buffer, access, out _);
+        Move(requesterId, pasid, iova, buffer, access, wantOutcome: false, out _);
 
-    // The page loop shared by Dma, Transfer, Gather and Scatter: outcome is the first page's
-    // translation, or the one that stopped the transfer. Each page is translated once (from the
-    // caches when it can) and copied straight between memory and the caller's span.
-    private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, out VtdTranslation outcome)
+    // The page loop shared by Dma, Transfer (an empty buffer moves nothing), Gather and Scatter: outcome (when wanted) is the first
+    // page's translation, or the one that stopped the transfer. Each page is translated once (from
+    // the caches when it can) and copied straight between memory and the caller's span.
+    private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, out VtdTranslation outcome) =>
+        Move(requesterId, pasid, iova, buffer, access, wantOutcome: true, out outcome);
+
+    private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, bool wantOutcome, out VtdTranslation outcome)
     {
+        Unsafe.SkipInit(out outcome);
         bool hasPasid = pasid.HasValue;
         uint p = pasid.GetValueOrDefault();
         if (p > 0xF_FFFF)
@@ -153,24 +158,45 @@ public sealed partial class VtdUnit : IDmaRemapper
         }
 
         bool write = access == DmaAccess.Write;
-        outcome = default;
+        ulong first = iova; // an empty transfer reports its device address
         int done = 0;
         while (done < buffer.Length)
         {
             ulong a = iova + (ulong)done;
             int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
-            if (!TryTranslateCached(requesterId, hasPasid, p, a, (ulong)chunk, write, out VtdTranslation t))
+            VtdTranslation t;
+            if (TryTranslateCached(requesterId, hasPasid, p, a, (ulong)chunk, write, out ulong pa, out ulong pageSize, out bool writable))
+            {
+                if (_memory.Contains(pa, (ulong)chunk))
+                {
+                    Copy(pa, buffer.Slice(done, chunk), write);
+                    if (done == 0)
+                    {
+                        first = pa;
+                        if (wantOutcome)
+                        {
+                            outcome = VtdTranslation.Translated(a, pa, pageSize, writable);
+                        }
+                    }
+
+                    done += chunk;
+                    continue;
+                }
+
+                t = VtdTranslation.Translated(a, pa, pageSize, writable).AsMemoryError();
+            }
+            else
             {
                 t = TranslateCore(requesterId, hasPasid, p, a, (ulong)chunk, write);
                 if (_interruptPending)
                 {
                     RaisePendingInterrupts();
                 }
-            }
 
-            if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
-            {
-                t = t.AsMemoryError();
+                if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
+                {
+                    t = t.AsMemoryError();
+                }
             }
 
             if (t.Status != VtdTranslationStatus.Translated)
@@ -179,24 +205,29 @@ public sealed partial class VtdUnit : IDmaRemapper
                 return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, (int)t.Reason);
             }
 
-            Span<byte> part = buffer.Slice(done, chunk);
-            if (write)
-            {
-                _memory.Write(t.PhysicalAddress, part);
-            }
-            else
-            {
-                _memory.Read(t.PhysicalAddress, part);
-            }
-
+            Copy(t.PhysicalAddress, buffer.Slice(done, chunk), write);
             if (done == 0)
             {
+                first = t.PhysicalAddress;
                 outcome = t;
             }
 
             done += chunk;
         }
 
-        return new DmaResult(DmaStatus.Ok, (ulong)done, outcome.PhysicalAddress, 0);
+        return new DmaResult(DmaStatus.Ok, (ulong)done, first, 0);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Copy(ulong pa, Span<byte> part, bool write)
+    {
+        if (write)
+        {
+            _memory.Write(pa, part);
+        }
+        else
+        {
+            _memory.Read(pa, part);
+        }
     }
 }

@@ -89,10 +89,23 @@ public sealed partial class VtdUnit
     /// runs <see cref="TranslateCore"/>, which then counts, walks, fills and faults as it always does;
     /// on success the hits are counted here, so both routes count a request once.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TryTranslateCached(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, out VtdTranslation result)
     {
+        if (TryTranslateCached(sid, hasPasid, pasid, iova, size, write, out ulong pa, out ulong pageSize, out bool writable))
+        {
+            result = VtdTranslation.Translated(iova, pa, pageSize, writable);
+            return true;
+        }
+
         result = default;
+        return false;
+    }
+
+    /// <inheritdoc cref="TryTranslateCached(ushort, bool, uint, ulong, ulong, bool, out VtdTranslation)"/>
+    private bool TryTranslateCached(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, out ulong pa, out ulong pageSize, out bool writable)
+    {
+        pa = pageSize = 0;
+        writable = false;
         ulong rt = Volatile.Read(ref _rootTable);
         if (!_translationEnabled || (!hasPasid && iova <= InterruptWindowLast && iova + size - 1 >= InterruptWindowBase))
         {
@@ -153,15 +166,17 @@ public sealed partial class VtdUnit
             return false;
         }
 
-        ulong pageSize = 1UL << (12 + (9 * (level - 1)));
-        ulong pa = (hit & VtdFormat.PointerMask) | (iova & (pageSize - 1));
-        if (pa <= InterruptWindowLast && pa + size - 1 >= InterruptWindowBase)
+        ulong bytes = 1UL << (12 + (9 * (level - 1)));
+        ulong output = (hit & VtdFormat.PointerMask) | (iova & (bytes - 1));
+        if (output <= InterruptWindowLast && output + size - 1 >= InterruptWindowBase)
         {
             return false;
         }
 
         _counters.AddHits(scalable);
-        result = VtdTranslation.Translated(iova, pa, pageSize, (hit & IotlbWrite) != 0);
+        pa = output;
+        pageSize = bytes;
+        writable = (hit & IotlbWrite) != 0;
         return true;
     }
 
@@ -625,7 +640,7 @@ public sealed partial class VtdUnit
         {
             ulong page = iova >> (12 + (9 * (level - 1)));
             if ((levels & (1 << level)) != 0
-                && _iotlb.TryGet(IotlbSet(did, page, level), IotlbKey0(page, level), key1, out value, out _))
+                && _iotlb.TryGet(IotlbSet(did, page, level), IotlbKey0(page, level), key1, out value))
             {
                 return true;
             }
