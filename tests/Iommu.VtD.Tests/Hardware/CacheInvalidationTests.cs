@@ -401,8 +401,9 @@ public class CacheInvalidationTests
     }
 
     [Fact]
-    public void Full_iotlb_is_emptied_and_refilled()
+    public void Fifth_page_in_a_four_entry_iotlb_replaces_the_oldest_entry_only()
     {
+        // Capacity 4 with the default 8 ways: one fully associative set of 4 ways.
         using var b = new VtdBench(VtdConfig.Legacy48Bit with { IotlbCapacity = 4 });
         ulong sl = b.SetupLegacyDevice(Rid, 2, Did);
         for (ulong p = 0; p < 5; p++)
@@ -416,6 +417,15 @@ public class CacheInvalidationTests
             Assert.Equal(0x0100_0000 + (p << 12), b.Unit.Translate(Rid, null, p << 12, 4, DmaAccess.Read).PhysicalAddress);
         }
 
-        Assert.Equal(1, b.Unit.Statistics.IotlbEntries);
+        Assert.Equal(4, b.Unit.Statistics.IotlbEntries);
+        for (ulong p = 1; p < 5; p++)
+        {
+            Assert.Equal(0x0100_0000 + (p << 12), b.Unit.Translate(Rid, null, p << 12, 4, DmaAccess.Read).PhysicalAddress);
+        }
+
+        Assert.Equal((4L, 5L), (b.Unit.Statistics.IotlbHits, b.Unit.Statistics.IotlbMisses)); // pages 1–4 were still held
+        Assert.Equal(0x0100_0000UL, b.Unit.Translate(Rid, null, 0, 4, DmaAccess.Read).PhysicalAddress);
+        Assert.Equal((4L, 6L), (b.Unit.Statistics.IotlbHits, b.Unit.Statistics.IotlbMisses)); // page 0 was replaced
+        Assert.Equal(4, b.Unit.Statistics.IotlbEntries);
     }
 }
