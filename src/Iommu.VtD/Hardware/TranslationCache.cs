@@ -42,20 +42,18 @@ internal sealed class TranslationCache
     private readonly long[] _filled;     // per slot: fill order, for replacement (read by fills only)
     private readonly uint[] _groups;     // generation per group
     private readonly uint[] _cells;      // generation per (DID, PASID) cell
-    private readonly int _waysShift;
     private uint _global;                // cache-wide generation
     private long _fills;                 // fill order (racy increments: an approximate FIFO under concurrency)
 
     /// <summary>Creates an empty cache of at most <paramref name="capacity"/> entries.</summary>
     /// <param name="capacity">Entries wanted; rounded down to ways × a power of two (at least one set).</param>
-    /// <param name="associativity">Ways per set (clamped to the capacity, rounded down to a power of two).</param>
+    /// <param name="associativity">Ways per set (clamped to the capacity).</param>
     /// <param name="groups">Number of groups (generation counters indexed by the owner).</param>
     /// <param name="cells">Number of (DID, PASID) cells.</param>
     public TranslationCache(int capacity, int associativity, int groups, int cells)
     {
-        int ways = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Min(associativity, capacity) + 1) >> 1;
+        int ways = Math.Min(associativity, capacity);
         Ways = ways;
-        _waysShift = BitOperations.Log2((uint)ways);
         Sets = (int)BitOperations.RoundUpToPowerOf2((uint)(capacity / ways) + 1) >> 1;
         SetMask = Sets - 1;
         int n = Sets * Ways;
@@ -83,7 +81,7 @@ internal sealed class TranslationCache
     {
         ref ulong tags = ref MemoryMarshal.GetArrayDataReference(_tags);
         ulong tag = Tag(key0, key1);
-        int first = set << _waysShift;
+        int first = set * Ways;
         for (int i = first; i < first + Ways; i++)
         {
             if (Unsafe.Add(ref tags, i) == tag && TryRead(i, key0, key1, out value0, out _, twoWords: false))
@@ -102,7 +100,7 @@ internal sealed class TranslationCache
     {
         ref ulong tags = ref MemoryMarshal.GetArrayDataReference(_tags);
         ulong tag = Tag(key0, key1);
-        int first = set << _waysShift;
+        int first = set * Ways;
         for (int i = first; i < first + Ways; i++)
         {
             if (Unsafe.Add(ref tags, i) == tag && TryRead(i, key0, key1, out value0, out value1, twoWords: true))
@@ -130,7 +128,7 @@ internal sealed class TranslationCache
     /// </summary>
     public void Fill(int set, ulong key0, ulong key1, ulong value0, ulong value1, in Stamp stamp, ref long epoch, long startEpoch)
     {
-        int first = set << _waysShift;
+        int first = set * Ways;
         int victim = -1;
         long oldest = long.MaxValue;
         for (int i = first; i < first + Ways; i++)
@@ -187,7 +185,7 @@ internal sealed class TranslationCache
     public void Remove<TMatch>(int set, ref TMatch match)
         where TMatch : struct, IEntryMatch
     {
-        int first = set << _waysShift;
+        int first = set * Ways;
         for (int i = first; i < first + Ways; i++)
         {
             ref Slot s = ref _slots[i];

@@ -105,8 +105,10 @@ public sealed record VtdConfig
     /// <remarks>
     /// Set of an entry: its page number at its level (the input address shifted right by 12, 21 or 30)
     /// plus fixed multiples of its DID and level, modulo the set count. Entries of one DID and level
-    /// whose page numbers differ by a multiple of the set count share a set. A fill of a full set
-    /// replaces a way that holds nothing valid, or else the set's ways in turn (the oldest fill first).
+    /// whose page numbers differ by a multiple of the set count share a set (whatever their PASID). A
+    /// fill of a full set replaces a way that holds nothing valid, or else the way filled longest ago
+    /// (first in, first out: hits do not refresh an entry). Refilling a key the set already holds
+    /// replaces that entry in place.
     /// </remarks>
     public int IotlbCapacity { get; init; } = 4096;
 
