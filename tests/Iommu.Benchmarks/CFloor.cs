@@ -4,9 +4,10 @@ using System.Runtime.InteropServices;
 namespace Iommu.Benchmarks;
 
 /// <summary>
-/// Builds the C floor with gcc as a shared library, so BenchmarkDotNet times it as rows of the same
-/// classes, with the same iteration setup, as the C# code it bounds: ref_pagetable.c of shared/bench
-/// with the entry points of ref_pagetable_shim.c beside this file.
+/// Builds a C floor with gcc as a shared library, so BenchmarkDotNet times it as rows of the same
+/// classes, with the same setup, as the C# code it bounds: a program of shared/bench compiled with the
+/// entry points of a shim beside this file (ref_pagetable_shim.c includes ref_pagetable.c,
+/// ref_dma_shim.c includes ref_dma.c).
 /// </summary>
 internal static class CFloor
 {
@@ -23,12 +24,18 @@ internal static class CFloor
         }
     }
 
-    /// <summary>Builds and loads the floor; throws when gcc or a source is missing.</summary>
-    public static Library Load()
+    /// <summary>The page-table floor: ref_pagetable.c with its shim.</summary>
+    public const string PageTableShim = "ref_pagetable_shim.c";
+
+    /// <summary>The translated-DMA floor: ref_dma.c with its shim.</summary>
+    public const string DmaShim = "ref_dma_shim.c";
+
+    /// <summary>Builds and loads the floor of <paramref name="shim"/>; throws when gcc or a source is missing.</summary>
+    public static Library Load(string shim)
     {
-        string file = Find("ref_pagetable_shim.c") ?? throw new InvalidOperationException("C floor: ref_pagetable_shim.c not found beside the benchmarks or in the source tree.");
+        string file = Find(shim) ?? throw new InvalidOperationException($"C floor: {shim} not found beside the benchmarks or in the source tree.");
         string dir = FindSharedBench() ?? throw new InvalidOperationException("C floor: shared/bench/ref_pagetable.c not found beside the repository.");
-        string library = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-ref_pagetable-{Environment.ProcessId}.so");
+        string library = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-{System.IO.Path.GetFileNameWithoutExtension(shim)}-{Environment.ProcessId}.so");
         var psi = new ProcessStartInfo("gcc", $"-O2 -march=native -shared -fPIC -I \"{dir}\" -o \"{library}\" \"{file}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
         using Process gcc = Process.Start(psi) ?? throw new InvalidOperationException("C floor: gcc did not start.");
         string output = gcc.StandardOutput.ReadToEnd() + gcc.StandardError.ReadToEnd();
@@ -42,28 +49,28 @@ internal static class CFloor
     }
 
     /// <summary>
-    /// Builds shared/bench/ref_pagetable.c as the standalone program it is (same flags as the floor)
-    /// and runs it for <paramref name="pages"/> pages: its own median ns/op for map, lookup and unmap,
-    /// the reference the shim rows must match.
+    /// Builds <paramref name="program"/> of shared/bench as the standalone program it is (same flags as
+    /// the floor) and runs it with <paramref name="arguments"/>: its output line, the reference the shim
+    /// rows must match.
     /// </summary>
-    public static (double Map, double Lookup, double Unmap) RunProgram(int pages)
+    public static string RunProgram(string program, string arguments)
     {
         string dir = FindSharedBench() ?? throw new InvalidOperationException("C floor: shared/bench/ref_pagetable.c not found beside the repository.");
-        string exe = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-ref_pagetable-{Environment.ProcessId}");
+        string exe = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"iommu-{System.IO.Path.GetFileNameWithoutExtension(program)}-{Environment.ProcessId}");
         try
         {
-            Run("gcc", $"-O2 -march=native -o \"{exe}\" \"{System.IO.Path.Combine(dir, "ref_pagetable.c")}\"");
-            string line = Run(exe, pages.ToString(System.Globalization.CultureInfo.InvariantCulture));
-
-            // "ref-c n=65536 map_ns=4.10 lookup_ns=4.15 unmap_ns=3.35"
-            double Field(string name) => double.Parse(line.Split(' ').Single(f => f.StartsWith(name + "=", StringComparison.Ordinal))[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-            return (Field("map_ns"), Field("lookup_ns"), Field("unmap_ns"));
+            Run("gcc", $"-O2 -march=native -o \"{exe}\" \"{System.IO.Path.Combine(dir, program)}\"");
+            return Run(exe, arguments);
         }
         finally
         {
             File.Delete(exe);
         }
     }
+
+    /// <summary>The number after <c>name=</c> in a program's output line ("ref-c n=65536 map_ns=4.10 ...").</summary>
+    public static double Field(string line, string name) =>
+        double.Parse(line.Split(' ').Single(f => f.StartsWith(name + "=", StringComparison.Ordinal))[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
 
     private static string Run(string file, string arguments)
     {

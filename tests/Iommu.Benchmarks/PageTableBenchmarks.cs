@@ -73,7 +73,7 @@ public abstract unsafe class PageTableWorkload : IDisposable
     {
         if (_floor is null)
         {
-            _floor = CFloor.Load();
+            _floor = CFloor.Load(CFloor.PageTableShim);
             _reset = (delegate* unmanaged<nuint, void>)_floor.Export("rp_reset");
             _mapPass = (delegate* unmanaged<ulong*, nuint, int>)_floor.Export("rp_map_pass");
             _lookupPass = (delegate* unmanaged<ulong*, nuint, ulong>)_floor.Export("rp_lookup_pass");
@@ -292,7 +292,7 @@ public unsafe class PageTableBatches : IDisposable
     {
         if (_floor is null)
         {
-            _floor = CFloor.Load();
+            _floor = CFloor.Load(CFloor.PageTableShim);
             _cMapPass = (delegate* unmanaged<int, void>)_floor.Export("rb_map_pass");
             _cUnmapPass = (delegate* unmanaged<int, ulong>)_floor.Export("rb_unmap_pass");
             ((delegate* unmanaged<int, void>)_floor.Export("rb_init"))(Cold);
