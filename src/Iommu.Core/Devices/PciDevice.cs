@@ -20,6 +20,7 @@ public sealed class PciDevice : Device
 
         Spec = spec;
         Upstream = upstream;
+        RequesterId = spec.Address.RequesterId;
     }
 
     /// <summary>The description the device was created from.</summary>
@@ -39,7 +40,7 @@ public sealed class PciDevice : Device
 
     /// <summary>Requester ID (<c>bus &lt;&lt; 8 | devfn</c>), the source ID the IOMMU sees.</summary>
     [KernelSymbol("pci_dev_id")]
-    public ushort RequesterId => Spec.Address.RequesterId;
+    public ushort RequesterId { get; } // stored: read on every DMA
 
     private RemapperLookup? _remapper;
 
