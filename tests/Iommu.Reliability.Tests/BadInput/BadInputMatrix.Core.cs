@@ -79,6 +79,14 @@ internal static partial class BadInputMatrix
             c.Platform.Frames.Free(pa);
             return null;
         }),
+        X<ArgumentException>("FrameAllocator.FreeList", "head outside the region", c => c.Platform.Frames.FreeList(0x1000)),
+        X<InvalidOperationException>("FrameAllocator.FreeList", "chain through a free frame (double free)", c =>
+        {
+            Assert.True(c.Platform.Frames.TryAllocate(out ulong pa));
+            c.Platform.Frames.Free(pa);
+            return c.Platform.Frames.FreeList(pa);
+        }),
+        V("FrameAllocator.FreeList", "empty chain (0)", c => c.Platform.Frames.FreeList(0), 0),
         X<ArgumentOutOfRangeException>("FrameAllocator.TryAllocateContiguous", "count 0", c => c.Platform.Frames.TryAllocateContiguous(0, out _)),
         X<ArgumentOutOfRangeException>("FrameAllocator.TryAllocateContiguous", "negative count", c => c.Platform.Frames.TryAllocateContiguous(-1, out _)),
         V("FrameAllocator.TryAllocateContiguous", "more frames than the region", c => c.Platform.Frames.TryAllocateContiguous(int.MaxValue, out _), false),
