@@ -65,7 +65,7 @@ internal static class AfterDisposeExemptions
         ["PciDevice.Spec"] = Immutable, ["PciDevice.Upstream"] = Immutable,
         ["PhysicalMemory..ctor"] = NewObject, ["PhysicalMemory.BackedBytes"] = Managed, ["PhysicalMemory.Claims"] = Managed, ["PhysicalMemory.Contains"] = "pure arithmetic on Size",
         ["PhysicalMemory.Dispose"] = Idempotent, ["PhysicalMemory.IsDisposed"] = "tells whether the memory is disposed; must answer after dispose", ["PhysicalMemory.Size"] = Immutable,
-        ["Platform..ctor"] = NewObject, ["Platform.Dispose"] = Idempotent, ["Platform.Frames"] = Immutable, ["Platform.Iommu"] = Immutable, ["Platform.IsDisposed"] = "tells whether the platform is disposed; must answer after dispose",
+        ["Platform..ctor"] = NewObject, ["Platform.Dispose"] = Idempotent, ["Platform.Frames"] = Immutable, ["Platform.Clock"] = Immutable, ["PlatformClock.Now"] = Managed, ["Platform.Iommu"] = Immutable, ["Platform.IsDisposed"] = "tells whether the platform is disposed; must answer after dispose",
         ["Platform.LoggerFactory"] = Immutable, ["Platform.Memory"] = Immutable, ["Platform.MetricTags"] = Immutable, ["Platform.Options"] = Immutable,
         ["ProcessAddressSpace.Areas"] = Managed, ["ProcessAddressSpace.CapIpcLock"] = Managed, ["ProcessAddressSpace.CapIpcLock.set"] = ManagedSet, ["ProcessAddressSpace.Exited"] = Managed,
         ["ProcessAddressSpace.LockedVm"] = Managed, ["ProcessAddressSpace.LockedVmKb"] = Managed, ["ProcessAddressSpace.Name"] = Immutable, ["ProcessAddressSpace.Pages"] = Immutable,

@@ -31,6 +31,8 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("Platform.GetMeter", "null name", c => c.Platform.GetMeter(null!)),
         X<ArgumentException>("Platform.GetMeter", "empty name", c => c.Platform.GetMeter(string.Empty)),
         X<ObjectDisposedException>("Platform.GetMeter", "after Platform.Dispose", c => { c.Platform.Dispose(); return c.Platform.GetMeter("Iommu.Core"); }),
+        X<ArgumentOutOfRangeException>("PlatformClock.Advance", "negative time", c => { c.Platform.Clock.Advance(TimeSpan.FromTicks(-1)); return null; }),
+        X<ArgumentOutOfRangeException>("PlatformClock.Advance", "past TimeSpan.MaxValue", c => { c.Platform.Clock.Advance(TimeSpan.FromTicks(1)); c.Platform.Clock.Advance(TimeSpan.MaxValue); return null; }),
         X<ObjectDisposedException>("PhysicalMemory.ReadUInt64", "after Platform.Dispose (native memory freed)", c => { c.Platform.Dispose(); return c.Memory.ReadUInt64(0x1000); }),
 
         // PhysicalMemory
