@@ -25,7 +25,7 @@ public struct IommuIotlbGather
     /// <summary>
     /// The unmap's IOTLB flush is deferred to a DMA flush queue (<c>gather->queued</c>, 5.15): the driver
     /// hands the page-table pages it frees to <see cref="Freelist"/> instead of its own pending list, and
-    /// the caller does not call <see cref="IommuCore.IotlbSync"/>. <see cref="Init"/> clears it, so a
+    /// the caller does not call <c>IommuCore.IotlbSync</c>. <c>Init</c> clears it, so a
     /// gather the driver had to sync part-way through (a disjoint page) is strict from then on.
     /// </summary>
     [KernelSymbol("iommu_iotlb_gather.queued")]
@@ -34,7 +34,7 @@ public struct IommuIotlbGather
     /// <summary>
     /// Page-table frames freed by the unmap and not yet released (<c>gather->freelist</c>, 5.15): frames of
     /// <see cref="Platform.Frames"/> chained through their first 64-bit entry, the last one holding 0
-    /// (<see cref="Memory.FrameAllocator.FreeList"/> releases such a chain); 0 when empty. Whoever completes
+    /// (<c>FrameAllocator.FreeList</c> releases such a chain); 0 when empty. Whoever completes
     /// the flush that covers the unmap releases it: <c>iotlb_sync</c>, or the flush queue's entry destructor.
     /// </summary>
     [KernelSymbol("iommu_iotlb_gather.freelist")]

@@ -4,7 +4,7 @@ namespace Iommu;
 
 /// <summary>
 /// The platform's time, as the kernel's <c>jiffies</c> and timer wheel: virtual, starting at zero, and
-/// moved only by <see cref="Advance"/>. Timers the model arms (the DMA flush queue's
+/// moved only by <c>Advance</c>. Timers the model arms (the DMA flush queue's
 /// <c>IOVA_FQ_TIMEOUT</c>) fire inside <see cref="Advance"/>, on the caller's thread, when the clock
 /// passes their deadline.
 /// </summary>

@@ -45,7 +45,7 @@ internal static class AfterDisposeExemptions
         ["HostPageAllocator.AllocatedPages"] = Managed, ["HostPageAllocator.Base"] = Immutable, ["HostPageAllocator.Memory"] = Immutable, ["HostPageAllocator.TotalPins"] = Managed, ["HostPageAllocator.ZeroPagePfn"] = Immutable,
         ["IntelIommu.Callbacks"] = Immutable, ["IntelIommu.Faults"] = Managed, ["IntelIommu.Options"] = Immutable, ["IntelIommu.PasidModeSupport"] = Immutable, ["IntelIommu.PasidsInUse"] = Managed,
         ["IntelIommu.PgsizeBitmap"] = Immutable, ["IntelIommu.ScalableModeSupport"] = Immutable, ["IntelIommu.Units"] = Immutable,
-        ["IommuCore.Groups"] = Managed, ["IommuCore.PgSize"] = "static pure function (iommu_pgsize arithmetic)", ["IommuCore.Platform"] = Immutable,
+        ["IommuCore.Groups"] = Managed, ["IommuCore.DefaultDomainType"] = Managed, ["IommuCore.IovaFqTimeout"] = Static, ["IommuCore.PgSize"] = "static pure function (iommu_pgsize arithmetic)", ["IommuCore.Platform"] = Immutable,
         ["IommuGroup.DefaultDomain"] = Managed, ["IommuGroup.DeviceCount"] = Managed, ["IommuGroup.Devices"] = Managed, ["IommuGroup.Domain"] = Managed, ["IommuGroup.Id"] = Immutable,
         ["IommuGroup.IommuData"] = Managed, ["IommuGroup.IsReleased"] = Managed, ["IommuGroup.Name"] = Managed, ["IommuGroup.Name.set"] = ManagedSet,
         ["MdevCore.Bus"] = Immutable, ["MdevCore.Devices"] = Managed, ["MdevCore.Parents"] = Managed, ["MdevCore.Platform"] = Immutable,

@@ -158,6 +158,44 @@ internal static partial class BadInputMatrix
         V("IommuCore.GetDomainForDev", "device without a group", c => c.Iommu.GetDomainForDev(c.Orphan), null),
         V("IommuCore.GetDmaDomain", "device without a group", c => c.Iommu.GetDmaDomain(c.Orphan), null),
         X<ArgumentNullException>("IommuCore.Capable", "null bus", c => c.Iommu.Capable(null!, IommuCap.CacheCoherency)),
+
+        // IommuCore: the DMA API (dma-iommu)
+        X<ArgumentNullException>("IommuCore.DmaMapPage", "null device", c => c.Iommu.DmaMapPage(null!, 0x1000, 4096, DmaDataDirection.ToDevice)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaMapPage", "DMA_NONE (BUG_ON(!valid_dma_direction))", c => c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.None)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaMapPage", "undefined direction", c => c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, (DmaDataDirection)7)),
+        V("IommuCore.DmaMapPage", "size 0 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0x1000, 0, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        V("IommuCore.DmaMapPage", "size wrapping 2^64 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0x1800, ulong.MaxValue - 0x100, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        V("IommuCore.DmaMapPage", "dma-direct range wrapping 2^64 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Orphan, ulong.MaxValue - 7, 16, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        V("IommuCore.DmaMapPage", "IOVA space exhausted is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0, 1UL << 62, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        X<ArgumentNullException>("IommuCore.DmaUnmapPage", "null device", c => { c.Iommu.DmaUnmapPage(null!, 0x1000, 4096, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaUnmapPage", "DMA_NONE", c => { c.Iommu.DmaUnmapPage(c.Dev, 0x1000, 4096, DmaDataDirection.None); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "nothing ever mapped", c => { c.Iommu.DmaUnmapPage(c.Dev, 0xffff_f000, 4096, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "an address never handed out", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h - 0x10_0000, 4096, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "another size than mapped", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 8192, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 4096, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "twice", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 4096, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "size 0", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 0, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        Ok("IommuCore.DmaUnmapPage", "device without an IOMMU (dma-direct: nothing to undo)", c => c.Iommu.DmaUnmapPage(c.Orphan, 0x1000, 4096, DmaDataDirection.ToDevice)),
         V("IommuCore.Capable", "undefined capability", c => c.Iommu.Capable(c.Pci, (IommuCap)99), false),
         X<ArgumentNullException>("IommuCore.Present", "null bus", c => c.Iommu.Present(null!)),
 
