@@ -162,7 +162,11 @@ public sealed partial class IommuCore
     /// whole IOTLB is flushed once (<c>flush_iotlb_all</c>) when an unmap finds <see cref="IovaFqSize"/> - 1
     /// entries waiting (it flushes before queueing itself), or when the platform's clock passes
     /// <see cref="IovaFqTimeout"/> after the first entry queued while the timer was off
-    /// (<see cref="PlatformClock.Advance"/>); a flush frees every entry queued before it started.</para>
+    /// (<see cref="PlatformClock.Advance"/>); a flush frees every entry queued before it started. As in
+    /// 5.15, an unmap that <c>iommu_unmap_fast</c> splits into pieces of different page sizes (a range
+    /// that holds a whole 2 MiB page and more) is strict even in a DMA_FQ domain:
+    /// <c>iommu_iotlb_gather_add_page</c> syncs the gather between the pieces, which clears its queued
+    /// mark, so that unmap is flushed and its IOVA freed before it returns.</para>
     /// <para>The deferred window is the kernel's: until that flush a device may still reach the unmapped
     /// IOVA through a stale IOTLB entry (at the old physical address, with the old permissions), but the
     /// IOVA is handed out to nobody and the page-table pages the unmap freed stay allocated until the flush

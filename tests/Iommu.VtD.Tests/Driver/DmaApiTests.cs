@@ -179,6 +179,24 @@ public sealed class DmaApiTests
     }
 
     [Fact]
+    public void A_lazy_unmap_split_into_pages_of_two_sizes_is_strict_as_in_5_15()
+    {
+        using DriverFixture f = New(DomainType.DmaFq);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+
+        // 513 pages: a 4 MiB-aligned range unmapped as one 2 MiB piece and one 4 KiB piece.
+        ulong h = f.Iommu.DmaMapPage(dev, 0x4000_0000, M2 + K4, DmaDataDirection.Bidirectional);
+        f.AssertDma(dev, null, h + M2, 0x4000_0000 + M2);
+        long before = Invalidations(f);
+
+        f.Iommu.DmaUnmapPage(dev, h, M2 + K4, DmaDataDirection.Bidirectional);
+
+        Assert.True(Invalidations(f) > before, "the gather was synced between the pieces and then at the end");
+        f.AssertDma(dev, null, h + M2, 0, "no deferred window for this unmap");
+        Assert.Equal(h, f.Iommu.DmaMapPage(dev, 0x4000_0000, M2 + K4, DmaDataDirection.Bidirectional)); // freed at once
+    }
+
+    [Fact]
     public void Caching_mode_makes_dma_domains_strict()
     {
         using DriverFixture f = New(DomainType.DmaFq, "Sm48Cm");
