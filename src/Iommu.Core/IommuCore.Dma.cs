@@ -130,6 +130,8 @@ public sealed partial class IommuCore
         IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
         if (MapCore(domain, ops, callbacks, iova, phys - offset, len, prot) != Errno.None)
         {
+            // iommu_dma_free_iova without a gather: free_iova_fast (the failed map unwound itself).
+            iovad.BeginFree(iova >> iovad.Shift, len >> iovad.Shift);
             iovad.FreeFast(iova >> iovad.Shift, len >> iovad.Shift);
             return DmaMappingError;
         }

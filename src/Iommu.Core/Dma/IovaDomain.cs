@@ -87,14 +87,11 @@ internal sealed class IovaDomain
         /// <summary>Handed out and mapped.</summary>
         Live,
 
-        /// <summary>Being unmapped (between the caller's check and the free or queue).</summary>
-        Unmapping,
-
-        /// <summary>Freed, waiting in the flush queue for its flush.</summary>
-        Queued,
-
-        /// <summary>Freed into a range cache: handed out again by the next allocation of its order.</summary>
-        Cached,
+        /// <summary>
+        /// Not live: being unmapped, waiting in the flush queue, or in a range cache (one state, so that
+        /// the unmap path updates the node once; a second unmap of it is refused all the same).
+        /// </summary>
+        Freed,
     }
 
     /// <summary>Bytes per page frame (<c>iovad->granule</c>).</summary>
@@ -196,12 +193,12 @@ internal sealed class IovaDomain
                 return $"that DMA mapping has {node.Pages} pages, not {pages}";
             }
 
-            node.State = State.Unmapping;
+            node.State = State.Freed;
             return null;
         }
     }
 
-    /// <summary>Frees a range now (<c>free_iova_fast</c>): into the range cache of its order when there is room, else back to the tree.</summary>
+    /// <summary>Frees a range <see cref="BeginFree"/> accepted, now (<c>free_iova_fast</c>): into the range cache of its order when there is room, else back to the tree.</summary>
     public void FreeFast(ulong pfn, ulong pages)
     {
         lock (_lock)
@@ -237,7 +234,6 @@ internal sealed class IovaDomain
 
             fq[_fqTail] = new FqEntry(pfn, pages, freelist, _flushStartCnt);
             _fqTail = (_fqTail + 1) % FqSize;
-            CollectionsMarshal.GetValueRefOrNullRef(_nodes, pfn).State = State.Queued;
             if (!_timerOn)
             {
                 _timerOn = true;
@@ -346,13 +342,12 @@ internal sealed class IovaDomain
         }
     }
 
+    // The node is Freed already (BeginFree, or a map that failed): cache the range or drop the node.
     private void FreeFastLocked(ulong pfn, ulong pages)
     {
-        ref Node node = ref CollectionsMarshal.GetValueRefOrNullRef(_nodes, pfn);
         int order = OrderBase2(pages);
         if (order < RangeCacheMaxSize && _rcaches[order].Count < RcacheCapacity)
         {
-            node.State = State.Cached;
             _rcaches[order].Add(pfn);
             return;
         }
