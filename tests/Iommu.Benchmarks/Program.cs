@@ -51,6 +51,23 @@ foreach (Summary s in summaries)
     }
 }
 
+// Deferred unmaps have no C row (the floor has no IOTLB): their rows against each other instead.
+if (medians.TryGetValue("DeferredUnmap256.PerPageSync", out double perPage))
+{
+    Console.WriteLine();
+    Console.WriteLine("| Unmap of 256 × 4K | ns per 256 pages | ns per page | vs per-page sync | vs one sync |");
+    Console.WriteLine("|---|---|---|---|---|");
+    medians.TryGetValue("DeferredUnmap256.OneSync", out double oneSync);
+    foreach (string row in new[] { "PerPageSync", "OneSync", "FlushQueue", "DmaStrict" })
+    {
+        if (medians.TryGetValue($"DeferredUnmap256.{row}", out double ns))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {row} | {ns:F0} | {ns / 256:F1} | {ns / perPage:F3} | {(oneSync > 0 ? (ns / oneSync).ToString("F2", CultureInfo.InvariantCulture) : "-")} |"));
+        }
+    }
+}
+
 // Check rows: the shim's C rows against shared/bench/ref_pagetable.c run as its own program, at the
 // same page counts, in this run. The floor is honest only when they agree within 5%.
 var checks = new (string Class, int Pages)[] { ("PageTable64K", 1 << 16), ("PageTable1M", 1 << 20) };
