@@ -54,6 +54,11 @@ public sealed partial class IommuCore
 
     /// <summary>Frees a domain through its driver (<c>iommu_domain_free</c>).</summary>
     /// <param name="domain">A domain no group uses.</param>
+    /// <remarks>
+    /// 5.15 drops the DMA-API cookie first (<c>iommu_put_dma_cookie</c>): a flush queue's timer is
+    /// disarmed and the page-table pages its entries held are freed without a flush, as
+    /// <c>fq_destroy_all_entries</c> does (no device uses the domain any more).
+    /// </remarks>
     /// <exception cref="InvalidOperationException">A group still uses the domain (a caller bug in the kernel).</exception>
     [KernelSymbol("iommu_domain_free")]
     public void DomainFree(IDomain domain)
@@ -69,6 +74,7 @@ public sealed partial class IommuCore
         }
 
         UntrackDomain(domain);
+        PutDmaCookie(domain);
         domain.Ops?.DomainFree(domain);
     }
 

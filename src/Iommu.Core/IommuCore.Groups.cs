@@ -503,7 +503,7 @@ public sealed partial class IommuCore
             return;
         }
 
-        DomainType type = Platform.Options.DefaultDomainType;
+        DomainType type = DefaultDomainType;
         IDomain? dom = DomainAllocType(bus, type);
         if (dom is null && type != DomainType.Dma)
         {

@@ -32,6 +32,7 @@ public sealed partial class IommuCore
     {
         Platform = platform;
         _log = platform.LoggerFactory.CreateLogger("Iommu.Core");
+        _defDomainType = (int)platform.Options.DefaultDomainType;
         PublishMetrics();
     }
 

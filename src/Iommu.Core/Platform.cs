@@ -40,6 +40,7 @@ public sealed class Platform : IDisposable
         Memory = new PhysicalMemory(Options.MemorySize);
         ulong tableBase = Options.TableMemoryBase ?? Options.MemorySize - Options.TableMemorySize;
         Frames = new FrameAllocator(Memory, tableBase, Options.TableMemorySize);
+        Clock = new PlatformClock(Memory);
         Iommu = new IommuCore(this);
     }
 
@@ -51,6 +52,9 @@ public sealed class Platform : IDisposable
 
     /// <summary>Frames for translation structures (root, context, PASID and page tables).</summary>
     public FrameAllocator Frames { get; }
+
+    /// <summary>The platform's virtual time, which only <see cref="PlatformClock.Advance"/> moves; the model's timers (the DMA flush queue's) fire there.</summary>
+    public PlatformClock Clock { get; }
 
     /// <summary>The kernel-named IOMMU core API of this platform.</summary>
     public IommuCore Iommu { get; }

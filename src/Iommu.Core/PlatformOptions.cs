@@ -19,6 +19,13 @@ public sealed record PlatformOptions
     /// Type of the default domain given to each new IOMMU group (the kernel's <c>iommu_def_domain_type</c>;
     /// DMA unless booted with <c>iommu.passthrough=1</c>, which gives IDENTITY).
     /// </summary>
+    /// <remarks>
+    /// DMA_FQ is 5.15's lazy mode (<c>iommu.strict=0</c>): the DMA API's unmaps share one deferred IOTLB
+    /// flush (<see cref="IommuCore.DmaUnmapPage"/>). It is the 5.15 x86 default
+    /// (<c>CONFIG_IOMMU_DEFAULT_DMA_LAZY</c>); the model's default stays DMA, strict, as <c>iommu.strict=1</c>
+    /// gives. A driver may turn DMA_FQ back into DMA (<see cref="IommuCore.SetDmaStrict"/>; Intel does with
+    /// caching mode), and the core falls back to DMA when the driver cannot allocate DMA_FQ domains.
+    /// </remarks>
     public DomainType DefaultDomainType { get; init; } = DomainType.Dma;
 
     /// <summary>

@@ -57,6 +57,23 @@ foreach (Summary s in summaries)
     }
 }
 
+// Deferred unmaps have no C row (the floor has no IOTLB): their rows against each other instead.
+if (medians.TryGetValue("DeferredUnmap256.PerPageSync", out double perPage))
+{
+    Console.WriteLine();
+    Console.WriteLine("| Unmap of 256 × 4K | ns per 256 pages | ns per page | vs per-page sync | vs one sync |");
+    Console.WriteLine("|---|---|---|---|---|");
+    medians.TryGetValue("DeferredUnmap256.OneSync", out double oneSync);
+    foreach (string row in new[] { "PerPageSync", "OneSync", "FlushQueue", "DmaStrict" })
+    {
+        if (medians.TryGetValue($"DeferredUnmap256.{row}", out double ns))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {row} | {ns:F0} | {ns / 256:F1} | {ns / perPage:F3} | {(oneSync > 0 ? (ns / oneSync).ToString("F2", CultureInfo.InvariantCulture) : "-")} |"));
+        }
+    }
+}
+
 // Throughput of two devices' reads on two threads against one thread (each op is one read, so the
 // ratio of ns/op is the ratio of reads per second), for the model and for the C floor.
 if (medians.TryGetValue("DmaThreads.OneThread64B", out double one) && medians.TryGetValue("DmaThreads.TwoThreads64B", out double two))

@@ -106,6 +106,31 @@ public sealed class FrameAllocatorTests
     }
 
     [Fact]
+    public void FreeList_returns_a_chain_linked_through_the_first_entries()
+    {
+        var (mem, frames) = Make();
+        using (mem)
+        {
+            Assert.True(frames.TryAllocate(out ulong a));
+            Assert.True(frames.TryAllocate(out ulong b));
+            Assert.True(frames.TryAllocate(out ulong c));
+            mem.WriteUInt64(a, b);
+            mem.WriteUInt64(b, c); // c's first entry is 0: the end
+            Assert.Equal(0, frames.FreeList(0));
+            Assert.Equal(3, frames.FreeList(a));
+            Assert.Equal(0, frames.LiveFrames);
+
+            // A broken chain frees what comes before the bad link and says which link it is.
+            Assert.True(frames.TryAllocate(out ulong d));
+            mem.WriteUInt64(d, 0x2000);
+            ArgumentException e = Assert.Throws<ArgumentException>(() => frames.FreeList(d));
+            Assert.Contains("link 1", e.Message, StringComparison.Ordinal);
+            Assert.Equal(0, frames.LiveFrames);
+            Assert.Throws<InvalidOperationException>(() => frames.FreeList(d));
+        }
+    }
+
+    [Fact]
     public void No_gc_allocation_after_warm_up()
     {
         var (mem, frames) = Make(1024);

@@ -30,4 +30,8 @@ public class IommuDomain : IDomain
     internal long MappedBytes;
     internal long UnmapOps;
     internal long UnmappedBytes;
+
+    // The DMA-API cookie (domain->iova_cookie): the IOVA allocator and flush queue of a DMA/DMA_FQ
+    // domain, set up by the core at the first dma_map through the domain.
+    internal Dma.IovaDomain? IovaCookie;
 }

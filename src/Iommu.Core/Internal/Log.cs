@@ -34,4 +34,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "unaligned: iova 0x{Iova:x} size 0x{Size:x} min_pagesz 0x{MinPagesz:x}")]
     public static partial void UnmapUnaligned(ILogger logger, ulong iova, ulong size, ulong minPagesz);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "dma_unmap of iova 0x{Iova:x} size 0x{Size:x} unmapped 0x{Unmapped:x} (WARN_ON(unmapped != size))")]
+    public static partial void DmaUnmapShort(ILogger logger, ulong iova, ulong size, ulong unmapped);
 }

@@ -269,6 +269,38 @@ public sealed class FrameAllocator
         }
     }
 
+    /// <summary>
+    /// Returns a chain of frames (<c>dma_free_pagelist</c>): <paramref name="head"/>, then the frame whose
+    /// address <paramref name="head"/>'s first 64-bit entry holds, and so on until an entry holds 0 — the
+    /// form of <see cref="IommuIotlbGather.Freelist"/>.
+    /// </summary>
+    /// <param name="head">The first frame of the chain, or 0 for an empty chain.</param>
+    /// <returns>Number of frames freed.</returns>
+    /// <exception cref="ArgumentException">A link is not a frame of this region (the frames before it are freed).</exception>
+    /// <exception cref="InvalidOperationException">A frame of the chain is not allocated (the frames before it are freed).</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    [KernelSymbol("dma_free_pagelist")]
+    public int FreeList(ulong head)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        int n = 0;
+        while (head != 0)
+        {
+            if (!InRegion(head))
+            {
+                throw new ArgumentException(
+                    string.Create(CultureInfo.InvariantCulture, $"0x{head:x} (link {n} of the chain) is not a 4 KiB frame of the region [0x{RegionBase:x}, 0x{RegionBase + RegionSize:x})."), nameof(head));
+            }
+
+            ulong next = Region.Entry(head);
+            Free(head);
+            head = next;
+            n++;
+        }
+
+        return n;
+    }
+
     private bool InRegion(ulong pa) =>
         pa >= RegionBase && pa - RegionBase < RegionSize && (pa & (PhysicalMemory.PageSize - 1)) == 0;
 }

@@ -454,6 +454,38 @@ public sealed unsafe class DmaPageTable
         return n;
     }
 
+    /// <summary>
+    /// Moves the tables waiting on the pending list onto the front of <paramref name="freelist"/>, a
+    /// chain in the form of <see cref="IommuIotlbGather.Freelist"/>: from then on the chain's owner frees
+    /// them (<see cref="FrameAllocator.FreeList"/>) after the flush that covers the unmaps that freed
+    /// them, and <see cref="TableFrames"/> no longer counts them (the 5.15 <c>gather->freelist</c> a DMA
+    /// flush queue keeps until its flush).
+    /// </summary>
+    /// <param name="freelist">The chain to extend (0 when empty).</param>
+    /// <returns>Number of frames moved.</returns>
+    public int TakePendingFrees(ref ulong freelist)
+    {
+        _memory.ThrowIfDisposed();
+        ulong head = Interlocked.Exchange(ref _pendingFree, NoFrame);
+        if (head == NoFrame)
+        {
+            return 0;
+        }
+
+        int n = 1;
+        ulong tail = head;
+        for (ulong next = _region.Entry(tail); next != NoFrame; next = _region.Entry(tail))
+        {
+            tail = next;
+            n++;
+        }
+
+        _region.Entry(tail) = freelist;
+        freelist = head;
+        Interlocked.Add(ref _tables, -n);
+        return n;
+    }
+
     /// <summary>Frees every table, the root included (<c>domain_exit</c>). The page table must not be used afterwards.</summary>
     public void FreeAll()
     {

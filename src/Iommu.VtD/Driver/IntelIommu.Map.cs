@@ -65,7 +65,10 @@ public sealed partial class IntelIommu
     /// superpage when <paramref name="iova"/> is not leaf-aligned) and returns the grown size, mapped
     /// or not; we do neither (see <see cref="DmaPageTable.Unmap(ulong, ulong)"/>). The gather gets the
     /// span the removed leaves lie in, so the flush covers a superpage that starts before
-    /// <paramref name="iova"/>.
+    /// <paramref name="iova"/>. With a queued gather (a DMA flush queue will flush), the tables the unmap
+    /// freed go to <see cref="IommuIotlbGather.Freelist"/> (5.15 <c>gather->freelist = domain_unmap(...)</c>),
+    /// which the queue releases after its flush; otherwise they wait on the page table's pending list for
+    /// <see cref="IotlbSync"/>.
     /// </remarks>
     [KernelSymbol("intel_iommu_unmap_pages")]
     public ulong UnmapPages(IDomain domain, ulong iova, ulong pgsize, ulong pgcount, ref IommuIotlbGather gather)
@@ -84,6 +87,13 @@ public sealed partial class IntelIommu
         }
 
         _platform.Iommu.IotlbGatherAddPage(domain, ref gather, spanStart, spanEnd - spanStart);
+        if (gather.Queued && d.PageTable.PendingFrees != 0)
+        {
+            ulong freelist = gather.Freelist;
+            d.PageTable.TakePendingFrees(ref freelist);
+            gather.Freelist = freelist;
+        }
+
         return size;
     }
 
@@ -95,8 +105,9 @@ public sealed partial class IntelIommu
     /// <remarks>
     /// <c>intel_iommu_tlb_sync</c>: a page-selective IOTLB flush of the gathered range on every unit
     /// the domain is attached to (IH set when no table was freed), then the freed tables go back to
-    /// the allocator. The address mask covers the whole range even when it is not naturally aligned
-    /// (5.15 aligns only the size; later kernels fixed it).
+    /// the allocator (the page table's pending list and the gather's <see cref="IommuIotlbGather.Freelist"/>).
+    /// The address mask covers the whole range even when it is not naturally aligned (5.15 aligns only the
+    /// size; later kernels fixed it).
     /// </remarks>
     [KernelSymbol("intel_iommu_tlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
@@ -106,7 +117,7 @@ public sealed partial class IntelIommu
         var d = (DmarDomain)domain;
         if (!gather.IsEmpty)
         {
-            bool leavesOnly = d.PageTable.PendingFrees == 0;
+            bool leavesOnly = d.PageTable.PendingFrees == 0 && gather.Freelist == 0;
             foreach (IntelIommuUnit unit in _units)
             {
                 if (d.IommuRefcnt[unit.SeqId] > 0)
@@ -117,6 +128,11 @@ public sealed partial class IntelIommu
         }
 
         d.PageTable.ReleasePendingFrees();
+        if (gather.Freelist != 0)
+        {
+            _frames.FreeList(gather.Freelist);
+            gather.Freelist = 0;
+        }
     }
 
     /// <inheritdoc/>

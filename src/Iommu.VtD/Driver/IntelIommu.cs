@@ -83,6 +83,14 @@ public sealed partial class IntelIommu : IIommuOps
             units[i].Write32(Dmar.FectlReg, 0); // unmask the fault event (dmar_set_interrupt)
             Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
             _mapNeedsFlush |= unit.CachingMode || Dmar.CapRwbf(unit.Cap);
+
+            // The flush queue does only domain-wide flushes, which a virtual IOMMU (caching mode) turns
+            // into costly shadow-table syncs: 5.15 intel_iommu_init makes DMA domains strict.
+            if (unit.CachingMode)
+            {
+                Log.BatchingDisallowed(_log, i);
+                platform.Iommu.SetDmaStrict();
+            }
         }
 
         PublishMetrics(platform, units);

@@ -19,4 +19,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 104, Level = LogLevel.Error, Message = "{Device}: {What}")]
     public static partial void DeviceError(ILogger logger, string device, string what);
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "DMAR unit {Unit}: IOMMU batching disallowed due to virtualization")]
+    public static partial void BatchingDisallowed(ILogger logger, int unit);
 }

@@ -31,6 +31,7 @@ internal static class AfterDisposeMatrix
         [typeof(Platform)] = c => c.Platform,
         [typeof(PhysicalMemory)] = c => c.Memory,
         [typeof(FrameAllocator)] = c => c.Platform.Frames,
+        [typeof(PlatformClock)] = c => c.Platform.Clock,
         [typeof(ContiguousRegion)] = c => c.Platform.Frames.Region,
         [typeof(IommuCore)] = c => c.Iommu,
         [typeof(Bus)] = c => c.PlainBus,

@@ -31,6 +31,8 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("Platform.GetMeter", "null name", c => c.Platform.GetMeter(null!)),
         X<ArgumentException>("Platform.GetMeter", "empty name", c => c.Platform.GetMeter(string.Empty)),
         X<ObjectDisposedException>("Platform.GetMeter", "after Platform.Dispose", c => { c.Platform.Dispose(); return c.Platform.GetMeter("Iommu.Core"); }),
+        X<ArgumentOutOfRangeException>("PlatformClock.Advance", "negative time", c => { c.Platform.Clock.Advance(TimeSpan.FromTicks(-1)); return null; }),
+        X<ArgumentOutOfRangeException>("PlatformClock.Advance", "past TimeSpan.MaxValue", c => { c.Platform.Clock.Advance(TimeSpan.FromTicks(1)); c.Platform.Clock.Advance(TimeSpan.MaxValue); return null; }),
         X<ObjectDisposedException>("PhysicalMemory.ReadUInt64", "after Platform.Dispose (native memory freed)", c => { c.Platform.Dispose(); return c.Memory.ReadUInt64(0x1000); }),
 
         // PhysicalMemory
@@ -79,6 +81,14 @@ internal static partial class BadInputMatrix
             c.Platform.Frames.Free(pa);
             return null;
         }),
+        X<ArgumentException>("FrameAllocator.FreeList", "head outside the region", c => c.Platform.Frames.FreeList(0x1000)),
+        X<InvalidOperationException>("FrameAllocator.FreeList", "chain through a free frame (double free)", c =>
+        {
+            Assert.True(c.Platform.Frames.TryAllocate(out ulong pa));
+            c.Platform.Frames.Free(pa);
+            return c.Platform.Frames.FreeList(pa);
+        }),
+        V("FrameAllocator.FreeList", "empty chain (0)", c => c.Platform.Frames.FreeList(0), 0),
         X<ArgumentOutOfRangeException>("FrameAllocator.TryAllocateContiguous", "count 0", c => c.Platform.Frames.TryAllocateContiguous(0, out _)),
         X<ArgumentOutOfRangeException>("FrameAllocator.TryAllocateContiguous", "negative count", c => c.Platform.Frames.TryAllocateContiguous(-1, out _)),
         V("FrameAllocator.TryAllocateContiguous", "more frames than the region", c => c.Platform.Frames.TryAllocateContiguous(int.MaxValue, out _), false),
@@ -148,6 +158,44 @@ internal static partial class BadInputMatrix
         V("IommuCore.GetDomainForDev", "device without a group", c => c.Iommu.GetDomainForDev(c.Orphan), null),
         V("IommuCore.GetDmaDomain", "device without a group", c => c.Iommu.GetDmaDomain(c.Orphan), null),
         X<ArgumentNullException>("IommuCore.Capable", "null bus", c => c.Iommu.Capable(null!, IommuCap.CacheCoherency)),
+
+        // IommuCore: the DMA API (dma-iommu)
+        X<ArgumentNullException>("IommuCore.DmaMapPage", "null device", c => c.Iommu.DmaMapPage(null!, 0x1000, 4096, DmaDataDirection.ToDevice)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaMapPage", "DMA_NONE (BUG_ON(!valid_dma_direction))", c => c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.None)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaMapPage", "undefined direction", c => c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, (DmaDataDirection)7)),
+        V("IommuCore.DmaMapPage", "size 0 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0x1000, 0, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        V("IommuCore.DmaMapPage", "size wrapping 2^64 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0x1800, ulong.MaxValue - 0x100, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        V("IommuCore.DmaMapPage", "dma-direct range wrapping 2^64 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Orphan, ulong.MaxValue - 7, 16, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        V("IommuCore.DmaMapPage", "IOVA space exhausted is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0, 1UL << 62, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        X<ArgumentNullException>("IommuCore.DmaUnmapPage", "null device", c => { c.Iommu.DmaUnmapPage(null!, 0x1000, 4096, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaUnmapPage", "DMA_NONE", c => { c.Iommu.DmaUnmapPage(c.Dev, 0x1000, 4096, DmaDataDirection.None); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "nothing ever mapped", c => { c.Iommu.DmaUnmapPage(c.Dev, 0xffff_f000, 4096, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "an address never handed out", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h - 0x10_0000, 4096, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "another size than mapped", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 8192, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 4096, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "twice", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 4096, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaUnmapPage", "size 0", c =>
+        {
+            ulong h = c.Iommu.DmaMapPage(c.Dev, 0x1000, 4096, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapPage(c.Dev, h, 0, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        Ok("IommuCore.DmaUnmapPage", "device without an IOMMU (dma-direct: nothing to undo)", c => c.Iommu.DmaUnmapPage(c.Orphan, 0x1000, 4096, DmaDataDirection.ToDevice)),
         V("IommuCore.Capable", "undefined capability", c => c.Iommu.Capable(c.Pci, (IommuCap)99), false),
         X<ArgumentNullException>("IommuCore.Present", "null bus", c => c.Iommu.Present(null!)),
 

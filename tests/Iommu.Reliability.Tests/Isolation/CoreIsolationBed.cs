@@ -13,7 +13,7 @@ namespace Iommu.Reliability.Tests.Isolation;
 /// <param name="Name">Printed name.</param>
 /// <param name="Vtd">The remapping hardware.</param>
 /// <param name="Units">One unit for every device, or two (dev0/dev2 on unit 0, dev1/dev3 on unit 1).</param>
-/// <param name="DefaultDomain">DMA, or IDENTITY (iommu.passthrough=1).</param>
+/// <param name="DefaultDomain">DMA, DMA_FQ (lazy, iommu.strict=0), or IDENTITY (iommu.passthrough=1).</param>
 /// <param name="Vtd1">The second unit's hardware when it differs from the first (another width).</param>
 public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, DomainType DefaultDomain, VtdConfig? Vtd1 = null)
 {
@@ -27,7 +27,18 @@ public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, 
         new("legacy-48+57-dma", VtdConfig.Legacy48Bit, 2, DomainType.Dma, VtdConfig.Legacy48Bit with { Supports57BitTables = true, MaxGuestAddressWidth = 57 }),
         new("scalable-cm-identity", VtdConfig.ScalableMode48Bit with { CachingMode = true }, 1, DomainType.Identity),
         new("legacy-cm-rwbf-identity", VtdConfig.Legacy48Bit with { CachingMode = true, RequiresWriteBufferFlush = true }, 1, DomainType.Identity),
+
+        // Lazy DMA domains: the DMA API's unmaps go through the flush queue (the deferred window).
+        new("scalable-2units-dmafq", VtdConfig.ScalableMode48Bit, 2, DomainType.DmaFq),
+        new("legacy-48+57-dmafq", VtdConfig.Legacy48Bit, 2, DomainType.DmaFq, VtdConfig.Legacy48Bit with { Supports57BitTables = true, MaxGuestAddressWidth = 57 }),
+
+        // Lazy asked for, but a caching-mode unit makes DMA domains strict (iommu_set_dma_strict).
+        new("scalable-cm-dmafq-strict", VtdConfig.ScalableMode48Bit with { CachingMode = true }, 1, DomainType.DmaFq),
     ];
+
+    /// <summary>The type the default domains get: DMA_FQ turns into DMA when a unit has caching mode.</summary>
+    public DomainType ExpectedDefault =>
+        DefaultDomain == DomainType.DmaFq && (Vtd.CachingMode || Vtd1?.CachingMode == true) ? DomainType.Dma : DefaultDomain;
 
     public override string ToString() => Name;
 }
@@ -42,6 +53,10 @@ public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, 
 /// dev2 04.0 no PASID; dev3 05.0 PASID 8 bits, no Scalable-IOV DVSEC. All ACS: one group each.
 /// The test never flushes a cache itself: a stale IOTLB/context/PASID-cache entry after an unmap
 /// or a detach shows up as a DMA that succeeds where the model says fault, or lands elsewhere.
+/// The DMA API runs on the default domains: in a DMA_FQ domain a lazily unmapped page may still be
+/// reached through a stale IOTLB entry — at its old physical address, with its old rights — until the
+/// flush the model predicts (a full queue, or the timer on the platform clock), and its IOVA must not be
+/// handed out again before that flush; after it, the page faults like any other.
 /// </remarks>
 internal sealed class CoreIsolationBed : IDisposable
 {
@@ -69,6 +84,7 @@ internal sealed class CoreIsolationBed : IDisposable
     private readonly List<ulong> _stale = [];
     private readonly List<ulong> _removed = [];
     private ulong _pattern = 0x5A5A_0000_0000_0000;
+    private TimeSpan _now;
     private (long Allocations, long Live) _framesChecked;
 
     public CoreIsolationBed(CoreIsolationConfig config)
@@ -108,12 +124,12 @@ internal sealed class CoreIsolationBed : IDisposable
             PciDevice dev = _pci.AddDevice(s_specs[i]);
             IDomain def = dev.IommuGroup?.DefaultDomain ?? throw new InvalidOperationException($"{dev.Name} has no default domain");
             bool identity = def.Type == DomainType.Identity;
-            if (identity != (config.DefaultDomain == DomainType.Identity))
+            if (def.Type != config.ExpectedDefault)
             {
-                throw new InvalidOperationException($"{dev.Name}: default domain is {def.Type}, configured {config.DefaultDomain}");
+                throw new InvalidOperationException($"{dev.Name}: default domain is {def.Type}, configured {config.DefaultDomain}, expected {config.ExpectedDefault}");
             }
 
-            _devs[i] = new ModelDevice(i, dev, new ModelDomain($"def(dev{i})", def, identity, superpages: true) { Levels = UnitLevels(i) });
+            _devs[i] = new ModelDevice(i, dev, new ModelDomain($"def(dev{i})", def, identity, superpages: true) { Levels = UnitLevels(i), Lazy = def.Type == DomainType.DmaFq });
         }
     }
 
@@ -207,6 +223,22 @@ internal sealed class CoreIsolationBed : IDisposable
                 Dma(p);
                 return true;
 
+            case DmaMapOp m:
+                DmaMap(_devs[m.Dev], m.Pa, m.Size, m.Dir);
+                return true;
+
+            case DmaUnmapOp u:
+                return DmaUnmap(u);
+
+            case DmaBurstOp b:
+                DmaBurst(b);
+                Executed += (2 * b.Count) - 1; // as many kernel calls as it makes
+                return true;
+
+            case ClockOp c:
+                Advance(c.Ms);
+                return true;
+
             default:
                 throw new ArgumentException($"unknown op {op}", nameof(op));
         }
@@ -271,6 +303,13 @@ internal sealed class CoreIsolationBed : IDisposable
     // auxd_enabled of the old info are gone (5.15 dmar_remove_one_dev_info frees the PASID table).
     private void ChangeRid(ModelDevice m, ModelDomain d)
     {
+        if (m.Rid != d)
+        {
+            // The context entry changes: the driver invalidates the old domain's IOTLB entries on this
+            // unit (domain_context_clear), lazily unmapped pages included.
+            m.Rid.DropStale();
+        }
+
         NoteStale(m.Rid);
         m.Rid = d;
         m.AuxEnabled = false;
@@ -441,9 +480,10 @@ internal sealed class CoreIsolationBed : IDisposable
     private bool Map(MapOp op)
     {
         ModelDomain? d = Target(op.Target);
-        if (d is null || d.Intersects(op.Iova, op.Size) || (!d.Superpages && op.Size >= ModelDomain.Sz1G))
+        if (d is null || d.Intersects(op.Iova, op.Size) || d.DeferredIntersects(op.Iova, op.Size) || (!d.Superpages && op.Size >= ModelDomain.Sz1G))
         {
-            // Callers never map over live mappings (the driver keeps old entries / replaces tables).
+            // Callers never map over live mappings (the driver keeps old entries / replaces tables), nor
+            // over IOVAs the DMA API still owns (waiting in its flush queue).
             // A 1 GiB range of 4 KiB leaves (a domain never attached) costs 512 tables: skipped.
             return false;
         }
@@ -463,8 +503,10 @@ internal sealed class CoreIsolationBed : IDisposable
     private bool Unmap(UnmapOp op)
     {
         ModelDomain? d = Target(op.Target);
-        if (d is null)
+        if (d is null || d.DeferredIntersects(op.Iova, op.Size)
+            || (op.Target >= CoreOp.DomainSlots && _devs[op.Target - CoreOp.DomainSlots].DmaMaps.Exists(x => op.Iova < x.Iova + x.Len && x.Iova < op.Iova + op.Size)))
         {
+            // iommu_unmap of what the DMA API mapped is a caller bug (the DMA API would unmap it again).
             return false;
         }
 
@@ -483,6 +525,166 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         return true;
+    }
+
+    private static IommuProt DmaProt(DmaDataDirection dir) => dir switch
+    {
+        DmaDataDirection.ToDevice => IommuProt.Read | IommuProt.Cache,
+        DmaDataDirection.FromDevice => IommuProt.Write | IommuProt.Cache,
+        _ => IommuProt.Read | IommuProt.Write | IommuProt.Cache,
+    };
+
+    // dma_map_page through the device's default domain. The model cannot name the IOVA the allocator
+    // picks; it checks what must hold of it: the offset is kept, the range is aligned and lies below
+    // 4 GiB (a PCI device with room there), outside the interrupt window, and overlaps nothing the
+    // domain maps or still holds in its flush queue — an IOVA is never reused before its flush.
+    private DmaMapping DmaMap(ModelDevice m, ulong pa, ulong size, DmaDataDirection dir)
+    {
+        ModelDomain d = m.Default;
+        string what = $"dma_map_page(dev{m.Index}, pa {Hex(pa)}, {Hex(size)}, {dir})";
+        ulong h = _iommu.DmaMapPage(m.Real, pa, size, dir);
+        DmaMapping map;
+        if (d.Identity)
+        {
+            if (h != pa)
+            {
+                throw Fail($"{what} on an IDENTITY default domain (dma-direct) returned {Hex(h)}, expected the physical address");
+            }
+
+            map = new DmaMapping(h, size, dir, pa, size, pa);
+            m.DmaMaps.Add(map);
+            return map;
+        }
+
+        if (h == IommuCore.DmaMappingError)
+        {
+            throw Fail($"{what} failed: {ErrorDetail.LastErrno} ({ErrorDetail.LastMessage})");
+        }
+
+        ulong offset = pa & (ModelDomain.Sz4K - 1);
+        ulong iova = h - offset;
+        ulong len = (size + offset + ModelDomain.Sz4K - 1) & ~(ModelDomain.Sz4K - 1);
+        ulong pages = len / ModelDomain.Sz4K;
+        ulong align = ModelDomain.Sz4K << (pages <= 1 ? 0 : 64 - System.Numerics.BitOperations.LeadingZeroCount(pages - 1));
+        string where = $"{what} = {Hex(h)} (iova [{Hex(iova)}, {Hex(iova + len)}))";
+        if ((h & (ModelDomain.Sz4K - 1)) != offset || iova == 0 || iova % align != 0 || iova + len > 1UL << 32)
+        {
+            throw Fail($"{where}: the offset is not kept, or the range is 0, not aligned to {Hex(align)}, or not below 4 GiB");
+        }
+
+        if (iova < 0xFEF0_0000 && iova + len > 0xFEE0_0000)
+        {
+            throw Fail($"{where}: overlaps the reserved interrupt window");
+        }
+
+        if (d.FindDeferred(iova) is not null || d.DeferredIntersects(iova, len))
+        {
+            throw Fail($"{where}: reuses an IOVA whose lazy unmap has not been flushed yet ({string.Join(", ", d.Deferred.Where(r => iova < r.Iova + r.Size && r.Iova < iova + len).Select(r => $"{Hex(r.Iova)}+{Hex(r.Size)}"))})");
+        }
+
+        if (d.Intersects(iova, len))
+        {
+            throw Fail($"{where}: overlaps a live mapping of {d.Name}");
+        }
+
+        d.Map(iova, pa - offset, len, DmaProt(dir));
+        map = new DmaMapping(h, size, dir, iova, len, pa - offset);
+        m.DmaMaps.Add(map);
+        CheckIovaToPhys(d, iova);
+        CheckIovaToPhys(d, iova + len - ModelDomain.Sz4K);
+        return map;
+    }
+
+    private bool DmaUnmap(DmaUnmapOp op)
+    {
+        ModelDevice m = _devs[op.Dev];
+        if (m.DmaMaps.Count == 0)
+        {
+            return false;
+        }
+
+        DmaUnmapOne(m, m.DmaMaps[op.Index % m.DmaMaps.Count]);
+        return true;
+    }
+
+    // dma_unmap_page: strict domains unmap and flush at once; lazy ones queue the range (FqQueue says
+    // when the queue flushes); dma-direct does nothing.
+    private void DmaUnmapOne(ModelDevice m, DmaMapping map)
+    {
+        m.DmaMaps.Remove(map);
+        _iommu.DmaUnmapPage(m.Real, map.Handle, map.Size, map.Dir);
+        ModelDomain d = m.Default;
+        if (d.Identity)
+        {
+            return;
+        }
+
+        _removed.Clear();
+        ulong removed = d.Unmap(map.Iova, map.Len, _removed);
+        if (removed != map.Len)
+        {
+            throw new InvalidOperationException($"model: dma_unmap of {Hex(map.Iova)}+{Hex(map.Len)} removed {Hex(removed)}");
+        }
+
+        if (d.Lazy && UnmapPieces(d, map.Iova, map.Len) == 1)
+        {
+            d.FqQueue(map.Iova, map.Len, map.Pa, DmaProt(map.Dir), _now);
+        }
+
+        foreach (ulong iova in _removed)
+        {
+            AddStale(iova);
+            CheckIovaToPhys(d, iova);
+        }
+    }
+
+    // The driver calls iommu_unmap_fast makes for the range (iommu_pgsize pieces). With two or more the
+    // pieces have different sizes, so iommu_iotlb_gather_add_page syncs the gather part-way, which
+    // clears its queued mark: 5.15 then finishes that unmap strictly (sync, IOVA freed at once).
+    private static int UnmapPieces(ModelDomain d, ulong iova, ulong size)
+    {
+        int pieces = 0;
+        while (size != 0)
+        {
+            ulong pgsize = IommuCore.PgSize(d.Bitmap, iova, iova, size, out ulong count);
+            iova += pgsize * count;
+            size -= pgsize * count;
+            pieces++;
+        }
+
+        return pieces;
+    }
+
+    private void DmaBurst(DmaBurstOp op)
+    {
+        ModelDevice m = _devs[op.Dev];
+        var maps = new DmaMapping[op.Count];
+        for (int i = 0; i < maps.Length; i++)
+        {
+            maps[i] = DmaMap(m, (2 * Sizes.GiB) + ((ulong)i * ModelDomain.Sz4K), ModelDomain.Sz4K, DmaDataDirection.Bidirectional);
+        }
+
+        foreach (DmaMapping map in maps)
+        {
+            DmaUnmapOne(m, map);
+        }
+    }
+
+    // The platform clock moves: every flush-queue timer that is due fires (a flush that frees its queue).
+    private void Advance(int ms)
+    {
+        TimeSpan by = TimeSpan.FromMilliseconds(ms);
+        _platform.Clock.Advance(by);
+        _now += by;
+        if (_platform.Clock.Now != _now)
+        {
+            throw Fail($"the clock reads {_platform.Clock.Now}, model {_now}");
+        }
+
+        foreach (ModelDevice m in _devs)
+        {
+            m.Default.FqTick(_now);
+        }
     }
 
     private void CheckIovaToPhysSample(ModelDomain d)
@@ -567,10 +769,11 @@ internal sealed class CoreIsolationBed : IDisposable
         ModelDomain? reach = Reach(m, pasid);
         ulong iova = ProbeAddress(op, reach);
 
-        // The model's verdict.
+        // The model's verdict. In the deferred window of a lazy unmap a stale hit is also right (staleOk).
         DmaStatus expected;
         ulong pa = 0;
         string why;
+        bool staleOk = false;
         if (reach is null)
         {
             expected = DmaStatus.Fault;
@@ -591,6 +794,14 @@ internal sealed class CoreIsolationBed : IDisposable
             expected = allowed ? DmaStatus.Ok : DmaStatus.Fault;
             why = $"{reach.Name} maps {Hex(leafIova)}+{Hex(leaf)} -> pa {Hex(pa - (iova - leafIova))} {prot}";
         }
+        else if (reach.FindDeferred(iova) is DeferredRange dr)
+        {
+            expected = DmaStatus.Fault;
+            staleOk = dr.MayBeStale && (dr.Prot & (op.Write ? IommuProt.Write : IommuProt.Read | IommuProt.Write)) != 0;
+            pa = dr.Pa + (iova - dr.Iova);
+            why = $"{reach.Name} unmapped {Hex(dr.Iova)}+{Hex(dr.Size)} (pa {Hex(dr.Pa)}, {dr.Prot}) lazily; "
+                + (dr.MayBeStale ? "no flush covered it yet, so a stale hit is allowed" : "its IOTLB entries were flushed, its IOVA still waits in the queue");
+        }
         else
         {
             expected = DmaStatus.Fault;
@@ -609,7 +820,7 @@ internal sealed class CoreIsolationBed : IDisposable
         }
         else
         {
-            if (expected == DmaStatus.Ok)
+            if (expected == DmaStatus.Ok || staleOk)
             {
                 _platform.Memory.WriteUInt64(pa, pattern);
             }
@@ -617,12 +828,12 @@ internal sealed class CoreIsolationBed : IDisposable
             r = m.Real.DmaRead(pasid, iova, buf);
         }
 
-        if (r.Status != expected)
+        if (r.Status != expected && !(staleOk && r.Status == DmaStatus.Ok))
         {
             throw Fail($"{what}: got {r.Status} (pa {Hex(r.Address)}, fault reason 0x{r.FaultReason:x})");
         }
 
-        if (expected != DmaStatus.Ok)
+        if (r.Status != DmaStatus.Ok)
         {
             return;
         }

@@ -68,6 +68,22 @@ internal static class CoreIsolationGen
             Gen.Int[0, 3])
         .Select((dev, write, pasid, pi, addr, ai, off) => (CoreOp)new DmaOp(dev, write, pasid, pi, addr, ai, off));
 
+    // DMA API maps: a page or a few (sometimes 32, or 512 for a leaf table or a superpage), at an offset
+    // inside the page or not, in every direction.
+    private static readonly Gen<CoreOp> s_dmaMap = Gen.Select(
+            s_dev,
+            Gen.Int[0, s_paRegions.Length - 1],
+            Gen.Int[0, 63],
+            Gen.Frequency((6, Gen.Const(1UL)), (3, Gen.Const(3UL)), (1, Gen.Const(32UL)), (1, Gen.Const(512UL))),
+            Gen.Int[0, 3],
+            Gen.Frequency((4, Gen.Const(DmaDataDirection.Bidirectional)), (2, Gen.Const(DmaDataDirection.ToDevice)), (2, Gen.Const(DmaDataDirection.FromDevice))))
+        .Select((dev, r, page, pages, off, dir) =>
+        {
+            ulong pa = s_paRegions[r] + (pages == 512 && page % 2 == 0 ? 0 : (ulong)page * Sz4K) + (off == 1 ? 0x10UL : off == 2 ? 0x800UL : 0);
+            ulong size = (pages * Sz4K) - (off == 3 ? 0x100UL : 0);
+            return (CoreOp)new DmaMapOp(dev, pa, size, dir);
+        });
+
     /// <summary>One op, weighted so that attach/map/DMA dominate and every op type shows up in every list.</summary>
     public static Gen<CoreOp> Op { get; } = Gen.Frequency(
         (4, s_slot.Select(s => (CoreOp)new DomainAllocOp(s))),
@@ -79,6 +95,10 @@ internal static class CoreIsolationGen
         (4, Gen.Select(s_slot, s_dev, (s, d) => (CoreOp)new AuxDetachOp(s, d))),
         (14, s_map),
         (9, s_unmap),
+        (8, s_dmaMap),
+        (6, Gen.Select(s_dev, Gen.Int[0, 63], (d, i) => (CoreOp)new DmaUnmapOp(d, i))),
+        (1, Gen.Select(s_dev, Gen.Frequency((3, Gen.Const(16)), (1, Gen.Const(255)), (1, Gen.Const(256)), (1, Gen.Const(300))), (d, n) => (CoreOp)new DmaBurstOp(d, n))),
+        (3, Gen.Frequency((2, Gen.Const(1)), (2, Gen.Const(4)), (2, Gen.Const(9)), (2, Gen.Const(10)), (1, Gen.Const(30))).Select(ms => (CoreOp)new ClockOp(ms))),
         (30, s_dma));
 
     /// <summary>A sample: a platform configuration and 1–500 ops.</summary>

@@ -150,9 +150,83 @@ internal sealed class ModelDomain(string name, IDomain real, bool identity, bool
         return total;
     }
 
+    /// <summary>A DMA_FQ default domain (5.15 lazy mode): DMA-API unmaps go through the flush queue modelled below.</summary>
+    public bool Lazy { get; set; }
+
+    /// <summary>
+    /// Ranges a lazy <c>dma_unmap_page</c> removed whose IOVA is still in the flush queue: handed out to
+    /// nobody until the flush that frees them. While <see cref="DeferredRange.MayBeStale"/> a device may still
+    /// reach the old page through a stale IOTLB entry.
+    /// </summary>
+    public List<DeferredRange> Deferred { get; } = [];
+
+    /// <summary>Entries in the flush queue (at most <c>IOVA_FQ_SIZE - 1</c>).</summary>
+    public int FqCount { get; private set; }
+
+    /// <summary>When the flush-queue timer fires, or null when it is off.</summary>
+    public TimeSpan? FqDeadline { get; private set; }
+
+    /// <summary>The deferred range holding <paramref name="iova"/>, if any.</summary>
+    public DeferredRange? FindDeferred(ulong iova) => Deferred.Find(r => iova >= r.Iova && iova - r.Iova < r.Size);
+
+    public bool DeferredIntersects(ulong iova, ulong size) => Deferred.Exists(r => iova < r.Iova + r.Size && r.Iova < iova + size);
+
+    /// <summary>
+    /// <c>queue_iova</c>: a queue holding <c>IOVA_FQ_SIZE - 1</c> entries is flushed first (its entries freed
+    /// and the whole IOTLB of the domain invalidated, this range's stale entries included, since its page
+    /// table entries were already cleared); the timer is armed unless it is on.
+    /// </summary>
+    public void FqQueue(ulong iova, ulong size, ulong pa, IommuProt prot, TimeSpan now)
+    {
+        bool flushed = FqCount == IommuCore.IovaFqSize - 1;
+        if (flushed)
+        {
+            FqFlush();
+        }
+
+        Deferred.Add(new DeferredRange(iova, size, pa, prot) { MayBeStale = !flushed });
+        FqCount++;
+        FqDeadline ??= now + IommuCore.IovaFqTimeout;
+    }
+
+    /// <summary>The clock reached <paramref name="now"/>: the timer, when due, flushes and frees every entry.</summary>
+    public void FqTick(TimeSpan now)
+    {
+        if (FqDeadline is TimeSpan due && due <= now)
+        {
+            FqDeadline = null;
+            FqFlush();
+        }
+    }
+
+    /// <summary>The domain's IOTLB entries were invalidated by something else (a detach): nothing deferred is reachable any more.</summary>
+    public void DropStale()
+    {
+        foreach (DeferredRange r in Deferred)
+        {
+            r.MayBeStale = false;
+        }
+    }
+
+    private void FqFlush()
+    {
+        Deferred.Clear();
+        FqCount = 0;
+    }
+
     /// <summary>A run of equal leaves: [Iova, Iova + Size) → [Pa, Pa + Size), leaves of <see cref="Leaf"/> bytes.</summary>
     internal readonly record struct Run(ulong Iova, ulong Size, ulong Pa, ulong Leaf, IommuProt Prot);
 }
+
+/// <summary>A range a lazy unmap removed, waiting in the flush queue.</summary>
+internal sealed record DeferredRange(ulong Iova, ulong Size, ulong Pa, IommuProt Prot)
+{
+    /// <summary>Whether the device may still reach it through a stale IOTLB entry (no flush covered it yet).</summary>
+    public bool MayBeStale { get; set; }
+}
+
+/// <summary>A live DMA-API mapping of a device: what <c>dma_map_page</c> returned, and the IOVA range it maps.</summary>
+internal sealed record DmaMapping(ulong Handle, ulong Size, DmaDataDirection Dir, ulong Iova, ulong Len, ulong Pa);
 
 /// <summary>An aux attachment of (domain, device): the user count and whether its PASID entry is live in the device's current PASID table.</summary>
 internal sealed class AuxLink
@@ -177,4 +251,7 @@ internal sealed class ModelDevice(int index, Devices.PciDevice real, ModelDomain
 
     /// <summary><c>info->auxd_enabled</c>: lost whenever the RID domain changes (a new device info).</summary>
     public bool AuxEnabled { get; set; }
+
+    /// <summary>The device's live DMA-API mappings, in the order they were made.</summary>
+    public List<DmaMapping> DmaMaps { get; } = [];
 }

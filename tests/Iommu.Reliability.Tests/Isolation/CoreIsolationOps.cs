@@ -138,3 +138,27 @@ public sealed record DmaOp(int Dev, bool Write, ProbePasid Pasid, int PasidIndex
         return $"dma_{(Write ? "write" : "read")}(dev{Dev}, pasid {pasid}, {addr}[{AddrIndex}]+off{Offset})";
     }
 }
+
+/// <summary><c>dma_map_page(dev{Dev}, pa, size, dir)</c> through the device's default domain (DMA, DMA_FQ, or dma-direct for IDENTITY).</summary>
+public sealed record DmaMapOp(int Dev, ulong Pa, ulong Size, DmaDataDirection Dir) : CoreOp
+{
+    public override string ToString() => $"h = dma_map_page(dev{Dev}, pa {Hex(Pa)}, {Hex(Size)}, {Dir})";
+}
+
+/// <summary><c>dma_unmap_page(dev{Dev}, h, size, dir)</c> of the device's live DMA mapping number <c>Index</c> modulo their count (skipped when it has none).</summary>
+public sealed record DmaUnmapOp(int Dev, int Index) : CoreOp
+{
+    public override string ToString() => $"dma_unmap_page(dev{Dev}, h[{Index}])";
+}
+
+/// <summary><c>Count</c> one-page <c>dma_map_page</c> calls on dev{Dev}, then <c>dma_unmap_page</c> of each in order (fills a flush queue).</summary>
+public sealed record DmaBurstOp(int Dev, int Count) : CoreOp
+{
+    public override string ToString() => $"{Count} × dma_map_page(dev{Dev}, 4K), then {Count} × dma_unmap_page";
+}
+
+/// <summary>The platform clock moves by <c>Ms</c> milliseconds (flush-queue timers fire).</summary>
+public sealed record ClockOp(int Ms) : CoreOp
+{
+    public override string ToString() => $"clock += {Ms} ms";
+}

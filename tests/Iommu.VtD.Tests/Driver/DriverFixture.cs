@@ -7,9 +7,9 @@ namespace Iommu.VtD.Tests.Driver;
 /// <summary>A platform with one VT-d unit covering PCI segment 0 and the intel-iommu driver on it.</summary>
 internal sealed class DriverFixture : IDisposable
 {
-    public DriverFixture(VtdConfig config, IntelIommuOptions? options = null, ulong memory = 64 * Sizes.GiB, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null, string? name = null)
+    public DriverFixture(VtdConfig config, IntelIommuOptions? options = null, ulong memory = 64 * Sizes.GiB, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null, string? name = null, Domains.DomainType defaultDomain = Domains.DomainType.Dma)
     {
-        Platform = new Platform(new PlatformOptions { MemorySize = memory, TableMemorySize = 256 * Sizes.MiB, MeterFactory = meterFactory, Name = name });
+        Platform = new Platform(new PlatformOptions { MemorySize = memory, TableMemorySize = 256 * Sizes.MiB, MeterFactory = meterFactory, Name = name, DefaultDomainType = defaultDomain });
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, config);
         Pci.AddDmaRemapper(Unit, includeAll: true);

@@ -358,6 +358,39 @@ public sealed class MapUnmapTests
         Assert.True(failures >= 4, $"only {failures} injected failures hit the map");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_queued_gather_carries_the_freed_tables_until_whoever_flushes_frees_them(bool syncIt)
+    {
+        using DriverFixture f = New("Sm48");
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        IDomain dom = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
+        Assert.Equal(Errno.None, f.Iommu.Map(dom, 0x4000_0000, 0x1000, M2, RW)); // 512 4K leaves: one leaf table
+        long live = f.Platform.Frames.LiveFrames;
+        var table = ((DmarDomain)dom).PageTable;
+
+        var gather = default(IommuIotlbGather);
+        gather.Queued = true;
+        Assert.Equal(M2, f.Iommu.UnmapFast(dom, 0x4000_0000, M2, ref gather));
+
+        Assert.NotEqual(0UL, gather.Freelist);
+        Assert.Equal(0, table.PendingFrees);
+        Assert.Equal(live, f.Platform.Frames.LiveFrames);
+        if (syncIt)
+        {
+            f.Iommu.IotlbSync(dom, ref gather); // intel_iommu_tlb_sync frees gather->freelist after its flush
+            Assert.Equal(0UL, gather.Freelist);
+        }
+        else
+        {
+            Assert.Equal(1, f.Platform.Frames.FreeList(gather.Freelist)); // a flush queue's entry destructor
+        }
+
+        Assert.Equal(live - 1, f.Platform.Frames.LiveFrames);
+    }
+
     [Fact]
     public void Domain_free_after_use_returns_every_frame()
     {
