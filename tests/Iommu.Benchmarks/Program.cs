@@ -19,7 +19,8 @@ bool shortJob = args.Contains("--short");
 string[] bdnArgs = args.Where(a => a != "--short").ToArray();
 Job job = (shortJob ? Job.ShortRun : Job.Default)
     .WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
-IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator).AddJob(job.AsDefault());
+// A shared machine may be busy building other trees: give BenchmarkDotNet's own build time to finish.
+IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator).WithBuildTimeout(TimeSpan.FromMinutes(10)).AddJob(job.AsDefault());
 
 Summary[] summaries = bdnArgs.Length == 0
     ? BenchmarkRunner.Run(typeof(Program).Assembly, config)
