@@ -30,4 +30,11 @@ public class IommuDomain : IDomain
     internal long MappedBytes;
     internal long UnmapOps;
     internal long UnmappedBytes;
+
+    // Maps counted by one thread, the domain's counting owner (its access slot, claimed once by the
+    // first thread that counts a map here), with plain stores: only that thread writes them. Other
+    // threads add to MapOps/MappedBytes above. The metrics add both.
+    internal object? CountOwner;
+    internal long OwnerMapOps;
+    internal long OwnerMappedBytes;
 }
