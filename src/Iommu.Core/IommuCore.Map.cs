@@ -201,6 +201,24 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
 
+        // A core domain's type and ops are fields: read them without going through IDomain.
+        if (domain is IommuDomain d)
+        {
+            DomainType type = d.Type;
+            if (type == DomainType.Identity)
+            {
+                return iova;
+            }
+
+            if (type == DomainType.Blocked)
+            {
+                return 0;
+            }
+
+            IIommuOps? domainOps = d.Ops;
+            return domainOps is not null && (domainOps.Callbacks & IommuCallbacks.IovaToPhys) != 0 ? domainOps.IovaToPhys(domain, iova) : 0;
+        }
+
         if (domain.Type == DomainType.Identity)
         {
             return iova;
