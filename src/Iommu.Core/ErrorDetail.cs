@@ -14,17 +14,20 @@ namespace Iommu;
 /// </remarks>
 public static class ErrorDetail
 {
+    // One thread-static holder rather than two thread-static fields: one thread-local lookup reaches
+    // both, and a hot path that already has the holder (an access scope's slot carries its thread's)
+    // reaches it with none. Created on the thread's first failure, then reused.
     [ThreadStatic]
-    private static Errno t_errno;
-
-    [ThreadStatic]
-    private static string? t_message;
+    private static State? t_state;
 
     /// <summary>The errno of the last recorded failure on this thread (or <see cref="Errno.None"/>).</summary>
-    public static Errno LastErrno => t_errno;
+    public static Errno LastErrno => t_state?.Errno ?? Errno.None;
 
     /// <summary>The detail of the last recorded failure on this thread (or null).</summary>
-    public static string? LastMessage => t_message;
+    public static string? LastMessage => t_state?.Message;
+
+    /// <summary>The calling thread's holder, created on first use.</summary>
+    internal static State OfThisThread => t_state ??= new State();
 
     /// <summary>Records <paramref name="message"/> as the reason for <paramref name="errno"/> and returns the errno.</summary>
     /// <param name="errno">The error being returned.</param>
@@ -32,8 +35,9 @@ public static class ErrorDetail
     /// <returns><paramref name="errno"/>, so that failure sites read <c>return ErrorDetail.Fail(...)</c>.</returns>
     public static Errno Fail(Errno errno, string message)
     {
-        t_errno = errno;
-        t_message = message;
+        State s = OfThisThread;
+        s.Errno = errno;
+        s.Message = message;
         return errno;
     }
 
@@ -42,16 +46,36 @@ public static class ErrorDetail
     /// <returns>The detail or null.</returns>
     public static string? Take(Errno errno)
     {
-        string? message = t_errno == errno ? t_message : null;
-        t_errno = Errno.None;
-        t_message = null;
+        State? s = t_state;
+        if (s is null)
+        {
+            return null;
+        }
+
+        string? message = s.Errno == errno ? s.Message : null;
+        s.Clear();
         return message;
     }
 
     /// <summary>Forgets the recorded detail.</summary>
-    public static void Clear()
+    public static void Clear() => t_state?.Clear();
+
+    /// <summary>One thread's last failure.</summary>
+    internal sealed class State
     {
-        t_errno = Errno.None;
-        t_message = null;
+#pragma warning disable CA1051 // a thread's own record: plain fields, written only by that thread
+        public Errno Errno;
+        public string? Message;
+#pragma warning restore CA1051
+
+        /// <summary>Forgets the detail; writes only when there is one (a hot path's check is a read).</summary>
+        public void Clear()
+        {
+            if (Errno != Errno.None || Message is not null)
+            {
+                Errno = Errno.None;
+                Message = null;
+            }
+        }
     }
 }

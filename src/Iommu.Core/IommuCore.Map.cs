@@ -30,10 +30,49 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        IIommuOps? ops = domain.Ops;
-        IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
-        Errno ret = MapCore(domain, ops, callbacks, iova, paddr, size, prot);
-        if (ret == Errno.None)
+        IIommuOps? ops;
+        IommuCallbacks callbacks;
+        if (domain is IommuDomain d)
+        {
+            ops = d.Ops;
+            callbacks = ops?.Callbacks ?? IommuCallbacks.None;
+
+            // The common case, one smallest page of a paging domain whose driver has map_pages: what
+            // MapCore and the tail below do for it, with the domain's fields read directly instead
+            // of through IDomain, and counted without atomics. Anything else takes the general path.
+            ulong pgsizeBitmap = d.PgsizeBitmap;
+            if ((callbacks & IommuCallbacks.MapPages) != 0 && size != 0 && size == (pgsizeBitmap & (0 - pgsizeBitmap))
+                && ((iova | paddr) & (size - 1)) == 0 && d.Type.IsPaging())
+            {
+                Memory.PhysicalMemory.Slot slot = guard.Slot!;
+                slot.Detail.Clear();
+                Errno ret = ops!.MapPages(domain, iova, paddr, size, 1, prot, out ulong mapped);
+                if (ret != Errno.None || mapped != size)
+                {
+                    ret = MapRest(domain, ops, pgsizeBitmap, ret, iova, paddr, size, mapped, prot);
+                    if (ret != Errno.None)
+                    {
+                        return ret;
+                    }
+                }
+
+                CountMap(d, slot, size);
+                if ((callbacks & IommuCallbacks.IotlbSyncMap) != 0)
+                {
+                    ops.IotlbSyncMap(domain, iova, size);
+                }
+
+                return Errno.None;
+            }
+        }
+        else
+        {
+            ops = domain.Ops;
+            callbacks = ops?.Callbacks ?? IommuCallbacks.None;
+        }
+
+        Errno err = MapCore(domain, ops, callbacks, iova, paddr, size, prot);
+        if (err == Errno.None)
         {
             CountMap(domain, size);
             if ((callbacks & IommuCallbacks.IotlbSyncMap) != 0)
@@ -42,7 +81,7 @@ public sealed partial class IommuCore
             }
         }
 
-        return ret;
+        return err;
     }
 
     /// <summary>
@@ -161,6 +200,25 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+
+        // A core domain's type and ops are fields: read them without going through IDomain.
+        if (domain is IommuDomain d)
+        {
+            DomainType type = d.Type;
+            if (type == DomainType.Identity)
+            {
+                return iova;
+            }
+
+            if (type == DomainType.Blocked)
+            {
+                return 0;
+            }
+
+            IIommuOps? domainOps = d.Ops;
+            return domainOps is not null && (domainOps.Callbacks & IommuCallbacks.IovaToPhys) != 0 ? domainOps.IovaToPhys(domain, iova) : 0;
+        }
+
         if (domain.Type == DomainType.Identity)
         {
             return iova;
@@ -249,10 +307,22 @@ public sealed partial class IommuCore
             return Fail(Errno.EINVAL, $"unaligned: iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x} must be multiples of the minimum page size 0x{minPagesz:x}");
         }
 
-        bool batched = (callbacks & IommuCallbacks.MapPages) != 0;
-        ulong origIova = iova, origSize = size;
-        Errno ret = Errno.None;
         ErrorDetail.Clear();
+        return MapPieces(domain, ops, (callbacks & IommuCallbacks.MapPages) != 0, pgsizeBitmap, minPagesz, iova, size, iova, paddr, size, prot);
+    }
+
+    // Map's fast path after its map_pages call of the single page [iova, iova + size) failed, or
+    // succeeded with a different size: MapCore's loop from there on.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Errno MapRest(IDomain domain, IIommuOps ops, ulong pgsizeBitmap, Errno ret, ulong iova, ulong paddr, ulong size, ulong mapped, IommuProt prot) =>
+        ret != Errno.None
+            ? MapFailed(domain, ret, iova, iova, size, size - mapped)
+            : MapPieces(domain, ops, batched: true, pgsizeBitmap, size, iova, size, iova + mapped, paddr + mapped, size - mapped, prot);
+
+    // __iommu_map's loop over [iova, iova + size), the rest of the request [origIova, origIova + origSize).
+    private Errno MapPieces(IDomain domain, IIommuOps ops, bool batched, ulong pgsizeBitmap, ulong minPagesz, ulong origIova, ulong origSize, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    {
+        Errno ret = Errno.None;
         while (size != 0)
         {
             ulong count;
@@ -289,17 +359,20 @@ public sealed partial class IommuCore
             paddr += mapped;
         }
 
-        if (ret != Errno.None)
-        {
-            string detail = $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x}))";
-            ErrorDetail.Clear();
+        return ret != Errno.None ? MapFailed(domain, ret, iova, origIova, origSize, size) : Errno.None;
+    }
 
-            // Not counted as an unmap: the failed map was never counted as a map.
-            UnmapAndSync(domain, origIova, origSize - size);
-            return ErrorDetail.Fail(ret, detail);
-        }
+    // A driver map call failed at iova with left bytes of [origIova, origIova + origSize) not mapped:
+    // unmap what this request mapped and report the driver's errno.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Errno MapFailed(IDomain domain, Errno ret, ulong iova, ulong origIova, ulong origSize, ulong left)
+    {
+        string detail = $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x}))";
+        ErrorDetail.Clear();
 
-        return Errno.None;
+        // Not counted as an unmap: the failed map was never counted as a map.
+        UnmapAndSync(domain, origIova, origSize - left);
+        return ErrorDetail.Fail(ret, detail);
     }
 
     private ulong UnmapAndSync(IDomain domain, ulong iova, ulong size)

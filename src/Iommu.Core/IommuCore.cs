@@ -19,7 +19,8 @@ namespace Iommu;
 /// iova_to_phys take no core lock (the driver must be safe for concurrent use, as in the kernel).</para>
 /// <para>Metrics: maps, unmaps, bytes and pages mapped and faults reported are published on the
 /// platform's <see cref="MeterName"/> meter as observable instruments (<c>docs/metrics.md</c>); map and
-/// unmap only add to counters of the domain itself (atomically, without allocating).</para>
+/// unmap only add to counters of the domain itself, without allocating: atomically, except that the
+/// first thread to count a map on a domain keeps its map counts there with plain stores.</para>
 /// </remarks>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1822", Justification = "The kernel API is exposed uniformly as instance members of the per-platform core.")]
 public sealed partial class IommuCore

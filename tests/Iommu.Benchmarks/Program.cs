@@ -17,6 +17,28 @@ using BenchmarkDotNet.Running;
 // Benchmarks with [IterationSetup] run one invocation per iteration and finish long before tiered
 // compilation would promote the hot methods, so every job runs fully optimized code from the first
 // call (DOTNET_TieredCompilation=0): the steady state a long-running user sees.
+//   --paired N instead times each C# row against its C row in one process, N alternating pairs by
+//   thread CPU time (Paired.cs), with tiered compilation off as in the jobs.
+int pairedAt = Array.IndexOf(args, "--paired");
+if (pairedAt >= 0)
+{
+    if (Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") != "0")
+    {
+        // Run as an apphost the process is the program itself; run by the dotnet host it needs the dll.
+        string host = Environment.ProcessPath!;
+        string[] childArgs = System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet" ? [typeof(Program).Assembly.Location, .. args] : args;
+        var psi = new System.Diagnostics.ProcessStartInfo(host, childArgs) { Environment = { ["DOTNET_TieredCompilation"] = "0" } };
+        using System.Diagnostics.Process child = System.Diagnostics.Process.Start(psi)!;
+        child.WaitForExit();
+        return child.ExitCode;
+    }
+
+    int rounds = int.Parse(args[pairedAt + 1], CultureInfo.InvariantCulture);
+    string[] filters = args.Where((a, i) => i > 0 && args[i - 1] != "--paired" && a.Contains('*', StringComparison.Ordinal)).Select(a => a.Trim('*')).ToArray();
+    Iommu.Benchmarks.Paired.Run(rounds, filters, FloorOf);
+    return 0;
+}
+
 bool shortJob = args.Contains("--short");
 string[] bdnArgs = args.Where(a => a != "--short").ToArray();
 Job job = (shortJob ? Job.ShortRun : Job.Default)
@@ -134,6 +156,8 @@ foreach ((string row, string program, string arguments, string field) in checks)
     double ratio = shim / reference;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {row} | {shim:F2} | {reference:F2} | {ratio:F2} | {(Math.Abs(ratio - 1) <= 0.05 ? "yes" : "NO")} |"));
 }
+
+return 0;
 
 // The C row a C# row is measured against: "C" + the method in the same class; the whole kernel
 // path (DriverPath64K) against the bare 2^16 page-table floor; each DMA row against ref_dma.c's

@@ -681,6 +681,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
             _slot = slot;
         }
 
+        /// <summary>The calling thread's slot of the memory (null only for a default scope).</summary>
+        internal Slot? Slot => _slot;
+
         /// <summary>Ends the scope (call it on the thread that opened it, as <c>using</c> does).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Dispose()
@@ -703,13 +706,19 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     // One thread's open scopes (nesting depth), written only by that thread. Padded so that the
     // counter is at least 56 bytes from either end of the object: counters of different threads (and
-    // whatever else the heap puts next to them) never share a cache line.
+    // whatever else the heap puts next to them) never share a cache line. A slot is created on its
+    // thread (the ThreadLocal's factory runs there), so it also carries that thread's ErrorDetail
+    // holder: a hot path holding a scope reaches it without another thread-local lookup. It is also
+    // the thread's identity for the core's per-domain counters (IommuCore.CountMap).
     [StructLayout(LayoutKind.Explicit, Size = 112)]
     internal sealed class Slot(object owner)
     {
 #pragma warning disable CA1051 // fields accessed by ref (Volatile.Read/Write) on the hot path
         [FieldOffset(0)]
         public readonly object Owner = owner;
+
+        [FieldOffset(8)]
+        public readonly ErrorDetail.State Detail = ErrorDetail.OfThisThread;
 
         [FieldOffset(56)]
         public int Count;

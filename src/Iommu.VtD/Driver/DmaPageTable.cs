@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Iommu.Memory;
 
 namespace Iommu.VtD.Driver;
@@ -599,11 +600,11 @@ public sealed unsafe class DmaPageTable
     }
 
     // 4 KiB leaves of one table. Disjoint ranges never share a leaf entry, so a plain check-and-store
-    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Four (or two)
-    // entries per aligned vector store, like the kernel's memset64 of contiguous PTEs: an aligned
+    // is enough; an entry already present is kept (the kernel's cmpxchg64 + WARN). Eight, four (or
+    // two) entries per aligned vector store, like the kernel's memset64 of contiguous PTEs: an aligned
     // 16-byte vector access is atomic on x86 CPUs with AVX and is two 8-byte single-copy-atomic
-    // accesses on ARMv8, and an aligned 32-byte store is two such halves, so a concurrent hardware
-    // walk never sees a torn PTE. Order among the entries of a run does not matter; against later
+    // accesses on ARMv8, an aligned 32-byte store is two such halves, and an AVX-512 masked store
+    // writes each selected 8-byte lane whole, so a concurrent hardware walk never sees a torn PTE. Order among the entries of a run does not matter; against later
     // steps it comes from x86's ordered stores, or on ARM from the interlocked operations of the
     // IOTLB flush that follows every unmap before its tables are freed (full fences in .NET).
     // Static with few locals so the loops stay in registers.
@@ -611,7 +612,30 @@ public sealed unsafe class DmaPageTable
     {
         const ulong Page = 1UL << DmaPte.PageShift;
         int n = 0;
-        if (Vector256.IsHardwareAccelerated && count >= 8)
+        if (Avx512F.IsSupported && Vector512.IsHardwareAccelerated && count >= 16)
+        {
+            // Eight entries per aligned 64-byte store, masked to the lanes that are still zero (what
+            // gcc makes of the C floor's loop): entries already present are never written, as in the
+            // scalar SetLeaf; each 8-byte lane is written whole, as in the 32-byte stores below.
+            for (; ((nuint)(entries + n) & 63) != 0; n++, paddr += Page)
+            {
+                SetLeaf(entries + n, paddr | bits);
+            }
+
+            ulong* p = entries + n;
+            ulong* last = entries + count - 8;
+            Vector512<ulong> v = (Vector512.Create(paddr) + Vector512.Create(0, Page, 2 * Page, 3 * Page, 4 * Page, 5 * Page, 6 * Page, 7 * Page)) | Vector512.Create(bits);
+            Vector512<ulong> step = Vector512.Create(8 * Page);
+            for (; p <= last; p += 8, v += step)
+            {
+                Avx512F.MaskStoreAligned(p, Vector512.Equals(Vector512.LoadAligned(p), Vector512<ulong>.Zero), v);
+            }
+
+            int done = (int)(p - entries);
+            paddr += (ulong)(done - n) * Page;
+            n = done;
+        }
+        else if (Vector256.IsHardwareAccelerated && count >= 8)
         {
             for (; ((nuint)(entries + n) & 31) != 0; n++, paddr += Page)
             {
@@ -678,12 +702,30 @@ public sealed unsafe class DmaPageTable
     // Clears count 4 KiB leaves of one table with aligned vector stores (see SetLeaves); returns how
     // many were present. Each vector is loaded before it is stored (the line is being written anyway)
     // and its absent lanes (R and W clear: all ones from the compare) are subtracted from a running
-    // count; two vectors per step, by pointer, keep the loop near the store-only one.
+    // count; by pointer, one 64-byte vector (or two 32-byte ones) per step, the loop stays near the
+    // store-only one.
     private static int ClearLeaves(ulong* entries, int count)
     {
         ulong* p = entries, end = entries + count;
         int present = 0;
-        if (Vector256.IsHardwareAccelerated && count >= 8)
+        if (Vector512.IsHardwareAccelerated && count >= 16)
+        {
+            for (; ((nuint)p & 63) != 0; p++)
+            {
+                present += ClearLeaf(p);
+            }
+
+            ulong* first = p;
+            Vector512<ulong> absent = Vector512<ulong>.Zero, rw = Vector512.Create(DmaPte.Read | DmaPte.Write);
+            for (; p + 8 <= end; p += 8)
+            {
+                absent -= Vector512.Equals(Vector512.LoadAligned(p) & rw, Vector512<ulong>.Zero);
+                Vector512.StoreAligned(Vector512<ulong>.Zero, p);
+            }
+
+            present += (int)(p - first) - (int)Vector512.Sum(absent);
+        }
+        else if (Vector256.IsHardwareAccelerated && count >= 8)
         {
             for (; ((nuint)p & 31) != 0; p++)
             {

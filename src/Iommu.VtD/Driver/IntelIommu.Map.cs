@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using Iommu.Domains;
 
 namespace Iommu.VtD.Driver;
@@ -31,12 +32,12 @@ public sealed partial class IntelIommu
         var d = (DmarDomain)domain;
         if (pgsize != Sz4K && pgsize != Sz2M && pgsize != Sz1G)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"page size 0x{pgsize:x} is not 4K, 2M or 1G");
+            return BadPageSize(pgsize);
         }
 
         if (((iova | paddr) & (pgsize - 1)) != 0)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"iova 0x{iova:x} / pa 0x{paddr:x} are not aligned to 0x{pgsize:x}");
+            return Misaligned(iova, paddr, pgsize);
         }
 
         ulong size = pgsize * pgcount;
@@ -48,7 +49,7 @@ public sealed partial class IntelIommu
         {
             if (d.Gaw < 64 && (end > 1UL << d.Gaw || end < iova))
             {
-                return ErrorDetail.Fail(Errno.EFAULT, $"[0x{iova:x}, 0x{end:x}) exceeds the domain's {d.Gaw}-bit address width");
+                return BeyondWidth(iova, end, d.Gaw);
             }
 
             d.MaxAddr = end;
@@ -56,6 +57,20 @@ public sealed partial class IntelIommu
 
         return d.PageTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
     }
+
+    // The failures of MapPages, out of line: their interpolated strings would otherwise give every
+    // call a larger stack frame to zero.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Errno BadPageSize(ulong pgsize) =>
+        ErrorDetail.Fail(Errno.EINVAL, $"page size 0x{pgsize:x} is not 4K, 2M or 1G");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Errno Misaligned(ulong iova, ulong paddr, ulong pgsize) =>
+        ErrorDetail.Fail(Errno.EINVAL, $"iova 0x{iova:x} / pa 0x{paddr:x} are not aligned to 0x{pgsize:x}");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static Errno BeyondWidth(ulong iova, ulong end, int gaw) =>
+        ErrorDetail.Fail(Errno.EFAULT, $"[0x{iova:x}, 0x{end:x}) exceeds the domain's {gaw}-bit address width");
 
     /// <inheritdoc/>
     /// <remarks>

@@ -202,6 +202,37 @@ public sealed class DmaPageTableTests : IDisposable
         Assert.Equal(0UL, t.IovaToPhys(13 * K4));
     }
 
+    [Fact]
+    public void A_long_run_over_present_entries_keeps_them_and_an_unmap_counts_only_what_was_present()
+    {
+        // Runs of 16 and more entries go eight at a time where the CPU has 64-byte vectors: present
+        // entries inside one aligned group of eight (17..19, 24), at its edges (31, 32) and alone (45).
+        DmaPageTable t = NewTable();
+        ulong[] old = [17, 18, 19, 24, 31, 32, 45];
+        foreach (ulong page in old)
+        {
+            t.Map(page * K4, 0x100_0000 + (page * K4), K4, DmaPte.Read, 0, out _);
+        }
+
+        Assert.Equal(Errno.None, t.Map(11 * K4, 0x200_0000, 40 * K4, RW, 0, out ulong mapped));
+
+        Assert.Equal(40 * K4, mapped);
+        for (ulong page = 11; page < 51; page++)
+        {
+            Assert.Equal(old.Contains(page) ? 0x100_0000 + (page * K4) : 0x200_0000 + ((page - 11) * K4), t.IovaToPhys(page * K4));
+        }
+
+        Assert.Equal(0UL, t.IovaToPhys(10 * K4));
+        Assert.Equal(0UL, t.IovaToPhys(51 * K4));
+
+        // Holes: 8 pages before the run and 13 after it were never mapped; the unmap reports the 40.
+        Assert.Equal(40 * K4, t.Unmap(3 * K4, 61 * K4));
+        for (ulong page = 0; page < 70; page++)
+        {
+            Assert.Equal(0UL, t.IovaToPhys(page * K4));
+        }
+    }
+
     [Theory]
     [InlineData(0, 256, 0, 256)]     // aligned run, unmapped whole
     [InlineData(1, 255, 1, 255)]     // odd start: a single entry before the first pair

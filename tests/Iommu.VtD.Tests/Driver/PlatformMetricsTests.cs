@@ -60,6 +60,55 @@ public sealed class PlatformMetricsTests : IDisposable
     }
 
     [Fact]
+    public void Maps_of_one_domain_from_several_threads_are_all_counted()
+    {
+        // The first thread to count a map on a domain counts with plain stores, the others atomically:
+        // the totals add both, also after the domain is freed.
+        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
+        using var maps = Collector(IommuCore.MeterName, "iommu.map.operations");
+        using var mapped = Collector(IommuCore.MeterName, "iommu.map.size");
+        using var unmaps = Collector(IommuCore.MeterName, "iommu.unmap.operations");
+        using var pages = Collector(IommuCore.MeterName, "iommu.mapped.pages");
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
+        f.Iommu.AttachDevice(dom, dev).ThrowIfError();
+        const int Threads = 4, PerThread = 256;
+        using var start = new Barrier(Threads);
+        Thread[] threads = [.. Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < PerThread; i++)
+            {
+                ulong iova = Iova + ((ulong)((t * PerThread) + i) * Sizes.Page);
+                f.Iommu.Map(dom, iova, 0x1_0000_0000 + iova, Sizes.Page, IommuProt.Read).ThrowIfError();
+                if (i % 4 == 0)
+                {
+                    Assert.Equal(Sizes.Page, f.Iommu.Unmap(dom, iova, Sizes.Page));
+                }
+            }
+        }))];
+        foreach (Thread t in threads)
+        {
+            t.Start();
+        }
+
+        foreach (Thread t in threads)
+        {
+            t.Join();
+        }
+
+        Assert.Equal(Threads * PerThread, Observe(maps));
+        Assert.Equal((long)(Threads * PerThread * Sizes.Page), Observe(mapped));
+        Assert.Equal(Threads * PerThread / 4, Observe(unmaps));
+        Assert.Equal(Threads * PerThread * 3 / 4, Observe(pages));
+
+        f.Iommu.DetachDevice(dom, dev);
+        f.Iommu.DomainFree(dom);
+        Assert.Equal(Threads * PerThread, Observe(maps));
+        Assert.Equal(0, Observe(pages));
+    }
+
+    [Fact]
     public void Vtd_iotlb_hits_misses_invalidations_and_faults_by_reason_are_published_per_unit()
     {
         using var f = new DriverFixture(VtdConfig.Legacy48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
