@@ -42,7 +42,6 @@ internal sealed class TranslationCache
     private readonly long[] _filled;     // per slot: fill order, for replacement (read by fills only)
     private readonly uint[] _groups;     // generation per group
     private readonly uint[] _cells;      // generation per (DID, PASID) cell
-    private readonly bool _metaInKey1;   // the IOTLB: group = key1 bits 15:0, cell = key1 bits 63:48 (see the constructor)
     private uint _global;                // cache-wide generation
     private long _fills;                 // fill order (racy increments: an approximate FIFO under concurrency)
 
@@ -51,14 +50,8 @@ internal sealed class TranslationCache
     /// <param name="associativity">Ways per set (clamped to the capacity).</param>
     /// <param name="groups">Number of groups (generation counters indexed by the owner).</param>
     /// <param name="cells">Number of (DID, PASID) cells.</param>
-    /// <param name="metaInKey1">
-    /// The owner keeps an entry's group in key1 bits 15:0 and its cell in bits 63:48 and looks entries
-    /// up with those cell bits clear: a lookup then reads no per-slot metadata (one cache line less
-    /// per hit); key1's bits 47:16 remain the owner's.
-    /// </param>
-    public TranslationCache(int capacity, int associativity, int groups, int cells, bool metaInKey1 = false)
+    public TranslationCache(int capacity, int associativity, int groups, int cells)
     {
-        _metaInKey1 = metaInKey1;
         int ways = Math.Min(associativity, capacity);
         Ways = ways;
         Sets = (int)BitOperations.RoundUpToPowerOf2((uint)(capacity / ways) + 1) >> 1;
@@ -141,7 +134,7 @@ internal sealed class TranslationCache
         for (int i = first; i < first + Ways; i++)
         {
             ref Slot s = ref _slots[i];
-            if (s.Key0 == key0 && (_metaInKey1 ? (s.Key1 ^ key1) & KeyMask : s.Key1 ^ key1) == 0)
+            if (s.Key0 == key0 && s.Key1 == key1)
             {
                 victim = i;
                 break;
@@ -175,7 +168,7 @@ internal sealed class TranslationCache
         _value1[victim] = value1;
         _meta[victim] = (uint)stamp.GroupIndex | ((ulong)(uint)stamp.CellIndex << 32);
         _filled[victim] = ++_fills;
-        Volatile.Write(ref _tags[victim], Tag(key0, _metaInKey1 ? key1 & KeyMask : key1));
+        Volatile.Write(ref _tags[victim], Tag(key0, key1));
         Volatile.Write(ref slot.Seq, seq + 2);
     }
 
@@ -253,19 +246,13 @@ internal sealed class TranslationCache
         ulong k0 = s.Key0, k1 = s.Key1;
         value0 = s.Value0;
         uint gen = s.Gen;
-        ulong meta = _metaInKey1 ? KeyMeta(k1) : Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_meta), i);
+        ulong meta = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_meta), i);
         value1 = twoWords ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_value1), i) : 0;
         Volatile.ReadBarrier();
         return (seq & 1) == 0 && Volatile.Read(ref s.Seq) == seq
-            && k0 == key0 && (_metaInKey1 ? k1 & KeyMask : k1) == key1
+            && k0 == key0 && k1 == key1
             && gen == CurrentGen(meta);
     }
-
-    // With metaInKey1: the owner's key bits, and the group | cell << 32 they carry.
-    private const ulong KeyMask = (1UL << 48) - 1;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong KeyMeta(ulong key1) => (key1 & 0xFFFF) | ((key1 >> 48) << 32);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private uint CurrentGen(ulong meta) =>
@@ -273,7 +260,7 @@ internal sealed class TranslationCache
         + Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_groups), (nint)(uint)meta))
         + Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_cells), (nint)(meta >> 32)));
 
-    private bool IsCurrent(int i) => _slots[i].Gen == CurrentGen(_metaInKey1 ? KeyMeta(_slots[i].Key1) : _meta[i]);
+    private bool IsCurrent(int i) => _slots[i].Gen == CurrentGen(_meta[i]);
 
     private static int TakeSlot(ref Slot s)
     {

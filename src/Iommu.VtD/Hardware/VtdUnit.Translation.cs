@@ -659,10 +659,9 @@ public sealed partial class VtdUnit
             Interlocked.Or(ref _iotlbLevels, 1 << level);
         }
 
-        // The IOTLB keeps the group (the DID, already in key1) and the cell in key1 (metaInKey1).
         int cell = tag == NoPasidTag ? PasidTagTable.None : _pasidTags.GetOrAdd(did, tag);
         TranslationCache.Stamp stamp = _iotlb.Snapshot(did, cell);
-        _iotlb.Fill(IotlbSet(did, pageNumber, level), IotlbKey0(pageNumber, level), key1 | ((ulong)cell << 48), value, 0, stamp, ref _epoch, epoch);
+        _iotlb.Fill(IotlbSet(did, pageNumber, level), IotlbKey0(pageNumber, level), key1, value, 0, stamp, ref _epoch, epoch);
     }
 
     private static ulong ContextKey(ushort sid, bool scalable) => sid | 0x1_0000UL | (scalable ? 0x2_0000UL : 0);

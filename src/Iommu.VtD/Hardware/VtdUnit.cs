@@ -63,7 +63,7 @@ public sealed partial class VtdUnit
         _noDidGroup = _didMask + 1;
         _contextCache = new TranslationCache(config.ContextCacheCapacity, config.ContextCacheAssociativity, _didMask + 2, 1);
         _pasidCache = new TranslationCache(config.PasidCacheCapacity, config.PasidCacheAssociativity, _didMask + 2, _pasidTags.CellCount);
-        _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount, metaInKey1: true);
+        _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount);
         InitRegisters();
         InitPagingMasks();
     }
