@@ -51,10 +51,30 @@ public sealed partial class VtdUnit
         _leafReserved[3] = _config.SecondLevel1GiBPages ? common | snp | 0x3FFF_F000 : ulong.MaxValue;
     }
 
+    /// <remarks>
+    /// Draining: a walk that overlaps an invalidation may have read a table the driver freed after that
+    /// invalidation completed and another mapping reused, and so reach a page the request's domain
+    /// never mapped. Such a walk's translation is not used: when the epoch moved while it ran, the
+    /// request is translated again, after the invalidation (a fault found by such a walk stands: the
+    /// entry it met is one the driver was removing). Hardware gets the same from draining (CAP.DRD/DWD):
+    /// an invalidation completes only after the requests that were using the old tables.
+    /// </remarks>
     private VtdTranslation TranslateCore(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
     {
-        // Read before anything cached is looked at, so every fill below is checked against it.
-        long epoch = Volatile.Read(ref _epoch);
+        while (true)
+        {
+            // Read before anything cached is looked at, so every fill is checked against it.
+            long epoch = Volatile.Read(ref _epoch);
+            VtdTranslation t = TranslateFrom(epoch, sid, hasPasid, pasid, iova, size, write);
+            if (t.Status != VtdTranslationStatus.Translated || Volatile.Read(ref _epoch) == epoch)
+            {
+                return t;
+            }
+        }
+    }
+
+    private VtdTranslation TranslateFrom(long epoch, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
+    {
         if (!_translationEnabled)
         {
             return VtdTranslation.Translated(iova, iova, 4096, true);

@@ -37,7 +37,8 @@ namespace Iommu.VtD.Hardware;
 /// cache type): a walk that may have read the tables before the driver changed them, and so began
 /// before the invalidation, is dropped instead of cached, and a fill that passed the check before the
 /// invalidation began is retired or cleared by it. Translations that overlap an invalidation may use
-/// the old or the new translation, as on hardware.</para>
+/// the old or the new translation, as on hardware, but never one read from a table freed after the
+/// invalidation and reused: a walk during which the epoch moved is done again (draining).</para>
 /// </remarks>
 public sealed partial class VtdUnit
 {
