@@ -250,7 +250,23 @@ public sealed unsafe class DmaPageTable
     /// </remarks>
     [KernelSymbol("intel_iommu_unmap")]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ulong Unmap(ulong iova, ulong size) => Unmap(iova, size, out _, out _);
+    public ulong Unmap(ulong iova, ulong size)
+    {
+        // One present 4 KiB page on a 48-bit unit, without the span the overload below reports (its
+        // out parameters would live on the caller's stack). Everything else goes there.
+        if (size == DmaPte.LevelSize(1) && _levels == 4 && iova <= _maxIova)
+        {
+            _memory.ThrowIfDisposed();
+            ulong* slot = LeafSlot4(iova);
+            if (slot != null && DmaPte.IsPresent(*slot))
+            {
+                Volatile.Write(ref *slot, 0);
+                return size;
+            }
+        }
+
+        return Unmap(iova, size, out _, out _);
+    }
 
     /// <summary>
     /// <see cref="Unmap(ulong, ulong)"/>, also giving the span the removed leaves lie in, which is
