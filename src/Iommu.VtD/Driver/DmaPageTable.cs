@@ -250,7 +250,23 @@ public sealed unsafe class DmaPageTable
     /// </remarks>
     [KernelSymbol("intel_iommu_unmap")]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ulong Unmap(ulong iova, ulong size) => Unmap(iova, size, out _, out _);
+    public ulong Unmap(ulong iova, ulong size)
+    {
+        // One present 4 KiB page on a 48-bit unit, without the span the overload below reports (its
+        // out parameters would live on the caller's stack). Everything else goes there.
+        if (size == DmaPte.LevelSize(1) && _levels == 4 && iova <= _maxIova)
+        {
+            _memory.ThrowIfDisposed();
+            ulong* slot = LeafSlot4(iova);
+            if (slot != null && DmaPte.IsPresent(*slot))
+            {
+                Volatile.Write(ref *slot, 0);
+                return size;
+            }
+        }
+
+        return Unmap(iova, size, out _, out _);
+    }
 
     /// <summary>
     /// <see cref="Unmap(ulong, ulong)"/>, also giving the span the removed leaves lie in, which is
@@ -273,15 +289,30 @@ public sealed unsafe class DmaPageTable
             return 0;
         }
 
-        // The common case: one present 4 KiB page on a 48-bit unit is one store. Holes, superpages,
-        // ranges and other level counts take the general walk.
-        if (size == DmaPte.LevelSize(1) && _levels == 4)
+        // The common cases on a 48-bit unit whose tables reach iova: one present 4 KiB page is one
+        // store; a run of 4 KiB pages that ends in the same leaf table without covering all of it
+        // (which would free the table) is cleared from its first slot, as UnmapWalk would clear it.
+        // Holes above the leaves, superpages, wider ranges and other level counts take the walk.
+        if (_levels == 4)
         {
-            ulong* slot = LeafSlot4(iova);
-            if (slot != null && DmaPte.IsPresent(*slot))
+            const int TableShift = DmaPte.PageShift + DmaPte.StrideShift;
+            ulong last = iova + size - 1;
+            if (size == DmaPte.LevelSize(1))
             {
-                Volatile.Write(ref *slot, 0);
-                return size;
+                ulong* slot = LeafSlot4(iova);
+                if (slot != null && DmaPte.IsPresent(*slot))
+                {
+                    Volatile.Write(ref *slot, 0);
+                    return size;
+                }
+            }
+            else if (((iova | size) & (DmaPte.LevelSize(1) - 1)) == 0 && last > iova && (last >> TableShift) == (iova >> TableShift) && size != DmaPte.LevelSize(2))
+            {
+                ulong* slot = LeafSlot4(iova);
+                if (slot != null)
+                {
+                    return (ulong)ClearLeaves(slot, (int)(size >> DmaPte.PageShift)) << DmaPte.PageShift;
+                }
             }
         }
 
