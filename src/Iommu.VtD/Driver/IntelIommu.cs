@@ -132,17 +132,9 @@ public sealed partial class IntelIommu : IIommuOps
     public int PasidsInUse => _pasids.Count;
 
     /// <inheritdoc/>
-    /// <remarks>
-    /// <see cref="IommuCallbacks.IotlbSyncMap"/> only when some unit has caching mode or needs write-buffer
-    /// flushes. 5.15's <c>intel_iommu_ops</c> always has <c>iotlb_sync_map</c>, and on units with neither
-    /// it does nothing (<c>__mapping_notify_one</c> flushes only in caching mode, and
-    /// <c>iommu_flush_write_buffer</c> returns at once without RWBF): leaving the callback out then has
-    /// the same effect and spares every <c>iommu_map</c> a call. <see cref="IotlbSyncMap"/> itself
-    /// still works when called.
-    /// </remarks>
     public IommuCallbacks Callbacks =>
         IommuCallbacks.AttachDev | IommuCallbacks.DetachDev | IommuCallbacks.MapPages | IommuCallbacks.UnmapPages
-        | IommuCallbacks.IotlbSync | (_mapNeedsFlush ? IommuCallbacks.IotlbSyncMap : IommuCallbacks.None) | IommuCallbacks.FlushIotlbAll | IommuCallbacks.IovaToPhys
+        | IommuCallbacks.IotlbSync | IommuCallbacks.IotlbSyncMap | IommuCallbacks.FlushIotlbAll | IommuCallbacks.IovaToPhys
         | IommuCallbacks.AddDevice | IommuCallbacks.DeviceGroup | IommuCallbacks.GetDevAttr | IommuCallbacks.SetDevAttr
         | IommuCallbacks.AuxAttachDev | IommuCallbacks.AuxGetPasid | IommuCallbacks.DomainGetAttr
         | IommuCallbacks.GetResvRegions | IommuCallbacks.Capable;
