@@ -141,9 +141,10 @@ public sealed partial class VtdUnit : IDmaRemapper
     private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
         Move(requesterId, pasid, iova, buffer, access, wantOutcome: false, out _);
 
-    // The page loop shared by Dma, Transfer (an empty buffer moves nothing), Gather and Scatter: outcome (when wanted) is the first
-    // page's translation, or the one that stopped the transfer. Each page is translated once (from
-    // the caches when it can) and copied straight between memory and the caller's span.
+    // The page loop shared by Dma, Transfer (an empty buffer moves nothing), Gather and Scatter:
+    // outcome (when wanted) is the first page's translation, or the one that stopped the transfer.
+    // Each page is translated once (from the caches when it can) and copied straight between memory
+    // and the caller's span.
     private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, out VtdTranslation outcome) =>
         Move(requesterId, pasid, iova, buffer, access, wantOutcome: true, out outcome);
 
