@@ -200,31 +200,41 @@ public sealed partial class VtdUnit
         return true;
     }
 
-    private VtdTranslation TranslateLegacy(long epoch, ulong rootTable, ushort sid, ulong iova, ulong size, bool write)
+    /// <summary>
+    /// The device's context entry: from the context cache, or read from the root and context tables
+    /// and filled in (a not-present entry too, under caching mode). Returns the fault reason of a read
+    /// that failed, with the FPD it met in <paramref name="ctx"/>.
+    /// </summary>
+    private VtdFaultReason LookupContext(long epoch, ulong rootTable, ushort sid, bool scalable, out ContextCacheEntry ctx)
     {
-        ulong key = ContextKey(sid, scalable: false);
+        ulong key = ContextKey(sid, scalable);
         int set = sid & _contextCache.SetMask;
-        ContextCacheEntry ctx;
         if (_contextCache.TryGet(set, key, 0, out ulong v0, out ulong v1))
         {
             _counters.Add(Counters.ContextHit);
             ctx = ContextCacheEntry.Unpack(v0, v1);
+            return VtdFaultReason.None;
         }
-        else
-        {
-            _counters.Add(Counters.ContextMiss);
-            VtdFaultReason r = ReadLegacyContext(rootTable, sid, out ctx);
-            if (r != VtdFaultReason.None)
-            {
-                return Fault(sid, iova, write, false, 0, r, ctx.Fpd);
-            }
 
-            // Caching mode: a not-present entry may be cached too (tagged with DID 0).
-            if (ctx.Present || _config.CachingMode)
-            {
-                TranslationCache.Stamp stamp = _contextCache.Snapshot(ctx.Did, PasidTagTable.None);
-                _contextCache.Fill(set, key, 0, ctx.Pack0(), ctx.Pack1(), stamp, ref _epoch, epoch);
-            }
+        _counters.Add(Counters.ContextMiss);
+        VtdFaultReason r = scalable ? ReadScalableContext(rootTable, sid, out ctx) : ReadLegacyContext(rootTable, sid, out ctx);
+        if (r == VtdFaultReason.None && (ctx.Present || _config.CachingMode))
+        {
+            // Legacy entries are tagged with their DID (DID 0 when not present); scalable ones carry
+            // none, so their group is never invalidated by DID.
+            TranslationCache.Stamp stamp = _contextCache.Snapshot(scalable ? _noDidGroup : ctx.Did, PasidTagTable.None);
+            _contextCache.Fill(set, key, 0, ctx.Pack0(), ctx.Pack1(), stamp, ref _epoch, epoch);
+        }
+
+        return r;
+    }
+
+    private VtdTranslation TranslateLegacy(long epoch, ulong rootTable, ushort sid, ulong iova, ulong size, bool write)
+    {
+        VtdFaultReason r = LookupContext(epoch, rootTable, sid, scalable: false, out ContextCacheEntry ctx);
+        if (r != VtdFaultReason.None)
+        {
+            return Fault(sid, iova, write, false, 0, r, ctx.Fpd);
         }
 
         if (!ctx.Present)
@@ -316,29 +326,10 @@ public sealed partial class VtdUnit
 
     private VtdTranslation TranslateScalable(long epoch, ulong rootTable, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
     {
-        ulong key = ContextKey(sid, scalable: true);
-        int set = sid & _contextCache.SetMask;
-        ContextCacheEntry ctx;
-        if (_contextCache.TryGet(set, key, 0, out ulong v0, out ulong v1))
+        VtdFaultReason r = LookupContext(epoch, rootTable, sid, scalable: true, out ContextCacheEntry ctx);
+        if (r != VtdFaultReason.None)
         {
-            _counters.Add(Counters.ContextHit);
-            ctx = ContextCacheEntry.Unpack(v0, v1);
-        }
-        else
-        {
-            _counters.Add(Counters.ContextMiss);
-            VtdFaultReason r = ReadScalableContext(rootTable, sid, out ctx);
-            if (r != VtdFaultReason.None)
-            {
-                return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd);
-            }
-
-            if (ctx.Present || _config.CachingMode)
-            {
-                // Scalable context entries carry no DID: their group is never invalidated by DID.
-                TranslationCache.Stamp stamp = _contextCache.Snapshot(_noDidGroup, PasidTagTable.None);
-                _contextCache.Fill(set, key, 0, ctx.Pack0(), ctx.Pack1(), stamp, ref _epoch, epoch);
-            }
+            return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd);
         }
 
         if (!ctx.Present)
@@ -369,7 +360,7 @@ public sealed partial class VtdUnit
         else
         {
             _counters.Add(Counters.PasidMiss);
-            VtdFaultReason r = ReadPasidEntry(ctx.Pointer, effective, out pe);
+            r = ReadPasidEntry(ctx.Pointer, effective, out pe);
             if (r != VtdFaultReason.None)
             {
                 return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd || pe.Fpd);
