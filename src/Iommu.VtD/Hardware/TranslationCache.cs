@@ -44,14 +44,17 @@ internal sealed class TranslationCache
     private readonly uint[] _cells;      // generation per (DID, PASID) cell
     private uint _global;                // cache-wide generation
     private long _fills;                 // fill order (racy increments: an approximate FIFO under concurrency)
+    private readonly TranslationShortcut _shortcut;
 
     /// <summary>Creates an empty cache of at most <paramref name="capacity"/> entries.</summary>
     /// <param name="capacity">Entries wanted; rounded down to ways × a power of two (at least one set).</param>
     /// <param name="associativity">Ways per set (clamped to the capacity).</param>
     /// <param name="groups">Number of groups (generation counters indexed by the owner).</param>
     /// <param name="cells">Number of (DID, PASID) cells.</param>
-    public TranslationCache(int capacity, int associativity, int groups, int cells)
+    /// <param name="shortcut">The memo of this cache's answers, told after every change of them.</param>
+    public TranslationCache(int capacity, int associativity, int groups, int cells, TranslationShortcut shortcut)
     {
+        _shortcut = shortcut;
         int ways = Math.Min(associativity, capacity);
         Ways = ways;
         Sets = (int)BitOperations.RoundUpToPowerOf2((uint)(capacity / ways) + 1) >> 1;
@@ -161,6 +164,7 @@ internal sealed class TranslationCache
             return;
         }
 
+        bool replaced = slot.Key0 != 0 && IsCurrent(victim);
         slot.Key0 = key0;
         slot.Key1 = key1;
         slot.Value0 = value0;
@@ -170,16 +174,32 @@ internal sealed class TranslationCache
         _filled[victim] = ++_fills;
         Volatile.Write(ref _tags[victim], Tag(key0, key1));
         Volatile.Write(ref slot.Seq, seq + 2);
+        if (replaced)
+        {
+            _shortcut.RetireAll();
+        }
     }
 
     /// <summary>Retires every entry (writer side).</summary>
-    public void InvalidateAll() => Volatile.Write(ref _global, _global + 1);
+    public void InvalidateAll()
+    {
+        Volatile.Write(ref _global, _global + 1);
+        _shortcut.RetireAll();
+    }
 
     /// <summary>Retires every entry of <paramref name="group"/> (writer side).</summary>
-    public void InvalidateGroup(int group) => Volatile.Write(ref _groups[group], _groups[group] + 1);
+    public void InvalidateGroup(int group)
+    {
+        Volatile.Write(ref _groups[group], _groups[group] + 1);
+        _shortcut.RetireAll();
+    }
 
     /// <summary>Retires every entry of <paramref name="cell"/> (writer side).</summary>
-    public void InvalidateCell(int cell) => Volatile.Write(ref _cells[cell], _cells[cell] + 1);
+    public void InvalidateCell(int cell)
+    {
+        Volatile.Write(ref _cells[cell], _cells[cell] + 1);
+        _shortcut.RetireAll();
+    }
 
     /// <summary>Removes the current entries of <paramref name="set"/> that <paramref name="match"/> selects (writer side).</summary>
     public void Remove<TMatch>(int set, ref TMatch match)
@@ -199,13 +219,18 @@ internal sealed class TranslationCache
             }
 
             int seq = TakeSlot(ref s);
-            if (s.Key0 != 0 && IsCurrent(i) && match.Matches(s.Key0, s.Key1, s.Value0, _value1[i]))
+            bool removed = s.Key0 != 0 && IsCurrent(i) && match.Matches(s.Key0, s.Key1, s.Value0, _value1[i]);
+            if (removed)
             {
                 s.Key0 = 0;
                 Volatile.Write(ref _tags[i], 0);
             }
 
             Volatile.Write(ref s.Seq, seq + 2);
+            if (removed)
+            {
+                _shortcut.RetireAll();
+            }
         }
     }
 

@@ -186,7 +186,14 @@ public sealed partial class VtdUnit
         }
 
         Set32(VtdRegister.Gsts, status);
-        _translationEnabled = (status & VtdRegister.GcmdTe) != 0;
+        bool enabled = (status & VtdRegister.GcmdTe) != 0;
+        bool changed = enabled != _translationEnabled || (command & VtdRegister.GcmdSrtp) != 0;
+        _translationEnabled = enabled;
+        if (changed)
+        {
+            // What the caches answer depends on both; counted after the change (TranslationShortcut).
+            _shortcut.RetireAll();
+        }
 
         if (_config.QueuedInvalidation && ((command ^ status) & VtdRegister.GcmdQie) != 0)
         {

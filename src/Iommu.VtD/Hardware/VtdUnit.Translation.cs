@@ -27,6 +27,9 @@ public sealed partial class VtdUnit
     // Incremented (interlocked) at the start of every invalidation; a fill whose translation started
     // under another value is dropped (TranslationCache's ordering argument).
     private long _epoch;
+
+    // The memo of the three caches' answers (not a hardware structure; see its remarks).
+    private readonly TranslationShortcut _shortcut;
     private int _iotlbLevels;     // bit n set: the IOTLB may hold level-n entries
     private volatile bool _translationEnabled;
     private ulong _rootTable;     // RTADDR latched by SRTP: table address | TTM (bits 11:10)
@@ -124,6 +127,20 @@ public sealed partial class VtdUnit
     /// <inheritdoc cref="TryTranslateCached(ushort, bool, uint, ulong, ulong, bool, out VtdTranslation)"/>
     private bool TryTranslateCached(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, out ulong pa, out ulong pageSize, out bool writable)
     {
+        // Read before any cache is looked at (TranslationShortcut's ordering argument).
+        uint gen = _shortcut.Generation;
+        ulong requester = TranslationShortcut.Requester(sid, hasPasid, pasid);
+        if (size - 1 < 4096 - (iova & 0xFFF)
+            && _shortcut.TryGet(requester, iova, gen, out ulong memo)
+            && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
+        {
+            _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+            pageSize = 1UL << (12 + (9 * (int)((memo >> TranslationShortcut.LevelShift) & 3)));
+            pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
+            writable = (memo & TranslationShortcut.Write) != 0;
+            return true;
+        }
+
         pa = pageSize = 0;
         writable = false;
         ulong rt = Volatile.Read(ref _rootTable);
@@ -197,6 +214,15 @@ public sealed partial class VtdUnit
         pa = output;
         pageSize = bytes;
         writable = (hit & IotlbWrite) != 0;
+        _shortcut.Fill(
+            requester,
+            iova,
+            (output & ~0xFFFUL)
+                | ((hit & IotlbRead) != 0 ? TranslationShortcut.Read : 0)
+                | (writable ? TranslationShortcut.Write : 0)
+                | (scalable ? TranslationShortcut.Scalable : 0)
+                | ((ulong)(level - 1) << TranslationShortcut.LevelShift),
+            gen);
         return true;
     }
 

@@ -62,9 +62,10 @@ public sealed partial class VtdUnit
         _hawMask = (1UL << config.HostAddressWidth) - 1;
         _didMask = (ushort)((1 << Math.Min(16, 4 + (2 * config.DomainIdEncoding))) - 1);
         _noDidGroup = _didMask + 1;
-        _contextCache = new TranslationCache(config.ContextCacheCapacity, config.ContextCacheAssociativity, _didMask + 2, 1);
-        _pasidCache = new TranslationCache(config.PasidCacheCapacity, config.PasidCacheAssociativity, _didMask + 2, _pasidTags.CellCount);
-        _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount);
+        _shortcut = new TranslationShortcut(config.IotlbCapacity);
+        _contextCache = new TranslationCache(config.ContextCacheCapacity, config.ContextCacheAssociativity, _didMask + 2, 1, _shortcut);
+        _pasidCache = new TranslationCache(config.PasidCacheCapacity, config.PasidCacheAssociativity, _didMask + 2, _pasidTags.CellCount, _shortcut);
+        _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount, _shortcut);
         InitRegisters();
         InitPagingMasks();
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Numerics;
 using CsCheck;
+using Iommu.Devices;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Hardware.Infrastructure;
 
@@ -501,6 +502,88 @@ public sealed class CacheShapeTests
         static ushort ScalableDid(int device, int pasidIndex) => (ushort)(0x10 + (64 * ((device + pasidIndex) % 2)));
     }
 
+    // Remapping without invalidation, random IOTLB shapes: a request returns the page the tables held
+    // when its IOTLB entry was filled for as long as the entry stays (a hit), and the tables' current
+    // page once the entry was replaced or invalidated (a miss). Requests are Translate calls and 8-byte
+    // DMA reads; between them pages are remapped (the PTE rewritten, nothing invalidated) or
+    // invalidated page-selectively. The FIFO model says which requests hit. This is what a memo of
+    // the caches' answers (TranslationShortcut) must never change.
+    [Fact]
+    public void A_translation_follows_its_iotlb_entry_until_the_entry_is_replaced_or_invalidated()
+    {
+        Gen.Select(Gen.Int[1, 32], Gen.Int[1, 8], Gen.Int[1, 24])
+            .SelectMany(t => Gen.Select(Gen.Int[0, 3], Gen.Int[0, t.Item3 - 1]).Array[1, 200]
+                .Select(ops => new RemapTraffic(t.Item1, t.Item2, ops.Select(o => ((RemapOp)o.Item1, o.Item2)).ToArray())))
+            .Sample(RunRemapTraffic, iter: 150, print: t => t.ToString());
+    }
+
+    private static void RunRemapTraffic(RemapTraffic t)
+    {
+        using var rig = Rig.Legacy(VtdConfig.Legacy48Bit with { IotlbCapacity = t.IotlbCapacity, IotlbAssociativity = t.IotlbAssociativity });
+        var iotlb = new FifoModel<ulong>(t.IotlbCapacity, t.IotlbAssociativity);
+        var version = new Dictionary<ulong, int>();
+        var cached = new Dictionary<ulong, ulong>();
+        for (ulong page = 0; page < 24; page++)
+        {
+            rig.Bench.Map(rig.Sl, 4, page << 12, Rig.PageBase + (page << 12));
+        }
+
+        for (int i = 0; i < t.Ops.Length; i++)
+        {
+            (RemapOp op, int n) = t.Ops[i];
+            ulong page = (ulong)n;
+            ulong current = Rig.PageBase + (page << 12) + ((ulong)version.GetValueOrDefault(page) << 20);
+            switch (op)
+            {
+                case RemapOp.Remap:
+                    version[page] = (version.GetValueOrDefault(page) + 1) % 256;
+                    rig.Bench.Map(rig.Sl, 4, page << 12, Rig.PageBase + (page << 12) + ((ulong)version[page] << 20));
+                    continue;
+                case RemapOp.Invalidate:
+                    InvalidatePages(rig.Bench, DidA, page << 12, 0);
+                    iotlb.Remove(page, page);
+                    continue;
+            }
+
+            bool hit = iotlb.Access(page, page);
+            if (!hit)
+            {
+                cached[page] = current;
+            }
+
+            (Outcome caches, ulong pa) = rig.Request(SidA, (page << 12) | 0x28, dma: op == RemapOp.Dma);
+            if (caches.Iotlb != (hit ? Lookup.Hit : Lookup.Miss) || pa != (cached[page] | 0x28))
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                    $"Step {i} ({op} page {page}): expected an IOTLB {(hit ? "hit" : "miss")} giving 0x{cached[page] | 0x28:X}; got {caches.Iotlb} giving 0x{pa:X}."));
+            }
+        }
+    }
+
+    /// <summary>One step of <see cref="A_translation_follows_its_iotlb_entry_until_the_entry_is_replaced_or_invalidated"/>.</summary>
+    public enum RemapOp
+    {
+        /// <summary>Translate 8 bytes of the page.</summary>
+        Translate,
+
+        /// <summary>Read 8 bytes of the page by DMA.</summary>
+        Dma,
+
+        /// <summary>Point the page's PTE at a new frame without invalidating.</summary>
+        Remap,
+
+        /// <summary>Page-selective IOTLB invalidation of the page, through the queue.</summary>
+        Invalidate,
+    }
+
+    /// <summary>A random IOTLB shape and sequence of steps.</summary>
+    public sealed record RemapTraffic(int IotlbCapacity, int IotlbAssociativity, (RemapOp Op, int Page)[] Ops)
+    {
+        public override string ToString() =>
+            string.Create(CultureInfo.InvariantCulture, $"IOTLB {IotlbCapacity}/{IotlbAssociativity}: ")
+            + string.Join(' ', Ops.Select(o => string.Create(CultureInfo.InvariantCulture, $"{o.Op}.{o.Page}")));
+    }
+
     /// <summary>One access of a random sequence: device index, PASID index (scalable mode), page number.</summary>
     public readonly record struct Access(int Device, int PasidIndex, int Page);
 
@@ -559,6 +642,9 @@ public sealed class CacheShapeTests
             set.Add(key);
             return false;
         }
+
+        /// <summary>Removes <paramref name="key"/> from set (<paramref name="index"/> mod sets), if there.</summary>
+        public void Remove(TKey key, ulong index) => _sets[(int)(index % (ulong)_sets.Length)].Remove(key);
     }
 
     // ---------------------------------------------------------------- invalidation
@@ -778,6 +864,35 @@ public sealed class CacheShapeTests
             return Observe(sid, pasid, (page << 12) | 0x18, (PageBase + (page << 12)) | 0x18);
         }
 
+        /// <summary>
+        /// Translates (or, with <paramref name="dma"/>, reads by DMA) 8 bytes at <paramref name="iova"/>,
+        /// already mapped by the caller; returns what the caches did and the physical address used.
+        /// </summary>
+        public (Outcome Caches, ulong Pa) Request(ushort sid, ulong iova, bool dma)
+        {
+            VtdCacheStatistics before = Unit.Statistics;
+            ulong pa;
+            if (dma)
+            {
+                Span<byte> bytes = stackalloc byte[8];
+                DmaResult r = Unit.Transfer(sid, null, iova, bytes, DmaAccess.Read);
+                Assert.True(r.IsOk, r.ToString());
+                pa = r.Address;
+            }
+            else
+            {
+                VtdTranslation t = Unit.Translate(sid, null, iova, 8, DmaAccess.Read);
+                Assert.Equal(VtdTranslationStatus.Translated, t.Status);
+                pa = t.PhysicalAddress;
+            }
+
+            VtdCacheStatistics after = Unit.Statistics;
+            return (new Outcome(
+                Of(after.ContextHits - before.ContextHits, after.ContextMisses - before.ContextMisses),
+                Of(after.PasidHits - before.PasidHits, after.PasidMisses - before.PasidMisses),
+                Of(after.IotlbHits - before.IotlbHits, after.IotlbMisses - before.IotlbMisses)), pa);
+        }
+
         public Outcome TranslateSuperpage(ushort sid, uint? pasid) => Observe(sid, pasid, SuperpageIova + 0x1_2340, SuperpagePa + 0x1_2340);
 
         private Outcome Observe(ushort sid, uint? pasid, ulong iova, ulong expectedPa)
@@ -791,15 +906,15 @@ public sealed class CacheShapeTests
                 Of(after.ContextHits - before.ContextHits, after.ContextMisses - before.ContextMisses),
                 Of(after.PasidHits - before.PasidHits, after.PasidMisses - before.PasidMisses),
                 Of(after.IotlbHits - before.IotlbHits, after.IotlbMisses - before.IotlbMisses));
-
-            static Lookup Of(long hits, long misses) => (hits, misses) switch
-            {
-                (0, 0) => Lookup.None,
-                (1, 0) => Lookup.Hit,
-                (0, 1) => Lookup.Miss,
-                _ => Lookup.Inconsistent,
-            };
         }
+
+        private static Lookup Of(long hits, long misses) => (hits, misses) switch
+        {
+            (0, 0) => Lookup.None,
+            (1, 0) => Lookup.Hit,
+            (0, 1) => Lookup.Miss,
+            _ => Lookup.Inconsistent,
+        };
 
         public void Dispose() => Bench.Dispose();
     }

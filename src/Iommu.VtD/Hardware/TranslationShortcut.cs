@@ -1,0 +1,139 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Iommu.VtD.Hardware;
+
+/// <summary>
+/// A software memo of completed translations, per (source id, PASID, 4 KiB page): what the context
+/// cache, the PASID cache and the IOTLB together answered for a request the last time all three hit.
+/// It is not a hardware structure and changes nothing a device or a test can observe; it only lets a
+/// repeated request read one 32-byte entry instead of three set-associative caches.
+/// </summary>
+/// <remarks>
+/// <para>Exactness: an entry carries the change count (<see cref="Generation"/>) read before the
+/// lookup it memoises began, and is used only while the count is unchanged. The count moves after
+/// every change of what the caches answer, once the change is visible: after each cache retires
+/// entries by generation or removes them (every invalidation), after a fill that replaced a current
+/// entry (an eviction), and after a write of GCMD that changed TE or latched a root table. So while an
+/// entry is current, each cache still holds the entry it was computed from, and a lookup through the
+/// caches would return the same translation and count the same hits (a hit here counts the context,
+/// PASID and IOTLB hits the caches would have). Only requests the caches served entirely are
+/// memoised: a translation from a walk whose fill was dropped would not be the caches' answer.</para>
+/// <para>Ordering: a filler reads the count before it looks at any cache, takes the entry's seqlock,
+/// and writes only if the count is still the one it read. If a change became visible before the
+/// filler's cache lookups, the count moved before its read or the lookups missed; if it became visible
+/// after them, its count moves after that, so either the filler sees the new count and drops its fill
+/// or the fill is retired when the count moves. Counting at the start of a change would not do: a
+/// filler could read the new count and then an entry the change had not removed yet. Readers compare
+/// the entry's count with the current one under the entry's seqlock (as
+/// <see cref="TranslationCache"/>'s slots).</para>
+/// <para>Shape: direct-mapped, as many entries as the IOTLB (a power of two). The index is the page
+/// number plus an offset hashed from the source id and PASID, so one device's consecutive pages never
+/// conflict with each other, and neighbouring devices' ranges start far apart.</para>
+/// </remarks>
+internal sealed class TranslationShortcut
+{
+    /// <summary>Value bit: reads allowed.</summary>
+    public const ulong Read = 1;
+
+    /// <summary>Value bit: writes allowed.</summary>
+    public const ulong Write = 2;
+
+    /// <summary>Value bit: served by a scalable-mode unit (the PASID cache was hit too).</summary>
+    public const ulong Scalable = 4;
+
+    /// <summary>Value bits 4:3: the IOTLB entry's level − 1 (its page size).</summary>
+    public const int LevelShift = 3;
+
+    private readonly Entry[] _entries;
+    private long _generation;
+    private readonly int _mask;
+    private readonly int _shift;
+
+    /// <summary>Creates an empty memo of at least <paramref name="capacity"/> entries (rounded up to a power of two).</summary>
+    public TranslationShortcut(int capacity)
+    {
+        int n = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(capacity, 64));
+        _entries = new Entry[n];
+        _mask = n - 1;
+        _shift = 64 - BitOperations.Log2((uint)n);
+    }
+
+    /// <summary>The change count: read it before looking at any cache, and pass it to <see cref="TryGet"/> and <see cref="Fill"/>.</summary>
+    public uint Generation
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (uint)Volatile.Read(ref _generation);
+    }
+
+    /// <summary>
+    /// Counts a change of what the caches answer, made before this call: every memo filled before the
+    /// change became visible is retired (call it after the change, never before; see the remarks).
+    /// </summary>
+    public void RetireAll() => Interlocked.Increment(ref _generation);
+
+    /// <summary>Key word of a request's source id and PASID (bit 36: the request carries a PASID).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Requester(ushort sid, bool hasPasid, uint pasid) =>
+        sid | ((ulong)pasid << 16) | (hasPasid ? 1UL << 36 : 0);
+
+    /// <summary>Looks the page of <paramref name="iova"/> up: true with the memoised value while <paramref name="gen"/> is the one it was filled under.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGet(ulong requester, ulong iova, uint gen, out ulong value)
+    {
+        ulong page = iova >> 12;
+        ref Entry e = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_entries), Index(requester, page));
+        int seq = Volatile.Read(ref e.Seq);
+        uint g = e.Gen;
+        ulong p = e.Page, r = e.Requester;
+        value = e.Value;
+        Volatile.ReadBarrier();
+        return g == gen && p == page + 1 && r == requester && (seq & 1) == 0 && Volatile.Read(ref e.Seq) == seq;
+    }
+
+    /// <summary>
+    /// Memoises <paramref name="value"/> for the page of <paramref name="iova"/> unless the change count
+    /// moved since <paramref name="gen"/> was read or another thread holds the entry.
+    /// </summary>
+    public void Fill(ulong requester, ulong iova, ulong value, uint gen)
+    {
+        ulong page = iova >> 12;
+        ref Entry e = ref _entries[Index(requester, page)];
+        int seq = Volatile.Read(ref e.Seq);
+        if ((seq & 1) != 0 || Interlocked.CompareExchange(ref e.Seq, seq + 1, seq) != seq)
+        {
+            return;
+        }
+
+        if ((uint)Volatile.Read(ref _generation) == gen)
+        {
+            e.Gen = gen;
+            e.Page = page + 1; // 0: empty
+            e.Requester = requester;
+            e.Value = value;
+        }
+
+        Volatile.Write(ref e.Seq, seq + 2);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nint Index(ulong requester, ulong page)
+    {
+        // Device number first, function and PASID above it, so adjacent devices (devfn + 8) land at
+        // offsets about 0.38 of the memo apart (Fibonacci hashing of consecutive keys).
+        ulong k = (requester >> 3 & 0x1FFF) | ((requester & 7) << 13) | ((requester >> 16) << 16);
+        ulong offset = (k * 0x9E37_79B9_7F4A_7C15UL) >> _shift;
+        return (nint)((page + offset) & (uint)_mask);
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Entry
+    {
+        public int Seq;
+        public uint Gen;
+        public ulong Page;        // page number + 1; 0: empty
+        public ulong Requester;
+        public ulong Value;       // output page address | Read | Write | Scalable | level − 1 << LevelShift
+    }
+}
