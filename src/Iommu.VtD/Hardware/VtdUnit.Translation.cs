@@ -125,6 +125,7 @@ public sealed partial class VtdUnit
     }
 
     /// <inheritdoc cref="TryTranslateCached(ushort, bool, uint, ulong, ulong, bool, out VtdTranslation)"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TryTranslateCached(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, out ulong pa, out ulong pageSize, out bool writable)
     {
         // Read before any cache is looked at (TranslationShortcut's ordering argument).
@@ -141,6 +142,13 @@ public sealed partial class VtdUnit
             return true;
         }
 
+        return TryTranslateThroughCaches(gen, requester, sid, hasPasid, pasid, iova, size, write, out pa, out pageSize, out writable);
+    }
+
+    // The caches one by one (the memo missed); on success the answer is memoised under gen.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryTranslateThroughCaches(uint gen, ulong requester, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, out ulong pa, out ulong pageSize, out bool writable)
+    {
         pa = pageSize = 0;
         writable = false;
         ulong rt = Volatile.Read(ref _rootTable);
