@@ -1,5 +1,7 @@
 using Iommu.Memory;
 using Iommu.VtD.Internal;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Iommu.VtD.Hardware;
 
@@ -45,13 +47,17 @@ public sealed partial class VtdUnit
     private readonly PhysicalMemory _memory;
     private readonly VtdConfig _config;
     private readonly Lock _lock = new();
+    private readonly ILogger _log;
+    private long _ignoredAccesses;
 
     /// <summary>Creates a unit in its reset state (translation disabled, caches empty).</summary>
     /// <param name="memory">The physical memory the unit reads tables from and devices DMA to.</param>
     /// <param name="config">Capabilities; see the presets on <see cref="VtdConfig"/>.</param>
     /// <param name="segment">PCI segment the unit serves.</param>
-    public VtdUnit(PhysicalMemory memory, VtdConfig config, ushort segment = 0)
+    /// <param name="logger">Where the unit reports what a guest did that the hardware ignores (none by default).</param>
+    public VtdUnit(PhysicalMemory memory, VtdConfig config, ushort segment = 0, ILogger? logger = null)
     {
+        _log = logger ?? NullLogger.Instance;
         ArgumentNullException.ThrowIfNull(memory);
         memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(config);
@@ -85,7 +91,7 @@ public sealed partial class VtdUnit
     /// <summary>The physical memory the unit reads its structures from (for the diagnostics exporter).</summary>
     internal PhysicalMemory Memory => _memory;
 
-    /// <summary>Size of the register block in bytes; offsets at or beyond it are rejected.</summary>
+    /// <summary>Size of the register block in bytes; accesses at or beyond it are ignored (<see cref="MmioWrite"/>).</summary>
     public uint RegisterBlockSize => (uint)_regs.Length;
 
     /// <summary>A snapshot of the cache hit/miss counters and sizes.</summary>
@@ -126,83 +132,119 @@ public sealed partial class VtdUnit
     }
 
     /// <summary>Reads a 32-bit register (or either half of a 64-bit one) at <paramref name="offset"/>.</summary>
-    /// <param name="offset">4-byte aligned offset from the MMIO base.</param>
+    /// <param name="offset">Offset from the MMIO base; see <see cref="MmioRead"/> for what any other access does.</param>
     /// <returns>The value; write-only fields read as 0.</returns>
-    public uint Read32(uint offset)
-    {
-        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        return Read32Unguarded(offset);
-    }
-
-    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
-    internal uint Read32Unguarded(uint offset)
-    {
-        CheckOffset(offset, 4);
-        lock (_lock)
-        {
-            return ReadMmio32(offset);
-        }
-    }
+    public uint Read32(uint offset) => (uint)MmioRead(offset, 4);
 
     /// <summary>Reads a 64-bit register (or two adjacent 32-bit ones) at <paramref name="offset"/>.</summary>
-    /// <param name="offset">8-byte aligned offset from the MMIO base.</param>
+    /// <param name="offset">Offset from the MMIO base; see <see cref="MmioRead"/> for what any other access does.</param>
     /// <returns>The value; write-only fields read as 0.</returns>
-    public ulong Read64(uint offset)
-    {
-        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        return Read64Unguarded(offset);
-    }
-
-    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
-    internal ulong Read64Unguarded(uint offset)
-    {
-        CheckOffset(offset, 8);
-        lock (_lock)
-        {
-            return ReadMmio64(offset);
-        }
-    }
+    public ulong Read64(uint offset) => MmioRead(offset, 8);
 
     /// <summary>Writes 32 bits at <paramref name="offset"/> with the register's access semantics (RO bits kept, RW1C bits cleared by 1s, commands executed).</summary>
-    /// <param name="offset">4-byte aligned offset from the MMIO base.</param>
+    /// <param name="offset">Offset from the MMIO base; see <see cref="MmioWrite"/> for what any other access does.</param>
     /// <param name="value">The value.</param>
-    public void Write32(uint offset, uint value)
-    {
-        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        Write32Unguarded(offset, value);
-    }
-
-    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
-    internal void Write32Unguarded(uint offset, uint value)
-    {
-        CheckOffset(offset, 4);
-        lock (_lock)
-        {
-            WriteMmio(offset, 4, value);
-        }
-
-        RaisePendingInterrupts();
-    }
+    public void Write32(uint offset, uint value) => MmioWrite(offset, 4, value);
 
     /// <summary>Writes 64 bits at <paramref name="offset"/> with the registers' access semantics.</summary>
-    /// <param name="offset">8-byte aligned offset from the MMIO base.</param>
+    /// <param name="offset">Offset from the MMIO base; see <see cref="MmioWrite"/> for what any other access does.</param>
     /// <param name="value">The value.</param>
-    public void Write64(uint offset, ulong value)
+    public void Write64(uint offset, ulong value) => MmioWrite(offset, 8, value);
+
+    /// <summary>
+    /// An MMIO read of the register block as a guest issues it: any offset, any size. Never throws for
+    /// what the guest controls (offset, size, alignment).
+    /// </summary>
+    /// <param name="offset">Offset from the unit's MMIO base.</param>
+    /// <param name="size">Access size in bytes.</param>
+    /// <returns>
+    /// For a 4- or 8-byte access aligned to its size within <see cref="RegisterBlockSize"/>: the
+    /// register bits (write-only fields read as 0, unimplemented offsets as 0). For anything else — a
+    /// misaligned access, another size, an offset past the block — 0, and the access is counted in
+    /// <see cref="IgnoredRegisterAccesses"/> and logged.
+    /// </returns>
+    /// <remarks>
+    /// Software must access VT-d registers as aligned doublewords or quadwords; the specification
+    /// leaves other accesses undefined and makes reserved offsets read as 0. This model chooses the
+    /// harmless reading of "undefined": nothing happens, and the emulator can see that it did.
+    /// </remarks>
+    public ulong MmioRead(ulong offset, int size)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        Write64Unguarded(offset, value);
+        return ReadUnguarded(offset, size);
     }
 
-    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
-    internal void Write64Unguarded(uint offset, ulong value)
+    /// <summary>
+    /// An MMIO write of the register block as a guest issues it: any offset, any size, any value.
+    /// Never throws for what the guest controls (offset, size, alignment, the value, and the tables
+    /// and queue the write makes the unit read).
+    /// </summary>
+    /// <param name="offset">Offset from the unit's MMIO base.</param>
+    /// <param name="size">Access size in bytes.</param>
+    /// <param name="value">The value (the low <paramref name="size"/> bytes).</param>
+    /// <remarks>
+    /// A 4- or 8-byte access aligned to its size within <see cref="RegisterBlockSize"/> writes with the
+    /// registers' access semantics (an 8-byte write over two 32-bit registers writes both, low dword
+    /// first, as QEMU and hardware treat a quadword write). Anything else is ignored, counted in
+    /// <see cref="IgnoredRegisterAccesses"/> and logged (see <see cref="MmioRead"/>).
+    /// </remarks>
+    public void MmioWrite(ulong offset, int size, ulong value)
     {
-        CheckOffset(offset, 8);
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        WriteUnguarded(offset, size, value);
+    }
+
+    /// <summary>Register accesses that were ignored (misaligned, of a size other than 4 or 8, or past the register block).</summary>
+    public long IgnoredRegisterAccesses => Volatile.Read(ref _ignoredAccesses);
+
+    // The driver's register access: its callers (IommuCore entry points, the driver's constructor) hold the scope.
+    internal uint Read32Unguarded(uint offset) => (uint)ReadUnguarded(offset, 4);
+
+    internal ulong Read64Unguarded(uint offset) => ReadUnguarded(offset, 8);
+
+    internal void Write32Unguarded(uint offset, uint value) => WriteUnguarded(offset, 4, value);
+
+    internal void Write64Unguarded(uint offset, ulong value) => WriteUnguarded(offset, 8, value);
+
+    private ulong ReadUnguarded(ulong offset, int size)
+    {
+        _memory.ThrowIfDisposed();
+        if (!IsRegisterAccess(offset, size))
+        {
+            Ignore("read", offset, size, 0);
+            return 0;
+        }
+
         lock (_lock)
         {
-            WriteMmio(offset, 8, value);
+            return size == 4 ? ReadMmio32((uint)offset) : ReadMmio64((uint)offset);
+        }
+    }
+
+    private void WriteUnguarded(ulong offset, int size, ulong value)
+    {
+        _memory.ThrowIfDisposed();
+        if (!IsRegisterAccess(offset, size))
+        {
+            Ignore("write", offset, size, value);
+            return;
+        }
+
+        lock (_lock)
+        {
+            WriteMmio((uint)offset, size, value);
         }
 
         RaisePendingInterrupts();
+    }
+
+    private bool IsRegisterAccess(ulong offset, int size) =>
+        (size == 4 || size == 8) && (offset & (uint)(size - 1)) == 0 && offset <= (ulong)_regs.Length - (uint)size;
+
+    private void Ignore(string kind, ulong offset, int size, ulong value)
+    {
+        Interlocked.Increment(ref _ignoredAccesses);
+        Log.IgnoredRegisterAccess(_log, Segment, kind, size, offset, value, (uint)_regs.Length);
     }
 
     /// <summary>
@@ -271,14 +313,6 @@ public sealed partial class VtdUnit
 
         Move(requesterId, pasid, iova, buffer, access, out VtdTranslation outcome);
         return outcome;
-    }
-
-    private void CheckOffset(uint offset, int size)
-    {
-        if ((offset & (uint)(size - 1)) != 0 || offset > (uint)_regs.Length - (uint)size)
-        {
-            ThrowHelper.RegisterOffset(offset, size, (uint)_regs.Length);
-        }
     }
 
     private void RaisePendingInterrupts()

@@ -22,4 +22,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "DMAR unit {Unit}: IOMMU batching disallowed due to virtualization")]
     public static partial void BatchingDisallowed(ILogger logger, int unit);
+
+    [LoggerMessage(EventId = 106, Level = LogLevel.Warning, Message = "DMAR unit on segment {Segment}: ignored a {Size}-byte register {Kind} at offset 0x{Offset:x} (value 0x{Value:x}): registers are aligned 4- or 8-byte accesses within [0x0, 0x{Limit:x})")]
+    public static partial void IgnoredRegisterAccess(ILogger logger, ushort segment, string kind, int size, ulong offset, ulong value, uint limit);
 }

@@ -7,12 +7,6 @@ namespace Iommu.VtD.Internal;
 internal static class ThrowHelper
 {
     [DoesNotReturn]
-    public static void RegisterOffset(uint offset, int size, uint limit) =>
-        throw new ArgumentOutOfRangeException(
-            nameof(offset),
-            string.Create(CultureInfo.InvariantCulture, $"A {size}-byte register access at 0x{offset:x} is misaligned or lies outside the register block [0x0, 0x{limit:x})."));
-
-    [DoesNotReturn]
     public static void RequestRange(ulong iova, ulong size) =>
         throw new ArgumentOutOfRangeException(
             nameof(size),

@@ -78,6 +78,6 @@ internal static class AfterDisposeExemptions
         ["VfioIommuType1.HasExternalDomain"] = Managed, ["VfioIommuType1.IovaList"] = Managed, ["VfioIommuType1.Mappings"] = Managed, ["VfioIommuType1.Nesting"] = Immutable,
         ["VfioIommuType1.NumNonPinnedGroups"] = Managed, ["VfioIommuType1.PgsizeBitmap"] = Managed, ["VfioIommuType1.V2"] = Immutable,
         ["VtdUnit.Activity"] = Managed, ["VtdUnit.Config"] = Immutable, ["VtdUnit.IsQualified"] = "static pure classification of a fault reason", ["VtdUnit.RegisterBlockSize"] = Immutable,
-        ["VtdUnit.Segment"] = Immutable, ["VtdUnit.Statistics"] = Managed,
+        ["VtdUnit.Segment"] = Immutable, ["VtdUnit.Statistics"] = Managed, ["VtdUnit.IgnoredRegisterAccesses"] = Managed,
     };
 }

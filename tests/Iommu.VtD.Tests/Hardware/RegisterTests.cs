@@ -131,13 +131,22 @@ public class RegisterTests
     }
 
     [Fact]
-    public void Misaligned_or_out_of_block_accesses_throw()
+    public void Misaligned_odd_sized_or_out_of_block_accesses_are_ignored_and_counted()
     {
         using var b = new VtdBench(VtdConfig.Legacy48Bit);
-        Assert.Throws<ArgumentOutOfRangeException>(() => b.Unit.Read64(0x24));
-        Assert.Throws<ArgumentOutOfRangeException>(() => b.Unit.Read32(0x22));
-        Assert.Throws<ArgumentOutOfRangeException>(() => b.Unit.Write32(b.Unit.RegisterBlockSize, 0));
-        Assert.Equal(0u, b.Unit.Read32(0x300)); // unimplemented register reads 0
+        b.Unit.Write32(0x28, 0xFFFF_FFFF); // FEDATA-like RW bits somewhere: use RTADDR's low dword
+        ulong rtaddr = b.Unit.Read64(0x20);
+        Assert.Equal(0UL, b.Unit.Read64(0x24));                    // misaligned quadword
+        Assert.Equal(0u, b.Unit.Read32(0x22));                     // misaligned doubleword
+        Assert.Equal(0UL, b.Unit.MmioRead(0x20, 2));               // a word
+        b.Unit.MmioWrite(0x20, 1, 0xFF);                           // a byte: ignored
+        b.Unit.Write64(0x24, ulong.MaxValue);                      // misaligned: ignored
+        b.Unit.Write32(b.Unit.RegisterBlockSize, 0);               // past the block
+        Assert.Equal(0UL, b.Unit.MmioRead(ulong.MaxValue - 3, 4)); // wraps: past the block
+        Assert.Equal(rtaddr, b.Unit.Read64(0x20));
+        Assert.Equal(7, b.Unit.IgnoredRegisterAccesses);
+        Assert.Equal(0u, b.Unit.Read32(0x300));                    // unimplemented register reads 0, not ignored
+        Assert.Equal(7, b.Unit.IgnoredRegisterAccesses);
     }
 
     [Fact]
