@@ -24,7 +24,7 @@ public sealed class GuestMmioFuzzTests
         VtdConfig.FaultRecordingRegisterOffset + 0x18, VtdConfig.FaultRecordingRegisterOffset + 0x1C,
     ];
 
-    private const ulong MemorySize = 16UL << 20;   // small, so random pointers often leave memory
+    private const ulong MemorySize = 4UL << 20;    // small, so random pointers often leave memory
     private const int Accesses = 600;              // per sequence; × 200 sequences ≥ 10^5
 
     /// <summary>One step of a guest: an MMIO access, a device request, or a scribble on table memory.</summary>
