@@ -15,7 +15,7 @@ public sealed class PhysicalMemoryTests
 
         Assert.All(buf, b => Assert.Equal(0, b));
         Assert.Equal(0UL, mem.ReadUInt64(63 * Sizes.GiB));
-        Assert.Equal(0, mem.BackedBytes);
+        Assert.Equal(0UL, mem.BackedBytes);
         Assert.False(mem.IsBacked(40 * Sizes.GiB));
     }
 
@@ -29,7 +29,7 @@ public sealed class PhysicalMemoryTests
         Assert.Equal(0x0123_4567_89ab_cdefUL, mem.ReadUInt64(0x2_0000_0008));
         Assert.Equal(0x89ab_cdefU, mem.ReadUInt32(0x2_0000_0008));
         Assert.Equal(0x0123_4567U, mem.ReadUInt32(0x2_0000_000c));
-        Assert.Equal(2 * (long)Sizes.MiB, mem.BackedBytes);
+        Assert.Equal(2 * Sizes.MiB, mem.BackedBytes);
         Assert.True(mem.IsBacked(0x2_0000_0000));
         Assert.False(mem.IsBacked(0x2_0020_0000));
     }
@@ -62,7 +62,7 @@ public sealed class PhysicalMemoryTests
         mem.Read(pa, back);
 
         Assert.Equal(data, back);
-        Assert.Equal(4 * (long)Sizes.MiB, mem.BackedBytes);
+        Assert.Equal(4 * Sizes.MiB, mem.BackedBytes);
     }
 
     [Fact]
@@ -70,7 +70,7 @@ public sealed class PhysicalMemoryTests
     {
         using var mem = new PhysicalMemory(Sizes.GiB);
         mem.Fill(0x10_0000, 3 * Sizes.MiB, 0);
-        Assert.Equal(0, mem.BackedBytes);
+        Assert.Equal(0UL, mem.BackedBytes);
 
         mem.Fill(0x1ff_ff00, 0x200, 0x5a);
         Assert.Equal(0x5a5a_5a5a_5a5a_5a5aUL, mem.ReadUInt64(0x1ff_ff00));
@@ -127,7 +127,7 @@ public sealed class PhysicalMemoryTests
         using var mem = new PhysicalMemory(Sizes.GiB);
         Parallel.For(0, 64, i => mem.WriteUInt64(0x4000_000 + ((ulong)i * 8), (ulong)i + 1));
 
-        Assert.Equal(2 * (long)Sizes.MiB, mem.BackedBytes);
+        Assert.Equal(2 * Sizes.MiB, mem.BackedBytes);
         for (int i = 0; i < 64; i++)
         {
             Assert.Equal((ulong)i + 1, mem.ReadUInt64(0x4000_000 + ((ulong)i * 8)));

@@ -224,7 +224,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     /// <summary>Bytes currently backed by native memory (a multiple of 2 MiB).</summary>
-    public long BackedBytes => Interlocked.Read(ref _backedChunks) << ChunkShift;
+    public ulong BackedBytes => (ulong)Interlocked.Read(ref _backedChunks) << ChunkShift;
 
     /// <summary>Whether <c>[pa, pa + length)</c> lies entirely inside physical memory.</summary>
     /// <param name="pa">First physical address.</param>
