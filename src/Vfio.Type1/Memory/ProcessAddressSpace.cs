@@ -33,14 +33,21 @@ public enum VmaKind
     PfnMap = 2,
 }
 
-/// <summary>One virtual memory area.</summary>
+/// <summary>
+/// One memory area of a <see cref="ProcessAddressSpace"/> (a VMA of its <c>mm_struct</c>), as
+/// <see cref="ProcessAddressSpace.Areas"/> lists it.
+/// </summary>
+/// <remarks>
+/// Not named <c>VmArea</c>: that name is <c>Vfio.Mdev.VmArea</c>, the <c>vm_area_struct</c> an mdev
+/// <c>mmap</c> callback receives, and both namespaces are often imported together.
+/// </remarks>
 /// <param name="Start">First address.</param>
 /// <param name="Length">Bytes.</param>
 /// <param name="Prot">Protection.</param>
 /// <param name="Kind">Backing.</param>
 /// <param name="Shared"><c>MAP_SHARED</c> (pages are shared with forked children).</param>
 /// <param name="PhysicalBase">For <see cref="VmaKind.PfnMap"/>: the physical address mapped at <paramref name="Start"/>.</param>
-public readonly record struct VmArea(ulong Start, ulong Length, VmProt Prot, VmaKind Kind, bool Shared, ulong PhysicalBase)
+public readonly record struct ProcessMemoryArea(ulong Start, ulong Length, VmProt Prot, VmaKind Kind, bool Shared, ulong PhysicalBase)
 {
     /// <summary>One past the last address.</summary>
     public ulong End => Start + Length;
@@ -69,7 +76,7 @@ public sealed class ProcessAddressSpace
     private const ulong TaskSize = 0x7FFF_FFFF_F000UL;
 
     private readonly Lock _lock = new();
-    private readonly List<VmArea> _vmas = [];
+    private readonly List<ProcessMemoryArea> _vmas = [];
     private readonly Dictionary<ulong, ulong> _ptes = [];
     private readonly HashSet<ulong> _mlocked = [];
     private readonly Dictionary<int, object> _files = [];
@@ -110,7 +117,7 @@ public sealed class ProcessAddressSpace
     public long LockedVmKb => LockedVm * (long)(PageSize / 1024);
 
     /// <summary>The areas, in address order.</summary>
-    public IReadOnlyList<VmArea> Areas
+    public IReadOnlyList<ProcessMemoryArea> Areas
     {
         get
         {
@@ -158,7 +165,7 @@ public sealed class ProcessAddressSpace
                 }
             }
 
-            InsertVma(new VmArea(start, length, prot, kind, shared, physicalBase));
+            InsertVma(new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase));
             return start;
         }
     }
@@ -178,7 +185,7 @@ public sealed class ProcessAddressSpace
             ulong end = vaddr + length;
             for (int i = _vmas.Count - 1; i >= 0; i--)
             {
-                VmArea v = _vmas[i];
+                ProcessMemoryArea v = _vmas[i];
                 if (v.End <= vaddr || v.Start >= end)
                 {
                     continue;
@@ -233,10 +240,10 @@ public sealed class ProcessAddressSpace
         lock (_lock)
         {
             ulong end = vaddr + length;
-            var changed = new List<VmArea>();
+            var changed = new List<ProcessMemoryArea>();
             for (int i = _vmas.Count - 1; i >= 0; i--)
             {
-                VmArea v = _vmas[i];
+                ProcessMemoryArea v = _vmas[i];
                 if (v.End <= vaddr || v.Start >= end)
                 {
                     continue;
@@ -403,7 +410,7 @@ public sealed class ProcessAddressSpace
             Span<byte> page = stackalloc byte[(int)PageSize];
             foreach (KeyValuePair<ulong, ulong> pte in _ptes)
             {
-                VmArea v = _vmas[FindVma(pte.Key << PageShift)];
+                ProcessMemoryArea v = _vmas[FindVma(pte.Key << PageShift)];
                 if (v.Shared || pte.Value == Pages.ZeroPagePfn)
                 {
                     Pages.Get(pte.Value);
@@ -540,7 +547,7 @@ public sealed class ProcessAddressSpace
                 return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
             }
 
-            VmArea v = _vmas[i];
+            ProcessMemoryArea v = _vmas[i];
             if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
             {
                 return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}, {(write ? "write" : "read")} pin refused");
@@ -588,7 +595,7 @@ public sealed class ProcessAddressSpace
             return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
         }
 
-        VmArea v = _vmas[i];
+        ProcessMemoryArea v = _vmas[i];
         if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
         {
             return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}");
@@ -630,7 +637,7 @@ public sealed class ProcessAddressSpace
         while (lo <= hi)
         {
             int mid = (lo + hi) >> 1;
-            VmArea v = _vmas[mid];
+            ProcessMemoryArea v = _vmas[mid];
             if (vaddr < v.Start)
             {
                 hi = mid - 1;
@@ -648,7 +655,7 @@ public sealed class ProcessAddressSpace
         return -1;
     }
 
-    private void InsertVma(VmArea vma)
+    private void InsertVma(ProcessMemoryArea vma)
     {
         int i = 0;
         while (i < _vmas.Count && _vmas[i].Start < vma.Start)

@@ -27,7 +27,7 @@ internal static class AfterDisposeExemptions
         ["VtdInterruptEventArgs"] = Value, ["VtdMetrics"] = "publishes counters to listeners; observable instruments report nothing after Platform.Dispose (MetricsTests)",
         ["VtdRegister"] = Static, ["VtdTranslation"] = Value, ["VtdAssembly"] = Static, ["MdevAssembly"] = Static, ["MdevTypeAttribute"] = Value,
         ["MdevTypeGroup"] = "sysfs attribute-group description: values and delegates, no platform", ["NotifyResult"] = Value,
-        ["VfioDmaUnmapEvent"] = Value, ["VmArea"] = "mmap area descriptor of an mdev file: values only", ["VfioFile"] = "abstract base: FileRefs counter only",
+        ["VfioDmaUnmapEvent"] = Value, ["VmArea"] = "mmap area descriptor of an mdev file: values only", ["ProcessMemoryArea"] = Value, ["VfioFile"] = "abstract base: FileRefs counter only",
         ["Type1Assembly"] = Static, ["VfioBitmap"] = Value, ["VfioGroupStatus"] = Value, ["VfioIommuType1DmaMap"] = Value, ["VfioIommuType1DmaUnmap"] = Value,
         ["VfioIommuType1Info"] = Value, ["VfioIovaRange"] = Value, ["VfioUapi"] = Static,
         ["VfioDeviceFile"] = "device fd: Close goes through ProcessAddressSpace.Close (a row); the rest are references fixed at open",
