@@ -348,7 +348,11 @@ public sealed class MdevCore
             Errno ret = parent.Ops.Create(dev);
             if (ret != Errno.None)
             {
-                Release(dev);
+                using (ErrorDetail.PreserveWhileUnwinding())
+                {
+                    Release(dev);
+                }
+
                 return ErrorDetail.LastErrno == ret ? ret : ErrorDetail.Fail(ret, $"vendor driver {parent.Ops.DriverName} failed to create {dev.Name} of type {type}");
             }
 

@@ -17,7 +17,7 @@ internal static class AfterDisposeExemptions
         ["Device"] = "a plain device holds no memory; its DMA-capable subclass PciDevice has rows",
         ["DmaResult"] = Value, ["DmaSegment"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
         ["IommuDomain"] = "abstract base of driver domains: managed fields only; domains are used through IommuCore, which has rows",
-        ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform",
+        ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform", ["ErrorDetailUnwindScope"] = "thread-local failure-detail scope: no platform",
         ["IommuFault"] = Value, ["IommuPageResponse"] = Value, ["IommuException"] = "exception type", ["IommuIotlbGather"] = Value,
         ["IommuResvRegion"] = Value, ["KernelSymbolAttribute"] = "metadata attribute", ["PlatformOptions"] = Value, ["Sizes"] = Static,
         ["VtdImage"] = "a managed copy of translation structures: owns no platform memory (LoadInto/exporters that touch memory are rows of the memory's owner)",
