@@ -66,7 +66,7 @@ public readonly record struct ProcessMemoryArea(ulong Start, ulong Length, VmPro
 /// <see cref="Mlock"/>; the budget is <see cref="RlimitMemlock"/> unless <see cref="CapIpcLock"/>.</para>
 /// <para>Thread safety: all members are safe to call concurrently (one internal lock per process).</para>
 /// </remarks>
-public sealed class ProcessAddressSpace
+public sealed class ProcessAddressSpace : IDisposable
 {
     private const int PageShift = PhysicalMemory.PageShift;
     private const ulong PageSize = PhysicalMemory.PageSize;
@@ -439,6 +439,7 @@ public sealed class ProcessAddressSpace
     }
 
     /// <summary>Ends the process (<c>exit</c>): closes every fd and tears the mm down. Pinned pages stay pinned.</summary>
+    /// <remarks>Idempotent. <see cref="Dispose"/> is the same call in the .NET shape.</remarks>
     public void Exit()
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -522,6 +523,28 @@ public sealed class ProcessAddressSpace
         }
 
         return Errno.None;
+    }
+
+    // VfioFile.Dispose: close(fd) only while fd still names file (not after a close and a reuse of
+    // the number); nothing after exit or after the platform's memory was disposed.
+    internal void CloseIfNames(int fd, object file)
+    {
+        lock (_lock)
+        {
+            if (Exited || !_files.TryGetValue(fd, out object? f) || !ReferenceEquals(f, file))
+            {
+                return;
+            }
+        }
+
+        try
+        {
+            _ = Close(fd);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The platform is gone, and with it everything the file held.
+        }
     }
 
     internal void AddLockedVm(long pages) => Interlocked.Add(ref _lockedVm, pages);
@@ -703,15 +726,50 @@ public sealed class ProcessAddressSpace
         }
     }
 
+    /// <summary>
+    /// <see cref="Exit"/> for <c>using</c>: closes every descriptor and tears the memory down.
+    /// Idempotent; never throws (after the platform was disposed there is nothing left to release).
+    /// </summary>
+    public void Dispose()
+    {
+        try
+        {
+            Exit();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The platform's memory is gone, and with it everything this process held.
+        }
+    }
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 }
 
 /// <summary>An open VFIO file (container, group or device) with a reference per file descriptor that names it.</summary>
-/// <remarks>Thread safety: reference counting is atomic; <see cref="Release"/> runs once, on the last close.</remarks>
-public abstract class VfioFile
+/// <remarks>
+/// <para>Thread safety: reference counting is atomic; <see cref="Release"/> runs once, on the last close.</para>
+/// <para>Lifetime: <c>Close()</c> is the kernel-shaped call (<c>close(fd)</c>, an errno);
+/// <see cref="Dispose"/> is the .NET shape of the same: it closes the descriptor this object was
+/// opened as when that descriptor still names it, and otherwise does nothing, so a second Dispose,
+/// a Dispose after Close or after the process exited, and a Dispose after the platform was
+/// disposed are all harmless and never throw. Descriptors duplicated by fork keep the file open
+/// until they close too, as in the kernel.</para>
+/// </remarks>
+public abstract class VfioFile : IDisposable
 {
     private int _fileRefs;
+
+    /// <summary>Closes the descriptor this object was opened as, if it is still open (see the remarks); idempotent, never throws.</summary>
+    public void Dispose()
+    {
+        (ProcessAddressSpace? owner, int fd) = OpenedAs;
+        owner?.CloseIfNames(fd, this);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>The process and descriptor this object was (last) opened as; no owner when it is not open.</summary>
+    private protected abstract (ProcessAddressSpace? Owner, int Fd) OpenedAs { get; }
 
     /// <summary>Open descriptors naming this file.</summary>
     public int FileRefs => Volatile.Read(ref _fileRefs);

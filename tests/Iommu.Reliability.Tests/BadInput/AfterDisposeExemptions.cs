@@ -53,7 +53,7 @@ internal static class AfterDisposeExemptions
         ["MdevDevice.GetDrvdata"] = Managed, ["MdevDevice.GetIommuDevice"] = Managed, ["MdevDevice.GetIommuDomain"] = Managed, ["MdevDevice.OpenCount"] = Managed, ["MdevDevice.Parent"] = Immutable,
         ["MdevDevice.ParentDevice"] = Immutable, ["MdevDevice.SetDrvdata"] = ManagedSet, ["MdevDevice.SetIommuDevice"] = ManagedSet, ["MdevDevice.SetIommuDomain"] = ManagedSet,
         ["MdevDevice.Type"] = Immutable, ["MdevDevice.TypeGroupId"] = Immutable, ["MdevDevice.Uuid"] = Immutable,
-        ["MdevDeviceFile.Device"] = Immutable, ["MdevDeviceFile.Dispose"] = Idempotent,
+        ["MdevDeviceFile.Device"] = Immutable, ["MdevDeviceFile.Dispose"] = Idempotent, ["ProcessAddressSpace.Dispose"] = Idempotent + " (Exit; never throws after the platform is disposed: LifetimeTests)",
         ["MdevParent.Children"] = Managed, ["MdevParent.Device"] = Immutable, ["MdevParent.IsRegistered"] = Managed, ["MdevParent.Ops"] = Immutable, ["MdevParent.SupportedTypes"] = Immutable,
         ["MdevType.Devices"] = Managed, ["MdevType.Group"] = Immutable, ["MdevType.GroupName"] = Immutable, ["MdevType.Name"] = Immutable, ["MdevType.Parent"] = Immutable,
         ["MdevType.ParentDevice"] = Immutable, ["MdevType.TypeGroupId"] = Immutable,
