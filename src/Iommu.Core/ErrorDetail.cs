@@ -11,6 +11,16 @@ namespace Iommu;
 /// the errno it explains, so an unrelated older detail is never attached to a different error.
 /// It holds no platform state: independent platforms on one thread only ever see the detail of
 /// the call that just failed.
+/// <para>Lifetime: the detail belongs to the last call into the libraries on this thread. The
+/// outermost entry of every call (the access scope each public entry point opens) forgets the
+/// previous detail, so after a call that succeeds <see cref="LastMessage"/> is null and
+/// <see cref="LastErrno"/> is <see cref="Errno.None"/>; read them (or call
+/// <see cref="ErrnoExtensions.ThrowIfError(Errno, string?)"/>) before the next call. Forgetting
+/// costs the outermost entry a read of this thread's record (a write only when there was a
+/// failure); nested calls and the map, unmap and DMA work itself pay nothing.</para>
+/// <para>Unwinding: cleanup that runs while a failure is being returned (detach, free, unmap of
+/// what the failing call had done) calls code that records or forgets details of its own; wrap it
+/// in <see cref="PreserveWhileUnwinding"/> so the first failure's detail is the one reported.</para>
 /// </remarks>
 public static class ErrorDetail
 {
@@ -59,6 +69,19 @@ public static class ErrorDetail
 
     /// <summary>Forgets the recorded detail.</summary>
     public static void Clear() => t_state?.Clear();
+
+    /// <summary>
+    /// Keeps the detail recorded now (the failure being returned) while the cleanup inside the
+    /// returned scope runs: whatever that cleanup records or forgets, disposing the scope puts the
+    /// first failure's errno and detail back.
+    /// </summary>
+    /// <returns>The scope; dispose it on this thread (<c>using (ErrorDetail.PreserveWhileUnwinding()) { … }</c>).</returns>
+    /// <remarks>Scopes nest; the outermost one decides. Costs nothing unless there is a failure to unwind.</remarks>
+    public static ErrorDetailUnwindScope PreserveWhileUnwinding()
+    {
+        State s = OfThisThread;
+        return new ErrorDetailUnwindScope(s, s.Errno, s.Message);
+    }
 
     /// <summary>One thread's last failure.</summary>
     internal sealed class State

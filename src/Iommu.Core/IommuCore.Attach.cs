@@ -45,8 +45,19 @@ public sealed partial class IommuCore
             return null;
         }
 
-        domain.Ops = ops;
-        domain.Type = type;
+        if (domain is IommuDomain owned)
+        {
+            owned.Ops = ops;
+            owned.Type = type;
+            owned.Freed = false; // a driver may hand a freed static domain out again (identity)
+        }
+        else if (domain.Ops != ops || domain.Type != type)
+        {
+            // The core cannot set them on a foreign IDomain: one reporting other values is a driver bug.
+            ops.DomainFree(domain);
+            ThrowHelper.InvalidOperation($"{ops.GetType().Name}.DomainAlloc({type}) returned a {domain.GetType().Name} that reports ops {domain.Ops?.GetType().Name ?? "null"} and type {domain.Type}; a domain not derived from IommuDomain must report the ops and type it was allocated for");
+        }
+
         domain.PgsizeBitmap = ops.PgsizeBitmap;
         TrackDomain(domain);
         return domain;
@@ -55,16 +66,22 @@ public sealed partial class IommuCore
     /// <summary>Frees a domain through its driver (<c>iommu_domain_free</c>).</summary>
     /// <param name="domain">A domain no group uses.</param>
     /// <remarks>
-    /// 5.15 drops the DMA-API cookie first (<c>iommu_put_dma_cookie</c>): a flush queue's timer is
+    /// <para>5.15 drops the DMA-API cookie first (<c>iommu_put_dma_cookie</c>): a flush queue's timer is
     /// disarmed and the page-table pages its entries held are freed without a flush, as
-    /// <c>fq_destroy_all_entries</c> does (no device uses the domain any more).
+    /// <c>fq_destroy_all_entries</c> does (no device uses the domain any more).</para>
+    /// <para>A freed domain is dead, as after <c>kfree</c>: freeing it again, attaching it, mapping
+    /// into it or unmapping from it throws <see cref="ObjectDisposedException"/> (a use after free in
+    /// the kernel). The check costs nothing on the map and unmap fast paths: a freed domain has no
+    /// page sizes, so those calls take their slow branch, which names the cause.</para>
     /// </remarks>
     /// <exception cref="InvalidOperationException">A group still uses the domain (a caller bug in the kernel).</exception>
+    /// <exception cref="ObjectDisposedException">The domain was already freed.</exception>
     [KernelSymbol("iommu_domain_free")]
     public void DomainFree(IDomain domain)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+        ThrowIfFreed(domain);
         foreach (IommuGroup g in Groups)
         {
             if (ReferenceEquals(g.Domain, domain) && !ReferenceEquals(g.DefaultDomain, domain))
@@ -76,6 +93,21 @@ public sealed partial class IommuCore
         UntrackDomain(domain);
         PutDmaCookie(domain);
         domain.Ops?.DomainFree(domain);
+        if (domain is IommuDomain owned)
+        {
+            owned.Freed = true;
+            owned.PgsizeBitmap = 0;
+        }
+    }
+
+    // A freed domain passed back in: the kernel's use after free, a caller bug (cold: attach, free,
+    // and the map/unmap paths a freed domain's zero page sizes already send to their slow branch).
+    private static void ThrowIfFreed(IDomain domain)
+    {
+        if (domain is IommuDomain { Freed: true })
+        {
+            ThrowHelper.ObjectDisposed(nameof(IDomain), $"the {domain.Type} domain was already freed (iommu_domain_free); it cannot be freed, attached or mapped again");
+        }
     }
 
     /// <summary>
@@ -89,11 +121,13 @@ public sealed partial class IommuCore
     /// one device), -EBUSY (the group uses a non-default domain already, the same one included), or
     /// the driver's error.
     /// </returns>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_attach_device")]
     public Errno AttachDevice(IDomain domain, Device device)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+        ThrowIfFreed(domain);
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
         if (group is null)
@@ -143,11 +177,13 @@ public sealed partial class IommuCore
     /// <param name="domain">The domain.</param>
     /// <param name="group">The group.</param>
     /// <returns>-EBUSY, -ENODEV or the first driver error (devices attached before it are not rolled back, as in the kernel).</returns>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_attach_group")]
     public Errno AttachGroup(IDomain domain, IommuGroup group)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+        ThrowIfFreed(domain);
         ArgumentNullException.ThrowIfNull(group);
         lock (group.Mutex)
         {

@@ -150,11 +150,13 @@ public sealed partial class IommuCore
     /// <param name="domain">The domain.</param>
     /// <param name="device">The physical (parent) device.</param>
     /// <returns>-ENODEV when the domain's driver has no <c>aux_attach_dev</c>; else the driver's result.</returns>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_attach_device_aux", Version = "seed v4")]
     public Errno AttachDeviceAux(IDomain domain, Device device)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+        ThrowIfFreed(domain);
         ArgumentNullException.ThrowIfNull(device);
         IIommuOps? ops = domain.Ops;
         if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AuxAttachDev))

@@ -280,7 +280,12 @@ public sealed partial class IommuCore
             var iovad = new IovaDomain(1UL << order, basePfn);
             if (domain.Type == DomainType.DmaFq && DmaInitFq(domain, iovad) != Errno.None)
             {
-                domain.Type = DomainType.Dma; // "if the FQ fails we can simply fall back to strict mode"
+                // "if the FQ fails we can simply fall back to strict mode"; a foreign IDomain keeps its
+                // reported type (the cookie without a flush queue is strict either way).
+                if (domain is IommuDomain owned)
+                {
+                    owned.Type = DomainType.Dma;
+                }
             }
 
             IIommuOps? devOps = device.IommuOps;

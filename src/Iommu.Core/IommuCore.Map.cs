@@ -25,6 +25,7 @@ public sealed partial class IommuCore
     /// gets the whole run in one call (else <c>map</c> once per page); <c>iotlb_sync_map</c> runs only
     /// after a fully successful map (5.10 ran it even on failure). Allocates nothing.
     /// </remarks>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_map")]
     public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
@@ -44,8 +45,9 @@ public sealed partial class IommuCore
             if ((callbacks & IommuCallbacks.MapPages) != 0 && size != 0 && size == (pgsizeBitmap & (0 - pgsizeBitmap))
                 && ((iova | paddr) & (size - 1)) == 0 && d.Type.IsPaging())
             {
+                // No ErrorDetail.Clear here: the outermost access scope forgot the previous call's
+                // detail, and a failure below records its own.
                 Memory.PhysicalMemory.Slot slot = guard.Slot!;
-                slot.Detail.Clear();
                 Errno ret = ops!.MapPages(domain, iova, paddr, size, 1, prot, out ulong mapped);
                 if (ret != Errno.None || mapped != size)
                 {
@@ -101,6 +103,7 @@ public sealed partial class IommuCore
     /// at the first piece that returns 0, each piece of the range goes to the driver once: with a
     /// superpage that starts before the range, advancing by the driver's total would skip leaves.
     /// </remarks>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_unmap")]
     public ulong Unmap(IDomain domain, ulong iova, ulong size)
     {
@@ -292,6 +295,7 @@ public sealed partial class IommuCore
         ulong pgsizeBitmap = domain.PgsizeBitmap;
         if (ops is null || (callbacks & (IommuCallbacks.Map | IommuCallbacks.MapPages)) == 0 || pgsizeBitmap == 0)
         {
+            ThrowIfFreed(domain);
             return Fail(Errno.ENODEV, "the domain's IOMMU driver cannot map, or the domain has no page sizes");
         }
 
@@ -367,7 +371,11 @@ public sealed partial class IommuCore
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Errno MapFailed(IDomain domain, Errno ret, ulong iova, ulong origIova, ulong origSize, ulong left)
     {
-        string detail = $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x}))";
+        // The driver's own reason (no table frame, …), when it recorded one for this errno, is the cause.
+        string? cause = ErrorDetail.LastErrno == ret ? ErrorDetail.LastMessage : null;
+        string detail = cause is null
+            ? $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x}))"
+            : $"IOMMU driver failed to map iova 0x{iova:x} (of [0x{origIova:x}, 0x{origIova + origSize:x})): {cause}";
         ErrorDetail.Clear();
 
         // Not counted as an unmap: the failed map was never counted as a map.
@@ -389,6 +397,7 @@ public sealed partial class IommuCore
         IIommuOps? ops = domain.Ops;
         if (ops is null || (ops.Callbacks & (IommuCallbacks.Unmap | IommuCallbacks.UnmapPages)) == 0 || domain.PgsizeBitmap == 0)
         {
+            ThrowIfFreed(domain);
             return 0;
         }
 

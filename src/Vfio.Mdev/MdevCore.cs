@@ -32,20 +32,57 @@ public sealed class MdevCore
     private readonly List<MdevDevice> _mdevs = [];
     private readonly ILogger _log;
 
-    /// <summary>Creates the mdev core of <paramref name="platform"/> and its <c>mdev</c> bus (<c>mdev_init</c>).</summary>
+    /// <summary>Creates an mdev core of <paramref name="platform"/> and its bus (<c>mdev_init</c>).</summary>
     /// <param name="platform">The platform.</param>
-    /// <exception cref="ArgumentException">The platform already has a bus named <c>mdev</c>.</exception>
+    /// <remarks>
+    /// A kernel has one mdev core, and a platform usually has one too: its bus is named <c>mdev</c>.
+    /// A second core of the same platform (a second test fixture, a second vendor stack) is an
+    /// independent core: its own bus, named <c>mdev1</c>, <c>mdev2</c>, … (<see cref="Bus"/> says
+    /// which), its own parents and its own UUID namespace. Mdevs of either core get their own IOMMU
+    /// groups from the platform and attach to VFIO alike.
+    /// </remarks>
+    /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     public MdevCore(Platform platform)
     {
         ArgumentNullException.ThrowIfNull(platform);
         platform.Memory.ThrowIfDisposed();
         Platform = platform;
-        Bus = platform.AddBus("mdev");
+        Bus = AddMdevBus(platform);
         _log = platform.LoggerFactory.CreateLogger("Vfio.Mdev");
     }
 
     /// <summary>The platform.</summary>
     public Platform Platform { get; }
+
+    // "mdev", or the first free "mdevN" when another core of this platform has it. AddBus checks
+    // names under the platform's lock: a core created concurrently that took the name first makes
+    // this one try the next.
+    private static Bus AddMdevBus(Platform platform)
+    {
+        for (int n = 0; ; n++)
+        {
+            string name = n == 0 ? "mdev" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"mdev{n}");
+            bool taken = false;
+            foreach (Bus b in platform.Buses)
+            {
+                taken |= b.Name == name;
+            }
+
+            if (taken)
+            {
+                continue;
+            }
+
+            try
+            {
+                return platform.AddBus(name);
+            }
+            catch (ArgumentException)
+            {
+                // Taken between the look and the add: try the next name.
+            }
+        }
+    }
 
     /// <summary>The <c>mdev</c> bus (<c>mdev_bus_type</c>); it has no IOMMU driver.</summary>
     [KernelSymbol("mdev_bus_type")]
@@ -348,7 +385,11 @@ public sealed class MdevCore
             Errno ret = parent.Ops.Create(dev);
             if (ret != Errno.None)
             {
-                Release(dev);
+                using (ErrorDetail.PreserveWhileUnwinding())
+                {
+                    Release(dev);
+                }
+
                 return ErrorDetail.LastErrno == ret ? ret : ErrorDetail.Fail(ret, $"vendor driver {parent.Ops.DriverName} failed to create {dev.Name} of type {type}");
             }
 

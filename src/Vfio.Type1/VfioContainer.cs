@@ -65,6 +65,8 @@ public sealed class VfioContainer : VfioFile
     /// <returns>0 or -EBADF.</returns>
     public Errno Close() => Owner.Close(Fd);
 
+    private protected override (ProcessAddressSpace? Owner, int Fd) OpenedAs => (Owner, Fd);
+
     /// <summary>The container ioctl as the owner issues it (see <see cref="Ioctl(ProcessAddressSpace, uint, Span{byte})"/>).</summary>
     /// <param name="request">Ioctl number.</param>
     /// <param name="arg">Argument bytes.</param>

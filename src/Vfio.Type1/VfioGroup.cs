@@ -61,6 +61,8 @@ public sealed class VfioGroup : VfioFile
     /// <returns>0 or -EBADF.</returns>
     public Errno Close() => Owner is null ? ErrorDetail.Fail(Errno.EBADF, "group is not open") : Owner.Close(Fd);
 
+    private protected override (ProcessAddressSpace? Owner, int Fd) OpenedAs => (Owner, Fd);
+
     /// <summary>The group ioctl as the owner issues it.</summary>
     /// <param name="request">Ioctl number.</param>
     /// <param name="arg">Argument: the structure (GET_STATUS), a 4-byte fd (SET_CONTAINER), the NUL-terminated device name (GET_DEVICE_FD).</param>
@@ -376,6 +378,8 @@ public sealed class VfioDeviceFile : VfioFile
     /// <summary>Closes the descriptor.</summary>
     /// <returns>0 or -EBADF.</returns>
     public Errno Close() => Owner.Close(Fd);
+
+    private protected override (ProcessAddressSpace? Owner, int Fd) OpenedAs => (Owner, Fd);
 
     private protected override void Release()
     {

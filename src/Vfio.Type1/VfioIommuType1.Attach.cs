@@ -80,7 +80,13 @@ public sealed partial class VfioIommuType1
             Errno e = AttachTo(domain, entry);
             if (e != Errno.None)
             {
-                _iommu.DomainFree(domain);
+                // Cleanup runs core calls that record or forget details of their own: the reason
+                // reported is the first failure's (as for every unwind below).
+                using (ErrorDetail.PreserveWhileUnwinding())
+                {
+                    _iommu.DomainFree(domain);
+                }
+
                 return e;
             }
 
@@ -92,8 +98,12 @@ public sealed partial class VfioIommuType1
 
             if (e != Errno.None)
             {
-                DetachFrom(domain, entry);
-                _iommu.DomainFree(domain);
+                using (ErrorDetail.PreserveWhileUnwinding())
+                {
+                    DetachFrom(domain, entry);
+                    _iommu.DomainFree(domain);
+                }
+
                 return e;
             }
 
@@ -120,7 +130,11 @@ public sealed partial class VfioIommuType1
                 e = AttachTo(domain, entry);
                 if (e != Errno.None)
                 {
-                    _iommu.DomainFree(domain);
+                    using (ErrorDetail.PreserveWhileUnwinding())
+                    {
+                        _iommu.DomainFree(domain);
+                    }
+
                     return e;
                 }
             }
@@ -128,8 +142,12 @@ public sealed partial class VfioIommuType1
             e = Replay(de);
             if (e != Errno.None)
             {
-                DetachFrom(domain, entry);
-                _iommu.DomainFree(domain);
+                using (ErrorDetail.PreserveWhileUnwinding())
+                {
+                    DetachFrom(domain, entry);
+                    _iommu.DomainFree(domain);
+                }
+
                 return e;
             }
 
@@ -289,9 +307,12 @@ public sealed partial class VfioIommuType1
                 : MdevAttachDomain(domain, mdev);
             if (e != Errno.None)
             {
-                for (int j = 0; j < i; j++)
+                using (ErrorDetail.PreserveWhileUnwinding())
                 {
-                    MdevDetachDomain(domain, MdevDevice.FromDevice(devices[j])!);
+                    for (int j = 0; j < i; j++)
+                    {
+                        MdevDetachDomain(domain, MdevDevice.FromDevice(devices[j])!);
+                    }
                 }
 
                 return e;
@@ -532,13 +553,16 @@ public sealed partial class VfioIommuType1
 
         if (e != Errno.None)
         {
-            for (int i = 0; i <= done && i < _dmas.Count; i++)
+            using (ErrorDetail.PreserveWhileUnwinding())
             {
-                VfioDma dma = _dmas[i];
-                _iommu.Unmap(domain, dma.Iova, dma.Size);
-                if (newlyPinned.Contains(dma))
+                for (int i = 0; i <= done && i < _dmas.Count; i++)
                 {
-                    UnpinRuns(dma);
+                    VfioDma dma = _dmas[i];
+                    _iommu.Unmap(domain, dma.Iova, dma.Size);
+                    if (newlyPinned.Contains(dma))
+                    {
+                        UnpinRuns(dma);
+                    }
                 }
             }
 

@@ -102,4 +102,56 @@ public sealed class ErrorMessageTests : IDisposable
         Core.Map(d, 0x1000, 0x1000, 0x1000, IommuProt.Read).ThrowIfError();
         Assert.Equal(5, 5.ThrowIfError());
     }
+
+    [Fact]
+    public void A_later_success_clears_the_last_message()
+    {
+        _p.WithIommu();
+        PciDevice dev = _p.AddPci(Dev0);
+        IDomain d = Core.DomainAlloc(_p.Pci)!;
+        Assert.Equal(Errno.EINVAL, Core.Map(d, 0x12800, 0x40000, 0x1000, IommuProt.Read));
+        Assert.Contains("0x12800", ErrorDetail.LastMessage, StringComparison.Ordinal);
+
+        // A success of another kind (no map) forgets it, and so does a successful map.
+        Assert.Equal(Errno.None, Core.AttachDevice(d, dev));
+        Assert.Null(ErrorDetail.LastMessage);
+        Assert.Equal(Errno.None, ErrorDetail.LastErrno);
+
+        Assert.Equal(Errno.EINVAL, Core.Map(d, 0x12800, 0x40000, 0x1000, IommuProt.Read));
+        Assert.Equal(Errno.EINVAL, ErrorDetail.LastErrno);
+        Core.Unmap(d, 0x1000, 0x1000); // returns bytes, not an errno: still a call that did not fail
+        Assert.Null(ErrorDetail.LastMessage);
+
+        Assert.Equal(Errno.EINVAL, Core.Map(d, 0x12800, 0x40000, 0x1000, IommuProt.Read));
+        Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x1000, 0x1000, IommuProt.Read));
+        Assert.Null(ErrorDetail.LastMessage);
+        Assert.Equal(Errno.None, ErrorDetail.LastErrno);
+    }
+
+    [Fact]
+    public void An_older_detail_is_not_attached_to_a_later_error_without_one()
+    {
+        IommuDomain d = Driver.NewDomain();
+        Assert.Equal(Errno.EINVAL, Core.Map(d, 0x12800, 0x40000, 0x1000, IommuProt.Read));
+        Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x1000, 0x1000, IommuProt.Read));
+
+        // Same errno, raised by the caller, with no detail of its own: the map's message is gone.
+        IommuException e = Assert.Throws<IommuException>(() => Errno.EINVAL.ThrowIfError());
+        Assert.DoesNotContain("0x12800", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Cleanup_inside_PreserveWhileUnwinding_does_not_replace_the_first_failure()
+    {
+        Errno first = ErrorDetail.Fail(Errno.EPERM, "the real cause");
+        using (ErrorDetail.PreserveWhileUnwinding())
+        {
+            ErrorDetail.Clear();
+            ErrorDetail.Fail(Errno.EBUSY, "a cleanup step's own failure");
+        }
+
+        Assert.Equal(Errno.EPERM, ErrorDetail.LastErrno);
+        IommuException e = Assert.Throws<IommuException>(() => first.ThrowIfError());
+        Assert.Contains("the real cause", e.Message, StringComparison.Ordinal);
+    }
 }

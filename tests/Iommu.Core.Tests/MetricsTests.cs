@@ -43,7 +43,7 @@ public sealed class MetricsTests : IDisposable
     [Fact]
     public void Domains_that_do_not_derive_from_IommuDomain_are_counted_too()
     {
-        _p.Driver.DomainAllocBehaviour = _ => new ForeignDomain();
+        _p.Driver.DomainAllocBehaviour = t => new ForeignDomain(_p.Driver.Ops, t);
         _p.WithIommu();
         using var maps = Collector("iommu.map.operations");
         using var size = Collector("iommu.unmap.size");
@@ -90,11 +90,12 @@ public sealed class MetricsTests : IDisposable
         return Assert.Single(collector.GetMeasurementSnapshot()).Value;
     }
 
-    private sealed class ForeignDomain : IDomain
+    // A driver domain not derived from IommuDomain reports the ops and type it was allocated for.
+    private sealed class ForeignDomain(IIommuOps ops, DomainType type) : IDomain
     {
-        public DomainType Type { get; set; }
+        public DomainType Type { get; } = type;
 
-        public IIommuOps? Ops { get; set; }
+        public IIommuOps? Ops { get; } = ops;
 
         public ulong PgsizeBitmap { get; set; }
 

@@ -256,4 +256,28 @@ public sealed class CreateRemoveTests
         bed.Mdev.Remove(m);
         Assert.Equal("42\n", MdevTestBed.Attr(t, "available_instances"));
     }
+
+    [Fact]
+    public void A_second_mdev_core_of_a_platform_is_an_independent_core_on_its_own_bus()
+    {
+        using var bed = new MdevTestBed();
+        var second = new MdevCore(bed.Platform);
+        var third = new MdevCore(bed.Platform);
+        Assert.Equal("mdev", bed.Mdev.Bus.Name);
+        Assert.Equal("mdev1", second.Bus.Name);
+        Assert.Equal("mdev2", third.Bus.Name);
+
+        // Each has its own parents and UUID namespace: the same UUID in both, on different buses.
+        Guid uuid = Guid.NewGuid();
+        bed.Register(bed.ParentA, "a");
+        Assert.Equal(Errno.None, second.RegisterDevice(bed.ParentB, new FakeVendor(["a"])));
+        MdevDevice m1 = bed.Create(bed.ParentA, "fake-a", uuid);
+        Assert.Equal(Errno.None, second.Create(bed.ParentB, "fake-a", uuid, out MdevDevice? m2));
+        Assert.Same(bed.Mdev.Bus, m1.Bus);
+        Assert.Same(second.Bus, m2!.Bus);
+        Assert.Equal([m1], bed.Mdev.Devices);
+        Assert.Equal([m2], second.Devices);
+        Assert.Null(third.FindParent(bed.ParentA));
+        Assert.NotSame(m1.IommuGroup, m2.IommuGroup);
+    }
 }

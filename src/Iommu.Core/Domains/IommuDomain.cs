@@ -7,10 +7,12 @@ namespace Iommu.Domains;
 public class IommuDomain : IDomain
 {
     /// <inheritdoc/>
-    public DomainType Type { get; set; }
+    /// <remarks>Set by the core only (<c>__iommu_domain_alloc</c>; the DMA-FQ fallback to strict).</remarks>
+    public DomainType Type { get; internal set; }
 
     /// <inheritdoc/>
-    public IIommuOps? Ops { get; set; }
+    /// <remarks>Set by the core only (<c>__iommu_domain_alloc</c>).</remarks>
+    public IIommuOps? Ops { get; internal set; }
 
     /// <inheritdoc/>
     public ulong PgsizeBitmap { get; set; }
@@ -23,6 +25,10 @@ public class IommuDomain : IDomain
 
     /// <inheritdoc/>
     public object? HandlerToken { get; set; }
+
+    // Set by iommu_domain_free, cleared when a driver hands the object out again: later calls with
+    // this domain throw instead of reaching freed page tables.
+    internal bool Freed;
 
     // Map/unmap counters the core keeps for its metrics (Interlocked: map and unmap run concurrently).
     // Per domain rather than per core so concurrent users of different domains share no cache line.

@@ -21,6 +21,9 @@ internal static class ThrowHelper
     public static void ObjectDisposed(string name) => throw new ObjectDisposedException(name);
 
     [DoesNotReturn]
+    public static void ObjectDisposed(string name, string message) => throw new ObjectDisposedException(name, message);
+
+    [DoesNotReturn]
     public static void InvalidOperation(string message) => throw new InvalidOperationException(message);
 
     [DoesNotReturn]

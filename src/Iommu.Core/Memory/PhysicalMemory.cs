@@ -110,8 +110,10 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <returns>The scope; dispose it exactly once, on the thread that opened it (<c>using var scope = memory.EnterAccess();</c>).</returns>
     /// <exception cref="ObjectDisposedException"><see cref="Dispose"/> has started and the calling thread holds no scope of this memory yet (a nested scope of a call in flight still opens: Dispose is waiting for that call anyway).</exception>
     /// <remarks>
-    /// Cost: a thread-static read (a one-entry cache of the thread's counter), two plain stores to a counter only the calling thread writes, and a
-    /// volatile read; no interlocked operation, no shared cache line, no allocation (after a thread's
+    /// Cost: a thread-static read (a one-entry cache of the thread's counter), two plain stores to a counter only the calling thread writes, and,
+    /// for the outermost scope only, a volatile read and a read of the thread's
+    /// <see cref="ErrorDetail"/> record (the outermost scope starts a new call, so it forgets the
+    /// previous call's failure detail; a write only when there was one); no interlocked operation, no shared cache line, no allocation (after a thread's
     /// first scope), no lock. The disposing thread pays instead (see <see cref="Dispose"/>). Calling
     /// <see cref="Dispose"/> (or <see cref="Platform.Dispose"/>) from inside a scope on the same thread
     /// (from a callback of a call in progress) throws <see cref="InvalidOperationException"/>.
@@ -128,13 +130,21 @@ public sealed unsafe class PhysicalMemory : IDisposable
         int depth = slot.Count;
         Volatile.Write(ref slot.Count, depth + 1);
 
-        // Store, then load: Dispose's process-wide barrier orders them against its own store and
-        // load (see the remarks of Dispose), so either this read sees the flag or Dispose sees the
-        // count. A nested scope (depth > 0) opens anyway: Dispose waits for the outer one.
-        if (Volatile.Read(ref _disposed) != 0 && depth == 0)
+        // A nested scope (depth > 0) opens anyway: Dispose waits for the outer one.
+        if (depth == 0)
         {
-            Volatile.Write(ref slot.Count, depth);
-            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+            // Store, then load: Dispose's process-wide barrier orders them against its own store and
+            // load (see the remarks of Dispose), so either this read sees the flag or Dispose sees the
+            // count.
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                Volatile.Write(ref slot.Count, depth);
+                ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+            }
+
+            // A new call from outside the libraries: the previous call's failure detail is over (a
+            // read of this thread's record, a write only after a failure).
+            slot.Detail.Clear();
         }
 
         return new AccessScope(this, slot);

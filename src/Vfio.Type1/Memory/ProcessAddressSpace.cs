@@ -33,14 +33,21 @@ public enum VmaKind
     PfnMap = 2,
 }
 
-/// <summary>One virtual memory area.</summary>
+/// <summary>
+/// One memory area of a <see cref="ProcessAddressSpace"/> (a VMA of its <c>mm_struct</c>), as
+/// <see cref="ProcessAddressSpace.Areas"/> lists it.
+/// </summary>
+/// <remarks>
+/// Not named <c>VmArea</c>: that name is <c>Vfio.Mdev.VmArea</c>, the <c>vm_area_struct</c> an mdev
+/// <c>mmap</c> callback receives, and both namespaces are often imported together.
+/// </remarks>
 /// <param name="Start">First address.</param>
 /// <param name="Length">Bytes.</param>
 /// <param name="Prot">Protection.</param>
 /// <param name="Kind">Backing.</param>
 /// <param name="Shared"><c>MAP_SHARED</c> (pages are shared with forked children).</param>
 /// <param name="PhysicalBase">For <see cref="VmaKind.PfnMap"/>: the physical address mapped at <paramref name="Start"/>.</param>
-public readonly record struct VmArea(ulong Start, ulong Length, VmProt Prot, VmaKind Kind, bool Shared, ulong PhysicalBase)
+public readonly record struct ProcessMemoryArea(ulong Start, ulong Length, VmProt Prot, VmaKind Kind, bool Shared, ulong PhysicalBase)
 {
     /// <summary>One past the last address.</summary>
     public ulong End => Start + Length;
@@ -59,7 +66,7 @@ public readonly record struct VmArea(ulong Start, ulong Length, VmProt Prot, Vma
 /// <see cref="Mlock"/>; the budget is <see cref="RlimitMemlock"/> unless <see cref="CapIpcLock"/>.</para>
 /// <para>Thread safety: all members are safe to call concurrently (one internal lock per process).</para>
 /// </remarks>
-public sealed class ProcessAddressSpace
+public sealed class ProcessAddressSpace : IDisposable
 {
     private const int PageShift = PhysicalMemory.PageShift;
     private const ulong PageSize = PhysicalMemory.PageSize;
@@ -69,7 +76,7 @@ public sealed class ProcessAddressSpace
     private const ulong TaskSize = 0x7FFF_FFFF_F000UL;
 
     private readonly Lock _lock = new();
-    private readonly List<VmArea> _vmas = [];
+    private readonly List<ProcessMemoryArea> _vmas = [];
     private readonly Dictionary<ulong, ulong> _ptes = [];
     private readonly HashSet<ulong> _mlocked = [];
     private readonly Dictionary<int, object> _files = [];
@@ -110,7 +117,7 @@ public sealed class ProcessAddressSpace
     public long LockedVmKb => LockedVm * (long)(PageSize / 1024);
 
     /// <summary>The areas, in address order.</summary>
-    public IReadOnlyList<VmArea> Areas
+    public IReadOnlyList<ProcessMemoryArea> Areas
     {
         get
         {
@@ -158,7 +165,7 @@ public sealed class ProcessAddressSpace
                 }
             }
 
-            InsertVma(new VmArea(start, length, prot, kind, shared, physicalBase));
+            InsertVma(new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase));
             return start;
         }
     }
@@ -178,7 +185,7 @@ public sealed class ProcessAddressSpace
             ulong end = vaddr + length;
             for (int i = _vmas.Count - 1; i >= 0; i--)
             {
-                VmArea v = _vmas[i];
+                ProcessMemoryArea v = _vmas[i];
                 if (v.End <= vaddr || v.Start >= end)
                 {
                     continue;
@@ -233,10 +240,10 @@ public sealed class ProcessAddressSpace
         lock (_lock)
         {
             ulong end = vaddr + length;
-            var changed = new List<VmArea>();
+            var changed = new List<ProcessMemoryArea>();
             for (int i = _vmas.Count - 1; i >= 0; i--)
             {
-                VmArea v = _vmas[i];
+                ProcessMemoryArea v = _vmas[i];
                 if (v.End <= vaddr || v.Start >= end)
                 {
                     continue;
@@ -403,7 +410,7 @@ public sealed class ProcessAddressSpace
             Span<byte> page = stackalloc byte[(int)PageSize];
             foreach (KeyValuePair<ulong, ulong> pte in _ptes)
             {
-                VmArea v = _vmas[FindVma(pte.Key << PageShift)];
+                ProcessMemoryArea v = _vmas[FindVma(pte.Key << PageShift)];
                 if (v.Shared || pte.Value == Pages.ZeroPagePfn)
                 {
                     Pages.Get(pte.Value);
@@ -432,6 +439,7 @@ public sealed class ProcessAddressSpace
     }
 
     /// <summary>Ends the process (<c>exit</c>): closes every fd and tears the mm down. Pinned pages stay pinned.</summary>
+    /// <remarks>Idempotent. <see cref="Dispose"/> is the same call in the .NET shape.</remarks>
     public void Exit()
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -517,6 +525,28 @@ public sealed class ProcessAddressSpace
         return Errno.None;
     }
 
+    // VfioFile.Dispose: close(fd) only while fd still names file (not after a close and a reuse of
+    // the number); nothing after exit or after the platform's memory was disposed.
+    internal void CloseIfNames(int fd, object file)
+    {
+        lock (_lock)
+        {
+            if (Exited || !_files.TryGetValue(fd, out object? f) || !ReferenceEquals(f, file))
+            {
+                return;
+            }
+        }
+
+        try
+        {
+            _ = Close(fd);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The platform is gone, and with it everything the file held.
+        }
+    }
+
     internal void AddLockedVm(long pages) => Interlocked.Add(ref _lockedVm, pages);
 
     /// <summary>
@@ -540,7 +570,7 @@ public sealed class ProcessAddressSpace
                 return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
             }
 
-            VmArea v = _vmas[i];
+            ProcessMemoryArea v = _vmas[i];
             if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
             {
                 return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}, {(write ? "write" : "read")} pin refused");
@@ -588,7 +618,7 @@ public sealed class ProcessAddressSpace
             return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
         }
 
-        VmArea v = _vmas[i];
+        ProcessMemoryArea v = _vmas[i];
         if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
         {
             return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}");
@@ -630,7 +660,7 @@ public sealed class ProcessAddressSpace
         while (lo <= hi)
         {
             int mid = (lo + hi) >> 1;
-            VmArea v = _vmas[mid];
+            ProcessMemoryArea v = _vmas[mid];
             if (vaddr < v.Start)
             {
                 hi = mid - 1;
@@ -648,7 +678,7 @@ public sealed class ProcessAddressSpace
         return -1;
     }
 
-    private void InsertVma(VmArea vma)
+    private void InsertVma(ProcessMemoryArea vma)
     {
         int i = 0;
         while (i < _vmas.Count && _vmas[i].Start < vma.Start)
@@ -696,15 +726,50 @@ public sealed class ProcessAddressSpace
         }
     }
 
+    /// <summary>
+    /// <see cref="Exit"/> for <c>using</c>: closes every descriptor and tears the memory down.
+    /// Idempotent; never throws (after the platform was disposed there is nothing left to release).
+    /// </summary>
+    public void Dispose()
+    {
+        try
+        {
+            Exit();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The platform's memory is gone, and with it everything this process held.
+        }
+    }
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 }
 
 /// <summary>An open VFIO file (container, group or device) with a reference per file descriptor that names it.</summary>
-/// <remarks>Thread safety: reference counting is atomic; <see cref="Release"/> runs once, on the last close.</remarks>
-public abstract class VfioFile
+/// <remarks>
+/// <para>Thread safety: reference counting is atomic; <see cref="Release"/> runs once, on the last close.</para>
+/// <para>Lifetime: <c>Close()</c> is the kernel-shaped call (<c>close(fd)</c>, an errno);
+/// <see cref="Dispose"/> is the .NET shape of the same: it closes the descriptor this object was
+/// opened as when that descriptor still names it, and otherwise does nothing, so a second Dispose,
+/// a Dispose after Close or after the process exited, and a Dispose after the platform was
+/// disposed are all harmless and never throw. Descriptors duplicated by fork keep the file open
+/// until they close too, as in the kernel.</para>
+/// </remarks>
+public abstract class VfioFile : IDisposable
 {
     private int _fileRefs;
+
+    /// <summary>Closes the descriptor this object was opened as, if it is still open (see the remarks); idempotent, never throws.</summary>
+    public void Dispose()
+    {
+        (ProcessAddressSpace? owner, int fd) = OpenedAs;
+        owner?.CloseIfNames(fd, this);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>The process and descriptor this object was (last) opened as; no owner when it is not open.</summary>
+    private protected abstract (ProcessAddressSpace? Owner, int Fd) OpenedAs { get; }
 
     /// <summary>Open descriptors naming this file.</summary>
     public int FileRefs => Volatile.Read(ref _fileRefs);

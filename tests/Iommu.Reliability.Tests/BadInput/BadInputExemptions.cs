@@ -9,6 +9,7 @@ internal static class BadInputExemptions
     public static readonly IReadOnlyDictionary<string, string> Types = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["ErrorDetail"] = "thread-local failure-detail slot: any errno and message are valid input by design",
+        ["ErrorDetailUnwindScope"] = "scope token of ErrorDetail.PreserveWhileUnwinding: no input",
         ["IommuException"] = "exception type: constructors only carry a message and errno",
         ["KernelSymbolAttribute"] = "metadata attribute naming the kernel symbol; never called with user input",
         ["DmaPageTable"] = DriverInternal,
@@ -42,6 +43,7 @@ internal static class BadInputExemptions
         ["VfioIommuType1DmaUnmap..ctor"] = ValueRecord + " (the ioctl fuzzer feeds every field edge through UNMAP_DMA)",
         ["VfioIommuType1Info..ctor"] = ValueRecord,
         ["VfioIovaRange..ctor"] = ValueRecord,
+        ["ProcessMemoryArea..ctor"] = ValueRecord,
         ["FrameAllocator.TryAllocate"] = "no input: its only parameter is the out address (exhaustion is covered by TryAllocateContiguous rows)",
     };
 }

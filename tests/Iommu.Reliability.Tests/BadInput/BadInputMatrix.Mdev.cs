@@ -10,7 +10,7 @@ internal static partial class BadInputMatrix
     private static IEnumerable<BadInputRow> Mdev() =>
     [
         X<ArgumentNullException>("MdevCore..ctor", "null platform", _ => new MdevCore(null!)),
-        X<ArgumentException>("MdevCore..ctor", "second mdev core on one platform", c => { _ = c.Mdev; return new MdevCore(c.Platform); }),
+        V("MdevCore..ctor", "second mdev core on one platform: an independent core on its own bus", c => { _ = c.Mdev; return new MdevCore(c.Platform).Bus.Name; }, "mdev1"),
         X<ArgumentNullException>("MdevCore.FindParent", "null", c => c.Mdev.FindParent(null!)),
         V("MdevCore.FindParent", "device that is no parent", c => c.Mdev.FindParent(c.Dev), null),
         V("MdevCore.FindDevice", "empty UUID", c => c.Mdev.FindDevice(Guid.Empty), null),
