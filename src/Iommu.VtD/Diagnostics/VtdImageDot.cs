@@ -318,7 +318,8 @@ public static class VtdImageDot
 
         public void Node(string id, string title, IEnumerable<(string Port, string Text)> fields)
         {
-            _sb.Append("  ").Append(id).Append(" [label=\"{").Append(Escape(title));
+            // rankdir=LR stacks a record's top-level fields vertically: title above its entries.
+            _sb.Append("  ").Append(id).Append(" [label=\"").Append(Escape(title));
             foreach ((string port, string text) in fields)
             {
                 _sb.Append('|');
@@ -330,7 +331,7 @@ public static class VtdImageDot
                 _sb.Append(Escape(text));
             }
 
-            _sb.Append("}\"];\n");
+            _sb.Append("\"];\n");
         }
 
         public void Edge(string from, string to) => _sb.Append("  ").Append(from).Append(" -> ").Append(to).Append(";\n");

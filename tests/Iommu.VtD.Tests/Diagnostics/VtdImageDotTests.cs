@@ -103,7 +103,7 @@ public sealed partial class VtdImageDotTests
             Assert.StartsWith(next, at, StringComparison.Ordinal);
         }
 
-        Assert.Contains($"PASID {pa}: PGTT=second-level", nodes.Values.Single(v => v.StartsWith("{PASID table", StringComparison.Ordinal)), StringComparison.Ordinal);
+        Assert.Contains($"PASID {pa}: PGTT=second-level", nodes.Values.Single(v => v.StartsWith("PASID table", StringComparison.Ordinal)), StringComparison.Ordinal);
         Assert.DoesNotContain($"PASID {pb}:", one, StringComparison.Ordinal);
         Assert.Equal([0x10_0000UL], ParseLeaves(one).Select(r => r.Iova));
 
