@@ -5,16 +5,24 @@ using Iommu;
 namespace AuxDomainTour;
 
 /// <summary>One measurement of an instrument: what an exporter would see at a collection.</summary>
-internal sealed record MetricValue(string Instrument, string Unit, IReadOnlyDictionary<string, object?> Tags, long Value)
+internal sealed record MetricValue(
+    string Instrument, string Unit, IReadOnlyDictionary<string, object?> Tags, long Value)
 {
-    public string TagText => Tags.Count == 0 ? "-" : string.Join(" ", Tags.Select(t => string.Create(CultureInfo.InvariantCulture, $"{t.Key}={t.Value}")));
+    public string TagText => Tags.Count == 0
+        ? "-"
+        : string.Join(" ", Tags.Select(t => Tag(t.Key, t.Value)));
 
-    public bool Has(string key, object value) => Tags.TryGetValue(key, out object? v) && Equals(v, value);
+    public bool Has(string key, object value) =>
+        Tags.TryGetValue(key, out object? v) && Equals(v, value);
+
+    private static string Tag(string key, object? value) =>
+        string.Create(CultureInfo.InvariantCulture, $"{key}={value}");
 }
 
 /// <summary>
-/// Reads the platform's metrics as an exporter would: a <see cref="MeterListener"/> on the platform's meters
-/// (<see cref="Platform.GetMeter"/>), one collection of the observable instruments, every measurement kept.
+/// Reads the platform's metrics as an exporter would: a <see cref="MeterListener"/> on the
+/// platform's meters (<see cref="Platform.GetMeter"/>), one collection of the observable
+/// instruments, every measurement kept.
 /// </summary>
 internal static class MetricsSnapshot
 {
@@ -47,6 +55,11 @@ internal static class MetricsSnapshot
         return values;
     }
 
-    public static long Sum(this IEnumerable<MetricValue> values, string instrument, string? key = null, object? tagValue = null) =>
-        values.Where(v => v.Instrument == instrument && (key is null || v.Has(key, tagValue!))).Sum(v => v.Value);
+    public static long Sum(
+        this IEnumerable<MetricValue> values,
+        string instrument,
+        string? key = null,
+        object? tagValue = null) =>
+        values.Where(v => v.Instrument == instrument && (key is null || v.Has(key, tagValue!)))
+            .Sum(v => v.Value);
 }

@@ -4,11 +4,17 @@ using System.Text.Json;
 
 namespace AuxDomainTour;
 
-/// <summary>What the tour found: numbered sections of notes, tables and checks, plus named facts; rendered as text or JSON.</summary>
+/// <summary>
+/// What the tour found: numbered sections of notes, tables and checks, plus named facts; rendered
+/// as text or JSON.
+/// </summary>
 internal sealed class Report(string mode)
 {
     private readonly List<Section> _sections = [];
     private readonly SortedDictionary<string, object?> _facts = new(StringComparer.Ordinal);
+
+    /// <summary>Widest line the text report prints (what a projector shows unwrapped).</summary>
+    public const int MaxWidth = 100;
 
     public string Mode { get; } = mode;
 
@@ -16,7 +22,8 @@ internal sealed class Report(string mode)
 
     public int Checks { get; private set; }
 
-    private Section Current => _sections.Count > 0 ? _sections[^1] : throw new InvalidOperationException("no section");
+    private Section Current =>
+        _sections.Count > 0 ? _sections[^1] : throw new InvalidOperationException("no section");
 
     public void Section(string title) => _sections.Add(new Section(_sections.Count + 1, title));
 
@@ -37,26 +44,34 @@ internal sealed class Report(string mode)
         return t;
     }
 
-    /// <summary>A machine-readable value (JSON "facts"); numbers, strings, booleans or lists of them.</summary>
+    /// <summary>
+    /// A machine-readable value (JSON "facts"): numbers, strings, booleans, lists.
+    /// </summary>
     public void Fact(string key, object? value) => _facts[key] = value;
 
-    public string ToText()
+    /// <summary>The narrated report, every line within <see cref="MaxWidth"/> columns.</summary>
+    /// <param name="only">A section number to print alone, or null for all.</param>
+    public string ToText(int? only = null)
     {
         var sb = new StringBuilder();
-        sb.AppendLine(CultureInfo.InvariantCulture, $"AuxDomainTour — IOMMU-aware mediated devices on VT-d ({Mode} mode)");
-        foreach (Section s in _sections)
+        sb.AppendLine(Inv($"AuxDomainTour — IOMMU-aware mediated devices on VT-d ({Mode} mode)"));
+        sb.AppendLine("Terms (DRHD, AGAW, PASID, ADI, RID_PASID, PGTT, …): see docs/concepts.md");
+        int checks = 0, failures = 0;
+        foreach (Section s in _sections.Where(s => only is null || s.Number == only))
         {
             sb.AppendLine();
-            sb.AppendLine(CultureInfo.InvariantCulture, $"== {s.Number}. {s.Title}");
+            Wrap(sb, Inv($"== {s.Number}. {s.Title}"), "", "   ");
             foreach (object item in s.Items)
             {
                 switch (item)
                 {
                     case NoteItem n:
-                        sb.AppendLine(CultureInfo.InvariantCulture, $"  {n.Text}");
+                        Wrap(sb, n.Text, "  ", "    ");
                         break;
                     case CheckItem c:
-                        sb.AppendLine(CultureInfo.InvariantCulture, $"  [{(c.Ok ? "ok" : "UNEXPECTED")}] {c.Text}");
+                        Wrap(sb, c.Text, c.Ok ? "  [ok] " : "  [UNEXPECTED] ", "       ");
+                        checks++;
+                        failures += c.Ok ? 0 : 1;
                         break;
                     case Table t:
                         t.Render(sb);
@@ -65,14 +80,44 @@ internal sealed class Report(string mode)
             }
         }
 
+        string of = only is null ? "" : Inv($" of section {only}");
         sb.AppendLine();
-        sb.AppendLine(Failures == 0
-            ? $"All {Checks} checks behaved as the kernel does."
-            : $"{Failures} of {Checks} checks did not behave as expected.");
+        sb.AppendLine(failures == 0
+            ? Inv($"All {checks} checks{of} behaved as the kernel does.")
+            : Inv($"{failures} of {checks} checks{of} did not behave as expected."));
         return sb.ToString();
     }
 
-    public string ToJson()
+    /// <summary>The number of sections the run produced.</summary>
+    public int SectionCount => _sections.Count;
+
+    /// <summary>
+    /// Appends <paramref name="text"/>, wrapped at spaces to <see cref="MaxWidth"/>.
+    /// </summary>
+    internal static void Wrap(StringBuilder sb, string text, string first, string rest)
+    {
+        string prefix = first;
+        var line = new StringBuilder(prefix);
+        bool empty = true;
+        foreach (string word in text.Split(' '))
+        {
+            if (!empty && line.Length + 1 + word.Length > MaxWidth)
+            {
+                sb.AppendLine(line.ToString());
+                line.Clear().Append(rest);
+                empty = true;
+            }
+
+            line.Append(empty ? "" : " ").Append(word);
+            empty = false;
+        }
+
+        sb.AppendLine(line.ToString());
+    }
+
+    private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    public string ToJson(int? only = null)
     {
         using var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
@@ -92,7 +137,7 @@ internal sealed class Report(string mode)
 
             w.WriteEndObject();
             w.WriteStartArray("sections");
-            foreach (Section s in _sections)
+            foreach (Section s in _sections.Where(s => only is null || s.Number == only))
             {
                 w.WriteStartObject();
                 w.WriteNumber("number", s.Number);
@@ -210,7 +255,8 @@ internal sealed class Table(string name, string[] columns)
     {
         if (cells.Length != Columns.Length)
         {
-            throw new ArgumentException($"table {Name}: {cells.Length} cells for {Columns.Length} columns");
+            throw new ArgumentException(
+                $"table {Name}: {cells.Length} cells for {Columns.Length} columns");
         }
 
         Rows.Add([.. cells.Select(c => Convert.ToString(c, CultureInfo.InvariantCulture) ?? "")]);
@@ -218,13 +264,29 @@ internal sealed class Table(string name, string[] columns)
 
     public void Render(StringBuilder sb)
     {
-        int[] width = [.. Columns.Select((c, i) => Math.Max(c.Length, Rows.Count == 0 ? 0 : Rows.Max(r => r[i].Length)))];
-        string Line(string[] cells) => "  " + string.Join("  ", cells.Select((c, i) => i == cells.Length - 1 ? c : c.PadRight(width[i]))).TrimEnd();
+        int[] width = [.. Columns.Select((c, i) => Rows.Select(r => r[i].Length)
+            .Append(c.Length).Max())];
+
+        // Too wide for the screen: the last column (a description) goes under each row.
+        int full = 2 + width.Sum() + (2 * (width.Length - 1));
+        bool under = full > Report.MaxWidth && Columns.Length > 1;
+        int shown = under ? Columns.Length - 1 : Columns.Length;
+        string Line(string[] cells) => "  " + string.Join("  ", cells.Take(shown)
+            .Select((c, i) => i == shown - 1 ? c : c.PadRight(width[i]))).TrimEnd();
         sb.AppendLine(Line(Columns));
         sb.AppendLine(Line([.. width.Select(w => new string('-', w))]));
+        if (shown < Columns.Length)
+        {
+            Report.Wrap(sb, $"({Columns[^1]} under each row)", "      ", "      ");
+        }
+
         foreach (string[] r in Rows)
         {
             sb.AppendLine(Line(r));
+            if (shown < Columns.Length)
+            {
+                Report.Wrap(sb, r[^1], "      ", "        ");
+            }
         }
     }
 }

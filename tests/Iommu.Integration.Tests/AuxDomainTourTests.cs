@@ -99,6 +99,77 @@ public sealed class AuxDomainTourTests
         Assert.Equal(-1, legacy.RootElement.GetProperty("facts").GetProperty("legacy.aux_attach_errno").GetInt32()); // -EPERM
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Each_section_prints_alone_and_every_output_line_fits_100_columns(bool legacy)
+    {
+        string[] mode = legacy ? ["--legacy"] : [];
+        (int exit, string all) = Tour(mode);
+        Assert.True(exit == 0, all);
+        AssertFits(all, "the whole tour");
+        Assert.Contains("docs/concepts.md", all.Split('\n')[1], StringComparison.Ordinal);
+
+        for (int n = 1; n <= 6; n++)
+        {
+            (int e, string text) = Tour([.. mode, "--section", $"{n}"]);
+            Assert.True(e == 0, text);
+            AssertFits(text, $"section {n}");
+            string[] headings = [.. text.Split('\n').Where(l => l.StartsWith("== ", StringComparison.Ordinal))];
+            Assert.Equal([$"== {n}. "], headings.Select(h => h[..(h.IndexOf('.', StringComparison.Ordinal) + 2)]));
+            Assert.Matches($@"All \d+ checks of section {n} behaved as the kernel does\.", text);
+            Assert.Contains(headings[0], all, StringComparison.Ordinal);
+        }
+
+        (int json, string one) = Tour([.. mode, "--json", "--section", "5"]);
+        Assert.Equal(0, json);
+        using JsonDocument doc = JsonDocument.Parse(one);
+        Assert.Equal([5], doc.RootElement.GetProperty("sections").EnumerateArray().Select(s => s.GetProperty("number").GetInt32()));
+    }
+
+    [Fact]
+    public void The_tours_source_lines_fit_100_columns()
+    {
+        string dir = Path.Combine(RepoPaths.Root, "samples", "AuxDomainTour");
+        string[] wide = [.. Directory.GetFiles(dir, "*.cs").SelectMany(f => File.ReadAllLines(f)
+            .Select((l, i) => (Line: l, At: $"{Path.GetFileName(f)}:{i + 1}")))
+            .Where(x => x.Line.Length > 100).Select(x => $"{x.At} ({x.Line.Length})")];
+        Assert.True(wide.Length == 0, string.Join(", ", wide));
+    }
+
+    [Fact]
+    public void The_graph_option_writes_the_parents_structures_as_dot()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"tour-{Guid.NewGuid():N}.dot");
+        try
+        {
+            (int exit, string text) = Tour("--graph", path, "--section", "5");
+            Assert.True(exit == 0, text);
+            Assert.Contains($"written to {path}", text.ReplaceLineEndings(" ").Replace("    ", "", StringComparison.Ordinal), StringComparison.Ordinal);
+            string dot = File.ReadAllText(path);
+            Assert.StartsWith("digraph vtd {", dot, StringComparison.Ordinal);
+            Assert.Contains("requester 0x0020 (00:04.0), every PASID, scalable mode", dot, StringComparison.Ordinal);
+            foreach (string pasid in (string[])["PASID 0 (RID_PASID): PGTT=second-level", "PASID 1: PGTT=second-level", "PASID 2: ", "PASID 3: "])
+            {
+                Assert.Contains(pasid, dot, StringComparison.Ordinal);
+            }
+
+            // Guest A's RAM (16 pages at IOVA 1 MiB) and its secret page are leaf ranges of the graph.
+            Assert.Matches(@"0x10_0000–0x10_[0-9A-F]{4} → 0x1_[0-9A-F_]+ RW \(\d+ × 4K\)", dot);
+            Assert.Contains("0x4000_0000–0x4000_0FFF → ", dot, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    private static void AssertFits(string text, string what)
+    {
+        string[] wide = [.. text.Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.Length > 100)];
+        Assert.True(wide.Length == 0, $"{what}: {wide.Length} lines wider than 100 columns:\n{string.Join('\n', wide)}");
+    }
+
     [Fact]
     public void Help_and_bad_options()
     {
@@ -109,5 +180,11 @@ public sealed class AuxDomainTourTests
 
         (int bad, _) = Tour("--nope");
         Assert.Equal(2, bad);
+        Assert.Contains("--section N", text, StringComparison.Ordinal);
+        Assert.Contains("--graph FILE", text, StringComparison.Ordinal);
+        Assert.Equal(2, Tour("--section", "7").Exit);
+        Assert.Equal(2, Tour("--section", "x").Exit);
+        Assert.Equal(2, Tour("--section").Exit);
+        Assert.Equal(2, Tour("--graph").Exit);
     }
 }

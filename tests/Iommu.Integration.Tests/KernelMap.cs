@@ -22,9 +22,19 @@ internal static partial class KernelMap
     public static IReadOnlyList<Row> Collect()
     {
         var rows = new List<Row>();
+
+        // One table over the four libraries: <inheritdoc/> in one resolves to an interface in another.
+        var docs = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (Assembly asm in Libraries)
         {
-            Dictionary<string, string> docs = LoadDocs(asm);
+            foreach ((string id, string text) in LoadDocs(asm))
+            {
+                docs[id] = text;
+            }
+        }
+
+        foreach (Assembly asm in Libraries)
+        {
             foreach (Type t in asm.GetExportedTypes())
             {
                 Add(rows, t, TypeName(t), $"T:{DocName(t)}", docs);
@@ -39,7 +49,8 @@ internal static partial class KernelMap
                         _ => "?:",
                     };
                     string name = m is ConstructorInfo ? "#ctor" : m.Name;
-                    Add(rows, m, $"{TypeName(t)}.{(m is ConstructorInfo ? "ctor" : m.Name)}", $"{prefix}{DocName(t)}.{name}", docs);
+                    string display = $"{TypeName(t)}.{(m is ConstructorInfo ? "ctor" : m.Name)}";
+                    Add(rows, m, display, $"{prefix}{DocName(t)}.{name}", docs, InheritedDocIds(t, m));
                 }
             }
         }
@@ -69,11 +80,39 @@ internal static partial class KernelMap
         return sb.ToString();
     }
 
-    private static void Add(List<Row> rows, MemberInfo member, string display, string docPrefix, Dictionary<string, string> docs)
+    private static void Add(List<Row> rows, MemberInfo member, string display, string docPrefix, Dictionary<string, string> docs, IEnumerable<string>? inherited = null)
     {
         foreach (KernelSymbolAttribute a in member.GetCustomAttributes<KernelSymbolAttribute>(inherit: false))
         {
-            rows.Add(new Row(a.Symbol, a.Version ?? string.Empty, display, Summary(docs, docPrefix)));
+            // A member documented with <inheritdoc/> has no summary of its own: use the interface member's.
+            string summary = Summary(docs, docPrefix);
+            foreach (string id in inherited ?? [])
+            {
+                summary = summary.Length > 0 ? summary : Summary(docs, id);
+            }
+
+            rows.Add(new Row(a.Symbol, a.Version ?? string.Empty, display, summary));
+        }
+    }
+
+    // Doc-id prefixes of the interface members a method of t implements (what <inheritdoc/> copies).
+    private static IEnumerable<string> InheritedDocIds(Type t, MemberInfo m)
+    {
+        if (m is not MethodInfo method || t.IsInterface)
+        {
+            yield break;
+        }
+
+        foreach (Type i in t.GetInterfaces())
+        {
+            InterfaceMapping map = t.GetInterfaceMap(i);
+            for (int k = 0; k < map.TargetMethods.Length; k++)
+            {
+                if (map.TargetMethods[k] == method)
+                {
+                    yield return $"M:{DocName(i)}.{map.InterfaceMethods[k].Name}";
+                }
+            }
         }
     }
 
@@ -126,7 +165,7 @@ internal static partial class KernelMap
                     break;
                 case XElement x when x.Name == "see" || x.Name == "seealso":
                     string cref = (string?)x.Attribute("cref") ?? (string?)x.Attribute("langword") ?? string.Empty;
-                    sb.Append(cref.Length > 2 && cref[1] == ':' ? cref[(cref.LastIndexOf('.') + 1)..].Split('(')[0] : cref);
+                    sb.Append(CrefText(cref));
                     break;
                 case XElement x when x.Name == "paramref" || x.Name == "typeparamref":
                     sb.Append((string?)x.Attribute("name"));
@@ -138,6 +177,23 @@ internal static partial class KernelMap
         }
 
         return Spaces().Replace(sb.ToString(), " ").Trim();
+    }
+
+    // "M:Iommu.IommuCore.Unmap(Iommu.Domains.IDomain,System.UInt64)" -> "IommuCore.Unmap", "T:Iommu.Errno" -> "Errno":
+    // the parameter list goes first, since its dots are not the member's.
+    private static string CrefText(string cref)
+    {
+        if (cref.Length <= 2 || cref[1] != ':')
+        {
+            return cref;
+        }
+
+        string name = cref[2..].Split('(')[0];
+        string[] parts = name.Split('.');
+        string last = parts[^1].Replace("#ctor", "ctor", StringComparison.Ordinal);
+        int arity = last.IndexOf('`', StringComparison.Ordinal);
+        last = arity < 0 ? last : last[..arity];
+        return cref[0] == 'T' || cref[0] == 'N' || parts.Length < 2 ? last : $"{parts[^2].Split('`')[0]}.{last}";
     }
 
     private static string TypeName(Type t) => t.IsNested ? $"{TypeName(t.DeclaringType!)}.{t.Name}" : t.Name;

@@ -25,6 +25,24 @@ public sealed class KernelMapTests
     }
 
     [Fact]
+    public void Every_row_has_a_behaviour_and_crefs_read_as_member_names()
+    {
+        IReadOnlyList<KernelMap.Row> rows = KernelMap.Collect();
+
+        string[] empty = rows.Where(r => string.IsNullOrWhiteSpace(r.Summary)).Select(r => $"{r.Symbol} ({r.Member})").ToArray();
+        Assert.True(empty.Length == 0, $"rows without a behaviour: {string.Join(", ", empty)}");
+
+        // A cref flattened from its doc id must not leak parameter lists, by-ref markers or namespaces.
+        string[] mangled = rows.Where(r => r.Summary.Contains("@)", StringComparison.Ordinal)
+                || r.Summary.Contains("System.", StringComparison.Ordinal) || r.Summary.Contains("Iommu.Domains.", StringComparison.Ordinal)
+                || System.Text.RegularExpressions.Regex.IsMatch(r.Summary, @"\b[TMPFE]:"))
+            .Select(r => $"{r.Symbol}: {r.Summary}").ToArray();
+        Assert.True(mangled.Length == 0, string.Join("\n", mangled));
+        Assert.Contains(rows, r => r.Symbol == "iommu_unmap_fast" && r.Summary.StartsWith("IommuCore.Unmap without the final flush", StringComparison.Ordinal));
+        Assert.Contains(rows, r => r.Symbol == "intel_iommu_attach_device" && r.Summary.Contains("(attach_dev)", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Core_api_members_mirror_kernel_functions()
     {
         // The kernel functions the issue names must each be present and attributed.

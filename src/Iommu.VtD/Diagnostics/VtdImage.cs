@@ -83,6 +83,19 @@ public sealed class VtdImage
         return c.Word(off);
     }
 
+    /// <summary>Reads the 64-bit word at <paramref name="pa"/> when a chunk holds it (no exception on a miss).</summary>
+    internal bool TryReadUInt64(ulong pa, out ulong value)
+    {
+        value = 0;
+        if ((pa & 7) != 0 || !TryLocate(pa, out VtdImageChunk? c, out int off))
+        {
+            return false;
+        }
+
+        value = c!.Word(off);
+        return true;
+    }
+
     /// <summary>Returns a copy of the image with the 64-bit word at <paramref name="pa"/> replaced (probes are dropped: evaluate again).</summary>
     /// <param name="pa">8-byte aligned physical address inside a chunk.</param>
     /// <param name="value">The new word.</param>

@@ -22,7 +22,7 @@ internal static class AfterDisposeExemptions
         ["IommuFault"] = Value, ["IommuPageResponse"] = Value, ["IommuException"] = "exception type", ["IommuIotlbGather"] = Value,
         ["IommuResvRegion"] = Value, ["KernelSymbolAttribute"] = "metadata attribute", ["PlatformOptions"] = Value, ["Sizes"] = Static,
         ["VtdImage"] = "a managed copy of translation structures: owns no platform memory (LoadInto/exporters that touch memory are rows of the memory's owner)",
-        ["VtdImageChunk"] = Value, ["VtdImageEntry"] = Value, ["VtdImageJson"] = Static, ["VtdProbe"] = Value, ["VtdProbeResult"] = Value,
+        ["VtdImageChunk"] = Value, ["VtdImageEntry"] = Value, ["VtdImageJson"] = Static, ["VtdDecoder"] = Static, ["VtdImageDot"] = Static, ["VtdEntryDescription"] = Value, ["VtdProbe"] = Value, ["VtdProbeResult"] = Value,
         ["DmaPte"] = Static, ["DmarDomain"] = Callback, ["DmarFaultRecord"] = Value, ["IntelIommuOptions"] = Value, ["IntelIommuUnit"] = Callback,
         ["VtdActivity"] = Value, ["VtdCacheStatistics"] = Value, ["VtdCap"] = Static, ["VtdConfig"] = Value, ["VtdEcap"] = Static, ["VtdFormat"] = Static,
         ["VtdInterruptEventArgs"] = Value, ["VtdMetrics"] = "publishes counters to listeners; observable instruments report nothing after Platform.Dispose (MetricsTests)",

@@ -33,6 +33,7 @@ internal static class BadInputExemptions
         ["VtdInterruptEventArgs..ctor"] = ValueRecord,
         ["VtdImageChunk..ctor"] = ValueRecord,
         ["VtdImageEntry..ctor"] = ValueRecord,
+        ["VtdEntryDescription..ctor"] = ValueRecord,
         ["VtdProbe..ctor"] = ValueRecord,
         ["VtdProbeResult..ctor"] = ValueRecord,
         ["MdevTypeAttribute..ctor"] = ValueRecord,

@@ -112,5 +112,16 @@ internal static partial class BadInputMatrix
         X<ArgumentOutOfRangeException>("VtdImageChunk.Word", "offset past the chunk", _ => new VtdImageChunk(0, VtdImageChunkKind.RootTable, 0, new byte[16]).Word(16)),
         X<ArgumentOutOfRangeException>("VtdImageChunk.Word", "negative offset", _ => new VtdImageChunk(0, VtdImageChunkKind.RootTable, 0, new byte[16]).Word(-8)),
         X<ArgumentOutOfRangeException>("VtdImageJson.KindName", "undefined kind", _ => VtdImageJson.KindName((VtdImageChunkKind)99)),
+        V("VtdDecoder.DescribeFaultReason", "undefined code 0xff reads as reserved", _ => VtdDecoder.DescribeFaultReason((VtdFaultReason)0xff), "0xff: reserved fault reason"),
+        X<ArgumentOutOfRangeException>("VtdDecoder.EntryName", "undefined kind", _ => VtdDecoder.EntryName(new VtdImageEntry((VtdImageChunkKind)99, 0, 0, 0))),
+        V("VtdDecoder.EntryName", "page-table level 9", _ => VtdDecoder.EntryName(new VtdImageEntry(VtdImageChunkKind.PageTable, 9, 0, 0)), "level-9 entry"),
+        V("VtdDecoder.PgttName", "negative PGTT", _ => VtdDecoder.PgttName(-1), "reserved (-1)"),
+        X<ArgumentNullException>("VtdDecoder.DescribeEntry", "null image", _ => VtdDecoder.DescribeEntry(null!, default, 0, null)),
+        X<ArgumentOutOfRangeException>("VtdDecoder.DescribeEntry", "undefined kind", c => VtdDecoder.DescribeEntry(c.Unit.ExportImage(), new VtdImageEntry((VtdImageChunkKind)99, 0, 0, 0), 0, null)),
+        X<ArgumentOutOfRangeException>("VtdDecoder.DescribeEntry", "context entry not in the image", c => VtdDecoder.DescribeEntry(c.Unit.ExportImage(), new VtdImageEntry(VtdImageChunkKind.ScalableContextTable, 0, 0x8, 1), 0, null)),
+        X<ArgumentNullException>("VtdDecoder.DescribeWalk", "null image", _ => VtdDecoder.DescribeWalk(null!, 0, null, 0)),
+        V("VtdDecoder.DescribeWalk", "requester with no context: at most the root entry", c => VtdDecoder.DescribeWalk(c.Unit.ExportImage(), 0xff00, uint.MaxValue, ulong.MaxValue).Count <= 1, true),
+        X<ArgumentNullException>("VtdImageDot.ToDot", "null image", _ => ((VtdImage)null!).ToDot(0)),
+        V("VtdImageDot.ToDot", "requester with no context, PASID 2^32-1: a complete graph", c => c.Unit.ExportImage().ToDot(0xff00, uint.MaxValue).EndsWith("}\n", StringComparison.Ordinal), true),
     ];
 }
