@@ -2,7 +2,8 @@
 # Packs the four libraries and checks the packages as a user would get them: each .nupkg has
 # lib/net10.0 (dll + XML docs) and PACKAGE.md, each has its .snupkg (pdb), and a throwaway
 # console project outside the repository, referencing the packages from a local folder source,
-# builds and runs the README quick start (eng/package-consumer/Program.cs).
+# builds and runs the README quick start (eng/package-consumer/Program.cs); and a test project built
+# from the code blocks of docs/vendor-mdev-driver.md alone runs the guide's driver tests.
 #
 # Usage: eng/check-packages.sh [--no-build]   (--no-build: pack the Release build already made,
 # as .ci/run does right after `dotnet build Iommu.sln -c Release`). PACKAGES_OUT=dir keeps the packages.
@@ -88,6 +89,28 @@ XML
 echo "consumer: net10.0 console referencing ${libs[*]} $version from $out"
 if ! (cd "$app" && NUGET_PACKAGES="$work/nuget-cache" dotnet run -c Release --nologo); then
   echo "package consumer check failed"
+  exit 1
+fi
+# The vendor-driver guide, from its text alone: every code block of docs/vendor-mdev-driver.md becomes the
+# file its <!-- snippet: path --> line names (the test project, the driver, its tests), and the project
+# builds against the packages and runs its xunit + Moq tests. xunit, Moq and the test SDK restore from
+# this machine's NuGet cache, which the repository's test projects filled (same versions, checked by
+# DocSnippetTests), so this works offline; nuget.org is asked only when there is no such cache.
+guide="$work/vendor-driver"
+mkdir -p "$guide"
+awk -v dir="$guide" '
+  /^<!-- snippet: [^ ]+ -->$/ { name = $3; sub(/.*\//, "", name); next }
+  /^```/ { if (out != "") { close(out); out = ""; next } if (name != "") { out = dir "/" name; printf "" > out; name = ""; next } }
+  { if (out != "") print > out; name = "" }
+' "$repo/docs/vendor-mdev-driver.md"
+sed -i -E "s#(Include=\"(Iommu\.Core|Iommu\.VtD|Vfio\.Mdev|Vfio\.Type1)\" Version=)\"[^\"]*\"#\1\"[$version]\"#" "$guide"/*.csproj
+machine_cache=$(dotnet nuget locals global-packages --list | sed -E 's/^global-packages: //')
+if [ -d "$machine_cache/xunit" ]; then other="$machine_cache"; else other="https://api.nuget.org/v3/index.json"; fi
+sed -e "s#<add key=\"nuget.org\" value=\"https://api.nuget.org/v3/index.json\" protocolVersion=\"3\" />#<add key=\"nuget.org\" value=\"$other\" />#" \
+  -e "s#$work/nuget-cache#$work/nuget-cache-guide#" "$app/nuget.config" > "$guide/nuget.config"
+echo "vendor-driver guide: $(ls "$guide" | tr '\n' ' ')(other packages from $other)"
+if ! (cd "$guide" && NUGET_PACKAGES="$work/nuget-cache-guide" dotnet test -c Release --nologo); then
+  echo "vendor-driver guide check failed"
   exit 1
 fi
 echo "packages checked in ${SECONDS}s"

@@ -11,7 +11,7 @@ internal static class QuickStart
 {
     public static (uint Pasid, DmaResult Ok, DmaResult Fault) Run()
     {
-        // quick-start-begin
+        // snippet-begin: quick-start
         using var platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB });
         PciBus pci = platform.AddPciBus(segment: 0);
         var dmar = new VtdUnit(platform.Memory, VtdConfig.ScalableMode48Bit);  // the hardware
@@ -30,7 +30,7 @@ internal static class QuickStart
         DmaResult ok = parent.DmaWrite(pasid, iova: 0x1000_0040, "hello"u8);    // translated by the VT-d model
         DmaResult fault = parent.DmaWrite(pasid, iova: 0x7000_0000, "oops"u8);  // unmapped: a VT-d fault
         Console.WriteLine($"PASID {pasid}: {ok.Status} at 0x{ok.Address:x}; unmapped: {fault.Status} (reason 0x{fault.FaultReason:x})");
-        // quick-start-end
+        // snippet-end: quick-start
         return (pasid, ok, fault);
     }
 }

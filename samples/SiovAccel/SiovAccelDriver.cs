@@ -13,17 +13,17 @@ namespace SiovAccel;
 /// </summary>
 /// <remarks>
 /// <para>Isolation is by the IOMMU: <c>create</c> enables AUX on the parent
-/// (<c>IOMMU_DEV_ATTR_AUXD_ENABLE</c>) and calls <c>mdev_set_iommu_device(mdev, parent)</c>, so VFIO
+/// (<c>iommu_dev_enable_feature(IOMMU_DEV_FEAT_AUX)</c>) and calls <c>mdev_set_iommu_device(mdev, parent)</c>, so VFIO
 /// type1 aux-attaches its domain to the parent and records it with <c>mdev_set_iommu_domain</c>.
 /// When user space opens the device (which VFIO only allows once the group's container has its
 /// IOMMU set, i.e. after the attach), the driver reads the domain (<c>mdev_get_iommu_domain</c>), gets
-/// its PASID (<c>DOMAIN_ATTR_AUXD_ID</c>) and programs the ADI; closing disables it.</para>
+/// its PASID (<c>iommu_aux_get_pasid</c>) and programs the ADI; closing disables it.</para>
 /// <para>Device layout (vfio-pci offsets): config space (region 7) and BAR0 (region 0) with the ADI's
 /// registers — 0x00 status (bit 0 enabled), 0x08 PASID, 0x10 software error, 0x18 fault address —
 /// and the 64-byte portal at <see cref="PortalOffset"/>: writing a descriptor there executes it.</para>
 /// <para>Thread safety: ADI allocation is under the driver's lock; each ADI serialises its own work.</para>
 /// </remarks>
-public sealed class SiovAccelDriver : IMdevParentOps
+public sealed class SiovAccelDriver : MdevParentOpsBase
 {
     /// <summary>BAR0 offset of the descriptor portal.</summary>
     public const int PortalOffset = 0x100;
@@ -90,15 +90,10 @@ public sealed class SiovAccelDriver : IMdevParentOps
     }
 
     /// <inheritdoc/>
-    public MdevParentCallbacks Callbacks =>
-        MdevParentCallbacks.Create | MdevParentCallbacks.Remove | MdevParentCallbacks.OpenDevice | MdevParentCallbacks.CloseDevice
-        | MdevParentCallbacks.Read | MdevParentCallbacks.Write;
+    public override string DriverName => "siov_accel";
 
     /// <inheritdoc/>
-    public string DriverName => "siov_accel";
-
-    /// <inheritdoc/>
-    public IReadOnlyList<MdevTypeGroup> SupportedTypeGroups { get; }
+    public override IReadOnlyList<MdevTypeGroup> SupportedTypeGroups { get; }
 
     /// <summary>The ADI behind <paramref name="mdev"/>.</summary>
     /// <param name="mdev">An mdev of this driver.</param>
@@ -110,7 +105,7 @@ public sealed class SiovAccelDriver : IMdevParentOps
     }
 
     /// <inheritdoc/>
-    public Errno Create(IMdevDevice mdev)
+    public override Errno Create(IMdevDevice mdev)
     {
         ArgumentNullException.ThrowIfNull(mdev);
         Adi? adi = null;
@@ -132,7 +127,7 @@ public sealed class SiovAccelDriver : IMdevParentOps
 
             if (_assigned == 0)
             {
-                Errno ret = _iommu.SetDevAttr(Parent, IommuDevAttr.AuxdEnable);
+                Errno ret = _iommu.DevEnableFeature(Parent, IommuDevFeature.Aux);
                 if (ret != Errno.None)
                 {
                     return ret;
@@ -149,7 +144,7 @@ public sealed class SiovAccelDriver : IMdevParentOps
     }
 
     /// <inheritdoc/>
-    public Errno Remove(IMdevDevice mdev)
+    public override Errno Remove(IMdevDevice mdev)
     {
         ArgumentNullException.ThrowIfNull(mdev);
         if (mdev.GetDrvdata() is not Adi adi)
@@ -165,7 +160,7 @@ public sealed class SiovAccelDriver : IMdevParentOps
             adi.Assigned = false;
             if (--_assigned == 0)
             {
-                _iommu.SetDevAttr(Parent, IommuDevAttr.AuxdDisable);
+                _iommu.DevDisableFeature(Parent, IommuDevFeature.Aux);
             }
         }
 
@@ -173,7 +168,7 @@ public sealed class SiovAccelDriver : IMdevParentOps
     }
 
     /// <inheritdoc/>
-    public Errno OpenDevice(IMdevDevice mdev)
+    public override Errno OpenDevice(IMdevDevice mdev)
     {
         Adi adi = AdiOf(mdev);
         IDomain? domain = mdev.GetIommuDomain();
@@ -182,21 +177,21 @@ public sealed class SiovAccelDriver : IMdevParentOps
             return ErrorDetail.Fail(Errno.EINVAL, $"{mdev.Uuid}: no IOMMU domain is attached on behalf of the mdev (mdev_get_iommu_domain is NULL)");
         }
 
-        Errno ret = _iommu.DomainGetAttr(domain, DomainAttr.AuxdId, out uint pasid);
-        if (ret != Errno.None)
+        int pasid = _iommu.AuxGetPasid(domain, Parent);
+        if (pasid < 0)
         {
-            return ret;
+            return (Errno)(-pasid);
         }
 
-        adi.Program(pasid);
+        adi.Program((uint)pasid);
         return Errno.None;
     }
 
     /// <inheritdoc/>
-    public void CloseDevice(IMdevDevice mdev) => AdiOf(mdev).Disable();
+    public override void CloseDevice(IMdevDevice mdev) => AdiOf(mdev).Disable();
 
     /// <inheritdoc/>
-    public long Read(IMdevDevice mdev, Span<byte> buffer, long offset)
+    public override long Read(IMdevDevice mdev, Span<byte> buffer, long offset)
     {
         Adi adi = AdiOf(mdev);
         (int index, long pos) = Split(offset);
@@ -222,7 +217,7 @@ public sealed class SiovAccelDriver : IMdevParentOps
     }
 
     /// <inheritdoc/>
-    public long Write(IMdevDevice mdev, ReadOnlySpan<byte> buffer, long offset)
+    public override long Write(IMdevDevice mdev, ReadOnlySpan<byte> buffer, long offset)
     {
         Adi adi = AdiOf(mdev);
         (int index, long pos) = Split(offset);
@@ -239,15 +234,6 @@ public sealed class SiovAccelDriver : IMdevParentOps
 
         return ErrorDetail.Fail(Errno.EINVAL, $"{mdev.Uuid}: write of {buffer.Length} bytes at region {index} offset 0x{pos:x} is outside the device (descriptors are 64-byte writes at 0x{PortalOffset:x})").ToKernelReturn();
     }
-
-    /// <inheritdoc/>
-    public long Ioctl(IMdevDevice mdev, uint cmd, Span<byte> arg) => throw new NotSupportedException();
-
-    /// <inheritdoc/>
-    public Errno Mmap(IMdevDevice mdev, VmArea vma) => throw new NotSupportedException();
-
-    /// <inheritdoc/>
-    public void Request(IMdevDevice mdev, uint count) => throw new NotSupportedException();
 
     private static (int Index, long Pos) Split(long offset) => ((int)(offset >> OffsetShift), offset & ((1L << OffsetShift) - 1));
 }

@@ -10,7 +10,9 @@ namespace Vfio.Mdev;
 /// <remarks>
 /// <para>Optional callbacks: <see cref="Callbacks"/> says which are implemented; the core never calls
 /// one whose bit is clear (methods for an absent callback may throw <see cref="NotSupportedException"/>).
-/// <c>create</c>, <c>remove</c> and <see cref="SupportedTypeGroups"/> are mandatory.</para>
+/// <c>create</c>, <c>remove</c> and <see cref="SupportedTypeGroups"/> are mandatory. A vendor driver
+/// usually derives from <see cref="MdevParentOpsBase"/> instead, which writes the bitmask and the
+/// absent callbacks for it.</para>
 /// <para>Follows 5.15: <c>create</c> takes only the mdev (the type is found through
 /// <see cref="IMdevDevice.TypeGroupId"/>), and the device is opened/closed with
 /// <c>open_device</c>/<c>close_device</c> on the first open and last close. 5.15's optional

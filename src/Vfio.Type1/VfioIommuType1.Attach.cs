@@ -91,12 +91,10 @@ public sealed partial class VfioIommuType1
             }
 
             e = PrepareIovaList(domain, group, out List<VfioIovaRange>? newList);
-            if (e == Errno.None && !_options.AllowUnsafeInterrupts && !_options.MsiRemap && !_iommu.Capable(bus, IommuCap.IntrRemap))
-            {
-                e = ErrorDetail.Fail(Errno.EPERM, "no interrupt remapping support; set allow_unsafe_interrupts to attach");
-            }
 
-            if (e != Errno.None)
+            // msi_remap = irq_domain_check_msi_remap() || iommu_capable(bus, IOMMU_CAP_INTR_REMAP), checked after the attach as in 5.15.
+            bool unsafeInterrupts = e == Errno.None && !_options.AllowUnsafeInterrupts && !_options.MsiRemap && !_iommu.Capable(bus, IommuCap.IntrRemap);
+            if (e != Errno.None || unsafeInterrupts)
             {
                 using (ErrorDetail.PreserveWhileUnwinding())
                 {
@@ -104,7 +102,9 @@ public sealed partial class VfioIommuType1
                     _iommu.DomainFree(domain);
                 }
 
-                return e;
+                return unsafeInterrupts
+                    ? ErrorDetail.Fail(Errno.EPERM, $"{group}: no interrupt remapping on {bus.Name} (the IOMMU does not report IOMMU_CAP_INTR_REMAP and VfioType1Options.MsiRemap is false); set VfioType1Options.AllowUnsafeInterrupts = true to attach anyway (the allow_unsafe_interrupts module parameter)")
+                    : e;
             }
 
             var de = new DomainEntry { Domain = domain, Prot = _iommu.Capable(bus, IommuCap.CacheCoherency) ? IommuProt.Cache : IommuProt.None };

@@ -14,6 +14,12 @@ public sealed class VfioType1Options
     public uint DmaEntryLimit { get => _dmaEntryLimit; set => _dmaEntryLimit = value; }
 
     /// <summary><c>allow_unsafe_interrupts</c> (default false): attach even without MSI isolation.</summary>
+    /// <remarks>
+    /// Not needed where the IOMMU remaps interrupts (<c>iommu_capable(IOMMU_CAP_INTR_REMAP)</c>: a VT-d unit
+    /// with ECAP.IR, as <c>VtdConfig.ScalableMode48Bit</c> and <c>VtdConfig.Legacy48Bit</c> have) or when
+    /// <see cref="MsiRemap"/> is set. Without either, attaching a group to a container fails with -EPERM
+    /// unless this is true, as on a host without interrupt remapping.
+    /// </remarks>
     [Iommu.KernelSymbol("allow_unsafe_interrupts")]
     public bool AllowUnsafeInterrupts { get; set; }
 

@@ -60,6 +60,8 @@ internal static class Dmar
 
     public static bool EcapQis(ulong ecap) => (ecap & (1UL << 1)) != 0;
 
+    public static bool EcapIrSupport(ulong ecap) => (ecap & (1UL << 3)) != 0;
+
     public static bool EcapPassThrough(ulong ecap) => (ecap & (1UL << 6)) != 0;
 
     public static bool EcapSc(ulong ecap) => (ecap & (1UL << 7)) != 0;

@@ -151,11 +151,23 @@ public sealed partial class IntelIommu : IIommuOps
     public bool PasidModeSupport => Array.TrueForAll(_units, u => u.PasidSupported);
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// <c>IOMMU_CAP_CACHE_COHERENCY</c> when every unit has ECAP.SC; <c>IOMMU_CAP_INTR_REMAP</c> when every
+    /// unit has ECAP.IR (5.15 answers <c>irq_remapping_enabled</c>, which the IR driver sets only when every
+    /// DRHD supports it; the remapping table is not modelled); nothing else.
+    /// </remarks>
     [KernelSymbol("intel_iommu_capable")]
     public bool Capable(IommuCap cap)
     {
         _memory.ThrowIfDisposed();
-        return cap == IommuCap.CacheCoherency && SnoopingSupport();
+        return cap switch
+        {
+            IommuCap.CacheCoherency => SnoopingSupport(),
+
+            // irq_remapping_enabled: intel_prepare_irq_remapping turns IR on only when every DRHD has ECAP.IR.
+            IommuCap.IntrRemap => Array.TrueForAll(_units, u => Dmar.EcapIrSupport(u.Ecap)),
+            _ => false,
+        };
     }
 
     /// <inheritdoc/>

@@ -10,9 +10,10 @@ namespace Iommu.VtD.Hardware;
 /// <remarks>
 /// <para>The IOTLB registers are placed at 0x0F0 (ECAP.IRO = 0xF) and the fault-recording registers
 /// at 0x220 (CAP.FRO = 0x22), where QEMU puts them.</para>
-/// <para>Interrupt remapping, first-level and nested translation, device-TLBs (ATS), page requests,
-/// advanced fault logging and protected memory regions are not modelled; the corresponding
-/// capability bits are always clear.</para>
+/// <para>First-level and nested translation, device-TLBs (ATS), page requests, advanced fault
+/// logging and protected memory regions are not modelled; the corresponding capability bits are
+/// always clear. Interrupt remapping is reported (ECAP.IR, <see cref="InterruptRemapping"/>) but its
+/// table is not modelled: the bit is what the driver and VFIO ask about.</para>
 /// </remarks>
 public sealed record VtdConfig
 {
@@ -94,6 +95,16 @@ public sealed record VtdConfig
     /// <summary>Supported PASID width in bits (ECAP.PSS + 1), 1–20.</summary>
     public int PasidWidth { get; init; } = 20;
 
+    /// <summary>
+    /// ECAP.IR: the unit supports interrupt remapping. The driver reports <c>IOMMU_CAP_INTR_REMAP</c>
+    /// when every unit has it, which is what lets VFIO type1 attach without
+    /// <c>allow_unsafe_interrupts</c>. The interrupt-remapping table itself is not modelled.
+    /// </summary>
+    /// <remarks>Off unless set; the presets of real units (<see cref="Legacy48Bit"/>, <see cref="ScalableMode48Bit"/>,
+    /// <see cref="ScalableMode57Bit"/>) set it, as every VT-d unit since the first generation has it;
+    /// <see cref="Legacy39Bit"/> (QEMU with <c>intremap=off</c>) does not.</remarks>
+    public bool InterruptRemapping { get; init; }
+
     /// <summary>ECAP.RPS: the context entry's RID_PASID gives the PASID of requests without PASID (otherwise PASID 0).</summary>
     public bool RidPasidSupport { get; init; }
 
@@ -138,17 +149,19 @@ public sealed record VtdConfig
         HostAddressWidth = 39,
     };
 
-    /// <summary>A legacy-mode unit with 3- and 4-level tables, 48-bit MGAW, 46-bit HAW and eight fault records.</summary>
+    /// <summary>A legacy-mode unit with 3- and 4-level tables, 48-bit MGAW, 46-bit HAW, eight fault records and interrupt remapping.</summary>
     public static VtdConfig Legacy48Bit { get; } = new()
     {
         FaultRecordCount = 8,
+        InterruptRemapping = true,
     };
 
-    /// <summary>A scalable-mode unit (VER 3.0) with second-level translation, 20-bit PASIDs, RID_PASID, 3- and 4-level tables.</summary>
+    /// <summary>A scalable-mode unit (VER 3.0) with second-level translation, 20-bit PASIDs, RID_PASID, 3- and 4-level tables and interrupt remapping.</summary>
     public static VtdConfig ScalableMode48Bit { get; } = new()
     {
         Version = 0x30,
         FaultRecordCount = 8,
+        InterruptRemapping = true,
         ScalableMode = true,
         SecondLevelTranslation = true,
         PasidSupport = true,
@@ -186,6 +199,7 @@ public sealed record VtdConfig
     public ulong Ecap =>
         (PageWalkCoherency ? VtdEcap.C : 0)
         | (QueuedInvalidation ? VtdEcap.Qi : 0)
+        | (InterruptRemapping ? VtdEcap.Ir : 0)
         | (PassThrough ? VtdEcap.Pt : 0)
         | (SnoopControl ? VtdEcap.Sc : 0)
         | ((ulong)(IotlbRegisterOffset / 16) << VtdEcap.IroShift)

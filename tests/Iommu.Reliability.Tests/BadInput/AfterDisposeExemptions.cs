@@ -27,6 +27,7 @@ internal static class AfterDisposeExemptions
         ["VtdActivity"] = Value, ["VtdCacheStatistics"] = Value, ["VtdCap"] = Static, ["VtdConfig"] = Value, ["VtdEcap"] = Static, ["VtdFormat"] = Static,
         ["VtdInterruptEventArgs"] = Value, ["VtdMetrics"] = "publishes counters to listeners; observable instruments report nothing after Platform.Dispose (MetricsTests)",
         ["VtdRegister"] = Static, ["VtdTranslation"] = Value, ["VtdAssembly"] = Static, ["MdevAssembly"] = Static, ["MdevTypeAttribute"] = Value,
+        ["MdevParentOpsBase"] = "abstract base of vendor drivers: Callbacks is fixed at construction and the callbacks are the vendor's own code, reached only through the mdev core (which has rows)",
         ["MdevTypeGroup"] = "sysfs attribute-group description: values and delegates, no platform", ["NotifyResult"] = Value,
         ["VfioDmaUnmapEvent"] = Value, ["VmArea"] = "mmap area descriptor of an mdev file: values only", ["ProcessMemoryArea"] = Value, ["VfioFile"] = "abstract base: FileRefs counter only",
         ["Type1Assembly"] = Static, ["VfioBitmap"] = Value, ["VfioGroupStatus"] = Value, ["VfioIommuType1DmaMap"] = Value, ["VfioIommuType1DmaUnmap"] = Value,

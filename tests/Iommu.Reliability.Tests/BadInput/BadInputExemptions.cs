@@ -18,6 +18,7 @@ internal static class BadInputExemptions
         ["IntelIommuUnit"] = DriverInternal,
         ["VtdCap"] = "bit-field decoder over the raw CAP register: every ulong is a valid input",
         ["VtdEcap"] = "bit-field decoder over the raw ECAP register: every ulong is a valid input",
+        ["MdevParentOpsBase"] = "abstract base of vendor drivers: its members are the vendor's callbacks, which the mdev core calls with arguments it has checked (MdevCore, MdevDevice and MdevDeviceFile rows cover bad input)",
         ["VtdMetrics"] = "publishes counters to an EventSource/Meter listener; no caller-supplied data beyond the unit",
     };
 
