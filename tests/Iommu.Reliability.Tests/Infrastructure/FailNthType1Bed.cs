@@ -19,14 +19,15 @@ internal sealed class FailNthType1Bed : IDisposable
 {
     /// <param name="options">type1 module parameters.</param>
     /// <param name="scalableSegment1">Segment 1's unit runs scalable mode with PASIDs and snoop control (for SIOV parents there).</param>
-    public FailNthType1Bed(VfioType1Options? options = null, bool scalableSegment1 = false)
+    /// <param name="interruptRemapping">Whether the units report interrupt remapping (ECAP.IR), as real units do.</param>
+    public FailNthType1Bed(VfioType1Options? options = null, bool scalableSegment1 = false, bool interruptRemapping = true)
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
         Pci0 = Platform.AddPciBus(0);
         Pci1 = Platform.AddPciBus(1);
-        Unit0 = new VtdUnit(Platform.Memory, VtdConfig.Legacy48Bit, segment: 0);
+        Unit0 = new VtdUnit(Platform.Memory, VtdConfig.Legacy48Bit with { InterruptRemapping = interruptRemapping }, segment: 0);
         // SnoopControl: the 5.15 driver counts a scalable-mode unit as snooping and sets SNP (IOMMU_CACHE).
-        Unit1 = new VtdUnit(Platform.Memory, scalableSegment1 ? VtdConfig.ScalableMode48Bit with { SnoopControl = true } : VtdConfig.Legacy48Bit, segment: 1);
+        Unit1 = new VtdUnit(Platform.Memory, scalableSegment1 ? VtdConfig.ScalableMode48Bit with { SnoopControl = true, InterruptRemapping = interruptRemapping } : VtdConfig.Legacy48Bit with { InterruptRemapping = interruptRemapping }, segment: 1);
         Pci0.AddDmaRemapper(Unit0, includeAll: true);
         Pci1.AddDmaRemapper(Unit1, includeAll: true);
         Driver0 = new IntelIommu(Platform, new IntelIommuOptions { ScalableMode = false }, Unit0);
