@@ -384,14 +384,14 @@ internal sealed class Tour : IDisposable
             DmarFaultRecord f = faults[i];
             string guest = _guests.FirstOrDefault(g => g.Pasid != 0 && g.Pasid == f.Pasid)?.Name ?? "-";
             string what = i - before < wrong.Count ? wrong[i - before].What : "?";
-            ft.Row(i + 1, what, PciAddress.FromRequesterId(_unit.Segment, f.SourceId), f.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-", guest, f.Write ? "write" : "read", $"0x{f.Address:x}", $"0x{f.Reason:x2}", Decode((VtdFaultReason)f.Reason));
+            ft.Row(i + 1, what, PciAddress.FromRequesterId(_unit.Segment, f.SourceId), f.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-", guest, f.Write ? "write" : "read", $"0x{f.Address:x}", $"0x{(byte)f.Reason:x2}", Decode(f.Reason));
         }
 
         bool match = faults.Count - before == wrong.Count;
         for (int i = 0; match && i < wrong.Count; i++)
         {
             DmarFaultRecord f = faults[before + i];
-            match = f.SourceId == _parent.RequesterId && f.Pasid == wrong[i].Pasid && f.Address == wrong[i].Address && f.Write == wrong[i].Write && f.Reason == (int)wrong[i].Reason;
+            match = f.SourceId == _parent.RequesterId && f.Pasid == wrong[i].Pasid && f.Address == wrong[i].Address && f.Write == wrong[i].Write && f.Reason == wrong[i].Reason;
         }
 
         _r.Expect(match, $"the fault handler read {faults.Count - before} record(s) from the unit's fault registers, each with the requester, PASID, address and reason expected: "
@@ -520,7 +520,7 @@ internal sealed class Tour : IDisposable
 
         _r.Fact("iotlb.hits", s.IotlbHits);
         _r.Fact("iotlb.misses", s.IotlbMisses);
-        _r.Fact("faults", _driver.Faults.Select(f => $"pasid={f.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-"} addr=0x{f.Address:x} reason=0x{f.Reason:x2}").ToList());
+        _r.Fact("faults", _driver.Faults.Select(f => $"pasid={f.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-"} addr=0x{f.Address:x} reason=0x{(byte)f.Reason:x2}").ToList());
     }
 
     // The platform's metrics (System.Diagnostics.Metrics, docs/metrics.md) as an exporter would collect them now, checked against the models' own counters.
