@@ -39,7 +39,7 @@ iommu.Map(domain, iova: 0x1000_0000, paddr: 0x2_0000_0000, size: 2 * Sizes.MiB,
 
 DmaResult ok = parent.DmaWrite(pasid, iova: 0x1000_0040, "hello"u8);    // translated by the VT-d model
 DmaResult fault = parent.DmaWrite(pasid, iova: 0x7000_0000, "oops"u8);  // unmapped: a VT-d fault
-Console.WriteLine($"PASID {pasid}: {ok.Status} at 0x{ok.Address:x}; unmapped: {fault.Status} (reason 0x{fault.FaultReason:x})");
+Console.WriteLine($"PASID {pasid}: {ok.Status} at 0x{ok.Address:x}; unmapped: {fault.Status} (reason {fault.FaultReason})");
 
 Check(pasid > 0, $"aux domain PASID {pasid} > 0");
 Check(ok.Status == DmaStatus.Ok && ok.Address == 0x2_0000_0040, $"DMA write translated to 0x{ok.Address:x} (expected 0x200000040)");

@@ -578,7 +578,7 @@ internal sealed class Tour : IDisposable
                 f.Write ? "write" : "read",
                 $"0x{f.Address:x}",
                 $"0x{(int)f.Reason:x2}",
-                VtdDecoder.DescribeFaultReason((VtdFaultReason)f.Reason));
+                VtdDecoder.DescribeFaultReason(f.Reason));
         }
 
         bool match = faults.Count - before == wrong.Count;
@@ -587,7 +587,7 @@ internal sealed class Tour : IDisposable
             DmarFaultRecord f = faults[before + i];
             match = f.SourceId == _parent.RequesterId && f.Pasid == wrong[i].Pasid
                 && f.Address == wrong[i].Address && f.Write == wrong[i].Write
-                && f.Reason == (int)wrong[i].Reason;
+                && f.Reason == wrong[i].Reason;
         }
 
         _r.Expect(

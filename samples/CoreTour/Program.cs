@@ -24,7 +24,7 @@ void Expect(bool ok, string what)
 Console.WriteLine("== 0. Quick start (README)");
 (uint qsPasid, DmaResult qsOk, DmaResult qsFault) = QuickStart.Run();
 Expect(qsPasid == 1 && qsOk.IsOk && qsOk.Address == 0x2_0000_0040, "the aux domain got PASID 1 and the ADI's DMA landed at 0x200000040");
-Expect(qsFault.Status == DmaStatus.Fault && qsFault.FaultReason == 0x85, "DMA to an unmapped IOVA faulted: scalable-mode reason 0x85 (SGN.6, no write permission)");
+Expect(qsFault.Status == DmaStatus.Fault && qsFault.FaultReason.Code == 0x85, $"DMA to an unmapped IOVA faulted: {qsFault.FaultReason}, a scalable-mode write without write permission (SGN.6)");
 
 using var platform = new Platform(new PlatformOptions { MemorySize = 16 * Sizes.GiB });
 PciBus pci = platform.AddPciBus();

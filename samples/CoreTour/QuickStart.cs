@@ -29,7 +29,7 @@ internal static class QuickStart
 
         DmaResult ok = parent.DmaWrite(pasid, iova: 0x1000_0040, "hello"u8);    // translated by the VT-d model
         DmaResult fault = parent.DmaWrite(pasid, iova: 0x7000_0000, "oops"u8);  // unmapped: a VT-d fault
-        Console.WriteLine($"PASID {pasid}: {ok.Status} at 0x{ok.Address:x}; unmapped: {fault.Status} (reason 0x{fault.FaultReason:x})");
+        Console.WriteLine($"PASID {pasid}: {ok.Status} at 0x{ok.Address:x}; unmapped: {fault.Status} (reason {fault.FaultReason})");
         // snippet-end: quick-start
         return (pasid, ok, fault);
     }

@@ -16,7 +16,8 @@ public sealed partial class IommuCore
     /// <returns>-ENODEV when the device's bus has no IOMMU ops or the driver has no <c>get_dev_attr</c>; -EINVAL for a SET attribute; else the driver's result.</returns>
     /// <remarks>
     /// Seed v4: dispatches through <c>dev->bus->iommu_ops</c>. The attribute direction is checked by
-    /// the core (the seed's diffs were not published; see spec §1.12).
+    /// the core: the seed's v4 cover letter describes the attributes, but its diffs were not found, so
+    /// the split into GET and SET attributes is this model's reading of it.
     /// </remarks>
     [KernelSymbol("iommu_get_dev_attr", Version = "seed v4")]
     public Errno GetDevAttr(Device device, IommuDevAttr attr, out bool value)

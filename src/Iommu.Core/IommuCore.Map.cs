@@ -21,9 +21,15 @@ public sealed partial class IommuCore
     /// misaligned), or the driver's error, after unmapping exactly what this call had mapped.
     /// </returns>
     /// <remarks>
-    /// 5.15: <c>iommu_pgsize</c> returns a page size and a count, and a driver with <c>map_pages</c>
+    /// <para>5.15: <c>iommu_pgsize</c> returns a page size and a count, and a driver with <c>map_pages</c>
     /// gets the whole run in one call (else <c>map</c> once per page); <c>iotlb_sync_map</c> runs only
-    /// after a fully successful map (5.10 ran it even on failure). Allocates nothing.
+    /// after a fully successful map (5.10 ran it even on failure). Allocates nothing.</para>
+    /// <para>The page sizes are the domain's <see cref="IDomain.PgsizeBitmap"/> at the time of the call,
+    /// and a driver may widen it on attach. The VT-d driver does, as 5.15's does: a new domain offers
+    /// 4 KiB only (<c>intel_iommu_ops.pgsize_bitmap</c>), and its first attach adds 2 MiB and 1 GiB from
+    /// the unit's CAP.SLLPS (<c>domain_update_iommu_cap</c>). So a 2 MiB map made before the first attach
+    /// writes 512 4 KiB entries, and they stay 4 KiB after the attach (nothing merges them; the IOTLB
+    /// needs 512 entries for the range). Attach first, then map, to get superpages.</para>
     /// </remarks>
     /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_map")]

@@ -12,7 +12,24 @@ public sealed record PlatformOptions
     /// <summary>Bytes of physical memory reserved for translation structures handed out by <see cref="Platform.Frames"/> (default 256 MiB).</summary>
     public ulong TableMemorySize { get; init; } = 256 * Sizes.MiB;
 
-    /// <summary>Where the translation-structure region starts; null puts it at the top of memory.</summary>
+    /// <summary>
+    /// Physical address where the translation-structure region starts: the <see cref="TableMemorySize"/>
+    /// bytes from which <see cref="Platform.Frames"/> hands out root, context, PASID-directory, PASID and
+    /// page-table frames. Null (the default) puts it at the top of memory,
+    /// <c>MemorySize - TableMemorySize</c>.
+    /// </summary>
+    /// <remarks>
+    /// <para>It must be 4 KiB-aligned with the whole region inside memory, or the <see cref="Platform"/>
+    /// constructor throws <see cref="ArgumentOutOfRangeException"/>. The region is claimed in
+    /// <see cref="Platform.Memory"/>: a later claim that overlaps it (a VFIO host page pool, by default
+    /// 1 GiB at 4 GiB) throws <see cref="ArgumentException"/> naming both ranges, so move one of them
+    /// when memory is small.</para>
+    /// <para>Set it when the top of memory does not suit the tables: a VT-d unit treats pointer bits at
+    /// or above its host address width as reserved, so with more memory than the unit's
+    /// <c>HostAddressWidth</c> reaches (39 bits, 512 GiB, for QEMU's default unit) the tables must sit
+    /// below that line, or every walk faults; and a test that wants table addresses fixed across memory
+    /// sizes can pin them here.</para>
+    /// </remarks>
     public ulong? TableMemoryBase { get; init; }
 
     /// <summary>

@@ -180,13 +180,13 @@ public sealed class VfioContainer : VfioFile
 
     /// <summary><c>VFIO_IOMMU_MAP_DMA</c> as the owner issues it.</summary>
     /// <param name="map">The request.</param>
-    /// <returns>0 or the errno of §4.6.</returns>
+    /// <returns>0 or the errno of <c>vfio_dma_do_map</c>.</returns>
     public Errno MapDma(in VfioIommuType1DmaMap map) => MapDma(Owner, map);
 
     /// <summary><c>VFIO_IOMMU_MAP_DMA</c> issued by <paramref name="caller"/>.</summary>
     /// <param name="caller">Calling process (the memory is pinned from it and charged to it).</param>
     /// <param name="map">The request.</param>
-    /// <returns>0 or the errno of §4.6.</returns>
+    /// <returns>0 or the errno of <c>vfio_dma_do_map</c>.</returns>
     public Errno MapDma(ProcessAddressSpace caller, in VfioIommuType1DmaMap map)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
@@ -197,13 +197,13 @@ public sealed class VfioContainer : VfioFile
 
     /// <summary><c>VFIO_IOMMU_UNMAP_DMA</c> as the owner issues it; on success <paramref name="unmap"/>'s size is the number of bytes removed.</summary>
     /// <param name="unmap">The request; updated as the kernel copies it back.</param>
-    /// <returns>0 or the errno of §4.7.</returns>
+    /// <returns>0 or the errno of <c>vfio_dma_do_unmap</c>.</returns>
     public Errno UnmapDma(ref VfioIommuType1DmaUnmap unmap) => UnmapDma(Owner, ref unmap);
 
     /// <summary><c>VFIO_IOMMU_UNMAP_DMA</c> issued by <paramref name="caller"/>.</summary>
     /// <param name="caller">Calling process (owner of the bitmap memory).</param>
     /// <param name="unmap">The request; updated as the kernel copies it back.</param>
-    /// <returns>0 or the errno of §4.7.</returns>
+    /// <returns>0 or the errno of <c>vfio_dma_do_unmap</c>.</returns>
     public Errno UnmapDma(ProcessAddressSpace caller, ref VfioIommuType1DmaUnmap unmap)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
@@ -223,12 +223,12 @@ public sealed class VfioContainer : VfioFile
 
     /// <summary><c>VFIO_IOMMU_GET_INFO</c> into <paramref name="buffer"/> (its first four bytes must hold <c>argsz</c>).</summary>
     /// <param name="buffer">The user structure and room for the capability chain.</param>
-    /// <returns>0 or the errno of §4.8.</returns>
+    /// <returns>0 or the errno of <c>vfio_iommu_type1_get_info</c>.</returns>
     public Errno GetInfo(Span<byte> buffer) => ErrnoExtensions.FromKernelReturn(Ioctl(Owner, VfioUapi.VFIO_IOMMU_GET_INFO, buffer));
 
     /// <summary><c>VFIO_IOMMU_DIRTY_PAGES</c> with START or STOP.</summary>
     /// <param name="flags">START or STOP.</param>
-    /// <returns>0 or the errno of §4.10.</returns>
+    /// <returns>0 or the errno of <c>vfio_iommu_type1_dirty_pages</c>.</returns>
     public Errno DirtyPages(uint flags)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
@@ -242,7 +242,7 @@ public sealed class VfioContainer : VfioFile
     /// <param name="iova">First IOVA.</param>
     /// <param name="size">Bytes.</param>
     /// <param name="bitmap">Bitmap description.</param>
-    /// <returns>0 or the errno of §4.10.</returns>
+    /// <returns>0 or the errno of <c>vfio_iommu_type1_dirty_pages</c>.</returns>
     public Errno GetDirtyBitmap(ulong iova, ulong size, VfioBitmap bitmap)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();

@@ -352,7 +352,7 @@ public sealed class VfioCore : IVfioPinning
     /// <param name="data">The kernel buffer (empty → -EINVAL).</param>
     /// <param name="write">True: copy <paramref name="data"/> into the guest memory (marks the pages dirty while tracking).</param>
     /// <param name="caller">The calling task's process; null for a kernel thread.</param>
-    /// <returns>0 or -errno (§4.9).</returns>
+    /// <returns>0 or the -errno of <c>vfio_iommu_type1_dma_rw</c>.</returns>
     [KernelSymbol("vfio_dma_rw")]
     public int DmaRw(Device device, ulong iova, Span<byte> data, bool write, ProcessAddressSpace? caller = null)
     {

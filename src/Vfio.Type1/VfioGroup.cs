@@ -15,7 +15,9 @@ namespace Vfio.Type1;
 /// descriptor, joined to at most one container, hands out device descriptors.
 /// </summary>
 /// <remarks>
-/// State machine of spec §4.2: a second open or an open while still in a container is -EBUSY; the
+/// State machine of <c>vfio.c</c>'s group (<c>vfio_group_fops_open</c>, <c>vfio_group_set_container</c>,
+/// <c>vfio_group_try_dissolve_container</c>): a second open or an open while still in a container is
+/// -EBUSY; the
 /// container is left when the last "container user" (the group file and each device file) goes away.
 /// Thread safety: all members may be called concurrently (one lock per group, then the container's).
 /// </remarks>
@@ -146,7 +148,7 @@ public sealed class VfioGroup : VfioFile
 
     /// <summary><c>VFIO_GROUP_SET_CONTAINER</c> with a container object.</summary>
     /// <param name="container">The container.</param>
-    /// <returns>0 or the errno of §4.2.</returns>
+    /// <returns>0 or the errno of <c>vfio_group_set_container</c>.</returns>
     public Errno SetContainer(VfioContainer container)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();

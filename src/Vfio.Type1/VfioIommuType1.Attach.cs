@@ -8,7 +8,7 @@ namespace Vfio.Type1;
 
 public sealed partial class VfioIommuType1
 {
-    /// <summary>Attaches a group (<c>vfio_iommu_type1_attach_group</c>, spec §4.4, checks in kernel order).</summary>
+    /// <summary>Attaches a group (<c>vfio_iommu_type1_attach_group</c>, checks in kernel order).</summary>
     /// <param name="group">The VFIO group.</param>
     /// <returns>0 or -EINVAL/-EIO/-EPERM/-EBUSY and driver errors.</returns>
     [KernelSymbol("vfio_iommu_type1_attach_group")]
@@ -160,7 +160,7 @@ public sealed partial class VfioIommuType1
         }
     }
 
-    /// <summary>Detaches a group (<c>vfio_iommu_type1_detach_group</c>, spec §4.5). Cannot fail.</summary>
+    /// <summary>Detaches a group (<c>vfio_iommu_type1_detach_group</c>). Cannot fail.</summary>
     /// <param name="group">The VFIO group.</param>
     [KernelSymbol("vfio_iommu_type1_detach_group")]
     internal void DetachGroup(VfioGroup group)

@@ -33,7 +33,8 @@ public sealed partial class VfioIommuType1
     }
 
     /// <summary>
-    /// Checks the invariants of spec §4.11 and throws <see cref="InvalidOperationException"/> naming the
+    /// Checks the invariants <c>vfio_iommu_type1.c</c> keeps between ioctls and throws
+    /// <see cref="InvalidOperationException"/> naming the
     /// first violation: non-overlapping aligned mappings inside the IOVA list; <c>dma_avail</c> + mappings ==
     /// limit; with IOMMU domains every mapping is mapped identically in every domain and its locked_vm
     /// charge equals its non-reserved pinned pages; without them nothing but external pins is pinned;

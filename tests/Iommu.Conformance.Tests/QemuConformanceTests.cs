@@ -20,6 +20,15 @@ public sealed class QemuFactAttribute : FactAttribute
     }
 }
 
+/// <summary>As <see cref="QemuFactAttribute"/>, for a theory.</summary>
+public sealed class QemuTheoryAttribute : TheoryAttribute
+{
+    public QemuTheoryAttribute()
+    {
+        Skip = new QemuFactAttribute().Skip;
+    }
+}
+
 /// <summary>Every probe of every driver-built scenario, run as a real edu DMA through QEMU 7.2's VT-d.</summary>
 public sealed class QemuConformanceTests(ITestOutputHelper output)
 {

@@ -132,11 +132,11 @@ public sealed class PciDevice : Device
         Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
         if (!memory.Contains(iova, (ulong)destination.Length))
         {
-            return new DmaResult(DmaStatus.MemoryError, 0, iova, 0);
+            return new DmaResult(DmaStatus.MemoryError, 0, iova, DmaFaultReason.None);
         }
 
         memory.Read(iova, destination);
-        return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, iova, 0);
+        return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, iova, DmaFaultReason.None);
     }
 
     /// <summary>The device writes <paramref name="source"/> to <paramref name="iova"/> (see <see cref="DmaRead"/>).</summary>
@@ -156,11 +156,11 @@ public sealed class PciDevice : Device
         Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
         if (!memory.Contains(iova, (ulong)source.Length))
         {
-            return new DmaResult(DmaStatus.MemoryError, 0, iova, 0);
+            return new DmaResult(DmaStatus.MemoryError, 0, iova, DmaFaultReason.None);
         }
 
         memory.Write(iova, source);
-        return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, 0);
+        return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, DmaFaultReason.None);
     }
 
     // The unit this device's DMA goes through, cached while the bus's set of units is unchanged, so

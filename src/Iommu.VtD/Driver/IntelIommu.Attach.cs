@@ -278,7 +278,8 @@ public sealed partial class IntelIommu
     // PASID-cache and IOTLB entries tagged with the aux domains' DIDs survived the freeing of their
     // PASID table, and a DMA with such a PASID kept translating through the aux domain once PASID
     // was enabled again (found by the isolation property). Tearing each entry down flushes the PASID
-    // cache for (DID, PASID) and that DID's IOTLB, as spec 6.5.3.3 asks for every affected DID.
+    // cache for (DID, PASID) and that DID's IOTLB for every affected DID, as intel_pasid_tear_down_entry
+    // does for the entry it clears (VT-d spec, "Guidance to Software for Invalidations").
     // The aux domains keep their bookkeeping: a later aux detach finds no entry and only drops the DID.
     private void TearDownAuxPasidEntries(IntelIommuUnit unit, DeviceDomainInfo info)
     {

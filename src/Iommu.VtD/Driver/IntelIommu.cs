@@ -376,13 +376,13 @@ public sealed partial class IntelIommu : IIommuOps
                 (hi & (1UL << 31)) != 0 ? (uint)((hi >> 40) & 0xF_FFFF) : null,
                 lo & ~0xFFFUL,
                 (hi & (1UL << 62)) == 0,
-                (int)((hi >> 32) & 0xFF));
+                (VtdFaultReason)(byte)(hi >> 32));
             lock (_faults)
             {
                 _faults.Add(record);
             }
 
-            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(hw.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, record.Reason);
+            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(hw.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
             hw.Write32(at + 12, 1u << 31); // clear F (RW1C)
         }
 

@@ -109,6 +109,13 @@ public sealed record VtdConfig
     public bool RidPasidSupport { get; init; }
 
     /// <summary>
+    /// ECAP.SRS: supervisor requests. Devices of this model make only user requests, so the bit changes
+    /// only what the driver writes (SRE in the PASID entries of aux domains); QEMU 7.2 sets it in
+    /// scalable mode.
+    /// </summary>
+    public bool SupervisorRequests { get; init; }
+
+    /// <summary>
     /// IOTLB capacity in entries (a model parameter, not a register). The IOTLB is set-associative:
     /// <see cref="IotlbAssociativity"/> ways per set and a power-of-two number of sets, so the
     /// capacity used is the largest ways × 2^k not above this value (at least one set).
@@ -140,7 +147,8 @@ public sealed record VtdConfig
 
     /// <summary>
     /// Like QEMU 7.2's default <c>intel-iommu</c> with <c>intremap=off</c>: 39-bit (3-level) tables,
-    /// HAW 39, one fault record, VER 1.0. CAP = 0x00D2_008C_2226_0206, ECAP = 0xF42.
+    /// HAW 39, one fault record, VER 1.0. CAP = 0x00D2_008C_2226_0206, ECAP = 0xF42. The same unit as
+    /// <see cref="Qemu72AwBits39"/>.
     /// </summary>
     public static VtdConfig Legacy39Bit { get; } = new()
     {
@@ -149,11 +157,34 @@ public sealed record VtdConfig
         HostAddressWidth = 39,
     };
 
-    /// <summary>A legacy-mode unit with 3- and 4-level tables, 48-bit MGAW, 46-bit HAW, eight fault records and interrupt remapping.</summary>
+    /// <summary>
+    /// A legacy-mode unit with 3- and 4-level tables, 48-bit MGAW, 46-bit HAW, eight fault records and
+    /// interrupt remapping.
+    /// Not QEMU's <c>aw-bits=48</c> unit, which has one fault record and HAW 48: that one is
+    /// <see cref="Qemu72AwBits48"/>.
+    /// </summary>
     public static VtdConfig Legacy48Bit { get; } = new()
     {
         FaultRecordCount = 8,
         InterruptRemapping = true,
+    };
+
+    /// <summary>
+    /// A scalable-mode unit (VER 3.0) with second-level translation, 20-bit PASIDs, RID_PASID and 3-level
+    /// tables only: MGAW 39, HAW 39, eight fault records. <see cref="ScalableMode48Bit"/> narrowed to the
+    /// width of QEMU's default <c>aw-bits</c>, with the PASID support QEMU 7.2 lacks.
+    /// </summary>
+    public static VtdConfig ScalableMode39Bit { get; } = new()
+    {
+        Version = 0x30,
+        FaultRecordCount = 8,
+        Supports48BitTables = false,
+        MaxGuestAddressWidth = 39,
+        HostAddressWidth = 39,
+        ScalableMode = true,
+        SecondLevelTranslation = true,
+        PasidSupport = true,
+        RidPasidSupport = true,
     };
 
     /// <summary>A scalable-mode unit (VER 3.0) with second-level translation, 20-bit PASIDs, RID_PASID, 3- and 4-level tables and interrupt remapping.</summary>
@@ -173,6 +204,71 @@ public sealed record VtdConfig
     {
         Supports57BitTables = true,
         MaxGuestAddressWidth = 57,
+    };
+
+    /// <summary>
+    /// QEMU 7.2's <c>-device intel-iommu,aw-bits=39,intremap=off</c> (39 is QEMU's default width):
+    /// legacy mode, SAGAW 39-bit, MGAW 39, HAW 39, one fault record at 0x220, IOTLB registers at 0x0F0,
+    /// ND 6, MAMV 18, 2M and 1G pages, PSI, read/write draining, QI, pass-through, VER 1.0.
+    /// CAP = 0x00D2_008C_2226_0206, ECAP = 0x0F42. The same unit as <see cref="Legacy39Bit"/>.
+    /// </summary>
+    /// <remarks>
+    /// QEMU's default <c>intremap=on</c> (under TCG) also sets ECAP.IR and ECAP.MHMV = 0xF (ECAP = 0xF0_0F4A);
+    /// interrupt remapping is not modelled here. Add <c>CachingMode = true</c> for QEMU's
+    /// <c>caching-mode=on</c> (CAP.CM), as a VFIO-assigned device under QEMU needs.
+    /// </remarks>
+    public static VtdConfig Qemu72AwBits39 { get; } = Legacy39Bit;
+
+    /// <summary>
+    /// QEMU 7.2's <c>-device intel-iommu,aw-bits=48,intremap=off</c>: as <see cref="Qemu72AwBits39"/>
+    /// with SAGAW 39- and 48-bit, MGAW 48 and HAW 48. CAP = 0x00D2_008C_222F_0606, ECAP = 0x0F42.
+    /// </summary>
+    /// <remarks>
+    /// Differs from <see cref="Legacy48Bit"/> in the fault records (one, not eight) and the host address
+    /// width (48, not 46: table pointers may use bits 47:46). ECAP.IR with <c>intremap=on</c>: see
+    /// <see cref="Qemu72AwBits39"/>.
+    /// </remarks>
+    public static VtdConfig Qemu72AwBits48 { get; } = new()
+    {
+        HostAddressWidth = 48,
+    };
+
+    /// <summary>
+    /// QEMU 7.2's <c>-device intel-iommu,aw-bits=39,x-scalable-mode=on,intremap=off</c>: as
+    /// <see cref="Qemu72AwBits39"/> with scalable-mode translation (ECAP.SMTS), second-level translation
+    /// (ECAP.SLTS) and supervisor requests (ECAP.SRS); VER stays 1.0, as QEMU reports it.
+    /// CAP = 0x00D2_008C_2226_0206, ECAP = 0x4800_8000_0F42.
+    /// </summary>
+    /// <remarks>
+    /// QEMU 7.2 sets neither ECAP.PASID nor ECAP.RPS: only requests without PASID translate (through
+    /// PASID 0, the kernel's <c>PASID_RID2PASID</c>), so the driver refuses aux domains
+    /// (<c>intel_iommu_dev_has_feat(IOMMU_DEV_FEAT_AUX)</c> is false). For PASID-granular aux domains
+    /// use <see cref="ScalableMode39Bit"/> or <see cref="ScalableMode48Bit"/>, which QEMU 7.2 cannot
+    /// emulate. ECAP.IR with <c>intremap=on</c>: see <see cref="Qemu72AwBits39"/>.
+    /// </remarks>
+    public static VtdConfig Qemu72ScalableAwBits39 { get; } = Legacy39Bit with
+    {
+        ScalableMode = true,
+        SecondLevelTranslation = true,
+        SupervisorRequests = true,
+    };
+
+    /// <summary>
+    /// QEMU 7.2's <c>-device intel-iommu,aw-bits=48,x-scalable-mode=on,intremap=off</c>: as
+    /// <see cref="Qemu72ScalableAwBits39"/> with SAGAW 39- and 48-bit, MGAW 48 and HAW 48.
+    /// CAP = 0x00D2_008C_222F_0606, ECAP = 0x4800_8000_0F42.
+    /// </summary>
+    /// <remarks>
+    /// Differs from <see cref="ScalableMode48Bit"/> in VER (1.0, not 3.0), PASID support (none: no aux
+    /// domains, see <see cref="Qemu72ScalableAwBits39"/>), RID_PASID (ECAP.RPS clear), fault records
+    /// (one, not eight), ECAP.SRS (set) and HAW (48, not 46).
+    /// </remarks>
+    public static VtdConfig Qemu72ScalableAwBits48 { get; } = new()
+    {
+        HostAddressWidth = 48,
+        ScalableMode = true,
+        SecondLevelTranslation = true,
+        SupervisorRequests = true,
     };
 
     /// <summary>The SAGAW field (CAP 12:8).</summary>
@@ -202,6 +298,7 @@ public sealed record VtdConfig
         | (InterruptRemapping ? VtdEcap.Ir : 0)
         | (PassThrough ? VtdEcap.Pt : 0)
         | (SnoopControl ? VtdEcap.Sc : 0)
+        | (SupervisorRequests ? VtdEcap.Srs : 0)
         | ((ulong)(IotlbRegisterOffset / 16) << VtdEcap.IroShift)
         | (PasidSupport ? ((ulong)(uint)(PasidWidth - 1) << VtdEcap.PssShift) | VtdEcap.Pasid : 0)
         | (ScalableMode ? VtdEcap.Smts : 0)
@@ -227,6 +324,7 @@ public sealed record VtdConfig
         Check(!SecondLevelTranslation || ScalableMode, "SecondLevelTranslation needs ScalableMode");
         Check(!PasidSupport || ScalableMode, "PasidSupport needs ScalableMode");
         Check(!RidPasidSupport || ScalableMode, "RidPasidSupport needs ScalableMode");
+        Check(!SupervisorRequests || ScalableMode, "SupervisorRequests needs ScalableMode");
         Check(IotlbCapacity is >= 1 and <= 1 << 20, "IotlbCapacity must be 1–1048576");
         Check(ContextCacheCapacity is >= 1 and <= 1 << 16, "ContextCacheCapacity must be 1–65536");
         Check(PasidCacheCapacity is >= 1 and <= 1 << 20, "PasidCacheCapacity must be 1–1048576");

@@ -5,9 +5,15 @@ namespace Iommu.VtD.Hardware;
 /// 0x30 and above for scalable mode. The comment on each member gives the spec condition code.
 /// </summary>
 /// <remarks>
-/// QEMU 7.2 reuses the legacy codes for root, context and second-level faults in scalable mode and
+/// <para>A member's value is its code, so <c>(byte)reason</c> gives the number. An enum prints its name
+/// alone; <see cref="VtdFaultReasonExtensions.Format"/> gives the hex code with the name
+/// (<c>0x85 (ScalableWrite)</c>), as <see cref="Iommu.Devices.DmaFaultReason"/> and
+/// <see cref="Iommu.VtD.Driver.DmarFaultRecord"/> print it. The names are this library's: the
+/// specification numbers its conditions (LGN.2, SGN.6 …) without naming them, and the kernel's
+/// <c>dmar_get_fault_reason</c> has sentences rather than identifiers.</para>
+/// <para>QEMU 7.2 reuses the legacy codes for root, context and second-level faults in scalable mode and
 /// reports every PASID-structure problem as <see cref="PasidTableReadError"/> (0x58); this model
-/// reports the specification's codes.
+/// reports the specification's codes.</para>
 /// </remarks>
 public enum VtdFaultReason : byte
 {

@@ -132,7 +132,7 @@ public sealed partial class VtdUnit : IDmaRemapper
             done += (ulong)s.Length;
         }
 
-        return new DmaResult(DmaStatus.Ok, done, first, 0);
+        return new DmaResult(DmaStatus.Ok, done, first, default);
     }
 
     // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
@@ -203,7 +203,7 @@ public sealed partial class VtdUnit : IDmaRemapper
             if (t.Status != VtdTranslationStatus.Translated)
             {
                 outcome = t;
-                return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, (int)t.Reason);
+                return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, t.Reason.ToDmaFaultReason());
             }
 
             Copy(t.PhysicalAddress, buffer.Slice(done, chunk), write);
@@ -216,7 +216,7 @@ public sealed partial class VtdUnit : IDmaRemapper
             done += chunk;
         }
 
-        return new DmaResult(DmaStatus.Ok, (ulong)done, first, 0);
+        return new DmaResult(DmaStatus.Ok, (ulong)done, first, default);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -11,8 +11,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "DMAR unit {Unit}: {Mode} mode, agaw {Agaw}, {Domains} domain ids, {Invalidation} invalidation")]
     public static partial void UnitUp(ILogger logger, int unit, string mode, int agaw, int domains, string invalidation);
 
-    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "DMAR unit {Unit}: [DMA {Direction}] request device [{Source}] PASID {Pasid} fault addr 0x{Address:x} [fault reason 0x{Reason:x2}]")]
-    public static partial void DmaFault(ILogger logger, int unit, string direction, string source, string pasid, ulong address, int reason);
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "DMAR unit {Unit}: [DMA {Direction}] request device [{Source}] PASID {Pasid} fault addr 0x{Address:x} [fault reason 0x{Reason:x2}] {ReasonName}")]
+    public static partial void DmaFault(ILogger logger, int unit, string direction, string source, string pasid, ulong address, int reason, string reasonName);
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Warning, Message = "{Device}: device is ineligible for IOMMU domain attach due to platform RMRR requirement")]
     public static partial void RmrrLocked(ILogger logger, string device);

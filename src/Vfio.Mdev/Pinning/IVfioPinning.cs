@@ -15,7 +15,8 @@ namespace Vfio.Mdev.Pinning;
 /// <para>Arrays and counts mirror the C pointers and <c>npage</c> so implementations can reproduce
 /// every front-end check (null array, <c>npage</c> 0, more than <see cref="PinPagesMaxEntries"/>).
 /// Page frame numbers are IOVA &gt;&gt; 12 on input and host physical address &gt;&gt; 12 on output.</para>
-/// <para>Contract (spec §4.9, 5.15): the vendor registers for <see cref="VfioIommuNotifyEvents.DmaUnmap"/>
+/// <para>Contract (<c>vfio_pin_pages</c>, <c>vfio_unpin_pages</c> and <c>vfio_register_notifier</c>,
+/// 5.15): the vendor registers for <see cref="VfioIommuNotifyEvents.DmaUnmap"/>
 /// before pinning (type1 refuses to pin otherwise, -EINVAL); when user space unmaps an IOVA range,
 /// the notifier is called and the vendor must unpin every page it holds in that range before
 /// returning. The 6.0+ replacements (<c>vfio_pin_pages(vdev, iova, npage, prot, pages)</c> and

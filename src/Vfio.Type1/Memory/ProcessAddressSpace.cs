@@ -59,7 +59,8 @@ public readonly record struct ProcessMemoryArea(ulong Start, ulong Length, VmPro
 /// from it; the pages come from a <see cref="HostPageAllocator"/> shared by all processes of a platform.
 /// </summary>
 /// <remarks>
-/// <para>Model rules (spec §4.6): a read-only pin of a never-written private anonymous page returns
+/// <para>Model rules (an <c>mm</c> as <c>vaddr_get_pfns</c> → <c>pin_user_pages_remote</c> sees it): a
+/// read-only pin of a never-written private anonymous page returns
 /// the shared zero page (reserved, never accounted); a write or a write pin allocates a page (copy on
 /// write from the zero page); <c>munmap</c> drops the mapping's references but pinned pages stay
 /// alive until unpinned; <c>locked_vm</c> counts pages pinned by VFIO and pages locked by

@@ -195,7 +195,7 @@ internal sealed class EduMachine : IDisposable
         _qtest.Outl(0xCFC, value);
     }
 
-    private static void WriteHaltBios(string path)
+    internal static void WriteHaltBios(string path)
     {
         byte[] bios = new byte[64 * 1024];
         bios.AsSpan().Fill(0xFF);

@@ -15,7 +15,7 @@ internal static class AfterDisposeExemptions
     public static readonly IReadOnlyDictionary<string, string> Types = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["Device"] = "a plain device holds no memory; its DMA-capable subclass PciDevice has rows",
-        ["DmaResult"] = Value, ["DmaSegment"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
+        ["DmaResult"] = Value, ["DmaFaultReason"] = Value, ["DmaSegment"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
         ["IommuDomain"] = "abstract base of driver domains: managed fields only; domains are used through IommuCore, which has rows",
         ["VtdUnitState"] = "a copy of a unit's registers in managed arrays: no platform memory",
         ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform", ["ErrorDetailUnwindScope"] = "thread-local failure-detail scope: no platform",
@@ -24,7 +24,7 @@ internal static class AfterDisposeExemptions
         ["VtdImage"] = "a managed copy of translation structures: owns no platform memory (LoadInto/exporters that touch memory are rows of the memory's owner)",
         ["VtdImageChunk"] = Value, ["VtdImageEntry"] = Value, ["VtdImageJson"] = Static, ["VtdDecoder"] = Static, ["VtdImageDot"] = Static, ["VtdEntryDescription"] = Value, ["VtdProbe"] = Value, ["VtdProbeResult"] = Value,
         ["DmaPte"] = Static, ["DmarDomain"] = Callback, ["DmarFaultRecord"] = Value, ["IntelIommuOptions"] = Value, ["IntelIommuUnit"] = Callback,
-        ["VtdActivity"] = Value, ["VtdCacheStatistics"] = Value, ["VtdCap"] = Static, ["VtdConfig"] = Value, ["VtdEcap"] = Static, ["VtdFormat"] = Static,
+        ["VtdActivity"] = Value, ["VtdCacheStatistics"] = Value, ["VtdCap"] = Static, ["VtdConfig"] = Value, ["VtdEcap"] = Static, ["VtdFaultReasonExtensions"] = Static, ["VtdFormat"] = Static,
         ["VtdInterruptEventArgs"] = Value, ["VtdMetrics"] = "publishes counters to listeners; observable instruments report nothing after Platform.Dispose (MetricsTests)",
         ["VtdRegister"] = Static, ["VtdTranslation"] = Value, ["VtdAssembly"] = Static, ["MdevAssembly"] = Static, ["MdevTypeAttribute"] = Value,
         ["MdevParentOpsBase"] = "abstract base of vendor drivers: Callbacks is fixed at construction and the callbacks are the vendor's own code, reached only through the mdev core (which has rows)",

@@ -126,6 +126,12 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("PciBus.Find", "null name", c => c.Pci.Find((string)null!)),
         X<FormatException>("PciBus.Find", "not a BDF", c => c.Pci.Find("nonsense")),
         X<ArgumentNullException>("PciDevice.IsDmaAliasOf", "null", c => c.Dev.IsDmaAliasOf(null!)),
+        V("DmaFaultReason..ctor", "negative code and no name", _ => new DmaFaultReason(-1, null).Code, -1),
+        V("DmaFaultReason.ToString", "negative code prints its bits in hex", _ => new DmaFaultReason(-1, null).ToString(), "0xffffffff"),
+        V("DmaFaultReason.ToString", "empty name is still printed as given", _ => new DmaFaultReason(5, "").ToString(), "0x05 ()"),
+        V("DmaFaultReason.ToString", "numeric format of the code", _ => new DmaFaultReason(0x85, "ScalableWrite").ToString("x4", null), "0085"),
+        X<FormatException>("DmaFaultReason.ToString", "format that is not numeric", _ => new DmaFaultReason(0x85, "ScalableWrite").ToString("q", null)),
+        V("DmaFaultReason.TryFormat", "empty destination", _ => new DmaFaultReason(0x42, "SomeReason").TryFormat(Span<char>.Empty, out int _, default, null), false),
         V("PciDevice.DmaRead", "unmapped IOVA faults, no exception", c => c.Dev.DmaRead(null, 0xdead_0000, new byte[8]).IsOk, false),
         X<ArgumentOutOfRangeException>("PciDevice.DmaWrite", "PASID that does not fit 20 bits", c => c.Dev.DmaWrite(1u << 20, 0x1000, new byte[8])),
 

@@ -52,6 +52,11 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("VtdUnit.DmaRead", "null device", c => c.Unit.DmaRead(null!, null, 0, new byte[8])),
         X<ArgumentNullException>("VtdUnit.DmaWrite", "null device", c => c.Unit.DmaWrite(null!, null, 0, new byte[8])),
         V("VtdUnit.IsQualified", "undefined reason takes the default arm", _ => VtdUnit.IsQualified((VtdFaultReason)0xff), true),
+        V("VtdFaultReasonExtensions.Format", "undefined reason prints its code alone", _ => ((VtdFaultReason)0xff).Format(), "0xff"),
+        V("VtdFaultReasonExtensions.ToDmaFaultReason", "undefined reason has no name", _ => ((VtdFaultReason)0xee).ToDmaFaultReason().Name, null),
+        V("VtdFaultReasonExtensions.ToVtdFaultReason", "no fault is None", _ => DmaFaultReason.None.ToVtdFaultReason(), VtdFaultReason.None),
+        X<ArgumentOutOfRangeException>("VtdFaultReasonExtensions.ToVtdFaultReason", "code beyond FRCD.FR's 8 bits", _ => new DmaFaultReason(0x185, null).ToVtdFaultReason()),
+        X<ArgumentOutOfRangeException>("VtdFaultReasonExtensions.ToVtdFaultReason", "negative code", _ => new DmaFaultReason(-1, null).ToVtdFaultReason()),
 
         // VtdConfig / capability decoders
         V("VtdConfig.SupportsAw", "width 0", _ => VtdConfig.ScalableMode48Bit.SupportsAw(0), false),

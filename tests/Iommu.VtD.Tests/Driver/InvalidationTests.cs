@@ -122,8 +122,8 @@ public sealed class InvalidationTests
         Assert.Equal(dev.RequesterId, rec.SourceId);
         Assert.Equal(0x10_0000UL, rec.Address);
         Assert.True(rec.Write);
-        Assert.Equal(w.FaultReason, rec.Reason);
-        Assert.NotEqual(0, rec.Reason);
+        Assert.Equal(w.FaultReason.ToVtdFaultReason(), rec.Reason);
+        Assert.NotEqual(VtdFaultReason.None, rec.Reason);
         Assert.Null(rec.Pasid);
 
         Span<byte> buf = stackalloc byte[8];
@@ -133,11 +133,11 @@ public sealed class InvalidationTests
         DmarFaultRecord rec2 = f.Driver.Faults[1];
         Assert.Equal(0x77_7000UL, rec2.Address);
         Assert.False(rec2.Write);
-        Assert.Equal(r.FaultReason, rec2.Reason);
+        Assert.Equal(r.FaultReason.ToVtdFaultReason(), rec2.Reason);
         if (config.StartsWith("Legacy", StringComparison.Ordinal))
         {
-            Assert.Equal((int)VtdFaultReason.Write, rec.Reason);
-            Assert.Equal((int)VtdFaultReason.Read, rec2.Reason);
+            Assert.Equal(VtdFaultReason.Write, rec.Reason);
+            Assert.Equal(VtdFaultReason.Read, rec2.Reason);
         }
 
         // The handler cleared the records: a third fault is recorded too.
@@ -161,6 +161,6 @@ public sealed class InvalidationTests
         Assert.Equal(pasid, rec.Pasid);
         Assert.Equal(0x5000UL, rec.Address);
         Assert.True(rec.Write);
-        Assert.Equal(w.FaultReason, rec.Reason);
+        Assert.Equal(w.FaultReason.ToVtdFaultReason(), rec.Reason);
     }
 }

@@ -5,14 +5,35 @@ namespace Iommu.VtD.Tests.Hardware;
 
 public class CapabilityTests
 {
-    public static TheoryData<string> Presets => ["Legacy39Bit", "Legacy48Bit", "ScalableMode48Bit", "ScalableMode57Bit"];
+    public static TheoryData<string> Presets =>
+    [
+        "Legacy39Bit", "Legacy48Bit", "ScalableMode39Bit", "ScalableMode48Bit", "ScalableMode57Bit",
+        "Qemu72AwBits39", "Qemu72AwBits48", "Qemu72ScalableAwBits39", "Qemu72ScalableAwBits48",
+    ];
+
+    /// <summary>
+    /// VER, CAP and ECAP as QEMU 7.2 (Debian 7.2+dfsg-7) reads them back over qtest for
+    /// <c>-machine q35 -device intel-iommu,OPTIONS,intremap=off</c>; Iommu.Conformance.Tests asks a live QEMU.
+    /// </summary>
+    public static TheoryData<string, string, uint, ulong, ulong> QemuUnits => new()
+    {
+        { "Qemu72AwBits39", "aw-bits=39", 0x10, 0x00D2_008C_2226_0206, 0x0000_0000_0000_0F42 },
+        { "Qemu72AwBits48", "aw-bits=48", 0x10, 0x00D2_008C_222F_0606, 0x0000_0000_0000_0F42 },
+        { "Qemu72ScalableAwBits39", "aw-bits=39,x-scalable-mode=on", 0x10, 0x00D2_008C_2226_0206, 0x0000_4800_8000_0F42 },
+        { "Qemu72ScalableAwBits48", "aw-bits=48,x-scalable-mode=on", 0x10, 0x00D2_008C_222F_0606, 0x0000_4800_8000_0F42 },
+    };
 
     private static VtdConfig Preset(string name) => name switch
     {
         "Legacy39Bit" => VtdConfig.Legacy39Bit,
         "Legacy48Bit" => VtdConfig.Legacy48Bit,
+        "ScalableMode39Bit" => VtdConfig.ScalableMode39Bit,
         "ScalableMode48Bit" => VtdConfig.ScalableMode48Bit,
         "ScalableMode57Bit" => VtdConfig.ScalableMode57Bit,
+        "Qemu72AwBits39" => VtdConfig.Qemu72AwBits39,
+        "Qemu72AwBits48" => VtdConfig.Qemu72AwBits48,
+        "Qemu72ScalableAwBits39" => VtdConfig.Qemu72ScalableAwBits39,
+        "Qemu72ScalableAwBits48" => VtdConfig.Qemu72ScalableAwBits48,
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 
@@ -23,6 +44,24 @@ public class CapabilityTests
         Assert.Equal(0x00D2_008C_2226_0206UL, b.Unit.Read64(0x08));
         Assert.Equal(0x0000_0000_0000_0F42UL, b.Unit.Read64(0x10));
         Assert.Equal(0x10u, b.Unit.Read32(0x00));
+    }
+
+    [Theory]
+    [MemberData(nameof(QemuUnits))]
+    public void Qemu_presets_read_back_the_registers_of_qemu_7_2(string preset, string qemuOptions, uint ver, ulong cap, ulong ecap)
+    {
+        using var b = new VtdBench(Preset(preset));
+        Assert.True(ver == b.Unit.Read32(0x00), $"{preset} (intel-iommu,{qemuOptions}): VER 0x{b.Unit.Read32(0x00):x}, QEMU 0x{ver:x}");
+        Assert.True(cap == b.Unit.Read64(0x08), $"{preset} (intel-iommu,{qemuOptions}): CAP 0x{b.Unit.Read64(0x08):x16}, QEMU 0x{cap:x16}");
+        Assert.True(ecap == b.Unit.Read64(0x10), $"{preset} (intel-iommu,{qemuOptions}): ECAP 0x{b.Unit.Read64(0x10):x16}, QEMU 0x{ecap:x16}");
+    }
+
+    [Fact]
+    public void Legacy48Bit_is_not_qemus_aw_bits_48_unit_but_legacy39Bit_is_its_aw_bits_39_unit()
+    {
+        Assert.NotEqual(VtdConfig.Qemu72AwBits48.Cap, VtdConfig.Legacy48Bit.Cap); // eight fault records, not one
+        Assert.NotEqual(VtdConfig.Qemu72AwBits48.HostAddressWidth, VtdConfig.Legacy48Bit.HostAddressWidth);
+        Assert.Equal(VtdConfig.Qemu72AwBits39, VtdConfig.Legacy39Bit);
     }
 
     [Fact]
@@ -70,6 +109,7 @@ public class CapabilityTests
         Assert.Equal(c.PasidSupport, (ecap >> 40 & 1) == 1);               // PASID
         Assert.Equal(c.PasidSupport ? 19UL : 0, ecap >> 35 & 0x1F);        // PSS
         Assert.Equal(c.RidPasidSupport, (ecap >> 49 & 1) == 1);            // RPS
+        Assert.Equal(c.SupervisorRequests, (ecap >> 31 & 1) == 1);         // SRS
         Assert.Equal(0UL, ecap >> 47 & 1);                                // FLTS not modelled
     }
 
@@ -107,6 +147,7 @@ public class CapabilityTests
     {
         Assert.Throws<ArgumentException>(() => (VtdConfig.Legacy48Bit with { FaultRecordCount = 0 }).Validate());
         Assert.Throws<ArgumentException>(() => (VtdConfig.Legacy48Bit with { PasidSupport = true }).Validate());
+        Assert.Throws<ArgumentException>(() => (VtdConfig.Legacy48Bit with { SupervisorRequests = true }).Validate());
         Assert.Throws<ArgumentException>(() => (VtdConfig.Legacy48Bit with { Supports39BitTables = false, Supports48BitTables = false }).Validate());
     }
 }

@@ -147,6 +147,7 @@ public class FaultRecordingTests
         Assert.Equal(iova, lo);
         ulong expected = Rid | ((ulong)reason << 32) | (access == DmaAccess.Read ? 1UL << 62 : 0) | (1UL << 63);
         Assert.Equal(expected, hi);
+        FaultReasonTextTests.AssertPrintsRecordedCode(hi, t.Reason);
     }
 
     [Theory]

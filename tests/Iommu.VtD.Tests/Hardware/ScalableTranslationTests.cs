@@ -252,6 +252,7 @@ public class ScalableTranslationTests
         Assert.True(t.IsFault);
         Assert.Equal((VtdFaultReason)reason, t.Reason);
         AssertRecord(b, iova, reason, access, pasid);
+        FaultReasonTextTests.AssertPrintsRecordedCode(b.FaultRecord(0).Hi, t.Reason);
     }
 
     private static void AssertRecord(VtdBench b, ulong iova, int reason, DmaAccess access, uint pasid)

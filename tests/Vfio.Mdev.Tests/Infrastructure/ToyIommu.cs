@@ -198,7 +198,7 @@ public sealed class ToyIommu(IommuCore core) : IIommuOps, IDmaRemapper
 
             if (!ok)
             {
-                return new DmaResult(DmaStatus.Fault, (ulong)done, a & ~(Sizes.Page - 1), 1);
+                return new DmaResult(DmaStatus.Fault, (ulong)done, a & ~(Sizes.Page - 1), new DmaFaultReason(1, "ToyNotMapped"));
             }
 
             int n = (int)Math.Min((ulong)(length - done), Sizes.Page - (a & (Sizes.Page - 1)));
@@ -206,7 +206,7 @@ public sealed class ToyIommu(IommuCore core) : IIommuOps, IDmaRemapper
             done += n;
         }
 
-        return new DmaResult(DmaStatus.Ok, (ulong)length, iova, 0);
+        return new DmaResult(DmaStatus.Ok, (ulong)length, iova, DmaFaultReason.None);
     }
 
     public bool Capable(IommuCap cap) => throw new NotSupportedException();

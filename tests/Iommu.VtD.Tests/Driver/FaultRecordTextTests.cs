@@ -1,0 +1,41 @@
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.VtD.Driver;
+using Iommu.VtD.Hardware;
+using static Iommu.VtD.Tests.Driver.DriverTestKit;
+
+namespace Iommu.VtD.Tests.Driver;
+
+/// <summary>A DMA fault as a user prints it: the DMA's result and the driver's record say the same reason, in hex, named.</summary>
+public sealed class FaultRecordTextTests
+{
+    [Theory]
+    [InlineData("Legacy48", VtdFaultReason.Write, VtdFaultReason.Read)]
+    [InlineData("Sm48", VtdFaultReason.ScalableWrite, VtdFaultReason.ScalableRead)]
+    public void Result_and_record_print_the_recorded_reason_in_hex(string config, VtdFaultReason write, VtdFaultReason read)
+    {
+        using DriverFixture f = New(config);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        IDomain dom = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
+
+        DmaResult w = f.Write(dev, null, 0x5_0000, 1);
+        Span<byte> buf = stackalloc byte[8];
+        DmaResult r = dev.DmaRead(null, 0x6_0000, buf);
+
+        Assert.Equal(2, f.Driver.Faults.Count);
+        (DmaResult result, DmarFaultRecord rec, VtdFaultReason want)[] cases = [(w, f.Driver.Faults[0], write), (r, f.Driver.Faults[1], read)];
+        foreach ((DmaResult result, DmarFaultRecord rec, VtdFaultReason want) in cases)
+        {
+            // The record's reason is the FR field the driver read from the unit's fault recording register.
+            Assert.Equal(want, rec.Reason);
+            string text = $"0x{(byte)rec.Reason:x2} ({want})";
+            Assert.Equal(text, result.FaultReason.ToString());
+            Assert.Contains($"FaultReason = {text}", result.ToString(), StringComparison.Ordinal);
+            Assert.Contains($"Reason = {text}", rec.ToString(), StringComparison.Ordinal);
+            Assert.Contains($"SourceId = 0x{dev.RequesterId:x4}", rec.ToString(), StringComparison.Ordinal);
+            Assert.Contains($"Address = 0x{rec.Address:x}", rec.ToString(), StringComparison.Ordinal);
+            Assert.Equal((byte)want, result.FaultReason.Code);
+        }
+    }
+}
