@@ -4,6 +4,26 @@ namespace Iommu.Core.Tests;
 
 public sealed class PhysicalMemoryTests
 {
+    // A frame is a host page: whole-page copies and table reads never straddle a cache line more
+    // than they must, and a pinned block can be handed to APIs that want page-aligned memory.
+    [Fact]
+    public unsafe void Frames_and_pinned_blocks_start_on_host_page_boundaries()
+    {
+        using var mem = new PhysicalMemory(64 * Sizes.MiB);
+        foreach (ulong pa in new ulong[] { 0, 0x1000, 3 * Sizes.MiB, (64 * Sizes.MiB) - 0x1000 })
+        {
+            fixed (byte* p = mem.Frame(pa))
+            {
+                Assert.Equal(0UL, (ulong)p % 4096);
+            }
+        }
+
+        mem.WriteUInt64(40 * Sizes.MiB, 0x1234);
+        ContiguousRegion block = mem.PinContiguous(36 * Sizes.MiB, 8 * Sizes.MiB);
+        Assert.Equal(0UL, (ulong)block.BasePointer % 4096);
+        Assert.Equal(0x1234UL, *(ulong*)(block.BasePointer + (4 * Sizes.MiB)));
+    }
+
     [Fact]
     public void Unwritten_memory_reads_as_zero_without_being_backed()
     {

@@ -465,7 +465,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             {
                 if (dir[i] != 0 && !InContiguousBlock(((ulong)d << DirShift) + (ulong)i))
                 {
-                    NativeMemory.Free((void*)dir[i]);
+                    FreeChunks((byte*)dir[i]);
                 }
 
                 dir[i] = 0;
@@ -474,7 +474,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         foreach ((nint block, _, _) in _contiguous)
         {
-            NativeMemory.Free((void*)block);
+            FreeChunks((byte*)block);
         }
 
         _contiguous.Clear();
@@ -506,7 +506,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
                 }
             }
 
-            byte* block = (byte*)NativeMemory.AllocZeroed((nuint)(count << ChunkShift));
+            byte* block = AllocChunks((nuint)(count << ChunkShift));
             for (ulong c = 0; c < count; c++)
             {
                 ulong chunk = first + c;
@@ -517,7 +517,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
                 if (slot != 0)
                 {
                     Buffer.MemoryCopy((void*)slot, target, ChunkSize, ChunkSize);
-                    NativeMemory.Free((void*)slot);
+                    FreeChunks((byte*)slot);
                 }
                 else
                 {
@@ -654,6 +654,20 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return p != null ? p : Back(pa);
     }
 
+    // Zeroed chunk memory that starts on a 4 KiB boundary, so a frame is a host page: copies of pages
+    // and tables do not straddle cache lines, and a pinned block's base is page-aligned. The C
+    // allocator's own pointer is kept in the 8 bytes before the aligned start (inside the allocator's
+    // first page, which its header already touched), so nothing else is committed.
+    private static byte* AllocChunks(nuint bytes)
+    {
+        byte* raw = (byte*)NativeMemory.AllocZeroed(bytes + (nuint)PageSize);
+        byte* aligned = (byte*)(((nuint)raw + (nuint)sizeof(nint) + (nuint)PageSize - 1) & ~(nuint)(PageSize - 1));
+        *(nint*)(aligned - sizeof(nint)) = (nint)raw;
+        return aligned;
+    }
+
+    private static void FreeChunks(byte* aligned) => NativeMemory.Free((void*)*(nint*)(aligned - sizeof(nint)));
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* Back(ulong pa)
     {
@@ -666,11 +680,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         ref nint slot = ref dir[chunk & (DirEntries - 1)];
-        nint mine = (nint)NativeMemory.AllocZeroed(ChunkSize);
+        nint mine = (nint)AllocChunks(ChunkSize);
         nint existing = Interlocked.CompareExchange(ref slot, mine, 0);
         if (existing != 0)
         {
-            NativeMemory.Free((void*)mine);
+            FreeChunks((byte*)mine);
             return (byte*)existing;
         }
 
