@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
+using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Hardware;
 
@@ -96,15 +97,15 @@ public static class Machine
         for (int p = 0; p < Pages; p++)
         {
             page.Fill((byte)(d.Rid + p));
-            if (unit.Transfer(d.Rid, null, Iova + ((ulong)p << 12), page, DmaAccess.Write).IsOk)
+            if (unit.Write(d.Rid, null, Iova + ((ulong)p << 12), page).IsOk)
             {
                 written++;
             }
 
-            same &= unit.Transfer(d.Rid, null, Iova + ((ulong)p << 12), back, DmaAccess.Read).IsOk && back.SequenceEqual(page);
+            same &= unit.Read(d.Rid, null, Iova + ((ulong)p << 12), back).IsOk && back.SequenceEqual(page);
         }
 
-        string fault = unit.Transfer(d.Rid, null, Iova + (Pages * 4096UL), page[..64], DmaAccess.Read).Status.ToString();
+        string fault = unit.Read(d.Rid, null, Iova + (Pages * 4096UL), page[..64]).Status.ToString();
         return new DeviceResult(written, same, fault);
     }
 
@@ -142,8 +143,8 @@ public static class Machine
     private static string Probe(VtdUnit unit, Device d, int page = 0)
     {
         Span<byte> bytes = stackalloc byte[8];
-        var r = unit.Transfer(d.Rid, null, Iova + ((ulong)page << 12), bytes, DmaAccess.Read);
-        return string.Create(CultureInfo.InvariantCulture, $"{r.Status} at 0x{r.Address:x}");
+        DmaResult r = unit.Read(d.Rid, null, Iova + ((ulong)page << 12), bytes);
+        return string.Create(CultureInfo.InvariantCulture, $"{r.Status} at 0x{r.PhysicalAddress ?? r.StopAddress:x}");
     }
 
     private sealed class Device(ushort rid, ushort did, ulong buffer)

@@ -51,6 +51,12 @@ public readonly record struct DmaResult(DmaStatus Status, ulong Transferred, ulo
 {
     /// <summary>Whether every byte moved.</summary>
     public bool IsOk => Status == DmaStatus.Ok;
+
+    /// <summary>When every byte moved: the physical address of the first byte; otherwise null.</summary>
+    public ulong? PhysicalAddress => IsOk ? Address : null;
+
+    /// <summary>When the transfer stopped (a fault or a memory error): the device address of the page that stopped it; otherwise null.</summary>
+    public ulong? StopAddress => IsOk ? null : Address;
 }
 
 /// <summary>One piece of a scatter-gather DMA: <paramref name="Length"/> bytes at device address <paramref name="Iova"/>.</summary>

@@ -49,6 +49,41 @@ public sealed partial class VtdUnit : IDmaRemapper
     }
 
     /// <summary>
+    /// The device with <paramref name="requesterId"/> reads <paramref name="destination"/>'s length of
+    /// bytes at <paramref name="iova"/>: each page translated once and copied straight into the span. The
+    /// requester-id family for emulators (with <see cref="Write"/>, <see cref="Gather"/> and <see cref="Scatter"/>).
+    /// </summary>
+    /// <param name="requesterId">Source id of the device (bus &lt;&lt; 8 | devfn).</param>
+    /// <param name="pasid">PASID of the request, or null.</param>
+    /// <param name="iova">Device address of the first byte.</param>
+    /// <param name="destination">Receives the bytes.</param>
+    /// <returns>
+    /// The outcome: <see cref="DmaResult.PhysicalAddress"/> when every byte moved; otherwise
+    /// <see cref="DmaResult.StopAddress"/>, the fault reason and the bytes moved before the page that stopped it.
+    /// </returns>
+    public DmaResult Read(ushort requesterId, uint? pasid, ulong iova, Span<byte> destination)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return TransferUnguarded(requesterId, pasid, iova, destination, DmaAccess.Read);
+    }
+
+    /// <summary>The device with <paramref name="requesterId"/> writes <paramref name="source"/> at <paramref name="iova"/> (see <see cref="Read"/>).</summary>
+    /// <param name="requesterId">Source id of the device (bus &lt;&lt; 8 | devfn).</param>
+    /// <param name="pasid">PASID of the request, or null.</param>
+    /// <param name="iova">Device address of the first byte.</param>
+    /// <param name="source">The bytes.</param>
+    /// <returns>As <see cref="Read"/>.</returns>
+    public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+
+        // The write path only reads the buffer; the shared page loop takes a Span.
+        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
+        return TransferUnguarded(requesterId, pasid, iova, bytes, DmaAccess.Write);
+    }
+
+    /// <summary>
     /// A scatter-gather read: the device reads each of <paramref name="segments"/> in order, and the
     /// bytes land back to back in <paramref name="destination"/> (the descriptor-and-buffer pattern of
     /// emulated devices, in one call). Each page is translated once and copied straight into the span.

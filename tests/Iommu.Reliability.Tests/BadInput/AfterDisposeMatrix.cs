@@ -199,6 +199,8 @@ internal static class AfterDisposeMatrix
             X<ObjectDisposedException>("VtdUnit.Gather", A, c => { c.Platform.Dispose(); return c.Unit.Gather(c.Dev.RequesterId, null, new[] { new DmaSegment(0x1000, 8) }, new byte[8]); }),
             X<ObjectDisposedException>("VtdUnit.Scatter", A, c => { c.Platform.Dispose(); return c.Unit.Scatter(c.Dev.RequesterId, null, new[] { new DmaSegment(0x1000, 8) }, new byte[8]); }),
             X<ObjectDisposedException>("VtdUnit.Transfer", A, c => { c.Platform.Dispose(); c.Unit.Transfer(c.Dev.RequesterId, null, 0x1000, new byte[8], DmaAccess.Read); }),
+            X<ObjectDisposedException>("VtdUnit.Read", A, c => { c.Platform.Dispose(); c.Unit.Read(c.Dev.RequesterId, null, 0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("VtdUnit.Write", A, c => { c.Platform.Dispose(); c.Unit.Write(c.Dev.RequesterId, null, 0x1000, new byte[8]); }),
             X<ObjectDisposedException>("VfioContainer.Ioctl", A, c => { VfioContainer k = c.Container(); c.Platform.Dispose(); return k.Ioctl(VfioUapi.VFIO_GET_API_VERSION, Span<byte>.Empty); }),
             X<ObjectDisposedException>("VfioContainer.MapDma", A + " (was an access violation)", c => { VfioContainer k = c.Container(); c.Platform.Dispose(); return k.MapDma(map); }),
             X<ObjectDisposedException>("VfioContainer.GetInfo", A, c => { VfioContainer k = c.Container(); c.Platform.Dispose(); return k.GetInfo(new byte[64]); }),
