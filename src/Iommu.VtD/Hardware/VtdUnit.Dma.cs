@@ -25,11 +25,7 @@ public sealed partial class VtdUnit : IDmaRemapper
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-
-        // The write path only reads the buffer; the shared page loop takes a Span.
-        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
-            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
-        return TransferUnguarded(device.RequesterId, pasid, iova, bytes, DmaAccess.Write);
+        return TransferUnguarded(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
     }
 
     /// <summary>
@@ -76,11 +72,7 @@ public sealed partial class VtdUnit : IDmaRemapper
     public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-
-        // The write path only reads the buffer; the shared page loop takes a Span.
-        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
-            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
-        return TransferUnguarded(requesterId, pasid, iova, bytes, DmaAccess.Write);
+        return TransferUnguarded(requesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
     }
 
     /// <summary>
@@ -116,10 +108,13 @@ public sealed partial class VtdUnit : IDmaRemapper
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         CheckSegments(segments, source.Length, nameof(source));
-        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
-            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
-        return MoveSegments(requesterId, pasid, segments, bytes, DmaAccess.Write);
+        return MoveSegments(requesterId, pasid, segments, WriteSource(source), DmaAccess.Write);
     }
+
+    // The write path only reads the buffer; the shared page loop takes a Span.
+    private static Span<byte> WriteSource(ReadOnlySpan<byte> source) =>
+        System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
 
     private static void CheckSegments(ReadOnlySpan<DmaSegment> segments, int bufferLength, string bufferName)
     {

@@ -72,7 +72,6 @@ public sealed partial class VtdUnit
         _interruptPending = false;
         Volatile.Write(ref _rootTable, latchedRootTable);
         _translationEnabled = (Get32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
-        InvalidateAllCaches();
-        _shortcut.RetireAll();
+        InvalidateAllCaches(); // retires the shortcut's memos too (TranslationCache.InvalidateAll)
     }
 }

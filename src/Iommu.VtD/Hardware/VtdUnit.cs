@@ -208,7 +208,6 @@ public sealed partial class VtdUnit
 
     private ulong ReadUnguarded(ulong offset, int size)
     {
-        _memory.ThrowIfDisposed();
         if (!IsRegisterAccess(offset, size))
         {
             Ignore("read", offset, size, 0);
@@ -223,7 +222,6 @@ public sealed partial class VtdUnit
 
     private void WriteUnguarded(ulong offset, int size, ulong value)
     {
-        _memory.ThrowIfDisposed();
         if (!IsRegisterAccess(offset, size))
         {
             Ignore("write", offset, size, value);

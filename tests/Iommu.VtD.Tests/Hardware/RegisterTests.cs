@@ -134,7 +134,7 @@ public class RegisterTests
     public void Misaligned_odd_sized_or_out_of_block_accesses_are_ignored_and_counted()
     {
         using var b = new VtdBench(VtdConfig.Legacy48Bit);
-        b.Unit.Write32(0x28, 0xFFFF_FFFF); // FEDATA-like RW bits somewhere: use RTADDR's low dword
+        b.Unit.Write64(0x20, 0x1234_5000); // RTADDR: the ignored accesses below must not change it
         ulong rtaddr = b.Unit.Read64(0x20);
         Assert.Equal(0UL, b.Unit.Read64(0x24));                    // misaligned quadword
         Assert.Equal(0u, b.Unit.Read32(0x22));                     // misaligned doubleword
