@@ -3,6 +3,7 @@ using Iommu.Domains;
 using Iommu.Faults;
 using Iommu.Groups;
 using Iommu.Memory;
+using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
 using Microsoft.Extensions.Logging;
 
@@ -82,7 +83,7 @@ public sealed partial class IntelIommu : IIommuOps
             units[i].FaultEvent += (_, _) => DmarFault(_units[seq]);
             units[i].Write32(Dmar.FectlReg, 0); // unmask the fault event (dmar_set_interrupt)
             Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
-            _mapNeedsFlush |= unit.CachingMode || Dmar.CapRwbf(unit.Cap);
+            _mapNeedsFlush |= unit.CachingMode || DmarCap.Rwbf(unit.Cap);
 
             // The flush queue does only domain-wide flushes, which a virtual IOMMU (caching mode) turns
             // into costly shadow-table syncs: 5.15 intel_iommu_init makes DMA domains strict.
@@ -165,7 +166,7 @@ public sealed partial class IntelIommu : IIommuOps
             IommuCap.CacheCoherency => SnoopingSupport(),
 
             // irq_remapping_enabled: intel_prepare_irq_remapping turns IR on only when every DRHD has ECAP.IR.
-            IommuCap.IntrRemap => Array.TrueForAll(_units, u => Dmar.EcapIrSupport(u.Ecap)),
+            IommuCap.IntrRemap => Array.TrueForAll(_units, u => DmarCap.EcapIrSupport(u.Ecap)),
             _ => false,
         };
     }
@@ -182,7 +183,7 @@ public sealed partial class IntelIommu : IIommuOps
             case DomainType.Identity:
                 // The static identity domain with hardware pass-through. Units without PT would need
                 // a 1:1 page table of all memory; we do not build one (the core falls back to DMA).
-                if (!Array.TrueForAll(_units, u => Dmar.EcapPassThrough(u.Ecap)))
+                if (!Array.TrueForAll(_units, u => DmarCap.EcapPassThrough(u.Ecap)))
                 {
                     return null;
                 }
@@ -335,7 +336,7 @@ public sealed partial class IntelIommu : IIommuOps
     // units (it forces snooping through PGSNP in the PASID entry) and then set DMA_PTE_SNP in
     // second-level leaves, a bit that hardware without ECAP.SC treats as reserved (fault 0x7A on a
     // spec-compliant unit; QEMU ignores it). We follow the later kernels' rule: ECAP.SC everywhere.
-    private bool SnoopingSupport() => Array.TrueForAll(_units, u => Dmar.EcapSc(u.Ecap));
+    private bool SnoopingSupport() => Array.TrueForAll(_units, u => DmarCap.EcapSc(u.Ecap));
 
     // domain_update_iommu_superpage: smallest common superpage support over all units.
     private int SuperpageSupport()
@@ -348,7 +349,7 @@ public sealed partial class IntelIommu : IIommuOps
         int mask = 0xF;
         foreach (IntelIommuUnit u in _units)
         {
-            mask &= Dmar.CapSuperPageVal(u.Cap);
+            mask &= DmarCap.SuperPageVal(u.Cap);
         }
 
         return mask == 0 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)mask);
@@ -358,13 +359,13 @@ public sealed partial class IntelIommu : IIommuOps
     private void DmarFault(IntelIommuUnit unit)
     {
         VtdUnit hw = unit.Hardware;
-        uint fro = (uint)((unit.Cap >> 24) & 0x3FF) * 16;
-        int nfr = (int)((unit.Cap >> 40) & 0xFF) + 1;
+        uint fro = DmarCap.FaultRegOffset(unit.Cap);
+        int nfr = DmarCap.NumFaultRegs(unit.Cap);
         for (int i = 0; i < nfr; i++)
         {
             uint at = fro + (uint)(i * 16);
             ulong hi = hw.Read64(at + 8);
-            if ((hi & (1UL << 63)) == 0)
+            if ((hi & FaultRecord.Fault) == 0)
             {
                 continue;
             }
@@ -372,18 +373,18 @@ public sealed partial class IntelIommu : IIommuOps
             ulong lo = hw.Read64(at);
             var record = new DmarFaultRecord(
                 unit.SeqId,
-                (ushort)(hi & 0xFFFF),
-                (hi & (1UL << 31)) != 0 ? (uint)((hi >> 40) & 0xF_FFFF) : null,
-                lo & ~0xFFFUL,
-                (hi & (1UL << 62)) == 0,
-                (VtdFaultReason)(byte)(hi >> 32));
+                FaultRecord.SourceId(hi),
+                FaultRecord.PasidPresent(hi) ? FaultRecord.PasidValue(hi) : null,
+                FaultRecord.PageAddr(lo),
+                !FaultRecord.IsRead(hi),
+                (VtdFaultReason)FaultRecord.FaultReason(hi));
             lock (_faults)
             {
                 _faults.Add(record);
             }
 
             Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(hw.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
-            hw.Write32(at + 12, 1u << 31); // clear F (RW1C)
+            hw.Write32(at + 12, FaultRecord.FaultClearDword); // clear F (RW1C)
         }
 
         hw.Write32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);

@@ -1,4 +1,5 @@
 using Iommu.Memory;
+using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
 using Microsoft.Extensions.Logging;
 
@@ -46,8 +47,8 @@ public sealed class IntelIommuUnit
         // Scalable mode only with queued invalidation: the PASID cache can be invalidated only by
         // PASID-cache descriptors (there is no register interface for it), and Linux's PASID
         // teardown/setup paths submit those descriptors unconditionally.
-        ScalableMode = scalableMode && Dmar.EcapSmts(Ecap) && Dmar.EcapQis(Ecap);
-        NumDomains = Dmar.CapNdoms(Cap);
+        ScalableMode = scalableMode && DmarCap.EcapSmts(Ecap) && DmarCap.EcapQis(Ecap);
+        NumDomains = DmarCap.Ndoms(Cap);
         _domainIds = new ulong[(NumDomains + 63) / 64];
         _domains = new DmarDomain?[NumDomains];
 
@@ -84,7 +85,7 @@ public sealed class IntelIommuUnit
 
     /// <summary>Scalable mode with PASID support (<c>pasid_supported</c>).</summary>
     [KernelSymbol("pasid_supported")]
-    public bool PasidSupported => ScalableMode && Dmar.EcapPasid(Ecap);
+    public bool PasidSupported => ScalableMode && DmarCap.EcapPasid(Ecap);
 
     /// <summary>Number of domain ids (<c>cap_ndoms</c>).</summary>
     public int NumDomains { get; }
@@ -115,7 +116,7 @@ public sealed class IntelIommuUnit
 
     internal Lock Lock { get; } = new();
 
-    internal bool CachingMode => Dmar.CapCachingMode(Cap);
+    internal bool CachingMode => DmarCap.CachingMode(Cap);
 
     /// <summary>The domain that owns <paramref name="did"/> on this unit, or null.</summary>
     /// <param name="did">Domain id.</param>
@@ -140,7 +141,7 @@ public sealed class IntelIommuUnit
         Hardware.Write64Unguarded(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
         Command(Dmar.GcmdSrtp, oneShot: true);
 
-        if (Dmar.EcapQis(Ecap))
+        if (DmarCap.EcapQis(Ecap))
         {
             Errno err = EnableQueuedInvalidation();
             if (err != Errno.None)
@@ -197,44 +198,36 @@ public sealed class IntelIommuUnit
     // iommu_context_addr: the context entry of (bus, devfn), allocating the context table if asked.
     internal ulong ContextEntryAddress(byte bus, byte devfn, bool alloc)
     {
-        ulong rootEntry = RootTable + ((ulong)bus * 16);
-        ulong entrySize = 16;
-        if (ScalableMode)
-        {
-            entrySize = 32;
-            if (devfn >= 0x80)
-            {
-                rootEntry += 8; // upper half: UCTP
-                devfn -= 0x80;
-            }
-        }
-
-        ulong value = _memory.ReadUInt64(rootEntry);
-        if ((value & 1) == 0)
+        ulong rootEntry = RootEntry.Address(RootTable, bus, devfn, ScalableMode);
+        var root = new RootEntry(_memory.ReadUInt64(rootEntry));
+        if (!root.Present)
         {
             if (!alloc || !_frames.TryAllocate(out ulong table))
             {
                 return 0;
             }
 
-            value = table | 1;
-            _memory.WriteUInt64(rootEntry, value);
+            root = RootEntry.ForContextTable(table);
+            _memory.WriteUInt64(rootEntry, root.Value);
         }
 
-        return (value & ~0xFFFUL) + ((ulong)devfn * entrySize);
+        // Scalable: 32-byte entries, devfn 128–255 in the upper half's table.
+        return ScalableMode
+            ? root.ContextTable + ((ulong)(devfn & 0x7F) * ScalableContextEntry.Size)
+            : root.ContextTable + ((ulong)devfn * ContextEntry.Size);
     }
 
     // Frees every context table (the unit is being torn down).
     internal void FreeContextTables()
     {
-        for (ulong bus = 0; bus < 256; bus++)
+        for (int bus = 0; bus < 256; bus++)
         {
-            for (ulong half = 0; half < (ScalableMode ? 2UL : 1UL); half++)
+            for (int half = 0; half < (ScalableMode ? 2 : 1); half++)
             {
-                ulong e = _memory.ReadUInt64(RootTable + (bus * 16) + (half * 8));
-                if ((e & 1) != 0)
+                var e = new RootEntry(_memory.ReadUInt64(RootEntry.HalfAddress(RootTable, bus, half)));
+                if (e.Present)
                 {
-                    _frames.Free(e & ~0xFFFUL);
+                    _frames.Free(e.ContextTable);
                 }
             }
         }
@@ -243,7 +236,7 @@ public sealed class IntelIommuUnit
     // iommu_flush_write_buffer: only when the unit asks for it (CAP.RWBF).
     internal void FlushWriteBuffer()
     {
-        if (Dmar.CapRwbf(Cap))
+        if (DmarCap.Rwbf(Cap))
         {
             Command(Dmar.GcmdWbf, oneShot: true);
         }
@@ -254,12 +247,11 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            ulong q0 = ((ulong)fm << 48) | ((ulong)sid << 32) | ((ulong)did << 16) | ((ulong)granularity << 4) | Dmar.QiCcType;
-            Submit(q0, 0);
+            Submit(QiDescriptor.ContextCache(did, sid, fm, granularity), 0);
             return;
         }
 
-        ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << 61) | ((ulong)fm << 32) | ((ulong)sid << 16) | did;
+        ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << Dmar.CcmdCirgShift) | ((ulong)fm << Dmar.CcmdFmShift) | ((ulong)sid << Dmar.CcmdSidShift) | did;
         Hardware.Write64Unguarded(Dmar.CcmdReg, cmd);
         if ((Hardware.Read64Unguarded(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
         {
@@ -270,23 +262,21 @@ public sealed class IntelIommuUnit
     /// <summary>IOTLB invalidation (<c>qi_flush_iotlb</c> / <c>__iommu_flush_iotlb</c>).</summary>
     internal void FlushIotlb(ushort did, ulong addr, int sizeOrder, int granularity)
     {
-        ulong drain = (Dmar.CapReadDrain(Cap) ? Dmar.IotlbDr : 0) | (Dmar.CapWriteDrain(Cap) ? Dmar.IotlbDw : 0);
+        bool drainReads = DmarCap.ReadDrain(Cap), drainWrites = DmarCap.WriteDrain(Cap);
         if (QueuedInvalidation)
         {
-            ulong q0 = ((ulong)did << 16) | ((drain & Dmar.IotlbDr) != 0 ? 1UL << 7 : 0) | ((drain & Dmar.IotlbDw) != 0 ? 1UL << 6 : 0)
-                | ((ulong)granularity << 4) | Dmar.QiIotlbType;
-            ulong q1 = addr | (uint)sizeOrder;
-            Submit(q0, q1);
+            Submit(QiDescriptor.Iotlb(did, drainReads, drainWrites, granularity), addr | (uint)sizeOrder);
             return;
         }
 
-        uint iro = Dmar.EcapIotlbOffset(Ecap);
+        ulong drain = (drainReads ? Dmar.IotlbDr : 0) | (drainWrites ? Dmar.IotlbDw : 0);
+        uint iro = DmarCap.EcapIotlbOffset(Ecap);
         if (granularity == Dmar.TlbPage)
         {
             Hardware.Write64Unguarded(iro, addr | (uint)sizeOrder);
         }
 
-        Hardware.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << 60) | drain | ((ulong)did << 32));
+        Hardware.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << Dmar.IotlbIirgShift) | drain | ((ulong)did << Dmar.IotlbDidShift));
         if ((Hardware.Read64Unguarded(iro + 8) & Dmar.IotlbIvt) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete an IOTLB invalidation.");
@@ -298,7 +288,7 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit(((ulong)pasid << 32) | ((ulong)did << 16) | (1UL << 4) | Dmar.QiPcType, 0);
+            Submit(QiDescriptor.PasidCache(did, pasid, QiDescriptor.PcPasidSel), 0);
         }
     }
 
@@ -307,7 +297,7 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit(((ulong)did << 16) | Dmar.QiPcType, 0);
+            Submit(QiDescriptor.PasidCache(did, 0, QiDescriptor.PcAllPasids), 0);
         }
     }
 
@@ -315,7 +305,7 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit((3UL << 4) | Dmar.QiPcType, 0);
+            Submit(QiDescriptor.PasidCache(0, 0, QiDescriptor.PcGlobal), 0);
         }
     }
 
@@ -324,14 +314,14 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit(((ulong)pasid << 32) | ((ulong)did << 16) | (2UL << 4) | Dmar.QiEiotlbType, 0);
+            Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0);
         }
     }
 
     // __iommu_calculate_agaw: the largest SAGAW bit at or below width_to_agaw(maxGaw), or -1.
     private int CalculateAgaw(int maxGaw)
     {
-        int sagaw = Dmar.CapSagaw(Cap);
+        int sagaw = DmarCap.Sagaw(Cap);
         for (int agaw = Math.Min(Dmar.WidthToAgaw(maxGaw), 4); agaw >= 0; agaw--)
         {
             if ((sagaw & (1 << agaw)) != 0)
@@ -358,7 +348,7 @@ public sealed class IntelIommuUnit
         _qiStatus = status;
         _qiTail = 0;
         Hardware.Write64Unguarded(Dmar.IqtReg, 0);
-        Hardware.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? (1UL << 11) | 1 : 0));
+        Hardware.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? Dmar.IqaDw256 | 1 : 0)); // QS = 1: two pages
         Command(Dmar.GcmdQie, oneShot: false);
         QueuedInvalidation = true;
         return Errno.None;
@@ -375,7 +365,7 @@ public sealed class IntelIommuUnit
             int index = _qiTail;
             WriteDescriptor(index, q0, q1);
             int wait = (index + 1) % _qiEntries;
-            WriteDescriptor(wait, ((ulong)seq << 32) | Dmar.QiIwdStatusWrite | Dmar.QiIwdType, _qiStatus);
+            WriteDescriptor(wait, QiDescriptor.WaitWithStatus(seq), _qiStatus);
             _qiTail = (wait + 1) % _qiEntries;
             Hardware.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
 
