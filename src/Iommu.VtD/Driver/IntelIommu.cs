@@ -38,6 +38,7 @@ public sealed partial class IntelIommu : IIommuOps
     private readonly FrameAllocator _frames;
     private readonly ILogger _log;
     private readonly IntelIommuUnit[] _units;
+    private readonly IVtdDiagnostics[] _diagnostics; // handed on to ExportImage only; the driver never reads them
     private readonly Lock _deviceDomainLock = new();
     private readonly PasidAllocator _pasids = new();
     private readonly List<DmarFaultRecord> _faults = [];
@@ -55,7 +56,11 @@ public sealed partial class IntelIommu : IIommuOps
     /// <summary>Brings up the driver (<c>intel_iommu_init</c>): every unit gets a root table, queued invalidation and translation enabled.</summary>
     /// <param name="platform">The platform whose memory holds the translation structures.</param>
     /// <param name="options">Driver options.</param>
-    /// <param name="units">The remapping hardware, in DRHD order.</param>
+    /// <param name="units">
+    /// The remapping hardware, in DRHD order. The driver programs each only through its registers, its
+    /// fault interrupt and the tables it writes into memory; each unit's <see cref="IVtdDiagnostics"/> is
+    /// handed on, unread, to the platform's meter and to <c>ExportImage</c>.
+    /// </param>
     /// <exception cref="IommuException">A unit could not be initialised (no frames left).</exception>
     public IntelIommu(Platform platform, IntelIommuOptions options, params VtdUnit[] units)
     {
@@ -74,6 +79,7 @@ public sealed partial class IntelIommu : IIommuOps
         _log = platform.LoggerFactory.CreateLogger("Iommu.VtD.IntelIommu");
         Options = options;
         _units = new IntelIommuUnit[units.Length];
+        _diagnostics = [.. units];
         for (int i = 0; i < units.Length; i++)
         {
             var unit = new IntelIommuUnit(units[i], i, _memory, _frames, options.ScalableMode, _log);
@@ -94,13 +100,13 @@ public sealed partial class IntelIommu : IIommuOps
             }
         }
 
-        PublishMetrics(platform, units);
+        PublishMetrics(platform, _diagnostics);
     }
 
     // Every unit publishes its caches, invalidations and faults on the platform's meter, tagged dmar%d as the kernel names it.
-    private static void PublishMetrics(Platform platform, VtdUnit[] units)
+    private static void PublishMetrics(Platform platform, IVtdDiagnostics[] units)
     {
-        var tagged = new (VtdUnit, System.Diagnostics.TagList)[units.Length];
+        var tagged = new (IVtdDiagnostics, System.Diagnostics.TagList)[units.Length];
         for (int i = 0; i < units.Length; i++)
         {
             System.Diagnostics.TagList tags = platform.MetricTags;
@@ -290,18 +296,27 @@ public sealed partial class IntelIommu : IIommuOps
         throw new NotSupportedException("5.15 intel-iommu has unmap_pages.");
     }
 
-    // device_to_iommu: the unit whose DRHD scope covers the device.
+    /// <summary>The diagnostics of unit <paramref name="unitIndex"/> as the platform's builder handed it over (for <c>ExportImage</c>).</summary>
+    internal IVtdDiagnostics HardwareDiagnostics(int unitIndex)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(unitIndex);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(unitIndex, _diagnostics.Length);
+        return _diagnostics[unitIndex];
+    }
+
+    // device_to_iommu: the unit whose DRHD scope covers the device, matched by identity (no downcast).
     internal IntelIommuUnit? DeviceToIommu(Device? device)
     {
-        if (device is not PciDevice pci || pci.Bus is not PciBus bus || bus.FindDmaRemapper(pci) is not VtdUnit hw)
+        if (device is not PciDevice pci || pci.Bus is not PciBus bus || bus.FindDmaRemapper(pci) is not { } remapper)
         {
             return null;
         }
 
         foreach (IntelIommuUnit u in _units)
         {
-            if (u.Hardware == hw)
+            if (ReferenceEquals(u.Remapper, remapper))
             {
+                u.Segment = bus.Segment;
                 return u;
             }
         }
@@ -358,19 +373,18 @@ public sealed partial class IntelIommu : IIommuOps
     // dmar_fault: read every pending fault record, log it, clear it; then clear PFO/PPF.
     private void DmarFault(IntelIommuUnit unit)
     {
-        VtdUnit hw = unit.Hardware;
         uint fro = DmarCap.FaultRegOffset(unit.Cap);
         int nfr = DmarCap.NumFaultRegs(unit.Cap);
         for (int i = 0; i < nfr; i++)
         {
             uint at = fro + (uint)(i * 16);
-            ulong hi = hw.Read64(at + 8);
+            ulong hi = unit.ReadReg64(at + 8);
             if ((hi & FaultRecord.Fault) == 0)
             {
                 continue;
             }
 
-            ulong lo = hw.Read64(at);
+            ulong lo = unit.ReadReg64(at);
             var record = new DmarFaultRecord(
                 unit.SeqId,
                 FaultRecord.SourceId(hi),
@@ -383,10 +397,10 @@ public sealed partial class IntelIommu : IIommuOps
                 _faults.Add(record);
             }
 
-            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(hw.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
-            hw.Write32(at + 12, FaultRecord.FaultClearDword); // clear F (RW1C)
+            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(unit.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
+            unit.WriteReg32(at + 12, FaultRecord.FaultClearDword); // clear F (RW1C)
         }
 
-        hw.Write32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
+        unit.WriteReg32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
     }
 }

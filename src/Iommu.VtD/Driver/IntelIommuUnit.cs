@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
@@ -11,14 +12,16 @@ namespace Iommu.VtD.Driver;
 /// (queued invalidation with wait descriptors, or the CCMD/IOTLB registers without it).
 /// </summary>
 /// <remarks>
-/// Talks to the hardware only through MMIO (<see cref="VtdUnit.Read64"/>, <see cref="VtdUnit.Write64"/>, …)
-/// and the structures it writes into physical memory. Thread safety: <see cref="Lock"/> is the
+/// Talks to the hardware only through MMIO (<see cref="VtdUnit.Read64"/>, <see cref="VtdUnit.Write64"/>, …),
+/// the fault-event interrupt, and the structures it writes into physical memory; it keeps no other
+/// handle on the unit (a test checks the driver's IL for any other use of <see cref="VtdUnit"/>). Thread safety: <see cref="Lock"/> is the
 /// kernel's <c>iommu->lock</c>; invalidation submission has its own lock (<c>qi->q_lock</c>).
 /// </remarks>
 [KernelSymbol("struct intel_iommu")]
 public sealed class IntelIommuUnit
 {
     private const ulong DidBusy = 1;
+    private readonly VtdUnit _mmio; // used only through its register accessors
     private readonly PhysicalMemory _memory;
     private readonly FrameAllocator _frames;
     private readonly ILogger _log;
@@ -35,7 +38,8 @@ public sealed class IntelIommuUnit
 
     internal IntelIommuUnit(VtdUnit hardware, int seqId, PhysicalMemory memory, FrameAllocator frames, bool scalableMode, ILogger log)
     {
-        Hardware = hardware;
+        _mmio = hardware;
+        Remapper = hardware;
         SeqId = seqId;
         _memory = memory;
         _frames = frames;
@@ -60,9 +64,6 @@ public sealed class IntelIommuUnit
             _domainIds[0] |= 2;
         }
     }
-
-    /// <summary>The hardware this state drives.</summary>
-    public VtdUnit Hardware { get; }
 
     /// <summary>Index of the unit (<c>iommu->seq_id</c>).</summary>
     public int SeqId { get; }
@@ -116,6 +117,14 @@ public sealed class IntelIommuUnit
 
     internal Lock Lock { get; } = new();
 
+    // The DRHD this state drives, as the PCI buses name it (PciBus.FindDmaRemapper): compared by
+    // identity only, the way the kernel matches a device to a DRHD by its scope.
+    internal IDmaRemapper Remapper { get; }
+
+    // drhd->segment: the PCI segment of the bus whose DMAR scope names this unit, learned when the
+    // driver first finds a device behind it (there is no register for it); 0 until then.
+    internal ushort Segment { get; set; }
+
     internal bool CachingMode => DmarCap.CachingMode(Cap);
 
     /// <summary>The domain that owns <paramref name="did"/> on this unit, or null.</summary>
@@ -129,6 +138,11 @@ public sealed class IntelIommuUnit
         }
     }
 
+    // dmar_readq / dmar_writel for the fault handler (through the guarded accessors, as before).
+    internal ulong ReadReg64(uint offset) => _mmio.Read64(offset);
+
+    internal void WriteReg32(uint offset, uint value) => _mmio.Write32(offset, value);
+
     // init_dmars for one unit: root table, QI, global flushes, translation on.
     internal Errno Init()
     {
@@ -138,7 +152,7 @@ public sealed class IntelIommuUnit
         }
 
         RootTable = root;
-        Hardware.Write64Unguarded(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
+        _mmio.Write64Unguarded(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
         Command(Dmar.GcmdSrtp, oneShot: true);
 
         if (DmarCap.EcapQis(Ecap))
@@ -252,8 +266,8 @@ public sealed class IntelIommuUnit
         }
 
         ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << Dmar.CcmdCirgShift) | ((ulong)fm << Dmar.CcmdFmShift) | ((ulong)sid << Dmar.CcmdSidShift) | did;
-        Hardware.Write64Unguarded(Dmar.CcmdReg, cmd);
-        if ((Hardware.Read64Unguarded(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
+        _mmio.Write64Unguarded(Dmar.CcmdReg, cmd);
+        if ((_mmio.Read64Unguarded(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete a context-cache invalidation.");
         }
@@ -273,11 +287,11 @@ public sealed class IntelIommuUnit
         uint iro = DmarCap.EcapIotlbOffset(Ecap);
         if (granularity == Dmar.TlbPage)
         {
-            Hardware.Write64Unguarded(iro, addr | (uint)sizeOrder);
+            _mmio.Write64Unguarded(iro, addr | (uint)sizeOrder);
         }
 
-        Hardware.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << Dmar.IotlbIirgShift) | drain | ((ulong)did << Dmar.IotlbDidShift));
-        if ((Hardware.Read64Unguarded(iro + 8) & Dmar.IotlbIvt) != 0)
+        _mmio.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << Dmar.IotlbIirgShift) | drain | ((ulong)did << Dmar.IotlbDidShift));
+        if ((_mmio.Read64Unguarded(iro + 8) & Dmar.IotlbIvt) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete an IOTLB invalidation.");
         }
@@ -347,8 +361,8 @@ public sealed class IntelIommuUnit
         _qiEntries = (pages * 4096) >> _qiShift;
         _qiStatus = status;
         _qiTail = 0;
-        Hardware.Write64Unguarded(Dmar.IqtReg, 0);
-        Hardware.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? Dmar.IqaDw256 | 1 : 0)); // QS = 1: two pages
+        _mmio.Write64Unguarded(Dmar.IqtReg, 0);
+        _mmio.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? Dmar.IqaDw256 | 1 : 0)); // QS = 1: two pages
         Command(Dmar.GcmdQie, oneShot: false);
         QueuedInvalidation = true;
         return Errno.None;
@@ -367,14 +381,14 @@ public sealed class IntelIommuUnit
             int wait = (index + 1) % _qiEntries;
             WriteDescriptor(wait, QiDescriptor.WaitWithStatus(seq), _qiStatus);
             _qiTail = (wait + 1) % _qiEntries;
-            Hardware.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
+            _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
 
-            if ((Hardware.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
+            if ((_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
             {
                 // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller.
-                ulong iqh = Hardware.Read64Unguarded(Dmar.IqhReg);
-                Log.QueueError(_log, SeqId, q0, Hardware.Read64Unguarded(Dmar.IqercdReg), iqh);
-                Hardware.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
+                ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
+                Log.QueueError(_log, SeqId, q0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
+                _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
                 _qiTail = (int)(iqh >> _qiShift);
                 throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{q0:x}/0x{q1:x} (IQE).");
             }
@@ -402,8 +416,8 @@ public sealed class IntelIommuUnit
     private void Command(uint bit, bool oneShot)
     {
         uint value = oneShot ? _gcmd | bit : _gcmd |= bit;
-        Hardware.Write32Unguarded(Dmar.GcmdReg, value);
-        if ((Hardware.Read32Unguarded(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
+        _mmio.Write32Unguarded(Dmar.GcmdReg, value);
+        if ((_mmio.Read32Unguarded(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not acknowledge GCMD bit 0x{bit:x} in GSTS.");
         }
