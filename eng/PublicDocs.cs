@@ -1,4 +1,5 @@
 // Compiled by MSBuild (RoslynCodeTaskFactory) from eng/PublicDocs.targets; see the comment there.
+#nullable enable
 using System;
 using System.Collections.Generic;
 using System.Collections.Immutable;

@@ -428,6 +428,83 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies <c>destination.Length</c> bytes at <paramref name="pa"/> when all of them are RAM (see
+    /// <see cref="Contains"/>); otherwise moves nothing and returns false. The copy a device's DMA makes:
+    /// no exception for an address outside memory or in a hole.
+    /// </summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="destination">Where the bytes go.</param>
+    /// <returns>Whether the bytes moved.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    /// <remarks>A range inside one backed 2 MiB chunk (every DMA of up to a page that stays in its page) is one bounds check, one lookup and the copy.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryRead(ulong pa, Span<byte> destination)
+    {
+        byte* p = OneChunk(pa, (ulong)destination.Length);
+        if (p == null)
+        {
+            return TryCopySlow(pa, destination, write: false);
+        }
+
+        new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
+        return true;
+    }
+
+    /// <summary>Copies <paramref name="source"/> to <paramref name="pa"/> when every byte of the range is RAM; otherwise moves nothing and returns false (see <see cref="TryRead"/>).</summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="source">The bytes.</param>
+    /// <returns>Whether the bytes moved.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryWrite(ulong pa, ReadOnlySpan<byte> source)
+    {
+        byte* p = OneChunk(pa, (ulong)source.Length);
+        if (p == null)
+        {
+            return TryCopySlow(pa, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+        }
+
+        source.CopyTo(new Span<byte>(p, source.Length));
+        return true;
+    }
+
+    // The host address of [pa, pa + length) when it is non-empty, in bounds, inside one chunk that has
+    // a pointer (owned and backed, or covered whole by one RAM range) and the memory is not released;
+    // otherwise null (the caller takes the general path, which sorts out every other case).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* OneChunk(ulong pa, ulong length)
+    {
+        if (!InBounds(pa, length) || length == 0 || (pa >> ChunkShift) != ((pa + length - 1) >> ChunkShift) || Volatile.Read(ref _released) != 0)
+        {
+            return null;
+        }
+
+        byte* chunk = ChunkIfBacked(pa);
+        return chunk == null ? null : chunk + (pa & (ChunkSize - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryCopySlow(ulong pa, Span<byte> buffer, bool write)
+    {
+        ThrowIfDisposed();
+        if (!Contains(pa, (ulong)buffer.Length))
+        {
+            return false;
+        }
+
+        if (write)
+        {
+            Write(pa, buffer);
+        }
+        else
+        {
+            Read(pa, buffer);
+        }
+
+        return true;
+    }
+
     /// <summary>Copies <paramref name="source"/> to physical memory starting at <paramref name="pa"/>.</summary>
     /// <param name="pa">First physical address.</param>
     /// <param name="source">The bytes.</param>
