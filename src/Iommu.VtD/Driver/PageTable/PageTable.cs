@@ -64,9 +64,18 @@ internal unsafe struct PageTable<TFormat>
 
     public readonly long TableFrames => Interlocked.Read(ref Unsafe.AsRef(in _tables));
 
-    private static int EntriesPerTable => 1 << TFormat.StrideShift;
+    // Constants of the instantiation, forced inline: a large caller over its inlining budget still folds them.
+    private static int EntriesPerTable
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => 1 << TFormat.StrideShift;
+    }
 
-    private static ulong IndexMask => (ulong)EntriesPerTable - 1;
+    private static ulong IndexMask
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (ulong)EntriesPerTable - 1;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int Shift(int level) => TFormat.PageShift + (TFormat.StrideShift * (level - 1));
@@ -132,8 +141,10 @@ internal unsafe struct PageTable<TFormat>
     private PtWalk Walk4(ulong iova, int targetLevel, bool alloc) =>
         Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>(new Tables(_base, _start, _lastTable), _root, iova, targetLevel, alloc);
 
-    // The walk from the root for any level count: one specialisation per depth.
-    private PtWalk Walk(ulong iova, int targetLevel, bool alloc)
+    // The walk from the root for any level count: one specialisation per depth. Not inlined (five
+    // copies would spend the caller's inlining budget); 4-level callers inline Walk4 instead.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private PtWalk WalkAnyDepth(ulong iova, int targetLevel, bool alloc)
     {
         var tables = new Tables(_base, _start, _lastTable);
         return _levels switch
@@ -210,7 +221,7 @@ internal unsafe struct PageTable<TFormat>
         while (size != 0)
         {
             int level = LargepageLevel(iova, paddr, size, superpageLevels);
-            PtWalk w = Walk(iova, level, alloc: true);
+            PtWalk w = _levels == 4 ? Walk4(iova, level, alloc: true) : WalkAnyDepth(iova, level, alloc: true);
             int stoppedAt = w.Level;
             if (stoppedAt != level)
             {
@@ -333,7 +344,7 @@ internal unsafe struct PageTable<TFormat>
             last = _maxIova;
         }
 
-        PtWalk w = Walk(iova, 1, alloc: false);
+        PtWalk w = _levels == 4 ? Walk4(iova, 1, alloc: false) : WalkAnyDepth(iova, 1, alloc: false);
         ulong* slot = w.Slot(iova);
         ulong pte = w.Pte;
         int level = w.Level;
@@ -390,7 +401,7 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong IovaToPhysAnyDepth(ulong iova)
     {
-        PtWalk w = Walk(iova, 1, alloc: false);
+        PtWalk w = WalkAnyDepth(iova, 1, alloc: false);
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
 

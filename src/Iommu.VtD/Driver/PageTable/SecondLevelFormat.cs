@@ -5,13 +5,29 @@ namespace Iommu.VtD.Driver;
 /// <summary>VT-d second-level entries (<c>struct dma_pte</c>, <see cref="DmaPte"/>) as a <see cref="PageTable{TFormat}"/> format.</summary>
 internal readonly struct SecondLevelFormat : IPtFormat
 {
-    public static int PageShift => DmaPte.PageShift;
+    public static int PageShift
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => DmaPte.PageShift;
+    }
 
-    public static int StrideShift => DmaPte.StrideShift;
+    public static int StrideShift
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => DmaPte.StrideShift;
+    }
 
-    public static ulong PresentMask => DmaPte.Read | DmaPte.Write;
+    public static ulong PresentMask
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => DmaPte.Read | DmaPte.Write;
+    }
 
-    public static ulong TableBits => DmaPte.Read | DmaPte.Write;
+    public static ulong TableBits
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => DmaPte.Read | DmaPte.Write;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsMappable(ulong attr) => (attr & (DmaPte.Read | DmaPte.Write)) != 0;
