@@ -38,6 +38,11 @@ internal static partial class BadInputMatrix
         // PhysicalMemory
         X<ArgumentOutOfRangeException>("PhysicalMemory..ctor", "size 0", _ => new PhysicalMemory(0)),
         X<ArgumentOutOfRangeException>("PhysicalMemory..ctor", "size not 4K-aligned", _ => new PhysicalMemory(4097)),
+        X<ArgumentNullException>("PhysicalMemory..ctor", "null RAM ranges", _ => new PhysicalMemory(0x20_0000, null!)),
+        X<ArgumentOutOfRangeException>("PhysicalMemory..ctor", "RAM range past the end", _ => new PhysicalMemory(0x20_0000, [new HostMemoryRange(0x1F_F000, 0x2000, 0x1000)])),
+        X<ArgumentOutOfRangeException>("PhysicalMemory..ctor", "RAM range wrapping 2^64", _ => new PhysicalMemory(0x20_0000, [new HostMemoryRange(ulong.MaxValue - 0xFFF, 0x2000, 0x1000)])),
+        X<ArgumentOutOfRangeException>("PhysicalMemory..ctor", "host address not 4K-aligned", _ => new PhysicalMemory(0x20_0000, [new HostMemoryRange(0, 0x1000, 0x1008)])),
+        X<ArgumentException>("PhysicalMemory..ctor", "overlapping RAM ranges", _ => new PhysicalMemory(0x20_0000, [new HostMemoryRange(0, 0x2000, 0x1000), new HostMemoryRange(0x1000, 0x1000, 0x8000)])),
         V("PhysicalMemory.Contains", "range wrapping 2^64", c => c.Memory.Contains(ulong.MaxValue - 7, 16), false),
         V("PhysicalMemory.Contains", "range past the end", c => c.Memory.Contains((16 * G) - 8, 16), false),
         X<ArgumentOutOfRangeException>("PhysicalMemory.ReadUInt64", "address past the end", c => c.Memory.ReadUInt64(16 * G)),
