@@ -28,9 +28,9 @@ internal readonly struct MemoryEntrySource(PhysicalMemory memory) : ISecondLevel
 }
 
 /// <summary>
-/// The hardware's reading of second-level paging structures (VT-d 3.x §3.7, §9.8): one walk from
-/// SLPTPTR to the leaf for an input address, with the checks in spec order per level, and the
-/// enumeration of every table a unit could reach (for the image exporter). Translation, the exporter
+/// The hardware's reading of second-level paging structures (the VT-d spec's second-level
+/// translation and its paging-entry formats): one walk from SLPTPTR to the leaf for an input
+/// address, with the checks in spec order per level, and the enumeration of every table a unit could reach (for the image exporter). Translation, the exporter
 /// and <c>VtdImage.Path</c> all walk with it; none walks second-level tables on its own.
 /// </summary>
 /// <remarks>
