@@ -97,73 +97,80 @@ internal unsafe struct PageTable<TFormat>
     /// The walker, from the entry of <paramref name="iova"/> in <paramref name="table"/> at
     /// <typeparamref name="TLevel"/> down to the entry at <paramref name="targetLevel"/>. It stops
     /// early at an entry that is not a table pointer — absent, or a leaf above the target — unless
-    /// <paramref name="alloc"/>, when an absent table is installed and the walk goes on (a failed
-    /// install stops it there, the entry still absent). Returns the entry it stopped at, its level and
-    /// the value it read.
+    /// <paramref name="mode"/> is <see cref="PtWalkMode.Install"/>, when an absent table is
+    /// installed and the walk goes on (a failed install stops it there, the entry still absent).
+    /// Returns the table it stopped in, the level and the value read from the entry (at the target
+    /// level, only for the lookup modes; leaf-only modes give no table when they stop above level 1).
     /// </summary>
     /// <remarks>
     /// The level is a type (<see cref="IPtLevel"/>), so each level is its own specialised copy with the
     /// level constant, inlining the next: with constant <paramref name="targetLevel"/> and
-    /// <paramref name="alloc"/> the JIT makes straight-line code of it (what the hand-unrolled 4-level
+    /// <paramref name="mode"/> the JIT makes straight-line code of it (what the hand-unrolled 4-level
     /// copies used to be). Plain reads would do for the lookups (a table is published by a
     /// compare-exchange after it was zeroed, and dependent loads are ordered), but the format's acquire
     /// load costs nothing more on x64.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal PtWalk Walk<TLevel>(Tables tables, ulong table, ulong iova, int targetLevel, bool alloc)
+    internal PtWalk Walk<TLevel>(Tables tables, ulong table, ulong iova, int targetLevel, PtWalkMode mode)
         where TLevel : struct, IPtLevel
     {
         int level = TLevel.Level;
         ulong* entries = tables.TablePointer(table);
-        ulong e = TFormat.Load(entries, (iova >> Shift(level)) & IndexMask);
         if (level == 1 || level == targetLevel)
         {
-            return new PtWalk(entries, e, level);
+            // Only lookups read the target entry: a run of leaves reads its entries itself, and a
+            // read here would be one more dependent load on a cold table.
+            bool read = mode is PtWalkMode.Lookup or PtWalkMode.LeafEntry;
+            return new PtWalk(entries, read ? TFormat.Load(entries, (iova >> Shift(level)) & IndexMask) : 0, level);
         }
 
+        // A leaf-only walk that stops above the target says so with no table: every early exit is
+        // then the same constant, and the caller's one null test is all the merge costs.
+        ulong* stop = mode is PtWalkMode.LeafEntry or PtWalkMode.LeafSlot ? null : entries;
+        ulong e = TFormat.Load(entries, (iova >> Shift(level)) & IndexMask);
         if (!IsPresent(e))
         {
-            if (!alloc || (e = InstallTable(entries + ((iova >> Shift(level)) & IndexMask))) == NoFrame)
+            if (mode != PtWalkMode.Install || (e = InstallTable(entries + ((iova >> Shift(level)) & IndexMask))) == NoFrame)
             {
-                return new PtWalk(entries, e, level);
+                return new PtWalk(stop, e, level);
             }
         }
         else if (TFormat.IsLeaf(e, level))
         {
-            return new PtWalk(entries, e, level);
+            return new PtWalk(stop, e, level);
         }
 
-        return TLevel.Below(ref this, tables, TFormat.Address(e), iova, targetLevel, alloc);
+        return TLevel.Below(ref this, tables, TFormat.Address(e), iova, targetLevel, mode);
     }
 
     // The walk from the root on 4 levels (48-bit): the fast paths' specialisation, inlined.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private PtWalk Walk4(ulong iova, int targetLevel, bool alloc) =>
-        Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>(new Tables(_base, _start, _lastTable), _root, iova, targetLevel, alloc);
+    private PtWalk Walk4(ulong iova, int targetLevel, PtWalkMode mode) =>
+        Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>(new Tables(_base, _start, _lastTable), _root, iova, targetLevel, mode);
 
     // The walk from the root for any level count: one specialisation per depth. Not inlined (five
     // copies would spend the caller's inlining budget); 4-level callers inline Walk4 instead.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private PtWalk WalkAnyDepth(ulong iova, int targetLevel, bool alloc)
+    private PtWalk WalkAnyDepth(ulong iova, int targetLevel, PtWalkMode mode)
     {
         var tables = new Tables(_base, _start, _lastTable);
         return _levels switch
         {
-            4 => Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>(tables, _root, iova, targetLevel, alloc),
-            3 => Walk<PtLevelAbove<PtLevelAbove<PtLevel1>>>(tables, _root, iova, targetLevel, alloc),
-            5 => Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>>(tables, _root, iova, targetLevel, alloc),
-            2 => Walk<PtLevelAbove<PtLevel1>>(tables, _root, iova, targetLevel, alloc),
-            _ => Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>>>(tables, _root, iova, targetLevel, alloc),
+            4 => Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>(tables, _root, iova, targetLevel, mode),
+            3 => Walk<PtLevelAbove<PtLevelAbove<PtLevel1>>>(tables, _root, iova, targetLevel, mode),
+            5 => Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>>(tables, _root, iova, targetLevel, mode),
+            2 => Walk<PtLevelAbove<PtLevel1>>(tables, _root, iova, targetLevel, mode),
+            _ => Walk<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevelAbove<PtLevel1>>>>>>(tables, _root, iova, targetLevel, mode),
         };
     }
 
     // The 4 KiB entry of iova on 4 levels when every table above it exists (no superpage on the way), else null.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong* LeafSlot4(ulong iova, out ulong pte)
+    private ulong* LeafSlot4(ulong iova, PtWalkMode mode, out ulong pte)
     {
-        PtWalk w = Walk4(iova, 1, alloc: false);
+        PtWalk w = Walk4(iova, 1, mode);
         pte = w.Pte;
-        return w.Level == 1 ? w.Table + ((iova >> TFormat.PageShift) & IndexMask) : null;
+        return w.Table == null ? null : w.Table + ((iova >> TFormat.PageShift) & IndexMask);
     }
 
     // __domain_mapping; see DmaPageTable.Map. The common case (one 4 KiB page on 4 levels whose tables
@@ -174,7 +181,7 @@ internal unsafe struct PageTable<TFormat>
     {
         if (size == LevelSize(1) && _levels == 4 && TFormat.IsMappable(attr) && ((iova | paddr) & (LevelSize(1) - 1)) == 0)
         {
-            ulong* slot = LeafSlot4(iova, out ulong pte);
+            ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
             if (slot != null)
             {
                 if (pte == 0)
@@ -209,7 +216,7 @@ internal unsafe struct PageTable<TFormat>
         ulong run = size >> TFormat.PageShift;
         if (_levels == 4 && run - 1 < IndexMask && ((iova >> TFormat.PageShift) & IndexMask) + run <= (ulong)EntriesPerTable)
         {
-            ulong* slot = LeafSlot4(iova, out _);
+            ulong* slot = LeafSlot4(iova, PtWalkMode.LeafSlot, out _);
             if (slot != null)
             {
                 SetLeaves(slot, (int)run, paddr, TFormat.LeafBits(attr, 1));
@@ -221,7 +228,7 @@ internal unsafe struct PageTable<TFormat>
         while (size != 0)
         {
             int level = LargepageLevel(iova, paddr, size, superpageLevels);
-            PtWalk w = _levels == 4 ? Walk4(iova, level, alloc: true) : WalkAnyDepth(iova, level, alloc: true);
+            PtWalk w = _levels == 4 ? Walk4(iova, level, PtWalkMode.Install) : WalkAnyDepth(iova, level, PtWalkMode.Install);
             int stoppedAt = w.Level;
             if (stoppedAt != level)
             {
@@ -283,7 +290,7 @@ internal unsafe struct PageTable<TFormat>
         if (size == LevelSize(1) && _levels == 4 && iova <= _maxIova)
         {
             _memory.ThrowIfDisposed();
-            ulong* slot = LeafSlot4(iova, out ulong pte);
+            ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
             if (slot != null && IsPresent(pte))
             {
                 TFormat.Store(slot, 0);
@@ -315,7 +322,7 @@ internal unsafe struct PageTable<TFormat>
             ulong last = iova + size - 1;
             if (size == LevelSize(1))
             {
-                ulong* slot = LeafSlot4(iova, out ulong pte);
+                ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
                 if (slot != null && IsPresent(pte))
                 {
                     TFormat.Store(slot, 0);
@@ -324,7 +331,7 @@ internal unsafe struct PageTable<TFormat>
             }
             else if (((iova | size) & (LevelSize(1) - 1)) == 0 && last > iova && (last >> tableShift) == (iova >> tableShift) && size != LevelSize(2))
             {
-                ulong* slot = LeafSlot4(iova, out _);
+                ulong* slot = LeafSlot4(iova, PtWalkMode.LeafSlot, out _);
                 if (slot != null)
                 {
                     return (ulong)ClearLeaves(slot, (int)(size >> TFormat.PageShift)) << TFormat.PageShift;
@@ -344,7 +351,7 @@ internal unsafe struct PageTable<TFormat>
             last = _maxIova;
         }
 
-        PtWalk w = _levels == 4 ? Walk4(iova, 1, alloc: false) : WalkAnyDepth(iova, 1, alloc: false);
+        PtWalk w = _levels == 4 ? Walk4(iova, 1, PtWalkMode.Lookup) : WalkAnyDepth(iova, 1, PtWalkMode.Lookup);
         ulong* slot = w.Slot(iova);
         ulong pte = w.Pte;
         int level = w.Level;
@@ -393,7 +400,7 @@ internal unsafe struct PageTable<TFormat>
             return IovaToPhysAnyDepth(iova);
         }
 
-        PtWalk w = Walk4(iova, 1, alloc: false);
+        PtWalk w = Walk4(iova, 1, PtWalkMode.Lookup);
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
 
@@ -401,7 +408,7 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong IovaToPhysAnyDepth(ulong iova)
     {
-        PtWalk w = WalkAnyDepth(iova, 1, alloc: false);
+        PtWalk w = WalkAnyDepth(iova, 1, PtWalkMode.Lookup);
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
 
@@ -747,6 +754,18 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static Errno OutOfTableFrames(ulong iova) =>
         ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
+
+    // What a walk is for. Lookup: the entry it stops at, read. LeafEntry: the same, but a stop above
+    // level 1 gives no table (a leaf slot or nothing). LeafSlot: as LeafEntry without reading the leaf
+    // (a run reads its entries itself). Install: install missing tables on the way down to the target
+    // (whose entry is not read).
+    internal enum PtWalkMode
+    {
+        Lookup,
+        LeafEntry,
+        LeafSlot,
+        Install,
+    }
 
     // Where a walk stopped: the table, the value read from the entry, its level. The table rather than
     // the entry: the JIT then folds each level's index into its load, off the chain of dependent loads.

@@ -14,7 +14,7 @@ internal interface IPtLevel
     static abstract int Level { get; }
 
     /// <summary>Goes on with the walk in <paramref name="table"/>, one level below this one.</summary>
-    static abstract PageTable<TFormat>.PtWalk Below<TFormat>(ref PageTable<TFormat> pt, PageTable<TFormat>.Tables tables, ulong table, ulong iova, int targetLevel, bool alloc)
+    static abstract PageTable<TFormat>.PtWalk Below<TFormat>(ref PageTable<TFormat> pt, PageTable<TFormat>.Tables tables, ulong table, ulong iova, int targetLevel, PageTable<TFormat>.PtWalkMode mode)
         where TFormat : struct, IPtFormat;
 }
 
@@ -23,7 +23,7 @@ internal readonly struct PtLevel1 : IPtLevel
 {
     public static int Level => 1;
 
-    public static PageTable<TFormat>.PtWalk Below<TFormat>(ref PageTable<TFormat> pt, PageTable<TFormat>.Tables tables, ulong table, ulong iova, int targetLevel, bool alloc)
+    public static PageTable<TFormat>.PtWalk Below<TFormat>(ref PageTable<TFormat> pt, PageTable<TFormat>.Tables tables, ulong table, ulong iova, int targetLevel, PageTable<TFormat>.PtWalkMode mode)
         where TFormat : struct, IPtFormat =>
         throw new UnreachableException();
 }
@@ -36,7 +36,7 @@ internal readonly struct PtLevelAbove<TBelow> : IPtLevel
     public static int Level => TBelow.Level + 1;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static PageTable<TFormat>.PtWalk Below<TFormat>(ref PageTable<TFormat> pt, PageTable<TFormat>.Tables tables, ulong table, ulong iova, int targetLevel, bool alloc)
+    public static PageTable<TFormat>.PtWalk Below<TFormat>(ref PageTable<TFormat> pt, PageTable<TFormat>.Tables tables, ulong table, ulong iova, int targetLevel, PageTable<TFormat>.PtWalkMode mode)
         where TFormat : struct, IPtFormat =>
-        pt.Walk<TBelow>(tables, table, iova, targetLevel, alloc);
+        pt.Walk<TBelow>(tables, table, iova, targetLevel, mode);
 }
