@@ -220,18 +220,37 @@ public sealed class VtdImage
             levels = (int)((pe >> VtdFormat.PasidAwShift) & 7) + 2;
         }
 
-        for (int level = levels; level >= 1; level--)
+        // AW 1-3 only, as the exporter walks; the unit's walker stops where the image path always
+        // stopped: at an entry not in the image, not present, a leaf, or PS at levels 4 and 5.
+        if (levels is >= 3 and <= 5)
         {
-            ulong pa = table + (((iova >> (12 + (9 * (level - 1)))) & 0x1FF) * 8);
-            if (!Read(VtdImageChunkKind.PageTable, level, pa, out ulong pte) || !VtdImageExporter.IsTablePointer(pte, level))
+            var nonLeafReserved = new ulong[6];
+            nonLeafReserved[4] = nonLeafReserved[5] = VtdFormat.SlPageSize;
+            SecondLevelWalker.Walk(new ImageEntrySource(this), table, levels, iova, new ulong[6], nonLeafReserved, out SecondLevelWalkTrace trace);
+            for (int i = 0; i < trace.Count; i++)
             {
-                break;
+                SecondLevelWalkEntry e = trace.Entries[i];
+                path.Add(new VtdImageEntry(VtdImageChunkKind.PageTable, e.Level, e.Address, e.Value));
             }
-
-            table = pte & VtdFormat.SlAddressMask;
         }
 
         return path;
+    }
+
+    // The hardware walker's view of an image: an entry outside every chunk is a read error.
+    private readonly struct ImageEntrySource(VtdImage image) : ISecondLevelEntrySource
+    {
+        public bool TryRead(ulong pa, out ulong entry)
+        {
+            entry = 0;
+            if (!image.TryLocate(pa, out VtdImageChunk? c, out int off))
+            {
+                return false;
+            }
+
+            entry = c!.Word(off);
+            return true;
+        }
     }
 
     /// <summary>Copies every chunk into <paramref name="memory"/> at its address.</summary>
@@ -356,7 +375,7 @@ public sealed class VtdImage
                 case VtdImageChunkKind.PageTable:
                     for (int off = 0; off + 8 <= s.Length; off += 8)
                     {
-                        if (VtdImageExporter.IsTablePointer(W(off), c.Level))
+                        if (SecondLevelWalker.IsTablePointer(W(off), c.Level))
                         {
                             Fix(off, VtdFormat.SlAddressMask);
                         }

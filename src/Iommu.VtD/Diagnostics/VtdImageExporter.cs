@@ -96,11 +96,6 @@ public static class VtdImageExporter
         return new VtdImage(rtaddr, hostAddressWidth, translationEnabled, walk.Chunks);
     }
 
-    /// <summary>Whether a second-level entry at <paramref name="level"/> points to a next-level table the unit would walk (R or W set, not a leaf).</summary>
-    internal static bool IsTablePointer(ulong pte, int level) =>
-        // PS = 1 is a leaf at levels 2 and 3 and a reserved-bit fault at levels 4 and 5: followed at neither.
-        (pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) != 0 && level > 1 && (pte & VtdFormat.SlPageSize) == 0;
-
     private static ulong Word(byte[] data, int offset) => System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(offset));
 
     private sealed class Walk(PhysicalMemory memory, ulong hawMask)
@@ -211,21 +206,23 @@ public static class VtdImageExporter
             }
         }
 
-        private void PageTables(ulong table, int level)
+        // The tables the unit would walk into, by the hardware's own walker: present, not a leaf, no
+        // address bit at or above HAW, no PS at levels 4 and 5.
+        private void PageTables(ulong table, int levels)
         {
-            if (level is < 1 or > 5 || !Add(table, VtdImageChunkKind.PageTable, level, 4096, out byte[] t))
+            var nonLeafReserved = new ulong[6];
+            for (int level = 1; level <= 5; level++)
             {
-                return;
+                nonLeafReserved[level] = (VtdFormat.SlAddressMask & ~hawMask) | (level >= 4 ? VtdFormat.SlPageSize : 0);
             }
 
-            for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
-            {
-                ulong pte = Word(t, i * 8);
-                if (IsTablePointer(pte, level) && ((pte & VtdFormat.SlAddressMask) & ~hawMask) == 0)
-                {
-                    PageTables(pte & VtdFormat.SlAddressMask, level - 1);
-                }
-            }
+            var visitor = new TableAdder(this);
+            SecondLevelWalker.VisitTables(new MemoryEntrySource(memory), table, levels, new ulong[6], nonLeafReserved, ref visitor);
+        }
+
+        private readonly struct TableAdder(Walk walk) : ISecondLevelTableVisitor
+        {
+            public bool Enter(ulong table, int level) => level <= 5 && walk.Add(table, VtdImageChunkKind.PageTable, level, 4096, out _);
         }
     }
 }

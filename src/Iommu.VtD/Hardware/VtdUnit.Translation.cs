@@ -288,7 +288,7 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, false, 0, VtdFaultReason.AddressBeyondMgaw, ctx.Fpd);
         }
 
-        return TranslateSecondLevel(epoch, sid, false, 0, NoPasidTag, ctx.Did, ctx.Pointer, ctx.Aw + 2, iova, size, write, ctx.Fpd, scalable: false);
+        return TranslateSecondLevel(new SecondLevelRequest(epoch, sid, hasPasid: false, pasid: 0, NoPasidTag, ctx.Did, ctx.Pointer, ctx.Aw + 2, iova, size, write, ctx.Fpd, scalable: false));
     }
 
     /// <remarks>
@@ -427,7 +427,7 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.ScalableAddressBeyondWidth, fpd);
         }
 
-        return TranslateSecondLevel(epoch, sid, hasPasid, pasid, effective, pe.Did, pe.Slptptr, pe.Aw + 2, iova, size, write, fpd, scalable: true);
+        return TranslateSecondLevel(new SecondLevelRequest(epoch, sid, hasPasid, pasid, effective, pe.Did, pe.Slptptr, pe.Aw + 2, iova, size, write, fpd, scalable: true));
     }
 
     /// <remarks>
@@ -577,90 +577,73 @@ public sealed partial class VtdUnit
     /// its permissions even when this request lacks one, and a later IOTLB hit is checked against
     /// the cached permissions and faults the same way (QEMU 7.2 instead refuses such a hit without
     /// recording a VT-d fault). With caching mode a not-present entry is cached as a negative entry
-    /// covering that entry's whole range.
+    /// covering that entry's whole range. The walk itself is <see cref="SecondLevelWalker"/>'s.
     /// </remarks>
-    private VtdTranslation TranslateSecondLevel(
-        long epoch, ushort sid, bool hasPasid, uint pasid, uint tag, ushort did, ulong root, int levels,
-        ulong iova, ulong size, bool write, bool fpd, bool scalable)
+    private VtdTranslation TranslateSecondLevel(in SecondLevelRequest q)
     {
-        VtdFaultReason permission = write
-            ? (scalable ? VtdFaultReason.ScalableWrite : VtdFaultReason.Write)
-            : (scalable ? VtdFaultReason.ScalableRead : VtdFaultReason.Read);
+        VtdFaultReason permission = q.Write
+            ? (q.Scalable ? VtdFaultReason.ScalableWrite : VtdFaultReason.Write)
+            : (q.Scalable ? VtdFaultReason.ScalableRead : VtdFaultReason.Read);
 
-        ulong key1 = IotlbKey1(did, tag);
-        if (LookupIotlb(key1, did, iova, out ulong hit, out int hitLevel))
+        ulong key1 = IotlbKey1(q.Did, q.Tag);
+        if (LookupIotlb(key1, q.Did, q.Iova, out ulong hit, out int hitLevel))
         {
             _counters.Add(Counters.IotlbHit);
-            if ((hit & (write ? IotlbWrite : IotlbRead)) == 0)
+            if ((hit & (q.Write ? IotlbWrite : IotlbRead)) == 0)
             {
-                return Fault(sid, iova, write, hasPasid, pasid, permission, fpd);
+                return Fault(q, permission);
             }
 
-            return Finish(hit & VtdFormat.PointerMask, hitLevel, (hit & IotlbWrite) != 0);
+            return FinishSecondLevel(q, hit & VtdFormat.PointerMask, hitLevel, (hit & IotlbWrite) != 0);
         }
 
         _counters.Add(Counters.IotlbMiss);
-        ulong table = root;
-        bool r = true, w = true;
-        for (int level = levels; ; level--)
+        SecondLevelWalker.Walk(new MemoryEntrySource(_memory), q.Root, q.Levels, q.Iova, _leafReserved, _nonLeafReserved, out SecondLevelWalkTrace trace);
+        int level = trace.Level;
+        switch (trace.Status)
         {
-            int shift = 12 + (9 * (level - 1));
-            ulong pa = table + (((iova >> shift) & 0x1FF) * 8);
-            if (!_memory.Contains(pa, 8))
-            {
-                VtdFaultReason reason = level == levels
-                    ? (scalable ? VtdFaultReason.SecondLevelPointerInvalid : VtdFaultReason.ContextEntryInvalid)
-                    : (scalable ? VtdFaultReason.SecondLevelReadError : VtdFaultReason.PagingEntryInvalid);
-                return Fault(sid, iova, write, hasPasid, pasid, reason, fpd);
-            }
+            case SecondLevelWalkStatus.ReadError:
+                VtdFaultReason reason = level == q.Levels
+                    ? (q.Scalable ? VtdFaultReason.SecondLevelPointerInvalid : VtdFaultReason.ContextEntryInvalid)
+                    : (q.Scalable ? VtdFaultReason.SecondLevelReadError : VtdFaultReason.PagingEntryInvalid);
+                return Fault(q, reason);
 
-            ulong pte = _memory.ReadUInt64(pa);
-            if ((pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) == 0)
-            {
+            case SecondLevelWalkStatus.NotPresent:
                 if (_config.CachingMode)
                 {
-                    FillIotlb(epoch, key1, did, tag, iova >> shift, level, 0);
+                    FillIotlb(q.Epoch, key1, q.Did, q.Tag, q.Iova >> SecondLevelWalker.Shift(level), level, 0);
                 }
 
-                return Fault(sid, iova, write, hasPasid, pasid, permission, fpd);
-            }
+                return Fault(q, permission);
 
-            bool leaf = level == 1 || (level <= 3 && (pte & VtdFormat.SlPageSize) != 0);
-            if ((pte & (leaf ? _leafReserved[level] : _nonLeafReserved[level])) != 0)
-            {
-                return Fault(sid, iova, write, hasPasid, pasid, scalable ? VtdFaultReason.SecondLevelReserved : VtdFaultReason.PagingEntryReserved, fpd);
-            }
+            case SecondLevelWalkStatus.Reserved:
+                return Fault(q, q.Scalable ? VtdFaultReason.SecondLevelReserved : VtdFaultReason.PagingEntryReserved);
 
-            r &= (pte & VtdFormat.SlRead) != 0;
-            w &= (pte & VtdFormat.SlWrite) != 0;
-            if (!leaf)
-            {
-                table = pte & VtdFormat.SlAddressMask;
-                continue;
-            }
+            default:
+                FillIotlb(q.Epoch, key1, q.Did, q.Tag, q.Iova >> SecondLevelWalker.Shift(level), level, trace.Output | (trace.Read ? IotlbRead : 0) | (trace.Write ? IotlbWrite : 0));
+                if (!(q.Write ? trace.Write : trace.Read))
+                {
+                    return Fault(q, permission);
+                }
 
-            ulong output = pte & VtdFormat.SlAddressMask & ~((1UL << shift) - 1);
-            FillIotlb(epoch, key1, did, tag, iova >> shift, level, output | (r ? IotlbRead : 0) | (w ? IotlbWrite : 0));
-            if (!(write ? w : r))
-            {
-                return Fault(sid, iova, write, hasPasid, pasid, permission, fpd);
-            }
-
-            return Finish(output, level, w);
-        }
-
-        VtdTranslation Finish(ulong outputBase, int level, bool writable)
-        {
-            ulong pageSize = 1UL << (12 + (9 * (level - 1)));
-            ulong pa = outputBase | (iova & (pageSize - 1));
-            if (pa <= InterruptWindowLast && pa + size - 1 >= InterruptWindowBase)
-            {
-                return Fault(sid, iova, write, hasPasid, pasid, scalable ? VtdFaultReason.ScalableInterruptAddress : VtdFaultReason.InterruptAddress, fpd);
-            }
-
-            return VtdTranslation.Translated(iova, pa, pageSize, writable);
+                return FinishSecondLevel(q, trace.Output, level, trace.Write);
         }
     }
+
+    private VtdTranslation FinishSecondLevel(in SecondLevelRequest q, ulong outputBase, int level, bool writable)
+    {
+        ulong pageSize = 1UL << SecondLevelWalker.Shift(level);
+        ulong pa = outputBase | (q.Iova & (pageSize - 1));
+        if (pa <= InterruptWindowLast && pa + q.Size - 1 >= InterruptWindowBase)
+        {
+            return Fault(q, q.Scalable ? VtdFaultReason.ScalableInterruptAddress : VtdFaultReason.InterruptAddress);
+        }
+
+        return VtdTranslation.Translated(q.Iova, pa, pageSize, writable);
+    }
+
+    private VtdTranslation Fault(in SecondLevelRequest q, VtdFaultReason reason) =>
+        Fault(q.Sid, q.Iova, q.Write, q.HasPasid, q.Pasid, reason, q.Fpd);
 
     // IOTLB value: page-aligned output address | R | W; R = W = 0 is a cached not-present entry.
     private const ulong IotlbRead = 1;
