@@ -1,7 +1,6 @@
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
-using Iommu.Faults;
 using Iommu.Groups;
 
 namespace CoreTour;
@@ -11,16 +10,11 @@ namespace CoreTour;
 /// makes is written to <see cref="Calls"/> so the tour can show what the kernel's core asks of a
 /// driver. It is NOT the product: the real driver (Iommu.VtD) writes VT-d tables into physical memory.
 /// </summary>
-internal sealed class ToyIommu(IommuCore core) : IIommuOps
+internal sealed class ToyIommu(IommuCore core) : IIommuOps, IIommuAttachOps, IIommuMapPagesOps, IIommuDomainAttrOps, IIommuAuxOps, IIommuDevFeatureOps
 {
     private readonly HashSet<Device> _auxEnabled = [];
 
     public List<string> Calls { get; } = [];
-
-    public IommuCallbacks Callbacks =>
-        IommuCallbacks.AttachDev | IommuCallbacks.DetachDev | IommuCallbacks.MapPages | IommuCallbacks.UnmapPages
-        | IommuCallbacks.IovaToPhys | IommuCallbacks.DeviceGroup | IommuCallbacks.GetDevAttr | IommuCallbacks.SetDevAttr
-        | IommuCallbacks.AuxAttachDev | IommuCallbacks.AuxGetPasid | IommuCallbacks.DomainGetAttr;
 
     public ulong PgsizeBitmap => Sizes.Page | (2 * Sizes.MiB) | Sizes.GiB;
 
@@ -172,25 +166,12 @@ internal sealed class ToyIommu(IommuCore core) : IIommuOps
         _ => $"{bytes >> 10}K",
     };
 
-    public bool Capable(IommuCap cap) => throw new NotSupportedException();
+    // probe_device: every device on the bus is behind this IOMMU; nothing to set up or release.
+    public Errno AddDevice(Device device) => Errno.None;
 
-    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot) => throw new NotSupportedException();
-
-    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public void FlushIotlbAll(IDomain domain) => throw new NotSupportedException();
-
-    public void IotlbSync(IDomain domain, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public void IotlbSyncMap(IDomain domain, ulong iova, ulong size) => throw new NotSupportedException();
-
-    public Errno AddDevice(Device device) => throw new NotSupportedException();
-
-    public void RemoveDevice(Device device) => throw new NotSupportedException();
-
-    public void GetResvRegions(Device device, IList<IommuResvRegion> regions) => throw new NotSupportedException();
-
-    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response) => throw new NotSupportedException();
+    public void RemoveDevice(Device device)
+    {
+    }
 
     private sealed class ToyDomain : IommuDomain
     {

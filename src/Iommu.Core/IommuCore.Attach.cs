@@ -288,8 +288,7 @@ public sealed partial class IommuCore
     // __iommu_attach_device
     private Errno AttachDeviceInternal(IDomain domain, Device device)
     {
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AttachDev))
+        if (domain.Ops is not IIommuAttachOps ops)
         {
             return Fail(Errno.ENODEV, $"the domain's IOMMU driver cannot attach devices ({device.Name})");
         }
@@ -308,8 +307,7 @@ public sealed partial class IommuCore
     // __iommu_detach_device
     private static void DetachDeviceInternal(IDomain domain, Device device)
     {
-        IIommuOps? ops = domain.Ops;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.DetachDev))
+        if (domain.Ops is IIommuAttachOps ops)
         {
             ops.DetachDev(domain, device);
         }

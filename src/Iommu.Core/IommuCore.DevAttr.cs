@@ -25,8 +25,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         value = false;
-        IIommuOps? ops = device.Bus?.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr))
+        if (device.Bus?.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver answers device attributes for {device.Name}");
         }
@@ -59,8 +58,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.Bus?.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
+        if (device.Bus?.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver takes device attributes for {device.Name}");
         }
@@ -83,8 +81,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        return feature == IommuDevFeature.Aux && ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr)
+        return feature == IommuDevFeature.Aux && device.IommuOps is IIommuDevFeatureOps ops
             && ops.GetDevAttr(device, IommuDevAttr.AuxdCapability, out bool v) == Errno.None && v;
     }
 
@@ -97,8 +94,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        return feature == IommuDevFeature.Aux && ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr)
+        return feature == IommuDevFeature.Aux && device.IommuOps is IIommuDevFeatureOps ops
             && ops.GetDevAttr(device, IommuDevAttr.AuxdEnabled, out bool v) == Errno.None && v;
     }
 
@@ -112,8 +108,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
+        if (device.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver probed {device.Name}");
         }
@@ -132,8 +127,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
+        if (device.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.EBUSY, $"no IOMMU driver probed {device.Name}");
         }
@@ -159,8 +153,7 @@ public sealed partial class IommuCore
         ArgumentNullException.ThrowIfNull(domain);
         ThrowIfFreed(domain);
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AuxAttachDev))
+        if (domain.Ops is not IIommuAuxOps ops)
         {
             return Fail(Errno.ENODEV, $"the domain's IOMMU driver has no auxiliary-domain support ({device.Name})");
         }
@@ -179,8 +172,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = domain.Ops;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.AuxAttachDev))
+        if (domain.Ops is IIommuAuxOps ops)
         {
             ops.AuxDetachDev(domain, device);
         }
@@ -209,8 +201,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AuxGetPasid))
+        if (domain.Ops is not IIommuAuxOps ops)
         {
             return Fail(Errno.ENODEV, $"the domain's IOMMU driver has no aux_get_pasid ({device.Name})").ToKernelReturn();
         }
@@ -290,8 +281,7 @@ public sealed partial class IommuCore
     private static Errno DriverDomainAttr(IDomain domain, DomainAttr attr, out ulong value)
     {
         value = 0;
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.DomainGetAttr))
+        if (domain.Ops is not IIommuDomainAttrOps ops)
         {
             return Fail(Errno.EINVAL, $"the domain's IOMMU driver has no domain attributes ({attr})");
         }
@@ -307,7 +297,7 @@ public sealed partial class IommuCore
         return ret;
     }
 
-    private static Errno CallSetDevAttr(IIommuOps ops, Device device, IommuDevAttr attr)
+    private static Errno CallSetDevAttr(IIommuDevFeatureOps ops, Device device, IommuDevAttr attr)
     {
         ErrorDetail.Clear();
         Errno ret = ops.SetDevAttr(device, attr);

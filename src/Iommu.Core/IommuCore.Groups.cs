@@ -347,11 +347,7 @@ public sealed partial class IommuCore
             return;
         }
 
-        IIommuOps? ops = device.IommuOps;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
-        {
-            ops.RemoveDevice(device);
-        }
+        device.IommuOps?.RemoveDevice(device);
 
         GroupRemoveDevice(device);
         device.IommuOps = null;
@@ -442,32 +438,20 @@ public sealed partial class IommuCore
         }
 
         device.HasIommu = true;
-        if (ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
+        Errno err = ops.AddDevice(device);
+        if (err != Errno.None)
         {
-            Errno err = ops.AddDevice(device);
-            if (err != Errno.None)
-            {
-                device.HasIommu = false;
-                return err == Errno.ENODEV
-                    ? Fail(err, $"{device.Name} is not handled by the bus's IOMMU driver")
-                    : Fail(err, $"IOMMU driver probe of {device.Name} failed");
-            }
+            device.HasIommu = false;
+            return err == Errno.ENODEV
+                ? Fail(err, $"{device.Name} is not handled by the bus's IOMMU driver")
+                : Fail(err, $"IOMMU driver probe of {device.Name} failed");
         }
 
         device.IommuOps = ops;
-        Errno ret;
-        IommuGroup? group = null;
-        if (!ops.Callbacks.HasFlag(IommuCallbacks.DeviceGroup))
+        Errno ret = ops.DeviceGroup(device, out IommuGroup? group);
+        if (ret == Errno.None && group is null)
         {
-            ret = Fail(Errno.EINVAL, $"IOMMU driver has no device_group callback for {device.Name}");
-        }
-        else
-        {
-            ret = ops.DeviceGroup(device, out group);
-            if (ret == Errno.None && group is null)
-            {
-                ret = Fail(Errno.EINVAL, $"IOMMU driver returned no group for {device.Name}");
-            }
+            ret = Fail(Errno.EINVAL, $"IOMMU driver returned no group for {device.Name}");
         }
 
         if (ret == Errno.None)
@@ -483,10 +467,7 @@ public sealed partial class IommuCore
 
         if (ret != Errno.None)
         {
-            if (ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
-            {
-                ops.RemoveDevice(device);
-            }
+            ops.RemoveDevice(device);
 
             device.IommuOps = null;
             device.HasIommu = false;

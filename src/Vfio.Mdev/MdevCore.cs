@@ -183,12 +183,6 @@ public sealed class MdevCore
             return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver has no supported_type_groups");
         }
 
-        const MdevParentCallbacks mandatory = MdevParentCallbacks.Create | MdevParentCallbacks.Remove;
-        if ((ops.Callbacks & mandatory) != mandatory)
-        {
-            return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver lacks {mandatory & ~ops.Callbacks}");
-        }
-
         if (string.IsNullOrEmpty(ops.DriverName))
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver has no name");

@@ -1,7 +1,6 @@
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
-using Iommu.Faults;
 using Iommu.Groups;
 
 namespace Vfio.Mdev.Tests.Infrastructure;
@@ -11,17 +10,12 @@ namespace Vfio.Mdev.Tests.Infrastructure;
 /// are dictionaries, aux domains get one PASID per domain, and — added here — it is also the DMA
 /// remapping hardware, translating (requester, PASID, IOVA) through the domain attached for them.
 /// </summary>
-public sealed class ToyIommu(IommuCore core) : IIommuOps, IDmaRemapper
+public sealed class ToyIommu(IommuCore core) : IIommuOps, IIommuAttachOps, IIommuMapPagesOps, IIommuDomainAttrOps, IIommuAuxOps, IIommuDevFeatureOps, IDmaRemapper
 {
     private readonly Lock _lock = new();
     private readonly HashSet<Device> _auxEnabled = [];
     private readonly Dictionary<(Device, uint), ToyDomain> _aux = [];
     private uint _lastPasid;
-
-    public IommuCallbacks Callbacks =>
-        IommuCallbacks.AttachDev | IommuCallbacks.DetachDev | IommuCallbacks.MapPages | IommuCallbacks.UnmapPages
-        | IommuCallbacks.IovaToPhys | IommuCallbacks.DeviceGroup | IommuCallbacks.GetDevAttr | IommuCallbacks.SetDevAttr
-        | IommuCallbacks.AuxAttachDev | IommuCallbacks.AuxGetPasid | IommuCallbacks.DomainGetAttr;
 
     public ulong PgsizeBitmap => Sizes.Page;
 
@@ -209,25 +203,12 @@ public sealed class ToyIommu(IommuCore core) : IIommuOps, IDmaRemapper
         return new DmaResult(DmaStatus.Ok, (ulong)length, iova, DmaFaultReason.None);
     }
 
-    public bool Capable(IommuCap cap) => throw new NotSupportedException();
+    // probe_device: every device on the bus is behind this IOMMU; nothing to set up or release.
+    public Errno AddDevice(Device device) => Errno.None;
 
-    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot) => throw new NotSupportedException();
-
-    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public void FlushIotlbAll(IDomain domain) => throw new NotSupportedException();
-
-    public void IotlbSync(IDomain domain, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public void IotlbSyncMap(IDomain domain, ulong iova, ulong size) => throw new NotSupportedException();
-
-    public Errno AddDevice(Device device) => throw new NotSupportedException();
-
-    public void RemoveDevice(Device device) => throw new NotSupportedException();
-
-    public void GetResvRegions(Device device, IList<IommuResvRegion> regions) => throw new NotSupportedException();
-
-    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response) => throw new NotSupportedException();
+    public void RemoveDevice(Device device)
+    {
+    }
 
     private sealed class ToyDomain : IommuDomain
     {
