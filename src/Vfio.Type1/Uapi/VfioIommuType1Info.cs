@@ -1,0 +1,25 @@
+using System.Buffers.Binary;
+using Iommu;
+
+namespace Vfio.Type1.Uapi;
+
+/// <summary><c>struct vfio_iommu_type1_info { u32 argsz; u32 flags; u64 iova_pgsizes; u32 cap_offset; }</c> (24 bytes with padding).</summary>
+/// <param name="Argsz">Size (on return: size needed for every capability).</param>
+/// <param name="Flags">PGSIZES / CAPS.</param>
+/// <param name="IovaPgsizes">Supported page sizes.</param>
+/// <param name="CapOffset">Offset of the first capability, 0 if none were copied.</param>
+[KernelSymbol("struct vfio_iommu_type1_info")]
+public readonly record struct VfioIommuType1Info(uint Argsz, uint Flags, ulong IovaPgsizes, uint CapOffset)
+{
+    /// <summary>Size of the C structure (with its 4 bytes of tail padding).</summary>
+    public const int StructSize = 24;
+
+    /// <summary>Reads the fixed part from <paramref name="source"/>.</summary>
+    /// <param name="source">At least 20 bytes.</param>
+    /// <returns>The structure.</returns>
+    public static VfioIommuType1Info Read(ReadOnlySpan<byte> source) => new(
+        BinaryPrimitives.ReadUInt32LittleEndian(source),
+        BinaryPrimitives.ReadUInt32LittleEndian(source[4..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+        BinaryPrimitives.ReadUInt32LittleEndian(source[16..]));
+}
