@@ -61,7 +61,7 @@ public sealed partial class IommuCore
         {
             if (group.IsReleased)
             {
-                ThrowHelper.InvalidOperation($"{group} was already released.");
+                ThrowHelper.GroupReleased(group);
             }
 
             group.RefCount++;
@@ -85,7 +85,7 @@ public sealed partial class IommuCore
         {
             if (group.RefCount <= 0)
             {
-                ThrowHelper.InvalidOperation($"{group} reference count underflow.");
+                ThrowHelper.GroupRefUnderflow(group);
             }
 
             if (--group.RefCount != 0)
@@ -142,7 +142,7 @@ public sealed partial class IommuCore
         ArgumentNullException.ThrowIfNull(device);
         if (device.IommuGroup is not null)
         {
-            ThrowHelper.InvalidOperation($"Device {device.Name} is already in {device.IommuGroup}.");
+            ThrowHelper.DeviceAlreadyInGroup(device);
         }
 
         GroupRefGet(group);

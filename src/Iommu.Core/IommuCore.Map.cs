@@ -262,7 +262,7 @@ public sealed partial class IommuCore
 
         if (pgsizes == 0)
         {
-            ThrowHelper.InvalidOperation($"No page size of 0x{pgsizeBitmap:x} fits iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x}.");
+            ThrowHelper.NoPageSizeFits(pgsizeBitmap, iova, paddr, size);
         }
 
         int idx = BitOperations.Log2(pgsizes);

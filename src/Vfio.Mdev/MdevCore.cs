@@ -384,7 +384,7 @@ public sealed class MdevCore
                     Release(dev);
                 }
 
-                return ErrorDetail.LastErrno == ret ? ret : ErrorDetail.Fail(ret, $"vendor driver {parent.Ops.DriverName} failed to create {dev.Name} of type {type}");
+                return VendorErrors.KeepOrFail(ret, $"vendor driver {parent.Ops.DriverName} failed to create {dev.Name} of type {type}");
             }
 
             // device_add, then the mdev bus probe (mdev_attach_iommu): a fresh singleton group.

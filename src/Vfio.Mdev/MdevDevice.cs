@@ -2,6 +2,7 @@ using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
+using Vfio.Mdev.Internal;
 
 namespace Vfio.Mdev;
 
@@ -139,7 +140,7 @@ public sealed class MdevDevice : Device, IMdevDevice
                 Errno ret = openOps.OpenDevice(this);
                 if (ret != Errno.None)
                 {
-                    return ErrorDetail.LastErrno == ret ? ret : ErrorDetail.Fail(ret, $"vendor driver {Parent.Ops.DriverName} refused to open {Name}");
+                    return VendorErrors.KeepOrFail(ret, $"vendor driver {Parent.Ops.DriverName} refused to open {Name}");
                 }
             }
 

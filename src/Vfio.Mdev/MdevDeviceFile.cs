@@ -1,5 +1,6 @@
 using Iommu.Memory;
 using Iommu;
+using Vfio.Mdev.Internal;
 
 namespace Vfio.Mdev;
 
@@ -96,5 +97,11 @@ public sealed class MdevDeviceFile : IDisposable
     private long Missing(string op) =>
         ErrorDetail.Fail(Errno.EINVAL, $"vendor driver {Ops.DriverName} has no {op} for {Device.Name}").ToKernelReturn();
 
-    private void ThrowIfClosed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
+    private void ThrowIfClosed()
+    {
+        if (Volatile.Read(ref _closed) != 0)
+        {
+            ThrowHelper.DeviceFileClosed(this);
+        }
+    }
 }

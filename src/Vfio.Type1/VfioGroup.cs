@@ -7,6 +7,7 @@ using Iommu.Groups;
 using Vfio.Mdev;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1;
 
@@ -69,7 +70,16 @@ public sealed class VfioGroup : VfioFile
     /// <param name="request">Ioctl number.</param>
     /// <param name="arg">Argument: the structure (GET_STATUS), a 4-byte fd (SET_CONTAINER), the NUL-terminated device name (GET_DEVICE_FD).</param>
     /// <returns>The syscall result (GET_DEVICE_FD: the new fd).</returns>
-    public int Ioctl(uint request, Span<byte> arg) => Ioctl(Owner ?? throw new InvalidOperationException("group is not open"), request, arg);
+    public int Ioctl(uint request, Span<byte> arg)
+    {
+        ProcessAddressSpace? owner = Owner;
+        if (owner is null)
+        {
+            ThrowHelper.GroupNotOpen();
+        }
+
+        return Ioctl(owner, request, arg);
+    }
 
     /// <summary>The group ioctl (<c>vfio_group_fops_unl_ioctl</c>) issued by <paramref name="caller"/>.</summary>
     /// <param name="caller">Calling process (fds are looked up and installed in its table).</param>

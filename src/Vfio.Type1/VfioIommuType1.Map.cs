@@ -5,6 +5,7 @@ using Iommu.Domains;
 using Vfio.Mdev.Pinning;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1;
 
@@ -466,7 +467,7 @@ public sealed partial class VfioIommuType1
                     {
                         if (++retries > 10)
                         {
-                            throw new InvalidOperationException($"vendor driver did not unpin mapping 0x{dma.Iova:x}+0x{dma.Size:x} after 11 DMA-unmap notifications (BUG_ON in vfio_dma_do_unmap)");
+                            ThrowHelper.VendorDidNotUnpin(dma.Iova, dma.Size);
                         }
                     }
                     else

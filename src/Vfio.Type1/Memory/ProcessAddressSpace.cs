@@ -1,5 +1,6 @@
 using Iommu;
 using Iommu.Memory;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1.Memory;
 
@@ -107,7 +108,7 @@ public sealed class ProcessAddressSpace : IDisposable
             {
                 if (Pages.Allocate(length >> PageShift, HugeSize >> PageShift, out ulong pfn) != Errno.None)
                 {
-                    throw new InsufficientMemoryException($"host page pool cannot back {length} bytes of huge pages");
+                    ThrowHelper.HugePagesExhausted(length);
                 }
 
                 for (ulong i = 0; i < length >> PageShift; i++)
@@ -659,13 +660,13 @@ public sealed class ProcessAddressSpace : IDisposable
     {
         if ((vaddr & (PageSize - 1)) != 0)
         {
-            throw new ArgumentException($"address 0x{vaddr:x} is not page aligned", nameof(vaddr));
+            ThrowHelper.AddressNotPageAligned(vaddr);
         }
 
         ArgumentOutOfRangeException.ThrowIfZero(length);
         if (length > TaskSize || vaddr > TaskSize - length)
         {
-            throw new ArgumentOutOfRangeException(nameof(length), $"range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space");
+            ThrowHelper.RangeOutsideUserSpace(vaddr, length);
         }
     }
 
@@ -673,7 +674,7 @@ public sealed class ProcessAddressSpace : IDisposable
     {
         if (Exited)
         {
-            throw new InvalidOperationException($"{Name} has exited");
+            ThrowHelper.ProcessExited(Name);
         }
     }
 
