@@ -102,13 +102,13 @@ public sealed class VfioGroup : VfioFile
                         return -(int)ErrorDetail.Fail(Errno.EFAULT, "GET_STATUS: argument shorter than 8 bytes");
                     }
 
-                    uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+                    uint argsz = VfioGroupStatus.Read(arg).Argsz;
                     if (argsz < VfioGroupStatus.Size)
                     {
                         return -(int)ErrorDetail.Fail(Errno.EINVAL, $"GET_STATUS: argsz {argsz} < 8");
                     }
 
-                    BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], GetStatus().Flags);
+                    new VfioGroupStatus(argsz, GetStatus().Flags).Write(arg);
                     return 0;
                 }
 

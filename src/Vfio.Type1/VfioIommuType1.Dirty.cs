@@ -21,8 +21,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "DIRTY_PAGES: argument shorter than 8 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        (uint argsz, uint flags) = VfioIommuType1DirtyBitmap.Read(arg);
         const uint mask = VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_START | VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP | VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
         if (argsz < 8 || (flags & ~mask) != 0)
         {
@@ -77,9 +76,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "DIRTY_PAGES(GET_BITMAP): range not readable");
         }
 
-        ulong iova = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
-        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
-        var bm = new VfioBitmap(BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[32..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[40..]));
+        (ulong iova, ulong size, VfioBitmap bm) = VfioIommuType1DirtyBitmapGet.Read(arg[VfioIommuType1DirtyBitmap.StructSize..]);
         if (iova + size < iova)
         {
             return ErrorDetail.Fail(Errno.EINVAL, "GET_BITMAP: range wraps");

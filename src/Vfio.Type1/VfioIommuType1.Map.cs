@@ -39,15 +39,14 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "MAP_DMA: argument shorter than 32 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        var map = VfioIommuType1DmaMap.Read(arg);
         const uint mask = VfioUapi.VFIO_DMA_MAP_FLAG_READ | VfioUapi.VFIO_DMA_MAP_FLAG_WRITE | VfioUapi.VFIO_DMA_MAP_FLAG_VADDR;
-        if (argsz < VfioIommuType1DmaMap.StructSize || (flags & ~mask) != 0)
+        if (map.Argsz < VfioIommuType1DmaMap.StructSize || (map.Flags & ~mask) != 0)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: argsz {argsz} < 32 or unknown flags 0x{flags:x}");
+            return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: argsz {map.Argsz} < 32 or unknown flags 0x{map.Flags:x}");
         }
 
-        return DmaDoMap(caller, flags, BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]));
+        return DmaDoMap(caller, map.Flags, map.Vaddr, map.Iova, map.Size);
     }
 
     [KernelSymbol("vfio_dma_do_map")]
@@ -312,8 +311,8 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "UNMAP_DMA: argument shorter than 24 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        var unmap = VfioIommuType1DmaUnmap.ReadHeader(arg);
+        (uint argsz, uint flags) = (unmap.Argsz, unmap.Flags);
         const uint mask = VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL | VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR;
         if (argsz < VfioIommuType1DmaUnmap.StructSize || (flags & ~mask) != 0)
         {
@@ -326,8 +325,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EINVAL, "UNMAP_DMA: GET_DIRTY_BITMAP cannot be combined with ALL or VADDR");
         }
 
-        ulong iova = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
-        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
+        (ulong iova, ulong size) = (unmap.Iova, unmap.Size);
         VfioBitmap bm = default;
         if (dirty)
         {
@@ -336,12 +334,12 @@ public sealed partial class VfioIommuType1
                 return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: argsz {argsz} < 48 with GET_DIRTY_BITMAP");
             }
 
-            if (arg.Length < 48)
+            if (arg.Length < VfioIommuType1DmaUnmap.StructSize + VfioBitmap.StructSize)
             {
                 return ErrorDetail.Fail(Errno.EFAULT, "UNMAP_DMA: bitmap header not readable");
             }
 
-            bm = new VfioBitmap(BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[32..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[40..]));
+            bm = VfioBitmap.Read(arg[VfioIommuType1DmaUnmap.StructSize..]);
             if (!AccessOk(bm.Data, bm.Size))
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: bitmap pointer 0x{bm.Data:x} is not a user address");
@@ -356,7 +354,7 @@ public sealed partial class VfioIommuType1
         Errno e = DmaDoUnmap(caller, flags, iova, size, bm, out ulong unmapped);
         if (e == Errno.None)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(arg[16..], unmapped);
+            VfioIommuType1DmaUnmap.WriteSize(arg, unmapped);
         }
 
         return e;
@@ -524,7 +522,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "GET_INFO: argument shorter than 16 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        uint argsz = VfioIommuType1Info.ReadMinimal(arg).Argsz;
         if (argsz < minsz)
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"GET_INFO: argsz {argsz} < 16");
@@ -599,13 +597,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, $"GET_INFO: buffer of {arg.Length} bytes cannot take the {copy}-byte header");
         }
 
-        BinaryPrimitives.WriteUInt32LittleEndian(arg, argsz);
-        BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(arg[8..], pgsizes);
-        if (copy == capsz)
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(arg[16..], capOffset);
-        }
+        new VfioIommuType1Info(argsz, flags, pgsizes, capOffset).Write(arg, copy);
 
         return Errno.None;
     }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Iommu;
 
 namespace Vfio.Type1.Uapi;
@@ -11,4 +12,16 @@ public readonly record struct VfioBitmap(ulong Pgsize, ulong Size, ulong Data)
 {
     /// <summary>Size of the C structure.</summary>
     public const int StructSize = 24;
+
+    internal static VfioBitmap Read(ReadOnlySpan<byte> source) => new(
+        BinaryPrimitives.ReadUInt64LittleEndian(source),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[16..]));
+
+    internal void Write(Span<byte> destination)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(destination, Pgsize);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], Size);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[16..], Data);
+    }
 }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Iommu;
 
 namespace Vfio.Type1.Uapi;
@@ -10,4 +11,14 @@ public readonly record struct VfioGroupStatus(uint Argsz, uint Flags)
 {
     /// <summary>Size of the C structure.</summary>
     public const int Size = 8;
+
+    internal static VfioGroupStatus Read(ReadOnlySpan<byte> source) => new(
+        BinaryPrimitives.ReadUInt32LittleEndian(source),
+        BinaryPrimitives.ReadUInt32LittleEndian(source[4..]));
+
+    internal void Write(Span<byte> destination)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Argsz);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Flags);
+    }
 }

@@ -25,4 +25,12 @@ public readonly record struct VfioIommuType1DmaMap(uint Argsz, uint Flags, ulong
         BinaryPrimitives.WriteUInt64LittleEndian(destination[16..], Iova);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[24..], Size);
     }
+
+    // The handler's copy_from_user: source holds at least StructSize bytes.
+    internal static VfioIommuType1DmaMap Read(ReadOnlySpan<byte> source) => new(
+        BinaryPrimitives.ReadUInt32LittleEndian(source),
+        BinaryPrimitives.ReadUInt32LittleEndian(source[4..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[16..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[24..]));
 }

@@ -26,11 +26,20 @@ public readonly record struct VfioIommuType1DmaUnmap(uint Argsz, uint Flags, ulo
         BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Flags);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], Iova);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[16..], Size);
-        if (destination.Length >= 48)
+        if (destination.Length >= StructSize + VfioBitmap.StructSize)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(destination[24..], Bitmap.Pgsize);
-            BinaryPrimitives.WriteUInt64LittleEndian(destination[32..], Bitmap.Size);
-            BinaryPrimitives.WriteUInt64LittleEndian(destination[40..], Bitmap.Data);
+            Bitmap.Write(destination[StructSize..]);
         }
     }
+
+    // The handler's first copy_from_user: the header only (source holds at least StructSize bytes); the
+    // bitmap that may follow is read with VfioBitmap.Read once the flags ask for it.
+    internal static VfioIommuType1DmaUnmap ReadHeader(ReadOnlySpan<byte> source) => new(
+        BinaryPrimitives.ReadUInt32LittleEndian(source),
+        BinaryPrimitives.ReadUInt32LittleEndian(source[4..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[16..]));
+
+    // copy_to_user of the size field (the bytes unmapped) into the caller's header.
+    internal static void WriteSize(Span<byte> destination, ulong size) => BinaryPrimitives.WriteUInt64LittleEndian(destination[16..], size);
 }

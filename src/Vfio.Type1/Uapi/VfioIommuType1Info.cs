@@ -22,4 +22,23 @@ public readonly record struct VfioIommuType1Info(uint Argsz, uint Flags, ulong I
         BinaryPrimitives.ReadUInt32LittleEndian(source[4..]),
         BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
         BinaryPrimitives.ReadUInt32LittleEndian(source[16..]));
+
+    // The handler's copy_from_user(&info, arg, minsz = 16): everything before cap_offset.
+    internal static VfioIommuType1Info ReadMinimal(ReadOnlySpan<byte> source) => new(
+        BinaryPrimitives.ReadUInt32LittleEndian(source),
+        BinaryPrimitives.ReadUInt32LittleEndian(source[4..]),
+        BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+        0);
+
+    // copy_to_user(arg, &info, minsz): the first length bytes, 16 (without cap_offset) or 20.
+    internal void Write(Span<byte> destination, int length)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Argsz);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], IovaPgsizes);
+        if (length >= 20)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(destination[16..], CapOffset);
+        }
+    }
 }
