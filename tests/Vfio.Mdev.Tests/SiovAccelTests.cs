@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using CoreTour;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
@@ -9,7 +10,7 @@ using Vfio.Mdev.Tests.Infrastructure;
 namespace Vfio.Mdev.Tests;
 
 /// <summary>
-/// The Scalable-IOV sample on the ToyIommu stand-in; the test methods play VFIO type1's part
+/// The Scalable-IOV sample on the CoreTour sample's ToyIommu stand-in; the test methods play VFIO type1's part
 /// (aux attach to the mdev's IOMMU device, mdev_set_iommu_domain, map).
 /// </summary>
 public sealed class SiovAccelTests : IDisposable
