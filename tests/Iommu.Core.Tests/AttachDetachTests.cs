@@ -12,7 +12,7 @@ public sealed class AttachDetachTests : IDisposable
     private const string Dev0 = "0000:00:02.0";
     private const string Dev1 = "0000:00:03.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 
@@ -378,7 +378,7 @@ public sealed class AttachDetachTests : IDisposable
         Driver.CapableMock.Setup(o => o.Capable(IommuCap.CacheCoherency)).Returns(true);
         Assert.True(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
 
-        using var without = new TestPlatform(OptionalOps.All & ~OptionalOps.Capable).WithIommu();
+        using var without = new CoreBed(OptionalOps.All & ~OptionalOps.Capable).WithIommu();
         Assert.False(without.Core.Capable(without.Pci, IommuCap.CacheCoherency));
     }
 }

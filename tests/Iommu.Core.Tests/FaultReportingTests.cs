@@ -11,7 +11,7 @@ public sealed class FaultReportingTests : IDisposable
 {
     private const string Dev0 = "0000:00:02.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 

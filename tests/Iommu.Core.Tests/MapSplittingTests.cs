@@ -11,7 +11,7 @@ public sealed class MapSplittingTests : IDisposable
     private const OptionalOps MapPagesOnly = OptionalOps.All & ~OptionalOps.Map;
     private const OptionalOps MapOnly = OptionalOps.All & ~OptionalOps.MapPages;
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 

@@ -9,7 +9,7 @@ public sealed class UnmapTests : IDisposable
 {
     private const OptionalOps UnmapOnly = OptionalOps.All & ~OptionalOps.MapPages;
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 

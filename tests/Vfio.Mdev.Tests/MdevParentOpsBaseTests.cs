@@ -73,7 +73,7 @@ public sealed class MdevParentOpsBaseTests
     [Fact]
     public void Absent_callbacks_behave_as_clear_bits_of_a_hand_written_driver()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         var minimal = new Minimal();
         Assert.Equal(Errno.None, bed.Mdev.RegisterDevice(bed.ParentA, minimal));
         Assert.Equal(Errno.None, bed.Mdev.RegisterDevice(bed.ParentB, new MinimalFakeVendor("a")));
@@ -99,7 +99,7 @@ public sealed class MdevParentOpsBaseTests
     [Fact]
     public void Listed_callbacks_are_called_and_the_others_stay_absent()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         var driver = new WithReadWriteAndClose();
         Assert.Equal(Errno.None, bed.Mdev.RegisterDevice(bed.ParentA, driver));
         MdevDevice m = bed.Create(bed.ParentA, "readable-a");

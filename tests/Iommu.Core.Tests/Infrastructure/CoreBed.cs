@@ -5,9 +5,9 @@ using Iommu.Groups;
 namespace Iommu.Core.Tests.Infrastructure;
 
 /// <summary>A small platform with a PCI bus and a <see cref="MockIommu"/> driver (not yet registered).</summary>
-public sealed class TestPlatform : IDisposable
+public sealed class CoreBed : IDisposable
 {
-    public TestPlatform(OptionalOps optional = OptionalOps.All, ulong pgsizeBitmap = MockIommu.Bitmap4K2M1G, DomainType defaultDomainType = DomainType.Dma)
+    public CoreBed(OptionalOps optional = OptionalOps.All, ulong pgsizeBitmap = MockIommu.Bitmap4K2M1G, DomainType defaultDomainType = DomainType.Dma)
     {
         Platform = new Platform(new PlatformOptions
         {
@@ -31,7 +31,7 @@ public sealed class TestPlatform : IDisposable
     public MockIommu Driver { get; }
 
     /// <summary>Registers the mock driver on the PCI bus (bus_set_iommu) and asserts success.</summary>
-    public TestPlatform WithIommu()
+    public CoreBed WithIommu()
     {
         Assert.Equal(Errno.None, Pci.SetIommuOps(Driver.Ops));
         return this;
