@@ -1,5 +1,4 @@
 using Iommu.Memory;
-using System.Buffers.Binary;
 using Iommu;
 using Iommu.Domains;
 using Vfio.Mdev.Pinning;
@@ -538,7 +537,12 @@ public sealed partial class VfioIommuType1
         {
             pgsizes = _pgsizeBitmap;
             int nIova = _iovaList.Count;
-            capLen = 32 + 12 + (nIova > 0 ? 16 + (16 * nIova) : 0);
+
+            // The chain: MIGRATION (id 2), DMA_AVAIL (id 3), and IOVA_RANGE (id 1) unless the list is empty;
+            // each header's next is an offset from the start of the info structure.
+            const int migration = 0, dmaAvail = migration + VfioIommuType1InfoCapMigration.StructSize;
+            const int iovaRange = dmaAvail + VfioIommuType1InfoDmaAvail.StructSize;
+            capLen = iovaRange + (nIova > 0 ? VfioIommuType1InfoCapIovaRange.SizeFor(nIova) : 0);
             if (capLen > caps.Length)
             {
                 caps = new byte[capLen];
@@ -546,31 +550,15 @@ public sealed partial class VfioIommuType1
 
             caps = caps[..capLen];
             caps.Clear();
-            int off = 0;
-            int next = 32;
-
-            // MIGRATION (id 2): flags 0, smallest page size, max bitmap size.
-            WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, infoSize + next);
-            BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 16)..], MinPageSize);
-            BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 24)..], VfioUapi.DirtyBitmapSizeMax);
-            off = next;
-            next = off + 12;
-
-            // DMA_AVAIL (id 3)
-            WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, nIova > 0 ? infoSize + next : 0);
-            BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 8)..], _dmaAvail);
-            off = next;
-
-            // IOVA_RANGE (id 1), omitted when the list is empty.
+            new VfioIommuType1InfoCapMigration(
+                new VfioInfoCapHeader(VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, 1, infoSize + dmaAvail), 0, MinPageSize, VfioUapi.DirtyBitmapSizeMax)
+                .Write(caps[migration..]);
+            new VfioIommuType1InfoDmaAvail(
+                new VfioInfoCapHeader(VfioUapi.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, 1, nIova > 0 ? infoSize + iovaRange : 0u), _dmaAvail)
+                .Write(caps[dmaAvail..]);
             if (nIova > 0)
             {
-                WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0);
-                BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 8)..], (uint)nIova);
-                for (int k = 0; k < nIova; k++)
-                {
-                    BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 16 + (16 * k))..], _iovaList[k].Start);
-                    BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 24 + (16 * k))..], _iovaList[k].End);
-                }
+                new VfioIommuType1InfoCapIovaRange(new VfioInfoCapHeader(VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 0)).Write(caps[iovaRange..], _iovaList);
             }
         }
 
@@ -600,13 +588,6 @@ public sealed partial class VfioIommuType1
         new VfioIommuType1Info(argsz, flags, pgsizes, capOffset).Write(arg, copy);
 
         return Errno.None;
-    }
-
-    private static void WriteCapHeader(Span<byte> caps, int off, ushort id, int next)
-    {
-        BinaryPrimitives.WriteUInt16LittleEndian(caps[off..], id);
-        BinaryPrimitives.WriteUInt16LittleEndian(caps[(off + 2)..], 1);
-        BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 4)..], next == 0 ? 0u : (uint)next);
     }
 
     // access_ok on x86-64: the range lies below TASK_SIZE_MAX (NULL passes).
