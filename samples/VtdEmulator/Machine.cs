@@ -7,18 +7,20 @@ using Iommu.VtD.Hardware;
 namespace VtdEmulator;
 
 /// <summary>
-/// A small emulated machine with a VT-d unit on its DMA path: guest RAM, an MMIO window the guest's
-/// driver programs the unit through, two devices that DMA by requester id on their own threads, and
+/// A small emulated machine with a VT-d unit on its DMA path: guest RAM the emulator owns (with the PCI
+/// hole left out), an MMIO window the guest's driver programs the unit through, two devices that DMA by requester id on their own threads, and
 /// an interrupt controller that receives the unit's fault MSIs. It runs a short scenario and checks
 /// what a guest would observe.
 /// </summary>
-public static class Machine
+public static unsafe class Machine
 {
     /// <summary>Where the guest sees the unit's registers (the DRHD's register base in its ACPI table).</summary>
     public const ulong DmarBase = 0xFED9_0000;
 
     private const ulong TableArea = 0x0100_0000;   // the guest kernel's page allocator starts here
-    private const ulong BufferBase = 0x4000_0000;  // device buffers: 64 pages per device
+    private const ulong BufferBase = 0x4000_0000;  // device 1's buffers (64 pages), below the PCI hole
+    private const ulong HighBuffer = GuestRam.HighStart + 0x10_0000; // device 2's, above 4 GiB
+    private const ulong PeerBar = 0xC000_0000;     // a peer device's BAR, in the PCI hole: not RAM
     private const ulong Iova = 0x1000_0000;
     private const int Pages = 64;
     private const ulong FaultMsiAddress = 0xFEE0_0000;
@@ -29,7 +31,8 @@ public static class Machine
     public static EmulatorReport Run()
     {
         var report = new EmulatorReport();
-        using var ram = new PhysicalMemory(2UL << 30);
+        using var guestRam = new GuestRam(2UL << 30);
+        PhysicalMemory ram = guestRam.Memory;
         var unit = new VtdUnit(ram, VtdConfig.Legacy48Bit);
 
         // The emulator's interrupt controller: MSIs arrive on whichever thread caused them (a DMA
@@ -41,7 +44,7 @@ public static class Machine
         guest.Start(FaultMsiAddress, FaultMsiVector);
 
         // Two devices, each in its own domain, each with 64 pages at the same IOVA.
-        var devices = new[] { new Device(0x0018, 1, BufferBase), new Device(0x0020, 2, BufferBase + (Pages * 4096UL)) };
+        var devices = new[] { new Device(0x0018, 1, BufferBase), new Device(0x0020, 2, HighBuffer) };
         foreach (Device d in devices)
         {
             d.Table = guest.AddDevice(d.Rid, d.Did);
@@ -60,6 +63,15 @@ public static class Machine
             report.Check($"device {d.Rid:x4}: the access past its mapping faulted ({d.Result.Fault})", d.Result.Fault == "Fault");
             report.Check($"device {d.Rid:x4}: its bytes are in its own pages only", OwnPagesOnly(ram, d, devices));
         }
+
+        // The bytes are in the emulator's own RAM, where its CPU model would read them: no copy.
+        report.Check("device 0020's first page is in the host block above the hole", *guestRam.Host(HighBuffer) == 0x20);
+
+        // A guest that points a device at a peer's BAR: the hole is not RAM, so the DMA stops with a
+        // memory error (a master abort) naming the device address, and no fault is recorded.
+        guest.Map(devices[0].Table, devices[0].Did, Iova + (Pages * 4096UL) + 0x1000, PeerBar);
+        DmaResult peer = unit.Read(devices[0].Rid, null, Iova + (Pages * 4096UL) + 0x1000, stackalloc byte[8]);
+        report.Check($"a DMA to a peer BAR in the PCI hole: {peer.Status} at device address 0x{peer.StopAddress:x}", peer.Status == DmaStatus.MemoryError && peer.StopAddress == Iova + (Pages * 4096UL) + 0x1000);
 
         // The vCPU takes the fault interrupts: the guest's handler reads the records through MMIO.
         int msis = Deliver(pendingMsis, guest);

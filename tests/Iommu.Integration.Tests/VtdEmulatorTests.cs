@@ -10,7 +10,7 @@ public sealed class VtdEmulatorTests
     {
         EmulatorReport report = Machine.Run();
         Assert.True(report.AllChecksPassed, report.Describe());
-        Assert.Equal(10, report.Checks.Count);
+        Assert.Equal(12, report.Checks.Count);
         Assert.Equal(2, report.Lines.Count(l => l.Contains("DMAR fault", StringComparison.Ordinal)));
     }
 }

@@ -130,12 +130,11 @@ public sealed class PciDevice : Device
         }
 
         Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
-        if (!memory.Contains(iova, (ulong)destination.Length))
+        if (!memory.TryRead(iova, destination))
         {
             return new DmaResult(DmaStatus.MemoryError, 0, iova, DmaFaultReason.None);
         }
 
-        memory.Read(iova, destination);
         return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, iova, DmaFaultReason.None);
     }
 
@@ -154,12 +153,11 @@ public sealed class PciDevice : Device
         }
 
         Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
-        if (!memory.Contains(iova, (ulong)source.Length))
+        if (!memory.TryWrite(iova, source))
         {
             return new DmaResult(DmaStatus.MemoryError, 0, iova, DmaFaultReason.None);
         }
 
-        memory.Write(iova, source);
         return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, DmaFaultReason.None);
     }
 

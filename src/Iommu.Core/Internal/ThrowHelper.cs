@@ -19,6 +19,12 @@ internal static class ThrowHelper
             string.Create(CultureInfo.InvariantCulture, $"Physical range [0x{pa:x}, 0x{pa + length:x}) lies outside physical memory [0x0, 0x{size:x})."));
 
     [DoesNotReturn]
+    public static void PhysicalHole(ulong pa, ulong length) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(pa),
+            string.Create(CultureInfo.InvariantCulture, $"Physical range [0x{pa:x}, 0x{pa + length:x}) is not RAM: it reaches a hole between the RAM ranges of this caller-owned memory (see PhysicalMemory.HostRanges)."));
+
+    [DoesNotReturn]
     public static void Misaligned(string what, ulong value, ulong alignment) =>
         throw new ArgumentException(
             string.Create(CultureInfo.InvariantCulture, $"{what} 0x{value:x} is not aligned to 0x{alignment:x}."), what);

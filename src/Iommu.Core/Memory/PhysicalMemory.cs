@@ -5,12 +5,19 @@ using Iommu.Internal;
 namespace Iommu.Memory;
 
 /// <summary>
-/// Host physical memory: sparse, backed lazily in 2 MiB native chunks that the operating system
-/// zero-fills on first touch, and read and written by physical address.
+/// Host physical memory, read and written by physical address: either owned (sparse, backed lazily in
+/// 2 MiB native chunks that the operating system zero-fills on first touch) or the caller's own memory
+/// laid out as RAM ranges with holes between them (an emulator's guest RAM; see
+/// <see cref="PhysicalMemory(ulong, IEnumerable{HostMemoryRange})"/>).
 /// </summary>
 /// <remarks>
 /// <para>Translation structures and DMA buffers live here, so the hardware model reads exactly the
-/// bytes the driver wrote. Reading memory never written returns zeros without backing it.</para>
+/// bytes the driver wrote. Reading owned memory never written returns zeros without backing it.</para>
+/// <para>Holes (caller-owned memory only): the addresses no <see cref="HostMemoryRange"/> covers, such
+/// as an MMIO window or the interrupt range, are not RAM. <see cref="Contains"/> is false for a range
+/// that touches one, which is how the hardware model turns a DMA, a table read or a status write there
+/// into a memory error or a fault instead of phantom RAM; the accessors throw
+/// <see cref="ArgumentOutOfRangeException"/> naming the hole.</para>
 /// <para>Every access is bounds-checked against <see cref="Size"/> and throws
 /// <see cref="ArgumentOutOfRangeException"/> naming the range; use <see cref="Contains"/> first where
 /// an out-of-range address is an expected outcome (a device DMA, for instance).</para>
@@ -42,6 +49,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private const int DirEntries = 1 << DirShift;
 
     private readonly nint[]?[] _directory;
+
+    // Caller-owned memory: the RAM ranges sorted by physical address, or null for owned memory. A 2 MiB
+    // chunk that one range covers whole has its host pointer in _directory (the hot path does not
+    // know the difference); a chunk with a hole or a range boundary in it has none and is resolved
+    // through this list on the (cold) slow path.
+    private readonly HostMemoryRange[]? _ram;
+    private readonly ulong _ramBytes;
     private readonly List<(nint Block, ulong First, ulong Count)> _contiguous = [];
     // In-flight access scopes: one counter per thread that ever entered (written only by its thread,
     // so entering is a plain store, no interlocked operation and no shared cache line), found through
@@ -77,6 +91,59 @@ public sealed unsafe class PhysicalMemory : IDisposable
         ulong chunks = (size + ChunkSize - 1) >> ChunkShift;
         _directory = new nint[]?[(chunks + DirEntries - 1) >> DirShift];
     }
+
+    /// <summary>
+    /// Physical memory over RAM the caller owns: each of <paramref name="ram"/> maps physical addresses
+    /// to host memory (an emulator's guest RAM, a file or shared mapping, huge pages); the addresses no
+    /// range covers are holes. No byte is copied and nothing is allocated per page: the translation
+    /// walk, the invalidation queue, status writes and DMA read and write the caller's memory directly.
+    /// </summary>
+    /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
+    /// <param name="ram">The RAM ranges: 4 KiB-aligned, inside <paramref name="size"/>, not overlapping; in any order.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="ram"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The size is invalid, or a range is empty, misaligned or outside the memory (the message names it).</exception>
+    /// <exception cref="ArgumentException">Two ranges overlap (the message names both).</exception>
+    /// <remarks>
+    /// <para>The caller keeps the host memory valid until <see cref="Dispose"/> returns (Dispose waits for
+    /// calls in flight, so freeing it afterwards is safe) and does not free it earlier; Dispose never
+    /// frees it. The memory need not be zeroed: a <see cref="FrameAllocator"/> over it zeroes each frame
+    /// it hands out.</para>
+    /// <para>The library's accesses and the caller's own race as they would on real memory;
+    /// 64-bit table entries are read and written as single aligned 64-bit accesses, as hardware does.</para>
+    /// </remarks>
+    public PhysicalMemory(ulong size, IEnumerable<HostMemoryRange> ram)
+        : this(size)
+    {
+        ArgumentNullException.ThrowIfNull(ram);
+        HostMemoryRange[] ranges = [.. ram];
+        Array.Sort(ranges, static (a, b) => a.PhysicalAddress.CompareTo(b.PhysicalAddress));
+        for (int i = 0; i < ranges.Length; i++)
+        {
+            HostMemoryRange r = ranges[i];
+            if (r.Length == 0 || ((r.PhysicalAddress | r.Length | (ulong)r.Host) & (PageSize - 1)) != 0 || !InBounds(r.PhysicalAddress, r.Length))
+            {
+                throw new ArgumentOutOfRangeException(nameof(ram), r, $"RAM range [0x{r.PhysicalAddress:x}, 0x{r.PhysicalAddress + r.Length:x}) at host 0x{(ulong)r.Host:x} must be non-empty, 4 KiB-aligned (physical address, length and host address) and inside the 0x{size:x} bytes of physical memory.");
+            }
+
+            if (i > 0 && ranges[i - 1].PhysicalAddress + ranges[i - 1].Length > r.PhysicalAddress)
+            {
+                HostMemoryRange q = ranges[i - 1];
+                ThrowHelper.Argument($"RAM ranges [0x{q.PhysicalAddress:x}, 0x{q.PhysicalAddress + q.Length:x}) and [0x{r.PhysicalAddress:x}, 0x{r.PhysicalAddress + r.Length:x}) overlap.", nameof(ram));
+            }
+
+            _ramBytes += r.Length;
+            for (ulong chunk = (r.PhysicalAddress + ChunkSize - 1) >> ChunkShift; (chunk + 1) << ChunkShift <= r.PhysicalAddress + r.Length; chunk++)
+            {
+                nint[] dir = _directory[chunk >> DirShift] ??= new nint[DirEntries];
+                dir[chunk & (DirEntries - 1)] = (nint)((byte*)r.Host + ((chunk << ChunkShift) - r.PhysicalAddress));
+            }
+        }
+
+        _ram = ranges;
+    }
+
+    /// <summary>The RAM ranges of caller-owned memory, by physical address; null for owned memory (all of <c>[0, Size)</c> is RAM).</summary>
+    public IReadOnlyList<HostMemoryRange>? HostRanges => _ram;
 
     /// <summary>Bytes of physical address space (addresses 0 to <c>Size - 1</c>).</summary>
     public ulong Size { get; }
@@ -231,15 +298,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
-    /// <summary>Bytes currently backed by native memory (a multiple of 2 MiB).</summary>
-    public ulong BackedBytes => (ulong)Interlocked.Read(ref _backedChunks) << ChunkShift;
+    /// <summary>Bytes currently backed by native memory: for owned memory a multiple of 2 MiB; for caller-owned memory the bytes of its RAM ranges.</summary>
+    public ulong BackedBytes => _ram is null ? (ulong)Interlocked.Read(ref _backedChunks) << ChunkShift : _ramBytes;
 
-    /// <summary>Whether <c>[pa, pa + length)</c> lies entirely inside physical memory.</summary>
+    /// <summary>Whether <c>[pa, pa + length)</c> lies entirely inside physical memory and, for caller-owned memory, entirely in RAM (no hole).</summary>
     /// <param name="pa">First physical address.</param>
     /// <param name="length">Bytes.</param>
     /// <returns>True when the whole range exists.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool Contains(ulong pa, ulong length) => pa <= Size && length <= Size - pa;
+    public bool Contains(ulong pa, ulong length) => InBounds(pa, length) && (_ram is null || InWholeChunk(pa, length) || RamContains(pa, length));
 
     /// <summary>
     /// The 4 KiB frame at <paramref name="pa"/> as 512 64-bit entries: the view the IOMMU has of a
@@ -335,10 +402,16 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public void Read(ulong pa, Span<byte> destination)
     {
         CheckRange(pa, (ulong)destination.Length);
+        CheckRam(pa, (ulong)destination.Length);
         while (!destination.IsEmpty)
         {
             int n = BytesToChunkEnd(pa, destination.Length);
             byte* p = ChunkIfBacked(pa);
+            if (p == null && _ram is not null)
+            {
+                p = RamChunk(pa, ref n);
+            }
+
             if (p == null)
             {
                 destination[..n].Clear();
@@ -353,16 +426,100 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies <c>destination.Length</c> bytes at <paramref name="pa"/> when all of them are RAM (see
+    /// <see cref="Contains"/>); otherwise moves nothing and returns false. The copy a device's DMA makes:
+    /// no exception for an address outside memory or in a hole.
+    /// </summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="destination">Where the bytes go.</param>
+    /// <returns>Whether the bytes moved.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    /// <remarks>A range inside one backed 2 MiB chunk (every DMA of up to a page that stays in its page) is one bounds check, one lookup and the copy.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryRead(ulong pa, Span<byte> destination)
+    {
+        byte* p = OneChunk(pa, (ulong)destination.Length);
+        if (p == null)
+        {
+            return TryCopySlow(pa, destination, write: false);
+        }
+
+        new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
+        return true;
+    }
+
+    /// <summary>Copies <paramref name="source"/> to <paramref name="pa"/> when every byte of the range is RAM; otherwise moves nothing and returns false (see <see cref="TryRead"/>).</summary>
+    /// <param name="pa">First physical address.</param>
+    /// <param name="source">The bytes.</param>
+    /// <returns>Whether the bytes moved.</returns>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryWrite(ulong pa, ReadOnlySpan<byte> source)
+    {
+        byte* p = OneChunk(pa, (ulong)source.Length);
+        if (p == null)
+        {
+            return TryCopySlow(pa, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+        }
+
+        source.CopyTo(new Span<byte>(p, source.Length));
+        return true;
+    }
+
+    // The host address of [pa, pa + length) when it is non-empty, in bounds, inside one chunk that has
+    // a pointer (owned and backed, or covered whole by one RAM range) and the memory is not released;
+    // otherwise null (the caller takes the general path, which sorts out every other case).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* OneChunk(ulong pa, ulong length)
+    {
+        if (!InBounds(pa, length) || length == 0 || (pa >> ChunkShift) != ((pa + length - 1) >> ChunkShift) || Volatile.Read(ref _released) != 0)
+        {
+            return null;
+        }
+
+        byte* chunk = ChunkIfBacked(pa);
+        return chunk == null ? null : chunk + (pa & (ChunkSize - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryCopySlow(ulong pa, Span<byte> buffer, bool write)
+    {
+        ThrowIfDisposed();
+        if (!Contains(pa, (ulong)buffer.Length))
+        {
+            return false;
+        }
+
+        if (write)
+        {
+            Write(pa, buffer);
+        }
+        else
+        {
+            Read(pa, buffer);
+        }
+
+        return true;
+    }
+
     /// <summary>Copies <paramref name="source"/> to physical memory starting at <paramref name="pa"/>.</summary>
     /// <param name="pa">First physical address.</param>
     /// <param name="source">The bytes.</param>
     public void Write(ulong pa, ReadOnlySpan<byte> source)
     {
         CheckRange(pa, (ulong)source.Length);
+        CheckRam(pa, (ulong)source.Length);
         while (!source.IsEmpty)
         {
             int n = BytesToChunkEnd(pa, source.Length);
-            source[..n].CopyTo(new Span<byte>(Chunk(pa) + (pa & (ChunkSize - 1)), n));
+            byte* p = ChunkIfBacked(pa);
+            if (p == null)
+            {
+                p = _ram is null ? Back(pa) : RamChunk(pa, ref n);
+            }
+
+            source[..n].CopyTo(new Span<byte>(p + (pa & (ChunkSize - 1)), n));
             source = source[n..];
             pa += (ulong)n;
         }
@@ -375,12 +532,19 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public void Fill(ulong pa, ulong length, byte value)
     {
         CheckRange(pa, length);
+        CheckRam(pa, length);
         while (length != 0)
         {
             int n = BytesToChunkEnd(pa, length > int.MaxValue ? int.MaxValue : (int)length);
-            if (value != 0 || ChunkIfBacked(pa) != null)
+            byte* p = ChunkIfBacked(pa);
+            if (p == null && _ram is not null)
             {
-                new Span<byte>(Chunk(pa) + (pa & (ChunkSize - 1)), n).Fill(value);
+                p = RamChunk(pa, ref n);
+            }
+
+            if (p != null || value != 0)
+            {
+                new Span<byte>((p != null ? p : Back(pa)) + (pa & (ChunkSize - 1)), n).Fill(value);
             }
 
             length -= (ulong)n;
@@ -394,7 +558,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public bool IsBacked(ulong pa)
     {
         CheckRange(pa, 1);
-        return ChunkIfBacked(pa) != null;
+        return ChunkIfBacked(pa) != null || (_ram is not null && RamContains(pa, 1));
     }
 
     /// <summary>Frees every chunk. Spans obtained earlier must not be used afterwards.</summary>
@@ -451,6 +615,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
     private void Free()
     {
+        if (_ram is not null)
+        {
+            return; // the caller's memory: the caller frees it
+        }
+
         for (int d = 0; d < _directory.Length; d++)
         {
             nint[]? dir = _directory[d];
@@ -491,6 +660,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
     {
         CheckRange(pa, size);
         ArgumentOutOfRangeException.ThrowIfZero(size);
+        if (_ram is not null)
+        {
+            // Caller-owned RAM is contiguous already wherever one range covers it: a view, no copy.
+            byte* chunkBase = RamPointerChunk(pa, size);
+            return new ContiguousRegion(this, chunkBase + (pa & (ChunkSize - 1)), pa, size);
+        }
+
         ulong first = pa >> ChunkShift;
         ulong last = (pa + size - 1) >> ChunkShift;
         ulong count = last - first + 1;
@@ -608,9 +784,112 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool InBounds(ulong pa, ulong length) => pa <= Size && length <= Size - pa;
+
+    // Caller-owned memory: whether [pa, pa + length) lies in a chunk one RAM range covers whole.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool InWholeChunk(ulong pa, ulong length) =>
+        length != 0 && (pa >> ChunkShift) == ((pa + length - 1) >> ChunkShift) && ChunkIfBacked(pa) != null;
+
+    // Caller-owned memory: whether RAM covers [pa, pa + length) (several adjacent ranges may).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool RamContains(ulong pa, ulong length)
+    {
+        ulong end = pa + length;
+        int i = RangeIndex(pa);
+        if (i < 0)
+        {
+            return false;
+        }
+
+        for (; i < _ram!.Length; i++)
+        {
+            ulong rangeEnd = _ram[i].PhysicalAddress + _ram[i].Length;
+            if (rangeEnd >= end)
+            {
+                return true;
+            }
+
+            if (i + 1 == _ram.Length || _ram[i + 1].PhysicalAddress != rangeEnd)
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
+
+    // Caller-owned memory: the index of the RAM range holding pa, or -1 in a hole.
+    private int RangeIndex(ulong pa)
+    {
+        HostMemoryRange[] ram = _ram!;
+        int lo = 0, hi = ram.Length - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (pa < ram[mid].PhysicalAddress)
+            {
+                hi = mid - 1;
+            }
+            else if (pa - ram[mid].PhysicalAddress >= ram[mid].Length)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                return mid;
+            }
+        }
+
+        return -1;
+    }
+
+    // Caller-owned memory, a chunk without a whole-chunk pointer: the host address that chunk's start
+    // would have in the range holding pa (only bytes of that range are ever reached through it), with n
+    // clipped to the range's end. Throws for a hole.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* RamChunk(ulong pa, ref int n)
+    {
+        int i = RangeIndex(pa);
+        if (i < 0)
+        {
+            ThrowHelper.PhysicalHole(pa, (ulong)n);
+        }
+
+        HostMemoryRange r = _ram![i];
+        ulong left = r.PhysicalAddress + r.Length - pa;
+        if ((ulong)n > left)
+        {
+            n = (int)left;
+        }
+
+        return (byte*)r.Host + ((pa & ~(ulong)(ChunkSize - 1)) - r.PhysicalAddress);
+    }
+
+    // Caller-owned memory: throws unless RAM covers [pa, pa + length) with one range.
+    private void RangeEnd(ulong pa, ulong length)
+    {
+        int i = RangeIndex(pa);
+        if (i < 0 || _ram![i].PhysicalAddress + _ram[i].Length - pa < length)
+        {
+            ThrowHelper.PhysicalHole(pa, length);
+        }
+    }
+
+    // Caller-owned memory: a copy that would reach a hole throws before it moves a byte.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CheckRam(ulong pa, ulong length)
+    {
+        if (_ram is not null && length != 0 && !InWholeChunk(pa, length) && !RamContains(pa, length))
+        {
+            ThrowHelper.PhysicalHole(pa, length);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CheckRange(ulong pa, ulong length)
     {
-        if (!Contains(pa, length))
+        if (!InBounds(pa, length))
         {
             ThrowHelper.PhysicalRange(pa, length, Size);
         }
@@ -626,7 +905,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private byte* Pointer(ulong pa, ulong length)
     {
         CheckRange(pa, length);
-        return Chunk(pa) + (pa & (ChunkSize - 1));
+        byte* p = ChunkIfBacked(pa);
+        if (p == null)
+        {
+            p = _ram is null ? Back(pa) : RamPointerChunk(pa, length);
+        }
+
+        return p + (pa & (ChunkSize - 1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -634,7 +919,17 @@ public sealed unsafe class PhysicalMemory : IDisposable
     {
         CheckRange(pa, length);
         byte* chunk = ChunkIfBacked(pa);
-        return chunk == null ? null : chunk + (pa & (ChunkSize - 1));
+        if (chunk == null)
+        {
+            if (_ram is null)
+            {
+                return null;
+            }
+
+            chunk = RamPointerChunk(pa, length);
+        }
+
+        return chunk + (pa & (ChunkSize - 1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -645,11 +940,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return dir is null ? null : (byte*)Volatile.Read(ref dir[chunk & (DirEntries - 1)]);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private byte* Chunk(ulong pa)
+    // Caller-owned memory: RamChunk for an access that must not be split (a table, a frame, a value).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* RamPointerChunk(ulong pa, ulong length)
     {
-        byte* p = ChunkIfBacked(pa);
-        return p != null ? p : Back(pa);
+        RangeEnd(pa, length);
+        int n = 1;
+        return RamChunk(pa, ref n);
     }
 
     // Zeroed chunk memory that starts on a 4 KiB boundary, so a frame is a host page: copies of pages

@@ -19,10 +19,7 @@ public static class VtdImageExporter
     public static VtdImage ExportImage(this VtdUnit unit)
     {
         ArgumentNullException.ThrowIfNull(unit);
-        using PhysicalMemory.AccessScope guard = unit.Memory.EnterAccess();
-        ulong rtaddr = unit.Read64(VtdRegister.Rtaddr);
-        bool te = (unit.Read32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
-        return Export(unit.Memory, rtaddr, unit.Config.HostAddressWidth, te);
+        return ExportFrom(unit);
     }
 
     /// <summary>Exports the structures <paramref name="unit"/> reaches and evaluates <paramref name="probes"/> on them with the unit's capabilities.</summary>
@@ -40,11 +37,20 @@ public static class VtdImageExporter
     /// <param name="driver">The driver.</param>
     /// <param name="unitIndex">Index in <see cref="IntelIommu.Units"/>.</param>
     /// <returns>The image.</returns>
+    /// <remarks>The driver hands over the diagnostics of the unit it was given at construction; the export reads the hardware, not the driver's bookkeeping.</remarks>
     public static VtdImage ExportImage(this IntelIommu driver, int unitIndex = 0)
     {
         ArgumentNullException.ThrowIfNull(driver);
-        using PhysicalMemory.AccessScope guard = driver.Units[unitIndex].Hardware.Memory.EnterAccess();
-        return driver.Units[unitIndex].Hardware.ExportImage();
+        return ExportFrom(driver.HardwareDiagnostics(unitIndex));
+    }
+
+    // RTADDR and GSTS.TES from the unit's registers, the tables from its memory.
+    private static VtdImage ExportFrom(IVtdDiagnostics unit)
+    {
+        using PhysicalMemory.AccessScope guard = unit.Memory.EnterAccess();
+        ulong rtaddr = unit.Read64(VtdRegister.Rtaddr);
+        bool te = (unit.Read32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
+        return Export(unit.Memory, rtaddr, unit.Config.HostAddressWidth, te);
     }
 
     /// <summary>Walks <paramref name="memory"/> from <paramref name="rtaddr"/> and returns every structure reached.</summary>

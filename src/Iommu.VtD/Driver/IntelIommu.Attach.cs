@@ -1,5 +1,7 @@
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.VtD.Driver.Format;
+using Iommu.VtD.Hardware;
 
 namespace Iommu.VtD.Driver;
 
@@ -53,9 +55,10 @@ public sealed partial class IntelIommu
             }
 
             IntelIommuUnit unit = DeviceToIommu(device)!;
-            return InsertDevInfo(unit, (PciDevice)device, d)
-                ? Errno.None
-                : ErrorDetail.LastErrno == Errno.EBUSY ? Errno.EBUSY : ErrorDetail.Fail(Errno.EBUSY, $"could not program {device.Name} for the domain (no DID, or no table memory on DMAR unit {unit.SeqId})");
+            err = InsertDevInfo(unit, (PciDevice)device, d);
+            return err is Errno.None or Errno.EBUSY
+                ? err
+                : ErrorDetail.Fail(Errno.EBUSY, $"could not program {device.Name} for the domain (no DID, or no table memory on DMAR unit {unit.SeqId})");
         }
     }
 
@@ -93,7 +96,7 @@ public sealed partial class IntelIommu
             return ErrorDetail.Fail(Errno.ENODEV, $"{device.Name} is not behind a VT-d unit of this driver");
         }
 
-        int addrWidth = Math.Min(Dmar.AgawToWidth(unit.Agaw), Dmar.CapMgaw(unit.Cap));
+        int addrWidth = Math.Min(Dmar.AgawToWidth(unit.Agaw), DmarCap.Mgaw(unit.Cap));
         if (addrWidth < 64 && domain.MaxAddr > 1UL << addrWidth)
         {
             return ErrorDetail.Fail(Errno.EFAULT, $"DMAR unit {unit.SeqId} is {addrWidth} bits wide but the domain maps up to 0x{domain.MaxAddr:x} ({device.Name})");
@@ -197,11 +200,12 @@ public sealed partial class IntelIommu
     }
 
     // dmar_insert_one_dev_info: DID, device info, PASID table and RID2PASID entry, context entries.
-    private bool InsertDevInfo(IntelIommuUnit unit, PciDevice device, DmarDomain domain)
+    private Errno InsertDevInfo(IntelIommuUnit unit, PciDevice device, DmarDomain domain)
     {
-        if (DomainAttachIommu(domain, unit) != Errno.None)
+        Errno err = DomainAttachIommu(domain, unit);
+        if (err != Errno.None)
         {
-            return false;
+            return err;
         }
 
         var info = new DeviceDomainInfo(device, unit, domain)
@@ -213,32 +217,34 @@ public sealed partial class IntelIommu
 
         if (unit.ScalableMode)
         {
-            if (!AllocPasidTable(info))
+            err = AllocPasidTable(info);
+            if (err != Errno.None)
             {
                 Log.DeviceError(_log, device.Name, "PASID table allocation failed");
                 RemoveDevInfo(info);
-                return false;
+                return err;
             }
 
-            Errno err = domain.IsIdentity
+            err = domain.IsIdentity
                 ? SetupPassThrough(unit, domain, info, 0)
                 : SetupSecondLevel(unit, domain, info, 0);
             if (err != Errno.None)
             {
                 Log.DeviceError(_log, device.Name, "Setup RID2PASID failed");
                 RemoveDevInfo(info);
-                return false;
+                return err;
             }
         }
 
-        if (!ContextMapping(unit, domain, info))
+        err = ContextMapping(unit, domain, info);
+        if (err != Errno.None)
         {
             Log.DeviceError(_log, device.Name, "Domain context map failed");
             RemoveDevInfo(info);
-            return false;
+            return err;
         }
 
-        return true;
+        return Errno.None;
     }
 
     // dmar_remove_one_dev_info: RID2PASID teardown, context clear, PASID table free, DID release.
@@ -272,32 +278,6 @@ public sealed partial class IntelIommu
         DomainDetachIommu(info.Domain, unit);
     }
 
-    // Aux-domain PASID entries still present in the table about to be freed: the RID domain changes
-    // (or the device goes) while aux domains are attached, e.g. after AUXD_DISABLE, which does not
-    // detach them. 5.15 flushes only the RID domain's DID here (domain_context_clear_one), so the
-    // PASID-cache and IOTLB entries tagged with the aux domains' DIDs survived the freeing of their
-    // PASID table, and a DMA with such a PASID kept translating through the aux domain once PASID
-    // was enabled again (found by the isolation property). Tearing each entry down flushes the PASID
-    // cache for (DID, PASID) and that DID's IOTLB for every affected DID, as intel_pasid_tear_down_entry
-    // does for the entry it clears (VT-d spec, "Guidance to Software for Invalidations").
-    // The aux domains keep their bookkeeping: a later aux detach finds no entry and only drops the DID.
-    private void TearDownAuxPasidEntries(IntelIommuUnit unit, DeviceDomainInfo info)
-    {
-        ulong entries = (ulong)info.PasidDirectoryPages * 512;
-        for (ulong i = 0; i < entries; i++)
-        {
-            if ((_memory.ReadUInt64(info.PasidDirectory + (i * 8)) & Dmar.PasidPresent) == 0)
-            {
-                continue;
-            }
-
-            for (uint j = i == 0 ? 1u : 0u; j <= Dmar.PasidPteMask; j++)
-            {
-                TearDownPasidEntry(unit, info, (uint)(i << Dmar.PasidPdeShift) | j);
-            }
-        }
-    }
-
     // The requester ids the device's DMA can carry: its own and its DMA aliases (pci_for_each_dma_alias, same bus).
     private static IEnumerable<byte> DevFns(PciDevice device)
     {
@@ -309,20 +289,21 @@ public sealed partial class IntelIommu
     }
 
     // domain_context_mapping(_one) for every alias; an already present entry is left alone.
-    private bool ContextMapping(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info)
+    private Errno ContextMapping(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info)
     {
         foreach (byte devfn in DevFns(info.Device))
         {
-            if (!ContextMappingOne(unit, domain, info, devfn))
+            Errno err = ContextMappingOne(unit, domain, info, devfn);
+            if (err != Errno.None)
             {
-                return false;
+                return err;
             }
         }
 
-        return true;
+        return Errno.None;
     }
 
-    private bool ContextMappingOne(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, byte devfn)
+    private Errno ContextMappingOne(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, byte devfn)
     {
         byte bus = info.Bus;
         ushort did = domain.IommuDid[unit.SeqId];
@@ -331,48 +312,43 @@ public sealed partial class IntelIommu
             ulong ce = unit.ContextEntryAddress(bus, devfn, alloc: true);
             if (ce == 0)
             {
-                return false;
+                return ErrorDetail.Fail(Errno.ENOMEM, $"no frame for the context table of bus {bus:x2} on DMAR unit {unit.SeqId}");
             }
 
-            if ((_memory.ReadUInt64(ce) & Dmar.ContextPresent) != 0)
+            if ((_memory.ReadUInt64(ce) & VtdFormat.Present) != 0)
             {
-                return true;
+                return Errno.None;
             }
 
-            ulong lo, hi;
             if (unit.ScalableMode)
             {
                 // PASID directory pointer, PDTS, RID_PASID = 0, present; FPD clear (fault processing on).
-                lo = info.PasidDirectory | ((ulong)ContextPdts(info.MaxPasid) << 9) | Dmar.ContextPresent;
-                hi = 0;
-                _memory.WriteUInt64(ce + 8, hi);
-                _memory.WriteUInt64(ce + 16, 0);
-                _memory.WriteUInt64(ce + 24, 0);
+                var sc = default(ScalableContextEntry);
+                sc.SetPasidDirectory(info.PasidDirectory);
+                sc.SetPdts(ScalableContextEntry.Pds(info.MaxPasid));
+                sc.SetPresent();
+                sc.Store(_memory, ce);
             }
             else
             {
-                ulong aw;
-                int tt;
-                ulong root = 0;
+                var c = default(ContextEntry);
+                c.SetDomainId(did);
                 if (domain.IsIdentity)
                 {
                     // Pass-through: AW is the largest AGAW the hardware supports; ASR is ignored.
-                    aw = (ulong)unit.Msagaw;
-                    tt = Dmar.ContextTtPassThrough;
+                    c.SetAddressWidth(unit.Msagaw);
+                    c.SetTranslationType(ContextEntry.TtPassThrough);
                 }
                 else
                 {
-                    aw = (ulong)domain.Agaw;
-                    tt = Dmar.ContextTtMultiLevel;
-                    root = domain.PageTable.Root;
+                    c.SetAddressWidth(domain.Agaw);
+                    c.SetTranslationType(ContextEntry.TtMultiLevel);
+                    c.SetAddressRoot(domain.PageTable.Root);
                 }
 
-                hi = aw | ((ulong)did << 8);
-                lo = root | ((ulong)tt << 2) | Dmar.ContextPresent;
-                _memory.WriteUInt64(ce + 8, hi);
+                c.SetPresent();
+                c.Store(_memory, ce);
             }
-
-            _memory.WriteUInt64(ce, lo);
         }
 
         // Not-present → present: with caching mode the unit may have cached the not-present entry
@@ -387,7 +363,7 @@ public sealed partial class IntelIommu
             unit.FlushWriteBuffer();
         }
 
-        return true;
+        return Errno.None;
     }
 
     // domain_context_clear_one
@@ -398,17 +374,20 @@ public sealed partial class IntelIommu
         lock (unit.Lock)
         {
             ulong ce = unit.ContextEntryAddress(bus, devfn, alloc: false);
-            if (ce == 0 || (_memory.ReadUInt64(ce) & Dmar.ContextPresent) == 0)
+            if (ce == 0 || (_memory.ReadUInt64(ce) & VtdFormat.Present) == 0)
             {
                 return;
             }
 
-            didOld = unit.ScalableMode
-                ? (info.Domain.IsIdentity ? Dmar.FlptDefaultDid : info.Domain.IommuDid[unit.SeqId])
-                : (ushort)((_memory.ReadUInt64(ce + 8) >> 8) & 0xFFFF);
-            for (ulong q = 0; q < (unit.ScalableMode ? 32UL : 16UL); q += 8)
+            if (unit.ScalableMode)
             {
-                _memory.WriteUInt64(ce + q, 0);
+                didOld = info.Domain.IsIdentity ? Dmar.FlptDefaultDid : info.Domain.IommuDid[unit.SeqId];
+                ScalableContextEntry.Clear(_memory, ce);
+            }
+            else
+            {
+                didOld = ContextEntry.Load(_memory, ce).DomainId;
+                ContextEntry.Clear(_memory, ce);
             }
         }
 
@@ -419,194 +398,5 @@ public sealed partial class IntelIommu
         }
 
         unit.FlushIotlb(didOld, 0, 0, Dmar.TlbDomain);
-    }
-
-    // context_get_sm_pds: PDTS such that the directory has max_pasid >> 6 entries.
-    private static int ContextPdts(uint maxPasid)
-    {
-        uint maxPde = maxPasid >> Dmar.PasidPdeShift;
-        int pds = System.Numerics.BitOperations.TrailingZeroCount(maxPde);
-        return pds < 7 ? 0 : pds - 7;
-    }
-
-    // intel_pasid_alloc_table: a directory big enough for the device's PASIDs (one page without a PASID capability).
-    private bool AllocPasidTable(DeviceDomainInfo info)
-    {
-        uint maxPasid = info.PasidSupported ? (uint)Math.Min(info.Device.MaxPasids, 1 << Math.Min(20, (int)((info.Unit.Ecap >> 35) & 0x1F) + 1)) : 0;
-        ulong size = maxPasid >> (Dmar.PasidPdeShift - 3); // bytes of 8-byte directory entries
-        int pages = size <= 4096 ? 1 : (int)System.Numerics.BitOperations.RoundUpToPowerOf2((size + 4095) / 4096);
-        if (!_frames.TryAllocateContiguous(pages, out ulong dir))
-        {
-            return false;
-        }
-
-        info.PasidDirectory = dir;
-        info.PasidDirectoryPages = pages;
-        info.MaxPasid = (uint)pages << (12 + 3);
-        return true;
-    }
-
-    // intel_pasid_free_table: the PASID tables the directory points to, then the directory.
-    private void FreePasidTable(DeviceDomainInfo info)
-    {
-        if (info.PasidDirectory == 0)
-        {
-            return;
-        }
-
-        ulong entries = (ulong)info.PasidDirectoryPages * 512;
-        for (ulong i = 0; i < entries; i++)
-        {
-            ulong pde = _memory.ReadUInt64(info.PasidDirectory + (i * 8));
-            if ((pde & Dmar.PasidPresent) != 0)
-            {
-                _frames.Free(pde & ~0xFFFUL);
-            }
-        }
-
-        for (int p = 0; p < info.PasidDirectoryPages; p++)
-        {
-            _frames.Free(info.PasidDirectory + ((ulong)p * 4096));
-        }
-
-        info.PasidDirectory = 0;
-        info.PasidDirectoryPages = 0;
-    }
-
-    // intel_pasid_get_entry: the 64-byte PASID entry, allocating its PASID table; 0 when pasid ≥ max_pasid.
-    private ulong PasidEntryAddress(DeviceDomainInfo info, uint pasid, bool alloc)
-    {
-        if (pasid >= info.MaxPasid || info.PasidDirectory == 0)
-        {
-            return 0;
-        }
-
-        ulong pdeAddr = info.PasidDirectory + ((ulong)(pasid >> Dmar.PasidPdeShift) * 8);
-        ulong pde = _memory.ReadUInt64(pdeAddr);
-        if ((pde & Dmar.PasidPresent) == 0)
-        {
-            if (!alloc || !_frames.TryAllocate(out ulong table))
-            {
-                return 0;
-            }
-
-            pde = table | Dmar.PasidPresent;
-            _memory.WriteUInt64(pdeAddr, pde);
-        }
-
-        return (pde & ~0xFFFUL) + ((pasid & Dmar.PasidPteMask) * 64);
-    }
-
-    // intel_pasid_setup_second_level
-    private Errno SetupSecondLevel(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid)
-    {
-        if (!Dmar.EcapSlts(unit.Ecap))
-        {
-            return ErrorDetail.Fail(Errno.EINVAL, $"DMAR unit {unit.SeqId} has no second-level translation in scalable mode");
-        }
-
-        if (domain.Agaw > unit.Agaw)
-        {
-            return ErrorDetail.Fail(Errno.EINVAL, $"the domain's page table has more levels than DMAR unit {unit.SeqId} walks");
-        }
-
-        ulong pte = PasidEntryAddress(info, pasid, alloc: true);
-        if (pte == 0)
-        {
-            return ErrorDetail.Fail(Errno.ENODEV, $"no PASID entry for PASID {pasid} of {info.Device.Name} (table holds {info.MaxPasid})");
-        }
-
-        if ((_memory.ReadUInt64(pte) & Dmar.PasidPresent) != 0)
-        {
-            return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use");
-        }
-
-        ushort did = domain.IommuDid[unit.SeqId];
-        ulong q0 = domain.PageTable.Root | ((ulong)domain.Agaw << 2) | ((ulong)Dmar.PgttSecondLevel << 6);
-        ulong q1 = did
-            | (Dmar.EcapSmpwc(unit.Ecap) ? 1UL << 23 : 0)           // PWSNP
-            | (domain.Type == DomainType.Unmanaged ? 1UL << 24 : 0); // PGSNP
-        ulong q2 = pasid != 0 && Dmar.EcapSrs(unit.Ecap) ? 1UL : 0; // SRE
-        WritePasidEntry(pte, q0, q1, q2);
-        PasidFlushCaches(unit, did, pasid);
-        return Errno.None;
-    }
-
-    // intel_pasid_setup_pass_through
-    private Errno SetupPassThrough(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid)
-    {
-        ulong pte = PasidEntryAddress(info, pasid, alloc: true);
-        if (pte == 0)
-        {
-            return ErrorDetail.Fail(Errno.ENODEV, $"no PASID entry for PASID {pasid} of {info.Device.Name}");
-        }
-
-        if ((_memory.ReadUInt64(pte) & Dmar.PasidPresent) != 0)
-        {
-            return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use");
-        }
-
-        WritePasidEntry(pte, ((ulong)unit.Agaw << 2) | ((ulong)Dmar.PgttPassThrough << 6), Dmar.FlptDefaultDid, 0);
-        PasidFlushCaches(unit, Dmar.FlptDefaultDid, pasid);
-        return Errno.None;
-    }
-
-    private void WritePasidEntry(ulong pte, ulong q0, ulong q1, ulong q2)
-    {
-        for (ulong q = 8; q < 64; q += 8)
-        {
-            _memory.WriteUInt64(pte + q, 0);
-        }
-
-        _memory.WriteUInt64(pte + 8, q1);
-        _memory.WriteUInt64(pte + 16, q2);
-        _memory.WriteUInt64(pte, q0 | Dmar.PasidPresent); // present last
-    }
-
-    // pasid_flush_caches: with caching mode the not-present entry may be cached.
-    private static void PasidFlushCaches(IntelIommuUnit unit, ushort did, uint pasid)
-    {
-        if (unit.CachingMode)
-        {
-            unit.FlushPasidCache(did, pasid);
-            unit.FlushPiotlbAll(did, pasid);
-        }
-        else
-        {
-            unit.FlushWriteBuffer();
-        }
-    }
-
-    // intel_pasid_tear_down_entry
-    private void TearDownPasidEntry(IntelIommuUnit unit, DeviceDomainInfo info, uint pasid)
-    {
-        ulong pte = PasidEntryAddress(info, pasid, alloc: false);
-        if (pte == 0)
-        {
-            return;
-        }
-
-        ulong q0 = _memory.ReadUInt64(pte);
-        if ((q0 & Dmar.PasidPresent) == 0)
-        {
-            return;
-        }
-
-        ushort did = (ushort)(_memory.ReadUInt64(pte + 8) & 0xFFFF);
-        int pgtt = (int)((q0 >> 6) & 7);
-        for (ulong q = 0; q < 64; q += 8)
-        {
-            _memory.WriteUInt64(pte + q, 0);
-        }
-
-        unit.FlushPasidCache(did, pasid);
-        if (pgtt is Dmar.PgttPassThrough or 1)
-        {
-            unit.FlushPiotlbAll(did, pasid);
-        }
-        else
-        {
-            unit.FlushIotlb(did, 0, 0, Dmar.TlbDomain);
-        }
     }
 }

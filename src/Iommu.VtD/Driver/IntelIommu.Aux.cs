@@ -1,5 +1,6 @@
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.VtD.Driver.Format;
 
 namespace Iommu.VtD.Driver;
 
@@ -201,14 +202,15 @@ public sealed partial class IntelIommu
                 return Errno.EINVAL;
             }
 
-            ulong lo = _memory.ReadUInt64(ce);
-            if ((lo & Dmar.ContextPaside) != 0)
+            ScalableContextEntry context = ScalableContextEntry.Load(_memory, ce);
+            if (context.PasidEnabled)
             {
                 ce = 0;
             }
             else
             {
-                _memory.WriteUInt64(ce, lo | Dmar.ContextPaside);
+                context.SetPasidEnable();
+                context.StoreQ0(_memory, ce);
             }
         }
 

@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using Iommu.Domains;
+using Iommu.VtD.Driver.Format;
 
 namespace Iommu.VtD.Driver;
 
@@ -203,7 +204,7 @@ public sealed partial class IntelIommu
         ulong first = addr >> 12;
         ulong last = (addr + size - 1) >> 12;
         int mask = first == last ? 0 : 64 - BitOperations.LeadingZeroCount(first ^ last);
-        if (!Dmar.CapPgselInv(unit.Cap) || mask > Dmar.CapMaxAmaskVal(unit.Cap))
+        if (!DmarCap.PgselInv(unit.Cap) || mask > DmarCap.MaxAmaskVal(unit.Cap))
         {
             unit.FlushIotlb(did, 0, 0, Dmar.TlbDomain);
             return;

@@ -3,6 +3,7 @@ using Iommu.Domains;
 using Iommu.Faults;
 using Iommu.Groups;
 using Iommu.Memory;
+using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
 using Microsoft.Extensions.Logging;
 
@@ -38,6 +39,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     private readonly FrameAllocator _frames;
     private readonly ILogger _log;
     private readonly IntelIommuUnit[] _units;
+    private readonly IVtdDiagnostics[] _diagnostics; // handed on to ExportImage only; the driver never reads them
     private readonly Lock _deviceDomainLock = new();
     private readonly PasidAllocator _pasids = new();
     private readonly List<DmarFaultRecord> _faults = [];
@@ -55,7 +57,11 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     /// <summary>Brings up the driver (<c>intel_iommu_init</c>): every unit gets a root table, queued invalidation and translation enabled.</summary>
     /// <param name="platform">The platform whose memory holds the translation structures.</param>
     /// <param name="options">Driver options.</param>
-    /// <param name="units">The remapping hardware, in DRHD order.</param>
+    /// <param name="units">
+    /// The remapping hardware, in DRHD order. The driver programs each only through its registers, its
+    /// fault interrupt and the tables it writes into memory; each unit's <see cref="IVtdDiagnostics"/> is
+    /// handed on, unread, to the platform's meter and to <c>ExportImage</c>.
+    /// </param>
     /// <exception cref="IommuException">A unit could not be initialised (no frames left).</exception>
     public IntelIommu(Platform platform, IntelIommuOptions options, params VtdUnit[] units)
     {
@@ -74,6 +80,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         _log = platform.LoggerFactory.CreateLogger("Iommu.VtD.IntelIommu");
         Options = options;
         _units = new IntelIommuUnit[units.Length];
+        _diagnostics = [.. units];
         for (int i = 0; i < units.Length; i++)
         {
             var unit = new IntelIommuUnit(units[i], i, _memory, _frames, options.ScalableMode, _log);
@@ -83,7 +90,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             units[i].FaultEvent += (_, _) => DmarFault(_units[seq]);
             units[i].Write32(Dmar.FectlReg, 0); // unmask the fault event (dmar_set_interrupt)
             Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
-            _mapNeedsFlush |= unit.CachingMode || Dmar.CapRwbf(unit.Cap);
+            _mapNeedsFlush |= unit.CachingMode || DmarCap.Rwbf(unit.Cap);
 
             // The flush queue does only domain-wide flushes, which a virtual IOMMU (caching mode) turns
             // into costly shadow-table syncs: 5.15 intel_iommu_init makes DMA domains strict.
@@ -94,13 +101,13 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             }
         }
 
-        PublishMetrics(platform, units);
+        PublishMetrics(platform, _diagnostics);
     }
 
     // Every unit publishes its caches, invalidations and faults on the platform's meter, tagged dmar%d as the kernel names it.
-    private static void PublishMetrics(Platform platform, VtdUnit[] units)
+    private static void PublishMetrics(Platform platform, IVtdDiagnostics[] units)
     {
-        var tagged = new (VtdUnit, System.Diagnostics.TagList)[units.Length];
+        var tagged = new (IVtdDiagnostics, System.Diagnostics.TagList)[units.Length];
         for (int i = 0; i < units.Length; i++)
         {
             System.Diagnostics.TagList tags = platform.MetricTags;
@@ -158,7 +165,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             IommuCap.CacheCoherency => SnoopingSupport(),
 
             // irq_remapping_enabled: intel_prepare_irq_remapping turns IR on only when every DRHD has ECAP.IR.
-            IommuCap.IntrRemap => Array.TrueForAll(_units, u => Dmar.EcapIrSupport(u.Ecap)),
+            IommuCap.IntrRemap => Array.TrueForAll(_units, u => DmarCap.EcapIrSupport(u.Ecap)),
             _ => false,
         };
     }
@@ -175,7 +182,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             case DomainType.Identity:
                 // The static identity domain with hardware pass-through. Units without PT would need
                 // a 1:1 page table of all memory; we do not build one (the core falls back to DMA).
-                if (!Array.TrueForAll(_units, u => Dmar.EcapPassThrough(u.Ecap)))
+                if (!Array.TrueForAll(_units, u => DmarCap.EcapPassThrough(u.Ecap)))
                 {
                     return null;
                 }
@@ -261,18 +268,27 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         regions.Add(new IommuResvRegion(0xFEE0_0000, 0x10_0000, IommuProt.None, IommuResvType.Msi));
     }
 
-    // device_to_iommu: the unit whose DRHD scope covers the device.
+    /// <summary>The diagnostics of unit <paramref name="unitIndex"/> as the platform's builder handed it over (for <c>ExportImage</c>).</summary>
+    internal IVtdDiagnostics HardwareDiagnostics(int unitIndex)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(unitIndex);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(unitIndex, _diagnostics.Length);
+        return _diagnostics[unitIndex];
+    }
+
+    // device_to_iommu: the unit whose DRHD scope covers the device, matched by identity (no downcast).
     internal IntelIommuUnit? DeviceToIommu(Device? device)
     {
-        if (device is not PciDevice pci || pci.Bus is not PciBus bus || bus.FindDmaRemapper(pci) is not VtdUnit hw)
+        if (device is not PciDevice pci || pci.Bus is not PciBus bus || bus.FindDmaRemapper(pci) is not { } remapper)
         {
             return null;
         }
 
         foreach (IntelIommuUnit u in _units)
         {
-            if (u.Hardware == hw)
+            if (ReferenceEquals(u.Remapper, remapper))
             {
+                u.Segment = bus.Segment;
                 return u;
             }
         }
@@ -307,7 +323,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     // units (it forces snooping through PGSNP in the PASID entry) and then set DMA_PTE_SNP in
     // second-level leaves, a bit that hardware without ECAP.SC treats as reserved (fault 0x7A on a
     // spec-compliant unit; QEMU ignores it). We follow the later kernels' rule: ECAP.SC everywhere.
-    private bool SnoopingSupport() => Array.TrueForAll(_units, u => Dmar.EcapSc(u.Ecap));
+    private bool SnoopingSupport() => Array.TrueForAll(_units, u => DmarCap.EcapSc(u.Ecap));
 
     // domain_update_iommu_superpage: smallest common superpage support over all units.
     private int SuperpageSupport()
@@ -320,7 +336,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         int mask = 0xF;
         foreach (IntelIommuUnit u in _units)
         {
-            mask &= Dmar.CapSuperPageVal(u.Cap);
+            mask &= DmarCap.SuperPageVal(u.Cap);
         }
 
         return mask == 0 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)mask);
@@ -329,35 +345,34 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     // dmar_fault: read every pending fault record, log it, clear it; then clear PFO/PPF.
     private void DmarFault(IntelIommuUnit unit)
     {
-        VtdUnit hw = unit.Hardware;
-        uint fro = (uint)((unit.Cap >> 24) & 0x3FF) * 16;
-        int nfr = (int)((unit.Cap >> 40) & 0xFF) + 1;
+        uint fro = DmarCap.FaultRegOffset(unit.Cap);
+        int nfr = DmarCap.NumFaultRegs(unit.Cap);
         for (int i = 0; i < nfr; i++)
         {
             uint at = fro + (uint)(i * 16);
-            ulong hi = hw.Read64(at + 8);
-            if ((hi & (1UL << 63)) == 0)
+            ulong hi = unit.ReadReg64(at + 8);
+            if ((hi & FaultRecord.Fault) == 0)
             {
                 continue;
             }
 
-            ulong lo = hw.Read64(at);
+            ulong lo = unit.ReadReg64(at);
             var record = new DmarFaultRecord(
                 unit.SeqId,
-                (ushort)(hi & 0xFFFF),
-                (hi & (1UL << 31)) != 0 ? (uint)((hi >> 40) & 0xF_FFFF) : null,
-                lo & ~0xFFFUL,
-                (hi & (1UL << 62)) == 0,
-                (VtdFaultReason)(byte)(hi >> 32));
+                FaultRecord.SourceId(hi),
+                FaultRecord.PasidPresent(hi) ? FaultRecord.PasidValue(hi) : null,
+                FaultRecord.PageAddr(lo),
+                !FaultRecord.IsRead(hi),
+                (VtdFaultReason)FaultRecord.FaultReason(hi));
             lock (_faults)
             {
                 _faults.Add(record);
             }
 
-            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(hw.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
-            hw.Write32(at + 12, 1u << 31); // clear F (RW1C)
+            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(unit.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
+            unit.WriteReg32(at + 12, FaultRecord.FaultClearDword); // clear F (RW1C)
         }
 
-        hw.Write32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
+        unit.WriteReg32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
     }
 }

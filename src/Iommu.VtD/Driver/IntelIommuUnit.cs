@@ -1,4 +1,6 @@
+using Iommu.Devices;
 using Iommu.Memory;
+using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
 using Microsoft.Extensions.Logging;
 
@@ -10,14 +12,16 @@ namespace Iommu.VtD.Driver;
 /// (queued invalidation with wait descriptors, or the CCMD/IOTLB registers without it).
 /// </summary>
 /// <remarks>
-/// Talks to the hardware only through MMIO (<see cref="VtdUnit.Read64"/>, <see cref="VtdUnit.Write64"/>, …)
-/// and the structures it writes into physical memory. Thread safety: <see cref="Lock"/> is the
+/// Talks to the hardware only through MMIO (<see cref="VtdUnit.Read64"/>, <see cref="VtdUnit.Write64"/>, …),
+/// the fault-event interrupt, and the structures it writes into physical memory; it keeps no other
+/// handle on the unit (a test checks the driver's IL for any other use of <see cref="VtdUnit"/>). Thread safety: <see cref="Lock"/> is the
 /// kernel's <c>iommu->lock</c>; invalidation submission has its own lock (<c>qi->q_lock</c>).
 /// </remarks>
 [KernelSymbol("struct intel_iommu")]
 public sealed class IntelIommuUnit
 {
     private const ulong DidBusy = 1;
+    private readonly VtdUnit _mmio; // used only through its register accessors
     private readonly PhysicalMemory _memory;
     private readonly FrameAllocator _frames;
     private readonly ILogger _log;
@@ -34,7 +38,8 @@ public sealed class IntelIommuUnit
 
     internal IntelIommuUnit(VtdUnit hardware, int seqId, PhysicalMemory memory, FrameAllocator frames, bool scalableMode, ILogger log)
     {
-        Hardware = hardware;
+        _mmio = hardware;
+        Remapper = hardware;
         SeqId = seqId;
         _memory = memory;
         _frames = frames;
@@ -46,8 +51,8 @@ public sealed class IntelIommuUnit
         // Scalable mode only with queued invalidation: the PASID cache can be invalidated only by
         // PASID-cache descriptors (there is no register interface for it), and Linux's PASID
         // teardown/setup paths submit those descriptors unconditionally.
-        ScalableMode = scalableMode && Dmar.EcapSmts(Ecap) && Dmar.EcapQis(Ecap);
-        NumDomains = Dmar.CapNdoms(Cap);
+        ScalableMode = scalableMode && DmarCap.EcapSmts(Ecap) && DmarCap.EcapQis(Ecap);
+        NumDomains = DmarCap.Ndoms(Cap);
         _domainIds = new ulong[(NumDomains + 63) / 64];
         _domains = new DmarDomain?[NumDomains];
 
@@ -59,9 +64,6 @@ public sealed class IntelIommuUnit
             _domainIds[0] |= 2;
         }
     }
-
-    /// <summary>The hardware this state drives.</summary>
-    public VtdUnit Hardware { get; }
 
     /// <summary>Index of the unit (<c>iommu->seq_id</c>).</summary>
     public int SeqId { get; }
@@ -84,7 +86,7 @@ public sealed class IntelIommuUnit
 
     /// <summary>Scalable mode with PASID support (<c>pasid_supported</c>).</summary>
     [KernelSymbol("pasid_supported")]
-    public bool PasidSupported => ScalableMode && Dmar.EcapPasid(Ecap);
+    public bool PasidSupported => ScalableMode && DmarCap.EcapPasid(Ecap);
 
     /// <summary>Number of domain ids (<c>cap_ndoms</c>).</summary>
     public int NumDomains { get; }
@@ -115,7 +117,15 @@ public sealed class IntelIommuUnit
 
     internal Lock Lock { get; } = new();
 
-    internal bool CachingMode => Dmar.CapCachingMode(Cap);
+    // The DRHD this state drives, as the PCI buses name it (PciBus.FindDmaRemapper): compared by
+    // identity only, the way the kernel matches a device to a DRHD by its scope.
+    internal IDmaRemapper Remapper { get; }
+
+    // drhd->segment: the PCI segment of the bus whose DMAR scope names this unit, learned when the
+    // driver first finds a device behind it (there is no register for it); 0 until then.
+    internal ushort Segment { get; set; }
+
+    internal bool CachingMode => DmarCap.CachingMode(Cap);
 
     /// <summary>The domain that owns <paramref name="did"/> on this unit, or null.</summary>
     /// <param name="did">Domain id.</param>
@@ -128,6 +138,11 @@ public sealed class IntelIommuUnit
         }
     }
 
+    // dmar_readq / dmar_writel for the fault handler (through the guarded accessors, as before).
+    internal ulong ReadReg64(uint offset) => _mmio.Read64(offset);
+
+    internal void WriteReg32(uint offset, uint value) => _mmio.Write32(offset, value);
+
     // init_dmars for one unit: root table, QI, global flushes, translation on.
     internal Errno Init()
     {
@@ -137,10 +152,10 @@ public sealed class IntelIommuUnit
         }
 
         RootTable = root;
-        Hardware.Write64Unguarded(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
+        _mmio.Write64Unguarded(Dmar.RtaddrReg, root | (ScalableMode ? Dmar.RtaddrSmt : 0));
         Command(Dmar.GcmdSrtp, oneShot: true);
 
-        if (Dmar.EcapQis(Ecap))
+        if (DmarCap.EcapQis(Ecap))
         {
             Errno err = EnableQueuedInvalidation();
             if (err != Errno.None)
@@ -197,44 +212,36 @@ public sealed class IntelIommuUnit
     // iommu_context_addr: the context entry of (bus, devfn), allocating the context table if asked.
     internal ulong ContextEntryAddress(byte bus, byte devfn, bool alloc)
     {
-        ulong rootEntry = RootTable + ((ulong)bus * 16);
-        ulong entrySize = 16;
-        if (ScalableMode)
-        {
-            entrySize = 32;
-            if (devfn >= 0x80)
-            {
-                rootEntry += 8; // upper half: UCTP
-                devfn -= 0x80;
-            }
-        }
-
-        ulong value = _memory.ReadUInt64(rootEntry);
-        if ((value & 1) == 0)
+        ulong rootEntry = RootEntry.Address(RootTable, bus, devfn, ScalableMode);
+        var root = new RootEntry(_memory.ReadUInt64(rootEntry));
+        if (!root.Present)
         {
             if (!alloc || !_frames.TryAllocate(out ulong table))
             {
                 return 0;
             }
 
-            value = table | 1;
-            _memory.WriteUInt64(rootEntry, value);
+            root = RootEntry.ForContextTable(table);
+            _memory.WriteUInt64(rootEntry, root.Value);
         }
 
-        return (value & ~0xFFFUL) + ((ulong)devfn * entrySize);
+        // Scalable: 32-byte entries, devfn 128–255 in the upper half's table.
+        return ScalableMode
+            ? root.ContextTable + ((ulong)(devfn & 0x7F) * ScalableContextEntry.Size)
+            : root.ContextTable + ((ulong)devfn * ContextEntry.Size);
     }
 
     // Frees every context table (the unit is being torn down).
     internal void FreeContextTables()
     {
-        for (ulong bus = 0; bus < 256; bus++)
+        for (int bus = 0; bus < 256; bus++)
         {
-            for (ulong half = 0; half < (ScalableMode ? 2UL : 1UL); half++)
+            for (int half = 0; half < (ScalableMode ? 2 : 1); half++)
             {
-                ulong e = _memory.ReadUInt64(RootTable + (bus * 16) + (half * 8));
-                if ((e & 1) != 0)
+                var e = new RootEntry(_memory.ReadUInt64(RootEntry.HalfAddress(RootTable, bus, half)));
+                if (e.Present)
                 {
-                    _frames.Free(e & ~0xFFFUL);
+                    _frames.Free(e.ContextTable);
                 }
             }
         }
@@ -243,7 +250,7 @@ public sealed class IntelIommuUnit
     // iommu_flush_write_buffer: only when the unit asks for it (CAP.RWBF).
     internal void FlushWriteBuffer()
     {
-        if (Dmar.CapRwbf(Cap))
+        if (DmarCap.Rwbf(Cap))
         {
             Command(Dmar.GcmdWbf, oneShot: true);
         }
@@ -254,14 +261,13 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            ulong q0 = ((ulong)fm << 48) | ((ulong)sid << 32) | ((ulong)did << 16) | ((ulong)granularity << 4) | Dmar.QiCcType;
-            Submit(q0, 0);
+            Submit(QiDescriptor.ContextCache(did, sid, fm, granularity), 0);
             return;
         }
 
-        ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << 61) | ((ulong)fm << 32) | ((ulong)sid << 16) | did;
-        Hardware.Write64Unguarded(Dmar.CcmdReg, cmd);
-        if ((Hardware.Read64Unguarded(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
+        ulong cmd = Dmar.CcmdIcc | ((ulong)granularity << Dmar.CcmdCirgShift) | ((ulong)fm << Dmar.CcmdFmShift) | ((ulong)sid << Dmar.CcmdSidShift) | did;
+        _mmio.Write64Unguarded(Dmar.CcmdReg, cmd);
+        if ((_mmio.Read64Unguarded(Dmar.CcmdReg) & Dmar.CcmdIcc) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete a context-cache invalidation.");
         }
@@ -270,24 +276,22 @@ public sealed class IntelIommuUnit
     /// <summary>IOTLB invalidation (<c>qi_flush_iotlb</c> / <c>__iommu_flush_iotlb</c>).</summary>
     internal void FlushIotlb(ushort did, ulong addr, int sizeOrder, int granularity)
     {
-        ulong drain = (Dmar.CapReadDrain(Cap) ? Dmar.IotlbDr : 0) | (Dmar.CapWriteDrain(Cap) ? Dmar.IotlbDw : 0);
+        bool drainReads = DmarCap.ReadDrain(Cap), drainWrites = DmarCap.WriteDrain(Cap);
         if (QueuedInvalidation)
         {
-            ulong q0 = ((ulong)did << 16) | ((drain & Dmar.IotlbDr) != 0 ? 1UL << 7 : 0) | ((drain & Dmar.IotlbDw) != 0 ? 1UL << 6 : 0)
-                | ((ulong)granularity << 4) | Dmar.QiIotlbType;
-            ulong q1 = addr | (uint)sizeOrder;
-            Submit(q0, q1);
+            Submit(QiDescriptor.Iotlb(did, drainReads, drainWrites, granularity), addr | (uint)sizeOrder);
             return;
         }
 
-        uint iro = Dmar.EcapIotlbOffset(Ecap);
+        ulong drain = (drainReads ? Dmar.IotlbDr : 0) | (drainWrites ? Dmar.IotlbDw : 0);
+        uint iro = DmarCap.EcapIotlbOffset(Ecap);
         if (granularity == Dmar.TlbPage)
         {
-            Hardware.Write64Unguarded(iro, addr | (uint)sizeOrder);
+            _mmio.Write64Unguarded(iro, addr | (uint)sizeOrder);
         }
 
-        Hardware.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << 60) | drain | ((ulong)did << 32));
-        if ((Hardware.Read64Unguarded(iro + 8) & Dmar.IotlbIvt) != 0)
+        _mmio.Write64Unguarded(iro + 8, Dmar.IotlbIvt | ((ulong)granularity << Dmar.IotlbIirgShift) | drain | ((ulong)did << Dmar.IotlbDidShift));
+        if ((_mmio.Read64Unguarded(iro + 8) & Dmar.IotlbIvt) != 0)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not complete an IOTLB invalidation.");
         }
@@ -298,7 +302,7 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit(((ulong)pasid << 32) | ((ulong)did << 16) | (1UL << 4) | Dmar.QiPcType, 0);
+            Submit(QiDescriptor.PasidCache(did, pasid, QiDescriptor.PcPasidSel), 0);
         }
     }
 
@@ -307,7 +311,7 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit(((ulong)did << 16) | Dmar.QiPcType, 0);
+            Submit(QiDescriptor.PasidCache(did, 0, QiDescriptor.PcAllPasids), 0);
         }
     }
 
@@ -315,7 +319,7 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit((3UL << 4) | Dmar.QiPcType, 0);
+            Submit(QiDescriptor.PasidCache(0, 0, QiDescriptor.PcGlobal), 0);
         }
     }
 
@@ -324,14 +328,14 @@ public sealed class IntelIommuUnit
     {
         if (QueuedInvalidation)
         {
-            Submit(((ulong)pasid << 32) | ((ulong)did << 16) | (2UL << 4) | Dmar.QiEiotlbType, 0);
+            Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0);
         }
     }
 
     // __iommu_calculate_agaw: the largest SAGAW bit at or below width_to_agaw(maxGaw), or -1.
     private int CalculateAgaw(int maxGaw)
     {
-        int sagaw = Dmar.CapSagaw(Cap);
+        int sagaw = DmarCap.Sagaw(Cap);
         for (int agaw = Math.Min(Dmar.WidthToAgaw(maxGaw), 4); agaw >= 0; agaw--)
         {
             if ((sagaw & (1 << agaw)) != 0)
@@ -357,8 +361,8 @@ public sealed class IntelIommuUnit
         _qiEntries = (pages * 4096) >> _qiShift;
         _qiStatus = status;
         _qiTail = 0;
-        Hardware.Write64Unguarded(Dmar.IqtReg, 0);
-        Hardware.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? (1UL << 11) | 1 : 0));
+        _mmio.Write64Unguarded(Dmar.IqtReg, 0);
+        _mmio.Write64Unguarded(Dmar.IqaReg, queue | (ScalableMode ? Dmar.IqaDw256 | 1 : 0)); // QS = 1: two pages
         Command(Dmar.GcmdQie, oneShot: false);
         QueuedInvalidation = true;
         return Errno.None;
@@ -375,16 +379,16 @@ public sealed class IntelIommuUnit
             int index = _qiTail;
             WriteDescriptor(index, q0, q1);
             int wait = (index + 1) % _qiEntries;
-            WriteDescriptor(wait, ((ulong)seq << 32) | Dmar.QiIwdStatusWrite | Dmar.QiIwdType, _qiStatus);
+            WriteDescriptor(wait, QiDescriptor.WaitWithStatus(seq), _qiStatus);
             _qiTail = (wait + 1) % _qiEntries;
-            Hardware.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
+            _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
 
-            if ((Hardware.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
+            if ((_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
             {
                 // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller.
-                ulong iqh = Hardware.Read64Unguarded(Dmar.IqhReg);
-                Log.QueueError(_log, SeqId, q0, Hardware.Read64Unguarded(Dmar.IqercdReg), iqh);
-                Hardware.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
+                ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
+                Log.QueueError(_log, SeqId, q0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
+                _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
                 _qiTail = (int)(iqh >> _qiShift);
                 throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{q0:x}/0x{q1:x} (IQE).");
             }
@@ -412,8 +416,8 @@ public sealed class IntelIommuUnit
     private void Command(uint bit, bool oneShot)
     {
         uint value = oneShot ? _gcmd | bit : _gcmd |= bit;
-        Hardware.Write32Unguarded(Dmar.GcmdReg, value);
-        if ((Hardware.Read32Unguarded(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
+        _mmio.Write32Unguarded(Dmar.GcmdReg, value);
+        if ((_mmio.Read32Unguarded(Dmar.GstsReg) & bit) == 0 && bit != Dmar.GcmdWbf)
         {
             throw new InvalidOperationException($"DMAR unit {SeqId} did not acknowledge GCMD bit 0x{bit:x} in GSTS.");
         }

@@ -1,6 +1,11 @@
 namespace Iommu.VtD.Hardware;
 
-/// <summary>Bit positions of the capability register (CAP, offset 0x008) and decoders that read it the way a driver does.</summary>
+/// <summary>Bit positions of the capability register (CAP, offset 0x008), and decoders of its fields for users of the model.</summary>
+/// <remarks>
+/// The bit positions are shared: the hardware model builds CAP from <see cref="VtdConfig"/> with them and
+/// the driver decodes CAP with its own <c>cap_*</c> functions over them. The decoders here are for
+/// users; neither the hardware model nor the driver calls them.
+/// </remarks>
 public static class VtdCap
 {
     /// <summary>ND, number of domains supported (2:0): 2^(4+2·ND) domain ids.</summary>
@@ -57,48 +62,40 @@ public static class VtdCap
     /// <summary>Number of domain ids the unit supports.</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>2^(4 + 2·ND).</returns>
-    [KernelSymbol("cap_ndoms")]
     public static ulong DomainCount(ulong cap) => 1UL << (4 + (2 * (int)(cap & 7)));
 
     /// <summary>The SAGAW field (5 bits).</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>Bit n set: AGAW 30 + 9·n supported.</returns>
-    [KernelSymbol("cap_sagaw")]
     public static uint Sagaw(ulong cap) => (uint)(cap >> SagawShift) & 0x1F;
 
     /// <summary>Maximum guest address width in bits (MGAW + 1).</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>Width in bits.</returns>
-    [KernelSymbol("cap_mgaw")]
     public static int Mgaw(ulong cap) => (int)((cap >> MgawShift) & 0x3F) + 1;
 
     /// <summary>Offset of the first fault-recording register from the MMIO base.</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>FRO × 16.</returns>
-    [KernelSymbol("cap_fault_reg_offset")]
     public static uint FaultRecordingOffset(ulong cap) => (uint)((cap >> FroShift) & 0x3FF) * 16;
 
     /// <summary>Number of fault-recording registers (NFR + 1).</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>Count.</returns>
-    [KernelSymbol("cap_num_fault_regs")]
     public static int FaultRecordCount(ulong cap) => (int)((cap >> NfrShift) & 0xFF) + 1;
 
     /// <summary>The SLLPS field (bit 0 = 2 MiB, bit 1 = 1 GiB).</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>Four-bit field.</returns>
-    [KernelSymbol("cap_super_page_val")]
     public static uint SuperPages(ulong cap) => (uint)(cap >> SllpsShift) & 0xF;
 
     /// <summary>Maximum address-mask value for page-selective invalidation.</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>MAMV.</returns>
-    [KernelSymbol("cap_max_amask_val")]
     public static int MaxAddressMask(ulong cap) => (int)((cap >> MamvShift) & 0x3F);
 
     /// <summary>Whether caching mode is reported.</summary>
     /// <param name="cap">CAP value.</param>
     /// <returns>CAP.CM.</returns>
-    [KernelSymbol("cap_caching_mode")]
     public static bool CachingMode(ulong cap) => (cap & Cm) != 0;
 }

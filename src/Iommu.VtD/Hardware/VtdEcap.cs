@@ -1,6 +1,11 @@
 namespace Iommu.VtD.Hardware;
 
-/// <summary>Bit positions of the extended capability register (ECAP, offset 0x010) and decoders.</summary>
+/// <summary>Bit positions of the extended capability register (ECAP, offset 0x010), and decoders of its fields for users of the model.</summary>
+/// <remarks>
+/// The bit positions are shared: the hardware model builds ECAP from <see cref="VtdConfig"/> with them and
+/// the driver decodes ECAP with its own <c>ecap_*</c> functions over them. The decoders here are for
+/// users; neither the hardware model nor the driver calls them.
+/// </remarks>
 public static class VtdEcap
 {
     /// <summary>C, page-walk coherency (bit 0).</summary>
@@ -72,12 +77,10 @@ public static class VtdEcap
     /// <summary>Offset of the IOTLB register pair (IVA, IOTLB) from the MMIO base.</summary>
     /// <param name="ecap">ECAP value.</param>
     /// <returns>IRO × 16.</returns>
-    [KernelSymbol("ecap_iotlb_offset")]
     public static uint IotlbRegisterOffset(ulong ecap) => (uint)((ecap >> IroShift) & 0x3FF) * 16;
 
     /// <summary>Supported PASID width in bits (PSS + 1).</summary>
     /// <param name="ecap">ECAP value.</param>
     /// <returns>Width.</returns>
-    [KernelSymbol("ecap_pss")]
     public static int PasidWidth(ulong ecap) => (int)((ecap >> PssShift) & 0x1F) + 1;
 }

@@ -7,8 +7,12 @@ namespace Iommu.VtD.Hardware;
 /// 64-bit words q0, q1, …; each constant names the word it applies to.
 /// </summary>
 /// <remarks>
-/// These are the only things the hardware model and a driver may share: constants of the entry
-/// formats. Each side encodes and decodes with its own code.
+/// Bit positions, masks, field values and sizes only: these constants (with the CAP and ECAP bit positions
+/// of <see cref="VtdCap"/> and <see cref="VtdEcap"/>) are all the hardware model and the driver share.
+/// Each side encodes and decodes with its own code — the hardware in <see cref="VtdUnit"/> (translation,
+/// invalidation), the driver in its typed entries (<c>Driver/Format</c>: root, context, PASID directory
+/// and PASID entries, invalidation descriptors, fault records, <c>cap_*</c>/<c>ecap_*</c>) — so two
+/// independent readings of the specification meet only in the tests.
 /// </remarks>
 public static class VtdFormat
 {

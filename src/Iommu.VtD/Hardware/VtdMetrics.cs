@@ -34,7 +34,7 @@ public static class VtdMetrics
 
     // One instrument per name for all the units (a collector follows one instrument of a name per meter);
     // each unit's measurements start with its tags; nothing is reported once alive() is false.
-    internal static void AddInstruments(Meter meter, (VtdUnit Unit, TagList Tags)[] units, Func<bool> alive)
+    internal static void AddInstruments(Meter meter, (IVtdDiagnostics Unit, TagList Tags)[] units, Func<bool> alive)
     {
         meter.CreateObservableCounter("iommu.vtd.iotlb.hits", () => Each(units, alive, static (u, t) => [new(u.Statistics.IotlbHits, t)]), "{lookup}", "IOTLB lookups that hit");
         meter.CreateObservableCounter("iommu.vtd.iotlb.misses", () => Each(units, alive, static (u, t) => [new(u.Statistics.IotlbMisses, t)]), "{lookup}", "IOTLB lookups that walked the page tables");
@@ -44,12 +44,12 @@ public static class VtdMetrics
         meter.CreateObservableCounter("iommu.vtd.faults", () => Each(units, alive, Faults), "{fault}", "DMA faults, by VT-d fault reason");
     }
 
-    private static List<Measurement<long>> Each((VtdUnit Unit, TagList Tags)[] units, Func<bool> alive, Func<VtdUnit, TagList, IEnumerable<Measurement<long>>> observe)
+    private static List<Measurement<long>> Each((IVtdDiagnostics Unit, TagList Tags)[] units, Func<bool> alive, Func<IVtdDiagnostics, TagList, IEnumerable<Measurement<long>>> observe)
     {
         var list = new List<Measurement<long>>();
         if (alive())
         {
-            foreach ((VtdUnit unit, TagList tags) in units)
+            foreach ((IVtdDiagnostics unit, TagList tags) in units)
             {
                 list.AddRange(observe(unit, tags));
             }
@@ -58,13 +58,13 @@ public static class VtdMetrics
         return list;
     }
 
-    private static Measurement<long>[] Invalidations(VtdUnit unit, TagList tags)
+    private static Measurement<long>[] Invalidations(IVtdDiagnostics unit, TagList tags)
     {
         VtdActivity a = unit.Activity;
         return [With(a.ContextInvalidations, tags, "cache", "context"), With(a.PasidInvalidations, tags, "cache", "pasid"), With(a.IotlbInvalidations, tags, "cache", "iotlb")];
     }
 
-    private static List<Measurement<long>> Faults(VtdUnit unit, TagList tags)
+    private static List<Measurement<long>> Faults(IVtdDiagnostics unit, TagList tags)
     {
         var list = new List<Measurement<long>>();
         foreach ((VtdFaultReason reason, long count) in unit.Activity.FaultsByReason)

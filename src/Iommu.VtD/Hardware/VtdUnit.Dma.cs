@@ -198,9 +198,8 @@ public sealed partial class VtdUnit : IDmaRemapper
             VtdTranslation t;
             if (TryTranslateCached(requesterId, hasPasid, p, a, (ulong)chunk, write, out ulong pa, out ulong pageSize, out bool writable))
             {
-                if (_memory.Contains(pa, (ulong)chunk))
+                if (Copy(pa, buffer.Slice(done, chunk), write))
                 {
-                    Copy(pa, buffer.Slice(done, chunk), write);
                     if (done == 0)
                     {
                         first = pa;
@@ -224,7 +223,7 @@ public sealed partial class VtdUnit : IDmaRemapper
                     RaisePendingInterrupts();
                 }
 
-                if (t.Status == VtdTranslationStatus.Translated && !_memory.Contains(t.PhysicalAddress, (ulong)chunk))
+                if (t.Status == VtdTranslationStatus.Translated && !Copy(t.PhysicalAddress, buffer.Slice(done, chunk), write))
                 {
                     t = t.AsMemoryError();
                 }
@@ -236,7 +235,6 @@ public sealed partial class VtdUnit : IDmaRemapper
                 return new DmaResult(t.IsFault ? DmaStatus.Fault : DmaStatus.MemoryError, (ulong)done, a, t.Reason.ToDmaFaultReason());
             }
 
-            Copy(t.PhysicalAddress, buffer.Slice(done, chunk), write);
             if (done == 0)
             {
                 first = t.PhysicalAddress;
@@ -249,16 +247,7 @@ public sealed partial class VtdUnit : IDmaRemapper
         return new DmaResult(DmaStatus.Ok, (ulong)done, first, default);
     }
 
+    // Moves the part when all of it is RAM; false (nothing moved) for an address outside memory or in a hole.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Copy(ulong pa, Span<byte> part, bool write)
-    {
-        if (write)
-        {
-            _memory.Write(pa, part);
-        }
-        else
-        {
-            _memory.Read(pa, part);
-        }
-    }
+    private bool Copy(ulong pa, Span<byte> part, bool write) => write ? _memory.TryWrite(pa, part) : _memory.TryRead(pa, part);
 }

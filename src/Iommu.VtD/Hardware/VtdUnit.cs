@@ -42,7 +42,7 @@ namespace Iommu.VtD.Hardware;
 /// the old or the new translation, as on hardware, but never one read from a table freed after the
 /// invalidation and reused: a walk during which the epoch moved is done again (draining).</para>
 /// </remarks>
-public sealed partial class VtdUnit
+public sealed partial class VtdUnit : IVtdDiagnostics
 {
     private readonly PhysicalMemory _memory;
     private readonly VtdConfig _config;
@@ -90,6 +90,9 @@ public sealed partial class VtdUnit
 
     /// <summary>The physical memory the unit reads its structures from (for the diagnostics exporter).</summary>
     internal PhysicalMemory Memory => _memory;
+
+    /// <inheritdoc/>
+    PhysicalMemory IVtdDiagnostics.Memory => _memory;
 
     /// <summary>Size of the register block in bytes; accesses at or beyond it are ignored (<see cref="MmioWrite"/>).</summary>
     public uint RegisterBlockSize => (uint)_regs.Length;

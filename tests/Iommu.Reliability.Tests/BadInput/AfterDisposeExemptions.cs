@@ -15,7 +15,7 @@ internal static class AfterDisposeExemptions
     public static readonly IReadOnlyDictionary<string, string> Types = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["Device"] = "a plain device holds no memory; its DMA-capable subclass PciDevice has rows",
-        ["DmaResult"] = Value, ["DmaFaultReason"] = Value, ["DmaSegment"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
+        ["DmaResult"] = Value, ["DmaFaultReason"] = Value, ["DmaSegment"] = Value, ["HostMemoryRange"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
         ["IommuDomain"] = "abstract base of driver domains: managed fields only; domains are used through IommuCore, which has rows",
         ["VtdUnitState"] = "a copy of a unit's registers in managed arrays: no platform memory",
         ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform", ["ErrorDetailUnwindScope"] = "thread-local failure-detail scope: no platform",
@@ -65,7 +65,7 @@ internal static class AfterDisposeExemptions
         ["PciDevice.IsBridge"] = Immutable, ["PciDevice.IsPcieToPciBridge"] = Immutable, ["PciDevice.MaxPasids"] = Immutable, ["PciDevice.Multifunction"] = Immutable, ["PciDevice.PasidEnabled"] = Managed,
         ["PciDevice.PasidWidth"] = Immutable, ["PciDevice.PriEnabled"] = Managed, ["PciDevice.RequesterId"] = Immutable, ["PciDevice.RmrrLocked"] = Immutable, ["PciDevice.Segment"] = Immutable,
         ["PciDevice.Spec"] = Immutable, ["PciDevice.Upstream"] = Immutable,
-        ["PhysicalMemory..ctor"] = NewObject, ["PhysicalMemory.BackedBytes"] = Managed, ["PhysicalMemory.Claims"] = Managed, ["PhysicalMemory.Contains"] = "pure arithmetic on Size",
+        ["PhysicalMemory..ctor"] = NewObject, ["PhysicalMemory.BackedBytes"] = Managed, ["PhysicalMemory.Claims"] = Managed, ["PhysicalMemory.Contains"] = "arithmetic on Size and the managed RAM-range list; touches no native memory", ["PhysicalMemory.HostRanges"] = Immutable,
         ["PhysicalMemory.Dispose"] = Idempotent, ["PhysicalMemory.IsDisposed"] = "tells whether the memory is disposed; must answer after dispose", ["PhysicalMemory.Size"] = Immutable,
         ["Platform..ctor"] = NewObject, ["Platform.Dispose"] = Idempotent, ["Platform.Frames"] = Immutable, ["Platform.Clock"] = Immutable, ["PlatformClock.Now"] = Managed, ["Platform.Iommu"] = Immutable, ["Platform.IsDisposed"] = "tells whether the platform is disposed; must answer after dispose",
         ["Platform.LoggerFactory"] = Immutable, ["Platform.Memory"] = Immutable, ["Platform.MetricTags"] = Immutable, ["Platform.Options"] = Immutable,

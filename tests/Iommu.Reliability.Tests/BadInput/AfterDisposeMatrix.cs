@@ -168,6 +168,8 @@ internal static class AfterDisposeMatrix
         [
             X<ObjectDisposedException>("PhysicalMemory.Read", A, c => { c.Platform.Dispose(); c.Memory.Read(0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PhysicalMemory.Write", A, c => { c.Platform.Dispose(); c.Memory.Write(0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("PhysicalMemory.TryRead", A, c => { c.Platform.Dispose(); c.Memory.TryRead(0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("PhysicalMemory.TryWrite", A, c => { c.Platform.Dispose(); c.Memory.TryWrite(0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PhysicalMemory.GetSpan", A, c => { c.Platform.Dispose(); c.Memory.GetSpan(0x1000, 8); }),
             X<ObjectDisposedException>("PhysicalMemory.Frame", A, c => { c.Platform.Dispose(); c.Memory.Frame(0x1000); }),
             X<ObjectDisposedException>("PhysicalMemory.Table", A, c => { c.Platform.Dispose(); c.Memory.Table(0x1000); }),

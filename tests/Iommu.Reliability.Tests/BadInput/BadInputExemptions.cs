@@ -26,6 +26,7 @@ internal static class BadInputExemptions
     {
         ["DmaResult..ctor"] = ValueRecord,
         ["DmaSegment..ctor"] = ValueRecord,
+        ["HostMemoryRange..ctor"] = ValueRecord,
         ["IommuDomainGeometry..ctor"] = ValueRecord,
         ["IommuResvRegion..ctor"] = ValueRecord,
         ["DmarFaultRecord..ctor"] = ValueRecord,

@@ -15,8 +15,14 @@ internal sealed class VtdBench : IDisposable
     private ulong _nextFrame = 0x0100_0000;
 
     public VtdBench(VtdConfig config)
+        : this(config, new PhysicalMemory(MemorySize))
     {
-        Memory = new PhysicalMemory(MemorySize);
+    }
+
+    /// <summary>A bench over memory the test built (caller-owned RAM with holes, say); the bench disposes it.</summary>
+    public VtdBench(VtdConfig config, PhysicalMemory memory)
+    {
+        Memory = memory;
         Unit = new VtdUnit(Memory, config);
         Config = config;
         RootTable = AllocFrame();

@@ -1,0 +1,32 @@
+using Iommu.VtD.Hardware;
+
+namespace Iommu.VtD.Driver.Format;
+
+/// <summary>
+/// One 64-bit half of a root entry (<c>struct root_entry</c>): the whole legacy entry's low word, or in
+/// scalable mode the lower (LCTP, devfn 0–127) or upper (UCTP, devfn 128–255) context-table pointer.
+/// Both halves have the present bit at 0 and the pointer at 63:12, so one type serves all three.
+/// </summary>
+[KernelSymbol("struct root_entry")]
+internal readonly record struct RootEntry(ulong Value)
+{
+    /// <summary>Physical address of the half of the root entry of <paramref name="bus"/> that points at <paramref name="devfn"/>'s context table.</summary>
+    public static ulong Address(ulong rootTable, byte bus, byte devfn, bool scalable) =>
+        rootTable + ((ulong)bus * VtdFormat.RootEntrySize) + (scalable && devfn >= 0x80 ? 8UL : 0);
+
+    /// <summary>Physical address of half <paramref name="half"/> (0 = lo, 1 = hi) of the root entry of <paramref name="bus"/>.</summary>
+    public static ulong HalfAddress(ulong rootTable, int bus, int half) =>
+        rootTable + ((ulong)bus * VtdFormat.RootEntrySize) + ((ulong)half * 8);
+
+    /// <summary>P (lo) or UP (hi), bit 0 (<c>root_present</c>).</summary>
+    [KernelSymbol("root_present")]
+    public bool Present => (Value & VtdFormat.Present) != 0;
+
+    /// <summary>The context table, bits 63:12 (<c>get_context_addr_from_root</c>).</summary>
+    [KernelSymbol("get_context_addr_from_root")]
+    public ulong ContextTable => Value & VtdFormat.PointerMask;
+
+    /// <summary>A present half pointing at <paramref name="table"/> (<c>set_root_value</c> + <c>set_root_present</c>).</summary>
+    [KernelSymbol("set_root_value")]
+    public static RootEntry ForContextTable(ulong table) => new((table & VtdFormat.PointerMask) | VtdFormat.Present);
+}
