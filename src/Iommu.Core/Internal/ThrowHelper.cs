@@ -3,6 +3,7 @@ using System.Globalization;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
+using Iommu.Memory;
 
 namespace Iommu.Internal;
 
@@ -39,6 +40,11 @@ internal static class ThrowHelper
         throw new ArgumentException(
             string.Create(CultureInfo.InvariantCulture, $"{description} [0x{start:x}, 0x{start + size:x}) overlaps {otherDescription} [0x{otherStart:x}, 0x{otherStart + otherSize:x}) of the same physical memory: two owners would hand out the same pages."),
             nameof(start));
+
+    [DoesNotReturn]
+    public static void RamRangesOverlap(HostMemoryRange q, HostMemoryRange r, string paramName) =>
+        throw new ArgumentException(
+            $"RAM ranges [0x{q.PhysicalAddress:x}, 0x{q.PhysicalAddress + q.Length:x}) and [0x{r.PhysicalAddress:x}, 0x{r.PhysicalAddress + r.Length:x}) overlap.", paramName);
 
     [DoesNotReturn]
     public static void MemoryDisposed() => throw new ObjectDisposedException(nameof(Memory.PhysicalMemory));

@@ -128,7 +128,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             if (i > 0 && ranges[i - 1].PhysicalAddress + ranges[i - 1].Length > r.PhysicalAddress)
             {
                 HostMemoryRange q = ranges[i - 1];
-                ThrowHelper.Argument($"RAM ranges [0x{q.PhysicalAddress:x}, 0x{q.PhysicalAddress + q.Length:x}) and [0x{r.PhysicalAddress:x}, 0x{r.PhysicalAddress + r.Length:x}) overlap.", nameof(ram));
+                ThrowHelper.RamRangesOverlap(q, r, nameof(ram));
             }
 
             _ramBytes += r.Length;
