@@ -23,7 +23,7 @@ namespace Mtty;
 /// negative. Pass <c>enforceBudget</c> to get the later behaviour (≈6.7 mtty refuses with -ENOSPC).</para>
 /// <para>Thread safety: the budget is protected by the driver's lock, each card by its own.</para>
 /// </remarks>
-public sealed class MttyDriver : IMdevParentOps
+public sealed class MttyDriver : IMdevParentOps, IMdevOpenDeviceOps, IMdevReadWriteOps, IMdevIoctlOps
 {
     /// <summary>Ports shared by every card of one driver instance (MAX_MTTYS).</summary>
     public const int MaxPorts = 24;
@@ -71,11 +71,6 @@ public sealed class MttyDriver : IMdevParentOps
             }
         }
     }
-
-    /// <inheritdoc/>
-    public MdevParentCallbacks Callbacks =>
-        MdevParentCallbacks.Create | MdevParentCallbacks.Remove | MdevParentCallbacks.OpenDevice | MdevParentCallbacks.CloseDevice
-        | MdevParentCallbacks.Read | MdevParentCallbacks.Write | MdevParentCallbacks.Ioctl;
 
     /// <inheritdoc/>
     public string DriverName => "mtty";
@@ -220,12 +215,6 @@ public sealed class MttyDriver : IMdevParentOps
                 return ErrorDetail.Fail(Errno.ENOTTY, $"mtty: unknown ioctl 0x{cmd:x}").ToKernelReturn();
         }
     }
-
-    /// <inheritdoc/>
-    public Errno Mmap(IMdevDevice mdev, VmArea vma) => throw new NotSupportedException();
-
-    /// <inheritdoc/>
-    public void Request(IMdevDevice mdev, uint count) => throw new NotSupportedException();
 
     private static long Access(MttyDevice card, Span<byte> readBuf, ReadOnlySpan<byte> writeBuf, long offset, bool write)
     {

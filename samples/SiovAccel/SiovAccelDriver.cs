@@ -23,7 +23,7 @@ namespace SiovAccel;
 /// and the 64-byte portal at <see cref="PortalOffset"/>: writing a descriptor there executes it.</para>
 /// <para>Thread safety: ADI allocation is under the driver's lock; each ADI serialises its own work.</para>
 /// </remarks>
-public sealed class SiovAccelDriver : MdevParentOpsBase
+public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMdevReadWriteOps
 {
     /// <summary>BAR0 offset of the descriptor portal.</summary>
     public const int PortalOffset = 0x100;
@@ -168,7 +168,7 @@ public sealed class SiovAccelDriver : MdevParentOpsBase
     }
 
     /// <inheritdoc/>
-    public override Errno OpenDevice(IMdevDevice mdev)
+    public Errno OpenDevice(IMdevDevice mdev)
     {
         Adi adi = AdiOf(mdev);
         IDomain? domain = mdev.GetIommuDomain();
@@ -188,10 +188,10 @@ public sealed class SiovAccelDriver : MdevParentOpsBase
     }
 
     /// <inheritdoc/>
-    public override void CloseDevice(IMdevDevice mdev) => AdiOf(mdev).Disable();
+    public void CloseDevice(IMdevDevice mdev) => AdiOf(mdev).Disable();
 
     /// <inheritdoc/>
-    public override long Read(IMdevDevice mdev, Span<byte> buffer, long offset)
+    public long Read(IMdevDevice mdev, Span<byte> buffer, long offset)
     {
         Adi adi = AdiOf(mdev);
         (int index, long pos) = Split(offset);
@@ -217,7 +217,7 @@ public sealed class SiovAccelDriver : MdevParentOpsBase
     }
 
     /// <inheritdoc/>
-    public override long Write(IMdevDevice mdev, ReadOnlySpan<byte> buffer, long offset)
+    public long Write(IMdevDevice mdev, ReadOnlySpan<byte> buffer, long offset)
     {
         Adi adi = AdiOf(mdev);
         (int index, long pos) = Split(offset);

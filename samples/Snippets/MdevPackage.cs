@@ -28,7 +28,8 @@ internal static class MdevPackage
 
 // snippet-begin: vfio-mdev-package
 
-// A vendor driver writes the type groups, create and remove; MdevParentOpsBase does the rest.
+// A vendor driver writes the type groups, create and remove, and adds the optional-callback
+// interfaces (IMdevReadWriteOps, ...) its device has: here none.
 sealed class MyVendorDriver(PciDevice parent) : MdevParentOpsBase
 {
     public override string DriverName => "my_driver";

@@ -55,7 +55,7 @@ public sealed partial class IommuCore
         {
             // The core cannot set them on a foreign IDomain: one reporting other values is a driver bug.
             ops.DomainFree(domain);
-            ThrowHelper.InvalidOperation($"{ops.GetType().Name}.DomainAlloc({type}) returned a {domain.GetType().Name} that reports ops {domain.Ops?.GetType().Name ?? "null"} and type {domain.Type}; a domain not derived from IommuDomain must report the ops and type it was allocated for");
+            ThrowHelper.ForeignDomainMismatch(ops, type, domain);
         }
 
         domain.PgsizeBitmap = ops.PgsizeBitmap;
@@ -86,7 +86,7 @@ public sealed partial class IommuCore
         {
             if (ReferenceEquals(g.Domain, domain) && !ReferenceEquals(g.DefaultDomain, domain))
             {
-                ThrowHelper.InvalidOperation($"Domain is still attached to {g}; detach it before freeing.");
+                ThrowHelper.DomainStillAttached(g);
             }
         }
 
@@ -106,7 +106,7 @@ public sealed partial class IommuCore
     {
         if (domain is IommuDomain { Freed: true })
         {
-            ThrowHelper.ObjectDisposed(nameof(IDomain), $"the {domain.Type} domain was already freed (iommu_domain_free); it cannot be freed, attached or mapped again");
+            ThrowHelper.DomainFreed(domain.Type);
         }
     }
 
@@ -288,8 +288,7 @@ public sealed partial class IommuCore
     // __iommu_attach_device
     private Errno AttachDeviceInternal(IDomain domain, Device device)
     {
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AttachDev))
+        if (domain.Ops is not IIommuAttachOps ops)
         {
             return Fail(Errno.ENODEV, $"the domain's IOMMU driver cannot attach devices ({device.Name})");
         }
@@ -308,8 +307,7 @@ public sealed partial class IommuCore
     // __iommu_detach_device
     private static void DetachDeviceInternal(IDomain domain, Device device)
     {
-        IIommuOps? ops = domain.Ops;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.DetachDev))
+        if (domain.Ops is IIommuAttachOps ops)
         {
             ops.DetachDev(domain, device);
         }

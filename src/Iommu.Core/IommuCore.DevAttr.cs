@@ -25,8 +25,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         value = false;
-        IIommuOps? ops = device.Bus?.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr))
+        if (device.Bus?.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver answers device attributes for {device.Name}");
         }
@@ -59,8 +58,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.Bus?.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
+        if (device.Bus?.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver takes device attributes for {device.Name}");
         }
@@ -83,8 +81,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        return feature == IommuDevFeature.Aux && ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr)
+        return feature == IommuDevFeature.Aux && device.IommuOps is IIommuDevFeatureOps ops
             && ops.GetDevAttr(device, IommuDevAttr.AuxdCapability, out bool v) == Errno.None && v;
     }
 
@@ -97,8 +94,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        return feature == IommuDevFeature.Aux && ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetDevAttr)
+        return feature == IommuDevFeature.Aux && device.IommuOps is IIommuDevFeatureOps ops
             && ops.GetDevAttr(device, IommuDevAttr.AuxdEnabled, out bool v) == Errno.None && v;
     }
 
@@ -112,8 +108,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
+        if (device.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver probed {device.Name}");
         }
@@ -132,8 +127,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = device.IommuOps;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.SetDevAttr))
+        if (device.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.EBUSY, $"no IOMMU driver probed {device.Name}");
         }
@@ -141,81 +135,6 @@ public sealed partial class IommuCore
         return feature == IommuDevFeature.Aux
             ? CallSetDevAttr(ops, device, IommuDevAttr.AuxdDisable)
             : Fail(Errno.ENODEV, $"feature {feature} is not modelled for {device.Name}");
-    }
-
-    /// <summary>
-    /// Attaches <paramref name="domain"/> to <paramref name="device"/> as an auxiliary domain (the seed's
-    /// <c>iommu_attach_device_aux</c>). Bypasses the group: no group lock, no single-device check, no
-    /// change of the group's domain.
-    /// </summary>
-    /// <param name="domain">The domain.</param>
-    /// <param name="device">The physical (parent) device.</param>
-    /// <returns>-ENODEV when the domain's driver has no <c>aux_attach_dev</c>; else the driver's result.</returns>
-    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
-    [KernelSymbol("iommu_attach_device_aux", Version = "seed v4")]
-    public Errno AttachDeviceAux(IDomain domain, Device device)
-    {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
-        ArgumentNullException.ThrowIfNull(domain);
-        ThrowIfFreed(domain);
-        ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AuxAttachDev))
-        {
-            return Fail(Errno.ENODEV, $"the domain's IOMMU driver has no auxiliary-domain support ({device.Name})");
-        }
-
-        ErrorDetail.Clear();
-        Errno ret = ops.AuxAttachDev(domain, device);
-        return ret == Errno.None ? ret : KeepOrFail(ret, $"IOMMU driver refused the auxiliary attach to {device.Name}");
-    }
-
-    /// <summary>Detaches an auxiliary domain (the seed's <c>iommu_detach_device_aux</c>); a no-op without the driver callback.</summary>
-    /// <param name="domain">The domain.</param>
-    /// <param name="device">The physical device.</param>
-    [KernelSymbol("iommu_detach_device_aux", Version = "seed v4")]
-    public void DetachDeviceAux(IDomain domain, Device device)
-    {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
-        ArgumentNullException.ThrowIfNull(domain);
-        ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = domain.Ops;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.AuxAttachDev))
-        {
-            ops.AuxDetachDev(domain, device);
-        }
-    }
-
-    /// <summary>The 5.1 merged name of <see cref="AttachDeviceAux"/> (<c>iommu_aux_attach_device</c>).</summary>
-    /// <param name="domain">The domain.</param>
-    /// <param name="device">The physical device.</param>
-    /// <returns>As <see cref="AttachDeviceAux"/>.</returns>
-    [KernelSymbol("iommu_aux_attach_device")]
-    public Errno AuxAttachDevice(IDomain domain, Device device) => AttachDeviceAux(domain, device);
-
-    /// <summary>The 5.1 merged name of <see cref="DetachDeviceAux"/> (<c>iommu_aux_detach_device</c>).</summary>
-    /// <param name="domain">The domain.</param>
-    /// <param name="device">The physical device.</param>
-    [KernelSymbol("iommu_aux_detach_device")]
-    public void AuxDetachDevice(IDomain domain, Device device) => DetachDeviceAux(domain, device);
-
-    /// <summary>The PASID <paramref name="domain"/> uses on <paramref name="device"/> (<c>iommu_aux_get_pasid</c>).</summary>
-    /// <param name="domain">The domain.</param>
-    /// <param name="device">The physical device.</param>
-    /// <returns>The PASID (&gt; 0), or -ENODEV without the driver callback, or the driver's negative errno.</returns>
-    [KernelSymbol("iommu_aux_get_pasid")]
-    public int AuxGetPasid(IDomain domain, Device device)
-    {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
-        ArgumentNullException.ThrowIfNull(domain);
-        ArgumentNullException.ThrowIfNull(device);
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.AuxGetPasid))
-        {
-            return Fail(Errno.ENODEV, $"the domain's IOMMU driver has no aux_get_pasid ({device.Name})").ToKernelReturn();
-        }
-
-        return ops.AuxGetPasid(domain, device);
     }
 
     /// <summary>Reads <see cref="DomainAttr.Geometry"/> (<c>iommu_domain_get_attr(DOMAIN_ATTR_GEOMETRY)</c>).</summary>
@@ -290,8 +209,7 @@ public sealed partial class IommuCore
     private static Errno DriverDomainAttr(IDomain domain, DomainAttr attr, out ulong value)
     {
         value = 0;
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.DomainGetAttr))
+        if (domain.Ops is not IIommuDomainAttrOps ops)
         {
             return Fail(Errno.EINVAL, $"the domain's IOMMU driver has no domain attributes ({attr})");
         }
@@ -307,7 +225,7 @@ public sealed partial class IommuCore
         return ret;
     }
 
-    private static Errno CallSetDevAttr(IIommuOps ops, Device device, IommuDevAttr attr)
+    private static Errno CallSetDevAttr(IIommuDevFeatureOps ops, Device device, IommuDevAttr attr)
     {
         ErrorDetail.Clear();
         Errno ret = ops.SetDevAttr(device, attr);

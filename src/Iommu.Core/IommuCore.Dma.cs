@@ -127,8 +127,7 @@ public sealed partial class IommuCore
 
         // iommu_map_atomic: __iommu_map, then iotlb_sync_map on success.
         IIommuOps? ops = domain.Ops;
-        IommuCallbacks callbacks = ops?.Callbacks ?? IommuCallbacks.None;
-        if (MapCore(domain, ops, callbacks, iova, phys - offset, len, prot) != Errno.None)
+        if (MapCore(domain, ops, iova, phys - offset, len, prot) != Errno.None)
         {
             // iommu_dma_free_iova without a gather: free_iova_fast (the failed map unwound itself).
             iovad.BeginFree(iova >> iovad.Shift, len >> iovad.Shift);
@@ -137,9 +136,9 @@ public sealed partial class IommuCore
         }
 
         CountMap(domain, len);
-        if ((callbacks & IommuCallbacks.IotlbSyncMap) != 0)
+        if (ops is IIommuIotlbOps iotlb)
         {
-            ops!.IotlbSyncMap(domain, iova, len);
+            iotlb.IotlbSyncMap(domain, iova, len);
         }
 
         return iova + offset;
@@ -219,8 +218,7 @@ public sealed partial class IommuCore
 
         if (!gather.Queued)
         {
-            IIommuOps? ops = domain.Ops;
-            if (ops is not null && (ops.Callbacks & IommuCallbacks.IotlbSync) != 0)
+            if (domain.Ops is IIommuIotlbOps ops)
             {
                 ops.IotlbSync(domain, ref gather);
             }
@@ -288,8 +286,7 @@ public sealed partial class IommuCore
                 }
             }
 
-            IIommuOps? devOps = device.IommuOps;
-            if (devOps is not null && (devOps.Callbacks & IommuCallbacks.GetResvRegions) != 0)
+            if (device.IommuOps is IIommuResvRegionsOps devOps)
             {
                 var regions = new List<IommuResvRegion>();
                 devOps.GetResvRegions(device, regions);
@@ -321,8 +318,7 @@ public sealed partial class IommuCore
     // allocated on every call of the method that holds it.)
     private Errno DmaInitFq(IDomain domain, IovaDomain iovad)
     {
-        IIommuOps? ops = domain.Ops;
-        if (ops is null || (ops.Callbacks & IommuCallbacks.FlushIotlbAll) == 0)
+        if (domain.Ops is not IIommuIotlbOps ops)
         {
             return Errno.ENODEV;
         }

@@ -146,8 +146,7 @@ public sealed partial class IommuCore
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(response);
         IDomain? domain = GetDomainForDev(device);
-        IIommuOps? ops = domain?.Ops;
-        if (ops is null || !ops.Callbacks.HasFlag(IommuCallbacks.PageResponse))
+        if (domain?.Ops is not IIommuPageResponseOps ops)
         {
             return Fail(Errno.ENODEV, $"the domain of {device.Name} cannot answer page requests");
         }
@@ -198,8 +197,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         var list = new List<IommuResvRegion>();
-        IIommuOps? ops = device.IommuOps;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.GetResvRegions))
+        if (device.IommuOps is IIommuResvRegionsOps ops)
         {
             ops.GetResvRegions(device, list);
         }

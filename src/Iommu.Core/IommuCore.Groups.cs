@@ -61,7 +61,7 @@ public sealed partial class IommuCore
         {
             if (group.IsReleased)
             {
-                ThrowHelper.InvalidOperation($"{group} was already released.");
+                ThrowHelper.GroupReleased(group);
             }
 
             group.RefCount++;
@@ -85,7 +85,7 @@ public sealed partial class IommuCore
         {
             if (group.RefCount <= 0)
             {
-                ThrowHelper.InvalidOperation($"{group} reference count underflow.");
+                ThrowHelper.GroupRefUnderflow(group);
             }
 
             if (--group.RefCount != 0)
@@ -142,7 +142,7 @@ public sealed partial class IommuCore
         ArgumentNullException.ThrowIfNull(device);
         if (device.IommuGroup is not null)
         {
-            ThrowHelper.InvalidOperation($"Device {device.Name} is already in {device.IommuGroup}.");
+            ThrowHelper.DeviceAlreadyInGroup(device);
         }
 
         GroupRefGet(group);
@@ -285,243 +285,6 @@ public sealed partial class IommuCore
         ArgumentNullException.ThrowIfNull(device);
         group = GroupAlloc();
         return Errno.None;
-    }
-
-    /// <summary>
-    /// Probes a device on a bus with IOMMU ops (<c>iommu_probe_device</c>, the hot-plug path): driver
-    /// probe (<c>add_device</c>), group (<c>device_group</c> + <c>iommu_group_add_device</c>), default
-    /// domain for a new group, and attach of the default domain.
-    /// </summary>
-    /// <param name="device">A device on a bus.</param>
-    /// <returns>0; -ENODEV without IOMMU ops or when the driver does not handle the device; the driver's or attach error (the device is then released).</returns>
-    /// <remarks>
-    /// Follows the 5.8+ shape (the core calls <c>device_group</c> after the driver probe) with the
-    /// seed's callback names. As in 5.15 the default domain is attached once more after the group
-    /// add, so a device joining a group whose current domain is the default one sees two
-    /// <c>attach_dev</c> calls.
-    /// </remarks>
-    [KernelSymbol("iommu_probe_device")]
-    public Errno ProbeDevice(Device device)
-    {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
-        ArgumentNullException.ThrowIfNull(device);
-        Errno ret = ProbeDeviceCore(device, newGroups: null);
-        if (ret != Errno.None)
-        {
-            return ret;
-        }
-
-        IommuGroup group = device.IommuGroup!;
-        lock (group.Mutex)
-        {
-            if (group.DefaultDomain is null)
-            {
-                AllocDefaultDomain(device.Bus!, group);
-            }
-
-            if (group.DefaultDomain is IDomain def)
-            {
-                ret = AttachDeviceInternal(def, device);
-            }
-        }
-
-        if (ret != Errno.None)
-        {
-            ReleaseDevice(device);
-        }
-
-        return ret;
-    }
-
-    /// <summary>
-    /// Releases a probed device (<c>iommu_release_device</c>): driver release, then removal from the group.
-    /// </summary>
-    /// <param name="device">The device; a device never probed is ignored.</param>
-    [KernelSymbol("iommu_release_device")]
-    public void ReleaseDevice(Device device)
-    {
-        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
-        ArgumentNullException.ThrowIfNull(device);
-        if (!device.HasIommu)
-        {
-            return;
-        }
-
-        IIommuOps? ops = device.IommuOps;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
-        {
-            ops.RemoveDevice(device);
-        }
-
-        GroupRemoveDevice(device);
-        device.IommuOps = null;
-        device.HasIommu = false;
-        device.FaultParam = null;
-    }
-
-    /// <summary>
-    /// The bus probe of <c>bus_set_iommu</c> (<c>iommu_bus_init</c> → <c>bus_iommu_probe</c>): every
-    /// device into a group first, then per new group a default domain attached to all its devices.
-    /// </summary>
-    internal Errno BusInit(Bus bus, IReadOnlyList<Device> devices)
-    {
-        var newGroups = new List<IommuGroup>();
-        Errno ret = Errno.None;
-        foreach (Device d in devices)
-        {
-            if (d.IommuGroup is not null)
-            {
-                continue;
-            }
-
-            ret = ProbeDeviceCore(d, newGroups);
-            if (ret == Errno.ENODEV)
-            {
-                ret = Errno.None;
-            }
-
-            if (ret != Errno.None)
-            {
-                break;
-            }
-        }
-
-        if (ret == Errno.None)
-        {
-            foreach (IommuGroup group in newGroups)
-            {
-                lock (group.Mutex)
-                {
-                    AllocDefaultDomain(bus, group);
-                    if (group.DefaultDomain is not IDomain def)
-                    {
-                        continue;
-                    }
-
-                    foreach (Device d in group.DeviceList)
-                    {
-                        ret = AttachDeviceInternal(def, d);
-                        if (ret != Errno.None)
-                        {
-                            break;
-                        }
-                    }
-                }
-
-                if (ret != Errno.None)
-                {
-                    break;
-                }
-            }
-        }
-
-        if (ret != Errno.None)
-        {
-            // iommu_bus_init's error path: remove_iommu_group on every device of the bus.
-            foreach (Device d in devices)
-            {
-                ReleaseDevice(d);
-            }
-        }
-
-        return ret;
-    }
-
-    // __iommu_probe_device: driver probe, then group. newGroups collects groups still without a default domain.
-    private Errno ProbeDeviceCore(Device device, List<IommuGroup>? newGroups)
-    {
-        IIommuOps? ops = device.Bus?.IommuOps;
-        if (ops is null)
-        {
-            return Fail(Errno.ENODEV, $"{device.Name}: its bus has no IOMMU ops");
-        }
-
-        if (device.IommuGroup is not null)
-        {
-            return Errno.None;
-        }
-
-        device.HasIommu = true;
-        if (ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
-        {
-            Errno err = ops.AddDevice(device);
-            if (err != Errno.None)
-            {
-                device.HasIommu = false;
-                return err == Errno.ENODEV
-                    ? Fail(err, $"{device.Name} is not handled by the bus's IOMMU driver")
-                    : Fail(err, $"IOMMU driver probe of {device.Name} failed");
-            }
-        }
-
-        device.IommuOps = ops;
-        Errno ret;
-        IommuGroup? group = null;
-        if (!ops.Callbacks.HasFlag(IommuCallbacks.DeviceGroup))
-        {
-            ret = Fail(Errno.EINVAL, $"IOMMU driver has no device_group callback for {device.Name}");
-        }
-        else
-        {
-            ret = ops.DeviceGroup(device, out group);
-            if (ret == Errno.None && group is null)
-            {
-                ret = Fail(Errno.EINVAL, $"IOMMU driver returned no group for {device.Name}");
-            }
-        }
-
-        if (ret == Errno.None)
-        {
-            ret = GroupAddDevice(group!, device);
-            if (ret == Errno.None && newGroups is not null && group!.DefaultDomain is null && !newGroups.Contains(group))
-            {
-                newGroups.Add(group);
-            }
-
-            GroupPut(group);
-        }
-
-        if (ret != Errno.None)
-        {
-            if (ops.Callbacks.HasFlag(IommuCallbacks.AddDevice))
-            {
-                ops.RemoveDevice(device);
-            }
-
-            device.IommuOps = null;
-            device.HasIommu = false;
-        }
-
-        return ret;
-    }
-
-    // iommu_group_alloc_default_domain: the configured type, falling back to DMA; failure leaves none.
-    private void AllocDefaultDomain(Bus bus, IommuGroup group)
-    {
-        if (group.DefaultDomain is not null)
-        {
-            return;
-        }
-
-        DomainType type = DefaultDomainType;
-        IDomain? dom = DomainAllocType(bus, type);
-        if (dom is null && type != DomainType.Dma)
-        {
-            dom = DomainAllocType(bus, DomainType.Dma);
-            if (dom is not null)
-            {
-                Log.DefaultDomainFallback(_log, type, group.Id);
-            }
-        }
-
-        if (dom is null)
-        {
-            Log.NoDefaultDomain(_log, group.Id);
-            return;
-        }
-
-        group.DefaultDomain = dom;
-        group.Domain ??= dom;
     }
 
     private IommuGroup? GetPciAliasGroup(PciDevice pdev, IReadOnlyList<Device> all, Span<ulong> devfns)

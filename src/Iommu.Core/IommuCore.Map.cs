@@ -38,26 +38,24 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops;
-        IommuCallbacks callbacks;
         if (domain is IommuDomain d)
         {
             ops = d.Ops;
-            callbacks = ops?.Callbacks ?? IommuCallbacks.None;
 
             // The common case, one smallest page of a paging domain whose driver has map_pages: what
             // MapCore and the tail below do for it, with the domain's fields read directly instead
             // of through IDomain, and counted without atomics. Anything else takes the general path.
             ulong pgsizeBitmap = d.PgsizeBitmap;
-            if ((callbacks & IommuCallbacks.MapPages) != 0 && size != 0 && size == (pgsizeBitmap & (0 - pgsizeBitmap))
+            if (ops is IIommuMapPagesOps pages && size != 0 && size == (pgsizeBitmap & (0 - pgsizeBitmap))
                 && ((iova | paddr) & (size - 1)) == 0 && d.Type.IsPaging())
             {
                 // No ErrorDetail.Clear here: the outermost access scope forgot the previous call's
                 // detail, and a failure below records its own.
                 Memory.PhysicalMemory.Slot slot = guard.Slot!;
-                Errno ret = ops!.MapPages(domain, iova, paddr, size, 1, prot, out ulong mapped);
+                Errno ret = pages.MapPages(domain, iova, paddr, size, 1, prot, out ulong mapped);
                 if (ret != Errno.None || mapped != size)
                 {
-                    ret = MapRest(domain, ops, pgsizeBitmap, ret, iova, paddr, size, mapped, prot);
+                    ret = MapRest(domain, pages, pgsizeBitmap, ret, iova, paddr, size, mapped, prot);
                     if (ret != Errno.None)
                     {
                         return ret;
@@ -65,9 +63,9 @@ public sealed partial class IommuCore
                 }
 
                 CountMap(d, slot, size);
-                if ((callbacks & IommuCallbacks.IotlbSyncMap) != 0)
+                if (ops is IIommuIotlbOps iotlb)
                 {
-                    ops.IotlbSyncMap(domain, iova, size);
+                    iotlb.IotlbSyncMap(domain, iova, size);
                 }
 
                 return Errno.None;
@@ -76,16 +74,15 @@ public sealed partial class IommuCore
         else
         {
             ops = domain.Ops;
-            callbacks = ops?.Callbacks ?? IommuCallbacks.None;
         }
 
-        Errno err = MapCore(domain, ops, callbacks, iova, paddr, size, prot);
+        Errno err = MapCore(domain, ops, iova, paddr, size, prot);
         if (err == Errno.None)
         {
             CountMap(domain, size);
-            if ((callbacks & IommuCallbacks.IotlbSyncMap) != 0)
+            if (ops is IIommuIotlbOps iotlb)
             {
-                ops!.IotlbSyncMap(domain, iova, size);
+                iotlb.IotlbSyncMap(domain, iova, size);
             }
         }
 
@@ -147,8 +144,7 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        IIommuOps? ops = domain.Ops;
-        if (ops is not null && (ops.Callbacks & IommuCallbacks.IotlbSync) != 0)
+        if (domain.Ops is IIommuIotlbOps ops)
         {
             ops.IotlbSync(domain, ref gather);
         }
@@ -163,8 +159,7 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        IIommuOps? ops = domain.Ops;
-        if (ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.FlushIotlbAll))
+        if (domain.Ops is IIommuIotlbOps ops)
         {
             ops.FlushIotlbAll(domain);
         }
@@ -225,7 +220,7 @@ public sealed partial class IommuCore
             }
 
             IIommuOps? domainOps = d.Ops;
-            return domainOps is not null && (domainOps.Callbacks & IommuCallbacks.IovaToPhys) != 0 ? domainOps.IovaToPhys(domain, iova) : 0;
+            return domainOps is not null ? domainOps.IovaToPhys(domain, iova) : 0;
         }
 
         if (domain.Type == DomainType.Identity)
@@ -239,7 +234,7 @@ public sealed partial class IommuCore
         }
 
         IIommuOps? ops = domain.Ops;
-        return ops is not null && (ops.Callbacks & IommuCallbacks.IovaToPhys) != 0 ? ops.IovaToPhys(domain, iova) : 0;
+        return ops is not null ? ops.IovaToPhys(domain, iova) : 0;
     }
 
     /// <summary>
@@ -267,7 +262,7 @@ public sealed partial class IommuCore
 
         if (pgsizes == 0)
         {
-            ThrowHelper.InvalidOperation($"No page size of 0x{pgsizeBitmap:x} fits iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x}.");
+            ThrowHelper.NoPageSizeFits(pgsizeBitmap, iova, paddr, size);
         }
 
         int idx = BitOperations.Log2(pgsizes);
@@ -296,10 +291,12 @@ public sealed partial class IommuCore
     private static ulong GenMask(int high) => high >= 63 ? ulong.MaxValue : (2UL << high) - 1;
 
     // __iommu_map
-    private Errno MapCore(IDomain domain, IIommuOps? ops, IommuCallbacks callbacks, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    private Errno MapCore(IDomain domain, IIommuOps? ops, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
         ulong pgsizeBitmap = domain.PgsizeBitmap;
-        if (ops is null || (callbacks & (IommuCallbacks.Map | IommuCallbacks.MapPages)) == 0 || pgsizeBitmap == 0)
+        IIommuMapPagesOps? pages = ops as IIommuMapPagesOps;
+        IIommuMapOps? single = pages is null ? ops as IIommuMapOps : null;
+        if ((pages is null && single is null) || pgsizeBitmap == 0)
         {
             ThrowIfFreed(domain);
             return Fail(Errno.ENODEV, "the domain's IOMMU driver cannot map, or the domain has no page sizes");
@@ -318,19 +315,20 @@ public sealed partial class IommuCore
         }
 
         ErrorDetail.Clear();
-        return MapPieces(domain, ops, (callbacks & IommuCallbacks.MapPages) != 0, pgsizeBitmap, minPagesz, iova, size, iova, paddr, size, prot);
+        return MapPieces(domain, pages, single, pgsizeBitmap, minPagesz, iova, size, iova, paddr, size, prot);
     }
 
     // Map's fast path after its map_pages call of the single page [iova, iova + size) failed, or
     // succeeded with a different size: MapCore's loop from there on.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private Errno MapRest(IDomain domain, IIommuOps ops, ulong pgsizeBitmap, Errno ret, ulong iova, ulong paddr, ulong size, ulong mapped, IommuProt prot) =>
+    private Errno MapRest(IDomain domain, IIommuMapPagesOps pages, ulong pgsizeBitmap, Errno ret, ulong iova, ulong paddr, ulong size, ulong mapped, IommuProt prot) =>
         ret != Errno.None
             ? MapFailed(domain, ret, iova, iova, size, size - mapped)
-            : MapPieces(domain, ops, batched: true, pgsizeBitmap, size, iova, size, iova + mapped, paddr + mapped, size - mapped, prot);
+            : MapPieces(domain, pages, single: null, pgsizeBitmap, size, iova, size, iova + mapped, paddr + mapped, size - mapped, prot);
 
-    // __iommu_map's loop over [iova, iova + size), the rest of the request [origIova, origIova + origSize).
-    private Errno MapPieces(IDomain domain, IIommuOps ops, bool batched, ulong pgsizeBitmap, ulong minPagesz, ulong origIova, ulong origSize, ulong iova, ulong paddr, ulong size, IommuProt prot)
+    // __iommu_map's loop over [iova, iova + size), the rest of the request [origIova, origIova + origSize),
+    // through map_pages when the driver has it (pages), else through map (single).
+    private Errno MapPieces(IDomain domain, IIommuMapPagesOps? pages, IIommuMapOps? single, ulong pgsizeBitmap, ulong minPagesz, ulong origIova, ulong origSize, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
         Errno ret = Errno.None;
         while (size != 0)
@@ -349,13 +347,13 @@ public sealed partial class IommuCore
             }
 
             ulong mapped;
-            if (batched)
+            if (pages is not null)
             {
-                ret = ops.MapPages(domain, iova, paddr, pgsize, count, prot, out mapped);
+                ret = pages.MapPages(domain, iova, paddr, pgsize, count, prot, out mapped);
             }
             else
             {
-                ret = ops.Map(domain, iova, paddr, pgsize, prot);
+                ret = single!.Map(domain, iova, paddr, pgsize, prot);
                 mapped = ret == Errno.None ? pgsize : 0;
             }
 
@@ -397,11 +395,13 @@ public sealed partial class IommuCore
         return ret;
     }
 
-    // __iommu_unmap. Flag tests here use & rather than Enum.HasFlag, which boxes in unoptimised (Debug) code.
+    // __iommu_unmap: through unmap_pages when the driver has it, else through unmap.
     private ulong UnmapCore(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
         IIommuOps? ops = domain.Ops;
-        if (ops is null || (ops.Callbacks & (IommuCallbacks.Unmap | IommuCallbacks.UnmapPages)) == 0 || domain.PgsizeBitmap == 0)
+        IIommuMapPagesOps? pages = ops as IIommuMapPagesOps;
+        IIommuMapOps? single = pages is null ? ops as IIommuMapOps : null;
+        if ((pages is null && single is null) || domain.PgsizeBitmap == 0)
         {
             ThrowIfFreed(domain);
             return 0;
@@ -421,15 +421,14 @@ public sealed partial class IommuCore
 
         // Every piece of the range goes to the driver once, in iommu_pgsize order (see Unmap's remarks:
         // advancing by the driver's total skips leaves after a superpage that started before the piece).
-        bool batched = (ops.Callbacks & IommuCallbacks.UnmapPages) != 0;
         ulong unmapped = 0;
         for (ulong left = size; left != 0;)
         {
             ulong pgsize = PgSize(domain.PgsizeBitmap, iova, iova, left, out ulong count);
-            unmapped += batched
-                ? ops.UnmapPages(domain, iova, pgsize, count, ref gather)
-                : ops.Unmap(domain, iova, pgsize, ref gather);
-            ulong piece = batched ? pgsize * count : pgsize;
+            unmapped += pages is not null
+                ? pages.UnmapPages(domain, iova, pgsize, count, ref gather)
+                : single!.Unmap(domain, iova, pgsize, ref gather);
+            ulong piece = pages is not null ? pgsize * count : pgsize;
             iova += piece;
             left -= piece;
         }

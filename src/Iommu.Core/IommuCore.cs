@@ -70,8 +70,7 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(bus);
-        IIommuOps? ops = bus.IommuOps;
-        return ops is not null && ops.Callbacks.HasFlag(IommuCallbacks.Capable) && ops.Capable(cap);
+        return bus.IommuOps is IIommuCapableOps ops && ops.Capable(cap);
     }
 
     /// <summary>Whether <paramref name="bus"/> has an IOMMU driver (<c>iommu_present</c>).</summary>

@@ -183,12 +183,6 @@ public sealed class MdevCore
             return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver has no supported_type_groups");
         }
 
-        const MdevParentCallbacks mandatory = MdevParentCallbacks.Create | MdevParentCallbacks.Remove;
-        if ((ops.Callbacks & mandatory) != mandatory)
-        {
-            return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver lacks {mandatory & ~ops.Callbacks}");
-        }
-
         if (string.IsNullOrEmpty(ops.DriverName))
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver has no name");
@@ -390,7 +384,7 @@ public sealed class MdevCore
                     Release(dev);
                 }
 
-                return ErrorDetail.LastErrno == ret ? ret : ErrorDetail.Fail(ret, $"vendor driver {parent.Ops.DriverName} failed to create {dev.Name} of type {type}");
+                return VendorErrors.KeepOrFail(ret, $"vendor driver {parent.Ops.DriverName} failed to create {dev.Name} of type {type}");
             }
 
             // device_add, then the mdev bus probe (mdev_attach_iommu): a fresh singleton group.

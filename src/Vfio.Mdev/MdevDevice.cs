@@ -2,6 +2,7 @@ using Iommu.Memory;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
+using Vfio.Mdev.Internal;
 
 namespace Vfio.Mdev;
 
@@ -133,13 +134,13 @@ public sealed class MdevDevice : Device, IMdevDevice
                 return ErrorDetail.Fail(Errno.ENODEV, $"mdev {Name} is not active");
             }
 
-            if (_openCount == 0 && Parent.Ops.Callbacks.HasFlag(MdevParentCallbacks.OpenDevice))
+            if (_openCount == 0 && Parent.Ops is IMdevOpenDeviceOps openOps)
             {
                 ErrorDetail.Clear();
-                Errno ret = Parent.Ops.OpenDevice(this);
+                Errno ret = openOps.OpenDevice(this);
                 if (ret != Errno.None)
                 {
-                    return ErrorDetail.LastErrno == ret ? ret : ErrorDetail.Fail(ret, $"vendor driver {Parent.Ops.DriverName} refused to open {Name}");
+                    return VendorErrors.KeepOrFail(ret, $"vendor driver {Parent.Ops.DriverName} refused to open {Name}");
                 }
             }
 
@@ -155,9 +156,9 @@ public sealed class MdevDevice : Device, IMdevDevice
         {
             if (--_openCount == 0)
             {
-                if (Parent.Ops.Callbacks.HasFlag(MdevParentCallbacks.CloseDevice))
+                if (Parent.Ops is IMdevOpenDeviceOps openOps)
                 {
-                    Parent.Ops.CloseDevice(this);
+                    openOps.CloseDevice(this);
                 }
 
                 Monitor.PulseAll(_openGate);
@@ -173,13 +174,13 @@ public sealed class MdevDevice : Device, IMdevDevice
             uint count = 0;
             while (_openCount > 0)
             {
-                if (Parent.Ops.Callbacks.HasFlag(MdevParentCallbacks.Request))
+                if (Parent.Ops is IMdevRequestOps requestOps)
                 {
                     // The vendor may close a file from inside request: release the gate meanwhile.
                     Monitor.Exit(_openGate);
                     try
                     {
-                        Parent.Ops.Request(this, count++);
+                        requestOps.Request(this, count++);
                     }
                     finally
                     {

@@ -1,5 +1,6 @@
 using Iommu.Memory;
 using Iommu;
+using Vfio.Mdev.Internal;
 
 namespace Vfio.Mdev;
 
@@ -38,8 +39,8 @@ public sealed class MdevDeviceFile : IDisposable
     {
         using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ThrowIfClosed();
-        return Ops.Callbacks.HasFlag(MdevParentCallbacks.Read)
-            ? Ops.Read(Device, buffer, offset)
+        return Ops is IMdevReadWriteOps rw
+            ? rw.Read(Device, buffer, offset)
             : Missing("read");
     }
 
@@ -52,8 +53,8 @@ public sealed class MdevDeviceFile : IDisposable
     {
         using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ThrowIfClosed();
-        return Ops.Callbacks.HasFlag(MdevParentCallbacks.Write)
-            ? Ops.Write(Device, buffer, offset)
+        return Ops is IMdevReadWriteOps rw
+            ? rw.Write(Device, buffer, offset)
             : Missing("write");
     }
 
@@ -66,7 +67,7 @@ public sealed class MdevDeviceFile : IDisposable
     {
         using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ThrowIfClosed();
-        return Ops.Callbacks.HasFlag(MdevParentCallbacks.Ioctl) ? Ops.Ioctl(Device, cmd, arg) : 0;
+        return Ops is IMdevIoctlOps ioctlOps ? ioctlOps.Ioctl(Device, cmd, arg) : 0;
     }
 
     /// <summary>Maps a region (<c>vfio_mdev_mmap</c>).</summary>
@@ -78,8 +79,8 @@ public sealed class MdevDeviceFile : IDisposable
         using PhysicalMemory.AccessScope guard = Device.Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(vma);
         ThrowIfClosed();
-        return Ops.Callbacks.HasFlag(MdevParentCallbacks.Mmap)
-            ? Ops.Mmap(Device, vma)
+        return Ops is IMdevMmapOps mmapOps
+            ? mmapOps.Mmap(Device, vma)
             : ErrorDetail.Fail(Errno.EINVAL, $"vendor driver {Ops.DriverName} has no mmap for {Device.Name}");
     }
 
@@ -96,5 +97,11 @@ public sealed class MdevDeviceFile : IDisposable
     private long Missing(string op) =>
         ErrorDetail.Fail(Errno.EINVAL, $"vendor driver {Ops.DriverName} has no {op} for {Device.Name}").ToKernelReturn();
 
-    private void ThrowIfClosed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
+    private void ThrowIfClosed()
+    {
+        if (Volatile.Read(ref _closed) != 0)
+        {
+            ThrowHelper.DeviceFileClosed(this);
+        }
+    }
 }

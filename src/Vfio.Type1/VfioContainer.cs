@@ -211,13 +211,7 @@ public sealed class VfioContainer : VfioFile
         unmap.Write(b);
         int len = (unmap.Flags & VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) != 0 ? 48 : VfioIommuType1DmaUnmap.StructSize;
         int r = Ioctl(caller, VfioUapi.VFIO_IOMMU_UNMAP_DMA, b[..len]);
-        unmap = unmap with
-        {
-            Argsz = BinaryPrimitives.ReadUInt32LittleEndian(b),
-            Flags = BinaryPrimitives.ReadUInt32LittleEndian(b[4..]),
-            Iova = BinaryPrimitives.ReadUInt64LittleEndian(b[8..]),
-            Size = BinaryPrimitives.ReadUInt64LittleEndian(b[16..]),
-        };
+        unmap = VfioIommuType1DmaUnmap.ReadHeader(b) with { Bitmap = unmap.Bitmap };
         return ErrnoExtensions.FromKernelReturn(r);
     }
 
@@ -232,9 +226,8 @@ public sealed class VfioContainer : VfioFile
     public Errno DirtyPages(uint flags)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
-        Span<byte> b = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt32LittleEndian(b, 8);
-        BinaryPrimitives.WriteUInt32LittleEndian(b[4..], flags);
+        Span<byte> b = stackalloc byte[VfioIommuType1DirtyBitmap.StructSize];
+        new VfioIommuType1DirtyBitmap(VfioIommuType1DirtyBitmap.StructSize, flags).Write(b);
         return ErrnoExtensions.FromKernelReturn(Ioctl(Owner, VfioUapi.VFIO_IOMMU_DIRTY_PAGES, b));
     }
 
@@ -246,14 +239,10 @@ public sealed class VfioContainer : VfioFile
     public Errno GetDirtyBitmap(ulong iova, ulong size, VfioBitmap bitmap)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
-        Span<byte> b = stackalloc byte[48];
-        BinaryPrimitives.WriteUInt32LittleEndian(b, 48);
-        BinaryPrimitives.WriteUInt32LittleEndian(b[4..], VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP);
-        BinaryPrimitives.WriteUInt64LittleEndian(b[8..], iova);
-        BinaryPrimitives.WriteUInt64LittleEndian(b[16..], size);
-        BinaryPrimitives.WriteUInt64LittleEndian(b[24..], bitmap.Pgsize);
-        BinaryPrimitives.WriteUInt64LittleEndian(b[32..], bitmap.Size);
-        BinaryPrimitives.WriteUInt64LittleEndian(b[40..], bitmap.Data);
+        const int len = VfioIommuType1DirtyBitmap.StructSize + VfioIommuType1DirtyBitmapGet.StructSize;
+        Span<byte> b = stackalloc byte[len];
+        new VfioIommuType1DirtyBitmap(len, VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP).Write(b);
+        new VfioIommuType1DirtyBitmapGet(iova, size, bitmap).Write(b[VfioIommuType1DirtyBitmap.StructSize..]);
         return ErrnoExtensions.FromKernelReturn(Ioctl(Owner, VfioUapi.VFIO_IOMMU_DIRTY_PAGES, b));
     }
 

@@ -7,6 +7,7 @@ using Iommu.Groups;
 using Vfio.Mdev;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1;
 
@@ -69,7 +70,16 @@ public sealed class VfioGroup : VfioFile
     /// <param name="request">Ioctl number.</param>
     /// <param name="arg">Argument: the structure (GET_STATUS), a 4-byte fd (SET_CONTAINER), the NUL-terminated device name (GET_DEVICE_FD).</param>
     /// <returns>The syscall result (GET_DEVICE_FD: the new fd).</returns>
-    public int Ioctl(uint request, Span<byte> arg) => Ioctl(Owner ?? throw new InvalidOperationException("group is not open"), request, arg);
+    public int Ioctl(uint request, Span<byte> arg)
+    {
+        ProcessAddressSpace? owner = Owner;
+        if (owner is null)
+        {
+            ThrowHelper.GroupNotOpen();
+        }
+
+        return Ioctl(owner, request, arg);
+    }
 
     /// <summary>The group ioctl (<c>vfio_group_fops_unl_ioctl</c>) issued by <paramref name="caller"/>.</summary>
     /// <param name="caller">Calling process (fds are looked up and installed in its table).</param>
@@ -92,13 +102,13 @@ public sealed class VfioGroup : VfioFile
                         return -(int)ErrorDetail.Fail(Errno.EFAULT, "GET_STATUS: argument shorter than 8 bytes");
                     }
 
-                    uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+                    uint argsz = VfioGroupStatus.Read(arg).Argsz;
                     if (argsz < VfioGroupStatus.Size)
                     {
                         return -(int)ErrorDetail.Fail(Errno.EINVAL, $"GET_STATUS: argsz {argsz} < 8");
                     }
 
-                    BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], GetStatus().Flags);
+                    new VfioGroupStatus(argsz, GetStatus().Flags).Write(arg);
                     return 0;
                 }
 
@@ -345,47 +355,4 @@ public sealed class VfioGroup : VfioFile
 
     /// <inheritdoc/>
     public override string ToString() => $"vfio group {IommuGroup.Id}";
-}
-
-/// <summary>An open VFIO device descriptor (from <c>VFIO_GROUP_GET_DEVICE_FD</c>); it keeps the group in its container.</summary>
-/// <remarks>Thread safety: closing is idempotent per descriptor and safe from any thread.</remarks>
-public sealed class VfioDeviceFile : VfioFile
-{
-    private readonly MdevDeviceFile? _mdevFile;
-
-    internal VfioDeviceFile(VfioGroup group, Device device, ProcessAddressSpace owner, MdevDeviceFile? mdevFile)
-    {
-        Group = group;
-        Device = device;
-        Owner = owner;
-        _mdevFile = mdevFile;
-        OpenFileRef();
-    }
-
-    /// <summary>The group.</summary>
-    public VfioGroup Group { get; }
-
-    /// <summary>The device.</summary>
-    public Device Device { get; }
-
-    /// <summary>The process that holds the descriptor.</summary>
-    public ProcessAddressSpace Owner { get; }
-
-    /// <summary>For an mdev: the vendor driver's open file (read/write/ioctl go there).</summary>
-    public MdevDeviceFile? MdevFile => _mdevFile;
-
-    /// <summary>The descriptor in <see cref="Owner"/>'s table.</summary>
-    public int Fd { get; internal set; }
-
-    /// <summary>Closes the descriptor.</summary>
-    /// <returns>0 or -EBADF.</returns>
-    public Errno Close() => Owner.Close(Fd);
-
-    private protected override (ProcessAddressSpace? Owner, int Fd) OpenedAs => (Owner, Fd);
-
-    private protected override void Release()
-    {
-        _mdevFile?.Dispose();
-        Group.DropContainerUser();
-    }
 }

@@ -3,6 +3,7 @@ using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
 using Vfio.Type1.Uapi;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1;
 
@@ -151,7 +152,7 @@ public sealed partial class VfioIommuType1
     {
         if (!ok)
         {
-            throw new InvalidOperationException("type1 invariant violated: " + message);
+            ThrowHelper.InvariantViolated(message);
         }
     }
 }

@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
 using System.Numerics;
 using Iommu;
-using Iommu.Domains;
-using Vfio.Mdev.Pinning;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
@@ -23,8 +21,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "DIRTY_PAGES: argument shorter than 8 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        (uint argsz, uint flags) = VfioIommuType1DirtyBitmap.Read(arg);
         const uint mask = VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_START | VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP | VfioUapi.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
         if (argsz < 8 || (flags & ~mask) != 0)
         {
@@ -79,9 +76,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "DIRTY_PAGES(GET_BITMAP): range not readable");
         }
 
-        ulong iova = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
-        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
-        var bm = new VfioBitmap(BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[32..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[40..]));
+        (ulong iova, ulong size, VfioBitmap bm) = VfioIommuType1DirtyBitmapGet.Read(arg[VfioIommuType1DirtyBitmap.StructSize..]);
         if (iova + size < iova)
         {
             return ErrorDetail.Fail(Errno.EINVAL, "GET_BITMAP: range wraps");
@@ -265,203 +260,6 @@ public sealed partial class VfioIommuType1
         foreach (VfioPfn p in dma.PfnList.Values)
         {
             SetBits(dma.Bitmap, (p.Iova - dma.Iova) / pgsize, 1);
-        }
-
-        return Errno.None;
-    }
-
-    // ---- external pinning (vfio_iommu_type1_pin_pages / unpin_pages / notifiers) ----------------
-
-    [KernelSymbol("vfio_iommu_type1_pin_pages")]
-    internal int PinPages(VfioGroup group, ulong[] userPfns, int npage, IommuProt prot, ulong[] physPfns)
-    {
-        lock (_lock)
-        {
-            if (!V2)
-            {
-                return -(int)ErrorDetail.Fail(Errno.EACCES, "vfio_pin_pages: container is not TYPE1v2");
-            }
-
-            // 5.15: look every IOVA up while any vaddr is invalid; after a wait start over from the
-            // first one (goto again), since earlier mappings may have been invalidated meanwhile.
-        again:
-            if (_vaddrInvalidCount > 0)
-            {
-                for (int i = 0; i < npage; i++)
-                {
-                    VfioDma? d = FindDma(userPfns[i] << PageShift, 1);
-                    if (d is null)
-                    {
-                        return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: no mapping at pfn 0x{userPfns[i]:x}");
-                    }
-
-                    if (d.VaddrInvalid)
-                    {
-                        if (!_containerOpen || _released)
-                        {
-                            return -(int)ErrorDetail.Fail(Errno.EFAULT, "vfio_pin_pages: container closed while waiting for a vaddr update");
-                        }
-
-                        Monitor.Wait(_lock);
-                        if (!_containerOpen || _released)
-                        {
-                            return -(int)ErrorDetail.Fail(Errno.EFAULT, "vfio_pin_pages: container closed while waiting for a vaddr update");
-                        }
-
-                        goto again;
-                    }
-                }
-            }
-
-            if (_notifiers.Count == 0)
-            {
-                return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_pin_pages: no DMA-unmap notifier registered");
-            }
-
-            bool doAccounting = _domains.Count == 0;
-            int n;
-            Errno e = Errno.None;
-            for (n = 0; n < npage; n++)
-            {
-                ulong iova = userPfns[n] << PageShift;
-                VfioDma? dma = FindDma(iova, 1);
-                if (dma is null)
-                {
-                    e = ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: no mapping at 0x{iova:x}");
-                    break;
-                }
-
-                if ((prot & ~dma.Prot & (IommuProt.Read | IommuProt.Write)) != 0)
-                {
-                    e = ErrorDetail.Fail(Errno.EPERM, $"vfio_pin_pages: {prot} exceeds mapping's {dma.Prot}");
-                    break;
-                }
-
-                if (dma.PfnList.TryGetValue(iova, out VfioPfn? vpfn))
-                {
-                    vpfn.RefCount++;
-                    physPfns[n] = vpfn.Pfn;
-                    continue;
-                }
-
-                e = dma.Task.PinPage(dma.Vaddr + (iova - dma.Iova), (prot & IommuProt.Write) != 0, out ulong pfn, out bool rsvd);
-                if (e != Errno.None)
-                {
-                    break;
-                }
-
-                vpfn = new VfioPfn(iova, pfn, rsvd);
-                if (!rsvd && doAccounting)
-                {
-                    if (!dma.LockCap && (ulong)(dma.Task.LockedVm + 1) > dma.Task.RlimitMemlock >> PageShift)
-                    {
-                        dma.Task.UnpinPage(pfn, rsvd);
-                        e = ErrorDetail.Fail(Errno.ENOMEM, "vfio_pin_pages: RLIMIT_MEMLOCK exceeded");
-                        break;
-                    }
-
-                    vpfn.Accounted = true;
-                    Charge(dma, 1);
-                }
-
-                dma.PfnList[iova] = vpfn;
-                if (DirtyTracking && dma.Bitmap is not null)
-                {
-                    SetBits(dma.Bitmap, (iova - dma.Iova) / MinPageSize, 1);
-                }
-
-                physPfns[n] = pfn;
-            }
-
-            if (e != Errno.None)
-            {
-                for (int j = 0; j < n; j++)
-                {
-                    UnpinExternal(userPfns[j] << PageShift);
-                    physPfns[j] = 0;
-                }
-
-                return -(int)e;
-            }
-
-            DomainEntry? de = FindGroup(group, out GroupEntry? entry);
-            if (de is not null && entry is not null && !entry.PinnedPageDirtyScope)
-            {
-                entry.PinnedPageDirtyScope = true;
-                _numNonPinnedGroups--;
-            }
-
-            return npage;
-        }
-    }
-
-    [KernelSymbol("vfio_iommu_type1_unpin_pages")]
-    internal int UnpinPages(ulong[] userPfns, int npage)
-    {
-        lock (_lock)
-        {
-            if (!V2)
-            {
-                return -(int)ErrorDetail.Fail(Errno.EACCES, "vfio_unpin_pages: container is not TYPE1v2");
-            }
-
-            int i;
-            for (i = 0; i < npage; i++)
-            {
-                if (!UnpinExternal(userPfns[i] << PageShift))
-                {
-                    break;
-                }
-            }
-
-            return i == 0 ? -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_unpin_pages: no mapping at pfn 0x{userPfns[0]:x}") : i;
-        }
-    }
-
-    // vfio_unpin_page_external: false when no mapping contains iova.
-    private bool UnpinExternal(ulong iova)
-    {
-        VfioDma? dma = FindDma(iova, 1);
-        if (dma is null)
-        {
-            return false;
-        }
-
-        if (dma.PfnList.TryGetValue(iova, out VfioPfn? vpfn) && --vpfn.RefCount == 0)
-        {
-            dma.PfnList.Remove(iova);
-            dma.Task.UnpinPage(vpfn.Pfn, vpfn.Reserved);
-            if (vpfn.Accounted)
-            {
-                Charge(dma, -1);
-            }
-        }
-
-        return true;
-    }
-
-    [KernelSymbol("vfio_iommu_type1_register_notifier")]
-    internal Errno RegisterNotifier(VfioIommuNotifyEvents events, VfioIommuNotifier notifier)
-    {
-        if ((events & ~VfioIommuNotifyEvents.DmaUnmap) != 0)
-        {
-            return ErrorDetail.Fail(Errno.EINVAL, $"vfio_register_notifier: unknown events 0x{(ulong)events:x}");
-        }
-
-        lock (_lock)
-        {
-            _notifiers.Add(notifier);
-        }
-
-        return Errno.None;
-    }
-
-    [KernelSymbol("vfio_iommu_type1_unregister_notifier")]
-    internal Errno UnregisterNotifier(VfioIommuNotifier notifier)
-    {
-        lock (_lock)
-        {
-            _notifiers.Remove(notifier);
         }
 
         return Errno.None;

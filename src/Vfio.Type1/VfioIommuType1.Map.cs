@@ -1,10 +1,10 @@
 using Iommu.Memory;
-using System.Buffers.Binary;
 using Iommu;
 using Iommu.Domains;
 using Vfio.Mdev.Pinning;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1;
 
@@ -38,15 +38,14 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "MAP_DMA: argument shorter than 32 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        var map = VfioIommuType1DmaMap.Read(arg);
         const uint mask = VfioUapi.VFIO_DMA_MAP_FLAG_READ | VfioUapi.VFIO_DMA_MAP_FLAG_WRITE | VfioUapi.VFIO_DMA_MAP_FLAG_VADDR;
-        if (argsz < VfioIommuType1DmaMap.StructSize || (flags & ~mask) != 0)
+        if (map.Argsz < VfioIommuType1DmaMap.StructSize || (map.Flags & ~mask) != 0)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: argsz {argsz} < 32 or unknown flags 0x{flags:x}");
+            return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: argsz {map.Argsz} < 32 or unknown flags 0x{map.Flags:x}");
         }
 
-        return DmaDoMap(caller, flags, BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]));
+        return DmaDoMap(caller, map.Flags, map.Vaddr, map.Iova, map.Size);
     }
 
     [KernelSymbol("vfio_dma_do_map")]
@@ -311,8 +310,8 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "UNMAP_DMA: argument shorter than 24 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
-        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        var unmap = VfioIommuType1DmaUnmap.ReadHeader(arg);
+        (uint argsz, uint flags) = (unmap.Argsz, unmap.Flags);
         const uint mask = VfioUapi.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VfioUapi.VFIO_DMA_UNMAP_FLAG_ALL | VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR;
         if (argsz < VfioIommuType1DmaUnmap.StructSize || (flags & ~mask) != 0)
         {
@@ -325,8 +324,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EINVAL, "UNMAP_DMA: GET_DIRTY_BITMAP cannot be combined with ALL or VADDR");
         }
 
-        ulong iova = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
-        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
+        (ulong iova, ulong size) = (unmap.Iova, unmap.Size);
         VfioBitmap bm = default;
         if (dirty)
         {
@@ -335,12 +333,12 @@ public sealed partial class VfioIommuType1
                 return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: argsz {argsz} < 48 with GET_DIRTY_BITMAP");
             }
 
-            if (arg.Length < 48)
+            if (arg.Length < VfioIommuType1DmaUnmap.StructSize + VfioBitmap.StructSize)
             {
                 return ErrorDetail.Fail(Errno.EFAULT, "UNMAP_DMA: bitmap header not readable");
             }
 
-            bm = new VfioBitmap(BinaryPrimitives.ReadUInt64LittleEndian(arg[24..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[32..]), BinaryPrimitives.ReadUInt64LittleEndian(arg[40..]));
+            bm = VfioBitmap.Read(arg[VfioIommuType1DmaUnmap.StructSize..]);
             if (!AccessOk(bm.Data, bm.Size))
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"UNMAP_DMA: bitmap pointer 0x{bm.Data:x} is not a user address");
@@ -355,7 +353,7 @@ public sealed partial class VfioIommuType1
         Errno e = DmaDoUnmap(caller, flags, iova, size, bm, out ulong unmapped);
         if (e == Errno.None)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(arg[16..], unmapped);
+            VfioIommuType1DmaUnmap.WriteSize(arg, unmapped);
         }
 
         return e;
@@ -466,7 +464,7 @@ public sealed partial class VfioIommuType1
                     {
                         if (++retries > 10)
                         {
-                            throw new InvalidOperationException($"vendor driver did not unpin mapping 0x{dma.Iova:x}+0x{dma.Size:x} after 11 DMA-unmap notifications (BUG_ON in vfio_dma_do_unmap)");
+                            ThrowHelper.VendorDidNotUnpin(dma.Iova, dma.Size);
                         }
                     }
                     else
@@ -523,7 +521,7 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, "GET_INFO: argument shorter than 16 bytes");
         }
 
-        uint argsz = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        uint argsz = VfioIommuType1Info.ReadMinimal(arg).Argsz;
         if (argsz < minsz)
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"GET_INFO: argsz {argsz} < 16");
@@ -539,7 +537,12 @@ public sealed partial class VfioIommuType1
         {
             pgsizes = _pgsizeBitmap;
             int nIova = _iovaList.Count;
-            capLen = 32 + 12 + (nIova > 0 ? 16 + (16 * nIova) : 0);
+
+            // The chain: MIGRATION (id 2), DMA_AVAIL (id 3), and IOVA_RANGE (id 1) unless the list is empty;
+            // each header's next is an offset from the start of the info structure.
+            const int migration = 0, dmaAvail = migration + VfioIommuType1InfoCapMigration.StructSize;
+            const int iovaRange = dmaAvail + VfioIommuType1InfoDmaAvail.StructSize;
+            capLen = iovaRange + (nIova > 0 ? VfioIommuType1InfoCapIovaRange.SizeFor(nIova) : 0);
             if (capLen > caps.Length)
             {
                 caps = new byte[capLen];
@@ -547,31 +550,15 @@ public sealed partial class VfioIommuType1
 
             caps = caps[..capLen];
             caps.Clear();
-            int off = 0;
-            int next = 32;
-
-            // MIGRATION (id 2): flags 0, smallest page size, max bitmap size.
-            WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, infoSize + next);
-            BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 16)..], MinPageSize);
-            BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 24)..], VfioUapi.DirtyBitmapSizeMax);
-            off = next;
-            next = off + 12;
-
-            // DMA_AVAIL (id 3)
-            WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, nIova > 0 ? infoSize + next : 0);
-            BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 8)..], _dmaAvail);
-            off = next;
-
-            // IOVA_RANGE (id 1), omitted when the list is empty.
+            new VfioIommuType1InfoCapMigration(
+                new VfioInfoCapHeader(VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, 1, infoSize + dmaAvail), 0, MinPageSize, VfioUapi.DirtyBitmapSizeMax)
+                .Write(caps[migration..]);
+            new VfioIommuType1InfoDmaAvail(
+                new VfioInfoCapHeader(VfioUapi.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, 1, nIova > 0 ? infoSize + iovaRange : 0u), _dmaAvail)
+                .Write(caps[dmaAvail..]);
             if (nIova > 0)
             {
-                WriteCapHeader(caps, off, VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0);
-                BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 8)..], (uint)nIova);
-                for (int k = 0; k < nIova; k++)
-                {
-                    BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 16 + (16 * k))..], _iovaList[k].Start);
-                    BinaryPrimitives.WriteUInt64LittleEndian(caps[(off + 24 + (16 * k))..], _iovaList[k].End);
-                }
+                new VfioIommuType1InfoCapIovaRange(new VfioInfoCapHeader(VfioUapi.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 0)).Write(caps[iovaRange..], _iovaList);
             }
         }
 
@@ -598,22 +585,9 @@ public sealed partial class VfioIommuType1
             return ErrorDetail.Fail(Errno.EFAULT, $"GET_INFO: buffer of {arg.Length} bytes cannot take the {copy}-byte header");
         }
 
-        BinaryPrimitives.WriteUInt32LittleEndian(arg, argsz);
-        BinaryPrimitives.WriteUInt32LittleEndian(arg[4..], flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(arg[8..], pgsizes);
-        if (copy == capsz)
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(arg[16..], capOffset);
-        }
+        new VfioIommuType1Info(argsz, flags, pgsizes, capOffset).Write(arg, copy);
 
         return Errno.None;
-    }
-
-    private static void WriteCapHeader(Span<byte> caps, int off, ushort id, int next)
-    {
-        BinaryPrimitives.WriteUInt16LittleEndian(caps[off..], id);
-        BinaryPrimitives.WriteUInt16LittleEndian(caps[(off + 2)..], 1);
-        BinaryPrimitives.WriteUInt32LittleEndian(caps[(off + 4)..], next == 0 ? 0u : (uint)next);
     }
 
     // access_ok on x86-64: the range lies below TASK_SIZE_MAX (NULL passes).

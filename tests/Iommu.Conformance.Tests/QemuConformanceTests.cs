@@ -8,27 +8,6 @@ using Xunit.Abstractions;
 
 namespace Iommu.Conformance.Tests;
 
-/// <summary>Runs where qemu-system-x86_64 is installed; skipped with a message elsewhere, except under CI (CI=true), where a missing QEMU fails.</summary>
-public sealed class QemuFactAttribute : FactAttribute
-{
-    public QemuFactAttribute()
-    {
-        if (QtestClient.FindQemu() is null && Environment.GetEnvironmentVariable("CI") != "true")
-        {
-            Skip = "qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86; .ci/run installs it). The QEMU VT-d conformance test needs it.";
-        }
-    }
-}
-
-/// <summary>As <see cref="QemuFactAttribute"/>, for a theory.</summary>
-public sealed class QemuTheoryAttribute : TheoryAttribute
-{
-    public QemuTheoryAttribute()
-    {
-        Skip = new QemuFactAttribute().Skip;
-    }
-}
-
 /// <summary>Every probe of every driver-built scenario, run as a real edu DMA through QEMU 7.2's VT-d.</summary>
 public sealed class QemuConformanceTests(ITestOutputHelper output)
 {

@@ -12,7 +12,7 @@ public sealed class AttachDetachTests : IDisposable
     private const string Dev0 = "0000:00:02.0";
     private const string Dev1 = "0000:00:03.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 
@@ -160,8 +160,7 @@ public sealed class AttachDetachTests : IDisposable
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
         IDomain def = dev.IommuGroup!.Domain!;
-        IDomain d = Core.DomainAlloc(_p.Pci)!;
-        Driver.Callbacks &= ~IommuCallbacks.AttachDev;
+        IDomain d = new MockIommu(OptionalOps.All & ~OptionalOps.Attach).NewDomain();
         Driver.ClearLog();
 
         Assert.Equal(Errno.ENODEV, Core.AttachDevice(d, dev));
@@ -376,10 +375,10 @@ public sealed class AttachDetachTests : IDisposable
     {
         Assert.False(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
         _p.WithIommu();
-        Driver.Mock.Setup(o => o.Capable(IommuCap.CacheCoherency)).Returns(true);
+        Driver.CapableMock.Setup(o => o.Capable(IommuCap.CacheCoherency)).Returns(true);
         Assert.True(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
-        Driver.ClearLog();
-        Driver.Callbacks &= ~IommuCallbacks.Capable;
-        Assert.False(Core.Capable(_p.Pci, IommuCap.CacheCoherency));
+
+        using var without = new CoreBed(OptionalOps.All & ~OptionalOps.Capable).WithIommu();
+        Assert.False(without.Core.Capable(without.Pci, IommuCap.CacheCoherency));
     }
 }

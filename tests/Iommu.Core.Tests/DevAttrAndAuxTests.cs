@@ -13,7 +13,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
 {
     private const string Dev0 = "0000:00:02.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 
@@ -23,13 +23,13 @@ public sealed class DevAttrAndAuxTests : IDisposable
 
     private void DriverAttrs(bool capability, bool enabled, Errno getResult = Errno.None, Errno setResult = Errno.None)
     {
-        Driver.Mock.Setup(o => o.GetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>(), out It.Ref<bool>.IsAny))
+        Driver.DevFeatureMock.Setup(o => o.GetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>(), out It.Ref<bool>.IsAny))
             .Returns(new GetDevAttrFn((Device _, IommuDevAttr attr, out bool value) =>
             {
                 value = attr == IommuDevAttr.AuxdCapability ? capability : enabled;
                 return getResult;
             }));
-        Driver.Mock.Setup(o => o.SetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>())).Returns(setResult);
+        Driver.DevFeatureMock.Setup(o => o.SetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>())).Returns(setResult);
     }
 
     // ---- seed: iommu_get_dev_attr / iommu_set_dev_attr -------------------------------------------
@@ -47,7 +47,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
     [Fact]
     public void DevAttr_without_the_driver_callbacks_is_ENODEV()
     {
-        Driver.Callbacks &= ~(IommuCallbacks.GetDevAttr | IommuCallbacks.SetDevAttr);
+        Driver.Optional &= ~OptionalOps.DevFeature;
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
 
@@ -66,7 +66,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
 
         Assert.Equal(Errno.EINVAL, Core.GetDevAttr(dev, attr, out bool value));
         Assert.False(value);
-        Driver.Mock.Verify(o => o.GetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>(), out It.Ref<bool>.IsAny), Times.Never);
+        Driver.DevFeatureMock.Verify(o => o.GetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>(), out It.Ref<bool>.IsAny), Times.Never);
     }
 
     [Theory]
@@ -79,7 +79,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         DriverAttrs(true, true);
 
         Assert.Equal(Errno.EINVAL, Core.SetDevAttr(dev, attr));
-        Driver.Mock.Verify(o => o.SetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>()), Times.Never);
+        Driver.DevFeatureMock.Verify(o => o.SetDevAttr(It.IsAny<Device>(), It.IsAny<IommuDevAttr>()), Times.Never);
     }
 
     [Fact]
@@ -104,7 +104,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
 
         Assert.Equal(Errno.EOPNOTSUPP, Core.GetDevAttr(dev, IommuDevAttr.AuxdCapability, out _));
         Assert.Equal(Errno.EIO, Core.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
-        Driver.Mock.Verify(o => o.SetDevAttr(dev, IommuDevAttr.AuxdEnable), Times.Once);
+        Driver.DevFeatureMock.Verify(o => o.SetDevAttr(dev, IommuDevAttr.AuxdEnable), Times.Once);
     }
 
     // ---- merged: iommu_dev_{has_feature,feature_enabled,enable_feature,disable_feature} ----------
@@ -155,14 +155,14 @@ public sealed class DevAttrAndAuxTests : IDisposable
     {
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
-        Driver.Mock.Setup(o => o.SetDevAttr(dev, IommuDevAttr.AuxdEnable)).Returns(Errno.None);
-        Driver.Mock.Setup(o => o.SetDevAttr(dev, IommuDevAttr.AuxdDisable)).Returns(Errno.EBUSY);
+        Driver.DevFeatureMock.Setup(o => o.SetDevAttr(dev, IommuDevAttr.AuxdEnable)).Returns(Errno.None);
+        Driver.DevFeatureMock.Setup(o => o.SetDevAttr(dev, IommuDevAttr.AuxdDisable)).Returns(Errno.EBUSY);
 
         Assert.Equal(Errno.None, Core.DevEnableFeature(dev, IommuDevFeature.Aux));
         Assert.Equal(Errno.EBUSY, Core.DevDisableFeature(dev, IommuDevFeature.Aux));
 
-        Driver.Mock.Verify(o => o.SetDevAttr(dev, IommuDevAttr.AuxdEnable), Times.Once);
-        Driver.Mock.Verify(o => o.SetDevAttr(dev, IommuDevAttr.AuxdDisable), Times.Once);
+        Driver.DevFeatureMock.Verify(o => o.SetDevAttr(dev, IommuDevAttr.AuxdEnable), Times.Once);
+        Driver.DevFeatureMock.Verify(o => o.SetDevAttr(dev, IommuDevAttr.AuxdDisable), Times.Once);
     }
 
     // ---- aux attach / detach / get_pasid ---------------------------------------------------------
@@ -174,12 +174,12 @@ public sealed class DevAttrAndAuxTests : IDisposable
         PciDevice dev = _p.AddPci(Dev0);
         IDomain def = dev.IommuGroup!.Domain!;
         IDomain d = Core.DomainAlloc(_p.Pci)!;
-        Driver.Mock.Setup(o => o.AuxAttachDev(d, dev)).Returns(Errno.None);
+        Driver.AuxMock.Setup(o => o.AuxAttachDev(d, dev)).Returns(Errno.None);
         Driver.ClearLog();
 
         Assert.Equal(Errno.None, Core.AuxAttachDevice(d, dev));
 
-        Driver.Mock.Verify(o => o.AuxAttachDev(d, dev), Times.Once);
+        Driver.AuxMock.Verify(o => o.AuxAttachDev(d, dev), Times.Once);
         Assert.Empty(Driver.Calls("attach_dev"));
         Assert.Same(def, dev.IommuGroup.Domain);
         Assert.Same(def, Core.GetDomainForDev(dev));
@@ -194,7 +194,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         _p.AddPci("0000:00:02.1");
         IDomain def = dev.IommuGroup!.Domain!;
         IDomain d = Core.DomainAlloc(_p.Pci)!;
-        Driver.Mock.Setup(o => o.AuxAttachDev(d, dev)).Returns(Errno.None);
+        Driver.AuxMock.Setup(o => o.AuxAttachDev(d, dev)).Returns(Errno.None);
 
         Assert.Equal(Errno.None, Core.AttachDeviceAux(d, dev));
 
@@ -208,7 +208,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         PciDevice dev0 = _p.AddPci(Dev0);
         PciDevice dev1 = _p.AddPci("0000:00:03.0");
         IDomain d = Core.DomainAlloc(_p.Pci)!;
-        Driver.Mock.Setup(o => o.AuxAttachDev(d, dev1)).Returns(Errno.None);
+        Driver.AuxMock.Setup(o => o.AuxAttachDev(d, dev1)).Returns(Errno.None);
 
         Assert.Equal(Errno.None, Core.AttachDevice(d, dev0));
         Assert.Equal(Errno.None, Core.AuxAttachDevice(d, dev1));
@@ -223,7 +223,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
         IDomain d = Core.DomainAlloc(_p.Pci)!;
-        Driver.Mock.Setup(o => o.AuxAttachDev(d, dev)).Returns(Errno.EINVAL);
+        Driver.AuxMock.Setup(o => o.AuxAttachDev(d, dev)).Returns(Errno.EINVAL);
 
         Assert.Equal(Errno.EINVAL, Core.AuxAttachDevice(d, dev));
         Assert.Equal(Errno.EINVAL, Core.AttachDeviceAux(d, dev));
@@ -232,7 +232,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
     [Fact]
     public void AuxAttach_without_aux_callbacks_is_ENODEV_and_AuxDetach_is_a_no_op()
     {
-        Driver.Callbacks &= ~IommuCallbacks.AuxAttachDev;
+        Driver.Optional &= ~OptionalOps.Aux;
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
         IDomain d = Core.DomainAlloc(_p.Pci)!;
@@ -241,7 +241,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         Assert.Equal(Errno.ENODEV, Core.AttachDeviceAux(d, dev));
         Core.AuxDetachDevice(d, dev);
         Core.DetachDeviceAux(d, dev);
-        // _p.Dispose asserts aux_attach_dev/aux_detach_dev (bit clear) were never called.
+        // The ops object has no IIommuAuxOps, so the core cannot call aux_attach_dev/aux_detach_dev.
     }
 
     [Fact]
@@ -256,7 +256,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         Core.AuxDetachDevice(d, dev);
         Core.DetachDeviceAux(d, dev);
 
-        Driver.Mock.Verify(o => o.AuxDetachDev(d, dev), Times.Exactly(2));
+        Driver.AuxMock.Verify(o => o.AuxDetachDev(d, dev), Times.Exactly(2));
         Assert.Empty(Driver.Calls("detach_dev"));
         Assert.Empty(Driver.Calls("attach_dev"));
         Assert.Same(def, dev.IommuGroup.Domain);
@@ -268,18 +268,18 @@ public sealed class DevAttrAndAuxTests : IDisposable
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
         IDomain d = Core.DomainAlloc(_p.Pci)!;
-        Driver.Mock.Setup(o => o.AuxGetPasid(d, dev)).Returns(42);
+        Driver.AuxMock.Setup(o => o.AuxGetPasid(d, dev)).Returns(42);
 
         Assert.Equal(42, Core.AuxGetPasid(d, dev));
 
-        Driver.Mock.Setup(o => o.AuxGetPasid(d, dev)).Returns(-(int)Errno.EINVAL);
+        Driver.AuxMock.Setup(o => o.AuxGetPasid(d, dev)).Returns(-(int)Errno.EINVAL);
         Assert.Equal(-22, Core.AuxGetPasid(d, dev));
     }
 
     [Fact]
     public void AuxGetPasid_without_the_callback_is_minus_ENODEV()
     {
-        Driver.Callbacks &= ~IommuCallbacks.AuxGetPasid;
+        Driver.Optional &= ~OptionalOps.Aux;
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
         IDomain d = Core.DomainAlloc(_p.Pci)!;
@@ -298,7 +298,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
         Assert.Equal(Errno.None, Core.DomainGetAttr(d, DomainAttr.Geometry, out IommuDomainGeometry g));
 
         Assert.Equal(new IommuDomainGeometry(0x1000, (1UL << 39) - 1, true), g);
-        Driver.Mock.Verify(o => o.DomainGetAttr(It.IsAny<IDomain>(), It.IsAny<DomainAttr>(), out It.Ref<ulong>.IsAny), Times.Never);
+        Driver.DomainAttrMock.Verify(o => o.DomainGetAttr(It.IsAny<IDomain>(), It.IsAny<DomainAttr>(), out It.Ref<ulong>.IsAny), Times.Never);
     }
 
     [Theory]
@@ -306,7 +306,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
     [InlineData(0UL, false)]
     public void DomainGetAttr_PAGING_is_whether_the_domain_has_page_sizes(ulong bitmap, bool expected)
     {
-        Driver.Callbacks &= ~IommuCallbacks.DomainGetAttr; // answered by the core even without the driver op
+        Driver.Optional &= ~OptionalOps.DomainAttr; // answered by the core even without the driver op
         IommuDomain d = Driver.NewDomain(pgsizeBitmap: bitmap);
 
         Assert.Equal(Errno.None, Core.DomainGetAttr(d, DomainAttr.Paging, out bool paging));
@@ -317,7 +317,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
     public void DomainGetAttr_AUXD_ID_comes_from_the_driver()
     {
         IommuDomain d = Driver.NewDomain();
-        Driver.Mock.Setup(o => o.DomainGetAttr(d, DomainAttr.AuxdId, out It.Ref<ulong>.IsAny))
+        Driver.DomainAttrMock.Setup(o => o.DomainGetAttr(d, DomainAttr.AuxdId, out It.Ref<ulong>.IsAny))
             .Returns(new DomainGetAttrFn((IDomain _, DomainAttr _, out ulong v) =>
             {
                 v = 7;
@@ -332,7 +332,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
     public void DomainGetAttr_AUXD_ID_passes_the_driver_errno_through()
     {
         IommuDomain d = Driver.NewDomain();
-        Driver.Mock.Setup(o => o.DomainGetAttr(d, DomainAttr.AuxdId, out It.Ref<ulong>.IsAny))
+        Driver.DomainAttrMock.Setup(o => o.DomainGetAttr(d, DomainAttr.AuxdId, out It.Ref<ulong>.IsAny))
             .Returns(new DomainGetAttrFn((IDomain _, DomainAttr _, out ulong v) =>
             {
                 v = 0;
@@ -346,7 +346,7 @@ public sealed class DevAttrAndAuxTests : IDisposable
     [Fact]
     public void DomainGetAttr_of_a_driver_attribute_without_domain_get_attr_is_EINVAL()
     {
-        Driver.Callbacks &= ~IommuCallbacks.DomainGetAttr;
+        Driver.Optional &= ~OptionalOps.DomainAttr;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.EINVAL, Core.DomainGetAttr(d, DomainAttr.AuxdId, out uint _));

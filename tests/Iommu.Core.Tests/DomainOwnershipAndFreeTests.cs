@@ -14,7 +14,7 @@ public sealed class DomainOwnershipAndFreeTests : IDisposable
 {
     private const string Dev0 = "0000:00:02.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private IommuCore Core => _p.Core;
 

@@ -9,7 +9,7 @@ public sealed class ErrorMessageTests : IDisposable
 {
     private const string Dev0 = "0000:00:02.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 
@@ -57,8 +57,8 @@ public sealed class ErrorMessageTests : IDisposable
     [Fact]
     public void A_driver_map_failure_names_the_failing_iova_in_hex()
     {
+        Driver.Optional &= ~OptionalOps.MapPages;
         IommuDomain d = Driver.NewDomain();
-        Driver.Callbacks &= ~IommuCallbacks.MapPages;
         Driver.MapBehaviour = (iova, _, _) => iova == 0x7000 ? Errno.ENOMEM : Errno.None;
 
         IommuException e = Assert.Throws<IommuException>(() => Core.Map(d, 0x5000, 0x5000, 0x4000, IommuProt.Read).ThrowIfError());
@@ -70,7 +70,7 @@ public sealed class ErrorMessageTests : IDisposable
     [Fact]
     public void A_negative_int_result_throws_with_the_device_name()
     {
-        Driver.Callbacks &= ~IommuCallbacks.AuxGetPasid;
+        Driver.Optional &= ~OptionalOps.Aux;
         _p.WithIommu();
         PciDevice dev = _p.AddPci(Dev0);
         IDomain d = Core.DomainAlloc(_p.Pci)!;

@@ -11,7 +11,7 @@ public sealed class FaultReportingTests : IDisposable
 {
     private const string Dev0 = "0000:00:02.0";
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 
@@ -31,7 +31,7 @@ public sealed class FaultReportingTests : IDisposable
     private List<(IommuFault Fault, IommuPageResponse Msg)> RecordPageResponses(Device dev, Errno result = Errno.None)
     {
         var responses = new List<(IommuFault, IommuPageResponse)>();
-        Driver.Mock.Setup(o => o.PageResponse(dev, It.IsAny<IommuFault>(), It.IsAny<IommuPageResponse>()))
+        Driver.PageResponseMock.Setup(o => o.PageResponse(dev, It.IsAny<IommuFault>(), It.IsAny<IommuPageResponse>()))
             .Returns((Device _, IommuFault f, IommuPageResponse m) =>
             {
                 responses.Add((f, m));
@@ -203,7 +203,7 @@ public sealed class FaultReportingTests : IDisposable
     [Fact]
     public void PageResponse_without_the_driver_callback_is_ENODEV()
     {
-        Driver.Callbacks &= ~IommuCallbacks.PageResponse;
+        Driver.Optional &= ~OptionalOps.PageResponse;
         PciDevice dev = ProbedDevice();
         Assert.Equal(Errno.None, Core.RegisterDeviceFaultHandler(dev, (_, _) => Errno.None, null));
         Assert.Equal(Errno.None, Core.ReportDeviceFault(dev, PageRequest(groupId: 1)));

@@ -8,10 +8,10 @@ namespace Iommu.Core.Tests;
 /// <summary>iommu_map (spec §1.7): page splitting, error paths, unwinding and iotlb_sync_map.</summary>
 public sealed class MapSplittingTests : IDisposable
 {
-    private const IommuCallbacks MapPagesOnly = IommuCallbacks.All & ~IommuCallbacks.Map & ~IommuCallbacks.UnmapPages;
-    private const IommuCallbacks MapOnly = IommuCallbacks.All & ~IommuCallbacks.MapPages & ~IommuCallbacks.UnmapPages;
+    private const OptionalOps MapPagesOnly = OptionalOps.All & ~OptionalOps.Map;
+    private const OptionalOps MapOnly = OptionalOps.All & ~OptionalOps.MapPages;
 
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     private MockIommu Driver => _p.Driver;
 
@@ -22,7 +22,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_4MiB_at_0x1000_with_map_pages_ramps_up_4Kx511_then_2Mx1_then_4Kx1()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         Errno ret = Core.Map(d, 0x1000, 0x201000, 4 * Sizes.MiB, IommuProt.Read | IommuProt.Write);
@@ -41,7 +41,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_4MiB_at_0x1000_with_only_map_issues_513_single_page_calls()
     {
-        Driver.Callbacks = MapOnly;
+        Driver.Optional = MapOnly;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x201000, 4 * Sizes.MiB, IommuProt.Read));
@@ -73,7 +73,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_3GiB_gigabyte_aligned_uses_three_1G_pages()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.None, Core.Map(d, 0, 0x40000000, 3 * Sizes.GiB, IommuProt.Read));
@@ -84,7 +84,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_3GiB_gigabyte_aligned_with_only_map_uses_three_1G_calls()
     {
-        Driver.Callbacks = MapOnly;
+        Driver.Optional = MapOnly;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.None, Core.Map(d, 0, 0x40000000, 3 * Sizes.GiB, IommuProt.Read));
@@ -101,7 +101,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_8K_at_offsets_that_differ_within_2M_uses_4K_pages()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x2000, 8 * Sizes.KiB, IommuProt.Read));
@@ -112,7 +112,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_does_not_ramp_up_when_iova_and_paddr_have_different_offsets_in_the_larger_page()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         // iova is 2M-aligned after 0x1ff000 bytes, but paddr is not: every page must stay 4K.
@@ -124,13 +124,13 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_passes_the_protection_through_to_the_driver()
     {
-        Driver.Callbacks = MapOnly;
+        Driver.Optional = MapOnly;
         IommuDomain d = Driver.NewDomain();
         const IommuProt prot = IommuProt.Read | IommuProt.Write | IommuProt.Cache;
 
         Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x5000, Sz4K, prot));
 
-        Driver.Mock.Verify(o => o.Map(d, 0x1000, 0x5000, Sz4K, prot), Times.Once);
+        Driver.MapMock.Verify(o => o.Map(d, 0x1000, 0x5000, Sz4K, prot), Times.Once);
     }
 
     [Theory]
@@ -160,7 +160,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_without_map_or_map_pages_callback_is_ENODEV()
     {
-        Driver.Callbacks = IommuCallbacks.All & ~IommuCallbacks.Map & ~IommuCallbacks.MapPages;
+        Driver.Optional = OptionalOps.All & ~OptionalOps.Map & ~OptionalOps.MapPages;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.ENODEV, Core.Map(d, 0x1000, 0x1000, Sz4K, IommuProt.Read));
@@ -225,7 +225,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_calls_iotlb_sync_map_once_with_the_whole_range_after_the_last_map()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x201000, 4 * Sizes.MiB, IommuProt.Read));
@@ -237,17 +237,17 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_without_iotlb_sync_map_callback_still_succeeds()
     {
-        Driver.Callbacks = IommuCallbacks.All & ~IommuCallbacks.IotlbSyncMap;
+        Driver.Optional = OptionalOps.All & ~OptionalOps.Iotlb;
         IommuDomain d = Driver.NewDomain();
 
         Assert.Equal(Errno.None, Core.Map(d, 0x1000, 0x1000, Sz4K, IommuProt.Read));
-        // _p.Dispose asserts that the NULL iotlb_sync_map was never called.
+        // The ops object has no IIommuIotlbOps, so the core cannot call iotlb_sync_map.
     }
 
     [Fact]
     public void Map_failure_with_only_map_unmaps_exactly_the_pages_mapped_so_far_and_returns_the_driver_errno()
     {
-        Driver.Callbacks = MapOnly;
+        Driver.Optional = MapOnly;
         IommuDomain d = Driver.NewDomain();
         int calls = 0;
         Driver.MapBehaviour = (_, _, _) => ++calls == 3 ? Errno.ENOMEM : Errno.None;
@@ -263,7 +263,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_failure_on_the_superpage_unwinds_the_511_small_pages_before_it()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
         Driver.MapPagesBehaviour = (_, _, pgsize, count) => pgsize == Sz2M ? (Errno.EFAULT, 0UL) : (Errno.None, pgsize * count);
 
@@ -277,7 +277,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_failure_of_map_pages_also_unwinds_the_partial_run_it_reported()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         // The first run (4K x 511) fails after mapping 100 pages.
@@ -294,7 +294,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_failure_of_a_later_run_unwinds_earlier_runs_plus_its_partial_bytes()
     {
-        Driver.Callbacks = MapPagesOnly;
+        Driver.Optional = MapPagesOnly;
         IommuDomain d = Driver.NewDomain();
 
         // Every 1G run fails after mapping one 1G page.
@@ -316,7 +316,7 @@ public sealed class MapSplittingTests : IDisposable
     [Fact]
     public void Map_failure_on_the_first_page_unmaps_nothing()
     {
-        Driver.Callbacks = MapOnly;
+        Driver.Optional = MapOnly;
         IommuDomain d = Driver.NewDomain();
         Driver.MapBehaviour = (_, _, _) => Errno.EFAULT;
 

@@ -52,7 +52,7 @@ public sealed class MapTilingPropertyTests
                         size = Math.Min(size, 16 * Sizes.MiB); // one call per page: keep it quick
                     }
 
-                    var ops = new RecordingIommuOps(batched, bitmap);
+                    var ops = RecordingIommuOps.Create(batched, bitmap);
                     var domain = new IommuDomain { Type = DomainType.Unmanaged, Ops = ops, PgsizeBitmap = bitmap };
                     using var platform = new Platform(new PlatformOptions { MemorySize = 1UL << 30, TableMemorySize = 16UL << 20 });
 
@@ -97,7 +97,7 @@ public sealed class MapTilingPropertyTests
                         size = Math.Min(size, 16 * Sizes.MiB);
                     }
 
-                    var ops = new RecordingIommuOps(batched, bitmap);
+                    var ops = RecordingIommuOps.Create(batched, bitmap);
                     var domain = new IommuDomain { Type = DomainType.Unmanaged, Ops = ops, PgsizeBitmap = bitmap };
                     using var platform = new Platform(new PlatformOptions { MemorySize = 1UL << 30, TableMemorySize = 16UL << 20 });
 

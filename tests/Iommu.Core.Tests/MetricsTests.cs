@@ -13,7 +13,7 @@ namespace Iommu.Core.Tests;
 /// </summary>
 public sealed class MetricsTests : IDisposable
 {
-    private readonly TestPlatform _p = new();
+    private readonly CoreBed _p = new();
 
     public void Dispose() => _p.Dispose();
 

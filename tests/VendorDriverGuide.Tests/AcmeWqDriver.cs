@@ -18,7 +18,7 @@ public sealed class Wq(int index)
 }
 
 /// <summary>The vendor driver of a Scalable-IOV device with a few work queues, one per mdev.</summary>
-public sealed class AcmeWqDriver : MdevParentOpsBase
+public sealed class AcmeWqDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMdevReadWriteOps
 {
     /// <summary>BAR0 offset of the queue's PASID register (read, 4 bytes).</summary>
     public const long PasidRegister = 0x08;
@@ -96,7 +96,7 @@ public sealed class AcmeWqDriver : MdevParentOpsBase
         return Errno.None;
     }
 
-    public override Errno OpenDevice(IMdevDevice mdev)
+    public Errno OpenDevice(IMdevDevice mdev)
     {
         Wq wq = QueueOf(mdev);
 
@@ -117,9 +117,9 @@ public sealed class AcmeWqDriver : MdevParentOpsBase
         return Errno.None;
     }
 
-    public override void CloseDevice(IMdevDevice mdev) => QueueOf(mdev).Pasid = null;
+    public void CloseDevice(IMdevDevice mdev) => QueueOf(mdev).Pasid = null;
 
-    public override long Read(IMdevDevice mdev, Span<byte> buffer, long offset)
+    public long Read(IMdevDevice mdev, Span<byte> buffer, long offset)
     {
         Wq wq = QueueOf(mdev);
         if (offset != PasidRegister || buffer.Length != 4)
@@ -131,7 +131,7 @@ public sealed class AcmeWqDriver : MdevParentOpsBase
         return 4;
     }
 
-    public override long Write(IMdevDevice mdev, ReadOnlySpan<byte> buffer, long offset)
+    public long Write(IMdevDevice mdev, ReadOnlySpan<byte> buffer, long offset)
     {
         Wq wq = QueueOf(mdev);
         if (offset != Portal || buffer.Length != 16 || wq.Pasid is not uint pasid)

@@ -9,7 +9,7 @@ namespace Acme.Wq.Tests;
 /// <summary>The driver's callbacks with a mocked mdev and the real IOMMU core of a test platform.</summary>
 public sealed class AcmeWqDriverTests : IDisposable
 {
-    private readonly TestPlatform _t = new();
+    private readonly AcmeWqBed _t = new();
 
     public void Dispose() => _t.Dispose();
 

@@ -13,7 +13,7 @@ public sealed class AcmeWqVfioTests
     [Fact]
     public void A_guest_queue_dma_lands_in_the_guest_memory_and_nowhere_else()
     {
-        using var t = new TestPlatform();
+        using var t = new AcmeWqBed();
         var mdevCore = new MdevCore(t.Platform);
         mdevCore.RegisterDevice(t.Parent, new AcmeWqDriver(t.Iommu, t.Parent)).ThrowIfError();
         mdevCore.Create(t.Parent, "acme_wq-wq", Guid.NewGuid(), out MdevDevice? mdev).ThrowIfError();

@@ -9,7 +9,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Created_mdev_is_a_child_of_its_parent_on_the_mdev_bus_alone_in_a_fresh_group()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         int groupsBefore = bed.Platform.Iommu.Groups.Count;
         MdevDevice m1 = bed.Create(bed.ParentA, "fake-a");
@@ -33,7 +33,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Accessors_mirror_the_kernel_helpers()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a", "b");
         MdevDevice m = bed.Create(bed.ParentA, "fake-b");
         IMdevDevice i = m;
@@ -55,7 +55,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Vendor_create_runs_before_the_group_exists_and_can_set_the_iommu_device()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         bool sawGroup = true;
         v.OnCreate = mdev =>
@@ -73,7 +73,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Iommu_hooks_default_to_null_and_store_what_is_set()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         Assert.Null(m.GetIommuDevice());
@@ -89,7 +89,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Same_uuid_is_EEXIST_under_the_same_and_under_another_parent()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor a = bed.Register(bed.ParentA, "a");
         FakeVendor b = bed.Register(bed.ParentB, "a");
         var uuid = Guid.NewGuid();
@@ -110,7 +110,7 @@ public sealed class CreateRemoveTests
     [InlineData(Errno.EPERM)]
     public void Vendor_create_error_is_returned_unchanged_and_frees_the_uuid(Errno vendorError)
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         v.OnCreate = _ => vendorError;
         var uuid = Guid.NewGuid();
@@ -130,7 +130,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Unknown_type_or_parent_is_ENOENT()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         Assert.Equal(Errno.ENOENT, bed.Mdev.Create(bed.ParentA, "fake-b", Guid.NewGuid(), out _));
         Assert.Equal(Errno.ENOENT, bed.Mdev.Create(bed.ParentB, "fake-a", Guid.NewGuid(), out _));
@@ -141,7 +141,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Remove_takes_the_device_off_the_bus_releases_its_group_and_calls_the_vendor()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         IommuGroup group = m.IommuGroup!;
@@ -163,7 +163,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Removing_a_removed_device_is_ENODEV()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         Assert.Equal(Errno.None, bed.Mdev.Remove(m));
@@ -174,7 +174,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Removing_a_device_whose_removal_is_in_progress_is_EAGAIN()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         Errno nested = Errno.None;
@@ -191,7 +191,7 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Vendor_remove_error_is_only_logged()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         v.OnRemove = _ => Errno.EBUSY;
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
@@ -208,7 +208,7 @@ public sealed class CreateRemoveTests
     [InlineData("010")]
     public void Remove_store_removes_for_any_non_zero_number(string text)
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         Assert.Equal(Errno.None, bed.Mdev.Remove(m, text));
@@ -221,7 +221,7 @@ public sealed class CreateRemoveTests
     [InlineData("0x0")]
     public void Remove_store_with_zero_does_nothing(string text)
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         Assert.Equal(Errno.None, bed.Mdev.Remove(m, text));
@@ -238,7 +238,7 @@ public sealed class CreateRemoveTests
     [InlineData("99999999999999999999999")]
     public void Remove_store_with_non_numeric_text_is_EINVAL(string text)
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
         Assert.Equal(Errno.EINVAL, bed.Mdev.Remove(m, text));
@@ -248,19 +248,19 @@ public sealed class CreateRemoveTests
     [Fact]
     public void Available_instances_is_whatever_the_vendor_reports()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         MdevType t = bed.Mdev.FindParent(bed.ParentA)!.SupportedTypes[0];
         MdevDevice m = bed.Create(bed.ParentA, "fake-a");
-        Assert.Equal("41\n", MdevTestBed.Attr(t, "available_instances"));
+        Assert.Equal("41\n", MdevBed.Attr(t, "available_instances"));
         bed.Mdev.Remove(m);
-        Assert.Equal("42\n", MdevTestBed.Attr(t, "available_instances"));
+        Assert.Equal("42\n", MdevBed.Attr(t, "available_instances"));
     }
 
     [Fact]
     public void A_second_mdev_core_of_a_platform_is_an_independent_core_on_its_own_bus()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         var second = new MdevCore(bed.Platform);
         var third = new MdevCore(bed.Platform);
         Assert.Equal("mdev", bed.Mdev.Bus.Name);

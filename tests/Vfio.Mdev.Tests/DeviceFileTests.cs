@@ -5,18 +5,18 @@ namespace Vfio.Mdev.Tests;
 
 public sealed class DeviceFileTests
 {
-    private static (MdevTestBed Bed, FakeVendor Vendor, MdevDevice Mdev) Setup(MdevParentCallbacks callbacks = MdevParentCallbacks.All)
+    private static (MdevBed Bed, MinimalFakeVendor Vendor, MdevDevice Mdev) Setup(bool minimal = false)
     {
-        var bed = new MdevTestBed();
-        FakeVendor v = bed.Register(bed.ParentA, "a");
-        v.Callbacks = callbacks;
+        var bed = new MdevBed();
+        MinimalFakeVendor v = minimal ? new MinimalFakeVendor("a") : new FakeVendor("a");
+        Assert.Equal(Errno.None, bed.Mdev.RegisterDevice(bed.ParentA, v));
         return (bed, v, bed.Create(bed.ParentA, "fake-a"));
     }
 
     [Fact]
     public void Operations_are_forwarded_to_the_vendor()
     {
-        (MdevTestBed bed, FakeVendor v, MdevDevice m) = Setup();
+        (MdevBed bed, MinimalFakeVendor v, MdevDevice m) = Setup();
         using (bed)
         {
             Assert.Equal(Errno.None, m.Open(out MdevDeviceFile? f));
@@ -39,7 +39,7 @@ public sealed class DeviceFileTests
     [Fact]
     public void Missing_read_write_mmap_are_EINVAL_and_missing_ioctl_open_close_succeed()
     {
-        (MdevTestBed bed, FakeVendor v, MdevDevice m) = Setup(MdevParentCallbacks.Create | MdevParentCallbacks.Remove);
+        (MdevBed bed, MinimalFakeVendor v, MdevDevice m) = Setup(minimal: true);
         using (bed)
         {
             Assert.Equal(Errno.None, m.Open(out MdevDeviceFile? f));
@@ -58,7 +58,7 @@ public sealed class DeviceFileTests
     [Fact]
     public void Open_device_runs_for_the_first_open_and_close_device_for_the_last_close()
     {
-        (MdevTestBed bed, FakeVendor v, MdevDevice m) = Setup();
+        (MdevBed bed, MinimalFakeVendor v, MdevDevice m) = Setup();
         using (bed)
         {
             m.Open(out MdevDeviceFile? f1);
@@ -77,7 +77,7 @@ public sealed class DeviceFileTests
     [Fact]
     public void Vendor_open_error_fails_the_open_and_a_later_open_retries()
     {
-        (MdevTestBed bed, FakeVendor v, MdevDevice m) = Setup();
+        (MdevBed bed, MinimalFakeVendor v, MdevDevice m) = Setup();
         using (bed)
         {
             v.OnOpen = _ => Errno.EBUSY;
@@ -94,7 +94,7 @@ public sealed class DeviceFileTests
     [Fact]
     public void Removed_device_cannot_be_opened()
     {
-        (MdevTestBed bed, _, MdevDevice m) = Setup();
+        (MdevBed bed, _, MdevDevice m) = Setup();
         using (bed)
         {
             bed.Mdev.Remove(m);
@@ -105,7 +105,7 @@ public sealed class DeviceFileTests
     [Fact]
     public void Removal_with_open_files_asks_the_vendor_to_request_a_close_and_waits_for_it()
     {
-        (MdevTestBed bed, FakeVendor v, MdevDevice m) = Setup();
+        (MdevBed bed, MinimalFakeVendor v, MdevDevice m) = Setup();
         using (bed)
         {
             m.Open(out MdevDeviceFile? f);

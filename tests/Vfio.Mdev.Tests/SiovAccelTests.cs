@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using CoreTour;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
@@ -9,7 +10,7 @@ using Vfio.Mdev.Tests.Infrastructure;
 namespace Vfio.Mdev.Tests;
 
 /// <summary>
-/// The Scalable-IOV sample on the ToyIommu stand-in; the test methods play VFIO type1's part
+/// The Scalable-IOV sample on the CoreTour sample's ToyIommu stand-in; the test methods play VFIO type1's part
 /// (aux attach to the mdev's IOMMU device, mdev_set_iommu_domain, map).
 /// </summary>
 public sealed class SiovAccelTests : IDisposable
@@ -92,15 +93,15 @@ public sealed class SiovAccelTests : IDisposable
     [Fact]
     public void Available_instances_counts_free_work_queues_and_create_beyond_them_is_ENOSPC()
     {
-        Assert.Equal("3\n", MdevTestBed.Attr(WqType, "available_instances"));
+        Assert.Equal("3\n", MdevBed.Attr(WqType, "available_instances"));
         MdevDevice a = Create();
         Create();
-        Assert.Equal("1\n", MdevTestBed.Attr(WqType, "available_instances"));
+        Assert.Equal("1\n", MdevBed.Attr(WqType, "available_instances"));
         Create();
-        Assert.Equal("0\n", MdevTestBed.Attr(WqType, "available_instances"));
+        Assert.Equal("0\n", MdevBed.Attr(WqType, "available_instances"));
         Assert.Equal(Errno.ENOSPC, _mdev.Create(WqType, Guid.NewGuid(), out _));
         Assert.Equal(Errno.None, _mdev.Remove(a));
-        Assert.Equal("1\n", MdevTestBed.Attr(WqType, "available_instances"));
+        Assert.Equal("1\n", MdevBed.Attr(WqType, "available_instances"));
         Create();
     }
 

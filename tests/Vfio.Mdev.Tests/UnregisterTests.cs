@@ -10,7 +10,7 @@ public sealed class UnregisterTests
     [Fact]
     public void Unregister_removes_every_live_child_and_the_type_directories()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor va = bed.Register(bed.ParentA, "a", "b");
         FakeVendor vb = bed.Register(bed.ParentB, "a");
         MdevDevice a1 = bed.Create(bed.ParentA, "fake-a");
@@ -37,7 +37,7 @@ public sealed class UnregisterTests
     [Fact]
     public void Vendor_remove_errors_do_not_stop_unregistration()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         v.OnRemove = _ => Errno.EIO;
         bed.Create(bed.ParentA, "fake-a");
@@ -50,7 +50,7 @@ public sealed class UnregisterTests
     [Fact]
     public void Create_and_remove_while_unregistration_is_in_progress_fail_with_ENODEV()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         MdevDevice first = bed.Create(bed.ParentA, "fake-a");
         MdevDevice second = bed.Create(bed.ParentA, "fake-a");
@@ -92,7 +92,7 @@ public sealed class UnregisterTests
     [Fact]
     public void Register_while_unregistration_is_in_progress_is_EEXIST()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         bed.Create(bed.ParentA, "fake-a");
         Errno during = Errno.None;
@@ -109,7 +109,7 @@ public sealed class UnregisterTests
     [Fact]
     public async Task Concurrent_creates_and_removes_racing_with_unregister_leave_no_child_behind()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         MdevType type = bed.Mdev.FindParent(bed.ParentA)!.SupportedTypes[0];
         var results = new ConcurrentBag<Errno>();

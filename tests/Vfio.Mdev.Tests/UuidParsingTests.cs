@@ -15,7 +15,7 @@ public sealed class UuidParsingTests
     [InlineData(Lower + "x")] // guid_parse looks at 36 bytes only; the 37th is not checked
     public void Create_store_accepts_36_or_37_bytes_in_either_case_and_names_the_device_in_lowercase(string text)
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         Assert.Equal(Errno.None, bed.Mdev.Create(bed.ParentA, "fake-a", text, out MdevDevice? m));
         Assert.Equal(Lower, m!.Name);
@@ -35,7 +35,7 @@ public sealed class UuidParsingTests
     [InlineData(" 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001")]
     public void Create_store_rejects_other_lengths_and_malformed_uuids_with_EINVAL(string text)
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         FakeVendor v = bed.Register(bed.ParentA, "a");
         Assert.Equal(Errno.EINVAL, bed.Mdev.Create(bed.ParentA, "fake-a", text, out MdevDevice? m));
         Assert.Null(m);
@@ -46,7 +46,7 @@ public sealed class UuidParsingTests
     [Fact]
     public void Upper_and_lower_case_texts_name_the_same_uuid()
     {
-        using var bed = new MdevTestBed();
+        using var bed = new MdevBed();
         bed.Register(bed.ParentA, "a");
         Assert.Equal(Errno.None, bed.Mdev.Create(bed.ParentA, "fake-a", Lower, out _));
         Assert.Equal(Errno.EEXIST, bed.Mdev.Create(bed.ParentA, "fake-a", Lower.ToUpperInvariant() + "\n", out _));

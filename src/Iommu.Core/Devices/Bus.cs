@@ -105,7 +105,7 @@ public class Bus
         {
             if (device.Bus is not null)
             {
-                ThrowHelper.InvalidOperation($"Device {device.Name} is already on bus '{device.Bus.Name}'.");
+                ThrowHelper.DeviceAlreadyOnBus(device);
             }
 
             OnAdding(device);
@@ -126,7 +126,7 @@ public class Bus
         {
             if (device.Bus != this)
             {
-                ThrowHelper.InvalidOperation($"Device {device.Name} is not on bus '{Name}'.");
+                ThrowHelper.DeviceNotOnBus(device, Name);
             }
 
             Platform.Iommu.ReleaseDevice(device);

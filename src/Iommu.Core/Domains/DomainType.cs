@@ -24,38 +24,3 @@ public enum DomainType
     [KernelSymbol("IOMMU_DOMAIN_DMA_FQ")]
     DmaFq = DomainFeatures.Paging | DomainFeatures.DmaApi | DomainFeatures.FlushQueue,
 }
-
-/// <summary>The <c>__IOMMU_DOMAIN_*</c> feature bits that domain types are made of.</summary>
-[Flags]
-public enum DomainFeatures
-{
-    /// <summary>No feature.</summary>
-    None = 0,
-
-    /// <summary><c>__IOMMU_DOMAIN_PAGING</c>: supports map/unmap.</summary>
-    Paging = 1 << 0,
-
-    /// <summary><c>__IOMMU_DOMAIN_DMA_API</c>: used by the DMA API.</summary>
-    DmaApi = 1 << 1,
-
-    /// <summary><c>__IOMMU_DOMAIN_PT</c>: identity (pass-through).</summary>
-    PassThrough = 1 << 2,
-
-    /// <summary><c>__IOMMU_DOMAIN_DMA_FQ</c> (5.15): flush queue.</summary>
-    FlushQueue = 1 << 3,
-}
-
-/// <summary>Helpers over <see cref="DomainType"/>.</summary>
-public static class DomainTypeExtensions
-{
-    /// <summary>Whether the type has <c>__IOMMU_DOMAIN_PAGING</c> (map/unmap allowed).</summary>
-    /// <param name="type">Domain type.</param>
-    /// <returns>True for UNMANAGED, DMA and DMA_FQ.</returns>
-    public static bool IsPaging(this DomainType type) => ((DomainFeatures)type & DomainFeatures.Paging) != 0;
-
-    /// <summary>Whether the type is used by the DMA API (<c>iommu_is_dma_domain</c>).</summary>
-    /// <param name="type">Domain type.</param>
-    /// <returns>True for DMA and DMA_FQ.</returns>
-    [KernelSymbol("iommu_is_dma_domain")]
-    public static bool IsDmaApi(this DomainType type) => ((DomainFeatures)type & DomainFeatures.DmaApi) != 0;
-}

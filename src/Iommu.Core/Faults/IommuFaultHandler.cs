@@ -15,21 +15,3 @@ namespace Iommu.Faults;
 /// <returns>0 or a negative errno.</returns>
 [KernelSymbol("iommu_fault_handler_t")]
 public delegate int IommuFaultHandler(IDomain domain, Device device, ulong iova, IommuFaultAccess access, object? token);
-
-/// <summary>Direction of a reported fault (<c>IOMMU_FAULT_READ</c>/<c>IOMMU_FAULT_WRITE</c>).</summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1027", Justification = "Kernel values: READ = 0, WRITE = 1.")]
-public enum IommuFaultAccess
-{
-    /// <summary>The faulting access was a read (<c>IOMMU_FAULT_READ</c> = 0).</summary>
-    Read = 0,
-
-    /// <summary>The faulting access was a write (<c>IOMMU_FAULT_WRITE</c> = 1).</summary>
-    Write = 1,
-}
-
-/// <summary>Per-device fault handler (<c>iommu_dev_fault_handler_t</c>).</summary>
-/// <param name="fault">The fault.</param>
-/// <param name="data">The data given at registration.</param>
-/// <returns><see cref="Errno.None"/> when handled, else an errno.</returns>
-[KernelSymbol("iommu_dev_fault_handler_t")]
-public delegate Errno IommuDeviceFaultHandler(IommuFault fault, object? data);

@@ -4,11 +4,6 @@ using Iommu.Domains;
 
 namespace Iommu.Groups;
 
-/// <summary>Callback on a group's notifier chain (<c>iommu_group_register_notifier</c>).</summary>
-/// <param name="action">What happened.</param>
-/// <param name="device">The device it happened to.</param>
-public delegate void IommuGroupNotifier(IommuGroupNotification action, Device device);
-
 /// <summary>
 /// The smallest set of devices the IOMMU can isolate from each other (<c>struct iommu_group</c>):
 /// members, the default domain given at probe and the domain currently in use.

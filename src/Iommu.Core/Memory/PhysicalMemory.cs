@@ -128,7 +128,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             if (i > 0 && ranges[i - 1].PhysicalAddress + ranges[i - 1].Length > r.PhysicalAddress)
             {
                 HostMemoryRange q = ranges[i - 1];
-                ThrowHelper.Argument($"RAM ranges [0x{q.PhysicalAddress:x}, 0x{q.PhysicalAddress + q.Length:x}) and [0x{r.PhysicalAddress:x}, 0x{r.PhysicalAddress + r.Length:x}) overlap.", nameof(ram));
+                ThrowHelper.RamRangesOverlap(q, r, nameof(ram));
             }
 
             _ramBytes += r.Length;
@@ -164,7 +164,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     {
         if (Volatile.Read(ref _released) != 0)
         {
-            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+            ThrowHelper.MemoryDisposed();
         }
     }
 
@@ -206,7 +206,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             if (Volatile.Read(ref _disposed) != 0)
             {
                 Volatile.Write(ref slot.Count, depth);
-                ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+                ThrowHelper.MemoryDisposed();
             }
 
             // A new call from outside the libraries: the previous call's failure detail is over (a
@@ -260,9 +260,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             {
                 if (start < c.Start + c.Size && c.Start < start + size)
                 {
-                    ThrowHelper.Argument(
-                        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{description} [0x{start:x}, 0x{start + size:x}) overlaps {c.Description} [0x{c.Start:x}, 0x{c.Start + c.Size:x}) of the same physical memory: two owners would hand out the same pages."),
-                        nameof(start));
+                    ThrowHelper.ClaimOverlaps(description, start, size, c.Description, c.Start, c.Size);
                 }
             }
 
@@ -352,7 +350,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         if (length != 0 && (pa >> ChunkShift) != ((pa + (ulong)length - 1) >> ChunkShift))
         {
-            ThrowHelper.Argument($"Range [0x{pa:x}, 0x{pa + (ulong)length:x}) crosses a 2 MiB chunk boundary; use Read/Write.", nameof(length));
+            ThrowHelper.CrossesChunk(pa, length);
         }
 
         return new Span<byte>(Pointer(pa, (ulong)length), length);
@@ -598,7 +596,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         if (_slot.IsValueCreated && _slot.Value!.Count != 0)
         {
-            ThrowHelper.InvalidOperation("PhysicalMemory.Dispose was called inside an access scope of the same memory on this thread (from a callback of a call in progress); it would wait for itself.");
+            ThrowHelper.DisposeInsideAccessScope();
         }
 
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -898,7 +896,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         if (Volatile.Read(ref _released) != 0)
         {
-            ThrowHelper.ObjectDisposed(nameof(PhysicalMemory));
+            ThrowHelper.MemoryDisposed();
         }
     }
 

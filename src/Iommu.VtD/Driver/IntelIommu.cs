@@ -30,7 +30,8 @@ namespace Iommu.VtD.Driver;
 /// thread may dispose the platform holds <c>platform.Memory.EnterAccess()</c> around the call.</para>
 /// </remarks>
 [KernelSymbol("intel_iommu_ops")]
-public sealed partial class IntelIommu : IIommuOps
+public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPagesOps, IIommuIotlbOps, IIommuCapableOps,
+    IIommuResvRegionsOps, IIommuDomainAttrOps, IIommuAuxOps, IIommuDevFeatureOps
 {
     private const ulong Sz4K = 4096, Sz2M = 2UL << 20, Sz1G = 1UL << 30;
     private readonly Platform _platform;
@@ -137,14 +138,6 @@ public sealed partial class IntelIommu : IIommuOps
 
     /// <summary>PASIDs currently allocated for aux domains (the <c>ioasid</c> set of this platform).</summary>
     public int PasidsInUse => _pasids.Count;
-
-    /// <inheritdoc/>
-    public IommuCallbacks Callbacks =>
-        IommuCallbacks.AttachDev | IommuCallbacks.DetachDev | IommuCallbacks.MapPages | IommuCallbacks.UnmapPages
-        | IommuCallbacks.IotlbSync | IommuCallbacks.IotlbSyncMap | IommuCallbacks.FlushIotlbAll | IommuCallbacks.IovaToPhys
-        | IommuCallbacks.AddDevice | IommuCallbacks.DeviceGroup | IommuCallbacks.GetDevAttr | IommuCallbacks.SetDevAttr
-        | IommuCallbacks.AuxAttachDev | IommuCallbacks.AuxGetPasid | IommuCallbacks.DomainGetAttr
-        | IommuCallbacks.GetResvRegions | IommuCallbacks.Capable;
 
     /// <summary>4 KiB (<c>INTEL_IOMMU_PGSIZES</c> in 5.15); 2 MiB and 1 GiB are added per domain on attach.</summary>
     public ulong PgsizeBitmap => Sz4K;
@@ -273,27 +266,6 @@ public sealed partial class IntelIommu : IIommuOps
         ArgumentNullException.ThrowIfNull(regions);
         // The interrupt window (IOAPIC_RANGE_START..END): DMA there is an MSI, never translated.
         regions.Add(new IommuResvRegion(0xFEE0_0000, 0x10_0000, IommuProt.None, IommuResvType.Msi));
-    }
-
-    /// <inheritdoc/>
-    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response)
-    {
-        _memory.ThrowIfDisposed();
-        throw new NotSupportedException("Page requests are not modelled.");
-    }
-
-    /// <inheritdoc/>
-    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
-    {
-        _memory.ThrowIfDisposed();
-        throw new NotSupportedException("5.15 intel-iommu has map_pages.");
-    }
-
-    /// <inheritdoc/>
-    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
-    {
-        _memory.ThrowIfDisposed();
-        throw new NotSupportedException("5.15 intel-iommu has unmap_pages.");
     }
 
     /// <summary>The diagnostics of unit <paramref name="unitIndex"/> as the platform's builder handed it over (for <c>ExportImage</c>).</summary>

@@ -1,5 +1,6 @@
 using Iommu;
 using Iommu.Memory;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1.Memory;
 
@@ -36,7 +37,7 @@ public sealed class HostPageAllocator
         memory.ThrowIfDisposed();
         if ((physicalBase | size) % PhysicalMemory.PageSize != 0 || size < 2 * (ulong)PhysicalMemory.PageSize || !memory.Contains(physicalBase, size))
         {
-            throw new ArgumentOutOfRangeException(nameof(size), $"range 0x{physicalBase:x}+0x{size:x} must be page aligned and inside physical memory");
+            ThrowHelper.HostRangeInvalid(physicalBase, size);
         }
 
         memory.Claim(physicalBase, size, this, "host page pool");
@@ -211,7 +212,7 @@ public sealed class HostPageAllocator
         {
             if (!_pins.TryGetValue(pfn, out int p))
             {
-                throw new InvalidOperationException($"pfn 0x{pfn:x} is not pinned");
+                ThrowHelper.PfnNotPinned(pfn);
             }
 
             if (p == 1)

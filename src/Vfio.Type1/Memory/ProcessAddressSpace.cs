@@ -1,57 +1,8 @@
 using Iommu;
 using Iommu.Memory;
+using Vfio.Type1.Internal;
 
 namespace Vfio.Type1.Memory;
-
-/// <summary>Protection of a virtual memory area (<c>PROT_*</c>).</summary>
-[Flags]
-public enum VmProt
-{
-    /// <summary><c>PROT_NONE</c>.</summary>
-    None = 0,
-
-    /// <summary><c>PROT_READ</c>.</summary>
-    Read = 1,
-
-    /// <summary><c>PROT_WRITE</c> (implies read on x86).</summary>
-    Write = 2,
-
-    /// <summary>Read and write.</summary>
-    ReadWrite = Read | Write,
-}
-
-/// <summary>What backs a virtual memory area.</summary>
-public enum VmaKind
-{
-    /// <summary>Anonymous memory, populated page by page on first touch (<c>MAP_ANONYMOUS</c>).</summary>
-    Anonymous = 0,
-
-    /// <summary>Anonymous memory backed by 2 MiB physically contiguous huge pages, populated at mmap (<c>MAP_HUGETLB</c>).</summary>
-    HugePage = 1,
-
-    /// <summary>A <c>VM_PFNMAP</c> window onto physical addresses (e.g. a BAR of another device); its pfns are "reserved".</summary>
-    PfnMap = 2,
-}
-
-/// <summary>
-/// One memory area of a <see cref="ProcessAddressSpace"/> (a VMA of its <c>mm_struct</c>), as
-/// <see cref="ProcessAddressSpace.Areas"/> lists it.
-/// </summary>
-/// <remarks>
-/// Not named <c>VmArea</c>: that name is <c>Vfio.Mdev.VmArea</c>, the <c>vm_area_struct</c> an mdev
-/// <c>mmap</c> callback receives, and both namespaces are often imported together.
-/// </remarks>
-/// <param name="Start">First address.</param>
-/// <param name="Length">Bytes.</param>
-/// <param name="Prot">Protection.</param>
-/// <param name="Kind">Backing.</param>
-/// <param name="Shared"><c>MAP_SHARED</c> (pages are shared with forked children).</param>
-/// <param name="PhysicalBase">For <see cref="VmaKind.PfnMap"/>: the physical address mapped at <paramref name="Start"/>.</param>
-public readonly record struct ProcessMemoryArea(ulong Start, ulong Length, VmProt Prot, VmaKind Kind, bool Shared, ulong PhysicalBase)
-{
-    /// <summary>One past the last address.</summary>
-    public ulong End => Start + Length;
-}
 
 /// <summary>
 /// A process as VFIO sees it: its memory (<c>mm_struct</c>: VMAs, page table, <c>locked_vm</c>), its
@@ -157,7 +108,7 @@ public sealed class ProcessAddressSpace : IDisposable
             {
                 if (Pages.Allocate(length >> PageShift, HugeSize >> PageShift, out ulong pfn) != Errno.None)
                 {
-                    throw new InsufficientMemoryException($"host page pool cannot back {length} bytes of huge pages");
+                    ThrowHelper.HugePagesExhausted(length);
                 }
 
                 for (ulong i = 0; i < length >> PageShift; i++)
@@ -709,13 +660,13 @@ public sealed class ProcessAddressSpace : IDisposable
     {
         if ((vaddr & (PageSize - 1)) != 0)
         {
-            throw new ArgumentException($"address 0x{vaddr:x} is not page aligned", nameof(vaddr));
+            ThrowHelper.AddressNotPageAligned(vaddr);
         }
 
         ArgumentOutOfRangeException.ThrowIfZero(length);
         if (length > TaskSize || vaddr > TaskSize - length)
         {
-            throw new ArgumentOutOfRangeException(nameof(length), $"range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space");
+            ThrowHelper.RangeOutsideUserSpace(vaddr, length);
         }
     }
 
@@ -723,7 +674,7 @@ public sealed class ProcessAddressSpace : IDisposable
     {
         if (Exited)
         {
-            throw new InvalidOperationException($"{Name} has exited");
+            ThrowHelper.ProcessExited(Name);
         }
     }
 
@@ -745,48 +696,4 @@ public sealed class ProcessAddressSpace : IDisposable
 
     /// <inheritdoc/>
     public override string ToString() => Name;
-}
-
-/// <summary>An open VFIO file (container, group or device) with a reference per file descriptor that names it.</summary>
-/// <remarks>
-/// <para>Thread safety: reference counting is atomic; <see cref="Release"/> runs once, on the last close.</para>
-/// <para>Lifetime: <c>Close()</c> is the kernel-shaped call (<c>close(fd)</c>, an errno);
-/// <see cref="Dispose"/> is the .NET shape of the same: it closes the descriptor this object was
-/// opened as when that descriptor still names it, and otherwise does nothing, so a second Dispose,
-/// a Dispose after Close or after the process exited, and a Dispose after the platform was
-/// disposed are all harmless and never throw. Descriptors duplicated by fork keep the file open
-/// until they close too, as in the kernel.</para>
-/// </remarks>
-public abstract class VfioFile : IDisposable
-{
-    private int _fileRefs;
-
-    /// <summary>Closes the descriptor this object was opened as, if it is still open (see the remarks); idempotent, never throws.</summary>
-    public void Dispose()
-    {
-        (ProcessAddressSpace? owner, int fd) = OpenedAs;
-        owner?.CloseIfNames(fd, this);
-        GC.SuppressFinalize(this);
-    }
-
-    /// <summary>The process and descriptor this object was (last) opened as; no owner when it is not open.</summary>
-    private protected abstract (ProcessAddressSpace? Owner, int Fd) OpenedAs { get; }
-
-    /// <summary>Open descriptors naming this file.</summary>
-    public int FileRefs => Volatile.Read(ref _fileRefs);
-
-    internal void OpenFileRef() => Volatile.Write(ref _fileRefs, 1);
-
-    internal void AddFileRef() => Interlocked.Increment(ref _fileRefs);
-
-    internal void PutFileRef()
-    {
-        if (Interlocked.Decrement(ref _fileRefs) == 0)
-        {
-            Release();
-        }
-    }
-
-    /// <summary>Called when the last descriptor closes (the file's <c>release</c>).</summary>
-    private protected abstract void Release();
 }

@@ -18,6 +18,3 @@ public delegate Errno DeviceGroupFn(Device device, out IommuGroup? group);
 public delegate Errno GetDevAttrFn(Device device, IommuDevAttr attr, out bool value);
 
 public delegate Errno DomainGetAttrFn(IDomain domain, DomainAttr attr, out ulong value);
-
-/// <summary>One call the core made into the fake driver.</summary>
-public sealed record DriverCall(string Op, ulong Iova = 0, ulong Paddr = 0, ulong Size = 0, ulong Count = 0, Device? Device = null, IDomain? Domain = null);

@@ -1,19 +1,17 @@
 using Iommu.Devices;
 using Iommu.Domains;
-using Iommu.Faults;
 using Iommu.Groups;
 
 namespace Iommu.Core.Tests.Infrastructure;
 
 /// <summary>
 /// A minimal IOMMU driver for group-formation tests: it groups PCI devices with the core's
-/// pci_device_group (or generic_device_group for others) and records attaches.
+/// pci_device_group (or generic_device_group for others) and records attaches. It has attach/detach
+/// and no other optional callbacks.
 /// </summary>
-internal sealed class GroupingDriver(IommuCore core) : IIommuOps
+internal sealed class GroupingDriver(IommuCore core) : IIommuOps, IIommuAttachOps
 {
     public List<(IDomain Domain, Device Device)> Attaches { get; } = [];
-
-    public IommuCallbacks Callbacks => IommuCallbacks.AttachDev | IommuCallbacks.DetachDev | IommuCallbacks.DeviceGroup;
 
     public ulong PgsizeBitmap => 0x1000;
 
@@ -36,41 +34,12 @@ internal sealed class GroupingDriver(IommuCore core) : IIommuOps
     public Errno DeviceGroup(Device device, out IommuGroup? group) =>
         device is PciDevice ? core.PciDeviceGroup(device, out group) : core.GenericDeviceGroup(device, out group);
 
-    public bool Capable(IommuCap cap) => throw new NotSupportedException();
+    // Nothing is ever mapped: no map callbacks.
+    public ulong IovaToPhys(IDomain domain, ulong iova) => 0;
 
-    public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot) => throw new NotSupportedException();
+    public Errno AddDevice(Device device) => Errno.None;
 
-    public Errno MapPages(IDomain domain, ulong iova, ulong paddr, ulong pgsize, ulong pgcount, IommuProt prot, out ulong mapped) => throw new NotSupportedException();
-
-    public ulong Unmap(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public ulong UnmapPages(IDomain domain, ulong iova, ulong pgsize, ulong pgcount, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public void FlushIotlbAll(IDomain domain) => throw new NotSupportedException();
-
-    public void IotlbSync(IDomain domain, ref IommuIotlbGather gather) => throw new NotSupportedException();
-
-    public void IotlbSyncMap(IDomain domain, ulong iova, ulong size) => throw new NotSupportedException();
-
-    public ulong IovaToPhys(IDomain domain, ulong iova) => throw new NotSupportedException();
-
-    public Errno AddDevice(Device device) => throw new NotSupportedException();
-
-    public void RemoveDevice(Device device) => throw new NotSupportedException();
-
-    public Errno GetDevAttr(Device device, IommuDevAttr attr, out bool value) => throw new NotSupportedException();
-
-    public Errno SetDevAttr(Device device, IommuDevAttr attr) => throw new NotSupportedException();
-
-    public Errno AuxAttachDev(IDomain domain, Device device) => throw new NotSupportedException();
-
-    public void AuxDetachDev(IDomain domain, Device device) => throw new NotSupportedException();
-
-    public int AuxGetPasid(IDomain domain, Device device) => throw new NotSupportedException();
-
-    public Errno DomainGetAttr(IDomain domain, DomainAttr attr, out ulong value) => throw new NotSupportedException();
-
-    public void GetResvRegions(Device device, IList<IommuResvRegion> regions) => throw new NotSupportedException();
-
-    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response) => throw new NotSupportedException();
+    public void RemoveDevice(Device device)
+    {
+    }
 }

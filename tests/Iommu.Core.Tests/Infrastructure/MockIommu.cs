@@ -1,6 +1,5 @@
 using Iommu.Devices;
 using Iommu.Domains;
-using Iommu.Faults;
 using Iommu.Groups;
 using Moq;
 
@@ -8,9 +7,10 @@ namespace Iommu.Core.Tests.Infrastructure;
 
 /// <summary>
 /// A Moq <see cref="IIommuOps"/> whose map/unmap/attach callbacks record what the core asked for
-/// (in <see cref="Log"/>) and whose answers tests can override. Callbacks are those in
-/// <see cref="Callbacks"/>; <see cref="AssertNoNullCallbackCalled"/> fails if the core called one
-/// whose bit is clear (a NULL function pointer in the kernel).
+/// (in <see cref="Log"/>) and whose answers tests can override. Its ops object also implements the
+/// optional-callback interfaces named in <see cref="Optional"/>, and no others (the C# form of the
+/// kernel's NULL callbacks). The object is built on the first use of <see cref="Ops"/>; a test that
+/// leaves a group out sets <see cref="Optional"/> before that.
 /// </summary>
 public sealed class MockIommu
 {
@@ -20,104 +20,19 @@ public sealed class MockIommu
     public const ulong Sz1G = 0x40000000;
     public const ulong Bitmap4K2M1G = Sz4K | Sz2M | Sz1G;
 
-    private static readonly Dictionary<string, IommuCallbacks> s_methodFlags = new()
-    {
-        ["AttachDev"] = IommuCallbacks.AttachDev,
-        ["DetachDev"] = IommuCallbacks.DetachDev,
-        ["Map"] = IommuCallbacks.Map,
-        ["MapPages"] = IommuCallbacks.MapPages,
-        ["Unmap"] = IommuCallbacks.Unmap,
-        ["UnmapPages"] = IommuCallbacks.UnmapPages,
-        ["IotlbSync"] = IommuCallbacks.IotlbSync,
-        ["IotlbSyncMap"] = IommuCallbacks.IotlbSyncMap,
-        ["FlushIotlbAll"] = IommuCallbacks.FlushIotlbAll,
-        ["IovaToPhys"] = IommuCallbacks.IovaToPhys,
-        ["AddDevice"] = IommuCallbacks.AddDevice,
-        ["RemoveDevice"] = IommuCallbacks.AddDevice,
-        ["DeviceGroup"] = IommuCallbacks.DeviceGroup,
-        ["GetDevAttr"] = IommuCallbacks.GetDevAttr,
-        ["SetDevAttr"] = IommuCallbacks.SetDevAttr,
-        ["AuxAttachDev"] = IommuCallbacks.AuxAttachDev,
-        ["AuxDetachDev"] = IommuCallbacks.AuxAttachDev,
-        ["AuxGetPasid"] = IommuCallbacks.AuxGetPasid,
-        ["DomainGetAttr"] = IommuCallbacks.DomainGetAttr,
-        ["GetResvRegions"] = IommuCallbacks.GetResvRegions,
-        ["Capable"] = IommuCallbacks.Capable,
-        ["PageResponse"] = IommuCallbacks.PageResponse,
-    };
-
     private readonly Lock _lock = new();
+    private OptionalOps _optional;
+    private IIommuOps? _ops;
 
-    public MockIommu(IommuCallbacks callbacks = IommuCallbacks.All, ulong pgsizeBitmap = Bitmap4K2M1G)
+    public MockIommu(OptionalOps optional = OptionalOps.All, ulong pgsizeBitmap = Bitmap4K2M1G)
     {
-        Callbacks = callbacks;
+        _optional = optional;
         PgsizeBitmap = pgsizeBitmap;
         Mock = new Mock<IIommuOps>(MockBehavior.Loose);
-        Mock.SetupGet(o => o.Callbacks).Returns(() => Callbacks);
         Mock.SetupGet(o => o.PgsizeBitmap).Returns(() => PgsizeBitmap);
 
         Mock.Setup(o => o.DomainAlloc(It.IsAny<DomainType>()))
             .Returns((DomainType t) => DomainAllocBehaviour(t));
-
-        Mock.Setup(o => o.AttachDev(It.IsAny<IDomain>(), It.IsAny<Device>()))
-            .Returns((IDomain d, Device dev) =>
-            {
-                Record(new DriverCall("attach_dev", Device: dev, Domain: d));
-                return AttachBehaviour(d, dev);
-            });
-        Mock.Setup(o => o.DetachDev(It.IsAny<IDomain>(), It.IsAny<Device>()))
-            .Callback((IDomain d, Device dev) => Record(new DriverCall("detach_dev", Device: dev, Domain: d)));
-
-        Mock.Setup(o => o.Map(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<IommuProt>()))
-            .Returns((IDomain d, ulong iova, ulong pa, ulong size, IommuProt prot) =>
-            {
-                Record(new DriverCall("map", iova, pa, size, 1, Domain: d));
-                return MapBehaviour(iova, pa, size);
-            });
-
-        Mock.Setup(o => o.MapPages(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<IommuProt>(), out It.Ref<ulong>.IsAny))
-            .Returns(new MapPagesFn((IDomain d, ulong iova, ulong pa, ulong pgsize, ulong count, IommuProt prot, out ulong mapped) =>
-            {
-                Record(new DriverCall("map_pages", iova, pa, pgsize, count, Domain: d));
-                (Errno e, ulong m) = MapPagesBehaviour(iova, pa, pgsize, count);
-                mapped = m;
-                return e;
-            }));
-
-        Mock.Setup(o => o.Unmap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), ref It.Ref<IommuIotlbGather>.IsAny))
-            .Returns(new UnmapFn((IDomain d, ulong iova, ulong size, ref IommuIotlbGather gather) =>
-            {
-                Record(new DriverCall("unmap", iova, 0, size, 1, Domain: d));
-                ulong r = UnmapBehaviour(iova, size, 1);
-                if (r != 0)
-                {
-                    gather.AddRange(iova, r);
-                }
-
-                return r;
-            }));
-
-        Mock.Setup(o => o.UnmapPages(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), ref It.Ref<IommuIotlbGather>.IsAny))
-            .Returns(new UnmapPagesFn((IDomain d, ulong iova, ulong pgsize, ulong count, ref IommuIotlbGather gather) =>
-            {
-                Record(new DriverCall("unmap_pages", iova, 0, pgsize, count, Domain: d));
-                ulong r = UnmapBehaviour(iova, pgsize, count);
-                if (r != 0)
-                {
-                    gather.AddRange(iova, r);
-                }
-
-                return r;
-            }));
-
-        Mock.Setup(o => o.IotlbSync(It.IsAny<IDomain>(), ref It.Ref<IommuIotlbGather>.IsAny))
-            .Callback(new IotlbSyncFn((IDomain d, ref IommuIotlbGather gather) =>
-                Record(gather.IsEmpty
-                    ? new DriverCall("iotlb_sync", Domain: d)
-                    : new DriverCall("iotlb_sync", gather.Start, 0, gather.End - gather.Start + 1, Domain: d))));
-
-        Mock.Setup(o => o.IotlbSyncMap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>()))
-            .Callback((IDomain d, ulong iova, ulong size) => Record(new DriverCall("iotlb_sync_map", iova, 0, size, Domain: d)));
 
         Mock.Setup(o => o.IovaToPhys(It.IsAny<IDomain>(), It.IsAny<ulong>()))
             .Returns((IDomain d, ulong iova) => IovaToPhysBehaviour(iova));
@@ -146,9 +61,38 @@ public sealed class MockIommu
 
     public Mock<IIommuOps> Mock { get; }
 
-    public IIommuOps Ops => Mock.Object;
+    public IIommuOps Ops => _ops ??= Build();
 
-    public IommuCallbacks Callbacks { get; set; }
+    /// <summary>The optional-callback groups the ops object implements; fixed once <see cref="Ops"/> is built.</summary>
+    public OptionalOps Optional
+    {
+        get => _optional;
+        set
+        {
+            if (_ops is not null)
+            {
+                throw new InvalidOperationException("MockIommu.Optional is fixed once Ops is built: set it before the first use.");
+            }
+
+            _optional = value;
+        }
+    }
+
+    public Mock<IIommuAttachOps> AttachMock => Group<IIommuAttachOps>(OptionalOps.Attach);
+
+    public Mock<IIommuMapOps> MapMock => Group<IIommuMapOps>(OptionalOps.Map);
+
+    public Mock<IIommuIotlbOps> IotlbMock => Group<IIommuIotlbOps>(OptionalOps.Iotlb);
+
+    public Mock<IIommuCapableOps> CapableMock => Group<IIommuCapableOps>(OptionalOps.Capable);
+
+    public Mock<IIommuPageResponseOps> PageResponseMock => Group<IIommuPageResponseOps>(OptionalOps.PageResponse);
+
+    public Mock<IIommuDomainAttrOps> DomainAttrMock => Group<IIommuDomainAttrOps>(OptionalOps.DomainAttr);
+
+    public Mock<IIommuAuxOps> AuxMock => Group<IIommuAuxOps>(OptionalOps.Aux);
+
+    public Mock<IIommuDevFeatureOps> DevFeatureMock => Group<IIommuDevFeatureOps>(OptionalOps.DevFeature);
 
     public ulong PgsizeBitmap { get; set; }
 
@@ -206,23 +150,121 @@ public sealed class MockIommu
         PgsizeBitmap = pgsizeBitmap ?? PgsizeBitmap,
     };
 
-    /// <summary>Fails if the core invoked a callback whose bit in <see cref="Callbacks"/> is clear.</summary>
-    public void AssertNoNullCallbackCalled()
-    {
-        foreach (IInvocation inv in Mock.Invocations)
-        {
-            if (s_methodFlags.TryGetValue(inv.Method.Name, out IommuCallbacks flag) && !Callbacks.HasFlag(flag))
-            {
-                Assert.Fail($"The core called {inv.Method.Name}, whose callback bit ({flag}) is clear (a NULL callback).");
-            }
-        }
-    }
-
     private void Record(DriverCall call)
     {
         lock (_lock)
         {
             Log.Add(call);
         }
+    }
+
+    private IIommuOps Build()
+    {
+        if (_optional.HasFlag(OptionalOps.Attach))
+        {
+            Mock<IIommuAttachOps> attach = Mock.As<IIommuAttachOps>();
+            attach.Setup(o => o.AttachDev(It.IsAny<IDomain>(), It.IsAny<Device>()))
+                .Returns((IDomain d, Device dev) =>
+                {
+                    Record(new DriverCall("attach_dev", Device: dev, Domain: d));
+                    return AttachBehaviour(d, dev);
+                });
+            attach.Setup(o => o.DetachDev(It.IsAny<IDomain>(), It.IsAny<Device>()))
+                .Callback((IDomain d, Device dev) => Record(new DriverCall("detach_dev", Device: dev, Domain: d)));
+        }
+
+        if (_optional.HasFlag(OptionalOps.Map))
+        {
+            Mock<IIommuMapOps> map = Mock.As<IIommuMapOps>();
+            map.Setup(o => o.Map(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<IommuProt>()))
+                .Returns((IDomain d, ulong iova, ulong pa, ulong size, IommuProt prot) =>
+                {
+                    Record(new DriverCall("map", iova, pa, size, 1, Domain: d));
+                    return MapBehaviour(iova, pa, size);
+                });
+
+            map.Setup(o => o.Unmap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), ref It.Ref<IommuIotlbGather>.IsAny))
+                .Returns(new UnmapFn((IDomain d, ulong iova, ulong size, ref IommuIotlbGather gather) =>
+                {
+                    Record(new DriverCall("unmap", iova, 0, size, 1, Domain: d));
+                    ulong r = UnmapBehaviour(iova, size, 1);
+                    if (r != 0)
+                    {
+                        gather.AddRange(iova, r);
+                    }
+
+                    return r;
+                }));
+        }
+
+        if (_optional.HasFlag(OptionalOps.MapPages))
+        {
+            Mock<IIommuMapPagesOps> pages = Mock.As<IIommuMapPagesOps>();
+            pages.Setup(o => o.MapPages(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<IommuProt>(), out It.Ref<ulong>.IsAny))
+                .Returns(new MapPagesFn((IDomain d, ulong iova, ulong pa, ulong pgsize, ulong count, IommuProt prot, out ulong mapped) =>
+                {
+                    Record(new DriverCall("map_pages", iova, pa, pgsize, count, Domain: d));
+                    (Errno e, ulong m) = MapPagesBehaviour(iova, pa, pgsize, count);
+                    mapped = m;
+                    return e;
+                }));
+
+            pages.Setup(o => o.UnmapPages(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>(), It.IsAny<ulong>(), ref It.Ref<IommuIotlbGather>.IsAny))
+                .Returns(new UnmapPagesFn((IDomain d, ulong iova, ulong pgsize, ulong count, ref IommuIotlbGather gather) =>
+                {
+                    Record(new DriverCall("unmap_pages", iova, 0, pgsize, count, Domain: d));
+                    ulong r = UnmapBehaviour(iova, pgsize, count);
+                    if (r != 0)
+                    {
+                        gather.AddRange(iova, r);
+                    }
+
+                    return r;
+                }));
+        }
+
+        if (_optional.HasFlag(OptionalOps.Iotlb))
+        {
+            Mock<IIommuIotlbOps> iotlb = Mock.As<IIommuIotlbOps>();
+            iotlb.Setup(o => o.IotlbSync(It.IsAny<IDomain>(), ref It.Ref<IommuIotlbGather>.IsAny))
+                .Callback(new IotlbSyncFn((IDomain d, ref IommuIotlbGather gather) =>
+                    Record(gather.IsEmpty
+                        ? new DriverCall("iotlb_sync", Domain: d)
+                        : new DriverCall("iotlb_sync", gather.Start, 0, gather.End - gather.Start + 1, Domain: d))));
+
+            iotlb.Setup(o => o.IotlbSyncMap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>()))
+                .Callback((IDomain d, ulong iova, ulong size) => Record(new DriverCall("iotlb_sync_map", iova, 0, size, Domain: d)));
+        }
+
+        foreach ((OptionalOps group, Action add) in new (OptionalOps, Action)[]
+        {
+            (OptionalOps.Capable, () => Mock.As<IIommuCapableOps>()),
+            (OptionalOps.ResvRegions, () => Mock.As<IIommuResvRegionsOps>()),
+            (OptionalOps.PageResponse, () => Mock.As<IIommuPageResponseOps>()),
+            (OptionalOps.DomainAttr, () => Mock.As<IIommuDomainAttrOps>()),
+            (OptionalOps.Aux, () => Mock.As<IIommuAuxOps>()),
+            (OptionalOps.DevFeature, () => Mock.As<IIommuDevFeatureOps>()),
+        })
+        {
+            if (_optional.HasFlag(group))
+            {
+                add();
+            }
+        }
+
+        return Mock.Object;
+    }
+
+    // The mock of an optional group the ops object implements (building the object first).
+    private Mock<T> Group<T>(OptionalOps group)
+        where T : class
+    {
+        _ = Ops;
+        if (!_optional.HasFlag(group))
+        {
+            throw new InvalidOperationException($"This MockIommu has no {typeof(T).Name} ({group} is not in Optional).");
+        }
+
+        return Mock.As<T>();
     }
 }

@@ -26,7 +26,7 @@ internal static class AfterDisposeMatrix
     public const string AfterPlatformDispose = "after Platform.Dispose";
 
     /// <summary>How to get, before the dispose, an instance of each platform-owned type.</summary>
-    private static readonly Dictionary<Type, Func<BadInputContext, object>> Subjects = new()
+    private static readonly Dictionary<Type, Func<BadInputBed, object>> Subjects = new()
     {
         [typeof(Platform)] = c => c.Platform,
         [typeof(PhysicalMemory)] = c => c.Memory,
@@ -59,7 +59,7 @@ internal static class AfterDisposeMatrix
 
     public static IEnumerable<BadInputRow> Rows()
     {
-        foreach ((Type type, Func<BadInputContext, object> get) in Subjects)
+        foreach ((Type type, Func<BadInputBed, object> get) in Subjects)
         {
             foreach ((string member, MemberInfo info) in AfterDisposeCoverage.Members(type))
             {
@@ -88,7 +88,7 @@ internal static class AfterDisposeMatrix
         _ => false,
     };
 
-    private static object? Invoke(BadInputContext c, Func<BadInputContext, object> get, MemberInfo info)
+    private static object? Invoke(BadInputBed c, Func<BadInputBed, object> get, MemberInfo info)
     {
         object target = get(c);
         var pool = new List<object> { c.Platform, c.Memory, c.Platform.Frames, c.Iommu, c.Pci, c.Dev, c.Dev2, c.Domain, c.Driver, c.Unit, c.Vfio, c.Pages, c.Proc, target };

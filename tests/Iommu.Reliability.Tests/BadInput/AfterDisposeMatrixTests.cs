@@ -44,7 +44,7 @@ public sealed class AfterDisposeMatrixTests(ITestOutputHelper output)
     public void After_dispose_every_entry_point_throws_ObjectDisposedException(string id)
     {
         BadInputRow row = ById.Value[id];
-        using var ctx = new BadInputContext();
+        using var ctx = new BadInputBed();
         Exception? thrown = null;
         object? result = null;
         try

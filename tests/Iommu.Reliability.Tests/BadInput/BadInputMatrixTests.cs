@@ -10,7 +10,7 @@ namespace Iommu.Reliability.Tests.BadInput;
 /// <summary>
 /// The bad-input matrix over the public entry points of Iommu.Core, Iommu.VtD, Vfio.Mdev and Vfio.Type1:
 /// each row calls one entry point with a null / out-of-range / unaligned / overflowing argument in a fresh
-/// <see cref="BadInputContext"/> and checks the errno (Linux number), the documented .NET exception, or the
+/// <see cref="BadInputBed"/> and checks the errno (Linux number), the documented .NET exception, or the
 /// documented "nothing happened" value. A reflection check keeps the matrix complete.
 /// </summary>
 public sealed class BadInputMatrixTests(ITestOutputHelper output)
@@ -31,7 +31,7 @@ public sealed class BadInputMatrixTests(ITestOutputHelper output)
     public void Bad_input_gives_the_documented_errno_or_exception(string id)
     {
         BadInputRow row = BadInputMatrix.All[id];
-        using var ctx = new BadInputContext();
+        using var ctx = new BadInputBed();
         object? result = null;
         Exception? thrown = null;
         try

@@ -22,7 +22,7 @@ internal abstract record BadInputOutcome
 }
 
 /// <summary>One row of the matrix: the entry point (<c>Type.Method</c>, <c>Type..ctor</c>), the bad input, the call, and the outcome.</summary>
-internal sealed record BadInputRow(string Member, string Case, Func<BadInputContext, object?> Call, BadInputOutcome Expect)
+internal sealed record BadInputRow(string Member, string Case, Func<BadInputBed, object?> Call, BadInputOutcome Expect)
 {
     public string Id => $"{Member}: {Case}";
 }
@@ -30,15 +30,15 @@ internal sealed record BadInputRow(string Member, string Case, Func<BadInputCont
 /// <summary>Row builders.</summary>
 internal static class Rows
 {
-    public static BadInputRow E(string member, string @case, Func<BadInputContext, object?> call, Errno errno) => new(member, @case, call, new BadInputOutcome.Returns(errno));
+    public static BadInputRow E(string member, string @case, Func<BadInputBed, object?> call, Errno errno) => new(member, @case, call, new BadInputOutcome.Returns(errno));
 
-    public static BadInputRow X<TException>(string member, string @case, Func<BadInputContext, object?> call)
+    public static BadInputRow X<TException>(string member, string @case, Func<BadInputBed, object?> call)
         where TException : Exception => new(member, @case, call, new BadInputOutcome.Throws(typeof(TException)));
 
-    public static BadInputRow X<TException>(string member, string @case, Action<BadInputContext> call)
+    public static BadInputRow X<TException>(string member, string @case, Action<BadInputBed> call)
         where TException : Exception => new(member, @case, c => { call(c); return null; }, new BadInputOutcome.Throws(typeof(TException)));
 
-    public static BadInputRow V(string member, string @case, Func<BadInputContext, object?> call, object? value) => new(member, @case, call, new BadInputOutcome.Is(value));
+    public static BadInputRow V(string member, string @case, Func<BadInputBed, object?> call, object? value) => new(member, @case, call, new BadInputOutcome.Is(value));
 
-    public static BadInputRow Ok(string member, string @case, Action<BadInputContext> call) => new(member, @case, c => { call(c); return "no exception"; }, new BadInputOutcome.Is("no exception"));
+    public static BadInputRow Ok(string member, string @case, Action<BadInputBed> call) => new(member, @case, c => { call(c); return "no exception"; }, new BadInputOutcome.Is("no exception"));
 }

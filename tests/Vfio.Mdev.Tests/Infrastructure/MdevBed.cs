@@ -5,9 +5,9 @@ using Vfio.Mdev;
 namespace Vfio.Mdev.Tests.Infrastructure;
 
 /// <summary>A platform with an mdev core and a couple of physical parent devices (no IOMMU needed).</summary>
-public sealed class MdevTestBed : IDisposable
+public sealed class MdevBed : IDisposable
 {
-    public MdevTestBed()
+    public MdevBed()
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 1UL << 30, TableMemorySize = 16UL << 20 });
         Pci = Platform.AddPciBus();

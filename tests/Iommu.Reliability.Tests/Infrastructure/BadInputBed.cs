@@ -16,7 +16,7 @@ namespace Iommu.Reliability.Tests.Infrastructure;
 /// core with a process, and (on first use) an mdev core with the mtty sample registered. Everything
 /// expensive is built lazily.
 /// </summary>
-internal sealed class BadInputContext : IDisposable
+internal sealed class BadInputBed : IDisposable
 {
     private IDomain? _domain;
     private VfioCore? _vfio;
@@ -24,7 +24,7 @@ internal sealed class BadInputContext : IDisposable
     private MdevCore? _mdev;
     private MttyDriver? _mtty;
 
-    public BadInputContext()
+    public BadInputBed()
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 16 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
         Pci = Platform.AddPciBus();

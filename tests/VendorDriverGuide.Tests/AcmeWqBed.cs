@@ -7,9 +7,9 @@ using Iommu.VtD.Hardware;
 namespace Acme.Wq.Tests;
 
 /// <summary>A machine with one scalable-mode VT-d unit and the Scalable-IOV parent device.</summary>
-public sealed class TestPlatform : IDisposable
+public sealed class AcmeWqBed : IDisposable
 {
-    public TestPlatform()
+    public AcmeWqBed()
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
         Pci = Platform.AddPciBus(segment: 0);

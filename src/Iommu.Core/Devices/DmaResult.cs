@@ -1,0 +1,22 @@
+namespace Iommu.Devices;
+
+/// <summary>What happened to a device DMA.</summary>
+/// <param name="Status">Outcome.</param>
+/// <param name="Transferred">Bytes moved before the transfer stopped (all of them when <see cref="DmaStatus.Ok"/>).</param>
+/// <param name="Address">For a fault or memory error: the device address of the page that stopped the transfer; for success, the physical address of the first byte.</param>
+/// <param name="FaultReason">
+/// For a fault, why: the hardware's code and name, printed in hex (<c>0x85 (ScalableWrite)</c> on a VT-d
+/// unit in scalable mode); <see cref="DmaFaultReason.None"/> otherwise. <see cref="DmaFaultReason.Code"/>
+/// gives the number.
+/// </param>
+public readonly record struct DmaResult(DmaStatus Status, ulong Transferred, ulong Address, DmaFaultReason FaultReason)
+{
+    /// <summary>Whether every byte moved.</summary>
+    public bool IsOk => Status == DmaStatus.Ok;
+
+    /// <summary>When every byte moved: the physical address of the first byte; otherwise null.</summary>
+    public ulong? PhysicalAddress => IsOk ? Address : null;
+
+    /// <summary>When the transfer stopped (a fault or a memory error): the device address of the page that stopped it; otherwise null.</summary>
+    public ulong? StopAddress => IsOk ? null : Address;
+}
