@@ -9,6 +9,9 @@ namespace Iommu.VtD.Driver;
 /// <remarks>
 /// The driver keeps its own copy of these constants, as Linux does in its headers; the hardware
 /// model decodes entries with its own code, so a disagreement shows up as a failing translation.
+/// It lives beside the driver's other typed entries (<c>Driver/Format</c>) but keeps the
+/// <c>Iommu.VtD.Driver</c> namespace, where users already find it; the page-table walker reads it
+/// through <c>SecondLevelFormat</c>.
 /// </remarks>
 public static class DmaPte
 {
