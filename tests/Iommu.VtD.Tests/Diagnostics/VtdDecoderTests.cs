@@ -32,7 +32,7 @@ public sealed class VtdDecoderTests
     [Fact]
     public void A_scalable_walk_names_each_structure_and_decodes_the_fields_that_steer_it()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(a, parent));
@@ -71,7 +71,7 @@ public sealed class VtdDecoderTests
     [Fact]
     public void A_legacy_walk_decodes_the_context_entry_translation_type_domain_and_width()
     {
-        using DriverFixture f = New("Legacy48");
+        using DriverBed f = New("Legacy48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain d = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(d, dev));

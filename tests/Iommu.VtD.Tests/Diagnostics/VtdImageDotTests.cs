@@ -30,7 +30,7 @@ public sealed partial class VtdImageDotTests
     [InlineData("Legacy48")]
     public void Every_range_the_hardware_translates_is_a_leaf_range_of_the_graph_and_nothing_else_is(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         bool scalable = f.Unit.Config.ScalableMode;
         PciDevice dev = scalable ? f.AuxParent("0000:00:02.0") : f.AddDevice("0000:00:02.0");
         IDomain d = f.Unmanaged();
@@ -78,7 +78,7 @@ public sealed partial class VtdImageDotTests
     [Fact]
     public void The_graph_chains_root_context_directory_pasid_entry_and_page_tables_and_filters_by_pasid()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged(), b = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(a, dev));
@@ -119,7 +119,7 @@ public sealed partial class VtdImageDotTests
     [Fact]
     public void A_device_without_a_context_entry_draws_the_root_entry_only()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         string dot = f.Driver.ExportImage().ToDot(0xFF00);
         Assert.Single(Nodes(dot));
         Assert.Empty(Edges(dot));

@@ -12,7 +12,7 @@ public sealed class AttachDetachTests
     [MemberData(nameof(Configs), MemberType = typeof(DriverTestKit))]
     public void Rmrr_locked_device_refuses_unmanaged_domains_but_takes_dma_domains(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0", rmrr: true);
         IDomain def = f.Iommu.GetDmaDomain(dev)!;
         Assert.Equal(Errno.None, f.Iommu.Map(def, 0x1000, 0x7000, K4, RW));
@@ -33,7 +33,7 @@ public sealed class AttachDetachTests
     [Fact]
     public void Aux_enabled_device_refuses_normal_unmanaged_attach_but_takes_a_dma_domain()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain un = f.Unmanaged();
         Assert.Equal(Errno.EPERM, f.Iommu.AttachDevice(un, parent));
@@ -53,7 +53,7 @@ public sealed class AttachDetachTests
     [MemberData(nameof(Configs), MemberType = typeof(DriverTestKit))]
     public void Detach_returns_the_device_to_its_default_domain_at_once(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain def = f.Iommu.GetDmaDomain(dev)!;
         Assert.Equal(Errno.None, f.Iommu.Map(def, 0x10_0000, 0x20_0000, K4, RW));
@@ -80,7 +80,7 @@ public sealed class AttachDetachTests
     [MemberData(nameof(Configs), MemberType = typeof(DriverTestKit))]
     public void One_domain_on_two_devices_uses_one_did_and_both_translate(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice d1 = f.AddDevice("0000:00:03.0"), d2 = f.AddDevice("0000:00:04.0");
         IDomain un = f.Unmanaged();
         int before = f.Driver.Units[0].DomainIdsInUse;
@@ -98,7 +98,7 @@ public sealed class AttachDetachTests
     [Fact]
     public void Legacy_did_exhaustion_is_ebusy_on_normal_attach_and_dids_recycle_lowest_first()
     {
-        using var f = new DriverFixture(VtdConfig.Legacy48Bit with { DomainIdEncoding = 0 }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.Legacy48Bit with { DomainIdEncoding = 0 }, memory: SmallMemory);
         IntelIommuUnit unit = f.Driver.Units[0];
         Assert.Equal(16, unit.NumDomains);
         Assert.Equal(1, unit.DomainIdsInUse); // DID 0
@@ -143,7 +143,7 @@ public sealed class AttachDetachTests
     [Fact]
     public void Scalable_did_exhaustion_is_ebusy_on_normal_attach()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit with { DomainIdEncoding = 0 }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit with { DomainIdEncoding = 0 }, memory: SmallMemory);
         IntelIommuUnit unit = f.Driver.Units[0];
         Assert.Equal(2, unit.DomainIdsInUse); // DIDs 0 and 1 reserved
         PciDevice parent = f.AuxParent("0000:00:02.0");

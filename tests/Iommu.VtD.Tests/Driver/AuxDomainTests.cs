@@ -15,7 +15,7 @@ public sealed class AuxDomainTests
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void Pasid_tagged_dma_reaches_only_its_domain_and_untagged_dma_uses_the_default_domain(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain def = f.Iommu.GetDmaDomain(parent)!;
         Assert.Equal(DomainType.Dma, def.Type);
@@ -55,7 +55,7 @@ public sealed class AuxDomainTests
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void Unmapping_in_the_default_domain_does_not_disturb_aux_translations(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain def = f.Iommu.GetDmaDomain(parent)!;
         IDomain a = f.Unmanaged();
@@ -74,7 +74,7 @@ public sealed class AuxDomainTests
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void One_domain_aux_attached_to_two_parents_shares_one_pasid_and_one_did(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice p1 = f.AuxParent("0000:00:02.0");
         PciDevice p2 = f.AuxParent("0000:00:05.0");
         IDomain a = f.Unmanaged();
@@ -109,7 +109,7 @@ public sealed class AuxDomainTests
     [Fact]
     public void Aux_and_normal_attachment_of_one_domain_share_a_did_and_both_translate()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0");
         PciDevice plain = f.AddDevice("0000:00:06.0");
         IDomain a = f.Unmanaged();
@@ -134,7 +134,7 @@ public sealed class AuxDomainTests
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void Users_are_counted_per_domain_and_device(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(a, parent));
@@ -159,7 +159,7 @@ public sealed class AuxDomainTests
     [Fact]
     public void Pasids_are_allocated_lowest_free_from_1_and_released_with_the_last_aux_attachment()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged(), b = f.Unmanaged(), c = f.Unmanaged(), d = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(a, parent));
@@ -192,7 +192,7 @@ public sealed class AuxDomainTests
     [Fact]
     public void Exhausting_the_devices_pasid_space_is_enodev_and_leaks_nothing()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0", pasidWidth: 2); // PASIDs 1..3
         var doms = new List<IDomain>();
         for (int i = 1; i <= 3; i++)
@@ -222,7 +222,7 @@ public sealed class AuxDomainTests
     [Fact]
     public void Pasid_namespace_is_shared_across_devices_and_limited_by_the_first_devices_width()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice wide = f.AuxParent("0000:00:02.0", pasidWidth: 20);
         PciDevice narrow = f.AuxParent("0000:00:05.0", pasidWidth: 1); // PASID 1 only
         IDomain a = f.Unmanaged(), b = f.Unmanaged();
@@ -238,7 +238,7 @@ public sealed class AuxDomainTests
     [Fact]
     public void Aux_attach_without_a_free_did_is_enospc_and_dids_are_recycled_lowest_first()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit with { DomainIdEncoding = 0 }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit with { DomainIdEncoding = 0 }, memory: SmallMemory);
         IntelIommuUnit unit = f.Driver.Units[0];
         Assert.Equal(16, unit.NumDomains);
         PciDevice parent = f.AuxParent("0000:00:02.0");
@@ -277,7 +277,7 @@ public sealed class AuxDomainTests
     public void Disabling_aux_with_domains_attached_succeeds_and_makes_aux_detach_a_no_op()
     {
         // §2.5/§2.6: AUXD_DISABLE returns 0 even with aux domains attached; aux detach is then a silent no-op.
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(a, parent));
@@ -295,7 +295,7 @@ public sealed class AuxDomainTests
     [Fact]
     public void Aux_attach_of_a_dma_domain_is_eperm()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain dma = f.Iommu.DomainAllocType(f.Pci, DomainType.Dma)!;
         Assert.Equal(Errno.EPERM, f.Iommu.AttachDeviceAux(dma, parent));

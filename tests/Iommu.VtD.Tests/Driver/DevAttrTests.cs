@@ -8,13 +8,13 @@ namespace Iommu.VtD.Tests.Driver;
 
 public sealed class DevAttrTests
 {
-    private static bool Capability(DriverFixture f, PciDevice dev)
+    private static bool Capability(DriverBed f, PciDevice dev)
     {
         Assert.Equal(Errno.None, f.Iommu.GetDevAttr(dev, IommuDevAttr.AuxdCapability, out bool v));
         return v;
     }
 
-    private static bool Enabled(DriverFixture f, PciDevice dev)
+    private static bool Enabled(DriverBed f, PciDevice dev)
     {
         Assert.Equal(Errno.None, f.Iommu.GetDevAttr(dev, IommuDevAttr.AuxdEnabled, out bool v));
         return v;
@@ -23,24 +23,24 @@ public sealed class DevAttrTests
     [Fact]
     public void Aux_capability_needs_scalable_mode_pasid_and_the_siov_dvsec()
     {
-        using (DriverFixture f = New("Sm48"))
+        using (DriverBed f = New("Sm48"))
         {
             Assert.True(Capability(f, f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true)));
             Assert.False(Capability(f, f.AddDevice("0000:00:03.0", pasidWidth: 20, siov: false)));
             Assert.False(Capability(f, f.AddDevice("0000:00:04.0", pasidWidth: 0, siov: true)));
         }
 
-        using (DriverFixture f = New("Legacy48"))
+        using (DriverBed f = New("Legacy48"))
         {
             Assert.False(Capability(f, f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true)));
         }
 
-        using (var f = new DriverFixture(VtdConfig.ScalableMode48Bit, new IntelIommuOptions { ScalableMode = false }, SmallMemory))
+        using (var f = new DriverBed(VtdConfig.ScalableMode48Bit, new IntelIommuOptions { ScalableMode = false }, SmallMemory))
         {
             Assert.False(Capability(f, f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true)));
         }
 
-        using (var f = new DriverFixture(VtdConfig.ScalableMode48Bit with { PasidSupport = false }, memory: SmallMemory))
+        using (var f = new DriverBed(VtdConfig.ScalableMode48Bit with { PasidSupport = false }, memory: SmallMemory))
         {
             Assert.False(Capability(f, f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true)));
         }
@@ -52,7 +52,7 @@ public sealed class DevAttrTests
     [InlineData("Sm48NoQi")]
     public void Aux_enable_without_scalable_mode_is_einval(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true);
         Assert.Equal(Errno.EINVAL, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
         Assert.False(Enabled(f, dev));
@@ -62,7 +62,7 @@ public sealed class DevAttrTests
     [Fact]
     public void Aux_enable_in_scalable_mode_without_pasid_support_on_the_unit_is_einval()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit with { PasidSupport = false }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit with { PasidSupport = false }, memory: SmallMemory);
         PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true);
         Assert.Equal(Errno.EINVAL, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
     }
@@ -70,7 +70,7 @@ public sealed class DevAttrTests
     [Fact]
     public void Aux_enable_on_a_device_without_pasid_capability_is_enodev()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 0, siov: true);
         Assert.Equal(Errno.ENODEV, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
         Assert.False(Enabled(f, dev));
@@ -79,7 +79,7 @@ public sealed class DevAttrTests
     [Fact]
     public void Aux_enabled_follows_enable_and_disable_and_enabling_twice_is_harmless()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true);
         Assert.False(Enabled(f, dev));
         Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
@@ -98,7 +98,7 @@ public sealed class DevAttrTests
     [Fact]
     public void Aux_attach_without_aux_enabled_is_eperm()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true);
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.EPERM, f.Iommu.AttachDeviceAux(a, dev));
@@ -109,7 +109,7 @@ public sealed class DevAttrTests
     [Fact]
     public void Auxd_id_and_aux_get_pasid_are_einval_before_the_first_aux_attach()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.EINVAL, f.Iommu.DomainGetAttr(a, DomainAttr.AuxdId, out uint id));
@@ -124,7 +124,7 @@ public sealed class DevAttrTests
     [Fact]
     public void Other_domain_attributes_are_einval()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.EINVAL, f.Iommu.DomainGetAttr(a, DomainAttr.Nesting, out bool _));
         Assert.Equal(Errno.None, f.Iommu.DomainGetAttr(a, DomainAttr.Paging, out bool paging));

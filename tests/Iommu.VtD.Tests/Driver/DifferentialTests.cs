@@ -30,7 +30,7 @@ public sealed class DifferentialTests
 
         op.Array[1, 20].Sample(ops =>
         {
-            using DriverFixture f = New(config);
+            using DriverBed f = New(config);
             PciDevice dev = aux ? f.AuxParent("0000:00:02.0") : f.AddDevice("0000:00:03.0");
             long baseline = f.Platform.Frames.LiveFrames;
             IDomain dom = f.Unmanaged();

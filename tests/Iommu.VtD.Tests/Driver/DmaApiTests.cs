@@ -15,17 +15,17 @@ public sealed class DmaApiTests
 {
     private static readonly TimeSpan Ms = TimeSpan.FromMilliseconds(1);
 
-    private static DriverFixture New(DomainType defaultDomain, string config = "Sm48") =>
+    private static DriverBed New(DomainType defaultDomain, string config = "Sm48") =>
         new(Config(config), memory: SmallMemory, defaultDomain: defaultDomain);
 
-    private static long Invalidations(DriverFixture f) => f.Unit.Activity.IotlbInvalidations;
+    private static long Invalidations(DriverBed f) => f.Unit.Activity.IotlbInvalidations;
 
     [Theory]
     [InlineData(DomainType.Dma)]
     [InlineData(DomainType.DmaFq)]
     public void A_mapping_keeps_the_offset_lies_below_4G_outside_the_msi_window_and_has_the_direction_s_rights(DomainType type)
     {
-        using DriverFixture f = New(type);
+        using DriverBed f = New(type);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         Assert.Equal(type, f.Iommu.GetDmaDomain(dev)!.Type);
 
@@ -51,7 +51,7 @@ public sealed class DmaApiTests
     [Fact]
     public void A_strict_unmap_invalidates_before_it_returns_and_the_iova_is_handed_out_again()
     {
-        using DriverFixture f = New(DomainType.Dma);
+        using DriverBed f = New(DomainType.Dma);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         ulong a = f.Iommu.DmaMapPage(dev, 0x4000_0000, K4, DmaDataDirection.Bidirectional);
         f.AssertDma(dev, null, a, 0x4000_0000); // the IOTLB now holds the translation
@@ -69,7 +69,7 @@ public sealed class DmaApiTests
     [Fact]
     public void A_lazy_unmap_leaves_a_stale_window_until_the_timer_flush_and_the_iova_is_not_reused_before_it()
     {
-        using DriverFixture f = New(DomainType.DmaFq);
+        using DriverBed f = New(DomainType.DmaFq);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         ulong a = f.Iommu.DmaMapPage(dev, 0x4000_0000, K4, DmaDataDirection.Bidirectional);
         f.AssertDma(dev, null, a, 0x4000_0000);
@@ -101,7 +101,7 @@ public sealed class DmaApiTests
     [Fact]
     public void The_timer_is_armed_by_the_first_queued_entry_and_not_pushed_back_by_later_ones()
     {
-        using DriverFixture f = New(DomainType.DmaFq);
+        using DriverBed f = New(DomainType.DmaFq);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         ulong a = f.Iommu.DmaMapPage(dev, 0x4000_0000, K4, DmaDataDirection.Bidirectional);
         ulong b = f.Iommu.DmaMapPage(dev, 0x4100_0000, K4, DmaDataDirection.Bidirectional);
@@ -124,7 +124,7 @@ public sealed class DmaApiTests
     public void A_full_queue_flushes_once_for_255_unmaps_and_frees_their_iovas()
     {
         const int N = 300;
-        using DriverFixture f = New(DomainType.DmaFq);
+        using DriverBed f = New(DomainType.DmaFq);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         var handles = new ulong[N];
         for (int i = 0; i < N; i++)
@@ -162,7 +162,7 @@ public sealed class DmaApiTests
     [Fact]
     public void Page_table_pages_a_lazy_unmap_frees_stay_allocated_until_the_flush()
     {
-        using DriverFixture f = New(DomainType.DmaFq);
+        using DriverBed f = New(DomainType.DmaFq);
         PciDevice dev = f.AddDevice("0000:00:03.0");
 
         // 512 pages at a physical address that is not 2 MiB aligned: one full leaf table of 4K leaves.
@@ -181,7 +181,7 @@ public sealed class DmaApiTests
     [Fact]
     public void A_lazy_unmap_split_into_pages_of_two_sizes_is_strict_as_in_5_15()
     {
-        using DriverFixture f = New(DomainType.DmaFq);
+        using DriverBed f = New(DomainType.DmaFq);
         PciDevice dev = f.AddDevice("0000:00:03.0");
 
         // 513 pages: a 4 MiB-aligned range unmapped as one 2 MiB piece and one 4 KiB piece.
@@ -199,7 +199,7 @@ public sealed class DmaApiTests
     [Fact]
     public void Caching_mode_makes_dma_domains_strict()
     {
-        using DriverFixture f = New(DomainType.DmaFq, "Sm48Cm");
+        using DriverBed f = New(DomainType.DmaFq, "Sm48Cm");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         Assert.Equal(DomainType.Dma, f.Iommu.DefaultDomainType);
         Assert.Equal(DomainType.Dma, f.Iommu.GetDmaDomain(dev)!.Type);
@@ -228,7 +228,7 @@ public sealed class DmaApiTests
     [InlineData(DomainType.DmaFq)]
     public void Unmapping_what_is_not_mapped_is_refused_before_anything_changes(DomainType type)
     {
-        using DriverFixture f = New(type);
+        using DriverBed f = New(type);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         ulong a = f.Iommu.DmaMapPage(dev, 0x4000_0000, 2 * K4, DmaDataDirection.Bidirectional);
         Assert.Throws<ArgumentException>(() => f.Iommu.DmaUnmapPage(dev, a + 0x10_0000, 2 * K4, DmaDataDirection.Bidirectional));
@@ -244,7 +244,7 @@ public sealed class DmaApiTests
     [Fact]
     public void Freeing_a_dma_fq_domain_releases_its_queue_without_waiting_for_the_timer()
     {
-        using DriverFixture f = New(DomainType.DmaFq);
+        using DriverBed f = New(DomainType.DmaFq);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         long liveBefore = f.Platform.Frames.LiveFrames;
         ulong h = f.Iommu.DmaMapPage(dev, 0x4000_1000, M2, DmaDataDirection.Bidirectional);
@@ -261,7 +261,7 @@ public sealed class DmaApiTests
     [InlineData(DomainType.DmaFq)]
     public void Map_and_unmap_allocate_nothing_once_warm(DomainType type)
     {
-        using DriverFixture f = New(type);
+        using DriverBed f = New(type);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         var handles = new ulong[64];
         void Round()
@@ -290,7 +290,7 @@ public sealed class DmaApiTests
     [Fact]
     public void The_kernel_gather_unmaps_256_pages_with_one_invalidation()
     {
-        using DriverFixture f = New(DomainType.Dma);
+        using DriverBed f = New(DomainType.Dma);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));

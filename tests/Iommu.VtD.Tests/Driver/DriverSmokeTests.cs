@@ -21,7 +21,7 @@ public sealed class DriverSmokeTests
     [MemberData(nameof(Configs))]
     public void Unmanaged_domain_maps_and_device_dma_lands_where_iova_to_phys_says(string config)
     {
-        using var f = new DriverFixture(Config(config));
+        using var f = new DriverBed(Config(config));
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -46,7 +46,7 @@ public sealed class DriverSmokeTests
     [Fact]
     public void Aux_domains_isolate_pasids_on_one_parent()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit);
         PciDevice parent = f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true);
         Assert.Equal(Errno.None, f.Iommu.GetDevAttr(parent, IommuDevAttr.AuxdCapability, out bool cap));
         Assert.True(cap);

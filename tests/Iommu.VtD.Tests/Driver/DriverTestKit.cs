@@ -65,12 +65,12 @@ internal static class DriverTestKit
         return d;
     }
 
-    public static DriverFixture New(string config, ulong memory = SmallMemory) => new(Config(config), memory: memory);
+    public static DriverBed New(string config, ulong memory = SmallMemory) => new(Config(config), memory: memory);
 
-    public static IDomain Unmanaged(this DriverFixture f) => f.Iommu.DomainAlloc(f.Pci) ?? throw new InvalidOperationException("domain alloc failed");
+    public static IDomain Unmanaged(this DriverBed f) => f.Iommu.DomainAlloc(f.Pci) ?? throw new InvalidOperationException("domain alloc failed");
 
     /// <summary>A device with PASID and the SIOV DVSEC, AUX enabled.</summary>
-    public static PciDevice AuxParent(this DriverFixture f, string bdf, int pasidWidth = 20)
+    public static PciDevice AuxParent(this DriverBed f, string bdf, int pasidWidth = 20)
     {
         PciDevice dev = f.AddDevice(bdf, pasidWidth: pasidWidth, siov: true);
         Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
@@ -83,7 +83,7 @@ internal static class DriverTestKit
     /// DMA-writes a fresh tag at <paramref name="iova"/> and checks it landed at <paramref name="expectedPa"/>
     /// (and reads back through the IOMMU); with <paramref name="expectedPa"/> 0, checks the write and a read fault.
     /// </summary>
-    public static void AssertDma(this DriverFixture f, PciDevice dev, uint? pasid, ulong iova, ulong expectedPa, string because = "")
+    public static void AssertDma(this DriverBed f, PciDevice dev, uint? pasid, ulong iova, ulong expectedPa, string because = "")
     {
         ulong tag = Interlocked.Increment(ref s_tag);
         DmaResult w = f.Write(dev, pasid, iova, tag);
@@ -105,11 +105,11 @@ internal static class DriverTestKit
     private static string P(uint? pasid) => pasid is uint p ? p.ToString(System.Globalization.CultureInfo.InvariantCulture) : "-";
 
     /// <summary>DMA at <paramref name="iova"/> agrees with iova_to_phys of <paramref name="dom"/>.</summary>
-    public static void AssertDmaMatchesIovaToPhys(this DriverFixture f, IDomain dom, PciDevice dev, uint? pasid, ulong iova, string because = "")
+    public static void AssertDmaMatchesIovaToPhys(this DriverBed f, IDomain dom, PciDevice dev, uint? pasid, ulong iova, string because = "")
         => f.AssertDma(dev, pasid, iova, f.Iommu.IovaToPhys(dom, iova), because);
 
     /// <summary>Hardware translation of one byte (does not move data).</summary>
-    public static VtdTranslation Hw(this DriverFixture f, PciDevice dev, uint? pasid, ulong iova, DmaAccess access = DmaAccess.Read)
+    public static VtdTranslation Hw(this DriverBed f, PciDevice dev, uint? pasid, ulong iova, DmaAccess access = DmaAccess.Read)
         => f.Unit.Translate(dev.RequesterId, pasid, iova, 1, access);
 
     public static List<(ulong Iova, ulong Pa, ulong Size)> Leaves(IDomain dom)

@@ -14,7 +14,7 @@ public sealed class FaultRecordTextTests
     [InlineData("Sm48", VtdFaultReason.ScalableWrite, VtdFaultReason.ScalableRead)]
     public void Result_and_record_print_the_recorded_reason_in_hex(string config, VtdFaultReason write, VtdFaultReason read)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));

@@ -17,7 +17,7 @@ public sealed class InterruptRemappingCapabilityTests
     [InlineData(nameof(VtdConfig.ScalableMode57Bit), true)]
     public void The_bus_reports_interrupt_remapping_when_the_unit_has_ecap_ir(string preset, bool expected)
     {
-        using var f = new DriverFixture(DriverSmokeTests.Config(preset));
+        using var f = new DriverBed(DriverSmokeTests.Config(preset));
         Assert.Equal(expected, (f.Unit.Read64(0x10) & VtdEcap.Ir) != 0);
         Assert.Equal(expected, f.Iommu.Capable(f.Pci, IommuCap.IntrRemap));
         Assert.False(f.Iommu.Capable(f.Pci, IommuCap.NoExec));

@@ -14,7 +14,7 @@ public sealed class InvalidationTests
     {
         // With caching mode the unit may cache the not-present result; the driver must flush on
         // not-present → present (iotlb_sync_map).
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -32,7 +32,7 @@ public sealed class InvalidationTests
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void A_pasid_translates_as_soon_as_its_domain_is_aux_attached(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice parent = f.AuxParent("0000:00:02.0");
         f.AssertDma(parent, 1, 0x1000, 0, "PASID 1 is not programmed yet");
         IDomain a = f.Unmanaged();
@@ -50,7 +50,7 @@ public sealed class InvalidationTests
     [MemberData(nameof(Configs), MemberType = typeof(DriverTestKit))]
     public void Unmap_drops_the_iotlb_entries_and_statistics_show_it(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -80,7 +80,7 @@ public sealed class InvalidationTests
     [InlineData("Sm48NoQi", false)]
     public void Queued_invalidation_is_used_exactly_when_the_unit_has_it(string config, bool qi)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         Assert.Equal(qi, f.Driver.Units[0].QueuedInvalidation);
         const uint GstsQies = 1u << 26;
         Assert.Equal(qi, (f.Unit.Read32(0x1C) & GstsQies) != 0);
@@ -89,7 +89,7 @@ public sealed class InvalidationTests
     [Fact]
     public void Scalable_hardware_without_queued_invalidation_runs_in_legacy_mode_end_to_end()
     {
-        using DriverFixture f = New("Sm48NoQi");
+        using DriverBed f = New("Sm48NoQi");
         Assert.False(f.Driver.Units[0].ScalableMode);
         PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20, siov: true);
         Assert.Equal(Errno.None, f.Iommu.GetDevAttr(dev, IommuDevAttr.AuxdCapability, out bool cap));
@@ -110,7 +110,7 @@ public sealed class InvalidationTests
     [InlineData("Sm57Cm")]
     public void Faulting_dma_is_reported_with_source_address_direction_and_reason(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.2");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -149,7 +149,7 @@ public sealed class InvalidationTests
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void Aux_dma_faults_carry_the_pasid(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain a = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(a, parent));

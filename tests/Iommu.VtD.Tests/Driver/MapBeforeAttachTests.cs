@@ -16,7 +16,7 @@ public sealed class MapBeforeAttachTests
     [InlineData("Sm48")]
     public void A_2M_map_before_the_first_attach_is_512_4K_entries_and_one_after_it_is_a_superpage(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(K4, dom.PgsizeBitmap);

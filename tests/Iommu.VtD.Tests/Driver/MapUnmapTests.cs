@@ -38,7 +38,7 @@ public sealed class MapUnmapTests
 
     // Map two pages of `size` at a low IOVA and one at the top of the address space, check the
     // hardware translates exactly where iova_to_phys says, unmap, and check everything faults.
-    private static void MapDmaUnmap(DriverFixture f, IDomain dom, PciDevice dev, uint? pasid, ulong size, int width)
+    private static void MapDmaUnmap(DriverBed f, IDomain dom, PciDevice dev, uint? pasid, ulong size, int width)
     {
         ulong pa = 2 * G1;                         // 1G aligned
         ulong lowIova = 4 * G1;
@@ -90,7 +90,7 @@ public sealed class MapUnmapTests
     [MemberData(nameof(ConfigsBySize))]
     public void Normal_attach_dma_matches_iova_to_phys_and_unmap_faults_at_once(string config, ulong size)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -101,7 +101,7 @@ public sealed class MapUnmapTests
     [MemberData(nameof(ScalableConfigsBySize))]
     public void Aux_attach_dma_matches_iova_to_phys_and_unmap_faults_at_once(string config, ulong size)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AuxParent("0000:00:02.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(dom, dev));
@@ -114,7 +114,7 @@ public sealed class MapUnmapTests
     [MemberData(nameof(Configs), MemberType = typeof(DriverTestKit))]
     public void Mapping_before_attach_is_visible_after_attach(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.Map(dom, 0x20_0000, 0x1_0000_0000, 4 * M2, RW)); // 4K only before attach
@@ -131,7 +131,7 @@ public sealed class MapUnmapTests
     [InlineData("Sm57", 57)]
     public void Geometry_and_page_sizes_are_those_after_attach(string config, int width)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(K4, dom.PgsizeBitmap);
@@ -147,7 +147,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Without_1g_pages_the_bitmap_has_2m_only_and_1g_maps_as_2m_pages()
     {
-        using var f = new DriverFixture(VtdConfig.Legacy48Bit with { SecondLevel1GiBPages = false }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.Legacy48Bit with { SecondLevel1GiBPages = false }, memory: SmallMemory);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -161,7 +161,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Without_superpages_the_bitmap_stays_4k()
     {
-        using var f = new DriverFixture(VtdConfig.Legacy48Bit with { SecondLevel1GiBPages = false, SecondLevel2MiBPages = false }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.Legacy48Bit with { SecondLevel1GiBPages = false, SecondLevel2MiBPages = false }, memory: SmallMemory);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -173,7 +173,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Mixed_alignment_ramps_up_to_superpages()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -193,7 +193,7 @@ public sealed class MapUnmapTests
     [InlineData("Legacy39Cm")]
     public void Map_beyond_the_width_after_attach_to_a_39_bit_unit_is_efault(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -207,7 +207,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Attach_of_a_domain_with_a_mapping_above_2_39_to_a_39_bit_unit_is_efault()
     {
-        using DriverFixture f = New("Legacy39");
+        using DriverBed f = New("Legacy39");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.Map(dom, 1UL << 39, 0, K4, RW));
@@ -224,7 +224,7 @@ public sealed class MapUnmapTests
     public void Unmapping_the_top_mapping_lowers_max_addr_to_its_iova()
     {
         // §2.7: unmap sets max_addr = iova when max_addr == iova + size.
-        using DriverFixture f = New("Legacy39");
+        using DriverBed f = New("Legacy39");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.Map(dom, (1UL << 39) - K4, 0x3000, K4, RW));
@@ -238,7 +238,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Unmapping_a_lower_mapping_keeps_max_addr()
     {
-        using DriverFixture f = New("Legacy39");
+        using DriverBed f = New("Legacy39");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.Map(dom, 1UL << 40, 0, K4, RW));
@@ -251,7 +251,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Aux_attach_of_a_wide_domain_to_a_narrow_unit_is_efault()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit with { Supports48BitTables = false, MaxGuestAddressWidth = 39 }, memory: SmallMemory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit with { Supports48BitTables = false, MaxGuestAddressWidth = 39 }, memory: SmallMemory);
         PciDevice dev = f.AuxParent("0000:00:02.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.Map(dom, 1UL << 40, 0, K4, RW));
@@ -268,7 +268,7 @@ public sealed class MapUnmapTests
     [InlineData(4096UL, 0x800UL, 0UL)]
     public void Map_pages_with_a_bad_page_size_or_alignment_is_einval(ulong pgsize, ulong iova, ulong pa)
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -280,7 +280,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Map_without_read_or_write_is_einval_and_maps_nothing()
     {
-        using DriverFixture f = New("Legacy48");
+        using DriverBed f = New("Legacy48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -291,7 +291,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Unmap_of_4k_inside_a_superpage_removes_the_whole_superpage()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -305,7 +305,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Unmap_of_an_unmapped_iova_returns_zero()
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -316,7 +316,7 @@ public sealed class MapUnmapTests
     [MemberData(nameof(Configs), MemberType = typeof(DriverTestKit))]
     public void Failed_allocation_during_a_large_map_is_enomem_and_leaves_nothing(string config)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         long baseline = f.Platform.Frames.LiveFrames;
         int failures = 0;
@@ -363,7 +363,7 @@ public sealed class MapUnmapTests
     [InlineData(true)]
     public void A_queued_gather_carries_the_freed_tables_until_whoever_flushes_frees_them(bool syncIt)
     {
-        using DriverFixture f = New("Sm48");
+        using DriverBed f = New("Sm48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -394,7 +394,7 @@ public sealed class MapUnmapTests
     [Fact]
     public void Domain_free_after_use_returns_every_frame()
     {
-        using DriverFixture f = New("Sm57");
+        using DriverBed f = New("Sm57");
         PciDevice dev = f.AuxParent("0000:00:02.0");
         PciDevice dev2 = f.AddDevice("0000:00:04.0");
         long baseline = f.Platform.Frames.LiveFrames;

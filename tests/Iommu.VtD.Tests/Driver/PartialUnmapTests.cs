@@ -20,7 +20,7 @@ public sealed class PartialUnmapTests
     public void A_4k_unmap_inside_one_of_two_adjacent_superpages_leaves_the_other()
     {
         // The held-back case: 5.15 grows the range to 2 MiB from the unaligned IOVA and clears both.
-        using DriverFixture f = New("Sm48", 32 * Sizes.GiB);
+        using DriverBed f = New("Sm48", 32 * Sizes.GiB);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -42,7 +42,7 @@ public sealed class PartialUnmapTests
     [InlineData(0x4000_0000UL - K4, 2 * K4, K4 + G1)]             // from the last 4K page below into a 1G page
     public void Ranges_that_cut_1g_pages_remove_them_whole_and_nothing_else(ulong iova, ulong size, ulong expected)
     {
-        using DriverFixture f = New("Sm48", 32 * Sizes.GiB);
+        using DriverBed f = New("Sm48", 32 * Sizes.GiB);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -70,7 +70,7 @@ public sealed class PartialUnmapTests
         Gen<Op> op = Gen.Int[0, 9].SelectMany(kind => Gen.Select(Gen.Int[0, 7], Gen.Int[0, 511], Gen.Int[0, 511], Gen.Int[1, 1100], (g, m, p, n) => new Op(kind, (ulong)g, (ulong)m, (ulong)p, n)));
         op.Array[4, 24].Sample(ops =>
         {
-            using DriverFixture f = New(config, 32 * Sizes.GiB);
+            using DriverBed f = New(config, 32 * Sizes.GiB);
             int width = Width(Config(config));
             PciDevice dev = f.AddDevice("0000:00:03.0");
             IDomain dom = f.Unmanaged();

@@ -24,7 +24,7 @@ public sealed class PlatformMetricsTests : IDisposable
     [Fact]
     public void Core_counts_maps_unmaps_and_pages_through_the_meter_factory()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
         using var maps = Collector(IommuCore.MeterName, "iommu.map.operations");
         using var unmaps = Collector(IommuCore.MeterName, "iommu.unmap.operations");
         using var pages = Collector(IommuCore.MeterName, "iommu.mapped.pages");
@@ -64,7 +64,7 @@ public sealed class PlatformMetricsTests : IDisposable
     {
         // The first thread to count a map on a domain counts with plain stores, the others atomically:
         // the totals add both, also after the domain is freed.
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
         using var maps = Collector(IommuCore.MeterName, "iommu.map.operations");
         using var mapped = Collector(IommuCore.MeterName, "iommu.map.size");
         using var unmaps = Collector(IommuCore.MeterName, "iommu.unmap.operations");
@@ -111,7 +111,7 @@ public sealed class PlatformMetricsTests : IDisposable
     [Fact]
     public void Vtd_iotlb_hits_misses_invalidations_and_faults_by_reason_are_published_per_unit()
     {
-        using var f = new DriverFixture(VtdConfig.Legacy48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
+        using var f = new DriverBed(VtdConfig.Legacy48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
         using var hits = Collector(VtdMetrics.MeterName, "iommu.vtd.iotlb.hits");
         using var misses = Collector(VtdMetrics.MeterName, "iommu.vtd.iotlb.misses");
         using var invalidations = Collector(VtdMetrics.MeterName, "iommu.vtd.invalidations");
@@ -141,12 +141,12 @@ public sealed class PlatformMetricsTests : IDisposable
     [Fact]
     public void Two_named_platforms_on_one_factory_keep_their_numbers_apart()
     {
-        using var a = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory, name: "a");
-        using var b = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory, name: "b");
+        using var a = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory, name: "a");
+        using var b = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory, name: "b");
         Assert.NotSame(a.Platform.GetMeter(IommuCore.MeterName), b.Platform.GetMeter(IommuCore.MeterName));
         using var mapsA = new MetricCollector<long>(a.Platform.GetMeter(IommuCore.MeterName), "iommu.map.operations");
         using var mapsB = new MetricCollector<long>(b.Platform.GetMeter(IommuCore.MeterName), "iommu.map.operations");
-        foreach ((DriverFixture f, int n) in new[] { (a, 2), (b, 5) })
+        foreach ((DriverBed f, int n) in new[] { (a, 2), (b, 5) })
         {
             IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
             f.Iommu.AttachDevice(dom, f.AddDevice("0000:00:03.0")).ThrowIfError();
@@ -163,8 +163,8 @@ public sealed class PlatformMetricsTests : IDisposable
     [Fact]
     public void Platforms_without_a_factory_own_their_meters_and_stop_reporting_when_disposed()
     {
-        var f = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB);
-        using var other = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB);
+        var f = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB);
+        using var other = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB);
         Meter meter = f.Platform.GetMeter(IommuCore.MeterName);
         using var maps = new MetricCollector<long>(meter, "iommu.map.operations");
         using var otherMaps = new MetricCollector<long>(other.Platform.GetMeter(IommuCore.MeterName), "iommu.map.operations");
@@ -184,7 +184,7 @@ public sealed class PlatformMetricsTests : IDisposable
     [Fact]
     public void Map_unmap_and_iova_to_phys_allocate_nothing_while_a_listener_collects()
     {
-        using var f = new DriverFixture(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB, meterFactory: Factory);
         IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
         f.Iommu.AttachDevice(dom, f.AddDevice("0000:00:03.0")).ThrowIfError();
         long seen = 0;

@@ -33,7 +33,7 @@ public sealed class PresetDriverTests
     [MemberData(nameof(Presets))]
     public void A_device_dmas_through_its_domain_and_aux_needs_pasids_on_the_unit(string preset, bool aux, int width)
     {
-        using var f = new DriverFixture(Preset(preset), memory: SmallMemory);
+        using var f = new DriverBed(Preset(preset), memory: SmallMemory);
         Assert.Equal(Preset(preset).ScalableMode, f.Driver.ScalableModeSupport);
 
         PciDevice dev = f.AddDevice("0000:00:03.0");

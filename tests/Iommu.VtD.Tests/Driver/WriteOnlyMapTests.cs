@@ -15,7 +15,7 @@ namespace Iommu.VtD.Tests.Driver;
 public sealed class WriteOnlyMapTests
 {
     /// <summary>The leaf entry that translates <paramref name="iova"/>, read from the table memory itself.</summary>
-    private static (ulong Pte, int Level) LeafPte(DriverFixture f, IDomain dom, ulong iova)
+    private static (ulong Pte, int Level) LeafPte(DriverBed f, IDomain dom, ulong iova)
     {
         DmaPageTable pt = ((DmarDomain)dom).PageTable;
         ulong table = pt.Root;
@@ -38,7 +38,7 @@ public sealed class WriteOnlyMapTests
     [InlineData("Sm57", M2)]
     public void Iommu_map_with_write_only_writes_a_read_write_leaf_and_the_device_can_read_through_it(string config, ulong size)
     {
-        using DriverFixture f = New(config);
+        using DriverBed f = New(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
@@ -63,7 +63,7 @@ public sealed class WriteOnlyMapTests
     [Fact]
     public void Read_only_stays_read_only_and_a_map_without_read_or_write_is_still_einval()
     {
-        using DriverFixture f = New("Legacy48");
+        using DriverBed f = New("Legacy48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Unmanaged();
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));

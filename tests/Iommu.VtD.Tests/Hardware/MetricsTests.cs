@@ -11,7 +11,7 @@ public sealed class MetricsTests
     [Fact]
     public void Meter_publishes_cache_invalidation_and_fault_counts()
     {
-        using var f = new DriverFixture(VtdConfig.Legacy48Bit, memory: 8 * Sizes.GiB);
+        using var f = new DriverBed(VtdConfig.Legacy48Bit, memory: 8 * Sizes.GiB);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
         f.Iommu.AttachDevice(dom, dev).ThrowIfError();

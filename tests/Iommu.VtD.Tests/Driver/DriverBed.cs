@@ -5,9 +5,9 @@ using Iommu.VtD.Hardware;
 namespace Iommu.VtD.Tests.Driver;
 
 /// <summary>A platform with one VT-d unit covering PCI segment 0 and the intel-iommu driver on it.</summary>
-internal sealed class DriverFixture : IDisposable
+internal sealed class DriverBed : IDisposable
 {
-    public DriverFixture(VtdConfig config, IntelIommuOptions? options = null, ulong memory = 64 * Sizes.GiB, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null, string? name = null, Domains.DomainType defaultDomain = Domains.DomainType.Dma)
+    public DriverBed(VtdConfig config, IntelIommuOptions? options = null, ulong memory = 64 * Sizes.GiB, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null, string? name = null, Domains.DomainType defaultDomain = Domains.DomainType.Dma)
     {
         Platform = new Platform(new PlatformOptions { MemorySize = memory, TableMemorySize = 256 * Sizes.MiB, MeterFactory = meterFactory, Name = name, DefaultDomainType = defaultDomain });
         Pci = Platform.AddPciBus();
