@@ -145,6 +145,21 @@ public sealed unsafe class CallerOwnedMemoryTests
         Assert.Contains("[0x2000, 0x3000)", ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_constructor_that_refuses_its_ranges_leaves_the_callers_memory_to_the_caller()
+    {
+        using var host = new HostBlocks();
+        nint whole = host.Alloc(Chunk, Chunk); // a whole chunk: its pointer would enter the directory
+        nint other = host.Alloc(Page, Page);
+        *(ulong*)whole = 0x5A5A;
+
+        Assert.Throws<ArgumentException>(() => new PhysicalMemory(4 * Chunk, [new(0, Chunk, whole), new(Chunk - Page, Page, other)]));
+        GC.Collect();
+        GC.WaitForPendingFinalizers(); // the half-built memory's finalizer must not free the caller's block
+
+        Assert.Equal(0x5A5AUL, *(ulong*)whole);
+    }
+
     /// <summary>
     /// Property: over random layouts (ranges of 1 page to several 2 MiB chunks, holes between some,
     /// each range in its own host block), random copies of random lengths at random addresses agree

@@ -132,14 +132,19 @@ public sealed unsafe class PhysicalMemory : IDisposable
             }
 
             _ramBytes += r.Length;
+        }
+
+        // Only now, with every range valid and _ram set, do the caller's pointers enter the directory:
+        // the finalizer of a constructor that threw frees the directory's chunks unless _ram is set.
+        _ram = ranges;
+        foreach (HostMemoryRange r in ranges)
+        {
             for (ulong chunk = (r.PhysicalAddress + ChunkSize - 1) >> ChunkShift; (chunk + 1) << ChunkShift <= r.PhysicalAddress + r.Length; chunk++)
             {
                 nint[] dir = _directory[chunk >> DirShift] ??= new nint[DirEntries];
                 dir[chunk & (DirEntries - 1)] = (nint)((byte*)r.Host + ((chunk << ChunkShift) - r.PhysicalAddress));
             }
         }
-
-        _ram = ranges;
     }
 
     /// <summary>The RAM ranges of caller-owned memory, by physical address; null for owned memory (all of <c>[0, Size)</c> is RAM).</summary>
