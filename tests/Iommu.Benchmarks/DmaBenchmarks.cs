@@ -100,8 +100,7 @@ public abstract unsafe class DmaReadWorkload : IDisposable
     private uint? _pasid;
     private ulong[] _iovas64 = [];
     private ulong[] _iovas4K = [];
-    private CFloor.Library? _floor;
-    private delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong> _cRead;
+    private DmaFloor? _floor;
 
     /// <summary>Mapped 4K pages the reads land in.</summary>
     protected abstract int Pages { get; }
@@ -118,13 +117,7 @@ public abstract unsafe class DmaReadWorkload : IDisposable
     [GlobalSetup(Targets = [nameof(CRead64B), nameof(CRead4K)])]
     public void SetupC()
     {
-        _floor = CFloor.Load(CFloor.DmaShim);
-        _cRead = (delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong>)_floor.Export("rd_read_pass");
-        if (((delegate* unmanaged<nuint, int>)_floor.Export("rd_setup"))((nuint)Pages) != 0)
-        {
-            throw new InvalidOperationException("C floor: rd_setup could not allocate");
-        }
-
+        _floor = new DmaFloor((nuint)Pages);
         CreateIovas();
     }
 
@@ -195,14 +188,7 @@ public abstract unsafe class DmaReadWorkload : IDisposable
 
     private ulong Read(ulong[] iovas, int length) => DmaReads.Read(_dev, _pasid, iovas, new Span<byte>(_buffer, length));
 
-    private ulong CRead(ulong[] iovas, int length)
-    {
-        fixed (ulong* p = iovas)
-        {
-            ulong sink = _cRead(p, (nuint)iovas.Length, (nuint)length, _buffer);
-            return sink != 0 ? sink : throw new InvalidOperationException("C floor: an IOVA was not mapped");
-        }
-    }
+    private ulong CRead(ulong[] iovas, int length) => _floor!.Read(iovas, (nuint)length, _buffer);
 }
 
 /// <summary>1,024 pages: tables and IOTLB entries stay cached.</summary>
@@ -243,8 +229,7 @@ public unsafe class DmaThreads : IDisposable
     private PciDevice _devB = null!;
     private ulong[] _iovasA = [];
     private ulong[] _iovasB = [];
-    private CFloor.Library? _floor;
-    private delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong> _cRead;
+    private DmaFloor? _floor;
     private Worker? _worker;
 
     [GlobalSetup(Targets = [nameof(OneThread64B), nameof(TwoThreads64B)])]
@@ -262,12 +247,7 @@ public unsafe class DmaThreads : IDisposable
     [GlobalSetup(Targets = [nameof(COneThread64B), nameof(CTwoThreads64B)])]
     public void SetupC()
     {
-        _floor = CFloor.Load(CFloor.DmaShim);
-        _cRead = (delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong>)_floor.Export("rd_read_pass");
-        if (((delegate* unmanaged<nuint, int>)_floor.Export("rd_setup"))(2 * Pages) != 0)
-        {
-            throw new InvalidOperationException("C floor: rd_setup could not allocate");
-        }
+        _floor = new DmaFloor(2 * Pages);
 
         // One C table holds both domains: the second device's pages sit above the first's.
         CreateIovas(shiftB: (ulong)Pages << 12);
@@ -332,14 +312,7 @@ public unsafe class DmaThreads : IDisposable
 
     private ulong CReadB() => CRead(_iovasB, _bufferB);
 
-    private ulong CRead(ulong[] iovas, byte* buffer)
-    {
-        fixed (ulong* p = iovas)
-        {
-            ulong sink = _cRead(p, (nuint)iovas.Length, Length, buffer);
-            return sink != 0 ? sink : throw new InvalidOperationException("C floor: an IOVA was not mapped");
-        }
-    }
+    private ulong CRead(ulong[] iovas, byte* buffer) => _floor!.Read(iovas, Length, buffer);
 
     /// <summary>A thread kept for the run, so the 2-thread rows time the reads, not thread creation.</summary>
     private sealed class Worker : IDisposable
@@ -423,7 +396,7 @@ public unsafe class DmaUnmap : IDisposable
     private IDomain _domain = null!;
     private ulong[] _iovas = [];
     private int _fill;
-    private CFloor.Library? _floor;
+    private DmaFloor? _floor;
     private delegate* unmanaged<ulong*, nuint, ulong> _cUnmapRemap;
 
     [GlobalSetup(Target = nameof(UnmapRemap4KIotlbEmpty))]
@@ -435,13 +408,9 @@ public unsafe class DmaUnmap : IDisposable
     [GlobalSetup(Target = nameof(CUnmapRemap4K))]
     public void SetupC()
     {
-        _floor = CFloor.Load(CFloor.DmaShim);
-        _cUnmapRemap = (delegate* unmanaged<ulong*, nuint, ulong>)_floor.Export("rd_unmap_remap_pass");
         _fill = VtdConfig.ScalableMode48Bit.IotlbCapacity;
-        if (((delegate* unmanaged<nuint, int>)_floor.Export("rd_setup"))((nuint)(_fill + Rotating)) != 0)
-        {
-            throw new InvalidOperationException("C floor: rd_setup could not allocate");
-        }
+        _floor = new DmaFloor((nuint)(_fill + Rotating));
+        _cUnmapRemap = (delegate* unmanaged<ulong*, nuint, ulong>)_floor.Export("rd_unmap_remap_pass");
 
         CreateIovas();
     }
@@ -557,7 +526,7 @@ public unsafe class DmaGather : IDisposable
     private PciDevice _dev = null!;
     private ulong[] _iovas = [];
     private DmaSegment[] _segments = [];
-    private CFloor.Library? _floor;
+    private DmaFloor? _floor;
     private delegate* unmanaged<ulong*, nuint, nuint, nuint, byte*, ulong> _cGather;
 
     [GlobalSetup(Targets = [nameof(Gather16x4K), nameof(Read16x4K)])]
@@ -572,12 +541,8 @@ public unsafe class DmaGather : IDisposable
     [GlobalSetup(Target = nameof(CGather16x4K))]
     public void SetupC()
     {
-        _floor = CFloor.Load(CFloor.DmaShim);
+        _floor = new DmaFloor(Pages);
         _cGather = (delegate* unmanaged<ulong*, nuint, nuint, nuint, byte*, ulong>)_floor.Export("rd_gather_pass");
-        if (((delegate* unmanaged<nuint, int>)_floor.Export("rd_setup"))(Pages) != 0)
-        {
-            throw new InvalidOperationException("C floor: rd_setup could not allocate");
-        }
 
         CreateIovas();
     }
@@ -653,6 +618,39 @@ public unsafe class DmaGather : IDisposable
         _iovas = Workload.DmaIovas(Pages, 4096, Gathers * Segments);
         _segments = Array.ConvertAll(_iovas, iova => new DmaSegment(iova, 4096));
     }
+}
+
+/// <summary>ref_dma.c loaded through its shim, its table set up for a page count: the DMA classes' C floor.</summary>
+internal sealed unsafe class DmaFloor : IDisposable
+{
+    private readonly CFloor.Library _library = CFloor.Load(CFloor.DmaShim);
+    private readonly delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong> _read;
+
+    /// <summary>Loads the shim and runs <c>rd_setup(pages)</c>.</summary>
+    public DmaFloor(nuint pages)
+    {
+        _read = (delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong>)_library.Export("rd_read_pass");
+        if (((delegate* unmanaged<nuint, int>)_library.Export("rd_setup"))(pages) != 0)
+        {
+            _library.Dispose();
+            throw new InvalidOperationException("C floor: rd_setup could not allocate");
+        }
+    }
+
+    /// <summary>Another entry point of the shim (the unmap and gather passes).</summary>
+    public nint Export(string name) => _library.Export(name);
+
+    /// <summary><c>rd_read_pass</c>: a walk and a copy of <paramref name="length"/> bytes per IOVA; throws if one was not mapped.</summary>
+    public ulong Read(ulong[] iovas, nuint length, byte* buffer)
+    {
+        fixed (ulong* p = iovas)
+        {
+            ulong sink = _read(p, (nuint)iovas.Length, length, buffer);
+            return sink != 0 ? sink : throw new InvalidOperationException("C floor: an IOVA was not mapped");
+        }
+    }
+
+    public void Dispose() => _library.Dispose();
 }
 
 /// <summary>The C# side of the read rows: the device's reads over an IOVA array, each checked.</summary>

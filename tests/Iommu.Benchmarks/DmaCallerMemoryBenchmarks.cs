@@ -29,8 +29,7 @@ public unsafe class DmaCallerMemory : IDisposable
     private ushort _rid;
     private ulong[] _iovas64 = [];
     private ulong[] _iovas4K = [];
-    private CFloor.Library? _floor;
-    private delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong> _cRead;
+    private DmaFloor? _floor;
 
     [GlobalSetup(Targets = [nameof(OwnedRead64B), nameof(OwnedRead4K)])]
     public void SetupOwned()
@@ -56,13 +55,7 @@ public unsafe class DmaCallerMemory : IDisposable
     [GlobalSetup(Targets = [nameof(CRead64B), nameof(CRead4K)])]
     public void SetupC()
     {
-        _floor = CFloor.Load(CFloor.DmaShim);
-        _cRead = (delegate* unmanaged<ulong*, nuint, nuint, byte*, ulong>)_floor.Export("rd_read_pass");
-        if (((delegate* unmanaged<nuint, int>)_floor.Export("rd_setup"))((nuint)Pages) != 0)
-        {
-            throw new InvalidOperationException("C floor: rd_setup could not allocate");
-        }
-
+        _floor = new DmaFloor(Pages);
         CreateIovas();
     }
 
@@ -151,12 +144,5 @@ public unsafe class DmaCallerMemory : IDisposable
         return sink;
     }
 
-    private ulong CRead(ulong[] iovas, int length)
-    {
-        fixed (ulong* p = iovas)
-        {
-            ulong sink = _cRead(p, (nuint)iovas.Length, (nuint)length, _buffer);
-            return sink != 0 ? sink : throw new InvalidOperationException("C floor: an IOVA was not mapped");
-        }
-    }
+    private ulong CRead(ulong[] iovas, int length) => _floor!.Read(iovas, (nuint)length, _buffer);
 }
