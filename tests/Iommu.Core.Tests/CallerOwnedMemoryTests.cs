@@ -145,19 +145,44 @@ public sealed unsafe class CallerOwnedMemoryTests
         Assert.Contains("[0x2000, 0x3000)", ex.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Property: whatever valid ranges come before it (whole chunks, whose pointers a constructor would
+    /// put in its directory), a constructor that refuses a range — overlapping, misaligned or outside
+    /// the memory — leaves the caller's memory to the caller, also once its half-built object is
+    /// finalized (it used to free the caller's blocks, crashing the process).
+    /// </summary>
     [Fact]
     public void A_constructor_that_refuses_its_ranges_leaves_the_callers_memory_to_the_caller()
     {
-        using var host = new HostBlocks();
-        nint whole = host.Alloc(Chunk, Chunk); // a whole chunk: its pointer would enter the directory
-        nint other = host.Alloc(Page, Page);
-        *(ulong*)whole = 0x5A5A;
+        Gen.Select(Gen.Int[1, 3], Gen.Int[0, 2], Gen.Bool).Sample((valid, badKind, badFirst) =>
+        {
+            using var host = new HostBlocks();
+            var ranges = new List<HostMemoryRange>();
+            for (int i = 0; i < valid; i++)
+            {
+                nint block = host.Alloc(Chunk, Chunk);
+                *(ulong*)block = 0x5A5A + (ulong)i;
+                ranges.Add(new HostMemoryRange((ulong)i * Chunk, Chunk, block));
+            }
 
-        Assert.Throws<ArgumentException>(() => new PhysicalMemory(4 * Chunk, [new(0, Chunk, whole), new(Chunk - Page, Page, other)]));
-        GC.Collect();
-        GC.WaitForPendingFinalizers(); // the half-built memory's finalizer must not free the caller's block
+            nint other = host.Alloc(Page, Page);
+            HostMemoryRange bad = badKind switch
+            {
+                0 => new((ulong)(valid * (int)Chunk) - Page, Page, other), // overlaps the last valid range
+                1 => new(8 * Chunk, Page, other + 8),                       // host address not page-aligned
+                _ => new(16 * Chunk, Page, other),                          // outside the memory
+            };
+            ranges.Insert(badFirst ? 0 : ranges.Count, bad);
 
-        Assert.Equal(0x5A5AUL, *(ulong*)whole);
+            Assert.ThrowsAny<ArgumentException>(() => new PhysicalMemory(16 * Chunk, ranges));
+            GC.Collect();
+            GC.WaitForPendingFinalizers(); // the half-built memory's finalizer must not free the caller's blocks
+
+            for (int i = 0; i < valid; i++)
+            {
+                Assert.Equal(0x5A5A + (ulong)i, *(ulong*)ranges.First(r => r.PhysicalAddress == (ulong)i * Chunk && r.Length == Chunk).Host);
+            }
+        }, iter: 30);
     }
 
     /// <summary>
