@@ -46,7 +46,7 @@ internal readonly struct FirstLevelMemorySource(PhysicalMemory memory) : IFirstL
 /// <para>The hardware model's own decoder, beside <see cref="SecondLevelWalker"/> and in its style: it
 /// never calls the driver's page-table code. Reserved masks are the caller's (HAW, PS in PML4E/PML5E,
 /// PS in a PDPE without CAP.FL1GP, the low address bits of large leaves). Bits 62:52 and 11:8 are
-/// ignored; XD (63) is never reserved: spec §5.2 leaves open whether hardware faulted XD with NXE = 0
+/// ignored; XD (63) is never reserved: whether hardware faulted XD with NXE = 0 is unverified
 /// (Linux 5.15 writes XD with NXE = 0, and SVA shares CPU tables that set it), so the model ignores
 /// XD unless the PASID entry's NXE is 1, as later QEMU does.</para>
 /// <para>Permissions are evaluated by the caller over the trace (<see cref="FirstLevelWalkTrace.ReadWrite"/>,

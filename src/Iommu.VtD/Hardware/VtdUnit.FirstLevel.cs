@@ -43,7 +43,7 @@ public sealed partial class VtdUnit
         _flLeafReserved[3] = _config.FirstLevel1GiBPages ? common | 0x3FFF_E000 : ulong.MaxValue;
     }
 
-    // SRE and ERE of the PASID entry (spec §1.5 step 2): supervisor requests need SRE (0x5D), execute
+    // SRE and ERE of the PASID entry, checked before the walk: supervisor requests need SRE (0x5D), execute
     // requests ERE (0x5C).
     private static VtdFaultReason PrivilegeGate(in PasidCacheEntry pe, DmaRequestAttributes attrs)
     {
@@ -58,7 +58,7 @@ public sealed partial class VtdUnit
     }
 
     /// <summary>
-    /// The first-stage permission rules (spec §1.5 step 4) over the accumulated bits: a user request
+    /// The first-stage permission rules over the accumulated bits: a user request
     /// needs U/S everywhere (0x81); a write needs R/W everywhere unless it is a supervisor write with
     /// WPE = 0 (0x85); an execute request faults on XD with NXE = 1 or, supervisor, on a user page with
     /// SMEP = 1 (0x82). Reads need only P.
@@ -86,7 +86,7 @@ public sealed partial class VtdUnit
     }
 
     /// <remarks>
-    /// <para>Order (spec §1.5, §1.6): canonical check for 48 (FLPM = 00) or 57 (FLPM = 01) bits (0x80);
+    /// <para>Order (the VT-d spec's first-level and nested translation): canonical check for 48 (FLPM = 00) or 57 (FLPM = 01) bits (0x80);
     /// SRE (0x5D) and ERE (0x5C); the IOTLB; the walk (per level: read error 0x73 at the top, 0x70 below,
     /// P = 0 0x71, reserved 0x72); permissions (0x81, 0x85, 0x82); for nested the output through the
     /// second level (0x84, 0x7B/0x78/0x7A, 0x79); the interrupt range (0x87); then the accessed/dirty
@@ -108,8 +108,8 @@ public sealed partial class VtdUnit
     /// second level's input width 0x84 (spec: "SL output beyond host width", which the second level's
     /// reserved address bits already fault as 0x7A, so the model gives 0x84 its other reading), not
     /// present or without the access 0x79. Effective permission = first-level rules ∧ second-level R/W;
-    /// page size = the smaller of the two stages' pages. These assignments are UNVERIFIED (spec §5.11:
-    /// no implementation to compare with).</para>
+    /// page size = the smaller of the two stages' pages. These assignments are UNVERIFIED
+    /// (taken from the spec's fault-reason table only; neither Linux nor QEMU walks nested tables).</para>
     /// </remarks>
     private VtdTranslation TranslateFirstStage(in FirstStageRequest q, in PasidCacheEntry pe)
     {

@@ -318,9 +318,9 @@ public sealed partial class VtdUnit
     /// leaves PGTT 010 entries untouched, and Linux flushes those by DID). G=11 drops the first-level and
     /// nested entries of that (DID, PASID) overlapping 2^AM pages at ADDR (aligned down to 2^AM pages; AM
     /// above 52 counts as 52), and no second-level entry. IH is accepted and changes nothing (no
-    /// paging-structure caches are modelled); G=00/01 are reserved here (spec §5.10: unused by Linux,
+    /// paging-structure caches are modelled); G=00/01 are reserved here (unused by Linux,
     /// meaning UNVERIFIED). No P_IOTLB ever touches another PASID's entries. The IOTLB descriptor (type 2)
-    /// drops first-level and nested entries of the DID as well (nested ones must go, spec §1.6; for
+    /// drops first-level and nested entries of the DID as well (nested ones must go: Linux flushes second-level changes under nested by DID; for
     /// first-level ones this is more than the spec asks). The PASID-cache descriptor (type 7) drops
     /// cached PASID entries of every PGTT and no IOTLB entry (Linux follows it with a P_IOTLB).
     /// </remarks>

@@ -182,6 +182,30 @@ public class NestedTranslationTests
     }
 
     [Fact]
+    public void First_level_and_nested_walks_and_hits_allocate_nothing()
+    {
+        using FirstStageRig nested = Mapped();
+        using var flat = new FirstStageRig(VtdConfig.ScalableModeFirstLevel48Bit);
+        flat.Entry(Pasid, Did);
+        flat.Enable();
+        flat.Map(Iova, Page);
+        var buffer = new byte[64];
+        foreach (FirstStageRig r in new[] { nested, flat })
+        {
+            long allocated = Iommu.VtD.Tests.Infrastructure.Allocations.Fewest(() =>
+            {
+                for (int i = 0; i < 50; i++)
+                {
+                    r.B.GlobalIotlbInvalidate(); // every other request walks
+                    r.Unit.Write(Rid, Pasid, Iova, buffer, DmaRequestAttributes.None);
+                    r.Unit.Read(Rid, Pasid, Iova, buffer);
+                }
+            });
+            Assert.Equal(0, allocated);
+        }
+    }
+
+    [Fact]
     public void Domain_selective_iotlb_invalidation_removes_nested_entries()
     {
         using FirstStageRig r = Mapped();
