@@ -112,7 +112,7 @@ public sealed record VtdConfig
 
     /// <summary>
     /// ECAP.SRS: supervisor requests. Without it the PASID entry's SRE is reserved (0x5A when set), so a
-    /// supervisor request (<see cref="DmaRequestAttributes.Privileged"/>) faults 0x5D on every entry. The
+    /// supervisor request (<see cref="Iommu.Devices.DmaRequestAttributes.Privileged"/>) faults 0x5D on every entry. The
     /// driver writes SRE in the PASID entries of aux domains only with it; QEMU 7.2 sets it in scalable mode.
     /// </summary>
     public bool SupervisorRequests { get; init; }

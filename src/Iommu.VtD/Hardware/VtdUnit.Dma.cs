@@ -6,10 +6,10 @@ using Iommu.VtD.Internal;
 namespace Iommu.VtD.Hardware;
 
 /// <summary>The device side: PCI functions DMA through the unit (<see cref="IDmaRemapper"/>).</summary>
-public sealed partial class VtdUnit : IDmaRemapper
+public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
 {
     /// <inheritdoc/>
-    /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead"/> calls it inside the platform's access
+    /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead(uint?, ulong, Span{byte})"/> calls it inside the platform's access
     /// scope, so it only checks the disposed flag. A direct caller that may race the memory's dispose
     /// holds <see cref="PhysicalMemory.EnterAccess"/> or calls <see cref="Transfer(ushort, uint?, ulong, Span{byte}, DmaAccess)"/>.</remarks>
     public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination)
@@ -20,12 +20,34 @@ public sealed partial class VtdUnit : IDmaRemapper
     }
 
     /// <inheritdoc/>
-    /// <remarks>A remapper callback, as <see cref="DmaRead"/>.</remarks>
+    /// <remarks>A remapper callback, as <see cref="DmaRead(PciDevice, uint?, ulong, Span{byte})"/>.</remarks>
     public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         return TransferUnguarded(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>A remapper callback, as <see cref="DmaRead(PciDevice, uint?, ulong, Span{byte})"/>.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination, DmaRequestAttributes attributes)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Read, attributes);
+        return Move(device.RequesterId, pasid, iova, destination, DmaAccess.Read, wantOutcome: false, out _, attrs);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>A remapper callback, as <see cref="DmaRead(PciDevice, uint?, ulong, Span{byte})"/>.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source, DmaRequestAttributes attributes)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Write, attributes);
+        return Move(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
     }
 
     /// <summary>

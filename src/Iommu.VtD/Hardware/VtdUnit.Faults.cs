@@ -1,3 +1,5 @@
+using Iommu.Devices;
+
 namespace Iommu.VtD.Hardware;
 
 /// <content>Primary fault recording, the fault event and the invalidation-completion event.</content>

@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using System.Runtime.CompilerServices;
 using Iommu.Memory;
 

@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Internal;
 using Microsoft.Extensions.Logging;

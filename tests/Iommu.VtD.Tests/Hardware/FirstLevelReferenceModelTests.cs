@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using CsCheck;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Hardware.Infrastructure;

@@ -1,3 +1,5 @@
+using Iommu;
+using Iommu.Devices;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Hardware.Infrastructure;
 using static Iommu.VtD.Tests.Hardware.Infrastructure.FirstStageRig;
@@ -380,6 +382,27 @@ public class FirstLevelWalkTests
         Assert.Equal(data, back);
         Assert.True(r.Unit.Read(Rid, Pasid, Iova, back, DmaRequestAttributes.Privileged).IsOk);
         Assert.Equal(data, r.B.Memory.GetSpan(Page, 4).ToArray());
+    }
+
+    [Fact]
+    public void Pci_device_dma_carries_its_attributes_to_the_unit()
+    {
+        using var p = new Platform(new PlatformOptions { MemorySize = 256UL << 20 });
+        PciBus pci = p.AddPciBus();
+        var r = new FirstStageRig(VtdConfig.ScalableModeFirstLevel48Bit, memory: p.Memory); // the platform owns the memory
+        pci.AddDmaRemapper(r.Unit, includeAll: true);
+        PciDevice dev = pci.AddDevice(new PciDeviceSpec("0000:03:00.0"));
+        Assert.Equal(Rid, dev.RequesterId);
+        r.Entry(Pasid, Did, Sre);
+        r.Enable();
+        r.Map(Iova, Page, leaf: P | RW);
+        byte[] data = [9, 8, 7, 6];
+        Assert.Equal(VtdFaultReason.UserAccessDenied, dev.DmaWrite(Pasid, Iova, data).FaultReason.ToVtdFaultReason());
+        Assert.True(dev.DmaWrite(Pasid, Iova, data, DmaRequestAttributes.Privileged).IsOk);
+        var back = new byte[4];
+        Assert.True(dev.DmaRead(Pasid, Iova, back, DmaRequestAttributes.Privileged).IsOk);
+        Assert.Equal(data, back);
+        Assert.Equal(A | D, r.Read(r.EntryAt(Iova, 1)) & (A | D));
     }
 
     [Fact]

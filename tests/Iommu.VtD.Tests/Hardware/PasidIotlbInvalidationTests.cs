@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Hardware.Infrastructure;
 using static Iommu.VtD.Tests.Hardware.Infrastructure.FirstStageRig;

@@ -1,3 +1,5 @@
+using Iommu.Devices;
+using Iommu.Memory;
 using Iommu.VtD.Hardware;
 
 namespace Iommu.VtD.Tests.Hardware.Infrastructure;
@@ -19,9 +21,9 @@ internal sealed class FirstStageRig : IDisposable
     // PASID entry q2 bits.
     public const ulong Sre = 1, Ere = 2, Flpm5 = 4, Wpe = 0x10, Nxe = 0x20, Smep = 0x40, Eafe = 0x80;
 
-    public FirstStageRig(VtdConfig config, bool nested = false, int levels = 4, ulong gpaOffset = 0x2000_0000)
+    public FirstStageRig(VtdConfig config, bool nested = false, int levels = 4, ulong gpaOffset = 0x2000_0000, PhysicalMemory? memory = null)
     {
-        B = new VtdBench(config);
+        B = memory is null ? new VtdBench(config) : new VtdBench(config, memory);
         Nested = nested;
         Levels = levels;
         GpaOffset = nested ? gpaOffset : 0;
