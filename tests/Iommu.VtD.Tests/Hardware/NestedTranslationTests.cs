@@ -51,6 +51,20 @@ public class NestedTranslationTests
     }
 
     [Fact]
+    public void Five_level_first_stage_over_the_second_level()
+    {
+        using var r = new FirstStageRig(VtdConfig.ScalableModeFirstLevel57Bit, nested: true, levels: 5);
+        r.Entry(Pasid, Did);
+        r.Enable();
+        const ulong high = 0x00AB_CDEF_1234_5000;
+        r.Map(high, Gpa);
+        r.SlMap(Gpa, Page);
+        Assert.Equal(Page + 8, r.Translate(Pasid, high + 8, DmaAccess.Write).PhysicalAddress);
+        Assert.Equal(A, r.Read(r.EntryAt(high, 5)) & (A | D));
+        Assert.Equal(A | D, r.Read(r.EntryAt(high, 1)) & (A | D));
+    }
+
+    [Fact]
     public void Flptr_beyond_the_second_level_width_faults_0x74()
     {
         using var r = new FirstStageRig(WideHost, nested: true);
