@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
@@ -65,15 +64,9 @@ public sealed class SiovAccelPasidAttachTests : IDisposable
         return domain;
     }
 
-    private static uint PasidRegister(MdevDeviceFile f)
-    {
-        byte[] b = new byte[4];
-        Assert.Equal(4, f.Read(b, 0x08));
-        return BinaryPrimitives.ReadUInt32LittleEndian(b);
-    }
+    private static uint PasidRegister(MdevDeviceFile f) => SiovAccelVtdTests.PasidRegister(f);
 
-    private static void Submit(MdevDeviceFile f, AccelDescriptor d) =>
-        Assert.Equal(AccelDescriptor.Length, f.Write(d.ToBytes(), SiovAccelDriver.PortalOffset));
+    private static void Submit(MdevDeviceFile f, AccelDescriptor d) => SiovAccelVtdTests.Submit(f, d);
 
     [Theory]
     [InlineData(SiovAccelMode.Aux)]
