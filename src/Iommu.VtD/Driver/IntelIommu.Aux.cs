@@ -146,7 +146,13 @@ public sealed partial class IntelIommu
 
             if (UnlinkSubdevice(d, device) == 0)
             {
-                TearDownPasidEntry(info.Unit, info, d.DefaultPasid);
+                // After a RID-domain change lost this aux entry, set_dev_pasid may have taken the
+                // number on this device: that entry is not ours to clear.
+                if (!_devPasids.ContainsKey((device, d.DefaultPasid)))
+                {
+                    TearDownPasidEntry(info.Unit, info, d.DefaultPasid);
+                }
+
                 DomainDetachIommu(d, info.Unit);
             }
 

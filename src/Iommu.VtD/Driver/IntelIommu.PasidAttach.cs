@@ -1,5 +1,6 @@
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.VtD.Driver.Format;
 
 namespace Iommu.VtD.Driver;
 
@@ -20,10 +21,12 @@ public sealed partial class IntelIommu : IIommuPasidOps
     /// the device has no device info (attached to no RID domain here, so no PASID table; 6.x keeps the
     /// table from probe); -EOPNOTSUPP when the device has no PASID capability (decided: 6.x would write
     /// an entry the device can never use); -EBUSY when this driver already set that (device, PASID);
-    /// -EINVAL / -ENODEV / -EFAULT from the attach preparation (as <see cref="AttachDev"/>); -ENOSPC
-    /// without a free DID on the unit; then the PASID-entry setter: -ENODEV for a PASID beyond the
-    /// device's PASID table or without memory for its PASID table page, -EBUSY for a present entry
-    /// (PASID 0 = RID2PASID, or an aux domain's PASID on this device).</para>
+    /// -EINVAL for a domain in use with more levels than the unit walks (as <see cref="AttachDev"/>);
+    /// -ENODEV for a PASID beyond the device's PASID table and -EBUSY for a present entry (PASID 0 =
+    /// RID2PASID, or an aux domain's PASID on this device) — checked here, before the domain is
+    /// touched, where 6.5 learns them from the setter after <c>domain_attach_iommu</c>; -EFAULT from
+    /// the attach preparation; -ENOSPC without a free DID on the unit; -ENODEV without memory for the
+    /// PASID table page.</para>
     /// <para>The entry is a second-level entry with the domain's DID on the device's unit (SRE when
     /// ECAP.SRS, as for every PASID but 0), or a pass-through entry (DID 1) for the identity domain; a
     /// domain may span devices and units. PASID is then enabled in the device's context entry and
@@ -66,6 +69,11 @@ public sealed partial class IntelIommu : IIommuPasidOps
             }
 
             Errno err = CheckLevelsInUse(d, device);
+            if (err == Errno.None)
+            {
+                err = CheckPasidEntryFree(info, pasid);
+            }
+
             if (err == Errno.None)
             {
                 err = PrepareDomainAttachDevice(d, device);
@@ -139,6 +147,21 @@ public sealed partial class IntelIommu : IIommuPasidOps
 
             DomainDetachIommu(d, unit);
         }
+    }
+
+    // The entry's refusals (beyond the table, or present) before anything changes: attaching the domain
+    // to the unit would already have turned on its superpage sizes and trimmed its levels.
+    private Errno CheckPasidEntryFree(DeviceDomainInfo info, uint pasid)
+    {
+        if (pasid >= info.MaxPasid)
+        {
+            return ErrorDetail.Fail(Errno.ENODEV, $"no PASID entry for PASID {pasid} of {info.Device.Name} (table holds {info.MaxPasid})");
+        }
+
+        ulong pte = PasidEntryAddress(info, pasid, alloc: false);
+        return pte != 0 && PasidEntry.LoadQ0(_memory, pte).Present
+            ? ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use")
+            : Errno.None;
     }
 
     // The one place a domain's PASID entry is built for set_dev_pasid (and re-built after a RID domain

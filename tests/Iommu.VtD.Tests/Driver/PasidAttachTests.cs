@@ -237,6 +237,27 @@ public sealed class PasidAttachTests
         Assert.Equal(Errno.None, f.Iommu.AttachDevice(rid, dev));
     }
 
+    [Fact]
+    public void An_aux_detach_never_clears_a_pasid_attached_after_the_aux_entry_was_lost()
+    {
+        using DriverBed f = New("Sm48");
+        PciDevice parent = f.AuxParent("0000:00:02.0");
+        IDomain aux = Mapped(f, PaA), b = Mapped(f, PaB);
+        Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(aux, parent));
+        uint p = (uint)f.Iommu.AuxGetPasid(aux, parent);
+
+        // A RID-domain change frees the PASID table and the aux entry with it (5.15); the aux link stays.
+        Assert.Equal(Errno.None, f.Iommu.SetDevAttr(parent, IommuDevAttr.AuxdDisable));
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(f.Unmanaged(), parent));
+        Assert.Equal(Errno.None, f.Iommu.SetDevAttr(parent, IommuDevAttr.AuxdEnable));
+        f.AssertDma(parent, p, Iova, 0, "the aux entry went with the old PASID table");
+        Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(b, parent, p)); // the number's entry is free on this device
+
+        f.Iommu.DetachDeviceAux(aux, parent);
+
+        f.AssertDma(parent, p, Iova, PaB, "the aux detach left the attached PASID's entry alone");
+    }
+
     // Random PASID attach/detach, aux attach/detach, map/unmap and DMA on two aux-capable devices
     // (each its own group) against a model: the slot owner per (device, PASID) and the aux users per
     // (device, domain). A DMA with a PASID succeeds iff the model's domain for it maps the IOVA, and
