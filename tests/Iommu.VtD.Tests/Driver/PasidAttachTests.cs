@@ -168,6 +168,25 @@ public sealed class PasidAttachTests
     }
 
     [Fact]
+    public void The_identity_domain_attached_to_a_pasid_passes_dma_through()
+    {
+        using DriverBed f = New("Sm48");
+        PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20);
+        IDomain identity = f.Iommu.DomainAllocType(f.Pci, DomainType.Identity)!;
+
+        Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(identity, dev, 6));
+
+        var pe = PasidEntry.Load(f.Platform.Memory, EntryAddress(dev, 6));
+        Assert.Equal(PasidPgtt.PassThrough, pe.Pgtt);
+        Assert.Equal(Dmar.FlptDefaultDid, pe.DomainId);
+        f.AssertDma(dev, 6, PaA + 0x40, PaA + 0x40);
+        f.AssertDma(dev, 7, PaA + 0x40, 0);
+
+        f.Iommu.DetachDevicePasid(identity, dev, 6);
+        f.AssertDma(dev, 6, PaA + 0x40, 0, "after detach");
+    }
+
+    [Fact]
     public void A_legacy_mode_unit_refuses_with_EOPNOTSUPP()
     {
         using DriverBed f = New("Legacy48");
