@@ -5,8 +5,8 @@ namespace SiovAccel;
 
 /// <summary>
 /// One assignable device interface (a work queue) of the accelerator. Once programmed with a PASID,
-/// every DMA it issues carries that PASID, so the IOMMU translates it through the aux domain the
-/// PASID belongs to.
+/// every DMA it issues carries that PASID, so the IOMMU translates it through the domain the PASID
+/// belongs to (an aux domain's PASID, or one the parent allocated and attached).
 /// </summary>
 /// <remarks>Thread safety: the ADI's registers and its submissions are serialised by its own lock.</remarks>
 public sealed class Adi
@@ -42,6 +42,12 @@ public sealed class Adi
 
     /// <summary>The PASID the ADI tags its DMA with, or null while disabled.</summary>
     public uint? Pasid { get; private set; }
+
+    /// <summary>The PASID the parent allocated for this ADI (<see cref="SiovAccelMode.PasidAttach"/>), or null.</summary>
+    public uint? AllocatedPasid { get; internal set; }
+
+    /// <summary>The domain attached to <see cref="AllocatedPasid"/> on the parent while the device is open, or null.</summary>
+    public Iommu.Domains.IDomain? AttachedDomain { get; internal set; }
 
     /// <summary>Whether an mdev owns the ADI.</summary>
     public bool Assigned { get; internal set; }

@@ -18,6 +18,12 @@ namespace SiovAccel;
 /// When user space opens the device (which VFIO only allows once the group's container has its
 /// IOMMU set, i.e. after the attach), the driver reads the domain (<c>mdev_get_iommu_domain</c>), gets
 /// its PASID (<c>iommu_aux_get_pasid</c>) and programs the ADI; closing disables it.</para>
+/// <para>With <see cref="SiovAccelMode.PasidAttach"/> (the 6.2+ way) the parent owns the PASIDs
+/// instead: <c>create</c> allocates the ADI's PASID (<c>iommu_alloc_global_pasid</c>, ≈6.4) and
+/// enables nothing; <c>open</c> attaches the domain recorded for the mdev (<c>mdev_set_iommu_domain</c>,
+/// done by whoever owns the mdev's address space) to that PASID of the parent
+/// (<c>iommu_attach_device_pasid</c>) and programs the ADI; <c>close</c> detaches it and
+/// <c>remove</c> frees the PASID, as idxd does with its kernel PASID.</para>
 /// <para>Device layout (vfio-pci offsets): config space (region 7) and BAR0 (region 0) with the ADI's
 /// registers — 0x00 status (bit 0 enabled), 0x08 PASID, 0x10 software error, 0x18 fault address —
 /// and the 64-byte portal at <see cref="PortalOffset"/>: writing a descriptor there executes it.</para>
@@ -44,7 +50,8 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
     /// <param name="iommu">The platform's IOMMU core.</param>
     /// <param name="parent">The accelerator: must have a PASID capability and the Scalable-IOV DVSEC.</param>
     /// <param name="adiCount">How many work queues it exposes.</param>
-    public SiovAccelDriver(IommuCore iommu, PciDevice parent, int adiCount = 8)
+    /// <param name="mode">How ADIs get their PASID: aux domains (5.15) or PASID attach (6.2+).</param>
+    public SiovAccelDriver(IommuCore iommu, PciDevice parent, int adiCount = 8, SiovAccelMode mode = SiovAccelMode.Aux)
     {
         ArgumentNullException.ThrowIfNull(iommu);
         ArgumentNullException.ThrowIfNull(parent);
@@ -56,6 +63,7 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
 
         _iommu = iommu;
         Parent = parent;
+        Mode = mode;
         _adis = new Adi[adiCount];
         for (int i = 0; i < adiCount; i++)
         {
@@ -70,6 +78,9 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
 
     /// <summary>The physical accelerator.</summary>
     public PciDevice Parent { get; }
+
+    /// <summary>How ADIs get their PASID.</summary>
+    public SiovAccelMode Mode { get; }
 
     /// <summary>Number of ADIs.</summary>
     public int AdiCount => _adis.Length;
@@ -125,7 +136,18 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
                 return ErrorDetail.Fail(Errno.ENOSPC, $"{Parent.Name}: all {AdiCount} work queues are assigned");
             }
 
-            if (_assigned == 0)
+            if (Mode == SiovAccelMode.PasidAttach)
+            {
+                // idxd (≈6.5): the PASID comes from the global allocator, not from a domain.
+                uint pasid = _iommu.AllocGlobalPasid(Parent);
+                if (pasid == IommuCore.PasidInvalid)
+                {
+                    return ErrorDetail.Fail(Errno.ENOSPC, $"{Parent.Name}: no PASID left for work queue {adi.Index}");
+                }
+
+                adi.AllocatedPasid = pasid;
+            }
+            else if (_assigned == 0)
             {
                 Errno ret = _iommu.DevEnableFeature(Parent, IommuDevFeature.Aux);
                 if (ret != Errno.None)
@@ -139,7 +161,11 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
         }
 
         mdev.SetDrvdata(adi);
-        mdev.SetIommuDevice(Parent);
+        if (Mode == SiovAccelMode.Aux)
+        {
+            mdev.SetIommuDevice(Parent);
+        }
+
         return Errno.None;
     }
 
@@ -152,13 +178,23 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
             return Errno.None;
         }
 
-        adi.Disable();
+        DisableAdi(adi);
         mdev.SetDrvdata(null);
-        mdev.SetIommuDevice(null);
+        if (Mode == SiovAccelMode.Aux)
+        {
+            mdev.SetIommuDevice(null);
+        }
+
         lock (_lock)
         {
             adi.Assigned = false;
-            if (--_assigned == 0)
+            if (adi.AllocatedPasid is uint pasid)
+            {
+                _iommu.FreeGlobalPasid(pasid);
+                adi.AllocatedPasid = null;
+            }
+
+            if (--_assigned == 0 && Mode == SiovAccelMode.Aux)
             {
                 _iommu.DevDisableFeature(Parent, IommuDevFeature.Aux);
             }
@@ -177,6 +213,20 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
             return ErrorDetail.Fail(Errno.EINVAL, $"{mdev.Uuid}: no IOMMU domain is attached on behalf of the mdev (mdev_get_iommu_domain is NULL)");
         }
 
+        if (Mode == SiovAccelMode.PasidAttach)
+        {
+            uint global = adi.AllocatedPasid!.Value;
+            Errno err = _iommu.AttachDevicePasid(domain, Parent, global);
+            if (err != Errno.None)
+            {
+                return err;
+            }
+
+            adi.AttachedDomain = domain;
+            adi.Program(global);
+            return Errno.None;
+        }
+
         int pasid = _iommu.AuxGetPasid(domain, Parent);
         if (pasid < 0)
         {
@@ -188,7 +238,18 @@ public sealed class SiovAccelDriver : MdevParentOpsBase, IMdevOpenDeviceOps, IMd
     }
 
     /// <inheritdoc/>
-    public void CloseDevice(IMdevDevice mdev) => AdiOf(mdev).Disable();
+    public void CloseDevice(IMdevDevice mdev) => DisableAdi(AdiOf(mdev));
+
+    // Stops the ADI first (no DMA in flight with the PASID), then, in PASID-attach mode, detaches the domain.
+    private void DisableAdi(Adi adi)
+    {
+        adi.Disable();
+        if (adi.AttachedDomain is IDomain domain)
+        {
+            _iommu.DetachDevicePasid(domain, Parent, adi.AllocatedPasid!.Value);
+            adi.AttachedDomain = null;
+        }
+    }
 
     /// <inheritdoc/>
     public long Read(IMdevDevice mdev, Span<byte> buffer, long offset)

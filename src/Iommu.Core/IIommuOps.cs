@@ -18,9 +18,10 @@ namespace Iommu;
 /// <see cref="IIommuResvRegionsOps"/>, <see cref="IIommuPageResponseOps"/>,
 /// <see cref="IIommuDomainAttrOps"/> (5.10 <c>domain_get_attr</c>), <see cref="IIommuAuxOps"/>
 /// (auxiliary domains) and <see cref="IIommuDevFeatureOps"/> (the seed's device attributes, merged
-/// as <c>dev_enable_feat</c> and friends). PASID attach (6.2's <c>set_dev_pasid</c>) and SVA
-/// (5.15's <c>sva_bind</c>/<c>sva_unbind</c>/<c>sva_get_pasid</c>) will come as two more such
-/// interfaces next to these, tested by the core the same way; a driver without them is unchanged.</para>
+/// as <c>dev_enable_feat</c> and friends) and <see cref="IIommuPasidOps"/> (6.2's
+/// <c>set_dev_pasid</c>/<c>remove_dev_pasid</c>). SVA (5.15's <c>sva_bind</c>/<c>sva_unbind</c>/
+/// <c>sva_get_pasid</c>) will come as one more such interface, tested by the core the same way; a
+/// driver without it is unchanged.</para>
 /// <para>Errors are returned as <see cref="Errno"/>, never thrown. Thread safety is the driver's to
 /// provide, as in the kernel: map/unmap/iova_to_phys may be called concurrently on one domain.</para>
 /// </remarks>

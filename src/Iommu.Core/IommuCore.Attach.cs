@@ -88,6 +88,17 @@ public sealed partial class IommuCore
             {
                 ThrowHelper.DomainStillAttached(g);
             }
+
+            lock (g.Mutex)
+            {
+                foreach (IDomain held in g.PasidArray.Values)
+                {
+                    if (ReferenceEquals(held, domain))
+                    {
+                        ThrowHelper.DomainStillAttached(g);
+                    }
+                }
+            }
         }
 
         UntrackDomain(domain);
@@ -118,8 +129,8 @@ public sealed partial class IommuCore
     /// <param name="device">The device.</param>
     /// <returns>
     /// -ENODEV (no group, or the driver has no <c>attach_dev</c>), -EINVAL (the group has more than
-    /// one device), -EBUSY (the group uses a non-default domain already, the same one included), or
-    /// the driver's error.
+    /// one device), -EBUSY (the group uses a non-default domain already, the same one included, or has
+    /// PASIDs attached with <see cref="AttachDevicePasid"/>), or the driver's error.
     /// </returns>
     /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_attach_device")]
@@ -176,7 +187,7 @@ public sealed partial class IommuCore
     /// <summary>Attaches <paramref name="domain"/> to every device of <paramref name="group"/> (<c>iommu_attach_group</c>).</summary>
     /// <param name="domain">The domain.</param>
     /// <param name="group">The group.</param>
-    /// <returns>-EBUSY, -ENODEV or the first driver error (devices attached before it are not rolled back, as in the kernel).</returns>
+    /// <returns>-EBUSY (a non-default domain in use, or PASIDs attached with <see cref="AttachDevicePasid"/>), -ENODEV or the first driver error (devices attached before it are not rolled back, as in the kernel).</returns>
     /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_attach_group")]
     public Errno AttachGroup(IDomain domain, IommuGroup group)
@@ -238,6 +249,13 @@ public sealed partial class IommuCore
         if (group.DefaultDomain is not null && !ReferenceEquals(group.Domain, group.DefaultDomain))
         {
             return Fail(Errno.EBUSY, $"{group} is already attached to a non-default domain; detach it first");
+        }
+
+        // 6.x refuses a DMA-ownership claim (VFIO's, before it attaches its domain) while PASIDs are
+        // attached (__iommu_take_dma_ownership); the model has no claim, so the attach itself refuses.
+        if (group.PasidArray.Count != 0)
+        {
+            return Fail(Errno.EBUSY, $"{group} has {group.PasidArray.Count} PASID(s) attached with iommu_attach_device_pasid; detach them first");
         }
 
         foreach (Device d in group.DeviceList)

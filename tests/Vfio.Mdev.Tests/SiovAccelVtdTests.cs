@@ -49,14 +49,14 @@ public sealed class SiovAccelVtdTests : IDisposable
     private void Map(IDomain d, ulong iova, ulong pa) =>
         Assert.Equal(Errno.None, _platform.Iommu.Map(d, iova, pa, Sizes.Page, IommuProt.Read | IommuProt.Write));
 
-    private static uint PasidRegister(MdevDeviceFile f)
+    internal static uint PasidRegister(MdevDeviceFile f)
     {
         byte[] b = new byte[4];
         Assert.Equal(4, f.Read(b, 0x08));
         return BinaryPrimitives.ReadUInt32LittleEndian(b);
     }
 
-    private static void Submit(MdevDeviceFile f, AccelDescriptor d) =>
+    internal static void Submit(MdevDeviceFile f, AccelDescriptor d) =>
         Assert.Equal(AccelDescriptor.Length, f.Write(d.ToBytes(), SiovAccelDriver.PortalOffset));
 
     [Fact]

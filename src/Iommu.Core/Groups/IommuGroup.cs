@@ -84,6 +84,9 @@ public sealed class IommuGroup
 
     internal List<Device> DeviceList => _devices;
 
+    /// <summary>PASID → domain attached with <c>iommu_attach_device_pasid</c> (6.2 <c>group->pasid_array</c>); under <see cref="Mutex"/>.</summary>
+    internal Dictionary<uint, IDomain> PasidArray { get; } = [];
+
     /// <summary>Sets owner-private data and the callback run when the group is released (<c>iommu_group_set_iommudata</c>).</summary>
     /// <param name="data">The data.</param>
     /// <param name="release">Called with <paramref name="data"/> at release, or null.</param>

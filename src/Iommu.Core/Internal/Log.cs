@@ -37,4 +37,13 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "dma_unmap of iova 0x{Iova:x} size 0x{Size:x} unmapped 0x{Unmapped:x} (WARN_ON(unmapped != size))")]
     public static partial void DmaUnmapShort(ILogger logger, ulong iova, ulong size, ulong unmapped);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "iommu_detach_device_pasid on {Device} PASID {Pasid}: group {Group}'s slot did not hold the domain (WARN_ON)")]
+    public static partial void DetachPasidMismatch(ILogger logger, string device, uint pasid, int group);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Warning, Message = "iommu_detach_device_pasid on {Device} PASID {Pasid}: the device has no IOMMU group")]
+    public static partial void DetachPasidNoGroup(ILogger logger, string device, uint pasid);
+
+    [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "iommu_free_global_pasid(IOMMU_PASID_INVALID) (WARN_ON)")]
+    public static partial void FreeInvalidPasid(ILogger logger);
 }

@@ -57,6 +57,9 @@ public sealed class DmarDomain : IommuDomain
     /// <summary>(physical device, users) of auxiliary attachments (<c>subdevices</c>, the ≥5.11 <c>subdev_domain_info</c>).</summary>
     internal List<SubdevInfo> Subdevices { get; } = [];
 
+    /// <summary>(device, PASID) pairs the domain is attached to with <c>set_dev_pasid</c> (≈6.5 <c>dev_pasids</c>).</summary>
+    internal List<DevPasidInfo> DevPasids { get; } = [];
+
     /// <summary>The DID this domain uses on the unit with <paramref name="seqId"/>, or 0.</summary>
     /// <param name="seqId">Unit index.</param>
     /// <returns>The DID.</returns>
@@ -69,4 +72,7 @@ public sealed class DmarDomain : IommuDomain
 
         public int Users { get; set; }
     }
+
+    /// <summary>One PASID attachment of the domain (≈6.5 <c>struct dev_pasid_info</c>).</summary>
+    internal sealed record DevPasidInfo(Device Device, uint Pasid);
 }

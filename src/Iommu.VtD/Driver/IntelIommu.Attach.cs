@@ -56,6 +56,11 @@ public sealed partial class IntelIommu
 
             IntelIommuUnit unit = DeviceToIommu(device)!;
             err = InsertDevInfo(unit, (PciDevice)device, d);
+            if (err == Errno.None)
+            {
+                RestoreDevPasids(unit, (DeviceDomainInfo)device.IommuPriv!);
+            }
+
             return err is Errno.None or Errno.EBUSY
                 ? err
                 : ErrorDetail.Fail(Errno.EBUSY, $"could not program {device.Name} for the domain (no DID, or no table memory on DMAR unit {unit.SeqId})");

@@ -146,7 +146,13 @@ public sealed partial class IntelIommu
 
             if (UnlinkSubdevice(d, device) == 0)
             {
-                TearDownPasidEntry(info.Unit, info, d.DefaultPasid);
+                // After a RID-domain change lost this aux entry, set_dev_pasid may have taken the
+                // number on this device: that entry is not ours to clear.
+                if (!_devPasids.ContainsKey((device, d.DefaultPasid)))
+                {
+                    TearDownPasidEntry(info.Unit, info, d.DefaultPasid);
+                }
+
                 DomainDetachIommu(d, info.Unit);
             }
 
@@ -240,13 +246,16 @@ public sealed partial class IntelIommu
         var pci = (PciDevice)device;
         if (domain.DefaultPasid == 0)
         {
-            uint pasid = _pasids.Allocate(Dmar.PasidMin, (uint)pci.MaxPasids - 1);
-            if (pasid == 0)
+            // ioasid_alloc(PASID_MIN, pci_max_pasids - 1) from the platform's one PASID namespace, the
+            // range iommu_alloc_global_pasid uses too: aux and attached PASIDs never share a number.
+            uint pasid = _platform.Iommu.AllocGlobalPasid(pci);
+            if (pasid == IommuCore.PasidInvalid)
             {
                 return ErrorDetail.Fail(Errno.ENODEV, $"no free PASID in [1, 0x{pci.MaxPasids - 1:x}] for {device.Name}");
             }
 
             domain.DefaultPasid = pasid;
+            Interlocked.Increment(ref _auxPasids);
         }
 
         if (LinkSubdevice(domain, device) > 1)
@@ -277,8 +286,9 @@ public sealed partial class IntelIommu
     {
         if (domain.Subdevices.Count == 0 && domain.DefaultPasid != 0)
         {
-            _pasids.Free(domain.DefaultPasid);
+            _platform.Iommu.FreeGlobalPasid(domain.DefaultPasid);
             domain.DefaultPasid = 0;
+            Interlocked.Decrement(ref _auxPasids);
         }
     }
 

@@ -41,7 +41,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     private readonly IntelIommuUnit[] _units;
     private readonly IVtdDiagnostics[] _diagnostics; // handed on to ExportImage only; the driver never reads them
     private readonly Lock _deviceDomainLock = new();
-    private readonly PasidAllocator _pasids = new();
+    private int _auxPasids; // aux-domain PASIDs taken from the platform's PASID namespace
     private readonly List<DmarFaultRecord> _faults = [];
     private readonly bool _mapNeedsFlush;
     private DmarDomain? _siDomain;
@@ -136,8 +136,8 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         }
     }
 
-    /// <summary>PASIDs currently allocated for aux domains (the <c>ioasid</c> set of this platform).</summary>
-    public int PasidsInUse => _pasids.Count;
+    /// <summary>PASIDs currently allocated for this driver's aux domains (from the platform's PASID namespace, the 5.15 <c>ioasid</c> set).</summary>
+    public int PasidsInUse => Volatile.Read(ref _auxPasids);
 
     /// <summary>4 KiB (<c>INTEL_IOMMU_PGSIZES</c> in 5.15); 2 MiB and 1 GiB are added per domain on attach.</summary>
     public ulong PgsizeBitmap => Sz4K;
@@ -215,10 +215,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 RemoveDevInfo(info);
             }
 
-            if (d.DefaultPasid != 0 && d.Subdevices.Count == 0)
+            if (d.Subdevices.Count == 0)
             {
-                _pasids.Free(d.DefaultPasid);
-                d.DefaultPasid = 0;
+                ReleaseDefaultPasidIfUnused(d);
             }
         }
 
@@ -247,6 +246,8 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             {
                 RemoveDevInfo(info);
             }
+
+            ForgetDevPasids(device);
         }
     }
 

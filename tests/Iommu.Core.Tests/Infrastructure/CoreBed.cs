@@ -7,14 +7,16 @@ namespace Iommu.Core.Tests.Infrastructure;
 /// <summary>A small platform with a PCI bus and a <see cref="MockIommu"/> driver (not yet registered).</summary>
 public sealed class CoreBed : IDisposable
 {
-    public CoreBed(OptionalOps optional = OptionalOps.All, ulong pgsizeBitmap = MockIommu.Bitmap4K2M1G, DomainType defaultDomainType = DomainType.Dma)
+    public CoreBed(OptionalOps optional = OptionalOps.All, ulong pgsizeBitmap = MockIommu.Bitmap4K2M1G, DomainType defaultDomainType = DomainType.Dma, Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
-        Platform = new Platform(new PlatformOptions
-        {
-            MemorySize = 1UL << 30,
-            TableMemorySize = 16UL << 20,
-            DefaultDomainType = defaultDomainType,
-        });
+        Platform = new Platform(
+            new PlatformOptions
+            {
+                MemorySize = 1UL << 30,
+                TableMemorySize = 16UL << 20,
+                DefaultDomainType = defaultDomainType,
+            },
+            loggerFactory);
         Pci = Platform.AddPciBus();
         Driver = new MockIommu(optional, pgsizeBitmap);
 

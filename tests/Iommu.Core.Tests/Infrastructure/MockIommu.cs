@@ -94,6 +94,9 @@ public sealed class MockIommu
 
     public Mock<IIommuDevFeatureOps> DevFeatureMock => Group<IIommuDevFeatureOps>(OptionalOps.DevFeature);
 
+    /// <summary>(domain, device, pasid) → result of <c>set_dev_pasid</c>.</summary>
+    public Func<IDomain, Device, uint, Errno> SetDevPasidBehaviour { get; set; } = (_, _, _) => Errno.None;
+
     public ulong PgsizeBitmap { get; set; }
 
     public List<DriverCall> Log { get; } = [];
@@ -234,6 +237,19 @@ public sealed class MockIommu
 
             iotlb.Setup(o => o.IotlbSyncMap(It.IsAny<IDomain>(), It.IsAny<ulong>(), It.IsAny<ulong>()))
                 .Callback((IDomain d, ulong iova, ulong size) => Record(new DriverCall("iotlb_sync_map", iova, 0, size, Domain: d)));
+        }
+
+        if (_optional.HasFlag(OptionalOps.Pasid))
+        {
+            Mock<IIommuPasidOps> pasid = Mock.As<IIommuPasidOps>();
+            pasid.Setup(o => o.SetDevPasid(It.IsAny<IDomain>(), It.IsAny<Device>(), It.IsAny<uint>()))
+                .Returns((IDomain d, Device dev, uint p) =>
+                {
+                    Record(new DriverCall("set_dev_pasid", Device: dev, Domain: d, Pasid: p));
+                    return SetDevPasidBehaviour(d, dev, p);
+                });
+            pasid.Setup(o => o.RemoveDevPasid(It.IsAny<Device>(), It.IsAny<uint>()))
+                .Callback((Device dev, uint p) => Record(new DriverCall("remove_dev_pasid", Device: dev, Pasid: p)));
         }
 
         foreach ((OptionalOps group, Action add) in new (OptionalOps, Action)[]

@@ -36,5 +36,8 @@ public enum OptionalOps
     /// <summary><see cref="IIommuDevFeatureOps"/>.</summary>
     DevFeature = 1 << 9,
 
-    All = (1 << 10) - 1,
+    /// <summary><see cref="IIommuPasidOps"/> (6.2 set_dev_pasid/remove_dev_pasid).</summary>
+    Pasid = 1 << 10,
+
+    All = (1 << 11) - 1,
 }

@@ -234,6 +234,36 @@ internal static partial class BadInputMatrix
         E("IommuCore.DomainGetAttr", "AUXD_ID before any aux attach", c => c.Iommu.DomainGetAttr(c.Domain, DomainAttr.AuxdId, out uint _), Errno.EINVAL),
         X<ArgumentNullException>("IommuCore.DomainGetAttr", "null domain", c => c.Iommu.DomainGetAttr(null!, DomainAttr.Geometry, out IommuDomainGeometry _)),
 
+        // IommuCore: PASID attach (6.2) and global PASIDs (≈6.4)
+        E("IommuCore.AttachDevicePasid", "PASID 0 (the driver finds RID2PASID's entry present)", c => c.Iommu.AttachDevicePasid(c.Domain, c.Dev, 0), Errno.EBUSY),
+        E("IommuCore.AttachDevicePasid", "PASID 2^32-1 (beyond the device's PASID table)", c => c.Iommu.AttachDevicePasid(c.Domain, c.Dev, uint.MaxValue), Errno.ENODEV),
+        E("IommuCore.AttachDevicePasid", "device without a group", c => c.Iommu.AttachDevicePasid(c.Domain, c.Orphan, 1), Errno.ENODEV),
+        E("IommuCore.AttachDevicePasid", "device without a PASID capability", c => c.Iommu.AttachDevicePasid(c.Domain, c.Dev2, 1), Errno.EOPNOTSUPP),
+        E("IommuCore.AttachDevicePasid", "the same domain twice", c =>
+        {
+            c.Iommu.AttachDevicePasid(c.Domain, c.Dev, 1).ThrowIfError();
+            return c.Iommu.AttachDevicePasid(c.Domain, c.Dev, 1);
+        }, Errno.EBUSY),
+        X<ArgumentNullException>("IommuCore.AttachDevicePasid", "null domain", c => c.Iommu.AttachDevicePasid(null!, c.Dev, 1)),
+        X<ArgumentNullException>("IommuCore.AttachDevicePasid", "null device", c => c.Iommu.AttachDevicePasid(c.Domain, null!, 1)),
+        Ok("IommuCore.DetachDevicePasid", "nothing attached (a logged WARN)", c => c.Iommu.DetachDevicePasid(c.Domain, c.Dev, 5)),
+        Ok("IommuCore.DetachDevicePasid", "device without a group", c => c.Iommu.DetachDevicePasid(c.Domain, c.Orphan, 5)),
+        Ok("IommuCore.DetachDevicePasid", "PASID 2^32-1", c => c.Iommu.DetachDevicePasid(c.Domain, c.Dev, uint.MaxValue)),
+        X<ArgumentNullException>("IommuCore.DetachDevicePasid", "null device", c => { c.Iommu.DetachDevicePasid(c.Domain, null!, 1); return null; }),
+        E("IommuCore.GetDomainForDevPasid", "type filter that does not match", c =>
+        {
+            c.Iommu.AttachDevicePasid(c.Domain, c.Dev, 1).ThrowIfError();
+            return c.Iommu.GetDomainForDevPasid(c.Dev, 1, DomainType.Dma, out _);
+        }, Errno.EBUSY),
+        V("IommuCore.GetDomainForDevPasid", "undefined type on an empty slot", c => c.Iommu.GetDomainForDevPasid(c.Dev, 1, (DomainType)99, out IDomain? d) == Errno.None && d is null, true),
+        V("IommuCore.GetDomainForDevPasid", "device without a group", c => c.Iommu.GetDomainForDevPasid(c.Orphan, 1, DomainType.Blocked, out IDomain? d) == Errno.None && d is null, true),
+        X<ArgumentNullException>("IommuCore.GetDomainForDevPasid", "null device", c => c.Iommu.GetDomainForDevPasid(null!, 1, DomainType.Blocked, out _)),
+        V("IommuCore.AllocGlobalPasid", "device without a PASID capability", c => c.Iommu.AllocGlobalPasid(c.Dev2), IommuCore.PasidInvalid),
+        V("IommuCore.AllocGlobalPasid", "device never probed", c => c.Iommu.AllocGlobalPasid(c.Orphan), IommuCore.PasidInvalid),
+        X<ArgumentNullException>("IommuCore.AllocGlobalPasid", "null device", c => c.Iommu.AllocGlobalPasid(null!)),
+        Ok("IommuCore.FreeGlobalPasid", "IOMMU_PASID_INVALID (a logged WARN)", c => c.Iommu.FreeGlobalPasid(IommuCore.PasidInvalid)),
+        Ok("IommuCore.FreeGlobalPasid", "never allocated, beyond 20 bits", c => c.Iommu.FreeGlobalPasid(1u << 24)),
+
         // IommuCore: faults
         X<ArgumentNullException>("IommuCore.SetFaultHandler", "null domain", c => { c.Iommu.SetFaultHandler(null!, null, null); return null; }),
         V("IommuCore.ReportFault", "no handler", c => c.Iommu.ReportFault(c.Domain, c.Dev, 0x1000, IommuFaultAccess.Read), -(int)Errno.ENOSYS),

@@ -179,6 +179,12 @@ internal sealed class CoreIsolationBed : IDisposable
             case AuxDetachOp a:
                 return AuxDetach(a.Slot, a.Dev);
 
+            case PasidAttachOp a:
+                return PasidAttach(a);
+
+            case PasidDetachOp a:
+                return PasidDetach(a.Dev, a.Index);
+
             case MapOp m:
                 return Map(m);
 
@@ -215,7 +221,7 @@ internal sealed class CoreIsolationBed : IDisposable
     private bool DomainFree(int slot)
     {
         ModelDomain? d = _slots[slot];
-        if (d is null || d.Links.Count != 0 || Array.Exists(_devs, x => x.Rid == d))
+        if (d is null || d.Links.Count != 0 || Array.Exists(_devs, x => x.Rid == d || x.PasidSlots.ContainsValue(d)))
         {
             return false; // freeing an attached domain is a caller bug (BUG/WARN, or use-after-free for aux)
         }
@@ -235,7 +241,8 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
-        Errno expected = m.Rid != m.Default ? Errno.EBUSY : m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL : Errno.None;
+        // -EBUSY also while PASIDs are attached (the model's stand-in for 6.x's DMA-ownership claim).
+        Errno expected = m.Rid != m.Default || m.PasidSlots.Count != 0 ? Errno.EBUSY : m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL : Errno.None;
         Expect(expected, _iommu.AttachDevice(d.Real, m.Real), $"attach {d.Name} to dev{dev}");
         if (expected == Errno.None)
         {
@@ -325,7 +332,9 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
-        Errno expected = !_scalable || !m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL : Errno.None;
+        Errno expected = !_scalable || !m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL
+            : !d.Links.ContainsKey(dev) && d.Pasid != 0 && m.PasidSlots.ContainsKey(d.Pasid) ? Errno.EBUSY // the number is attached on this device
+            : Errno.None;
         Expect(expected, _iommu.AttachDeviceAux(d.Real, m.Real), $"aux attach {d.Name} to dev{dev}");
         if (expected == Errno.None)
         {
@@ -403,7 +412,69 @@ internal sealed class CoreIsolationBed : IDisposable
     // A domain in use (a device's RID domain, or aux-linked) with more levels than the device's unit
     // walks: refused with -EINVAL (later kernels; 5.15 frees the top level the wider unit still walks).
     private bool TooManyLevels(ModelDomain d, int dev) =>
-        UnitLevels(dev) < d.Levels && (d.Links.Count > 0 || Array.Exists(_devs, x => x.Rid == d));
+        UnitLevels(dev) < d.Levels && (d.Links.Count > 0 || Array.Exists(_devs, x => x.Rid == d || x.PasidSlots.ContainsValue(d)));
+
+    private bool PasidAttach(PasidAttachOp op)
+    {
+        ModelDomain? d = _slots[op.Slot];
+        if (d is null)
+        {
+            return false;
+        }
+
+        ModelDevice m = _devs[op.Dev];
+        uint pasid = op.Choice switch
+        {
+            PasidChoice.Known when _seenPasids.Count > 0 => _seenPasids[op.Index % _seenPasids.Count],
+            PasidChoice.Known or PasidChoice.Global => _iommu.AllocGlobalPasid(m.Real), // PasidInvalid without a PASID capability
+            PasidChoice.Zero => 0,
+            _ => 1u << 20,
+        };
+
+        // The core's slot check, then intel-iommu's (≈6.5) checks in its order. Every device's PASID
+        // table covers at least 2^15 PASIDs (2^16 for dev0), and known PASIDs stay far below that.
+        bool auxEntryLive = Array.Exists(_slots, x => x is not null && x.Pasid == pasid && x.Links.TryGetValue(op.Dev, out AuxLink? l) && l.Programmed);
+        Errno expected = m.PasidSlots.ContainsKey(pasid) ? Errno.EBUSY
+            : !_scalable || !m.Real.HasPasidCapability ? Errno.EOPNOTSUPP
+            : TooManyLevels(d, op.Dev) ? Errno.EINVAL
+            : pasid >= 1u << 16 ? Errno.ENODEV
+            : pasid == 0 || auxEntryLive ? Errno.EBUSY
+            : Errno.None;
+        Expect(expected, _iommu.AttachDevicePasid(d.Real, m.Real, pasid), $"attach {d.Name} to PASID {pasid} of dev{op.Dev}");
+        if (expected == Errno.None)
+        {
+            d.Levels = Math.Min(d.Levels, UnitLevels(op.Dev));
+            d.Superpages = true;
+            m.PasidSlots.Add(pasid, d);
+            if (!_seenPasids.Contains(pasid))
+            {
+                _seenPasids.Add(pasid);
+            }
+        }
+
+        Expect(Errno.None, _iommu.GetDomainForDevPasid(m.Real, pasid, DomainType.Blocked, out IDomain? held), $"get PASID {pasid} of dev{op.Dev}");
+        if (!ReferenceEquals(held, m.PasidSlots.GetValueOrDefault(pasid)?.Real))
+        {
+            throw Fail($"PASID {pasid} of dev{op.Dev}: the core's slot holds {held?.GetHashCode()}, the model's {m.PasidSlots.GetValueOrDefault(pasid)?.Name ?? "nothing"}");
+        }
+
+        return true;
+    }
+
+    private bool PasidDetach(int dev, int index)
+    {
+        ModelDevice m = _devs[dev];
+        if (m.PasidSlots.Count == 0)
+        {
+            return false;
+        }
+
+        (uint pasid, ModelDomain d) = m.PasidSlots.ElementAt(index % m.PasidSlots.Count);
+        _iommu.DetachDevicePasid(d.Real, m.Real, pasid);
+        m.PasidSlots.Remove(pasid);
+        NoteStale(d);
+        return true;
+    }
 
     // After every op: no frame that a unit can reach (root, context, PASID directory and tables, page
     // tables, as the exported image walks them) is free in the frame allocator, or outside its region.
@@ -699,7 +770,8 @@ internal sealed class CoreIsolationBed : IDisposable
     }
 
     // The domain a DMA from (device, pasid) reaches, by the model: the RID domain without PASID; in
-    // scalable mode with a PASID, the aux domain with that PASID whose entry is live for the device.
+    // scalable mode with a PASID, the domain attached to it with iommu_attach_device_pasid, else the
+    // aux domain with that PASID whose entry is live for the device.
     private ModelDomain? Reach(ModelDevice m, uint? pasid)
     {
         if (pasid is null)
@@ -710,6 +782,11 @@ internal sealed class CoreIsolationBed : IDisposable
         if (!_scalable)
         {
             return null; // legacy mode: a request with PASID is a fault
+        }
+
+        if (m.PasidSlots.TryGetValue(pasid.Value, out ModelDomain? attached))
+        {
+            return attached;
         }
 
         foreach (ModelDomain? d in _slots)

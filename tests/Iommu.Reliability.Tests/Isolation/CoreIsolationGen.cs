@@ -93,6 +93,8 @@ internal static class CoreIsolationGen
         (3, Gen.Select(s_dev, Gen.Frequency((3, Gen.Const(true)), (1, Gen.Const(false))), (d, e) => (CoreOp)new AuxdOp(d, e))),
         (6, Gen.Select(s_slot, s_dev, (s, d) => (CoreOp)new AuxAttachOp(s, d))),
         (4, Gen.Select(s_slot, s_dev, (s, d) => (CoreOp)new AuxDetachOp(s, d))),
+        (5, Gen.Select(s_slot, s_dev, Gen.Frequency((4, Gen.Const(PasidChoice.Known)), (4, Gen.Const(PasidChoice.Global)), (1, Gen.Const(PasidChoice.Zero)), (1, Gen.Const(PasidChoice.Beyond))), Gen.Int[0, 15], (s, d, c, i) => (CoreOp)new PasidAttachOp(s, d, c, i))),
+        (3, Gen.Select(s_dev, Gen.Int[0, 7], (d, i) => (CoreOp)new PasidDetachOp(d, i))),
         (14, s_map),
         (9, s_unmap),
         (8, s_dmaMap),

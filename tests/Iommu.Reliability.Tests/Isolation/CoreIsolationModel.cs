@@ -249,6 +249,9 @@ internal sealed class ModelDevice(int index, Devices.PciDevice real, ModelDomain
     /// <summary>The RID domain (group->domain and the driver's device info agree in every sequence we generate).</summary>
     public ModelDomain Rid { get; set; } = defaultDomain;
 
+    /// <summary>PASIDs attached with <c>iommu_attach_device_pasid</c> (each device is its own group): kept across RID-domain changes.</summary>
+    public SortedDictionary<uint, ModelDomain> PasidSlots { get; } = [];
+
     /// <summary><c>info->auxd_enabled</c>: lost whenever the RID domain changes (a new device info).</summary>
     public bool AuxEnabled { get; set; }
 

@@ -73,6 +73,36 @@ public sealed record AuxDetachOp(int Slot, int Dev) : CoreOp
 }
 
 /// <summary><c>iommu_map(target, iova, pa, size, prot)</c>; skipped when the model has any of the range mapped (callers never map over live mappings).</summary>
+/// <summary>Which PASID a <see cref="PasidAttachOp"/> names.</summary>
+public enum PasidChoice
+{
+    /// <summary>One the test saw (an aux domain's, or one attached before).</summary>
+    Known,
+
+    /// <summary>A fresh one from <c>iommu_alloc_global_pasid</c> for the device.</summary>
+    Global,
+
+    /// <summary>PASID 0 (RID2PASID on VT-d).</summary>
+    Zero,
+
+    /// <summary>Beyond every device's PASID table.</summary>
+    Beyond,
+}
+
+/// <summary><c>iommu_attach_device_pasid</c> (6.2).</summary>
+public sealed record PasidAttachOp(int Slot, int Dev, PasidChoice Choice, int Index) : CoreOp
+{
+    /// <inheritdoc/>
+    public override string ToString() => $"iommu_attach_device_pasid(d{Slot}, dev{Dev}, {Choice}[{Index}])";
+}
+
+/// <summary><c>iommu_detach_device_pasid</c> of one of the device's attached PASIDs (6.2).</summary>
+public sealed record PasidDetachOp(int Dev, int Index) : CoreOp
+{
+    /// <inheritdoc/>
+    public override string ToString() => $"iommu_detach_device_pasid(dev{Dev}, attached[{Index}])";
+}
+
 public sealed record MapOp(int Target, ulong Iova, ulong Pa, ulong Size, IommuProt Prot) : CoreOp
 {
     public override string ToString() => $"iommu_map({Dom(Target)}, {Hex(Iova)}, pa {Hex(Pa)}, {SizeText(Size)}, {ProtName(Prot)})";
