@@ -5,16 +5,29 @@ namespace Iommu.VtD.Driver;
 
 /// <summary>
 /// An intel-iommu domain (<c>struct dmar_domain</c>): an <see cref="IommuDomain"/> with a VT-d
-/// second-level page table, its address width, one DID per unit it is attached to, and the default
-/// PASID used for auxiliary attachments.
+/// second-level or first-level page table, its address width, one DID per unit it is attached to, and the
+/// default PASID used for auxiliary attachments.
 /// </summary>
 /// <remarks>Thread safety: attach state changes under the driver's device-domain lock; map/unmap/iova_to_phys go to the page table, which is safe for disjoint concurrent use.</remarks>
 [KernelSymbol("struct dmar_domain")]
 public sealed class DmarDomain : IommuDomain
 {
+    private readonly DmaPageTable? _secondLevel;
+    private PageTable<FirstLevelFormat> _firstLevel; // used in place (a mutable struct): only through FirstLevelTable
+
     internal DmarDomain(DmaPageTable pageTable, int gaw, int agaw, int units)
     {
-        PageTable = pageTable;
+        _secondLevel = pageTable;
+        Gaw = gaw;
+        Agaw = agaw;
+        IommuRefcnt = new int[units];
+        IommuDid = new ushort[units];
+    }
+
+    internal DmarDomain(PageTable<FirstLevelFormat> firstLevel, int gaw, int agaw, int units)
+    {
+        _firstLevel = firstLevel;
+        UseFirstLevel = true;
         Gaw = gaw;
         Agaw = agaw;
         IommuRefcnt = new int[units];
@@ -22,7 +35,22 @@ public sealed class DmarDomain : IommuDomain
     }
 
     /// <summary>The second-level page table (<c>dmar_domain->pgd</c>).</summary>
-    public DmaPageTable PageTable { get; }
+    /// <exception cref="InvalidOperationException">The domain uses first-level tables (<see cref="UseFirstLevel"/>).</exception>
+    public DmaPageTable PageTable => _secondLevel ?? throw new InvalidOperationException("This domain uses first-level page tables (UseFirstLevel); it has no second-level table.");
+
+    /// <summary>
+    /// Whether the domain's IOVA space lives in first-level (IA-32e) tables (<c>DOMAIN_FLAG_USE_FIRST_LEVEL</c>,
+    /// <c>domain_use_first_level</c>), chosen at allocation by <see cref="IntelIommuOptions.FirstLevel"/>.
+    /// </summary>
+    /// <remarks>Since 5.7 (ddf09b6d43ec); 6.1's <c>first_level_by_default</c> keeps UNMANAGED domains on the second level.</remarks>
+    [KernelSymbol("DOMAIN_FLAG_USE_FIRST_LEVEL")]
+    public bool UseFirstLevel { get; }
+
+    /// <summary>Physical address of the top-level table of whichever stage the domain uses (<c>dmar_domain->pgd</c>).</summary>
+    public ulong Pgd => UseFirstLevel ? _firstLevel.Root : PageTable.Root;
+
+    /// <summary>The first-level table, in place; only for a domain with <see cref="UseFirstLevel"/>.</summary>
+    internal ref PageTable<FirstLevelFormat> FirstLevelTable => ref _firstLevel;
 
     /// <summary>Guest address width in bits (<c>gaw</c>): 57 at allocation, the unit's width after attach.</summary>
     public int Gaw { get; internal set; }

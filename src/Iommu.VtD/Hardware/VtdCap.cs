@@ -56,6 +56,12 @@ public static class VtdCap
     /// <summary>DRD, read draining (bit 55).</summary>
     public const ulong Drd = 1UL << 55;
 
+    /// <summary>FL1GP, 1 GiB first-level pages (bit 56).</summary>
+    public const ulong Fl1gp = 1UL << 56;
+
+    /// <summary>FL5LP, 5-level first-level paging (bit 60).</summary>
+    public const ulong Fl5lp = 1UL << 60;
+
     /// <summary>ESRTPS, SRTP also invalidates all DMA-remapping caches (bit 63).</summary>
     public const ulong Esrtps = 1UL << 63;
 

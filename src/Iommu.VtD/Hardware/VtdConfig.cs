@@ -10,7 +10,9 @@ namespace Iommu.VtD.Hardware;
 /// <remarks>
 /// <para>The IOTLB registers are placed at 0x0F0 (ECAP.IRO = 0xF) and the fault-recording registers
 /// at 0x220 (CAP.FRO = 0x22), where QEMU puts them.</para>
-/// <para>First-level and nested translation, device-TLBs (ATS), page requests, advanced fault
+/// <para>First-level and nested translation are modelled when <see cref="FirstLevelTranslation"/> and
+/// <see cref="NestedTranslation"/> are set (the presets <see cref="ScalableModeFirstLevel48Bit"/> and
+/// <see cref="ScalableModeFirstLevel57Bit"/>). Device-TLBs (ATS), page requests, advanced fault
 /// logging and protected memory regions are not modelled; the corresponding capability bits are
 /// always clear. Interrupt remapping is reported (ECAP.IR, <see cref="InterruptRemapping"/>) but its
 /// table is not modelled: the bit is what the driver and VFIO ask about.</para>
@@ -109,11 +111,44 @@ public sealed record VtdConfig
     public bool RidPasidSupport { get; init; }
 
     /// <summary>
-    /// ECAP.SRS: supervisor requests. Devices of this model make only user requests, so the bit changes
-    /// only what the driver writes (SRE in the PASID entries of aux domains); QEMU 7.2 sets it in
-    /// scalable mode.
+    /// ECAP.SRS: supervisor requests. Without it the PASID entry's SRE is reserved (0x5A when set), so a
+    /// supervisor request faults 0x5D on every entry. The
+    /// driver writes SRE in the PASID entries of aux domains only with it; QEMU 7.2 sets it in scalable mode.
     /// </summary>
     public bool SupervisorRequests { get; init; }
+
+    /// <summary>ECAP.FLTS: first-level translation in scalable mode (PASID entries with PGTT = 001).</summary>
+    /// <remarks>The first-level walk is the VT-d specification's (IA-32e entries, canonical check, SRE/WPE/NXE/SMEP/EAFE);
+    /// QEMU 7.2 has none and walks PGTT = 001 as second level.</remarks>
+    public bool FirstLevelTranslation { get; init; }
+
+    /// <summary>ECAP.NEST: nested translation (PGTT = 011): the first level's table pointers and output are guest-physical, translated through the second level.</summary>
+    /// <remarks>Needs <see cref="FirstLevelTranslation"/> and <see cref="SecondLevelTranslation"/>.</remarks>
+    public bool NestedTranslation { get; init; }
+
+    /// <summary>ECAP.ERS: execute requests. Without it the PASID entry's ERE is reserved, and an execute request faults 0x5C on every entry.</summary>
+    public bool ExecuteRequests { get; init; }
+
+    /// <summary>ECAP.EAFS: the extended-accessed flag. Without it the PASID entry's EAFE is reserved; with EAFE = 1 the first-level walk sets EA (bit 10) beside A.</summary>
+    public bool ExtendedAccessedFlag { get; init; }
+
+    /// <summary>CAP.FL1GP: 1 GiB first-level pages. Without it PS = 1 in a first-level PDPE is a reserved-bit fault (0x72).</summary>
+    public bool FirstLevel1GiBPages { get; init; }
+
+    /// <summary>CAP.FL5LP: 5-level first-level paging (PASID entry FLPM = 01, 57-bit canonical inputs); without it FLPM = 01 is invalid (0x5B).</summary>
+    public bool FirstLevel5LevelPaging { get; init; }
+
+    /// <summary>
+    /// Check the first-level walk in later QEMU's order instead of the specification's (a model profile, not a register).
+    /// </summary>
+    /// <remarks>
+    /// The specification's order (the default; its fault priority is UNVERIFIED, spec §5.3): per level
+    /// read error, P, reserved bits; then the permissions ANDed over the path (U/S 0x81, R/W 0x85,
+    /// XD/SMEP 0x82). Later QEMU checks per level read error, P, then U/S (0x81) and write permission
+    /// (0x85), then reserved bits (0x72), so a level with both a reserved bit and a permission problem
+    /// reports the permission. The permission rules themselves (SRE, WPE, NXE) are the same in both orders.
+    /// </remarks>
+    public bool QemuFirstLevelCheckOrder { get; init; }
 
     /// <summary>
     /// IOTLB capacity in entries (a model parameter, not a register). The IOTLB is set-associative:
@@ -207,6 +242,30 @@ public sealed record VtdConfig
     };
 
     /// <summary>
+    /// A 2024-style scalable-mode unit with both stages: <see cref="ScalableMode48Bit"/> plus first-level
+    /// translation (ECAP.FLTS), nested translation (ECAP.NEST), supervisor requests (ECAP.SRS), the
+    /// extended-accessed flag (ECAP.EAFS) and 1 GiB first-level pages (CAP.FL1GP); 4-level first level only,
+    /// no execute requests (ECAP.ERS), no page requests (ECAP.PRS).
+    /// </summary>
+    /// <remarks>With both stages present, a 6.x driver puts DMA domains on the first level and UNMANAGED domains on the second (<c>first_level_by_default</c>).</remarks>
+    public static VtdConfig ScalableModeFirstLevel48Bit { get; } = ScalableMode48Bit with
+    {
+        FirstLevelTranslation = true,
+        NestedTranslation = true,
+        SupervisorRequests = true,
+        ExtendedAccessedFlag = true,
+        FirstLevel1GiBPages = true,
+    };
+
+    /// <summary>As <see cref="ScalableModeFirstLevel48Bit"/> with 5-level tables on both stages (CAP.FL5LP, SAGAW 57-bit) and a 57-bit MGAW.</summary>
+    public static VtdConfig ScalableModeFirstLevel57Bit { get; } = ScalableModeFirstLevel48Bit with
+    {
+        Supports57BitTables = true,
+        MaxGuestAddressWidth = 57,
+        FirstLevel5LevelPaging = true,
+    };
+
+    /// <summary>
     /// QEMU 7.2's <c>-device intel-iommu,aw-bits=39,intremap=off</c> (39 is QEMU's default width):
     /// legacy mode, SAGAW 39-bit, MGAW 39, HAW 39, one fault record at 0x220, IOTLB registers at 0x0F0,
     /// ND 6, MAMV 18, 2M and 1G pages, PSI, read/write draining, QI, pass-through, VER 1.0.
@@ -289,6 +348,8 @@ public sealed record VtdConfig
         | ((ulong)(uint)(FaultRecordCount - 1) << VtdCap.NfrShift)
         | ((ulong)(uint)MaxAddressMaskValue << VtdCap.MamvShift)
         | (Draining ? VtdCap.Dwd | VtdCap.Drd : 0)
+        | (FirstLevel1GiBPages ? VtdCap.Fl1gp : 0)
+        | (FirstLevel5LevelPaging ? VtdCap.Fl5lp : 0)
         | (SetRootTableInvalidatesCaches ? VtdCap.Esrtps : 0);
 
     /// <summary>The extended capability register value.</summary>
@@ -299,6 +360,10 @@ public sealed record VtdConfig
         | (PassThrough ? VtdEcap.Pt : 0)
         | (SnoopControl ? VtdEcap.Sc : 0)
         | (SupervisorRequests ? VtdEcap.Srs : 0)
+        | (NestedTranslation ? VtdEcap.Nest : 0)
+        | (ExecuteRequests ? VtdEcap.Ers : 0)
+        | (ExtendedAccessedFlag ? VtdEcap.Eafs : 0)
+        | (FirstLevelTranslation ? VtdEcap.Flts : 0)
         | ((ulong)(IotlbRegisterOffset / 16) << VtdEcap.IroShift)
         | (PasidSupport ? ((ulong)(uint)(PasidWidth - 1) << VtdEcap.PssShift) | VtdEcap.Pasid : 0)
         | (ScalableMode ? VtdEcap.Smts : 0)
@@ -325,6 +390,12 @@ public sealed record VtdConfig
         Check(!PasidSupport || ScalableMode, "PasidSupport needs ScalableMode");
         Check(!RidPasidSupport || ScalableMode, "RidPasidSupport needs ScalableMode");
         Check(!SupervisorRequests || ScalableMode, "SupervisorRequests needs ScalableMode");
+        Check(!FirstLevelTranslation || ScalableMode, "FirstLevelTranslation needs ScalableMode");
+        Check(!NestedTranslation || (FirstLevelTranslation && SecondLevelTranslation), "NestedTranslation needs FirstLevelTranslation and SecondLevelTranslation");
+        Check(!ExecuteRequests || ScalableMode, "ExecuteRequests needs ScalableMode");
+        Check(!ExtendedAccessedFlag || FirstLevelTranslation, "ExtendedAccessedFlag needs FirstLevelTranslation");
+        Check(!FirstLevel1GiBPages || FirstLevelTranslation, "FirstLevel1GiBPages needs FirstLevelTranslation");
+        Check(!FirstLevel5LevelPaging || FirstLevelTranslation, "FirstLevel5LevelPaging needs FirstLevelTranslation");
         Check(IotlbCapacity is >= 1 and <= 1 << 20, "IotlbCapacity must be 1–1048576");
         Check(ContextCacheCapacity is >= 1 and <= 1 << 16, "ContextCacheCapacity must be 1–65536");
         Check(PasidCacheCapacity is >= 1 and <= 1 << 20, "PasidCacheCapacity must be 1–1048576");

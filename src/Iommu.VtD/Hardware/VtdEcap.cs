@@ -38,8 +38,14 @@ public static class VtdEcap
     /// <summary>PRS, page requests (bit 29).</summary>
     public const ulong Prs = 1UL << 29;
 
+    /// <summary>ERS, execute requests (bit 30).</summary>
+    public const ulong Ers = 1UL << 30;
+
     /// <summary>SRS, supervisor requests (bit 31).</summary>
     public const ulong Srs = 1UL << 31;
+
+    /// <summary>EAFS, extended-accessed flag (bit 34).</summary>
+    public const ulong Eafs = 1UL << 34;
 
     /// <summary>PSS, supported PASID width minus 1 (39:35).</summary>
     public const int PssShift = 35;
