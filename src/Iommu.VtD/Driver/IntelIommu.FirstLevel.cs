@@ -22,7 +22,7 @@ public sealed partial class IntelIommu
     // domain_setup_first_level (5.15): skip top levels the unit does not walk (entry 0 must be present,
     // else -ENOMEM); 4 or 5 levels left, else -EINVAL; SUPERVISOR for PASID ≠ 0 (aux: SRE+WPE; RID2PASID
     // without SRE since 5.13), FL5LP for 5 levels, PAGE_SNOOP for UNMANAGED.
-    private Errno DomainSetupFirstLevel(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid)
+    internal Errno DomainSetupFirstLevel(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid)
     {
         ulong pgd = domain.FirstLevelTable.Root;
         int agaw = domain.Agaw;
@@ -133,7 +133,7 @@ public sealed partial class IntelIommu
     // that covers [addr, addr + size) (5.15 passes the page count and lets qi_flush_piotlb align the
     // address down, which can leave the range's tail stale; later kernels compute the aligned block as
     // here), or the whole PASID when the block is wider than CAP.MAMV allows.
-    private static void FlushFirstLevelRange(IntelIommuUnit unit, DmarDomain domain, ulong addr, ulong size, bool leavesOnly)
+    internal static void FlushFirstLevelRange(IntelIommuUnit unit, DmarDomain domain, ulong addr, ulong size, bool leavesOnly)
     {
         ulong first = addr >> 12;
         ulong last = (addr + size - 1) >> 12;
