@@ -336,7 +336,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
 
     // md_domain_init(57): gaw 57, agaw 3 (5 levels), aperture [0, 2^57 − 1] (first level: the
     // aperture shrinks to the lower canonical half on attach, domain_update_iommu_cap).
-    private DmarDomain? NewDomain(bool identity = false, bool firstLevel = false)
+    internal DmarDomain? NewDomain(bool identity = false, bool firstLevel = false)
     {
         const int DefaultWidth = 57;
         int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(DefaultWidth));
