@@ -132,8 +132,8 @@ public sealed partial class IntelIommu
 
         foreach (IntelIommuUnit u in _units)
         {
-            // A DID held on a unit: its context or PASID entries point at the top-level table.
-            if (domain.IommuRefcnt[u.SeqId] > 0)
+            // A DID held on a unit (the domain's, or a nested child's): its context or PASID entries point at the top-level table.
+            if (domain.IommuRefcnt[u.SeqId] > 0 || domain.NestedChildren.Exists(c => c.IommuRefcnt[u.SeqId] > 0))
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name}: DMAR unit {unit.SeqId} walks {unit.Agaw + 2}-level tables, but the domain is in use with {domain.Agaw + 2} levels on DMAR unit {u.SeqId} (a domain in use is never trimmed)");
             }

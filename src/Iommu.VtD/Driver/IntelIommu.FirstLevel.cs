@@ -15,9 +15,9 @@ public sealed partial class IntelIommu
     // The PASID entry of a paging domain, by the stage it uses: the one place RID2PASID, aux and PASID
     // attachments program a domain's PASID.
     private Errno SetupPagingPasid(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid) =>
-        domain.UseFirstLevel
-            ? DomainSetupFirstLevel(unit, domain, info, pasid)
-            : SetupSecondLevel(unit, domain, info, pasid);
+        domain.NestParent is not null ? SetupNested(unit, domain, info, pasid)
+        : domain.UseFirstLevel ? DomainSetupFirstLevel(unit, domain, info, pasid)
+        : SetupSecondLevel(unit, domain, info, pasid);
 
     // domain_setup_first_level (5.15): skip top levels the unit does not walk (entry 0 must be present,
     // else -ENOMEM); 4 or 5 levels left, else -EINVAL; SUPERVISOR for PASID ≠ 0 (aux: SRE+WPE; RID2PASID

@@ -56,9 +56,12 @@ public sealed partial class IntelIommu
             d.MaxAddr = end;
         }
 
-        return d.UseFirstLevel
-            ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped)
-            : d.PageTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+        if (d.UseFirstLevel)
+        {
+            return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
+        }
+
+        return d.PageTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every
@@ -93,6 +96,11 @@ public sealed partial class IntelIommu
     {
         _memory.ThrowIfDisposed();
         var d = (DmarDomain)domain;
+        if (d.NestParent is not null)
+        {
+            return 0;
+        }
+
         ulong size = d.UseFirstLevel
             ? d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out ulong spanStart, out ulong spanEnd)
             : d.PageTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
@@ -130,7 +138,7 @@ public sealed partial class IntelIommu
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
         var d = (DmarDomain)domain;
-        return d.UseFirstLevel ? d.FirstLevelTable.IovaToPhys(iova) : d.PageTable.IovaToPhys(iova);
+        return !d.UseFirstLevel ? d.PageTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
     }
 
     private static int PendingFrees(DmarDomain d) => d.UseFirstLevel ? d.FirstLevelTable.PendingFrees : d.PageTable.PendingFrees;
@@ -169,6 +177,12 @@ public sealed partial class IntelIommu
                 {
                     FlushIotlbPsi(unit, d, gather.Start, gather.End - gather.Start + 1, leavesOnly);
                 }
+            }
+
+            // Nested domains over this one cache combined translations under their own DIDs.
+            for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
+            {
+                FlushNestedChildren(_units[i], d, gather.Start, gather.End - gather.Start + 1, leavesOnly);
             }
         }
 
@@ -239,6 +253,17 @@ public sealed partial class IntelIommu
             else
             {
                 unit.FlushIotlb(d.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
+            }
+        }
+
+        foreach (IntelIommuUnit unit in _units)
+        {
+            foreach (DmarDomain child in d.NestedChildren)
+            {
+                if (child.IommuRefcnt[unit.SeqId] > 0)
+                {
+                    unit.FlushIotlb(child.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
+                }
             }
         }
     }

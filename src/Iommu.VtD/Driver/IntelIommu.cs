@@ -222,7 +222,14 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             }
         }
 
-        if (d.UseFirstLevel)
+        if (d.NestParent is { } parent)
+        {
+            lock (_deviceDomainLock)
+            {
+                parent.NestedChildren.Remove(d); // no table of its own
+            }
+        }
+        else if (d.UseFirstLevel)
         {
             d.FirstLevelTable.FreeAll();
         }
