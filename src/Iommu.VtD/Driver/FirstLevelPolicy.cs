@@ -4,7 +4,7 @@ namespace Iommu.VtD.Driver;
 /// <remarks>
 /// First level needs every unit in scalable mode; a first-level domain's aperture ends at
 /// <c>2^(gaw−1) − 1</c>, it gets 1 GiB pages only when every unit has CAP.FL1GP, and its IOTLB is
-/// flushed with PASID-based invalidations (pasid-sva.md §2.1). Units without ECAP.FLTS (every preset
+/// flushed with PASID-based invalidations (<c>domain_flush_piotlb</c>). Units without ECAP.FLTS (every preset
 /// before first-level support) give second-level domains under both rules.
 /// </remarks>
 public enum FirstLevelPolicy

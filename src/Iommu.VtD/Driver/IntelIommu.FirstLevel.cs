@@ -4,7 +4,7 @@ using Iommu.VtD.Driver.Format;
 
 namespace Iommu.VtD.Driver;
 
-// First-level translation for DMA and UNMANAGED domains (pasid-sva.md §2.1–2.2): the PASID entries that
+// First-level translation for DMA and UNMANAGED domains (domain_setup_first_level, intel_pasid_setup_first_level): the PASID entries that
 // point a PASID at a domain's first-level table, and the PASID-based IOTLB flushes such a domain needs.
 // Entries are built with PasidEntry's named setters.
 public sealed partial class IntelIommu

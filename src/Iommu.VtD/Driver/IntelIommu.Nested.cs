@@ -4,7 +4,7 @@ using Iommu.VtD.Driver.Format;
 
 namespace Iommu.VtD.Driver;
 
-// Nested translation the 6.7+ iommufd way (pasid-sva.md §1.6, §2.9): a second-level nest parent, nested
+// Nested translation the 6.7+ iommufd way (drivers/iommu/intel/nested.c, intel_pasid_setup_nested): a second-level nest parent, nested
 // domains built from a user's stage-1 description, their PASID entries (PGTT = 011) and the user-driven
 // invalidation of the stage-1 caches. iommufd itself is not modelled: these are the driver callbacks it
 // calls (domain_alloc_user, the nested domain's attach_dev and cache_invalidate_user), as methods.
@@ -73,7 +73,7 @@ public sealed partial class IntelIommu
     /// and EAFE are checked against the unit at attach (<see cref="AttachNestedDev"/>), as 6.7 does.
     /// </returns>
     /// <remarks>
-    /// 6.7+ (iommufd). Decisions on points the spec leaves open (§2.9, UNVERIFIED): unknown flags and a table
+    /// 6.7+ (iommufd). Decisions on points the kernel sources read for this model leave open: unknown flags and a table
     /// address beyond the parent's aperture are refused here with -EINVAL, as 5.15's
     /// <c>intel_svm_bind_gpasid</c> refused unknown VT-d flags and a guest pgd beyond the domain; 6.7
     /// leaves both to the walk.

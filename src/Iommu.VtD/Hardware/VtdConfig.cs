@@ -142,7 +142,7 @@ public sealed record VtdConfig
     /// Check the first-level walk in later QEMU's order instead of the specification's (a model profile, not a register).
     /// </summary>
     /// <remarks>
-    /// The specification's order (the default; its fault priority is UNVERIFIED, spec §5.3): per level
+    /// The specification's order (the default; its fault priority is unverified): per level
     /// read error, P, reserved bits; then the permissions ANDed over the path (U/S 0x81, R/W 0x85,
     /// XD/SMEP 0x82). Later QEMU checks per level read error, P, then U/S (0x81) and write permission
     /// (0x85), then reserved bits (0x72), so a level with both a reserved bit and a permission problem

@@ -4,8 +4,8 @@ namespace Iommu.VtD.Driver.Format;
 
 /// <summary>
 /// The driver's view of a first-level (IA-32e) paging entry as Linux writes it into a DMA or UNMANAGED
-/// domain's own tables (<c>DMA_FL_PTE_*</c> in <c>intel-iommu.h</c>; pasid-sva.md §1.4 "Entries Linux
-/// writes"): P bit 0, R/W 1, U/S 2, A 5, D 6, PS 7, XD 63, address 51:12.
+/// domain's own tables (<c>DMA_FL_PTE_*</c> in <c>intel-iommu.h</c>, as <c>__domain_mapping</c> and
+/// <c>pfn_to_dma_pte</c> write them): P bit 0, R/W 1, U/S 2, A 5, D 6, PS 7, XD 63, address 51:12.
 /// </summary>
 /// <remarks>
 /// <para>5.15 (to 6.10) leaf: <c>addr | P | R/W (write) | U/S | A | D (write) | XD [| PS] [| bit 11 snoop]</c>;
