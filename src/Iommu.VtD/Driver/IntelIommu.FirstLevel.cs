@@ -63,15 +63,10 @@ public sealed partial class IntelIommu
             return ErrorDetail.Fail(Errno.EINVAL, $"DMAR unit {unit.SeqId} has no first-level translation (ECAP.FLTS)");
         }
 
-        ulong pte = PasidEntryAddress(info, pasid, alloc: true);
-        if (pte == 0)
+        Errno err = FreePasidEntry(info, pasid, Errno.EINVAL, out ulong pte);
+        if (err != Errno.None)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"no PASID entry for PASID {pasid} of {info.Device.Name} (table holds {info.MaxPasid})");
-        }
-
-        if (PasidEntry.LoadQ0(_memory, pte).Present)
-        {
-            return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use");
+            return err;
         }
 
         if ((flags & PasidFlags.SupervisorMode) != 0 && !DmarCap.EcapSrs(unit.Ecap))
@@ -102,13 +97,7 @@ public sealed partial class IntelIommu
             pe.SetPageSnoop();
         }
 
-        pe.SetDomainId(did);
-        pe.SetAddressWidth(unit.Agaw);
-        pe.SetPageWalkSnoop(DmarCap.EcapSmpwc(unit.Ecap));
-        pe.SetTranslationType(PasidPgtt.FirstLevel);
-        pe.SetPresent();
-        pe.Store(_memory, pte);
-        PasidFlushCaches(unit, did, pasid);
+        CommitPasidEntry(unit, ref pe, did, unit.Agaw, PasidPgtt.FirstLevel, pte, pasid);
         return Errno.None;
     }
 

@@ -269,18 +269,12 @@ public sealed partial class IntelIommu
             return err;
         }
 
-        ulong pte = PasidEntryAddress(info, pasid, alloc: true);
-        if (pte == 0)
+        err = FreePasidEntry(info, pasid, Errno.ENODEV, out ulong pte);
+        if (err != Errno.None)
         {
-            return ErrorDetail.Fail(Errno.ENODEV, $"no PASID entry for PASID {pasid} of {info.Device.Name} (table holds {info.MaxPasid})");
+            return err;
         }
 
-        if (PasidEntry.LoadQ0(_memory, pte).Present)
-        {
-            return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use");
-        }
-
-        ushort did = nested.IommuDid[unit.SeqId];
         var pe = default(PasidEntry);
         if (s1.AddrWidth == 57)
         {
@@ -304,13 +298,7 @@ public sealed partial class IntelIommu
 
         pe.SetSlptr(parent.PageTable.Root);
         pe.SetFaultEnable();
-        pe.SetDomainId(did);
-        pe.SetAddressWidth(parent.Agaw);
-        pe.SetPageWalkSnoop(DmarCap.EcapSmpwc(unit.Ecap));
-        pe.SetTranslationType(PasidPgtt.Nested);
-        pe.SetPresent();
-        pe.Store(_memory, pte);
-        PasidFlushCaches(unit, did, pasid);
+        CommitPasidEntry(unit, ref pe, nested.IommuDid[unit.SeqId], parent.Agaw, PasidPgtt.Nested, pte, pasid);
         return Errno.None;
     }
 

@@ -143,7 +143,7 @@ public sealed class FirstLevelFlushTests
 
                 ulong aligned = addr & ~((4096UL << am) - 1);
                 Assert.Equal([(DescPiotlb, PiotlbQ0(did, pasid, GPagesInPasid), aligned | (ih ? IhBit : 0UL) | (uint)am)], sent);
-            }, iter: 300);
+            }, iter: 300, threads: 1);
     }
 
     [Fact]
@@ -170,6 +170,6 @@ public sealed class FirstLevelFlushTests
             ulong start = q1 & ~0xFFFUL, end = start + (4096UL << am);
             Assert.True(start <= addr && addr + size <= end, $"[0x{addr:x}, +0x{size:x}) not inside [0x{start:x}, 0x{end:x})");
             Assert.Equal(0UL, start & ((4096UL << am) - 1));
-        }, iter: 300);
+        }, iter: 300, threads: 1);
     }
 }
