@@ -96,14 +96,20 @@ public sealed partial class IntelIommu
     {
         _memory.ThrowIfDisposed();
         var d = (DmarDomain)domain;
-        if (d.NestParent is not null)
+        ulong size, spanStart, spanEnd;
+        if (!d.UseFirstLevel)
         {
-            return 0;
+            size = d.PageTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
+        }
+        else if (d.NestParent is null)
+        {
+            size = d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
+        }
+        else
+        {
+            return 0; // a nested domain has no table of its own
         }
 
-        ulong size = d.UseFirstLevel
-            ? d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out ulong spanStart, out ulong spanEnd)
-            : d.PageTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
         if (size == 0)
         {
             return 0;
@@ -256,15 +262,9 @@ public sealed partial class IntelIommu
             }
         }
 
-        foreach (IntelIommuUnit unit in _units)
+        for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
         {
-            foreach (DmarDomain child in d.NestedChildren)
-            {
-                if (child.IommuRefcnt[unit.SeqId] > 0)
-                {
-                    unit.FlushIotlb(child.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
-                }
-            }
+            FlushNestedChildren(_units[i], d, 0, 0, leavesOnly: false); // size 0: domain-selective
         }
     }
 

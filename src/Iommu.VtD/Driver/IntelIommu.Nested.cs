@@ -105,7 +105,7 @@ public sealed partial class IntelIommu
         }
 
         var d = new DmarDomain(parent, stageOne, _units.Length);
-        lock (_deviceDomainLock)
+        lock (parent.NestedChildren)
         {
             parent.NestedChildren.Add(d);
         }
@@ -304,13 +304,24 @@ public sealed partial class IntelIommu
 
     // A second-level change under nested domains: their IOTLB entries are tagged with their own DIDs, so
     // each attached child is flushed by DID as well (6.8 parent_domain_flush).
+    // The list is locked, not the device-domain lock: an unmap takes no driver lock (s1_lock in 6.8).
     private static void FlushNestedChildren(IntelIommuUnit unit, DmarDomain parent, ulong addr, ulong size, bool leavesOnly)
     {
-        foreach (DmarDomain child in parent.NestedChildren)
+        lock (parent.NestedChildren)
         {
-            if (child.IommuRefcnt[unit.SeqId] > 0)
+            foreach (DmarDomain child in parent.NestedChildren)
             {
-                FlushIotlbPsi(unit, child, addr, size, leavesOnly);
+                if (child.IommuRefcnt[unit.SeqId] > 0)
+                {
+                    if (size == 0)
+                    {
+                        unit.FlushIotlb(child.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
+                    }
+                    else
+                    {
+                        FlushIotlbPsi(unit, child, addr, size, leavesOnly);
+                    }
+                }
             }
         }
     }

@@ -198,6 +198,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     }
 
     /// <inheritdoc/>
+    /// <remarks>Freeing a nest parent (<see cref="DomainAllocNestParent"/>) first detaches every device from the nested domains built on it (iommufd would keep the parent alive instead).</remarks>
     [KernelSymbol("intel_iommu_domain_free")]
     public void DomainFree(IDomain domain)
     {
@@ -220,11 +221,21 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 _pasids.Free(d.DefaultPasid);
                 d.DefaultPasid = 0;
             }
+
+            // iommufd keeps a nest parent alive while nested domains use it; here freeing the parent first
+            // detaches every device from them, so no PASID entry keeps pointing at its freed table.
+            foreach (DmarDomain child in d.NestedChildren.ToArray())
+            {
+                foreach (DeviceDomainInfo info in child.Devices.ToArray())
+                {
+                    RemoveDevInfo(info);
+                }
+            }
         }
 
         if (d.NestParent is { } parent)
         {
-            lock (_deviceDomainLock)
+            lock (parent.NestedChildren)
             {
                 parent.NestedChildren.Remove(d); // no table of its own
             }

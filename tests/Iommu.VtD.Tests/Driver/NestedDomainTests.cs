@@ -226,6 +226,20 @@ public sealed class NestedDomainTests
     }
 
     [Fact]
+    public void Freeing_the_parent_first_detaches_its_nested_domains_so_no_entry_points_at_a_freed_table()
+    {
+        using DriverBed f = NewFl("Fl48");
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        (DmarDomain parent, DmarDomain nested) = NewNested(f, new IommuHwptVtdS1(IommuVtdS1.None, 0x2000, 48));
+        Assert.Equal(Errno.None, f.Driver.AttachNestedDev(nested, dev));
+        Assert.NotEqual(0, Did(nested));
+        f.Iommu.DomainFree(parent);
+        Assert.Equal(0, Did(nested));
+        Assert.Null(f.PasidEntry(dev, 0)); // context entry cleared with the device's domain
+        Assert.Null(dev.IommuPriv);
+    }
+
+    [Fact]
     public void A_failed_allocation_during_a_nested_attach_leaks_nothing()
     {
         using DriverBed f = NewFl("Fl48");
