@@ -79,7 +79,7 @@ internal sealed class DmaStack : IDisposable
 }
 
 /// <summary>
-/// Device reads through the whole stack (<see cref="PciDevice.DmaRead"/>: remapper lookup, context,
+/// Device reads through the whole stack (<see cref="PciDevice.DmaRead(uint?, ulong, Span{byte})"/>: remapper lookup, context,
 /// IOTLB or table walk, copy) at ref_dma.c's pseudo-random IOVAs over <see cref="Pages"/> mapped 4K
 /// pages: 64 B and 4 KiB, on a legacy unit, on a scalable unit (untagged requests through RID_PASID)
 /// and with the PASID of an aux domain. The C rows run ref_dma.c's walk and memcpy over the same IOVA
@@ -506,7 +506,7 @@ public unsafe class DmaUnmap : IDisposable
 
 /// <summary>
 /// A scatter-gather read of 16 × 4 KiB (<see cref="VtdUnit.Gather"/>) at ref_dma.c's page-aligned IOVAs
-/// over 1,024 pages on a scalable unit, beside the same 16 pages read with 16 <see cref="PciDevice.DmaRead"/>
+/// over 1,024 pages on a scalable unit, beside the same 16 pages read with 16 <see cref="PciDevice.DmaRead(uint?, ulong, Span{byte})"/>
 /// calls. The C row walks and copies the 16 pages of each gather.
 /// </summary>
 [MemoryDiagnoser]

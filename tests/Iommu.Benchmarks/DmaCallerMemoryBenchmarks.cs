@@ -10,7 +10,7 @@ namespace Iommu.Benchmarks;
 /// <summary>
 /// An emulator's DMA path on memory it owns against memory the library owns (issue 17): the same
 /// tables, the same unit state and the same 1,024 mapped pages, read 64 B and 4 KiB at ref_dma.c's
-/// pseudo-random IOVAs through <see cref="VtdUnit.Read"/> (the requester-id entry an emulator calls).
+/// pseudo-random IOVAs through <see cref="VtdUnit.Read(ushort, uint?, ulong, Span{byte})"/> (the requester-id entry an emulator calls).
 /// The caller-owned copy is a <see cref="PhysicalMemory"/> over two host blocks (the data pages and the
 /// table region, a hole between and around them) into which the owned memory's bytes were copied and
 /// whose unit was restored from the owned unit's <see cref="VtdUnit.SaveState"/>. C rows as in

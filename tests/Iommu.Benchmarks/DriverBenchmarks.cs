@@ -136,7 +136,7 @@ public class HardwareTranslate : IDisposable
         return sink;
     }
 
-    /// <summary>An 8-byte device read through <see cref="PciDevice.DmaRead"/> (the remapper lookup, an IOTLB hit and the copy).</summary>
+    /// <summary>An 8-byte device read through <see cref="PciDevice.DmaRead(uint?, ulong, Span{byte})"/> (the remapper lookup, an IOTLB hit and the copy).</summary>
     /// <returns>A sink.</returns>
     [Benchmark(OperationsPerInvoke = 1024)]
     public ulong DmaRead8IotlbHit()

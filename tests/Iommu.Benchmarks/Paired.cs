@@ -15,7 +15,7 @@ namespace Iommu.Benchmarks;
 internal static class Paired
 {
     /// <summary>Runs every C#/C pair of the benchmark classes whose names contain one of <paramref name="filters"/> (all when empty).</summary>
-    public static void Run(int rounds, IReadOnlyList<string> filters, Func<string, string, string?> floorOf)
+    public static void Run(int rounds, IReadOnlyList<string> filters, Func<string, string, string?> floorOf, bool tiered = false)
     {
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| Paired ({rounds} pairs, thread CPU time) | ns/op | C floor ns/op | ratio (median of pairs) |"));
@@ -39,6 +39,23 @@ internal static class Paired
 
                 using var mine = new Subject(type, method);
                 using var theirs = new Subject(floorType, floorMethod);
+                if (tiered)
+                {
+                    // Default runtime settings: run both until the hot methods are rejitted at tier 1
+                    // with their dynamic profile (30 calls, then a background compile after 100 ms of
+                    // no new tier-0 code).
+                    for (int w = 0; w < 4; w++)
+                    {
+                        for (int i = 0; i < 40; i++)
+                        {
+                            mine.Time();
+                            theirs.Time();
+                        }
+
+                        Thread.Sleep(300);
+                    }
+                }
+
                 var ns = new List<double>();
                 var cns = new List<double>();
                 var ratios = new List<double>();

@@ -22,7 +22,7 @@ using BenchmarkDotNet.Running;
 int pairedAt = Array.IndexOf(args, "--paired");
 if (pairedAt >= 0)
 {
-    if (Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") != "0")
+    if (!args.Contains("--tiered") && Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") != "0")
     {
         // Run as an apphost the process is the program itself; run by the dotnet host it needs the dll.
         string host = Environment.ProcessPath!;
@@ -35,14 +35,20 @@ if (pairedAt >= 0)
 
     int rounds = int.Parse(args[pairedAt + 1], CultureInfo.InvariantCulture);
     string[] filters = args.Where((a, i) => i > 0 && args[i - 1] != "--paired" && a.Contains('*', StringComparison.Ordinal)).Select(a => a.Trim('*')).ToArray();
-    Iommu.Benchmarks.Paired.Run(rounds, filters, FloorOf);
+    Iommu.Benchmarks.Paired.Run(rounds, filters, FloorOf, args.Contains("--tiered"));
     return 0;
 }
 
 bool shortJob = args.Contains("--short");
-string[] bdnArgs = args.Where(a => a != "--short").ToArray();
-Job job = (shortJob ? Job.ShortRun : Job.Default)
-    .WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
+bool tieredJob = args.Contains("--tiered");
+string[] bdnArgs = args.Where(a => a is not "--short" and not "--tiered").ToArray();
+Job job = shortJob ? Job.ShortRun : Job.Default;
+job = tieredJob
+    // The runtime's defaults (tiered compilation with dynamic PGO), promoted without the 100 ms
+    // call-counting delay and warmed up over 40 invocations, so that the timed invocations run the
+    // tier-1 code a long-running emulator runs.
+    ? job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TC_CallCountingDelayMs", "0")).WithWarmupCount(40)
+    : job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
 // The boilerplate build gets longer than the default 2 minutes: the machine is shared, and other
 // builds run beside this one.
 IConfig config = DefaultConfig.Instance.WithOptions(ConfigOptions.DisableOptimizationsValidator)

@@ -138,7 +138,7 @@ public sealed class PciDevice : Device
         return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, iova, DmaFaultReason.None);
     }
 
-    /// <summary>The device writes <paramref name="source"/> to <paramref name="iova"/> (see <see cref="DmaRead"/>).</summary>
+    /// <summary>The device writes <paramref name="source"/> to <paramref name="iova"/> (see <see cref="DmaRead(uint?, ulong, Span{byte})"/>).</summary>
     /// <param name="pasid">PASID to tag the request with, or null.</param>
     /// <param name="iova">Device address.</param>
     /// <param name="source">The bytes.</param>
@@ -159,6 +159,38 @@ public sealed class PciDevice : Device
         }
 
         return new DmaResult(DmaStatus.Ok, (ulong)source.Length, iova, DmaFaultReason.None);
+    }
+
+    /// <summary>
+    /// The device reads memory at <paramref name="iova"/> with privileged/execute attributes: through a
+    /// remapping unit that models them (<see cref="IDmaRemapperAttributes"/>), otherwise as
+    /// <see cref="DmaRead(uint?, ulong, Span{byte})"/> (the attributes dropped).
+    /// </summary>
+    /// <param name="pasid">PASID to tag the request with, or null (then the request carries no attributes).</param>
+    /// <param name="iova">Device address.</param>
+    /// <param name="destination">Receives the bytes.</param>
+    /// <param name="attributes">Privileged and execute bits of the PASID prefix.</param>
+    /// <returns>The outcome.</returns>
+    public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination, DmaRequestAttributes attributes)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
+        return DmaRemapper() is IDmaRemapperAttributes unit
+            ? unit.DmaRead(this, pasid, iova, destination, attributes)
+            : DmaRead(pasid, iova, destination);
+    }
+
+    /// <summary>The device writes <paramref name="source"/> to <paramref name="iova"/> with privileged attributes (see <see cref="DmaRead(uint?, ulong, Span{byte}, DmaRequestAttributes)"/>).</summary>
+    /// <param name="pasid">PASID to tag the request with, or null.</param>
+    /// <param name="iova">Device address.</param>
+    /// <param name="source">The bytes.</param>
+    /// <param name="attributes">Privileged bit of the PASID prefix (execute is dropped on a write).</param>
+    /// <returns>The outcome.</returns>
+    public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source, DmaRequestAttributes attributes)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
+        return DmaRemapper() is IDmaRemapperAttributes unit
+            ? unit.DmaWrite(this, pasid, iova, source, attributes)
+            : DmaWrite(pasid, iova, source);
     }
 
     // The unit this device's DMA goes through, cached while the bus's set of units is unchanged, so

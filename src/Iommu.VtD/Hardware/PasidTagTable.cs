@@ -19,7 +19,7 @@ internal sealed class PasidTagTable
     public const int Overflow = 1;
 
     private const int Probes = 32;
-    private readonly ulong[] _keys;   // 0: free; otherwise ((ulong)group << 20 | pasid) + 1
+    private readonly ulong[] _keys;   // 0: free; otherwise ((ulong)group << 21 | tag) + 1, tag = a PASID, or a PASID | FirstStage
     private int _overflowed;
 
     /// <summary>Creates a table for up to <paramref name="capacity"/> pairs (a power of two).</summary>
@@ -31,7 +31,7 @@ internal sealed class PasidTagTable
     /// <summary>The cell of (<paramref name="group"/>, <paramref name="pasid"/>), adding the pair when new.</summary>
     public int GetOrAdd(int group, uint pasid)
     {
-        ulong key = (((ulong)group << 20) | pasid) + 1;
+        ulong key = (((ulong)group << 21) | pasid) + 1;
         int mask = _keys.Length - 1;
         int start = Hash(key) & mask;
         for (int i = 0; i < Probes; i++)
@@ -60,7 +60,7 @@ internal sealed class PasidTagTable
     /// <summary>The cell whose generation covers (<paramref name="group"/>, <paramref name="pasid"/>), or -1 when no entry can hold the pair.</summary>
     public int Find(int group, uint pasid)
     {
-        ulong key = (((ulong)group << 20) | pasid) + 1;
+        ulong key = (((ulong)group << 21) | pasid) + 1;
         int mask = _keys.Length - 1;
         int start = Hash(key) & mask;
         for (int i = 0; i < Probes; i++)

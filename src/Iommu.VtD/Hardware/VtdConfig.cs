@@ -112,7 +112,7 @@ public sealed record VtdConfig
 
     /// <summary>
     /// ECAP.SRS: supervisor requests. Without it the PASID entry's SRE is reserved (0x5A when set), so a
-    /// supervisor request faults 0x5D on every entry. The
+    /// supervisor request (<see cref="Iommu.Devices.DmaRequestAttributes.Privileged"/>) faults 0x5D on every entry. The
     /// driver writes SRE in the PASID entries of aux domains only with it; QEMU 7.2 sets it in scalable mode.
     /// </summary>
     public bool SupervisorRequests { get; init; }
@@ -142,7 +142,7 @@ public sealed record VtdConfig
     /// Check the first-level walk in later QEMU's order instead of the specification's (a model profile, not a register).
     /// </summary>
     /// <remarks>
-    /// The specification's order (the default; its fault priority is unverified): per level
+    /// The specification's order (the default; its fault priority is UNVERIFIED): per level
     /// read error, P, reserved bits; then the permissions ANDed over the path (U/S 0x81, R/W 0x85,
     /// XD/SMEP 0x82). Later QEMU checks per level read error, P, then U/S (0x81) and write permission
     /// (0x85), then reserved bits (0x72), so a level with both a reserved bit and a permission problem

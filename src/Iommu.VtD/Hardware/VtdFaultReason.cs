@@ -146,6 +146,18 @@ public enum VtdFaultReason : byte
     /// <summary>SFL.4: error reading the first-level root (bad FLPTR).</summary>
     FirstLevelPointerInvalid = 0x73,
 
+    /// <summary>SFL.5: nested: a first-level table (FLPTR or a next-table address) is a guest-physical address beyond the second level's input width.</summary>
+    FirstLevelTableBeyondWidth = 0x74,
+
+    /// <summary>SFL.6: nested: the second level denies read on the top first-level table (FL-PML4/PML5).</summary>
+    FirstLevelRootReadDenied = 0x75,
+
+    /// <summary>SFL.7: nested: the second level denies read on a lower first-level table.</summary>
+    FirstLevelEntryReadDenied = 0x76,
+
+    /// <summary>SFL.8: nested: an accessed/dirty update of a first-level entry needs second-level write permission it lacks.</summary>
+    FirstLevelEntryWriteDenied = 0x77,
+
     /// <summary>SSL.1: error reading a second-level entry (below the top level).</summary>
     SecondLevelReadError = 0x78,
 

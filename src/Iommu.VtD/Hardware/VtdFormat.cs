@@ -135,6 +135,27 @@ public static class VtdFormat
     /// <summary>PASID q2 reserved bits 11:8.</summary>
     public const ulong PasidReservedQ2 = 0xF00;
 
+    /// <summary>PASID q2 bit 0: SRE, supervisor requests enable.</summary>
+    public const ulong PasidSre = 1UL << 0;
+
+    /// <summary>PASID q2 bit 1: ERE, execute requests enable.</summary>
+    public const ulong PasidEre = 1UL << 1;
+
+    /// <summary>PASID q2 shift of FLPM (3:2): 00 4-level, 01 5-level first-level paging.</summary>
+    public const int PasidFlpmShift = 2;
+
+    /// <summary>PASID q2 bit 4: WPE, write-protect enable (supervisor writes honour R/W).</summary>
+    public const ulong PasidWpe = 1UL << 4;
+
+    /// <summary>PASID q2 bit 5: NXE, no-execute enable (XD honoured).</summary>
+    public const ulong PasidNxe = 1UL << 5;
+
+    /// <summary>PASID q2 bit 6: SMEP, supervisor-mode execute prevention.</summary>
+    public const ulong PasidSmep = 1UL << 6;
+
+    /// <summary>PASID q2 bit 7: EAFE, extended-accessed flag enable.</summary>
+    public const ulong PasidEafe = 1UL << 7;
+
     /// <summary>PGTT = 001: first-level only.</summary>
     public const int PgttFirstLevel = 1;
 
@@ -175,6 +196,35 @@ public static class VtdFormat
 
     /// <summary>Second-level address field 51:12 (before host-address-width checks).</summary>
     public const ulong SlAddressMask = 0x000F_FFFF_FFFF_F000;
+
+    // First-level (IA-32e) paging entries.
+
+    /// <summary>First-level entry P (bit 0).</summary>
+    public const ulong FlPresent = 1UL << 0;
+
+    /// <summary>First-level entry R/W (bit 1).</summary>
+    public const ulong FlReadWrite = 1UL << 1;
+
+    /// <summary>First-level entry U/S (bit 2).</summary>
+    public const ulong FlUser = 1UL << 2;
+
+    /// <summary>First-level entry A (bit 5).</summary>
+    public const ulong FlAccessed = 1UL << 5;
+
+    /// <summary>First-level entry D (bit 6), in leaves.</summary>
+    public const ulong FlDirty = 1UL << 6;
+
+    /// <summary>First-level entry PS (bit 7): a 2 MiB (PDE) or 1 GiB (PDPE) leaf; reserved in PML4E/PML5E.</summary>
+    public const ulong FlPageSize = 1UL << 7;
+
+    /// <summary>First-level entry EA (bit 10): extended accessed, set with PASID-entry EAFE.</summary>
+    public const ulong FlExtendedAccessed = 1UL << 10;
+
+    /// <summary>First-level entry XD (bit 63): execute disable, honoured with PASID-entry NXE.</summary>
+    public const ulong FlExecuteDisable = 1UL << 63;
+
+    /// <summary>First-level address field 51:12 (before host-address-width checks).</summary>
+    public const ulong FlAddressMask = 0x000F_FFFF_FFFF_F000;
 
     /// <summary>Entries in a paging-structure page.</summary>
     public const int EntriesPerTable = 512;

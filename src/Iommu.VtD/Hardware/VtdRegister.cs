@@ -213,6 +213,12 @@ public static class VtdRegister
     /// <summary>FRCD.T (bit 126): 1 = read request, 0 = write.</summary>
     public const ulong FrcdT = 1UL << 62;
 
+    /// <summary>FRCD.PRIV (bit 93): the faulting request with PASID asked for supervisor privilege.</summary>
+    public const ulong FrcdPriv = 1UL << 29;
+
+    /// <summary>FRCD.EXE (bit 94): the faulting request with PASID asked for execute permission.</summary>
+    public const ulong FrcdExe = 1UL << 30;
+
     /// <summary>FRCD.PP (bit 95): PASID present.</summary>
     public const ulong FrcdPp = 1UL << 31;
 

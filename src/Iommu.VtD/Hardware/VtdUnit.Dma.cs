@@ -6,12 +6,12 @@ using Iommu.VtD.Internal;
 namespace Iommu.VtD.Hardware;
 
 /// <summary>The device side: PCI functions DMA through the unit (<see cref="IDmaRemapper"/>).</summary>
-public sealed partial class VtdUnit : IDmaRemapper
+public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
 {
     /// <inheritdoc/>
-    /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead"/> calls it inside the platform's access
+    /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead(uint?, ulong, Span{byte})"/> calls it inside the platform's access
     /// scope, so it only checks the disposed flag. A direct caller that may race the memory's dispose
-    /// holds <see cref="PhysicalMemory.EnterAccess"/> or calls <see cref="Transfer"/>.</remarks>
+    /// holds <see cref="PhysicalMemory.EnterAccess"/> or calls <see cref="Transfer(ushort, uint?, ulong, Span{byte}, DmaAccess)"/>.</remarks>
     public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination)
     {
         _memory.ThrowIfDisposed();
@@ -20,12 +20,34 @@ public sealed partial class VtdUnit : IDmaRemapper
     }
 
     /// <inheritdoc/>
-    /// <remarks>A remapper callback, as <see cref="DmaRead"/>.</remarks>
+    /// <remarks>A remapper callback, as <see cref="DmaRead(PciDevice, uint?, ulong, Span{byte})"/>.</remarks>
     public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         return TransferUnguarded(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>A remapper callback, as <see cref="DmaRead(PciDevice, uint?, ulong, Span{byte})"/>.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult DmaRead(PciDevice device, uint? pasid, ulong iova, Span<byte> destination, DmaRequestAttributes attributes)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Read, attributes);
+        return Move(device.RequesterId, pasid, iova, destination, DmaAccess.Read, wantOutcome: false, out _, attrs);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>A remapper callback, as <see cref="DmaRead(PciDevice, uint?, ulong, Span{byte})"/>.</remarks>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult DmaWrite(PciDevice device, uint? pasid, ulong iova, ReadOnlySpan<byte> source, DmaRequestAttributes attributes)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Write, attributes);
+        return Move(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
     }
 
     /// <summary>
@@ -47,7 +69,7 @@ public sealed partial class VtdUnit : IDmaRemapper
     /// <summary>
     /// The device with <paramref name="requesterId"/> reads <paramref name="destination"/>'s length of
     /// bytes at <paramref name="iova"/>: each page translated once and copied straight into the span. The
-    /// requester-id family for emulators (with <see cref="Write"/>, <see cref="Gather"/> and <see cref="Scatter"/>).
+    /// requester-id family for emulators (with <see cref="Write(ushort, uint?, ulong, ReadOnlySpan{byte})"/>, <see cref="Gather"/> and <see cref="Scatter"/>).
     /// </summary>
     /// <param name="requesterId">Source id of the device (bus &lt;&lt; 8 | devfn).</param>
     /// <param name="pasid">PASID of the request, or null.</param>
@@ -63,16 +85,62 @@ public sealed partial class VtdUnit : IDmaRemapper
         return TransferUnguarded(requesterId, pasid, iova, destination, DmaAccess.Read);
     }
 
-    /// <summary>The device with <paramref name="requesterId"/> writes <paramref name="source"/> at <paramref name="iova"/> (see <see cref="Read"/>).</summary>
+    /// <summary>The device with <paramref name="requesterId"/> writes <paramref name="source"/> at <paramref name="iova"/> (see <see cref="Read(ushort, uint?, ulong, Span{byte})"/>).</summary>
     /// <param name="requesterId">Source id of the device (bus &lt;&lt; 8 | devfn).</param>
     /// <param name="pasid">PASID of the request, or null.</param>
     /// <param name="iova">Device address of the first byte.</param>
     /// <param name="source">The bytes.</param>
-    /// <returns>As <see cref="Read"/>.</returns>
+    /// <returns>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>.</returns>
     public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         return TransferUnguarded(requesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
+    }
+
+    /// <summary>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>, for a request with privilege and execute attributes.</summary>
+    /// <param name="requesterId">Source id of the device (bus &lt;&lt; 8 | devfn).</param>
+    /// <param name="pasid">PASID of the request, or null (then a user, non-execute request whatever <paramref name="attributes"/> says).</param>
+    /// <param name="iova">Device address of the first byte.</param>
+    /// <param name="destination">Receives the bytes.</param>
+    /// <param name="attributes">Privileged (PMR) and execute (ER) bits of the PASID prefix, the same for every page.</param>
+    /// <returns>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult Read(ushort requesterId, uint? pasid, ulong iova, Span<byte> destination, DmaRequestAttributes attributes)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Read, attributes);
+        return Move(requesterId, pasid, iova, destination, DmaAccess.Read, wantOutcome: false, out _, attrs);
+    }
+
+    /// <summary>As <see cref="Write(ushort, uint?, ulong, ReadOnlySpan{byte})"/>, for a request with privilege attributes.</summary>
+    /// <param name="requesterId">Source id of the device (bus &lt;&lt; 8 | devfn).</param>
+    /// <param name="pasid">PASID of the request, or null (then a user request whatever <paramref name="attributes"/> says).</param>
+    /// <param name="iova">Device address of the first byte.</param>
+    /// <param name="source">The bytes.</param>
+    /// <param name="attributes">Privileged (PMR) bit of the PASID prefix; execute is dropped on a write.</param>
+    /// <returns>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source, DmaRequestAttributes attributes)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Write, attributes);
+        return Move(requesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
+    }
+
+    /// <summary>As <see cref="Transfer(ushort, uint?, ulong, Span{byte}, DmaAccess)"/>, for a request with privilege and execute attributes.</summary>
+    /// <param name="requesterId">Source id.</param>
+    /// <param name="pasid">PASID or null (then a user, non-execute request whatever <paramref name="attributes"/> says).</param>
+    /// <param name="iova">Device address of the first byte.</param>
+    /// <param name="buffer">The bytes (read into or written from).</param>
+    /// <param name="access">Direction.</param>
+    /// <param name="attributes">Privileged (PMR) and execute (ER, reads only) bits of the PASID prefix.</param>
+    /// <returns>The outcome as devices see it.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    public DmaResult Transfer(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, DmaRequestAttributes attributes)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, access, attributes);
+        return Move(requesterId, pasid, iova, buffer, access, wantOutcome: false, out _, attrs);
     }
 
     /// <summary>
@@ -178,7 +246,7 @@ public sealed partial class VtdUnit : IDmaRemapper
     private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, out VtdTranslation outcome) =>
         Move(requesterId, pasid, iova, buffer, access, wantOutcome: true, out outcome);
 
-    private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, bool wantOutcome, out VtdTranslation outcome)
+    private DmaResult Move(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access, bool wantOutcome, out VtdTranslation outcome, DmaRequestAttributes attrs = DmaRequestAttributes.None)
     {
         Unsafe.SkipInit(out outcome);
         bool hasPasid = pasid.HasValue;
@@ -196,7 +264,8 @@ public sealed partial class VtdUnit : IDmaRemapper
             ulong a = iova + (ulong)done;
             int chunk = (int)Math.Min((ulong)(buffer.Length - done), 4096 - (a & 0xFFF));
             VtdTranslation t;
-            if (TryTranslateCached(requesterId, hasPasid, p, a, (ulong)chunk, write, out ulong pa, out ulong pageSize, out bool writable))
+            // Requests with attributes skip the memo (its answers do not depend on privilege): one flag test.
+            if (attrs == DmaRequestAttributes.None && TryTranslateCached(requesterId, hasPasid, p, a, (ulong)chunk, write, out ulong pa, out ulong pageSize, out bool writable))
             {
                 if (Copy(pa, buffer.Slice(done, chunk), write))
                 {
@@ -217,7 +286,7 @@ public sealed partial class VtdUnit : IDmaRemapper
             }
             else
             {
-                t = TranslateCore(requesterId, hasPasid, p, a, (ulong)chunk, write);
+                t = TranslateCore(requesterId, hasPasid, p, a, (ulong)chunk, write, attrs);
                 if (_interruptPending)
                 {
                     RaisePendingInterrupts();

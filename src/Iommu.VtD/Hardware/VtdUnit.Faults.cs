@@ -1,3 +1,5 @@
+using Iommu.Devices;
+
 namespace Iommu.VtD.Hardware;
 
 /// <content>Primary fault recording, the fault event and the invalidation-completion event.</content>
@@ -35,7 +37,8 @@ public sealed partial class VtdUnit
 
     /// <summary>Records a fault unless FPD suppresses it; returns the fault result.</summary>
     private VtdTranslation Fault(
-        ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason, bool fpd)
+        ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason, bool fpd,
+        DmaRequestAttributes attrs = DmaRequestAttributes.None)
     {
         // Faults take the writer side: the fault registers and counters are the unit's state.
         bool recorded = false;
@@ -44,7 +47,7 @@ public sealed partial class VtdUnit
             _faultsByReason[(byte)reason]++;
             if (!fpd || !IsQualified(reason))
             {
-                recorded = RecordFault(sid, address, write, pasidPresent, pasid, reason);
+                recorded = RecordFault(sid, address, write, pasidPresent, pasid, reason, attrs);
             }
         }
 
@@ -57,8 +60,9 @@ public sealed partial class VtdUnit
     /// record has the same source id (fault compression); this model records every fault, and it
     /// records the full 20-bit PASID (QEMU truncates PV to 16 bits and logs PP=1 with RID_PASID
     /// for untagged scalable-mode requests; here PP is set only for requests that carried a PASID).
+    /// PRIV and EXE repeat the request's attributes; only requests with PASID carry them.
     /// </remarks>
-    private bool RecordFault(ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason)
+    private bool RecordFault(ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason, DmaRequestAttributes attrs)
     {
         uint fsts = Get32(VtdRegister.Fsts);
         if ((fsts & VtdRegister.FstsPfo) != 0)
@@ -80,7 +84,9 @@ public sealed partial class VtdUnit
             | VtdRegister.FrcdF;
         if (pasidPresent)
         {
-            hi |= VtdRegister.FrcdPp | ((ulong)(pasid & 0xF_FFFF) << VtdRegister.FrcdPvShift);
+            hi |= VtdRegister.FrcdPp | ((ulong)(pasid & 0xF_FFFF) << VtdRegister.FrcdPvShift)
+                | ((attrs & DmaRequestAttributes.Privileged) != 0 ? VtdRegister.FrcdPriv : 0)
+                | ((attrs & DmaRequestAttributes.Execute) != 0 ? VtdRegister.FrcdExe : 0);
         }
 
         Set64(rec, address & ~0xFFFUL);

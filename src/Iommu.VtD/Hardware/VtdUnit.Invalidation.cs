@@ -105,7 +105,7 @@ public sealed partial class VtdUnit
 
                 BeginInvalidation();
                 ulong first = (address >> 12) & ~((1UL << addressMask) - 1);
-                RemoveIotlbPages(did, first, 1UL << addressMask);
+                RemoveIotlbPages(new PageMatch(did, 0, 0, 0), first, 1UL << addressMask);
                 return 3;
             default:
                 return 0;
@@ -113,12 +113,14 @@ public sealed partial class VtdUnit
     }
 
     /// <summary>
-    /// Removes a domain's entries (every PASID) whose page overlaps [firstPage, firstPage + pages) in
-    /// 4 KiB frames, visiting for each level the IOTLB may hold only the sets those pages map to (every
-    /// set once the range has more pages at that level than there are sets).
+    /// Removes the entries <paramref name="scope"/> selects (a domain's, every PASID and kind; or one
+    /// PASID's first-stage entries) whose page overlaps [firstPage, firstPage + pages) in 4 KiB frames,
+    /// visiting for each level the IOTLB may hold only the sets those pages map to (every set once the
+    /// range has more pages at that level than there are sets).
     /// </summary>
-    private void RemoveIotlbPages(ushort did, ulong firstPage, ulong pages)
+    private void RemoveIotlbPages(PageMatch scope, ulong firstPage, ulong pages)
     {
+        ushort did = scope.Did;
         int levels = Volatile.Read(ref _iotlbLevels);
         for (int level = 1; levels >> level != 0; level++)
         {
@@ -130,7 +132,7 @@ public sealed partial class VtdUnit
             int frames = 9 * (level - 1);
             ulong lo = firstPage >> frames;
             ulong hi = (firstPage + pages - 1) >> frames;
-            var match = new PageMatch(did, level, lo, hi);
+            PageMatch match = scope.At(level, lo, hi);
             if (hi - lo >= (ulong)_iotlb.Sets)
             {
                 _iotlb.RemoveAll(ref match);
@@ -190,13 +192,20 @@ public sealed partial class VtdUnit
             ((ushort)key0 & mask) == sid && ((value0 & 8) != 0 || (ushort)value1 == did);
     }
 
-    // Page-selective IOTLB invalidation at one level: the domain's entries (any PASID) whose page number lies in [lo, hi].
-    private readonly struct PageMatch(ushort did, int level, ulong lo, ulong hi) : TranslationCache.IEntryMatch
+    // Page-selective IOTLB invalidation at one level: the domain's entries whose page number lies in
+    // [lo, hi]; of every PASID and kind, or (firstStageTag = PASID | FirstLevelTag) only the first-level
+    // and nested entries of that PASID.
+    private readonly struct PageMatch(ushort did, int level, ulong lo, ulong hi, uint firstStageTag = 0) : TranslationCache.IEntryMatch
     {
+        public ushort Did => did;
+
+        public PageMatch At(int atLevel, ulong from, ulong to) => new(did, atLevel, from, to, firstStageTag);
+
         public bool Matches(ulong key0, ulong key1, ulong value0, ulong value1)
         {
             ulong page = key0 >> 3;
-            return (ushort)key1 == did && (int)(key0 & 7) == level && page >= lo && page <= hi;
+            return (ushort)key1 == did && (int)(key0 & 7) == level && page >= lo && page <= hi
+                && (firstStageTag == 0 || (uint)(key1 >> 16) == firstStageTag || (uint)(key1 >> 16) == ((firstStageTag ^ FirstLevelTag) | NestedTag));
         }
     }
 
@@ -303,9 +312,17 @@ public sealed partial class VtdUnit
     /// Reserved-bit masks are the spec's (type bits 11:9 are part of the type). Device-TLB,
     /// PASID-based device-TLB and interrupt-entry-cache descriptors are accepted and do nothing
     /// (no device-TLB or interrupt remapping is modelled). PASID-based descriptors (types 6–8) need
-    /// a 256-bit queue (IQEI 5 otherwise). The PASID-based IOTLB descriptor drops all entries of
-    /// the (DID, PASID) for G=10 and nothing for G=11, because page-in-PASID invalidates only
-    /// first-level translations and this unit caches second-level ones only.
+    /// a 256-bit queue (IQEI 5 otherwise). The PASID-based IOTLB descriptor (P_IOTLB) with G=10 drops
+    /// every entry of the (DID, PASID): its first-level and nested entries, and, as before first-level
+    /// translation was modelled, its second-level ones too (hardware may drop more than asked; the spec
+    /// leaves PGTT 010 entries untouched, and Linux flushes those by DID). G=11 drops the first-level and
+    /// nested entries of that (DID, PASID) overlapping 2^AM pages at ADDR (aligned down to 2^AM pages; AM
+    /// above 52 counts as 52), and no second-level entry. IH is accepted and changes nothing (no
+    /// paging-structure caches are modelled); G=00/01 are reserved here (unused by Linux,
+    /// meaning UNVERIFIED). No P_IOTLB ever touches another PASID's entries. The IOTLB descriptor (type 2)
+    /// drops first-level and nested entries of the DID as well (nested ones must go: Linux flushes second-level changes under nested by DID; for
+    /// first-level ones this is more than the spec asks). The PASID-cache descriptor (type 7) drops
+    /// cached PASID entries of every PGTT and no IOTLB entry (Linux follows it with a P_IOTLB).
     /// </remarks>
     private int ExecuteDescriptor(ulong q0, ulong q1, bool wide)
     {
@@ -353,10 +370,19 @@ public sealed partial class VtdUnit
                     return IqeiReserved;
                 }
 
+                uint pasid = (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF;
+                ushort pdid = (ushort)(did & _didMask);
+                BeginInvalidation();
                 if (g == 2)
                 {
-                    BeginInvalidation();
-                    InvalidatePasidCell(_iotlb, did & _didMask, (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF);
+                    InvalidatePasidCell(_iotlb, pdid, pasid);
+                    InvalidatePasidCell(_iotlb, pdid, pasid | FirstLevelTag);
+                }
+                else
+                {
+                    int am = Math.Min((int)(q1 & 0x3F), 52);
+                    ulong first = (q1 >> 12) & ~((1UL << am) - 1);
+                    RemoveIotlbPages(new PageMatch(pdid, 0, 0, 0, pasid | FirstLevelTag), first, 1UL << am);
                 }
 
                 return 0;

@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using System.Runtime.CompilerServices;
 
 namespace Iommu.VtD.Hardware;
@@ -62,13 +63,13 @@ public sealed partial class VtdUnit
     /// entry it met is one the driver was removing). Hardware gets the same from draining (CAP.DRD/DWD):
     /// an invalidation completes only after the requests that were using the old tables.
     /// </remarks>
-    private VtdTranslation TranslateCore(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
+    private VtdTranslation TranslateCore(ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, DmaRequestAttributes attrs = DmaRequestAttributes.None)
     {
         while (true)
         {
             // Read before anything cached is looked at, so every fill is checked against it.
             long epoch = Volatile.Read(ref _epoch);
-            VtdTranslation t = TranslateFrom(epoch, sid, hasPasid, pasid, iova, size, write);
+            VtdTranslation t = TranslateFrom(epoch, sid, hasPasid, pasid, iova, size, write, attrs);
             if (t.Status != VtdTranslationStatus.Translated || Volatile.Read(ref _epoch) == epoch)
             {
                 return t;
@@ -76,7 +77,7 @@ public sealed partial class VtdUnit
         }
     }
 
-    private VtdTranslation TranslateFrom(long epoch, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
+    private VtdTranslation TranslateFrom(long epoch, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, DmaRequestAttributes attrs)
     {
         if (!_translationEnabled)
         {
@@ -100,7 +101,7 @@ public sealed partial class VtdUnit
 
         if (mode == 1 && _config.ScalableMode)
         {
-            return TranslateScalable(epoch, rt & VtdFormat.PointerMask, sid, hasPasid, pasid, iova, size, write);
+            return TranslateScalable(epoch, rt & VtdFormat.PointerMask, sid, hasPasid, pasid, iova, size, write, attrs);
         }
 
         return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.RootTableAddressInvalid, false);
@@ -358,7 +359,7 @@ public sealed partial class VtdUnit
         return VtdFaultReason.None;
     }
 
-    private VtdTranslation TranslateScalable(long epoch, ulong rootTable, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write)
+    private VtdTranslation TranslateScalable(long epoch, ulong rootTable, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, DmaRequestAttributes attrs)
     {
         VtdFaultReason r = LookupContext(epoch, rootTable, sid, scalable: true, out ContextCacheEntry ctx);
         if (r != VtdFaultReason.None)
@@ -412,7 +413,19 @@ public sealed partial class VtdUnit
         bool fpd = ctx.Fpd || pe.Fpd;
         if (!pe.Present)
         {
-            return Fault(sid, iova, write, hasPasid, pasid, pe.NotPresentReason, fpd);
+            return Fault(sid, iova, write, hasPasid, pasid, pe.NotPresentReason, fpd, attrs);
+        }
+
+        if (pe.Pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
+        {
+            return TranslateFirstStage(new FirstStageRequest(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs, fpd), pe);
+        }
+
+        // SRE and ERE gate every translation type; first-stage walks check them after the canonical check.
+        VtdFaultReason gate = PrivilegeGate(pe, attrs);
+        if (gate != VtdFaultReason.None)
+        {
+            return Fault(sid, iova, write, hasPasid, pasid, gate, fpd, attrs);
         }
 
         if (pe.Pgtt == VtdFormat.PgttPassThrough)
@@ -493,11 +506,13 @@ public sealed partial class VtdUnit
 
     /// <remarks>
     /// Directory entry: read error 0x50, not present 0x51 (qualified, its FPD applies), reserved 0x52.
-    /// PASID entry: read error 0x58, not present 0x59, reserved 0x5A, then PGTT/AW validity 0x5B.
-    /// Only PGTT 010 (with ECAP.SLTS) and 100 (with ECAP.PT) are accepted: first-level and nested
-    /// translation are not modelled, so their ECAP bits are clear and PGTT 001/011 are invalid.
-    /// QEMU 7.2 reports all of these as 0x58, checks no reserved bits and walks PGTT 001/011 as
-    /// second level.
+    /// PASID entry: read error 0x58, not present 0x59, reserved 0x5A, then PGTT/AW/FLPM validity 0x5B.
+    /// PGTT 001 needs ECAP.FLTS, 010 ECAP.SLTS, 011 ECAP.NEST, 100 ECAP.PT; FLPM = 01 needs CAP.FL5LP
+    /// (checked for 001 and 011 only). Reserved bits: q0 11:10, q1 22:16, q2 11:8, q3–q7, pointer bits
+    /// at or above HAW, and SRE / ERE / EAFE without ECAP.SRS / ERS / EAFS. The caching fields of q1
+    /// (PWSNP, PGSNP, CD, EMTE, EMT, PWT, PCD, PAT) are accepted and not interpreted: no memory types
+    /// are modelled. QEMU 7.2 reports all of these as 0x58, checks no reserved bits and walks PGTT
+    /// 001/011 as second level.
     /// </remarks>
     private VtdFaultReason ReadPasidEntry(ulong directory, uint pasid, out PasidCacheEntry pe)
     {
@@ -543,21 +558,33 @@ public sealed partial class VtdUnit
             rest |= _memory.ReadUInt64(pePa + (i * 8));
         }
 
+        // SRE, ERE and EAFE are reserved without the capability that gives them meaning.
+        ulong q2Reserved = VtdFormat.PasidReservedQ2 | ~_hawMask
+            | (_config.SupervisorRequests ? 0 : VtdFormat.PasidSre)
+            | (_config.ExecuteRequests ? 0 : VtdFormat.PasidEre)
+            | (_config.ExtendedAccessedFlag ? 0 : VtdFormat.PasidEafe);
         if ((q0 & (VtdFormat.PasidReservedQ0 | ~_hawMask)) != 0 || (q1 & VtdFormat.PasidReservedQ1) != 0
-            || (q2 & (VtdFormat.PasidReservedQ2 | ~_hawMask)) != 0 || rest != 0)
+            || (q2 & q2Reserved) != 0 || rest != 0)
         {
             return VtdFaultReason.PasidEntryReserved;
         }
 
         int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
         int aw = (int)((q0 >> VtdFormat.PasidAwShift) & 7);
+        int flpm = (int)((q2 >> VtdFormat.PasidFlpmShift) & 3);
         bool pgttOk = pgtt switch
         {
+            VtdFormat.PgttFirstLevel => _config.FirstLevelTranslation,
             VtdFormat.PgttSecondLevel => _config.SecondLevelTranslation,
+            VtdFormat.PgttNested => _config.NestedTranslation,
             VtdFormat.PgttPassThrough => _config.PassThrough,
             _ => false,
         };
-        if (!pgttOk || !_config.SupportsAw(aw))
+
+        // FLPM 00 (4-level) always, 01 (5-level) with CAP.FL5LP; it matters only where a first level is walked.
+        bool flpmOk = pgtt is not (VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
+            || flpm == 0 || (flpm == 1 && _config.FirstLevel5LevelPaging);
+        if (!pgttOk || !flpmOk || !_config.SupportsAw(aw))
         {
             return VtdFaultReason.PasidEntryInvalid;
         }
@@ -567,6 +594,9 @@ public sealed partial class VtdUnit
         pe.Aw = (byte)aw;
         pe.Did = (ushort)(q1 & VtdFormat.PasidDidMask & _didMask);
         pe.Slptptr = q0 & VtdFormat.PointerMask;
+        pe.Flptr = q2 & VtdFormat.PointerMask;
+        pe.Flags = (byte)((q2 & (VtdFormat.PasidSre | VtdFormat.PasidEre | VtdFormat.PasidWpe | VtdFormat.PasidNxe | VtdFormat.PasidSmep | VtdFormat.PasidEafe))
+            | ((ulong)flpm << VtdFormat.PasidFlpmShift));
         return VtdFaultReason.None;
     }
 
@@ -747,23 +777,37 @@ public sealed partial class VtdUnit
         public byte Aw;
         public ushort Did;
         public ulong Slptptr;
+        public ulong Flptr;        // below 2^52 (bits at or above HAW are reserved)
+        public byte Flags;         // q2 7:0: SRE, ERE, FLPM, WPE, NXE, SMEP, EAFE at their q2 positions
 
-        // Word 0: SLPTPTR | present | FPD | PGTT (4:2) | AW (7:5); word 1: DID | not-present reason << 16.
+        public readonly bool Has(ulong q2Bit) => (Flags & q2Bit) != 0;
+
+        public readonly int Flpm => (Flags >> VtdFormat.PasidFlpmShift) & 3;
+
+        // Word 0: SLPTPTR | present | FPD | PGTT (4:2) | AW (7:5); word 1: DID | (not present) reason << 16
+        // or (present) q2 flags << 16 | FLPTR >> 12 << 24.
         public readonly ulong Pack0() =>
             Slptptr | (Present ? 1UL : 0) | (Fpd ? 2UL : 0) | ((ulong)Pgtt << 2) | ((ulong)Aw << 5);
 
-        public readonly ulong Pack1() => Did | ((ulong)(byte)NotPresentReason << 16);
+        public readonly ulong Pack1() => Did
+            | (Present ? ((ulong)Flags << 16) | (Flptr >> 12 << 24) : (ulong)(byte)NotPresentReason << 16);
 
-        public static PasidCacheEntry Unpack(ulong w0, ulong w1) => new()
+        public static PasidCacheEntry Unpack(ulong w0, ulong w1)
         {
-            Slptptr = w0 & VtdFormat.PointerMask,
-            Present = (w0 & 1) != 0,
-            Fpd = (w0 & 2) != 0,
-            Pgtt = (byte)((w0 >> 2) & 7),
-            Aw = (byte)((w0 >> 5) & 7),
-            Did = (ushort)w1,
-            NotPresentReason = (VtdFaultReason)(byte)(w1 >> 16),
-        };
+            bool present = (w0 & 1) != 0;
+            return new()
+            {
+                Slptptr = w0 & VtdFormat.PointerMask,
+                Present = present,
+                Fpd = (w0 & 2) != 0,
+                Pgtt = (byte)((w0 >> 2) & 7),
+                Aw = (byte)((w0 >> 5) & 7),
+                Did = (ushort)w1,
+                NotPresentReason = present ? VtdFaultReason.None : (VtdFaultReason)(byte)(w1 >> 16),
+                Flags = present ? (byte)(w1 >> 16) : (byte)0,
+                Flptr = present ? w1 >> 24 << 12 : 0,
+            };
+        }
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Internal;
 using Microsoft.Extensions.Logging;
@@ -23,7 +24,7 @@ namespace Iommu.VtD.Hardware;
 /// other shape parameters), with replacement per set; a hit is a few loads. Page-selective IOTLB and
 /// device-selective context-cache invalidation visit only the sets of the pages or devices named;
 /// domain-, PASID- and global invalidation retire a generation counter and scan nothing.</para>
-/// <para>Thread safety: translation (<see cref="Translate"/>, <see cref="Dma"/>, <see cref="Transfer"/>,
+/// <para>Thread safety: translation (<see cref="Translate(ushort, uint?, ulong, ulong, DmaAccess)"/>, <see cref="Dma"/>, <see cref="Transfer(ushort, uint?, ulong, Span{byte}, DmaAccess)"/>,
 /// <see cref="Gather"/>, <see cref="Scatter"/> and the device callbacks) takes no lock: any number of
 /// threads translate at once without blocking each other, and a cache fill never waits. Writers —
 /// register accesses (and the command, invalidation-queue and fault-record processing they trigger)
@@ -74,6 +75,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount, _shortcut);
         InitRegisters();
         InitPagingMasks();
+        InitFirstLevelMasks();
     }
 
     /// <summary>Raised when the unit sends its fault event interrupt (FEADDR/FEDATA), i.e. FECTL.IM is clear and a fault or queue error was reported.</summary>
@@ -266,8 +268,40 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         return TranslateUnguarded(requesterId, pasid, iova, size, access);
     }
 
+    /// <summary>As <see cref="Translate(ushort, uint?, ulong, ulong, DmaAccess)"/>, for a request with privilege and execute attributes.</summary>
+    /// <param name="requesterId">Source id of the request.</param>
+    /// <param name="pasid">PASID of a request with PASID prefix, or null (then the request is a user, non-execute one whatever <paramref name="attributes"/> says).</param>
+    /// <param name="iova">Input address.</param>
+    /// <param name="size">Bytes; the request must stay inside one 4 KiB page.</param>
+    /// <param name="access">Read or write (execute is a read with <see cref="DmaRequestAttributes.Execute"/>; dropped on a write).</param>
+    /// <param name="attributes">Privileged (PMR) and execute (ER) bits of the PASID prefix.</param>
+    /// <returns>The outcome.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define.</exception>
+    /// <remarks>
+    /// <see cref="VtdTranslation.Writable"/> answers for a write with the same privilege. Requests with
+    /// attributes are never served by the unit's memo of recent answers, only by its caches.
+    /// </remarks>
+    public VtdTranslation Translate(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access, DmaRequestAttributes attributes)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        return TranslateUnguarded(requesterId, pasid, iova, size, access, RequestAttributes(pasid.HasValue, access, attributes));
+    }
+
+    // The attributes a request carries: none without PASID, no execute on a write.
+    private static DmaRequestAttributes RequestAttributes(bool hasPasid, DmaAccess access, DmaRequestAttributes attributes)
+    {
+        if ((attributes & ~(DmaRequestAttributes.Privileged | DmaRequestAttributes.Execute)) != 0)
+        {
+            ThrowHelper.Attributes(attributes);
+        }
+
+        return !hasPasid ? DmaRequestAttributes.None
+            : access == DmaAccess.Write ? attributes & ~DmaRequestAttributes.Execute
+            : attributes;
+    }
+
     // Translate for callers that hold the scope (the DMA page loop).
-    private VtdTranslation TranslateUnguarded(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
+    private VtdTranslation TranslateUnguarded(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access, DmaRequestAttributes attrs = DmaRequestAttributes.None)
     {
         if (size == 0 || size > 4096 - (iova & 0xFFF))
         {
@@ -279,12 +313,14 @@ public sealed partial class VtdUnit : IVtdDiagnostics
             ThrowHelper.Pasid(p);
         }
 
-        if (TryTranslateCached(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write, out VtdTranslation result))
+        // Requests with attributes skip the memo: its answers are the same for every privilege.
+        if (attrs == DmaRequestAttributes.None
+            && TryTranslateCached(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write, out VtdTranslation result))
         {
             return result;
         }
 
-        result = TranslateCore(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write);
+        result = TranslateCore(requesterId, pasid.HasValue, pasid.GetValueOrDefault(), iova, size, access == DmaAccess.Write, attrs);
         if (_interruptPending)
         {
             RaisePendingInterrupts();

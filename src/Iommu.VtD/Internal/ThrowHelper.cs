@@ -19,5 +19,11 @@ internal static class ThrowHelper
             string.Create(CultureInfo.InvariantCulture, $"PASID 0x{pasid:x} does not fit the 20-bit PASID field."));
 
     [DoesNotReturn]
+    public static void Attributes(Iommu.Devices.DmaRequestAttributes attributes) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(attributes),
+            string.Create(CultureInfo.InvariantCulture, $"Request attributes 0x{(int)attributes:x} name bits DmaRequestAttributes does not define (Privileged = 1, Execute = 2)."));
+
+    [DoesNotReturn]
     public static void Argument(string message, string paramName) => throw new ArgumentException(message, paramName);
 }

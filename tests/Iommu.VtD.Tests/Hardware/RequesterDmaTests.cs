@@ -4,7 +4,7 @@ using Iommu.VtD.Tests.Hardware.Infrastructure;
 
 namespace Iommu.VtD.Tests.Hardware;
 
-/// <summary>The requester-id DMA family an emulator calls (<see cref="VtdUnit.Read"/>, <see cref="VtdUnit.Write"/>) and what its result's fields hold (issue 17).</summary>
+/// <summary>The requester-id DMA family an emulator calls (<see cref="VtdUnit.Read(ushort, uint?, ulong, Span{byte})"/>, <see cref="VtdUnit.Write(ushort, uint?, ulong, ReadOnlySpan{byte})"/>) and what its result's fields hold (issue 17).</summary>
 public sealed class RequesterDmaTests
 {
     private const ushort Rid = 0x0310;
