@@ -188,7 +188,7 @@ public sealed partial class IntelIommu
             // Nested domains over this one cache combined translations under their own DIDs.
             for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
             {
-                FlushNestedChildren(_units[i], d, gather.Start, gather.End - gather.Start + 1, leavesOnly);
+                FlushNestedChildren(_units[i], d);
             }
         }
 
@@ -264,7 +264,7 @@ public sealed partial class IntelIommu
 
         for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
         {
-            FlushNestedChildren(_units[i], d, 0, 0, leavesOnly: false); // size 0: domain-selective
+            FlushNestedChildren(_units[i], d);
         }
     }
 

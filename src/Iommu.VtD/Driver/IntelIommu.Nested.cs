@@ -303,9 +303,14 @@ public sealed partial class IntelIommu
     }
 
     // A second-level change under nested domains: their IOTLB entries are tagged with their own DIDs, so
-    // each attached child is flushed by DID as well (6.8 parent_domain_flush).
-    // The list is locked, not the device-domain lock: an unmap takes no driver lock (s1_lock in 6.8).
-    private static void FlushNestedChildren(IntelIommuUnit unit, DmarDomain parent, ulong addr, ulong size, bool leavesOnly)
+    // each attached child is flushed by DID as well (6.8 parent_domain_flush). 6.8 sends a page-selective
+    // IOTLB invalidation with the parent's (guest-physical) range, relying on the spec's rule that it drops
+    // every nested entry of the DID whatever its address (a nested entry is tagged by the first-stage input,
+    // which a GPA cannot match). We send the domain-selective one: the same effect on the child's DID, which
+    // holds only nested entries, and it does not depend on the unit matching nested entries by GPA (this
+    // model's IOTLB does match page-selective invalidations by address). The list is locked, not the
+    // device-domain lock: an unmap takes no driver lock (s1_lock in 6.8).
+    private static void FlushNestedChildren(IntelIommuUnit unit, DmarDomain parent)
     {
         lock (parent.NestedChildren)
         {
@@ -313,14 +318,7 @@ public sealed partial class IntelIommu
             {
                 if (child.IommuRefcnt[unit.SeqId] > 0)
                 {
-                    if (size == 0)
-                    {
-                        unit.FlushIotlb(child.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
-                    }
-                    else
-                    {
-                        FlushIotlbPsi(unit, child, addr, size, leavesOnly);
-                    }
+                    unit.FlushIotlb(child.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
                 }
             }
         }

@@ -185,8 +185,8 @@ public sealed class NestedDomainTests
         (int type, ulong q0, ulong q1) = Assert.Single(sent);
         Assert.Equal(DescIotlb, type);
         Assert.Equal((ulong)Did(nested), (q0 >> 16) & 0xFFFF);
-        Assert.Equal(3UL, (q0 >> 4) & 3); // page-selective
-        Assert.Equal(0x40_0000UL, q1 & ~0xFFFUL);
+        Assert.Equal(2UL, (q0 >> 4) & 3); // domain-selective: every nested entry of the child (see FlushNestedChildren)
+        Assert.Equal(0UL, q1);
     }
 
     [Fact]
