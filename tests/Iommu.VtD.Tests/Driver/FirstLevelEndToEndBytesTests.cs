@@ -7,12 +7,11 @@ using static Iommu.VtD.Tests.Driver.FirstLevelTestKit;
 namespace Iommu.VtD.Tests.Driver;
 
 /// <summary>
-/// END-TO-END CHECKS BY BYTES ONLY, until the hardware's first-level and nested walk (branch r20hw) merges:
-/// each test builds a first-level or nested attachment through the public API, then walks what the unit
-/// will read — root → context → PASID entry → first-level tables (and, nested, every guest-physical
-/// address through the parent's second level) — with a reference walker written here, and checks the
-/// output page and the accumulated R/W and U/S. After the merge each test gains the DMA assertion named
-/// in its comment (device DMA through the unit, reaching exactly that page, faulting after unmap).
+/// The bytes the unit reads for first-level, aux first-level and nested attachments made through the public
+/// API, walked by a reference walker written here — root → context → PASID entry → first-level tables
+/// (and, nested, every guest-physical address through the parent's second level) — checking the output
+/// page and the accumulated R/W and U/S. The same scenarios run as device DMA on the unit's own walk in
+/// <see cref="FirstLevelDmaTests"/>; a disagreement between the two points at the driver or at the unit.
 /// </summary>
 public sealed class FirstLevelEndToEndBytesTests
 {
@@ -95,8 +94,6 @@ public sealed class FirstLevelEndToEndBytesTests
     [InlineData("Fl57")]
     public void A_dma_domain_reaches_exactly_its_pages_through_rid2pasid(string config)
     {
-        // After r20hw: dev.DmaWrite(null, iova) lands at the PA below; an unmapped IOVA faults 0x71; after
-        // unmap the same DMA faults (the P_IOTLB of the unmap flushed it).
         using DriverBed f = NewFl(config);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         IDomain dom = f.Iommu.GetDomainForDev(dev)!;
@@ -112,9 +109,6 @@ public sealed class FirstLevelEndToEndBytesTests
     [Fact]
     public void An_aux_first_level_domain_reaches_its_pages_through_its_pasid_only()
     {
-        // After r20hw: parent.DmaWrite(1, iova) lands at the PA below (user request); a supervisor request
-        // with PASID 1 is allowed (SRE) and a supervisor write to a read-only page faults 0x85 (WPE); the
-        // same IOVA without PASID faults (RID2PASID is the default domain's).
         using DriverBed f = NewFl("Fl48", FirstLevelPolicy.AllWhenEveryUnitHasFlts);
         PciDevice parent = f.AuxParent("0000:00:02.0");
         IDomain aux = f.Unmanaged();
@@ -127,9 +121,6 @@ public sealed class FirstLevelEndToEndBytesTests
     [Fact]
     public void A_nested_domain_walks_the_guest_tables_through_the_parent()
     {
-        // After r20hw: dev.DmaRead(null, 0x7000) returns the bytes at host 0x1_8000_0000; unmapping the
-        // guest's table page from the parent makes the DMA fault 0x76 (SL denies the FL table read); a
-        // guest leaf without R/W faults 0x85 on writes.
         using DriverBed f = NewFl("Fl48");
         PciDevice dev = f.AddDevice("0000:00:03.0");
         Assert.Equal(Errno.None, f.Driver.DomainAllocNestParent(f.Pci, out DmarDomain? parent));
