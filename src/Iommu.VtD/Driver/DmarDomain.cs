@@ -5,24 +5,98 @@ namespace Iommu.VtD.Driver;
 
 /// <summary>
 /// An intel-iommu domain (<c>struct dmar_domain</c>): an <see cref="IommuDomain"/> with a VT-d
-/// second-level page table, its address width, one DID per unit it is attached to, and the default
-/// PASID used for auxiliary attachments.
+/// second-level or first-level page table, its address width, one DID per unit it is attached to, and the
+/// default PASID used for auxiliary attachments.
 /// </summary>
 /// <remarks>Thread safety: attach state changes under the driver's device-domain lock; map/unmap/iova_to_phys go to the page table, which is safe for disjoint concurrent use.</remarks>
 [KernelSymbol("struct dmar_domain")]
 public sealed class DmarDomain : IommuDomain
 {
+    private DmaPageTable? _secondLevel;
+    private PageTable<FirstLevelFormat> _firstLevel; // used in place (a mutable struct): only through FirstLevelTable
+
     internal DmarDomain(DmaPageTable pageTable, int gaw, int agaw, int units)
     {
-        PageTable = pageTable;
+        _secondLevel = pageTable;
         Gaw = gaw;
         Agaw = agaw;
         IommuRefcnt = new int[units];
         IommuDid = new ushort[units];
     }
 
+    internal DmarDomain(PageTable<FirstLevelFormat> firstLevel, int gaw, int agaw, int units)
+    {
+        _firstLevel = firstLevel;
+        UseFirstLevel = true;
+        Gaw = gaw;
+        Agaw = agaw;
+        IommuRefcnt = new int[units];
+        IommuDid = new ushort[units];
+    }
+
+    // A nested domain over parent (intel_nested_domain_alloc): first level (the guest's), no table here.
+    internal DmarDomain(DmarDomain parent, IommuHwptVtdS1 stageOne, int units)
+    {
+        NestParent = parent;
+        StageOne = stageOne;
+        UseFirstLevel = true;
+        Gaw = parent.Gaw;
+        Agaw = parent.Agaw;
+        IommuRefcnt = new int[units];
+        IommuDid = new ushort[units];
+    }
+
     /// <summary>The second-level page table (<c>dmar_domain->pgd</c>).</summary>
-    public DmaPageTable PageTable { get; }
+    /// <exception cref="InvalidOperationException">The domain uses first-level tables (<see cref="UseFirstLevel"/>).</exception>
+    public DmaPageTable PageTable => _secondLevel ?? throw new InvalidOperationException("This domain uses first-level page tables (UseFirstLevel); it has no second-level table.");
+
+    /// <summary>
+    /// Whether the domain's IOVA space lives in first-level (IA-32e) tables (<c>DOMAIN_FLAG_USE_FIRST_LEVEL</c>,
+    /// <c>domain_use_first_level</c>), chosen at allocation by <see cref="IntelIommuOptions.FirstLevel"/>.
+    /// </summary>
+    /// <remarks>Since 5.7 (ddf09b6d43ec); 6.1's <c>first_level_by_default</c> keeps UNMANAGED domains on the second level.</remarks>
+    [KernelSymbol("DOMAIN_FLAG_USE_FIRST_LEVEL")]
+    public bool UseFirstLevel { get; private set; }
+
+    /// <summary>Whether nested domains may be built on this second-level domain (<c>nested_parent</c>, iommufd's <c>IOMMU_HWPT_ALLOC_NEST_PARENT</c>).</summary>
+    /// <remarks>6.7+ (iommufd nesting); not in 5.15.</remarks>
+    [KernelSymbol("nested_parent", Version = "6.7")]
+    public bool IsNestParent { get; internal set; }
+
+    /// <summary>For a nested domain, the second-level domain its stage-1 table's addresses go through (<c>s2_domain</c>); otherwise null.</summary>
+    /// <remarks>6.7+ (iommufd nesting). A nested domain has no table of its own: the guest owns the stage-1 table at <see cref="StageOne"/>'s address.</remarks>
+    [KernelSymbol("s2_domain", Version = "6.7")]
+    public DmarDomain? NestParent { get; }
+
+    /// <summary>For a nested domain, the user's stage-1 description (<c>s1_cfg</c>).</summary>
+    [KernelSymbol("s1_cfg", Version = "6.7")]
+    public IommuHwptVtdS1 StageOne { get; }
+
+    /// <summary>Nested domains built on this parent (<c>s1_domains</c>): a change to this table must flush their DIDs too.</summary>
+    internal List<DmarDomain> NestedChildren { get; } = [];
+
+    /// <summary>Physical address of the top-level table of whichever stage the domain uses (<c>dmar_domain->pgd</c>).</summary>
+    public ulong Pgd => NestParent is not null ? StageOne.PgtblAddr : UseFirstLevel ? _firstLevel.Root : PageTable.Root;
+
+    /// <summary>
+    /// Moves a fresh first-level domain to the second level (5.15 <c>intel_iommu_enable_nesting</c> clears
+    /// <c>DOMAIN_FLAG_USE_FIRST_LEVEL</c>; 6.7 allocates user domains on the second level): its empty table
+    /// goes, <paramref name="table"/> takes its place.
+    /// </summary>
+    internal void SwitchToSecondLevel(DmaPageTable table)
+    {
+        if (UseFirstLevel)
+        {
+            _firstLevel.FreeAll();
+            _firstLevel = default;
+        }
+
+        _secondLevel = table;
+        UseFirstLevel = false;
+    }
+
+    /// <summary>The first-level table, in place; only for a domain with <see cref="UseFirstLevel"/>.</summary>
+    internal ref PageTable<FirstLevelFormat> FirstLevelTable => ref _firstLevel;
 
     /// <summary>Guest address width in bits (<c>gaw</c>): 57 at allocation, the unit's width after attach.</summary>
     public int Gaw { get; internal set; }

@@ -110,7 +110,15 @@ public sealed partial class IntelIommu
         domain.Gaw = addrWidth;
         if (unit.Agaw < domain.Agaw && !domain.IsIdentity)
         {
-            domain.PageTable.ReduceLevels(unit.Agaw + 2);
+            if (domain.UseFirstLevel)
+            {
+                domain.FirstLevelTable.ReduceLevels(unit.Agaw + 2);
+            }
+            else
+            {
+                domain.PageTable.ReduceLevels(unit.Agaw + 2);
+            }
+
             domain.Agaw = unit.Agaw;
         }
 
@@ -129,8 +137,8 @@ public sealed partial class IntelIommu
 
         foreach (IntelIommuUnit u in _units)
         {
-            // A DID held on a unit: its context or PASID entries point at the top-level table.
-            if (domain.IommuRefcnt[u.SeqId] > 0)
+            // A DID held on a unit (the domain's, or a nested child's): its context or PASID entries point at the top-level table.
+            if (domain.IommuRefcnt[u.SeqId] > 0 || domain.NestedChildren.Exists(c => c.IommuRefcnt[u.SeqId] > 0))
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name}: DMAR unit {unit.SeqId} walks {unit.Agaw + 2}-level tables, but the domain is in use with {domain.Agaw + 2} levels on DMAR unit {u.SeqId} (a domain in use is never trimmed)");
             }
@@ -192,8 +200,11 @@ public sealed partial class IntelIommu
     private void UpdateIommuCap(DmarDomain domain)
     {
         domain.IommuSnooping = SnoopingSupport();
-        domain.IommuSuperpage = SuperpageSupport();
-        domain.Geometry = domain.Geometry with { ApertureEnd = domain.Gaw >= 64 ? ulong.MaxValue : (1UL << domain.Gaw) - 1 };
+        domain.IommuSuperpage = SuperpageSupport(domain.UseFirstLevel);
+
+        // First level: the lower canonical half only (bit gaw−1 would sign-extend into the upper half).
+        int apertureBits = domain.UseFirstLevel ? domain.Gaw - 1 : domain.Gaw;
+        domain.Geometry = domain.Geometry with { ApertureEnd = apertureBits >= 64 ? ulong.MaxValue : (1UL << apertureBits) - 1 };
         if (domain.IommuSuperpage == 1)
         {
             domain.PgsizeBitmap |= Sz2M;
@@ -232,7 +243,7 @@ public sealed partial class IntelIommu
 
             err = domain.IsIdentity
                 ? SetupPassThrough(unit, domain, info, 0)
-                : SetupSecondLevel(unit, domain, info, 0);
+                : SetupPagingPasid(unit, domain, info, 0);
             if (err != Errno.None)
             {
                 Log.DeviceError(_log, device.Name, "Setup RID2PASID failed");

@@ -266,7 +266,7 @@ public sealed partial class IntelIommu
         Errno err = DomainAttachIommu(domain, unit);
         if (err == Errno.None)
         {
-            err = SetupSecondLevel(unit, domain, (DeviceDomainInfo)device.IommuPriv!, domain.DefaultPasid);
+            err = SetupPagingPasid(unit, domain, (DeviceDomainInfo)device.IommuPriv!, domain.DefaultPasid);
             if (err != Errno.None)
             {
                 DomainDetachIommu(domain, unit);

@@ -56,6 +56,11 @@ public sealed partial class IntelIommu
             d.MaxAddr = end;
         }
 
+        if (d.UseFirstLevel)
+        {
+            return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
+        }
+
         return d.PageTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
     }
 
@@ -91,7 +96,20 @@ public sealed partial class IntelIommu
     {
         _memory.ThrowIfDisposed();
         var d = (DmarDomain)domain;
-        ulong size = d.PageTable.Unmap(iova, pgsize * pgcount, out ulong spanStart, out ulong spanEnd);
+        ulong size, spanStart, spanEnd;
+        if (!d.UseFirstLevel)
+        {
+            size = d.PageTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
+        }
+        else if (d.NestParent is null)
+        {
+            size = d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
+        }
+        else
+        {
+            return 0; // a nested domain has no table of its own
+        }
+
         if (size == 0)
         {
             return 0;
@@ -103,10 +121,18 @@ public sealed partial class IntelIommu
         }
 
         _platform.Iommu.IotlbGatherAddPage(domain, ref gather, spanStart, spanEnd - spanStart);
-        if (gather.Queued && d.PageTable.PendingFrees != 0)
+        if (gather.Queued && PendingFrees(d) != 0)
         {
             ulong freelist = gather.Freelist;
-            d.PageTable.TakePendingFrees(ref freelist);
+            if (d.UseFirstLevel)
+            {
+                d.FirstLevelTable.TakePendingFrees(ref freelist);
+            }
+            else
+            {
+                d.PageTable.TakePendingFrees(ref freelist);
+            }
+
             gather.Freelist = freelist;
         }
 
@@ -115,7 +141,13 @@ public sealed partial class IntelIommu
 
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_iova_to_phys")]
-    public ulong IovaToPhys(IDomain domain, ulong iova) => ((DmarDomain)domain).PageTable.IovaToPhys(iova);
+    public ulong IovaToPhys(IDomain domain, ulong iova)
+    {
+        var d = (DmarDomain)domain;
+        return !d.UseFirstLevel ? d.PageTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
+    }
+
+    private static int PendingFrees(DmarDomain d) => d.UseFirstLevel ? d.FirstLevelTable.PendingFrees : d.PageTable.PendingFrees;
 
     /// <inheritdoc/>
     /// <remarks>
@@ -123,7 +155,9 @@ public sealed partial class IntelIommu
     /// the domain is attached to (IH set when no table was freed), then the freed tables go back to
     /// the allocator (the page table's pending list and the gather's <see cref="IommuIotlbGather.Freelist"/>).
     /// The address mask covers the whole range even when it is not naturally aligned (5.15 aligns only the
-    /// size; later kernels fixed it).
+    /// size; later kernels fixed it). A first-level domain is flushed with PASID-based IOTLB invalidations
+    /// instead (<c>domain_flush_piotlb</c>): page-selective for its aux default PASID and, with RID
+    /// attachments, for RID2PASID.
     /// </remarks>
     [KernelSymbol("intel_iommu_tlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
@@ -133,17 +167,39 @@ public sealed partial class IntelIommu
         var d = (DmarDomain)domain;
         if (!gather.IsEmpty)
         {
-            bool leavesOnly = d.PageTable.PendingFrees == 0 && gather.Freelist == 0;
+            bool leavesOnly = PendingFrees(d) == 0 && gather.Freelist == 0;
             foreach (IntelIommuUnit unit in _units)
             {
-                if (d.IommuRefcnt[unit.SeqId] > 0)
+                if (d.IommuRefcnt[unit.SeqId] == 0)
+                {
+                    continue;
+                }
+
+                if (d.UseFirstLevel)
+                {
+                    FlushFirstLevelRange(unit, d, gather.Start, gather.End - gather.Start + 1, leavesOnly);
+                }
+                else
                 {
                     FlushIotlbPsi(unit, d, gather.Start, gather.End - gather.Start + 1, leavesOnly);
                 }
             }
+
+            // Nested domains over this one cache combined translations under their own DIDs.
+            for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
+            {
+                FlushNestedChildren(_units[i], d);
+            }
         }
 
-        d.PageTable.ReleasePendingFrees();
+        if (d.UseFirstLevel)
+        {
+            d.FirstLevelTable.ReleasePendingFrees();
+        }
+        else
+        {
+            d.PageTable.ReleasePendingFrees();
+        }
         if (gather.Freelist != 0)
         {
             _frames.FreeList(gather.Freelist);
@@ -152,7 +208,7 @@ public sealed partial class IntelIommu
     }
 
     /// <inheritdoc/>
-    /// <remarks><c>intel_iommu_iotlb_sync_map</c>: with caching mode the unit may cache not-present entries, so a map needs a page-selective flush; otherwise only the write buffer.</remarks>
+    /// <remarks><c>intel_iommu_iotlb_sync_map</c>: with caching mode the unit may cache not-present entries, so a map needs a page-selective flush; otherwise only the write buffer. First-level domains get only the write-buffer flush, with caching mode too (5.15 <c>__mapping_notify_one</c> applies the caching-mode rule to second-level domains only).</remarks>
     [KernelSymbol("intel_iommu_iotlb_sync_map")]
     public void IotlbSyncMap(IDomain domain, ulong iova, ulong size)
     {
@@ -170,7 +226,7 @@ public sealed partial class IntelIommu
                 continue;
             }
 
-            if (unit.CachingMode)
+            if (unit.CachingMode && !d.UseFirstLevel)
             {
                 FlushIotlbPsi(unit, d, iova, size, leavesOnly: false);
             }
@@ -182,6 +238,7 @@ public sealed partial class IntelIommu
     }
 
     /// <inheritdoc/>
+    /// <remarks>First-level domains: P_IOTLB of every entry of each PASID the domain is reached through (<c>domain_flush_piotlb</c> with npages −1); others: IOTLB domain-selective.</remarks>
     [KernelSymbol("intel_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {
@@ -190,10 +247,24 @@ public sealed partial class IntelIommu
         var d = (DmarDomain)domain;
         foreach (IntelIommuUnit unit in _units)
         {
-            if (d.IommuRefcnt[unit.SeqId] > 0)
+            if (d.IommuRefcnt[unit.SeqId] == 0)
+            {
+                continue;
+            }
+
+            if (d.UseFirstLevel)
+            {
+                DomainFlushPiotlb(unit, d, 0, ulong.MaxValue, ih: false);
+            }
+            else
             {
                 unit.FlushIotlb(d.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
             }
+        }
+
+        for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
+        {
+            FlushNestedChildren(_units[i], d);
         }
     }
 

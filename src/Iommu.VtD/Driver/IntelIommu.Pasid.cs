@@ -76,6 +76,35 @@ public sealed partial class IntelIommu
         return PasidEntry.Address(pde.Table, pasid);
     }
 
+    // intel_pasid_get_entry and the present check every setter makes before it writes: the entry's
+    // address, or lookupErrno when there is none (the setters disagree: -EINVAL in 5.15's first-level
+    // setter, -ENODEV in the others) and -EBUSY when it is in use.
+    private Errno FreePasidEntry(DeviceDomainInfo info, uint pasid, Errno lookupErrno, out ulong pte)
+    {
+        pte = PasidEntryAddress(info, pasid, alloc: true);
+        if (pte == 0)
+        {
+            return ErrorDetail.Fail(lookupErrno, $"no PASID entry for PASID {pasid} of {info.Device.Name} (table holds {info.MaxPasid})");
+        }
+
+        return PasidEntry.LoadQ0(_memory, pte).Present
+            ? ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use")
+            : Errno.None;
+    }
+
+    // The fields every setter ends with (DID, AW, PWSNP = ECAP.SMPWCS, PGTT, P), then the entry goes to
+    // memory, P last, and pasid_flush_caches.
+    private void CommitPasidEntry(IntelIommuUnit unit, ref PasidEntry pe, ushort did, int agaw, PasidPgtt pgtt, ulong pte, uint pasid)
+    {
+        pe.SetDomainId(did);
+        pe.SetAddressWidth(agaw);
+        pe.SetPageWalkSnoop(DmarCap.EcapSmpwc(unit.Ecap));
+        pe.SetTranslationType(pgtt);
+        pe.SetPresent();
+        pe.Store(_memory, pte);
+        PasidFlushCaches(unit, did, pasid);
+    }
+
     // intel_pasid_setup_second_level
     private Errno SetupSecondLevel(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid)
     {
@@ -89,25 +118,15 @@ public sealed partial class IntelIommu
             return ErrorDetail.Fail(Errno.EINVAL, $"the domain's page table has more levels than DMAR unit {unit.SeqId} walks");
         }
 
-        ulong pte = PasidEntryAddress(info, pasid, alloc: true);
-        if (pte == 0)
+        Errno err = FreePasidEntry(info, pasid, Errno.ENODEV, out ulong pte);
+        if (err != Errno.None)
         {
-            return ErrorDetail.Fail(Errno.ENODEV, $"no PASID entry for PASID {pasid} of {info.Device.Name} (table holds {info.MaxPasid})");
+            return err;
         }
 
-        if (PasidEntry.LoadQ0(_memory, pte).Present)
-        {
-            return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use");
-        }
-
-        ushort did = domain.IommuDid[unit.SeqId];
         var pe = default(PasidEntry);
-        pe.SetDomainId(did);
         pe.SetSlptr(domain.PageTable.Root);
-        pe.SetAddressWidth(domain.Agaw);
-        pe.SetTranslationType(PasidPgtt.SecondLevel);
         pe.SetFaultEnable();
-        pe.SetPageWalkSnoop(DmarCap.EcapSmpwc(unit.Ecap));
         if (domain.Type == DomainType.Unmanaged)
         {
             pe.SetPageSnoop(); // PASID_FLAG_PAGE_SNOOP: 5.15 sets it for UNMANAGED domains
@@ -119,24 +138,17 @@ public sealed partial class IntelIommu
             pe.SetSre();
         }
 
-        pe.SetPresent();
-        pe.Store(_memory, pte);
-        PasidFlushCaches(unit, did, pasid);
+        CommitPasidEntry(unit, ref pe, domain.IommuDid[unit.SeqId], domain.Agaw, PasidPgtt.SecondLevel, pte, pasid);
         return Errno.None;
     }
 
     // intel_pasid_setup_pass_through
     private Errno SetupPassThrough(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid)
     {
-        ulong pte = PasidEntryAddress(info, pasid, alloc: true);
-        if (pte == 0)
+        Errno err = FreePasidEntry(info, pasid, Errno.ENODEV, out ulong pte);
+        if (err != Errno.None)
         {
-            return ErrorDetail.Fail(Errno.ENODEV, $"no PASID entry for PASID {pasid} of {info.Device.Name}");
-        }
-
-        if (PasidEntry.LoadQ0(_memory, pte).Present)
-        {
-            return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {info.Device.Name} is already in use");
+            return err;
         }
 
         var pe = default(PasidEntry);

@@ -178,7 +178,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         switch (type)
         {
             case DomainType.Unmanaged or DomainType.Dma or DomainType.DmaFq:
-                return NewDomain();
+                return NewDomain(firstLevel: UseFirstLevelFor(type));
             case DomainType.Identity:
                 // The static identity domain with hardware pass-through. Units without PT would need
                 // a 1:1 page table of all memory; we do not build one (the core falls back to DMA).
@@ -198,6 +198,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     }
 
     /// <inheritdoc/>
+    /// <remarks>Freeing a nest parent (<see cref="DomainAllocNestParent"/>) first detaches every device from the nested domains built on it (iommufd would keep the parent alive instead).</remarks>
     [KernelSymbol("intel_iommu_domain_free")]
     public void DomainFree(IDomain domain)
     {
@@ -219,9 +220,33 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             {
                 ReleaseDefaultPasidIfUnused(d);
             }
+
+            // iommufd keeps a nest parent alive while nested domains use it; here freeing the parent first
+            // detaches every device from them, so no PASID entry keeps pointing at its freed table.
+            foreach (DmarDomain child in d.NestedChildren.ToArray())
+            {
+                foreach (DeviceDomainInfo info in child.Devices.ToArray())
+                {
+                    RemoveDevInfo(info);
+                }
+            }
         }
 
-        d.PageTable.FreeAll();
+        if (d.NestParent is { } parent)
+        {
+            lock (parent.NestedChildren)
+            {
+                parent.NestedChildren.Remove(d); // no table of its own
+            }
+        }
+        else if (d.UseFirstLevel)
+        {
+            d.FirstLevelTable.FreeAll();
+        }
+        else
+        {
+            d.PageTable.FreeAll();
+        }
     }
 
     /// <inheritdoc/>
@@ -303,11 +328,50 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         return domain as DmarDomain ?? throw new ArgumentException("Not a domain of the intel-iommu driver.", nameof(domain));
     }
 
-    // md_domain_init(57): gaw 57, agaw 3 (5 levels), aperture [0, 2^57 − 1].
-    private DmarDomain? NewDomain(bool identity = false)
+    /// <summary>
+    /// Whether a new domain of <paramref name="type"/> gets first-level tables under
+    /// <see cref="IntelIommuOptions.FirstLevel"/> (6.1 <c>first_level_by_default</c>, or 5.15's
+    /// <c>scalable_mode_support() &amp;&amp; intel_cap_flts_sanity()</c>).
+    /// </summary>
+    /// <param name="type">A paging domain type (DMA, DMA_FQ or UNMANAGED).</param>
+    /// <returns>True for first level.</returns>
+    [KernelSymbol("first_level_by_default", Version = "6.1")]
+    internal bool UseFirstLevelFor(DomainType type)
+    {
+        if (!ScalableModeSupport)
+        {
+            return false; // only the second level exists in legacy mode
+        }
+
+        bool flts = Array.TrueForAll(_units, u => DmarCap.EcapFlts(u.Ecap));
+        if (Options.FirstLevel == FirstLevelPolicy.AllWhenEveryUnitHasFlts)
+        {
+            return flts;
+        }
+
+        bool slts = Array.TrueForAll(_units, u => DmarCap.EcapSlts(u.Ecap));
+        return flts ^ slts ? flts : type != DomainType.Unmanaged;
+    }
+
+    // md_domain_init(57): gaw 57, agaw 3 (5 levels), aperture [0, 2^57 − 1] (first level: the
+    // aperture shrinks to the lower canonical half on attach, domain_update_iommu_cap).
+    internal DmarDomain? NewDomain(bool identity = false, bool firstLevel = false)
     {
         const int DefaultWidth = 57;
         int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(DefaultWidth));
+        if (firstLevel)
+        {
+            if (!_frames.TryAllocate(out ulong root))
+            {
+                return null;
+            }
+
+            return new DmarDomain(new PageTable<FirstLevelFormat>(_memory, _frames, root, agaw + 2), DefaultWidth, agaw, _units.Length)
+            {
+                Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
+            };
+        }
+
         if (DmaPageTable.Create(_memory, _frames, agaw + 2, out DmaPageTable? pt) != Errno.None)
         {
             return null;
@@ -326,12 +390,18 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     // spec-compliant unit; QEMU ignores it). We follow the later kernels' rule: ECAP.SC everywhere.
     private bool SnoopingSupport() => Array.TrueForAll(_units, u => DmarCap.EcapSc(u.Ecap));
 
-    // domain_update_iommu_superpage: smallest common superpage support over all units.
-    private int SuperpageSupport()
+    // domain_update_iommu_superpage: smallest common superpage support over all units. First level:
+    // 2 MiB always, 1 GiB only if every unit has CAP.FL1GP (SLLPS does not apply).
+    private int SuperpageSupport(bool firstLevel)
     {
         if (!Options.Superpages)
         {
             return 0;
+        }
+
+        if (firstLevel)
+        {
+            return Array.TrueForAll(_units, u => DmarCap.Fl1gp(u.Cap)) ? 2 : 1;
         }
 
         int mask = 0xF;

@@ -324,12 +324,31 @@ public sealed class IntelIommuUnit
     }
 
     /// <summary>PASID-based IOTLB invalidation of a whole PASID (<c>qi_flush_piotlb</c> with npages = −1).</summary>
-    internal void FlushPiotlbAll(ushort did, uint pasid)
+    internal void FlushPiotlbAll(ushort did, uint pasid) => FlushPiotlb(did, pasid, 0, ulong.MaxValue, ih: false);
+
+    /// <summary>
+    /// PASID-based IOTLB invalidation (<c>qi_flush_piotlb</c>): <paramref name="npages"/> = <see cref="ulong.MaxValue"/>
+    /// (the kernel's −1) → every entry of (DID, PASID), G=10; otherwise G=11 with AM = log2 of
+    /// <paramref name="npages"/> rounded up to a power of two and the address aligned down to that size
+    /// (5.15 WARNs and aligns: a caller that wants a range covered passes a naturally aligned block).
+    /// 0 pages sends nothing (a WARN in the kernel).
+    /// </summary>
+    internal void FlushPiotlb(ushort did, uint pasid, ulong addr, ulong npages, bool ih)
     {
-        if (QueuedInvalidation)
+        if (npages == 0 || !QueuedInvalidation)
+        {
+            return;
+        }
+
+        if (npages == ulong.MaxValue)
         {
             Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0);
+            return;
         }
+
+        int am = System.Numerics.BitOperations.Log2(System.Numerics.BitOperations.RoundUpToPowerOf2(npages));
+        ulong aligned = addr & ~((1UL << (12 + am)) - 1);
+        Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranPsiPasid), QiDescriptor.PasidIotlbAddress(aligned, ih, am));
     }
 
     // __iommu_calculate_agaw: the largest SAGAW bit at or below width_to_agaw(maxGaw), or -1.

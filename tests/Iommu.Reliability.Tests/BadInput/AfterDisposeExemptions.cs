@@ -23,7 +23,7 @@ internal static class AfterDisposeExemptions
         ["IommuResvRegion"] = Value, ["KernelSymbolAttribute"] = "metadata attribute", ["PlatformOptions"] = Value, ["Sizes"] = Static,
         ["VtdImage"] = "a managed copy of translation structures: owns no platform memory (LoadInto/exporters that touch memory are rows of the memory's owner)",
         ["VtdImageChunk"] = Value, ["VtdImageEntry"] = Value, ["VtdImageJson"] = Static, ["VtdDecoder"] = Static, ["VtdImageDot"] = Static, ["VtdEntryDescription"] = Value, ["VtdProbe"] = Value, ["VtdProbeResult"] = Value,
-        ["DmaPte"] = Static, ["DmarDomain"] = Callback, ["DmarFaultRecord"] = Value, ["IntelIommuOptions"] = Value, ["IntelIommuUnit"] = Callback,
+        ["DmaPte"] = Static, ["DmarDomain"] = Callback, ["DmarFaultRecord"] = Value, ["IntelIommuOptions"] = Value, ["IommuHwptVtdS1"] = Value, ["IommuHwptVtdS1Invalidate"] = Value, ["IntelIommuUnit"] = Callback,
         ["VtdActivity"] = Value, ["VtdCacheStatistics"] = Value, ["VtdCap"] = Static, ["VtdConfig"] = Value, ["VtdEcap"] = Static, ["VtdFaultReasonExtensions"] = Static, ["VtdFormat"] = Static,
         ["VtdInterruptEventArgs"] = Value, ["VtdMetrics"] = "publishes counters to listeners; observable instruments report nothing after Platform.Dispose (MetricsTests)",
         ["VtdRegister"] = Static, ["VtdTranslation"] = Value, ["VtdAssembly"] = Static, ["MdevAssembly"] = Static, ["MdevTypeAttribute"] = Value,

@@ -167,6 +167,7 @@ internal static class AfterDisposeMatrix
         return
         [
             X<ObjectDisposedException>("PhysicalMemory.Read", A, c => { c.Platform.Dispose(); c.Memory.Read(0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("IntelIommu.CacheInvalidateUser", A, c => { var d = (DmarDomain)c.Domain; c.Platform.Dispose(); return c.Driver.CacheInvalidateUser(d, ReadOnlySpan<IommuHwptVtdS1Invalidate>.Empty, out _); }),
             X<ObjectDisposedException>("PhysicalMemory.Write", A, c => { c.Platform.Dispose(); c.Memory.Write(0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PhysicalMemory.TryRead", A, c => { c.Platform.Dispose(); c.Memory.TryRead(0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PhysicalMemory.TryWrite", A, c => { c.Platform.Dispose(); c.Memory.TryWrite(0x1000, new byte[8]); }),

@@ -30,6 +30,8 @@ internal static class BadInputExemptions
         ["IommuDomainGeometry..ctor"] = ValueRecord,
         ["IommuResvRegion..ctor"] = ValueRecord,
         ["DmarFaultRecord..ctor"] = ValueRecord,
+        ["IommuHwptVtdS1..ctor"] = ValueRecord + " (IntelIommu.DomainAllocNested and AttachNestedDev validate it)",
+        ["IommuHwptVtdS1Invalidate..ctor"] = ValueRecord + " (IntelIommu.CacheInvalidateUser validates it)",
         ["VtdActivity..ctor"] = ValueRecord,
         ["VtdCacheStatistics..ctor"] = ValueRecord,
         ["VtdInterruptEventArgs..ctor"] = ValueRecord,

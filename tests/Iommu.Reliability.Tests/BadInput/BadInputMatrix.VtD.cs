@@ -113,6 +113,14 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("IntelIommu.IotlbSync", "null domain", c => { var g = new IommuIotlbGather(); c.Driver.IotlbSync(null!, ref g); return null; }),
         Ok("IntelIommu.IotlbSyncMap", "nothing to flush for a null domain", c => c.Driver.IotlbSyncMap(null!, 0, 4096)),
         X<ArgumentNullException>("IntelIommu.FlushIotlbAll", "null domain", c => { c.Driver.FlushIotlbAll(null!); return null; }),
+        X<ArgumentNullException>("IntelIommu.DomainAllocNestParent", "null bus", c => c.Driver.DomainAllocNestParent(null!, out _)),
+        E("IntelIommu.DomainAllocNestParent", "unit without ECAP.NEST", c => c.Driver.DomainAllocNestParent(c.Pci, out _), Errno.EOPNOTSUPP),
+        X<ArgumentNullException>("IntelIommu.DomainAllocNested", "null parent", c => c.Driver.DomainAllocNested(null!, new IommuHwptVtdS1(IommuVtdS1.None, 0x1000, 48), out _)),
+        E("IntelIommu.DomainAllocNested", "unit without ECAP.NEST", c => c.Driver.DomainAllocNested((DmarDomain)c.Domain, new IommuHwptVtdS1((IommuVtdS1)ulong.MaxValue, ulong.MaxValue, 0), out _), Errno.EOPNOTSUPP),
+        X<ArgumentNullException>("IntelIommu.AttachNestedDev", "null device", c => c.Driver.AttachNestedDev((DmarDomain)c.Domain, null!)),
+        E("IntelIommu.AttachNestedDev", "not a nested domain", c => c.Driver.AttachNestedDev((DmarDomain)c.Domain, c.Dev), Errno.EINVAL),
+        X<ArgumentNullException>("IntelIommu.CacheInvalidateUser", "null domain", c => c.Driver.CacheInvalidateUser(null!, ReadOnlySpan<IommuHwptVtdS1Invalidate>.Empty, out _)),
+        E("IntelIommu.CacheInvalidateUser", "not a nested domain, bad requests", c => c.Driver.CacheInvalidateUser((DmarDomain)c.Domain, [new IommuHwptVtdS1Invalidate(0x801, ulong.MaxValue, (IommuVtdInv)uint.MaxValue)], out _), Errno.EINVAL),
 
         // Diagnostics
         X<ArgumentNullException>("VtdImageExporter.ExportImage", "null unit", _ => ((VtdUnit)null!).ExportImage()),

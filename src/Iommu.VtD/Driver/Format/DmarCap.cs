@@ -9,6 +9,7 @@ namespace Iommu.VtD.Driver.Format;
 /// </summary>
 internal static class DmarCap
 {
+
     [KernelSymbol("cap_ndoms")]
     public static int Ndoms(ulong cap) => 1 << (4 + (2 * (int)((cap >> VtdCap.NdShift) & 7)));
 
@@ -77,4 +78,19 @@ internal static class DmarCap
 
     [KernelSymbol("ecap_smpwc")]
     public static bool EcapSmpwc(ulong ecap) => (ecap & VtdEcap.Smpwcs) != 0;
+
+    [KernelSymbol("cap_fl1gp_support")]
+    public static bool Fl1gp(ulong cap) => (cap & VtdCap.Fl1gp) != 0;
+
+    [KernelSymbol("cap_5lp_support")]
+    public static bool Fl5lp(ulong cap) => (cap & VtdCap.Fl5lp) != 0;
+
+    [KernelSymbol("ecap_flts")]
+    public static bool EcapFlts(ulong ecap) => (ecap & VtdEcap.Flts) != 0;
+
+    [KernelSymbol("ecap_nest")]
+    public static bool EcapNest(ulong ecap) => (ecap & VtdEcap.Nest) != 0;
+
+    [KernelSymbol("ecap_eafs")]
+    public static bool EcapEafs(ulong ecap) => (ecap & VtdEcap.Eafs) != 0;
 }

@@ -25,6 +25,12 @@ internal static class QiDescriptor
     [KernelSymbol("QI_GRAN_NONG_PASID")]
     public const int GranNonGlobalPasid = 2;
 
+    /// <summary>PASID-based IOTLB granularity: pages within a PASID (<c>QI_GRAN_PSI_PASID</c>).</summary>
+    [KernelSymbol("QI_GRAN_PSI_PASID")]
+    public const int GranPsiPasid = 3;
+
+    private const ulong PiotlbIh = 1UL << 6; // QI_EIOTLB_IH: only leaves changed, keep paging-structure caches
+
     private const ulong IotlbDr = 1UL << 7, IotlbDw = 1UL << 6; // QI_IOTLB_DR, QI_IOTLB_DW
 
     /// <summary>Context-cache invalidate (<c>QI_CC_TYPE</c> with <c>QI_CC_FM</c>, <c>QI_CC_SID</c>, <c>QI_CC_DID</c>, <c>QI_CC_GRAN</c>).</summary>
@@ -55,4 +61,9 @@ internal static class QiDescriptor
     [KernelSymbol("QI_IWD_TYPE")]
     public static ulong WaitWithStatus(uint statusData) =>
         ((ulong)statusData << VtdFormat.DescWaitDataShift) | VtdFormat.DescWaitSw | VtdFormat.DescWait;
+
+    /// <summary>q1 of a page-selective PASID-based IOTLB invalidate: 2^<paramref name="am"/> pages at <paramref name="addr"/> (<c>QI_EIOTLB_ADDR</c>, <c>QI_EIOTLB_IH</c>, <c>QI_EIOTLB_AM</c>).</summary>
+    [KernelSymbol("QI_EIOTLB_ADDR")]
+    public static ulong PasidIotlbAddress(ulong addr, bool ih, int am) =>
+        (addr & ~0xFFFUL) | (ih ? PiotlbIh : 0) | ((ulong)am & 0x3F);
 }

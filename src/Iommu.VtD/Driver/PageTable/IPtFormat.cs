@@ -9,13 +9,11 @@ namespace Iommu.VtD.Driver;
 /// <para>Every member is static and the implementations are structs, so the JIT compiles the walker
 /// once per format with each call inlined: the bit tests become constants of that copy, and with the
 /// level count constant the walk loop is unrolled.</para>
-/// <para>Formats: <see cref="SecondLevelFormat"/> (VT-d second-level, <c>struct dma_pte</c>). First-level
-/// translation (IA-32e paging: P bit 0, R/W 1, U/S 2, A 5, D 6, PS 7, XD 63; 4-level and 5-level)
-/// plugs in as a <c>FirstLevelFormat : IPtFormat</c> struct in <c>Driver/PageTable/FirstLevelFormat.cs</c>
-/// — <see cref="PresentMask"/> = P, <see cref="IsLeaf"/> = PS at levels 2 and 3, <see cref="LeafBits"/>
-/// = P | R/W | U/S | A | D (| PS above level 1) (| XD without execute), <see cref="TableBits"/> = P | R/W |
-/// U/S | A — used as <c>PageTable&lt;FirstLevelFormat&gt;</c> with 4 or 5 levels; the walker is not
-/// touched.</para>
+/// <para>Formats: <see cref="SecondLevelFormat"/> (VT-d second-level, <c>struct dma_pte</c>) and
+/// <see cref="FirstLevelFormat"/> (IA-32e entries as Linux writes them for DMA and UNMANAGED domains:
+/// <see cref="PresentMask"/> = P, <see cref="IsLeaf"/> = PS at levels 2 and 3, <see cref="LeafBits"/> = P | U/S |
+/// A | XD, R/W and D for writes, PS above level 1; <see cref="TableBits"/> = P | R/W | U/S | A | XD), used as
+/// <c>PageTable&lt;FirstLevelFormat&gt;</c> with 4 or 5 levels; the walker is the same.</para>
 /// </remarks>
 internal interface IPtFormat
 {
