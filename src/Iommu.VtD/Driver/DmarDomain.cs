@@ -131,7 +131,11 @@ public sealed class DmarDomain : IommuDomain
     /// <summary>(physical device, users) of auxiliary attachments (<c>subdevices</c>, the ≥5.11 <c>subdev_domain_info</c>).</summary>
     internal List<SubdevInfo> Subdevices { get; } = [];
 
-    /// <summary>(device, PASID) pairs the domain is attached to with <c>set_dev_pasid</c> (≈6.5 <c>dev_pasids</c>).</summary>
+    /// <summary>
+    /// (device, unit, PASID) of the domain's attachments made with <c>set_dev_pasid</c> (≈6.5
+    /// <c>dev_pasids</c>). Changed and read under a lock of the list itself: an unmap's flush reads it
+    /// and takes no driver lock.
+    /// </summary>
     internal List<DevPasidInfo> DevPasids { get; } = [];
 
     /// <summary>The DID this domain uses on the unit with <paramref name="seqId"/>, or 0.</summary>
@@ -148,5 +152,5 @@ public sealed class DmarDomain : IommuDomain
     }
 
     /// <summary>One PASID attachment of the domain (≈6.5 <c>struct dev_pasid_info</c>).</summary>
-    internal sealed record DevPasidInfo(Device Device, uint Pasid);
+    internal sealed record DevPasidInfo(Device Device, int UnitSeqId, uint Pasid);
 }

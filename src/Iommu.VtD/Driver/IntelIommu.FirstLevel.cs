@@ -102,14 +102,30 @@ public sealed partial class IntelIommu
     }
 
     // The PASIDs through which a domain's tables are reached on a unit, each flushed alike: the aux
-    // default PASID, then RID2PASID when the domain has RID attachments (domain_flush_piotlb, 5.15
-    // order). PASID attachments made with iommu_attach_device_pasid (6.2) join here.
+    // default PASID, the PASIDs attached with iommu_attach_device_pasid on this unit (6.x
+    // cache_tag_flush_range walks dev_pasids the same way), then RID2PASID when the domain has RID
+    // attachments (domain_flush_piotlb, 5.15 order). A first-level IOTLB entry is tagged with its PASID,
+    // so a PASID left out here would keep a stale translation after the unmap.
     private static void DomainFlushPiotlb(IntelIommuUnit unit, DmarDomain domain, ulong addr, ulong npages, bool ih)
     {
         ushort did = domain.IommuDid[unit.SeqId];
         if (domain.DefaultPasid != 0)
         {
             unit.FlushPiotlb(did, domain.DefaultPasid, addr, npages, ih);
+        }
+
+        if (domain.DevPasids.Count != 0)
+        {
+            lock (domain.DevPasids)
+            {
+                foreach (DmarDomain.DevPasidInfo p in domain.DevPasids)
+                {
+                    if (p.UnitSeqId == unit.SeqId)
+                    {
+                        unit.FlushPiotlb(did, p.Pasid, addr, npages, ih);
+                    }
+                }
+            }
         }
 
         if (domain.Devices.Count != 0)

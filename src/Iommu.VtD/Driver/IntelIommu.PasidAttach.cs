@@ -93,6 +93,15 @@ public sealed partial class IntelIommu : IIommuPasidOps
                 return err;
             }
 
+            // Listed before the entry exists and unlisted after it is gone: an unmap running meanwhile
+            // (it takes no driver lock) flushes this PASID whenever the hardware may have cached
+            // through it. (6.5 lists it after programming the entry.)
+            var link = new DmarDomain.DevPasidInfo(device, unit.SeqId, pasid);
+            lock (d.DevPasids)
+            {
+                d.DevPasids.Add(link);
+            }
+
             err = DomainSetupPasidEntry(unit, d, info, pasid);
             if (err == Errno.None)
             {
@@ -106,12 +115,16 @@ public sealed partial class IntelIommu : IIommuPasidOps
 
             if (err != Errno.None)
             {
+                lock (d.DevPasids)
+                {
+                    d.DevPasids.Remove(link);
+                }
+
                 DomainDetachIommu(d, unit);
                 return err;
             }
 
             _devPasids.Add((device, pasid), d);
-            d.DevPasids.Add(new DmarDomain.DevPasidInfo(device, pasid));
             return Errno.None;
         }
     }
@@ -138,11 +151,15 @@ public sealed partial class IntelIommu : IIommuPasidOps
                 return;
             }
 
-            d.DevPasids.RemoveAll(p => p.Device == device && p.Pasid == pasid);
             IntelIommuUnit unit = DeviceToIommu(device)!;
             if (device.IommuPriv is DeviceDomainInfo info)
             {
                 TearDownPasidEntry(unit, info, pasid);
+            }
+
+            lock (d.DevPasids)
+            {
+                d.DevPasids.RemoveAll(p => p.Device == device && p.Pasid == pasid);
             }
 
             DomainDetachIommu(d, unit);
@@ -165,12 +182,12 @@ public sealed partial class IntelIommu : IIommuPasidOps
     }
 
     // The one place a domain's PASID entry is built for set_dev_pasid (and re-built after a RID domain
-    // change): pass-through for the identity domain, second level otherwise. A first-level setter
-    // (domain->use_first_level) is dispatched here.
+    // change): pass-through for the identity domain, otherwise the stage the domain uses (first level,
+    // second level, or nested over its parent) through SetupPagingPasid.
     private Errno DomainSetupPasidEntry(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid) =>
         domain.IsIdentity
             ? SetupPassThrough(unit, domain, info, pasid)
-            : SetupSecondLevel(unit, domain, info, pasid);
+            : SetupPagingPasid(unit, domain, info, pasid);
 
     // The device's RID domain changed: its PASID table was freed with the old device info (its
     // entries torn down and flushed), but 6.x keeps one PASID table per device for its lifetime, so
@@ -213,7 +230,11 @@ public sealed partial class IntelIommu : IIommuPasidOps
         foreach ((Device Device, uint Pasid) key in gone)
         {
             _devPasids.Remove(key, out DmarDomain? d);
-            d!.DevPasids.RemoveAll(p => p.Device == device && p.Pasid == key.Pasid);
+            lock (d!.DevPasids)
+            {
+                d.DevPasids.RemoveAll(p => p.Device == device && p.Pasid == key.Pasid);
+            }
+
             if (unit is not null)
             {
                 DomainDetachIommu(d, unit);

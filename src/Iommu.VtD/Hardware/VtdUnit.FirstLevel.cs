@@ -259,6 +259,7 @@ public sealed partial class VtdUnit
         }
 
         bool dirty = q.Write || (trace.Entries[leaf].Value & VtdFormat.FlDirty) != 0;
+        MarkFirstStageDid(pe.Did);
         FillIotlb(
             q.Epoch, key1, pe.Did, q.Tag | FirstLevelTag, q.Iova >> SecondLevelWalker.Shift(level), level,
             output | IotlbRead

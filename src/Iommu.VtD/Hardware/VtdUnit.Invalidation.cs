@@ -74,7 +74,15 @@ public sealed partial class VtdUnit
     }
 
     /// <summary>IOTLB invalidation (legacy IOTLB descriptor or register): 1 global, 2 domain, 3 page-selective. Returns the actual granularity or 0.</summary>
-    /// <remarks>Applies to second-level entries of every PASID of the domain, as the spec's IOTLB invalidation does in scalable mode.</remarks>
+    /// <remarks>
+    /// Applies to the domain's entries of every PASID, as the spec's IOTLB invalidation does in scalable
+    /// mode. Page-selective-within-domain removes second-level (and pass-through) entries in the address
+    /// range, and every first-stage and nested entry of the DID whatever its address: their tags are
+    /// first-stage input addresses, which the descriptor's address (a second-stage input) does not name
+    /// (the VT-d specification's IOTLB Invalidate Descriptor, as later QEMU quotes it in "Flush stage-1
+    /// cache in iotlb invalidation").
+    /// A DID that never cached such an entry pays nothing for this.
+    /// </remarks>
     private int InvalidateIotlb(int granularity, ushort did, ulong address, int addressMask)
     {
         _iotlbInvalidations++;
@@ -104,6 +112,14 @@ public sealed partial class VtdUnit
                 }
 
                 BeginInvalidation();
+                if (HasFirstStageEntries(did))
+                {
+                    // A DID's entries are all of one kind (a domain uses one stage), so dropping the
+                    // DID's group removes exactly what the spec names.
+                    _iotlb.InvalidateGroup(did);
+                    return 3;
+                }
+
                 ulong first = (address >> 12) & ~((1UL << addressMask) - 1);
                 RemoveIotlbPages(new PageMatch(did, 0, 0, 0), first, 1UL << addressMask);
                 return 3;
@@ -111,6 +127,20 @@ public sealed partial class VtdUnit
                 return 0;
         }
     }
+
+    // Before a first-stage or nested fill under did: from then on a page-selective IOTLB invalidation
+    // of the DID drops its whole group (the fill's epoch check covers an invalidation in between).
+    private void MarkFirstStageDid(ushort did)
+    {
+        ref int word = ref _firstStageDids[did >> 5];
+        int bit = 1 << (did & 31);
+        if ((Volatile.Read(ref word) & bit) == 0)
+        {
+            Interlocked.Or(ref word, bit);
+        }
+    }
+
+    private bool HasFirstStageEntries(ushort did) => (Volatile.Read(ref _firstStageDids[did >> 5]) & (1 << (did & 31))) != 0;
 
     /// <summary>
     /// Removes the entries <paramref name="scope"/> selects (a domain's, every PASID and kind; or one

@@ -32,6 +32,11 @@ public sealed partial class VtdUnit
     // The memo of the three caches' answers (not a hardware structure; see its remarks).
     private readonly TranslationShortcut _shortcut;
     private int _iotlbLevels;     // bit n set: the IOTLB may hold level-n entries
+
+    // Bit d set: the IOTLB may hold first-stage or nested entries tagged with DID d (set before such a
+    // fill, like _iotlbLevels, and never cleared). A page-selective IOTLB invalidation of such a DID
+    // drops all of them (see InvalidateIotlb).
+    private readonly int[] _firstStageDids = new int[65536 / 32];
     private volatile bool _translationEnabled;
     private ulong _rootTable;     // RTADDR latched by SRTP: table address | TTM (bits 11:10)
     private readonly Counters _counters = new();

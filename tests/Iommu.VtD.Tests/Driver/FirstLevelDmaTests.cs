@@ -115,4 +115,45 @@ public sealed class FirstLevelDmaTests
         f.Driver.DetachDev(nested!, dev);
         Assert.False(Read(dev, null, 0x7010).IsOk);
     }
+    // A first-level IOTLB entry is tagged with its PASID: the unmap of a domain attached with
+    // iommu_attach_device_pasid must flush that PASID too, not only RID2PASID and the aux PASID.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Unmap_of_a_first_level_domain_stops_dma_on_its_attached_pasids(bool alsoRid)
+    {
+        using DriverBed f = NewFl("Fl48", FirstLevelPolicy.AllWhenEveryUnitHasFlts);
+        PciDevice a = f.AuxParent("0000:00:02.0");
+        PciDevice b = f.AuxParent("0000:00:05.0");
+        IDomain dom = f.Unmanaged();
+        Assert.True(((DmarDomain)dom).UseFirstLevel);
+        Assert.Equal(Errno.None, f.Iommu.Map(dom, 0x10_0000, 0x1_4000_0000, K4, RW));
+        Assert.Equal(Errno.None, f.Iommu.Map(dom, 0x11_0000, 0x1_4000_1000, K4, RW));
+        uint pa = f.Iommu.AllocGlobalPasid(a);
+        uint pb = f.Iommu.AllocGlobalPasid(b);
+        Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(dom, a, pa));
+        Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(dom, b, pb));
+        if (alsoRid)
+        {
+            Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, f.AddDevice("0000:00:06.0")));
+        }
+
+        foreach ((PciDevice dev, uint pasid) in new[] { (a, pa), (b, pb) })
+        {
+            Assert.Equal(0x1_4000_0008UL, Read(dev, pasid, 0x10_0008).Address);
+            Assert.Equal(0x1_4000_1008UL, Write(f, dev, pasid, 0x11_0008).Address);
+        }
+
+        Assert.Equal(K4, f.Iommu.Unmap(dom, 0x10_0000, K4));
+        foreach ((PciDevice dev, uint pasid) in new[] { (a, pa), (b, pb) })
+        {
+            Assert.Equal(0x71, Read(dev, pasid, 0x10_0008).FaultReason.Code);
+            Assert.Equal(0x1_4000_1008UL, Read(dev, pasid, 0x11_0008).Address);
+        }
+
+        f.Iommu.DetachDevicePasid(dom, a, pa);
+        Assert.Equal(K4, f.Iommu.Unmap(dom, 0x11_0000, K4));
+        Assert.False(Read(a, pa, 0x11_0008).IsOk);
+        Assert.Equal(0x71, Read(b, pb, 0x11_0008).FaultReason.Code);
+    }
 }

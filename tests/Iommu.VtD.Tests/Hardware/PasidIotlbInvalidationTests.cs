@@ -154,4 +154,43 @@ public class PasidIotlbInvalidationTests
         r.B.Submit(0x7 | (1UL << 4) | ((ulong)Did << 16) | (7UL << 32));
         Assert.Equal(OldPages, r.Translate(7, Base, attrs: DmaRequestAttributes.Privileged).PhysicalAddress);
     }
+    // IOTLB page-selective-within-domain (type 2, G=11) names a second-stage input address; first-stage
+    // and nested entries are tagged with first-stage inputs, so the spec drops every one of the DID's.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Iotlb_page_selective_drops_every_first_stage_and_nested_entry_of_the_did(bool nested)
+    {
+        using var r = new FirstStageRig(VtdConfig.ScalableModeFirstLevel48Bit with { NestedTranslation = true }, nested);
+        r.Entry(7, Did);
+        r.Enable();
+        r.B.EnableQueue(wide: true);
+        for (int i = 0; i < 3; i++)
+        {
+            if (nested)
+            {
+                r.SlMap(OldPages + r.GpaOffset + ((ulong)i << 12), OldPages + ((ulong)i << 12));
+                r.SlMap(NewPages + r.GpaOffset + ((ulong)i << 12), NewPages + ((ulong)i << 12));
+            }
+
+            r.Map(Base + ((ulong)i << 12), OldPages + r.GpaOffset + ((ulong)i << 12));
+        }
+
+        Warm(r, 7, 3);
+        for (int i = 0; i < 3; i++)
+        {
+            r.Set(r.EntryAt(Base + ((ulong)i << 12), 1), (NewPages + r.GpaOffset + ((ulong)i << 12)) | P | RW | US);
+        }
+
+        // Another DID's page-selective invalidation leaves them; this DID's, at an address none of them
+        // has (as input or output), drops all three.
+        r.B.Submit(0x2 | (3UL << 4) | ((ulong)(Did + 1) << 16), 0x7777_0000);
+        Warm(r, 7, 3);
+        r.B.Submit(0x2 | (3UL << 4) | ((ulong)Did << 16), 0x7777_0000);
+        Assert.Equal(0UL, r.B.Fsts & 0x10);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(NewPages + ((ulong)i << 12), Output(r, 7, i));
+        }
+    }
 }
