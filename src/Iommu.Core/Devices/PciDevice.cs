@@ -8,7 +8,7 @@ namespace Iommu.Devices;
 /// disposed, DMA and the capability-control methods throw <see cref="ObjectDisposedException"/>; the
 /// immutable description (address, capabilities) stays readable.</remarks>
 [KernelSymbol("struct pci_dev")]
-public sealed class PciDevice : Device
+public sealed partial class PciDevice : Device
 {
     internal PciDevice(PciDeviceSpec spec, PciDevice? upstream)
         : base(spec.Address.ToString())
@@ -273,6 +273,7 @@ public sealed class PciDevice : Device
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         AtsEnabled = false;
+        ClearAtc();
     }
 
     /// <summary>Enables PRI (<c>pci_enable_pri</c>).</summary>

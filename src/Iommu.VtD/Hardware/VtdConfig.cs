@@ -12,9 +12,9 @@ namespace Iommu.VtD.Hardware;
 /// at 0x220 (CAP.FRO = 0x22), where QEMU puts them.</para>
 /// <para>First-level and nested translation are modelled when <see cref="FirstLevelTranslation"/> and
 /// <see cref="NestedTranslation"/> are set (the presets <see cref="ScalableModeFirstLevel48Bit"/> and
-/// <see cref="ScalableModeFirstLevel57Bit"/>). Device-TLBs (ATS), page requests, advanced fault
-/// logging and protected memory regions are not modelled; the corresponding capability bits are
-/// always clear. Interrupt remapping is reported (ECAP.IR, <see cref="InterruptRemapping"/>) but its
+/// <see cref="ScalableModeFirstLevel57Bit"/>). Device-TLBs (ATS, <see cref="DeviceTlb"/>) and page requests
+/// (<see cref="PageRequests"/>) are modelled when set (no preset sets them); advanced fault
+/// logging and protected memory regions are not modelled, and their capability bits are always clear. Interrupt remapping is reported (ECAP.IR, <see cref="InterruptRemapping"/>) but its
 /// table is not modelled: the bit is what the driver and VFIO ask about.</para>
 /// </remarks>
 public sealed record VtdConfig
@@ -137,6 +137,31 @@ public sealed record VtdConfig
 
     /// <summary>CAP.FL5LP: 5-level first-level paging (PASID entry FLPM = 01, 57-bit canonical inputs); without it FLPM = 01 is invalid (0x5B).</summary>
     public bool FirstLevel5LevelPaging { get; init; }
+
+    /// <summary>ECAP.DT: device-TLBs. The context entry's DTE is then defined; ATS translation requests (<see cref="VtdUnit.TranslationRequest"/>) are answered, and device-TLB invalidation descriptors (types 3 and 8) reach the device.</summary>
+    /// <remarks>Needs <see cref="ScalableMode"/>: the legacy context entry's TT = 01 (device-TLB) is not modelled.</remarks>
+    public bool DeviceTlb { get; init; }
+
+    /// <summary>ECAP.PRS: page requests. The page request queue registers (PQH, PQT, PQA, PRS, PECTL, PEDATA, PEADDR, PEUADDR) and the context entry's PRE are defined, and page group response descriptors (type 9) are accepted.</summary>
+    /// <remarks>Needs <see cref="DeviceTlb"/> and <see cref="PasidSupport"/> (Linux sets PRE only for ATS devices in scalable mode).</remarks>
+    public bool PageRequests { get; init; }
+
+    /// <summary>ECAP.PDS: page-request drain. The invalidation wait descriptor's PD bit is then accepted (reserved otherwise, as later QEMU treats it).</summary>
+    /// <remarks>Needs <see cref="PageRequests"/>. Invalidations complete synchronously here, so a drain is trivially honoured.</remarks>
+    public bool PageRequestDrain { get; init; }
+
+    /// <summary>
+    /// The response code the unit sends by itself for a page request it drops because the queue is full
+    /// or PRS.PRO is set, when that request needs one (LPIG = 1); null (the default) sends none (a model
+    /// profile, not a register).
+    /// </summary>
+    /// <remarks>
+    /// Whether hardware answers dropped requests, and with which code, is UNVERIFIED; later QEMU sends no
+    /// response (the device waits until it gives up). The default follows QEMU, so software must drain
+    /// the queue and clear PRO, as Linux does. A value (0 Success, 1 Invalid Request, 0xF Response
+    /// Failure) models hardware that auto-responds.
+    /// </remarks>
+    public int? PageRequestOverflowResponse { get; init; }
 
     /// <summary>
     /// Check the first-level walk in later QEMU's order instead of the specification's (a model profile, not a register).
@@ -356,6 +381,9 @@ public sealed record VtdConfig
     public ulong Ecap =>
         (PageWalkCoherency ? VtdEcap.C : 0)
         | (QueuedInvalidation ? VtdEcap.Qi : 0)
+        | (DeviceTlb ? VtdEcap.Dt : 0)
+        | (PageRequests ? VtdEcap.Prs : 0)
+        | (PageRequestDrain ? VtdEcap.Pds : 0)
         | (InterruptRemapping ? VtdEcap.Ir : 0)
         | (PassThrough ? VtdEcap.Pt : 0)
         | (SnoopControl ? VtdEcap.Sc : 0)
@@ -396,6 +424,10 @@ public sealed record VtdConfig
         Check(!ExtendedAccessedFlag || FirstLevelTranslation, "ExtendedAccessedFlag needs FirstLevelTranslation");
         Check(!FirstLevel1GiBPages || FirstLevelTranslation, "FirstLevel1GiBPages needs FirstLevelTranslation");
         Check(!FirstLevel5LevelPaging || FirstLevelTranslation, "FirstLevel5LevelPaging needs FirstLevelTranslation");
+        Check(!DeviceTlb || ScalableMode, "DeviceTlb needs ScalableMode");
+        Check(!PageRequests || (DeviceTlb && PasidSupport), "PageRequests needs DeviceTlb and PasidSupport");
+        Check(!PageRequestDrain || PageRequests, "PageRequestDrain needs PageRequests");
+        Check(PageRequestOverflowResponse is null or (>= 0 and <= 0xF), "PageRequestOverflowResponse must be null or 0–15");
         Check(IotlbCapacity is >= 1 and <= 1 << 20, "IotlbCapacity must be 1–1048576");
         Check(ContextCacheCapacity is >= 1 and <= 1 << 16, "ContextCacheCapacity must be 1–65536");
         Check(PasidCacheCapacity is >= 1 and <= 1 << 20, "PasidCacheCapacity must be 1–1048576");

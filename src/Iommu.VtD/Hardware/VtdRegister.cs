@@ -104,6 +104,46 @@ public static class VtdRegister
     [KernelSymbol("DMAR_IRTA_REG")]
     public const uint Irta = 0x0B8;
 
+    /// <summary>Page request queue head (64-bit): byte offset 18:5 of the next descriptor software reads; written by software.</summary>
+    [KernelSymbol("DMAR_PQH_REG")]
+    public const uint Pqh = 0x0C0;
+
+    /// <summary>Page request queue tail (64-bit): byte offset 18:5 where hardware writes the next descriptor.</summary>
+    [KernelSymbol("DMAR_PQT_REG")]
+    public const uint Pqt = 0x0C8;
+
+    /// <summary>Page request queue address (64-bit): base 63:12, PQS 2:0 (2^PQS 4 KiB pages).</summary>
+    [KernelSymbol("DMAR_PQA_REG")]
+    public const uint Pqa = 0x0D0;
+
+    /// <summary>Page request status (32-bit): PPR bit 0, PRO bit 1, both RW1C.</summary>
+    [KernelSymbol("DMAR_PRS_REG")]
+    public const uint Prs = 0x0DC;
+
+    /// <summary>Page request event control (32-bit): IM bit 31, IP bit 30.</summary>
+    [KernelSymbol("DMAR_PECTL_REG")]
+    public const uint Pectl = 0x0E0;
+
+    /// <summary>Page request event data (32-bit).</summary>
+    [KernelSymbol("DMAR_PEDATA_REG")]
+    public const uint Pedata = 0x0E4;
+
+    /// <summary>Page request event address (32-bit).</summary>
+    [KernelSymbol("DMAR_PEADDR_REG")]
+    public const uint Peaddr = 0x0E8;
+
+    /// <summary>Page request event upper address (32-bit).</summary>
+    [KernelSymbol("DMAR_PEUADDR_REG")]
+    public const uint Peuaddr = 0x0EC;
+
+    /// <summary>PRS.PPR: pending page request.</summary>
+    [KernelSymbol("DMA_PRS_PPR")]
+    public const uint PrsPpr = 1u << 0;
+
+    /// <summary>PRS.PRO: page request overflow.</summary>
+    [KernelSymbol("DMA_PRS_PRO")]
+    public const uint PrsPro = 1u << 1;
+
     /// <summary>Offset of IVA inside the IOTLB register pair (at ECAP.IRO×16).</summary>
     public const uint IvaInPair = 0x0;
 

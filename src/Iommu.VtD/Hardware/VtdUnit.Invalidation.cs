@@ -339,9 +339,10 @@ public sealed partial class VtdUnit
 
     /// <summary>Executes one descriptor; returns 0 or the IQEI code of the error.</summary>
     /// <remarks>
-    /// Reserved-bit masks are the spec's (type bits 11:9 are part of the type). Device-TLB,
-    /// PASID-based device-TLB and interrupt-entry-cache descriptors are accepted and do nothing
-    /// (no device-TLB or interrupt remapping is modelled). PASID-based descriptors (types 6–8) need
+    /// Reserved-bit masks are the spec's (type bits 11:9 are part of the type). Device-TLB and
+    /// PASID-based device-TLB descriptors are delivered to the device named by their SID (see
+    /// <c>DeliverDeviceTlbInvalidation</c>); interrupt-entry-cache descriptors are accepted and do nothing
+    /// (no interrupt remapping is modelled). Page group responses (type 9) need ECAP.PRS. PASID-based descriptors (types 6–8) need
     /// a 256-bit queue (IQEI 5 otherwise). The PASID-based IOTLB descriptor (P_IOTLB) with G=10 drops
     /// every entry of the (DID, PASID): its first-level and nested entries, and, as before first-level
     /// translation was modelled, its second-level ones too (hardware may drop more than asked; the spec
@@ -381,7 +382,13 @@ public sealed partial class VtdUnit
                 return 0;
 
             case VtdFormat.DescDeviceTlb:
-                return (q0 & 0x000F_0000_FFE0_F1F0) != 0 || (q0 >> 52) != 0 || (q1 & 0xFFE) != 0 ? IqeiReserved : 0;
+                if ((q0 & 0x000F_0000_FFE0_F1F0) != 0 || (q0 >> 52) != 0 || (q1 & 0xFFE) != 0)
+                {
+                    return IqeiReserved;
+                }
+
+                DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescSidShift), pasid: null, allPasids: true, q1, sizeBit: 1UL);
+                return 0;
 
             case VtdFormat.DescInterruptEntryCache:
                 return (q0 & 0xFFFF_0000_07FF_F1E0) != 0 || q1 != 0 ? IqeiReserved : 0;
@@ -432,7 +439,21 @@ public sealed partial class VtdUnit
                 return 0;
 
             case VtdFormat.DescPasidDeviceTlb:
-                return wide ? ((q1 & 0x7FE) != 0 ? IqeiReserved : 0) : IqeiWidth;
+                if (!wide)
+                {
+                    return IqeiWidth;
+                }
+
+                if ((q1 & 0x7FE) != 0)
+                {
+                    return IqeiReserved;
+                }
+
+                DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescDidShift), (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF, allPasids: (q1 & 1) != 0, q1, sizeBit: 1UL << 11);
+                return 0;
+
+            case DescPageGroupResponse when _config.PageRequests:
+                return wide ? ExecutePageGroupResponse(q0, q1) : IqeiWidth;
 
             default:
                 return IqeiType;
@@ -446,7 +467,9 @@ public sealed partial class VtdUnit
     /// </remarks>
     private int ExecuteWait(ulong q0, ulong q1)
     {
-        if ((q0 & 0x0000_0000_FFFF_F180) != 0 || (q1 & 0x3) != 0)
+        // PD (bit 7) needs ECAP.PDS; with it the drain is trivially complete (page requests are queued synchronously).
+        ulong reserved = _config.PageRequestDrain ? 0x0000_0000_FFFF_F100UL : 0x0000_0000_FFFF_F180UL;
+        if ((q0 & reserved) != 0 || (q1 & 0x3) != 0)
         {
             return IqeiReserved;
         }

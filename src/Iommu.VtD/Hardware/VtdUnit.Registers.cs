@@ -49,6 +49,11 @@ public sealed partial class VtdUnit
         Define(VtdRegister.Ieuaddr, 4, 0, wmask: qi ? 0xFFFF_FFFFu : 0);
         Define(VtdRegister.Iqercd, 8, 0);
         Define(VtdRegister.Irta, 8, 0, wmask: 0xFFFF_FFFF_FFFF_F80F);
+        if (_config.PageRequests)
+        {
+            DefinePageRequestRegisters();
+        }
+
         Define(_iotlbRegs + VtdRegister.IvaInPair, 8, 0, wmask: 0xFFFF_FFFF_FFFF_F07F, womask: 0xFFFF_FFFF_FFFF_F07F);
         Define(_iotlbRegs + VtdRegister.IotlbInPair, 8, 0, wmask: 0xB003_FFFF_0000_0000);
         for (int i = 0; i < _config.FaultRecordCount; i++)
@@ -145,6 +150,12 @@ public sealed partial class VtdUnit
                 return;
             case VtdRegister.Iectl:
                 OnInvalidationEventControl();
+                return;
+            case VtdRegister.Prs when _config.PageRequests:
+                OnPageRequestStatusWritten();
+                return;
+            case VtdRegister.Pectl when _config.PageRequests:
+                OnPageRequestEventControl();
                 return;
         }
 

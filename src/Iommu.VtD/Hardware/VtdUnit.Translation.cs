@@ -366,6 +366,8 @@ public sealed partial class VtdUnit
 
     private VtdTranslation TranslateScalable(long epoch, ulong rootTable, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, DmaRequestAttributes attrs)
     {
+        bool ats = (attrs & AtsTranslationRequest) != 0;
+        attrs &= ~AtsTranslationRequest;
         VtdFaultReason r = LookupContext(epoch, rootTable, sid, scalable: true, out ContextCacheEntry ctx);
         if (r != VtdFaultReason.None)
         {
@@ -375,6 +377,11 @@ public sealed partial class VtdUnit
         if (!ctx.Present)
         {
             return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.ScalableContextEntryNotPresent, ctx.Fpd);
+        }
+
+        if (ats && !ctx.DeviceTlbEnable)
+        {
+            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.DeviceTlbDisabled, ctx.Fpd, attrs);
         }
 
         if (hasPasid && !ctx.PasidEnable)
@@ -421,6 +428,17 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, hasPasid, pasid, pe.NotPresentReason, fpd, attrs);
         }
 
+        if (ats)
+        {
+            return TranslateForAts(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs, fpd, pe);
+        }
+
+        return TranslatePasidEntry(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs, fpd, pe);
+    }
+
+    // The walk a PASID entry selects; ATS translation requests run it with fault recording off (TranslateForAts).
+    private VtdTranslation TranslatePasidEntry(long epoch, ushort sid, bool hasPasid, uint pasid, uint effective, ulong iova, ulong size, bool write, DmaRequestAttributes attrs, bool fpd, in PasidCacheEntry pe)
+    {
         if (pe.Pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
         {
             return TranslateFirstStage(new FirstStageRequest(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs, fpd), pe);
@@ -492,7 +510,9 @@ public sealed partial class VtdUnit
             return VtdFaultReason.None;
         }
 
-        ulong reservedLow = VtdFormat.ScalableContextReservedLow | ~_hawMask | VtdFormat.ScalableContextDte | VtdFormat.ScalableContextPre
+        ulong reservedLow = VtdFormat.ScalableContextReservedLow | ~_hawMask
+            | (_config.DeviceTlb ? 0 : VtdFormat.ScalableContextDte)
+            | (_config.PageRequests ? 0 : VtdFormat.ScalableContextPre)
             | (_config.PasidSupport ? 0 : VtdFormat.ScalableContextPaside);
         ulong reservedHigh = VtdFormat.ScalableContextReservedHigh | VtdFormat.ScalableContextRidPriv
             | (_config.RidPasidSupport ? 0 : VtdFormat.ScalableContextRidPasidMask);
@@ -505,6 +525,8 @@ public sealed partial class VtdUnit
         ctx.Pointer = c0 & VtdFormat.PointerMask;
         ctx.Pdts = (byte)((c0 >> VtdFormat.ScalableContextPdtsShift) & 7);
         ctx.PasidEnable = (c0 & VtdFormat.ScalableContextPaside) != 0;
+        ctx.DeviceTlbEnable = (c0 & VtdFormat.ScalableContextDte) != 0;
+        ctx.PageRequestEnable = (c0 & VtdFormat.ScalableContextPre) != 0;
         ctx.RidPasid = (uint)(c1 & VtdFormat.ScalableContextRidPasidMask);
         return VtdFaultReason.None;
     }
@@ -749,14 +771,16 @@ public sealed partial class VtdUnit
         public bool PasidEnable;
         public ushort Did;         // legacy only; 0 for not-present entries (caching mode)
         public uint RidPasid;
+        public bool DeviceTlbEnable;   // scalable DTE
+        public bool PageRequestEnable; // scalable PRE
         public ulong Pointer;      // SLPTPTR (legacy) or PASIDDIRPTR (scalable)
 
-        // Word 0: pointer | present | FPD | PASIDE | scalable | TT (5:4) | AW (8:6) | PDTS (11:9); word 1: DID | RID_PASID << 16.
+        // Word 0: pointer | present | FPD | PASIDE | scalable | TT (5:4) | AW (8:6) | PDTS (11:9); word 1: DID | RID_PASID << 16 | DTE << 40 | PRE << 41.
         public readonly ulong Pack0() =>
             Pointer | (Present ? 1UL : 0) | (Fpd ? 2UL : 0) | (PasidEnable ? 4UL : 0) | (Scalable ? 8UL : 0)
             | ((ulong)Tt << 4) | ((ulong)Aw << 6) | ((ulong)Pdts << 9);
 
-        public readonly ulong Pack1() => Did | ((ulong)RidPasid << 16);
+        public readonly ulong Pack1() => Did | ((ulong)RidPasid << 16) | (DeviceTlbEnable ? 1UL << 40 : 0) | (PageRequestEnable ? 1UL << 41 : 0);
 
         public static ContextCacheEntry Unpack(ulong w0, ulong w1) => new()
         {
@@ -770,6 +794,8 @@ public sealed partial class VtdUnit
             Pdts = (byte)((w0 >> 9) & 7),
             Did = (ushort)w1,
             RidPasid = (uint)(w1 >> 16) & 0xF_FFFF,
+            DeviceTlbEnable = (w1 & (1UL << 40)) != 0,
+            PageRequestEnable = (w1 & (1UL << 41)) != 0,
         };
     }
 

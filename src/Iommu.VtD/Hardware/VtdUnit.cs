@@ -357,8 +357,10 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         bool fault, inv;
         ulong faultAddr, invAddr;
         uint faultData, invData;
+        (bool Pending, ulong Address, uint Data) pr;
         lock (_lock)
         {
+            pr = TakePageRequestMsi();
             fault = _faultMsiPending;
             inv = _invMsiPending;
             faultAddr = _faultMsiAddress;
@@ -378,6 +380,11 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         if (inv)
         {
             InvalidationCompletionEvent?.Invoke(this, new VtdInterruptEventArgs(invAddr, invData));
+        }
+
+        if (pr.Pending)
+        {
+            RaisePageRequestEvent(pr.Address, pr.Data);
         }
     }
 }

@@ -1,0 +1,269 @@
+namespace Iommu.Devices;
+
+/// <content>The device side of ATS and PRI: the address translation cache (ATC), translated DMA and page requests.</content>
+public sealed partial class PciDevice
+{
+    // A small fully associative ATC; a fill into a full cache drops everything (a device may forget translations at any time).
+    private const int AtcCapacity = 256;
+    private const uint NoPasid = uint.MaxValue;
+
+    private readonly Lock _atsLock = new();
+    private readonly Dictionary<(uint Tag, ulong Page), AtcEntry> _atc = [];
+    private readonly Dictionary<(uint Tag, ulong Page), PageRequestState> _pageRequests = [];
+    private int _nextGroupIndex;
+
+    private readonly record struct AtcEntry(ulong Base, ulong Size, ulong Output, bool Read, bool Write);
+
+    private sealed class PageRequestState(int groupIndex)
+    {
+        public int GroupIndex { get; } = groupIndex;
+
+        public int? Response { get; set; }
+    }
+
+    /// <summary>Translations the device's ATC holds (entries filled by translation completions, not yet invalidated).</summary>
+    public int AtcCount
+    {
+        get
+        {
+            lock (_atsLock)
+            {
+                return _atc.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The device reads memory at <paramref name="iova"/> the way an ATS device does: each page from its ATC
+    /// when it holds a sufficient translation (a translated request, which the unit passes through unchecked),
+    /// otherwise after a translation request to the unit (<see cref="IDmaRemapperAts"/>), whose completion fills the ATC.
+    /// </summary>
+    /// <param name="pasid">PASID of the requests, or null.</param>
+    /// <param name="iova">Untranslated address of the first byte.</param>
+    /// <param name="destination">Receives the bytes.</param>
+    /// <returns>
+    /// The outcome. When a completion does not grant the access and PRI is enabled, the device sends one page
+    /// request (last in its group) for that page and returns <see cref="DmaStatus.PageRequestPending"/>; a retry
+    /// after a Success response translates again, after Invalid Request it returns <see cref="DmaStatus.PageRequestFailed"/>
+    /// once. Without PRI such a page is a <see cref="DmaStatus.Fault"/> with <see cref="DmaFaultReason.None"/> (the unit recorded nothing).
+    /// An Unsupported Request completion is a <see cref="DmaStatus.Fault"/> with the unit's reason.
+    /// </returns>
+    /// <remarks>
+    /// Translated requests are trusted: the model's unit does not check them (VT-d has no check of translated
+    /// requests from a device whose context entry enables device-TLBs), so a stale ATC entry reaches the old page
+    /// until software invalidates it. Without ATS enabled, or behind a remapper without <see cref="IDmaRemapperAts"/>,
+    /// this is <see cref="DmaRead(uint?, ulong, Span{byte})"/>.
+    /// </remarks>
+    public DmaResult AtsDmaRead(uint? pasid, ulong iova, Span<byte> destination) => AtsTransfer(pasid, iova, destination, write: false);
+
+    /// <summary>The device writes <paramref name="source"/> at <paramref name="iova"/> through its ATC (see <see cref="AtsDmaRead"/>).</summary>
+    /// <param name="pasid">PASID of the requests, or null.</param>
+    /// <param name="iova">Untranslated address of the first byte.</param>
+    /// <param name="source">The bytes.</param>
+    /// <returns>As <see cref="AtsDmaRead"/>.</returns>
+    public DmaResult AtsDmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
+    {
+        // The bytes are only read; the shared loop takes a Span.
+        byte[] copy = source.ToArray();
+        return AtsTransfer(pasid, iova, copy, write: true);
+    }
+
+    /// <summary>
+    /// An ATS invalidate request reaches the device (sent by the unit for a device-TLB invalidation descriptor):
+    /// drops every ATC translation overlapping [<paramref name="address"/>, <paramref name="address"/> + <paramref name="size"/>)
+    /// of <paramref name="pasid"/>, or of every PASID and requests without PASID when <paramref name="allPasids"/>.
+    /// </summary>
+    /// <param name="pasid">PASID whose translations go, or null for those of requests without PASID.</param>
+    /// <param name="allPasids">Every translation in the range, whatever its PASID.</param>
+    /// <param name="address">First byte of the range.</param>
+    /// <param name="size">Bytes; 0 drops nothing.</param>
+    public void InvalidateAtc(uint? pasid, bool allPasids, ulong address, ulong size)
+    {
+        uint tag = pasid ?? NoPasid;
+        ulong last = size == 0 ? 0 : address + Math.Min(size - 1, ulong.MaxValue - address);
+        lock (_atsLock)
+        {
+            if (size == 0 || _atc.Count == 0)
+            {
+                return;
+            }
+
+            List<(uint, ulong)>? drop = null;
+            foreach (KeyValuePair<(uint Tag, ulong Page), AtcEntry> e in _atc)
+            {
+                if ((allPasids || e.Key.Tag == tag) && e.Value.Base <= last && e.Value.Base + e.Value.Size - 1 >= address)
+                {
+                    (drop ??= []).Add(e.Key);
+                }
+            }
+
+            if (drop is not null)
+            {
+                foreach ((uint, ulong) key in drop)
+                {
+                    _atc.Remove(key);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// A page group response reaches the device (sent by the unit for a page group response descriptor):
+    /// answers the outstanding page request of <paramref name="groupIndex"/> (and <paramref name="pasid"/>).
+    /// </summary>
+    /// <param name="pasid">PASID of the response, or null for a response without PASID (then any PASID matches).</param>
+    /// <param name="groupIndex">PRGI of the group answered.</param>
+    /// <param name="responseCode">PCIe response code: 0 Success, 1 Invalid Request, anything else Response Failure (the device disables its PRI).</param>
+    /// <remarks>A response that matches no outstanding request is ignored, as a device ignores a stray response.</remarks>
+    public void ReceivePageGroupResponse(uint? pasid, int groupIndex, int responseCode)
+    {
+        bool failure = responseCode is not (0 or 1);
+        lock (_atsLock)
+        {
+            foreach (KeyValuePair<(uint Tag, ulong Page), PageRequestState> e in _pageRequests)
+            {
+                if (e.Value.GroupIndex == groupIndex && e.Value.Response is null && (pasid is null || e.Key.Tag == pasid.Value))
+                {
+                    e.Value.Response = responseCode;
+                }
+            }
+        }
+
+        if (failure)
+        {
+            PriEnabled = false;
+        }
+    }
+
+    private void ClearAtc()
+    {
+        lock (_atsLock)
+        {
+            _atc.Clear();
+        }
+    }
+
+    private DmaResult AtsTransfer(uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
+        if (!AtsEnabled || DmaRemapper() is not IDmaRemapperAts unit)
+        {
+            return write ? DmaWrite(pasid, iova, buffer) : DmaRead(pasid, iova, buffer);
+        }
+
+        if (pasid is > 0xF_FFFF)
+        {
+            throw new ArgumentOutOfRangeException(nameof(pasid), pasid, "A PASID has 20 bits.");
+        }
+
+        Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
+        uint tag = pasid ?? NoPasid;
+        ulong moved = 0, first = 0;
+        while (moved < (ulong)buffer.Length)
+        {
+            ulong addr = iova + moved;
+            int chunk = (int)Math.Min((ulong)buffer.Length - moved, 4096 - (addr & 0xFFF));
+            if (!TryAtc(tag, addr, write, out ulong pa))
+            {
+                AtsCompletion c = unit.TranslationRequest(this, pasid, addr & ~0xFFFUL, write);
+                if (!c.Success)
+                {
+                    return new DmaResult(DmaStatus.Fault, moved, addr & ~0xFFFUL, c.FaultReason);
+                }
+
+                if (c.Read && (!write || c.Write))
+                {
+                    FillAtc(tag, addr, c);
+                    pa = c.PhysicalAddress + (addr & 0xFFF);
+                }
+                else
+                {
+                    DmaStatus status = PageRequestFor(unit, pasid, tag, addr, write);
+                    return new DmaResult(status, moved, addr & ~0xFFFUL, DmaFaultReason.None);
+                }
+            }
+
+            Span<byte> part = buffer.Slice((int)moved, chunk);
+            bool ok = write ? memory.TryWrite(pa, part) : memory.TryRead(pa, part);
+            if (!ok)
+            {
+                return new DmaResult(DmaStatus.MemoryError, moved, addr, DmaFaultReason.None);
+            }
+
+            first = moved == 0 ? pa : first;
+            moved += (ulong)chunk;
+        }
+
+        return new DmaResult(DmaStatus.Ok, moved, first, DmaFaultReason.None);
+    }
+
+    private bool TryAtc(uint tag, ulong addr, bool write, out ulong pa)
+    {
+        lock (_atsLock)
+        {
+            if (_atc.TryGetValue((tag, addr >> 12), out AtcEntry e) && e.Read && (!write || e.Write))
+            {
+                pa = e.Output + (addr - e.Base);
+                return true;
+            }
+        }
+
+        pa = 0;
+        return false;
+    }
+
+    // Cached per 4 KiB page with the completion's range, so an invalidation of any part of a large page drops it.
+    private void FillAtc(uint tag, ulong addr, AtsCompletion c)
+    {
+        ulong size = c.PageSize is 0 ? 4096 : c.PageSize;
+        ulong pageBase = addr & ~0xFFFUL;
+        ulong rangeBase = addr & ~(size - 1);
+        lock (_atsLock)
+        {
+            if (_atc.Count >= AtcCapacity)
+            {
+                _atc.Clear();
+            }
+
+            _atc[(tag, addr >> 12)] = new AtcEntry(rangeBase, size, c.PhysicalAddress - (pageBase - rangeBase), c.Read, c.Write);
+        }
+    }
+
+    // The completion did not grant the access: wait for, or send, a page request for the page.
+    private DmaStatus PageRequestFor(IDmaRemapperAts unit, uint? pasid, uint tag, ulong addr, bool write)
+    {
+        (uint, ulong) key = (tag, addr >> 12);
+        int groupIndex;
+        lock (_atsLock)
+        {
+            if (_pageRequests.TryGetValue(key, out PageRequestState? state))
+            {
+                switch (state.Response)
+                {
+                    case null:
+                        return DmaStatus.PageRequestPending;
+                    case 0:
+                        // Success, yet the page still does not translate: ask again.
+                        _pageRequests.Remove(key);
+                        break;
+                    default:
+                        _pageRequests.Remove(key);
+                        return DmaStatus.PageRequestFailed;
+                }
+            }
+
+            if (!PriEnabled)
+            {
+                return DmaStatus.Fault;
+            }
+
+            groupIndex = _nextGroupIndex;
+            _nextGroupIndex = (_nextGroupIndex + 1) & 0x1FF;
+            _pageRequests[key] = new PageRequestState(groupIndex);
+        }
+
+        // Outside the lock: the unit may answer at once (an automatic response) through ReceivePageGroupResponse.
+        unit.PageRequest(this, new PageRequestMessage(pasid, addr & ~0xFFFUL, Read: true, Write: write, Execute: false, Privileged: false, groupIndex, LastInGroup: true));
+        return DmaStatus.PageRequestPending;
+    }
+}

@@ -1,0 +1,378 @@
+using System.Collections.Concurrent;
+using Iommu.Devices;
+using Iommu.Memory;
+using Iommu.VtD.Internal;
+
+namespace Iommu.VtD.Hardware;
+
+/// <content>ATS translation requests, device-TLB invalidations delivered to devices, the page request queue and page group responses.</content>
+public sealed partial class VtdUnit : IDmaRemapperAts
+{
+    // An attribute bit no public value uses: marks a translation request on its way through TranslateCore.
+    private const DmaRequestAttributes AtsTranslationRequest = (DmaRequestAttributes)(1 << 30);
+
+    private const int DescPageGroupResponse = 9;
+
+    // Page request descriptor (written by this unit at PQA + PQT) and page group response descriptor fields.
+    private const ulong PrqDescType = 1;
+    private const ulong PrqPasidPresent = 1UL << 8;
+    private const int PrqRidShift = 16;
+    private const int PrqPasidShift = 32;
+    private const ulong PrqExecute = 1UL << 52;
+    private const ulong PrqPrivileged = 1UL << 53;
+    private const ulong PrqRead = 1UL << 0;
+    private const ulong PrqWrite = 1UL << 1;
+    private const ulong PrqLastInGroup = 1UL << 2;
+    private const int PrqGroupIndexShift = 3;
+    private const ulong PrqRingMask = 0x7FFE0;
+    private const ulong PgrPasidPresent = 1UL << 4;
+    private const int PgrCodeShift = 12;
+
+    // Devices that sent translation or page requests, by requester id: where invalidations and responses go.
+    private readonly ConcurrentDictionary<ushort, PciDevice> _atsDevices = new();
+
+    private bool _prMsiPending;
+    private ulong _prMsiAddress;
+    private uint _prMsiData;
+
+    /// <summary>Raised when the unit sends its page request event interrupt (PEADDR/PEDATA).</summary>
+    public event EventHandler<VtdInterruptEventArgs>? PageRequestEvent;
+
+    /// <summary>
+    /// An ATS translation request from <paramref name="device"/> (<see cref="IDmaRemapperAts"/>): translates the 4 KiB page
+    /// at <paramref name="address"/> and answers with the access the tables grant, instead of faulting on it.
+    /// </summary>
+    /// <param name="device">The requester.</param>
+    /// <param name="pasid">PASID prefix, or null.</param>
+    /// <param name="address">Untranslated address; bits 11:0 are ignored.</param>
+    /// <param name="write">False for No Write (NW = 1): the completion then grants read only.</param>
+    /// <returns>The completion.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="pasid"/> is above 0xFFFFF.</exception>
+    /// <remarks>
+    /// <para>Without ECAP.DT (<see cref="VtdConfig.DeviceTlb"/>) the unit answers Unsupported Request and records nothing.
+    /// With translation disabled the completion is the identity with read and write. In legacy mode (TT = 01 not
+    /// modelled) the request is an Unsupported Request with fault 0x0D (UNVERIFIED which code hardware logs).</para>
+    /// <para>In scalable mode the context entry's DTE = 0 faults 0x44; context, PASID-directory and PASID-entry
+    /// faults, reserved bits, read errors and the canonical check are recorded as for untranslated requests
+    /// and answered Unsupported Request. A page that is not present or lacks the permission (0x71, 0x81, 0x82, 0x85,
+    /// 0x86) is no fault: the completion grants what the tables allow (write first, then read for a write request;
+    /// nothing when even a read is refused), so a PRI device can send a page request. Such walks are counted in
+    /// <see cref="Activity"/> but never recorded. A write request sets A/D as a write does; a read request never grants write
+    /// (so no D bit is owed).</para>
+    /// </remarks>
+    public AtsCompletion TranslationRequest(PciDevice device, uint? pasid, ulong address, bool write)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        if (pasid is uint p && p > 0xF_FFFF)
+        {
+            ThrowHelper.Pasid(p);
+        }
+
+        if (!_config.DeviceTlb)
+        {
+            return default;
+        }
+
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        _atsDevices[device.RequesterId] = device;
+        ulong page = address & ~0xFFFUL;
+        ushort sid = device.RequesterId;
+        AtsCompletion completion;
+        if (!_translationEnabled)
+        {
+            completion = new AtsCompletion(true, page, 4096, true, true, DmaFaultReason.None);
+        }
+        else if (((Volatile.Read(ref _rootTable) >> 10) & 3) != 1)
+        {
+            VtdTranslation f = Fault(sid, page, write, pasid.HasValue, pasid.GetValueOrDefault(), VtdFaultReason.ContextEntryTranslationType, false);
+            completion = Unsupported(f.Reason);
+        }
+        else
+        {
+            completion = Complete(TranslateCore(sid, pasid.HasValue, pasid.GetValueOrDefault(), page, 4096, write, AtsTranslationRequest));
+            if (write && completion.Success && !completion.Read)
+            {
+                // Not writable (or not present): what a read may still get.
+                AtsCompletion read = Complete(TranslateCore(sid, pasid.HasValue, pasid.GetValueOrDefault(), page, 4096, false, AtsTranslationRequest));
+                completion = read.Success ? read with { Write = false } : read;
+            }
+        }
+
+        if (_interruptPending)
+        {
+            RaisePendingInterrupts();
+        }
+
+        return completion;
+
+        AtsCompletion Complete(VtdTranslation t) => t.Status switch
+        {
+            VtdTranslationStatus.Translated or VtdTranslationStatus.MemoryError => new AtsCompletion(true, t.PhysicalAddress, t.PageSize, true, write && t.Writable, DmaFaultReason.None),
+            VtdTranslationStatus.Fault when IsAtsRecoverable(t.Reason) => new AtsCompletion(true, 0, 4096, false, false, DmaFaultReason.None),
+            _ => Unsupported(t.Reason),
+        };
+
+        static AtsCompletion Unsupported(VtdFaultReason reason) => new(false, 0, 0, false, false, reason.ToDmaFaultReason());
+    }
+
+    // Faults an ATS translation request turns into a completion that grants less (not present, permission).
+    private static bool IsAtsRecoverable(VtdFaultReason reason) => reason is VtdFaultReason.FirstLevelNotPresent
+        or VtdFaultReason.UserAccessDenied or VtdFaultReason.ExecuteDenied or VtdFaultReason.ScalableWrite or VtdFaultReason.ScalableRead;
+
+    // The walk of an ATS translation request: recoverable faults are not recorded; the others are, with the request's own FPD.
+    private VtdTranslation TranslateForAts(long epoch, ushort sid, bool hasPasid, uint pasid, uint effective, ulong iova, ulong size, bool write, DmaRequestAttributes attrs, bool fpd, in PasidCacheEntry pe)
+    {
+        VtdTranslation t = TranslatePasidEntry(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs, fpd: true, pe);
+        if (!t.IsFault || IsAtsRecoverable(t.Reason) || (fpd && IsQualified(t.Reason)))
+        {
+            return t;
+        }
+
+        bool recorded;
+        lock (_lock)
+        {
+            recorded = RecordFault(sid, iova, write, hasPasid, pasid, t.Reason, attrs);
+        }
+
+        return VtdTranslation.Faulted(iova, t.Reason, recorded);
+    }
+
+    /// <summary>
+    /// A page request message from <paramref name="device"/> (<see cref="IDmaRemapperAts"/>): written as a 32-byte descriptor
+    /// at PQA + PQT for software, with PQT advanced, PRS.PPR set and the page request event raised.
+    /// </summary>
+    /// <param name="device">The requester.</param>
+    /// <param name="request">The message.</param>
+    /// <returns>True when queued.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The PASID is above 0xFFFFF or the group index outside 0–511.</exception>
+    /// <remarks>
+    /// <para>In order: without ECAP.PRS nothing happens; in legacy mode fault 0x32; context faults as for DMA, then
+    /// PRE = 0 faults 0x47 (qualified) — none of these is queued. Then, while PRS.PRO is set the request is dropped
+    /// silently; a full queue (PQT + 32 = PQH modulo its size: one slot always stays free) sets PRO and raises the
+    /// event by the rule below, and drops the request. A dropped request with LPIG is answered by the unit only when
+    /// <see cref="VtdConfig.PageRequestOverflowResponse"/> is set. A queue slot outside memory drops the request.</para>
+    /// <para>Event rule: the event fires only when PRS had neither PPR nor PRO before this request; it sets PECTL.IP and,
+    /// when PECTL.IM is clear, sends the interrupt and clears IP. Writing PRS so that PPR and PRO are both clear clears IP;
+    /// clearing IM with IP set sends the interrupt.</para>
+    /// <para>Stop markers (LPIG with neither read nor write) are queued like any request (software drops them). Private
+    /// data (PDP) is not modelled: descriptors carry PDP = 0 and q2 = q3 = 0. QEMU's implicit P_IOTLB invalidation
+    /// before queueing is not modelled: the translation request that preceded found no usable entry.</para>
+    /// </remarks>
+    public bool PageRequest(PciDevice device, PageRequestMessage request)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        if (request.Pasid is uint p && p > 0xF_FFFF)
+        {
+            ThrowHelper.Pasid(p);
+        }
+
+        if (request.GroupIndex is < 0 or > 0x1FF)
+        {
+            throw new ArgumentOutOfRangeException(nameof(request), request.GroupIndex, "A page request group index has 9 bits (0–511).");
+        }
+
+        if (!_config.PageRequests)
+        {
+            return false;
+        }
+
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        _atsDevices[device.RequesterId] = device;
+        bool queued = QueuePageRequest(device, request);
+        if (_interruptPending)
+        {
+            RaisePendingInterrupts();
+        }
+
+        return queued;
+    }
+
+    private bool QueuePageRequest(PciDevice device, in PageRequestMessage request)
+    {
+        ushort sid = device.RequesterId;
+        ulong page = request.Address & ~0xFFFUL;
+        bool hasPasid = request.Pasid.HasValue;
+        uint pasid = request.Pasid.GetValueOrDefault();
+        ulong rt = Volatile.Read(ref _rootTable);
+        if (((rt >> 10) & 3) != 1)
+        {
+            Fault(sid, page, request.Write, hasPasid, pasid, VtdFaultReason.LegacyModePageRequest, false);
+            return false;
+        }
+
+        VtdFaultReason r = LookupContext(Volatile.Read(ref _epoch), rt & VtdFormat.PointerMask, sid, scalable: true, out ContextCacheEntry ctx);
+        if (r == VtdFaultReason.None && !ctx.Present)
+        {
+            r = VtdFaultReason.ScalableContextEntryNotPresent;
+        }
+        else if (r == VtdFaultReason.None && !ctx.PageRequestEnable)
+        {
+            r = VtdFaultReason.PageRequestDisabled;
+        }
+
+        if (r != VtdFaultReason.None)
+        {
+            Fault(sid, page, request.Write, hasPasid, pasid, r, ctx.Fpd);
+            return false;
+        }
+
+        bool respond;
+        lock (_lock)
+        {
+            uint prs = Get32(VtdRegister.Prs);
+            respond = request.LastInGroup && _config.PageRequestOverflowResponse is not null;
+            if ((prs & VtdRegister.PrsPro) == 0)
+            {
+                ulong pqa = Get64(VtdRegister.Pqa);
+                ulong size = 4096UL << (int)(pqa & 7);
+                ulong head = (Get64(VtdRegister.Pqh) & PrqRingMask) % size;
+                ulong tail = (Get64(VtdRegister.Pqt) & PrqRingMask) % size;
+                ulong slot = (pqa & VtdFormat.PointerMask) + tail;
+                if ((tail + 32) % size == head)
+                {
+                    Set32(VtdRegister.Prs, prs | VtdRegister.PrsPro);
+                    SignalPageRequestEvent(prs);
+                }
+                else if (_memory.Contains(slot, 32))
+                {
+                    _memory.WriteUInt64(slot, PrqDescType | (hasPasid ? PrqPasidPresent : 0) | ((ulong)sid << PrqRidShift)
+                        | ((ulong)pasid << PrqPasidShift) | (request.Execute ? PrqExecute : 0) | (request.Privileged ? PrqPrivileged : 0));
+                    _memory.WriteUInt64(slot + 8, page | (request.Read ? PrqRead : 0) | (request.Write ? PrqWrite : 0)
+                        | (request.LastInGroup ? PrqLastInGroup : 0) | ((ulong)(uint)request.GroupIndex << PrqGroupIndexShift));
+                    _memory.WriteUInt64(slot + 16, 0);
+                    _memory.WriteUInt64(slot + 24, 0);
+                    Set64(VtdRegister.Pqt, (tail + 32) % size);
+                    Set32(VtdRegister.Prs, prs | VtdRegister.PrsPpr);
+                    SignalPageRequestEvent(prs);
+                    return true;
+                }
+                else
+                {
+                    respond = false;
+                }
+            }
+        }
+
+        if (respond)
+        {
+            device.ReceivePageGroupResponse(request.Pasid, request.GroupIndex, _config.PageRequestOverflowResponse!.Value);
+        }
+
+        return false;
+    }
+
+    private void DefinePageRequestRegisters()
+    {
+        Define(VtdRegister.Pqh, 8, 0, wmask: PrqRingMask);
+        Define(VtdRegister.Pqt, 8, 0, wmask: PrqRingMask);
+        Define(VtdRegister.Pqa, 8, 0, wmask: 0xFFFF_FFFF_FFFF_F007);
+        Define(VtdRegister.Prs, 4, 0, w1c: VtdRegister.PrsPpr | VtdRegister.PrsPro);
+
+        // Reset masked, as FECTL and IECTL (UNVERIFIED for PECTL; QEMU resets it unmasked).
+        Define(VtdRegister.Pectl, 4, VtdRegister.EventControlIm, wmask: VtdRegister.EventControlIm);
+        Define(VtdRegister.Pedata, 4, 0, wmask: 0xFFFF);
+        Define(VtdRegister.Peaddr, 4, 0, wmask: 0xFFFF_FFFC);
+        Define(VtdRegister.Peuaddr, 4, 0, wmask: 0xFFFF_FFFF);
+    }
+
+    // Event rule: only when the status had neither PPR nor PRO before.
+    private void SignalPageRequestEvent(uint oldPrs)
+    {
+        if ((oldPrs & (VtdRegister.PrsPpr | VtdRegister.PrsPro)) != 0)
+        {
+            return;
+        }
+
+        Set32(VtdRegister.Pectl, Get32(VtdRegister.Pectl) | VtdRegister.EventControlIp);
+        OnPageRequestEventControl();
+    }
+
+    private void OnPageRequestEventControl()
+    {
+        uint pectl = Get32(VtdRegister.Pectl);
+        if ((pectl & VtdRegister.EventControlIp) != 0 && (pectl & VtdRegister.EventControlIm) == 0)
+        {
+            Set32(VtdRegister.Pectl, pectl & ~VtdRegister.EventControlIp);
+            _prMsiAddress = ((ulong)Get32(VtdRegister.Peuaddr) << 32) | Get32(VtdRegister.Peaddr);
+            _prMsiData = Get32(VtdRegister.Pedata);
+            _prMsiPending = true;
+            _interruptPending = true;
+        }
+    }
+
+    private void OnPageRequestStatusWritten()
+    {
+        if ((Get32(VtdRegister.Prs) & (VtdRegister.PrsPpr | VtdRegister.PrsPro)) == 0)
+        {
+            Set32(VtdRegister.Pectl, Get32(VtdRegister.Pectl) & ~VtdRegister.EventControlIp);
+        }
+    }
+
+    // Taken by RaisePendingInterrupts under the lock.
+    private (bool Pending, ulong Address, uint Data) TakePageRequestMsi()
+    {
+        (bool, ulong, uint) msi = (_prMsiPending, _prMsiAddress, _prMsiData);
+        _prMsiPending = false;
+        return msi;
+    }
+
+    private void RaisePageRequestEvent(ulong address, uint data) => PageRequestEvent?.Invoke(this, new VtdInterruptEventArgs(address, data));
+
+    /// <remarks>
+    /// Later QEMU's reserved masks (so PDP = 1 and PASID-less responses with private data are rejected, IQEI 4).
+    /// PP = 0 is accepted (a response to a request without PASID; QEMU reports it unsupported). A response for
+    /// a requester that never sent a request is accepted and goes nowhere. The code is passed on as written
+    /// (0 Success, 1 Invalid Request; the device takes anything else as Response Failure, as QEMU does with 2).
+    /// </remarks>
+    private int ExecutePageGroupResponse(ulong q0, ulong q1)
+    {
+        if ((q0 & 0xFFF0_0000_0000_01E0) != 0 || (q1 & 0xFFFF_FFFF_FFFF_F003) != 0)
+        {
+            return IqeiReserved;
+        }
+
+        ushort rid = (ushort)(q0 >> PrqRidShift);
+        if (_atsDevices.TryGetValue(rid, out PciDevice? device))
+        {
+            uint? pasid = (q0 & PgrPasidPresent) != 0 ? (uint)(q0 >> PrqPasidShift) & 0xF_FFFF : null;
+            device.ReceivePageGroupResponse(pasid, (int)((q1 >> PrqGroupIndexShift) & 0x1FF), (int)((q0 >> PgrCodeShift) & 0xF));
+        }
+
+        return 0;
+    }
+
+    /// <remarks>
+    /// Size encoding of both descriptors: S = 0 one 4 KiB page at ADDR; S = 1 the lowest clear address bit at or
+    /// above 12 gives the size (bit 12 clear → 8 KiB, bit 13 → 16 KiB, …; no clear bit: the whole space), the range
+    /// aligned down to it. Type 3 (no PASID prefix) drops every translation in the range, with or without PASID, as an
+    /// invalidate request without PASID does in PCIe (UNVERIFIED); type 8 with G = 1 does the same, with G = 0 only
+    /// that PASID's. Descriptors for a requester that never sent a translation request go nowhere.
+    /// </remarks>
+    private void DeliverDeviceTlbInvalidation(ushort sid, uint? pasid, bool allPasids, ulong q1, ulong sizeBit)
+    {
+        if (!_atsDevices.TryGetValue(sid, out PciDevice? device))
+        {
+            return;
+        }
+
+        ulong addr = q1 & VtdFormat.PointerMask;
+        ulong size = 4096;
+        if ((q1 & sizeBit) != 0)
+        {
+            ulong ones = ~addr & ~0xFFFUL;
+            if (ones == 0)
+            {
+                device.InvalidateAtc(pasid, allPasids, 0, ulong.MaxValue);
+                return;
+            }
+
+            int k = System.Numerics.BitOperations.TrailingZeroCount(ones);
+            size = k >= 63 ? 1UL << 63 : 1UL << (k + 1);
+            addr &= ~(size - 1);
+        }
+
+        device.InvalidateAtc(pasid, allPasids, addr, size);
+    }
+}
