@@ -26,6 +26,7 @@ public sealed partial class PciDevice
     {
         get
         {
+            using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
             lock (_atsLock)
             {
                 return _atc.Count;
@@ -79,6 +80,7 @@ public sealed partial class PciDevice
     /// <param name="size">Bytes; 0 drops nothing.</param>
     public void InvalidateAtc(uint? pasid, bool allPasids, ulong address, ulong size)
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         uint tag = pasid ?? NoPasid;
         ulong last = size == 0 ? 0 : address + Math.Min(size - 1, ulong.MaxValue - address);
         lock (_atsLock)
@@ -117,6 +119,7 @@ public sealed partial class PciDevice
     /// <remarks>A response that matches no outstanding request is ignored, as a device ignores a stray response.</remarks>
     public void ReceivePageGroupResponse(uint? pasid, int groupIndex, int responseCode)
     {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         bool failure = responseCode is not (0 or 1);
         lock (_atsLock)
         {

@@ -196,6 +196,8 @@ internal static class AfterDisposeMatrix
             X<ObjectDisposedException>("Platform.AddPciBus", A + " (silently succeeded)", c => { c.Platform.Dispose(); c.Platform.AddPciBus(1); }),
             X<ObjectDisposedException>("PciDevice.DmaRead", A, c => { c.Platform.Dispose(); c.Dev.DmaRead(null, 0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PciDevice.DmaWrite", A, c => { c.Platform.Dispose(); c.Dev.DmaWrite(null, 0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("PciDevice.AtsDmaRead", A, c => { c.Platform.Dispose(); c.Dev.AtsDmaRead(1, 0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("PciDevice.AtsDmaWrite", A, c => { c.Platform.Dispose(); c.Dev.AtsDmaWrite(1, 0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PciDevice.DmaRead", A + " (with attributes)", c => { c.Platform.Dispose(); c.Dev.DmaRead(1, 0x1000, new byte[8], DmaRequestAttributes.Privileged); }),
             X<ObjectDisposedException>("PciDevice.DmaWrite", A + " (with attributes)", c => { c.Platform.Dispose(); c.Dev.DmaWrite(1, 0x1000, new byte[8], DmaRequestAttributes.Privileged); }),
             X<ObjectDisposedException>("VtdUnit.DmaRead", A + " (with attributes)", c => { c.Platform.Dispose(); c.Unit.DmaRead(c.Dev, 1, 0x1000, new byte[8], DmaRequestAttributes.Execute); }),

@@ -25,6 +25,8 @@ internal static class BadInputExemptions
     public static readonly IReadOnlyDictionary<string, string> Members = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["DmaResult..ctor"] = ValueRecord,
+        ["AtsCompletion..ctor"] = ValueRecord,
+        ["PageRequestMessage..ctor"] = ValueRecord,
         ["DmaSegment..ctor"] = ValueRecord,
         ["HostMemoryRange..ctor"] = ValueRecord,
         ["IommuDomainGeometry..ctor"] = ValueRecord,
