@@ -130,15 +130,28 @@ public sealed partial class VtdUnit
     // Pending interrupt is sent once the mask is cleared.
     private void OnFaultEventControl()
     {
-        uint fectl = Get32(VtdRegister.Fectl);
-        if ((fectl & VtdRegister.EventControlIp) != 0 && (fectl & VtdRegister.EventControlIm) == 0)
+        if (TakeUnmaskedEvent(VtdRegister.Fectl, out ulong address, out uint data))
         {
-            Set32(VtdRegister.Fectl, fectl & ~VtdRegister.EventControlIp);
-            _faultMsiAddress = ((ulong)Get32(VtdRegister.Feuaddr) << 32) | Get32(VtdRegister.Feaddr);
-            _faultMsiData = Get32(VtdRegister.Fedata);
-            _faultMsiPending = true;
-            _interruptPending = true;
+            (_faultMsiAddress, _faultMsiData, _faultMsiPending) = (address, data, true);
         }
+    }
+
+    // The three event register sets share a layout: control, data (+4), address (+8), upper address (+12).
+    // A pending, unmasked event clears IP and yields its message, to be sent once the lock is released.
+    private bool TakeUnmaskedEvent(uint control, out ulong address, out uint data)
+    {
+        uint ctl = Get32(control);
+        if ((ctl & VtdRegister.EventControlIp) == 0 || (ctl & VtdRegister.EventControlIm) != 0)
+        {
+            (address, data) = (0, 0);
+            return false;
+        }
+
+        Set32(control, ctl & ~VtdRegister.EventControlIp);
+        address = ((ulong)Get32(control + 12) << 32) | Get32(control + 8);
+        data = Get32(control + 4);
+        _interruptPending = true;
+        return true;
     }
 
     // IP is cleared once software has serviced every status condition.
@@ -190,14 +203,9 @@ public sealed partial class VtdUnit
 
     private void OnInvalidationEventControl()
     {
-        uint iectl = Get32(VtdRegister.Iectl);
-        if ((iectl & VtdRegister.EventControlIp) != 0 && (iectl & VtdRegister.EventControlIm) == 0)
+        if (TakeUnmaskedEvent(VtdRegister.Iectl, out ulong address, out uint data))
         {
-            Set32(VtdRegister.Iectl, iectl & ~VtdRegister.EventControlIp);
-            _invMsiAddress = ((ulong)Get32(VtdRegister.Ieuaddr) << 32) | Get32(VtdRegister.Ieaddr);
-            _invMsiData = Get32(VtdRegister.Iedata);
-            _invMsiPending = true;
-            _interruptPending = true;
+            (_invMsiAddress, _invMsiData, _invMsiPending) = (address, data, true);
         }
     }
 }

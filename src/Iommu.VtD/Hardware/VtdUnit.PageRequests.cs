@@ -291,14 +291,9 @@ public sealed partial class VtdUnit : IDmaRemapperAts
 
     private void OnPageRequestEventControl()
     {
-        uint pectl = Get32(VtdRegister.Pectl);
-        if ((pectl & VtdRegister.EventControlIp) != 0 && (pectl & VtdRegister.EventControlIm) == 0)
+        if (TakeUnmaskedEvent(VtdRegister.Pectl, out ulong address, out uint data))
         {
-            Set32(VtdRegister.Pectl, pectl & ~VtdRegister.EventControlIp);
-            _prMsiAddress = ((ulong)Get32(VtdRegister.Peuaddr) << 32) | Get32(VtdRegister.Peaddr);
-            _prMsiData = Get32(VtdRegister.Pedata);
-            _prMsiPending = true;
-            _interruptPending = true;
+            (_prMsiAddress, _prMsiData, _prMsiPending) = (address, data, true);
         }
     }
 
