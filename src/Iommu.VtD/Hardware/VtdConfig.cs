@@ -139,11 +139,20 @@ public sealed record VtdConfig
     public bool FirstLevel5LevelPaging { get; init; }
 
     /// <summary>ECAP.DT: device-TLBs. The context entry's DTE is then defined; ATS translation requests (<see cref="VtdUnit.TranslationRequest"/>) are answered, and device-TLB invalidation descriptors (types 3 and 8) reach the device.</summary>
-    /// <remarks>Needs <see cref="ScalableMode"/>: the legacy context entry's TT = 01 (device-TLB) is not modelled.</remarks>
+    /// <remarks>
+    /// Needs <see cref="ScalableMode"/>: the legacy context entry's TT = 01 (device-TLB) is not modelled. Translated requests
+    /// are not checked: a device with a translation in its ATC reaches that page until software invalidates it, as a device
+    /// whose context entry has DTE = 1 does on hardware. A type 3 descriptor (no PASID) drops the range for every PASID of
+    /// the device, as a PCIe invalidate request without PASID does (UNVERIFIED).
+    /// </remarks>
     public bool DeviceTlb { get; init; }
 
     /// <summary>ECAP.PRS: page requests. The page request queue registers (PQH, PQT, PQA, PRS, PECTL, PEDATA, PEADDR, PEUADDR) and the context entry's PRE are defined, and page group response descriptors (type 9) are accepted.</summary>
-    /// <remarks>Needs <see cref="DeviceTlb"/> and <see cref="PasidSupport"/> (Linux sets PRE only for ATS devices in scalable mode).</remarks>
+    /// <remarks>
+    /// Needs <see cref="DeviceTlb"/> and <see cref="PasidSupport"/> (Linux sets PRE only for ATS devices in scalable mode).
+    /// PECTL resets with IM = 1, as FECTL and IECTL do (the specification's value is UNVERIFIED; QEMU resets it to 0):
+    /// no page request event is sent before software unmasks it, as Linux does once its handler is installed.
+    /// </remarks>
     public bool PageRequests { get; init; }
 
     /// <summary>ECAP.PDS: page-request drain. The invalidation wait descriptor's PD bit is then accepted (reserved otherwise, as later QEMU treats it).</summary>
