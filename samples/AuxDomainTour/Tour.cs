@@ -33,6 +33,8 @@ internal sealed class Tour : IDisposable
 
     private readonly Report _r;
     private readonly bool _legacy;
+    private readonly bool _firstLevel;
+    private readonly bool _pasidAttach;
     private readonly string? _graphPath;
     private readonly Platform _platform;
     private readonly PciBus _pci;
@@ -49,9 +51,12 @@ internal sealed class Tour : IDisposable
     private MdevDevice? _mttyDev;
     private int _expectedFaults;
 
-    private Tour(bool legacy, string? graphPath)
+    private Tour(TourOptions options, string? graphPath)
     {
+        bool legacy = options.Legacy;
         _legacy = legacy;
+        _firstLevel = options.FirstLevel;
+        _pasidAttach = options.PasidAttach;
         _graphPath = graphPath;
         _r = new Report(legacy ? "legacy" : "scalable");
         _platform = new Platform(new PlatformOptions
@@ -60,11 +65,20 @@ internal sealed class Tour : IDisposable
             TableMemorySize = 64 * Sizes.MiB,
         });
         _pci = _platform.AddPciBus();
-        VtdConfig config = legacy ? VtdConfig.Legacy48Bit : VtdConfig.ScalableMode48Bit;
+        VtdConfig config = legacy ? VtdConfig.Legacy48Bit
+            : _firstLevel ? VtdConfig.ScalableModeFirstLevel48Bit : VtdConfig.ScalableMode48Bit;
         _unit = new VtdUnit(_platform.Memory, config);
         _pci.AddDmaRemapper(_unit, includeAll: true);
-        var options = new IntelIommuOptions { ScalableMode = !legacy };
-        _driver = new IntelIommu(_platform, options, _unit);
+
+        // 5.15's rule: with ECAP.FLTS on every unit, every domain (aux ones too) is first level.
+        var driverOptions = new IntelIommuOptions
+        {
+            ScalableMode = !legacy,
+            FirstLevel = _firstLevel
+                ? FirstLevelPolicy.AllWhenEveryUnitHasFlts
+                : new IntelIommuOptions().FirstLevel,
+        };
+        _driver = new IntelIommu(_platform, driverOptions, _unit);
         _pci.SetIommuOps(_driver).ThrowIfError();
         _vfio = new VfioCore(_platform, new VfioType1Options { AllowUnsafeInterrupts = true });
         _pages = HostPageAllocator.ForPlatform(_platform, 4 * Sizes.GiB, 256 * Sizes.MiB);
@@ -76,16 +90,20 @@ internal sealed class Tour : IDisposable
             Acs = true,
             DeviceId = 0x0b25,
         });
-        _accel = new SiovAccelDriver(_platform.Iommu, _parent, adiCount: 4);
+        _accel = new SiovAccelDriver(
+            _platform.Iommu,
+            _parent,
+            adiCount: 4,
+            _pasidAttach ? SiovAccelMode.PasidAttach : SiovAccelMode.Aux);
         _mtty = new MttyDriver(_platform.Memory, _vfio);
     }
 
     private IommuCore Iommu => _platform.Iommu;
 
     /// <summary>Runs every step; with <paramref name="graphPath"/> writes the DOT graph.</summary>
-    public static Report Run(bool legacy, string? graphPath = null)
+    public static Report Run(TourOptions options, string? graphPath = null)
     {
-        using var tour = new Tour(legacy, graphPath);
+        using var tour = new Tour(options, graphPath);
         try
         {
             tour.Step1Hardware();
@@ -127,6 +145,17 @@ internal sealed class Tour : IDisposable
                 ? "intel_iommu=sm_off: scalable_mode_support() and pasid_mode_support() are false"
                 : "intel_iommu=sm_on: scalable_mode_support() and pasid_mode_support() are true");
         _r.Fact("unit.scalable", u.ScalableMode);
+        _r.Fact("unit.first_level", _firstLevel);
+        if (_firstLevel)
+        {
+            var probe = (DmarDomain)Iommu.DomainAlloc(_pci)!;
+            bool fl = probe.UseFirstLevel;
+            Iommu.DomainFree(probe);
+            _r.Expect(
+                _unit.Config.FirstLevelTranslation && fl,
+                "ECAP.FLTS on every unit: 5.15's rule makes every new domain first level "
+                + "(IA-32e tables, PGTT=first-level), UNMANAGED ones for aux included");
+        }
 
         Table d = _r.Table(
             "parent", "device", "requester id", "PASID capability", "Scalable-IOV DVSEC", "driver",
@@ -319,6 +348,13 @@ internal sealed class Tour : IDisposable
                 "the parent itself stays in its default domain (aux attach bypasses the group); "
                 + $"PASIDs in use: {_driver.PasidsInUse}");
             _r.Fact("pasids", pasids);
+            if (_firstLevel)
+            {
+                _r.Expect(
+                    _guests.All(x => x.Domain is DmarDomain { UseFirstLevel: true }),
+                    "every guest's domain is first level: its IOVAs are walked from FLPTR "
+                    + "through IA-32e tables");
+            }
         }
     }
 
@@ -533,8 +569,10 @@ internal sealed class Tour : IDisposable
                 mappedInA && st == Adi.StatusPageFault && addr == SecretIova && untouched,
                 $"guest B's ADI reads iova 0x{SecretIova:x} (mapped only in guest A's domain): "
                 + $"blocked, completion = page fault at 0x{addr:x}, B's memory untouched");
+            // First level: the walk meets a not-present entry (0x71) before any permission check.
             wrong.Add(new(
-                "B reads A's IOVA", b.Pasid, SecretIova, false, VtdFaultReason.ScalableRead));
+                "B reads A's IOVA", b.Pasid, SecretIova, false,
+                _firstLevel ? VtdFaultReason.FirstLevelNotPresent : VtdFaultReason.ScalableRead));
 
             Submit(cc, AccelDescriptor.Memmove(RamIova, UnmappedIova, 16, completion));
             (st, addr) = Completion(cc);
@@ -542,7 +580,8 @@ internal sealed class Tour : IDisposable
                 st == Adi.StatusPageFault && addr == UnmappedIova,
                 $"guest C's ADI writes unmapped iova 0x{UnmappedIova:x}: blocked, "
                 + $"completion = page fault at 0x{addr:x}");
-            const VtdFaultReason write = VtdFaultReason.ScalableWrite;
+            VtdFaultReason write = _firstLevel
+                ? VtdFaultReason.FirstLevelNotPresent : VtdFaultReason.ScalableWrite;
             wrong.Add(new("C writes unmapped IOVA", cc.Pasid, UnmappedIova, true, write));
         }
         else
@@ -644,13 +683,14 @@ internal sealed class Tour : IDisposable
 
         ulong expectedPa = HostPa(g, iova)!.Value;
         VtdImageEntry leaf = path[^1];
-        int levels = path.Count(p => p.Kind == VtdImageChunkKind.PageTable);
+        int levels = path.Count(p => p.Kind == TableKind);
         _r.Expect(
             image.Mode == VtdTranslationMode.Scalable
                 && path.Select(p => p.Kind).Distinct().Count() == 5
-                && leaf.Kind == VtdImageChunkKind.PageTable && leaf.Level == 1
-                && (leaf.Value & VtdFormat.SlAddressMask) == expectedPa,
-            $"root -> scalable context -> PASID directory -> PASID entry -> {levels} page-table "
+                && leaf.Kind == TableKind && leaf.Level == 1
+                && (leaf.Value & LeafAddressMask) == expectedPa,
+            $"root -> scalable context -> PASID directory -> PASID entry -> {levels} "
+            + (_firstLevel ? "first-level (from FLPTR) " : "page-table ")
             + $"levels; the 4K leaf points at guest {g.Name}'s host page 0x{expectedPa:x}");
 
         PasidTable(image, path.First(p => p.Kind == VtdImageChunkKind.PasidTable));
@@ -661,7 +701,10 @@ internal sealed class Tour : IDisposable
     private void PasidTable(VtdImage image, VtdImageEntry pe)
     {
         ulong tableBase = pe.Address & ~0xFFFUL;
-        Table pt = _r.Table("pasid_table", "PASID", "PGTT", "DID", "SLPTPTR", "AW", "domain");
+        Table pt = _firstLevel
+            ? _r.Table("pasid_table", "PASID", "PGTT", "DID", "FLPTR", "FLPM", "flags", "domain")
+            : _r.Table("pasid_table", "PASID", "PGTT", "DID", "SLPTPTR", "AW", "domain");
+        bool flEntries = true;
         var present = new List<uint>();
         for (uint p = 0; p < 64; p++)
         {
@@ -674,8 +717,32 @@ internal sealed class Tour : IDisposable
             ulong q1 = image.ReadUInt64(tableBase + (p * VtdFormat.PasidEntrySize) + 8);
             int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
             Guest? owner = _guests.FirstOrDefault(x => x.Pasid == p);
-            string dom = owner is not null ? $"guest {owner.Name}'s aux domain"
+            string dom = owner is not null ? $"guest {owner.Name}'s {DomainWord} domain"
                 : p == 0 ? "RID_PASID: the parent's default domain" : "?";
+            if (_firstLevel)
+            {
+                // FLPTR, FLPM and the privilege controls live in the entry's third word.
+                ulong q2 = image.ReadUInt64(tableBase + (p * VtdFormat.PasidEntrySize) + 16);
+                const ulong sreWpe = VtdFormat.PasidSre | VtdFormat.PasidWpe;
+                string flags = string.Join(' ', new[]
+                {
+                    (VtdFormat.PasidSre, "SRE"), (VtdFormat.PasidWpe, "WPE"),
+                    (VtdFormat.PasidNxe, "NXE"), (VtdFormat.PasidEafe, "EAFE"),
+                }.Where(f => (q2 & f.Item1) != 0).Select(f => f.Item2));
+                pt.Row(
+                    p,
+                    VtdDecoder.PgttName(pgtt),
+                    q1 & VtdFormat.PasidDidMask,
+                    $"0x{q2 & VtdFormat.PointerMask:x}",
+                    ((q2 >> VtdFormat.PasidFlpmShift) & 3) == 0 ? "4-level" : "5-level",
+                    flags.Length == 0 ? "-" : flags,
+                    dom);
+                flEntries &= pgtt == VtdFormat.PgttFirstLevel
+                    && (q2 & sreWpe) == (owner is not null ? sreWpe : 0);
+                present.Add(p);
+                continue;
+            }
+
             pt.Row(
                 p,
                 VtdDecoder.PgttName(pgtt),
@@ -688,9 +755,16 @@ internal sealed class Tour : IDisposable
 
         _r.Expect(
             _guests.All(x => present.Contains(x.Pasid)) && present.Contains(0),
-            "the PASID table holds RID_PASID (0) and the three aux PASIDs "
+            $"the PASID table holds RID_PASID (0) and the three {DomainWord} PASIDs "
             + $"({string.Join(", ", _guests.Select(x => x.Pasid))}), "
             + "each with its own page tables");
+        if (_firstLevel)
+        {
+            _r.Expect(
+                flEntries,
+                "every entry is PGTT=first-level; the guests' PASIDs have SRE and WPE (5.15 "
+                + "sets them for aux domains), RID_PASID neither (no SRE for the default domain)");
+        }
     }
 
     // debugfs domain_translation_struct style: one row per mapped 4K page of guest A's domain.
@@ -701,26 +775,44 @@ internal sealed class Tour : IDisposable
         Table leaves = _r.Table(
             "domain_translation_struct", "IOVA_PFN", "PML4E", "PDPE", "PDE", "PTE");
         bool all = true;
-        const ulong rw = VtdFormat.SlRead | VtdFormat.SlWrite;
+        ulong rw = _firstLevel ? VtdFormat.FlPresent | VtdFormat.FlReadWrite | VtdFormat.FlUser
+            : VtdFormat.SlRead | VtdFormat.SlWrite;
+        VtdImageEntry? firstPte = null;
         IEnumerable<ulong> iovas = Enumerable.Range(0, RamPages)
             .Select(p => RamIova + ((ulong)p * Page)).Append(SecretIova);
         foreach (ulong va in iovas)
         {
             IReadOnlyList<VtdImageEntry> p = image.Path(_parent.RequesterId, g.Pasid, va);
             ulong[] levels = [.. Enumerable.Range(1, 4).Reverse().Select(l => p.FirstOrDefault(
-                e => e.Kind == VtdImageChunkKind.PageTable && e.Level == l).Value)];
+                e => e.Kind == TableKind && e.Level == l).Value)];
+            firstPte ??= p.FirstOrDefault(e => e.Kind == TableKind && e.Level == 1);
             leaves.Row(
                 $"0x{va >> 12:x13}",
                 $"0x{levels[0]:x16}",
                 $"0x{levels[1]:x16}",
                 $"0x{levels[2]:x16}",
                 $"0x{levels[3]:x16}");
-            all &= HostPa(g, va) is ulong hpa && (levels[3] & VtdFormat.SlAddressMask) == hpa
+            all &= HostPa(g, va) is ulong hpa && (levels[3] & LeafAddressMask) == hpa
                 && (levels[3] & rw) == rw;
         }
 
-        _r.Expect(all, $"every PTE of guest {g.Name}'s domain is R/W and points at the host page "
-            + "the process's vaddr is backed by");
+        _r.Expect(all, $"every PTE of guest {g.Name}'s domain is "
+            + (_firstLevel ? "P, R/W and U/S" : "R/W")
+            + " and points at the host page the process's vaddr is backed by");
+        if (_firstLevel && firstPte is VtdImageEntry pte)
+        {
+            // The IA-32e bits of one leaf as VtdDecoder names them (A/D: set by the unit's walks).
+            string meaning = VtdDecoder.DescribeEntry(image, pte, _parent.RequesterId, g.Pasid)
+                .Meaning;
+            string bits = meaning[..meaning.IndexOf(" leaf", StringComparison.Ordinal)];
+            Table b = _r.Table("first_level_pte", "IOVA_PFN", "PTE", "bits");
+            b.Row($"0x{RamIova >> 12:x13}", $"0x{pte.Value:x16}", bits);
+            _r.Expect(
+                bits.StartsWith("P RW US", StringComparison.Ordinal)
+                    && bits.Contains(" A", StringComparison.Ordinal),
+                $"the first-level PTE of IOVA 0x{RamIova:x} reads {bits}: present, writable, "
+                + "user, accessed by the ADI's DMA");
+        }
     }
 
     // The parent's structures with every PASID as Graphviz DOT (VtdImageDot), for dot -Tsvg.
@@ -895,6 +987,13 @@ internal sealed class Tour : IDisposable
     }
 
     // ---------------------------------------------------------------------------------------------
+    private VtdImageChunkKind TableKind =>
+        _firstLevel ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.PageTable;
+
+    private ulong LeafAddressMask => _firstLevel ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask;
+
+    private string DomainWord => _pasidAttach ? "PASID-attached" : "aux";
+
     private static int Levels(int agaw) => agaw + 2;
 
     private static string Short(Guid uuid) => uuid.ToString()[..8] + "…" + uuid.ToString()[^4..];
@@ -965,3 +1064,6 @@ internal sealed class Tour : IDisposable
         public ulong Secret { get; set; }
     }
 }
+
+/// <summary>How the tour runs: legacy mode, first-level tables, the 6.2 PASID attach way.</summary>
+internal sealed record TourOptions(bool Legacy, bool FirstLevel = false, bool PasidAttach = false);
