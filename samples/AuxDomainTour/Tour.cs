@@ -146,6 +146,7 @@ internal sealed class Tour : IDisposable
                 : "intel_iommu=sm_on: scalable_mode_support() and pasid_mode_support() are true");
         _r.Fact("unit.scalable", u.ScalableMode);
         _r.Fact("unit.first_level", _firstLevel);
+        _r.Fact("pasid_attach", _pasidAttach);
         if (_firstLevel)
         {
             var probe = (DmarDomain)Iommu.DomainAlloc(_pci)!;
@@ -179,6 +180,16 @@ internal sealed class Tour : IDisposable
                 : " (PASID capability + Scalable-IOV DVSEC + scalable mode)"));
         _r.Fact("parent.auxd_capability", capable);
 
+        if (_pasidAttach)
+        {
+            // 6.2 removed aux domains: the accelerator's PASIDs need no feature switched on.
+            _r.Expect(
+                !Iommu.DevFeatureEnabled(_parent, IommuDevFeature.Aux),
+                "PASID attach (6.2): nothing enables IOMMU_DEV_FEAT_AUX; the accelerator will "
+                + "attach each ADI's domain to a PASID of its own");
+            return;
+        }
+
         Errno en = Iommu.SetDevAttr(_parent, IommuDevAttr.AuxdEnable);
         string why = ErrorDetail.LastMessage ?? "";
         Iommu.GetDevAttr(_parent, IommuDevAttr.AuxdEnabled, out bool enabled).ThrowIfError();
@@ -206,8 +217,9 @@ internal sealed class Tour : IDisposable
     // ---------------------------------------------------------------------------------------------
     private void Step2Mdevs()
     {
-        _r.Section("Mediated devices: three ADIs (mdev_set_iommu_device) and an mtty without an "
-            + "IOMMU device");
+        _r.Section("Mediated devices: three ADIs ("
+            + (_pasidAttach ? "iommu_alloc_global_pasid" : "mdev_set_iommu_device")
+            + ") and an mtty without an IOMMU device");
         _r.Expect(
             _mtty.Register(_mdev) == Errno.None,
             "mdev_register_device(mtty) registers the mtty-like parent");
@@ -228,9 +240,20 @@ internal sealed class Tour : IDisposable
                 continue;
             }
 
-            string wqName = $"aux domain (wq{SiovAccelDriver.AdiOf(m!).Index})";
+            string wqName = $"{DomainWord} domain (wq{SiovAccelDriver.AdiOf(m!).Index})";
             string iommuDevice = m!.GetIommuDevice()?.Name ?? "-";
             t.Row(Short(m.Uuid), wq.Name, _parent.Name, "0", iommuDevice, wqName);
+            if (_pasidAttach)
+            {
+                uint? global = SiovAccelDriver.AdiOf(m).AllocatedPasid;
+                _r.Expect(
+                    e == Errno.None && m.GetIommuDevice() is null && global is > 0,
+                    $"ADI {i}: PASID {global} from iommu_alloc_global_pasid({_parent.Name}); "
+                    + "no mdev_set_iommu_device");
+                _adis.Add(m);
+                continue;
+            }
+
             _r.Expect(
                 e == Errno.None && m.GetIommuDevice() == _parent,
                 $"ADI {i}: mdev_set_iommu_device(mdev, {_parent.Name}), "
@@ -257,7 +280,7 @@ internal sealed class Tour : IDisposable
     // ---------------------------------------------------------------------------------------------
     private void Step3Containers()
     {
-        _r.Section("A VFIO type1 container per guest: aux domains and the external domain");
+        _r.Section($"A VFIO type1 container per guest: {DomainWord} domains and the external domain");
         if (_legacy)
         {
             IDomain dom = Iommu.DomainAlloc(_pci)!;
@@ -310,9 +333,22 @@ internal sealed class Tour : IDisposable
                 byte[] reg = new byte[4];
                 g.AdiFile!.MdevFile!.Read(reg, PasidRegister);
                 uint programmed = BitConverter.ToUInt32(reg);
-                string how = $"aux domain on {_parent.Name}";
+                string how = $"{DomainWord} domain on {_parent.Name}";
                 int group = g.Adi.IommuGroup!.Id;
                 t.Row(g.Name, g.Proc.Name, group, Short(g.Adi.Uuid), how, g.Pasid, programmed);
+                if (_pasidAttach)
+                {
+                    bool held = Iommu.GetDomainForDevPasid(
+                        _parent, g.Pasid, DomainType.Blocked, out IDomain? pd) == Errno.None
+                        && pd == g.Domain && g.Domain is not null;
+                    _r.Expect(
+                        g.Pasid > 0 && programmed == g.Pasid && held && g.Adi.GetIommuDevice() is null,
+                        $"guest {g.Name}: PASID {g.Pasid} from iommu_alloc_global_pasid at create; "
+                        + "on open iommu_attach_device_pasid put the mdev's domain on it and the "
+                        + "ADI is programmed with it (no aux, no IOMMU device)");
+                    continue;
+                }
+
                 bool auxdId = g.Domain is not null
                     && Iommu.DomainGetAttr(g.Domain, DomainAttr.AuxdId, out uint id) == Errno.None
                     && id == g.Pasid;
@@ -337,16 +373,21 @@ internal sealed class Tour : IDisposable
         if (!_legacy)
         {
             uint[] pasids = [.. _guests.Select(g => g.Pasid)];
+            // PASID attach: type1 sees mdevs without an IOMMU device, i.e. its external domain.
             _r.Expect(
                 pasids.Distinct().Count() == 3
                     && _guests.Select(g => g.Domain).Distinct().Count() == 3
-                    && _guests.All(g => g.Backend.Domains.Count == 1),
-                "three containers, three aux domains on one parent, three PASIDs: "
-                + string.Join(", ", pasids));
+                    && _guests.All(g => g.Backend.Domains.Count == (_pasidAttach ? 0 : 1))
+                    && (!_pasidAttach || _guests.All(g => g.Backend.HasExternalDomain)),
+                $"three containers, three {DomainWord} domains on one parent, three PASIDs: "
+                + string.Join(", ", pasids)
+                + (_pasidAttach ? " (type1 keeps each group in its external domain)" : ""));
             _r.Expect(
-                Iommu.GetDomainForDev(_parent) == _parent.IommuGroup!.DefaultDomain,
-                "the parent itself stays in its default domain (aux attach bypasses the group); "
-                + $"PASIDs in use: {_driver.PasidsInUse}");
+                Iommu.GetDomainForDev(_parent) == _parent.IommuGroup!.DefaultDomain
+                    && (!_pasidAttach || !Iommu.DevFeatureEnabled(_parent, IommuDevFeature.Aux)),
+                "the parent itself stays in its default domain ("
+                + (_pasidAttach ? "PASID attach" : "aux attach")
+                + $" bypasses the group); aux PASIDs in use: {_driver.PasidsInUse}");
             _r.Fact("pasids", pasids);
             if (_firstLevel)
             {
@@ -372,6 +413,13 @@ internal sealed class Tour : IDisposable
                 .ThrowIfError("VFIO_SET_IOMMU(TYPE1v2)");
         }
 
+        if (_pasidAttach && m != _mttyDev)
+        {
+            // The 6.2 way: the owner of the mdev's address space hands it a domain
+            // (mdev_set_iommu_domain); the accelerator attaches it to the ADI's PASID on open.
+            m.SetIommuDomain(Iommu.DomainAlloc(_pci));
+        }
+
         grp.GetDeviceFd(g.Proc, m.Name, out VfioDeviceFile? f, out _)
             .ThrowIfError($"VFIO_GROUP_GET_DEVICE_FD({m.Name})");
         if (m == _mttyDev)
@@ -384,7 +432,9 @@ internal sealed class Tour : IDisposable
         g.Adi = m;
         g.AdiFile = f;
         g.Domain = m.GetIommuDomain();
-        g.Pasid = g.Domain is null ? 0 : (uint)Math.Max(0, Iommu.AuxGetPasid(g.Domain, _parent));
+        g.Pasid = g.Domain is null ? 0
+            : _pasidAttach ? SiovAccelDriver.AdiOf(m).AllocatedPasid ?? 0
+            : (uint)Math.Max(0, Iommu.AuxGetPasid(g.Domain, _parent));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -443,6 +493,25 @@ internal sealed class Tour : IDisposable
                 $"guest A also maps one page at iova 0x{SecretIova:x} (only A)");
         }
 
+        if (_pasidAttach && g.Domain is not null)
+        {
+            // No type1 IOMMU domain to map into: the domain's owner maps the guest's pages itself.
+            bool mapped = true;
+            foreach (ulong iova in Enumerable.Range(0, RamPages)
+                .Select(p => RamIova + ((ulong)p * Page))
+                .Concat(g.Secret != 0 ? [SecretIova] : []))
+            {
+                mapped &= Iommu.Map(g.Domain, iova, HostPa(g, iova)!.Value, Page,
+                    IommuProt.Read | IommuProt.Write) == Errno.None;
+                g.OwnMapped++;
+            }
+
+            _r.Expect(
+                mapped,
+                $"guest {g.Name}: the owner maps its {g.OwnMapped} pages into the mdev's domain "
+                + "with iommu_map (type1 pins nothing for the external domain)");
+        }
+
         bool agree = true;
         for (int p = 0; p < RamPages && g.Domain is not null; p++)
         {
@@ -455,7 +524,7 @@ internal sealed class Tour : IDisposable
         string size = $"{RamPages * Page / 1024} KiB";
         string vaddr = $"0x{g.Ram:x}", iovaText = $"0x{RamIova:x}";
         maps.Row(g.Name, vaddr, iovaText, size, hostPages, g.Proc.LockedVm, agrees);
-        if (g.Domain is not null)
+        if (g.Domain is not null && !_pasidAttach)
         {
             long pages = g.Backend.Mappings.Sum(m => (long)(m.Size / Page));
             _r.Expect(
@@ -466,9 +535,10 @@ internal sealed class Tour : IDisposable
         else
         {
             _r.Expect(
-                g.Proc.LockedVm == 0,
+                g.Proc.LockedVm == 0 && (g.Domain is null || agree),
                 $"guest {g.Name}: external domain only — nothing pinned or mapped at MAP_DMA "
-                + "(pinned on demand by the vendor)");
+                + "(pinned on demand by the vendor)"
+                + (g.Domain is null ? "" : "; iova_to_phys of the mdev's domain = the host page"));
         }
     }
 
@@ -539,12 +609,13 @@ internal sealed class Tour : IDisposable
         bool landed = ret == 64 && ReadProc(c, c.Ram + (5 * Page), 64).SequenceEqual(expect);
         int pins = c.Backend.Mappings.Sum(m => m.ExternalPinCount);
         long locked = c.Proc.LockedVm;
-        bool accounting = c.Domain is not null ? locked == lockedBefore : locked == 2;
+        bool charged = c.Backend.Domains.Count > 0;
+        bool accounting = charged ? locked == lockedBefore : locked == lockedBefore + 2;
         _r.Expect(
             landed && pins == 2 && accounting,
             $"guest {c.Name}: mtty DMA loopback (iova 0x{from:x} -> 0x{to:x}, 64 bytes) through "
             + $"vfio_pin_pages: {pins} pages pinned, locked_vm {lockedBefore} -> {locked}"
-            + (c.Domain is not null
+            + (charged
                 ? " (already charged by the IOMMU-backed MAP_DMA)"
                 : " (charged by the pins)"));
         _r.Fact("mtty.external_pins", pins);
@@ -762,8 +833,8 @@ internal sealed class Tour : IDisposable
         {
             _r.Expect(
                 flEntries,
-                "every entry is PGTT=first-level; the guests' PASIDs have SRE and WPE (5.15 "
-                + "sets them for aux domains), RID_PASID neither (no SRE for the default domain)");
+                "every entry is PGTT=first-level; the guests' PASIDs have SRE and WPE (set for "
+                + "UNMANAGED domains), RID_PASID neither (no SRE for the default domain)");
         }
     }
 
@@ -871,7 +942,7 @@ internal sealed class Tour : IDisposable
         c.Row("PASIDs in use", _driver.PasidsInUse);
 
         long expectedPins = _guests.Sum(g =>
-            g.Backend.Mappings.Sum(m => g.Domain is not null ? (long)(m.Size / Page) : 0)
+            g.Backend.Mappings.Sum(m => g.Backend.Domains.Count > 0 ? (long)(m.Size / Page) : 0)
             + g.Backend.Mappings.Sum(m => (long)m.ExternalPinCount));
         _r.Expect(
             _pages.TotalPins == expectedPins,
@@ -888,8 +959,8 @@ internal sealed class Tour : IDisposable
             $"faults: {_expectedFaults} expected, {act.Faults} seen by the unit, "
             + $"{_driver.Faults.Count} read by the driver — nothing else faulted");
         _r.Expect(
-            _driver.PasidsInUse == _guests.Count(g => g.Pasid != 0),
-            $"PASIDs in use = aux domains attached ({_driver.PasidsInUse})");
+            _driver.PasidsInUse == (_pasidAttach ? 0 : _guests.Count(g => g.Pasid != 0)),
+            $"aux PASIDs in use = aux domains attached ({_driver.PasidsInUse})");
 
         _r.Fact("mappings", _guests.Sum(g => g.Backend.Mappings.Count));
         _r.Fact("pages.pinned", _pages.TotalPins);
@@ -912,12 +983,36 @@ internal sealed class Tour : IDisposable
             g.Proc.Exit();
         }
 
+        if (_pasidAttach)
+        {
+            // Close detached each PASID; the owner drops the domains it handed out, and removing
+            // the mdevs frees the global PASIDs.
+            bool detached = _guests.All(g => g.Pasid == 0 || Iommu.GetDomainForDevPasid(
+                _parent, g.Pasid, DomainType.Blocked, out IDomain? d) != Errno.None || d is null);
+            foreach (MdevDevice m in _adis)
+            {
+                IDomain? d = m.GetIommuDomain();
+                m.SetIommuDomain(null);
+                if (d is not null)
+                {
+                    Iommu.DomainFree(d);
+                }
+            }
+
+            bool freed = _adis.All(m => _mdev.Remove(m) == Errno.None)
+                && _accel.Adis.All(a => a.AllocatedPasid is null);
+            _r.Expect(
+                detached && freed,
+                "PASID attach: close detached every ADI's PASID (iommu_detach_device_pasid), "
+                + "remove freed them (iommu_free_global_pasid)");
+        }
+
         bool adisOff = _accel.Adis.All(a => !a.Enabled);
         _r.Expect(
             adisOff && _driver.PasidsInUse == 0 && _pages.TotalPins == 0
                 && _guests.All(g => g.Proc.LockedVm == 0)
                 && _adis.All(m => m.GetIommuDomain() is null),
-            "the guests exit: ADIs disabled, aux domains detached and their PASIDs freed "
+            $"the guests exit: ADIs disabled, {DomainWord} domains detached and their PASIDs freed "
             + $"({_driver.PasidsInUse} in use), every pin dropped ({_pages.TotalPins} pinned), "
             + "locked_vm back to 0");
 
@@ -961,8 +1056,8 @@ internal sealed class Tour : IDisposable
             _guests.All(g => g.Backend.DmaAvail
                 == m.Sum("vfio.type1.dma.available", "container", g.Container.Id)),
             $"vfio.type1.dma.available per container = dma_avail ({avail})");
-        long inDomains = _guests.Sum(g =>
-            g.Backend.Domains.Count * g.Backend.Mappings.Sum(x => (long)(x.Size / Page)));
+        long inDomains = _guests.Sum(g => g.OwnMapped
+            + (g.Backend.Domains.Count * g.Backend.Mappings.Sum(x => (long)(x.Size / Page))));
         _r.Expect(
             m.Sum("iommu.mapped.pages") == inDomains
                 && (m.Sum("iommu.map.operations") > 0) == (inDomains > 0),
@@ -1062,6 +1157,9 @@ internal sealed class Tour : IDisposable
         public ulong Ram { get; set; }
 
         public ulong Secret { get; set; }
+
+        // Pages the tour mapped into the mdev's domain itself (PASID attach: no type1 domain).
+        public int OwnMapped { get; set; }
     }
 }
 
