@@ -280,7 +280,8 @@ internal sealed class Tour : IDisposable
     // ---------------------------------------------------------------------------------------------
     private void Step3Containers()
     {
-        _r.Section($"A VFIO type1 container per guest: {DomainWord} domains and the external domain");
+        _r.Section(
+            $"A VFIO type1 container per guest: {DomainWord} domains and the external domain");
         if (_legacy)
         {
             IDomain dom = Iommu.DomainAlloc(_pci)!;
@@ -342,7 +343,8 @@ internal sealed class Tour : IDisposable
                         _parent, g.Pasid, DomainType.Blocked, out IDomain? pd) == Errno.None
                         && pd == g.Domain && g.Domain is not null;
                     _r.Expect(
-                        g.Pasid > 0 && programmed == g.Pasid && held && g.Adi.GetIommuDevice() is null,
+                        g.Pasid > 0 && programmed == g.Pasid && held
+                            && g.Adi.GetIommuDevice() is null,
                         $"guest {g.Name}: PASID {g.Pasid} from iommu_alloc_global_pasid at create; "
                         + "on open iommu_attach_device_pasid put the mdev's domain on it and the "
                         + "ADI is programmed with it (no aux, no IOMMU device)");
@@ -1085,7 +1087,8 @@ internal sealed class Tour : IDisposable
     private VtdImageChunkKind TableKind =>
         _firstLevel ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.PageTable;
 
-    private ulong LeafAddressMask => _firstLevel ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask;
+    private ulong LeafAddressMask =>
+        _firstLevel ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask;
 
     private string DomainWord => _pasidAttach ? "PASID-attached" : "aux";
 
