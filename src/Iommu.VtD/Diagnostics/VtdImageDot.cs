@@ -199,12 +199,23 @@ public static class VtdImageDot
             name = Inv($"{name} @0x{table:x}");
         }
 
+        return Entries(g, id, name, host, level, iovaBase, slRoot is null ? "" : "GPA ",
+            (child, childBase) => FirstLevelTable(g, child, level - 1, childBase, slRoot, aw));
+    }
+
+    // The node of one paging structure at host address `host`: its present entries, runs of leaves
+    // as one line, a port and an edge per next table. `firstLevel` is null for second-level tables
+    // (R/W), else the prefix of first-level pointers ("GPA " when nested), and IA-32e bits are named.
+    private static string Entries(Graph g, string id, string title, ulong host, int level, ulong iovaBase, string? firstLevel, Func<ulong, ulong, string> child)
+    {
         if (!g.Image.TryReadUInt64(host, out _))
         {
-            g.Node(id, name, [("", "not in the image")]);
+            g.Node(id, title, [("", "not in the image")]);
             return id;
         }
 
+        bool fl = firstLevel is not null;
+        ulong addressMask = fl ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask;
         int shift = 12 + (VtdFormat.LevelStride * (level - 1));
         ulong size = 1UL << shift;
         var fields = new List<(string, string)>();
@@ -214,21 +225,23 @@ public static class VtdImageDot
         {
             ulong pte = g.Image.ReadUInt64(host + ((ulong)i * 8));
             ulong iova = iovaBase + ((ulong)i << shift);
-            if ((pte & VtdFormat.FlPresent) == 0)
+            bool present = fl ? (pte & VtdFormat.FlPresent) != 0 : (pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) != 0;
+            if (!present)
             {
                 run.Flush(fields, size, level);
                 continue;
             }
 
-            ulong addr = pte & VtdFormat.FlAddressMask;
-            if (FirstLevelView.IsLeaf(pte, level))
+            ulong addr = pte & addressMask;
+            string bits = fl ? VtdDecoder.FirstLevelBits(pte) : VtdDecoder.Permissions(pte);
+            if (fl ? FirstLevelView.IsLeaf(pte, level) : VtdDecoder.IsLeaf(pte, level))
             {
-                // Runs keep the bits that differ per page (A, D) apart: equal bits only.
-                ulong bits = pte & ~VtdFormat.FlAddressMask;
-                if (!run.Extends(i, addr, bits, size))
+                // Runs join leaves with equal bits (first level: A and D too, as they differ per page).
+                ulong perm = fl ? pte & ~addressMask : pte & (VtdFormat.SlRead | VtdFormat.SlWrite);
+                if (!run.Extends(i, addr, perm, size))
                 {
                     run.Flush(fields, size, level);
-                    run = new LeafRun(i, iova, addr, bits) { FirstLevel = true };
+                    run = new LeafRun(i, iova, addr, perm) { FirstLevel = fl };
                 }
 
                 run.Count++;
@@ -236,14 +249,15 @@ public static class VtdImageDot
             }
 
             run.Flush(fields, size, level);
-            if ((pte & VtdFormat.FlPageSize) != 0)
+            if ((pte & (fl ? VtdFormat.FlPageSize : VtdFormat.SlPageSize)) != 0)
             {
-                fields.Add(("", Inv($"[{i}] {VtdDecoder.FirstLevelBits(pte)}: PS reserved at this level")));
+                // PS at levels 4 and 5 is a reserved bit: the unit faults instead of walking on.
+                fields.Add(("", Inv($"[{i}] {bits} PS set: reserved at this level")));
                 continue;
             }
 
             string port = Inv($"e{i}");
-            fields.Add((port, Inv($"[{i}] {VtdDecoder.FirstLevelBits(pte)} IOVA {Hex(iova)}+: next table @{(slRoot is null ? "" : "GPA ")}0x{addr:x}")));
+            fields.Add((port, Inv($"[{i}] {bits} IOVA {Hex(iova)}+: next table @{firstLevel}0x{addr:x}")));
             children.Add((port, addr, iova));
         }
 
@@ -253,10 +267,10 @@ public static class VtdImageDot
             fields.Add(("", "no present entry"));
         }
 
-        g.Node(id, name, fields);
-        foreach ((string port, ulong child, ulong childBase) in children)
+        g.Node(id, title, fields);
+        foreach ((string port, ulong next, ulong childBase) in children)
         {
-            g.Edge($"{id}:{port}", FirstLevelTable(g, child, level - 1, childBase, slRoot, aw));
+            g.Edge($"{id}:{port}", child(next, childBase));
         }
 
         return id;
@@ -272,67 +286,8 @@ public static class VtdImageDot
         }
 
         string title = Inv($"{TableName(level)} @0x{table:x}");
-        if (!g.Image.TryReadUInt64(table, out _))
-        {
-            g.Node(id, title, [("", "not in the image")]);
-            return id;
-        }
-
-        int shift = 12 + (VtdFormat.LevelStride * (level - 1));
-        ulong size = 1UL << shift;
-        var fields = new List<(string, string)>();
-        var children = new List<(string Port, ulong Table, ulong Base)>();
-        LeafRun run = default;
-        for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
-        {
-            ulong pte = g.Image.ReadUInt64(table + ((ulong)i * 8));
-            ulong iova = iovaBase + ((ulong)i << shift);
-            if ((pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) == 0)
-            {
-                run.Flush(fields, size, level);
-                continue;
-            }
-
-            ulong addr = pte & VtdFormat.SlAddressMask;
-            if (VtdDecoder.IsLeaf(pte, level))
-            {
-                ulong perm = pte & (VtdFormat.SlRead | VtdFormat.SlWrite);
-                if (!run.Extends(i, addr, perm, size))
-                {
-                    run.Flush(fields, size, level);
-                    run = new LeafRun(i, iova, addr, perm);
-                }
-
-                run.Count++;
-                continue;
-            }
-
-            run.Flush(fields, size, level);
-            if (level > 3 && (pte & VtdFormat.SlPageSize) != 0)
-            {
-                // PS at levels 4 and 5 is a reserved bit: the unit faults instead of walking on.
-                fields.Add(("", Inv($"[{i}] {VtdDecoder.Permissions(pte)} PS set: reserved at this level")));
-                continue;
-            }
-
-            string port = Inv($"e{i}");
-            fields.Add((port, Inv($"[{i}] {VtdDecoder.Permissions(pte)} IOVA {Hex(iova)}+: next table @0x{addr:x}")));
-            children.Add((port, addr, iova));
-        }
-
-        run.Flush(fields, size, level);
-        if (fields.Count == 0)
-        {
-            fields.Add(("", "no present entry"));
-        }
-
-        g.Node(id, title, fields);
-        foreach ((string port, ulong child, ulong childBase) in children)
-        {
-            g.Edge($"{id}:{port}", PageTable(g, child, level - 1, childBase));
-        }
-
-        return id;
+        return Entries(g, id, title, table, level, iovaBase, null,
+            (child, childBase) => PageTable(g, child, level - 1, childBase));
     }
 
     private static string TableName(int level) => level switch
