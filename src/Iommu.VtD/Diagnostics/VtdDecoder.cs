@@ -267,7 +267,7 @@ public static class VtdDecoder
             return "not present";
         }
 
-        string bits = FirstLevelBits(pte);
+        string bits = FirstLevelBits(pte, level);
         string at = guestPhysical ? "@GPA " : "@";
         ulong addr = pte & VtdFormat.FlAddressMask;
         if (FirstLevelView.IsLeaf(pte, level))
@@ -280,12 +280,18 @@ public static class VtdDecoder
             : Inv($"{bits} next table {at}0x{addr:x}");
     }
 
-    /// <summary>The set P/RW/US/PWT/PCD/A/D/PS/EA/XD bits of a first-level entry, by name, space-separated.</summary>
-    internal static string FirstLevelBits(ulong pte) => string.Join(' ', new[]
+    /// <summary>
+    /// The set P/RW/US/PWT/PCD/A/D/PS/EA/XD bits of a first-level entry at <paramref name="level"/>, by
+    /// name, space-separated; bit 7 of a PTE (level 1) is PAT, not PS.
+    /// </summary>
+    /// <remarks>Bits are named as written. XD is shown whatever the PASID entry's NXE: whether hardware
+    /// faults XD with NXE = 0 is UNVERIFIED (Linux 5.15 writes it so), and the unit model honours XD only
+    /// with NXE = 1, so an "XD" here need not stop anything. The G bit (8) is not named: Linux never sets it.</remarks>
+    internal static string FirstLevelBits(ulong pte, int level) => string.Join(' ', new[]
     {
         (VtdFormat.FlPresent, "P"), (VtdFormat.FlReadWrite, "RW"), (VtdFormat.FlUser, "US"),
         (VtdFormat.FlWriteThrough, "PWT"), (VtdFormat.FlCacheDisable, "PCD"), (VtdFormat.FlAccessed, "A"),
-        (VtdFormat.FlDirty, "D"), (VtdFormat.FlPageSize, "PS"), (VtdFormat.FlExtendedAccessed, "EA"),
+        (VtdFormat.FlDirty, "D"), (VtdFormat.FlPageSize, level == 1 ? "PAT" : "PS"), (VtdFormat.FlExtendedAccessed, "EA"),
         (VtdFormat.FlExecuteDisable, "XD"),
     }.Where(f => (pte & f.Item1) != 0).Select(f => f.Item2));
 

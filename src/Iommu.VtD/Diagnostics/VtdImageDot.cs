@@ -233,7 +233,7 @@ public static class VtdImageDot
             }
 
             ulong addr = pte & addressMask;
-            string bits = fl ? VtdDecoder.FirstLevelBits(pte) : VtdDecoder.Permissions(pte);
+            string bits = fl ? VtdDecoder.FirstLevelBits(pte, level) : VtdDecoder.Permissions(pte);
             if (fl ? FirstLevelView.IsLeaf(pte, level) : VtdDecoder.IsLeaf(pte, level))
             {
                 // Runs join leaves with equal bits (first level: A and D too, as they differ per page).
@@ -358,7 +358,7 @@ public static class VtdImageDot
 
             string idx = Count == 1 ? Inv($"[{First}]") : Inv($"[{First}–{First + Count - 1}]");
             ulong last = Iova + ((ulong)Count * size) - 1;
-            string perm = FirstLevel ? VtdDecoder.FirstLevelBits(Perm)
+            string perm = FirstLevel ? VtdDecoder.FirstLevelBits(Perm, level)
                 : ((Perm & VtdFormat.SlRead) != 0 ? "R" : "") + ((Perm & VtdFormat.SlWrite) != 0 ? "W" : "");
             fields.Add(("", Inv($"{idx} {Hex(Iova)}–{Hex(last)} → {Hex(Pa)} {perm} ({Count} × {VtdDecoder.PageSizeName(level)})")));
             Count = 0;

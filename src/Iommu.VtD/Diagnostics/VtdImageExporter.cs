@@ -217,7 +217,9 @@ public static class VtdImageExporter
 
         // First-level tables from FLPTR down, every present table pointer followed. Nested
         // (slRoot set): each table address is guest-physical and the chunk is stored where the second
-        // level puts it; a table the second level does not map readably is not exported.
+        // level puts it; a table the second level does not map readably is not exported (the unit
+        // faults there, 0x75/0x76, as the nested fault assignments, UNVERIFIED, have it). The
+        // second level's input width (MGAW) is not checked here: the image does not carry it.
         private void FirstLevelTables(ulong table, int level, ulong? slRoot, int aw)
         {
             ulong host = table;

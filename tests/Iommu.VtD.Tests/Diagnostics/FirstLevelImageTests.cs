@@ -47,6 +47,10 @@ public sealed class FirstLevelImageTests
         Assert.Equal("PDE", large[^1].Structure);
         Assert.Matches("^P US( A)?( D)? PS( XD)? leaf: 2M page @0x140000000$", large[^1].Meaning);
         Assert.Equal(("PTE", "not present"), (walk[^1].Structure, VtdDecoder.DescribeWalk(image, dev.RequesterId, null, Iova + K4)[^1].Meaning));
+
+        // Bit 7 of a PTE is PAT (a PTE is always a leaf); PWT and PCD are named as written.
+        VtdImage pat = image.WithUInt64(walk[^1].Address, (walk[^1].Value & ~VtdFormat.FlExecuteDisable) | VtdFormat.FlPageSize | 0x18);
+        Assert.Matches($"^P RW US PWT PCD( A)?( D)? PAT leaf: 4K page @0x{Hex(Pa)}$", VtdDecoder.DescribeWalk(pat, dev.RequesterId, null, Iova)[^1].Meaning);
     }
 
     [Fact]
