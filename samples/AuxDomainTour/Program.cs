@@ -6,7 +6,7 @@ using AuxDomainTour;
 // each), an mtty-like mdev in the external domain, a VFIO type1 container per guest, DMA that
 // lands in the right guest's pages, faults that do not, and the translation structures the
 // hardware walks.
-bool legacy = false, json = false;
+bool legacy = false, json = false, firstLevel = false, pasidAttach = false;
 int? section = null;
 string? graph = null;
 for (int i = 0; i < args.Length; i++)
@@ -21,6 +21,12 @@ for (int i = 0; i < args.Length; i++)
             break;
         case "--json":
             json = true;
+            break;
+        case "--first-level":
+            firstLevel = true;
+            break;
+        case "--pasid-attach":
+            pasidAttach = true;
             break;
         case "--section" when i + 1 < args.Length
             && int.TryParse(args[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out int n)
@@ -41,7 +47,14 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 
-Report report = Tour.Run(legacy, graph);
+if (legacy && (firstLevel || pasidAttach))
+{
+    Console.Error.WriteLine("AuxDomainTour: --first-level and --pasid-attach need scalable mode "
+        + "(drop --legacy)");
+    return 2;
+}
+
+Report report = Tour.Run(new TourOptions(legacy, firstLevel, pasidAttach), graph);
 if (section > report.SectionCount)
 {
     Console.Error.WriteLine(
@@ -62,6 +75,14 @@ internal static partial class Program
 
           --legacy        run the VT-d unit and driver without scalable mode:
                           AUX is refused with the kernel's errno
+          --first-level   a unit with first-level translation (ECAP.FLTS) and
+                          5.15's rule: every domain, aux ones included, uses
+                          first-level (IA-32e) tables; aux PASID entries get
+                          PGTT=first-level with SRE and WPE
+          --pasid-attach  the 6.2 way: the accelerator takes each ADI's PASID
+                          from iommu_alloc_global_pasid and attaches the mdev's
+                          domain with iommu_attach_device_pasid (no aux)
+                          (the two combine)
           --json          print the report as JSON instead of narrated tables
           --section N     print only section N (1-6); the whole tour still runs
           --graph FILE    write the parent device's translation structures as

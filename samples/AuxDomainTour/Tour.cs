@@ -33,6 +33,8 @@ internal sealed class Tour : IDisposable
 
     private readonly Report _r;
     private readonly bool _legacy;
+    private readonly bool _firstLevel;
+    private readonly bool _pasidAttach;
     private readonly string? _graphPath;
     private readonly Platform _platform;
     private readonly PciBus _pci;
@@ -49,9 +51,12 @@ internal sealed class Tour : IDisposable
     private MdevDevice? _mttyDev;
     private int _expectedFaults;
 
-    private Tour(bool legacy, string? graphPath)
+    private Tour(TourOptions options, string? graphPath)
     {
+        bool legacy = options.Legacy;
         _legacy = legacy;
+        _firstLevel = options.FirstLevel;
+        _pasidAttach = options.PasidAttach;
         _graphPath = graphPath;
         _r = new Report(legacy ? "legacy" : "scalable");
         _platform = new Platform(new PlatformOptions
@@ -60,11 +65,20 @@ internal sealed class Tour : IDisposable
             TableMemorySize = 64 * Sizes.MiB,
         });
         _pci = _platform.AddPciBus();
-        VtdConfig config = legacy ? VtdConfig.Legacy48Bit : VtdConfig.ScalableMode48Bit;
+        VtdConfig config = legacy ? VtdConfig.Legacy48Bit
+            : _firstLevel ? VtdConfig.ScalableModeFirstLevel48Bit : VtdConfig.ScalableMode48Bit;
         _unit = new VtdUnit(_platform.Memory, config);
         _pci.AddDmaRemapper(_unit, includeAll: true);
-        var options = new IntelIommuOptions { ScalableMode = !legacy };
-        _driver = new IntelIommu(_platform, options, _unit);
+
+        // 5.15's rule: with ECAP.FLTS on every unit, every domain (aux ones too) is first level.
+        var driverOptions = new IntelIommuOptions
+        {
+            ScalableMode = !legacy,
+            FirstLevel = _firstLevel
+                ? FirstLevelPolicy.AllWhenEveryUnitHasFlts
+                : new IntelIommuOptions().FirstLevel,
+        };
+        _driver = new IntelIommu(_platform, driverOptions, _unit);
         _pci.SetIommuOps(_driver).ThrowIfError();
         _vfio = new VfioCore(_platform, new VfioType1Options { AllowUnsafeInterrupts = true });
         _pages = HostPageAllocator.ForPlatform(_platform, 4 * Sizes.GiB, 256 * Sizes.MiB);
@@ -76,16 +90,20 @@ internal sealed class Tour : IDisposable
             Acs = true,
             DeviceId = 0x0b25,
         });
-        _accel = new SiovAccelDriver(_platform.Iommu, _parent, adiCount: 4);
+        _accel = new SiovAccelDriver(
+            _platform.Iommu,
+            _parent,
+            adiCount: 4,
+            _pasidAttach ? SiovAccelMode.PasidAttach : SiovAccelMode.Aux);
         _mtty = new MttyDriver(_platform.Memory, _vfio);
     }
 
     private IommuCore Iommu => _platform.Iommu;
 
     /// <summary>Runs every step; with <paramref name="graphPath"/> writes the DOT graph.</summary>
-    public static Report Run(bool legacy, string? graphPath = null)
+    public static Report Run(TourOptions options, string? graphPath = null)
     {
-        using var tour = new Tour(legacy, graphPath);
+        using var tour = new Tour(options, graphPath);
         try
         {
             tour.Step1Hardware();
@@ -127,6 +145,18 @@ internal sealed class Tour : IDisposable
                 ? "intel_iommu=sm_off: scalable_mode_support() and pasid_mode_support() are false"
                 : "intel_iommu=sm_on: scalable_mode_support() and pasid_mode_support() are true");
         _r.Fact("unit.scalable", u.ScalableMode);
+        _r.Fact("unit.first_level", _firstLevel);
+        _r.Fact("pasid_attach", _pasidAttach);
+        if (_firstLevel)
+        {
+            var probe = (DmarDomain)Iommu.DomainAlloc(_pci)!;
+            bool fl = probe.UseFirstLevel;
+            Iommu.DomainFree(probe);
+            _r.Expect(
+                _unit.Config.FirstLevelTranslation && fl,
+                "ECAP.FLTS on every unit: 5.15's rule makes every new domain first level "
+                + "(IA-32e tables, PGTT=first-level), UNMANAGED ones for aux included");
+        }
 
         Table d = _r.Table(
             "parent", "device", "requester id", "PASID capability", "Scalable-IOV DVSEC", "driver",
@@ -149,6 +179,16 @@ internal sealed class Tour : IDisposable
                 ? " (intel_iommu_dev_has_feat(AUX) needs scalable mode with PASID)"
                 : " (PASID capability + Scalable-IOV DVSEC + scalable mode)"));
         _r.Fact("parent.auxd_capability", capable);
+
+        if (_pasidAttach)
+        {
+            // 6.2 removed aux domains: the accelerator's PASIDs need no feature switched on.
+            _r.Expect(
+                !Iommu.DevFeatureEnabled(_parent, IommuDevFeature.Aux),
+                "PASID attach (6.2): nothing enables IOMMU_DEV_FEAT_AUX; the accelerator will "
+                + "attach each ADI's domain to a PASID of its own");
+            return;
+        }
 
         Errno en = Iommu.SetDevAttr(_parent, IommuDevAttr.AuxdEnable);
         string why = ErrorDetail.LastMessage ?? "";
@@ -177,8 +217,9 @@ internal sealed class Tour : IDisposable
     // ---------------------------------------------------------------------------------------------
     private void Step2Mdevs()
     {
-        _r.Section("Mediated devices: three ADIs (mdev_set_iommu_device) and an mtty without an "
-            + "IOMMU device");
+        _r.Section("Mediated devices: three ADIs ("
+            + (_pasidAttach ? "iommu_alloc_global_pasid" : "mdev_set_iommu_device")
+            + ") and an mtty without an IOMMU device");
         _r.Expect(
             _mtty.Register(_mdev) == Errno.None,
             "mdev_register_device(mtty) registers the mtty-like parent");
@@ -199,9 +240,20 @@ internal sealed class Tour : IDisposable
                 continue;
             }
 
-            string wqName = $"aux domain (wq{SiovAccelDriver.AdiOf(m!).Index})";
+            string wqName = $"{DomainWord} domain (wq{SiovAccelDriver.AdiOf(m!).Index})";
             string iommuDevice = m!.GetIommuDevice()?.Name ?? "-";
             t.Row(Short(m.Uuid), wq.Name, _parent.Name, "0", iommuDevice, wqName);
+            if (_pasidAttach)
+            {
+                uint? global = SiovAccelDriver.AdiOf(m).AllocatedPasid;
+                _r.Expect(
+                    e == Errno.None && m.GetIommuDevice() is null && global is > 0,
+                    $"ADI {i}: PASID {global} from iommu_alloc_global_pasid({_parent.Name}); "
+                    + "no mdev_set_iommu_device");
+                _adis.Add(m);
+                continue;
+            }
+
             _r.Expect(
                 e == Errno.None && m.GetIommuDevice() == _parent,
                 $"ADI {i}: mdev_set_iommu_device(mdev, {_parent.Name}), "
@@ -228,7 +280,8 @@ internal sealed class Tour : IDisposable
     // ---------------------------------------------------------------------------------------------
     private void Step3Containers()
     {
-        _r.Section("A VFIO type1 container per guest: aux domains and the external domain");
+        _r.Section(
+            $"A VFIO type1 container per guest: {DomainWord} domains and the external domain");
         if (_legacy)
         {
             IDomain dom = Iommu.DomainAlloc(_pci)!;
@@ -281,9 +334,23 @@ internal sealed class Tour : IDisposable
                 byte[] reg = new byte[4];
                 g.AdiFile!.MdevFile!.Read(reg, PasidRegister);
                 uint programmed = BitConverter.ToUInt32(reg);
-                string how = $"aux domain on {_parent.Name}";
+                string how = $"{DomainWord} domain on {_parent.Name}";
                 int group = g.Adi.IommuGroup!.Id;
                 t.Row(g.Name, g.Proc.Name, group, Short(g.Adi.Uuid), how, g.Pasid, programmed);
+                if (_pasidAttach)
+                {
+                    bool held = Iommu.GetDomainForDevPasid(
+                        _parent, g.Pasid, DomainType.Blocked, out IDomain? pd) == Errno.None
+                        && pd == g.Domain && g.Domain is not null;
+                    _r.Expect(
+                        g.Pasid > 0 && programmed == g.Pasid && held
+                            && g.Adi.GetIommuDevice() is null,
+                        $"guest {g.Name}: PASID {g.Pasid} from iommu_alloc_global_pasid at create; "
+                        + "on open iommu_attach_device_pasid put the mdev's domain on it and the "
+                        + "ADI is programmed with it (no aux, no IOMMU device)");
+                    continue;
+                }
+
                 bool auxdId = g.Domain is not null
                     && Iommu.DomainGetAttr(g.Domain, DomainAttr.AuxdId, out uint id) == Errno.None
                     && id == g.Pasid;
@@ -308,17 +375,29 @@ internal sealed class Tour : IDisposable
         if (!_legacy)
         {
             uint[] pasids = [.. _guests.Select(g => g.Pasid)];
+            // PASID attach: type1 sees mdevs without an IOMMU device, i.e. its external domain.
             _r.Expect(
                 pasids.Distinct().Count() == 3
                     && _guests.Select(g => g.Domain).Distinct().Count() == 3
-                    && _guests.All(g => g.Backend.Domains.Count == 1),
-                "three containers, three aux domains on one parent, three PASIDs: "
-                + string.Join(", ", pasids));
+                    && _guests.All(g => g.Backend.Domains.Count == (_pasidAttach ? 0 : 1))
+                    && (!_pasidAttach || _guests.All(g => g.Backend.HasExternalDomain)),
+                $"three containers, three {DomainWord} domains on one parent, three PASIDs: "
+                + string.Join(", ", pasids)
+                + (_pasidAttach ? " (type1 keeps each group in its external domain)" : ""));
             _r.Expect(
-                Iommu.GetDomainForDev(_parent) == _parent.IommuGroup!.DefaultDomain,
-                "the parent itself stays in its default domain (aux attach bypasses the group); "
-                + $"PASIDs in use: {_driver.PasidsInUse}");
+                Iommu.GetDomainForDev(_parent) == _parent.IommuGroup!.DefaultDomain
+                    && (!_pasidAttach || !Iommu.DevFeatureEnabled(_parent, IommuDevFeature.Aux)),
+                "the parent itself stays in its default domain ("
+                + (_pasidAttach ? "PASID attach" : "aux attach")
+                + $" bypasses the group); aux PASIDs in use: {_driver.PasidsInUse}");
             _r.Fact("pasids", pasids);
+            if (_firstLevel)
+            {
+                _r.Expect(
+                    _guests.All(x => x.Domain is DmarDomain { UseFirstLevel: true }),
+                    "every guest's domain is first level: its IOVAs are walked from FLPTR "
+                    + "through IA-32e tables");
+            }
         }
     }
 
@@ -336,6 +415,13 @@ internal sealed class Tour : IDisposable
                 .ThrowIfError("VFIO_SET_IOMMU(TYPE1v2)");
         }
 
+        if (_pasidAttach && m != _mttyDev)
+        {
+            // The 6.2 way: the owner of the mdev's address space hands it a domain
+            // (mdev_set_iommu_domain); the accelerator attaches it to the ADI's PASID on open.
+            m.SetIommuDomain(Iommu.DomainAlloc(_pci));
+        }
+
         grp.GetDeviceFd(g.Proc, m.Name, out VfioDeviceFile? f, out _)
             .ThrowIfError($"VFIO_GROUP_GET_DEVICE_FD({m.Name})");
         if (m == _mttyDev)
@@ -348,7 +434,9 @@ internal sealed class Tour : IDisposable
         g.Adi = m;
         g.AdiFile = f;
         g.Domain = m.GetIommuDomain();
-        g.Pasid = g.Domain is null ? 0 : (uint)Math.Max(0, Iommu.AuxGetPasid(g.Domain, _parent));
+        g.Pasid = g.Domain is null ? 0
+            : _pasidAttach ? SiovAccelDriver.AdiOf(m).AllocatedPasid ?? 0
+            : (uint)Math.Max(0, Iommu.AuxGetPasid(g.Domain, _parent));
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -407,6 +495,25 @@ internal sealed class Tour : IDisposable
                 $"guest A also maps one page at iova 0x{SecretIova:x} (only A)");
         }
 
+        if (_pasidAttach && g.Domain is not null)
+        {
+            // No type1 IOMMU domain to map into: the domain's owner maps the guest's pages itself.
+            bool mapped = true;
+            foreach (ulong iova in Enumerable.Range(0, RamPages)
+                .Select(p => RamIova + ((ulong)p * Page))
+                .Concat(g.Secret != 0 ? [SecretIova] : []))
+            {
+                mapped &= Iommu.Map(g.Domain, iova, HostPa(g, iova)!.Value, Page,
+                    IommuProt.Read | IommuProt.Write) == Errno.None;
+                g.OwnMapped++;
+            }
+
+            _r.Expect(
+                mapped,
+                $"guest {g.Name}: the owner maps its {g.OwnMapped} pages into the mdev's domain "
+                + "with iommu_map (type1 pins nothing for the external domain)");
+        }
+
         bool agree = true;
         for (int p = 0; p < RamPages && g.Domain is not null; p++)
         {
@@ -419,7 +526,7 @@ internal sealed class Tour : IDisposable
         string size = $"{RamPages * Page / 1024} KiB";
         string vaddr = $"0x{g.Ram:x}", iovaText = $"0x{RamIova:x}";
         maps.Row(g.Name, vaddr, iovaText, size, hostPages, g.Proc.LockedVm, agrees);
-        if (g.Domain is not null)
+        if (g.Domain is not null && !_pasidAttach)
         {
             long pages = g.Backend.Mappings.Sum(m => (long)(m.Size / Page));
             _r.Expect(
@@ -430,9 +537,10 @@ internal sealed class Tour : IDisposable
         else
         {
             _r.Expect(
-                g.Proc.LockedVm == 0,
+                g.Proc.LockedVm == 0 && (g.Domain is null || agree),
                 $"guest {g.Name}: external domain only — nothing pinned or mapped at MAP_DMA "
-                + "(pinned on demand by the vendor)");
+                + "(pinned on demand by the vendor)"
+                + (g.Domain is null ? "" : "; iova_to_phys of the mdev's domain = the host page"));
         }
     }
 
@@ -503,12 +611,13 @@ internal sealed class Tour : IDisposable
         bool landed = ret == 64 && ReadProc(c, c.Ram + (5 * Page), 64).SequenceEqual(expect);
         int pins = c.Backend.Mappings.Sum(m => m.ExternalPinCount);
         long locked = c.Proc.LockedVm;
-        bool accounting = c.Domain is not null ? locked == lockedBefore : locked == 2;
+        bool charged = c.Backend.Domains.Count > 0;
+        bool accounting = charged ? locked == lockedBefore : locked == lockedBefore + 2;
         _r.Expect(
             landed && pins == 2 && accounting,
             $"guest {c.Name}: mtty DMA loopback (iova 0x{from:x} -> 0x{to:x}, 64 bytes) through "
             + $"vfio_pin_pages: {pins} pages pinned, locked_vm {lockedBefore} -> {locked}"
-            + (c.Domain is not null
+            + (charged
                 ? " (already charged by the IOMMU-backed MAP_DMA)"
                 : " (charged by the pins)"));
         _r.Fact("mtty.external_pins", pins);
@@ -533,8 +642,10 @@ internal sealed class Tour : IDisposable
                 mappedInA && st == Adi.StatusPageFault && addr == SecretIova && untouched,
                 $"guest B's ADI reads iova 0x{SecretIova:x} (mapped only in guest A's domain): "
                 + $"blocked, completion = page fault at 0x{addr:x}, B's memory untouched");
+            // First level: the walk meets a not-present entry (0x71) before any permission check.
             wrong.Add(new(
-                "B reads A's IOVA", b.Pasid, SecretIova, false, VtdFaultReason.ScalableRead));
+                "B reads A's IOVA", b.Pasid, SecretIova, false,
+                _firstLevel ? VtdFaultReason.FirstLevelNotPresent : VtdFaultReason.ScalableRead));
 
             Submit(cc, AccelDescriptor.Memmove(RamIova, UnmappedIova, 16, completion));
             (st, addr) = Completion(cc);
@@ -542,7 +653,8 @@ internal sealed class Tour : IDisposable
                 st == Adi.StatusPageFault && addr == UnmappedIova,
                 $"guest C's ADI writes unmapped iova 0x{UnmappedIova:x}: blocked, "
                 + $"completion = page fault at 0x{addr:x}");
-            const VtdFaultReason write = VtdFaultReason.ScalableWrite;
+            VtdFaultReason write = _firstLevel
+                ? VtdFaultReason.FirstLevelNotPresent : VtdFaultReason.ScalableWrite;
             wrong.Add(new("C writes unmapped IOVA", cc.Pasid, UnmappedIova, true, write));
         }
         else
@@ -644,13 +756,14 @@ internal sealed class Tour : IDisposable
 
         ulong expectedPa = HostPa(g, iova)!.Value;
         VtdImageEntry leaf = path[^1];
-        int levels = path.Count(p => p.Kind == VtdImageChunkKind.PageTable);
+        int levels = path.Count(p => p.Kind == TableKind);
         _r.Expect(
             image.Mode == VtdTranslationMode.Scalable
                 && path.Select(p => p.Kind).Distinct().Count() == 5
-                && leaf.Kind == VtdImageChunkKind.PageTable && leaf.Level == 1
-                && (leaf.Value & VtdFormat.SlAddressMask) == expectedPa,
-            $"root -> scalable context -> PASID directory -> PASID entry -> {levels} page-table "
+                && leaf.Kind == TableKind && leaf.Level == 1
+                && (leaf.Value & LeafAddressMask) == expectedPa,
+            $"root -> scalable context -> PASID directory -> PASID entry -> {levels} "
+            + (_firstLevel ? "first-level (from FLPTR) " : "page-table ")
             + $"levels; the 4K leaf points at guest {g.Name}'s host page 0x{expectedPa:x}");
 
         PasidTable(image, path.First(p => p.Kind == VtdImageChunkKind.PasidTable));
@@ -661,7 +774,10 @@ internal sealed class Tour : IDisposable
     private void PasidTable(VtdImage image, VtdImageEntry pe)
     {
         ulong tableBase = pe.Address & ~0xFFFUL;
-        Table pt = _r.Table("pasid_table", "PASID", "PGTT", "DID", "SLPTPTR", "AW", "domain");
+        Table pt = _firstLevel
+            ? _r.Table("pasid_table", "PASID", "PGTT", "DID", "FLPTR", "FLPM", "flags", "domain")
+            : _r.Table("pasid_table", "PASID", "PGTT", "DID", "SLPTPTR", "AW", "domain");
+        bool flEntries = true;
         var present = new List<uint>();
         for (uint p = 0; p < 64; p++)
         {
@@ -674,8 +790,32 @@ internal sealed class Tour : IDisposable
             ulong q1 = image.ReadUInt64(tableBase + (p * VtdFormat.PasidEntrySize) + 8);
             int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
             Guest? owner = _guests.FirstOrDefault(x => x.Pasid == p);
-            string dom = owner is not null ? $"guest {owner.Name}'s aux domain"
+            string dom = owner is not null ? $"guest {owner.Name}'s {DomainWord} domain"
                 : p == 0 ? "RID_PASID: the parent's default domain" : "?";
+            if (_firstLevel)
+            {
+                // FLPTR, FLPM and the privilege controls live in the entry's third word.
+                ulong q2 = image.ReadUInt64(tableBase + (p * VtdFormat.PasidEntrySize) + 16);
+                const ulong sreWpe = VtdFormat.PasidSre | VtdFormat.PasidWpe;
+                string flags = string.Join(' ', new[]
+                {
+                    (VtdFormat.PasidSre, "SRE"), (VtdFormat.PasidWpe, "WPE"),
+                    (VtdFormat.PasidNxe, "NXE"), (VtdFormat.PasidEafe, "EAFE"),
+                }.Where(f => (q2 & f.Item1) != 0).Select(f => f.Item2));
+                pt.Row(
+                    p,
+                    VtdDecoder.PgttName(pgtt),
+                    q1 & VtdFormat.PasidDidMask,
+                    $"0x{q2 & VtdFormat.PointerMask:x}",
+                    ((q2 >> VtdFormat.PasidFlpmShift) & 3) == 0 ? "4-level" : "5-level",
+                    flags.Length == 0 ? "-" : flags,
+                    dom);
+                flEntries &= pgtt == VtdFormat.PgttFirstLevel
+                    && (q2 & sreWpe) == (owner is not null ? sreWpe : 0);
+                present.Add(p);
+                continue;
+            }
+
             pt.Row(
                 p,
                 VtdDecoder.PgttName(pgtt),
@@ -688,9 +828,16 @@ internal sealed class Tour : IDisposable
 
         _r.Expect(
             _guests.All(x => present.Contains(x.Pasid)) && present.Contains(0),
-            "the PASID table holds RID_PASID (0) and the three aux PASIDs "
+            $"the PASID table holds RID_PASID (0) and the three {DomainWord} PASIDs "
             + $"({string.Join(", ", _guests.Select(x => x.Pasid))}), "
             + "each with its own page tables");
+        if (_firstLevel)
+        {
+            _r.Expect(
+                flEntries,
+                "every entry is PGTT=first-level; the guests' PASIDs have SRE and WPE (set for "
+                + "UNMANAGED domains), RID_PASID neither (no SRE for the default domain)");
+        }
     }
 
     // debugfs domain_translation_struct style: one row per mapped 4K page of guest A's domain.
@@ -701,26 +848,44 @@ internal sealed class Tour : IDisposable
         Table leaves = _r.Table(
             "domain_translation_struct", "IOVA_PFN", "PML4E", "PDPE", "PDE", "PTE");
         bool all = true;
-        const ulong rw = VtdFormat.SlRead | VtdFormat.SlWrite;
+        ulong rw = _firstLevel ? VtdFormat.FlPresent | VtdFormat.FlReadWrite | VtdFormat.FlUser
+            : VtdFormat.SlRead | VtdFormat.SlWrite;
+        VtdImageEntry? firstPte = null;
         IEnumerable<ulong> iovas = Enumerable.Range(0, RamPages)
             .Select(p => RamIova + ((ulong)p * Page)).Append(SecretIova);
         foreach (ulong va in iovas)
         {
             IReadOnlyList<VtdImageEntry> p = image.Path(_parent.RequesterId, g.Pasid, va);
             ulong[] levels = [.. Enumerable.Range(1, 4).Reverse().Select(l => p.FirstOrDefault(
-                e => e.Kind == VtdImageChunkKind.PageTable && e.Level == l).Value)];
+                e => e.Kind == TableKind && e.Level == l).Value)];
+            firstPte ??= p.FirstOrDefault(e => e.Kind == TableKind && e.Level == 1);
             leaves.Row(
                 $"0x{va >> 12:x13}",
                 $"0x{levels[0]:x16}",
                 $"0x{levels[1]:x16}",
                 $"0x{levels[2]:x16}",
                 $"0x{levels[3]:x16}");
-            all &= HostPa(g, va) is ulong hpa && (levels[3] & VtdFormat.SlAddressMask) == hpa
+            all &= HostPa(g, va) is ulong hpa && (levels[3] & LeafAddressMask) == hpa
                 && (levels[3] & rw) == rw;
         }
 
-        _r.Expect(all, $"every PTE of guest {g.Name}'s domain is R/W and points at the host page "
-            + "the process's vaddr is backed by");
+        _r.Expect(all, $"every PTE of guest {g.Name}'s domain is "
+            + (_firstLevel ? "P, R/W and U/S" : "R/W")
+            + " and points at the host page the process's vaddr is backed by");
+        if (_firstLevel && firstPte is VtdImageEntry pte)
+        {
+            // The IA-32e bits of one leaf as VtdDecoder names them (A/D: set by the unit's walks).
+            string meaning = VtdDecoder.DescribeEntry(image, pte, _parent.RequesterId, g.Pasid)
+                .Meaning;
+            string bits = meaning[..meaning.IndexOf(" leaf", StringComparison.Ordinal)];
+            Table b = _r.Table("first_level_pte", "IOVA_PFN", "PTE", "bits");
+            b.Row($"0x{RamIova >> 12:x13}", $"0x{pte.Value:x16}", bits);
+            _r.Expect(
+                bits.StartsWith("P RW US", StringComparison.Ordinal)
+                    && bits.Contains(" A", StringComparison.Ordinal),
+                $"the first-level PTE of IOVA 0x{RamIova:x} reads {bits}: present, writable, "
+                + "user, accessed by the ADI's DMA");
+        }
     }
 
     // The parent's structures with every PASID as Graphviz DOT (VtdImageDot), for dot -Tsvg.
@@ -779,7 +944,7 @@ internal sealed class Tour : IDisposable
         c.Row("PASIDs in use", _driver.PasidsInUse);
 
         long expectedPins = _guests.Sum(g =>
-            g.Backend.Mappings.Sum(m => g.Domain is not null ? (long)(m.Size / Page) : 0)
+            g.Backend.Mappings.Sum(m => g.Backend.Domains.Count > 0 ? (long)(m.Size / Page) : 0)
             + g.Backend.Mappings.Sum(m => (long)m.ExternalPinCount));
         _r.Expect(
             _pages.TotalPins == expectedPins,
@@ -796,8 +961,8 @@ internal sealed class Tour : IDisposable
             $"faults: {_expectedFaults} expected, {act.Faults} seen by the unit, "
             + $"{_driver.Faults.Count} read by the driver — nothing else faulted");
         _r.Expect(
-            _driver.PasidsInUse == _guests.Count(g => g.Pasid != 0),
-            $"PASIDs in use = aux domains attached ({_driver.PasidsInUse})");
+            _driver.PasidsInUse == (_pasidAttach ? 0 : _guests.Count(g => g.Pasid != 0)),
+            $"aux PASIDs in use = aux domains attached ({_driver.PasidsInUse})");
 
         _r.Fact("mappings", _guests.Sum(g => g.Backend.Mappings.Count));
         _r.Fact("pages.pinned", _pages.TotalPins);
@@ -820,12 +985,36 @@ internal sealed class Tour : IDisposable
             g.Proc.Exit();
         }
 
+        if (_pasidAttach)
+        {
+            // Close detached each PASID; the owner drops the domains it handed out, and removing
+            // the mdevs frees the global PASIDs.
+            bool detached = _guests.All(g => g.Pasid == 0 || Iommu.GetDomainForDevPasid(
+                _parent, g.Pasid, DomainType.Blocked, out IDomain? d) != Errno.None || d is null);
+            foreach (MdevDevice m in _adis)
+            {
+                IDomain? d = m.GetIommuDomain();
+                m.SetIommuDomain(null);
+                if (d is not null)
+                {
+                    Iommu.DomainFree(d);
+                }
+            }
+
+            bool freed = _adis.All(m => _mdev.Remove(m) == Errno.None)
+                && _accel.Adis.All(a => a.AllocatedPasid is null);
+            _r.Expect(
+                detached && freed,
+                "PASID attach: close detached every ADI's PASID (iommu_detach_device_pasid), "
+                + "remove freed them (iommu_free_global_pasid)");
+        }
+
         bool adisOff = _accel.Adis.All(a => !a.Enabled);
         _r.Expect(
             adisOff && _driver.PasidsInUse == 0 && _pages.TotalPins == 0
                 && _guests.All(g => g.Proc.LockedVm == 0)
                 && _adis.All(m => m.GetIommuDomain() is null),
-            "the guests exit: ADIs disabled, aux domains detached and their PASIDs freed "
+            $"the guests exit: ADIs disabled, {DomainWord} domains detached and their PASIDs freed "
             + $"({_driver.PasidsInUse} in use), every pin dropped ({_pages.TotalPins} pinned), "
             + "locked_vm back to 0");
 
@@ -869,8 +1058,8 @@ internal sealed class Tour : IDisposable
             _guests.All(g => g.Backend.DmaAvail
                 == m.Sum("vfio.type1.dma.available", "container", g.Container.Id)),
             $"vfio.type1.dma.available per container = dma_avail ({avail})");
-        long inDomains = _guests.Sum(g =>
-            g.Backend.Domains.Count * g.Backend.Mappings.Sum(x => (long)(x.Size / Page)));
+        long inDomains = _guests.Sum(g => g.OwnMapped
+            + (g.Backend.Domains.Count * g.Backend.Mappings.Sum(x => (long)(x.Size / Page))));
         _r.Expect(
             m.Sum("iommu.mapped.pages") == inDomains
                 && (m.Sum("iommu.map.operations") > 0) == (inDomains > 0),
@@ -895,6 +1084,14 @@ internal sealed class Tour : IDisposable
     }
 
     // ---------------------------------------------------------------------------------------------
+    private VtdImageChunkKind TableKind =>
+        _firstLevel ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.PageTable;
+
+    private ulong LeafAddressMask =>
+        _firstLevel ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask;
+
+    private string DomainWord => _pasidAttach ? "PASID-attached" : "aux";
+
     private static int Levels(int agaw) => agaw + 2;
 
     private static string Short(Guid uuid) => uuid.ToString()[..8] + "…" + uuid.ToString()[^4..];
@@ -963,5 +1160,11 @@ internal sealed class Tour : IDisposable
         public ulong Ram { get; set; }
 
         public ulong Secret { get; set; }
+
+        // Pages the tour mapped into the mdev's domain itself (PASID attach: no type1 domain).
+        public int OwnMapped { get; set; }
     }
 }
+
+/// <summary>How the tour runs: legacy mode, first-level tables, the 6.2 PASID attach way.</summary>
+internal sealed record TourOptions(bool Legacy, bool FirstLevel = false, bool PasidAttach = false);

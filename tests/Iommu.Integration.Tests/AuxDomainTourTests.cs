@@ -99,6 +99,73 @@ public sealed class AuxDomainTourTests
         Assert.Equal(-1, legacy.RootElement.GetProperty("facts").GetProperty("legacy.aux_attach_errno").GetInt32()); // -EPERM
     }
 
+    [Fact]
+    public void The_first_level_tour_puts_aux_domains_on_first_level_tables_and_decodes_them()
+    {
+        (int exit, string text) = Tour("--first-level");
+
+        Assert.True(exit == 0, text);
+        AssertFits(text, "--first-level");
+        Assert.DoesNotContain("UNEXPECTED", text, StringComparison.Ordinal);
+        Assert.Contains("[ok] ECAP.FLTS on every unit: 5.15's rule makes every new domain first level", text, StringComparison.Ordinal);
+        Assert.Contains("[ok] every guest's domain is first level", text, StringComparison.Ordinal);
+        Assert.Contains("guest A: hello via PASID 1", text, StringComparison.Ordinal);
+        Assert.Matches(@"B reads A's IOVA\s+0000:00:04\.0\s+2\s+B\s+read\s+0x40000000\s+0x71", text);
+        Assert.Matches(@"C writes unmapped IOVA\s+0000:00:04\.0\s+3\s+C\s+write\s+0x70000000\s+0x71", text);
+        Assert.Matches(@"PGTT=first-level DID \d+ FLPM 4-level, FLPTR 0x[0-9a-f]+ SRE WPE", text);
+        Assert.Matches(@"PTE\s+257\s+0x[0-9a-f]+\s+0x8000000[0-9a-f]{9}\s+P RW US A D XD leaf: 4K page @0x[0-9a-f]+", text);
+        Assert.Matches(@"\n  0\s+first-level\s+\d+\s+0x[0-9a-f]+\s+4-level\s+-\s+RID_PASID", text);
+        Assert.Matches(@"\n  1\s+first-level\s+\d+\s+0x[0-9a-f]+\s+4-level\s+SRE WPE\s+guest A's aux domain", text);
+        Assert.Contains("first-level-table", text, StringComparison.Ordinal);
+        Assert.DoesNotContain(" page-table", text, StringComparison.Ordinal);
+
+        (int jexit, string json) = Tour("--first-level", "--json");
+        Assert.True(jexit == 0, json);
+        using JsonDocument doc = JsonDocument.Parse(json);
+        JsonElement root = doc.RootElement;
+        Assert.True(root.GetProperty("ok").GetBoolean());
+        Assert.True(root.GetProperty("facts").GetProperty("unit.first_level").GetBoolean());
+        JsonElement path = root.GetProperty("sections")[4].GetProperty("tables").GetProperty("path");
+        Assert.Equal(["root entry", "context entry (scalable)", "PASID directory entry", "PASID table entry", "PML4E", "PDPE", "PDE", "PTE"],
+            path.EnumerateArray().Select(e => e.GetProperty("structure").GetString()));
+        Assert.StartsWith("PGTT=first-level", path[3].GetProperty("meaning").GetString(), StringComparison.Ordinal);
+        JsonElement pasids = root.GetProperty("sections")[4].GetProperty("tables").GetProperty("pasid_table");
+        Assert.Equal(["-", "SRE WPE", "SRE WPE", "SRE WPE"], pasids.EnumerateArray().Select(e => e.GetProperty("flags").GetString()));
+        Assert.Equal(["0x71", "0x71"], root.GetProperty("sections")[3].GetProperty("tables").GetProperty("faults")
+            .EnumerateArray().Select(f => f.GetProperty("reason").GetString()));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_pasid_attach_tour_attaches_each_adis_domain_to_a_global_pasid(bool firstLevel)
+    {
+        string[] args = firstLevel ? ["--pasid-attach", "--first-level"] : ["--pasid-attach"];
+        (int exit, string text) = Tour(args);
+
+        Assert.True(exit == 0, text);
+        AssertFits(text, string.Join(' ', args));
+        Assert.DoesNotContain("UNEXPECTED", text, StringComparison.Ordinal);
+        Assert.Contains("[ok] PASID attach (6.2): nothing enables IOMMU_DEV_FEAT_AUX", text, StringComparison.Ordinal);
+        Assert.Contains("[ok] ADI 1: PASID 1 from iommu_alloc_global_pasid(0000:00:04.0)", text, StringComparison.Ordinal);
+        Assert.Contains("[ok] guest A: PASID 1 from iommu_alloc_global_pasid at create; on open", text, StringComparison.Ordinal);
+        Assert.Contains("three PASID-attached domains on one parent, three PASIDs: 1, 2, 3", text, StringComparison.Ordinal);
+        Assert.Contains("guest B: hello via PASID 2", text, StringComparison.Ordinal);
+        Assert.Contains("[ok] PASID attach: close detached every ADI's PASID", text, StringComparison.Ordinal);
+        Assert.Matches(firstLevel ? "PGTT=first-level DID \\d+ FLPM" : "PGTT=second-level DID \\d+ AW", text);
+        Assert.Matches($@"B reads A's IOVA\s+0000:00:04\.0\s+2\s+B\s+read\s+0x40000000\s+{(firstLevel ? "0x71" : "0x86")}", text);
+
+        (int jexit, string json) = Tour([.. args, "--json"]);
+        Assert.True(jexit == 0, json);
+        using JsonDocument doc = JsonDocument.Parse(json);
+        JsonElement facts = doc.RootElement.GetProperty("facts");
+        Assert.True(facts.GetProperty("pasid_attach").GetBoolean());
+        Assert.Equal(firstLevel, facts.GetProperty("unit.first_level").GetBoolean());
+        Assert.Equal([1u, 2u, 3u], facts.GetProperty("pasids").EnumerateArray().Select(p => p.GetUInt32()));
+        Assert.Equal(49, facts.GetProperty("metrics.iommu.mapped.pages").GetInt64()); // mapped by the owner, not type1
+        Assert.Equal(2, facts.GetProperty("pages.pinned").GetInt64()); // only the mtty's vendor pins
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -177,6 +244,10 @@ public sealed class AuxDomainTourTests
         Assert.Equal(0, exit);
         Assert.Contains("--legacy", text, StringComparison.Ordinal);
         Assert.Contains("--json", text, StringComparison.Ordinal);
+        Assert.Contains("--first-level", text, StringComparison.Ordinal);
+        Assert.Contains("--pasid-attach", text, StringComparison.Ordinal);
+        Assert.Equal(2, Tour("--legacy", "--first-level").Exit);
+        Assert.Equal(2, Tour("--legacy", "--pasid-attach").Exit);
 
         (int bad, _) = Tour("--nope");
         Assert.Equal(2, bad);

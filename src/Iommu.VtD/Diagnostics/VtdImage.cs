@@ -7,7 +7,7 @@ namespace Iommu.VtD.Diagnostics;
 
 /// <summary>
 /// Everything a VT-d remapping unit can reach from its root-table pointer — root table, context
-/// tables, PASID directories and tables, second-level page tables — as a list of (physical address,
+/// tables, PASID directories and tables, second-level and first-level page tables — as a list of (physical address,
 /// bytes) chunks, plus RTADDR and the translation mode, and optionally the outcome of chosen
 /// requests (<see cref="Probes"/>). Made by <see cref="VtdImageExporter"/>; written and read as JSON
 /// by <see cref="VtdImageJson"/> (format: <c>docs/vtd-image-format.md</c>).
@@ -150,7 +150,12 @@ public sealed class VtdImage
     /// The entries a request from <paramref name="requesterId"/> (with <paramref name="pasid"/>, or
     /// without: then the context entry's RID_PASID is used in scalable mode) at <paramref name="iova"/>
     /// reads in this image: root entry, context entry, PASID-directory and PASID entries (scalable),
-    /// then the second-level entries from the top level down to the leaf. Stops at the first entry that
+    /// then the paging entries the PASID entry's translation type names, from the top level down to
+    /// the leaf: second-level entries (legacy, PGTT = 010), first-level entries from FLPTR (PGTT = 001,
+    /// 4 or 5 levels by FLPM), or (nested, PGTT = 011) first-level entries, each read at the host
+    /// address the second level gives its guest-physical one (<see cref="VtdImageEntry.GuestAddress"/>),
+    /// followed by the second-level entries that translate the first-level leaf's guest-physical
+    /// page; nothing after a pass-through entry. Stops at the first entry that
     /// is not present, is not in the image, or is a leaf. No other checks are made (use <see cref="Probe"/>
     /// for what the unit does).
     /// </summary>
@@ -218,6 +223,17 @@ public sealed class VtdImage
 
             table = pe & VtdFormat.PointerMask;
             levels = (int)((pe >> VtdFormat.PasidAwShift) & 7) + 2;
+            int pgtt = (int)((pe >> VtdFormat.PasidPgttShift) & 7);
+            if (pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
+            {
+                if (!TryReadUInt64(pePa + 16, out ulong q2) || !FirstLevelPath(path, q2, pgtt == VtdFormat.PgttNested, table, levels - 2, iova, out ulong gpa))
+                {
+                    return path;
+                }
+
+                // Nested: the leaf's guest-physical page goes through the second level like any input address.
+                iova = gpa;
+            }
         }
 
         // AW 1-3 only, as the exporter walks; the unit's walker stops where the image path always
@@ -226,7 +242,7 @@ public sealed class VtdImage
         {
             var nonLeafReserved = new ulong[6];
             nonLeafReserved[4] = nonLeafReserved[5] = VtdFormat.SlPageSize;
-            SecondLevelWalker.Walk(new ImageEntrySource(this), table, levels, iova, new ulong[6], nonLeafReserved, out SecondLevelWalkTrace trace);
+            SecondLevelWalker.Walk(new EntrySource(this), table, levels, iova, new ulong[6], nonLeafReserved, out SecondLevelWalkTrace trace);
             for (int i = 0; i < trace.Count; i++)
             {
                 SecondLevelWalkEntry e = trace.Entries[i];
@@ -237,8 +253,75 @@ public sealed class VtdImage
         return path;
     }
 
+    // The first-level entries from FLPTR to the leaf (FLPM: 4 or 5 levels), by the hardware's walker.
+    // Nested: each entry's guest-physical address is translated through the second level at slRoot;
+    // true when the walk reached a leaf there, with the guest-physical address it gives.
+    private bool FirstLevelPath(List<VtdImageEntry> path, ulong q2, bool nested, ulong slRoot, int aw, ulong iova, out ulong gpa)
+    {
+        gpa = 0;
+        ulong flptr = FirstLevelView.Flptr(q2);
+        int levels = FirstLevelView.Levels(q2);
+        FirstLevelWalkTrace trace;
+        if (nested)
+        {
+            FirstLevelWalker.Walk(new ImageNestedSource(this, slRoot, aw), flptr, levels, iova, new ulong[6], FirstLevelView.FirstLevelNonLeafReserved, 0, out trace);
+        }
+        else
+        {
+            FirstLevelWalker.Walk(new ImageFirstLevelSource(this), flptr, levels, iova, new ulong[6], FirstLevelView.FirstLevelNonLeafReserved, 0, out trace);
+        }
+
+        ulong table = flptr;
+        for (int i = 0; i < trace.Count; i++)
+        {
+            FirstLevelWalkEntry e = trace.Entries[i];
+            ulong at = table + (((iova >> SecondLevelWalker.Shift(e.Level)) & 0x1FF) * 8);
+            path.Add(nested
+                ? new VtdImageEntry(VtdImageChunkKind.NestedFirstLevelTable, e.Level, e.HostAddress, e.Value) { GuestAddress = at }
+                : new VtdImageEntry(VtdImageChunkKind.FirstLevelTable, e.Level, e.HostAddress, e.Value));
+            table = e.Value & VtdFormat.FlAddressMask;
+        }
+
+        if (!nested || trace.Status != FirstLevelWalkStatus.Leaf)
+        {
+            return false;
+        }
+
+        gpa = trace.Output | (iova & ((1UL << SecondLevelWalker.Shift(trace.Level)) - 1));
+        return true;
+    }
+
+    // First-level tables read from the image at host addresses; a read outside every chunk stops the walk.
+    private readonly struct ImageFirstLevelSource(VtdImage image) : IFirstLevelEntrySource
+    {
+        public VtdFaultReason Read(ulong address, bool top, out ulong hostAddress, out ulong entry, out bool writable)
+        {
+            hostAddress = address;
+            writable = true;
+            return image.TryReadUInt64(address, out entry) ? VtdFaultReason.None
+                : top ? VtdFaultReason.FirstLevelPointerInvalid : VtdFaultReason.FirstLevelReadError;
+        }
+    }
+
+    // Nested first-level tables: guest-physical addresses translated through the image's second level.
+    private readonly struct ImageNestedSource(VtdImage image, ulong slRoot, int aw) : IFirstLevelEntrySource
+    {
+        public VtdFaultReason Read(ulong address, bool top, out ulong hostAddress, out ulong entry, out bool writable)
+        {
+            entry = 0;
+            writable = false;
+            if (!FirstLevelView.TryTranslate(new EntrySource(image), slRoot, aw, address, out hostAddress))
+            {
+                return top ? VtdFaultReason.FirstLevelRootReadDenied : VtdFaultReason.FirstLevelEntryReadDenied;
+            }
+
+            return image.TryReadUInt64(hostAddress, out entry) ? VtdFaultReason.None
+                : top ? VtdFaultReason.FirstLevelPointerInvalid : VtdFaultReason.FirstLevelReadError;
+        }
+    }
+
     // The hardware walker's view of an image: an entry outside every chunk is a read error.
-    private readonly struct ImageEntrySource(VtdImage image) : ISecondLevelEntrySource
+    internal readonly struct EntrySource(VtdImage image) : ISecondLevelEntrySource
     {
         public bool TryRead(ulong pa, out ulong entry)
         {
@@ -269,8 +352,10 @@ public sealed class VtdImage
     /// Moves every structure into the physical window [<paramref name="windowBase"/>,
     /// <paramref name="windowBase"/> + <paramref name="windowSize"/>), 4 KiB aligned, in address order,
     /// and rewrites every pointer the unit would follow — root → context table, context → PASID
-    /// directory or second-level root, directory → PASID table, PASID entry → second-level root,
-    /// non-leaf paging entry → next table — plus RTADDR. Leaf entries (the output addresses of
+    /// directory or second-level root, directory → PASID table, PASID entry → second-level root or
+    /// (PGTT = 001) FLPTR, non-leaf paging entry → next table — plus RTADDR. The pointers of nested
+    /// first-level tables (and a nested entry's FLPTR) are guest-physical and are not rewritten: the
+    /// second-level leaves that map them are output addresses, which relocation keeps. Leaf entries (the output addresses of
     /// translations) are not changed. Pointers the unit would not follow (not-present entries, leaves,
     /// pointers to memory outside the image) are left as they are. Probes are re-evaluated by the
     /// caller if needed (they are dropped).
@@ -365,9 +450,15 @@ public sealed class VtdImage
                     {
                         ulong q0 = W(off);
                         int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
-                        if ((q0 & VtdFormat.Present) != 0 && pgtt is >= VtdFormat.PgttFirstLevel and <= VtdFormat.PgttNested)
+                        if ((q0 & VtdFormat.Present) != 0 && pgtt is VtdFormat.PgttSecondLevel or VtdFormat.PgttNested)
                         {
                             Fix(off, VtdFormat.PointerMask);
+                        }
+
+                        // FLPTR of a first-level entry is host-physical; a nested one is guest-physical (kept).
+                        if ((q0 & VtdFormat.Present) != 0 && pgtt == VtdFormat.PgttFirstLevel)
+                        {
+                            Fix(off + 16, VtdFormat.PointerMask);
                         }
                     }
 
@@ -378,6 +469,16 @@ public sealed class VtdImage
                         if (SecondLevelWalker.IsTablePointer(W(off), c.Level))
                         {
                             Fix(off, VtdFormat.SlAddressMask);
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.FirstLevelTable:
+                    for (int off = 0; off + 8 <= s.Length; off += 8)
+                    {
+                        if (FirstLevelView.IsTablePointer(W(off), c.Level))
+                        {
+                            Fix(off, VtdFormat.FlAddressMask);
                         }
                     }
 

@@ -20,4 +20,16 @@ public enum VtdImageChunkKind
 
     /// <summary>A second-level paging structure (4 KiB, 512 entries); <see cref="VtdImageChunk.Level"/> says which level.</summary>
     PageTable = 5,
+
+    /// <summary>
+    /// A first-level (IA-32e) paging structure a PGTT = 001 PASID entry reaches from FLPTR (4 KiB, 512
+    /// entries); <see cref="VtdImageChunk.Level"/> says which level (5 = PML5 … 1 = page table).
+    /// </summary>
+    FirstLevelTable = 6,
+
+    /// <summary>
+    /// A first-level paging structure of a nested (PGTT = 011) PASID entry, stored at the host address
+    /// the second level (SLPTPTR) gives its guest-physical address; its pointers are guest-physical.
+    /// </summary>
+    NestedFirstLevelTable = 7,
 }

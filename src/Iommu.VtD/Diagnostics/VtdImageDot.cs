@@ -7,7 +7,9 @@ namespace Iommu.VtD.Diagnostics;
 /// <summary>
 /// Draws the translation structures one device (or one of its PASIDs) reaches in a
 /// <see cref="VtdImage"/> as a Graphviz DOT graph: root entry → context entry → PASID directory →
-/// PASID table → second-level page-table levels (legacy mode: root → context → page tables). Each
+/// PASID table → second-level page-table levels, or the first-level tables from FLPTR (PGTT = 001;
+/// nested: both, first-level tables titled with their guest-physical and host addresses) (legacy
+/// mode: root → context → page tables). Each
 /// table is a record node holding only the entries the walk can use; pointers are edges; runs of
 /// leaves that are contiguous in IOVA and physical address with the same permissions are one line,
 /// e.g. "0x1000_0000–0x101F_FFFF → 0x2_0000_0000 RW (512 × 4K)".
@@ -123,6 +125,7 @@ public static class VtdImageDot
         string id = Inv($"pasid_{table:x}");
         var fields = new List<(string, string)>();
         var roots = new List<(string Port, ulong Root, int Levels)>();
+        var flRoots = new List<(string Port, ulong Root, int Levels, ulong? SlRoot, int Aw)>();
         for (uint i = 0; i < 64; i++)
         {
             uint n = first + i;
@@ -135,12 +138,18 @@ public static class VtdImageDot
             ulong q1 = g.Image.ReadUInt64(pa + 8);
             string port = Inv($"p{i}");
             string rid = n == ridPasid ? " (RID_PASID)" : "";
-            fields.Add((port, Inv($"PASID {n}{rid}: {VtdDecoder.DescribePasidEntry(q0, q1)}")));
+            fields.Add((port, Inv($"PASID {n}{rid}: {VtdDecoder.DescribePasidEntry(q0, q1, g.Image.ReadUInt64(pa + 16))}")));
             int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
             int aw = (int)((q0 >> VtdFormat.PasidAwShift) & 7);
             if (pgtt is VtdFormat.PgttSecondLevel or VtdFormat.PgttNested && aw is >= 1 and <= 3)
             {
                 roots.Add((port, q0 & VtdFormat.PointerMask, aw + 2));
+            }
+
+            if (pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
+            {
+                ulong q2 = g.Image.ReadUInt64(pa + 16);
+                flRoots.Add((port, FirstLevelView.Flptr(q2), FirstLevelView.Levels(q2), pgtt == VtdFormat.PgttNested ? q0 & VtdFormat.PointerMask : null, aw));
             }
         }
 
@@ -153,6 +162,115 @@ public static class VtdImageDot
         foreach ((string port, ulong root, int levels) in roots)
         {
             g.Edge($"{id}:{port}", PageTable(g, root, levels, 0));
+        }
+
+        foreach ((string port, ulong root, int levels, ulong? slRoot, int aw) in flRoots)
+        {
+            g.Edge($"{id}:{port}", FirstLevelTable(g, root, levels, 0, slRoot, aw));
+        }
+
+        return id;
+    }
+
+    // A first-level table: entries by their P/RW/US/… bits; nested tables are titled with the
+    // guest-physical address the walk uses and the host address the second level gives it.
+    private static string FirstLevelTable(Graph g, ulong table, int level, ulong iovaBase, ulong? slRoot, int aw)
+    {
+        string id = Inv($"fl{level}_{table:x}_{iovaBase:x}");
+        if (!g.Seen.Add(id))
+        {
+            return id;
+        }
+
+        string name = "first-level " + TableName(level);
+        ulong host = table;
+        if (slRoot is ulong sl)
+        {
+            if (!FirstLevelView.TryTranslate(new VtdImage.EntrySource(g.Image), sl, aw, table, out host))
+            {
+                g.Node(id, Inv($"{name} @GPA 0x{table:x}"), [("", "not mapped readable by the second level")]);
+                return id;
+            }
+
+            name = Inv($"{name} @GPA 0x{table:x} → host 0x{host:x}");
+        }
+        else
+        {
+            name = Inv($"{name} @0x{table:x}");
+        }
+
+        return Entries(g, id, name, host, level, iovaBase, slRoot is null ? "" : "GPA ",
+            (child, childBase) => FirstLevelTable(g, child, level - 1, childBase, slRoot, aw));
+    }
+
+    // The node of one paging structure at host address `host`: its present entries, runs of leaves
+    // as one line, a port and an edge per next table. `firstLevel` is null for second-level tables
+    // (R/W), else the prefix of first-level pointers ("GPA " when nested), and IA-32e bits are named.
+    private static string Entries(Graph g, string id, string title, ulong host, int level, ulong iovaBase, string? firstLevel, Func<ulong, ulong, string> child)
+    {
+        if (!g.Image.TryReadUInt64(host, out _))
+        {
+            g.Node(id, title, [("", "not in the image")]);
+            return id;
+        }
+
+        bool fl = firstLevel is not null;
+        ulong addressMask = fl ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask;
+        int shift = 12 + (VtdFormat.LevelStride * (level - 1));
+        ulong size = 1UL << shift;
+        var fields = new List<(string, string)>();
+        var children = new List<(string Port, ulong Table, ulong Base)>();
+        LeafRun run = default;
+        for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
+        {
+            ulong pte = g.Image.ReadUInt64(host + ((ulong)i * 8));
+            ulong iova = iovaBase + ((ulong)i << shift);
+            bool present = fl ? (pte & VtdFormat.FlPresent) != 0 : (pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) != 0;
+            if (!present)
+            {
+                run.Flush(fields, size, level);
+                continue;
+            }
+
+            ulong addr = pte & addressMask;
+            string bits = fl ? VtdDecoder.FirstLevelBits(pte, level) : VtdDecoder.Permissions(pte);
+            if (fl ? FirstLevelView.IsLeaf(pte, level) : VtdDecoder.IsLeaf(pte, level))
+            {
+                // Runs join leaves with equal bits (first level: A and D too, as they differ per page).
+                ulong perm = fl ? pte & ~addressMask : pte & (VtdFormat.SlRead | VtdFormat.SlWrite);
+                if (!run.Extends(i, addr, perm, size))
+                {
+                    run.Flush(fields, size, level);
+                    run = new LeafRun(i, iova, addr, perm) { FirstLevel = fl };
+                }
+
+                run.Count++;
+                continue;
+            }
+
+            run.Flush(fields, size, level);
+            if ((pte & (fl ? VtdFormat.FlPageSize : VtdFormat.SlPageSize)) != 0)
+            {
+                // PS at levels 4 and 5 is a reserved bit: the unit faults instead of walking on.
+                fields.Add(("", Inv($"[{i}] {bits} PS set: reserved at this level")));
+                continue;
+            }
+
+            string port = Inv($"e{i}");
+            fields.Add((port, Inv($"[{i}] {bits} IOVA {Hex(iova)}+: next table @{firstLevel}0x{addr:x}")));
+            children.Add((port, addr, iova));
+        }
+
+        run.Flush(fields, size, level);
+        if (fields.Count == 0)
+        {
+            fields.Add(("", "no present entry"));
+        }
+
+        g.Node(id, title, fields);
+        foreach ((string port, ulong next, ulong childBase) in children)
+        {
+            g.Edge($"{id}:{port}", child(next, childBase));
         }
 
         return id;
@@ -168,67 +286,8 @@ public static class VtdImageDot
         }
 
         string title = Inv($"{TableName(level)} @0x{table:x}");
-        if (!g.Image.TryReadUInt64(table, out _))
-        {
-            g.Node(id, title, [("", "not in the image")]);
-            return id;
-        }
-
-        int shift = 12 + (VtdFormat.LevelStride * (level - 1));
-        ulong size = 1UL << shift;
-        var fields = new List<(string, string)>();
-        var children = new List<(string Port, ulong Table, ulong Base)>();
-        LeafRun run = default;
-        for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
-        {
-            ulong pte = g.Image.ReadUInt64(table + ((ulong)i * 8));
-            ulong iova = iovaBase + ((ulong)i << shift);
-            if ((pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) == 0)
-            {
-                run.Flush(fields, size, level);
-                continue;
-            }
-
-            ulong addr = pte & VtdFormat.SlAddressMask;
-            if (VtdDecoder.IsLeaf(pte, level))
-            {
-                ulong perm = pte & (VtdFormat.SlRead | VtdFormat.SlWrite);
-                if (!run.Extends(i, addr, perm, size))
-                {
-                    run.Flush(fields, size, level);
-                    run = new LeafRun(i, iova, addr, perm);
-                }
-
-                run.Count++;
-                continue;
-            }
-
-            run.Flush(fields, size, level);
-            if (level > 3 && (pte & VtdFormat.SlPageSize) != 0)
-            {
-                // PS at levels 4 and 5 is a reserved bit: the unit faults instead of walking on.
-                fields.Add(("", Inv($"[{i}] {VtdDecoder.Permissions(pte)} PS set: reserved at this level")));
-                continue;
-            }
-
-            string port = Inv($"e{i}");
-            fields.Add((port, Inv($"[{i}] {VtdDecoder.Permissions(pte)} IOVA {Hex(iova)}+: next table @0x{addr:x}")));
-            children.Add((port, addr, iova));
-        }
-
-        run.Flush(fields, size, level);
-        if (fields.Count == 0)
-        {
-            fields.Add(("", "no present entry"));
-        }
-
-        g.Node(id, title, fields);
-        foreach ((string port, ulong child, ulong childBase) in children)
-        {
-            g.Edge($"{id}:{port}", PageTable(g, child, level - 1, childBase));
-        }
-
-        return id;
+        return Entries(g, id, title, table, level, iovaBase, null,
+            (child, childBase) => PageTable(g, child, level - 1, childBase));
     }
 
     private static string TableName(int level) => level switch
@@ -285,6 +344,7 @@ public static class VtdImageDot
         public ulong Pa = pa;
         public ulong Perm = perm;
         public int Count;
+        public bool FirstLevel;
 
         public readonly bool Extends(int index, ulong pa, ulong perm, ulong size) =>
             Count > 0 && index == First + Count && perm == Perm && pa == Pa + ((ulong)Count * size);
@@ -298,7 +358,8 @@ public static class VtdImageDot
 
             string idx = Count == 1 ? Inv($"[{First}]") : Inv($"[{First}–{First + Count - 1}]");
             ulong last = Iova + ((ulong)Count * size) - 1;
-            string perm = ((Perm & VtdFormat.SlRead) != 0 ? "R" : "") + ((Perm & VtdFormat.SlWrite) != 0 ? "W" : "");
+            string perm = FirstLevel ? VtdDecoder.FirstLevelBits(Perm, level)
+                : ((Perm & VtdFormat.SlRead) != 0 ? "R" : "") + ((Perm & VtdFormat.SlWrite) != 0 ? "W" : "");
             fields.Add(("", Inv($"{idx} {Hex(Iova)}–{Hex(last)} → {Hex(Pa)} {perm} ({Count} × {VtdDecoder.PageSizeName(level)})")));
             Count = 0;
         }

@@ -7,8 +7,11 @@ namespace Iommu.VtD.Diagnostics;
 /// <summary>
 /// Exports everything a remapping unit can reach as a <see cref="VtdImage"/>, by walking physical
 /// memory from the root-table pointer the way the hardware does: root entries → context tables →
-/// (legacy) second-level tables, or (scalable) PASID directories → PASID tables → second-level
-/// tables. Only present entries are followed, and only pointers the unit would accept (no address
+/// (legacy) second-level tables, or (scalable) PASID directories → PASID tables → the tables
+/// each PASID entry's translation type names: second-level tables from SLPTPTR (PGTT = 010),
+/// first-level tables from FLPTR (001), both for nested (011, whose first-level tables sit at
+/// guest-physical addresses and are exported where the second level maps them), none for
+/// pass-through (100). Only present entries are followed, and only pointers the unit would accept (no address
 /// bits at or above the host address width). The driver's own bookkeeping is never consulted.
 /// </summary>
 public static class VtdImageExporter
@@ -186,13 +189,63 @@ public static class VtdImageExporter
 
             for (int i = 0; i < 64; i++)
             {
-                ulong q0 = Word(t, i * VtdFormat.PasidEntrySize);
+                ulong q0 = Word(t, i * VtdFormat.PasidEntrySize), q2 = Word(t, (i * VtdFormat.PasidEntrySize) + 16);
                 int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
-
-                // PGTT 010 is walked from SLPTPTR; 001 and 011 too, as QEMU 7.2 walks them (the model rejects them).
-                if ((q0 & VtdFormat.Present) != 0 && pgtt is >= VtdFormat.PgttFirstLevel and <= VtdFormat.PgttNested && Pointer(q0, out ulong slpt))
+                int aw = (int)((q0 >> VtdFormat.PasidAwShift) & 7);
+                if ((q0 & VtdFormat.Present) == 0)
                 {
-                    Root(slpt, (int)((q0 >> VtdFormat.PasidAwShift) & 7));
+                    continue;
+                }
+
+                // The walk the translation type names: second level from SLPTPTR (010), first level from
+                // FLPTR (001), both for nested (011; first-level tables at guest-physical addresses).
+                if (pgtt is VtdFormat.PgttSecondLevel or VtdFormat.PgttNested && Pointer(q0, out ulong slpt))
+                {
+                    Root(slpt, aw);
+                }
+
+                if (pgtt == VtdFormat.PgttFirstLevel && Pointer(q2, out ulong flptr))
+                {
+                    FirstLevelTables(flptr, FirstLevelView.Levels(q2), null, 0);
+                }
+                else if (pgtt == VtdFormat.PgttNested && Pointer(q0, out ulong nestRoot))
+                {
+                    FirstLevelTables(FirstLevelView.Flptr(q2), FirstLevelView.Levels(q2), nestRoot, aw);
+                }
+            }
+        }
+
+        // First-level tables from FLPTR down, every present table pointer followed. Nested
+        // (slRoot set): each table address is guest-physical and the chunk is stored where the second
+        // level puts it; a table the second level does not map readably is not exported (the unit
+        // faults there, 0x75/0x76, as the nested fault assignments, UNVERIFIED, have it). The
+        // second level's input width (MGAW) is not checked here: the image does not carry it.
+        private void FirstLevelTables(ulong table, int level, ulong? slRoot, int aw)
+        {
+            ulong host = table;
+            if (slRoot is ulong sl)
+            {
+                if (!FirstLevelView.TryTranslate(new MemoryEntrySource(memory), sl, aw, table, out host))
+                {
+                    return;
+                }
+            }
+            else if ((table & ~hawMask) != 0)
+            {
+                return;
+            }
+
+            if (!Add(host, slRoot is null ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.NestedFirstLevelTable, level, 4096, out byte[] data))
+            {
+                return;
+            }
+
+            for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
+            {
+                ulong pte = Word(data, i * 8);
+                if (FirstLevelView.IsTablePointer(pte, level))
+                {
+                    FirstLevelTables(pte & VtdFormat.FlAddressMask, level - 1, slRoot, aw);
                 }
             }
         }

@@ -159,7 +159,7 @@ public static class VtdImageJson
 
     /// <summary>The JSON name of a chunk kind.</summary>
     /// <param name="kind">The kind.</param>
-    /// <returns>"root", "context-legacy", "context-scalable", "pasid-directory", "pasid-table" or "page-table".</returns>
+    /// <returns>"root", "context-legacy", "context-scalable", "pasid-directory", "pasid-table", "page-table", "first-level-table" or "nested-first-level-table".</returns>
     public static string KindName(VtdImageChunkKind kind) => kind switch
     {
         VtdImageChunkKind.RootTable => "root",
@@ -168,6 +168,8 @@ public static class VtdImageJson
         VtdImageChunkKind.PasidDirectory => "pasid-directory",
         VtdImageChunkKind.PasidTable => "pasid-table",
         VtdImageChunkKind.PageTable => "page-table",
+        VtdImageChunkKind.FirstLevelTable => "first-level-table",
+        VtdImageChunkKind.NestedFirstLevelTable => "nested-first-level-table",
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown chunk kind"),
     };
 
@@ -179,6 +181,8 @@ public static class VtdImageJson
         "pasid-directory" => VtdImageChunkKind.PasidDirectory,
         "pasid-table" => VtdImageChunkKind.PasidTable,
         "page-table" => VtdImageChunkKind.PageTable,
+        "first-level-table" => VtdImageChunkKind.FirstLevelTable,
+        "nested-first-level-table" => VtdImageChunkKind.NestedFirstLevelTable,
         _ => throw new FormatException($"Unknown chunk kind '{s}'."),
     };
 

@@ -208,6 +208,12 @@ public static class VtdFormat
     /// <summary>First-level entry U/S (bit 2).</summary>
     public const ulong FlUser = 1UL << 2;
 
+    /// <summary>First-level entry PWT (bit 3): page write-through; the unit's walk ignores it (decoded by the diagnostics).</summary>
+    public const ulong FlWriteThrough = 1UL << 3;
+
+    /// <summary>First-level entry PCD (bit 4): page cache disable; the unit's walk ignores it (decoded by the diagnostics).</summary>
+    public const ulong FlCacheDisable = 1UL << 4;
+
     /// <summary>First-level entry A (bit 5).</summary>
     public const ulong FlAccessed = 1UL << 5;
 
