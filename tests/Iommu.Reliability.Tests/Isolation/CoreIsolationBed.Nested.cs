@@ -222,7 +222,7 @@ internal sealed partial class CoreIsolationBed
         }
 
         Probes++;
-        string what = $"dma_{(op.Write ? "write" : "read")} dev{op.Dev} {attrs} pasid {(pasid is null ? "-" : pasid.Value)} iova {Hex(iova)} through nd "
+        string what = $"dma_{(op.Write ? "write" : "read")} dev{m.Index} {attrs} pasid {(pasid is null ? "-" : pasid.Value)} iova {Hex(iova)} through nd "
             + $"(model: {string.Join(" or ", allowed.Select(a => $"{a.Status} {Hex(a.Pa)} ({a.Why})"))})";
         Span<byte> buf = stackalloc byte[DmaLength];
         ulong pattern = ++_pattern;

@@ -65,6 +65,7 @@ internal sealed partial class CoreIsolationBed : IDisposable
     private readonly ModelDevice[] _devs = new ModelDevice[Devices];
     private readonly List<uint> _seenPasids = [];
     private readonly List<ulong> _stale = [];
+    private readonly List<(uint Pasid, int Dev)> _staleUser = []; // who reached the stale IOVA's domain (PASID 0: the RID; device -1: nobody)
     private readonly List<ulong> _removed = [];
     private ulong _pattern = 0x5A5A_0000_0000_0000;
     private TimeSpan _now;
@@ -644,7 +645,7 @@ internal sealed partial class CoreIsolationBed : IDisposable
 
         foreach (ulong iova in _removed)
         {
-            AddStale(iova);
+            AddStale(iova, UserOf(d));
             CheckIovaToPhys(d, iova);
         }
 
@@ -757,7 +758,7 @@ internal sealed partial class CoreIsolationBed : IDisposable
 
         foreach (ulong iova in _removed)
         {
-            AddStale(iova);
+            AddStale(iova, (0, m.Index));
             CheckIovaToPhys(d, iova);
         }
     }
@@ -836,9 +837,10 @@ internal sealed partial class CoreIsolationBed : IDisposable
 
     private void NoteStale(ModelDomain d)
     {
+        (uint, int) user = UserOf(d);
         foreach (ModelDomain.Run r in d.Runs)
         {
-            AddStale(r.Iova);
+            AddStale(r.Iova, user);
             if (_stale.Count > 64)
             {
                 break;
@@ -846,14 +848,58 @@ internal sealed partial class CoreIsolationBed : IDisposable
         }
     }
 
-    private void AddStale(ulong iova)
+    private void AddStale(ulong iova, (uint Pasid, int Dev) user)
     {
         if (_stale.Count >= 64)
         {
             _stale.RemoveAt(0);
+            _staleUser.RemoveAt(0);
         }
 
         _stale.Add(iova);
+        _staleUser.Add(user);
+    }
+
+    // Half the stale probes aim at one of the last eight IOVAs that went stale (their IOTLB entries are the likeliest to survive a missing flush).
+    private int StaleIndex(int index) => index % 2 == 0 ? _stale.Count - 1 - (index / 2 % Math.Min(8, _stale.Count)) : index % _stale.Count;
+
+    private List<uint> LivePasids(ModelDevice m)
+    {
+        List<uint> live = [.. m.PasidSlots.Keys];
+        foreach (ModelDomain? d in _slots)
+        {
+            if (d is not null && d.Pasid != 0 && d.Links.TryGetValue(m.Index, out AuxLink? link) && link.Programmed)
+            {
+                live.Add(d.Pasid);
+            }
+        }
+
+        return live;
+    }
+
+    // A (PASID, device) a domain is reached through: its aux PASID, a PASID attached to it, or a device's
+    // RID (PASID 0); device -1 when none. Stale probes of its IOVAs are sent by them, so that a missing
+    // flush of exactly that PASID shows up.
+    private (uint Pasid, int Dev) UserOf(ModelDomain d)
+    {
+        if (d.Pasid != 0 && d.Links.Count != 0)
+        {
+            return (d.Pasid, d.Links.Keys.First());
+        }
+
+        foreach (ModelDevice m in _devs)
+        {
+            foreach ((uint pasid, ModelDomain x) in m.PasidSlots)
+            {
+                if (x == d)
+                {
+                    return (pasid, m.Index);
+                }
+            }
+        }
+
+        ModelDevice? rid = Array.Find(_devs, x => x.Rid == d);
+        return (0, rid?.Index ?? -1);
     }
 
     // The domain a DMA from (device, pasid) reaches, by the model: the RID domain without PASID; in
@@ -896,6 +942,20 @@ internal sealed partial class CoreIsolationBed : IDisposable
             ProbePasid.Known when _seenPasids.Count > 0 => _seenPasids[op.PasidIndex % _seenPasids.Count],
             _ => NeverPasid,
         };
+        // Half the known-PASID probes use a PASID that reaches a domain from this device.
+        if (op.Pasid == ProbePasid.Known && op.PasidIndex % 2 == 0 && LivePasids(m) is { Count: > 0 } live)
+        {
+            pasid = live[op.PasidIndex / 2 % live.Count];
+        }
+
+        // A stale probe is sent by whoever reached the domain, through the same PASID or RID.
+        if (op.Addr == ProbeAddr.Stale && op.Pasid != ProbePasid.Never && _stale.Count > 0 && _staleUser[StaleIndex(op.AddrIndex)] is { Dev: >= 0 } user
+            && (user.Pasid != 0) == (op.Pasid == ProbePasid.Known))
+        {
+            m = _devs[user.Dev];
+            pasid = user.Pasid == 0 ? null : user.Pasid;
+        }
+
         ModelDomain? reach = Reach(m, pasid);
         ulong iova = ProbeAddress(op, reach);
 
@@ -953,7 +1013,7 @@ internal sealed partial class CoreIsolationBed : IDisposable
         }
 
         Probes++;
-        string what = $"dma_{(op.Write ? "write" : "read")} dev{op.Dev} {attrs} pasid {(pasid is null ? "-" : pasid.Value.ToString(CultureInfo.InvariantCulture))} iova {Hex(iova)} (model: {expected}, {why})";
+        string what = $"dma_{(op.Write ? "write" : "read")} dev{m.Index} {attrs} pasid {(pasid is null ? "-" : pasid.Value.ToString(CultureInfo.InvariantCulture))} iova {Hex(iova)} (model: {expected}, {why})";
         Span<byte> buf = stackalloc byte[DmaLength];
         ulong pattern = ++_pattern;
         DmaResult r;
@@ -1048,7 +1108,7 @@ internal sealed partial class CoreIsolationBed : IDisposable
 
                 throw new InvalidOperationException("unreachable");
             case ProbeAddr.Stale:
-                leafIova = _stale[op.AddrIndex % _stale.Count];
+                leafIova = _stale[StaleIndex(op.AddrIndex)];
                 leafSize = ModelDomain.Sz4K;
                 break;
             default:
