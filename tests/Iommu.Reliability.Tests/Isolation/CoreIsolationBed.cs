@@ -24,9 +24,24 @@ namespace Iommu.Reliability.Tests.Isolation;
 /// flush the model predicts (a full queue, or the timer on the platform clock), and its IOVA must not be
 /// handed out again before that flush; after it, the page faults like any other.
 /// </remarks>
-internal sealed class CoreIsolationBed : IDisposable
+internal sealed partial class CoreIsolationBed : IDisposable
 {
     public const int Devices = 4;
+
+    /// <summary>Stage-1 leaves of the nested domain: IOVAs <see cref="Stage1Base"/> + i × 4K.</summary>
+    public const int Stage1Pages = 8;
+
+    /// <summary>Guest data pages a stage-1 leaf may point at: 8 read-write, 4 read-only in the parent, 1 the parent does not map.</summary>
+    public const int Stage1Targets = 13;
+
+    /// <summary>First IOVA of the stage-1 page table (PML4 0, PDPT 4, PD 0).</summary>
+    public const ulong Stage1Base = 4 * Sizes.GiB;
+
+    // Guest memory the property owns: the stage-1 tables (PML4, PDPT, PD, PT in four pages) and two data
+    // regions, mapped by the nest parent from these GPAs to host memory at 7 GiB (no other op uses it).
+    private const ulong TablesGpa = 0x10_0000, RwGpa = 0x20_0000, RoGpa = 0x40_0000, UnmappedGpa = 0x80_0000;
+    private const ulong GuestPa = 7 * Sizes.GiB, TablesPa = GuestPa, RwPa = GuestPa + (2 * Sizes.MiB), RoPa = GuestPa + (4 * Sizes.MiB);
+    private const ulong FlP = 1, FlRw = 2, FlUs = 4, FlA = 0x20, FlD = 0x40, FlXd = 1UL << 63, FlAddr = 0x000F_FFFF_FFFF_F000;
     public const uint NeverPasid = 1000;
     private const int DmaLength = 8;
     private const int HostAddressWidth = 46;
@@ -45,9 +60,12 @@ internal sealed class CoreIsolationBed : IDisposable
     private readonly VtdUnit[] _units;
     private readonly bool _scalable;
     private readonly ModelDomain?[] _slots = new ModelDomain?[CoreOp.DomainSlots];
+    private ModelDomain? _nested;
+    private int _nestedProbes, _nestedOk, _nestedStale;
     private readonly ModelDevice[] _devs = new ModelDevice[Devices];
     private readonly List<uint> _seenPasids = [];
     private readonly List<ulong> _stale = [];
+    private readonly List<(uint Pasid, int Dev)> _staleUser = []; // who reached the stale IOVA's domain (PASID 0: the RID; device -1: nobody)
     private readonly List<ulong> _removed = [];
     private ulong _pattern = 0x5A5A_0000_0000_0000;
     private TimeSpan _now;
@@ -82,7 +100,7 @@ internal sealed class CoreIsolationBed : IDisposable
             _pci.AddDmaRemapper(units[1], includeAll: true);
         }
 
-        Driver = new IntelIommu(_platform, units);
+        Driver = new IntelIommu(_platform, new IntelIommuOptions { FirstLevel = config.Policy }, units);
         _pci.SetIommuOps(Driver).ThrowIfError();
         _scalable = config.Vtd.ScalableMode;
         for (int i = 0; i < Devices; i++)
@@ -93,6 +111,11 @@ internal sealed class CoreIsolationBed : IDisposable
             if (def.Type != config.ExpectedDefault)
             {
                 throw new InvalidOperationException($"{dev.Name}: default domain is {def.Type}, configured {config.DefaultDomain}, expected {config.ExpectedDefault}");
+            }
+
+            if (!identity && ((DmarDomain)def).UseFirstLevel != config.BothStages)
+            {
+                throw Fail($"{dev.Name}: the default domain is on the {(((DmarDomain)def).UseFirstLevel ? "first" : "second")} level");
             }
 
             _devs[i] = new ModelDevice(i, dev, new ModelDomain($"def(dev{i})", def, identity, superpages: true) { Levels = UnitLevels(i), Lazy = def.Type == DomainType.DmaFq });
@@ -112,6 +135,9 @@ internal sealed class CoreIsolationBed : IDisposable
     public int Probes { get; private set; }
 
     public int ProbesOk { get; private set; }
+
+    /// <summary>Nested-domain probes: executed, succeeded, and answered by a stale stage-1 translation (the old leaf, before the guest's invalidation).</summary>
+    public (int Probes, int Ok, int Stale) NestedStats => (_nestedProbes, _nestedOk, _nestedStale);
 
     public void Dispose() => _platform.Dispose();
 
@@ -158,6 +184,11 @@ internal sealed class CoreIsolationBed : IDisposable
                 }
 
                 IDomain d = _iommu.DomainAlloc(_pci) ?? throw Fail("iommu_domain_alloc returned null");
+                if (((DmarDomain)d).UseFirstLevel != Config.UnmanagedFirstLevel)
+                {
+                    throw Fail($"iommu_domain_alloc: an UNMANAGED domain on the {(Config.UnmanagedFirstLevel ? "second" : "first")} level under {Config.Policy}");
+                }
+
                 _slots[a.Slot] = new ModelDomain($"d{a.Slot}", d, identity: false, superpages: false);
                 return true;
 
@@ -202,6 +233,18 @@ internal sealed class CoreIsolationBed : IDisposable
             case DmaUnmapOp u:
                 return DmaUnmap(u);
 
+            case NestAllocOp n:
+                return NestAlloc(n);
+
+            case NestAttachOp n:
+                return NestAttach(n.Dev);
+
+            case Stage1SetOp s:
+                return Stage1Set(s);
+
+            case Stage1InvalidateOp i:
+                return _nested is not null && Stage1Invalidate(i.All ? -1 : i.Page);
+
             case DmaBurstOp b:
                 DmaBurst(b);
                 Executed += (2 * b.Count) - 1; // as many kernel calls as it makes
@@ -241,6 +284,11 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
+        if (m.Nested)
+        {
+            return false;
+        }
+
         // -EBUSY also while PASIDs are attached (the model's stand-in for 6.x's DMA-ownership claim).
         Errno expected = m.Rid != m.Default || m.PasidSlots.Count != 0 ? Errno.EBUSY : m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL : Errno.None;
         Expect(expected, _iommu.AttachDevice(d.Real, m.Real), $"attach {d.Name} to dev{dev}");
@@ -262,6 +310,11 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
+        if (m.Nested)
+        {
+            return false;
+        }
+
         _iommu.DetachDevice(d.Real, m.Real);
         if (m.Rid != m.Default)
         {
@@ -302,6 +355,11 @@ internal sealed class CoreIsolationBed : IDisposable
     private bool Auxd(int dev, bool enable)
     {
         ModelDevice m = _devs[dev];
+        if (m.Nested)
+        {
+            return false;
+        }
+
         if (enable)
         {
             Errno expected = !_scalable ? Errno.EINVAL : m.Real.HasPasidCapability ? Errno.None : Errno.ENODEV;
@@ -332,6 +390,11 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
+        if (m.Nested)
+        {
+            return false;
+        }
+
         Errno expected = !_scalable || !m.AuxEnabled ? Errno.EPERM : TooManyLevels(d, dev) ? Errno.EINVAL
             : !d.Links.ContainsKey(dev) && d.Pasid != 0 && m.PasidSlots.ContainsKey(d.Pasid) ? Errno.EBUSY // the number is attached on this device
             : Errno.None;
@@ -382,6 +445,11 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         ModelDevice m = _devs[dev];
+        if (m.Nested)
+        {
+            return false;
+        }
+
         _iommu.DetachDeviceAux(d.Real, m.Real);
 
         // intel_iommu_aux_detach_device does nothing once AUX is disabled on the device.
@@ -411,18 +479,22 @@ internal sealed class CoreIsolationBed : IDisposable
 
     // A domain in use (a device's RID domain, or aux-linked) with more levels than the device's unit
     // walks: refused with -EINVAL (later kernels; 5.15 frees the top level the wider unit still walks).
+    // A nested domain's tables are the parent's (whose use is its nested domain's).
     private bool TooManyLevels(ModelDomain d, int dev) =>
-        UnitLevels(dev) < d.Levels && (d.Links.Count > 0 || Array.Exists(_devs, x => x.Rid == d || x.PasidSlots.ContainsValue(d)));
+        d.Nest is { } n ? UnitLevels(dev) < n.Parent.Levels && InUse(d)
+        : UnitLevels(dev) < d.Levels && (d.Links.Count > 0 || InUse(d));
+
+    private bool InUse(ModelDomain d) => Array.Exists(_devs, x => x.Rid == d || x.PasidSlots.ContainsValue(d));
 
     private bool PasidAttach(PasidAttachOp op)
     {
-        ModelDomain? d = _slots[op.Slot];
-        if (d is null)
+        ModelDomain? d = op.Slot == CoreOp.DomainSlots ? _nested : _slots[op.Slot];
+        ModelDevice m = _devs[op.Dev];
+        if (d is null || m.Nested)
         {
             return false;
         }
 
-        ModelDevice m = _devs[op.Dev];
         uint pasid = op.Choice switch
         {
             PasidChoice.Known when _seenPasids.Count > 0 => _seenPasids[op.Index % _seenPasids.Count],
@@ -434,7 +506,10 @@ internal sealed class CoreIsolationBed : IDisposable
         // The core's slot check, then intel-iommu's (≈6.5) checks in its order. Every device's PASID
         // table covers at least 2^15 PASIDs (2^16 for dev0), and known PASIDs stay far below that.
         bool auxEntryLive = Array.Exists(_slots, x => x is not null && x.Pasid == pasid && x.Links.TryGetValue(op.Dev, out AuxLink? l) && l.Programmed);
-        Errno expected = m.PasidSlots.ContainsKey(pasid) ? Errno.EBUSY
+        // A nested domain has no set_dev_pasid before 6.12 (iommufd attaches it to the RID only): the
+        // core refuses it before looking at the PASID.
+        Errno expected = d.Nest is not null ? Errno.EOPNOTSUPP
+            : m.PasidSlots.ContainsKey(pasid) ? Errno.EBUSY
             : !_scalable || !m.Real.HasPasidCapability ? Errno.EOPNOTSUPP
             : TooManyLevels(d, op.Dev) ? Errno.EINVAL
             : pasid >= 1u << 16 ? Errno.ENODEV
@@ -444,6 +519,11 @@ internal sealed class CoreIsolationBed : IDisposable
         if (expected == Errno.None)
         {
             d.Levels = Math.Min(d.Levels, UnitLevels(op.Dev));
+            if (d.Nest is { } n)
+            {
+                n.Parent.Levels = Math.Min(n.Parent.Levels, UnitLevels(op.Dev));
+            }
+
             d.Superpages = true;
             m.PasidSlots.Add(pasid, d);
             if (!_seenPasids.Contains(pasid))
@@ -493,6 +573,14 @@ internal sealed class CoreIsolationBed : IDisposable
         {
             foreach (VtdImageChunk c in _units[u].ExportImage().Chunks)
             {
+                // The nested domain's stage-1 tables are guest memory (host pages at GuestPa), not table
+                // frames. Before the exporter follows PGTT (branch r20tour) it walks a first-level entry's
+                // SLPTPTR, which is 0, as a second-level table: that chunk says nothing about frames.
+                if (c.Address - GuestPa < 6 * Sizes.MiB || (c.Address == 0 && c.Kind == VtdImageChunkKind.PageTable && Config.BothStages))
+                {
+                    continue;
+                }
+
                 for (ulong pa = c.Address; pa < c.Address + (ulong)c.Size; pa += ModelDomain.Sz4K)
                 {
                     if (pa - frames.RegionBase >= frames.RegionSize || !frames.IsAllocated(pa))
@@ -557,7 +645,7 @@ internal sealed class CoreIsolationBed : IDisposable
 
         foreach (ulong iova in _removed)
         {
-            AddStale(iova);
+            AddStale(iova, UserOf(d));
             CheckIovaToPhys(d, iova);
         }
 
@@ -670,7 +758,7 @@ internal sealed class CoreIsolationBed : IDisposable
 
         foreach (ulong iova in _removed)
         {
-            AddStale(iova);
+            AddStale(iova, (0, m.Index));
             CheckIovaToPhys(d, iova);
         }
     }
@@ -749,9 +837,10 @@ internal sealed class CoreIsolationBed : IDisposable
 
     private void NoteStale(ModelDomain d)
     {
+        (uint, int) user = UserOf(d);
         foreach (ModelDomain.Run r in d.Runs)
         {
-            AddStale(r.Iova);
+            AddStale(r.Iova, user);
             if (_stale.Count > 64)
             {
                 break;
@@ -759,14 +848,58 @@ internal sealed class CoreIsolationBed : IDisposable
         }
     }
 
-    private void AddStale(ulong iova)
+    private void AddStale(ulong iova, (uint Pasid, int Dev) user)
     {
         if (_stale.Count >= 64)
         {
             _stale.RemoveAt(0);
+            _staleUser.RemoveAt(0);
         }
 
         _stale.Add(iova);
+        _staleUser.Add(user);
+    }
+
+    // Half the stale probes aim at one of the last eight IOVAs that went stale (their IOTLB entries are the likeliest to survive a missing flush).
+    private int StaleIndex(int index) => index % 2 == 0 ? _stale.Count - 1 - (index / 2 % Math.Min(8, _stale.Count)) : index % _stale.Count;
+
+    private List<uint> LivePasids(ModelDevice m)
+    {
+        List<uint> live = [.. m.PasidSlots.Keys];
+        foreach (ModelDomain? d in _slots)
+        {
+            if (d is not null && d.Pasid != 0 && d.Links.TryGetValue(m.Index, out AuxLink? link) && link.Programmed)
+            {
+                live.Add(d.Pasid);
+            }
+        }
+
+        return live;
+    }
+
+    // A (PASID, device) a domain is reached through: its aux PASID, a PASID attached to it, or a device's
+    // RID (PASID 0); device -1 when none. Stale probes of its IOVAs are sent by them, so that a missing
+    // flush of exactly that PASID shows up.
+    private (uint Pasid, int Dev) UserOf(ModelDomain d)
+    {
+        if (d.Pasid != 0 && d.Links.Count != 0)
+        {
+            return (d.Pasid, d.Links.Keys.First());
+        }
+
+        foreach (ModelDevice m in _devs)
+        {
+            foreach ((uint pasid, ModelDomain x) in m.PasidSlots)
+            {
+                if (x == d)
+                {
+                    return (pasid, m.Index);
+                }
+            }
+        }
+
+        ModelDevice? rid = Array.Find(_devs, x => x.Rid == d);
+        return (0, rid?.Index ?? -1);
     }
 
     // The domain a DMA from (device, pasid) reaches, by the model: the RID domain without PASID; in
@@ -809,8 +942,31 @@ internal sealed class CoreIsolationBed : IDisposable
             ProbePasid.Known when _seenPasids.Count > 0 => _seenPasids[op.PasidIndex % _seenPasids.Count],
             _ => NeverPasid,
         };
+        // Half the known-PASID probes use a PASID that reaches a domain from this device.
+        if (op.Pasid == ProbePasid.Known && op.PasidIndex % 2 == 0 && LivePasids(m) is { Count: > 0 } live)
+        {
+            pasid = live[op.PasidIndex / 2 % live.Count];
+        }
+
+        // A stale probe is sent by whoever reached the domain, through the same PASID or RID.
+        if (op.Addr == ProbeAddr.Stale && op.Pasid != ProbePasid.Never && _stale.Count > 0 && _staleUser[StaleIndex(op.AddrIndex)] is { Dev: >= 0 } user
+            && (user.Pasid != 0) == (op.Pasid == ProbePasid.Known))
+        {
+            m = _devs[user.Dev];
+            pasid = user.Pasid == 0 ? null : user.Pasid;
+        }
+
         ModelDomain? reach = Reach(m, pasid);
         ulong iova = ProbeAddress(op, reach);
+
+        // PMR and ER travel in the PASID prefix: a request without PASID is a user read or write.
+        DmaRequestAttributes attrs = pasid is null ? DmaRequestAttributes.None
+            : op.Write ? op.Attrs & ~DmaRequestAttributes.Execute : op.Attrs;
+        if (reach?.Nest is not null)
+        {
+            NestedDma(op, m, pasid, iova, attrs);
+            return;
+        }
 
         // The model's verdict. In the deferred window of a lazy unmap a stale hit is also right (staleOk).
         DmaStatus expected;
@@ -821,6 +977,11 @@ internal sealed class CoreIsolationBed : IDisposable
         {
             expected = DmaStatus.Fault;
             why = pasid is null ? "no domain" : $"PASID {pasid} reaches no domain";
+        }
+        else if (PasidGate(m, attrs) is string gate)
+        {
+            expected = DmaStatus.Fault;
+            why = $"{reach.Name} reached through PASID {pasid}, but {gate}";
         }
         else if (reach.Identity)
         {
@@ -852,14 +1013,14 @@ internal sealed class CoreIsolationBed : IDisposable
         }
 
         Probes++;
-        string what = $"dma_{(op.Write ? "write" : "read")} dev{op.Dev} pasid {(pasid is null ? "-" : pasid.Value.ToString(CultureInfo.InvariantCulture))} iova {Hex(iova)} (model: {expected}, {why})";
+        string what = $"dma_{(op.Write ? "write" : "read")} dev{m.Index} {attrs} pasid {(pasid is null ? "-" : pasid.Value.ToString(CultureInfo.InvariantCulture))} iova {Hex(iova)} (model: {expected}, {why})";
         Span<byte> buf = stackalloc byte[DmaLength];
         ulong pattern = ++_pattern;
         DmaResult r;
         if (op.Write)
         {
             BinaryPrimitives.WriteUInt64LittleEndian(buf, pattern);
-            r = m.Real.DmaWrite(pasid, iova, buf);
+            r = m.Real.DmaWrite(pasid, iova, buf, op.Attrs); // the device drops ER on a write
         }
         else
         {
@@ -868,7 +1029,7 @@ internal sealed class CoreIsolationBed : IDisposable
                 _platform.Memory.WriteUInt64(pa, pattern);
             }
 
-            r = m.Real.DmaRead(pasid, iova, buf);
+            r = m.Real.DmaRead(pasid, iova, buf, op.Attrs);
         }
 
         if (r.Status != expected && !(staleOk && r.Status == DmaStatus.Ok))
@@ -898,6 +1059,13 @@ internal sealed class CoreIsolationBed : IDisposable
     private ulong ProbeAddress(DmaOp op, ModelDomain? reach)
     {
         ProbeAddr kind = op.Addr;
+
+        // The nested domain's pages: its own device's usual aim, and sometimes any device's (isolation).
+        if (_nested is not null && ((kind == ProbeAddr.OwnLeaf && reach == _nested) || (kind == ProbeAddr.AnyLeaf && op.AddrIndex % 5 == 0)))
+        {
+            return Stage1Base + ((ulong)(op.AddrIndex % Stage1Pages) * ModelDomain.Sz4K) + Offset(op.Offset, ModelDomain.Sz4K, op.AddrIndex);
+        }
+
         if (kind == ProbeAddr.OwnLeaf && (reach is null || reach.Identity || reach.Runs.Count == 0))
         {
             kind = ProbeAddr.AnyLeaf;
@@ -940,7 +1108,7 @@ internal sealed class CoreIsolationBed : IDisposable
 
                 throw new InvalidOperationException("unreachable");
             case ProbeAddr.Stale:
-                leafIova = _stale[op.AddrIndex % _stale.Count];
+                leafIova = _stale[StaleIndex(op.AddrIndex)];
                 leafSize = ModelDomain.Sz4K;
                 break;
             default:

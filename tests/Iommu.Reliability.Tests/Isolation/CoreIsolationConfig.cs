@@ -1,4 +1,5 @@
 using Iommu.Domains;
+using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 
 namespace Iommu.Reliability.Tests.Isolation;
@@ -9,7 +10,8 @@ namespace Iommu.Reliability.Tests.Isolation;
 /// <param name="Units">One unit for every device, or two (dev0/dev2 on unit 0, dev1/dev3 on unit 1).</param>
 /// <param name="DefaultDomain">DMA, DMA_FQ (lazy, iommu.strict=0), or IDENTITY (iommu.passthrough=1).</param>
 /// <param name="Vtd1">The second unit's hardware when it differs from the first (another width).</param>
-public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, DomainType DefaultDomain, VtdConfig? Vtd1 = null)
+/// <param name="Policy">Which domains the driver puts on first-level tables (matters only on units with ECAP.FLTS).</param>
+public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, DomainType DefaultDomain, VtdConfig? Vtd1 = null, FirstLevelPolicy Policy = FirstLevelPolicy.FirstLevelByDefault)
 {
     public static IReadOnlyList<CoreIsolationConfig> All { get; } =
     [
@@ -28,7 +30,23 @@ public sealed record CoreIsolationConfig(string Name, VtdConfig Vtd, int Units, 
 
         // Lazy asked for, but a caching-mode unit makes DMA domains strict (iommu_set_dma_strict).
         new("scalable-cm-dmafq-strict", VtdConfig.ScalableMode48Bit with { CachingMode = true }, 1, DomainType.DmaFq),
+
+        // Both stages (ECAP.FLTS + SLTS, NEST): 6.x puts DMA domains on the first level and UNMANAGED ones
+        // on the second; 5.15 puts every domain on the first level. Nested domains only here.
+        new("fl48-2units-dma-6x", VtdConfig.ScalableModeFirstLevel48Bit, 2, DomainType.Dma),
+        new("fl48-2units-dma-515", VtdConfig.ScalableModeFirstLevel48Bit, 2, DomainType.Dma, Policy: FirstLevelPolicy.AllWhenEveryUnitHasFlts),
+        new("fl57+48-dma-6x", VtdConfig.ScalableModeFirstLevel57Bit, 2, DomainType.Dma, VtdConfig.ScalableModeFirstLevel48Bit),
+        new("fl57+48-dmafq-515", VtdConfig.ScalableModeFirstLevel57Bit, 2, DomainType.DmaFq, VtdConfig.ScalableModeFirstLevel48Bit, FirstLevelPolicy.AllWhenEveryUnitHasFlts),
+        new("fl48-cm-dmafq-strict-6x", VtdConfig.ScalableModeFirstLevel48Bit with { CachingMode = true }, 1, DomainType.DmaFq),
+        new("fl57-cm-dma-515", VtdConfig.ScalableModeFirstLevel57Bit with { CachingMode = true }, 1, DomainType.Dma, Policy: FirstLevelPolicy.AllWhenEveryUnitHasFlts),
+        new("fl48-2units-dmafq-6x", VtdConfig.ScalableModeFirstLevel48Bit, 2, DomainType.DmaFq),
     ];
+
+    /// <summary>Every unit has both stages: nested domains can be built, DMA domains are first level.</summary>
+    public bool BothStages => Vtd.FirstLevelTranslation && Vtd.NestedTranslation && (Vtd1 ?? Vtd).FirstLevelTranslation && (Vtd1 ?? Vtd).NestedTranslation;
+
+    /// <summary>Whether UNMANAGED domains from <c>iommu_domain_alloc</c> get first-level tables.</summary>
+    public bool UnmanagedFirstLevel => BothStages && Policy == FirstLevelPolicy.AllWhenEveryUnitHasFlts;
 
     /// <summary>The type the default domains get: DMA_FQ turns into DMA when a unit has caching mode.</summary>
     public DomainType ExpectedDefault =>

@@ -1,5 +1,7 @@
 using CsCheck;
+using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.VtD.Driver;
 
 namespace Iommu.Reliability.Tests.Isolation;
 
@@ -66,7 +68,29 @@ internal static class CoreIsolationGen
             Gen.Frequency((5, Gen.Const(ProbeAddr.OwnLeaf)), (2, Gen.Const(ProbeAddr.AnyLeaf)), (3, Gen.Const(ProbeAddr.Stale)), (1, Gen.Const(ProbeAddr.Pool))),
             Gen.Int[0, 1023],
             Gen.Int[0, 3])
-        .Select((dev, write, pasid, pi, addr, ai, off) => (CoreOp)new DmaOp(dev, write, pasid, pi, addr, ai, off));
+        .Select((dev, write, pasid, pi, addr, ai, off) => new DmaOp(dev, write, pasid, pi, addr, ai, off))
+        .Select(
+            Gen.Frequency(
+                (6, Gen.Const(DmaRequestAttributes.None)),
+                (2, Gen.Const(DmaRequestAttributes.Privileged)),
+                (1, Gen.Const(DmaRequestAttributes.Execute)),
+                (1, Gen.Const(DmaRequestAttributes.Privileged | DmaRequestAttributes.Execute))),
+            (op, attrs) => (CoreOp)(op with { Attrs = attrs }));
+
+    private static readonly Gen<IommuVtdS1> s_s1Flags = Gen.Frequency(
+        (3, Gen.Const(IommuVtdS1.None)), (3, Gen.Const(IommuVtdS1.Sre)), (3, Gen.Const(IommuVtdS1.Sre | IommuVtdS1.Wpe)), (1, Gen.Const(IommuVtdS1.Eafe | IommuVtdS1.Sre)));
+
+    // Stage-1 leaves: mostly present, user, writable; the target is a read-write data page, a read-only
+    // one, or a GPA the parent does not map.
+    private static readonly Gen<CoreOp> s_stage1Set = Gen.Select(
+            Gen.Int[0, CoreIsolationBed.Stage1Pages - 1],
+            Gen.Int[0, CoreIsolationBed.Stage1Targets - 1],
+            Gen.Frequency((8, Gen.Const(true)), (1, Gen.Const(false))),
+            Gen.Frequency((3, Gen.Const(true)), (1, Gen.Const(false))),
+            Gen.Frequency((3, Gen.Const(true)), (1, Gen.Const(false))),
+            Gen.Bool,
+            Gen.Frequency((3, Gen.Const(Stage1Inv.None)), (3, Gen.Const(Stage1Inv.Page)), (1, Gen.Const(Stage1Inv.All))))
+        .Select((p, t, present, w, u, xd, inv) => (CoreOp)new Stage1SetOp(p, t, present, w, u, xd, inv));
 
     // DMA API maps: a page or a few (sometimes 32, or 512 for a leaf table or a superpage), at an offset
     // inside the page or not, in every direction.
@@ -93,7 +117,7 @@ internal static class CoreIsolationGen
         (3, Gen.Select(s_dev, Gen.Frequency((3, Gen.Const(true)), (1, Gen.Const(false))), (d, e) => (CoreOp)new AuxdOp(d, e))),
         (6, Gen.Select(s_slot, s_dev, (s, d) => (CoreOp)new AuxAttachOp(s, d))),
         (4, Gen.Select(s_slot, s_dev, (s, d) => (CoreOp)new AuxDetachOp(s, d))),
-        (5, Gen.Select(s_slot, s_dev, Gen.Frequency((4, Gen.Const(PasidChoice.Known)), (4, Gen.Const(PasidChoice.Global)), (1, Gen.Const(PasidChoice.Zero)), (1, Gen.Const(PasidChoice.Beyond))), Gen.Int[0, 15], (s, d, c, i) => (CoreOp)new PasidAttachOp(s, d, c, i))),
+        (5, Gen.Select(Gen.Frequency((4, s_slot), (1, Gen.Const(CoreOp.DomainSlots))), s_dev, Gen.Frequency((4, Gen.Const(PasidChoice.Known)), (4, Gen.Const(PasidChoice.Global)), (1, Gen.Const(PasidChoice.Zero)), (1, Gen.Const(PasidChoice.Beyond))), Gen.Int[0, 15], (s, d, c, i) => (CoreOp)new PasidAttachOp(s, d, c, i))),
         (3, Gen.Select(s_dev, Gen.Int[0, 7], (d, i) => (CoreOp)new PasidDetachOp(d, i))),
         (14, s_map),
         (9, s_unmap),
@@ -101,11 +125,30 @@ internal static class CoreIsolationGen
         (6, Gen.Select(s_dev, Gen.Int[0, 63], (d, i) => (CoreOp)new DmaUnmapOp(d, i))),
         (1, Gen.Select(s_dev, Gen.Frequency((3, Gen.Const(16)), (1, Gen.Const(255)), (1, Gen.Const(256)), (1, Gen.Const(300))), (d, n) => (CoreOp)new DmaBurstOp(d, n))),
         (3, Gen.Frequency((2, Gen.Const(1)), (2, Gen.Const(4)), (2, Gen.Const(9)), (2, Gen.Const(10)), (1, Gen.Const(30))).Select(ms => (CoreOp)new ClockOp(ms))),
+        (1, Gen.Select(s_s1Flags, Gen.Frequency((6, Gen.Const(true)), (1, Gen.Const(false))), Gen.Frequency((6, Gen.Const(true)), (1, Gen.Const(false))), (f, u, w) => (CoreOp)new NestAllocOp(f, u, w))),
+        (1, s_dev.Select(d => (CoreOp)new NestAttachOp(d))),
+        (5, s_stage1Set),
+        (2, Gen.Select(Gen.Int[0, CoreIsolationBed.Stage1Pages - 1], Gen.Frequency((4, Gen.Const(false)), (1, Gen.Const(true))), (p, all) => (CoreOp)new Stage1InvalidateOp(p, all))),
         (30, s_dma));
 
     /// <summary>A sample: a platform configuration and 1–500 ops.</summary>
     public static Gen<(int Config, CoreOp[] Ops)> Sample { get; } =
         Gen.Select(Gen.Int[0, CoreIsolationConfig.All.Count - 1], Op.Array[1, 500]);
+
+    /// <summary>Indexes of the configurations whose units have both stages (first-level DMA domains, nesting).</summary>
+    private static readonly int[] s_bothStages = [.. Enumerable.Range(0, CoreIsolationConfig.All.Count).Where(i => CoreIsolationConfig.All[i].BothStages)];
+
+    /// <summary>
+    /// A sample of the mixed-levels property: a configuration with both stages, a nested domain attached
+    /// to one device first, then ops with more stage-1 changes, and two DMA probes in three aimed by that
+    /// device at its own stage-1 pages (beside second-level UNMANAGED and first-level DMA domains).
+    /// </summary>
+    public static Gen<(int Config, CoreOp[] Ops)> MixedSample { get; } = Gen.Select(
+            Gen.Int[0, s_bothStages.Length - 1],
+            Gen.Select(s_s1Flags, Gen.Frequency((6, Gen.Const(true)), (1, Gen.Const(false))), Gen.Frequency((6, Gen.Const(true)), (1, Gen.Const(false))), (f, u, w) => new NestAllocOp(f, u, w)),
+            s_dev,
+            Gen.Frequency((5, Op), (2, s_stage1Set)).Array[1, 300])
+        .Select((c, alloc, dev, ops) => (s_bothStages[c], (CoreOp[])[alloc, new NestAttachOp(dev), .. ops.Select((o, i) => o is DmaOp d && i % 3 != 0 ? d with { Dev = dev, Pasid = ProbePasid.None, Addr = ProbeAddr.OwnLeaf } : o)]));
 
     /// <summary>An IOVA of the pool (for probes that aim nowhere in particular).</summary>
     public static ulong PoolIova(int index) =>

@@ -31,6 +31,9 @@ internal sealed class ModelDomain(string name, IDomain real, bool identity, bool
     /// <summary>Page-table levels: 5 from iommu_domain_alloc (57-bit default width), down to the narrowest unit it was attached to.</summary>
     public int Levels { get; set; } = 5;
 
+    /// <summary>For the nested domain: the guest's stage-1 state and its parent; null for every other domain.</summary>
+    public NestModel? Nest { get; init; }
+
     /// <summary>The aux PASID (DOMAIN_ATTR_AUXD_ID), 0 when none.</summary>
     public uint Pasid { get; set; }
 
@@ -218,6 +221,39 @@ internal sealed class ModelDomain(string name, IDomain real, bool identity, bool
     internal readonly record struct Run(ulong Iova, ulong Size, ulong Pa, ulong Leaf, IommuProt Prot);
 }
 
+/// <summary>
+/// The guest side of a nested domain: the stage-1 leaves the property wrote (one page table of
+/// <see cref="CoreIsolationBed.Stage1Pages"/> leaves under fixed upper levels), what the unit may still
+/// have cached of earlier leaves, and the parent that translates every guest-physical address.
+/// </summary>
+/// <remarks>
+/// The kernel's contract for a guest's stage-1 change: until the guest invalidates, a device may use the
+/// old or the new translation; after the invalidation only the new one. <see cref="Stale"/> holds every
+/// leaf value written since the last invalidation that covered the page (any of them may have been
+/// walked and cached).
+/// </remarks>
+internal sealed class NestModel(ModelDomain parent, Iommu.VtD.Driver.IommuVtdS1 flags, bool pathUser, bool pathWrite)
+{
+    public ModelDomain Parent { get; } = parent;
+
+    public Iommu.VtD.Driver.IommuVtdS1 Flags { get; } = flags;
+
+    /// <summary>U/S on every upper-level entry.</summary>
+    public bool PathUser { get; } = pathUser;
+
+    /// <summary>R/W on every upper-level entry.</summary>
+    public bool PathWrite { get; } = pathWrite;
+
+    /// <summary>The current leaf of each stage-1 page, as written (A and D clear).</summary>
+    public ulong[] Leaves { get; } = new ulong[CoreIsolationBed.Stage1Pages];
+
+    /// <summary>Earlier leaves of each page the unit may still use (no invalidation since).</summary>
+    public List<ulong>[] Stale { get; } = Enumerable.Range(0, CoreIsolationBed.Stage1Pages).Select(_ => new List<ulong>()).ToArray();
+
+    /// <summary>A write through the page succeeded since its leaf was last written (only then may D be set).</summary>
+    public bool[] Written { get; } = new bool[CoreIsolationBed.Stage1Pages];
+}
+
 /// <summary>A range a lazy unmap removed, waiting in the flush queue.</summary>
 internal sealed record DeferredRange(ulong Iova, ulong Size, ulong Pa, IommuProt Prot)
 {
@@ -251,6 +287,9 @@ internal sealed class ModelDevice(int index, Devices.PciDevice real, ModelDomain
 
     /// <summary>PASIDs attached with <c>iommu_attach_device_pasid</c> (each device is its own group): kept across RID-domain changes.</summary>
     public SortedDictionary<uint, ModelDomain> PasidSlots { get; } = [];
+
+    /// <summary>The RID was attached to the nested domain (iommufd's path: the core does not know); core attach ops skip the device.</summary>
+    public bool Nested { get; set; }
 
     /// <summary><c>info->auxd_enabled</c>: lost whenever the RID domain changes (a new device info).</summary>
     public bool AuxEnabled { get; set; }

@@ -1,5 +1,7 @@
 using System.Globalization;
+using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.VtD.Driver;
 
 namespace Iommu.Reliability.Tests.Isolation;
 
@@ -89,11 +91,11 @@ public enum PasidChoice
     Beyond,
 }
 
-/// <summary><c>iommu_attach_device_pasid</c> (6.2).</summary>
+/// <summary><c>iommu_attach_device_pasid</c> (6.2); slot <see cref="CoreOp.DomainSlots"/> names the nested domain.</summary>
 public sealed record PasidAttachOp(int Slot, int Dev, PasidChoice Choice, int Index) : CoreOp
 {
     /// <inheritdoc/>
-    public override string ToString() => $"iommu_attach_device_pasid(d{Slot}, dev{Dev}, {Choice}[{Index}])";
+    public override string ToString() => $"iommu_attach_device_pasid({(Slot == DomainSlots ? "nd" : $"d{Slot}")}, dev{Dev}, {Choice}[{Index}])";
 }
 
 /// <summary><c>iommu_detach_device_pasid</c> of one of the device's attached PASIDs (6.2).</summary>
@@ -147,8 +149,8 @@ public enum ProbePasid
     Never,
 }
 
-/// <summary>A device DMA read or write of 8 bytes.</summary>
-public sealed record DmaOp(int Dev, bool Write, ProbePasid Pasid, int PasidIndex, ProbeAddr Addr, int AddrIndex, int Offset) : CoreOp
+/// <summary>A device DMA read or write of 8 bytes, user or supervisor, a read possibly an instruction fetch (the attributes travel only with a PASID).</summary>
+public sealed record DmaOp(int Dev, bool Write, ProbePasid Pasid, int PasidIndex, ProbeAddr Addr, int AddrIndex, int Offset, DmaRequestAttributes Attrs = DmaRequestAttributes.None) : CoreOp
 {
     public override string ToString()
     {
@@ -165,8 +167,58 @@ public sealed record DmaOp(int Dev, bool Write, ProbePasid Pasid, int PasidIndex
             ProbeAddr.Stale => "stale",
             _ => "pool",
         };
-        return $"dma_{(Write ? "write" : "read")}(dev{Dev}, pasid {pasid}, {addr}[{AddrIndex}]+off{Offset})";
+        string attrs = Attrs == DmaRequestAttributes.None ? string.Empty : $", {Attrs}";
+        return $"dma_{(Write ? "write" : "read")}(dev{Dev}, pasid {pasid}, {addr}[{AddrIndex}]+off{Offset}{attrs})";
     }
+}
+
+/// <summary>
+/// <c>np = domain_alloc_user(NEST_PARENT)</c>, the parent's map of the guest memory (stage-1 tables, a
+/// read-write and a read-only data region), the guest's stage-1 upper levels written, then
+/// <c>nd = domain_alloc_user(np, {Flags, table GPA, 48})</c>. Skipped when the sample has one.
+/// </summary>
+/// <param name="Flags">SRE / WPE / EAFE of the stage-1 description.</param>
+/// <param name="PathUser">U/S on the upper-level entries (without it no user request passes).</param>
+/// <param name="PathWrite">R/W on the upper-level entries (without it no write passes the R/W rule).</param>
+public sealed record NestAllocOp(IommuVtdS1 Flags, bool PathUser, bool PathWrite) : CoreOp
+{
+    public override string ToString() => $"np = alloc_nest_parent(); nd = alloc_nested(np, {Flags}, path {(PathUser ? "U" : "S")}{(PathWrite ? "W" : "R")})";
+}
+
+/// <summary><c>intel_nested_attach_dev(nd, dev{Dev})</c>: the device's RID translates through the nested domain for the rest of the sample.</summary>
+public sealed record NestAttachOp(int Dev) : CoreOp
+{
+    public override string ToString() => $"intel_nested_attach_dev(nd, dev{Dev})";
+}
+
+/// <summary>How a guest follows a stage-1 change.</summary>
+public enum Stage1Inv
+{
+    /// <summary>Not at all (yet): the old or the new translation may be used.</summary>
+    None,
+
+    /// <summary>One page (<c>IOMMU_HWPT_INVALIDATE</c>, leaf).</summary>
+    Page,
+
+    /// <summary>Everything (address 0, <c>U64_MAX</c> pages).</summary>
+    All,
+}
+
+/// <summary>
+/// The guest writes stage-1 leaf <c>Page</c> (IOVA <see cref="CoreIsolationBed.Stage1Base"/> + Page × 4K) to
+/// point at its data page <c>Target</c>, with P, R/W, U/S and XD as given and A = D = 0, then invalidates as <c>Inv</c> says.
+/// </summary>
+public sealed record Stage1SetOp(int Page, int Target, bool Present, bool Write, bool User, bool Xd, Stage1Inv Inv) : CoreOp
+{
+    public override string ToString() =>
+        $"guest pte[{Page}] = {(Present ? "P" : "-")}{(Write ? "W" : "R")}{(User ? "U" : "S")}{(Xd ? "X" : string.Empty)} -> gpa[{Target}]"
+        + (Inv == Stage1Inv.None ? string.Empty : $"; cache_invalidate_user(nd, {(Inv == Stage1Inv.Page ? "page" : "all")})");
+}
+
+/// <summary><c>cache_invalidate_user(nd, …)</c> of stage-1 page <c>Page</c>, or of everything.</summary>
+public sealed record Stage1InvalidateOp(int Page, bool All) : CoreOp
+{
+    public override string ToString() => $"cache_invalidate_user(nd, {(All ? "all" : $"page {Page}")})";
 }
 
 /// <summary><c>dma_map_page(dev{Dev}, pa, size, dir)</c> through the device's default domain (DMA, DMA_FQ, or dma-direct for IDENTITY).</summary>
