@@ -574,9 +574,8 @@ internal sealed partial class CoreIsolationBed : IDisposable
             foreach (VtdImageChunk c in _units[u].ExportImage().Chunks)
             {
                 // The nested domain's stage-1 tables are guest memory (host pages at GuestPa), not table
-                // frames. Before the exporter follows PGTT (branch r20tour) it walks a first-level entry's
-                // SLPTPTR, which is 0, as a second-level table: that chunk says nothing about frames.
-                if (c.Address - GuestPa < 6 * Sizes.MiB || (c.Address == 0 && c.Kind == VtdImageChunkKind.PageTable && Config.BothStages))
+                // frames.
+                if (c.Address - GuestPa < 6 * Sizes.MiB)
                 {
                     continue;
                 }
