@@ -9,6 +9,10 @@ namespace Iommu.Mm;
 /// range were changed (munmap, mprotect, a copy-on-write break, fork's write-protection of the
 /// parent) and before any page they named is freed or reused; <see cref="Release"/> runs once at exit,
 /// before the tables and pages are freed, and the subscription ends with it.</para>
+/// <para>Versions: this is 5.15's <c>invalidate_range</c> hook. 6.6+ renames the secondary-TLB hook
+/// (the spec marks that rename UNVERIFIED); the model keeps the 5.15 name and calls it at the same
+/// point, which is what SVA's flush depends on. The calls cover the smallest page range holding every
+/// changed leaf of one operation (the kernel may also split them into sub-ranges).</para>
 /// <para>Both run under the process's lock: they may read the process (same thread) but must not wait
 /// for another thread that uses it.</para>
 /// </remarks>

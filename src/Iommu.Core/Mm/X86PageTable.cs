@@ -10,7 +10,10 @@ namespace Iommu.Mm;
 /// <remarks>
 /// Non-leaf entries are Linux's <c>_PAGE_TABLE</c> (P, R/W, U/S, A, D = 0x67), so a user leaf's
 /// permissions are decided by the leaf alone, as on x86-64 Linux. Only 4 KiB leaves are written.
-/// Callers hold the owning process's lock.
+/// XD is set on leaves of non-executable areas, as the x86 MM does with NX enabled; whether a VT-d
+/// unit whose PASID entry has NXE = 0 treats bit 63 as reserved is left open by the spec (UNVERIFIED),
+/// and the tables stay as the CPU needs them: the IOMMU side decides what it does with XD. G is
+/// never set (Linux sets it only on kernel mappings). Callers hold the owning process's lock.
 /// </remarks>
 internal sealed class X86PageTable
 {
