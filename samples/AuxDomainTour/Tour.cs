@@ -3,6 +3,7 @@ using System.Text;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Diagnostics;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
@@ -10,7 +11,6 @@ using Mtty;
 using SiovAccel;
 using Vfio.Mdev;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace AuxDomainTour;

@@ -1,10 +1,10 @@
 // snippet-begin: vfio-type1-package
 using Iommu;
 using Iommu.Devices;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 // snippet-end: vfio-type1-package
 

@@ -1,6 +1,7 @@
 using Iommu.Memory;
 using System.Buffers.Binary;
 using Iommu;
+using Iommu.Mm;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 

@@ -5,9 +5,9 @@ using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Groups;
+using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Mdev.Pinning;
-using Vfio.Type1.Memory;
 
 namespace Vfio.Type1;
 

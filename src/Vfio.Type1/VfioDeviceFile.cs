@@ -1,5 +1,6 @@
 using Iommu;
 using Iommu.Devices;
+using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Type1.Memory;
 

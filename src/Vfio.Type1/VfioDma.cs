@@ -1,5 +1,5 @@
 using Iommu.Domains;
-using Vfio.Type1.Memory;
+using Iommu.Mm;
 
 namespace Vfio.Type1;
 

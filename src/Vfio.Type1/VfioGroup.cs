@@ -4,6 +4,7 @@ using System.Text;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Groups;
+using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
 using Iommu;
-using Vfio.Type1.Memory;
+using Iommu.Mm;
 using Vfio.Type1.Uapi;
 
 namespace Vfio.Type1;

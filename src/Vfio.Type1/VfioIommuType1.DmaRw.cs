@@ -1,7 +1,7 @@
 using System.Numerics;
 using Iommu;
 using Iommu.Domains;
-using Vfio.Type1.Memory;
+using Iommu.Mm;
 
 namespace Vfio.Type1;
 

@@ -1,8 +1,8 @@
 using Iommu.Memory;
 using Iommu;
 using Iommu.Domains;
+using Iommu.Mm;
 using Vfio.Mdev.Pinning;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 using Vfio.Type1.Internal;
 
@@ -155,7 +155,7 @@ public sealed partial class VfioIommuType1
         while (done < pages)
         {
             // vfio_pin_pages_remote
-            Errno e = task.PinPage(dma.Vaddr + (done << PageShift), write, out ulong first, out bool rsvd);
+            Errno e = task.PinUserPage(dma.Vaddr + (done << PageShift), write, out ulong first, out bool rsvd);
             if (e != Errno.None)
             {
                 return e;
@@ -167,7 +167,7 @@ public sealed partial class VfioIommuType1
             {
                 if (!dma.LockCap && (ulong)(task.LockedVm + 1) > limitPages)
                 {
-                    task.UnpinPage(first, rsvd);
+                    task.UnpinUserPage(first, rsvd);
                     return ErrorDetail.Fail(Errno.ENOMEM, $"MAP_DMA: RLIMIT_MEMLOCK ({limitPages << PageShift} bytes) exceeded");
                 }
 
@@ -177,7 +177,7 @@ public sealed partial class VfioIommuType1
             while (!_options.DisableHugepages && done + n < pages)
             {
                 ulong va = dma.Vaddr + ((done + n) << PageShift);
-                e = task.PinPage(va, write, out ulong pfn, out bool r);
+                e = task.PinUserPage(va, write, out ulong pfn, out bool r);
                 if (e != Errno.None)
                 {
                     break; // the next round reports the error for this page
@@ -185,7 +185,7 @@ public sealed partial class VfioIommuType1
 
                 if (pfn != first + n || r != rsvd)
                 {
-                    task.UnpinPage(pfn, r);
+                    task.UnpinUserPage(pfn, r);
                     break;
                 }
 
@@ -193,10 +193,10 @@ public sealed partial class VfioIommuType1
                 {
                     if (!dma.LockCap && (ulong)(task.LockedVm + acct + 1) > limitPages)
                     {
-                        task.UnpinPage(pfn, r);
+                        task.UnpinUserPage(pfn, r);
                         for (ulong k = 0; k < n; k++)
                         {
-                            task.UnpinPage(first + k, rsvd);
+                            task.UnpinUserPage(first + k, rsvd);
                         }
 
                         return ErrorDetail.Fail(Errno.ENOMEM, $"MAP_DMA: RLIMIT_MEMLOCK ({limitPages << PageShift} bytes) exceeded");
@@ -222,7 +222,7 @@ public sealed partial class VfioIommuType1
 
                     for (ulong k = 0; k < n; k++)
                     {
-                        task.UnpinPage(first + k, rsvd);
+                        task.UnpinUserPage(first + k, rsvd);
                     }
 
                     Charge(dma, -acct);
@@ -257,7 +257,7 @@ public sealed partial class VfioIommuType1
         {
             for (ulong k = 0; k < run.Pages; k++)
             {
-                dma.Task.UnpinPage(run.Pfn + k, run.Reserved);
+                dma.Task.UnpinUserPage(run.Pfn + k, run.Reserved);
             }
 
             Charge(dma, -run.Accounted);
@@ -283,7 +283,7 @@ public sealed partial class VfioIommuType1
 
         foreach (VfioPfn p in dma.PfnList.Values)
         {
-            dma.Task.UnpinPage(p.Pfn, p.Reserved);
+            dma.Task.UnpinUserPage(p.Pfn, p.Reserved);
             if (p.Accounted)
             {
                 Charge(dma, -1);

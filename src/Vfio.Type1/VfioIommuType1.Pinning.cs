@@ -78,7 +78,7 @@ public sealed partial class VfioIommuType1
                     continue;
                 }
 
-                e = dma.Task.PinPage(dma.Vaddr + (iova - dma.Iova), (prot & IommuProt.Write) != 0, out ulong pfn, out bool rsvd);
+                e = dma.Task.PinUserPage(dma.Vaddr + (iova - dma.Iova), (prot & IommuProt.Write) != 0, out ulong pfn, out bool rsvd);
                 if (e != Errno.None)
                 {
                     break;
@@ -89,7 +89,7 @@ public sealed partial class VfioIommuType1
                 {
                     if (!dma.LockCap && (ulong)(dma.Task.LockedVm + 1) > dma.Task.RlimitMemlock >> PageShift)
                     {
-                        dma.Task.UnpinPage(pfn, rsvd);
+                        dma.Task.UnpinUserPage(pfn, rsvd);
                         e = ErrorDetail.Fail(Errno.ENOMEM, "vfio_pin_pages: RLIMIT_MEMLOCK exceeded");
                         break;
                     }
@@ -164,7 +164,7 @@ public sealed partial class VfioIommuType1
         if (dma.PfnList.TryGetValue(iova, out VfioPfn? vpfn) && --vpfn.RefCount == 0)
         {
             dma.PfnList.Remove(iova);
-            dma.Task.UnpinPage(vpfn.Pfn, vpfn.Reserved);
+            dma.Task.UnpinUserPage(vpfn.Pfn, vpfn.Reserved);
             if (vpfn.Accounted)
             {
                 Charge(dma, -1);

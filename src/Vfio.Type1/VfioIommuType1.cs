@@ -4,9 +4,9 @@ using System.Numerics;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Mdev.Pinning;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Vfio.Type1;

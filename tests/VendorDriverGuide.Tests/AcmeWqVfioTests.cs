@@ -1,8 +1,8 @@
 using System.Buffers.Binary;
 using Iommu;
+using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Acme.Wq.Tests;

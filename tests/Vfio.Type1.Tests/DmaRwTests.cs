@@ -1,7 +1,7 @@
 using Iommu;
+using Iommu.Mm;
 using Mtty;
 using Vfio.Mdev;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Tests.Infrastructure;
 using Vfio.Type1.Uapi;
 

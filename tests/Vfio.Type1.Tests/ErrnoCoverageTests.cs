@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Mtty;
 using Vfio.Mdev;
 using Vfio.Mdev.Pinning;
@@ -275,7 +276,7 @@ public sealed class ErrnoCoverageTests : IDisposable
 
         // A mapping whose process has exited: pinning from it is -ENODEV, vfio_dma_rw -EPERM.
         _bed.Proc.CapIpcLock = true;
-        Vfio.Type1.Memory.ProcessAddressSpace child = _bed.Proc.Fork("child");
+        ProcessAddressSpace child = _bed.Proc.Fork("child");
         Assert.Equal(Errno.None, c.MapDma(child, Type1Bed.Map(buf, I0 + 0x20_0000, 0x1000)));
         child.Exit();
         Assert.Equal(-(int)Errno.ENODEV, _bed.Vfio.PinPages(m!, [(I0 + 0x20_0000) >> 12], 1, IommuProt.Read, phys));

@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using Iommu;
 using Iommu.Devices;
+using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Mdev.Pinning;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Tests.Infrastructure;
 using Vfio.Type1.Uapi;
 

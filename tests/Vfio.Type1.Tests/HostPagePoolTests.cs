@@ -1,6 +1,6 @@
 using Iommu;
 using Iommu.Devices;
-using Vfio.Type1.Memory;
+using Iommu.Mm;
 using Vfio.Type1.Tests.Infrastructure;
 
 namespace Vfio.Type1.Tests;

@@ -1,10 +1,10 @@
 using Iommu;
 using Iommu.Devices;
+using Iommu.Mm;
 using Iommu.VtD.Hardware;
 using Mtty;
 using SiovAccel;
 using Vfio.Mdev;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Tests.Infrastructure;
 using Vfio.Type1.Uapi;
 

@@ -1,7 +1,7 @@
 using Iommu;
 using Iommu.Devices;
+using Iommu.Mm;
 using Iommu.VtD.Hardware;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Tests.Infrastructure;
 using Vfio.Type1.Uapi;
 

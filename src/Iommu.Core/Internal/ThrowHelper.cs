@@ -87,4 +87,32 @@ internal static class ThrowHelper
     public static void NoPageSizeFits(ulong pgsizeBitmap, ulong iova, ulong paddr, ulong size) =>
         throw new InvalidOperationException(
             string.Create(CultureInfo.InvariantCulture, $"No page size of 0x{pgsizeBitmap:x} fits iova 0x{iova:x} pa 0x{paddr:x} size 0x{size:x}."));
+
+    [DoesNotReturn]
+    public static void HostRangeInvalid(ulong physicalBase, ulong size) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(size), string.Create(CultureInfo.InvariantCulture, $"range 0x{physicalBase:x}+0x{size:x} must be page aligned and inside physical memory"));
+
+    [DoesNotReturn]
+    public static void PfnNotPinned(ulong pfn) =>
+        throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"pfn 0x{pfn:x} is not pinned"));
+
+    [DoesNotReturn]
+    public static void HugePagesExhausted(ulong length) =>
+        throw new InsufficientMemoryException(string.Create(CultureInfo.InvariantCulture, $"host page pool cannot back {length} bytes of huge pages"));
+
+    [DoesNotReturn]
+    public static void AddressNotPageAligned(ulong vaddr) =>
+        throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"address 0x{vaddr:x} is not page aligned"), nameof(vaddr));
+
+    [DoesNotReturn]
+    public static void RangeOutsideUserSpace(ulong vaddr, ulong length) =>
+        throw new ArgumentOutOfRangeException(
+            nameof(length), string.Create(CultureInfo.InvariantCulture, $"range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space"));
+
+    [DoesNotReturn]
+    public static void ProcessExited(string name) => throw new InvalidOperationException($"{name} has exited");
+
+    [DoesNotReturn]
+    public static void NotifierRegistered(string name, string paramName) => throw new ArgumentException($"the notifier is already registered on {name}", paramName);
 }

@@ -1,3 +1,5 @@
+using Iommu.Mm;
+
 namespace Vfio.Type1.Memory;
 
 /// <summary>An open VFIO file (container, group or device) with a reference per file descriptor that names it.</summary>
@@ -10,15 +12,28 @@ namespace Vfio.Type1.Memory;
 /// disposed are all harmless and never throw. Descriptors duplicated by fork keep the file open
 /// until they close too, as in the kernel.</para>
 /// </remarks>
-public abstract class VfioFile : IDisposable
+public abstract class VfioFile : IDisposable, IFileReference
 {
     private int _fileRefs;
 
     /// <summary>Closes the descriptor this object was opened as, if it is still open (see the remarks); idempotent, never throws.</summary>
     public void Dispose()
     {
+        // close(fd) only while fd still names this file (not after a close and a reuse of the
+        // number); nothing after exit or after the platform's memory was disposed.
         (ProcessAddressSpace? owner, int fd) = OpenedAs;
-        owner?.CloseIfNames(fd, this);
+        try
+        {
+            if (owner is { Exited: false } && ReferenceEquals(owner.GetFile(fd), this))
+            {
+                _ = owner.Close(fd);
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            // The platform is gone, and with it everything the file held.
+        }
+
         GC.SuppressFinalize(this);
     }
 
@@ -31,6 +46,10 @@ public abstract class VfioFile : IDisposable
     internal void OpenFileRef() => Volatile.Write(ref _fileRefs, 1);
 
     internal void AddFileRef() => Interlocked.Increment(ref _fileRefs);
+
+    void IFileReference.GetFile() => AddFileRef();
+
+    void IFileReference.PutFile() => PutFileRef();
 
     internal void PutFileRef()
     {

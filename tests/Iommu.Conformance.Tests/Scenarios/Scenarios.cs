@@ -1,10 +1,10 @@
 using System.Globalization;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Diagnostics;
 using Iommu.VtD.Hardware;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Iommu.Conformance.Tests.Scenarios;

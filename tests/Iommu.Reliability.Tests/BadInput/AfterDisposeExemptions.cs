@@ -1,3 +1,5 @@
+using Iommu.Mm;
+
 namespace Iommu.Reliability.Tests.BadInput;
 
 /// <summary>Public types and members the after-dispose rows leave out, each with its reason.</summary>
@@ -29,7 +31,8 @@ internal static class AfterDisposeExemptions
         ["VtdRegister"] = Static, ["VtdTranslation"] = Value, ["VtdAssembly"] = Static, ["MdevAssembly"] = Static, ["MdevTypeAttribute"] = Value,
         ["MdevParentOpsBase"] = "abstract base of vendor drivers: it holds no state and its members are the vendor's own code, reached only through the mdev core (which has rows)",
         ["MdevTypeGroup"] = "sysfs attribute-group description: values and delegates, no platform", ["NotifyResult"] = Value,
-        ["VfioDmaUnmapEvent"] = Value, ["VmArea"] = "mmap area descriptor of an mdev file: values only", ["ProcessMemoryArea"] = Value, ["VfioFile"] = "abstract base: FileRefs counter only",
+        ["VfioDmaUnmapEvent"] = Value, ["VmArea"] = "mmap area descriptor of an mdev file: values only", ["ProcessMemoryArea"] = Value, ["X86PageWalk"] = Value,
+        ["MmuNotifier"] = "abstract base of subscribers: its members are the user's callbacks, called by ProcessAddressSpace (which has rows)", ["VfioFile"] = "abstract base: FileRefs counter only",
         ["Type1Assembly"] = Static, ["VfioBitmap"] = Value, ["VfioGroupStatus"] = Value, ["VfioIommuType1DmaMap"] = Value, ["VfioIommuType1DmaUnmap"] = Value,
         ["VfioIommuType1Info"] = Value, ["VfioIovaRange"] = Value, ["VfioUapi"] = Static,
         ["VfioDeviceFile"] = "device fd: Close goes through ProcessAddressSpace.Close (a row); the rest are references fixed at open",
@@ -44,7 +47,7 @@ internal static class AfterDisposeExemptions
         ["DmaPageTable.Create"] = "argument checks run first (the file is being edited by others, so only top-of-method guards were added); with valid levels the frame allocation throws ObjectDisposedException (FrameAllocator.TryAllocate row)",
         ["FrameAllocator.Capacity"] = Immutable, ["FrameAllocator.FailedAllocations"] = Managed, ["FrameAllocator.FailurePending"] = Managed, ["FrameAllocator.LiveFrames"] = Managed,
         ["FrameAllocator.PeakLiveFrames"] = Managed, ["FrameAllocator.Region"] = Immutable, ["FrameAllocator.RegionBase"] = Immutable, ["FrameAllocator.RegionSize"] = Immutable, ["FrameAllocator.TotalAllocations"] = Managed,
-        ["HostPageAllocator.AllocatedPages"] = Managed, ["HostPageAllocator.Base"] = Immutable, ["HostPageAllocator.Memory"] = Immutable, ["HostPageAllocator.TotalPins"] = Managed, ["HostPageAllocator.ZeroPagePfn"] = Immutable,
+        ["HostPageAllocator.AllocatedPages"] = Managed, ["HostPageAllocator.PageTablePages"] = Managed, ["ProcessAddressSpace.Pgd"] = Managed, ["HostPageAllocator.Base"] = Immutable, ["HostPageAllocator.Memory"] = Immutable, ["HostPageAllocator.TotalPins"] = Managed, ["HostPageAllocator.ZeroPagePfn"] = Immutable,
         ["IntelIommu.Faults"] = Managed, ["IntelIommu.Options"] = Immutable, ["IntelIommu.PasidModeSupport"] = Immutable, ["IntelIommu.PasidsInUse"] = Managed,
         ["IntelIommu.PgsizeBitmap"] = Immutable, ["IntelIommu.ScalableModeSupport"] = Immutable, ["IntelIommu.Units"] = Immutable,
         ["IommuCore.Groups"] = Managed, ["IommuCore.DefaultDomainType"] = Managed, ["IommuCore.IovaFqTimeout"] = Static, ["IommuCore.PgSize"] = "static pure function (iommu_pgsize arithmetic)", ["IommuCore.Platform"] = Immutable,

@@ -2,13 +2,13 @@ using System.Reflection;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Memory;
+using Iommu.Mm;
 using Iommu.Reliability.Tests.Infrastructure;
 using Iommu.VtD.Diagnostics;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Mdev;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 using static Iommu.Reliability.Tests.BadInput.Rows;
 

@@ -1,3 +1,5 @@
+using Iommu.Mm;
+
 namespace Iommu.Reliability.Tests.BadInput;
 
 /// <summary>Public types and entry points the bad-input matrix leaves out, each with its reason.</summary>
@@ -19,6 +21,7 @@ internal static class BadInputExemptions
         ["VtdCap"] = "bit-field decoder over the raw CAP register: every ulong is a valid input",
         ["VtdEcap"] = "bit-field decoder over the raw ECAP register: every ulong is a valid input",
         ["MdevParentOpsBase"] = "abstract base of vendor drivers: its members are the vendor's callbacks, which the mdev core calls with arguments it has checked (MdevCore, MdevDevice and MdevDeviceFile rows cover bad input)",
+        ["MmuNotifier"] = "abstract base of subscribers: its members are the user's callbacks, which ProcessAddressSpace calls with page-aligned ranges it computed (its rows cover bad input)",
         ["VtdMetrics"] = "publishes counters to an EventSource/Meter listener; no caller-supplied data beyond the unit",
     };
 
@@ -51,6 +54,7 @@ internal static class BadInputExemptions
         ["VfioIommuType1Info..ctor"] = ValueRecord,
         ["VfioIovaRange..ctor"] = ValueRecord,
         ["ProcessMemoryArea..ctor"] = ValueRecord,
+        ["X86PageWalk..ctor"] = ValueRecord,
         ["FrameAllocator.TryAllocate"] = "no input: its only parameter is the out address (exhaustion is covered by TryAllocateContiguous rows)",
     };
 }

@@ -1,8 +1,8 @@
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.Reliability.Tests.Infrastructure;
 using Vfio.Mdev.Pinning;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 using static Iommu.Reliability.Tests.BadInput.Rows;
 
@@ -96,47 +96,6 @@ internal static partial class BadInputMatrix
         V("VfioIommuType1.CheckExtension", "extension -1", c => c.Container().Backend!.CheckExtension(-1), 0),
         X<ArgumentNullException>("VfioIommuType1.Ioctl", "null caller", c => c.Container().Backend!.Ioctl(null!, VfioUapi.VFIO_IOMMU_GET_INFO, new byte[16])),
         V("VfioIommuType1.Ioctl", "unknown request", c => c.Container().Backend!.Ioctl(c.Proc, VfioUapi.VFIO_GROUP_GET_STATUS, new byte[8]), -(int)Errno.ENOTTY),
-
-        // ProcessAddressSpace
-        X<ArgumentNullException>("ProcessAddressSpace..ctor", "null page allocator", _ => new ProcessAddressSpace(null!)),
-        X<ArgumentOutOfRangeException>("ProcessAddressSpace.Mmap", "length 0", c => c.Proc.Mmap(0)),
-        X<ArgumentOutOfRangeException>("ProcessAddressSpace.Mmap", "length 2^64-1 (rounding overflows)", c => c.Proc.Mmap(ulong.MaxValue)),
-        X<ArgumentOutOfRangeException>("ProcessAddressSpace.Mmap", "length above the user address space", c => c.Proc.Mmap(1UL << 60)),
-        X<ArgumentException>("ProcessAddressSpace.Munmap", "unaligned address", c => { c.Proc.Munmap(c.Proc.Mmap(0x2000) + 1, 0x1000); return null; }),
-        X<ArgumentOutOfRangeException>("ProcessAddressSpace.Munmap", "length 0", c => { c.Proc.Munmap(c.Proc.Mmap(0x2000), 0); return null; }),
-        Ok("ProcessAddressSpace.Munmap", "huge length (must not walk 2^34 pages)", c => c.Proc.Munmap(c.Proc.Mmap(0x2000), 1UL << 38)),
-        X<ArgumentOutOfRangeException>("ProcessAddressSpace.Munmap", "range wraps 2^64", c => { c.Proc.Munmap(ulong.MaxValue - 0xfff, 0x2000); return null; }),
-        X<ArgumentException>("ProcessAddressSpace.Mprotect", "unaligned address", c => { c.Proc.Mprotect(c.Proc.Mmap(0x2000) + 8, 0x1000, VmProt.Read); return null; }),
-        X<ArgumentOutOfRangeException>("ProcessAddressSpace.Mprotect", "range wraps 2^64", c => { c.Proc.Mprotect(ulong.MaxValue - 0xfff, 0x2000, VmProt.Read); return null; }),
-        E("ProcessAddressSpace.Mlock", "unmapped address", c => c.Proc.Mlock(0x1000, 0x1000), Errno.ENOMEM),
-        E("ProcessAddressSpace.Mlock", "range wraps 2^64", c => c.Proc.Mlock(ulong.MaxValue - 0xfff, 0x2000), Errno.EINVAL),
-        E("ProcessAddressSpace.Write", "unmapped address", c => c.Proc.Write(0x1000, new byte[8]), Errno.EFAULT),
-        E("ProcessAddressSpace.Write", "range wraps 2^64", c => c.Proc.Write(ulong.MaxValue - 3, new byte[8]), Errno.EFAULT),
-        E("ProcessAddressSpace.Write", "read-only memory", c => c.Proc.Write(c.Proc.Mmap(0x1000, VmProt.Read), new byte[8]), Errno.EFAULT),
-        E("ProcessAddressSpace.Read", "NULL", c => c.Proc.Read(0, new byte[8]), Errno.EFAULT),
-        E("ProcessAddressSpace.Read", "PROT_NONE memory", c => c.Proc.Read(c.Proc.Mmap(0x1000, VmProt.None), new byte[8]), Errno.EFAULT),
-        V("ProcessAddressSpace.TryTranslate", "address 2^64-1", c => c.Proc.TryTranslate(ulong.MaxValue, out _), false),
-        X<InvalidOperationException>("ProcessAddressSpace.Fork", "after exit", c => { c.Proc.Exit(); return c.Proc.Fork(); }),
-        X<ArgumentNullException>("ProcessAddressSpace.InstallFile", "null", c => c.Proc.InstallFile(null!)),
-        V("ProcessAddressSpace.GetFile", "fd -1", c => c.Proc.GetFile(-1), null),
-        E("ProcessAddressSpace.Close", "fd never opened", c => c.Proc.Close(12345), Errno.EBADF),
-        E("ProcessAddressSpace.Close", "closed twice", c => { int fd = c.Proc.InstallFile(new object()); c.Proc.Close(fd).ThrowIfError(); return c.Proc.Close(fd); }, Errno.EBADF),
-
-        // HostPageAllocator
-        X<ArgumentNullException>("HostPageAllocator..ctor", "null memory", _ => new HostPageAllocator(null!, 0, 0x2000)),
-        X<ArgumentOutOfRangeException>("HostPageAllocator..ctor", "unaligned base", c => new HostPageAllocator(c.Memory, 0x800, 0x10000)),
-        X<ArgumentOutOfRangeException>("HostPageAllocator..ctor", "one page", c => new HostPageAllocator(c.Memory, 0x1000, 0x1000)),
-        X<ArgumentOutOfRangeException>("HostPageAllocator..ctor", "range past the end of memory", c => new HostPageAllocator(c.Memory, 16 * Sizes.GiB, 0x10000)),
-        X<ArgumentNullException>("HostPageAllocator.ForPlatform", "null platform", _ => HostPageAllocator.ForPlatform(null!)),
-        E("HostPageAllocator.Allocate", "more pages than the pool", c => c.Pages.Allocate(1UL << 40, 1, out _), Errno.ENOMEM),
-        E("HostPageAllocator.Allocate", "alignment that overflows", c => c.Pages.Allocate(1, 1UL << 60, out _), Errno.ENOMEM),
-        X<ArgumentOutOfRangeException>("HostPageAllocator.Allocate", "zero pages", c => c.Pages.Allocate(0, 1, out _)),
-        X<InvalidOperationException>("HostPageAllocator.Unpin", "pfn never pinned", c => { c.Pages.Unpin(0x1234); return null; }),
-        Ok("HostPageAllocator.Get", "pfn never allocated (ignored)", c => c.Pages.Get(ulong.MaxValue)),
-        Ok("HostPageAllocator.Put", "pfn never allocated (ignored)", c => c.Pages.Put(ulong.MaxValue)),
-        Ok("HostPageAllocator.Pin", "pin and unpin of a foreign pfn balance", c => { c.Pages.Pin(7); c.Pages.Unpin(7); }),
-        V("HostPageAllocator.PinCount", "pfn never pinned", c => c.Pages.PinCount(ulong.MaxValue), 0),
-        V("HostPageAllocator.RefCount", "pfn never allocated", c => c.Pages.RefCount(ulong.MaxValue), 0),
 
         // uAPI structures
         X<ArgumentOutOfRangeException>("VfioIommuType1DmaMap.Write", "destination shorter than 32 bytes", _ => { new VfioIommuType1DmaMap(32, 3, 0, 0, 0).Write(new byte[16]); return null; }),

@@ -1,11 +1,11 @@
 using System.Collections.Concurrent;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.Reliability.Tests.Infrastructure;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 using Xunit.Abstractions;
 

@@ -1,12 +1,12 @@
 using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Mtty;
 using Vfio.Mdev;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 
 namespace Iommu.Reliability.Tests.Infrastructure;
 

@@ -2,10 +2,10 @@ using System.Buffers.Binary;
 using System.Globalization;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Iommu.Reliability.Tests.Infrastructure;

@@ -1,8 +1,8 @@
 using Iommu.Devices;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Iommu.Reliability.Tests.Infrastructure;

@@ -3,12 +3,12 @@ using System.Globalization;
 using CsCheck;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using SiovAccel;
 using Vfio.Mdev;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Iommu.Reliability.Tests.Isolation;

@@ -4,7 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Iommu;
 using Iommu.Devices;
-using Vfio.Type1.Memory;
+using Iommu.Mm;
 using Vfio.Type1.Uapi;
 
 namespace Vfio.Type1.Tests.Infrastructure;

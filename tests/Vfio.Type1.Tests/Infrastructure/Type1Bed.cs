@@ -1,9 +1,9 @@
 using Iommu;
 using Iommu.Devices;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Type1;
-using Vfio.Type1.Memory;
 using Vfio.Type1.Uapi;
 
 namespace Vfio.Type1.Tests.Infrastructure;

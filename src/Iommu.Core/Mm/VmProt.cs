@@ -1,4 +1,4 @@
-namespace Vfio.Type1.Memory;
+namespace Iommu.Mm;
 
 /// <summary>Protection of a virtual memory area (<c>PROT_*</c>).</summary>
 [Flags]
@@ -15,4 +15,7 @@ public enum VmProt
 
     /// <summary>Read and write.</summary>
     ReadWrite = Read | Write,
+
+    /// <summary><c>PROT_EXEC</c>: the page-table leaves lose XD (implies read on x86).</summary>
+    Exec = 4,
 }

@@ -1,4 +1,4 @@
-namespace Vfio.Type1.Memory;
+namespace Iommu.Mm;
 
 /// <summary>What backs a virtual memory area.</summary>
 public enum VmaKind

@@ -1,4 +1,4 @@
-namespace Vfio.Type1.Memory;
+namespace Iommu.Mm;
 
 /// <summary>
 /// One memory area of a <see cref="ProcessAddressSpace"/> (a VMA of its <c>mm_struct</c>), as

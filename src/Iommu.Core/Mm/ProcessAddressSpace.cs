@@ -1,13 +1,12 @@
-using Iommu;
+using Iommu.Internal;
 using Iommu.Memory;
-using Vfio.Type1.Internal;
 
-namespace Vfio.Type1.Memory;
+namespace Iommu.Mm;
 
 /// <summary>
-/// A process as VFIO sees it: its memory (<c>mm_struct</c>: VMAs, page table, <c>locked_vm</c>), its
-/// credentials (<c>RLIMIT_MEMLOCK</c>, <c>CAP_IPC_LOCK</c>) and its file-descriptor table. MAP_DMA pins
-/// from it; the pages come from a <see cref="HostPageAllocator"/> shared by all processes of a platform.
+/// A process: its memory (<c>mm_struct</c>: VMAs, page table, <c>locked_vm</c>), its
+/// credentials (<c>RLIMIT_MEMLOCK</c>, <c>CAP_IPC_LOCK</c>) and its file-descriptor table. VFIO's MAP_DMA pins
+/// from it, SVA binds its page tables; the pages come from a <see cref="HostPageAllocator"/> shared by all processes of a platform.
 /// </summary>
 /// <remarks>
 /// <para>Model rules (an <c>mm</c> as <c>vaddr_get_pfns</c> → <c>pin_user_pages_remote</c> sees it): a
@@ -16,6 +15,17 @@ namespace Vfio.Type1.Memory;
 /// write from the zero page); <c>munmap</c> drops the mapping's references but pinned pages stay
 /// alive until unpinned; <c>locked_vm</c> counts pages pinned by VFIO and pages locked by
 /// <see cref="Mlock"/>; the budget is <see cref="RlimitMemlock"/> unless <see cref="CapIpcLock"/>.</para>
+/// <para>Page tables: every mapping lives in real IA-32e 4-level tables in <see cref="PhysicalMemory"/>
+/// (root <see cref="Pgd"/>, leaves as x86-64 Linux writes them for user pages; see <see cref="X86PageWalk"/>),
+/// the tables a first-level IOMMU walk reads for SVA. Private writable leaves are read-only until a
+/// write fault (Linux's <c>PAGE_COPY</c>); <see cref="Fork"/> shares private pages copy-on-write, write
+/// protecting both sides, except pages that hold pins (copied at once, as 5.15's
+/// <c>copy_present_page</c> does); a write fault reuses a page no other mapping shares (pins not
+/// counted, so a pinned page stays with the process that pinned it, as 5.19+ guarantees) and copies
+/// it otherwise. Table pages come from <see cref="Pages"/> (<see cref="HostPageAllocator.PageTablePages"/>)
+/// and are freed with the last leaf of their range, and all at <see cref="Exit"/>. Huge-page areas are
+/// mapped with 4 KiB leaves (the model writes no PS leaves). Registered <see cref="MmuNotifier"/>s hear of
+/// every leaf change before a page it named is freed or reused.</para>
 /// <para>Thread safety: all members are safe to call concurrently (one internal lock per process).</para>
 /// </remarks>
 public sealed class ProcessAddressSpace : IDisposable
@@ -29,7 +39,8 @@ public sealed class ProcessAddressSpace : IDisposable
 
     private readonly Lock _lock = new();
     private readonly List<ProcessMemoryArea> _vmas = [];
-    private readonly Dictionary<ulong, ulong> _ptes = [];
+    private readonly X86PageTable _pt;
+    private readonly List<MmuNotifier> _notifiers = [];
     private readonly HashSet<ulong> _mlocked = [];
     private readonly Dictionary<int, object> _files = [];
     private ulong _nextVaddr = 0x7f00_0000_0000;
@@ -39,12 +50,80 @@ public sealed class ProcessAddressSpace : IDisposable
     /// <summary>Creates an empty process.</summary>
     /// <param name="pages">Where its pages come from.</param>
     /// <param name="name">A name for messages.</param>
+    /// <exception cref="InsufficientMemoryException">The pool has no page left for the PML4.</exception>
     public ProcessAddressSpace(HostPageAllocator pages, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(pages);
-        pages.Memory.ThrowIfDisposed();
+        using PhysicalMemory.AccessScope guard = pages.Memory.EnterAccess();
+        if (X86PageTable.Create(pages, out X86PageTable? pt) != Errno.None)
+        {
+            ThrowHelper.HugePagesExhausted(PageSize);
+        }
+
+        _pt = pt!;
         Pages = pages;
         Name = name ?? "process";
+    }
+
+    /// <summary>Physical address of the PML4 (<c>mm-&gt;pgd</c>): what a first-level PASID entry's FLPTR holds to share these tables; 0 after <see cref="Exit"/>.</summary>
+    [KernelSymbol("mm_struct.pgd")]
+    public ulong Pgd
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _pt.Root;
+            }
+        }
+    }
+
+    /// <summary>Walks the tables for <paramref name="vaddr"/> as the CPU would, changing nothing (no A/D update, no fault).</summary>
+    /// <param name="vaddr">Any address; above the user half nothing is mapped.</param>
+    /// <returns>The entries read and what they grant.</returns>
+    public X86PageWalk Walk(ulong vaddr)
+    {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
+        lock (_lock)
+        {
+            return _pt.Walk(vaddr);
+        }
+    }
+
+    /// <summary>Subscribes <paramref name="notifier"/> to this process's page-table changes until <see cref="Exit"/> or <see cref="MmuNotifierUnregister"/>.</summary>
+    /// <param name="notifier">The subscriber.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="notifier"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="notifier"/> is already registered here.</exception>
+    /// <exception cref="InvalidOperationException">The process has exited (no mm to subscribe to).</exception>
+    [KernelSymbol("mmu_notifier_register")]
+    public void MmuNotifierRegister(MmuNotifier notifier)
+    {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(notifier);
+        lock (_lock)
+        {
+            ThrowIfExited();
+            if (_notifiers.Contains(notifier))
+            {
+                ThrowHelper.NotifierRegistered(Name, nameof(notifier));
+            }
+
+            _notifiers.Add(notifier);
+        }
+    }
+
+    /// <summary>Ends a subscription; nothing when <paramref name="notifier"/> is not registered (for example after exit released it).</summary>
+    /// <param name="notifier">The subscriber.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="notifier"/> is null.</exception>
+    [KernelSymbol("mmu_notifier_unregister")]
+    public void MmuNotifierUnregister(MmuNotifier notifier)
+    {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(notifier);
+        lock (_lock)
+        {
+            _ = _notifiers.Remove(notifier);
+        }
     }
 
     /// <summary>The host page pool.</summary>
@@ -111,10 +190,25 @@ public sealed class ProcessAddressSpace : IDisposable
                     ThrowHelper.HugePagesExhausted(length);
                 }
 
+                // hugetlb pages are the process's own from mmap on: present, writable if the area is.
+                var vma = new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase);
+                ulong bits = LeafBits(vma) | ((prot & VmProt.Write) != 0 ? X86PageTable.Writable : 0);
                 for (ulong i = 0; i < length >> PageShift; i++)
                 {
-                    _ptes[(start >> PageShift) + i] = pfn + i;
+                    if (_pt.SetLeaf(start + (i << PageShift), ((pfn + i) << PageShift) | bits) != Errno.None)
+                    {
+                        _pt.ForEachLeaf(start, start + length, static (ulong _, ref ulong pte) => pte = 0, freeEmpty: true);
+                        for (ulong k = 0; k < length >> PageShift; k++)
+                        {
+                            Pages.Put(pfn + k);
+                        }
+
+                        ThrowHelper.HugePagesExhausted(length);
+                    }
                 }
+
+                InsertVma(vma);
+                return start;
             }
 
             InsertVma(new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase));
@@ -157,24 +251,10 @@ public sealed class ProcessAddressSpace : IDisposable
 
             _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
 
-            // Walk the range page by page when it is smaller than what is present, else the present
-            // pages: a huge length used to walk up to 2^35 page numbers (bad-input matrix), while a
-            // scan of every present page would make small munmaps of a large process slow.
+            ZapRange(vaddr, end);
             ulong first = vaddr >> PageShift, last = (end - 1) >> PageShift;
-            if (last - first < (ulong)(_ptes.Count + _mlocked.Count))
-            {
-                for (ulong vpn = first; vpn <= last; vpn++)
-                {
-                    DropPage(vpn);
-                }
-            }
-            else
-            {
-                foreach (ulong vpn in _ptes.Keys.Concat(_mlocked).Where(k => k >= first && k <= last).Distinct().ToList())
-                {
-                    DropPage(vpn);
-                }
-            }
+            int unlocked = _mlocked.RemoveWhere(k => k >= first && k <= last);
+            Interlocked.Add(ref _lockedVm, -unlocked);
         }
     }
 
@@ -217,6 +297,31 @@ public sealed class ProcessAddressSpace : IDisposable
 
             _vmas.AddRange(changed);
             _vmas.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+
+            // change_protection: each leaf keeps its frame, A, D and software bits and takes the new
+            // area's bits (pte_modify), so a private writable area's leaves turn read-only.
+            var hull = new Hull();
+            foreach (ProcessMemoryArea v in changed)
+            {
+                ulong s = Math.Max(v.Start, vaddr), e = Math.Min(v.End, end);
+                if (s >= e)
+                {
+                    continue;
+                }
+
+                ulong bits = LeafBits(v);
+                _pt.ForEachLeaf(s, e, (ulong va, ref ulong pte) =>
+                {
+                    ulong next = (pte & (X86PageTable.AddressMask | X86PageTable.Accessed | X86PageTable.Dirty | X86PageTable.Special)) | bits;
+                    if (next != pte)
+                    {
+                        pte = next;
+                        hull.Add(va);
+                    }
+                }, freeEmpty: false);
+            }
+
+            Notify(hull);
         }
     }
 
@@ -258,9 +363,12 @@ public sealed class ProcessAddressSpace : IDisposable
 
             for (ulong va = start; va < end; va += PageSize)
             {
+                // populate_vma_page_range, also over pages locked before: FOLL_WRITE on private
+                // writable areas, so no copy-on-write fault is left for later.
+                ProcessMemoryArea v = _vmas[FindVma(va)];
+                _ = Fault(va, write: (v.Prot & VmProt.Write) != 0 && !v.Shared, out _);
                 if (_mlocked.Add(va >> PageShift))
                 {
-                    _ = Fault(va, write: false, out _);
                     Interlocked.Increment(ref _lockedVm);
                 }
             }
@@ -288,6 +396,7 @@ public sealed class ProcessAddressSpace : IDisposable
                     return e;
                 }
 
+                Touch(vaddr, X86PageTable.Accessed | X86PageTable.Dirty);
                 Pages.Memory.Write((pfn << PageShift) + (ulong)off, data[..n]);
                 data = data[n..];
                 vaddr += (ulong)n;
@@ -316,6 +425,7 @@ public sealed class ProcessAddressSpace : IDisposable
                     return e;
                 }
 
+                Touch(vaddr, X86PageTable.Accessed);
                 Pages.Memory.Read((pfn << PageShift) + (ulong)off, destination[..n]);
                 destination = destination[n..];
                 vaddr += (ulong)n;
@@ -341,16 +451,21 @@ public sealed class ProcessAddressSpace : IDisposable
                 return true;
             }
 
-            return _ptes.TryGetValue(vaddr >> PageShift, out pfn);
+            // A PROT_NONE leaf still holds its page (not present to the CPU, but mapped).
+            ulong pte = vaddr < TaskSize ? _pt.GetLeaf(vaddr & ~(PageSize - 1)) : 0;
+            pfn = (pte & X86PageTable.AddressMask) >> PageShift;
+            return (pte & (X86PageTable.Present | X86PageTable.ProtNone)) != 0;
         }
     }
 
     /// <summary>
-    /// Creates a child (<c>fork</c>): same areas, private pages copied, shared pages shared, the file
-    /// table duplicated (the same open files), credentials inherited, <c>locked_vm</c> 0 (mlock is not inherited).
+    /// Creates a child (<c>fork</c>): same areas, private pages shared copy-on-write (both sides'
+    /// leaves write-protected; pinned pages copied at once), shared pages shared, the file table
+    /// duplicated (the same open files), credentials inherited, <c>locked_vm</c> 0 (mlock is not inherited).
     /// </summary>
     /// <param name="name">Child name.</param>
     /// <returns>The child.</returns>
+    /// <exception cref="InsufficientMemoryException">The pool ran out of pages for the child's tables or copies (the child is torn down; fork's -ENOMEM).</exception>
     public ProcessAddressSpace Fork(string? name = null)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -359,28 +474,31 @@ public sealed class ProcessAddressSpace : IDisposable
             ThrowIfExited();
             var child = new ProcessAddressSpace(Pages, name) { RlimitMemlock = RlimitMemlock, CapIpcLock = CapIpcLock, _nextVaddr = _nextVaddr, _nextFd = _nextFd };
             child._vmas.AddRange(_vmas);
-            Span<byte> page = stackalloc byte[(int)PageSize];
-            foreach (KeyValuePair<ulong, ulong> pte in _ptes)
+            var hull = new Hull();
+            Errno failed = Errno.None;
+            foreach (ProcessMemoryArea v in _vmas)
             {
-                ProcessMemoryArea v = _vmas[FindVma(pte.Key << PageShift)];
-                if (v.Shared || pte.Value == Pages.ZeroPagePfn)
+                _pt.ForEachLeaf(v.Start, v.End, (ulong va, ref ulong pte) =>
                 {
-                    Pages.Get(pte.Value);
-                    child._ptes[pte.Key] = pte.Value;
-                    continue;
-                }
+                    if (failed == Errno.None)
+                    {
+                        failed = CopyLeaf(child, v, va, ref pte, hull);
+                    }
+                }, freeEmpty: false);
+            }
 
-                Pages.Allocate(1, 1, out ulong copy).ThrowIfError();
-                Pages.Memory.Read(pte.Value << PageShift, page);
-                Pages.Memory.Write(copy << PageShift, page);
-                child._ptes[pte.Key] = copy;
+            Notify(hull);
+            if (failed != Errno.None)
+            {
+                child.Exit();
+                ThrowHelper.HugePagesExhausted(PageSize);
             }
 
             foreach (KeyValuePair<int, object> f in _files)
             {
-                if (f.Value is VfioFile vf)
+                if (f.Value is IFileReference vf)
                 {
-                    vf.AddFileRef();
+                    vf.GetFile();
                 }
 
                 child._files[f.Key] = f.Value;
@@ -391,7 +509,9 @@ public sealed class ProcessAddressSpace : IDisposable
     }
 
     /// <summary>Ends the process (<c>exit</c>): closes every fd and tears the mm down. Pinned pages stay pinned.</summary>
-    /// <remarks>Idempotent. <see cref="Dispose"/> is the same call in the .NET shape.</remarks>
+    /// <remarks>Idempotent. <see cref="Dispose"/> is the same call in the .NET shape. Order (<c>exit_mmap</c>):
+    /// every <see cref="MmuNotifier.Release"/>, then the leaves are cleared and their pages put, then
+    /// the tables (root last) go back to the pool.</remarks>
     public void Exit()
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -413,12 +533,22 @@ public sealed class ProcessAddressSpace : IDisposable
 
         lock (_lock)
         {
-            foreach (ulong pfn in _ptes.Values)
+            foreach (MmuNotifier n in _notifiers)
             {
-                Pages.Put(pfn);
+                n.Release(this);
             }
 
-            _ptes.Clear();
+            _notifiers.Clear();
+            _pt.ForEachLeaf(0, TaskSize + PageSize, (ulong _, ref ulong pte) =>
+            {
+                if ((pte & X86PageTable.Special) == 0)
+                {
+                    Pages.Put((pte & X86PageTable.AddressMask) >> PageShift);
+                }
+
+                pte = 0;
+            }, freeEmpty: false);
+            _pt.FreeAll();
             _vmas.Clear();
             _mlocked.Clear();
             Interlocked.Exchange(ref _lockedVm, 0);
@@ -469,44 +599,36 @@ public sealed class ProcessAddressSpace : IDisposable
             }
         }
 
-        if (f is VfioFile vf)
+        if (f is IFileReference vf)
         {
-            vf.PutFileRef();
+            vf.PutFile();
         }
 
         return Errno.None;
     }
 
-    // VfioFile.Dispose: close(fd) only while fd still names file (not after a close and a reuse of
-    // the number); nothing after exit or after the platform's memory was disposed.
-    internal void CloseIfNames(int fd, object file)
+    /// <summary>Adds to (or, negative, subtracts from) <c>mm-&gt;locked_vm</c> without a limit check: the caller (type1's <c>vfio_lock_acct</c>) checked <see cref="RlimitMemlock"/> itself.</summary>
+    /// <param name="pages">Pages.</param>
+    [KernelSymbol("vfio_lock_acct")]
+    public void AddLockedVm(long pages)
     {
-        lock (_lock)
-        {
-            if (Exited || !_files.TryGetValue(fd, out object? f) || !ReferenceEquals(f, file))
-            {
-                return;
-            }
-        }
-
-        try
-        {
-            _ = Close(fd);
-        }
-        catch (ObjectDisposedException)
-        {
-            // The platform is gone, and with it everything the file held.
-        }
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
+        Interlocked.Add(ref _lockedVm, pages);
     }
 
-    internal void AddLockedVm(long pages) => Interlocked.Add(ref _lockedVm, pages);
-
     /// <summary>
-    /// <c>get_user_pages</c>/<c>follow_fault_pfn</c> for one page: resolves (faulting in if needed) and,
-    /// unless the pfn is reserved (zero page, PFNMAP), pins it.
+    /// <c>pin_user_pages_remote</c>/<c>follow_fault_pfn</c> for one page: resolves (faulting in if needed,
+    /// a write pin breaking copy-on-write first) and, unless the pfn is reserved (zero page, PFNMAP), pins it.
     /// </summary>
-    internal Errno PinPage(ulong vaddr, bool write, out ulong pfn, out bool reserved)
+    /// <param name="vaddr">Address in this process.</param>
+    /// <param name="write">Pin for writing (FOLL_WRITE).</param>
+    /// <param name="pfn">The frame pinned.</param>
+    /// <param name="reserved">True when the frame is not refcounted (zero page, PFNMAP); unpin it with the same flag.</param>
+    /// <returns>0, -EFAULT (unmapped or not permitted), -ENODEV (the process has exited) or -ENOMEM.</returns>
+    [KernelSymbol("pin_user_pages_remote")]
+    public Errno PinUserPage(ulong vaddr, bool write, out ulong pfn, out bool reserved)
     {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         reserved = false;
         lock (_lock)
         {
@@ -552,7 +674,12 @@ public sealed class ProcessAddressSpace : IDisposable
         }
     }
 
-    internal void UnpinPage(ulong pfn, bool reserved)
+    /// <summary>Drops a pin taken by <see cref="PinUserPage"/> (<c>unpin_user_page</c>; nothing for a reserved frame).</summary>
+    /// <param name="pfn">The frame.</param>
+    /// <param name="reserved">The flag <see cref="PinUserPage"/> returned.</param>
+    /// <exception cref="InvalidOperationException">A non-reserved frame that holds no pin.</exception>
+    [KernelSymbol("unpin_user_page")]
+    public void UnpinUserPage(ulong pfn, bool reserved)
     {
         if (!reserved)
         {
@@ -560,7 +687,9 @@ public sealed class ProcessAddressSpace : IDisposable
         }
     }
 
-    // handle_mm_fault for one page, under _lock. Write faults replace the zero page (COW).
+    // handle_mm_fault for one page, under _lock: the leaf is present (and writable for a write)
+    // afterwards. A read of a never-touched private page maps the shared zero page; a write to a
+    // read-only leaf of a writable area is do_wp_page (reuse or copy).
     private Errno Fault(ulong vaddr, bool write, out ulong pfn)
     {
         pfn = 0;
@@ -576,22 +705,56 @@ public sealed class ProcessAddressSpace : IDisposable
             return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}");
         }
 
+        ulong va = vaddr & ~(PageSize - 1);
+        ulong pte = _pt.GetLeaf(va);
         if (v.Kind == VmaKind.PfnMap)
         {
-            pfn = (v.PhysicalBase + (vaddr - v.Start)) >> PageShift;
-            return Errno.None;
+            // vfio-pci's mmap fault handler inserts the pfn (remap_pfn_range) on first touch.
+            pfn = (v.PhysicalBase + (va - v.Start)) >> PageShift;
+            return (pte & X86PageTable.Present) != 0 ? Errno.None : _pt.SetLeaf(va, (pfn << PageShift) | LeafBits(v) | X86PageTable.Special);
         }
 
-        ulong vpn = vaddr >> PageShift;
-        if (_ptes.TryGetValue(vpn, out pfn) && !(write && pfn == Pages.ZeroPagePfn))
+        if ((pte & X86PageTable.Present) != 0)
         {
-            return Errno.None;
+            pfn = (pte & X86PageTable.AddressMask) >> PageShift;
+            return !write || (pte & X86PageTable.Writable) != 0 ? Errno.None : WriteProtectFault(v, va, pte, out pfn);
         }
 
         if (!write && !v.Shared)
         {
             pfn = Pages.ZeroPagePfn;
-            _ptes[vpn] = pfn;
+            return _pt.SetLeaf(va, (pfn << PageShift) | LeafBits(v) | X86PageTable.Special);
+        }
+
+        Errno e = Pages.Allocate(1, 1, out ulong fresh);
+        if (e != Errno.None)
+        {
+            return e;
+        }
+
+        // do_anonymous_page / shmem: a write fault maps the page dirty and writable.
+        ulong bits = LeafBits(v) | (write ? X86PageTable.Writable | X86PageTable.Dirty : 0);
+        e = _pt.SetLeaf(va, (fresh << PageShift) | bits);
+        if (e != Errno.None)
+        {
+            Pages.Put(fresh);
+            return e;
+        }
+
+        pfn = fresh;
+        return Errno.None;
+    }
+
+    // do_wp_page, under _lock: a shared area's leaf or a page no other mapping holds is made writable
+    // in place; otherwise the page is copied, the leaf switched, the notifiers told, and only then
+    // the old page put (the copy-on-write break).
+    private Errno WriteProtectFault(ProcessMemoryArea v, ulong va, ulong pte, out ulong pfn)
+    {
+        pfn = (pte & X86PageTable.AddressMask) >> PageShift;
+        bool special = (pte & X86PageTable.Special) != 0;
+        if (v.Shared || (!special && Pages.RefCount(pfn) - Pages.PinCount(pfn) == 1))
+        {
+            _ = _pt.SetLeaf(va, pte | X86PageTable.Writable | X86PageTable.Dirty | X86PageTable.Accessed);
             return Errno.None;
         }
 
@@ -601,9 +764,159 @@ public sealed class ProcessAddressSpace : IDisposable
             return e;
         }
 
-        _ptes[vpn] = fresh; // the zero page (if it was there) holds no reference
+        if (pfn != Pages.ZeroPagePfn)
+        {
+            Pages.Memory.Read(pfn << PageShift, Pages.Memory.Frame(fresh << PageShift));
+        }
+
+        _ = _pt.SetLeaf(va, (fresh << PageShift) | LeafBits(v) | X86PageTable.Writable | X86PageTable.Dirty);
+        Notify(va, va + PageSize);
+        if (!special)
+        {
+            Pages.Put(pfn);
+        }
+
         pfn = fresh;
         return Errno.None;
+    }
+
+    // copy_present_pte for one leaf of the parent, under _lock.
+    private Errno CopyLeaf(ProcessAddressSpace child, ProcessMemoryArea v, ulong va, ref ulong pte, Hull hull)
+    {
+        ulong pfn = (pte & X86PageTable.AddressMask) >> PageShift;
+        ulong childPte;
+        if ((pte & X86PageTable.Special) != 0)
+        {
+            childPte = pte & ~X86PageTable.Accessed;
+        }
+        else if (v.Shared)
+        {
+            Pages.Get(pfn);
+            childPte = pte & ~(X86PageTable.Accessed | X86PageTable.Dirty);
+        }
+        else if (Pages.PinCount(pfn) > 0)
+        {
+            // copy_present_page: a page that may be pinned for DMA is copied for the child now.
+            Errno e = Pages.Allocate(1, 1, out ulong copy);
+            if (e != Errno.None)
+            {
+                return e;
+            }
+
+            Pages.Memory.Read(pfn << PageShift, Pages.Memory.Frame(copy << PageShift));
+            childPte = (copy << PageShift) | (LeafBits(v) & ~X86PageTable.ProtNone) | X86PageTable.Dirty | ((v.Prot & VmProt.Write) != 0 ? X86PageTable.Writable : 0);
+            childPte = v.Prot == VmProt.None ? (copy << PageShift) | LeafBits(v) : childPte;
+        }
+        else
+        {
+            Pages.Get(pfn);
+            if ((pte & X86PageTable.Writable) != 0)
+            {
+                pte &= ~X86PageTable.Writable;
+                hull.Add(va);
+            }
+
+            childPte = pte & ~X86PageTable.Accessed;
+        }
+
+        Errno r = child._pt.SetLeaf(va, childPte);
+        if (r != Errno.None && (childPte & X86PageTable.Special) == 0)
+        {
+            Pages.Put((childPte & X86PageTable.AddressMask) >> PageShift);
+        }
+
+        return r;
+    }
+
+    // Under _lock: munmap's zap_page_range + free_pgtables: leaves cleared, the notifiers told,
+    // then the pages put, then the emptied tables freed.
+    private void ZapRange(ulong start, ulong end)
+    {
+        var hull = new Hull();
+        var freed = new List<ulong>();
+        _pt.ForEachLeaf(start, end, (ulong va, ref ulong pte) =>
+        {
+            if ((pte & X86PageTable.Special) == 0)
+            {
+                freed.Add((pte & X86PageTable.AddressMask) >> PageShift);
+            }
+
+            pte = 0;
+            hull.Add(va);
+        }, freeEmpty: false);
+        Notify(hull);
+        foreach (ulong pfn in freed)
+        {
+            Pages.Put(pfn);
+        }
+
+        _pt.ForEachLeaf(start, end, null, freeEmpty: true);
+    }
+
+    // The CPU's A/D update on a touch of a present leaf.
+    private void Touch(ulong vaddr, ulong bits)
+    {
+        ulong va = vaddr & ~(PageSize - 1);
+        ulong pte = _pt.GetLeaf(va);
+        if ((pte & X86PageTable.Present) != 0 && (pte & bits) != bits)
+        {
+            _ = _pt.SetLeaf(va, pte | bits);
+        }
+    }
+
+    // vm_page_prot of an area as x86-64 Linux computes it: PAGE_NONE (protnone) for PROT_NONE, else
+    // present + user + accessed, XD unless executable, R/W only for shared (and PFNMAP) writable areas
+    // (private ones get R/W from a write fault).
+    private static ulong LeafBits(ProcessMemoryArea v)
+    {
+        if (v.Prot == VmProt.None)
+        {
+            return X86PageTable.ProtNone | X86PageTable.Accessed;
+        }
+
+        ulong bits = X86PageTable.Present | X86PageTable.User | X86PageTable.Accessed;
+        if ((v.Prot & VmProt.Exec) == 0)
+        {
+            bits |= X86PageTable.ExecuteDisable;
+        }
+
+        if ((v.Prot & VmProt.Write) != 0 && (v.Shared || v.Kind == VmaKind.PfnMap))
+        {
+            bits |= X86PageTable.Writable;
+        }
+
+        return bits;
+    }
+
+    private void Notify(Hull hull)
+    {
+        if (hull.Any)
+        {
+            Notify(hull.Start, hull.End);
+        }
+    }
+
+    private void Notify(ulong start, ulong end)
+    {
+        foreach (MmuNotifier n in _notifiers)
+        {
+            n.InvalidateRange(this, start, end);
+        }
+    }
+
+    // The smallest range covering the pages whose leaves an operation changed.
+    private sealed class Hull
+    {
+        public ulong Start = ulong.MaxValue;
+        public ulong End;
+
+        public bool Any => End != 0;
+
+        public void Add(ulong va)
+        {
+            Start = Math.Min(Start, va);
+            End = Math.Max(End, va + PageSize);
+        }
     }
 
     private int FindVma(ulong vaddr)
@@ -639,20 +952,6 @@ public sealed class ProcessAddressSpace : IDisposable
         }
 
         _vmas.Insert(i, vma);
-    }
-
-    // Under _lock: the page leaves the address space (its frame back to the pool) and the mlock charge.
-    private void DropPage(ulong vpn)
-    {
-        if (_ptes.Remove(vpn, out ulong pfn))
-        {
-            Pages.Put(pfn);
-        }
-
-        if (_mlocked.Remove(vpn))
-        {
-            Interlocked.Decrement(ref _lockedVm);
-        }
     }
 
     // munmap/mprotect's -EINVAL cases as .NET argument exceptions: unaligned start, empty or wrapping range.

@@ -1,8 +1,8 @@
 using Iommu;
 using Iommu.Memory;
-using Vfio.Type1.Internal;
+using Iommu.Internal;
 
-namespace Vfio.Type1.Memory;
+namespace Iommu.Mm;
 
 /// <summary>
 /// Hands out the host pages that back process memory (the "struct page" side of the model): a bump
@@ -21,8 +21,14 @@ public sealed class HostPageAllocator
     private readonly Dictionary<ulong, int> _refs = [];
     private readonly Dictionary<ulong, int> _pins = [];
     private readonly Stack<ulong> _free = new();
+    private readonly Stack<ulong> _tableFree = new();
     private readonly ulong _end;
     private ulong _next;
+
+    // Page-table pages are taken from the top of the pool downwards, so that they never break the
+    // physically contiguous runs that data pages touched in order form from the bottom.
+    private ulong _tableLow;
+    private int _tablePages;
 
     /// <summary>Creates an allocator over <c>[base, base + size)</c>, which it claims in <paramref name="memory"/> (see <see cref="PhysicalMemory.Claim"/>).</summary>
     /// <param name="memory">Host physical memory.</param>
@@ -45,6 +51,7 @@ public sealed class HostPageAllocator
         Memory = memory;
         Base = physicalBase;
         _end = physicalBase + size;
+        _tableLow = _end;
         _next = physicalBase;
         ZeroPagePfn = _next >> PhysicalMemory.PageShift;
         _next += PhysicalMemory.PageSize;
@@ -111,7 +118,7 @@ public sealed class HostPageAllocator
         lock (_lock)
         {
             ulong pa;
-            if (pages == 1 && alignPages <= 1 && _next >= _end && _free.Count > 0)
+            if (pages == 1 && alignPages <= 1 && _next >= _tableLow && _free.Count > 0)
             {
                 pa = _free.Pop() << PhysicalMemory.PageShift;
             }
@@ -119,7 +126,7 @@ public sealed class HostPageAllocator
             {
                 ulong align = Math.Max(1, alignPages) << PhysicalMemory.PageShift;
                 ulong start = (_next + align - 1) & ~(align - 1);
-                if (start < _next || start > _end || pages > (_end - start) >> PhysicalMemory.PageShift)
+                if (start < _next || start > _tableLow || pages > (_tableLow - start) >> PhysicalMemory.PageShift)
                 {
                     if (pages == 1 && _free.Count > 0)
                     {
@@ -149,6 +156,59 @@ public sealed class HostPageAllocator
 
             Memory.Fill(pa, pages << PhysicalMemory.PageShift, 0);
             return Errno.None;
+        }
+    }
+
+    /// <summary>Pages currently holding process page tables (<c>PageTables</c> of <c>/proc/meminfo</c>); not counted in <see cref="AllocatedPages"/>.</summary>
+    [KernelSymbol("NR_PAGETABLE")]
+    public int PageTablePages
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _tablePages;
+            }
+        }
+    }
+
+    // pte_alloc_one/pmd_alloc_one: one zeroed page for a process page table, from the top of the pool.
+    internal Errno AllocateTable(out ulong pa)
+    {
+        lock (_lock)
+        {
+            if (_tableFree.Count > 0)
+            {
+                pa = _tableFree.Pop();
+            }
+            else if (_tableLow - PhysicalMemory.PageSize >= _next)
+            {
+                _tableLow -= PhysicalMemory.PageSize;
+                pa = _tableLow;
+            }
+            else if (_free.Count > 0)
+            {
+                pa = _free.Pop() << PhysicalMemory.PageShift;
+            }
+            else
+            {
+                pa = 0;
+                return ErrorDetail.Fail(Errno.ENOMEM, $"host page pool 0x{Base:x}..0x{_end:x} exhausted (page table)");
+            }
+
+            _tablePages++;
+            Memory.Fill(pa, PhysicalMemory.PageSize, 0);
+            return Errno.None;
+        }
+    }
+
+    // pte_free/pmd_free: the table page goes back to the tables' free list.
+    internal void FreeTable(ulong pa)
+    {
+        lock (_lock)
+        {
+            _tablePages--;
+            _tableFree.Push(pa);
         }
     }
 
