@@ -5,6 +5,7 @@
 using Iommu;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Vfio.Mdev;
