@@ -1,3 +1,4 @@
+using CsCheck;
 using Iommu.Devices;
 using Iommu.Mm;
 using Iommu.VtD.Driver;
@@ -179,5 +180,85 @@ public sealed class SvaTests
         Assert.Equal(Errno.EBUSY, f.Iommu.DevEnableFeature(full, IommuDevFeature.Sva));
         Assert.Equal(Errno.None, f.Iommu.DevDisableFeature(full, IommuDevFeature.Sva));
         Assert.Equal(Errno.ENODEV, f.Iommu.DevEnableFeature(full, (IommuDevFeature)7));
+    }
+
+    // §4 invariants 1 and 3: over random mmap'd pages, CPU writes, munmap, mprotect, fork (COW) and exit of
+    // two processes bound to one device, a DMA with a process's PASID succeeds iff that process's CPU
+    // tables allow it at that moment (present, user, writable for writes) and reaches exactly that page —
+    // IOTLB entries warmed by earlier DMA never outlive the notifier's flush.
+    [Fact]
+    public void Property_device_dma_with_a_pasid_follows_the_cpu_tables_of_its_process()
+    {
+        Gen.Select(Gen.Int[0, 6], Gen.Int[0, 1], Gen.Int[0, 7], Gen.Bool).Array[1, 60].Sample(ops =>
+        {
+            (DriverBed f, PciDevice dev, HostPageAllocator pages) = Bed();
+            using DriverBed bed = f;
+            ProcessAddressSpace[] mm = [new(pages, "a"), new(pages, "b")];
+            ulong[] bases = new ulong[2];
+            bool[][] mapped = [new bool[8], new bool[8]];
+            uint[] pasid = new uint[2];
+            for (int p = 0; p < 2; p++)
+            {
+                bases[p] = mm[p].Mmap(8 * Page);
+                Array.Fill(mapped[p], true);
+                pasid[p] = f.Iommu.SvaGetPasid(Bind(f, dev, mm[p]));
+            }
+
+            Assert.NotEqual(pasid[0], pasid[1]);
+            foreach ((int op, int p, int i, bool flag) in ops)
+            {
+                ulong va = bases[p] + ((ulong)i * Page);
+                bool live = !mm[p].Exited;
+                switch (op)
+                {
+                    case 0 when live:
+                        _ = mm[p].Write(va, [(byte)i]);
+                        break;
+                    case 1 when live && mapped[p][i]:
+                        mm[p].Munmap(va, Page);
+                        mapped[p][i] = false;
+                        break;
+                    case 2 when live && mapped[p][i]:
+                        mm[p].Mprotect(va, Page, flag ? VmProt.ReadWrite : VmProt.Read);
+                        break;
+                    case 3 when live:
+                        using (ProcessAddressSpace child = mm[p].Fork())
+                        {
+                            if (flag)
+                            {
+                                _ = child.Write(va, [1]);
+                            }
+                        }
+
+                        break;
+                    case 4 or 5:
+                        bool write = op == 5;
+                        DmaResult r = write ? Write(dev, pasid[p], va) : Read(dev, pasid[p], va);
+                        if (!live)
+                        {
+                            Assert.False(r.IsOk);
+                            break;
+                        }
+
+                        X86PageWalk w = mm[p].Walk(va);
+                        bool allowed = w.Present && w.User && (!write || w.Writable);
+                        Assert.Equal(allowed, r.IsOk);
+                        if (allowed)
+                        {
+                            Assert.Equal(w.PhysicalAddress, r.Address);
+                        }
+
+                        break;
+                    case 6 when live && flag:
+                        mm[p].Exit();
+                        break;
+                }
+            }
+
+            foreach (ProcessAddressSpace m in mm)
+            {
+                m.Dispose();
+            }
+        }, iter: 60);
     }
 }
