@@ -189,7 +189,7 @@ public sealed class SvaTests
     [Fact]
     public void Property_device_dma_with_a_pasid_follows_the_cpu_tables_of_its_process()
     {
-        Gen.Select(Gen.Int[0, 6], Gen.Int[0, 1], Gen.Int[0, 7], Gen.Bool).Array[1, 60].Sample(ops =>
+        Gen.Select(Gen.Int[0, 6], Gen.Int[0, 1], Gen.Int[0, 3], Gen.Bool).Array[1, 60].Sample(ops =>
         {
             (DriverBed f, PciDevice dev, HostPageAllocator pages) = Bed();
             using DriverBed bed = f;
@@ -259,6 +259,6 @@ public sealed class SvaTests
             {
                 m.Dispose();
             }
-        }, iter: 60);
+        }, iter: 100);
     }
 }
