@@ -101,13 +101,20 @@ public sealed partial class IommuCore
     /// <summary>Enables <paramref name="feature"/> (<c>iommu_dev_enable_feature</c>).</summary>
     /// <param name="device">The physical device.</param>
     /// <param name="feature">The feature.</param>
-    /// <returns>-ENODEV without a driver (a device no IOMMU driver probed) or for a feature other than AUX; else the driver's AUXD_ENABLE result.</returns>
+    /// <returns>-ENODEV without a driver (a device no IOMMU driver probed) or for an unknown feature; for AUX the driver's AUXD_ENABLE result; for SVA/IOPF (5.15) the driver's <see cref="IIommuSvaOps.SvaEnableFeature"/> result.</returns>
     /// <remarks>5.15 dispatches through the device's own IOMMU (<c>dev->iommu->iommu_dev->ops</c>); 5.10 through <c>dev->bus->iommu_ops</c>.</remarks>
     [KernelSymbol("iommu_dev_enable_feature")]
     public Errno DevEnableFeature(Device device, IommuDevFeature feature)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
+        if (feature is IommuDevFeature.Sva or IommuDevFeature.Iopf)
+        {
+            return device.IommuOps is IIommuSvaOps sva
+                ? CallSvaFeature(sva.SvaEnableFeature, device, feature)
+                : Fail(Errno.ENODEV, $"no IOMMU driver enables {feature} on {device.Name}");
+        }
+
         if (device.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.ENODEV, $"no IOMMU driver probed {device.Name}");
@@ -121,12 +128,19 @@ public sealed partial class IommuCore
     /// <summary>Disables <paramref name="feature"/> (<c>iommu_dev_disable_feature</c>).</summary>
     /// <param name="device">The physical device.</param>
     /// <param name="feature">The feature.</param>
-    /// <returns>-EBUSY without a driver (the kernel's no-driver result); -ENODEV for a feature other than AUX; else the driver's AUXD_DISABLE result.</returns>
+    /// <returns>-EBUSY without a driver (the kernel's no-driver result); -ENODEV for an unknown feature; for AUX the driver's AUXD_DISABLE result; for SVA/IOPF the driver's <see cref="IIommuSvaOps.SvaDisableFeature"/> result.</returns>
     [KernelSymbol("iommu_dev_disable_feature")]
     public Errno DevDisableFeature(Device device, IommuDevFeature feature)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
+        if (feature is IommuDevFeature.Sva or IommuDevFeature.Iopf)
+        {
+            return device.IommuOps is IIommuSvaOps sva
+                ? CallSvaFeature(sva.SvaDisableFeature, device, feature)
+                : Fail(Errno.EBUSY, $"no IOMMU driver disables {feature} on {device.Name}");
+        }
+
         if (device.IommuOps is not IIommuDevFeatureOps ops)
         {
             return Fail(Errno.EBUSY, $"no IOMMU driver probed {device.Name}");
@@ -223,6 +237,13 @@ public sealed partial class IommuCore
         }
 
         return ret;
+    }
+
+    private static Errno CallSvaFeature(Func<Device, IommuDevFeature, Errno> op, Device device, IommuDevFeature feature)
+    {
+        ErrorDetail.Clear();
+        Errno ret = op(device, feature);
+        return ret == Errno.None ? ret : KeepOrFail(ret, $"IOMMU driver refused {feature} on {device.Name}");
     }
 
     private static Errno CallSetDevAttr(IIommuDevFeatureOps ops, Device device, IommuDevAttr attr)

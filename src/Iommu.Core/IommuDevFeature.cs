@@ -7,9 +7,9 @@ public enum IommuDevFeature
     /// <summary>Auxiliary domains (<c>IOMMU_DEV_FEAT_AUX</c>).</summary>
     Aux = 0,
 
-    /// <summary>Shared virtual addressing (<c>IOMMU_DEV_FEAT_SVA</c>); not modelled.</summary>
+    /// <summary>Shared virtual addressing (<c>IOMMU_DEV_FEAT_SVA</c>); 5.15 value. Enable it after <see cref="Iopf"/>.</summary>
     Sva = 1,
 
-    /// <summary>I/O page faults (<c>IOMMU_DEV_FEAT_IOPF</c>, 5.15); not modelled.</summary>
+    /// <summary>I/O page faults (<c>IOMMU_DEV_FEAT_IOPF</c>, 5.15 value); enabled before and disabled after <see cref="Sva"/>.</summary>
     Iopf = 2,
 }

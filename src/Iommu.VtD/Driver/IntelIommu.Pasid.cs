@@ -176,8 +176,8 @@ public sealed partial class IntelIommu
         }
     }
 
-    // intel_pasid_tear_down_entry
-    private void TearDownPasidEntry(IntelIommuUnit unit, DeviceDomainInfo info, uint pasid)
+    // intel_pasid_tear_down_entry; faultIgnore (mm exit) leaves q0 = FPD so later DMA is dropped silently.
+    private void TearDownPasidEntry(IntelIommuUnit unit, DeviceDomainInfo info, uint pasid, bool faultIgnore = false)
     {
         ulong pte = PasidEntryAddress(info, pasid, alloc: false);
         if (pte == 0)
@@ -193,7 +193,15 @@ public sealed partial class IntelIommu
 
         ushort did = pe.DomainId;
         PasidPgtt pgtt = pe.Pgtt;
-        PasidEntry.Clear(_memory, pte);
+        if (faultIgnore)
+        {
+            PasidEntry.ClearWithFpd(_memory, pte);
+        }
+        else
+        {
+            PasidEntry.Clear(_memory, pte);
+        }
+
         unit.FlushPasidCache(did, pasid);
         if (pgtt is PasidPgtt.PassThrough or PasidPgtt.FirstLevel)
         {

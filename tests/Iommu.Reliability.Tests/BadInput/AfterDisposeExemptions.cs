@@ -19,6 +19,7 @@ internal static class AfterDisposeExemptions
         ["Device"] = "a plain device holds no memory; its DMA-capable subclass PciDevice has rows",
         ["DmaResult"] = Value, ["AtsCompletion"] = Value, ["PageRequestMessage"] = Value, ["DmaFaultReason"] = Value, ["DmaSegment"] = Value, ["HostMemoryRange"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
         ["IommuDomain"] = "abstract base of driver domains: managed fields only; domains are used through IommuCore, which has rows",
+        ["IommuSva"] = "abstract base of SVA bind handles: Device/Mm getters only; binds are used through IommuCore, which has rows",
         ["VtdUnitState"] = "a copy of a unit's registers in managed arrays: no platform memory",
         ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform", ["ErrorDetailUnwindScope"] = "thread-local failure-detail scope: no platform",
         ["IommuFault"] = Value, ["IommuPageResponse"] = Value, ["IommuException"] = "exception type", ["IommuIotlbGather"] = Value,

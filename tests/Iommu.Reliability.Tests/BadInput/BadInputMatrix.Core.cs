@@ -263,6 +263,18 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("IommuCore.AllocGlobalPasid", "null device", c => c.Iommu.AllocGlobalPasid(null!)),
         Ok("IommuCore.FreeGlobalPasid", "IOMMU_PASID_INVALID (a logged WARN)", c => c.Iommu.FreeGlobalPasid(IommuCore.PasidInvalid)),
         Ok("IommuCore.FreeGlobalPasid", "never allocated, beyond 20 bits", c => c.Iommu.FreeGlobalPasid(1u << 24)),
+        E("IommuCore.SvaBindDevice", "device without a PASID capability", c => c.Iommu.SvaBindDevice(c.Dev2, c.Proc, null, out _), Errno.EINVAL),
+        E("IommuCore.SvaBindDevice", "device never probed", c => c.Iommu.SvaBindDevice(c.Orphan, c.Proc, null, out _), Errno.ENODEV),
+        E("IommuCore.SvaBindDevice", "process that has exited", c => { c.Proc.Exit(); return c.Iommu.SvaBindDevice(c.Dev, c.Proc, null, out _); }, Errno.EINVAL),
+        X<ArgumentNullException>("IommuCore.SvaBindDevice", "null device", c => c.Iommu.SvaBindDevice(null!, c.Proc, null, out _)),
+        X<ArgumentNullException>("IommuCore.SvaBindDevice", "null mm", c => c.Iommu.SvaBindDevice(c.Dev, null!, null, out _)),
+        X<ArgumentNullException>("IommuCore.SvaUnbindDevice", "null handle", c => { c.Iommu.SvaUnbindDevice(null!); return null; }),
+        X<ArgumentNullException>("IommuCore.SvaGetPasid", "null handle", c => c.Iommu.SvaGetPasid(null!)),
+        E("IommuCore.DevEnableFeature", "SVA where the unit is not SVM-capable or PASID cannot be enabled", c => c.Iommu.DevEnableFeature(c.Dev, IommuDevFeature.Sva), Errno.ENODEV),
+        E("IommuCore.DevEnableFeature", "IOPF without PRI", c => c.Iommu.DevEnableFeature(c.Dev, IommuDevFeature.Iopf), Errno.ENODEV),
+        E("IommuCore.DevEnableFeature", "SVA on a device never probed", c => c.Iommu.DevEnableFeature(c.Orphan, IommuDevFeature.Sva), Errno.ENODEV),
+        E("IommuCore.DevDisableFeature", "SVA never enabled", c => c.Iommu.DevDisableFeature(c.Dev, IommuDevFeature.Sva), Errno.EINVAL),
+        E("IommuCore.DevDisableFeature", "SVA on a device never probed", c => c.Iommu.DevDisableFeature(c.Orphan, IommuDevFeature.Sva), Errno.EBUSY),
 
         // IommuCore: faults
         X<ArgumentNullException>("IommuCore.SetFaultHandler", "null domain", c => { c.Iommu.SetFaultHandler(null!, null, null); return null; }),

@@ -145,6 +145,20 @@ internal struct PasidEntry
         }
     }
 
+    /// <summary>
+    /// Clears the entry at <paramref name="pa"/> but keeps faults on its PASID suppressed
+    /// (<c>pasid_clear_entry_with_fpd</c>): q0 = FPD (P = 0) first, then q1–q7 zeroed.
+    /// </summary>
+    [KernelSymbol("pasid_clear_entry_with_fpd")]
+    public static void ClearWithFpd(PhysicalMemory memory, ulong pa)
+    {
+        memory.WriteUInt64(pa, VtdFormat.Fpd);
+        for (ulong q = 8; q < Size; q += 8)
+        {
+            memory.WriteUInt64(pa + q, 0);
+        }
+    }
+
     [InlineArray(8)]
     private struct Words
     {
