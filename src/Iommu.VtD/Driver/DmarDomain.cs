@@ -98,6 +98,10 @@ public sealed class DmarDomain : IommuDomain
     /// <summary>The first-level table, in place; only for a domain with <see cref="UseFirstLevel"/>.</summary>
     internal ref PageTable<FirstLevelFormat> FirstLevelTable => ref _firstLevel;
 
+    // The map/unmap/iova_to_phys paths, once they know UseFirstLevel is false: the public PageTable's
+    // check and throw would keep its getter from being inlined there.
+    internal DmaPageTable SecondLevelTable => _secondLevel!;
+
     /// <summary>Guest address width in bits (<c>gaw</c>): 57 at allocation, the unit's width after attach.</summary>
     public int Gaw { get; internal set; }
 

@@ -61,7 +61,7 @@ public sealed partial class IntelIommu
             return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
         }
 
-        return d.PageTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+        return d.SecondLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every
@@ -99,7 +99,7 @@ public sealed partial class IntelIommu
         ulong size, spanStart, spanEnd;
         if (!d.UseFirstLevel)
         {
-            size = d.PageTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
+            size = d.SecondLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
         }
         else if (d.NestParent is null)
         {
@@ -130,7 +130,7 @@ public sealed partial class IntelIommu
             }
             else
             {
-                d.PageTable.TakePendingFrees(ref freelist);
+                d.SecondLevelTable.TakePendingFrees(ref freelist);
             }
 
             gather.Freelist = freelist;
@@ -144,10 +144,10 @@ public sealed partial class IntelIommu
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
         var d = (DmarDomain)domain;
-        return !d.UseFirstLevel ? d.PageTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
+        return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
     }
 
-    private static int PendingFrees(DmarDomain d) => d.UseFirstLevel ? d.FirstLevelTable.PendingFrees : d.PageTable.PendingFrees;
+    private static int PendingFrees(DmarDomain d) => d.UseFirstLevel ? d.FirstLevelTable.PendingFrees : d.SecondLevelTable.PendingFrees;
 
     /// <inheritdoc/>
     /// <remarks>
