@@ -53,8 +53,6 @@ internal static class SvaWorkload
     /// <summary>Where a fresh process's first mmap lands (ProcessAddressSpace's mmap base); the C floors map their pages there too.</summary>
     public const ulong VaBase = 0x7F00_0000_0000;
 
-    private static readonly byte[] Ones = CreateOnes();
-
     /// <summary>ref_dma.c's IOVAs over <paramref name="pages"/> pages, at <see cref="VaBase"/> instead of its base.</summary>
     public static ulong[] Vas(int pages, int length, int count)
     {
@@ -78,15 +76,8 @@ internal static class SvaWorkload
 
         for (int i = 0; i < pages; i++)
         {
-            mm.Write(va + ((ulong)i << 12), Ones).ThrowIfError();
+            mm.Write(va + ((ulong)i << 12), DmaStack.Ones).ThrowIfError();
         }
-    }
-
-    private static byte[] CreateOnes()
-    {
-        var ones = new byte[4096];
-        ones.AsSpan().Fill(1);
-        return ones;
     }
 }
 
