@@ -373,9 +373,10 @@ public unsafe class SvaAtcHit : IDisposable
 /// A page request round trip at the hardware level: the device's ATS read is refused (the PASID's
 /// first-level PML4 is empty), the device sends a page request, the unit writes the descriptor at PQT;
 /// software (<see cref="AtsHardwareStack.ServicePageRequests"/>) reads PQH..PQT, moves PQH and answers
-/// through the invalidation queue with a page group response and a wait; the response reaches the device,
-/// which the next op's fresh request for its page proves (a device still waiting sends none). Pages
-/// rotate over ref_dma.c's sequence on 256 pages. The C row does the same ring and queue work in arrays.
+/// through the invalidation queue with a page group response and a wait; the response reaches the device.
+/// The pages follow ref_dma.c's sequence over 256 pages, so most recur within an invocation, and a device
+/// still waiting for a page's answer sends no second request for it: a lost response fails the row. The
+/// C row does the same ring and queue work in arrays.
 /// </summary>
 [MemoryDiagnoser]
 public unsafe class SvaPageRequest : IDisposable
