@@ -120,6 +120,25 @@ public sealed class AtsDriverTests
     }
 
     [Fact]
+    public void With_caching_mode_tear_down_and_flush_all_send_no_device_tlb_but_unmap_does()
+    {
+        // 5.15: devtlb_invalidation_with_pasid and intel_flush_iotlb_all skip the device-TLB when CAP.CM = 1;
+        // iommu_flush_iotlb_psi skips it only for maps.
+        using DriverBed f = NewFl(AtsConfig with { CachingMode = true });
+        PciDevice dev = AtsDevice(f, "0000:00:03.0");
+        IDomain dom = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, dev));
+        var qi = new QiTrace(f);
+        Assert.Equal(Errno.None, f.Iommu.Map(dom, 0x10_0000, 0x40_0000, K4, RW));
+        Assert.DoesNotContain(qi.Since(), e => e.Type == DescDevTlb);
+        Assert.Equal(K4, f.Iommu.Unmap(dom, 0x10_0000, K4));
+        Assert.Equal((DescDevTlb, DevTlbQ0(dev), 0x10_0000UL), qi.Since()[^1]);
+        f.Iommu.FlushIotlbAll(dom);
+        f.Iommu.DetachDevice(dom, dev);
+        Assert.DoesNotContain(qi.Since(), e => e.Type == DescDevTlb);
+    }
+
+    [Fact]
     public void A_device_without_ats_sees_exactly_the_descriptors_it_saw_before()
     {
         using DriverBed f = Bed();
