@@ -8,8 +8,9 @@ using Iommu.VtD.Hardware;
 namespace Iommu.Benchmarks;
 
 /// <summary>
-/// SVA through the kernel path (issue 21, 5.15): a first-level unit with the intel-iommu driver, one
-/// ATS/PRI device with IOPF and SVA enabled, one process whose first mapping holds the benchmark's pages.
+/// SVA through the kernel path (issue 21, 5.15): a first-level unit with device-TLBs and page requests and
+/// the intel-iommu driver (which enables the device's PASID, PRI and ATS at attach), one ATS/PRI device with
+/// IOPF and SVA enabled, one process whose first mapping holds the benchmark's pages.
 /// </summary>
 internal sealed class SvaStack : IDisposable
 {
@@ -17,13 +18,16 @@ internal sealed class SvaStack : IDisposable
     {
         Platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.GiB });
         Pci = Platform.AddPciBus();
-        Unit = new VtdUnit(Platform.Memory, VtdConfig.ScalableModeFirstLevel48Bit);
+        Unit = new VtdUnit(Platform.Memory, VtdConfig.ScalableModeFirstLevel48Bit with { DeviceTlb = true, PageRequests = true });
         Pci.AddDmaRemapper(Unit, includeAll: true);
         Pci.SetIommuOps(new IntelIommu(Platform, new IntelIommuOptions { FirstLevel = FirstLevelPolicy.AllWhenEveryUnitHasFlts }, Unit)).ThrowIfError();
         Device = Pci.AddDevice(new PciDeviceSpec("0000:00:03.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
         Iommu.DevEnableFeature(Device, IommuDevFeature.Iopf).ThrowIfError();
-        Device.EnableAts().ThrowIfError();
-        Device.EnablePri().ThrowIfError();
+        if (!Device.AtsEnabled || !Device.PriEnabled)
+        {
+            throw new InvalidOperationException("the driver did not enable ATS and PRI at attach (ECAP.DT and PRS are set)");
+        }
+
         Iommu.DevEnableFeature(Device, IommuDevFeature.Sva).ThrowIfError();
         Mm = new ProcessAddressSpace(HostPageAllocator.ForPlatform(Platform), "bench");
     }
@@ -170,8 +174,8 @@ public class SvaWalk64K : SvaWalkWorkload
 /// The unit driven as the hardware sees software, with no driver: root, scalable context (DTE, PRE),
 /// PASID directory and first-level PASID entries written in memory with the spec's bits, the
 /// invalidation queue (256-bit descriptors) and the page request queue programmed through registers,
-/// and one ATS/PRI device 03:00.0. The ATS and page-request rows need the context's DTE and PRE, which
-/// the 5.15 driver model on main does not set; their bytes are the driver's business, not these rows'.
+/// and one ATS/PRI device 03:00.0. The page request queue is the hardware's side of the round trip: no
+/// driver takes it (the driver's PRQ handler is not in these rows), and an ATC hit never reaches a driver.
 /// </summary>
 internal sealed class AtsHardwareStack : IDisposable
 {
@@ -458,8 +462,9 @@ public unsafe class SvaPageRequest : IDisposable
 /// <summary>
 /// <see cref="IommuCore.SvaBindDevice"/> then <see cref="IommuCore.SvaUnbindDevice"/> of one process to one
 /// device (5.15: PASID from the platform allocator, mmu notifier registered, first-level PASID entry; on
-/// unbind the entry cleared with its PASID-cache and PASID-IOTLB invalidations). The C row writes the
-/// 64-byte PASID entry, clears it and writes the four invalidation descriptors at a queue's tail.
+/// unbind the entry cleared with its PASID-cache, PASID-IOTLB and PASID device-TLB invalidations, each
+/// with a wait). The C row writes the 64-byte PASID entry, clears it and writes the six descriptors at a
+/// queue's tail.
 /// </summary>
 [MemoryDiagnoser]
 public unsafe class SvaBindUnbind : IDisposable
@@ -470,22 +475,38 @@ public unsafe class SvaBindUnbind : IDisposable
     /// <summary>Passes per C invocation (its pair is a few ns).</summary>
     public const int CPasses = 64;
 
+    /// <summary>Descriptors the C row writes per bind/unbind: three invalidations, each with its wait.</summary>
+    public const int CDescriptors = 6;
+
     private SvaStack? _stack;
     private SvaFloor? _floor;
-    private delegate* unmanaged<nuint, uint, ulong, ushort, ulong, ulong> _cBindUnbind;
+    private delegate* unmanaged<nuint, uint, ulong, ushort, ulong, ushort, ulong> _cBindUnbind;
 
     [GlobalSetup(Target = nameof(BindUnbind))]
     public void SetupModel()
     {
         _stack = new SvaStack();
         SvaWorkload.MapTouched(_stack.Mm, 16);
+
+        // The C row queues what the driver queues: count one bind/unbind's descriptors by the queue head.
+        VtdUnit unit = _stack.Unit;
+        ulong iqa = unit.Read64(0x90);
+        int shift = (iqa & (1UL << 11)) != 0 ? 5 : 4;
+        ulong entries = (4096UL << (int)(iqa & 7)) >> shift;
+        ulong head = unit.Read64(0x80) >> shift;
+        BindUnbindOnce();
+        ulong queued = ((unit.Read64(0x80) >> shift) + entries - head) % entries;
+        if (queued != CDescriptors)
+        {
+            throw new InvalidOperationException($"a bind/unbind queued {queued} descriptors; the C row writes {CDescriptors}");
+        }
     }
 
     [GlobalSetup(Target = nameof(CBindUnbind))]
     public void SetupC()
     {
         _floor = new SvaFloor();
-        _cBindUnbind = (delegate* unmanaged<nuint, uint, ulong, ushort, ulong, ulong>)_floor.Export("rb_bind_unbind_pass");
+        _cBindUnbind = (delegate* unmanaged<nuint, uint, ulong, ushort, ulong, ushort, ulong>)_floor.Export("rb_bind_unbind_pass");
         if (((delegate* unmanaged<int>)_floor.Export("rq_setup"))() != 0)
         {
             throw new InvalidOperationException("C floor: rq_setup failed");
@@ -504,30 +525,34 @@ public unsafe class SvaBindUnbind : IDisposable
     [Benchmark(OperationsPerInvoke = Ops)]
     public ulong BindUnbind()
     {
-        IommuCore iommu = _stack!.Iommu;
-        PciDevice dev = _stack.Device;
-        ProcessAddressSpace mm = _stack.Mm;
         ulong sink = 0;
         for (int i = 0; i < Ops; i++)
         {
-            if (iommu.SvaBindDevice(dev, mm, null, out IommuSva? handle) != Errno.None)
-            {
-                throw new InvalidOperationException("bind failed");
-            }
-
-            sink += iommu.SvaGetPasid(handle!);
-            iommu.SvaUnbindDevice(handle!);
+            sink += BindUnbindOnce();
         }
 
         return sink;
     }
 
-    /// <summary>The C floor: the PASID entry written and cleared, four descriptors queued.</summary>
+    /// <summary>The C floor: the PASID entry written and cleared, six descriptors queued.</summary>
     [Benchmark(OperationsPerInvoke = Ops * CPasses)]
     public ulong CBindUnbind()
     {
-        ulong written = _cBindUnbind(Ops * CPasses, 1, SvaWorkload.VaBase >> 12 << 12, 1, 0);
-        return written == 4UL * Ops * CPasses ? written : throw new InvalidOperationException("C floor: bind/unbind pass");
+        ulong written = _cBindUnbind(Ops * CPasses, 1, SvaWorkload.VaBase >> 12 << 12, 1, 0, 0x0018);
+        return written == (ulong)CDescriptors * Ops * CPasses ? written : throw new InvalidOperationException("C floor: bind/unbind pass");
+    }
+
+    private uint BindUnbindOnce()
+    {
+        IommuCore iommu = _stack!.Iommu;
+        if (iommu.SvaBindDevice(_stack.Device, _stack.Mm, null, out IommuSva? handle) != Errno.None)
+        {
+            throw new InvalidOperationException("bind failed");
+        }
+
+        uint pasid = iommu.SvaGetPasid(handle!);
+        iommu.SvaUnbindDevice(handle!);
+        return pasid;
     }
 }
 

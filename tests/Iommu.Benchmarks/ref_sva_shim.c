@@ -17,8 +17,9 @@
  *                              hands the response to the device and writes the wait status, which
  *                              software sees (PageRequestRoundTrip).
  *   rb_bind_unbind_pass:       SVA bind (the 64-byte first-level PASID entry) and unbind (entry
- *                              cleared, PASID-cache and PASID-IOTLB invalidations, each with its wait
- *                              descriptor, written at the queue's tail) of one PASID (SvaBindUnbind).
+ *                              cleared, PASID-cache, PASID-IOTLB and PASID device-TLB invalidations,
+ *                              each with its wait descriptor, written at the queue's tail) of one PASID
+ *                              (SvaBindUnbind).
  *   gcc -O2 -march=native -shared -fPIC -o libref_sva.so ref_sva_shim.c */
 #include <stdint.h>
 #include <stdlib.h>
@@ -236,8 +237,9 @@ uint64_t rq_round_pass(const uint64_t *iv, size_t n, uint32_t pasid, uint16_t ri
 /* ---- SVA bind/unbind ---- */
 static uint64_t pasid_table[64 * 8] __attribute__((aligned(4096)));
 
-/* N binds and unbinds of PASID to the first-level root PGD under DID; the queue descriptors written. */
-uint64_t rb_bind_unbind_pass(size_t n, uint32_t pasid, uint64_t pgd, uint16_t did, uint64_t q1_flags) {
+/* N binds and unbinds of PASID to the first-level root PGD under DID for requester SID; the queue
+ * descriptors written. */
+uint64_t rb_bind_unbind_pass(size_t n, uint32_t pasid, uint64_t pgd, uint16_t did, uint64_t q1_flags, uint16_t sid) {
   uint64_t written = 0;
   uint64_t *e = pasid_table + (pasid & 63) * 8;
   for (size_t i = 0; i < n; i++) {
@@ -246,15 +248,17 @@ uint64_t rb_bind_unbind_pass(size_t n, uint32_t pasid, uint64_t pgd, uint16_t di
     e[2] = pgd;
     e[3] = e[4] = e[5] = e[6] = e[7] = 0;
     e[0] = 1 | (2ull << 2) | (1ull << 6);
-    /* unbind: clear the entry, then PASID cache (type 7, PASID-selective) and P_IOTLB (type 6,
-     * all of the PASID) each followed by a wait */
+    /* unbind: clear the entry, then PASID cache (type 7, PASID-selective), P_IOTLB (type 6, all of
+     * the PASID) and PASID device-TLB (type 8, the whole space) each followed by a wait */
     memset(e, 0, 64);
     iq_put(7 | (1ull << 4) | ((uint64_t)did << 16) | ((uint64_t)pasid << 32), 0);
     iq_put(5 | (1ull << 5) | (1ull << 32), (uint64_t)(uintptr_t)&wait_status);
     iq_put(6 | (1ull << 4) | ((uint64_t)did << 16) | ((uint64_t)pasid << 32), 0);
     iq_put(5 | (1ull << 5) | (1ull << 32), (uint64_t)(uintptr_t)&wait_status);
+    iq_put(8 | ((uint64_t)sid << 16) | ((uint64_t)pasid << 32), 0x7FFFFFFFFFFFF800ull);
+    iq_put(5 | (1ull << 5) | (1ull << 32), (uint64_t)(uintptr_t)&wait_status);
     iqh = iqt;
-    written += 4;
+    written += 6;
   }
   return written;
 }
