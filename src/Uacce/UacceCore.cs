@@ -16,7 +16,13 @@ namespace Uacce;
 /// platforms coexist in a process. Failures the kernel reports as errno are returned (with a detail in
 /// <see cref="ErrorDetail"/>) and leave state unchanged; misuse (null arguments, a disposed platform) throws.</para>
 /// <para>Thread safety: the device list is locked; each device has its mutex (<c>uacce-&gt;mutex</c>), taken by
-/// open, ioctl, mmap, release and remove.</para>
+/// open, ioctl, mmap, release and remove (the model also uses it where 5.15 takes the queue's <c>q-&gt;mutex</c>).</para>
+/// <para>Model decisions: open by name looks the device up among registered ones (the minor → device lookup, -ENODEV);
+/// <see cref="Open(UacceDevice, ProcessAddressSpace, out int)"/> stands for a holder of the inode and so reaches
+/// 5.15's -EINVAL for a removed device. Poll on a zombie returns 0 (5.15 would call the NULL ops after remove; the spec
+/// asks for 0). The 6.x <c>isolate</c>/<c>isolate_strategy</c> attributes, <c>mremap</c> and <c>VM_DONTCOPY</c>
+/// (the process model's fork copies every area) are not modelled. Whether <c>uacce_register</c> of a registered
+/// device fails with -EEXIST (the kernel's second <c>cdev_device_add</c>) is a model choice.</para>
 /// </remarks>
 public sealed class UacceCore
 {
