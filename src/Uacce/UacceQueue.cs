@@ -10,7 +10,7 @@ namespace Uacce;
 /// released when its last descriptor closes (<see cref="ProcessAddressSpace.Close"/>, across forks).
 /// </summary>
 /// <remarks>
-/// States (§4 inv 15): INIT →(START_Q)→ STARTED →(PUT_Q, release, remove)→ ZOMBIE; nothing leaves ZOMBIE. A queue of an
+/// States (uacce.c, 5.15): INIT →(START_Q)→ STARTED →(PUT_Q, release, remove)→ ZOMBIE; nothing leaves ZOMBIE. A queue of an
 /// SVA device holds exactly one SVA bind of its opener from open until PUT_Q+release or remove.
 /// </remarks>
 [KernelSymbol("struct uacce_queue")]
