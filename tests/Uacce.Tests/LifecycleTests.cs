@@ -41,11 +41,25 @@ public sealed class LifecycleTests
         Assert.Equal("plain-1", plain.Name);
         Assert.Equal(Errno.EINVAL, sys.Platform.Iommu.DevDisableFeature(noPri, IommuDevFeature.Sva)); // SVA never enabled
 
-        // PRI supported but not enabled: IOPF succeeds, SVA fails (-EINVAL), IOPF is disabled again; no SVA.
-        PciDevice off = sys.Pci.AddDevice(new PciDeviceSpec("0000:00:07.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
-        Assert.Equal(Errno.None, sys.Uacce.Alloc(off, new UacceInterface("off", UacceDeviceFlags.Sva, new MinimalOps()), out UacceDevice? offDev));
+        // IOPF succeeds but SVA fails (another user enabled it already: -EBUSY): IOPF is disabled again, no SVA,
+        // and the other user's SVA stays enabled.
+        PciDevice taken = sys.Pci.AddDevice(new PciDeviceSpec("0000:00:07.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
+        if (!taken.AtsEnabled)
+        {
+            Assert.Equal(Errno.None, taken.EnableAts());
+        }
+
+        if (!taken.PriEnabled)
+        {
+            Assert.Equal(Errno.None, taken.EnablePri());
+        }
+
+        Assert.Equal(Errno.None, sys.Platform.Iommu.DevEnableFeature(taken, IommuDevFeature.Iopf));
+        Assert.Equal(Errno.None, sys.Platform.Iommu.DevEnableFeature(taken, IommuDevFeature.Sva));
+        Assert.Equal(Errno.None, sys.Uacce.Alloc(taken, new UacceInterface("off", UacceDeviceFlags.Sva, new MinimalOps()), out UacceDevice? offDev));
         Assert.Equal(UacceDeviceFlags.None, offDev!.Flags);
         Assert.Equal("off-2", offDev.Name);
+        Assert.Equal(Errno.None, sys.Platform.Iommu.DevDisableFeature(taken, IommuDevFeature.Sva));
 
         // Not registered: no character device; opening the object fails, the name is unknown.
         using ProcessAddressSpace p = sys.NewProcess("p");
