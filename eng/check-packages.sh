@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs the four libraries and checks the packages as a user would get them: each .nupkg has
+# Packs the five libraries and checks the packages as a user would get them: each .nupkg has
 # lib/net10.0 (dll + XML docs) and PACKAGE.md, each has its .snupkg (pdb), and a throwaway
 # console project outside the repository, referencing the packages from a local folder source,
 # builds and runs the README quick start (eng/package-consumer/Program.cs); and a test project built
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
-libs=(Iommu.Core Iommu.VtD Vfio.Mdev Vfio.Type1)
+libs=(Iommu.Core Iommu.VtD Vfio.Mdev Vfio.Type1 Uacce)
 work=$(mktemp -d /tmp/iommu-pkgcheck.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 out=${PACKAGES_OUT:-$work/packages}
@@ -46,7 +46,7 @@ done
 [ "$fail" = 0 ] || { echo "package check failed"; exit 1; }
 
 # The consumer: outside the repository (no Directory.Build.props / central package management), its
-# own NuGet cache (a rebuilt 0.1.0 must not be shadowed by a cached older 0.1.0), the four packages
+# own NuGet cache (a rebuilt 0.1.0 must not be shadowed by a cached older 0.1.0), the five packages
 # from the local folder only (source mapping), everything else from nuget.org as this machine sees it.
 app="$work/consumer"
 mkdir -p "$app"

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 libs=("$@")
-[ ${#libs[@]} -gt 0 ] || libs=(Iommu.Core Iommu.VtD Vfio.Mdev Vfio.Type1)
+[ ${#libs[@]} -gt 0 ] || libs=(Iommu.Core Iommu.VtD Vfio.Mdev Vfio.Type1 Uacce)
 
 for lib in "${libs[@]}"; do
   dir="src/$lib"

@@ -1,5 +1,5 @@
 // The package consumer check run by eng/check-packages.sh (from .ci/run): copied into a throwaway
-// console project outside the repository that references the four packages from a local folder,
+// console project outside the repository that references the five packages from a local folder,
 // it runs the README quick start and exits non-zero when the DMA did not land where it should.
 // It is not part of Iommu.sln and is not built with the repository's Directory.Build.props.
 using Iommu;
@@ -8,6 +8,7 @@ using Iommu.Domains;
 using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
+using Uacce;
 using Vfio.Mdev;
 using Vfio.Type1;
 using Vfio.Type1.Memory;
@@ -65,6 +66,10 @@ var vfio = new VfioCore(platform);
 var qemu = new ProcessAddressSpace(HostPageAllocator.ForPlatform(platform), "qemu");
 VfioContainer container = vfio.OpenContainer(qemu, out int fd);
 Check(mdev.Parents.Count == 0 && container.Backend is null && fd >= 0, $"Vfio.Mdev and Vfio.Type1: container fd {fd}, no backend before VFIO_SET_IOMMU");
+
+// The Uacce package: a device without SVA on this plain platform gets PASID 0 queues.
+var uacce = new UacceCore(platform);
+Check(uacce.Devices.Count == 0 && UacceCommands.StartQ == 0x5700, "Uacce: no device registered, UACCE_CMD_START_Q = 0x5700");
 
 Console.WriteLine(failures == 0 ? "package consumer check passed" : $"package consumer check: {failures} failure(s)");
 return failures == 0 ? 0 : 1;

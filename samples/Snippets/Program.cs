@@ -22,5 +22,8 @@ Check(iommuDevice?.Name == "0000:00:04.0" && mdev.IommuGroup is not null, $"Vfio
 (DmaResult dma, byte[] seen) = Type1Package.Run();
 Check(dma.Status == DmaStatus.Ok && System.Text.Encoding.ASCII.GetString(seen) == "to guest RAM", $"Vfio.Type1: DMA {dma.Status}, guest memory holds \"{System.Text.Encoding.ASCII.GetString(seen)}\"");
 
+(Uacce.UacceDeviceFlags flags, DmaResult sva, ulong cpuPa) = UaccePackage.Run();
+Check(flags == Uacce.UacceDeviceFlags.Sva && sva.Status == DmaStatus.Ok && sva.Address == cpuPa, $"Uacce: SVA {flags}, DMA {sva.Status} at 0x{sva.Address:x} (CPU page 0x{cpuPa:x})");
+
 Console.WriteLine(failures == 0 ? "every snippet behaved" : $"{failures} snippet check(s) failed");
 return failures == 0 ? 0 : 1;

@@ -16,7 +16,7 @@ public sealed partial class DocSnippetTests
     public static TheoryData<string> Documents()
     {
         var data = new TheoryData<string> { "README.md", "docs/vendor-mdev-driver.md" };
-        foreach (string lib in new[] { "Iommu.Core", "Iommu.VtD", "Vfio.Mdev", "Vfio.Type1" })
+        foreach (string lib in new[] { "Iommu.Core", "Iommu.VtD", "Vfio.Mdev", "Vfio.Type1", "Uacce" })
         {
             data.Add($"src/{lib}/PACKAGE.md");
         }

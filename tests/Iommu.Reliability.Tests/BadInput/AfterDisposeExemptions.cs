@@ -37,6 +37,7 @@ internal static class AfterDisposeExemptions
         ["Type1Assembly"] = Static, ["VfioBitmap"] = Value, ["VfioGroupStatus"] = Value, ["VfioIommuType1DmaMap"] = Value, ["VfioIommuType1DmaUnmap"] = Value,
         ["VfioIommuType1Info"] = Value, ["VfioIovaRange"] = Value, ["VfioUapi"] = Static,
         ["VfioDeviceFile"] = "device fd: Close goes through ProcessAddressSpace.Close (a row); the rest are references fixed at open",
+        ["UacceAssembly"] = Static, ["UacceCommands"] = Static, ["UacceInterface"] = Value, ["UacceVmArea"] = "mmap area descriptor handed to a uacce driver: values only",
         ["VfioDma"] = "a managed record of one mapping (VfioIommuType1.Mappings snapshot): no memory", ["VfioType1Options"] = Value,
     };
 
@@ -54,6 +55,12 @@ internal static class AfterDisposeExemptions
         ["IommuCore.Groups"] = Managed, ["IommuCore.DefaultDomainType"] = Managed, ["IommuCore.IovaFqTimeout"] = Static, ["IommuCore.PgSize"] = "static pure function (iommu_pgsize arithmetic)", ["IommuCore.Platform"] = Immutable,
         ["IommuGroup.DefaultDomain"] = Managed, ["IommuGroup.DeviceCount"] = Managed, ["IommuGroup.Devices"] = Managed, ["IommuGroup.Domain"] = Managed, ["IommuGroup.Id"] = Immutable,
         ["IommuGroup.IommuData"] = Managed, ["IommuGroup.IsReleased"] = Managed, ["IommuGroup.Name"] = Managed, ["IommuGroup.Name.set"] = ManagedSet,
+        ["UacceCore.Platform"] = Immutable, ["UacceCore.Devices"] = Managed,
+        ["UacceDevice.Core"] = Immutable, ["UacceDevice.Name"] = Immutable, ["UacceDevice.DevId"] = Immutable, ["UacceDevice.Flags"] = Immutable, ["UacceDevice.Parent"] = Managed, ["UacceDevice.Ops"] = Managed,
+        ["UacceDevice.Api"] = Managed, ["UacceDevice.Api.set"] = ManagedSet, ["UacceDevice.Algorithms"] = Managed, ["UacceDevice.Algorithms.set"] = ManagedSet, ["UacceDevice.Registered"] = Managed, ["UacceDevice.Removed"] = Managed,
+        ["UacceDevice.Queues"] = Managed, ["UacceDevice.Attributes"] = Managed, ["UacceDevice.SetRegionPageCount"] = ManagedSet,
+        ["UacceQueue.Uacce"] = Immutable, ["UacceQueue.Mm"] = Immutable, ["UacceQueue.Pasid"] = Managed, ["UacceQueue.Handle"] = Managed, ["UacceQueue.State"] = Managed, ["UacceQueue.Private"] = Managed,
+        ["UacceQueue.Private.set"] = ManagedSet, ["UacceQueue.Released"] = Managed, ["UacceQueue.Regions"] = Managed,
         ["MdevCore.Bus"] = Immutable, ["MdevCore.Devices"] = Managed, ["MdevCore.Parents"] = Managed, ["MdevCore.Platform"] = Immutable,
         ["MdevDevice.Active"] = Managed, ["MdevDevice.Core"] = Immutable, ["MdevDevice.FromDevice"] = "static cast helper (mdev_from_dev)", ["MdevDevice.GetDevice"] = Immutable,
         ["MdevDevice.GetDrvdata"] = Managed, ["MdevDevice.GetIommuDevice"] = Managed, ["MdevDevice.GetIommuDomain"] = Managed, ["MdevDevice.OpenCount"] = Managed, ["MdevDevice.Parent"] = Immutable,

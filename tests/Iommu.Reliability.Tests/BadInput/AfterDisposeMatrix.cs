@@ -53,6 +53,9 @@ internal static class AfterDisposeMatrix
         [typeof(VfioIommuType1)] = c => c.Container().Backend!,
         [typeof(HostPageAllocator)] = c => c.Pages,
         [typeof(ProcessAddressSpace)] = c => c.Proc,
+        [typeof(global::Uacce.UacceCore)] = c => c.Uacce,
+        [typeof(global::Uacce.UacceDevice)] = c => c.UacceDev,
+        [typeof(global::Uacce.UacceQueue)] = c => c.UacceQueue(),
     };
 
     public static IEnumerable<Type> SubjectTypes => Subjects.Keys;
@@ -216,6 +219,7 @@ internal static class AfterDisposeMatrix
             X<ObjectDisposedException>("VfioGroup.Ioctl", A, c => { VfioGroup g = c.Group(); c.Platform.Dispose(); return g.Ioctl(VfioUapi.VFIO_GROUP_GET_STATUS, new byte[8]); }),
             X<ObjectDisposedException>("VfioIommuType1.Ioctl", A, c => { VfioContainer k = c.Container(); c.Platform.Dispose(); return k.Backend!.Ioctl(c.Proc, VfioUapi.VFIO_IOMMU_GET_INFO, new byte[16]); }),
             X<ObjectDisposedException>("VfioCore.DmaRw", A, c => { c.Platform.Dispose(); return c.Vfio.DmaRw(c.Dev, 0x1000, new byte[8], false); }),
+            X<ObjectDisposedException>("UacceQueue.Ioctl", A, c => { global::Uacce.UacceQueue q = c.UacceQueue(); c.Platform.Dispose(); return q.Ioctl(global::Uacce.UacceCommands.StartQ, new byte[4]); }),
             X<ObjectDisposedException>("ProcessAddressSpace.Read", A, c => { ulong va = c.Proc.Mmap(4096); c.Platform.Dispose(); return c.Proc.Read(va, new byte[8]); }),
             X<ObjectDisposedException>("ProcessAddressSpace.Write", A, c => { ulong va = c.Proc.Mmap(4096); c.Platform.Dispose(); return c.Proc.Write(va, new byte[8]); }),
             X<ObjectDisposedException>("MdevCore.Create", A + " (silently succeeded)", c => { MdevType t = c.MttyType; c.Platform.Dispose(); return c.Mdev.Create(t, Guid.NewGuid(), out _); }),

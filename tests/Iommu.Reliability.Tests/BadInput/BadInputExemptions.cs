@@ -28,6 +28,7 @@ internal static class BadInputExemptions
     public static readonly IReadOnlyDictionary<string, string> Members = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["DmaResult..ctor"] = ValueRecord,
+        ["UacceInterface..ctor"] = ValueRecord,
         ["AtsCompletion..ctor"] = ValueRecord,
         ["PageRequestMessage..ctor"] = ValueRecord,
         ["DmaSegment..ctor"] = ValueRecord,

@@ -6,7 +6,7 @@ internal static partial class BadInputMatrix
     private static readonly Lazy<IReadOnlyDictionary<string, BadInputRow>> ById = new(() =>
     {
         var d = new Dictionary<string, BadInputRow>(StringComparer.Ordinal);
-        foreach (BadInputRow r in Core().Concat(Mm()).Concat(VtD()).Concat(Mdev()).Concat(Type1()))
+        foreach (BadInputRow r in Core().Concat(Mm()).Concat(VtD()).Concat(Mdev()).Concat(Type1()).Concat(UacceRows()))
         {
             if (!d.TryAdd(r.Id, r))
             {

@@ -101,7 +101,7 @@ public sealed class BadInputMatrixTests(ITestOutputHelper output)
     }
 
     internal static IEnumerable<Type> PublicTypes() =>
-        new[] { typeof(Platform).Assembly, typeof(VtdUnit).Assembly, typeof(MdevCore).Assembly, typeof(VfioCore).Assembly }
+        new[] { typeof(Platform).Assembly, typeof(VtdUnit).Assembly, typeof(MdevCore).Assembly, typeof(VfioCore).Assembly, typeof(global::Uacce.UacceCore).Assembly }
             .SelectMany(a => a.GetExportedTypes())
             .Where(t => (t.IsClass || t.IsValueType) && !t.IsEnum && !typeof(Delegate).IsAssignableFrom(t) && !t.IsNested)
             .OrderBy(t => t.FullName, StringComparer.Ordinal);

@@ -2,6 +2,7 @@ using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.Domains;
 using Iommu.Mm;
+using Uacce;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Mtty;
@@ -23,6 +24,7 @@ internal sealed class BadInputBed : IDisposable
     private ProcessAddressSpace? _proc;
     private MdevCore? _mdev;
     private MttyDriver? _mtty;
+    private UacceDevice? _uacceDev;
 
     public BadInputBed()
     {
@@ -114,6 +116,32 @@ internal sealed class BadInputBed : IDisposable
     {
         Mdev.Create(MttyType, Guid.NewGuid(), out MdevDevice? m).ThrowIfError();
         return m!;
+    }
+
+    public UacceCore Uacce => field ??= new UacceCore(Platform);
+
+    public BadInputUacceOps UacceOps { get; } = new();
+
+    /// <summary>A registered uacce device on <see cref="Dev2"/> (no SVA: PASID 0 queues).</summary>
+    public UacceDevice UacceDev
+    {
+        get
+        {
+            if (_uacceDev is null)
+            {
+                Uacce.Alloc(Dev2, new UacceInterface("bad", UacceDeviceFlags.None, UacceOps), out _uacceDev).ThrowIfError();
+                Uacce.Register(_uacceDev).ThrowIfError();
+            }
+
+            return _uacceDev!;
+        }
+    }
+
+    /// <summary>A new queue of <see cref="UacceDev"/> opened by <see cref="Proc"/>.</summary>
+    public UacceQueue UacceQueue()
+    {
+        Uacce.Open(UacceDev, Proc, out int fd).ThrowIfError();
+        return (UacceQueue)Proc.GetFile(fd)!;
     }
 
     public void Dispose() => Platform.Dispose();
