@@ -172,7 +172,7 @@ public sealed partial class IommuCore
     /// <param name="cookie">The <see cref="Device"/> given at <see cref="RegisterDeviceFaultHandler"/>.</param>
     /// <returns>0; -EOPNOTSUPP for a fault that is not a page request; -ENODEV when the device is on no iopf queue (or the cookie is no device).</returns>
     /// <remarks>
-    /// <para>5.15. Stored requests are matched by group index only, not by PASID (pasid-sva.md §5 item 7): a group of
+    /// <para>5.15. Stored requests are matched by group index only, not by PASID, as 5.15's <c>iommu_queue_iopf</c> does: a group of
     /// one PASID may take in a stored request of another PASID with the same index.</para>
     /// <para>The worker handles the group's requests in arrival order with the status sticky: after the first that is not
     /// SUCCESS the rest are not handled. One request is SUCCESS when it has a PASID, the PASID is bound to a live process

@@ -29,7 +29,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
     /// </returns>
     /// <remarks>
     /// 5.15. A descriptor is sent only when the request was the last of its group (or carried private data). The code is
-    /// written unchanged (pasid-sva.md §5 item 1): the generic FAILURE (2) goes out as RC = 2, a code VT-d reserves
+    /// written unchanged, as 5.15 does: the generic FAILURE (2) goes out as RC = 2, a code VT-d reserves
     /// (its Response Failure is 0xF); the device model takes any code other than 0 and 1 as a failure.
     /// </remarks>
     [KernelSymbol("intel_svm_page_response")]
@@ -118,7 +118,9 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         unit.WriteReg64(PageRequestQueue.PqaReg, prq | PageRequestQueue.Order);
     }
 
-    // prq_event_thread (5.15), one pass at a time (IRQF_ONESHOT): pasid-sva.md §2.7.1 in order.
+    // prq_event_thread (5.15), one pass at a time (IRQF_ONESHOT): clear PPR, walk PQH..PQT (bad requests answered
+    // INVALID when they end a group: no PASID, not canonical, privileged with read/write, execute with read, no svm
+    // or sdev, report failed; stop markers dropped), PQH = tail, then PRO cleared only if the queue is empty.
     private void PrqEventThread(PrqState s)
     {
         IntelIommuUnit unit = s.Unit;
@@ -212,7 +214,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         unit.SubmitSync([PageRequestQueue.PageGroupResponse(req.Pasid, req.Rid, req.PasidPresent, req.PrivDataPresent, PageRequestQueue.RespInvalid, req.PrgIndex, req.Lpig, req.Q2, req.Q3)], waitDrain: false);
     }
 
-    // intel_svm_prq_report: pasid-sva.md §2.7.2 (private data is not carried: IommuFault has no field for it).
+    // intel_svm_prq_report: the descriptor as an IOMMU_FAULT_PAGE_REQ event (private data is not carried: IommuFault has no field for it).
     private Errno IntelSvmPrqReport(Device device, in PageRequestDescriptor req)
     {
         if (device is not PciDevice)
@@ -243,8 +245,9 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         });
     }
 
-    // intel_svm_drain_prq (5.15), called with _pasidMutex held once, after the PASID entry is torn down:
-    // pasid-sva.md §2.7.4. "Waiting for the PRQ thread" runs a pass of it here (it may run on any thread).
+    // intel_svm_drain_prq (5.15), called with _pasidMutex held once, after the PASID entry is torn down: wait while
+    // the PRQ holds a request of the PASID, flush the device's iopf work, then fence + P_IOTLB (RID domain's DID) +
+    // PASID dev-TLB + drain wait, again while PRO is set. "Waiting for the PRQ thread" runs a pass of it here.
     private void IntelSvmDrainPrq(DeviceDomainInfo info, IntelIommuUnit unit, uint pasid)
     {
         PrqState? s = (uint)unit.SeqId < (uint)_prq.Length ? _prq[unit.SeqId] : null;
