@@ -165,8 +165,12 @@ public sealed partial class IntelIommu : IIommuSvaOps
 
     /// <inheritdoc/>
     /// <remarks>
-    /// 5.15 <c>intel_svm_unbind_mm</c>: <c>users--</c>; at 0 the PASID entry is torn down (no fault-ignore),
-    /// and the mm's last device unregisters the notifier. A handle of another driver or one no longer bound
+    /// 5.15 <c>intel_svm_unbind_mm</c>: <c>users--</c>; at 0 the PASID entry is torn down (no fault-ignore), the PASID's
+    /// page requests are drained (<c>intel_svm_drain_prq</c>, when the device has PRI enabled and the unit a page request
+    /// queue: requests of the PASID still in the queue are handled, the device's iopf work is flushed — its answers find
+    /// no bind and are not sent, as in 5.15 — then a fence wait, a P_IOTLB of the PASID with the RID domain's DID, a PASID
+    /// device-TLB invalidation of one page at address 0 and a wait with PD; model decision: PD only with ECAP.PDS, which
+    /// 5.15 sets unconditionally), and the mm's last device unregisters the notifier. A handle of another driver or one no longer bound
     /// returns false.
     /// </remarks>
     [KernelSymbol("intel_svm_unbind")]
