@@ -19,15 +19,18 @@ namespace Iommu.Benchmarks;
 /// <item><see cref="DmaStrict"/>: 256 × <c>dma_unmap_page</c> in a strict DMA domain (per-page sync plus
 /// the IOVA allocator), the baseline the flush queue replaces.</item>
 /// </list>
-/// There is no C row: the C floor is a page-table engine without an IOTLB or an invalidation queue,
-/// so the program prints the ratios between these rows instead. Each iteration maps
+/// The C rows are the floor of the first two: ref_pagetable.c's unmap4k with a minimal
+/// queued-invalidation round trip (descriptor, wait descriptor, a unit that executes them against a
+/// set-associative IOTLB, status check) per page (<see cref="CPerPageSync"/>) or one 1 MiB
+/// page-selective round trip per 256 pages (<see cref="COneSync"/>); the flush-queue and strict DMA
+/// rows are paired with them too, though they do more (IOVA allocation, the queue). Each iteration maps
 /// <see cref="Batches"/> × 256 pages in its setup (not timed; the flush queue is drained first by
 /// advancing the platform clock past the timer) and unmaps them all in the timed call. Nothing did
 /// DMA through the pages, so the IOTLB is cold: the rows measure the software and the invalidation
 /// round trips, not the hardware's cache scan.
 /// </summary>
 [MemoryDiagnoser]
-public class DeferredUnmap256 : IDisposable
+public unsafe class DeferredUnmap256 : IDisposable
 {
     /// <summary>256-page unmaps per timed call (≥ 100 µs per iteration for every row).</summary>
     public const int Batches = 16;
@@ -41,6 +44,9 @@ public class DeferredUnmap256 : IDisposable
     private Platform _strict = null!;
     private PciDevice _strictDev = null!;
     private readonly ulong[] _handles = new ulong[Batches * Pages];
+    private CFloor.Library? _floor;
+    private delegate* unmanaged<int, int> _cMapBatches;
+    private delegate* unmanaged<int, int, int> _cUnmap256;
 
     [GlobalSetup]
     public void Setup()
@@ -58,6 +64,7 @@ public class DeferredUnmap256 : IDisposable
         _iommuApi.Dispose();
         _lazy.Dispose();
         _strict.Dispose();
+        _floor?.Dispose();
         GC.SuppressFinalize(this);
     }
 
@@ -67,6 +74,23 @@ public class DeferredUnmap256 : IDisposable
         for (int b = 0; b < Batches; b++)
         {
             _iommuApi.Iommu.Map(_domain, Iova(b), Workload.PhysBase + ((ulong)b * Batch), Batch, IommuProt.Read | IommuProt.Write).ThrowIfError();
+        }
+    }
+
+    [IterationSetup(Targets = [nameof(CPerPageSync), nameof(COneSync)])]
+    public void CMapRanges()
+    {
+        if (_floor is null)
+        {
+            _floor = CFloor.Load(CFloor.PageTableShim);
+            _cMapBatches = (delegate* unmanaged<int, int>)_floor.Export("rp_map_batches");
+            _cUnmap256 = (delegate* unmanaged<int, int, int>)_floor.Export("rp_unmap256_pass");
+            ((delegate* unmanaged<nuint, void>)_floor.Export("rp_reset"))((nuint)(Batches * 512));
+        }
+
+        if (_cMapBatches(Batches) != 0)
+        {
+            throw new InvalidOperationException("C map failed");
         }
     }
 
@@ -120,6 +144,26 @@ public class DeferredUnmap256 : IDisposable
     /// <summary>256 × dma_unmap_page(4K) in a strict DMA domain: a sync per page.</summary>
     [Benchmark(OperationsPerInvoke = Batches)]
     public void DmaStrict() => DmaUnmapAll(_strict, _strictDev);
+
+    /// <summary>The C floor of <see cref="PerPageSync"/>: 256 × (unmap4k + a page-selective invalidation round trip).</summary>
+    [Benchmark(OperationsPerInvoke = Batches)]
+    public void CPerPageSync()
+    {
+        if (_cUnmap256(Batches, 1) != 0)
+        {
+            throw new InvalidOperationException("C unmap failed");
+        }
+    }
+
+    /// <summary>The C floor of <see cref="OneSync"/>: 256 × unmap4k, then one 1 MiB page-selective round trip.</summary>
+    [Benchmark(OperationsPerInvoke = Batches)]
+    public void COneSync()
+    {
+        if (_cUnmap256(Batches, 0) != 0)
+        {
+            throw new InvalidOperationException("C unmap failed");
+        }
+    }
 
     private static ulong Iova(int batch) => Workload.IovaBase + ((ulong)batch * 2 * Batch);
 

@@ -25,6 +25,7 @@ public abstract unsafe class PageTableWorkload : IDisposable
     private delegate* unmanaged<ulong*, nuint, int> _mapPass;
     private delegate* unmanaged<ulong*, nuint, ulong> _lookupPass;
     private delegate* unmanaged<ulong*, nuint, int> _unmapPass;
+    private delegate* unmanaged<ulong*, nuint, int> _unmapSyncPass;
 
     /// <summary>Pages in the workload.</summary>
     protected abstract int N { get; }
@@ -68,6 +69,9 @@ public abstract unsafe class PageTableWorkload : IDisposable
     [IterationSetup(Target = "CUnmap4K")]
     public void BeforeCUnmap() => CFullTableLookedUp();
 
+    [IterationSetup(Target = "CUnmap4KSync")]
+    public void BeforeCUnmapSync() => CFullTable();
+
     // The C table, built on first use so the C# rows never need gcc.
     protected void CFreshTable()
     {
@@ -78,6 +82,7 @@ public abstract unsafe class PageTableWorkload : IDisposable
             _mapPass = (delegate* unmanaged<ulong*, nuint, int>)_floor.Export("rp_map_pass");
             _lookupPass = (delegate* unmanaged<ulong*, nuint, ulong>)_floor.Export("rp_lookup_pass");
             _unmapPass = (delegate* unmanaged<ulong*, nuint, int>)_floor.Export("rp_unmap_pass");
+            _unmapSyncPass = (delegate* unmanaged<ulong*, nuint, int>)_floor.Export("rp_unmap_sync_pass");
             _nativeOrder = (ulong*)NativeMemory.Alloc((nuint)_order.Length, sizeof(ulong));
             _order.CopyTo(new Span<ulong>(_nativeOrder, _order.Length));
         }
@@ -112,6 +117,18 @@ public abstract unsafe class PageTableWorkload : IDisposable
         if (_unmapPass(_nativeOrder, (nuint)N) != 0)
         {
             throw new InvalidOperationException("C unmap failed");
+        }
+    }
+
+    /// <summary>
+    /// The floor of <c>iommu_unmap</c> as the kernel path does it: each unmap followed by a page-selective
+    /// IOTLB invalidation and its wait through a minimal invalidation queue (ref_pagetable_shim.c).
+    /// </summary>
+    protected void CUnmapSyncAll()
+    {
+        if (_unmapSyncPass(_nativeOrder, (nuint)N) != 0)
+        {
+            throw new InvalidOperationException("C unmap+sync failed");
         }
     }
 
@@ -208,6 +225,10 @@ public class PageTable64K : PageTableWorkload
 
     [Benchmark(OperationsPerInvoke = Pages)]
     public void CUnmap4K() => CUnmapAll();
+
+    /// <summary>The floor of <see cref="DriverPath64K.IommuUnmap4K"/>: unmap plus a queued-invalidation round trip per page.</summary>
+    [Benchmark(OperationsPerInvoke = Pages)]
+    public void CUnmap4KSync() => CUnmapSyncAll();
 }
 
 /// <summary>2^20 pages.</summary>

@@ -172,7 +172,9 @@ static string? FloorOf(string type, string method) => (type, method) switch
 {
     ("DriverPath64K", "IommuMap4K") => "PageTable64K.CMap4K",
     ("DriverPath64K", "IommuIovaToPhys") => "PageTable64K.CIovaToPhys",
-    ("DriverPath64K", "IommuUnmap4K") => "PageTable64K.CUnmap4K",
+    ("DriverPath64K", "IommuUnmap4K") => "PageTable64K.CUnmap4KSync",
+    ("DeferredUnmap256", "PerPageSync" or "DmaStrict") => "DeferredUnmap256.CPerPageSync",
+    ("DeferredUnmap256", "OneSync" or "FlushQueue") => "DeferredUnmap256.COneSync",
     ("PageTable64K" or "PageTable1M" or "PageTableBatches", _) when !method.StartsWith('C') => $"{type}.C{method}",
     ("DmaRead1K" or "DmaRead64K" or "DmaCallerMemory", _) when !method.StartsWith('C') => $"{type}.C{(method.EndsWith("64B", StringComparison.Ordinal) ? "Read64B" : "Read4K")}",
     ("DmaThreads", "OneThread64B" or "TwoThreads64B") => $"{type}.C{method}",

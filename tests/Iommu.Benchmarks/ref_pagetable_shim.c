@@ -115,3 +115,107 @@ uint64_t rb_map_unmap_passes(int ranges, int passes) {
   }
   return total;
 }
+
+/* ---- A queued-invalidation round trip: what iommu_unmap adds to unmap4k on VT-d -------------------
+ * iommu_unmap = clear the leaf + iotlb_sync, and the sync is qi_submit_sync: under the queue's lock,
+ * write the invalidation descriptor and a wait descriptor (32-byte descriptors, as in scalable mode),
+ * move the tail; the unit (here a function called at the tail write, under its own register lock)
+ * executes both — a page-selective IOTLB invalidation probes the sets of the named pages of a
+ * set-associative IOTLB (4,096 entries, 8 ways, tags of DID and page) and the wait descriptor writes
+ * the status word — and the driver checks the fault status and the status word. No logging, no
+ * statistics, no checks a minimal program would not make. The IOTLB is empty, as in the C# rows
+ * (nothing did DMA). */
+#define QI_ENTRIES 256
+#define TLB_SETS 512
+#define TLB_WAYS 8
+static uint64_t qi_ring[QI_ENTRIES * 4];
+static unsigned qi_tail, qi_head;
+static volatile uint32_t qi_status, hw_fsts;
+static uint32_t qi_seq;
+static uint64_t tlb_tag[TLB_SETS][TLB_WAYS]; /* DID << 48 | page + 1; 0 = empty */
+static volatile int q_lock, hw_lock;
+
+static inline void spin_lock(volatile int *l) { while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) __builtin_ia32_pause(); }
+static inline void spin_unlock(volatile int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+/* The unit: execute descriptors from head to tail (an IQT write). */
+static __attribute__((noinline)) void hw_iqt_write(unsigned tail) {
+  spin_lock(&hw_lock);
+  while (qi_head != tail) {
+    uint64_t *d = &qi_ring[qi_head * 4];
+    switch (d[0] & 0xf) {
+    case 2: { /* IOTLB invalidation, page-selective: DID in 31:16, ADDR/AM in q1 */
+      uint64_t did = (d[0] >> 16) & 0xffff, page = d[1] >> 12, n = 1ull << (d[1] & 0x3f);
+      for (uint64_t p = page; p < page + n; p++) {
+        uint64_t *set = tlb_tag[p & (TLB_SETS - 1)], tag = (did << 48) | (p + 1);
+        for (int w = 0; w < TLB_WAYS; w++) if (set[w] == tag) set[w] = 0;
+      }
+      break;
+    }
+    case 5: /* wait: SW writes the status data (63:32) at the address in q1 */
+      if (d[0] & (1 << 5)) *(volatile uint32_t *)(uintptr_t)d[1] = (uint32_t)(d[0] >> 32);
+      break;
+    default:
+      hw_fsts |= 0x10; /* IQE */
+      spin_unlock(&hw_lock);
+      return;
+    }
+    qi_head = (qi_head + 1) % QI_ENTRIES;
+  }
+  spin_unlock(&hw_lock);
+}
+
+static inline void qi_desc(unsigned i, uint64_t q0, uint64_t q1) {
+  uint64_t *d = &qi_ring[i * 4];
+  d[0] = q0; d[1] = q1; d[2] = 0; d[3] = 0;
+}
+
+/* qi_flush_iotlb(DID, addr, AM, PSI) + qi_submit_sync. Returns 0, or 1 when the unit refused it. */
+static inline int qi_flush_psi(uint64_t did, uint64_t addr, unsigned am) {
+  spin_lock(&q_lock);
+  uint32_t seq = ++qi_seq;
+  qi_status = 1; /* QI_IN_USE */
+  unsigned i = qi_tail, w = (i + 1) % QI_ENTRIES;
+  qi_desc(i, 2 | (3ull << 4) | (did << 16), addr | am);      /* type 2, G=11 (page-selective) */
+  qi_desc(w, 5 | (1 << 5) | ((uint64_t)seq << 32), (uint64_t)(uintptr_t)&qi_status); /* wait, SW */
+  qi_tail = (w + 1) % QI_ENTRIES;
+  hw_iqt_write(qi_tail);
+  int bad = (hw_fsts & 0x10) != 0 || qi_status != seq;
+  spin_unlock(&q_lock);
+  return bad;
+}
+
+/* N iommu_unmap(4K): unmap4k then a page-selective invalidation and its wait (DriverPath64K.IommuUnmap4K). */
+int rp_unmap_sync_pass(const uint64_t *order, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t iova = shim_base + (order[i] << 12);
+    if (unmap4k(iova) != 4096) return 4;
+    if (qi_flush_psi(1, iova, 0)) return 5;
+  }
+  return 0;
+}
+
+/* DeferredUnmap256: `batches` x 256 contiguous 4K pages (2 MiB apart, as the C# rows), each page
+ * unmapped then, with per_page, synced at once, else one 1 MiB page-selective sync per batch. The
+ * pages must be mapped (rp_map_batches). Returns 0 on success. */
+int rp_unmap256_pass(int batches, int per_page) {
+  for (int b = 0; b < batches; b++) {
+    uint64_t base = shim_base + (uint64_t)b * (512ull << 12);
+    for (unsigned p = 0; p < 256; p++) {
+      if (unmap4k(base + ((uint64_t)p << 12)) != 4096) return 4;
+      if (per_page && qi_flush_psi(1, base + ((uint64_t)p << 12), 0)) return 5;
+    }
+    if (!per_page && qi_flush_psi(1, base, 8)) return 5;
+  }
+  return 0;
+}
+
+/* Maps what rp_unmap256_pass unmaps (not timed). */
+int rp_map_batches(int batches) {
+  for (int b = 0; b < batches; b++) {
+    uint64_t base = shim_base + (uint64_t)b * (512ull << 12);
+    for (unsigned p = 0; p < 256; p++)
+      if (map4k(base + ((uint64_t)p << 12), shim_pbase + (((uint64_t)b * 256 + p) << 12), PTE_R | PTE_W)) return 2;
+  }
+  return 0;
+}

@@ -224,9 +224,12 @@ public sealed partial class IntelIommu
             return err;
         }
 
+        (bool ats, bool pri) = DevIotlbSupport(unit, device);
         var info = new DeviceDomainInfo(device, unit, domain)
         {
             PasidSupported = unit.PasidSupported && device.HasPasidCapability,
+            AtsSupported = ats,
+            PriSupported = pri,
         };
         domain.Devices.Add(info);
         device.IommuPriv = info;
@@ -273,15 +276,10 @@ public sealed partial class IntelIommu
             TearDownAuxPasidEntries(unit, info);
         }
 
+        IommuDisableDevIotlb(info);
         foreach (byte devfn in DevFns(info.Device))
         {
             ContextClear(unit, info, devfn);
-        }
-
-        if (info.PasidEnabled)
-        {
-            info.Device.DisablePasid();
-            info.PasidEnabled = false;
         }
 
         FreePasidTable(info);
@@ -323,6 +321,9 @@ public sealed partial class IntelIommu
     {
         byte bus = info.Bus;
         ushort did = domain.IommuDid[unit.SeqId];
+
+        // iommu_support_dev_iotlb matches the device's own bus/devfn: DMA aliases get no DTE/PRE.
+        bool own = devfn == info.DevFn;
         lock (unit.Lock)
         {
             ulong ce = unit.ContextEntryAddress(bus, devfn, alloc: true);
@@ -342,6 +343,16 @@ public sealed partial class IntelIommu
                 var sc = default(ScalableContextEntry);
                 sc.SetPasidDirectory(info.PasidDirectory);
                 sc.SetPdts(ScalableContextEntry.Pds(info.MaxPasid));
+                if (own && info.AtsSupported)
+                {
+                    sc.SetDeviceTlbEnable();
+                }
+
+                if (own && info.PriSupported)
+                {
+                    sc.SetPageRequestEnable();
+                }
+
                 sc.SetPresent();
                 sc.Store(_memory, ce);
             }
@@ -358,7 +369,7 @@ public sealed partial class IntelIommu
                 else
                 {
                     c.SetAddressWidth(domain.Agaw);
-                    c.SetTranslationType(ContextEntry.TtMultiLevel);
+                    c.SetTranslationType(own && info.AtsSupported ? ContextEntry.TtDevIotlb : ContextEntry.TtMultiLevel);
                     c.SetAddressRoot(domain.PageTable.Root);
                 }
 
@@ -377,6 +388,11 @@ public sealed partial class IntelIommu
         else
         {
             unit.FlushWriteBuffer();
+        }
+
+        if (own)
+        {
+            IommuEnableDevIotlb(unit, info);
         }
 
         return Errno.None;

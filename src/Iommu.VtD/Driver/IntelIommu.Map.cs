@@ -183,6 +183,8 @@ public sealed partial class IntelIommu
                 {
                     FlushIotlbPsi(unit, d, gather.Start, gather.End - gather.Start + 1, leavesOnly);
                 }
+
+                FlushDevIotlbAfterIotlb(unit, d, gather.Start, gather.End - gather.Start + 1, map: false);
             }
 
             // Nested domains over this one cache combined translations under their own DIDs.
@@ -260,6 +262,8 @@ public sealed partial class IntelIommu
             {
                 unit.FlushIotlb(d.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
             }
+
+            FlushDevIotlbAll(unit, d);
         }
 
         for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)

@@ -211,6 +211,8 @@ public sealed partial class IntelIommu
         {
             unit.FlushIotlb(did, 0, 0, Dmar.TlbDomain);
         }
+
+        DevtlbInvalidationWithPasid(unit, info, pasid);
     }
 
     // Aux-domain PASID entries still present in the table about to be freed: the RID domain changes

@@ -257,6 +257,7 @@ public sealed partial class IntelIommu : IIommuSvaOps
             for (ulong a = first; a < last; a += chunk)
             {
                 d.Unit.FlushPiotlb(Dmar.FlptDefaultDid, svm.Pasid, a, p, ih: false);
+                SvmFlushDevIotlb(d.Unit, d.Info, svm.Pasid, a, p);
             }
         }
     }

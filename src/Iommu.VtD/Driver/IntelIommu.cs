@@ -20,6 +20,14 @@ namespace Iommu.VtD.Driver;
 /// remapping-unit scopes (<see cref="PciBus.AddDmaRemapper"/>), as the kernel reads the ACPI DMAR table.</para>
 /// <para>Metrics: each unit's IOTLB hits and misses, invalidations and faults by reason are published on
 /// the platform's <c>Iommu.VtD</c> meter (<see cref="Platform.GetMeter"/>), tagged <c>unit</c> = <c>dmar&lt;index&gt;</c>.</para>
+/// <para>Device-TLBs (5.15 <c>iommu_enable_dev_iotlb</c>): a PCI device with ATS behind a unit with ECAP.DT gets PASID,
+/// then PRI (with ECAP.PRS in scalable mode), then ATS enabled once its context entry is programmed (DTE and PRE in
+/// scalable mode, TT = 01 in legacy mode), and disabled when it leaves its domain; every IOTLB invalidation of a removed
+/// mapping, a PASID tear-down and an SVA notifier flush is followed by a device-TLB invalidation. Decisions where the
+/// specification is silent: every device is covered by an ATSR (the model has no DMAR table; SATC is 5.17+); a PASID-capable
+/// device requires PASID-tagged page group responses, so PRI follows PASID; the ATS invalidate queue depth reads 0 (= 32,
+/// sent as 0); no VFs, so PFSID with ECAP.DIT is the device's own ID. Aux and PASID-attached domains' unmaps also
+/// invalidate their devices' TLBs, which 5.15 missed (fixed by the later "DevTLB invalidation for subdevices").</para>
 /// <para>Thread safety: attach/detach/aux/attribute changes take the driver's device-domain lock
 /// (<c>device_domain_lock</c>); map/unmap/iova_to_phys take none (the page tables are safe for
 /// disjoint concurrent use); invalidations are serialised per unit.</para>

@@ -355,6 +355,24 @@ public sealed class IntelIommuUnit
         Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranPsiPasid), QiDescriptor.PasidIotlbAddress(aligned, ih, am));
     }
 
+    /// <summary>Device-TLB invalidation of a function's translations without PASID (<c>qi_flush_dev_iotlb</c>), 2^<paramref name="mask"/> pages at <paramref name="addr"/>.</summary>
+    internal void FlushDevIotlb(ushort sid, ushort pfsid, int qdep, ulong addr, int mask)
+    {
+        if (QueuedInvalidation)
+        {
+            Submit(QiDescriptor.DevIotlb(sid, pfsid, qdep), QiDescriptor.DevIotlbAddress(addr, mask));
+        }
+    }
+
+    /// <summary>PASID-based device-TLB invalidation (<c>qi_flush_dev_iotlb_pasid</c>), 2^<paramref name="order"/> pages at <paramref name="addr"/>.</summary>
+    internal void FlushDevIotlbPasid(ushort sid, ushort pfsid, uint pasid, int qdep, ulong addr, int order)
+    {
+        if (QueuedInvalidation)
+        {
+            Submit(QiDescriptor.PasidDevIotlb(sid, pfsid, pasid, qdep), QiDescriptor.PasidDevIotlbAddress(addr, order));
+        }
+    }
+
     // __iommu_calculate_agaw: the largest SAGAW bit at or below width_to_agaw(maxGaw), or -1.
     private int CalculateAgaw(int maxGaw)
     {

@@ -14,6 +14,10 @@ internal struct ContextEntry
     [KernelSymbol("CONTEXT_TT_MULTI_LEVEL")]
     public const int TtMultiLevel = VtdFormat.TtTranslated;
 
+    /// <summary>TT = 01: untranslated requests walk the second level and translation requests are answered (<c>CONTEXT_TT_DEV_IOTLB</c>).</summary>
+    [KernelSymbol("CONTEXT_TT_DEV_IOTLB")]
+    public const int TtDevIotlb = VtdFormat.TtTranslatedWithDeviceTlb;
+
     /// <summary>TT = 10: pass-through (<c>CONTEXT_TT_PASS_THROUGH</c>).</summary>
     [KernelSymbol("CONTEXT_TT_PASS_THROUGH")]
     public const int TtPassThrough = VtdFormat.TtPassThrough;

@@ -46,6 +46,16 @@ internal static class DmarCap
     [KernelSymbol("cap_read_drain")]
     public static bool ReadDrain(ulong cap) => (cap & VtdCap.Drd) != 0;
 
+    [KernelSymbol("ecap_dev_iotlb_support")]
+    public static bool EcapDevIotlbSupport(ulong ecap) => (ecap & VtdEcap.Dt) != 0;
+
+    [KernelSymbol("ecap_prs")]
+    public static bool EcapPrs(ulong ecap) => (ecap & VtdEcap.Prs) != 0;
+
+    // ECAP.DIT, bit 4: device-TLB invalidation throttling (PFSID in device-TLB descriptors). The model's units never report it.
+    [KernelSymbol("ecap_dit")]
+    public static bool EcapDit(ulong ecap) => (ecap & (1UL << 4)) != 0;
+
     [KernelSymbol("ecap_qis")]
     public static bool EcapQis(ulong ecap) => (ecap & VtdEcap.Qi) != 0;
 

@@ -66,4 +66,56 @@ internal static class QiDescriptor
     [KernelSymbol("QI_EIOTLB_ADDR")]
     public static ulong PasidIotlbAddress(ulong addr, bool ih, int am) =>
         (addr & ~0xFFFUL) | (ih ? PiotlbIh : 0) | ((ulong)am & 0x3F);
+
+    /// <summary>Invalidations a device may have pending above which the descriptor's queue-depth field reads 0 (<c>QI_DEV_IOTLB_MAX_INVS</c>).</summary>
+    [KernelSymbol("QI_DEV_IOTLB_MAX_INVS")]
+    public const int DevIotlbMaxInvs = 32;
+
+    private const ulong DevIotlbSize = 1UL;          // QI_DEV_IOTLB_SIZE: q1 bit 0 of type 3
+    private const ulong DevEiotlbSize = 1UL << 11;   // QI_DEV_EIOTLB_SIZE: q1 bit 11 of type 8
+    private const int DevIotlbQdepShift = 16;        // QI_DEV_IOTLB_QDEP: q0 20:16 of type 3
+    private const int DevEiotlbQdepShift = 4;        // QI_DEV_EIOTLB_QDEP: q0 8:4 of type 8
+
+    /// <summary>Device-TLB invalidate, q0 (<c>QI_DIOTLB_TYPE</c> with <c>QI_DEV_IOTLB_SID</c>, <c>QI_DEV_IOTLB_QDEP</c>, <c>QI_DEV_IOTLB_PFSID</c>); a depth of 32 or more is sent as 0.</summary>
+    [KernelSymbol("QI_DIOTLB_TYPE")]
+    public static ulong DevIotlb(ushort sid, ushort pfsid, int qdep) =>
+        ((ulong)sid << VtdFormat.DescSidShift) | ((ulong)(qdep >= DevIotlbMaxInvs ? 0 : qdep & 0x1F) << DevIotlbQdepShift)
+        | Pfsid(pfsid) | VtdFormat.DescDeviceTlb;
+
+    /// <summary>
+    /// q1 of a device-TLB invalidate (<c>qi_flush_dev_iotlb</c>): 2^<paramref name="mask"/> pages at <paramref name="addr"/>;
+    /// for <paramref name="mask"/> &gt; 0 the address bits below 12 + mask − 1 are set and S marks the size.
+    /// </summary>
+    [KernelSymbol("QI_DEV_IOTLB_ADDR")]
+    public static ulong DevIotlbAddress(ulong addr, int mask) =>
+        mask == 0 ? addr & ~0xFFFUL : ((addr | ((1UL << (12 + mask - 1)) - 1)) & ~0xFFFUL) | DevIotlbSize;
+
+    /// <summary>PASID-based device-TLB invalidate, q0 (<c>QI_DEIOTLB_TYPE</c> with <c>QI_DEV_EIOTLB_PASID</c>, <c>QI_DEV_EIOTLB_SID</c>, <c>QI_DEV_EIOTLB_QDEP</c>, <c>QI_DEV_IOTLB_PFSID</c>).</summary>
+    [KernelSymbol("QI_DEIOTLB_TYPE")]
+    public static ulong PasidDevIotlb(ushort sid, ushort pfsid, uint pasid, int qdep) =>
+        ((ulong)pasid << VtdFormat.DescPasidShift) | ((ulong)sid << VtdFormat.DescDidShift)
+        | ((ulong)(qdep >= DevIotlbMaxInvs ? 0 : qdep & 0x1F) << DevEiotlbQdepShift) | Pfsid(pfsid) | VtdFormat.DescPasidDeviceTlb;
+
+    /// <summary>
+    /// q1 of a PASID-based device-TLB invalidate (<c>qi_flush_dev_iotlb_pasid</c>): 2^<paramref name="order"/> pages at
+    /// <paramref name="addr"/>; for <paramref name="order"/> &gt; 0 address bits 12 … 12 + order − 2 are set, bit 12 + order − 1
+    /// cleared, and S set (the lowest clear bit from 12 gives the size). G (bit 0, all PASIDs) is never set by Linux.
+    /// </summary>
+    [KernelSymbol("QI_DEV_EIOTLB_ADDR")]
+    public static ulong PasidDevIotlbAddress(ulong addr, int order)
+    {
+        ulong q1 = addr & ~0xFFFUL;
+        if (order == 0)
+        {
+            return q1;
+        }
+
+        ulong top = 1UL << (12 + order - 1);
+        q1 |= (top | (top - 1)) & ~0xFFFUL; // GENMASK_ULL(12 + order - 1, 12)
+        return (q1 & ~top) | DevEiotlbSize;
+    }
+
+    // QI_DEV_IOTLB_PFSID: PFSID[3:0] in q0 15:12, PFSID[15:4] in q0 63:52.
+    [KernelSymbol("QI_DEV_IOTLB_PFSID")]
+    private static ulong Pfsid(ushort pfsid) => ((ulong)(pfsid & 0xF) << 12) | ((ulong)(pfsid & 0xFFF0) << 48);
 }
