@@ -251,7 +251,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
     private void IntelSvmDrainPrq(DeviceDomainInfo info, IntelIommuUnit unit, uint pasid)
     {
         PrqState? s = (uint)unit.SeqId < (uint)_prq.Length ? _prq[unit.SeqId] : null;
-        if (s is null || info.Device is not { PriEnabled: true } pci)
+        if (s is null || !info.PriEnabled)
         {
             return;
         }
@@ -261,9 +261,9 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
             WithoutPasidMutex(() => PrqEventThread(s));
         }
 
-        WithoutPasidMutex(() => _platform.Iommu.IopfQueueFlushDev(pci));
+        WithoutPasidMutex(() => _platform.Iommu.IopfQueueFlushDev(info.Device));
 
-        ushort sid = pci.RequesterId;
+        ushort sid = info.Device.RequesterId;
         ushort did = info.Domain.DidOn(unit.SeqId);
         while (true)
         {
@@ -272,7 +272,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
                 [
                     PageRequestQueue.DrainFence(),
                     new QiDesc(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0),
-                    PageRequestQueue.DrainDeviceTlb(sid, pasid, qdep: 0, pfsid: sid),
+                    new QiDesc(QiDescriptor.PasidDevIotlb(sid, info.Pfsid, pasid, info.AtsQdep), 0), // one page at 0, S = 0
                 ],
                 waitDrain: DmarCap.EcapPds(unit.Ecap));
             if ((unit.ReadReg32(PageRequestQueue.PrsReg) & PageRequestQueue.PrsPro) == 0)

@@ -100,8 +100,7 @@ public sealed class PageRequestPropertyTests
         (DriverBed f, PciDevice _, HostPageAllocator pages) = Bed();
         using DriverBed owner = f;
         PciDevice dev = f.Pci.AddDevice(new PciDeviceSpec("0000:00:07.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
-        Assert.Equal(Errno.None, dev.EnableAts());
-        Assert.Equal(Errno.None, dev.EnablePri());
+        Assert.True(dev.AtsEnabled && dev.PriEnabled);
         Assert.Equal(Errno.None, f.Iommu.DevEnableFeature(dev, IommuDevFeature.Iopf));
         var seen = new List<IommuFault>();
         Assert.Equal(Errno.None, f.Iommu.RegisterDeviceFaultHandler(dev, (fault, _) => { seen.Add(fault); return Errno.None; }, null));

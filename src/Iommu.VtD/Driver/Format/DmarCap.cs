@@ -98,9 +98,6 @@ internal static class DmarCap
     [KernelSymbol("ecap_flts")]
     public static bool EcapFlts(ulong ecap) => (ecap & VtdEcap.Flts) != 0;
 
-    [KernelSymbol("ecap_prs")]
-    public static bool EcapPrs(ulong ecap) => (ecap & VtdEcap.Prs) != 0;
-
     [KernelSymbol("ecap_pds")]
     public static bool EcapPds(ulong ecap) => (ecap & VtdEcap.Pds) != 0;
 

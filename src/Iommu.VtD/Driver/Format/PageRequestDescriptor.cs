@@ -92,7 +92,6 @@ internal static class PageRequestQueue
 
     private const ulong PgrpType = 9; // QI_PGRP_RESP_TYPE
     private const int QiDone = 2; // QI_DONE
-    private const ulong DevEiotlbType = VtdFormat.DescPasidDeviceTlb; // QI_DEIOTLB_TYPE
 
     /// <summary>A page group response (<c>QI_PGRP_PASID</c>, <c>QI_PGRP_DID</c> (the RID), <c>QI_PGRP_PASID_P</c>, <c>QI_PGRP_PDP</c>, <c>QI_PGRP_RESP_CODE</c>, <c>QI_PGRP_IDX</c>, <c>QI_PGRP_LPIG</c>).</summary>
     [KernelSymbol("QI_PGRP_RESP_TYPE")]
@@ -105,13 +104,4 @@ internal static class PageRequestQueue
     /// <summary>The drain's fence: a wait descriptor with FN and status data DONE, neither SW nor IF (<c>QI_IWD_STATUS_DATA(QI_DONE) | QI_IWD_FENCE</c>).</summary>
     [KernelSymbol("QI_IWD_FENCE")]
     public static QiDesc DrainFence() => new(((ulong)QiDone << VtdFormat.DescWaitDataShift) | VtdFormat.DescWaitFn | VtdFormat.DescWait, 0);
-
-    /// <summary>
-    /// PASID-based device-TLB invalidation of one page at address 0, S = 0, as the drain sends it (<c>QI_DEV_EIOTLB_PASID</c>,
-    /// <c>QI_DEV_EIOTLB_SID</c>, <c>QI_DEV_EIOTLB_QDEP</c>, <c>QI_DEV_IOTLB_PFSID</c>).
-    /// </summary>
-    [KernelSymbol("QI_DEIOTLB_TYPE")]
-    public static QiDesc DrainDeviceTlb(ushort sid, uint pasid, int qdep, ushort pfsid) =>
-        new(((ulong)(pasid & 0xF_FFFF) << 32) | ((ulong)sid << 16) | ((ulong)((uint)qdep & 0x1F) << 4) | DevEiotlbType
-            | ((ulong)(pfsid & 0xFu) << 12) | ((ulong)((pfsid >> 4) & 0xFFFu) << 52), 0);
 }
