@@ -30,6 +30,9 @@ internal static class CFloor
     /// <summary>The translated-DMA floor: ref_dma.c with its shim.</summary>
     public const string DmaShim = "ref_dma_shim.c";
 
+    /// <summary>The SVA floors (issue 21): ref_sva_shim.c on its own, no program of shared/bench.</summary>
+    public const string SvaShim = "ref_sva_shim.c";
+
     /// <summary>Builds and loads the floor of <paramref name="shim"/>; throws when gcc or a source is missing.</summary>
     public static Library Load(string shim)
     {

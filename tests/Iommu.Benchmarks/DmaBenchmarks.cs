@@ -14,7 +14,8 @@ namespace Iommu.Benchmarks;
 /// </summary>
 internal sealed class DmaStack : IDisposable
 {
-    private static readonly byte[] Ones = CreateOnes();
+    /// <summary>A page of ones: what the C arenas hold.</summary>
+    public static readonly byte[] Ones = CreateOnes();
 
     public DmaStack(VtdConfig config)
     {

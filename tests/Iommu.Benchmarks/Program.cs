@@ -180,5 +180,6 @@ static string? FloorOf(string type, string method) => (type, method) switch
     ("DmaThreads", "OneThread64B" or "TwoThreads64B") => $"{type}.C{method}",
     ("DmaUnmap", "UnmapRemap4KIotlbEmpty" or "UnmapRemap4KIotlbFull") => "DmaUnmap.CUnmapRemap4K",
     ("DmaGather", "Gather16x4K" or "Read16x4K") => "DmaGather.CGather16x4K",
+    ("SvaWalk1K" or "SvaWalk64K" or "SvaAtcHit" or "SvaPageRequest" or "SvaBindUnbind", _) when !method.StartsWith('C') => $"{type}.C{method}",
     _ => null,
 };
