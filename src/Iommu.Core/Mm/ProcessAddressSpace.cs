@@ -435,6 +435,43 @@ public sealed class ProcessAddressSpace : IDisposable
         }
     }
 
+    // iopf_handle_single's section under mmap_read_lock: find the VMA, refuse an access its flags lack
+    // (vm_flags mirror PROT_* exactly, so a read needs PROT_READ even where x86 would let a CPU read),
+    // then handle_mm_fault as a CPU touch of the page does: zero page for a read, a fresh page for a
+    // write, the COW break (which tells the notifiers) for a write to a shared page; A, and D for a write.
+    // -EFAULT for no VMA or a refused access; the allocator's errno when the fault fails (VM_FAULT_OOM).
+    internal Errno HandleMmFault(ulong vaddr, bool read, bool write, bool exec)
+    {
+        using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
+        lock (_lock)
+        {
+            if (Exited)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, $"{Name} has exited");
+            }
+
+            int i = FindVma(vaddr);
+            if (i < 0)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
+            }
+
+            VmProt need = (read ? VmProt.Read : 0) | (write ? VmProt.Write : 0) | (exec ? VmProt.Exec : 0);
+            if ((need & ~_vmas[i].Prot) != 0)
+            {
+                return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {_vmas[i].Prot}, the request needs {need}");
+            }
+
+            Errno e = Fault(vaddr, write, out _);
+            if (e == Errno.None)
+            {
+                Touch(vaddr, X86PageTable.Accessed | (write ? X86PageTable.Dirty : 0));
+            }
+
+            return e;
+        }
+    }
+
     /// <summary>The page frame currently mapped at <paramref name="vaddr"/>, without faulting.</summary>
     /// <param name="vaddr">Address.</param>
     /// <param name="pfn">The frame.</param>

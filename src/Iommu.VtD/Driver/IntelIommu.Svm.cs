@@ -12,18 +12,15 @@ public sealed partial class IntelIommu : IIommuSvaOps
     private readonly Dictionary<uint, IntelSvm> _pasidPrivate = [];
     private readonly Lock _pasidMutex = new();
 
-    // Devices on the iopf queue (enabled SVA): 5.15 adds them in enable(SVA), -EBUSY the second time.
-    private readonly HashSet<Device> _iopfQueue = [];
-
     /// <inheritdoc/>
     /// <remarks>
     /// 5.15 <c>intel_iommu_dev_enable_feat</c>: IOPF is 0 for a device with PRI support, else -ENODEV,
     /// and changes nothing. SVA: -EINVAL without device info or unit; -ENODEV when the unit cannot do SVM
     /// (scalable mode with PASID and first-level translation) or PASID cannot be enabled; -EINVAL unless
-    /// PASID, PRI and ATS are all enabled on the device; -EBUSY when SVA is already enabled (the device is
-    /// already on the iopf queue). Model decision: the iopf queue and fault handler are one set here
-    /// (page requests are a later step), so 5.15's partial state after a handler-registration failure
-    /// cannot arise.
+    /// PASID, PRI and ATS are all enabled on the device; then <c>iopf_queue_add_device</c> on the unit's iopf queue
+    /// (-EBUSY when the device is already on one) and <c>iommu_register_device_fault_handler(iommu_queue_iopf)</c>
+    /// (-EBUSY when the device already has a fault handler — 5.15 then leaves it on the iopf queue, so the next
+    /// enable fails -EBUSY as well).
     /// </remarks>
     [KernelSymbol("intel_iommu_dev_enable_feat")]
     public Errno SvaEnableFeature(Device device, IommuDevFeature feature)
@@ -65,17 +62,18 @@ public sealed partial class IntelIommu : IIommuSvaOps
                 return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} needs PASID, PRI and ATS enabled for SVA");
             }
 
-            lock (_iopfQueue)
-            {
-                return _iopfQueue.Add(device)
-                    ? Errno.None
-                    : ErrorDetail.Fail(Errno.EBUSY, $"{device.Name} is already on the iopf queue");
-            }
+            // 5.15: a failed handler registration leaves the device on the iopf queue.
+            Errno ret = _platform.Iommu.IopfQueueAddDevice(_iopfQueues[unit.SeqId]!, device);
+            return ret == Errno.None ? _platform.Iommu.RegisterDeviceFaultHandler(device, _platform.Iommu.QueueIopf, device) : ret;
         }
     }
 
     /// <inheritdoc/>
-    /// <remarks>5.15 <c>intel_iommu_dev_disable_feat</c>: IOPF 0; SVA -EINVAL when the device is not on the iopf queue, else it leaves it.</remarks>
+    /// <remarks>
+    /// 5.15 <c>intel_iommu_dev_disable_feat</c>: IOPF 0. SVA: <c>iommu_unregister_device_fault_handler</c> (-EBUSY while page
+    /// requests await a response: SVA stays enabled), then <c>iopf_queue_remove_device</c> (-EINVAL when the device is not on
+    /// its unit's iopf queue).
+    /// </remarks>
     [KernelSymbol("intel_iommu_dev_disable_feat")]
     public Errno SvaDisableFeature(Device device, IommuDevFeature feature)
     {
@@ -86,12 +84,8 @@ public sealed partial class IntelIommu : IIommuSvaOps
             case IommuDevFeature.Iopf:
                 return Errno.None;
             case IommuDevFeature.Sva:
-                lock (_iopfQueue)
-                {
-                    return _iopfQueue.Remove(device)
-                        ? Errno.None
-                        : ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} is not on the iopf queue");
-                }
+                Errno ret = _platform.Iommu.UnregisterDeviceFaultHandler(device);
+                return ret == Errno.None ? _platform.Iommu.IopfQueueRemoveDevice(DeviceToIommu(device) is { } unit ? IopfQueueOf(unit.SeqId) : null, device) : ret;
 
             default:
                 return ErrorDetail.Fail(Errno.ENODEV, $"feature {feature} is not an SVA feature");
@@ -171,8 +165,12 @@ public sealed partial class IntelIommu : IIommuSvaOps
 
     /// <inheritdoc/>
     /// <remarks>
-    /// 5.15 <c>intel_svm_unbind_mm</c>: <c>users--</c>; at 0 the PASID entry is torn down (no fault-ignore),
-    /// and the mm's last device unregisters the notifier. A handle of another driver or one no longer bound
+    /// 5.15 <c>intel_svm_unbind_mm</c>: <c>users--</c>; at 0 the PASID entry is torn down (no fault-ignore), the PASID's
+    /// page requests are drained (<c>intel_svm_drain_prq</c>, when the device has PRI enabled and the unit a page request
+    /// queue: requests of the PASID still in the queue are handled, the device's iopf work is flushed — its answers find
+    /// no bind and are not sent, as in 5.15 — then a fence wait, a P_IOTLB of the PASID with the RID domain's DID, a PASID
+    /// device-TLB invalidation of one page at address 0 and a wait with PD; model decision: PD only with ECAP.PDS, which
+    /// 5.15 sets unconditionally), and the mm's last device unregisters the notifier. A handle of another driver or one no longer bound
     /// returns false.
     /// </remarks>
     [KernelSymbol("intel_svm_unbind")]
@@ -207,6 +205,7 @@ public sealed partial class IntelIommu : IIommuSvaOps
             if (sdev.Device.IommuPriv == sdev.Info)
             {
                 TearDownPasidEntry(sdev.Unit, sdev.Info, sdev.Pasid);
+                IntelSvmDrainPrq(sdev.Info, sdev.Unit, sdev.Pasid);
             }
 
             if (svm.Devices.Count == 0)

@@ -97,6 +97,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             int seq = i;
             units[i].FaultEvent += (_, _) => DmarFault(_units[seq]);
             units[i].Write32(Dmar.FectlReg, 0); // unmask the fault event (dmar_set_interrupt)
+            IntelSvmEnablePrq(units[i], unit, units.Length);
             Log.UnitUp(_log, i, unit.ScalableMode ? "scalable" : "legacy", unit.Agaw, unit.NumDomains, unit.QueuedInvalidation ? "queued" : "register-based");
             _mapNeedsFlush |= unit.CachingMode || DmarCap.Rwbf(unit.Cap);
 

@@ -143,6 +143,10 @@ public sealed class IntelIommuUnit
 
     internal void WriteReg32(uint offset, uint value) => _mmio.Write32(offset, value);
 
+    internal uint ReadReg32(uint offset) => _mmio.Read32(offset);
+
+    internal void WriteReg64(uint offset, ulong value) => _mmio.Write64(offset, value);
+
     // init_dmars for one unit: root table, QI, global flushes, translation on.
     internal Errno Init()
     {
@@ -407,27 +411,35 @@ public sealed class IntelIommuUnit
 
     // qi_submit_sync: the descriptor, then a wait descriptor that writes a status word; move the tail
     // and check the status and FSTS.IQE.
-    private void Submit(ulong q0, ulong q1)
+    private void Submit(ulong q0, ulong q1) => SubmitSync([new QiDesc(q0, q1)], waitDrain: false);
+
+    // qi_submit_sync with several descriptors; waitDrain (QI_OPT_WAIT_DRAIN) sets PD in the appended wait.
+    internal void SubmitSync(ReadOnlySpan<QiDesc> descs, bool waitDrain)
     {
         lock (_qiLock)
         {
             uint seq = ++_qiStatusSeq;
             _memory.WriteUInt32(_qiStatus, Dmar.QiInUse);
             int index = _qiTail;
-            WriteDescriptor(index, q0, q1);
-            int wait = (index + 1) % _qiEntries;
-            WriteDescriptor(wait, QiDescriptor.WaitWithStatus(seq), _qiStatus);
-            _qiTail = (wait + 1) % _qiEntries;
+            foreach (QiDesc d in descs)
+            {
+                WriteDescriptor(index, d);
+                index = (index + 1) % _qiEntries;
+            }
+
+            ulong wait = QiDescriptor.WaitWithStatus(seq) | (waitDrain ? VtdFormat.DescWaitPd : 0);
+            WriteDescriptor(index, new QiDesc(wait, _qiStatus));
+            _qiTail = (index + 1) % _qiEntries;
             _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
 
             if ((_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
             {
                 // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller.
                 ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
-                Log.QueueError(_log, SeqId, q0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
+                Log.QueueError(_log, SeqId, descs[0].Q0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
                 _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
                 _qiTail = (int)(iqh >> _qiShift);
-                throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{q0:x}/0x{q1:x} (IQE).");
+                throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{descs[0].Q0:x}/0x{descs[0].Q1:x} (IQE).");
             }
 
             if (_memory.ReadUInt32(_qiStatus) != seq)
@@ -437,15 +449,15 @@ public sealed class IntelIommuUnit
         }
     }
 
-    private void WriteDescriptor(int index, ulong q0, ulong q1)
+    private void WriteDescriptor(int index, in QiDesc d)
     {
         ulong at = _qiBase + ((ulong)index << _qiShift);
-        _memory.WriteUInt64(at, q0);
-        _memory.WriteUInt64(at + 8, q1);
+        _memory.WriteUInt64(at, d.Q0);
+        _memory.WriteUInt64(at + 8, d.Q1);
         if (_qiShift == 5)
         {
-            _memory.WriteUInt64(at + 16, 0);
-            _memory.WriteUInt64(at + 24, 0);
+            _memory.WriteUInt64(at + 16, d.Q2);
+            _memory.WriteUInt64(at + 24, d.Q3);
         }
     }
 

@@ -140,6 +140,37 @@ public sealed class ProcessPageTableTests : IDisposable
         Assert.Equal(["1000-2000", "release"], seen);
     }
 
+    // iopf_handle_single's part of the mm: the area's flags decide (a read needs PROT_READ, though a CPU may read a
+    // write-only page), then the page is faulted in as a CPU touch would, a COW break telling the notifier.
+    [Fact]
+    public void HandleMmFault_checks_the_area_flags_then_faults_like_a_cpu_touch()
+    {
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong va = p.Mmap(2 * Page);
+        ulong wo = p.Mmap(Page, VmProt.Write);
+        ulong ro = p.Mmap(Page, VmProt.Read);
+        Assert.Equal(Errno.EFAULT, p.HandleMmFault(0x1000, read: true, write: false, exec: false));
+        Assert.Equal(Errno.EFAULT, p.HandleMmFault(wo, read: true, write: false, exec: false));
+        Assert.Equal(Errno.EFAULT, p.HandleMmFault(ro, read: false, write: true, exec: false));
+        Assert.Equal(Errno.EFAULT, p.HandleMmFault(va, read: true, write: false, exec: true));
+        Assert.Equal(0UL, p.Walk(ro).Pte);
+
+        Assert.Equal(Errno.None, p.HandleMmFault(va, read: true, write: false, exec: false));
+        Assert.Equal(_pages.ZeroPagePfn, p.Walk(va).Pfn);
+        Assert.Equal(P | Us | A, p.Walk(va).Pte & (P | Rw | Us | A | D));
+        Assert.Equal(Errno.None, p.HandleMmFault(va + Page, read: false, write: true, exec: false));
+        Assert.Equal(P | Rw | Us | A | D, p.Walk(va + Page).Pte & (P | Rw | Us | A | D));
+
+        using ProcessAddressSpace child = p.Fork("c");
+        ulong shared = p.Walk(va + Page).Pfn;
+        var seen = new List<ulong>();
+        p.MmuNotifierRegister(new Recorder((_, s, _) => seen.Add(s), () => { }));
+        Assert.Equal(Errno.None, p.HandleMmFault(va + Page, read: true, write: true, exec: false));
+        Assert.NotEqual(shared, p.Walk(va + Page).Pfn);
+        Assert.Equal(shared, child.Walk(va + Page).Pfn);
+        Assert.Equal([va + Page], seen);
+    }
+
     // Random mmap/munmap/mprotect/fork/touch/mlock/exit on two process slots against a flat model
     // (VMAs, and per page: which abstract page, writable or not). After every step a walk of the
     // real tables must agree page by page (present/writable/user, the frame, sharing exactly where

@@ -22,6 +22,7 @@ internal static class AfterDisposeExemptions
         ["IommuSva"] = "abstract base of SVA bind handles: Device/Mm getters only; binds are used through IommuCore, which has rows",
         ["VtdUnitState"] = "a copy of a unit's registers in managed arrays: no platform memory",
         ["IommuDomainGeometry"] = Value, ["ErrnoExtensions"] = Static, ["ErrorDetail"] = "thread-local failure detail: no platform", ["ErrorDetailUnwindScope"] = "thread-local failure-detail scope: no platform",
+        ["IopfQueue"] = "handle of an I/O page fault work queue: its name only; the operations on it are IommuCore rows",
         ["IommuFault"] = Value, ["IommuPageResponse"] = Value, ["IommuException"] = "exception type", ["IommuIotlbGather"] = Value,
         ["IommuResvRegion"] = Value, ["KernelSymbolAttribute"] = "metadata attribute", ["PlatformOptions"] = Value, ["Sizes"] = Static,
         ["VtdImage"] = "a managed copy of translation structures: owns no platform memory (LoadInto/exporters that touch memory are rows of the memory's owner)",

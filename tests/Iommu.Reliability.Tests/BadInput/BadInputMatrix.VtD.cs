@@ -1,3 +1,4 @@
+using Iommu.Faults;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Reliability.Tests.Infrastructure;
@@ -108,6 +109,14 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("IntelIommu.SvaBind", "null mm", c => c.Driver.SvaBind(c.Dev, null!, 1, null, out _)),
         X<ArgumentNullException>("IntelIommu.SvaUnbind", "null handle", c => c.Driver.SvaUnbind(null!)),
         X<ArgumentNullException>("IntelIommu.SvaGetPasid", "null handle", c => c.Driver.SvaGetPasid(null!)),
+        E("IntelIommu.PageResponse", "null device", c => c.Driver.PageResponse(null!, new IommuFault(), new IommuPageResponse()), Errno.ENODEV),
+        E("IntelIommu.PageResponse", "device on another bus", c => c.Driver.PageResponse(c.Orphan, new IommuFault(), new IommuPageResponse()), Errno.ENODEV),
+        E("IntelIommu.PageResponse", "null request", c => c.Driver.PageResponse(c.Dev, null!, new IommuPageResponse()), Errno.EINVAL),
+        E("IntelIommu.PageResponse", "null response", c => c.Driver.PageResponse(c.Dev, new IommuFault(), null!), Errno.EINVAL),
+        E("IntelIommu.PageResponse", "request without PASID", c => c.Driver.PageResponse(c.Dev, new IommuFault { Pasid = 5 }, new IommuPageResponse()), Errno.EINVAL),
+        E("IntelIommu.PageResponse", "PASID 0", c => c.Driver.PageResponse(c.Dev, new IommuFault { Flags = PageRequestFlags.PasidValid }, new IommuPageResponse()), Errno.EINVAL),
+        E("IntelIommu.PageResponse", "PASID beyond 20 bits", c => c.Driver.PageResponse(c.Dev, new IommuFault { Flags = PageRequestFlags.PasidValid, Pasid = 1u << 20 }, new IommuPageResponse()), Errno.EINVAL),
+        E("IntelIommu.PageResponse", "PASID bound to no process", c => c.Driver.PageResponse(c.Dev, new IommuFault { Flags = PageRequestFlags.PasidValid | PageRequestFlags.LastPage, Pasid = 9 }, new IommuPageResponse()), Errno.ENODEV),
         E("IntelIommu.SetDevAttr", "AUXD_ENABLE on a device without PASID (enable_pasid fails)", c => c.Driver.SetDevAttr(c.Dev2, IommuDevAttr.AuxdEnable), Errno.ENODEV),
         E("IntelIommu.AuxAttachDev", "AUX not enabled", c => c.Driver.AuxAttachDev(c.Domain, c.Dev), Errno.EPERM),
         X<ArgumentNullException>("IntelIommu.AuxDetachDev", "null device", c => { c.Driver.AuxDetachDev(c.Domain, null!); return null; }),

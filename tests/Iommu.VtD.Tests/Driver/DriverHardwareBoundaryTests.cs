@@ -8,7 +8,7 @@ namespace Iommu.VtD.Tests.Driver;
 /// <summary>
 /// The driver reaches the hardware only through its registers, its fault interrupt and the tables in
 /// memory (docs/architecture.md): the IL of every method in <c>Iommu.VtD.Driver*</c> may use no member of
-/// <see cref="VtdUnit"/> but the MMIO accessors and <see cref="VtdUnit.FaultEvent"/>, no member of
+/// <see cref="VtdUnit"/> but the MMIO accessors, <see cref="VtdUnit.FaultEvent"/> and <see cref="VtdUnit.PageRequestEvent"/> (its interrupts), no member of
 /// <see cref="IVtdDiagnostics"/>, no cast to either, and no public member of a driver type may hand
 /// either out.
 /// </summary>
@@ -18,7 +18,7 @@ public sealed class DriverHardwareBoundaryTests
     {
         "Read32", "Read64", "Write32", "Write64", "MmioRead", "MmioWrite",
         "Read32Unguarded", "Read64Unguarded", "Write32Unguarded", "Write64Unguarded",
-        "add_FaultEvent", "remove_FaultEvent",
+        "add_FaultEvent", "remove_FaultEvent", "add_PageRequestEvent", "remove_PageRequestEvent",
     };
 
     private static readonly OpCode[] OneByte = new OpCode[256];

@@ -98,6 +98,9 @@ internal static class DmarCap
     [KernelSymbol("ecap_flts")]
     public static bool EcapFlts(ulong ecap) => (ecap & VtdEcap.Flts) != 0;
 
+    [KernelSymbol("ecap_pds")]
+    public static bool EcapPds(ulong ecap) => (ecap & VtdEcap.Pds) != 0;
+
     [KernelSymbol("ecap_nest")]
     public static bool EcapNest(ulong ecap) => (ecap & VtdEcap.Nest) != 0;
 

@@ -1,0 +1,343 @@
+using Iommu.Devices;
+using Iommu.Faults;
+using Iommu.VtD.Driver.Format;
+using Iommu.VtD.Hardware;
+
+namespace Iommu.VtD.Driver;
+
+// drivers/iommu/intel/svm.c (5.15), the page request side: the page request queue of each unit and its
+// interrupt thread, the report to the core's fault routing, page group responses, and the drain on unbind.
+public sealed partial class IntelIommu : IIommuPageResponseOps
+{
+    private const int CanonicalBits = 48; // boot_cpu_data.x86_virt_bits: no LA57 CPU is modelled
+
+    // Per unit (by SeqId): its page request queue, or null without ECAP.PRS; its iopf queue.
+    private PrqState?[] _prq = [];
+    private IopfQueue?[] _iopfQueues = [];
+
+    /// <summary>
+    /// Answers a page request through the unit (<c>intel_svm_page_response</c>): a page group response descriptor
+    /// with the request's PASID, RID and group index and the response's code.
+    /// </summary>
+    /// <param name="device">The device that sent the request.</param>
+    /// <param name="fault">The pending request (its PASID, group index and flags are used).</param>
+    /// <param name="response">The answer (only its code is used).</param>
+    /// <returns>
+    /// 0; in order: -ENODEV for a null or non-PCI device or one behind no unit of this driver; -EINVAL for a null request or
+    /// response, a request without PASID, or PASID 0 or beyond 20 bits; -ENODEV when the PASID has no bound process or
+    /// the device is not bound to it (for instance after unbind).
+    /// </returns>
+    /// <remarks>
+    /// 5.15. A descriptor is sent only when the request was the last of its group (or carried private data). The code is
+    /// written unchanged, as 5.15 does: the generic FAILURE (2) goes out as RC = 2, a code VT-d reserves
+    /// (its Response Failure is 0xF); the device model takes any code other than 0 and 1 as a failure.
+    /// </remarks>
+    [KernelSymbol("intel_svm_page_response")]
+    public Errno PageResponse(Device device, IommuFault fault, IommuPageResponse response)
+    {
+        _memory.ThrowIfDisposed();
+        if (device is not PciDevice pci || DeviceToIommu(device) is not IntelIommuUnit unit)
+        {
+            return ErrorDetail.Fail(Errno.ENODEV, $"{device?.Name ?? "null"} is not a PCI device behind a VT-d unit of this driver");
+        }
+
+        if (fault is null || response is null)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, "no page request or response");
+        }
+
+        bool pasidPresent = fault.Flags.HasFlag(PageRequestFlags.PasidValid);
+        bool priv = fault.Flags.HasFlag(PageRequestFlags.PrivData);
+        bool last = fault.Flags.HasFlag(PageRequestFlags.LastPage);
+        lock (_pasidMutex)
+        {
+            if (!pasidPresent)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"page request of {device.Name} has no PASID");
+            }
+
+            if (fault.Pasid == 0 || fault.Pasid >= 1u << 20)
+            {
+                return ErrorDetail.Fail(Errno.EINVAL, $"PASID {fault.Pasid} is outside [1, 2^20)");
+            }
+
+            if (!_pasidPrivate.TryGetValue(fault.Pasid, out IntelSvm? svm) || FindSdev(svm, device) is null)
+            {
+                return ErrorDetail.Fail(Errno.ENODEV, $"{device.Name} is not bound to PASID {fault.Pasid}");
+            }
+
+            if (last || priv)
+            {
+                unit.SubmitSync([PageRequestQueue.PageGroupResponse(fault.Pasid, pci.RequesterId, pasidPresent, priv, (int)response.Code, fault.GroupId, last, 0, 0)], waitDrain: false);
+            }
+
+            return Errno.None;
+        }
+    }
+
+    // iommu->iopf_queue of a unit ("iopf_queue/dmarN-iopfq"), or null without PASID support. Model decision: 5.15
+    // allocates it only with the page request queue (ECAP.PRS) and would dereference a null queue when SVA is
+    // enabled on an SVM-capable unit without PRS; here every PASID-capable unit has one (fed only with a PRQ).
+    internal IopfQueue? IopfQueueOf(int seqId)
+    {
+        return (uint)seqId < (uint)_iopfQueues.Length ? _iopfQueues[seqId] : null;
+    }
+
+    // intel_svm_enable_prq at init (5.15 init_dmars, for units with PASID support and ECAP.PRS): the queue's pages,
+    // the iopf queue "dmarN-iopfq", the threaded interrupt, PQH = PQT = 0, PQA = base | PRQ_ORDER.
+    private void IntelSvmEnablePrq(VtdUnit hardware, IntelIommuUnit unit, int count)
+    {
+        if (_prq.Length != count)
+        {
+            _prq = new PrqState?[count];
+            _iopfQueues = new IopfQueue?[count];
+        }
+
+        if (!unit.PasidSupported)
+        {
+            return;
+        }
+
+        _iopfQueues[unit.SeqId] = _platform.Iommu.IopfQueueAlloc($"dmar{unit.SeqId}-iopfq");
+        if (!DmarCap.EcapPrs(unit.Ecap))
+        {
+            return;
+        }
+
+        if (!_frames.TryAllocateContiguous(1 << PageRequestQueue.Order, out ulong prq))
+        {
+            ErrorDetail.Fail(Errno.ENOMEM, $"no frames for the page request queue of DMAR unit {unit.SeqId}").ThrowIfError();
+        }
+
+        var state = new PrqState(unit, prq);
+        _prq[unit.SeqId] = state;
+        hardware.PageRequestEvent += (_, _) => PrqEventThread(state);
+        unit.WriteReg32(PageRequestQueue.PectlReg, 0); // request_threaded_irq unmasks the event (dmar_msi_unmask)
+        unit.WriteReg64(PageRequestQueue.PqhReg, 0);
+        unit.WriteReg64(PageRequestQueue.PqtReg, 0);
+        unit.WriteReg64(PageRequestQueue.PqaReg, prq | PageRequestQueue.Order);
+    }
+
+    // prq_event_thread (5.15), one pass at a time (IRQF_ONESHOT): clear PPR, walk PQH..PQT (bad requests answered
+    // INVALID when they end a group: no PASID, not canonical, privileged with read/write, execute with read, no svm
+    // or sdev, report failed; stop markers dropped), PQH = tail, then PRO cleared only if the queue is empty.
+    private void PrqEventThread(PrqState s)
+    {
+        IntelIommuUnit unit = s.Unit;
+        lock (s.Lock)
+        {
+            // Clear PPR first, so a request queued from here on raises the interrupt again.
+            unit.WriteReg32(PageRequestQueue.PrsReg, PageRequestQueue.PrsPpr);
+            ulong tail = unit.ReadReg64(PageRequestQueue.PqtReg) & PageRequestQueue.RingMask;
+            ulong head = unit.ReadReg64(PageRequestQueue.PqhReg) & PageRequestQueue.RingMask;
+            IntelSvm? svm = null;
+            IntelSvmDev? sdev = null;
+            while (head != tail)
+            {
+                PageRequestDescriptor req = ReadPrq(s, head);
+                head = (head + 32) & PageRequestQueue.RingMask;
+                if (!req.PasidPresent || !IsCanonical(req.Address) || (req.PmReq && (req.RdReq || req.WrReq)) || (req.ExeReq && req.RdReq))
+                {
+                    HandleBadPrqEvent(unit, req);
+                    continue;
+                }
+
+                if (req.Lpig && !req.RdReq && !req.WrReq)
+                {
+                    continue; // stop marker: no response
+                }
+
+                // 5.15 caches the svm and the sdev across descriptors and re-looks-up the sdev only when the RID
+                // changes, even if the svm did (then the request is reported for the cached sdev's device).
+                if (svm is null || svm.Pasid != req.Pasid)
+                {
+                    lock (_pasidMutex)
+                    {
+                        svm = _pasidPrivate.GetValueOrDefault(req.Pasid);
+                    }
+
+                    if (svm is null)
+                    {
+                        HandleBadPrqEvent(unit, req);
+                        continue;
+                    }
+                }
+
+                if (sdev is null || ((PciDevice)sdev.Device).RequesterId != req.Rid)
+                {
+                    sdev = FindSdevBySid(svm, req.Rid);
+                    if (sdev is null)
+                    {
+                        HandleBadPrqEvent(unit, req);
+                        continue;
+                    }
+                }
+
+                if (IntelSvmPrqReport(sdev.Device, req) != Errno.None)
+                {
+                    HandleBadPrqEvent(unit, req);
+                }
+            }
+
+            unit.WriteReg64(PageRequestQueue.PqhReg, tail);
+
+            // Clear an overflow only once the queue is empty, and drop the partial groups whose last request may be lost.
+            if ((unit.ReadReg32(PageRequestQueue.PrsReg) & PageRequestQueue.PrsPro) != 0)
+            {
+                head = unit.ReadReg64(PageRequestQueue.PqhReg) & PageRequestQueue.RingMask;
+                tail = unit.ReadReg64(PageRequestQueue.PqtReg) & PageRequestQueue.RingMask;
+                if (head == tail)
+                {
+                    _ = _platform.Iommu.IopfQueueDiscardPartial(_iopfQueues[unit.SeqId]);
+                    unit.WriteReg32(PageRequestQueue.PrsReg, PageRequestQueue.PrsPro);
+                }
+            }
+        }
+    }
+
+    private PageRequestDescriptor ReadPrq(PrqState s, ulong offset)
+    {
+        ulong at = s.Base + offset;
+        return new PageRequestDescriptor(_memory.ReadUInt64(at), _memory.ReadUInt64(at + 8), _memory.ReadUInt64(at + 16), _memory.ReadUInt64(at + 24));
+    }
+
+    private static bool IsCanonical(ulong address) => ((long)address << (64 - CanonicalBits) >> (64 - CanonicalBits)) == (long)address;
+
+    // handle_bad_prq_event: an Invalid Request response, only for a request that expects one (LPIG or PDP).
+    private static void HandleBadPrqEvent(IntelIommuUnit unit, in PageRequestDescriptor req)
+    {
+        if (!req.Lpig && !req.PrivDataPresent)
+        {
+            return;
+        }
+
+        unit.SubmitSync([PageRequestQueue.PageGroupResponse(req.Pasid, req.Rid, req.PasidPresent, req.PrivDataPresent, PageRequestQueue.RespInvalid, req.PrgIndex, req.Lpig, req.Q2, req.Q3)], waitDrain: false);
+    }
+
+    // intel_svm_prq_report: the descriptor as an IOMMU_FAULT_PAGE_REQ event (private data is not carried: IommuFault has no field for it).
+    private Errno IntelSvmPrqReport(Device device, in PageRequestDescriptor req)
+    {
+        if (device is not PciDevice)
+        {
+            return Errno.ENODEV;
+        }
+
+        PageRequestFlags flags = req.Lpig ? PageRequestFlags.LastPage : PageRequestFlags.None;
+        if (req.PasidPresent)
+        {
+            flags |= PageRequestFlags.PasidValid | PageRequestFlags.ResponseNeedsPasid;
+        }
+
+        if (req.PrivDataPresent)
+        {
+            flags |= PageRequestFlags.LastPage | PageRequestFlags.PrivData; // VT-d answers every request with private data
+        }
+
+        uint perm = (req.RdReq ? 1u : 0) | (req.WrReq ? 2u : 0) | (req.ExeReq ? 4u : 0) | (req.PmReq ? 8u : 0);
+        return _platform.Iommu.ReportDeviceFault(device, new IommuFault
+        {
+            Type = IommuFaultType.PageRequest,
+            Flags = flags,
+            Address = req.Address,
+            Pasid = req.Pasid,
+            GroupId = req.PrgIndex,
+            Perm = perm,
+        });
+    }
+
+    // intel_svm_drain_prq (5.15), called with _pasidMutex held once, after the PASID entry is torn down: wait while
+    // the PRQ holds a request of the PASID, flush the device's iopf work, then fence + P_IOTLB (RID domain's DID) +
+    // PASID dev-TLB + drain wait, again while PRO is set. "Waiting for the PRQ thread" runs a pass of it here.
+    private void IntelSvmDrainPrq(DeviceDomainInfo info, IntelIommuUnit unit, uint pasid)
+    {
+        PrqState? s = (uint)unit.SeqId < (uint)_prq.Length ? _prq[unit.SeqId] : null;
+        if (s is null || !info.PriEnabled)
+        {
+            return;
+        }
+
+        while (PrqHolds(s, pasid))
+        {
+            WithoutPasidMutex(() => PrqEventThread(s));
+        }
+
+        WithoutPasidMutex(() => _platform.Iommu.IopfQueueFlushDev(info.Device));
+
+        ushort sid = info.Device.RequesterId;
+        ushort did = info.Domain.DidOn(unit.SeqId);
+        while (true)
+        {
+            // Model decision: PD only with ECAP.PDS (5.15 sets it unconditionally; a unit without PDS rejects it).
+            unit.SubmitSync(
+                [
+                    PageRequestQueue.DrainFence(),
+                    new QiDesc(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0),
+                    new QiDesc(QiDescriptor.PasidDevIotlb(sid, info.Pfsid, pasid, info.AtsQdep), 0), // one page at 0, S = 0
+                ],
+                waitDrain: DmarCap.EcapPds(unit.Ecap));
+            if ((unit.ReadReg32(PageRequestQueue.PrsReg) & PageRequestQueue.PrsPro) == 0)
+            {
+                return;
+            }
+
+            WithoutPasidMutex(() => PrqEventThread(s));
+        }
+    }
+
+    // Any descriptor between PQH and PQT with this PASID?
+    private bool PrqHolds(PrqState s, uint pasid)
+    {
+        ulong tail = s.Unit.ReadReg64(PageRequestQueue.PqtReg) & PageRequestQueue.RingMask;
+        ulong head = s.Unit.ReadReg64(PageRequestQueue.PqhReg) & PageRequestQueue.RingMask;
+        for (; head != tail; head = (head + 32) & PageRequestQueue.RingMask)
+        {
+            PageRequestDescriptor req = ReadPrq(s, head);
+            if (req.PasidPresent && req.Pasid == pasid)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // The kernel drops pasid_mutex around the waits of the drain: the PRQ thread and the iopf worker take it.
+    private void WithoutPasidMutex(Action action)
+    {
+        _pasidMutex.Exit();
+        try
+        {
+            action();
+        }
+        finally
+        {
+            _pasidMutex.Enter();
+        }
+    }
+
+    private static IntelSvmDev? FindSdev(IntelSvm svm, Device device)
+    {
+        lock (svm.Devices)
+        {
+            return svm.Devices.Find(d => d.Device == device);
+        }
+    }
+
+    private static IntelSvmDev? FindSdevBySid(IntelSvm svm, ushort rid)
+    {
+        lock (svm.Devices)
+        {
+            return svm.Devices.Find(d => d.Device is PciDevice p && p.RequesterId == rid);
+        }
+    }
+
+    // The per-unit page request queue (iommu->prq and its interrupt thread's oneshot lock).
+    private sealed class PrqState(IntelIommuUnit unit, ulong @base)
+    {
+        public IntelIommuUnit Unit { get; } = unit;
+
+        public ulong Base { get; } = @base;
+
+        public Lock Lock { get; } = new();
+    }
+}
