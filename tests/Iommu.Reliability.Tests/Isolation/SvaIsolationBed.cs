@@ -1,8 +1,7 @@
 using System.Globalization;
 using Iommu.Devices;
 using Iommu.Mm;
-using Iommu.VtD.Driver;
-using Iommu.VtD.Hardware;
+using Iommu.Reliability.Tests.Infrastructure;
 
 namespace Iommu.Reliability.Tests.Isolation;
 
@@ -68,9 +67,7 @@ internal sealed class SvaIsolationBed : IDisposable
     public const int Procs = 3, Devices = 3, Pages = 8;
     private const ulong Page = 4096;
 
-    private readonly Platform _platform;
-    private readonly VtdUnit _unit;
-    private readonly HostPageAllocator _pages;
+    private readonly SvaTestBed _bed = new();
     private readonly PciDevice[] _devs;
     private readonly ProcessAddressSpace?[] _mm = new ProcessAddressSpace?[Procs];
     private readonly List<ProcessAddressSpace> _retired = [];
@@ -81,25 +78,10 @@ internal sealed class SvaIsolationBed : IDisposable
 
     public SvaIsolationBed()
     {
-        _platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
-        PciBus pci = _platform.AddPciBus();
-        _unit = new VtdUnit(_platform.Memory, VtdConfig.ScalableModeFirstLevel48Bit with { DeviceTlb = true, PageRequests = true, PageRequestDrain = true });
-        pci.AddDmaRemapper(_unit, includeAll: true);
-        var driver = new IntelIommu(_platform, new IntelIommuOptions { FirstLevel = FirstLevelPolicy.AllWhenEveryUnitHasFlts }, _unit);
-        pci.SetIommuOps(driver).ThrowIfError();
-        _pages = HostPageAllocator.ForPlatform(_platform);
         _devs = new PciDevice[Devices];
         for (int d = 0; d < Devices; d++)
         {
-            bool ats = d < 2;
-            _devs[d] = pci.AddDevice(new PciDeviceSpec($"0000:00:0{d + 2}.0") { PasidWidth = 20, Ats = ats, Pri = ats, Acs = true });
-            if (ats)
-            {
-                Check(_devs[d].AtsEnabled && _devs[d].PriEnabled, $"dev{d}: ATS/PRI not enabled at attach");
-                Check(Iommu.DevEnableFeature(_devs[d], IommuDevFeature.Iopf) == Errno.None, "IOPF enable");
-                Check(Iommu.DevEnableFeature(_devs[d], IommuDevFeature.Sva) == Errno.None, "SVA enable");
-            }
-
+            _devs[d] = _bed.AddDevice($"0000:00:0{d + 2}.0", sva: d < 2);
             for (int p = 0; p < Procs; p++)
             {
                 _binds[d, p] = [];
@@ -119,7 +101,7 @@ internal sealed class SvaIsolationBed : IDisposable
     /// <summary>ATS DMAs that succeeded (ATC hits or fresh translations).</summary>
     public long AtsOk { get; private set; }
 
-    private IommuCore Iommu => _platform.Iommu;
+    private IommuCore Iommu => _bed.Iommu;
 
     public void Run(IEnumerable<SvaOp> ops)
     {
@@ -234,7 +216,7 @@ internal sealed class SvaIsolationBed : IDisposable
 
     private void Spawn(int slot)
     {
-        var mm = new ProcessAddressSpace(_pages, $"p{slot}");
+        var mm = new ProcessAddressSpace(_bed.Pages, $"p{slot}");
         _mm[slot] = mm;
         _base[slot] = mm.Mmap(Pages * Page);
         _pasid[slot] = null;
@@ -270,7 +252,7 @@ internal sealed class SvaIsolationBed : IDisposable
         bool allowed = owner is not null && CpuAllows(owner, va, write);
         ulong value = ++_value;
         byte[] buf = write ? BitConverter.GetBytes(value) : new byte[8];
-        ulong mark = _unit.Read64(0x88);
+        ulong mark = _bed.Mark();
         DmaResult r = Transfer(dev, pasid, va, buf, write, ats);
         if (allowed)
         {
@@ -282,15 +264,15 @@ internal sealed class SvaIsolationBed : IDisposable
         Check(!r.IsOk, $"dev{d} PASID {pasid} {(write ? "write" : "read")} at 0x{va:x} reached 0x{r.Address:x} although {(owner is null ? "no live process is bound with that PASID" : $"{owner}'s tables do not allow it")}");
         if (r.Status != DmaStatus.PageRequestPending)
         {
-            Check(Responses(mark).Count == 0, "a page group response without a page request");
+            Check(_bed.Responses(mark).Count == 0, "a page group response without a page request");
             return;
         }
 
         // The device sent one page request (last in its group): the PRQ thread ran on the event; the iopf worker answers.
         PageRequests++;
         Check(Iommu.IopfQueueFlushDev(dev) == Errno.None, "iopf flush");
-        Check(_unit.Read32(0xDC) == 0 && _unit.Read64(0xC0) == _unit.Read64(0xC8), "PRQ not drained after the iopf flush");
-        List<(ulong Q0, ulong Q1)> resp = Responses(mark);
+        Check(_bed.Unit.Read32(0xDC) == 0 && _bed.Unit.Read64(0xC0) == _bed.Unit.Read64(0xC8), "PRQ not drained after the iopf flush");
+        List<(ulong Q0, ulong Q1)> resp = _bed.Responses(mark);
         Check(resp.Count == 1, $"{resp.Count} page group responses to one page request (inv 9)");
         int rc = (int)((resp[0].Q0 >> 12) & 0xF);
         Check(((resp[0].Q0 >> 16) & 0xFFFF) == dev.RequesterId && (resp[0].Q0 >> 32 & 0xF_FFFF) == pasid, $"response to RID 0x{(resp[0].Q0 >> 16) & 0xFFFF:x} PASID {resp[0].Q0 >> 32 & 0xF_FFFF}");
@@ -356,23 +338,6 @@ internal sealed class SvaIsolationBed : IDisposable
         Check(cpu.AsSpan().SequenceEqual(buf), $"{who} at 0x{va:x}: device {(write ? "wrote" : "read")} 0x{BitConverter.ToUInt64(buf):x}, the CPU reads 0x{BitConverter.ToUInt64(cpu):x}");
     }
 
-    // Page group responses (type 9) the driver queued since `mark` (IQT).
-    private List<(ulong Q0, ulong Q1)> Responses(ulong mark)
-    {
-        ulong iqa = _unit.Read64(0x90), queue = iqa & ~0xFFFUL, size = 4096UL << (int)(iqa & 7), end = _unit.Read64(0x88);
-        var list = new List<(ulong, ulong)>();
-        for (ulong at = mark; at != end; at = (at + 32) % size)
-        {
-            ulong q0 = _platform.Memory.ReadUInt64(queue + at);
-            if ((q0 & 0xF) == 9)
-            {
-                list.Add((q0, _platform.Memory.ReadUInt64(queue + at + 8)));
-            }
-        }
-
-        return list;
-    }
-
     private static void Check(bool ok, string message)
     {
         if (!ok)
@@ -404,6 +369,6 @@ internal sealed class SvaIsolationBed : IDisposable
             mm.Dispose();
         }
 
-        _platform.Dispose();
+        _bed.Dispose();
     }
 }
