@@ -84,7 +84,7 @@ internal static partial class Program
                           domain with iommu_attach_device_pasid (no aux)
                           (the two combine)
           --json          print the report as JSON instead of narrated tables
-          --section N     print only section N (1-6); the whole tour still runs
+          --section N     print only section N (1-7); the whole tour still runs
           --graph FILE    write the parent device's translation structures as
                           Graphviz DOT (render: dot -Tsvg FILE -o tour.svg)
           --help          this text

@@ -111,6 +111,7 @@ internal sealed class Tour : IDisposable
             tour.Step3Containers();
             tour.Step4Dma();
             tour.Step5TranslationStructures();
+            ProcessesSection.Run(tour._r);
             tour.Step6Summary();
         }
 #pragma warning disable CA1031 // the report must say what broke, whatever it is

@@ -21,8 +21,7 @@ internal static class UaccePackage
         pci.AddDmaRemapper(unit, includeAll: true);
         pci.SetIommuOps(new IntelIommu(platform, unit)).ThrowIfError();
         PciDevice accel = pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
-        accel.EnableAts().ThrowIfError();                                   // 5.15's enable(SVA) wants ATS and PRI on
-        accel.EnablePri().ThrowIfError();
+        // the driver enabled PASID, ATS and PRI at attach (5.15's enable(SVA) needs them)
 
         var uacce = new UacceCore(platform);                                // one per Platform
         uacce.Alloc(accel, new UacceInterface("accel", UacceDeviceFlags.Sva, new MyAccelOps()), out UacceDevice? dev).ThrowIfError();

@@ -150,7 +150,7 @@ public sealed class AccelEngine
             Memory.WriteUInt32(pa + AccelDescriptor.StatusOffset, (uint)status);
             q.Head = (q.Head + 1) % RingEntries;
             Memory.WriteUInt32(q.DoorbellPa + 4, (uint)q.Head);
-                q.Completed++;
+            q.Completed++;
             q.Updated = true;
             done++;
         }

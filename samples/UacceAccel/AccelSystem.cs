@@ -24,18 +24,8 @@ public sealed class AccelSystem : IDisposable
         Pci.SetIommuOps(Intel).ThrowIfError();
         Device = Pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true, DeviceId = 0xacce });
 
-        // 5.15's enable(SVA) wants ATS and PRI enabled; the IOMMU driver enables them at attach once it does
-        // iommu_enable_dev_iotlb, until then the sample does it as its probe.
-        if (!Device.AtsEnabled)
-        {
-            Device.EnableAts().ThrowIfError();
-        }
-
-        if (!Device.PriEnabled)
-        {
-            Device.EnablePri().ThrowIfError();
-        }
-
+        // 5.15's enable(SVA) wants PASID, ATS and PRI enabled: the IOMMU driver enabled them when it attached the
+        // device's default domain (iommu_enable_dev_iotlb), as the unit has ECAP.DT and ECAP.PRS.
         Pages = HostPageAllocator.ForPlatform(Platform);
         Engine = new AccelEngine(Device, Pages, queues, mode);
         Driver = new UacceAccelDriver(Engine);

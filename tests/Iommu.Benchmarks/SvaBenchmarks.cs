@@ -463,8 +463,9 @@ public unsafe class SvaPageRequest : IDisposable
 /// <see cref="IommuCore.SvaBindDevice"/> then <see cref="IommuCore.SvaUnbindDevice"/> of one process to one
 /// device (5.15: PASID from the platform allocator, mmu notifier registered, first-level PASID entry; on
 /// unbind the entry cleared with its PASID-cache, PASID-IOTLB and PASID device-TLB invalidations, each
-/// with a wait). The C row writes the 64-byte PASID entry, clears it and writes the six descriptors at a
-/// queue's tail.
+/// with a wait; then <c>intel_svm_drain_prq</c>, as the device has PRI: a fenced wait, PASID-IOTLB, PASID
+/// device-TLB and a draining wait). The C row writes the 64-byte PASID entry, clears it and writes the ten
+/// descriptors at a queue's tail.
 /// </summary>
 [MemoryDiagnoser]
 public unsafe class SvaBindUnbind : IDisposable
@@ -475,8 +476,8 @@ public unsafe class SvaBindUnbind : IDisposable
     /// <summary>Passes per C invocation (its pair is a few ns).</summary>
     public const int CPasses = 64;
 
-    /// <summary>Descriptors the C row writes per bind/unbind: three invalidations, each with its wait.</summary>
-    public const int CDescriptors = 6;
+    /// <summary>Descriptors the C row writes per bind/unbind: three invalidations, each with its wait, and the PRQ drain's four.</summary>
+    public const int CDescriptors = 10;
 
     private SvaStack? _stack;
     private SvaFloor? _floor;
@@ -534,7 +535,7 @@ public unsafe class SvaBindUnbind : IDisposable
         return sink;
     }
 
-    /// <summary>The C floor: the PASID entry written and cleared, six descriptors queued.</summary>
+    /// <summary>The C floor: the PASID entry written and cleared, ten descriptors queued.</summary>
     [Benchmark(OperationsPerInvoke = Ops * CPasses)]
     public ulong CBindUnbind()
     {

@@ -18,8 +18,9 @@
  *                              software sees (PageRequestRoundTrip).
  *   rb_bind_unbind_pass:       SVA bind (the 64-byte first-level PASID entry) and unbind (entry
  *                              cleared, PASID-cache, PASID-IOTLB and PASID device-TLB invalidations,
- *                              each with its wait descriptor, written at the queue's tail) of one PASID
- *                              (SvaBindUnbind).
+ *                              each with its wait descriptor, then intel_svm_drain_prq's fenced wait,
+ *                              PASID-IOTLB, PASID device-TLB and draining wait, all written at the
+ *                              queue's tail) of one PASID (SvaBindUnbind).
  *   gcc -O2 -march=native -shared -fPIC -o libref_sva.so ref_sva_shim.c */
 #include <stdint.h>
 #include <stdlib.h>
@@ -257,8 +258,14 @@ uint64_t rb_bind_unbind_pass(size_t n, uint32_t pasid, uint64_t pgd, uint16_t di
     iq_put(5 | (1ull << 5) | (1ull << 32), (uint64_t)(uintptr_t)&wait_status);
     iq_put(8 | ((uint64_t)sid << 16) | ((uint64_t)pasid << 32), 0x7FFFFFFFFFFFF800ull);
     iq_put(5 | (1ull << 5) | (1ull << 32), (uint64_t)(uintptr_t)&wait_status);
+    /* the PRQ drain (the device has PRI): a fenced wait, P_IOTLB, one page of the PASID device-TLB,
+     * then a wait with PD (page request drain) */
+    iq_put(5 | (1ull << 6) | (2ull << 32), 0);
+    iq_put(6 | (1ull << 4) | ((uint64_t)did << 16) | ((uint64_t)pasid << 32), 0);
+    iq_put(8 | ((uint64_t)sid << 16) | ((uint64_t)pasid << 32), 0);
+    iq_put(5 | (1ull << 5) | (1ull << 7) | (1ull << 32), (uint64_t)(uintptr_t)&wait_status);
     iqh = iqt;
-    written += 6;
+    written += 10;
   }
   return written;
 }

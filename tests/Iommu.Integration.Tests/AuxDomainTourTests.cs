@@ -66,7 +66,7 @@ public sealed class AuxDomainTourTests
         Assert.Equal("scalable", root.GetProperty("mode").GetString());
         Assert.True(root.GetProperty("ok").GetBoolean());
         Assert.Equal(0, root.GetProperty("failures").GetInt32());
-        Assert.Equal(6, root.GetProperty("sections").GetArrayLength());
+        Assert.Equal(7, root.GetProperty("sections").GetArrayLength());
         Assert.All(root.GetProperty("sections").EnumerateArray().SelectMany(s => s.GetProperty("checks").EnumerateArray()),
             c => Assert.True(c.GetProperty("ok").GetBoolean(), c.GetProperty("text").GetString()));
         Assert.Equal(root.GetProperty("checks").GetInt32(),
@@ -81,8 +81,19 @@ public sealed class AuxDomainTourTests
         Assert.Equal(facts.GetProperty("pages.pinned").GetInt64(), facts.GetProperty("metrics.vfio.type1.pinned.pages").GetInt64());
         Assert.Equal(49, facts.GetProperty("metrics.iommu.mapped.pages").GetInt64()); // 17 + 16 + 16 pages, one IOMMU domain per container
         Assert.Equal([65533L, 65534L, 65534L], facts.GetProperty("metrics.vfio.type1.dma.available").EnumerateArray().Select(e => e.GetInt64()));
-        Assert.Contains(root.GetProperty("sections")[5].GetProperty("tables").GetProperty("metrics").EnumerateArray(),
+        Assert.Contains(root.GetProperty("sections")[6].GetProperty("tables").GetProperty("metrics").EnumerateArray(),
             r => r.GetProperty("instrument").GetString() == "iommu.map.operations" && r.GetProperty("unit").GetString() == "{operation}");
+
+        // Section 6, the processes: decoded page requests and the answers the driver sent.
+        JsonElement procs = root.GetProperty("sections")[5].GetProperty("tables");
+        Assert.Equal(5, procs.GetProperty("page_requests").GetArrayLength());
+        Assert.All(procs.GetProperty("page_requests").EnumerateArray(), e => Assert.StartsWith("page request 00:05.0 PASID ", e.GetProperty("descriptor (decoded)").GetString(), StringComparison.Ordinal));
+        string[] answers = [.. procs.GetProperty("responses_and_flushes").EnumerateArray().Select(e => e.GetProperty("descriptor (decoded)").GetString()!)];
+        Assert.Equal(2, answers.Count(a => a.StartsWith("page group response", StringComparison.Ordinal) && a.EndsWith(": Success", StringComparison.Ordinal)));
+        Assert.Equal(3, answers.Count(a => a.StartsWith("page group response", StringComparison.Ordinal) && a.EndsWith(": Invalid Request", StringComparison.Ordinal)));
+        Assert.Contains(answers, a => a.StartsWith("PASID device-TLB invalidate 00:05.0 PASID 1: page 0x7f0000001000", StringComparison.Ordinal));
+        Assert.Equal(["Success", "Success", "PageRequestFailed", "PageRequestFailed"], procs.GetProperty("descriptors").EnumerateArray().Select(e => e.GetProperty("status").GetString()));
+        Assert.Equal([1u, 2u], facts.GetProperty("processes.pasids").EnumerateArray().Select(p => p.GetUInt32()));
 
         JsonElement faults = root.GetProperty("sections")[3].GetProperty("tables").GetProperty("faults");
         Assert.Equal(["0x86", "0x85"], faults.EnumerateArray().Select(f => f.GetProperty("reason").GetString()));
@@ -177,7 +188,7 @@ public sealed class AuxDomainTourTests
         AssertFits(all, "the whole tour");
         Assert.Contains("docs/concepts.md", all.Split('\n')[1], StringComparison.Ordinal);
 
-        for (int n = 1; n <= 6; n++)
+        for (int n = 1; n <= 7; n++)
         {
             (int e, string text) = Tour([.. mode, "--section", $"{n}"]);
             Assert.True(e == 0, text);
@@ -253,7 +264,7 @@ public sealed class AuxDomainTourTests
         Assert.Equal(2, bad);
         Assert.Contains("--section N", text, StringComparison.Ordinal);
         Assert.Contains("--graph FILE", text, StringComparison.Ordinal);
-        Assert.Equal(2, Tour("--section", "7").Exit);
+        Assert.Equal(2, Tour("--section", "8").Exit);
         Assert.Equal(2, Tour("--section", "x").Exit);
         Assert.Equal(2, Tour("--section").Exit);
         Assert.Equal(2, Tour("--graph").Exit);

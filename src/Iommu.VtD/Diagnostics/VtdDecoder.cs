@@ -9,7 +9,7 @@ namespace Iommu.VtD.Diagnostics;
 /// driver, so they describe what the unit would do, bugs in the driver's programming included.
 /// </summary>
 /// <remarks>Stateless and thread-safe.</remarks>
-public static class VtdDecoder
+public static partial class VtdDecoder
 {
     /// <summary>
     /// The fault-condition code and meaning of a fault reason, e.g. "SGN.6: write request without

@@ -28,6 +28,17 @@ namespace Iommu.VtD.Hardware;
 /// filler could read the new count and then an entry the change had not removed yet. Readers compare
 /// the entry's count with the current one under the entry's seqlock (as
 /// <see cref="TranslationCache"/>'s slots).</para>
+/// <para>First level and nested (PGTT 001/011): the memo summarises the scalable context entry, the
+/// PASID entry and the first-stage IOTLB entry (tagged PASID | first-level or nested kind) of a user,
+/// non-execute request, the only kind that looks it up. Every invalidation that removes or retires one of
+/// those (P_IOTLB G=10/G=11, IOTLB domain- and page-selective (which drops every first-stage entry of the
+/// DID), PASID-cache, context-cache, global) moves the count as for second-level entries, so the
+/// ordering argument above holds unchanged. A first-stage hit writes no A/D bit: <see cref="Write"/> is
+/// set only when the IOTLB entry records D already set in the leaf, so a write through a clean leaf
+/// misses the memo and walks (setting D, refilling the entry, which retires the memo);
+/// <see cref="Writable"/> keeps what such a translation reports. A walk after a hit it refused (a write
+/// through a clean leaf, a user request through a supervisor entry) may fill the page at another level
+/// into a free slot, which is no replacement, so that walk moves the count itself.</para>
 /// <para>Shape: direct-mapped, as many entries as the IOTLB (a power of two). The index is the page
 /// number plus an offset hashed from the source id and PASID, so one device's consecutive pages never
 /// conflict with each other, and neighbouring devices' ranges start far apart.</para>
@@ -45,6 +56,12 @@ internal sealed class TranslationShortcut
 
     /// <summary>Value bits 4:3: the IOTLB entry's level − 1 (its page size).</summary>
     public const int LevelShift = 3;
+
+    /// <summary>
+    /// Value bit: the translation reports writable. Set with <see cref="Write"/> for second-level
+    /// entries; a first-level leaf whose D is clear reports writable but a write walks (to set D).
+    /// </summary>
+    public const ulong Writable = 32;
 
     private readonly Entry[] _entries;
     private long _generation;
@@ -134,6 +151,6 @@ internal sealed class TranslationShortcut
         public uint Gen;
         public ulong Page;        // page number + 1; 0: empty
         public ulong Requester;
-        public ulong Value;       // output page address | Read | Write | Scalable | level − 1 << LevelShift
+        public ulong Value;       // output page address | Read | Write | Scalable | level − 1 << LevelShift | Writable
     }
 }

@@ -293,4 +293,45 @@ public static class VtdFormat
 
     /// <summary>Shift of STDATA (63:32) in q0 of the wait descriptor.</summary>
     public const int DescWaitDataShift = 32;
+
+    /// <summary>Descriptor type 9: page group response.</summary>
+    public const int DescPageGroupResponse = 9;
+
+    /// <summary>Page group response q0: PASID present (the PASID in 51:32 is valid).</summary>
+    public const ulong PgrPasidPresent = 1UL << 4;
+
+    /// <summary>Page group response q0: response code in 15:12 (0 Success, 1 Invalid Request, 0xF Response Failure).</summary>
+    public const int PgrCodeShift = 12;
+
+    // Page request descriptors (written by the unit at PQA + PQT; 32 bytes, q2/q3 private data).
+
+    /// <summary>Page request descriptor q0 type field (1: page request).</summary>
+    public const ulong PrqDescType = 1;
+
+    /// <summary>Page request q0: PASID present (PP).</summary>
+    public const ulong PrqPasidPresent = 1UL << 8;
+
+    /// <summary>Page request q0: requester id in 31:16.</summary>
+    public const int PrqRidShift = 16;
+
+    /// <summary>Page request q0: PASID in 51:32 (also the page group response's).</summary>
+    public const int PrqPasidShift = 32;
+
+    /// <summary>Page request q0: execute requested (ER).</summary>
+    public const ulong PrqExecute = 1UL << 52;
+
+    /// <summary>Page request q0: privileged mode requested (PM).</summary>
+    public const ulong PrqPrivileged = 1UL << 53;
+
+    /// <summary>Page request q1: read requested (RD).</summary>
+    public const ulong PrqRead = 1UL << 0;
+
+    /// <summary>Page request q1: write requested (WR).</summary>
+    public const ulong PrqWrite = 1UL << 1;
+
+    /// <summary>Page request q1: last page in group (LPIG).</summary>
+    public const ulong PrqLastInGroup = 1UL << 2;
+
+    /// <summary>Page request q1: page request group index (PRGI) in 11:3 (also the page group response's q1).</summary>
+    public const int PrqGroupIndexShift = 3;
 }

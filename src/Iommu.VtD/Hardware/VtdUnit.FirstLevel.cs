@@ -129,6 +129,7 @@ public sealed partial class VtdUnit
         }
 
         ulong key1 = IotlbKey1(pe.Did, q.Tag | (nested ? NestedTag : FirstLevelTag));
+        bool refused = false;
         if (LookupIotlb(key1, pe.Did, q.Iova, out ulong hit, out int hitLevel))
         {
             _counters.Add(Counters.IotlbHit);
@@ -143,6 +144,8 @@ public sealed partial class VtdUnit
                     ? Fault(q, VtdFaultReason.ScalableInterruptAddress)
                     : VtdTranslation.Translated(q.Iova, pa, pageSize, FirstStageWritable((hit & IotlbFlReadWrite) != 0, (hit & IotlbSlWrite) != 0, q.Attrs, pe));
             }
+
+            refused = true;
         }
         else
         {
@@ -154,6 +157,14 @@ public sealed partial class VtdUnit
             VtdTranslation t = WalkFirstStage(q, pe, nested, levels, key1, out bool lostUpdate);
             if (!lostUpdate)
             {
+                // A walk past a hit it refused may fill this page at another level (the tables changed
+                // under the cached entry) into a free slot, which retires nothing, and change what
+                // the IOTLB answers: retire the memo's summaries of the old entry after that fill.
+                if (refused)
+                {
+                    _shortcut.RetireAll();
+                }
+
                 return t;
             }
 
@@ -162,6 +173,57 @@ public sealed partial class VtdUnit
                 return Fault(q, VtdFaultReason.FirstLevelAccessedDirtyFailed);
             }
         }
+    }
+
+    /// <summary>
+    /// <see cref="TryTranslateThroughCaches"/> past a cached first-level or nested PASID entry
+    /// (<paramref name="p1"/> its packed word 1): the IOTLB hit <see cref="TranslateFirstStage"/> would serve
+    /// to a user, non-execute request (the only kind the memo sees), memoised under <paramref name="gen"/>.
+    /// False, with no side effect, wherever that path would fault or walk.
+    /// </summary>
+    /// <remarks>
+    /// The memo's bits say what the IOTLB entry lets such a request do without a walk: Read needs U/S
+    /// and second-level R; Write needs U/S, R/W, second-level W and D already set in the leaf (a write
+    /// through a clean leaf walks to set D, so it misses the memo); Writable is what the translation
+    /// reports (R/W and second-level W, as <see cref="FirstStageWritable"/> for a user request).
+    /// </remarks>
+    private bool TryFirstStageThroughIotlb(uint gen, ulong requester, int pgtt, ulong p1, uint tag, ulong iova, ulong size, bool write, out ulong pa, out ulong pageSize, out bool writable)
+    {
+        pa = pageSize = 0;
+        writable = false;
+        int shift = ((p1 >> (16 + VtdFormat.PasidFlpmShift)) & 3) == 1 ? 56 : 47;
+        ulong upper = iova >> shift;
+        ushort did = (ushort)p1;
+        if ((upper != 0 && upper != ulong.MaxValue >> shift)
+            || !LookupIotlb(IotlbKey1(did, tag | (pgtt == VtdFormat.PgttNested ? NestedTag : FirstLevelTag)), did, iova, out ulong hit, out int level))
+        {
+            return false;
+        }
+
+        bool read = (hit & (IotlbFlUser | IotlbSlRead)) == (IotlbFlUser | IotlbSlRead);
+        bool writes = (hit & (IotlbFlUser | IotlbFlReadWrite | IotlbSlWrite | IotlbFlDirty)) == (IotlbFlUser | IotlbFlReadWrite | IotlbSlWrite | IotlbFlDirty);
+        ulong bytes = 1UL << SecondLevelWalker.Shift(level);
+        ulong output = (hit & VtdFormat.PointerMask) | (iova & (bytes - 1));
+        if (!(write ? writes : read) || InInterruptRange(output, size))
+        {
+            return false;
+        }
+
+        _counters.AddHits(pasid: true);
+        pa = output;
+        pageSize = bytes;
+        writable = (hit & (IotlbFlReadWrite | IotlbSlWrite)) == (IotlbFlReadWrite | IotlbSlWrite);
+        _shortcut.Fill(
+            requester,
+            iova,
+            (output & ~0xFFFUL)
+                | (read ? TranslationShortcut.Read : 0)
+                | (writes ? TranslationShortcut.Write : 0)
+                | (writable ? TranslationShortcut.Writable : 0)
+                | TranslationShortcut.Scalable
+                | ((ulong)(level - 1) << TranslationShortcut.LevelShift),
+            gen);
+        return true;
     }
 
     private VtdTranslation WalkFirstStage(in FirstStageRequest q, in PasidCacheEntry pe, bool nested, int levels, ulong key1, out bool lostUpdate)

@@ -452,7 +452,7 @@ public sealed partial class VtdUnit
                 DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescDidShift), (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF, allPasids: (q1 & 1) != 0, q1, sizeBit: 1UL << 11);
                 return 0;
 
-            case DescPageGroupResponse when _config.PageRequests:
+            case VtdFormat.DescPageGroupResponse when _config.PageRequests:
                 return wide ? ExecutePageGroupResponse(q0, q1) : IqeiWidth;
 
             default:

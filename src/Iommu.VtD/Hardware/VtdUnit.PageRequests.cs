@@ -11,22 +11,8 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     // An attribute bit no public value uses: marks a translation request on its way through TranslateCore.
     private const DmaRequestAttributes AtsTranslationRequest = (DmaRequestAttributes)(1 << 30);
 
-    private const int DescPageGroupResponse = 9;
-
-    // Page request descriptor (written by this unit at PQA + PQT) and page group response descriptor fields.
-    private const ulong PrqDescType = 1;
-    private const ulong PrqPasidPresent = 1UL << 8;
-    private const int PrqRidShift = 16;
-    private const int PrqPasidShift = 32;
-    private const ulong PrqExecute = 1UL << 52;
-    private const ulong PrqPrivileged = 1UL << 53;
-    private const ulong PrqRead = 1UL << 0;
-    private const ulong PrqWrite = 1UL << 1;
-    private const ulong PrqLastInGroup = 1UL << 2;
-    private const int PrqGroupIndexShift = 3;
+    // Page request and page group response descriptor fields are in VtdFormat.
     private const ulong PrqRingMask = 0x7FFE0;
-    private const ulong PgrPasidPresent = 1UL << 4;
-    private const int PgrCodeShift = 12;
 
     // Devices that sent translation or page requests, by requester id: where invalidations and responses go.
     private readonly ConcurrentDictionary<ushort, PciDevice> _atsDevices = new();
@@ -237,10 +223,10 @@ public sealed partial class VtdUnit : IDmaRemapperAts
                 }
                 else if (_memory.Contains(slot, 32))
                 {
-                    _memory.WriteUInt64(slot, PrqDescType | (hasPasid ? PrqPasidPresent : 0) | ((ulong)sid << PrqRidShift)
-                        | ((ulong)pasid << PrqPasidShift) | (request.Execute ? PrqExecute : 0) | (request.Privileged ? PrqPrivileged : 0));
-                    _memory.WriteUInt64(slot + 8, page | (request.Read ? PrqRead : 0) | (request.Write ? PrqWrite : 0)
-                        | (request.LastInGroup ? PrqLastInGroup : 0) | ((ulong)(uint)request.GroupIndex << PrqGroupIndexShift));
+                    _memory.WriteUInt64(slot, VtdFormat.PrqDescType | (hasPasid ? VtdFormat.PrqPasidPresent : 0) | ((ulong)sid << VtdFormat.PrqRidShift)
+                        | ((ulong)pasid << VtdFormat.PrqPasidShift) | (request.Execute ? VtdFormat.PrqExecute : 0) | (request.Privileged ? VtdFormat.PrqPrivileged : 0));
+                    _memory.WriteUInt64(slot + 8, page | (request.Read ? VtdFormat.PrqRead : 0) | (request.Write ? VtdFormat.PrqWrite : 0)
+                        | (request.LastInGroup ? VtdFormat.PrqLastInGroup : 0) | ((ulong)(uint)request.GroupIndex << VtdFormat.PrqGroupIndexShift));
                     _memory.WriteUInt64(slot + 16, 0);
                     _memory.WriteUInt64(slot + 24, 0);
                     Set64(VtdRegister.Pqt, (tail + 32) % size);
@@ -328,11 +314,11 @@ public sealed partial class VtdUnit : IDmaRemapperAts
             return IqeiReserved;
         }
 
-        ushort rid = (ushort)(q0 >> PrqRidShift);
+        ushort rid = (ushort)(q0 >> VtdFormat.PrqRidShift);
         if (_atsDevices.TryGetValue(rid, out PciDevice? device))
         {
-            uint? pasid = (q0 & PgrPasidPresent) != 0 ? (uint)(q0 >> PrqPasidShift) & 0xF_FFFF : null;
-            device.ReceivePageGroupResponse(pasid, (int)((q1 >> PrqGroupIndexShift) & 0x1FF), (int)((q0 >> PgrCodeShift) & 0xF));
+            uint? pasid = (q0 & VtdFormat.PgrPasidPresent) != 0 ? (uint)(q0 >> VtdFormat.PrqPasidShift) & 0xF_FFFF : null;
+            device.ReceivePageGroupResponse(pasid, (int)((q1 >> VtdFormat.PrqGroupIndexShift) & 0x1FF), (int)((q0 >> VtdFormat.PgrCodeShift) & 0xF));
         }
 
         return 0;

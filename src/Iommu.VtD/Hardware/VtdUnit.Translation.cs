@@ -144,7 +144,7 @@ public sealed partial class VtdUnit
             _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
             pageSize = 1UL << (12 + (9 * (int)((memo >> TranslationShortcut.LevelShift) & 3)));
             pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
-            writable = (memo & TranslationShortcut.Write) != 0;
+            writable = (memo & TranslationShortcut.Writable) != 0;
             return true;
         }
 
@@ -201,7 +201,18 @@ public sealed partial class VtdUnit
             tag = hasPasid ? pasid : (_config.RidPasidSupport ? (uint)(c1 >> 16) & 0xF_FFFF : 0);
             if ((tag >> VtdFormat.PasidDirectoryShift) >= (1u << ((int)((c0 >> 9) & 7) + 7))
                 || !_pasidCache.TryGet(PasidSet(sid, tag), PasidKey(sid, tag), 0, out ulong p0, out ulong p1)
-                || (p0 & 1) == 0 || ((p0 >> 2) & 7) != VtdFormat.PgttSecondLevel)
+                || (p0 & 1) == 0)
+            {
+                return false;
+            }
+
+            int pgtt = (int)((p0 >> 2) & 7);
+            if (pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
+            {
+                return TryFirstStageThroughIotlb(gen, requester, pgtt, p1, tag, iova, size, write, out pa, out pageSize, out writable);
+            }
+
+            if (pgtt != VtdFormat.PgttSecondLevel)
             {
                 return false;
             }
@@ -233,7 +244,7 @@ public sealed partial class VtdUnit
             iova,
             (output & ~0xFFFUL)
                 | ((hit & IotlbRead) != 0 ? TranslationShortcut.Read : 0)
-                | (writable ? TranslationShortcut.Write : 0)
+                | (writable ? TranslationShortcut.Write | TranslationShortcut.Writable : 0)
                 | (scalable ? TranslationShortcut.Scalable : 0)
                 | ((ulong)(level - 1) << TranslationShortcut.LevelShift),
             gen);
