@@ -90,8 +90,8 @@ public sealed partial class VtdUnit
 
     private void Set64(uint offset, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(_regs.AsSpan((int)offset, 8), value);
 
-    private uint ReadMmio32(uint offset) =>
-        Get32(offset) & ~BinaryPrimitives.ReadUInt32LittleEndian(_womask.AsSpan((int)offset, 4));
+    // Write-only bits of a dword (read as 0); the mask never changes after construction.
+    private uint WriteOnlyMask32(uint offset) => BinaryPrimitives.ReadUInt32LittleEndian(_womask.AsSpan((int)offset, 4));
 
     private ulong ReadMmio64(uint offset) =>
         Get64(offset) & ~BinaryPrimitives.ReadUInt64LittleEndian(_womask.AsSpan((int)offset, 8));

@@ -219,9 +219,19 @@ public sealed partial class VtdUnit : IVtdDiagnostics
             return 0;
         }
 
+        // A 32-bit register reads without the lock: reads have no side effects, every writer stores a dword in one
+        // aligned store (Set32/Set64) under the lock, and an aligned 4-byte load is atomic, so the value is one some
+        // writer left (as a real MMIO read is; the register file is little-endian, as every .NET 10 target). 64-bit reads take the lock: hardware may store a 64-bit register as
+        // two dwords in one locked step, which a reader must not see half done.
+        if (size == 4)
+        {
+            return Volatile.Read(ref System.Runtime.CompilerServices.Unsafe.As<byte, uint>(ref _regs[(int)offset]))
+                & ~WriteOnlyMask32((uint)offset);
+        }
+
         lock (_lock)
         {
-            return size == 4 ? ReadMmio32((uint)offset) : ReadMmio64((uint)offset);
+            return ReadMmio64((uint)offset);
         }
     }
 
@@ -238,7 +248,11 @@ public sealed partial class VtdUnit : IVtdDiagnostics
             WriteMmio((uint)offset, size, value);
         }
 
-        RaisePendingInterrupts();
+        // Set under the lock by whatever made an event pending, so this thread sees it here.
+        if (_interruptPending)
+        {
+            RaisePendingInterrupts();
+        }
     }
 
     private bool IsRegisterAccess(ulong offset, int size) =>
