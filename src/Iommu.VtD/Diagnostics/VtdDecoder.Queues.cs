@@ -85,7 +85,7 @@ public static partial class VtdDecoder
                 3 => string.Create(c, $"IOTLB invalidate: DID {did} page 0x{addr:x} (AM {am})"),
                 _ => "IOTLB invalidate: reserved granularity",
             },
-            VtdFormat.DescDeviceTlb => string.Create(c, $"device-TLB invalidate {Rid((ushort)(q0 >> VtdFormat.DescSidShift))}: {DeviceTlbRange(q1, 1)}"),
+            VtdFormat.DescDeviceTlb => string.Create(c, $"device-TLB invalidate {Rid((ushort)(q0 >> VtdFormat.DescSidShift))}: {DeviceTlbRange(q1, VtdFormat.DevTlbSize)}"),
             VtdFormat.DescInterruptEntryCache => "interrupt-entry-cache invalidate",
             VtdFormat.DescWait => string.Create(c, $"invalidation wait{((q0 & VtdFormat.DescWaitIf) != 0 ? " IF" : "")}{((q0 & VtdFormat.DescWaitSw) != 0 ? string.Create(c, $" SW (0x{q0 >> VtdFormat.DescWaitDataShift:x} to 0x{q1 & ~3UL:x})") : "")}{((q0 & VtdFormat.DescWaitFn) != 0 ? " FN" : "")}{((q0 & VtdFormat.DescWaitPd) != 0 ? " PD" : "")}"),
             VtdFormat.DescPasidIotlb => g switch
@@ -101,7 +101,7 @@ public static partial class VtdDecoder
                 3 => "PASID-cache invalidate: global",
                 _ => "PASID-cache invalidate: reserved granularity",
             },
-            VtdFormat.DescPasidDeviceTlb => string.Create(c, $"PASID device-TLB invalidate {Rid((ushort)(q0 >> VtdFormat.DescDidShift))} PASID {pasid}{((q1 & 1) != 0 ? " (all PASIDs)" : "")}: {DeviceTlbRange(q1, 1UL << 11)}"),
+            VtdFormat.DescPasidDeviceTlb => string.Create(c, $"PASID device-TLB invalidate {Rid((ushort)(q0 >> VtdFormat.DescDidShift))} PASID {pasid}{((q1 & 1) != 0 ? " (all PASIDs)" : "")}: {DeviceTlbRange(q1, VtdFormat.PasidDevTlbSize)}"),
             VtdFormat.DescPageGroupResponse => string.Create(c, $"page group response {Rid((ushort)(q0 >> VtdFormat.PrqRidShift))}{((q0 & VtdFormat.PgrPasidPresent) != 0 ? string.Create(c, $" PASID {pasid}") : "")} group {(q1 >> VtdFormat.PrqGroupIndexShift) & 0x1FF}: {ResponseCode((int)((q0 >> VtdFormat.PgrCodeShift) & 0xF))}"),
             _ => string.Create(c, $"descriptor type {type} (reserved)"),
         };
@@ -115,25 +115,12 @@ public static partial class VtdDecoder
         _ => string.Create(CultureInfo.InvariantCulture, $"code {code} (reserved; a failure)"),
     };
 
-    // S = 0: one page at ADDR; S = 1: the lowest clear address bit at or above 12 gives the size.
-    private static string DeviceTlbRange(ulong q1, ulong sizeBit)
+    private static string DeviceTlbRange(ulong q1, ulong sizeBit) => VtdFormat.DeviceTlbRange(q1, sizeBit) switch
     {
-        ulong addr = q1 & ~0xFFFUL;
-        if ((q1 & sizeBit) == 0)
-        {
-            return string.Create(CultureInfo.InvariantCulture, $"page 0x{addr:x}");
-        }
-
-        ulong ones = ~addr & ~0xFFFUL;
-        if (ones == 0)
-        {
-            return "the whole address space";
-        }
-
-        int k = System.Numerics.BitOperations.TrailingZeroCount(ones);
-        ulong size = k >= 63 ? 1UL << 63 : 1UL << (k + 1);
-        return string.Create(CultureInfo.InvariantCulture, $"0x{addr & ~(size - 1):x} + 0x{size:x}");
-    }
+        (_, ulong.MaxValue) => "the whole address space",
+        (ulong addr, 4096) when (q1 & sizeBit) == 0 => string.Create(CultureInfo.InvariantCulture, $"page 0x{addr:x}"),
+        (ulong addr, ulong size) => string.Create(CultureInfo.InvariantCulture, $"0x{addr:x} + 0x{size:x}"),
+    };
 
     private static string Rid(ushort rid) => string.Create(CultureInfo.InvariantCulture, $"{rid >> 8:x2}:{(rid >> 3) & 0x1F:x2}.{rid & 7}");
 }

@@ -297,6 +297,36 @@ public static class VtdFormat
     /// <summary>Descriptor type 9: page group response.</summary>
     public const int DescPageGroupResponse = 9;
 
+    /// <summary>Device-TLB invalidate (type 3) q1: S, the size bit.</summary>
+    internal const ulong DevTlbSize = 1UL;
+
+    /// <summary>PASID-based device-TLB invalidate (type 8) q1: S, the size bit (bit 0 is G, all PASIDs).</summary>
+    internal const ulong PasidDevTlbSize = 1UL << 11;
+
+    /// <summary>
+    /// The range a device-TLB invalidate names: S = 0 one 4 KiB page at ADDR; S = 1 the lowest clear address bit
+    /// at or above 12 gives the size (bit 12 clear → 8 KiB, bit 13 → 16 KiB, …), the range aligned down to it;
+    /// no clear bit: the whole space, returned as size <see cref="ulong.MaxValue"/> at address 0.
+    /// </summary>
+    internal static (ulong Address, ulong Size) DeviceTlbRange(ulong q1, ulong sizeBit)
+    {
+        ulong addr = q1 & PointerMask;
+        if ((q1 & sizeBit) == 0)
+        {
+            return (addr, 4096);
+        }
+
+        ulong ones = ~addr & ~0xFFFUL;
+        if (ones == 0)
+        {
+            return (0, ulong.MaxValue);
+        }
+
+        int k = System.Numerics.BitOperations.TrailingZeroCount(ones);
+        ulong size = k >= 63 ? 1UL << 63 : 1UL << (k + 1);
+        return (addr & ~(size - 1), size);
+    }
+
     /// <summary>Page group response q0: PASID present (the PASID in 51:32 is valid).</summary>
     public const ulong PgrPasidPresent = 1UL << 4;
 

@@ -387,7 +387,7 @@ public sealed partial class VtdUnit
                     return IqeiReserved;
                 }
 
-                DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescSidShift), pasid: null, allPasids: true, q1, sizeBit: 1UL);
+                DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescSidShift), pasid: null, allPasids: true, q1, VtdFormat.DevTlbSize);
                 return 0;
 
             case VtdFormat.DescInterruptEntryCache:
@@ -449,7 +449,7 @@ public sealed partial class VtdUnit
                     return IqeiReserved;
                 }
 
-                DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescDidShift), (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF, allPasids: (q1 & 1) != 0, q1, sizeBit: 1UL << 11);
+                DeliverDeviceTlbInvalidation((ushort)(q0 >> VtdFormat.DescDidShift), (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF, allPasids: (q1 & 1) != 0, q1, VtdFormat.PasidDevTlbSize);
                 return 0;
 
             case VtdFormat.DescPageGroupResponse when _config.PageRequests:

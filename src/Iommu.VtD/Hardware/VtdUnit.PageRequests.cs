@@ -325,11 +325,10 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     }
 
     /// <remarks>
-    /// Size encoding of both descriptors: S = 0 one 4 KiB page at ADDR; S = 1 the lowest clear address bit at or
-    /// above 12 gives the size (bit 12 clear → 8 KiB, bit 13 → 16 KiB, …; no clear bit: the whole space), the range
-    /// aligned down to it. Type 3 (no PASID prefix) drops every translation in the range, with or without PASID, as an
-    /// invalidate request without PASID does in PCIe (UNVERIFIED); type 8 with G = 1 does the same, with G = 0 only
-    /// that PASID's. Descriptors for a requester that never sent a translation request go nowhere.
+    /// Size encoding of both descriptors: <see cref="VtdFormat.DeviceTlbRange"/>. Type 3 (no PASID prefix) drops every
+    /// translation in the range, with or without PASID, as an invalidate request without PASID does in PCIe (UNVERIFIED);
+    /// type 8 with G = 1 does the same, with G = 0 only that PASID's. Descriptors for a requester that never sent a
+    /// translation request go nowhere.
     /// </remarks>
     private void DeliverDeviceTlbInvalidation(ushort sid, uint? pasid, bool allPasids, ulong q1, ulong sizeBit)
     {
@@ -338,22 +337,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
             return;
         }
 
-        ulong addr = q1 & VtdFormat.PointerMask;
-        ulong size = 4096;
-        if ((q1 & sizeBit) != 0)
-        {
-            ulong ones = ~addr & ~0xFFFUL;
-            if (ones == 0)
-            {
-                device.InvalidateAtc(pasid, allPasids, 0, ulong.MaxValue);
-                return;
-            }
-
-            int k = System.Numerics.BitOperations.TrailingZeroCount(ones);
-            size = k >= 63 ? 1UL << 63 : 1UL << (k + 1);
-            addr &= ~(size - 1);
-        }
-
+        (ulong addr, ulong size) = VtdFormat.DeviceTlbRange(q1, sizeBit);
         device.InvalidateAtc(pasid, allPasids, addr, size);
     }
 }
