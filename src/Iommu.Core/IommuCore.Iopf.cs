@@ -234,6 +234,8 @@ public sealed partial class IommuCore
     }
 
     // iopf_handle_group (the worker): handle in order with a sticky status, then iopf_complete_group.
+    internal void LogIopfWorkerFailure(Exception exception, string queue) => Internal.Log.IopfWorkerFailed(_log, exception, queue);
+
     internal void IopfHandleGroup(IopfGroup group)
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();

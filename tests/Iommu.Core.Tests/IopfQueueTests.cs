@@ -91,4 +91,30 @@ public sealed class IopfQueueTests : IDisposable
         Assert.Equal(3u, answers[1].Msg.GroupId);
         Assert.Equal(Errno.EOPNOTSUPP, Core.QueueIopf(new IommuFault { Type = IommuFaultType.DmaUnrecoverable }, dev));
     }
+
+    public static TheoryData<string> WorkerExceptions => ["argument", "key-not-found", "invalid-operation", "disposed", "not-supported"];
+
+    [Theory]
+    [MemberData(nameof(WorkerExceptions))]
+    public void A_handler_that_throws_leaves_its_group_unanswered_and_the_worker_serving_the_next(string kind)
+    {
+        (PciDevice dev, List<(IommuFault Fault, IommuPageResponse Msg)> answers, _) = Bed();
+        Exception boom = kind switch
+        {
+            "argument" => new ArgumentException("boom"),
+            "key-not-found" => new KeyNotFoundException("boom"),
+            "invalid-operation" => new InvalidOperationException("boom"),
+            "disposed" => new ObjectDisposedException("boom"),
+            _ => new NotSupportedException("boom"),
+        };
+        _p.Driver.PageResponseMock.Setup(o => o.PageResponse(dev, It.Is<IommuFault>(f => f.GroupId == 1), It.IsAny<IommuPageResponse>()))
+            .Throws(boom);
+
+        // On a thread-pool thread an unhandled exception would end the test host; the worker logs it and goes on.
+        Assert.Equal(Errno.None, Core.ReportDeviceFault(dev, Prq(1, pasid: 7, last: true)));
+        Assert.Equal(Errno.None, Core.ReportDeviceFault(dev, Prq(2, pasid: 7, last: true)));
+        Assert.Equal(Errno.None, Core.IopfQueueFlushDev(dev));
+        (IommuFault f, _) = Assert.Single(answers);
+        Assert.Equal(2u, f.GroupId);
+    }
 }

@@ -103,6 +103,12 @@ public sealed class IopfQueue
                 // The platform went away under the worker, or the unit rejected the response descriptor
                 // (the driver logged it): the group stays unanswered, as after an oops in the kernel's worker.
             }
+#pragma warning disable CA1031 // a thread-pool item's exception would end the host process: log it, like an oops
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                _core.LogIopfWorkerFailure(ex, Name);
+            }
             finally
             {
                 lock (_workLock)

@@ -46,4 +46,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "iommu_free_global_pasid(IOMMU_PASID_INVALID) (WARN_ON)")]
     public static partial void FreeInvalidPasid(ILogger logger);
+
+    [LoggerMessage(EventId = 15, Level = LogLevel.Error, Message = "iopf worker of {Queue}: a fault group failed unanswered")]
+    public static partial void IopfWorkerFailed(ILogger logger, Exception exception, string queue);
 }
