@@ -46,7 +46,8 @@ public sealed partial class IommuCore
             // MapCore and the tail below do for it, with the domain's fields read directly instead
             // of through IDomain, and counted without atomics. Anything else takes the general path.
             ulong pgsizeBitmap = d.PgsizeBitmap;
-            if (ops is IIommuMapPagesOps pages && size != 0 && size == (pgsizeBitmap & (0 - pgsizeBitmap))
+            IIommuMapPagesOps? pages = d.MapPagesOps;
+            if (pages is not null && size != 0 && size == (pgsizeBitmap & (0 - pgsizeBitmap))
                 && ((iova | paddr) & (size - 1)) == 0 && d.Type.IsPaging())
             {
                 // No ErrorDetail.Clear here: the outermost access scope forgot the previous call's
@@ -63,10 +64,7 @@ public sealed partial class IommuCore
                 }
 
                 CountMap(d, slot, size);
-                if (ops is IIommuIotlbOps iotlb)
-                {
-                    iotlb.IotlbSyncMap(domain, iova, size);
-                }
+                d.IotlbOps?.IotlbSyncMap(domain, iova, size);
 
                 return Errno.None;
             }

@@ -12,7 +12,16 @@ public class IommuDomain : IDomain
 
     /// <inheritdoc/>
     /// <remarks>Set by the core only (<c>__iommu_domain_alloc</c>).</remarks>
-    public IIommuOps? Ops { get; internal set; }
+    public IIommuOps? Ops
+    {
+        get => _ops;
+        internal set
+        {
+            _ops = value;
+            MapPagesOps = value as IIommuMapPagesOps;
+            IotlbOps = value as IIommuIotlbOps;
+        }
+    }
 
     /// <inheritdoc/>
     public ulong PgsizeBitmap { get; set; }
@@ -25,6 +34,13 @@ public class IommuDomain : IDomain
 
     /// <inheritdoc/>
     public object? HandlerToken { get; set; }
+
+    private IIommuOps? _ops;
+
+    // Ops seen through the optional interfaces the map path calls, resolved once when Ops is set: an
+    // interface type test is a helper call that scans the driver's interface map, on every iommu_map.
+    internal IIommuMapPagesOps? MapPagesOps;
+    internal IIommuIotlbOps? IotlbOps;
 
     // Set by iommu_domain_free, cleared when a driver hands the object out again: later calls with
     // this domain throw instead of reaching freed page tables.

@@ -212,14 +212,21 @@ public sealed partial class IntelIommu
     /// <inheritdoc/>
     /// <remarks><c>intel_iommu_iotlb_sync_map</c>: with caching mode the unit may cache not-present entries, so a map needs a page-selective flush; otherwise only the write buffer. First-level domains get only the write-buffer flush, with caching mode too (5.15 <c>__mapping_notify_one</c> applies the caching-mode rule to second-level domains only).</remarks>
     [KernelSymbol("intel_iommu_iotlb_sync_map")]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void IotlbSyncMap(IDomain domain, ulong iova, ulong size)
     {
         _memory.ThrowIfDisposed();
-        if (!_mapNeedsFlush)
+        if (_mapNeedsFlush)
         {
-            return; // no unit caches not-present entries or needs write-buffer flushes
+            // Out of line: on the common unit (no caching mode, no RWBF) every iommu_map calls this, and
+            // the loop's registers would make each call save and restore them for nothing.
+            SyncMapUnits(domain, iova, size);
         }
+    }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SyncMapUnits(IDomain domain, ulong iova, ulong size)
+    {
         var d = (DmarDomain)domain;
         foreach (IntelIommuUnit unit in _units)
         {
