@@ -63,14 +63,23 @@ public class DriverPath64K : IDisposable
         }
     }
 
+    // Reverse order and checked, as the C floor's lookup pass (rp_lookup_pass) and PageTable64K's row do.
     [Benchmark(OperationsPerInvoke = Pages)]
     public ulong IommuIovaToPhys()
     {
         IommuCore iommu = _platform.Iommu;
+        ulong[] order = _order;
         ulong sink = 0;
-        foreach (ulong k in _order)
+        for (int i = order.Length - 1; i >= 0; i--)
         {
-            sink += iommu.IovaToPhys(_domain, Workload.IovaBase + (k << 12) + 8);
+            ulong k = order[i];
+            ulong pa = iommu.IovaToPhys(_domain, Workload.IovaBase + (k << 12) + 8);
+            if (pa != Workload.PhysBase + (k << 12) + 8)
+            {
+                throw new InvalidOperationException("bad translation");
+            }
+
+            sink += pa;
         }
 
         return sink;
