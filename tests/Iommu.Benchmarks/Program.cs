@@ -45,9 +45,13 @@ string[] bdnArgs = args.Where(a => a is not "--short" and not "--tiered").ToArra
 Job job = shortJob ? Job.ShortRun : Job.Default;
 job = tieredJob
     // The runtime's defaults (tiered compilation with dynamic PGO), promoted without the 100 ms
-    // call-counting delay and warmed up over 40 invocations, so that the timed invocations run the
-    // tier-1 code a long-running emulator runs.
-    ? job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TC_CallCountingDelayMs", "0")).WithWarmupCount(40)
+    // call-counting delay and warmed up over 100 invocations, so that the timed invocations run the
+    // tier-1 code a long-running emulator runs. A row with an iteration setup calls its benchmark
+    // method once per invocation, and that loop reaches tier 1 only after about 30 calls and a
+    // background compile: DriverPath64K.IommuMap4K's warm-ups ran at 17-22 ns/op up to the 33rd and
+    // 12-13 after, so with 40 a busy machine's timed invocations could start in the slow stretch
+    // (the 7x readings of iommu_map against its floor were that, not the library).
+    ? job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TC_CallCountingDelayMs", "0")).WithWarmupCount(100)
     : job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
 // The boilerplate build gets longer than the default 2 minutes: the machine is shared, and other
 // builds run beside this one.
