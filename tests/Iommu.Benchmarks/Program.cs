@@ -47,10 +47,11 @@ job = tieredJob
     // The runtime's defaults (tiered compilation with dynamic PGO), promoted without the 100 ms
     // call-counting delay and warmed up over 100 invocations, so that the timed invocations run the
     // tier-1 code a long-running emulator runs. A row with an iteration setup calls its benchmark
-    // method once per invocation, and that loop reaches tier 1 only after about 30 calls and a
-    // background compile: DriverPath64K.IommuMap4K's warm-ups ran at 17-22 ns/op up to the 33rd and
-    // 12-13 after, so with 40 a busy machine's timed invocations could start in the slow stretch
-    // (the 7x readings of iommu_map against its floor were that, not the library).
+    // method once per invocation: its loop runs as a first OSR version (no profile) for about 30
+    // invocations, then is rejitted with its profile, which inlines IommuCore.Map into the loop.
+    // DriverPath64K.IommuMap4K's warm-ups ran at 17-22 ns/op up to the 33rd and 12-13 after (the
+    // library's own methods were at tier 1 from the first invocations), so with 40 a busy machine's
+    // timed invocations could start in the slow stretch: the 7x tiered iommu_map readings.
     ? job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TC_CallCountingDelayMs", "0")).WithWarmupCount(100)
     : job.WithEnvironmentVariables(new BenchmarkDotNet.Jobs.EnvironmentVariable("DOTNET_TieredCompilation", "0"));
 // The boilerplate build gets longer than the default 2 minutes: the machine is shared, and other
