@@ -39,6 +39,10 @@ public sealed class DmaPageTable
         _pt = new PageTable<SecondLevelFormat>(memory, frames, root, levels);
     }
 
+    // The engine in place, for the driver's map path: it has checked the same memory's disposed
+    // flag already, so the public members' second check is skipped there.
+    internal ref PageTable<SecondLevelFormat> Engine => ref _pt;
+
     /// <summary>Physical address of the top-level table (<c>dmar_domain->pgd</c>).</summary>
     public ulong Root => _pt.Root;
 

@@ -61,7 +61,8 @@ public sealed partial class IntelIommu
             return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
         }
 
-        return d.SecondLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+        // The table's memory is _memory, checked above.
+        return d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every
