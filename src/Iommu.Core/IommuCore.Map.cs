@@ -144,6 +144,12 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+        IotlbSyncInScope(domain, ref gather);
+    }
+
+    // iommu_iotlb_sync for callers that hold the scope and checked the domain.
+    private static void IotlbSyncInScope(IDomain domain, ref IommuIotlbGather gather)
+    {
         if (domain.Ops is IIommuIotlbOps ops)
         {
             ops.IotlbSync(domain, ref gather);
@@ -182,7 +188,8 @@ public sealed partial class IommuCore
         {
             if (gather.Pgsize != 0)
             {
-                IotlbSync(domain, ref gather);
+                ArgumentNullException.ThrowIfNull(domain);
+                IotlbSyncInScope(domain, ref gather);
             }
 
             gather.SetPgsize(size);
@@ -391,7 +398,7 @@ public sealed partial class IommuCore
     {
         var gather = default(IommuIotlbGather);
         ulong ret = UnmapCore(domain, iova, size, ref gather);
-        IotlbSync(domain, ref gather);
+        IotlbSyncInScope(domain, ref gather);
         return ret;
     }
 
