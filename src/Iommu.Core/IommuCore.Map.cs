@@ -113,7 +113,7 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapAndSync(domain, iova, size);
-        CountUnmap(domain, ret);
+        CountUnmap(domain, guard.Slot!, ret);
         return ret;
     }
 
@@ -132,7 +132,7 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapCore(domain, iova, size, ref gather);
-        CountUnmap(domain, ret);
+        CountUnmap(domain, guard.Slot!, ret);
         return ret;
     }
 
@@ -405,25 +405,35 @@ public sealed partial class IommuCore
     // __iommu_unmap: through unmap_pages when the driver has it, else through unmap.
     private ulong UnmapCore(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
-        IIommuOps? ops = domain.Ops;
+        // A core domain's ops and page sizes are fields: read them without going through IDomain
+        // (interface calls, not devirtualised with tiered compilation off).
+        var core = domain as IommuDomain;
+        IIommuOps? ops = core is not null ? core.Ops : domain.Ops;
         IIommuMapPagesOps? pages = ops as IIommuMapPagesOps;
         IIommuMapOps? single = pages is null ? ops as IIommuMapOps : null;
-        if ((pages is null && single is null) || domain.PgsizeBitmap == 0)
+        ulong pgsizeBitmap = core is not null ? core.PgsizeBitmap : domain.PgsizeBitmap;
+        if ((pages is null && single is null) || pgsizeBitmap == 0)
         {
             ThrowIfFreed(domain);
             return 0;
         }
 
-        if (!domain.Type.IsPaging())
+        if (!(core is not null ? core.Type : domain.Type).IsPaging())
         {
             return 0;
         }
 
-        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(domain.PgsizeBitmap);
+        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(pgsizeBitmap);
         if (((iova | size) & (minPagesz - 1)) != 0)
         {
             Log.UnmapUnaligned(_log, iova, size, minPagesz);
             return 0;
+        }
+
+        // One smallest page (the common unmap): iommu_pgsize would return that page, once.
+        if (size == minPagesz && pages is not null)
+        {
+            return pages.UnmapPages(domain, iova, size, 1, ref gather);
         }
 
         // Every piece of the range goes to the driver once, in iommu_pgsize order (see Unmap's remarks:
@@ -431,7 +441,7 @@ public sealed partial class IommuCore
         ulong unmapped = 0;
         for (ulong left = size; left != 0;)
         {
-            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, iova, left, out ulong count);
+            ulong pgsize = PgSize(pgsizeBitmap, iova, iova, left, out ulong count);
             unmapped += pages is not null
                 ? pages.UnmapPages(domain, iova, pgsize, count, ref gather)
                 : single!.Unmap(domain, iova, pgsize, ref gather);

@@ -70,7 +70,8 @@ public sealed partial class IommuCore
         {
             foreach (IommuDomain d in _liveDomains)
             {
-                bytes += Volatile.Read(ref d.MappedBytes) + Volatile.Read(ref d.OwnerMappedBytes) - Volatile.Read(ref d.UnmappedBytes);
+                bytes += Volatile.Read(ref d.MappedBytes) + Volatile.Read(ref d.OwnerMappedBytes)
+                    - Volatile.Read(ref d.UnmappedBytes) - Volatile.Read(ref d.OwnerUnmappedBytes);
             }
         }
 
@@ -134,6 +135,8 @@ public sealed partial class IommuCore
                     Interlocked.Exchange(ref d.OwnerMappedBytes, 0);
                     Interlocked.Exchange(ref d.UnmapOps, 0);
                     Interlocked.Exchange(ref d.UnmappedBytes, 0);
+                    Interlocked.Exchange(ref d.OwnerUnmapOps, 0);
+                    Interlocked.Exchange(ref d.OwnerUnmappedBytes, 0);
                 }
             }
         }
@@ -175,8 +178,9 @@ public sealed partial class IommuCore
         }
     }
 
+    // Unmaps, counted as maps are: plain stores by the domain's counting owner, atomic adds by others.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void CountUnmap(IDomain domain, ulong bytes)
+    private void CountUnmap(IDomain domain, Memory.PhysicalMemory.Slot slot, ulong bytes)
     {
         if (bytes == 0)
         {
@@ -185,8 +189,17 @@ public sealed partial class IommuCore
 
         if (domain is IommuDomain d)
         {
-            Interlocked.Increment(ref d.UnmapOps);
-            Interlocked.Add(ref d.UnmappedBytes, (long)bytes);
+            object? owner = d.CountOwner;
+            if (owner == slot || (owner is null && Interlocked.CompareExchange(ref d.CountOwner, slot, null) is null))
+            {
+                Volatile.Write(ref d.OwnerUnmapOps, d.OwnerUnmapOps + 1);
+                Volatile.Write(ref d.OwnerUnmappedBytes, d.OwnerUnmappedBytes + (long)bytes);
+            }
+            else
+            {
+                Interlocked.Increment(ref d.UnmapOps);
+                Interlocked.Add(ref d.UnmappedBytes, (long)bytes);
+            }
         }
         else
         {
@@ -218,8 +231,8 @@ public sealed partial class IommuCore
         {
             MapOps = Volatile.Read(ref d.MapOps) + Volatile.Read(ref d.OwnerMapOps),
             MappedBytes = Volatile.Read(ref d.MappedBytes) + Volatile.Read(ref d.OwnerMappedBytes),
-            UnmapOps = Volatile.Read(ref d.UnmapOps),
-            UnmappedBytes = Volatile.Read(ref d.UnmappedBytes),
+            UnmapOps = Volatile.Read(ref d.UnmapOps) + Volatile.Read(ref d.OwnerUnmapOps),
+            UnmappedBytes = Volatile.Read(ref d.UnmappedBytes) + Volatile.Read(ref d.OwnerUnmappedBytes),
         };
 
         public static Totals operator +(Totals a, Totals b) => new()
