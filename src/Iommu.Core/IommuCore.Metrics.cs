@@ -147,18 +147,23 @@ public sealed partial class IommuCore
     // atomically to the shared ones. An atomic add costs several nanoseconds after the page-table
     // store it follows (it waits for the store buffer), as much as the page table itself.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CountMap(IommuDomain d, Memory.PhysicalMemory.Slot slot, ulong bytes)
+    private static void CountMap(IommuDomain d, Memory.PhysicalMemory.Slot slot, ulong bytes) =>
+        CountOnDomain(d, slot, ref d.OwnerMapOps, ref d.OwnerMappedBytes, ref d.MapOps, ref d.MappedBytes, bytes);
+
+    // One operation of `bytes` on the owner's counters (plain stores) or the shared ones (atomic adds).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CountOnDomain(IommuDomain d, Memory.PhysicalMemory.Slot slot, ref long ownerOps, ref long ownerBytes, ref long ops, ref long total, ulong bytes)
     {
         object? owner = d.CountOwner;
         if (owner == slot || (owner is null && Interlocked.CompareExchange(ref d.CountOwner, slot, null) is null))
         {
-            Volatile.Write(ref d.OwnerMapOps, d.OwnerMapOps + 1);
-            Volatile.Write(ref d.OwnerMappedBytes, d.OwnerMappedBytes + (long)bytes);
+            Volatile.Write(ref ownerOps, ownerOps + 1);
+            Volatile.Write(ref ownerBytes, ownerBytes + (long)bytes);
         }
         else
         {
-            Interlocked.Increment(ref d.MapOps);
-            Interlocked.Add(ref d.MappedBytes, (long)bytes);
+            Interlocked.Increment(ref ops);
+            Interlocked.Add(ref total, (long)bytes);
         }
     }
 
@@ -189,17 +194,7 @@ public sealed partial class IommuCore
 
         if (domain is IommuDomain d)
         {
-            object? owner = d.CountOwner;
-            if (owner == slot || (owner is null && Interlocked.CompareExchange(ref d.CountOwner, slot, null) is null))
-            {
-                Volatile.Write(ref d.OwnerUnmapOps, d.OwnerUnmapOps + 1);
-                Volatile.Write(ref d.OwnerUnmappedBytes, d.OwnerUnmappedBytes + (long)bytes);
-            }
-            else
-            {
-                Interlocked.Increment(ref d.UnmapOps);
-                Interlocked.Add(ref d.UnmappedBytes, (long)bytes);
-            }
+            CountOnDomain(d, slot, ref d.OwnerUnmapOps, ref d.OwnerUnmappedBytes, ref d.UnmapOps, ref d.UnmappedBytes, bytes);
         }
         else
         {
