@@ -210,7 +210,7 @@ public sealed partial class IommuCore
         var gather = default(IommuIotlbGather);
         gather.Queued = iovad!.HasFlushQueue;
         ulong unmapped = UnmapCore(domain, iova, len, ref gather);
-        CountUnmap(domain, unmapped);
+        CountUnmap(domain, guard.Slot!, unmapped);
         if (unmapped != len)
         {
             Log.DmaUnmapShort(_log, iova, len, unmapped);

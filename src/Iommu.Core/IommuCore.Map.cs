@@ -111,7 +111,7 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapAndSync(domain, iova, size);
-        CountUnmap(domain, ret);
+        CountUnmap(domain, guard.Slot!, ret);
         return ret;
     }
 
@@ -130,7 +130,7 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ulong ret = UnmapCore(domain, iova, size, ref gather);
-        CountUnmap(domain, ret);
+        CountUnmap(domain, guard.Slot!, ret);
         return ret;
     }
 
@@ -142,6 +142,12 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
+        IotlbSyncInScope(domain, ref gather);
+    }
+
+    // iommu_iotlb_sync for callers that hold the scope and checked the domain.
+    private static void IotlbSyncInScope(IDomain domain, ref IommuIotlbGather gather)
+    {
         if (domain.Ops is IIommuIotlbOps ops)
         {
             ops.IotlbSync(domain, ref gather);
@@ -180,7 +186,8 @@ public sealed partial class IommuCore
         {
             if (gather.Pgsize != 0)
             {
-                IotlbSync(domain, ref gather);
+                ArgumentNullException.ThrowIfNull(domain);
+                IotlbSyncInScope(domain, ref gather);
             }
 
             gather.SetPgsize(size);
@@ -389,32 +396,42 @@ public sealed partial class IommuCore
     {
         var gather = default(IommuIotlbGather);
         ulong ret = UnmapCore(domain, iova, size, ref gather);
-        IotlbSync(domain, ref gather);
+        IotlbSyncInScope(domain, ref gather);
         return ret;
     }
 
     // __iommu_unmap: through unmap_pages when the driver has it, else through unmap.
     private ulong UnmapCore(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
-        IIommuOps? ops = domain.Ops;
+        // A core domain's ops and page sizes are fields: read them without going through IDomain
+        // (interface calls, not devirtualised with tiered compilation off).
+        var core = domain as IommuDomain;
+        IIommuOps? ops = core is not null ? core.Ops : domain.Ops;
         IIommuMapPagesOps? pages = ops as IIommuMapPagesOps;
         IIommuMapOps? single = pages is null ? ops as IIommuMapOps : null;
-        if ((pages is null && single is null) || domain.PgsizeBitmap == 0)
+        ulong pgsizeBitmap = core is not null ? core.PgsizeBitmap : domain.PgsizeBitmap;
+        if ((pages is null && single is null) || pgsizeBitmap == 0)
         {
             ThrowIfFreed(domain);
             return 0;
         }
 
-        if (!domain.Type.IsPaging())
+        if (!(core is not null ? core.Type : domain.Type).IsPaging())
         {
             return 0;
         }
 
-        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(domain.PgsizeBitmap);
+        ulong minPagesz = 1UL << BitOperations.TrailingZeroCount(pgsizeBitmap);
         if (((iova | size) & (minPagesz - 1)) != 0)
         {
             Log.UnmapUnaligned(_log, iova, size, minPagesz);
             return 0;
+        }
+
+        // One smallest page (the common unmap): iommu_pgsize would return that page, once.
+        if (size == minPagesz && pages is not null)
+        {
+            return pages.UnmapPages(domain, iova, size, 1, ref gather);
         }
 
         // Every piece of the range goes to the driver once, in iommu_pgsize order (see Unmap's remarks:
@@ -422,7 +439,7 @@ public sealed partial class IommuCore
         ulong unmapped = 0;
         for (ulong left = size; left != 0;)
         {
-            ulong pgsize = PgSize(domain.PgsizeBitmap, iova, iova, left, out ulong count);
+            ulong pgsize = PgSize(pgsizeBitmap, iova, iova, left, out ulong count);
             unmapped += pages is not null
                 ? pages.UnmapPages(domain, iova, pgsize, count, ref gather)
                 : single!.Unmap(domain, iova, pgsize, ref gather);

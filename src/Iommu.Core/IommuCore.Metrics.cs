@@ -70,7 +70,8 @@ public sealed partial class IommuCore
         {
             foreach (IommuDomain d in _liveDomains)
             {
-                bytes += Volatile.Read(ref d.MappedBytes) + Volatile.Read(ref d.OwnerMappedBytes) - Volatile.Read(ref d.UnmappedBytes);
+                bytes += Volatile.Read(ref d.MappedBytes) + Volatile.Read(ref d.OwnerMappedBytes)
+                    - Volatile.Read(ref d.UnmappedBytes) - Volatile.Read(ref d.OwnerUnmappedBytes);
             }
         }
 
@@ -134,6 +135,8 @@ public sealed partial class IommuCore
                     Interlocked.Exchange(ref d.OwnerMappedBytes, 0);
                     Interlocked.Exchange(ref d.UnmapOps, 0);
                     Interlocked.Exchange(ref d.UnmappedBytes, 0);
+                    Interlocked.Exchange(ref d.OwnerUnmapOps, 0);
+                    Interlocked.Exchange(ref d.OwnerUnmappedBytes, 0);
                 }
             }
         }
@@ -144,18 +147,23 @@ public sealed partial class IommuCore
     // atomically to the shared ones. An atomic add costs several nanoseconds after the page-table
     // store it follows (it waits for the store buffer), as much as the page table itself.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CountMap(IommuDomain d, Memory.PhysicalMemory.Slot slot, ulong bytes)
+    private static void CountMap(IommuDomain d, Memory.PhysicalMemory.Slot slot, ulong bytes) =>
+        CountOnDomain(d, slot, ref d.OwnerMapOps, ref d.OwnerMappedBytes, ref d.MapOps, ref d.MappedBytes, bytes);
+
+    // One operation of `bytes` on the owner's counters (plain stores) or the shared ones (atomic adds).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CountOnDomain(IommuDomain d, Memory.PhysicalMemory.Slot slot, ref long ownerOps, ref long ownerBytes, ref long ops, ref long total, ulong bytes)
     {
         object? owner = d.CountOwner;
         if (owner == slot || (owner is null && Interlocked.CompareExchange(ref d.CountOwner, slot, null) is null))
         {
-            Volatile.Write(ref d.OwnerMapOps, d.OwnerMapOps + 1);
-            Volatile.Write(ref d.OwnerMappedBytes, d.OwnerMappedBytes + (long)bytes);
+            Volatile.Write(ref ownerOps, ownerOps + 1);
+            Volatile.Write(ref ownerBytes, ownerBytes + (long)bytes);
         }
         else
         {
-            Interlocked.Increment(ref d.MapOps);
-            Interlocked.Add(ref d.MappedBytes, (long)bytes);
+            Interlocked.Increment(ref ops);
+            Interlocked.Add(ref total, (long)bytes);
         }
     }
 
@@ -175,8 +183,9 @@ public sealed partial class IommuCore
         }
     }
 
+    // Unmaps, counted as maps are: plain stores by the domain's counting owner, atomic adds by others.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void CountUnmap(IDomain domain, ulong bytes)
+    private void CountUnmap(IDomain domain, Memory.PhysicalMemory.Slot slot, ulong bytes)
     {
         if (bytes == 0)
         {
@@ -185,8 +194,7 @@ public sealed partial class IommuCore
 
         if (domain is IommuDomain d)
         {
-            Interlocked.Increment(ref d.UnmapOps);
-            Interlocked.Add(ref d.UnmappedBytes, (long)bytes);
+            CountOnDomain(d, slot, ref d.OwnerUnmapOps, ref d.OwnerUnmappedBytes, ref d.UnmapOps, ref d.UnmappedBytes, bytes);
         }
         else
         {
@@ -218,8 +226,8 @@ public sealed partial class IommuCore
         {
             MapOps = Volatile.Read(ref d.MapOps) + Volatile.Read(ref d.OwnerMapOps),
             MappedBytes = Volatile.Read(ref d.MappedBytes) + Volatile.Read(ref d.OwnerMappedBytes),
-            UnmapOps = Volatile.Read(ref d.UnmapOps),
-            UnmappedBytes = Volatile.Read(ref d.UnmappedBytes),
+            UnmapOps = Volatile.Read(ref d.UnmapOps) + Volatile.Read(ref d.OwnerUnmapOps),
+            UnmappedBytes = Volatile.Read(ref d.UnmappedBytes) + Volatile.Read(ref d.OwnerUnmappedBytes),
         };
 
         public static Totals operator +(Totals a, Totals b) => new()

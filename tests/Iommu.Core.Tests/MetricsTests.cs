@@ -62,6 +62,43 @@ public sealed class MetricsTests : IDisposable
     }
 
     [Fact]
+    public void Unmaps_are_counted_whichever_thread_makes_them_and_after_the_domain_is_freed()
+    {
+        // The first thread that counts on a domain adds with plain stores, others atomically: the
+        // instruments must add both, live and after iommu_domain_free.
+        _p.WithIommu();
+        using var maps = Collector("iommu.map.operations");
+        using var unmaps = Collector("iommu.unmap.operations");
+        using var size = Collector("iommu.unmap.size");
+        using var pages = Collector("iommu.mapped.pages");
+        IDomain d = _p.Core.DomainAlloc(_p.Pci)!;
+        Assert.Equal(Errno.None, _p.Core.Map(d, 0x10_0000, 0x20_0000, 8 * Sizes.Page, IommuProt.Read));
+
+        Assert.Equal(Sizes.Page, _p.Core.Unmap(d, 0x10_0000, Sizes.Page));
+        var other = new Thread(() =>
+        {
+            Assert.Equal(2 * Sizes.Page, _p.Core.Unmap(d, 0x10_1000, 2 * Sizes.Page));
+            var gather = default(IommuIotlbGather);
+            Assert.Equal(Sizes.Page, _p.Core.UnmapFast(d, 0x10_3000, Sizes.Page, ref gather));
+            _p.Core.IotlbSync(d, ref gather);
+        });
+        other.Start();
+        other.Join();
+        var mine = default(IommuIotlbGather);
+        Assert.Equal(Sizes.Page, _p.Core.UnmapFast(d, 0x10_4000, Sizes.Page, ref mine));
+        _p.Core.IotlbSync(d, ref mine);
+
+        Assert.Equal(4, Observe(unmaps));
+        Assert.Equal((long)(5 * Sizes.Page), Observe(size));
+        Assert.Equal(3, Observe(pages));
+
+        _p.Core.DomainFree(d);
+        Assert.Equal(1, Observe(maps));
+        Assert.Equal(4, Observe(unmaps));
+        Assert.Equal((long)(5 * Sizes.Page), Observe(size));
+    }
+
+    [Fact]
     public void Faults_are_counted_by_path_and_type()
     {
         _p.WithIommu();

@@ -57,10 +57,12 @@ public class IommuDomain : IDomain
     // domain, set up by the core at the first dma_map through the domain.
     internal Dma.IovaDomain? IovaCookie;
 
-    // Maps counted by one thread, the domain's counting owner (its access slot, claimed once by the
-    // first thread that counts a map here), with plain stores: only that thread writes them. Other
-    // threads add to MapOps/MappedBytes above. The metrics add both.
+    // Maps and unmaps counted by one thread, the domain's counting owner (its access slot, claimed once
+    // by the first thread that counts here), with plain stores: only that thread writes them. Other
+    // threads add to the counters above. The metrics add both.
     internal object? CountOwner;
     internal long OwnerMapOps;
     internal long OwnerMappedBytes;
+    internal long OwnerUnmapOps;
+    internal long OwnerUnmappedBytes;
 }

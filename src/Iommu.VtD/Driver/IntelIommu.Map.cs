@@ -195,14 +195,21 @@ public sealed partial class IntelIommu
             }
         }
 
-        if (d.UseFirstLevel)
+        // A volatile read first: releasing takes two atomic operations, and most syncs follow unmaps
+        // that freed no table. A table another thread queued after this read waits for that thread's
+        // own sync, which follows its unmap.
+        if (PendingFrees(d) != 0)
         {
-            d.FirstLevelTable.ReleasePendingFrees();
+            if (d.UseFirstLevel)
+            {
+                d.FirstLevelTable.ReleasePendingFrees();
+            }
+            else
+            {
+                d.PageTable.ReleasePendingFrees();
+            }
         }
-        else
-        {
-            d.PageTable.ReleasePendingFrees();
-        }
+
         if (gather.Freelist != 0)
         {
             _frames.FreeList(gather.Freelist);

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Driver.Format;
@@ -449,15 +450,17 @@ public sealed class IntelIommuUnit
         }
     }
 
+    // One checked access per descriptor (the slot never crosses a page): the unit reads it only after
+    // the tail write below, on this thread, so the quadwords need no ordering among themselves.
     private void WriteDescriptor(int index, in QiDesc d)
     {
-        ulong at = _qiBase + ((ulong)index << _qiShift);
-        _memory.WriteUInt64(at, d.Q0);
-        _memory.WriteUInt64(at + 8, d.Q1);
-        if (_qiShift == 5)
+        Span<byte> slot = _memory.GetSpan(_qiBase + ((ulong)index << _qiShift), 1 << _qiShift);
+        BinaryPrimitives.WriteUInt64LittleEndian(slot, d.Q0);
+        BinaryPrimitives.WriteUInt64LittleEndian(slot[8..], d.Q1);
+        if (slot.Length == 32)
         {
-            _memory.WriteUInt64(at + 16, d.Q2);
-            _memory.WriteUInt64(at + 24, d.Q3);
+            BinaryPrimitives.WriteUInt64LittleEndian(slot[16..], d.Q2);
+            BinaryPrimitives.WriteUInt64LittleEndian(slot[24..], d.Q3);
         }
     }
 

@@ -17,7 +17,8 @@ namespace Iommu.VtD.Hardware;
 /// reader reads Seq, the fields, then Seq again, and uses the entry only if Seq was even and unchanged;
 /// a writer takes the slot by a compare-and-swap of Seq to odd, writes, and releases it with a
 /// volatile store of Seq + 2. A filler that finds a slot taken gives up (a dropped fill is only a later
-/// miss); an invalidating writer spins until the slot is released (slots are held for a few stores).
+/// miss); an invalidating writer spins until the slot is released (slots are held for a few stores), and
+/// skips without taking it a slot it reads stable with no entry it selects (see <see cref="Remove{TMatch}"/>).
 /// A slot is 32 bytes, so an IOTLB of a few thousand entries stays in the processor's first-level cache.</para>
 /// <para>Invalidation without scanning: every entry carries the sum of three generation counters at
 /// the time it was filled: the cache-wide one, its group's (a DID, or a pseudo-group) and its cell's
@@ -210,12 +211,20 @@ internal sealed class TranslationCache
         {
             ref Slot s = ref _slots[i];
 
-            // An empty, stable slot can be skipped: a fill that takes it later checks the epoch,
-            // which the caller incremented before calling, and drops itself.
+            // A slot that is stable and holds nothing the match selects (or nothing) is skipped without
+            // taking it (a compare-and-swap per way would make a full set cost eight): a fill that
+            // takes it after this read of Seq checks the epoch, which the caller incremented (a full
+            // fence) before calling, and drops itself — the fill's CAS and epoch read against this
+            // thread's epoch increment and Seq read, so one of the two sees the other's write.
             int stable = Volatile.Read(ref s.Seq);
-            if ((stable & 1) == 0 && Volatile.Read(ref s.Key0) == 0 && Volatile.Read(ref s.Seq) == stable)
+            if ((stable & 1) == 0)
             {
-                continue;
+                ulong k0 = s.Key0, k1 = s.Key1, v0 = s.Value0, v1 = _value1[i];
+                Volatile.ReadBarrier();
+                if (Volatile.Read(ref s.Seq) == stable && (k0 == 0 || !match.Matches(k0, k1, v0, v1)))
+                {
+                    continue;
+                }
             }
 
             int seq = TakeSlot(ref s);

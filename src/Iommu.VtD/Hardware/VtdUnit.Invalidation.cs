@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace Iommu.VtD.Hardware;
 
 /// <content>Register-based (CCMD, IOTLB) and queued invalidation of the context cache, PASID cache and IOTLB.</content>
@@ -313,18 +315,20 @@ public sealed partial class VtdUnit
         }
 
         ulong head = (Get64(VtdRegister.Iqh) & 0x7FFF0) >> shift;
+        Span<ulong> desc = stackalloc ulong[4];
         while (head != tail)
         {
+            // One checked copy of the whole descriptor (zeros where never written), as a device's read.
             ulong pa = queueBase + (head << shift);
-            if (!_memory.Contains(pa, 1UL << shift))
+            if (!_memory.TryRead(pa, MemoryMarshal.AsBytes(desc[..(wide ? 4 : 2)])))
             {
                 ReportQueueError(IqeiFetch);
                 return;
             }
 
-            ulong q0 = _memory.ReadUInt64(pa);
-            ulong q1 = _memory.ReadUInt64(pa + 8);
-            ulong upper = wide ? _memory.ReadUInt64(pa + 16) | _memory.ReadUInt64(pa + 24) : 0;
+            ulong q0 = desc[0];
+            ulong q1 = desc[1];
+            ulong upper = wide ? desc[2] | desc[3] : 0;
             int error = upper != 0 ? IqeiReserved : ExecuteDescriptor(q0, q1, wide);
             if (error != 0)
             {

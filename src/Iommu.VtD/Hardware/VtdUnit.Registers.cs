@@ -98,6 +98,16 @@ public sealed partial class VtdUnit
 
     private void WriteMmio(uint offset, int size, ulong value)
     {
+        if (offset == VtdRegister.Iqt && size == 8)
+        {
+            // The queued-invalidation doorbell, once per sync: the generic path below with its constants
+            // folded (IQT has no RW1C bits, and its upper dword's write has no side effect).
+            ulong iqtMask = BinaryPrimitives.ReadUInt64LittleEndian(_wmask.AsSpan((int)VtdRegister.Iqt, 8));
+            Set64(VtdRegister.Iqt, (Get64(VtdRegister.Iqt) & ~iqtMask) | (value & iqtMask));
+            ProcessInvalidationQueue();
+            return;
+        }
+
         ulong old, wm, w1c;
         if (size == 4)
         {
