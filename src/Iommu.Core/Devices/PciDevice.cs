@@ -195,7 +195,17 @@ public sealed partial class PciDevice : Device
 
     // The unit this device's DMA goes through, cached while the bus's set of units is unchanged, so
     // the DMA path takes no bus lock (many devices DMA at once).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private IDmaRemapper? DmaRemapper()
+    {
+        RemapperLookup? cached = Volatile.Read(ref _remapper);
+        return cached is not null && ReferenceEquals(cached.Bus, Bus) && cached.Version == cached.Bus.RemapperVersion
+            ? cached.Unit
+            : DmaRemapperSlow();
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private IDmaRemapper? DmaRemapperSlow()
     {
         if (Bus is not PciBus bus)
         {
