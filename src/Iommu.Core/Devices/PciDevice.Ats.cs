@@ -57,9 +57,10 @@ public sealed partial class PciDevice
     /// <returns>As <see cref="AtsDmaRead"/>.</returns>
     public DmaResult AtsDmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        // The bytes are only read; the shared loop takes a Span.
-        byte[] copy = source.ToArray();
-        return AtsTransfer(pasid, iova, copy, write: true);
+        // The bytes are only read; the shared loop takes a Span (no copy: 0 B per DMA).
+        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
+        return AtsTransfer(pasid, iova, bytes, write: true);
     }
 
     /// <summary>
@@ -127,7 +128,7 @@ public sealed partial class PciDevice
     private DmaResult AtsTransfer(uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-        if (!AtsEnabled || DmaRemapper() is not IDmaRemapperAts unit)
+        if (!AtsEnabled || Remapper()?.Ats is not { } unit)
         {
             return write ? DmaWrite(pasid, iova, buffer) : DmaRead(pasid, iova, buffer);
         }
