@@ -451,52 +451,55 @@ public sealed unsafe class PhysicalMemory : IDisposable
             return TryCopySlow(pa, destination, write: false);
         }
 
-        CopyOut(p, destination);
+        Move(ref *p, ref MemoryMarshal.GetReference(destination), (nuint)destination.Length);
         return true;
     }
 
-    // The copy of a read: a short one (the common 16–64 B descriptor or cache-line DMA) as two
-    // overlapping vector moves inline, which the core overlaps with the caller's next request; a
-    // call of Memmove costs more than such a copy. Up to a page, 64 B vector moves and one
-    // overlapping last 64 B: Memmove hands copies over 2 KiB to the C library through a GC
-    // transition, which costs a 4 KiB DMA about a fifth of its time. Longer ones go to Memmove.
+    // The copy of a DMA (TryRead, TryWrite). 16–64 B (descriptors, cache lines): two overlapping
+    // vector moves inline, which the core overlaps with the caller's next request (a Memmove call
+    // costs more than the copy). 65 B – 4 KiB: 64 B vector moves and an overlapping last 64 B, since
+    // Memmove hands copies over 2 KiB to the C library through a GC transition (a fifth of a 4 KiB
+    // DMA). Anything else, and ranges that overlap where a forward copy would be wrong: Memmove.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CopyOut(byte* p, Span<byte> destination)
+    private static void Move(ref byte s, ref byte d, nuint n)
     {
-        nuint n = (nuint)destination.Length;
-        ref byte d = ref MemoryMarshal.GetReference(destination);
         if (n - 32 <= 32 && Vector256.IsHardwareAccelerated)
         {
-            Vector256.Load(p).StoreUnsafe(ref d);
-            Vector256.Load(p + n - 32).StoreUnsafe(ref d, n - 32);
+            Vector256<byte> a = Vector256.LoadUnsafe(ref s);
+            Vector256<byte> b = Vector256.LoadUnsafe(ref s, n - 32);
+            a.StoreUnsafe(ref d);
+            b.StoreUnsafe(ref d, n - 32);
         }
         else if (n - 16 < 16 && Vector128.IsHardwareAccelerated)
         {
-            Vector128.Load(p).StoreUnsafe(ref d);
-            Vector128.Load(p + n - 16).StoreUnsafe(ref d, n - 16);
+            Vector128<byte> a = Vector128.LoadUnsafe(ref s);
+            Vector128<byte> b = Vector128.LoadUnsafe(ref s, n - 16);
+            a.StoreUnsafe(ref d);
+            b.StoreUnsafe(ref d, n - 16);
         }
-        else if (n - 65 < 4096 - 64 && Vector256.IsHardwareAccelerated)
+        else if (n - 65 < 4096 - 64 && Vector256.IsHardwareAccelerated && (nuint)Unsafe.ByteOffset(ref s, ref d) >= n)
         {
+            // (A forward copy: the destination does not start inside the source.)
             nuint i = 0;
             for (; i + 64 <= n; i += 64)
             {
-                Vector256<byte> a = Vector256.Load(p + i);
-                Vector256<byte> b = Vector256.Load(p + i + 32);
+                Vector256<byte> a = Vector256.LoadUnsafe(ref s, i);
+                Vector256<byte> b = Vector256.LoadUnsafe(ref s, i + 32);
                 a.StoreUnsafe(ref d, i);
                 b.StoreUnsafe(ref d, i + 32);
             }
 
             if (i < n)
             {
-                Vector256<byte> a = Vector256.Load(p + n - 64);
-                Vector256<byte> b = Vector256.Load(p + n - 32);
+                Vector256<byte> a = Vector256.LoadUnsafe(ref s, n - 64);
+                Vector256<byte> b = Vector256.LoadUnsafe(ref s, n - 32);
                 a.StoreUnsafe(ref d, n - 64);
                 b.StoreUnsafe(ref d, n - 32);
             }
         }
         else
         {
-            new ReadOnlySpan<byte>(p, destination.Length).CopyTo(destination);
+            MemoryMarshal.CreateReadOnlySpan(ref s, (int)n).CopyTo(MemoryMarshal.CreateSpan(ref d, (int)n));
         }
     }
 
@@ -514,7 +517,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             return TryCopySlow(pa, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
         }
 
-        source.CopyTo(new Span<byte>(p, source.Length));
+        Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);
         return true;
     }
 
