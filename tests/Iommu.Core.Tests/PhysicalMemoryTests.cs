@@ -1,9 +1,54 @@
+using CsCheck;
 using Iommu.Memory;
 
 namespace Iommu.Core.Tests;
 
 public sealed class PhysicalMemoryTests
 {
+    // TryRead copies short ranges inline (overlapping vector moves), up to a page in 64 B moves and
+    // longer ones through Memmove: at any length and offset (across a chunk boundary too) it moves exactly the bytes Read moves
+    // and writes nothing past the destination's length.
+    [Fact]
+    public void TryRead_moves_exactly_the_bytes_of_the_range_at_any_length_and_offset()
+    {
+        using var mem = new PhysicalMemory(8 * Sizes.MiB);
+        byte[] pattern = new byte[3 * 4096];
+        new Random(7).NextBytes(pattern);
+        ulong start = (2 * Sizes.MiB) - 4096;
+        mem.Write(start, pattern);
+        Gen.Select(Gen.OneOf(Gen.Int[0, 80], Gen.Int[0, 4096]), Gen.Int[0, 8191]).Sample((length, offset) =>
+        {
+            byte[] expected = new byte[length];
+            mem.Read(start + (ulong)offset, expected);
+            byte[] got = new byte[length + 64];
+            got.AsSpan().Fill(0xEE);
+            Assert.True(mem.TryRead(start + (ulong)offset, got.AsSpan(0, length)));
+            Assert.Equal(expected, got[..length]);
+            Assert.All(got[length..], b => Assert.Equal(0xEE, b));
+        });
+    }
+
+    // TryWrite shares the copy: exactly the range changes, at any length and offset.
+    [Fact]
+    public void TryWrite_changes_exactly_the_bytes_of_the_range_at_any_length_and_offset()
+    {
+        ulong start = (2 * Sizes.MiB) - 4096;
+        Gen.Select(Gen.OneOf(Gen.Int[0, 80], Gen.Int[0, 4096]), Gen.Int[0, 8191], Gen.Int[1, 255]).Sample((length, offset, seed) =>
+        {
+            using var mem = new PhysicalMemory(8 * Sizes.MiB); // samples run in parallel
+            byte[] before = new byte[3 * 4096];
+            new Random(seed).NextBytes(before);
+            mem.Write(start, before);
+            byte[] source = new byte[length];
+            new Random(seed + 1).NextBytes(source);
+            Assert.True(mem.TryWrite(start + (ulong)offset, source));
+            byte[] after = new byte[3 * 4096];
+            mem.Read(start, after);
+            source.CopyTo(before.AsSpan(offset));
+            Assert.Equal(before, after);
+        });
+    }
+
     // A frame is a host page: whole-page copies and table reads never straddle a cache line more
     // than they must, and a pinned block can be handed to APIs that want page-aligned memory.
     [Fact]

@@ -3,16 +3,12 @@ namespace Iommu.Devices;
 /// <content>The device side of ATS and PRI: the address translation cache (ATC), translated DMA and page requests.</content>
 public sealed partial class PciDevice
 {
-    // A small fully associative ATC; a fill into a full cache drops everything (a device may forget translations at any time).
-    private const int AtcCapacity = 256;
     private const uint NoPasid = uint.MaxValue;
 
     private readonly Lock _atsLock = new();
-    private readonly Dictionary<(uint Tag, ulong Page), AtcEntry> _atc = [];
+    private readonly Atc _atc = new();
     private readonly Dictionary<(uint Tag, ulong Page), PageRequestState> _pageRequests = [];
     private int _nextGroupIndex;
-
-    private readonly record struct AtcEntry(ulong Base, ulong Size, ulong Output, bool Read, bool Write);
 
     private sealed class PageRequestState(int groupIndex)
     {
@@ -27,10 +23,7 @@ public sealed partial class PciDevice
         get
         {
             using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-            lock (_atsLock)
-            {
-                return _atc.Count;
-            }
+            return _atc.Count;
         }
     }
 
@@ -64,9 +57,10 @@ public sealed partial class PciDevice
     /// <returns>As <see cref="AtsDmaRead"/>.</returns>
     public DmaResult AtsDmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        // The bytes are only read; the shared loop takes a Span.
-        byte[] copy = source.ToArray();
-        return AtsTransfer(pasid, iova, copy, write: true);
+        // The bytes are only read; the shared loop takes a Span (no copy: 0 B per DMA).
+        Span<byte> bytes = System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
+        return AtsTransfer(pasid, iova, bytes, write: true);
     }
 
     /// <summary>
@@ -83,29 +77,14 @@ public sealed partial class PciDevice
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         uint tag = pasid ?? NoPasid;
         ulong last = size == 0 ? 0 : address + Math.Min(size - 1, ulong.MaxValue - address);
+        if (size == 0)
+        {
+            return;
+        }
+
         lock (_atsLock)
         {
-            if (size == 0 || _atc.Count == 0)
-            {
-                return;
-            }
-
-            List<(uint, ulong)>? drop = null;
-            foreach (KeyValuePair<(uint Tag, ulong Page), AtcEntry> e in _atc)
-            {
-                if ((allPasids || e.Key.Tag == tag) && e.Value.Base <= last && e.Value.Base + e.Value.Size - 1 >= address)
-                {
-                    (drop ??= []).Add(e.Key);
-                }
-            }
-
-            if (drop is not null)
-            {
-                foreach ((uint, ulong) key in drop)
-                {
-                    _atc.Remove(key);
-                }
-            }
+            _atc.Invalidate(allPasids, tag, address, last);
         }
     }
 
@@ -149,7 +128,7 @@ public sealed partial class PciDevice
     private DmaResult AtsTransfer(uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-        if (!AtsEnabled || DmaRemapper() is not IDmaRemapperAts unit)
+        if (!AtsEnabled || Remapper()?.Ats is not { } unit)
         {
             return write ? DmaWrite(pasid, iova, buffer) : DmaRead(pasid, iova, buffer);
         }
@@ -166,8 +145,10 @@ public sealed partial class PciDevice
         {
             ulong addr = iova + moved;
             int chunk = (int)Math.Min((ulong)buffer.Length - moved, 4096 - (addr & 0xFFF));
-            if (!TryAtc(tag, addr, write, out ulong pa))
+            if (!_atc.TryGet(tag, addr, write, out ulong pa))
             {
+                // Read before the request: a fill whose request overlapped an invalidation is dropped.
+                uint generation = _atc.Generation;
                 AtsCompletion c = unit.TranslationRequest(this, pasid, addr & ~0xFFFUL, write);
                 if (!c.Success)
                 {
@@ -176,7 +157,7 @@ public sealed partial class PciDevice
 
                 if (c.Read && (!write || c.Write))
                 {
-                    FillAtc(tag, addr, c);
+                    FillAtc(tag, addr, c, generation);
                     pa = c.PhysicalAddress + (addr & 0xFFF);
                 }
                 else
@@ -200,35 +181,13 @@ public sealed partial class PciDevice
         return new DmaResult(DmaStatus.Ok, moved, first, DmaFaultReason.None);
     }
 
-    private bool TryAtc(uint tag, ulong addr, bool write, out ulong pa)
-    {
-        lock (_atsLock)
-        {
-            if (_atc.TryGetValue((tag, addr >> 12), out AtcEntry e) && e.Read && (!write || e.Write))
-            {
-                pa = e.Output + (addr - e.Base);
-                return true;
-            }
-        }
-
-        pa = 0;
-        return false;
-    }
-
     // Cached per 4 KiB page with the completion's range, so an invalidation of any part of a large page drops it.
-    private void FillAtc(uint tag, ulong addr, AtsCompletion c)
+    private void FillAtc(uint tag, ulong addr, AtsCompletion c, uint generation)
     {
         ulong size = c.PageSize is 0 ? 4096 : c.PageSize;
-        ulong pageBase = addr & ~0xFFFUL;
-        ulong rangeBase = addr & ~(size - 1);
         lock (_atsLock)
         {
-            if (_atc.Count >= AtcCapacity)
-            {
-                _atc.Clear();
-            }
-
-            _atc[(tag, addr >> 12)] = new AtcEntry(rangeBase, size, c.PhysicalAddress - (pageBase - rangeBase), c.Read, c.Write);
+            _atc.Fill(tag, addr, addr & ~(size - 1), size, c.PhysicalAddress, c.Read, c.Write, generation);
         }
     }
 

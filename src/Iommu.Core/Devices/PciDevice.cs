@@ -195,7 +195,21 @@ public sealed partial class PciDevice : Device
 
     // The unit this device's DMA goes through, cached while the bus's set of units is unchanged, so
     // the DMA path takes no bus lock (many devices DMA at once).
-    private IDmaRemapper? DmaRemapper()
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private IDmaRemapper? DmaRemapper() => Remapper()?.Unit;
+
+    // The lookup behind DmaRemapper, with the unit's ATS face resolved once (no interface cast per DMA).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private RemapperLookup? Remapper()
+    {
+        RemapperLookup? cached = Volatile.Read(ref _remapper);
+        return cached is not null && ReferenceEquals(cached.Bus, Bus) && cached.Version == cached.Bus.RemapperVersion
+            ? cached
+            : RemapperSlow();
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private RemapperLookup? RemapperSlow()
     {
         if (Bus is not PciBus bus)
         {
@@ -206,15 +220,16 @@ public sealed partial class PciDevice : Device
         int version = bus.RemapperVersion;
         if (cached is not null && ReferenceEquals(cached.Bus, bus) && cached.Version == version)
         {
-            return cached.Unit;
+            return cached;
         }
 
         IDmaRemapper? unit = bus.FindDmaRemapper(this);
-        Volatile.Write(ref _remapper, new RemapperLookup(bus, version, unit));
-        return unit;
+        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts);
+        Volatile.Write(ref _remapper, lookup);
+        return lookup;
     }
 
-    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit);
+    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats);
 
     // The device's access scope: its platform's memory (none while the device is on no bus).
     private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;

@@ -236,8 +236,30 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
     // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
     // (Each layer returns the callee's result directly, so the JIT passes its own return buffer down
     // instead of copying the result through a temporary.)
-    private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access) =>
-        Move(requesterId, pasid, iova, buffer, access, wantOutcome: false, out _);
+    // The common DMA (a non-empty buffer inside one page, memoised) is served here, as the page loop
+    // would serve it (same counts, bytes and result), without the loop; anything else goes to Move.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
+    {
+        uint p = pasid.GetValueOrDefault();
+        if ((uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
+        {
+            // Read before the memo is looked at (TranslationShortcut's ordering argument).
+            uint gen = _shortcut.Generation;
+            bool write = access == DmaAccess.Write;
+            if (_shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out ulong memo)
+                && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
+            {
+                _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+                ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
+                return Copy(pa, buffer, write)
+                    ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default)
+                    : new DmaResult(DmaStatus.MemoryError, 0, iova, VtdFaultReason.None.ToDmaFaultReason());
+            }
+        }
+
+        return Move(requesterId, pasid, iova, buffer, access, wantOutcome: false, out _);
+    }
 
     // The page loop shared by Dma, Transfer (an empty buffer moves nothing), Gather and Scatter:
     // outcome (when wanted) is the first page's translation, or the one that stopped the transfer.
