@@ -10,8 +10,10 @@ namespace Iommu.Faults;
 /// <para>Created by <see cref="IommuCore.IopfQueueAlloc"/> (one per IOMMU unit with a page request queue) and
 /// released by <see cref="IommuCore.IopfQueueFree"/>.</para>
 /// <para>The work queue (5.15: <c>alloc_workqueue("iopf_queue/%s", WQ_UNBOUND, 0)</c>) is a real worker: a
-/// group queued by <see cref="IommuCore.QueueIopf"/> is handled on a thread-pool thread, one group at a time in
-/// queue order, and answered through <see cref="IommuCore.PageResponse"/>. Whoever needs the answers waits with
+/// group queued by <see cref="IommuCore.QueueIopf"/> is handled on the queue's own background thread (started when
+/// work arrives, ended after a short idle time; not a thread-pool item, which a busy pool could leave waiting
+/// for its thread injection for hundreds of milliseconds while a device waits for its answer), one group at a
+/// time in queue order, and answered through <see cref="IommuCore.PageResponse"/>. Whoever needs the answers waits with
 /// <see cref="IommuCore.IopfQueueFlushDev"/> (<c>flush_workqueue</c>), which blocks until every group queued
 /// before the call is answered; nothing needs to poll. Thread safety: all members are safe to call concurrently.</para>
 /// </remarks>
@@ -41,6 +43,10 @@ public sealed class IopfQueue
 
     internal Lock Lock { get; } = new();
 
+    // How long an idle worker waits for more work before its thread ends: a burst of page requests is served
+    // by one thread, and an idle queue holds none.
+    private const int IdleMilliseconds = 50;
+
     // queue_work on the unbound workqueue: one worker drains the queue, started when work arrives.
     internal void QueueWork(IopfGroup group)
     {
@@ -51,11 +57,13 @@ public sealed class IopfQueue
             _queued++;
             start = !_running;
             _running = true;
+            Monitor.PulseAll(_workLock); // wakes an idle worker (flushers re-check their count)
         }
 
         if (start)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static q => q.RunWorker(), this, preferLocal: false);
+            var worker = new Thread(static q => ((IopfQueue)q!).RunWorker()) { IsBackground = true, Name = Name };
+            worker.UnsafeStart(this);
         }
     }
 
@@ -88,6 +96,12 @@ public sealed class IopfQueue
             {
                 if (!_work.TryDequeue(out group))
                 {
+                    // Whether woken or timed out, look again: work queued under the lock is never left behind.
+                    Monitor.Wait(_workLock, IdleMilliseconds);
+                }
+
+                if (group is null && !_work.TryDequeue(out group))
+                {
                     _running = false;
                     Volatile.Write(ref _workerThread, 0);
                     return;
@@ -103,7 +117,7 @@ public sealed class IopfQueue
                 // The platform went away under the worker, or the unit rejected the response descriptor
                 // (the driver logged it): the group stays unanswered, as after an oops in the kernel's worker.
             }
-#pragma warning disable CA1031 // a thread-pool item's exception would end the host process: log it, like an oops
+#pragma warning disable CA1031 // an exception on the worker thread would end the host process: log it, like an oops
             catch (Exception ex)
 #pragma warning restore CA1031
             {
