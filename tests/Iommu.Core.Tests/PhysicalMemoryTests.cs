@@ -49,6 +49,28 @@ public sealed class PhysicalMemoryTests
         });
     }
 
+    // A caller's span may be the same memory (GetSpan): TryRead and TryWrite then move the bytes as
+    // memmove does, whichever side of the other the destination starts, at any length and distance.
+    [Fact]
+    public void TryRead_and_TryWrite_into_an_overlapping_span_of_the_same_memory_move_as_memmove()
+    {
+        ulong start = 64 * 1024;
+        Gen.Select(Gen.OneOf(Gen.Int[1, 80], Gen.Int[1, 4096]), Gen.Int[-200, 200], Gen.Int[1, 255], Gen.Bool).Sample((length, distance, seed, read) =>
+        {
+            using var mem = new PhysicalMemory(Sizes.MiB); // samples run in parallel
+            byte[] before = new byte[3 * 4096];
+            new Random(seed).NextBytes(before);
+            mem.Write(start, before);
+            ulong src = start + 4096, dst = (ulong)((long)src + distance);
+            Span<byte> other = mem.GetSpan(read ? dst : src, length);
+            Assert.True(read ? mem.TryRead(src, other) : mem.TryWrite(dst, other));
+            byte[] after = new byte[3 * 4096];
+            mem.Read(start, after);
+            Array.Copy(before, 4096, before, 4096 + distance, length); // Array.Copy moves overlapping ranges as memmove
+            Assert.Equal(before, after);
+        });
+    }
+
     // A frame is a host page: whole-page copies and table reads never straddle a cache line more
     // than they must, and a pinned block can be handed to APIs that want page-aligned memory.
     [Fact]

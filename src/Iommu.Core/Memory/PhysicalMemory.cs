@@ -477,9 +477,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
             a.StoreUnsafe(ref d);
             b.StoreUnsafe(ref d, n - 16);
         }
-        else if (n - 65 < 4096 - 64 && Vector256.IsHardwareAccelerated && (nuint)Unsafe.ByteOffset(ref s, ref d) >= n)
+        else if (n - 65 < 4096 - 64 && Vector256.IsHardwareAccelerated
+            && (nuint)Unsafe.ByteOffset(ref s, ref d) >= n && (nuint)Unsafe.ByteOffset(ref d, ref s) >= n)
         {
-            // (A forward copy: the destination does not start inside the source.)
+            // (Disjoint ranges only: the overlapping last 64 B reloads source bytes that a forward copy
+            // into a destination just below the source would already have overwritten.)
             nuint i = 0;
             for (; i + 64 <= n; i += 64)
             {
