@@ -9,6 +9,7 @@ public sealed partial class PciDevice
     private readonly Atc _atc = new();
     private readonly Dictionary<(uint Tag, ulong Page), PageRequestState> _pageRequests = [];
     private int _nextGroupIndex;
+    private int _responsesReceived; // page group responses taken, under _atsLock
 
     private sealed class PageRequestState(int groupIndex)
     {
@@ -38,8 +39,9 @@ public sealed partial class PciDevice
     /// <returns>
     /// The outcome. When a completion does not grant the access and PRI is enabled, the device sends one page
     /// request (last in its group) for that page and returns <see cref="DmaStatus.PageRequestPending"/>; a retry
-    /// after a Success response translates again, after Invalid Request it returns <see cref="DmaStatus.PageRequestFailed"/>
-    /// once. Without PRI such a page is a <see cref="DmaStatus.Fault"/> with <see cref="DmaFaultReason.None"/> (the unit recorded nothing).
+    /// after a Success response translates again (and when a refusal was requested before that response arrived, the
+    /// device translates once more before it asks again: the refusal may predate the fix), after Invalid Request it
+    /// returns <see cref="DmaStatus.PageRequestFailed"/> once. Without PRI such a page is a <see cref="DmaStatus.Fault"/> with <see cref="DmaFaultReason.None"/> (the unit recorded nothing).
     /// An Unsupported Request completion is a <see cref="DmaStatus.Fault"/> with the unit's reason.
     /// </returns>
     /// <remarks>
@@ -109,6 +111,8 @@ public sealed partial class PciDevice
                     e.Value.Response = responseCode;
                 }
             }
+
+            _responsesReceived++;
         }
 
         if (failure)
@@ -147,8 +151,10 @@ public sealed partial class PciDevice
             int chunk = (int)Math.Min((ulong)buffer.Length - moved, 4096 - (addr & 0xFFF));
             if (!_atc.TryGet(tag, addr, write, out ulong pa))
             {
-                // Read before the request: a fill whose request overlapped an invalidation is dropped.
+                // Read before the request: a fill whose request overlapped an invalidation is dropped,
+                // and a refusal that a page response overtook is not taken as the answer's outcome.
                 uint generation = _atc.Generation;
+                int responses = Volatile.Read(ref _responsesReceived);
                 AtsCompletion c = unit.TranslationRequest(this, pasid, addr & ~0xFFFUL, write);
                 if (!c.Success)
                 {
@@ -162,8 +168,13 @@ public sealed partial class PciDevice
                 }
                 else
                 {
-                    DmaStatus status = PageRequestFor(unit, pasid, tag, addr, write);
-                    return new DmaResult(status, moved, addr & ~0xFFFUL, DmaFaultReason.None);
+                    DmaStatus? status = PageRequestFor(unit, pasid, tag, addr, write, responses);
+                    if (status is null)
+                    {
+                        continue; // the page's Success response came after this request: translate again
+                    }
+
+                    return new DmaResult(status.Value, moved, addr & ~0xFFFUL, DmaFaultReason.None);
                 }
             }
 
@@ -191,8 +202,10 @@ public sealed partial class PciDevice
         }
     }
 
-    // The completion did not grant the access: wait for, or send, a page request for the page.
-    private DmaStatus PageRequestFor(IDmaRemapperAts unit, uint? pasid, uint tag, ulong addr, bool write)
+    // The completion did not grant the access: wait for, or send, a page request for the page. Null: the page's
+    // Success response arrived after the refused translation was requested (responsesBefore), so the refusal may
+    // predate the fault's fix; the caller translates once more, and a second refusal asks again.
+    private DmaStatus? PageRequestFor(IDmaRemapperAts unit, uint? pasid, uint tag, ulong addr, bool write, int responsesBefore)
     {
         (uint, ulong) key = (tag, addr >> 12);
         int groupIndex;
@@ -204,6 +217,9 @@ public sealed partial class PciDevice
                 {
                     case null:
                         return DmaStatus.PageRequestPending;
+                    case 0 when _responsesReceived != responsesBefore:
+                        _pageRequests.Remove(key);
+                        return null;
                     case 0:
                         // Success, yet the page still does not translate: ask again.
                         _pageRequests.Remove(key);
