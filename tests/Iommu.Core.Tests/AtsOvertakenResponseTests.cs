@@ -56,18 +56,25 @@ public sealed class AtsOvertakenResponseTests
         }
     }
 
+    // A platform whose one ATS+PRI device translates through the fake unit.
+    private static Platform DeviceBehind(out Unit unit, out PciDevice dev)
+    {
+        var platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.MiB, TableMemorySize = 16 * Sizes.MiB });
+        PciBus pci = platform.AddPciBus();
+        unit = new Unit();
+        pci.AddDmaRemapper(unit, includeAll: true);
+        dev = pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true });
+        Assert.Equal(Errno.None, dev.EnableAts());
+        Assert.Equal(Errno.None, dev.EnablePri());
+        return platform;
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void A_refusal_overtaken_by_the_pages_success_response_is_translated_again_not_asked_again(bool write)
     {
-        using var platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.MiB, TableMemorySize = 16 * Sizes.MiB });
-        PciBus pci = platform.AddPciBus();
-        var unit = new Unit();
-        pci.AddDmaRemapper(unit, includeAll: true);
-        PciDevice dev = pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true });
-        Assert.Equal(Errno.None, dev.EnableAts());
-        Assert.Equal(Errno.None, dev.EnablePri());
+        using Platform platform = DeviceBehind(out Unit unit, out PciDevice dev);
         byte[] buf = new byte[16];
         DmaResult Access() => write ? dev.AtsDmaWrite(1, Page, buf) : dev.AtsDmaRead(1, Page, buf);
 
@@ -87,13 +94,7 @@ public sealed class AtsOvertakenResponseTests
     [Fact]
     public void A_page_still_refused_after_its_success_response_is_asked_for_again()
     {
-        using var platform = new Platform(new PlatformOptions { MemorySize = 64 * Sizes.MiB, TableMemorySize = 16 * Sizes.MiB });
-        PciBus pci = platform.AddPciBus();
-        var unit = new Unit();
-        pci.AddDmaRemapper(unit, includeAll: true);
-        PciDevice dev = pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true });
-        Assert.Equal(Errno.None, dev.EnableAts());
-        Assert.Equal(Errno.None, dev.EnablePri());
+        using Platform platform = DeviceBehind(out Unit unit, out PciDevice dev);
         byte[] buf = new byte[16];
 
         Assert.Equal(DmaStatus.PageRequestPending, dev.AtsDmaRead(1, Page, buf).Status);
