@@ -148,11 +148,10 @@ public sealed partial class IommuCore
     // iommu_iotlb_sync for callers that hold the scope and checked the domain.
     private static void IotlbSyncInScope(IDomain domain, ref IommuIotlbGather gather)
     {
-        if (domain.Ops is IIommuIotlbOps ops)
-        {
-            ops.IotlbSync(domain, ref gather);
-        }
-
+        // A core domain resolved its ops' IIommuIotlbOps when they were set: no interface call for
+        // Ops and no interface cast.
+        IIommuIotlbOps? ops = domain is IommuDomain d ? d.IotlbOps : domain.Ops as IIommuIotlbOps;
+        ops?.IotlbSync(domain, ref gather);
         gather.Init();
     }
 
@@ -180,20 +179,29 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iotlb_gather_add_page")]
     public void IotlbGatherAddPage(IDomain domain, ref IommuIotlbGather gather, ulong iova, ulong size)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ulong start = iova, end = iova + size - 1;
         if (gather.Pgsize != size || end + 1 < gather.Start || start > gather.End + 1)
         {
             if (gather.Pgsize != 0)
             {
-                ArgumentNullException.ThrowIfNull(domain);
-                IotlbSyncInScope(domain, ref gather);
+                SyncGatherBeforeAdd(domain, ref gather);
             }
 
             gather.SetPgsize(size);
         }
 
+        // Adding touches no memory, so it needs no access scope (a driver's unmap, the usual caller,
+        // runs inside the core's): only the check every entry point makes after Dispose.
+        Platform.Memory.ThrowIfDisposed();
         gather.AddRange(iova, size);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SyncGatherBeforeAdd(IDomain domain, ref IommuIotlbGather gather)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(domain);
+        IotlbSyncInScope(domain, ref gather);
     }
 
     /// <summary>
@@ -407,7 +415,7 @@ public sealed partial class IommuCore
         // (interface calls, not devirtualised with tiered compilation off).
         var core = domain as IommuDomain;
         IIommuOps? ops = core is not null ? core.Ops : domain.Ops;
-        IIommuMapPagesOps? pages = ops as IIommuMapPagesOps;
+        IIommuMapPagesOps? pages = core is not null ? core.MapPagesOps : ops as IIommuMapPagesOps;
         IIommuMapOps? single = pages is null ? ops as IIommuMapOps : null;
         ulong pgsizeBitmap = core is not null ? core.PgsizeBitmap : domain.PgsizeBitmap;
         if ((pages is null && single is null) || pgsizeBitmap == 0)

@@ -3,6 +3,7 @@ using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
+using Iommu.VtD.Internal;
 using Microsoft.Extensions.Logging;
 
 namespace Iommu.VtD.Driver;
@@ -28,7 +29,7 @@ public sealed class IntelIommuUnit
     private readonly ILogger _log;
     private readonly ulong[] _domainIds;
     private readonly DmarDomain?[] _domains;
-    private readonly Lock _qiLock = new();
+    private readonly RawSpinLock _qiLock = new();
     private uint _gcmd;
     private ulong _qiBase;
     private int _qiEntries;
@@ -417,7 +418,7 @@ public sealed class IntelIommuUnit
     // qi_submit_sync with several descriptors; waitDrain (QI_OPT_WAIT_DRAIN) sets PD in the appended wait.
     internal void SubmitSync(ReadOnlySpan<QiDesc> descs, bool waitDrain)
     {
-        lock (_qiLock)
+        using (_qiLock.EnterScope())
         {
             uint seq = ++_qiStatusSeq;
             _memory.WriteUInt32(_qiStatus, Dmar.QiInUse);

@@ -42,7 +42,7 @@ public sealed partial class VtdUnit
     {
         // Faults take the writer side: the fault registers and counters are the unit's state.
         bool recorded = false;
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             _faultsByReason[(byte)reason]++;
             if (!fpd || !IsQualified(reason))

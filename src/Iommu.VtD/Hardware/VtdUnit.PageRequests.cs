@@ -116,7 +116,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         }
 
         bool recorded;
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             recorded = RecordFault(sid, iova, write, hasPasid, pasid, t.Reason, attrs);
         }
@@ -205,7 +205,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         }
 
         bool respond;
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             uint prs = Get32(VtdRegister.Prs);
             respond = request.LastInGroup && _config.PageRequestOverflowResponse is not null;

@@ -15,7 +15,7 @@ public sealed partial class VtdUnit
     public void Reset()
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             Load(registers: null, latchedRootTable: 0, nextFaultRecord: 0);
         }
@@ -26,7 +26,7 @@ public sealed partial class VtdUnit
     public VtdUnitState SaveState()
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             return new VtdUnitState((byte[])_regs.Clone(), _config.Cap, _config.Ecap, Volatile.Read(ref _rootTable), _nextFaultRecord);
         }
@@ -51,7 +51,7 @@ public sealed partial class VtdUnit
                 nameof(state));
         }
 
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             Load(state.Registers.ToArray(), state.LatchedRootTable, state.NextFaultRecord);
         }

@@ -47,7 +47,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
 {
     private readonly PhysicalMemory _memory;
     private readonly VtdConfig _config;
-    private readonly Lock _lock = new();
+    private readonly RawSpinLock _lock = new();
     private readonly ILogger _log;
     private long _ignoredAccesses;
 
@@ -104,7 +104,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
     {
         get
         {
-            lock (_lock)
+            using (_lock.EnterScope())
             {
                 return new VtdCacheStatistics(
                     _counters.Sum(Counters.ContextHit), _counters.Sum(Counters.ContextMiss),
@@ -120,7 +120,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
     {
         get
         {
-            lock (_lock)
+            using (_lock.EnterScope())
             {
                 var faults = new Dictionary<VtdFaultReason, long>();
                 for (int r = 0; r < _faultsByReason.Length; r++)
@@ -229,7 +229,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
                 & ~WriteOnlyMask32((uint)offset);
         }
 
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             return ReadMmio64((uint)offset);
         }
@@ -243,7 +243,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
             return;
         }
 
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             WriteMmio((uint)offset, size, value);
         }
@@ -372,7 +372,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         ulong faultAddr, invAddr;
         uint faultData, invData;
         (bool Pending, ulong Address, uint Data) pr;
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             pr = TakePageRequestMsi();
             fault = _faultMsiPending;
