@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Iommu.Internal;
 
 namespace Iommu.Dma;
 
@@ -46,7 +47,7 @@ internal sealed class IovaDomain
     private const int MaxGlobalMags = 32;   // MAX_GLOBAL_MAGS
     private const int RcacheCapacity = (2 + MaxGlobalMags) * MagSize;
 
-    private readonly Lock _lock = new();
+    private readonly RawSpinLock _lock = new(); // a spinlock, as the kernel's (see RawSpinLock for why not Lock)
     private readonly SortedSet<ulong> _starts = [];
     private readonly Dictionary<ulong, Node> _nodes = [];
     private readonly List<ulong>[] _rcaches = new List<ulong>[RangeCacheMaxSize];
@@ -115,7 +116,7 @@ internal sealed class IovaDomain
     /// </summary>
     public void InitFlushQueue(PlatformClock clock, Action flushCb, Action<ulong> entryDtor)
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             if (_fq is not null)
             {
@@ -138,7 +139,7 @@ internal sealed class IovaDomain
     /// <returns>The first frame, or 0 when nothing fits.</returns>
     public ulong AllocFast(ulong pages, ulong mappedPages, ulong limitPfn, bool flushRcache)
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             if (_dead)
             {
@@ -180,7 +181,7 @@ internal sealed class IovaDomain
     /// <returns>Null, or why the free is refused.</returns>
     public string? BeginFree(ulong pfn, ulong pages)
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             ref Node node = ref CollectionsMarshal.GetValueRefOrNullRef(_nodes, pfn);
             if (Unsafe.IsNullRef(ref node) || node.State != State.Live)
@@ -201,7 +202,7 @@ internal sealed class IovaDomain
     /// <summary>Frees a range <see cref="BeginFree"/> accepted, now (<c>free_iova_fast</c>): into the range cache of its order when there is room, else back to the tree.</summary>
     public void FreeFast(ulong pfn, ulong pages)
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             FreeFastLocked(pfn, pages);
         }
@@ -214,7 +215,7 @@ internal sealed class IovaDomain
     /// </summary>
     public void Queue(ulong pfn, ulong pages, ulong freelist)
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             FqEntry[] fq = _fq ?? throw new InvalidOperationException("The IOVA domain has no flush queue.");
             if (_dead)
@@ -248,7 +249,7 @@ internal sealed class IovaDomain
     /// </summary>
     public void Reserve(ulong loPfn, ulong hiPfn)
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             ulong lo = loPfn;
             foreach (ulong start in _starts.GetViewBetween(0, hiPfn).ToArray())
@@ -283,7 +284,7 @@ internal sealed class IovaDomain
     /// </summary>
     public void Put()
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             _dead = true;
             if (_fq is not FqEntry[] fq)
@@ -307,7 +308,7 @@ internal sealed class IovaDomain
     // fq_flush_timeout: flush, then free every entry (the timer is re-armed by the next queue_iova).
     private void FlushTimeout()
     {
-        lock (_lock)
+        using (_lock.EnterScope())
         {
             if (_dead)
             {

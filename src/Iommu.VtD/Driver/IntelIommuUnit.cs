@@ -3,7 +3,6 @@ using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
-using Iommu.VtD.Internal;
 using Microsoft.Extensions.Logging;
 
 namespace Iommu.VtD.Driver;
@@ -29,7 +28,7 @@ public sealed class IntelIommuUnit
     private readonly ILogger _log;
     private readonly ulong[] _domainIds;
     private readonly DmarDomain?[] _domains;
-    private readonly RawSpinLock _qiLock = new();
+    private readonly Iommu.Internal.RawSpinLock _qiLock = new();
     private uint _gcmd;
     private ulong _qiBase;
     private int _qiEntries;

@@ -47,7 +47,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
 {
     private readonly PhysicalMemory _memory;
     private readonly VtdConfig _config;
-    private readonly RawSpinLock _lock = new();
+    private readonly Iommu.Internal.RawSpinLock _lock = new();
     private readonly ILogger _log;
     private long _ignoredAccesses;
 

@@ -1,6 +1,6 @@
-using Iommu.VtD.Internal;
+using Iommu.Internal;
 
-namespace Iommu.VtD.Tests.Internal;
+namespace Iommu.Core.Tests;
 
 /// <summary>
 /// The lock of the invalidation queue and the unit's registers: mutual exclusion with a plain-store
