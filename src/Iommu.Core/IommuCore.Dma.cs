@@ -209,8 +209,9 @@ public sealed partial class IommuCore
 
         var gather = default(IommuIotlbGather);
         gather.Queued = iovad!.HasFlushQueue;
-        ulong unmapped = UnmapCore(domain, iova, len, ref gather);
-        CountUnmap(domain, guard.Slot!, unmapped);
+        var core = domain as IommuDomain;
+        ulong unmapped = UnmapCore(domain, core, iova, len, ref gather);
+        CountUnmap(domain, core, guard.Slot!, unmapped);
         if (unmapped != len)
         {
             Log.DmaUnmapShort(_log, iova, len, unmapped);

@@ -110,8 +110,9 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        ulong ret = UnmapAndSync(domain, iova, size);
-        CountUnmap(domain, guard.Slot!, ret);
+        var core = domain as IommuDomain; // one type test for the whole call
+        ulong ret = UnmapAndSync(domain, core, iova, size);
+        CountUnmap(domain, core, guard.Slot!, ret);
         return ret;
     }
 
@@ -129,8 +130,9 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        ulong ret = UnmapCore(domain, iova, size, ref gather);
-        CountUnmap(domain, guard.Slot!, ret);
+        var core = domain as IommuDomain;
+        ulong ret = UnmapCore(domain, core, iova, size, ref gather);
+        CountUnmap(domain, core, guard.Slot!, ret);
         return ret;
     }
 
@@ -142,15 +144,16 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        IotlbSyncInScope(domain, ref gather);
+        IotlbSyncInScope(domain, domain as IommuDomain, ref gather);
     }
 
-    // iommu_iotlb_sync for callers that hold the scope and checked the domain.
-    private static void IotlbSyncInScope(IDomain domain, ref IommuIotlbGather gather)
+    // iommu_iotlb_sync for callers that hold the scope and checked the domain; core is domain when it
+    // is a core domain, else null.
+    private static void IotlbSyncInScope(IDomain domain, IommuDomain? core, ref IommuIotlbGather gather)
     {
         // A core domain resolved its ops' IIommuIotlbOps when they were set: no interface call for
         // Ops and no interface cast.
-        IIommuIotlbOps? ops = domain is IommuDomain d ? d.IotlbOps : domain.Ops as IIommuIotlbOps;
+        IIommuIotlbOps? ops = core is not null ? core.IotlbOps : domain.Ops as IIommuIotlbOps;
         ops?.IotlbSync(domain, ref gather);
         gather.Init();
     }
@@ -201,7 +204,7 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
-        IotlbSyncInScope(domain, ref gather);
+        IotlbSyncInScope(domain, domain as IommuDomain, ref gather);
     }
 
     /// <summary>
@@ -396,24 +399,24 @@ public sealed partial class IommuCore
         ErrorDetail.Clear();
 
         // Not counted as an unmap: the failed map was never counted as a map.
-        UnmapAndSync(domain, origIova, origSize - left);
+        UnmapAndSync(domain, domain as IommuDomain, origIova, origSize - left);
         return ErrorDetail.Fail(ret, detail);
     }
 
-    private ulong UnmapAndSync(IDomain domain, ulong iova, ulong size)
+    private ulong UnmapAndSync(IDomain domain, IommuDomain? core, ulong iova, ulong size)
     {
         var gather = default(IommuIotlbGather);
-        ulong ret = UnmapCore(domain, iova, size, ref gather);
-        IotlbSyncInScope(domain, ref gather);
+        ulong ret = UnmapCore(domain, core, iova, size, ref gather);
+        IotlbSyncInScope(domain, core, ref gather);
         return ret;
     }
 
-    // __iommu_unmap: through unmap_pages when the driver has it, else through unmap.
-    private ulong UnmapCore(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
+    // __iommu_unmap: through unmap_pages when the driver has it, else through unmap. core is domain
+    // when it is a core domain, else null (the caller's one type test).
+    private ulong UnmapCore(IDomain domain, IommuDomain? core, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
         // A core domain's ops and page sizes are fields: read them without going through IDomain
         // (interface calls, not devirtualised with tiered compilation off).
-        var core = domain as IommuDomain;
         IIommuOps? ops = core is not null ? core.Ops : domain.Ops;
         IIommuMapPagesOps? pages = core is not null ? core.MapPagesOps : ops as IIommuMapPagesOps;
         IIommuMapOps? single = pages is null ? ops as IIommuMapOps : null;

@@ -185,14 +185,15 @@ public sealed partial class IommuCore
 
     // Unmaps, counted as maps are: plain stores by the domain's counting owner, atomic adds by others.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void CountUnmap(IDomain domain, Memory.PhysicalMemory.Slot slot, ulong bytes)
+    // core is domain when it is a core domain, else null.
+    private void CountUnmap(IDomain domain, IommuDomain? core, Memory.PhysicalMemory.Slot slot, ulong bytes)
     {
         if (bytes == 0)
         {
             return;
         }
 
-        if (domain is IommuDomain d)
+        if (core is IommuDomain d)
         {
             CountOnDomain(d, slot, ref d.OwnerUnmapOps, ref d.OwnerUnmappedBytes, ref d.UnmapOps, ref d.UnmappedBytes, bytes);
         }
