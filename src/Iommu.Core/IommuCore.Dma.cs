@@ -81,7 +81,9 @@ public sealed partial class IommuCore
     /// only the first device's); the host bridge windows are not reserved (the model has none).</para>
     /// <para>Thread safety: maps and unmaps may run concurrently, also on one domain; the domain's
     /// allocator and flush queue take one lock, the page-table work takes none. Allocates nothing on the
-    /// GC heap once the domain's allocator has warmed up, except when it must search its tree.</para>
+    /// GC heap once the domain's allocator has warmed up (its tree's array and dictionary have grown to
+    /// the most ranges held at once), and an IOVA costs a few steps of the kernel's search from its cached
+    /// node however many mappings are live.</para>
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction (the kernel's <c>BUG_ON</c>).</exception>

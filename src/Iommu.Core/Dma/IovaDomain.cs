@@ -1,6 +1,4 @@
 using System.Numerics;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using Iommu.Internal;
 
 namespace Iommu.Dma;
@@ -11,11 +9,16 @@ namespace Iommu.Dma;
 /// </summary>
 /// <remarks>
 /// <para>Allocation (<c>alloc_iova_fast</c>): first the range cache of the request's order (the most
-/// recently freed range of that size that fits below the limit), then the top-down search for the
-/// highest free range below the limit, aligned to the request's size rounded up to a power of two
-/// (<c>__alloc_and_insert_iova_range</c>); when that fails and the caller allows it, every cached range
-/// goes back to the tree and the search runs once more. A range in the cache is still allocated in the
-/// tree, as in the kernel.</para>
+/// recently freed range of that size that fits below the limit), then the kernel's search of its tree
+/// (<c>__alloc_and_insert_iova_range</c>): downwards from the cached node (the last range allocated
+/// below 4 GiB for a 32-bit limit, else above it; moved up when a range at or above it is freed) for
+/// the first gap that holds the request, its start aligned to the request's size rounded up to a power
+/// of two; then once more from the top down to the cached node, for ranges freed above it; a 32-bit
+/// request of at least the size that last failed fails at once (<c>max32_alloc_size</c>, reset when a
+/// range below 4 GiB is freed, as 5.15 stable has it). When that fails and the caller allows it, every
+/// cached range goes back to the tree and the search runs once more. A range in the cache is still
+/// allocated in the tree, as in the kernel. So an allocation costs a few steps and a tree insert, however
+/// many ranges are live, and allocates nothing once the tree's array has grown.</para>
 /// <para>Freeing (<c>free_iova_fast</c>) caches the range when its order is below
 /// <see cref="RangeCacheMaxSize"/> and the cache has room, else returns it to the tree. With a flush
 /// queue (<c>queue_iova</c>) a freed range is not freed: it waits in the queue, tagged with the number of
@@ -27,9 +30,12 @@ namespace Iommu.Dma;
 /// CPU (a single CPU's behaviour: a ring of <see cref="FqSize"/> slots holds at most
 /// <see cref="FqSize"/> - 1 entries); a cache of one CPU's two magazines plus the global depot,
 /// <c>(2 + MAX_GLOBAL_MAGS) × IOVA_MAG_SIZE</c> ranges per order, past which a freed range goes back to
-/// the tree alone (the kernel frees a whole magazine); a sorted set and a dictionary instead of the
-/// red-black tree, searched from the limit down each time (the kernel starts below its cached node, the
-/// last range allocated, so it may answer with a lower range than ours). Each range remembers the size it
+/// the tree alone (the kernel frees a whole magazine); a dictionary from first frame to tree node beside
+/// the tree for the free's lookup (the kernel searches the tree); when the cached node is the anchor the
+/// search does not run its second pass (the kernel's retry then starts at frame 0, below
+/// <see cref="StartPfn"/>, and can insert a range at frame 0 that it reports as a failure). Reserved
+/// regions fill only the gaps between existing ranges (the kernel widens an overlapping range; both
+/// happen only before the first allocation). Each range remembers the size it
 /// was mapped with so that a free of a range that is not mapped, or with another size, is refused
 /// (the kernel WARNs and corrupts its caches; dma-debug reports it).</para>
 /// <para>Thread safety: every member takes the domain's lock (the kernel's rbtree lock and fq lock in
@@ -48,9 +54,14 @@ internal sealed class IovaDomain
     private const int RcacheCapacity = (2 + MaxGlobalMags) * MagSize;
 
     private readonly RawSpinLock _lock = new(); // a spinlock, as the kernel's (see RawSpinLock for why not Lock)
-    private readonly SortedSet<ulong> _starts = [];
-    private readonly Dictionary<ulong, Node> _nodes = [];
+    private readonly IovaTree _tree = new();
+    private readonly Dictionary<ulong, int> _byPfn = []; // first frame -> node, for ranges handed out
     private readonly List<ulong>[] _rcaches = new List<ulong>[RangeCacheMaxSize];
+    private readonly int _anchor;          // iovad->anchor: [IOVA_ANCHOR, IOVA_ANCHOR], above every range
+    private readonly ulong _dma32BitPfn;   // iovad->dma_32bit_pfn
+    private int _cachedNode;               // iovad->cached_node
+    private int _cached32Node;             // iovad->cached32_node
+    private ulong _max32AllocSize;         // iovad->max32_alloc_size
 
     // The flush queue (iova_fq and the iova_domain fields that drive it).
     private FqEntry[]? _fq;
@@ -77,22 +88,26 @@ internal sealed class IovaDomain
         {
             _rcaches[i] = [];
         }
+
+        _dma32BitPfn = 1UL << (32 - Shift);
+        _max32AllocSize = _dma32BitPfn;
+        _anchor = _tree.Insert(IovaAnchor, IovaAnchor, 0, IovaState.Reserved);
+        _cachedNode = _cached32Node = _anchor;
     }
 
-    /// <summary>How a tree node is used.</summary>
-    private enum State : byte
+    /// <summary><c>IOVA_ANCHOR</c>: the anchor node's frame, above every range.</summary>
+    private const ulong IovaAnchor = ulong.MaxValue;
+
+    /// <summary>Ranges in the tree, the anchor excluded (for tests).</summary>
+    internal int TreeRanges => _tree.Count - 1;
+
+    /// <summary>Checks the tree's invariants (for tests): null when they hold.</summary>
+    internal string? ValidateTree()
     {
-        /// <summary>Reserved (<c>reserve_iova</c>): never handed out.</summary>
-        Reserved,
-
-        /// <summary>Handed out and mapped.</summary>
-        Live,
-
-        /// <summary>
-        /// Not live: being unmapped, waiting in the flush queue, or in a range cache (one state, so that
-        /// the unmap path updates the node once; a second unmap of it is refused all the same).
-        /// </summary>
-        Freed,
+        using (_lock.EnterScope())
+        {
+            return _tree.Validate();
+        }
     }
 
     /// <summary>Bytes per page frame (<c>iovad->granule</c>).</summary>
@@ -147,29 +162,33 @@ internal sealed class IovaDomain
             }
 
             ulong pfn = RcacheGet(pages, limitPfn);
+            int node;
             if (pfn == 0)
             {
-                pfn = AllocTree(pages, limitPfn);
-                if (pfn == 0 && flushRcache)
+                node = AllocTree(pages, limitPfn);
+                if (node == IovaTree.Nil && flushRcache)
                 {
                     // Try replenishing IOVAs by flushing the range caches.
                     FlushRcaches();
-                    pfn = AllocTree(pages, limitPfn);
+                    node = AllocTree(pages, limitPfn);
                 }
 
-                if (pfn == 0)
+                if (node == IovaTree.Nil)
                 {
                     return 0;
                 }
 
-                _starts.Add(pfn);
-                _nodes.Add(pfn, new Node(pfn + pages - 1, mappedPages, State.Live));
-                return pfn;
+                pfn = _tree[node].Lo;
+                _byPfn.Add(pfn, node);
+            }
+            else
+            {
+                node = _byPfn[pfn];
             }
 
-            ref Node node = ref CollectionsMarshal.GetValueRefOrNullRef(_nodes, pfn);
-            node.Pages = mappedPages;
-            node.State = State.Live;
+            ref IovaTree.Node n = ref _tree[node];
+            n.Pages = mappedPages;
+            n.State = IovaState.Live;
             return pfn;
         }
     }
@@ -183,10 +202,15 @@ internal sealed class IovaDomain
     {
         using (_lock.EnterScope())
         {
-            ref Node node = ref CollectionsMarshal.GetValueRefOrNullRef(_nodes, pfn);
-            if (Unsafe.IsNullRef(ref node) || node.State != State.Live)
+            if (!_byPfn.TryGetValue(pfn, out int index))
             {
-                return Unsafe.IsNullRef(ref node) || node.State == State.Reserved ? "no DMA mapping starts there" : "that DMA mapping was already unmapped";
+                return "no DMA mapping starts there";
+            }
+
+            ref IovaTree.Node node = ref _tree[index];
+            if (node.State != IovaState.Live)
+            {
+                return "that DMA mapping was already unmapped";
             }
 
             if (node.Pages != pages)
@@ -194,7 +218,7 @@ internal sealed class IovaDomain
                 return $"that DMA mapping has {node.Pages} pages, not {pages}";
             }
 
-            node.State = State.Freed;
+            node.State = IovaState.Freed;
             return null;
         }
     }
@@ -251,11 +275,13 @@ internal sealed class IovaDomain
     {
         using (_lock.EnterScope())
         {
+            // Nodes in frame order; an insert keeps the order of the others, so the walk goes on from
+            // the node it stood on. The anchor ends it (no frame reaches IOVA_ANCHOR).
             ulong lo = loPfn;
-            foreach (ulong start in _starts.GetViewBetween(0, hiPfn).ToArray())
+            for (int node = _tree.First(); node != IovaTree.Nil && _tree[node].Lo <= hiPfn; node = _tree.Next(node))
             {
-                Node n = _nodes[start];
-                if (n.Last < lo)
+                ulong start = _tree[node].Lo, last = _tree[node].Hi;
+                if (last < lo)
                 {
                     continue;
                 }
@@ -265,12 +291,12 @@ internal sealed class IovaDomain
                     AddReserved(lo, start - 1);
                 }
 
-                if (n.Last >= hiPfn)
+                if (last >= hiPfn)
                 {
                     return;
                 }
 
-                lo = n.Last + 1;
+                lo = last + 1;
             }
 
             AddReserved(lo, hiPfn);
@@ -353,8 +379,37 @@ internal sealed class IovaDomain
             return;
         }
 
-        _nodes.Remove(pfn);
-        _starts.Remove(pfn);
+        RemoveRange(pfn);
+    }
+
+    // private_free_iova: the range leaves the tree, the cached nodes moved past it first.
+    private void RemoveRange(ulong pfn)
+    {
+        _byPfn.Remove(pfn, out int node);
+        CachedNodeDeleteUpdate(node);
+        _tree.Remove(node);
+    }
+
+    // __cached_rbnode_delete_update, with 5.15 stable's "Improve 32-bit free space estimate": the cached
+    // node moves up past a freed range at or above it, and any range freed below 4 GiB may make room
+    // for a 32-bit request of any size again.
+    private void CachedNodeDeleteUpdate(int free)
+    {
+        ulong lo = _tree[free].Lo, hi = _tree[free].Hi;
+        if (free == _cached32Node || (hi < _dma32BitPfn && lo >= _tree[_cached32Node].Lo))
+        {
+            _cached32Node = _tree.Next(free);
+        }
+
+        if (lo < _dma32BitPfn)
+        {
+            _max32AllocSize = _dma32BitPfn;
+        }
+
+        if (lo >= _tree[_cachedNode].Lo)
+        {
+            _cachedNode = _tree.Next(free);
+        }
     }
 
     // iova_rcache_get / iova_magazine_pop: the most recent cached range of the order that ends at or
@@ -389,55 +444,73 @@ internal sealed class IovaDomain
         {
             foreach (ulong pfn in cache)
             {
-                _nodes.Remove(pfn);
-                _starts.Remove(pfn);
+                RemoveRange(pfn);
             }
 
             cache.Clear();
         }
     }
 
-    // __alloc_and_insert_iova_range: the highest free range of `pages` frames ending at or below
-    // limitPfn and starting at or above StartPfn, its start aligned to `pages` rounded up to a power of two.
-    private ulong AllocTree(ulong pages, ulong limitPfn)
+    // alloc_iova → __alloc_and_insert_iova_range (size aligned): the new range's node, or Nil. The walk
+    // goes down from the cached node for the limit, lowering `high` to each range's start, until the
+    // aligned candidate clears the range below it; failing that, once more from the anchor down to
+    // where the first pass started (ranges freed above the cached node). limitPfn is inclusive here
+    // (alloc_iova passes limit_pfn + 1 on).
+    private int AllocTree(ulong size, ulong limitPfn)
     {
-        ulong alignMask = ~((1UL << OrderBase2(pages)) - 1);
-        ulong high = limitPfn; // highest frame the range may use
-        foreach (ulong start in _starts.GetViewBetween(0, limitPfn).Reverse())
+        ulong limit = limitPfn + 1;
+        ulong high = limit, low = StartPfn;
+        ulong alignMask = ~0UL << OrderBase2(size);
+        if (limit <= _dma32BitPfn && size >= _max32AllocSize)
         {
-            ulong last = _nodes[start].Last;
-            if (last < high)
-            {
-                // The gap (last, high].
-                ulong candidate = Fit(high, pages, alignMask);
-                if (candidate != 0 && candidate > last)
-                {
-                    return candidate;
-                }
-            }
-
-            if (start <= StartPfn)
-            {
-                return 0;
-            }
-
-            high = Math.Min(high, start - 1);
+            return IovaTree.Nil; // iova32_full
         }
 
-        return Fit(high, pages, alignMask);
-    }
-
-    // The aligned start of a range of `pages` frames ending at or below `high`, or 0 when it would
-    // start below StartPfn.
-    private ulong Fit(ulong high, ulong pages, ulong alignMask)
-    {
-        if (high + 1 < pages)
+        int curr = limit <= _dma32BitPfn ? _cached32Node : _cachedNode;
+        ulong retryPfn = _tree[curr].Hi + 1;
+        bool canRetry = curr != _anchor; // see the remarks: from the anchor the retry would start at 0
+        ulong newPfn;
+        int prev;
+        while (true)
         {
-            return 0;
+            do
+            {
+                high = Math.Min(high, _tree[curr].Lo);
+                newPfn = (high - size) & alignMask;
+                prev = curr;
+                curr = _tree.Prev(curr);
+            }
+            while (curr != IovaTree.Nil && newPfn <= _tree[curr].Hi && newPfn >= low);
+
+            if (high >= size && newPfn >= low)
+            {
+                break;
+            }
+
+            if (low == StartPfn && retryPfn < limit && canRetry)
+            {
+                high = limit;
+                low = retryPfn;
+                curr = _anchor;
+                continue;
+            }
+
+            _max32AllocSize = size;
+            return IovaTree.Nil;
         }
 
-        ulong candidate = (high + 1 - pages) & alignMask;
-        return candidate >= StartPfn ? candidate : 0;
+        // __cached_rbnode_insert_update
+        int node = _tree.Insert(newPfn, newPfn + size - 1, size, IovaState.Freed);
+        if (newPfn + size - 1 < _dma32BitPfn)
+        {
+            _cached32Node = node;
+        }
+        else
+        {
+            _cachedNode = node;
+        }
+
+        return node;
     }
 
     private void AddReserved(ulong lo, ulong hi)
@@ -447,19 +520,11 @@ internal sealed class IovaDomain
             return;
         }
 
-        _starts.Add(lo);
-        _nodes.Add(lo, new Node(hi, hi - lo + 1, State.Reserved));
+        _tree.Insert(lo, hi, hi - lo + 1, IovaState.Reserved);
     }
 
     // order_base_2: the smallest k with 2^k ≥ n.
     private static int OrderBase2(ulong n) => n <= 1 ? 0 : 64 - BitOperations.LeadingZeroCount(n - 1);
-
-    private struct Node(ulong last, ulong pages, State state)
-    {
-        public ulong Last = last;
-        public ulong Pages = pages;
-        public State State = state;
-    }
 
     private readonly record struct FqEntry(ulong Pfn, ulong Pages, ulong Freelist, long Counter);
 }

@@ -287,6 +287,54 @@ public sealed class DmaApiTests
         Assert.Equal(0, Infrastructure.Allocations.Fewest(Round));
     }
 
+    [Theory]
+    [InlineData(DomainType.Dma)]
+    [InlineData(DomainType.DmaFq)]
+    public void Thousands_of_live_mappings_each_reach_their_page_and_more_allocate_nothing_once_warm(DomainType type)
+    {
+        // A NIC ring's worth of mappings held at once, beyond what the IOVA range caches hold, so that
+        // allocations take the tree's search: each mapping translates to its own page, and mapping and
+        // unmapping more on top of them allocates nothing (the old sorted-set search walked every live
+        // range and allocated on each such request).
+        using DriverBed f = New(type);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        const int Live = 20_000;
+        var live = new ulong[Live];
+        for (int i = 0; i < Live; i++)
+        {
+            live[i] = f.Iommu.DmaMapPage(dev, 0x4000_0000 + ((ulong)i * K4), K4, DmaDataDirection.Bidirectional);
+        }
+
+        Assert.Equal(Live, live.Distinct().Count());
+        IDomain dom = f.Iommu.GetDmaDomain(dev)!;
+        for (int i = 0; i < Live; i += 97)
+        {
+            Assert.Equal(0x4000_0000 + ((ulong)i * K4) + 8, f.Iommu.IovaToPhys(dom, live[i] + 8));
+        }
+
+        var more = new ulong[6_000];
+        void Round()
+        {
+            for (int i = 0; i < more.Length; i++)
+            {
+                more[i] = f.Iommu.DmaMapPage(dev, 0x1_0000_0000 + ((ulong)i * K4), K4, DmaDataDirection.Bidirectional);
+            }
+
+            foreach (ulong h in more)
+            {
+                f.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
+            }
+
+            f.Platform.Clock.Advance(IommuCore.IovaFqTimeout);
+        }
+
+        Round();
+        Round();
+        Assert.Equal(0, Infrastructure.Allocations.Fewest(Round));
+        Assert.DoesNotContain(more, live.Contains);
+        f.AssertDma(dev, null, live[Live - 1], 0x4000_0000 + ((ulong)(Live - 1) * K4));
+    }
+
     [Fact]
     public void The_kernel_gather_unmaps_256_pages_with_one_invalidation()
     {

@@ -1,0 +1,471 @@
+namespace Iommu.Dma;
+
+/// <summary>How an IOVA range in the tree is used.</summary>
+internal enum IovaState : byte
+{
+    /// <summary>Reserved (<c>reserve_iova</c>, and the anchor): never handed out.</summary>
+    Reserved,
+
+    /// <summary>Handed out and mapped.</summary>
+    Live,
+
+    /// <summary>
+    /// Not live: being unmapped, waiting in the flush queue, or in a range cache (one state, so that
+    /// the unmap path updates the node once; a second unmap of it is refused all the same).
+    /// </summary>
+    Freed,
+}
+
+/// <summary>
+/// The ranges of an IOVA domain (<c>struct iova</c> nodes in <c>iovad->rbroot</c>): a red-black tree
+/// keyed by first frame, its nodes in one growable array and named by index, so that adding and
+/// removing allocate nothing once the array has grown (the kernel's <c>iova_cache</c> slab).
+/// </summary>
+/// <remarks>
+/// The classic algorithm with a black sentinel at index <see cref="Nil"/> (whose parent the removal
+/// borrows, as in the textbook). A removal moves nodes, never keys: every other node keeps its index,
+/// so indices held elsewhere (the domain's cached nodes and its frame-to-node dictionary) stay valid.
+/// Ranges never overlap, so first frames are distinct. Not thread-safe: the domain's lock guards it.
+/// </remarks>
+internal sealed class IovaTree
+{
+    /// <summary>The sentinel: no node.</summary>
+    public const int Nil = 0;
+
+    private Node[] _nodes = new Node[16];
+    private int _root = Nil;
+    private int _free = Nil; // free slots, linked through Right
+    private int _used = 1;   // slots ever handed out; slot 0 is the sentinel
+
+    /// <summary>Ranges in the tree.</summary>
+    public int Count { get; private set; }
+
+    /// <summary>The node at <paramref name="i"/>; the reference is valid until the next <see cref="Insert"/>.</summary>
+    public ref Node this[int i] => ref _nodes[i];
+
+    /// <summary>Adds <c>[lo, hi]</c> (no range may start at <paramref name="lo"/> already) and returns its node.</summary>
+    public int Insert(ulong lo, ulong hi, ulong pages, IovaState state)
+    {
+        int z = NewSlot();
+        Node[] n = _nodes;
+        int parent = Nil;
+        for (int x = _root; x != Nil; x = lo < n[x].Lo ? n[x].Left : n[x].Right)
+        {
+            parent = x;
+        }
+
+        n[z] = new Node { Lo = lo, Hi = hi, Pages = pages, State = state, Parent = parent, Left = Nil, Right = Nil, Red = true };
+        if (parent == Nil)
+        {
+            _root = z;
+        }
+        else if (lo < n[parent].Lo)
+        {
+            n[parent].Left = z;
+        }
+        else
+        {
+            n[parent].Right = z;
+        }
+
+        InsertFixup(z);
+        Count++;
+        return z;
+    }
+
+    /// <summary>Removes node <paramref name="z"/> (<c>rb_erase</c>); its slot is reused by a later insert.</summary>
+    public void Remove(int z)
+    {
+        Node[] n = _nodes;
+        int y = z;
+        bool yWasRed = n[y].Red;
+        int x;
+        if (n[z].Left == Nil)
+        {
+            x = n[z].Right;
+            Transplant(z, x);
+        }
+        else if (n[z].Right == Nil)
+        {
+            x = n[z].Left;
+            Transplant(z, x);
+        }
+        else
+        {
+            y = Minimum(n[z].Right);
+            yWasRed = n[y].Red;
+            x = n[y].Right;
+            if (n[y].Parent == z)
+            {
+                n[x].Parent = y; // x may be the sentinel: the fix-up starts from its parent
+            }
+            else
+            {
+                Transplant(y, n[y].Right);
+                n[y].Right = n[z].Right;
+                n[n[y].Right].Parent = y;
+            }
+
+            Transplant(z, y);
+            n[y].Left = n[z].Left;
+            n[n[y].Left].Parent = y;
+            n[y].Red = n[z].Red;
+        }
+
+        if (!yWasRed)
+        {
+            DeleteFixup(x);
+        }
+
+        n[Nil] = default;
+        n[z] = default;
+        n[z].Right = _free;
+        _free = z;
+        Count--;
+    }
+
+    /// <summary>The node with the lowest first frame, or <see cref="Nil"/>.</summary>
+    public int First() => _root == Nil ? Nil : Minimum(_root);
+
+    /// <summary>The next node in frame order (<c>rb_next</c>), or <see cref="Nil"/>.</summary>
+    public int Next(int x)
+    {
+        Node[] n = _nodes;
+        if (n[x].Right != Nil)
+        {
+            return Minimum(n[x].Right);
+        }
+
+        int p = n[x].Parent;
+        while (p != Nil && x == n[p].Right)
+        {
+            x = p;
+            p = n[p].Parent;
+        }
+
+        return p;
+    }
+
+    /// <summary>The previous node in frame order (<c>rb_prev</c>), or <see cref="Nil"/>.</summary>
+    public int Prev(int x)
+    {
+        Node[] n = _nodes;
+        if (n[x].Left != Nil)
+        {
+            int m = n[x].Left;
+            while (n[m].Right != Nil)
+            {
+                m = n[m].Right;
+            }
+
+            return m;
+        }
+
+        int p = n[x].Parent;
+        while (p != Nil && x == n[p].Left)
+        {
+            x = p;
+            p = n[p].Parent;
+        }
+
+        return p;
+    }
+
+    /// <summary>
+    /// Checks the red-black and order invariants and the count; returns null when they hold, else what
+    /// is broken (for tests).
+    /// </summary>
+    internal string? Validate()
+    {
+        Node[] n = _nodes;
+        if (n[Nil].Red)
+        {
+            return "the sentinel is red";
+        }
+
+        if (_root != Nil && (n[_root].Red || n[_root].Parent != Nil))
+        {
+            return "the root is red or has a parent";
+        }
+
+        int count = 0;
+        string? problem = null;
+        BlackHeight(_root, ulong.MinValue, ulong.MaxValue, ref count, ref problem);
+        return problem ?? (count != Count ? $"{count} nodes reachable, Count says {Count}" : null);
+    }
+
+    private int BlackHeight(int x, ulong min, ulong max, ref int count, ref string? problem)
+    {
+        if (x == Nil || problem is not null)
+        {
+            return 1;
+        }
+
+        Node[] n = _nodes;
+        count++;
+        if (n[x].Lo < min || n[x].Lo > max || n[x].Hi < n[x].Lo)
+        {
+            problem = $"node [0x{n[x].Lo:x}, 0x{n[x].Hi:x}] is out of order";
+        }
+
+        foreach (int c in (ReadOnlySpan<int>)[n[x].Left, n[x].Right])
+        {
+            if (c != Nil && n[c].Parent != x)
+            {
+                problem ??= $"the child of [0x{n[x].Lo:x}] does not point back to it";
+            }
+
+            if (n[x].Red && n[c].Red)
+            {
+                problem ??= $"red node [0x{n[x].Lo:x}] has a red child";
+            }
+        }
+
+        int left = BlackHeight(n[x].Left, min, n[x].Lo == 0 ? 0 : n[x].Lo - 1, ref count, ref problem);
+        int right = BlackHeight(n[x].Right, n[x].Lo + 1, max, ref count, ref problem);
+        if (left != right)
+        {
+            problem ??= $"black heights differ under [0x{n[x].Lo:x}]";
+        }
+
+        return left + (n[x].Red ? 0 : 1);
+    }
+
+    private int NewSlot()
+    {
+        if (_free != Nil)
+        {
+            int slot = _free;
+            _free = _nodes[slot].Right;
+            return slot;
+        }
+
+        if (_used == _nodes.Length)
+        {
+            Array.Resize(ref _nodes, _nodes.Length * 2);
+        }
+
+        return _used++;
+    }
+
+    private int Minimum(int x)
+    {
+        Node[] n = _nodes;
+        while (n[x].Left != Nil)
+        {
+            x = n[x].Left;
+        }
+
+        return x;
+    }
+
+    private void Transplant(int u, int v)
+    {
+        Node[] n = _nodes;
+        int p = n[u].Parent;
+        if (p == Nil)
+        {
+            _root = v;
+        }
+        else if (u == n[p].Left)
+        {
+            n[p].Left = v;
+        }
+        else
+        {
+            n[p].Right = v;
+        }
+
+        n[v].Parent = p;
+    }
+
+    private void RotateLeft(int x)
+    {
+        Node[] n = _nodes;
+        int y = n[x].Right;
+        n[x].Right = n[y].Left;
+        if (n[y].Left != Nil)
+        {
+            n[n[y].Left].Parent = x;
+        }
+
+        ReplaceChild(x, y);
+        n[y].Left = x;
+        n[x].Parent = y;
+    }
+
+    private void RotateRight(int x)
+    {
+        Node[] n = _nodes;
+        int y = n[x].Left;
+        n[x].Left = n[y].Right;
+        if (n[y].Right != Nil)
+        {
+            n[n[y].Right].Parent = x;
+        }
+
+        ReplaceChild(x, y);
+        n[y].Right = x;
+        n[x].Parent = y;
+    }
+
+    // y takes x's place under x's parent (the first half of a rotation).
+    private void ReplaceChild(int x, int y)
+    {
+        Node[] n = _nodes;
+        int p = n[x].Parent;
+        n[y].Parent = p;
+        if (p == Nil)
+        {
+            _root = y;
+        }
+        else if (x == n[p].Left)
+        {
+            n[p].Left = y;
+        }
+        else
+        {
+            n[p].Right = y;
+        }
+    }
+
+    private void InsertFixup(int z)
+    {
+        Node[] n = _nodes;
+        while (n[n[z].Parent].Red)
+        {
+            int p = n[z].Parent;
+            int g = n[p].Parent; // a red node is never the root, so p has a parent
+            bool left = p == n[g].Left;
+            int uncle = left ? n[g].Right : n[g].Left;
+            if (n[uncle].Red)
+            {
+                n[p].Red = false;
+                n[uncle].Red = false;
+                n[g].Red = true;
+                z = g;
+                continue;
+            }
+
+            if (z == (left ? n[p].Right : n[p].Left))
+            {
+                z = p;
+                if (left)
+                {
+                    RotateLeft(z);
+                }
+                else
+                {
+                    RotateRight(z);
+                }
+
+                p = n[z].Parent;
+            }
+
+            n[p].Red = false;
+            n[g].Red = true;
+            if (left)
+            {
+                RotateRight(g);
+            }
+            else
+            {
+                RotateLeft(g);
+            }
+        }
+
+        n[_root].Red = false;
+    }
+
+    private void DeleteFixup(int x)
+    {
+        Node[] n = _nodes;
+        while (x != _root && !n[x].Red)
+        {
+            int p = n[x].Parent;
+            bool left = x == n[p].Left;
+            int w = left ? n[p].Right : n[p].Left; // never the sentinel: x is doubly black
+            if (n[w].Red)
+            {
+                n[w].Red = false;
+                n[p].Red = true;
+                if (left)
+                {
+                    RotateLeft(p);
+                }
+                else
+                {
+                    RotateRight(p);
+                }
+
+                w = left ? n[p].Right : n[p].Left;
+            }
+
+            int near = left ? n[w].Left : n[w].Right;
+            int far = left ? n[w].Right : n[w].Left;
+            if (!n[near].Red && !n[far].Red)
+            {
+                n[w].Red = true;
+                x = p;
+                continue;
+            }
+
+            if (!n[far].Red)
+            {
+                n[near].Red = false;
+                n[w].Red = true;
+                if (left)
+                {
+                    RotateRight(w);
+                }
+                else
+                {
+                    RotateLeft(w);
+                }
+
+                w = left ? n[p].Right : n[p].Left;
+                far = left ? n[w].Right : n[w].Left;
+            }
+
+            n[w].Red = n[p].Red;
+            n[p].Red = false;
+            n[far].Red = false;
+            if (left)
+            {
+                RotateLeft(p);
+            }
+            else
+            {
+                RotateRight(p);
+            }
+
+            x = _root;
+        }
+
+        n[x].Red = false;
+    }
+
+    /// <summary>A range (<c>struct iova</c>) and its tree links.</summary>
+    internal struct Node
+    {
+#pragma warning disable CA1051 // a plain record read and written in place by the domain
+        /// <summary>First frame (<c>pfn_lo</c>).</summary>
+        public ulong Lo;
+
+        /// <summary>Last frame (<c>pfn_hi</c>).</summary>
+        public ulong Hi;
+
+        /// <summary>Frames the range was mapped with (its free must name the same size).</summary>
+        public ulong Pages;
+
+        /// <summary>Parent, children (indices).</summary>
+        public int Parent, Left, Right;
+
+        /// <summary>Colour.</summary>
+        public bool Red;
+
+        /// <summary>How the range is used.</summary>
+        public IovaState State;
+#pragma warning restore CA1051
+    }
+}
