@@ -108,6 +108,18 @@ public sealed class IovaDomainTests
     }
 
     [Fact]
+    public void A_byte_granule_domain_with_no_limit_allocates_below_the_anchor()
+    {
+        // Frame = byte: the 64-bit limit is the last frame, which the kernel's limit_pfn + 1 would wrap.
+        var d = new IovaDomain(1, 1);
+        Assert.Equal(ulong.MaxValue - 2, d.AllocFast(1, 1, ulong.MaxValue, flushRcache: true));
+        Assert.Equal(0xFFFF_FFFFUL, d.AllocFast(1, 1, 0xFFFF_FFFF, flushRcache: false));
+        d.Reserve(ulong.MaxValue - 100, ulong.MaxValue);
+        Assert.Equal(ulong.MaxValue - 107, d.AllocFast(4, 4, ulong.MaxValue, flushRcache: true)); // below the reserve, aligned to 4
+        Assert.Null(d.ValidateTree());
+    }
+
+    [Fact]
     public void Random_orders_sizes_and_limits_keep_ranges_disjoint_aligned_inside_the_limits_and_complete()
     {
         ulong[] sizes = [1, 2, 3, 5, 8, 16, 31, 32, 33, 64, 100, 128];

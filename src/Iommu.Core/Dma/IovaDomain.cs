@@ -278,6 +278,7 @@ internal sealed class IovaDomain
             // Nodes in frame order; an insert keeps the order of the others, so the walk goes on from
             // the node it stood on. The anchor ends it (no frame reaches IOVA_ANCHOR).
             ulong lo = loPfn;
+            hiPfn = Math.Min(hiPfn, IovaAnchor - 1);
             for (int node = _tree.First(); node != IovaTree.Nil && _tree[node].Lo <= hiPfn; node = _tree.Next(node))
             {
                 ulong start = _tree[node].Lo, last = _tree[node].Hi;
@@ -458,7 +459,9 @@ internal sealed class IovaDomain
     // (alloc_iova passes limit_pfn + 1 on).
     private int AllocTree(ulong size, ulong limitPfn)
     {
-        ulong limit = limitPfn + 1;
+        // Exclusive, and below the anchor's frame (only a byte-granule domain's limit reaches it; the
+        // kernel's limit_pfn + 1 would wrap to 0 there).
+        ulong limit = Math.Min(limitPfn, IovaAnchor - 2) + 1;
         ulong high = limit, low = StartPfn;
         ulong alignMask = ~0UL << OrderBase2(size);
         if (limit <= _dma32BitPfn && size >= _max32AllocSize)
