@@ -264,21 +264,7 @@ public sealed class DmaApiTests
         using DriverBed f = New(type);
         PciDevice dev = f.AddDevice("0000:00:03.0");
         var handles = new ulong[64];
-        void Round()
-        {
-            for (int i = 0; i < handles.Length; i++)
-            {
-                handles[i] = f.Iommu.DmaMapPage(dev, 0x4000_0000 + ((ulong)i * K4), K4, DmaDataDirection.Bidirectional);
-            }
-
-            foreach (ulong h in handles)
-            {
-                f.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
-            }
-
-            f.Platform.Clock.Advance(IommuCore.IovaFqTimeout);
-        }
-
+        void Round() => MapAndUnmapAll(f, dev, handles, 0x4000_0000);
         for (int i = 0; i < 10; i++)
         {
             Round();
@@ -313,26 +299,28 @@ public sealed class DmaApiTests
         }
 
         var more = new ulong[6_000];
-        void Round()
-        {
-            for (int i = 0; i < more.Length; i++)
-            {
-                more[i] = f.Iommu.DmaMapPage(dev, 0x1_0000_0000 + ((ulong)i * K4), K4, DmaDataDirection.Bidirectional);
-            }
-
-            foreach (ulong h in more)
-            {
-                f.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
-            }
-
-            f.Platform.Clock.Advance(IommuCore.IovaFqTimeout);
-        }
-
+        void Round() => MapAndUnmapAll(f, dev, more, 0x1_0000_0000);
         Round();
         Round();
         Assert.Equal(0, Infrastructure.Allocations.Fewest(Round));
         Assert.DoesNotContain(more, live.Contains);
         f.AssertDma(dev, null, live[Live - 1], 0x4000_0000 + ((ulong)(Live - 1) * K4));
+    }
+
+    // Maps handles.Length consecutive pages from phys, unmaps them all, then lets a flush queue's timer run.
+    private static void MapAndUnmapAll(DriverBed f, PciDevice dev, ulong[] handles, ulong phys)
+    {
+        for (int i = 0; i < handles.Length; i++)
+        {
+            handles[i] = f.Iommu.DmaMapPage(dev, phys + ((ulong)i * K4), K4, DmaDataDirection.Bidirectional);
+        }
+
+        foreach (ulong h in handles)
+        {
+            f.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
+        }
+
+        f.Platform.Clock.Advance(IommuCore.IovaFqTimeout);
     }
 
     [Fact]
