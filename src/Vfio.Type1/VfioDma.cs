@@ -10,6 +10,7 @@ public sealed class VfioDma
     internal readonly List<PinnedRun> Runs = [];
     internal readonly SortedDictionary<ulong, VfioPfn> PfnList = [];
     internal ulong[]? Bitmap;
+    internal int Node; // its node in the backend's mapping tree
 
     internal VfioDma(ulong iova, ulong vaddr, ulong size, IommuProt prot, ProcessAddressSpace task, bool lockCap)
     {

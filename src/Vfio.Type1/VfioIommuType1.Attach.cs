@@ -3,6 +3,7 @@ using Iommu.Devices;
 using Iommu.Domains;
 using Vfio.Mdev;
 using Vfio.Type1.Uapi;
+using DmaTree = Iommu.Internal.RangeTree<Vfio.Type1.VfioDma>;
 
 namespace Vfio.Type1;
 
@@ -180,10 +181,7 @@ public sealed partial class VfioIommuType1
                 {
                     if (_domains.Count == 0)
                     {
-                        while (_dmas.Count > 0)
-                        {
-                            RemoveDma(_dmas.Count - 1);
-                        }
+                        RemoveAllDmas();
                     }
 
                     _external = null;
@@ -199,10 +197,7 @@ public sealed partial class VfioIommuType1
                     {
                         if (_external is null)
                         {
-                            while (_dmas.Count > 0)
-                            {
-                                RemoveDma(_dmas.Count - 1);
-                            }
+                            RemoveAllDmas();
                         }
                         else
                         {
@@ -522,12 +517,12 @@ public sealed partial class VfioIommuType1
         }
 
         IDomain domain = de.Domain!;
-        int done = 0;
+        int done = DmaTree.Nil; // the mapping the replay stopped at
         Errno e = Errno.None;
-        var newlyPinned = new List<VfioDma>();
-        for (; done < _dmas.Count; done++)
+        var newlyPinned = new HashSet<VfioDma>();
+        for (done = _dmas.First(); done != DmaTree.Nil; done = _dmas.Next(done))
         {
-            VfioDma dma = _dmas[done];
+            VfioDma dma = _dmas[done].Value;
             if (dma.IommuMapped)
             {
                 foreach (PinnedRun run in dma.Runs)
@@ -555,9 +550,10 @@ public sealed partial class VfioIommuType1
         {
             using (ErrorDetail.PreserveWhileUnwinding())
             {
-                for (int i = 0; i <= done && i < _dmas.Count; i++)
+                // Every mapping up to and including the one that failed (the walk stopped on it).
+                for (int node = _dmas.First(); node != DmaTree.Nil; node = node == done ? DmaTree.Nil : _dmas.Next(node))
                 {
-                    VfioDma dma = _dmas[i];
+                    VfioDma dma = _dmas[node].Value;
                     _iommu.Unmap(domain, dma.Iova, dma.Size);
                     if (newlyPinned.Contains(dma))
                     {

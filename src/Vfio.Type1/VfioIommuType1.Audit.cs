@@ -49,14 +49,18 @@ public sealed partial class VfioIommuType1
         lock (_lock)
         {
             ulong min = MinPageSize;
-            for (int i = 0; i < _dmas.Count; i++)
+            VfioDma? prev = null;
+            foreach (VfioDma d in _dmas)
             {
-                VfioDma d = _dmas[i];
                 Check(((d.Iova | d.Size) & (min - 1)) == 0 && d.Size != 0, $"mapping 0x{d.Iova:x}+0x{d.Size:x} is not aligned to 0x{min:x}");
-                Check(i == 0 || _dmas[i - 1].Iova + _dmas[i - 1].Size <= d.Iova, $"mapping 0x{d.Iova:x} overlaps its predecessor");
+                Check(prev is null || prev.Iova + prev.Size <= d.Iova, $"mapping 0x{d.Iova:x} overlaps its predecessor");
                 Check(_domains.Count == 0 || IovaDmaValid(d.Iova, d.Iova + d.Size - 1), $"mapping 0x{d.Iova:x}+0x{d.Size:x} is outside the IOVA list");
+                Check(_dmas[d.Node].Value == d && _dmas[d.Node].Lo == d.Iova && _dmas[d.Node].Hi == d.Iova + d.Size - 1, $"mapping 0x{d.Iova:x} does not own its tree node");
+                prev = d;
             }
 
+            string? broken = _dmas.Validate();
+            Check(broken is null, $"the mapping tree is broken: {broken}");
             Check(_dmaAvail + (uint)_dmas.Count == DmaEntryLimit, $"dma_avail {_dmaAvail} + {_dmas.Count} mappings != limit {DmaEntryLimit}");
 
             foreach (VfioDma d in _dmas)

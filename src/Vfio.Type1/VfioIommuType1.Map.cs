@@ -5,6 +5,7 @@ using Iommu.Mm;
 using Vfio.Mdev.Pinning;
 using Vfio.Type1.Uapi;
 using Vfio.Type1.Internal;
+using DmaTree = Iommu.Internal.RangeTree<Vfio.Type1.VfioDma>;
 
 namespace Vfio.Type1;
 
@@ -124,7 +125,7 @@ public sealed partial class VfioIommuType1
                 Errno e = PinAndMap(dma, caller, caller.RlimitMemlock >> PageShift, _domains);
                 if (e != Errno.None)
                 {
-                    RemoveDma(_dmas.IndexOf(dma));
+                    RemoveDma(dma);
                     return e;
                 }
 
@@ -136,7 +137,7 @@ public sealed partial class VfioIommuType1
                 Errno e = AllocBitmap(dma);
                 if (e != Errno.None)
                 {
-                    RemoveDma(_dmas.IndexOf(dma));
+                    RemoveDma(dma);
                     return e;
                 }
             }
@@ -268,9 +269,8 @@ public sealed partial class VfioIommuType1
 
     // vfio_remove_dma: unmap from every domain, unpin, unaccount, free the slot.
     [KernelSymbol("vfio_remove_dma")]
-    private void RemoveDma(int index)
+    private void RemoveDma(VfioDma dma)
     {
-        VfioDma dma = _dmas[index];
         if (dma.IommuMapped || dma.Runs.Count > 0)
         {
             foreach (DomainEntry d in _domains)
@@ -298,7 +298,7 @@ public sealed partial class VfioIommuType1
         }
 
         dma.Bitmap = null;
-        _dmas.RemoveAt(index);
+        _dmas.Remove(dma.Node);
         _dmaAvail++;
     }
 
@@ -417,12 +417,12 @@ public sealed partial class VfioIommuType1
                 }
             }
 
-            int i = FirstEndingAfter(all ? 0 : iova);
+            int node = _dmas.FirstEndingAtOrAfter(all ? 0 : iova);
             int marked = 0;
-            int firstMarked = i;
-            while (i < _dmas.Count && _dmas[i].Iova <= last)
+            int firstMarked = node;
+            while (node != DmaTree.Nil && _dmas[node].Lo <= last)
             {
-                VfioDma dma = _dmas[i];
+                VfioDma dma = _dmas[node].Value;
                 if (!V2 && dma.Iova < iova)
                 {
                     break;
@@ -438,9 +438,9 @@ public sealed partial class VfioIommuType1
                 {
                     if (dma.VaddrInvalid)
                     {
-                        for (int k = firstMarked; k < firstMarked + marked; k++)
+                        for (int k = firstMarked, n = 0; n < marked; k = _dmas.Next(k), n++)
                         {
-                            _dmas[k].VaddrInvalid = false;
+                            _dmas[k].Value.VaddrInvalid = false;
                             _vaddrInvalidCount--;
                         }
 
@@ -452,7 +452,7 @@ public sealed partial class VfioIommuType1
                     _vaddrInvalidCount++;
                     marked++;
                     unmapped += dma.Size;
-                    i++;
+                    node = _dmas.Next(node);
                     continue;
                 }
 
@@ -501,7 +501,8 @@ public sealed partial class VfioIommuType1
                 }
 
                 unmapped += dma.Size;
-                RemoveDma(i);
+                node = _dmas.Next(node); // removal keeps every other node where it is
+                RemoveDma(dma);
             }
 
             return Errno.None;

@@ -8,6 +8,7 @@ using Iommu.Mm;
 using Vfio.Mdev;
 using Vfio.Mdev.Pinning;
 using Vfio.Type1.Uapi;
+using DmaTree = Iommu.Internal.RangeTree<Vfio.Type1.VfioDma>;
 
 namespace Vfio.Type1;
 
@@ -34,7 +35,7 @@ public sealed partial class VfioIommuType1
     private readonly VfioType1Options _options;
     private readonly List<DomainEntry> _domains = [];
     private readonly List<VfioIovaRange> _iovaList = [];
-    private readonly List<VfioDma> _dmas = [];
+    private readonly DmaTree _dmas = new(); // iommu->dma_list, an rbtree by IOVA
     private readonly List<VfioIommuNotifier> _notifiers = [];
     private DomainEntry? _external;
     private uint _dmaAvail;
@@ -223,10 +224,7 @@ public sealed partial class VfioIommuType1
     {
         lock (_lock)
         {
-            while (_dmas.Count > 0)
-            {
-                RemoveDma(_dmas.Count - 1);
-            }
+            RemoveAllDmas();
 
             foreach (DomainEntry d in _domains)
             {
@@ -262,46 +260,28 @@ public sealed partial class VfioIommuType1
 
     // ---- mapping lookup -------------------------------------------------------------------------
 
-    // Index of the first mapping whose end is above start (the first that may overlap [start, ...)).
-    private int FirstEndingAfter(ulong start)
-    {
-        int lo = 0, hi = _dmas.Count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            VfioDma d = _dmas[mid];
-            if (d.Iova + d.Size - 1 < start)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-
-        return lo;
-    }
-
-    // vfio_find_dma: a mapping overlapping [start, start + size) (size 0 = containing start).
+    // vfio_find_dma: a mapping overlapping [start, start + size) (size 0 = containing start): the
+    // first mapping that ends at or after start, if it begins by the range's end. O(log n).
     [KernelSymbol("vfio_find_dma")]
     private VfioDma? FindDma(ulong start, ulong size)
     {
-        int i = FirstEndingAfter(start);
-        if (i < _dmas.Count)
-        {
-            VfioDma d = _dmas[i];
-            ulong last = size == 0 ? start : start + size - 1;
-            if (d.Iova <= last)
-            {
-                return d;
-            }
-        }
-
-        return null;
+        int node = _dmas.FirstEndingAtOrAfter(start);
+        ulong last = size == 0 ? start : start + size - 1;
+        return node != DmaTree.Nil && _dmas[node].Lo <= last ? _dmas[node].Value : null;
     }
 
-    private void InsertDma(VfioDma dma) => _dmas.Insert(FirstEndingAfter(dma.Iova), dma);
+    // vfio_link_dma: the caller checked that nothing overlaps it.
+    [KernelSymbol("vfio_link_dma")]
+    private void InsertDma(VfioDma dma) => dma.Node = _dmas.Insert(dma.Iova, dma.Iova + dma.Size - 1, dma);
+
+    // Every mapping goes (vfio_iommu_unmap_unpin_all), the highest first as the list used to empty.
+    private void RemoveAllDmas()
+    {
+        for (int node = _dmas.Last(); node != DmaTree.Nil; node = _dmas.Last())
+        {
+            RemoveDma(_dmas[node].Value);
+        }
+    }
 
     private bool IovaDmaValid(ulong start, ulong end)
     {

@@ -54,7 +54,7 @@ internal sealed class IovaDomain
     private const int RcacheCapacity = (2 + MaxGlobalMags) * MagSize;
 
     private readonly RawSpinLock _lock = new(); // a spinlock, as the kernel's (see RawSpinLock for why not Lock)
-    private readonly IovaTree _tree = new();
+    private readonly RangeTree<IovaRange> _tree = new();
     private readonly Dictionary<ulong, int> _byPfn = []; // first frame -> node, for ranges handed out
     private readonly List<ulong>[] _rcaches = new List<ulong>[RangeCacheMaxSize];
     private readonly int _anchor;          // iovad->anchor: [IOVA_ANCHOR, IOVA_ANCHOR], above every range
@@ -91,7 +91,7 @@ internal sealed class IovaDomain
 
         _dma32BitPfn = 1UL << (32 - Shift);
         _max32AllocSize = _dma32BitPfn;
-        _anchor = _tree.Insert(IovaAnchor, IovaAnchor, 0, IovaState.Reserved);
+        _anchor = _tree.Insert(IovaAnchor, IovaAnchor, new IovaRange(0, IovaState.Reserved));
         _cachedNode = _cached32Node = _anchor;
     }
 
@@ -166,14 +166,14 @@ internal sealed class IovaDomain
             if (pfn == 0)
             {
                 node = AllocTree(pages, limitPfn);
-                if (node == IovaTree.Nil && flushRcache)
+                if (node == RangeTree<IovaRange>.Nil && flushRcache)
                 {
                     // Try replenishing IOVAs by flushing the range caches.
                     FlushRcaches();
                     node = AllocTree(pages, limitPfn);
                 }
 
-                if (node == IovaTree.Nil)
+                if (node == RangeTree<IovaRange>.Nil)
                 {
                     return 0;
                 }
@@ -186,9 +186,7 @@ internal sealed class IovaDomain
                 node = _byPfn[pfn];
             }
 
-            ref IovaTree.Node n = ref _tree[node];
-            n.Pages = mappedPages;
-            n.State = IovaState.Live;
+            _tree[node].Value = new IovaRange(mappedPages, IovaState.Live);
             return pfn;
         }
     }
@@ -207,18 +205,18 @@ internal sealed class IovaDomain
                 return "no DMA mapping starts there";
             }
 
-            ref IovaTree.Node node = ref _tree[index];
-            if (node.State != IovaState.Live)
+            ref IovaRange range = ref _tree[index].Value;
+            if (range.State != IovaState.Live)
             {
                 return "that DMA mapping was already unmapped";
             }
 
-            if (node.Pages != pages)
+            if (range.Pages != pages)
             {
-                return $"that DMA mapping has {node.Pages} pages, not {pages}";
+                return $"that DMA mapping has {range.Pages} pages, not {pages}";
             }
 
-            node.State = IovaState.Freed;
+            range.State = IovaState.Freed;
             return null;
         }
     }
@@ -279,7 +277,7 @@ internal sealed class IovaDomain
             // the node it stood on. The anchor ends it (no frame reaches IOVA_ANCHOR).
             ulong lo = loPfn;
             hiPfn = Math.Min(hiPfn, IovaAnchor - 1);
-            for (int node = _tree.First(); node != IovaTree.Nil && _tree[node].Lo <= hiPfn; node = _tree.Next(node))
+            for (int node = _tree.First(); node != RangeTree<IovaRange>.Nil && _tree[node].Lo <= hiPfn; node = _tree.Next(node))
             {
                 ulong start = _tree[node].Lo, last = _tree[node].Hi;
                 if (last < lo)
@@ -466,7 +464,7 @@ internal sealed class IovaDomain
         ulong alignMask = ~0UL << OrderBase2(size);
         if (limit <= _dma32BitPfn && size >= _max32AllocSize)
         {
-            return IovaTree.Nil; // iova32_full
+            return RangeTree<IovaRange>.Nil; // iova32_full
         }
 
         int curr = limit <= _dma32BitPfn ? _cached32Node : _cachedNode;
@@ -483,7 +481,7 @@ internal sealed class IovaDomain
                 prev = curr;
                 curr = _tree.Prev(curr);
             }
-            while (curr != IovaTree.Nil && newPfn <= _tree[curr].Hi && newPfn >= low);
+            while (curr != RangeTree<IovaRange>.Nil && newPfn <= _tree[curr].Hi && newPfn >= low);
 
             if (high >= size && newPfn >= low)
             {
@@ -499,11 +497,11 @@ internal sealed class IovaDomain
             }
 
             _max32AllocSize = size;
-            return IovaTree.Nil;
+            return RangeTree<IovaRange>.Nil;
         }
 
         // __cached_rbnode_insert_update
-        int node = _tree.Insert(newPfn, newPfn + size - 1, size, IovaState.Freed);
+        int node = _tree.Insert(newPfn, newPfn + size - 1, new IovaRange(size, IovaState.Freed));
         if (newPfn + size - 1 < _dma32BitPfn)
         {
             _cached32Node = node;
@@ -523,7 +521,7 @@ internal sealed class IovaDomain
             return;
         }
 
-        _tree.Insert(lo, hi, hi - lo + 1, IovaState.Reserved);
+        _tree.Insert(lo, hi, new IovaRange(hi - lo + 1, IovaState.Reserved));
     }
 
     // order_base_2: the smallest k with 2^k ≥ n.
@@ -531,3 +529,24 @@ internal sealed class IovaDomain
 
     private readonly record struct FqEntry(ulong Pfn, ulong Pages, ulong Freelist, long Counter);
 }
+
+/// <summary>How an IOVA range in the tree is used.</summary>
+internal enum IovaState : byte
+{
+    /// <summary>Reserved (<c>reserve_iova</c>, and the anchor): never handed out.</summary>
+    Reserved,
+
+    /// <summary>Handed out and mapped.</summary>
+    Live,
+
+    /// <summary>
+    /// Not live: being unmapped, waiting in the flush queue, or in a range cache (one state, so that
+    /// the unmap path updates the node once; a second unmap of it is refused all the same).
+    /// </summary>
+    Freed,
+}
+
+/// <summary>What an IOVA range in the tree carries (the rest of <c>struct iova</c>).</summary>
+/// <param name="Pages">Frames the range was mapped with (its free must name the same size).</param>
+/// <param name="State">How the range is used.</param>
+internal record struct IovaRange(ulong Pages, IovaState State);

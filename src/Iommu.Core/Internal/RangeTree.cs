@@ -1,33 +1,23 @@
-namespace Iommu.Dma;
+using System.Collections;
 
-/// <summary>How an IOVA range in the tree is used.</summary>
-internal enum IovaState : byte
-{
-    /// <summary>Reserved (<c>reserve_iova</c>, and the anchor): never handed out.</summary>
-    Reserved,
-
-    /// <summary>Handed out and mapped.</summary>
-    Live,
-
-    /// <summary>
-    /// Not live: being unmapped, waiting in the flush queue, or in a range cache (one state, so that
-    /// the unmap path updates the node once; a second unmap of it is refused all the same).
-    /// </summary>
-    Freed,
-}
+namespace Iommu.Internal;
 
 /// <summary>
-/// The ranges of an IOVA domain (<c>struct iova</c> nodes in <c>iovad->rbroot</c>): a red-black tree
-/// keyed by first frame, its nodes in one growable array and named by index, so that adding and
-/// removing allocate nothing once the array has grown (the kernel's <c>iova_cache</c> slab).
+/// Non-overlapping ranges <c>[Lo, Hi]</c> of 64-bit keys in a red-black tree keyed by <c>Lo</c>, with a
+/// value each: the shape of the kernel's IOVA tree (<c>struct iova</c> in <c>iovad->rbroot</c>) and of
+/// type1's mapping tree (<c>struct vfio_dma</c> in <c>iommu->dma_list</c>). The nodes live in one
+/// growable array and are named by index, so adding and removing allocate nothing once the array has
+/// grown (the kernel's slab caches).
 /// </summary>
+/// <typeparam name="TValue">What each range carries.</typeparam>
 /// <remarks>
 /// The classic algorithm with a black sentinel at index <see cref="Nil"/> (whose parent the removal
 /// borrows, as in the textbook). A removal moves nodes, never keys: every other node keeps its index,
-/// so indices held elsewhere (the domain's cached nodes and its frame-to-node dictionary) stay valid.
-/// Ranges never overlap, so first frames are distinct. Not thread-safe: the domain's lock guards it.
+/// so indices held elsewhere (an IOVA domain's cached nodes, a mapping's own node) stay valid, and a
+/// walk may remove the node it stands on once it has taken the next. Callers keep ranges disjoint, so
+/// <c>Lo</c> keys are distinct. Not thread-safe: the owner's lock guards it.
 /// </remarks>
-internal sealed class IovaTree
+internal sealed class RangeTree<TValue> : IEnumerable<TValue>
 {
     /// <summary>The sentinel: no node.</summary>
     public const int Nil = 0;
@@ -43,8 +33,8 @@ internal sealed class IovaTree
     /// <summary>The node at <paramref name="i"/>; the reference is valid until the next <see cref="Insert"/>.</summary>
     public ref Node this[int i] => ref _nodes[i];
 
-    /// <summary>Adds <c>[lo, hi]</c> (no range may start at <paramref name="lo"/> already) and returns its node.</summary>
-    public int Insert(ulong lo, ulong hi, ulong pages, IovaState state)
+    /// <summary>Adds <c>[lo, hi]</c> carrying <paramref name="value"/> (no range may start at <paramref name="lo"/> already) and returns its node.</summary>
+    public int Insert(ulong lo, ulong hi, TValue value)
     {
         int z = NewSlot();
         Node[] n = _nodes;
@@ -54,7 +44,7 @@ internal sealed class IovaTree
             parent = x;
         }
 
-        n[z] = new Node { Lo = lo, Hi = hi, Pages = pages, State = state, Parent = parent, Left = Nil, Right = Nil, Red = true };
+        n[z] = new Node { Lo = lo, Hi = hi, Value = value, Parent = parent, Left = Nil, Right = Nil, Red = true };
         if (parent == Nil)
         {
             _root = z;
@@ -124,8 +114,61 @@ internal sealed class IovaTree
         Count--;
     }
 
-    /// <summary>The node with the lowest first frame, or <see cref="Nil"/>.</summary>
+    /// <summary>The node with the lowest <c>Lo</c>, or <see cref="Nil"/>.</summary>
     public int First() => _root == Nil ? Nil : Minimum(_root);
+
+    /// <summary>The node with the highest <c>Lo</c>, or <see cref="Nil"/>.</summary>
+    public int Last()
+    {
+        Node[] n = _nodes;
+        int x = _root;
+        while (x != Nil && n[x].Right != Nil)
+        {
+            x = n[x].Right;
+        }
+
+        return x;
+    }
+
+    /// <summary>The node with the highest <c>Lo</c> at or below <paramref name="key"/>, or <see cref="Nil"/>.</summary>
+    public int Floor(ulong key)
+    {
+        Node[] n = _nodes;
+        int best = Nil;
+        for (int x = _root; x != Nil;)
+        {
+            if (n[x].Lo <= key)
+            {
+                best = x;
+                x = n[x].Right;
+            }
+            else
+            {
+                x = n[x].Left;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>The first node whose range ends at or above <paramref name="key"/> (<c>Hi</c> ≥ key), or <see cref="Nil"/>.</summary>
+    public int FirstEndingAtOrAfter(ulong key)
+    {
+        int x = Floor(key);
+        if (x == Nil)
+        {
+            return First();
+        }
+
+        return _nodes[x].Hi >= key ? x : Next(x);
+    }
+
+    /// <summary>The values in <c>Lo</c> order (allocation-free with <c>foreach</c>; do not change the tree meanwhile).</summary>
+    public Enumerator GetEnumerator() => new(this);
+
+    IEnumerator<TValue> IEnumerable<TValue>.GetEnumerator() => GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
     /// <summary>The next node in frame order (<c>rb_next</c>), or <see cref="Nil"/>.</summary>
     public int Next(int x)
@@ -445,27 +488,65 @@ internal sealed class IovaTree
         n[x].Red = false;
     }
 
-    /// <summary>A range (<c>struct iova</c>) and its tree links.</summary>
+    /// <summary>A range, its value and its tree links.</summary>
     internal struct Node
     {
-#pragma warning disable CA1051 // a plain record read and written in place by the domain
-        /// <summary>First frame (<c>pfn_lo</c>).</summary>
+#pragma warning disable CA1051 // a plain record read and written in place by the owner
+        /// <summary>First key (<c>pfn_lo</c>, a mapping's IOVA).</summary>
         public ulong Lo;
 
-        /// <summary>Last frame (<c>pfn_hi</c>).</summary>
+        /// <summary>Last key (<c>pfn_hi</c>, a mapping's last byte).</summary>
         public ulong Hi;
 
-        /// <summary>Frames the range was mapped with (its free must name the same size).</summary>
-        public ulong Pages;
+        /// <summary>What the range carries.</summary>
+        public TValue Value;
 
         /// <summary>Parent, children (indices).</summary>
         public int Parent, Left, Right;
 
         /// <summary>Colour.</summary>
         public bool Red;
-
-        /// <summary>How the range is used.</summary>
-        public IovaState State;
 #pragma warning restore CA1051
+    }
+
+    /// <summary>Walks the values in <c>Lo</c> order.</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1815", Justification = "An enumerator: never compared.")]
+    public struct Enumerator : IEnumerator<TValue>
+    {
+        private readonly RangeTree<TValue> _tree;
+        private int _node;
+        private bool _started;
+
+        internal Enumerator(RangeTree<TValue> tree)
+        {
+            _tree = tree;
+            _node = Nil;
+            _started = false;
+        }
+
+        /// <inheritdoc/>
+        public readonly TValue Current => _tree._nodes[_node].Value;
+
+        readonly object? IEnumerator.Current => Current;
+
+        /// <inheritdoc/>
+        public bool MoveNext()
+        {
+            _node = _started ? (_node == Nil ? Nil : _tree.Next(_node)) : _tree.First();
+            _started = true;
+            return _node != Nil;
+        }
+
+        /// <inheritdoc/>
+        public void Reset()
+        {
+            _node = Nil;
+            _started = false;
+        }
+
+        /// <inheritdoc/>
+        public readonly void Dispose()
+        {
+        }
     }
 }

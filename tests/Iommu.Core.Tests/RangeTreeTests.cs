@@ -1,23 +1,24 @@
 using CsCheck;
-using Iommu.Dma;
+using Iommu.Internal;
 
 namespace Iommu.Core.Tests;
 
 /// <summary>
-/// The IOVA domain's red-black tree against a sorted dictionary: after any sequence of inserts and
-/// removals the red-black invariants hold, in-order and reverse walks (rb_next / rb_prev) give exactly
-/// the live ranges, and a node keeps its index while others come and go.
+/// The range tree of IOVA domains and type1 containers against a sorted dictionary: after any sequence
+/// of inserts and removals the red-black invariants hold, in-order and reverse walks (rb_next /
+/// rb_prev) and the enumerator give exactly the live ranges, floor and first-ending-after searches
+/// answer as a scan would, and a node keeps its index while others come and go.
 /// </summary>
-public sealed class IovaTreeTests
+public sealed class RangeTreeTests
 {
     [Fact]
     public void Any_sequence_of_inserts_and_removals_keeps_the_invariants_the_order_and_the_indices()
     {
         // (key, insert?) pairs: keys from a small range so that removals hit live nodes often.
-        Gen.Select(Gen.ULong[0, 400], Gen.Int[0, 2]).Array[1, 600]
+        Gen.Select(Gen.ULong[0, 133].Select(k => k * 3), Gen.Int[0, 2]).Array[1, 600]
             .Sample(ops =>
             {
-                var tree = new IovaTree();
+                var tree = new RangeTree<ulong>();
                 var model = new SortedDictionary<ulong, int>(); // key -> node index
                 foreach ((ulong key, int kind) in ops)
                 {
@@ -32,15 +33,15 @@ public sealed class IovaTreeTests
                     }
                     else
                     {
-                        model[key] = tree.Insert(key, key, 1, IovaState.Live);
+                        model[key] = tree.Insert(key, key + 1, key * 3);
                     }
                 }
 
                 Assert.Null(tree.Validate());
                 Assert.Equal(model.Count, tree.Count);
                 var forward = new List<ulong>();
-                int last = IovaTree.Nil;
-                for (int n = tree.First(); n != IovaTree.Nil; n = tree.Next(n))
+                int last = RangeTree<ulong>.Nil;
+                for (int n = tree.First(); n != RangeTree<ulong>.Nil; n = tree.Next(n))
                 {
                     forward.Add(tree[n].Lo);
                     last = n;
@@ -48,7 +49,7 @@ public sealed class IovaTreeTests
 
                 Assert.Equal(model.Keys, forward);
                 var backward = new List<ulong>();
-                for (int n = last; n != IovaTree.Nil; n = tree.Prev(n))
+                for (int n = last; n != RangeTree<ulong>.Nil; n = tree.Prev(n))
                 {
                     backward.Add(tree[n].Lo);
                 }
@@ -59,6 +60,19 @@ public sealed class IovaTreeTests
                 {
                     Assert.Equal(key, tree[node].Lo);
                 }
+
+                Assert.Equal(model.Keys.Select(k => k * 3), tree);
+
+                // Ranges are [k, k + 1]: keys 3 apart keep them disjoint; probe every key around them.
+                for (ulong probe = 0; probe <= 402; probe++)
+                {
+                    ulong? floor = model.Keys.Where(k => k <= probe).Select(k => (ulong?)k).LastOrDefault();
+                    int f = tree.Floor(probe);
+                    Assert.Equal(floor, f == RangeTree<ulong>.Nil ? null : tree[f].Lo);
+                    ulong? ending = model.Keys.Where(k => k + 1 >= probe).Select(k => (ulong?)k).FirstOrDefault();
+                    int e = tree.FirstEndingAtOrAfter(probe);
+                    Assert.Equal(ending, e == RangeTree<ulong>.Nil ? null : tree[e].Lo);
+                }
             });
     }
 
@@ -66,11 +80,11 @@ public sealed class IovaTreeTests
     public void Ascending_and_descending_runs_stay_balanced()
     {
         // The DMA API allocates top-down and frees in any order: long monotonic runs are the common case.
-        var tree = new IovaTree();
+        var tree = new RangeTree<ulong>();
         var nodes = new List<int>();
         for (ulong k = 100_000; k > 0; k--)
         {
-            nodes.Add(tree.Insert(k, k, 1, IovaState.Live));
+            nodes.Add(tree.Insert(k, k, k));
         }
 
         Assert.Null(tree.Validate());
@@ -87,10 +101,10 @@ public sealed class IovaTreeTests
     public void Validate_reports_a_broken_tree()
     {
         // The checker itself must be able to fail: a node whose key breaks the order.
-        var tree = new IovaTree();
-        int a = tree.Insert(10, 10, 1, IovaState.Live);
-        tree.Insert(20, 20, 1, IovaState.Live);
-        tree.Insert(5, 5, 1, IovaState.Live);
+        var tree = new RangeTree<ulong>();
+        int a = tree.Insert(10, 10, 0);
+        tree.Insert(20, 20, 0);
+        tree.Insert(5, 5, 0);
         Assert.Null(tree.Validate());
         tree[a].Lo = 30;
         Assert.NotNull(tree.Validate());
