@@ -170,7 +170,7 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
-    /// <summary>The next node in frame order (<c>rb_next</c>), or <see cref="Nil"/>.</summary>
+    /// <summary>The next node in <c>Lo</c> order (<c>rb_next</c>), or <see cref="Nil"/>.</summary>
     public int Next(int x)
     {
         Node[] n = _nodes;
@@ -189,7 +189,7 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
         return p;
     }
 
-    /// <summary>The previous node in frame order (<c>rb_prev</c>), or <see cref="Nil"/>.</summary>
+    /// <summary>The previous node in <c>Lo</c> order (<c>rb_prev</c>), or <see cref="Nil"/>.</summary>
     public int Prev(int x)
     {
         Node[] n = _nodes;
