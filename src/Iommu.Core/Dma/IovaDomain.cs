@@ -1,5 +1,6 @@
 using System.Numerics;
 using Iommu.Internal;
+using IovaTree = Iommu.Internal.RangeTree<Iommu.Dma.IovaRange>;
 
 namespace Iommu.Dma;
 
@@ -54,7 +55,7 @@ internal sealed class IovaDomain
     private const int RcacheCapacity = (2 + MaxGlobalMags) * MagSize;
 
     private readonly RawSpinLock _lock = new(); // a spinlock, as the kernel's (see RawSpinLock for why not Lock)
-    private readonly RangeTree<IovaRange> _tree = new();
+    private readonly IovaTree _tree = new();
     private readonly Dictionary<ulong, int> _byPfn = []; // first frame -> node, for ranges handed out
     private readonly List<ulong>[] _rcaches = new List<ulong>[RangeCacheMaxSize];
     private readonly int _anchor;          // iovad->anchor: [IOVA_ANCHOR, IOVA_ANCHOR], above every range
@@ -166,14 +167,14 @@ internal sealed class IovaDomain
             if (pfn == 0)
             {
                 node = AllocTree(pages, limitPfn);
-                if (node == RangeTree<IovaRange>.Nil && flushRcache)
+                if (node == IovaTree.Nil && flushRcache)
                 {
                     // Try replenishing IOVAs by flushing the range caches.
                     FlushRcaches();
                     node = AllocTree(pages, limitPfn);
                 }
 
-                if (node == RangeTree<IovaRange>.Nil)
+                if (node == IovaTree.Nil)
                 {
                     return 0;
                 }
@@ -273,18 +274,14 @@ internal sealed class IovaDomain
     {
         using (_lock.EnterScope())
         {
-            // Nodes in frame order; an insert keeps the order of the others, so the walk goes on from
-            // the node it stood on. The anchor ends it (no frame reaches IOVA_ANCHOR).
+            // Nodes in frame order from the first that reaches loPfn; an insert keeps the order of the
+            // others, so the walk goes on from the node it stood on. The anchor ends it (no frame
+            // reaches IOVA_ANCHOR).
             ulong lo = loPfn;
             hiPfn = Math.Min(hiPfn, IovaAnchor - 1);
-            for (int node = _tree.First(); node != RangeTree<IovaRange>.Nil && _tree[node].Lo <= hiPfn; node = _tree.Next(node))
+            for (int node = _tree.FirstEndingAtOrAfter(lo); node != IovaTree.Nil && _tree[node].Lo <= hiPfn; node = _tree.Next(node))
             {
                 ulong start = _tree[node].Lo, last = _tree[node].Hi;
-                if (last < lo)
-                {
-                    continue;
-                }
-
                 if (start > lo)
                 {
                     AddReserved(lo, start - 1);
@@ -464,7 +461,7 @@ internal sealed class IovaDomain
         ulong alignMask = ~0UL << OrderBase2(size);
         if (limit <= _dma32BitPfn && size >= _max32AllocSize)
         {
-            return RangeTree<IovaRange>.Nil; // iova32_full
+            return IovaTree.Nil; // iova32_full
         }
 
         int curr = limit <= _dma32BitPfn ? _cached32Node : _cachedNode;
@@ -481,7 +478,7 @@ internal sealed class IovaDomain
                 prev = curr;
                 curr = _tree.Prev(curr);
             }
-            while (curr != RangeTree<IovaRange>.Nil && newPfn <= _tree[curr].Hi && newPfn >= low);
+            while (curr != IovaTree.Nil && newPfn <= _tree[curr].Hi && newPfn >= low);
 
             if (high >= size && newPfn >= low)
             {
@@ -497,7 +494,7 @@ internal sealed class IovaDomain
             }
 
             _max32AllocSize = size;
-            return RangeTree<IovaRange>.Nil;
+            return IovaTree.Nil;
         }
 
         // __cached_rbnode_insert_update

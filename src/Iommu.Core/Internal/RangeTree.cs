@@ -82,7 +82,7 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
         }
         else
         {
-            y = Minimum(n[z].Right);
+            y = Extreme(n[z].Right, left: true);
             yWasRed = n[y].Red;
             x = n[y].Right;
             if (n[y].Parent == z)
@@ -115,20 +115,10 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
     }
 
     /// <summary>The node with the lowest <c>Lo</c>, or <see cref="Nil"/>.</summary>
-    public int First() => _root == Nil ? Nil : Minimum(_root);
+    public int First() => _root == Nil ? Nil : Extreme(_root, left: true);
 
     /// <summary>The node with the highest <c>Lo</c>, or <see cref="Nil"/>.</summary>
-    public int Last()
-    {
-        Node[] n = _nodes;
-        int x = _root;
-        while (x != Nil && n[x].Right != Nil)
-        {
-            x = n[x].Right;
-        }
-
-        return x;
-    }
+    public int Last() => _root == Nil ? Nil : Extreme(_root, left: false);
 
     /// <summary>The node with the highest <c>Lo</c> at or below <paramref name="key"/>, or <see cref="Nil"/>.</summary>
     public int Floor(ulong key)
@@ -171,48 +161,10 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
     /// <summary>The next node in <c>Lo</c> order (<c>rb_next</c>), or <see cref="Nil"/>.</summary>
-    public int Next(int x)
-    {
-        Node[] n = _nodes;
-        if (n[x].Right != Nil)
-        {
-            return Minimum(n[x].Right);
-        }
-
-        int p = n[x].Parent;
-        while (p != Nil && x == n[p].Right)
-        {
-            x = p;
-            p = n[p].Parent;
-        }
-
-        return p;
-    }
+    public int Next(int x) => Neighbour(x, forward: true);
 
     /// <summary>The previous node in <c>Lo</c> order (<c>rb_prev</c>), or <see cref="Nil"/>.</summary>
-    public int Prev(int x)
-    {
-        Node[] n = _nodes;
-        if (n[x].Left != Nil)
-        {
-            int m = n[x].Left;
-            while (n[m].Right != Nil)
-            {
-                m = n[m].Right;
-            }
-
-            return m;
-        }
-
-        int p = n[x].Parent;
-        while (p != Nil && x == n[p].Left)
-        {
-            x = p;
-            p = n[p].Parent;
-        }
-
-        return p;
-    }
+    public int Prev(int x) => Neighbour(x, forward: false);
 
     /// <summary>
     /// Checks the red-black and order invariants and the count; returns null when they hold, else what
@@ -291,17 +243,41 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
         return _used++;
     }
 
-    private int Minimum(int x)
+    // The child of x on one side (the textbook's x.left or x.right).
+    private ref int Child(int x, bool left) => ref left ? ref _nodes[x].Left : ref _nodes[x].Right;
+
+    // The leftmost (or rightmost) node of the subtree at x.
+    private int Extreme(int x, bool left)
     {
-        Node[] n = _nodes;
-        while (n[x].Left != Nil)
+        for (int c = Child(x, left); c != Nil; c = Child(x, left))
         {
-            x = n[x].Left;
+            x = c;
         }
 
         return x;
     }
 
+    // The in-order neighbour of x: the extreme of the subtree on that side, else the first ancestor
+    // reached from the other side.
+    private int Neighbour(int x, bool forward)
+    {
+        int c = Child(x, left: !forward);
+        if (c != Nil)
+        {
+            return Extreme(c, left: forward);
+        }
+
+        int p = _nodes[x].Parent;
+        while (p != Nil && x == Child(p, left: !forward))
+        {
+            x = p;
+            p = _nodes[p].Parent;
+        }
+
+        return p;
+    }
+
+    // v (perhaps the sentinel, whose parent the removal's fix-up then reads) takes u's place under u's parent.
     private void Transplant(int u, int v)
     {
         Node[] n = _nodes;
@@ -322,54 +298,21 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
         n[v].Parent = p;
     }
 
-    private void RotateLeft(int x)
+    // A rotation towards `left` (the textbook's LEFT-ROTATE when true): x's child on the other side
+    // takes x's place, and x becomes that child's child on this side.
+    private void Rotate(int x, bool left)
     {
-        Node[] n = _nodes;
-        int y = n[x].Right;
-        n[x].Right = n[y].Left;
-        if (n[y].Left != Nil)
+        int y = Child(x, !left);
+        int inner = Child(y, left);
+        Child(x, !left) = inner;
+        if (inner != Nil)
         {
-            n[n[y].Left].Parent = x;
+            _nodes[inner].Parent = x;
         }
 
-        ReplaceChild(x, y);
-        n[y].Left = x;
-        n[x].Parent = y;
-    }
-
-    private void RotateRight(int x)
-    {
-        Node[] n = _nodes;
-        int y = n[x].Left;
-        n[x].Left = n[y].Right;
-        if (n[y].Right != Nil)
-        {
-            n[n[y].Right].Parent = x;
-        }
-
-        ReplaceChild(x, y);
-        n[y].Right = x;
-        n[x].Parent = y;
-    }
-
-    // y takes x's place under x's parent (the first half of a rotation).
-    private void ReplaceChild(int x, int y)
-    {
-        Node[] n = _nodes;
-        int p = n[x].Parent;
-        n[y].Parent = p;
-        if (p == Nil)
-        {
-            _root = y;
-        }
-        else if (x == n[p].Left)
-        {
-            n[p].Left = y;
-        }
-        else
-        {
-            n[p].Right = y;
-        }
+        Transplant(x, y);
+        Child(y, left) = x;
+        _nodes[x].Parent = y;
     }
 
     private void InsertFixup(int z)
@@ -380,7 +323,7 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
             int p = n[z].Parent;
             int g = n[p].Parent; // a red node is never the root, so p has a parent
             bool left = p == n[g].Left;
-            int uncle = left ? n[g].Right : n[g].Left;
+            int uncle = Child(g, !left);
             if (n[uncle].Red)
             {
                 n[p].Red = false;
@@ -390,31 +333,16 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
                 continue;
             }
 
-            if (z == (left ? n[p].Right : n[p].Left))
+            if (z == Child(p, !left))
             {
                 z = p;
-                if (left)
-                {
-                    RotateLeft(z);
-                }
-                else
-                {
-                    RotateRight(z);
-                }
-
+                Rotate(z, left);
                 p = n[z].Parent;
             }
 
             n[p].Red = false;
             n[g].Red = true;
-            if (left)
-            {
-                RotateRight(g);
-            }
-            else
-            {
-                RotateLeft(g);
-            }
+            Rotate(g, !left);
         }
 
         n[_root].Red = false;
@@ -427,25 +355,16 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
         {
             int p = n[x].Parent;
             bool left = x == n[p].Left;
-            int w = left ? n[p].Right : n[p].Left; // never the sentinel: x is doubly black
+            int w = Child(p, !left); // never the sentinel: x is doubly black
             if (n[w].Red)
             {
                 n[w].Red = false;
                 n[p].Red = true;
-                if (left)
-                {
-                    RotateLeft(p);
-                }
-                else
-                {
-                    RotateRight(p);
-                }
-
-                w = left ? n[p].Right : n[p].Left;
+                Rotate(p, left);
+                w = Child(p, !left);
             }
 
-            int near = left ? n[w].Left : n[w].Right;
-            int far = left ? n[w].Right : n[w].Left;
+            int near = Child(w, left), far = Child(w, !left);
             if (!n[near].Red && !n[far].Red)
             {
                 n[w].Red = true;
@@ -457,31 +376,15 @@ internal sealed class RangeTree<TValue> : IEnumerable<TValue>
             {
                 n[near].Red = false;
                 n[w].Red = true;
-                if (left)
-                {
-                    RotateRight(w);
-                }
-                else
-                {
-                    RotateLeft(w);
-                }
-
-                w = left ? n[p].Right : n[p].Left;
-                far = left ? n[w].Right : n[w].Left;
+                Rotate(w, !left);
+                w = Child(p, !left);
+                far = Child(w, !left);
             }
 
             n[w].Red = n[p].Red;
             n[p].Red = false;
             n[far].Red = false;
-            if (left)
-            {
-                RotateLeft(p);
-            }
-            else
-            {
-                RotateRight(p);
-            }
-
+            Rotate(p, left);
             x = _root;
         }
 
