@@ -14,6 +14,7 @@ public sealed class DmarDomain : IommuDomain
 {
     private DmaPageTable? _secondLevel;
     private PageTable<FirstLevelFormat> _firstLevel; // used in place (a mutable struct): only through FirstLevelTable
+    private bool _hasIotlbDevice;
 
     internal DmarDomain(DmaPageTable pageTable, int gaw, int agaw, int units)
     {
@@ -128,6 +129,17 @@ public sealed class DmarDomain : IommuDomain
 
     /// <summary>DID per unit (<c>iommu_did[seq_id]</c>; 0 = none).</summary>
     internal ushort[] IommuDid { get; }
+
+    /// <summary>
+    /// Whether a device that can use ATS was ever listed in the domain (<c>has_iotlb_device</c>, kept
+    /// monotonic: see <c>IntelIommu.DomainUpdateIotlb</c>). Written before the device is listed, so an
+    /// unmap that reads it unset flushes no device-TLB that could hold the domain's translations.
+    /// </summary>
+    internal bool HasIotlbDevice
+    {
+        get => Volatile.Read(ref _hasIotlbDevice);
+        set => Volatile.Write(ref _hasIotlbDevice, value);
+    }
 
     /// <summary>Normally (RID) attached devices (<c>devices</c>).</summary>
     internal List<DeviceDomainInfo> Devices { get; } = [];

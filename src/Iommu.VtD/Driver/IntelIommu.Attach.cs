@@ -231,6 +231,7 @@ public sealed partial class IntelIommu
             AtsSupported = ats,
             PriSupported = pri,
         };
+        DomainUpdateIotlb(domain, device);
         domain.Devices.Add(info);
         device.IommuPriv = info;
 

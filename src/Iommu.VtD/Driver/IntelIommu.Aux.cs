@@ -293,11 +293,12 @@ public sealed partial class IntelIommu
     }
 
     // auxiliary_link_device: users of (domain, device) after the increment.
-    private static int LinkSubdevice(DmarDomain domain, Device device)
+    private int LinkSubdevice(DmarDomain domain, Device device)
     {
         DmarDomain.SubdevInfo? sub = domain.Subdevices.Find(s => s.Device == device);
         if (sub is null)
         {
+            DomainUpdateIotlb(domain, device);
             sub = new DmarDomain.SubdevInfo(device);
             domain.Subdevices.Add(sub);
         }

@@ -90,22 +90,46 @@ public sealed partial class IntelIommu
         }
     }
 
-    // iommu_flush_dev_iotlb: a device-TLB invalidation (no PASID) of 2^mask pages at addr for every ATS device
-    // that reaches the domain (5.15 covers only the RID attachments; see the remarks above).
-    [KernelSymbol("iommu_flush_dev_iotlb")]
-    private static void IommuFlushDevIotlb(DmarDomain domain, ulong addr, int mask)
+    // domain_update_iotlb, made monotonic: has_iotlb_device is set before a device that can use ATS
+    // (ATS supported behind a unit with device-TLBs: a property of the device, fixed at probe) is
+    // listed in the domain by RID, aux or PASID attach, and then stays set. 5.15 recomputes it from
+    // ats_enabled at each change of the RID list only, so an aux domain's flag can lag its devices;
+    // a flag that stays set costs only a walk of the lists that finds no ATS device.
+    [KernelSymbol("domain_update_iotlb")]
+    private void DomainUpdateIotlb(DmarDomain domain, Device device)
     {
-        foreach (DeviceDomainInfo info in domain.Devices)
+        if (!domain.HasIotlbDevice && device is PciDevice pci && DeviceToIommu(pci) is { } unit && DevIotlbSupport(unit, pci).Ats)
         {
-            if (info.AtsEnabled)
-            {
-                info.Unit.FlushDevIotlb(info.Sid, info.Pfsid, info.AtsQdep, addr, mask);
-            }
+            domain.HasIotlbDevice = true;
+        }
+    }
+
+    // iommu_flush_dev_iotlb: a device-TLB invalidation (no PASID) of 2^mask pages at addr for every ATS device
+    // that reaches the domain (5.15 covers only the RID attachments; see the remarks above). As in 5.15,
+    // nothing to do without has_iotlb_device, and the walk of the attachments holds device_domain_lock:
+    // an attach or detach on another thread changes those lists meanwhile.
+    [KernelSymbol("iommu_flush_dev_iotlb")]
+    private void IommuFlushDevIotlb(DmarDomain domain, ulong addr, int mask)
+    {
+        if (!domain.HasIotlbDevice)
+        {
+            return;
         }
 
-        foreach (DmarDomain.SubdevInfo sub in domain.Subdevices)
+        lock (_deviceDomainLock)
         {
-            FlushDevIotlbOf(sub.Device, addr, mask);
+            foreach (DeviceDomainInfo info in domain.Devices)
+            {
+                if (info.AtsEnabled)
+                {
+                    info.Unit.FlushDevIotlb(info.Sid, info.Pfsid, info.AtsQdep, addr, mask);
+                }
+            }
+
+            foreach (DmarDomain.SubdevInfo sub in domain.Subdevices)
+            {
+                FlushDevIotlbOf(sub.Device, addr, mask);
+            }
         }
 
         if (domain.DevPasids.Count != 0)
@@ -134,7 +158,7 @@ public sealed partial class IntelIommu
     // The device-TLB half of iommu_flush_iotlb_psi / intel_flush_iotlb_all: after an unmap's IOTLB flush of the
     // naturally aligned block of 2^mask pages at addr; on a map only without caching mode (device-TLBs never
     // cache not-present entries).
-    private static void FlushDevIotlbAfterIotlb(IntelIommuUnit unit, DmarDomain domain, ulong addr, ulong size, bool map)
+    private void FlushDevIotlbAfterIotlb(IntelIommuUnit unit, DmarDomain domain, ulong addr, ulong size, bool map)
     {
         if (map && unit.CachingMode)
         {
@@ -148,7 +172,7 @@ public sealed partial class IntelIommu
     }
 
     // intel_flush_iotlb_all's device-TLB step: the whole space, skipped with caching mode as 5.15 does.
-    private static void FlushDevIotlbAll(IntelIommuUnit unit, DmarDomain domain)
+    private void FlushDevIotlbAll(IntelIommuUnit unit, DmarDomain domain)
     {
         if (!unit.CachingMode)
         {

@@ -97,6 +97,7 @@ public sealed partial class IntelIommu : IIommuPasidOps
             // (it takes no driver lock) flushes this PASID whenever the hardware may have cached
             // through it. (6.5 lists it after programming the entry.)
             var link = new DmarDomain.DevPasidInfo(device, unit.SeqId, pasid);
+            DomainUpdateIotlb(d, device);
             lock (d.DevPasids)
             {
                 d.DevPasids.Add(link);
