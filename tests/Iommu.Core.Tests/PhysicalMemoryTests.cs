@@ -49,6 +49,39 @@ public sealed class PhysicalMemoryTests
         });
     }
 
+    // TryReadUInt64 (a descriptor fetch by quadwords) reads what Read reads at every aligned offset and
+    // count, across a chunk boundary and over never-written chunks too, writes nothing past the
+    // destination's length, refuses a range that leaves memory without touching the destination, and
+    // throws for a misaligned address as ReadUInt64 does.
+    [Fact]
+    public void TryReadUInt64_reads_the_words_read_reads_and_refuses_ranges_outside_memory()
+    {
+        using var mem = new PhysicalMemory(8 * Sizes.MiB);
+        byte[] pattern = new byte[3 * 4096];
+        new Random(11).NextBytes(pattern);
+        ulong start = (2 * Sizes.MiB) - 4096;
+        mem.Write(start, pattern);
+        Gen.Select(Gen.Int[0, 8], Gen.Int[-512, 1535]).Sample((count, word) =>
+        {
+            ulong pa = (ulong)((long)start + (word * 8L));
+            byte[] expected = new byte[count * 8];
+            mem.Read(pa, expected);
+            ulong[] got = new ulong[count + 2];
+            got.AsSpan().Fill(0xEEEE);
+            Assert.True(mem.TryReadUInt64(pa, got.AsSpan(0, count)));
+            Assert.Equal(expected, System.Runtime.InteropServices.MemoryMarshal.AsBytes(got.AsSpan(0, count)).ToArray());
+            Assert.Equal(0xEEEEUL, got[count]);
+        });
+
+        ulong[] four = [1, 2, 3, 4];
+        Assert.False(mem.TryReadUInt64((8 * Sizes.MiB) - 16, four));
+        Assert.False(mem.TryReadUInt64(ulong.MaxValue - 7, four));
+        Assert.Equal([1UL, 2, 3, 4], four);
+        Assert.True(mem.TryReadUInt64(6 * Sizes.MiB, four)); // never written: zeros
+        Assert.Equal([0UL, 0, 0, 0], four);
+        Assert.Throws<ArgumentException>(() => mem.TryReadUInt64(start + 4, new ulong[2]));
+    }
+
     // A caller's span may be the same memory (GetSpan): TryRead and TryWrite then move the bytes as
     // memmove does, whichever side of the other the destination starts, at any length and distance.
     [Fact]

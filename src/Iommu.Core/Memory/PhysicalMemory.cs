@@ -455,6 +455,46 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Reads <c>destination.Length</c> 64-bit little-endian words at <paramref name="pa"/> when every
+    /// byte is RAM (see <see cref="TryRead"/>), each with one 64-bit load (zeros where never written);
+    /// otherwise reads nothing and returns false. How hardware fetches a descriptor: by quadwords,
+    /// each atomic.
+    /// </summary>
+    /// <param name="pa">8-byte aligned first physical address.</param>
+    /// <param name="destination">Where the words go.</param>
+    /// <returns>Whether the words were read.</returns>
+    /// <exception cref="ArgumentException"><paramref name="pa"/> is not 8-byte aligned.</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    /// <remarks>
+    /// Word loads, not a vector copy: a descriptor the driver has just written with 64-bit stores is
+    /// still in the store buffer, and a wider load over several narrower stores waits for all of them
+    /// to reach the cache instead of taking each from its store.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryReadUInt64(ulong pa, Span<ulong> destination)
+    {
+        byte* p = OneChunk(pa, (ulong)destination.Length * sizeof(ulong));
+        if (p == null || (pa & 7) != 0)
+        {
+            return TryReadUInt64Slow(pa, destination);
+        }
+
+        for (int i = 0; i < destination.Length; i++)
+        {
+            destination[i] = Volatile.Read(ref ((ulong*)p)[i]);
+        }
+
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryReadUInt64Slow(ulong pa, Span<ulong> destination)
+    {
+        CheckAligned(pa, sizeof(ulong));
+        return TryCopySlow(pa, MemoryMarshal.AsBytes(destination), write: false);
+    }
+
     // The copy of a DMA (TryRead, TryWrite). 16–64 B (descriptors, cache lines): two overlapping
     // vector moves inline, which the core overlaps with the caller's next request (a Memmove call
     // costs more than the copy). 65 B – 4 KiB: 64 B vector moves and an overlapping last 64 B, since

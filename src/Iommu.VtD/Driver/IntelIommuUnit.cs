@@ -1,4 +1,4 @@
-using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using Iommu.Devices;
 using Iommu.Memory;
 using Iommu.VtD.Driver.Format;
@@ -288,6 +288,14 @@ public sealed class IntelIommuUnit
             return;
         }
 
+        FlushIotlbRegister(did, addr, sizeOrder, granularity, drainReads, drainWrites);
+    }
+
+    // __iommu_flush_iotlb, out of line: its register accesses, inlined, would give every queued flush
+    // their stack frame to clear.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FlushIotlbRegister(ushort did, ulong addr, int sizeOrder, int granularity, bool drainReads, bool drainWrites)
+    {
         ulong drain = (drainReads ? Dmar.IotlbDr : 0) | (drainWrites ? Dmar.IotlbDw : 0);
         uint iro = DmarCap.EcapIotlbOffset(Ecap);
         if (granularity == Dmar.TlbPage)
@@ -410,57 +418,87 @@ public sealed class IntelIommuUnit
         return Errno.None;
     }
 
-    // qi_submit_sync: the descriptor, then a wait descriptor that writes a status word; move the tail
-    // and check the status and FSTS.IQE.
-    private void Submit(ulong q0, ulong q1) => SubmitSync([new QiDesc(q0, q1)], waitDrain: false);
+    // qi_submit_sync of one 128-bit descriptor (every flush): the descriptor stays in registers, since
+    // passing it as a span spills it to the stack and reloads it whole, which stalls on the two
+    // narrower stores that wrote it.
+    private void Submit(ulong q0, ulong q1)
+    {
+        using (_qiLock.EnterScope())
+        {
+            int index = _qiTail;
+            WriteDescriptor(index, q0, q1, 0, 0);
+            SubmitWaitAndCheck((index + 1) & (_qiEntries - 1), waitDrain: false, q0, q1);
+        }
+    }
 
     // qi_submit_sync with several descriptors; waitDrain (QI_OPT_WAIT_DRAIN) sets PD in the appended wait.
     internal void SubmitSync(ReadOnlySpan<QiDesc> descs, bool waitDrain)
     {
         using (_qiLock.EnterScope())
         {
-            uint seq = ++_qiStatusSeq;
-            _memory.WriteUInt32(_qiStatus, Dmar.QiInUse);
             int index = _qiTail;
             foreach (QiDesc d in descs)
             {
-                WriteDescriptor(index, d);
-                index = (index + 1) % _qiEntries;
+                WriteDescriptor(index, d.Q0, d.Q1, d.Q2, d.Q3);
+                index = (index + 1) & (_qiEntries - 1);
             }
 
-            ulong wait = QiDescriptor.WaitWithStatus(seq) | (waitDrain ? VtdFormat.DescWaitPd : 0);
-            WriteDescriptor(index, new QiDesc(wait, _qiStatus));
-            _qiTail = (index + 1) % _qiEntries;
-            _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
-
-            if ((_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
-            {
-                // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller.
-                ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
-                Log.QueueError(_log, SeqId, descs[0].Q0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
-                _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
-                _qiTail = (int)(iqh >> _qiShift);
-                throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{descs[0].Q0:x}/0x{descs[0].Q1:x} (IQE).");
-            }
-
-            if (_memory.ReadUInt32(_qiStatus) != seq)
-            {
-                throw new InvalidOperationException($"DMAR unit {SeqId} did not complete invalidation wait {seq}.");
-            }
+            SubmitWaitAndCheck(index, waitDrain, descs[0].Q0, descs[0].Q1);
         }
     }
 
-    // One checked access per descriptor (the slot never crosses a page): the unit reads it only after
-    // the tail write below, on this thread, so the quadwords need no ordering among themselves.
-    private void WriteDescriptor(int index, in QiDesc d)
+    // The rest of qi_submit_sync, under the queue's lock: the wait descriptor that writes a status word
+    // at slot index, the tail write, then the check of FSTS.IQE and of the status word.
+    private void SubmitWaitAndCheck(int index, bool waitDrain, ulong firstQ0, ulong firstQ1)
     {
-        Span<byte> slot = _memory.GetSpan(_qiBase + ((ulong)index << _qiShift), 1 << _qiShift);
-        BinaryPrimitives.WriteUInt64LittleEndian(slot, d.Q0);
-        BinaryPrimitives.WriteUInt64LittleEndian(slot[8..], d.Q1);
-        if (slot.Length == 32)
+        uint seq = ++_qiStatusSeq;
+        ref uint status = ref Unsafe.As<ulong, uint>(ref _frames.Region.Entry(_qiStatus));
+        Volatile.Write(ref status, Dmar.QiInUse);
+        ulong wait = QiDescriptor.WaitWithStatus(seq) | (waitDrain ? VtdFormat.DescWaitPd : 0);
+        WriteDescriptor(index, wait, _qiStatus, 0, 0);
+        _qiTail = (index + 1) & (_qiEntries - 1); // 128 or 256: a mask, not a division
+        _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
+
+        if ((_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(slot[16..], d.Q2);
-            BinaryPrimitives.WriteUInt64LittleEndian(slot[24..], d.Q3);
+            QueueError(firstQ0, firstQ1);
+        }
+
+        if (Volatile.Read(ref status) != seq)
+        {
+            WaitNotCompleted(seq);
+        }
+    }
+
+    // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller. Out of
+    // line, as the throw below: inlined, their frames would be every submission's to set up.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void QueueError(ulong firstQ0, ulong firstQ1)
+    {
+        ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
+        Log.QueueError(_log, SeqId, firstQ0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
+        _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
+        _qiTail = (int)(iqh >> _qiShift);
+        throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{firstQ0:x}/0x{firstQ1:x} (IQE).");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void WaitNotCompleted(uint seq) =>
+        throw new InvalidOperationException($"DMAR unit {SeqId} did not complete invalidation wait {seq}.");
+
+    // The queue and the status word live in the driver's frames, inside the table region: plain stores
+    // through its pointer. The unit reads a slot only after the tail write, on this thread, so the
+    // quadwords need no ordering among themselves; the upper half of a 256-bit slot is written too
+    // (zeros for a 128-bit descriptor), as the kernel's qi_submit_sync does.
+    private void WriteDescriptor(int index, ulong q0, ulong q1, ulong q2, ulong q3)
+    {
+        ref ulong slot = ref _frames.Region.Entry(_qiBase + ((ulong)index << _qiShift));
+        slot = q0;
+        Unsafe.Add(ref slot, 1) = q1;
+        if (_qiShift == 5)
+        {
+            Unsafe.Add(ref slot, 2) = q2;
+            Unsafe.Add(ref slot, 3) = q3;
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Iommu.VtD.Hardware;
@@ -123,7 +124,7 @@ public sealed partial class VtdUnit
                 }
 
                 ulong first = (address >> 12) & ~((1UL << addressMask) - 1);
-                RemoveIotlbPages(new PageMatch(did, 0, 0, 0), first, 1UL << addressMask);
+                RemoveIotlbPages(did, 0, first, 1UL << addressMask);
                 return 3;
             default:
                 return 0;
@@ -145,14 +146,16 @@ public sealed partial class VtdUnit
     private bool HasFirstStageEntries(ushort did) => (Volatile.Read(ref _firstStageDids[did >> 5]) & (1 << (did & 31))) != 0;
 
     /// <summary>
-    /// Removes the entries <paramref name="scope"/> selects (a domain's, every PASID and kind; or one
-    /// PASID's first-stage entries) whose page overlaps [firstPage, firstPage + pages) in 4 KiB frames,
-    /// visiting for each level the IOTLB may hold only the sets those pages map to (every set once the
-    /// range has more pages at that level than there are sets).
+    /// Removes the entries of <paramref name="did"/> (every PASID and kind when
+    /// <paramref name="firstStageTag"/> is 0; else only the first-stage entries of that PASID tag) whose
+    /// page overlaps [firstPage, firstPage + pages) in 4 KiB frames, visiting for each level the IOTLB
+    /// may hold only the sets those pages map to (every set once the range has more pages at that
+    /// level than there are sets).
     /// </summary>
-    private void RemoveIotlbPages(PageMatch scope, ulong firstPage, ulong pages)
+    /// <remarks>The scope comes as scalars: a match built by the caller and passed by value is spilled
+    /// and reloaded whole, which stalls on the narrower stores that built it (once per flush).</remarks>
+    private void RemoveIotlbPages(ushort did, uint firstStageTag, ulong firstPage, ulong pages)
     {
-        ushort did = scope.Did;
         int levels = Volatile.Read(ref _iotlbLevels);
         for (int level = 1; levels >> level != 0; level++)
         {
@@ -164,7 +167,7 @@ public sealed partial class VtdUnit
             int frames = 9 * (level - 1);
             ulong lo = firstPage >> frames;
             ulong hi = (firstPage + pages - 1) >> frames;
-            PageMatch match = scope.At(level, lo, hi);
+            var match = new PageMatch(did, level, lo, hi, firstStageTag);
             if (hi - lo >= (ulong)_iotlb.Sets)
             {
                 _iotlb.RemoveAll(ref match);
@@ -227,12 +230,8 @@ public sealed partial class VtdUnit
     // Page-selective IOTLB invalidation at one level: the domain's entries whose page number lies in
     // [lo, hi]; of every PASID and kind, or (firstStageTag = PASID | FirstLevelTag) only the first-level
     // and nested entries of that PASID.
-    private readonly struct PageMatch(ushort did, int level, ulong lo, ulong hi, uint firstStageTag = 0) : TranslationCache.IEntryMatch
+    private readonly struct PageMatch(ushort did, int level, ulong lo, ulong hi, uint firstStageTag) : TranslationCache.IEntryMatch
     {
-        public ushort Did => did;
-
-        public PageMatch At(int atLevel, ulong from, ulong to) => new(did, atLevel, from, to, firstStageTag);
-
         public bool Matches(ulong key0, ulong key1, ulong value0, ulong value1)
         {
             ulong page = key0 >> 3;
@@ -288,6 +287,7 @@ public sealed partial class VtdUnit
     /// resumes on the next IQT write after software clears IQE. QEMU 7.2 has no IQERCD and silently
     /// ignores a misaligned tail in a 256-bit queue (the spec reports IQEI 6).
     /// </remarks>
+    [SkipLocalsInit] // the descriptor buffer is written before it is read
     private void ProcessInvalidationQueue()
     {
         if (!QueuedInvalidationEnabled || (Get32(VtdRegister.Fsts) & VtdRegister.FstsIqe) != 0)
@@ -318,9 +318,9 @@ public sealed partial class VtdUnit
         Span<ulong> desc = stackalloc ulong[4];
         while (head != tail)
         {
-            // One checked copy of the whole descriptor (zeros where never written), as a device's read.
+            // One checked fetch of the whole descriptor by quadwords (zeros where never written).
             ulong pa = queueBase + (head << shift);
-            if (!_memory.TryRead(pa, MemoryMarshal.AsBytes(desc[..(wide ? 4 : 2)])))
+            if (!_memory.TryReadUInt64(pa, desc[..(wide ? 4 : 2)]))
             {
                 ReportQueueError(IqeiFetch);
                 return;
@@ -336,7 +336,7 @@ public sealed partial class VtdUnit
                 return;
             }
 
-            head = (head + 1) % entries;
+            head = (head + 1) & (entries - 1); // a power of two
             Set64(VtdRegister.Iqh, head << shift);
         }
     }
@@ -423,7 +423,7 @@ public sealed partial class VtdUnit
                 {
                     int am = Math.Min((int)(q1 & 0x3F), 52);
                     ulong first = (q1 >> 12) & ~((1UL << am) - 1);
-                    RemoveIotlbPages(new PageMatch(pdid, 0, 0, 0, pasid | FirstLevelTag), first, 1UL << am);
+                    RemoveIotlbPages(pdid, pasid | FirstLevelTag, first, 1UL << am);
                 }
 
                 return 0;

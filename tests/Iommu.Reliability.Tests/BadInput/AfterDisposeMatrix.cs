@@ -173,6 +173,7 @@ internal static class AfterDisposeMatrix
             X<ObjectDisposedException>("IntelIommu.CacheInvalidateUser", A, c => { var d = (DmarDomain)c.Domain; c.Platform.Dispose(); return c.Driver.CacheInvalidateUser(d, ReadOnlySpan<IommuHwptVtdS1Invalidate>.Empty, out _); }),
             X<ObjectDisposedException>("PhysicalMemory.Write", A, c => { c.Platform.Dispose(); c.Memory.Write(0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PhysicalMemory.TryRead", A, c => { c.Platform.Dispose(); c.Memory.TryRead(0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("PhysicalMemory.TryReadUInt64", A, c => { c.Platform.Dispose(); c.Memory.TryReadUInt64(0x1000, new ulong[4]); }),
             X<ObjectDisposedException>("PhysicalMemory.TryWrite", A, c => { c.Platform.Dispose(); c.Memory.TryWrite(0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PhysicalMemory.GetSpan", A, c => { c.Platform.Dispose(); c.Memory.GetSpan(0x1000, 8); }),
             X<ObjectDisposedException>("PhysicalMemory.Frame", A, c => { c.Platform.Dispose(); c.Memory.Frame(0x1000); }),
