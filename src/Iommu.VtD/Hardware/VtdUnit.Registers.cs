@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 
 namespace Iommu.VtD.Hardware;
 
@@ -82,12 +83,16 @@ public sealed partial class VtdUnit
     private uint FaultRecordOffset(int index) => _faultRegs + ((uint)index * VtdRegister.FaultRecordSize);
 
     // Raw accessors: the hardware side, ignoring access masks.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private uint Get32(uint offset) => BinaryPrimitives.ReadUInt32LittleEndian(_regs.AsSpan((int)offset, 4));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong Get64(uint offset) => BinaryPrimitives.ReadUInt64LittleEndian(_regs.AsSpan((int)offset, 8));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Set32(uint offset, uint value) => BinaryPrimitives.WriteUInt32LittleEndian(_regs.AsSpan((int)offset, 4), value);
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Set64(uint offset, ulong value) => BinaryPrimitives.WriteUInt64LittleEndian(_regs.AsSpan((int)offset, 8), value);
 
     // Write-only bits of a dword (read as 0); the mask never changes after construction.
@@ -228,5 +233,9 @@ public sealed partial class VtdUnit
         }
     }
 
-    private bool QueuedInvalidationEnabled => (Get32(VtdRegister.Gsts) & VtdRegister.GcmdQie) != 0;
+    private bool QueuedInvalidationEnabled
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => (Get32(VtdRegister.Gsts) & VtdRegister.GcmdQie) != 0;
+    }
 }
