@@ -160,7 +160,7 @@ public sealed partial class IntelIommu
     // cache not-present entries).
     private void FlushDevIotlbAfterIotlb(IntelIommuUnit unit, DmarDomain domain, ulong addr, ulong size, bool map)
     {
-        if (map && unit.CachingMode)
+        if (!domain.HasIotlbDevice || (map && unit.CachingMode))
         {
             return;
         }

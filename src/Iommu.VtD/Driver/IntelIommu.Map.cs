@@ -148,6 +148,7 @@ public sealed partial class IntelIommu
         return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int PendingFrees(DmarDomain d) => d.UseFirstLevel ? d.FirstLevelTable.PendingFrees : d.SecondLevelTable.PendingFrees;
 
     /// <inheritdoc/>
