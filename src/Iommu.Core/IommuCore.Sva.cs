@@ -62,14 +62,16 @@ public sealed partial class IommuCore
                 return Fail(Errno.EINVAL, $"{device.Name} has no PASID capability");
             }
 
-            Errno ret = SvaAllocPasid(mm, 1, (uint)max - 1);
+            // The PASID comes back from under the table's lock: binds and unbinds of other groups
+            // (other group mutexes) change the table meanwhile.
+            Errno ret = SvaAllocPasid(mm, 1, (uint)max - 1, out uint pasid);
             if (ret != Errno.None)
             {
                 return ret;
             }
 
             ErrorDetail.Clear();
-            ret = ops.SvaBind(device, mm, _mmPasids[mm].Pasid, drvdata, out handle);
+            ret = ops.SvaBind(device, mm, pasid, drvdata, out handle);
             if (ret != Errno.None)
             {
                 handle = null;
@@ -115,8 +117,9 @@ public sealed partial class IommuCore
     }
 
     // iommu_sva_alloc_pasid (5.15): reference the mm's PASID, or allocate the lowest free one in [min, max].
-    private Errno SvaAllocPasid(ProcessAddressSpace mm, uint min, uint max)
+    private Errno SvaAllocPasid(ProcessAddressSpace mm, uint min, uint max, out uint pasid)
     {
+        pasid = 0;
         if (min == 0 || max < min)
         {
             return Fail(Errno.EINVAL, $"PASID range [{min}, {max}] is invalid");
@@ -132,10 +135,11 @@ public sealed partial class IommuCore
                 }
 
                 _mmPasids[mm] = (e.Pasid, e.Refs + 1);
+                pasid = e.Pasid;
                 return Errno.None;
             }
 
-            uint pasid = PasidIda.Allocate(min, max);
+            pasid = PasidIda.Allocate(min, max);
             if (pasid == 0)
             {
                 return Fail(Errno.ENOMEM, $"no free PASID in [{min}, {max}] for {mm}");

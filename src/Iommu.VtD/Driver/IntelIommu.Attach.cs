@@ -138,13 +138,23 @@ public sealed partial class IntelIommu
         foreach (IntelIommuUnit u in _units)
         {
             // A DID held on a unit (the domain's, or a nested child's): its context or PASID entries point at the top-level table.
-            if (domain.IommuRefcnt[u.SeqId] > 0 || domain.NestedChildren.Exists(c => c.IommuRefcnt[u.SeqId] > 0))
+            if (domain.IommuRefcnt[u.SeqId] > 0 || NestedChildInUse(domain, u.SeqId))
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name}: DMAR unit {unit.SeqId} walks {unit.Agaw + 2}-level tables, but the domain is in use with {domain.Agaw + 2} levels on DMAR unit {u.SeqId} (a domain in use is never trimmed)");
             }
         }
 
         return Errno.None;
+    }
+
+    // Whether a nested child of the domain holds a DID on the unit. The children list has its own lock
+    // (s1_lock in 6.8): nested domains come and go without the device-domain lock held here.
+    private static bool NestedChildInUse(DmarDomain domain, int seqId)
+    {
+        lock (domain.NestedChildren)
+        {
+            return domain.NestedChildren.Exists(c => c.IommuRefcnt[seqId] > 0);
+        }
     }
 
     // domain_attach_iommu: one DID per (domain, unit), allocated on the first reference.

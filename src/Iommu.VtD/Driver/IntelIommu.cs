@@ -232,7 +232,14 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
 
             // iommufd keeps a nest parent alive while nested domains use it; here freeing the parent first
             // detaches every device from them, so no PASID entry keeps pointing at its freed table.
-            foreach (DmarDomain child in d.NestedChildren.ToArray())
+            // The children list has its own lock (a nested domain is allocated and freed without this one).
+            DmarDomain[] children;
+            lock (d.NestedChildren)
+            {
+                children = [.. d.NestedChildren];
+            }
+
+            foreach (DmarDomain child in children)
             {
                 foreach (DeviceDomainInfo info in child.Devices.ToArray())
                 {
