@@ -31,6 +31,13 @@ public sealed partial class VfioIommuType1
         };
     }
 
+    // The container's last group has left and released this backend (vfio_iommu_type1_release): 5.15
+    // holds the container's group_lock for read across a backend ioctl and for write while the group
+    // leaves, so an ioctl sees either the backend whole or no driver at all, -EINVAL. Here the check is
+    // made under the backend's lock, where the map or unmap would start.
+    private static Errno ReleasedFail(string op) =>
+        ErrorDetail.Fail(Errno.EINVAL, $"{op}: the container's last group has left and released its type1 backend");
+
     [KernelSymbol("vfio_iommu_type1_map_dma")]
     private Errno MapDmaIoctl(ProcessAddressSpace caller, Span<byte> arg)
     {
@@ -71,6 +78,11 @@ public sealed partial class VfioIommuType1
 
         lock (_lock)
         {
+            if (_released)
+            {
+                return ReleasedFail("MAP_DMA");
+            }
+
             ulong pgsize = MinPageSize;
             if (size == 0 || ((size | iova | vaddr) & (pgsize - 1)) != 0)
             {
@@ -369,6 +381,11 @@ public sealed partial class VfioIommuType1
         Monitor.Enter(_lock);
         try
         {
+            if (_released)
+            {
+                return ReleasedFail("UNMAP_DMA");
+            }
+
             ulong pgsize = MinPageSize;
             ulong last;
             if (all)

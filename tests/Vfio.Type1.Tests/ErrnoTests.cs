@@ -66,6 +66,32 @@ public sealed class ErrnoTests : IDisposable
         Assert.Equal(Errno.None, _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup.Id, out _, out _));
     }
 
+    // A backend fetched before the container's last group left (an ioctl racing UNSET_CONTAINER) is
+    // released: MAP_DMA and UNMAP_DMA through it are -EINVAL, as 5.15 answers an ioctl that finds no
+    // driver (group_lock orders the two there), and nothing is pinned or counted.
+    [Fact]
+    public void Map_and_unmap_through_a_released_backend_are_einval()
+    {
+        VfioContainer c = _bed.Vfio.OpenContainer(_bed.Proc, out _);
+        _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        g!.SetContainer(c).ThrowIfError();
+        c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU).ThrowIfError();
+        VfioIommuType1 stale = c.Backend!;
+        ulong buf = _bed.Buffer(Sizes.Page);
+        Assert.Equal(Errno.None, g.UnsetContainer());
+        Assert.Null(c.Backend);
+
+        var map = new byte[32];
+        new VfioIommuType1DmaMap(32, 3, buf, I0, Sizes.Page).Write(map);
+        Assert.Equal(-(int)Errno.EINVAL, stale.Ioctl(_bed.Proc, VfioUapi.VFIO_IOMMU_MAP_DMA, map));
+        Assert.Contains("released", ErrorDetail.LastMessage, StringComparison.Ordinal);
+        var unmap = new byte[24];
+        new VfioIommuType1DmaUnmap(24, 0, I0, Sizes.Page).Write(unmap);
+        Assert.Equal(-(int)Errno.EINVAL, stale.Ioctl(_bed.Proc, VfioUapi.VFIO_IOMMU_UNMAP_DMA, unmap));
+        Assert.Empty(stale.Mappings);
+        Assert.Equal(0, _bed.Proc.LockedVm);
+    }
+
     [Fact]
     public void Attach_without_interrupt_isolation_is_eperm()
     {
