@@ -53,13 +53,16 @@ public sealed partial class IommuCore
             return Fail(Errno.EINVAL, $"{device.Name} has no IOMMU data (not probed by an IOMMU driver)");
         }
 
-        if (device.FaultParam is not null)
+        lock (device.IommuParamLock)
         {
-            return Fail(Errno.EBUSY, $"{device.Name} already has a fault handler (one per device)");
-        }
+            if (device.FaultParam is not null)
+            {
+                return Fail(Errno.EBUSY, $"{device.Name} already has a fault handler (one per device)");
+            }
 
-        device.FaultParam = new DeviceFaultParam(handler, data);
-        return Errno.None;
+            device.FaultParam = new DeviceFaultParam(handler, data);
+            return Errno.None;
+        }
     }
 
     /// <summary>Unregisters the device's fault handler (<c>iommu_unregister_device_fault_handler</c>).</summary>
@@ -75,22 +78,25 @@ public sealed partial class IommuCore
             return Fail(Errno.EINVAL, $"{device.Name} has no IOMMU data (not probed by an IOMMU driver)");
         }
 
-        DeviceFaultParam? param = device.FaultParam;
-        if (param is null)
+        lock (device.IommuParamLock)
         {
+            DeviceFaultParam? param = device.FaultParam;
+            if (param is null)
+            {
+                return Errno.None;
+            }
+
+            lock (param.Lock)
+            {
+                if (param.Pending.Count != 0)
+                {
+                    return Fail(Errno.EBUSY, $"{device.Name} has {param.Pending.Count} page request(s) awaiting a response");
+                }
+            }
+
+            device.FaultParam = null;
             return Errno.None;
         }
-
-        lock (param.Lock)
-        {
-            if (param.Pending.Count != 0)
-            {
-                return Fail(Errno.EBUSY, $"{device.Name} has {param.Pending.Count} page request(s) awaiting a response");
-            }
-        }
-
-        device.FaultParam = null;
-        return Errno.None;
     }
 
     /// <summary>
@@ -108,31 +114,41 @@ public sealed partial class IommuCore
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(fault);
         CountDeviceFault(fault);
-        DeviceFaultParam? param = device.HasIommu ? device.FaultParam : null;
-        if (param is null)
+        if (!device.HasIommu)
         {
             return Fail(Errno.EINVAL, $"{device.Name} has no fault handler registered");
         }
 
-        bool queued = fault.Type == IommuFaultType.PageRequest && fault.Flags.HasFlag(PageRequestFlags.LastPage);
-        if (queued)
+        // Held across the handler, as 5.15 holds dev->iommu->lock: an unregister waits, so it sees the
+        // request pending (EBUSY) rather than drop the handler between the lookup and the add.
+        lock (device.IommuParamLock)
         {
-            lock (param.Lock)
+            DeviceFaultParam? param = device.FaultParam;
+            if (param is null)
             {
-                param.Pending.Add(fault);
+                return Fail(Errno.EINVAL, $"{device.Name} has no fault handler registered");
             }
-        }
 
-        Errno ret = param.Handler(fault, param.Data);
-        if (ret != Errno.None && queued)
-        {
-            lock (param.Lock)
+            bool queued = fault.Type == IommuFaultType.PageRequest && fault.Flags.HasFlag(PageRequestFlags.LastPage);
+            if (queued)
             {
-                param.Pending.Remove(fault);
+                lock (param.Lock)
+                {
+                    param.Pending.Add(fault);
+                }
             }
-        }
 
-        return ret;
+            Errno ret = param.Handler(fault, param.Data);
+            if (ret != Errno.None && queued)
+            {
+                lock (param.Lock)
+                {
+                    param.Pending.Remove(fault);
+                }
+            }
+
+            return ret;
+        }
     }
 
     /// <summary>Answers a pending page request (<c>iommu_page_response</c>).</summary>

@@ -158,6 +158,82 @@ public sealed class FaultReportingTests : IDisposable
         Assert.Equal(Errno.None, Core.UnregisterDeviceFaultHandler(dev));
     }
 
+    // 5.15 takes dev->iommu->lock in iommu_register_device_fault_handler, _unregister_ and
+    // iommu_report_device_fault (across the handler), so two registrations never both succeed and an
+    // unregister never drops a handler between a report's lookup and its request going pending: a
+    // request whose report succeeded can always be answered. Rounds of two threads at a barrier: both
+    // register (one wins), then one reports and answers a page request while the other unregisters
+    // until it succeeds.
+    [Fact]
+    public void Register_unregister_and_report_on_two_threads_keep_one_handler_and_every_reported_request_answerable()
+    {
+        PciDevice dev = ProbedDevice();
+        RecordPageResponses(dev);
+        const int Rounds = 20_000;
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var barrier = new Barrier(2);
+        var wins = new int[Rounds];
+        long answered = 0;
+
+        void Run(bool reporter)
+        {
+            try
+            {
+                for (int r = 0; r < Rounds && errors.IsEmpty; r++)
+                {
+                    barrier.SignalAndWait();
+                    if (Core.RegisterDeviceFaultHandler(dev, (_, _) => Errno.None, null) == Errno.None)
+                    {
+                        Interlocked.Increment(ref wins[r]);
+                    }
+
+                    barrier.SignalAndWait();
+                    if (wins[r] != 1)
+                    {
+                        errors.Enqueue($"round {r}: {wins[r]} registrations succeeded");
+                    }
+
+                    barrier.SignalAndWait();
+                    if (reporter)
+                    {
+                        if (Core.ReportDeviceFault(dev, PageRequest(groupId: (uint)r & 0x1FF)) == Errno.None)
+                        {
+                            Errno e = Core.PageResponse(dev, new IommuPageResponse { GroupId = (uint)r & 0x1FF, Code = IommuPageResponseCode.Success });
+                            if (e != Errno.None)
+                            {
+                                errors.Enqueue($"round {r}: a reported page request could not be answered: {e}");
+                            }
+
+                            answered++;
+                        }
+                    }
+                    else
+                    {
+                        var spin = default(SpinWait);
+                        while (Core.UnregisterDeviceFaultHandler(dev) == Errno.EBUSY)
+                        {
+                            spin.SpinOnce();
+                        }
+                    }
+
+                    barrier.SignalAndWait();
+                }
+            }
+            catch (Exception ex)
+            {
+                errors.Enqueue(ex.ToString());
+                barrier.RemoveParticipant();
+            }
+        }
+
+        var other = new Thread(() => Run(reporter: true)) { IsBackground = true };
+        other.Start();
+        Run(reporter: false);
+        Assert.True(other.Join(TimeSpan.FromSeconds(60)));
+        Assert.True(errors.IsEmpty, string.Join("\n", errors.Take(5)));
+        Assert.True(answered > 0, "no report reached the handler before the unregister");
+    }
+
     [Fact]
     public void PageResponse_returns_the_driver_result_and_consumes_the_request()
     {

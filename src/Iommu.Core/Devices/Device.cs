@@ -61,6 +61,9 @@ public class Device
 
     internal DeviceFaultParam? FaultParam { get; set; }
 
+    // dev->iommu->lock: orders registering and unregistering the fault handler with reports to it.
+    internal Lock IommuParamLock { get; } = new();
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 }
