@@ -443,7 +443,8 @@ public sealed class IntelIommuUnit
                 index = (index + 1) & (_qiEntries - 1);
             }
 
-            SubmitWaitAndCheck(index, waitDrain, descs[0].Q0, descs[0].Q1);
+            QiDesc first = descs.IsEmpty ? default : descs[0];
+            SubmitWaitAndCheck(index, waitDrain, first.Q0, first.Q1);
         }
     }
 
