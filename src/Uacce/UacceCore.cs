@@ -297,7 +297,18 @@ public sealed class UacceCore
 
             q.State = UacceQueueState.Init;
             uacce.QueueList.Add(q);
-            fd = mm.InstallFile(q);
+            try
+            {
+                fd = mm.InstallFile(q);
+            }
+            catch
+            {
+                // The process exited meanwhile: no descriptor will ever release the queue, so its
+                // release (uacce_fops_release) runs now.
+                ((IFileReference)q).PutFile();
+                throw;
+            }
+
             return Errno.None;
         }
     }

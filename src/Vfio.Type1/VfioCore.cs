@@ -135,6 +135,7 @@ public sealed class VfioCore : IVfioPinning
     /// <param name="group">The group.</param>
     /// <param name="fd">The new descriptor (-1 on error).</param>
     /// <returns>0; -ENOENT (no such VFIO group); -EBUSY (already open, or still in a container).</returns>
+    /// <exception cref="InvalidOperationException"><paramref name="process"/> has exited (or is exiting); the group is left closed.</exception>
     [KernelSymbol("vfio_group_fops_open")]
     public Errno OpenGroup(ProcessAddressSpace process, int groupId, out VfioGroup? group, out int fd)
     {
@@ -155,8 +156,18 @@ public sealed class VfioCore : IVfioPinning
             return e;
         }
 
+        try
+        {
+            fd = process.InstallFile(g);
+        }
+        catch
+        {
+            // The process exited meanwhile: the open is undone (no descriptor will ever close it).
+            g.PutFileRef();
+            throw;
+        }
+
         group = g;
-        fd = process.InstallFile(g);
         g.Fd = fd;
         return Errno.None;
     }
@@ -259,8 +270,10 @@ public sealed class VfioCore : IVfioPinning
             return ErrorDetail.Fail(Errno.EINVAL, $"group {group.IommuGroup.Id} has more than one device");
         }
 
-        backend = group.Container?.Backend;
-        if (backend is null || !IsViable(group.IommuGroup))
+        // A container user (5.15 vfio_group_add_container_user) keeps the group in the container until the
+        // caller's DropContainerUser: without it the group could leave between this look-up and the backend call.
+        backend = group.AddContainerUser();
+        if (backend is null)
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"group {group.IommuGroup.Id} is not in a container with an IOMMU backend");
         }
@@ -285,7 +298,19 @@ public sealed class VfioCore : IVfioPinning
         }
 
         Errno e = ResolveBackend(device, pin: true, out VfioIommuType1? backend, out VfioGroup? group);
-        return e != Errno.None ? -(int)e : backend!.PinPages(group!, userPfns, npage, prot, physPfns);
+        if (e != Errno.None)
+        {
+            return -(int)e;
+        }
+
+        try
+        {
+            return backend!.PinPages(group!, userPfns, npage, prot, physPfns);
+        }
+        finally
+        {
+            group!.DropContainerUser();
+        }
     }
 
     /// <inheritdoc/>
@@ -304,8 +329,20 @@ public sealed class VfioCore : IVfioPinning
             return -(int)ErrorDetail.Fail(Errno.E2BIG, $"vfio_unpin_pages: {npage} > {IVfioPinning.PinPagesMaxEntries}");
         }
 
-        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
-        return e != Errno.None ? -(int)e : backend!.UnpinPages(userPfns, npage);
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out VfioGroup? group);
+        if (e != Errno.None)
+        {
+            return -(int)e;
+        }
+
+        try
+        {
+            return backend!.UnpinPages(userPfns, npage);
+        }
+        finally
+        {
+            group!.DropContainerUser();
+        }
     }
 
     /// <inheritdoc/>
@@ -324,8 +361,20 @@ public sealed class VfioCore : IVfioPinning
             return ErrorDetail.Fail(Errno.EINVAL, $"vfio_register_notifier: type {type} is not modelled");
         }
 
-        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
-        return e != Errno.None ? e : backend!.RegisterNotifier(events, notifier);
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out VfioGroup? group);
+        if (e != Errno.None)
+        {
+            return e;
+        }
+
+        try
+        {
+            return backend!.RegisterNotifier(events, notifier);
+        }
+        finally
+        {
+            group!.DropContainerUser();
+        }
     }
 
     /// <inheritdoc/>
@@ -339,8 +388,20 @@ public sealed class VfioCore : IVfioPinning
             return ErrorDetail.Fail(Errno.EINVAL, "vfio_unregister_notifier: no notifier");
         }
 
-        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
-        return e != Errno.None ? e : backend!.UnregisterNotifier(notifier);
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out VfioGroup? group);
+        if (e != Errno.None)
+        {
+            return e;
+        }
+
+        try
+        {
+            return backend!.UnregisterNotifier(notifier);
+        }
+        finally
+        {
+            group!.DropContainerUser();
+        }
     }
 
     /// <summary>
@@ -363,8 +424,20 @@ public sealed class VfioCore : IVfioPinning
             return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_dma_rw: no buffer or len 0");
         }
 
-        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out _);
-        return e != Errno.None ? -(int)e : backend!.DmaRw(caller, iova, data, write);
+        Errno e = ResolveBackend(device, pin: false, out VfioIommuType1? backend, out VfioGroup? group);
+        if (e != Errno.None)
+        {
+            return -(int)e;
+        }
+
+        try
+        {
+            return backend!.DmaRw(caller, iova, data, write);
+        }
+        finally
+        {
+            group!.DropContainerUser();
+        }
     }
 
     internal static bool IsMdev(Device d) => MdevDevice.FromDevice(d) is not null;

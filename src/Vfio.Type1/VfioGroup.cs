@@ -250,6 +250,7 @@ public sealed class VfioGroup : VfioFile
     /// <param name="file">The device file.</param>
     /// <param name="fd">The new descriptor.</param>
     /// <returns>0; -EINVAL (no container, no backend, not viable); -ENODEV (no such device); open errors.</returns>
+    /// <exception cref="InvalidOperationException"><paramref name="caller"/> has exited (or is exiting); nothing is left open.</exception>
     [KernelSymbol("vfio_group_get_device_fd")]
     public Errno GetDeviceFd(ProcessAddressSpace caller, string name, out VfioDeviceFile? file, out int fd)
     {
@@ -291,7 +292,19 @@ public sealed class VfioGroup : VfioFile
 
             _containerUsers++;
             file = new VfioDeviceFile(this, dev, caller, mfile);
-            fd = caller.InstallFile(file);
+            try
+            {
+                fd = caller.InstallFile(file);
+            }
+            catch
+            {
+                // The caller exited meanwhile: no descriptor will ever close the file, so its release
+                // runs now (the mdev closes, the container user goes).
+                file.PutFileRef();
+                file = null;
+                throw;
+            }
+
             file.Fd = fd;
             return Errno.None;
         }
@@ -315,6 +328,23 @@ public sealed class VfioGroup : VfioFile
             Owner = process;
             OpenFileRef();
             return Errno.None;
+        }
+    }
+
+    // vfio_group_add_container_user: keeps the group in its container (UNSET_CONTAINER is -EBUSY, a close
+    // does not dissolve) until DropContainerUser; null when the group is in no container with a backend or
+    // is not viable.
+    internal VfioIommuType1? AddContainerUser()
+    {
+        lock (_lock)
+        {
+            if (_containerUsers == 0 || _container?.Backend is not VfioIommuType1 backend || !Core.IsViable(IommuGroup))
+            {
+                return null;
+            }
+
+            _containerUsers++;
+            return backend;
         }
     }
 

@@ -92,6 +92,23 @@ public sealed class ErrnoTests : IDisposable
         Assert.Equal(0, _bed.Proc.LockedVm);
     }
 
+    // GET_DEVICE_FD for a caller that has exited (or exits meanwhile) throws as installing the fd does,
+    // and leaves nothing behind: before, the container user it had taken stayed, so the group could
+    // never leave its container again (UNSET_CONTAINER -EBUSY forever).
+    [Fact]
+    public void Get_device_fd_into_an_exited_process_throws_and_takes_no_container_user()
+    {
+        VfioContainer c = _bed.Vfio.OpenContainer(_bed.Proc, out _);
+        _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        g!.SetContainer(c).ThrowIfError();
+        c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU).ThrowIfError();
+        var gone = new ProcessAddressSpace(_bed.Pages, "gone");
+        gone.Exit();
+
+        Assert.Throws<InvalidOperationException>(() => g.GetDeviceFd(gone, _dev.Name, out _, out _));
+        Assert.Equal(Errno.None, g.UnsetContainer());
+    }
+
     [Fact]
     public void Attach_without_interrupt_isolation_is_eperm()
     {

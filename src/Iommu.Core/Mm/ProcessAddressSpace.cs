@@ -46,6 +46,7 @@ public sealed class ProcessAddressSpace : IDisposable
     private ulong _nextVaddr = 0x7f00_0000_0000;
     private long _lockedVm;
     private int _nextFd = 3;
+    private bool _exiting; // Exit has taken its fd snapshot: no descriptor may be installed any more
 
     /// <summary>Creates an empty process.</summary>
     /// <param name="pages">Where its pages come from.</param>
@@ -555,11 +556,13 @@ public sealed class ProcessAddressSpace : IDisposable
         int[] fds;
         lock (_lock)
         {
-            if (Exited)
+            if (Exited || _exiting)
             {
                 return;
             }
 
+            // From here on InstallFile refuses: a descriptor installed after the snapshot would never be closed.
+            _exiting = true;
             fds = [.. _files.Keys];
         }
 
@@ -596,6 +599,7 @@ public sealed class ProcessAddressSpace : IDisposable
     /// <summary>Installs an open file in the fd table.</summary>
     /// <param name="file">The file (a VFIO container, group or device file, or any object standing for another file such as /dev/null).</param>
     /// <returns>The fd.</returns>
+    /// <exception cref="InvalidOperationException">The process has exited, or <see cref="Exit"/> has begun closing its descriptors (a descriptor installed then would never be closed).</exception>
     public int InstallFile(object file)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -603,6 +607,11 @@ public sealed class ProcessAddressSpace : IDisposable
         lock (_lock)
         {
             ThrowIfExited();
+            if (_exiting)
+            {
+                ThrowHelper.ProcessExited(Name);
+            }
+
             int fd = _nextFd++;
             _files[fd] = file;
             return fd;
