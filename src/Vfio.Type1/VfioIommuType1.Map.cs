@@ -381,11 +381,6 @@ public sealed partial class VfioIommuType1
         Monitor.Enter(_lock);
         try
         {
-            if (_released)
-            {
-                return ReleasedFail("UNMAP_DMA");
-            }
-
             ulong pgsize = MinPageSize;
             ulong last;
             if (all)
@@ -419,6 +414,12 @@ public sealed partial class VfioIommuType1
             int retries = 0;
             VfioDma? retryDma = null;
         again:
+            if (_released)
+            {
+                // Again after the notifiers ran with the lock dropped: the last group may have left meanwhile.
+                return ReleasedFail("UNMAP_DMA");
+            }
+
             if (V2 && !all)
             {
                 VfioDma? d = FindDma(iova, 1);
