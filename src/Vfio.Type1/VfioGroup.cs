@@ -27,6 +27,11 @@ public sealed class VfioGroup : VfioFile
 {
     private readonly Lock _lock = new();
     private bool _opened;
+
+    // container_users, an atomic as in 5.15: the group file's 1 while in a container, plus one per device
+    // file and per vendor call in flight. Taken with inc-not-zero and dropped with dec-if-positive without
+    // the group lock (a vendor's callback reaches here from under an mdev's open gate, which an opener
+    // holding the group lock may wait for); the transitions to and from 0 happen under the group lock.
     private int _containerUsers;
     private VfioContainer? _container;
 
@@ -184,7 +189,8 @@ public sealed class VfioGroup : VfioFile
 
         lock (_lock)
         {
-            if (_containerUsers != 0)
+            // A container that is being left (its last user gone, the dissolve not yet done) still counts.
+            if (Volatile.Read(ref _containerUsers) != 0 || _container is not null)
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"SET_CONTAINER: group {IommuGroup.Id} is already in a container");
             }
@@ -214,7 +220,7 @@ public sealed class VfioGroup : VfioFile
 
                 c.GroupList.Add(this);
                 Volatile.Write(ref _container, c);
-                _containerUsers = 1;
+                Volatile.Write(ref _containerUsers, 1);
             }
 
             return Errno.None;
@@ -229,14 +235,16 @@ public sealed class VfioGroup : VfioFile
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
         lock (_lock)
         {
-            if (_containerUsers == 0)
+            // atomic_cmpxchg(container_users, 1, 0): only the group file's own user may be left.
+            int users = Interlocked.CompareExchange(ref _containerUsers, 0, 1);
+            if (users == 0 || _container is null)
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"UNSET_CONTAINER: group {IommuGroup.Id} is not in a container");
             }
 
-            if (_containerUsers > 1)
+            if (users > 1)
             {
-                return ErrorDetail.Fail(Errno.EBUSY, $"UNSET_CONTAINER: group {IommuGroup.Id} has {_containerUsers - 1} open device fd(s)");
+                return ErrorDetail.Fail(Errno.EBUSY, $"UNSET_CONTAINER: group {IommuGroup.Id} has {users - 1} open device fd(s) or vendor calls in flight");
             }
 
             UnsetLocked();
@@ -260,7 +268,8 @@ public sealed class VfioGroup : VfioFile
         fd = -1;
         lock (_lock)
         {
-            if (_containerUsers == 0 || Container?.Backend is null || !Core.IsViable(IommuGroup))
+            // vfio_group_add_container_user first: the device file keeps the user it takes here.
+            if (AddContainerUser() is null)
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"GET_DEVICE_FD: group {IommuGroup.Id} has no container with a backend, or is not viable");
             }
@@ -277,6 +286,7 @@ public sealed class VfioGroup : VfioFile
 
             if (dev is null)
             {
+                DropContainerUser();
                 return ErrorDetail.Fail(Errno.ENODEV, $"GET_DEVICE_FD: no VFIO device '{name}' in group {IommuGroup.Id}");
             }
 
@@ -286,11 +296,11 @@ public sealed class VfioGroup : VfioFile
                 Errno e = mdev.Open(out mfile);
                 if (e != Errno.None)
                 {
+                    DropContainerUser();
                     return e;
                 }
             }
 
-            _containerUsers++;
             file = new VfioDeviceFile(this, dev, caller, mfile);
             try
             {
@@ -333,31 +343,57 @@ public sealed class VfioGroup : VfioFile
 
     // vfio_group_add_container_user: keeps the group in its container (UNSET_CONTAINER is -EBUSY, a close
     // does not dissolve) until DropContainerUser; null when the group is in no container with a backend or
-    // is not viable.
+    // is not viable. No group lock (see _containerUsers): atomic_inc_not_zero, then the checks.
     internal VfioIommuType1? AddContainerUser()
     {
-        lock (_lock)
+        int users = Volatile.Read(ref _containerUsers);
+        while (true)
         {
-            if (_containerUsers == 0 || _container?.Backend is not VfioIommuType1 backend || !Core.IsViable(IommuGroup))
+            if (users == 0)
             {
                 return null;
             }
 
-            _containerUsers++;
+            int seen = Interlocked.CompareExchange(ref _containerUsers, users + 1, users);
+            if (seen == users)
+            {
+                break;
+            }
+
+            users = seen;
+        }
+
+        if (Volatile.Read(ref _container)?.Backend is VfioIommuType1 backend && Core.IsViable(IommuGroup))
+        {
             return backend;
         }
+
+        DropContainerUser();
+        return null;
     }
 
-    // vfio_group_try_dissolve_container
+    // vfio_group_try_dissolve_container: atomic_dec_if_positive without the group lock; the user that
+    // brings the count to 0 leaves the container under it.
     internal void DropContainerUser()
     {
-        lock (_lock)
+        int users = Volatile.Read(ref _containerUsers);
+        while (users > 0)
         {
-            if (_containerUsers > 0 && --_containerUsers == 0)
+            int seen = Interlocked.CompareExchange(ref _containerUsers, users - 1, users);
+            if (seen == users)
             {
-                _containerUsers = 1;
-                UnsetLocked();
+                if (users == 1)
+                {
+                    lock (_lock)
+                    {
+                        UnsetLocked();
+                    }
+                }
+
+                return;
             }
+
+            users = seen;
         }
     }
 
@@ -370,7 +406,7 @@ public sealed class VfioGroup : VfioFile
         }
 
         Volatile.Write(ref _container, null);
-        _containerUsers = 0;
+        Volatile.Write(ref _containerUsers, 0);
     }
 
     private protected override void Release()
