@@ -452,11 +452,15 @@ public sealed class IntelIommuUnit
     // at slot index, the tail write, then the check of FSTS.IQE and of the status word.
     private void SubmitWaitAndCheck(int index, bool waitDrain, ulong firstQ0, ulong firstQ1)
     {
+        // One status word per wait slot (qi->desc_status[wait_index]): a submission nested in this one
+        // (an interrupt handler that runs on this thread at the tail write and flushes, which the
+        // re-entrant queue lock lets through) writes its own word, not the one checked below.
         uint seq = ++_qiStatusSeq;
-        ref uint status = ref Unsafe.As<ulong, uint>(ref _frames.Region.Entry(_qiStatus));
+        ulong statusPa = _qiStatus + ((ulong)index << 2);
+        ref uint status = ref Unsafe.Add(ref Unsafe.As<ulong, uint>(ref _frames.Region.Entry(statusPa & ~7UL)), index & 1);
         Volatile.Write(ref status, Dmar.QiInUse);
         ulong wait = QiDescriptor.WaitWithStatus(seq) | (waitDrain ? VtdFormat.DescWaitPd : 0);
-        WriteDescriptor(index, wait, _qiStatus, 0, 0);
+        WriteDescriptor(index, wait, statusPa, 0, 0);
         _qiTail = (index + 1) & (_qiEntries - 1); // 128 or 256: a mask, not a division
         _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);
 
