@@ -66,16 +66,23 @@ public sealed class ErrnoTests : IDisposable
         Assert.Equal(Errno.None, _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup.Id, out _, out _));
     }
 
+    // The device's group open in a container with a TYPE1v2 backend.
+    private (VfioContainer Container, VfioGroup Group) GroupInTypeOneContainer()
+    {
+        VfioContainer c = _bed.Vfio.OpenContainer(_bed.Proc, out _);
+        _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        g!.SetContainer(c).ThrowIfError();
+        c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU).ThrowIfError();
+        return (c, g);
+    }
+
     // A backend fetched before the container's last group left (an ioctl racing UNSET_CONTAINER) is
     // released: MAP_DMA and UNMAP_DMA through it are -EINVAL, as 5.15 answers an ioctl that finds no
     // driver (group_lock orders the two there), and nothing is pinned or counted.
     [Fact]
     public void Map_and_unmap_through_a_released_backend_are_einval()
     {
-        VfioContainer c = _bed.Vfio.OpenContainer(_bed.Proc, out _);
-        _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
-        g!.SetContainer(c).ThrowIfError();
-        c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU).ThrowIfError();
+        (VfioContainer c, VfioGroup g) = GroupInTypeOneContainer();
         VfioIommuType1 stale = c.Backend!;
         ulong buf = _bed.Buffer(Sizes.Page);
         Assert.Equal(Errno.None, g.UnsetContainer());
@@ -98,10 +105,7 @@ public sealed class ErrnoTests : IDisposable
     [Fact]
     public void Get_device_fd_into_an_exited_process_throws_and_takes_no_container_user()
     {
-        VfioContainer c = _bed.Vfio.OpenContainer(_bed.Proc, out _);
-        _bed.Vfio.OpenGroup(_bed.Proc, _dev.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
-        g!.SetContainer(c).ThrowIfError();
-        c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU).ThrowIfError();
+        (_, VfioGroup g) = GroupInTypeOneContainer();
         var gone = new ProcessAddressSpace(_bed.Pages, "gone");
         gone.Exit();
 
