@@ -5,17 +5,24 @@ namespace Iommu.Core.Tests;
 
 public sealed class PhysicalMemoryTests
 {
+    // 8 MiB with three random pages from one page below the first 2 MiB chunk boundary (at start).
+    private static PhysicalMemory Patterned(int seed, out ulong start)
+    {
+        var mem = new PhysicalMemory(8 * Sizes.MiB);
+        byte[] pattern = new byte[3 * 4096];
+        new Random(seed).NextBytes(pattern);
+        start = (2 * Sizes.MiB) - 4096;
+        mem.Write(start, pattern);
+        return mem;
+    }
+
     // TryRead copies short ranges inline (overlapping vector moves), up to a page in 64 B moves and
     // longer ones through Memmove: at any length and offset (across a chunk boundary too) it moves exactly the bytes Read moves
     // and writes nothing past the destination's length.
     [Fact]
     public void TryRead_moves_exactly_the_bytes_of_the_range_at_any_length_and_offset()
     {
-        using var mem = new PhysicalMemory(8 * Sizes.MiB);
-        byte[] pattern = new byte[3 * 4096];
-        new Random(7).NextBytes(pattern);
-        ulong start = (2 * Sizes.MiB) - 4096;
-        mem.Write(start, pattern);
+        using PhysicalMemory mem = Patterned(seed: 7, out ulong start);
         Gen.Select(Gen.OneOf(Gen.Int[0, 80], Gen.Int[0, 4096]), Gen.Int[0, 8191]).Sample((length, offset) =>
         {
             byte[] expected = new byte[length];
@@ -56,11 +63,7 @@ public sealed class PhysicalMemoryTests
     [Fact]
     public void TryReadUInt64_reads_the_words_read_reads_and_refuses_ranges_outside_memory()
     {
-        using var mem = new PhysicalMemory(8 * Sizes.MiB);
-        byte[] pattern = new byte[3 * 4096];
-        new Random(11).NextBytes(pattern);
-        ulong start = (2 * Sizes.MiB) - 4096;
-        mem.Write(start, pattern);
+        using PhysicalMemory mem = Patterned(seed: 11, out ulong start);
         Gen.Select(Gen.Int[0, 8], Gen.Int[-512, 1535]).Sample((count, word) =>
         {
             ulong pa = (ulong)((long)start + (word * 8L));
