@@ -243,13 +243,19 @@ public sealed partial class VtdUnit : IVtdDiagnostics
             return;
         }
 
+        bool raised;
         using (_lock.EnterScope())
         {
+            bool before = _interruptPending;
             WriteMmio((uint)offset, size, value);
+            raised = !before && _interruptPending;
         }
 
-        // Set under the lock by whatever made an event pending, so this thread sees it here.
-        if (_interruptPending)
+        // Only an event this write raised fires here. One already pending was raised by another thread's call, which
+        // sends it (with any this write added) once it leaves the lock: software writes registers inside its own locks
+        // (the driver rings the invalidation queue's doorbell under its queue lock) and must not find a device's page
+        // request event, or its handler, running on its thread there.
+        if (raised)
         {
             RaisePendingInterrupts();
         }
