@@ -114,7 +114,14 @@ public sealed partial class IommuCore
     /// <summary>Waits until every fault group of the device's queue queued so far is handled and answered (<c>iopf_queue_flush_dev</c>).</summary>
     /// <param name="device">The device.</param>
     /// <returns>0; -ENODEV when the device has no IOMMU data or is on no queue.</returns>
-    /// <remarks>Blocks; call it without holding a lock the fault path takes (as the kernel drops <c>pasid_mutex</c> around it).</remarks>
+    /// <remarks>
+    /// <para>Blocks; call it without holding a lock the fault path takes (as the kernel drops <c>pasid_mutex</c> around it).</para>
+    /// <para>Model addition: first it waits for the driver's page request handler that feeds the queue (VT-d: the unit's
+    /// PRQ interrupt thread) to have reported every request it was woken for before the call. The kernel leaves that to
+    /// the caller ("the caller must flush its low-level queue first"), and its only callers, the drivers' PRQ drains,
+    /// have done so; a user of the model has no other way to wait for that thread, so a device's page request followed
+    /// by this call is answered when it returns, as before the handler had its own thread.</para>
+    /// </remarks>
     [KernelSymbol("iopf_queue_flush_dev")]
     public Errno IopfQueueFlushDev(Device device)
     {
@@ -134,6 +141,7 @@ public sealed partial class IommuCore
             return Fail(Errno.ENODEV, $"{device.Name} is on no iopf queue");
         }
 
+        param.Queue.SourceFlush?.Invoke();
         param.Queue.Flush();
         return Errno.None;
     }

@@ -10,6 +10,7 @@ public sealed partial class PciDevice
     private readonly Dictionary<(uint Tag, ulong Page), PageRequestState> _pageRequests = [];
     private int _nextGroupIndex;
     private int _responsesReceived; // page group responses taken, under _atsLock
+    private readonly object _responseSignal = new(); // pulsed after each page group response (taken after _atsLock, never inside it)
 
     private sealed class PageRequestState(int groupIndex)
     {
@@ -118,6 +119,69 @@ public sealed partial class PciDevice
         if (failure)
         {
             PriEnabled = false;
+        }
+
+        lock (_responseSignal)
+        {
+            Monitor.PulseAll(_responseSignal);
+        }
+    }
+
+    /// <summary>
+    /// Waits until every page request the device has sent and still waits for has its page group response, as a PRI
+    /// device's DMA engine waits before it retries.
+    /// </summary>
+    /// <param name="timeout">How long to wait at most (<see cref="Timeout.InfiniteTimeSpan"/> for no limit).</param>
+    /// <returns>True when no request is outstanding; false when the time ran out first.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than infinite) or above <see cref="int.MaxValue"/> milliseconds.</exception>
+    /// <exception cref="ObjectDisposedException">The device's platform is disposed.</exception>
+    /// <remarks>
+    /// The host answers on its own threads (VT-d: the unit's page request interrupt thread, then the iopf worker), so
+    /// a device's <see cref="AtsDmaRead"/> that returned <see cref="DmaStatus.PageRequestPending"/> is answered some
+    /// time later. A request the unit dropped (queue overflow without an automatic response) is never answered: the
+    /// wait then ends with false.
+    /// </remarks>
+    public bool WaitForPageGroupResponses(TimeSpan timeout)
+    {
+        long ms = (long)timeout.TotalMilliseconds;
+        if (ms is < -1 or > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A wait is infinite or between 0 and int.MaxValue milliseconds.");
+        }
+
+        // The wait holds no access scope: Platform.Dispose does not wait for a waiting device.
+        Platform?.Memory.ThrowIfDisposed();
+        long deadline = ms < 0 ? long.MaxValue : Environment.TickCount64 + ms;
+        lock (_responseSignal)
+        {
+            while (AwaitsResponse())
+            {
+                long left = deadline - Environment.TickCount64;
+                if (left <= 0)
+                {
+                    return false;
+                }
+
+                Monitor.Wait(_responseSignal, (int)Math.Min(left, int.MaxValue));
+            }
+
+            return true;
+        }
+    }
+
+    private bool AwaitsResponse()
+    {
+        lock (_atsLock)
+        {
+            foreach (PageRequestState state in _pageRequests.Values)
+            {
+                if (state.Response is null)
+                {
+                    return true;
+                }
+            }
+
+            return false;
         }
     }
 

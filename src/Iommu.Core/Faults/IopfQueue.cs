@@ -43,6 +43,10 @@ public sealed class IopfQueue
 
     internal Lock Lock { get; } = new();
 
+    // The driver's wait for the handler that feeds this queue (VT-d: synchronize_irq of the unit's PRQ thread), run by
+    // IommuCore.IopfQueueFlushDev before it flushes the work: null when the driver reports synchronously.
+    internal Action? SourceFlush { get; set; }
+
     // How long an idle worker waits for more work before its thread ends: a burst of page requests is served
     // by one thread, and an idle queue holds none.
     private const int IdleMilliseconds = 50;

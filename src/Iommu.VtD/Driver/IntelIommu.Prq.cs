@@ -109,16 +109,19 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
             ErrorDetail.Fail(Errno.ENOMEM, $"no frames for the page request queue of DMAR unit {unit.SeqId}").ThrowIfError();
         }
 
-        var state = new PrqState(unit, prq);
+        string irq = $"dmar{unit.SeqId}-prq";
+        var state = new PrqState(unit, prq, irq, PrqEventThread, ex => Log.IrqThreadFailed(_log, ex, irq));
         _prq[unit.SeqId] = state;
-        hardware.PageRequestEvent += (_, _) => PrqEventThread(state);
+        _iopfQueues[unit.SeqId]!.SourceFlush = state.Irq.Synchronize;
+        hardware.PageRequestEvent += (_, _) => state.Irq.Wake();
         unit.WriteReg32(PageRequestQueue.PectlReg, 0); // request_threaded_irq unmasks the event (dmar_msi_unmask)
         unit.WriteReg64(PageRequestQueue.PqhReg, 0);
         unit.WriteReg64(PageRequestQueue.PqtReg, 0);
         unit.WriteReg64(PageRequestQueue.PqaReg, prq | PageRequestQueue.Order);
     }
 
-    // prq_event_thread (5.15), one pass at a time (IRQF_ONESHOT): clear PPR, walk PQH..PQT (bad requests answered
+    // prq_event_thread (5.15), one pass at a time (IRQF_ONESHOT), on the unit's PRQ thread (see ThreadedIrq) or inline
+    // from the drain: clear PPR, walk PQH..PQT (bad requests answered
     // INVALID when they end a group: no PASID, not canonical, privileged with read/write, execute with read, no svm
     // or sdev, report failed; stop markers dropped), PQH = tail, then PRO cleared only if the queue is empty.
     private void PrqEventThread(PrqState s)
@@ -332,12 +335,22 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
     }
 
     // The per-unit page request queue (iommu->prq and its interrupt thread's oneshot lock).
-    private sealed class PrqState(IntelIommuUnit unit, ulong @base)
+    private sealed class PrqState
     {
-        public IntelIommuUnit Unit { get; } = unit;
+        public PrqState(IntelIommuUnit unit, ulong @base, string irqName, Action<PrqState> pass, Action<Exception> onFailure)
+        {
+            Unit = unit;
+            Base = @base;
+            Irq = new ThreadedIrq(irqName, () => pass(this), onFailure);
+        }
 
-        public ulong Base { get; } = @base;
+        public IntelIommuUnit Unit { get; }
+
+        public ulong Base { get; }
 
         public Lock Lock { get; } = new();
+
+        // The unit's PRQ interrupt: prq_event_thread on its own thread.
+        public ThreadedIrq Irq { get; }
     }
 }

@@ -25,4 +25,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 106, Level = LogLevel.Warning, Message = "DMAR unit on segment {Segment}: ignored a {Size}-byte register {Kind} at offset 0x{Offset:x} (value 0x{Value:x}): registers are aligned 4- or 8-byte accesses within [0x0, 0x{Limit:x})")]
     public static partial void IgnoredRegisterAccess(ILogger logger, ushort segment, string kind, int size, ulong offset, ulong value, uint limit);
+
+    [LoggerMessage(EventId = 107, Level = LogLevel.Error, Message = "irq/{Thread}: the handler failed")]
+    public static partial void IrqThreadFailed(ILogger logger, Exception exception, string thread);
 }

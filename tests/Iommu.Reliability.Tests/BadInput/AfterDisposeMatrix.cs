@@ -202,6 +202,7 @@ internal static class AfterDisposeMatrix
             X<ObjectDisposedException>("PciDevice.DmaWrite", A, c => { c.Platform.Dispose(); c.Dev.DmaWrite(null, 0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PciDevice.AtsDmaRead", A, c => { c.Platform.Dispose(); c.Dev.AtsDmaRead(1, 0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PciDevice.AtsDmaWrite", A, c => { c.Platform.Dispose(); c.Dev.AtsDmaWrite(1, 0x1000, new byte[8]); }),
+            X<ObjectDisposedException>("PciDevice.WaitForPageGroupResponses", A, c => { c.Platform.Dispose(); c.Dev.WaitForPageGroupResponses(TimeSpan.Zero); }),
             X<ObjectDisposedException>("PciDevice.DmaRead", A + " (with attributes)", c => { c.Platform.Dispose(); c.Dev.DmaRead(1, 0x1000, new byte[8], DmaRequestAttributes.Privileged); }),
             X<ObjectDisposedException>("PciDevice.DmaWrite", A + " (with attributes)", c => { c.Platform.Dispose(); c.Dev.DmaWrite(1, 0x1000, new byte[8], DmaRequestAttributes.Privileged); }),
             X<ObjectDisposedException>("VtdUnit.DmaRead", A + " (with attributes)", c => { c.Platform.Dispose(); c.Unit.DmaRead(c.Dev, 1, 0x1000, new byte[8], DmaRequestAttributes.Execute); }),

@@ -53,12 +53,13 @@ public sealed class PageRequestOverflowTests
         Assert.False(bed.Unit.PageRequest(dev2, new PageRequestMessage(pasid, lastPage, true, true, false, false, 6, LastInGroup: true)));
         Assert.Equal(pqt, bed.Unit.Read64(Pqt));
 
-        // Unmasking runs the thread: it drains every queued request, then clears PRO (PQH == PQT) and discards partials.
+        // Unmasking wakes the thread: it drains every queued request, then clears PRO (PQH == PQT) and discards
+        // partials. The flush waits for that pass (and for the iopf work it queued).
         bed.Unit.Write32(Pectl, 0);
-        Assert.Equal(0u, bed.Unit.Read32(Prs));
-        Assert.Equal(bed.Unit.Read64(Pqt), bed.Unit.Read64(Pqh));
         Assert.Equal(Errno.None, bed.Iommu.IopfQueueFlushDev(dev));
         Assert.Equal(Errno.None, bed.Iommu.IopfQueueFlushDev(dev2));
+        Assert.Equal(0u, bed.Unit.Read32(Prs));
+        Assert.Equal(bed.Unit.Read64(Pqt), bed.Unit.Read64(Pqh));
 
         // The queued requests were answered SUCCESS: each retry writes into the page the fault mapped.
         byte[] got = new byte[8];

@@ -208,6 +208,9 @@ internal sealed class SvaIsolationBed : IDisposable
                 byte[] b = new byte[8];
                 DmaResult r = op.Arg == 0 ? _devs[op.Dev].DmaRead(null, va, b) : _devs[op.Dev].AtsDmaRead(null, va, b);
                 Check(!r.IsOk, $"dev{op.Dev} reached 0x{r.Address:x} without PASID at a process address");
+
+                // A page request without PASID: the driver's PRQ thread answers it Invalid, on its own time.
+                Check(r.Status != DmaStatus.PageRequestPending || _devs[op.Dev].WaitForPageGroupResponses(TimeSpan.FromSeconds(30)), "no answer to a page request without PASID");
                 return true;
             default:
                 return false;
@@ -268,7 +271,7 @@ internal sealed class SvaIsolationBed : IDisposable
             return;
         }
 
-        // The device sent one page request (last in its group): the PRQ thread ran on the event; the iopf worker answers.
+        // The device sent one page request (last in its group): the flush waits for the PRQ thread, then the iopf worker that answers.
         PageRequests++;
         Check(Iommu.IopfQueueFlushDev(dev) == Errno.None, "iopf flush");
         Check(_bed.Unit.Read32(0xDC) == 0 && _bed.Unit.Read64(0xC0) == _bed.Unit.Read64(0xC8), "PRQ not drained after the iopf flush");

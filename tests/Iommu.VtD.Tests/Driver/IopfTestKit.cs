@@ -49,7 +49,7 @@ internal static class IopfTestKit
         return (pfn << 12) | (va & 0xFFF);
     }
 
-    /// <summary>Injects a page request from <paramref name="dev"/> at the unit (the PRQ handler runs on this thread).</summary>
+    /// <summary>Injects a page request from <paramref name="dev"/> at the unit (the driver's PRQ thread handles it: IopfQueueFlushDev waits for that).</summary>
     public static bool Request(DriverBed f, PciDevice dev, uint? pasid, ulong addr, int prgi, bool lpig, bool rd = true, bool wr = false, bool exe = false, bool pm = false) =>
         f.Unit.PageRequest(dev, new PageRequestMessage(pasid, addr, rd, wr, exe, pm, prgi, lpig));
 

@@ -116,6 +116,7 @@ public sealed class PageRequestPropertyTests
         uint p = f.Iommu.SvaGetPasid(Bind(f, dev, mm));
         var trace = new FirstLevelTestKit.QiTrace(f);
         Assert.True(Request(f, dev, p, va, prgi: 4, lpig: true, rd: true, wr: true));
+        Assert.Equal(Errno.None, f.Iommu.IopfQueueFlushDev(dev)); // the device is on the queue: this waits for the PRQ thread
         IommuFault pending = Assert.Single(seen);
         Assert.Equal(PageRequestFlags.LastPage | PageRequestFlags.PasidValid | PageRequestFlags.ResponseNeedsPasid, pending.Flags);
         Assert.Equal((p, 4u, 3u, va), (pending.Pasid, pending.GroupId, pending.Perm, pending.Address));

@@ -166,6 +166,7 @@ public sealed class PageRequestTests
         Assert.True(Request(f, dev, p + 7, va, prgi: 6, lpig: true)); // f: no process bound to the PASID
         Assert.True(Request(f, unbound, p, va, prgi: 7, lpig: true)); // g: the device is not bound to it
         Assert.True(Request(f, dev, null, va, prgi: 8, lpig: false)); // a bad request inside a group: no answer
+        Assert.Equal(Errno.None, f.Iommu.IopfQueueFlushDev(dev)); // the PRQ thread's pass, then the iopf work (none)
         Assert.Equal(
             [
                 (ResponseQ0(0, rid, 1, pp: false), ResponseQ1(1)),
@@ -176,8 +177,6 @@ public sealed class PageRequestTests
                 (ResponseQ0(p, unbound.RequesterId, 1), ResponseQ1(7)),
             ],
             Responses(trace));
-        Assert.Equal(Errno.None, f.Iommu.IopfQueueFlushDev(dev));
-        Assert.Empty(Responses(trace));
         Assert.False(mm.TryTranslate(va, out _));
         Assert.Equal(0u, f.Unit.Read32(0xDC));
         Assert.Equal(f.Unit.Read64(0xC8), f.Unit.Read64(0xC0)); // PQH caught up with PQT
@@ -201,7 +200,8 @@ public sealed class PageRequestTests
 
         Assert.False(Request(f, dev, p, va, prgi: 9, lpig: true)); // full: PRO, dropped
         Assert.Equal(2u, f.Unit.Read32(0xDC) & 2);
-        f.Unit.Write32(0xE0, 0); // unmask: the pending event runs the thread
+        f.Unit.Write32(0xE0, 0); // unmask: the pending event wakes the PRQ thread
+        Assert.Equal(Errno.None, f.Iommu.IopfQueueFlushDev(dev)); // waits for its pass
         Assert.Equal(0u, f.Unit.Read32(0xDC));
         Assert.Equal(f.Unit.Read64(0xC8), f.Unit.Read64(0xC0));
 

@@ -1,0 +1,109 @@
+namespace Iommu.VtD.Driver;
+
+// A threaded interrupt handler (request_threaded_irq with IRQF_ONESHOT and no primary handler): the unit's interrupt
+// only wakes the handler's thread, which runs one pass at a time and, after a wake that came during a pass, one more.
+// Why a thread: the unit raises its events on whichever thread next touches it, and the driver touches it inside
+// its locks (the invalidation queue's doorbell under the queue lock). A handler run there would take the handler's
+// locks inside the caller's, the reverse of the order the handler itself takes them in. In 5.15 the PRQ handler
+// never runs inside qi_submit_sync either. The thread starts when a wake arrives and ends after a short idle time,
+// so an idle unit holds no thread (and a platform never disposed leaks none).
+internal sealed class ThreadedIrq(string name, Action handler, Action<Exception> onFailure)
+{
+    // How long an idle handler thread waits for another wake before it ends.
+    private const int IdleMilliseconds = 50;
+
+    private readonly object _lock = new();
+    private long _raised;
+    private long _handled;
+    private bool _running;
+    private int _thread;
+
+    public string Name { get; } = name;
+
+    // The hard interrupt: IRQ_WAKE_THREAD. Never blocks and never runs the handler on the caller's thread.
+    public void Wake()
+    {
+        bool start;
+        lock (_lock)
+        {
+            _raised++;
+            start = !_running;
+            _running = true;
+            Monitor.PulseAll(_lock);
+        }
+
+        if (start)
+        {
+            var thread = new Thread(static irq => ((ThreadedIrq)irq!).Run()) { IsBackground = true, Name = Name };
+            thread.UnsafeStart(this);
+        }
+    }
+
+    // synchronize_irq: returns once a pass that began after every wake raised before the call has finished. From the
+    // handler's own thread it returns at once, rather than wait for itself.
+    public void Synchronize()
+    {
+        if (Environment.CurrentManagedThreadId == Volatile.Read(ref _thread))
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            long target = _raised;
+            while (_handled < target)
+            {
+                Monitor.Wait(_lock);
+            }
+        }
+    }
+
+    private void Run()
+    {
+        Volatile.Write(ref _thread, Environment.CurrentManagedThreadId);
+        while (true)
+        {
+            long target;
+            lock (_lock)
+            {
+                if (_handled == _raised)
+                {
+                    // Whether woken or timed out, look again: a wake counted under the lock is never left behind.
+                    Monitor.Wait(_lock, IdleMilliseconds);
+                }
+
+                if (_handled == _raised)
+                {
+                    _running = false;
+                    Volatile.Write(ref _thread, 0);
+                    return;
+                }
+
+                target = _raised; // this pass serves every wake so far: it reads the hardware after they were raised
+            }
+
+            try
+            {
+                handler();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The platform went away under the handler: nothing is left to serve.
+            }
+#pragma warning disable CA1031 // an exception on the handler thread would end the host process: log it, like an oops
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                onFailure(ex);
+            }
+            finally
+            {
+                lock (_lock)
+                {
+                    _handled = target;
+                    Monitor.PulseAll(_lock);
+                }
+            }
+        }
+    }
+}
