@@ -12,6 +12,10 @@ internal static class Dmar
 
     public const uint GcmdTe = 1u << 31, GcmdSrtp = 1u << 30, GcmdWbf = 1u << 27, GcmdQie = 1u << 26;
     public const uint FstsIqe = 1u << 4, FstsPpf = 1u << 1, FstsPfo = 1u << 0;
+
+    // FSTS.FRI, bits 15:8: the first pending fault record (dma_fsts_fault_record_index).
+    public const int FstsFriShift = 8;
+
     public const ulong RtaddrSmt = 1UL << 10;
 
     // IQA_REG: DW (bit 11) selects 256-bit descriptors; QS (2:0) is log2 of the queue's pages.

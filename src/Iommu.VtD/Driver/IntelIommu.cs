@@ -429,37 +429,51 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         return mask == 0 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)mask);
     }
 
-    // dmar_fault: read every pending fault record, log it, clear it; then clear PFO/PPF.
+    // dmar_fault (5.15), under the unit's register lock: with PPF set, from the record FSTS.FRI names, read, log and
+    // clear each record while its F is set, wrapping around; then clear PFO/PPF. The fault event fires on the thread
+    // whose DMA raised it, so two devices' faults can run this on two threads at once: the lock keeps a record from
+    // being read twice, and walking on while F is set (not once over the registers) finds a record the unit added
+    // meanwhile, which raised no event of its own while PPF was still set.
     private void DmarFault(IntelIommuUnit unit)
     {
         uint fro = DmarCap.FaultRegOffset(unit.Cap);
         int nfr = DmarCap.NumFaultRegs(unit.Cap);
-        for (int i = 0; i < nfr; i++)
+        lock (unit.RegisterLock)
         {
-            uint at = fro + (uint)(i * 16);
-            ulong hi = unit.ReadReg64(at + 8);
-            if ((hi & FaultRecord.Fault) == 0)
+            uint fsts = unit.ReadReg32(Dmar.FstsReg);
+            if ((fsts & Dmar.FstsPpf) != 0)
             {
-                continue;
+                int index = (int)((fsts >> Dmar.FstsFriShift) & 0xFF) % nfr;
+                // Unbounded, as 5.15's while (1): records added during the walk raise no event, so stopping after
+                // one lap would leave them, and every later fault, unreported.
+                for (; ; index = (index + 1) % nfr)
+                {
+                    uint at = fro + (uint)(index * 16);
+                    ulong hi = unit.ReadReg64(at + 8);
+                    if ((hi & FaultRecord.Fault) == 0)
+                    {
+                        break;
+                    }
+
+                    ulong lo = unit.ReadReg64(at);
+                    var record = new DmarFaultRecord(
+                        unit.SeqId,
+                        FaultRecord.SourceId(hi),
+                        FaultRecord.PasidPresent(hi) ? FaultRecord.PasidValue(hi) : null,
+                        FaultRecord.PageAddr(lo),
+                        !FaultRecord.IsRead(hi),
+                        (VtdFaultReason)FaultRecord.FaultReason(hi));
+                    unit.WriteReg32(at + 12, FaultRecord.FaultClearDword); // clear F (RW1C)
+                    lock (_faults)
+                    {
+                        _faults.Add(record);
+                    }
+
+                    Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(unit.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
+                }
             }
 
-            ulong lo = unit.ReadReg64(at);
-            var record = new DmarFaultRecord(
-                unit.SeqId,
-                FaultRecord.SourceId(hi),
-                FaultRecord.PasidPresent(hi) ? FaultRecord.PasidValue(hi) : null,
-                FaultRecord.PageAddr(lo),
-                !FaultRecord.IsRead(hi),
-                (VtdFaultReason)FaultRecord.FaultReason(hi));
-            lock (_faults)
-            {
-                _faults.Add(record);
-            }
-
-            Log.DmaFault(_log, unit.SeqId, record.Write ? "Write" : "Read", PciAddress.FromRequesterId(unit.Segment, record.SourceId).ToString(), record.Pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-", record.Address, (byte)record.Reason, record.Reason.ToString());
-            unit.WriteReg32(at + 12, FaultRecord.FaultClearDword); // clear F (RW1C)
+            unit.WriteReg32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
         }
-
-        unit.WriteReg32(Dmar.FstsReg, Dmar.FstsPfo | Dmar.FstsPpf);
     }
 }

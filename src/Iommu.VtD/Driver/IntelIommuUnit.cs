@@ -118,6 +118,9 @@ public sealed class IntelIommuUnit
 
     internal Lock Lock { get; } = new();
 
+    // iommu->register_lock, for the fault handler's walk of the fault recording registers (only the fault list's lock is taken inside it).
+    internal Lock RegisterLock { get; } = new();
+
     // The DRHD this state drives, as the PCI buses name it (PciBus.FindDmaRemapper): compared by
     // identity only, the way the kernel matches a device to a DRHD by its scope.
     internal IDmaRemapper Remapper { get; }
