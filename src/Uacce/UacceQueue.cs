@@ -174,12 +174,20 @@ public sealed class UacceQueue : IFileReference
     /// <summary>Polls the queue (<c>uacce_fops_poll</c>).</summary>
     /// <returns><see cref="UacceCommands.PollIn"/> | <see cref="UacceCommands.PollRdNorm"/> when the driver's <see cref="IUacceOps.IsQUpdated"/> says so; 0 otherwise and for a zombie queue.</returns>
     /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
+    /// <remarks>
+    /// Under the device's mutex, as the later kernel's fix for parent removal does (5.15 takes no lock): a PUT_Q or
+    /// remove between the validity check and the driver's call would let a zombie queue ask the driver about a hardware
+    /// queue it no longer owns, and the sample's driver would clear another opener's completion flag.
+    /// </remarks>
     [KernelSymbol("uacce_fops_poll")]
     public int Poll()
     {
         using PhysicalMemory.AccessScope guard = Uacce.Core.Platform.Memory.EnterAccess();
-        IUacceOps? ops = Uacce.Ops;
-        return IsValid && ops is not null && ops.IsQUpdated(this) ? UacceCommands.PollIn | UacceCommands.PollRdNorm : 0;
+        lock (Uacce.Mutex)
+        {
+            IUacceOps? ops = Uacce.Ops;
+            return IsValid && ops is not null && ops.IsQUpdated(this) ? UacceCommands.PollIn | UacceCommands.PollRdNorm : 0;
+        }
     }
 
     /// <inheritdoc/>
