@@ -96,7 +96,10 @@ public sealed partial class IommuCore
             return Fail(Errno.EINVAL, $"{device.Name} cannot leave {(queue is null ? "a null queue" : queue.ToString())}");
         }
 
+        // queue->lock, then dev->iommu->lock as 5.15: a report (which holds the latter across the handler) never
+        // finds the device leaving its queue halfway through.
         lock (queue.Lock)
+        lock (device.IommuParamLock)
         lock (_iopfParams)
         {
             if (!_iopfParams.TryGetValue(device, out IopfDeviceParam? param) || param.Queue != queue)
@@ -199,23 +202,22 @@ public sealed partial class IommuCore
             return Fail(Errno.EOPNOTSUPP, $"iopf handles page requests only, not {fault.Type}");
         }
 
+        // One section from the lookup to the group, so the device's parameters are not used after they left the
+        // queue. (iommu_report_device_fault's caller also holds dev->iommu->lock, which iopf_queue_remove_device takes.)
         IopfDeviceParam? param = null;
-        if (cookie is Device device)
-        {
-            lock (_iopfParams)
-            {
-                _iopfParams.TryGetValue(device, out param);
-            }
-        }
-
-        if (param is null)
-        {
-            return Fail(Errno.ENODEV, $"{cookie} is on no iopf queue");
-        }
-
         IopfGroup group;
         lock (_iopfParams)
         {
+            if (cookie is Device device)
+            {
+                _iopfParams.TryGetValue(device, out param);
+            }
+
+            if (param is null)
+            {
+                return Fail(Errno.ENODEV, $"{cookie} is on no iopf queue");
+            }
+
             if (!fault.Flags.HasFlag(PageRequestFlags.LastPage))
             {
                 param.Partial.Add(fault);
