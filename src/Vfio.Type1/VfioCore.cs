@@ -143,8 +143,10 @@ public sealed class VfioCore : IVfioPinning
         ArgumentNullException.ThrowIfNull(process);
         fd = -1;
         group = null;
+        // Only a lookup: the VFIO group is what the open holds (vfio_group_get_from_minor), not the IOMMU group.
         IommuGroup? ig = Platform.Iommu.GroupGetById(groupId);
         VfioGroup? g = ig is null ? null : GetGroup(ig);
+        Platform.Iommu.GroupPut(ig);
         if (g is null)
         {
             return ErrorDetail.Fail(Errno.ENOENT, $"/dev/vfio/{groupId} does not exist");

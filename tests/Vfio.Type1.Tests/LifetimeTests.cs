@@ -82,4 +82,24 @@ public sealed class LifetimeTests
         Assert.Null(Record.Exception(other.Dispose));
         Assert.Null(Record.Exception(bed.Proc.Dispose));
     }
+
+    // vfio_group_fops_open looks the group up; it took an IOMMU group reference with iommu_group_get_by_id and never
+    // dropped it, so every open kept the group alive: after its last device left, the group was never released.
+    [Fact]
+    public void Opening_a_group_holds_no_iommu_group_reference_after_the_open()
+    {
+        using var bed = new Type1Bed();
+        PciDevice dev = bed.AddDevice("0000:00:03.0");
+        Iommu.Groups.IommuGroup group = dev.IommuGroup!;
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(Errno.None, bed.Vfio.OpenGroup(bed.Proc, group.Id, out _, out int fd));
+            Assert.Equal(Errno.None, bed.Proc.Close(fd));
+        }
+
+        Assert.Equal(Errno.ENOENT, bed.Vfio.OpenGroup(bed.Proc, group.Id + 100, out _, out _));
+        bed.Platform.Iommu.ReleaseDevice(dev); // its last device leaves: the group's last reference goes
+        Assert.True(group.IsReleased);
+        Assert.Null(bed.Platform.Iommu.GroupGetById(group.Id));
+    }
 }
