@@ -38,12 +38,22 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
-        if (group is not null)
+        if (group is null)
         {
-            lock (_idLock)
+            return null;
+        }
+
+        lock (_idLock)
+        {
+            // The device left the group meanwhile and its last reference is gone: the group is being released, and a
+            // reference taken now would hand it out and run its release a second time. (5.15 takes the reference
+            // unconditionally; there the device core keeps a removal from racing the device's own lookups.)
+            if (group.RefCount == 0)
             {
-                group.RefCount++;
+                return null;
             }
+
+            group.RefCount++;
         }
 
         return group;

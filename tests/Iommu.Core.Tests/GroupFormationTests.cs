@@ -124,6 +124,47 @@ public sealed class GroupFormationTests : IDisposable
         Assert.Equal(2, c.IommuGroup!.Id);
     }
 
+    // iommu_group_get reads the device's group and then takes a reference; racing the last put, it took one on a
+    // group already at zero and handed out a group being released (whose second "last" put ran the release again).
+    [Fact]
+    public void Group_get_racing_the_last_put_never_hands_out_a_released_group()
+    {
+        _pci.SetIommuOps(_driver);
+        int released = 0, rounds = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(1.5) && released == 0)
+        {
+            PciDevice a = _pci.AddDevice(new PciDeviceSpec("0000:00:02.0"));
+            bool done = false;
+            using var started = new ManualResetEventSlim();
+            var getter = new Thread(() =>
+            {
+                started.Set();
+                while (!Volatile.Read(ref done))
+                {
+                    if (_platform.Iommu.GroupGet(a) is IommuGroup g)
+                    {
+                        if (g.IsReleased)
+                        {
+                            Interlocked.Increment(ref released);
+                        }
+
+                        _platform.Iommu.GroupPut(g);
+                    }
+                }
+            });
+            getter.Start();
+            Assert.True(started.Wait(TimeSpan.FromSeconds(30)));
+            Thread.SpinWait(rounds++ % 256);
+            _pci.RemoveDevice(a);
+            Volatile.Write(ref done, true);
+            Assert.True(getter.Join(TimeSpan.FromSeconds(30)));
+            Assert.Empty(_platform.Iommu.Groups);
+        }
+
+        Assert.True(released == 0, $"a released group was handed out (round {rounds})");
+    }
+
     [Fact]
     public void A_group_held_by_a_reference_outlives_its_devices()
     {
