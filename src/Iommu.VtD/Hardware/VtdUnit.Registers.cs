@@ -22,10 +22,16 @@ public sealed partial class VtdUnit
         _iotlbRegs = VtdConfig.IotlbRegisterOffset;
         _faultRegs = VtdConfig.FaultRecordingRegisterOffset;
         int size = (int)Math.Max(0x1000u, _faultRegs + ((uint)_config.FaultRecordCount * VtdRegister.FaultRecordSize));
-        _regs = new byte[size];
-        _wmask = new byte[size];
-        _w1cmask = new byte[size];
-        _womask = new byte[size];
+        // Allocated once: a reset or restore rewrites every register in place, one aligned store each, so a lock-free
+        // 32-bit read meanwhile sees the old value or the reset one, never a zero from a fresh array (the register
+        // file's size and masks depend only on the configuration, which never changes).
+        if (_regs.Length != size)
+        {
+            _regs = new byte[size];
+            _wmask = new byte[size];
+            _w1cmask = new byte[size];
+            _womask = new byte[size];
+        }
 
         bool qi = _config.QueuedInvalidation;
         Define(VtdRegister.Ver, 4, _config.Version);

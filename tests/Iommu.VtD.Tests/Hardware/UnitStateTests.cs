@@ -51,6 +51,39 @@ public sealed class UnitStateTests
         Assert.Contains(original, s => s.StartsWith("fault MSI", StringComparison.Ordinal) || faultsBefore > 0);
     }
 
+    // A 32-bit register read takes no lock; a reset used to swap in zeroed register arrays and fill them afterwards,
+    // so a read meanwhile returned 0 for CAP, a value the register never held.
+    [Fact]
+    public void A_register_read_racing_resets_sees_only_values_the_register_held()
+    {
+        using var b = new VtdBench(VtdConfig.ScalableMode48Bit);
+        uint capLow = (uint)b.Config.Cap, ecapLow = (uint)b.Config.Ecap, ver = b.Unit.Read32(0x00);
+        bool stop = false;
+        long odd = 0, reads = 0;
+        var reader = new Thread(() =>
+        {
+            while (!Volatile.Read(ref stop))
+            {
+                if (b.Unit.Read32(0x08) != capLow || b.Unit.Read32(0x10) != ecapLow || b.Unit.Read32(0x00) != ver
+                    || (b.Unit.Read32(0x38) & 0x8000_0000) == 0) // FECTL.IM: set at reset, never cleared here
+                {
+                    Interlocked.Increment(ref odd);
+                }
+
+                reads++;
+            }
+        });
+        reader.Start();
+        for (int i = 0; i < 20_000 && Interlocked.Read(ref odd) == 0; i++)
+        {
+            b.Unit.Reset();
+        }
+
+        Volatile.Write(ref stop, true);
+        Assert.True(reader.Join(TimeSpan.FromSeconds(30)));
+        Assert.True(odd == 0, $"{odd} of {reads} register reads returned a value the register never held");
+    }
+
     [Fact]
     public void Reset_returns_every_register_to_its_power_on_value_and_the_unit_stops_translating()
     {
