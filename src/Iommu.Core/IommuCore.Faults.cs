@@ -138,7 +138,23 @@ public sealed partial class IommuCore
                 }
             }
 
-            Errno ret = param.Handler(fault, param.Data);
+            Errno ret;
+            try
+            {
+                ret = param.Handler(fault, param.Data);
+            }
+            catch when (queued)
+            {
+                // A handler that throws has not taken the request: it is not pending (the caller answers it, as
+                // for a handler that returns an error), or it would block the handler's unregistration forever.
+                lock (param.Lock)
+                {
+                    param.Pending.Remove(fault);
+                }
+
+                throw;
+            }
+
             if (ret != Errno.None && queued)
             {
                 lock (param.Lock)

@@ -123,10 +123,17 @@ public sealed class IopfQueue
             }
 #pragma warning disable CA1031 // an exception on the worker thread would end the host process: log it, like an oops
             catch (Exception ex)
-#pragma warning restore CA1031
             {
-                _core.LogIopfWorkerFailure(ex, Name);
+                try
+                {
+                    _core.LogIopfWorkerFailure(ex, Name);
+                }
+                catch (Exception)
+                {
+                    // A logger that throws must not end the process either.
+                }
             }
+#pragma warning restore CA1031
             finally
             {
                 lock (_workLock)

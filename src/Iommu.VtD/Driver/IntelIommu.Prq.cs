@@ -110,7 +110,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         }
 
         string irq = $"dmar{unit.SeqId}-prq";
-        var state = new PrqState(unit, prq, irq, PrqEventThread, ex => Log.IrqThreadFailed(_log, ex, irq));
+        var state = new PrqState(unit, prq, irq, PrqIrqThread, ex => Log.IrqThreadFailed(_log, ex, irq));
         _prq[unit.SeqId] = state;
         _iopfQueues[unit.SeqId]!.SourceFlush = state.Irq.Synchronize;
         hardware.PageRequestEvent += (_, _) => state.Irq.Wake();
@@ -118,6 +118,15 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         unit.WriteReg64(PageRequestQueue.PqhReg, 0);
         unit.WriteReg64(PageRequestQueue.PqtReg, 0);
         unit.WriteReg64(PageRequestQueue.PqaReg, prq | PageRequestQueue.Order);
+    }
+
+    // A pass on the unit's PRQ thread: inside an access scope, as every entry point, so Platform.Dispose waits for a
+    // pass in progress (and a pass that starts once Dispose has started ends with ObjectDisposedException) instead of
+    // freeing the queue and the invalidation queue under it.
+    private void PrqIrqThread(PrqState s)
+    {
+        using Iommu.Memory.PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        PrqEventThread(s);
     }
 
     // prq_event_thread (5.15), one pass at a time (IRQF_ONESHOT), on the unit's PRQ thread (see ThreadedIrq) or inline
@@ -176,7 +185,21 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
                     }
                 }
 
-                if (IntelSvmPrqReport(sdev.Device, req) != Errno.None)
+                Errno reported;
+                try
+                {
+                    reported = IntelSvmPrqReport(sdev.Device, req);
+                }
+                catch (Exception ex) when (ex is not ObjectDisposedException)
+                {
+                    // A device fault handler that throws fails the report as an error return does in 5.15: the
+                    // request is answered Invalid and the walk goes on (PQH still moves past it below), rather than
+                    // leave it unanswered, re-read by every later pass ahead of other devices' requests.
+                    Log.IrqThreadFailed(_log, ex, s.Irq.Name);
+                    reported = Errno.EFAULT;
+                }
+
+                if (reported != Errno.None)
                 {
                     HandleBadPrqEvent(unit, req);
                 }
@@ -248,9 +271,10 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         });
     }
 
-    // intel_svm_drain_prq (5.15), called with _pasidMutex held once, after the PASID entry is torn down: wait while
-    // the PRQ holds a request of the PASID, flush the device's iopf work, then fence + P_IOTLB (RID domain's DID) +
-    // PASID dev-TLB + drain wait, again while PRO is set. "Waiting for the PRQ thread" runs a pass of it here.
+    // intel_svm_drain_prq (5.15), called with _deviceDomainLock and _pasidMutex held once, after the PASID entry is
+    // torn down: wait while the PRQ holds a request of the PASID, flush the device's iopf work, then fence + P_IOTLB
+    // (RID domain's DID) + PASID dev-TLB + drain wait, again while PRO is set. "Waiting for the PRQ thread" runs a pass
+    // of it here. The descriptors' ids are read before the first wait, which drops both locks (a detach may run then).
     private void IntelSvmDrainPrq(DeviceDomainInfo info, IntelIommuUnit unit, uint pasid)
     {
         PrqState? s = (uint)unit.SeqId < (uint)_prq.Length ? _prq[unit.SeqId] : null;
@@ -259,15 +283,14 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
             return;
         }
 
-        while (PrqHolds(s, pasid))
-        {
-            WithoutPasidMutex(() => PrqEventThread(s));
-        }
-
-        WithoutPasidMutex(() => _platform.Iommu.IopfQueueFlushDev(info.Device));
-
         ushort sid = info.Device.RequesterId;
         ushort did = info.Domain.DidOn(unit.SeqId);
+        while (PrqHolds(s, pasid))
+        {
+            WithoutUnbindLocks(() => PrqEventThread(s));
+        }
+
+        WithoutUnbindLocks(() => _platform.Iommu.IopfQueueFlushDev(info.Device));
         while (true)
         {
             // Model decision: PD only with ECAP.PDS (5.15 sets it unconditionally; a unit without PDS rejects it).
@@ -283,7 +306,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
                 return;
             }
 
-            WithoutPasidMutex(() => PrqEventThread(s));
+            WithoutUnbindLocks(() => PrqEventThread(s));
         }
     }
 
@@ -304,16 +327,30 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
         return false;
     }
 
-    // The kernel drops pasid_mutex around the waits of the drain: the PRQ thread and the iopf worker take it.
-    private void WithoutPasidMutex(Action action)
+    // The kernel drops pasid_mutex around the waits of the drain: the PRQ thread and the iopf worker take it. The
+    // unbind's _deviceDomainLock (5.15's device_domain_lock is a spinlock, never held across these sleeps) goes too:
+    // what those threads run (a device fault handler, an MMU notifier on a COW break) may map or unmap a domain with an
+    // ATS device, which takes it (iommu_flush_dev_iotlb); held here, the unbind and that thread waited for each other.
+    private void WithoutUnbindLocks(Action action)
     {
+        bool domainLock = _deviceDomainLock.IsHeldByCurrentThread;
         _pasidMutex.Exit();
+        if (domainLock)
+        {
+            _deviceDomainLock.Exit();
+        }
+
         try
         {
             action();
         }
         finally
         {
+            if (domainLock)
+            {
+                _deviceDomainLock.Enter();
+            }
+
             _pasidMutex.Enter();
         }
     }

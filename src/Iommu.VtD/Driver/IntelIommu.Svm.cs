@@ -208,7 +208,10 @@ public sealed partial class IntelIommu : IIommuSvaOps
                 IntelSvmDrainPrq(sdev.Info, sdev.Unit, sdev.Pasid);
             }
 
-            if (svm.Devices.Count == 0)
+            // The drain dropped both locks while it waited: another unbind may have emptied and dropped this svm meanwhile
+            // (and a bind made a new one for the same PASID), so only the unbind that finds its own svm still listed
+            // and empty removes it.
+            if (svm.Devices.Count == 0 && _pasidPrivate.TryGetValue(sdev.Pasid, out IntelSvm? listed) && listed == svm)
             {
                 svm.Mm.MmuNotifierUnregister(svm);
                 _pasidPrivate.Remove(sdev.Pasid);

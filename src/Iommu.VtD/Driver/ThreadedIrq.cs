@@ -92,10 +92,17 @@ internal sealed class ThreadedIrq(string name, Action handler, Action<Exception>
             }
 #pragma warning disable CA1031 // an exception on the handler thread would end the host process: log it, like an oops
             catch (Exception ex)
-#pragma warning restore CA1031
             {
-                onFailure(ex);
+                try
+                {
+                    onFailure(ex);
+                }
+                catch (Exception)
+                {
+                    // A logger that throws must not end the process either.
+                }
             }
+#pragma warning restore CA1031
             finally
             {
                 lock (_lock)

@@ -12,9 +12,10 @@ namespace Iommu.Reliability.Tests.Infrastructure;
 internal sealed class SvaTestBed : IDisposable
 {
     /// <param name="overflowResponse">The unit's automatic response to page requests it drops (null: none, the default profile).</param>
-    public SvaTestBed(int? overflowResponse = null)
+    /// <param name="loggerFactory">Where the platform logs (null: nowhere).</param>
+    public SvaTestBed(int? overflowResponse = null, Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
-        Platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB });
+        Platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 64 * Sizes.MiB }, loggerFactory);
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, VtdConfig.ScalableModeFirstLevel48Bit with
         {
