@@ -50,6 +50,7 @@ public sealed partial class IommuCore
             owned.Ops = ops;
             owned.Type = type;
             owned.Freed = false; // a driver may hand a freed static domain out again (identity)
+            Volatile.Write(ref owned.Dying, 0);
         }
         else if (domain.Ops != ops || domain.Type != type)
         {
@@ -82,6 +83,100 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ThrowIfFreed(domain);
+        ThrowIfStillAttached(domain);
+        if (domain is IommuDomain dying)
+        {
+            // From here on no call enters the domain; wait for those that entered before (a map still
+            // walking the tables would write into frames the driver is about to free and another domain
+            // may get), then check the attachments again (an attach that was in flight has landed).
+            if (Interlocked.CompareExchange(ref dying.Dying, 1, 0) != 0)
+            {
+                ThrowHelper.DomainFreed(dying.Type);
+            }
+
+            Platform.Memory.WaitForDomainUsers(Platform.Memory.SerialOf(dying), guard.Slot);
+            var spin = default(SpinWait);
+            while (Volatile.Read(ref dying.InFlight) != 0)
+            {
+                spin.SpinOnce();
+            }
+
+            try
+            {
+                ThrowIfStillAttached(domain);
+            }
+            catch
+            {
+                Volatile.Write(ref dying.Dying, 0);
+                throw;
+            }
+        }
+
+        UntrackDomain(domain);
+        PutDmaCookie(domain);
+        domain.Ops?.DomainFree(domain);
+        if (domain is IommuDomain owned)
+        {
+            owned.Freed = true;
+            owned.PgsizeBitmap = 0;
+        }
+    }
+
+    // Enters a call that uses the domain's tables (see IommuDomain.Serial): throws when the domain is being freed or
+    // was freed. Dispose leaves. The common case costs two plain stores and a volatile read, on the calling thread's
+    // own slot: concurrent users of one domain share no cache line.
+    internal readonly ref struct DomainUse
+    {
+        private readonly PhysicalMemory.Slot? _slot;
+        private readonly long _previous;
+        private readonly IommuDomain? _counted;
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public DomainUse(in PhysicalMemory.AccessScope scope, IDomain domain)
+        {
+            if (domain is not IommuDomain d)
+            {
+                return;
+            }
+
+            PhysicalMemory.Slot slot = scope.Slot!;
+            long current = slot.DomainInUse, serial = scope.Memory!.SerialOf(d);
+            if (current == 0 || current == serial)
+            {
+                // Store, then load: the freer's process-wide barrier orders them against its own store of Dying and
+                // read of the slots, so either this read sees Dying or the freer sees this slot.
+                Volatile.Write(ref slot.DomainInUse, serial);
+                (_slot, _previous) = (slot, current);
+            }
+            else
+            {
+                Interlocked.Increment(ref d.InFlight); // nested in a call on another domain; a full fence
+                _counted = d;
+            }
+
+            if (Volatile.Read(ref d.Dying) != 0)
+            {
+                Dispose();
+                ThrowHelper.DomainFreed(d.Type);
+            }
+        }
+
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public void Dispose()
+        {
+            if (_slot is not null)
+            {
+                Volatile.Write(ref _slot.DomainInUse, _previous);
+            }
+            else if (_counted is not null)
+            {
+                Interlocked.Decrement(ref _counted.InFlight);
+            }
+        }
+    }
+
+    private void ThrowIfStillAttached(IDomain domain)
+    {
         foreach (IommuGroup g in Groups)
         {
             if (ReferenceEquals(g.Domain, domain) && !ReferenceEquals(g.DefaultDomain, domain))
@@ -99,15 +194,6 @@ public sealed partial class IommuCore
                     }
                 }
             }
-        }
-
-        UntrackDomain(domain);
-        PutDmaCookie(domain);
-        domain.Ops?.DomainFree(domain);
-        if (domain is IommuDomain owned)
-        {
-            owned.Freed = true;
-            owned.PgsizeBitmap = 0;
         }
     }
 
@@ -139,6 +225,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ThrowIfFreed(domain);
+        using DomainUse use = new(guard, domain);
         ArgumentNullException.ThrowIfNull(device);
         IommuGroup? group = device.IommuGroup;
         if (group is null)
@@ -195,6 +282,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ThrowIfFreed(domain);
+        using DomainUse use = new(guard, domain);
         ArgumentNullException.ThrowIfNull(group);
         lock (group.Mutex)
         {

@@ -21,6 +21,7 @@ public sealed partial class IommuCore
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(domain);
         ThrowIfFreed(domain);
+        using DomainUse use = new(guard, domain);
         ArgumentNullException.ThrowIfNull(device);
         if (domain.Ops is not IIommuAuxOps ops)
         {

@@ -106,6 +106,7 @@ public sealed partial class IommuCore
             return phys;
         }
 
+        using DomainUse use = new(guard, domain);
         IovaDomain? iovad = DmaInitDomain(domain, device);
         if (iovad is null)
         {
@@ -197,6 +198,7 @@ public sealed partial class IommuCore
             return; // dma_direct_unmap_page: nothing to undo without swiotlb
         }
 
+        using DomainUse use = new(guard, domain);
         IovaDomain? iovad = CookieOf(domain);
         ulong offset = iovad is null ? 0 : dmaHandle & (iovad.Granule - 1);
         ulong iova = dmaHandle - offset;

@@ -35,7 +35,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_map")]
     public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);
         IIommuOps? ops;
         if (domain is IommuDomain d)
@@ -108,7 +108,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unmap")]
     public ulong Unmap(IDomain domain, ulong iova, ulong size)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);
         var core = domain as IommuDomain; // one type test for the whole call
         ulong ret = UnmapAndSync(domain, core, iova, size);
@@ -128,7 +128,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_unmap_fast")]
     public ulong UnmapFast(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);
         var core = domain as IommuDomain;
         ulong ret = UnmapCore(domain, core, iova, size, ref gather);
@@ -142,7 +142,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iotlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);
         IotlbSyncInScope(domain, domain as IommuDomain, ref gather);
     }
@@ -163,7 +163,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);
         if (domain.Ops is IIommuIotlbOps ops)
         {
@@ -218,7 +218,7 @@ public sealed partial class IommuCore
     [KernelSymbol("iommu_iova_to_phys")]
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
-        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);
 
         // A core domain's type and ops are fields: read them without going through IDomain.

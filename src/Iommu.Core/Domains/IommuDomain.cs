@@ -46,6 +46,14 @@ public class IommuDomain : IDomain
     // this domain throw instead of reaching freed page tables.
     internal bool Freed;
 
+    // Calls that use the domain's tables right now (map, unmap, iotlb sync, iova_to_phys, the DMA API, attach) mark
+    // it in their thread's access-scope slot with the domain's serial (no shared write); one nested inside a call on
+    // another domain counts itself in InFlight instead. Dying: iommu_domain_free has begun. A call that enters after
+    // that throws, and the free waits for the calls that entered before it before the driver frees the tables.
+    internal long Serial;
+    internal int InFlight;
+    internal int Dying;
+
     // Map/unmap counters the core keeps for its metrics (Interlocked: map and unmap run concurrently).
     // Per domain rather than per core so concurrent users of different domains share no cache line.
     internal long MapOps;

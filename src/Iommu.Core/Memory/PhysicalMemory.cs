@@ -76,6 +76,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly List<Claimed> _claims = [];
     private long _backedChunks;
     private int _disposed; // Dispose has started: no new scope opens (nested ones still do)
+    private long _domainSerials; // the last IommuDomain.Serial handed out (SerialOf)
     private int _released; // Dispose has waited for every scope and frees (or freed) the native memory
 
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
@@ -221,6 +222,73 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         return new AccessScope(this, slot);
+    }
+
+    // EnterAccess for a call that uses an IOMMU domain's tables (iommu_map, iommu_unmap, iommu_iova_to_phys, the
+    // IOTLB syncs): the scope also marks the domain in use on this thread's slot, so iommu_domain_free waits for the
+    // call (WaitForDomainUsers), and throws when the free has begun. One scope, so one try/finally in the caller. A
+    // call nested in a call on another domain counts itself in the domain's InFlight instead (rare: a user callback).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal AccessScope EnterDomainAccess(Domains.IommuDomain? domain)
+    {
+        AccessScope scope = EnterAccess();
+        if (domain is null)
+        {
+            return scope;
+        }
+
+        Slot slot = scope.Slot!;
+        long current = slot.DomainInUse, serial = domain.Serial;
+        if (serial == 0)
+        {
+            serial = SerialOf(domain);
+        }
+
+        if (current != 0 && current != serial)
+        {
+            return EnterCounted(slot, domain);
+        }
+
+        // Store, then load: the freer's process-wide barrier orders them against its own store of Dying and read of
+        // the slots, so either this read sees Dying or the freer sees this slot.
+        Volatile.Write(ref slot.DomainInUse, serial);
+        if (Volatile.Read(ref domain.Dying) != 0)
+        {
+            slot.DomainInUse = current;
+            scope.Dispose();
+            ThrowHelper.DomainFreed(domain.Type);
+        }
+
+        return new AccessScope(this, slot, current, null);
+    }
+
+    // A domain's id in the slots of this memory, assigned on first use (unique per memory: slots are per memory).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal long SerialOf(Domains.IommuDomain domain)
+    {
+        long serial = Volatile.Read(ref domain.Serial);
+        if (serial != 0)
+        {
+            return serial;
+        }
+
+        long next = Interlocked.Increment(ref _domainSerials);
+        long won = Interlocked.CompareExchange(ref domain.Serial, next, 0);
+        return won == 0 ? next : won;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private AccessScope EnterCounted(Slot slot, Domains.IommuDomain domain)
+    {
+        Interlocked.Increment(ref domain.InFlight); // a full fence: the read below comes after it
+        if (Volatile.Read(ref domain.Dying) != 0)
+        {
+            Interlocked.Decrement(ref domain.InFlight);
+            new AccessScope(this, slot).Dispose();
+            ThrowHelper.DomainFreed(domain.Type);
+        }
+
+        return new AccessScope(this, slot, -1, domain);
     }
 
     /// <summary>Whether the calling thread holds an access scope of this memory.</summary>
@@ -802,6 +870,28 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
     }
 
+    // iommu_domain_free's wait for calls that are using the domain (IommuCore.DomainUse): after a process-wide barrier
+    // (which orders each user's store of the serial before its read of the domain's dying flag against the freer's
+    // store of the flag before this scan, as for Dispose), every other thread whose slot names the domain is waited for.
+    internal void WaitForDomainUsers(long serial, Slot? self)
+    {
+        Interlocked.MemoryBarrierProcessWide();
+        Slot[] slots;
+        lock (_slotLock)
+        {
+            slots = [.. _slots];
+        }
+
+        var spin = default(SpinWait);
+        foreach (Slot s in slots)
+        {
+            while (s != self && Volatile.Read(ref s.DomainInUse) == serial)
+            {
+                spin.SpinOnce();
+            }
+        }
+    }
+
     private void WaitForScopes()
     {
         Slot[] slots;
@@ -1089,15 +1179,29 @@ public sealed unsafe class PhysicalMemory : IDisposable
     {
         private readonly PhysicalMemory? _memory; // keeps the memory reachable while the scope is open
         private readonly Slot? _slot;
+        private readonly long _previousDomain; // the slot's DomainInUse to restore, or -1 when the scope marks none
+        private readonly Domains.IommuDomain? _counted; // a domain whose InFlight the scope counts
 
         internal AccessScope(PhysicalMemory memory, Slot slot)
         {
             _memory = memory;
             _slot = slot;
+            _previousDomain = -1;
+        }
+
+        internal AccessScope(PhysicalMemory memory, Slot slot, long previousDomain, Domains.IommuDomain? counted)
+        {
+            _memory = memory;
+            _slot = slot;
+            _previousDomain = previousDomain;
+            _counted = counted;
         }
 
         /// <summary>The calling thread's slot of the memory (null only for a default scope).</summary>
         internal Slot? Slot => _slot;
+
+        /// <summary>The memory the scope is of (null only for a default scope).</summary>
+        internal PhysicalMemory? Memory => _memory;
 
         /// <summary>Ends the scope (call it on the thread that opened it, as <c>using</c> does).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -1105,6 +1209,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
         {
             if (_slot is not null)
             {
+                if (_previousDomain >= 0)
+                {
+                    Volatile.Write(ref _slot.DomainInUse, _previousDomain);
+                }
+                else if (_counted is not null)
+                {
+                    Interlocked.Decrement(ref _counted.InFlight);
+                }
+
                 Volatile.Write(ref _slot.Count, _slot.Count - 1);
             }
 
@@ -1137,6 +1250,11 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         [FieldOffset(56)]
         public int Count;
+
+        // The serial of the IOMMU domain whose tables this thread's call is using now, or 0 (IommuCore.DomainUse):
+        // written only by this thread, read by a thread freeing that domain (WaitForDomainUsers).
+        [FieldOffset(64)]
+        public long DomainInUse;
 #pragma warning restore CA1051
     }
 }
