@@ -72,8 +72,10 @@ public sealed partial class IommuCore
     /// <c>fq_destroy_all_entries</c> does (no device uses the domain any more).</para>
     /// <para>A freed domain is dead, as after <c>kfree</c>: freeing it again, attaching it, mapping
     /// into it or unmapping from it throws <see cref="ObjectDisposedException"/> (a use after free in
-    /// the kernel). The check costs nothing on the map and unmap fast paths: a freed domain has no
-    /// page sizes, so those calls take their slow branch, which names the cause.</para>
+    /// the kernel). Calls on other threads that were already using the domain when the free began
+    /// (map, unmap, the IOTLB syncs, <c>iova_to_phys</c>, the DMA API, attach) finish first: the free
+    /// waits for them before the driver gives the tables back, so a late map never writes into a frame
+    /// another domain has been given. Calls that start once the free has begun throw.</para>
     /// </remarks>
     /// <exception cref="InvalidOperationException">A group still uses the domain (a caller bug in the kernel).</exception>
     /// <exception cref="ObjectDisposedException">The domain was already freed.</exception>

@@ -1251,7 +1251,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         [FieldOffset(56)]
         public int Count;
 
-        // The serial of the IOMMU domain whose tables this thread's call is using now, or 0 (IommuCore.DomainUse):
+        // The serial of the IOMMU domain whose tables this thread's call is using now, or 0 (EnterDomainAccess, DomainUse):
         // written only by this thread, read by a thread freeing that domain (WaitForDomainUsers).
         [FieldOffset(64)]
         public long DomainInUse;

@@ -2,11 +2,12 @@ namespace Iommu.VtD.Driver;
 
 // A threaded interrupt handler (request_threaded_irq with IRQF_ONESHOT and no primary handler): the unit's interrupt
 // only wakes the handler's thread, which runs one pass at a time and, after a wake that came during a pass, one more.
-// Why a thread: the unit raises its events on whichever thread next touches it, and the driver touches it inside
-// its locks (the invalidation queue's doorbell under the queue lock). A handler run there would take the handler's
-// locks inside the caller's, the reverse of the order the handler itself takes them in. In 5.15 the PRQ handler
-// never runs inside qi_submit_sync either. The thread starts when a wake arrives and ends after a short idle time,
-// so an idle unit holds no thread (and a platform never disposed leaks none).
+// Why a thread: the unit sends its event on the thread whose call raised it, a device's DMA thread that may hold any
+// locks of its own (an emulator's, a vendor driver's). A handler run there would take the driver's locks inside
+// them, and a thread of the driver's own inside the driver's (before session 11 the unit sent events on whichever
+// thread next touched it, the invalidation queue's doorbell under the queue lock included). In 5.15 the PRQ handler
+// is a threaded IRQ as well. The thread starts when a wake arrives and ends after a short idle time, so an idle unit
+// holds no thread (and a platform never disposed leaks none).
 internal sealed class ThreadedIrq(string name, Action handler, Action<Exception> onFailure)
 {
     // How long an idle handler thread waits for another wake before it ends.
