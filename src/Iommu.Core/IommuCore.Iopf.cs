@@ -254,7 +254,19 @@ public sealed partial class IommuCore
         {
             if (status == IommuPageResponseCode.Success)
             {
-                status = IopfHandleSingle(f);
+#pragma warning disable CA1031 // answered Invalid and logged: the device must get its answer
+                try
+                {
+                    status = IopfHandleSingle(f);
+                }
+                catch (Exception ex) when (ex is not ObjectDisposedException)
+                {
+                    // Handling threw (an MMU notifier with a bug, run by a copy-on-write break): the group is answered
+                    // Invalid, as for a fault the process cannot take, rather than left for the device to wait forever.
+                    Internal.Log.IopfHandlingFailed(_log, ex, $"{group.Device.Name}'s fault at 0x{f.Address:x}");
+                    status = IommuPageResponseCode.Invalid;
+                }
+#pragma warning restore CA1031
             }
         }
 

@@ -49,4 +49,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 15, Level = LogLevel.Error, Message = "iopf worker of {Queue}: a fault group failed unanswered")]
     public static partial void IopfWorkerFailed(ILogger logger, Exception exception, string queue);
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Error, Message = "iopf: handling {Fault} threw; the group is answered Invalid")]
+    public static partial void IopfHandlingFailed(ILogger logger, Exception exception, string fault);
 }

@@ -571,11 +571,22 @@ public sealed class ProcessAddressSpace : IDisposable
             _ = Close(fd);
         }
 
+        List<Exception>? failed = null;
         lock (_lock)
         {
+            // As Notify: every notifier is released even when one before it throws, and the exit completes.
             foreach (MmuNotifier n in _notifiers)
             {
-                n.Release(this);
+#pragma warning disable CA1031 // collected and rethrown after the exit
+                try
+                {
+                    n.Release(this);
+                }
+                catch (Exception ex)
+                {
+                    (failed ??= []).Add(ex);
+                }
+#pragma warning restore CA1031
             }
 
             _notifiers.Clear();
@@ -594,6 +605,8 @@ public sealed class ProcessAddressSpace : IDisposable
             Interlocked.Exchange(ref _lockedVm, 0);
             Exited = true;
         }
+
+        RethrowFirst(failed);
     }
 
     /// <summary>Installs an open file in the fd table.</summary>
@@ -942,11 +955,34 @@ public sealed class ProcessAddressSpace : IDisposable
         }
     }
 
+    // Every notifier hears of the range even when one before it throws (a user's notifier with a bug): the others keep
+    // IOMMUs in step with the tables (the SVA binds' IOTLB and device-TLB invalidations), and one skipped would leave a
+    // device reaching a page the process no longer maps. The first exception is rethrown afterwards.
     private void Notify(ulong start, ulong end)
     {
+        List<Exception>? failed = null;
         foreach (MmuNotifier n in _notifiers)
         {
-            n.InvalidateRange(this, start, end);
+#pragma warning disable CA1031 // collected and rethrown below
+            try
+            {
+                n.InvalidateRange(this, start, end);
+            }
+            catch (Exception ex)
+            {
+                (failed ??= []).Add(ex);
+            }
+#pragma warning restore CA1031
+        }
+
+        RethrowFirst(failed);
+    }
+
+    private static void RethrowFirst(List<Exception>? failed)
+    {
+        if (failed is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failed[0]).Throw();
         }
     }
 
