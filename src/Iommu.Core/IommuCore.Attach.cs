@@ -142,7 +142,12 @@ public sealed partial class IommuCore
             }
 
             PhysicalMemory.Slot slot = scope.Slot!;
-            long current = slot.DomainInUse, serial = scope.Memory!.SerialOf(d);
+            long current = slot.DomainInUse, serial = d.Serial;
+            if (serial == 0)
+            {
+                serial = scope.Memory!.SerialOf(d);
+            }
+
             if (current == 0 || current == serial)
             {
                 // Store, then load: the freer's process-wide barrier orders them against its own store of Dying and
