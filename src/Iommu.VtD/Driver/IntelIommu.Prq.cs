@@ -285,7 +285,12 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
 
         ushort sid = info.Device.RequesterId;
         ushort did = info.Domain.DidOn(unit.SeqId);
-        while (PrqHolds(s, pasid))
+
+        // An unbind from a callback of the PRQ thread's own pass (a device fault handler) cannot wait for that pass, and
+        // a pass run inside it would report the outer pass's requests again: the outer pass goes on with them after the
+        // callback returns (answering those of the PASID Invalid: it is bound no more). In 5.15 this waits forever.
+        bool inPass = s.Irq.IsCurrentThread;
+        while (!inPass && PrqHolds(s, pasid))
         {
             WithoutUnbindLocks(() => PrqEventThread(s));
         }
@@ -301,7 +306,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
                     new QiDesc(QiDescriptor.PasidDevIotlb(sid, info.Pfsid, pasid, info.AtsQdep), 0), // one page at 0, S = 0
                 ],
                 waitDrain: DmarCap.EcapPds(unit.Ecap));
-            if ((unit.ReadReg32(PageRequestQueue.PrsReg) & PageRequestQueue.PrsPro) == 0)
+            if (inPass || (unit.ReadReg32(PageRequestQueue.PrsReg) & PageRequestQueue.PrsPro) == 0)
             {
                 return;
             }

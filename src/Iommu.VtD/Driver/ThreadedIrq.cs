@@ -40,11 +40,14 @@ internal sealed class ThreadedIrq(string name, Action handler, Action<Exception>
         }
     }
 
+    // Whether the caller is the handler's own thread (inside a pass: a callback of the handler).
+    public bool IsCurrentThread => Environment.CurrentManagedThreadId == Volatile.Read(ref _thread);
+
     // synchronize_irq: returns once a pass that began after every wake raised before the call has finished. From the
     // handler's own thread it returns at once, rather than wait for itself.
     public void Synchronize()
     {
-        if (Environment.CurrentManagedThreadId == Volatile.Read(ref _thread))
+        if (IsCurrentThread)
         {
             return;
         }

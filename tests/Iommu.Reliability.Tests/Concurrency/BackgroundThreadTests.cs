@@ -180,6 +180,44 @@ public sealed class BackgroundThreadTests(ITestOutputHelper output)
         bed.Dispose();
     }
 
+    // A device fault handler that unbinds the device's own bind (on the PRQ thread, inside the pass): the unbind's
+    // drain cannot wait for the pass it is called from. Before, it ran a pass of its own inside it, which reported
+    // and answered the queued requests a second time once the outer pass went on.
+    [Fact]
+    public void An_unbind_from_a_fault_handler_on_the_prq_thread_answers_each_request_once()
+    {
+        using var bed = new SvaTestBed();
+        PciDevice dev = bed.AddDevice("0000:00:02.0", sva: true);
+        using var mm = new ProcessAddressSpace(bed.Pages, "p");
+        ulong va = mm.Mmap(16 * Page);
+        Assert.Equal(Errno.None, bed.Iommu.SvaBindDevice(dev, mm, null, out IommuSva? handle));
+        uint pasid = bed.Iommu.SvaGetPasid(handle!);
+        Assert.Equal(Errno.None, bed.Iommu.UnregisterDeviceFaultHandler(dev));
+        int calls = 0;
+        Assert.Equal(Errno.None, bed.Iommu.RegisterDeviceFaultHandler(dev, (_, _) =>
+        {
+            if (Interlocked.Increment(ref calls) == 1)
+            {
+                bed.Iommu.SvaUnbindDevice(handle!);
+            }
+
+            return Errno.EINVAL; // not taken: the driver answers Invalid
+        }, null));
+
+        ulong mark = bed.Mark();
+        bed.Unit.Write32(0xE0, 0x8000_0000); // masked: both requests wait in the queue for one pass
+        for (int prgi = 1; prgi <= 3; prgi++)
+        {
+            Assert.True(bed.Unit.PageRequest(dev, new PageRequestMessage(pasid, va + ((ulong)prgi * Page), true, false, false, false, prgi, LastInGroup: true)));
+        }
+
+        bed.Unit.Write32(0xE0, 0);
+        Assert.Equal(Errno.None, bed.Iommu.IopfQueueFlushDev(dev));
+        var perGroup = bed.Responses(mark).GroupBy(r => (int)((r.Q1 >> 3) & 0x1FF)).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal(new Dictionary<int, int> { [1] = 1, [2] = 1, [3] = 1 }, perGroup);
+        Assert.Equal(3, Volatile.Read(ref calls)); // once each: the pass keeps its svm and sdev across descriptors, as 5.15
+    }
+
     private sealed class UnmappingNotifier(Action once) : MmuNotifier
     {
         private int _ran;
