@@ -107,59 +107,94 @@ public sealed partial class IntelIommu : IIommuSvaOps
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(mm);
         handle = null;
-        lock (_deviceDomainLock)
-        lock (_pasidMutex)
+
+        // The svm's notifier is registered and unregistered with neither driver lock held: the process's lock, which
+        // mmu_notifier_(un)register takes, is held while the process's notifiers run, and a user's notifier that
+        // unmaps a domain with an ATS device takes _deviceDomainLock (iommu_flush_dev_iotlb). 5.15 holds only
+        // pasid_mutex there (device_domain_lock is a spinlock). An svm not yet (or no longer) listed has no devices:
+        // its notifier calls do nothing.
+        IntelSvm? fresh = null, drop = null;
+        try
         {
-            IntelIommuUnit? unit = DeviceToIommu(device);
-            if (unit is null || device.IommuPriv is not DeviceDomainInfo info)
+            while (true)
             {
-                return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} is not attached behind a VT-d unit of this driver");
-            }
-
-            if (mm.Exited)
-            {
-                return ErrorDetail.Fail(Errno.EINVAL, $"{mm} has exited");
-            }
-
-            bool created = false;
-            if (!_pasidPrivate.TryGetValue(pasid, out IntelSvm? svm))
-            {
-                svm = new IntelSvm(this, mm, pasid);
-                mm.MmuNotifierRegister(svm);
-                _pasidPrivate.Add(pasid, svm);
-                created = true;
-            }
-
-            foreach (IntelSvmDev d in svm.Devices)
-            {
-                if (d.Device == device)
+                lock (_deviceDomainLock)
+                lock (_pasidMutex)
                 {
-                    d.Users++;
-                    handle = d;
+                    IntelIommuUnit? unit = DeviceToIommu(device);
+                    if (unit is null || device.IommuPriv is not DeviceDomainInfo info)
+                    {
+                        return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} is not attached behind a VT-d unit of this driver");
+                    }
+
+                    if (mm.Exited)
+                    {
+                        return ErrorDetail.Fail(Errno.EINVAL, $"{mm} has exited");
+                    }
+
+                    bool created = false;
+                    if (!_pasidPrivate.TryGetValue(pasid, out IntelSvm? svm))
+                    {
+                        if (fresh is null)
+                        {
+                            goto Register;
+                        }
+
+                        svm = fresh;
+                        fresh = null;
+                        _pasidPrivate.Add(pasid, svm);
+                        created = true;
+                    }
+
+                    foreach (IntelSvmDev d in svm.Devices)
+                    {
+                        if (d.Device == device)
+                        {
+                            d.Users++;
+                            handle = d;
+                            return Errno.None;
+                        }
+                    }
+
+                    Errno err = SetupFirstLevel(unit, info, mm.Pgd, pasid, Dmar.FlptDefaultDid, 0);
+                    if (err != Errno.None)
+                    {
+                        if (created || svm.Devices.Count == 0)
+                        {
+                            _pasidPrivate.Remove(pasid);
+                            drop = svm;
+                        }
+
+                        return err;
+                    }
+
+                    var sdev = new IntelSvmDev(device, mm, unit, info, pasid);
+                    lock (svm.Devices)
+                    {
+                        svm.Devices.Add(sdev);
+                    }
+
+                    handle = sdev;
                     return Errno.None;
                 }
-            }
 
-            Errno err = SetupFirstLevel(unit, info, mm.Pgd, pasid, Dmar.FlptDefaultDid, 0);
-            if (err != Errno.None)
-            {
-                if (created || svm.Devices.Count == 0)
+            Register:
+                fresh = new IntelSvm(this, mm, pasid);
+                try
                 {
-                    mm.MmuNotifierUnregister(svm);
-                    _pasidPrivate.Remove(pasid);
+                    mm.MmuNotifierRegister(fresh);
                 }
-
-                return err;
+                catch (InvalidOperationException) when (mm.Exited)
+                {
+                    fresh = null;
+                    return ErrorDetail.Fail(Errno.EINVAL, $"{mm} has exited");
+                }
             }
-
-            var sdev = new IntelSvmDev(device, mm, unit, info, pasid);
-            lock (svm.Devices)
-            {
-                svm.Devices.Add(sdev);
-            }
-
-            handle = sdev;
-            return Errno.None;
+        }
+        finally
+        {
+            fresh?.Mm.MmuNotifierUnregister(fresh);
+            drop?.Mm.MmuNotifierUnregister(drop);
         }
     }
 
@@ -183,6 +218,21 @@ public sealed partial class IntelIommu : IIommuSvaOps
             return false;
         }
 
+        IntelSvm? drop = null;
+        try
+        {
+            return UnbindLocked(sdev, out drop);
+        }
+        finally
+        {
+            // With neither driver lock held (see SvaBind): the svm is no longer listed and has no devices.
+            drop?.Mm.MmuNotifierUnregister(drop);
+        }
+    }
+
+    private bool UnbindLocked(IntelSvmDev sdev, out IntelSvm? drop)
+    {
+        drop = null;
         lock (_deviceDomainLock)
         lock (_pasidMutex)
         {
@@ -213,8 +263,8 @@ public sealed partial class IntelIommu : IIommuSvaOps
             // and empty removes it.
             if (svm.Devices.Count == 0 && _pasidPrivate.TryGetValue(sdev.Pasid, out IntelSvm? listed) && listed == svm)
             {
-                svm.Mm.MmuNotifierUnregister(svm);
                 _pasidPrivate.Remove(sdev.Pasid);
+                drop = svm;
             }
 
             return true;
