@@ -128,10 +128,7 @@ public sealed class BackgroundThreadTests(ITestOutputHelper output)
         var bed = new SvaTestBed();
         PciDevice s = bed.AddDevice("0000:00:02.0", sva: true);
         PciDevice s2 = bed.AddDevice("0000:00:03.0", sva: true);
-        PciDevice ats = bed.Pci.AddDevice(new PciDeviceSpec("0000:00:04.0") { PasidWidth = 20, Ats = true, Acs = true });
-        Domains.IDomain dom = bed.Iommu.DomainAlloc(bed.Pci)!;
-        Assert.Equal(Errno.None, bed.Iommu.AttachDevice(dom, ats));
-        Assert.Equal(Errno.None, bed.Iommu.Map(dom, 0x10_0000, 0x1_0000_0000, Page, IommuProt.Read | IommuProt.Write));
+        Domains.IDomain dom = bed.AtsDomainWithPage("0000:00:04.0");
 
         var mm = new ProcessAddressSpace(bed.Pages, "p");
         ulong va = mm.Mmap(16 * Page);

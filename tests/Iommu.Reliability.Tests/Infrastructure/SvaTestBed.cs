@@ -57,6 +57,19 @@ internal sealed class SvaTestBed : IDisposable
         return dev;
     }
 
+    /// <summary>
+    /// An UNMANAGED domain with one 4 KiB page mapped (IOVA 0x10_0000), attached to a new ATS device at <paramref name="bdf"/>:
+    /// an unmap of that page goes through the driver's device-TLB flush (which takes its device-domain lock).
+    /// </summary>
+    public Domains.IDomain AtsDomainWithPage(string bdf)
+    {
+        PciDevice ats = Pci.AddDevice(new PciDeviceSpec(bdf) { PasidWidth = 20, Ats = true, Acs = true });
+        Domains.IDomain dom = Iommu.DomainAlloc(Pci) ?? throw new InvalidOperationException("domain alloc failed");
+        Iommu.AttachDevice(dom, ats).ThrowIfError();
+        Iommu.Map(dom, 0x10_0000, 0x1_0000_0000, 4096, Domains.IommuProt.Read | Domains.IommuProt.Write).ThrowIfError();
+        return dom;
+    }
+
     /// <summary>Page group responses (descriptor type 9, q0 and q1) queued to the invalidation queue since <paramref name="mark"/> (an IQT value).</summary>
     public List<(ulong Q0, ulong Q1)> Responses(ulong mark)
     {
