@@ -113,8 +113,31 @@ public sealed partial class IommuCore
         group.Domain = null;
         if (def is not null)
         {
-            DomainFree(def);
+            if (IsAGroupsDefaultDomain(def))
+            {
+                // A driver's static domain handed out to several groups (VT-d's si_domain) that another group still
+                // uses as its default domain: the driver keeps it (intel_iommu_domain_free ignores si_domain), so the
+                // core must not mark it dying or freed either, or that group's calls on it would throw.
+                def.Ops?.DomainFree(def);
+            }
+            else
+            {
+                DomainFree(def);
+            }
         }
+    }
+
+    private bool IsAGroupsDefaultDomain(IDomain domain)
+    {
+        foreach (IommuGroup g in Groups)
+        {
+            if (ReferenceEquals(g.DefaultDomain, domain))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The live group with <paramref name="id"/> with an extra reference, or null (<c>iommu_group_get_by_id</c>).</summary>

@@ -259,8 +259,10 @@ public sealed partial class IommuCore
                 {
                     status = IopfHandleSingle(f);
                 }
-                catch (Exception ex) when (ex is not ObjectDisposedException)
+                catch (Exception ex) when (ex is not ObjectDisposedException || !Platform.Memory.IsDisposed)
                 {
+                    // Only the platform's disposal ends the worker's answer: a freed domain's ObjectDisposedException,
+                    // from a notifier that still maps into it, is the notifier's bug like any other exception.
                     // Handling threw (an MMU notifier with a bug, run by a copy-on-write break): the group is answered
                     // Invalid, as for a fault the process cannot take, rather than left for the device to wait forever.
                     Internal.Log.IopfHandlingFailed(_log, ex, $"{group.Device.Name}'s fault at 0x{f.Address:x}");

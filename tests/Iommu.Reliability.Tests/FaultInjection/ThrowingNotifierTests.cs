@@ -86,4 +86,32 @@ public sealed class ThrowingNotifierTests
         mm.MmuNotifierUnregister(throwing);
         bed.Iommu.SvaUnbindDevice(handle!);
     }
+
+    // A user's notifier mirroring the process into an IOMMU domain that was freed meanwhile: its iommu_unmap throws
+    // ObjectDisposedException, which is the notifier's bug like any other exception (the platform is alive).
+    private sealed class UnmapFreedDomain(IommuCore iommu, Domains.IDomain dom) : MmuNotifier
+    {
+        public override void InvalidateRange(ProcessAddressSpace mm, ulong start, ulong end) => iommu.Unmap(dom, 0x10_0000, Page);
+    }
+
+    [Fact]
+    public void A_copy_on_write_break_whose_notifier_hits_a_freed_domain_still_answers_the_device()
+    {
+        using var bed = new SvaTestBed();
+        PciDevice dev = bed.AddDevice("0000:00:02.0", sva: true);
+        using var mm = new ProcessAddressSpace(bed.Pages, "p");
+        ulong va = mm.Mmap(4 * Page);
+        Assert.Equal(Errno.None, mm.Read(va, new byte[8]));
+        Assert.Equal(Errno.None, bed.Iommu.SvaBindDevice(dev, mm, null, out IommuSva? handle));
+        uint pasid = bed.Iommu.SvaGetPasid(handle!);
+        Domains.IDomain dom = bed.Iommu.DomainAlloc(bed.Pci)!;
+        bed.Iommu.DomainFree(dom);
+        var n = new UnmapFreedDomain(bed.Iommu, dom);
+        mm.MmuNotifierRegister(n);
+
+        Assert.Equal(DmaStatus.PageRequestPending, dev.AtsDmaWrite(pasid, va, new byte[8]).Status);
+        Assert.True(dev.WaitForPageGroupResponses(TimeSpan.FromSeconds(5)), "the device never got an answer");
+        mm.MmuNotifierUnregister(n);
+        bed.Iommu.SvaUnbindDevice(handle!);
+    }
 }
