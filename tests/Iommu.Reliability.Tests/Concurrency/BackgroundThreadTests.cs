@@ -139,7 +139,7 @@ public sealed class BackgroundThreadTests(ITestOutputHelper output)
 
         using var inNotifier = new ManualResetEventSlim();
         using var unbindStarted = new ManualResetEventSlim();
-        var mirror = new UnmappingNotifier(() =>
+        var mirror = new OnceNotifier(() =>
         {
             inNotifier.Set();
             unbindStarted.Wait(TimeSpan.FromSeconds(5));
@@ -213,19 +213,6 @@ public sealed class BackgroundThreadTests(ITestOutputHelper output)
         var perGroup = bed.Responses(mark).GroupBy(r => (int)((r.Q1 >> 3) & 0x1FF)).ToDictionary(g => g.Key, g => g.Count());
         Assert.Equal(new Dictionary<int, int> { [1] = 1, [2] = 1, [3] = 1 }, perGroup);
         Assert.Equal(3, Volatile.Read(ref calls)); // once each: the pass keeps its svm and sdev across descriptors, as 5.15
-    }
-
-    private sealed class UnmappingNotifier(Action once) : MmuNotifier
-    {
-        private int _ran;
-
-        public override void InvalidateRange(ProcessAddressSpace mm, ulong start, ulong end)
-        {
-            if (Interlocked.Exchange(ref _ran, 1) == 0)
-            {
-                once();
-            }
-        }
     }
 
     private sealed class CapturingLoggerFactory : Microsoft.Extensions.Logging.ILoggerFactory, Microsoft.Extensions.Logging.ILogger

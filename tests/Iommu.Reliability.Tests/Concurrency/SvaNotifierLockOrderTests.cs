@@ -22,31 +22,12 @@ public sealed class SvaNotifierLockOrderTests(ITestOutputHelper output)
     {
         var bed = new SvaTestBed();
         PciDevice s = bed.AddDevice("0000:00:02.0", sva: true);
-        Domains.IDomain dom = bed.AtsDomainWithPage("0000:00:04.0");
-
         var mm = new ProcessAddressSpace(bed.Pages, "p");
         ulong va = mm.Mmap(16 * Page);
         Assert.Equal(Errno.None, mm.Write(va, new byte[8]));
         Assert.Equal(Errno.None, bed.Iommu.SvaBindDevice(s, mm, null, out IommuSva? hs));
 
-        using var inNotifier = new ManualResetEventSlim();
-        using var go = new ManualResetEventSlim();
-        mm.MmuNotifierRegister(new MirrorNotifier(() =>
-        {
-            inNotifier.Set();
-            go.Wait(TimeSpan.FromSeconds(5));
-            Thread.Sleep(300); // the unbind now holds _deviceDomainLock, waiting for the process's lock
-            _ = bed.Iommu.Unmap(dom, 0x10_0000, Page);
-        }));
-
-        var munmapper = new Thread(() => mm.Munmap(va, Page)) { IsBackground = true };
-        munmapper.Start();
-        Assert.True(inNotifier.Wait(TimeSpan.FromSeconds(5)));
-        var unbinder = new Thread(() => bed.Iommu.SvaUnbindDevice(hs!)) { IsBackground = true };
-        unbinder.Start();
-        go.Set();
-        bool unbound = unbinder.Join(TimeSpan.FromSeconds(10));
-        bool unmapped = munmapper.Join(TimeSpan.FromSeconds(1));
+        (bool unbound, bool unmapped) = RaceMirroringMunmap(bed, mm, va, () => bed.Iommu.SvaUnbindDevice(hs!));
         output.WriteLine($"unbind returned: {unbound}; munmap returned: {unmapped}");
         Assert.True(unbound && unmapped, "deadlock: SvaUnbindDevice holds _deviceDomainLock in MmuNotifierUnregister (waiting for the process's lock); munmap holds the process's lock in a notifier that unmaps an ATS domain (waiting for _deviceDomainLock)");
         mm.Dispose();
@@ -58,32 +39,13 @@ public sealed class SvaNotifierLockOrderTests(ITestOutputHelper output)
     {
         var bed = new SvaTestBed();
         PciDevice s = bed.AddDevice("0000:00:02.0", sva: true);
-        Domains.IDomain dom = bed.AtsDomainWithPage("0000:00:04.0");
-
         var mm = new ProcessAddressSpace(bed.Pages, "p");
         ulong va = mm.Mmap(16 * Page);
         Assert.Equal(Errno.None, mm.Write(va, new byte[8]));
 
-        using var inNotifier = new ManualResetEventSlim();
-        using var go = new ManualResetEventSlim();
-        mm.MmuNotifierRegister(new MirrorNotifier(() =>
-        {
-            inNotifier.Set();
-            go.Wait(TimeSpan.FromSeconds(5));
-            Thread.Sleep(300); // the bind now holds _deviceDomainLock, waiting for the process's lock
-            _ = bed.Iommu.Unmap(dom, 0x10_0000, Page);
-        }));
-
-        var munmapper = new Thread(() => mm.Munmap(va, Page)) { IsBackground = true };
-        munmapper.Start();
-        Assert.True(inNotifier.Wait(TimeSpan.FromSeconds(5)));
         IommuSva? hs = null;
         Errno bound = Errno.EINVAL;
-        var binder = new Thread(() => bound = bed.Iommu.SvaBindDevice(s, mm, null, out hs)) { IsBackground = true };
-        binder.Start();
-        go.Set();
-        bool returned = binder.Join(TimeSpan.FromSeconds(10));
-        bool unmapped = munmapper.Join(TimeSpan.FromSeconds(1));
+        (bool returned, bool unmapped) = RaceMirroringMunmap(bed, mm, va, () => bound = bed.Iommu.SvaBindDevice(s, mm, null, out hs));
         output.WriteLine($"bind returned: {returned} ({bound}); munmap returned: {unmapped}");
         Assert.True(returned && unmapped, "deadlock: SvaBindDevice holds _deviceDomainLock in MmuNotifierRegister (waiting for the process's lock); munmap holds the process's lock in a notifier that unmaps an ATS domain (waiting for _deviceDomainLock)");
         Assert.Equal(Errno.None, bound);
@@ -92,16 +54,28 @@ public sealed class SvaNotifierLockOrderTests(ITestOutputHelper output)
         bed.Dispose();
     }
 
-    private sealed class MirrorNotifier(Action once) : MmuNotifier
+    // A munmap of va whose mirroring notifier (registered here) waits until `sva` has started on another thread, then
+    // unmaps a domain with an ATS device (taking the driver's device-domain lock). Whether `sva` and the munmap returned.
+    private static (bool Returned, bool Unmapped) RaceMirroringMunmap(SvaTestBed bed, ProcessAddressSpace mm, ulong va, Action sva)
     {
-        private int _ran;
-
-        public override void InvalidateRange(ProcessAddressSpace mm, ulong start, ulong end)
+        Domains.IDomain dom = bed.AtsDomainWithPage("0000:00:04.0");
+        using var inNotifier = new ManualResetEventSlim();
+        using var go = new ManualResetEventSlim();
+        mm.MmuNotifierRegister(new OnceNotifier(() =>
         {
-            if (Interlocked.Exchange(ref _ran, 1) == 0)
-            {
-                once();
-            }
-        }
+            inNotifier.Set();
+            go.Wait(TimeSpan.FromSeconds(5));
+            Thread.Sleep(300); // the bind or unbind now holds _deviceDomainLock, waiting for the process's lock
+            _ = bed.Iommu.Unmap(dom, 0x10_0000, Page);
+        }));
+
+        var munmapper = new Thread(() => mm.Munmap(va, Page)) { IsBackground = true };
+        munmapper.Start();
+        Assert.True(inNotifier.Wait(TimeSpan.FromSeconds(5)));
+        var caller = new Thread(() => sva()) { IsBackground = true };
+        caller.Start();
+        go.Set();
+        bool returned = caller.Join(TimeSpan.FromSeconds(10));
+        return (returned, munmapper.Join(TimeSpan.FromSeconds(1)));
     }
 }
