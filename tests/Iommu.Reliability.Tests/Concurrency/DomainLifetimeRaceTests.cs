@@ -29,6 +29,47 @@ public sealed class DomainLifetimeRaceTests(ITestOutputHelper output)
         return (platform, pci, driver);
     }
 
+    // Threads that each map a fresh page with a marker, DMA through the new address and unmap it, rounds
+    // times. Without faultsAllowed every DMA must work and read the marker; with it (a device switching
+    // domains under the threads) a DMA may fault, alternates with the ATS path, and only a DMA that
+    // works must read the marker. Every failure goes to errors; each thread calls finished at its end.
+    private static List<Thread> DmaWorkers(Platform platform, PciDevice dev, int threads, long rounds, ConcurrentQueue<string> errors, Action finished, bool faultsAllowed) =>
+        Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            var b = new byte[8];
+            try
+            {
+                for (long i = 0; i < rounds && errors.IsEmpty; i++)
+                {
+                    ulong pa = (2 * Sizes.GiB) + ((ulong)t * 64 * Sizes.MiB) + (((ulong)i % 4096) * K4);
+                    ulong marker = ((ulong)t << 48) | (ulong)i;
+                    platform.Memory.WriteUInt64(pa, marker);
+                    ulong h = platform.Iommu.DmaMapPage(dev, pa, K4, DmaDataDirection.Bidirectional);
+                    if (h == IommuCore.DmaMappingError)
+                    {
+                        errors.Enqueue($"dma_map failed: {ErrorDetail.LastMessage}");
+                        return;
+                    }
+
+                    DmaResult r = faultsAllowed && (i & 1) != 0 ? dev.AtsDmaRead(null, h, b) : dev.DmaRead(null, h, b);
+                    if ((!faultsAllowed && !r.IsOk) || (r.IsOk && BitConverter.ToUInt64(b) != marker))
+                    {
+                        errors.Enqueue($"thread {t} round {i}: DMA at 0x{h:x} (mapped to 0x{pa:x}) went to {r.Status} 0x{r.Address:x}, read 0x{BitConverter.ToUInt64(b):x}, not 0x{marker:x}");
+                    }
+
+                    platform.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
+                }
+            }
+            catch (Exception ex)
+            {
+                errors.Enqueue($"thread {t}: {ex}");
+            }
+            finally
+            {
+                finished();
+            }
+        }) { IsBackground = true }).ToList();
+
     // Threads map a fresh page, DMA through the new address (which must reach the new page: an IOVA handed
     // out before its old translation was flushed reaches the old one), and unmap; the clock moves meanwhile.
     [Theory]
@@ -51,41 +92,7 @@ public sealed class DomainLifetimeRaceTests(ITestOutputHelper output)
                 Thread.Yield();
             }
         }) { IsBackground = true };
-        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
-        {
-            var b = new byte[8];
-            try
-            {
-                for (long i = 0; i < rounds && errors.IsEmpty; i++)
-                {
-                    ulong pa = (2 * Sizes.GiB) + ((ulong)t * 64 * Sizes.MiB) + (((ulong)i % 4096) * K4);
-                    ulong marker = ((ulong)t << 48) | (ulong)i;
-                    platform.Memory.WriteUInt64(pa, marker);
-                    ulong h = platform.Iommu.DmaMapPage(dev, pa, K4, DmaDataDirection.Bidirectional);
-                    if (h == IommuCore.DmaMappingError)
-                    {
-                        errors.Enqueue($"dma_map failed: {ErrorDetail.LastMessage}");
-                        return;
-                    }
-
-                    DmaResult r = dev.DmaRead(null, h, b);
-                    if (!r.IsOk || BitConverter.ToUInt64(b) != marker)
-                    {
-                        errors.Enqueue($"thread {t} round {i}: DMA at 0x{h:x} (mapped to 0x{pa:x}) went to {r.Status} 0x{r.Address:x}, read 0x{BitConverter.ToUInt64(b):x}, not 0x{marker:x}");
-                    }
-
-                    platform.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
-                }
-            }
-            catch (Exception ex)
-            {
-                errors.Enqueue($"thread {t}: {ex}");
-            }
-            finally
-            {
-                Interlocked.Increment(ref done);
-            }
-        }) { IsBackground = true }).ToList();
+        List<Thread> workers = DmaWorkers(platform, dev, threads, rounds, errors, () => Interlocked.Increment(ref done), faultsAllowed: false);
         workers.ForEach(w => w.Start());
         clock.Start();
         workers.ForEach(w => Assert.True(w.Join(TimeSpan.FromSeconds(120)), "a worker did not finish (deadlock?)"));
@@ -306,41 +313,7 @@ public sealed class DomainLifetimeRaceTests(ITestOutputHelper output)
                 }
             }) { IsBackground = true },
         };
-        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
-        {
-            var b = new byte[8];
-            try
-            {
-                for (long i = 0; i < rounds && errors.IsEmpty; i++)
-                {
-                    ulong pa = (2 * Sizes.GiB) + ((ulong)t * 64 * Sizes.MiB) + (((ulong)i % 4096) * K4);
-                    ulong marker = ((ulong)t << 48) | (ulong)i;
-                    platform.Memory.WriteUInt64(pa, marker);
-                    ulong h = platform.Iommu.DmaMapPage(dev, pa, K4, DmaDataDirection.Bidirectional);
-                    if (h == IommuCore.DmaMappingError)
-                    {
-                        errors.Enqueue($"dma_map failed: {ErrorDetail.LastMessage}");
-                        return;
-                    }
-
-                    DmaResult r = (i & 1) == 0 ? dev.DmaRead(null, h, b) : dev.AtsDmaRead(null, h, b);
-                    if (r.IsOk && BitConverter.ToUInt64(b) != marker)
-                    {
-                        errors.Enqueue($"thread {t} round {i}: DMA at 0x{h:x} (mapped to 0x{pa:x}) reached 0x{r.Address:x}, read 0x{BitConverter.ToUInt64(b):x}, not 0x{marker:x}");
-                    }
-
-                    platform.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
-                }
-            }
-            catch (Exception ex)
-            {
-                errors.Enqueue($"thread {t}: {ex}");
-            }
-            finally
-            {
-                Interlocked.Increment(ref done);
-            }
-        }) { IsBackground = true }).ToList();
+        List<Thread> workers = DmaWorkers(platform, dev, threads, rounds, errors, () => Interlocked.Increment(ref done), faultsAllowed: true);
         workers.ForEach(w => w.Start());
         helpers.ForEach(h => h.Start());
         workers.ForEach(w => Assert.True(w.Join(TimeSpan.FromSeconds(120)), "a worker did not finish (deadlock?)"));
