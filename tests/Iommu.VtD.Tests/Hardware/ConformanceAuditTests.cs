@@ -156,4 +156,11 @@ public class ConformanceAuditTests
         b.Enable(scalable: false);
         Assert.Equal(VtdFaultReason.ContextEntryInvalid, b.Unit.Translate(Rid, null, 0x3010, 4, DmaAccess.Write).Reason);
     }
+
+    [Fact]
+    public void Driver_ecap_dit_is_bit_41_not_eim()
+    {
+        Assert.True(DmarCap.EcapDit(1UL << 41));
+        Assert.False(DmarCap.EcapDit(1UL << 4));
+    }
 }
