@@ -447,7 +447,9 @@ public sealed partial class VtdUnit
                     return IqeiWidth;
                 }
 
-                if ((q1 & 0x7FE) != 0)
+                // PFSID (q0 15:12 and 63:52) is reserved without ECAP.DIT, which this model never reports,
+                // as for the device-TLB descriptor (type 3).
+                if ((q0 & 0xFFF0_0000_0000_F000) != 0 || (q1 & 0x7FE) != 0)
                 {
                     return IqeiReserved;
                 }

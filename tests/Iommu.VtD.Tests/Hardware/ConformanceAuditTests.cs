@@ -163,4 +163,15 @@ public class ConformanceAuditTests
         Assert.True(DmarCap.EcapDit(1UL << 41));
         Assert.False(DmarCap.EcapDit(1UL << 4));
     }
+
+    [Fact]
+    public void Pasid_device_tlb_descriptor_with_pfsid_without_dit_is_invalid()
+    {
+        using var b = new VtdBench(VtdConfig.ScalableMode48Bit);
+        b.Enable(scalable: true);
+        b.EnableQueue(wide: true);
+        b.Submit(VtdFormat.DescPasidDeviceTlb | ((ulong)Rid << 16) | (0x3UL << 12), 0);
+        Assert.NotEqual(0u, b.Fsts & (1u << 4));
+        Assert.Equal(4UL, b.Unit.Read64(0xB0) & 0xF);
+    }
 }
