@@ -36,7 +36,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="pasid"/> is above 0xFFFFF.</exception>
     /// <remarks>
     /// <para>Without ECAP.DT (<see cref="VtdConfig.DeviceTlb"/>) the unit answers Unsupported Request and records nothing.
-    /// With translation disabled the completion is the identity with read and write. In legacy mode (TT = 01 not
+    /// With translation disabled the completion is the identity with read and write. In legacy mode (translation requests through a TT = 01 context entry are not
     /// modelled) the request is an Unsupported Request with fault 0x0D (UNVERIFIED which code hardware logs).</para>
     /// <para>In scalable mode the context entry's DTE = 0 faults 0x44; context, PASID-directory and PASID-entry
     /// faults, reserved bits, read errors and the canonical check are recorded as for untranslated requests

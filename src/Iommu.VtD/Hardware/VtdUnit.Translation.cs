@@ -169,7 +169,7 @@ public sealed partial class VtdUnit
         {
             scalable = false;
             if (hasPasid || !_contextCache.TryGet(sid & _contextCache.SetMask, ContextKey(sid, scalable: false), 0, out c0, out c1)
-                || (c0 & 1) == 0 || ((c0 >> 4) & 3) != VtdFormat.TtTranslated)
+                || (c0 & 1) == 0 || ((c0 >> 4) & 3) is not (VtdFormat.TtTranslated or VtdFormat.TtTranslatedWithDeviceTlb))
             {
                 return false;
             }
@@ -358,7 +358,7 @@ public sealed partial class VtdUnit
         bool ttOk = tt switch
         {
             VtdFormat.TtTranslated => true,
-            VtdFormat.TtTranslatedWithDeviceTlb => false, // needs ECAP.DT, which this model never reports
+            VtdFormat.TtTranslatedWithDeviceTlb => _config.DeviceTlb, // ECAP.DT; untranslated requests walk as TT = 00
             VtdFormat.TtPassThrough => _config.PassThrough,
             _ => false,
         };

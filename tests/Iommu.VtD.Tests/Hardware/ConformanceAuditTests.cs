@@ -174,4 +174,17 @@ public class ConformanceAuditTests
         Assert.NotEqual(0u, b.Fsts & (1u << 4));
         Assert.Equal(4UL, b.Unit.Read64(0xB0) & 0xF);
     }
+
+    [Fact]
+    public void Legacy_tt_01_translates_when_the_unit_reports_ecap_dt()
+    {
+        using var b = new VtdBench(VtdConfig.ScalableMode48Bit with { DeviceTlb = true });
+        Assert.NotEqual(0UL, b.Ecap & (1UL << 2));
+        ulong sl = b.SetupLegacyDevice(Rid, aw: 2, did: 3, tt: 1);
+        b.Map(sl, 4, 0x3000, 0x0044_4000);
+        b.Enable(scalable: false);
+        VtdTranslation t = b.Unit.Translate(Rid, null, 0x3010, 4, DmaAccess.Write);
+        Assert.Equal(VtdTranslationStatus.Translated, t.Status);
+        Assert.Equal(0x0044_4010UL, t.PhysicalAddress);
+    }
 }
