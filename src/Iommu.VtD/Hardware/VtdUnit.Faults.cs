@@ -5,6 +5,10 @@ namespace Iommu.VtD.Hardware;
 /// <content>Primary fault recording, the fault event and the invalidation-completion event.</content>
 public sealed partial class VtdUnit
 {
+    // FRCD q1 bit 28 (abs. 92): T2, with T1 (bit 62) the request type; q1 61:60 (abs. 125:124): AT.
+    private const ulong FrcdT2 = 1UL << 28;
+    private const ulong FrcdAtTranslationRequest = 1UL << 60;
+
     private int _nextFaultRecord;
     private bool _faultMsiPending;
     private bool _invMsiPending;
@@ -60,7 +64,8 @@ public sealed partial class VtdUnit
     /// record has the same source id (fault compression); this model records every fault, and it
     /// records the full 20-bit PASID (QEMU truncates PV to 16 bits and logs PP=1 with RID_PASID
     /// for untagged scalable-mode requests; here PP is set only for requests that carried a PASID).
-    /// PRIV and EXE repeat the request's attributes; only requests with PASID carry them.
+    /// PRIV and EXE repeat the request's attributes; only requests with PASID carry them. Faults met by page
+    /// requests record T1 = 0, T2 = 1; those met by ATS translation requests AT = 01 (QEMU records neither).
     /// </remarks>
     private bool RecordFault(ushort sid, ulong address, bool write, bool pasidPresent, uint pasid, VtdFaultReason reason, DmaRequestAttributes attrs)
     {
@@ -78,9 +83,12 @@ public sealed partial class VtdUnit
             return false;
         }
 
+        // Request type (T1 = bit 126, T2 = bit 92): 00 write, 01 page request, 10 read. AT (125:124):
+        // 01 for an ATS translation request, 00 for an untranslated request.
         ulong hi = sid
             | ((ulong)(byte)reason << VtdRegister.FrcdFrShift)
-            | (write ? 0 : VtdRegister.FrcdT)
+            | ((attrs & PageRequestMarker) != 0 ? FrcdT2 : write ? 0 : VtdRegister.FrcdT)
+            | ((attrs & AtsTranslationRequest) != 0 ? FrcdAtTranslationRequest : 0)
             | VtdRegister.FrcdF;
         if (pasidPresent)
         {

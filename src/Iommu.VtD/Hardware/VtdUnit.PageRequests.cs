@@ -11,6 +11,9 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     // An attribute bit no public value uses: marks a translation request on its way through TranslateCore.
     private const DmaRequestAttributes AtsTranslationRequest = (DmaRequestAttributes)(1 << 30);
 
+    // Another such bit: marks a fault met by a page request, recorded with T1 = 0, T2 = 1 (RecordFault).
+    private const DmaRequestAttributes PageRequestMarker = (DmaRequestAttributes)(1 << 29);
+
     // Page request and page group response descriptor fields are in VtdFormat.
     private const ulong PrqRingMask = 0x7FFE0;
 
@@ -71,7 +74,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         }
         else if (((Volatile.Read(ref _rootTable) >> 10) & 3) != 1)
         {
-            VtdTranslation f = Fault(sid, page, write, pasid.HasValue, pasid.GetValueOrDefault(), VtdFaultReason.ContextEntryTranslationType, false);
+            VtdTranslation f = Fault(sid, page, write, pasid.HasValue, pasid.GetValueOrDefault(), VtdFaultReason.ContextEntryTranslationType, false, AtsTranslationRequest);
             completion = Unsupported(f.Reason);
         }
         else
@@ -118,7 +121,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         bool recorded;
         using (_lock.EnterScope())
         {
-            recorded = RecordFault(sid, iova, write, hasPasid, pasid, t.Reason, attrs);
+            recorded = RecordFault(sid, iova, write, hasPasid, pasid, t.Reason, attrs | AtsTranslationRequest);
         }
 
         return VtdTranslation.Faulted(iova, t.Reason, recorded);
@@ -181,10 +184,13 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         ulong page = request.Address & ~0xFFFUL;
         bool hasPasid = request.Pasid.HasValue;
         uint pasid = request.Pasid.GetValueOrDefault();
+        DmaRequestAttributes attrs = PageRequestMarker
+            | (request.Privileged ? DmaRequestAttributes.Privileged : 0)
+            | (request.Execute ? DmaRequestAttributes.Execute : 0);
         ulong rt = Volatile.Read(ref _rootTable);
         if (((rt >> 10) & 3) != 1)
         {
-            Fault(sid, page, request.Write, hasPasid, pasid, VtdFaultReason.LegacyModePageRequest, false);
+            Fault(sid, page, request.Write, hasPasid, pasid, VtdFaultReason.LegacyModePageRequest, false, attrs);
             return false;
         }
 
@@ -200,7 +206,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
 
         if (r != VtdFaultReason.None)
         {
-            Fault(sid, page, request.Write, hasPasid, pasid, r, ctx.Fpd);
+            Fault(sid, page, request.Write, hasPasid, pasid, r, ctx.Fpd, attrs);
             return false;
         }
 

@@ -379,32 +379,35 @@ public sealed partial class VtdUnit
     {
         bool ats = (attrs & AtsTranslationRequest) != 0;
         attrs &= ~AtsTranslationRequest;
+
+        // What the fault record says of the request: AT = translation request for ATS (RecordFault).
+        DmaRequestAttributes mark = ats ? AtsTranslationRequest : DmaRequestAttributes.None;
         VtdFaultReason r = LookupContext(epoch, rootTable, sid, scalable: true, out ContextCacheEntry ctx);
         if (r != VtdFaultReason.None)
         {
-            return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd);
+            return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd, mark);
         }
 
         if (!ctx.Present)
         {
-            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.ScalableContextEntryNotPresent, ctx.Fpd);
+            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.ScalableContextEntryNotPresent, ctx.Fpd, mark);
         }
 
         if (ats && !ctx.DeviceTlbEnable)
         {
-            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.DeviceTlbDisabled, ctx.Fpd, attrs);
+            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.DeviceTlbDisabled, ctx.Fpd, attrs | mark);
         }
 
         if (hasPasid && !ctx.PasidEnable)
         {
-            return Fault(sid, iova, write, true, pasid, VtdFaultReason.PasidDisabled, ctx.Fpd);
+            return Fault(sid, iova, write, true, pasid, VtdFaultReason.PasidDisabled, ctx.Fpd, mark);
         }
 
         // Requests without PASID use RID_PASID (ECAP.RPS) or PASID 0.
         uint effective = hasPasid ? pasid : (_config.RidPasidSupport ? ctx.RidPasid : 0);
         if ((effective >> VtdFormat.PasidDirectoryShift) >= (1u << (ctx.Pdts + 7)))
         {
-            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.PasidBeyondDirectory, ctx.Fpd);
+            return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.PasidBeyondDirectory, ctx.Fpd, mark);
         }
 
         ulong pkey = PasidKey(sid, effective);
@@ -421,7 +424,7 @@ public sealed partial class VtdUnit
             r = ReadPasidEntry(ctx.Pointer, effective, out pe);
             if (r != VtdFaultReason.None)
             {
-                return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd || pe.Fpd);
+                return Fault(sid, iova, write, hasPasid, pasid, r, ctx.Fpd || pe.Fpd, mark);
             }
 
             if (pe.Present || _config.CachingMode)
@@ -436,7 +439,7 @@ public sealed partial class VtdUnit
         bool fpd = ctx.Fpd || pe.Fpd;
         if (!pe.Present)
         {
-            return Fault(sid, iova, write, hasPasid, pasid, pe.NotPresentReason, fpd, attrs);
+            return Fault(sid, iova, write, hasPasid, pasid, pe.NotPresentReason, fpd, attrs | mark);
         }
 
         if (ats)

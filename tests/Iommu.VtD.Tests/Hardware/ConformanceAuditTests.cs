@@ -187,4 +187,32 @@ public class ConformanceAuditTests
         Assert.Equal(VtdTranslationStatus.Translated, t.Status);
         Assert.Equal(0x0044_4010UL, t.PhysicalAddress);
     }
+
+    [Fact]
+    public void Page_request_fault_records_type_page_request_t1_0_t2_1()
+    {
+        using var r = new AtsRig(pre: false);
+        Assert.False(r.Request(0x2A, 0x1000, read: true, write: false));
+        (_, ulong hi) = r.B.FaultRecord(0);
+        Assert.Equal(0x47UL, (hi >> 32) & 0xFF);
+        Assert.Equal(0UL, hi & (1UL << 62));            // T1 = 0
+        Assert.NotEqual(0UL, hi & (1UL << 28));         // T2 = 1: page request
+    }
+
+    [Fact]
+    public void Ats_translation_request_fault_records_at_translation_request()
+    {
+        using var r = new AtsRig();
+        r.Fl.Entry(0x2A, 9);
+        r.Fl.Enable();
+        ulong pe = r.B.PasidEntryAddress(r.Fl.Dir, 0x2A);
+        r.B.Memory.WriteUInt64(pe + 8, r.B.Memory.ReadUInt64(pe + 8) | (1UL << 16)); // q1 reserved bit
+        AtsCompletion c = r.Unit.TranslationRequest(r.Dev, 0x2A, 0x1000, write: false);
+        Assert.False(c.Success);
+        (_, ulong hi) = r.B.FaultRecord(0);
+        Assert.Equal(0x5AUL, (hi >> 32) & 0xFF);
+        Assert.Equal(1UL, (hi >> 60) & 3);              // AT = 01: translation request
+    }
+
+    // ---- invalidation descriptors ----
 }
