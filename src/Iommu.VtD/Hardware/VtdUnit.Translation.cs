@@ -550,7 +550,7 @@ public sealed partial class VtdUnit
     /// PASID entry: read error 0x58, not present 0x59, reserved 0x5A, then PGTT/AW/FLPM validity 0x5B.
     /// PGTT 001 needs ECAP.FLTS, 010 ECAP.SLTS, 011 ECAP.NEST, 100 ECAP.PT; FLPM = 01 needs CAP.FL5LP
     /// (checked for 001 and 011 only). Reserved bits: q0 11:10, q1 22:16, q2 11:8, q3–q7, pointer bits
-    /// at or above HAW, and SRE / ERE / EAFE without ECAP.SRS / ERS / EAFS. The caching fields of q1
+    /// at or above HAW, SLADE without ECAP.SLADS (never reported), and SRE / ERE / EAFE without ECAP.SRS / ERS / EAFS. The caching fields of q1
     /// (PWSNP, PGSNP, CD, EMTE, EMT, PWT, PCD, PAT) are accepted and not interpreted: no memory types
     /// are modelled. QEMU 7.2 reports all of these as 0x58, checks no reserved bits and walks PGTT
     /// 001/011 as second level.
@@ -604,7 +604,8 @@ public sealed partial class VtdUnit
             | (_config.SupervisorRequests ? 0 : VtdFormat.PasidSre)
             | (_config.ExecuteRequests ? 0 : VtdFormat.PasidEre)
             | (_config.ExtendedAccessedFlag ? 0 : VtdFormat.PasidEafe);
-        if ((q0 & (VtdFormat.PasidReservedQ0 | ~_hawMask)) != 0 || (q1 & VtdFormat.PasidReservedQ1) != 0
+        // SLADE is reserved without ECAP.SLADS, which this model never reports (no second-level A/D).
+        if ((q0 & (VtdFormat.PasidReservedQ0 | VtdFormat.PasidSlade | ~_hawMask)) != 0 || (q1 & VtdFormat.PasidReservedQ1) != 0
             || (q2 & q2Reserved) != 0 || rest != 0)
         {
             return VtdFaultReason.PasidEntryReserved;

@@ -215,4 +215,18 @@ public class ConformanceAuditTests
     }
 
     // ---- invalidation descriptors ----
+
+    [Fact]
+    public void Slade_without_ecap_slads_is_a_reserved_pasid_entry_bit()
+    {
+        using var b = new VtdBench(VtdConfig.ScalableMode48Bit);
+        Assert.Equal(0UL, b.Ecap & (1UL << 45));
+        ulong dir = b.AllocFrame();
+        b.ScalableContext(Rid, dir, pdts: 7);
+        ulong sl = b.AllocFrame();
+        b.PasidEntry(dir, 0, VtdBench.PasidEntryLow(sl, 2, 2) | (1UL << 9), did: 3);
+        b.Map(sl, 4, 0x1000, 0x0050_0000);
+        b.Enable(scalable: true);
+        Assert.Equal(VtdFaultReason.PasidEntryReserved, b.Unit.Translate(Rid, null, 0x1000, 4, DmaAccess.Read).Reason);
+    }
 }
