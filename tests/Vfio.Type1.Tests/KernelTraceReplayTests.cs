@@ -44,9 +44,6 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
             OutOf: (s, st) => new Dictionary<string, object> { ["raw"] = WithDmaAvail(s.GetProperty("out").GetProperty("raw").GetString()!, -st.Fork!.DmaCountDelta) }),
         new("Follows from the 5.15 UNMAP owner check: a MAP over a mapping only 5.15 still holds (6.1 removed it through another process) is -EEXIST",
             (_, s, st) => Op(s) == "MAP_DMA" && st.Fork is not null && (Arg(s, "flags") & VfioUapi.VFIO_DMA_MAP_FLAG_VADDR) == 0 && st.Fork.OverlapsOnlyIn515(Hex(s, "iova"), Hex(s, "size")), -1, "EEXIST"),
-        new("QEMU 7.2 artefact: edu's read of an unmapped IOVA fills its buffer with zeros (QEMU's unassigned-memory read after the VT-d fault); the VT-d model faults and moves no data, so the device buffer keeps its last successful read. (The read through the WRITE-only mapping is kernel behaviour and matches: the leaf is R+W since eea53c581688.)",
-            (c, s, _) => c == "device.dma_read_permissions" && Op(s) == "READ_BUF", 0, null,
-            new Dictionary<string, object> { ["page_bytes"] = new List<string> { "20..10", "20..11", "30..12", "13" } }),
     ];
 
     public static IEnumerable<object[]> Cases() => KernelTrace.Default.CaseNames();

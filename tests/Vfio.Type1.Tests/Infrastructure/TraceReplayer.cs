@@ -307,11 +307,15 @@ internal sealed class TraceReplayer : IDisposable
                     int len = (int)Hex(args.GetProperty("len"));
                     if (args.GetProperty("dir").GetString() == "device_reads_iova")
                     {
+                        // QEMU 7.2's edu device: a read the IOMMU faults fills its buffer with zeros (the
+                        // unassigned-memory read after the VT-d fault); the device model itself moves no data.
                         var tmp = new byte[len];
-                        if (_dev.DmaRead(null, iova, tmp).IsOk)
+                        if (!_dev.DmaRead(null, iova, tmp).IsOk)
                         {
-                            tmp.CopyTo(_edu, 0);
+                            Array.Clear(tmp);
                         }
+
+                        tmp.CopyTo(_edu, 0);
                     }
                     else
                     {
