@@ -89,6 +89,19 @@ internal sealed class TraceReplayer : IDisposable
         string? fdName = step.TryGetProperty("fd", out JsonElement fdEl) ? fdEl.GetString() : null;
         object? file = fdName is not null && _handles.TryGetValue(fdName, out var h) ? h.File : null;
         int r;
+
+        // fdget: an ioctl on a handle this process has closed is -EBADF; a container or group ioctl on another
+        // kind of file (e.g. /dev/null) is -ENOTTY. Neither reaches VFIO, so nothing is written back.
+        Errno? gate = null;
+        if (fdName is not null && op is not ("OPEN" or "CLOSE" or "EDU_DMA") &&
+            (!_handles.TryGetValue(fdName, out var open) || !ReferenceEquals(proc.GetFile(open.Fd), open.File)))
+        {
+            gate = Errno.EBADF;
+        }
+
+        int CIoctl(uint req, Span<byte> arg) => gate is Errno g ? -(int)g : file is VfioContainer c ? c.Ioctl(proc, req, arg) : -(int)Errno.ENOTTY;
+        int GIoctl(uint req, Span<byte> arg) => gate is Errno g ? -(int)g : file is VfioGroup grp ? grp.Ioctl(proc, req, arg) : -(int)Errno.ENOTTY;
+
         switch (op)
         {
             case "OPEN":
@@ -116,8 +129,9 @@ internal sealed class TraceReplayer : IDisposable
                         return new StepResult(0, null, o);
                     }
 
-                    int nfd = proc.InstallFile(new object());
-                    _handles[handle] = (new object(), nfd);
+                    object other = new();
+                    int nfd = proc.InstallFile(other);
+                    _handles[handle] = (other, nfd);
                     o["handle"] = handle;
                     return new StepResult(0, null, o);
                 }
@@ -125,20 +139,20 @@ internal sealed class TraceReplayer : IDisposable
             case "CLOSE":
                 return Result(-(int)proc.Close(_handles[fdName!].Fd), o);
             case "GET_API_VERSION":
-                r = Container(file).Ioctl(proc, VfioUapi.VFIO_GET_API_VERSION, Value(0));
+                r = CIoctl(VfioUapi.VFIO_GET_API_VERSION, Value(0));
                 return Result(r, o);
             case "CHECK_EXTENSION":
-                r = Container(file).Ioctl(proc, VfioUapi.VFIO_CHECK_EXTENSION, Value(args.GetProperty("ext").GetInt64()));
+                r = CIoctl(VfioUapi.VFIO_CHECK_EXTENSION, Value(args.GetProperty("ext").GetInt64()));
                 return Result(r, o);
             case "SET_IOMMU":
-                r = Container(file).Ioctl(proc, VfioUapi.VFIO_SET_IOMMU, Value(args.GetProperty("type").GetInt64()));
+                r = CIoctl(VfioUapi.VFIO_SET_IOMMU, Value(args.GetProperty("type").GetInt64()));
                 return Result(r, o);
             case "RAW_IOCTL":
                 {
                     uint req = (uint)Hex(args.GetProperty("request"));
                     var buf = new byte[64];
                     BinaryPrimitives.WriteUInt32LittleEndian(buf, 64);
-                    r = file is VfioGroup g ? g.Ioctl(proc, req, buf) : Container(file).Ioctl(proc, req, buf);
+                    r = file is VfioGroup ? GIoctl(req, buf) : file is VfioContainer || gate is not null ? CIoctl(req, buf) : file is VfioDeviceFile ? throw new NotSupportedException("RAW_IOCTL on a device fd is not modelled") : -(int)Errno.ENOTTY;
                     return Result(r, o);
                 }
 
@@ -147,7 +161,7 @@ internal sealed class TraceReplayer : IDisposable
                     var buf = new byte[8];
                     BinaryPrimitives.WriteUInt32LittleEndian(buf, (uint)args.GetProperty("argsz").GetInt32());
                     BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(4), 0xa5a5a5a5);
-                    r = ((VfioGroup)file!).Ioctl(proc, VfioUapi.VFIO_GROUP_GET_STATUS, buf);
+                    r = GIoctl(VfioUapi.VFIO_GROUP_GET_STATUS, buf);
                     o["argsz"] = (long)BinaryPrimitives.ReadUInt32LittleEndian(buf);
                     o["flags"] = (ulong)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(4));
                     return Result(r, o);
@@ -158,18 +172,18 @@ internal sealed class TraceReplayer : IDisposable
                     int cfd = args.TryGetProperty("container", out JsonElement ch) ? _handles[ch.GetString()!].Fd : args.GetProperty("container_fd").GetInt32();
                     var buf = new byte[4];
                     BinaryPrimitives.WriteInt32LittleEndian(buf, cfd);
-                    r = ((VfioGroup)file!).Ioctl(proc, VfioUapi.VFIO_GROUP_SET_CONTAINER, buf);
+                    r = GIoctl(VfioUapi.VFIO_GROUP_SET_CONTAINER, buf);
                     return Result(r, o);
                 }
 
             case "GROUP_UNSET_CONTAINER":
-                r = ((VfioGroup)file!).Ioctl(proc, VfioUapi.VFIO_GROUP_UNSET_CONTAINER, Span<byte>.Empty);
+                r = GIoctl(VfioUapi.VFIO_GROUP_UNSET_CONTAINER, Span<byte>.Empty);
                 return Result(r, o);
             case "GROUP_GET_DEVICE_FD":
                 {
                     string name = args.GetProperty("name").GetString()!.Replace("$BDF", _dev.Name, StringComparison.Ordinal);
                     byte[] buf = [.. Encoding.UTF8.GetBytes(name), 0];
-                    r = ((VfioGroup)file!).Ioctl(proc, VfioUapi.VFIO_GROUP_GET_DEVICE_FD, buf);
+                    r = GIoctl(VfioUapi.VFIO_GROUP_GET_DEVICE_FD, buf);
                     if (r >= 0)
                     {
                         string handle = step.GetProperty("out").TryGetProperty("handle", out JsonElement he) ? he.GetString()! : "D";
@@ -187,7 +201,7 @@ internal sealed class TraceReplayer : IDisposable
                     buf.AsSpan().Fill(0xa5);
                     uint argsz = (uint)args.GetProperty("argsz").GetInt64();
                     BinaryPrimitives.WriteUInt32LittleEndian(buf, argsz);
-                    r = Container(file).Ioctl(proc, VfioUapi.VFIO_IOMMU_GET_INFO, buf);
+                    r = CIoctl(VfioUapi.VFIO_IOMMU_GET_INFO, buf);
                     o["argsz"] = (long)BinaryPrimitives.ReadUInt32LittleEndian(buf);
                     o["flags"] = (ulong)BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(4));
                     o["iova_pgsizes"] = BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(8));
@@ -204,7 +218,7 @@ internal sealed class TraceReplayer : IDisposable
                     BinaryPrimitives.WriteUInt64LittleEndian(buf.AsSpan(8), Addr(args.GetProperty("vaddr")));
                     BinaryPrimitives.WriteUInt64LittleEndian(buf.AsSpan(16), Hex(args.GetProperty("iova")));
                     BinaryPrimitives.WriteUInt64LittleEndian(buf.AsSpan(24), Hex(args.GetProperty("size")));
-                    r = Container(file).Ioctl(proc, VfioUapi.VFIO_IOMMU_MAP_DMA, buf);
+                    r = CIoctl(VfioUapi.VFIO_IOMMU_MAP_DMA, buf);
                     return Result(r, o);
                 }
 
@@ -246,7 +260,7 @@ internal sealed class TraceReplayer : IDisposable
                     }
 
                     uint req = unmap ? VfioUapi.VFIO_IOMMU_UNMAP_DMA : VfioUapi.VFIO_IOMMU_DIRTY_PAGES;
-                    r = Container(file).Ioctl(proc, req, buf);
+                    r = CIoctl(req, buf);
                     if (unmap)
                     {
                         o["argsz"] = (long)BinaryPrimitives.ReadUInt32LittleEndian(buf);
@@ -354,8 +368,6 @@ internal sealed class TraceReplayer : IDisposable
         r < 0 ? new StepResult(-1, ((Errno)(-r)).ToString(), o) : new StepResult(r, null, o);
 
     private static StepResult Fail(Errno e, Dictionary<string, object> o) => new(-1, e.ToString(), o);
-
-    private static VfioContainer Container(object? file) => file as VfioContainer ?? throw new InvalidOperationException("step is not on a container handle");
 
     private static byte[] Value(long v)
     {
