@@ -25,6 +25,7 @@ internal sealed class TraceReplayer : IDisposable
     private readonly Dictionary<string, (ulong Va, ulong Size)> _buffers = [];
     private readonly byte[] _edu = new byte[4096];
     private readonly Dictionary<(ulong, byte, ProcessAddressSpace), ulong> _bitmaps = [];
+    private readonly Dictionary<ProcessAddressSpace, int> _stdStreams = [];
     private ProcessAddressSpace? _child;
 
     public TraceReplayer()
@@ -170,6 +171,13 @@ internal sealed class TraceReplayer : IDisposable
             case "GROUP_SET_CONTAINER":
                 {
                     int cfd = args.TryGetProperty("container", out JsonElement ch) ? _handles[ch.GetString()!].Fd : args.GetProperty("container_fd").GetInt32();
+                    if (ch.ValueKind == JsonValueKind.Undefined && cfd is >= 0 and <= 2)
+                    {
+                        // The recorder's stdin/stdout/stderr are open non-VFIO files (-EINVAL, not -EBADF); the
+                        // process model starts its fd table at 3, so stand in one such file for them.
+                        cfd = StdStream(proc);
+                    }
+
                     var buf = new byte[4];
                     BinaryPrimitives.WriteInt32LittleEndian(buf, cfd);
                     r = GIoctl(VfioUapi.VFIO_GROUP_SET_CONTAINER, buf);
@@ -363,6 +371,17 @@ internal sealed class TraceReplayer : IDisposable
     }
 
     public void Dispose() => _bed.Dispose();
+
+    private int StdStream(ProcessAddressSpace p)
+    {
+        if (!_stdStreams.TryGetValue(p, out int fd))
+        {
+            fd = p.InstallFile(new object());
+            _stdStreams[p] = fd;
+        }
+
+        return fd;
+    }
 
     private static StepResult Result(int r, Dictionary<string, object> o) =>
         r < 0 ? new StepResult(-1, ((Errno)(-r)).ToString(), o) : new StepResult(r, null, o);

@@ -264,9 +264,10 @@ case("limit.dma_entry_limit_sampled_at_set_iommu", "dma_entry_limit changed afte
 case("unmap.edge_ranges", "UNMAP beyond the aperture -> 0 size 0; iova 0 size 0xfffffffffffff000 removes all; size 2^64-1 -> EINVAL; UNMAP_ALL on an empty container -> size 0 (README #15)",
      prelude() + [mp(va("B0"), I0, 4*P), mp(va("B0"), I0 + 8*P, 2*P), um(0x8000000000, P, removed=0), um(I0, 0xffffffffffffffff, **err("EINVAL")),
       um(0, 0xfffffffffffff000, removed=6*P), vmlck(0), um(0, 0, flags=2, removed=0), info(512)] + ending(), [buf("B0", 4*P)])
-case("group.set_container.bad_fds", "GROUP_SET_CONTAINER with container_fd -1 and with /dev/null; UNSET without a container -> EINVAL",
+case("group.set_container.bad_fds", "GROUP_SET_CONTAINER with container_fd -1, 1 (stdout), 9999 (not open) and with /dev/null; UNSET without a container -> EINVAL",
      [open_c(), open_g(), st("OPEN", args={"path": "/dev/null"}, out={"handle": "N"}),
-      st("GROUP_SET_CONTAINER", "G", {"container_fd": -1}, **err("EBADF")), st("GROUP_SET_CONTAINER", "G", {"container": "N"}, **err("EINVAL")),
+      st("GROUP_SET_CONTAINER", "G", {"container_fd": -1}, **err("EBADF")), st("GROUP_SET_CONTAINER", "G", {"container_fd": 1}, **err("EINVAL")),
+      st("GROUP_SET_CONTAINER", "G", {"container_fd": 9999}, **err("EBADF")), st("GROUP_SET_CONTAINER", "G", {"container": "N"}, **err("EINVAL")),
       st("GROUP_UNSET_CONTAINER", "G", **err("EINVAL")), setc(), st("GROUP_SET_CONTAINER", "G", {"container": "C"}, **err("EINVAL")), setiommu(3)] + ending() + [st("CLOSE", "N")])
 
 case("v1.unmap.first_page_only", "TYPE1 (v1): a request covering only the first page of a mapping removes the whole mapping; one starting inside removes nothing (README #16)",
