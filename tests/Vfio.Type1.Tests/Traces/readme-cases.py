@@ -15,7 +15,7 @@ def st(op, fd=None, args=None, ret=0, errno=None, out=None, proc=None):
     return d
 def err(e): return dict(ret=-1, errno=e)
 def open_c(): return st("OPEN", args={"path": "/dev/vfio/vfio"}, out={"handle": "C"})
-def open_g(**kw): 
+def open_g(**kw):
     if kw: return st("OPEN", args={"path": "/dev/vfio/$GROUP"}, **kw)
     return st("OPEN", args={"path": "/dev/vfio/$GROUP"}, out={"handle": "G"})
 def setc(): return st("GROUP_SET_CONTAINER", "G", {"container": "C"})
@@ -210,7 +210,7 @@ case("vaddr.map_vaddr_no_cap_tiny_rlimit", "MAP(VADDR) works without CAP under a
 def std2(): return [mp(va("B0"), I0, 4*P), mp(va("B0", 4*P), I0 + 8*P, 2*P, flags=1)]
 case("dirty.bad_flags", "DIRTY_PAGES flag validation: 0, START|STOP, STOP|GET, unknown bit -> EINVAL; argsz < 8 -> EINVAL; argsz 4096 accepted (README #22)",
      prelude() + std2() + [dirty(0, **err("EINVAL")), dirty(3, **err("EINVAL")), dirty(6, **err("EINVAL")), dirty(8, **err("EINVAL")), dirty(0x80000000, **err("EINVAL")),
-      dirty(1, argsz=7, **err("EINVAL")), dirty(1, argsz=0, **err("EINVAL")), dirty(1, argsz=4096), dirty(1), 
+      dirty(1, argsz=7, **err("EINVAL")), dirty(1, argsz=0, **err("EINVAL")), dirty(1, argsz=4096), dirty(1),
       getbm(I0, 16*P, 8, "0f03000000000000", argsz=4096), dirty(2, argsz=4096), dirty(2),
       getbm(I0, 16*P, 8, **err("EINVAL"))] + ending(), [buf("B0", 8*P)])
 case("dirty.get_basic", "START, GET_BITMAP over 16 pages: every page of every mapping dirty, READ-only included; repeated query shows the stale bits of README #1",
