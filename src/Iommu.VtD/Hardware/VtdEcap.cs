@@ -53,6 +53,9 @@ public static class VtdEcap
     /// <summary>PASID, requests with PASID (bit 40).</summary>
     public const ulong Pasid = 1UL << 40;
 
+    /// <summary>DIT, device-TLB invalidation throttling: PFSID in device-TLB invalidation descriptors (bit 41). The model's units never report it.</summary>
+    public const ulong Dit = 1UL << 41;
+
     /// <summary>PDS, page-request drain (bit 42).</summary>
     public const ulong Pds = 1UL << 42;
 

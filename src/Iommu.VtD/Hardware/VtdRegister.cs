@@ -250,8 +250,14 @@ public static class VtdRegister
     /// <summary>FRCD.F (bit 127, i.e. bit 63 of the upper quadword): fault recorded (RW1C).</summary>
     public const ulong FrcdF = 1UL << 63;
 
-    /// <summary>FRCD.T (bit 126): 1 = read request, 0 = write.</summary>
+    /// <summary>FRCD.T1 (bit 126): with T2 the request type (T1 T2): 00 write, 10 read, 01 page request.</summary>
     public const ulong FrcdT = 1UL << 62;
+
+    /// <summary>FRCD.T2 (bit 92): set (with T1 clear) for a fault met by a page request.</summary>
+    public const ulong FrcdT2 = 1UL << 28;
+
+    /// <summary>FRCD.AT (125:124) = 01: the faulting request was an ATS translation request.</summary>
+    public const ulong FrcdAtTranslationRequest = 1UL << 60;
 
     /// <summary>FRCD.PRIV (bit 93): the faulting request with PASID asked for supervisor privilege.</summary>
     public const ulong FrcdPriv = 1UL << 29;

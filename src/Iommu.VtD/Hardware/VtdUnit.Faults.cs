@@ -5,10 +5,6 @@ namespace Iommu.VtD.Hardware;
 /// <content>Primary fault recording, the fault event and the invalidation-completion event.</content>
 public sealed partial class VtdUnit
 {
-    // FRCD q1 bit 28 (abs. 92): T2, with T1 (bit 62) the request type; q1 61:60 (abs. 125:124): AT.
-    private const ulong FrcdT2 = 1UL << 28;
-    private const ulong FrcdAtTranslationRequest = 1UL << 60;
-
     private int _nextFaultRecord;
     private bool _faultMsiPending;
     private bool _invMsiPending;
@@ -87,8 +83,8 @@ public sealed partial class VtdUnit
         // 01 for an ATS translation request, 00 for an untranslated request.
         ulong hi = sid
             | ((ulong)(byte)reason << VtdRegister.FrcdFrShift)
-            | ((attrs & PageRequestMarker) != 0 ? FrcdT2 : write ? 0 : VtdRegister.FrcdT)
-            | ((attrs & AtsTranslationRequest) != 0 ? FrcdAtTranslationRequest : 0)
+            | ((attrs & PageRequestMarker) != 0 ? VtdRegister.FrcdT2 : write ? 0 : VtdRegister.FrcdT)
+            | ((attrs & AtsTranslationRequest) != 0 ? VtdRegister.FrcdAtTranslationRequest : 0)
             | VtdRegister.FrcdF;
         if (pasidPresent)
         {

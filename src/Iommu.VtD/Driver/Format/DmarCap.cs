@@ -52,14 +52,10 @@ internal static class DmarCap
     [KernelSymbol("ecap_prs")]
     public static bool EcapPrs(ulong ecap) => (ecap & VtdEcap.Prs) != 0;
 
-    // ECAP.DIT, bit 41: device-TLB invalidation throttling (PFSID in device-TLB descriptors; Linux
-    // ecap_dit(e) = (e >> 41) & 1). Bit 4 is EIM, which a unit with x2APIC interrupt remapping reports:
-    // reading it as DIT would put a PFSID into descriptors that a DIT = 0 unit rejects as reserved.
-    // The model's units never report DIT.
-    private const int EcapDitShift = 41;
-
+    // ECAP.DIT (Linux ecap_dit(e) = (e >> 41) & 1). Bit 4 is EIM, which a unit with x2APIC interrupt remapping
+    // reports: reading it as DIT put a PFSID into descriptors that a DIT = 0 unit rejects as reserved.
     [KernelSymbol("ecap_dit")]
-    public static bool EcapDit(ulong ecap) => ((ecap >> EcapDitShift) & 1) != 0;
+    public static bool EcapDit(ulong ecap) => (ecap & VtdEcap.Dit) != 0;
 
     [KernelSymbol("ecap_qis")]
     public static bool EcapQis(ulong ecap) => (ecap & VtdEcap.Qi) != 0;
