@@ -20,8 +20,9 @@ namespace Uacce;
 /// <para>Model decisions: open by name looks the device up among registered ones (the minor → device lookup, -ENODEV);
 /// <see cref="Open(UacceDevice, ProcessAddressSpace, out int)"/> stands for a holder of the inode and so reaches
 /// 5.15's -EINVAL for a removed device. Poll on a zombie returns 0 (5.15 would call the NULL ops after remove; the spec
-/// asks for 0). The 6.x <c>isolate</c>/<c>isolate_strategy</c> attributes, <c>mremap</c> and <c>VM_DONTCOPY</c>
-/// (the process model's fork copies every area) are not modelled. Whether <c>uacce_register</c> of a registered
+/// asks for 0). The 6.x <c>isolate</c>/<c>isolate_strategy</c> attributes and <c>mremap</c> are not modelled.
+/// The process model has no <c>vm_file</c>: a mapping does not keep the queue file open, so the release (last close)
+/// revokes the queue's remaining mappings, as remove does, before the driver gets the hardware queue back. Whether <c>uacce_register</c> of a registered
 /// device fails with -EEXIST (the kernel's second <c>cdev_device_add</c>) is a model choice.</para>
 /// </remarks>
 public sealed class UacceCore

@@ -195,7 +195,7 @@ public sealed class UacceQueue : IFileReference
 
     void IFileReference.GetFile() => Interlocked.Increment(ref _refs);
 
-    // uacce_fops_release: under the device mutex, PUT, unbind, unlink.
+    // uacce_fops_release: under the device mutex, (revoke the mappings: model), PUT, unbind, unlink.
     void IFileReference.PutFile()
     {
         if (Interlocked.Decrement(ref _refs) != 0)
@@ -205,6 +205,11 @@ public sealed class UacceQueue : IFileReference
 
         lock (Uacce.Mutex)
         {
+            // In the kernel every mapping holds a file reference (vma->vm_file), so release only runs once the
+            // regions are unmapped. The process model has no vm_file: the release revokes what is still mapped
+            // (as remove does) before the driver gets the hardware queue back, or a process that closed its fd
+            // would keep a doorbell and ring the driver hands to the next opener (DMA with that opener's PASID).
+            ZapMappings();
             PutQueue();
             Unbind();
             Uacce.QueueList.Remove(this);
