@@ -161,9 +161,11 @@ public sealed class UacceQueue : IFileReference
                 return ErrorDetail.Fail(e, $"{Uacce.Name}'s driver refused to map the {type} region ({length} bytes)");
             }
 
+            // VM_DONTCOPY (| VM_WIPEONFORK): a forked child gets neither region; it would otherwise keep the doorbell and
+            // ring after the queue's release, when the driver hands the same hardware queue to another opener.
             vma.Start = vma.PhysicalBase is ulong pa
-                ? mm.Mmap(length, VmProt.ReadWrite, VmaKind.PfnMap, shared: true, physicalBase: pa)
-                : mm.Mmap(length, VmProt.ReadWrite, VmaKind.Anonymous, shared: true);
+                ? mm.Mmap(length, VmProt.ReadWrite, VmaKind.PfnMap, shared: true, physicalBase: pa, dontCopy: true)
+                : mm.Mmap(length, VmProt.ReadWrite, VmaKind.Anonymous, shared: true, dontCopy: true);
             _qfrs[(int)type] = vma;
             _mappings.Add((mm, vma));
             vaddr = vma.Start;

@@ -166,10 +166,11 @@ public sealed class ProcessAddressSpace : IDisposable
     /// <param name="kind">Backing.</param>
     /// <param name="shared"><c>MAP_SHARED</c>.</param>
     /// <param name="physicalBase">For PFNMAP: the physical address to map.</param>
+    /// <param name="dontCopy"><c>VM_DONTCOPY</c>: a forked child does not get the area (<see cref="ProcessMemoryArea.DontCopy"/>).</param>
     /// <returns>The address.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or larger than the user address space.</exception>
     /// <exception cref="InsufficientMemoryException">The host pool cannot back huge pages.</exception>
-    public ulong Mmap(ulong length, VmProt prot = VmProt.ReadWrite, VmaKind kind = VmaKind.Anonymous, bool shared = false, ulong physicalBase = 0)
+    public ulong Mmap(ulong length, VmProt prot = VmProt.ReadWrite, VmaKind kind = VmaKind.Anonymous, bool shared = false, ulong physicalBase = 0, bool dontCopy = false)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
         ArgumentOutOfRangeException.ThrowIfZero(length);
@@ -192,7 +193,7 @@ public sealed class ProcessAddressSpace : IDisposable
                 }
 
                 // hugetlb pages are the process's own from mmap on: present, writable if the area is.
-                var vma = new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase);
+                var vma = new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase) { DontCopy = dontCopy };
                 ulong bits = LeafBits(vma) | ((prot & VmProt.Write) != 0 ? X86PageTable.Writable : 0);
                 for (ulong i = 0; i < length >> PageShift; i++)
                 {
@@ -212,7 +213,7 @@ public sealed class ProcessAddressSpace : IDisposable
                 return start;
             }
 
-            InsertVma(new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase));
+            InsertVma(new ProcessMemoryArea(start, length, prot, kind, shared, physicalBase) { DontCopy = dontCopy });
             return start;
         }
     }
@@ -497,7 +498,7 @@ public sealed class ProcessAddressSpace : IDisposable
     }
 
     /// <summary>
-    /// Creates a child (<c>fork</c>): same areas, private pages shared copy-on-write (both sides'
+    /// Creates a child (<c>fork</c>): same areas but the <see cref="ProcessMemoryArea.DontCopy"/> ones, private pages shared copy-on-write (both sides'
     /// leaves write-protected; pinned pages copied at once), shared pages shared, the file table
     /// duplicated (the same open files), credentials inherited, <c>locked_vm</c> 0 (mlock is not inherited).
     /// </summary>
@@ -511,11 +512,17 @@ public sealed class ProcessAddressSpace : IDisposable
         {
             ThrowIfExited();
             var child = new ProcessAddressSpace(Pages, name) { RlimitMemlock = RlimitMemlock, CapIpcLock = CapIpcLock, _nextVaddr = _nextVaddr, _nextFd = _nextFd };
-            child._vmas.AddRange(_vmas);
             var hull = new Hull();
             Errno failed = Errno.None;
             foreach (ProcessMemoryArea v in _vmas)
             {
+                // dup_mmap skips VM_DONTCOPY areas: the child has neither the area nor its leaves.
+                if (v.DontCopy)
+                {
+                    continue;
+                }
+
+                child._vmas.Add(v);
                 _pt.ForEachLeaf(v.Start, v.End, (ulong va, ref ulong pte) =>
                 {
                     if (failed == Errno.None)

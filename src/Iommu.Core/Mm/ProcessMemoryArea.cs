@@ -18,4 +18,7 @@ public readonly record struct ProcessMemoryArea(ulong Start, ulong Length, VmPro
 {
     /// <summary>One past the last address.</summary>
     public ulong End => Start + Length;
+
+    /// <summary>Whether <see cref="ProcessAddressSpace.Fork"/> leaves the area out of the child (<c>VM_DONTCOPY</c>, set e.g. by a driver's mmap).</summary>
+    public bool DontCopy { get; init; }
 }
