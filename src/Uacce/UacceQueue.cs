@@ -103,14 +103,14 @@ public sealed class UacceQueue : IFileReference
     /// <param name="length">Bytes (rounded up to pages).</param>
     /// <param name="vaddr">The user address, or 0.</param>
     /// <returns>
-    /// 0; -EINVAL for <paramref name="pgoff"/> ≥ 2 or a zero or oversized length (mmap's own check); -ENXIO on a zombie queue;
+    /// 0; -EINVAL for a zero length, -ENOMEM for one beyond the user address space (mmap's own checks, first);
+    /// -EINVAL for <paramref name="pgoff"/> ≥ 2; -ENXIO on a zombie queue;
     /// -EEXIST when that region was mapped before (also after its munmap: the 5.15–6.3 quirk); -EINVAL without
     /// <see cref="IUacceMmapOps"/>; else the driver's errno. Failures map nothing.
     /// </returns>
     /// <remarks>
-    /// The area is shared, read-write and <c>VM_PFNMAP</c> onto what the driver remapped. 5.15 marks it
-    /// <c>VM_DONTCOPY | VM_WIPEONFORK</c>; the process model's fork copies every area, so a child should not rely on
-    /// the parent's regions (model limitation). <c>mremap</c> is not modelled.
+    /// The area is shared, read-write and <c>VM_PFNMAP</c> onto what the driver remapped, and <c>VM_DONTCOPY</c> as in 5.15:
+    /// a forked child does not get it. <c>mremap</c> is not modelled.
     /// </remarks>
     /// <exception cref="InvalidOperationException"><paramref name="mm"/> has exited.</exception>
     /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
@@ -120,9 +120,15 @@ public sealed class UacceQueue : IFileReference
         using PhysicalMemory.AccessScope guard = Uacce.Core.Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(mm);
         vaddr = 0;
-        if (length == 0 || length > 0x7FFF_FFFF_F000UL)
+        // do_mmap: len 0 → -EINVAL; PAGE_ALIGN(len) overflowing or len > TASK_SIZE (get_unmapped_area) → -ENOMEM.
+        if (length == 0)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"mmap length {length} is invalid");
+            return ErrorDetail.Fail(Errno.EINVAL, "mmap length 0");
+        }
+
+        if (length > 0x7FFF_FFFF_F000UL)
+        {
+            return ErrorDetail.Fail(Errno.ENOMEM, $"mmap length {length} exceeds the user address space");
         }
 
         if (pgoff >= UacceCommands.MaxRegion)

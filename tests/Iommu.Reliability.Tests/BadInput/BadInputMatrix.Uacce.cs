@@ -55,7 +55,7 @@ internal static partial class BadInputMatrix
         E("UacceQueue.Mmap", "page offset 2", c => c.UacceQueue().Mmap(c.Proc, 2, 4096, out _), Errno.EINVAL),
         E("UacceQueue.Mmap", "page offset 2^64-1", c => c.UacceQueue().Mmap(c.Proc, ulong.MaxValue, 4096, out _), Errno.EINVAL),
         E("UacceQueue.Mmap", "zero length", c => c.UacceQueue().Mmap(c.Proc, 0, 0, out _), Errno.EINVAL),
-        E("UacceQueue.Mmap", "length 2^64-1", c => c.UacceQueue().Mmap(c.Proc, 0, ulong.MaxValue, out _), Errno.EINVAL),
+        E("UacceQueue.Mmap", "length 2^64-1", c => c.UacceQueue().Mmap(c.Proc, 0, ulong.MaxValue, out _), Errno.ENOMEM), // do_mmap: PAGE_ALIGN overflows
         E("UacceQueue.Mmap", "region mapped twice", c => { UacceQueue q = c.UacceQueue(); q.Mmap(c.Proc, 1, 4096, out _).ThrowIfError(); return q.Mmap(c.Proc, 1, 4096, out _); }, Errno.EEXIST),
         X<InvalidOperationException>("UacceQueue.Mmap", "exited process", c => { UacceQueue q = c.UacceQueue(); using var other = new ProcessAddressSpace(c.Pages, "gone"); other.Exit(); return q.Mmap(other, 0, 4096, out _); }),
 
