@@ -66,12 +66,13 @@ public sealed class UacceDevice
         }
     }
 
-    /// <summary>The sysfs attributes present now, in the kernel's order (region sizes are hidden while 0).</summary>
+    /// <summary>The sysfs attributes present now, in the kernel's order (region sizes are hidden while 0); none before <see cref="UacceCore.Register"/> or after <see cref="UacceCore.Remove"/>.</summary>
     public IReadOnlyList<string> Attributes
     {
         get
         {
-            if (Removed)
+            // The directory exists from uacce_register (cdev_device_add → device_add) until uacce_remove.
+            if (!Registered)
             {
                 return [];
             }
@@ -114,7 +115,7 @@ public sealed class UacceDevice
     /// <summary>Reads a sysfs attribute of <c>/sys/class/uacce/&lt;name&gt;/</c>.</summary>
     /// <param name="attribute"><c>api</c>, <c>flags</c>, <c>available_instances</c>, <c>algorithms</c>, <c>region_mmio_size</c> or <c>region_dus_size</c>.</param>
     /// <param name="text">The text with its newline, or null.</param>
-    /// <returns>0; -ENOENT for an unknown or hidden attribute or after removal (the directory is gone); -ENODEV for <c>available_instances</c> when the driver has no <see cref="IUacceAvailableInstancesOps"/>.</returns>
+    /// <returns>0; -ENOENT for an unknown or hidden attribute, before registration or after removal (no directory); -ENODEV for <c>available_instances</c> when the driver has no <see cref="IUacceAvailableInstancesOps"/>.</returns>
     /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     public Errno ReadAttribute(string attribute, out string? text)
     {

@@ -114,7 +114,9 @@ public sealed class LifecycleTests
 
         PciDevice other = sys.Pci.AddDevice(new PciDeviceSpec("0000:00:06.0"));
         Assert.Equal(Errno.None, sys.Uacce.Alloc(other, new UacceInterface("m", UacceDeviceFlags.None, new MinimalOps()), out UacceDevice? m));
-        Assert.Equal(Errno.ENODEV, m!.ReadAttribute("available_instances", out _));
+        Assert.Equal(Errno.ENOENT, m!.ReadAttribute("available_instances", out _)); // no sysfs directory before register
+        Assert.Equal(Errno.None, sys.Uacce.Register(m));
+        Assert.Equal(Errno.ENODEV, m.ReadAttribute("available_instances", out _));
         sys.Uacce.Remove(sys.Accel);
         Assert.Equal(Errno.ENOENT, sys.Accel.ReadAttribute("api", out _));
         Assert.Empty(sys.Accel.Attributes);
