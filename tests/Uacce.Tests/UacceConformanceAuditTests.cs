@@ -152,4 +152,80 @@ public sealed class UacceConformanceAuditTests
         Assert.Equal(Errno.None, p.Close(fd2));
         Assert.True(q2.Released);
     }
+    // Check that held: release, remove and every fop racing in any order give only documented errnos, never throw,
+    // and leave no bind, no queue and no mapping behind.
+    [Fact]
+    public void Release_remove_and_fops_racing_never_throw_and_leave_nothing_behind()
+    {
+        for (int round = 0; round < 20; round++)
+        {
+            using AccelSystem sys = AccelSystem.Create(queues: 4);
+            var procs = new List<ProcessAddressSpace>();
+            var clients = new List<AccelClient>();
+            for (int i = 0; i < 4; i++)
+            {
+                ProcessAddressSpace p = sys.NewProcess($"p{i}");
+                procs.Add(p);
+                clients.Add(sys.Open(p));
+            }
+
+            Errno[] allowed = [Errno.None, Errno.ENXIO, Errno.EINVAL, Errno.EEXIST, Errno.EBADF];
+            var errors = new System.Collections.Concurrent.ConcurrentBag<string>();
+            var threads = new List<Thread>();
+            foreach (AccelClient c in clients)
+            {
+                threads.Add(new Thread(() =>
+                {
+                    try
+                    {
+                        Errno[] r =
+                        [
+                            c.Queue.Ioctl(UacceCommands.PutQ, default),
+                            c.Queue.Mmap(c.Mm, 0, Page, out _),
+                            c.Queue.Ioctl(UacceCommands.StartQ, default),
+                            c.Mm.Close(c.Fd),
+                        ];
+                        _ = c.Queue.Poll();
+                        foreach (Errno e in r)
+                        {
+                            if (Array.IndexOf(allowed, e) < 0)
+                            {
+                                errors.Add(e.ToString());
+                            }
+                        }
+                    }
+                    catch (Exception ex)
+                    {
+                        errors.Add(ex.ToString());
+                    }
+                }));
+            }
+
+            threads.Add(new Thread(() =>
+            {
+                try
+                {
+                    sys.Uacce.Remove(sys.Accel);
+                }
+                catch (Exception ex)
+                {
+                    errors.Add(ex.ToString());
+                }
+            }));
+            threads.ForEach(t => t.Start());
+            threads.ForEach(t => t.Join());
+            Assert.Empty(errors);
+            Assert.Empty(sys.Accel.Queues);
+            foreach (AccelClient c in clients)
+            {
+                Assert.True(c.Queue.Released);
+                Assert.Null(c.Queue.Handle);
+                Assert.Equal(Errno.EFAULT, c.Mm.Write(c.RingVa, new byte[8]));
+                Assert.False(DmaReaches(sys.Device, c.Queue.Pasid, c.RingVa));
+            }
+
+            Assert.All(sys.Engine.Queues, hw => Assert.False(hw.Assigned));
+            procs.ForEach(p => p.Dispose());
+        }
+    }
 }
