@@ -20,7 +20,8 @@ public sealed partial class IntelIommu : IIommuPasidOps
     /// -EOPNOTSUPP when the unit has no scalable mode with PASID (<c>pasid_supported</c>); -ENODEV when
     /// the device has no device info (attached to no RID domain here, so no PASID table; 6.x keeps the
     /// table from probe); -EOPNOTSUPP when the device has no PASID capability (decided: 6.x would write
-    /// an entry the device can never use); -EBUSY when this driver already set that (device, PASID);
+    /// an entry the device can never use); -EBUSY when this driver already set that (device, PASID)
+    /// or an SVA bind holds it (6.2's SVA domain in the PASID array, also after the process exited);
     /// -EINVAL for a domain in use with more levels than the unit walks (as <see cref="AttachDev"/>);
     /// -ENODEV for a PASID beyond the device's PASID table and -EBUSY for a present entry (PASID 0 =
     /// RID2PASID, or an aux domain's PASID on this device) — checked here, before the domain is
@@ -66,6 +67,14 @@ public sealed partial class IntelIommu : IIommuPasidOps
             if (_devPasids.ContainsKey((device, pasid)))
             {
                 return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {device.Name} is already attached to a domain");
+            }
+
+            // 6.2 keeps an SVA bind's domain in the group's pasid_array until the unbind (also after mm exit, which
+            // leaves the entry cleared with FPD): the slot is taken. The 5.15 bind here is not in the core's array, so
+            // the driver answers for it; otherwise the unbind's tear-down would remove the attached domain's entry.
+            if (SvaHoldsPasid(device, pasid))
+            {
+                return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} of {device.Name} is bound to a process (SVA)");
             }
 
             Errno err = CheckLevelsInUse(d, device);
@@ -164,6 +173,16 @@ public sealed partial class IntelIommu : IIommuPasidOps
             }
 
             DomainDetachIommu(d, unit);
+        }
+    }
+
+    // An SVA bind of (device, PASID) exists (until its unbind, whatever the state of its entry). Lock order as
+    // SvaBind: _deviceDomainLock, then _pasidMutex.
+    private bool SvaHoldsPasid(Device device, uint pasid)
+    {
+        lock (_pasidMutex)
+        {
+            return _pasidPrivate.TryGetValue(pasid, out IntelSvm? svm) && FindSdev(svm, device) is not null;
         }
     }
 

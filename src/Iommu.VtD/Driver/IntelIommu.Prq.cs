@@ -148,8 +148,12 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
             {
                 PageRequestDescriptor req = ReadPrq(s, head);
                 head = (head + 32) & PageRequestQueue.RingMask;
+                // Every bad request (5.15's "goto bad_req") also drops the cached svm and sdev, so the next request
+                // looks both up again: a device not bound to the next request's PASID is answered Invalid rather than
+                // reported under the sdev cached from before the bad request.
                 if (!req.PasidPresent || !IsCanonical(req.Address) || (req.PmReq && (req.RdReq || req.WrReq)) || (req.ExeReq && req.RdReq))
                 {
+                    (svm, sdev) = (null, null);
                     HandleBadPrqEvent(unit, req);
                     continue;
                 }
@@ -160,7 +164,8 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
                 }
 
                 // 5.15 caches the svm and the sdev across descriptors and re-looks-up the sdev only when the RID
-                // changes, even if the svm did (then the request is reported for the cached sdev's device).
+                // changes, even if the svm did (then the request is reported for the cached sdev's device); a bad
+                // request empties both caches.
                 if (svm is null || svm.Pasid != req.Pasid)
                 {
                     lock (_pasidMutex)
@@ -170,6 +175,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
 
                     if (svm is null)
                     {
+                        sdev = null;
                         HandleBadPrqEvent(unit, req);
                         continue;
                     }
@@ -180,6 +186,7 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
                     sdev = FindSdevBySid(svm, req.Rid);
                     if (sdev is null)
                     {
+                        svm = null;
                         HandleBadPrqEvent(unit, req);
                         continue;
                     }

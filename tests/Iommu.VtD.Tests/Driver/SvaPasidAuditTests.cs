@@ -1,0 +1,82 @@
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Mm;
+using Iommu.VtD.Driver;
+using static Iommu.VtD.Tests.Driver.IopfTestKit;
+
+namespace Iommu.VtD.Tests.Driver;
+
+/// <summary>
+/// Audit of SVA, page requests and the PASID attach API at their edges: the PRQ thread's svm/sdev cache
+/// after a bad request, and a PASID still bound by SVA after its process exited.
+/// </summary>
+public sealed class SvaPasidAuditTests
+{
+    private const ulong Page = 4096;
+
+    // 5.15 prq_event_thread: every "goto bad_req" (no PASID, not canonical, privileged, execute with read, no
+    // svm for the PASID, no sdev for the RID) sets svm = sdev = NULL before answering Invalid. A request that
+    // follows, from the same device with the PASID of a process the device is not bound to, then looks the
+    // sdev up in that svm, finds none and is answered Invalid — it must not be reported (and faulted into
+    // that other process) on the strength of the sdev cached from the request before the bad one.
+    [Theory]
+    [InlineData(true)] // the bad request fails an early check (privileged with read)
+    [InlineData(false)] // the bad request names a PASID without svm
+    public void A_bad_request_resets_the_prq_threads_cache_so_a_pasid_the_device_is_not_bound_to_is_answered_invalid(bool earlyCheck)
+    {
+        (DriverBed f, PciDevice a, HostPageAllocator pages) = Bed();
+        using DriverBed owner = f;
+        PciDevice b = SvaDevice(f, "0000:00:06.0");
+        using var mm1 = new ProcessAddressSpace(pages, "p1");
+        using var mm2 = new ProcessAddressSpace(pages, "p2");
+        ulong va1 = mm1.Mmap(Page);
+        ulong va2 = mm2.Mmap(Page);
+        uint p1 = f.Iommu.SvaGetPasid(Bind(f, a, mm1));
+        uint p2 = f.Iommu.SvaGetPasid(Bind(f, b, mm2)); // only b is bound to mm2
+        var trace = new FirstLevelTestKit.QiTrace(f);
+
+        f.Unit.Write32(0xE0, 0x8000_0000); // mask: one pass sees all three requests
+        Assert.True(Request(f, a, p1, va1, prgi: 1, lpig: true)); // good: caches (svm1, a's sdev)
+        Assert.True(earlyCheck
+            ? Request(f, a, p2, va2, prgi: 2, lpig: true, pm: true)
+            : Request(f, a, p2 + 50, va2, prgi: 2, lpig: true));
+        Assert.True(Request(f, a, p2, va2, prgi: 3, lpig: true, rd: false, wr: true)); // a is not bound to mm2
+        f.Unit.Write32(0xE0, 0);
+        Assert.Equal(Errno.None, f.Iommu.IopfQueueFlushDev(a));
+        Assert.Equal(Errno.None, f.Iommu.IopfQueueFlushDev(b));
+
+        List<(ulong Q0, ulong Q1)> responses = Responses(trace);
+        Assert.Contains((ResponseQ0(p1, a.RequesterId, 0), ResponseQ1(1)), responses);
+        Assert.Contains((ResponseQ0(p2, a.RequesterId, 1), ResponseQ1(3)), responses);
+        Assert.False(mm2.TryTranslate(va2, out _)); // nothing faulted into a process a cannot reach
+    }
+
+    // 6.2: an SVA bind holds its PASID in the group's pasid_array (the SVA domain) until the unbind, also after
+    // the process exited (mm release only tears the entry down with FPD). iommu_attach_device_pasid on that
+    // PASID is -EBUSY. Attached anyway, the later unbind's intel_pasid_tear_down_entry removes the attached
+    // domain's entry while the core still lists the domain there.
+    [Fact]
+    public void Attach_device_pasid_on_a_pasid_bound_by_sva_is_ebusy_also_after_the_process_exited()
+    {
+        (DriverBed f, PciDevice dev, HostPageAllocator pages) = Bed();
+        using DriverBed owner = f;
+        using var mm = new ProcessAddressSpace(pages, "p");
+        IommuSva h = Bind(f, dev, mm);
+        uint p = f.Iommu.SvaGetPasid(h);
+        IDomain d = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.Map(d, 0x4000_0000, 0x1_4000_0000, DriverTestKit.M2, DriverTestKit.RW));
+
+        Assert.Equal(Errno.EBUSY, f.Iommu.AttachDevicePasid(d, dev, p));
+        mm.Exit();
+        Assert.Equal(0x2UL, f.PasidEntry(dev, p)![0]); // FPD only: the bind still owns the PASID
+        Assert.Equal(Errno.EBUSY, f.Iommu.AttachDevicePasid(d, dev, p));
+        Assert.Equal(Errno.None, f.Iommu.GetDomainForDevPasid(dev, p, DomainType.Blocked, out IDomain? held));
+        Assert.Null(held);
+
+        // After the unbind the PASID is free for the domain, and the domain's entry is the one DMA uses.
+        f.Iommu.SvaUnbindDevice(h);
+        Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(d, dev, p));
+        f.AssertDma(dev, p, 0x4000_0080, 0x1_4000_0080);
+        f.Iommu.DetachDevicePasid(d, dev, p);
+    }
+}
