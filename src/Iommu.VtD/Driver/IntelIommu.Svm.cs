@@ -118,6 +118,9 @@ public sealed partial class IntelIommu : IIommuSvaOps
         {
             while (true)
             {
+                // mm->pgd is read before the driver locks: it takes the process's lock, held while the process's
+                // notifiers run (see above). 0 once the process exited.
+                ulong pgd = mm.Pgd;
                 lock (_deviceDomainLock)
                 lock (_pasidMutex)
                 {
@@ -127,7 +130,7 @@ public sealed partial class IntelIommu : IIommuSvaOps
                         return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} is not attached behind a VT-d unit of this driver");
                     }
 
-                    if (mm.Exited)
+                    if (mm.Exited || pgd == 0)
                     {
                         return ErrorDetail.Fail(Errno.EINVAL, $"{mm} has exited");
                     }
@@ -156,7 +159,24 @@ public sealed partial class IntelIommu : IIommuSvaOps
                         }
                     }
 
-                    Errno err = SetupFirstLevel(unit, info, mm.Pgd, pasid, Dmar.FlptDefaultDid, 0);
+                    // The entry is programmed and the device listed in one section with the svm's release (the exit's
+                    // intel_mm_release): either the release finds the device and tears its entry down before the exit
+                    // frees the tables, or the bind finds the svm released and programs nothing. (5.15's caller holds
+                    // a reference on a live mm; the model's process may exit on another thread meanwhile.)
+                    Errno err;
+                    IntelSvmDev? sdev = null;
+                    lock (svm.Devices)
+                    {
+                        err = svm.Released
+                            ? ErrorDetail.Fail(Errno.EINVAL, $"{mm} has exited")
+                            : SetupFirstLevel(unit, info, pgd, pasid, Dmar.FlptDefaultDid, 0);
+                        if (err == Errno.None)
+                        {
+                            sdev = new IntelSvmDev(device, mm, unit, info, pasid);
+                            svm.Devices.Add(sdev);
+                        }
+                    }
+
                     if (err != Errno.None)
                     {
                         if (created || svm.Devices.Count == 0)
@@ -166,12 +186,6 @@ public sealed partial class IntelIommu : IIommuSvaOps
                         }
 
                         return err;
-                    }
-
-                    var sdev = new IntelSvmDev(device, mm, unit, info, pasid);
-                    lock (svm.Devices)
-                    {
-                        svm.Devices.Add(sdev);
                     }
 
                     handle = sdev;
@@ -321,6 +335,7 @@ public sealed partial class IntelIommu : IIommuSvaOps
         IntelSvmDev[] devs;
         lock (svm.Devices)
         {
+            svm.Released = true; // no bind programs an entry on these tables from here on
             devs = [.. svm.Devices];
         }
 
@@ -341,6 +356,9 @@ public sealed partial class IntelIommu : IIommuSvaOps
         public uint Pasid { get; } = pasid;
 
         public List<IntelSvmDev> Devices { get; } = [];
+
+        // Set by the release (mm exit), under the Devices lock.
+        public bool Released { get; set; }
 
         public override void InvalidateRange(ProcessAddressSpace mm, ulong start, ulong end) => SvmInvalidateRange(this, start, end);
 

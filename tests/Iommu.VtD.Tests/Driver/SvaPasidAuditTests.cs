@@ -70,13 +70,59 @@ public sealed class SvaPasidAuditTests
         mm.Exit();
         Assert.Equal(0x2UL, f.PasidEntry(dev, p)![0]); // FPD only: the bind still owns the PASID
         Assert.Equal(Errno.EBUSY, f.Iommu.AttachDevicePasid(d, dev, p));
-        Assert.Equal(Errno.None, f.Iommu.GetDomainForDevPasid(dev, p, DomainType.Blocked, out IDomain? held));
-        Assert.Null(held);
 
         // After the unbind the PASID is free for the domain, and the domain's entry is the one DMA uses.
         f.Iommu.SvaUnbindDevice(h);
         Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(d, dev, p));
         f.AssertDma(dev, p, 0x4000_0080, 0x1_4000_0080);
         f.Iommu.DetachDevicePasid(d, dev, p);
+    }
+
+    // The model's bind refuses a process that has exited (-EINVAL). A bind racing the exit (another thread exits the
+    // process while a second device binds it; the svm exists, so the bind registers no notifier) must not program a
+    // PASID entry once the exit's release has run: the exit frees the tables right after, and an entry made then
+    // points at freed (or, read after the exit, zero) page-table memory.
+    [Fact]
+    public void A_bind_racing_the_process_exit_fails_and_leaves_no_entry_on_freed_tables()
+    {
+        (DriverBed f, PciDevice b, HostPageAllocator pages) = Bed();
+        using DriverBed owner = f;
+        PciDevice a = SvaDevice(f, "0000:00:06.0");
+        using var mm = new ProcessAddressSpace(pages, "p");
+        ulong va = mm.Mmap(Page);
+        Assert.Equal(Errno.None, mm.Write(va, [1]));
+        uint p = f.Iommu.SvaGetPasid(Bind(f, b, mm));
+
+        Errno bound = Errno.None;
+        IommuSva? ha = null;
+        Thread? binder = null;
+        mm.MmuNotifierRegister(new ReleaseHook(() =>
+        {
+            // The svm's release has run (b's entry is down); the exit holds the process until it has freed the tables.
+            binder = new Thread(() => bound = f.Iommu.SvaBindDevice(a, mm, null, out ha)) { IsBackground = true };
+            binder.Start();
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            while (sw.ElapsedMilliseconds < 2000 && binder.IsAlive && (binder.ThreadState & ThreadState.WaitSleepJoin) == 0)
+            {
+                Thread.Sleep(1);
+            }
+
+            Thread.Sleep(100);
+        }));
+        mm.Exit();
+        Assert.True(binder!.Join(TimeSpan.FromSeconds(10)));
+        Assert.Equal(Errno.EINVAL, bound);
+        Assert.Null(ha);
+        ulong[]? e = f.PasidEntry(a, p);
+        Assert.True(e is null || (e[0] & 1) == 0, $"a's PASID entry is present after the exit (q0 0x{e?[0]:x}, FLPTR 0x{e?[2]:x})");
+    }
+
+    private sealed class ReleaseHook(Action onRelease) : MmuNotifier
+    {
+        public override void InvalidateRange(ProcessAddressSpace mm, ulong start, ulong end)
+        {
+        }
+
+        public override void Release(ProcessAddressSpace mm) => onRelease();
     }
 }
