@@ -16,7 +16,7 @@ public sealed partial class IntelIommu : IIommuSvaOps
     /// <remarks>
     /// 5.15 <c>intel_iommu_dev_enable_feat</c>: IOPF is 0 for a device with PRI support, else -ENODEV,
     /// and changes nothing. SVA: -EINVAL without device info or unit; -ENODEV when the unit cannot do SVM
-    /// (scalable mode with PASID and first-level translation) or PASID cannot be enabled; -EINVAL unless
+    /// (5.15 <c>intel_svm_check</c>: scalable mode with PASID, and CAP.FL1GP for a CPU with 1 GiB pages) or PASID cannot be enabled; -EINVAL unless
     /// PASID, PRI and ATS are all enabled on the device; then <c>iopf_queue_add_device</c> on the unit's iopf queue
     /// (-EBUSY when the device is already on one) and <c>iommu_register_device_fault_handler(iommu_queue_iopf)</c>
     /// (-EBUSY when the device already has a fault handler — 5.15 then leaves it on the iopf queue, so the next
@@ -47,9 +47,12 @@ public sealed partial class IntelIommu : IIommuSvaOps
                 return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} has no VT-d device info (not attached)");
             }
 
-            if (!unit.PasidSupported || !DmarCap.EcapFlts(unit.Ecap))
+            // intel_svm_check (VTD_FLAG_SVM_CAPABLE): pasid_supported, and CAP.FL1GP because the CPU has 1 GiB pages
+            // (X86_FEATURE_GBPAGES: model decision, every SVA-capable x86-64 CPU has it; no LA57 CPU is modelled, so
+            // CAP.FL5LP is not needed). The model's FL1GP implies ECAP.FLTS.
+            if (!unit.PasidSupported || !DmarCap.Fl1gp(unit.Cap))
             {
-                return ErrorDetail.Fail(Errno.ENODEV, $"DMAR unit {unit.SeqId} is not SVM-capable (scalable mode, PASID, first level)");
+                return ErrorDetail.Fail(Errno.ENODEV, $"DMAR unit {unit.SeqId} is not SVM-capable (scalable mode with PASID, 1 GiB first-level pages for the CPU's tables)");
             }
 
             if (EnablePasid(unit, device) != Errno.None)

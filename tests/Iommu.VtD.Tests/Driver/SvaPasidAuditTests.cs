@@ -125,4 +125,18 @@ public sealed class SvaPasidAuditTests
 
         public override void Release(ProcessAddressSpace mm) => onRelease();
     }
+
+    // 5.15 intel_svm_check: a unit is SVM-capable only with pasid_supported and, on a CPU with 1 GiB pages
+    // (X86_FEATURE_GBPAGES, which every SVA-capable x86-64 CPU has), CAP.FL1GP ("SVM disabled, incompatible 1GB page
+    // capability"); intel_iommu_enable_sva is -ENODEV otherwise, before the device joins the iopf queue.
+    [Fact]
+    public void Sva_enable_on_a_unit_without_first_level_1gib_pages_is_enodev_and_changes_nothing()
+    {
+        using DriverBed f = FirstLevelTestKit.NewFl(Config with { FirstLevel1GiBPages = false }, FirstLevelPolicy.AllWhenEveryUnitHasFlts);
+        PciDevice dev = f.Pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
+        Assert.True(dev.AtsEnabled && dev.PriEnabled);
+        Assert.Equal(Errno.None, f.Iommu.DevEnableFeature(dev, IommuDevFeature.Iopf));
+        Assert.Equal(Errno.ENODEV, f.Iommu.DevEnableFeature(dev, IommuDevFeature.Sva));
+        Assert.Equal(Errno.EINVAL, f.Iommu.DevDisableFeature(dev, IommuDevFeature.Sva)); // never joined the iopf queue
+    }
 }
