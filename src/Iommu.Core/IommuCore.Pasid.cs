@@ -216,7 +216,8 @@ public sealed partial class IommuCore
 
     /// <summary>Returns a PASID from <see cref="AllocGlobalPasid"/> (<c>iommu_free_global_pasid</c>).</summary>
     /// <param name="pasid">The PASID; <see cref="PasidInvalid"/> is ignored (the kernel WARNs), as is a number never allocated.</param>
-    /// <remarks>Version: ≈6.4. Freeing a PASID that is still attached does not detach it; it stays reserved until detached.</remarks>
+    /// <remarks>Version: ≈6.4. Freeing a PASID that is still attached does not detach it; it stays reserved until detached.
+    /// The PASID of a process bound by SVA is ignored with a warning (model addition: not the caller's to free).</remarks>
     [KernelSymbol("iommu_free_global_pasid", Version = "6.4")]
     public void FreeGlobalPasid(uint pasid)
     {
@@ -227,7 +228,22 @@ public sealed partial class IommuCore
             return;
         }
 
-        PasidIda.Free(pasid);
+        // Model addition: the PASID of an SVA process (iommu_sva_alloc_pasid, same namespace) is not a global PASID.
+        // Freed here, it would be handed to another process while the first keeps it, and the driver's PASID → svm
+        // lookup would make the second process's bind join the first one's svm (its notifier never registered).
+        lock (_mmPasids)
+        {
+            foreach ((uint Pasid, int Refs) e in _mmPasids.Values)
+            {
+                if (e.Pasid == pasid)
+                {
+                    Log.FreeSvaPasid(_log, pasid);
+                    return;
+                }
+            }
+
+            PasidIda.Free(pasid);
+        }
     }
 
     // __iommu_set_group_pasid (6.3): every device in list order, stopping at the first failure.

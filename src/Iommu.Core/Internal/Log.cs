@@ -52,4 +52,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 16, Level = LogLevel.Error, Message = "iopf: handling {Fault} threw; the group is answered Invalid")]
     public static partial void IopfHandlingFailed(ILogger logger, Exception exception, string fault);
+
+    [LoggerMessage(EventId = 17, Level = LogLevel.Warning, Message = "iommu_free_global_pasid({Pasid}): the PASID of a process bound by SVA is not the caller's to free; ignored")]
+    public static partial void FreeSvaPasid(ILogger logger, uint pasid);
 }

@@ -139,7 +139,13 @@ public sealed partial class IntelIommu : IIommuSvaOps
                     }
 
                     bool created = false;
-                    if (!_pasidPrivate.TryGetValue(pasid, out IntelSvm? svm))
+                    if (_pasidPrivate.TryGetValue(pasid, out IntelSvm? svm) && svm.Mm != mm)
+                    {
+                        // One PASID, one mm: never program another process's tables behind this svm's notifier.
+                        return ErrorDetail.Fail(Errno.EBUSY, $"PASID {pasid} is bound to {svm.Mm}, not {mm}");
+                    }
+
+                    if (svm is null)
                     {
                         if (fresh is null)
                         {

@@ -139,4 +139,34 @@ public sealed class SvaPasidAuditTests
         Assert.Equal(Errno.ENODEV, f.Iommu.DevEnableFeature(dev, IommuDevFeature.Sva));
         Assert.Equal(Errno.EINVAL, f.Iommu.DevDisableFeature(dev, IommuDevFeature.Sva)); // never joined the iopf queue
     }
+
+    // iommu_free_global_pasid of a PASID an SVA process holds (a caller's mistake: it never allocated it) must not hand
+    // the number out again while the process keeps it: a second process bound with the same PASID joins the first
+    // one's svm in the driver (PASID -> svm), so its notifier is never registered and its munmap flushes nothing —
+    // the device keeps reaching the freed page through a warmed IOTLB entry.
+    [Fact]
+    public void Freeing_an_sva_pasid_as_a_global_pasid_does_not_give_it_to_another_process()
+    {
+        (DriverBed f, PciDevice a, HostPageAllocator pages) = Bed();
+        using DriverBed owner = f;
+        PciDevice b = SvaDevice(f, "0000:00:06.0");
+        using var mm1 = new ProcessAddressSpace(pages, "p1");
+        using var mm2 = new ProcessAddressSpace(pages, "p2");
+        uint p1 = f.Iommu.SvaGetPasid(Bind(f, a, mm1));
+        f.Iommu.FreeGlobalPasid(p1); // not the caller's to free
+
+        ulong va = mm2.Mmap(Page);
+        Assert.Equal(Errno.None, mm2.Write(va, [7]));
+        uint p2 = f.Iommu.SvaGetPasid(Bind(f, b, mm2));
+        Assert.NotEqual(p1, p2);
+
+        // The driver refuses a PASID whose svm belongs to another process, whoever hands it the number.
+        Assert.Equal(Errno.EBUSY, f.Driver.SvaBind(b, mm2, p1, null, out IommuSva? stray));
+        Assert.Null(stray);
+
+        Span<byte> buf = stackalloc byte[8];
+        Assert.True(b.DmaRead(p2, va, buf).IsOk); // warms the IOTLB
+        mm2.Munmap(va, Page);
+        Assert.False(b.DmaRead(p2, va, buf).IsOk);
+    }
 }
