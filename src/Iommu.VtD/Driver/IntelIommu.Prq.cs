@@ -28,7 +28,8 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
     /// the device is not bound to it (for instance after unbind).
     /// </returns>
     /// <remarks>
-    /// 5.15. A descriptor is sent only when the request was the last of its group (or carried private data). The code is
+    /// 5.15. A descriptor is sent only when the request was the last of its group (or carried private data); one the unit
+    /// rejects (IQE) is logged and still answers 0, as 5.15 ignores <c>qi_submit_sync</c>'s result. The code is
     /// written unchanged, as 5.15 does: the generic FAILURE (2) goes out as RC = 2, a code VT-d reserves
     /// (its Response Failure is 0xF); the device model takes any code other than 0 and 1 as a failure.
     /// </remarks>
@@ -68,7 +69,16 @@ public sealed partial class IntelIommu : IIommuPageResponseOps
 
             if (last || priv)
             {
-                unit.SubmitSync([PageRequestQueue.PageGroupResponse(fault.Pasid, pci.RequesterId, pasidPresent, priv, (int)response.Code, fault.GroupId, last, 0, 0)], waitDrain: false);
+                try
+                {
+                    unit.SubmitSync([PageRequestQueue.PageGroupResponse(fault.Pasid, pci.RequesterId, pasidPresent, priv, (int)response.Code, fault.GroupId, last, 0, 0)], waitDrain: false);
+                }
+                catch (InvalidOperationException ex) when (ex is not ObjectDisposedException)
+                {
+                    // 5.15 ignores qi_submit_sync's result here: a descriptor the unit rejects (IQE, logged by the
+                    // submission as qi_check_fault does; e.g. a unit without ECAP.PRS) still answers 0, and the core
+                    // drops the pending request.
+                }
             }
 
             return Errno.None;

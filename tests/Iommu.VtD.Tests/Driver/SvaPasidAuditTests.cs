@@ -1,5 +1,6 @@
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Faults;
 using Iommu.Mm;
 using Iommu.VtD.Driver;
 using static Iommu.VtD.Tests.Driver.IopfTestKit;
@@ -168,5 +169,35 @@ public sealed class SvaPasidAuditTests
         Assert.True(b.DmaRead(p2, va, buf).IsOk); // warms the IOTLB
         mm2.Munmap(va, Page);
         Assert.False(b.DmaRead(p2, va, buf).IsOk);
+    }
+
+    // 5.15 intel_svm_page_response ignores qi_submit_sync's result: a page group response descriptor the unit rejects
+    // (IQE: a unit without page requests, ECAP.PRS = 0) is logged by qi_check_fault and iommu_page_response returns 0,
+    // the pending request consumed. A device driver that reports and answers its own page requests (its own fault
+    // handler) on an SVA-bound device behind such a unit must get that 0, not an exception out of the kernel API.
+    [Fact]
+    public void A_page_response_the_unit_rejects_returns_zero_as_5_15_and_consumes_the_request()
+    {
+        DriverBed f = FirstLevelTestKit.NewFl("Fl48", FirstLevelPolicy.AllWhenEveryUnitHasFlts); // no ECAP.PRS
+        using DriverBed owner = f;
+        PciDevice dev = f.AuxParent("0000:00:02.0");
+        using var mm = new ProcessAddressSpace(HostPageAllocator.ForPlatform(f.Platform), "p");
+        uint p = f.Iommu.SvaGetPasid(Bind(f, dev, mm));
+        Assert.Equal(Errno.None, f.Iommu.RegisterDeviceFaultHandler(dev, (_, _) => Errno.None, null));
+        var request = new IommuFault
+        {
+            Type = IommuFaultType.PageRequest,
+            Flags = PageRequestFlags.LastPage | PageRequestFlags.PasidValid | PageRequestFlags.ResponseNeedsPasid,
+            Pasid = p,
+            GroupId = 3,
+            Perm = 1,
+            Address = 0x1000,
+        };
+        Assert.Equal(Errno.None, f.Iommu.ReportDeviceFault(dev, request));
+        Assert.Equal(Errno.EBUSY, f.Iommu.UnregisterDeviceFaultHandler(dev)); // pending
+
+        Errno ret = f.Iommu.PageResponse(dev, new IommuPageResponse { Pasid = p, GroupId = 3, Flags = IommuPageResponse.FlagPasidValid, Code = IommuPageResponseCode.Success });
+        Assert.Equal(Errno.None, ret);
+        Assert.Equal(Errno.None, f.Iommu.UnregisterDeviceFaultHandler(dev)); // no longer pending
     }
 }
