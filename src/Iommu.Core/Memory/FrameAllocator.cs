@@ -9,7 +9,11 @@ namespace Iommu.Memory;
 /// <remarks>
 /// <para>Frames come from one region of physical memory. Allocation and free are O(1): a bump
 /// pointer over never-used frames and a free list threaded through the freed frames themselves,
-/// so nothing is allocated on the GC heap, ever.</para>
+/// so nothing is allocated on the GC heap, ever. Runs given back whole (<see cref="FreeContiguous"/>,
+/// the kernel's <c>free_pages</c> of a higher-order block) go to a second list, of runs, also threaded
+/// through their first frames: a later <see cref="TryAllocateContiguous"/> reuses them (first fit,
+/// taking the tail of a longer run), and single frames come from them once the bump pointer and the
+/// free list are spent.</para>
 /// <para>Fault injection in the style of the kernel's <c>fail_nth</c>: <see cref="FailNth"/> makes
 /// the N-th allocation from now fail once.</para>
 /// <para>Thread safety: all members may be called concurrently. After the memory is disposed,
@@ -27,6 +31,7 @@ public sealed class FrameAllocator
     private readonly ulong[] _allocated; // one bit per frame: catches double frees and foreign frees
     private ulong _bump;
     private ulong _freeHead = NoFrame;
+    private ulong _runHead = NoFrame; // freed runs: entry 0 of a run's first frame links the next run, entry 1 holds its length
     private long _live;
     private long _peak;
     private long _allocations;
@@ -136,7 +141,7 @@ public sealed class FrameAllocator
                 pa = _bump;
                 _bump += PhysicalMemory.PageSize;
             }
-            else
+            else if (!TakeFromRuns(1, out pa))
             {
                 _failures++;
                 pa = 0;
@@ -166,8 +171,10 @@ public sealed class FrameAllocator
     /// <param name="pa">Physical address of the first frame, or 0 on failure.</param>
     /// <returns>False when no such run is left or a failure was injected.</returns>
     /// <remarks>
-    /// Runs come from frames never handed out before; freed frames return one by one to the free
-    /// list, so a long-lived platform that frees many runs can exhaust the never-used part first.
+    /// Runs come from frames never handed out before, then from runs given back with
+    /// <see cref="FreeContiguous"/>. Frames given back one by one (<see cref="Free"/>) are not merged
+    /// into runs (the kernel's buddy allocator would merge them): a platform that frees its runs frame
+    /// by frame can still exhaust the never-used part first.
     /// </remarks>
     public bool TryAllocateContiguous(int count, out ulong pa)
     {
@@ -188,15 +195,18 @@ public sealed class FrameAllocator
                 return false;
             }
 
-            if (RegionBase + RegionSize - _bump < bytes)
+            if (RegionBase + RegionSize - _bump >= bytes)
+            {
+                pa = _bump;
+                _bump += bytes;
+            }
+            else if (!TakeFromRuns(count, out pa))
             {
                 _failures++;
                 pa = 0;
                 return false;
             }
 
-            pa = _bump;
-            _bump += bytes;
             for (int i = 0; i < count; i++)
             {
                 ulong index = ((pa - RegionBase) / PhysicalMemory.PageSize) + (ulong)i;
@@ -299,6 +309,98 @@ public sealed class FrameAllocator
         }
 
         return n;
+    }
+
+    /// <summary>
+    /// Returns a run obtained from <see cref="TryAllocateContiguous"/> whole (the kernel's <c>free_pages</c>
+    /// of a higher-order block), so that a later run of at most that length reuses it.
+    /// </summary>
+    /// <param name="pa">First frame of the run.</param>
+    /// <param name="count">Frames in the run, at least 1 (1 is <see cref="Free"/>).</param>
+    /// <exception cref="ArgumentException">The run is not made of frames of this region.</exception>
+    /// <exception cref="InvalidOperationException">A frame of the run is not allocated (double free); nothing is freed then.</exception>
+    /// <exception cref="ObjectDisposedException">The memory is disposed.</exception>
+    [KernelSymbol("free_pages")]
+    public void FreeContiguous(ulong pa, int count)
+    {
+        using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        if (count == 1)
+        {
+            Free(pa);
+            return;
+        }
+
+        ulong last = pa + ((ulong)(count - 1) * PhysicalMemory.PageSize);
+        if (!InRegion(pa) || !InRegion(last) || last < pa)
+        {
+            throw new ArgumentException(
+                string.Create(CultureInfo.InvariantCulture, $"[0x{pa:x}, +{count} frames) is not a run of 4 KiB frames of the region [0x{RegionBase:x}, 0x{RegionBase + RegionSize:x})."), nameof(pa));
+        }
+
+        ulong first = (pa - RegionBase) / PhysicalMemory.PageSize;
+        lock (_lock)
+        {
+            for (ulong i = first; i < first + (ulong)count; i++)
+            {
+                if ((_allocated[i / 64] & (1UL << (int)(i % 64))) == 0)
+                {
+                    throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Frame 0x{RegionBase + (i * PhysicalMemory.PageSize):x} of the run at 0x{pa:x} freed twice (it is not allocated)."));
+                }
+            }
+
+            for (ulong i = first; i < first + (ulong)count; i++)
+            {
+                _allocated[i / 64] &= ~(1UL << (int)(i % 64));
+            }
+
+            Span<ulong> head = Region.Table(pa);
+            head[0] = _runHead;
+            head[1] = (ulong)count;
+            _runHead = pa;
+            _live -= count;
+        }
+    }
+
+    // First fit over the freed runs, under _lock: a run of exactly count frames is unlinked; a longer one gives
+    // its tail and keeps its head (and so its place in the list). The caller marks and zeroes the frames.
+    private bool TakeFromRuns(int count, out ulong pa)
+    {
+        ulong prev = NoFrame;
+        for (ulong run = _runHead; run != NoFrame;)
+        {
+            Span<ulong> head = Region.Table(run);
+            ulong next = head[0], length = head[1];
+            if (length >= (ulong)count)
+            {
+                if (length == (ulong)count)
+                {
+                    if (prev == NoFrame)
+                    {
+                        _runHead = next;
+                    }
+                    else
+                    {
+                        Region.Entry(prev) = next;
+                    }
+
+                    pa = run;
+                }
+                else
+                {
+                    head[1] = length - (ulong)count;
+                    pa = run + ((length - (ulong)count) * PhysicalMemory.PageSize);
+                }
+
+                return true;
+            }
+
+            prev = run;
+            run = next;
+        }
+
+        pa = 0;
+        return false;
     }
 
     private bool InRegion(ulong pa) =>

@@ -348,11 +348,19 @@ public sealed partial class IntelIommu : IIommuSvaOps
             devs = [.. svm.Devices];
         }
 
-        foreach (IntelSvmDev d in devs)
+        // Under _deviceDomainLock, as every detach (RemoveDevInfo) is: otherwise a detach of the device's RID domain
+        // between the check and the tear-down frees the PASID table this writes FPD into, and the frame may already
+        // be another table. 5.15 runs intel_mm_release under RCU only; taking the lock here (after the process's
+        // lock, the order a munmap's notifiers already use) closes the model's window. A bind or unbind holds it
+        // only without the process's lock.
+        lock (_deviceDomainLock)
         {
-            if (d.Device.IommuPriv == d.Info)
+            foreach (IntelSvmDev d in devs)
             {
-                TearDownPasidEntry(d.Unit, d.Info, svm.Pasid, faultIgnore: true);
+                if (d.Device.IommuPriv == d.Info)
+                {
+                    TearDownPasidEntry(d.Unit, d.Info, svm.Pasid, faultIgnore: true);
+                }
             }
         }
     }
