@@ -161,10 +161,11 @@ public sealed class MdevCore
     /// <param name="parent">The physical device.</param>
     /// <param name="ops">The vendor driver.</param>
     /// <returns>
-    /// 0; -EINVAL when <paramref name="ops"/> is null, has no (or an empty) <c>supported_type_groups</c>,
-    /// lacks <c>create</c> or <c>remove</c>, has no driver name, or a group has no name; -EEXIST when the
-    /// device is already registered (or still being unregistered: its sysfs directory still exists) or
-    /// two groups have the same name.
+    /// 0; -EINVAL when <paramref name="ops"/> is null, has no <c>supported_type_groups</c> (null; an
+    /// empty list is an empty <c>mdev_supported_types/</c>, as in 5.15), lacks <c>create</c> or
+    /// <c>remove</c>, or has no driver name; -EEXIST when the device is already registered (or still
+    /// being unregistered: its sysfs directory still exists), checked before the groups; then -EINVAL
+    /// when a group's name is null ("" is a name) and -EEXIST when two groups have the same name.
     /// </returns>
     /// <remarks>5.15 accepts missing create/remove when <c>device_driver</c> is set; that field is not modelled, so both are always mandatory (the 5.10 rule).</remarks>
     [KernelSymbol("mdev_register_device")]
@@ -178,7 +179,7 @@ public sealed class MdevCore
         }
 
         IReadOnlyList<MdevTypeGroup>? groups = ops.SupportedTypeGroups;
-        if (groups is null || groups.Count == 0)
+        if (groups is null)
         {
             return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver has no supported_type_groups");
         }
@@ -188,26 +189,28 @@ public sealed class MdevCore
             return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): vendor driver has no name");
         }
 
-        var names = new HashSet<string>(StringComparer.Ordinal);
-        for (int i = 0; i < groups.Count; i++)
-        {
-            string? name = groups[i]?.Name;
-            if (string.IsNullOrEmpty(name))
-            {
-                return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): supported type group {i} has no name");
-            }
-
-            if (!names.Add(name))
-            {
-                return ErrorDetail.Fail(Errno.EEXIST, $"mdev_register_device({parent.Name}): type {ops.DriverName}-{name} is declared twice");
-            }
-        }
-
         lock (_parentLock)
         {
+            // 5.15 order: the duplicate check, then parent_create_sysfs_files (the type directories).
             if (FindIn(_sysfsParents, parent) is not null)
             {
                 return ErrorDetail.Fail(Errno.EEXIST, $"{parent.Name} is already registered as an mdev parent");
+            }
+
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            for (int i = 0; i < groups.Count; i++)
+            {
+                // add_mdev_supported_type: a NULL name is -EINVAL; "" is a name (the directory "<driver>-").
+                string? name = groups[i]?.Name;
+                if (name is null)
+                {
+                    return ErrorDetail.Fail(Errno.EINVAL, $"mdev_register_device({parent.Name}): supported type group {i} has no name");
+                }
+
+                if (!names.Add(name))
+                {
+                    return ErrorDetail.Fail(Errno.EEXIST, $"mdev_register_device({parent.Name}): type {ops.DriverName}-{name} is declared twice");
+                }
             }
 
             var p = new MdevParent(this, parent, ops, groups);

@@ -10,7 +10,7 @@ namespace Vfio.Mdev;
 public sealed class MdevTypeGroup
 {
     /// <summary>Declares a type group.</summary>
-    /// <param name="name">The group name (null or empty makes registration fail with -EINVAL, as in the kernel).</param>
+    /// <param name="name">The group name (null makes registration fail with -EINVAL, as in the kernel; "" names the type <c>"&lt;driver&gt;-"</c>).</param>
     /// <param name="attributes">The type's attributes.</param>
     public MdevTypeGroup(string? name, IReadOnlyList<MdevTypeAttribute> attributes)
     {
