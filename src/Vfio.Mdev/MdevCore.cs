@@ -494,7 +494,7 @@ public sealed class MdevCore
     /// </summary>
     /// <param name="mdev">The device.</param>
     /// <param name="text">What user space wrote.</param>
-    /// <returns>-EINVAL for text that is not a number; 0 for zero; otherwise as <see cref="Remove(MdevDevice)"/>.</returns>
+    /// <returns>-EINVAL for text that is not a number; 0 for zero; -ENODEV once a removal of the device has started or finished (its <c>remove</c> attribute is gone); otherwise as <see cref="Remove(MdevDevice)"/> (never -EAGAIN).</returns>
     [KernelSymbol("remove_store")]
     public Errno Remove(MdevDevice mdev, string text)
     {
@@ -506,7 +506,24 @@ public sealed class MdevCore
             return ErrorDetail.Fail(Errno.EINVAL, $"{mdev.Name}/remove: '{text.TrimEnd('\n')}' is not a number");
         }
 
-        return value == 0 ? Errno.None : Remove(mdev);
+        if (value == 0)
+        {
+            return Errno.None;
+        }
+
+        // device_remove_file_self: the first removal took the 'remove' attribute away, so a write that
+        // comes after it meets a removed kernfs node (-ENODEV); one that raced in with it finds the
+        // self-removal taken (false) and returns count. mdev_device_remove's -EAGAIN never reaches sysfs.
+        lock (_mdevLock)
+        {
+            if (!mdev.Active)
+            {
+                return ErrorDetail.Fail(Errno.ENODEV, $"{mdev.Name}/remove: the attribute is gone (the device is being or has been removed)");
+            }
+        }
+
+        Errno ret = Remove(mdev);
+        return ret == Errno.EAGAIN ? Errno.None : ret;
     }
 
     private static MdevParent? FindIn(List<MdevParent> list, Device device)
