@@ -69,16 +69,62 @@ public sealed class VfioCore : IVfioPinning
             return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} has no IOMMU group");
         }
 
+        IommuGroup iommuGroup = device.IommuGroup;
+        VfioGroup? added = null;
         lock (_lock)
         {
             _bound[device] = true;
-            if (!_groups.ContainsKey(device.IommuGroup))
+            if (!_groups.ContainsKey(iommuGroup))
             {
-                _groups[device.IommuGroup] = new VfioGroup(this, device.IommuGroup);
+                added = new VfioGroup(this, iommuGroup);
+                _groups[iommuGroup] = added;
             }
         }
 
+        if (added is not null)
+        {
+            iommuGroup.RegisterNotifier((action, dev) =>
+            {
+                if (action == IommuGroupNotification.DelDevice)
+                {
+                    OnDelDevice(added, dev);
+                }
+            });
+        }
+
         return Errno.None;
+    }
+
+    // vfio_unregister_group_dev (5.15): the device's files are closed by now (the mdev core waited for
+    // them); when it is the group's last device, wait until the group has left its container
+    // (wait_event(group->container_q, !group->container)), so that type1 detaches the group - for an
+    // mdev, the aux domain on its IOMMU device - while the device is still in the group and its vendor
+    // state (mdev_get_iommu_device) intact. Modelled for mdevs, whose removal reaches this through
+    // iommu_group_remove_device (mdev_detach_iommu).
+    private void OnDelDevice(VfioGroup group, Device device)
+    {
+        if (!IsMdev(device))
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_bound.TryGetValue(device, out bool vfio) || !vfio)
+            {
+                return;
+            }
+        }
+
+        foreach (Device d in group.IommuGroup.Devices)
+        {
+            if (d != device)
+            {
+                return;
+            }
+        }
+
+        group.WaitForNoContainer();
     }
 
     /// <summary>Marks a device as bound to a non-VFIO driver (its group is then not viable) or unbinds it.</summary>

@@ -26,6 +26,9 @@ namespace Vfio.Type1;
 public sealed class VfioGroup : VfioFile
 {
     private readonly Lock _lock = new();
+
+    // group->container_q: pulsed when the group leaves its container.
+    private readonly object _containerQ = new();
     private bool _opened;
 
     // container_users, an atomic as in 5.15: the group file's 1 while in a container, plus one per device
@@ -407,6 +410,22 @@ public sealed class VfioGroup : VfioFile
 
         Volatile.Write(ref _container, null);
         Volatile.Write(ref _containerUsers, 0);
+        lock (_containerQ)
+        {
+            Monitor.PulseAll(_containerQ);
+        }
+    }
+
+    /// <summary>Blocks until the group is in no container (<c>wait_event(group-&gt;container_q, !group-&gt;container)</c>).</summary>
+    internal void WaitForNoContainer()
+    {
+        lock (_containerQ)
+        {
+            while (Volatile.Read(ref _container) is not null)
+            {
+                Monitor.Wait(_containerQ);
+            }
+        }
     }
 
     private protected override void Release()
