@@ -436,7 +436,9 @@ public sealed class MdevCore
     /// As in 5.15 the device is marked inactive before the <c>unreg_sem</c> trylock, so after a removal
     /// that failed with -ENODEV because of a concurrent unregistration, later removals answer -EAGAIN.
     /// There is no "in use" error: like <c>vfio_unregister_group_dev</c>, removal blocks until open files
-    /// are closed, calling the vendor's <c>request</c> (5.15) to ask for it.
+    /// are closed, calling the vendor's <c>request</c> (5.15) to ask for it, and then (through the IOMMU
+    /// group's DEL_DEVICE notifier of a <c>VfioCore</c> the mdev is registered with) until its VFIO group
+    /// has left its container.
     /// </remarks>
     [KernelSymbol("mdev_device_remove")]
     public Errno Remove(MdevDevice mdev)
