@@ -115,9 +115,13 @@ public sealed partial class IommuCore
 
         ulong offset = phys & (iovad.Granule - 1);
         ulong len = (size + offset + iovad.Granule - 1) & ~(iovad.Granule - 1);
-        if (size == 0 || len < size)
+        // A physical range that wraps past the top is refused as on the dma-direct path (dma_capable):
+        // mapped, its tail page would be physical page 0, a page the device was never given.
+        if (size == 0 || len < size || phys + size - 1 < phys)
         {
-            ErrorDetail.Fail(Errno.EINVAL, size == 0 ? "dma_map of 0 bytes" : $"size 0x{size:x} at offset 0x{offset:x} wraps");
+            ErrorDetail.Fail(Errno.EINVAL, size == 0 ? "dma_map of 0 bytes"
+                : len < size ? $"size 0x{size:x} at offset 0x{offset:x} wraps"
+                : $"[0x{phys:x}, +0x{size:x}) wraps the 64-bit physical address space");
             return DmaMappingError;
         }
 
