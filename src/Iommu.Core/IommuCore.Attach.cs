@@ -77,7 +77,7 @@ public sealed partial class IommuCore
     /// waits for them before the driver gives the tables back, so a late map never writes into a frame
     /// another domain has been given. Calls that start once the free has begun throw.</para>
     /// </remarks>
-    /// <exception cref="InvalidOperationException">A group still uses the domain (a caller bug in the kernel).</exception>
+    /// <exception cref="InvalidOperationException">A group still uses the domain, as its current or its default domain (a caller bug in the kernel; a group's default domain is freed only by the group's release).</exception>
     /// <exception cref="ObjectDisposedException">The domain was already freed.</exception>
     [KernelSymbol("iommu_domain_free")]
     public void DomainFree(IDomain domain)
@@ -186,7 +186,10 @@ public sealed partial class IommuCore
     {
         foreach (IommuGroup g in Groups)
         {
-            if (ReferenceEquals(g.Domain, domain) && !ReferenceEquals(g.DefaultDomain, domain))
+            // A group's default domain is in use as long as the group holds it (its devices translate
+            // through it, or go back to it on detach, and the DMA API maps into it): only the group's
+            // release frees it, after dropping it.
+            if (ReferenceEquals(g.Domain, domain) || ReferenceEquals(g.DefaultDomain, domain))
             {
                 ThrowHelper.DomainStillAttached(g);
             }

@@ -34,4 +34,20 @@ public sealed class DmaApiAuditTests
         Assert.Equal(0UL, f.Iommu.IovaToPhys(dom, first + K4));
         Assert.Equal(first, f.Iommu.DmaMapPage(dev, 0x5000_0000, K4, DmaDataDirection.Bidirectional)); // no IOVA was consumed
     }
+
+    [Fact]
+    public void Freeing_the_default_domain_a_group_uses_is_refused_and_the_device_keeps_working()
+    {
+        using DriverBed f = New(DomainType.Dma);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        IDomain def = f.Iommu.GetDmaDomain(dev)!;
+        ulong h = f.Iommu.DmaMapPage(dev, 0x4000_0000, K4, DmaDataDirection.Bidirectional);
+
+        Assert.Throws<InvalidOperationException>(() => f.Iommu.DomainFree(def));
+
+        f.AssertDma(dev, null, h, 0x4000_0000, "the default domain is still the group's");
+        f.Iommu.DmaUnmapPage(dev, h, K4, DmaDataDirection.Bidirectional);
+        f.Pci.RemoveDevice(dev); // the group's release frees its default domain, once
+        Assert.Null(dev.IommuGroup);
+    }
 }
