@@ -37,6 +37,12 @@ public sealed class Platform : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), $"TableMemorySize 0x{Options.TableMemorySize:x} must be non-zero and at most MemorySize 0x{Options.MemorySize:x}.");
         }
 
+        // iommu_def_domain_type is only ever DMA, DMA_FQ (iommu.strict=0) or IDENTITY (iommu.passthrough=1).
+        if (Options.DefaultDomainType is not (Domains.DomainType.Dma or Domains.DomainType.DmaFq or Domains.DomainType.Identity))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), $"DefaultDomainType {Options.DefaultDomainType} must be Dma, DmaFq or Identity (iommu_def_domain_type).");
+        }
+
         Memory = new PhysicalMemory(Options.MemorySize);
         ulong tableBase = Options.TableMemoryBase ?? Options.MemorySize - Options.TableMemorySize;
         Frames = new FrameAllocator(Memory, tableBase, Options.TableMemorySize);

@@ -42,6 +42,9 @@ public sealed record PlatformOptions
     /// (<c>CONFIG_IOMMU_DEFAULT_DMA_LAZY</c>); the model's default stays DMA, strict, as <c>iommu.strict=1</c>
     /// gives. A driver may turn DMA_FQ back into DMA (<see cref="IommuCore.SetDmaStrict"/>; Intel does with
     /// caching mode), and the core falls back to DMA when the driver cannot allocate DMA_FQ domains.
+    /// Only DMA, DMA_FQ and IDENTITY are accepted (the <see cref="Platform"/> constructor throws
+    /// <see cref="ArgumentOutOfRangeException"/> otherwise): with an UNMANAGED or BLOCKED default domain the
+    /// DMA API would hand out physical addresses the device cannot reach.
     /// </remarks>
     public DomainType DefaultDomainType { get; init; } = DomainType.Dma;
 
