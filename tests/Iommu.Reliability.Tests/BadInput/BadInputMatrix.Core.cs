@@ -101,6 +101,16 @@ internal static partial class BadInputMatrix
             return c.Platform.Frames.FreeList(pa);
         }),
         V("FrameAllocator.FreeList", "empty chain (0)", c => c.Platform.Frames.FreeList(0), 0),
+        X<ArgumentOutOfRangeException>("FrameAllocator.FreeContiguous", "count 0", c => { c.Platform.Frames.FreeContiguous(c.Platform.Frames.RegionBase, 0); return null; }),
+        X<ArgumentException>("FrameAllocator.FreeContiguous", "run outside the region", c => { c.Platform.Frames.FreeContiguous(0x1000, 2); return null; }),
+        X<ArgumentException>("FrameAllocator.FreeContiguous", "run past the region's end", c => { c.Platform.Frames.FreeContiguous(c.Platform.Frames.RegionBase + c.Platform.Frames.RegionSize - 4096, 2); return null; }),
+        X<InvalidOperationException>("FrameAllocator.FreeContiguous", "run with a free frame (double free)", c =>
+        {
+            Assert.True(c.Platform.Frames.TryAllocateContiguous(4, out ulong pa));
+            c.Platform.Frames.FreeContiguous(pa, 4);
+            c.Platform.Frames.FreeContiguous(pa, 4);
+            return null;
+        }),
         X<ArgumentOutOfRangeException>("FrameAllocator.TryAllocateContiguous", "count 0", c => c.Platform.Frames.TryAllocateContiguous(0, out _)),
         X<ArgumentOutOfRangeException>("FrameAllocator.TryAllocateContiguous", "negative count", c => c.Platform.Frames.TryAllocateContiguous(-1, out _)),
         V("FrameAllocator.TryAllocateContiguous", "more frames than the region", c => c.Platform.Frames.TryAllocateContiguous(int.MaxValue, out _), false),
