@@ -160,9 +160,12 @@ public sealed class DmarDomain : IommuDomain
     public ushort DidOn(int seqId) => IommuDid[seqId];
 
     /// <summary>Aux attachments per physical device (<c>struct subdev_domain_info</c>).</summary>
-    internal sealed class SubdevInfo(Device device)
+    internal sealed class SubdevInfo(Device device, IntelIommuUnit unit)
     {
         public Device Device { get; } = device;
+
+        /// <summary>The unit whose DID this attachment holds (the device's info may be gone by the time the domain is freed).</summary>
+        public IntelIommuUnit Unit { get; } = unit;
 
         public int Users { get; set; }
     }

@@ -258,7 +258,7 @@ public sealed partial class IntelIommu
             Interlocked.Increment(ref _auxPasids);
         }
 
-        if (LinkSubdevice(domain, device) > 1)
+        if (LinkSubdevice(domain, device, unit) > 1)
         {
             return Errno.None; // another mdev of this parent already attached the domain: entry is programmed
         }
@@ -282,6 +282,31 @@ public sealed partial class IntelIommu
         return err;
     }
 
+    // intel_iommu_domain_free with aux attachments left (never detached, or left behind by AUXD_DISABLE,
+    // which makes aux detach a no-op): 5.15's domain_exit walks only the RID devices, so each aux
+    // PASID entry kept pointing at the page table it then freed, and DMA with the PASID walked
+    // whatever the frames came to hold. Drop every attachment as its last aux detach would: tear the
+    // entry down (flushing PASID cache, IOTLB and device-TLB), release the DID, then the PASID.
+    private void AuxRemoveAllOnFree(DmarDomain domain)
+    {
+        foreach (DmarDomain.SubdevInfo sub in domain.Subdevices.ToArray())
+        {
+            domain.Subdevices.Remove(sub);
+
+            // After a RID-domain change the entry went with the old table (TearDownAuxPasidEntries), and
+            // set_dev_pasid may since have taken the number on this device: that entry is not ours.
+            if (sub.Device.IommuPriv is DeviceDomainInfo info && info.Unit == sub.Unit
+                && !_devPasids.ContainsKey((sub.Device, domain.DefaultPasid)))
+            {
+                TearDownPasidEntry(info.Unit, info, domain.DefaultPasid);
+            }
+
+            DomainDetachIommu(domain, sub.Unit);
+        }
+
+        ReleaseDefaultPasidIfUnused(domain);
+    }
+
     private void ReleaseDefaultPasidIfUnused(DmarDomain domain)
     {
         if (domain.Subdevices.Count == 0 && domain.DefaultPasid != 0)
@@ -293,13 +318,13 @@ public sealed partial class IntelIommu
     }
 
     // auxiliary_link_device: users of (domain, device) after the increment.
-    private int LinkSubdevice(DmarDomain domain, Device device)
+    private int LinkSubdevice(DmarDomain domain, Device device, IntelIommuUnit unit)
     {
         DmarDomain.SubdevInfo? sub = domain.Subdevices.Find(s => s.Device == device);
         if (sub is null)
         {
             DomainUpdateIotlb(domain, device);
-            sub = new DmarDomain.SubdevInfo(device);
+            sub = new DmarDomain.SubdevInfo(device, unit);
             domain.Subdevices.Add(sub);
         }
 

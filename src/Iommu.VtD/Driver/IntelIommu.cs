@@ -225,10 +225,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 RemoveDevInfo(info);
             }
 
-            if (d.Subdevices.Count == 0)
-            {
-                ReleaseDefaultPasidIfUnused(d);
-            }
+            AuxRemoveAllOnFree(d);
 
             // iommufd keeps a nest parent alive while nested domains use it; here freeing the parent first
             // detaches every device from them, so no PASID entry keeps pointing at its freed table.
