@@ -264,13 +264,17 @@ internal sealed partial class CoreIsolationBed : IDisposable
     private bool DomainFree(int slot)
     {
         ModelDomain? d = _slots[slot];
-        if (d is null || d.Links.Count != 0 || Array.Exists(_devs, x => x.Rid == d || x.PasidSlots.ContainsValue(d)))
+        if (d is null || Array.Exists(_devs, x => x.Rid == d || x.PasidSlots.ContainsValue(d)))
         {
-            return false; // freeing an attached domain is a caller bug (BUG/WARN, or use-after-free for aux)
+            return false; // freeing a domain a device or a PASID is attached to is a caller bug (BUG/WARN)
         }
 
+        // An aux-attached domain may be freed (after AUXD_DISABLE it is the only cleanup left): the driver drops
+        // every aux attachment as its last aux detach would, so the domain's PASID reaches nothing from here on.
         _iommu.DomainFree(d.Real);
         _slots[slot] = null;
+        d.Links.Clear();
+        d.Pasid = 0;
         NoteStale(d);
         return true;
     }
