@@ -65,7 +65,8 @@ public sealed partial class VfioIommuType1
                     break;
                 }
 
-                if ((prot & ~dma.Prot & (IommuProt.Read | IommuProt.Write)) != 0)
+                // 5.15: (dma->prot & prot) != prot, every bit of prot (IOMMU_CACHE too).
+                if ((dma.Prot & prot) != prot)
                 {
                     e = ErrorDetail.Fail(Errno.EPERM, $"vfio_pin_pages: {prot} exceeds mapping's {dma.Prot}");
                     break;
@@ -78,7 +79,10 @@ public sealed partial class VfioIommuType1
                     continue;
                 }
 
-                e = dma.Task.PinUserPage(dma.Vaddr + (iova - dma.Iova), (prot & IommuProt.Write) != 0, out ulong pfn, out bool rsvd);
+                // vfio_pin_page_external -> vaddr_get_pfns(..., dma->prot, ...): FOLL_WRITE follows the
+                // mapping's prot, not the request, so a READ pin of a writable mapping breaks COW (never
+                // the zero page) and a later WRITE pin, which only takes a reference, gets a private page.
+                e = dma.Task.PinUserPage(dma.Vaddr + (iova - dma.Iova), (dma.Prot & IommuProt.Write) != 0, out ulong pfn, out bool rsvd);
                 if (e != Errno.None)
                 {
                     break;
@@ -109,6 +113,7 @@ public sealed partial class VfioIommuType1
 
             if (e != Errno.None)
             {
+                physPfns[n] = 0; // pin_unwind: phys_pfn[i] = 0, then every earlier entry
                 for (int j = 0; j < n; j++)
                 {
                     UnpinExternal(userPfns[j] << PageShift);
@@ -167,10 +172,48 @@ public sealed partial class VfioIommuType1
             dma.Task.UnpinUserPage(vpfn.Pfn, vpfn.Reserved);
             if (vpfn.Accounted)
             {
-                Charge(dma, -1);
+                if (dma.IommuMapped)
+                {
+                    // 5.15 accounts only when no IOMMU domain exists (do_accounting at unpin time): the page
+                    // was charged while only the external domain existed, the replay pinned it again for the
+                    // IOMMU without charging it, and that pin keeps the charge (vfio_unpin_pages_remote
+                    // uncharges it when the mapping goes). Hand the page's charge to the run that pins it.
+                    MoveChargeToRun(dma, iova);
+                }
+                else
+                {
+                    Charge(dma, -1);
+                }
             }
         }
 
         return true;
+    }
+
+    // The IOMMU run holding iova takes over one page of charge from a vpfn that goes away.
+    private static void MoveChargeToRun(VfioDma dma, ulong iova)
+    {
+        int lo = 0, hi = dma.Runs.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = lo + ((hi - lo) / 2);
+            PinnedRun run = dma.Runs[mid];
+            if (iova < run.Iova)
+            {
+                hi = mid - 1;
+            }
+            else if (iova >= run.Iova + (run.Pages << PageShift))
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                dma.Runs[mid] = run with { Accounted = run.Accounted + 1 };
+                return;
+            }
+        }
+
+        // No run pins it (cannot happen while the mapping is IOMMU-mapped): drop the charge as before.
+        Charge(dma, -1);
     }
 }
