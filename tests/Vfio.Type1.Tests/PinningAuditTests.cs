@@ -145,4 +145,53 @@ public sealed class PinningAuditTests : IDisposable
         Assert.Equal(-(int)Errno.EPERM, _bed.Vfio.PinPages(_m, [I0 >> 12], 1, IommuProt.Read | IommuProt.Cache, new ulong[1]));
         Assert.Equal(0, _bed.Pages.TotalPins);
     }
+
+    // 5.15: when the last external group leaves a container without IOMMU domains (and on release),
+    // vfio_iommu_unmap_unpin_all -> vfio_remove_dma: WARN_ON(!RB_EMPTY_ROOT(&dma->pfn_list)), and
+    // vfio_unmap_unpin returns at once without a domain. Pages a vendor never unpinned stay pinned
+    // (and charged): the vendor still holds their pfns, so they must never go back to the allocator.
+    [Fact]
+    public void Pins_a_vendor_never_dropped_stay_pinned_and_charged_when_the_last_mdev_group_leaves()
+    {
+        (VfioContainer c, VfioGroup g) = _bed.Std(_m);
+        ulong buf = _bed.Buffer(0x1000);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, I0, 0x1000)));
+        VfioIommuNotifier stubborn = (_, _) => NotifyResult.Ok;
+        Assert.Equal(Errno.None, _bed.Vfio.RegisterNotifier(_m, VfioNotifyType.Iommu, VfioIommuNotifyEvents.DmaUnmap, stubborn));
+        ulong[] phys = new ulong[1];
+        Assert.Equal(1, _bed.Vfio.PinPages(_m, [I0 >> 12], 1, IommuProt.Read | IommuProt.Write, phys));
+        Assert.Equal(1, _bed.Proc.LockedVm);
+
+        Assert.Equal(Errno.None, g.UnsetContainer());
+        Assert.True(_bed.Pages.PinCount(phys[0]) > 0, "the vendor's page was unpinned behind its back");
+        Assert.Equal(1, _bed.Proc.LockedVm); // 5.15 never uncharges it
+
+        // The process frees its memory: the pinned page does not go back to the allocator.
+        _bed.Proc.Munmap(buf, 0x1000);
+        Assert.True(_bed.Pages.PinCount(phys[0]) > 0);
+    }
+
+    // With an IOMMU domain the leftover vpfn's page is uncharged with the IOMMU pins (vfio_unmap_unpin's
+    // unlocked counts it), but the vendor's own pin is still never dropped.
+    [Fact]
+    public void Pins_a_vendor_never_dropped_stay_pinned_when_the_last_iommu_group_takes_the_mappings_away()
+    {
+        PciDevice dev = _bed.AddDevice("0000:00:03.0");
+        (VfioContainer c, VfioGroup pg) = _bed.Std(dev);
+        _bed.Vfio.OpenGroup(_bed.Proc, _m.IommuGroup!.Id, out VfioGroup? mg, out _).ThrowIfError();
+        Assert.Equal(Errno.None, mg!.SetContainer(c));
+        ulong buf = _bed.Buffer(0x2000);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, I0, 0x2000)));
+        Assert.Equal(2, _bed.Proc.LockedVm);
+        VfioIommuNotifier stubborn = (_, _) => NotifyResult.Ok;
+        Assert.Equal(Errno.None, _bed.Vfio.RegisterNotifier(_m, VfioNotifyType.Iommu, VfioIommuNotifyEvents.DmaUnmap, stubborn));
+        ulong[] phys = new ulong[1];
+        Assert.Equal(1, _bed.Vfio.PinPages(_m, [I0 >> 12], 1, IommuProt.Read, phys));
+        Assert.Equal(2, _bed.Proc.LockedVm);
+
+        Assert.Equal(Errno.None, mg.UnsetContainer()); // external domain goes; the IOMMU domain keeps the mappings
+        Assert.Equal(Errno.None, pg.UnsetContainer()); // last group: vfio_iommu_unmap_unpin_all
+        Assert.Equal(0, _bed.Proc.LockedVm);
+        Assert.True(_bed.Pages.PinCount(phys[0]) > 0, "the vendor's page was unpinned behind its back");
+    }
 }
