@@ -283,7 +283,8 @@ public sealed partial class VfioIommuType1
     [KernelSymbol("vfio_remove_dma")]
     private void RemoveDma(VfioDma dma)
     {
-        if (dma.IommuMapped || dma.Runs.Count > 0)
+        bool iommuPinned = dma.IommuMapped || dma.Runs.Count > 0;
+        if (iommuPinned)
         {
             foreach (DomainEntry d in _domains)
             {
@@ -293,10 +294,14 @@ public sealed partial class VfioIommuType1
             UnpinRuns(dma);
         }
 
+        // Only teardown (the last group leaving, release) gets here with vendor pins left: 5.15
+        // WARN_ON(!RB_EMPTY_ROOT(&dma->pfn_list)) and never puts them. The vendor still holds those pfns,
+        // so the pins are kept (leaked): the pages cannot go back to the allocator under its DMA. Their
+        // charge goes only with the IOMMU pins (vfio_unmap_unpin's unlocked counts every page of the
+        // runs); without an IOMMU domain vfio_unmap_unpin returns at once and locked_vm keeps it.
         foreach (VfioPfn p in dma.PfnList.Values)
         {
-            dma.Task.UnpinUserPage(p.Pfn, p.Reserved);
-            if (p.Accounted)
+            if (p.Accounted && iommuPinned)
             {
                 Charge(dma, -1);
             }
