@@ -194,4 +194,44 @@ public sealed class PinningAuditTests : IDisposable
         Assert.Equal(0, _bed.Proc.LockedVm);
         Assert.True(_bed.Pages.PinCount(phys[0]) > 0, "the vendor's page was unpinned behind its back");
     }
+
+    // An npage larger than physPfns pinned the pages, then threw IndexOutOfRangeException while storing a
+    // pfn: the vendor got an exception and the pages stayed pinned and charged with no way to unpin them.
+    [Fact]
+    public void An_npage_beyond_the_arrays_is_einval_before_anything_is_pinned()
+    {
+        VfioContainer c = ExternalContainerWithNotifier();
+        ulong buf = _bed.Buffer(0x2000);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, I0, 0x2000)));
+        Assert.Equal(-(int)Errno.EINVAL, _bed.Vfio.PinPages(_m, [I0 >> 12, (I0 >> 12) + 1], 2, IommuProt.Read, new ulong[1]));
+        Assert.Equal(-(int)Errno.EINVAL, _bed.Vfio.PinPages(_m, [I0 >> 12], 2, IommuProt.Read, new ulong[2]));
+        Assert.Equal(0, _bed.Pages.TotalPins);
+        Assert.Equal(0, _bed.Proc.LockedVm);
+        Assert.Equal(0, c.Backend!.Mappings[0].ExternalPinCount);
+        Assert.Equal(-(int)Errno.EINVAL, _bed.Vfio.UnpinPages(_m, [I0 >> 12], 2));
+    }
+
+    // 5.15 vfio_unregister_notifier -> blocking_notifier_chain_unregister: -ENOENT when not registered.
+    [Fact]
+    public void Unregistering_a_notifier_that_is_not_registered_is_enoent()
+    {
+        (VfioContainer _, _) = _bed.Std(_m);
+        VfioIommuNotifier nb = (_, _) => NotifyResult.Ok;
+        Assert.Equal(Errno.ENOENT, _bed.Vfio.UnregisterNotifier(_m, VfioNotifyType.Iommu, nb));
+        Assert.Equal(Errno.None, _bed.Vfio.RegisterNotifier(_m, VfioNotifyType.Iommu, VfioIommuNotifyEvents.DmaUnmap, nb));
+        Assert.Equal(Errno.None, _bed.Vfio.UnregisterNotifier(_m, VfioNotifyType.Iommu, nb));
+        Assert.Equal(Errno.ENOENT, _bed.Vfio.UnregisterNotifier(_m, VfioNotifyType.Iommu, nb));
+    }
+
+    // 5.15 vfio_pin_pages tests !npage only; type1's loop then runs no iteration and returns i = 0.
+    // vfio_unpin_pages likewise, but type1's unpin refuses npage <= 0 (-EINVAL).
+    [Fact]
+    public void A_negative_npage_pins_nothing_and_returns_0_while_unpin_is_einval()
+    {
+        VfioContainer c = ExternalContainerWithNotifier();
+        Assert.Equal(0, _bed.Vfio.PinPages(_m, [I0 >> 12], -1, IommuProt.Read, new ulong[1]));
+        Assert.Equal(-(int)Errno.EINVAL, _bed.Vfio.UnpinPages(_m, [I0 >> 12], -1));
+        Assert.Equal(0, _bed.Pages.TotalPins);
+        c.Backend!.Audit();
+    }
 }
