@@ -335,9 +335,16 @@ public sealed class VfioCore : IVfioPinning
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        if (userPfns is null || physPfns is null || npage <= 0)
+        // 5.15 tests !npage only: a negative npage reaches type1, which pins nothing and returns 0.
+        if (userPfns is null || physPfns is null || npage == 0)
         {
             return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_pin_pages: null array or npage 0");
+        }
+
+        if (npage > userPfns.Length || npage > physPfns.Length)
+        {
+            // No C counterpart (the arrays are pointers there): refused before anything is pinned.
+            return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_pin_pages: npage {npage} exceeds the arrays ({userPfns.Length}, {physPfns.Length})");
         }
 
         if (npage > IVfioPinning.PinPagesMaxEntries)
@@ -367,9 +374,15 @@ public sealed class VfioCore : IVfioPinning
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        if (userPfns is null || npage <= 0)
+        // 5.15 vfio_unpin_pages tests !npage; a negative npage is type1's -EINVAL, after the group look-up.
+        if (userPfns is null || npage == 0)
         {
             return -(int)ErrorDetail.Fail(Errno.EINVAL, "vfio_unpin_pages: null array or npage 0");
+        }
+
+        if (npage > userPfns.Length)
+        {
+            return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_unpin_pages: npage {npage} exceeds the array ({userPfns.Length})");
         }
 
         if (npage > IVfioPinning.PinPagesMaxEntries)

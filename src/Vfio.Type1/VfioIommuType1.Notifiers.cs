@@ -26,9 +26,8 @@ public sealed partial class VfioIommuType1
     {
         lock (_lock)
         {
-            _notifiers.Remove(notifier);
+            // blocking_notifier_chain_unregister: -ENOENT for a notifier that is not registered.
+            return _notifiers.Remove(notifier) ? Errno.None : ErrorDetail.Fail(Errno.ENOENT, "vfio_unregister_notifier: notifier not registered");
         }
-
-        return Errno.None;
     }
 }

@@ -130,13 +130,18 @@ public sealed partial class VfioIommuType1
                 _numNonPinnedGroups--;
             }
 
-            return npage;
+            return n; // ret = i: npage, or 0 for a negative npage
         }
     }
 
     [KernelSymbol("vfio_iommu_type1_unpin_pages")]
     internal int UnpinPages(ulong[] userPfns, int npage)
     {
+        if (npage <= 0)
+        {
+            return -(int)ErrorDetail.Fail(Errno.EINVAL, $"vfio_unpin_pages: npage {npage}");
+        }
+
         lock (_lock)
         {
             if (!V2)

@@ -68,7 +68,7 @@ public interface IVfioPinning
     /// <param name="device">The mdev.</param>
     /// <param name="type">The type it was registered with.</param>
     /// <param name="notifier">The callback.</param>
-    /// <returns>0 or -EINVAL / -ENODEV as for registration.</returns>
+    /// <returns>0; -ENOENT (not registered); or -EINVAL / -ENODEV as for registration.</returns>
     [KernelSymbol("vfio_unregister_notifier")]
     Errno UnregisterNotifier(Device device, VfioNotifyType type, VfioIommuNotifier notifier);
 }

@@ -31,7 +31,8 @@ internal static partial class BadInputMatrix
         V("VfioCore.PinPages", "npage larger than the arrays", c => { _ = c.Container(); return c.Vfio.PinPages(c.Dev, new ulong[1], 4, IommuProt.Read, new ulong[1]); }, -(int)Errno.EINVAL),
         V("VfioCore.PinPages", "device without a VFIO group", c => c.Vfio.PinPages(c.Dev, new ulong[1], 1, IommuProt.Read, new ulong[1]), -(int)Errno.ENODEV),
         X<ArgumentNullException>("VfioCore.PinPages", "null device", c => c.Vfio.PinPages(null!, new ulong[1], 1, IommuProt.Read, new ulong[1])),
-        V("VfioCore.UnpinPages", "negative npage", c => c.Vfio.UnpinPages(c.Dev, new ulong[1], -1), -(int)Errno.EINVAL),
+        V("VfioCore.UnpinPages", "negative npage", c => c.Vfio.UnpinPages(c.Dev, new ulong[1], -1), -(int)Errno.ENODEV), // 5.15: !npage only, then the group look-up
+        V("VfioCore.UnpinPages", "negative npage in a container", c => { _ = c.Container(); return c.Vfio.UnpinPages(c.Dev, new ulong[1], -1); }, -(int)Errno.EINVAL),
         V("VfioCore.UnpinPages", "npage larger than the array", c => { _ = c.Container(); return c.Vfio.UnpinPages(c.Dev, new ulong[1], 2); }, -(int)Errno.EINVAL),
         V("VfioCore.UnpinPages", "group not in a container", c => { _ = c.Group(); return c.Vfio.UnpinPages(c.Dev, new ulong[1], 1); }, -(int)Errno.EINVAL),
         E("VfioCore.RegisterNotifier", "no events", c => c.Vfio.RegisterNotifier(c.Dev, VfioNotifyType.Iommu, VfioIommuNotifyEvents.None, (_, _) => 0), Errno.EINVAL),
