@@ -15,7 +15,7 @@ namespace Iommu.VtD.Hardware;
 /// <see cref="ScalableModeFirstLevel57Bit"/>). Device-TLBs (ATS, <see cref="DeviceTlb"/>) and page requests
 /// (<see cref="PageRequests"/>) are modelled when set (no preset sets them); advanced fault
 /// logging and protected memory regions are not modelled, and their capability bits are always clear. Interrupt remapping is reported (ECAP.IR, <see cref="InterruptRemapping"/>) but its
-/// table is not modelled: the bit is what the driver and VFIO ask about.</para>
+/// table is not modelled: the bit is what the driver and VFIO ask about; GCMD.SIRTP, IRE and CFI are acknowledged in GSTS (IRTPS, IRES, CFIS) as a guest's driver expects.</para>
 /// </remarks>
 public sealed record VtdConfig
 {

@@ -55,7 +55,8 @@ public sealed partial class VtdUnit
         Define(VtdRegister.Ieaddr, 4, 0, wmask: qi ? 0xFFFF_FFFCu : 0);
         Define(VtdRegister.Ieuaddr, 4, 0, wmask: qi ? 0xFFFF_FFFFu : 0);
         Define(VtdRegister.Iqercd, 8, 0);
-        Define(VtdRegister.Irta, 8, 0, wmask: 0xFFFF_FFFF_FFFF_F80F);
+        // IRTA exists only with ECAP.IR; EIME (bit 11) needs ECAP.EIM, which this unit never reports.
+        Define(VtdRegister.Irta, 8, 0, wmask: _config.InterruptRemapping ? 0xFFFF_FFFF_FFFF_F00FUL : 0);
         if (_config.PageRequests)
         {
             DefinePageRequestRegisters();
@@ -192,9 +193,12 @@ public sealed partial class VtdUnit
     }
 
     /// <remarks>
-    /// Level bits (TE, QIE) act when they differ from GSTS; one-shot bits (SRTP, WBF) act when written
-    /// as 1 and complete at once, so RTPS reads 1 afterwards and WBFS reads 0. SFL, EAFL, IRE, SIRTP and
-    /// CFI belong to features this unit does not report and are ignored.
+    /// Level bits (TE, QIE, and with ECAP.IR also IRE and CFI) act when they differ from GSTS; one-shot
+    /// bits (SRTP, WBF, and with ECAP.IR SIRTP) act when written as 1 and complete at once, so RTPS and
+    /// IRTPS read 1 afterwards and WBFS reads 0. The interrupt-remapping table itself is not modelled:
+    /// SIRTP only reports the pointer latched (spec 10.4.4/10.4.5; a driver polls IRTPS and IRES and
+    /// panics when they never set). SFL and EAFL belong to advanced fault logging, which this unit does
+    /// not report, and are ignored; so are IRE, SIRTP and CFI without ECAP.IR.
     /// QEMU 7.2 also flushes the IOTLB and context cache on every TE change and on SRTP; the
     /// specification does that on SRTP only with CAP.ESRTPS, which is what this model does.
     /// </remarks>
@@ -225,6 +229,20 @@ public sealed partial class VtdUnit
         {
             // What the caches answer depends on both; counted after the change (TranslationShortcut).
             _shortcut.RetireAll();
+        }
+
+        if (_config.InterruptRemapping)
+        {
+            // SIRTP latches IRTA (nothing reads it: no table is modelled) and completes at once; IRE and
+            // CFI are level bits whose status follows the command.
+            uint ir = VtdRegister.GcmdIre | VtdRegister.GcmdCfi;
+            status = (status & ~ir) | (command & ir);
+            if ((command & VtdRegister.GcmdSirtp) != 0)
+            {
+                status |= VtdRegister.GcmdSirtp;
+            }
+
+            Set32(VtdRegister.Gsts, status);
         }
 
         if (_config.QueuedInvalidation && ((command ^ status) & VtdRegister.GcmdQie) != 0)
