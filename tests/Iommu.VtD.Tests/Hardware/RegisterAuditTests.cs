@@ -178,4 +178,52 @@ public class RegisterAuditTests
         b.Unit.Write64(0x34, ulong.MaxValue);
         Assert.Equal(ignored + 1, b.Unit.IgnoredRegisterAccesses);
     }
+    [Fact]
+    public void Fault_records_overflow_into_pfo_which_is_rw1c_and_stops_recording()
+    {
+        using var b = new VtdBench(VtdConfig.Legacy48Bit); // 8 records
+        b.Enable(scalable: false);
+        for (int i = 0; i < 9; i++)
+        {
+            b.Unit.Translate(0x0100, null, 0x7000 + ((ulong)i << 12), 4, DmaAccess.Read);
+        }
+
+        Assert.Equal(VtdRegister.FstsPfo | VtdRegister.FstsPpf, b.Fsts & 0xFF);
+        Assert.Equal(0u, (b.Fsts >> 8) & 0xFF); // FRI: first pending record
+        for (int i = 0; i < 8; i++)
+        {
+            b.ClearFaultRecord(i);
+        }
+
+        Assert.Equal(VtdRegister.FstsPfo, b.Fsts & 0xFF); // FRI is undefined once PPF is clear
+        b.Unit.Translate(0x0100, null, 0x7000, 4, DmaAccess.Read);
+        Assert.Equal(VtdRegister.FstsPfo, b.Fsts & 0xFF); // not recorded while PFO is set
+        b.Unit.Write32(0x34, VtdRegister.FstsPfo);
+        b.Unit.Translate(0x0100, null, 0x7000, 4, DmaAccess.Read);
+        Assert.Equal(VtdRegister.FstsPpf, b.Fsts & 0xFF);
+    }
+
+    [Fact]
+    public void Disabling_qi_resets_iqh_and_iotlb_register_reports_iaig()
+    {
+        using var b = new VtdBench(VtdConfig.Legacy48Bit);
+        ulong queue = b.AllocFrame();
+        b.Unit.Write64(0x88, 0);
+        b.Unit.Write64(0x90, queue);
+        b.Gcmd(Qie);
+        b.Memory.WriteUInt64(queue, 0x5 | (1UL << 5)); // wait, SW
+        b.Memory.WriteUInt64(queue + 8, b.AllocFrame());
+        b.Unit.Write64(0x88, 0x10);
+        Assert.Equal(0x10UL, b.Unit.Read64(0x80));
+        b.GcmdClear(Qie);
+        Assert.Equal(0UL, b.Unit.Read64(0x80)); // IQH reset whenever QIES is clear
+        Assert.Equal(0u, b.Unit.Read32(Gsts) & Qie);
+
+        b.Unit.Write64(b.IotlbRegBase + 8, (1UL << 63) | (2UL << 60) | (5UL << 32));
+        Assert.Equal(2UL << 57, b.Unit.Read64(b.IotlbRegBase + 8) & ((1UL << 63) | (3UL << 57)));
+        b.Unit.Write64(b.IotlbRegBase, 0x7000 | 63); // AM above MAMV
+        b.Unit.Write64(b.IotlbRegBase + 8, (1UL << 63) | (3UL << 60) | (5UL << 32));
+        Assert.Equal(0UL, b.Unit.Read64(b.IotlbRegBase + 8) & ((1UL << 63) | (3UL << 57)));
+        Assert.Equal(0UL, b.Unit.Read64(b.IotlbRegBase)); // IVA reads 0
+    }
 }
