@@ -196,7 +196,7 @@ public sealed partial class VtdUnit
     /// Level bits (TE, QIE, and with ECAP.IR also IRE and CFI) act when they differ from GSTS; one-shot
     /// bits (SRTP, WBF, and with ECAP.IR SIRTP) act when written as 1 and complete at once, so RTPS and
     /// IRTPS read 1 afterwards and WBFS reads 0. The interrupt-remapping table itself is not modelled:
-    /// SIRTP only reports the pointer latched (spec 10.4.4/10.4.5; a driver polls IRTPS and IRES and
+    /// SIRTP only reports the pointer latched (the Global Command and Global Status registers; a driver polls IRTPS and IRES and
     /// panics when they never set). SFL and EAFL belong to advanced fault logging, which this unit does
     /// not report, and are ignored; so are IRE, SIRTP and CFI without ECAP.IR.
     /// QEMU 7.2 also flushes the IOTLB and context cache on every TE change and on SRTP; the
