@@ -237,10 +237,7 @@ public sealed class ErrnoCoverageTests : IDisposable
     [Fact]
     public void Vendor_pinning_and_notifier_errnos()
     {
-        var mdev = new MdevCore(_bed.Platform);
-        var mtty = new MttyDriver(_bed.Platform.Memory, pinning: null);
-        mtty.Register(mdev).ThrowIfError();
-        mdev.Create(mdev.FindParent(mtty.ParentDevice)!.FindType("mtty-1")!, Guid.NewGuid(), out MdevDevice? m).ThrowIfError();
+        MdevDevice m = _bed.AddMttyMdev(register: false);
         VfioIommuNotifier nb = (_, _) => NotifyResult.Ok;
 
         // Not a VFIO device at all.

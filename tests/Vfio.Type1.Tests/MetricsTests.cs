@@ -67,11 +67,7 @@ public sealed class MetricsTests : IDisposable
     public void Vfio_pin_pages_counts_as_pinned_and_released_backends_stop_reporting()
     {
         using var pinned = new MetricCollector<long>(Factory, VfioCore.MeterName, "vfio.type1.pinned.pages");
-        var mdev = new MdevCore(_bed.Platform);
-        var mtty = new MttyDriver(_bed.Platform.Memory, pinning: null);
-        mtty.Register(mdev).ThrowIfError();
-        mdev.Create(mdev.FindParent(mtty.ParentDevice)!.FindType("mtty-1")!, Guid.NewGuid(), out MdevDevice? m).ThrowIfError();
-        _bed.Vfio.RegisterDevice(m!).ThrowIfError();
+        MdevDevice m = _bed.AddMttyMdev();
         (VfioContainer c, VfioGroup g) = _bed.Std(m!);
         ulong buf = _bed.Buffer(4 * Sizes.Page);
         Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, I0, 4 * Sizes.Page))); // external domain only: nothing pinned yet

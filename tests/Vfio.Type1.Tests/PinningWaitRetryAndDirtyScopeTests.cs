@@ -26,12 +26,7 @@ public sealed class PinningWaitRetryAndDirtyScopeTests : IDisposable
 
     public PinningWaitRetryAndDirtyScopeTests()
     {
-        var mdev = new MdevCore(_bed.Platform);
-        var mtty = new MttyDriver(_bed.Platform.Memory, pinning: null);
-        mtty.Register(mdev).ThrowIfError();
-        mdev.Create(mdev.FindParent(mtty.ParentDevice)!.FindType("mtty-1")!, Guid.NewGuid(), out MdevDevice? m).ThrowIfError();
-        _m = m!;
-        _bed.Vfio.RegisterDevice(_m).ThrowIfError();
+        _m = _bed.AddMttyMdev();
     }
 
     public void Dispose() => _bed.Dispose();

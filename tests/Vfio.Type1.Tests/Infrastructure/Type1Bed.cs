@@ -96,5 +96,23 @@ internal sealed class Type1Bed : IDisposable
 
     public static VfioIommuType1DmaMap Map(ulong vaddr, ulong iova, ulong size, uint flags = 3) => new(32, flags, vaddr, iova, size);
 
+    /// <summary>
+    /// An mtty mdev (type mtty-1, no IOMMU device: the container's external domain), created on a new mdev core
+    /// and, with <paramref name="register"/>, registered with <see cref="Vfio"/>.
+    /// </summary>
+    public Vfio.Mdev.MdevDevice AddMttyMdev(bool register = true)
+    {
+        var mdev = new Vfio.Mdev.MdevCore(Platform);
+        var mtty = new Mtty.MttyDriver(Platform.Memory, pinning: null);
+        mtty.Register(mdev).ThrowIfError();
+        mdev.Create(mdev.FindParent(mtty.ParentDevice)!.FindType("mtty-1")!, Guid.NewGuid(), out Vfio.Mdev.MdevDevice? m).ThrowIfError();
+        if (register)
+        {
+            Vfio.RegisterDevice(m!).ThrowIfError();
+        }
+
+        return m!;
+    }
+
     public void Dispose() => Platform.Dispose();
 }
