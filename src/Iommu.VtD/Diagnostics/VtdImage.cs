@@ -349,8 +349,9 @@ public sealed class VtdImage
     }
 
     /// <summary>
-    /// Moves every structure into the physical window [<paramref name="windowBase"/>,
-    /// <paramref name="windowBase"/> + <paramref name="windowSize"/>), 4 KiB aligned, in address order,
+    /// Moves every structure except nested first-level tables into the physical window [<paramref name="windowBase"/>,
+    /// <paramref name="windowBase"/> + <paramref name="windowSize"/>), 4 KiB aligned, in address order
+    /// (around nested first-level tables that lie in the window: those stay where the second level maps them),
     /// and rewrites every pointer the unit would follow — root → context table, context → PASID
     /// directory or second-level root, directory → PASID table, PASID entry → second-level root or
     /// (PGTT = 001) FLPTR, non-leaf paging entry → next table — plus RTADDR. The pointers of nested
@@ -363,7 +364,7 @@ public sealed class VtdImage
     /// <param name="windowBase">4 KiB-aligned base of the window.</param>
     /// <param name="windowSize">Bytes in the window.</param>
     /// <returns>The relocated image.</returns>
-    /// <exception cref="ArgumentException">The window is misaligned or too small.</exception>
+    /// <exception cref="ArgumentException">The window is misaligned, too small, or reaches above the host address width.</exception>
     public VtdImage Relocate(ulong windowBase, ulong windowSize)
     {
         if ((windowBase & 0xFFF) != 0)
@@ -371,14 +372,47 @@ public sealed class VtdImage
             throw new ArgumentException("The relocation window must be 4 KiB aligned.", nameof(windowBase));
         }
 
+        // Nested first-level tables stay where they are: the second-level leaves that map their
+        // guest-physical addresses are output addresses, which relocation keeps. The other chunks are
+        // packed into the window around them.
         var map = new Dictionary<ulong, ulong>(Chunks.Count);
+        VtdImageChunk[] kept = [.. Chunks.Where(c => c.Kind == VtdImageChunkKind.NestedFirstLevelTable)];
+        foreach (VtdImageChunk c in kept)
+        {
+            map[c.Address] = c.Address;
+        }
+
         ulong next = windowBase;
+        ulong limit = 1UL << HostAddressWidth;
         foreach (VtdImageChunk c in Chunks)
         {
+            if (c.Kind == VtdImageChunkKind.NestedFirstLevelTable)
+            {
+                continue;
+            }
+
             ulong size = ((ulong)c.Size + 0xFFF) & ~0xFFFUL;
+            for (bool bumped = true; bumped;)
+            {
+                bumped = false;
+                foreach (VtdImageChunk k in kept)
+                {
+                    if (k.Address < next + size && next < k.Address + (ulong)k.Size)
+                    {
+                        next = (k.Address + (ulong)k.Size + 0xFFF) & ~0xFFFUL;
+                        bumped = true;
+                    }
+                }
+            }
+
             if (next - windowBase + size > windowSize)
             {
                 throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"The image needs more than the 0x{windowSize:x} bytes of the window at 0x{windowBase:x}."), nameof(windowSize));
+            }
+
+            if (next + size > limit || next + size < next)
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"The window at 0x{windowBase:x} reaches above the host address width ({HostAddressWidth} bits): the unit would not follow pointers there."), nameof(windowBase));
             }
 
             map[c.Address] = next;
@@ -418,7 +452,8 @@ public sealed class VtdImage
                     for (int off = 0; off + 16 <= s.Length; off += 16)
                     {
                         ulong q0 = W(off);
-                        if ((q0 & VtdFormat.Present) != 0 && ((q0 >> VtdFormat.ContextTtShift) & 3) != VtdFormat.TtPassThrough)
+                        // TT = 00/01 only, as the exporter follows (10 has no SLPTPTR, 11 is reserved).
+                        if ((q0 & VtdFormat.Present) != 0 && ((q0 >> VtdFormat.ContextTtShift) & 3) is VtdFormat.TtTranslated or VtdFormat.TtTranslatedWithDeviceTlb)
                         {
                             Fix(off, VtdFormat.PointerMask);
                         }
