@@ -16,7 +16,7 @@ namespace Iommu.VtD.Diagnostics;
 /// </summary>
 public static class VtdImageExporter
 {
-    /// <summary>Exports the structures <paramref name="unit"/> reaches: RTADDR and GSTS.TES are read from its registers, the tables from its memory.</summary>
+    /// <summary>Exports the structures <paramref name="unit"/> reaches: the root table latched by its last SRTP (RTADDR before any SRTP) and GSTS.TES, the tables from its memory.</summary>
     /// <param name="unit">The unit.</param>
     /// <returns>The image (no probes; see <see cref="VtdImage.Probe"/> or <see cref="ExportImage(VtdUnit, IEnumerable{VtdProbe})"/>).</returns>
     public static VtdImage ExportImage(this VtdUnit unit)
@@ -47,11 +47,15 @@ public static class VtdImageExporter
         return ExportFrom(driver.HardwareDiagnostics(unitIndex));
     }
 
-    // RTADDR and GSTS.TES from the unit's registers, the tables from its memory.
+    // The root table the unit walks (latched by the last SRTP; the RTADDR register when SRTP was
+    // never issued) and GSTS.TES from the unit, the tables from its memory. A RTADDR written
+    // since the last SRTP is not yet in use and is not what the unit translates through.
     private static VtdImage ExportFrom(IVtdDiagnostics unit)
     {
         using PhysicalMemory.AccessScope guard = unit.Memory.EnterAccess();
-        ulong rtaddr = unit.Read64(VtdRegister.Rtaddr);
+        ulong rtaddr = unit is VtdUnit hw && (unit.Read32(VtdRegister.Gsts) & VtdRegister.GcmdSrtp) != 0
+            ? hw.LatchedRootTable
+            : unit.Read64(VtdRegister.Rtaddr);
         bool te = (unit.Read32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
         return Export(unit.Memory, rtaddr, unit.Config.HostAddressWidth, te);
     }

@@ -39,6 +39,9 @@ public sealed partial class VtdUnit
     private readonly int[] _firstStageDids = new int[65536 / 32];
     private volatile bool _translationEnabled;
     private ulong _rootTable;     // RTADDR latched by SRTP: table address | TTM (bits 11:10)
+
+    /// <summary>The RTADDR value latched by the last SRTP (table address | TTM): what the unit walks (the image exporter reads it).</summary>
+    internal ulong LatchedRootTable => Volatile.Read(ref _rootTable);
     private readonly Counters _counters = new();
     private long _contextInvalidations, _pasidInvalidations, _iotlbInvalidations;
     private readonly long[] _faultsByReason = new long[256];
