@@ -308,4 +308,25 @@ public sealed class ImageAuditTests
         ulong ce = moved.ContextEntryAddress(0x10)!.Value;
         Assert.Equal(sl | (3UL << VtdFormat.ContextTtShift) | 1, moved.ReadUInt64(ce));
     }
+
+    // One second-level root under a 3-level and a 4-level context entry: the export, which meets it
+    // first as a 3-level root, must still export the level-1 tables only the 4-level reading reaches.
+    [Fact]
+    public void A_table_reached_again_at_a_higher_level_is_walked_again()
+    {
+        using var bed = new Bed(VtdConfig.Legacy48Bit);
+        ulong rt = bed.Page(), ctx = bed.Page(), sl = bed.Page();
+        bed.W(rt, ctx | 1);
+        bed.W(ctx + (0x08 * 16), sl | 1);
+        bed.W(ctx + (0x08 * 16) + 8, 1 | (1UL << 8));      // 3-level first
+        bed.W(ctx + (0x10 * 16), sl | 1);
+        bed.W(ctx + (0x10 * 16) + 8, 2 | (2UL << 8));      // 4-level, same root
+        bed.SlMap(sl, 4, 0x1000, 0x30_0000, 1);
+        bed.Enable(rt);
+        VtdProbe[] probes = [new(0x10, null, 0x1000, DmaAccess.Read), new(0x08, null, 0x1000, DmaAccess.Read)];
+        VtdImage image = bed.Unit.ExportImage();
+        AssertSame(bed, image, probes);
+        Assert.Equal(4, image.Chunks.Single(c => c.Address == sl).Level);
+        AssertSame(bed, image.Relocate(0x300_0000, 0x40_0000), probes[..1]);   // the 4-level reading survives relocation
+    }
 }
