@@ -126,6 +126,26 @@ public static class VtdImageExporter
             return true;
         }
 
+        // A paging table: added once, but walked again when a later walk reaches it at a higher level
+        // (e.g. one root under a 3-level and a 4-level context entry): the tables below it that only
+        // the higher-level reading reaches must be exported too. The chunk keeps the highest level.
+        public bool AddTable(ulong pa, VtdImageChunkKind kind, int level, out byte[] data)
+        {
+            if (_chunks.TryGetValue(pa, out VtdImageChunk? c))
+            {
+                data = c.Data.ToArray();
+                if (c.Kind != kind || level <= c.Level)
+                {
+                    return false;
+                }
+
+                _chunks[pa] = c with { Level = level };
+                return true;
+            }
+
+            return Add(pa, kind, level, 4096, out data);
+        }
+
         public bool Pointer(ulong entry, out ulong pa)
         {
             pa = entry & VtdFormat.PointerMask;
@@ -239,7 +259,7 @@ public static class VtdImageExporter
                 return;
             }
 
-            if (!Add(host, slRoot is null ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.NestedFirstLevelTable, level, 4096, out byte[] data))
+            if (!AddTable(host, slRoot is null ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.NestedFirstLevelTable, level, out byte[] data))
             {
                 return;
             }
@@ -279,7 +299,7 @@ public static class VtdImageExporter
 
         private readonly struct TableAdder(Walk walk) : ISecondLevelTableVisitor
         {
-            public bool Enter(ulong table, int level) => level <= 5 && walk.Add(table, VtdImageChunkKind.PageTable, level, 4096, out _);
+            public bool Enter(ulong table, int level) => level <= 5 && walk.AddTable(table, VtdImageChunkKind.PageTable, level, out _);
         }
     }
 }
