@@ -28,15 +28,7 @@ public sealed class AuxAuditTests
         Assert.Equal(Errno.None, f.Iommu.Map(a, Iova, PaA, K4, RW));
         f.AssertDma(parent, pasid, Iova, PaA);
 
-        f.Iommu.DomainFree(a);
-        f.AssertDma(parent, pasid, Iova, 0, "the domain was freed");
-
-        // The next domain gets the freed table frames; its pages must not be reachable with a's PASID.
-        IDomain b = f.Unmanaged();
-        Assert.Equal(Errno.None, f.Iommu.Map(b, Iova, PaB, K4, RW));
-        f.AssertDma(parent, pasid, Iova, 0, "a's PASID must not walk b's tables");
-        Assert.Equal(0, f.Driver.PasidsInUse);
-        Assert.Equal(didsBefore, f.Driver.Units[0].DomainIdsInUse);
+        FreeAndCheckNothingLeft(f, a, parent, pasid, didsBefore);
 
         // A late aux detach of the freed domain is harmless.
         f.Iommu.DetachDeviceAux(a, parent);
@@ -61,13 +53,7 @@ public sealed class AuxAuditTests
         f.Iommu.DetachDeviceAux(a, parent); // no-op
         f.AssertDma(parent, pasid, Iova, PaA, "aux detach is a no-op after AUXD_DISABLE (5.15)");
 
-        f.Iommu.DomainFree(a);
-        f.AssertDma(parent, pasid, Iova, 0, "the domain was freed");
-        IDomain b = f.Unmanaged();
-        Assert.Equal(Errno.None, f.Iommu.Map(b, Iova, PaB, K4, RW));
-        f.AssertDma(parent, pasid, Iova, 0, "a's PASID must not walk b's tables");
-        Assert.Equal(0, f.Driver.PasidsInUse);
-        Assert.Equal(didsBefore, f.Driver.Units[0].DomainIdsInUse);
+        FreeAndCheckNothingLeft(f, a, parent, pasid, didsBefore);
     }
 
     // The domain aux-attached to two parents, one of which was since released (its device info and
@@ -93,5 +79,18 @@ public sealed class AuxAuditTests
         Assert.Equal(0, f.Driver.PasidsInUse);
         Assert.Equal(didsBefore, f.Driver.Units[0].DomainIdsInUse);
         Assert.Equal(0, ((DmarDomain)a).DidOn(0));
+    }
+
+    // Frees a, then checks that its PASID reaches nothing, not even the next domain, which gets the freed table
+    // frames, and that its PASID and DID are released.
+    private static void FreeAndCheckNothingLeft(DriverBed f, IDomain a, PciDevice parent, uint pasid, int didsBefore)
+    {
+        f.Iommu.DomainFree(a);
+        f.AssertDma(parent, pasid, Iova, 0, "the domain was freed");
+        IDomain b = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.Map(b, Iova, PaB, K4, RW));
+        f.AssertDma(parent, pasid, Iova, 0, "a's PASID must not walk b's tables");
+        Assert.Equal(0, f.Driver.PasidsInUse);
+        Assert.Equal(didsBefore, f.Driver.Units[0].DomainIdsInUse);
     }
 }
