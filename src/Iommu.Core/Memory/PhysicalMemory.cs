@@ -796,16 +796,16 @@ public sealed unsafe class PhysicalMemory : IDisposable
             {
                 if (dir[i] != 0 && !InContiguousBlock(((ulong)d << DirShift) + (ulong)i))
                 {
-                    FreeChunks((byte*)dir[i]);
+                    FreeChunks((byte*)dir[i], ChunkSize);
                 }
 
                 dir[i] = 0;
             }
         }
 
-        foreach ((nint block, _, _) in _contiguous)
+        foreach ((nint block, _, ulong count) in _contiguous)
         {
-            FreeChunks((byte*)block);
+            FreeChunks((byte*)block, (nuint)(count << ChunkShift));
         }
 
         _contiguous.Clear();
@@ -855,7 +855,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
                 if (slot != 0)
                 {
                     Buffer.MemoryCopy((void*)slot, target, ChunkSize, ChunkSize);
-                    FreeChunks((byte*)slot);
+                    FreeChunks((byte*)slot, ChunkSize);
                 }
                 else
                 {
@@ -1139,15 +1139,10 @@ public sealed unsafe class PhysicalMemory : IDisposable
     // and tables do not straddle cache lines, and a pinned block's base is page-aligned. The C
     // allocator's own pointer is kept in the 8 bytes before the aligned start (inside the allocator's
     // first page, which its header already touched), so nothing else is committed.
-    private static byte* AllocChunks(nuint bytes)
-    {
-        byte* raw = (byte*)NativeMemory.AllocZeroed(bytes + (nuint)PageSize);
-        byte* aligned = (byte*)(((nuint)raw + (nuint)sizeof(nint) + (nuint)PageSize - 1) & ~(nuint)(PageSize - 1));
-        *(nint*)(aligned - sizeof(nint)) = (nint)raw;
-        return aligned;
-    }
+    // Chunks come from the OS, not malloc: see OsPages for why.
+    private static byte* AllocChunks(nuint bytes) => OsPages.Alloc(bytes);
 
-    private static void FreeChunks(byte* aligned) => NativeMemory.Free((void*)*(nint*)(aligned - sizeof(nint)));
+    private static void FreeChunks(byte* block, nuint bytes) => OsPages.Free(block, bytes);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* Back(ulong pa)
@@ -1165,7 +1160,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         nint existing = Interlocked.CompareExchange(ref slot, mine, 0);
         if (existing != 0)
         {
-            FreeChunks((byte*)mine);
+            FreeChunks((byte*)mine, ChunkSize);
             return (byte*)existing;
         }
 
