@@ -6,7 +6,7 @@ using BenchmarkDotNet.Attributes;
 namespace Iommu.Benchmarks;
 
 /// <summary>
-/// <c>--paired N</c>: each C# row that has a C row is timed against it in one process, the two
+/// <c>--paired N</c>: each C# row that has a C row is timed against it in one process (one per class), the two
 /// invocations alternating N times with the rows' own global and iteration setups, by the thread's
 /// CPU time (what another process on a busy machine takes from the wall clock is not counted). The
 /// ratio is the median of the N pairs' ratios, so a slow stretch of the machine slows both halves of
@@ -14,12 +14,72 @@ namespace Iommu.Benchmarks;
 /// </summary>
 internal static class Paired
 {
-    /// <summary>Runs every C#/C pair of the benchmark classes whose names contain one of <paramref name="filters"/> (all when empty).</summary>
-    public static void Run(int rounds, IReadOnlyList<string> filters, Func<string, string, string?> floorOf, bool tiered = false)
+    /// <summary>Prints the table header the rows of <see cref="Run"/> go under.</summary>
+    public static void PrintHeader(int rounds)
     {
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| Paired ({rounds} pairs, thread CPU time) | ns/op | C floor ns/op | ratio (median of pairs) |"));
         Console.WriteLine("|---|---|---|---|");
+    }
+
+    /// <summary>The benchmark classes with at least one row that matches <paramref name="filters"/> and has a C row, by name.</summary>
+    public static IEnumerable<string> Classes(IReadOnlyList<string> filters, Func<string, string, string?> floorOf) =>
+        Rows(filters, floorOf).Select(r => r.Type.Name).Distinct();
+
+    /// <summary>Runs every C#/C pair of class <paramref name="typeName"/> whose row names contain one of <paramref name="filters"/> (all when empty).</summary>
+    public static void Run(int rounds, IReadOnlyList<string> filters, Func<string, string, string?> floorOf, bool tiered, string typeName)
+    {
+        foreach ((Type type, MethodInfo method, Type floorType, MethodInfo floorMethod) in Rows(filters, floorOf).Where(r => r.Type.Name == typeName))
+        {
+            string row = $"{type.Name}.{method.Name}";
+            using var mine = new Subject(type, method);
+            using var theirs = new Subject(floorType, floorMethod);
+            if (tiered)
+            {
+                // Default runtime settings: run both until the hot methods are rejitted at tier 1
+                // with their dynamic profile (30 calls, then a background compile after 100 ms of
+                // no new tier-0 code).
+                for (int w = 0; w < 4; w++)
+                {
+                    for (int i = 0; i < 40; i++)
+                    {
+                        mine.Time();
+                        theirs.Time();
+                    }
+
+                    Thread.Sleep(300);
+                }
+            }
+
+            var ns = new List<double>();
+            var cns = new List<double>();
+            var ratios = new List<double>();
+            for (int r = 0; r < rounds; r++)
+            {
+                double a, b;
+                if (r % 2 == 0)
+                {
+                    a = mine.Time();
+                    b = theirs.Time();
+                }
+                else
+                {
+                    b = theirs.Time();
+                    a = mine.Time();
+                }
+
+                ns.Add(a);
+                cns.Add(b);
+                ratios.Add(a / b);
+            }
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {row} | {Median(ns):F1} | {Median(cns):F1} | {Median(ratios):F2} |"));
+        }
+    }
+
+    // Every C# row with a C row, classes by name: (class, row, floor class, floor row).
+    private static IEnumerable<(Type Type, MethodInfo Method, Type FloorType, MethodInfo FloorMethod)> Rows(IReadOnlyList<string> filters, Func<string, string, string?> floorOf)
+    {
         foreach (Type type in typeof(Paired).Assembly.GetTypes().Where(t => t is { IsAbstract: false, IsPublic: true }).OrderBy(t => t.Name, StringComparer.Ordinal))
         {
             foreach (MethodInfo method in Benchmarks(type))
@@ -32,53 +92,10 @@ internal static class Paired
 
                 string[] parts = floor.Split('.');
                 Type floorType = type.Assembly.GetTypes().Single(t => t.Name == parts[0]);
-                if (floorType.GetMethod(parts[1]) is not MethodInfo floorMethod)
+                if (floorType.GetMethod(parts[1]) is MethodInfo floorMethod)
                 {
-                    continue;
+                    yield return (type, method, floorType, floorMethod);
                 }
-
-                using var mine = new Subject(type, method);
-                using var theirs = new Subject(floorType, floorMethod);
-                if (tiered)
-                {
-                    // Default runtime settings: run both until the hot methods are rejitted at tier 1
-                    // with their dynamic profile (30 calls, then a background compile after 100 ms of
-                    // no new tier-0 code).
-                    for (int w = 0; w < 4; w++)
-                    {
-                        for (int i = 0; i < 40; i++)
-                        {
-                            mine.Time();
-                            theirs.Time();
-                        }
-
-                        Thread.Sleep(300);
-                    }
-                }
-
-                var ns = new List<double>();
-                var cns = new List<double>();
-                var ratios = new List<double>();
-                for (int r = 0; r < rounds; r++)
-                {
-                    double a, b;
-                    if (r % 2 == 0)
-                    {
-                        a = mine.Time();
-                        b = theirs.Time();
-                    }
-                    else
-                    {
-                        b = theirs.Time();
-                        a = mine.Time();
-                    }
-
-                    ns.Add(a);
-                    cns.Add(b);
-                    ratios.Add(a / b);
-                }
-
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {row} | {Median(ns):F1} | {Median(cns):F1} | {Median(ratios):F2} |"));
             }
         }
     }

@@ -17,25 +17,50 @@ using BenchmarkDotNet.Running;
 // Benchmarks with [IterationSetup] run one invocation per iteration and finish long before tiered
 // compilation would promote the hot methods, so every job runs fully optimized code from the first
 // call (DOTNET_TieredCompilation=0): the steady state a long-running user sees.
-//   --paired N instead times each C# row against its C row in one process, N alternating pairs by
-//   thread CPU time (Paired.cs), with tiered compilation off as in the jobs.
+//   --paired N instead times each C# row against its C row in one process per class (as BenchmarkDotNet
+//   runs each benchmark in its own process), N alternating pairs by thread CPU time (Paired.cs), with
+//   tiered compilation off as in the jobs unless --tiered. One process per class: with tiered
+//   compilation a class's rows are compiled from the dynamic profile every class before it left in the
+//   process, so one process for all made a row's figure depend on which classes ran first
+//   (DriverPathAfterRanges64K measures that case on purpose).
 int pairedAt = Array.IndexOf(args, "--paired");
 if (pairedAt >= 0)
 {
-    if (!args.Contains("--tiered") && Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") != "0")
+    int rounds = int.Parse(args[pairedAt + 1], CultureInfo.InvariantCulture);
+    string[] filters = args.Where((a, i) => i > 0 && args[i - 1] != "--paired" && a.Contains('*', StringComparison.Ordinal)).Select(a => a.Trim('*')).ToArray();
+    bool tiered = args.Contains("--tiered");
+    int classAt = Array.IndexOf(args, "--paired-class");
+    if (classAt >= 0)
+    {
+        Iommu.Benchmarks.Paired.Run(rounds, filters, FloorOf, tiered, args[classAt + 1]);
+        return 0;
+    }
+
+    Iommu.Benchmarks.Paired.PrintHeader(rounds);
+    foreach (string type in Iommu.Benchmarks.Paired.Classes(filters, FloorOf))
     {
         // Run as an apphost the process is the program itself; run by the dotnet host it needs the dll.
         string host = Environment.ProcessPath!;
-        string[] childArgs = System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet" ? [typeof(Program).Assembly.Location, .. args] : args;
-        var psi = new System.Diagnostics.ProcessStartInfo(host, childArgs) { Environment = { ["DOTNET_TieredCompilation"] = "0" } };
+        string[] childArgs = [.. args, "--paired-class", type];
+        if (System.IO.Path.GetFileNameWithoutExtension(host) == "dotnet")
+        {
+            childArgs = [typeof(Program).Assembly.Location, .. childArgs];
+        }
+
+        var psi = new System.Diagnostics.ProcessStartInfo(host, childArgs);
+        if (!tiered)
+        {
+            psi.Environment["DOTNET_TieredCompilation"] = "0";
+        }
+
         using System.Diagnostics.Process child = System.Diagnostics.Process.Start(psi)!;
         child.WaitForExit();
-        return child.ExitCode;
+        if (child.ExitCode != 0)
+        {
+            return child.ExitCode;
+        }
     }
 
-    int rounds = int.Parse(args[pairedAt + 1], CultureInfo.InvariantCulture);
-    string[] filters = args.Where((a, i) => i > 0 && args[i - 1] != "--paired" && a.Contains('*', StringComparison.Ordinal)).Select(a => a.Trim('*')).ToArray();
-    Iommu.Benchmarks.Paired.Run(rounds, filters, FloorOf, args.Contains("--tiered"));
     return 0;
 }
 
@@ -175,9 +200,9 @@ return 0;
 // walk-and-copy of the same bytes.
 static string? FloorOf(string type, string method) => (type, method) switch
 {
-    ("DriverPath64K", "IommuMap4K") => "PageTable64K.CMap4K",
-    ("DriverPath64K", "IommuIovaToPhys") => "PageTable64K.CIovaToPhys",
-    ("DriverPath64K", "IommuUnmap4K") => "PageTable64K.CUnmap4KSync",
+    ("DriverPath64K" or "DriverPathAfterRanges64K", "IommuMap4K") => "PageTable64K.CMap4K",
+    ("DriverPath64K" or "DriverPathAfterRanges64K", "IommuIovaToPhys") => "PageTable64K.CIovaToPhys",
+    ("DriverPath64K" or "DriverPathAfterRanges64K", "IommuUnmap4K") => "PageTable64K.CUnmap4KSync",
     ("DeferredUnmap256", "PerPageSync" or "DmaStrict") => "DeferredUnmap256.CPerPageSync",
     ("DeferredUnmap256", "OneSync" or "FlushQueue") => "DeferredUnmap256.COneSync",
     ("PageTable64K" or "PageTable1M" or "PageTableBatches", _) when !method.StartsWith('C') => $"{type}.C{method}",
