@@ -33,6 +33,7 @@ public sealed partial class IommuCore
     /// </remarks>
     /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_map")]
+    [MethodImpl(MethodImplOptions.NoInlining)] // its own inlining budget: inlined into a caller's loop, the table walk's last level became a call
     public Errno Map(IDomain domain, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);

@@ -52,6 +52,12 @@ if (pairedAt >= 0)
         {
             psi.Environment["DOTNET_TieredCompilation"] = "0";
         }
+        else
+        {
+            // As the BenchmarkDotNet tiered job: promotion after 30 calls, not after 100 ms without new
+            // tier-0 code, which the C rows' setup kept postponing (some rows were timed as OSR code).
+            psi.Environment["DOTNET_TC_CallCountingDelayMs"] = "0";
+        }
 
         using System.Diagnostics.Process child = System.Diagnostics.Process.Start(psi)!;
         child.WaitForExit();

@@ -9,6 +9,9 @@ namespace Iommu.Devices;
 /// unit in scalable mode); <see cref="DmaFaultReason.None"/> otherwise. <see cref="DmaFaultReason.Code"/>
 /// gives the number.
 /// </param>
+// The constructor is forced inline: on the DMA path the JIT's inlining budget ran out before it, and every
+// successful read built its result through the stack with a call.
+[method: System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
 public readonly record struct DmaResult(DmaStatus Status, ulong Transferred, ulong Address, DmaFaultReason FaultReason)
 {
     /// <summary>Whether every byte moved.</summary>
