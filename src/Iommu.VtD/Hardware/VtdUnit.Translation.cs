@@ -862,10 +862,10 @@ public sealed partial class VtdUnit
     /// <summary>
     /// The cache hit and miss counters, striped by thread so that translating threads do not share a
     /// cache line: plain increments of the calling thread's stripe (no interlocked operation). A
-    /// count can be lost only when two threads whose managed ids are equal modulo the stripe count
-    /// increment the same counter at the same instant.
+    /// count can be lost only when two threads whose stripes coincide increment the same counter at
+    /// the same instant.
     /// </summary>
-    private sealed class Counters
+    private sealed unsafe class Counters
     {
         public const int ContextHit = 0;
         public const int ContextMiss = 1;
@@ -873,22 +873,24 @@ public sealed partial class VtdUnit
         public const int PasidMiss = 3;
         public const int IotlbHit = 4;
         public const int IotlbMiss = 5;
-        private const int Stripes = 64;
+        private const int StripeBits = 8;
+        private const int Stripes = 1 << StripeBits; // 256: two threads share a stripe with odds 1 in 256 (32 KiB per unit)
         private const int Stride = 16; // 128 bytes: no two stripes share a cache line or its prefetch pair
         private readonly long[] _counts = new long[(Stripes + 1) * Stride];
 
-        // The calling thread's stripe offset (its managed id modulo Stripes, plus one, times Stride),
-        // cached per thread (0 = not yet computed): a thread-static read is cheaper than the id.
-        [ThreadStatic]
-        private static int t_offset;
-
+        // The calling thread's stripe offset, from the address of a local: threads' stacks lie a stack
+        // size (1.5 MiB or more) apart, so the address bits above 64 KiB tell threads apart, hashed to a
+        // stripe. No memory read: a thread-static read is a __tls_get_addr call on Linux, and the DMA
+        // path already pays one for its access scope. A thread whose stack depth crosses a 64 KiB step
+        // counts on another stripe from then on, which only spreads its counts.
         private static int Offset
         {
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             get
             {
-                int offset = t_offset;
-                return offset != 0 ? offset : t_offset = ((Environment.CurrentManagedThreadId & (Stripes - 1)) + 1) * Stride;
+                byte here = 0;
+                ulong sp = (ulong)&here;
+                return (int)((((sp >> 16) * 0x9E3779B97F4A7C15UL) >> (64 - StripeBits)) + 1) * Stride;
             }
         }
 
