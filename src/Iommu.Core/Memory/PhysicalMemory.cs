@@ -1136,10 +1136,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     // Zeroed chunk memory that starts on a 4 KiB boundary, so a frame is a host page: copies of pages
-    // and tables do not straddle cache lines, and a pinned block's base is page-aligned. The C
-    // allocator's own pointer is kept in the 8 bytes before the aligned start (inside the allocator's
-    // first page, which its header already touched), so nothing else is committed.
-    // Chunks come from the OS, not malloc: see OsPages for why.
+    // and tables do not straddle cache lines, and a pinned block's base is page-aligned. From the OS,
+    // not malloc, and committed only where touched: see OsPages.
     private static byte* AllocChunks(nuint bytes) => OsPages.Alloc(bytes);
 
     private static void FreeChunks(byte* block, nuint bytes) => OsPages.Free(block, bytes);
