@@ -17,12 +17,17 @@ public sealed unsafe class OsPagesTests
         Assert.Equal(OperatingSystem.IsLinux(), OsPages.Mapped);
     }
 
+    // Both allocators: the OS mapping (Linux) and the calloc fallback of the other systems.
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void Every_block_is_page_aligned_and_zero_whatever_was_freed_before(int seed)
+    [InlineData(1, true)]
+    [InlineData(2, true)]
+    [InlineData(3, true)]
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    public void Every_block_is_page_aligned_and_zero_whatever_was_freed_before(int seed, bool os)
     {
+        Func<nuint, nint> alloc = os ? n => (nint)OsPages.Alloc(n) : n => (nint)OsPages.AllocZeroedAligned(n);
+        Action<nint, nuint> free = os ? (b, n) => OsPages.Free((byte*)b, n) : (b, _) => OsPages.FreeZeroedAligned((byte*)b);
         var rng = new Random(seed);
         var live = new List<(nint Block, nuint Bytes, byte Fill)>();
         try
@@ -34,13 +39,13 @@ public sealed unsafe class OsPagesTests
                     int i = rng.Next(live.Count);
                     (nint block, nuint bytes, byte fill) = live[i];
                     AssertFilled((byte*)block, bytes, fill); // no other block's writes reached it
-                    OsPages.Free((byte*)block, bytes);
+                    free(block, bytes);
                     live.RemoveAt(i);
                     continue;
                 }
 
                 nuint size = (nuint)(rng.Next(1, 600) * PhysicalMemory.PageSize);
-                byte* p = OsPages.Alloc(size);
+                byte* p = (byte*)alloc(size);
                 Assert.Equal(0UL, (ulong)p % PhysicalMemory.PageSize);
                 AssertFilled(p, size, 0);
                 byte mark = (byte)rng.Next(1, 256);
@@ -52,7 +57,7 @@ public sealed unsafe class OsPagesTests
         {
             foreach ((nint block, nuint bytes, _) in live)
             {
-                OsPages.Free((byte*)block, bytes);
+                free(block, bytes);
             }
         }
     }

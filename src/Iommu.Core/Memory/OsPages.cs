@@ -28,24 +28,7 @@ internal static unsafe partial class OsPages
     /// <param name="bytes">A positive multiple of 4 KiB.</param>
     /// <returns>The block; free it with <see cref="Free"/> and the same size.</returns>
     /// <exception cref="OutOfMemoryException">The system refused the mapping.</exception>
-    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2201", Justification = "What NativeMemory.Alloc, which this replaces, throws when the system has no memory to give.")]
-    public static byte* Alloc(nuint bytes)
-    {
-        if (Mapped)
-        {
-            nint p = Mmap(0, bytes, ProtRead | ProtWrite, MapPrivate | MapAnonymousLinux, -1, 0);
-            if (p == -1)
-            {
-                throw new OutOfMemoryException($"mmap of 0x{bytes:x} bytes for physical memory failed (errno {Marshal.GetLastPInvokeError()}).");
-            }
-
-            return (byte*)p;
-        }
-
-        void* block = NativeMemory.AlignedAlloc(bytes, PhysicalMemory.PageSize);
-        NativeMemory.Clear(block, bytes);
-        return (byte*)block;
-    }
+    public static byte* Alloc(nuint bytes) => Mapped ? MapAnonymous(bytes) : AllocZeroedAligned(bytes);
 
     /// <summary>Frees a block of <see cref="Alloc"/>.</summary>
     /// <param name="block">The block.</param>
@@ -59,8 +42,37 @@ internal static unsafe partial class OsPages
             return;
         }
 
-        NativeMemory.AlignedFree(block);
+        FreeZeroedAligned(block);
     }
+
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Usage", "CA2201", Justification = "What NativeMemory.Alloc, which this replaces, throws when the system has no memory to give.")]
+    private static byte* MapAnonymous(nuint bytes)
+    {
+        nint p = Mmap(0, bytes, ProtRead | ProtWrite, MapPrivate | MapAnonymousLinux, -1, 0);
+        if (p == -1)
+        {
+            throw new OutOfMemoryException($"mmap of 0x{bytes:x} bytes for physical memory failed (errno {Marshal.GetLastPInvokeError()}).");
+        }
+
+        return (byte*)p;
+    }
+
+    /// <summary>The other systems' block: calloc, which leaves a large block untouched until used, aligned by hand.</summary>
+    /// <param name="bytes">A positive multiple of 4 KiB.</param>
+    /// <returns>The block; free it with <see cref="FreeZeroedAligned"/>.</returns>
+    internal static byte* AllocZeroedAligned(nuint bytes)
+    {
+        // calloc's own pointer is kept in the 8 bytes before the aligned start (inside its first page,
+        // which its header already touched), so nothing else is committed.
+        byte* raw = (byte*)NativeMemory.AllocZeroed(bytes + PhysicalMemory.PageSize);
+        byte* aligned = (byte*)(((nuint)raw + (nuint)sizeof(nint) + PhysicalMemory.PageSize - 1) & ~(nuint)(PhysicalMemory.PageSize - 1));
+        *(nint*)(aligned - sizeof(nint)) = (nint)raw;
+        return aligned;
+    }
+
+    /// <summary>Frees a block of <see cref="AllocZeroedAligned"/>.</summary>
+    /// <param name="block">The block.</param>
+    internal static void FreeZeroedAligned(byte* block) => NativeMemory.Free((void*)*(nint*)(block - sizeof(nint)));
 
     [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
     private static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
