@@ -89,15 +89,16 @@ public sealed partial class VtdUnit
     /// <remarks>
     /// <para>Order (the VT-d spec's first-level and nested translation): canonical check for 48 (FLPM = 00) or 57 (FLPM = 01) bits (0x80);
     /// SRE (0x5D) and ERE (0x5C); the IOTLB; the walk (per level: read error 0x73 at the top, 0x70 below,
-    /// P = 0 0x71, reserved 0x72); permissions (0x81, 0x85, 0x82); for nested the output through the
-    /// second level (0x84, 0x7B/0x78/0x7A, 0x79); the interrupt range (0x87); then the accessed/dirty
-    /// updates (0x77 when nested and the second level does not let them be written).</para>
+    /// P = 0 0x71, reserved 0x72); permissions (0x81, 0x85, 0x82); when nested, 0x77 if the second level
+    /// does not let a needed accessed/dirty update be written (the updates belong to the first-level
+    /// walk, so this comes before its output is translated), then the output through the second level
+    /// (0x84, 0x7B/0x78/0x7A, 0x79); the interrupt range (0x87); then the accessed/dirty updates.</para>
     /// <para>Accessed/dirty: A (and EA with EAFE) in every entry used, D in the leaf for a write, each a
     /// compare-and-swap against the value the walk read (a changed entry makes the request walk again).
     /// They are written only once every check has passed, so a request that faults writes nothing
     /// (spec invariant 13 asks that a failed walk set no D; the model sets no A either). The spec's
-    /// step order puts A/D before the output checks; the model moves them last so that no fault can
-    /// follow them. 0x90 (update without snooped walk) is not modelled: walks are snooped.</para>
+    /// step order puts A/D before the output checks; the model writes them last so that no fault can
+    /// follow them, and keeps only their 0x77 check in the spec's place. 0x90 (update without snooped walk) is not modelled: walks are snooped.</para>
     /// <para>IOTLB: an entry is filled only by a request that succeeded, tagged (DID, PASID, kind) with
     /// the accumulated permissions and whether D is already set. A hit that the request's permissions do
     /// not allow, or a write through a leaf not yet dirty, walks again (as an x86 TLB re-walks before
@@ -260,6 +261,21 @@ public sealed partial class VtdUnit
             return Fault(q, reason);
         }
 
+        // The A/D updates belong to the first-level walk, before its output goes through the second
+        // level: an update the second level does not let be written faults 0x77 ahead of 0x84/0x79/0x87
+        // (checked here, written last, so that a request that faults still writes nothing).
+        ulong accessed = VtdFormat.FlAccessed | (pe.Has(VtdFormat.PasidEafe) ? VtdFormat.FlExtendedAccessed : 0);
+        int leaf = trace.Count - 1;
+        for (int i = 0; i <= leaf; i++)
+        {
+            ref FirstLevelWalkEntry e = ref trace.Entries[i];
+            ulong needed = accessed | (i == leaf && q.Write ? VtdFormat.FlDirty : 0);
+            if ((e.Value & needed) != needed && !e.Writable)
+            {
+                return Fault(q, VtdFaultReason.FirstLevelEntryWriteDenied);
+            }
+        }
+
         int level = trace.Level;
         ulong output = trace.Output;
         bool slRead = true, slWrite = true;
@@ -295,18 +311,6 @@ public sealed partial class VtdUnit
         if (InInterruptRange(pa, q.Size))
         {
             return Fault(q, VtdFaultReason.ScalableInterruptAddress);
-        }
-
-        ulong accessed = VtdFormat.FlAccessed | (pe.Has(VtdFormat.PasidEafe) ? VtdFormat.FlExtendedAccessed : 0);
-        int leaf = trace.Count - 1;
-        for (int i = 0; i <= leaf; i++)
-        {
-            ref FirstLevelWalkEntry e = ref trace.Entries[i];
-            ulong needed = accessed | (i == leaf && q.Write ? VtdFormat.FlDirty : 0);
-            if ((e.Value & needed) != needed && !e.Writable)
-            {
-                return Fault(q, VtdFaultReason.FirstLevelEntryWriteDenied);
-            }
         }
 
         for (int i = 0; i <= leaf; i++)
