@@ -39,9 +39,20 @@ public sealed partial class VfioIommuType1
             {
                 if (!DirtyTracking)
                 {
+                    // vfio_dma_bitmap_alloc_all: a mapping of more than INT_MAX pages fails the whole START
+                    // and tracking stays off (the bitmaps already made are never looked at again).
                     foreach (VfioDma dma in _dmas)
                     {
-                        _ = AllocBitmap(dma);
+                        Errno e = AllocBitmap(dma);
+                        if (e != Errno.None)
+                        {
+                            foreach (VfioDma d in _dmas)
+                            {
+                                d.Bitmap = null;
+                            }
+
+                            return e;
+                        }
                     }
 
                     DirtyTracking = true;

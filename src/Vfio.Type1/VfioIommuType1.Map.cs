@@ -440,6 +440,14 @@ public sealed partial class VfioIommuType1
                 }
             }
 
+            // A range ending exactly at 2^64 passes the wrap check (iova + size - 1 does not wrap), but 5.15's
+            // vfio_find_dma_first_node compares dma->iova >= start + size with start + size == 0 and finds
+            // nothing: success with nothing removed (or invalidated), after the bisection check above.
+            if (!all && iova + size == 0)
+            {
+                return Errno.None;
+            }
+
             int node = _dmas.FirstEndingAtOrAfter(all ? 0 : iova);
             int marked = 0;
             int firstMarked = node;
