@@ -93,4 +93,35 @@ public sealed class Type1IoctlAuditTests : IDisposable
         Assert.True(c.Backend!.DirtyTracking);
         Assert.Equal(Errno.None, c.GetDirtyBitmap(huge, P, new VfioBitmap(P, 8, bm)));
     }
+    // vfio_dma_do_map looks for an overlap with vfio_find_dma(iommu, iova, size), whose walk goes left while
+    // start + size <= dma->iova: a request ending exactly at 2^64 makes that 0 <= dma->iova, so the walk finds
+    // nothing even over an existing mapping. No -EEXIST then: -ENOSPC with no slot left, else the IOVA-range
+    // check's -EINVAL; with VADDR, -ENOENT. (vaddr 0 keeps vaddr + size - 1 from wrapping.)
+    [Fact]
+    public void Map_ending_at_2_pow_64_does_not_see_an_overlapping_mapping()
+    {
+        (VfioContainer c, IDomain domain) = MappedContainer(VfioUapi.VFIO_TYPE1v2_IOMMU);
+        ulong toTop = unchecked(0UL - I0);
+
+        Assert.Equal(Errno.EINVAL, c.MapDma(Type1Bed.Map(0, I0, toTop)));
+        Assert.Equal(Errno.ENOENT, c.MapDma(Type1Bed.Map(0, I0, toTop, VfioUapi.VFIO_DMA_MAP_FLAG_VADDR)));
+
+        // One page less ends inside the address space: the overlap is found first.
+        Assert.Equal(Errno.EEXIST, c.MapDma(Type1Bed.Map(0, I0, toTop - P)));
+        Assert.Equal(Errno.EINVAL, c.MapDma(Type1Bed.Map(0, I0, toTop - P, VfioUapi.VFIO_DMA_MAP_FLAG_VADDR)));
+
+        Assert.Single(c.Backend!.Mappings);
+        Assert.NotEqual(0UL, _bed.Iommu.IovaToPhys(domain, I0));
+    }
+
+    [Fact]
+    public void Map_ending_at_2_pow_64_over_a_mapping_is_ENOSPC_when_no_slot_is_left()
+    {
+        using var bed = new Type1Bed(options: new VfioType1Options { AllowUnsafeInterrupts = true, DmaEntryLimit = 1 });
+        (VfioContainer c, _) = bed.Std(bed.AddDevice("0000:00:03.0"));
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(bed.Buffer(P), I0, P)));
+
+        Assert.Equal(Errno.ENOSPC, c.MapDma(Type1Bed.Map(0, I0, unchecked(0UL - I0))));
+        Assert.Equal(Errno.EEXIST, c.MapDma(Type1Bed.Map(0, I0, P)));
+    }
 }
