@@ -94,10 +94,13 @@ public sealed partial class VfioIommuType1
                 return ErrorDetail.Fail(Errno.EINVAL, "MAP_DMA: range wraps");
             }
 
+            // 5.15's vfio_find_dma walks left while start + size <= dma->iova: for a request ending exactly at
+            // 2^64 that sum is 0 and the walk finds nothing, so no -EEXIST (-ENOENT with VADDR) over a mapping.
+            bool endsAt2Pow64 = iova + size == 0;
             VfioDma? dma = FindDma(iova, size);
             if (setVaddr)
             {
-                if (dma is null)
+                if (dma is null || endsAt2Pow64)
                 {
                     return ErrorDetail.Fail(Errno.ENOENT, $"MAP_DMA(VADDR): no mapping at 0x{iova:x}");
                 }
@@ -114,7 +117,7 @@ public sealed partial class VfioIommuType1
                 return Errno.None;
             }
 
-            if (dma is not null)
+            if (dma is not null && !endsAt2Pow64)
             {
                 return ErrorDetail.Fail(Errno.EEXIST, $"MAP_DMA: 0x{iova:x}+0x{size:x} overlaps mapping 0x{dma.Iova:x}+0x{dma.Size:x}");
             }
@@ -127,6 +130,13 @@ public sealed partial class VfioIommuType1
             if (!IovaDmaValid(iova, iova + size - 1))
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: 0x{iova:x}+0x{size:x} is not inside one valid IOVA range");
+            }
+
+            if (dma is not null)
+            {
+                // Only with an empty IOVA list (no IOMMU domain): the kernel would link an overlapping
+                // vfio_dma here, which the mapping tree cannot hold.
+                return ErrorDetail.Fail(Errno.EEXIST, $"MAP_DMA: 0x{iova:x}+0x{size:x} overlaps mapping 0x{dma.Iova:x}+0x{dma.Size:x}");
             }
 
             dma = new VfioDma(iova, vaddr, size, prot, caller, caller.CapIpcLock);
