@@ -282,12 +282,15 @@ public sealed partial class VtdUnit
 
     /// <summary>Processes descriptors from IQH to IQT, synchronously, until the queue is empty or a descriptor fails.</summary>
     /// <remarks>
-    /// A failing descriptor sets FSTS.IQE and IQERCD.IQEI and leaves IQH pointing at it; processing
-    /// resumes on the next IQT write after software clears IQE. QEMU 7.2 has no IQERCD and silently
-    /// ignores a misaligned tail in a 256-bit queue (the spec reports IQEI 6).
+    /// A failing descriptor sets FSTS.IQE and IQERCD.IQEI and leaves IQH pointing at it; IQT writes
+    /// fetch nothing while IQE is set, and processing resumes from IQH as soon as software clears IQE
+    /// (QEMU 7.2 waits for the next IQT write). QEMU 7.2 has no IQERCD and silently ignores a
+    /// misaligned tail in a 256-bit queue (the spec reports IQEI 6).
+    /// A tail error is reported for the IQT write that made it; resuming after IQE with that tail still
+    /// in place fetches nothing and reports nothing again.
     /// </remarks>
     [SkipLocalsInit] // the descriptor buffer is written before it is read
-    private void ProcessInvalidationQueue()
+    private void ProcessInvalidationQueue(bool tailWritten = true)
     {
         if (!QueuedInvalidationEnabled || (Get32(VtdRegister.Fsts) & VtdRegister.FstsIqe) != 0)
         {
@@ -300,16 +303,15 @@ public sealed partial class VtdUnit
         ulong entries = (4096UL << (int)(iqa & 7)) >> shift;
         ulong queueBase = iqa & VtdFormat.PointerMask;
         ulong iqt = Get64(VtdRegister.Iqt);
-        if (wide && (iqt & 0x10) != 0)
-        {
-            ReportQueueError(IqeiTailMisaligned);
-            return;
-        }
-
         ulong tail = (iqt & 0x7FFF0) >> shift;
-        if (tail >= entries)
+        int tailError = wide && (iqt & 0x10) != 0 ? IqeiTailMisaligned : tail >= entries ? IqeiTail : 0;
+        if (tailError != 0)
         {
-            ReportQueueError(IqeiTail);
+            if (tailWritten)
+            {
+                ReportQueueError(tailError);
+            }
+
             return;
         }
 

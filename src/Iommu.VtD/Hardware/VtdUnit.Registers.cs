@@ -156,6 +156,10 @@ public sealed partial class VtdUnit
                 return;
             case VtdRegister.Fsts:
                 UpdateFaultInterruptPending();
+
+                // Fetching stops only while IQE is set: once software clears it the unit goes on from IQH
+                // without a tail write (Linux rewrites the bad slot, clears IQE and writes no tail).
+                ProcessInvalidationQueue(tailWritten: false);
                 return;
             case VtdRegister.Fectl:
                 OnFaultEventControl();
