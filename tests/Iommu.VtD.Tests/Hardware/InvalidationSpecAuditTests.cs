@@ -33,7 +33,7 @@ public sealed class InvalidationSpecAuditTests
     /// software clears IQE hardware fetches again from IQH (Linux's qi_check_fault rewrites the bad slot
     /// with its wait descriptor, clears IQE and writes no tail).
     /// </summary>
-    [Theory(Skip = "Open: the unit resumes only on the next IQT write (as QEMU 7.2), and the driver's QueueError relies on that (it clears IQE without rewriting the bad slot, unlike qi_check_fault)")]
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void Clearing_iqe_resumes_fetching_at_iqh_without_a_tail_write(bool wide)

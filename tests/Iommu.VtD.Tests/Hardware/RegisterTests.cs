@@ -126,6 +126,7 @@ public class RegisterTests
         Assert.Equal(1u << 4, b.Fsts & (1u << 4));
         b.Unit.Write32(0x34, 0);
         Assert.Equal(1u << 4, b.Fsts & (1u << 4));
+        b.Memory.WriteUInt64(b.Unit.Read64(0x90) & ~0xFFFUL, 5 | (1UL << 6)); // fixed: clearing IQE fetches it again
         b.Unit.Write32(0x34, 1u << 4);
         Assert.Equal(0u, b.Fsts & (1u << 4));
     }
