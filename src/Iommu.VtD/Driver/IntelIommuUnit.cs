@@ -430,7 +430,7 @@ public sealed class IntelIommuUnit
         {
             int index = _qiTail;
             WriteDescriptor(index, q0, q1, 0, 0);
-            SubmitWaitAndCheck((index + 1) & (_qiEntries - 1), waitDrain: false, q0, q1);
+            SubmitWaitAndCheck(index, (index + 1) & (_qiEntries - 1), waitDrain: false, q0, q1);
         }
     }
 
@@ -439,7 +439,7 @@ public sealed class IntelIommuUnit
     {
         using (_qiLock.EnterScope())
         {
-            int index = _qiTail;
+            int start = _qiTail, index = start;
             foreach (QiDesc d in descs)
             {
                 WriteDescriptor(index, d.Q0, d.Q1, d.Q2, d.Q3);
@@ -447,13 +447,14 @@ public sealed class IntelIommuUnit
             }
 
             QiDesc first = descs.IsEmpty ? default : descs[0];
-            SubmitWaitAndCheck(index, waitDrain, first.Q0, first.Q1);
+            SubmitWaitAndCheck(start, index, waitDrain, first.Q0, first.Q1);
         }
     }
 
     // The rest of qi_submit_sync, under the queue's lock: the wait descriptor that writes a status word
-    // at slot index, the tail write, then the check of FSTS.IQE and of the status word.
-    private void SubmitWaitAndCheck(int index, bool waitDrain, ulong firstQ0, ulong firstQ1)
+    // at slot index (the submission began at slot start), the tail write, then the check of FSTS.IQE
+    // and of the status word.
+    private void SubmitWaitAndCheck(int start, int index, bool waitDrain, ulong firstQ0, ulong firstQ1)
     {
         // One status word per wait slot (qi->desc_status[wait_index]): a submission nested in this one
         // (an interrupt handler that runs on this thread at the tail write and flushes, which the
@@ -469,7 +470,7 @@ public sealed class IntelIommuUnit
 
         if ((_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) != 0)
         {
-            QueueError(firstQ0, firstQ1);
+            QueueError(start, index, firstQ0, firstQ1);
         }
 
         if (Volatile.Read(ref status) != seq)
@@ -478,15 +479,26 @@ public sealed class IntelIommuUnit
         }
     }
 
-    // qi_check_fault: report and clear IQE; the kernel returns -EINVAL to the flush caller. Out of
-    // line, as the throw below: inlined, their frames would be every submission's to set up.
+    // qi_check_fault: the unit stopped at a descriptor of this submission (IQH) with IQE set. Copy the
+    // wait descriptor over it and clear IQE: the unit resumes from IQH, completes that copy of the wait
+    // and the rest of the queue up to IQT, so the queue goes on without a tail write and nothing is
+    // fetched twice. The kernel returns -EINVAL to the flush caller (here, the exception). 5.15 rewrites
+    // the slot only when IQH is the submission's first descriptor and otherwise polls on with IQE set,
+    // for ever; any slot of the submission is rewritten here.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void QueueError(ulong firstQ0, ulong firstQ1)
+    private void QueueError(int start, int waitIndex, ulong firstQ0, ulong firstQ1)
     {
         ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
         Log.QueueError(_log, SeqId, firstQ0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
+        int head = (int)(iqh >> _qiShift) & (_qiEntries - 1);
+        int length = ((waitIndex - start) & (_qiEntries - 1)) + 1;
+        if (((head - start) & (_qiEntries - 1)) < length)
+        {
+            ref ulong wait = ref _frames.Region.Entry(_qiBase + ((ulong)waitIndex << _qiShift));
+            WriteDescriptor(head, wait, Unsafe.Add(ref wait, 1), _qiShift == 5 ? Unsafe.Add(ref wait, 2) : 0, _qiShift == 5 ? Unsafe.Add(ref wait, 3) : 0);
+        }
+
         _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
-        _qiTail = (int)(iqh >> _qiShift);
         throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{firstQ0:x}/0x{firstQ1:x} (IQE).");
     }
 

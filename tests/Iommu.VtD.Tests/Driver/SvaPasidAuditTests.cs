@@ -199,5 +199,18 @@ public sealed class SvaPasidAuditTests
         Errno ret = f.Iommu.PageResponse(dev, new IommuPageResponse { Pasid = p, GroupId = 3, Flags = IommuPageResponse.FlagPasidValid, Code = IommuPageResponseCode.Success });
         Assert.Equal(Errno.None, ret);
         Assert.Equal(Errno.None, f.Iommu.UnregisterDeviceFaultHandler(dev)); // no longer pending
+
+        // The queue goes on (qi_check_fault): the rejected slot was rewritten with the wait before IQE was
+        // cleared, so the unit, which resumes from IQH at once, did not fetch it again; later flushes complete.
+        Assert.Equal(0u, f.Unit.Read32(0x34) & 0x10); // FSTS.IQE
+        Assert.Equal(f.Unit.Read64(0x88), f.Unit.Read64(0x80)); // IQT == IQH: nothing left to fetch
+        IDomain domain = f.Iommu.DomainAlloc(f.Pci)!;
+        PciDevice other = f.AddDevice("0000:00:05.0");
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(domain, other));
+        Assert.Equal(Errno.None, f.Iommu.Map(domain, 0x10_0000, 0x20_0000, Sizes.Page, IommuProt.Read | IommuProt.Write));
+        Assert.True(f.Write(other, null, 0x10_0000, 1).IsOk); // cached in the IOTLB
+        Assert.Equal(Sizes.Page, f.Iommu.Unmap(domain, 0x10_0000, Sizes.Page)); // a synced flush through the queue
+        Assert.False(f.Write(other, null, 0x10_0000, 2).IsOk);
+        Assert.Equal(0u, f.Unit.Read32(0x34) & 0x10);
     }
 }
