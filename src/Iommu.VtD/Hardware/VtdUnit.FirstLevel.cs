@@ -9,7 +9,8 @@ public sealed partial class VtdUnit
 {
     // IOTLB tags of first-stage entries: the PASID with one of these bits, so their keys never equal a
     // second-level entry's of the same (DID, PASID). Both kinds share the cell PASID | FirstLevelTag,
-    // which PASID-based IOTLB invalidation retires (it removes both, and never second-level entries).
+    // which PASID-based IOTLB invalidation retires (it removes both; page-selective never touches
+    // second-level entries, all-in-PASID drops those of the PASID too: see ExecuteDescriptor).
     private const uint FirstLevelTag = 1u << 20;
     private const uint NestedTag = 1u << 21;
 
