@@ -94,13 +94,11 @@ public sealed partial class VfioIommuType1
                 return ErrorDetail.Fail(Errno.EINVAL, "MAP_DMA: range wraps");
             }
 
-            // 5.15's vfio_find_dma walks left while start + size <= dma->iova: for a request ending exactly at
-            // 2^64 that sum is 0 and the walk finds nothing, so no -EEXIST (-ENOENT with VADDR) over a mapping.
-            bool endsAt2Pow64 = iova + size == 0;
+            // FindDma misses a request ending at 2^64 as 5.15 does: no -EEXIST (-ENOENT with VADDR) over a mapping.
             VfioDma? dma = FindDma(iova, size);
             if (setVaddr)
             {
-                if (dma is null || endsAt2Pow64)
+                if (dma is null)
                 {
                     return ErrorDetail.Fail(Errno.ENOENT, $"MAP_DMA(VADDR): no mapping at 0x{iova:x}");
                 }
@@ -117,7 +115,7 @@ public sealed partial class VfioIommuType1
                 return Errno.None;
             }
 
-            if (dma is not null && !endsAt2Pow64)
+            if (dma is not null)
             {
                 return ErrorDetail.Fail(Errno.EEXIST, $"MAP_DMA: 0x{iova:x}+0x{size:x} overlaps mapping 0x{dma.Iova:x}+0x{dma.Size:x}");
             }
@@ -132,11 +130,11 @@ public sealed partial class VfioIommuType1
                 return ErrorDetail.Fail(Errno.EINVAL, $"MAP_DMA: 0x{iova:x}+0x{size:x} is not inside one valid IOVA range");
             }
 
-            if (dma is not null)
+            if (FindOverlap(iova, size) is { } other)
             {
                 // Only with an empty IOVA list (no IOMMU domain): the kernel would link an overlapping
                 // vfio_dma here, which the mapping tree cannot hold.
-                return ErrorDetail.Fail(Errno.EEXIST, $"MAP_DMA: 0x{iova:x}+0x{size:x} overlaps mapping 0x{dma.Iova:x}+0x{dma.Size:x}");
+                return ErrorDetail.Fail(Errno.EEXIST, $"MAP_DMA: 0x{iova:x}+0x{size:x} overlaps mapping 0x{other.Iova:x}+0x{other.Size:x}");
             }
 
             dma = new VfioDma(iova, vaddr, size, prot, caller, caller.CapIpcLock);
@@ -458,7 +456,15 @@ public sealed partial class VfioIommuType1
                 return Errno.None;
             }
 
+            // vfio_find_dma_first_node takes a node when start < dma->iova + dma->size; for a mapping ending at
+            // 2^64 that sum is 0, so the walk turns right past it: alone, such a mapping is never found, not
+            // even by UNMAP(ALL).
             int node = _dmas.FirstEndingAtOrAfter(all ? 0 : iova);
+            if (node != DmaTree.Nil && _dmas[node].Value.Iova + _dmas[node].Value.Size == 0)
+            {
+                node = DmaTree.Nil;
+            }
+
             int marked = 0;
             int firstMarked = node;
             while (node != DmaTree.Nil && _dmas[node].Lo <= last)

@@ -260,10 +260,21 @@ public sealed partial class VfioIommuType1
 
     // ---- mapping lookup -------------------------------------------------------------------------
 
-    // vfio_find_dma: a mapping overlapping [start, start + size) (size 0 = containing start): the
-    // first mapping that ends at or after start, if it begins by the range's end. O(log n).
+    // vfio_find_dma: a mapping overlapping [start, start + size) (size 0 = containing start), as 5.15's
+    // walk finds it. Its tests, start + size <= dma->iova and start >= dma->iova + dma->size, wrap: a request
+    // ending at 2^64 goes left at every node, and a mapping ending at 2^64 sends the walk right, past itself,
+    // so neither is ever found. (Beside other mappings, whether the walk passes a mapping ending at 2^64
+    // before the overlap depends on the rb-tree's shape; here only that mapping itself is missed.)
     [KernelSymbol("vfio_find_dma")]
     private VfioDma? FindDma(ulong start, ulong size)
+    {
+        VfioDma? dma = FindOverlap(start, size);
+        return dma is null || (size != 0 && start + size == 0) || dma.Iova + dma.Size == 0 ? null : dma;
+    }
+
+    // The mapping overlapping [start, start + size) (size 0 = containing start), by plain arithmetic: the
+    // first mapping that ends at or after start, if it begins by the range's end. O(log n).
+    private VfioDma? FindOverlap(ulong start, ulong size)
     {
         int node = _dmas.FirstEndingAtOrAfter(start);
         ulong last = size == 0 ? start : start + size - 1;
