@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Globalization;
 using Iommu.Memory;
 
@@ -28,7 +29,7 @@ public sealed partial class VtdUnit
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         using (_lock.EnterScope())
         {
-            return new VtdUnitState((byte[])_regs.Clone(), _config.Cap, _config.Ecap, Volatile.Read(ref _rootTable), _nextFaultRecord);
+            return new VtdUnitState((byte[])_regs.Clone(), _config.Cap, _config.Ecap, Volatile.Read(ref _rootTable), _nextFaultRecord, VtdUnitState.ShapeOf(_config));
         }
     }
 
@@ -38,22 +39,68 @@ public sealed partial class VtdUnit
     /// Nothing is replayed: no command runs, no queue is processed and no interrupt is sent.
     /// </summary>
     /// <param name="state">A state from <see cref="SaveState"/> or <see cref="VtdUnitState.FromBytes"/>.</param>
-    /// <exception cref="ArgumentException">The state is of a unit with other capabilities or another register block.</exception>
+    /// <exception cref="ArgumentException">
+    /// The state is of a unit with another configuration: other CAP, ECAP or VER, another register block, or
+    /// another host address width, cache shape or model profile (the message names each difference). The unit
+    /// is left as it was.
+    /// </exception>
     public void RestoreState(VtdUnitState state)
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(state);
-        if (state.Cap != _config.Cap || state.Ecap != _config.Ecap || state.Registers.Length != _regs.Length
-            || state.NextFaultRecord >= _config.FaultRecordCount)
+        string? differences = Differences(state);
+        if (differences is not null)
         {
-            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
-                $"The state is of a unit with CAP 0x{state.Cap:X}, ECAP 0x{state.Ecap:X} and a {state.Registers.Length}-byte register block; this unit has CAP 0x{_config.Cap:X}, ECAP 0x{_config.Ecap:X} and {_regs.Length} bytes."),
-                nameof(state));
+            throw new ArgumentException($"The state is of a unit with another configuration: {differences}.", nameof(state));
         }
 
         using (_lock.EnterScope())
         {
             Load(state.Registers.ToArray(), state.LatchedRootTable, state.NextFaultRecord);
+        }
+    }
+
+    // What keeps the state from being this unit's, or null. VER is compared in the register block: it is the
+    // value the guest reads, and a version 1 state records nothing else of the configuration.
+    private string? Differences(VtdUnitState state)
+    {
+        var found = new List<string>();
+        Add("CAP", state.Cap, _config.Cap);
+        Add("ECAP", state.Ecap, _config.Ecap);
+        if (state.Registers.Length != _regs.Length)
+        {
+            found.Add(string.Create(CultureInfo.InvariantCulture, $"a {state.Registers.Length}-byte register block, this unit {_regs.Length} bytes"));
+        }
+        else
+        {
+            Add("VER", BinaryPrimitives.ReadUInt32LittleEndian(state.Registers[(int)VtdRegister.Ver..]), _config.Version);
+        }
+
+        if (state.NextFaultRecord >= _config.FaultRecordCount)
+        {
+            found.Add(string.Create(CultureInfo.InvariantCulture, $"next fault record {state.NextFaultRecord}, this unit has {_config.FaultRecordCount}"));
+        }
+
+        if (state.Shape is long[] shape)
+        {
+            long[] mine = VtdUnitState.ShapeOf(_config);
+            for (int i = 0; i < mine.Length; i++)
+            {
+                if (shape[i] != mine[i])
+                {
+                    found.Add(string.Create(CultureInfo.InvariantCulture, $"{VtdUnitState.ShapeNames[i]} {shape[i]}, this unit {mine[i]}"));
+                }
+            }
+        }
+
+        return found.Count == 0 ? null : string.Join("; ", found);
+
+        void Add(string name, ulong saved, ulong own)
+        {
+            if (saved != own)
+            {
+                found.Add(string.Create(CultureInfo.InvariantCulture, $"{name} 0x{saved:X}, this unit 0x{own:X}"));
+            }
         }
     }
 
@@ -68,7 +115,7 @@ public sealed partial class VtdUnit
         }
 
         _nextFaultRecord = nextFaultRecord;
-        _faultMsiPending = _invMsiPending = false;
+        _faultMsiPending = _invMsiPending = _prMsiPending = false;
         _interruptPending = false;
         Volatile.Write(ref _rootTable, latchedRootTable);
         _translationEnabled = (Get32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;

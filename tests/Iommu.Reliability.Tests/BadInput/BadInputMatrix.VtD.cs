@@ -28,7 +28,9 @@ internal static partial class BadInputMatrix
         Ok("VtdUnit.Write64", "unaligned offset: ignored", c => c.Unit.Write64(0x1c, 0)),
         X<ArgumentNullException>("VtdUnit.RestoreState", "null state", c => c.Unit.RestoreState(null!)),
         X<ArgumentException>("VtdUnit.RestoreState", "state of a unit with other capabilities", c => c.Unit.RestoreState(new VtdUnit(c.Memory, VtdConfig.ScalableMode48Bit with { FaultRecordCount = 3 }).SaveState())),
+        X<ArgumentException>("VtdUnit.RestoreState", "state of a unit with another host address width", c => c.Unit.RestoreState(new VtdUnit(c.Memory, c.Unit.Config with { HostAddressWidth = c.Unit.Config.HostAddressWidth - 1 }).SaveState())),
         X<FormatException>("VtdUnitState.FromBytes", "no bytes", _ => VtdUnitState.FromBytes([])),
+        X<FormatException>("VtdUnitState.FromBytes", "a byte of the register block damaged", _ => VtdUnitState.FromBytes(Damaged(new VtdUnit(new Iommu.Memory.PhysicalMemory(1 << 20), VtdConfig.Legacy39Bit).SaveState().ToBytes()))),
         X<FormatException>("VtdUnitState.FromBytes", "a header only", _ => VtdUnitState.FromBytes(new VtdUnit(new Iommu.Memory.PhysicalMemory(1 << 20), VtdConfig.Legacy39Bit).SaveState().ToBytes().AsSpan(0, 40))),
         V("VtdUnit.MmioRead", "2-byte access: reads 0", c => c.Unit.MmioRead(0x18, 2), 0UL),
         V("VtdUnit.MmioRead", "size 0: reads 0", c => c.Unit.MmioRead(0x18, 0), 0UL),
@@ -193,4 +195,11 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("VtdImageDot.ToDot", "null image", _ => ((VtdImage)null!).ToDot(0)),
         V("VtdImageDot.ToDot", "requester with no context, PASID 2^32-1: a complete graph", c => c.Unit.ExportImage().ToDot(0xff00, uint.MaxValue).EndsWith("}\n", StringComparison.Ordinal), true),
     ];
+
+    // A snapshot with one register byte flipped, as storage damage leaves it.
+    private static byte[] Damaged(byte[] bytes)
+    {
+        bytes[0x100] ^= 0x40;
+        return bytes;
+    }
 }
