@@ -34,4 +34,14 @@ public interface IIommuPasidOps
     /// <param name="pasid">The PASID.</param>
     [KernelSymbol("iommu_ops.remove_dev_pasid", Version = "6.2")]
     void RemoveDevPasid(Device device, uint pasid);
+
+    /// <summary>
+    /// How many PASIDs the IOMMU instance serving <paramref name="device"/> translates (<c>iommu_device.max_pasids</c>):
+    /// 0 when it has none. The device's own limit is the core's to apply (<see cref="IommuCore.AllocGlobalPasid"/>).
+    /// </summary>
+    /// <param name="device">A device the driver serves.</param>
+    /// <returns>The count; by default <see cref="uint.MaxValue"/>, no limit beyond the device's.</returns>
+    /// <remarks>Version: Linux 6.2 (set by the driver when the unit is registered).</remarks>
+    [KernelSymbol("iommu_device.max_pasids", Version = "6.2")]
+    uint MaxPasids(Device device) => uint.MaxValue;
 }

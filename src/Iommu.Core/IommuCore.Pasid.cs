@@ -187,7 +187,8 @@ public sealed partial class IommuCore
     /// IOMMU driver, or no PASID capability) or none is free.</returns>
     /// <remarks>
     /// <para>Version: ≈6.4 (idxd uses it from ≈6.5 for its kernel PASID). <c>max_pasids</c> is the
-    /// device's PASID capability size; the IOMMU's own limit is the driver's to enforce at attach.</para>
+    /// device's PASID capability size capped by its IOMMU's (<see cref="IIommuPasidOps.MaxPasids"/>, 6.2's
+    /// <c>dev_iommu_get_max_pasids</c>): a device behind an IOMMU without PASID support gets none.</para>
     /// <para>The namespace is the one aux domains draw their PASID from (5.15's global ioasid set), so
     /// a global PASID never equals an aux domain's PASID; PASIDs attached with
     /// <see cref="AttachDevicePasid"/> are skipped as well.</para>
@@ -197,7 +198,13 @@ public sealed partial class IommuCore
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        int max = device.HasIommu && device is PciDevice { HasPasidCapability: true } pci ? pci.MaxPasids : 0;
+        long max = device.HasIommu && device is PciDevice { HasPasidCapability: true } pci ? pci.MaxPasids : 0;
+        if (max != 0 && device.IommuOps is IIommuPasidOps ops)
+        {
+            // dev_iommu_get_max_pasids (6.2): the device's width capped by its IOMMU's (0 without PASID support).
+            max = Math.Min(max, ops.MaxPasids(device));
+        }
+
         if (max == 0)
         {
             Fail(Errno.EOPNOTSUPP, $"{device.Name} has no PASIDs (max_pasids 0)");

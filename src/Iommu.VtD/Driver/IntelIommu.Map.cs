@@ -194,6 +194,11 @@ public sealed partial class IntelIommu
             {
                 FlushNestedChildren(_units[i], d);
             }
+
+            if (d.NestedChildren.Count != 0)
+            {
+                FlushNestedChildrenDevIotlb(d);
+            }
         }
 
         // A volatile read first: releasing takes two atomic operations, and most syncs follow unmaps
@@ -285,6 +290,11 @@ public sealed partial class IntelIommu
         for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
         {
             FlushNestedChildren(_units[i], d);
+        }
+
+        if (d.NestedChildren.Count != 0)
+        {
+            FlushNestedChildrenDevIotlb(d);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Numerics;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.VtD.Driver.Format;
@@ -184,7 +185,8 @@ public sealed partial class IntelIommu
     /// <param name="requests">The user's requests.</param>
     /// <param name="processed">How many requests were carried out before a refused one (all on success).</param>
     /// <returns>-EINVAL when <paramref name="nested"/> is not nested, or for a request whose address is not
-    /// 4 KiB aligned or that asks for all pages at an address other than 0; -EOPNOTSUPP for unknown request flags.</returns>
+    /// 4 KiB aligned or that asks for all pages at an address other than 0; -EOPNOTSUPP for unknown request flags.
+    /// Each request is followed by a device-TLB invalidation for the ATS devices of the domain.</returns>
     /// <remarks>6.8+ (<c>IOMMU_HWPT_INVALIDATE</c>). The page count goes to <c>qi_flush_piotlb</c> as given: an
     /// address not aligned to the rounded-up count is aligned down by the encoding, as in the kernel (only the
     /// guest's own view can stay stale).</remarks>
@@ -219,6 +221,9 @@ public sealed partial class IntelIommu
                 }
             }
 
+            // 6.8 nested_flush_dev_iotlb: an ATS device caches the guest's stage-1 results in its ATC too.
+            int mask = r.Npages == ulong.MaxValue ? MaxAgawPfnWidth : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(r.Npages));
+            IommuFlushDevIotlb(nested, r.Addr, mask);
             processed++;
         }
 
@@ -321,6 +326,24 @@ public sealed partial class IntelIommu
                     unit.FlushIotlb(child.IommuDid[unit.SeqId], 0, 0, Dmar.TlbDomain);
                 }
             }
+        }
+    }
+
+    // The device-TLB half of 6.8 parent_domain_flush, after the children's IOTLB flushes: an ATC caches
+    // nested results, and which of them a second-level change touches is unknown, so each ATS device of an
+    // attached child drops everything. The list is copied first: device_domain_lock is taken inside, and
+    // DomainFree takes the two locks the other way round.
+    private void FlushNestedChildrenDevIotlb(DmarDomain parent)
+    {
+        DmarDomain[] children;
+        lock (parent.NestedChildren)
+        {
+            children = [.. parent.NestedChildren];
+        }
+
+        foreach (DmarDomain child in children)
+        {
+            IommuFlushDevIotlb(child, 0, MaxAgawPfnWidth);
         }
     }
 

@@ -16,7 +16,8 @@ public sealed partial class IntelIommu : IIommuPasidOps
     /// <inheritdoc/>
     /// <remarks>
     /// <para>Version: ≈6.5 behaviour (<c>intel_iommu_set_dev_pasid</c> for paging domains; the exact
-    /// version is UNVERIFIED). In order: -ENODEV when no unit of this driver serves the device;
+    /// version is UNVERIFIED). In order: -EOPNOTSUPP for a nested domain (6.7/6.8 give
+    /// nested domains no <c>set_dev_pasid</c>); -ENODEV when no unit of this driver serves the device;
     /// -EOPNOTSUPP when the unit has no scalable mode with PASID (<c>pasid_supported</c>); -ENODEV when
     /// the device has no device info (attached to no RID domain here, so no PASID table; 6.x keeps the
     /// table from probe); -EOPNOTSUPP when the device has no PASID capability (decided: 6.x would write
@@ -41,6 +42,13 @@ public sealed partial class IntelIommu : IIommuPasidOps
         _memory.ThrowIfDisposed();
         DmarDomain d = AsDmar(domain);
         ArgumentNullException.ThrowIfNull(device);
+        if (d.NestParent is not null)
+        {
+            // 6.7/6.8 intel_nested_domain_ops have no set_dev_pasid (the core's -EOPNOTSUPP); the parent's
+            // free would not reach such an entry either.
+            return ErrorDetail.Fail(Errno.EOPNOTSUPP, "a nested domain cannot be attached to a PASID (no set_dev_pasid for nested domains)");
+        }
+
         lock (_deviceDomainLock)
         {
             IntelIommuUnit? unit = DeviceToIommu(device);
@@ -174,6 +182,17 @@ public sealed partial class IntelIommu : IIommuPasidOps
 
             DomainDetachIommu(d, unit);
         }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>6.2 <c>alloc_iommu</c>: <c>2 &lt;&lt; ECAP.PSS</c> when the unit has scalable mode with PASID, else 0
+    /// (and 0 for a device no unit of this driver serves).</remarks>
+    [KernelSymbol("iommu_device.max_pasids", Version = "6.2")]
+    public uint MaxPasids(Device device)
+    {
+        _memory.ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(device);
+        return DeviceToIommu(device) is { PasidSupported: true } unit ? 2u << DmarCap.EcapPss(unit.Ecap) : 0;
     }
 
     // An SVA bind of (device, PASID) exists (until its unbind, whatever the state of its entry). Lock order as

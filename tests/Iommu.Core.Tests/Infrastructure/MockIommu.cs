@@ -250,6 +250,7 @@ public sealed class MockIommu
                 });
             pasid.Setup(o => o.RemoveDevPasid(It.IsAny<Device>(), It.IsAny<uint>()))
                 .Callback((Device dev, uint p) => Record(new DriverCall("remove_dev_pasid", Device: dev, Pasid: p)));
+            pasid.Setup(o => o.MaxPasids(It.IsAny<Device>())).Returns(uint.MaxValue); // no IOMMU limit: the device's width decides
         }
 
         foreach ((OptionalOps group, Action add) in new (OptionalOps, Action)[]

@@ -132,6 +132,8 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("IntelIommu.SetDevPasid", "null device", c => c.Driver.SetDevPasid(c.Domain, null!, 1)),
         Ok("IntelIommu.RemoveDevPasid", "a PASID it never set", c => c.Driver.RemoveDevPasid(c.Dev, 3)),
         X<ArgumentNullException>("IntelIommu.RemoveDevPasid", "null device", c => { c.Driver.RemoveDevPasid(null!, 3); return null; }),
+        V("IntelIommu.MaxPasids", "device on another bus", c => c.Driver.MaxPasids(c.Orphan), 0u),
+        X<ArgumentNullException>("IntelIommu.MaxPasids", "null device", c => c.Driver.MaxPasids(null!)),
         E("IntelIommu.DomainGetAttr", "undefined attribute", c => c.Driver.DomainGetAttr(c.Domain, (DomainAttr)99, out _), Errno.EINVAL),
         V("IntelIommu.Capable", "undefined capability", c => c.Driver.Capable((IommuCap)99), false),
         V("IntelIommu.DomainAlloc", "undefined domain type", c => c.Driver.DomainAlloc((DomainType)99), null),
