@@ -1,3 +1,4 @@
+using CsCheck;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.VtD.Driver;
@@ -112,6 +113,74 @@ public sealed class NestedPasidAuditTests
         Assert.True(e is null || (e[0] & 1) == 0, "set_dev_pasid of a nested domain wrote a PASID entry");
         Assert.False(translated);
         Assert.Equal(dids, f.Driver.Units[0].DomainIdsInUse);
+    }
+
+    // Isolation oracle over random sequences: an ATS device in a nested domain reads VA 0x7010 through its ATC
+    // and through the unit; it must reach exactly host(guest target) while attached and the parent maps the
+    // target, and fault otherwise, whatever the ATC and IOTLB held before.
+    [Fact]
+    public void Random_parent_and_guest_changes_never_leave_a_stale_nested_translation()
+    {
+        Gen.Int[0, 4].Array[1, 24].Sample(ops =>
+        {
+            using DriverBed f = NewFl(AtsConfig);
+            PciDevice dev = AtsDevice(f, "0000:00:03.0");
+            (DmarDomain parent, DmarDomain nested) = GuestNested(f);
+            Assert.Equal(Errno.None, f.Driver.AttachNestedDev(nested, dev));
+            bool attached = true;
+            int target = 0; // the guest's VA 0x7000 → GuestPage + target * 4 KiB
+            bool[] mapped = [true, true];
+            foreach (int op in ops)
+            {
+                switch (op)
+                {
+                    case 0: // the host toggles one guest page in the parent
+                        int page = mapped[target] ? target : 1 - target;
+                        ulong gpa = GuestPage + ((ulong)page * K4);
+                        if (mapped[page])
+                        {
+                            Assert.Equal(K4, f.Iommu.Unmap(parent, gpa, K4));
+                        }
+                        else
+                        {
+                            Assert.Equal(Errno.None, f.Iommu.Map(parent, gpa, HostPage + ((ulong)page * K4), K4, RW));
+                        }
+
+                        mapped[page] = !mapped[page];
+                        break;
+                    case 1: // the guest retargets VA 0x7000 and invalidates
+                        target = 1 - target;
+                        f.Platform.Memory.WriteUInt64(HostBase + 0x4000 + (7 * 8), (GuestPage + ((ulong)target * K4)) | Table);
+                        Assert.Equal(Errno.None, f.Driver.CacheInvalidateUser(nested, [new IommuHwptVtdS1Invalidate(0x7000, 1, IommuVtdInv.Leaf)], out _));
+                        break;
+                    case 2:
+                        if (attached)
+                        {
+                            f.Driver.DetachDev(nested, dev);
+                        }
+                        else
+                        {
+                            Assert.Equal(Errno.None, f.Driver.AttachNestedDev(nested, dev));
+                        }
+
+                        attached = !attached;
+                        break;
+                    case 3:
+                        f.Iommu.FlushIotlbAll(parent);
+                        break;
+                    default: // the guest invalidates everything
+                        Assert.Equal(Errno.None, f.Driver.CacheInvalidateUser(nested, [new IommuHwptVtdS1Invalidate(0, ulong.MaxValue, IommuVtdInv.None)], out _));
+                        break;
+                }
+
+                bool reach = attached && mapped[target];
+                ulong want = HostPage + ((ulong)target * K4) + 0x10;
+                foreach (DmaResult r in new[] { AtsRead(dev, null, 0x7010), Read(dev, null, 0x7010) })
+                {
+                    Assert.True(reach ? r.IsOk && r.Address == want : !r.IsOk, $"after op {op}: {r} (attached {attached}, target {target}, mapped {mapped[target]})");
+                }
+            }
+        }, iter: 60);
     }
 
     // 6.4 iommu_alloc_global_pasid: max_pasids = min(device PASID capability, the IOMMU instance's
