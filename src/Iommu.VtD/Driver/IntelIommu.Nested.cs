@@ -222,7 +222,8 @@ public sealed partial class IntelIommu
             }
 
             // 6.8 nested_flush_dev_iotlb: an ATS device caches the guest's stage-1 results in its ATC too.
-            int mask = r.Npages == ulong.MaxValue ? MaxAgawPfnWidth : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(r.Npages));
+            // Above 2^52 pages, all of them (the kernel's roundup overflows above 2^63 into a one-page mask).
+            int mask = r.Npages == ulong.MaxValue || r.Npages > 1UL << MaxAgawPfnWidth ? MaxAgawPfnWidth : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(r.Npages));
             IommuFlushDevIotlb(nested, r.Addr, mask);
             processed++;
         }

@@ -356,7 +356,9 @@ public sealed class IntelIommuUnit
             return;
         }
 
-        if (npages == ulong.MaxValue)
+        // More pages than a 64-bit space holds flush everything too: 5.15/6.8 take the mask as
+        // ilog2(__roundup_pow_of_two(npages)), which above 2^63 shifts by 64 and flushes one page.
+        if (npages == ulong.MaxValue || npages > 1UL << 52)
         {
             Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0);
             return;

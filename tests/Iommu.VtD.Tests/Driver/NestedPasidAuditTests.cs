@@ -91,6 +91,26 @@ public sealed class NestedPasidAuditTests
         Assert.Contains(qi.Since(), d => d.Type == DescDevTlb);
     }
 
+    // A page count above the address space (but not U64_MAX) must invalidate everything: 6.8 takes the mask as
+    // ilog2(__roundup_pow_of_two(npages)), which for npages > 2^63 shifts 1 by 64 and comes out as a one-page
+    // flush, leaving the retargeted page's stale translation in the IOTLB and the ATC. We flush all instead.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void User_invalidation_of_more_pages_than_the_address_space_flushes_everything(bool ats)
+    {
+        using DriverBed f = NewFl(AtsConfig);
+        PciDevice dev = AtsDevice(f, "0000:00:03.0");
+        (_, DmarDomain nested) = GuestNested(f);
+        Assert.Equal(Errno.None, f.Driver.AttachNestedDev(nested, dev));
+        Assert.Equal(HostPage + 0x10, ats ? AtsRead(dev, null, 0x7010).Address : Read(dev, null, 0x7010).PhysicalAddress);
+
+        f.Platform.Memory.WriteUInt64(HostBase + 0x4000 + (7 * 8), (GuestPage + K4) | Table);
+        Assert.Equal(Errno.None, f.Driver.CacheInvalidateUser(nested, [new IommuHwptVtdS1Invalidate(0, (1UL << 63) + 1, IommuVtdInv.Leaf)], out int processed));
+        Assert.Equal(1, processed);
+        Assert.Equal(HostPage + K4 + 0x10, ats ? AtsRead(dev, null, 0x7010).Address : Read(dev, null, 0x7010).PhysicalAddress);
+    }
+
     // 6.7/6.8 intel_nested_domain_ops = { attach_dev, free[, cache_invalidate_user] }: no set_dev_pasid, so
     // iommu_attach_device_pasid answers -EOPNOTSUPP. The driver's own entry point must refuse a nested domain
     // too: its SetDevPasid would otherwise program an entry the parent's free (which detaches only the
