@@ -169,17 +169,20 @@ public sealed class FaultReportingTests : IDisposable
     {
         PciDevice dev = ProbedDevice();
         RecordPageResponses(dev);
-        const int Rounds = 20_000;
+        // At least Rounds rounds, and on until a report has reached the handler before an unregister (on a loaded
+        // machine the unregistering thread can win every race of the first rounds); both threads decide to stop
+        // after the same barrier, from the same count.
+        const int Rounds = 20_000, MaxRounds = 400_000;
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
         using var barrier = new Barrier(2);
-        var wins = new int[Rounds];
+        var wins = new int[MaxRounds];
         long answered = 0;
 
         void Run(bool reporter)
         {
             try
             {
-                for (int r = 0; r < Rounds && errors.IsEmpty; r++)
+                for (int r = 0; r < MaxRounds && errors.IsEmpty && (r < Rounds || Interlocked.Read(ref answered) == 0); r++)
                 {
                     barrier.SignalAndWait();
                     if (Core.RegisterDeviceFaultHandler(dev, (_, _) => Errno.None, null) == Errno.None)
@@ -204,7 +207,7 @@ public sealed class FaultReportingTests : IDisposable
                                 errors.Enqueue($"round {r}: a reported page request could not be answered: {e}");
                             }
 
-                            answered++;
+                            Interlocked.Increment(ref answered);
                         }
                     }
                     else
