@@ -192,7 +192,7 @@ public sealed partial class IntelIommu : IIommuPasidOps
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-        return DeviceToIommu(device) is { PasidSupported: true } unit ? 2u << DmarCap.EcapPss(unit.Ecap) : 0;
+        return DeviceToIommu(device) is { PasidSupported: true } unit ? (uint)Math.Min(2UL << DmarCap.EcapPss(unit.Ecap), uint.MaxValue) : 0; // 2UL: PSS may be 31
     }
 
     // An SVA bind of (device, PASID) exists (until its unbind, whatever the state of its entry). Lock order as
