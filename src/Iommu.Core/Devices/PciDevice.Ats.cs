@@ -98,7 +98,8 @@ public sealed partial class PciDevice
     /// <param name="pasid">PASID of the response, or null for a response without PASID (then any PASID matches).</param>
     /// <param name="groupIndex">PRGI of the group answered.</param>
     /// <param name="responseCode">PCIe response code: 0 Success, 1 Invalid Request, anything else Response Failure (the device disables its PRI).</param>
-    /// <remarks>A response that matches no outstanding request is ignored, as a device ignores a stray response.</remarks>
+    /// <remarks>A response that matches no outstanding request is ignored, as a device ignores a stray response. A Response
+    /// Failure fails every outstanding request whatever its index (PCIe lets the host drop the index in that response).</remarks>
     public void ReceivePageGroupResponse(uint? pasid, int groupIndex, int responseCode)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
@@ -107,7 +108,8 @@ public sealed partial class PciDevice
         {
             foreach (KeyValuePair<(uint Tag, ulong Page), PageRequestState> e in _pageRequests)
             {
-                if (e.Value.GroupIndex == groupIndex && e.Value.Response is null && (pasid is null || e.Key.Tag == pasid.Value))
+                // A Response Failure need not carry the group's index and stops PRI: nothing outstanding will be answered.
+                if (e.Value.Response is null && (failure || (e.Value.GroupIndex == groupIndex && (pasid is null || e.Key.Tag == pasid.Value))))
                 {
                     e.Value.Response = responseCode;
                 }

@@ -144,6 +144,8 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// <para>Event rule: the event fires only when PRS had neither PPR nor PRO before this request; it sets PECTL.IP and,
     /// when PECTL.IM is clear, sends the interrupt and clears IP. Writing PRS so that PPR and PRO are both clear clears IP;
     /// clearing IM with IP set sends the interrupt.</para>
+    /// <para>Execute and privileged requested (ER, PM) come from the PASID prefix, so a request without PASID is written
+    /// with both clear whatever the message says.</para>
     /// <para>Stop markers (LPIG with neither read nor write) are queued like any request (software drops them). Private
     /// data (PDP) is not modelled: descriptors carry PDP = 0 and q2 = q3 = 0. QEMU's implicit P_IOTLB invalidation
     /// before queueing is not modelled: the translation request that preceded found no usable entry.</para>
@@ -184,9 +186,13 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         ulong page = request.Address & ~0xFFFUL;
         bool hasPasid = request.Pasid.HasValue;
         uint pasid = request.Pasid.GetValueOrDefault();
+
+        // Execute and privilege travel in the PASID prefix: a request without one carries neither.
+        bool execute = hasPasid && request.Execute;
+        bool privileged = hasPasid && request.Privileged;
         DmaRequestAttributes attrs = PageRequestMarker
-            | (request.Privileged ? DmaRequestAttributes.Privileged : 0)
-            | (request.Execute ? DmaRequestAttributes.Execute : 0);
+            | (privileged ? DmaRequestAttributes.Privileged : 0)
+            | (execute ? DmaRequestAttributes.Execute : 0);
         ulong rt = Volatile.Read(ref _rootTable);
         if (((rt >> 10) & 3) != 1)
         {
@@ -230,7 +236,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
                 else if (_memory.Contains(slot, 32))
                 {
                     _memory.WriteUInt64(slot, VtdFormat.PrqDescType | (hasPasid ? VtdFormat.PrqPasidPresent : 0) | ((ulong)sid << VtdFormat.PrqRidShift)
-                        | ((ulong)pasid << VtdFormat.PrqPasidShift) | (request.Execute ? VtdFormat.PrqExecute : 0) | (request.Privileged ? VtdFormat.PrqPrivileged : 0));
+                        | ((ulong)pasid << VtdFormat.PrqPasidShift) | (execute ? VtdFormat.PrqExecute : 0) | (privileged ? VtdFormat.PrqPrivileged : 0));
                     _memory.WriteUInt64(slot + 8, page | (request.Read ? VtdFormat.PrqRead : 0) | (request.Write ? VtdFormat.PrqWrite : 0)
                         | (request.LastInGroup ? VtdFormat.PrqLastInGroup : 0) | ((ulong)(uint)request.GroupIndex << VtdFormat.PrqGroupIndexShift));
                     _memory.WriteUInt64(slot + 16, 0);
