@@ -133,7 +133,9 @@ public sealed partial class IntelIommu
     /// 6.7+. The IOMMU core's group bookkeeping is not involved (iommufd attaches through its own paths):
     /// the core still believes the device is in its previous domain. The capability checks run before the
     /// device leaves that domain, so a refused attach changes nothing; 6.7 blocks translation first.
-    /// WPE is written only with SRE (6.7 ignores it otherwise).
+    /// WPE is written only with SRE (6.7 ignores it otherwise). 6.7 answers -ENODEV whenever the parent is
+    /// wider than the unit, before preparing it, which fails a fresh 57-bit parent on a 4-level unit; here an
+    /// empty parent is shrunk to the unit's width as a first attach would (only one in use is refused).
     /// </remarks>
     [KernelSymbol("intel_nested_attach_dev", Version = "6.7")]
     public Errno AttachNestedDev(DmarDomain nested, Device device)
