@@ -11,8 +11,8 @@ namespace Iommu.Memory;
 /// Why not <c>malloc</c> (<see cref="NativeMemory"/>): glibc serves a 2 MiB block with <c>mmap</c> only
 /// until the process frees one; then its mmap threshold rises and later blocks come from its heap, as
 /// pages other allocations used and left scattered in physical memory. Page walks over tables in such
-/// blocks ran 30–40% slower than over freshly mapped ones in the same process (a table working set near
-/// the L2 size: scattered physical pages fill some cache sets past their ways), so one platform's
+/// blocks ran 30–40% slower than over freshly mapped ones in the same process (most likely a table
+/// working set near the L2 size whose scattered physical pages fill some cache sets past their ways), so one platform's
 /// speed depended on what the process had freed before it. A fresh anonymous mapping also costs
 /// nothing until touched, as the sparse chunks of a large memory need.
 /// </remarks>
