@@ -190,14 +190,9 @@ public sealed partial class IntelIommu
             }
 
             // Nested domains over this one cache combined translations under their own DIDs.
-            for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
-            {
-                FlushNestedChildren(_units[i], d);
-            }
-
             if (d.NestedChildren.Count != 0)
             {
-                FlushNestedChildrenDevIotlb(d);
+                ParentDomainFlush(d);
             }
         }
 
@@ -287,14 +282,9 @@ public sealed partial class IntelIommu
             FlushDevIotlbAll(unit, d);
         }
 
-        for (int i = 0; d.NestedChildren.Count != 0 && i < _units.Length; i++)
-        {
-            FlushNestedChildren(_units[i], d);
-        }
-
         if (d.NestedChildren.Count != 0)
         {
-            FlushNestedChildrenDevIotlb(d);
+            ParentDomainFlush(d);
         }
     }
 

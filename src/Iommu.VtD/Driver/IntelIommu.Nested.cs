@@ -224,8 +224,7 @@ public sealed partial class IntelIommu
             }
 
             // 6.8 nested_flush_dev_iotlb: an ATS device caches the guest's stage-1 results in its ATC too.
-            // Above 2^52 pages, all of them (the kernel's roundup overflows above 2^63 into a one-page mask).
-            int mask = r.Npages == ulong.MaxValue || r.Npages > 1UL << MaxAgawPfnWidth ? MaxAgawPfnWidth : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(r.Npages));
+            int mask = IntelIommuUnit.FlushesAllPages(r.Npages) ? MaxAgawPfnWidth : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(r.Npages));
             IommuFlushDevIotlb(nested, r.Addr, mask);
             processed++;
         }
@@ -332,12 +331,17 @@ public sealed partial class IntelIommu
         }
     }
 
-    // The device-TLB half of 6.8 parent_domain_flush, after the children's IOTLB flushes: an ATC caches
-    // nested results, and which of them a second-level change touches is unknown, so each ATS device of an
-    // attached child drops everything. The list is copied first: device_domain_lock is taken inside, and
-    // DomainFree takes the two locks the other way round.
-    private void FlushNestedChildrenDevIotlb(DmarDomain parent)
+    // 6.8 parent_domain_flush, after a change to the parent's tables: each unit's IOTLB entries of the nested
+    // children, then their device TLBs (an ATC caches nested results, and which of them a second-level change
+    // touches is unknown, so each ATS device of an attached child drops everything). The list is copied first:
+    // device_domain_lock is taken inside, and DomainFree takes the two locks the other way round.
+    private void ParentDomainFlush(DmarDomain parent)
     {
+        foreach (IntelIommuUnit unit in _units)
+        {
+            FlushNestedChildren(unit, parent);
+        }
+
         DmarDomain[] children;
         lock (parent.NestedChildren)
         {

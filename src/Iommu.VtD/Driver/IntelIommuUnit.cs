@@ -356,9 +356,7 @@ public sealed class IntelIommuUnit
             return;
         }
 
-        // More pages than a 64-bit space holds flush everything too: 5.15/6.8 take the mask as
-        // ilog2(__roundup_pow_of_two(npages)), which above 2^63 shifts by 64 and flushes one page.
-        if (npages == ulong.MaxValue || npages > 1UL << 52)
+        if (FlushesAllPages(npages))
         {
             Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranNonGlobalPasid), 0);
             return;
@@ -368,6 +366,11 @@ public sealed class IntelIommuUnit
         ulong aligned = addr & ~((1UL << (12 + am)) - 1);
         Submit(QiDescriptor.PasidIotlb(did, pasid, QiDescriptor.GranPsiPasid), QiDescriptor.PasidIotlbAddress(aligned, ih, am));
     }
+
+    // Whether a flush of npages pages is a flush of everything: U64_MAX, or more pages than a 64-bit space
+    // holds. 5.15/6.8 take the mask as ilog2(__roundup_pow_of_two(npages)), which above 2^63 shifts by 64
+    // and flushes one page.
+    internal static bool FlushesAllPages(ulong npages) => npages == ulong.MaxValue || npages > 1UL << 52;
 
     /// <summary>Device-TLB invalidation of a function's translations without PASID (<c>qi_flush_dev_iotlb</c>), 2^<paramref name="mask"/> pages at <paramref name="addr"/>.</summary>
     internal void FlushDevIotlb(ushort sid, ushort pfsid, int qdep, ulong addr, int mask)
