@@ -316,6 +316,43 @@ public sealed partial class VtdUnit
     /// error 0x9, reserved 0xB, then AW/TT validity 0x3). A not-present context entry is returned
     /// with <see cref="ContextCacheEntry.Present"/> false and its FPD, which applies to fault 0x2.
     /// </remarks>
+    /// <summary>
+    /// Reads the 64-bit words of one table entry as one fetch, a snapshot of a single moment.
+    /// </summary>
+    /// <remarks>
+    /// Hardware reads an entry in one memory transaction, while software changes it one 64-bit word
+    /// at a time: the kernel clears the word with P first when it tears an entry down, and sets P last
+    /// when it programs one. Read word by word, a walk could pair the old present word with a DID word
+    /// already cleared, and cache a live entry under DID 0, which no invalidation of the entry's real
+    /// DID retires: the device then kept translating through a domain it had left (found by the DMA
+    /// API race with default-domain detach and reattach). So the words are read again until two reads
+    /// agree: each word then held its value from its first read to its second, an interval that
+    /// contains the moment between the two passes.
+    /// </remarks>
+    private void FetchEntry(ulong pa, Span<ulong> words)
+    {
+        for (int i = 0; i < words.Length; i++)
+        {
+            words[i] = _memory.ReadUInt64(pa + ((ulong)i * 8));
+        }
+
+        bool changed;
+        do
+        {
+            changed = false;
+            for (int i = 0; i < words.Length; i++)
+            {
+                ulong w = _memory.ReadUInt64(pa + ((ulong)i * 8));
+                if (w != words[i])
+                {
+                    words[i] = w;
+                    changed = true;
+                }
+            }
+        }
+        while (changed);
+    }
+
     private VtdFaultReason ReadLegacyContext(ulong rootTable, ushort sid, out ContextCacheEntry ctx)
     {
         ctx = default;
@@ -325,8 +362,9 @@ public sealed partial class VtdUnit
             return VtdFaultReason.RootTableInvalid;
         }
 
-        ulong r0 = _memory.ReadUInt64(rootPa);
-        ulong r1 = _memory.ReadUInt64(rootPa + 8);
+        Span<ulong> root = stackalloc ulong[2];
+        FetchEntry(rootPa, root);
+        ulong r0 = root[0], r1 = root[1];
         if ((r0 & VtdFormat.Present) == 0)
         {
             return VtdFaultReason.RootEntryNotPresent;
@@ -343,8 +381,9 @@ public sealed partial class VtdUnit
             return VtdFaultReason.ContextTableInvalid;
         }
 
-        ulong c0 = _memory.ReadUInt64(ctxPa);
-        ulong c1 = _memory.ReadUInt64(ctxPa + 8);
+        Span<ulong> entry = stackalloc ulong[2];
+        FetchEntry(ctxPa, entry);
+        ulong c0 = entry[0], c1 = entry[1];
         ctx.Fpd = (c0 & VtdFormat.Fpd) != 0;
         if ((c0 & VtdFormat.Present) == 0)
         {
@@ -517,10 +556,9 @@ public sealed partial class VtdUnit
             return VtdFaultReason.ScalableContextTableReadError;
         }
 
-        ulong c0 = _memory.ReadUInt64(ctxPa);
-        ulong c1 = _memory.ReadUInt64(ctxPa + 8);
-        ulong c2 = _memory.ReadUInt64(ctxPa + 16);
-        ulong c3 = _memory.ReadUInt64(ctxPa + 24);
+        Span<ulong> entry = stackalloc ulong[4];
+        FetchEntry(ctxPa, entry);
+        ulong c0 = entry[0], c1 = entry[1], c2 = entry[2], c3 = entry[3];
         ctx.Fpd = (c0 & VtdFormat.Fpd) != 0;
         if ((c0 & VtdFormat.Present) == 0)
         {
@@ -586,7 +624,9 @@ public sealed partial class VtdUnit
             return VtdFaultReason.PasidTableReadError;
         }
 
-        ulong q0 = _memory.ReadUInt64(pePa);
+        Span<ulong> entry = stackalloc ulong[8];
+        FetchEntry(pePa, entry);
+        ulong q0 = entry[0];
         pe.Fpd |= (q0 & VtdFormat.Fpd) != 0;
         if ((q0 & VtdFormat.Present) == 0)
         {
@@ -594,13 +634,9 @@ public sealed partial class VtdUnit
             return VtdFaultReason.None;
         }
 
-        ulong q1 = _memory.ReadUInt64(pePa + 8);
-        ulong q2 = _memory.ReadUInt64(pePa + 16);
-        ulong rest = 0;
-        for (ulong i = 3; i < 8; i++)
-        {
-            rest |= _memory.ReadUInt64(pePa + (i * 8));
-        }
+        ulong q1 = entry[1];
+        ulong q2 = entry[2];
+        ulong rest = entry[3] | entry[4] | entry[5] | entry[6] | entry[7];
 
         // SRE, ERE and EAFE are reserved without the capability that gives them meaning.
         ulong q2Reserved = VtdFormat.PasidReservedQ2 | ~_hawMask
