@@ -489,21 +489,36 @@ public sealed class IntelIommuUnit
     // and the rest of the queue up to IQT, so the queue goes on without a tail write and nothing is
     // fetched twice. The kernel returns -EINVAL to the flush caller (here, the exception). 5.15 rewrites
     // the slot only when IQH is the submission's first descriptor and otherwise polls on with IQE set,
-    // for ever; any slot of the submission is rewritten here.
+    // for ever; any slot of the submission is rewritten here, and so is every later rejected one the
+    // unit stops at after the clear (a single rewrite left IQE set at the second and every later
+    // submission failed behind it).
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void QueueError(int start, int waitIndex, ulong firstQ0, ulong firstQ1)
     {
         ulong iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
         Log.QueueError(_log, SeqId, firstQ0, _mmio.Read64Unguarded(Dmar.IqercdReg), iqh);
-        int head = (int)(iqh >> _qiShift) & (_qiEntries - 1);
         int length = ((waitIndex - start) & (_qiEntries - 1)) + 1;
-        if (((head - start) & (_qiEntries - 1)) < length)
+        ref ulong wait = ref _frames.Region.Entry(_qiBase + ((ulong)waitIndex << _qiShift));
+        while (true)
         {
-            ref ulong wait = ref _frames.Region.Entry(_qiBase + ((ulong)waitIndex << _qiShift));
-            WriteDescriptor(head, wait, Unsafe.Add(ref wait, 1), _qiShift == 5 ? Unsafe.Add(ref wait, 2) : 0, _qiShift == 5 ? Unsafe.Add(ref wait, 3) : 0);
+            int head = (int)(iqh >> _qiShift) & (_qiEntries - 1);
+            int offset = (head - start) & (_qiEntries - 1);
+            if (offset < length)
+            {
+                WriteDescriptor(head, wait, Unsafe.Add(ref wait, 1), _qiShift == 5 ? Unsafe.Add(ref wait, 2) : 0, _qiShift == 5 ? Unsafe.Add(ref wait, 3) : 0);
+            }
+
+            _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
+
+            // Each pass moves the head on past one rewritten slot, so this ends by the submission's wait.
+            if (offset >= length - 1 || (_mmio.Read32Unguarded(Dmar.FstsReg) & Dmar.FstsIqe) == 0)
+            {
+                break;
+            }
+
+            iqh = _mmio.Read64Unguarded(Dmar.IqhReg);
         }
 
-        _mmio.Write32Unguarded(Dmar.FstsReg, Dmar.FstsIqe);
         throw new InvalidOperationException($"DMAR unit {SeqId} rejected invalidation descriptor 0x{firstQ0:x}/0x{firstQ1:x} (IQE).");
     }
 
