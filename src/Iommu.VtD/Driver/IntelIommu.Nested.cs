@@ -215,21 +215,49 @@ public sealed partial class IntelIommu
                 return ErrorDetail.Fail(Errno.EINVAL, $"request {processed}: address 0x{r.Addr:x} is not 4 KiB aligned, or all pages were asked from a non-zero address");
             }
 
+            (ulong addr, ulong npages, int mask) = AlignedFlushRange(r.Addr, r.Npages);
             foreach (IntelIommuUnit unit in _units)
             {
                 if (nested.IommuRefcnt[unit.SeqId] > 0)
                 {
-                    DomainFlushPiotlb(unit, nested, r.Addr, r.Npages, (r.Flags & IommuVtdInv.Leaf) != 0);
+                    DomainFlushPiotlb(unit, nested, addr, npages, (r.Flags & IommuVtdInv.Leaf) != 0);
                 }
             }
 
             // 6.8 nested_flush_dev_iotlb: an ATS device caches the guest's stage-1 results in its ATC too.
-            int mask = IntelIommuUnit.FlushesAllPages(r.Npages) ? MaxAgawPfnWidth : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(r.Npages));
-            IommuFlushDevIotlb(nested, r.Addr, mask);
+            IommuFlushDevIotlb(nested, addr, mask);
             processed++;
         }
 
         return Errno.None;
+    }
+
+    // The naturally aligned block of 2^mask pages that covers [addr, addr + npages), as 6.10's
+    // calculate_psi_aligned_address computes it (npages = U64_MAX for all pages when no smaller block does).
+    // 6.8 takes the mask from npages alone and aligns addr down to it (a WARN), so a range that straddles
+    // that alignment, 2 pages at page 1 say, lost its last pages; the user API allows any 4 KiB address.
+    private static (ulong Addr, ulong Npages, int Mask) AlignedFlushRange(ulong addr, ulong npages)
+    {
+        if (IntelIommuUnit.FlushesAllPages(npages))
+        {
+            return (0, ulong.MaxValue, MaxAgawPfnWidth);
+        }
+
+        if (npages == 0)
+        {
+            return (addr, 0, 0); // nothing to flush (a WARN in the kernel); the device-TLB flush stays one page, as 6.8
+        }
+
+        int mask = BitOperations.Log2(BitOperations.RoundUpToPowerOf2(npages));
+        ulong pfn = addr >> 12;
+        ulong bitmask = (1UL << mask) - 1;
+        if ((pfn & bitmask) != 0)
+        {
+            ulong shared = ~(pfn ^ (pfn + npages - 1)) & ~bitmask;
+            mask = shared != 0 ? BitOperations.TrailingZeroCount(shared) : MaxAgawPfnWidth;
+        }
+
+        return mask >= MaxAgawPfnWidth ? (0, ulong.MaxValue, MaxAgawPfnWidth) : ((pfn & ~((1UL << mask) - 1)) << 12, 1UL << mask, mask);
     }
 
     // The capability checks of intel_pasid_setup_nested (6.7 order), which need no entry.
