@@ -233,7 +233,8 @@ public sealed partial class IntelIommu
     }
 
     // The naturally aligned block of 2^mask pages that covers [addr, addr + npages), as 6.10's
-    // calculate_psi_aligned_address computes it (npages = U64_MAX for all pages when no smaller block does).
+    // calculate_psi_aligned_address computes it, with the later fix that makes the page count follow a
+    // widened mask (npages = U64_MAX for all pages when no smaller block does).
     // 6.8 takes the mask from npages alone and aligns addr down to it (a WARN), so a range that straddles
     // that alignment, 2 pages at page 1 say, lost its last pages; the user API allows any 4 KiB address.
     private static (ulong Addr, ulong Npages, int Mask) AlignedFlushRange(ulong addr, ulong npages)
