@@ -44,6 +44,11 @@ public sealed partial class IommuCore
             {
                 ret = AttachDeviceInternal(def, device);
             }
+
+            if (ret == Errno.None)
+            {
+                CreateDeviceDirectMappings(group, device);
+            }
         }
 
         if (ret != Errno.None)
@@ -113,6 +118,13 @@ public sealed partial class IommuCore
                     if (group.DefaultDomain is not IDomain def)
                     {
                         continue;
+                    }
+
+                    // iommu_group_create_direct_mappings: before the attach, so the device never runs
+                    // in the new domain without its firmware-reserved (RMRR) ranges.
+                    foreach (Device d in group.DeviceList)
+                    {
+                        CreateDeviceDirectMappings(group, d);
                     }
 
                     foreach (Device d in group.DeviceList)
@@ -195,6 +207,75 @@ public sealed partial class IommuCore
         }
 
         return ret;
+    }
+
+    // iommu_create_device_direct_mappings: identity-maps the device's DIRECT and DIRECT_RELAXABLE reserved
+    // regions into a DMA-API default domain (an identity domain maps everything already, an UNMANAGED one
+    // is its user's business). Pages some other device of the group already had mapped are skipped, the
+    // rest is mapped in runs. Errors are ignored by its callers, as in 5.15. The kernel flushes the IOTLB
+    // even when nothing was mapped; here only after a map (a flush of a fresh domain changes nothing).
+    private void CreateDeviceDirectMappings(IommuGroup group, Device device)
+    {
+        IDomain? domain = group.DefaultDomain;
+        if (domain is null || (domain.Type & DomainType.Dma) != DomainType.Dma
+            || device.IommuOps is not IIommuResvRegionsOps resvOps)
+        {
+            return;
+        }
+
+        ulong bitmap = domain.PgsizeBitmap;
+        if (bitmap == 0)
+        {
+            return;
+        }
+
+        ulong pgSize = 1UL << System.Numerics.BitOperations.TrailingZeroCount(bitmap);
+        var regions = new List<IommuResvRegion>();
+        resvOps.GetResvRegions(device, regions);
+        bool mapped = false;
+        foreach (IommuResvRegion entry in regions)
+        {
+            if (entry.Type is not (IommuResvType.Direct or IommuResvType.DirectRelaxable) || entry.Length == 0)
+            {
+                continue;
+            }
+
+            // ALIGN() both ends up: a partial first page is left out, a partial last page is mapped whole.
+            ulong start = AlignUp(entry.Start, pgSize);
+            ulong end = AlignUp(entry.Start + entry.Length, pgSize);
+            ulong mapSize = 0;
+            for (ulong addr = start; addr <= end; addr += pgSize)
+            {
+                if (addr != end && IovaToPhys(domain, addr) == 0)
+                {
+                    mapSize += pgSize;
+                    continue;
+                }
+
+                if (mapSize != 0)
+                {
+                    if (Map(domain, addr - mapSize, addr - mapSize, mapSize, entry.Prot) != Errno.None)
+                    {
+                        return; // 5.15 gives up without the flush
+                    }
+
+                    mapped = true;
+                    mapSize = 0;
+                }
+
+                if (addr == end)
+                {
+                    break;
+                }
+            }
+        }
+
+        if (mapped)
+        {
+            FlushIotlbAll(domain);
+        }
+
+        static ulong AlignUp(ulong value, ulong align) => (value + align - 1) & ~(align - 1);
     }
 
     // iommu_group_alloc_default_domain: the configured type, falling back to DMA; failure leaves none.
