@@ -46,6 +46,60 @@ public sealed class PciBus : Bus
         }
     }
 
+    // Copy-on-write, read without a lock: the readers (the IOMMU driver's attach and reserved-region
+    // callbacks) run under a group's mutex, which device_add and device_del take inside the bus lock.
+    private (ulong Base, ulong End, PciAddress[] Scope)[] _rmrrs = [];
+
+    /// <summary>
+    /// Declares a Reserved Memory Region Reporting structure of the ACPI DMAR table: firmware keeps
+    /// DMA going to <paramref name="baseAddress"/>..<paramref name="endAddress"/> for the devices in
+    /// <paramref name="scope"/> (or below a bridge there) after boot, so the IOMMU driver reports the
+    /// range as a direct (identity) reserved region of those devices and refuses to hand them to an
+    /// API user (UNMANAGED domain attach fails with -EPERM).
+    /// </summary>
+    /// <param name="baseAddress">First byte of the region (page-aligned).</param>
+    /// <param name="endAddress">Last byte of the region (inclusive; the byte after it page-aligned).</param>
+    /// <param name="scope">Devices, or bridges covering everything below them, the region belongs to.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The region is empty, inverted or not made of whole pages.</exception>
+    [KernelSymbol("struct dmar_rmrr_unit")]
+    public void AddRmrr(ulong baseAddress, ulong endAddress, params PciAddress[] scope)
+    {
+        using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(scope);
+
+        // dmar_parse_one_rmrr only warns about such firmware (FW_BUG) and keeps the entry; the model refuses it,
+        // as a range of partial pages cannot be identity-mapped as the firmware meant.
+        if (endAddress <= baseAddress || (baseAddress & (Sizes.Page - 1)) != 0 || ((endAddress + 1) & (Sizes.Page - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(endAddress), $"RMRR 0x{baseAddress:x}..0x{endAddress:x} is not a non-empty run of whole pages.");
+        }
+
+        lock (SyncRoot)
+        {
+            Volatile.Write(ref _rmrrs, [.. _rmrrs, (baseAddress, endAddress, [.. scope])]);
+        }
+    }
+
+    // The RMRRs whose scope names the device or a bridge above it (for_each_active_dev_scope with
+    // is_downstream_to_pci_bridge), as (first byte, last byte), in declaration order.
+    internal List<(ulong Base, ulong End)> RmrrsOf(PciDevice device)
+    {
+        var list = new List<(ulong Base, ulong End)>();
+        foreach ((ulong b, ulong e, PciAddress[] scope) in Volatile.Read(ref _rmrrs))
+        {
+            for (PciDevice? d = device; d is not null; d = d.Upstream)
+            {
+                if (Array.IndexOf(scope, d.Address) >= 0)
+                {
+                    list.Add((b, e));
+                    break;
+                }
+            }
+        }
+
+        return list;
+    }
+
     /// <summary>
     /// The remapping unit that covers <paramref name="device"/> (<c>dmar_find_matched_drhd_unit</c>):
     /// a unit whose scope names the device or a bridge above it, else the catch-all unit, else null.
