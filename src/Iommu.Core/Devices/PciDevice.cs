@@ -69,8 +69,17 @@ public sealed partial class PciDevice : Device
     [KernelSymbol("siov_find_pci_dvsec")]
     public bool HasScalableIovDvsec => Spec.ScalableIov;
 
-    /// <summary>Named in an RMRR: the device's DMA mapping is locked by firmware.</summary>
-    public bool RmrrLocked => Spec.RmrrLocked;
+    /// <summary>
+    /// Named in an RMRR, by <see cref="PciDeviceSpec.RmrrLocked"/> or by the scope of a region declared
+    /// with <see cref="PciBus.AddRmrr"/> (<c>device_is_rmrr_locked</c>): the device's DMA mapping is
+    /// locked by firmware.
+    /// </summary>
+    /// <remarks>
+    /// The model has no PCI class codes, so the USB and graphics exception of <c>device_rmrr_is_relaxable</c>
+    /// does not apply: every RMRR locks its devices.
+    /// </remarks>
+    [KernelSymbol("device_is_rmrr_locked")]
+    public bool RmrrLocked => Spec.RmrrLocked || (Bus is PciBus pci && pci.RmrrsOf(this).Count != 0);
 
     /// <summary>ACS isolation enabled (<c>pci_acs_enabled</c> with the flags the IOMMU core requires).</summary>
     [KernelSymbol("pci_acs_enabled")]

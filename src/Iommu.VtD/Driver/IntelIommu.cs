@@ -303,6 +303,17 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(regions);
+
+        // The RMRRs naming the device or a bridge above it: firmware DMA that must keep working, so identity
+        // mapped (never relaxable here: the model has no class codes to find the USB and graphics devices).
+        if (device is PciDevice { Bus: PciBus bus } pdev)
+        {
+            foreach ((ulong b, ulong e) in bus.RmrrsOf(pdev))
+            {
+                regions.Add(new IommuResvRegion(b, e - b + 1, IommuProt.Read | IommuProt.Write, IommuResvType.Direct));
+            }
+        }
+
         // The interrupt window (IOAPIC_RANGE_START..END): DMA there is an MSI, never translated.
         regions.Add(new IommuResvRegion(0xFEE0_0000, 0x10_0000, IommuProt.None, IommuResvType.Msi));
     }
