@@ -16,6 +16,16 @@ public sealed class DmarDomain : IommuDomain
     private PageTable<FirstLevelFormat> _firstLevel; // used in place (a mutable struct): only through FirstLevelTable
     private bool _hasIotlbDevice;
 
+    // Map, unmap and iova_to_phys walk the table from its root and level count without a lock, so the drop of
+    // top levels at an attach (prepare_domain_attach_device) waits for the walks in progress and holds off new
+    // ones: a walk that mixed the old level count with the new root built tables one level off, and the old top
+    // table was freed under it. Once no unit of the driver is narrower than the domain, no drop can come and
+    // the walks skip this.
+    private readonly Lock _levelDropLock = new();
+    private volatile bool _levelsFinal;
+    private int _tableWalkers;
+    private int _levelDropping;
+
     internal DmarDomain(DmaPageTable pageTable, int gaw, int agaw, int units)
     {
         _secondLevel = pageTable;
@@ -45,6 +55,74 @@ public sealed class DmarDomain : IommuDomain
         Agaw = parent.Agaw;
         IommuRefcnt = new int[units];
         IommuDid = new ushort[units];
+    }
+
+    /// <summary>Enters a walk of the page table (map, unmap, iova_to_phys); pass the result to <see cref="EndTableWalk"/>.</summary>
+    /// <returns>Whether the walk was counted (a level drop is still possible).</returns>
+    internal bool BeginTableWalk()
+    {
+        if (_levelsFinal)
+        {
+            return false;
+        }
+
+        while (true)
+        {
+            Interlocked.Increment(ref _tableWalkers);
+            if (Volatile.Read(ref _levelDropping) == 0)
+            {
+                return true;
+            }
+
+            Interlocked.Decrement(ref _tableWalkers);
+            var spin = default(SpinWait);
+            while (Volatile.Read(ref _levelDropping) != 0)
+            {
+                spin.SpinOnce();
+            }
+        }
+    }
+
+    /// <summary>Leaves a walk entered with <see cref="BeginTableWalk"/>.</summary>
+    /// <param name="counted">What <see cref="BeginTableWalk"/> returned.</param>
+    internal void EndTableWalk(bool counted)
+    {
+        if (counted)
+        {
+            Interlocked.Decrement(ref _tableWalkers);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="drop"/> (the drop of top levels) with no page-table walk in progress and none
+    /// starting; afterwards, when <paramref name="final"/>, walks stop counting themselves.
+    /// </summary>
+    /// <param name="drop">The level drop; it re-checks the levels, as another attach may have dropped them.</param>
+    /// <param name="final">Whether no unit of the driver walks fewer levels than the domain has after the drop.</param>
+    internal void DropLevelsExclusive(Action drop, Func<bool> final)
+    {
+        lock (_levelDropLock)
+        {
+            Interlocked.Exchange(ref _levelDropping, 1);
+            try
+            {
+                var spin = default(SpinWait);
+                while (Volatile.Read(ref _tableWalkers) != 0)
+                {
+                    spin.SpinOnce();
+                }
+
+                drop();
+                if (final())
+                {
+                    _levelsFinal = true;
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref _levelDropping, 0);
+            }
+        }
     }
 
     /// <summary>The second-level page table (<c>dmar_domain->pgd</c>).</summary>

@@ -110,16 +110,25 @@ public sealed partial class IntelIommu
         domain.Gaw = addrWidth;
         if (unit.Agaw < domain.Agaw && !domain.IsIdentity)
         {
-            if (domain.UseFirstLevel)
-            {
-                domain.FirstLevelTable.ReduceLevels(unit.Agaw + 2);
-            }
-            else
-            {
-                domain.PageTable.ReduceLevels(unit.Agaw + 2);
-            }
+            // Maps on other threads may be walking the table: the drop waits for them (see DmarDomain).
+            domain.DropLevelsExclusive(
+                () =>
+                {
+                    if (unit.Agaw < domain.Agaw)
+                    {
+                        if (domain.UseFirstLevel)
+                        {
+                            domain.FirstLevelTable.ReduceLevels(unit.Agaw + 2);
+                        }
+                        else
+                        {
+                            domain.PageTable.ReduceLevels(unit.Agaw + 2);
+                        }
 
-            domain.Agaw = unit.Agaw;
+                        domain.Agaw = unit.Agaw;
+                    }
+                },
+                () => Units.All(u => u.Agaw >= domain.Agaw));
         }
 
         return Errno.None;

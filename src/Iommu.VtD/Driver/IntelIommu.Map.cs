@@ -56,13 +56,22 @@ public sealed partial class IntelIommu
             d.MaxAddr = end;
         }
 
-        if (d.UseFirstLevel)
+        // Counted as a walk while an attach may still drop the table's top levels (see DmarDomain).
+        bool walk = d.BeginTableWalk();
+        try
         {
-            return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
-        }
+            if (d.UseFirstLevel)
+            {
+                return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
+            }
 
-        // The table's memory is _memory, checked above.
-        return d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+            // The table's memory is _memory, checked above.
+            return d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+        }
+        finally
+        {
+            d.EndTableWalk(walk);
+        }
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every
@@ -98,17 +107,21 @@ public sealed partial class IntelIommu
         _memory.ThrowIfDisposed();
         var d = (DmarDomain)domain;
         ulong size, spanStart, spanEnd;
-        if (!d.UseFirstLevel)
-        {
-            size = d.SecondLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
-        }
-        else if (d.NestParent is null)
-        {
-            size = d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
-        }
-        else
+        if (d.NestParent is not null && d.UseFirstLevel)
         {
             return 0; // a nested domain has no table of its own
+        }
+
+        bool walk = d.BeginTableWalk();
+        try
+        {
+            size = !d.UseFirstLevel
+                ? d.SecondLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd)
+                : d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
+        }
+        finally
+        {
+            d.EndTableWalk(walk);
         }
 
         if (size == 0)
@@ -145,7 +158,15 @@ public sealed partial class IntelIommu
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
         var d = (DmarDomain)domain;
-        return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
+        bool walk = d.BeginTableWalk();
+        try
+        {
+            return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
+        }
+        finally
+        {
+            d.EndTableWalk(walk);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
