@@ -23,7 +23,8 @@ namespace Iommu.Reliability.Tests.Concurrency;
 /// cache entry, a missed flush, an entry read half old and half new. Faults are always allowed. The DMA threads
 /// aim much of their reads at the requester a switcher is moving and the IOVA a mapper is unmapping, and an attach is
 /// often undone at once, so reads overlap teardowns and flushes. It catches a skipped IOTLB flush on unmap (every
-/// run, both modes), a skipped device-TLB flush (every run, scalable) and entries fetched word by word (most runs).
+/// run, both modes), a skipped device-TLB flush (every run, scalable), entries fetched word by word (about one
+/// scalable run in five) and the first attach's level drop racing maps (about one scalable run in ten).
 /// </summary>
 public sealed class ConcurrentIsolationPropertyTests(ITestOutputHelper output)
 {
@@ -86,16 +87,6 @@ public sealed class ConcurrentIsolationPropertyTests(ITestOutputHelper output)
         }
 
         DmarDomain[] doms = [.. Enumerable.Range(0, Domains).Select(_ => bed.Unmanaged())];
-
-        // A new domain has more page-table levels than the unit walks until its first attach drops the extra ones
-        // (prepare_domain_attach_device). That drop is not safe against a map running at the same moment (a map
-        // walking with the old level count builds tables one level off and loses its page), a separate defect this
-        // property is not about: attach each domain once before the threads start.
-        foreach (DmarDomain dom in doms)
-        {
-            Assert.Equal(Errno.None, bed.Iommu.AttachDevice(dom, devices[0]));
-            bed.Iommu.DetachDevice(dom, devices[0]);
-        }
 
         long maxMappings = Math.Min((50 * mapBudget) + 16, (long)((bed.Platform.Memory.Size - PaBase) / Sizes.Page)); // pages are never reused
         var mappings = new Mapping?[maxMappings];
