@@ -57,6 +57,9 @@ public sealed class DmarDomain : IommuDomain
         IommuDid = new ushort[units];
     }
 
+    /// <summary>No attach will drop levels (no unit is narrower than the domain, or it is an identity domain): walks need not count themselves.</summary>
+    internal void MarkLevelsFinal() => _levelsFinal = true;
+
     /// <summary>Enters a walk of the page table (map, unmap, iova_to_phys); pass the result to <see cref="EndTableWalk"/>.</summary>
     /// <returns>Whether the walk was counted (a level drop is still possible).</returns>
     internal bool BeginTableWalk()

@@ -383,6 +383,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     {
         const int DefaultWidth = 57;
         int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(DefaultWidth));
+        DmarDomain d;
         if (firstLevel)
         {
             if (!_frames.TryAllocate(out ulong root))
@@ -390,22 +391,33 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 return null;
             }
 
-            return new DmarDomain(new PageTable<FirstLevelFormat>(_memory, _frames, root, agaw + 2), DefaultWidth, agaw, _units.Length)
+            d = new DmarDomain(new PageTable<FirstLevelFormat>(_memory, _frames, root, agaw + 2), DefaultWidth, agaw, _units.Length)
             {
                 Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
             };
         }
-
-        if (DmaPageTable.Create(_memory, _frames, agaw + 2, out DmaPageTable? pt) != Errno.None)
+        else
         {
-            return null;
+            if (DmaPageTable.Create(_memory, _frames, agaw + 2, out DmaPageTable? pt) != Errno.None)
+            {
+                return null;
+            }
+
+            d = new DmarDomain(pt!, DefaultWidth, agaw, _units.Length)
+            {
+                Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
+                IsIdentity = identity,
+            };
         }
 
-        return new DmarDomain(pt!, DefaultWidth, agaw, _units.Length)
+        // No attach can drop levels (prepare_domain_attach_device): map, unmap and iova_to_phys skip the
+        // walker count from the start, as on units that walk 5 levels.
+        if (identity || Array.TrueForAll(_units, u => u.Agaw >= agaw))
         {
-            Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
-            IsIdentity = identity,
-        };
+            d.MarkLevelsFinal();
+        }
+
+        return d;
     }
 
     // domain_update_iommu_snooping: every unit has snoop control. 5.15 also counted scalable-mode
