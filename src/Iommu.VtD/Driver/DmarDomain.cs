@@ -60,21 +60,21 @@ public sealed class DmarDomain : IommuDomain
     /// <summary>No attach will drop levels (no unit is narrower than the domain, or it is an identity domain): walks need not count themselves.</summary>
     internal void MarkLevelsFinal() => _levelsFinal = true;
 
-    /// <summary>Enters a walk of the page table (map, unmap, iova_to_phys); pass the result to <see cref="EndTableWalk"/>.</summary>
-    /// <returns>Whether the walk was counted (a level drop is still possible).</returns>
-    internal bool BeginTableWalk()
-    {
-        if (_levelsFinal)
-        {
-            return false;
-        }
+    /// <summary>Enters a walk of the page table (map, unmap, iova_to_phys); dispose the result when the walk ends.</summary>
+    /// <returns>The walk, counted while a level drop is still possible.</returns>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal TableWalk EnterTableWalk() => _levelsFinal ? default : new TableWalk(CountWalk());
 
+    // Out of line: only a domain not yet attached to a narrower unit comes here.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmarDomain CountWalk()
+    {
         while (true)
         {
             Interlocked.Increment(ref _tableWalkers);
             if (Volatile.Read(ref _levelDropping) == 0)
             {
-                return true;
+                return this;
             }
 
             Interlocked.Decrement(ref _tableWalkers);
@@ -86,13 +86,20 @@ public sealed class DmarDomain : IommuDomain
         }
     }
 
-    /// <summary>Leaves a walk entered with <see cref="BeginTableWalk"/>.</summary>
-    /// <param name="counted">What <see cref="BeginTableWalk"/> returned.</param>
-    internal void EndTableWalk(bool counted)
+    /// <summary>A page-table walk entered with <see cref="EnterTableWalk"/>; disposing it ends the walk.</summary>
+    internal readonly ref struct TableWalk
     {
-        if (counted)
+        private readonly DmarDomain? _counted;
+
+        internal TableWalk(DmarDomain counted) => _counted = counted;
+
+        /// <summary>Ends the walk.</summary>
+        public void Dispose()
         {
-            Interlocked.Decrement(ref _tableWalkers);
+            if (_counted is not null)
+            {
+                Interlocked.Decrement(ref _counted._tableWalkers);
+            }
         }
     }
 

@@ -167,7 +167,7 @@ public sealed partial class IntelIommu
 
         ulong first = addr >> 12;
         ulong last = (addr + size - 1) >> 12;
-        int mask = first == last ? 0 : 64 - System.Numerics.BitOperations.LeadingZeroCount(first ^ last);
+        int mask = IntelIommuUnit.CoveringMask(first, last);
         IommuFlushDevIotlb(domain, (first >> mask) << (mask + 12), mask);
     }
 

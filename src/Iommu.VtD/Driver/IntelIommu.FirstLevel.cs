@@ -142,7 +142,7 @@ public sealed partial class IntelIommu
     {
         ulong first = addr >> 12;
         ulong last = (addr + size - 1) >> 12;
-        int mask = first == last ? 0 : 64 - BitOperations.LeadingZeroCount(first ^ last);
+        int mask = IntelIommuUnit.CoveringMask(first, last);
         if (mask > DmarCap.MaxAmaskVal(unit.Cap))
         {
             DomainFlushPiotlb(unit, domain, 0, ulong.MaxValue, ih: false);

@@ -57,21 +57,14 @@ public sealed partial class IntelIommu
         }
 
         // Counted as a walk while an attach may still drop the table's top levels (see DmarDomain).
-        bool walk = d.BeginTableWalk();
-        try
+        using DmarDomain.TableWalk walk = d.EnterTableWalk();
+        if (d.UseFirstLevel)
         {
-            if (d.UseFirstLevel)
-            {
-                return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
-            }
+            return d.NestParent is null ? d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped) : NotPaging();
+        }
 
-            // The table's memory is _memory, checked above.
-            return d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
-        }
-        finally
-        {
-            d.EndTableWalk(walk);
-        }
+        // The table's memory is _memory, checked above.
+        return d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every
@@ -112,16 +105,11 @@ public sealed partial class IntelIommu
             return 0; // a nested domain has no table of its own
         }
 
-        bool walk = d.BeginTableWalk();
-        try
+        using (d.EnterTableWalk())
         {
             size = !d.UseFirstLevel
                 ? d.SecondLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd)
                 : d.FirstLevelTable.Unmap(iova, pgsize * pgcount, out spanStart, out spanEnd);
-        }
-        finally
-        {
-            d.EndTableWalk(walk);
         }
 
         if (size == 0)
@@ -158,15 +146,8 @@ public sealed partial class IntelIommu
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
         var d = (DmarDomain)domain;
-        bool walk = d.BeginTableWalk();
-        try
-        {
-            return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
-        }
-        finally
-        {
-            d.EndTableWalk(walk);
-        }
+        using DmarDomain.TableWalk walk = d.EnterTableWalk();
+        return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -315,7 +296,7 @@ public sealed partial class IntelIommu
         ushort did = domain.IommuDid[unit.SeqId];
         ulong first = addr >> 12;
         ulong last = (addr + size - 1) >> 12;
-        int mask = first == last ? 0 : 64 - BitOperations.LeadingZeroCount(first ^ last);
+        int mask = IntelIommuUnit.CoveringMask(first, last);
         if (!DmarCap.PgselInv(unit.Cap) || mask > DmarCap.MaxAmaskVal(unit.Cap))
         {
             unit.FlushIotlb(did, 0, 0, Dmar.TlbDomain);

@@ -249,15 +249,8 @@ public sealed partial class IntelIommu
             return (addr, 0, 0); // nothing to flush (a WARN in the kernel); the device-TLB flush stays one page, as 6.8
         }
 
-        int mask = BitOperations.Log2(BitOperations.RoundUpToPowerOf2(npages));
         ulong pfn = addr >> 12;
-        ulong bitmask = (1UL << mask) - 1;
-        if ((pfn & bitmask) != 0)
-        {
-            ulong shared = ~(pfn ^ (pfn + npages - 1)) & ~bitmask;
-            mask = shared != 0 ? BitOperations.TrailingZeroCount(shared) : MaxAgawPfnWidth;
-        }
-
+        int mask = IntelIommuUnit.CoveringMask(pfn, pfn + npages - 1);
         return mask >= MaxAgawPfnWidth ? (0, ulong.MaxValue, MaxAgawPfnWidth) : ((pfn & ~((1UL << mask) - 1)) << 12, 1UL << mask, mask);
     }
 

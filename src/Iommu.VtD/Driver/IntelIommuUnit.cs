@@ -372,6 +372,11 @@ public sealed class IntelIommuUnit
     // and flushes one page.
     internal static bool FlushesAllPages(ulong npages) => npages == ulong.MaxValue || npages > 1UL << 52;
 
+    // The address mask of the smallest naturally aligned block of pages that holds pages first..last, wherever
+    // the range starts (6.10's calculate_psi_aligned_address finds the same block).
+    internal static int CoveringMask(ulong first, ulong last) =>
+        first == last ? 0 : 64 - System.Numerics.BitOperations.LeadingZeroCount(first ^ last);
+
     /// <summary>Device-TLB invalidation of a function's translations without PASID (<c>qi_flush_dev_iotlb</c>), 2^<paramref name="mask"/> pages at <paramref name="addr"/>.</summary>
     internal void FlushDevIotlb(ushort sid, ushort pfsid, int qdep, ulong addr, int mask)
     {
