@@ -1,4 +1,3 @@
-using System.Numerics;
 using Iommu.Domains;
 using Iommu.VtD.Driver.Format;
 

@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Runtime.CompilerServices;
 using Iommu.Domains;
 using Iommu.VtD.Driver.Format;

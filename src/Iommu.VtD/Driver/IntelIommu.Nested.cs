@@ -1,4 +1,3 @@
-using System.Numerics;
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.VtD.Driver.Format;
@@ -189,9 +188,9 @@ public sealed partial class IntelIommu
     /// <returns>-EINVAL when <paramref name="nested"/> is not nested, or for a request whose address is not
     /// 4 KiB aligned or that asks for all pages at an address other than 0; -EOPNOTSUPP for unknown request flags.
     /// Each request is followed by a device-TLB invalidation for the ATS devices of the domain.</returns>
-    /// <remarks>6.8+ (<c>IOMMU_HWPT_INVALIDATE</c>). The page count goes to <c>qi_flush_piotlb</c> as given: an
-    /// address not aligned to the rounded-up count is aligned down by the encoding, as in the kernel (only the
-    /// guest's own view can stay stale).</remarks>
+    /// <remarks>6.8+ (<c>IOMMU_HWPT_INVALIDATE</c>). Each request flushes the smallest naturally aligned block that
+    /// holds its range, as 6.10's <c>calculate_psi_aligned_address</c> (with its later page-count fix) does: 6.8
+    /// aligned the address down to the rounded-up count and missed the last pages of a range that straddles it.</remarks>
     [KernelSymbol("intel_nested_cache_invalidate_user", Version = "6.8")]
     public Errno CacheInvalidateUser(DmarDomain nested, ReadOnlySpan<IommuHwptVtdS1Invalidate> requests, out int processed)
     {
