@@ -631,6 +631,58 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
+    // TryRead and TryWrite for a device's DMA of one page or less (the translated path of a remapping
+    // unit): the caller holds an access scope, so the memory is not released under it, and
+    // [pa, pa + length) is non-empty and inside one 4 KiB page. Then a page that starts below Size lies in
+    // memory whole (Size is a multiple of 4 KiB) and inside one chunk, so one comparison replaces the
+    // range, chunk-crossing and release checks of TryRead; everything else takes TryRead's slow path.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryReadInPage(ulong pa, Span<byte> destination)
+    {
+        byte* p = PageHost(pa);
+        if (p == null)
+        {
+            return TryCopySlow(pa, destination, write: false);
+        }
+
+        Move(ref *p, ref MemoryMarshal.GetReference(destination), (nuint)destination.Length);
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryWriteInPage(ulong pa, Span<byte> source)
+    {
+        byte* p = PageHost(pa);
+        if (p == null)
+        {
+            return TryCopySlow(pa, source, write: true);
+        }
+
+        Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);
+        return true;
+    }
+
+    // The host address of pa when its page is in memory and backed (see TryReadInPage), else null.
+    // pa < Size keeps both directory indices inside their arrays (the directory covers Size).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* PageHost(ulong pa)
+    {
+        if (pa >= Size)
+        {
+            return null;
+        }
+
+        nint chunk = (nint)(pa >> ChunkShift);
+        nint[]? dir = Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_directory), chunk >> DirShift));
+        if (dir is null)
+        {
+            return null;
+        }
+
+        byte* host = (byte*)Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(dir), chunk & (DirEntries - 1)));
+        return host == null ? null : host + (pa & (ChunkSize - 1));
+    }
+
     // The host address of [pa, pa + length) when it is non-empty, in bounds, inside one chunk that has
     // a pointer (owned and backed, or covered whole by one RAM range) and the memory is not released;
     // otherwise null (the caller takes the general path, which sorts out every other case).

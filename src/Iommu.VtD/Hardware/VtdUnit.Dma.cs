@@ -339,6 +339,8 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
     }
 
     // Moves the part when all of it is RAM; false (nothing moved) for an address outside memory or in a hole.
+    // Every part lies inside one page (the page loop cuts at page boundaries), and every caller holds the
+    // memory's access scope (the DMA entry points, or the platform's around a remapper callback).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool Copy(ulong pa, Span<byte> part, bool write) => write ? _memory.TryWrite(pa, part) : _memory.TryRead(pa, part);
+    private bool Copy(ulong pa, Span<byte> part, bool write) => write ? _memory.TryWriteInPage(pa, part) : _memory.TryReadInPage(pa, part);
 }
