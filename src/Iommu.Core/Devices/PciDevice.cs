@@ -131,13 +131,23 @@ public sealed partial class PciDevice : Device
     /// <returns>The outcome.</returns>
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
-        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-        IDmaRemapper? unit = DmaRemapper();
-        if (unit is not null)
+        // The route first (managed objects only), then the scope of the memory it names: the common
+        // case reads no Bus, Platform or Memory property on the way.
+        RemapperLookup? route = Remapper();
+        if (route?.Unit is { } unit)
         {
+            using Memory.PhysicalMemory.AccessScope guard = route.Memory.EnterAccess();
             return unit.DmaRead(this, pasid, iova, destination);
         }
 
+        return DirectRead(destination, iova);
+    }
+
+    // DmaRead without a remapping unit: straight to physical memory.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmaResult DirectRead(Span<byte> destination, ulong iova)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
         if (!memory.TryRead(iova, destination))
         {
@@ -154,13 +164,21 @@ public sealed partial class PciDevice : Device
     /// <returns>The outcome.</returns>
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
-        IDmaRemapper? unit = DmaRemapper();
-        if (unit is not null)
+        RemapperLookup? route = Remapper();
+        if (route?.Unit is { } unit)
         {
+            using Memory.PhysicalMemory.AccessScope guard = route.Memory.EnterAccess();
             return unit.DmaWrite(this, pasid, iova, source);
         }
 
+        return DirectWrite(source, iova);
+    }
+
+    // DmaWrite without a remapping unit: straight to physical memory.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmaResult DirectWrite(ReadOnlySpan<byte> source, ulong iova)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
         Memory.PhysicalMemory memory = Platform?.Memory ?? throw new InvalidOperationException($"{Name} is on no bus.");
         if (!memory.TryWrite(iova, source))
         {
@@ -233,12 +251,12 @@ public sealed partial class PciDevice : Device
         }
 
         IDmaRemapper? unit = bus.FindDmaRemapper(this);
-        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts);
+        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, bus.Platform.Memory);
         Volatile.Write(ref _remapper, lookup);
         return lookup;
     }
 
-    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats);
+    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory);
 
     // The device's access scope: its platform's memory (none while the device is on no bus).
     private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;
