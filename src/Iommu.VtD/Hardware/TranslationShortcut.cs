@@ -137,9 +137,10 @@ internal sealed class TranslationShortcut
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private nint Index(ulong requester, ulong page)
     {
-        // Device number first, function and PASID above it, so adjacent devices (devfn + 8) land at
-        // offsets about 0.38 of the memo apart (Fibonacci hashing of consecutive keys).
-        ulong k = (requester >> 3 & 0x1FFF) | ((requester & 7) << 13) | ((requester >> 16) << 16);
+        // Device number first (the rotation takes the function's three bits to the top), so adjacent
+        // devices (devfn + 8) land at offsets about 0.38 of the memo apart (Fibonacci hashing of
+        // consecutive keys), and the eight functions of one device in eight different eighths of it.
+        ulong k = BitOperations.RotateRight(requester, 3);
         ulong offset = (k * 0x9E37_79B9_7F4A_7C15UL) >> _shift;
         return (nint)((page + offset) & (uint)_mask);
     }

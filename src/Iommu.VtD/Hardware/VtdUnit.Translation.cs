@@ -1,5 +1,6 @@
 using Iommu.Devices;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace Iommu.VtD.Hardware;
 
@@ -909,6 +910,11 @@ public sealed partial class VtdUnit
         public const int PasidMiss = 3;
         public const int IotlbHit = 4;
         public const int IotlbMiss = 5;
+
+        // Requests the memo served whole (AddHits), by mode: one increment for what the caches would have
+        // counted as two or three hits; Sum adds them back into the hits they stand for.
+        private const int MemoLegacy = 6;
+        private const int MemoScalable = 7;
         private const int StripeBits = 8;
         private const int Stripes = 1 << StripeBits; // 256: two threads share a stripe with odds 1 in 256 (32 KiB per unit)
         private const int Stride = 16; // 128 bytes: no two stripes share a cache line or its prefetch pair
@@ -933,25 +939,26 @@ public sealed partial class VtdUnit
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Add(int counter) => _counts[Offset + counter]++;
 
-        // A request served entirely from the caches: context (and PASID) and IOTLB hits.
+        // A request served entirely from the caches: context (and PASID) and IOTLB hits. Offset is at most
+        // Stripes × Stride and the counter below Stride, so the index is inside the array.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void AddHits(bool pasid)
-        {
-            ref long stripe = ref _counts[Offset];
-            Unsafe.Add(ref stripe, ContextHit)++;
-            Unsafe.Add(ref stripe, IotlbHit)++;
-            if (pasid)
-            {
-                Unsafe.Add(ref stripe, PasidHit)++;
-            }
-        }
+        public void AddHits(bool pasid) =>
+            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_counts), Offset + (pasid ? MemoScalable : MemoLegacy))++;
 
         public long Sum(int counter)
         {
             long total = 0;
             for (int s = 1; s <= Stripes; s++)
             {
-                total += Volatile.Read(ref _counts[(s * Stride) + counter]);
+                int at = s * Stride;
+                total += Volatile.Read(ref _counts[at + counter]);
+                long legacy = Volatile.Read(ref _counts[at + MemoLegacy]), scalable = Volatile.Read(ref _counts[at + MemoScalable]);
+                total += counter switch
+                {
+                    ContextHit or IotlbHit => legacy + scalable,
+                    PasidHit => scalable,
+                    _ => 0,
+                };
             }
 
             return total;
