@@ -249,6 +249,13 @@ public sealed partial class VtdUnit
             Set32(VtdRegister.Gsts, status);
         }
 
+        // With both remapping functions off the fault-record index returns to the first record, so the next
+        // fault software sees after re-enabling lands in record 0 (QEMU clears it when TE is cleared).
+        if ((status & (VtdRegister.GcmdTe | VtdRegister.GcmdIre)) == 0)
+        {
+            _nextFaultRecord = 0;
+        }
+
         if (_config.QueuedInvalidation && ((command ^ status) & VtdRegister.GcmdQie) != 0)
         {
             // Enabling or disabling resets the head; software has written IQT = 0 before enabling.
