@@ -8,7 +8,8 @@ namespace Iommu.VtD.Tests.Hardware;
 /// Primary fault logging over random sequences of faulting (and succeeding) DMAs from several devices, software
 /// reads of FSTS, FECTL and the fault-recording registers, F clears in any order (32- and 64-bit writes, some
 /// without F), FSTS writes, FECTL mask changes and translation / interrupt-remapping enable toggles, checked after
-/// every step against a reference model written from the specification's primary fault logging rules:
+/// every step against a reference model written from the specification's primary fault logging rules (with
+/// invalidation-queue errors, which share the fault event):
 /// the record at the internal index is used when its F is clear, otherwise PFO is set and the fault is lost;
 /// nothing is recorded while PFO is set; PPF is the OR of the F bits; FRI names the record PPF was set for (and,
 /// in this model, the first pending one from there on once software clears it); a fault event is an interrupt
@@ -38,6 +39,7 @@ public sealed class FaultRecordingPropertyTests
         public int Next;
         public bool Pfo;
         public int Fri;
+        public bool Iqe;
         public bool Im = true;
         public bool Ip;
         public int Messages;
@@ -69,9 +71,9 @@ public sealed class FaultRecordingPropertyTests
             }
 
             Next = (Next + 1) % Lo.Length;
-            if (!wasPending)
+            if (!wasPending && !Iqe)
             {
-                // PFO is clear here (checked above) and nothing else in FSTS is ever set by this test.
+                // PFO is clear here (checked above): no status was set before, so this is a new interrupt condition.
                 Ip = true;
                 Deliver();
             }
@@ -108,9 +110,26 @@ public sealed class FaultRecordingPropertyTests
             Serviced();
         }
 
+        // An invalidation-queue error shares the fault event under the same rule.
+        public void QueueError()
+        {
+            if (Iqe)
+            {
+                return;
+            }
+
+            if (!Ppf && !Pfo)
+            {
+                Ip = true;
+                Deliver();
+            }
+
+            Iqe = true;
+        }
+
         public void Serviced()
         {
-            if (!Ppf && !Pfo)
+            if (!Ppf && !Pfo && !Iqe)
             {
                 Ip = false;
             }
@@ -121,7 +140,7 @@ public sealed class FaultRecordingPropertyTests
     public void Property_fault_records_status_and_fault_event_follow_primary_fault_logging()
     {
         Gen.Select(Gen.Bool, Gen.Int[1, 8], Gen.UInt, Gen.Int[1, 60]).Sample(
-            (scalable, records, seed, steps) => Run(scalable, records, seed, steps), iter: 150);
+            (scalable, records, seed, steps) => Run(scalable, records, seed, steps), iter: 300);
     }
 
     /// <summary>
@@ -170,6 +189,25 @@ public sealed class FaultRecordingPropertyTests
         b.Unit.Write32(FeaddrReg, (uint)feaddr);
         b.Unit.Write32(FeuaddrReg, 0);
         bool te = true, ire = false;
+
+        // A one-page invalidation queue (128-bit descriptors in legacy mode, 256-bit in scalable mode).
+        int descriptorSize = scalable ? 32 : 16;
+        int entries = 4096 / descriptorSize;
+        ulong queue = b.AllocFrame();
+        int tail = 0;
+        b.Unit.Write64(0x88, 0);
+        b.Unit.Write64(0x90, queue | (scalable ? 1UL << 11 : 0));
+        b.Gcmd(1u << 26);
+        void Put(int index, ulong q0)
+        {
+            ulong at = queue + (ulong)(index * descriptorSize);
+            b.Memory.WriteUInt64(at, q0);
+            for (int w = 8; w < descriptorSize; w += 8)
+            {
+                b.Memory.WriteUInt64(at + (ulong)w, 0);
+            }
+        }
+
         var log = new List<string>();
 
         for (int step = 0; step < steps; step++)
@@ -245,16 +283,39 @@ public sealed class FaultRecordingPropertyTests
             }
             else if (op < 80)
             {
-                // FSTS: PFO is RW1C, PPF and FRI read-only.
-                uint value = (uint)rng.Next() & (rng.Next(2) == 0 ? 0x3u : 0xFFFF_FFEFu);
+                // FSTS: PFO and IQE are RW1C, PPF and FRI read-only. Before clearing IQE software rewrites the
+                // descriptor the queue stopped at with a no-op wait, as Linux's qi_check_fault does.
+                uint value = (uint)rng.Next() & (rng.Next(2) == 0 ? 0x13u : 0xFFFF_FFFFu);
                 what = $"fsts {value:x}";
+                if ((value & 0x10) != 0 && model.Iqe)
+                {
+                    Put((int)(b.Unit.Read64(0x80) >> (scalable ? 5 : 4)), 5 | (1UL << 6));
+                }
+
                 b.Unit.Write32(FstsReg, value);
                 if ((value & 1) != 0)
                 {
                     model.Pfo = false;
                 }
 
+                if ((value & 0x10) != 0)
+                {
+                    model.Iqe = false;
+                }
+
                 model.Serviced();
+            }
+            else if (op < 84)
+            {
+                // An invalid descriptor (unknown type): IQE, and a fault event by the same rule as a fault record.
+                what = "queue error";
+                if (!model.Iqe)
+                {
+                    Put(tail, 0xF);
+                    tail = (tail + 1) % entries;
+                    b.Unit.Write64(0x88, (ulong)tail << (scalable ? 5 : 4));
+                    model.QueueError();
+                }
             }
             else if (op < 92)
             {
@@ -314,7 +375,7 @@ public sealed class FaultRecordingPropertyTests
     {
         string trace = string.Join("\n", log);
         uint fsts = b.Unit.Read32(FstsReg);
-        uint expectedLow = (model.Pfo ? 1u : 0) | (model.Ppf ? 2u : 0);
+        uint expectedLow = (model.Pfo ? 1u : 0) | (model.Ppf ? 2u : 0) | (model.Iqe ? 0x10u : 0);
         Assert.True(expectedLow == (fsts & 0xFF), $"FSTS {fsts:x}, expected low byte {expectedLow:x}\n{trace}");
         if (model.Ppf)
         {
@@ -365,7 +426,7 @@ public sealed class FaultRecordingPropertyTests
         list.Add(new(0x0020, null, VtdFaultReason.AddressBeyondMgaw, true, fpd, DmaAccess.Write, r => Page(r, 1UL << 27, 1 << 20)));
 
         // Root entry not present: not qualified (no context entry, so no FPD).
-        list.Add(new(0x0508, null, VtdFaultReason.RootEntryNotPresent, false, false, DmaAccess.Read, r => Page(r, 0, 1 << 20)));
+        list.Add(new(0x0508, null, VtdFaultReason.RootEntryNotPresent, false, false, DmaAccess.Read, r => Page(r, 0, 0xF_0000)));
 
         // Reserved bits in a context entry that has FPD set: not qualified, recorded anyway.
         b.LegacyContext(b.ContextTableFor(0, false), 0x28, VtdBench.LegacyContextLow(b.AllocFrame(), fpd: true) | (1UL << 4), VtdBench.LegacyContextHigh(2, 3));
@@ -411,7 +472,7 @@ public sealed class FaultRecordingPropertyTests
         list.Add(new(0x0030, 0xF_FFFF, VtdFaultReason.ScalableContextEntryNotPresent, true, fpd, DmaAccess.Write, r => Page(r, 0x10, 64)));
 
         // Upper half of a root entry not present: not qualified.
-        list.Add(new(0x0188, 0x3, VtdFaultReason.ScalableRootEntryNotPresent, false, false, DmaAccess.Read, r => Page(r, 0, 1 << 20)));
+        list.Add(new(0x0188, 0x3, VtdFaultReason.ScalableRootEntryNotPresent, false, false, DmaAccess.Read, r => Page(r, 0, 0xF_0000)));
         b.ContextTableFor(1, scalableUpper: false);
         return list;
     }
