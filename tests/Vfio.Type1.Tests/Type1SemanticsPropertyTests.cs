@@ -25,6 +25,8 @@ public sealed class Type1SemanticsPropertyTests
     private const ulong Space = 0x4000_0000;   // the IOVA window: [Space, Space + Slots pages)
     private const int Slots = 40;
     private const int BufferPages = 24;        // the data buffer; the pages after it are not mapped
+    private const int ReadOnlyFrom = 12;       // pages [12, 16) are read-only
+    private const int UnwrittenFrom = 16;      // pages [16, 24) were never written: a READ pin takes the zero page
     private const ulong BitmapBytes = P;
 
     private static readonly string[] Bdfs = ["0000:00:03.0", "0000:00:04.0", "0000:05:00.0"];
@@ -55,9 +57,15 @@ public sealed class Type1SemanticsPropertyTests
         }
 
         ulong bitmap = bed.Proc.Mmap(BitmapBytes);
-        ulong buffer = bed.Buffer(BufferPages * P); // last: nothing is mapped after it
+        ulong buffer = bed.Proc.Mmap(BufferPages * P); // last: nothing is mapped after it
+        for (int i = 0; i < UnwrittenFrom; i++)
+        {
+            bed.Proc.Write(buffer + ((ulong)i * P), Enumerable.Repeat((byte)(0x10 + i), (int)P).ToArray()).ThrowIfError();
+        }
+
+        bed.Proc.Mprotect(buffer + (ReadOnlyFrom * P), (UnwrittenFrom - ReadOnlyFrom) * P, Iommu.Mm.VmProt.Read);
         VfioContainer c = bed.Vfio.OpenContainer(bed.Proc, out _);
-        var model = new Type1Model(entryLimit, (ulong)limitPages, buffer, buffer + (BufferPages * P));
+        var model = new Type1Model(entryLimit, (ulong)limitPages, buffer, BufferPages, ReadOnlyFrom, UnwrittenFrom);
         var rng = new Random(ops.Length);
         int step = 0;
 
@@ -225,8 +233,10 @@ public sealed class Type1SemanticsPropertyTests
                 Assert.True(canRead == r.IsOk, $"{where}: device {i} read of 0x{iova:x}: 5.15 {(canRead ? "reaches the page" : "faults")}, model {r.Status}");
                 if (canRead)
                 {
+                    // A page pinned as the zero page stays the zero page for the device, whatever the process does later.
                     bed.Proc.Read(va, mem).ThrowIfError();
-                    Assert.True(mem.SequenceEqual(got), $"{where}: device {i} read of 0x{iova:x} is not the page at vaddr +0x{va - buffer:x}");
+                    bool zero = m!.ZeroPage[(int)((iova - m.Iova) / Sizes.Page)];
+                    Assert.True(zero ? got.IndexOfAnyExcept((byte)0) < 0 : mem.SequenceEqual(got), $"{where}: device {i} read of 0x{iova:x} is not the page at vaddr +0x{va - buffer:x}{(zero ? " (the zero page)" : "")}");
                 }
 
                 byte[] value = BitConverter.GetBytes(((ulong)(i + 1) << 56) | iova);
@@ -239,7 +249,7 @@ public sealed class Type1SemanticsPropertyTests
                 r = devs[i].DmaWrite(null, iova, value);
                 bool canWrite = m is not null && (m.Prot & 2) != 0;
                 Assert.True(canWrite == r.IsOk, $"{where}: device {i} write of 0x{iova:x}: 5.15 {(canWrite ? "reaches the page" : "faults")}, model {r.Status}");
-                if (m is not null)
+                if (m is not null && !m.ZeroPage[(int)((iova - m.Iova) / Sizes.Page)])
                 {
                     bed.Proc.Read(va, mem).ThrowIfError();
                     Assert.True(mem.SequenceEqual(canWrite ? value : old), $"{where}: device {i} write of 0x{iova:x}: the page at vaddr +0x{va - buffer:x} holds the wrong bytes");
@@ -282,9 +292,12 @@ public sealed class Type1SemanticsPropertyTests
 /// word-granular copy and stale bits, attach and detach (the last group leaving releases everything).
 /// Mappings lie far below 2^64, so the rb-tree walks equal scans of the sorted list.
 /// </summary>
-internal sealed class Type1Model(uint dmaEntryLimit, ulong limitPages, ulong bufferStart, ulong bufferEnd)
+internal sealed class Type1Model(uint dmaEntryLimit, ulong limitPages, ulong bufferStart, int bufferPages, int readOnlyFrom, int unwrittenFrom)
 {
     private const ulong P = Sizes.Page;
+
+    // Pages of the buffer a pin has faulted in (a WRITE pin of a never-written page gives it its own page).
+    private readonly bool[] _materialized = [.. Enumerable.Range(0, bufferPages).Select(i => i < unwrittenFrom)];
 
     public List<Dma> Dmas { get; } = [];
 
@@ -336,27 +349,49 @@ internal sealed class Type1Model(uint dmaEntryLimit, ulong limitPages, ulong buf
             return Errno.EINVAL; // not inside one range of the IOVA list (39-bit aperture, MSI window)
         }
 
-        // vfio_pin_pages_remote: page by page, GUP then the RLIMIT check; a failed map leaves no trace.
-        ulong pages = size / P;
-        ulong valid = vaddr >= bufferEnd ? 0 : Math.Min(pages, (bufferEnd - vaddr) / P);
-        if (vaddr < bufferStart)
+        // vfio_pin_pages_remote: page by page, GUP (FOLL_WRITE for a WRITE mapping) then, unless it is the
+        // zero page (reserved, never charged), the RLIMIT check; a failed map leaves no trace.
+        // The batch (up to 512 pages, so the whole request here) is pinned by one pin_user_pages_remote up to the
+        // first page GUP refuses, before any page is charged: a WRITE pin faults in every page of it, and those
+        // stay the process's own pages even when the map then fails.
+        bool write = (prot & 2) != 0;
+        int pages = (int)(size / P);
+        int first = vaddr < bufferStart ? -1 : (int)Math.Min((vaddr - bufferStart) / P, int.MaxValue);
+        int gup = 0;
+        while (gup < pages && first >= 0 && first + gup < bufferPages && !(write && first + gup >= readOnlyFrom && first + gup < unwrittenFrom))
         {
-            valid = 0;
+            gup++;
         }
 
-        if ((ulong)LockedVm + valid > limitPages)
+        var zero = new bool[pages];
+        for (int k = 0; k < gup; k++)
         {
-            return Errno.ENOMEM;
+            zero[k] = !write && !_materialized[first + k];
+            _materialized[first + k] |= write;
         }
 
-        if (valid < pages)
+        long charge = 0;
+        for (int k = 0; k < gup; k++)
+        {
+            if (!zero[k])
+            {
+                if ((ulong)(LockedVm + charge + 1) > limitPages)
+                {
+                    return Errno.ENOMEM;
+                }
+
+                charge++;
+            }
+        }
+
+        if (gup < pages)
         {
             return Errno.EFAULT;
         }
 
         DmaAvail--;
-        LockedVm += (long)pages;
-        Dmas.Add(new Dma(iova, size, vaddr, prot) { Bitmap = Tracking ? NewBitmap(size) : null });
+        LockedVm += charge;
+        Dmas.Add(new Dma(iova, size, vaddr, prot, zero) { Bitmap = Tracking ? NewBitmap(size) : null });
         Dmas.Sort((x, y) => x.Iova.CompareTo(y.Iova));
         return Errno.None;
     }
@@ -505,7 +540,7 @@ internal sealed class Type1Model(uint dmaEntryLimit, ulong limitPages, ulong buf
     private void Remove(Dma d)
     {
         Dmas.Remove(d);
-        LockedVm -= (long)(d.Size / P);
+        LockedVm -= d.ZeroPage.Count(z => !z);
         DmaAvail++;
     }
 
@@ -558,8 +593,10 @@ internal sealed class Type1Model(uint dmaEntryLimit, ulong limitPages, ulong buf
     private static bool VerifyBitmapSize(ulong npages, ulong bytes) =>
         npages != 0 && bytes != 0 && bytes <= 256UL * Sizes.MiB && bytes >= (npages + 63) / 64 * 8;
 
-    internal sealed class Dma(ulong iova, ulong size, ulong vaddr, uint prot)
+    internal sealed class Dma(ulong iova, ulong size, ulong vaddr, uint prot, bool[] zeroPage)
     {
+        public bool[] ZeroPage { get; } = zeroPage;
+
         public ulong Iova { get; } = iova;
 
         public ulong Size { get; } = size;
