@@ -166,16 +166,25 @@ public sealed partial class VfioIommuType1
         }
     }
 
+    // PAGE_SIZE / sizeof(struct page *): the pages one pin_user_pages_remote call pins.
+    [KernelSymbol("VFIO_BATCH_MAX_CAPACITY")]
+    private const ulong VfioBatchMaxCapacity = 512;
+
     // vfio_pin_map_dma: pin physically contiguous runs from dma.Vaddr and map each run with one iommu_map per domain.
     [KernelSymbol("vfio_pin_map_dma")]
     private Errno PinAndMap(VfioDma dma, ProcessAddressSpace task, ulong limitPages, List<DomainEntry> domains)
     {
         ulong pages = dma.Size >> PageShift;
         bool write = (dma.Prot & IommuProt.Write) != 0;
-        ulong done = 0;
+        ulong done = 0, batchEnd = 0;
         while (done < pages)
         {
             // vfio_pin_pages_remote
+            if (write && done >= batchEnd)
+            {
+                batchEnd = FaultInBatch(dma, task, done, pages);
+            }
+
             Errno e = task.PinUserPage(dma.Vaddr + (done << PageShift), write, out ulong first, out bool rsvd);
             if (e != Errno.None)
             {
@@ -197,6 +206,11 @@ public sealed partial class VfioIommuType1
 
             while (!_options.DisableHugepages && done + n < pages)
             {
+                if (write && done + n >= batchEnd)
+                {
+                    batchEnd = FaultInBatch(dma, task, done + n, pages);
+                }
+
                 ulong va = dma.Vaddr + ((done + n) << PageShift);
                 e = task.PinUserPage(va, write, out ulong pfn, out bool r);
                 if (e != Errno.None)
@@ -256,6 +270,26 @@ public sealed partial class VfioIommuType1
         }
 
         return Errno.None;
+    }
+
+    // vfio_pin_pages_remote fills its batch with one pin_user_pages_remote before it charges any page of it, so a
+    // WRITE pin faults in (gives the process its own page for) every page of the batch up to the first one GUP
+    // refuses, and those pages stay faulted in when the map then fails, on RLIMIT_MEMLOCK say: a later READ pin
+    // of one takes that page, charged, not the zero page. Returns the page offset where the batch ends.
+    private ulong FaultInBatch(VfioDma dma, ProcessAddressSpace task, ulong from, ulong pages)
+    {
+        ulong end = Math.Min(pages, from + (_options.DisableHugepages ? 1UL : VfioBatchMaxCapacity));
+        for (ulong k = from; k < end; k++)
+        {
+            if (task.PinUserPage(dma.Vaddr + (k << PageShift), write: true, out ulong pfn, out bool rsvd) != Errno.None)
+            {
+                return k; // the pin proper reports the error
+            }
+
+            task.UnpinUserPage(pfn, rsvd);
+        }
+
+        return end;
     }
 
     private static void Charge(VfioDma dma, long pages)
