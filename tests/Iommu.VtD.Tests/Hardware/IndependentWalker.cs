@@ -130,14 +130,15 @@ internal sealed class IndependentWalker
             return ReferenceWalk.Blocked("context TT");
         }
 
-        if (tt == 2)
-        {
-            return PassThrough(iova, "legacy TT=10");
-        }
-
+        // AW must name a supported AGAW for pass-through entries too (software programs the largest one).
         if (!SagawHas(aw))
         {
             return ReferenceWalk.Blocked("context AW not in SAGAW");
+        }
+
+        if (tt == 2)
+        {
+            return PassThrough(iova, "legacy TT=10");
         }
 
         return SecondLevel(c0 & ~0xFFFUL, aw, iova, "legacy");
