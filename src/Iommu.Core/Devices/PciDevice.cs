@@ -18,6 +18,11 @@ public sealed partial class PciDevice : Device
             throw new ArgumentOutOfRangeException(nameof(spec), spec.PasidWidth, $"PASID width of {spec.Address} must be 0 (no PASID capability) to 20 bits.");
         }
 
+        if (spec.ClassCode > 0xFF_FFFF)
+        {
+            throw new ArgumentOutOfRangeException(nameof(spec), spec.ClassCode, $"Class code 0x{spec.ClassCode:x} of {spec.Address} must fit in 24 bits.");
+        }
+
         Spec = spec;
         Upstream = upstream;
         RequesterId = spec.Address.RequesterId;
@@ -69,17 +74,26 @@ public sealed partial class PciDevice : Device
     [KernelSymbol("siov_find_pci_dvsec")]
     public bool HasScalableIovDvsec => Spec.ScalableIov;
 
+    /// <summary>The class code (<c>pdev-&gt;class</c>; see <see cref="PciDeviceSpec.ClassCode"/>).</summary>
+    public uint ClassCode => Spec.ClassCode;
+
+    /// <summary>
+    /// A USB controller (class 0x0C03xx) or a display controller (base class 0x03): the RMRRs that name it
+    /// are relaxable (<c>device_rmrr_is_relaxable</c>). Firmware uses them only until the OS driver takes
+    /// over (USB legacy keyboard emulation, the boot framebuffer), so they lock nothing, and the driver
+    /// reports them as <see cref="IommuResvType.DirectRelaxable"/>: identity mapped in a DMA default domain,
+    /// but a VFIO user may map over them.
+    /// </summary>
+    [KernelSymbol("device_rmrr_is_relaxable")]
+    public bool RmrrRelaxable => (ClassCode >> 8) == 0x0C03 || (ClassCode >> 16) == 0x03;
+
     /// <summary>
     /// Named in an RMRR, by <see cref="PciDeviceSpec.RmrrLocked"/> or by the scope of a region declared
-    /// with <see cref="PciBus.AddRmrr"/> (<c>device_is_rmrr_locked</c>): the device's DMA mapping is
-    /// locked by firmware.
+    /// with <see cref="PciBus.AddRmrr"/>, and not <see cref="RmrrRelaxable"/> (<c>device_is_rmrr_locked</c>):
+    /// the device's DMA mapping is locked by firmware.
     /// </summary>
-    /// <remarks>
-    /// The model has no PCI class codes, so the USB and graphics exception of <c>device_rmrr_is_relaxable</c>
-    /// does not apply: every RMRR locks its devices.
-    /// </remarks>
     [KernelSymbol("device_is_rmrr_locked")]
-    public bool RmrrLocked => Spec.RmrrLocked || (Bus is PciBus pci && pci.RmrrsOf(this).Count != 0);
+    public bool RmrrLocked => !RmrrRelaxable && (Spec.RmrrLocked || (Bus is PciBus pci && pci.RmrrsOf(this).Count != 0));
 
     /// <summary>ACS isolation enabled (<c>pci_acs_enabled</c> with the flags the IOMMU core requires).</summary>
     [KernelSymbol("pci_acs_enabled")]

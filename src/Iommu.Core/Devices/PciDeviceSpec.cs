@@ -28,6 +28,15 @@ public sealed record PciDeviceSpec
     public ushort DeviceId { get; init; }
 
     /// <summary>
+    /// Class code (<c>pdev-&gt;class</c>): base class, sub-class and programming interface in 24 bits, say
+    /// 0x0C0330 for an xHCI USB controller, 0x030000 for a VGA controller, 0x060100 for an ISA bridge.
+    /// Default 0. The IOMMU stack reads it where 5.15 does: the RMRRs of USB and graphics devices are
+    /// relaxable (<see cref="PciDevice.RmrrRelaxable"/>), and an ISA bridge gets the floppy workaround's
+    /// direct region.
+    /// </summary>
+    public uint ClassCode { get; init; }
+
+    /// <summary>
     /// Width in bits of the PASIDs the device supports (PASID capability, Max PASID Width); 0 means
     /// the device has no PASID capability. At most 20.
     /// </summary>

@@ -297,6 +297,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         return device is PciDevice ? _platform.Iommu.PciDeviceGroup(device, out group) : _platform.Iommu.GenericDeviceGroup(device, out group);
     }
 
+    [KernelSymbol("PCI_CLASS_BRIDGE_ISA")]
+    private const uint PciClassBridgeIsa = 0x0601;
+
     /// <inheritdoc/>
     [KernelSymbol("intel_iommu_get_resv_regions")]
     public void GetResvRegions(Device device, IList<IommuResvRegion> regions)
@@ -305,12 +308,20 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         ArgumentNullException.ThrowIfNull(regions);
 
         // The RMRRs naming the device or a bridge above it: firmware DMA that must keep working, so identity
-        // mapped (never relaxable here: the model has no class codes to find the USB and graphics devices).
+        // mapped; relaxable for USB and graphics devices, whose firmware use ends when their driver loads.
         if (device is PciDevice { Bus: PciBus bus } pdev)
         {
+            IommuResvType type = pdev.RmrrRelaxable ? IommuResvType.DirectRelaxable : IommuResvType.Direct;
             foreach ((ulong b, ulong e) in bus.RmrrsOf(pdev))
             {
-                regions.Add(new IommuResvRegion(b, e - b + 1, IommuProt.Read | IommuProt.Write, IommuResvType.Direct));
+                regions.Add(new IommuResvRegion(b, e - b + 1, IommuProt.Read | IommuProt.Write, type));
+            }
+
+            // CONFIG_INTEL_IOMMU_FLOPPY_WA (default y in 5.15; gone in 6.x): the floppy controller behind an ISA
+            // bridge DMAs below 16 MiB through the bridge's requester id.
+            if ((pdev.ClassCode >> 8) == PciClassBridgeIsa)
+            {
+                regions.Add(new IommuResvRegion(0, 1UL << 24, IommuProt.Read | IommuProt.Write, IommuResvType.DirectRelaxable));
             }
         }
 

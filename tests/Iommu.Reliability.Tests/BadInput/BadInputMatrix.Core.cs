@@ -142,6 +142,8 @@ internal static partial class BadInputMatrix
         X<ArgumentNullException>("PciBus.AddDevice", "null spec", c => c.Pci.AddDevice(null!)),
         X<ArgumentException>("PciBus.AddDevice", "address taken", c => c.Pci.AddDevice(new PciDeviceSpec("0000:00:01.0"))),
         X<ArgumentException>("PciBus.AddDevice", "upstream bridge missing", c => c.Pci.AddDevice(new PciDeviceSpec("0000:05:00.0") { Upstream = new PciAddress(0, 0, 0x1c, 0) })),
+        X<ArgumentOutOfRangeException>("PciBus.AddDevice", "class code wider than 24 bits", c => c.Pci.AddDevice(new PciDeviceSpec("0000:05:00.0") { ClassCode = 0x100_0000 })),
+        X<ArgumentOutOfRangeException>("PciBus.AddDevice", "PASID width above 20", c => c.Pci.AddDevice(new PciDeviceSpec("0000:05:00.0") { PasidWidth = 21 })),
         X<ArgumentNullException>("PciBus.AddDmaRemapper", "null unit", c => { c.Pci.AddDmaRemapper(null!, includeAll: false); return null; }),
         X<InvalidOperationException>("PciBus.AddDmaRemapper", "second INCLUDE_ALL unit", c => { c.Pci.AddDmaRemapper(c.Unit, includeAll: true); return null; }),
         X<ArgumentNullException>("PciBus.AddRmrr", "null scope", c => { c.Pci.AddRmrr(0x1000, 0x1FFF, null!); return null; }),
