@@ -45,6 +45,33 @@ public sealed class AttachErrnoTests
     }
 
     [Fact]
+    public void A_USB_controller_named_in_an_RMRR_can_be_assigned_and_its_relaxable_region_mapped_over()
+    {
+        // device_rmrr_is_relaxable: the RMRR of a USB controller (class 0x0C03) locks nothing, and type1 leaves
+        // its DIRECT_RELAXABLE region in the IOVA list, so the user may map guest memory there.
+        const ulong rmrr = 0x7E0_0000;
+        using var bed = new Type1Bed();
+        bed.Pci.AddRmrr(rmrr, rmrr + 0xFFFF, PciAddress.Parse("0000:00:14.0", null));
+        PciDevice usb = bed.Pci.AddDevice(new PciDeviceSpec("0000:00:14.0") { Acs = true, ClassCode = 0x0C_0330 });
+        bed.Vfio.RegisterDevice(usb).ThrowIfError();
+        VfioContainer c = bed.Vfio.OpenContainer(bed.Proc, out _);
+        bed.Vfio.OpenGroup(bed.Proc, usb.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        g!.SetContainer(c).ThrowIfError();
+
+        Assert.Equal(Errno.None, c.SetIommu(VfioUapi.VFIO_TYPE1v2_IOMMU));
+        ulong buf = bed.Buffer(0x1000, seed: 0x5A);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, rmrr + 0x8000, 0x1000)));
+
+        var got = new byte[1];
+        Assert.True(usb.DmaRead(null, rmrr + 0x8000, got).IsOk);
+        var want = new byte[1];
+        bed.Proc.Read(buf, want).ThrowIfError();
+        Assert.Equal(want[0], got[0]);
+        Assert.False(usb.DmaRead(null, rmrr, got).IsOk); // the rest of the RMRR is not mapped in the container's domain
+        c.Backend!.Audit();
+    }
+
+    [Fact]
     public void A_group_whose_aperture_excludes_an_existing_mapping_is_einval()
     {
         // Two units on one PCI segment: 00:03.0 behind a 48-bit unit, 00:04.0 behind a 39-bit one.
