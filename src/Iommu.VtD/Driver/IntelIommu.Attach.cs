@@ -1,7 +1,6 @@
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.VtD.Driver.Format;
-using Iommu.VtD.Hardware;
 
 namespace Iommu.VtD.Driver;
 
@@ -352,7 +351,7 @@ public sealed partial class IntelIommu
                 return ErrorDetail.Fail(Errno.ENOMEM, $"no frame for the context table of bus {bus:x2} on DMAR unit {unit.SeqId}");
             }
 
-            if ((_memory.ReadUInt64(ce) & VtdFormat.Present) != 0)
+            if ((_memory.ReadUInt64(ce) & ContextEntry.PresentBit) != 0)
             {
                 return Errno.None;
             }
@@ -426,7 +425,7 @@ public sealed partial class IntelIommu
         lock (unit.Lock)
         {
             ulong ce = unit.ContextEntryAddress(bus, devfn, alloc: false);
-            if (ce == 0 || (_memory.ReadUInt64(ce) & VtdFormat.Present) == 0)
+            if (ce == 0 || (_memory.ReadUInt64(ce) & ContextEntry.PresentBit) == 0)
             {
                 return;
             }

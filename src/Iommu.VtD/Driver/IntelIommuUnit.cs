@@ -473,7 +473,7 @@ public sealed class IntelIommuUnit
         ulong statusPa = _qiStatus + ((ulong)index << 2);
         ref uint status = ref Unsafe.Add(ref Unsafe.As<ulong, uint>(ref _frames.Region.Entry(statusPa & ~7UL)), index & 1);
         Volatile.Write(ref status, Dmar.QiInUse);
-        ulong wait = QiDescriptor.WaitWithStatus(seq) | (waitDrain ? VtdFormat.DescWaitPd : 0);
+        ulong wait = QiDescriptor.WaitWithStatus(seq) | (waitDrain ? QiDescriptor.IwdPrqDrain : 0);
         WriteDescriptor(index, wait, statusPa, 0, 0);
         _qiTail = (index + 1) & (_qiEntries - 1); // 128 or 256: a mask, not a division
         _mmio.Write64Unguarded(Dmar.IqtReg, (ulong)_qiTail << _qiShift);

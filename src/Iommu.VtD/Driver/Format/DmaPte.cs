@@ -38,6 +38,13 @@ public static class DmaPte
     [KernelSymbol("VTD_PAGE_SHIFT")]
     public const int PageShift = 12;
 
+    /// <summary>
+    /// The page-frame bits of a table pointer, 63:12 (<c>VTD_PAGE_MASK</c>): what the root, context and
+    /// PASID-entry setters keep of an address.
+    /// </summary>
+    [KernelSymbol("VTD_PAGE_MASK")]
+    internal const ulong PageMask = ~0UL << PageShift;
+
     /// <summary>Index bits per level (<c>VTD_STRIDE_SHIFT</c>).</summary>
     [KernelSymbol("VTD_STRIDE_SHIFT")]
     public const int StrideShift = 9;

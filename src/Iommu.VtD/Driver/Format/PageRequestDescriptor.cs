@@ -1,5 +1,3 @@
-using Iommu.VtD.Hardware;
-
 namespace Iommu.VtD.Driver.Format;
 
 /// <summary>One 256-bit queued-invalidation descriptor as <c>qi_submit_sync</c> takes it (<c>struct qi_desc</c>).</summary>
@@ -103,5 +101,5 @@ internal static class PageRequestQueue
 
     /// <summary>The drain's fence: a wait descriptor with FN and status data DONE, neither SW nor IF (<c>QI_IWD_STATUS_DATA(QI_DONE) | QI_IWD_FENCE</c>).</summary>
     [KernelSymbol("QI_IWD_FENCE")]
-    public static QiDesc DrainFence() => new(((ulong)QiDone << VtdFormat.DescWaitDataShift) | VtdFormat.DescWaitFn | VtdFormat.DescWait, 0);
+    public static QiDesc DrainFence() => new(((ulong)QiDone << QiDescriptor.IwdStatusDataShift) | QiDescriptor.IwdFence | QiDescriptor.IwdType, 0);
 }

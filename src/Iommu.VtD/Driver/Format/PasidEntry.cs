@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using Iommu.Memory;
-using Iommu.VtD.Hardware;
 
 namespace Iommu.VtD.Driver.Format;
 
@@ -11,21 +10,32 @@ namespace Iommu.VtD.Driver.Format;
 /// </summary>
 /// <remarks>
 /// The first-level fields (FLPTR, FLPM, WPE, EAFE) are here for first-level translation; nothing sets
-/// them yet. Bits the hardware model also decodes come from <see cref="VtdFormat"/>; the others are
-/// the driver's alone.
+/// them yet. Every bit is written here, as <c>pasid.h</c> and <c>pasid.c</c> write it; the hardware model
+/// decodes the entry with its own constants, so the two readings meet only in the tests.
 /// </remarks>
 [KernelSymbol("struct pasid_entry")]
 internal struct PasidEntry
 {
     /// <summary>Bytes in the entry.</summary>
-    public const int Size = VtdFormat.PasidEntrySize;
+    public const int Size = 64; // sizeof(struct pasid_entry): u64 val[8]
 
     /// <summary>PASID bits 5:0 index the PASID table (<c>PASID_PTE_MASK</c>).</summary>
     [KernelSymbol("PASID_PTE_MASK")]
-    public const uint PteMask = VtdFormat.PasidTableIndexMask;
+    public const uint PteMask = 0x3F;
 
-    private const ulong AwMask = 7UL << VtdFormat.PasidAwShift;
-    private const ulong PgttMask = 7UL << VtdFormat.PasidPgttShift;
+    /// <summary>P, q0 bit 0 (<c>PASID_PTE_PRESENT</c>).</summary>
+    [KernelSymbol("PASID_PTE_PRESENT")]
+    private const ulong PresentBit = 1UL << 0;
+
+    /// <summary>FPD, q0 bit 1 (<c>PASID_PTE_FPD</c>).</summary>
+    [KernelSymbol("PASID_PTE_FPD")]
+    private const ulong FpdBit = 1UL << 1;
+
+    private const int AwShift = 2;                     // pasid_set_address_width: GENMASK_ULL(4, 2), value << 2
+    private const ulong AwMask = 7UL << AwShift;
+    private const int PgttShift = 6;                   // pasid_set_translation_type: GENMASK_ULL(8, 6), value << 6
+    private const ulong PgttMask = 7UL << PgttShift;
+    private const ulong DidMask = 0xFFFF;              // pasid_set_domain_id: q1 GENMASK_ULL(15, 0)
     private const ulong PwsnpBit = 1UL << 23;          // q1 bit 23 (abs. 87)
     private const ulong PgsnpBit = 1UL << 24;          // q1 bit 24 (abs. 88)
     private const ulong SreBit = 1UL << 0;             // q2 bit 0 (abs. 128)
@@ -41,15 +51,15 @@ internal struct PasidEntry
 
     /// <summary>P, q0 bit 0 (<c>pasid_pte_is_present</c>).</summary>
     [KernelSymbol("pasid_pte_is_present")]
-    public readonly bool Present => (_q[0] & VtdFormat.Present) != 0;
+    public readonly bool Present => (_q[0] & PresentBit) != 0;
 
     /// <summary>PGTT, q0 8:6 (<c>pasid_pte_get_pgtt</c>).</summary>
     [KernelSymbol("pasid_pte_get_pgtt")]
-    public readonly PasidPgtt Pgtt => (PasidPgtt)((_q[0] & PgttMask) >> VtdFormat.PasidPgttShift);
+    public readonly PasidPgtt Pgtt => (PasidPgtt)((_q[0] & PgttMask) >> PgttShift);
 
     /// <summary>DID, q1 15:0 (<c>pasid_get_domain_id</c>).</summary>
     [KernelSymbol("pasid_get_domain_id")]
-    public readonly ushort DomainId => (ushort)(_q[1] & VtdFormat.PasidDidMask);
+    public readonly ushort DomainId => (ushort)(_q[1] & DidMask);
 
     /// <summary>Physical address of <paramref name="pasid"/>'s entry in the PASID table at <paramref name="table"/>.</summary>
     public static ulong Address(ulong table, uint pasid) => table + ((pasid & PteMask) * Size);
@@ -74,27 +84,27 @@ internal struct PasidEntry
 
     /// <summary>Sets P, q0 bit 0 (<c>pasid_set_present</c>).</summary>
     [KernelSymbol("pasid_set_present")]
-    public void SetPresent() => _q[0] |= VtdFormat.Present;
+    public void SetPresent() => _q[0] |= PresentBit;
 
     /// <summary>Clears FPD, q0 bit 1: faults are recorded (<c>pasid_set_fault_enable</c>).</summary>
     [KernelSymbol("pasid_set_fault_enable")]
-    public void SetFaultEnable() => _q[0] &= ~VtdFormat.Fpd;
+    public void SetFaultEnable() => _q[0] &= ~FpdBit;
 
     /// <summary>AW, q0 4:2: the AGAW of the second-level walk (<c>pasid_set_address_width</c>).</summary>
     [KernelSymbol("pasid_set_address_width")]
-    public void SetAddressWidth(int agaw) => _q[0] = (_q[0] & ~AwMask) | (((ulong)agaw << VtdFormat.PasidAwShift) & AwMask);
+    public void SetAddressWidth(int agaw) => _q[0] = (_q[0] & ~AwMask) | (((ulong)agaw << AwShift) & AwMask);
 
     /// <summary>PGTT, q0 8:6 (<c>pasid_set_translation_type</c>).</summary>
     [KernelSymbol("pasid_set_translation_type")]
-    public void SetTranslationType(PasidPgtt pgtt) => _q[0] = (_q[0] & ~PgttMask) | (((ulong)pgtt << VtdFormat.PasidPgttShift) & PgttMask);
+    public void SetTranslationType(PasidPgtt pgtt) => _q[0] = (_q[0] & ~PgttMask) | (((ulong)pgtt << PgttShift) & PgttMask);
 
     /// <summary>SLPTPTR, q0 63:12 (<c>pasid_set_slptr</c>).</summary>
     [KernelSymbol("pasid_set_slptr")]
-    public void SetSlptr(ulong table) => _q[0] = (_q[0] & ~VtdFormat.PointerMask) | (table & VtdFormat.PointerMask);
+    public void SetSlptr(ulong table) => _q[0] = (_q[0] & ~DmaPte.PageMask) | (table & DmaPte.PageMask);
 
     /// <summary>DID, q1 15:0 (<c>pasid_set_domain_id</c>).</summary>
     [KernelSymbol("pasid_set_domain_id")]
-    public void SetDomainId(ushort did) => _q[1] = (_q[1] & ~VtdFormat.PasidDidMask) | did;
+    public void SetDomainId(ushort did) => _q[1] = (_q[1] & ~DidMask) | did;
 
     /// <summary>PWSNP, q1 bit 23: snooped page walks, set from ECAP.SMPWCS (<c>pasid_set_page_snoop</c>).</summary>
     [KernelSymbol("pasid_set_page_snoop")]
@@ -110,7 +120,7 @@ internal struct PasidEntry
 
     /// <summary>FLPTR, q2 63:12: the first-level table (<c>pasid_set_flptr</c>). Unused until first-level translation.</summary>
     [KernelSymbol("pasid_set_flptr")]
-    public void SetFlptr(ulong table) => _q[2] = (_q[2] & ~VtdFormat.PointerMask) | (table & VtdFormat.PointerMask);
+    public void SetFlptr(ulong table) => _q[2] = (_q[2] & ~DmaPte.PageMask) | (table & DmaPte.PageMask);
 
     /// <summary>FLPM, q2 3:2: 0 = 4-level, 1 = 5-level first level (<c>pasid_set_flpm</c>). Unused until first-level translation.</summary>
     [KernelSymbol("pasid_set_flpm")]
@@ -152,7 +162,7 @@ internal struct PasidEntry
     [KernelSymbol("pasid_clear_entry_with_fpd")]
     public static void ClearWithFpd(PhysicalMemory memory, ulong pa)
     {
-        memory.WriteUInt64(pa, VtdFormat.Fpd);
+        memory.WriteUInt64(pa, FpdBit);
         for (ulong q = 8; q < Size; q += 8)
         {
             memory.WriteUInt64(pa + q, 0);

@@ -1,5 +1,3 @@
-using Iommu.VtD.Hardware;
-
 namespace Iommu.VtD.Driver.Format;
 
 /// <summary>PGTT, the PASID-granular translation type of a PASID entry (q0 8:6; <c>PASID_ENTRY_PGTT_*</c>).</summary>
@@ -10,17 +8,17 @@ internal enum PasidPgtt
 
     /// <summary>First-level only (<c>PASID_ENTRY_PGTT_FL_ONLY</c>).</summary>
     [KernelSymbol("PASID_ENTRY_PGTT_FL_ONLY")]
-    FirstLevel = VtdFormat.PgttFirstLevel,
+    FirstLevel = 1,
 
     /// <summary>Second-level only (<c>PASID_ENTRY_PGTT_SL_ONLY</c>).</summary>
     [KernelSymbol("PASID_ENTRY_PGTT_SL_ONLY")]
-    SecondLevel = VtdFormat.PgttSecondLevel,
+    SecondLevel = 2,
 
     /// <summary>Nested (<c>PASID_ENTRY_PGTT_NESTED</c>).</summary>
     [KernelSymbol("PASID_ENTRY_PGTT_NESTED")]
-    Nested = VtdFormat.PgttNested,
+    Nested = 3,
 
     /// <summary>Pass-through (<c>PASID_ENTRY_PGTT_PT</c>).</summary>
     [KernelSymbol("PASID_ENTRY_PGTT_PT")]
-    PassThrough = VtdFormat.PgttPassThrough,
+    PassThrough = 4,
 }

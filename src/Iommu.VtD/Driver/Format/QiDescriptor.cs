@@ -1,14 +1,48 @@
-using Iommu.VtD.Hardware;
-
 namespace Iommu.VtD.Driver.Format;
 
 /// <summary>
 /// The driver's encoders of queued-invalidation descriptors (the <c>QI_*</c> macros of
-/// <c>intel-iommu.h</c>), q0 of each type; the type codes and field positions come from
-/// <see cref="VtdFormat"/>, which the hardware model shares.
+/// <c>intel-iommu.h</c>), q0 of each type. Every type code and field position is written here as
+/// the kernel writes it; the hardware model decodes descriptors with its own constants.
 /// </summary>
 internal static class QiDescriptor
 {
+    // Type codes, q0 3:0.
+    private const ulong CcType = 0x1;       // QI_CC_TYPE
+    private const ulong IotlbType = 0x2;    // QI_IOTLB_TYPE
+    private const ulong DiotlbType = 0x3;   // QI_DIOTLB_TYPE
+    private const ulong EiotlbType = 0x6;   // QI_EIOTLB_TYPE
+    private const ulong PcType = 0x7;       // QI_PC_TYPE
+    private const ulong DeiotlbType = 0x8;  // QI_DEIOTLB_TYPE
+
+    /// <summary>Invalidation wait descriptor type (<c>QI_IWD_TYPE</c>).</summary>
+    internal const ulong IwdType = 0x5;
+
+    /// <summary>Shift of a wait descriptor's status data, q0 63:32 (<c>QI_IWD_STATUS_DATA</c>).</summary>
+    [KernelSymbol("QI_IWD_STATUS_DATA")]
+    internal const int IwdStatusDataShift = 32;
+
+    /// <summary>SW: the wait writes its status data to the address in q1 (<c>QI_IWD_STATUS_WRITE</c>).</summary>
+    [KernelSymbol("QI_IWD_STATUS_WRITE")]
+    internal const ulong IwdStatusWrite = 1UL << 5;
+
+    /// <summary>FN: later descriptors wait for this one (<c>QI_IWD_FENCE</c>).</summary>
+    internal const ulong IwdFence = 1UL << 6;
+
+    /// <summary>PD: the wait also drains page requests (<c>QI_IWD_PRQ_DRAIN</c>).</summary>
+    [KernelSymbol("QI_IWD_PRQ_DRAIN")]
+    internal const ulong IwdPrqDrain = 1UL << 7;
+
+    // Field positions. The kernel's QI_CC_GRAN and QI_IOTLB_GRAN shift a register-position granularity
+    // (DMA_CCMD_*, DMA_TLB_*) down to q0 5:4; callers here pass the 2-bit field, so it goes straight to 4.
+    private const int GranShift = 4;        // QI_CC_GRAN, QI_IOTLB_GRAN, QI_PC_GRAN, QI_EIOTLB_GRAN
+    private const int DidShift = 16;        // QI_CC_DID, QI_IOTLB_DID, QI_PC_DID, QI_EIOTLB_DID
+    private const int CcSidShift = 32;      // QI_CC_SID
+    private const int CcFmShift = 48;       // QI_CC_FM
+    private const int PasidShift = 32;      // QI_PC_PASID, QI_EIOTLB_PASID, QI_DEV_EIOTLB_PASID
+    private const int DevIotlbSidShift = 32;  // QI_DEV_IOTLB_SID
+    private const int DevEiotlbSidShift = 16; // QI_DEV_EIOTLB_SID
+
     /// <summary>PASID-cache granularity: every PASID of a domain (<c>QI_PC_ALL_PASIDS</c>).</summary>
     [KernelSymbol("QI_PC_ALL_PASIDS")]
     public const int PcAllPasids = 0;
@@ -36,31 +70,31 @@ internal static class QiDescriptor
     /// <summary>Context-cache invalidate (<c>QI_CC_TYPE</c> with <c>QI_CC_FM</c>, <c>QI_CC_SID</c>, <c>QI_CC_DID</c>, <c>QI_CC_GRAN</c>).</summary>
     [KernelSymbol("QI_CC_TYPE")]
     public static ulong ContextCache(ushort did, ushort sid, int fm, int granularity) =>
-        ((ulong)fm << VtdFormat.DescFmShift) | ((ulong)sid << VtdFormat.DescSidShift) | ((ulong)did << VtdFormat.DescDidShift)
-        | ((ulong)granularity << VtdFormat.DescGranularityShift) | VtdFormat.DescContextCache;
+        ((ulong)fm << CcFmShift) | ((ulong)sid << CcSidShift) | ((ulong)did << DidShift)
+        | ((ulong)granularity << GranShift) | CcType;
 
     /// <summary>IOTLB invalidate (<c>QI_IOTLB_TYPE</c> with <c>QI_IOTLB_DID</c>, <c>QI_IOTLB_DR</c>, <c>QI_IOTLB_DW</c>, <c>QI_IOTLB_GRAN</c>).</summary>
     [KernelSymbol("QI_IOTLB_TYPE")]
     public static ulong Iotlb(ushort did, bool drainReads, bool drainWrites, int granularity) =>
-        ((ulong)did << VtdFormat.DescDidShift) | (drainReads ? IotlbDr : 0) | (drainWrites ? IotlbDw : 0)
-        | ((ulong)granularity << VtdFormat.DescGranularityShift) | VtdFormat.DescIotlb;
+        ((ulong)did << DidShift) | (drainReads ? IotlbDr : 0) | (drainWrites ? IotlbDw : 0)
+        | ((ulong)granularity << GranShift) | IotlbType;
 
     /// <summary>PASID-cache invalidate (<c>QI_PC_TYPE</c> with <c>QI_PC_PASID</c>, <c>QI_PC_DID</c>, <c>QI_PC_GRAN</c>).</summary>
     [KernelSymbol("QI_PC_TYPE")]
     public static ulong PasidCache(ushort did, uint pasid, int granularity) =>
-        ((ulong)pasid << VtdFormat.DescPasidShift) | ((ulong)did << VtdFormat.DescDidShift)
-        | ((ulong)granularity << VtdFormat.DescGranularityShift) | VtdFormat.DescPasidCache;
+        ((ulong)pasid << PasidShift) | ((ulong)did << DidShift)
+        | ((ulong)granularity << GranShift) | PcType;
 
     /// <summary>PASID-based IOTLB invalidate (<c>QI_EIOTLB_TYPE</c> with <c>QI_EIOTLB_PASID</c>, <c>QI_EIOTLB_DID</c>, <c>QI_EIOTLB_GRAN</c>).</summary>
     [KernelSymbol("QI_EIOTLB_TYPE")]
     public static ulong PasidIotlb(ushort did, uint pasid, int granularity) =>
-        ((ulong)pasid << VtdFormat.DescPasidShift) | ((ulong)did << VtdFormat.DescDidShift)
-        | ((ulong)granularity << VtdFormat.DescGranularityShift) | VtdFormat.DescPasidIotlb;
+        ((ulong)pasid << PasidShift) | ((ulong)did << DidShift)
+        | ((ulong)granularity << GranShift) | EiotlbType;
 
     /// <summary>Invalidation wait that writes <paramref name="statusData"/> to the address in q1 (<c>QI_IWD_TYPE</c> with <c>QI_IWD_STATUS_DATA</c>, <c>QI_IWD_STATUS_WRITE</c>).</summary>
     [KernelSymbol("QI_IWD_TYPE")]
     public static ulong WaitWithStatus(uint statusData) =>
-        ((ulong)statusData << VtdFormat.DescWaitDataShift) | VtdFormat.DescWaitSw | VtdFormat.DescWait;
+        ((ulong)statusData << IwdStatusDataShift) | IwdStatusWrite | IwdType;
 
     /// <summary>q1 of a page-selective PASID-based IOTLB invalidate: 2^<paramref name="am"/> pages at <paramref name="addr"/> (<c>QI_EIOTLB_ADDR</c>, <c>QI_EIOTLB_IH</c>, <c>QI_EIOTLB_AM</c>).</summary>
     [KernelSymbol("QI_EIOTLB_ADDR")]
@@ -79,8 +113,8 @@ internal static class QiDescriptor
     /// <summary>Device-TLB invalidate, q0 (<c>QI_DIOTLB_TYPE</c> with <c>QI_DEV_IOTLB_SID</c>, <c>QI_DEV_IOTLB_QDEP</c>, <c>QI_DEV_IOTLB_PFSID</c>); a depth of 32 or more is sent as 0.</summary>
     [KernelSymbol("QI_DIOTLB_TYPE")]
     public static ulong DevIotlb(ushort sid, ushort pfsid, int qdep) =>
-        ((ulong)sid << VtdFormat.DescSidShift) | ((ulong)(qdep >= DevIotlbMaxInvs ? 0 : qdep & 0x1F) << DevIotlbQdepShift)
-        | Pfsid(pfsid) | VtdFormat.DescDeviceTlb;
+        ((ulong)sid << DevIotlbSidShift) | ((ulong)(qdep >= DevIotlbMaxInvs ? 0 : qdep & 0x1F) << DevIotlbQdepShift)
+        | Pfsid(pfsid) | DiotlbType;
 
     /// <summary>
     /// q1 of a device-TLB invalidate (<c>qi_flush_dev_iotlb</c>): 2^<paramref name="mask"/> pages at <paramref name="addr"/>;
@@ -93,8 +127,8 @@ internal static class QiDescriptor
     /// <summary>PASID-based device-TLB invalidate, q0 (<c>QI_DEIOTLB_TYPE</c> with <c>QI_DEV_EIOTLB_PASID</c>, <c>QI_DEV_EIOTLB_SID</c>, <c>QI_DEV_EIOTLB_QDEP</c>, <c>QI_DEV_IOTLB_PFSID</c>).</summary>
     [KernelSymbol("QI_DEIOTLB_TYPE")]
     public static ulong PasidDevIotlb(ushort sid, ushort pfsid, uint pasid, int qdep) =>
-        ((ulong)pasid << VtdFormat.DescPasidShift) | ((ulong)sid << VtdFormat.DescDidShift)
-        | ((ulong)(qdep >= DevIotlbMaxInvs ? 0 : qdep & 0x1F) << DevEiotlbQdepShift) | Pfsid(pfsid) | VtdFormat.DescPasidDeviceTlb;
+        ((ulong)(pasid & 0xF_FFFF) << PasidShift) | ((ulong)sid << DevEiotlbSidShift)
+        | ((ulong)(qdep >= DevIotlbMaxInvs ? 0 : qdep & 0x1F) << DevEiotlbQdepShift) | Pfsid(pfsid) | DeiotlbType;
 
     /// <summary>
     /// q1 of a PASID-based device-TLB invalidate (<c>qi_flush_dev_iotlb_pasid</c>): 2^<paramref name="order"/> pages at

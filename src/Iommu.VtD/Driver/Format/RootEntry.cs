@@ -1,5 +1,3 @@
-using Iommu.VtD.Hardware;
-
 namespace Iommu.VtD.Driver.Format;
 
 /// <summary>
@@ -10,23 +8,29 @@ namespace Iommu.VtD.Driver.Format;
 [KernelSymbol("struct root_entry")]
 internal readonly record struct RootEntry(ulong Value)
 {
+    /// <summary>Bytes in a root entry, both halves (<c>sizeof(struct root_entry)</c>).</summary>
+    public const int Size = 16;
+
+    // P (lo) and UP (hi): root_present and root_entry_lctp/uctp test bit 0.
+    private const ulong PresentBit = 1UL << 0;
+
     /// <summary>Physical address of the half of the root entry of <paramref name="bus"/> that points at <paramref name="devfn"/>'s context table.</summary>
     public static ulong Address(ulong rootTable, byte bus, byte devfn, bool scalable) =>
-        rootTable + ((ulong)bus * VtdFormat.RootEntrySize) + (scalable && devfn >= 0x80 ? 8UL : 0);
+        rootTable + ((ulong)bus * Size) + (scalable && devfn >= 0x80 ? 8UL : 0);
 
     /// <summary>Physical address of half <paramref name="half"/> (0 = lo, 1 = hi) of the root entry of <paramref name="bus"/>.</summary>
     public static ulong HalfAddress(ulong rootTable, int bus, int half) =>
-        rootTable + ((ulong)bus * VtdFormat.RootEntrySize) + ((ulong)half * 8);
+        rootTable + ((ulong)bus * Size) + ((ulong)half * 8);
 
     /// <summary>P (lo) or UP (hi), bit 0 (<c>root_present</c>).</summary>
     [KernelSymbol("root_present")]
-    public bool Present => (Value & VtdFormat.Present) != 0;
+    public bool Present => (Value & PresentBit) != 0;
 
     /// <summary>The context table, bits 63:12 (<c>get_context_addr_from_root</c>).</summary>
     [KernelSymbol("get_context_addr_from_root")]
-    public ulong ContextTable => Value & VtdFormat.PointerMask;
+    public ulong ContextTable => Value & DmaPte.PageMask;
 
     /// <summary>A present half pointing at <paramref name="table"/> (<c>set_root_value</c> + <c>set_root_present</c>).</summary>
     [KernelSymbol("set_root_value")]
-    public static RootEntry ForContextTable(ulong table) => new((table & VtdFormat.PointerMask) | VtdFormat.Present);
+    public static RootEntry ForContextTable(ulong table) => new((table & DmaPte.PageMask) | PresentBit);
 }
