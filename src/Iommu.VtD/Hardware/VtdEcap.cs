@@ -2,9 +2,9 @@ namespace Iommu.VtD.Hardware;
 
 /// <summary>Bit positions of the extended capability register (ECAP, offset 0x010), and decoders of its fields for users of the model.</summary>
 /// <remarks>
-/// The bit positions are shared: the hardware model builds ECAP from <see cref="VtdConfig"/> with them and
-/// the driver decodes ECAP with its own <c>ecap_*</c> functions over them. The decoders here are for
-/// users; neither the hardware model nor the driver calls them.
+/// The hardware model builds ECAP from <see cref="VtdConfig"/> with these bit positions; the driver decodes
+/// ECAP with its own <c>ecap_*</c> functions, which write their bit positions themselves, so the two meet
+/// only in the tests. The decoders here are for users; neither the hardware model nor the driver calls them.
 /// </remarks>
 public static class VtdEcap
 {

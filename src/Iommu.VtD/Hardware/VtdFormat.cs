@@ -7,12 +7,14 @@ namespace Iommu.VtD.Hardware;
 /// 64-bit words q0, q1, …; each constant names the word it applies to.
 /// </summary>
 /// <remarks>
-/// Bit positions, masks, field values and sizes only: these constants (with the CAP and ECAP bit positions
-/// of <see cref="VtdCap"/> and <see cref="VtdEcap"/>) are all the hardware model and the driver share.
-/// Each side encodes and decodes with its own code — the hardware in <see cref="VtdUnit"/> (translation,
-/// invalidation), the driver in its typed entries (<c>Driver/Format</c>: root, context, PASID directory
-/// and PASID entries, invalidation descriptors, fault records, <c>cap_*</c>/<c>ecap_*</c>) — so two
-/// independent readings of the specification meet only in the tests.
+/// Bit positions, masks, field values and sizes only, as the hardware model reads them (with the CAP and
+/// ECAP bit positions of <see cref="VtdCap"/> and <see cref="VtdEcap"/>); emulators and tests use them too.
+/// The driver does not: it keeps its own copy of every bit in its typed entries (<c>Driver/Format</c>:
+/// root, context, PASID directory and PASID entries, invalidation descriptors, fault records,
+/// <c>cap_*</c>/<c>ecap_*</c>), written as Linux writes them, so a misread bit is not shared by both
+/// sides. The two readings of the specification meet only in the tests: the driver builds tables that
+/// the unit walks, an independent walker in the tests reads the same bytes, and the capability decoder
+/// tests hold the driver's <c>cap_*</c>/<c>ecap_*</c> to the kernel's macros.
 /// </remarks>
 public static class VtdFormat
 {
