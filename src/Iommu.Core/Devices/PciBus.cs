@@ -11,7 +11,10 @@ public sealed class PciBus : Bus
         Segment = (ushort)segment;
     }
 
-    private readonly List<(IDmaRemapper Unit, bool IncludeAll, PciAddress[] Scope)> _remappers = [];
+    // Copy-on-write, read without a lock as the kernel reads the DRHD list under RCU: the IOPF worker's page
+    // response looks the unit up while an SVA unbind holds its group's mutex and waits for that worker, and
+    // device_del holds the bus lock while it takes group mutexes.
+    private (IDmaRemapper Unit, bool IncludeAll, PciAddress[] Scope)[] _remappers = [];
     private int _remapperVersion; // changes whenever a unit is added, so devices can cache their unit
 
     /// <summary>Changes whenever a remapping unit is added: a device's cached <see cref="FindDmaRemapper"/> answer is valid while it stays the same.</summary>
@@ -36,12 +39,12 @@ public sealed class PciBus : Bus
         ArgumentNullException.ThrowIfNull(scope);
         lock (SyncRoot)
         {
-            if (includeAll && _remappers.Exists(r => r.IncludeAll))
+            if (includeAll && Array.Exists(_remappers, r => r.IncludeAll))
             {
                 throw new InvalidOperationException($"Segment {Segment:x4} already has an INCLUDE_PCI_ALL remapping unit.");
             }
 
-            _remappers.Add((unit, includeAll, [.. scope]));
+            Volatile.Write(ref _remappers, [.. _remappers, (unit, includeAll, [.. scope])]);
             Volatile.Write(ref _remapperVersion, _remapperVersion + 1);
         }
     }
@@ -111,34 +114,32 @@ public sealed class PciBus : Bus
     {
         using PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
-        lock (SyncRoot)
+        (IDmaRemapper Unit, bool IncludeAll, PciAddress[] Scope)[] remappers = Volatile.Read(ref _remappers);
+        foreach ((IDmaRemapper unit, bool includeAll, PciAddress[] scope) in remappers)
         {
-            foreach ((IDmaRemapper unit, bool includeAll, PciAddress[] scope) in _remappers)
+            if (includeAll)
             {
-                if (includeAll)
-                {
-                    continue;
-                }
-
-                for (PciDevice? d = device; d is not null; d = d.Upstream)
-                {
-                    if (Array.IndexOf(scope, d.Address) >= 0)
-                    {
-                        return unit;
-                    }
-                }
+                continue;
             }
 
-            foreach ((IDmaRemapper unit, bool includeAll, _) in _remappers)
+            for (PciDevice? d = device; d is not null; d = d.Upstream)
             {
-                if (includeAll)
+                if (Array.IndexOf(scope, d.Address) >= 0)
                 {
                     return unit;
                 }
             }
-
-            return null;
         }
+
+        foreach ((IDmaRemapper unit, bool includeAll, _) in remappers)
+        {
+            if (includeAll)
+            {
+                return unit;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Adds a PCI function described by <paramref name="spec"/> and probes it if the bus has IOMMU ops.</summary>
