@@ -51,6 +51,7 @@ public sealed partial class PciDevice
     /// until software invalidates it. Without ATS enabled, or behind a remapper without <see cref="IDmaRemapperAts"/>,
     /// this is <see cref="DmaRead(uint?, ulong, Span{byte})"/>.
     /// </remarks>
+    /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
     public DmaResult AtsDmaRead(uint? pasid, ulong iova, Span<byte> destination) => AtsTransfer(pasid, iova, destination, write: false);
 
     /// <summary>The device writes <paramref name="source"/> at <paramref name="iova"/> through its ATC (see <see cref="AtsDmaRead"/>).</summary>
@@ -58,6 +59,7 @@ public sealed partial class PciDevice
     /// <param name="iova">Untranslated address of the first byte.</param>
     /// <param name="source">The bytes.</param>
     /// <returns>As <see cref="AtsDmaRead"/>.</returns>
+    /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
     public DmaResult AtsDmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         // The bytes are only read; the shared loop takes a Span (no copy: 0 B per DMA).

@@ -143,6 +143,7 @@ public sealed partial class PciDevice : Device
     /// <param name="iova">Device address.</param>
     /// <param name="destination">Receives the bytes.</param>
     /// <returns>The outcome.</returns>
+    /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
         // The route first (managed objects only), then the scope of the memory it names: the common
@@ -176,6 +177,7 @@ public sealed partial class PciDevice : Device
     /// <param name="iova">Device address.</param>
     /// <param name="source">The bytes.</param>
     /// <returns>The outcome.</returns>
+    /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         RemapperLookup? route = Remapper();
@@ -212,6 +214,7 @@ public sealed partial class PciDevice : Device
     /// <param name="destination">Receives the bytes.</param>
     /// <param name="attributes">Privileged and execute bits of the PASID prefix.</param>
     /// <returns>The outcome.</returns>
+    /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination, DmaRequestAttributes attributes)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();
@@ -226,6 +229,7 @@ public sealed partial class PciDevice : Device
     /// <param name="source">The bytes.</param>
     /// <param name="attributes">Privileged bit of the PASID prefix (execute is dropped on a write).</param>
     /// <returns>The outcome.</returns>
+    /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source, DmaRequestAttributes attributes)
     {
         using Memory.PhysicalMemory.AccessScope guard = EnterPlatform();

@@ -542,7 +542,7 @@ public sealed class StackLifecycleStressTests(ITestOutputHelper output)
             }
             catch (InvalidOperationException ex) when (dev.Bus is null && ex.Message.EndsWith("is on no bus.", StringComparison.Ordinal))
             {
-                // Left alone, reported: DMA by a device another thread hot-removed throws, undocumented.
+                // DMA by a device another thread hot-removed: the documented InvalidOperationException.
                 Count("dma by a removed device threw InvalidOperationException");
                 return;
             }
