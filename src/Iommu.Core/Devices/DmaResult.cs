@@ -3,7 +3,7 @@ namespace Iommu.Devices;
 /// <summary>What happened to a device DMA.</summary>
 /// <param name="Status">Outcome.</param>
 /// <param name="Transferred">Bytes moved before the transfer stopped (all of them when <see cref="DmaStatus.Ok"/>).</param>
-/// <param name="Address">For a fault or memory error: the device address of the page that stopped the transfer; for success, the physical address of the first byte.</param>
+/// <param name="Address">For a fault or memory error: the device address of the first byte not moved (in the page that stopped it); for success, the physical address of the first byte.</param>
 /// <param name="FaultReason">
 /// For a fault, why: the hardware's code and name, printed in hex (<c>0x85 (ScalableWrite)</c> on a VT-d
 /// unit in scalable mode); <see cref="DmaFaultReason.None"/> otherwise. <see cref="DmaFaultReason.Code"/>
@@ -20,6 +20,6 @@ public readonly record struct DmaResult(DmaStatus Status, ulong Transferred, ulo
     /// <summary>When every byte moved: the physical address of the first byte; otherwise null.</summary>
     public ulong? PhysicalAddress => IsOk ? Address : null;
 
-    /// <summary>When the transfer stopped (a fault or a memory error): the device address of the page that stopped it; otherwise null.</summary>
+    /// <summary>When the transfer stopped (a fault or a memory error): the device address of the first byte not moved, in the page that stopped it; otherwise null.</summary>
     public ulong? StopAddress => IsOk ? null : Address;
 }
