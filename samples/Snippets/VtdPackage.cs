@@ -25,7 +25,7 @@ internal static class VtdPackage
         platform.Iommu.AttachDevice(domain, dev).ThrowIfError();
         platform.Iommu.Map(domain, 0x1000, 0x8000_0000, Sizes.Page, IommuProt.Read | IommuProt.Write).ThrowIfError();
         DmaResult ok = dev.DmaWrite(null, 0x1010, "hi"u8);        // translated by the VT-d page walk
-        DmaResult fault = dev.DmaWrite(null, 0x9000, "no"u8);     // unmapped: recorded in the fault registers
+        DmaResult fault = dev.DmaWrite(null, 0x9000, "no"u8);     // unmapped: a fault the driver logs (IntelIommu.Faults)
         // snippet-end: iommu-vtd-package
         return (ok, fault);
     }
