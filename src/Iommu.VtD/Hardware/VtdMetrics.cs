@@ -23,7 +23,12 @@ public static class VtdMetrics
     /// <param name="unit">The unit.</param>
     /// <param name="meterFactory">Creates the meter when given (dependency-injection hosts); otherwise a plain <see cref="Meter"/> is created.</param>
     /// <param name="unitName">A tag value that tells units apart (e.g. "dmar0").</param>
-    /// <returns>The meter; dispose it to stop publishing.</returns>
+    /// <returns>
+    /// The meter. Without <paramref name="meterFactory"/> it is a meter of its own: dispose it to stop
+    /// publishing. With one it is the factory's <c>Iommu.VtD</c> meter, which the factory caches and owns
+    /// (an unnamed platform on the same factory publishes on it too): disposing it does nothing, and the
+    /// unit's instruments stay until the factory is disposed.
+    /// </returns>
     public static Meter Publish(VtdUnit unit, IMeterFactory? meterFactory = null, string unitName = "dmar0")
     {
         ArgumentNullException.ThrowIfNull(unit);
