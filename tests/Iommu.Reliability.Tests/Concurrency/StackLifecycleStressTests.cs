@@ -47,8 +47,11 @@ public sealed class StackLifecycleStressTests(ITestOutputHelper output)
     [Fact]
     public void Random_lifecycle_operations_on_every_layer_keep_isolation_and_return_to_baseline() => RunAndCheck(exactFrames: false);
 
-    [Fact(Skip = "Open finding: after the ordered teardown 2 to 4 table frames stay live when the hot-plug operations run "
-        + "(domain alloc/map/attach/PASID attach/free with hot-remove and re-add racing them); not reduced yet. STRESS_SKIP=hot makes it pass.")]
+    [Fact(Skip = "Open finding: after the ordered teardown 2 to 6 table frames stay live when the hot-plug operations run "
+        + "with the others. Most are likely PASID table pages: global PASIDs above 63 occur under load (a PASID directory "
+        + "with three present entries was seen after the run), and 5.15 allocates a table page per 64 PASIDs on demand and "
+        + "frees it only when the device is released, which devices that stay present never are. Not proven to be all of it; "
+        + "a single-threaded model of the hot-plug operations with PASIDs above 63 returns every frame once the device is removed.")]
     public void Random_lifecycle_operations_return_every_table_frame() => RunAndCheck(exactFrames: true);
 
     private void RunAndCheck(bool exactFrames)
@@ -384,10 +387,16 @@ public sealed class StackLifecycleStressTests(ITestOutputHelper output)
                 HotDev h = _hot[w];
                 DetachAll(h);
                 FreeDomain(h);
-                if (h.Dev is null)
+
+                // Remove and re-add: the PASID table pages a global PASID above 63 added (allocated on demand,
+                // freed with the table at release, as 5.15's intel_pasid_get_entry and intel_pasid_free_table do)
+                // go, so the frame count can return to the baseline.
+                if (h.Dev is not null)
                 {
-                    h.Dev = AddHot(h.Bdf);
+                    _pci.RemoveDevice(h.Dev);
                 }
+
+                h.Dev = AddHot(h.Bdf);
             }
 
             if (_accelDev is null)
