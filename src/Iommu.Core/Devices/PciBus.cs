@@ -83,24 +83,48 @@ public sealed class PciBus : Bus
         }
     }
 
-    // The RMRRs whose scope names the device or a bridge above it (for_each_active_dev_scope with
-    // is_downstream_to_pci_bridge), as (first byte, last byte), in declaration order.
+    // The RMRRs whose scope covers the device, as (first byte, last byte), in declaration order.
     internal List<(ulong Base, ulong End)> RmrrsOf(PciDevice device)
     {
         var list = new List<(ulong Base, ulong End)>();
         foreach ((ulong b, ulong e, PciAddress[] scope) in Volatile.Read(ref _rmrrs))
         {
-            for (PciDevice? d = device; d is not null; d = d.Upstream)
+            if (InScope(device, scope))
             {
-                if (Array.IndexOf(scope, d.Address) >= 0)
-                {
-                    list.Add((b, e));
-                    break;
-                }
+                list.Add((b, e));
             }
         }
 
         return list;
+    }
+
+    // Whether an RMRR's scope covers the device (device_has_rmrr), without building the list.
+    internal bool HasRmrr(PciDevice device)
+    {
+        foreach ((_, _, PciAddress[] scope) in Volatile.Read(ref _rmrrs))
+        {
+            if (InScope(device, scope))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // A DMAR device scope (DRHD or RMRR) covers the device when it names the device or a bridge above it
+    // (the scope walk with is_downstream_to_pci_bridge).
+    private static bool InScope(PciDevice device, PciAddress[] scope)
+    {
+        for (PciDevice? d = device; d is not null; d = d.Upstream)
+        {
+            if (Array.IndexOf(scope, d.Address) >= 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
@@ -117,17 +141,9 @@ public sealed class PciBus : Bus
         (IDmaRemapper Unit, bool IncludeAll, PciAddress[] Scope)[] remappers = Volatile.Read(ref _remappers);
         foreach ((IDmaRemapper unit, bool includeAll, PciAddress[] scope) in remappers)
         {
-            if (includeAll)
+            if (!includeAll && InScope(device, scope))
             {
-                continue;
-            }
-
-            for (PciDevice? d = device; d is not null; d = d.Upstream)
-            {
-                if (Array.IndexOf(scope, d.Address) >= 0)
-                {
-                    return unit;
-                }
+                return unit;
             }
         }
 

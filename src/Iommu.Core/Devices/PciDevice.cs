@@ -93,7 +93,7 @@ public sealed partial class PciDevice : Device
     /// the device's DMA mapping is locked by firmware.
     /// </summary>
     [KernelSymbol("device_is_rmrr_locked")]
-    public bool RmrrLocked => !RmrrRelaxable && (Spec.RmrrLocked || (Bus is PciBus pci && pci.RmrrsOf(this).Count != 0));
+    public bool RmrrLocked => !RmrrRelaxable && (Spec.RmrrLocked || (Bus is PciBus pci && pci.HasRmrr(this)));
 
     /// <summary>ACS isolation enabled (<c>pci_acs_enabled</c> with the flags the IOMMU core requires).</summary>
     [KernelSymbol("pci_acs_enabled")]
