@@ -180,9 +180,9 @@ public sealed partial class VfioIommuType1
         while (done < pages)
         {
             // vfio_pin_pages_remote
-            if (write && done >= batchEnd)
+            if (done >= batchEnd)
             {
-                batchEnd = FaultInBatch(dma, task, done, pages);
+                batchEnd = BatchEnd(done, pages);
             }
 
             Errno e = task.PinUserPage(dma.Vaddr + (done << PageShift), write, out ulong first, out bool rsvd);
@@ -198,6 +198,7 @@ public sealed partial class VfioIommuType1
                 if (!dma.LockCap && (ulong)(task.LockedVm + 1) > limitPages)
                 {
                     task.UnpinUserPage(first, rsvd);
+                    FaultInBatchRest(dma, task, write, done + 1, batchEnd);
                     return ErrorDetail.Fail(Errno.ENOMEM, $"MAP_DMA: RLIMIT_MEMLOCK ({limitPages << PageShift} bytes) exceeded");
                 }
 
@@ -206,9 +207,9 @@ public sealed partial class VfioIommuType1
 
             while (!_options.DisableHugepages && done + n < pages)
             {
-                if (write && done + n >= batchEnd)
+                if (done + n >= batchEnd)
                 {
-                    batchEnd = FaultInBatch(dma, task, done + n, pages);
+                    batchEnd = BatchEnd(done + n, pages);
                 }
 
                 ulong va = dma.Vaddr + ((done + n) << PageShift);
@@ -234,6 +235,7 @@ public sealed partial class VfioIommuType1
                             task.UnpinUserPage(first + k, rsvd);
                         }
 
+                        FaultInBatchRest(dma, task, write, done + n + 1, batchEnd);
                         return ErrorDetail.Fail(Errno.ENOMEM, $"MAP_DMA: RLIMIT_MEMLOCK ({limitPages << PageShift} bytes) exceeded");
                     }
 
@@ -261,6 +263,7 @@ public sealed partial class VfioIommuType1
                     }
 
                     Charge(dma, -acct);
+                    FaultInBatchRest(dma, task, write, done + n, batchEnd);
                     return e;
                 }
             }
@@ -272,24 +275,26 @@ public sealed partial class VfioIommuType1
         return Errno.None;
     }
 
+    // The page offset where the batch vfio_pin_pages_remote fills at page `from` ends (one page with
+    // disable_hugepages).
+    private ulong BatchEnd(ulong from, ulong pages) => Math.Min(pages, from + (_options.DisableHugepages ? 1UL : VfioBatchMaxCapacity));
+
     // vfio_pin_pages_remote fills its batch with one pin_user_pages_remote before it charges any page of it, so a
-    // WRITE pin faults in (gives the process its own page for) every page of the batch up to the first one GUP
-    // refuses, and those pages stay faulted in when the map then fails, on RLIMIT_MEMLOCK say: a later READ pin
-    // of one takes that page, charged, not the zero page. Returns the page offset where the batch ends.
-    private ulong FaultInBatch(VfioDma dma, ProcessAddressSpace task, ulong from, ulong pages)
+    // WRITE pin has faulted in (given the process its own page for) every page of the batch up to the first one GUP
+    // refuses, and those pages stay faulted in when the map then fails, on RLIMIT_MEMLOCK say: a later READ pin of
+    // one takes that page, charged, not the zero page. A map that succeeds pins every page anyway, so the pages of
+    // the batch past the failure [from, end) are faulted in only on the way out of a failure.
+    private static void FaultInBatchRest(VfioDma dma, ProcessAddressSpace task, bool write, ulong from, ulong end)
     {
-        ulong end = Math.Min(pages, from + (_options.DisableHugepages ? 1UL : VfioBatchMaxCapacity));
-        for (ulong k = from; k < end; k++)
+        for (ulong k = from; write && k < end; k++)
         {
             if (task.PinUserPage(dma.Vaddr + (k << PageShift), write: true, out ulong pfn, out bool rsvd) != Errno.None)
             {
-                return k; // the pin proper reports the error
+                return; // GUP stops at the first page it refuses
             }
 
             task.UnpinUserPage(pfn, rsvd);
         }
-
-        return end;
     }
 
     private static void Charge(VfioDma dma, long pages)
