@@ -78,7 +78,7 @@ public sealed partial class VtdUnit
 
         if (state.NextFaultRecord >= _config.FaultRecordCount)
         {
-            found.Add(string.Create(CultureInfo.InvariantCulture, $"next fault record {state.NextFaultRecord}, this unit has {_config.FaultRecordCount}"));
+            found.Add(string.Create(CultureInfo.InvariantCulture, $"next fault record index {state.NextFaultRecord}, this unit has {_config.FaultRecordCount} fault record{(_config.FaultRecordCount == 1 ? "" : "s")}"));
         }
 
         if (state.Shape is long[] shape)

@@ -328,6 +328,26 @@ public sealed class UnitStateAuditTests
         AssertRefused(VtdConfig.Legacy48Bit, VtdConfig.Legacy48Bit with { Version = 0x30 }, "VER");
     }
 
+    [Fact]
+    public void Restore_into_a_unit_with_fewer_fault_records_names_the_index_and_the_count()
+    {
+        using var b = new VtdBench(VtdConfig.Legacy48Bit with { FaultRecordCount = 4 });
+        b.Enable(scalable: false);
+        for (int i = 0; i < 3; i++)
+        {
+            _ = b.Unit.Translate(0x18, null, 0x1000, 4, DmaAccess.Read); // no context entry: each DMA records a fault
+        }
+
+        VtdUnitState state = b.Unit.SaveState();
+        Assert.Equal(3, state.NextFaultRecord);
+        var one = new VtdUnit(b.Memory, VtdConfig.Legacy48Bit with { FaultRecordCount = 1 });
+        ArgumentException e = Assert.Throws<ArgumentException>(() => one.RestoreState(state));
+        Assert.True(e.Message.Contains("next fault record index 3, this unit has 1 fault record.", StringComparison.Ordinal), e.Message);
+        var two = new VtdUnit(b.Memory, VtdConfig.Legacy48Bit with { FaultRecordCount = 2 });
+        e = Assert.Throws<ArgumentException>(() => two.RestoreState(state));
+        Assert.True(e.Message.Contains("next fault record index 3, this unit has 2 fault records.", StringComparison.Ordinal), e.Message);
+    }
+
     private static void AssertRefused(VtdConfig saved, VtdConfig target, string named)
     {
         using var memory = new PhysicalMemory(VtdBench.MemorySize);
