@@ -17,6 +17,9 @@ public sealed partial class VtdUnit
     // ordering argument): a fill from a translation that started earlier is then dropped.
     private void BeginInvalidation() => Interlocked.Increment(ref _epoch);
 
+    /// <summary>Told of every invalidation and global command (tests: a shadowing emulator); null normally.</summary>
+    internal IVtdInvalidationObserver? InvalidationObserver { get; set; }
+
     private void InvalidateAllCaches()
     {
         BeginInvalidation();
@@ -253,6 +256,7 @@ public sealed partial class VtdUnit
             (ushort)ccmd,
             (ushort)(ccmd >> VtdRegister.CcmdSidShift),
             (int)((ccmd >> VtdRegister.CcmdFmShift) & 3));
+        InvalidationObserver?.OnContextCommand(ccmd);
         ccmd &= ~(VtdRegister.CcmdIcc | (3UL << VtdRegister.CcmdCaigShift));
         Set64(VtdRegister.Ccmd, ccmd | ((ulong)actual << VtdRegister.CcmdCaigShift));
     }
@@ -276,6 +280,7 @@ public sealed partial class VtdUnit
             (ushort)(cmd >> VtdRegister.IotlbDidShift),
             iva & VtdFormat.PointerMask,
             (int)(iva & 0x3F));
+        InvalidationObserver?.OnIotlbCommand(cmd, iva);
         cmd &= ~(VtdRegister.IotlbIvt | (3UL << VtdRegister.IotlbIaigShift));
         Set64(reg, cmd | ((ulong)actual << VtdRegister.IotlbIaigShift));
     }
@@ -337,6 +342,7 @@ public sealed partial class VtdUnit
                 return;
             }
 
+            InvalidationObserver?.OnDescriptor(q0, q1);
             head = (head + 1) & (entries - 1); // a power of two
             Set64(VtdRegister.Iqh, head << shift);
         }

@@ -229,6 +229,7 @@ public sealed partial class VtdUnit
         bool enabled = (status & VtdRegister.GcmdTe) != 0;
         bool changed = enabled != _translationEnabled || (command & VtdRegister.GcmdSrtp) != 0;
         _translationEnabled = enabled;
+        InvalidationObserver?.OnGlobalCommand(command, Volatile.Read(ref _rootTable), enabled);
         if (changed)
         {
             // What the caches answer depends on both; counted after the change (TranslationShortcut).
