@@ -30,6 +30,43 @@ public sealed class IovaDomainTests
     }
 
     [Fact]
+    public void The_range_cache_pops_in_the_kernel_s_magazine_order_not_as_one_stack()
+    {
+        // 5.15 __iova_rcache_insert: 128 frees fill the loaded magazine, the next swaps it to prev, and
+        // once both are full the loaded one goes to the depot. __iova_rcache_get then pops the loaded
+        // magazine, and when it is empty swaps prev back in: after 257 frees the second pop is the
+        // 128th range freed (prev), not the 256th (in the depot).
+        var d = new IovaDomain(4096, 1);
+        ulong[] a = [.. Enumerable.Range(0, 257).Select(_ => Alloc(d, 1))];
+        foreach (ulong pfn in a)
+        {
+            Free(d, pfn, 1);
+        }
+
+        Assert.Equal(a[256], Alloc(d, 1));
+        Assert.Equal(a[127], Alloc(d, 1));
+    }
+
+    [Fact]
+    public void A_range_cache_pop_searches_only_the_loaded_magazine_for_one_below_the_limit()
+    {
+        // iova_magazine_pop falls back to the tree when the loaded magazine holds nothing below the
+        // limit, even if prev does.
+        var d = new IovaDomain(4096, 1);
+        ulong[] low = [.. Enumerable.Range(0, 128).Select(_ => Alloc(d, 1))];          // below 4 GiB
+        ulong high = Alloc(d, 1, limit: Limit64);                                        // above it
+        foreach (ulong pfn in low)
+        {
+            Free(d, pfn, 1);                                                             // fill loaded
+        }
+
+        Free(d, high, 1);                                                                // loaded -> prev, high alone in loaded
+        ulong got = Alloc(d, 1, flush: false);                                           // a 32-bit request
+        Assert.DoesNotContain(got, low);
+        Assert.NotEqual(0UL, got);
+    }
+
+    [Fact]
     public void Ranges_come_top_down_below_the_limit_aligned_to_their_rounded_size()
     {
         var d = new IovaDomain(4096, 1);
