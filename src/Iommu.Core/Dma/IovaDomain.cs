@@ -10,7 +10,7 @@ namespace Iommu.Dma;
 /// </summary>
 /// <remarks>
 /// <para>Allocation (<c>alloc_iova_fast</c>): first the range cache of the request's order (the most
-/// recently freed range of that size that fits below the limit), then the kernel's search of its tree
+/// recently freed range of that size in the loaded magazine that fits below the limit), then the kernel's search of its tree
 /// (<c>__alloc_and_insert_iova_range</c>): downwards from the cached node (the last range allocated
 /// below 4 GiB for a 32-bit limit, else above it; moved up when a range at or above it is freed) for
 /// the first gap that holds the request, its start aligned to the request's size rounded up to a power
@@ -29,9 +29,9 @@ namespace Iommu.Dma;
 /// handed out to nobody, and the page-table pages its unmap freed (the entry's freelist) stay allocated.</para>
 /// <para>Where we differ from the kernel: one queue and one range cache per domain instead of one per
 /// CPU (a single CPU's behaviour: a ring of <see cref="FqSize"/> slots holds at most
-/// <see cref="FqSize"/> - 1 entries); a cache of one CPU's two magazines plus the global depot,
-/// <c>(2 + MAX_GLOBAL_MAGS) × IOVA_MAG_SIZE</c> ranges per order, past which a freed range goes back to
-/// the tree alone (the kernel frees a whole magazine); a dictionary from first frame to tree node beside
+/// <see cref="FqSize"/> - 1 entries); a cache of one CPU's loaded and prev magazines plus the global depot,
+/// pushed, popped and flushed in the kernel's orders (a pop looks in the loaded magazine only; a full
+/// depot sends a whole magazine back to the tree); a dictionary from first frame to tree node beside
 /// the tree for the free's lookup (the kernel searches the tree); when the cached node is the anchor the
 /// search does not run its second pass (the kernel's retry then starts at frame 0, below
 /// <see cref="StartPfn"/>, and can insert a range at frame 0 that it reports as a failure). Reserved
@@ -52,12 +52,12 @@ internal sealed class IovaDomain
 
     private const int MagSize = 128;        // IOVA_MAG_SIZE
     private const int MaxGlobalMags = 32;   // MAX_GLOBAL_MAGS
-    private const int RcacheCapacity = (2 + MaxGlobalMags) * MagSize;
 
     private readonly RawSpinLock _lock = new(); // a spinlock, as the kernel's (see RawSpinLock for why not Lock)
     private readonly IovaTree _tree = new();
     private readonly Dictionary<ulong, int> _byPfn = []; // first frame -> node, for ranges handed out
-    private readonly List<ulong>[] _rcaches = new List<ulong>[RangeCacheMaxSize];
+    private readonly Rcache[] _rcaches = new Rcache[RangeCacheMaxSize];
+    private readonly Stack<Magazine> _spareMags = []; // magazines the kernel would kfree, kept for reuse
     private readonly int _anchor;          // iovad->anchor: [IOVA_ANCHOR, IOVA_ANCHOR], above every range
     private readonly ulong _dma32BitPfn;   // iovad->dma_32bit_pfn
     private int _cachedNode;               // iovad->cached_node
@@ -87,7 +87,7 @@ internal sealed class IovaDomain
         StartPfn = Math.Max(1, startPfn);
         for (int i = 0; i < _rcaches.Length; i++)
         {
-            _rcaches[i] = [];
+            _rcaches[i] = new Rcache();
         }
 
         _dma32BitPfn = 1UL << (32 - Shift);
@@ -222,7 +222,7 @@ internal sealed class IovaDomain
         }
     }
 
-    /// <summary>Frees a range <see cref="BeginFree"/> accepted, now (<c>free_iova_fast</c>): into the range cache of its order when there is room, else back to the tree.</summary>
+    /// <summary>Frees a range <see cref="BeginFree"/> accepted, now (<c>free_iova_fast</c>): into the range cache of its order when it is small enough, else back to the tree.</summary>
     public void FreeFast(ulong pfn, ulong pages)
     {
         using (_lock.EnterScope())
@@ -369,14 +369,63 @@ internal sealed class IovaDomain
     private void FreeFastLocked(ulong pfn, ulong pages)
     {
         int order = OrderBase2(pages);
-        if (order < RangeCacheMaxSize && _rcaches[order].Count < RcacheCapacity)
+        if (order < RangeCacheMaxSize)
         {
-            _rcaches[order].Add(pfn);
+            RcacheInsert(_rcaches[order], pfn);
             return;
         }
 
         RemoveRange(pfn);
     }
+
+    // __iova_rcache_insert for one CPU: into the loaded magazine; when it is full, swapped with prev
+    // if prev has room, else the loaded magazine goes to the depot (or, the depot full, its ranges
+    // back to the tree) and a new one is loaded. The push order decides the pop order, so it is the
+    // kernel's and not one stack per order.
+    private void RcacheInsert(Rcache rc, ulong pfn)
+    {
+        Magazine? toFree = null;
+        if (rc.Loaded.Size == MagSize)
+        {
+            if (rc.Prev.Size < MagSize)
+            {
+                (rc.Loaded, rc.Prev) = (rc.Prev, rc.Loaded);
+            }
+            else
+            {
+                if (rc.DepotSize < MaxGlobalMags)
+                {
+                    rc.Depot[rc.DepotSize++] = rc.Loaded;
+                }
+                else
+                {
+                    toFree = rc.Loaded;
+                }
+
+                rc.Loaded = NewMagazine();
+            }
+        }
+
+        rc.Loaded.Pfns[rc.Loaded.Size++] = pfn;
+        if (toFree is not null)
+        {
+            MagazineFreePfns(toFree);
+            _spareMags.Push(toFree);
+        }
+    }
+
+    // iova_magazine_free_pfns: every range of the magazine back to the tree, in push order.
+    private void MagazineFreePfns(Magazine mag)
+    {
+        for (int i = 0; i < mag.Size; i++)
+        {
+            RemoveRange(mag.Pfns[i]);
+        }
+
+        mag.Size = 0;
+    }
+
+    private Magazine NewMagazine() => _spareMags.TryPop(out Magazine? m) ? m : new Magazine();
 
     // private_free_iova: the range leaves the tree, the cached nodes moved past it first.
     private void RemoveRange(ulong pfn)
@@ -408,8 +457,10 @@ internal sealed class IovaDomain
         }
     }
 
-    // iova_rcache_get / iova_magazine_pop: the most recent cached range of the order that ends at or
-    // below the limit, swapped out with the last one.
+    // iova_rcache_get / __iova_rcache_get / iova_magazine_pop: the loaded magazine, else prev swapped
+    // in, else the depot's last magazine loaded; then the most recent range of that magazine alone
+    // that ends at or below the limit, swapped out with its last one. The kernel does not look in the
+    // other magazines when the loaded one has nothing below the limit: the request goes to the tree.
     private ulong RcacheGet(ulong pages, ulong limitPfn)
     {
         int order = OrderBase2(pages);
@@ -418,14 +469,32 @@ internal sealed class IovaDomain
             return 0;
         }
 
-        List<ulong> cache = _rcaches[order];
-        for (int i = cache.Count - 1; i >= 0; i--)
+        Rcache rc = _rcaches[order];
+        if (rc.Loaded.Size == 0)
         {
-            ulong pfn = cache[i];
+            if (rc.Prev.Size != 0)
+            {
+                (rc.Loaded, rc.Prev) = (rc.Prev, rc.Loaded);
+            }
+            else if (rc.DepotSize != 0)
+            {
+                _spareMags.Push(rc.Loaded);
+                rc.Loaded = rc.Depot[--rc.DepotSize]!;
+                rc.Depot[rc.DepotSize] = null;
+            }
+            else
+            {
+                return 0;
+            }
+        }
+
+        Magazine mag = rc.Loaded;
+        for (int i = mag.Size - 1; i >= 0; i--)
+        {
+            ulong pfn = mag.Pfns[i];
             if (pfn + pages - 1 <= limitPfn)
             {
-                cache[i] = cache[^1];
-                cache.RemoveAt(cache.Count - 1);
+                mag.Pfns[i] = mag.Pfns[--mag.Size];
                 return pfn;
             }
         }
@@ -433,17 +502,26 @@ internal sealed class IovaDomain
         return 0;
     }
 
-    // free_cpu_cached_iovas + free_global_cached_iovas: every cached range back to the tree.
+    // free_cpu_cached_iovas (loaded, then prev, per order) + free_global_cached_iovas (the depot,
+    // per order): every cached range back to the tree.
     private void FlushRcaches()
     {
-        foreach (List<ulong> cache in _rcaches)
+        foreach (Rcache rc in _rcaches)
         {
-            foreach (ulong pfn in cache)
+            MagazineFreePfns(rc.Loaded);
+            MagazineFreePfns(rc.Prev);
+        }
+
+        foreach (Rcache rc in _rcaches)
+        {
+            for (int j = 0; j < rc.DepotSize; j++)
             {
-                RemoveRange(pfn);
+                MagazineFreePfns(rc.Depot[j]!);
+                _spareMags.Push(rc.Depot[j]!);
+                rc.Depot[j] = null;
             }
 
-            cache.Clear();
+            rc.DepotSize = 0;
         }
     }
 
@@ -523,6 +601,22 @@ internal sealed class IovaDomain
 
     // order_base_2: the smallest k with 2^k ≥ n.
     private static int OrderBase2(ulong n) => n <= 1 ? 0 : 64 - BitOperations.LeadingZeroCount(n - 1);
+
+    // struct iova_magazine
+    private sealed class Magazine
+    {
+        public readonly ulong[] Pfns = new ulong[MagSize];
+        public int Size;
+    }
+
+    // struct iova_rcache with one CPU's iova_cpu_rcache.
+    private sealed class Rcache
+    {
+        public readonly Magazine?[] Depot = new Magazine?[MaxGlobalMags];
+        public Magazine Loaded = new();
+        public Magazine Prev = new();
+        public int DepotSize;
+    }
 
     private readonly record struct FqEntry(ulong Pfn, ulong Pages, ulong Freelist, long Counter);
 }
