@@ -9,10 +9,10 @@ namespace Iommu.Core.Tests;
 /// magazines and global depot with the kernel's push, pop and flush orders.
 /// </summary>
 /// <remarks>
-/// Two of the model's documented departures are followed here so that the comparison stays exact:
+/// One of the model's documented departures is followed here so that the comparison stays exact:
 /// the retry pass is skipped when the search starts at the anchor (the kernel would wrap its retry
-/// start to frame 0 and can hand out a frame below start_pfn), and the depot-overflow case is not
-/// reached by the tests (the kernel frees a whole magazine there, the model one range).
+/// start to frame 0 and can hand out a frame below start_pfn). The tests reserve later only where no
+/// range is handed out or cached, so the kernel's widening of an overlapped range is never visible.
 /// </remarks>
 internal sealed class IovaReferenceModel
 {
