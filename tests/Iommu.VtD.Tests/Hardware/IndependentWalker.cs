@@ -23,10 +23,11 @@ internal readonly record struct ReferenceWalk(bool Translated, ulong Pa, bool Re
 /// both the driver and the model share shows up as a disagreement with it.
 /// </summary>
 /// <remarks>
-/// Requests are user (unprivileged), non-execute ones. Nested entries (PGTT 011) and a pass-through input at
-/// or beyond the host address width are left undecided.
+/// <see cref="Walk"/> decides user (unprivileged), non-execute requests and leaves nested entries (PGTT 011)
+/// and a pass-through input at or beyond the host address width undecided; <see cref="Request"/> decides
+/// first-level and nested entries for any request, with the fault reason and the A/D bits it writes.
 /// </remarks>
-internal sealed class IndependentWalker
+internal sealed partial class IndependentWalker
 {
     private const ulong InterruptFirst = 0xFEE0_0000, InterruptLast = 0xFEEF_FFFF;
 
@@ -149,6 +150,42 @@ internal sealed class IndependentWalker
 
     private ReferenceWalk Scalable(ulong rta, int bus, int devfn, uint? pasid, ulong iova, out int? did)
     {
+        Span<ulong> q = stackalloc ulong[8];
+        if (ScalablePasidEntry(rta, bus, devfn, pasid, q, out did) is ReferenceWalk refused)
+        {
+            return refused;
+        }
+
+        int aw = (int)Bits(q[0], 4, 2);
+        int pgtt = (int)Bits(q[0], 8, 6);
+        switch (pgtt)
+        {
+            case 4:
+                return PassThrough(iova, "PGTT=100");
+            case 2:
+                if ((q[0] & AboveHaw) != 0)
+                {
+                    return ReferenceWalk.Blocked("SLPTPTR beyond HAW");
+                }
+
+                return SagawHas(aw) ? SecondLevel(q[0] & ~0xFFFUL, aw, iova, "PGTT=010") : ReferenceWalk.Blocked("PASID AW not in SAGAW");
+            case 1:
+                int flpm = (int)Bits(q[2], 3, 2);
+                if (flpm > 1 || (flpm == 1 && !Bit(_cap, 60)) || (q[2] & AboveHaw) != 0)
+                {
+                    return ReferenceWalk.Blocked("FLPM/FLPTR");
+                }
+
+                return FirstLevel(q[2] & ~0xFFFUL, flpm == 0 ? 4 : 5, iova);
+            default:
+                return ReferenceWalk.Open("PGTT=011 (nested) not modelled");
+        }
+    }
+
+    // Root, context, PASID directory and PASID entry of a scalable-mode request: the entry's eight words in
+    // q, or the step that refused it.
+    private ReferenceWalk? ScalablePasidEntry(ulong rta, int bus, int devfn, uint? pasid, Span<ulong> q, out int? did)
+    {
         did = null;
         if (!Read(rta + ((ulong)bus * 16), out ulong r0) || !Read(rta + ((ulong)bus * 16) + 8, out ulong r1))
         {
@@ -224,7 +261,6 @@ internal sealed class IndependentWalker
         }
 
         ulong pe = (de & ~0xFFFUL & ~AboveHaw) + ((ulong)(effective & 0x3F) * 64);
-        Span<ulong> q = stackalloc ulong[8];
         for (int i = 0; i < 8; i++)
         {
             if (!Read(pe + ((ulong)i * 8), out q[i]))
@@ -238,7 +274,6 @@ internal sealed class IndependentWalker
             return ReferenceWalk.Blocked("PASID entry P=0");
         }
 
-        int aw = (int)Bits(q[0], 4, 2);
         int pgtt = (int)Bits(q[0], 8, 6);
         did = (int)Bits(q[1], 15, 0);
         bool pgttOk = pgtt switch
@@ -260,28 +295,7 @@ internal sealed class IndependentWalker
             return ReferenceWalk.Blocked("PASID entry reserved");
         }
 
-        switch (pgtt)
-        {
-            case 4:
-                return PassThrough(iova, "PGTT=100");
-            case 2:
-                if ((q[0] & AboveHaw) != 0)
-                {
-                    return ReferenceWalk.Blocked("SLPTPTR beyond HAW");
-                }
-
-                return SagawHas(aw) ? SecondLevel(q[0] & ~0xFFFUL, aw, iova, "PGTT=010") : ReferenceWalk.Blocked("PASID AW not in SAGAW");
-            case 1:
-                int flpm = (int)Bits(q[2], 3, 2);
-                if (flpm > 1 || (flpm == 1 && !Bit(_cap, 60)) || (q[2] & AboveHaw) != 0)
-                {
-                    return ReferenceWalk.Blocked("FLPM/FLPTR");
-                }
-
-                return FirstLevel(q[2] & ~0xFFFUL, flpm == 0 ? 4 : 5, iova);
-            default:
-                return ReferenceWalk.Open("PGTT=011 (nested) not modelled");
-        }
+        return null;
     }
 
     private static bool InInterruptWindow(ulong pa) => pa <= InterruptLast && pa + 1 > InterruptFirst;
