@@ -257,7 +257,7 @@ public sealed class NestedAttributeWalkerPropertyTests
             ulong output = rng.Next(25) switch
             {
                 0 => 0xFEE0_0000UL & ~(size - 1), // the interrupt window
-                1 => (1UL << 48) + ((ulong)rng.Next(1, 64) * G1), // beyond a 48-bit second level / a 46-bit host
+                1 or 2 => (1UL << 48) + ((ulong)rng.Next(1, 64) * G1), // beyond a 48-bit second level / a 46-bit host
                 _ => ((ulong)rng.NextInt64(2, 1L << 12) * G1) + ((ulong)rng.NextInt64(0, (long)(G1 / size)) * size),
             };
             s.Map(iova, leafLevel, output);
