@@ -11,7 +11,8 @@ namespace Iommu.VtD.Tests.Hardware;
 /// random U/S, R/W, XD, A, D, EA and PS bits, random second-level permissions under nested guest tables and
 /// outputs, random SRE/ERE/WPE/NXE/SMEP/EAFE in the PASID entry and random user/supervisor,
 /// read/write/execute requests — comparing the output, page size, writability, fault reason and every
-/// paging-structure word the request leaves in memory (the A, EA and D updates).
+/// paging-structure word the request leaves in memory (the A, EA and D updates). Between requests software
+/// sometimes changes an entry and invalidates, so cached answers are checked against the tables too.
 /// </summary>
 public sealed class NestedAttributeWalkerPropertyTests
 {
@@ -48,7 +49,7 @@ public sealed class NestedAttributeWalkerPropertyTests
         // enough to mean something.
         string stats = $"decided {decided}, faults {faults}, translated {translated}, A/D updates {updates}, reasons "
             + string.Join(", ", reasons.Select(kv => $"0x{kv.Key:x2}: {kv.Value}"));
-        Assert.True(decided > 4000 && faults > 1000 && translated > 2000 && updates > 1000, stats);
+        Assert.True(decided > 4000 && faults > 1000 && translated > 1500 && updates > 1000, stats);
         foreach (int reason in new[] { 0x5C, 0x5D, 0x71, 0x72, 0x75, 0x76, 0x77, 0x79, 0x80, 0x81, 0x82, 0x84, 0x85, 0x87 })
         {
             Assert.True(reasons.ContainsKey(reason), $"no request faulted 0x{reason:x2}: {stats}");
@@ -292,6 +293,7 @@ public sealed class NestedAttributeWalkerPropertyTests
         }
 
         b.Enable(scalable: true);
+        b.EnableQueue(wide: true);
 
         // The frames A/D may land in (every first-level table), and when nested their guest-physical
         // aliases, where a unit that wrote to the guest-physical address instead of the host frame would leave it.
@@ -307,6 +309,23 @@ public sealed class NestedAttributeWalkerPropertyTests
         int requests = rng.Next(30, 60);
         for (int n = 0; n < requests; n++)
         {
+            if (rng.Next(10) == 0 && s.FlEntries.Count > 0)
+            {
+                // Software changes a first-level entry (a permission, P, or clears A/D/EA as an OS
+                // harvesting them does) and invalidates as Linux does for the PGTT: PASID-based IOTLB,
+                // plus domain-selective IOTLB for nested. Cached answers must not outlive it.
+                ulong slot = s.FlEntries[rng.Next(s.FlEntries.Count)];
+                ulong flip = new[] { P, RW, US, XD, A, D, EA }[rng.Next(7)];
+                b.Memory.WriteUInt64(slot, b.Memory.ReadUInt64(slot) ^ flip);
+                b.Submit(0x6 | (2UL << 4) | ((ulong)Did << 16) | ((ulong)Pasid << 32));
+                if (nested)
+                {
+                    b.Submit(0x2 | (2UL << 4) | ((ulong)Did << 16));
+                }
+
+                log.Add($"entry 0x{slot:x} ^= 0x{flip:x}, invalidated");
+            }
+
             ulong iova = iovas[rng.Next(iovas.Count)];
             var kind = new ReferenceRequestKind(rng.Next(3) == 0, rng.Next(10) < 3, rng.Next(4) == 0);
             uint? pasid = config.RidPasidSupport && rng.Next(6) == 0 ? null : Pasid;
