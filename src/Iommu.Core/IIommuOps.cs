@@ -53,12 +53,14 @@ public interface IIommuOps
     /// <summary>Driver-side probe of a device (<c>add_device</c>; 5.8+ <c>probe_device</c>).</summary>
     /// <param name="device">The device.</param>
     /// <returns>0; -ENODEV when the device is not behind this IOMMU (the core then skips it); or another errno.</returns>
-    [KernelSymbol("iommu_ops.add_device")]
+    [KernelSymbol("iommu_ops.add_device", Version = "5.7")]
+    [KernelSymbol("iommu_ops.probe_device")]
     Errno AddDevice(Device device);
 
     /// <summary>Driver-side release (<c>remove_device</c>; 5.8+ <c>release_device</c>).</summary>
     /// <param name="device">The device.</param>
-    [KernelSymbol("iommu_ops.remove_device")]
+    [KernelSymbol("iommu_ops.remove_device", Version = "5.7")]
+    [KernelSymbol("iommu_ops.release_device")]
     void RemoveDevice(Device device);
 
     /// <summary>

@@ -159,7 +159,9 @@ public sealed class IommuGroup
     /// <summary>Runs the notifier chain (<c>blocking_notifier_call_chain</c> on the group), for example for driver bind events.</summary>
     /// <param name="action">The event.</param>
     /// <param name="device">The device concerned.</param>
-    [KernelSymbol("iommu_group_notify")]
+    /// <remarks>5.15 has no function of its own for this: <c>iommu_bus_notifier</c> republishes the bus's driver
+    /// bind events to the group's chain, and this is that step.</remarks>
+    [KernelSymbol("iommu_bus_notifier")]
     public void Notify(IommuGroupNotification action, Device device)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();

@@ -80,20 +80,16 @@ public static class VtdRegister
     [KernelSymbol("DMAR_ICS_REG")]
     public const uint Ics = 0x09C;
 
-    /// <summary>Invalidation event control (32-bit): IM bit 31, IP bit 30.</summary>
-    [KernelSymbol("DMAR_IECTL_REG")]
+    /// <summary>Invalidation event control (32-bit): IM bit 31, IP bit 30; Linux never programs it and has no name for it (QEMU calls it <c>DMAR_IECTL_REG</c>).</summary>
     public const uint Iectl = 0x0A0;
 
-    /// <summary>Invalidation event data (32-bit).</summary>
-    [KernelSymbol("DMAR_IEDATA_REG")]
+    /// <summary>Invalidation event data (32-bit); Linux never programs it and has no name for it (QEMU calls it <c>DMAR_IEDATA_REG</c>).</summary>
     public const uint Iedata = 0x0A4;
 
-    /// <summary>Invalidation event address (32-bit).</summary>
-    [KernelSymbol("DMAR_IEADDR_REG")]
+    /// <summary>Invalidation event address (32-bit); Linux never programs it and has no name for it (QEMU calls it <c>DMAR_IEADDR_REG</c>).</summary>
     public const uint Ieaddr = 0x0A8;
 
-    /// <summary>Invalidation event upper address (32-bit).</summary>
-    [KernelSymbol("DMAR_IEUADDR_REG")]
+    /// <summary>Invalidation event upper address (32-bit); Linux never programs it and has no name for it (QEMU calls it <c>DMAR_IEUADDR_REG</c>).</summary>
     public const uint Ieuaddr = 0x0AC;
 
     /// <summary>Invalidation queue error record (64-bit, RO): IQEI 3:0.</summary>

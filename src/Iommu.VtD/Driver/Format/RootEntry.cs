@@ -11,7 +11,7 @@ internal readonly record struct RootEntry(ulong Value)
     /// <summary>Bytes in a root entry, both halves (<c>sizeof(struct root_entry)</c>).</summary>
     public const int Size = 16;
 
-    // P (lo) and UP (hi): root_present and root_entry_lctp/uctp test bit 0.
+    // P (lo) and UP (hi): iommu_context_addr and root_entry_lctp/uctp test bit 0.
     private const ulong PresentBit = 1UL << 0;
 
     /// <summary>Physical address of the half of the root entry of <paramref name="bus"/> that points at <paramref name="devfn"/>'s context table.</summary>
@@ -22,15 +22,16 @@ internal readonly record struct RootEntry(ulong Value)
     public static ulong HalfAddress(ulong rootTable, int bus, int half) =>
         rootTable + ((ulong)bus * Size) + ((ulong)half * 8);
 
-    /// <summary>P (lo) or UP (hi), bit 0 (<c>root_present</c>).</summary>
-    [KernelSymbol("root_present")]
+    /// <summary>P (lo) or UP (hi), bit 0 (the <c>*entry &amp; 1</c> test of <c>iommu_context_addr</c>).</summary>
+    [KernelSymbol("iommu_context_addr")]
     public bool Present => (Value & PresentBit) != 0;
 
-    /// <summary>The context table, bits 63:12 (<c>get_context_addr_from_root</c>).</summary>
-    [KernelSymbol("get_context_addr_from_root")]
+    /// <summary>The context table, bits 63:12 (<c>root_entry_lctp</c>, <c>root_entry_uctp</c>, which also test P).</summary>
+    [KernelSymbol("root_entry_lctp")]
+    [KernelSymbol("root_entry_uctp")]
     public ulong ContextTable => Value & DmaPte.PageMask;
 
-    /// <summary>A present half pointing at <paramref name="table"/> (<c>set_root_value</c> + <c>set_root_present</c>).</summary>
-    [KernelSymbol("set_root_value")]
+    /// <summary>A present half pointing at <paramref name="table"/> (<c>*entry = phy_addr | 1</c> in <c>iommu_context_addr</c>).</summary>
+    [KernelSymbol("iommu_context_addr")]
     public static RootEntry ForContextTable(ulong table) => new((table & DmaPte.PageMask) | PresentBit);
 }
