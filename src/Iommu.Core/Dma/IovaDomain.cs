@@ -102,6 +102,28 @@ internal sealed class IovaDomain
     /// <summary>Ranges in the tree, the anchor excluded (for tests).</summary>
     internal int TreeRanges => _tree.Count - 1;
 
+    /// <summary>Ranges held in the range caches (loaded and prev magazines and the depot, every order); tests.</summary>
+    internal int CachedRanges
+    {
+        get
+        {
+            using (_lock.EnterScope())
+            {
+                int n = 0;
+                foreach (Rcache rc in _rcaches)
+                {
+                    n += rc.Loaded.Size + rc.Prev.Size;
+                    for (int i = 0; i < rc.DepotSize; i++)
+                    {
+                        n += rc.Depot[i]!.Size;
+                    }
+                }
+
+                return n;
+            }
+        }
+    }
+
     /// <summary>Checks the tree's invariants (for tests): null when they hold.</summary>
     internal string? ValidateTree()
     {

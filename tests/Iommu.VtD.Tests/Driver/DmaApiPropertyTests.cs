@@ -1,5 +1,4 @@
 using System.Numerics;
-using System.Reflection;
 using Iommu.Devices;
 using Iommu.Domains;
 using static Iommu.VtD.Tests.Driver.DriverTestKit;
@@ -25,31 +24,8 @@ public sealed class DmaApiPropertyTests
 
     private static (int TreeRanges, int Cached) Allocator(IDomain dom)
     {
-        // The IOVA domain is internal to Iommu.Core: read the tree's range count and the range caches'
-        // contents through reflection, for the leak check only.
-        object iovad = typeof(IommuDomain).GetField("IovaCookie", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(dom)!;
-        Type t = iovad.GetType();
-        int tree = (int)t.GetProperty("TreeRanges", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(iovad)!;
-        int cached = 0;
-        foreach (object rc in (Array)t.GetField("_rcaches", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(iovad)!)
-        {
-            Type rt = rc.GetType();
-            foreach (string f in new[] { "Loaded", "Prev" })
-            {
-                cached += MagSize(rt.GetField(f)!.GetValue(rc)!);
-            }
-
-            var depot = (Array)rt.GetField("Depot")!.GetValue(rc)!;
-            int n = (int)rt.GetField("DepotSize")!.GetValue(rc)!;
-            for (int i = 0; i < n; i++)
-            {
-                cached += MagSize(depot.GetValue(i)!);
-            }
-        }
-
-        return (tree, cached);
-
-        static int MagSize(object mag) => (int)mag.GetType().GetField("Size")!.GetValue(mag)!;
+        Iommu.Dma.IovaDomain iovad = ((IommuDomain)dom).IovaCookie!;
+        return (iovad.TreeRanges, iovad.CachedRanges);
     }
 
     private static void Run(DomainType type, int seed, int steps)
