@@ -1,0 +1,515 @@
+using System.Globalization;
+using CsCheck;
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.Memory;
+using Iommu.Mm;
+using Iommu.VtD.Diagnostics;
+using Iommu.VtD.Driver;
+using Iommu.VtD.Hardware;
+using Iommu.VtD.Tests.Driver;
+using Iommu.VtD.Tests.Hardware;
+
+namespace Iommu.VtD.Tests.Diagnostics;
+
+/// <summary>
+/// The memory image outside checkers load: random driver-built scenarios are exported, relocated into a
+/// random window and sent through JSON, and then every sampled request must get the same answer from a
+/// cold unit over the live memory, from <see cref="VtdImage.Probe"/> over the relocated image alone, and
+/// from <see cref="IndependentWalker"/> over the relocated image's bytes. The test lives beside the
+/// independent walker (it is internal to this project) rather than in the conformance project.
+/// </summary>
+public sealed class ImagePropertyTests
+{
+    private const ulong K4 = 4096, M2 = 2UL << 20, G1 = 1UL << 30;
+    private const IommuProt RW = IommuProt.Read | IommuProt.Write;
+    private const ulong MemorySize = 8 * G1;
+
+    private static readonly string[] ConfigNames = ["Legacy39", "Legacy48", "Sm48", "Sm57", "Fl48", "Fl57", "Fl48All", "Fl57All", "Qemu48", "QemuSm48", "Legacy39NoSp"];
+
+    private static VtdConfig Config(string name) => name switch
+    {
+        "Legacy39" => VtdConfig.Legacy39Bit,
+        "Legacy48" => VtdConfig.Legacy48Bit,
+        "Sm48" => VtdConfig.ScalableMode48Bit,
+        "Sm57" => VtdConfig.ScalableMode57Bit,
+        "Fl48" or "Fl48All" => VtdConfig.ScalableModeFirstLevel48Bit,
+        "Fl57" or "Fl57All" => VtdConfig.ScalableModeFirstLevel57Bit,
+        "Qemu48" => VtdConfig.Qemu72AwBits48,
+        "QemuSm48" => VtdConfig.Qemu72ScalableAwBits48,
+        "Legacy39NoSp" => VtdConfig.Legacy39Bit with { SecondLevel2MiBPages = false, SecondLevel1GiBPages = false },
+        _ => throw new ArgumentOutOfRangeException(nameof(name)),
+    };
+
+    private sealed class Dev(PciDevice pci, bool aux)
+    {
+        public PciDevice Pci { get; } = pci;
+
+        public bool Aux { get; } = aux;
+
+        public IDomain? Rid { get; set; }
+
+        public Dictionary<uint, IDomain> Pasids { get; } = [];
+    }
+
+    /// <summary>
+    /// Random scenarios on random unit presets agree on translated/fault, output address and fault reason
+    /// between the live memory, the relocated JSON round-tripped image and the independent walker, and the
+    /// image holds only structures the unit reaches.
+    /// </summary>
+    [Fact]
+    public void Property_the_relocated_image_translates_as_the_live_unit_does()
+    {
+        Gen.Select(Gen.Int[0, ConfigNames.Length - 1], Gen.Bool, Gen.UInt, Gen.Int[4, 16])
+            .Sample((c, identity, seed, steps) => Run(ConfigNames[c], identity, seed, steps), iter: 500, threads: 1);
+    }
+
+    internal static void Run(string configName, bool identity, uint seed, int steps)
+    {
+        string tag = string.Create(CultureInfo.InvariantCulture, $"Run(\"{configName}\", {(identity ? "true" : "false")}, {seed}u, {steps})");
+        var rng = new Random((int)seed);
+        VtdConfig config = Config(configName);
+        var options = new IntelIommuOptions { FirstLevel = configName.EndsWith("All", StringComparison.Ordinal) ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault };
+        using var f = new DriverBed(config, options, memory: MemorySize, defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
+        var devs = new List<Dev>
+        {
+            Parent(f, "0000:00:02.0"),
+            new(f.AddDevice("0000:00:03.0"), false),
+            new(f.AddDevice("0000:01:10.1"), false), // devfn 0x81: the upper half of a scalable root entry
+            Parent(f, "0000:03:1f.7"), // devfn 0xff
+        };
+        foreach (Dev d in devs)
+        {
+            d.Rid = f.Iommu.GetDomainForDev(d.Pci);
+        }
+
+        var domains = new List<IDomain>();
+        var maps = new Dictionary<IDomain, List<(ulong Iova, ulong Size)>>(ReferenceEqualityComparer.Instance);
+        var svas = new List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, Dev Dev)>();
+        var extraTables = new List<ulong>(); // host pages of nested guests' first-level tables
+        var extraVas = new List<(Dev Dev, ulong Va)>();
+        HostPageAllocator? pages = null;
+        ulong nextPa = 4 * G1;
+        var log = new List<string>();
+
+        IDomain NewDomain()
+        {
+            IDomain d = f.Iommu.DomainAlloc(f.Pci) ?? throw new InvalidOperationException("domain alloc failed");
+            domains.Add(d);
+            maps[d] = [];
+            return d;
+        }
+
+        bool Attached(IDomain d) => devs.Any(x => x.Rid == d || x.Pasids.ContainsValue(d) || f.Iommu.GetDomainForDev(x.Pci) == d);
+
+        void MapRandom(IDomain d)
+        {
+            ulong size = rng.Next(5) switch { 0 => K4, 1 => M2, 2 => G1, 3 => 3 * M2, _ => K4 * (ulong)rng.Next(2, 9) };
+            ulong align = size >= G1 ? G1 : size >= M2 ? M2 : K4;
+            ulong end = d.Geometry.ApertureEnd;
+            ulong slots = (end / align) - 1;
+            ulong iova = rng.Next(3) switch
+            {
+                0 => (end + 1 - (size * (ulong)rng.Next(1, 4))) & ~(align - 1),
+                1 => (ulong)rng.Next(1, 64) * align,
+                _ => ((ulong)rng.NextInt64(1, (long)Math.Min(slots, long.MaxValue / 2)) * align) & ~(align - 1),
+            };
+            if (iova + size - 1 > end || maps[d].Any(m => iova < m.Iova + m.Size && m.Iova < iova + size))
+            {
+                return;
+            }
+
+            ulong pa = nextPa;
+            nextPa += Math.Max(size, G1);
+            if (nextPa >= 7 * G1)
+            {
+                nextPa = 4 * G1;
+            }
+
+            pa = (pa + align - 1) & ~(align - 1);
+            IommuProt prot = rng.Next(4) switch { 0 => IommuProt.Read, 1 => IommuProt.Write, _ => RW };
+            Errno e = f.Iommu.Map(d, iova, pa, size, prot);
+            log.Add($"map {iova:x}+{size:x} -> {pa:x} {prot}: {e}");
+            if (e == Errno.None)
+            {
+                maps[d].Add((iova, size));
+                if (size > K4 && rng.Next(3) == 0)
+                {
+                    // A hole inside the run: unmap may take the whole superpage it falls in.
+                    ulong hole = iova + ((ulong)rng.Next(0, (int)Math.Min(size / K4, 1 << 20)) * K4);
+                    ulong got = f.Iommu.Unmap(d, hole, K4);
+                    log.Add($"hole {hole:x}: {got:x}");
+                }
+            }
+        }
+
+        for (int step = 0; step < steps; step++)
+        {
+            int op = rng.Next(13);
+            Dev dev = devs[rng.Next(devs.Count)];
+            IDomain? target = domains.Count > 0 && rng.Next(3) != 0 ? domains[rng.Next(domains.Count)] : null;
+            switch (op)
+            {
+                case 0 or 1 or 2:
+                    MapRandom(target ?? NewDomain());
+                    break;
+                case 3:
+                    if (target is not null && maps[target].Count > 0)
+                    {
+                        (ulong iova, ulong size) = maps[target][rng.Next(maps[target].Count)];
+                        ulong got = f.Iommu.Unmap(target, iova, size);
+                        log.Add($"unmap {iova:x}+{size:x}: {got:x}");
+                        maps[target].RemoveAll(m => m.Iova == iova);
+                    }
+
+                    break;
+                case 4:
+                    {
+                        IDomain d = target ?? NewDomain();
+                        if (dev.Rid is IDomain cur && domains.Contains(cur))
+                        {
+                            f.Iommu.DetachDevice(cur, dev.Pci);
+                            log.Add($"detach {dev.Pci.Name}");
+                        }
+
+                        Errno e = f.Iommu.AttachDevice(d, dev.Pci);
+                        log.Add($"attach {dev.Pci.Name} to {domains.IndexOf(d)}: {e}");
+                        dev.Rid = e == Errno.None ? f.Iommu.GetDomainForDev(dev.Pci) : null;
+                        break;
+                    }
+
+                case 5:
+                    if (dev.Rid is IDomain rid && domains.Contains(rid))
+                    {
+                        f.Iommu.DetachDevice(rid, dev.Pci);
+                        dev.Rid = f.Iommu.GetDomainForDev(dev.Pci);
+                        log.Add($"detach {dev.Pci.Name}");
+                    }
+
+                    break;
+                case 6:
+                    if (dev.Aux)
+                    {
+                        IDomain d = target ?? NewDomain();
+                        if (Attached(d) || dev.Pasids.ContainsValue(d))
+                        {
+                            break;
+                        }
+
+                        Errno e = f.Iommu.AttachDeviceAux(d, dev.Pci);
+                        log.Add($"aux attach {domains.IndexOf(d)}: {e}");
+                        if (e == Errno.None)
+                        {
+                            dev.Pasids[(uint)f.Iommu.AuxGetPasid(d, dev.Pci)] = d;
+                        }
+                    }
+
+                    break;
+                case 7:
+                    if (dev.Aux && dev.Pasids.Count > 0)
+                    {
+                        KeyValuePair<uint, IDomain> kv = dev.Pasids.ElementAt(rng.Next(dev.Pasids.Count));
+                        if (f.Iommu.AuxGetPasid(kv.Value, dev.Pci) == (int)kv.Key)
+                        {
+                            f.Iommu.DetachDeviceAux(kv.Value, dev.Pci);
+                            log.Add($"aux detach {kv.Key}");
+                        }
+                        else
+                        {
+                            f.Iommu.DetachDevicePasid(kv.Value, dev.Pci, kv.Key);
+                            log.Add($"pasid detach {kv.Key}");
+                        }
+
+                        dev.Pasids.Remove(kv.Key);
+                    }
+
+                    break;
+                case 8:
+                    if (dev.Aux)
+                    {
+                        IDomain d = target ?? NewDomain();
+
+                        // Small, beyond the first PASID table (> 63) and beyond the first 4 KiB of directory (> 4095).
+                        uint pasid = rng.Next(4) switch
+                        {
+                            0 => f.Iommu.AllocGlobalPasid(dev.Pci),
+                            1 => (uint)rng.Next(64, 4096),
+                            2 => (uint)rng.Next(4096, 1 << 20),
+                            _ => (uint)rng.Next(1, 64),
+                        };
+                        if (pasid == IommuCore.PasidInvalid || dev.Pasids.ContainsKey(pasid))
+                        {
+                            break;
+                        }
+
+                        Errno e = f.Iommu.AttachDevicePasid(d, dev.Pci, pasid);
+                        log.Add($"pasid attach {pasid} to {domains.IndexOf(d)}: {e}");
+                        if (e == Errno.None)
+                        {
+                            dev.Pasids[pasid] = d;
+                        }
+                    }
+
+                    break;
+                case 9:
+                    if (!identity || rng.Next(2) == 0)
+                    {
+                        ulong pa = (ulong)rng.Next(1, 1 << 20) * K4;
+                        ulong handle = f.Iommu.DmaMapPage(dev.Pci, pa, K4 * (ulong)rng.Next(1, 4), (DmaDataDirection)rng.Next(3));
+                        log.Add($"dma map {pa:x} for {dev.Pci.Name}: {handle:x}");
+                        extraVas.Add((dev, handle));
+                    }
+
+                    break;
+                case 10:
+                    if (config.NestedTranslation && !dev.Aux)
+                    {
+                        Nest(f, rng, dev, extraTables, extraVas, log);
+                        dev.Rid = null;
+                    }
+
+                    break;
+                default:
+                    if (rng.Next(2) == 0 && domains.FirstOrDefault(d => !Attached(d)) is IDomain idle)
+                    {
+                        domains.Remove(idle);
+                        maps.Remove(idle);
+                        f.Iommu.DomainFree(idle);
+                        log.Add("domain free");
+                    }
+                    else if (dev.Aux && config.FirstLevelTranslation && svas.Count < 3)
+                    {
+                        pages ??= HostPageAllocator.ForPlatform(f.Platform, 7 * G1, 256 * Sizes.MiB); // clear of the nested guests' memory
+                        var mm = new ProcessAddressSpace(pages, "p");
+                        ulong va = mm.Mmap(4 * K4);
+                        Assert.Equal(Errno.None, mm.Write(va, [1]));
+                        Assert.Equal(Errno.None, mm.Write(va + (2 * K4), [1]));
+                        Errno e = f.Iommu.SvaBindDevice(dev.Pci, mm, null, out IommuSva? h);
+                        log.Add($"sva bind: {e}");
+                        if (e == Errno.None)
+                        {
+                            svas.Add((h!, mm, va, dev));
+                        }
+                        else
+                        {
+                            mm.Dispose();
+                        }
+                    }
+
+                    break;
+            }
+        }
+
+        Check(tag, f, rng, devs, maps, svas, pages, extraTables, extraVas, log);
+
+        foreach ((IommuSva h, ProcessAddressSpace mm, _, _) in svas)
+        {
+            f.Iommu.SvaUnbindDevice(h);
+            mm.Dispose();
+        }
+    }
+
+    // A PASID-capable device that takes aux domains where the unit allows it (scalable mode with PASID support).
+    private static Dev Parent(DriverBed f, string bdf)
+    {
+        PciDevice dev = f.AddDevice(bdf, pasidWidth: 20, siov: true);
+        return new Dev(dev, f.Unit.Config.ScalableMode && f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable) == Errno.None);
+    }
+
+    // A nest parent mapping guest memory GPA [0, 8 MiB) to host pages, a guest first-level table in it and
+    // the nested domain on the device's requester ID.
+    private static void Nest(DriverBed f, Random rng, Dev dev, List<ulong> extraTables, List<(Dev Dev, ulong Va)> extraVas, List<string> log)
+    {
+        if (f.Driver.DomainAllocNestParent(f.Pci, out DmarDomain? parent) != Errno.None)
+        {
+            return;
+        }
+
+        ulong hostBase = (ulong)rng.Next(2, 6) * G1;
+        Assert.Equal(Errno.None, f.Iommu.Map(parent!, 0, hostBase, 8 * Sizes.MiB, RW));
+        Assert.Equal(Errno.None, f.Iommu.Map(parent!, 0x80_0000, hostBase + G1 / 2, K4, IommuProt.Read));
+        const ulong Table = 0x7UL; // P | R/W | U/S
+        for (ulong t = 1; t <= 4; t++)
+        {
+            f.Platform.Memory.Write(hostBase + (t * K4), new byte[K4]);
+            extraTables.Add(hostBase + (t * K4));
+        }
+
+        ulong va = (ulong)rng.Next(0, 512) * K4;
+        f.Platform.Memory.WriteUInt64(hostBase + 0x1000, 0x2000 | Table);
+        f.Platform.Memory.WriteUInt64(hostBase + 0x2000, 0x3000 | Table);
+        f.Platform.Memory.WriteUInt64(hostBase + 0x3000, 0x4000 | Table);
+        f.Platform.Memory.WriteUInt64(hostBase + 0x4000 + ((va >> 12) * 8), 0x80_0000 | Table);
+        f.Platform.Memory.WriteUInt64(hostBase + 0x4000 + ((((va >> 12) + 1) & 511) * 8), 0x1000_0000 | Table); // GPA the parent leaves unmapped
+        Errno e = f.Driver.DomainAllocNested(parent!, new IommuHwptVtdS1(IommuVtdS1.None, 0x1000, 48), out DmarDomain? nested);
+        if (e == Errno.None)
+        {
+            e = f.Driver.AttachNestedDev(nested!, dev.Pci);
+        }
+
+        log.Add($"nested on {dev.Pci.Name} (host 0x{hostBase:x}, va 0x{va:x}): {e}");
+        extraVas.Add((dev, va + 0x10));
+        extraVas.Add((dev, ((va + K4) & 0x1F_FFFF) + 0x10));
+    }
+
+    private static void Check(
+        string tag, DriverBed f, Random rng, List<Dev> devs, Dictionary<IDomain, List<(ulong Iova, ulong Size)>> maps,
+        List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, Dev Dev)> svas, HostPageAllocator? pages,
+        List<ulong> extraTables, List<(Dev Dev, ulong Va)> extraVas, List<string> log)
+    {
+        VtdConfig config = f.Unit.Config;
+        VtdImage exported = f.Unit.ExportImage();
+        string Why(string what) => $"{tag}: {what}\n  " + string.Join("\n  ", log.TakeLast(16));
+
+        // Reachability: every chunk but the root (and nested first-level tables, reached through guest-physical
+        // addresses) is named by some 64-bit word of another chunk; every chunk lies in memory the driver
+        // allocated tables from, a process page table of an SVA bind, or a nested guest's table page.
+        var named = new HashSet<ulong>();
+        foreach (VtdImageChunk c in exported.Chunks)
+        {
+            for (int off = 0; off + 8 <= c.Size; off += 8)
+            {
+                named.Add(c.Word(off) & 0x000F_FFFF_FFFF_F000UL);
+            }
+        }
+
+        FrameAllocator frames = f.Platform.Frames;
+        foreach (VtdImageChunk c in exported.Chunks)
+        {
+            bool inFrames = c.Address >= frames.RegionBase && c.Address + (ulong)c.Size <= frames.RegionBase + frames.RegionSize;
+            bool processTable = c.Kind == VtdImageChunkKind.FirstLevelTable && pages is not null && svas.Count > 0 && c.Address >= pages.Base && c.Address < pages.Base + (256 * Sizes.MiB);
+            bool guestTable = c.Kind == VtdImageChunkKind.NestedFirstLevelTable && extraTables.Contains(c.Address);
+            Assert.True(inFrames || processTable || guestTable, Why($"chunk {c.Kind} L{c.Level} at 0x{c.Address:x} is not a table the driver, a process or a guest built"));
+            if (c.Kind is not (VtdImageChunkKind.RootTable or VtdImageChunkKind.NestedFirstLevelTable))
+            {
+                Assert.True(named.Contains(c.Address), Why($"chunk {c.Kind} at 0x{c.Address:x} is named by no entry"));
+            }
+        }
+
+        Assert.True(exported.Chunks.Count(c => c.Address >= frames.RegionBase && c.Address < frames.RegionBase + frames.RegionSize) <= frames.LiveFrames, Why("more chunks than live table frames"));
+
+        // Relocate into a random window below 4 GiB, then through JSON.
+        ulong need = exported.Chunks.Aggregate(0UL, (s, c) => s + (((ulong)c.Size + 0xFFF) & ~0xFFFUL));
+        ulong windowSize = need + ((ulong)rng.Next(0, 64) * K4);
+        ulong windowBase = (ulong)rng.NextInt64(1, (long)((4 * G1) - windowSize) / (long)K4) * K4;
+        VtdImage moved = exported.Relocate(windowBase, windowSize);
+        string json = moved.ToJson();
+        VtdImage image = VtdImageJson.FromJson(json);
+        Assert.True(json == image.ToJson(), Why("JSON does not round-trip"));
+        Assert.All(image.Chunks.Where(c => c.Kind != VtdImageChunkKind.NestedFirstLevelTable), c => Assert.InRange(c.Address, windowBase, windowBase + windowSize - (ulong)c.Size));
+
+        // Probes: every address space of every device at interesting and random addresses.
+        var probes = new List<VtdProbe>();
+        foreach (Dev d in devs)
+        {
+            var targets = new List<(uint? Pasid, IDomain? Domain)> { (null, d.Rid) };
+            foreach (KeyValuePair<uint, IDomain> kv in d.Pasids)
+            {
+                targets.Add((kv.Key, kv.Value));
+            }
+
+            if (config.ScalableMode)
+            {
+                targets.Add(((uint)rng.Next(1, 1 << 20), null));
+                targets.Add((0, d.Rid));
+            }
+
+            foreach ((uint? pasid, IDomain? dom) in targets)
+            {
+                var iovas = new List<ulong>();
+                if (dom is not null && maps.TryGetValue(dom, out List<(ulong Iova, ulong Size)>? list))
+                {
+                    foreach ((ulong iova, ulong size) in list)
+                    {
+                        iovas.AddRange([iova, iova + (size / 2), iova + size - 8, iova + size, iova - 8, iova + ((ulong)rng.NextInt64(0, (long)size) & ~7UL)]);
+                    }
+                }
+
+                if (dom is DmarDomain { UseFirstLevel: false, NestParent: null } dd && dom.Type != DomainType.Identity)
+                {
+                    dd.PageTable.ForEachLeaf((i, _, s, _) => iovas.Add(i + (s / 3 & ~7UL)));
+                }
+
+                iovas.AddRange(extraVas.Where(x => x.Dev == d).Select(x => x.Va & ~7UL));
+                ulong top = dom?.Geometry.ApertureEnd ?? ((1UL << 48) - 1);
+                iovas.Add(top & ~7UL);
+                iovas.Add(((ulong)rng.NextInt64() & top) & ~7UL);
+                iovas.Add((ulong)rng.Next(0, 1 << 30) & ~7UL);
+                iovas.Add((ulong)rng.NextInt64(0, (long)MemorySize) & ~7UL); // identity / pass-through
+                foreach (ulong iova in iovas.Distinct().Take(50))
+                {
+                    if (pasid is null && iova <= 0xFEEF_FFFF && iova + 8 > 0xFEE0_0000)
+                    {
+                        continue; // an interrupt message, not DMA
+                    }
+
+                    probes.Add(new VtdProbe(d.Pci.RequesterId, pasid, iova, DmaAccess.Read));
+                    probes.Add(new VtdProbe(d.Pci.RequesterId, pasid, iova, DmaAccess.Write));
+                }
+            }
+        }
+
+        foreach ((IommuSva h, ProcessAddressSpace _, ulong va, Dev dev) in svas)
+        {
+            uint pasid = f.Iommu.SvaGetPasid(h);
+            for (ulong off = 0x10; off < 5 * K4; off += K4)
+            {
+                probes.Add(new VtdProbe(dev.Pci.RequesterId, pasid, va + off, DmaAccess.Read));
+                probes.Add(new VtdProbe(dev.Pci.RequesterId, pasid, va + off, DmaAccess.Write));
+            }
+        }
+
+        // (1) a cold unit over the live memory, from the root table the live unit latched; (2) the relocated image.
+        var live = new VtdUnit(f.Platform.Memory, config);
+        Program(live, exported.RtAddr, exported.TranslationEnabled);
+        VtdImage probed = image.Probe(config, probes, MemorySize);
+
+        // (3) the independent walker over the relocated image's bytes.
+        using var imageMemory = new PhysicalMemory(MemorySize);
+        image.LoadInto(imageMemory);
+        var cold = new VtdUnit(imageMemory, config);
+        Program(cold, image.RtAddr, image.TranslationEnabled);
+        var walker = new IndependentWalker(cold, imageMemory);
+
+        foreach (VtdProbeResult r in probed.Probes)
+        {
+            VtdProbe p = r.Probe;
+            VtdTranslation l = live.Translate(p.RequesterId, p.Pasid, p.Iova, (ulong)p.Size, p.Access);
+            string what = Why(string.Create(CultureInfo.InvariantCulture, $"{p.RequesterId:x4} pasid {p.Pasid?.ToString(CultureInfo.InvariantCulture) ?? "-"} 0x{p.Iova:x} {p.Access}: live {l}, image {r.Status} 0x{r.PhysicalAddress:x} {r.Reason}"));
+            Assert.True(l.Status == r.Status, what);
+            Assert.True(l.PhysicalAddress == r.PhysicalAddress, what);
+            Assert.True(l.Reason == r.Reason, what);
+
+            ReferenceWalk w = walker.Walk(p.RequesterId, p.Pasid, p.Iova, out _);
+            if (!w.Undecided)
+            {
+                bool allow = w.Allows(p.Access == DmaAccess.Write);
+                Assert.True(allow == r.IsTranslated, what + $"\n  walker {w}");
+                Assert.True(!allow || w.Pa == r.PhysicalAddress, what + $"\n  walker {w}");
+            }
+            else if (config.ScalableMode)
+            {
+                ReferenceOutcome o = walker.Request(p.RequesterId, p.Pasid, p.Iova, new ReferenceRequestKind(p.Access == DmaAccess.Write, false, false));
+                if (!o.Undecided)
+                {
+                    Assert.True(o.Translated == r.IsTranslated, what + $"\n  walker {o}");
+                    Assert.True(o.Translated ? o.Pa == r.PhysicalAddress : o.Accepts((int)r.Reason), what + $"\n  walker {o}");
+                }
+            }
+        }
+
+    }
+
+    // What VtdImage.Probe does to a cold unit: latch the root table, invalidate globally, enable translation.
+    private static void Program(VtdUnit unit, ulong rtaddr, bool enable)
+    {
+        unit.Write64(VtdRegister.Rtaddr, rtaddr);
+        unit.Write32(VtdRegister.Gcmd, VtdRegister.GcmdSrtp);
+        unit.Write64(VtdRegister.Ccmd, VtdRegister.CcmdIcc | (1UL << VtdRegister.CcmdCirgShift));
+        unit.Write64(VtdConfig.IotlbRegisterOffset + VtdRegister.IotlbInPair, (1UL << 63) | (1UL << 60));
+        if (enable)
+        {
+            unit.Write32(VtdRegister.Gcmd, VtdRegister.GcmdTe);
+        }
+    }
+}
