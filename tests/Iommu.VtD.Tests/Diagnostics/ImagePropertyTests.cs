@@ -74,9 +74,10 @@ public sealed class ImagePropertyTests
         var devs = new List<Dev>
         {
             Parent(f, "0000:00:02.0"),
-            new(f.AddDevice("0000:00:03.0"), false),
+            new(f.Pci.AddDevice(new PciDeviceSpec("0000:00:03.0") { Ats = rng.Next(2) == 0, Acs = true, DmaAliases = [0x1a, 0x85] }), false), // aliases 00:03.2 and 00:10.5
+
             new(f.AddDevice("0000:01:10.1"), false), // devfn 0x81: the upper half of a scalable root entry
-            Parent(f, "0000:03:1f.7"), // devfn 0xff
+            Parent(f, "0000:03:1f.7", rng.Next(1, 21)), // devfn 0xff, a PASID directory of any size
         };
         foreach (Dev d in devs)
         {
@@ -310,9 +311,9 @@ public sealed class ImagePropertyTests
     }
 
     // A PASID-capable device that takes aux domains where the unit allows it (scalable mode with PASID support).
-    private static Dev Parent(DriverBed f, string bdf)
+    private static Dev Parent(DriverBed f, string bdf, int pasidWidth = 20)
     {
-        PciDevice dev = f.AddDevice(bdf, pasidWidth: 20, siov: true);
+        PciDevice dev = f.AddDevice(bdf, pasidWidth: pasidWidth, siov: true);
         return new Dev(dev, f.Unit.Config.ScalableMode && f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable) == Errno.None);
     }
 
@@ -443,8 +444,11 @@ public sealed class ImagePropertyTests
                         continue; // an interrupt message, not DMA
                     }
 
-                    probes.Add(new VtdProbe(d.Pci.RequesterId, pasid, iova, DmaAccess.Read));
-                    probes.Add(new VtdProbe(d.Pci.RequesterId, pasid, iova, DmaAccess.Write));
+                    foreach (ushort rid in d.Pci.Spec.DmaAliases.Select(a => (ushort)((d.Pci.RequesterId & 0xFF00) | a)).Prepend(d.Pci.RequesterId))
+                    {
+                        probes.Add(new VtdProbe(rid, pasid, iova, DmaAccess.Read));
+                        probes.Add(new VtdProbe(rid, pasid, iova, DmaAccess.Write));
+                    }
                 }
             }
         }
