@@ -25,7 +25,7 @@ public sealed class ImagePropertyTests
     private const IommuProt RW = IommuProt.Read | IommuProt.Write;
     private const ulong MemorySize = 8 * G1;
 
-    private static readonly string[] ConfigNames = ["Legacy39", "Legacy48", "Sm48", "Sm57", "Fl48", "Fl57", "Fl48All", "Fl57All", "Qemu48", "QemuSm48", "Legacy39NoSp"];
+    private static readonly string[] ConfigNames = ["Legacy39", "Legacy48", "Sm48", "Sm57", "Fl48", "Fl57", "Fl48All", "Fl57All", "Qemu48", "QemuSm48", "Legacy39NoSp", "Legacy48NoPt", "Sm48NoPt"];
 
     private static VtdConfig Config(string name) => name switch
     {
@@ -38,6 +38,8 @@ public sealed class ImagePropertyTests
         "Qemu48" => VtdConfig.Qemu72AwBits48,
         "QemuSm48" => VtdConfig.Qemu72ScalableAwBits48,
         "Legacy39NoSp" => VtdConfig.Legacy39Bit with { SecondLevel2MiBPages = false, SecondLevel1GiBPages = false },
+        "Legacy48NoPt" => VtdConfig.Legacy48Bit with { PassThrough = false }, // identity domains get tables (si_domain)
+        "Sm48NoPt" => VtdConfig.ScalableMode48Bit with { PassThrough = false },
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 
@@ -381,6 +383,12 @@ public sealed class ImagePropertyTests
             bool processTable = c.Kind == VtdImageChunkKind.FirstLevelTable && pages is not null && svas.Count > 0 && c.Address >= pages.Base && c.Address < pages.Base + (256 * Sizes.MiB);
             bool guestTable = c.Kind == VtdImageChunkKind.NestedFirstLevelTable && extraTables.Contains(c.Address);
             Assert.True(inFrames || processTable || guestTable, Why($"chunk {c.Kind} L{c.Level} at 0x{c.Address:x} is not a table the driver, a process or a guest built"));
+            // A table frame the driver freed while an entry still names it would be reused under the unit.
+            for (ulong pa = c.Address; inFrames && pa < c.Address + (ulong)c.Size; pa += K4)
+            {
+                Assert.True(frames.IsAllocated(pa), Why($"chunk {c.Kind} L{c.Level} at 0x{c.Address:x}: frame 0x{pa:x} is free"));
+            }
+
             if (c.Kind is not (VtdImageChunkKind.RootTable or VtdImageChunkKind.NestedFirstLevelTable))
             {
                 Assert.True(named.Contains(c.Address), Why($"chunk {c.Kind} at 0x{c.Address:x} is named by no entry"));
