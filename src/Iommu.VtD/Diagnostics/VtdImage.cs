@@ -356,7 +356,9 @@ public sealed class VtdImage
     /// directory or second-level root, directory → PASID table, PASID entry → second-level root or
     /// (PGTT = 001) FLPTR, non-leaf paging entry → next table — plus RTADDR. The pointers of nested
     /// first-level tables (and a nested entry's FLPTR) are guest-physical and are not rewritten: the
-    /// second-level leaves that map them are output addresses, which relocation keeps. Leaf entries (the output addresses of
+    /// second-level leaves that map them are output addresses, which relocation keeps. A table named by a word
+    /// of a paging table read both at level 1 and at a higher level (one root under entries of different AW)
+    /// is such an output address too (the word is a 4 KiB leaf in the level-1 reading) and stays in place. Leaf entries (the output addresses of
     /// translations) are not changed. Pointers the unit would not follow (not-present entries, leaves,
     /// pointers to memory outside the image) are left as they are. Probes are re-evaluated by the
     /// caller if needed (they are dropped).
@@ -376,7 +378,8 @@ public sealed class VtdImage
         // guest-physical addresses are output addresses, which relocation keeps. The other chunks are
         // packed into the window around them.
         var map = new Dictionary<ulong, ulong>(Chunks.Count);
-        VtdImageChunk[] kept = [.. Chunks.Where(c => c.Kind == VtdImageChunkKind.NestedFirstLevelTable)];
+        HashSet<ulong> pinned = OutputsOfTablesReadAtTwoLevels();
+        VtdImageChunk[] kept = [.. Chunks.Where(c => c.Kind == VtdImageChunkKind.NestedFirstLevelTable || pinned.Contains(c.Address))];
         foreach (VtdImageChunk c in kept)
         {
             map[c.Address] = c.Address;
@@ -386,7 +389,7 @@ public sealed class VtdImage
         ulong limit = 1UL << HostAddressWidth;
         foreach (VtdImageChunk c in Chunks)
         {
-            if (c.Kind == VtdImageChunkKind.NestedFirstLevelTable)
+            if (map.ContainsKey(c.Address))
             {
                 continue;
             }
@@ -527,6 +530,116 @@ public sealed class VtdImage
 
         ulong rt = Remap(RtAddr, VtdFormat.PointerMask);
         return new VtdImage(rt, HostAddressWidth, TranslationEnabled, moved);
+    }
+
+    // One paging table can be read at two levels (one root under context or PASID entries of different
+    // AW, or first-level entries of different FLPM): a word that is a table pointer in the higher reading
+    // is a 4 KiB leaf in the lower one, so the table it names is also an output address, which relocation
+    // must keep. Those tables stay where they are (their pointers then need no rewrite). The levels each
+    // table is read at are found by walking the image from every context and PASID entry.
+    private HashSet<ulong> OutputsOfTablesReadAtTwoLevels()
+    {
+        var tables = new Dictionary<ulong, VtdImageChunk>();
+        var starts = new List<(ulong Table, int Level)>();
+        foreach (VtdImageChunk c in Chunks)
+        {
+            switch (c.Kind)
+            {
+                case VtdImageChunkKind.PageTable or VtdImageChunkKind.FirstLevelTable:
+                    tables[c.Address] = c;
+                    break;
+                case VtdImageChunkKind.LegacyContextTable:
+                    for (int off = 0; off + 16 <= c.Size; off += 16)
+                    {
+                        ulong q0 = c.Word(off);
+                        int aw = (int)(c.Word(off + 8) & VtdFormat.ContextAwMask);
+                        if ((q0 & VtdFormat.Present) != 0 && ((q0 >> VtdFormat.ContextTtShift) & 3) is VtdFormat.TtTranslated or VtdFormat.TtTranslatedWithDeviceTlb && aw is >= 1 and <= 3)
+                        {
+                            starts.Add((q0 & VtdFormat.PointerMask, aw + 2));
+                        }
+                    }
+
+                    break;
+                case VtdImageChunkKind.PasidTable:
+                    for (int off = 0; off + 64 <= c.Size; off += 64)
+                    {
+                        ulong q0 = c.Word(off), q2 = c.Word(off + 16);
+                        int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
+                        int aw = (int)((q0 >> VtdFormat.PasidAwShift) & 7);
+                        if ((q0 & VtdFormat.Present) == 0)
+                        {
+                            continue;
+                        }
+
+                        if (pgtt is VtdFormat.PgttSecondLevel or VtdFormat.PgttNested && aw is >= 1 and <= 3)
+                        {
+                            starts.Add((q0 & VtdFormat.PointerMask, aw + 2));
+                        }
+                        else if (pgtt == VtdFormat.PgttFirstLevel)
+                        {
+                            starts.Add((FirstLevelView.Flptr(q2), FirstLevelView.Levels(q2)));
+                        }
+                    }
+
+                    break;
+                default:
+                    break;
+            }
+        }
+
+        // Every (table, level) reading, from the starts down through the table pointers of that level.
+        var levels = new Dictionary<ulong, int>();
+        var work = new Stack<(ulong Table, int Level)>(starts);
+        while (work.Count > 0)
+        {
+            (ulong table, int level) = work.Pop();
+            if (!tables.TryGetValue(table, out VtdImageChunk? t) || level is < 1 or > 5)
+            {
+                continue;
+            }
+
+            levels.TryGetValue(table, out int seen);
+            if ((seen & (1 << level)) != 0)
+            {
+                continue;
+            }
+
+            levels[table] = seen | (1 << level);
+            bool first = t.Kind == VtdImageChunkKind.FirstLevelTable;
+            for (int off = 0; off + 8 <= t.Size; off += 8)
+            {
+                ulong e = t.Word(off);
+                if (first ? FirstLevelView.IsTablePointer(e, level) : SecondLevelWalker.IsTablePointer(e, level))
+                {
+                    work.Push((e & (first ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask), level - 1));
+                }
+            }
+        }
+
+        // Read at level 1 and at a higher level: the level-1 reading's leaves that name a chunk keep it in place.
+        var pinned = new HashSet<ulong>();
+        foreach ((ulong table, int mask) in levels)
+        {
+            if ((mask & 1 << 1) == 0 || (mask & ~(1 << 1)) == 0)
+            {
+                continue;
+            }
+
+            VtdImageChunk t = tables[table];
+            bool first = t.Kind == VtdImageChunkKind.FirstLevelTable;
+            for (int off = 0; off + 8 <= t.Size; off += 8)
+            {
+                ulong e = t.Word(off);
+                ulong to = e & (first ? VtdFormat.FlAddressMask : VtdFormat.SlAddressMask);
+                bool leaf = first ? (e & VtdFormat.FlPresent) != 0 : (e & (VtdFormat.SlRead | VtdFormat.SlWrite)) != 0;
+                if (leaf && TryLocate(to, out VtdImageChunk? c, out int at) && at == 0)
+                {
+                    pinned.Add(c!.Address);
+                }
+            }
+        }
+
+        return pinned;
     }
 
     /// <summary>

@@ -329,4 +329,30 @@ public sealed class ImageAuditTests
         Assert.Equal(4, image.Chunks.Single(c => c.Address == sl).Level);
         AssertSame(bed, image.Relocate(0x300_0000, 0x40_0000), probes[..1]);   // the 4-level reading survives relocation
     }
+
+    // The same root under a 3-level and a 4-level context entry: a word of a table both readings reach
+    // is a table pointer in the 4-level reading and a 4 KiB leaf in the 3-level one, one level lower.
+    // Relocation must keep that leaf's output (the table it points at stays where it is), so the
+    // 3-level reading translates as before.
+    [Fact]
+    public void Relocation_keeps_the_outputs_of_a_table_also_read_one_level_lower()
+    {
+        using var bed = new Bed(VtdConfig.Legacy48Bit);
+        ulong rt = bed.Page(), ctx = bed.Page(), sl = bed.Page();
+        bed.W(rt, ctx | 1);
+        bed.W(ctx + (0x08 * 16), sl | 1);
+        bed.W(ctx + (0x08 * 16) + 8, 1 | (1UL << 8));      // 3-level
+        bed.W(ctx + (0x10 * 16), sl | 1);
+        bed.W(ctx + (0x10 * 16) + 8, 2 | (2UL << 8));      // 4-level, same root
+        bed.SlMap(sl, 4, 0x1000, 0x30_0000, 1);
+        bed.Enable(rt);
+
+        // 00:01.0 reads the 4-level tree's level-2 table as its leaf table: IOVA 0 lands on the level-1 table.
+        VtdProbe[] probes = [new(0x10, null, 0x1000, DmaAccess.Read), new(0x08, null, 0x0, DmaAccess.Read), new(0x08, null, 0x1000, DmaAccess.Write)];
+        VtdImage image = bed.Unit.ExportImage();
+        AssertSame(bed, image, probes);
+        VtdImage moved = image.Relocate(0x300_0000, 0x40_0000);
+        AssertSame(bed, moved, probes);
+        AssertSame(bed, VtdImageJson.FromJson(moved.ToJson()), probes);
+    }
 }
