@@ -146,6 +146,28 @@ public static class VtdImageExporter
             return Add(pa, kind, level, 4096, out data);
         }
 
+        // A PASID directory: added once, but read again at a larger size when a later context entry
+        // names it with a larger PDTS (the entries beyond the smaller size are reached through that one
+        // only). The chunk keeps the largest size.
+        public bool AddDirectory(ulong pa, int size, out byte[] data)
+        {
+            if (_chunks.TryGetValue(pa, out VtdImageChunk? c))
+            {
+                data = [];
+                if (c.Kind != VtdImageChunkKind.PasidDirectory || size <= c.Size || !memory.Contains(pa, (ulong)size))
+                {
+                    return false;
+                }
+
+                data = new byte[size];
+                memory.Read(pa, data);
+                _chunks[pa] = c with { Data = data };
+                return true;
+            }
+
+            return Add(pa, VtdImageChunkKind.PasidDirectory, 0, size, out data);
+        }
+
         public bool Pointer(ulong entry, out ulong pa)
         {
             pa = entry & VtdFormat.PointerMask;
@@ -188,7 +210,7 @@ public static class VtdImageExporter
 
                 int pdts = (int)((c0 >> VtdFormat.ScalableContextPdtsShift) & 7);
                 int entries = 1 << (pdts + 7);
-                if (!Add(dir, VtdImageChunkKind.PasidDirectory, 0, entries * VtdFormat.PasidDirectoryEntrySize, out byte[] d))
+                if (!AddDirectory(dir, entries * VtdFormat.PasidDirectoryEntrySize, out byte[] d))
                 {
                     continue;
                 }

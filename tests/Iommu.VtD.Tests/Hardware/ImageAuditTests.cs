@@ -355,4 +355,37 @@ public sealed class ImageAuditTests
         AssertSame(bed, moved, probes);
         AssertSame(bed, VtdImageJson.FromJson(moved.ToJson()), probes);
     }
+
+    // One PASID directory under two context entries with different PDTS (1 KiB and 2 KiB): the entries
+    // beyond the smaller size are reached through the larger one only, whichever context the export
+    // meets first.
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(1, 0)]
+    public void A_pasid_directory_shared_at_two_sizes_is_exported_at_the_larger(int pdtsLo, int pdtsUp)
+    {
+        using var bed = new Bed(VtdConfig.ScalableMode48Bit);
+        ulong rt = bed.Page(), lo = bed.Page(), up = bed.Page(), dir = bed.Page(), pt0 = bed.Page(), pt200 = bed.Page(), sl = bed.Page();
+        bed.W(rt, lo | 1);
+        bed.W(rt + 8, up | 1);
+        bed.W(lo + (0x08 * 32), dir | ((ulong)pdtsLo << VtdFormat.ScalableContextPdtsShift) | 1); // 00:01.0
+        bed.W(up + (0x08 * 32), dir | ((ulong)pdtsUp << VtdFormat.ScalableContextPdtsShift) | 1); // 00:11.0
+        bed.W(dir, pt0 | 1);
+        bed.W(dir + (200 * 8), pt200 | 1);                                       // PASIDs 12800..12863
+        ulong slEntry = sl | (2UL << VtdFormat.PasidAwShift) | ((ulong)VtdFormat.PgttSecondLevel << VtdFormat.PasidPgttShift) | 1;
+        foreach (ulong t in new[] { pt0, pt200 })
+        {
+            bed.W(t + (3 * 64), slEntry);
+            bed.W(t + (3 * 64) + 8, 1);
+        }
+
+        bed.SlMap(sl, 4, 0x1000, 0x30_0000, 1);
+        bed.Enable(rt | (1UL << 10));
+        VtdProbe[] probes = [.. new ushort[] { 0x08, 0x88 }.SelectMany(rid =>
+            new uint?[] { 3, 12803 }.Select(pasid => new VtdProbe(rid, pasid, 0x1000, DmaAccess.Read)))];
+        VtdImage image = bed.Unit.ExportImage();
+        Assert.Equal(2048, image.Chunks.Single(c => c.Kind == VtdImageChunkKind.PasidDirectory).Size);
+        AssertSame(bed, image, probes);
+        AssertSame(bed, image.Relocate(0x300_0000, 0x40_0000), probes);
+    }
 }
