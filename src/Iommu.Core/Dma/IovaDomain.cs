@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using Iommu.Internal;
 using IovaTree = Iommu.Internal.RangeTree<Iommu.Dma.IovaRange>;
 
@@ -406,34 +407,40 @@ internal sealed class IovaDomain
     // kernel's and not one stack per order.
     private void RcacheInsert(Rcache rc, ulong pfn)
     {
-        Magazine? toFree = null;
-        if (rc.Loaded.Size == MagSize)
+        Magazine loaded = rc.Loaded;
+        if (loaded.Size == MagSize)
         {
-            if (rc.Prev.Size < MagSize)
-            {
-                (rc.Loaded, rc.Prev) = (rc.Prev, rc.Loaded);
-            }
-            else
-            {
-                if (rc.DepotSize < MaxGlobalMags)
-                {
-                    rc.Depot[rc.DepotSize++] = rc.Loaded;
-                }
-                else
-                {
-                    toFree = rc.Loaded;
-                }
-
-                rc.Loaded = NewMagazine();
-            }
+            loaded = MakeRoom(rc);
         }
 
-        rc.Loaded.Pfns[rc.Loaded.Size++] = pfn;
-        if (toFree is not null)
+        loaded.Pfns[loaded.Size++] = pfn;
+    }
+
+    // The loaded magazine is full (once per IOVA_MAG_SIZE frees): swap in prev if it has room, else send
+    // the loaded one to the depot (the depot full: its ranges back to the tree) and load an empty one.
+    // Out of line, so the common push above stays a few instructions.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Magazine MakeRoom(Rcache rc)
+    {
+        if (rc.Prev.Size < MagSize)
         {
-            MagazineFreePfns(toFree);
-            _spareMags.Push(toFree);
+            (rc.Loaded, rc.Prev) = (rc.Prev, rc.Loaded);
+            return rc.Loaded;
         }
+
+        Magazine full = rc.Loaded;
+        rc.Loaded = NewMagazine();
+        if (rc.DepotSize < MaxGlobalMags)
+        {
+            rc.Depot[rc.DepotSize++] = full;
+        }
+        else
+        {
+            MagazineFreePfns(full);
+            _spareMags.Push(full);
+        }
+
+        return rc.Loaded;
     }
 
     // iova_magazine_free_pfns: every range of the magazine back to the tree, in push order.
@@ -492,25 +499,12 @@ internal sealed class IovaDomain
         }
 
         Rcache rc = _rcaches[order];
-        if (rc.Loaded.Size == 0)
+        Magazine? mag = rc.Loaded;
+        if (mag.Size == 0 && (mag = Reload(rc)) is null)
         {
-            if (rc.Prev.Size != 0)
-            {
-                (rc.Loaded, rc.Prev) = (rc.Prev, rc.Loaded);
-            }
-            else if (rc.DepotSize != 0)
-            {
-                _spareMags.Push(rc.Loaded);
-                rc.Loaded = rc.Depot[--rc.DepotSize]!;
-                rc.Depot[rc.DepotSize] = null;
-            }
-            else
-            {
-                return 0;
-            }
+            return 0;
         }
 
-        Magazine mag = rc.Loaded;
         for (int i = mag.Size - 1; i >= 0; i--)
         {
             ulong pfn = mag.Pfns[i];
@@ -522,6 +516,28 @@ internal sealed class IovaDomain
         }
 
         return 0;
+    }
+
+    // The loaded magazine is empty: swap in prev if it holds ranges, else load the depot's last magazine;
+    // null when the order's cache is empty. Out of line, as MakeRoom.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Magazine? Reload(Rcache rc)
+    {
+        if (rc.Prev.Size != 0)
+        {
+            (rc.Loaded, rc.Prev) = (rc.Prev, rc.Loaded);
+            return rc.Loaded;
+        }
+
+        if (rc.DepotSize == 0)
+        {
+            return null;
+        }
+
+        _spareMags.Push(rc.Loaded);
+        rc.Loaded = rc.Depot[--rc.DepotSize]!;
+        rc.Depot[rc.DepotSize] = null;
+        return rc.Loaded;
     }
 
     // free_cpu_cached_iovas (loaded, then prev, per order) + free_global_cached_iovas (the depot,
