@@ -28,6 +28,8 @@ public sealed class KernelTraceReplayTests(ITestOutputHelper output)
             (_, s, _) => Op(s) == "SET_IOMMU" && Arg(s, "type") == 10, -1, "EINVAL"),
         new("5.15 vfio_group_set_container rejects fd < 0 with -EINVAL; 6.1 has no such check (-EBADF)",
             (_, s, _) => Op(s) == "GROUP_SET_CONTAINER" && s.GetProperty("args").TryGetProperty("container_fd", out JsonElement fd) && fd.GetInt32() < 0, -1, "EINVAL"),
+        new("5.15 vfio_group_set_container rejects a group already in a container (-EINVAL) before fdget; 6.1 fdgets first (-EBADF for an fd that is not open)",
+            (_, s, st) => Op(s) == "GROUP_SET_CONTAINER" && st.InContainer && s.GetProperty("errno").ValueKind == JsonValueKind.String && s.GetProperty("errno").GetString() == "EBADF", -1, "EINVAL"),
         new("5.15 GET_DEVICE_FD checks container/backend before the name (-EINVAL); 6.1 resolves the name first (-ENODEV)",
             (_, s, st) => Op(s) == "GROUP_GET_DEVICE_FD" && !st.HasBackend && s.GetProperty("errno").ValueKind == JsonValueKind.String, -1, "EINVAL"),
         new("Recorder artefact: for DIRTY_PAGES with flags other than GET_BITMAP alone the recorder shows its previous bitmap buffer; the kernel never reads the bitmap then, so ours stays at its prefill (ret/errno as recorded)",

@@ -356,6 +356,12 @@ case("v1.unmap.size_and_alignment",
      prelude(1) + M3() + [um(I0, 0, **err("EINVAL")), um(I0 + 0x800, 4*P, **err("EINVAL")), um(I0, 0x800, **err("EINVAL")), um(0xfffffffffffff000, 2*P, **err("EINVAL")),
       um(I0, 9*P, removed=8*P), vmlck(16), um(I0 + 16*P, 0xfffffffffffff000 - I0 - 16*P, removed=4*P), vmlck(0)] + ending(),
      [buf("B0", 12*P)])
+case("group.set_container.bad_fd_while_attached",
+     "Group already in C: SET_CONTAINER with a closed fd (9999) -> EBADF, with /dev/null -> EINVAL, with C again -> EINVAL. 6.1's "
+     "vfio_group_ioctl_set_container (vfio_main.c, after 'vfio: Fold VFIO_GROUP_SET_CONTAINER into vfio_group_set_container()') does fdget and the "
+     "f_op check before it looks at group->container; 5.15's vfio_group_set_container checks container_users first (-EINVAL for all three)",
+     prelude() + [st("OPEN", args={"path": "/dev/null"}, out={"handle": "N"}), st("GROUP_SET_CONTAINER", "G", {"container_fd": 9999}, **err("EBADF")),
+      setc("N", **err("EINVAL")), setc(**err("EINVAL")), status(8, 3)] + ending() + [st("CLOSE", "N")])
 
 doc = {"schema": "vfio-type1-kernel-trace/1",
        "note": "Synthetic cases derived from the kernel source (not recorded): variants of the public families with the answers the 5.15/6.3 type1 code gives for 6.1.",
