@@ -362,6 +362,32 @@ case("group.set_container.bad_fd_while_attached",
      "f_op check before it looks at group->container; 5.15's vfio_group_set_container checks container_users first (-EINVAL for all three)",
      prelude() + [st("OPEN", args={"path": "/dev/null"}, out={"handle": "N"}), st("GROUP_SET_CONTAINER", "G", {"container_fd": 9999}, **err("EBADF")),
       setc("N", **err("EINVAL")), setc(**err("EINVAL")), status(8, 3)] + ending() + [st("CLOSE", "N")])
+case("group.get_device_fd.twice",
+     "Two device fds from the same group: each holds a container user, so UNSET -> EBUSY until both are closed "
+     "(vfio_device_open / vfio_device_assign_container count every open; vfio_group_ioctl_unset_container wants container_users == 1)",
+     prelude() + [st("GROUP_GET_DEVICE_FD", "G", {"name": "$BDF"}, out={"handle": "D"}), st("GROUP_GET_DEVICE_FD", "G", {"name": "$BDF"}, out={"handle": "D2"}),
+      mp(va("B0"), I0, P), st("CLOSE", "D"), st("GROUP_UNSET_CONTAINER", "G", **err("EBUSY")), vmlck(4), st("CLOSE", "D2"), st("GROUP_UNSET_CONTAINER", "G"),
+      vmlck(0), st("CLOSE", "G"), st("CLOSE", "C"), vmlck(0)],
+     [buf("B0", P)])
+case("limit.resampled_by_new_backend",
+     "dma_entry_limit 1 at the first SET_IOMMU; changed to 3 while that backend lives (no effect); after UNSET releases it a new SET_IOMMU samples 3 "
+     "(vfio_iommu_type1_open copies dma_entry_limit into iommu->dma_avail)",
+     [limit(1), open_c(), open_g(), setc(), setiommu(3), info(512, avail=1), limit(3), mp(va("B0"), I0, P), mp(va("B0"), I0 + P, P, **err("ENOSPC")),
+      st("GROUP_UNSET_CONTAINER", "G"), vmlck(0), setc(), setiommu(3), info(512, avail=3), mp(va("B0"), I0, P), mp(va("B0"), I0 + P, P), info(512, avail=1)] + ending(),
+     [buf("B0", P, before=5)])
+case("map.overlap.variants",
+     "existing [I0+4P,I0+8P); maps [I0+2P,I0+6P) (start), [I0+6P,I0+10P) (end), [I0+5P,I0+7P) (inside), [I0+7P,I0+8P) (last page), [I0+3P,I0+5P) -> EEXIST; "
+     "[I0+3P,I0+4P) and [I0+8P,I0+9P) (adjacent) map (vfio_find_dma)",
+     prelude() + [mp(va("B0"), I0 + 4*P, 4*P)] + [mp(va("B0"), I0 + a*P, n*P, **err("EEXIST")) for a, n in ((2, 4), (6, 4), (5, 2), (7, 1), (3, 2))] +
+     [mp(va("B0"), I0 + 3*P, P), mp(va("B0"), I0 + 8*P, P), vmlck(24), info(512, avail=65532), um(I0, 16*P, removed=6*P), vmlck(0)] + ending(),
+     [buf("B0", 4*P)])
+case("memlock.failed_write_map_faults_in_pages",
+     "No CAP, limit 4 pages, never-written private buffer: a READ|WRITE map of 8 pages -> ENOMEM, but vfio_pin_pages_remote's batch "
+     "(vaddr_get_pfns -> pin_user_pages_remote with FOLL_WRITE) faulted all 8 in first, so the pages are the process's own now: a READ map of the same 8 "
+     "pages is charged (-> ENOMEM) and one of 4 pages counts 16 KiB instead of pinning the zero page",
+     prelude() + nocap(4*P) + [mp(va("U"), I0, 8*P, flags=3, **err("ENOMEM")), vmlck(0), mp(va("U"), I0, 8*P, flags=1, **err("ENOMEM")), vmlck(0),
+      mp(va("U"), I0, 4*P, flags=1), vmlck(16), mp(va("Z"), I0 + 8*P, 8*P, flags=1), vmlck(16)] + ending(),
+     [buf("U", 8*P, fill="untouched"), buf("Z", 8*P, fill="untouched")])
 
 doc = {"schema": "vfio-type1-kernel-trace/1",
        "note": "Synthetic cases derived from the kernel source (not recorded): variants of the public families with the answers the 5.15/6.3 type1 code gives for 6.1.",
