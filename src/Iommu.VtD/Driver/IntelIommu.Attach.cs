@@ -296,9 +296,9 @@ public sealed partial class IntelIommu
         }
 
         IommuDisableDevIotlb(info);
-        foreach (byte devfn in DevFns(info.Device))
+        foreach ((byte bus, byte devfn) in DmaAliases(info.Device))
         {
-            ContextClear(unit, info, devfn);
+            ContextClear(unit, info, bus, devfn);
         }
 
         FreePasidTable(info);
@@ -311,22 +311,33 @@ public sealed partial class IntelIommu
         DomainDetachIommu(info.Domain, unit);
     }
 
-    // The requester ids the device's DMA can carry: its own and its DMA aliases (pci_for_each_dma_alias, same bus).
-    private static IEnumerable<byte> DevFns(PciDevice device)
+    // The requester ids the device's DMA can carry, as pci_for_each_dma_alias lists them: its own, its declared
+    // DMA aliases (same bus), and for each PCIe-to-PCI bridge above it (secondary bus, 00.0), the ID such a bridge
+    // gives the transactions it forwards from its conventional PCI side. The secondary bus is the bus of the
+    // function below the bridge on the path.
+    private static IEnumerable<(byte Bus, byte DevFn)> DmaAliases(PciDevice device)
     {
-        yield return device.DevFn;
+        yield return (device.BusNumber, device.DevFn);
         foreach (byte alias in device.Spec.DmaAliases)
         {
-            yield return alias;
+            yield return (device.BusNumber, alias);
+        }
+
+        for (PciDevice child = device; child.Upstream is PciDevice bridge; child = bridge)
+        {
+            if (bridge.IsPcieToPciBridge)
+            {
+                yield return (child.BusNumber, 0);
+            }
         }
     }
 
     // domain_context_mapping(_one) for every alias; an already present entry is left alone.
     private Errno ContextMapping(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info)
     {
-        foreach (byte devfn in DevFns(info.Device))
+        foreach ((byte bus, byte devfn) in DmaAliases(info.Device))
         {
-            Errno err = ContextMappingOne(unit, domain, info, devfn);
+            Errno err = ContextMappingOne(unit, domain, info, bus, devfn);
             if (err != Errno.None)
             {
                 return err;
@@ -336,13 +347,12 @@ public sealed partial class IntelIommu
         return Errno.None;
     }
 
-    private Errno ContextMappingOne(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, byte devfn)
+    private Errno ContextMappingOne(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, byte bus, byte devfn)
     {
-        byte bus = info.Bus;
         ushort did = domain.IommuDid[unit.SeqId];
 
         // iommu_support_dev_iotlb matches the device's own bus/devfn: DMA aliases get no DTE/PRE.
-        bool own = devfn == info.DevFn;
+        bool own = bus == info.Bus && devfn == info.DevFn;
         lock (unit.Lock)
         {
             ulong ce = unit.ContextEntryAddress(bus, devfn, alloc: true);
@@ -418,9 +428,8 @@ public sealed partial class IntelIommu
     }
 
     // domain_context_clear_one
-    private void ContextClear(IntelIommuUnit unit, DeviceDomainInfo info, byte devfn)
+    private void ContextClear(IntelIommuUnit unit, DeviceDomainInfo info, byte bus, byte devfn)
     {
-        byte bus = info.Bus;
         ushort didOld;
         lock (unit.Lock)
         {
