@@ -10,7 +10,7 @@ namespace Iommu.Core.Tests.Topology;
 /// </summary>
 public sealed class GroupPartitionPropertyTests
 {
-    private const int Runs = 250;
+    private const int Runs = 1000;
 
     [Fact]
     public void Partition_matches_the_5_15_reference_through_adds_removals_and_re_adds()

@@ -102,35 +102,44 @@ internal sealed class PciTopology
                 {
                     TopoNode down = Add(internalBus, d, 0, up, bridge: true, acs: _rng.Next(10) < 6, mf: false);
                     int leafBus = _nextBus++;
-                    Slot(leafBus, 0, down);
+                    if (_rng.Next(4) == 0)
+                    {
+                        PcieToPci(leafBus, down);
+                    }
+                    else
+                    {
+                        Slot(leafBus, 0, down);
+                    }
                 }
 
                 break;
             }
 
             default:
-            {
-                // Conventional PCI has no ACS (pci_acs_enabled is false for non-PCIe functions and for the
-                // PCIe-to-PCI bridge itself).
-                TopoNode bridge = Add(bus, 0, 0, port, bridge: false, acs: false, mf: false, pcieToPci: true);
-                int sec = _nextBus++;
-                var used = new HashSet<int>();
-                for (int i = _rng.Next(1, 4); i > 0; i--)
-                {
-                    int d = _rng.Next(0, 8);
-                    if (!used.Add(d))
-                    {
-                        continue;
-                    }
-
-                    bool mf = _rng.Next(3) == 0;
-                    for (int f = 0; f < (mf ? 2 : 1); f++)
-                    {
-                        Add(sec, d, f, bridge, bridge: false, acs: false, mf: mf);
-                    }
-                }
-
+                PcieToPci(bus, port);
                 break;
+        }
+    }
+
+    private void PcieToPci(int bus, TopoNode port)
+    {
+        // Conventional PCI has no ACS (pci_acs_enabled is false for non-PCIe functions and for the
+        // PCIe-to-PCI bridge itself).
+        TopoNode bridge = Add(bus, 0, 0, port, bridge: false, acs: false, mf: false, pcieToPci: true);
+        int sec = _nextBus++;
+        var used = new HashSet<int>();
+        for (int i = _rng.Next(1, 4); i > 0; i--)
+        {
+            int d = _rng.Next(0, 8);
+            if (!used.Add(d))
+            {
+                continue;
+            }
+
+            bool mf = _rng.Next(3) == 0;
+            for (int f = 0; f < (mf ? 2 : 1); f++)
+            {
+                Add(sec, d, f, bridge, bridge: false, acs: false, mf: mf);
             }
         }
     }

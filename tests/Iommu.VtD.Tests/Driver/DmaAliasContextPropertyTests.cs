@@ -16,7 +16,7 @@ namespace Iommu.VtD.Tests.Driver;
 public sealed class DmaAliasContextPropertyTests
 {
     private const ulong Iova = 0x40_0000;
-    private const int Runs = 100;
+    private const int Runs = 250;
 
     [Theory]
     [InlineData("Legacy48")]
