@@ -26,6 +26,14 @@ public sealed partial class PciDevice : Device
         Spec = spec;
         Upstream = upstream;
         RequesterId = spec.Address.RequesterId;
+        DmaRequesterId = RequesterId;
+        for (PciDevice child = this; child.Upstream is PciDevice bridge; child = bridge)
+        {
+            if (bridge.IsPcieToPciBridge)
+            {
+                DmaRequesterId = (ushort)(child.BusNumber << 8); // (secondary bus, 00.0): the bridge owns the transaction
+            }
+        }
     }
 
     /// <summary>The description the device was created from.</summary>
@@ -43,9 +51,19 @@ public sealed partial class PciDevice : Device
     /// <summary>Device and function (<c>devfn</c>).</summary>
     public byte DevFn => Spec.Address.DevFn;
 
-    /// <summary>Requester ID (<c>bus &lt;&lt; 8 | devfn</c>), the source ID the IOMMU sees.</summary>
+    /// <summary>Requester ID (<c>bus &lt;&lt; 8 | devfn</c>) of the function; the ID its DMA carries to the IOMMU is <see cref="DmaRequesterId"/> (the same unless a PCIe-to-PCI bridge is above it).</summary>
     [KernelSymbol("pci_dev_id")]
-    public ushort RequesterId { get; } // stored: read on every DMA
+    public ushort RequesterId { get; }
+
+    /// <summary>
+    /// The requester ID the device's DMA carries when it reaches the IOMMU: its own, or, behind a PCIe-to-PCI
+    /// bridge, (secondary bus, 00.0) of the bridge nearest the root (such a bridge takes ownership of the
+    /// conventional PCI transactions it forwards). The device's DMA entry points and the VT-d unit use it, so
+    /// a fault record names it; 5.15 programs a context entry for it (<c>pci_for_each_dma_alias</c>,
+    /// <c>PCI_EXP_TYPE_PCI_BRIDGE</c>), and QEMU aliases such devices the same way.
+    /// </summary>
+    [KernelSymbol("pci_for_each_dma_alias")]
+    public ushort DmaRequesterId { get; } // stored: read on every DMA
 
     private RemapperLookup? _remapper;
 

@@ -74,7 +74,8 @@ public sealed record PciDeviceSpec
 
     /// <summary>
     /// This function is a PCIe-to-PCI(-X) bridge: devices behind it reach the IOMMU with the
-    /// bridge's requester ID, so they alias each other and share one group.
+    /// requester ID the bridge gives what it forwards, (secondary bus, 00.0) (<see cref="PciDevice.DmaRequesterId"/>),
+    /// so they alias each other and share one group.
     /// </summary>
     public bool IsPcieToPciBridge { get; init; }
 }

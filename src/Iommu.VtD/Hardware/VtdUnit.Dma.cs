@@ -16,7 +16,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-        return TransferUnguarded(device.RequesterId, pasid, iova, destination, DmaAccess.Read);
+        return TransferUnguarded(device.DmaRequesterId, pasid, iova, destination, DmaAccess.Read);
     }
 
     /// <inheritdoc/>
@@ -25,7 +25,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-        return TransferUnguarded(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
+        return TransferUnguarded(device.DmaRequesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
     }
 
     /// <inheritdoc/>
@@ -36,7 +36,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Read, attributes);
-        return Move(device.RequesterId, pasid, iova, destination, DmaAccess.Read, wantOutcome: false, out _, attrs);
+        return Move(device.DmaRequesterId, pasid, iova, destination, DmaAccess.Read, wantOutcome: false, out _, attrs);
     }
 
     /// <inheritdoc/>
@@ -47,7 +47,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Write, attributes);
-        return Move(device.RequesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
+        return Move(device.DmaRequesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
     }
 
     /// <summary>

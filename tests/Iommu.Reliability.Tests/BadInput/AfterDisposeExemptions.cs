@@ -75,7 +75,7 @@ internal static class AfterDisposeExemptions
         ["PciDevice.AcsEnabled"] = Immutable, ["PciDevice.AcsPathEnabled"] = Immutable, ["PciDevice.Address"] = Immutable, ["PciDevice.AtsEnabled"] = Managed, ["PciDevice.BusNumber"] = Immutable, ["PciDevice.ClassCode"] = Immutable,
         ["PciDevice.DevFn"] = Immutable, ["PciDevice.HasAts"] = Immutable, ["PciDevice.HasPasidCapability"] = Immutable, ["PciDevice.HasPri"] = Immutable, ["PciDevice.HasScalableIovDvsec"] = Immutable,
         ["PciDevice.IsBridge"] = Immutable, ["PciDevice.IsPcieToPciBridge"] = Immutable, ["PciDevice.MaxPasids"] = Immutable, ["PciDevice.Multifunction"] = Immutable, ["PciDevice.PasidEnabled"] = Managed,
-        ["PciDevice.PasidWidth"] = Immutable, ["PciDevice.PriEnabled"] = Managed, ["PciDevice.RequesterId"] = Immutable, ["PciDevice.RmrrLocked"] = Immutable, ["PciDevice.RmrrRelaxable"] = Immutable, ["PciDevice.Segment"] = Immutable,
+        ["PciDevice.PasidWidth"] = Immutable, ["PciDevice.PriEnabled"] = Managed, ["PciDevice.RequesterId"] = Immutable, ["PciDevice.DmaRequesterId"] = Immutable, ["PciDevice.RmrrLocked"] = Immutable, ["PciDevice.RmrrRelaxable"] = Immutable, ["PciDevice.Segment"] = Immutable,
         ["PciDevice.Spec"] = Immutable, ["PciDevice.Upstream"] = Immutable,
         ["PhysicalMemory..ctor"] = NewObject, ["PhysicalMemory.BackedBytes"] = Managed, ["PhysicalMemory.Claims"] = Managed, ["PhysicalMemory.Contains"] = "arithmetic on Size and the managed RAM-range list; touches no native memory", ["PhysicalMemory.HostRanges"] = Immutable,
         ["PhysicalMemory.Dispose"] = Idempotent, ["PhysicalMemory.IsDisposed"] = "tells whether the memory is disposed; must answer after dispose", ["PhysicalMemory.Size"] = Immutable,

@@ -1,5 +1,6 @@
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.VtD.Driver;
 using static Iommu.VtD.Tests.Driver.DriverTestKit;
 
 namespace Iommu.VtD.Tests.Driver;
@@ -35,5 +36,28 @@ public sealed class PcieToPciBridgeAliasTests
 
         f.Pci.RemoveDevice(conventional);
         Assert.False(f.Unit.Read(bridgeOwned, null, 0x1000, buf).IsOk, "the removed device's bridge alias still translates");
+    }
+
+    // The hardware side: a conventional function behind a PCIe-to-PCI bridge reaches the unit as the bridge's
+    // (secondary bus, 00.0), as on real hardware and in QEMU, so its faults name that ID, not its own.
+    [Theory]
+    [InlineData("Legacy48")]
+    [InlineData("Sm48")]
+    public void Dma_of_a_conventional_function_behind_the_bridge_carries_the_bridge_requester_id(string config)
+    {
+        using DriverBed f = New(config);
+        PciDevice port = f.Pci.AddDevice(new PciDeviceSpec("0000:00:1c.0") { IsBridge = true, Acs = true });
+        PciDevice bridge = f.Pci.AddDevice(new PciDeviceSpec("0000:01:00.0") { IsPcieToPciBridge = true, Upstream = port.Address });
+        PciDevice conventional = f.Pci.AddDevice(new PciDeviceSpec("0000:02:07.0") { Upstream = bridge.Address });
+        PciDevice beside = f.Pci.AddDevice(new PciDeviceSpec("0000:00:03.0"));
+        Assert.Equal(0x0200, conventional.DmaRequesterId);
+        Assert.Equal(0x0238, conventional.RequesterId);
+        Assert.Equal(beside.RequesterId, beside.DmaRequesterId);
+
+        Span<byte> buf = stackalloc byte[8];
+        DmaResult r = conventional.DmaRead(null, 0xdead_0000, buf); // nothing mapped there
+        Assert.False(r.IsOk);
+        DmarFaultRecord rec = Assert.Single(f.Driver.Faults);
+        Assert.Equal(0x0200, rec.SourceId);
     }
 }
