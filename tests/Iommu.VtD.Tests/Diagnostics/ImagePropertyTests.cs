@@ -9,6 +9,7 @@ using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Driver;
 using Iommu.VtD.Tests.Hardware;
+using Iommu.VtD.Tests.Infrastructure;
 
 namespace Iommu.VtD.Tests.Diagnostics;
 
@@ -43,17 +44,6 @@ public sealed class ImagePropertyTests
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 
-    private sealed class Dev(PciDevice pci, bool aux)
-    {
-        public PciDevice Pci { get; } = pci;
-
-        public bool Aux { get; } = aux;
-
-        public IDomain? Rid { get; set; }
-
-        public Dictionary<uint, IDomain> Pasids { get; } = [];
-    }
-
     /// <summary>
     /// Random scenarios on random unit presets agree on translated/fault, output address and fault reason
     /// between the live memory, the relocated JSON round-tripped image and the independent walker, and the
@@ -73,7 +63,7 @@ public sealed class ImagePropertyTests
         VtdConfig config = Config(configName);
         var options = new IntelIommuOptions { FirstLevel = configName.EndsWith("All", StringComparison.Ordinal) ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault };
         using var f = new DriverBed(config, options, memory: MemorySize, defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
-        var devs = new List<Dev>
+        var devs = new List<ScenarioDevice>
         {
             Parent(f, "0000:00:02.0"),
             new(f.Pci.AddDevice(new PciDeviceSpec("0000:00:03.0") { Ats = rng.Next(2) == 0, Acs = true, DmaAliases = [0x1a, 0x85] }), false), // aliases 00:03.2 and 00:10.5
@@ -81,284 +71,28 @@ public sealed class ImagePropertyTests
             new(f.AddDevice("0000:01:10.1"), false), // devfn 0x81: the upper half of a scalable root entry
             Parent(f, "0000:03:1f.7", rng.Next(1, 21)), // devfn 0xff, a PASID directory of any size
         };
-        foreach (Dev d in devs)
-        {
-            d.Rid = f.Iommu.GetDomainForDev(d.Pci);
-        }
-
-        var domains = new List<IDomain>();
-        var maps = new Dictionary<IDomain, List<(ulong Iova, ulong Size)>>(ReferenceEqualityComparer.Instance);
-        var svas = new List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, Dev Dev)>();
-        var extraTables = new List<ulong>(); // host pages of nested guests' first-level tables
-        var extraVas = new List<(Dev Dev, ulong Va)>();
-        HostPageAllocator? pages = null;
-        ulong nextPa = 4 * G1;
-        var log = new List<string>();
-
-        IDomain NewDomain()
-        {
-            IDomain d = f.Iommu.DomainAlloc(f.Pci) ?? throw new InvalidOperationException("domain alloc failed");
-            domains.Add(d);
-            maps[d] = [];
-            return d;
-        }
-
-        bool Attached(IDomain d) => devs.Any(x => x.Rid == d || x.Pasids.ContainsValue(d) || f.Iommu.GetDomainForDev(x.Pci) == d);
-
-        void MapRandom(IDomain d)
-        {
-            ulong size = rng.Next(5) switch { 0 => K4, 1 => M2, 2 => G1, 3 => 3 * M2, _ => K4 * (ulong)rng.Next(2, 9) };
-            ulong align = size >= G1 ? G1 : size >= M2 ? M2 : K4;
-            ulong end = d.Geometry.ApertureEnd;
-            ulong slots = (end / align) - 1;
-            ulong iova = rng.Next(3) switch
-            {
-                0 => (end + 1 - (size * (ulong)rng.Next(1, 4))) & ~(align - 1),
-                1 => (ulong)rng.Next(1, 64) * align,
-                _ => ((ulong)rng.NextInt64(1, (long)Math.Min(slots, long.MaxValue / 2)) * align) & ~(align - 1),
-            };
-            if (iova + size - 1 > end || maps[d].Any(m => iova < m.Iova + m.Size && m.Iova < iova + size))
-            {
-                return;
-            }
-
-            ulong pa = nextPa;
-            nextPa += Math.Max(size, G1);
-            if (nextPa >= 7 * G1)
-            {
-                nextPa = 4 * G1;
-            }
-
-            pa = (pa + align - 1) & ~(align - 1);
-            IommuProt prot = rng.Next(4) switch { 0 => IommuProt.Read, 1 => IommuProt.Write, _ => RW };
-            Errno e = f.Iommu.Map(d, iova, pa, size, prot);
-            log.Add($"map {iova:x}+{size:x} -> {pa:x} {prot}: {e}");
-            if (e == Errno.None)
-            {
-                maps[d].Add((iova, size));
-                if (size > K4 && rng.Next(3) == 0)
-                {
-                    // A hole inside the run: unmap may take the whole superpage it falls in.
-                    ulong hole = iova + ((ulong)rng.Next(0, (int)Math.Min(size / K4, 1 << 20)) * K4);
-                    ulong got = f.Iommu.Unmap(d, hole, K4);
-                    log.Add($"hole {hole:x}: {got:x}");
-                }
-            }
-        }
-
+        var scenario = new RandomDriverScenario(f, rng, identity, devs) { Nested = true };
+        scenario.Start();
         for (int step = 0; step < steps; step++)
         {
-            int op = rng.Next(13);
-            Dev dev = devs[rng.Next(devs.Count)];
-            IDomain? target = domains.Count > 0 && rng.Next(3) != 0 ? domains[rng.Next(domains.Count)] : null;
-            switch (op)
-            {
-                case 0 or 1 or 2:
-                    MapRandom(target ?? NewDomain());
-                    break;
-                case 3:
-                    if (target is not null && maps[target].Count > 0)
-                    {
-                        (ulong iova, ulong size) = maps[target][rng.Next(maps[target].Count)];
-                        ulong got = f.Iommu.Unmap(target, iova, size);
-                        log.Add($"unmap {iova:x}+{size:x}: {got:x}");
-                        maps[target].RemoveAll(m => m.Iova == iova);
-                    }
-
-                    break;
-                case 4:
-                    {
-                        IDomain d = target ?? NewDomain();
-                        if (dev.Rid is IDomain cur && domains.Contains(cur))
-                        {
-                            f.Iommu.DetachDevice(cur, dev.Pci);
-                            log.Add($"detach {dev.Pci.Name}");
-                        }
-
-                        Errno e = f.Iommu.AttachDevice(d, dev.Pci);
-                        log.Add($"attach {dev.Pci.Name} to {domains.IndexOf(d)}: {e}");
-                        dev.Rid = e == Errno.None ? f.Iommu.GetDomainForDev(dev.Pci) : null;
-                        break;
-                    }
-
-                case 5:
-                    if (dev.Rid is IDomain rid && domains.Contains(rid))
-                    {
-                        f.Iommu.DetachDevice(rid, dev.Pci);
-                        dev.Rid = f.Iommu.GetDomainForDev(dev.Pci);
-                        log.Add($"detach {dev.Pci.Name}");
-                    }
-
-                    break;
-                case 6:
-                    if (dev.Aux)
-                    {
-                        IDomain d = target ?? NewDomain();
-                        if (Attached(d) || dev.Pasids.ContainsValue(d))
-                        {
-                            break;
-                        }
-
-                        Errno e = f.Iommu.AttachDeviceAux(d, dev.Pci);
-                        log.Add($"aux attach {domains.IndexOf(d)}: {e}");
-                        if (e == Errno.None)
-                        {
-                            dev.Pasids[(uint)f.Iommu.AuxGetPasid(d, dev.Pci)] = d;
-                        }
-                    }
-
-                    break;
-                case 7:
-                    if (dev.Aux && dev.Pasids.Count > 0)
-                    {
-                        KeyValuePair<uint, IDomain> kv = dev.Pasids.ElementAt(rng.Next(dev.Pasids.Count));
-                        if (f.Iommu.AuxGetPasid(kv.Value, dev.Pci) == (int)kv.Key)
-                        {
-                            f.Iommu.DetachDeviceAux(kv.Value, dev.Pci);
-                            log.Add($"aux detach {kv.Key}");
-                        }
-                        else
-                        {
-                            f.Iommu.DetachDevicePasid(kv.Value, dev.Pci, kv.Key);
-                            log.Add($"pasid detach {kv.Key}");
-                        }
-
-                        dev.Pasids.Remove(kv.Key);
-                    }
-
-                    break;
-                case 8:
-                    if (dev.Aux)
-                    {
-                        IDomain d = target ?? NewDomain();
-
-                        // Small, beyond the first PASID table (> 63) and beyond the first 4 KiB of directory (> 4095).
-                        uint pasid = rng.Next(4) switch
-                        {
-                            0 => f.Iommu.AllocGlobalPasid(dev.Pci),
-                            1 => (uint)rng.Next(64, 4096),
-                            2 => (uint)rng.Next(4096, 1 << 20),
-                            _ => (uint)rng.Next(1, 64),
-                        };
-                        if (pasid == IommuCore.PasidInvalid || dev.Pasids.ContainsKey(pasid))
-                        {
-                            break;
-                        }
-
-                        Errno e = f.Iommu.AttachDevicePasid(d, dev.Pci, pasid);
-                        log.Add($"pasid attach {pasid} to {domains.IndexOf(d)}: {e}");
-                        if (e == Errno.None)
-                        {
-                            dev.Pasids[pasid] = d;
-                        }
-                    }
-
-                    break;
-                case 9:
-                    if (!identity || rng.Next(2) == 0)
-                    {
-                        ulong pa = (ulong)rng.Next(1, 1 << 20) * K4;
-                        ulong handle = f.Iommu.DmaMapPage(dev.Pci, pa, K4 * (ulong)rng.Next(1, 4), (DmaDataDirection)rng.Next(3));
-                        log.Add($"dma map {pa:x} for {dev.Pci.Name}: {handle:x}");
-                        extraVas.Add((dev, handle));
-                    }
-
-                    break;
-                case 10:
-                    if (config.NestedTranslation && !dev.Aux)
-                    {
-                        Nest(f, rng, dev, extraTables, extraVas, log);
-                        dev.Rid = null;
-                    }
-
-                    break;
-                default:
-                    if (rng.Next(2) == 0 && domains.FirstOrDefault(d => !Attached(d)) is IDomain idle)
-                    {
-                        domains.Remove(idle);
-                        maps.Remove(idle);
-                        f.Iommu.DomainFree(idle);
-                        log.Add("domain free");
-                    }
-                    else if (dev.Aux && config.FirstLevelTranslation && svas.Count < 3)
-                    {
-                        pages ??= HostPageAllocator.ForPlatform(f.Platform, 7 * G1, 256 * Sizes.MiB); // clear of the nested guests' memory
-                        var mm = new ProcessAddressSpace(pages, "p");
-                        ulong va = mm.Mmap(4 * K4);
-                        Assert.Equal(Errno.None, mm.Write(va, [1]));
-                        Assert.Equal(Errno.None, mm.Write(va + (2 * K4), [1]));
-                        Errno e = f.Iommu.SvaBindDevice(dev.Pci, mm, null, out IommuSva? h);
-                        log.Add($"sva bind: {e}");
-                        if (e == Errno.None)
-                        {
-                            svas.Add((h!, mm, va, dev));
-                        }
-                        else
-                        {
-                            mm.Dispose();
-                        }
-                    }
-
-                    break;
-            }
+            scenario.Step();
         }
 
-        Check(tag, f, rng, devs, maps, svas, pages, extraTables, extraVas, log);
-
-        foreach ((IommuSva h, ProcessAddressSpace mm, _, _) in svas)
-        {
-            f.Iommu.SvaUnbindDevice(h);
-            mm.Dispose();
-        }
+        Check(tag, f, rng, devs, scenario.Maps, scenario.Svas, scenario.Pages, scenario.ExtraTables, scenario.ExtraVas, scenario.Log);
+        scenario.UnbindAll();
     }
 
     // A PASID-capable device that takes aux domains where the unit allows it (scalable mode with PASID support).
-    private static Dev Parent(DriverBed f, string bdf, int pasidWidth = 20)
+    private static ScenarioDevice Parent(DriverBed f, string bdf, int pasidWidth = 20)
     {
         PciDevice dev = f.AddDevice(bdf, pasidWidth: pasidWidth, siov: true);
-        return new Dev(dev, f.Unit.Config.ScalableMode && f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable) == Errno.None);
-    }
-
-    // A nest parent mapping guest memory GPA [0, 8 MiB) to host pages, a guest first-level table in it and
-    // the nested domain on the device's requester ID.
-    private static void Nest(DriverBed f, Random rng, Dev dev, List<ulong> extraTables, List<(Dev Dev, ulong Va)> extraVas, List<string> log)
-    {
-        if (f.Driver.DomainAllocNestParent(f.Pci, out DmarDomain? parent) != Errno.None)
-        {
-            return;
-        }
-
-        ulong hostBase = (ulong)rng.Next(2, 6) * G1;
-        Assert.Equal(Errno.None, f.Iommu.Map(parent!, 0, hostBase, 8 * Sizes.MiB, RW));
-        Assert.Equal(Errno.None, f.Iommu.Map(parent!, 0x80_0000, hostBase + G1 / 2, K4, IommuProt.Read));
-        const ulong Table = 0x7UL; // P | R/W | U/S
-        for (ulong t = 1; t <= 4; t++)
-        {
-            f.Platform.Memory.Write(hostBase + (t * K4), new byte[K4]);
-            extraTables.Add(hostBase + (t * K4));
-        }
-
-        ulong va = (ulong)rng.Next(0, 512) * K4;
-        f.Platform.Memory.WriteUInt64(hostBase + 0x1000, 0x2000 | Table);
-        f.Platform.Memory.WriteUInt64(hostBase + 0x2000, 0x3000 | Table);
-        f.Platform.Memory.WriteUInt64(hostBase + 0x3000, 0x4000 | Table);
-        f.Platform.Memory.WriteUInt64(hostBase + 0x4000 + ((va >> 12) * 8), 0x80_0000 | Table);
-        f.Platform.Memory.WriteUInt64(hostBase + 0x4000 + ((((va >> 12) + 1) & 511) * 8), 0x1000_0000 | Table); // GPA the parent leaves unmapped
-        Errno e = f.Driver.DomainAllocNested(parent!, new IommuHwptVtdS1(IommuVtdS1.None, 0x1000, 48), out DmarDomain? nested);
-        if (e == Errno.None)
-        {
-            e = f.Driver.AttachNestedDev(nested!, dev.Pci);
-        }
-
-        log.Add($"nested on {dev.Pci.Name} (host 0x{hostBase:x}, va 0x{va:x}): {e}");
-        extraVas.Add((dev, va + 0x10));
-        extraVas.Add((dev, ((va + K4) & 0x1F_FFFF) + 0x10));
+        return new ScenarioDevice(dev, f.Unit.Config.ScalableMode && f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable) == Errno.None);
     }
 
     private static void Check(
-        string tag, DriverBed f, Random rng, List<Dev> devs, Dictionary<IDomain, List<(ulong Iova, ulong Size)>> maps,
-        List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, Dev Dev)> svas, HostPageAllocator? pages,
-        List<ulong> extraTables, List<(Dev Dev, ulong Va)> extraVas, List<string> log)
+        string tag, DriverBed f, Random rng, List<ScenarioDevice> devs, Dictionary<IDomain, List<(ulong Iova, ulong Size)>> maps,
+        List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, ScenarioDevice Dev)> svas, HostPageAllocator? pages,
+        List<ulong> extraTables, List<(ScenarioDevice Dev, ulong Va)> extraVas, List<string> log)
     {
         VtdConfig config = f.Unit.Config;
         VtdImage exported = f.Unit.ExportImage();
@@ -409,7 +143,7 @@ public sealed class ImagePropertyTests
 
         // Probes: every address space of every device at interesting and random addresses.
         var probes = new List<VtdProbe>();
-        foreach (Dev d in devs)
+        foreach (ScenarioDevice d in devs)
         {
             var targets = new List<(uint? Pasid, IDomain? Domain)> { (null, d.Rid) };
             foreach (KeyValuePair<uint, IDomain> kv in d.Pasids)
@@ -461,7 +195,7 @@ public sealed class ImagePropertyTests
             }
         }
 
-        foreach ((IommuSva h, ProcessAddressSpace _, ulong va, Dev dev) in svas)
+        foreach ((IommuSva h, ProcessAddressSpace _, ulong va, ScenarioDevice dev) in svas)
         {
             uint pasid = f.Iommu.SvaGetPasid(h);
             for (ulong off = 0x10; off < 5 * K4; off += K4)

@@ -5,6 +5,7 @@ using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Driver;
+using Iommu.VtD.Tests.Infrastructure;
 
 namespace Iommu.VtD.Tests.Hardware;
 
@@ -33,22 +34,10 @@ public sealed class IndependentWalkerPropertyTests
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 
-    // Where a device's requests go, as the test drove the core: its RID domain and its PASID domains.
-    private sealed class Dev(PciDevice pci, bool aux)
-    {
-        public PciDevice Pci { get; } = pci;
-
-        public bool Aux { get; } = aux;
-
-        public IDomain? Rid { get; set; }
-
-        public Dictionary<uint, IDomain> Pasids { get; } = [];
-    }
-
     /// <summary>
-    /// After every step of a random sequence (maps of 4 KiB, 2 MiB and 1 GiB pages at random IOVAs up to the
-    /// top of the aperture, unmaps, attach and detach, aux attach, PASID attach, DMA-API maps, SVA binds, domain
-    /// free), every sampled request (requester, PASID or none, IOVA, read or write) gets the same answer from the
+    /// After every step of a random sequence (<see cref="RandomDriverScenario"/>: maps of 4 KiB to 1 GiB pages at
+    /// random IOVAs up to the top of the aperture, with holes, unmaps, attach and detach, aux attach, PASID attach,
+    /// DMA-API maps, SVA binds, domain free), every sampled request (requester, PASID or none, IOVA, read or write) gets the same answer from the
     /// unit and from the independent walker, and that answer is what iova_to_phys of the request's domain says.
     /// </summary>
     [Fact]
@@ -71,224 +60,27 @@ public sealed class IndependentWalkerPropertyTests
         var rng = new Random((int)seed);
         using DriverBed f = Bed(configName, identity);
         bool scalable = f.Unit.Config.ScalableMode;
-        var devs = new List<Dev>
+        var devs = new List<ScenarioDevice>
         {
             new(scalable ? DriverTestKit.AuxParent(f, "0000:00:02.0") : f.AddDevice("0000:00:02.0"), scalable),
             new(f.AddDevice("0000:00:03.0"), false),
             new(f.AddDevice("0000:01:10.1"), false), // devfn 0x81: the upper half of a scalable root entry
         };
-        foreach (Dev d in devs)
-        {
-            d.Rid = f.Iommu.GetDomainForDev(d.Pci);
-        }
-
-        var domains = new List<IDomain>();
-        var maps = new Dictionary<IDomain, List<(ulong Iova, ulong Size)>>();
-        var svas = new List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, Dev Dev)>();
-        HostPageAllocator? pages = null;
-        ulong nextPa = 4 * G1;
-        var log = new List<string>();
-
-        IDomain NewDomain()
-        {
-            IDomain d = f.Iommu.DomainAlloc(f.Pci) ?? throw new InvalidOperationException("domain alloc failed");
-            domains.Add(d);
-            maps[d] = [];
-            return d;
-        }
-
-        bool Attached(IDomain d) => devs.Any(x => x.Rid == d || x.Pasids.ContainsValue(d));
-
-        void MapRandom(IDomain d)
-        {
-            ulong size = rng.Next(4) switch { 0 => K4, 1 => M2, 2 => G1, _ => K4 * (ulong)rng.Next(2, 9) };
-            ulong align = size >= G1 ? G1 : size >= M2 ? M2 : K4;
-            ulong end = d.Geometry.ApertureEnd;
-            ulong slots = (end / align) - 1;
-            ulong iova = rng.Next(3) switch
-            {
-                0 => (end + 1 - (size * (ulong)rng.Next(1, 4))) & ~(align - 1), // near the top of the width
-                1 => (ulong)rng.Next(1, 64) * align,
-                _ => ((ulong)rng.NextInt64(1, (long)Math.Min(slots, long.MaxValue / 2)) * align) & ~(align - 1),
-            };
-            if (iova + size - 1 > end || maps[d].Any(m => iova < m.Iova + m.Size && m.Iova < iova + size))
-            {
-                return;
-            }
-
-            ulong pa = nextPa;
-            nextPa += Math.Max(size, G1);
-            if (nextPa >= 7 * G1)
-            {
-                nextPa = 4 * G1;
-            }
-
-            pa = (pa + size - 1) & ~(align - 1);
-            IommuProt prot = rng.Next(4) switch { 0 => IommuProt.Read, 1 => IommuProt.Write, _ => RW };
-            Errno e = f.Iommu.Map(d, iova, pa, size, prot);
-            log.Add($"map {iova:x}+{size:x} -> {pa:x} {prot}: {e}");
-            if (e == Errno.None)
-            {
-                maps[d].Add((iova, size));
-            }
-        }
-
+        var scenario = new RandomDriverScenario(f, rng, identity, devs);
+        scenario.Start();
         for (int step = 0; step < steps; step++)
         {
-            int op = rng.Next(11);
-            Dev dev = devs[rng.Next(devs.Count)];
-            IDomain? target = domains.Count > 0 && rng.Next(3) != 0 ? domains[rng.Next(domains.Count)] : null;
-            switch (op)
-            {
-                case 0 or 1 or 2:
-                    MapRandom(target ?? NewDomain());
-                    break;
-                case 3:
-                    if (target is not null && maps[target].Count > 0)
-                    {
-                        (ulong iova, ulong size) = maps[target][rng.Next(maps[target].Count)];
-                        ulong got = f.Iommu.Unmap(target, iova, size);
-                        log.Add($"unmap {iova:x}+{size:x}: {got:x}");
-                        maps[target].RemoveAll(m => m.Iova == iova);
-                    }
-
-                    break;
-                case 4:
-                    {
-                        IDomain d = target ?? NewDomain();
-                        if (dev.Rid is IDomain cur && domains.Contains(cur))
-                        {
-                            f.Iommu.DetachDevice(cur, dev.Pci);
-                            log.Add($"detach {dev.Pci.Name}");
-                        }
-
-                        Errno e = f.Iommu.AttachDevice(d, dev.Pci);
-                        log.Add($"attach {dev.Pci.Name} to {domains.IndexOf(d)}: {e}");
-
-                        // 5.15 detaches the current domain before it checks the new one: a refused attach
-                        // leaves the device on no domain at all, whatever the core still reports.
-                        dev.Rid = e == Errno.None ? f.Iommu.GetDomainForDev(dev.Pci) : null;
-                        break;
-                    }
-
-                case 5:
-                    if (dev.Rid is IDomain rid && domains.Contains(rid))
-                    {
-                        f.Iommu.DetachDevice(rid, dev.Pci);
-                        dev.Rid = f.Iommu.GetDomainForDev(dev.Pci);
-                        log.Add($"detach {dev.Pci.Name}");
-                    }
-
-                    break;
-                case 6:
-                    if (dev.Aux)
-                    {
-                        IDomain d = target ?? NewDomain();
-                        if (Attached(d) || dev.Pasids.ContainsValue(d))
-                        {
-                            break;
-                        }
-
-                        Errno e = f.Iommu.AttachDeviceAux(d, dev.Pci);
-                        log.Add($"aux attach {domains.IndexOf(d)}: {e}");
-                        if (e == Errno.None)
-                        {
-                            dev.Pasids[(uint)f.Iommu.AuxGetPasid(d, dev.Pci)] = d;
-                        }
-                    }
-
-                    break;
-                case 7:
-                    if (dev.Aux && dev.Pasids.Count > 0)
-                    {
-                        KeyValuePair<uint, IDomain> kv = dev.Pasids.ElementAt(rng.Next(dev.Pasids.Count));
-                        if (f.Iommu.AuxGetPasid(kv.Value, dev.Pci) == (int)kv.Key)
-                        {
-                            f.Iommu.DetachDeviceAux(kv.Value, dev.Pci);
-                            log.Add($"aux detach {kv.Key}");
-                        }
-                        else
-                        {
-                            f.Iommu.DetachDevicePasid(kv.Value, dev.Pci, kv.Key);
-                            log.Add($"pasid detach {kv.Key}");
-                        }
-
-                        dev.Pasids.Remove(kv.Key);
-                    }
-
-                    break;
-                case 8:
-                    if (dev.Aux)
-                    {
-                        IDomain d = target ?? NewDomain();
-                        uint pasid = f.Iommu.AllocGlobalPasid(dev.Pci);
-                        if (pasid == IommuCore.PasidInvalid)
-                        {
-                            break;
-                        }
-
-                        Errno e = f.Iommu.AttachDevicePasid(d, dev.Pci, pasid);
-                        log.Add($"pasid attach {pasid} to {domains.IndexOf(d)}: {e}");
-                        if (e == Errno.None)
-                        {
-                            dev.Pasids[pasid] = d;
-                        }
-                    }
-
-                    break;
-                case 9:
-                    if (!identity || rng.Next(2) == 0)
-                    {
-                        ulong pa = (ulong)rng.Next(1, 1 << 20) * K4;
-                        ulong handle = f.Iommu.DmaMapPage(dev.Pci, pa, K4 * (ulong)rng.Next(1, 4), (DmaDataDirection)rng.Next(3));
-                        log.Add($"dma map {pa:x} for {dev.Pci.Name}: {handle:x}");
-                    }
-
-                    break;
-                default:
-                    if (rng.Next(2) == 0 && domains.FirstOrDefault(d => !Attached(d)) is IDomain idle)
-                    {
-                        domains.Remove(idle);
-                        maps.Remove(idle);
-                        f.Iommu.DomainFree(idle);
-                        log.Add("domain free");
-                    }
-                    else if (dev.Aux && f.Unit.Config.FirstLevelTranslation && svas.Count < 2)
-                    {
-                        pages ??= HostPageAllocator.ForPlatform(f.Platform);
-                        var mm = new ProcessAddressSpace(pages, "p");
-                        ulong va = mm.Mmap(4 * K4);
-                        Assert.Equal(Errno.None, mm.Write(va, [1]));
-                        Assert.Equal(Errno.None, mm.Write(va + (2 * K4), [1]));
-                        Errno e = f.Iommu.SvaBindDevice(dev.Pci, mm, null, out IommuSva? h);
-                        log.Add($"sva bind: {e}");
-                        if (e == Errno.None)
-                        {
-                            svas.Add((h!, mm, va, dev));
-                        }
-                        else
-                        {
-                            mm.Dispose();
-                        }
-                    }
-
-                    break;
-            }
-
-            Check(f, rng, devs, maps, svas, log);
+            scenario.Step();
+            Check(f, rng, devs, scenario.Maps, scenario.Svas, scenario.Log);
         }
 
-        foreach ((IommuSva h, ProcessAddressSpace mm, _, _) in svas)
-        {
-            f.Iommu.SvaUnbindDevice(h);
-            mm.Dispose();
-        }
+        scenario.UnbindAll();
     }
 
-    private static void Check(DriverBed f, Random rng, List<Dev> devs, Dictionary<IDomain, List<(ulong Iova, ulong Size)>> maps, List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, Dev Dev)> svas, List<string> log)
+    private static void Check(DriverBed f, Random rng, List<ScenarioDevice> devs, Dictionary<IDomain, List<(ulong Iova, ulong Size)>> maps, List<(IommuSva Handle, ProcessAddressSpace Mm, ulong Va, ScenarioDevice Dev)> svas, List<string> log)
     {
         var walker = new IndependentWalker(f.Unit, f.Platform.Memory);
-        foreach (Dev d in devs)
+        foreach (ScenarioDevice d in devs)
         {
             var targets = new List<(uint? Pasid, IDomain? Domain)> { (null, d.Rid) };
             foreach (KeyValuePair<uint, IDomain> kv in d.Pasids)
@@ -333,7 +125,7 @@ public sealed class IndependentWalkerPropertyTests
             }
         }
 
-        foreach ((IommuSva h, ProcessAddressSpace mm, ulong va, Dev dev) in svas)
+        foreach ((IommuSva h, ProcessAddressSpace mm, ulong va, ScenarioDevice dev) in svas)
         {
             uint pasid = f.Iommu.SvaGetPasid(h);
             for (ulong off = 0x10; off < 5 * K4; off += K4)
@@ -351,7 +143,7 @@ public sealed class IndependentWalkerPropertyTests
         }
     }
 
-    private static void Compare(DriverBed f, IndependentWalker walker, Dev d, uint? pasid, IDomain? dom, ulong iova, List<string> log)
+    private static void Compare(DriverBed f, IndependentWalker walker, ScenarioDevice d, uint? pasid, IDomain? dom, ulong iova, List<string> log)
     {
         if (pasid is null && iova <= 0xFEEF_FFFF && iova + 8 > 0xFEE0_0000)
         {

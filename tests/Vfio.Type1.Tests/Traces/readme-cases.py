@@ -3,43 +3,7 @@ case family the README's table names but the public trace does not hold. The val
 as the README states them or the public cases show them (GET_INFO is checked against a public case below)."""
 import json, os, struct
 HERE = os.path.dirname(os.path.abspath(__file__))
-BM_DATA = "separate user buffer of `size` bytes (+64 guard bytes)"
-I0 = 0x100000; P = 0x1000
-def h(v): return hex(v)
-def st(op, fd=None, args=None, ret=0, errno=None, out=None, proc=None):
-    d = {"op": op}
-    if fd: d["fd"] = fd
-    if proc: d["proc"] = proc
-    d["args"] = args or {}
-    d["ret"] = ret; d["errno"] = errno; d["out"] = out or {}
-    return d
-def err(e): return dict(ret=-1, errno=e)
-def open_c(): return st("OPEN", args={"path": "/dev/vfio/vfio"}, out={"handle": "C"})
-def open_g(**kw):
-    if kw: return st("OPEN", args={"path": "/dev/vfio/$GROUP"}, **kw)
-    return st("OPEN", args={"path": "/dev/vfio/$GROUP"}, out={"handle": "G"})
-def setc(): return st("GROUP_SET_CONTAINER", "G", {"container": "C"})
-def setiommu(t=3, **kw): return st("SET_IOMMU", "C", {"type": t}, **kw)
-def prelude(t=3): return [open_c(), open_g(), setc(), setiommu(t)]
-def ending(): return [st("GROUP_UNSET_CONTAINER", "G"), st("CLOSE", "G"), st("CLOSE", "C"), vmlck(0)]
-def vmlck(kb): return st("READ_VMLCK", out={"locked_vm_kb": kb})
-def ext(e, v): return st("CHECK_EXTENSION", "C", {"ext": e}, ret=v)
-def va(buf, off=0): return {"buf": buf, "off": h(off)}
-def ab(a): return {"abs": h(a)}
-def mp(vaddr, iova, size, flags=3, argsz=32, **kw):
-    return st("MAP_DMA", "C", {"argsz": argsz, "flags": h(flags), "vaddr": vaddr, "iova": h(iova), "size": h(size)}, **kw)
-def um(iova, size, flags=0, argsz=24, removed=None, **kw):
-    ok = kw.get("ret", 0) == 0
-    out = {"argsz": argsz, "flags": h(flags), "iova": h(iova), "size": h(removed if (ok and removed is not None) else size)}
-    return st("UNMAP_DMA", "C", {"argsz": argsz, "flags": h(flags), "iova": h(iova), "size": h(size)}, out=out, **kw)
-def setbits(data):
-    runs=[]; start=-1; n=len(data)*8
-    for i in range(n+1):
-        s = i<n and (data[i//8]>>(i%8))&1
-        if s and start<0: start=i
-        elif not s and start>=0: runs.append([start,i-start]); start=-1
-    return runs
-def dirty(flags, argsz=8, **kw): return st("DIRTY_PAGES", "C", {"argsz": argsz, "flags": h(flags)}, **kw)
+from tracekit import *  # noqa: F401,F403 (the shared step builders)
 def getbm(iova, size, bmsize, result_hex=None, prefill=0, pgsize=P, argsz=48, data=BM_DATA, shown=None, **kw):
     args = {"argsz": argsz, "flags": "0x4", "iova": h(iova), "size": h(size),
             "bitmap": {"pgsize": h(pgsize), "size": h(bmsize), "data": data, "prefill": h(prefill)}}
@@ -52,7 +16,6 @@ def getbm(iova, size, bmsize, result_hex=None, prefill=0, pgsize=P, argsz=48, da
         out = {"bitmap_hex": result_hex[:512], "bitmap_set_bits": setbits(b), "guard_untouched": True}
         if shown is not None: out["bytes_shown"] = shown
     return st("DIRTY_PAGES", "C", args, out=out, **kw)
-def raw_ioctl(fd, req, **kw): return st("RAW_IOCTL", fd, {"request": h(req), "arg": "64 zero bytes with argsz=64 in the first u32"}, **kw)
 
 # GET_INFO ------------------------------------------------------------
 def full_info(avail):
@@ -90,11 +53,6 @@ pe = [c for c in pub["cases"] if c["name"] == "container.ioctls_no_group"][0]["s
 got = info(512, backend=False)["out"]
 for k in got: assert str(got[k]) == str(pe[k]), k
 
-def buf(name, size, prot="rw", fill="touched", seed=16, before=4, holes=None, share="private"):
-    b = {"name": name, "size": h(size), "prot": prot, "share": share, "fill": fill}
-    if fill == "touched": b["seed"] = seed
-    b["holes"] = holes or []; b["created_before_step"] = before
-    return b
 cases = []
 def case(name, desc, steps, buffers=()):
     cases.append({"name": name, "desc": desc, "complete": True, "setup": {"buffers": list(buffers)}, "steps": steps})

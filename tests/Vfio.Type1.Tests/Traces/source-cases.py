@@ -6,51 +6,12 @@ drivers/vfio/vfio_iommu_type1.c and vfio.c, checked against 6.3's for what chang
 decides it is named in the case's desc."""
 import json, os, struct
 HERE = os.path.dirname(os.path.abspath(__file__))
-BM_DATA = "separate user buffer of `size` bytes (+64 guard bytes)"
-I0 = 0x100000; P = 0x1000
-def h(v): return hex(v)
-def st(op, fd=None, args=None, ret=0, errno=None, out=None, proc=None):
-    d = {"op": op}
-    if fd: d["fd"] = fd
-    if proc: d["proc"] = proc
-    d["args"] = args or {}
-    d["ret"] = ret; d["errno"] = errno; d["out"] = out or {}
-    return d
-def err(e): return dict(ret=-1, errno=e)
-def open_c(handle="C"): return st("OPEN", args={"path": "/dev/vfio/vfio"}, out={"handle": handle})
-def open_g(**kw):
-    if kw: return st("OPEN", args={"path": "/dev/vfio/$GROUP"}, **kw)
-    return st("OPEN", args={"path": "/dev/vfio/$GROUP"}, out={"handle": "G"})
-def setc(c="C", **kw): return st("GROUP_SET_CONTAINER", "G", {"container": c}, **kw)
-def setiommu(t=3, c="C", **kw): return st("SET_IOMMU", c, {"type": t}, **kw)
-def prelude(t=3): return [open_c(), open_g(), setc(), setiommu(t)]
-def ending(): return [st("GROUP_UNSET_CONTAINER", "G"), st("CLOSE", "G"), st("CLOSE", "C"), vmlck(0)]
-def vmlck(kb): return st("READ_VMLCK", out={"locked_vm_kb": kb})
-def ext(e, v, c="C"): return st("CHECK_EXTENSION", c, {"ext": e}, ret=v)
-def status(argsz, flags, **kw):
-    ok = kw.get("ret", 0) == 0
-    return st("GROUP_GET_STATUS", "G", {"argsz": argsz}, out={"argsz": argsz, "flags": h(flags if ok else 0xa5a5a5a5)}, **kw)
-def va(buf, off=0): return {"buf": buf, "off": h(off)}
-def ab(a): return {"abs": h(a)}
-def mp(vaddr, iova, size, flags=3, argsz=32, **kw):
-    return st("MAP_DMA", "C", {"argsz": argsz, "flags": h(flags), "vaddr": vaddr, "iova": h(iova), "size": h(size)}, **kw)
-def um(iova, size, flags=0, argsz=24, removed=None, **kw):
-    ok = kw.get("ret", 0) == 0
-    out = {"argsz": argsz, "flags": h(flags), "iova": h(iova), "size": h(removed if (ok and removed is not None) else size)}
-    return st("UNMAP_DMA", "C", {"argsz": argsz, "flags": h(flags), "iova": h(iova), "size": h(size)}, out=out, **kw)
-def setbits(data):
-    runs=[]; start=-1; n=len(data)*8
-    for i in range(n+1):
-        s = i<n and (data[i//8]>>(i%8))&1
-        if s and start<0: start=i
-        elif not s and start>=0: runs.append([start,i-start]); start=-1
-    return runs
+from tracekit import *  # noqa: F401,F403 (the shared step builders)
 def bm_out(bmsize, result_hex, prefill):
     if result_hex is None: result_hex = ("%02x" % prefill) * bmsize
     b = bytes.fromhex(result_hex); assert len(b) == bmsize
     return {"bitmap_hex": result_hex[:512], "bitmap_set_bits": setbits(b), "guard_untouched": True}
 def bitmap_arg(pgsize, bmsize, prefill): return {"pgsize": h(pgsize), "size": h(bmsize), "data": BM_DATA, "prefill": h(prefill)}
-def dirty(flags, argsz=8, **kw): return st("DIRTY_PAGES", "C", {"argsz": argsz, "flags": h(flags)}, **kw)
 def getbm(iova, size, bmsize, result_hex=None, prefill=0, pgsize=P, argsz=48, **kw):
     args = {"argsz": argsz, "flags": "0x4", "iova": h(iova), "size": h(size), "bitmap": bitmap_arg(pgsize, bmsize, prefill)}
     return st("DIRTY_PAGES", "C", args, out=bm_out(bmsize, result_hex, prefill), **kw)
@@ -65,7 +26,6 @@ def bits_hex(nbytes, runs):
     for start, n in runs:
         for i in range(start, start + n): b[i // 8] |= 1 << (i % 8)
     return b.hex()
-def raw_ioctl(fd, req, **kw): return st("RAW_IOCTL", fd, {"request": h(req), "arg": "64 zero bytes with argsz=64 in the first u32"}, **kw)
 def limit(n): return st("SET_MODULE_PARAM", args={"name": "vfio_iommu_type1.dma_entry_limit", "value": n})
 def cap(on): return st("SET_CAP_IPC_LOCK", args={"effective": on})
 def rlimit(b): return st("SETRLIMIT_MEMLOCK", args={"soft_bytes": h(b)})
@@ -88,11 +48,6 @@ def info(argsz, avail=65535):
            "raw": buf[:min(argsz, 256)].hex()}
     return st("GET_INFO", "C", {"argsz": argsz, "prefill": "all bytes after argsz are 0xa5 before the call"}, out=out)
 
-def buf(name, size, prot="rw", fill="touched", seed=16, before=4, holes=None, share="private"):
-    b = {"name": name, "size": h(size), "prot": prot, "share": share, "fill": fill}
-    if fill == "touched": b["seed"] = seed
-    b["holes"] = holes or []; b["created_before_step"] = before
-    return b
 cases = []
 def case(name, desc, steps, buffers=()):
     assert name not in [c["name"] for c in cases], name
