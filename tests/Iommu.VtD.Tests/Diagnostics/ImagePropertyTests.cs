@@ -28,22 +28,6 @@ public sealed class ImagePropertyTests
 
     private static readonly string[] ConfigNames = ["Legacy39", "Legacy48", "Sm48", "Sm57", "Fl48", "Fl57", "Fl48All", "Fl57All", "Qemu48", "QemuSm48", "Legacy39NoSp", "Legacy48NoPt", "Sm48NoPt"];
 
-    private static VtdConfig Config(string name) => name switch
-    {
-        "Legacy39" => VtdConfig.Legacy39Bit,
-        "Legacy48" => VtdConfig.Legacy48Bit,
-        "Sm48" => VtdConfig.ScalableMode48Bit,
-        "Sm57" => VtdConfig.ScalableMode57Bit,
-        "Fl48" or "Fl48All" => VtdConfig.ScalableModeFirstLevel48Bit,
-        "Fl57" or "Fl57All" => VtdConfig.ScalableModeFirstLevel57Bit,
-        "Qemu48" => VtdConfig.Qemu72AwBits48,
-        "QemuSm48" => VtdConfig.Qemu72ScalableAwBits48,
-        "Legacy39NoSp" => VtdConfig.Legacy39Bit with { SecondLevel2MiBPages = false, SecondLevel1GiBPages = false },
-        "Legacy48NoPt" => VtdConfig.Legacy48Bit with { PassThrough = false }, // identity domains get tables (si_domain)
-        "Sm48NoPt" => VtdConfig.ScalableMode48Bit with { PassThrough = false },
-        _ => throw new ArgumentOutOfRangeException(nameof(name)),
-    };
-
     /// <summary>
     /// Random scenarios on random unit presets agree on translated/fault, output address and fault reason
     /// between the live memory, the relocated JSON round-tripped image and the independent walker, and the
@@ -60,9 +44,7 @@ public sealed class ImagePropertyTests
     {
         string tag = string.Create(CultureInfo.InvariantCulture, $"Run(\"{configName}\", {(identity ? "true" : "false")}, {seed}u, {steps})");
         var rng = new Random((int)seed);
-        VtdConfig config = Config(configName);
-        var options = new IntelIommuOptions { FirstLevel = configName.EndsWith("All", StringComparison.Ordinal) ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault };
-        using var f = new DriverBed(config, options, memory: MemorySize, defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
+        using DriverBed f = RandomDriverScenario.Bed(configName, identity);
         var devs = new List<ScenarioDevice>
         {
             Parent(f, "0000:00:02.0"),

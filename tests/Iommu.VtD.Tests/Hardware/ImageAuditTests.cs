@@ -95,6 +95,16 @@ public sealed class ImageAuditTests
         public void Dispose() => Memory.Dispose();
     }
 
+    // The unit's export, the export relocated into [48 MiB, 52 MiB), and that sent through JSON: each answers the probes as the live unit does.
+    private static void AssertSameExportedRelocatedAndThroughJson(Bed bed, IEnumerable<VtdProbe> probes)
+    {
+        VtdImage image = bed.Unit.ExportImage();
+        AssertSame(bed, image, probes);
+        VtdImage moved = image.Relocate(0x300_0000, 0x40_0000);
+        AssertSame(bed, moved, probes);
+        AssertSame(bed, VtdImageJson.FromJson(moved.ToJson()), probes);
+    }
+
     private static void AssertSame(Bed bed, VtdImage image, IEnumerable<VtdProbe> probes)
     {
         VtdProbe[] ps = [.. probes];
@@ -165,11 +175,7 @@ public sealed class ImageAuditTests
         bed.Enable(rt);
         VtdProbe[] probes = [.. new ushort[] { 0x08, 0x10, 0x0518, 0x0520, 0x0600 }.SelectMany(rid =>
             new ulong[] { 0x1000, 0x2000, 0x3000, 0x40_1234, 0x4000_5678, 0x7FFF_F000 }.Select(iova => new VtdProbe(rid, null, iova, DmaAccess.Write)))];
-        VtdImage image = bed.Unit.ExportImage();
-        AssertSame(bed, image, probes);
-        VtdImage moved = image.Relocate(0x300_0000, 0x40_0000);
-        AssertSame(bed, moved, probes);
-        AssertSame(bed, VtdImageJson.FromJson(moved.ToJson()), probes);
+        AssertSameExportedRelocatedAndThroughJson(bed, probes);
     }
 
     // Scalable mode: second level (3/4/5 levels, 2M/1G), first level (4/5 levels, 1G), pass-through, a PASID beyond the first PASID table.
@@ -221,11 +227,7 @@ public sealed class ImageAuditTests
         VtdProbe[] probes = [.. new ushort[] { 0x0208, 0x0288, 0x0210 }.SelectMany(rid =>
             new uint?[] { null, 0, 5, 133, 134, 135, 200 }.SelectMany(pasid =>
                 new ulong[] { 0x1000, 0x3000, 0x40_1234, 0x4000_5678, 0x7FFF_F000 }.Select(iova => new VtdProbe(rid, pasid, iova, DmaAccess.Read))))];
-        VtdImage image = bed.Unit.ExportImage();
-        AssertSame(bed, image, probes);
-        VtdImage moved = image.Relocate(0x300_0000, 0x40_0000);
-        AssertSame(bed, moved, probes);
-        AssertSame(bed, VtdImageJson.FromJson(moved.ToJson()), probes);
+        AssertSameExportedRelocatedAndThroughJson(bed, probes);
     }
 
     // The unit walks the root table latched by the last SRTP, not the RTADDR register: a driver that
@@ -349,11 +351,7 @@ public sealed class ImageAuditTests
 
         // 00:01.0 reads the 4-level tree's level-2 table as its leaf table: IOVA 0 lands on the level-1 table.
         VtdProbe[] probes = [new(0x10, null, 0x1000, DmaAccess.Read), new(0x08, null, 0x0, DmaAccess.Read), new(0x08, null, 0x1000, DmaAccess.Write)];
-        VtdImage image = bed.Unit.ExportImage();
-        AssertSame(bed, image, probes);
-        VtdImage moved = image.Relocate(0x300_0000, 0x40_0000);
-        AssertSame(bed, moved, probes);
-        AssertSame(bed, VtdImageJson.FromJson(moved.ToJson()), probes);
+        AssertSameExportedRelocatedAndThroughJson(bed, probes);
     }
 
     // One PASID directory under two context entries with different PDTS (1 KiB and 2 KiB): the entries

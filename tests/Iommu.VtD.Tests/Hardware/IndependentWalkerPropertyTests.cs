@@ -21,19 +21,6 @@ public sealed class IndependentWalkerPropertyTests
 
     private static readonly string[] ConfigNames = ["Legacy39", "Legacy48", "Sm48", "Sm57", "Fl48", "Fl57", "Fl48All", "Fl57All", "Sm48Cm", "Legacy39NoSp"];
 
-    private static VtdConfig Config(string name) => name switch
-    {
-        "Legacy39" => VtdConfig.Legacy39Bit,
-        "Legacy48" => VtdConfig.Legacy48Bit,
-        "Sm48" => VtdConfig.ScalableMode48Bit,
-        "Sm57" => VtdConfig.ScalableMode57Bit,
-        "Fl48" or "Fl48All" => VtdConfig.ScalableModeFirstLevel48Bit,
-        "Fl57" or "Fl57All" => VtdConfig.ScalableModeFirstLevel57Bit,
-        "Sm48Cm" => VtdConfig.ScalableMode48Bit with { CachingMode = true, SecondLevel1GiBPages = false },
-        "Legacy39NoSp" => VtdConfig.Legacy39Bit with { SecondLevel2MiBPages = false, SecondLevel1GiBPages = false },
-        _ => throw new ArgumentOutOfRangeException(nameof(name)),
-    };
-
     /// <summary>
     /// After every step of a random sequence (<see cref="RandomDriverScenario"/>: maps of 4 KiB to 1 GiB pages at
     /// random IOVAs up to the top of the aperture, with holes, unmaps, attach and detach, aux attach, PASID attach,
@@ -47,18 +34,10 @@ public sealed class IndependentWalkerPropertyTests
             .Sample((c, identity, seed, steps) => Run(ConfigNames[c], identity, seed, steps), iter: 250, threads: 1);
     }
 
-    private static DriverBed Bed(string name, bool identity)
-    {
-        VtdConfig config = Config(name);
-        // The "All" beds put UNMANAGED domains on the first level too (5.15's choice), so large first-level pages appear.
-        var options = new IntelIommuOptions { FirstLevel = name.EndsWith("All", StringComparison.Ordinal) ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault };
-        return new DriverBed(config, options, memory: 8 * Sizes.GiB, defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
-    }
-
     internal static void Run(string configName, bool identity, uint seed, int steps)
     {
         var rng = new Random((int)seed);
-        using DriverBed f = Bed(configName, identity);
+        using DriverBed f = RandomDriverScenario.Bed(configName, identity);
         bool scalable = f.Unit.Config.ScalableMode;
         var devs = new List<ScenarioDevice>
         {

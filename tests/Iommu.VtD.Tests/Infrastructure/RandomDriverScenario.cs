@@ -2,6 +2,7 @@ using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Mm;
 using Iommu.VtD.Driver;
+using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Driver;
 
 namespace Iommu.VtD.Tests.Infrastructure;
@@ -30,6 +31,34 @@ internal sealed class RandomDriverScenario(DriverBed f, Random rng, bool identit
     private const ulong K4 = 4096, M2 = 2UL << 20, G1 = 1UL << 30;
     private const IommuProt RW = IommuProt.Read | IommuProt.Write;
     private ulong _nextPa = 4 * G1;
+
+    /// <summary>The unit presets the scenario properties run on, by name.</summary>
+    public static VtdConfig Preset(string name) => name switch
+    {
+        "Legacy39" => VtdConfig.Legacy39Bit,
+        "Legacy48" => VtdConfig.Legacy48Bit,
+        "Sm48" => VtdConfig.ScalableMode48Bit,
+        "Sm57" => VtdConfig.ScalableMode57Bit,
+        "Fl48" or "Fl48All" => VtdConfig.ScalableModeFirstLevel48Bit,
+        "Fl57" or "Fl57All" => VtdConfig.ScalableModeFirstLevel57Bit,
+        "Sm48Cm" => VtdConfig.ScalableMode48Bit with { CachingMode = true, SecondLevel1GiBPages = false },
+        "Qemu48" => VtdConfig.Qemu72AwBits48,
+        "QemuSm48" => VtdConfig.Qemu72ScalableAwBits48,
+        "Legacy39NoSp" => VtdConfig.Legacy39Bit with { SecondLevel2MiBPages = false, SecondLevel1GiBPages = false },
+        "Legacy48NoPt" => VtdConfig.Legacy48Bit with { PassThrough = false }, // identity domains get tables (si_domain)
+        "Sm48NoPt" => VtdConfig.ScalableMode48Bit with { PassThrough = false },
+        _ => throw new ArgumentOutOfRangeException(nameof(name)),
+    };
+
+    /// <summary>
+    /// A platform of 8 GiB on preset <paramref name="name"/>, default domains DMA or identity; the "All" presets put
+    /// UNMANAGED domains on the first level too (5.15's choice), so large first-level pages appear.
+    /// </summary>
+    public static DriverBed Bed(string name, bool identity)
+    {
+        var options = new IntelIommuOptions { FirstLevel = name.EndsWith("All", StringComparison.Ordinal) ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault };
+        return new DriverBed(Preset(name), options, memory: 8 * G1, defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
+    }
 
     /// <summary>Whether a step may put a device on a nested domain (a nest parent mapping a guest's first-level table).</summary>
     public bool Nested { get; init; }
