@@ -14,8 +14,8 @@ public sealed partial class IntelIommu : IIommuSvaOps
 
     /// <inheritdoc/>
     /// <remarks>
-    /// 5.15 <c>intel_iommu_dev_enable_feat</c>: IOPF is 0 for a device with PRI support, else -ENODEV,
-    /// and changes nothing. SVA: -EINVAL without device info or unit; -ENODEV when the unit cannot do SVM
+    /// 5.15 <c>intel_iommu_dev_enable_feat</c>: IOPF is 0 when the device's info has <c>pri_supported</c> (ECAP.DT
+    /// and ATS, scalable mode, ECAP.PRS and PRI), else -ENODEV, and changes nothing. SVA: -EINVAL without device info or unit; -ENODEV when the unit cannot do SVM
     /// (5.15 <c>intel_svm_check</c>: scalable mode with PASID, and CAP.FL1GP for a CPU with 1 GiB pages) or PASID cannot be enabled; -EINVAL unless
     /// PASID, PRI and ATS are all enabled on the device; then <c>iopf_queue_add_device</c> on the unit's iopf queue
     /// (-EBUSY when the device is already on one) and <c>iommu_register_device_fault_handler(iommu_queue_iopf)</c>
@@ -29,9 +29,11 @@ public sealed partial class IntelIommu : IIommuSvaOps
         ArgumentNullException.ThrowIfNull(device);
         if (feature == IommuDevFeature.Iopf)
         {
-            return device is PciDevice { HasPri: true }
+            // intel_iommu_dev_has_feat: info && info->pri_supported, which the attach worked out from ECAP.DT, ATS,
+            // scalable mode, ECAP.PRS and the PRI capability together.
+            return device.IommuPriv is DeviceDomainInfo { PriSupported: true }
                 ? Errno.None
-                : ErrorDetail.Fail(Errno.ENODEV, $"{device.Name} has no PRI capability (IOPF)");
+                : ErrorDetail.Fail(Errno.ENODEV, $"{device.Name} has no page-request support here (IOPF needs an attached device with ATS and PRI behind a scalable-mode unit with ECAP.DT and ECAP.PRS)");
         }
 
         if (feature != IommuDevFeature.Sva)

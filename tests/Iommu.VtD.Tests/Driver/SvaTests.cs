@@ -172,7 +172,7 @@ public sealed class SvaTests
         Assert.False(f.Iommu.DevFeatureEnabled(dev, IommuDevFeature.Sva));
 
         PciDevice full = f.Pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true });
-        Assert.Equal(Errno.None, f.Iommu.DevEnableFeature(full, IommuDevFeature.Iopf));
+        Assert.Equal(Errno.ENODEV, f.Iommu.DevEnableFeature(full, IommuDevFeature.Iopf)); // PRI, but the unit has no ECAP.DT/PRS: no pri_supported
         Assert.Equal(Errno.EINVAL, f.Iommu.DevEnableFeature(full, IommuDevFeature.Sva));
         Assert.Equal(Errno.None, full.EnableAts());
         Assert.Equal(Errno.None, full.EnablePri());
