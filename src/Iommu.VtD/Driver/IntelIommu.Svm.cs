@@ -17,7 +17,8 @@ public sealed partial class IntelIommu : IIommuSvaOps
     /// 5.15 <c>intel_iommu_dev_enable_feat</c>: IOPF is 0 when the device's info has <c>pri_supported</c> (ECAP.DT
     /// and ATS, scalable mode, ECAP.PRS and PRI), else -ENODEV, and changes nothing. SVA: -EINVAL without device info or unit; -ENODEV when the unit cannot do SVM
     /// (5.15 <c>intel_svm_check</c>: scalable mode with PASID, and CAP.FL1GP for a CPU with 1 GiB pages) or PASID cannot be enabled; -EINVAL unless
-    /// PASID, PRI and ATS are all enabled on the device; then <c>iopf_queue_add_device</c> on the unit's iopf queue
+    /// the driver's attach enabled PASID, PRI and ATS on the device (<c>info-&gt;pasid_enabled/pri_enabled/ats_enabled</c>;
+    /// a capability switched on by another caller does not count); then <c>iopf_queue_add_device</c> on the unit's iopf queue
     /// (-EBUSY when the device is already on one) and <c>iommu_register_device_fault_handler(iommu_queue_iopf)</c>
     /// (-EBUSY when the device already has a fault handler — 5.15 then leaves it on the iopf queue, so the next
     /// enable fails -EBUSY as well).
@@ -62,7 +63,9 @@ public sealed partial class IntelIommu : IIommuSvaOps
                 return ErrorDetail.Fail(Errno.ENODEV, $"PASID cannot be enabled for {device.Name}");
             }
 
-            if (!info.PasidEnabled || device is not PciDevice { PriEnabled: true, AtsEnabled: true })
+            // The driver's own record (info->pri_enabled/ats_enabled): set by its attach, and only where the unit
+            // supports them (ECAP.DT, ECAP.PRS), not by the device's capability bits another caller may have set.
+            if (!info.PasidEnabled || !info.PriEnabled || !info.AtsEnabled)
             {
                 return ErrorDetail.Fail(Errno.EINVAL, $"{device.Name} needs PASID, PRI and ATS enabled for SVA");
             }
