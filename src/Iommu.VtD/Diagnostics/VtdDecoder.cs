@@ -161,8 +161,10 @@ public static partial class VtdDecoder
                 ulong q1 = image.ReadUInt64(entry.Address + 8);
                 int tt = (int)((v >> VtdFormat.ContextTtShift) & 3);
                 index = Inv($"devfn 0x{devfn:x2}");
+                // TT = 11 is reserved: the unit faults (invalid context entry) whatever the capabilities.
+                string ttName = tt switch { VtdFormat.TtPassThrough => "pass-through", 3 => "reserved (3)", _ => "translated" };
                 meaning = !present ? "not present" : Inv(
-                    $"TT={(tt == VtdFormat.TtPassThrough ? "pass-through" : "translated")} DID {(q1 >> VtdFormat.ContextDidShift) & 0xFFFF} AW {(q1 & VtdFormat.ContextAwMask) + 2}-level")
+                    $"TT={ttName} DID {(q1 >> VtdFormat.ContextDidShift) & 0xFFFF} AW {(q1 & VtdFormat.ContextAwMask) + 2}-level")
                     + (tt == VtdFormat.TtPassThrough ? "" : Inv($", SLPTPTR 0x{ptr:x}"));
                 break;
             }
@@ -295,7 +297,7 @@ public static partial class VtdDecoder
         (VtdFormat.FlExecuteDisable, "XD"),
     }.Where(f => (pte & f.Item1) != 0).Select(f => f.Item2));
 
-    /// <summary>R/W and what a second-level entry at <paramref name="level"/> points at.</summary>
+    /// <summary>R/W and what a second-level entry at <paramref name="level"/> points at ("PS reserved at this level" at levels 4 and 5).</summary>
     internal static string DescribePte(ulong pte, int level)
     {
         if ((pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) == 0)
@@ -304,8 +306,14 @@ public static partial class VtdDecoder
         }
 
         ulong addr = pte & VtdFormat.SlAddressMask;
-        return IsLeaf(pte, level)
-            ? Inv($"{Permissions(pte)} leaf: {PageSizeName(level)} page @0x{addr:x}")
+        if (IsLeaf(pte, level))
+        {
+            return Inv($"{Permissions(pte)} leaf: {PageSizeName(level)} page @0x{addr:x}");
+        }
+
+        // PS in a PML4E or PML5E is a reserved bit: the unit faults there instead of following the pointer.
+        return (pte & VtdFormat.SlPageSize) != 0
+            ? Inv($"{Permissions(pte)}: PS reserved at this level")
             : Inv($"{Permissions(pte)} next table @0x{addr:x}");
     }
 
