@@ -19,6 +19,12 @@ internal static class FirstLevelView
     /// <summary>Whether a present first-level entry maps a page (level 1, or PS at levels 2 and 3).</summary>
     public static bool IsLeaf(ulong pte, int level) => level == 1 || (level <= 3 && (pte & VtdFormat.FlPageSize) != 0);
 
+    /// <summary>PAT (bit 12) of a 2 MiB or 1 GiB leaf: inside the address field, but not part of the page address.</summary>
+    public const ulong LargePagePat = 1UL << 12;
+
+    /// <summary>The page a first-level leaf at <paramref name="level"/> maps: its address field aligned to the page size, as the unit outputs it (PAT of a large leaf dropped).</summary>
+    public static ulong LeafAddress(ulong pte, int level) => pte & VtdFormat.FlAddressMask & ~((1UL << (12 + (9 * (level - 1)))) - 1);
+
     /// <summary>Whether the walk goes on below this entry: present, not a leaf, no PS at levels 4 and 5 (reserved there).</summary>
     public static bool IsTablePointer(ulong pte, int level) =>
         (pte & VtdFormat.FlPresent) != 0 && level > 1 && (pte & VtdFormat.FlPageSize) == 0;

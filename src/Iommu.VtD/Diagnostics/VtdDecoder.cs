@@ -274,7 +274,7 @@ public static partial class VtdDecoder
         ulong addr = pte & VtdFormat.FlAddressMask;
         if (FirstLevelView.IsLeaf(pte, level))
         {
-            return Inv($"{bits} leaf: {PageSizeName(level)} page {at}0x{addr:x}");
+            return Inv($"{bits} leaf: {PageSizeName(level)} page {at}0x{FirstLevelView.LeafAddress(pte, level):x}");
         }
 
         return (pte & VtdFormat.FlPageSize) != 0
@@ -284,7 +284,7 @@ public static partial class VtdDecoder
 
     /// <summary>
     /// The set P/RW/US/PWT/PCD/A/D/PS/EA/XD bits of a first-level entry at <paramref name="level"/>, by
-    /// name, space-separated; bit 7 of a PTE (level 1) is PAT, not PS.
+    /// name, space-separated; bit 7 of a PTE (level 1) is PAT, not PS, and bit 12 of a 2M or 1G leaf is PAT.
     /// </summary>
     /// <remarks>Bits are named as written. XD is shown whatever the PASID entry's NXE: whether hardware
     /// faults XD with NXE = 0 is UNVERIFIED (Linux 5.15 writes it so), and the unit model honours XD only
@@ -293,7 +293,8 @@ public static partial class VtdDecoder
     {
         (VtdFormat.FlPresent, "P"), (VtdFormat.FlReadWrite, "RW"), (VtdFormat.FlUser, "US"),
         (VtdFormat.FlWriteThrough, "PWT"), (VtdFormat.FlCacheDisable, "PCD"), (VtdFormat.FlAccessed, "A"),
-        (VtdFormat.FlDirty, "D"), (VtdFormat.FlPageSize, level == 1 ? "PAT" : "PS"), (VtdFormat.FlExtendedAccessed, "EA"),
+        (VtdFormat.FlDirty, "D"), (VtdFormat.FlPageSize, level == 1 ? "PAT" : "PS"),
+        (level is 2 or 3 && (pte & VtdFormat.FlPageSize) != 0 ? FirstLevelView.LargePagePat : 0, "PAT"), (VtdFormat.FlExtendedAccessed, "EA"),
         (VtdFormat.FlExecuteDisable, "XD"),
     }.Where(f => (pte & f.Item1) != 0).Select(f => f.Item2));
 

@@ -236,6 +236,8 @@ public static class VtdImageDot
             string bits = fl ? VtdDecoder.FirstLevelBits(pte, level) : VtdDecoder.Permissions(pte);
             if (fl ? FirstLevelView.IsLeaf(pte, level) : VtdDecoder.IsLeaf(pte, level))
             {
+                addr = fl ? FirstLevelView.LeafAddress(pte, level) : addr;
+
                 // Runs join leaves with equal bits (first level: A and D too, as they differ per page).
                 ulong perm = fl ? pte & ~addressMask : pte & (VtdFormat.SlRead | VtdFormat.SlWrite);
                 if (!run.Extends(i, addr, perm, size))
