@@ -22,7 +22,7 @@ public sealed class AtsPropertyTests
     /// <summary>
     /// After every step (maps of 4 KiB to 1 GiB at random IOVAs with holes punched in superpages, unmaps, attach and
     /// detach, aux attach and detach, PASID attach and detach at small and large PASIDs, DMA-API maps, SVA binds,
-    /// domain frees) every device reads and writes through its ATC (<see cref="PciDevice.AtsDmaRead"/>) at the
+    /// domain frees, and munmap or mprotect of part of a bound process's range) every device reads and writes through its ATC (<see cref="PciDevice.AtsDmaRead"/>) at the
     /// addresses it read before (so its ATC holds them) and at the current maps' edges, and each access succeeds
     /// exactly when an independent walk of the tables grants it, at the page the walk reaches.
     /// </summary>
@@ -51,12 +51,39 @@ public sealed class AtsPropertyTests
         scenario.Start();
         for (int step = 0; step < steps; step++)
         {
-            scenario.Step();
+            if (scenario.Svas.Count > 0 && rng.Next(3) == 0)
+            {
+                MmChange(scenario, rng);
+            }
+            else
+            {
+                scenario.Step();
+            }
+
             Check(f, rng, scenario, warm, $"{configName} identity={identity} seed={seed} steps={steps} step {step}");
         }
 
         scenario.UnbindAll();
         Check(f, rng, scenario, warm, $"{configName} identity={identity} seed={seed} after unbinding every SVA");
+    }
+
+    // The process changes its mapping under a bind: the mmu notifier's invalidation must reach the ATC for any
+    // sub-range (1 to 3 pages at any page offset), as munmap or a write protection.
+    private static void MmChange(RandomDriverScenario s, Random rng)
+    {
+        (_, ProcessAddressSpace mm, ulong va, _) = s.Svas[rng.Next(s.Svas.Count)];
+        int first = rng.Next(4);
+        int pages = rng.Next(1, 5 - first);
+        if (rng.Next(2) == 0)
+        {
+            mm.Munmap(va + ((ulong)first * K4), (ulong)pages * K4);
+            s.Log.Add($"munmap va+{first} pages {pages}");
+        }
+        else
+        {
+            mm.Mprotect(va + ((ulong)first * K4), (ulong)pages * K4, VmProt.Read);
+            s.Log.Add($"mprotect read-only va+{first} pages {pages}");
+        }
     }
 
     private static PciDevice Aux(DriverBed f, string bdf, bool pri)
