@@ -17,6 +17,9 @@ public sealed class AtsPropertyTests
 {
     private const ulong K4 = 4096;
 
+    // No caching-mode preset: 5.15 (and 6.3) skip the device-TLB step of a PASID tear-down and of flush_iotlb_all
+    // when CAP.CM = 1, relying on the virtual IOMMU's host to shoot the device's cache down, which the model's
+    // unit does not do; such a unit keeps a detached aux domain's translation in the ATC.
     private static readonly string[] ConfigNames = ["Sm48", "Sm57", "Fl48", "Fl48All", "Fl57All", "Sm48NoPt"];
 
     /// <summary>
