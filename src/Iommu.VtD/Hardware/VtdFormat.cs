@@ -308,7 +308,7 @@ public static class VtdFormat
     /// <summary>
     /// The range a device-TLB invalidate names: S = 0 one 4 KiB page at ADDR; S = 1 the lowest clear address bit
     /// at or above 12 gives the size (bit 12 clear → 8 KiB, bit 13 → 16 KiB, …), the range aligned down to it;
-    /// no clear bit: the whole space, returned as size <see cref="ulong.MaxValue"/> at address 0.
+    /// no clear bit below 63: the whole space, returned as size <see cref="ulong.MaxValue"/> at address 0.
     /// </summary>
     internal static (ulong Address, ulong Size) DeviceTlbRange(ulong q1, ulong sizeBit)
     {
@@ -319,13 +319,14 @@ public static class VtdFormat
         }
 
         ulong ones = ~addr & ~0xFFFUL;
-        if (ones == 0)
+        int k = System.Numerics.BitOperations.TrailingZeroCount(ones);
+        if (ones == 0 || k >= 63)
         {
+            // Bits 62:12 all set: the size is 2^64, the whole space, whatever bit 63 says.
             return (0, ulong.MaxValue);
         }
 
-        int k = System.Numerics.BitOperations.TrailingZeroCount(ones);
-        ulong size = k >= 63 ? 1UL << 63 : 1UL << (k + 1);
+        ulong size = 1UL << (k + 1);
         return (addr & ~(size - 1), size);
     }
 

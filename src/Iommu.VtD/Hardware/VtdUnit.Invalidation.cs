@@ -98,16 +98,19 @@ public sealed partial class VtdUnit
                 BeginInvalidation();
                 _iotlb.InvalidateAll();
                 Volatile.Write(ref _iotlbLevels, 0);
+                FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
                 return 1;
             case 2:
                 BeginInvalidation();
                 _iotlb.InvalidateGroup(did);
+                FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
                 return 2;
             case 3:
                 if (!_config.PageSelectiveInvalidation)
                 {
                     BeginInvalidation();
                     _iotlb.InvalidateGroup(did);
+                    FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
                     return 2;
                 }
 
@@ -122,11 +125,13 @@ public sealed partial class VtdUnit
                     // A DID's entries are all of one kind (a domain uses one stage), so dropping the
                     // DID's group removes exactly what the spec names.
                     _iotlb.InvalidateGroup(did);
+                    FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
                     return 3;
                 }
 
                 ulong first = (address >> 12) & ~((1UL << addressMask) - 1);
                 RemoveIotlbPages(did, 0, first, 1UL << addressMask);
+                FlushAtcsForCachingMode(null, allPasids: true, first << 12, (1UL << addressMask) << 12);
                 return 3;
             default:
                 return 0;
@@ -197,6 +202,7 @@ public sealed partial class VtdUnit
         if (granularity == 3)
         {
             _pasidCache.InvalidateAll();
+            FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
             return;
         }
 
@@ -204,11 +210,13 @@ public sealed partial class VtdUnit
         {
             _pasidCache.InvalidateGroup(did);
             _pasidCache.InvalidateGroup(_noDidGroup);
+            FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
             return;
         }
 
         InvalidatePasidCell(_pasidCache, did, pasid);
         InvalidatePasidCell(_pasidCache, _noDidGroup, pasid);
+        FlushAtcsForCachingMode(pasid, allPasids: false, 0, ulong.MaxValue);
     }
 
     // Retires a (group, PASID) pair's entries in one cache; nothing to do when no entry can hold it.
@@ -425,12 +433,14 @@ public sealed partial class VtdUnit
                 {
                     InvalidatePasidCell(_iotlb, pdid, pasid);
                     InvalidatePasidCell(_iotlb, pdid, pasid | FirstLevelTag);
+                    FlushAtcsForCachingMode(pasid, allPasids: false, 0, ulong.MaxValue);
                 }
                 else
                 {
                     int am = Math.Min((int)(q1 & 0x3F), 52);
                     ulong first = (q1 >> 12) & ~((1UL << am) - 1);
                     RemoveIotlbPages(pdid, pasid | FirstLevelTag, first, 1UL << am);
+                    FlushAtcsForCachingMode(pasid, allPasids: false, first << 12, (1UL << am) << 12);
                 }
 
                 return 0;

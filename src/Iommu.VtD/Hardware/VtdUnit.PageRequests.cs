@@ -342,6 +342,33 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// type 8 with G = 1 does the same, with G = 0 only that PASID's. Descriptors for a requester that never sent a
     /// translation request go nowhere.
     /// </remarks>
+    /// <remarks>
+    /// A caching-mode unit stands for a virtual IOMMU, and upstream Linux counts on that IOMMU's host to keep device TLBs
+    /// coherent: with CAP.CM = 1 it sends no device-TLB invalidation when it tears a PASID entry down or flushes a whole
+    /// domain (5.15 <c>intel_pasid_tear_down_entry</c>, <c>intel_flush_iotlb_all</c>; 6.x still does not). So the unit
+    /// does the host's part: every IOTLB, PASID-IOTLB or PASID-cache invalidation it executes in caching mode also drops
+    /// the range it names from the ATC of every device that sent it translation requests (for a PASID, that PASID's
+    /// translations and those of requests without PASID). The unit does not know which domain filled an ATC entry, so devices of other domains lose theirs
+    /// too; that costs them a new translation request, never a stale translation. Without caching mode nothing happens here.
+    /// </remarks>
+    private void FlushAtcsForCachingMode(uint? pasid, bool allPasids, ulong address, ulong size)
+    {
+        if (!_config.CachingMode || _atsDevices.IsEmpty)
+        {
+            return;
+        }
+
+        foreach (PciDevice device in _atsDevices.Values)
+        {
+            device.InvalidateAtc(pasid, allPasids, address, size);
+            if (pasid is not null)
+            {
+                // Requests without PASID translate through the RID_PASID entry, whichever PASID a context names for it.
+                device.InvalidateAtc(null, allPasids: false, address, size);
+            }
+        }
+    }
+
     private void DeliverDeviceTlbInvalidation(ushort sid, uint? pasid, bool allPasids, ulong q1, ulong sizeBit)
     {
         if (!_atsDevices.TryGetValue(sid, out PciDevice? device))

@@ -138,6 +138,32 @@ public sealed class AtsDriverTests
         Assert.DoesNotContain(qi.Since(), e => e.Type == DescDevTlb);
     }
 
+    // The other half: with no device-TLB descriptor from the driver, the caching-mode unit (a virtual IOMMU) does its
+    // host's part and drops what the PASID tear-down's PASID-cache and IOTLB invalidations name from the ATCs, so an
+    // aux domain's page is gone from the device once the aux detach returns (its translation was still served before).
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void With_caching_mode_an_aux_detach_leaves_no_translation_in_the_device_atc(bool firstLevel)
+    {
+        using DriverBed f = NewFl(AtsConfig with { CachingMode = true }, firstLevel ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault);
+        PciDevice dev = AtsDevice(f, "0000:00:03.0", siov: true);
+        Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
+        IDomain aux = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(aux, dev));
+        uint pasid = (uint)f.Iommu.AuxGetPasid(aux, dev);
+        Poke(f, 0x40_0000, 0xA0);
+        Assert.Equal(Errno.None, f.Iommu.Map(aux, 0x30_0000, 0x40_0000, K4, RW));
+        Assert.True(AtsRead(dev, pasid, 0x30_0000).R.IsOk);
+        Assert.Equal(1, dev.AtcCount);
+
+        var qi = new QiTrace(f);
+        f.Iommu.DetachDeviceAux(aux, dev);
+        Assert.DoesNotContain(qi.Since(), e => e.Type is DescDevTlb or DescPasidDevTlb); // 5.15 leaves it to the host
+        Assert.Equal(0, dev.AtcCount);
+        Assert.False(AtsRead(dev, pasid, 0x30_0000).R.IsOk);
+    }
+
     [Fact]
     public void A_device_without_ats_sees_exactly_the_descriptors_it_saw_before()
     {

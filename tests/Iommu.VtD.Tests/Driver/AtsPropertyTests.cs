@@ -17,10 +17,10 @@ public sealed class AtsPropertyTests
 {
     private const ulong K4 = 4096;
 
-    // No caching-mode preset: 5.15 (and 6.3) skip the device-TLB step of a PASID tear-down and of flush_iotlb_all
-    // when CAP.CM = 1, relying on the virtual IOMMU's host to shoot the device's cache down, which the model's
-    // unit does not do; such a unit keeps a detached aux domain's translation in the ATC.
-    private static readonly string[] ConfigNames = ["Sm48", "Sm57", "Fl48", "Fl48All", "Fl57All", "Sm48NoPt"];
+    // Sm48Cm: 5.15 (and 6.3) skip the device-TLB step of a PASID tear-down and of flush_iotlb_all when CAP.CM = 1,
+    // relying on the virtual IOMMU's host to shoot the device's cache down; the model's caching-mode unit does
+    // that host's part (VtdUnit.FlushAtcsForCachingMode), which this property holds it to.
+    private static readonly string[] ConfigNames = ["Sm48", "Sm57", "Fl48", "Fl48All", "Fl57All", "Sm48NoPt", "Sm48Cm"];
 
     /// <summary>
     /// After every step (maps of 4 KiB to 1 GiB at random IOVAs with holes punched in superpages, unmaps, attach and
