@@ -20,6 +20,11 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     // Devices that sent translation or page requests, by requester id: where invalidations and responses go.
     private readonly ConcurrentDictionary<ushort, PciDevice> _atsDevices = new();
 
+    // The same devices as an array the caching-mode ATC flush walks without locking or allocating; replaced (under
+    // _learnLock) only when a requester is new or another device object took its requester id.
+    private PciDevice[] _learned = [];
+    private readonly Lock _learnLock = new();
+
     private bool _prMsiPending;
     private ulong _prMsiAddress;
     private uint _prMsiData;
@@ -64,7 +69,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         }
 
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        _atsDevices[device.RequesterId] = device;
+        Learn(device);
         ulong page = address & ~0xFFFUL;
         ushort sid = device.RequesterId;
         AtsCompletion completion;
@@ -170,7 +175,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         }
 
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        _atsDevices[device.RequesterId] = device;
+        Learn(device);
         bool queued = QueuePageRequest(device, request);
         if (_interruptPending)
         {
@@ -353,12 +358,12 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// </remarks>
     private void FlushAtcsForCachingMode(uint? pasid, bool allPasids, ulong address, ulong size)
     {
-        if (!_config.CachingMode || _atsDevices.IsEmpty)
+        if (!_config.CachingMode)
         {
             return;
         }
 
-        foreach (PciDevice device in _atsDevices.Values)
+        foreach (PciDevice device in Volatile.Read(ref _learned))
         {
             device.InvalidateAtc(pasid, allPasids, address, size);
             if (pasid is not null)
@@ -366,6 +371,22 @@ public sealed partial class VtdUnit : IDmaRemapperAts
                 // Requests without PASID translate through the RID_PASID entry, whichever PASID a context names for it.
                 device.InvalidateAtc(null, allPasids: false, address, size);
             }
+        }
+    }
+
+    // Records the device that sent a translation or page request as where invalidations and responses for its
+    // requester id go (the common case, a device already known, takes no lock).
+    private void Learn(PciDevice device)
+    {
+        if (_atsDevices.TryGetValue(device.RequesterId, out PciDevice? known) && ReferenceEquals(known, device))
+        {
+            return;
+        }
+
+        lock (_learnLock)
+        {
+            _atsDevices[device.RequesterId] = device;
+            Volatile.Write(ref _learned, [.. _atsDevices.Values]);
         }
     }
 
