@@ -29,6 +29,9 @@ public sealed partial class IommuCore
     /// it the context entry has PASIDE=0 and the DMA faults. Model decision: the core allocates the mm's
     /// PASID (<c>iommu_sva_alloc_pasid(mm, 1, max − 1)</c>, which 5.15's <c>intel_svm_bind</c> calls first)
     /// and hands it to the driver; supervisor binds (<c>mm == NULL</c>, removed in 6.2) are not modelled.
+    /// Deliberate difference: for a PCI device without a PASID capability 5.15 takes <c>pci_max_pasids</c>' -EINVAL
+    /// as an unsigned PASID limit and binds a PASID the device can never send; the model refuses with that -EINVAL
+    /// instead (6.2 and later refuse too, with -EOPNOTSUPP, when <c>max_pasids</c> is 0).
     /// </remarks>
     [KernelSymbol("iommu_sva_bind_device")]
     public Errno SvaBindDevice(Device device, ProcessAddressSpace mm, object? drvdata, out IommuSva? handle)
