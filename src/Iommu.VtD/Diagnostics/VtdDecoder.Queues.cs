@@ -15,7 +15,8 @@ public static partial class VtdDecoder
     /// <returns>The description; a descriptor of another type reads "descriptor type N (not a page request)".</returns>
     public static string DescribePageRequest(ulong q0, ulong q1)
     {
-        if ((q0 & 0xFF) != VtdFormat.PrqDescType && (q0 & 0xFF) != (VtdFormat.PrqDescType | VtdFormat.PrqPasidPresent))
+        // The type is bits 7:0; PP (bit 8) lies above it.
+        if ((q0 & 0xFF) != VtdFormat.PrqDescType)
         {
             return string.Create(CultureInfo.InvariantCulture, $"descriptor type {q0 & 0xFF} (not a page request)");
         }
@@ -55,27 +56,38 @@ public static partial class VtdDecoder
     /// <summary>
     /// Decodes an invalidation descriptor as the unit reads it from the invalidation queue: its type and the
     /// fields that select what it drops or answers, e.g. "PASID-IOTLB invalidate DID 1 PASID 2: page 0x7f0000000000
-    /// (AM 0)" or "page group response 00:05.0 PASID 2 group 3: Success".
+    /// (AM 0)" or "page group response 00:05.0 PASID 2 group 3: Success". A descriptor the unit rejects with an
+    /// invalidation queue error says why: "reserved granularity", "descriptor type N (reserved)", or a trailing
+    /// "(reserved bits set: q0 0x…, q1 0x…)".
     /// </summary>
     /// <param name="q0">Bits 63:0 of the descriptor.</param>
     /// <param name="q1">Bits 127:64.</param>
     /// <returns>The description; an undefined type reads "descriptor type N (reserved)".</returns>
+    /// <remarks>
+    /// Addresses are shown aligned down to the range the descriptor names. What depends on the unit is not judged
+    /// here: types 6–9 need a 256-bit queue (whose bits 255:128 are reserved), an IOTLB page-selective AM must not
+    /// exceed CAP.MAMV, PD needs ECAP.PDS, type 9 needs ECAP.PRS, and the PFSID bits of device-TLB descriptors are
+    /// taken as reserved (no ECAP.DIT).
+    /// </remarks>
     public static string DescribeInvalidation(ulong q0, ulong q1)
     {
         int type = (int)((q0 & 0xF) | ((q0 >> 5) & 0x70));
         int g = (int)((q0 >> VtdFormat.DescGranularityShift) & 3);
         ulong did = (q0 >> VtdFormat.DescDidShift) & 0xFFFF;
         ulong pasid = (q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF;
-        ulong addr = q1 & ~0xFFFUL;
         int am = (int)(q1 & 0x3F);
+
+        // Page-selective ranges are 2^AM pages aligned down (a PASID-IOTLB AM above 52 counts as 52).
+        ulong addr = q1 & ~0xFFFUL & ~((1UL << (Math.Min(am, 52) + 12)) - 1);
+        int fm = (int)((q0 >> VtdFormat.DescFmShift) & 3);
         IFormatProvider c = CultureInfo.InvariantCulture;
-        return type switch
+        string? what = type switch
         {
             VtdFormat.DescContextCache => g switch
             {
                 1 => "context-cache invalidate: global",
                 2 => string.Create(c, $"context-cache invalidate: DID {did}"),
-                3 => string.Create(c, $"context-cache invalidate: DID {did} device {Rid((ushort)(q0 >> VtdFormat.DescSidShift))}"),
+                3 => string.Create(c, $"context-cache invalidate: DID {did} device {Rid((ushort)(q0 >> VtdFormat.DescSidShift))}{(fm != 0 ? string.Create(c, $" (function mask {fm})") : "")}"),
                 _ => "context-cache invalidate: reserved granularity",
             },
             VtdFormat.DescIotlb => g switch
@@ -92,7 +104,7 @@ public static partial class VtdDecoder
             {
                 2 => string.Create(c, $"PASID-IOTLB invalidate DID {did} PASID {pasid}: all"),
                 3 => string.Create(c, $"PASID-IOTLB invalidate DID {did} PASID {pasid}: page 0x{addr:x} (AM {am})"),
-                _ => string.Create(c, $"PASID-IOTLB invalidate DID {did}: granularity {g}"),
+                _ => string.Create(c, $"PASID-IOTLB invalidate DID {did}: reserved granularity"),
             },
             VtdFormat.DescPasidCache => g switch
             {
@@ -103,8 +115,29 @@ public static partial class VtdDecoder
             },
             VtdFormat.DescPasidDeviceTlb => string.Create(c, $"PASID device-TLB invalidate {Rid((ushort)(q0 >> VtdFormat.DescDidShift))} PASID {pasid}{((q1 & 1) != 0 ? " (all PASIDs)" : "")}: {DeviceTlbRange(q1, VtdFormat.PasidDevTlbSize)}"),
             VtdFormat.DescPageGroupResponse => string.Create(c, $"page group response {Rid((ushort)(q0 >> VtdFormat.PrqRidShift))}{((q0 & VtdFormat.PgrPasidPresent) != 0 ? string.Create(c, $" PASID {pasid}") : "")} group {(q1 >> VtdFormat.PrqGroupIndexShift) & 0x1FF}: {ResponseCode((int)((q0 >> VtdFormat.PgrCodeShift) & 0xF))}"),
-            _ => string.Create(c, $"descriptor type {type} (reserved)"),
+            _ => null,
         };
+        if (what is null)
+        {
+            return string.Create(c, $"descriptor type {type} (reserved)");
+        }
+
+        // Reserved fields, by type (bits 11:9 of q0 are the type's high bits, never reserved).
+        (ulong r0, ulong r1) = type switch
+        {
+            1 => (0xFFFC_0000_0000_F1C0UL, ulong.MaxValue),
+            2 => (0xFFFF_FFFF_0000_F100UL, 0xF80UL),
+            3 => (0xFFFF_0000_FFE0_F1F0UL, 0xFFEUL),
+            4 => (0xFFFF_0000_07FF_F1E0UL, ulong.MaxValue),
+            5 => (0x0000_0000_FFFF_F100UL, 0x3UL),
+            6 => (0xFFF0_0000_0000_F1C0UL, 0xF80UL),
+            7 => (0xFFF0_0000_0000_F1C0UL, ulong.MaxValue),
+            8 => (0xFFF0_0000_0000_F000UL, 0x7FEUL),
+            _ => (0xFFF0_0000_0000_01E0UL, 0xFFFF_FFFF_FFFF_F003UL),
+        };
+        return (q0 & r0) == 0 && (q1 & r1) == 0
+            ? what
+            : string.Create(c, $"{what} (reserved bits set: q0 0x{q0 & r0:x}, q1 0x{q1 & r1:x})");
     }
 
     private static string ResponseCode(int code) => code switch

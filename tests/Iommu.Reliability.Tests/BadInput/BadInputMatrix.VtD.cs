@@ -188,7 +188,7 @@ internal static partial class BadInputMatrix
         V("VtdDecoder.DescribePageRequest", "an invalidation descriptor is not a page request", _ => VtdDecoder.DescribePageRequest(5, 0), "descriptor type 5 (not a page request)"),
         V("VtdDecoder.DescribePageRequest", "every bit set", _ => VtdDecoder.DescribePageRequest(ulong.MaxValue, ulong.MaxValue), "descriptor type 255 (not a page request)"),
         V("VtdDecoder.DescribeInvalidation", "undefined type 0x7f", _ => VtdDecoder.DescribeInvalidation(0xE0F, 0), "descriptor type 127 (reserved)"),
-        V("VtdDecoder.DescribeInvalidation", "IOTLB with granularity 0", _ => VtdDecoder.DescribeInvalidation(2, ulong.MaxValue), "IOTLB invalidate: reserved granularity"),
+        V("VtdDecoder.DescribeInvalidation", "IOTLB with granularity 0", _ => VtdDecoder.DescribeInvalidation(2, ulong.MaxValue), "IOTLB invalidate: reserved granularity (reserved bits set: q0 0x0, q1 0xf80)"),
         X<ArgumentNullException>("VtdDecoder.DescribeEntry", "null image", _ => VtdDecoder.DescribeEntry(null!, default, 0, null)),
         X<ArgumentOutOfRangeException>("VtdDecoder.DescribeEntry", "undefined kind", c => VtdDecoder.DescribeEntry(c.Unit.ExportImage(), new VtdImageEntry((VtdImageChunkKind)99, 0, 0, 0), 0, null)),
         X<ArgumentOutOfRangeException>("VtdDecoder.DescribeEntry", "context entry not in the image", c => VtdDecoder.DescribeEntry(c.Unit.ExportImage(), new VtdImageEntry(VtdImageChunkKind.ScalableContextTable, 0, 0x8, 1), 0, null)),
