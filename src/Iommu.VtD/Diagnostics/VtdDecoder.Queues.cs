@@ -64,7 +64,8 @@ public static partial class VtdDecoder
     /// <param name="q1">Bits 127:64.</param>
     /// <returns>The description; an undefined type reads "descriptor type N (reserved)".</returns>
     /// <remarks>
-    /// Addresses are shown aligned down to the range the descriptor names. What depends on the unit is not judged
+    /// Addresses are shown aligned down to the range the descriptor names (2^AM pages; a PASID-IOTLB AM above 52
+    /// counts as 52). What depends on the unit is not judged
     /// here: types 6–9 need a 256-bit queue (whose bits 255:128 are reserved), an IOTLB page-selective AM must not
     /// exceed CAP.MAMV, PD needs ECAP.PDS, type 9 needs ECAP.PRS, and the PFSID bits of device-TLB descriptors are
     /// taken as reserved (no ECAP.DIT).
@@ -78,7 +79,8 @@ public static partial class VtdDecoder
         int am = (int)(q1 & 0x3F);
 
         // Page-selective ranges are 2^AM pages aligned down (a PASID-IOTLB AM above 52 counts as 52).
-        ulong addr = q1 & ~0xFFFUL & ~((1UL << (Math.Min(am, 52) + 12)) - 1);
+        // (2^52 pages are the whole 64-bit space: the aligned address is 0.)
+        ulong addr = am >= 52 ? 0 : q1 & ~0xFFFUL & ~((1UL << (am + 12)) - 1);
         int fm = (int)((q0 >> VtdFormat.DescFmShift) & 3);
         IFormatProvider c = CultureInfo.InvariantCulture;
         string? what = type switch
@@ -94,7 +96,8 @@ public static partial class VtdDecoder
             {
                 1 => "IOTLB invalidate: global",
                 2 => string.Create(c, $"IOTLB invalidate: DID {did}"),
-                3 => string.Create(c, $"IOTLB invalidate: DID {did} page 0x{addr:x} (AM {am})"),
+                // The address is a second-stage input: first-stage (and nested) entries have other tags, so all of the DID's go.
+                3 => string.Create(c, $"IOTLB invalidate: DID {did} page 0x{addr:x} (AM {am}), and every first-stage entry of the DID"),
                 _ => "IOTLB invalidate: reserved granularity",
             },
             VtdFormat.DescDeviceTlb => string.Create(c, $"device-TLB invalidate {Rid((ushort)(q0 >> VtdFormat.DescSidShift))}: {DeviceTlbRange(q1, VtdFormat.DevTlbSize)}"),

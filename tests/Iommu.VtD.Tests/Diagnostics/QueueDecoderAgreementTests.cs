@@ -29,10 +29,18 @@ public sealed partial class QueueDecoderAgreementTests
         using var r = new AtsRig();
         r.Fl.Entry(1, Did);
         r.Fl.Entry(2, Did);
-        ulong frames = r.B.AllocFrames(Pages);
+        // Each page maps to its frame A, then (with no invalidation) to frame B: a DMA read that still finds A
+        // used a cached translation the descriptor left in place.
+        ulong frames = r.B.AllocFrames(2 * Pages);
+        ulong[] leaves = new ulong[Pages];
+        for (int i = 0; i < 2 * Pages; i++)
+        {
+            r.B.Memory.WriteUInt64(frames + ((ulong)i << 12), (ulong)i);
+        }
+
         for (int i = 0; i < Pages; i++)
         {
-            r.Fl.Map(Base + ((ulong)i << 12), frames + ((ulong)i << 12));
+            leaves[i] = r.Fl.Map(Base + ((ulong)i << 12), frames + ((ulong)i << 13));
         }
 
         if (!wide)
@@ -55,6 +63,7 @@ public sealed partial class QueueDecoderAgreementTests
                 Warm(r);
             }
 
+            Stale(r, leaves, frames);
             r.B.Memory.WriteUInt32(status, 0xDEAD_BEEF);
             r.B.Memory.WriteUInt32(status + 4, 0xDEAD_BEEF);
             int before = r.Dev.AtcCount;
@@ -79,6 +88,15 @@ public sealed partial class QueueDecoderAgreementTests
                 {
                     Assert.True(iqei == (decoded.EndsWith("(reserved)", StringComparison.Ordinal) ? 3 : 4), $"IQEI {iqei}: {where}");
                 }
+            }
+
+            bool[] expectedGone = rejected ? new bool[2 * Pages] : ExpectedIotlbDrops(decoded);
+            byte[] buf = new byte[8];
+            for (int k = 0; k < 2 * Pages; k++)
+            {
+                Assert.True(r.Dev.DmaRead((uint)(k / Pages) + 1, Base + ((ulong)(k % Pages) << 12), buf).IsOk, where);
+                bool gone = BitConverter.ToUInt64(buf) % 2 == 1;
+                Assert.True(gone == expectedGone[k], $"PASID {(k / Pages) + 1} page {k % Pages}: translation {(gone ? "dropped" : "still cached")}: {where}");
             }
 
             if (rejected)
@@ -161,6 +179,59 @@ public sealed partial class QueueDecoderAgreementTests
     private static bool SaysRejected(string decoded) =>
         decoded.EndsWith("(reserved)", StringComparison.Ordinal) || decoded.Contains("reserved granularity", StringComparison.Ordinal)
         || decoded.Contains("reserved bits", StringComparison.Ordinal);
+
+    // Every page on frame A, every (PASID 1 or 2, page) translation cached (first-level, DID 5), then every page
+    // moved to frame B without an invalidation.
+    private static void Stale(AtsRig r, ulong[] leaves, ulong frames)
+    {
+        byte[] buf = new byte[8];
+        for (int i = 0; i < Pages; i++)
+        {
+            r.B.Memory.WriteUInt64(leaves[i], (frames + ((ulong)i << 13)) | FirstStageRig.P | FirstStageRig.RW | FirstStageRig.US);
+        }
+
+        r.B.Submit(2 | (1 << 4));
+        for (int k = 0; k < 2 * Pages; k++)
+        {
+            Assert.True(r.Dev.DmaRead((uint)(k / Pages) + 1, Base + ((ulong)(k % Pages) << 12), buf).IsOk);
+            Assert.Equal((ulong)(2 * (k % Pages)), BitConverter.ToUInt64(buf));
+        }
+
+        for (int i = 0; i < Pages; i++)
+        {
+            r.B.Memory.WriteUInt64(leaves[i], (frames + ((ulong)i << 13) + 0x1000) | FirstStageRig.P | FirstStageRig.RW | FirstStageRig.US);
+        }
+    }
+
+    // The cached (PASID 1 or 2, page) translations of DID 5 the decoded line drops, indexed (PASID - 1) * Pages + page.
+    private static bool[] ExpectedIotlbDrops(string decoded)
+    {
+        var gone = new bool[2 * Pages];
+        Match m = Iotlb().Match(decoded);
+        if (!m.Success)
+        {
+            return gone;
+        }
+
+        bool ours = !m.Groups["did"].Success || m.Groups["did"].Value == "5";
+        bool wholeDid = m.Groups["global"].Success || (m.Groups["kind"].Value == "IOTLB" && (!m.Groups["page"].Success || m.Groups["fs"].Success));
+        uint? pasid = m.Groups["pasid"].Success ? uint.Parse(m.Groups["pasid"].Value, CultureInfo.InvariantCulture) : null;
+        ulong first = 0, last = ulong.MaxValue;
+        if (m.Groups["page"].Success && !wholeDid)
+        {
+            int am = Math.Min(int.Parse(m.Groups["am"].Value, CultureInfo.InvariantCulture), 52);
+            first = ulong.Parse(m.Groups["page"].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+            last = am == 52 ? ulong.MaxValue : first + ((1UL << (am + 12)) - 1);
+        }
+
+        for (int k = 0; k < 2 * Pages; k++)
+        {
+            ulong page = Base + ((ulong)(k % Pages) << 12);
+            gone[k] = ours && (pasid is null || pasid == (uint)(k / Pages) + 1) && page >= first && page <= last;
+        }
+
+        return gone;
+    }
 
     // Every (PASID 1 or 2, page) translation in the ATC.
     private static void Warm(AtsRig r)
@@ -283,6 +354,9 @@ public sealed partial class QueueDecoderAgreementTests
         int ones = rng.Next(6);
         return (page | (((1UL << ones) - 1) << 12)) & ~(1UL << (12 + ones)) | sizeBit;
     }
+
+    [GeneratedRegex(@"^(?<kind>IOTLB|PASID-IOTLB) invalidate:? (?:(?<global>global)|DID (?<did>\d+)(?: PASID (?<pasid>\d+))?(?::? (?:all|page 0x(?<page>[0-9a-f]+) \(AM (?<am>\d+)\)(?<fs>, and every first-stage entry of the DID)?))?)$")]
+    private static partial Regex Iotlb();
 
     [GeneratedRegex(@"SW \(0x([0-9a-f]+) to 0x([0-9a-f]+)\)")]
     private static partial Regex WaitStatus();

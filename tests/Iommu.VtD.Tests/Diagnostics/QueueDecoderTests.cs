@@ -17,7 +17,7 @@ public sealed class QueueDecoderTests
         { QiDescriptor.PasidIotlb(2, 7, QiDescriptor.GranNonGlobalPasid), 0, "PASID-IOTLB invalidate DID 2 PASID 7: all" },
         { QiDescriptor.PasidCache(1, 7, QiDescriptor.PcPasidSel), 0, "PASID-cache invalidate: DID 1 PASID 7" },
         { QiDescriptor.PasidCache(3, 0, QiDescriptor.PcAllPasids), 0, "PASID-cache invalidate: DID 3" },
-        { QiDescriptor.Iotlb(5, false, false, 3), 0x4000_0000UL | 9, "IOTLB invalidate: DID 5 page 0x40000000 (AM 9)" },
+        { QiDescriptor.Iotlb(5, false, false, 3), 0x4000_0000UL | 9, "IOTLB invalidate: DID 5 page 0x40000000 (AM 9), and every first-stage entry of the DID" },
         { QiDescriptor.Iotlb(5, false, false, 2), 0, "IOTLB invalidate: DID 5" },
         { QiDescriptor.ContextCache(4, 0x0028, 0, 3), 0, "context-cache invalidate: DID 4 device 00:05.0" },
         { QiDescriptor.DevIotlb(0x0028, 0, 32), QiDescriptor.DevIotlbAddress(0x4000_0000, 0), "device-TLB invalidate 00:05.0: page 0x40000000" },
