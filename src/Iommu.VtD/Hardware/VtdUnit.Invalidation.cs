@@ -428,6 +428,7 @@ public sealed partial class VtdUnit
 
                 uint pasid = (uint)(q0 >> VtdFormat.DescPasidShift) & 0xF_FFFF;
                 ushort pdid = (ushort)(did & _didMask);
+                _iotlbInvalidations++; // VtdActivity counts PASID-based IOTLB descriptors as IOTLB invalidations
                 BeginInvalidation();
                 if (g == 2)
                 {
