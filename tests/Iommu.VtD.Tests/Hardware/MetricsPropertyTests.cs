@@ -292,3 +292,60 @@ public sealed class MetricsPropertyTests
         public void Dispose() => _listener.Dispose();
     }
 }
+
+public sealed class InvalidationCountTests
+{
+    [Fact]
+    public void Register_commands_the_unit_did_not_perform_are_not_counted_as_invalidations()
+    {
+        using var memory = new Iommu.Memory.PhysicalMemory(64 * Sizes.MiB);
+        var unit = new VtdUnit(memory, VtdConfig.Legacy48Bit with { QueuedInvalidation = false });
+        uint iotlb = VtdConfig.IotlbRegisterOffset;
+
+        // CIRG 0 and IIRG 0 are invalid (CAIG/IAIG read 0), and so is a page-selective request with AM above MAMV.
+        unit.Write64(VtdRegister.Ccmd, VtdRegister.CcmdIcc);
+        unit.Write64(iotlb + VtdRegister.IvaInPair, 0x1000 | 0x3F);
+        unit.Write64(iotlb + VtdRegister.IotlbInPair, VtdRegister.IotlbIvt | (3UL << 60));
+        unit.Write64(iotlb + VtdRegister.IotlbInPair, VtdRegister.IotlbIvt);
+        Assert.Equal(0, (long)(unit.Read64(VtdRegister.Ccmd) >> 59 & 3));
+        Assert.Equal(0, (long)(unit.Read64(iotlb + VtdRegister.IotlbInPair) >> 57 & 3));
+        VtdActivity a = unit.Activity;
+        Assert.Equal((0L, 0L), (a.ContextInvalidations, a.IotlbInvalidations));
+
+        // Performed ones are: a global context and a domain-selective IOTLB invalidation.
+        unit.Write64(VtdRegister.Ccmd, VtdRegister.CcmdIcc | (1UL << 61));
+        unit.Write64(iotlb + VtdRegister.IotlbInPair, VtdRegister.IotlbIvt | (2UL << 60));
+        a = unit.Activity;
+        Assert.Equal((1L, 1L), (a.ContextInvalidations, a.IotlbInvalidations));
+    }
+
+    [Fact]
+    public void Reset_and_RestoreState_keep_the_counters_and_empty_the_caches()
+    {
+        using var f = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
+        f.Iommu.AttachDevice(dom, dev).ThrowIfError();
+        f.Iommu.Map(dom, 0x10_0000, 0x1_0000_0000, Sizes.Page, IommuProt.Read).ThrowIfError();
+        Span<byte> buf = stackalloc byte[8];
+        Assert.True(dev.DmaRead(null, 0x10_0000, buf).IsOk);
+        Assert.Equal(DmaStatus.Fault, dev.DmaRead(null, 0x20_0000, buf).Status);
+        VtdUnitState state = f.Unit.SaveState();
+        VtdCacheStatistics s = f.Unit.Statistics;
+        VtdActivity a = f.Unit.Activity;
+        Assert.True(s.IotlbEntries > 0);
+
+        f.Unit.Reset();
+        Check();
+        f.Unit.RestoreState(state);
+        Check();
+
+        void Check()
+        {
+            VtdCacheStatistics now = f.Unit.Statistics;
+            Assert.Equal(s with { ContextEntries = 0, PasidEntries = 0, IotlbEntries = 0 }, now);
+            VtdActivity act = f.Unit.Activity;
+            Assert.Equal((a.ContextInvalidations, a.PasidInvalidations, a.IotlbInvalidations, a.Faults), (act.ContextInvalidations, act.PasidInvalidations, act.IotlbInvalidations, act.Faults));
+        }
+    }
+}
