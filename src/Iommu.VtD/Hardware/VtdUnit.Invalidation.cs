@@ -40,7 +40,8 @@ public sealed partial class VtdUnit
     /// </remarks>
     private int InvalidateContextCache(int granularity, ushort did, ushort sid, int functionMask)
     {
-        _contextInvalidations++;
+        // Counted only when performed: a command that reports CAIG 0 invalidated nothing.
+        _contextInvalidations += granularity is >= 1 and <= 3 ? 1 : 0;
         did &= _didMask;
         switch (granularity)
         {
@@ -90,7 +91,8 @@ public sealed partial class VtdUnit
     /// </remarks>
     private int InvalidateIotlb(int granularity, ushort did, ulong address, int addressMask)
     {
-        _iotlbInvalidations++;
+        // Counted only when performed: a command that reports IAIG 0 invalidated nothing.
+        _iotlbInvalidations += granularity is >= 1 and <= 3 && !(granularity == 3 && _config.PageSelectiveInvalidation && addressMask > _config.MaxAddressMaskValue) ? 1 : 0;
         did &= _didMask;
         switch (granularity)
         {
