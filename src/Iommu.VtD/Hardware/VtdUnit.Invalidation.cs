@@ -41,7 +41,13 @@ public sealed partial class VtdUnit
     private int InvalidateContextCache(int granularity, ushort did, ushort sid, int functionMask)
     {
         // Counted only when performed: a command that reports CAIG 0 invalidated nothing.
-        _contextInvalidations += granularity is >= 1 and <= 3 ? 1 : 0;
+        int caig = PerformContextInvalidation(granularity, did, sid, functionMask);
+        _contextInvalidations += caig != 0 ? 1 : 0;
+        return caig;
+    }
+
+    private int PerformContextInvalidation(int granularity, ushort did, ushort sid, int functionMask)
+    {
         did &= _didMask;
         switch (granularity)
         {
@@ -92,7 +98,13 @@ public sealed partial class VtdUnit
     private int InvalidateIotlb(int granularity, ushort did, ulong address, int addressMask)
     {
         // Counted only when performed: a command that reports IAIG 0 invalidated nothing.
-        _iotlbInvalidations += granularity is >= 1 and <= 3 && !(granularity == 3 && _config.PageSelectiveInvalidation && addressMask > _config.MaxAddressMaskValue) ? 1 : 0;
+        int iaig = PerformIotlbInvalidation(granularity, did, address, addressMask);
+        _iotlbInvalidations += iaig != 0 ? 1 : 0;
+        return iaig;
+    }
+
+    private int PerformIotlbInvalidation(int granularity, ushort did, ulong address, int addressMask)
+    {
         did &= _didMask;
         switch (granularity)
         {
