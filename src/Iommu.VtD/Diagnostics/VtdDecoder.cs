@@ -134,6 +134,35 @@ public static partial class VtdDecoder
     public static VtdEntryDescription DescribeEntry(VtdImage image, VtdImageEntry entry, ushort requesterId, uint? pasid)
     {
         ArgumentNullException.ThrowIfNull(image);
+        return Describe(image, null, entry, requesterId, pasid);
+    }
+
+    /// <summary>
+    /// Decodes one entry as <see cref="DescribeEntry(VtdImage, VtdImageEntry, ushort, uint?)"/> does, judged
+    /// against the capabilities of the unit <paramref name="config"/> describes: besides the reserved bits
+    /// every unit faults on, those its capabilities leave reserved (SNP without snoop control, superpage
+    /// sizes it lacks, DTE/PRE/PASIDE/RID_PASID, SRE/ERE/EAFE, SLADE) and programming it rejects (TT = 01
+    /// without device-TLB support, TT = 10 or PGTT without the translation type, an AW outside SAGAW,
+    /// 5-level first-level paging without support) end the meaning with "…: fault 0xNN", the reason that unit records.
+    /// </summary>
+    /// <param name="image">The image the entry was read from.</param>
+    /// <param name="config">The unit's configuration (its HAW replaces the image's).</param>
+    /// <param name="entry">An entry, normally one of <see cref="VtdImage.Path"/>.</param>
+    /// <param name="requesterId">bus &lt;&lt; 8 | devfn of the request.</param>
+    /// <param name="pasid">The request's PASID, or null.</param>
+    /// <returns>The description.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="image"/> or <paramref name="config"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The entry's kind is not defined, or a context or PASID entry is not in the image.</exception>
+    public static VtdEntryDescription DescribeEntry(VtdImage image, VtdConfig config, VtdImageEntry entry, ushort requesterId, uint? pasid)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(config);
+        return Describe(image, config, entry, requesterId, pasid);
+    }
+
+    // Without a configuration only what every unit faults on is flagged (HAW from the image).
+    private static VtdEntryDescription Describe(VtdImage image, VtdConfig? config, VtdImageEntry entry, ushort requesterId, uint? pasid)
+    {
         string name = EntryName(entry);
         ulong v = entry.Value;
         ulong ptr = v & VtdFormat.PointerMask;
@@ -164,7 +193,7 @@ public static partial class VtdDecoder
                 // TT = 11 is reserved: the unit faults (invalid context entry) whatever the capabilities.
                 string ttName = tt switch { VtdFormat.TtPassThrough => "pass-through", 3 => "reserved (3)", _ => "translated" };
                 meaning = !present ? "not present" : Inv(
-                    $"TT={ttName} DID {(q1 >> VtdFormat.ContextDidShift) & 0xFFFF} AW {(q1 & VtdFormat.ContextAwMask) + 2}-level")
+                    $"TT={ttName} DID {(q1 >> VtdFormat.ContextDidShift) & 0xFFFF} AW {AwName((int)(q1 & VtdFormat.ContextAwMask), config)}")
                     + (tt == VtdFormat.TtPassThrough ? "" : Inv($", SLPTPTR 0x{ptr:x}"));
                 break;
             }
@@ -176,7 +205,7 @@ public static partial class VtdDecoder
             case VtdImageChunkKind.PasidTable:
             {
                 index = Inv($"{(entry.Address & 0xFFF) / VtdFormat.PasidEntrySize}");
-                meaning = present ? DescribePasidEntry(v, image.ReadUInt64(entry.Address + 8), image.ReadUInt64(entry.Address + 16)) : "not present";
+                meaning = present ? DescribePasidEntry(v, image.ReadUInt64(entry.Address + 8), image.ReadUInt64(entry.Address + 16), config) : "not present";
                 break;
             }
 
@@ -195,6 +224,11 @@ public static partial class VtdDecoder
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(entry), entry.Kind, "Unknown structure kind.");
+        }
+
+        if (UnitFault(image, config, entry) is (string why, VtdFaultReason reason))
+        {
+            meaning += Inv($"; {why}: fault 0x{(byte)reason:x2}");
         }
 
         return new VtdEntryDescription(name, index, entry.Address, v, meaning);
@@ -217,11 +251,35 @@ public static partial class VtdDecoder
     public static IReadOnlyList<VtdEntryDescription> DescribeWalk(VtdImage image, ushort requesterId, uint? pasid, ulong iova)
     {
         ArgumentNullException.ThrowIfNull(image);
+        return Walk(image, null, requesterId, pasid, iova);
+    }
+
+    /// <summary>
+    /// Decodes a walk as <see cref="DescribeWalk(VtdImage, ushort, uint?, ulong)"/> does, each entry judged
+    /// against the unit <paramref name="config"/> describes (see <see cref="DescribeEntry(VtdImage, VtdConfig, VtdImageEntry, ushort, uint?)"/>):
+    /// the first entry whose meaning ends "…: fault 0xNN" is where that unit stops, with that reason.
+    /// </summary>
+    /// <param name="image">The image.</param>
+    /// <param name="config">The unit's configuration.</param>
+    /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
+    /// <param name="pasid">PASID, or null for a request without PASID.</param>
+    /// <param name="iova">Input address.</param>
+    /// <returns>The entries in walk order, decoded; the walk stops where <see cref="VtdImage.Path"/> stops.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="image"/> or <paramref name="config"/> is null.</exception>
+    public static IReadOnlyList<VtdEntryDescription> DescribeWalk(VtdImage image, VtdConfig config, ushort requesterId, uint? pasid, ulong iova)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(config);
+        return Walk(image, config, requesterId, pasid, iova);
+    }
+
+    private static VtdEntryDescription[] Walk(VtdImage image, VtdConfig? config, ushort requesterId, uint? pasid, ulong iova)
+    {
         IReadOnlyList<VtdImageEntry> path = image.Path(requesterId, pasid, iova);
         var result = new VtdEntryDescription[path.Count];
         for (int i = 0; i < path.Count; i++)
         {
-            result[i] = DescribeEntry(image, path[i], requesterId, pasid);
+            result[i] = Describe(image, config, path[i], requesterId, pasid);
         }
 
         return result;
@@ -232,13 +290,13 @@ public static partial class VtdDecoder
     /// (second level, nested), FLPM, FLPTR and the set first-level controls SRE/ERE/WPE/NXE/SMEP/EAFE
     /// (first level, nested; a nested FLPTR is guest-physical).
     /// </summary>
-    internal static string DescribePasidEntry(ulong q0, ulong q1, ulong q2)
+    internal static string DescribePasidEntry(ulong q0, ulong q1, ulong q2, VtdConfig? config = null)
     {
         int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
         string s = Inv($"PGTT={PgttName(pgtt)} DID {q1 & VtdFormat.PasidDidMask}");
         if (pgtt is VtdFormat.PgttSecondLevel or VtdFormat.PgttNested)
         {
-            s += Inv($" AW {((q0 >> VtdFormat.PasidAwShift) & 7) + 2}-level, SLPTPTR 0x{q0 & VtdFormat.PointerMask:x}");
+            s += Inv($" AW {AwName((int)((q0 >> VtdFormat.PasidAwShift) & 7), config)}, SLPTPTR 0x{q0 & VtdFormat.PointerMask:x}");
         }
 
         if (pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)

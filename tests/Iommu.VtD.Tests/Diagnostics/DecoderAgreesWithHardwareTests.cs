@@ -8,12 +8,15 @@ using Iommu.VtD.Hardware;
 namespace Iommu.VtD.Tests.Diagnostics;
 
 /// <summary>
-/// What the decoder says about raw entry bytes is what the hardware model does with them: random legacy
-/// context entries and second-level entries at every level (not present, table pointers, leaves, PS where it
-/// is reserved, random permission and ignored bits) are written into an image, decoded with
-/// <see cref="VtdDecoder.DescribeWalk"/>, and the same request is sent through the unit
-/// (<see cref="VtdImage.Probe"/>). Every claim the decoder makes ("not present", "next table @X",
-/// "leaf: S page @A", "reserved") must match the unit's translation or fault.
+/// What the decoder says about raw entry bytes is what the hardware model does with them: random root,
+/// context and PASID structures and first- and second-level entries at every level (not present, table
+/// pointers, leaves, PS where it is reserved, random permission and ignored bits, and now and then reserved
+/// bits: address bits at or above HAW, bit 62, SNP, bits inside a large page, AW outside SAGAW, TT 01 without
+/// ECAP.DT, capability-gated context and PASID-entry bits) are written into an image for a unit of random
+/// capabilities, decoded with <see cref="VtdDecoder.DescribeWalk(VtdImage, VtdConfig, ushort, uint?, ulong)"/>,
+/// and the same request is sent through the unit (<see cref="VtdImage.Probe"/>). Every claim the decoder
+/// makes ("not present", "next table @X", "leaf: S page @A", "…: fault 0xNN") must match the unit's
+/// translation or fault.
 /// </summary>
 public sealed partial class DecoderAgreesWithHardwareTests
 {
@@ -46,33 +49,51 @@ public sealed partial class DecoderAgreesWithHardwareTests
     internal static void LegacyCase(int seed)
     {
         var rng = new Random(seed);
-        VtdConfig config = rng.Next(2) == 0 ? VtdConfig.Legacy39Bit : VtdConfig.Legacy48Bit;
-        string tag = string.Create(CultureInfo.InvariantCulture, $"LegacyCase({seed}) on {(config == VtdConfig.Legacy39Bit ? "Legacy39Bit" : "Legacy48Bit")}");
+        VtdConfig config = (rng.Next(2) == 0 ? VtdConfig.Legacy39Bit : VtdConfig.Legacy48Bit) with
+        {
+            // Capabilities that decide what is reserved: superpage sizes (CAP.SLLPS), SNP in leaves (ECAP.SC), ECAP.PT.
+            SecondLevel2MiBPages = rng.Next(4) != 0,
+            SecondLevel1GiBPages = rng.Next(4) != 0,
+            SnoopControl = rng.Next(2) == 0,
+            PassThrough = rng.Next(4) != 0,
+        };
+        string tag = string.Create(CultureInfo.InvariantCulture, $"LegacyCase({seed}) on {config.HostAddressWidth}-bit HAW, 2M {config.SecondLevel2MiBPages} 1G {config.SecondLevel1GiBPages} SC {config.SnoopControl} PT {config.PassThrough}");
         int aw = config.SupportsAw(2) && rng.Next(2) == 0 ? 2 : 1;
         int levels = aw + 2;
         ulong iova = (ulong)rng.NextInt64(0, 1L << (30 + (9 * aw))) & ~7UL;
 
-        // TT 00 (translated), 10 (pass-through) or 11 (reserved); TT 01 depends on ECAP.DT and is left out.
-        int tt = rng.Next(4) switch { 0 => VtdFormat.TtPassThrough, 1 => 3, _ => VtdFormat.TtTranslated };
-        ulong c0 = VtdFormat.Present | ((ulong)tt << VtdFormat.ContextTtShift) | TableAt(levels);
-        ulong c1 = (uint)aw | ((uint)rng.Next(1, 256) << VtdFormat.ContextDidShift);
+        // TT 00 (translated), 01 (with device-TLB: no legacy unit has ECAP.DT), 10 (pass-through) or 11 (reserved).
+        int tt = rng.Next(6) switch { 0 => VtdFormat.TtPassThrough, 1 => 3, 2 => VtdFormat.TtTranslatedWithDeviceTlb, _ => VtdFormat.TtTranslated };
+        ulong c0 = VtdFormat.Present | ((ulong)tt << VtdFormat.ContextTtShift) | TableAt(levels) | Sometimes(rng, 8, 0xFF0 | AboveHaw(rng, config.HostAddressWidth));
+        // AW: the table depth, or now and then a value outside SAGAW (0, 4-7, or 2 on a 39-bit unit).
+        int awField = rng.Next(8) == 0 ? rng.Next(8) : aw;
+        ulong c1 = (uint)awField | ((uint)rng.Next(1, 256) << VtdFormat.ContextDidShift) | Sometimes(rng, 8, 0xFFFF_FFFF_FF00_0080);
+        if (awField != aw && config.SupportsAw(awField))
+        {
+            awField = aw;
+            c1 = (c1 & ~7UL) | (uint)aw;
+        }
 
         var chunks = new List<VtdImageChunk>
         {
-            Table(RootTable, VtdImageChunkKind.RootTable, 0, (Rid >> 8) * 16, VtdFormat.Present | ContextTable),
+            Table(RootTable, VtdImageChunkKind.RootTable, 0, (Rid >> 8) * 16, VtdFormat.Present | ContextTable | Sometimes(rng, 10, 0xFFE | AboveHaw(rng, config.HostAddressWidth)), Sometimes(rng, 10, ulong.MaxValue)),
             Table(ContextTable, VtdImageChunkKind.LegacyContextTable, 0, (Rid & 0xFF) * 16, c0, c1),
         };
         for (int level = levels; level >= 1; level--)
         {
             int index = (int)((iova >> (12 + (9 * (level - 1)))) & 0x1FF);
-            chunks.Add(Table(TableAt(level), VtdImageChunkKind.PageTable, level, index * 8, RandomSecondLevelEntry(rng, level, config.HostAddressWidth)));
+            chunks.Add(Table(TableAt(level), VtdImageChunkKind.PageTable, level, index * 8, WithReservedBits(rng, RandomSecondLevelEntry(rng, level, config.HostAddressWidth), level, config.HostAddressWidth, firstLevel: false)));
         }
 
         var image = new VtdImage(RootTable, config.HostAddressWidth, true, chunks);
-        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, Rid, null, iova);
+        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, config, Rid, null, iova);
         VtdProbeResult hw = image.Probe(config, [new VtdProbe(Rid, null, iova, DmaAccess.Read)]).Probes[0];
         string decoded = string.Join(" | ", walk.Select(e => $"{e.Structure} @0x{e.Address:x} = 0x{e.Value:x}: {e.Meaning}"));
         string why = $"{tag}: iova 0x{iova:x}, decoded [{decoded}], unit {hw.Status} 0x{hw.PhysicalAddress:x} {hw.Reason}";
+        if (CheckFaultClaim(walk, hw, why))
+        {
+            return;
+        }
 
         VtdEntryDescription ctx = walk[1];
         if (ctx.Meaning.StartsWith("TT=pass-through", StringComparison.Ordinal))
@@ -114,36 +135,82 @@ public sealed partial class DecoderAgreesWithHardwareTests
     internal static void ScalableCase(int seed)
     {
         var rng = new Random(seed);
-        VtdConfig config = VtdConfig.ScalableModeFirstLevel48Bit;
-        string tag = string.Create(CultureInfo.InvariantCulture, $"ScalableCase({seed}) on ScalableModeFirstLevel48Bit");
+        bool secondLevel = rng.Next(4) != 0;
+        bool dt = rng.Next(3) == 0;
+        VtdConfig config = VtdConfig.ScalableModeFirstLevel48Bit with
+        {
+            // Capabilities that decide what is reserved or accepted in the PASID entry and the paging entries.
+            SecondLevelTranslation = secondLevel,
+            NestedTranslation = secondLevel,
+            PassThrough = rng.Next(4) != 0,
+            SupervisorRequests = rng.Next(2) == 0,
+            ExecuteRequests = rng.Next(2) == 0,
+            ExtendedAccessedFlag = rng.Next(2) == 0,
+            FirstLevel1GiBPages = rng.Next(3) != 0,
+            SecondLevel2MiBPages = rng.Next(4) != 0,
+            SecondLevel1GiBPages = rng.Next(4) != 0,
+            SnoopControl = rng.Next(2) == 0,
+            DeviceTlb = dt,
+            PageRequests = dt && rng.Next(2) == 0,
+            RidPasidSupport = rng.Next(4) != 0,
+        };
+        string tag = string.Create(CultureInfo.InvariantCulture, $"ScalableCase({seed}) on CAP 0x{config.Cap:x} ECAP 0x{config.Ecap:x} (SL {config.SecondLevelTranslation} PT {config.PassThrough} SRS {config.SupervisorRequests} ERS {config.ExecuteRequests} EAFS {config.ExtendedAccessedFlag} FL1GP {config.FirstLevel1GiBPages} SL 2M {config.SecondLevel2MiBPages} 1G {config.SecondLevel1GiBPages} SC {config.SnoopControl} DT {config.DeviceTlb} PRS {config.PageRequests} RPS {config.RidPasidSupport})");
         const int Levels = 4;
+        int haw = config.HostAddressWidth;
         ulong iova = (ulong)rng.NextInt64(0, 1L << 47) & ~7UL;
         int pgtt = rng.Next(10) switch { < 5 => VtdFormat.PgttFirstLevel, < 7 => VtdFormat.PgttSecondLevel, 7 => VtdFormat.PgttPassThrough, _ => rng.Next(2) == 0 ? 0 : rng.Next(5, 8) };
-        int flpm = rng.Next(8) == 0 ? rng.Next(2, 4) : 0;
-        ulong q0 = VtdFormat.Present | (2UL << VtdFormat.PasidAwShift) | ((ulong)pgtt << VtdFormat.PasidPgttShift) | TableAt(Levels);
-        ulong q1 = (ulong)rng.Next(1, 256);
-        ulong q2 = TableAt(Levels) | ((ulong)flpm << VtdFormat.PasidFlpmShift) | ((ulong)rng.Next(64) & (VtdFormat.PasidWpe | VtdFormat.PasidSre | VtdFormat.PasidEafe));
+        // FLPM 01 (5-level) only where the unit lacks CAP.FL5LP: the tables here are 4-level.
+        int flpm = rng.Next(8) == 0 ? rng.Next(1, 4) : 0;
+        // AW 2 (4-level) or now and then one outside SAGAW (0, 4-7).
+        ulong awField = rng.Next(10) == 0 ? (ulong)(rng.Next(4) switch { 0 => 0, _ => rng.Next(4, 8) }) : 2;
+        ulong q0 = VtdFormat.Present | (awField << VtdFormat.PasidAwShift) | ((ulong)pgtt << VtdFormat.PasidPgttShift) | TableAt(Levels)
+            | Sometimes(rng, 12, 0xE00 | AboveHaw(rng, haw));
+        ulong q1 = (uint)rng.Next(1, 256) | Sometimes(rng, 12, 0x7F_0000);
+        ulong q2 = TableAt(Levels) | ((ulong)flpm << VtdFormat.PasidFlpmShift) | ((ulong)rng.Next(256) & (VtdFormat.PasidWpe | VtdFormat.PasidSre | VtdFormat.PasidEre | VtdFormat.PasidEafe))
+            | Sometimes(rng, 12, 0xF00 | AboveHaw(rng, haw));
         const ulong ContextTable0 = ContextTable, PasidDirectory = 0x12000, PasidTable = 0x13000;
+        // Context entry: DTE/PASIDE/PRE at random (reserved without ECAP.DT/PASID/PRS), RID_PRIV and a RID_PASID
+        // below 64 now and then (reserved without ECAP.RPRIVS / ECAP.RPS; with RPS it names another PASID-table slot).
+        ulong c0 = VtdFormat.Present | PasidDirectory | ((ulong)rng.Next(8) << 2) | Sometimes(rng, 10, 0x1E0 | AboveHaw(rng, haw));
+        ulong c1 = Sometimes(rng, 10, 0xFFFF_FFFF_FFF0_003F);
         var chunks = new List<VtdImageChunk>
         {
-            Table(RootTable, VtdImageChunkKind.RootTable, 0, (Rid >> 8) * 16, VtdFormat.Present | ContextTable0),
-            Table(ContextTable0, VtdImageChunkKind.ScalableContextTable, 0, (Rid & 0x7F) * 32, VtdFormat.Present | PasidDirectory, 0),
-            Table(PasidDirectory, VtdImageChunkKind.PasidDirectory, 0, 0, VtdFormat.Present | PasidTable),
-            Table(PasidTable, VtdImageChunkKind.PasidTable, 0, 0, q0, q1, q2),
+            Table(RootTable, VtdImageChunkKind.RootTable, 0, (Rid >> 8) * 16, VtdFormat.Present | ContextTable0 | Sometimes(rng, 10, 0xFFE | AboveHaw(rng, haw)), Sometimes(rng, 4, ulong.MaxValue)),
+            Table(ContextTable0, VtdImageChunkKind.ScalableContextTable, 0, (Rid & 0x7F) * 32, c0, c1, Sometimes(rng, 20, ulong.MaxValue), Sometimes(rng, 20, ulong.MaxValue)),
+            Table(PasidDirectory, VtdImageChunkKind.PasidDirectory, 0, 0, VtdFormat.Present | PasidTable | Sometimes(rng, 10, 0xFFC | AboveHaw(rng, haw))),
+            Table(PasidTable, VtdImageChunkKind.PasidTable, 0, 0, q0, q1, q2, 0, 0, Sometimes(rng, 20, ulong.MaxValue)),
         };
         bool firstLevel = pgtt == VtdFormat.PgttFirstLevel;
         for (int level = Levels; level >= 1; level--)
         {
             int index = (int)((iova >> (12 + (9 * (level - 1)))) & 0x1FF);
-            ulong entry = firstLevel ? RandomFirstLevelEntry(rng, level, config.HostAddressWidth) : RandomSecondLevelEntry(rng, level, config.HostAddressWidth);
+            ulong entry = WithReservedBits(rng, firstLevel ? RandomFirstLevelEntry(rng, level, haw) : RandomSecondLevelEntry(rng, level, haw), level, haw, firstLevel);
             chunks.Add(Table(TableAt(level), firstLevel ? VtdImageChunkKind.FirstLevelTable : VtdImageChunkKind.PageTable, level, index * 8, entry));
         }
 
         var image = new VtdImage(RootTable | (1UL << 10), config.HostAddressWidth, true, chunks);
-        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, Rid, null, iova);
+        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, config, Rid, null, iova);
         VtdProbeResult hw = image.Probe(config, [new VtdProbe(Rid, null, iova, DmaAccess.Read)]).Probes[0];
         string decoded = string.Join(" | ", walk.Select(e => $"{e.Structure} @0x{e.Address:x} = 0x{e.Value:x}: {e.Meaning}"));
         string why = $"{tag}: iova 0x{iova:x}, decoded [{decoded}], unit {hw.Status} 0x{hw.PhysicalAddress:x} {hw.Reason}";
+        if (CheckFaultClaim(walk, hw, why))
+        {
+            return;
+        }
+
+        if (walk.Count <= 4 && walk[^1].Meaning.EndsWith("not present", StringComparison.Ordinal))
+        {
+            // A RID_PASID other than 0 names an empty PASID-table slot.
+            VtdFaultReason expected = (walk.Count - 1) switch
+            {
+                0 => VtdFaultReason.ScalableRootEntryNotPresent,
+                1 => VtdFaultReason.ScalableContextEntryNotPresent,
+                2 => VtdFaultReason.PasidDirectoryEntryNotPresent,
+                _ => VtdFaultReason.PasidEntryNotPresent,
+            };
+            Assert.True(hw.IsFault && hw.Reason == expected, why);
+            return;
+        }
 
         string pe = walk[3].Meaning;
         if (pe.Contains("reserved", StringComparison.Ordinal))
@@ -335,6 +402,73 @@ public sealed partial class DecoderAgreesWithHardwareTests
         }
     }
 
+    /// <summary>
+    /// When the decoder ends an entry's meaning with "…: fault 0xNN", the unit must fault there with that reason;
+    /// true when it did (the case is decided). Any "reserved" the decoder names must carry such a claim.
+    /// </summary>
+    internal static bool CheckFaultClaim(IReadOnlyList<VtdEntryDescription> walk, VtdProbeResult hw, string why)
+    {
+        for (int i = 0; i < walk.Count; i++)
+        {
+            Match m = FaultClaim().Match(walk[i].Meaning);
+            Assert.True(m.Success || !walk[i].Meaning.Contains("reserved", StringComparison.Ordinal), "A reserved field without the fault it causes. " + why);
+            if (m.Success)
+            {
+                Assert.True(hw.IsFault && (byte)hw.Reason == byte.Parse(m.Groups[1].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture), why);
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // `bits` one time in `oneIn`, else 0; mostly one bit of them, sometimes all.
+    internal static ulong Sometimes(Random rng, int oneIn, ulong bits)
+    {
+        if (bits == 0 || rng.Next(oneIn) != 0)
+        {
+            return 0;
+        }
+
+        if (rng.Next(4) == 0)
+        {
+            return bits & (ulong)rng.NextInt64() & ((ulong)rng.NextInt64() << 1);
+        }
+
+        int[] set = Enumerable.Range(0, 64).Where(b => ((bits >> b) & 1) != 0).ToArray();
+        return 1UL << set[rng.Next(set.Length)];
+    }
+
+    // One address bit between HAW and 51, or bit 62 or 63 (reserved in every pointer of the root, context and PASID structures).
+    internal static ulong AboveHaw(Random rng, int haw) => rng.Next(4) switch
+    {
+        0 => 1UL << rng.Next(52, 64),
+        _ => 1UL << rng.Next(haw, 52),
+    };
+
+    /// <summary>
+    /// Now and then a bit the unit may refuse in a paging entry: an address bit at or above HAW, bit 62 (second
+    /// level), SNP (bit 11), or an address bit inside a large page (20:12 / 29:12; first level 20:13 / 29:13,
+    /// bit 12 being PAT there).
+    /// </summary>
+    internal static ulong WithReservedBits(Random rng, ulong entry, int level, int haw, bool firstLevel)
+    {
+        if (rng.Next(5) != 0)
+        {
+            return entry;
+        }
+
+        int lowFrom = firstLevel ? 13 : 12;
+        return entry | (rng.Next(4) switch
+        {
+            0 => 1UL << rng.Next(haw, 52),
+            1 => firstLevel ? 0 : 1UL << 62,
+            2 => 1UL << 11,
+            // Only in leaves (PS): in a table pointer these bits name another table, which the image lacks.
+            _ => level is 2 or 3 && (entry & (1UL << 7)) != 0 ? 1UL << rng.Next(lowFrom, 12 + (9 * (level - 1))) : 0,
+        });
+    }
+
     internal static VtdImageChunk Table(ulong address, VtdImageChunkKind kind, int level, int offset, params ulong[] words)
     {
         var data = new byte[4096];
@@ -345,6 +479,9 @@ public sealed partial class DecoderAgreesWithHardwareTests
 
         return new VtdImageChunk(address, kind, level, data);
     }
+
+    [GeneratedRegex(@": fault 0x([0-9a-f]{2})$")]
+    private static partial Regex FaultClaim();
 
     [GeneratedRegex(@" next table @0x([0-9a-f]+)$")]
     private static partial Regex FirstLevelNextTable();
