@@ -242,6 +242,10 @@ public static partial class VtdDecoder
     /// guest-physical address read and the host address it went to, then the second-level entries of
     /// the leaf's guest-physical page).
     /// </summary>
+    /// <remarks>An entry the unit faults on whatever its capabilities (reserved bits, address bits at or above
+    /// the image's HAW, TT = 11, AW 5-7, a reserved PGTT or FLPM) ends "…: fault 0xNN" with the reason the unit
+    /// records; what depends on the unit's capabilities is judged only by the overload that takes its
+    /// configuration.</remarks>
     /// <param name="image">The image.</param>
     /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
     /// <param name="pasid">PASID, or null for a request without PASID.</param>
