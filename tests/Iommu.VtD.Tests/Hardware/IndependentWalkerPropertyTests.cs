@@ -151,6 +151,14 @@ public sealed class IndependentWalkerPropertyTests
         if (dom is DmarDomain dd && dom.Type != DomainType.Identity && iova <= dom.Geometry.ApertureEnd)
         {
             ulong phys = f.Iommu.IovaToPhys(dom, iova);
+            if (w.Path.EndsWith("output in the interrupt window", StringComparison.Ordinal))
+            {
+                // The table maps it (a DMA API map of a page in 0xFEEx_xxxx, say), and the unit blocks the
+                // output: iova_to_phys reads the table, so it names that page.
+                Assert.True(phys is >= 0xFEE0_0000 and <= 0xFEEF_FFFF, $"iova_to_phys(0x{iova:x}) = 0x{phys:x}, but the unit blocked an output in the interrupt window");
+                return;
+            }
+
             bool mapped = w.Translated && (w.Read || w.Write);
             Assert.True(mapped ? phys == w.Pa : phys == 0, $"iova_to_phys(0x{iova:x}) = 0x{phys:x}, walker {w}\n  " + string.Join("\n  ", log.TakeLast(12)));
             if (did is int id)
