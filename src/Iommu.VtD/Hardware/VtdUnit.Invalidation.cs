@@ -97,14 +97,7 @@ public sealed partial class VtdUnit
     /// </remarks>
     private int InvalidateIotlb(int granularity, ushort did, ulong address, int addressMask)
     {
-        // Counted only when performed: a command that reports IAIG 0 invalidated nothing.
-        int iaig = PerformIotlbInvalidation(granularity, did, address, addressMask);
-        _iotlbInvalidations += iaig != 0 ? 1 : 0;
-        return iaig;
-    }
-
-    private int PerformIotlbInvalidation(int granularity, ushort did, ulong address, int addressMask)
-    {
+        // Each case that performs the invalidation counts it: a command that reports IAIG 0 invalidated nothing.
         did &= _didMask;
         switch (granularity)
         {
@@ -113,11 +106,13 @@ public sealed partial class VtdUnit
                 _iotlb.InvalidateAll();
                 Volatile.Write(ref _iotlbLevels, 0);
                 FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
+                _iotlbInvalidations++;
                 return 1;
             case 2:
                 BeginInvalidation();
                 _iotlb.InvalidateGroup(did);
                 FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
+                _iotlbInvalidations++;
                 return 2;
             case 3:
                 if (!_config.PageSelectiveInvalidation)
@@ -125,6 +120,7 @@ public sealed partial class VtdUnit
                     BeginInvalidation();
                     _iotlb.InvalidateGroup(did);
                     FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
+                    _iotlbInvalidations++;
                     return 2;
                 }
 
@@ -140,12 +136,14 @@ public sealed partial class VtdUnit
                     // DID's group removes exactly what the spec names.
                     _iotlb.InvalidateGroup(did);
                     FlushAtcsForCachingMode(null, allPasids: true, 0, ulong.MaxValue);
+                    _iotlbInvalidations++;
                     return 3;
                 }
 
                 ulong first = (address >> 12) & ~((1UL << addressMask) - 1);
                 RemoveIotlbPages(did, 0, first, 1UL << addressMask);
                 FlushAtcsForCachingMode(null, allPasids: true, first << 12, (1UL << addressMask) << 12);
+                _iotlbInvalidations++;
                 return 3;
             default:
                 return 0;

@@ -25,6 +25,9 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     private PciDevice[] _learned = [];
     private readonly Lock _learnLock = new();
 
+    // CAP.CM, read on every invalidation: one field load instead of two.
+    private readonly bool _cachingMode;
+
     private bool _prMsiPending;
     private ulong _prMsiAddress;
     private uint _prMsiData;
@@ -356,13 +359,18 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// translations and those of requests without PASID). The unit does not know which domain filled an ATC entry, so devices of other domains lose theirs
     /// too; that costs them a new translation request, never a stale translation. Without caching mode nothing happens here.
     /// </remarks>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private void FlushAtcsForCachingMode(uint? pasid, bool allPasids, ulong address, ulong size)
     {
-        if (!_config.CachingMode)
+        if (_cachingMode)
         {
-            return;
+            FlushLearnedAtcs(pasid, allPasids, address, size);
         }
+    }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private void FlushLearnedAtcs(uint? pasid, bool allPasids, ulong address, ulong size)
+    {
         foreach (PciDevice device in Volatile.Read(ref _learned))
         {
             device.InvalidateAtc(pasid, allPasids, address, size);

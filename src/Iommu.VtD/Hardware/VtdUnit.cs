@@ -67,6 +67,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         _config = config;
         Segment = segment;
         _hawMask = (1UL << config.HostAddressWidth) - 1;
+        _cachingMode = config.CachingMode;
         _didMask = (ushort)((1 << Math.Min(16, 4 + (2 * config.DomainIdEncoding))) - 1);
         _noDidGroup = _didMask + 1;
         _shortcut = new TranslationShortcut(config.IotlbCapacity);
