@@ -164,6 +164,36 @@ public sealed class AtsDriverTests
         Assert.False(AtsRead(dev, pasid, 0x30_0000).R.IsOk);
     }
 
+    // A learned device that was hot-removed stays in the caching-mode unit's list until another device object takes its
+    // requester id: the invalidations that walk the list must not trip over it, and the new device is the one reached.
+    [Fact]
+    public void With_caching_mode_a_removed_ats_device_does_not_stop_invalidations_and_its_successor_is_flushed()
+    {
+        using DriverBed f = NewFl(AtsConfig with { CachingMode = true });
+        PciDevice gone = AtsDevice(f, "0000:00:03.0");
+        PciDevice other = AtsDevice(f, "0000:00:04.0");
+        IDomain dom = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom, gone));
+        Poke(f, 0x40_0000, 0xA1);
+        Assert.Equal(Errno.None, f.Iommu.Map(dom, 0x30_0000, 0x40_0000, K4, RW));
+        Assert.True(AtsRead(gone, null, 0x30_0000).R.IsOk);
+        f.Pci.RemoveDevice(gone);
+
+        IDomain dom2 = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom2, other));
+        Assert.Equal(Errno.None, f.Iommu.Map(dom2, 0x30_0000, 0x40_0000, K4, RW));
+        Assert.Equal(K4, f.Iommu.Unmap(dom2, 0x30_0000, K4));
+        f.Iommu.FlushIotlbAll(dom2);
+
+        PciDevice successor = AtsDevice(f, "0000:00:03.0");
+        IDomain dom3 = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(dom3, successor));
+        Assert.Equal(Errno.None, f.Iommu.Map(dom3, 0x50_0000, 0x40_0000, K4, RW));
+        Assert.True(AtsRead(successor, null, 0x50_0000).R.IsOk);
+        f.Iommu.DetachDevice(dom3, successor);
+        Assert.Equal(0, successor.AtcCount);
+    }
+
     [Fact]
     public void A_device_without_ats_sees_exactly_the_descriptors_it_saw_before()
     {
