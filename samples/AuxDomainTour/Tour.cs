@@ -730,8 +730,10 @@ internal sealed class Tour : IDisposable
         _r.Note($"Device {_parent.Name} @0x{image.RootTable:x}"
             + (pasid is null ? "" : $" (pasid {pasid})") + $", IOVA 0x{iova:x}:");
 
-        // VtdDecoder names each entry the walk reads and decodes the fields that steer it.
-        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, rid, pasid, iova);
+        // VtdDecoder names each entry the walk reads and decodes the fields that steer it; given
+        // the unit's configuration it also judges what only some units fault on.
+        IReadOnlyList<VtdEntryDescription> walk =
+            VtdDecoder.DescribeWalk(image, _unit.Config, rid, pasid, iova);
         Table t = _r.Table("path", "structure", "index", "entry @", "value", "meaning");
         foreach (VtdEntryDescription e in walk)
         {
