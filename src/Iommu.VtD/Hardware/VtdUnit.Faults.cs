@@ -44,6 +44,12 @@ public sealed partial class VtdUnit
         bool recorded = false;
         using (_lock.EnterScope())
         {
+            // A translation request that finds no page or no permission is answered, not faulted: not counted.
+            if ((attrs & AtsTranslationRequest) != 0 && IsAtsRecoverable(reason))
+            {
+                return VtdTranslation.Faulted(address, reason, recorded: false);
+            }
+
             _faultsByReason[(byte)reason]++;
             if (!fpd || !IsQualified(reason))
             {

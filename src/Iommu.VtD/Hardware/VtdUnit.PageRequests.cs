@@ -53,8 +53,8 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// faults, reserved bits, read errors and the canonical check are recorded as for untranslated requests
     /// and answered Unsupported Request. A page that is not present or lacks the permission (0x71, 0x81, 0x82, 0x85,
     /// 0x86) is no fault: the completion grants what the tables allow (write first, then read for a write request;
-    /// nothing when even a read is refused), so a PRI device can send a page request. Such walks are counted in
-    /// <see cref="Activity"/> but never recorded. A write request sets A/D as a write does; a read request never grants write
+    /// nothing when even a read is refused), so a PRI device can send a page request. Such walks are neither recorded
+    /// nor counted in <see cref="Activity"/>. A write request sets A/D as a write does; a read request never grants write
     /// (so no D bit is owed).</para>
     /// </remarks>
     public AtsCompletion TranslationRequest(PciDevice device, uint? pasid, ulong address, bool write)
@@ -120,7 +120,8 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     // The walk of an ATS translation request: recoverable faults are not recorded; the others are, with the request's own FPD.
     private VtdTranslation TranslateForAts(long epoch, ushort sid, bool hasPasid, uint pasid, uint effective, ulong iova, ulong size, bool write, DmaRequestAttributes attrs, bool fpd, in PasidCacheEntry pe)
     {
-        VtdTranslation t = TranslatePasidEntry(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs, fpd: true, pe);
+        // The marker tells Fault not to count the recoverable outcomes (the walk only reads attrs' privilege and execute bits).
+        VtdTranslation t = TranslatePasidEntry(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs | AtsTranslationRequest, fpd: true, pe);
         if (!t.IsFault || IsAtsRecoverable(t.Reason) || (fpd && IsQualified(t.Reason)))
         {
             return t;
