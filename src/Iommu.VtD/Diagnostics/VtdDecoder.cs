@@ -161,7 +161,7 @@ public static partial class VtdDecoder
     }
 
     // Without a configuration only what every unit faults on is flagged (HAW from the image).
-    private static VtdEntryDescription Describe(VtdImage image, VtdConfig? config, VtdImageEntry entry, ushort requesterId, uint? pasid)
+    private static VtdEntryDescription Describe(VtdImage image, VtdConfig? config, VtdImageEntry entry, ushort requesterId, uint? pasid, RequestState? request = null)
     {
         string name = EntryName(entry);
         ulong v = entry.Value;
@@ -226,7 +226,11 @@ public static partial class VtdDecoder
                 throw new ArgumentOutOfRangeException(nameof(entry), entry.Kind, "Unknown structure kind.");
         }
 
-        if (UnitFault(image, config, entry) is (string why, VtdFaultReason reason))
+        // Within a walk the request's own faults are judged too, each where the unit checks it.
+        var fault = request is null
+            ? UnitFault(image, config, entry)
+            : RequestFaultBefore(image, entry, pasid) ?? UnitFault(image, config, entry) ?? RequestFault(image, config, entry, pasid, request.Value);
+        if (fault is (string why, VtdFaultReason reason))
         {
             meaning += Inv($"; {why}: fault 0x{(byte)reason:x2}");
         }
@@ -250,7 +254,8 @@ public static partial class VtdDecoder
     /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
     /// <param name="pasid">PASID, or null for a request without PASID.</param>
     /// <param name="iova">Input address.</param>
-    /// <returns>The entries in walk order, decoded; the walk stops where <see cref="VtdImage.Path"/> stops.</returns>
+    /// <returns>The entries in walk order, decoded; the walk stops where <see cref="VtdImage.Path"/> stops. A request
+    /// without PASID to 0xFEEx_xxxx is an interrupt message, which reads no entry: the list is then empty.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="image"/> is null.</exception>
     public static IReadOnlyList<VtdEntryDescription> DescribeWalk(VtdImage image, ushort requesterId, uint? pasid, ulong iova)
     {
@@ -261,7 +266,11 @@ public static partial class VtdDecoder
     /// <summary>
     /// Decodes a walk as <see cref="DescribeWalk(VtdImage, ushort, uint?, ulong)"/> does, each entry judged
     /// against the unit <paramref name="config"/> describes (see <see cref="DescribeEntry(VtdImage, VtdConfig, VtdImageEntry, ushort, uint?)"/>):
-    /// the first entry whose meaning ends "…: fault 0xNN" is where that unit stops, with that reason.
+    /// the first entry whose meaning ends "…: fault 0xNN" is where that unit stops, with that reason. Faults the request
+    /// itself causes are stated at the entry after which the unit checks them: a PASID in legacy mode (root entry), a
+    /// PASID with PASIDE 0 or beyond PDTS and an input beyond the context's AW, MGAW or HAW (context entry), an input
+    /// beyond the PASID entry's width or not canonical (PASID entry), and an output in the interrupt window (the leaf,
+    /// when its walk grants both read and write, and for first-level leaves user access too).
     /// </summary>
     /// <param name="image">The image.</param>
     /// <param name="config">The unit's configuration.</param>
@@ -279,11 +288,18 @@ public static partial class VtdDecoder
 
     private static VtdEntryDescription[] Walk(VtdImage image, VtdConfig? config, ushort requesterId, uint? pasid, ulong iova)
     {
+        if (IsInterruptMessage(pasid, iova))
+        {
+            return [];
+        }
+
         IReadOnlyList<VtdImageEntry> path = image.Path(requesterId, pasid, iova);
         var result = new VtdEntryDescription[path.Count];
+        var request = new RequestState(iova, true, true, false);
         for (int i = 0; i < path.Count; i++)
         {
-            result[i] = Describe(image, config, path[i], requesterId, pasid);
+            request = After(request, path[i]);
+            result[i] = Describe(image, config, path[i], requesterId, pasid, request);
         }
 
         return result;

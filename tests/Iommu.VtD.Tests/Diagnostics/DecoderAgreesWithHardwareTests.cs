@@ -60,7 +60,7 @@ public sealed partial class DecoderAgreesWithHardwareTests
         string tag = string.Create(CultureInfo.InvariantCulture, $"LegacyCase({seed}) on {config.HostAddressWidth}-bit HAW, 2M {config.SecondLevel2MiBPages} 1G {config.SecondLevel1GiBPages} SC {config.SnoopControl} PT {config.PassThrough}");
         int aw = config.SupportsAw(2) && rng.Next(2) == 0 ? 2 : 1;
         int levels = aw + 2;
-        ulong iova = (ulong)rng.NextInt64(0, 1L << (30 + (9 * aw))) & ~7UL;
+        ulong iova = RandomInput(rng, 30 + (9 * aw));
 
         // TT 00 (translated), 01 (with device-TLB: no legacy unit has ECAP.DT), 10 (pass-through) or 11 (reserved).
         int tt = rng.Next(6) switch { 0 => VtdFormat.TtPassThrough, 1 => 3, 2 => VtdFormat.TtTranslatedWithDeviceTlb, _ => VtdFormat.TtTranslated };
@@ -86,12 +86,22 @@ public sealed partial class DecoderAgreesWithHardwareTests
         }
 
         var image = new VtdImage(RootTable, config.HostAddressWidth, true, chunks);
-        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, config, Rid, null, iova);
-        VtdProbeResult hw = image.Probe(config, [new VtdProbe(Rid, null, iova, DmaAccess.Read)]).Probes[0];
+        // Now and then a request with PASID, which a legacy-mode root table refuses.
+        uint? pasid = rng.Next(20) == 0 ? (uint)rng.Next(1 << 20) : null;
+        tag += pasid is uint pv ? string.Create(CultureInfo.InvariantCulture, $" PASID {pv}") : "";
+        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, config, Rid, pasid, iova);
+        VtdProbeResult hw = image.Probe(config, [new VtdProbe(Rid, pasid, iova, DmaAccess.Read)]).Probes[0];
         string decoded = string.Join(" | ", walk.Select(e => $"{e.Structure} @0x{e.Address:x} = 0x{e.Value:x}: {e.Meaning}"));
         string why = $"{tag}: iova 0x{iova:x}, decoded [{decoded}], unit {hw.Status} 0x{hw.PhysicalAddress:x} {hw.Reason}";
         if (CheckFaultClaim(walk, hw, why))
         {
+            return;
+        }
+
+        // An address in the interrupt window (a request without PASID) is an interrupt message, not a DMA request.
+        if (pasid is null && iova >> 20 == 0xFEE)
+        {
+            Assert.True(walk.Count == 0 && hw.Status == VtdTranslationStatus.InterruptRange, why);
             return;
         }
 
@@ -137,6 +147,7 @@ public sealed partial class DecoderAgreesWithHardwareTests
         var rng = new Random(seed);
         bool secondLevel = rng.Next(4) != 0;
         bool dt = rng.Next(3) == 0;
+        bool pasidSupport = rng.Next(4) != 0;
         VtdConfig config = VtdConfig.ScalableModeFirstLevel48Bit with
         {
             // Capabilities that decide what is reserved or accepted in the PASID entry and the paging entries.
@@ -151,13 +162,14 @@ public sealed partial class DecoderAgreesWithHardwareTests
             SecondLevel1GiBPages = rng.Next(4) != 0,
             SnoopControl = rng.Next(2) == 0,
             DeviceTlb = dt,
-            PageRequests = dt && rng.Next(2) == 0,
+            PageRequests = dt && pasidSupport && rng.Next(2) == 0,
             RidPasidSupport = rng.Next(4) != 0,
+            PasidSupport = pasidSupport,
         };
         string tag = string.Create(CultureInfo.InvariantCulture, $"ScalableCase({seed}) on CAP 0x{config.Cap:x} ECAP 0x{config.Ecap:x} (SL {config.SecondLevelTranslation} PT {config.PassThrough} SRS {config.SupervisorRequests} ERS {config.ExecuteRequests} EAFS {config.ExtendedAccessedFlag} FL1GP {config.FirstLevel1GiBPages} SL 2M {config.SecondLevel2MiBPages} 1G {config.SecondLevel1GiBPages} SC {config.SnoopControl} DT {config.DeviceTlb} PRS {config.PageRequests} RPS {config.RidPasidSupport})");
         const int Levels = 4;
         int haw = config.HostAddressWidth;
-        ulong iova = (ulong)rng.NextInt64(0, 1L << 47) & ~7UL;
+        ulong iova = RandomInput(rng, 47);
         int pgtt = rng.Next(10) switch { < 5 => VtdFormat.PgttFirstLevel, < 7 => VtdFormat.PgttSecondLevel, 7 => VtdFormat.PgttPassThrough, _ => rng.Next(2) == 0 ? 0 : rng.Next(5, 8) };
         // FLPM 01 (5-level) only where the unit lacks CAP.FL5LP: the tables here are 4-level.
         int flpm = rng.Next(8) == 0 ? rng.Next(1, 4) : 0;
@@ -171,12 +183,28 @@ public sealed partial class DecoderAgreesWithHardwareTests
         const ulong ContextTable0 = ContextTable, PasidDirectory = 0x12000, PasidTable = 0x13000;
         // Context entry: DTE/PASIDE/PRE at random (reserved without ECAP.DT/PASID/PRS), RID_PRIV and a RID_PASID
         // below 64 now and then (reserved without ECAP.RPRIVS / ECAP.RPS; with RPS it names another PASID-table slot).
-        ulong c0 = VtdFormat.Present | PasidDirectory | ((ulong)rng.Next(8) << 2) | Sometimes(rng, 10, 0x1E0 | AboveHaw(rng, haw));
+        int pdts = rng.Next(3) == 0 ? rng.Next(8) : 0;
+        ulong c0 = VtdFormat.Present | PasidDirectory | ((ulong)rng.Next(8) << 2) | ((ulong)pdts << VtdFormat.ScalableContextPdtsShift) | Sometimes(rng, 10, 0x1E0 | AboveHaw(rng, haw));
         ulong c1 = Sometimes(rng, 10, 0xFFFF_FFFF_FFF0_003F);
+        if (rng.Next(10) == 0)
+        {
+            // A RID_PASID anywhere in 20 bits: now and then beyond the directory PDTS sizes.
+            c1 = (c1 & ~VtdFormat.ScalableContextRidPasidMask) | InDirectoryOrBeyond((uint)rng.Next(1 << 20), pdts);
+        }
+
+        // A request with PASID now and then (PASID 0, an empty PASID-table slot, or any 20-bit PASID).
+        uint? pasid = rng.Next(4) != 0 ? null : rng.Next(3) switch { 0 => 0u, 1 => (uint)rng.Next(64), _ => InDirectoryOrBeyond((uint)rng.Next(1 << 20), pdts) };
+        // devfn 0x18 (root entry's lower half) or 0x98 (upper); now and then the entry is in the other half.
+        ushort rid = rng.Next(2) == 0 ? Rid : (ushort)(Rid | 0x80);
+        bool wrongHalf = rng.Next(10) == 0;
+        ulong rootEntry = VtdFormat.Present | ContextTable0 | Sometimes(rng, 10, 0xFFE | AboveHaw(rng, haw));
+        ulong otherHalf = Sometimes(rng, 4, ulong.MaxValue) & (wrongHalf ? ~VtdFormat.Present : ulong.MaxValue);
+        bool upper = ((rid & 0x80) != 0) ^ wrongHalf;
+        tag += string.Create(CultureInfo.InvariantCulture, $" PASID {(pasid is uint pv ? pv.ToString(CultureInfo.InvariantCulture) : "none")} RID 0x{rid:x4}{(wrongHalf ? " (root entry in the other half)" : "")} PDTS {pdts} PASID {config.PasidSupport}");
         var chunks = new List<VtdImageChunk>
         {
-            Table(RootTable, VtdImageChunkKind.RootTable, 0, (Rid >> 8) * 16, VtdFormat.Present | ContextTable0 | Sometimes(rng, 10, 0xFFE | AboveHaw(rng, haw)), Sometimes(rng, 4, ulong.MaxValue)),
-            Table(ContextTable0, VtdImageChunkKind.ScalableContextTable, 0, (Rid & 0x7F) * 32, c0, c1, Sometimes(rng, 20, ulong.MaxValue), Sometimes(rng, 20, ulong.MaxValue)),
+            Table(RootTable, VtdImageChunkKind.RootTable, 0, (rid >> 8) * 16, upper ? otherHalf : rootEntry, upper ? rootEntry : otherHalf),
+            Table(ContextTable0, VtdImageChunkKind.ScalableContextTable, 0, (rid & 0x7F) * 32, c0, c1, Sometimes(rng, 20, ulong.MaxValue), Sometimes(rng, 20, ulong.MaxValue)),
             Table(PasidDirectory, VtdImageChunkKind.PasidDirectory, 0, 0, VtdFormat.Present | PasidTable | Sometimes(rng, 10, 0xFFC | AboveHaw(rng, haw))),
             Table(PasidTable, VtdImageChunkKind.PasidTable, 0, 0, q0, q1, q2, 0, 0, Sometimes(rng, 20, ulong.MaxValue)),
         };
@@ -189,12 +217,19 @@ public sealed partial class DecoderAgreesWithHardwareTests
         }
 
         var image = new VtdImage(RootTable | (1UL << 10), config.HostAddressWidth, true, chunks);
-        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, config, Rid, null, iova);
-        VtdProbeResult hw = image.Probe(config, [new VtdProbe(Rid, null, iova, DmaAccess.Read)]).Probes[0];
+        IReadOnlyList<VtdEntryDescription> walk = VtdDecoder.DescribeWalk(image, config, rid, pasid, iova);
+        VtdProbeResult hw = image.Probe(config, [new VtdProbe(rid, pasid, iova, DmaAccess.Read)]).Probes[0];
         string decoded = string.Join(" | ", walk.Select(e => $"{e.Structure} @0x{e.Address:x} = 0x{e.Value:x}: {e.Meaning}"));
         string why = $"{tag}: iova 0x{iova:x}, decoded [{decoded}], unit {hw.Status} 0x{hw.PhysicalAddress:x} {hw.Reason}";
         if (CheckFaultClaim(walk, hw, why))
         {
+            return;
+        }
+
+        // An address in the interrupt window without PASID is an interrupt message, not a DMA request.
+        if (pasid is null && iova >> 20 == 0xFEE)
+        {
+            Assert.True(walk.Count == 0 && hw.Status == VtdTranslationStatus.InterruptRange, why);
             return;
         }
 
@@ -312,7 +347,7 @@ public sealed partial class DecoderAgreesWithHardwareTests
             case 1 when level > 1:
                 return noise | us | p | TableAt(level - 1) | (level >= 4 && rng.Next(3) == 0 ? VtdFormat.FlPageSize : 0);
             default:
-                ulong page = (ulong)rng.NextInt64() & VtdFormat.FlAddressMask & ((1UL << haw) - 1) & ~((1UL << (12 + (9 * (level - 1)))) - 1);
+                ulong page = InterruptWindowSometimes(rng, level, (ulong)rng.NextInt64() & VtdFormat.FlAddressMask & ((1UL << haw) - 1) & ~((1UL << (12 + (9 * (level - 1)))) - 1));
                 ulong pat = level is 2 or 3 && rng.Next(3) == 0 ? 1UL << 12 : 0;
                 return level > 3
                     ? noise | us | p | TableAt(level - 1)
@@ -379,6 +414,10 @@ public sealed partial class DecoderAgreesWithHardwareTests
         Assert.Fail("The decoded walk ended without a leaf, a fault or a not-present entry. " + why);
     }
 
+    // A 4K or 2M page in the interrupt window 0xFEEx_xxxx one time in six, else `page`.
+    internal static ulong InterruptWindowSometimes(Random rng, int level, ulong page) =>
+        level <= 2 && rng.Next(6) == 0 ? 0xFEE0_0000UL | (level == 1 ? (ulong)rng.Next(256) << 12 : 0) : page;
+
     // Tables at fixed addresses, one per level; a table pointer at level L points at level L-1's.
     internal static ulong TableAt(int level) => FirstTable + ((ulong)(5 - level) * 0x1000);
 
@@ -395,7 +434,7 @@ public sealed partial class DecoderAgreesWithHardwareTests
             case 1 when level > 1:
                 return noise & ~VtdFormat.SlPageSize | perms | TableAt(level - 1) | (level >= 4 && rng.Next(3) == 0 ? VtdFormat.SlPageSize : 0);
             default:
-                ulong page = (ulong)rng.NextInt64() & VtdFormat.SlAddressMask & ((1UL << haw) - 1) & ~((1UL << (12 + (9 * (level - 1)))) - 1);
+                ulong page = InterruptWindowSometimes(rng, level, (ulong)rng.NextInt64() & VtdFormat.SlAddressMask & ((1UL << haw) - 1) & ~((1UL << (12 + (9 * (level - 1)))) - 1));
                 return level == 1 || level > 3
                     ? (noise & ~VtdFormat.SlPageSize) | perms | (level > 3 ? TableAt(level - 1) : page)
                     : noise | VtdFormat.SlPageSize | perms | page;
@@ -468,6 +507,21 @@ public sealed partial class DecoderAgreesWithHardwareTests
             _ => level is 2 or 3 && (entry & (1UL << 7)) != 0 ? 1UL << rng.Next(lowFrom, 12 + (9 * (level - 1))) : 0,
         });
     }
+
+    // An 8-byte-aligned input address: mostly below 2^bits, now and then anywhere in 64 bits (beyond AW/MGAW,
+    // non-canonical), a canonical upper-half address, or one in the interrupt window.
+    internal static ulong RandomInput(Random rng, int bits) => rng.Next(16) switch
+    {
+        0 => ((ulong)rng.NextInt64() << 1) & ~7UL,
+        1 => ((ulong)rng.NextInt64(0, 1L << 47) | 0xFFFF_8000_0000_0000UL) & ~7UL,
+        2 => (ulong)rng.NextInt64(0, 1L << Math.Min(bits + 4, 62)) & ~7UL,
+        3 => 0xFEE0_0000UL | ((ulong)rng.Next(1 << 20) & ~7UL),
+        _ => (ulong)rng.NextInt64(0, 1L << bits) & ~7UL,
+    };
+
+    // A PASID whose directory index is beyond PDTS, or inside it and in the image's 4 KiB directory (index below 512).
+    internal static uint InDirectoryOrBeyond(uint pasid, int pdts) =>
+        (pasid >> 6) < (1u << (pdts + 7)) ? pasid & 0x7FFF : pasid;
 
     internal static VtdImageChunk Table(ulong address, VtdImageChunkKind kind, int level, int offset, params ulong[] words)
     {
