@@ -414,9 +414,9 @@ public sealed partial class DecoderAgreesWithHardwareTests
         Assert.Fail("The decoded walk ended without a leaf, a fault or a not-present entry. " + why);
     }
 
-    // A 4K or 2M page in the interrupt window 0xFEEx_xxxx one time in six, else `page`.
+    // A 4K or 2M page in the interrupt window 0xFEEx_xxxx one time in three, else `page`.
     internal static ulong InterruptWindowSometimes(Random rng, int level, ulong page) =>
-        level <= 2 && rng.Next(6) == 0 ? 0xFEE0_0000UL | (level == 1 ? (ulong)rng.Next(256) << 12 : 0) : page;
+        level <= 2 && rng.Next(3) == 0 ? 0xFEE0_0000UL | (level == 1 ? (ulong)rng.Next(256) << 12 : 0) : page;
 
     // Tables at fixed addresses, one per level; a table pointer at level L points at level L-1's.
     internal static ulong TableAt(int level) => FirstTable + ((ulong)(5 - level) * 0x1000);
@@ -426,7 +426,8 @@ public sealed partial class DecoderAgreesWithHardwareTests
     internal static ulong RandomSecondLevelEntry(Random rng, int level, int haw)
     {
         ulong noise = (ulong)rng.NextInt64() & (VtdFormat.SlExecute | VtdFormat.SlAccessed | VtdFormat.SlDirty | (0x7UL << 3) | (1UL << 10) | (0x3FFUL << 52));
-        ulong perms = (ulong)rng.Next(1, 4);
+        // R and W half the time, so that walks granting both reach the leaf's output checks.
+        ulong perms = rng.Next(2) == 0 ? VtdFormat.SlRead | VtdFormat.SlWrite : (ulong)rng.Next(1, 4);
         switch (rng.Next(level == 1 ? 3 : 4))
         {
             case 0:
