@@ -49,6 +49,21 @@ public sealed class AtsDriverTests
 
     private static void Poke(DriverBed f, ulong pa, ulong value) => f.Platform.Memory.WriteUInt64(pa, value);
 
+    // An ATS device with an aux domain mapping 0x30_0000 -> 0x40_0000, read once through its PASID so its ATC holds it.
+    private static (PciDevice Dev, IDomain Aux, uint Pasid) AuxWithWarmAtc(DriverBed f)
+    {
+        PciDevice dev = AtsDevice(f, "0000:00:03.0", siov: true);
+        Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
+        IDomain aux = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(aux, dev));
+        uint pasid = (uint)f.Iommu.AuxGetPasid(aux, dev);
+        Poke(f, 0x40_0000, 0xA0);
+        Assert.Equal(Errno.None, f.Iommu.Map(aux, 0x30_0000, 0x40_0000, K4, RW));
+        Assert.True(AtsRead(dev, pasid, 0x30_0000).R.IsOk);
+        Assert.Equal(1, dev.AtcCount);
+        return (dev, aux, pasid);
+    }
+
     [Fact]
     public void Attach_enables_pasid_pri_and_ats_and_the_context_entry_carries_dte_and_pre()
     {
@@ -147,15 +162,7 @@ public sealed class AtsDriverTests
     public void With_caching_mode_an_aux_detach_leaves_no_translation_in_the_device_atc(bool firstLevel)
     {
         using DriverBed f = NewFl(AtsConfig with { CachingMode = true }, firstLevel ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault);
-        PciDevice dev = AtsDevice(f, "0000:00:03.0", siov: true);
-        Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
-        IDomain aux = f.Unmanaged();
-        Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(aux, dev));
-        uint pasid = (uint)f.Iommu.AuxGetPasid(aux, dev);
-        Poke(f, 0x40_0000, 0xA0);
-        Assert.Equal(Errno.None, f.Iommu.Map(aux, 0x30_0000, 0x40_0000, K4, RW));
-        Assert.True(AtsRead(dev, pasid, 0x30_0000).R.IsOk);
-        Assert.Equal(1, dev.AtcCount);
+        (PciDevice dev, IDomain aux, uint pasid) = AuxWithWarmAtc(f);
 
         var qi = new QiTrace(f);
         f.Iommu.DetachDeviceAux(aux, dev);
@@ -242,15 +249,7 @@ public sealed class AtsDriverTests
     public void An_aux_domain_unmap_drops_the_translation_its_pasid_warmed()
     {
         using DriverBed f = Bed();
-        PciDevice dev = AtsDevice(f, "0000:00:03.0", siov: true);
-        Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable));
-        IDomain aux = f.Unmanaged();
-        Assert.Equal(Errno.None, f.Iommu.AttachDeviceAux(aux, dev));
-        uint pasid = (uint)f.Iommu.AuxGetPasid(aux, dev);
-        Poke(f, 0x40_0000, 0xA0);
-        Assert.Equal(Errno.None, f.Iommu.Map(aux, 0x30_0000, 0x40_0000, K4, RW));
-        Assert.True(AtsRead(dev, pasid, 0x30_0000).R.IsOk);
-        Assert.Equal(1, dev.AtcCount);
+        (PciDevice dev, IDomain aux, uint pasid) = AuxWithWarmAtc(f);
         var qi = new QiTrace(f);
         Assert.Equal(K4, f.Iommu.Unmap(aux, 0x30_0000, K4));
         Assert.Contains((DescDevTlb, DevTlbQ0(dev), 0x30_0000UL), qi.Since());

@@ -37,37 +37,6 @@ public sealed class MapErrnoPrecedencePropertyTests
 
     private sealed record Expect(Errno Errno, int FailingRun, ulong MaxAddr, string Check);
 
-    // 5.15 iommu_pgsize, transcribed.
-    private static ulong RefPgsize(ulong bitmap, ulong iova, ulong paddr, ulong size, out ulong count)
-    {
-        ulong addrMerge = paddr | iova;
-        int log2 = 63 - BitOperations.LeadingZeroCount(size);
-        ulong pgsizes = bitmap & (log2 >= 63 ? ulong.MaxValue : (2UL << log2) - 1);
-        if (addrMerge != 0)
-        {
-            pgsizes &= (2UL << BitOperations.TrailingZeroCount(addrMerge)) - 1;
-        }
-
-        int idx = 63 - BitOperations.LeadingZeroCount(pgsizes);
-        ulong pgsize = 1UL << idx;
-        ulong larger = bitmap & ~((2UL << idx) - 1);
-        if (larger != 0)
-        {
-            ulong next = 1UL << BitOperations.TrailingZeroCount(larger);
-            if (((iova ^ paddr) & (next - 1)) == 0)
-            {
-                ulong offset = next - (addrMerge & (next - 1));
-                if (offset + next <= size && offset + next > offset)
-                {
-                    size = offset;
-                }
-            }
-        }
-
-        count = size >> idx;
-        return pgsize;
-    }
-
     // Whether writing [start, end) in pages of pgsize needs a table frame the pre-mapped page's walk did
     // not create. A failed allocation creates nothing, so only the initial tables count.
     private static bool NeedsFrame(bool premapped, ulong pgsize, ulong start, ulong end)
@@ -104,7 +73,7 @@ public sealed class MapErrnoPrecedencePropertyTests
 
         for (int run = 0; size != 0; run++)
         {
-            ulong pgsize = RefPgsize(bitmap, iova, paddr, size, out ulong count);
+            ulong pgsize = IommuCore.PgSize(bitmap, iova, paddr, size, out ulong count);
             ulong len = pgsize * count, end = iova + len;
             if (maxAddr < end)
             {
