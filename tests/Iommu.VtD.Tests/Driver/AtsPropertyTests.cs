@@ -25,7 +25,8 @@ public sealed class AtsPropertyTests
     /// <summary>
     /// After every step (maps of 4 KiB to 1 GiB at random IOVAs with holes punched in superpages, unmaps, attach and
     /// detach, aux attach and detach, PASID attach and detach at small and large PASIDs, DMA-API maps, SVA binds,
-    /// domain frees, and munmap or mprotect of part of a bound process's range) every device reads and writes through its ATC (<see cref="PciDevice.AtsDmaRead"/>) at the
+    /// domain frees, munmap or mprotect of part of a bound process's range, and a device's hot-remove and re-add with its
+    /// old domain unmapped while it is away) every device reads and writes through its ATC (<see cref="PciDevice.AtsDmaRead"/>) at the
     /// addresses it read before (so its ATC holds them) and at the current maps' edges, and each access succeeds
     /// exactly when an independent walk of the tables grants it, at the page the walk reaches.
     /// </summary>
@@ -54,7 +55,11 @@ public sealed class AtsPropertyTests
         scenario.Start();
         for (int step = 0; step < steps; step++)
         {
-            if (scenario.Svas.Count > 0 && rng.Next(3) == 0)
+            if (rng.Next(8) == 0 && HotCycle(f, scenario, rng))
+            {
+                // A device went away and came back.
+            }
+            else if (scenario.Svas.Count > 0 && rng.Next(3) == 0)
             {
                 MmChange(scenario, rng);
             }
@@ -87,6 +92,40 @@ public sealed class AtsPropertyTests
             mm.Mprotect(va + ((ulong)first * K4), (ulong)pages * K4, VmProt.Read);
             s.Log.Add($"mprotect read-only va+{first} pages {pages}");
         }
+    }
+
+    // Hot-remove and re-add of a device with only a RID attachment, its old domain changing while it is away: no
+    // invalidation reaches a removed device, so release must leave nothing in its ATC (5.15 release_device →
+    // iommu_disable_dev_iotlb → pci_disable_ats), and the device comes back on its new group's default domain.
+    private static bool HotCycle(DriverBed f, RandomDriverScenario s, Random rng)
+    {
+        ScenarioDevice[] idle = [.. s.Devices.Where(d => d.Pasids.Count == 0 && !s.Svas.Any(b => b.Dev == d))];
+        if (idle.Length == 0)
+        {
+            return false;
+        }
+
+        ScenarioDevice dev = idle[rng.Next(idle.Length)];
+        IDomain? old = dev.Rid;
+        f.Pci.RemoveDevice(dev.Pci);
+        s.Log.Add($"hot-remove {dev.Pci.Name}");
+        if (old is not null && s.Maps.TryGetValue(old, out List<(ulong Iova, ulong Size)>? list) && list.Count > 0 && rng.Next(2) == 0)
+        {
+            (ulong iova, ulong size) = list[rng.Next(list.Count)];
+            ulong got = f.Iommu.Unmap(old, iova, size);
+            list.RemoveAll(m => m.Iova == iova);
+            s.Log.Add($"unmap {iova:x}+{size:x} while it is away: {got:x}");
+        }
+
+        Assert.Equal(Errno.None, f.Pci.AddDevice(dev.Pci));
+        if (dev.Aux)
+        {
+            Assert.Equal(Errno.None, f.Iommu.SetDevAttr(dev.Pci, IommuDevAttr.AuxdEnable));
+        }
+
+        dev.Rid = f.Iommu.GetDomainForDev(dev.Pci);
+        s.Log.Add($"re-add {dev.Pci.Name}");
+        return true;
     }
 
     private static PciDevice Aux(DriverBed f, string bdf, bool pri)
