@@ -17,32 +17,6 @@ def getbm(iova, size, bmsize, result_hex=None, prefill=0, pgsize=P, argsz=48, da
         if shown is not None: out["bytes_shown"] = shown
     return st("DIRTY_PAGES", "C", args, out=out, **kw)
 
-# GET_INFO ------------------------------------------------------------
-def full_info(avail):
-    mig = struct.pack("<HHI", 2, 1, 56) + struct.pack("<I", 0) + b"\0"*4 + struct.pack("<QQ", 0x1000, 0x10000000)
-    assert len(mig) == 32
-    dav = struct.pack("<HHII", 3, 1, 68, avail)
-    rng = struct.pack("<HHIII", 1, 1, 0, 2, 0) + struct.pack("<QQQQ", 0, 0xfedfffff, 0xfef00000, 0x7fffffffff)
-    assert len(rng) == 48
-    return mig + dav + rng
-def info(argsz, avail=65535, backend=True, errno=None):
-    buf = bytearray(b"\xa5"*1024); struct.pack_into("<I", buf, 0, argsz & 0xffffffff)
-    ok = backend and argsz >= 16 and not errno
-    if ok:
-        req = 24 + 92
-        struct.pack_into("<IIQ", buf, 0, argsz if argsz >= req else req, 3, 0x40201000)
-        if argsz >= 20:
-            struct.pack_into("<I", buf, 16, 24 if argsz >= req else 0)
-        if argsz >= req:
-            buf[24:116] = full_info(avail)
-    n = min(argsz, 256)
-    out = {"argsz": struct.unpack_from("<I", buf, 0)[0], "flags": h(struct.unpack_from("<I", buf, 4)[0]),
-           "iova_pgsizes": h(struct.unpack_from("<Q", buf, 8)[0]), "cap_offset": h(struct.unpack_from("<I", buf, 16)[0]),
-           "raw": buf[:n].hex()}
-    if errno: ok = False
-    kw = {} if ok else err(errno or "EINVAL")
-    return st("GET_INFO", "C", {"argsz": argsz, "prefill": "all bytes after argsz are 0xa5 before the call"}, out=out, **kw)
-
 # check against a public GET_INFO
 pub = json.load(open(os.path.join(HERE, "trace-public.json")))
 pc = [c for c in pub["cases"] if c["name"] == "info.dma_avail_tracks_mappings"][0]
