@@ -91,7 +91,8 @@ public sealed partial class IntelIommu
     // through the wider unit walks whatever it now holds. We follow the later kernel instead
     // (paging_domain_compatible, 6.12): a domain in use with more levels than the unit walks is refused
     // with -EINVAL by CheckLevelsInUse, before the device loses its old domain (type1 then keeps a
-    // domain of its own for the group); an unused one is still trimmed here.
+    // domain of its own for the group); an unused one is still trimmed here. gaw, too, is kept within
+    // the levels and, while in use, within every unit's width (5.15 raises it on a wider unit).
     private Errno PrepareDomainAttachDevice(DmarDomain domain, Device device)
     {
         IntelIommuUnit? unit = DeviceToIommu(device);
@@ -106,7 +107,14 @@ public sealed partial class IntelIommu
             return ErrorDetail.Fail(Errno.EFAULT, $"DMAR unit {unit.SeqId} is {addrWidth} bits wide but the domain maps up to 0x{domain.MaxAddr:x} ({device.Name})");
         }
 
-        domain.Gaw = addrWidth;
+        // 5.15 sets gaw to this unit's width, even above what the (already dropped) levels walk: the next
+        // map there hits BUG_ON(!domain_pfn_supported) in __domain_mapping (here: a leaf at the IOVA modulo
+        // the table's reach), and above a narrower unit the domain is still on, a map succeeds that unit's
+        // devices cannot reach. As 6.12, where a domain's width never grows (paging_domain_compatible), gaw
+        // only narrows while the domain is in use, and never exceeds its levels.
+        bool inUse = Array.Exists(domain.IommuRefcnt, c => c > 0);
+        int gaw = Math.Min(addrWidth, Dmar.AgawToWidth(Math.Min(domain.Agaw, unit.Agaw)));
+        domain.Gaw = inUse ? Math.Min(gaw, domain.Gaw) : gaw;
         if (unit.Agaw < domain.Agaw && !domain.IsIdentity)
         {
             // Maps on other threads may be walking the table: the drop waits for them (see DmarDomain).

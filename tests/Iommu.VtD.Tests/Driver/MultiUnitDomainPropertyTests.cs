@@ -1,0 +1,440 @@
+using CsCheck;
+using Iommu.Devices;
+using Iommu.Domains;
+using Iommu.VtD.Driver;
+using Iommu.VtD.Driver.Format;
+using Iommu.VtD.Hardware;
+
+namespace Iommu.VtD.Tests.Driver;
+
+/// <summary>
+/// One UNMANAGED domain (or two) attached to devices behind two or three DMA-remapping units whose
+/// capabilities differ (table widths and MGAW, SLLPS, ECAP.SC, ECAP.C, caching mode, legacy or scalable),
+/// driven by random attach / detach / map / unmap through the core API. After every call the errno, the
+/// domain's width and the leaves written (page size, SNP) are checked against a transcription of the 5.15
+/// rules (<see cref="Ref"/>), and every attached device's DMA, through its own unit, must reach exactly what
+/// iova_to_phys says: a unit the driver forgot to flush, or a table one unit cannot walk, shows up there.
+/// </summary>
+public sealed class MultiUnitDomainPropertyTests
+{
+    private const ulong K4 = 4096, M2 = 2UL << 20, G1 = 1UL << 30;
+    private const ulong Memory = 8 * Sizes.GiB;
+
+    // (SAGAW 39, 48, 57; MGAW): unit agaw is the highest SAGAW bit (__iommu_calculate_agaw(57)), its width
+    // min(agaw_to_width, MGAW) (prepare_domain_attach_device). "48, MGAW 39" walks 4 levels but takes 39 bits.
+    // Every unit also has the 3-level format: 5.15 programs a context entry with the domain's (dropped) agaw,
+    // which a 48-only unit (SAGAW 0x4) rejects: every DMA there faults. Known, not modelled differently.
+    private static readonly (bool S39, bool S48, bool S57, int Mgaw)[] Widths =
+        [(true, false, false, 39), (true, true, false, 48), (true, true, false, 39), (true, true, true, 57)];
+
+    /// <summary>The 5.15 rules hold after every call of a random multi-unit sequence.</summary>
+    [Fact]
+    public void Property_a_domain_on_units_with_different_capabilities_follows_the_5_15_rules()
+    {
+        Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps), iter: 120, threads: 1);
+    }
+
+    internal static void Run(uint seed, int steps)
+    {
+        using var run = new MultiRun((int)seed);
+        for (int i = 0; i < steps; i++)
+        {
+            run.Step(i);
+        }
+    }
+
+    /// <summary>One unit as the test sees it: its config and what 5.15 derives from it.</summary>
+    internal sealed record UnitInfo(int SeqId, VtdConfig Config, VtdUnit Hw)
+    {
+        public int Agaw => Config.Supports57BitTables ? 3 : Config.Supports48BitTables ? 2 : 1;
+
+        public int AddrWidth => Math.Min(30 + (9 * Agaw), Config.MaxGuestAddressWidth);
+
+        // cap_super_page_val: SLLPS (bit 0 = 2 MiB, bit 1 = 1 GiB).
+        public int Sllps => (Config.SecondLevel2MiBPages ? 1 : 0) | (Config.SecondLevel1GiBPages ? 2 : 0);
+    }
+
+    /// <summary>The transcription of 5.15's per-domain state (<c>struct dmar_domain</c>) the checks compare with.</summary>
+    internal sealed class Ref
+    {
+        public int Agaw = 3; // md_domain_init(DEFAULT_DOMAIN_ADDRESS_WIDTH = 57)
+        public int Gaw = 57;
+        public ulong MaxAddr;
+        public int Superpage; // iommu_superpage: 0 until the first domain_attach_iommu
+        public bool Snooping; // iommu_snooping: false until then
+        public ulong PgsizeBitmap = K4; // intel_iommu_ops.pgsize_bitmap; superpages are ORed in, never taken out
+        public int[] Refcnt = [];
+        public List<(ulong Iova, ulong Size, ulong Pa, bool Snp)> Leaves = [];
+        public List<(ulong Iova, ulong Size)> Maps = [];
+    }
+
+    internal sealed class MultiRun : IDisposable
+    {
+        private readonly Random _rng;
+        private readonly int _seed;
+        private readonly List<string> _trace = [];
+        private readonly Dictionary<PciDevice, UnitInfo> _unitOf = [];
+        private readonly Dictionary<PciDevice, IDomain?> _attached = [];
+        private readonly Dictionary<IDomain, Ref> _ref = [];
+
+        public MultiRun(int seed)
+        {
+            _seed = seed;
+            _rng = new Random(seed);
+            Platform = new Platform(new PlatformOptions { MemorySize = Memory, TableMemorySize = 128 * Sizes.MiB });
+            Pci = Platform.AddPciBus();
+            bool scalable = _rng.Next(2) == 0;
+            int n = _rng.Next(2, 4);
+            var units = new List<UnitInfo>();
+            var devices = new List<(PciDevice? Dev, int Unit, string Bdf)>();
+            for (int u = 0; u < n; u++)
+            {
+                (bool s39, bool s48, bool s57, int mgaw) = Widths[_rng.Next(Widths.Length)];
+                bool sp2 = _rng.Next(3) != 0;
+                VtdConfig c = (scalable ? VtdConfig.ScalableMode48Bit : VtdConfig.Legacy48Bit) with
+                {
+                    Supports39BitTables = s39,
+                    Supports48BitTables = s48,
+                    Supports57BitTables = s57,
+                    MaxGuestAddressWidth = mgaw,
+                    SecondLevel2MiBPages = sp2,
+                    SecondLevel1GiBPages = sp2 && _rng.Next(2) == 0, // no unit has 1 GiB without 2 MiB
+                    SnoopControl = _rng.Next(3) != 0,
+                    PageWalkCoherency = _rng.Next(2) == 0,
+                    CachingMode = _rng.Next(3) == 0,
+                };
+                units.Add(new UnitInfo(u, c, new VtdUnit(Platform.Memory, c)));
+                for (int j = 0; j < 2; j++)
+                {
+                    devices.Add((null, u, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"0000:00:{0x10 + (u * 4) + j:x2}.0")));
+                }
+            }
+
+            // Unit 0 takes everything else (INCLUDE_PCI_ALL); the others list their devices.
+            for (int u = 1; u < n; u++)
+            {
+                Pci.AddDmaRemapper(units[u].Hw, includeAll: false, [.. devices.Where(d => d.Unit == u).Select(d => PciAddress.Parse(d.Bdf, null))]);
+            }
+
+            Pci.AddDmaRemapper(units[0].Hw, includeAll: true);
+            Units = units;
+            Driver = new IntelIommu(Platform, [.. units.Select(x => x.Hw)]);
+            Pci.SetIommuOps(Driver).ThrowIfError();
+            foreach ((_, int u, string bdf) in devices)
+            {
+                PciDevice dev = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true });
+                _unitOf[dev] = units[u];
+                _attached[dev] = null;
+            }
+
+            Devices = [.. _unitOf.Keys];
+            for (int i = 0, domains = _rng.Next(1, 3); i < domains; i++)
+            {
+                IDomain d = Iommu.DomainAlloc(Pci) ?? throw new InvalidOperationException("domain alloc failed");
+                _ref[d] = new Ref { Refcnt = new int[n] };
+            }
+
+            Domains = [.. _ref.Keys];
+            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(scalable ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}"))}");
+        }
+
+        public Platform Platform { get; }
+
+        public IommuCore Iommu => Platform.Iommu;
+
+        public PciBus Pci { get; }
+
+        public IReadOnlyList<UnitInfo> Units { get; }
+
+        public IntelIommu Driver { get; }
+
+        public IReadOnlyList<PciDevice> Devices { get; }
+
+        public IReadOnlyList<IDomain> Domains { get; }
+
+        public void Step(int i)
+        {
+            IDomain dom = Domains[_rng.Next(Domains.Count)];
+            PciDevice dev = Devices[_rng.Next(Devices.Count)];
+            switch (_rng.Next(10))
+            {
+                case 0 or 1 or 2:
+                    Attach(dom, dev);
+                    break;
+                case 3:
+                    Detach(dev);
+                    break;
+                case 4 or 5 or 6 or 7:
+                    Map(dom);
+                    break;
+                default:
+                    Unmap(dom);
+                    break;
+            }
+
+            Check(i);
+        }
+
+        private void Attach(IDomain dom, PciDevice dev)
+        {
+            Ref r = _ref[dom];
+            UnitInfo u = _unitOf[dev];
+            Errno want;
+            if (_attached[dev] is not null)
+            {
+                want = Errno.EBUSY; // __iommu_attach_group: the group is not on its default domain
+            }
+            else if (r.Refcnt.Any(c => c > 0) && u.Agaw < r.Agaw)
+            {
+                // 5.15 would drop the top level under the units already walking it; the model refuses as
+                // 6.12's paging_domain_compatible does (see IntelIommu.AttachDev).
+                want = Errno.EINVAL;
+            }
+            else if (r.MaxAddr > 1UL << u.AddrWidth)
+            {
+                want = Errno.EFAULT; // prepare_domain_attach_device
+            }
+            else
+            {
+                want = Errno.None;
+            }
+
+            Errno got = Iommu.AttachDevice(dom, dev);
+            _trace.Add($"attach d{Index(dom)} {dev.Name} (unit {u.SeqId}) -> {got}");
+            Require(want == got, () => ($"attach: want {want}, got {got}"));
+            if (got != Errno.None)
+            {
+                return;
+            }
+
+            // prepare_domain_attach_device: levels above the unit's agaw go; gaw is the unit's width in 5.15,
+            // but the model keeps it within the levels and, while in use, never raises it (see MultiUnitGawTests).
+            r.Agaw = Math.Min(r.Agaw, u.Agaw);
+            int gaw = Math.Min(u.AddrWidth, 30 + (9 * r.Agaw));
+            r.Gaw = r.Refcnt.Any(c => c > 0) ? Math.Min(gaw, r.Gaw) : gaw;
+            if (++r.Refcnt[u.SeqId] == 1)
+            {
+                UpdateIommuCap(r);
+            }
+
+            _attached[dev] = dom;
+        }
+
+        // domain_update_iommu_cap: snooping and superpage are over every active unit (for_each_active_iommu),
+        // not only the domain's, so they do not change with attach or detach; pgsize_bitmap only grows.
+        private void UpdateIommuCap(Ref r)
+        {
+            // 5.15 counts scalable-mode units as snooping (PGSNP); the model follows later kernels: ECAP.SC everywhere.
+            r.Snooping = Units.All(u => u.Config.SnoopControl);
+            int mask = 3;
+            foreach (UnitInfo u in Units)
+            {
+                mask &= u.Sllps;
+            }
+
+            r.Superpage = mask == 0 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)mask);
+            r.PgsizeBitmap |= r.Superpage switch { 1 => M2, >= 2 => M2 | G1, _ => 0 };
+        }
+
+        private void Detach(PciDevice dev)
+        {
+            IDomain? dom = _attached[dev];
+            _trace.Add($"detach {dev.Name} from d{(dom is null ? -1 : Index(dom))}");
+            if (dom is null)
+            {
+                return;
+            }
+
+            Iommu.DetachDevice(dom, dev);
+            Ref r = _ref[dom];
+
+            // domain_detach_iommu: the last device on a unit releases its DID and recomputes the caps; gaw
+            // and agaw stay where the narrowest attach left them.
+            if (--r.Refcnt[_unitOf[dev].SeqId] == 0)
+            {
+                UpdateIommuCap(r);
+            }
+
+            _attached[dev] = null;
+        }
+
+        private void Map(IDomain dom)
+        {
+            Ref r = _ref[dom];
+
+            // Sizes: a few 4 KiB pages, 2 MiB, 4 MiB, 1 GiB; IOVAs low, just below or straddling a unit's
+            // width (or 2^57), and PAs aligned to the size so a superpage can be chosen.
+            // 1 GiB only once it maps as one leaf: 262144 4 KiB leaves would make the checks slow.
+            ulong size = _rng.Next(5) switch { 0 => M2, 1 => 2 * M2, 2 when r.Superpage >= 2 => G1, _ => (ulong)_rng.Next(1, 5) * K4 };
+            ulong align = size >= G1 ? G1 : size >= M2 ? M2 : K4;
+            ulong iova;
+            int pick = _rng.Next(4);
+            if (pick == 0)
+            {
+                iova = (ulong)_rng.Next(4, 3 * 512) * M2; // 8 MiB .. 3 GiB
+            }
+            else
+            {
+                int width = pick == 3 ? 57 : Units[_rng.Next(Units.Count)].AddrWidth;
+                ulong top = 1UL << width;
+                iova = _rng.Next(3) switch
+                {
+                    0 => top - size, // ends exactly at the width
+                    1 => top - (align * (ulong)_rng.Next(2, 6)) - size,
+                    _ => top - align, // straddles (or, for one page, is the last page)
+                };
+            }
+
+            if (r.Maps.Any(m => iova < m.Iova + m.Size && m.Iova < iova + size) || (iova < 0x1_0000_0000 && iova + size > 0xFEE0_0000))
+            {
+                return; // no overlaps (5.15 only WARNs); stay out of the interrupt window
+            }
+
+            ulong pa = (ulong)_rng.Next(1, (int)((Memory - size) / align)) * align;
+            if (pa < 0x1_0000_0000 && pa + size > 0xFEE0_0000)
+            {
+                return; // DMA never reaches the interrupt window's addresses
+            }
+
+            IommuProt prot = IommuProt.Read | IommuProt.Write | (_rng.Next(2) == 0 ? IommuProt.Cache : 0);
+
+            Errno want = Errno.None;
+            var chunks = new List<(ulong Iova, ulong Size)>();
+            for (ulong at = iova, left = size; left != 0;)
+            {
+                // __iommu_map splits with iommu_pgsize; intel_iommu_map checks each piece against gaw.
+                ulong pgsize = IommuCore.PgSize(r.PgsizeBitmap, at, pa + (at - iova), left, out ulong count);
+                ulong end = at + (pgsize * count);
+                if (r.MaxAddr < end && end > 1UL << r.Gaw)
+                {
+                    want = Errno.EFAULT;
+                    break;
+                }
+
+                chunks.Add((at, end - at));
+                r.MaxAddr = Math.Max(r.MaxAddr, end);
+                left -= end - at;
+                at = end;
+            }
+
+            Errno got = Iommu.Map(dom, iova, pa, size, prot);
+            _trace.Add($"map d{Index(dom)} [0x{iova:x}, +0x{size:x}) -> 0x{pa:x} {prot} (gaw {r.Gaw}, agaw {r.Agaw}) -> {got}");
+            Require(want == got, () => ($"map: want {want}, got {got}"));
+            if (got != Errno.None)
+            {
+                // The core unmaps what it mapped: one unmap, which lowers max_addr if it ends there.
+                if (chunks.Count != 0 && r.MaxAddr == chunks[^1].Iova + chunks[^1].Size)
+                {
+                    r.MaxAddr = iova;
+                }
+
+                return;
+            }
+
+            r.Maps.Add((iova, size));
+
+            // __domain_mapping: hardware_largepage_caps picks the largest level up to iommu_superpage
+            // that iova and pa are aligned to and the rest covers.
+            for (ulong at = iova, left = size; left != 0;)
+            {
+                ulong p = pa + (at - iova);
+                ulong leaf = K4;
+                for (int lvl = 1; lvl <= r.Superpage; lvl++)
+                {
+                    ulong s = K4 << (9 * lvl);
+                    if (((at | p) & (s - 1)) != 0 || left < s)
+                    {
+                        break;
+                    }
+
+                    leaf = s;
+                }
+
+                r.Leaves.Add((at, leaf, p, (prot & IommuProt.Cache) != 0 && r.Snooping));
+                at += leaf;
+                left -= leaf;
+            }
+        }
+
+        private void Unmap(IDomain dom)
+        {
+            Ref r = _ref[dom];
+            if (r.Maps.Count == 0)
+            {
+                return;
+            }
+
+            (ulong iova, ulong size) = r.Maps[_rng.Next(r.Maps.Count)];
+            ulong got = Iommu.Unmap(dom, iova, size);
+            _trace.Add($"unmap d{Index(dom)} [0x{iova:x}, +0x{size:x}) -> 0x{got:x}");
+            Require(got == size, () => ($"unmap returned 0x{got:x}"));
+            r.Maps.Remove((iova, size));
+            r.Leaves.RemoveAll(l => l.Iova >= iova && l.Iova < iova + size);
+            if (r.MaxAddr == iova + size)
+            {
+                r.MaxAddr = iova; // intel_iommu_unmap
+            }
+        }
+
+        private void Check(int step)
+        {
+            foreach (IDomain dom in Domains)
+            {
+                Ref r = _ref[dom];
+                var d = (DmarDomain)dom;
+                Require(d.Gaw == r.Gaw && d.Agaw == r.Agaw, () => ($"step {step}: d{Index(dom)} gaw/agaw {d.Gaw}/{d.Agaw}, want {r.Gaw}/{r.Agaw}"));
+                Require(d.MaxAddr == r.MaxAddr, () => ($"step {step}: d{Index(dom)} max_addr 0x{d.MaxAddr:x}, want 0x{r.MaxAddr:x}"));
+                Require(dom.PgsizeBitmap == r.PgsizeBitmap, () => ($"step {step}: d{Index(dom)} pgsize_bitmap 0x{dom.PgsizeBitmap:x}, want 0x{r.PgsizeBitmap:x}"));
+                for (int u = 0; u < Units.Count; u++)
+                {
+                    Require(d.DidOn(u) != 0 == (r.Refcnt[u] > 0), () => ($"step {step}: d{Index(dom)} DID on unit {u} is {d.DidOn(u)} with {r.Refcnt[u]} devices"));
+                }
+
+                // The leaves written: sizes, addresses and SNP.
+                var leaves = new List<(ulong Iova, ulong Size, ulong Pa, bool Snp)>();
+                d.PageTable.ForEachLeaf((iova, pa, size, pte) => leaves.Add((iova, size, pa, (pte & DmaPte.Snoop) != 0)));
+                leaves.Sort();
+                var want = r.Leaves.OrderBy(l => l).ToList();
+                Require(want.SequenceEqual(leaves), () => ($"step {step}: d{Index(dom)} leaves\n  got  {string.Join(", ", leaves.Select(L))}\n  want {string.Join(", ", want.Select(L))}"));
+            }
+
+            // Every attached device, through its own unit, reaches what iova_to_phys says: at each map's (of
+            // either domain) first and last page, and just past it.
+            foreach ((PciDevice dev, IDomain? dom) in _attached)
+            {
+                if (dom is null)
+                {
+                    continue;
+                }
+
+                UnitInfo u = _unitOf[dev];
+                foreach ((ulong iova, ulong size) in _ref.Values.SelectMany(x => x.Maps))
+                {
+                    foreach (ulong probe in (ulong[])[iova, iova + size - K4, iova + size])
+                    {
+                        ulong phys = Iommu.IovaToPhys(dom, probe);
+                        VtdTranslation t = u.Hw.Translate(dev.RequesterId, null, probe, 1, DmaAccess.Read);
+                        bool ok = t.Status == VtdTranslationStatus.Translated;
+                        Require(ok == (phys != 0) && (!ok || t.PhysicalAddress == phys), () => ($"step {step}: {dev.Name} on unit {u.SeqId} (d{Index(dom)}) at 0x{probe:x}: iova_to_phys 0x{phys:x}, DMA {t.Status} 0x{t.PhysicalAddress:x} {t.Reason}"));
+                    }
+                }
+            }
+        }
+
+        private void Require(bool ok, Func<string> what)
+        {
+            if (!ok)
+            {
+                Assert.Fail(Fail(what()));
+            }
+        }
+
+        private static string L((ulong Iova, ulong Size, ulong Pa, bool Snp) l) => $"0x{l.Iova:x}+0x{l.Size:x}->0x{l.Pa:x}{(l.Snp ? " snp" : "")}";
+
+        private int Index(IDomain d) => Domains is null ? -1 : ((List<IDomain>)[.. Domains]).IndexOf(d);
+
+        private string Fail(string what) => $"seed {_seed}: {what}\n{string.Join("\n", _trace)}";
+
+        public void Dispose() => Platform.Dispose();
+    }
+}
