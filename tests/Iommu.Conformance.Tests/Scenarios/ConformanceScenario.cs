@@ -48,11 +48,12 @@ internal sealed class ConformanceScenario : IDisposable
     /// <param name="name">Scenario name.</param>
     /// <param name="config">The unit QEMU's walk is compared with (catch-all for the segment).</param>
     /// <param name="secondUnit">Another unit of the platform (not exported), covering 05:00.0 and 05:01.0, or none.</param>
-    public ConformanceScenario(string name, VtdConfig config, VtdConfig? secondUnit = null)
+    /// <param name="defaultDomain">The type devices' default domains get (Identity: pass-through context or PASID entries).</param>
+    public ConformanceScenario(string name, VtdConfig config, VtdConfig? secondUnit = null, DomainType defaultDomain = DomainType.Dma)
     {
         Name = name;
         Config = config;
-        Platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 16 * Sizes.MiB });
+        Platform = new Platform(new PlatformOptions { MemorySize = 8 * Sizes.GiB, TableMemorySize = 16 * Sizes.MiB, DefaultDomainType = defaultDomain });
         Pci = Platform.AddPciBus();
         Unit = new VtdUnit(Platform.Memory, config);
         VtdUnit[] units = [Unit];
@@ -132,6 +133,12 @@ internal sealed class ConformanceScenario : IDisposable
     public uint AttachAux(IDomain domain, PciDevice dev)
     {
         Check(Iommu.AttachDeviceAux(domain, dev), "aux attach");
+        return RegisterAux(domain, dev);
+    }
+
+    /// <summary>Adds the phase that probes aux domain <paramref name="domain"/> of <paramref name="dev"/> through its RID_PASID (after an aux attach made elsewhere).</summary>
+    public uint RegisterAux(IDomain domain, PciDevice dev)
+    {
         uint pasid = (uint)Iommu.AuxGetPasid(domain, dev);
         _aux.Add((dev.RequesterId, pasid, domain));
         return pasid;
