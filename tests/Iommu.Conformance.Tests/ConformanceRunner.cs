@@ -74,7 +74,9 @@ internal static class ConformanceRunner
                     report.DifferencesUsed.Add(e.Difference);
                 }
 
-                string? problem = r.Probe.Access == DmaAccess.Write
+                string? problem = e.OutsideRam
+                    ? RunOutsideRam(m, r, e, report)
+                    : r.Probe.Access == DmaAccess.Write
                     ? RunWrite(m, r, e, report)
                     : RunRead(m, r, e, image.Probes, ++pattern, report);
                 if (problem is null)
@@ -137,6 +139,14 @@ internal static class ConformanceRunner
         }
 
         return null;
+    }
+
+    // Nothing in RAM to look at: the DMA must only not fault.
+    private static string? RunOutsideRam(EduMachine m, VtdProbeResult r, QemuExpectation e, ConformanceReport report)
+    {
+        m.InvalidateAll();
+        m.Dma(r.Probe.RequesterId, r.Probe.Iova, r.Probe.Access == DmaAccess.Write ? EduMachine.ZeroOffset : ReadOffset, r.Probe.Size, toRam: r.Probe.Access == DmaAccess.Write);
+        return CheckFault(m, r, e, report);
     }
 
     private static string? RunRead(EduMachine m, VtdProbeResult r, QemuExpectation e, IReadOnlyList<VtdProbeResult> all, ulong pattern, ConformanceReport report)
