@@ -2,10 +2,19 @@ using System.Globalization;
 
 namespace Iommu.Conformance.Tests.Qemu;
 
-/// <summary>Where a device sits: bus 0 at any slot, or alone (slot 0) behind its own PCIe root port on bus N.</summary>
-internal readonly record struct PciLocation(byte Bus, byte Slot, byte Function = 0)
+/// <summary>
+/// Where a device sits: bus 0 at any slot, alone (slot 0) behind its own PCIe root port on bus N, or (when
+/// <paramref name="Bridged"/>) on bus <see cref="BridgedBus"/> behind a <c>pcie-pci-bridge</c> at 10:00.0 under root port 00:1c.0.
+/// </summary>
+internal readonly record struct PciLocation(byte Bus, byte Slot, byte Function = 0, bool Bridged = false)
 {
+    /// <summary>The one bus behind the PCIe-to-PCI bridge (its root port's secondary bus is one below).</summary>
+    public const byte BridgedBus = 0x11;
+
     public ushort RequesterId => (ushort)((Bus << 8) | (Slot << 3) | Function);
+
+    /// <summary>The requester ID its DMA carries: behind the bridge, the bridge's (secondary bus, 00.0), as QEMU's pci_device_iommu_address_space aliases it.</summary>
+    public ushort DmaRequesterId => Bridged ? (ushort)(Bus << 8) : RequesterId;
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Bus:x2}:{Slot:x2}.{Function:x}");
 
@@ -33,6 +42,8 @@ internal sealed class EduMachine : IDisposable
     private const ulong Bus0BarBase = 0xE800_0000;
     private const ulong PortWindowBase = 0xE000_0000;
     private const byte FirstRootPortSlot = 0x18;
+    private const byte BridgePortSlot = 0x1C;
+    private const ulong BridgeWindow = 0xE600_0000;
 
     private readonly QtestClient _qtest;
     private readonly Dictionary<ushort, ulong> _bars = [];
@@ -47,9 +58,21 @@ internal sealed class EduMachine : IDisposable
             "-m", "256M", "-bios", bios, "-icount", "shift=0,sleep=off",
             "-device", "intel-iommu,aw-bits=48" + (scalable ? ",x-scalable-mode=on" : ""),
         };
+        int bridged = 0;
         foreach (PciLocation d in devices)
         {
-            if (d.Bus == 0)
+            if (d.Bridged)
+            {
+                if (d.Bus != PciLocation.BridgedBus || d.Slot == 0 || bridged++ > 0)
+                {
+                    throw new ArgumentException($"One device behind the PCIe-to-PCI bridge, on bus {PciLocation.BridgedBus:x2} at a slot above 0: {d}");
+                }
+
+                args.AddRange(["-device", string.Create(CultureInfo.InvariantCulture, $"pcie-root-port,id=rpbr,chassis=0x{BridgePortSlot:x},bus=pcie.0,addr=0x{BridgePortSlot:x}")]);
+                args.AddRange(["-device", "pcie-pci-bridge,id=br,bus=rpbr,addr=0x0"]);
+                args.AddRange(["-device", string.Create(CultureInfo.InvariantCulture, $"edu,dma_mask=0xffffffffffffffff,bus=br,addr=0x{d.Slot:x}.{d.Function}")]);
+            }
+            else if (d.Bus == 0)
             {
                 args.AddRange(["-device", string.Create(CultureInfo.InvariantCulture, $"edu,dma_mask=0xffffffffffffffff,bus=pcie.0,addr=0x{d.Slot:x}.{d.Function}")]);
             }
@@ -73,7 +96,21 @@ internal sealed class EduMachine : IDisposable
             foreach (PciLocation d in devices)
             {
                 ulong bar;
-                if (d.Bus == 0)
+                if (d.Bridged)
+                {
+                    // Root port 00:1c.0: secondary 0x10, subordinate 0x11; bridge 10:00.0: secondary = subordinate 0x11;
+                    // both forward one 16 MiB memory window and master (the bridge forwards the edu's DMA).
+                    const byte Sec = PciLocation.BridgedBus - 1;
+                    bar = BridgeWindow;
+                    uint window = ((uint)(bar >> 16) & 0xFFF0) | ((uint)((bar + (16UL << 20) - 1) >> 16) & 0xFFF0) << 16;
+                    ConfigWrite(0, BridgePortSlot, 0, 0x18, (uint)((Sec << 8) | (PciLocation.BridgedBus << 16)));
+                    ConfigWrite(0, BridgePortSlot, 0, 0x20, window);
+                    ConfigWrite(0, BridgePortSlot, 0, 0x04, 0x6);
+                    ConfigWrite(Sec, 0, 0, 0x18, (uint)(Sec | (PciLocation.BridgedBus << 8) | (PciLocation.BridgedBus << 16)));
+                    ConfigWrite(Sec, 0, 0, 0x20, window);
+                    ConfigWrite(Sec, 0, 0, 0x04, 0x6);
+                }
+                else if (d.Bus == 0)
                 {
                     bar = Bus0BarBase + ((ulong)bus0++ << 20);
                 }
@@ -101,7 +138,7 @@ internal sealed class EduMachine : IDisposable
                     throw new InvalidOperationException($"edu at {d}: BAR0 at 0x{bar:x} does not answer.");
                 }
 
-                _bars[d.RequesterId] = bar;
+                _bars[d.DmaRequesterId] = bar;
             }
         }
         catch

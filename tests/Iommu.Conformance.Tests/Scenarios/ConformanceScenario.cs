@@ -109,6 +109,26 @@ internal sealed class ConformanceScenario : IDisposable
         return dev;
     }
 
+    /// <summary>
+    /// A conventional device in the model and an edu in QEMU at <see cref="PciLocation.BridgedBus"/>:<paramref name="slot"/>.0
+    /// behind a PCIe-to-PCI bridge at 10:00.0 under root port 00:1c.0; its DMA carries the bridge's (11:00.0) requester ID.
+    /// </summary>
+    public PciDevice BridgedDevice(byte slot)
+    {
+        PciDevice port = Pci.AddDevice(new PciDeviceSpec("0000:00:1c.0") { IsBridge = true, Acs = true });
+        PciDevice bridge = Pci.AddDevice(new PciDeviceSpec(string.Create(CultureInfo.InvariantCulture, $"0000:{PciLocation.BridgedBus - 1:x2}:00.0")) { IsPcieToPciBridge = true, Upstream = port.Address });
+        var loc = new PciLocation(PciLocation.BridgedBus, slot, 0, Bridged: true);
+        PciDevice dev = Pci.AddDevice(new PciDeviceSpec("0000:" + loc) { Upstream = bridge.Address });
+        if (dev.DmaRequesterId != loc.DmaRequesterId)
+        {
+            throw new InvalidOperationException($"the model's DMA requester ID {Bdf(dev.DmaRequesterId)} is not QEMU's alias {Bdf(loc.DmaRequesterId)}");
+        }
+
+        _requesters.Add(loc);
+        _devices[loc.DmaRequesterId] = dev;
+        return dev;
+    }
+
     /// <summary>An edu in QEMU with no device in the model (so the driver wrote no context entry for it).</summary>
     public void StrayRequester(string bdf) => _requesters.Add(PciLocation.Parse(bdf));
 
@@ -239,8 +259,8 @@ internal sealed class ConformanceScenario : IDisposable
         var views = new List<DriverView?>();
         foreach (PciLocation r in _requesters)
         {
-            IDomain? dom = _devices.TryGetValue(r.RequesterId, out PciDevice? dev) ? Iommu.GetDomainForDev(dev) : null;
-            AddProbes(probes, views, r.RequesterId, dom);
+            IDomain? dom = _devices.TryGetValue(r.DmaRequesterId, out PciDevice? dev) ? Iommu.GetDomainForDev(dev) : null;
+            AddProbes(probes, views, r.DmaRequesterId, dom);
         }
 
         phases.Add(Evaluate("base", image, probes, views));

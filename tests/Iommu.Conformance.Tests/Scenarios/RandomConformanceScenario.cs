@@ -11,7 +11,7 @@ namespace Iommu.Conformance.Tests.Scenarios;
 /// Random driver-built scenarios for QEMU: a <see cref="ConformanceScenario"/> driven by random steps through the
 /// public core API (maps and unmaps of 4 KiB, 2 MiB and 1 GiB pages at random IOVAs up to the top of the aperture,
 /// holes punched into superpages, attach, detach and re-attach, domains shared by devices, DMA-API maps, aux
-/// domains in scalable mode, identity default domains), devices on bus 0 and behind root ports. Unlike the
+/// domains in scalable mode, identity default domains), devices on bus 0, behind root ports and behind a PCIe-to-PCI bridge. Unlike the
 /// VtD tests' RandomDriverScenario, every physical address stays inside the QEMU guest's RAM and clear of the
 /// table window, so every translated probe can be a real DMA.
 /// </summary>
@@ -86,6 +86,14 @@ internal sealed class RandomConformanceScenario
             bdfs.Add(string.Create(CultureInfo.InvariantCulture, $"{bus:x2}:00.0"));
         }
 
+        if (_rng.Next(3) == 0)
+        {
+            // Behind a PCIe-to-PCI bridge: a group of bridge and device, attached as a group.
+            PciDevice bridged = _s.BridgedDevice((byte)_rng.Next(1, 32));
+            _devices.Add(bridged);
+            Log.Add($"device {bridged.Name} behind a PCIe-to-PCI bridge (requester {ConformanceScenario.Bdf(bridged.DmaRequesterId)})");
+        }
+
         foreach (string bdf in bdfs)
         {
             bool aux = _scalable && _rng.Next(2) == 0;
@@ -124,11 +132,11 @@ internal sealed class RandomConformanceScenario
                     IDomain? cur = _s.Iommu.GetDomainForDev(dev);
                     if (cur is not null && _domains.Contains(cur))
                     {
-                        _s.Iommu.DetachDevice(cur, dev);
+                        Detach(cur, dev);
                         Log.Add($"detach {dev.Name}");
                     }
 
-                    Errno e = _s.Iommu.AttachDevice(d, dev);
+                    Errno e = dev.IommuGroup!.DeviceCount > 1 ? _s.Iommu.AttachGroup(d, dev.IommuGroup) : _s.Iommu.AttachDevice(d, dev);
                     Log.Add($"attach {dev.Name} to domain {_domains.IndexOf(d)}: {e}");
                     break;
                 }
@@ -138,7 +146,7 @@ internal sealed class RandomConformanceScenario
                     IDomain? cur = _s.Iommu.GetDomainForDev(dev);
                     if (cur is not null && _domains.Contains(cur))
                     {
-                        _s.Iommu.DetachDevice(cur, dev);
+                        Detach(cur, dev);
                         Log.Add($"detach {dev.Name} (back to its default domain)");
                     }
 
@@ -180,6 +188,18 @@ internal sealed class RandomConformanceScenario
                 }
 
                 break;
+        }
+    }
+
+    private void Detach(IDomain d, PciDevice dev)
+    {
+        if (dev.IommuGroup!.DeviceCount > 1)
+        {
+            _s.Iommu.DetachGroup(d, dev.IommuGroup);
+        }
+        else
+        {
+            _s.Iommu.DetachDevice(d, dev);
         }
     }
 
