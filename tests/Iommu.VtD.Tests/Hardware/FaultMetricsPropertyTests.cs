@@ -1,6 +1,7 @@
 using Iommu.Devices;
 using Iommu.Domains;
 using Iommu.Mm;
+using Iommu.Tests.Shared;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Driver;
@@ -52,7 +53,7 @@ public sealed class FaultMetricsPropertyTests
         }
 
         uint pasid = f.Iommu.SvaGetPasid(IopfTestKit.Bind(f, sva, mm));
-        using var meters = new MetricsPropertyTests.MeterReader(f.Platform);
+        using var meters = new MeterReader(f.Platform, IommuCore.MeterName, VtdMetrics.MeterName);
         int records = f.Unit.Config.FaultRecordCount;
 
         // What the test saw, from the unit's state at the start.

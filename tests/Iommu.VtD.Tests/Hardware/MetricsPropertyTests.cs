@@ -1,6 +1,6 @@
-using System.Diagnostics.Metrics;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Tests.Shared;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Driver;
@@ -95,7 +95,7 @@ public sealed class MetricsPropertyTests
         using var f = new DriverBed(config, new IntelIommuOptions { FirstLevel = FirstLevelPolicy.FirstLevelByDefault }, memory: 8 * Sizes.GiB);
         var inv = new InvalidationCount(config);
         f.Unit.InvalidationObserver = inv;
-        using var meters = new MeterReader(f.Platform);
+        using var meters = new MeterReader(f.Platform, IommuCore.MeterName, VtdMetrics.MeterName);
 
         // What the test saw.
         long mapOps = 0, mapBytes = 0, unmapOps = 0, unmapBytes = 0, lookups = 0;
@@ -246,51 +246,6 @@ public sealed class MetricsPropertyTests
 
         Assert.Equal(faults.Count, meters.Keys.Count(k => k.StartsWith("iommu.vtd.faults|", StringComparison.Ordinal)));
     }
-
-    /// <summary>The platform's core and VT-d instruments, last value by name and non-platform, non-unit tags.</summary>
-    internal sealed class MeterReader : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private readonly Dictionary<string, long> _values = [];
-
-        public MeterReader(Platform platform)
-        {
-            HashSet<Meter> meters = [platform.GetMeter(IommuCore.MeterName), platform.GetMeter(VtdMetrics.MeterName)];
-            _listener.InstrumentPublished = (i, l) =>
-            {
-                if (meters.Contains(i.Meter))
-                {
-                    l.EnableMeasurementEvents(i);
-                }
-            };
-            _listener.SetMeasurementEventCallback<long>((i, value, tags, _) =>
-            {
-                string key = i.Name;
-                foreach (KeyValuePair<string, object?> t in tags)
-                {
-                    if (t.Key is not ("unit" or "platform"))
-                    {
-                        key += $"|{t.Key}={t.Value}";
-                    }
-                }
-
-                _values[key] = value;
-            });
-            _listener.Start();
-        }
-
-        public IEnumerable<string> Keys => _values.Keys;
-
-        public long this[string key] => _values.TryGetValue(key, out long v) ? v : throw new KeyNotFoundException($"no measurement {key}; have {string.Join(", ", _values.Keys)}");
-
-        public void Collect()
-        {
-            _values.Clear();
-            _listener.RecordObservableInstruments();
-        }
-
-        public void Dispose() => _listener.Dispose();
-    }
 }
 
 public sealed class InvalidationCountTests
@@ -357,7 +312,7 @@ public sealed class ConcurrentMetricsTests
     {
         const int Threads = 4, Rounds = 400;
         using var f = new DriverBed(VtdConfig.ScalableMode48Bit, memory: 8 * Sizes.GiB);
-        using var meters = new MetricsPropertyTests.MeterReader(f.Platform);
+        using var meters = new MeterReader(f.Platform, IommuCore.MeterName, VtdMetrics.MeterName);
         PciDevice[] devs = [.. Enumerable.Range(0, Threads).Select(i => f.AddDevice($"0000:00:{3 + i:x2}.0"))];
         IDomain shared = f.Iommu.DomainAlloc(f.Pci)!;
         f.Iommu.AttachDevice(shared, devs[0]).ThrowIfError();
