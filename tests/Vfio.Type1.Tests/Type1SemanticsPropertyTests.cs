@@ -32,7 +32,7 @@ public sealed class Type1SemanticsPropertyTests
     private static readonly string[] Bdfs = ["0000:00:03.0", "0000:00:04.0", "0000:05:00.0"];
 
     // (kind, a, b, c, d)
-    private static readonly Gen<(int Kind, int A, int B, int C, int D)> OpGen =
+    internal static readonly Gen<(int Kind, int A, int B, int C, int D)> OpGen =
         Gen.Select(Gen.Int[0, 13], Gen.Int[0, Slots - 1], Gen.Int[0, 11], Gen.Int[0, BufferPages + 2], Gen.Int[0, 7]);
 
     [Fact]
@@ -42,10 +42,15 @@ public sealed class Type1SemanticsPropertyTests
             .Sample((limitPages, smallEntryLimit, ops) => Run(limitPages, smallEntryLimit, ops), iter: 120);
     }
 
-    private static void Run(int limitPages, bool smallEntryLimit, (int Kind, int A, int B, int C, int D)[] ops)
+    /// <summary>
+    /// One run of the property; <paramref name="observe"/> (given the bed before any group is opened) also checks
+    /// something after every step, e.g. the metrics (<see cref="Type1MetricsPropertyTests"/>).
+    /// </summary>
+    internal static void Run(int limitPages, bool smallEntryLimit, (int Kind, int A, int B, int C, int D)[] ops, Func<Type1Bed, IType1StepObserver>? observe = null)
     {
         uint entryLimit = smallEntryLimit ? 4u : 65535u;
         using var bed = new Type1Bed(options: new VfioType1Options { AllowUnsafeInterrupts = true, DmaEntryLimit = entryLimit }, secondUnit: VtdConfig.Legacy48Bit);
+        using IType1StepObserver? observer = observe?.Invoke(bed);
         bed.Proc.CapIpcLock = false;
         bed.Proc.RlimitMemlock = (ulong)limitPages * P;
         PciDevice[] devs = [.. Bdfs.Select(b => bed.AddDevice(b))];
@@ -199,6 +204,7 @@ public sealed class Type1SemanticsPropertyTests
             }
 
             Check(bed, c, devs, model, buffer, $"step {step}: after {what}");
+            observer?.After(c, model, $"step {step}: after {what}");
         }
     }
 
@@ -284,6 +290,12 @@ public sealed class Type1SemanticsPropertyTests
         bed.Proc.Read(bitmap, bytes).ThrowIfError();
         return [.. Enumerable.Range(0, (int)(BitmapBytes / 8)).Select(w => BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(w * 8)))];
     }
+}
+
+/// <summary>Checks made after every step of <see cref="Type1SemanticsPropertyTests"/>' run, against its reference model.</summary>
+internal interface IType1StepObserver : IDisposable
+{
+    void After(VfioContainer c, Type1Model model, string where);
 }
 
 /// <summary>
