@@ -106,6 +106,39 @@ public sealed class Type1MetricsPropertyTests
         MixedOpGen.Array[1, 60].Sample(RunMixed, iter: 300);
     }
 
+    // A PCI group joining an mdev-only container whose replay runs out of RLIMIT_MEMLOCK half way: the attach
+    // fails (5.15 vfio_iommu_replay unwinds what it pinned and mapped) and no counter keeps a trace of it.
+    [Fact]
+    public void Failed_replay_on_attach_leaves_no_trace_in_the_counters()
+    {
+        using var bed = new Type1Bed();
+        using var meters = new MeterReader(bed.Platform, VfioCore.MeterName, IommuCore.MeterName);
+        PciDevice d = bed.AddDevice("0000:00:03.0");
+        MdevDevice m = bed.AddMttyMdev();
+        (VfioContainer c, _) = bed.Std(m);
+        ulong buf = bed.Buffer(8 * P);
+        bed.Proc.CapIpcLock = false; // MAP_DMA samples CAP_IPC_LOCK (dma->lock_cap); the replay checks the limit
+        bed.Proc.RlimitMemlock = 6 * P; // the first mapping fits, the second does not
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, Space, 4 * P)));
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf + (4 * P), Space + (8 * P), 4 * P)));
+        meters.Collect();
+        (long map0, long unmap0, long mapOps0, long unmapOps0, long pages0) = Core(meters);
+        long avail0 = meters[$"{Avail}|container={c.Id}"];
+
+        bed.Vfio.OpenGroup(bed.Proc, d.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        Assert.Equal(Errno.ENOMEM, g!.SetContainer(c));
+
+        meters.Collect();
+        Assert.Equal(0, meters[$"{Pinned}|container={c.Id}|source=map_dma"]);
+        Assert.Equal(avail0, meters[$"{Avail}|container={c.Id}"]);
+        (long map, long unmap, long mapOps, long unmapOps, long pages) = Core(meters);
+        Assert.Equal(pages0, pages);
+        Assert.True(map - map0 >= 4 * (long)P, "the replay mapped the first mapping before it failed");
+        Assert.Equal(map - map0, unmap - unmap0); // and unmapped whatever it mapped
+        Assert.Equal(mapOps > mapOps0, unmapOps > unmapOps0);
+        Assert.Equal(0, bed.Proc.LockedVm);
+    }
+
     private sealed class Box
     {
         public required VfioContainer C { get; init; }
