@@ -204,14 +204,9 @@ public sealed partial class VfioIommuType1
                             UnmapUnpinReaccount();
                         }
                     }
-                    else
-                    {
-                        foreach (VfioDma dma in _dmas)
-                        {
-                            _iommu.Unmap(de.Domain!, dma.Iova, dma.Size);
-                        }
-                    }
 
+                    // Any other domain is freed as 5.15 frees it, without iommu_unmap: the pins stay for the
+                    // remaining domains, and freeing drops its mappings (not counted by iommu.unmap.*).
                     _domains.Remove(de);
                     _iommu.DomainFree(de.Domain!);
                     UpdatePgsizeBitmap();

@@ -79,6 +79,11 @@ public sealed class Type1MetricsPropertyTests
                 // bytes unmapped is the change of the live pages, so a failed MAP that mapped and unwound leaves no trace.
                 Assert.True((map - _map) - (unmap - _unmap) == (pages - _pages) * (long)P, $"{where}: map.size +{map - _map}, unmap.size +{unmap - _unmap}, mapped.pages +{pages - _pages}");
             }
+            else if (domains > 0)
+            {
+                // A group left and took a domain that was not the last: 5.15 frees it without iommu_unmap.
+                Assert.True(unmap == _unmap && unmapOps == _unmapOps, $"{where}: a non-last domain was freed with iommu_unmap (unmap.size +{unmap - _unmap})");
+            }
 
             (_map, _unmap, _mapOps, _unmapOps, _pages, _domains) = (map, unmap, mapOps, unmapOps, pages, domains);
         }
@@ -137,6 +142,39 @@ public sealed class Type1MetricsPropertyTests
         Assert.Equal(map - map0, unmap - unmap0); // and unmapped whatever it mapped
         Assert.Equal(mapOps > mapOps0, unmapOps > unmapOps0);
         Assert.Equal(0, bed.Proc.LockedVm);
+    }
+
+    // 5.15 vfio_iommu_type1_detach_group frees a domain that is not the container's last without unmapping it
+    // (iommu_domain_free only; unmap_unpin runs for the last one): no iommu_unmap call, so the core's unmap
+    // counters do not move and iommu.mapped.pages drops by the freed domain's pages.
+    [Fact]
+    public void A_non_last_domain_is_freed_without_iommu_unmap()
+    {
+        using var bed = new Type1Bed(secondUnit: Iommu.VtD.Hardware.VtdConfig.Legacy48Bit);
+        using var meters = new MeterReader(bed.Platform, VfioCore.MeterName, IommuCore.MeterName);
+        PciDevice wide = bed.AddDevice("0000:05:00.0");   // the 48-bit unit
+        PciDevice narrow = bed.AddDevice("0000:00:03.0"); // the 39-bit unit: a domain of its own (DomainReuseRefusedTests)
+        (VfioContainer c, _) = bed.Std(wide);
+        ulong buf = bed.Buffer(2 * P, seed: 0x40);
+        Assert.Equal(Errno.None, c.MapDma(Type1Bed.Map(buf, Space, 2 * P)));
+        bed.Vfio.OpenGroup(bed.Proc, narrow.IommuGroup!.Id, out VfioGroup? g, out _).ThrowIfError();
+        Assert.Equal(Errno.None, g!.SetContainer(c));
+        Assert.Equal(2, c.Backend!.Domains.Count);
+        meters.Collect();
+        (_, long unmap0, _, long unmapOps0, long pages0) = Core(meters);
+
+        Assert.Equal(Errno.None, g.UnsetContainer());
+
+        meters.Collect();
+        (_, long unmap, _, long unmapOps, long pages) = Core(meters);
+        Assert.Equal(unmapOps0, unmapOps);
+        Assert.Equal(unmap0, unmap);
+        Assert.Equal(pages0 - 2, pages);
+        Assert.Equal(2, meters[$"{Pinned}|container={c.Id}|source=map_dma"]);
+        var b = new byte[1];
+        Assert.True(wide.DmaRead(null, Space + P, b).IsOk);
+        Assert.Equal(0x41, b[0]);
+        c.Backend!.Audit();
     }
 
     private sealed class Box
