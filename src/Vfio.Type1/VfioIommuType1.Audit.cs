@@ -10,8 +10,8 @@ namespace Vfio.Type1;
 public sealed partial class VfioIommuType1
 {
     // For the metrics: pages pinned now by MAP_DMA (the pinned runs) and by vfio_pin_pages (pfn_list).
-    // Reserved pfns (zero page, PFNMAP) do not count: vfio never accounts or unpins them (5.15's GUP leaks a
-    // pin on the zero page; this model takes none).
+    // Reserved pfns (zero page, PFNMAP) do not count: vfio does not account them and holds no pin on them
+    // (5.15.85's vaddr_get_pfns drops the zero page's pin at once).
     internal (long MapDma, long External) PinnedPages()
     {
         long mapDma = 0, external = 0;
