@@ -9,11 +9,15 @@ namespace Iommu.VtD.Tests.Driver;
 
 /// <summary>
 /// One UNMANAGED domain (or two) attached to devices behind two or three DMA-remapping units whose
-/// capabilities differ (table widths and MGAW, SLLPS, ECAP.SC, ECAP.C, caching mode, legacy or scalable),
-/// driven by random attach / detach / map / unmap through the core API. After every call the errno, the
-/// domain's width and the leaves written (page size, SNP) are checked against a transcription of the 5.15
-/// rules (<see cref="Ref"/>), and every attached device's DMA, through its own unit, must reach exactly what
-/// iova_to_phys says: a unit the driver forgot to flush, or a table one unit cannot walk, shows up there.
+/// capabilities differ (table widths and MGAW, SLLPS, ECAP.SC, ECAP.C, caching mode, legacy or scalable,
+/// and both modes on one platform: 5.15's <c>sm_supported</c> is per unit), driven by random attach /
+/// detach / map / unmap and, behind scalable-mode units, AUX enable / aux attach / aux detach (PASID-granular,
+/// <c>intel_iommu_aux_attach_device</c>) through the core API. After every call the errno, the domain's
+/// width, aperture, DIDs and the leaves written (page size, SNP) are checked against a transcription of the
+/// 5.15 rules (<see cref="Ref"/>), and every device's DMA, through its own unit, with its RID and with each
+/// domain's aux PASID, must reach exactly what iova_to_phys says (or fault where it has no such attachment),
+/// also just unmapped ranges: a unit the driver forgot to flush, in its own style (register or queued
+/// invalidation; DID-based IOTLB covers the aux PASID entries), or a table one unit cannot walk, shows up there.
 /// </summary>
 public sealed class MultiUnitDomainPropertyTests
 {
@@ -31,16 +35,33 @@ public sealed class MultiUnitDomainPropertyTests
     [Fact]
     public void Property_a_domain_on_units_with_different_capabilities_follows_the_5_15_rules()
     {
-        Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps), iter: 120, threads: 1);
+        var seen = new Coverage();
+        Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 400, threads: 1);
+
+        // The generator reaches the cases the property is for (counts summed over the runs).
+        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0, $"coverage: {seen}");
     }
 
-    internal static void Run(uint seed, int steps)
+    internal static void Run(uint seed, int steps, Coverage? seen = null)
     {
-        using var run = new MultiRun((int)seed);
+        using var run = new MultiRun((int)seed) { Seen = seen ?? new Coverage() };
         for (int i = 0; i < steps; i++)
         {
             run.Step(i);
         }
+    }
+
+    /// <summary>How often the runs reached the multi-unit cases.</summary>
+    internal sealed record Coverage
+    {
+        /// <summary>Aux attaches that took a reference on a unit other than the first.</summary>
+        public int AuxOnLaterUnit { get; set; }
+
+        /// <summary>Steps after which one domain was on a legacy-mode and a scalable-mode unit at once.</summary>
+        public int MixedModes { get; set; }
+
+        /// <summary>Aux-PASID DMA that reached a page.</summary>
+        public int PasidDmaTranslated { get; set; }
     }
 
     /// <summary>One unit as the test sees it: its config and what 5.15 derives from it.</summary>
@@ -66,6 +87,7 @@ public sealed class MultiUnitDomainPropertyTests
         public int[] Refcnt = [];
         public List<(ulong Iova, ulong Size, ulong Pa, bool Snp)> Leaves = [];
         public List<(ulong Iova, ulong Size)> Maps = [];
+        public Dictionary<PciDevice, int> AuxUsers = []; // auxiliary_link_device: users per (domain, device)
     }
 
     internal sealed class MultiRun : IDisposable
@@ -76,6 +98,9 @@ public sealed class MultiUnitDomainPropertyTests
         private readonly Dictionary<PciDevice, UnitInfo> _unitOf = [];
         private readonly Dictionary<PciDevice, IDomain?> _attached = [];
         private readonly Dictionary<IDomain, Ref> _ref = [];
+        private readonly List<PciDevice> _auxEnabled = []; // a list: picks from it must follow the seed
+        private readonly HashSet<PciDevice> _noDomain = []; // lost its default domain to a failed attach
+        private readonly List<(ulong Iova, ulong Size)> _unmapped = []; // recently unmapped: DMA there must fault
 
         public MultiRun(int seed)
         {
@@ -83,7 +108,8 @@ public sealed class MultiUnitDomainPropertyTests
             _rng = new Random(seed);
             Platform = new Platform(new PlatformOptions { MemorySize = Memory, TableMemorySize = 128 * Sizes.MiB });
             Pci = Platform.AddPciBus();
-            bool scalable = _rng.Next(2) == 0;
+            // All legacy, all scalable, or each unit its own (5.15's sm_supported(iommu) is per unit).
+            int mode = _rng.Next(3);
             int n = _rng.Next(2, 4);
             var units = new List<UnitInfo>();
             var devices = new List<(PciDevice? Dev, int Unit, string Bdf)>();
@@ -91,6 +117,7 @@ public sealed class MultiUnitDomainPropertyTests
             {
                 (bool s39, bool s48, bool s57, int mgaw) = Widths[_rng.Next(Widths.Length)];
                 bool sp2 = _rng.Next(3) != 0;
+                bool scalable = mode == 1 || (mode == 2 && _rng.Next(2) == 0);
                 VtdConfig c = (scalable ? VtdConfig.ScalableMode48Bit : VtdConfig.Legacy48Bit) with
                 {
                     Supports39BitTables = s39,
@@ -122,7 +149,9 @@ public sealed class MultiUnitDomainPropertyTests
             Pci.SetIommuOps(Driver).ThrowIfError();
             foreach ((_, int u, string bdf) in devices)
             {
-                PciDevice dev = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true });
+                // Most devices can carry PASIDs (aux domains); the rest get -ENODEV from AUX enable.
+                bool pasid = _rng.Next(4) != 0;
+                PciDevice dev = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true, PasidWidth = pasid ? 20 : 0, ScalableIov = pasid });
                 _unitOf[dev] = units[u];
                 _attached[dev] = null;
             }
@@ -135,8 +164,10 @@ public sealed class MultiUnitDomainPropertyTests
             }
 
             Domains = [.. _ref.Keys];
-            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(scalable ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}"))}");
+            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(x.Config.ScalableMode ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}"))}");
         }
+
+        public Coverage Seen { get; init; } = new();
 
         public Platform Platform { get; }
 
@@ -156,7 +187,7 @@ public sealed class MultiUnitDomainPropertyTests
         {
             IDomain dom = Domains[_rng.Next(Domains.Count)];
             PciDevice dev = Devices[_rng.Next(Devices.Count)];
-            switch (_rng.Next(10))
+            switch (_rng.Next(14))
             {
                 case 0 or 1 or 2:
                     Attach(dom, dev);
@@ -167,8 +198,17 @@ public sealed class MultiUnitDomainPropertyTests
                 case 4 or 5 or 6 or 7:
                     Map(dom);
                     break;
-                default:
+                case 8 or 9:
                     Unmap(dom);
+                    break;
+                case 10:
+                    EnableAux(dev);
+                    break;
+                case 11 or 12:
+                    AuxAttach(dom, AuxCandidate(dev));
+                    break;
+                default:
+                    AuxDetach(dom, AuxCandidate(dev));
                     break;
             }
 
@@ -184,40 +224,153 @@ public sealed class MultiUnitDomainPropertyTests
             {
                 want = Errno.EBUSY; // __iommu_attach_group: the group is not on its default domain
             }
-            else if (r.Refcnt.Any(c => c > 0) && u.Agaw < r.Agaw)
+            else if (_auxEnabled.Contains(dev))
             {
-                // 5.15 would drop the top level under the units already walking it; the model refuses as
-                // 6.12's paging_domain_compatible does (see IntelIommu.AttachDev).
-                want = Errno.EINVAL;
-            }
-            else if (r.MaxAddr > 1UL << u.AddrWidth)
-            {
-                want = Errno.EFAULT; // prepare_domain_attach_device
+                want = Errno.EPERM; // intel_iommu_attach_device: is_aux_domain
             }
             else
             {
-                want = Errno.None;
+                want = Prepare(r, u);
             }
 
             Errno got = Iommu.AttachDevice(dom, dev);
             _trace.Add($"attach d{Index(dom)} {dev.Name} (unit {u.SeqId}) -> {got}");
             Require(want == got, () => ($"attach: want {want}, got {got}"));
+            if (got == Errno.EFAULT)
+            {
+                // intel_iommu_attach_device removed the old domain's info before prepare_domain_attach_device
+                // failed: the device is on no domain, though the group still names its default domain.
+                _noDomain.Add(dev);
+            }
+
             if (got != Errno.None)
             {
                 return;
             }
 
-            // prepare_domain_attach_device: levels above the unit's agaw go; gaw is the unit's width in 5.15,
-            // but the model keeps it within the levels and, while in use, never raises it (see MultiUnitGawTests).
+            _noDomain.Remove(dev);
+
+            ApplyPrepare(r, u);
+            AttachIommu(r, u);
+            _attached[dev] = dom;
+        }
+
+        // The errno of prepare_domain_attach_device (after the checks before it).
+        private static Errno Prepare(Ref r, UnitInfo u)
+        {
+            if (r.Refcnt.Any(c => c > 0) && u.Agaw < r.Agaw)
+            {
+                // 5.15 would drop the top level under the units already walking it; the model refuses as
+                // 6.12's paging_domain_compatible does (see IntelIommu.AttachDev).
+                return Errno.EINVAL;
+            }
+
+            return r.MaxAddr > 1UL << u.AddrWidth ? Errno.EFAULT : Errno.None;
+        }
+
+        // prepare_domain_attach_device: levels above the unit's agaw go; gaw is the unit's width in 5.15,
+        // but the model keeps it within the levels and, while in use, never raises it (see MultiUnitGawTests).
+        private static void ApplyPrepare(Ref r, UnitInfo u)
+        {
             r.Agaw = Math.Min(r.Agaw, u.Agaw);
             int gaw = Math.Min(u.AddrWidth, 30 + (9 * r.Agaw));
             r.Gaw = r.Refcnt.Any(c => c > 0) ? Math.Min(gaw, r.Gaw) : gaw;
+        }
+
+        // domain_attach_iommu: the first reference on a unit takes a DID and recomputes the caps.
+        private void AttachIommu(Ref r, UnitInfo u)
+        {
             if (++r.Refcnt[u.SeqId] == 1)
             {
                 UpdateIommuCap(r);
             }
+        }
 
-            _attached[dev] = dom;
+        // domain_detach_iommu: the last reference on a unit releases its DID and recomputes the caps; gaw
+        // and agaw stay where the narrowest attach left them.
+        private void DetachIommu(Ref r, UnitInfo u)
+        {
+            if (--r.Refcnt[u.SeqId] == 0)
+            {
+                UpdateIommuCap(r);
+            }
+        }
+
+        // Mostly a device with AUX on (else aux attach is mostly -EPERM).
+        private PciDevice AuxCandidate(PciDevice dev) =>
+            _auxEnabled.Count != 0 && _rng.Next(4) != 0 ? _auxEnabled[_rng.Next(_auxEnabled.Count)] : dev;
+
+        // intel_iommu_enable_auxd (5.15 checks the device's own unit): -EINVAL unless that unit is in
+        // scalable mode with PASID support; -ENODEV when PASID cannot be enabled (no PASID capability).
+        // Only on devices on their default domain: AUX on a device attached to an UNMANAGED domain is
+        // legal in 5.15 but makes the RID detach path (aux entries lost with the old info) part of the
+        // property, which it does not transcribe.
+        private void EnableAux(PciDevice dev)
+        {
+            if (_attached[dev] is not null)
+            {
+                return;
+            }
+
+            UnitInfo u = _unitOf[dev];
+            Errno want = !u.Config.ScalableMode || !u.Config.PasidSupport ? Errno.EINVAL
+                : !dev.HasPasidCapability || _noDomain.Contains(dev) ? Errno.ENODEV // intel_iommu_enable_pasid: no info
+                : Errno.None;
+            Errno got = Iommu.DevEnableFeature(dev, IommuDevFeature.Aux);
+            _trace.Add($"enable aux {dev.Name} (unit {u.SeqId}) -> {got}");
+            Require(want == got, () => $"enable aux: want {want}, got {got}");
+            if (got == Errno.None && !_auxEnabled.Contains(dev))
+            {
+                _auxEnabled.Add(dev);
+            }
+        }
+
+        // intel_iommu_aux_attach_device: is_aux_domain (-EPERM), prepare_domain_attach_device, then
+        // aux_domain_add_dev: the first user of (domain, device) takes a reference on the unit (DID) and
+        // programs the domain's default PASID; later users only count.
+        private void AuxAttach(IDomain dom, PciDevice dev)
+        {
+            Ref r = _ref[dom];
+            UnitInfo u = _unitOf[dev];
+            Errno want = _auxEnabled.Contains(dev) ? Prepare(r, u) : Errno.EPERM;
+            Errno got = Iommu.AuxAttachDevice(dom, dev);
+            _trace.Add($"aux attach d{Index(dom)} {dev.Name} (unit {u.SeqId}) -> {got} pasid {Iommu.AuxGetPasid(dom, dev)}");
+            Require(want == got, () => $"aux attach: want {want}, got {got}");
+            if (got != Errno.None)
+            {
+                return;
+            }
+
+            ApplyPrepare(r, u);
+            int users = r.AuxUsers.GetValueOrDefault(dev) + 1;
+            r.AuxUsers[dev] = users;
+            if (users == 1)
+            {
+                AttachIommu(r, u);
+                Seen.AuxOnLaterUnit += u.SeqId > 0 ? 1 : 0;
+            }
+        }
+
+        // intel_iommu_aux_detach_device: nothing unless aux-attached; the last user tears the PASID
+        // entry down and drops the unit reference; the last aux attachment frees the domain's PASID.
+        private void AuxDetach(IDomain dom, PciDevice dev)
+        {
+            Ref r = _ref[dom];
+            _trace.Add($"aux detach d{Index(dom)} {dev.Name}");
+            Iommu.AuxDetachDevice(dom, dev);
+            if (!r.AuxUsers.TryGetValue(dev, out int users))
+            {
+                return;
+            }
+
+            if (users > 1)
+            {
+                r.AuxUsers[dev] = users - 1;
+                return;
+            }
+
+            r.AuxUsers.Remove(dev);
+            DetachIommu(r, _unitOf[dev]);
         }
 
         // domain_update_iommu_cap: snooping and superpage are over every active unit (for_each_active_iommu),
@@ -246,15 +399,7 @@ public sealed class MultiUnitDomainPropertyTests
             }
 
             Iommu.DetachDevice(dom, dev);
-            Ref r = _ref[dom];
-
-            // domain_detach_iommu: the last device on a unit releases its DID and recomputes the caps; gaw
-            // and agaw stay where the narrowest attach left them.
-            if (--r.Refcnt[_unitOf[dev].SeqId] == 0)
-            {
-                UpdateIommuCap(r);
-            }
-
+            DetachIommu(_ref[dom], _unitOf[dev]);
             _attached[dev] = null;
         }
 
@@ -369,6 +514,12 @@ public sealed class MultiUnitDomainPropertyTests
             _trace.Add($"unmap d{Index(dom)} [0x{iova:x}, +0x{size:x}) -> 0x{got:x}");
             Require(got == size, () => ($"unmap returned 0x{got:x}"));
             r.Maps.Remove((iova, size));
+            _unmapped.Add((iova, size));
+            if (_unmapped.Count > 6)
+            {
+                _unmapped.RemoveAt(0);
+            }
+
             r.Leaves.RemoveAll(l => l.Iova >= iova && l.Iova < iova + size);
             if (r.MaxAddr == iova + size)
             {
@@ -385,10 +536,29 @@ public sealed class MultiUnitDomainPropertyTests
                 Require(d.Gaw == r.Gaw && d.Agaw == r.Agaw, () => ($"step {step}: d{Index(dom)} gaw/agaw {d.Gaw}/{d.Agaw}, want {r.Gaw}/{r.Agaw}"));
                 Require(d.MaxAddr == r.MaxAddr, () => ($"step {step}: d{Index(dom)} max_addr 0x{d.MaxAddr:x}, want 0x{r.MaxAddr:x}"));
                 Require(dom.PgsizeBitmap == r.PgsizeBitmap, () => ($"step {step}: d{Index(dom)} pgsize_bitmap 0x{dom.PgsizeBitmap:x}, want 0x{r.PgsizeBitmap:x}"));
+
+                // domain_update_iommu_cap: aperture_end = __DOMAIN_MAX_ADDR(gaw) (intel_iommu_domain_alloc: gaw 57).
+                Require(dom.Geometry.ApertureEnd == (1UL << r.Gaw) - 1 && dom.Geometry.ForceAperture, () => ($"step {step}: d{Index(dom)} aperture_end 0x{dom.Geometry.ApertureEnd:x}, want 0x{(1UL << r.Gaw) - 1:x}"));
                 for (int u = 0; u < Units.Count; u++)
                 {
-                    Require(d.DidOn(u) != 0 == (r.Refcnt[u] > 0), () => ($"step {step}: d{Index(dom)} DID on unit {u} is {d.DidOn(u)} with {r.Refcnt[u]} devices"));
+                    Require(d.DidOn(u) != 0 == (r.Refcnt[u] > 0), () => ($"step {step}: d{Index(dom)} DID on unit {u} is {d.DidOn(u)} with {r.Refcnt[u]} references"));
+
+                    // One DID per (domain, unit): two domains on one unit never share it.
+                    Require(d.DidOn(u) == 0 || Domains.All(o => o == dom || ((DmarDomain)o).DidOn(u) != d.DidOn(u)), () => ($"step {step}: d{Index(dom)} shares DID {d.DidOn(u)} on unit {u}"));
                 }
+
+                bool legacy = false, sm = false;
+                for (int u = 0; u < Units.Count; u++)
+                {
+                    legacy |= r.Refcnt[u] > 0 && !Units[u].Config.ScalableMode;
+                    sm |= r.Refcnt[u] > 0 && Units[u].Config.ScalableMode;
+                }
+
+                Seen.MixedModes += legacy && sm ? 1 : 0;
+
+                // The default PASID exists exactly while the domain is aux-attached somewhere.
+                int pasid = Iommu.AuxGetPasid(dom, Devices[0]);
+                Require(pasid > 0 == (r.AuxUsers.Count > 0), () => ($"step {step}: d{Index(dom)} aux PASID {pasid} with {r.AuxUsers.Count} aux devices"));
 
                 // The leaves written: sizes, addresses and SNP.
                 var leaves = new List<(ulong Iova, ulong Size, ulong Pa, bool Snp)>();
@@ -398,26 +568,41 @@ public sealed class MultiUnitDomainPropertyTests
                 Require(want.SequenceEqual(leaves), () => ($"step {step}: d{Index(dom)} leaves\n  got  {string.Join(", ", leaves.Select(L))}\n  want {string.Join(", ", want.Select(L))}"));
             }
 
-            // Every attached device, through its own unit, reaches what iova_to_phys says: at each map's (of
-            // either domain) first and last page, and just past it.
-            foreach ((PciDevice dev, IDomain? dom) in _attached)
+            // Every device, through its own unit, reaches what iova_to_phys says: with its RID when attached
+            // to one of the domains, with a domain's aux PASID when aux-attached to it (and nowhere with the
+            // PASID of a domain it is not aux-attached to), at each map's (of either domain) first and last
+            // page, just past it, and in ranges just unmapped (stale IOTLB entries).
+            var probes = _ref.Values.SelectMany(x => x.Maps).Concat(_unmapped)
+                .SelectMany(m => (ulong[])[m.Iova, m.Iova + m.Size - K4, m.Iova + m.Size]).Distinct().ToArray();
+            foreach (PciDevice dev in Devices)
             {
-                if (dom is null)
+                UnitInfo u = _unitOf[dev];
+                if (_attached[dev] is IDomain dom)
                 {
-                    continue;
+                    ProbeAll(step, dev, u, null, dom, probes);
                 }
 
-                UnitInfo u = _unitOf[dev];
-                foreach ((ulong iova, ulong size) in _ref.Values.SelectMany(x => x.Maps))
+                foreach (IDomain aux in Domains)
                 {
-                    foreach (ulong probe in (ulong[])[iova, iova + size - K4, iova + size])
+                    int pasid = Iommu.AuxGetPasid(aux, dev);
+                    if (pasid > 0)
                     {
-                        ulong phys = Iommu.IovaToPhys(dom, probe);
-                        VtdTranslation t = u.Hw.Translate(dev.RequesterId, null, probe, 1, DmaAccess.Read);
-                        bool ok = t.Status == VtdTranslationStatus.Translated;
-                        Require(ok == (phys != 0) && (!ok || t.PhysicalAddress == phys), () => ($"step {step}: {dev.Name} on unit {u.SeqId} (d{Index(dom)}) at 0x{probe:x}: iova_to_phys 0x{phys:x}, DMA {t.Status} 0x{t.PhysicalAddress:x} {t.Reason}"));
+                        ProbeAll(step, dev, u, (uint)pasid, _ref[aux].AuxUsers.ContainsKey(dev) ? aux : null, probes);
                     }
                 }
+            }
+        }
+
+        // DMA by dev through its unit (RID, or RID + PASID) reaches iova_to_phys(dom), or faults everywhere without dom.
+        private void ProbeAll(int step, PciDevice dev, UnitInfo u, uint? pasid, IDomain? dom, ulong[] probes)
+        {
+            foreach (ulong probe in probes)
+            {
+                ulong phys = dom is null ? 0 : Iommu.IovaToPhys(dom, probe);
+                VtdTranslation t = u.Hw.Translate(dev.RequesterId, pasid, probe, 1, DmaAccess.Read);
+                bool ok = t.Status == VtdTranslationStatus.Translated;
+                Seen.PasidDmaTranslated += ok && pasid is not null ? 1 : 0;
+                Require(ok == (phys != 0) && (!ok || t.PhysicalAddress == phys), () => ($"step {step}: {dev.Name} on unit {u.SeqId} pasid {pasid?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"} (d{(dom is null ? -1 : Index(dom))}) at 0x{probe:x}: iova_to_phys 0x{phys:x}, DMA {t.Status} 0x{t.PhysicalAddress:x} {t.Reason}"));
             }
         }
 
