@@ -100,7 +100,8 @@ public sealed class MultiUnitDomainPropertyTests
         private readonly Dictionary<IDomain, Ref> _ref = [];
         private readonly List<PciDevice> _auxEnabled = []; // a list: picks from it must follow the seed
         private readonly HashSet<PciDevice> _noDomain = []; // lost its default domain to a failed attach
-        private readonly List<(ulong Iova, ulong Size)> _unmapped = []; // recently unmapped: DMA there must fault
+        private readonly List<(ulong Iova, ulong Size)> _unmapped = [];
+        private readonly List<uint> _pasidsSeen = []; // a domain's aux PASID, once released, must reach nothing // recently unmapped: DMA there must fault
 
         public MultiRun(int seed)
         {
@@ -342,6 +343,12 @@ public sealed class MultiUnitDomainPropertyTests
             }
 
             ApplyPrepare(r, u);
+            uint pasid = (uint)Iommu.AuxGetPasid(dom, dev);
+            if (!_pasidsSeen.Contains(pasid))
+            {
+                _pasidsSeen.Add(pasid);
+            }
+
             int users = r.AuxUsers.GetValueOrDefault(dev) + 1;
             r.AuxUsers[dev] = users;
             if (users == 1)
@@ -582,13 +589,21 @@ public sealed class MultiUnitDomainPropertyTests
                     ProbeAll(step, dev, u, null, dom, probes);
                 }
 
+                var live = new List<uint>();
                 foreach (IDomain aux in Domains)
                 {
                     int pasid = Iommu.AuxGetPasid(aux, dev);
                     if (pasid > 0)
                     {
+                        live.Add((uint)pasid);
                         ProbeAll(step, dev, u, (uint)pasid, _ref[aux].AuxUsers.ContainsKey(dev) ? aux : null, probes);
                     }
+                }
+
+                // A PASID no domain holds any more: its entries are gone from every unit (and its caches).
+                foreach (uint pasid in _pasidsSeen.Except(live))
+                {
+                    ProbeAll(step, dev, u, pasid, null, probes);
                 }
             }
         }
