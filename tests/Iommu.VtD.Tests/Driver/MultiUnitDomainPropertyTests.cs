@@ -39,7 +39,7 @@ public sealed class MultiUnitDomainPropertyTests
         Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 400, threads: 1);
 
         // The generator reaches the cases the property is for (counts summed over the runs).
-        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0, $"coverage: {seen}");
+        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0, $"coverage: {seen}");
     }
 
     internal static void Run(uint seed, int steps, Coverage? seen = null)
@@ -62,6 +62,9 @@ public sealed class MultiUnitDomainPropertyTests
 
         /// <summary>Aux-PASID DMA that reached a page.</summary>
         public int PasidDmaTranslated { get; set; }
+
+        /// <summary>Steps after which a first-level domain was on two units or more.</summary>
+        public int FirstLevelMultiUnit { get; set; }
     }
 
     /// <summary>One unit as the test sees it: its config and what 5.15 derives from it.</summary>
@@ -73,11 +76,15 @@ public sealed class MultiUnitDomainPropertyTests
 
         // cap_super_page_val: SLLPS (bit 0 = 2 MiB, bit 1 = 1 GiB).
         public int Sllps => (Config.SecondLevel2MiBPages ? 1 : 0) | (Config.SecondLevel1GiBPages ? 2 : 0);
+
+        public bool Flts => Config.ScalableMode && Config.FirstLevelTranslation;
     }
 
     /// <summary>The transcription of 5.15's per-domain state (<c>struct dmar_domain</c>) the checks compare with.</summary>
     internal sealed class Ref
     {
+        public bool FirstLevel; // domain_use_first_level
+        public bool CapUpdated; // domain_update_iommu_cap has run (it sets the first-level aperture)
         public int Agaw = 3; // md_domain_init(DEFAULT_DOMAIN_ADDRESS_WIDTH = 57)
         public int Gaw = 57;
         public ulong MaxAddr;
@@ -99,7 +106,9 @@ public sealed class MultiUnitDomainPropertyTests
         private readonly Dictionary<PciDevice, IDomain?> _attached = [];
         private readonly Dictionary<IDomain, Ref> _ref = [];
         private readonly List<PciDevice> _auxEnabled = []; // a list: picks from it must follow the seed
-        private readonly HashSet<PciDevice> _noDomain = []; // lost its default domain to a failed attach
+        private readonly HashSet<PciDevice> _noDomain = [];
+        private readonly bool _firstLevel;
+        private readonly HashSet<PciDevice> _noGroup = []; // lost its default domain to a failed attach
         private readonly List<(ulong Iova, ulong Size)> _unmapped = [];
         private readonly List<uint> _pasidsSeen = []; // a domain's aux PASID, once released, must reach nothing // recently unmapped: DMA there must fault
 
@@ -110,7 +119,10 @@ public sealed class MultiUnitDomainPropertyTests
             Platform = new Platform(new PlatformOptions { MemorySize = Memory, TableMemorySize = 128 * Sizes.MiB });
             Pci = Platform.AddPciBus();
             // All legacy, all scalable, or each unit its own (5.15's sm_supported(iommu) is per unit).
+            // All scalable: half the platforms run 5.15's domain_alloc rule, first level when every unit has
+            // ECAP.FLTS (intel_cap_flts_sanity), with FLTS, FL1GP, FL5LP and SRS random per unit.
             int mode = _rng.Next(3);
+            bool fl = mode == 1 && _rng.Next(2) == 0;
             int n = _rng.Next(2, 4);
             var units = new List<UnitInfo>();
             var devices = new List<(PciDevice? Dev, int Unit, string Bdf)>();
@@ -131,6 +143,18 @@ public sealed class MultiUnitDomainPropertyTests
                     PageWalkCoherency = _rng.Next(2) == 0,
                     CachingMode = _rng.Next(3) == 0,
                 };
+                if (fl)
+                {
+                    bool flts = _rng.Next(5) != 0;
+                    c = c with
+                    {
+                        FirstLevelTranslation = flts,
+                        FirstLevel1GiBPages = flts && _rng.Next(2) == 0,
+                        FirstLevel5LevelPaging = flts && s57 && _rng.Next(2) == 0,
+                        SupervisorRequests = flts && _rng.Next(3) != 0,
+                    };
+                }
+
                 units.Add(new UnitInfo(u, c, new VtdUnit(Platform.Memory, c)));
                 for (int j = 0; j < 2; j++)
                 {
@@ -146,7 +170,8 @@ public sealed class MultiUnitDomainPropertyTests
 
             Pci.AddDmaRemapper(units[0].Hw, includeAll: true);
             Units = units;
-            Driver = new IntelIommu(Platform, [.. units.Select(x => x.Hw)]);
+            _firstLevel = fl && units.All(x => x.Flts); // 5.15 domain_alloc: every domain, DMA and UNMANAGED
+            Driver = new IntelIommu(Platform, new IntelIommuOptions { FirstLevel = fl ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault }, [.. units.Select(x => x.Hw)]);
             Pci.SetIommuOps(Driver).ThrowIfError();
             foreach ((_, int u, string bdf) in devices)
             {
@@ -155,17 +180,22 @@ public sealed class MultiUnitDomainPropertyTests
                 PciDevice dev = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true, PasidWidth = pasid ? 20 : 0, ScalableIov = pasid });
                 _unitOf[dev] = units[u];
                 _attached[dev] = null;
+                if (DefaultDomainFails(units[u]))
+                {
+                    _noGroup.Add(dev); // iommu_probe_device failed: no group, so no attach (-ENODEV)
+                    _noDomain.Add(dev);
+                }
             }
 
             Devices = [.. _unitOf.Keys];
             for (int i = 0, domains = _rng.Next(1, 3); i < domains; i++)
             {
                 IDomain d = Iommu.DomainAlloc(Pci) ?? throw new InvalidOperationException("domain alloc failed");
-                _ref[d] = new Ref { Refcnt = new int[n] };
+                _ref[d] = new Ref { Refcnt = new int[n], FirstLevel = _firstLevel };
             }
 
             Domains = [.. _ref.Keys];
-            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(x.Config.ScalableMode ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}"))}");
+            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(x.Config.ScalableMode ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}{(x.Flts ? $" flts fl1gp {x.Config.FirstLevel1GiBPages} fl5lp {x.Config.FirstLevel5LevelPaging} srs {x.Config.SupervisorRequests}" : "")}"))}; domains {(_ref.Values.First().FirstLevel ? "first" : "second")} level");
         }
 
         public Coverage Seen { get; init; } = new();
@@ -221,7 +251,11 @@ public sealed class MultiUnitDomainPropertyTests
             Ref r = _ref[dom];
             UnitInfo u = _unitOf[dev];
             Errno want;
-            if (_attached[dev] is not null)
+            if (_noGroup.Contains(dev))
+            {
+                want = Errno.ENODEV; // iommu_attach_device: no group
+            }
+            else if (_attached[dev] is not null)
             {
                 want = Errno.EBUSY; // __iommu_attach_group: the group is not on its default domain
             }
@@ -232,11 +266,21 @@ public sealed class MultiUnitDomainPropertyTests
             else
             {
                 want = Prepare(r, u);
+
+                // dmar_insert_one_dev_info: a failed RID2PASID setup surfaces as -EBUSY.
+                want = want == Errno.None && FirstLevelSetup(r, u, aux: false) != Errno.None ? Errno.EBUSY : want;
             }
 
             Errno got = Iommu.AttachDevice(dom, dev);
             _trace.Add($"attach d{Index(dom)} {dev.Name} (unit {u.SeqId}) -> {got}");
             Require(want == got, () => ($"attach: want {want}, got {got}"));
+            if (got == Errno.EBUSY && want == Errno.EBUSY && _attached[dev] is null)
+            {
+                ApplyPrepare(r, u); // the levels dropped and the gaw set stay; the device lost its info
+                SetupFailed(r, u);
+                _noDomain.Add(dev);
+            }
+
             if (got == Errno.EFAULT)
             {
                 // intel_iommu_attach_device removed the old domain's info before prepare_domain_attach_device
@@ -254,6 +298,32 @@ public sealed class MultiUnitDomainPropertyTests
             ApplyPrepare(r, u);
             AttachIommu(r, u);
             _attached[dev] = dom;
+        }
+
+        // A (fresh, 5-level) first-level default domain cannot be set up on the unit: the device has no
+        // domain after probe, nor after it leaves an UNMANAGED one.
+        private bool DefaultDomainFails(UnitInfo u) =>
+            FirstLevelSetup(new Ref { FirstLevel = _firstLevel }, u, aux: false) != Errno.None;
+
+        // domain_setup_first_level after prepare_domain_attach_device: the levels left must be 4 or 5
+        // (-EINVAL); intel_pasid_setup_first_level: SUPERVISOR (every PASID but RID2PASID) needs ECAP.SRS,
+        // FL5LP needs CAP.FL5LP (-EINVAL). Second level: nothing fails here.
+        private static Errno FirstLevelSetup(Ref r, UnitInfo u, bool aux)
+        {
+            int levels = Math.Min(r.Agaw, u.Agaw) + 2;
+            return !r.FirstLevel ? Errno.None
+                : levels is not 4 and not 5 || (aux && !u.Config.SupervisorRequests) || (levels == 5 && !u.Config.FirstLevel5LevelPaging) ? Errno.EINVAL
+                : Errno.None;
+        }
+
+        // The PASID entry failed after domain_attach_iommu: a first reference on the unit came and went,
+        // each running domain_update_iommu_cap (pgsize_bitmap keeps what it gained, the aperture is reset).
+        private void SetupFailed(Ref r, UnitInfo u)
+        {
+            if (r.Refcnt[u.SeqId] == 0)
+            {
+                UpdateIommuCap(r);
+            }
         }
 
         // The errno of prepare_domain_attach_device (after the checks before it).
@@ -334,9 +404,17 @@ public sealed class MultiUnitDomainPropertyTests
             Ref r = _ref[dom];
             UnitInfo u = _unitOf[dev];
             Errno want = _auxEnabled.Contains(dev) ? Prepare(r, u) : Errno.EPERM;
+            bool setupFails = want == Errno.None && FirstLevelSetup(r, u, aux: true) != Errno.None && !r.AuxUsers.ContainsKey(dev);
+            want = setupFails ? Errno.EINVAL : want;
             Errno got = Iommu.AuxAttachDevice(dom, dev);
             _trace.Add($"aux attach d{Index(dom)} {dev.Name} (unit {u.SeqId}) -> {got} pasid {Iommu.AuxGetPasid(dom, dev)}");
             Require(want == got, () => $"aux attach: want {want}, got {got}");
+            if (setupFails)
+            {
+                ApplyPrepare(r, u); // aux_domain_add_dev failed after prepare_domain_attach_device
+                SetupFailed(r, u);
+            }
+
             if (got != Errno.None)
             {
                 return;
@@ -386,10 +464,12 @@ public sealed class MultiUnitDomainPropertyTests
         {
             // 5.15 counts scalable-mode units as snooping (PGSNP); the model follows later kernels: ECAP.SC everywhere.
             r.Snooping = Units.All(u => u.Config.SnoopControl);
+            r.CapUpdated = true;
             int mask = 3;
             foreach (UnitInfo u in Units)
             {
-                mask &= u.Sllps;
+                // domain_update_iommu_superpage: first level, 2 MiB always and 1 GiB with CAP.FL1GP everywhere.
+                mask = !r.FirstLevel ? mask & u.Sllps : u.Config.FirstLevel1GiBPages ? mask : mask & 1;
             }
 
             r.Superpage = mask == 0 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)mask);
@@ -408,6 +488,10 @@ public sealed class MultiUnitDomainPropertyTests
             Iommu.DetachDevice(dom, dev);
             DetachIommu(_ref[dom], _unitOf[dev]);
             _attached[dev] = null;
+            if (DefaultDomainFails(_unitOf[dev]))
+            {
+                _noDomain.Add(dev);
+            }
         }
 
         private void Map(IDomain dom)
@@ -502,7 +586,7 @@ public sealed class MultiUnitDomainPropertyTests
                     leaf = s;
                 }
 
-                r.Leaves.Add((at, leaf, p, (prot & IommuProt.Cache) != 0 && r.Snooping));
+                r.Leaves.Add((at, leaf, p, (prot & IommuProt.Cache) != 0 && r.Snooping && !r.FirstLevel)); // first level: no SNP bit
                 at += leaf;
                 left -= leaf;
             }
@@ -545,7 +629,11 @@ public sealed class MultiUnitDomainPropertyTests
                 Require(dom.PgsizeBitmap == r.PgsizeBitmap, () => ($"step {step}: d{Index(dom)} pgsize_bitmap 0x{dom.PgsizeBitmap:x}, want 0x{r.PgsizeBitmap:x}"));
 
                 // domain_update_iommu_cap: aperture_end = __DOMAIN_MAX_ADDR(gaw) (intel_iommu_domain_alloc: gaw 57).
-                Require(dom.Geometry.ApertureEnd == (1UL << r.Gaw) - 1 && dom.Geometry.ForceAperture, () => ($"step {step}: d{Index(dom)} aperture_end 0x{dom.Geometry.ApertureEnd:x}, want 0x{(1UL << r.Gaw) - 1:x}"));
+                // First level: __DOMAIN_MAX_ADDR(gaw - 1), the lower canonical half, once domain_update_iommu_cap
+                // ran (intel_iommu_domain_alloc sets __DOMAIN_MAX_ADDR(gaw) for both).
+                ulong aperture = (1UL << (r.FirstLevel && r.CapUpdated ? r.Gaw - 1 : r.Gaw)) - 1;
+                Require(d.UseFirstLevel == r.FirstLevel, () => ($"d{Index(dom)} first level {d.UseFirstLevel}, want {r.FirstLevel}"));
+                Require(dom.Geometry.ApertureEnd == aperture && dom.Geometry.ForceAperture, () => ($"step {step}: d{Index(dom)} aperture_end 0x{dom.Geometry.ApertureEnd:x}, want 0x{aperture:x}"));
                 for (int u = 0; u < Units.Count; u++)
                 {
                     Require(d.DidOn(u) != 0 == (r.Refcnt[u] > 0), () => ($"step {step}: d{Index(dom)} DID on unit {u} is {d.DidOn(u)} with {r.Refcnt[u]} references"));
@@ -562,6 +650,7 @@ public sealed class MultiUnitDomainPropertyTests
                 }
 
                 Seen.MixedModes += legacy && sm ? 1 : 0;
+                Seen.FirstLevelMultiUnit += r.FirstLevel && r.Refcnt.Count(c => c > 0) >= 2 ? 1 : 0;
 
                 // The default PASID exists exactly while the domain is aux-attached somewhere.
                 int pasid = Iommu.AuxGetPasid(dom, Devices[0]);
@@ -569,7 +658,15 @@ public sealed class MultiUnitDomainPropertyTests
 
                 // The leaves written: sizes, addresses and SNP.
                 var leaves = new List<(ulong Iova, ulong Size, ulong Pa, bool Snp)>();
-                d.PageTable.ForEachLeaf((iova, pa, size, pte) => leaves.Add((iova, size, pa, (pte & DmaPte.Snoop) != 0)));
+                if (r.FirstLevel)
+                {
+                    d.FirstLevelTable.ForEachLeaf((iova, pa, size, pte) => leaves.Add((iova, size, pa, false)));
+                }
+                else
+                {
+                    d.PageTable.ForEachLeaf((iova, pa, size, pte) => leaves.Add((iova, size, pa, (pte & DmaPte.Snoop) != 0)));
+                }
+
                 leaves.Sort();
                 var want = r.Leaves.OrderBy(l => l).ToList();
                 Require(want.SequenceEqual(leaves), () => ($"step {step}: d{Index(dom)} leaves\n  got  {string.Join(", ", leaves.Select(L))}\n  want {string.Join(", ", want.Select(L))}"));
@@ -614,6 +711,14 @@ public sealed class MultiUnitDomainPropertyTests
             foreach (ulong probe in probes)
             {
                 ulong phys = dom is null ? 0 : Iommu.IovaToPhys(dom, probe);
+
+                // First level: intel_iommu_map checks gaw, not the aperture, so a map may reach into the upper
+                // half of the first-level walk's input range; DMA there is non-canonical and faults.
+                if (dom is not null && _ref[dom] is { FirstLevel: true } fr && probe >= 1UL << (29 + (9 * fr.Agaw)))
+                {
+                    phys = 0;
+                }
+
                 VtdTranslation t = u.Hw.Translate(dev.RequesterId, pasid, probe, 1, DmaAccess.Read);
                 bool ok = t.Status == VtdTranslationStatus.Translated;
                 Seen.PasidDmaTranslated += ok && pasid is not null ? 1 : 0;
