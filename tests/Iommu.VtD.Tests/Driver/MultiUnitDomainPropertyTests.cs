@@ -36,10 +36,10 @@ public sealed class MultiUnitDomainPropertyTests
     public void Property_a_domain_on_units_with_different_capabilities_follows_the_5_15_rules()
     {
         var seen = new Coverage();
-        Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 400, threads: 1);
+        Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 2000, threads: 1);
 
         // The generator reaches the cases the property is for (counts summed over the runs).
-        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0, $"coverage: {seen}");
+        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0, $"coverage: {seen}");
     }
 
     internal static void Run(uint seed, int steps, Coverage? seen = null)
@@ -62,6 +62,9 @@ public sealed class MultiUnitDomainPropertyTests
 
         /// <summary>Aux-PASID DMA that reached a page.</summary>
         public int PasidDmaTranslated { get; set; }
+
+        /// <summary>Aux attaches of a first-level domain on a unit other than the first.</summary>
+        public int FirstLevelAuxOnLaterUnit { get; set; }
 
         /// <summary>Steps after which a first-level domain was on two units or more.</summary>
         public int FirstLevelMultiUnit { get; set; }
@@ -121,8 +124,8 @@ public sealed class MultiUnitDomainPropertyTests
             // All legacy, all scalable, or each unit its own (5.15's sm_supported(iommu) is per unit).
             // All scalable: half the platforms run 5.15's domain_alloc rule, first level when every unit has
             // ECAP.FLTS (intel_cap_flts_sanity), with FLTS, FL1GP, FL5LP and SRS random per unit.
-            int mode = _rng.Next(3);
-            bool fl = mode == 1 && _rng.Next(2) == 0;
+            int mode = _rng.Next(4);
+            bool fl = mode == 3;
             int n = _rng.Next(2, 4);
             var units = new List<UnitInfo>();
             var devices = new List<(PciDevice? Dev, int Unit, string Bdf)>();
@@ -130,7 +133,12 @@ public sealed class MultiUnitDomainPropertyTests
             {
                 (bool s39, bool s48, bool s57, int mgaw) = Widths[_rng.Next(Widths.Length)];
                 bool sp2 = _rng.Next(3) != 0;
-                bool scalable = mode == 1 || (mode == 2 && _rng.Next(2) == 0);
+                bool scalable = mode is 1 or 3 || (mode == 2 && _rng.Next(2) == 0);
+                if (fl && !s48 && _rng.Next(4) != 0)
+                {
+                    (s39, s48, s57, mgaw) = Widths[1 + _rng.Next(Widths.Length - 1)]; // mostly widths first level can walk
+                }
+
                 VtdConfig c = (scalable ? VtdConfig.ScalableMode48Bit : VtdConfig.Legacy48Bit) with
                 {
                     Supports39BitTables = s39,
@@ -150,8 +158,8 @@ public sealed class MultiUnitDomainPropertyTests
                     {
                         FirstLevelTranslation = flts,
                         FirstLevel1GiBPages = flts && _rng.Next(2) == 0,
-                        FirstLevel5LevelPaging = flts && s57 && _rng.Next(2) == 0,
-                        SupervisorRequests = flts && _rng.Next(3) != 0,
+                        FirstLevel5LevelPaging = flts && s57 && _rng.Next(4) != 0,
+                        SupervisorRequests = flts && _rng.Next(4) != 0,
                     };
                 }
 
@@ -433,6 +441,7 @@ public sealed class MultiUnitDomainPropertyTests
             {
                 AttachIommu(r, u);
                 Seen.AuxOnLaterUnit += u.SeqId > 0 ? 1 : 0;
+                Seen.FirstLevelAuxOnLaterUnit += u.SeqId > 0 && r.FirstLevel ? 1 : 0;
             }
         }
 
