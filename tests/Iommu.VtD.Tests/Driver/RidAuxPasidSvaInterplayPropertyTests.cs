@@ -30,7 +30,7 @@ namespace Iommu.VtD.Tests.Driver;
 /// </remarks>
 public sealed class RidAuxPasidSvaInterplayPropertyTests
 {
-    private const ulong Iova = 0x4000_0000, PaBase = 0x1_0000_0000;
+    private const ulong Iova = 0x4000_0000, PaBase = 0x1_8000_0000; // above the host page pool (4-5 GiB) the processes' pages come from
     private const int Doms = 3, Iovas = 3, Mms = 2;
 
     [Theory]
@@ -38,14 +38,14 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
     [InlineData(true)]
     public void Property_rid_aux_pasid_and_sva_attachments_in_any_order_keep_dma_exact_and_leak_nothing(bool firstLevel)
     {
-        Gen.Select(Gen.Int[0, 13], Gen.Int[0, Doms - 1], Gen.Int[1, 5], Gen.Int[0, Iovas - 1]).Array[1, 40]
+        Gen.Select(Gen.Int[0, 15], Gen.Int[0, Doms - 1], Gen.Int[1, 5], Gen.Int[0, Iovas - 1]).Array[1, 40]
             .Select(Gen.Bool, (s, c) => (s, c))
             .Sample(t => Run(firstLevel, t.s, t.c), iter: 1500, threads: 1);
 
         // The orders this audit is about were reached.
         foreach (string c in (string[])["rid change with aux live", "rid change with sva live", "rid change with pasid attached",
             "aux detach of a lost entry", "pasid attach at a lost aux pasid", "sva unbind of a lost entry", "aux user added to a lost entry",
-            "domain free with aux left"])
+            "domain free with aux left", "process exit while bound"])
         {
             Assert.True(Coverage.GetValueOrDefault(c) > 0, $"never reached: {c}");
         }
@@ -87,6 +87,7 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
         var slots = new Dictionary<uint, int>();
         var sva = new (int Users, bool Live, uint Pasid, IommuSva? Handle)[Mms];
         var log = new List<string>();
+        var exited = new bool[Mms];
 
         void RidChange()
         {
@@ -281,7 +282,12 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
                     int m = dom % Mms;
                     Errno got = f.Iommu.SvaBindDevice(dev, mms[m], null, out IommuSva? h);
                     log.Add($"sva-bind {m}={got}");
-                    Assert.True(got == Errno.None, $"SVA bind of {m}: got {got}; log: {string.Join(" | ", log)}");
+                    Assert.True(got == (exited[m] ? Errno.EINVAL : Errno.None), $"SVA bind of {m}: got {got}; log: {string.Join(" | ", log)}");
+                    if (got != Errno.None)
+                    {
+                        break;
+                    }
+
                     uint pasid = f.Iommu.SvaGetPasid(h!);
                     if (sva[m].Users > 0)
                     {
@@ -314,6 +320,51 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
                         if (--sva[m].Users == 0)
                         {
                             sva[m] = default;
+                        }
+                    }
+
+                    break;
+                }
+
+                case 14:
+                    // Free a domain that is neither the RID domain nor attached to a PASID (freeing those is the caller's
+                    // bug); its aux attachments, live or lost, go with it (AuxRemoveAllOnFree), then a fresh one takes its place.
+                    if (rid != dom && !slots.ContainsValue(dom))
+                    {
+                        uint old = aux.TryGetValue(dom, out var fa) ? fa.Pasid : 0;
+                        if (old != 0)
+                        {
+                            Cover("domain free with aux left");
+                        }
+
+                        f.Iommu.DomainFree(d);
+                        log.Add($"free {dom}");
+                        aux.Remove(dom);
+                        doms[dom] = f.Unmanaged();
+                        for (int i = 0; i < Iovas; i++)
+                        {
+                            mapped[dom, i] = false;
+                        }
+
+                        if (old != 0 && !slots.ContainsKey(old))
+                        {
+                            f.AssertDma(dev, old, IovaOf(iova) + 8, 0, $"the freed domain's aux PASID {old}; log: {string.Join(" | ", log)}");
+                        }
+                    }
+
+                    break;
+                case 15:
+                {
+                    int m = dom % Mms;
+                    if (!exited[m])
+                    {
+                        mms[m].Exit(); // intel_mm_release clears the bind's entry; the bind stays until the unbind
+                        exited[m] = true;
+                        sva[m].Live = false;
+                        log.Add($"exit {m}");
+                        if (sva[m].Users > 0)
+                        {
+                            Cover("process exit while bound");
                         }
                     }
 
