@@ -8,7 +8,8 @@ using static Iommu.VtD.Tests.Driver.DriverTestKit;
 namespace Iommu.VtD.Tests.Driver;
 
 /// <summary>
-/// One aux-, PASID- and SVA-capable device on one scalable-mode unit (second- and first-level UNMANAGED domains):
+/// One aux-, PASID- and SVA-capable device on one scalable-mode unit (second- and first-level UNMANAGED domains,
+/// default DMA or identity domain):
 /// its RID domain (UNMANAGED attach, detach back to the default DMA domain), AUX enable/disable, aux attach/detach,
 /// PASID attach/detach (6.x <c>set_dev_pasid</c>), SVA bind/unbind, maps and DMA in any order, against a model.
 /// </summary>
@@ -34,13 +35,15 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
     private const int Doms = 3, Iovas = 3, Mms = 2;
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Property_rid_aux_pasid_and_sva_attachments_in_any_order_keep_dma_exact_and_leak_nothing(bool firstLevel)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void Property_rid_aux_pasid_and_sva_attachments_in_any_order_keep_dma_exact_and_leak_nothing(bool firstLevel, bool identity)
     {
         Gen.Select(Gen.Int[0, 15], Gen.Int[0, Doms - 1], Gen.Int[1, 5], Gen.Int[0, Iovas - 1]).Array[1, 40]
             .Select(Gen.Bool, (s, c) => (s, c))
-            .Sample(t => Run(firstLevel, t.s, t.c), iter: 1500, threads: 1);
+            .Sample(t => Run(firstLevel, identity, t.s, t.c), iter: 1000, threads: 1);
 
         // The orders this audit is about were reached.
         foreach (string c in (string[])["rid change with aux live", "rid change with sva live", "rid change with pasid attached",
@@ -55,9 +58,13 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
 
     private static void Cover(string what) => Coverage[what] = Coverage.GetValueOrDefault(what) + 1;
 
-    internal static void Run(bool firstLevel, (int Op, int Dom, int P, int Iova)[] steps, bool cleanAux)
+    internal static void Run(bool firstLevel, bool identity, (int Op, int Dom, int P, int Iova)[] steps, bool cleanAux)
     {
-        using DriverBed f = FirstLevelTestKit.NewFl(IopfTestKit.Config, firstLevel ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault);
+        using var f = new DriverBed(
+            IopfTestKit.Config,
+            new IntelIommuOptions { FirstLevel = firstLevel ? FirstLevelPolicy.AllWhenEveryUnitHasFlts : FirstLevelPolicy.FirstLevelByDefault },
+            memory: SmallMemory,
+            defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
         PciDevice dev = f.Pci.AddDevice(new PciDeviceSpec("0000:00:05.0") { PasidWidth = 20, Ats = true, Pri = true, Acs = true, ScalableIov = true });
         Assert.Equal(Errno.None, f.Iommu.DevEnableFeature(dev, IommuDevFeature.Iopf));
         Assert.Equal(Errno.None, f.Iommu.DevEnableFeature(dev, IommuDevFeature.Sva));
@@ -81,7 +88,7 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
         ulong Page(int d, int i) => PaBase + ((ulong)d * M2) + ((ulong)i * K4);
         ulong IovaOf(int i) => Iova + ((ulong)i * K4);
 
-        int? rid = null; // null: the default DMA domain (never mapped here)
+        int? rid = null; // null: the default domain (DMA: never mapped here; identity: 1:1)
         bool auxEnabled = false, paside = true; // SVA enable set PASIDE
         var aux = new Dictionary<int, (int Users, bool Live, uint Pasid)>();
         var slots = new Dictionary<uint, int>();
@@ -125,7 +132,7 @@ public sealed class RidAuxPasidSvaInterplayPropertyTests
         void Check(int i, string why)
         {
             string ctx = $"{why}; log: {string.Join(" | ", log)}";
-            f.AssertDma(dev, null, IovaOf(i) + 8, rid is int r && mapped[r, i] ? Page(r, i) + 8 : 0, $"RID DMA; {ctx}");
+            f.AssertDma(dev, null, IovaOf(i) + 8, rid is int r ? (mapped[r, i] ? Page(r, i) + 8 : 0) : identity ? IovaOf(i) + 8 : 0, $"RID DMA; {ctx}");
             foreach (uint p in PasidsInPlay())
             {
                 int? owner = slots.TryGetValue(p, out int s) ? s : aux.Where(a => a.Value.Live && a.Value.Pasid == p).Select(a => (int?)a.Key).FirstOrDefault();
