@@ -206,8 +206,11 @@ public sealed class DmarDomain : IommuDomain
     /// <summary>Whether snoop control can be forced on every unit (<c>iommu_snooping</c>).</summary>
     public bool IommuSnooping { get; internal set; }
 
-    /// <summary>The static identity domain (<c>si_domain</c>) using hardware pass-through.</summary>
+    /// <summary>The static identity domain (<c>si_domain</c>): hardware pass-through, or a 1:1 table when some unit lacks ECAP.PT.</summary>
     public bool IsIdentity { get; internal init; }
+
+    // The identity domain under hw_pass_through: no table, TT=10 / PGTT=100. Without it si_domain is a 1:1 table.
+    internal bool PassThrough { get; init; }
 
     /// <summary>The PASID of this domain on every device it is aux-attached to (<c>default_pasid</c>; 0 = none).</summary>
     public uint DefaultPasid { get; internal set; }

@@ -180,7 +180,7 @@ public sealed partial class IntelIommu
         {
             if (++domain.IommuRefcnt[unit.SeqId] == 1)
             {
-                if (domain.IsIdentity && unit.ScalableMode)
+                if (domain.PassThrough && unit.ScalableMode)
                 {
                     domain.IommuDid[unit.SeqId] = Dmar.FlptDefaultDid;
                 }
@@ -211,7 +211,7 @@ public sealed partial class IntelIommu
             if (--domain.IommuRefcnt[unit.SeqId] == 0)
             {
                 ushort did = domain.IommuDid[unit.SeqId];
-                if (!(domain.IsIdentity && unit.ScalableMode))
+                if (!(domain.PassThrough && unit.ScalableMode))
                 {
                     unit.FreeDid(did);
                 }
@@ -271,7 +271,7 @@ public sealed partial class IntelIommu
                 return err;
             }
 
-            err = domain.IsIdentity
+            err = domain.PassThrough
                 ? SetupPassThrough(unit, domain, info, 0)
                 : SetupPagingPasid(unit, domain, info, 0);
             if (err != Errno.None)
@@ -397,7 +397,7 @@ public sealed partial class IntelIommu
             {
                 var c = default(ContextEntry);
                 c.SetDomainId(did);
-                if (domain.IsIdentity)
+                if (domain.PassThrough)
                 {
                     // Pass-through: AW is the largest AGAW the hardware supports; ASR is ignored.
                     c.SetAddressWidth(unit.Msagaw);
@@ -449,7 +449,7 @@ public sealed partial class IntelIommu
 
             if (unit.ScalableMode)
             {
-                didOld = info.Domain.IsIdentity ? Dmar.FlptDefaultDid : info.Domain.IommuDid[unit.SeqId];
+                didOld = info.Domain.PassThrough ? Dmar.FlptDefaultDid : info.Domain.IommuDid[unit.SeqId];
                 ScalableContextEntry.Clear(_memory, ce);
             }
             else

@@ -224,7 +224,7 @@ public sealed partial class IntelIommu : IIommuPasidOps
     // change): pass-through for the identity domain, otherwise the stage the domain uses (first level,
     // second level, or nested over its parent) through SetupPagingPasid.
     private Errno DomainSetupPasidEntry(IntelIommuUnit unit, DmarDomain domain, DeviceDomainInfo info, uint pasid) =>
-        domain.IsIdentity
+        domain.PassThrough
             ? SetupPassThrough(unit, domain, info, pasid)
             : SetupPagingPasid(unit, domain, info, pasid);
 

@@ -54,6 +54,10 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     private readonly bool _mapNeedsFlush;
     private DmarDomain? _siDomain;
 
+    // init_dmars: 1 until a unit without ECAP.PT clears it, for every unit (one global, not per unit).
+    [KernelSymbol("hw_pass_through")]
+    private readonly bool _hwPassThrough;
+
     /// <summary>Brings up the driver on <paramref name="units"/> with default options.</summary>
     /// <param name="platform">The platform whose memory holds the translation structures.</param>
     /// <param name="units">The remapping hardware, in DRHD order.</param>
@@ -109,6 +113,8 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 platform.Iommu.SetDmaStrict();
             }
         }
+
+        _hwPassThrough = Array.TrueForAll(_units, u => DmarCap.EcapPassThrough(u.Ecap));
 
         PublishMetrics(platform, _diagnostics);
     }
@@ -189,16 +195,10 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             case DomainType.Unmanaged or DomainType.Dma or DomainType.DmaFq:
                 return NewDomain(firstLevel: UseFirstLevelFor(type));
             case DomainType.Identity:
-                // The static identity domain with hardware pass-through. Units without PT would need
-                // a 1:1 page table of all memory; we do not build one (the core falls back to DMA).
-                if (!Array.TrueForAll(_units, u => DmarCap.EcapPassThrough(u.Ecap)))
-                {
-                    return null;
-                }
-
+                // The one static identity domain of the system (si_domain), on every unit.
                 lock (_deviceDomainLock)
                 {
-                    return _siDomain ??= NewDomain(identity: true);
+                    return _siDomain ??= SiDomainInit();
                 }
 
             default:
@@ -390,9 +390,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
 
     // md_domain_init(57): gaw 57, agaw 3 (5 levels), aperture [0, 2^57 − 1] (first level: the
     // aperture shrinks to the lower canonical half on attach, domain_update_iommu_cap).
-    internal DmarDomain? NewDomain(bool identity = false, bool firstLevel = false)
+    internal DmarDomain? NewDomain(bool identity = false, bool firstLevel = false, bool passThrough = true, int width = 57)
     {
-        const int DefaultWidth = 57;
+        int DefaultWidth = width;
         int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(DefaultWidth));
         DmarDomain d;
         if (firstLevel)
@@ -418,6 +418,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             {
                 Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
                 IsIdentity = identity,
+                PassThrough = identity && passThrough,
             };
         }
 
@@ -426,6 +427,64 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         if (identity || Array.TrueForAll(_units, u => u.Agaw >= agaw))
         {
             d.MarkLevelsFinal();
+        }
+
+        return d;
+    }
+
+    // si_domain_init: with hw_pass_through the identity domain has no table (TT=10 / PGTT=100 on every
+    // unit); without it (some unit lacks ECAP.PT, which clears the global for all of them) it is a
+    // second-level table mapping every RAM range 1:1 (iommu_domain_identity_map), read and write, which
+    // every unit walks: DMA reaches RAM only, not MMIO or addresses beyond memory. Two departures, same
+    // reach: 5.15 builds it 5-level (md_domain_init(57)) and prepare_domain_attach_device then drops the
+    // top level under the units already walking it (the freed root stays in their context entries); the
+    // model builds it at the narrowest unit's agaw and width from the start. 5.15 maps 4 KiB leaves
+    // (iommu_superpage is still 0 in si_domain_init); the model uses the common superpage size, so
+    // 8 GiB is not two million PTEs. Not modelled: 5.15 also maps the RMRRs of active devices 1:1 here
+    // (for_each_rmrr_units); the model's si_domain is built at the first identity default domain, without
+    // them, so an RMRR outside RAM is not reachable by an identity device while hw_pass_through is off.
+    [KernelSymbol("si_domain_init")]
+    private DmarDomain? SiDomainInit()
+    {
+        if (_hwPassThrough)
+        {
+            return NewDomain(identity: true);
+        }
+
+        int agaw = _units.Min(u => u.Agaw);
+        DmarDomain? d = NewDomain(identity: true, passThrough: false, width: Dmar.AgawToWidth(agaw));
+        if (d is null)
+        {
+            return null;
+        }
+
+        // The levels are the narrowest unit's SAGAW (what 5.15's level drops end at), not its MGAW.
+        d.Gaw = Math.Min(d.Gaw, _units.Min(u => DmarCap.Mgaw(u.Cap)));
+
+        int sp = SuperpageSupport(firstLevel: false);
+        ulong size = _memory.Size;
+        ulong step = 2UL << 20;
+        for (ulong pa = 0; pa < size;)
+        {
+            ulong len = pa % step == 0 && pa + step <= size && _memory.Contains(pa, step) ? step : 4096;
+            if (len == 4096 && !_memory.Contains(pa, len))
+            {
+                pa += len;
+                continue;
+            }
+
+            ulong end = pa + len;
+            while (end < size && end % step == 0 && end + step <= size && _memory.Contains(end, step))
+            {
+                end += step;
+            }
+
+            if (d.PageTable.Map(pa, pa, end - pa, DmaPte.Read | DmaPte.Write, sp, out _) != Errno.None)
+            {
+                return null;
+            }
+
+            pa = end;
         }
 
         return d;
