@@ -41,7 +41,7 @@ public sealed class MultiUnitDomainPropertyTests
         Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 2000, threads: 1);
 
         // The generator reaches the cases the property is for (counts summed over the runs).
-        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0 && seen.UnsupportedAgaw > 0, $"coverage: {seen}");
+        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0 && seen.UnsupportedAgaw > 0 && seen.IdentityTableOnPtUnit > 0 && seen.IdentityPassThrough > 0, $"coverage: {seen}");
     }
 
     internal static void Run(uint seed, int steps, Coverage? seen = null)
@@ -70,6 +70,12 @@ public sealed class MultiUnitDomainPropertyTests
 
         /// <summary>Probes through a unit whose SAGAW lacks the domain's (dropped) agaw.</summary>
         public int UnsupportedAgaw { get; set; }
+
+        /// <summary>Identity-domain DMA through si_domain's 1:1 table on a unit with ECAP.PT (another unit lacks it).</summary>
+        public int IdentityTableOnPtUnit { get; set; }
+
+        /// <summary>Identity-domain DMA passed through (every unit has ECAP.PT).</summary>
+        public int IdentityPassThrough { get; set; }
 
         /// <summary>Steps after which a first-level domain was on two units or more.</summary>
         public int FirstLevelMultiUnit { get; set; }
@@ -121,13 +127,16 @@ public sealed class MultiUnitDomainPropertyTests
         private readonly bool _firstLevel;
         private readonly HashSet<PciDevice> _noGroup = []; // lost its default domain to a failed attach
         private readonly List<(ulong Iova, ulong Size)> _unmapped = [];
+        private readonly bool _identity; // iommu_def_domain_type IDENTITY: devices start on si_domain
+        private readonly DmarDomain? _si;
         private readonly List<uint> _pasidsSeen = []; // a domain's aux PASID, once released, must reach nothing // recently unmapped: DMA there must fault
 
         public MultiRun(int seed)
         {
             _seed = seed;
             _rng = new Random(seed);
-            Platform = new Platform(new PlatformOptions { MemorySize = Memory, TableMemorySize = 128 * Sizes.MiB });
+            _identity = _rng.Next(3) == 0;
+            Platform = new Platform(new PlatformOptions { MemorySize = Memory, TableMemorySize = 128 * Sizes.MiB, DefaultDomainType = _identity ? DomainType.Identity : DomainType.Dma });
             Pci = Platform.AddPciBus();
             // All legacy, all scalable, or each unit its own (5.15's sm_supported(iommu) is per unit).
             // All scalable: half the platforms run 5.15's domain_alloc rule, first level when every unit has
@@ -158,6 +167,7 @@ public sealed class MultiUnitDomainPropertyTests
                     SnoopControl = _rng.Next(3) != 0,
                     PageWalkCoherency = _rng.Next(2) == 0,
                     CachingMode = _rng.Next(3) == 0,
+                    PassThrough = !_identity || _rng.Next(3) != 0, // init_dmars: one unit without PT clears hw_pass_through for all
                 };
                 if (fl)
                 {
@@ -211,7 +221,8 @@ public sealed class MultiUnitDomainPropertyTests
             }
 
             Domains = [.. _ref.Keys];
-            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(x.Config.ScalableMode ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}{(x.Flts ? $" flts fl1gp {x.Config.FirstLevel1GiBPages} fl5lp {x.Config.FirstLevel5LevelPaging} srs {x.Config.SupervisorRequests}" : "")}"))}; domains {(_ref.Values.First().FirstLevel ? "first" : "second")} level");
+            _si = _identity ? (DmarDomain?)Driver.DomainAlloc(DomainType.Identity) : null;
+            _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(x.Config.ScalableMode ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}{(x.Flts ? $" flts fl1gp {x.Config.FirstLevel1GiBPages} fl5lp {x.Config.FirstLevel5LevelPaging} srs {x.Config.SupervisorRequests}" : "")}"))}; domains {(_ref.Values.First().FirstLevel ? "first" : "second")} level{(_identity ? $"; identity default, pt {string.Join("/", units.Select(x => x.Config.PassThrough))}" : "")}");
         }
 
         public Coverage Seen { get; init; } = new();
@@ -318,7 +329,7 @@ public sealed class MultiUnitDomainPropertyTests
 
         // A (fresh, 5-level) first-level default domain cannot be set up on the unit: the device has no
         // domain after probe, nor after it leaves an UNMANAGED one.
-        private bool DefaultDomainFails(UnitInfo u) =>
+        private bool DefaultDomainFails(UnitInfo u) => !_identity &&
             FirstLevelSetup(new Ref { FirstLevel = _firstLevel }, u, aux: false) != Errno.None;
 
         // domain_setup_first_level after prepare_domain_attach_device: the levels left must be 4 or 5
@@ -689,6 +700,11 @@ public sealed class MultiUnitDomainPropertyTests
                 Require(want.SequenceEqual(leaves), () => ($"step {step}: d{Index(dom)} leaves\n  got  {string.Join(", ", leaves.Select(L))}\n  want {string.Join(", ", want.Select(L))}"));
             }
 
+            if (_identity)
+            {
+                CheckIdentity(step);
+            }
+
             // Every device, through its own unit, reaches what iova_to_phys says: with its RID when attached
             // to one of the domains, with a domain's aux PASID when aux-attached to it (and nowhere with the
             // PASID of a domain it is not aux-attached to), at each map's (of either domain) first and last
@@ -718,6 +734,50 @@ public sealed class MultiUnitDomainPropertyTests
                 foreach (uint pasid in _pasidsSeen.Except(live))
                 {
                     ProbeAll(step, dev, u, pasid, null, probes);
+                }
+            }
+        }
+
+        // The identity default domain (5.15): one si_domain for the system; hw_pass_through is one global,
+        // cleared by init_dmars when any unit lacks ECAP.PT. With it, RID DMA of a device on its default
+        // domain passes through (any address); without it, on every unit (also those with PT) it goes
+        // through si_domain's table, which si_domain_init fills with every RAM range 1:1: RAM is reached,
+        // nothing else (iova_to_phys, the core's identity answer, says iova everywhere). si_domain has a DID
+        // on a unit exactly while a device behind it is on it (legacy or table: its own; scalable
+        // pass-through: FLPT_DEFAULT_DID), never another domain's.
+        private void CheckIdentity(int step)
+        {
+            bool hwPt = Units.All(x => x.Config.PassThrough);
+            Require(_si is not null && _si.Type == DomainType.Identity, () => $"step {step}: no si_domain");
+            DmarDomain si = _si!;
+            int siAgaw = Units.Min(x => x.Agaw);
+            ulong[] probes = [0, K4, 0x8000_0000, Memory - K4, Memory, Memory + M2, 1UL << 38];
+            for (int u = 0; u < Units.Count; u++)
+            {
+                bool used = Devices.Any(dv => _unitOf[dv] == Units[u] && _attached[dv] is null && !_noDomain.Contains(dv));
+                ushort did = si.DidOn(u);
+                Require(did != 0 == used, () => $"step {step}: si_domain DID on unit {u} is {did}, devices on it: {used}");
+                Require(did == 0 || Domains.All(o => ((DmarDomain)o).DidOn(u) != did), () => $"step {step}: si_domain shares DID {did} on unit {u}");
+            }
+
+            foreach (PciDevice dev in Devices)
+            {
+                UnitInfo u = _unitOf[dev];
+                if (_attached[dev] is not null)
+                {
+                    continue;
+                }
+
+                bool onSi = !_noDomain.Contains(dev);
+                Require(!onSi || Iommu.GetDomainForDev(dev) == si, () => $"step {step}: {dev.Name} default domain is not si_domain");
+                foreach (ulong probe in probes)
+                {
+                    bool reach = onSi && (hwPt || (probe + K4 <= Memory && u.WalksAgaw(siAgaw)));
+                    VtdTranslation t = u.Hw.Translate(dev.RequesterId, null, probe, 1, DmaAccess.Read);
+                    bool ok = t.Status == VtdTranslationStatus.Translated;
+                    Seen.IdentityPassThrough += ok && hwPt ? 1 : 0;
+                    Seen.IdentityTableOnPtUnit += ok && !hwPt && u.Config.PassThrough ? 1 : 0;
+                    Require(ok == reach && (!ok || t.PhysicalAddress == probe), () => $"step {step}: identity {dev.Name} on unit {u.SeqId} (hw_pass_through {hwPt}, on si_domain {onSi}) at 0x{probe:x}: want {(reach ? "1:1" : "fault")}, DMA {t.Status} 0x{t.PhysicalAddress:x} {t.Reason}");
                 }
             }
         }
