@@ -1,6 +1,7 @@
 using CsCheck;
 using Iommu.Devices;
 using Iommu.Domains;
+using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Driver.Format;
 using Iommu.VtD.Hardware;
@@ -41,7 +42,7 @@ public sealed class MultiUnitDomainPropertyTests
         Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 2000, threads: 1);
 
         // The generator reaches the cases the property is for (counts summed over the runs).
-        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0 && seen.UnsupportedAgaw > 0 && seen.IdentityTableOnPtUnit > 0 && seen.IdentityPassThrough > 0, $"coverage: {seen}");
+        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0 && seen.UnsupportedAgaw > 0 && seen.IdentityTableOnPtUnit > 0 && seen.IdentityPassThrough > 0 && seen.SvaMmOnTwoUnits > 0 && seen.SvaDmaTranslated > 0, $"coverage: {seen}");
     }
 
     internal static void Run(uint seed, int steps, Coverage? seen = null)
@@ -73,6 +74,12 @@ public sealed class MultiUnitDomainPropertyTests
 
         /// <summary>Identity-domain DMA through si_domain's 1:1 table on a unit with ECAP.PT (another unit lacks it).</summary>
         public int IdentityTableOnPtUnit { get; set; }
+
+        /// <summary>Steps after which one process was bound to devices behind two units or more.</summary>
+        public int SvaMmOnTwoUnits { get; set; }
+
+        /// <summary>PASID DMA of a bound device that reached the process's page.</summary>
+        public int SvaDmaTranslated { get; set; }
 
         /// <summary>Identity-domain DMA passed through (every unit has ECAP.PT).</summary>
         public int IdentityPassThrough { get; set; }
@@ -129,7 +136,17 @@ public sealed class MultiUnitDomainPropertyTests
         private readonly List<(ulong Iova, ulong Size)> _unmapped = [];
         private readonly bool _identity; // iommu_def_domain_type IDENTITY: devices start on si_domain
         private readonly DmarDomain? _si;
-        private readonly List<uint> _pasidsSeen = []; // a domain's aux PASID, once released, must reach nothing // recently unmapped: DMA there must fault
+        private readonly List<uint> _pasidsSeen = [];
+
+        // SVA (iommu_sva_bind_device) on all-scalable platforms, drawn from its own generator so the other
+        // steps' sequence stays what it was: processes, their pages, and the live binds (device, process, users).
+        private readonly Random? _svaRng;
+        private readonly List<ProcessAddressSpace> _mms = [];
+        private readonly List<ulong> _vas = [];
+        private readonly List<(PciDevice Dev, ProcessAddressSpace Mm, IommuSva Handle)> _binds = [];
+        private readonly HashSet<PciDevice> _svaEnabled = [];
+        private readonly Dictionary<ProcessAddressSpace, uint> _mmPasid = [];
+        private readonly List<(PciDevice Dev, uint Pasid)> _svaGone = []; // unbound: DMA with that PASID must fault // a domain's aux PASID, once released, must reach nothing // recently unmapped: DMA there must fault
 
         public MultiRun(int seed)
         {
@@ -142,6 +159,7 @@ public sealed class MultiUnitDomainPropertyTests
             // All scalable: half the platforms run 5.15's domain_alloc rule, first level when every unit has
             // ECAP.FLTS (intel_cap_flts_sanity), with FLTS, FL1GP, FL5LP and SRS random per unit.
             int mode = _rng.Next(4);
+            _svaRng = mode == 3 && (seed & 1) == 0 ? new Random(seed ^ 0x5A5A) : null;
             bool fl = mode == 3;
             int n = _rng.Next(2, 4);
             var units = new List<UnitInfo>();
@@ -181,6 +199,12 @@ public sealed class MultiUnitDomainPropertyTests
                     };
                 }
 
+                if (_svaRng is not null && _svaRng.Next(5) != 0)
+                {
+                    // SVM-capable (intel_svm_check: FL1GP for the CPU's 1 GiB pages) with ATS and page requests.
+                    c = c with { FirstLevelTranslation = true, FirstLevel1GiBPages = true, DeviceTlb = true, PageRequests = true, PageRequestDrain = _svaRng.Next(2) == 0 };
+                }
+
                 units.Add(new UnitInfo(u, c, new VtdUnit(Platform.Memory, c)));
                 for (int j = 0; j < 2; j++)
                 {
@@ -203,7 +227,7 @@ public sealed class MultiUnitDomainPropertyTests
             {
                 // Most devices can carry PASIDs (aux domains); the rest get -ENODEV from AUX enable.
                 bool pasid = _rng.Next(4) != 0;
-                PciDevice dev = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true, PasidWidth = pasid ? 20 : 0, ScalableIov = pasid });
+                PciDevice dev = Pci.AddDevice(new PciDeviceSpec(bdf) { Acs = true, PasidWidth = pasid ? 20 : 0, ScalableIov = pasid, Ats = pasid && _sva, Pri = pasid && _sva });
                 _unitOf[dev] = units[u];
                 _attached[dev] = null;
                 if (DefaultDomainFails(units[u]))
@@ -214,6 +238,22 @@ public sealed class MultiUnitDomainPropertyTests
             }
 
             Devices = [.. _unitOf.Keys];
+            if (_sva)
+            {
+                var pages = HostPageAllocator.ForPlatform(Platform);
+                for (int m = 0; m < 2; m++)
+                {
+                    var mm = new ProcessAddressSpace(pages, $"p{m}");
+                    ulong va = mm.Mmap(4 * K4);
+                    for (int pg = 0; pg < 3; pg++)
+                    {
+                        mm.Write(va + (ulong)pg * K4, [1]).ThrowIfError(); // fault in three of the four pages
+                    }
+
+                    _mms.Add(mm);
+                    _vas.Add(va);
+                }
+            }
             for (int i = 0, domains = _rng.Next(1, 3); i < domains; i++)
             {
                 IDomain d = Iommu.DomainAlloc(Pci) ?? throw new InvalidOperationException("domain alloc failed");
@@ -241,8 +281,17 @@ public sealed class MultiUnitDomainPropertyTests
 
         public IReadOnlyList<IDomain> Domains { get; }
 
+        private bool _sva => _svaRng is not null;
+
         public void Step(int i)
         {
+            if (_svaRng is not null && _svaRng.Next(4) == 0)
+            {
+                SvaStep();
+                Check(i);
+                return;
+            }
+
             IDomain dom = Domains[_rng.Next(Domains.Count)];
             PciDevice dev = Devices[_rng.Next(Devices.Count)];
             switch (_rng.Next(14))
@@ -275,6 +324,11 @@ public sealed class MultiUnitDomainPropertyTests
 
         private void Attach(IDomain dom, PciDevice dev)
         {
+            if (_svaEnabled.Contains(dev))
+            {
+                return; // SVA devices stay on their default domain: RID attach under live binds is not transcribed
+            }
+
             Ref r = _ref[dom];
             UnitInfo u = _unitOf[dev];
             Errno want;
@@ -405,7 +459,7 @@ public sealed class MultiUnitDomainPropertyTests
         // property, which it does not transcribe.
         private void EnableAux(PciDevice dev)
         {
-            if (_attached[dev] is not null)
+            if (_attached[dev] is not null || _svaEnabled.Contains(dev))
             {
                 return;
             }
@@ -705,6 +759,11 @@ public sealed class MultiUnitDomainPropertyTests
                 CheckIdentity(step);
             }
 
+            if (_sva)
+            {
+                CheckSva(step);
+            }
+
             // Every device, through its own unit, reaches what iova_to_phys says: with its RID when attached
             // to one of the domains, with a domain's aux PASID when aux-attached to it (and nowhere with the
             // PASID of a domain it is not aux-attached to), at each map's (of either domain) first and last
@@ -734,6 +793,115 @@ public sealed class MultiUnitDomainPropertyTests
                 foreach (uint pasid in _pasidsSeen.Except(live))
                 {
                     ProbeAll(step, dev, u, pasid, null, probes);
+                }
+            }
+        }
+
+        // A bind (iommu_sva_bind_device: the mm's one PASID, iommu_sva_alloc_pasid) or an unbind of a live
+        // one. Devices behind any unit; SVA enabled once per device (IOPF then SVA); a device whose enable
+        // fails is left alone (the enable's errno is not part of this property).
+        private void SvaStep()
+        {
+            Random r = _svaRng!;
+            if (_binds.Count != 0 && r.Next(3) == 0)
+            {
+                (PciDevice d0, ProcessAddressSpace m0, IommuSva h) = _binds[r.Next(_binds.Count)];
+                Iommu.SvaUnbindDevice(h);
+                _binds.Remove((d0, m0, h));
+                _trace.Add($"sva unbind {d0.Name} (unit {_unitOf[d0].SeqId}) from {m0.Name}");
+                if (!_binds.Any(b => b.Dev == d0 && b.Mm == m0))
+                {
+                    _svaGone.Add((d0, _mmPasid[m0]));
+                }
+
+                if (!_binds.Any(b => b.Mm == m0))
+                {
+                    _mmPasid.Remove(m0); // the mm's last bind frees its PASID (iommu_sva_free_pasid)
+                }
+
+                return;
+            }
+
+            PciDevice dev = Devices[r.Next(Devices.Count)];
+            ProcessAddressSpace mm = _mms[r.Next(_mms.Count)];
+            if (_attached[dev] is not null || _auxEnabled.Contains(dev) || _noDomain.Contains(dev) || !dev.HasPasidCapability)
+            {
+                return;
+            }
+
+            if (!_svaEnabled.Contains(dev))
+            {
+                if (Iommu.DevEnableFeature(dev, IommuDevFeature.Iopf) != Errno.None || Iommu.DevEnableFeature(dev, IommuDevFeature.Sva) != Errno.None)
+                {
+                    return;
+                }
+
+                _svaEnabled.Add(dev);
+            }
+
+            Errno got = Iommu.SvaBindDevice(dev, mm, null, out IommuSva? handle);
+            _trace.Add($"sva bind {dev.Name} (unit {_unitOf[dev].SeqId}) to {mm.Name} -> {got} pasid {(handle is null ? 0 : Iommu.SvaGetPasid(handle))}");
+            Require(got == Errno.None, () => $"sva bind: {got}");
+            uint pasid = Iommu.SvaGetPasid(handle!);
+
+            // One PASID per mm for every device on every unit (global PASIDs), kept while any bind of it lives.
+            Require(!_mmPasid.TryGetValue(mm, out uint had) || had == pasid, () => $"sva bind: {mm.Name} got PASID {pasid}, its binds hold {had}");
+            _mmPasid[mm] = pasid;
+            _binds.Add((dev, mm, handle!));
+            _svaGone.RemoveAll(g => g.Dev == dev && g.Pasid == pasid);
+        }
+
+        // PASIDs of live processes differ from each other and from every aux PASID; a bound device's DMA
+        // with its process's PASID, through its own unit, reaches the process's page (CPU page tables) and
+        // faults on the page not faulted in; a device not bound with that PASID (never, or any more: entry
+        // torn down and PASID-IOTLB / device TLB flushed on its unit) faults, as every device does with a
+        // PASID no process holds.
+        private void CheckSva(int step)
+        {
+            var pasids = _mmPasid.Values.ToList();
+            Require(pasids.Distinct().Count() == pasids.Count, () => $"step {step}: two processes share a PASID: {string.Join(",", pasids)}");
+            foreach (IDomain aux in Domains)
+            {
+                int ap = Iommu.AuxGetPasid(aux, Devices[0]);
+                Require(ap <= 0 || !pasids.Contains((uint)ap), () => $"step {step}: aux PASID {ap} is also a process's");
+            }
+
+            Seen.SvaMmOnTwoUnits += _mms.Count(m => _binds.Where(b => b.Mm == m).Select(b => _unitOf[b.Dev].SeqId).Distinct().Count() >= 2);
+            foreach (PciDevice dev in Devices)
+            {
+                UnitInfo u = _unitOf[dev];
+                for (int m = 0; m < _mms.Count; m++)
+                {
+                    ProcessAddressSpace mm = _mms[m];
+                    if (!_mmPasid.TryGetValue(mm, out uint pasid))
+                    {
+                        continue;
+                    }
+
+                    bool bound = _binds.Any(b => b.Dev == dev && b.Mm == mm);
+                    for (ulong pg = 0; pg < 4; pg++)
+                    {
+                        ulong va = _vas[m] + (pg * K4);
+                        ulong want = bound && mm.TryTranslate(va, out ulong pfn) ? pfn << 12 : 0;
+                        VtdTranslation t = u.Hw.Translate(dev.RequesterId, pasid, va, 1, DmaAccess.Read);
+                        bool ok = t.Status == VtdTranslationStatus.Translated;
+                        Seen.SvaDmaTranslated += ok ? 1 : 0;
+                        Require(ok == (want != 0) && (!ok || t.PhysicalAddress == want), () => $"step {step}: sva {dev.Name} on unit {u.SeqId} {mm.Name} pasid {pasid} (bound {bound}) at 0x{va:x}: want 0x{want:x}, DMA {t.Status} 0x{t.PhysicalAddress:x} {t.Reason}");
+                    }
+                }
+            }
+
+            foreach ((PciDevice dev, uint pasid) in _svaGone)
+            {
+                if (_binds.Any(b => b.Dev == dev && _mmPasid.GetValueOrDefault(b.Mm) == pasid))
+                {
+                    continue;
+                }
+
+                foreach (ulong va in _vas)
+                {
+                    VtdTranslation t = _unitOf[dev].Hw.Translate(dev.RequesterId, pasid, va, 1, DmaAccess.Read);
+                    Require(t.Status != VtdTranslationStatus.Translated, () => $"step {step}: {dev.Name} unbound from PASID {pasid} still reaches 0x{t.PhysicalAddress:x} at 0x{va:x} on unit {_unitOf[dev].SeqId}");
                 }
             }
         }
@@ -824,6 +992,19 @@ public sealed class MultiUnitDomainPropertyTests
 
         private string Fail(string what) => $"seed {_seed}: {what}\n{string.Join("\n", _trace)}";
 
-        public void Dispose() => Platform.Dispose();
+        public void Dispose()
+        {
+            foreach ((_, _, IommuSva h) in _binds)
+            {
+                Iommu.SvaUnbindDevice(h);
+            }
+
+            foreach (ProcessAddressSpace mm in _mms)
+            {
+                mm.Dispose();
+            }
+
+            Platform.Dispose();
+        }
     }
 }
