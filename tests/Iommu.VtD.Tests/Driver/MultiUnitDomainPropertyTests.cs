@@ -42,7 +42,7 @@ public sealed class MultiUnitDomainPropertyTests
         Gen.Select(Gen.UInt, Gen.Int[10, 40]).Sample((seed, steps) => Run(seed, steps, seen), iter: 2000, threads: 1);
 
         // The generator reaches the cases the property is for (counts summed over the runs).
-        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0 && seen.UnsupportedAgaw > 0 && seen.IdentityTableOnPtUnit > 0 && seen.IdentityPassThrough > 0 && seen.SvaMmOnTwoUnits > 0 && seen.SvaDmaTranslated > 0, $"coverage: {seen}");
+        Assert.True(seen.AuxOnLaterUnit > 0 && seen.MixedModes > 0 && seen.PasidDmaTranslated > 0 && seen.FirstLevelMultiUnit > 0 && seen.FirstLevelAuxOnLaterUnit > 0 && seen.UnsupportedAgaw > 0 && seen.IdentityTableOnPtUnit > 0 && seen.IdentityPassThrough > 0 && seen.SvaMmOnTwoUnits > 0 && seen.SvaDmaTranslated > 0 && seen.PasidAttachOnTwoUnits > 0, $"coverage: {seen}");
     }
 
     internal static void Run(uint seed, int steps, Coverage? seen = null)
@@ -74,6 +74,9 @@ public sealed class MultiUnitDomainPropertyTests
 
         /// <summary>Identity-domain DMA through si_domain's 1:1 table on a unit with ECAP.PT (another unit lacks it).</summary>
         public int IdentityTableOnPtUnit { get; set; }
+
+        /// <summary>Steps after which one domain was attached at the global PASID on devices behind two units.</summary>
+        public int PasidAttachOnTwoUnits { get; set; }
 
         /// <summary>Steps after which one process was bound to devices behind two units or more.</summary>
         public int SvaMmOnTwoUnits { get; set; }
@@ -119,6 +122,7 @@ public sealed class MultiUnitDomainPropertyTests
         public List<(ulong Iova, ulong Size, ulong Pa, bool Snp)> Leaves = [];
         public List<(ulong Iova, ulong Size)> Maps = [];
         public Dictionary<PciDevice, int> AuxUsers = []; // auxiliary_link_device: users per (domain, device)
+        public HashSet<PciDevice> PasidDevs = []; // attached at the run's global PASID (set_dev_pasid)
     }
 
     internal sealed class MultiRun : IDisposable
@@ -262,6 +266,12 @@ public sealed class MultiUnitDomainPropertyTests
 
             Domains = [.. _ref.Keys];
             _si = _identity ? (DmarDomain?)Driver.DomainAlloc(DomainType.Identity) : null;
+            if (mode != 0 && seed % 3 == 1)
+            {
+                // The PASID comes from a device whose unit offers PASIDs (max_pasids); it is global, so every device uses it.
+                _gp = Devices.Select(Iommu.AllocGlobalPasid).FirstOrDefault(x => x != IommuCore.PasidInvalid, IommuCore.PasidInvalid);
+                _paRng = _gp != IommuCore.PasidInvalid ? new Random(seed ^ 0x3C3C) : null;
+            }
             _trace.Add($"units: {string.Join("; ", units.Select(x => $"#{x.SeqId} {(x.Config.ScalableMode ? "sm" : "legacy")} agaw {x.Agaw} width {x.AddrWidth} sllps {x.Sllps} sc {x.Config.SnoopControl} cm {x.Config.CachingMode}{(x.Flts ? $" flts fl1gp {x.Config.FirstLevel1GiBPages} fl5lp {x.Config.FirstLevel5LevelPaging} srs {x.Config.SupervisorRequests}" : "")}"))}; domains {(_ref.Values.First().FirstLevel ? "first" : "second")} level{(_identity ? $"; identity default, pt {string.Join("/", units.Select(x => x.Config.PassThrough))}" : "")}");
         }
 
@@ -283,8 +293,73 @@ public sealed class MultiUnitDomainPropertyTests
 
         private bool _sva => _svaRng is not null;
 
+        // PASID attach (iommu_attach_device_pasid / intel_iommu_set_dev_pasid, 6.x) of the domains at one
+        // global PASID on devices behind any unit, from its own generator; devices with such an attachment
+        // stay on their default domain, without AUX or SVA.
+        private readonly Random? _paRng;
+        private readonly uint _gp;
+        private readonly Dictionary<PciDevice, IDomain> _pasidAttached = [];
+
+        private void PasidStep()
+        {
+            Random r = _paRng!;
+            IDomain dom = Domains[r.Next(Domains.Count)];
+            PciDevice dev = Devices[r.Next(Devices.Count)];
+            if (_attached[dev] is not null || _auxEnabled.Contains(dev) || _svaEnabled.Contains(dev))
+            {
+                return;
+            }
+
+            if (_pasidAttached.TryGetValue(dev, out IDomain? cur) && r.Next(2) == 0)
+            {
+                // iommu_detach_device_pasid -> intel_iommu_remove_dev_pasid: entry torn down, the unit reference dropped.
+                Iommu.DetachDevicePasid(cur, dev, _gp);
+                _trace.Add($"detach pasid {_gp} d{Index(cur)} {dev.Name} (unit {_unitOf[dev].SeqId})");
+                _pasidAttached.Remove(dev);
+                _ref[cur].PasidDevs.Remove(dev);
+                DetachIommu(_ref[cur], _unitOf[dev]);
+                return;
+            }
+
+            Ref rf = _ref[dom];
+            UnitInfo u = _unitOf[dev];
+            Errno want = _noGroup.Contains(dev) ? Errno.ENODEV // iommu_attach_device_pasid: no group
+                : _pasidAttached.ContainsKey(dev) ? Errno.EBUSY // the group's pasid_array holds it
+                : !u.Config.ScalableMode || !u.Config.PasidSupport ? Errno.EOPNOTSUPP
+                : _noDomain.Contains(dev) ? Errno.ENODEV // no device info, no PASID table
+                : !dev.HasPasidCapability ? Errno.EOPNOTSUPP
+                : Prepare(rf, u);
+            bool setupFails = want == Errno.None && FirstLevelSetup(rf, u, aux: true) != Errno.None; // SUPERVISOR for PASID != 0
+            want = setupFails ? Errno.EINVAL : want;
+            Errno got = Iommu.AttachDevicePasid(dom, dev, _gp);
+            _trace.Add($"attach pasid {_gp} d{Index(dom)} {dev.Name} (unit {u.SeqId}) -> {got}");
+            Require(want == got, () => $"attach pasid: want {want}, got {got}");
+            if (setupFails)
+            {
+                ApplyPrepare(rf, u);
+                SetupFailed(rf, u);
+            }
+
+            if (got != Errno.None)
+            {
+                return;
+            }
+
+            ApplyPrepare(rf, u);
+            AttachIommu(rf, u);
+            rf.PasidDevs.Add(dev);
+            _pasidAttached[dev] = dom;
+        }
+
         public void Step(int i)
         {
+            if (_paRng is not null && _paRng.Next(4) == 0)
+            {
+                PasidStep();
+                Check(i);
+                return;
+            }
+
             if (_svaRng is not null && _svaRng.Next(4) == 0)
             {
                 SvaStep();
@@ -324,7 +399,7 @@ public sealed class MultiUnitDomainPropertyTests
 
         private void Attach(IDomain dom, PciDevice dev)
         {
-            if (_svaEnabled.Contains(dev))
+            if (_svaEnabled.Contains(dev) || _pasidAttached.ContainsKey(dev))
             {
                 return; // SVA devices stay on their default domain: RID attach under live binds is not transcribed
             }
@@ -459,7 +534,7 @@ public sealed class MultiUnitDomainPropertyTests
         // property, which it does not transcribe.
         private void EnableAux(PciDevice dev)
         {
-            if (_attached[dev] is not null || _svaEnabled.Contains(dev))
+            if (_attached[dev] is not null || _svaEnabled.Contains(dev) || _pasidAttached.ContainsKey(dev))
             {
                 return;
             }
@@ -732,6 +807,7 @@ public sealed class MultiUnitDomainPropertyTests
                 }
 
                 Seen.MixedModes += legacy && sm ? 1 : 0;
+                Seen.PasidAttachOnTwoUnits += r.PasidDevs.Select(x => _unitOf[x].SeqId).Distinct().Count() >= 2 ? 1 : 0;
                 Seen.FirstLevelMultiUnit += r.FirstLevel && r.Refcnt.Count(c => c > 0) >= 2 ? 1 : 0;
 
                 // The default PASID exists exactly while the domain is aux-attached somewhere.
@@ -789,6 +865,12 @@ public sealed class MultiUnitDomainPropertyTests
                     }
                 }
 
+                // The global PASID: the domain attached there on this device (set_dev_pasid), else nothing.
+                if (_paRng is not null)
+                {
+                    ProbeAll(step, dev, u, _gp, _pasidAttached.GetValueOrDefault(dev), probes);
+                }
+
                 // A PASID no domain holds any more: its entries are gone from every unit (and its caches).
                 foreach (uint pasid in _pasidsSeen.Except(live))
                 {
@@ -824,7 +906,7 @@ public sealed class MultiUnitDomainPropertyTests
 
             PciDevice dev = Devices[r.Next(Devices.Count)];
             ProcessAddressSpace mm = _mms[r.Next(_mms.Count)];
-            if (_attached[dev] is not null || _auxEnabled.Contains(dev) || _noDomain.Contains(dev) || !dev.HasPasidCapability)
+            if (_attached[dev] is not null || _auxEnabled.Contains(dev) || _noDomain.Contains(dev) || !dev.HasPasidCapability || _pasidAttached.ContainsKey(dev))
             {
                 return;
             }
