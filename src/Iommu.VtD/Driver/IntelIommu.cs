@@ -389,11 +389,11 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     }
 
     // md_domain_init(57): gaw 57, agaw 3 (5 levels), aperture [0, 2^57 − 1] (first level: the
-    // aperture shrinks to the lower canonical half on attach, domain_update_iommu_cap).
+    // aperture shrinks to the lower canonical half on attach, domain_update_iommu_cap). A narrower width
+    // only for si_domain's 1:1 table (SiDomainInit).
     internal DmarDomain? NewDomain(bool identity = false, bool firstLevel = false, bool passThrough = true, int width = 57)
     {
-        int DefaultWidth = width;
-        int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(DefaultWidth));
+        int agaw = Dmar.WidthToAgaw(Dmar.GuestWidthToAdjustWidth(width));
         DmarDomain d;
         if (firstLevel)
         {
@@ -402,9 +402,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 return null;
             }
 
-            d = new DmarDomain(new PageTable<FirstLevelFormat>(_memory, _frames, root, agaw + 2), DefaultWidth, agaw, _units.Length)
+            d = new DmarDomain(new PageTable<FirstLevelFormat>(_memory, _frames, root, agaw + 2), width, agaw, _units.Length)
             {
-                Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
+                Geometry = new IommuDomainGeometry(0, (1UL << width) - 1, true),
             };
         }
         else
@@ -414,9 +414,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
                 return null;
             }
 
-            d = new DmarDomain(pt!, DefaultWidth, agaw, _units.Length)
+            d = new DmarDomain(pt!, width, agaw, _units.Length)
             {
-                Geometry = new IommuDomainGeometry(0, (1UL << DefaultWidth) - 1, true),
+                Geometry = new IommuDomainGeometry(0, (1UL << width) - 1, true),
                 IsIdentity = identity,
                 PassThrough = identity && passThrough,
             };
@@ -461,30 +461,22 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         // The levels are the narrowest unit's SAGAW (what 5.15's level drops end at), not its MGAW.
         d.Gaw = Math.Min(d.Gaw, _units.Min(u => DmarCap.Mgaw(u.Cap)));
 
+        // for_each_mem_pfn_range: owned memory is RAM throughout; caller-owned memory is its ranges (sorted,
+        // 4 KiB-aligned), adjacent ones mapped as one run so a superpage may straddle them.
         int sp = SuperpageSupport(firstLevel: false);
-        ulong size = _memory.Size;
-        ulong step = 2UL << 20;
-        for (ulong pa = 0; pa < size;)
+        IReadOnlyList<HostMemoryRange> ram = _memory.HostRanges ?? [new HostMemoryRange(0, _memory.Size, 0)];
+        for (int i = 0; i < ram.Count;)
         {
-            ulong len = pa % step == 0 && pa + step <= size && _memory.Contains(pa, step) ? step : 4096;
-            if (len == 4096 && !_memory.Contains(pa, len))
+            ulong start = ram[i].PhysicalAddress, end = start + ram[i].Length;
+            for (i++; i < ram.Count && ram[i].PhysicalAddress == end; i++)
             {
-                pa += len;
-                continue;
+                end += ram[i].Length;
             }
 
-            ulong end = pa + len;
-            while (end < size && end % step == 0 && end + step <= size && _memory.Contains(end, step))
-            {
-                end += step;
-            }
-
-            if (d.PageTable.Map(pa, pa, end - pa, DmaPte.Read | DmaPte.Write, sp, out _) != Errno.None)
+            if (d.PageTable.Map(start, start, end - start, DmaPte.Read | DmaPte.Write, sp, out _) != Errno.None)
             {
                 return null;
             }
-
-            pa = end;
         }
 
         return d;
