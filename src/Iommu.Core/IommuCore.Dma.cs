@@ -60,7 +60,8 @@ public sealed partial class IommuCore
     /// <returns>
     /// The DMA address, or <see cref="DmaMappingError"/> (no errno, as in the kernel; <see cref="ErrorDetail"/>
     /// says why: ENOMEM when the IOVA space below the limit is exhausted, EINVAL for a size of 0 or one that
-    /// wraps, the IOMMU driver's error when the map fails, EFAULT when the domain's IOVA space cannot be set up).
+    /// wraps, the IOMMU driver's error when the map fails, EFAULT when the domain's IOVA space cannot be set up,
+    /// EIO when the device has no DMA mask or a dma-direct buffer lies above it).
     /// </returns>
     /// <remarks>
     /// <para>A device whose group's default domain is DMA or DMA_FQ gets an IOVA from that domain's
@@ -73,10 +74,12 @@ public sealed partial class IommuCore
     /// address is <paramref name="phys"/>. As in the kernel the DMA API always uses the default domain
     /// (<c>iommu_get_dma_domain</c>), also while the group is attached to another domain. See
     /// <see cref="DmaUnmapPage"/> for what unmapping does in DMA and DMA_FQ domains.</para>
-    /// <para>Where we differ from the kernel: the DMA mask of every device is 64 bits (what nearly every
-    /// driver sets with <c>dma_set_mask_and_coherent</c>), every device is cache-coherent (x86), there is
-    /// no bounce buffering (swiotlb for untrusted devices) and no scatter-gather or coherent allocation;
-    /// the IOVA domain is set up at the first map through the domain (the kernel sets it up at probe,
+    /// <para>The IOVA lies below the device's DMA mask (<see cref="DmaSetMask"/>; 64 bits until set, see
+    /// <see cref="Device.DmaMask"/>); on the dma-direct path a buffer above the mask fails (EIO), and a device
+    /// without a mask (an mdev) fails every map (EIO; the kernel WARNs). Scatterlists: <see cref="DmaMapSg"/>;
+    /// coherent buffers: <see cref="DmaAllocCoherent"/>.</para>
+    /// <para>Where we differ from the kernel: every device is cache-coherent (x86), there is no bounce
+    /// buffering (swiotlb, for untrusted devices or buffers above a dma-direct device's mask); the IOVA domain is set up at the first map through the domain (the kernel sets it up at probe,
     /// <c>iommu_setup_dma_ops</c>) with the reserved regions of that first device (as 5.15, which reserves
     /// only the first device's); the host bridge windows are not reserved (the model has none).</para>
     /// <para>Thread safety: maps and unmaps may run concurrently, also on one domain; the domain's
@@ -93,17 +96,18 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         IommuProt prot = DmaInfoToProt(dir);
+        if (!device.HasDmaMask)
+        {
+            ErrorDetail.Fail(Errno.EIO, $"{device.Name} has no DMA mask (dev->dma_mask is NULL)");
+            return DmaMappingError;
+        }
+
+        ulong mask = Volatile.Read(ref device.DmaMaskValue);
+
         IDomain? domain = device.IommuGroup?.DefaultDomain;
         if (domain is null || !domain.Type.IsDmaApi())
         {
-            // dma_direct_map_page with a 64-bit mask: the bus address is the physical address.
-            if (size != 0 && phys + size - 1 < phys)
-            {
-                ErrorDetail.Fail(Errno.EINVAL, $"[0x{phys:x}, +0x{size:x}) wraps the 64-bit DMA space");
-                return DmaMappingError;
-            }
-
-            return phys;
+            return DmaDirectMapPage(device, phys, size, mask);
         }
 
         using DomainUse use = new(guard, domain);
@@ -125,7 +129,7 @@ public sealed partial class IommuCore
             return DmaMappingError;
         }
 
-        ulong iova = DmaAllocIova(domain, iovad, device, len);
+        ulong iova = DmaAllocIova(domain, iovad, device, len, mask != 0 ? mask : Dma32BitLimit); // dma_get_mask
         if (iova == 0)
         {
             ErrorDetail.Fail(Errno.ENOMEM, $"no free IOVA range of 0x{len:x} bytes for {device.Name} in its {domain.Type} domain");
@@ -203,6 +207,31 @@ public sealed partial class IommuCore
         }
 
         using DomainUse use = new(guard, domain);
+        IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_unmap");
+    }
+
+    // dma_direct_map_page without swiotlb: the bus address is the physical address, if the device can drive it (dma_capable).
+    private static ulong DmaDirectMapPage(Device device, ulong phys, ulong size, ulong mask)
+    {
+        if (size != 0 && phys + size - 1 < phys)
+        {
+            ErrorDetail.Fail(Errno.EINVAL, $"[0x{phys:x}, +0x{size:x}) wraps the 64-bit DMA space");
+            return DmaMappingError;
+        }
+
+        if (size != 0 && phys + size - 1 > mask)
+        {
+            ErrorDetail.Fail(Errno.EIO, $"[0x{phys:x}, +0x{size:x}) lies above the DMA mask 0x{mask:x} of {device.Name} (no swiotlb to bounce it)");
+            return DmaMappingError;
+        }
+
+        return phys;
+    }
+
+    // __iommu_dma_unmap: unmap [dmaHandle, +size) rounded out to the granule and free its IOVA, at once (strict, after
+    // the IOTLB sync) or through the flush queue; refuses (throws) a range that is not exactly one live allocation.
+    private void IommuDmaUnmap(in Memory.PhysicalMemory.AccessScope guard, Device device, IDomain domain, ulong dmaHandle, ulong size, string what)
+    {
         IovaDomain? iovad = CookieOf(domain);
         ulong offset = iovad is null ? 0 : dmaHandle & (iovad.Granule - 1);
         ulong iova = dmaHandle - offset;
@@ -212,7 +241,7 @@ public sealed partial class IommuCore
             : iovad.BeginFree(iova >> iovad.Shift, len >> iovad.Shift);
         if (problem is not null)
         {
-            throw new ArgumentException($"dma_unmap of 0x{dmaHandle:x}+0x{size:x} for {device.Name}: {problem}.", nameof(dmaHandle));
+            throw new ArgumentException($"{what} of 0x{dmaHandle:x}+0x{size:x} for {device.Name}: {problem}.", nameof(dmaHandle));
         }
 
         var gather = default(IommuIotlbGather);
@@ -337,13 +366,12 @@ public sealed partial class IommuCore
     }
 
     // iommu_dma_alloc_iova: round small sizes up to a power of two (so the range caches stay exact), try
-    // below 4 GiB first for PCI devices, then up to the aperture.
-    private static ulong DmaAllocIova(IDomain domain, IovaDomain iovad, Device device, ulong size)
+    // below 4 GiB first for PCI devices whose limit (the DMA mask, the aperture) is above it, then up to the limit.
+    private static ulong DmaAllocIova(IDomain domain, IovaDomain iovad, Device device, ulong size, ulong dmaLimit)
     {
         int shift = iovad.Shift;
         ulong mapped = size >> shift;
         ulong len = mapped < (1UL << (IovaDomain.RangeCacheMaxSize - 1)) ? BitOperations.RoundUpToPowerOf2(mapped) : mapped;
-        ulong dmaLimit = ulong.MaxValue;
         IommuDomainGeometry geometry = domain.Geometry;
         if (geometry.ForceAperture)
         {

@@ -56,7 +56,7 @@ public sealed class Platform : IDisposable
     /// <summary>Host physical memory.</summary>
     public PhysicalMemory Memory { get; }
 
-    /// <summary>Frames for translation structures (root, context, PASID and page tables).</summary>
+    /// <summary>Frames for translation structures (root, context, PASID and page tables) and for the DMA API's coherent buffers (<see cref="IommuCore.DmaAllocCoherent"/>).</summary>
     public FrameAllocator Frames { get; }
 
     /// <summary>The platform's virtual time, which only <see cref="PlatformClock.Advance"/> moves; the model's timers (the DMA flush queue's) fire there.</summary>

@@ -27,7 +27,7 @@ public sealed class MdevDevice : Device, IMdevDevice
     private int _openCount;
 
     internal MdevDevice(MdevCore core, MdevType type, Guid uuid)
-        : base(uuid.ToString("D"))
+        : base(uuid.ToString("D"), hasDmaMask: false) // mdev_device_create gives the mdev's struct device no dma_mask
     {
         Core = core;
         Type = type;

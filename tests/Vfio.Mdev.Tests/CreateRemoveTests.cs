@@ -31,6 +31,25 @@ public sealed class CreateRemoveTests
     }
 
     [Fact]
+    public void An_mdev_has_no_dma_mask_so_the_dma_api_refuses_it_with_eio()
+    {
+        // mdev_device_create leaves the mdev's struct device without dma_mask: dma_map_page_attrs and dma_map_sg_attrs
+        // WARN and fail, dma_set_mask returns -EIO; the parent device is the one a vendor driver maps for.
+        using var bed = new MdevBed();
+        bed.Register(bed.ParentA, "a");
+        MdevDevice m = bed.Create(bed.ParentA, "fake-a");
+        Assert.Null(m.DmaMask);
+        Assert.Equal(0UL, m.CoherentDmaMask);
+        Assert.Equal(IommuCore.DmaMappingError, bed.Platform.Iommu.DmaMapPage(m, 0x1000, 16, DmaDataDirection.ToDevice));
+        Assert.Equal(Errno.EIO, ErrorDetail.LastErrno);
+        Assert.Equal(0, bed.Platform.Iommu.DmaMapSg(m, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.ToDevice));
+        Assert.Equal(Errno.EIO, ErrorDetail.LastErrno);
+        Assert.Equal(Errno.EIO, bed.Platform.Iommu.DmaSetMask(m, ulong.MaxValue));
+        Assert.Equal(0UL, bed.Platform.Iommu.DmaAllocCoherent(m, 4096, out _));
+        Assert.Equal(ulong.MaxValue, bed.ParentA.DmaMask);
+    }
+
+    [Fact]
     public void Accessors_mirror_the_kernel_helpers()
     {
         using var bed = new MdevBed();

@@ -17,9 +17,23 @@ public class Device
     /// <summary>Creates a device that is on no bus yet; add it with <see cref="Bus.AddDevice(Device)"/>.</summary>
     /// <param name="name">The device name (<c>dev_name</c>).</param>
     public Device(string name)
+        : this(name, hasDmaMask: true)
+    {
+    }
+
+    /// <summary>Creates a device that is on no bus yet, with or without a DMA mask.</summary>
+    /// <param name="name">The device name (<c>dev_name</c>).</param>
+    /// <param name="hasDmaMask">
+    /// Whether the device's bus gives it a DMA mask (<c>dev->dma_mask</c> set): true for PCI and platform
+    /// devices; false for a device no DMA API call may serve, such as an mdev (the kernel WARNs and fails
+    /// those calls).
+    /// </param>
+    protected Device(string name, bool hasDmaMask)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         Name = name;
+        HasDmaMask = hasDmaMask;
+        CoherentDmaMaskValue = hasDmaMask ? ulong.MaxValue : 0; // an mdev's struct device is zeroed
     }
 
     /// <summary>The device name (<c>dev_name</c>), e.g. <c>0000:00:02.0</c> for a PCI function.</summary>
@@ -58,6 +72,41 @@ public class Device
     [KernelSymbol("dev_get_drvdata")]
     [KernelSymbol("dev_set_drvdata")]
     public object? DriverData { get; set; }
+
+    /// <summary>
+    /// The DMA mask (<c>*dev->dma_mask</c>): the highest DMA address the device can drive for streaming
+    /// mappings (<see cref="IommuCore.DmaMapPage"/>, <see cref="IommuCore.DmaMapSg"/>); null for a device that
+    /// has none (an mdev). Starts at 64 bits; set it with <see cref="IommuCore.DmaSetMask"/>.
+    /// </summary>
+    /// <remarks>
+    /// Where we differ from the kernel: PCI's probe starts every function at 32 bits
+    /// (<c>pci_setup_device</c>) and nearly every driver raises it to 64 with <c>dma_set_mask_and_coherent</c>
+    /// before its first mapping; the model starts at 64 bits, the state those drivers leave.
+    /// </remarks>
+    [KernelSymbol("device.dma_mask")]
+    public ulong? DmaMask => HasDmaMask ? Volatile.Read(ref DmaMaskValue) : null;
+
+    /// <summary>
+    /// The coherent DMA mask (<c>dev->coherent_dma_mask</c>): the highest DMA address of a coherent buffer
+    /// (<see cref="IommuCore.DmaAllocCoherent"/>). Starts at 64 bits (see <see cref="DmaMask"/>); set it with
+    /// <see cref="IommuCore.DmaSetCoherentMask"/>.
+    /// </summary>
+    [KernelSymbol("device.coherent_dma_mask")]
+    public ulong CoherentDmaMask => Volatile.Read(ref CoherentDmaMaskValue);
+
+    // dev->dma_mask is not NULL, and *dev->dma_mask.
+    internal readonly bool HasDmaMask;
+
+    internal ulong DmaMaskValue = ulong.MaxValue;
+
+    internal ulong CoherentDmaMaskValue;
+
+    // dev->dma_parms (PCI devices have them, set by pci_setup_device): max_segment_size and segment_boundary_mask.
+    internal bool HasDmaParms;
+
+    internal uint MaxSegmentSize = 65536;
+
+    internal ulong SegmentBoundaryMask = ulong.MaxValue;
 
     internal DeviceFaultParam? FaultParam { get; set; }
 

@@ -25,6 +25,9 @@ public sealed partial class PciDevice : Device
 
         Spec = spec;
         Upstream = upstream;
+        // pci_setup_device: dma_set_max_seg_size(65536), dma_set_seg_boundary(0xffffffff).
+        HasDmaParms = true;
+        SegmentBoundaryMask = 0xFFFF_FFFF;
         RequesterId = spec.Address.RequesterId;
         DmaRequesterId = RequesterId;
         for (PciDevice child = this; child.Upstream is PciDevice bridge; child = bridge)

@@ -17,7 +17,7 @@ internal static class AfterDisposeExemptions
     public static readonly IReadOnlyDictionary<string, string> Types = new Dictionary<string, string>(StringComparer.Ordinal)
     {
         ["Device"] = "a plain device holds no memory; its DMA-capable subclass PciDevice has rows",
-        ["DmaResult"] = Value, ["AtsCompletion"] = Value, ["PageRequestMessage"] = Value, ["DmaFaultReason"] = Value, ["DmaSegment"] = Value, ["HostMemoryRange"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
+        ["DmaResult"] = Value, ["AtsCompletion"] = Value, ["PageRequestMessage"] = Value, ["DmaFaultReason"] = Value, ["DmaSegment"] = Value, ["Scatterlist"] = Value, ["HostMemoryRange"] = Value, ["PciAddress"] = Value, ["PciDeviceSpec"] = Value, ["DomainTypeExtensions"] = Static,
         ["IommuDomain"] = "abstract base of driver domains: managed fields only; domains are used through IommuCore, which has rows",
         ["IommuSva"] = "abstract base of SVA bind handles: Device/Mm getters only; binds are used through IommuCore, which has rows",
         ["VtdUnitState"] = "a copy of a unit's registers in managed arrays: no platform memory",
@@ -53,7 +53,8 @@ internal static class AfterDisposeExemptions
         ["HostPageAllocator.AllocatedPages"] = Managed, ["HostPageAllocator.PageTablePages"] = Managed, ["ProcessAddressSpace.Pgd"] = Managed, ["HostPageAllocator.Base"] = Immutable, ["HostPageAllocator.Memory"] = Immutable, ["HostPageAllocator.TotalPins"] = Managed, ["HostPageAllocator.ZeroPagePfn"] = Immutable,
         ["IntelIommu.Faults"] = Managed, ["IntelIommu.Options"] = Immutable, ["IntelIommu.PasidModeSupport"] = Immutable, ["IntelIommu.PasidsInUse"] = Managed,
         ["IntelIommu.PgsizeBitmap"] = Immutable, ["IntelIommu.ScalableModeSupport"] = Immutable, ["IntelIommu.Units"] = Immutable,
-        ["IommuCore.Groups"] = Managed, ["IommuCore.DefaultDomainType"] = Managed, ["IommuCore.IovaFqTimeout"] = Static, ["IommuCore.PgSize"] = "static pure function (iommu_pgsize arithmetic)", ["IommuCore.Platform"] = Immutable,
+        ["IommuCore.Groups"] = Managed, ["IommuCore.DefaultDomainType"] = Managed, ["IommuCore.IovaFqTimeout"] = Static,
+        ["IommuCore.DmaGetMask"] = "static read of a device's mask field: no platform memory", ["IommuCore.DmaGetMaxSegSize"] = "static read of a device's DMA parameter: no platform memory", ["IommuCore.DmaGetSegBoundary"] = "static read of a device's DMA parameter: no platform memory", ["IommuCore.PgSize"] = "static pure function (iommu_pgsize arithmetic)", ["IommuCore.Platform"] = Immutable,
         ["IommuGroup.DefaultDomain"] = Managed, ["IommuGroup.DeviceCount"] = Managed, ["IommuGroup.Devices"] = Managed, ["IommuGroup.Domain"] = Managed, ["IommuGroup.Id"] = Immutable,
         ["IommuGroup.IommuData"] = Managed, ["IommuGroup.IsReleased"] = Managed, ["IommuGroup.Name"] = Managed, ["IommuGroup.Name.set"] = ManagedSet,
         ["UacceCore.Platform"] = Immutable, ["UacceCore.Devices"] = Managed,

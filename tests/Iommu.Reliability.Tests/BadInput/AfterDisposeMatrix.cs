@@ -197,6 +197,8 @@ internal static class AfterDisposeMatrix
             }),
             X<ObjectDisposedException>("FrameAllocator.TryAllocate", A + " (was an access violation)", c => { c.Platform.Dispose(); c.Platform.Frames.TryAllocate(out _); }),
             X<ObjectDisposedException>("IommuCore.DomainAlloc", A + " (was an access violation)", c => { c.Platform.Dispose(); c.Iommu.DomainAlloc(c.Pci); }),
+            X<ObjectDisposedException>("IommuCore.DmaMapSg", A, c => { c.Platform.Dispose(); c.Iommu.DmaMapSg(c.Dev, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.ToDevice); }),
+            X<ObjectDisposedException>("IommuCore.DmaUnmapSg", A, c => { c.Platform.Dispose(); c.Iommu.DmaUnmapSg(c.Dev, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.ToDevice); }),
             X<ObjectDisposedException>("Platform.AddPciBus", A + " (silently succeeded)", c => { c.Platform.Dispose(); c.Platform.AddPciBus(1); }),
             X<ObjectDisposedException>("PciDevice.DmaRead", A, c => { c.Platform.Dispose(); c.Dev.DmaRead(null, 0x1000, new byte[8]); }),
             X<ObjectDisposedException>("PciDevice.DmaWrite", A, c => { c.Platform.Dispose(); c.Dev.DmaWrite(null, 0x1000, new byte[8]); }),

@@ -32,6 +32,7 @@ internal static class BadInputExemptions
         ["AtsCompletion..ctor"] = ValueRecord,
         ["PageRequestMessage..ctor"] = ValueRecord,
         ["DmaSegment..ctor"] = ValueRecord,
+        ["Scatterlist..ctor"] = ValueRecord + " (IommuCore.DmaMapSg validates the entries)",
         ["HostMemoryRange..ctor"] = ValueRecord,
         ["IommuDomainGeometry..ctor"] = ValueRecord,
         ["IommuResvRegion..ctor"] = ValueRecord,

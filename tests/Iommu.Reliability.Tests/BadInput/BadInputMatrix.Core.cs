@@ -200,6 +200,57 @@ internal static partial class BadInputMatrix
         V("IommuCore.DmaMapPage", "size wrapping 2^64 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0x1800, ulong.MaxValue - 0x100, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
         V("IommuCore.DmaMapPage", "dma-direct range wrapping 2^64 is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Orphan, ulong.MaxValue - 7, 16, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
         V("IommuCore.DmaMapPage", "IOVA space exhausted is DMA_MAPPING_ERROR", c => c.Iommu.DmaMapPage(c.Dev, 0, 1UL << 62, DmaDataDirection.ToDevice), IommuCore.DmaMappingError),
+        X<ArgumentNullException>("IommuCore.DmaMapSg", "null device", c => c.Iommu.DmaMapSg(null!, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.ToDevice)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaMapSg", "DMA_NONE", c => c.Iommu.DmaMapSg(c.Dev, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.None)),
+        V("IommuCore.DmaMapSg", "empty list is 0 segments", c => c.Iommu.DmaMapSg(c.Dev, Span<Scatterlist>.Empty, DmaDataDirection.ToDevice), 0),
+        V("IommuCore.DmaMapSg", "entry of 0 bytes is 0 segments", c => c.Iommu.DmaMapSg(c.Dev, new Scatterlist[] { new(0x1000, 16), new(0x3000, 0) }, DmaDataDirection.ToDevice), 0),
+        V("IommuCore.DmaMapSg", "entry wrapping 2^64 is 0 segments", c => c.Iommu.DmaMapSg(c.Dev, new Scatterlist[] { new(ulong.MaxValue - 7, 16) }, DmaDataDirection.ToDevice), 0),
+        V("IommuCore.DmaMapSg", "dma-direct entry wrapping 2^64 is 0 segments", c => c.Iommu.DmaMapSg(c.Orphan, new Scatterlist[] { new(ulong.MaxValue - 7, 16) }, DmaDataDirection.ToDevice), 0),
+        X<ArgumentNullException>("IommuCore.DmaUnmapSg", "null device", c => { c.Iommu.DmaUnmapSg(null!, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaUnmapSg", "DMA_NONE", c => { c.Iommu.DmaUnmapSg(c.Dev, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.None); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapSg", "empty list", c => { c.Iommu.DmaUnmapSg(c.Dev, ReadOnlySpan<Scatterlist>.Empty, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapSg", "a list never mapped", c => { c.Iommu.DmaUnmapSg(c.Dev, new Scatterlist[] { new(0x1000, 16) }, DmaDataDirection.ToDevice); return null; }),
+        X<ArgumentException>("IommuCore.DmaUnmapSg", "twice", c =>
+        {
+            Scatterlist[] sg = [new(0x1000, 16)];
+            c.Iommu.DmaMapSg(c.Dev, sg, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapSg(c.Dev, sg, DmaDataDirection.ToDevice);
+            c.Iommu.DmaUnmapSg(c.Dev, sg, DmaDataDirection.ToDevice);
+            return null;
+        }),
+        X<ArgumentNullException>("IommuCore.DmaAllocCoherent", "null device", c => c.Iommu.DmaAllocCoherent(null!, 4096, out _)),
+        V("IommuCore.DmaAllocCoherent", "size 0 is NULL", c => c.Iommu.DmaAllocCoherent(c.Dev, 0, out _), 0UL),
+        V("IommuCore.DmaAllocCoherent", "size wrapping 2^64 is NULL", c => c.Iommu.DmaAllocCoherent(c.Dev, ulong.MaxValue - 10, out _), 0UL),
+        V("IommuCore.DmaAllocCoherent", "more pages than the frames hold is NULL", c => c.Iommu.DmaAllocCoherent(c.Dev, 1UL << 40, out _), 0UL),
+        X<ArgumentNullException>("IommuCore.DmaFreeCoherent", "null device", c => { c.Iommu.DmaFreeCoherent(null!, 4096, 0x1000, 0x1000); return null; }),
+        X<ArgumentException>("IommuCore.DmaFreeCoherent", "a buffer never allocated", c => { c.Iommu.DmaFreeCoherent(c.Dev, 4096, c.Platform.Frames.RegionBase, 0x1000); return null; }),
+        X<ArgumentException>("IommuCore.DmaFreeCoherent", "another device's buffer", c =>
+        {
+            ulong cpu = c.Iommu.DmaAllocCoherent(c.Dev, 4096, out ulong h);
+            c.Iommu.DmaFreeCoherent(c.Orphan, 4096, cpu, h);
+            return null;
+        }),
+        X<ArgumentException>("IommuCore.DmaFreeCoherent", "another size", c =>
+        {
+            ulong cpu = c.Iommu.DmaAllocCoherent(c.Dev, 8192, out ulong h);
+            c.Iommu.DmaFreeCoherent(c.Dev, 4096, cpu, h);
+            return null;
+        }),
+        X<ArgumentNullException>("IommuCore.DmaSetMask", "null device", c => c.Iommu.DmaSetMask(null!, ulong.MaxValue)),
+        E("IommuCore.DmaSetMask", "dma-direct mask below 24 bits", c => c.Iommu.DmaSetMask(c.Orphan, 0xFFFF), Errno.EIO),
+        X<ArgumentNullException>("IommuCore.DmaSetCoherentMask", "null device", c => c.Iommu.DmaSetCoherentMask(null!, ulong.MaxValue)),
+        E("IommuCore.DmaSetCoherentMask", "dma-direct mask below 24 bits", c => c.Iommu.DmaSetCoherentMask(c.Orphan, 0xFFFF), Errno.EIO),
+        X<ArgumentNullException>("IommuCore.DmaSetMaskAndCoherent", "null device", c => c.Iommu.DmaSetMaskAndCoherent(null!, ulong.MaxValue)),
+        E("IommuCore.DmaSetMaskAndCoherent", "dma-direct mask below 24 bits", c => c.Iommu.DmaSetMaskAndCoherent(c.Orphan, 0), Errno.EIO),
+        X<ArgumentNullException>("IommuCore.DmaGetMask", "null device", _ => IommuCore.DmaGetMask(null!)),
+        X<ArgumentNullException>("IommuCore.DmaSetMaxSegSize", "null device", c => c.Iommu.DmaSetMaxSegSize(null!, 4096)),
+        E("IommuCore.DmaSetMaxSegSize", "device without dma_parms", c => c.Iommu.DmaSetMaxSegSize(c.Orphan, 4096), Errno.EIO),
+        X<ArgumentNullException>("IommuCore.DmaGetMaxSegSize", "null device", _ => IommuCore.DmaGetMaxSegSize(null!)),
+        X<ArgumentNullException>("IommuCore.DmaSetSegBoundary", "null device", c => c.Iommu.DmaSetSegBoundary(null!, 0xFFFF)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaSetSegBoundary", "mask + 1 not a power of two", c => c.Iommu.DmaSetSegBoundary(c.Dev, 0x3000)),
+        X<ArgumentOutOfRangeException>("IommuCore.DmaSetSegBoundary", "mask below a page", c => c.Iommu.DmaSetSegBoundary(c.Dev, 0x7FF)),
+        E("IommuCore.DmaSetSegBoundary", "device without dma_parms", c => c.Iommu.DmaSetSegBoundary(c.Orphan, 0xFFFF), Errno.EIO),
+        X<ArgumentNullException>("IommuCore.DmaGetSegBoundary", "null device", _ => IommuCore.DmaGetSegBoundary(null!)),
         X<ArgumentNullException>("IommuCore.DmaUnmapPage", "null device", c => { c.Iommu.DmaUnmapPage(null!, 0x1000, 4096, DmaDataDirection.ToDevice); return null; }),
         X<ArgumentOutOfRangeException>("IommuCore.DmaUnmapPage", "DMA_NONE", c => { c.Iommu.DmaUnmapPage(c.Dev, 0x1000, 4096, DmaDataDirection.None); return null; }),
         X<ArgumentException>("IommuCore.DmaUnmapPage", "nothing ever mapped", c => { c.Iommu.DmaUnmapPage(c.Dev, 0xffff_f000, 4096, DmaDataDirection.ToDevice); return null; }),

@@ -1,0 +1,483 @@
+using Iommu.Devices;
+using Iommu.Dma;
+using Iommu.Domains;
+using Iommu.Internal;
+
+namespace Iommu;
+
+// The DMA API's scatterlist maps and coherent buffers (kernel/dma/mapping.c, direct.c and drivers/iommu/dma-iommu.c,
+// 5.15): dma_map_sg / dma_unmap_sg and dma_alloc_coherent / dma_free_coherent, over the same IOVA allocator, flush
+// queue and dma-direct rules as DmaMapPage (IommuCore.Dma.cs).
+public sealed partial class IommuCore
+{
+    // The coherent buffers handed out and not freed yet, by CPU (physical) address: dma_free_coherent is checked
+    // against them, so a wrong address never frees frames someone else holds (page tables come from the same frames).
+    private readonly Dictionary<ulong, CoherentBuffer> _coherent = [];
+    private readonly Lock _coherentLock = new();
+
+    /// <summary>
+    /// Maps the buffers of <paramref name="sg"/> for DMA by <paramref name="device"/> (<c>dma_map_sg_attrs</c>
+    /// → <c>iommu_dma_map_sg</c> or <c>dma_direct_map_sg</c>) and writes the DMA segments into the list.
+    /// </summary>
+    /// <param name="device">The device that will do the DMA.</param>
+    /// <param name="sg">The list: each entry's <see cref="Scatterlist.Phys"/> and <see cref="Scatterlist.Length"/> (not 0).</param>
+    /// <param name="dir">Direction, as for <see cref="DmaMapPage"/>.</param>
+    /// <returns>
+    /// The number of DMA segments, held by the first entries of <paramref name="sg"/>; 0 on failure (no errno, as
+    /// in the kernel; <see cref="ErrorDetail"/> says why: ENOMEM when no IOVA range below the device's mask is free
+    /// or the IOMMU driver ran out of memory, EINVAL when the list is empty, an entry has 0 bytes or wraps, or
+    /// the IOMMU driver refused the map, EIO when the device has no DMA mask or, on the dma-direct path, an entry
+    /// lies above its mask). On failure every entry's DMA fields are reset.
+    /// </returns>
+    /// <remarks>
+    /// <para>IOMMU DMA domain (<c>iommu_dma_map_sg</c>): one IOVA range for the whole list. Each entry takes the
+    /// granules its buffer touches, in list order, so an entry keeps its buffer's offset in the granule; where an
+    /// entry would cross the device's segment boundary (<see cref="DmaGetSegBoundary"/>) the entry before it is
+    /// padded up to the boundary, and, as in the kernel, that padding is mapped: the previous entry's mapping is
+    /// extended over the physical pages that follow its buffer (a device can reach them through the padding's
+    /// IOVAs). Physically contiguous pieces are mapped together (<c>__iommu_map_sg</c>), then one
+    /// <c>iotlb_sync_map</c>. The DMA segments (<c>__finalise_sg</c>): an entry is merged into the segment before it
+    /// when it starts on a granule, that segment ended on one, the join is not on a segment boundary and the
+    /// merged segment stays within <see cref="DmaGetMaxSegSize"/> (callers build entries no longer than that; an
+    /// entry that is longer stays whole and, by the kernel's unsigned arithmetic, the entries after it may join its
+    /// segment). A map counts once in <c>iommu.map.operations</c>.</para>
+    /// <para>Any other device (dma-direct): each entry is its own segment at its physical address; an entry above
+    /// the device's DMA mask fails the whole map (the kernel bounces it through swiotlb where that is active).</para>
+    /// <para>Where we differ from the kernel: an entry of 0 bytes is refused (EINVAL; the kernel maps it, and its
+    /// unmap stops at the first segment of length 0, leaving what follows mapped), and so is an empty list (the
+    /// kernel reads the first entry of an empty list). Entries are never rewritten in place: the granule offsets
+    /// and padded lengths the kernel stashes in the buffer fields are kept in the DMA fields until the segments
+    /// are written.</para>
+    /// </remarks>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction.</exception>
+    [KernelSymbol("dma_map_sg_attrs")]
+    public int DmaMapSg(Device device, Span<Scatterlist> sg, DmaDataDirection dir)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(device);
+        IommuProt prot = DmaInfoToProt(dir);
+        if (!device.HasDmaMask)
+        {
+            ErrorDetail.Fail(Errno.EIO, $"{device.Name} has no DMA mask (dev->dma_mask is NULL)");
+            return 0;
+        }
+
+        if (SgInvalid(sg) is string invalid)
+        {
+            InvalidateSg(sg);
+            ErrorDetail.Fail(Errno.EINVAL, invalid);
+            return 0;
+        }
+
+        ulong mask = Volatile.Read(ref device.DmaMaskValue);
+        IDomain? domain = device.IommuGroup?.DefaultDomain;
+        if (domain is null || !domain.Type.IsDmaApi())
+        {
+            return DmaDirectMapSg(device, sg, mask);
+        }
+
+        using DomainUse use = new(guard, domain);
+        IovaDomain? iovad = DmaInitDomain(domain, device);
+        if (iovad is null)
+        {
+            InvalidateSg(sg);
+            return 0;
+        }
+
+        // Lay the entries out in one IOVA range: each entry's granule-aligned length (plus the padding the next entry
+        // needs to start on a segment boundary) is kept in its DmaAddress until __finalise_sg.
+        ulong granuleMask = iovad.Granule - 1;
+        ulong boundary = Volatile.Read(ref device.SegmentBoundaryMask);
+        ulong iovaLen = 0;
+        for (int i = 0; i < sg.Length; i++)
+        {
+            ulong off = sg[i].Phys & granuleMask;
+            ulong sLength = (sg[i].Length + off + granuleMask) & ~granuleMask;
+            ulong pad = (boundary - iovaLen + 1) & boundary;
+            sg[i].DmaAddress = sLength;
+            sg[i].DmaLength = 0;
+            if (pad != 0 && pad < sLength - 1)
+            {
+                sg[i - 1].DmaAddress += pad; // pad != 0 only after the first entry (iovaLen > 0)
+                iovaLen += pad;
+            }
+
+            iovaLen += sLength;
+        }
+
+        ulong iova = DmaAllocIova(domain, iovad, device, iovaLen, mask != 0 ? mask : Dma32BitLimit);
+        if (iova == 0)
+        {
+            InvalidateSg(sg);
+            ErrorDetail.Fail(Errno.ENOMEM, $"no free IOVA range of 0x{iovaLen:x} bytes for a scatterlist of {sg.Length} entries of {device.Name} in its {domain.Type} domain");
+            return 0;
+        }
+
+        Errno err = MapSgPieces(domain, iova, sg, granuleMask, prot, out ulong mapped);
+        if (err != Errno.None)
+        {
+            if (mapped != 0)
+            {
+                var core = domain as IommuDomain;
+                CountUnmap(domain, core, guard.Slot!, UnmapAndSync(domain, core, iova, mapped)); // __iommu_map_sg's undo
+            }
+
+            // iommu_dma_free_iova without a gather: free_iova_fast.
+            iovad.BeginFree(iova >> iovad.Shift, iovaLen >> iovad.Shift);
+            iovad.FreeFast(iova >> iovad.Shift, iovaLen >> iovad.Shift);
+            InvalidateSg(sg);
+            ErrorDetail.Fail(err == Errno.ENOMEM ? Errno.ENOMEM : Errno.EINVAL, $"the IOMMU driver could not map the scatterlist of {device.Name} ({err})");
+            return 0;
+        }
+
+        CountMap(domain, mapped);
+        if (domain.Ops is IIommuIotlbOps iotlb)
+        {
+            iotlb.IotlbSyncMap(domain, iova, mapped);
+        }
+
+        return FinaliseSg(device, sg, granuleMask, iova);
+    }
+
+    /// <summary>
+    /// Undoes a <see cref="DmaMapSg"/> (<c>dma_unmap_sg_attrs</c> → <c>iommu_dma_unmap_sg</c>): unmaps the list's
+    /// IOVA range and frees it, at once (DMA domain) or through the flush queue (DMA_FQ), as <see cref="DmaUnmapPage"/> does.
+    /// </summary>
+    /// <param name="device">The device the list was mapped for.</param>
+    /// <param name="sg">The whole list given to <see cref="DmaMapSg"/> (every entry, not the returned count), as that map left it.</param>
+    /// <param name="dir">The direction given to <see cref="DmaMapSg"/>.</param>
+    /// <remarks>
+    /// The range runs from the first segment's DMA address to the end of the last segment before the first entry
+    /// of length 0 (the list's segments lie in one IOVA allocation). For dma-direct devices this does nothing.
+    /// </remarks>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction.</exception>
+    /// <exception cref="ArgumentException">
+    /// The list is empty, or its segments are not one live mapping of the device's DMA domain (not mapped, unmapped
+    /// already, or another list): the kernel would unmap whatever the addresses name; this refuses before touching anything.
+    /// </exception>
+    [KernelSymbol("dma_unmap_sg_attrs")]
+    public void DmaUnmapSg(Device device, ReadOnlySpan<Scatterlist> sg, DmaDataDirection dir)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(device);
+        DmaInfoToProt(dir);
+        IDomain? domain = device.IommuGroup?.DefaultDomain;
+        if (domain is null || !domain.Type.IsDmaApi())
+        {
+            return; // dma_direct_unmap_sg: nothing to undo without swiotlb
+        }
+
+        if (sg.IsEmpty)
+        {
+            throw new ArgumentException($"dma_unmap_sg for {device.Name}: the scatterlist is empty.", nameof(sg));
+        }
+
+        int last = 0;
+        for (int i = 1; i < sg.Length && sg[i].DmaLength != 0; i++)
+        {
+            last = i;
+        }
+
+        ulong start = sg[0].DmaAddress, end = sg[last].DmaAddress + sg[last].DmaLength;
+        if (start == DmaMappingError || sg[last].DmaAddress == DmaMappingError || end <= start)
+        {
+            throw new ArgumentException($"dma_unmap_sg for {device.Name}: the scatterlist holds no mapped segments (DMA address 0x{start:x}).", nameof(sg));
+        }
+
+        using DomainUse use = new(guard, domain);
+        IommuDmaUnmap(guard, device, domain, start, end - start, "dma_unmap_sg");
+    }
+
+    /// <summary>
+    /// Allocates a zeroed buffer of <paramref name="size"/> bytes that <paramref name="device"/> and the CPU share
+    /// (<c>dma_alloc_coherent</c> → <c>iommu_dma_alloc</c> or <c>dma_direct_alloc</c>).
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <param name="size">Bytes (rounded up to whole pages).</param>
+    /// <param name="dmaHandle">The DMA address the device uses, or <see cref="DmaMappingError"/> on failure.</param>
+    /// <returns>
+    /// The buffer's CPU address, which in the model is its physical address (the kernel returns the linear-map
+    /// address of the same pages); 0 on failure (the kernel's NULL; <see cref="ErrorDetail"/> says why: EINVAL for a
+    /// size of 0, ENOMEM when no run of pages is free, none fits under the device's coherent mask on the
+    /// dma-direct path, or no IOVA range below that mask is free).
+    /// </returns>
+    /// <remarks>
+    /// <para>The pages are one physically contiguous run from <see cref="Platform.Frames"/> (on x86 the kernel's
+    /// page allocator serves both page tables and coherent buffers, and <c>iommu_dma_alloc</c> takes a contiguous
+    /// block: x86 has no <c>DMA_REMAP</c>). IOMMU DMA domain: mapped read-write at an IOVA below the coherent
+    /// mask (<see cref="Device.CoherentDmaMask"/>), as <c>__iommu_dma_map</c> does. Otherwise the DMA address is the
+    /// physical address, which must lie under the coherent mask (the kernel retries from ZONE_DMA32 and ZONE_DMA;
+    /// the model's frames come from one region, so it fails instead).</para>
+    /// <para>Free it with <see cref="DmaFreeCoherent"/> with the same device, size, address and handle.</para>
+    /// </remarks>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    [KernelSymbol("dma_alloc_coherent")]
+    public ulong DmaAllocCoherent(Device device, ulong size, out ulong dmaHandle)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(device);
+        dmaHandle = DmaMappingError;
+        ulong pageMask = Memory.PhysicalMemory.PageSize - 1;
+        ulong alloc = (size + pageMask) & ~pageMask;
+        if (size == 0 || alloc < size)
+        {
+            ErrorDetail.Fail(Errno.EINVAL, size == 0 ? "dma_alloc_coherent of 0 bytes" : $"dma_alloc_coherent of 0x{size:x} bytes wraps");
+            return 0;
+        }
+
+        ulong pages = alloc >> Memory.PhysicalMemory.PageShift;
+        if (pages > int.MaxValue || !Platform.Frames.TryAllocateContiguous((int)pages, out ulong phys))
+        {
+            ErrorDetail.Fail(Errno.ENOMEM, $"no free run of {pages} pages for a coherent buffer of {device.Name}");
+            return 0;
+        }
+
+        ulong mask = Volatile.Read(ref device.CoherentDmaMaskValue);
+        IDomain? domain = device.IommuGroup?.DefaultDomain;
+        ulong handle;
+        if (domain is null || !domain.Type.IsDmaApi())
+        {
+            // dma_direct_alloc: dma_coherent_ok, phys + size - 1 <= the coherent mask.
+            handle = phys + size - 1 <= mask ? phys : DmaMappingError;
+            if (handle == DmaMappingError)
+            {
+                ErrorDetail.Fail(Errno.ENOMEM, $"the coherent buffer's pages [0x{phys:x}, +0x{alloc:x}) lie above the coherent DMA mask 0x{mask:x} of {device.Name}");
+            }
+
+            domain = null;
+        }
+        else
+        {
+            using DomainUse use = new(guard, domain);
+            handle = IommuDmaMapCoherent(domain, device, phys, size, mask);
+        }
+
+        if (handle == DmaMappingError)
+        {
+            Platform.Frames.FreeContiguous(phys, (int)pages);
+            return 0;
+        }
+
+        lock (_coherentLock)
+        {
+            _coherent.Add(phys, new CoherentBuffer(device, size, handle, domain));
+        }
+
+        dmaHandle = handle;
+        return phys;
+    }
+
+    /// <summary>
+    /// Frees a buffer from <see cref="DmaAllocCoherent"/> (<c>dma_free_coherent</c> → <c>iommu_dma_free</c> or
+    /// <c>dma_direct_free</c>): unmaps it from the device's DMA domain (strict or through the flush queue, as
+    /// <see cref="DmaUnmapPage"/>) and gives its pages back.
+    /// </summary>
+    /// <param name="device">The device it was allocated for.</param>
+    /// <param name="size">The size given to <see cref="DmaAllocCoherent"/>.</param>
+    /// <param name="cpuAddress">The address <see cref="DmaAllocCoherent"/> returned.</param>
+    /// <param name="dmaHandle">The DMA address it gave.</param>
+    /// <remarks>
+    /// When the DMA domain the buffer was mapped in is no longer the device's (its group was released and the
+    /// domain freed with its mappings) only the pages are given back.
+    /// </remarks>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="ArgumentException">
+    /// No live coherent buffer of <paramref name="device"/> matches the address, size and handle (the kernel would free
+    /// whatever pages the address names, page-table pages included); nothing changes.
+    /// </exception>
+    [KernelSymbol("dma_free_coherent")]
+    public void DmaFreeCoherent(Device device, ulong size, ulong cpuAddress, ulong dmaHandle)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
+        ArgumentNullException.ThrowIfNull(device);
+        CoherentBuffer buffer;
+        lock (_coherentLock)
+        {
+            if (!_coherent.TryGetValue(cpuAddress, out buffer) || buffer.Device != device || buffer.Size != size || buffer.Handle != dmaHandle)
+            {
+                throw new ArgumentException($"dma_free_coherent of 0x{cpuAddress:x}+0x{size:x} (DMA 0x{dmaHandle:x}) for {device.Name}: no such coherent buffer of that device is live.", nameof(cpuAddress));
+            }
+
+            _coherent.Remove(cpuAddress);
+        }
+
+        if (buffer.Domain is IDomain domain && ReferenceEquals(device.IommuGroup?.DefaultDomain, domain))
+        {
+            using DomainUse use = new(guard, domain);
+            IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent");
+        }
+
+        ulong pages = ((size + Memory.PhysicalMemory.PageSize - 1) & ~(ulong)(Memory.PhysicalMemory.PageSize - 1)) >> Memory.PhysicalMemory.PageShift;
+        Platform.Frames.FreeContiguous(cpuAddress, (int)pages);
+    }
+
+    // An empty list, an entry of 0 bytes or one that wraps: the reason, or null.
+    private static string? SgInvalid(ReadOnlySpan<Scatterlist> sg)
+    {
+        if (sg.IsEmpty)
+        {
+            return "dma_map_sg of an empty scatterlist";
+        }
+
+        for (int i = 0; i < sg.Length; i++)
+        {
+            Scatterlist s = sg[i];
+            if (s.Length == 0 || s.Phys + s.Length - 1 < s.Phys)
+            {
+                return s.Length == 0 ? $"scatterlist entry {i} has 0 bytes" : $"scatterlist entry {i} [0x{s.Phys:x}, +0x{s.Length:x}) wraps the 64-bit physical address space";
+            }
+        }
+
+        return null;
+    }
+
+    // __invalidate_sg: every entry's DMA fields reset.
+    private static void InvalidateSg(Span<Scatterlist> sg)
+    {
+        for (int i = 0; i < sg.Length; i++)
+        {
+            sg[i].DmaAddress = DmaMappingError;
+            sg[i].DmaLength = 0;
+        }
+    }
+
+    // dma_direct_map_sg: each entry at its physical address; one above the mask fails the map with -EIO.
+    private static int DmaDirectMapSg(Device device, Span<Scatterlist> sg, ulong mask)
+    {
+        for (int i = 0; i < sg.Length; i++)
+        {
+            if (DmaDirectMapPage(device, sg[i].Phys, sg[i].Length, mask) == DmaMappingError)
+            {
+                InvalidateSg(sg);
+                ErrorDetail.Fail(Errno.EIO, $"scatterlist entry {i} [0x{sg[i].Phys:x}, +0x{sg[i].Length:x}) cannot be mapped for {device.Name}: {ErrorDetail.LastMessage}");
+                return 0;
+            }
+
+            sg[i].DmaAddress = sg[i].Phys;
+            sg[i].DmaLength = sg[i].Length;
+        }
+
+        return sg.Length;
+    }
+
+    // __iommu_map_sg: map the entries' granule-aligned (padded) ranges at consecutive IOVAs, physically contiguous
+    // ones in one __iommu_map. `mapped` is what was mapped when an error stopped it.
+    private Errno MapSgPieces(IDomain domain, ulong iova, ReadOnlySpan<Scatterlist> sg, ulong granuleMask, IommuProt prot, out ulong mapped)
+    {
+        IIommuOps? ops = domain.Ops;
+        mapped = 0;
+        ulong start = 0, len = 0;
+        for (int i = 0; i <= sg.Length; i++)
+        {
+            bool atEnd = i == sg.Length;
+            ulong sPhys = atEnd ? 0 : sg[i].Phys & ~granuleMask;
+            if (len != 0 && (atEnd || sPhys != start + len))
+            {
+                Errno err = MapCore(domain, ops, iova + mapped, start, len, prot);
+                if (err != Errno.None)
+                {
+                    return err;
+                }
+
+                mapped += len;
+                len = 0;
+            }
+
+            if (atEnd)
+            {
+                break;
+            }
+
+            if (len != 0)
+            {
+                len += sg[i].DmaAddress; // the entry's padded IOVA length, stashed by DmaMapSg
+            }
+            else
+            {
+                len = sg[i].DmaAddress;
+                start = sPhys;
+            }
+        }
+
+        return Errno.None;
+    }
+
+    // __finalise_sg: turn the laid-out entries into DMA segments, merging where the device's limits allow. Lengths are
+    // unsigned int as in the kernel.
+    private static int FinaliseSg(Device device, Span<Scatterlist> sg, ulong granuleMask, ulong dmaAddr)
+    {
+        ulong segMask = Volatile.Read(ref device.SegmentBoundaryMask);
+        uint maxLen = Volatile.Read(ref device.MaxSegmentSize);
+        uint curLen = 0;
+        int cur = 0, count = 0;
+        for (int i = 0; i < sg.Length; i++)
+        {
+            uint sIovaOff = (uint)(sg[i].Phys & granuleMask);
+            uint sLength = sg[i].Length;
+            ulong sIovaLen = sg[i].DmaAddress;
+            sg[i].DmaAddress = DmaMappingError;
+            sg[i].DmaLength = 0;
+            if (curLen != 0 && sIovaOff == 0 && (dmaAddr & segMask) != 0 && unchecked(maxLen - curLen) >= sLength)
+            {
+                curLen = unchecked(curLen + sLength);
+            }
+            else
+            {
+                if (i > 0)
+                {
+                    cur++;
+                }
+
+                curLen = sLength;
+                count++;
+                sg[cur].DmaAddress = dmaAddr + sIovaOff;
+            }
+
+            sg[cur].DmaLength = curLen;
+            dmaAddr += sIovaLen;
+            if ((ulong)sLength + sIovaOff < sIovaLen)
+            {
+                curLen = 0;
+            }
+        }
+
+        return count;
+    }
+
+    // __iommu_dma_map for iommu_dma_alloc: read-write, cached, at an IOVA below the coherent mask.
+    private ulong IommuDmaMapCoherent(IDomain domain, Device device, ulong phys, ulong size, ulong mask)
+    {
+        IovaDomain? iovad = DmaInitDomain(domain, device);
+        if (iovad is null)
+        {
+            return DmaMappingError;
+        }
+
+        ulong len = (size + iovad.Granule - 1) & ~(iovad.Granule - 1);
+        ulong iova = mask == 0 ? 0 : DmaAllocIova(domain, iovad, device, len, mask); // coherent_dma_mask as is: 0 leaves no IOVA
+        if (iova == 0)
+        {
+            ErrorDetail.Fail(Errno.ENOMEM, $"no free IOVA range of 0x{len:x} bytes below the coherent DMA mask of {device.Name} in its {domain.Type} domain");
+            return DmaMappingError;
+        }
+
+        if (MapCore(domain, domain.Ops, iova, phys, len, IommuProt.Cache | IommuProt.Read | IommuProt.Write) != Errno.None)
+        {
+            iovad.BeginFree(iova >> iovad.Shift, len >> iovad.Shift);
+            iovad.FreeFast(iova >> iovad.Shift, len >> iovad.Shift);
+            return DmaMappingError;
+        }
+
+        CountMap(domain, len);
+        if (domain.Ops is IIommuIotlbOps iotlb)
+        {
+            iotlb.IotlbSyncMap(domain, iova, len);
+        }
+
+        return iova;
+    }
+
+    private readonly record struct CoherentBuffer(Device Device, ulong Size, ulong Handle, IDomain? Domain);
+}
