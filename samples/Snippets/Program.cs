@@ -1,5 +1,6 @@
 // Runs every PACKAGE.md snippet and checks what it did; exits 1 when one did not behave as its text says.
 using Iommu.Devices;
+using Iommu.VtD.Hardware;
 using Snippets;
 
 int failures = 0;
@@ -24,6 +25,31 @@ Check(dma.Status == DmaStatus.Ok && System.Text.Encoding.ASCII.GetString(seen) =
 
 (Uacce.UacceDeviceFlags flags, DmaResult sva, ulong cpuPa) = UaccePackage.Run();
 Check(flags == Uacce.UacceDeviceFlags.Sva && sva.Status == DmaStatus.Ok && sva.Address == cpuPa, $"Uacce: SVA {flags}, DMA {sva.Status} at 0x{sva.Address:x} (CPU page 0x{cpuPa:x})");
+
+// docs/embedding-vtd.md
+EmbeddingDoc.Outcome e = EmbeddingDoc.Run();
+Check(e.Write.Status == DmaStatus.Ok && e.Write.PhysicalAddress == 0x4000_0040 && e.Read.Status == DmaStatus.Ok && e.ReadAfterRestore == "hello",
+    $"embedding: DMA by requester id at 0x{e.Write.PhysicalAddress:x}, restored unit reads \"{e.ReadAfterRestore}\"");
+Check(e.Gather.Status == DmaStatus.Ok && e.Gather.Transferred == 5 && e.GatheredBytes == "lohel", $"embedding: gather in segment order \"{e.GatheredBytes}\"");
+Check(e.IntoHole.Status == DmaStatus.MemoryError && e.IntoHole.Transferred == 0x10 && e.IntoHole.StopAddress == 0x10FF0 + e.IntoHole.Transferred && e.IntoHole.PhysicalAddress is null,
+    $"embedding: DMA into the hole {e.IntoHole.Status}, stop at 0x{e.IntoHole.StopAddress:x} = iova + Transferred");
+Check(e.Unmapped.Status == DmaStatus.Fault && e.Unmapped.StopAddress == 0x20000 && (ulong)e.Unmapped.FaultReason.Code == e.FaultRecordReason,
+    $"embedding: unmapped DMA {e.Unmapped.FaultReason}, recorded with reason 0x{e.FaultRecordReason:x2}");
+Check(e.FaultMsisWhileMasked == 0 && e.FaultMsisAfterUnmask == 1 && e.FectlAfterReset == VtdRegister.EventControlIm,
+    $"embedding: fault MSIs {e.FaultMsisWhileMasked} while FECTL.IM (power-on value), {e.FaultMsisAfterUnmask} once unmasked; FECTL 0x{e.FectlAfterReset:x} after Reset");
+Check(e.IgnoredAccesses == 2, $"embedding: {e.IgnoredAccesses} ignored register accesses");
+
+// docs/vtd-image-format.md
+(Iommu.VtD.Diagnostics.VtdImage image, Iommu.VtD.Diagnostics.VtdImage probed, Iommu.VtD.Diagnostics.VtdImage parsed, Iommu.VtD.Diagnostics.VtdImage unitImage) = ImageFormatDoc.Run();
+Iommu.VtD.Diagnostics.VtdProbeResult probe = probed.Probes[0];
+Check(probe.IsTranslated && probe.PhysicalAddress == 0x8000_0000 && probe.Writable && probed.RootTable >= 0x100_0000 && probed.RootTable < 0x300_0000,
+    $"vtd-image: relocated probe {probe.Status} to 0x{probe.PhysicalAddress:x}, root table at 0x{probed.RootTable:x}");
+Check(parsed.Chunks.Count == probed.Chunks.Count && parsed.Probes.Count == 1 && parsed.RtAddr == probed.RtAddr && unitImage.RtAddr == image.RtAddr,
+    $"vtd-image: JSON round trip of {parsed.Chunks.Count} chunks; the unit's and the driver's export start at RTADDR 0x{image.RtAddr:x}");
+
+// docs/metrics.md
+long maps = MetricsDoc.Run();
+Check(maps == 2, $"metrics: iommu.map.operations = {maps}");
 
 Console.WriteLine(failures == 0 ? "every snippet behaved" : $"{failures} snippet check(s) failed");
 return failures == 0 ? 0 : 1;
