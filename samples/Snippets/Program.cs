@@ -47,6 +47,14 @@ Check(probe.IsTranslated && probe.PhysicalAddress == 0x8000_0000 && probe.Writab
 Check(parsed.Chunks.Count == probed.Chunks.Count && parsed.Probes.Count == 1 && parsed.RtAddr == probed.RtAddr && unitImage.RtAddr == image.RtAddr,
     $"vtd-image: JSON round trip of {parsed.Chunks.Count} chunks; the unit's and the driver's export start at RTADDR 0x{image.RtAddr:x}");
 
+// "Readers must ignore unknown members": ours does, at the top level, in a chunk and in a probe.
+string extended = Iommu.VtD.Diagnostics.VtdImageJson.ToJson(probed).Replace("\"format\"", "\"x-vendor\": {\"a\": [1]}, \"format\"", StringComparison.Ordinal)
+    .Replace("\"kind\"", "\"x-note\": \"n\", \"kind\"", StringComparison.Ordinal)
+    .Replace("\"requester\"", "\"x-seq\": 7, \"requester\"", StringComparison.Ordinal);
+Iommu.VtD.Diagnostics.VtdImage tolerant = Iommu.VtD.Diagnostics.VtdImageJson.FromJson(extended);
+Check(tolerant.Chunks.Count == probed.Chunks.Count && tolerant.Probes.Count == 1 && tolerant.Probes[0] == probed.Probes[0] && tolerant.RtAddr == probed.RtAddr,
+    "vtd-image: the reader ignores unknown members");
+
 // docs/metrics.md
 long maps = MetricsDoc.Run();
 Check(maps == 2, $"metrics: iommu.map.operations = {maps}");
