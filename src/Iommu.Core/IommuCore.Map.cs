@@ -226,6 +226,7 @@ public sealed partial class IommuCore
     /// <param name="iova">IOVA.</param>
     /// <returns>Physical address (with the offset inside the page), or 0 when not mapped.</returns>
     /// <remarks>5.15 calls the driver without a NULL check; a driver without <c>iova_to_phys</c> gets the 5.10 answer, 0.</remarks>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>; a use after free in the kernel).</exception>
     [KernelSymbol("iommu_iova_to_phys")]
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {

@@ -164,6 +164,7 @@ public sealed class VfioCore : IVfioPinning
     /// <param name="process">The opening process (its fd table receives the container).</param>
     /// <param name="fd">The new descriptor.</param>
     /// <returns>The container.</returns>
+    /// <exception cref="InvalidOperationException"><paramref name="process"/> has exited (or is exiting); no container is opened.</exception>
     [KernelSymbol("vfio_fops_open")]
     public VfioContainer OpenContainer(ProcessAddressSpace process, out int fd)
     {
