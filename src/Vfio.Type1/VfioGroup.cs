@@ -178,7 +178,7 @@ public sealed class VfioGroup : VfioFile
     /// <summary><c>VFIO_GROUP_SET_CONTAINER</c> with a descriptor of <paramref name="caller"/> (5.15 order of checks).</summary>
     /// <param name="caller">The process whose fd table <paramref name="containerFd"/> indexes.</param>
     /// <param name="containerFd">The container descriptor.</param>
-    /// <returns>0; -EINVAL (fd &lt; 0, already in a container, not a container); -EBADF (fd not open); attach errors.</returns>
+    /// <returns>0; -EINVAL (fd &lt; 0, already in a container, not a container); -EBADF (fd not open, or the group file is closed); attach errors.</returns>
     [KernelSymbol("vfio_group_set_container")]
     public Errno SetContainer(ProcessAddressSpace caller, int containerFd)
     {
@@ -192,6 +192,12 @@ public sealed class VfioGroup : VfioFile
 
         lock (_lock)
         {
+            // The ioctl needs the group file: after its release nothing would ever unset the container.
+            if (!_opened)
+            {
+                return ErrorDetail.Fail(Errno.EBADF, $"SET_CONTAINER: group {IommuGroup.Id} is not open");
+            }
+
             // A container that is being left (its last user gone, the dissolve not yet done) still counts.
             if (Volatile.Read(ref _containerUsers) != 0 || _container is not null)
             {
