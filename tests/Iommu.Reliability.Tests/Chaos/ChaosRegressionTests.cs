@@ -1,0 +1,69 @@
+using Iommu.Mm;
+using Iommu.Reliability.Tests.Infrastructure;
+using Vfio.Type1;
+
+namespace Iommu.Reliability.Tests.Chaos;
+
+/// <summary>Findings of the chaos property, shrunk to the calls that show them.</summary>
+public sealed class ChaosRegressionTests
+{
+    // Chaos: Exit, ContainerOpen. Opening /dev/vfio/vfio in an exited process throws; the docs must say so, as
+    // OpenGroup's and GetDeviceFd's do.
+    [Fact]
+    public void OpenContainer_in_an_exited_process_throws_what_its_docs_list()
+    {
+        using var bed = new BadInputBed();
+        var mm = new ProcessAddressSpace(bed.Pages, "gone");
+        mm.Exit();
+        InvalidOperationException e = Assert.Throws<InvalidOperationException>(() => bed.Vfio.OpenContainer(mm, out _));
+        Assert.True(DocumentedExceptions.Allows("Vfio.Type1.VfioCore.OpenContainer", e), "VfioCore.OpenContainer's XML docs do not list InvalidOperationException");
+    }
+
+    // Chaos: DomainAlloc, DomainFree, IovaToPhys. A freed domain's iova_to_phys throws; the docs must say so.
+    [Fact]
+    public void IovaToPhys_of_a_freed_domain_throws_what_its_docs_list()
+    {
+        using var bed = new BadInputBed();
+        Iommu.Domains.IDomain d = bed.Iommu.DomainAlloc(bed.Pci)!;
+        bed.Iommu.DomainFree(d);
+        ObjectDisposedException e = Assert.Throws<ObjectDisposedException>(() => bed.Iommu.IovaToPhys(d, 0x1000));
+        Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.IovaToPhys", e), "IommuCore.IovaToPhys's XML docs do not list ObjectDisposedException");
+    }
+
+    // Chaos: VfioRegister, ContainerOpen, Spawn, GroupOpen (p1), Exit (p1), GroupSetContainer, SetIommu: after the group
+    // file was released, SET_CONTAINER on the group object succeeded and nothing could ever unset it — the group could not
+    // be opened again (-EBUSY) and the container's domain leaked at teardown. The kernel's ioctl needs the open file.
+    [Fact]
+    public void SetContainer_on_a_group_whose_file_is_closed_is_ebadf_and_the_group_can_be_reopened()
+    {
+        using var bed = new BadInputBed();
+        VfioGroup g = bed.Group();
+        VfioContainer c = bed.Vfio.OpenContainer(bed.Proc, out _);
+        Assert.Equal(Errno.None, g.Close());
+
+        Assert.Equal(Errno.EBADF, g.SetContainer(c));
+        Assert.Null(g.Container);
+        Assert.Equal(Errno.None, bed.Vfio.OpenGroup(bed.Proc, bed.Dev.IommuGroup!.Id, out VfioGroup? again, out _));
+        Assert.Same(g, again);
+    }
+
+    // Chaos: DomainAlloc, Attach (dev3), Map 4K 0x4000_1000 -> 0x1000_1000, Map 2M 0x4000_0000 -> 0x2000_0000. The 2M
+    // leaf replaces the 4K table (iova_to_phys says 0x2000_1000) but the unit still answers from the 4K IOTLB entry.
+    // 5.15 switch_to_super_page (drivers/iommu/intel/iommu.c:2335) frees the old tables and calls iommu_flush_iotlb_psi
+    // for the range on every unit of the domain; DmaPageTable.Map replaces the table without a flush.
+    [Fact(Skip = "finding not fixed yet: a superpage mapped over a live 4K table is not flushed (5.15 switch_to_super_page flushes)")]
+    public void Superpage_over_a_live_4K_mapping_flushes_the_old_translation()
+    {
+        using var bed = new BadInputBed();
+        Iommu.Domains.IDomain d = bed.Iommu.DomainAlloc(bed.Pci)!;
+        Assert.Equal(Errno.None, bed.Iommu.AttachDevice(d, bed.Dev2));
+        Assert.Equal(Errno.None, bed.Iommu.Map(d, 0x4000_1000, 0x1000_1000, 0x1000, Iommu.Domains.IommuProt.Read | Iommu.Domains.IommuProt.Write));
+        Span<byte> b = stackalloc byte[8];
+        Assert.True(bed.Dev2.DmaRead(null, 0x4000_1000, b).IsOk); // the 4K translation is cached now
+        Assert.Equal(Errno.None, bed.Iommu.Map(d, 0x4000_0000, 0x2000_0000, 2 * Sizes.MiB, Iommu.Domains.IommuProt.Read | Iommu.Domains.IommuProt.Write));
+        ulong pa = bed.Iommu.IovaToPhys(d, 0x4000_1000);
+        Iommu.Devices.DmaResult r = bed.Dev2.DmaRead(null, 0x4000_1000, b);
+        Assert.True(r.IsOk);
+        Assert.Equal(pa, r.Address);
+    }
+}
