@@ -99,9 +99,11 @@ public sealed class DmaPageTable
     /// left as it is and counted as mapped (the kernel WARNs and returns 0).
     /// </returns>
     /// <remarks>
-    /// Like the kernel, a superpage replaces any table under it, with whatever that table mapped;
-    /// callers (the IOMMU core users) never map over live mappings. Unlike the kernel, a superpage
-    /// already mapped above the target level is left alone instead of being walked into as a table.
+    /// Like the kernel, a superpage replaces any table under it, with whatever that table mapped, and
+    /// the table goes on the pending-free list; the caller must flush the range (the internal ReplacedTables count
+    /// tells it: 5.15 <c>switch_to_super_page</c> flushes the IOTLB of every unit of the domain). Callers
+    /// (the IOMMU core users) should never map over live mappings. Unlike the kernel, a superpage already
+    /// mapped above the target level is left alone instead of being walked into as a table.
     /// </remarks>
     [KernelSymbol("__domain_mapping")]
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -110,6 +112,9 @@ public sealed class DmaPageTable
         _pt.Memory.ThrowIfDisposed();
         return _pt.Map(iova, paddr, size, attr, superpageLevels, out mapped);
     }
+
+    // How many tables superpage maps have replaced so far (it only grows): a map that changes it must flush its range.
+    internal long ReplacedTables => _pt.ReplacedTables;
 
     /// <summary>
     /// Removes every leaf (4 KiB, 2 MiB or 1 GiB page) that overlaps <c>[iova, iova + size)</c>, each

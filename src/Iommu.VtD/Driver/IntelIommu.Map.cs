@@ -55,6 +55,11 @@ public sealed partial class IntelIommu
             d.MaxAddr = end;
         }
 
+        if (size >= Sz2M && d.IommuSuperpage != 0)
+        {
+            return MapSuperpages(d, iova, paddr, size, attr, out mapped); // may replace a table: out of line
+        }
+
         // Counted as a walk while an attach may still drop the table's top levels (see DmarDomain).
         using DmarDomain.TableWalk walk = d.EnterTableWalk();
         if (d.UseFirstLevel)
@@ -64,6 +69,46 @@ public sealed partial class IntelIommu
 
         // The table's memory is _memory, checked above.
         return d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+    }
+
+    // A map that may write superpages: a superpage that replaces a table (a map over live 4 KiB mappings, a caller bug)
+    // leaves their translations in the IOTLBs, so the range is flushed on every unit of the domain, as
+    // switch_to_super_page does with iommu_flush_iotlb_psi (through IotlbSync, which also frees the replaced tables).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Errno MapSuperpages(DmarDomain d, ulong iova, ulong paddr, ulong size, ulong attr, out ulong mapped)
+    {
+        Errno err;
+        bool replaced;
+        using (d.EnterTableWalk())
+        {
+            if (d.UseFirstLevel)
+            {
+                if (d.NestParent is not null)
+                {
+                    mapped = 0;
+                    return NotPaging();
+                }
+
+                long before = d.FirstLevelTable.ReplacedTables;
+                err = d.FirstLevelTable.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+                replaced = d.FirstLevelTable.ReplacedTables != before;
+            }
+            else
+            {
+                long before = d.SecondLevelTable.ReplacedTables;
+                err = d.SecondLevelTable.Engine.Map(iova, paddr, size, attr, d.IommuSuperpage, out mapped);
+                replaced = d.SecondLevelTable.ReplacedTables != before;
+            }
+        }
+
+        if (replaced && mapped != 0)
+        {
+            var gather = default(IommuIotlbGather);
+            gather.AddRange(iova, mapped);
+            IotlbSync(d, ref gather);
+        }
+
+        return err;
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every

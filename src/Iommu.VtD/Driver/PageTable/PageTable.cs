@@ -36,6 +36,7 @@ internal unsafe struct PageTable<TFormat>
     private readonly ulong _lastTable;
     private ulong _pendingFree;
     private long _tables;
+    private long _replacedTables; // tables a superpage map unlinked (FreeSubtableUnder): only ever grows
     private int _levels;
     private ulong _maxIova;
     private ulong _root;
@@ -63,6 +64,10 @@ internal unsafe struct PageTable<TFormat>
     public readonly int PendingFrees => Volatile.Read(ref Unsafe.AsRef(in _pendingFree)) == NoFrame ? 0 : 1;
 
     public readonly long TableFrames => Interlocked.Read(ref Unsafe.AsRef(in _tables));
+
+    // How many tables superpage maps have unlinked so far: a map that changes it must flush what those tables mapped
+    // (IntelIommu.MapPages, as switch_to_super_page does).
+    public readonly long ReplacedTables => Interlocked.Read(ref Unsafe.AsRef(in _replacedTables));
 
     // Constants of the instantiation, forced inline: a large caller over its inlining budget still folds them.
     private static int EntriesPerTable
@@ -848,8 +853,8 @@ internal unsafe struct PageTable<TFormat>
         return pte;
     }
 
-    // Before a superpage goes into slot (at level): a table already there is unlinked and freed with
-    // its subtree, mappings included, as dma_pte_free_pagetable does in __domain_mapping.
+    // Before a superpage goes into slot (at level): a table already there is unlinked and pended with its
+    // subtree, mappings included, as dma_pte_free_pagetable does in __domain_mapping; the caller flushes.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void FreeSubtableUnder(ulong* slot, int level)
     {
@@ -857,6 +862,7 @@ internal unsafe struct PageTable<TFormat>
         if (IsTable(pte, level) && Interlocked.CompareExchange(ref *slot, 0, pte) == pte)
         {
             PendTree(TFormat.Address(pte), level - 1);
+            Interlocked.Increment(ref _replacedTables);
         }
     }
 
