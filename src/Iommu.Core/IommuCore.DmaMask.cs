@@ -9,6 +9,7 @@ namespace Iommu;
 public sealed partial class IommuCore
 {
     private const ulong ZoneDmaMask = 0xFF_FFFF; // DMA_BIT_MASK(zone_dma_bits), zone_dma_bits = 24 on x86
+    private const uint DefaultMaxSegSize = 65536; // SZ_64K
 
     /// <summary>
     /// Sets the DMA mask of <paramref name="device"/> (<c>dma_set_mask</c>): the highest DMA address its
@@ -129,13 +130,14 @@ public sealed partial class IommuCore
 
     /// <summary>The longest DMA segment a scatterlist map of <paramref name="device"/> produces (<c>dma_get_max_seg_size</c>).</summary>
     /// <param name="device">The device.</param>
-    /// <returns>Bytes: what <see cref="DmaSetMaxSegSize"/> set, 64 KiB before (also for a device without DMA parameters).</returns>
+    /// <returns>Bytes: what <see cref="DmaSetMaxSegSize"/> set, 64 KiB before, for a device without DMA parameters, and when 0 was set (as the kernel reads 0).</returns>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     [KernelSymbol("dma_get_max_seg_size")]
     public static uint DmaGetMaxSegSize(Device device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        return Volatile.Read(ref device.MaxSegmentSize);
+        uint size = Volatile.Read(ref device.MaxSegmentSize);
+        return size != 0 ? size : DefaultMaxSegSize; // "if (dev->dma_parms && dev->dma_parms->max_segment_size)"
     }
 
     /// <summary>

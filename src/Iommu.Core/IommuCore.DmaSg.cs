@@ -409,7 +409,7 @@ public sealed partial class IommuCore
     private static int FinaliseSg(Device device, Span<Scatterlist> sg, ulong granuleMask, ulong dmaAddr)
     {
         ulong segMask = Volatile.Read(ref device.SegmentBoundaryMask);
-        uint maxLen = Volatile.Read(ref device.MaxSegmentSize);
+        uint maxLen = DmaGetMaxSegSize(device);
         uint curLen = 0;
         int cur = 0, count = 0;
         for (int i = 0; i < sg.Length; i++)
