@@ -25,8 +25,8 @@ public sealed partial class IommuCore
     /// <returns>
     /// The number of DMA segments, held by the first entries of <paramref name="sg"/>; 0 on failure (no errno, as
     /// in the kernel; <see cref="ErrorDetail"/> says why: ENOMEM when no IOVA range below the device's mask is free
-    /// or the IOMMU driver ran out of memory, EINVAL when the list is empty, an entry has 0 bytes or wraps, or
-    /// the IOMMU driver refused the map, EIO when the device has no DMA mask or, on the dma-direct path, an entry
+    /// or the IOMMU driver ran out of memory, EINVAL when the list is empty, an entry has 0 bytes or wraps, an
+    /// entry's IOVA length reaches 4 GiB (see below), or the IOMMU driver refused the map, EIO when the device has no DMA mask or, on the dma-direct path, an entry
     /// lies above its mask). On failure every entry's DMA fields are reset.
     /// </returns>
     /// <remarks>
@@ -45,7 +45,10 @@ public sealed partial class IommuCore
     /// the device's DMA mask fails the whole map (the kernel bounces it through swiotlb where that is active).</para>
     /// <para>Where we differ from the kernel: an entry of 0 bytes is refused (EINVAL; the kernel maps it, and its
     /// unmap stops at the first segment of length 0, leaving what follows mapped), and so is an empty list (the
-    /// kernel reads the first entry of an empty list). Entries are never rewritten in place: the granule offsets
+    /// kernel reads the first entry of an empty list). An entry whose IOVA length (its granules plus the boundary
+    /// padding after it) reaches 4 GiB fails with EINVAL before anything is mapped: the kernel truncates that length
+    /// to its unsigned int <c>s->length</c>, maps less than it allocated, and fails with -EINVAL leaving the part it
+    /// mapped mapped. Entries are never rewritten in place: the granule offsets
     /// and padded lengths the kernel stashes in the buffer fields are kept in the DMA fields until the segments
     /// are written.</para>
     /// </remarks>
@@ -104,6 +107,19 @@ public sealed partial class IommuCore
             }
 
             iovaLen += sLength;
+        }
+
+        // The kernel keeps each entry's IOVA length (padding included) in s->length, an unsigned int: at 4 GiB or more
+        // it truncates, __iommu_map_sg maps less than iova_len and the map fails with -EINVAL. Refuse before mapping.
+        for (int i = 0; i < sg.Length; i++)
+        {
+            if (sg[i].DmaAddress > uint.MaxValue)
+            {
+                ulong iovaLength = sg[i].DmaAddress;
+                InvalidateSg(sg);
+                ErrorDetail.Fail(Errno.EINVAL, $"scatterlist entry {i} [0x{sg[i].Phys:x}, +0x{sg[i].Length:x}) takes 0x{iovaLength:x} bytes of IOVA space (granules and boundary padding): more than the kernel's unsigned int length holds");
+                return 0;
+            }
         }
 
         ulong iova = DmaAllocIova(domain, iovad, device, iovaLen, mask != 0 ? mask : Dma32BitLimit);

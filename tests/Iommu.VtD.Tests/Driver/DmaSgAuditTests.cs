@@ -26,4 +26,23 @@ public sealed class DmaSgAuditTests
         Assert.Equal((0x10000U, 0x10000U), (sg[0].DmaLength, sg[1].DmaLength));
         f.Iommu.DmaUnmapSg(dev, sg, DmaDataDirection.ToDevice);
     }
+
+    [Theory]
+    [InlineData(0x1_0000_0800UL, 0xFFFF_F900U, 0UL, 0U)] // one entry that rounds up to 4 GiB + 4 KiB
+    [InlineData(0x1_0000_0000UL, 0x8000_0000U, 0x2_0000_0000UL, 0x8000_2000U)] // the first entry padded up to 4 GiB by the boundary
+    public void An_entry_whose_iova_length_reaches_4G_fails_with_einval_and_maps_nothing(ulong phys0, uint len0, ulong phys1, uint len1)
+    {
+        // iommu_dma_map_sg keeps each entry's IOVA length in s->length (unsigned int): it truncates, __iommu_map_sg maps
+        // less than iova_len, and the map fails with -EINVAL (leaving what it mapped mapped; the model maps nothing).
+        using DriverBed f = New();
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        IDomain domain = f.Iommu.GetDmaDomain(dev)!;
+        Assert.Equal(Errno.None, f.Iommu.DmaSetMaxSegSize(dev, uint.MaxValue));
+        Scatterlist[] sg = len1 == 0 ? [new(phys0, len0)] : [new(phys0, len0), new(phys1, len1)];
+        Assert.Equal(0, f.Iommu.DmaMapSg(dev, sg, DmaDataDirection.ToDevice));
+        Assert.Equal(Errno.EINVAL, ErrorDetail.LastErrno);
+        Assert.All(sg, s => Assert.Equal((IommuCore.DmaMappingError, 0U), (s.DmaAddress, s.DmaLength)));
+        Assert.Empty(Leaves(domain));
+        Assert.Equal(1, f.Iommu.DmaMapSg(dev, [new(0x4000_0000, 0x1000), new(0x5000_0000, 0x1000)], DmaDataDirection.ToDevice)); // still usable: one merged segment
+    }
 }
