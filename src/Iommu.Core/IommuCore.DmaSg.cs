@@ -295,8 +295,11 @@ public sealed partial class IommuCore
     /// <param name="cpuAddress">The address <see cref="DmaAllocCoherent"/> returned.</param>
     /// <param name="dmaHandle">The DMA address it gave.</param>
     /// <remarks>
-    /// When the DMA domain the buffer was mapped in is no longer the device's (its group was released and the
-    /// domain freed with its mappings) only the pages are given back.
+    /// The buffer is unmapped from the DMA domain it was mapped in, also when that is no longer the device's (the
+    /// device was removed from a group whose domain other devices still use: left mapped, they could reach the freed
+    /// pages); when that domain was freed (with its mappings) only the pages are given back. A
+    /// <paramref name="cpuAddress"/> of 0 (what a failed <see cref="DmaAllocCoherent"/> returns) does nothing, as in
+    /// the kernel (<c>dma_free_attrs</c>: <c>if (!cpu_addr) return;</c>).
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentException">
@@ -308,6 +311,11 @@ public sealed partial class IommuCore
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
+        if (cpuAddress == 0)
+        {
+            return;
+        }
+
         CoherentBuffer buffer;
         lock (_coherentLock)
         {
@@ -319,7 +327,9 @@ public sealed partial class IommuCore
             _coherent.Remove(cpuAddress);
         }
 
-        if (buffer.Domain is IDomain domain && ReferenceEquals(device.IommuGroup?.DefaultDomain, domain))
+        // The domain the buffer was mapped in, while it lives (its cookie goes with iommu_domain_free), whether or not
+        // it is still the device's.
+        if (buffer.Domain is IDomain domain && CookieOf(domain) is not null)
         {
             using DomainUse use = new(guard, domain);
             IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent");

@@ -45,4 +45,35 @@ public sealed class DmaSgAuditTests
         Assert.Empty(Leaves(domain));
         Assert.Equal(1, f.Iommu.DmaMapSg(dev, [new(0x4000_0000, 0x1000), new(0x5000_0000, 0x1000)], DmaDataDirection.ToDevice)); // still usable: one merged segment
     }
+
+    [Fact]
+    public void Freeing_a_coherent_buffer_after_its_device_left_a_group_whose_domain_lives_on_unmaps_it()
+    {
+        using DriverBed f = New();
+        PciDevice a = f.Pci.AddDevice(new PciDeviceSpec("0000:00:03.0") { Multifunction = true });
+        PciDevice b = f.Pci.AddDevice(new PciDeviceSpec("0000:00:03.1") { Multifunction = true });
+        Assert.Same(a.IommuGroup, b.IommuGroup);
+        IDomain domain = f.Iommu.GetDmaDomain(a)!;
+        ulong cpu = f.Iommu.DmaAllocCoherent(a, 0x1000, out ulong handle);
+        f.AssertDma(b, null, handle, cpu, "one domain for the group");
+
+        f.Pci.RemoveDevice(a);
+        Assert.Null(a.IommuGroup);
+        f.Iommu.DmaFreeCoherent(a, 0x1000, cpu, handle);
+
+        Assert.False(f.Platform.Frames.IsAllocated(cpu));
+        Assert.Equal(0UL, f.Iommu.IovaToPhys(domain, handle));
+        f.AssertDma(b, null, handle, 0, "the freed page is reachable by no device");
+    }
+
+    [Fact]
+    public void Freeing_a_null_coherent_buffer_does_nothing()
+    {
+        // dma_free_attrs: "if (!cpu_addr) return;"
+        using DriverBed f = New();
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        long live = f.Platform.Frames.LiveFrames;
+        f.Iommu.DmaFreeCoherent(dev, 0x1000, 0, IommuCore.DmaMappingError);
+        Assert.Equal(live, f.Platform.Frames.LiveFrames);
+    }
 }
