@@ -1,3 +1,4 @@
+using System.Numerics;
 using Iommu.Devices;
 using Iommu.Dma;
 using Iommu.Domains;
@@ -220,9 +221,11 @@ public sealed partial class IommuCore
     /// dma-direct path, or no IOVA range below that mask is free).
     /// </returns>
     /// <remarks>
-    /// <para>The pages are one physically contiguous run from <see cref="Platform.Frames"/> (on x86 the kernel's
+    /// <para>The pages are one physically contiguous block from <see cref="Platform.Frames"/> (on x86 the kernel's
     /// page allocator serves both page tables and coherent buffers, and <c>iommu_dma_alloc</c> takes a contiguous
-    /// block: x86 has no <c>DMA_REMAP</c>). IOMMU DMA domain: mapped read-write at an IOVA below the coherent
+    /// block: x86 has no <c>DMA_REMAP</c>): as <c>alloc_pages(get_order(size))</c>, a power of two of pages aligned
+    /// to its size, held whole until the free, so the CPU address (and on the dma-direct path the DMA address) is
+    /// aligned to the buffer's page order (an IOVA is aligned so by the IOVA allocator). IOMMU DMA domain: mapped read-write at an IOVA below the coherent
     /// mask (<see cref="Device.CoherentDmaMask"/>), as <c>__iommu_dma_map</c> does. Otherwise the DMA address is the
     /// physical address, which must lie under the coherent mask (the kernel retries from ZONE_DMA32 and ZONE_DMA;
     /// the model's frames come from one region, so it fails instead).</para>
@@ -244,11 +247,13 @@ public sealed partial class IommuCore
         }
 
         ulong pages = alloc >> Memory.PhysicalMemory.PageShift;
-        if (pages > int.MaxValue || !Platform.Frames.TryAllocateContiguous((int)pages, out ulong phys))
+        if (pages > 1UL << 30 || !TryAllocateOrderBlock((int)BitOperations.RoundUpToPowerOf2(pages), out ulong phys))
         {
-            ErrorDetail.Fail(Errno.ENOMEM, $"no free run of {pages} pages for a coherent buffer of {device.Name}");
+            ErrorDetail.Fail(Errno.ENOMEM, $"no free block of {(pages > 1UL << 30 ? pages : BitOperations.RoundUpToPowerOf2(pages))} pages for a coherent buffer of {device.Name}");
             return 0;
         }
+
+        int block = (int)BitOperations.RoundUpToPowerOf2(pages);
 
         ulong mask = Volatile.Read(ref device.CoherentDmaMaskValue);
         IDomain? domain = device.IommuGroup?.DefaultDomain;
@@ -272,7 +277,7 @@ public sealed partial class IommuCore
 
         if (handle == DmaMappingError)
         {
-            Platform.Frames.FreeContiguous(phys, (int)pages);
+            Platform.Frames.FreeContiguous(phys, block);
             return 0;
         }
 
@@ -336,7 +341,40 @@ public sealed partial class IommuCore
         }
 
         ulong pages = ((size + Memory.PhysicalMemory.PageSize - 1) & ~(ulong)(Memory.PhysicalMemory.PageSize - 1)) >> Memory.PhysicalMemory.PageShift;
-        Platform.Frames.FreeContiguous(cpuAddress, (int)pages);
+        Platform.Frames.FreeContiguous(cpuAddress, (int)BitOperations.RoundUpToPowerOf2(pages));
+    }
+
+    // alloc_pages(order): a block of `block` pages (a power of two) aligned to its size. Taken from a run of 2 * block - 1
+    // frames, whose frames around the aligned block go straight back.
+    private bool TryAllocateOrderBlock(int block, out ulong phys)
+    {
+        Memory.FrameAllocator frames = Platform.Frames;
+        if (block == 1)
+        {
+            return frames.TryAllocate(out phys);
+        }
+
+        if (!frames.TryAllocateContiguous((2 * block) - 1, out ulong run))
+        {
+            phys = 0;
+            return false;
+        }
+
+        ulong bytes = (ulong)block << Memory.PhysicalMemory.PageShift;
+        phys = (run + bytes - 1) & ~(bytes - 1);
+        int head = (int)((phys - run) >> Memory.PhysicalMemory.PageShift);
+        int tail = block - 1 - head;
+        if (head != 0)
+        {
+            frames.FreeContiguous(run, head);
+        }
+
+        if (tail != 0)
+        {
+            frames.FreeContiguous(phys + bytes, tail);
+        }
+
+        return true;
     }
 
     // An empty list, an entry of 0 bytes or one that wraps: the reason, or null.

@@ -46,6 +46,37 @@ public sealed class DmaSgAuditTests
         Assert.Equal(1, f.Iommu.DmaMapSg(dev, [new(0x4000_0000, 0x1000), new(0x5000_0000, 0x1000)], DmaDataDirection.ToDevice)); // still usable: one merged segment
     }
 
+    [Theory]
+    [InlineData(DomainType.Identity)]
+    [InlineData(DomainType.Dma)]
+    public void A_coherent_buffer_is_aligned_to_its_size_s_page_order(DomainType type)
+    {
+        // iommu_dma_alloc_pages / __dma_direct_alloc_pages: alloc_pages_node(node, gfp, get_order(size)), a block
+        // aligned to its order (DMA-API.txt: "aligned to the smallest PAGE_SIZE order which is greater than or equal
+        // to the requested size"), so a buffer of up to 64 KiB never crosses a 64 KiB line.
+        using DriverBed f = new(Config("Sm48"), memory: SmallMemory, defaultDomain: type);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        var held = new List<(ulong Cpu, ulong Size, ulong Handle)>();
+        foreach (ulong size in new ulong[] { 0x1000, 0x3000, 0x1000, 0x10000, 0x1000, 0x5000, 0x2000 })
+        {
+            ulong cpu = f.Iommu.DmaAllocCoherent(dev, size, out ulong handle);
+            Assert.NotEqual(0UL, cpu);
+            ulong align = System.Numerics.BitOperations.RoundUpToPowerOf2(size);
+            Assert.True(cpu % align == 0, $"CPU address 0x{cpu:x} of 0x{size:x} bytes is not aligned to 0x{align:x}");
+            Assert.True(handle % align == 0, $"DMA address 0x{handle:x} of 0x{size:x} bytes is not aligned to 0x{align:x}");
+            held.Add((cpu, size, handle));
+        }
+
+        long live = f.Platform.Frames.LiveFrames;
+        foreach ((ulong cpu, ulong size, ulong handle) in held)
+        {
+            f.Iommu.DmaFreeCoherent(dev, size, cpu, handle);
+        }
+
+        // The whole power-of-two block is held (5 pages take 8), and goes back with the free.
+        Assert.Equal(live - held.Sum(h => (long)System.Numerics.BitOperations.RoundUpToPowerOf2(h.Size / 0x1000)), f.Platform.Frames.LiveFrames);
+    }
+
     [Fact]
     public void Freeing_a_coherent_buffer_after_its_device_left_a_group_whose_domain_lives_on_unmaps_it()
     {
