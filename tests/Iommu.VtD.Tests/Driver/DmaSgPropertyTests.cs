@@ -9,16 +9,22 @@ namespace Iommu.VtD.Tests.Driver;
 /// mapped, kept alive together and unmapped in random order, over strict and lazy DMA domains on legacy and
 /// scalable units. Checked as a device and its driver observe them, not against a copy of the layout code: the
 /// DMA segments carry the buffers' bytes in list order, respect the device's limits, lie below its mask, and are
-/// unreachable once unmapped (after the flush queue drains in lazy mode); nothing stays mapped at the end.
+/// unreachable once unmapped (after the flush queue drains in lazy mode); nothing stays mapped at the end. Identity
+/// (dma-direct) devices get each entry at its physical address and refuse lists above their mask. Coherent buffers
+/// are allocated and freed among the lists: aligned to their page order, below the coherent mask, zeroed, reaching
+/// their pages, and unreachable and given back once freed.
 /// </summary>
 public sealed class DmaSgPropertyTests
 {
     private sealed record Live(Scatterlist[] Sg, int Segments, DmaDataDirection Dir);
 
+    private sealed record Coherent(ulong Cpu, ulong Size, ulong Handle);
+
     private static void Run(int seed)
     {
         var rng = new Random(seed);
-        DomainType type = rng.Next(2) == 0 ? DomainType.Dma : DomainType.DmaFq;
+        DomainType type = rng.Next(5) switch { 0 or 1 => DomainType.Dma, 2 or 3 => DomainType.DmaFq, _ => DomainType.Identity };
+        bool direct = type == DomainType.Identity;
         string config = rng.Next(3) switch { 0 => "Legacy48", 1 => "Sm48", _ => "Legacy39" };
         using var f = new DriverBed(Config(config), memory: SmallMemory, defaultDomain: type);
         PciDevice dev = f.AddDevice("0000:00:03.0");
@@ -26,16 +32,62 @@ public sealed class DmaSgPropertyTests
         ulong boundary = rng.Next(4) switch { 0 => 0x3FFF, 1 => 0xFFFF, _ => 0xFFFF_FFFF };
         uint maxSeg = rng.Next(4) switch { 0 => 0x1000, 1 => 0x3000, 2 => uint.MaxValue, _ => 0x10000 };
         ulong mask = rng.Next(4) switch { 0 => 0xFFFF_FFFF, 1 => 0xFF_FFFF, _ => ulong.MaxValue }; // any mask: iommu_dma_ops has no dma_supported
+        // dma-direct gets its coherent buffers from the frames at the top of 8 GiB: a smaller coherent mask fails there.
+        ulong coherentMask = direct ? ulong.MaxValue : rng.Next(3) switch { 0 => 0xFFFF_FFFF, 1 => 0xFF_FFFF, _ => ulong.MaxValue };
         Assert.Equal(Errno.None, f.Iommu.DmaSetSegBoundary(dev, boundary));
         Assert.Equal(Errno.None, f.Iommu.DmaSetMaxSegSize(dev, maxSeg));
         Assert.Equal(Errno.None, f.Iommu.DmaSetMask(dev, mask));
-        string where = $"seed {seed} ({type}, {config}, boundary 0x{boundary:x}, max segment 0x{maxSeg:x}, mask 0x{mask:x})";
+        Assert.Equal(Errno.None, f.Iommu.DmaSetCoherentMask(dev, coherentMask));
+        string where = $"seed {seed} ({type}, {config}, boundary 0x{boundary:x}, max segment 0x{maxSeg:x}, mask 0x{mask:x}, coherent mask 0x{coherentMask:x})";
+        var coherent = new List<Coherent>();
+        var freed = new List<Coherent>();
 
         var live = new List<Live>();
         var dead = new List<Live>();
         for (int step = 0; step < 24; step++)
         {
-            if (live.Count < 3 && (live.Count == 0 || rng.Next(2) == 0))
+            if (rng.Next(4) == 0)
+            {
+                if (coherent.Count < 3 && (coherent.Count == 0 || rng.Next(2) == 0))
+                {
+                    coherent.Add(AllocCoherent(f, dev, domain, direct, rng, coherentMask, $"{where} step {step}"));
+                }
+                else
+                {
+                    Coherent c = coherent[rng.Next(coherent.Count)];
+                    coherent.Remove(c);
+                    f.Iommu.DmaFreeCoherent(dev, c.Size, c.Cpu, c.Handle);
+                    Assert.False(f.Platform.Frames.IsAllocated(c.Cpu), $"{where} step {step}: the coherent buffer's frames were not given back");
+                    freed.Add(c);
+                    if (type == DomainType.Dma)
+                    {
+                        CheckFreed(f, dev, domain, freed, $"{where} step {step}"); // strict: now, before the IOVA is reused
+                    }
+                }
+            }
+            else if (direct && (live.Count == 0 || rng.Next(2) == 0))
+            {
+                Scatterlist[] sg = RandomList(rng, boundary, maxSeg);
+                int n = f.Iommu.DmaMapSg(dev, sg, DmaDataDirection.ToDevice);
+                bool fits = sg.All(s => s.Phys + s.Length - 1 <= mask);
+                Assert.True(fits == (n == sg.Length), $"{where} step {step}: dma-direct map of a list {(fits ? "below" : "above")} the mask returned {n} ({ErrorDetail.LastErrno} {ErrorDetail.LastMessage})");
+                if (!fits)
+                {
+                    Assert.Equal(Errno.EIO, ErrorDetail.LastErrno);
+                    Assert.All(sg, s => Assert.Equal((IommuCore.DmaMappingError, 0U), (s.DmaAddress, s.DmaLength)));
+                    continue;
+                }
+
+                Assert.All(sg, s => Assert.Equal((s.Phys, s.Length), (s.DmaAddress, s.DmaLength)));
+                live.Add(new Live(sg, n, DmaDataDirection.ToDevice));
+            }
+            else if (direct)
+            {
+                Live l = live[rng.Next(live.Count)];
+                live.Remove(l);
+                f.Iommu.DmaUnmapSg(dev, l.Sg, l.Dir);
+            }
+            else if (live.Count < 3 && (live.Count == 0 || rng.Next(2) == 0))
             {
                 Scatterlist[] sg = RandomList(rng, boundary, maxSeg);
                 foreach (Scatterlist s in sg)
@@ -64,6 +116,7 @@ public sealed class DmaSgPropertyTests
                     }
 
                     dead.Clear();
+                    CheckFreed(f, dev, domain, freed, $"{where} step {step}");
                 }
             }
 
@@ -79,13 +132,72 @@ public sealed class DmaSgPropertyTests
             dead.Add(l);
         }
 
+        foreach (Coherent c in coherent)
+        {
+            f.Iommu.DmaFreeCoherent(dev, c.Size, c.Cpu, c.Handle);
+            freed.Add(c);
+        }
+
         f.Platform.Clock.Advance(IommuCore.IovaFqTimeout);
+        CheckFreed(f, dev, domain, freed, $"{where} at the end");
+        if (direct)
+        {
+            return;
+        }
+
         foreach (Live d in dead)
         {
             CheckUnreachable(f, dev, domain, d, $"{where} at the end");
         }
 
         Assert.Empty(Leaves(domain));
+    }
+
+    // 1 to 8 pages, or a few bytes: zeroed, aligned to its page order, below the coherent mask (else ENOMEM from the IOVA
+    // allocator), and the device reaches the buffer's first and last bytes through the handle.
+    private static Coherent AllocCoherent(DriverBed f, PciDevice dev, IDomain domain, bool direct, Random rng, ulong coherentMask, string where)
+    {
+        ulong size = rng.Next(2) == 0 ? (ulong)rng.Next(1, 64) : (ulong)rng.Next(1, 9) * 4096 - (ulong)rng.Next(0, 2) * 100;
+        ulong cpu = f.Iommu.DmaAllocCoherent(dev, size, out ulong handle);
+        Assert.True(cpu != 0, $"{where}: coherent alloc of 0x{size:x} failed: {ErrorDetail.LastErrno} {ErrorDetail.LastMessage}");
+        ulong align = System.Numerics.BitOperations.RoundUpToPowerOf2((size + 4095) / 4096) * 4096;
+        Assert.True(cpu % align == 0 && handle % align == 0, $"{where}: coherent buffer 0x{cpu:x} (DMA 0x{handle:x}) of 0x{size:x} bytes not aligned to 0x{align:x}");
+        Assert.True(handle + size - 1 <= coherentMask, $"{where}: coherent DMA address 0x{handle:x} above the coherent mask");
+        Assert.True(!direct || handle == cpu, $"{where}: dma-direct handle 0x{handle:x} is not the physical address 0x{cpu:x}");
+        Assert.Equal(0UL, f.Platform.Memory.ReadUInt64((cpu + size - 1) & ~7UL));
+        f.Platform.Memory.WriteUInt64(cpu, cpu * 17);
+        f.Platform.Memory.WriteUInt64((cpu + size - 1) & ~7UL, cpu * 19);
+        Span<byte> b = stackalloc byte[8];
+        foreach (ulong off in new[] { 0UL, (size - 1) & ~7UL })
+        {
+            DmaResult r = dev.DmaRead(null, handle + off, b);
+            Assert.True(r.IsOk, $"{where}: the device cannot read its coherent buffer at 0x{handle + off:x}: {r}");
+            Assert.Equal(f.Platform.Memory.ReadUInt64(cpu + off), BitConverter.ToUInt64(b));
+        }
+
+        return new Coherent(cpu, size, handle);
+    }
+
+    // Freed coherent buffers, once the flush queue drained: their DMA addresses translate to nothing and fault.
+    private static void CheckFreed(DriverBed f, PciDevice dev, IDomain domain, List<Coherent> freed, string where)
+    {
+        if (domain.Type is not (DomainType.Dma or DomainType.DmaFq))
+        {
+            freed.Clear();
+            return;
+        }
+
+        Span<byte> b = stackalloc byte[1];
+        foreach (Coherent c in freed)
+        {
+            foreach (ulong iova in new[] { c.Handle, c.Handle + c.Size - 1 })
+            {
+                Assert.True(f.Iommu.IovaToPhys(domain, iova) == 0, $"{where}: freed coherent DMA address 0x{iova:x} still maps");
+                Assert.True(dev.DmaRead(null, iova, b).Status == DmaStatus.Fault, $"{where}: freed coherent DMA address 0x{iova:x} still reachable");
+            }
+        }
+
+        freed.Clear();
     }
 
     // 1 to 8 entries: any offset and length up to 6 pages (never longer than the boundary or the max segment size allow), sometimes
