@@ -336,8 +336,15 @@ public sealed partial class IommuCore
         // it is still the device's.
         if (buffer.Domain is IDomain domain && CookieOf(domain) is not null)
         {
-            using DomainUse use = new(guard, domain);
-            IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent");
+            try
+            {
+                using DomainUse use = new(guard, domain);
+                IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent");
+            }
+            catch (ObjectDisposedException) when (domain is IommuDomain { Dying: not 0 })
+            {
+                // iommu_domain_free began meanwhile: the mapping goes with the domain; the pages still go back below.
+            }
         }
 
         ulong pages = ((size + Memory.PhysicalMemory.PageSize - 1) & ~(ulong)(Memory.PhysicalMemory.PageSize - 1)) >> Memory.PhysicalMemory.PageShift;
