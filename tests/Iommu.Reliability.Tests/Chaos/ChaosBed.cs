@@ -45,7 +45,7 @@ internal sealed record ChaosConfig(string Name, VtdConfig Vtd, int Units, Domain
 /// </summary>
 internal sealed class ChaosBed : IDisposable
 {
-    public const int Devices = 4;
+    public const int Devices = 8;
     private const ulong Page = 4096;
     private const int ProbeIovas = 6;
 
@@ -58,7 +58,23 @@ internal sealed class ChaosBed : IDisposable
         new("0000:00:03.0") { PasidWidth = 10, ScalableIov = true, Ats = true, Pri = true, Acs = true },
         new("0000:00:04.0") { Acs = true },
         new("0000:00:05.0") { Acs = true },
+        // Two functions of a multifunction device without ACS: one group of two (no AttachDevice, only group-wide attach).
+        new("0000:00:06.0") { Multifunction = true },
+        new("0000:00:06.1") { Multifunction = true },
+        // Conventional PCI behind a PCIe-to-PCI bridge: their DMA carries the bridge's (02, 00.0) requester ID (aliasing).
+        new("0000:02:01.0") { Upstream = new PciAddress(0, 1, 0, 0) },
+        new("0000:02:02.0") { Upstream = new PciAddress(0, 1, 0, 0) },
     ];
+
+    // The root port and the PCIe-to-PCI bridge the devices at 02:xx sit behind; never removed (no step picks them).
+    private static readonly PciDeviceSpec[] s_bridges =
+    [
+        new("0000:00:1c.0") { IsBridge = true, Acs = true },
+        new("0000:01:00.0") { IsPcieToPciBridge = true, Upstream = new PciAddress(0, 0, 0x1c, 0), Acs = true },
+    ];
+
+    // DMA masks DmaSetMask picks from: 64, 36, 32, 30 bits and ZONE_DMA's 24 (refused by dma-direct unless it covers RAM).
+    private static readonly ulong[] s_masks = [ulong.MaxValue, 0xF_FFFF_FFFF, 0xFFFF_FFFF, 0x3FFF_FFFF, 0xFF_FFFF];
 
     // Unmanaged-domain IOVAs and the physical pages they map (below the host page pool at 4 GiB).
     private static readonly ulong[] s_iovas = [0x10_0000, 0x10_1000, 0x20_0000, 0x4000_0000, 0x4000_1000, 0x8000_0000];
@@ -83,7 +99,11 @@ internal sealed class ChaosBed : IDisposable
     private readonly List<IDomain> _domains = [];
     private readonly HashSet<IDomain> _freed = new(ReferenceEqualityComparer.Instance);
     private readonly List<(PciDevice Dev, ulong Handle, ulong Pa)> _dmaHandles = [];
-    private readonly Dictionary<(PciDevice, ulong), ulong> _lazyStale = [];
+    // DMA_FQ: pages the DMA API unmapped, by (default domain, IOVA): the group's devices may reach them until the queue is flushed.
+    private readonly Dictionary<(IDomain, ulong), ulong> _lazyStale = [];
+    private readonly List<(PciDevice Dev, Scatterlist[] Sg, List<(ulong Iova, ulong Pa)> Pages)> _sgLists = [];
+    private readonly List<(PciDevice Dev, ulong Cpu, ulong Size, ulong Handle)> _coherent = [];
+    private readonly Dictionary<IommuSva, ProcessAddressSpace> _svaMm = new(ReferenceEqualityComparer.Instance);
     private readonly List<(ProcessAddressSpace Mm, ulong Buf)> _procs = [];
     private readonly List<IommuSva> _sva = [];
     private readonly List<VfioContainer> _containers = [];
@@ -94,7 +114,14 @@ internal sealed class ChaosBed : IDisposable
     private readonly List<MdevDeviceFile> _mdevFiles = [];
     private readonly List<(UacceDevice Dev, ProcessAddressSpace Mm, int Fd)> _queues = [];
     private readonly List<UacceDevice> _uacceDevs = [];
+    private readonly List<UacceQueue> _uacceQueues = []; // their SVA binds (uacce_fops_open binds the opener's mm)
     private readonly List<uint> _seenPasids = [];
+
+    // Bridge-owned requester IDs whose context entry a removed device cleared while others behind the bridge still use it.
+    // 5.15 does the same (drivers/iommu/intel/iommu.c:4467, domain_context_clear: "intel-iommu lacks any sort of reference
+    // counting for the users of dependent devices ... unbinding the driver from any one of them will possibly leave the
+    // others unable to operate"); the entry is written again when a device behind the bridge is probed.
+    private readonly HashSet<ushort> _aliasCleared = [];
     private readonly List<ulong> _probeIovas = [];
     private MdevType? _siovType;
 
@@ -129,6 +156,11 @@ internal sealed class ChaosBed : IDisposable
         _mtty = new MttyDriver(_platform.Memory, _vfio);
         _mtty.Register(_mdev).ThrowIfError();
         _uacce = new UacceCore(_platform);
+        foreach (PciDeviceSpec b in s_bridges)
+        {
+            _ = _pci.AddDevice(b);
+        }
+
         for (int i = 0; i < Devices; i++)
         {
             AddDevice(i);
@@ -214,6 +246,30 @@ internal sealed class ChaosBed : IDisposable
             Call("Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(dev, handle, Page, DmaDataDirection.Bidirectional));
         }
 
+        foreach ((PciDevice dev, Scatterlist[] sg, _) in _sgLists)
+        {
+            Call("Iommu.IommuCore.DmaUnmapSg", () => _iommu.DmaUnmapSg(dev, sg, DmaDataDirection.Bidirectional));
+        }
+
+        foreach ((PciDevice dev, ulong cpu, ulong size, ulong handle) in _coherent)
+        {
+            Call("Iommu.IommuCore.DmaFreeCoherent", () => _iommu.DmaFreeCoherent(dev, size, cpu, handle));
+        }
+
+        // With every container, device file and mdev closed no page is pinned and no process has locked memory left.
+        if (_pages.TotalPins != 0)
+        {
+            throw new IsolationViolationException($"[{Config}] after closing every container and mdev {_pages.TotalPins} page pins are left");
+        }
+
+        foreach ((ProcessAddressSpace mm, ulong _) in _procs)
+        {
+            if (!mm.Exited && mm.LockedVm != 0)
+            {
+                throw new IsolationViolationException($"[{Config}] after closing every container and mdev {mm.Name} has {mm.LockedVm} locked pages");
+            }
+        }
+
         _platform.Clock.Advance(TimeSpan.FromSeconds(1)); // the flush queues' timers
         foreach (IDomain d in _domains)
         {
@@ -242,6 +298,15 @@ internal sealed class ChaosBed : IDisposable
             if (dev.Bus is not null)
             {
                 Call("Iommu.Devices.Bus.RemoveDevice", () => _pci.RemoveDevice(dev));
+            }
+        }
+
+        // The bridge last, then its port: the group the bridge shares with its children (and its default domain's tables) goes with it.
+        foreach (PciDeviceSpec b in s_bridges.Reverse())
+        {
+            if (_pci.Find(b.Address) is PciDevice bd)
+            {
+                Call("Iommu.Devices.Bus.RemoveDevice", () => _pci.RemoveDevice(bd));
             }
         }
 
@@ -358,7 +423,7 @@ internal sealed class ChaosBed : IDisposable
                 if (h != IommuCore.DmaMappingError)
                 {
                     _dmaHandles.Add((dev, h, pa));
-                    _ = _lazyStale.Remove((dev, h));
+                    ForgetStale(dev, h, Page);
                     NoteIova(h);
                 }
 
@@ -373,10 +438,11 @@ internal sealed class ChaosBed : IDisposable
                 Call("Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(target, h, Page, DmaDataDirection.Bidirectional));
                 // The unmap is of target's mapping at h, if it has one (devices' default domains have their own IOVA spaces,
                 // so another device's handle may well name one of target's own mappings).
-                int j = _dmaHandles.FindIndex(x => x.Dev == target && x.Handle == h);
+                // Devices of one group share the default domain, so a group mate's handle is the same mapping.
+                int j = _dmaHandles.FindIndex(x => SameDmaDomain(x.Dev, target) && x.Handle == h);
                 if (j >= 0)
                 {
-                    _lazyStale[(target, h)] = _dmaHandles[j].Pa; // DMA_FQ: the page stays reachable until the queue is flushed
+                    NoteStale(target, h, _dmaHandles[j].Pa); // DMA_FQ: the page stays reachable until the queue is flushed
                     _dmaHandles.RemoveAt(j);
                 }
 
@@ -435,6 +501,8 @@ internal sealed class ChaosBed : IDisposable
                 if (Call("Iommu.IommuCore.SvaBindDevice", () => _iommu.SvaBindDevice(dev, mm, null, out handle)) == Errno.None)
                 {
                     _sva.Add(handle!);
+                    _svaMm[handle!] = mm;
+                    NotePasid(_iommu.SvaGetPasid(handle!));
                 }
 
                 break;
@@ -601,6 +669,12 @@ internal sealed class ChaosBed : IDisposable
                 if (Call("Uacce.UacceCore.Open", () => _uacce.Open(u!, mm, out fd)) == Errno.None)
                 {
                     _queues.Add((u!, mm, fd));
+                    if (mm.GetFile(fd) is UacceQueue q && q.Handle is IommuSva qh)
+                    {
+                        _uacceQueues.Add(q);
+                        _svaMm[qh] = mm;
+                        NotePasid(q.Pasid);
+                    }
                 }
 
                 break;
@@ -628,6 +702,10 @@ internal sealed class ChaosBed : IDisposable
                 if (dev.Bus is not null)
                 {
                     Call("Iommu.Devices.Bus.RemoveDevice", () => _pci.RemoveDevice(dev));
+                    if (dev.DmaRequesterId != dev.RequesterId)
+                    {
+                        _ = _aliasCleared.Add(dev.DmaRequesterId);
+                    }
                 }
 
                 break;
@@ -652,6 +730,115 @@ internal sealed class ChaosBed : IDisposable
             case ChaosKind.Export:
                 _ = Call("Iommu.VtD.Diagnostics.VtdImageExporter.ExportImage", () => _driver.ExportImage(op.C % _units.Length));
                 break;
+            case ChaosKind.DmaMapSg:
+            {
+                // One to three entries, some not page-aligned, some longer than a page; physically apart or adjacent.
+                int n = 1 + (op.C % 3);
+                var sg = new Scatterlist[n];
+                ulong phys = s_pas[op.C % s_pas.Length] + 0x30_0000 + ((ulong)(op.B % 4) * 0x200);
+                for (int i = 0; i < n; i++)
+                {
+                    uint len = (op.B + i) % 3 == 0 ? 0x1800u : 0x1000u - (uint)((op.B % 4) * 0x200);
+                    sg[i] = new Scatterlist(phys, len);
+                    phys += (op.A + i) % 2 == 0 ? len : 0x5000;
+                }
+
+                int segs = Call("Iommu.IommuCore.DmaMapSg", () => _iommu.DmaMapSg(dev, sg, DmaDataDirection.Bidirectional));
+                if (segs <= 0)
+                {
+                    break;
+                }
+
+                CheckDmaAddresses(dev, sg[0].DmaAddress, sg[segs - 1].DmaAddress + sg[segs - 1].DmaLength - sg[0].DmaAddress, dev.DmaMask ?? 0, "dma_map_sg");
+                // Every page of every segment and where it lands now (the entries' buffers are not contiguous).
+                var seen = new List<(ulong Iova, ulong Pa)>();
+                for (int i = 0; i < segs; i++)
+                {
+                    for (ulong a = sg[i].DmaAddress & ~(Page - 1); a < sg[i].DmaAddress + sg[i].DmaLength; a += Page)
+                    {
+                        seen.Add((a, PhysOfDma(dev, a)));
+                        ForgetStale(dev, a, Page);
+                    }
+
+                    NoteIova(sg[i].DmaAddress);
+                }
+
+                // The first segment starts with the first entry's buffer, wherever the device's DMA goes.
+                ExpectDmaAt(dev, sg[0].DmaAddress, sg[0].Phys, "dma_map_sg segment 0");
+                _sgLists.Add((dev, sg, seen));
+                break;
+            }
+
+            case ChaosKind.DmaUnmapSg when _sgLists.Count > 0:
+            {
+                int i = op.B % _sgLists.Count;
+                (PciDevice owner, Scatterlist[] sg, List<(ulong Iova, ulong Pa)> pages) = _sgLists[i];
+                PciDevice target = op.C % 4 == 0 ? dev : owner; // sometimes another device: refused unless the list names one of its mappings
+                if (Try("Iommu.IommuCore.DmaUnmapSg", () => _iommu.DmaUnmapSg(target, sg, DmaDataDirection.Bidirectional)) && SameDmaDomain(target, owner))
+                {
+                    foreach ((ulong iova, ulong pa) in pages)
+                    {
+                        NoteStale(owner, iova, pa);
+                    }
+
+                    _sgLists.RemoveAt(i);
+                }
+
+                break;
+            }
+
+            case ChaosKind.DmaAllocCoherent when _coherent.Count < 8:
+            {
+                ulong size = op.C % 3 == 0 ? 0x1800 : Page * (ulong)(1 + (op.C % 2));
+                ulong handle = 0;
+                ulong cpu = Call("Iommu.IommuCore.DmaAllocCoherent", () => _iommu.DmaAllocCoherent(dev, size, out handle));
+                if (cpu == 0)
+                {
+                    break;
+                }
+
+                if (_platform.Memory.ReadUInt64(cpu) != 0 || _platform.Memory.ReadUInt64(cpu + size - 8) != 0)
+                {
+                    throw new IsolationViolationException($"{dev.Name}: dma_alloc_coherent returned a buffer at {Hex(cpu)} that is not zeroed");
+                }
+
+                CheckDmaAddresses(dev, handle, size, dev.CoherentDmaMask, "dma_alloc_coherent");
+                ExpectDmaAt(dev, handle, cpu, "dma_alloc_coherent");
+                ForgetStale(dev, handle, size);
+                NoteIova(handle);
+                _coherent.Add((dev, cpu, size, handle));
+                break;
+            }
+
+            case ChaosKind.DmaFreeCoherent when _coherent.Count > 0:
+            {
+                int i = op.B % _coherent.Count;
+                (PciDevice owner, ulong cpu, ulong size, ulong handle) = _coherent[i];
+                PciDevice target = op.C % 4 == 0 ? dev : owner; // another device's buffer: refused (ArgumentException), nothing freed
+                if (Try("Iommu.IommuCore.DmaFreeCoherent", () => _iommu.DmaFreeCoherent(target, size, cpu, handle)))
+                {
+                    if (target != owner)
+                    {
+                        throw new IsolationViolationException($"dma_free_coherent freed {owner.Name}'s buffer {Hex(cpu)} when {target.Name} named it");
+                    }
+
+                    NoteStale(owner, handle, cpu, size);
+                    _coherent.RemoveAt(i);
+                }
+
+                break;
+            }
+
+            case ChaosKind.DmaSetMask:
+            {
+                Device target = op.C % 5 == 4 && _mdevs.Count > 0 ? Pick(_mdevs, op.B) : dev;
+                ulong mask = s_masks[op.B % s_masks.Length];
+                _ = op.C % 2 == 0
+                    ? Call("Iommu.IommuCore.DmaSetMask", () => _iommu.DmaSetMask(target, mask))
+                    : Call("Iommu.IommuCore.DmaSetMaskAndCoherent", () => _iommu.DmaSetMaskAndCoherent(target, mask));
+                break;
+            }
+
             default:
                 break; // a step with no candidate target yet
         }
@@ -680,6 +867,7 @@ internal sealed class ChaosBed : IDisposable
     {
         PciDevice d = Call("Iommu.Devices.PciBus.AddDevice", () => _pci.AddDevice(s_specs[slot]));
         _devs.Add(d);
+        _ = _aliasCleared.Remove(d.DmaRequesterId);
     }
 
     private void SpawnProcess()
@@ -717,6 +905,61 @@ internal sealed class ChaosBed : IDisposable
             }
 
             _seenPasids.Add(pasid);
+        }
+    }
+
+    private void NoteStale(PciDevice dev, ulong iova, ulong pa, ulong size = Page)
+    {
+        if (dev.IommuGroup?.DefaultDomain is IDomain d && d.Type == DomainType.DmaFq)
+        {
+            for (ulong off = 0; off < size; off += Page)
+            {
+                _lazyStale[(d, (iova & ~(Page - 1)) + off)] = (pa & ~(Page - 1)) + off;
+            }
+        }
+    }
+
+    private static bool SameDmaDomain(PciDevice a, PciDevice b) =>
+        a == b || (a.IommuGroup?.DefaultDomain is IDomain d && ReferenceEquals(d, b.IommuGroup?.DefaultDomain) && d.Type is DomainType.Dma or DomainType.DmaFq);
+
+    private void ForgetStale(PciDevice dev, ulong iova, ulong size)
+    {
+        if (dev.IommuGroup?.DefaultDomain is IDomain d)
+        {
+            for (ulong a = iova; a < iova + size; a += Page)
+            {
+                _ = _lazyStale.Remove((d, a));
+            }
+        }
+    }
+
+    // Where the device's DMA at a DMA API address lands now: the default domain's translation (the DMA API maps there).
+    private ulong PhysOfDma(PciDevice dev, ulong dma) =>
+        dev.IommuGroup?.DefaultDomain is IDomain d && d.Type is DomainType.Dma or DomainType.DmaFq ? _iommu.IovaToPhys(d, dma) : dma;
+
+    // A DMA API address range lies under the mask it was allocated for (dma-direct and the IOVA allocator both promise it).
+    private static void CheckDmaAddresses(Device dev, ulong start, ulong size, ulong mask, string what)
+    {
+        if (mask != 0 && start + size - 1 > mask)
+        {
+            throw new IsolationViolationException($"{dev.Name}: {what} gave [{Hex(start)}, +{Hex(size)}), above the device's mask {Hex(mask)}");
+        }
+    }
+
+    // Right after a DMA API map: when the device still uses its default domain (or none), its DMA at the address lands on the buffer.
+    private void ExpectDmaAt(PciDevice dev, ulong dma, ulong pa, string what)
+    {
+        IDomain? now = _iommu.GetDomainForDev(dev);
+        if (dev.Bus is null || _aliasCleared.Contains(dev.DmaRequesterId) || !ReferenceEquals(now, dev.IommuGroup?.DefaultDomain))
+        {
+            return; // attached elsewhere: the mapping lives in a domain the device does not use now
+        }
+
+        Span<byte> b = stackalloc byte[8];
+        DmaResult r = dev.DmaRead(null, dma, b);
+        if (!r.IsOk || r.Address != pa)
+        {
+            throw new IsolationViolationException($"{dev.Name}: after {what} DMA at {Hex(dma)} {(r.IsOk ? "reached " + Hex(r.Address) : "failed (" + r.FaultReason + ")")}, the buffer is at {Hex(pa)}");
         }
     }
 
@@ -807,7 +1050,7 @@ internal sealed class ChaosBed : IDisposable
                 ulong pa = _iommu.IovaToPhys(rid, iova);
                 if (r.IsOk && r.Address != pa)
                 {
-                    if (rid.Type == DomainType.DmaFq && _lazyStale.TryGetValue((dev, iova), out ulong old) && old == r.Address)
+                    if (rid.Type == DomainType.DmaFq && _lazyStale.TryGetValue((rid, iova & ~(Page - 1)), out ulong old) && old + (iova & (Page - 1)) == r.Address)
                     {
                         continue;
                     }
@@ -815,7 +1058,7 @@ internal sealed class ChaosBed : IDisposable
                     throw new IsolationViolationException($"{dev.Name}: RID DMA at {Hex(iova)} reached {Hex(r.Address)}; its domain ({rid.Type}) maps it to {Hex(pa)}");
                 }
 
-                if (!r.IsOk && pa != 0 && r.Status == DmaStatus.Fault)
+                if (!r.IsOk && pa != 0 && r.Status == DmaStatus.Fault && !_aliasCleared.Contains(dev.DmaRequesterId))
                 {
                     throw new IsolationViolationException($"{dev.Name}: RID DMA at {Hex(iova)} faulted ({r.FaultReason}); its domain ({rid.Type}) maps it to {Hex(pa)}");
                 }
@@ -834,12 +1077,14 @@ internal sealed class ChaosBed : IDisposable
                     pd = null;
                 }
 
-                if (_sva.Exists(h => h.Device == dev && SvaPasid(h) == pasid))
+                IommuSva? bound = _sva.Concat(_uacceQueues.Select(q => q.Handle).OfType<IommuSva>()).FirstOrDefault(h => h.Device == dev && SvaPasid(h) == pasid);
+                if (bound is not null)
                 {
-                    continue; // an SVA bind holds that PASID: it translates through the process's tables, not a domain's
+                    CheckSvaDma(dev, pasid, _svaMm[bound]); // the PASID translates through the process's page tables
+                    continue;
                 }
 
-                foreach (ulong iova in _probeIovas)
+                foreach (ulong iova in _probeIovas.Concat(SvaProbeVas()))
                 {
                     DmaResult r = dev.DmaRead(pasid, iova, buf);
                     if (!r.IsOk)
@@ -851,6 +1096,34 @@ internal sealed class ChaosBed : IDisposable
                     {
                         throw new IsolationViolationException($"{dev.Name}: DMA with PASID {pasid} at {Hex(iova)} reached {Hex(r.Address)}, which no domain attached to that PASID maps there");
                     }
+                }
+            }
+        }
+    }
+
+    // The first pages of every process's buffer: where an SVA-bound device is probed, and where a PASID no bind holds any more must not reach.
+    private IEnumerable<ulong> SvaProbeVas() => _procs.Select(p => p.Buf).Concat(_procs.Select(p => p.Buf + Page)).Distinct();
+
+    /// <summary>
+    /// DMA with an SVA bind's PASID at the process's addresses: a DMA that completes lands where the process's page
+    /// table maps that address now (a page fault may have mapped it meanwhile); an exited process's PASID reaches nothing.
+    /// </summary>
+    private void CheckSvaDma(PciDevice dev, uint pasid, ProcessAddressSpace mm)
+    {
+        Span<byte> buf = stackalloc byte[8];
+        foreach ((ProcessAddressSpace owner, ulong b) in _procs)
+        {
+            foreach (ulong va in new[] { b, b + Page })
+            {
+                DmaResult r = dev.DmaRead(pasid, va, buf);
+                if (!r.IsOk)
+                {
+                    continue;
+                }
+
+                if (mm.Exited || !mm.TryTranslate(va, out ulong pfn) || r.Address != (pfn << 12))
+                {
+                    throw new IsolationViolationException($"{dev.Name}: SVA DMA with PASID {pasid} ({mm.Name}{(mm.Exited ? ", exited" : string.Empty)}) at {Hex(va)} reached {Hex(r.Address)}; the process maps it to {(!mm.Exited && mm.TryTranslate(va, out ulong p) ? Hex(p << 12) : "nothing")}");
                 }
             }
         }

@@ -13,6 +13,7 @@ internal enum ChaosKind
     MdevCreate, MdevRemove, MdevOpen, MdevClose, MdevPin, MdevUnpin,
     UacceOpen, UacceStart, UacceClose,
     HotRemove, ReAdd, ReadFaults, Export,
+    DmaMapSg, DmaUnmapSg, DmaAllocCoherent, DmaFreeCoherent, DmaSetMask,
 }
 
 /// <summary>One step: A, B and C pick targets (modulo the number of candidates when the step runs) and sizes.</summary>
