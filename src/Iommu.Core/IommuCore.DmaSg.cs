@@ -305,6 +305,9 @@ public sealed partial class IommuCore
     /// pages); when that domain was freed (with its mappings) only the pages are given back. A
     /// <paramref name="cpuAddress"/> of 0 (what a failed <see cref="DmaAllocCoherent"/> returns) does nothing, as in
     /// the kernel (<c>dma_free_attrs</c>: <c>if (!cpu_addr) return;</c>).
+    /// When a misdirected <see cref="DmaUnmapSg"/> or <see cref="DmaUnmapPage"/> of the device already unmapped the
+    /// buffer's DMA range, only the pages are given back (5.15 <c>__iommu_dma_unmap</c> WARNs when nothing is unmapped
+    /// and <c>__iommu_dma_free</c> frees the pages all the same).
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentException">
@@ -344,6 +347,11 @@ public sealed partial class IommuCore
             catch (ObjectDisposedException) when (domain is IommuDomain { Dying: not 0 })
             {
                 // iommu_domain_free began meanwhile: the mapping goes with the domain; the pages still go back below.
+            }
+            catch (ArgumentException)
+            {
+                // The range is not live any more (another unmap named it; IommuDmaUnmap refuses before touching
+                // anything): the buffer was already forgotten above, so its pages must still go back.
             }
         }
 

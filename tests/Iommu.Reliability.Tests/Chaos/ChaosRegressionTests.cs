@@ -66,4 +66,28 @@ public sealed class ChaosRegressionTests
         Assert.True(r.IsOk);
         Assert.Equal(pa, r.Address);
     }
+
+    // Chaos: DmaMapSg (dev A), DmaAllocCoherent (dev B), DmaUnmapSg of A's list through B. Both default domains hand out the
+    // same top IOVA, so B's dma_unmap_sg unmaps B's coherent buffer (as the kernel would). dma_free_coherent of that buffer
+    // then threw after forgetting it, and its pages were never given back. 5.15 iommu_dma_free -> __iommu_dma_unmap only
+    // WARNs when nothing is unmapped and frees the pages all the same (drivers/iommu/dma-iommu.c __iommu_dma_free).
+    [Fact]
+    public void DmaFreeCoherent_after_a_misdirected_unmap_took_its_iova_still_gives_the_pages_back()
+    {
+        using var bed = new BadInputBed();
+        long before = bed.Platform.Frames.LiveFrames;
+        Iommu.Scatterlist[] sg = [new Iommu.Scatterlist(0x1030_0000, 0x1000)];
+        Assert.Equal(1, bed.Iommu.DmaMapSg(bed.Dev, sg, Iommu.DmaDataDirection.Bidirectional));
+        ulong cpu = bed.Iommu.DmaAllocCoherent(bed.Dev2, 0x1000, out ulong handle);
+        Assert.NotEqual(0UL, cpu);
+        Assert.Equal(sg[0].DmaAddress, handle); // the two domains' allocators agree, which is what makes the unmap land
+        long withBuffer = bed.Platform.Frames.LiveFrames;
+        bed.Iommu.DmaUnmapSg(bed.Dev2, sg, Iommu.DmaDataDirection.Bidirectional);
+
+        bed.Iommu.DmaFreeCoherent(bed.Dev2, 0x1000, cpu, handle);
+        Assert.True(bed.Platform.Frames.LiveFrames < withBuffer, "the coherent buffer's page was not given back");
+        Assert.Throws<ArgumentException>(() => bed.Iommu.DmaFreeCoherent(bed.Dev2, 0x1000, cpu, handle)); // and it is gone
+        bed.Iommu.DmaUnmapSg(bed.Dev, sg, Iommu.DmaDataDirection.Bidirectional);
+        Assert.True(bed.Platform.Frames.LiveFrames >= before);
+    }
 }
