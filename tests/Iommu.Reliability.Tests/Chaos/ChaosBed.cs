@@ -435,14 +435,18 @@ internal sealed class ChaosBed : IDisposable
                 int i = op.B % _dmaHandles.Count;
                 (PciDevice hd, ulong h, ulong _) = _dmaHandles[i];
                 PciDevice target = op.C % 4 == 0 ? dev : hd; // sometimes another device's handle
-                Call("Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(target, h, Page, DmaDataDirection.Bidirectional));
+                List<(ulong, ulong)> before = Snapshot(target, h, Page);
+                if (Try("Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(target, h, Page, DmaDataDirection.Bidirectional)))
+                {
+                    NoteStale(target, before); // whatever target's domain mapped there (a handle of another device may name its sg list)
+                }
+
                 // The unmap is of target's mapping at h, if it has one (devices' default domains have their own IOVA spaces,
                 // so another device's handle may well name one of target's own mappings).
                 // Devices of one group share the default domain, so a group mate's handle is the same mapping.
                 int j = _dmaHandles.FindIndex(x => SameDmaDomain(x.Dev, target) && x.Handle == h);
                 if (j >= 0)
                 {
-                    NoteStale(target, h, _dmaHandles[j].Pa); // DMA_FQ: the page stays reachable until the queue is flushed
                     _dmaHandles.RemoveAt(j);
                 }
 
@@ -774,14 +778,14 @@ internal sealed class ChaosBed : IDisposable
                 int i = op.B % _sgLists.Count;
                 (PciDevice owner, Scatterlist[] sg, List<(ulong Iova, ulong Pa)> pages) = _sgLists[i];
                 PciDevice target = op.C % 4 == 0 ? dev : owner; // sometimes another device: refused unless the list names one of its mappings
-                if (Try("Iommu.IommuCore.DmaUnmapSg", () => _iommu.DmaUnmapSg(target, sg, DmaDataDirection.Bidirectional)) && SameDmaDomain(target, owner))
+                List<(ulong, ulong)> before = Snapshot(target, pages[0].Iova, pages[^1].Iova + Page - pages[0].Iova);
+                if (Try("Iommu.IommuCore.DmaUnmapSg", () => _iommu.DmaUnmapSg(target, sg, DmaDataDirection.Bidirectional)))
                 {
-                    foreach ((ulong iova, ulong pa) in pages)
+                    NoteStale(target, before); // a misdirected unmap takes whatever target's domain mapped in that range
+                    if (SameDmaDomain(target, owner))
                     {
-                        NoteStale(owner, iova, pa);
+                        _sgLists.RemoveAt(i);
                     }
-
-                    _sgLists.RemoveAt(i);
                 }
 
                 break;
@@ -916,6 +920,32 @@ internal sealed class ChaosBed : IDisposable
             {
                 _lazyStale[(d, (iova & ~(Page - 1)) + off)] = (pa & ~(Page - 1)) + off;
             }
+        }
+    }
+
+    // What the device's DMA API domain maps in a range now, page by page (for DMA_FQ staleness after an unmap).
+    private List<(ulong, ulong)> Snapshot(PciDevice dev, ulong start, ulong size)
+    {
+        var list = new List<(ulong, ulong)>();
+        if (dev.IommuGroup?.DefaultDomain is IDomain d && d.Type == DomainType.DmaFq)
+        {
+            for (ulong a = start & ~(Page - 1); a < start + size; a += Page)
+            {
+                if (_iommu.IovaToPhys(d, a) is ulong pa and not 0)
+                {
+                    list.Add((a, pa));
+                }
+            }
+        }
+
+        return list;
+    }
+
+    private void NoteStale(PciDevice dev, List<(ulong Iova, ulong Pa)> pages)
+    {
+        foreach ((ulong iova, ulong pa) in pages)
+        {
+            NoteStale(dev, iova, pa);
         }
     }
 
