@@ -230,7 +230,9 @@ public sealed partial class IommuCore
 
     // __iommu_dma_unmap: unmap [dmaHandle, +size) rounded out to the granule and free its IOVA, at once (strict, after
     // the IOTLB sync) or through the flush queue; refuses (throws) a range that is not exactly one live allocation.
-    private void IommuDmaUnmap(in Memory.PhysicalMemory.AccessScope guard, Device device, IDomain domain, ulong dmaHandle, ulong size, string what)
+    // afterFlush: what to release only after the flush that covers this unmap when it is queued (a coherent buffer's
+    // pages); returns whether it went with the queued entry.
+    private bool IommuDmaUnmap(in Memory.PhysicalMemory.AccessScope guard, Device device, IDomain domain, ulong dmaHandle, ulong size, string what, CoherentPages? afterFlush = null)
     {
         IovaDomain? iovad = CookieOf(domain);
         ulong offset = iovad is null ? 0 : dmaHandle & (iovad.Granule - 1);
@@ -262,11 +264,11 @@ public sealed partial class IommuCore
             }
 
             iovad.FreeFast(iova >> iovad.Shift, len >> iovad.Shift);
+            return false;
         }
-        else
-        {
-            iovad.Queue(iova >> iovad.Shift, len >> iovad.Shift, gather.Freelist);
-        }
+
+        iovad.Queue(iova >> iovad.Shift, len >> iovad.Shift, gather.Freelist, afterFlush);
+        return afterFlush is not null;
     }
 
     // dma_info_to_prot for a coherent device (x86); BUG_ON(!valid_dma_direction(dir)).
@@ -361,7 +363,7 @@ public sealed partial class IommuCore
             return Errno.ENODEV;
         }
 
-        iovad.InitFlushQueue(Platform.Clock, () => ops.FlushIotlbAll(domain), FreePageList);
+        iovad.InitFlushQueue(Platform.Clock, () => ops.FlushIotlbAll(domain), FreeAfterFlush);
         return Errno.None;
     }
 
@@ -392,12 +394,18 @@ public sealed partial class IommuCore
         return pfn << shift;
     }
 
-    // iommu_dma_entry_dtor: the page-table pages of a flushed queue entry go back to the allocator.
-    private void FreePageList(ulong freelist)
+    // iommu_dma_entry_dtor: the page-table pages of a flushed queue entry go back to the allocator, and so do the pages of
+    // a coherent buffer freed with it (DmaFreeCoherent).
+    private void FreeAfterFlush(ulong freelist, object? payload)
     {
         if (freelist != 0)
         {
             Platform.Frames.FreeList(freelist);
+        }
+
+        if (payload is CoherentPages pages)
+        {
+            Platform.Frames.FreeContiguous(pages.Phys, pages.Count);
         }
     }
 

@@ -308,6 +308,9 @@ public sealed partial class IommuCore
     /// When a misdirected <see cref="DmaUnmapSg"/> or <see cref="DmaUnmapPage"/> of the device already unmapped the
     /// buffer's DMA range, only the pages are given back (5.15 <c>__iommu_dma_unmap</c> WARNs when nothing is unmapped
     /// and <c>__iommu_dma_free</c> frees the pages all the same).
+    /// Where we differ from the kernel: in a DMA_FQ domain the pages wait in the flush queue with the IOVA and go back
+    /// after the flush (5.15 frees them at once); here they come from the frames page tables use, so a device writing
+    /// through a stale IOTLB entry in the deferred window would otherwise write a page table.
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentException">
@@ -335,14 +338,20 @@ public sealed partial class IommuCore
             _coherent.Remove(cpuAddress);
         }
 
+        ulong pages = ((size + Memory.PhysicalMemory.PageSize - 1) & ~(ulong)(Memory.PhysicalMemory.PageSize - 1)) >> Memory.PhysicalMemory.PageShift;
+        int block = (int)BitOperations.RoundUpToPowerOf2(pages);
+        bool deferred = false;
+
         // The domain the buffer was mapped in, while it lives (its cookie goes with iommu_domain_free), whether or not
         // it is still the device's.
-        if (buffer.Domain is IDomain domain && CookieOf(domain) is not null)
+        if (buffer.Domain is IDomain domain && CookieOf(domain) is IovaDomain iovad)
         {
             try
             {
                 using DomainUse use = new(guard, domain);
-                IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent");
+                // Lazy (DMA_FQ): the pages wait with the IOVA for the flush. Freed now (as 5.15 does) they could become
+                // page tables while a stale IOTLB entry still lets the device write them.
+                deferred = IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent", iovad.HasFlushQueue ? new CoherentPages(cpuAddress, block) : null);
             }
             catch (ObjectDisposedException) when (domain is IommuDomain { Dying: not 0 })
             {
@@ -355,8 +364,10 @@ public sealed partial class IommuCore
             }
         }
 
-        ulong pages = ((size + Memory.PhysicalMemory.PageSize - 1) & ~(ulong)(Memory.PhysicalMemory.PageSize - 1)) >> Memory.PhysicalMemory.PageShift;
-        Platform.Frames.FreeContiguous(cpuAddress, (int)BitOperations.RoundUpToPowerOf2(pages));
+        if (!deferred)
+        {
+            Platform.Frames.FreeContiguous(cpuAddress, block);
+        }
     }
 
     // alloc_pages(order): a block of `block` pages (a power of two) aligned to its size. Taken from a run of 2 * block - 1
@@ -559,4 +570,7 @@ public sealed partial class IommuCore
     }
 
     private readonly record struct CoherentBuffer(Device Device, ulong Size, ulong Handle, IDomain? Domain);
+
+    // A coherent buffer's block of pages waiting in a DMA_FQ flush queue (IovaDomain.Queue's payload).
+    private sealed record CoherentPages(ulong Phys, int Count);
 }

@@ -76,7 +76,7 @@ internal sealed class IovaDomain
     private PlatformClock? _clock;
     private PlatformClock.ClockTimer? _timer;
     private Action? _flushCb;
-    private Action<ulong>? _entryDtor;
+    private Action<ulong, object?>? _entryDtor;
 
     /// <summary>Creates an empty allocator (<c>init_iova_domain</c>).</summary>
     /// <param name="granule">Bytes per page frame: the domain's smallest page, a power of two.</param>
@@ -153,7 +153,7 @@ internal sealed class IovaDomain
     /// Sets up the flush queue (<c>init_iova_flush_queue</c>): <paramref name="flushCb"/> flushes the
     /// whole IOTLB of the domain, <paramref name="entryDtor"/> releases an entry's freelist after that.
     /// </summary>
-    public void InitFlushQueue(PlatformClock clock, Action flushCb, Action<ulong> entryDtor)
+    public void InitFlushQueue(PlatformClock clock, Action flushCb, Action<ulong, object?> entryDtor)
     {
         using (_lock.EnterScope())
         {
@@ -259,7 +259,7 @@ internal sealed class IovaDomain
     /// flushes first when the ring is full, adds the entry tagged with the flushes started so far, and
     /// arms the timer unless it is on.
     /// </summary>
-    public void Queue(ulong pfn, ulong pages, ulong freelist)
+    public void Queue(ulong pfn, ulong pages, ulong freelist, object? payload = null)
     {
         using (_lock.EnterScope())
         {
@@ -267,7 +267,7 @@ internal sealed class IovaDomain
             if (_dead)
             {
                 // The domain is being freed: nothing will flush; release what the entry would have held.
-                _entryDtor!(freelist);
+                _entryDtor!(freelist, payload);
                 return;
             }
 
@@ -279,7 +279,7 @@ internal sealed class IovaDomain
                 RingFree();
             }
 
-            fq[_fqTail] = new FqEntry(pfn, pages, freelist, _flushStartCnt);
+            fq[_fqTail] = new FqEntry(pfn, pages, freelist, _flushStartCnt, payload);
             _fqTail = (_fqTail + 1) % FqSize;
             if (!_timerOn)
             {
@@ -340,7 +340,7 @@ internal sealed class IovaDomain
             _clock!.Cancel(_timer!);
             for (int idx = _fqHead; idx != _fqTail; idx = (idx + 1) % FqSize)
             {
-                _entryDtor!(fq[idx].Freelist);
+                _entryDtor!(fq[idx].Freelist, fq[idx].Payload);
                 fq[idx] = default;
             }
 
@@ -383,7 +383,7 @@ internal sealed class IovaDomain
             FqEntry e = fq[_fqHead];
             fq[_fqHead] = default;
             _fqHead = (_fqHead + 1) % FqSize;
-            _entryDtor!(e.Freelist);
+            _entryDtor!(e.Freelist, e.Payload);
             FreeFastLocked(e.Pfn, e.Pages);
         }
     }
@@ -656,7 +656,8 @@ internal sealed class IovaDomain
         public int DepotSize;
     }
 
-    private readonly record struct FqEntry(ulong Pfn, ulong Pages, ulong Freelist, long Counter);
+    // Payload: what else waits for the flush besides the freelist (a coherent buffer's pages: IommuCore.DmaFreeCoherent).
+    private readonly record struct FqEntry(ulong Pfn, ulong Pages, ulong Freelist, long Counter, object? Payload);
 }
 
 /// <summary>How an IOVA range in the tree is used.</summary>

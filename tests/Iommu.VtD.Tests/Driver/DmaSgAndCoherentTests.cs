@@ -239,6 +239,25 @@ public sealed class DmaSgAndCoherentTests
     }
 
     [Fact]
+    public void In_a_lazy_domain_a_freed_coherent_buffer_s_pages_wait_for_the_flush_so_a_stale_write_never_reaches_a_page_table()
+    {
+        using DriverBed f = New(DomainType.DmaFq);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        ulong cpu = f.Iommu.DmaAllocCoherent(dev, 0x2000, out ulong handle);
+        f.AssertDma(dev, null, handle + 0x1000, cpu + 0x1000); // the IOTLB caches the translation
+        f.Iommu.DmaFreeCoherent(dev, 0x2000, cpu, handle);
+
+        // The deferred window: the stale entry still reaches the buffer, which nobody else can have yet.
+        Assert.True(f.Platform.Frames.IsAllocated(cpu) && f.Platform.Frames.IsAllocated(cpu + 0x1000));
+        Assert.True(f.Write(dev, null, handle + 0x1000, 0xBAD).IsOk);
+        Assert.Equal(0xBADUL, f.Platform.Memory.ReadUInt64(cpu + 0x1000));
+
+        f.Platform.Clock.Advance(IommuCore.IovaFqTimeout); // the flush, then the pages go back
+        Assert.False(f.Platform.Frames.IsAllocated(cpu) || f.Platform.Frames.IsAllocated(cpu + 0x1000));
+        f.AssertDma(dev, null, handle + 0x1000, 0);
+    }
+
+    [Fact]
     public void Coherent_buffers_respect_the_coherent_mask()
     {
         using (DriverBed f = New())
