@@ -19,7 +19,10 @@ public sealed partial class IommuCore
     /// Follows the 5.8+ shape (the core calls <c>device_group</c> after the driver probe) with the
     /// seed's callback names. As in 5.15 the default domain is attached once more after the group
     /// add, so a device joining a group whose current domain is the default one sees two
-    /// <c>attach_dev</c> calls.
+    /// <c>attach_dev</c> calls. Where we differ from 5.15: a device joining a group whose current domain is
+    /// another one (a VFIO or other unmanaged domain) stays in that domain, as later kernels keep it (6.0 skips the
+    /// default domain for a claimed group, 6.6 attaches the group's domain); 5.15 moves it into the default
+    /// domain, so it DMAs apart from its group, through the host's DMA mappings.
     /// </remarks>
     [KernelSymbol("iommu_probe_device")]
     public Errno ProbeDevice(Device device)
@@ -40,7 +43,11 @@ public sealed partial class IommuCore
                 AllocDefaultDomain(device.Bus!, group);
             }
 
-            if (group.DefaultDomain is IDomain def)
+            // 5.15 attaches the default domain whatever the group's current domain is, so a device probed into a group
+            // attached elsewhere (assigned to a VM through VFIO) lands in the host's DMA domain, apart from its group.
+            // As the later fix (6.0 skips a claimed group; 6.6 attaches group->domain), it stays in the group's domain,
+            // which iommu_group_add_device attached it to.
+            if (group.DefaultDomain is IDomain def && (group.Domain is null || ReferenceEquals(group.Domain, def)))
             {
                 ret = AttachDeviceInternal(def, device);
             }
