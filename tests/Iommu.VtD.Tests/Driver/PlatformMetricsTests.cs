@@ -188,10 +188,12 @@ public sealed class PlatformMetricsTests : IDisposable
         IDomain dom = f.Iommu.DomainAlloc(f.Pci)!;
         f.Iommu.AttachDevice(dom, f.AddDevice("0000:00:03.0")).ThrowIfError();
         long seen = 0;
+        IMeterFactory factory = Factory; // not read in the callback: other tests' platforms publish through this listener
+                                          // on their threads, also after this class disposed its services
         using var listener = new MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
         {
-            if (instrument.Meter.Scope == Factory)
+            if (instrument.Meter.Scope == factory)
             {
                 l.EnableMeasurementEvents(instrument);
             }
