@@ -103,6 +103,7 @@ internal sealed class ChaosBed : IDisposable
     private readonly Dictionary<(IDomain, ulong), ulong> _lazyStale = [];
     private readonly List<(PciDevice Dev, Scatterlist[] Sg, List<(ulong Iova, ulong Pa)> Pages)> _sgLists = [];
     private readonly List<(PciDevice Dev, ulong Cpu, ulong Size, ulong Handle)> _coherent = [];
+    private readonly Dictionary<ulong, IDomain?> _coherentDomain = [];
     private readonly Dictionary<IommuSva, ProcessAddressSpace> _svaMm = new(ReferenceEqualityComparer.Instance);
     private readonly List<(ProcessAddressSpace Mm, ulong Buf)> _procs = [];
     private readonly List<IommuSva> _sva = [];
@@ -287,6 +288,12 @@ internal sealed class ChaosBed : IDisposable
 
                 Call("Iommu.IommuCore.DetachDeviceAux", () => _iommu.DetachDeviceAux(d, dev));
                 Call("Iommu.IommuCore.DetachDevice", () => _iommu.DetachDevice(d, dev));
+
+                // iommu_detach_device refuses a group of several devices (a function re-added to a group attached to d).
+                if (dev.IommuGroup is { } group && ReferenceEquals(group.Domain, d))
+                {
+                    Call("Iommu.IommuCore.DetachGroup", () => _iommu.DetachGroup(d, group));
+                }
             }
 
             Call("Iommu.IommuCore.DomainFree", () => _iommu.DomainFree(d));
@@ -811,6 +818,7 @@ internal sealed class ChaosBed : IDisposable
                 ForgetStale(dev, handle, size);
                 NoteIova(handle);
                 _coherent.Add((dev, cpu, size, handle));
+                _coherentDomain[cpu] = dev.IommuGroup?.DefaultDomain; // freed later, perhaps after dev left its group
                 break;
             }
 
@@ -826,7 +834,8 @@ internal sealed class ChaosBed : IDisposable
                         throw new IsolationViolationException($"dma_free_coherent freed {owner.Name}'s buffer {Hex(cpu)} when {target.Name} named it");
                     }
 
-                    NoteStale(owner, handle, cpu, size);
+                    NoteStale(_coherentDomain[cpu], handle, cpu, size); // the domain it was mapped in, also after owner left it
+                    _coherentDomain.Remove(cpu);
                     _coherent.RemoveAt(i);
                 }
 
@@ -912,9 +921,11 @@ internal sealed class ChaosBed : IDisposable
         }
     }
 
-    private void NoteStale(PciDevice dev, ulong iova, ulong pa, ulong size = Page)
+    private void NoteStale(PciDevice dev, ulong iova, ulong pa, ulong size = Page) => NoteStale(dev.IommuGroup?.DefaultDomain, iova, pa, size);
+
+    private void NoteStale(IDomain? domain, ulong iova, ulong pa, ulong size)
     {
-        if (dev.IommuGroup?.DefaultDomain is IDomain d && d.Type == DomainType.DmaFq)
+        if (domain is IDomain d && d.Type == DomainType.DmaFq)
         {
             for (ulong off = 0; off < size; off += Page)
             {
