@@ -129,14 +129,22 @@ public sealed partial class IommuCore
             return DmaMappingError;
         }
 
-        ulong iova = DmaAllocIova(domain, iovad, device, len, mask != 0 ? mask : Dma32BitLimit); // dma_get_mask
+        return IommuDmaMap(domain, iovad, device, phys, len, prot, mask != 0 ? mask : Dma32BitLimit); // dma_get_mask
+    }
+
+    // __iommu_dma_map: the granules of [phys, +len) (len already rounded out to the granule from phys's page) at an IOVA
+    // below dmaLimit (none when it is 0), then iommu_map_atomic (__iommu_map and iotlb_sync_map). The DMA address keeps
+    // phys's offset in the granule; DmaMappingError (ENOMEM or the driver's error in ErrorDetail) on failure.
+    private ulong IommuDmaMap(IDomain domain, IovaDomain iovad, Device device, ulong phys, ulong len, IommuProt prot, ulong dmaLimit)
+    {
+        ulong offset = phys & (iovad.Granule - 1);
+        ulong iova = dmaLimit == 0 ? 0 : DmaAllocIova(domain, iovad, device, len, dmaLimit);
         if (iova == 0)
         {
-            ErrorDetail.Fail(Errno.ENOMEM, $"no free IOVA range of 0x{len:x} bytes for {device.Name} in its {domain.Type} domain");
+            ErrorDetail.Fail(Errno.ENOMEM, $"no free IOVA range of 0x{len:x} bytes below 0x{dmaLimit:x} for {device.Name} in its {domain.Type} domain");
             return DmaMappingError;
         }
 
-        // iommu_map_atomic: __iommu_map, then iotlb_sync_map on success.
         IIommuOps? ops = domain.Ops;
         if (MapCore(domain, ops, iova, phys - offset, len, prot) != Errno.None)
         {

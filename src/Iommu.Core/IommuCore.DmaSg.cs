@@ -545,28 +545,8 @@ public sealed partial class IommuCore
             return DmaMappingError;
         }
 
-        ulong len = (size + iovad.Granule - 1) & ~(iovad.Granule - 1);
-        ulong iova = mask == 0 ? 0 : DmaAllocIova(domain, iovad, device, len, mask); // coherent_dma_mask as is: 0 leaves no IOVA
-        if (iova == 0)
-        {
-            ErrorDetail.Fail(Errno.ENOMEM, $"no free IOVA range of 0x{len:x} bytes below the coherent DMA mask of {device.Name} in its {domain.Type} domain");
-            return DmaMappingError;
-        }
-
-        if (MapCore(domain, domain.Ops, iova, phys, len, IommuProt.Cache | IommuProt.Read | IommuProt.Write) != Errno.None)
-        {
-            iovad.BeginFree(iova >> iovad.Shift, len >> iovad.Shift);
-            iovad.FreeFast(iova >> iovad.Shift, len >> iovad.Shift);
-            return DmaMappingError;
-        }
-
-        CountMap(domain, len);
-        if (domain.Ops is IIommuIotlbOps iotlb)
-        {
-            iotlb.IotlbSyncMap(domain, iova, len);
-        }
-
-        return iova;
+        // coherent_dma_mask as is (not dma_get_mask): 0 leaves no IOVA.
+        return IommuDmaMap(domain, iovad, device, phys, (size + iovad.Granule - 1) & ~(iovad.Granule - 1), IommuProt.Cache | IommuProt.Read | IommuProt.Write, mask);
     }
 
     private readonly record struct CoherentBuffer(Device Device, ulong Size, ulong Handle, IDomain? Domain);
