@@ -58,6 +58,7 @@ public sealed partial class IntelIommu
             if (err == Errno.None)
             {
                 RestoreDevPasids(unit, (DeviceDomainInfo)device.IommuPriv!);
+                SiDomainMapRmrrs(d, (PciDevice)device);
             }
 
             return err is Errno.None or Errno.EBUSY

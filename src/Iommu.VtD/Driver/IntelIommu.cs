@@ -53,6 +53,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     private readonly List<DmarFaultRecord> _faults = [];
     private readonly bool _mapNeedsFlush;
     private DmarDomain? _siDomain;
+    private readonly HashSet<(ulong First, ulong Last)> _siRmrrsMapped = []; // RMRRs mapped into _siDomain (SiDomainMapRmrrs), under _deviceDomainLock
 
     // init_dmars: 1 until a unit without ECAP.PT clears it, for every unit (one global, not per unit).
     [KernelSymbol("hw_pass_through")]
@@ -440,9 +441,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     // top level under the units already walking it (the freed root stays in their context entries); the
     // model builds it at the narrowest unit's agaw and width from the start. 5.15 maps 4 KiB leaves
     // (iommu_superpage is still 0 in si_domain_init); the model uses the common superpage size, so
-    // 8 GiB is not two million PTEs. Not modelled: 5.15 also maps the RMRRs of active devices 1:1 here
-    // (for_each_rmrr_units); the model's si_domain is built at the first identity default domain, without
-    // them, so an RMRR outside RAM is not reachable by an identity device while hw_pass_through is off.
+    // 8 GiB is not two million PTEs. The RMRRs go in when their devices attach (SiDomainMapRmrrs).
     [KernelSymbol("si_domain_init")]
     private DmarDomain? SiDomainInit()
     {
@@ -480,6 +479,69 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         }
 
         return d;
+    }
+
+    // si_domain_init's RMRR loop, per device: the RMRRs naming a PCI device that attaches to si_domain (no
+    // hw_pass_through), read-write, each once. 5.15 maps those of every device present at boot when it builds
+    // si_domain; the model cannot tell boot from hot-add, so it maps a device's RMRRs when the device first
+    // attaches, which also covers devices added after si_domain was built. 5.15's iommu_domain_identity_map
+    // clears the range and maps it again with the same bits, so only the part outside RAM is mapped here
+    // (clearing would drop the RAM superpages around it). An RMRR ending beyond the domain's width is skipped, as
+    // 5.15's WARN_ON does; one whose map fails (no table memory) is left unmapped and tried again at the next
+    // attach (5.15 fails si_domain_init). Under _deviceDomainLock.
+    private void SiDomainMapRmrrs(DmarDomain d, PciDevice device)
+    {
+        if (d != _siDomain || d.PassThrough || device.Bus is not PciBus bus)
+        {
+            return;
+        }
+
+        IReadOnlyList<HostMemoryRange> ram = _memory.HostRanges ?? [new HostMemoryRange(0, _memory.Size, 0)];
+        int sp = SuperpageSupport(firstLevel: false);
+        foreach ((ulong first, ulong last) in bus.RmrrsOf(device))
+        {
+            if ((d.Gaw < 64 && (last >> d.Gaw) != 0) || !_siRmrrsMapped.Add((first, last)))
+            {
+                continue;
+            }
+
+            // [first, last] minus the RAM ranges (sorted by address).
+            bool ok = true;
+            ulong start = first;
+            foreach (HostMemoryRange r in ram)
+            {
+                ulong rEnd = r.PhysicalAddress + r.Length;
+                if (rEnd <= start || r.PhysicalAddress > last)
+                {
+                    continue;
+                }
+
+                ok &= r.PhysicalAddress <= start || SiDomainMap(d, start, r.PhysicalAddress - start, sp);
+                start = rEnd;
+                if (start == 0 || start > last)
+                {
+                    break;
+                }
+            }
+
+            ok &= start == 0 || start > last || SiDomainMap(d, start, last - start + 1, sp);
+            if (!ok)
+            {
+                _siRmrrsMapped.Remove((first, last));
+            }
+        }
+    }
+
+    // The units already walk si_domain: a caching-mode unit may hold the range as not present (iotlb_sync_map).
+    private bool SiDomainMap(DmarDomain d, ulong start, ulong size, int sp)
+    {
+        bool ok = d.PageTable.Map(start, start, size, DmaPte.Read | DmaPte.Write, sp, out ulong mapped) == Errno.None;
+        if (mapped != 0)
+        {
+            IotlbSyncMap(d, start, mapped);
+        }
+
+        return ok;
     }
 
     // domain_update_iommu_snooping: every unit has snoop control. 5.15 also counted scalable-mode
