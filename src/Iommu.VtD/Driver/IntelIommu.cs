@@ -533,12 +533,21 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
     }
 
     // The units already walk si_domain: a caching-mode unit may hold the range as not present (iotlb_sync_map).
+    // A page already mapped (RMRRs may overlap) stays as it is; a superpage that replaces a table of an
+    // overlapping RMRR's 4 KiB leaves maps the same pages 1:1, and the flush frees that table, as in MapSuperpages.
     private bool SiDomainMap(DmarDomain d, ulong start, ulong size, int sp)
     {
+        long before = d.PageTable.ReplacedTables;
         bool ok = d.PageTable.Map(start, start, size, DmaPte.Read | DmaPte.Write, sp, out ulong mapped) == Errno.None;
         if (mapped != 0)
         {
             IotlbSyncMap(d, start, mapped);
+            if (d.PageTable.ReplacedTables != before)
+            {
+                var gather = default(IommuIotlbGather);
+                gather.AddRange(start, mapped);
+                IotlbSync(d, ref gather);
+            }
         }
 
         return ok;
