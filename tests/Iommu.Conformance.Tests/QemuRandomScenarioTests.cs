@@ -32,10 +32,16 @@ public sealed class QemuRandomScenarioTests(ITestOutputHelper output)
         int scenarios = Environment.GetEnvironmentVariable("IOMMU_QEMU_SCENARIOS") is string n ? int.Parse(n, CultureInfo.InvariantCulture) : ScenariosPerConfig;
         var total = Stopwatch.StartNew();
         int probes = 0, dropped = 0, verified = 0, faults = 0;
+        var classes = new SortedDictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < scenarios; i++)
         {
             int seed = unchecked(baseSeed + i);
             (ConformanceScenario s, List<string> log) = RandomConformanceScenario.Build(config, seed, Steps);
+            foreach (string c in RandomConformanceScenario.Classes(log))
+            {
+                classes[c] = classes.GetValueOrDefault(c) + 1;
+            }
+
             using (s)
             {
                 ConformanceReport r = Run(qemu, s, ref dropped);
@@ -49,7 +55,7 @@ public sealed class QemuRandomScenarioTests(ITestOutputHelper output)
         }
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{config}: base seed {baseSeed}, {scenarios} scenarios, {probes} probes ({verified} data checked, {faults} fault records compared, {dropped} outside guest RAM not run), {total.Elapsed.TotalSeconds:F1} s"));
+            $"{config}: base seed {baseSeed}, {scenarios} scenarios, {probes} probes ({verified} data checked, {faults} fault records compared, {dropped} outside guest RAM not run), {total.Elapsed.TotalSeconds:F1} s; scenarios with: {string.Join(", ", classes.Select(c => $"{c.Key} {c.Value}"))}"));
         Assert.True(scenarios != ScenariosPerConfig || total.Elapsed < TimeSpan.FromMinutes(1), $"the random conformance run of {config} took {total.Elapsed}");
     }
 
@@ -119,7 +125,7 @@ public sealed class QemuRandomScenarioTests(ITestOutputHelper output)
             phases.Add(p with { Image = image, Driver = [] });
         }
 
-        using var m = new EduMachine(qemu, s.Scalable, s.Requesters, TimeSpan.FromSeconds(20));
+        using var m = new EduMachine(qemu, s.Scalable, s.Requesters, TimeSpan.FromSeconds(20), s.Config.CachingMode);
         return ConformanceRunner.Run(m, phases);
     }
 }

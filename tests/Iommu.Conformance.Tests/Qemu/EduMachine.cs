@@ -48,7 +48,7 @@ internal sealed class EduMachine : IDisposable
     private readonly QtestClient _qtest;
     private readonly Dictionary<ushort, ulong> _bars = [];
 
-    public EduMachine(string qemu, bool scalable, IReadOnlyList<PciLocation> devices, TimeSpan timeout)
+    public EduMachine(string qemu, bool scalable, IReadOnlyList<PciLocation> devices, TimeSpan timeout, bool cachingMode = false)
     {
         string bios = Path.Combine(Path.GetTempPath(), "iommu-conformance-halt.bin");
         WriteHaltBios(bios);
@@ -56,7 +56,7 @@ internal sealed class EduMachine : IDisposable
         {
             "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none",
             "-m", "256M", "-bios", bios, "-icount", "shift=0,sleep=off",
-            "-device", "intel-iommu,aw-bits=48" + (scalable ? ",x-scalable-mode=on" : ""),
+            "-device", "intel-iommu,aw-bits=48" + (scalable ? ",x-scalable-mode=on" : "") + (cachingMode ? ",caching-mode=on" : ""),
         };
         int bridged = 0;
         foreach (PciLocation d in devices)

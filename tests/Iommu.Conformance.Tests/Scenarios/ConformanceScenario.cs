@@ -44,6 +44,9 @@ internal sealed class ConformanceScenario : IDisposable
     private readonly List<(ushort Rid, uint Pasid, IDomain Domain)> _aux = [];
     private readonly List<(string Name, Func<VtdImage, VtdImage> Patch, ushort[] Requesters)> _patches = [];
     private readonly List<ulong> _globalPoints = [];
+    private readonly Dictionary<ushort, (PciDeviceSpec Spec, bool AuxParent)> _specs = [];
+    private readonly Dictionary<ushort, IDomain?> _removed = [];
+    private readonly Dictionary<ushort, bool> _orphaned = [];
 
     /// <param name="name">Scenario name.</param>
     /// <param name="config">The unit QEMU's walk is compared with (catch-all for the segment).</param>
@@ -98,7 +101,8 @@ internal sealed class ConformanceScenario : IDisposable
     public PciDevice Device(string bdf, bool auxParent = false)
     {
         PciLocation loc = PciLocation.Parse(bdf);
-        PciDevice dev = Pci.AddDevice(new PciDeviceSpec("0000:" + bdf) { PasidWidth = auxParent ? 20 : 0, ScalableIov = auxParent, Acs = true });
+        var spec = new PciDeviceSpec("0000:" + bdf) { PasidWidth = auxParent ? 20 : 0, ScalableIov = auxParent, Acs = true };
+        PciDevice dev = Pci.AddDevice(spec);
         if (auxParent)
         {
             Check(Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable), "enable aux");
@@ -106,6 +110,57 @@ internal sealed class ConformanceScenario : IDisposable
 
         _requesters.Add(loc);
         _devices[loc.RequesterId] = dev;
+        _specs[loc.RequesterId] = (spec, auxParent);
+        return dev;
+    }
+
+    /// <summary>
+    /// Hot-removes <paramref name="dev"/> from the model's bus (<c>device_del</c>); its edu stays in QEMU and keeps
+    /// issuing DMA with its requester ID, probed at the points of the domain it was in (the driver cleared its context
+    /// entries, so they must all fault).
+    /// </summary>
+    public void HotRemove(PciDevice dev)
+    {
+        ushort rid = dev.DmaRequesterId;
+        if (!_devices.TryGetValue(rid, out PciDevice? known) || !ReferenceEquals(known, dev))
+        {
+            throw new InvalidOperationException($"{dev.Name} is not a requester of this scenario");
+        }
+
+        _removed[rid] = Iommu.GetDomainForDev(dev);
+        Pci.RemoveDevice(dev);
+    }
+
+    /// <summary>
+    /// Records that an attach of <paramref name="dev"/> failed after 5.15's <c>intel_iommu_attach_device</c> had already
+    /// removed its RID domain (<c>dmar_remove_one_dev_info</c> before <c>prepare_domain_attach_device</c>): its context
+    /// entry is gone although the group still names its old domain. <paramref name="known"/> false: a group attach
+    /// failed part-way, so which of its requesters lost the entry is not tracked (the driver cross-check skips it).
+    /// </summary>
+    public void Orphan(PciDevice dev, bool known) => _orphaned[dev.DmaRequesterId] = known && !(_orphaned.TryGetValue(dev.DmaRequesterId, out bool was) && !was);
+
+    /// <summary>The device was attached (or re-attached to its default domain) again: the driver's view holds.</summary>
+    public void Adopted(PciDevice dev) => _orphaned.Remove(dev.DmaRequesterId);
+
+    /// <summary>Whether the requester's device was hot-removed and not plugged back.</summary>
+    public bool IsRemoved(ushort rid) => _removed.ContainsKey(rid);
+
+    /// <summary>Plugs a device back in at a hot-removed requester's place (same spec): probed into a default domain again, its context entry rewritten.</summary>
+    public PciDevice Replug(ushort rid)
+    {
+        if (!_removed.Remove(rid) || !_specs.TryGetValue(rid, out var spec))
+        {
+            throw new InvalidOperationException($"{Bdf(rid)} was not hot-removed here");
+        }
+
+        PciDevice dev = Pci.AddDevice(spec.Spec);
+        if (spec.AuxParent)
+        {
+            Check(Iommu.SetDevAttr(dev, IommuDevAttr.AuxdEnable), "enable aux");
+        }
+
+        _devices[rid] = dev;
+        _orphaned.Remove(rid);
         return dev;
     }
 
@@ -118,7 +173,9 @@ internal sealed class ConformanceScenario : IDisposable
         PciDevice port = Pci.AddDevice(new PciDeviceSpec("0000:00:1c.0") { IsBridge = true, Acs = true });
         PciDevice bridge = Pci.AddDevice(new PciDeviceSpec(string.Create(CultureInfo.InvariantCulture, $"0000:{PciLocation.BridgedBus - 1:x2}:00.0")) { IsPcieToPciBridge = true, Upstream = port.Address });
         var loc = new PciLocation(PciLocation.BridgedBus, slot, 0, Bridged: true);
-        PciDevice dev = Pci.AddDevice(new PciDeviceSpec("0000:" + loc) { Upstream = bridge.Address });
+        var spec = new PciDeviceSpec("0000:" + loc) { Upstream = bridge.Address };
+        PciDevice dev = Pci.AddDevice(spec);
+        _specs[loc.DmaRequesterId] = (spec, false);
         if (dev.DmaRequesterId != loc.DmaRequesterId)
         {
             throw new InvalidOperationException($"the model's DMA requester ID {Bdf(dev.DmaRequesterId)} is not QEMU's alias {Bdf(loc.DmaRequesterId)}");
@@ -259,6 +316,12 @@ internal sealed class ConformanceScenario : IDisposable
         var views = new List<DriverView?>();
         foreach (PciLocation r in _requesters)
         {
+            if (_removed.TryGetValue(r.DmaRequesterId, out IDomain? former))
+            {
+                AddProbes(probes, views, r.DmaRequesterId, former, removed: true);
+                continue;
+            }
+
             IDomain? dom = _devices.TryGetValue(r.DmaRequesterId, out PciDevice? dev) ? Iommu.GetDomainForDev(dev) : null;
             AddProbes(probes, views, r.DmaRequesterId, dom);
         }
@@ -267,6 +330,11 @@ internal sealed class ConformanceScenario : IDisposable
 
         foreach ((ushort rid, uint pasid, IDomain dom) in _aux)
         {
+            if (_removed.ContainsKey(rid))
+            {
+                continue;
+            }
+
             ulong ctx = image.ContextEntryAddress(rid) ?? throw new InvalidOperationException("no context entry for an aux parent");
             ulong q1 = image.ReadUInt64(ctx + 8);
             VtdImage patched = image.WithUInt64(ctx + 8, (q1 & ~VtdFormat.ScalableContextRidPasidMask) | pasid);
@@ -298,7 +366,7 @@ internal sealed class ConformanceScenario : IDisposable
     private ScenarioPhase Evaluate(string name, VtdImage image, List<VtdProbe> probes, List<DriverView?> views) =>
         new(name, image.Probe(Config, probes, EduMachine.RamSize), views);
 
-    private void AddProbes(List<VtdProbe> probes, List<DriverView?> views, ushort rid, IDomain? dom)
+    private void AddProbes(List<VtdProbe> probes, List<DriverView?> views, ushort rid, IDomain? dom, bool removed = false)
     {
         IEnumerable<ulong> points = _globalPoints;
         if (dom is not null && _points.TryGetValue(dom, out List<ulong>? list))
@@ -308,7 +376,8 @@ internal sealed class ConformanceScenario : IDisposable
 
         foreach (ulong iova in points)
         {
-            DriverView? view = dom is null ? new DriverView(0, false, false) : DriverSays(dom, iova);
+            DriverView? view = _orphaned.TryGetValue(rid, out bool known) && !removed ? (known ? new DriverView(0, false, false) : null)
+                : dom is null || removed ? new DriverView(0, false, false) : DriverSays(dom, iova);
             probes.Add(new VtdProbe(rid, null, iova, DmaAccess.Write));
             views.Add(view);
             probes.Add(new VtdProbe(rid, null, iova, DmaAccess.Read));

@@ -29,6 +29,9 @@ internal sealed class RandomConformanceScenario
     private readonly Dictionary<IDomain, List<(ulong Iova, ulong Size)>> _maps = new(ReferenceEqualityComparer.Instance);
     private readonly bool _scalable;
     private readonly HashSet<PciDevice> _auxParents = [];
+    private readonly HashSet<PciDevice> _narrow = [];
+    private readonly List<ushort> _unplugged = [];
+    private readonly List<(PciDevice Dev, ulong Handle, ulong Size, DmaDataDirection Dir)> _dmaMaps = [];
 
     private RandomConformanceScenario(ConformanceScenario s, Random rng)
     {
@@ -44,12 +47,27 @@ internal sealed class RandomConformanceScenario
     public static (ConformanceScenario Scenario, List<string> Log) Build(string config, int seed, int steps)
     {
         var rng = new Random(seed);
-        bool identity = rng.Next(4) == 0;
-        var s = new ConformanceScenario(string.Create(CultureInfo.InvariantCulture, $"random-{config}-{seed}"), ScenarioCatalog.Config(config), defaultDomain: identity ? DomainType.Identity : DomainType.Dma);
+        DomainType def = rng.Next(4) switch { 0 => DomainType.Identity, 1 => DomainType.DmaFq, _ => DomainType.Dma };
+
+        // QEMU's caching-mode=on (CAP.CM: the driver flushes not-present to present changes too), and on a 4-level
+        // unit sometimes a second, 3-level unit (model only: 05:00.0) whose domains keep 3 levels when they are later
+        // attached behind the exported unit (a 39-bit AW context entry on a 48-bit unit).
+        bool cm = rng.Next(3) == 0;
+        bool narrowUnit = config.EndsWith("4level", StringComparison.Ordinal) && rng.Next(2) == 0;
+        VtdConfig unit = ScenarioCatalog.Config(config) with { CachingMode = cm };
+        VtdConfig? second = narrowUnit ? ScenarioCatalog.Config(config.Replace("4level", "3level", StringComparison.Ordinal)) : null;
+        var s = new ConformanceScenario(string.Create(CultureInfo.InvariantCulture, $"random-{config}-{seed}"), unit, second, defaultDomain: def);
         try
         {
             var r = new RandomConformanceScenario(s, rng);
-            r.Log.Add($"default domains {(identity ? "identity" : "DMA")}");
+            r.Log.Add($"default domains {def}{(cm ? ", caching mode" : "")}{(narrowUnit ? ", a 3-level unit for 05:00.0" : "")}");
+            if (narrowUnit)
+            {
+                PciDevice narrow = s.OtherUnitDevice("05:00.0");
+                r._devices.Add(narrow);
+                r._narrow.Add(narrow);
+            }
+
             r.AddDevices();
             for (int i = 0; i < steps; i++)
             {
@@ -64,6 +82,26 @@ internal sealed class RandomConformanceScenario
             s.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The scenario classes a build's log shows (for the run's summary: which of them the seeds reached).</summary>
+    public static IEnumerable<string> Classes(List<string> log)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        string head = log.Count > 0 ? log[0] : "";
+        (string Name, bool Hit)[] classes =
+        [
+            ("identity", head.Contains("Identity", StringComparison.Ordinal)),
+            ("DMA_FQ", head.Contains("DmaFq", StringComparison.Ordinal)),
+            ("caching mode", head.Contains("caching mode", StringComparison.Ordinal)),
+            ("domain attached behind the 3-level unit", head.Contains("3-level unit", StringComparison.Ordinal) && log.Any(l => l.StartsWith("attach ", StringComparison.Ordinal) && l.Contains("05:00.0 to domain", StringComparison.Ordinal) && l.EndsWith(": None", StringComparison.Ordinal))),
+            ("hot-remove", log.Any(l => l.StartsWith("hot-remove", StringComparison.Ordinal))),
+            ("replug", log.Any(l => l.StartsWith("replug", StringComparison.Ordinal))),
+            ("dma unmap", log.Any(l => l.StartsWith("dma unmap", StringComparison.Ordinal))),
+            ("1 GiB map", log.Any(l => l.StartsWith("map ", StringComparison.Ordinal) && l.Contains("+0x40000000 ", StringComparison.Ordinal) && l.EndsWith(": None", StringComparison.Ordinal))),
+            ("aux", log.Any(l => l.StartsWith("aux attach", StringComparison.Ordinal) && l.EndsWith(": None", StringComparison.Ordinal))),
+        ];
+        return classes.Where(c => c.Hit).Select(c => c.Name);
     }
 
     /// <summary>Whether the model's answer to a probe can be run as a DMA: faults always; translations only into the guest RAM the maps use.</summary>
@@ -110,10 +148,38 @@ internal sealed class RandomConformanceScenario
 
     private void Step()
     {
+        if (_devices.Count == 0)
+        {
+            HotPlug(); // every device was hot-removed: plug one back
+            return;
+        }
+
         PciDevice dev = _devices[_rng.Next(_devices.Count)];
         IDomain? target = _domains.Count > 0 && _rng.Next(3) != 0 ? _domains[_rng.Next(_domains.Count)] : null;
-        switch (_rng.Next(10))
+        switch (_rng.Next(13))
         {
+            case 10:
+                HotPlug();
+                break;
+            case 11:
+                DmaUnmap();
+                break;
+            case 12:
+                if (target is not null && _maps[target].Count > 0)
+                {
+                    // Unmap the whole 2 MiB / 1 GiB block around a map: the driver frees the page tables the range
+                    // covers, and a map right after reuses their frames.
+                    (ulong iova, _) = _maps[target][_rng.Next(_maps[target].Count)];
+                    ulong block = _rng.Next(2) == 0 ? M2 : G1;
+                    ulong from = iova & ~(block - 1);
+                    Unmap(target, from, block);
+                    if (_rng.Next(2) == 0)
+                    {
+                        MapAt(target, from + ((ulong)_rng.Next(0, 512) * K4), K4 * (ulong)_rng.Next(1, 3), K4);
+                    }
+                }
+
+                break;
             case 0 or 1 or 2:
                 MapRandom(target ?? NewDomain());
                 break;
@@ -136,8 +202,17 @@ internal sealed class RandomConformanceScenario
                         Log.Add($"detach {dev.Name}");
                     }
 
-                    Errno e = dev.IommuGroup!.DeviceCount > 1 ? _s.Iommu.AttachGroup(d, dev.IommuGroup) : _s.Iommu.AttachDevice(d, dev);
+                    bool group = dev.IommuGroup!.DeviceCount > 1;
+                    Errno e = group ? _s.Iommu.AttachGroup(d, dev.IommuGroup) : _s.Iommu.AttachDevice(d, dev);
                     Log.Add($"attach {dev.Name} to domain {_domains.IndexOf(d)}: {e}");
+                    if (e == Errno.None)
+                    {
+                        _s.Adopted(dev);
+                    }
+                    else if (e is Errno.EFAULT or Errno.EBUSY or Errno.ENODEV && !_narrow.Contains(dev))
+                    {
+                        _s.Orphan(dev, known: !group); // 5.15 removed its RID domain before the check that failed
+                    }
                     break;
                 }
 
@@ -193,6 +268,11 @@ internal sealed class RandomConformanceScenario
 
     private void Detach(IDomain d, PciDevice dev)
     {
+        if (!_narrow.Contains(dev))
+        {
+            _s.Adopted(dev); // back on its default domain (__iommu_detach_group re-attaches it)
+        }
+
         if (dev.IommuGroup!.DeviceCount > 1)
         {
             _s.Iommu.DetachGroup(d, dev.IommuGroup);
@@ -213,11 +293,6 @@ internal sealed class RandomConformanceScenario
 
     private void MapRandom(IDomain d)
     {
-        if (!_maps.TryGetValue(d, out List<(ulong Iova, ulong Size)>? maps))
-        {
-            _maps[d] = maps = [];
-        }
-
         int kind = _rng.Next(6);
         ulong size = kind switch { 0 or 1 => K4 * (ulong)_rng.Next(1, 5), 2 or 3 => M2 * (ulong)_rng.Next(1, 3), 4 => G1, _ => M2 + (K4 * (ulong)_rng.Next(1, 4)) };
         ulong align = size >= G1 ? G1 : size >= M2 ? M2 : K4;
@@ -228,6 +303,17 @@ internal sealed class RandomConformanceScenario
             1 => (ulong)_rng.Next(1, 64) * align,
             _ => (ulong)_rng.NextInt64(1, (long)((end + 1 - size) / align)) * align,
         };
+        MapAt(d, iova, size, align);
+    }
+
+    private void MapAt(IDomain d, ulong iova, ulong size, ulong align)
+    {
+        if (!_maps.TryGetValue(d, out List<(ulong Iova, ulong Size)>? maps))
+        {
+            _maps[d] = maps = [];
+        }
+
+        ulong end = Math.Min(d.Geometry.ApertureEnd, (1UL << 48) - 1);
         if (iova + size - 1 > end || maps.Any(m => iova < m.Iova + m.Size && m.Iova < iova + size))
         {
             return;
@@ -301,12 +387,71 @@ internal sealed class RandomConformanceScenario
         var dir = (DmaDataDirection)_rng.Next(3);
         ulong handle = _s.Iommu.DmaMapPage(dev, pa, size, dir);
         Log.Add($"dma map 0x{pa:x}+0x{size:x} {dir} for {dev.Name}: 0x{handle:x}");
+        if (handle != IommuCore.DmaMappingError)
+        {
+            _dmaMaps.Add((dev, handle, size, dir));
+            if (_s.Iommu.GetDmaDomain(dev) is IDomain paging && paging.Type != DomainType.Identity)
+            {
+                // dma_info_to_prot: to the device the page is read, from it written (5.15 sets R on every leaf).
+                _s.TrackMap(paging, handle, size, dir switch { DmaDataDirection.ToDevice => IommuProt.Read, DmaDataDirection.FromDevice => IommuProt.Write, _ => ScenarioCatalog.RW });
+            }
+        }
+
         if (handle != IommuCore.DmaMappingError && _s.Iommu.GetDmaDomain(dev) is IDomain def)
         {
             _s.AddPoint(def, handle);
             _s.AddPoint(def, handle + size - 8);
             _s.AddPoint(def, handle + size);
         }
+    }
+
+    // dma_unmap_page of an earlier dma_map_page (DMA_FQ: the IOTLB flush and the IOVA's reuse are deferred; the PTEs go at once).
+    private void DmaUnmap()
+    {
+        if (_dmaMaps.Count == 0)
+        {
+            return;
+        }
+
+        int i = _rng.Next(_dmaMaps.Count);
+        (PciDevice dev, ulong handle, ulong size, DmaDataDirection dir) = _dmaMaps[i];
+        _dmaMaps.RemoveAt(i);
+        if (dev.IommuGroup is null || _s.Iommu.GetDmaDomain(dev) is not IDomain def)
+        {
+            return; // hot-removed since
+        }
+
+        _s.Iommu.DmaUnmapPage(dev, handle, size, dir);
+        _s.TrackUnmap(def, handle, size);
+        Log.Add($"dma unmap 0x{handle:x}+0x{size:x} for {dev.Name}");
+        _s.AddPoint(def, handle);
+    }
+
+    // device_del of a requester (its edu stays in QEMU and keeps DMAing: its context entries must be gone), or the
+    // device plugged back at the same place (probed into a new default domain, its context entry rewritten).
+    private void HotPlug()
+    {
+        if (_unplugged.Count > 0 && _rng.Next(2) == 0)
+        {
+            ushort rid = _unplugged[_rng.Next(_unplugged.Count)];
+            _unplugged.Remove(rid);
+            PciDevice dev = _s.Replug(rid);
+            _devices.Add(dev);
+            Log.Add($"replug {dev.Name}");
+            return;
+        }
+
+        PciDevice[] removable = [.. _devices.Where(x => !_narrow.Contains(x) && !_auxParents.Contains(x))];
+        if (removable.Length == 0)
+        {
+            return;
+        }
+
+        PciDevice victim = removable[_rng.Next(removable.Length)];
+        _s.HotRemove(victim);
+        _devices.Remove(victim);
+        _unplugged.Add(victim.DmaRequesterId);
+        Log.Add($"hot-remove {victim.Name}");
     }
 
     // A few IOVAs nothing chose: anywhere below the width, and in low memory.
@@ -317,6 +462,7 @@ internal sealed class RandomConformanceScenario
             ulong end = Math.Min(d.Geometry.ApertureEnd, (1UL << 48) - 1);
             _s.AddPoint(d, (ulong)_rng.NextInt64(0, (long)(end >> 3)) << 3);
             _s.AddPoint(d, (ulong)_rng.Next(0, 1 << 20) << 12);
+            _s.AddPoint(d, 1UL << 39); // beyond a 3-level domain's width, inside a 4-level one's
         }
     }
 }
