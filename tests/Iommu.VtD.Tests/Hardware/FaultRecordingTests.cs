@@ -232,6 +232,26 @@ public class FaultRecordingTests
     }
 
     [Fact]
+    public void An_interrupt_message_prints_its_address_and_data()
+    {
+        // An emulator logs the MSIs it queues; the default ToString printed only the type name.
+        using var b = new VtdBench(VtdConfig.Legacy48Bit);
+        var events = new List<VtdInterruptEventArgs>();
+        b.Unit.FaultEvent += (_, e) => events.Add(e);
+        b.Unit.Write32(VtdRegister.Fedata, 0x4021);
+        b.Unit.Write32(VtdRegister.Feaddr, 0xFEE0_1000);
+        b.Unit.Write32(VtdRegister.Feuaddr, 0x1);
+        b.Unit.Write32(VtdRegister.Fectl, 0);
+        b.Enable(scalable: false);
+
+        b.Unit.Translate(Rid, null, 0x1000, 4, DmaAccess.Read);   // root entry not present
+
+        VtdInterruptEventArgs msi = Assert.Single(events);
+        Assert.Equal("MSI address 0x1fee01000, data 0x4021", msi.ToString());
+        Assert.Equal("MSI address 0xfee00000, data 0x0", new VtdInterruptEventArgs(0xFEE0_0000, 0).ToString());
+    }
+
+    [Fact]
     public void Fault_event_is_sent_with_feaddr_and_fedata_once_per_pending_period()
     {
         using var b = new VtdBench(VtdConfig.Legacy48Bit);
