@@ -39,6 +39,8 @@ Check(e.FaultMsisWhileMasked == 0 && e.FaultMsisAfterUnmask == 1 && e.FectlAfter
     $"embedding: fault MSIs {e.FaultMsisWhileMasked} while FECTL.IM (power-on value), {e.FaultMsisAfterUnmask} once unmasked; FECTL 0x{e.FectlAfterReset:x} after Reset");
 Check(e.IgnoredAccesses == 2, $"embedding: {e.IgnoredAccesses} ignored register accesses");
 
+GuestDriverDoc.Run(Check);
+
 // docs/vtd-image-format.md
 (Iommu.VtD.Diagnostics.VtdImage image, Iommu.VtD.Diagnostics.VtdImage probed, Iommu.VtD.Diagnostics.VtdImage parsed, Iommu.VtD.Diagnostics.VtdImage unitImage) = ImageFormatDoc.Run();
 Iommu.VtD.Diagnostics.VtdProbeResult probe = probed.Probes[0];
