@@ -1,3 +1,6 @@
+using System.Globalization;
+using System.Text;
+
 namespace Iommu.VtD.Hardware;
 
 /// <summary>What a <see cref="VtdUnit"/> has done besides translating: invalidations processed and faults seen.</summary>
@@ -9,4 +12,19 @@ public sealed record VtdActivity(long ContextInvalidations, long PasidInvalidati
 {
     /// <summary>All faults seen.</summary>
     public long Faults => FaultsByReason.Values.Sum();
+
+    // The record's ToString, with the faults listed by reason instead of the dictionary's type name (a log line).
+    private bool PrintMembers(StringBuilder builder)
+    {
+        builder.Append(CultureInfo.InvariantCulture, $"ContextInvalidations = {ContextInvalidations}, PasidInvalidations = {PasidInvalidations}, IotlbInvalidations = {IotlbInvalidations}, Faults = {Faults}, FaultsByReason = [");
+        bool first = true;
+        foreach ((VtdFaultReason reason, long count) in FaultsByReason.OrderBy(kv => kv.Key))
+        {
+            builder.Append(CultureInfo.InvariantCulture, $"{(first ? " " : ", ")}{reason}: {count}");
+            first = false;
+        }
+
+        builder.Append(first ? "]" : " ]");
+        return true;
+    }
 }

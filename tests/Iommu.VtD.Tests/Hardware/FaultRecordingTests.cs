@@ -252,6 +252,22 @@ public class FaultRecordingTests
     }
 
     [Fact]
+    public void Activity_prints_its_faults_by_reason()
+    {
+        // A log line: the record's default ToString printed the dictionary's type name.
+        using var b = new VtdBench(VtdConfig.Legacy48Bit);
+        b.Enable(scalable: false);
+        b.Unit.Translate(Rid, null, 0x1000, 4, DmaAccess.Read);   // root entry not present
+        b.Unit.Translate(Rid, null, 0x2000, 4, DmaAccess.Read);
+
+        string text = b.Unit.Activity.ToString();
+        Assert.Contains("Faults = 2, FaultsByReason = [ RootEntryNotPresent: 2 ]", text, StringComparison.Ordinal);
+        Assert.StartsWith("VtdActivity { ContextInvalidations = ", text, StringComparison.Ordinal);
+        Assert.Equal("VtdActivity { ContextInvalidations = 0, PasidInvalidations = 0, IotlbInvalidations = 0, Faults = 0, FaultsByReason = [] }",
+            new VtdActivity(0, 0, 0, new Dictionary<VtdFaultReason, long>()).ToString());
+    }
+
+    [Fact]
     public void Fault_event_is_sent_with_feaddr_and_fedata_once_per_pending_period()
     {
         using var b = new VtdBench(VtdConfig.Legacy48Bit);
