@@ -10,7 +10,7 @@ internal enum ChaosKind
     DmaMap, DmaUnmap, ClockAdvance,
     Spawn, Mmap, Munmap, Exit, SvaBind, SvaUnbind,
     VfioRegister, ContainerOpen, GroupOpen, GroupSetContainer, GroupUnset, GroupClose, SetIommu, MapDma, UnmapDma, ContainerClose, DeviceFdOpen, DeviceFdClose,
-    MdevCreate, MdevRemove, MdevOpen, MdevClose, MdevPin, MdevUnpin,
+    MdevCreate, MdevRemove, MdevOpen, MdevClose, MdevPin, MdevUnpin, VendorSetup,
     UacceOpen, UacceStart, UacceClose,
     HotRemove, ReAdd, ReadFaults, Export,
     DmaMapSg, DmaUnmapSg, DmaAllocCoherent, DmaFreeCoherent, DmaSetMask,

@@ -10,7 +10,9 @@ namespace Iommu.Reliability.Tests.Chaos;
 /// VFIO type1 containers and groups, IOMMU-aware and vendor-isolated mdevs with pin/unpin, uacce queues, hot-remove and
 /// re-add, fault reading, image export) on one platform of a random preset. Targets are picked among every object the
 /// run made — freed, detached, closed, removed ones and other devices' too. After every step: no exception the member's
-/// XML docs do not list, no errno outside the kernel's, every live device's DMA reaches only what its current domain maps.
+/// XML docs do not list, no errno outside the kernel's, every live device's DMA reaches only what its current domain maps,
+/// an unbound SVA PASID reaches none of its old process's pages (also once another process holds the number), and the
+/// pinned pages and each process's locked_vm are what the property's own MAP_DMA and vfio_pin_pages calls account for.
 /// At the end, tearing everything down leaves as many table frames as a platform that never ran a step, and the
 /// platform disposes.
 /// </summary>
@@ -27,6 +29,7 @@ public sealed class ChaosPropertyTests(ITestOutputHelper output)
 
     private readonly Dictionary<ChaosKind, long> _coverage = [];
     private readonly Dictionary<int, long> _baseline = [];
+    private readonly Dictionary<string, long> _events = [];
 
     [Fact]
     public void Chaos_any_order_of_valid_calls_keeps_isolation_and_never_crashes()
@@ -39,11 +42,20 @@ public sealed class ChaosPropertyTests(ITestOutputHelper output)
             output.WriteLine($"  {k}: {_coverage.GetValueOrDefault(k)}");
         }
 
+        foreach ((string e, long n) in _events.OrderBy(e => e.Key, StringComparer.Ordinal))
+        {
+            output.WriteLine($"  {e}: {n}");
+        }
+
         // Coverage: every kind ran, the lifetime events often enough to matter.
         foreach (ChaosKind k in s_kinds)
         {
             Assert.True(_coverage.GetValueOrDefault(k) >= 20, $"the generator reached {k} only {_coverage.GetValueOrDefault(k)} times");
         }
+
+        // The states the pin-accounting and PASID-reuse oracles need were reached (else they check nothing).
+        Assert.True(_events.GetValueOrDefault("vendor pin") >= 20, $"vfio_pin_pages took a page only {_events.GetValueOrDefault("vendor pin")} times");
+        Assert.True(_events.GetValueOrDefault("SVA PASID handed to another process after DMA") >= 3, $"an unbound SVA PASID went to another process after DMA only {_events.GetValueOrDefault("SVA PASID handed to another process after DMA")} times");
     }
 
     internal static string Print((int Config, ChaosOp[] Ops) s) => $"{ChaosConfig.All[s.Config]}: {string.Join(", ", s.Ops)}";
@@ -57,7 +69,7 @@ public sealed class ChaosPropertyTests(ITestOutputHelper output)
             _baseline[sample.Config] = baseline = empty.TearDown();
         }
 
-        var bed = new ChaosBed(config, _coverage);
+        var bed = new ChaosBed(config, _coverage, _events);
         try
         {
             bed.Run(sample.Ops);
