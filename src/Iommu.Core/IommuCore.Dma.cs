@@ -160,6 +160,7 @@ public sealed partial class IommuCore
             iotlb.IotlbSyncMap(domain, iova, len);
         }
 
+        RememberDmaDomain(device, domain);
         return iova + offset;
     }
 
@@ -194,6 +195,15 @@ public sealed partial class IommuCore
     /// that is the exposure lazy mode accepts.</para>
     /// <para>Where we differ from the kernel: unmapping a DMA address that is not mapped, or with another
     /// size, throws before anything changes (the kernel WARNs and corrupts its IOVA caches).</para>
+    /// <para>Deliberately unlike 5.15 (which unbinds the driver, and so unmaps, before a device leaves its group):
+    /// the unmap goes to the DMA domain the map was made in, also when that is no longer the device's (it was
+    /// removed from a group whose domain other devices still use, or moved to another group). Left mapped, the
+    /// page would stay reachable by the old group's other devices after the unmap returned and its IOVA would
+    /// leak; looked up in the device's new domain, the same DMA address could name another device's mapping
+    /// there. The domain is the one where a live range mapped for this device starts at
+    /// <paramref name="dmaHandle"/>'s page (the device's current domain first); when there is none, the current
+    /// domain, as before. When that domain was freed, or is being freed meanwhile, the mapping went with it and
+    /// the unmap does nothing.</para>
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction.</exception>
@@ -208,14 +218,84 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         DmaInfoToProt(dir);
-        IDomain? domain = device.IommuGroup?.DefaultDomain;
-        if (domain is null || !domain.Type.IsDmaApi())
+        IDomain? domain = DmaUnmapDomain(device, dmaHandle);
+        if (domain is null)
         {
             return; // dma_direct_unmap_page: nothing to undo without swiotlb
         }
 
-        using DomainUse use = new(guard, domain);
-        IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_unmap");
+        try
+        {
+            using DomainUse use = new(guard, domain);
+            IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_unmap");
+        }
+        catch (ObjectDisposedException) when (domain is IommuDomain { Dying: not 0 })
+        {
+            // iommu_domain_free began meanwhile (the group's release): the mapping and its IOVA go with the domain.
+        }
+    }
+
+    // The domain a streaming unmap of dmaHandle by device goes to: the one where a live range handed out for this device
+    // starts at dmaHandle's page, the device's current DMA domain first, then the others it mapped in (it left their
+    // groups); else its current DMA domain (where the unmap refuses an unknown range, or undoes another device's map
+    // of the group as the kernel would); null for a dma-direct device.
+    private IDomain? DmaUnmapDomain(Device device, ulong dmaHandle)
+    {
+        IDomain? current = device.IommuGroup?.DefaultDomain;
+        if (current is not null && !current.Type.IsDmaApi())
+        {
+            current = null;
+        }
+
+        if (current is not null && HoldsLiveFor(current, device, dmaHandle))
+        {
+            return current;
+        }
+
+        foreach (IDomain d in Volatile.Read(ref device.DmaMapDomains))
+        {
+            if (!ReferenceEquals(d, current) && HoldsLiveFor(d, device, dmaHandle))
+            {
+                return d;
+            }
+        }
+
+        return current;
+    }
+
+    private bool HoldsLiveFor(IDomain domain, Device device, ulong dmaHandle) =>
+        CookieOf(domain) is IovaDomain iovad && iovad.IsLiveFor(dmaHandle >> iovad.Shift, device);
+
+    // Notes that device has mappings in domain (see Device.DmaMapDomains); allocates only when the domain is new to it.
+    private void RememberDmaDomain(Device device, IDomain domain)
+    {
+        foreach (IDomain d in Volatile.Read(ref device.DmaMapDomains))
+        {
+            if (ReferenceEquals(d, domain))
+            {
+                return;
+            }
+        }
+
+        lock (device.DmaMapDomainsLock)
+        {
+            IDomain[] seen = device.DmaMapDomains;
+            if (Array.IndexOf(seen, domain) >= 0)
+            {
+                return;
+            }
+
+            var next = new List<IDomain>(seen.Length + 1) { domain };
+            foreach (IDomain d in seen)
+            {
+                if (CookieOf(d) is not null)
+                {
+                    next.Add(d); // a freed domain's mappings went with it
+                }
+            }
+
+            Volatile.Write(ref device.DmaMapDomains, next.ToArray());
+        }
     }
 
     // dma_direct_map_page without swiotlb: the bus address is the physical address, if the device can drive it (dma_capable).
@@ -391,12 +471,12 @@ public sealed partial class IommuCore
         ulong pfn = 0;
         if (dmaLimit > Dma32BitLimit && device is PciDevice)
         {
-            pfn = iovad.AllocFast(len, mapped, Dma32BitLimit >> shift, flushRcache: false);
+            pfn = iovad.AllocFast(len, mapped, Dma32BitLimit >> shift, flushRcache: false, device);
         }
 
         if (pfn == 0)
         {
-            pfn = iovad.AllocFast(len, mapped, dmaLimit >> shift, flushRcache: true);
+            pfn = iovad.AllocFast(len, mapped, dmaLimit >> shift, flushRcache: true, device);
         }
 
         return pfn << shift;

@@ -154,6 +154,7 @@ public sealed partial class IommuCore
             iotlb.IotlbSyncMap(domain, iova, mapped);
         }
 
+        RememberDmaDomain(device, domain);
         return FinaliseSg(device, sg, granuleMask, iova);
     }
 
@@ -167,6 +168,8 @@ public sealed partial class IommuCore
     /// <remarks>
     /// The range runs from the first segment's DMA address to the end of the last segment before the first entry
     /// of length 0 (the list's segments lie in one IOVA allocation). For dma-direct devices this does nothing.
+    /// As <see cref="DmaUnmapPage"/> (a deliberate difference from 5.15), the list is unmapped from the DMA domain it
+    /// was mapped in, also after the device left that domain's group.
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction.</exception>
@@ -180,8 +183,8 @@ public sealed partial class IommuCore
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterAccess();
         ArgumentNullException.ThrowIfNull(device);
         DmaInfoToProt(dir);
-        IDomain? domain = device.IommuGroup?.DefaultDomain;
-        if (domain is null || !domain.Type.IsDmaApi())
+        IDomain? domain = DmaUnmapDomain(device, sg.IsEmpty ? DmaMappingError : sg[0].DmaAddress);
+        if (domain is null)
         {
             return; // dma_direct_unmap_sg: nothing to undo without swiotlb
         }
@@ -203,8 +206,15 @@ public sealed partial class IommuCore
             throw new ArgumentException($"dma_unmap_sg for {device.Name}: the scatterlist holds no mapped segments (DMA address 0x{start:x}).", nameof(sg));
         }
 
-        using DomainUse use = new(guard, domain);
-        IommuDmaUnmap(guard, device, domain, start, end - start, "dma_unmap_sg");
+        try
+        {
+            using DomainUse use = new(guard, domain);
+            IommuDmaUnmap(guard, device, domain, start, end - start, "dma_unmap_sg");
+        }
+        catch (ObjectDisposedException) when (domain is IommuDomain { Dying: not 0 })
+        {
+            // iommu_domain_free began meanwhile (the group's release): the mapping and its IOVA go with the domain.
+        }
     }
 
     /// <summary>

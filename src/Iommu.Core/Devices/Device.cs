@@ -110,6 +110,13 @@ public class Device
 
     internal DeviceFaultParam? FaultParam { get; set; }
 
+    // The DMA-API domains this device made mappings in (dma_map_page, dma_map_sg, dma_alloc_coherent), so that an
+    // unmap still reaches the domain its map was made in after the device left that domain's group. Copy-on-write
+    // under DmaMapDomainsLock, read without it; a freed domain is dropped when the next one is added.
+    internal Domains.IDomain[] DmaMapDomains = [];
+
+    internal Lock DmaMapDomainsLock { get; } = new();
+
     // dev->iommu->lock: orders registering and unregistering the fault handler with reports to it.
     internal Lock IommuParamLock { get; } = new();
 

@@ -125,6 +125,24 @@ internal sealed class IovaDomain
         }
     }
 
+    /// <summary>Ranges handed out and not unmapped yet (for tests: what a teardown must leave empty).</summary>
+    internal int LiveRanges
+    {
+        get
+        {
+            using (_lock.EnterScope())
+            {
+                int n = 0;
+                foreach (int node in _byPfn.Values)
+                {
+                    n += _tree[node].Value.State == IovaState.Live ? 1 : 0;
+                }
+
+                return n;
+            }
+        }
+    }
+
     /// <summary>Checks the tree's invariants (for tests): null when they hold.</summary>
     internal string? ValidateTree()
     {
@@ -173,10 +191,11 @@ internal sealed class IovaDomain
     /// <summary>
     /// Hands out <paramref name="pages"/> frames (a power of two when below 2^(<see cref="RangeCacheMaxSize"/> - 1),
     /// as <c>iommu_dma_alloc_iova</c> rounds) ending at or below <paramref name="limitPfn"/>
-    /// (<c>alloc_iova_fast</c>), remembering <paramref name="mappedPages"/> for the free.
+    /// (<c>alloc_iova_fast</c>), remembering <paramref name="mappedPages"/> for the free and <paramref name="owner"/>
+    /// (the device the DMA API mapped it for) for <see cref="IsLiveFor"/>.
     /// </summary>
     /// <returns>The first frame, or 0 when nothing fits.</returns>
-    public ulong AllocFast(ulong pages, ulong mappedPages, ulong limitPfn, bool flushRcache)
+    public ulong AllocFast(ulong pages, ulong mappedPages, ulong limitPfn, bool flushRcache, object? owner = null)
     {
         using (_lock.EnterScope())
         {
@@ -210,7 +229,7 @@ internal sealed class IovaDomain
                 node = _byPfn[pfn];
             }
 
-            _tree[node].Value = new IovaRange(mappedPages, IovaState.Live);
+            _tree[node].Value = new IovaRange(mappedPages, IovaState.Live, owner);
             return pfn;
         }
     }
@@ -241,7 +260,17 @@ internal sealed class IovaDomain
             }
 
             range.State = IovaState.Freed;
+            range.Owner = null;
             return null;
+        }
+    }
+
+    /// <summary>Whether a live range handed out for <paramref name="owner"/> starts at <paramref name="pfn"/>.</summary>
+    public bool IsLiveFor(ulong pfn, object owner)
+    {
+        using (_lock.EnterScope())
+        {
+            return _byPfn.TryGetValue(pfn, out int index) && _tree[index].Value is { State: IovaState.Live } range && ReferenceEquals(range.Owner, owner);
         }
     }
 
@@ -679,4 +708,5 @@ internal enum IovaState : byte
 /// <summary>What an IOVA range in the tree carries (the rest of <c>struct iova</c>).</summary>
 /// <param name="Pages">Frames the range was mapped with (its free must name the same size).</param>
 /// <param name="State">How the range is used.</param>
-internal record struct IovaRange(ulong Pages, IovaState State);
+/// <param name="Owner">While live, the device the DMA API mapped it for (unmaps find the domain of their map by it).</param>
+internal record struct IovaRange(ulong Pages, IovaState State, object? Owner = null);
