@@ -28,7 +28,10 @@ public sealed partial class IommuCore
     /// in the kernel; <see cref="ErrorDetail"/> says why: ENOMEM when no IOVA range below the device's mask is free
     /// or the IOMMU driver ran out of memory, EINVAL when the list is empty, an entry has 0 bytes or wraps, an
     /// entry's IOVA length reaches 4 GiB (see below), or the IOMMU driver refused the map, EIO when the device has no DMA mask or, on the dma-direct path, an entry
-    /// lies above its mask). On failure every entry's DMA fields are reset.
+    /// lies above its mask). On failure every entry's DMA fields are reset, but when an entry fails the
+    /// dma-direct path: as 5.15 <c>dma_direct_map_sg</c>, that entry's DMA address is <see cref="DmaMappingError"/>, the
+    /// entries before it keep the DMA address and length they were given (<c>dma_direct_unmap_sg</c> changes neither)
+    /// and the entries after it are not touched.
     /// </returns>
     /// <remarks>
     /// <para>IOMMU DMA domain (<c>iommu_dma_map_sg</c>): one IOVA range for the whole list. Each entry takes the
@@ -443,14 +446,16 @@ public sealed partial class IommuCore
         }
     }
 
-    // dma_direct_map_sg: each entry at its physical address; one above the mask fails the map with -EIO.
+    // dma_direct_map_sg: each entry at its physical address; one above the mask fails the map with -EIO. As 5.15, the
+    // failed entry's dma_address is DMA_MAPPING_ERROR and the entries before it are "unmapped" by dma_direct_unmap_sg,
+    // which without swiotlb leaves their DMA fields as they are; its length and the entries after it are not touched.
     private static int DmaDirectMapSg(Device device, Span<Scatterlist> sg, ulong mask)
     {
         for (int i = 0; i < sg.Length; i++)
         {
             if (DmaDirectMapPage(device, sg[i].Phys, sg[i].Length, mask) == DmaMappingError)
             {
-                InvalidateSg(sg);
+                sg[i].DmaAddress = DmaMappingError;
                 ErrorDetail.Fail(Errno.EIO, $"scatterlist entry {i} [0x{sg[i].Phys:x}, +0x{sg[i].Length:x}) cannot be mapped for {device.Name}: {ErrorDetail.LastMessage}");
                 return 0;
             }

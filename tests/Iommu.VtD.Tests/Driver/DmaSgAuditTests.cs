@@ -98,6 +98,25 @@ public sealed class DmaSgAuditTests
     }
 
     [Fact]
+    public void A_dma_direct_map_sg_that_fails_leaves_the_entries_before_the_failure_mapped_as_dma_direct_map_sg_does()
+    {
+        // 5.15 dma_direct_map_sg: each entry's dma_address is dma_direct_map_page's result; at the first
+        // DMA_MAPPING_ERROR it calls dma_direct_unmap_sg on the i entries before (a no-op without swiotlb, which
+        // leaves their DMA fields as they are) and returns -EIO. The failed entry holds DMA_MAPPING_ERROR, the
+        // entries after it are not touched.
+        using DriverBed f = new(Config("Sm48"), memory: SmallMemory, defaultDomain: DomainType.Identity);
+        PciDevice dev = f.AddDevice("0000:00:03.0");
+        Assert.Equal(Errno.None, f.Iommu.DmaSetMask(dev, 0xFFFF_FFFF));
+        Scatterlist[] sg = [new(0x4000_0000, 0x1000), new(0x5000_0800, 0x800), new(0x1_0000_0000, 0x1000), new(0x6000_0000, 0x1000)];
+        Assert.Equal(0, f.Iommu.DmaMapSg(dev, sg, DmaDataDirection.ToDevice));
+        Assert.Equal(Errno.EIO, ErrorDetail.LastErrno);
+        Assert.Equal((0x4000_0000UL, 0x1000U), (sg[0].DmaAddress, sg[0].DmaLength));
+        Assert.Equal((0x5000_0800UL, 0x800U), (sg[1].DmaAddress, sg[1].DmaLength));
+        Assert.Equal((IommuCore.DmaMappingError, 0U), (sg[2].DmaAddress, sg[2].DmaLength));
+        Assert.Equal((IommuCore.DmaMappingError, 0U), (sg[3].DmaAddress, sg[3].DmaLength));
+    }
+
+    [Fact]
     public void Freeing_a_null_coherent_buffer_does_nothing()
     {
         // dma_free_attrs: "if (!cpu_addr) return;"
