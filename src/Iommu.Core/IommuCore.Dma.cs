@@ -90,6 +90,7 @@ public sealed partial class IommuCore
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction (the kernel's <c>BUG_ON</c>).</exception>
+    /// <exception cref="ObjectDisposedException">The device's DMA default domain was freed while the call ran (its group was released: the device was removed meanwhile, which the kernel's driver unbind rules out).</exception>
     [KernelSymbol("dma_map_page_attrs")]
     public ulong DmaMapPage(Device device, ulong phys, ulong size, DmaDataDirection dir)
     {
@@ -247,12 +248,20 @@ public sealed partial class IommuCore
             current = null;
         }
 
+        // The common case, a device that never mapped in another domain: the current one, without the lookup's
+        // round of the IOVA domain's lock.
+        IDomain[] seen = Volatile.Read(ref device.DmaMapDomains);
+        if (seen.Length == 0 || (seen.Length == 1 && ReferenceEquals(seen[0], current)))
+        {
+            return current;
+        }
+
         if (current is not null && HoldsLiveFor(current, device, dmaHandle))
         {
             return current;
         }
 
-        foreach (IDomain d in Volatile.Read(ref device.DmaMapDomains))
+        foreach (IDomain d in seen)
         {
             if (!ReferenceEquals(d, current) && HoldsLiveFor(d, device, dmaHandle))
             {

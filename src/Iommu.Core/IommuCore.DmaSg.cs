@@ -58,6 +58,7 @@ public sealed partial class IommuCore
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="dir"/> is NONE or not a direction.</exception>
+    /// <exception cref="ObjectDisposedException">The device's DMA default domain was freed while the call ran (its group was released: the device was removed meanwhile, which the kernel's driver unbind rules out).</exception>
     [KernelSymbol("dma_map_sg_attrs")]
     public int DmaMapSg(Device device, Span<Scatterlist> sg, DmaDataDirection dir)
     {
@@ -245,6 +246,7 @@ public sealed partial class IommuCore
     /// <para>Free it with <see cref="DmaFreeCoherent"/> with the same device, size, address and handle.</para>
     /// </remarks>
     /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException">The device's DMA default domain was freed while the call ran (its group was released: the device was removed meanwhile, which the kernel's driver unbind rules out).</exception>
     [KernelSymbol("dma_alloc_coherent")]
     public ulong DmaAllocCoherent(Device device, ulong size, out ulong dmaHandle)
     {
