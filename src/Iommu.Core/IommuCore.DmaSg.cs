@@ -28,8 +28,8 @@ public sealed partial class IommuCore
     /// in the kernel; <see cref="ErrorDetail"/> says why: ENOMEM when no IOVA range below the device's mask is free
     /// or the IOMMU driver ran out of memory, EINVAL when the list is empty, an entry has 0 bytes or wraps, an
     /// entry's IOVA length reaches 4 GiB (see below), or the IOMMU driver refused the map, EIO when the device has no DMA mask or, on the dma-direct path, an entry
-    /// lies above its mask). On failure every entry's DMA fields are reset, but when an entry fails the
-    /// dma-direct path: as 5.15 <c>dma_direct_map_sg</c>, that entry's DMA address is <see cref="DmaMappingError"/>, the
+    /// lies above its mask). On failure every entry's DMA fields are reset, except on the dma-direct path, where, as
+    /// 5.15 <c>dma_direct_map_sg</c> leaves them, the failed entry's DMA address is <see cref="DmaMappingError"/>, the
     /// entries before it keep the DMA address and length they were given (<c>dma_direct_unmap_sg</c> changes neither)
     /// and the entries after it are not touched.
     /// </returns>
