@@ -55,6 +55,11 @@ public sealed class VtdUnitState
     /// <summary>The register block's bytes (as the hardware holds them, write-only fields included).</summary>
     public ReadOnlySpan<byte> Registers => _registers;
 
+    /// <summary>The state as an emulator logs it: CAP, ECAP, GSTS, the latched root table and the next fault record.</summary>
+    /// <returns>For example <c>VT-d state: CAP 0xd2008c40660462, ECAP 0xf0101a, GSTS 0xc7000000, root 0x1000, next fault record 0</c>.</returns>
+    public override string ToString() =>
+        string.Create(CultureInfo.InvariantCulture, $"VT-d state: CAP 0x{Cap:x}, ECAP 0x{Ecap:x}, GSTS 0x{BinaryPrimitives.ReadUInt32LittleEndian(_registers.AsSpan((int)VtdRegister.Gsts)):x}, root 0x{LatchedRootTable:x}, next fault record {NextFaultRecord}");
+
     // The configuration CAP and ECAP do not show, in ShapeNames order; null for a version 1 blob (not recorded).
     internal long[]? Shape { get; }
 

@@ -51,6 +51,23 @@ public sealed class UnitStateTests
         Assert.Contains(original, s => s.StartsWith("fault MSI", StringComparison.Ordinal) || faultsBefore > 0);
     }
 
+    [Fact]
+    public void A_state_prints_its_capabilities_status_root_and_next_fault_record()
+    {
+        // An emulator logs what it saved; the default ToString printed only the type name.
+        using var b = new VtdBench(VtdConfig.Legacy48Bit with { FaultRecordCount = 4 });
+        b.SetupLegacyDevice(Rid, aw: 2, did: 1);
+        b.Enable(scalable: false);
+        Assert.Equal(DmaStatus.Fault, Read(b.Unit, 0x100_0000).Status);
+
+        VtdUnitState state = b.Unit.SaveState();
+        uint gsts = b.Unit.Read32(VtdRegister.Gsts);
+        Assert.NotEqual(0u, gsts);
+        Assert.Equal(string.Create(CultureInfo.InvariantCulture,
+            $"VT-d state: CAP 0x{b.Config.Cap:x}, ECAP 0x{b.Config.Ecap:x}, GSTS 0x{gsts:x}, root 0x{state.LatchedRootTable:x}, next fault record 1"), state.ToString());
+        Assert.NotEqual(0UL, state.LatchedRootTable);
+    }
+
     // A 32-bit register read takes no lock; a reset used to swap in zeroed register arrays and fill them afterwards,
     // so a read meanwhile returned 0 for CAP, a value the register never held.
     [Fact]
