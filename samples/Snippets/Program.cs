@@ -1,4 +1,5 @@
 // Runs every PACKAGE.md snippet and checks what it did; exits 1 when one did not behave as its text says.
+using Iommu;
 using Iommu.Devices;
 using Iommu.VtD.Hardware;
 using Snippets;
@@ -60,6 +61,34 @@ Check(tolerant.Chunks.Count == probed.Chunks.Count && tolerant.Probes.Count == 1
 // docs/metrics.md
 long maps = MetricsDoc.Run();
 Check(maps == 2, $"metrics: iommu.map.operations = {maps}");
+
+// docs/sva-and-pasid.md
+SvaGuideDoc.Outcome s = SvaGuideDoc.Run();
+Check(s.PasidEnabled && s.AtsEnabled && s.PriEnabled, "sva: the driver enabled PASID, ATS and PRI when it attached the device's default domain");
+Check(s.SvaTwice == Errno.EBUSY && !s.SvaReportedEnabled && s.IopfWithoutPri == Errno.ENODEV,
+    $"sva: enabling SVA again {s.SvaTwice}, dev_feat_enabled(SVA) {s.SvaReportedEnabled}, IOPF without PRI {s.IopfWithoutPri}");
+Check(s.SvaOnSecondLevelUnit == Errno.ENODEV, $"sva: enabling SVA behind a unit without first-level translation {s.SvaOnSecondLevelUnit}");
+Check(s.Pasid == 1 && s.HandlePasid == s.Pasid && s.CpuPa == 0x1_0000_1000, $"sva: the process's PASID {s.Pasid}; its page 0 at 0x{s.CpuPa:x}");
+Check(s.SvaEntry.StartsWith("PGTT=first-level DID 1 ", StringComparison.Ordinal) && s.FlptrIsPgd, $"sva: PASID entry \"{s.SvaEntry}\", FLPTR = the process's CR3 {s.FlptrIsPgd}");
+Check(s.SameHandleTwice && s.StillBoundAfterOneUnbind, "sva: binding the pair again returns the same handle; one unbind leaves it bound");
+Check(s.Hit.Status == DmaStatus.Ok && s.Hit.Address == s.CpuPa && s.HitAgain.Status == DmaStatus.Ok && s.SeenByCpu.StartsWith("written by the CPU|", StringComparison.Ordinal),
+    $"sva: the device read \"written by the CPU\" at 0x{s.Hit.Address:x}, the CPU's page 0x{s.CpuPa:x}");
+Check(s.FirstTouch.Status == DmaStatus.PageRequestPending && s.AfterResponse.Status == DmaStatus.Ok && s.SeenByCpu.EndsWith("|from the device", StringComparison.Ordinal),
+    $"sva: untouched page {s.FirstTouch.Status}, after the response {s.AfterResponse.Status}; the CPU reads what the device wrote");
+Check(s.Outside.Status == DmaStatus.PageRequestPending && s.OutsideAgain.Status == DmaStatus.PageRequestFailed && s.PageRequestsReported == 2,
+    $"sva: outside every mapping {s.Outside.Status}, then {s.OutsideAgain.Status} (Invalid Request); iommu.faults page_request = {s.PageRequestsReported}");
+Check(s.AtcBeforeMunmap == 2 && s.AtcAfterMunmap == 1 && s.IotlbInvalidations == 1 && s.AfterMunmap.Status == DmaStatus.PageRequestFailed
+    && s.PlainAfterMunmap.Status == DmaStatus.Fault && s.PlainAfterMunmap.FaultReason.Code == 0x71,
+    $"sva: munmap: ATC {s.AtcBeforeMunmap} -> {s.AtcAfterMunmap}, {s.IotlbInvalidations} PASID-IOTLB invalidation; then {s.AfterMunmap.Status}, untranslated {s.PlainAfterMunmap.FaultReason}");
+Check(s.AfterUnbind.Status == DmaStatus.Fault && s.AfterUnbind.FaultReason.Code == 0x59 && s.PasidAfterUnbind == IommuCore.PasidInvalid,
+    $"sva: after unbind {s.AfterUnbind.FaultReason}, iommu_sva_get_pasid 0x{s.PasidAfterUnbind:x}");
+Check(s.PasidDma.Status == DmaStatus.Ok && s.PasidDma.Address == 0x1_8000_0010 && s.PasidAttachAgain == Errno.EBUSY && s.PasidZero == Errno.EBUSY
+    && s.PasidDmaAfterDetach.Status == DmaStatus.Fault && s.PasidDmaAfterDetach.FaultReason.Code == 0x59,
+    $"pasid attach: PASID {s.GlobalPasid} DMA at 0x{s.PasidDma.Address:x}, again {s.PasidAttachAgain}, PASID 0 {s.PasidZero}, after detach {s.PasidDmaAfterDetach.FaultReason}");
+Check(s.PasidAttachEntry.StartsWith("PGTT=second-level", StringComparison.Ordinal) && s.DefaultDomainKept && s.PasidWhileAttached != s.GlobalPasid && s.PasidWhileAttached != IommuCore.PasidInvalid && s.GlobalPasid == s.Pasid,
+    $"pasid attach: entry \"{s.PasidAttachEntry}\", default domain kept {s.DefaultDomainKept}, PASID {s.GlobalPasid} reused from the unbind, {s.PasidWhileAttached} allocated while attached");
+Check(s.QueueDma.Status == DmaStatus.Ok && s.QueueDma.Address == s.CpuPa && s.QueueReleased,
+    $"uacce: queue PASID {s.QueuePasid} read app's page at 0x{s.QueueDma.Address:x}; released on close");
 
 Console.WriteLine(failures == 0 ? "every snippet behaved" : $"{failures} snippet check(s) failed");
 return failures == 0 ? 0 : 1;

@@ -13,7 +13,7 @@ public sealed partial class DocMemberNameTests
     private static readonly string[] Documents =
     [
         "README.md", "docs/concepts.md", "docs/architecture.md", "docs/embedding-vtd.md", "docs/vendor-mdev-driver.md",
-        "docs/vtd-image-format.md", "docs/metrics.md", "src/Iommu.Core/PACKAGE.md", "src/Iommu.VtD/PACKAGE.md",
+        "docs/vtd-image-format.md", "docs/metrics.md", "docs/sva-and-pasid.md", "src/Iommu.Core/PACKAGE.md", "src/Iommu.VtD/PACKAGE.md",
         "src/Vfio.Mdev/PACKAGE.md", "src/Vfio.Type1/PACKAGE.md", "src/Uacce/PACKAGE.md",
     ];
 

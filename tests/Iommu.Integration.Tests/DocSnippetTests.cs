@@ -4,12 +4,12 @@ using System.Xml.Linq;
 namespace Iommu.Integration.Tests;
 
 /// <summary>
-/// Every C# (and XML) code block of the README, each PACKAGE.md, the vendor-driver guide, the embedding, image-format
-/// and metrics pages is a copy of
+/// Every C# (and XML) code block of the README, each PACKAGE.md, the vendor-driver guide, the embedding, image-format,
+/// metrics and SVA pages is a copy of
 /// compiled code: the line above it, <c>&lt;!-- snippet: path[#name] --&gt;</c>, names a file (whole) or the
 /// regions between <c>// snippet-begin: name</c> and <c>// snippet-end: name</c> in it (each dedented, joined
 /// by a blank line), and the block must equal that text. The files are built with the solution and run:
-/// samples/Snippets here (PACKAGE.md and the three pages), the guide's files by tests/VendorDriverGuide.Tests and eng/check-packages.sh.
+/// samples/Snippets here (PACKAGE.md and the four pages), the guide's files by tests/VendorDriverGuide.Tests and eng/check-packages.sh.
 /// </summary>
 [Collection(ConsoleSamples.Name)]
 public sealed partial class DocSnippetTests
@@ -18,7 +18,7 @@ public sealed partial class DocSnippetTests
     {
         var data = new TheoryData<string>
         {
-            "README.md", "docs/vendor-mdev-driver.md", "docs/embedding-vtd.md", "docs/vtd-image-format.md", "docs/metrics.md",
+            "README.md", "docs/vendor-mdev-driver.md", "docs/embedding-vtd.md", "docs/vtd-image-format.md", "docs/metrics.md", "docs/sva-and-pasid.md",
         };
         foreach (string lib in new[] { "Iommu.Core", "Iommu.VtD", "Vfio.Mdev", "Vfio.Type1", "Uacce" })
         {
