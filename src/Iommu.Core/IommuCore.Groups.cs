@@ -167,6 +167,11 @@ public sealed partial class IommuCore
     /// <param name="group">The group.</param>
     /// <param name="device">A device in no group.</param>
     /// <returns>0 or the attach error.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="group"/> or <paramref name="device"/> is null.</exception>
+    /// <exception cref="InvalidOperationException">
+    /// <paramref name="device"/> is already in a group (5.15 would overwrite <c>dev->iommu_group</c> and leave the device
+    /// on both groups' lists), or <paramref name="group"/> was released; nothing changes.
+    /// </exception>
     [KernelSymbol("iommu_group_add_device")]
     public Errno GroupAddDevice(IommuGroup group, Device device)
     {

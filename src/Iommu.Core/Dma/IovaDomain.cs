@@ -143,6 +143,40 @@ internal sealed class IovaDomain
         }
     }
 
+    /// <summary>
+    /// The ranges handed out and not unmapped yet, as (first frame, frames mapped, owner), in frame order (for tests:
+    /// the chaos property compares them with the mappings it made and did not unmap).
+    /// </summary>
+    internal List<(ulong Pfn, ulong Pages, object? Owner)> LiveRangeList()
+    {
+        using (_lock.EnterScope())
+        {
+            var list = new List<(ulong Pfn, ulong Pages, object? Owner)>();
+            foreach ((ulong pfn, int node) in _byPfn)
+            {
+                if (_tree[node].Value is { State: IovaState.Live } range)
+                {
+                    list.Add((pfn, range.Pages, range.Owner));
+                }
+            }
+
+            list.Sort((a, b) => a.Pfn.CompareTo(b.Pfn));
+            return list;
+        }
+    }
+
+    /// <summary>Entries waiting in the flush queue (for tests: when it is empty every queued unmap has been flushed).</summary>
+    internal int QueuedRanges
+    {
+        get
+        {
+            using (_lock.EnterScope())
+            {
+                return _fq is null ? 0 : (_fqTail - _fqHead + FqSize) % FqSize;
+            }
+        }
+    }
+
     /// <summary>Checks the tree's invariants (for tests): null when they hold.</summary>
     internal string? ValidateTree()
     {

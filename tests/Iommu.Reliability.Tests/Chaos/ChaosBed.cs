@@ -1,6 +1,8 @@
 using System.Globalization;
 using Iommu.Devices;
+using Iommu.Dma;
 using Iommu.Domains;
+using Iommu.Groups;
 using Iommu.Mm;
 using Iommu.Reliability.Tests.Infrastructure;
 using Iommu.Reliability.Tests.Isolation;
@@ -101,10 +103,20 @@ internal sealed class ChaosBed : IDisposable
     private readonly List<PciDevice> _devs = [];
     private readonly List<IDomain> _domains = [];
     private readonly HashSet<IDomain> _freed = new(ReferenceEqualityComparer.Instance);
-    private readonly List<(PciDevice Dev, ulong Handle, ulong Pa)> _dmaHandles = [];
+    // The user's side of the DMA API: handles, lists and buffers it holds (with the mapping each named when made; null:
+    // dma-direct). An entry goes once the user unmapped it or its mapping is gone (another device's unmap, a freed domain).
+    private readonly List<(PciDevice Dev, ulong Handle, ulong Pa, DmaRange? Range)> _dmaHandles = [];
+
+    // The DMA API's side as the property's own calls made it: the live mappings of each DMA/DMA_FQ domain by first IOVA
+    // frame, the pages unmapped there since (nothing may translate them any more), and per device the DMA domains it
+    // mapped in, newest first (dma_unmap_page/sg look for the device's live mapping there after its current domain).
+    private readonly Dictionary<IDomain, Dictionary<ulong, DmaRange>> _dmaLive = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<IDomain, List<ulong>> _dmaUnmapped = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<Device, List<IDomain>> _dmaSeen = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<ulong, DmaRange?> _coherentRange = [];
     // DMA_FQ: pages the DMA API unmapped, by (default domain, IOVA): the group's devices may reach them until the queue is flushed.
     private readonly Dictionary<(IDomain, ulong), ulong> _lazyStale = [];
-    private readonly List<(PciDevice Dev, Scatterlist[] Sg, List<(ulong Iova, ulong Pa)> Pages)> _sgLists = [];
+    private readonly List<(PciDevice Dev, Scatterlist[] Sg, DmaRange? Range)> _sgLists = [];
     private readonly List<(PciDevice Dev, ulong Cpu, ulong Size, ulong Handle)> _coherent = [];
     private readonly Dictionary<ulong, IDomain?> _coherentDomain = [];
     private readonly Dictionary<IommuSva, ProcessAddressSpace> _svaMm = new(ReferenceEqualityComparer.Instance);
@@ -206,6 +218,8 @@ internal sealed class ChaosBed : IDisposable
                 Step(ops[i]);
                 Executed++;
                 CheckDma();
+                CheckDmaBookkeeping();
+                CheckGroups();
                 CheckPinAccounting();
             }
             catch (Exception e) when (e is IsolationViolationException or UndocumentedException)
@@ -259,7 +273,7 @@ internal sealed class ChaosBed : IDisposable
             Call("Iommu.IommuCore.SvaUnbindDevice", () => _iommu.SvaUnbindDevice(h));
         }
 
-        foreach ((PciDevice dev, ulong handle, ulong _) in _dmaHandles)
+        foreach ((PciDevice dev, ulong handle, ulong _, DmaRange? _) in _dmaHandles)
         {
             Call("Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(dev, handle, Page, DmaDataDirection.Bidirectional));
         }
@@ -448,39 +462,12 @@ internal sealed class ChaosBed : IDisposable
                 Call("Iommu.IommuCore.DetachDevicePasid", () => _iommu.DetachDevicePasid(Pick(_domains, op.B), dev, s_pasids[op.C % s_pasids.Length]));
                 break;
             case ChaosKind.DmaMap:
-            {
-                ulong pa = s_pas[op.C % s_pas.Length] + 0x10_0000;
-                ulong h = Call("Iommu.IommuCore.DmaMapPage", () => _iommu.DmaMapPage(dev, pa, Page, DmaDataDirection.Bidirectional));
-                if (h != IommuCore.DmaMappingError)
-                {
-                    _dmaHandles.Add((dev, h, pa));
-                    ForgetStale(dev, h, Page);
-                    NoteIova(h);
-                }
-
+                _ = DmaMapPage(dev, s_pas[op.C % s_pas.Length] + 0x10_0000);
                 break;
-            }
-
             case ChaosKind.DmaUnmap when _dmaHandles.Count > 0:
             {
                 int i = op.B % _dmaHandles.Count;
-                (PciDevice hd, ulong h, ulong _) = _dmaHandles[i];
-                PciDevice target = op.C % 4 == 0 ? dev : hd; // sometimes another device's handle
-                List<(ulong, ulong)> before = Snapshot(target, h, Page);
-                if (Try("Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(target, h, Page, DmaDataDirection.Bidirectional)))
-                {
-                    NoteStale(target, before); // whatever target's domain mapped there (a handle of another device may name its sg list)
-                }
-
-                // The unmap is of target's mapping at h, if it has one (devices' default domains have their own IOVA spaces,
-                // so another device's handle may well name one of target's own mappings).
-                // Devices of one group share the default domain, so a group mate's handle is the same mapping.
-                int j = _dmaHandles.FindIndex(x => SameDmaDomain(x.Dev, target) && x.Handle == h);
-                if (j >= 0)
-                {
-                    _dmaHandles.RemoveAt(j);
-                }
-
+                DmaUnmapPage(i, op.C % 4 == 0 ? dev : _dmaHandles[i].Dev); // sometimes another device's handle
                 break;
             }
 
@@ -747,15 +734,7 @@ internal sealed class ChaosBed : IDisposable
             }
 
             case ChaosKind.HotRemove:
-                if (dev.Bus is not null)
-                {
-                    Call("Iommu.Devices.Bus.RemoveDevice", () => _pci.RemoveDevice(dev));
-                    if (dev.DmaRequesterId != dev.RequesterId)
-                    {
-                        _ = _aliasCleared.Add(dev.DmaRequesterId);
-                    }
-                }
-
+                HotRemove(dev);
                 break;
             case ChaosKind.ReAdd:
             {
@@ -791,6 +770,7 @@ internal sealed class ChaosBed : IDisposable
                     phys += (op.A + i) % 2 == 0 ? len : 0x5000;
                 }
 
+                IDomain? sgDomain = DmaDomainOf(dev);
                 int segs = Call("Iommu.IommuCore.DmaMapSg", () => _iommu.DmaMapSg(dev, sg, DmaDataDirection.Bidirectional));
                 if (segs <= 0)
                 {
@@ -798,40 +778,22 @@ internal sealed class ChaosBed : IDisposable
                 }
 
                 CheckDmaAddresses(dev, sg[0].DmaAddress, sg[segs - 1].DmaAddress + sg[segs - 1].DmaLength - sg[0].DmaAddress, dev.DmaMask ?? 0, "dma_map_sg");
-                // Every page of every segment and where it lands now (the entries' buffers are not contiguous).
-                var seen = new List<(ulong Iova, ulong Pa)>();
                 for (int i = 0; i < segs; i++)
                 {
-                    for (ulong a = sg[i].DmaAddress & ~(Page - 1); a < sg[i].DmaAddress + sg[i].DmaLength; a += Page)
-                    {
-                        seen.Add((a, PhysOfDma(dev, a)));
-                        ForgetStale(dev, a, Page);
-                    }
-
+                    ForgetStale(dev, sg[i].DmaAddress & ~(Page - 1), ((sg[i].DmaAddress & (Page - 1)) + sg[i].DmaLength + Page - 1) & ~(Page - 1));
                     NoteIova(sg[i].DmaAddress);
                 }
 
                 // The first segment starts with the first entry's buffer, wherever the device's DMA goes.
                 ExpectDmaAt(dev, sg[0].DmaAddress, sg[0].Phys, "dma_map_sg segment 0");
-                _sgLists.Add((dev, sg, seen));
+                _sgLists.Add((dev, sg, sgDomain is null ? null : NoteDmaMap(dev, sgDomain, sg[0].DmaAddress & ~(Page - 1), SgLayout(sg[0].DmaAddress & ~(Page - 1), sg), "dma_map_sg")));
                 break;
             }
 
             case ChaosKind.DmaUnmapSg when _sgLists.Count > 0:
             {
                 int i = op.B % _sgLists.Count;
-                (PciDevice owner, Scatterlist[] sg, List<(ulong Iova, ulong Pa)> pages) = _sgLists[i];
-                PciDevice target = op.C % 4 == 0 ? dev : owner; // sometimes another device: refused unless the list names one of its mappings
-                List<(ulong, ulong)> before = Snapshot(target, pages[0].Iova, pages[^1].Iova + Page - pages[0].Iova);
-                if (Try("Iommu.IommuCore.DmaUnmapSg", () => _iommu.DmaUnmapSg(target, sg, DmaDataDirection.Bidirectional)))
-                {
-                    NoteStale(target, before); // a misdirected unmap takes whatever target's domain mapped in that range
-                    if (SameDmaDomain(target, owner))
-                    {
-                        _sgLists.RemoveAt(i);
-                    }
-                }
-
+                DmaUnmapSg(i, op.C % 4 == 0 ? dev : _sgLists[i].Dev); // sometimes another device: refused unless the list names one of its mappings
                 break;
             }
 
@@ -839,6 +801,7 @@ internal sealed class ChaosBed : IDisposable
             {
                 ulong size = op.C % 3 == 0 ? 0x1800 : Page * (ulong)(1 + (op.C % 2));
                 ulong handle = 0;
+                IDomain? cd = DmaDomainOf(dev);
                 ulong cpu = Call("Iommu.IommuCore.DmaAllocCoherent", () => _iommu.DmaAllocCoherent(dev, size, out handle));
                 if (cpu == 0)
                 {
@@ -856,6 +819,7 @@ internal sealed class ChaosBed : IDisposable
                 NoteIova(handle);
                 _coherent.Add((dev, cpu, size, handle));
                 _coherentDomain[cpu] = dev.IommuGroup?.DefaultDomain; // freed later, perhaps after dev left its group
+                _coherentRange[cpu] = cd is null ? null : NoteDmaMap(dev, cd, handle, [.. Enumerable.Range(0, (int)((size + Page - 1) / Page)).Select(k => (handle + ((ulong)k * Page), cpu + ((ulong)k * Page)))], "dma_alloc_coherent");
                 break;
             }
 
@@ -871,8 +835,16 @@ internal sealed class ChaosBed : IDisposable
                         throw new IsolationViolationException($"dma_free_coherent freed {owner.Name}'s buffer {Hex(cpu)} when {target.Name} named it");
                     }
 
-                    NoteStale(_coherentDomain[cpu], handle, cpu, size); // the domain it was mapped in, also after owner left it
+                    // dma_free_coherent unmaps the buffer in the domain it was mapped in, also after owner left it; when a
+                    // misdirected unmap took the buffer's range already, only the pages go back (whatever maps that IOVA
+                    // now, another mapping that reused it, stays).
+                    if (_coherentRange[cpu] is DmaRange own && IsLive(own))
+                    {
+                        RemoveRange(own);
+                    }
+
                     _coherentDomain.Remove(cpu);
+                    _coherentRange.Remove(cpu);
                     _coherent.RemoveAt(i);
                 }
 
@@ -889,6 +861,20 @@ internal sealed class ChaosBed : IDisposable
                 break;
             }
 
+            case ChaosKind.GroupRemove:
+                // iommu_group_remove_device of a live device (now and then one in no group: a no-op).
+                if (dev.Bus is not null && (dev.IommuGroup is not null || op.C % 4 == 0))
+                {
+                    Call("Iommu.IommuCore.GroupRemoveDevice", () => _iommu.GroupRemoveDevice(dev));
+                }
+
+                break;
+            case ChaosKind.GroupAdd:
+                GroupAdd(dev, op);
+                break;
+            case ChaosKind.DmaMove:
+                DmaMove(op);
+                break;
             default:
                 break; // a step with no candidate target yet
         }
@@ -1289,47 +1275,434 @@ internal sealed class ChaosBed : IDisposable
         }
     }
 
-    private void NoteStale(PciDevice dev, ulong iova, ulong pa, ulong size = Page) => NoteStale(dev.IommuGroup?.DefaultDomain, iova, pa, size);
+    // ---- the DMA API's IOVA bookkeeping (what the property's calls made, by the domain each map was made in) ----
 
-    private void NoteStale(IDomain? domain, ulong iova, ulong pa, ulong size)
+    // The DMA/DMA_FQ domain the device's DMA API calls map in now (its group's default domain), or null (dma-direct).
+    private static IDomain? DmaDomainOf(Device dev) =>
+        dev.IommuGroup?.DefaultDomain is IDomain d && d.Type is DomainType.Dma or DomainType.DmaFq ? d : null;
+
+    private static IovaDomain? CookieOf(IDomain d) => (d as IommuDomain)?.IovaCookie;
+
+    private bool IsLive(DmaRange r) => _dmaLive.TryGetValue(r.Domain, out Dictionary<ulong, DmaRange>? m) && m.TryGetValue(r.Pfn, out DmaRange? x) && ReferenceEquals(x, r);
+
+    // A successful map: its range is live in the domain, its pages are no longer "unmapped" there.
+    private DmaRange NoteDmaMap(PciDevice dev, IDomain domain, ulong iova, (ulong Iova, ulong Pa)[] pages, string what)
     {
-        if (domain is IDomain d && d.Type == DomainType.DmaFq)
+        var r = new DmaRange(dev, domain, iova >> 12, (ulong)pages.Length, pages, what);
+        if (!_dmaLive.TryGetValue(domain, out Dictionary<ulong, DmaRange>? live))
         {
-            for (ulong off = 0; off < size; off += Page)
+            _dmaLive[domain] = live = [];
+        }
+
+        if (live.TryGetValue(r.Pfn, out DmaRange? old) || live.Values.Any(x => x.Pfn < r.Pfn + r.PageCount && r.Pfn < x.Pfn + x.PageCount))
+        {
+            throw new IsolationViolationException($"{dev.Name}: {what} gave {Hex(iova)} (+{r.PageCount} pages) in its {domain.Type} domain, which overlaps a live mapping ({old?.What ?? "another"})");
+        }
+
+        live[r.Pfn] = r;
+        if (_dmaUnmapped.TryGetValue(domain, out List<ulong>? gone))
+        {
+            _ = gone.RemoveAll(p => p >= iova && p < iova + (r.PageCount * Page));
+        }
+
+        // iommu-dma remembers the domains a device mapped in, newest first, dropping freed ones when it adds one.
+        List<IDomain> seen = _dmaSeen.GetValueOrDefault(dev) ?? [];
+        if (!seen.Contains(domain))
+        {
+            _dmaSeen[dev] = [domain, .. seen.Where(d => CookieOf(d) is not null)];
+        }
+
+        return r;
+    }
+
+    // An unmap took the range: its pages must translate nowhere (DMA_FQ: the group's devices may reach them until the flush).
+    private void RemoveRange(DmaRange r)
+    {
+        _ = _dmaLive[r.Domain].Remove(r.Pfn);
+        if (!_dmaUnmapped.TryGetValue(r.Domain, out List<ulong>? gone))
+        {
+            _dmaUnmapped[r.Domain] = gone = [];
+        }
+
+        foreach ((ulong iova, ulong pa) in r.Pages)
+        {
+            if (!gone.Contains(iova))
             {
-                _lazyStale[(d, (iova & ~(Page - 1)) + off)] = (pa & ~(Page - 1)) + off;
+                gone.Add(iova);
+            }
+
+            if (r.Domain.Type == DomainType.DmaFq)
+            {
+                _lazyStale[(r.Domain, iova)] = pa;
+            }
+        }
+
+        if (gone.Count > 32)
+        {
+            gone.RemoveRange(0, gone.Count - 32);
+        }
+    }
+
+    /// <summary>
+    /// The domain a streaming unmap of <paramref name="handle"/> by <paramref name="target"/> goes to (the documented rule
+    /// of dma_unmap_page/sg, a deliberate difference from 5.15): the domain where a live range mapped for that device
+    /// starts at the handle's page, its current DMA domain first, then the others it mapped in, newest first; else its
+    /// current DMA domain; null (dma-direct, nothing happens) when it has none.
+    /// </summary>
+    private IDomain? PredictUnmapDomain(PciDevice target, ulong handle)
+    {
+        IDomain? cur = DmaDomainOf(target);
+        ulong pfn = handle >> 12;
+        bool Owns(IDomain d) => _dmaLive.TryGetValue(d, out Dictionary<ulong, DmaRange>? m) && m.TryGetValue(pfn, out DmaRange? r) && r.Dev == target;
+        if (cur is not null && Owns(cur))
+        {
+            return cur;
+        }
+
+        foreach (IDomain d in _dmaSeen.GetValueOrDefault(target) ?? [])
+        {
+            if (!ReferenceEquals(d, cur) && CookieOf(d) is not null && Owns(d))
+            {
+                return d;
+            }
+        }
+
+        return cur;
+    }
+
+    // Runs a streaming unmap and checks it against the model: it succeeds exactly when the predicted domain holds a live
+    // mapping of that size at the handle (any device's: the kernel unmaps whatever the address names), which then goes.
+    private void StreamingUnmap(PciDevice target, ulong start, ulong size, string member, Action call)
+    {
+        IDomain? dr = PredictUnmapDomain(target, start);
+        ulong pages = ((start & (Page - 1)) + size + Page - 1) / Page;
+        DmaRange? hit = dr is not null && _dmaLive.TryGetValue(dr, out Dictionary<ulong, DmaRange>? m) ? m.GetValueOrDefault(start >> 12) : null;
+        bool expect = dr is null || (hit is not null && hit.Pages.Length == (int)pages);
+        bool ok = Try(member, call);
+        if (ok != expect)
+        {
+            throw new IsolationViolationException($"{member}({target.Name}, {Hex(start)}, +{pages} pages) {(ok ? "succeeded" : "was refused")}; in {(dr is null ? "no DMA domain" : "the " + dr.Type + " domain it should go to")} {(hit is null ? "no mapping starts there" : $"{hit.Dev.Name}'s {hit.What} of {hit.Pages.Length} pages starts there")}");
+        }
+
+        if (ok && hit is not null)
+        {
+            RemoveRange(hit);
+        }
+    }
+
+    private int DmaMapPage(PciDevice dev, ulong pa)
+    {
+        IDomain? d = DmaDomainOf(dev);
+        ulong h = Call("Iommu.IommuCore.DmaMapPage", () => _iommu.DmaMapPage(dev, pa, Page, DmaDataDirection.Bidirectional));
+        if (h == IommuCore.DmaMappingError)
+        {
+            return -1;
+        }
+
+        _dmaHandles.Add((dev, h, pa, d is null ? null : NoteDmaMap(dev, d, h, [(h & ~(Page - 1), pa & ~(Page - 1))], "dma_map_page")));
+        ForgetStale(dev, h, Page);
+        NoteIova(h);
+        return _dmaHandles.Count - 1;
+    }
+
+    private void DmaUnmapPage(int i, PciDevice target)
+    {
+        (PciDevice owner, ulong h, ulong _, DmaRange? range) = _dmaHandles[i];
+        StreamingUnmap(target, h, Page, "Iommu.IommuCore.DmaUnmapPage", () => _iommu.DmaUnmapPage(target, h, Page, DmaDataDirection.Bidirectional));
+        if (range is null ? target == owner : !IsLive(range))
+        {
+            _dmaHandles.RemoveAt(i);
+        }
+    }
+
+    private void DmaUnmapSg(int i, PciDevice target)
+    {
+        (PciDevice owner, Scatterlist[] sg, DmaRange? range) = _sgLists[i];
+        int last = 0;
+        for (int k = 1; k < sg.Length && sg[k].DmaLength != 0; k++)
+        {
+            last = k;
+        }
+
+        ulong start = sg[0].DmaAddress, end = sg[last].DmaAddress + sg[last].DmaLength;
+        StreamingUnmap(target, start, end - start, "Iommu.IommuCore.DmaUnmapSg", () => _iommu.DmaUnmapSg(target, sg, DmaDataDirection.Bidirectional));
+        if (range is null ? target == owner : !IsLive(range))
+        {
+            _sgLists.RemoveAt(i);
+        }
+    }
+
+    // iommu_dma_map_sg's layout, from the list alone: the entries one after another in one IOVA range from start, each
+    // from its buffer's page, rounded out to whole pages (no segment-boundary padding for lists this small).
+    private static (ulong Iova, ulong Pa)[] SgLayout(ulong start, Scatterlist[] sg)
+    {
+        var pages = new List<(ulong, ulong)>();
+        ulong off = 0;
+        foreach (Scatterlist e in sg)
+        {
+            ulong len = (e.Length + (e.Phys & (Page - 1)) + Page - 1) & ~(Page - 1);
+            for (ulong k = 0; k < len; k += Page)
+            {
+                pages.Add((start + off + k, (e.Phys & ~(Page - 1)) + k));
+            }
+
+            off += len;
+        }
+
+        return [.. pages];
+    }
+
+    private void HotRemove(PciDevice dev)
+    {
+        if (dev.Bus is not null)
+        {
+            Call("Iommu.Devices.Bus.RemoveDevice", () => _pci.RemoveDevice(dev));
+            if (dev.DmaRequesterId != dev.RequesterId)
+            {
+                _ = _aliasCleared.Add(dev.DmaRequesterId);
             }
         }
     }
 
-    // What the device's DMA API domain maps in a range now, page by page (for DMA_FQ staleness after an unmap).
-    private List<(ulong, ulong)> Snapshot(PciDevice dev, ulong start, ulong size)
+    // iommu_group_add_device of a live device in no group: into another live device's group (or its own again). Now and
+    // then a device already in a group (refused: InvalidOperationException) or a released group (the same).
+    private void GroupAdd(PciDevice dev, ChaosOp op)
     {
-        var list = new List<(ulong, ulong)>();
-        if (dev.IommuGroup?.DefaultDomain is IDomain d && d.Type == DomainType.DmaFq)
+        if (dev.Bus is null)
         {
-            for (ulong a = start & ~(Page - 1); a < start + size; a += Page)
+            return;
+        }
+
+        // A device whose DMA carries another's requester ID (behind the PCIe-to-PCI bridge) only goes back to a group of
+        // that ID: the context entry is the alias's, so in another group its attach would redirect its group mates' DMA
+        // (pci_device_group never splits aliases; iommu_group_add_device is the IOMMU driver's call, not a user's).
+        List<IommuGroup> groups = [.. _devs.Where(d => d.Bus is not null && d.IommuGroup is not null && (dev.DmaRequesterId == dev.RequesterId || d.DmaRequesterId == dev.DmaRequesterId)).Select(d => d.IommuGroup!).Distinct()];
+        if (dev.IommuGroup is not null && op.C % 4 != 0)
+        {
+            return;
+        }
+
+        if (groups.Count == 0)
+        {
+            return;
+        }
+
+        IommuGroup g = Pick(groups, op.B);
+        if (Call("Iommu.IommuCore.GroupAddDevice", () => _iommu.GroupAddDevice(g, dev)) == Errno.None)
+        {
+            Event("device moved to another group");
+        }
+    }
+
+    /// <summary>
+    /// The moves the DMA API must survive, lined up in one step (random steps rarely do): a DMA-API device maps a page
+    /// (and now and then a scatterlist), then leaves its group (iommu_group_remove_device), moves to another device's
+    /// group, or is hot-removed (and its slot re-added: a new device), then unmaps with the old handles.
+    /// </summary>
+    private void DmaMove(ChaosOp op)
+    {
+        List<PciDevice> candidates = _devs.FindAll(d => d.Bus is not null && DmaDomainOf(d) is not null);
+        if (candidates.Count == 0)
+        {
+            return;
+        }
+
+        PciDevice dev = Pick(candidates, op.A);
+        int page = DmaMapPage(dev, s_pas[op.C % s_pas.Length] + 0x18_0000);
+        int sg = -1;
+        if (op.C % 2 == 0)
+        {
+            var list = new[] { new Scatterlist(s_pas[op.B % s_pas.Length] + 0x38_0000, 0x1000), new Scatterlist(s_pas[op.B % s_pas.Length] + 0x3A_0000, 0x800) };
+            IDomain? d = DmaDomainOf(dev);
+            if (Call("Iommu.IommuCore.DmaMapSg", () => _iommu.DmaMapSg(dev, list, DmaDataDirection.Bidirectional)) > 0)
             {
-                if (_iommu.IovaToPhys(d, a) is ulong pa and not 0)
+                _sgLists.Add((dev, list, d is null ? null : NoteDmaMap(dev, d, list[0].DmaAddress & ~(Page - 1), SgLayout(list[0].DmaAddress & ~(Page - 1), list), "dma_map_sg")));
+                sg = _sgLists.Count - 1;
+            }
+        }
+
+        switch (op.B % 3)
+        {
+            case 0:
+                Call("Iommu.IommuCore.GroupRemoveDevice", () => _iommu.GroupRemoveDevice(dev));
+                break;
+            case 1:
+                Call("Iommu.IommuCore.GroupRemoveDevice", () => _iommu.GroupRemoveDevice(dev));
+                GroupAdd(dev, op with { C = 1 });
+                break;
+            default:
+                HotRemove(dev);
+                int slot = Array.FindIndex(s_specs, s => s.Address == dev.Address);
+                if (op.C % 3 != 0 && _pci.Find(s_specs[slot].Address) is null)
                 {
-                    list.Add((a, pa));
+                    AddDevice(slot);
+                }
+
+                break;
+        }
+
+        // Unmap with the old handles, the list first (its index shifts when the page entry goes).
+        if (sg >= 0)
+        {
+            DmaUnmapSg(sg, dev);
+        }
+
+        if (page >= 0 && op.A % 4 != 0)
+        {
+            DmaUnmapPage(page, dev);
+            Event("DMA unmap after the device moved");
+        }
+    }
+
+    // Where the device's DMA goes now: its group's domain, or for a live device the property took out of every group,
+    // the domain the driver still has it attached to (iommu_group_remove_device does not detach, as in 5.15).
+    private static IDomain? RidDomain(PciDevice dev) =>
+        dev.IommuGroup is IommuGroup g ? g.Domain : (dev.IommuPriv as DeviceDomainInfo)?.Domain;
+
+    /// <summary>
+    /// After every step, for every live DMA/DMA_FQ domain: the IOVA allocator's live ranges are exactly the mappings the
+    /// property's calls made there and did not unmap (first frame, size, the device they were made for); each of them
+    /// translates to its buffer (iova_to_phys, and the DMA of every device that uses the domain now); a page the property
+    /// unmapped there and no later map took translates nowhere, and no device reaches it (DMA_FQ: the old page until the
+    /// domain's flush queue has drained). A freed domain's mappings went with it.
+    /// </summary>
+    private void CheckDmaBookkeeping()
+    {
+        var domains = new HashSet<IDomain>(_dmaLive.Keys.Concat(_dmaUnmapped.Keys), ReferenceEqualityComparer.Instance);
+        foreach (IommuGroup g in _iommu.Groups)
+        {
+            if (g.DefaultDomain is IDomain d && d.Type is DomainType.Dma or DomainType.DmaFq)
+            {
+                _ = domains.Add(d);
+            }
+        }
+
+        Span<byte> buf = stackalloc byte[8];
+        foreach (IDomain d in domains)
+        {
+            IovaDomain? iovad = CookieOf(d);
+            if (iovad is null)
+            {
+                _ = _dmaLive.Remove(d); // freed (or never mapped through): its mappings went with it
+                _ = _dmaUnmapped.Remove(d);
+                continue;
+            }
+
+            if (iovad.HasFlushQueue && iovad.QueuedRanges == 0)
+            {
+                foreach ((IDomain, ulong) k in _lazyStale.Keys.Where(k => ReferenceEquals(k.Item1, d)).ToList())
+                {
+                    _ = _lazyStale.Remove(k);
+                }
+            }
+
+            Dictionary<ulong, DmaRange> want = _dmaLive.GetValueOrDefault(d) ?? [];
+            List<(ulong Pfn, ulong Pages, object? Owner)> have = iovad.LiveRangeList();
+            if (have.Count != want.Count || have.Any(h => !want.TryGetValue(h.Pfn, out DmaRange? r) || (ulong)r.Pages.Length != h.Pages || !ReferenceEquals(r.Dev, h.Owner)))
+            {
+                throw new IsolationViolationException($"{d.Type} domain: the IOVA allocator holds [{string.Join(", ", have.Select(h => $"{Hex(h.Pfn << 12)}+{h.Pages} ({(h.Owner as Device)?.Name})"))}], the property's maps left [{string.Join(", ", want.Values.OrderBy(r => r.Pfn).Select(r => $"{Hex(r.Pfn << 12)}+{r.Pages.Length} ({r.Dev.Name} {r.What})"))}]");
+            }
+
+            List<PciDevice> users = _devs.FindAll(x => x.Bus is not null && !_aliasCleared.Contains(x.DmaRequesterId) && ReferenceEquals(RidDomain(x), d));
+            foreach (DmaRange r in want.Values)
+            {
+                foreach ((ulong iova, ulong pa) in r.Pages)
+                {
+                    ulong now = _iommu.IovaToPhys(d, iova);
+                    if (now != pa)
+                    {
+                        throw new IsolationViolationException($"{r.Dev.Name}'s {r.What} at {Hex(iova)} in its {d.Type} domain translates to {Hex(now)}, the buffer is at {Hex(pa)}");
+                    }
+                }
+
+                foreach (PciDevice u in users)
+                {
+                    DmaResult res = u.DmaRead(null, r.Pages[0].Iova, buf);
+                    if (!res.IsOk || res.Address != r.Pages[0].Pa)
+                    {
+                        throw new IsolationViolationException($"{u.Name} (attached to the {d.Type} domain) DMA at {r.Dev.Name}'s {r.What} {Hex(r.Pages[0].Iova)} {(res.IsOk ? "reached " + Hex(res.Address) : "failed (" + res.FaultReason + ")")}, the buffer is at {Hex(r.Pages[0].Pa)}");
+                    }
+                }
+            }
+
+            foreach (ulong iova in _dmaUnmapped.GetValueOrDefault(d) ?? [])
+            {
+                if (want.Values.Any(r => iova >> 12 >= r.Pfn && iova >> 12 < r.Pfn + (ulong)r.Pages.Length))
+                {
+                    continue; // a live mapping holds it again (a map the allocator did not count as reuse: checked above)
+                }
+
+                if (_iommu.IovaToPhys(d, iova) is ulong stale and not 0)
+                {
+                    throw new IsolationViolationException($"{d.Type} domain: {Hex(iova)}, unmapped by the DMA API, still translates to {Hex(stale)}");
+                }
+
+                foreach (PciDevice u in users)
+                {
+                    DmaResult res = u.DmaRead(null, iova, buf);
+                    if (res.IsOk && !(d.Type == DomainType.DmaFq && _lazyStale.TryGetValue((d, iova), out ulong old) && old == (res.Address & ~(Page - 1))))
+                    {
+                        throw new IsolationViolationException($"{u.Name}: DMA at {Hex(iova)}, unmapped by the DMA API in its {d.Type} domain{(d.Type == DomainType.DmaFq ? " (flush queue " + iovad.QueuedRanges + " entries)" : string.Empty)}, reached {Hex(res.Address)}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// After every step, group membership against attach state: a live device in a group is in that group's device list,
+    /// the group is live, iommu_get_domain_for_dev and iommu_get_dma_domain name the group's domains, and the VT-d
+    /// driver's per-device domain is the group's (or none: 5.15's failed attach leaves the device without a context
+    /// entry while the group names the old domain, see IntelIommu.AttachDev); every device a group lists points back at
+    /// it; a removed device is in no group.
+    /// </summary>
+    private void CheckGroups()
+    {
+        IReadOnlyList<IommuGroup> live = _iommu.Groups;
+        foreach (IommuGroup g in live)
+        {
+            foreach (Device d in g.Devices)
+            {
+                if (!ReferenceEquals(d.IommuGroup, g) || (d is PciDevice p && p.Bus is null))
+                {
+                    throw new IsolationViolationException($"{g} lists {d.Name}, which {(d.Bus is null ? "was removed" : "is in " + (d.IommuGroup?.ToString() ?? "no group"))}");
                 }
             }
         }
 
-        return list;
-    }
-
-    private void NoteStale(PciDevice dev, List<(ulong Iova, ulong Pa)> pages)
-    {
-        foreach ((ulong iova, ulong pa) in pages)
+        foreach (PciDevice dev in _devs)
         {
-            NoteStale(dev, iova, pa);
+            IommuGroup? g = dev.IommuGroup;
+            if (dev.Bus is null || g is null)
+            {
+                if (g is not null)
+                {
+                    throw new IsolationViolationException($"{dev.Name} was removed but is still in {g}");
+                }
+
+                continue;
+            }
+
+            if (g.IsReleased || !live.Contains(g) || !g.Devices.Contains(dev))
+            {
+                throw new IsolationViolationException($"{dev.Name} names {g}, which {(g.IsReleased ? "was released" : live.Contains(g) ? "does not list it" : "is not a live group")}");
+            }
+
+            IDomain? rid = _iommu.GetDomainForDev(dev);
+            if (!ReferenceEquals(rid, g.Domain) || !ReferenceEquals(_iommu.GetDmaDomain(dev), g.DefaultDomain))
+            {
+                throw new IsolationViolationException($"{dev.Name}: iommu_get_domain_for_dev / iommu_get_dma_domain name another domain than its {g}'s");
+            }
+
+            if (g.Domain is DmarDomain gd && dev.IommuPriv is DeviceDomainInfo info && !ReferenceEquals(info.Domain, gd))
+            {
+                throw new IsolationViolationException($"{dev.Name}: the driver has it attached to a {info.Domain.Type} domain, its {g} to a {gd.Type} domain");
+            }
         }
     }
 
-    private static bool SameDmaDomain(PciDevice a, PciDevice b) =>
-        a == b || (a.IommuGroup?.DefaultDomain is IDomain d && ReferenceEquals(d, b.IommuGroup?.DefaultDomain) && d.Type is DomainType.Dma or DomainType.DmaFq);
+    /// <summary>One DMA API mapping the property made: its device, domain, first IOVA frame and its pages' (IOVA, buffer).</summary>
+    private sealed record DmaRange(PciDevice Dev, IDomain Domain, ulong Pfn, ulong PageCount, (ulong Iova, ulong Pa)[] Pages, string What);
 
     private void ForgetStale(PciDevice dev, ulong iova, ulong size)
     {
@@ -1341,10 +1714,6 @@ internal sealed class ChaosBed : IDisposable
             }
         }
     }
-
-    // Where the device's DMA at a DMA API address lands now: the default domain's translation (the DMA API maps there).
-    private ulong PhysOfDma(PciDevice dev, ulong dma) =>
-        dev.IommuGroup?.DefaultDomain is IDomain d && d.Type is DomainType.Dma or DomainType.DmaFq ? _iommu.IovaToPhys(d, dma) : dma;
 
     // A DMA API address range lies under the mask it was allocated for (dma-direct and the IOVA allocator both promise it).
     private static void CheckDmaAddresses(Device dev, ulong start, ulong size, ulong mask, string what)
@@ -1358,8 +1727,10 @@ internal sealed class ChaosBed : IDisposable
     // Right after a DMA API map: when the device still uses its default domain (or none), its DMA at the address lands on the buffer.
     private void ExpectDmaAt(PciDevice dev, ulong dma, ulong pa, string what)
     {
-        IDomain? now = _iommu.GetDomainForDev(dev);
-        if (dev.Bus is null || _aliasCleared.Contains(dev.DmaRequesterId) || !ReferenceEquals(now, dev.IommuGroup?.DefaultDomain))
+        IDomain? now = RidDomain(dev); // a device the property took out of its group still uses the old domain
+        // Out of every group (iommu_group_remove_device): the driver keeps its old context entry, or none once the group's
+        // release freed that domain (5.15 domain_exit), so its DMA faults or translates; it never passes through.
+        if (dev.Bus is null || dev.IommuGroup is null || _aliasCleared.Contains(dev.DmaRequesterId) || !ReferenceEquals(now, dev.IommuGroup?.DefaultDomain))
         {
             return; // attached elsewhere: the mapping lives in a domain the device does not use now
         }
@@ -1442,7 +1813,7 @@ internal sealed class ChaosBed : IDisposable
                 continue;
             }
 
-            IDomain? rid = _iommu.GetDomainForDev(dev);
+            IDomain? rid = RidDomain(dev);
             foreach (ulong iova in _probeIovas)
             {
                 DmaResult r = dev.DmaRead(null, iova, buf);

@@ -14,6 +14,7 @@ internal enum ChaosKind
     UacceOpen, UacceStart, UacceClose,
     HotRemove, ReAdd, ReadFaults, Export,
     DmaMapSg, DmaUnmapSg, DmaAllocCoherent, DmaFreeCoherent, DmaSetMask,
+    GroupRemove, GroupAdd, DmaMove,
 }
 
 /// <summary>One step: A, B and C pick targets (modulo the number of candidates when the step runs) and sizes.</summary>

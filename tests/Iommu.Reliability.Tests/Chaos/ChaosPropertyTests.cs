@@ -12,7 +12,10 @@ namespace Iommu.Reliability.Tests.Chaos;
 /// run made — freed, detached, closed, removed ones and other devices' too. After every step: no exception the member's
 /// XML docs do not list, no errno outside the kernel's, every live device's DMA reaches only what its current domain maps,
 /// an unbound SVA PASID reaches none of its old process's pages (also once another process holds the number), and the
-/// pinned pages and each process's locked_vm are what the property's own MAP_DMA and vfio_pin_pages calls account for.
+/// pinned pages and each process's locked_vm are what the property's own MAP_DMA and vfio_pin_pages calls account for;
+/// every live DMA/DMA_FQ domain's IOVA allocator holds exactly the DMA API mappings the property made there and did not
+/// unmap, each translating to its buffer and nothing it unmapped translating any more (also after the device left or
+/// changed its group, or was hot-removed); group membership agrees with the attach state.
 /// At the end, tearing everything down leaves as many table frames as a platform that never ran a step, and the
 /// platform disposes.
 /// </summary>
@@ -55,6 +58,8 @@ public sealed class ChaosPropertyTests(ITestOutputHelper output)
 
         // The states the pin-accounting and PASID-reuse oracles need were reached (else they check nothing).
         Assert.True(_events.GetValueOrDefault("vendor pin") >= 20, $"vfio_pin_pages took a page only {_events.GetValueOrDefault("vendor pin")} times");
+        Assert.True(_events.GetValueOrDefault("DMA unmap after the device moved") >= 20, $"a DMA unmap came after its device left or changed its group only {_events.GetValueOrDefault("DMA unmap after the device moved")} times");
+        Assert.True(_events.GetValueOrDefault("device moved to another group") >= 20, $"iommu_group_add_device moved a device only {_events.GetValueOrDefault("device moved to another group")} times");
         Assert.True(_events.GetValueOrDefault("SVA PASID handed to another process after DMA") >= 3, $"an unbound SVA PASID went to another process after DMA only {_events.GetValueOrDefault("SVA PASID handed to another process after DMA")} times");
     }
 
@@ -89,7 +94,7 @@ public sealed class ChaosPropertyTests(ITestOutputHelper output)
 
     private static int Weight(ChaosKind k) => k switch
     {
-        ChaosKind.HotRemove or ChaosKind.ReAdd or ChaosKind.Exit or ChaosKind.ContainerClose or ChaosKind.Spawn => 1,
+        ChaosKind.HotRemove or ChaosKind.ReAdd or ChaosKind.Exit or ChaosKind.ContainerClose or ChaosKind.Spawn or ChaosKind.GroupRemove or ChaosKind.DmaMove => 1,
         ChaosKind.Map or ChaosKind.Attach or ChaosKind.DmaMap or ChaosKind.MapDma or ChaosKind.DomainAlloc => 4,
         _ => 2,
     };

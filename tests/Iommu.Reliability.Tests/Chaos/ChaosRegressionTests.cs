@@ -30,6 +30,18 @@ public sealed class ChaosRegressionTests
         Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.IovaToPhys", e), "IommuCore.IovaToPhys's XML docs do not list ObjectDisposedException");
     }
 
+    // Chaos: GroupAdd of a device already in a group. iommu_group_add_device refuses it (InvalidOperationException;
+    // 5.15 would overwrite dev->iommu_group and corrupt both groups' lists), as it refuses a released group: the docs
+    // must say so.
+    [Fact]
+    public void GroupAddDevice_of_a_device_already_in_a_group_throws_what_its_docs_list()
+    {
+        using var bed = new BadInputBed();
+        InvalidOperationException e = Assert.Throws<InvalidOperationException>(() => bed.Iommu.GroupAddDevice(bed.Dev2.IommuGroup!, bed.Dev));
+        Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.GroupAddDevice", e), "IommuCore.GroupAddDevice's XML docs do not list InvalidOperationException");
+        Assert.True(bed.Dev.IommuGroup!.Devices.Contains(bed.Dev) && !bed.Dev2.IommuGroup!.Devices.Contains(bed.Dev), "the refused add changed a group");
+    }
+
     // Chaos: VfioRegister, ContainerOpen, Spawn, GroupOpen (p1), Exit (p1), GroupSetContainer, SetIommu: after the group
     // file was released, SET_CONTAINER on the group object succeeded and nothing could ever unset it — the group could not
     // be opened again (-EBUSY) and the container's domain leaked at teardown. The kernel's ioctl needs the open file.
