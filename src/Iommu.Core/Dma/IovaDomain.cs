@@ -125,27 +125,9 @@ internal sealed class IovaDomain
         }
     }
 
-    /// <summary>Ranges handed out and not unmapped yet (for tests: what a teardown must leave empty).</summary>
-    internal int LiveRanges
-    {
-        get
-        {
-            using (_lock.EnterScope())
-            {
-                int n = 0;
-                foreach (int node in _byPfn.Values)
-                {
-                    n += _tree[node].Value.State == IovaState.Live ? 1 : 0;
-                }
-
-                return n;
-            }
-        }
-    }
-
     /// <summary>
     /// The ranges handed out and not unmapped yet, as (first frame, frames mapped, owner), in frame order (for tests:
-    /// the chaos property compares them with the mappings it made and did not unmap).
+    /// the chaos property compares them with the mappings it made and did not unmap; a teardown must leave none).
     /// </summary>
     internal List<(ulong Pfn, ulong Pages, object? Owner)> LiveRangeList()
     {

@@ -103,12 +103,19 @@ public sealed partial class IntelIommu
 
         if (replaced && mapped != 0)
         {
-            var gather = default(IommuIotlbGather);
-            gather.AddRange(iova, mapped);
-            IotlbSync(d, ref gather);
+            FlushReplacedTables(d, iova, mapped);
         }
 
         return err;
+    }
+
+    // A superpage replaced a table under [iova, iova + size): flush the range on every unit of the domain and free the
+    // table (switch_to_super_page's iommu_flush_iotlb_psi; IotlbSync releases the pending frees).
+    private void FlushReplacedTables(DmarDomain d, ulong iova, ulong size)
+    {
+        var gather = default(IommuIotlbGather);
+        gather.AddRange(iova, size);
+        IotlbSync(d, ref gather);
     }
 
     // The failures of MapPages, out of line: their interpolated strings would otherwise give every

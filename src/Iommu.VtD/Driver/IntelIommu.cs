@@ -460,10 +460,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         // The levels are the narrowest unit's SAGAW (what 5.15's level drops end at), not its MGAW.
         d.Gaw = Math.Min(d.Gaw, _units.Min(u => DmarCap.Mgaw(u.Cap)));
 
-        // for_each_mem_pfn_range: owned memory is RAM throughout; caller-owned memory is its ranges (sorted,
-        // 4 KiB-aligned), adjacent ones mapped as one run so a superpage may straddle them.
+        // for_each_mem_pfn_range: adjacent RAM ranges are mapped as one run so a superpage may straddle them.
         int sp = SuperpageSupport(firstLevel: false);
-        IReadOnlyList<HostMemoryRange> ram = _memory.HostRanges ?? [new HostMemoryRange(0, _memory.Size, 0)];
+        IReadOnlyList<HostMemoryRange> ram = RamRanges();
         for (int i = 0; i < ram.Count;)
         {
             ulong start = ram[i].PhysicalAddress, end = start + ram[i].Length;
@@ -481,6 +480,9 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
         return d;
     }
 
+    // for_each_mem_pfn_range: owned memory is RAM throughout; caller-owned memory is its ranges (sorted, 4 KiB-aligned).
+    private IReadOnlyList<HostMemoryRange> RamRanges() => _memory.HostRanges ?? [new HostMemoryRange(0, _memory.Size, 0)];
+
     // si_domain_init's RMRR loop, per device: the RMRRs naming a PCI device that attaches to si_domain (no
     // hw_pass_through), read-write, each once. 5.15 maps those of every device present at boot when it builds
     // si_domain; the model cannot tell boot from hot-add, so it maps a device's RMRRs when the device first
@@ -496,7 +498,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             return;
         }
 
-        IReadOnlyList<HostMemoryRange> ram = _memory.HostRanges ?? [new HostMemoryRange(0, _memory.Size, 0)];
+        IReadOnlyList<HostMemoryRange> ram = RamRanges();
         int sp = SuperpageSupport(firstLevel: false);
         foreach ((ulong first, ulong last) in bus.RmrrsOf(device))
         {
@@ -544,9 +546,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             IotlbSyncMap(d, start, mapped);
             if (d.PageTable.ReplacedTables != before)
             {
-                var gather = default(IommuIotlbGather);
-                gather.AddRange(start, mapped);
-                IotlbSync(d, ref gather);
+                FlushReplacedTables(d, start, mapped);
             }
         }
 

@@ -13,7 +13,7 @@ public sealed class DmaStreamingLifetimeTests
 {
     private const ulong Pa = 0x1_2345_6000;
 
-    private static int LiveIovas(IDomain domain) => ((IommuDomain)domain).IovaCookie!.LiveRanges;
+    private static int LiveIovas(IDomain domain) => ((IommuDomain)domain).IovaCookie!.LiveRangeList().Count;
 
     private static (DriverBed F, PciDevice A, PciDevice B, IDomain Domain) TwoDeviceGroup(DomainType type)
     {
