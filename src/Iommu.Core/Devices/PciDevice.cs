@@ -165,6 +165,10 @@ public sealed partial class PciDevice : Device
     /// <param name="destination">Receives the bytes.</param>
     /// <returns>The outcome.</returns>
     /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
+    // Compiled on its own: inlined into a caller's loop (tiered, with dynamic PGO), the JIT's inlining
+    // budget ran out inside it and left the result's constructor and the scope's end as calls on every
+    // read; on its own, an IOTLB-hit read took about 15% less time (session 21).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
         // The route first (managed objects only), then the scope of the memory it names: the common
@@ -199,6 +203,7 @@ public sealed partial class PciDevice : Device
     /// <param name="source">The bytes.</param>
     /// <returns>The outcome.</returns>
     /// <exception cref="InvalidOperationException">The device is on no bus: never added, or removed (<see cref="Bus.RemoveDevice"/>, also by another thread as the call starts). A removed function issues no DMA.</exception>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)] // as DmaRead
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         RemapperLookup? route = Remapper();
