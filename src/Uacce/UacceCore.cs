@@ -69,7 +69,8 @@ public sealed class UacceCore
 
     /// <summary>
     /// Allocates a uacce device for <paramref name="parent"/> (<c>uacce_alloc</c>): negotiates SVA, takes the
-    /// lowest free device id and names the device <c>&lt;name&gt;-&lt;id&gt;</c>.
+    /// lowest free device id and names the device <c>&lt;name&gt;-&lt;id&gt;</c>, each '/' of the name replaced by '!'
+    /// as the kernel does for every device name (<c>kobject_set_name_vargs</c>: a name is one <c>/dev</c> and sysfs component).
     /// </summary>
     /// <param name="parent">The physical device whose driver exposes queues.</param>
     /// <param name="interface">Name, requested flags and callbacks.</param>
@@ -81,7 +82,7 @@ public sealed class UacceCore
     /// either fails (IOPF is disabled again after an SVA failure) the device is allocated <em>without</em> SVA
     /// and its queues get PASID 0. Callers must read <see cref="UacceDevice.Flags"/> back.
     /// </remarks>
-    /// <exception cref="ArgumentException">The name is empty, holds '/', or is <see cref="UacceCommands.MaxNameSize"/> characters or longer.</exception>
+    /// <exception cref="ArgumentException">The name is empty or <see cref="UacceCommands.MaxNameSize"/> characters or longer.</exception>
     /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     [KernelSymbol("uacce_alloc")]
     public Errno Alloc(Device parent, UacceInterface @interface, out UacceDevice? uacce)
@@ -91,9 +92,9 @@ public sealed class UacceCore
         ArgumentNullException.ThrowIfNull(@interface);
         ArgumentNullException.ThrowIfNull(@interface.Name, nameof(@interface));
         ArgumentNullException.ThrowIfNull(@interface.Ops, nameof(@interface));
-        if (@interface.Name.Length is 0 or >= UacceCommands.MaxNameSize || @interface.Name.Contains('/', StringComparison.Ordinal))
+        if (@interface.Name.Length is 0 or >= UacceCommands.MaxNameSize)
         {
-            throw new ArgumentException($"uacce name '{@interface.Name}' must have 1 to {UacceCommands.MaxNameSize - 1} characters and no '/'", nameof(@interface));
+            throw new ArgumentException($"uacce name '{@interface.Name}' must have 1 to {UacceCommands.MaxNameSize - 1} characters", nameof(@interface));
         }
 
         uacce = null;

@@ -21,13 +21,13 @@ public sealed class UacceDevice
         Ops = iface.Ops;
         Flags = flags;
         DevId = devId;
-        Name = string.Create(CultureInfo.InvariantCulture, $"{iface.Name}-{devId}");
+        Name = string.Create(CultureInfo.InvariantCulture, $"{iface.Name}-{devId}").Replace('/', '!'); // kobject_set_name_vargs
     }
 
     /// <summary>The framework the device belongs to.</summary>
     public UacceCore Core { get; }
 
-    /// <summary>The device name, <c>&lt;interface name&gt;-&lt;dev_id&gt;</c> (the <c>/dev</c> and sysfs name).</summary>
+    /// <summary>The device name, <c>&lt;interface name&gt;-&lt;dev_id&gt;</c> with each '/' as '!' (the <c>/dev</c> and sysfs name).</summary>
     public string Name { get; }
 
     /// <summary>The id (<c>dev_id</c>, the minor number): the lowest free one at allocation.</summary>

@@ -116,6 +116,23 @@ public sealed class UacceConformanceAuditTests
         Assert.Equal("v1\n", t);
     }
 
+    // uacce_alloc names the device "%s-%d" with dev_set_name, and kobject_set_name_vargs replaces every '/' of a
+    // device name with '!' (a name is one sysfs and /dev component): a driver whose name holds '/' gets a device,
+    // and /dev and sysfs show the '!' form. The model refused such a name with ArgumentException.
+    [Fact]
+    public void A_slash_in_the_interface_name_becomes_an_exclamation_mark_as_kobject_names_do()
+    {
+        using AccelSystem sys = AccelSystem.Create();
+        using ProcessAddressSpace p = sys.NewProcess("p");
+        Iommu.Devices.PciDevice other = sys.Pci.AddDevice(new Iommu.Devices.PciDeviceSpec("0000:00:06.0"));
+        Assert.Equal(Errno.None, sys.Uacce.Alloc(other, new UacceInterface("hisi/zip", UacceDeviceFlags.None, new PlainOps()), out UacceDevice? d));
+        Assert.Equal($"hisi!zip-{d!.DevId}", d.Name);
+        Assert.Equal(Errno.None, sys.Uacce.Register(d));
+        Assert.Equal(Errno.None, sys.Uacce.Open($"hisi!zip-{d.DevId}", p, out int fd));
+        Assert.Equal(Errno.None, p.Close(fd));
+        Assert.Equal(Errno.ENODEV, sys.Uacce.Open($"hisi/zip-{d.DevId}", p, out _));
+    }
+
     // Checks that held (no fix): DMA reaches the opener's pages through its PASID and faults after release and after remove;
     // the state machine and errnos of §3.3 on a removed device.
     [Fact]
