@@ -291,6 +291,20 @@ public sealed record VtdConfig
         FirstLevel1GiBPages = true,
     };
 
+    /// <summary>
+    /// A unit for shared virtual addressing (SVA): <see cref="ScalableModeFirstLevel48Bit"/> plus device-TLBs
+    /// (ECAP.DT: ATS translation requests, device-TLB invalidations), page requests (ECAP.PRS: the page request
+    /// queue, page group responses) and page-request drain (ECAP.PDS, which 5.15's unbind asks for).
+    /// </summary>
+    /// <remarks>The configuration docs/sva-and-pasid.md builds by hand. SVA on VT-d needs first-level translation
+    /// (5.15's <c>intel_svm_check</c>), and IOPF needs PRS on the unit as well as PRI on the device.</remarks>
+    public static VtdConfig ScalableModeSva48Bit { get; } = ScalableModeFirstLevel48Bit with
+    {
+        DeviceTlb = true,
+        PageRequests = true,
+        PageRequestDrain = true,
+    };
+
     /// <summary>As <see cref="ScalableModeFirstLevel48Bit"/> with 5-level tables on both stages (CAP.FL5LP, SAGAW 57-bit) and a 57-bit MGAW.</summary>
     public static VtdConfig ScalableModeFirstLevel57Bit { get; } = ScalableModeFirstLevel48Bit with
     {

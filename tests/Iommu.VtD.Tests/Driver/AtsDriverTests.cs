@@ -20,7 +20,7 @@ public sealed class AtsDriverTests
     private const int DescDevTlb = 3, DescPasidDevTlb = 8;
     private const ulong Dte = 1UL << 2, Pre = 1UL << 4;
 
-    private static readonly VtdConfig AtsConfig = VtdConfig.ScalableModeFirstLevel48Bit with { DeviceTlb = true, PageRequests = true, PageRequestDrain = true };
+    private static readonly VtdConfig AtsConfig = VtdConfig.ScalableModeSva48Bit;
 
     private static DriverBed Bed(FirstLevelPolicy policy = FirstLevelPolicy.FirstLevelByDefault) => NewFl(AtsConfig, policy);
 

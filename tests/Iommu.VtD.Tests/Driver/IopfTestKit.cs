@@ -8,7 +8,7 @@ namespace Iommu.VtD.Tests.Driver;
 /// <summary>A first-level unit with device-TLBs, a page request queue and PRQ drain, and an ATS+PRI device with SVA enabled.</summary>
 internal static class IopfTestKit
 {
-    public static VtdConfig Config { get; } = VtdConfig.ScalableModeFirstLevel48Bit with { DeviceTlb = true, PageRequests = true, PageRequestDrain = true };
+    public static VtdConfig Config { get; } = VtdConfig.ScalableModeSva48Bit;
 
     public static (DriverBed F, PciDevice Dev, HostPageAllocator Pages) Bed(VtdConfig? config = null)
     {

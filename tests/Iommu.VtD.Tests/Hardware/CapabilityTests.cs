@@ -56,6 +56,19 @@ public class CapabilityTests
         Assert.True(ecap == b.Unit.Read64(0x10), $"{preset} (intel-iommu,{qemuOptions}): ECAP 0x{b.Unit.Read64(0x10):x16}, QEMU 0x{ecap:x16}");
     }
 
+    // The SVA preset is the first-level unit plus exactly DT, PRS and PDS, as software reads ECAP back.
+    [Fact]
+    public void ScalableModeSva48Bit_reads_back_the_first_level_unit_plus_dt_prs_and_pds()
+    {
+        using var sva = new VtdBench(VtdConfig.ScalableModeSva48Bit);
+        using var fl = new VtdBench(VtdConfig.ScalableModeFirstLevel48Bit);
+        const ulong Added = VtdEcap.Dt | VtdEcap.Prs | VtdEcap.Pds;
+        Assert.Equal(0UL, fl.Unit.Read64(0x10) & Added);
+        Assert.Equal(fl.Unit.Read64(0x10) | Added, sva.Unit.Read64(0x10));
+        Assert.Equal(fl.Unit.Read64(0x08), sva.Unit.Read64(0x08));
+        Assert.NotEqual(0UL, sva.Unit.Read64(0x10) & VtdEcap.Flts);
+    }
+
     [Fact]
     public void Legacy48Bit_is_not_qemus_aw_bits_48_unit_but_legacy39Bit_is_its_aw_bits_39_unit()
     {
