@@ -331,6 +331,12 @@ public sealed class ProcessAddressSpace : IDisposable
     /// <param name="vaddr">Start.</param>
     /// <param name="length">Bytes.</param>
     /// <returns>0, -ENOMEM (over RLIMIT_MEMLOCK without CAP_IPC_LOCK) or -ENOMEM for unmapped addresses (as mlock does); -EINVAL when the range wraps.</returns>
+    /// <remarks>
+    /// As <c>do_mlock</c> (5.15 and 6.1 alike): the budget counts every page of the range, unmapped ones included, less
+    /// those already locked; then <c>apply_vma_lock_flags</c> locks area by area from the start, so a range with an
+    /// unmapped gap fails -ENOMEM <em>after</em> locking (and charging) the areas before the gap, which stay locked but
+    /// are not populated (the call returns before <c>__mm_populate</c>). A range starting in a gap locks nothing.
+    /// </remarks>
     public Errno Mlock(ulong vaddr, ulong length)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -344,14 +350,10 @@ public sealed class ProcessAddressSpace : IDisposable
         ulong end = (vaddr + length + PageSize - 1) & ~(PageSize - 1);
         lock (_lock)
         {
+            // do_mlock: len >> PAGE_SHIFT + locked_vm, less count_mm_mlocked_page_nr over the range (unmapped pages are never locked).
             long add = 0;
             for (ulong va = start; va < end; va += PageSize)
             {
-                if (FindVma(va) < 0)
-                {
-                    return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{va:x} is not mapped");
-                }
-
                 if (!_mlocked.Contains(va >> PageShift))
                 {
                     add++;
@@ -363,16 +365,26 @@ public sealed class ProcessAddressSpace : IDisposable
                 return ErrorDetail.Fail(Errno.ENOMEM, "mlock: RLIMIT_MEMLOCK exceeded");
             }
 
+            // apply_vma_lock_flags: mlock_fixup (VM_LOCKED, locked_vm) per area up to the first gap, then -ENOMEM.
             for (ulong va = start; va < end; va += PageSize)
             {
-                // populate_vma_page_range, also over pages locked before: FOLL_WRITE on private
-                // writable areas, so no copy-on-write fault is left for later.
-                ProcessMemoryArea v = _vmas[FindVma(va)];
-                _ = Fault(va, write: (v.Prot & VmProt.Write) != 0 && !v.Shared, out _);
+                if (FindVma(va) < 0)
+                {
+                    return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{va:x} is not mapped (the areas before it stay locked)");
+                }
+
                 if (_mlocked.Add(va >> PageShift))
                 {
                     Interlocked.Increment(ref _lockedVm);
                 }
+            }
+
+            for (ulong va = start; va < end; va += PageSize)
+            {
+                // __mm_populate (populate_vma_page_range), also over pages locked before: FOLL_WRITE on private
+                // writable areas, so no copy-on-write fault is left for later.
+                ProcessMemoryArea v = _vmas[FindVma(va)];
+                _ = Fault(va, write: (v.Prot & VmProt.Write) != 0 && !v.Shared, out _);
             }
 
             return Errno.None;

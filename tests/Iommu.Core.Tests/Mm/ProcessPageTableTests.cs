@@ -18,6 +18,33 @@ public sealed class ProcessPageTableTests : IDisposable
     public void Dispose() => _platform.Dispose();
 
     [Fact]
+    public void Mlock_over_a_gap_fails_after_locking_the_area_before_it_without_populating_it()
+    {
+        // apply_vma_lock_flags (5.15 and 6.1): mlock_fixup per area from the start, -ENOMEM at the first gap; do_mlock
+        // then returns before __mm_populate. A range starting in the gap locks nothing.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong va = p.Mmap(4 * Page);
+        p.Munmap(va + (2 * Page), Page);
+
+        Assert.Equal(Errno.ENOMEM, p.Mlock(va, 4 * Page));
+        Assert.Equal(2, p.LockedVm);
+        Assert.Equal(0UL, p.Walk(va).Pte); // locked, not populated
+
+        Assert.Equal(Errno.ENOMEM, p.Mlock(va + (2 * Page), 2 * Page));
+        Assert.Equal(2, p.LockedVm);
+
+        // The budget counts the gap's page too: 2 locked + 4 requested - 2 already locked = 4 > 3.
+        p.CapIpcLock = false;
+        p.RlimitMemlock = 3 * Page;
+        Assert.Equal(Errno.ENOMEM, p.Mlock(va, 4 * Page));
+        Assert.Equal(2, p.LockedVm);
+
+        Assert.Equal(Errno.None, p.Mlock(va + (3 * Page), Page));
+        Assert.Equal(3, p.LockedVm);
+        Assert.NotEqual(0UL, p.Walk(va + (3 * Page)).Pte); // populated
+    }
+
+    [Fact]
     public void Read_maps_the_zero_page_read_only_and_a_write_maps_an_own_dirty_writable_page()
     {
         using var p = new ProcessAddressSpace(_pages, "p");
