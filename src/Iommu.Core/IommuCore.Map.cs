@@ -136,6 +136,7 @@ public sealed partial class IommuCore
     /// <param name="size">Bytes.</param>
     /// <param name="gather">Accumulates the range to flush.</param>
     /// <returns>Bytes unmapped, as for <see cref="Unmap"/>.</returns>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_unmap_fast")]
     public ulong UnmapFast(IDomain domain, ulong iova, ulong size, ref IommuIotlbGather gather)
     {
@@ -150,6 +151,7 @@ public sealed partial class IommuCore
     /// <summary>Flushes what <paramref name="gather"/> collected and empties it (<c>iommu_iotlb_sync</c>).</summary>
     /// <param name="domain">The domain.</param>
     /// <param name="gather">The gathered range.</param>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_iotlb_sync")]
     public void IotlbSync(IDomain domain, ref IommuIotlbGather gather)
     {
@@ -171,6 +173,7 @@ public sealed partial class IommuCore
 
     /// <summary>Flushes every IOTLB entry of the domain (<c>iommu_flush_iotlb_all</c>).</summary>
     /// <param name="domain">The domain.</param>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>).</exception>
     [KernelSymbol("iommu_flush_iotlb_all")]
     public void FlushIotlbAll(IDomain domain)
     {

@@ -30,6 +30,23 @@ public sealed class ChaosRegressionTests
         Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.IovaToPhys", e), "IommuCore.IovaToPhys's XML docs do not list ObjectDisposedException");
     }
 
+    // Chaos: DomainAlloc, DomainFree, UnmapFast. iommu_unmap_fast, iommu_iotlb_sync and iommu_flush_iotlb_all on a freed
+    // domain throw ObjectDisposedException like iommu_unmap (the same domain-use scope); their docs must say so.
+    [Fact]
+    public void UnmapFast_IotlbSync_and_FlushIotlbAll_of_a_freed_domain_throw_what_their_docs_list()
+    {
+        using var bed = new BadInputBed();
+        Iommu.Domains.IDomain d = bed.Iommu.DomainAlloc(bed.Pci)!;
+        bed.Iommu.DomainFree(d);
+        var gather = default(IommuIotlbGather);
+        ObjectDisposedException e = Assert.Throws<ObjectDisposedException>(() => bed.Iommu.UnmapFast(d, 0x1000, 0x1000, ref gather));
+        Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.UnmapFast", e), "IommuCore.UnmapFast's XML docs do not list ObjectDisposedException");
+        e = Assert.Throws<ObjectDisposedException>(() => bed.Iommu.IotlbSync(d, ref gather));
+        Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.IotlbSync", e), "IommuCore.IotlbSync's XML docs do not list ObjectDisposedException");
+        e = Assert.Throws<ObjectDisposedException>(() => bed.Iommu.FlushIotlbAll(d));
+        Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.FlushIotlbAll", e), "IommuCore.FlushIotlbAll's XML docs do not list ObjectDisposedException");
+    }
+
     // Chaos: GroupAdd of a device already in a group. iommu_group_add_device refuses it (InvalidOperationException;
     // 5.15 would overwrite dev->iommu_group and corrupt both groups' lists), as it refuses a released group: the docs
     // must say so.
