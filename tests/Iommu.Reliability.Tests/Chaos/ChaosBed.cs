@@ -135,6 +135,7 @@ internal sealed class ChaosBed : IDisposable
     private readonly List<UacceDevice> _uacceDevs = [];
     private readonly List<UacceQueue> _uacceQueues = []; // their SVA binds (uacce_fops_open binds the opener's mm)
     private readonly List<uint> _seenPasids = [];
+    private readonly List<IommuGroup> _seenGroups = [];
 
     // Bridge-owned requester IDs whose context entry a removed device cleared while others behind the bridge still use it.
     // 5.15 does the same (drivers/iommu/intel/iommu.c:4467, domain_context_clear: "intel-iommu lacks any sort of reference
@@ -334,6 +335,17 @@ internal sealed class ChaosBed : IDisposable
                 if (dev.IommuGroup is { } group && ReferenceEquals(group.Domain, d))
                 {
                     Call("Iommu.IommuCore.DetachGroup", () => _iommu.DetachGroup(d, group));
+                }
+            }
+
+            // A group none of the property's devices is in any more can still use d: the bridges' group, attached with
+            // iommu_attach_group before both devices behind the bridge left it. iommu_domain_free refuses a domain a
+            // group uses (a caller bug in the kernel), so it goes back to its default domain first.
+            foreach (IommuGroup g in _iommu.Groups)
+            {
+                if (ReferenceEquals(g.Domain, d))
+                {
+                    Call("Iommu.IommuCore.DetachGroup", () => _iommu.DetachGroup(d, g));
                 }
             }
 
@@ -879,8 +891,91 @@ internal sealed class ChaosBed : IDisposable
             case ChaosKind.DmaMove:
                 DmaMove(op);
                 break;
+            case ChaosKind.GroupAttach when _domains.Count > 0:
+                GroupAttach(Pick(_domains, op.B), PickGroup(dev, op));
+                break;
+            case ChaosKind.GroupDetach when _domains.Count > 0:
+                if (PickGroup(dev, op) is IommuGroup dg)
+                {
+                    // iommu_detach_group does not check that the domain is the group's (nor does iommu_detach_device).
+                    Call("Iommu.IommuCore.DetachGroup", () => _iommu.DetachGroup(Pick(_domains, op.B), dg));
+                }
+
+                break;
+            case ChaosKind.UnmapFast when _domains.Count > 0:
+                UnmapFast(Pick(_domains, op.B), op);
+                break;
             default:
                 break; // a step with no candidate target yet
+        }
+    }
+
+    // The group a group-wide step names: the device's own, now and then one the run saw before (released ones too).
+    private IommuGroup? PickGroup(PciDevice dev, ChaosOp op)
+    {
+        if (dev.IommuGroup is IommuGroup g && !_seenGroups.Contains(g))
+        {
+            _seenGroups.Add(g);
+        }
+
+        return op.C % 4 == 0 && _seenGroups.Count > 0 ? Pick(_seenGroups, op.C / 4) : dev.IommuGroup;
+    }
+
+    /// <summary>
+    /// iommu_attach_group: once it succeeds every device of the group uses the domain, in the core and in the driver
+    /// (CheckDma then checks their DMA reaches only what it maps). Groups of several devices (the multifunction pair,
+    /// the bridge's) reach an unmanaged domain only this way.
+    /// </summary>
+    private void GroupAttach(IDomain d, IommuGroup? g)
+    {
+        if (g is null || Call("Iommu.IommuCore.AttachGroup", () => _iommu.AttachGroup(d, g)) != Errno.None)
+        {
+            return;
+        }
+
+        // A group whose last device left: 5.15 __iommu_attach_group walks no device and succeeds (on a group freed
+        // meanwhile that would be a use after free; the model's object stays and nothing uses it). Vacuous, harmless.
+        if (g.IsReleased && g.Devices.Count != 0)
+        {
+            throw new IsolationViolationException($"{g} was released but still lists {g.Devices.Count} devices");
+        }
+
+        Event(g.Devices.Count > 1 ? "iommu_attach_group of a group of several devices" : "iommu_attach_group");
+        foreach (Device m in g.Devices)
+        {
+            if (!ReferenceEquals(_iommu.GetDomainForDev(m), d) || (m.IommuPriv is DeviceDomainInfo info && !ReferenceEquals(info.Domain, d)))
+            {
+                throw new IsolationViolationException($"iommu_attach_group of {g} succeeded, but {m.Name} is not attached to the domain");
+            }
+        }
+    }
+
+    /// <summary>
+    /// iommu_unmap_fast of one or two ranges into one gather, then iommu_iotlb_sync: what was unmapped translates no
+    /// more in the page table, and (CheckDma, after this step) no device reaches it through a stale IOTLB entry.
+    /// </summary>
+    private void UnmapFast(IDomain d, ChaosOp op)
+    {
+        var gather = default(IommuIotlbGather);
+        var ranges = new List<(ulong Iova, ulong Size)>();
+        foreach (int k in op.C % 3 == 0 ? new[] { op.A, op.C } : [op.A])
+        {
+            ulong iova = s_iovas[k % s_iovas.Length];
+            ulong size = op.C % 2 == 0 ? Page : 2 * Sizes.MiB;
+            ulong n = Call("Iommu.IommuCore.UnmapFast", () => _iommu.UnmapFast(d, iova, size, ref gather));
+            if (n > 0)
+            {
+                ranges.Add((iova, n));
+            }
+        }
+
+        Call("Iommu.IommuCore.IotlbSync", () => _iommu.IotlbSync(d, ref gather));
+        foreach ((ulong iova, ulong n) in ranges)
+        {
+            if (!_freed.Contains(d) && Call("Iommu.IommuCore.IovaToPhys", () => _iommu.IovaToPhys(d, iova)) is ulong pa and not 0)
+            {
+                throw new IsolationViolationException($"iommu_unmap_fast unmapped {Hex(n)} bytes at {Hex(iova)}, iova_to_phys still gives {Hex(pa)}");
+            }
         }
     }
 
@@ -1560,6 +1655,33 @@ internal sealed class ChaosBed : IDisposable
         }
     }
 
+    /// <summary>
+    /// For a live device out of every group (iommu_group_remove_device) whose DMA carries a requester ID another live
+    /// device's DMA carries too (behind a PCIe-to-PCI bridge, the bridge's alias): the domains those devices use. One
+    /// context entry serves that ID, and attaching any of them (iommu_attach_group of the bridge's group) rewrites it —
+    /// 5.15 domain_context_mapping programs every DMA alias (pci_for_each_dma_alias, drivers/iommu/intel/iommu.c) — so
+    /// the device that left translates through whichever domain was attached there last: devices that share a
+    /// requester ID cannot be isolated from one another, which is why they share a group. Empty otherwise.
+    /// </summary>
+    private List<IDomain> SharedRidDomains(PciDevice dev)
+    {
+        if (dev.IommuGroup is not null)
+        {
+            return [];
+        }
+
+        List<IDomain> shared = [];
+        foreach (PciDevice o in _devs)
+        {
+            if (o != dev && o.Bus is not null && o.DmaRequesterId == dev.DmaRequesterId && RidDomain(o) is IDomain d && !_freed.Contains(d) && !shared.Contains(d))
+            {
+                shared.Add(d);
+            }
+        }
+
+        return shared;
+    }
+
     // Where the device's DMA goes now: its group's domain, or for a live device the property took out of every group,
     // the domain the driver still has it attached to (iommu_group_remove_device does not detach, as in 5.15).
     private static IDomain? RidDomain(PciDevice dev) =>
@@ -1609,7 +1731,9 @@ internal sealed class ChaosBed : IDisposable
                 throw new IsolationViolationException($"{d.Type} domain: the IOVA allocator holds [{string.Join(", ", have.Select(h => $"{Hex(h.Pfn << 12)}+{h.Pages} ({(h.Owner as Device)?.Name})"))}], the property's maps left [{string.Join(", ", want.Values.OrderBy(r => r.Pfn).Select(r => $"{Hex(r.Pfn << 12)}+{r.Pages.Length} ({r.Dev.Name} {r.What})"))}]");
             }
 
-            List<PciDevice> users = _devs.FindAll(x => x.Bus is not null && !_aliasCleared.Contains(x.DmaRequesterId) && ReferenceEquals(RidDomain(x), d));
+            // Not a device out of its group whose requester ID a device in another domain shares: its DMA goes where that
+            // ID's context entry points (SharedRidDomains; CheckDma checks it reaches only what one of those domains maps).
+            List<PciDevice> users = _devs.FindAll(x => x.Bus is not null && !_aliasCleared.Contains(x.DmaRequesterId) && ReferenceEquals(RidDomain(x), d) && SharedRidDomains(x).TrueForAll(a => ReferenceEquals(a, d)));
             foreach (DmaRange r in want.Values)
             {
                 foreach ((ulong iova, ulong pa) in r.Pages)
@@ -1820,9 +1944,15 @@ internal sealed class ChaosBed : IDisposable
             }
 
             IDomain? rid = RidDomain(dev);
+            List<IDomain> shared = SharedRidDomains(dev);
             foreach (ulong iova in _probeIovas)
             {
                 DmaResult r = dev.DmaRead(null, iova, buf);
+                if (r.IsOk && shared.Count > 0 && shared.Exists(a => a.Type == DomainType.Identity ? r.Address == iova : Call("Iommu.IommuCore.IovaToPhys", () => _iommu.IovaToPhys(a, iova)) == r.Address))
+                {
+                    continue; // through the shared requester ID's context entry, which a device still in a group set
+                }
+
                 if (rid is null || rid.Type == DomainType.Identity || rid.Type == DomainType.Blocked)
                 {
                     if (r.IsOk && rid?.Type != DomainType.Identity)
@@ -1844,7 +1974,7 @@ internal sealed class ChaosBed : IDisposable
                     throw new IsolationViolationException($"{dev.Name}: RID DMA at {Hex(iova)} reached {Hex(r.Address)}; its domain ({rid.Type}) maps it to {Hex(pa)}");
                 }
 
-                if (!r.IsOk && pa != 0 && r.Status == DmaStatus.Fault && !_aliasCleared.Contains(dev.DmaRequesterId))
+                if (!r.IsOk && pa != 0 && r.Status == DmaStatus.Fault && !_aliasCleared.Contains(dev.DmaRequesterId) && shared.Count == 0)
                 {
                     throw new IsolationViolationException($"{dev.Name}: RID DMA at {Hex(iova)} faulted ({r.FaultReason}); its domain ({rid.Type}) maps it to {Hex(pa)}");
                 }

@@ -15,6 +15,7 @@ internal enum ChaosKind
     HotRemove, ReAdd, ReadFaults, Export,
     DmaMapSg, DmaUnmapSg, DmaAllocCoherent, DmaFreeCoherent, DmaSetMask,
     GroupRemove, GroupAdd, DmaMove,
+    GroupAttach, GroupDetach, UnmapFast,
 }
 
 /// <summary>One step: A, B and C pick targets (modulo the number of candidates when the step runs) and sizes.</summary>
