@@ -136,6 +136,7 @@ internal sealed class ChaosBed : IDisposable
     private readonly List<UacceQueue> _uacceQueues = []; // their SVA binds (uacce_fops_open binds the opener's mm)
     private readonly List<uint> _seenPasids = [];
     private readonly List<IommuGroup> _seenGroups = [];
+    private readonly Dictionary<PciDevice, IDomain> _partial = new(ReferenceEqualityComparer.Instance);
 
     // Bridge-owned requester IDs whose context entry a removed device cleared while others behind the bridge still use it.
     // 5.15 does the same (drivers/iommu/intel/iommu.c:4467, domain_context_clear: "intel-iommu lacks any sort of reference
@@ -928,8 +929,25 @@ internal sealed class ChaosBed : IDisposable
     /// </summary>
     private void GroupAttach(IDomain d, IommuGroup? g)
     {
-        if (g is null || Call("Iommu.IommuCore.AttachGroup", () => _iommu.AttachGroup(d, g)) != Errno.None)
+        if (g is null)
         {
+            return;
+        }
+
+        if (Call("Iommu.IommuCore.AttachGroup", () => _iommu.AttachGroup(d, g)) != Errno.None)
+        {
+            // 5.15 __iommu_attach_group (drivers/iommu/iommu.c:2323) does not unwind: the devices attached before the one
+            // that refused (an aux-enabled device takes no unmanaged domain: intel/iommu.c:4828, -EPERM) stay attached to
+            // d in the driver while group->domain is unchanged (later kernels unwind). Their DMA goes through d from then on.
+            foreach (Device m in g.Devices)
+            {
+                if (m is PciDevice pm && !ReferenceEquals(g.Domain, d) && pm.IommuPriv is DeviceDomainInfo info && ReferenceEquals(info.Domain, d))
+                {
+                    _partial[pm] = d;
+                    Event("iommu_attach_group failed part way");
+                }
+            }
+
             return;
         }
 
@@ -1659,7 +1677,7 @@ internal sealed class ChaosBed : IDisposable
     /// For a live device out of every group (iommu_group_remove_device) whose DMA carries a requester ID another live
     /// device's DMA carries too (behind a PCIe-to-PCI bridge, the bridge's alias): the domains those devices use. One
     /// context entry serves that ID, and attaching any of them (iommu_attach_group of the bridge's group) rewrites it —
-    /// 5.15 domain_context_mapping programs every DMA alias (pci_for_each_dma_alias, drivers/iommu/intel/iommu.c) — so
+    /// 5.15 domain_context_mapping programs every DMA alias (pci_for_each_dma_alias, drivers/iommu/intel/iommu.c:2266) — so
     /// the device that left translates through whichever domain was attached there last: devices that share a
     /// requester ID cannot be isolated from one another, which is why they share a group. Empty otherwise.
     /// </summary>
@@ -1684,8 +1702,15 @@ internal sealed class ChaosBed : IDisposable
 
     // Where the device's DMA goes now: its group's domain, or for a live device the property took out of every group,
     // the domain the driver still has it attached to (iommu_group_remove_device does not detach, as in 5.15).
-    private static IDomain? RidDomain(PciDevice dev) =>
-        dev.IommuGroup is IommuGroup g ? g.Domain : (dev.IommuPriv as DeviceDomainInfo)?.Domain;
+    // A device an iommu_attach_group that failed part way left attached in the driver to the new domain uses that one
+    // (see GroupAttach), or none once that domain was freed (domain_exit detached it).
+    private IDomain? RidDomain(PciDevice dev)
+    {
+        IDomain? driver = (dev.IommuPriv as DeviceDomainInfo)?.Domain;
+        return dev.IommuGroup is not IommuGroup g ? driver
+            : _partial.ContainsKey(dev) && !ReferenceEquals(driver, g.Domain) ? driver
+            : g.Domain;
+    }
 
     /// <summary>
     /// After every step, for every live DMA/DMA_FQ domain: the IOVA allocator's live ranges are exactly the mappings the
@@ -1824,7 +1849,7 @@ internal sealed class ChaosBed : IDisposable
                 throw new IsolationViolationException($"{dev.Name}: iommu_get_domain_for_dev / iommu_get_dma_domain name another domain than its {g}'s");
             }
 
-            if (g.Domain is DmarDomain gd && dev.IommuPriv is DeviceDomainInfo info && !ReferenceEquals(info.Domain, gd))
+            if (g.Domain is DmarDomain gd && dev.IommuPriv is DeviceDomainInfo info && !ReferenceEquals(info.Domain, gd) && !(_partial.TryGetValue(dev, out IDomain? pd) && ReferenceEquals(info.Domain, pd)))
             {
                 throw new IsolationViolationException($"{dev.Name}: the driver has it attached to a {info.Domain.Type} domain, its {g} to a {gd.Type} domain");
             }
