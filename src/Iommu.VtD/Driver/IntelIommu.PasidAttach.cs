@@ -248,6 +248,29 @@ public sealed partial class IntelIommu : IIommuPasidOps
         }
     }
 
+    // The domain is being freed with PASID attachments the driver still holds: the core frees only a domain no
+    // group names, but a device taken out of its group (iommu_group_remove_device) keeps its attachments, which
+    // no group names any more. Take each entry down as remove_dev_pasid does (clear, PASID-cache and IOTLB
+    // flush, then the unit's DID reference), as the free does for the RID's devices (5.15 domain_exit ->
+    // domain_remove_dev_info) and aux domains, so no entry keeps pointing at the freed tables. Under
+    // _deviceDomainLock.
+    private void RemoveDevPasidsOnFree(DmarDomain domain)
+    {
+        List<(Device Device, uint Pasid)>? held = null;
+        foreach (KeyValuePair<(Device Device, uint Pasid), DmarDomain> a in _devPasids)
+        {
+            if (a.Value == domain)
+            {
+                (held ??= []).Add(a.Key);
+            }
+        }
+
+        foreach ((Device device, uint pasid) in held ?? [])
+        {
+            RemoveDevPasid(device, pasid);
+        }
+    }
+
     // The device goes away (release_device): its PASID attachments end with it.
     private void ForgetDevPasids(Device device)
     {

@@ -227,6 +227,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             }
 
             AuxRemoveAllOnFree(d);
+            RemoveDevPasidsOnFree(d);
 
             // iommufd keeps a nest parent alive while nested domains use it; here freeing the parent first
             // detaches every device from them, so no PASID entry keeps pointing at its freed table.

@@ -47,6 +47,36 @@ public sealed class PasidAttachTests
         return d;
     }
 
+    // A device taken out of its group (iommu_group_remove_device) with a PASID still attached: the group's pasid_array
+    // that named the domain went with the group, so iommu_domain_free no longer refuses the domain. The driver's free
+    // must take the PASID entry down, as it does the RID's (5.15 domain_exit -> domain_remove_dev_info) and the aux
+    // domains' entries; it left the entry pointing at the freed tables, whose frames the next domain reused (found by
+    // the chaos property, seed 201001).
+    [Theory]
+    [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
+    public void Freeing_a_domain_a_device_out_of_its_group_reaches_by_pasid_takes_the_pasid_entry_down(string config)
+    {
+        using DriverBed f = New(config);
+        PciDevice dev = f.AddDevice("0000:00:02.0", pasidWidth: 20);
+        PciDevice other = f.AddDevice("0000:00:04.0", pasidWidth: 20);
+        IDomain a = Mapped(f, PaA);
+        uint pasid = f.Iommu.AllocGlobalPasid(dev);
+        Assert.Equal(Errno.None, f.Iommu.AttachDevicePasid(a, dev, pasid));
+
+        // Into another group: the device takes that group's domain, and the driver re-programs its PASID attachments
+        // into the new PASID table (they live as long as the device), while no group names a any more.
+        f.Iommu.GroupRemoveDevice(dev);
+        Assert.Equal(Errno.None, f.Iommu.GroupAddDevice(other.IommuGroup!, dev));
+        f.AssertDma(dev, pasid, Iova + 0x80, PaA + 0x80, "the PASID attachment outlives the group");
+
+        f.Iommu.DomainFree(a);
+
+        Assert.All(Entry(f, dev, pasid), w => Assert.Equal(0UL, w));
+        IDomain b = Mapped(f, PaB); // reuses the freed table frames
+        f.AssertDma(dev, pasid, Iova + 0x80, 0, "no DMA through a freed domain's tables, nor through the frames' next owner");
+        Assert.Equal(PaB + 0x80, f.Iommu.IovaToPhys(b, Iova + 0x80));
+    }
+
     [Theory]
     [MemberData(nameof(ScalableConfigs), MemberType = typeof(DriverTestKit))]
     public void Dma_with_an_attached_pasid_translates_through_the_domain_and_faults_after_detach(string config)
