@@ -9,8 +9,9 @@ namespace Iommu.Reliability.Tests.Infrastructure;
 /// </summary>
 /// <remarks>
 /// CsCheck's <c>Sample</c> draws a fresh random seed per iteration, so one CI run would differ from
-/// the next. Here sample <c>k</c> is generated from <c>PCG(1, seed + k)</c>: the same seed replays the
-/// same op lists. On the first failure, CsCheck first gets a short time to shrink by size from the
+/// the next. Here sample <c>k</c> is generated from <c>PCG(1, seed × φ + k)</c> (φ = 0x9E3779B97F4A7C15, odd): the
+/// same seed replays the same op lists, and neighbouring seeds start far apart in PCG's stream space (with
+/// <c>seed + k</c>, seed 1002 replayed seed 1001's samples shifted by one). On the first failure, CsCheck first gets a short time to shrink by size from the
 /// failing PCG state (its seed string is printed so <c>CsCheck_Seed</c> replays it), then the op list
 /// is minimised by deleting chunks and single ops while the same property still fails (ddmin; the
 /// ops name slots and skip themselves when their precondition does not hold, so any sub-list is a
@@ -34,7 +35,7 @@ internal static class IsolationSampler
         int samples = 0;
         while (executed < budget)
         {
-            var pcg = new PCG(1, seed + (ulong)samples);
+            var pcg = new PCG(1, (seed * 0x9E37_79B9_7F4A_7C15UL) + (ulong)samples);
             string seedString = pcg.ToString();
             (int Config, TOp[] Ops) input = gen.Generate(pcg, null, out _);
             try

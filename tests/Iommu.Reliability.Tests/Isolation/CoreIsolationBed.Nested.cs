@@ -123,7 +123,10 @@ internal sealed partial class CoreIsolationBed
         ulong old = n.Leaves[op.Page];
         ulong leaf = TargetGpa(op.Target) | (op.Present ? FlP : 0) | (op.Write ? FlRw : 0) | (op.User ? FlUs : 0) | (op.Xd ? FlXd : 0);
         _platform.Memory.WriteUInt64(GuestTableEntry(3, op.Page), leaf);
-        if ((old & FlP) != 0 && old != leaf)
+        // An identical rewrite counts too: it clears A and D in memory, and a translation the unit cached from the
+        // earlier write keeps serving without walking the leaf again, so A stays clear until an invalidation (found
+        // by a sample of the mixed-stage property: a privileged execute read hit the IOTLB after such a rewrite).
+        if ((old & FlP) != 0)
         {
             n.Stale[op.Page].Add(old);
         }
