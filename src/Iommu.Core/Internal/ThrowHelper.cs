@@ -106,6 +106,10 @@ internal static class ThrowHelper
         throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"address 0x{vaddr:x} is not page aligned"), nameof(vaddr));
 
     [DoesNotReturn]
+    public static void HugePageAreaSplit(ulong at) =>
+        throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"0x{at:x} would split a huge-page area off its 2 MiB boundary"), nameof(at));
+
+    [DoesNotReturn]
     public static void RangeOutsideUserSpace(ulong vaddr, ulong length) =>
         throw new ArgumentOutOfRangeException(
             nameof(length), string.Create(CultureInfo.InvariantCulture, $"range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space"));

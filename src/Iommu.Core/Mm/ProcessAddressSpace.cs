@@ -223,6 +223,7 @@ public sealed class ProcessAddressSpace : IDisposable
     /// <param name="length">Bytes.</param>
     /// <exception cref="ArgumentException"><paramref name="vaddr"/> is not page aligned (munmap's -EINVAL).</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or the range wraps or leaves the user address space (-EINVAL).</exception>
+    /// <exception cref="ArgumentException">The range would split a huge-page area off its 2 MiB boundary (<c>hugetlb_vm_op_split</c>'s -EINVAL); nothing is unmapped.</exception>
     public void Munmap(ulong vaddr, ulong length)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
@@ -231,6 +232,17 @@ public sealed class ProcessAddressSpace : IDisposable
         lock (_lock)
         {
             ulong end = vaddr + length;
+            int at = FindVma(vaddr), tail = FindVma(end);
+            if (at >= 0 && SplitsHugePage(_vmas[at], vaddr))
+            {
+                ThrowHelper.HugePageAreaSplit(vaddr);
+            }
+
+            if (tail >= 0 && SplitsHugePage(_vmas[tail], end))
+            {
+                ThrowHelper.HugePageAreaSplit(end);
+            }
+
             for (int i = _vmas.Count - 1; i >= 0; i--)
             {
                 ProcessMemoryArea v = _vmas[i];
@@ -260,21 +272,89 @@ public sealed class ProcessAddressSpace : IDisposable
         }
     }
 
-    /// <summary>Changes the protection of <c>[vaddr, vaddr + length)</c> (<c>mprotect</c>); unmapped parts are ignored.</summary>
+    /// <summary>Changes the protection of <c>[vaddr, vaddr + length)</c> (<c>mprotect</c>).</summary>
     /// <param name="vaddr">Page-aligned start.</param>
-    /// <param name="length">Bytes.</param>
-    /// <param name="prot">New protection.</param>
-    /// <exception cref="ArgumentException"><paramref name="vaddr"/> is not page aligned (mprotect's -EINVAL).</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is 0 or the range wraps or leaves the user address space.</exception>
-    public void Mprotect(ulong vaddr, ulong length, VmProt prot)
+    /// <param name="length">Bytes (rounded up to pages; 0 does nothing).</param>
+    /// <param name="prot">New protection (<c>PROT_SEM</c>, 8, is accepted and ignored).</param>
+    /// <returns>0; -EINVAL for an unaligned <paramref name="vaddr"/>, a <paramref name="prot"/> bit other than
+    /// PROT_READ, PROT_WRITE, PROT_EXEC and PROT_SEM, or a start or end that would split a huge-page area off its
+    /// 2 MiB boundary; -ENOMEM when the range wraps or reaches an unmapped address (also above TASK_SIZE).</returns>
+    /// <remarks>
+    /// As <c>do_mprotect_pkey</c> (5.15), in its order: alignment (-EINVAL), length 0 (0), wrap (-ENOMEM),
+    /// <c>arch_validate_prot</c> (-EINVAL), no area at the start (-ENOMEM); then <c>mprotect_fixup</c> area by area
+    /// from the start, so a range with an unmapped gap, or one that would split a huge-page area off its 2 MiB
+    /// boundary (<c>hugetlb_vm_op_split</c>), fails <em>after</em> changing the areas before that point, which keep
+    /// their new protection. A locked private area made writable is populated for writing at once
+    /// (<c>mprotect_fixup</c>'s <c>populate_vma_page_range</c>), breaking copy-on-write.
+    /// </remarks>
+    public Errno Mprotect(ulong vaddr, ulong length, VmProt prot)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
-        CheckRange(vaddr, length);
-        length = (length + PageSize - 1) & ~(PageSize - 1);
+        if ((vaddr & (PageSize - 1)) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"mprotect: 0x{vaddr:x} is not page aligned");
+        }
+
+        if (length == 0)
+        {
+            return Errno.None;
+        }
+
+        ulong end = unchecked(vaddr + ((length + PageSize - 1) & ~(PageSize - 1)));
+        if (end <= vaddr)
+        {
+            return ErrorDetail.Fail(Errno.ENOMEM, $"mprotect: range 0x{vaddr:x}+0x{length:x} wraps");
+        }
+
+        const VmProt ProtSem = (VmProt)8;
+        if ((prot & ~(VmProt.ReadWrite | VmProt.Exec | ProtSem)) != 0)
+        {
+            return ErrorDetail.Fail(Errno.EINVAL, $"mprotect: unknown PROT bits 0x{(int)prot:x}");
+        }
+
+        prot &= ~ProtSem;
         lock (_lock)
         {
-            ulong end = vaddr + length;
+            int first = FindVma(vaddr);
+            if (first < 0)
+            {
+                return ErrorDetail.Fail(Errno.ENOMEM, $"mprotect: 0x{vaddr:x} is not mapped in {Name}");
+            }
+
+            // The areas mprotect_fixup reaches: contiguous from vaddr, up to the first gap or refused split.
+            Errno result = Errno.None;
+            ulong stop = vaddr;
+            for (int j = first; j < _vmas.Count && stop < end; j++)
+            {
+                ProcessMemoryArea v = _vmas[j];
+                if (v.Start > stop)
+                {
+                    break;
+                }
+
+                ulong e = Math.Min(v.End, end);
+                if (SplitsHugePage(v, stop) || SplitsHugePage(v, e))
+                {
+                    result = ErrorDetail.Fail(Errno.EINVAL, $"mprotect: [0x{stop:x}, 0x{e:x}) would split a huge-page area off its 2 MiB boundary");
+                    break;
+                }
+
+                stop = e;
+            }
+
+            if (result == Errno.None && stop < end)
+            {
+                result = ErrorDetail.Fail(Errno.ENOMEM, $"mprotect: 0x{stop:x} is not mapped in {Name} (the areas before it changed)");
+            }
+
+            end = stop;
+            if (end == vaddr)
+            {
+                return result;
+            }
+
             var changed = new List<ProcessMemoryArea>();
+            var populate = new List<ProcessMemoryArea>();
             for (int i = _vmas.Count - 1; i >= 0; i--)
             {
                 ProcessMemoryArea v = _vmas[i];
@@ -291,6 +371,11 @@ public sealed class ProcessAddressSpace : IDisposable
                 }
 
                 changed.Add(v with { Start = s, Length = e - s, Prot = prot, PhysicalBase = v.PhysicalBase + (s - v.Start) });
+                if ((v.Prot & VmProt.Write) == 0 && (prot & VmProt.Write) != 0 && !v.Shared)
+                {
+                    populate.Add(changed[^1]);
+                }
+
                 if (v.End > e)
                 {
                     changed.Add(v with { Start = e, Length = v.End - e, PhysicalBase = v.PhysicalBase + (e - v.Start) });
@@ -324,6 +409,20 @@ public sealed class ProcessAddressSpace : IDisposable
             }
 
             Notify(hull);
+
+            // mprotect_fixup: a VM_LOCKED private area that becomes writable is populated with FOLL_WRITE (errors ignored).
+            foreach (ProcessMemoryArea v in populate)
+            {
+                for (ulong va = v.Start; va < v.End; va += PageSize)
+                {
+                    if (_mlocked.Contains(va >> PageShift))
+                    {
+                        _ = Fault(va, write: true, out _);
+                    }
+                }
+            }
+
+            return result;
         }
     }
 
@@ -390,6 +489,10 @@ public sealed class ProcessAddressSpace : IDisposable
             return Errno.None;
         }
     }
+
+    // hugetlb_vm_op_split: a huge-page area splits only on its page size.
+    private static bool SplitsHugePage(ProcessMemoryArea v, ulong at) =>
+        v.Kind == VmaKind.HugePage && at > v.Start && at < v.End && (at & (HugeSize - 1)) != 0;
 
     /// <summary>CPU write into the process (<c>copy_to_user</c> semantics).</summary>
     /// <param name="vaddr">Address.</param>

@@ -241,6 +241,7 @@ public sealed class ProcessPageTableTests : IDisposable
         public required ProcessAddressSpace Real;
         public List<(ulong Start, ulong End, VmProt Prot, bool Shared)> Vmas = [];
         public Dictionary<ulong, (int Id, bool Writable)> Ptes = []; // page id 0 = the zero page
+        public HashSet<ulong> Locked = []; // mlocked pages (not inherited by a fork)
         public List<(ulong Start, ulong End)> Ranges = [];
         public Dictionary<ulong, ulong> Before = [];
         public bool FreedEarly;
@@ -312,13 +313,14 @@ public sealed class ProcessPageTableTests : IDisposable
                     {
                         m.Real.Munmap(us, ue - us);
                         Munmap(m, us, ue);
+                        m.Locked.RemoveWhere(va => va >= us && va < ue);
                     }
 
                     break;
                 case 2: // mprotect part of an area
                     if (Pick(m, a, b, out ulong ps, out ulong pe))
                     {
-                        m.Real.Mprotect(ps, pe - ps, Prots[c]);
+                        Assert.Equal(Errno.None, m.Real.Mprotect(ps, pe - ps, Prots[c]));
                         Mprotect(m, ps, pe, Prots[c]);
                     }
 
@@ -344,6 +346,7 @@ public sealed class ProcessPageTableTests : IDisposable
                         Assert.Equal(Errno.None, m.Real.Mlock(ls, le - ls));
                         for (ulong va = ls; va < le; va += Page)
                         {
+                            m.Locked.Add(va);
                             var v = Vma(m, va)!.Value;
                             if (v.Prot != VmProt.None)
                             {
@@ -527,9 +530,10 @@ public sealed class ProcessPageTableTests : IDisposable
             }
         }
 
-        private static void Mprotect(ModelProc m, ulong s, ulong e, VmProt prot)
+        private void Mprotect(ModelProc m, ulong s, ulong e, VmProt prot)
         {
             var next = new List<(ulong Start, ulong End, VmProt Prot, bool Shared)>();
+            var populate = new List<(ulong Start, ulong End)>();
             foreach (var v in m.Vmas)
             {
                 if (v.End <= s || v.Start >= e)
@@ -545,6 +549,10 @@ public sealed class ProcessPageTableTests : IDisposable
                 }
 
                 next.Add(v with { Start = cs, End = ce, Prot = prot });
+                if (!v.Shared && (v.Prot & VmProt.Write) == 0 && (prot & VmProt.Write) != 0)
+                {
+                    populate.Add((cs, ce));
+                }
                 if (v.End > ce)
                 {
                     next.Add(v with { Start = ce });
@@ -561,6 +569,18 @@ public sealed class ProcessPageTableTests : IDisposable
             }
 
             m.Vmas = next;
+
+            // mprotect_fixup: a locked private area made writable is populated for writing (copy-on-write broken).
+            foreach ((ulong ps, ulong pe) in populate)
+            {
+                for (ulong va = ps; va < pe; va += Page)
+                {
+                    if (m.Locked.Contains(va))
+                    {
+                        Fault(m, va, true);
+                    }
+                }
+            }
         }
 
         private void Touch(ModelProc m, ulong va, bool write)
