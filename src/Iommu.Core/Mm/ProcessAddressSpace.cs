@@ -426,64 +426,125 @@ public sealed class ProcessAddressSpace : IDisposable
         }
     }
 
-    /// <summary>Locks pages in memory (<c>mlock</c>): populates them and charges <c>locked_vm</c>.</summary>
+    /// <summary>Locks pages in memory (<c>mlock</c>): charges <c>locked_vm</c> and populates them.</summary>
     /// <param name="vaddr">Start.</param>
     /// <param name="length">Bytes.</param>
-    /// <returns>0, -ENOMEM (over RLIMIT_MEMLOCK without CAP_IPC_LOCK) or -ENOMEM for unmapped addresses (as mlock does); -EINVAL when the range wraps.</returns>
+    /// <returns>0; -EPERM when <see cref="RlimitMemlock"/> is 0 without <see cref="CapIpcLock"/>; -ENOMEM over
+    /// RLIMIT_MEMLOCK without CAP_IPC_LOCK, for unmapped addresses (also above TASK_SIZE) or when a PROT_NONE area
+    /// cannot be populated; -EINVAL when the range wraps; -EAGAIN when the pool has no page to populate with.</returns>
     /// <remarks>
-    /// As <c>do_mlock</c> (5.15 and 6.1 alike): the budget counts every page of the range, unmapped ones included, less
-    /// those already locked; then <c>apply_vma_lock_flags</c> locks area by area from the start, so a range with an
-    /// unmapped gap fails -ENOMEM <em>after</em> locking (and charging) the areas before the gap, which stay locked but
-    /// are not populated (the call returns before <c>__mm_populate</c>). A range starting in a gap locks nothing.
+    /// As <c>do_mlock</c> (5.15 and 6.1 alike), in its order: <c>can_do_mlock</c> (-EPERM); the length is
+    /// <c>PAGE_ALIGN(len + offset_in_page(start))</c>, wrapping as the kernel's does (a length near 2^64 becomes 0:
+    /// nothing to lock, 0); the budget counts every page of the range, unmapped ones included, less those of locked
+    /// areas; then <c>apply_vma_lock_flags</c> (-EINVAL for a wrapping end) locks area by area from the start, so a
+    /// range with an unmapped gap fails -ENOMEM <em>after</em> locking (and charging) the areas before the gap, which
+    /// stay locked but are not populated (the call returns before <c>__mm_populate</c>). A range starting in a gap
+    /// locks nothing. Huge-page and PFNMAP areas are never locked nor charged (<c>mlock_fixup</c> skips hugetlb and
+    /// <c>VM_SPECIAL</c> areas), and <c>__mm_populate</c> skips PFNMAP areas. Population stops at the first PROT_NONE
+    /// area (<c>check_vma_flags</c> without <c>FOLL_FORCE</c>: -EFAULT, returned as -ENOMEM); the range stays locked.
     /// </remarks>
     public Errno Mlock(ulong vaddr, ulong length)
     {
         using PhysicalMemory.AccessScope guard = Pages.Memory.EnterAccess();
-        // apply_vma_lock_flags: end < start is -EINVAL (the rounded end used to wrap and lock nothing, returning 0).
-        if (length > TaskSize || vaddr > TaskSize - length)
+        if (RlimitMemlock == 0 && !CapIpcLock)
         {
-            return ErrorDetail.Fail(Errno.EINVAL, $"mlock: range 0x{vaddr:x}+0x{length:x} wraps or leaves the user address space");
+            return ErrorDetail.Fail(Errno.EPERM, "mlock: RLIMIT_MEMLOCK is 0 and CAP_IPC_LOCK is not held (can_do_mlock)");
         }
 
-        ulong start = vaddr & ~(PageSize - 1);
-        ulong end = (vaddr + length + PageSize - 1) & ~(PageSize - 1);
+        ulong offset = vaddr & (PageSize - 1);
+        ulong len = unchecked(length + offset + PageSize - 1) & ~(PageSize - 1);
+        ulong start = vaddr - offset;
+        ulong end = unchecked(start + len);
         lock (_lock)
         {
-            // do_mlock: len >> PAGE_SHIFT + locked_vm, less count_mm_mlocked_page_nr over the range (unmapped pages are never locked).
-            long add = 0;
-            for (ulong va = start; va < end; va += PageSize)
+            // do_mlock: len >> PAGE_SHIFT + locked_vm, less count_mm_mlocked_page_nr over the range when over the limit.
+            if (!CapIpcLock)
             {
-                if (!_mlocked.Contains(va >> PageShift))
+                ulong limit = RlimitMemlock >> PageShift;
+                ulong locked = (len >> PageShift) + (ulong)Math.Max(0, LockedVm);
+                if (locked > limit)
                 {
-                    add++;
+                    locked -= CountMlocked(start, end);
+                }
+
+                if (locked > limit)
+                {
+                    return ErrorDetail.Fail(Errno.ENOMEM, "mlock: RLIMIT_MEMLOCK exceeded");
                 }
             }
 
-            if (!CapIpcLock && (ulong)(LockedVm + add) > RlimitMemlock >> PageShift)
+            // apply_vma_lock_flags.
+            if (end < start)
             {
-                return ErrorDetail.Fail(Errno.ENOMEM, "mlock: RLIMIT_MEMLOCK exceeded");
+                return ErrorDetail.Fail(Errno.EINVAL, $"mlock: range 0x{vaddr:x}+0x{length:x} wraps");
             }
 
-            // apply_vma_lock_flags: mlock_fixup (VM_LOCKED, locked_vm) per area up to the first gap, then -ENOMEM.
-            for (ulong va = start; va < end; va += PageSize)
+            if (end == start)
             {
-                if (FindVma(va) < 0)
-                {
-                    return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{va:x} is not mapped (the areas before it stay locked)");
-                }
-
-                if (_mlocked.Add(va >> PageShift))
-                {
-                    Interlocked.Increment(ref _lockedVm);
-                }
+                return Errno.None;
             }
 
-            for (ulong va = start; va < end; va += PageSize)
+            int first = FindVma(start);
+            if (first < 0)
             {
-                // __mm_populate (populate_vma_page_range), also over pages locked before: FOLL_WRITE on private
-                // writable areas, so no copy-on-write fault is left for later.
-                ProcessMemoryArea v = _vmas[FindVma(va)];
-                _ = Fault(va, write: (v.Prot & VmProt.Write) != 0 && !v.Shared, out _);
+                return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{start:x} is not mapped");
+            }
+
+            // mlock_fixup (VM_LOCKED, locked_vm) per area up to the first gap, then -ENOMEM.
+            ulong next = start;
+            for (int i = first; i < _vmas.Count && next < end; i++)
+            {
+                ProcessMemoryArea v = _vmas[i];
+                if (v.Start > next)
+                {
+                    break;
+                }
+
+                ulong e = Math.Min(v.End, end);
+                if (v.Kind == VmaKind.Anonymous)
+                {
+                    for (ulong va = next; va < e; va += PageSize)
+                    {
+                        if (_mlocked.Add(va >> PageShift))
+                        {
+                            Interlocked.Increment(ref _lockedVm);
+                        }
+                    }
+                }
+
+                next = e;
+            }
+
+            if (next < end)
+            {
+                return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{next:x} is not mapped (the areas before it stay locked)");
+            }
+
+            // __mm_populate (populate_vma_page_range), also over pages locked before: FOLL_WRITE on private
+            // writable areas, so no copy-on-write fault is left for later; PFNMAP areas skipped.
+            for (int i = first; i < _vmas.Count && _vmas[i].Start < end; i++)
+            {
+                ProcessMemoryArea v = _vmas[i];
+                if (v.Kind == VmaKind.PfnMap)
+                {
+                    continue;
+                }
+
+                if (v.Prot == VmProt.None)
+                {
+                    return ErrorDetail.Fail(Errno.ENOMEM, $"mlock: 0x{v.Start:x} is PROT_NONE and cannot be populated (locked all the same)");
+                }
+
+                bool write = (v.Prot & VmProt.Write) != 0 && !v.Shared;
+                for (ulong va = Math.Max(v.Start, start); va < Math.Min(v.End, end); va += PageSize)
+                {
+                    Errno e = Fault(va, write, out _);
+                    if (e != Errno.None)
+                    {
+                        // __mlock_posix_error_return: -ENOMEM from the fault becomes -EAGAIN.
+                        return e == Errno.ENOMEM ? Errno.EAGAIN : e == Errno.EFAULT ? Errno.ENOMEM : e;
+                    }
+                }
             }
 
             return Errno.None;
@@ -493,6 +554,26 @@ public sealed class ProcessAddressSpace : IDisposable
     // hugetlb_vm_op_split: a huge-page area splits only on its page size.
     private static bool SplitsHugePage(ProcessMemoryArea v, ulong at) =>
         v.Kind == VmaKind.HugePage && at > v.Start && at < v.End && (at & (HugeSize - 1)) != 0;
+
+    // count_mm_mlocked_page_nr: the locked pages of [start, end); none when the range wraps.
+    private ulong CountMlocked(ulong start, ulong end)
+    {
+        if (end <= start)
+        {
+            return 0;
+        }
+
+        ulong first = start >> PageShift, last = (end - 1) >> PageShift, n = 0;
+        foreach (ulong k in _mlocked)
+        {
+            if (k >= first && k <= last)
+            {
+                n++;
+            }
+        }
+
+        return n;
+    }
 
     /// <summary>CPU write into the process (<c>copy_to_user</c> semantics).</summary>
     /// <param name="vaddr">Address.</param>

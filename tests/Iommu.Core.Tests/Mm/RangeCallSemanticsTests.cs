@@ -90,6 +90,101 @@ public sealed class RangeCallSemanticsTests : IDisposable
     }
 
     [Fact]
+    public void Mlock_of_a_PROT_NONE_area_locks_it_then_fails_ENOMEM_and_populates_nothing_after_it()
+    {
+        // populate_vma_page_range sets FOLL_FORCE only for accessible areas: check_vma_flags refuses PROT_NONE with
+        // -EFAULT, __mm_populate stops there and do_mlock returns __mlock_posix_error_return(-EFAULT) = -ENOMEM.
+        // apply_vma_lock_flags has already locked (and charged) the whole range.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong va = p.Mmap(3 * Page);
+        Assert.Equal(Errno.None, p.Mprotect(va + Page, Page, VmProt.None));
+
+        Assert.Equal(Errno.ENOMEM, p.Mlock(va, 3 * Page));
+        Assert.Equal(3, p.LockedVm);
+        Assert.True(p.Walk(va).Present); // populated before the PROT_NONE area
+        Assert.Equal(0UL, p.Walk(va + (2 * Page)).Pte); // not after it
+
+        Assert.Equal(Errno.None, p.Mlock(va + (2 * Page), Page));
+        Assert.True(p.Walk(va + (2 * Page)).Present);
+        Assert.Equal(3, p.LockedVm);
+    }
+
+    [Fact]
+    public void Mlock_leaves_hugetlb_and_pfnmap_areas_unlocked_and_uncharged()
+    {
+        // mlock_fixup: VM_SPECIAL (VM_PFNMAP) and hugetlb areas get no VM_LOCKED and are not counted; __mm_populate
+        // skips VM_PFNMAP areas. count_mm_mlocked_page_nr counts VM_LOCKED areas only, so their pages count again
+        // in every budget check.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong huge = p.Mmap(2 * Sizes.MiB, kind: VmaKind.HugePage);
+        ulong bar = p.Mmap(2 * Page, kind: VmaKind.PfnMap, physicalBase: 0xfe00_0000);
+
+        Assert.Equal(Errno.None, p.Mlock(huge, 2 * Sizes.MiB));
+        Assert.Equal(Errno.None, p.Mlock(bar, 2 * Page));
+        Assert.Equal(0, p.LockedVm);
+        Assert.Equal(0UL, p.Walk(bar).Pte);
+
+        p.CapIpcLock = false;
+        p.RlimitMemlock = 4 * Page;
+        Assert.Equal(Errno.ENOMEM, p.Mlock(huge, 2 * Sizes.MiB));
+        Assert.Equal(Errno.None, p.Mlock(bar, 2 * Page));
+        Assert.Equal(Errno.None, p.Mlock(bar, 2 * Page)); // never counted as already locked, nor charged
+        Assert.Equal(0, p.LockedVm);
+
+        p.Munmap(huge, 2 * Sizes.MiB);
+        p.Munmap(bar, 2 * Page);
+        Assert.Equal(0, p.LockedVm);
+    }
+
+    [Fact]
+    public void Mlock_without_CAP_IPC_LOCK_and_a_zero_RLIMIT_MEMLOCK_is_EPERM_before_any_other_check()
+    {
+        // do_mlock: can_do_mlock() first.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong va = p.Mmap(Page);
+        p.CapIpcLock = false;
+        p.RlimitMemlock = 0;
+        Assert.Equal(Errno.EPERM, p.Mlock(va, Page));
+        Assert.Equal(Errno.EPERM, p.Mlock(va, 0));
+        Assert.Equal(Errno.EPERM, p.Mlock(ulong.MaxValue - 0xfff, 0x2000));
+        Assert.Equal(0, p.LockedVm);
+
+        p.CapIpcLock = true;
+        Assert.Equal(Errno.None, p.Mlock(va, Page));
+        Assert.Equal(1, p.LockedVm);
+    }
+
+    [Fact]
+    public void Mlock_past_TASK_SIZE_without_wrapping_is_ENOMEM_and_a_length_that_rounds_to_0_is_0()
+    {
+        // do_mlock has no TASK_SIZE check: a range above it has no VMA (apply_vma_lock_flags' -ENOMEM); only an end
+        // that wraps is -EINVAL. PAGE_ALIGN(len + offset) of a length near 2^64 wraps to 0: nothing to do, 0.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        Assert.Equal(Errno.ENOMEM, p.Mlock(0x7FFF_FFFF_F000UL, Page));
+        Assert.Equal(Errno.ENOMEM, p.Mlock(0x8000_0000_0000UL, 1UL << 40));
+        Assert.Equal(Errno.EINVAL, p.Mlock(ulong.MaxValue - 0xfff, 0x2000));
+        Assert.Equal(Errno.None, p.Mlock(0x1000, ulong.MaxValue));
+        Assert.Equal(0, p.LockedVm);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Mlock_of_a_huge_range_does_not_walk_its_pages()
+    {
+        // do_mlock's budget is len >> PAGE_SHIFT less count_mm_mlocked_page_nr over the VMAs: no walk of 2^34 pages.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong va = p.Mmap(2 * Page);
+        Errno e = await Task.Run(() => p.Mlock(va, 1UL << 46));
+        Assert.Equal(Errno.ENOMEM, e); // the gap after the area
+        Assert.Equal(2, p.LockedVm);
+
+        p.CapIpcLock = false;
+        p.RlimitMemlock = 1UL << 50;
+        e = await Task.Run(() => p.Mlock(va, 1UL << 46));
+        Assert.Equal(Errno.ENOMEM, e);
+        Assert.Equal(2, p.LockedVm);
+    }
+
+    [Fact]
     public void Mprotect_making_a_locked_read_only_area_writable_breaks_copy_on_write_at_once()
     {
         // mprotect_fixup: (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and VM_WRITE in the new flags

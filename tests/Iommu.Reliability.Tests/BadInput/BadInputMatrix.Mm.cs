@@ -25,6 +25,8 @@ internal static partial class BadInputMatrix
         E("ProcessAddressSpace.Mprotect", "length 0 (nothing to do)", c => c.Proc.Mprotect(0x1000, 0, VmProt.Read), Errno.None),
         E("ProcessAddressSpace.Mlock", "unmapped address", c => c.Proc.Mlock(0x1000, 0x1000), Errno.ENOMEM),
         E("ProcessAddressSpace.Mlock", "range wraps 2^64", c => c.Proc.Mlock(ulong.MaxValue - 0xfff, 0x2000), Errno.EINVAL),
+        E("ProcessAddressSpace.Mlock", "above TASK_SIZE, no wrap", c => c.Proc.Mlock(0x8000_0000_0000UL, 0x1000), Errno.ENOMEM),
+        E("ProcessAddressSpace.Mlock", "RLIMIT_MEMLOCK 0 without CAP_IPC_LOCK", c => { c.Proc.CapIpcLock = false; c.Proc.RlimitMemlock = 0; return c.Proc.Mlock(c.Proc.Mmap(0x1000), 0x1000); }, Errno.EPERM),
         X<ArgumentException>("ProcessAddressSpace.Munmap", "splits a huge-page area", c => { c.Proc.Munmap(c.Proc.Mmap(2 * Sizes.MiB, kind: VmaKind.HugePage), 0x1000); return null; }),
         E("ProcessAddressSpace.Write", "unmapped address", c => c.Proc.Write(0x1000, new byte[8]), Errno.EFAULT),
         E("ProcessAddressSpace.Write", "range wraps 2^64", c => c.Proc.Write(ulong.MaxValue - 3, new byte[8]), Errno.EFAULT),

@@ -129,9 +129,10 @@ case("memlock.mlock_readonly_untouched_zero_page",
      prelude() + [mlock(va("R"), 4*P), vmlck(16), mp(va("R"), I0, 4*P, flags=1), vmlck(16), um(I0, 4*P), vmlck(16)] + ending()[:-1] + [vmlck(16)],
      [buf("R", 4*P, prot="r", fill="untouched")])
 case("memlock.mlock_prot_none_and_unmapped",
-     "mlock of a PROT_NONE buffer succeeds (populate errors ignored) and counts; mlock over a range whose 3rd page is unmapped -> ENOMEM, but "
+     "mlock of a PROT_NONE buffer locks and counts it, then -> ENOMEM (__mm_populate: check_vma_flags refuses PROT_NONE without FOLL_FORCE, "
+     "-EFAULT, which __mlock_posix_error_return makes -ENOMEM); mlock over a range whose 3rd page is unmapped -> ENOMEM, but "
      "apply_vma_lock_flags has already locked the area before the hole (mlock_fixup per VMA, then -ENOMEM at the gap): +2 pages; the page after the hole locks alone",
-     prelude() + [mlock(va("N"), 2*P), vmlck(8), mlock(va("H"), 4*P, **err("ENOMEM")), vmlck(16), mlock(va("H", 3*P), P), vmlck(20)] + ending()[:-1] + [vmlck(20)],
+     prelude() + [mlock(va("N"), 2*P, **err("ENOMEM")), vmlck(8), mlock(va("H"), 4*P, **err("ENOMEM")), vmlck(16), mlock(va("H", 3*P), P), vmlck(20)] + ending()[:-1] + [vmlck(20)],
      [buf("N", 2*P, prot="none", fill="none"), buf("H", 4*P, holes=[2])])
 case("memlock.no_cap_batch_boundary",
      "No CAP, limit 600 pages: a 1024-page map (two pin batches of 512) -> ENOMEM after the first batch was charged, all undone; 600 pages map; "
