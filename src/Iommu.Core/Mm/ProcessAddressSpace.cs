@@ -886,7 +886,7 @@ public sealed class ProcessAddressSpace : IDisposable
     /// <param name="write">Pin for writing (FOLL_WRITE).</param>
     /// <param name="pfn">The frame pinned.</param>
     /// <param name="reserved">True when the frame is not refcounted (zero page, PFNMAP); unpin it with the same flag.</param>
-    /// <returns>0, -EFAULT (unmapped or not permitted), -ENODEV (the process has exited) or -ENOMEM.</returns>
+    /// <returns>0, -EFAULT (unmapped, or not permitted: a write pin needs PROT_WRITE, a read pin PROT_READ), -ENODEV (the process has exited) or -ENOMEM.</returns>
     [KernelSymbol("pin_user_pages_remote")]
     public Errno PinUserPage(ulong vaddr, bool write, out ulong pfn, out bool reserved)
     {
@@ -906,8 +906,10 @@ public sealed class ProcessAddressSpace : IDisposable
                 return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} is not mapped in {Name}");
             }
 
+            // check_vma_flags (follow_fault_pfn's vma_permits_fault for PFNMAP): a write pin needs VM_WRITE, a read pin
+            // VM_READ, which PROT_WRITE or PROT_EXEC alone do not give (no FOLL_FORCE here).
             ProcessMemoryArea v = _vmas[i];
-            if (v.Prot == VmProt.None || (write && (v.Prot & VmProt.Write) == 0))
+            if ((v.Prot & (write ? VmProt.Write : VmProt.Read)) == 0)
             {
                 return ErrorDetail.Fail(Errno.EFAULT, $"vaddr 0x{vaddr:x} in {Name} is {v.Prot}, {(write ? "write" : "read")} pin refused");
             }

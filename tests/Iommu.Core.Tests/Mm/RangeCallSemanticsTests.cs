@@ -208,4 +208,61 @@ public sealed class RangeCallSemanticsTests : IDisposable
         Assert.Equal(Errno.None, p.Mprotect(other, Page, VmProt.ReadWrite));
         Assert.Equal(_pages.ZeroPagePfn, p.Walk(other).Pfn);
     }
+
+    [Fact]
+    public void A_read_pin_needs_PROT_READ_as_check_vma_flags_demands()
+    {
+        // check_vma_flags: a pin without FOLL_WRITE (and without FOLL_FORCE, as pin_user_pages_remote is called by
+        // vaddr_get_pfns) of an area without VM_READ is -EFAULT; PROT_WRITE or PROT_EXEC alone carry no VM_READ
+        // (calc_vm_prot_bits), although an x86 CPU can read through their leaves.
+        using var p = new ProcessAddressSpace(_pages, "p");
+        ulong wo = p.Mmap(Page, VmProt.Write);
+        ulong xo = p.Mmap(Page, VmProt.Exec);
+        ulong bar = p.Mmap(Page, VmProt.Write, VmaKind.PfnMap, physicalBase: 0xfe00_0000);
+        Assert.Equal(Errno.EFAULT, p.PinUserPage(wo, false, out _, out _));
+        Assert.Equal(Errno.EFAULT, p.PinUserPage(xo, false, out _, out _));
+        Assert.Equal(Errno.EFAULT, p.PinUserPage(bar, false, out _, out _)); // follow_fault_pfn: vma_permits_fault
+        Assert.Equal(Errno.None, p.Read(wo, new byte[1])); // the CPU reads all the same
+
+        Assert.Equal(Errno.None, p.PinUserPage(wo, true, out ulong pfn, out bool reserved));
+        Assert.False(reserved);
+        p.UnpinUserPage(pfn, reserved);
+        Assert.Equal(Errno.None, p.PinUserPage(bar, true, out pfn, out reserved));
+        Assert.True(reserved);
+        Assert.Equal(0xfe00_0000UL >> 12, pfn);
+    }
+
+    [Fact]
+    public void Fork_neither_inherits_mlock_nor_shares_a_pinned_page_with_the_child()
+    {
+        // dup_mmap clears VM_LOCKED in the child (locked_vm 0); copy_present_page gives the child its own copy of a
+        // page pinned for DMA, so the parent's writes keep reaching the pinned page the device reads.
+        using var parent = new ProcessAddressSpace(_pages, "parent");
+        ulong va = parent.Mmap(2 * Page);
+        Assert.Equal(Errno.None, parent.Mlock(va, 2 * Page));
+        Assert.Equal(Errno.None, parent.Write(va, [1]));
+        Assert.Equal(Errno.None, parent.PinUserPage(va, true, out ulong pinned, out _));
+
+        using ProcessAddressSpace child = parent.Fork("child");
+        Assert.Equal(2, parent.LockedVm);
+        Assert.Equal(0, child.LockedVm);
+        Assert.NotEqual(pinned, child.Walk(va).Pfn);
+        Assert.True(parent.Walk(va).Writable);
+        Assert.Equal(child.Walk(va + Page).Pfn, parent.Walk(va + Page).Pfn); // not pinned: shared copy-on-write
+
+        Assert.Equal(Errno.None, parent.Write(va, [2]));
+        Assert.Equal(Errno.None, child.Write(va, [3]));
+        Assert.Equal(pinned, parent.Walk(va).Pfn);
+        byte[] b = new byte[1];
+        _platform.Memory.Read(pinned << 12, b); // what a device reads through the pin
+        Assert.Equal(2, b[0]);
+        Assert.Equal(Errno.None, child.Read(va, b));
+        Assert.Equal(3, b[0]);
+
+        // The child's own mlock charges the child and breaks copy-on-write (populate with FOLL_WRITE).
+        Assert.Equal(Errno.None, child.Mlock(va, 2 * Page));
+        Assert.Equal(2, child.LockedVm);
+        Assert.NotEqual(child.Walk(va + Page).Pfn, parent.Walk(va + Page).Pfn);
+        parent.UnpinUserPage(pinned, false);
+    }
 }
