@@ -199,12 +199,20 @@ public sealed class VfioContainer : VfioFile
     /// <summary><c>VFIO_IOMMU_UNMAP_DMA</c> as the owner issues it; on success <paramref name="unmap"/>'s size is the number of bytes removed.</summary>
     /// <param name="unmap">The request; updated as the kernel copies it back.</param>
     /// <returns>0 or the errno of <c>vfio_dma_do_unmap</c>.</returns>
+    /// <exception cref="InvalidOperationException">A vendor driver kept pages of a mapping pinned through the DMA-unmap
+    /// notifications 5.15 sends before its <c>BUG_ON(++retries &gt; 10)</c> in <c>vfio_dma_do_unmap</c> (it did not call
+    /// <see cref="VfioCore.UnpinPages"/>, or could not: say, an mdev opened with <c>MdevDevice.Open</c> outside VFIO whose
+    /// group has since left the container). The mapping stays.</exception>
     public Errno UnmapDma(ref VfioIommuType1DmaUnmap unmap) => UnmapDma(Owner, ref unmap);
 
     /// <summary><c>VFIO_IOMMU_UNMAP_DMA</c> issued by <paramref name="caller"/>.</summary>
     /// <param name="caller">Calling process (owner of the bitmap memory).</param>
     /// <param name="unmap">The request; updated as the kernel copies it back.</param>
     /// <returns>0 or the errno of <c>vfio_dma_do_unmap</c>.</returns>
+    /// <exception cref="InvalidOperationException">A vendor driver kept pages of a mapping pinned through the DMA-unmap
+    /// notifications 5.15 sends before its <c>BUG_ON(++retries &gt; 10)</c> in <c>vfio_dma_do_unmap</c> (it did not call
+    /// <see cref="VfioCore.UnpinPages"/>, or could not: say, an mdev opened with <c>MdevDevice.Open</c> outside VFIO whose
+    /// group has since left the container). The mapping stays.</exception>
     public Errno UnmapDma(ProcessAddressSpace caller, ref VfioIommuType1DmaUnmap unmap)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();

@@ -47,6 +47,19 @@ public sealed class ChaosRegressionTests
         Assert.True(DocumentedExceptions.Allows("Iommu.IommuCore.FlushIotlbAll", e), "IommuCore.FlushIotlbAll's XML docs do not list ObjectDisposedException");
     }
 
+    // Chaos (seed 7, 500k ops): VendorSetup, MdevCreate, VendorSetup, GroupUnset, UnmapDma. The mdev files were opened with
+    // MdevDevice.Open, outside VFIO, so the group's UNSET_CONTAINER saw no open device and succeeded; the mtty vendor then
+    // could not unpin from its DMA-unmap notifier (its group has no container), and UNMAP_DMA gave up after the
+    // notifications 5.15 sends before its BUG_ON, throwing an InvalidOperationException its docs did not list. The docs
+    // list it now, and the property no longer unsets a group the kernel would refuse to (its mdev file is open).
+    [Fact]
+    public void A_group_with_an_mdev_open_outside_vfio_is_not_unset_and_unmap_dma_stays_clean()
+    {
+        ChaosConfig config = ChaosConfig.All.First(c => c.Name == "legacy-2units-dmafq");
+        using var bed = new ChaosBed(config, []);
+        bed.Run([new(ChaosKind.VendorSetup, 30, 30, 22), new(ChaosKind.MdevCreate, 37, 2, 61), new(ChaosKind.VendorSetup, 5, 28, 27), new(ChaosKind.GroupUnset, 39, 4, 36), new(ChaosKind.UnmapDma, 6, 33, 30)]);
+    }
+
     // Chaos: GroupAdd of a device already in a group. iommu_group_add_device refuses it (InvalidOperationException;
     // 5.15 would overwrite dev->iommu_group and corrupt both groups' lists), as it refuses a released group: the docs
     // must say so.
