@@ -72,3 +72,26 @@ def info(argsz, avail=65535, backend=True, errno=None):
     if errno: ok = False
     kw = {} if ok else err(errno or "EINVAL")
     return st("GET_INFO", "C", {"argsz": argsz, "prefill": "all bytes after argsz are 0xa5 before the call"}, out=out, **kw)
+
+# Dirty-bitmap steps (DIRTY_PAGES GET_BITMAP, UNMAP_DMA with GET_DIRTY_BITMAP) and CAP_IPC_LOCK, shared by the
+# source and variant case generators.
+def bm_out(bmsize, result_hex, prefill):
+    if result_hex is None: result_hex = ("%02x" % prefill) * bmsize
+    b = bytes.fromhex(result_hex); assert len(b) == bmsize
+    return {"bitmap_hex": result_hex[:512], "bitmap_set_bits": setbits(b), "guard_untouched": True}
+def bitmap_arg(pgsize, bmsize, prefill): return {"pgsize": h(pgsize), "size": h(bmsize), "data": BM_DATA, "prefill": h(prefill)}
+def getbm(iova, size, bmsize, result_hex=None, prefill=0, pgsize=P, argsz=48, **kw):
+    args = {"argsz": argsz, "flags": "0x4", "iova": h(iova), "size": h(size), "bitmap": bitmap_arg(pgsize, bmsize, prefill)}
+    return st("DIRTY_PAGES", "C", args, out=bm_out(bmsize, result_hex, prefill), **kw)
+def umbm(iova, size, bmsize, result_hex=None, removed=None, prefill=0, pgsize=P, argsz=48, flags=1, **kw):
+    ok = kw.get("ret", 0) == 0
+    args = {"argsz": argsz, "flags": h(flags), "iova": h(iova), "size": h(size), "bitmap": bitmap_arg(pgsize, bmsize, prefill)}
+    out = {"argsz": argsz, "flags": h(flags), "iova": h(iova), "size": h(removed if (ok and removed is not None) else size)}
+    out.update(bm_out(bmsize, result_hex, prefill))
+    return st("UNMAP_DMA", "C", args, out=out, **kw)
+def bits_hex(nbytes, runs):
+    b = bytearray(nbytes)
+    for start, n in runs:
+        for i in range(start, start + n): b[i // 8] |= 1 << (i % 8)
+    return b.hex()
+def cap(on): return st("SET_CAP_IPC_LOCK", args={"effective": on})
