@@ -202,7 +202,7 @@ public sealed class VfioContainer : VfioFile
     /// <exception cref="InvalidOperationException">A vendor driver kept pages of a mapping pinned through the DMA-unmap
     /// notifications 5.15 sends before its <c>BUG_ON(++retries &gt; 10)</c> in <c>vfio_dma_do_unmap</c> (it did not call
     /// <see cref="VfioCore.UnpinPages"/>, or could not: say, an mdev opened with <c>MdevDevice.Open</c> outside VFIO whose
-    /// group has since left the container). The mapping stays.</exception>
+    /// group has since left the container). That mapping stays; those before it in the range are already unmapped.</exception>
     public Errno UnmapDma(ref VfioIommuType1DmaUnmap unmap) => UnmapDma(Owner, ref unmap);
 
     /// <summary><c>VFIO_IOMMU_UNMAP_DMA</c> issued by <paramref name="caller"/>.</summary>
@@ -212,7 +212,7 @@ public sealed class VfioContainer : VfioFile
     /// <exception cref="InvalidOperationException">A vendor driver kept pages of a mapping pinned through the DMA-unmap
     /// notifications 5.15 sends before its <c>BUG_ON(++retries &gt; 10)</c> in <c>vfio_dma_do_unmap</c> (it did not call
     /// <see cref="VfioCore.UnpinPages"/>, or could not: say, an mdev opened with <c>MdevDevice.Open</c> outside VFIO whose
-    /// group has since left the container). The mapping stays.</exception>
+    /// group has since left the container). That mapping stays; those before it in the range are already unmapped.</exception>
     public Errno UnmapDma(ProcessAddressSpace caller, ref VfioIommuType1DmaUnmap unmap)
     {
         using PhysicalMemory.AccessScope guard = Core.Platform.Memory.EnterAccess();
