@@ -364,9 +364,16 @@ public sealed partial class IommuCore
             try
             {
                 using DomainUse use = new(guard, domain);
-                // Lazy (DMA_FQ): the pages wait with the IOVA for the flush. Freed now (as 5.15 does) they could become
-                // page tables while a stale IOTLB entry still lets the device write them.
-                deferred = IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent", iovad.HasFlushQueue ? new CoherentPages(cpuAddress, block) : null);
+
+                // Only a mapping of this buffer's own pages: a misdirected streaming unmap (a device that left its group
+                // unmapping a stale handle) may have taken the buffer's range, and a later map reused the IOVA for
+                // another buffer, which unmapping the handle would take (found by the chaos property, seed 7).
+                if (domain.Ops?.IovaToPhys(domain, dmaHandle) == cpuAddress)
+                {
+                    // Lazy (DMA_FQ): the pages wait with the IOVA for the flush. Freed now (as 5.15 does) they could
+                    // become page tables while a stale IOTLB entry still lets the device write them.
+                    deferred = IommuDmaUnmap(guard, device, domain, dmaHandle, size, "dma_free_coherent", iovad.HasFlushQueue ? new CoherentPages(cpuAddress, block) : null);
+                }
             }
             catch (ObjectDisposedException) when (domain is IommuDomain { Dying: not 0 })
             {

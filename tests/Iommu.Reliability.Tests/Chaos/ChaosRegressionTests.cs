@@ -60,6 +60,19 @@ public sealed class ChaosRegressionTests
         bed.Run([new(ChaosKind.VendorSetup, 30, 30, 22), new(ChaosKind.MdevCreate, 37, 2, 61), new(ChaosKind.VendorSetup, 5, 28, 27), new(ChaosKind.GroupUnset, 39, 4, 36), new(ChaosKind.UnmapDma, 6, 33, 30)]);
     }
 
+    // Chaos (seed 7, 500k ops): DmaAllocCoherent, DmaMove, DmaAllocCoherent, DmaFreeCoherent. A device's stale streaming
+    // unmap after it moved groups (its old domain freed) went to its new domain and took the coherent buffer another
+    // device had at the same IOVA there; the next dma_alloc_coherent got that IOVA again. Freeing the first buffer then
+    // unmapped the second one's mapping: dma_free_coherent unmapped whatever was live at the handle. It must unmap only
+    // a mapping of its own pages.
+    [Fact]
+    public void Dma_free_coherent_never_unmaps_a_newer_buffer_that_reused_its_iova()
+    {
+        ChaosConfig config = ChaosConfig.All.First(c => c.Name == "fl-1unit-dma-515");
+        using var bed = new ChaosBed(config, []);
+        bed.Run([new(ChaosKind.DmaAllocCoherent, 55, 2, 22), new(ChaosKind.DmaMove, 57, 19, 51), new(ChaosKind.DmaAllocCoherent, 49, 0, 8), new(ChaosKind.DmaFreeCoherent, 1, 16, 11)]);
+    }
+
     // Chaos: GroupAdd of a device already in a group. iommu_group_add_device refuses it (InvalidOperationException;
     // 5.15 would overwrite dev->iommu_group and corrupt both groups' lists), as it refuses a released group: the docs
     // must say so.
