@@ -1688,20 +1688,17 @@ internal sealed class ChaosBed : IDisposable
     }
 
     /// <summary>
-    /// For a live device out of every group (iommu_group_remove_device) whose DMA carries a requester ID another live
-    /// device's DMA carries too (behind a PCIe-to-PCI bridge, the bridge's alias): the domains those devices use. One
-    /// context entry serves that ID, and attaching any of them (iommu_attach_group of the bridge's group) rewrites it —
-    /// 5.15 domain_context_mapping programs every DMA alias (pci_for_each_dma_alias, drivers/iommu/intel/iommu.c:2266) — so
-    /// the device that left translates through whichever domain was attached there last: devices that share a
-    /// requester ID cannot be isolated from one another, which is why they share a group. Empty otherwise.
+    /// For a live device whose DMA carries a requester ID another live device's DMA carries too (behind a PCIe-to-PCI
+    /// bridge, the bridge's alias): the domains those devices use. One context entry serves that ID, and attaching any
+    /// of them (iommu_attach_group of the bridge's group) rewrites it — 5.15 domain_context_mapping programs every DMA
+    /// alias (pci_for_each_dma_alias, drivers/iommu/intel/iommu.c:2266) — so the device translates through whichever
+    /// domain was attached there last: devices that share a requester ID cannot be isolated from one another, which is
+    /// why they share a group. That holds for a device out of every group (iommu_group_remove_device), and for one in a
+    /// group whose mate sharing its ID an iommu_attach_group that failed part way left on another domain (5.15 does not
+    /// unwind; see GroupAttach). Empty otherwise (a device in a group whose mates on its ID all use its domain).
     /// </summary>
     private List<IDomain> SharedRidDomains(PciDevice dev)
     {
-        if (dev.IommuGroup is not null)
-        {
-            return [];
-        }
-
         List<IDomain> shared = [];
         foreach (PciDevice o in _devs)
         {
@@ -1711,7 +1708,7 @@ internal sealed class ChaosBed : IDisposable
             }
         }
 
-        return shared;
+        return dev.IommuGroup is null || shared.Exists(d => !ReferenceEquals(d, RidDomain(dev))) ? shared : [];
     }
 
     // Where the device's DMA goes now: its group's domain, or for a live device the property took out of every group,
