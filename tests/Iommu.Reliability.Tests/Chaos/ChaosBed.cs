@@ -402,9 +402,21 @@ internal sealed class ChaosBed : IDisposable
             case ChaosKind.DomainFree when _domains.Count > 0:
             {
                 IDomain d = Pick(_domains, op.B);
+                List<PciDevice> attached = _devs.FindAll(x => x.Bus is not null && ReferenceEquals((x.IommuPriv as DeviceDomainInfo)?.Domain, d));
                 if (Try("Iommu.IommuCore.DomainFree", () => _iommu.DomainFree(d)))
                 {
                     _freed.Add(d);
+
+                    // domain_exit takes down the devices still attached (one out of every group, or one a part-failed
+                    // iommu_attach_group left there) with dmar_remove_one_dev_info, whose domain_context_clear clears every
+                    // DMA alias: the bridge's requester ID stops working for the devices behind it, as on a hot removal.
+                    foreach (PciDevice x in attached)
+                    {
+                        if (x.DmaRequesterId != x.RequesterId)
+                        {
+                            _ = _aliasCleared.Add(x.DmaRequesterId);
+                        }
+                    }
                 }
 
                 break;

@@ -158,4 +158,16 @@ public sealed class ChaosRegressionTests
         using var bed = new ChaosBed(config, []);
         bed.Run([new(ChaosKind.DomainAlloc, 63, 21, 7), new(ChaosKind.GroupRemove, 47, 20, 17), new(ChaosKind.DmaMove, 21, 49, 4), new(ChaosKind.MdevCreate, 26, 54, 22), new(ChaosKind.Map, 1, 31, 31), new(ChaosKind.GroupAttach, 46, 34, 62), new(ChaosKind.GroupAdd, 47, 54, 22)]);
     }
+
+    // Chaos (seed 14, 500k ops): 02:02.0 left its group still attached to an unmanaged domain, and 02:01.0, which shares
+    // its requester ID behind the bridge, was hot-removed and probed again. iommu_domain_free of that domain takes
+    // 02:02.0 down (domain_exit, dmar_remove_one_dev_info), and domain_context_clear clears every DMA alias, so the new
+    // 02:01.0's DMA faults with the context entry not present, as in 5.15. The oracle must expect that, as on a removal.
+    [Fact]
+    public void Freeing_a_domain_a_device_behind_the_bridge_still_holds_clears_the_shared_requester_id()
+    {
+        ChaosConfig config = ChaosConfig.All.First(c => c.Name == "fl-1unit-dma-515");
+        using var bed = new ChaosBed(config, []);
+        bed.Run([new(ChaosKind.DomainAlloc, 3, 50, 4), new(ChaosKind.GroupAttach, 23, 22, 42), new(ChaosKind.HotRemove, 34, 50, 13), new(ChaosKind.DmaMove, 5, 59, 41), new(ChaosKind.GroupRemove, 16, 51, 0), new(ChaosKind.GroupDetach, 57, 41, 0), new(ChaosKind.DmaMap, 44, 43, 28), new(ChaosKind.DomainFree, 1, 57, 57)]);
+    }
 }
