@@ -221,8 +221,10 @@ internal sealed class ChaosBed : IDisposable
         {
             try
             {
+                List<PciDevice> behindBridge = _devs.FindAll(x => x.Bus is not null && x.DmaRequesterId != x.RequesterId && x.IommuPriv is DeviceDomainInfo);
                 Step(ops[i]);
                 Executed++;
+                NoteAliasClears(behindBridge);
                 CheckDma();
                 CheckDmaBookkeeping();
                 CheckGroups();
@@ -231,6 +233,20 @@ internal sealed class ChaosBed : IDisposable
             catch (Exception e) when (e is IsolationViolationException or UndocumentedException)
             {
                 throw new IsolationViolationException($"[{Config}] step #{i} {ops[i]}: {e.Message}", e);
+            }
+        }
+    }
+
+    // A device behind the bridge that the step took out of the driver while it stayed on the bus (iommu_domain_free of a
+    // domain it still held, directly or inside VFIO's group close; domain_exit → dmar_remove_one_dev_info) cleared the
+    // bridge's requester ID too: domain_context_clear clears every DMA alias, as on a hot removal (see _aliasCleared).
+    private void NoteAliasClears(List<PciDevice> attachedBefore)
+    {
+        foreach (PciDevice x in attachedBefore)
+        {
+            if (x.Bus is not null && x.IommuPriv is not DeviceDomainInfo)
+            {
+                _ = _aliasCleared.Add(x.DmaRequesterId);
             }
         }
     }
@@ -402,21 +418,9 @@ internal sealed class ChaosBed : IDisposable
             case ChaosKind.DomainFree when _domains.Count > 0:
             {
                 IDomain d = Pick(_domains, op.B);
-                List<PciDevice> attached = _devs.FindAll(x => x.Bus is not null && ReferenceEquals((x.IommuPriv as DeviceDomainInfo)?.Domain, d));
                 if (Try("Iommu.IommuCore.DomainFree", () => _iommu.DomainFree(d)))
                 {
                     _freed.Add(d);
-
-                    // domain_exit takes down the devices still attached (one out of every group, or one a part-failed
-                    // iommu_attach_group left there) with dmar_remove_one_dev_info, whose domain_context_clear clears every
-                    // DMA alias: the bridge's requester ID stops working for the devices behind it, as on a hot removal.
-                    foreach (PciDevice x in attached)
-                    {
-                        if (x.DmaRequesterId != x.RequesterId)
-                        {
-                            _ = _aliasCleared.Add(x.DmaRequesterId);
-                        }
-                    }
                 }
 
                 break;

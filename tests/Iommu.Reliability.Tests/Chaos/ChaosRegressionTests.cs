@@ -170,4 +170,15 @@ public sealed class ChaosRegressionTests
         using var bed = new ChaosBed(config, []);
         bed.Run([new(ChaosKind.DomainAlloc, 3, 50, 4), new(ChaosKind.GroupAttach, 23, 22, 42), new(ChaosKind.HotRemove, 34, 50, 13), new(ChaosKind.DmaMove, 5, 59, 41), new(ChaosKind.GroupRemove, 16, 51, 0), new(ChaosKind.GroupDetach, 57, 41, 0), new(ChaosKind.DmaMap, 44, 43, 28), new(ChaosKind.DomainFree, 1, 57, 57)]);
     }
+
+    // Chaos (seed 19, 500k ops): the same clear from inside VFIO. 02:02.0 left the bridge's group while the group was
+    // attached to the container's domain; closing the group detaches the group (02:01.0 goes back to its DMA domain) and
+    // frees the container's domain, which takes 02:02.0 down and clears the bridge's requester ID under 02:01.0.
+    [Fact]
+    public void Closing_a_vfio_group_whose_domain_a_device_behind_the_bridge_still_holds_clears_the_shared_requester_id()
+    {
+        ChaosConfig config = ChaosConfig.All.First(c => c.Name == "scalable-2units-dma");
+        using var bed = new ChaosBed(config, []);
+        bed.Run([new(ChaosKind.VfioRegister, 31, 55, 55), new(ChaosKind.VendorSetup, 54, 27, 57), new(ChaosKind.GroupOpen, 7, 18, 25), new(ChaosKind.GroupSetContainer, 19, 35, 45), new(ChaosKind.DmaAllocCoherent, 46, 34, 20), new(ChaosKind.DmaMove, 55, 48, 30), new(ChaosKind.GroupClose, 51, 23, 58)]);
+    }
 }
