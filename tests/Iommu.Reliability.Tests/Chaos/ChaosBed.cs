@@ -1259,17 +1259,33 @@ internal sealed class ChaosBed : IDisposable
         }
     }
 
-    // The property's vendor notifier: unpin every reference it holds in the unmapped range.
+    // The property's vendor notifier: unpin every reference it holds in the unmapped range. An unpin can fail: the
+    // notifier stays on the container's IOMMU after the mdev's group left the container (5.15 only drops it when the
+    // vendor unregisters), and vfio_unpin_pages of a device whose group has no container is -EINVAL, so the page stays
+    // pinned (and the unmap then gives up, as 5.15's BUG_ON).
     private int OnVendorUnmap(MdevDevice m, VfioShadow shadow, Vfio.Mdev.Pinning.VfioDmaUnmapEvent unmap)
     {
         foreach ((ulong iova, int refs) in shadow.ExternalPins.Where(p => p.Key >= unmap.Iova && p.Key < unmap.Iova + unmap.Size).ToList())
         {
+            int left = refs;
             for (int i = 0; i < refs; i++)
             {
-                CheckRet(Call("Vfio.Type1.VfioCore.UnpinPages", () => _vfio.UnpinPages(m, [iova >> 12], 1)), "vfio_unpin_pages");
+                int n = Call("Vfio.Type1.VfioCore.UnpinPages", () => _vfio.UnpinPages(m, [iova >> 12], 1));
+                CheckRet(n, "vfio_unpin_pages");
+                if (n == 1)
+                {
+                    left--;
+                }
             }
 
-            _ = shadow.ExternalPins.Remove(iova);
+            if (left == 0)
+            {
+                _ = shadow.ExternalPins.Remove(iova);
+            }
+            else
+            {
+                shadow.ExternalPins[iova] = left;
+            }
         }
 
         return Vfio.Mdev.Pinning.NotifyResult.Ok;

@@ -181,4 +181,16 @@ public sealed class ChaosRegressionTests
         using var bed = new ChaosBed(config, []);
         bed.Run([new(ChaosKind.VfioRegister, 31, 55, 55), new(ChaosKind.VendorSetup, 54, 27, 57), new(ChaosKind.GroupOpen, 7, 18, 25), new(ChaosKind.GroupSetContainer, 19, 35, 45), new(ChaosKind.DmaAllocCoherent, 46, 34, 20), new(ChaosKind.DmaMove, 55, 48, 30), new(ChaosKind.GroupClose, 51, 23, 58)]);
     }
+
+    // Chaos (seed 28, 500k ops): two mdevs in one container each pinned a page; one's file was closed and its group
+    // unset from the container, while its DMA-unmap notifier stayed on the container's IOMMU. UNMAP_DMA of its page
+    // notifies it, its vfio_unpin_pages is -EINVAL (the group has no container), so the page stays pinned and the unmap
+    // gives up (5.15's BUG_ON). The oracle counted the pin as gone; it must count only the unpins that succeeded.
+    [Fact]
+    public void A_vendor_unpin_refused_after_its_group_left_the_container_keeps_the_page_pinned()
+    {
+        ChaosConfig config = ChaosConfig.All.First(c => c.Name == "legacy-1unit-dma");
+        using var bed = new ChaosBed(config, []);
+        bed.Run([new(ChaosKind.VendorSetup, 48, 59, 13), new(ChaosKind.MdevCreate, 54, 49, 27), new(ChaosKind.VendorSetup, 3, 41, 2), new(ChaosKind.MdevClose, 6, 8, 61), new(ChaosKind.GroupUnset, 53, 58, 53), new(ChaosKind.UnmapDma, 55, 6, 58)]);
+    }
 }
