@@ -193,4 +193,16 @@ public sealed class ChaosRegressionTests
         using var bed = new ChaosBed(config, []);
         bed.Run([new(ChaosKind.VendorSetup, 48, 59, 13), new(ChaosKind.MdevCreate, 54, 49, 27), new(ChaosKind.VendorSetup, 3, 41, 2), new(ChaosKind.MdevClose, 6, 8, 61), new(ChaosKind.GroupUnset, 53, 58, 53), new(ChaosKind.UnmapDma, 55, 6, 58)]);
     }
+
+    // Chaos (seed 33, 500k ops): 02:01.0 left the bridge's group still attached to an unmanaged domain, and the group
+    // went back to its DMA_FQ default domain, which re-programs the bridge's requester ID; so 02:01.0's DMA goes through
+    // that domain. A coherent buffer freed there is reached at its old page until the flush queue drains (the deferred
+    // window 5.15 defines): the oracle allowed that window only for the device's own domain, not for a shared ID's.
+    [Fact]
+    public void A_device_on_a_shared_requester_id_may_reach_a_dma_fq_page_until_the_flush_queue_drains()
+    {
+        ChaosConfig config = ChaosConfig.All.First(c => c.Name == "scalable-1unit-dmafq");
+        using var bed = new ChaosBed(config, []);
+        bed.Run([new(ChaosKind.DomainAlloc, 34, 13, 61), new(ChaosKind.GroupAttach, 46, 52, 18), new(ChaosKind.GroupRemove, 38, 5, 33), new(ChaosKind.GroupDetach, 37, 15, 24), new(ChaosKind.DmaAllocCoherent, 15, 19, 38), new(ChaosKind.DmaFreeCoherent, 9, 8, 38)]);
+    }
 }
