@@ -60,4 +60,37 @@ public sealed class FuzzFindingsTests
 
         Assert.Equal(-(int)Errno.EINVAL, bed.GroupA.Ioctl(VfioUapi.VFIO_GROUP_GET_STATUS, arg));
     }
+
+    // Found (seed 21, 200k inputs): UNMAP_DMA(VADDR) of [0x1000, 2^64) over a mapping already invalidated. The range
+    // passes the wrap check (iova + size - 1 does not wrap), but 5.15's vfio_find_dma_first_node tests
+    // dma->iova >= start + size with start + size == 0 and finds nothing: 0, nothing invalidated. The oracle expected
+    // -EINVAL; the container (which follows 5.15) was right.
+    [Fact]
+    public void Unmap_vaddr_of_a_range_ending_at_2_pow_64_finds_nothing_even_over_an_invalidated_mapping()
+    {
+        using var bed = new FuzzBed(FuzzScenario.ContainerV2Full);
+        Vfio.Type1.VfioDma first = bed.Container.Backend!.Mappings[0];
+        byte[] invalidate = Unmap(VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR, first.Iova, first.Size);
+        Assert.Equal(0, bed.Container.Ioctl(VfioUapi.VFIO_IOMMU_UNMAP_DMA, invalidate));
+        Assert.True(bed.Container.Backend.Mappings[0].VaddrInvalid);
+
+        byte[] arg = Unmap(VfioUapi.VFIO_DMA_UNMAP_FLAG_VADDR, first.Iova, 0UL - first.Iova);
+        int[] fds = [bed.Container.Fd];
+        FuzzExpectation expect = FuzzOracle.ContainerExpect(bed, FuzzState.Capture(bed, fds, first.Iova, 0UL - first.Iova), VfioUapi.VFIO_IOMMU_UNMAP_DMA, arg);
+
+        Assert.Equal(0, bed.Container.Ioctl(VfioUapi.VFIO_IOMMU_UNMAP_DMA, arg));
+        Assert.True(expect.Accepts(0), expect.ToString());
+        Assert.Equal(0UL, BinaryPrimitives.ReadUInt64LittleEndian(arg.AsSpan(16))); // size written back: nothing unmapped
+        Assert.All(bed.Container.Backend.Mappings.Skip(1), m => Assert.False(m.VaddrInvalid));
+    }
+
+    private static byte[] Unmap(uint flags, ulong iova, ulong size)
+    {
+        byte[] arg = new byte[24];
+        BinaryPrimitives.WriteUInt32LittleEndian(arg, 24);
+        BinaryPrimitives.WriteUInt32LittleEndian(arg.AsSpan(4), flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), iova);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), size);
+        return arg;
+    }
 }
