@@ -121,7 +121,7 @@ internal static class GuestDriverDoc
         uint fectl = unit.Read32(VtdRegister.Fectl);                   // IM | IP: pending, still masked
         unit.Write32(VtdRegister.Fectl, 0);                            // unmasking sends it: faultMsis[0]
 
-        uint record = frcd + (((fsts >> VtdRegister.FstsFriShift) & 0xFF) * VtdRegister.FaultRecordSize);
+        uint record = frcd + (((fsts & VtdRegister.FstsFriMask) >> VtdRegister.FstsFriShift) * VtdRegister.FaultRecordSize);
         ulong fi = unit.Read64(record);                                // the page of the faulting address
         ulong hi = unit.Read64(record + 8);                            // F, T (1 = read), FR, SID
         ushort source = (ushort)hi;
@@ -156,7 +156,7 @@ internal static class GuestDriverDoc
         unit.Write32(VtdRegister.Ics, VtdRegister.IcsIwc);             // RW1C: clear it for the next IF
         DmaResult gone = unit.Read(rid, null, iova, back);             // fault 0x06: read without R
         // snippet-end: guest-invalidate
-        uint goneFri = (unit.Read32(VtdRegister.Fsts) >> VtdRegister.FstsFriShift) & 0xFF;   // the next record: 1
+        uint goneFri = (unit.Read32(VtdRegister.Fsts) & VtdRegister.FstsFriMask) >> VtdRegister.FstsFriShift;   // the next record: 1
         check(cached.Status == DmaStatus.Ok && gone.Status == DmaStatus.Fault && gone.FaultReason.Code == 0x6 && faultMsis.Count == 2
             && goneFri == 1 && unit.Read64(frcd + VtdRegister.FaultRecordSize) == iova,
             $"guest: before the invalidation {cached.Status}, after it {gone.FaultReason} in record {goneFri} (fault MSI {faultMsis.Count})");
@@ -166,7 +166,7 @@ internal static class GuestDriverDoc
 
         // Prose claims outside the blocks: every fault is recorded, also one of a requester with a pending record;
         // until TE the unit does not translate.
-        unit.Write32(frcd + (((unit.Read32(VtdRegister.Fsts) >> VtdRegister.FstsFriShift) & 0xFF) * VtdRegister.FaultRecordSize) + 12, 1u << 31);
+        unit.Write32(frcd + (((unit.Read32(VtdRegister.Fsts) & VtdRegister.FstsFriMask) >> VtdRegister.FstsFriShift) * VtdRegister.FaultRecordSize) + 12, 1u << 31);
         DmaResult other = unit.Read(0x0020, null, iova + 0x10, back);
         DmaResult again = unit.Read(0x0020, null, iova + 0x2000, back);
         int pending = 0;

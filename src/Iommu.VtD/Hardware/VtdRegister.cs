@@ -201,6 +201,9 @@ public static class VtdRegister
     /// <summary>Shift of FSTS.FRI, the index of the first pending fault record (bits 15:8).</summary>
     public const int FstsFriShift = 8;
 
+    /// <summary>Mask of FSTS.FRI (bits 15:8): <c>(fsts &amp; FstsFriMask) &gt;&gt; FstsFriShift</c> is the index of the first pending fault record, meaningful only while <see cref="FstsPpf"/> is set.</summary>
+    public const uint FstsFriMask = 0xFFu << FstsFriShift;
+
     /// <summary>FECTL/IECTL.IM: interrupt mask.</summary>
     public const uint EventControlIm = 1u << 31;
 

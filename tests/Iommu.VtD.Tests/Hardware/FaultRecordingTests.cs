@@ -232,6 +232,24 @@ public class FaultRecordingTests
     }
 
     [Fact]
+    public void Fsts_fri_mask_and_shift_give_the_index_of_the_first_pending_record()
+    {
+        // A guest's fault handler: record = FRCD base + ((FSTS & FRI mask) >> FRI shift) * 16.
+        using var b = new VtdBench(VtdConfig.Legacy48Bit);
+        b.Enable(scalable: false);
+        b.SetupLegacyDevice(Rid, 2, 1);
+        Assert.True(b.Unit.Translate(Rid, null, 0x1000, 4, DmaAccess.Read).FaultRecorded);
+        Assert.True(b.Unit.Translate(Rid, null, 0x2000, 4, DmaAccess.Read).FaultRecorded);
+        b.ClearFaultRecord(0);
+
+        uint fsts = b.Unit.Read32(VtdRegister.Fsts);
+        Assert.Equal(0xFF00u, VtdRegister.FstsFriMask);
+        Assert.Equal(1u, (fsts & VtdRegister.FstsFriMask) >> VtdRegister.FstsFriShift);
+        Assert.Equal(VtdRegister.FstsPpf, fsts & ~VtdRegister.FstsFriMask);   // nothing else in FSTS is set
+        Assert.Equal(0x2000UL, b.FaultRecord(1).Lo);
+    }
+
+    [Fact]
     public void An_interrupt_message_prints_its_address_and_data()
     {
         // An emulator logs the MSIs it queues; the default ToString printed only the type name.
