@@ -91,6 +91,29 @@ public sealed class HostPagePoolTests
         Assert.Throws<ArgumentException>(() => new HostPageAllocator(platform.Memory, tables, 1 * Sizes.MiB));
     }
 
+    [Theory]
+    [InlineData(2UL)] // the default pool, 1 GiB at 4 GiB, lies past the end of memory
+    [InlineData(5UL)] // it ends where memory does, under the 256 MiB of page-table frames at the top
+    public void The_default_pool_on_a_platform_too_small_for_it_says_what_to_change(ulong gib)
+    {
+        using var platform = new Platform(new PlatformOptions { MemorySize = gib * Sizes.GiB });
+        ArgumentException e = Assert.ThrowsAny<ArgumentException>(() => HostPageAllocator.ForPlatform(platform));
+        Assert.Contains("default host page pool [0x100000000, 0x140000000)", e.Message, StringComparison.Ordinal);
+        Assert.Contains("PlatformOptions.MemorySize", e.Message, StringComparison.Ordinal);
+        Assert.Contains("physicalBase", e.Message, StringComparison.Ordinal);
+
+        // An explicit range that fits works on the same platform, and the default call then finds it.
+        HostPageAllocator pool = HostPageAllocator.ForPlatform(platform, 1 * Sizes.GiB, 64 * Sizes.MiB);
+        Assert.Same(pool, HostPageAllocator.ForPlatform(platform));
+    }
+
+    [Fact]
+    public void The_default_pool_fits_a_platform_of_5_GiB_plus_its_page_table_frames()
+    {
+        using var platform = new Platform(new PlatformOptions { MemorySize = (5 * Sizes.GiB) + (256 * Sizes.MiB) });
+        Assert.Equal(4 * Sizes.GiB, HostPageAllocator.ForPlatform(platform).Base);
+    }
+
     [Fact]
     public void Two_platforms_have_independent_pools()
     {

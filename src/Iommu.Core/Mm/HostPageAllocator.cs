@@ -1,3 +1,4 @@
+using System.Globalization;
 using Iommu;
 using Iommu.Memory;
 using Iommu.Internal;
@@ -66,7 +67,7 @@ public sealed class HostPageAllocator
     /// <param name="physicalBase">First byte; default 4 GiB.</param>
     /// <param name="size">Bytes; default 1 GiB.</param>
     /// <returns>The allocator; every caller asking for the same range (or for the defaults) gets the same one.</returns>
-    /// <exception cref="ArgumentException">The range overlaps, without being equal to, a pool of the platform or its page-table frames; the message names both ranges.</exception>
+    /// <exception cref="ArgumentException">The range overlaps, without being equal to, a pool of the platform or its page-table frames; the message names both ranges. With neither argument given and no pool yet, the default range does not fit the platform (it needs <c>MemorySize</c> of at least 5 GiB plus <c>TableMemorySize</c> when the frames are at the top); the message says what to change.</exception>
     /// <exception cref="ObjectDisposedException">The platform is disposed.</exception>
     /// <remarks>Pools are recorded as claims of the platform's <see cref="PhysicalMemory"/>, not in any
     /// static state: two platforms have independent pools. Before, each call built a new pool over the
@@ -77,9 +78,33 @@ public sealed class HostPageAllocator
         PhysicalMemory memory = platform.Memory;
         memory.ThrowIfDisposed();
         ulong b = physicalBase ?? 4 * Sizes.GiB, n = size ?? 1 * Sizes.GiB;
+        bool defaults = physicalBase is null && size is null;
         return memory.FindOrClaim(
-            c => c.Owner is HostPageAllocator pool && ((physicalBase is null && size is null) || (c.Start == b && c.Size == n)) ? pool : null,
-            () => new HostPageAllocator(memory, b, n));
+            c => c.Owner is HostPageAllocator pool && (defaults || (c.Start == b && c.Size == n)) ? pool : null,
+            () =>
+            {
+                if (defaults)
+                {
+                    ThrowIfDefaultPoolDoesNotFit(platform, b, n);
+                }
+
+                return new HostPageAllocator(memory, b, n);
+            });
+    }
+
+    // The default range is a convention, not the caller's choice: say what to change rather than which range failed.
+    private static void ThrowIfDefaultPoolDoesNotFit(Platform platform, ulong b, ulong n)
+    {
+        ulong tables = platform.Frames.RegionBase, tablesEnd = tables + platform.Frames.RegionSize;
+        bool outside = !platform.Memory.Contains(b, n);
+        if (outside || (b < tablesEnd && tables < b + n))
+        {
+            throw new ArgumentException(
+                string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"The default host page pool [0x{b:x}, 0x{b + n:x}) does not fit this platform: {(outside ? $"its memory ends at 0x{platform.Memory.Size:x}" : $"its page-table frames are at [0x{tables:x}, 0x{tablesEnd:x})")}. Give PlatformOptions.MemorySize at least 0x{b + n + platform.Frames.RegionSize:x} (5 GiB plus TableMemorySize, the frames at the top), or pass physicalBase and size for a pool inside memory and outside the frames."),
+                nameof(platform));
+        }
     }
 
     /// <summary>Host physical memory the pages live in.</summary>
