@@ -106,7 +106,7 @@ public sealed partial class VtdUnit
         uint updated = fsts | VtdRegister.FstsPpf;
         if ((fsts & VtdRegister.FstsPpf) == 0)
         {
-            updated = (updated & ~(0xFFu << VtdRegister.FstsFriShift)) | ((uint)index << VtdRegister.FstsFriShift);
+            updated = (updated & ~VtdRegister.FstsFriMask) | ((uint)index << VtdRegister.FstsFriShift);
         }
 
         Set32(VtdRegister.Fsts, updated);
@@ -179,7 +179,7 @@ public sealed partial class VtdUnit
     {
         uint fsts = Get32(VtdRegister.Fsts);
         int n = _config.FaultRecordCount;
-        int fri = (int)((fsts >> VtdRegister.FstsFriShift) & 0xFF) % n;
+        int fri = (int)((fsts & VtdRegister.FstsFriMask) >> VtdRegister.FstsFriShift) % n;
         int pending = -1;
         for (int i = 0; i < n; i++)
         {
@@ -193,7 +193,7 @@ public sealed partial class VtdUnit
 
         fsts = pending < 0
             ? fsts & ~VtdRegister.FstsPpf
-            : (fsts & ~(0xFFu << VtdRegister.FstsFriShift)) | ((uint)pending << VtdRegister.FstsFriShift) | VtdRegister.FstsPpf;
+            : (fsts & ~VtdRegister.FstsFriMask) | ((uint)pending << VtdRegister.FstsFriShift) | VtdRegister.FstsPpf;
         Set32(VtdRegister.Fsts, fsts);
         UpdateFaultInterruptPending();
     }
