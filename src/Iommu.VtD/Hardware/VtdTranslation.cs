@@ -1,7 +1,10 @@
+using System.Globalization;
+using System.Text;
+
 namespace Iommu.VtD.Hardware;
 
 /// <summary>The outcome of one request handled by a <see cref="VtdUnit"/>: a physical address and page size, or a fault.</summary>
-/// <remarks>A plain value: creating one allocates nothing.</remarks>
+/// <remarks>A plain value: creating one allocates nothing. <see cref="object.ToString"/> prints the addresses and the page size in hex and the reason as <c>0x85 (ScalableWrite)</c>.</remarks>
 public readonly record struct VtdTranslation
 {
     private VtdTranslation(VtdTranslationStatus status, ulong inputAddress, ulong physicalAddress, ulong pageSize, bool writable, VtdFaultReason reason, bool recorded)
@@ -41,6 +44,15 @@ public readonly record struct VtdTranslation
     /// disabled (FPD) for a qualified fault, when FSTS.PFO was already set, or when the records were full.
     /// </summary>
     public bool FaultRecorded { get; }
+
+    // The generated ToString would print addresses and the page size in decimal and the reason by name alone; the docs
+    // and the fault records print them in hex (the reason as 0x85 (ScalableWrite), none when there is none).
+    private bool PrintMembers(StringBuilder builder)
+    {
+        builder.Append(CultureInfo.InvariantCulture, $"Status = {Status}, InputAddress = 0x{InputAddress:x}, PhysicalAddress = 0x{PhysicalAddress:x}, PageSize = 0x{PageSize:x}, ");
+        builder.Append(CultureInfo.InvariantCulture, $"Writable = {Writable}, Reason = {(Reason == VtdFaultReason.None ? "none" : Reason.Format())}, FaultRecorded = {FaultRecorded}");
+        return true;
+    }
 
     internal static VtdTranslation Translated(ulong iova, ulong pa, ulong pageSize, bool writable) =>
         new(VtdTranslationStatus.Translated, iova, pa, pageSize, writable, VtdFaultReason.None, false);
