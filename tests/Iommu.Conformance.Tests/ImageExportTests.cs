@@ -50,7 +50,8 @@ public sealed class ImageExportTests
         Assert.True(compared > 1000, $"only {compared} probes compared");
     }
 
-    private static int CompareWithDriver(IReadOnlyList<ScenarioPhase> phases)
+    /// <summary>Every probe the driver has a view of: translated to the page iova_to_phys names when the mapping allows the access, a fault otherwise.</summary>
+    internal static int CompareWithDriver(IReadOnlyList<ScenarioPhase> phases)
     {
         int compared = 0;
         foreach (ScenarioPhase phase in phases)

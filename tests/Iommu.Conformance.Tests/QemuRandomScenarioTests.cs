@@ -44,7 +44,7 @@ public sealed class QemuRandomScenarioTests(ITestOutputHelper output)
 
             using (s)
             {
-                ConformanceReport r = Run(qemu, s, ref dropped);
+                ConformanceReport r = ConformanceRunner.RunScenario(qemu, s, ref dropped);
                 probes += r.Probes;
                 verified += r.DataVerified;
                 faults += r.FaultsCompared;
@@ -76,7 +76,7 @@ public sealed class QemuRandomScenarioTests(ITestOutputHelper output)
         s.AddPoint(identity, 0x0400_0000);
         s.AddPoint(identity, 0x0400_0ff8);
         int dropped = 0;
-        ConformanceReport r = Run(qemu, s, ref dropped);
+        ConformanceReport r = ConformanceRunner.RunScenario(qemu, s, ref dropped);
         Assert.True(r.Mismatches.Count == 0, string.Join('\n', r.Mismatches));
         Assert.Equal(4, r.DataVerified);
         Assert.Contains(r.DifferencesUsed, d => d.Contains("pass-through", StringComparison.Ordinal));
@@ -99,33 +99,10 @@ public sealed class QemuRandomScenarioTests(ITestOutputHelper output)
         s.Map(d, 0x1000_0000, 0x0400_0000, ScenarioCatalog.K4, ScenarioCatalog.RW);
         s.Map(d, 0x1000_1000, 0x0400_2000, ScenarioCatalog.K4, IommuProt.Read);
         int dropped = 0;
-        ConformanceReport r = Run(qemu, s, ref dropped);
+        ConformanceReport r = ConformanceRunner.RunScenario(qemu, s, ref dropped);
         Assert.True(r.Mismatches.Count == 0, string.Join('\n', r.Mismatches));
         Assert.Equal(0x1100, dev.DmaRequesterId);
         Assert.Equal(6, r.DataVerified);    // writes to the RW page, reads of both pages (brought back through the RW page)
         Assert.Equal(6, r.FaultsCompared);  // writes to the read-only page, the never-mapped and beyond-width points
-    }
-
-    // Drops the translated probes that would land outside the RAM the maps use (a 1 GiB page at PA 0 whose edge a
-    // probe hits, identity domains' global points: QEMU would DMA into nothing there) and runs the rest in QEMU.
-    private static ConformanceReport Run(string qemu, ConformanceScenario s, ref int dropped)
-    {
-        var phases = new List<ScenarioPhase>();
-        foreach (ScenarioPhase p in s.Build())
-        {
-            // Again until stable: dropping a probe can turn the next one from an IOTLB hit into a fresh walk.
-            VtdImage image = p.Image;
-            while (image.Probes.Any(x => !RandomConformanceScenario.Runnable(x)))
-            {
-                VtdProbeResult[] keep = [.. image.Probes.Where(RandomConformanceScenario.Runnable)];
-                dropped += image.Probes.Count - keep.Length;
-                image = image.Probe(s.Config, keep.Select(x => x.Probe), EduMachine.RamSize);
-            }
-
-            phases.Add(p with { Image = image, Driver = [] });
-        }
-
-        using var m = new EduMachine(qemu, s.Scalable, s.Requesters, TimeSpan.FromSeconds(20), s.Config.CachingMode);
-        return ConformanceRunner.Run(m, phases);
     }
 }
