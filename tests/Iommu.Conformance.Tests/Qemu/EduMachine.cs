@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Iommu.Conformance.Tests.Qemu;
 
 /// <summary>
-/// Where a device sits: bus 0 at any slot, alone (slot 0) behind its own PCIe root port on bus N, or (when
+/// Where a device sits: bus 0 at any slot and function (function 0 of a slot with several is multifunction=on), alone (slot 0) behind its own PCIe root port on bus N, or (when
 /// <paramref name="Bridged"/>) on bus <see cref="BridgedBus"/> behind a <c>pcie-pci-bridge</c> at 10:00.0 under root port 00:1c.0.
 /// </summary>
 internal readonly record struct PciLocation(byte Bus, byte Slot, byte Function = 0, bool Bridged = false)
@@ -74,7 +74,15 @@ internal sealed class EduMachine : IDisposable
             }
             else if (d.Bus == 0)
             {
-                args.AddRange(["-device", string.Create(CultureInfo.InvariantCulture, $"edu,dma_mask=0xffffffffffffffff,bus=pcie.0,addr=0x{d.Slot:x}.{d.Function}")]);
+                // Several functions of one slot: function 0 must be there and say multifunction=on (QEMU refuses the others otherwise).
+                bool multi = devices.Any(o => !o.Bridged && o.Bus == 0 && o.Slot == d.Slot && o.Function != d.Function);
+                if (multi && d.Function != 0 && !devices.Any(o => !o.Bridged && o.Bus == 0 && o.Slot == d.Slot && o.Function == 0))
+                {
+                    throw new ArgumentException($"Function {d.Function} of slot {d.Slot:x2} needs function 0 of that slot too: {d}");
+                }
+
+                string mf = multi && d.Function == 0 ? ",multifunction=on" : "";
+                args.AddRange(["-device", string.Create(CultureInfo.InvariantCulture, $"edu,dma_mask=0xffffffffffffffff,bus=pcie.0,addr=0x{d.Slot:x}.{d.Function}{mf}")]);
             }
             else
             {
