@@ -181,22 +181,16 @@ public sealed partial class IntelIommu
         {
             if (++domain.IommuRefcnt[unit.SeqId] == 1)
             {
-                if (domain.PassThrough && unit.ScalableMode)
+                // Every domain takes a DID, the scalable-mode pass-through one too: its PASID entries carry
+                // FLPT_DEFAULT_DID, but 5.15 allocates one for it all the same, so later domains number as there.
+                Errno err = unit.AllocateDid(domain, out ushort did);
+                if (err != Errno.None)
                 {
-                    domain.IommuDid[unit.SeqId] = Dmar.FlptDefaultDid;
-                }
-                else
-                {
-                    Errno err = unit.AllocateDid(domain, out ushort did);
-                    if (err != Errno.None)
-                    {
-                        domain.IommuRefcnt[unit.SeqId]--;
-                        return err;
-                    }
-
-                    domain.IommuDid[unit.SeqId] = did;
+                    domain.IommuRefcnt[unit.SeqId]--;
+                    return err;
                 }
 
+                domain.IommuDid[unit.SeqId] = did;
                 UpdateIommuCap(domain);
             }
 
@@ -211,12 +205,7 @@ public sealed partial class IntelIommu
         {
             if (--domain.IommuRefcnt[unit.SeqId] == 0)
             {
-                ushort did = domain.IommuDid[unit.SeqId];
-                if (!(domain.PassThrough && unit.ScalableMode))
-                {
-                    unit.FreeDid(did);
-                }
-
+                unit.FreeDid(domain.IommuDid[unit.SeqId]);
                 domain.IommuDid[unit.SeqId] = 0;
                 UpdateIommuCap(domain);
             }

@@ -197,6 +197,37 @@ public sealed class PasidAttachTests
         f.AssertDma(dev, (1u << 20) - 1, Iova, PaA);
     }
 
+    // 5.15 domain_attach_iommu gives every domain a DID on its first reference to a unit, the scalable-mode
+    // pass-through domain too, though its PASID entries carry FLPT_DEFAULT_DID (spec §2.4); the model used to give it
+    // DID 1 without allocating, so every later domain's DID came out one lower than the kernel's.
+    [Fact]
+    public void The_scalable_mode_identity_domain_takes_a_did_of_its_own_while_its_entries_carry_flpt_default_did()
+    {
+        using DriverBed f = New("Sm48");
+        PciDevice a = f.AddDevice("0000:00:02.0", pasidWidth: 20);
+        PciDevice b = f.AddDevice("0000:00:03.0", pasidWidth: 20);
+        IDomain identity = f.Iommu.DomainAllocType(f.Pci, DomainType.Identity)!;
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(identity, a));
+
+        Assert.Equal(2, ((DmarDomain)identity).DidOn(0)); // DIDs 0 and 1 are reserved in scalable mode
+        var pe = PasidEntry.Load(f.Platform.Memory, EntryAddress(a, 0)); // RID2PASID
+        Assert.Equal(PasidPgtt.PassThrough, pe.Pgtt);
+        Assert.Equal(Dmar.FlptDefaultDid, pe.DomainId);
+
+        IDomain next = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(next, b));
+        Assert.Equal(3, ((DmarDomain)next).DidOn(0));
+        Assert.Equal(PasidPgtt.SecondLevel, PasidEntry.Load(f.Platform.Memory, EntryAddress(b, 0)).Pgtt);
+        Assert.Equal(3, PasidEntry.Load(f.Platform.Memory, EntryAddress(b, 0)).DomainId);
+
+        // The identity domain's last device leaves: its DID is free again and the next domain takes it.
+        f.Iommu.DetachDevice(identity, a);
+        Assert.Equal(0, ((DmarDomain)identity).DidOn(0));
+        IDomain third = f.Unmanaged();
+        Assert.Equal(Errno.None, f.Iommu.AttachDevice(third, a));
+        Assert.Equal(2, ((DmarDomain)third).DidOn(0));
+    }
+
     [Fact]
     public void The_identity_domain_attached_to_a_pasid_passes_dma_through()
     {
