@@ -249,7 +249,9 @@ internal sealed class EduMachine : IDisposable
         bios[^15] = 0xF4;
         bios[^14] = 0xEB;
         bios[^13] = 0xFD;
-        string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+        // A name of its own per call: test classes start machines in parallel in one process, and with a per-process
+        // name one call's Move took the file another call had just written (FileNotFoundException in CI).
+        string tmp = path + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "." + Guid.NewGuid().ToString("N");
         File.WriteAllBytes(tmp, bios);
         File.Move(tmp, path, overwrite: true);
     }
