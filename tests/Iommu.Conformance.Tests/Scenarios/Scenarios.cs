@@ -134,14 +134,16 @@ internal static class ScenarioCatalog
         s.AddPoint(d, 0x1030_0000); // never mapped in this container
     }
 
-    private static ulong Buffer(ProcessAddressSpace proc, ulong size, VmaKind kind)
+    // A touched buffer of the process (shared with QemuGraderScenarioTests).
+    internal static ulong Buffer(ProcessAddressSpace proc, ulong size, VmaKind kind)
     {
         ulong va = proc.Mmap(size, VmProt.ReadWrite, kind);
         Check(proc.Write(va, new byte[size]), "touch buffer");
         return va;
     }
 
-    private static void Map(ConformanceScenario s, VfioContainer c, IDomain d, ulong vaddr, ulong iova, ulong size, IommuProt prot)
+    // VFIO_IOMMU_MAP_DMA of the buffer, tracked in the scenario, probed at its first and last 8 bytes (shared with QemuGraderScenarioTests).
+    internal static void Map(ConformanceScenario s, VfioContainer c, IDomain d, ulong vaddr, ulong iova, ulong size, IommuProt prot)
     {
         uint flags = ((prot & IommuProt.Read) != 0 ? VfioUapi.VFIO_DMA_MAP_FLAG_READ : 0) | ((prot & IommuProt.Write) != 0 ? VfioUapi.VFIO_DMA_MAP_FLAG_WRITE : 0);
         Check(c.MapDma(new VfioIommuType1DmaMap(32, flags, vaddr, iova, size)), string.Create(CultureInfo.InvariantCulture, $"MAP_DMA iova 0x{iova:x}"));
@@ -150,7 +152,7 @@ internal static class ScenarioCatalog
         s.AddPoint(d, iova + size - 8);
     }
 
-    private static void Check(Errno e, string what)
+    internal static void Check(Errno e, string what)
     {
         if (e != Errno.None)
         {
