@@ -17,7 +17,10 @@ namespace Iommu;
 /// <see cref="LastErrno"/> is <see cref="Errno.None"/>; read them (or call
 /// <see cref="ErrnoExtensions.ThrowIfError(Errno, string?)"/>) before the next call. Forgetting
 /// costs the outermost entry a read of this thread's record (a write only when there was a
-/// failure); nested calls and the map, unmap and DMA work itself pay nothing.</para>
+/// failure); nested calls and the map, unmap and DMA work itself pay nothing. Two calls that report
+/// no errno may leave the detail as it was, as a successful C call leaves <c>errno</c>:
+/// <c>iommu_iova_to_phys</c>, and a device's DMA that the unit serves from its translation memo; on
+/// memory the library owns they open no scope (see <see cref="Memory.PhysicalMemory.Dispose"/>).</para>
 /// <para>Unwinding: cleanup that runs while a failure is being returned (detach, free, unmap of
 /// what the failing call had done) calls code that records or forgets details of its own; wrap it
 /// in <see cref="PreserveWhileUnwinding"/> so the first failure's detail is the one reported.</para>

@@ -73,9 +73,12 @@ public sealed partial class IommuCore
     /// <para>A freed domain is dead, as after <c>kfree</c>: freeing it again, attaching it, mapping
     /// into it or unmapping from it throws <see cref="ObjectDisposedException"/> (a use after free in
     /// the kernel). Calls on other threads that were already using the domain when the free began
-    /// (map, unmap, the IOTLB syncs, <c>iova_to_phys</c>, the DMA API, attach) finish first: the free
+    /// (map, unmap, the IOTLB syncs, the DMA API, attach) finish first: the free
     /// waits for them before the driver gives the tables back, so a late map never writes into a frame
-    /// another domain has been given. Calls that start once the free has begun throw.</para>
+    /// another domain has been given. Calls that start once the free has begun throw.
+    /// <c>iova_to_phys</c>, which only reads, is not waited for on memory the library owns: it checks
+    /// after its walk whether the free began, and then throws as a later call does, so it answers what
+    /// the domain mapped before the free or throws, never what a reused frame holds.</para>
     /// </remarks>
     /// <exception cref="InvalidOperationException">A group still uses the domain, as its current or its default domain (a caller bug in the kernel; a group's default domain is freed only by the group's release).</exception>
     /// <exception cref="ObjectDisposedException">The domain was already freed.</exception>

@@ -228,10 +228,86 @@ public sealed partial class IommuCore
     /// <param name="domain">The domain.</param>
     /// <param name="iova">IOVA.</param>
     /// <returns>Physical address (with the offset inside the page), or 0 when not mapped.</returns>
-    /// <remarks>5.15 calls the driver without a NULL check; a driver without <c>iova_to_phys</c> gets the 5.10 answer, 0.</remarks>
-    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>; a use after free in the kernel).</exception>
+    /// <remarks>
+    /// <para>5.15 calls the driver without a NULL check; a driver without <c>iova_to_phys</c> gets the 5.10 answer, 0.</para>
+    /// <para>On memory the library owns (Linux) the call opens no access scope and marks no domain: it
+    /// checks before and after the walk whether <see cref="DomainFree"/> or <see cref="Platform.Dispose"/>
+    /// began, so one that races either answers what the domain mapped before it or throws, and it leaves
+    /// <see cref="ErrorDetail"/> as it was (see <see cref="Memory.PhysicalMemory.Dispose"/>).</para>
+    /// </remarks>
+    /// <exception cref="ObjectDisposedException">The domain was freed (<see cref="DomainFree"/>; a use after free in the kernel), or the platform disposed.</exception>
     [KernelSymbol("iommu_iova_to_phys")]
     public ulong IovaToPhys(IDomain domain, ulong iova)
+    {
+        Memory.PhysicalMemory memory = Platform.Memory;
+        if (memory.RetiresOnDispose && domain is IommuDomain d)
+        {
+            return IovaToPhysUnscoped(memory, d, iova);
+        }
+
+        return IovaToPhysScoped(domain, iova);
+    }
+
+    // iommu_iova_to_phys with no access scope and no domain mark, validated afterwards instead: the walk only
+    // reads, and memory that RetiresOnDispose stays mapped until it is finalized (this call keeps it reachable),
+    // so a walk that races Dispose or iommu_domain_free reads zeros or frames freed under it, never unmapped
+    // memory, and the checks after it turn such an answer into the exception a call after the free gets.
+    // Ordering: the freer stores Dying before it frees a frame (and Dispose stores its flag before it retires
+    // the memory); a walk that read what the free or the retire left is followed, past the read barrier, by a
+    // load of the flag that sees it. The driver's lookup answers "not mapped" for a table pointer outside its
+    // region (what a frame given back and rewritten may hold) instead of throwing, so no exception handler is
+    // needed here: one would keep the call out of its caller's loop. Saves the scope's thread-local lookup and
+    // its finally frame (docs/benchmarks.md, session 23).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong IovaToPhysUnscoped(Memory.PhysicalMemory memory, IommuDomain d, ulong iova)
+    {
+        if (memory.IsDisposed || Volatile.Read(ref d.Dying) != 0)
+        {
+            ThrowAfterFree(memory, d);
+        }
+
+        ulong pa;
+        DomainType type = d.Type;
+        if (type == DomainType.Identity)
+        {
+            pa = iova;
+        }
+        else if (type == DomainType.Blocked)
+        {
+            pa = 0;
+        }
+        else
+        {
+            IIommuOps? ops = d.Ops;
+            pa = ops is not null ? ops.IovaToPhys(d, iova) : 0;
+        }
+
+        Volatile.ReadBarrier();
+        if (memory.IsDisposed || Volatile.Read(ref d.Dying) != 0)
+        {
+            ThrowAfterFree(memory, d);
+        }
+
+        GC.KeepAlive(memory);
+        return pa;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private static void ThrowAfterFree(Memory.PhysicalMemory memory, IommuDomain d)
+    {
+        if (memory.IsDisposed)
+        {
+            ThrowHelper.MemoryDisposed();
+        }
+
+        ThrowHelper.DomainFreed(d.Type);
+    }
+
+    // iommu_iova_to_phys inside an access scope that marks the domain (memory the caller owns, or a domain of
+    // another IDomain implementation).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong IovaToPhysScoped(IDomain domain, ulong iova)
     {
         using Memory.PhysicalMemory.AccessScope guard = Platform.Memory.EnterDomainAccess(domain as IommuDomain);
         ArgumentNullException.ThrowIfNull(domain);

@@ -174,13 +174,26 @@ public sealed partial class PciDevice : Device
         // The route first (managed objects only), then the scope of the memory it names: the common
         // case reads no Bus, Platform or Memory property on the way.
         RemapperLookup? route = Remapper();
+        if (route?.Unscoped is { } fast && fast.TryMoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false, out DmaResult done))
+        {
+            return done;
+        }
+
         if (route?.Unit is { } unit)
         {
-            using Memory.PhysicalMemory.AccessScope guard = route.Memory.EnterAccess();
-            return unit.DmaRead(this, pasid, iova, destination);
+            return ScopedRead(route, unit, pasid, iova, destination);
         }
 
         return DirectRead(destination, iova);
+    }
+
+    // DmaRead through the unit inside the memory's access scope: memory the caller owns, or a request the
+    // unit's unscoped fast path left (a translation not cached, a fault, a page not backed, a dispose).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmaResult ScopedRead(RemapperLookup route, IDmaRemapper unit, uint? pasid, ulong iova, Span<byte> destination)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = route.Memory.EnterAccess();
+        return unit.DmaRead(this, pasid, iova, destination);
     }
 
     // DmaRead without a remapping unit: straight to physical memory.
@@ -207,13 +220,26 @@ public sealed partial class PciDevice : Device
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         RemapperLookup? route = Remapper();
+        if (route?.Unscoped is { } fast
+            && fast.TryMoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true, out DmaResult done))
+        {
+            return done;
+        }
+
         if (route?.Unit is { } unit)
         {
-            using Memory.PhysicalMemory.AccessScope guard = route.Memory.EnterAccess();
-            return unit.DmaWrite(this, pasid, iova, source);
+            return ScopedWrite(route, unit, pasid, iova, source);
         }
 
         return DirectWrite(source, iova);
+    }
+
+    // DmaWrite through the unit inside the memory's access scope (see ScopedRead).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmaResult ScopedWrite(RemapperLookup route, IDmaRemapper unit, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
+    {
+        using Memory.PhysicalMemory.AccessScope guard = route.Memory.EnterAccess();
+        return unit.DmaWrite(this, pasid, iova, source);
     }
 
     // DmaWrite without a remapping unit: straight to physical memory.
@@ -295,12 +321,14 @@ public sealed partial class PciDevice : Device
         }
 
         IDmaRemapper? unit = bus.FindDmaRemapper(this);
-        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, bus.Platform.Memory);
+        Memory.PhysicalMemory memory = bus.Platform.Memory;
+        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, memory, memory.RetiresOnDispose ? unit as IUnscopedDma : null);
         Volatile.Write(ref _remapper, lookup);
         return lookup;
     }
 
-    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory);
+    // Unscoped: the unit's fast path that holds no access scope, only on memory that retires on dispose.
+    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory, IUnscopedDma? Unscoped);
 
     // The device's access scope: its platform's memory (none while the device is on no bus).
     private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;

@@ -77,6 +77,20 @@ internal static unsafe partial class OsPages
     [LibraryImport("libc", EntryPoint = "mmap", SetLastError = true)]
     private static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
 
+    /// <summary>
+    /// Gives the pages of a block of <see cref="Alloc"/> back to the system but keeps its addresses mapped
+    /// (<c>madvise(MADV_DONTNEED)</c>): reads see zeros and a write backs a fresh page, never a fault. Only
+    /// for <see cref="Mapped"/> blocks; <see cref="Free"/> still unmaps the block later.
+    /// </summary>
+    /// <param name="block">The block.</param>
+    /// <param name="bytes">Its size, as allocated.</param>
+    public static void Discard(byte* block, nuint bytes) => _ = Madvise((nint)block, bytes, MadvDontNeed);
+
+    private const int MadvDontNeed = 4;
+
     [LibraryImport("libc", EntryPoint = "munmap")]
     private static partial int Munmap(nint addr, nuint length);
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(nint addr, nuint length, int advice);
 }

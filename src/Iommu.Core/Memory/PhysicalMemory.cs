@@ -29,7 +29,9 @@ namespace Iommu.Memory;
 /// caller whose accesses may race <see cref="Dispose"/> on another thread holds an access scope
 /// (<see cref="EnterAccess"/>) around them: <see cref="Dispose"/> waits for every open scope before it
 /// releases the native memory. The public entry points of the libraries built on this type (the IOMMU
-/// core, DMA, the VT-d unit, VFIO) each hold one, so they never touch freed memory.</para>
+/// core, DMA, the VT-d unit, VFIO) each hold one, so they never touch freed memory, except two read
+/// paths on owned memory that instead rely on <see cref="Dispose"/> leaving the addresses mapped (see its
+/// remarks).</para>
 /// </remarks>
 public sealed unsafe class PhysicalMemory : IDisposable
 {
@@ -78,6 +80,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private int _disposed; // Dispose has started: no new scope opens (nested ones still do)
     private long _domainSerials; // the last IommuDomain.Serial handed out (SerialOf)
     private int _released; // Dispose has waited for every scope and frees (or freed) the native memory
+    private List<(nint Block, nuint Bytes)>? _retired; // blocks Dispose gave back but left mapped (RetiresOnDispose), unmapped by the finalizer
 
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
     /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
@@ -662,6 +665,35 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
+    // TryReadInPage and TryWriteInPage for a caller that holds no scope (RetiresOnDispose memory): a page
+    // not backed, or outside memory, is left to the caller's scoped path (a write there would back a chunk,
+    // which must not race Dispose). The caller checks the dispose flag after the copy.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryReadInPageUnscoped(ulong pa, Span<byte> destination)
+    {
+        byte* p = PageHost(pa);
+        if (p == null)
+        {
+            return false;
+        }
+
+        Move(ref *p, ref MemoryMarshal.GetReference(destination), (nuint)destination.Length);
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryWriteInPageUnscoped(ulong pa, Span<byte> source)
+    {
+        byte* p = PageHost(pa);
+        if (p == null)
+        {
+            return false;
+        }
+
+        Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);
+        return true;
+    }
+
     // The host address of pa when its page is in memory and backed (see TryReadInPage), else null.
     // pa < Size keeps both directory indices inside their arrays (the directory covers Size).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -789,6 +821,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// against a Dispose that releases the memory while they run; hold a scope around them when that
     /// can happen. Idempotent; concurrent Dispose calls: the first releases, the others return at once
     /// (without waiting).</para>
+    /// <para>Owned memory on Linux is retired rather than freed: Dispose gives its pages back to the system
+    /// (<c>madvise(MADV_DONTNEED)</c>, so the memory is returned at once) but leaves the addresses mapped
+    /// until the finalizer unmaps them, once nothing can reach this object. Two hot paths rely on that and
+    /// open no scope: <c>iommu_iova_to_phys</c> (<see cref="IommuCore.IovaToPhys"/>) and a device's DMA that
+    /// the remapping unit serves from its translation memo. Dispose does not wait for them; one that races it
+    /// reads zeros (or writes a fresh page) instead of faulting, then sees the dispose flag and throws
+    /// <see cref="ObjectDisposedException"/> as a call after Dispose does, so its answer is never built from
+    /// released memory. Caller-owned memory, and owned memory on other systems, is freed as described above
+    /// and those paths hold a scope there.</para>
     /// <para>Ordering (Dekker with an asymmetric fence): an entrant stores its thread's count, then
     /// loads the flag, with no fence between (a plain store and a volatile load; the JIT keeps their
     /// order, the processor may not). Dispose stores the flag with an interlocked exchange, then runs
@@ -824,16 +865,33 @@ public sealed unsafe class PhysicalMemory : IDisposable
         Interlocked.MemoryBarrierProcessWide();
         WaitForScopes();
         Volatile.Write(ref _released, 1);
-        Free();
+        Free(retire: RetiresOnDispose);
         _slot.Dispose();
-        GC.SuppressFinalize(this);
+        if (_retired is null)
+        {
+            GC.SuppressFinalize(this);
+        }
     }
 
-    private void Free()
+    /// <summary>
+    /// Whether <see cref="Dispose"/> retires the native memory instead of freeing it: owned memory mapped
+    /// from the system (Linux). Dispose gives its pages back (reads then see zeros) but keeps the
+    /// addresses mapped until the finalizer, so an access that holds no scope and races Dispose reads
+    /// zeros or writes a fresh page instead of faulting. The unscoped fast paths
+    /// (<c>iommu_iova_to_phys</c>, a DMA that hits the unit's translation memo) run only on such memory.
+    /// </summary>
+    internal bool RetiresOnDispose => _ram is null && OsPages.Mapped;
+
+    private void Free(bool retire = false)
     {
         if (_ram is not null)
         {
             return; // the caller's memory: the caller frees it
+        }
+
+        if (retire)
+        {
+            _retired = [];
         }
 
         for (int d = 0; d < _directory.Length; d++)
@@ -848,7 +906,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             {
                 if (dir[i] != 0 && !InContiguousBlock(((ulong)d << DirShift) + (ulong)i))
                 {
-                    FreeChunks((byte*)dir[i], ChunkSize);
+                    FreeOrRetire((byte*)dir[i], ChunkSize);
                 }
 
                 dir[i] = 0;
@@ -857,10 +915,22 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         foreach ((nint block, _, ulong count) in _contiguous)
         {
-            FreeChunks((byte*)block, (nuint)(count << ChunkShift));
+            FreeOrRetire((byte*)block, (nuint)(count << ChunkShift));
         }
 
         _contiguous.Clear();
+    }
+
+    private void FreeOrRetire(byte* block, nuint bytes)
+    {
+        if (_retired is null)
+        {
+            FreeChunks(block, bytes);
+            return;
+        }
+
+        OsPages.Discard(block, bytes);
+        _retired.Add(((nint)block, bytes));
     }
 
     /// <summary>
@@ -994,14 +1064,24 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return false;
     }
 
-    /// <summary>Frees native memory if the owner forgot to dispose.</summary>
-    /// <remarks>No scope can be open then (an open scope keeps the memory reachable), and the thread-local counters may be finalized already, so this only frees.</remarks>
+    /// <summary>Frees native memory if the owner forgot to dispose, and unmaps what <see cref="Dispose"/> retired.</summary>
+    /// <remarks>No call can be in flight then (a scope, and every unscoped fast path, keeps the memory reachable), and the thread-local counters may be finalized already, so this only frees.</remarks>
     ~PhysicalMemory()
     {
         if (_directory is not null && Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _released = 1;
             Free();
+        }
+
+        if (_retired is not null)
+        {
+            foreach ((nint block, nuint bytes) in _retired)
+            {
+                FreeChunks((byte*)block, bytes);
+            }
+
+            _retired = null;
         }
     }
 

@@ -6,7 +6,7 @@ using Iommu.VtD.Internal;
 namespace Iommu.VtD.Hardware;
 
 /// <summary>The device side: PCI functions DMA through the unit (<see cref="IDmaRemapper"/>).</summary>
-public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
+public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUnscopedDma
 {
     /// <inheritdoc/>
     /// <remarks>A remapper callback: <see cref="PciDevice.DmaRead(uint?, ulong, Span{byte})"/> calls it inside the platform's access
@@ -81,6 +81,11 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
     /// </returns>
     public DmaResult Read(ushort requesterId, uint? pasid, ulong iova, Span<byte> destination)
     {
+        if (_memory.RetiresOnDispose && TryMoveUnscoped(requesterId, pasid, iova, destination, write: false, out DmaResult done))
+        {
+            return done;
+        }
+
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         return TransferUnguarded(requesterId, pasid, iova, destination, DmaAccess.Read);
     }
@@ -93,6 +98,11 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
     /// <returns>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>.</returns>
     public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
+        if (_memory.RetiresOnDispose && TryMoveUnscoped(requesterId, pasid, iova, WriteSource(source), write: true, out DmaResult done))
+        {
+            return done;
+        }
+
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         return TransferUnguarded(requesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
     }
@@ -231,6 +241,44 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes
         }
 
         return new DmaResult(DmaStatus.Ok, done, first, default);
+    }
+
+    // The DMA fast path with no access scope (IUnscopedDma): a request of one page or less whose
+    // translation the memo holds, to a backed page, moved only while the memory's dispose has not started;
+    // anything else returns false for the scoped path. Ordering: Dispose stores its flag before it retires
+    // the memory; a read that saw retired (zeroed) bytes is followed, past the read barrier, by a load of
+    // the flag that sees it, and then counts for nothing. A write that lands in retired memory is lost with
+    // the memory, as if it had come just before the dispose. The memo's own ordering argument
+    // (TranslationShortcut) is the scoped path's.
+    bool IUnscopedDma.TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result) =>
+        TryMoveUnscoped(requesterId, pasid, iova, buffer, write, out result);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result)
+    {
+        uint p = pasid.GetValueOrDefault();
+        if ((uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF && !_memory.IsDisposed)
+        {
+            uint gen = _shortcut.Generation;
+            if (_shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out ulong memo)
+                && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
+            {
+                ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
+                if (write ? _memory.TryWriteInPageUnscoped(pa, buffer) : _memory.TryReadInPageUnscoped(pa, buffer))
+                {
+                    Volatile.ReadBarrier();
+                    if (!_memory.IsDisposed)
+                    {
+                        _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+                        result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
+                        return true;
+                    }
+                }
+            }
+        }
+
+        result = default;
+        return false;
     }
 
     // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).

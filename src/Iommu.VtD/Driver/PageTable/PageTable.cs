@@ -120,12 +120,25 @@ internal unsafe struct PageTable<TFormat>
         where TLevel : struct, IPtLevel
     {
         int level = TLevel.Level;
-        ulong* entries = tables.TablePointer(table);
+        ulong* entries;
+        if (mode == PtWalkMode.Query)
+        {
+            entries = tables.TablePointerOrNull(table);
+            if (entries == null)
+            {
+                return new PtWalk(null, 0, level);
+            }
+        }
+        else
+        {
+            entries = tables.TablePointer(table);
+        }
+
         if (level == 1 || level == targetLevel)
         {
             // Only lookups read the target entry: a run of leaves reads its entries itself, and a
             // read here would be one more dependent load on a cold table.
-            bool read = mode is PtWalkMode.Lookup or PtWalkMode.LeafEntry;
+            bool read = mode is PtWalkMode.Lookup or PtWalkMode.Query or PtWalkMode.LeafEntry;
             return new PtWalk(entries, read ? TFormat.Load(entries, (iova >> Shift(level)) & IndexMask) : 0, level);
         }
 
@@ -409,7 +422,7 @@ internal unsafe struct PageTable<TFormat>
             return IovaToPhysAnyDepth(iova);
         }
 
-        PtWalk w = Walk4(iova, 1, PtWalkMode.Lookup);
+        PtWalk w = Walk4(iova, 1, PtWalkMode.Query);
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
 
@@ -417,7 +430,7 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong IovaToPhysAnyDepth(ulong iova)
     {
-        PtWalk w = WalkAnyDepth(iova, 1, PtWalkMode.Lookup);
+        PtWalk w = WalkAnyDepth(iova, 1, PtWalkMode.Query);
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
 
@@ -771,6 +784,12 @@ internal unsafe struct PageTable<TFormat>
     internal enum PtWalkMode
     {
         Lookup,
+
+        // A lookup for iova_to_phys, which the core runs without marking the domain and validates afterwards
+        // (IommuCore.IovaToPhys): a table pointer outside the region (a frame that iommu_domain_free gave back
+        // and another user rewrote, or the freed root) answers "not present" instead of throwing; the core
+        // then reports the free. Map and unmap keep throwing on one (corrupt tables).
+        Query,
         LeafEntry,
         LeafSlot,
         Install,
@@ -822,6 +841,13 @@ internal unsafe struct PageTable<TFormat>
             }
 
             return (ulong*)(_b + offset);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ulong* TablePointerOrNull(ulong table)
+        {
+            ulong offset = table - _start;
+            return offset > _lastTable ? null : (ulong*)(_b + offset);
         }
     }
 
