@@ -202,7 +202,11 @@ public sealed class Platform : IDisposable
     /// (the entry points it calls in turn, a VFIO ioctl calling <c>iommu_map</c> for instance, open
     /// nested scopes, which Dispose does not refuse). A call that starts after Dispose started throws
     /// <see cref="ObjectDisposedException"/>. No call ever touches freed memory; Dispose returns once
-    /// the running calls have left. The platform's own registrations (<see cref="AddPciBus"/>,
+    /// the running calls have left. Two read paths on memory the platform owns (Linux) hold no scope and
+    /// are not waited for: <c>iommu_iova_to_phys</c> and a device's DMA served from the unit's translation
+    /// memo. Dispose leaves that memory mapped (its pages given back) until it is finalized, and each of them
+    /// checks the dispose flag after its access, so one that races Dispose returns what it would have
+    /// before or throws <see cref="ObjectDisposedException"/>. The platform's own registrations (<see cref="AddPciBus"/>,
     /// <see cref="AddBus"/>, <see cref="GetMeter"/>) refuse as soon as Dispose starts. See
     /// <see cref="PhysicalMemory.Dispose"/> for the ordering argument. Disposing the platform from a
     /// callback the platform is running on the same thread (a fault handler, a notifier) throws

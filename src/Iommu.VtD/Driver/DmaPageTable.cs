@@ -26,9 +26,10 @@ namespace Iommu.VtD.Driver;
 /// public member checks the memory's disposed flag (one volatile read) and throws
 /// <see cref="ObjectDisposedException"/> after it; that is all the engine pays. It does not itself keep
 /// the memory alive against a dispose that starts during a call: its callers do, by holding an access
-/// scope (<see cref="PhysicalMemory.EnterAccess"/>) — <see cref="IommuCore"/> holds one around every map,
-/// unmap and iova_to_phys that reaches this table through the driver. A direct user that may race the
-/// platform's dispose holds one too.</para>
+/// scope (<see cref="PhysicalMemory.EnterAccess"/>) — <see cref="IommuCore"/> holds one around every map
+/// and unmap that reaches this table through the driver (its iova_to_phys relies instead on owned memory
+/// staying mapped after a dispose, and validates its answer; see <see cref="PhysicalMemory.Dispose"/>). A
+/// direct user that may race the platform's dispose holds one too.</para>
 /// </remarks>
 public sealed class DmaPageTable
 {

@@ -59,13 +59,11 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
                 platform.Iommu.Map(a, Iova(i), PaA + ((ulong)i * K4), K4, IommuProt.Read | IommuProt.Write).ThrowIfError();
             }
 
-            using var go = new Barrier(2);
             bool sawAnswer = false, sawFree = false;
-            int r0 = round;
+            int r0 = round, roundAnswers = 0;
             var reader = new Thread(() =>
             {
-                go.SignalAndWait();
-                for (int n = 0; n < 200_000; n++)
+                for (int n = 0; n < 2_000_000; n++)
                 {
                     int i = n % Pages;
                     try
@@ -85,6 +83,7 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
 
                         sawAnswer = true;
                         Interlocked.Increment(ref answers);
+                        Volatile.Write(ref roundAnswers, roundAnswers + 1);
                     }
                     catch (ObjectDisposedException)
                     {
@@ -102,8 +101,17 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
                 }
             }) { IsBackground = true };
             reader.Start();
-            go.SignalAndWait();
-            Thread.SpinWait(rng.Next(0, 4000));
+
+            // Free once the reader is answering (a random number of answers in), so that the free lands
+            // among its calls on a loaded machine too; the spin moves it within a walk.
+            int wanted = rng.Next(1, 200);
+            var wait = System.Diagnostics.Stopwatch.StartNew();
+            while (Volatile.Read(ref roundAnswers) < wanted && reader.IsAlive && wait.ElapsedMilliseconds < 5000)
+            {
+                Thread.Yield();
+            }
+
+            Thread.SpinWait(rng.Next(0, 200));
             platform.Iommu.DomainFree(a);
 
             // Another domain takes the frames at once and fills them with entries of its own: a walk that
