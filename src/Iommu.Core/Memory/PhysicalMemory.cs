@@ -80,6 +80,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private int _disposed; // Dispose has started: no new scope opens (nested ones still do)
     private long _domainSerials; // the last IommuDomain.Serial handed out (SerialOf)
     private int _released; // Dispose has waited for every scope and frees (or freed) the native memory
+    private readonly bool _retires; // RetiresOnDispose: owned memory mapped from the system
     private List<(nint Block, nuint Bytes)>? _retired; // blocks Dispose gave back but left mapped (RetiresOnDispose), unmapped by the finalizer
 
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
@@ -92,6 +93,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         Size = size;
+        _retires = OsPages.Mapped;
         _slot = new ThreadLocal<Slot>(NewSlot);
         ulong chunks = (size + ChunkSize - 1) >> ChunkShift;
         _directory = new nint[]?[(chunks + DirEntries - 1) >> DirShift];
@@ -138,6 +140,8 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
             _ramBytes += r.Length;
         }
+
+        _retires = false; // the caller's memory: Dispose leaves it to the caller, so every access holds a scope
 
         // Only now, with every range valid and _ram set, do the caller's pointers enter the directory:
         // the finalizer of a constructor that threw frees the directory's chunks unless _ram is set.
@@ -880,7 +884,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// zeros or writes a fresh page instead of faulting. The unscoped fast paths
     /// (<c>iommu_iova_to_phys</c>, a DMA that hits the unit's translation memo) run only on such memory.
     /// </summary>
-    internal bool RetiresOnDispose => _ram is null && OsPages.Mapped;
+    internal bool RetiresOnDispose => _retires;
 
     private void Free(bool retire = false)
     {

@@ -65,6 +65,9 @@ public sealed class DmarDomain : IommuDomain
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal TableWalk EnterTableWalk() => _levelsFinal ? default : new TableWalk(CountWalk());
 
+    /// <summary>Whether the levels are final, so that page-table walks need not count themselves (<see cref="EnterTableWalk"/> returns an empty walk).</summary>
+    internal bool LevelsFinal => _levelsFinal;
+
     // Out of line: only a domain not yet attached to a narrower unit comes here.
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private DmarDomain CountWalk()

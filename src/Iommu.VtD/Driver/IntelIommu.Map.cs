@@ -197,8 +197,20 @@ public sealed partial class IntelIommu
     public ulong IovaToPhys(IDomain domain, ulong iova)
     {
         var d = (DmarDomain)domain;
+        return d.LevelsFinal ? Lookup(d, iova) : CountedLookup(d, iova);
+    }
+
+    // iova_to_phys's walk; no frame for a finally once the domain's levels are final (the common case).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Lookup(DmarDomain d, ulong iova) =>
+        !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
+
+    // The walk counted, while a narrower unit may still drop the domain's top levels.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ulong CountedLookup(DmarDomain d, ulong iova)
+    {
         using DmarDomain.TableWalk walk = d.EnterTableWalk();
-        return !d.UseFirstLevel ? d.SecondLevelTable.IovaToPhys(iova) : d.NestParent is null ? d.FirstLevelTable.IovaToPhys(iova) : 0;
+        return Lookup(d, iova);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
