@@ -81,7 +81,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     /// </returns>
     public DmaResult Read(ushort requesterId, uint? pasid, ulong iova, Span<byte> destination)
     {
-        if (_memory.RetiresOnDispose && TryMoveUnscoped(requesterId, pasid, iova, destination, write: false, out DmaResult done))
+        if (TryMoveUnscoped(requesterId, pasid, iova, destination, write: false, out DmaResult done))
         {
             return done;
         }
@@ -98,7 +98,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     /// <returns>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>.</returns>
     public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        if (_memory.RetiresOnDispose && TryMoveUnscoped(requesterId, pasid, iova, WriteSource(source), write: true, out DmaResult done))
+        if (TryMoveUnscoped(requesterId, pasid, iova, WriteSource(source), write: true, out DmaResult done))
         {
             return done;
         }
@@ -257,17 +257,19 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     internal bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result)
     {
         uint p = pasid.GetValueOrDefault();
-        if ((uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF && !_memory.IsDisposed)
+        // (The unit's own memory must retire on dispose: a caller decides by the platform's, which is the same in practice.)
+        PhysicalMemory memory = _memory;
+        if ((uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF && memory.RetiresOnDispose && !memory.IsDisposed)
         {
             uint gen = _shortcut.Generation;
             if (_shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out ulong memo)
                 && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
             {
                 ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
-                if (write ? _memory.TryWriteInPageUnscoped(pa, buffer) : _memory.TryReadInPageUnscoped(pa, buffer))
+                if (write ? memory.TryWriteInPageUnscoped(pa, buffer) : memory.TryReadInPageUnscoped(pa, buffer))
                 {
                     Volatile.ReadBarrier();
-                    if (!_memory.IsDisposed)
+                    if (!memory.IsDisposed)
                     {
                         _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
                         result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
