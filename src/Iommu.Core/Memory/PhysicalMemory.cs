@@ -644,36 +644,19 @@ public sealed unsafe class PhysicalMemory : IDisposable
     // memory whole (Size is a multiple of 4 KiB) and inside one chunk, so one comparison replaces the
     // range, chunk-crossing and release checks of TryRead; everything else takes TryRead's slow path.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TryReadInPage(ulong pa, Span<byte> destination)
-    {
-        byte* p = PageHost(pa);
-        if (p == null)
-        {
-            return TryCopySlow(pa, destination, write: false);
-        }
-
-        Move(ref *p, ref MemoryMarshal.GetReference(destination), (nuint)destination.Length);
-        return true;
-    }
+    internal bool TryReadInPage(ulong pa, Span<byte> destination) =>
+        TryReadBackedPage(pa, destination) || TryCopySlow(pa, destination, write: false);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TryWriteInPage(ulong pa, Span<byte> source)
-    {
-        byte* p = PageHost(pa);
-        if (p == null)
-        {
-            return TryCopySlow(pa, source, write: true);
-        }
+    internal bool TryWriteInPage(ulong pa, Span<byte> source) =>
+        TryWriteBackedPage(pa, source) || TryCopySlow(pa, source, write: true);
 
-        Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);
-        return true;
-    }
-
-    // TryReadInPage and TryWriteInPage for a caller that holds no scope (RetiresOnDispose memory): a page
-    // not backed, or outside memory, is left to the caller's scoped path (a write there would back a chunk,
-    // which must not race Dispose). The caller checks the dispose flag after the copy.
+    // The copies of TryReadInPage and TryWriteInPage when pa's page is backed, else false with nothing moved.
+    // Alone, for a caller that holds no scope (RetiresOnDispose memory): a page not backed, or outside
+    // memory, is left to that caller's scoped path (a write there would back a chunk, which must not race
+    // Dispose); the caller checks the dispose flag after the copy.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TryReadInPageUnscoped(ulong pa, Span<byte> destination)
+    internal bool TryReadBackedPage(ulong pa, Span<byte> destination)
     {
         byte* p = PageHost(pa);
         if (p == null)
@@ -686,7 +669,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TryWriteInPageUnscoped(ulong pa, Span<byte> source)
+    internal bool TryWriteBackedPage(ulong pa, Span<byte> source)
     {
         byte* p = PageHost(pa);
         if (p == null)

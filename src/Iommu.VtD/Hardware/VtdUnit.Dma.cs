@@ -266,7 +266,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
                 && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
             {
                 ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
-                if (write ? memory.TryWriteInPageUnscoped(pa, buffer) : memory.TryReadInPageUnscoped(pa, buffer))
+                if (write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer))
                 {
                     Volatile.ReadBarrier();
                     if (!memory.IsDisposed)

@@ -163,6 +163,7 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
             }
 
             using var start = new Barrier(4);
+            long okCalls = 0;
             var sawOk = new bool[3];
             var sawOde = new bool[3];
             int r0 = round;
@@ -182,6 +183,7 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
                         }
 
                         sawOk[id] = true;
+                        Interlocked.Increment(ref okCalls);
                     }
                     catch (ObjectDisposedException)
                     {
@@ -225,8 +227,17 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
                 t.Start();
             }
 
+            // Dispose once the workers are answering (a random number of calls in), so that it lands among
+            // their calls on a loaded machine too.
             start.SignalAndWait();
-            Thread.SpinWait(rng.Next(0, 20_000));
+            int wanted = rng.Next(1, 3000);
+            var wait = System.Diagnostics.Stopwatch.StartNew();
+            while (Interlocked.Read(ref okCalls) < wanted && errors.IsEmpty && wait.ElapsedMilliseconds < 5000)
+            {
+                Thread.Yield();
+            }
+
+            Thread.SpinWait(rng.Next(0, 2000));
             platform.Dispose();
             foreach (Thread t in workers)
             {
