@@ -323,24 +323,16 @@ public sealed class ProcessAddressSpace : IDisposable
 
             // The areas mprotect_fixup reaches: contiguous from vaddr, up to the first gap or refused split.
             Errno result = Errno.None;
-            ulong stop = vaddr;
-            for (int j = first; j < _vmas.Count && stop < end; j++)
+            ulong stop = WalkContiguous(first, vaddr, end, (v, s, e) =>
             {
-                ProcessMemoryArea v = _vmas[j];
-                if (v.Start > stop)
+                if (SplitsHugePage(v, s) || SplitsHugePage(v, e))
                 {
-                    break;
+                    result = ErrorDetail.Fail(Errno.EINVAL, $"mprotect: [0x{s:x}, 0x{e:x}) would split a huge-page area off its 2 MiB boundary");
+                    return false;
                 }
 
-                ulong e = Math.Min(v.End, end);
-                if (SplitsHugePage(v, stop) || SplitsHugePage(v, e))
-                {
-                    result = ErrorDetail.Fail(Errno.EINVAL, $"mprotect: [0x{stop:x}, 0x{e:x}) would split a huge-page area off its 2 MiB boundary");
-                    break;
-                }
-
-                stop = e;
-            }
+                return true;
+            });
 
             if (result == Errno.None && stop < end)
             {
@@ -491,19 +483,11 @@ public sealed class ProcessAddressSpace : IDisposable
             }
 
             // mlock_fixup (VM_LOCKED, locked_vm) per area up to the first gap, then -ENOMEM.
-            ulong next = start;
-            for (int i = first; i < _vmas.Count && next < end; i++)
+            ulong next = WalkContiguous(first, start, end, (v, s, e) =>
             {
-                ProcessMemoryArea v = _vmas[i];
-                if (v.Start > next)
-                {
-                    break;
-                }
-
-                ulong e = Math.Min(v.End, end);
                 if (v.Kind == VmaKind.Anonymous)
                 {
-                    for (ulong va = next; va < e; va += PageSize)
+                    for (ulong va = s; va < e; va += PageSize)
                     {
                         if (_mlocked.Add(va >> PageShift))
                         {
@@ -512,8 +496,8 @@ public sealed class ProcessAddressSpace : IDisposable
                     }
                 }
 
-                next = e;
-            }
+                return true;
+            });
 
             if (next < end)
             {
@@ -549,6 +533,33 @@ public sealed class ProcessAddressSpace : IDisposable
 
             return Errno.None;
         }
+    }
+
+    // The areas that cover [start, end) contiguously from _vmas[first] (which holds start), in order, as
+    // mprotect_fixup and mlock_fixup reach them: visit(area, from, to) with the part of the range in the area,
+    // until the range ends, a gap, or visit returns false. Returns where the walk stopped: end when every
+    // area was visited, else the start of the gap or of the refused area's part.
+    private ulong WalkContiguous(int first, ulong start, ulong end, Func<ProcessMemoryArea, ulong, ulong, bool> visit)
+    {
+        ulong next = start;
+        for (int i = first; i < _vmas.Count && next < end; i++)
+        {
+            ProcessMemoryArea v = _vmas[i];
+            if (v.Start > next)
+            {
+                break;
+            }
+
+            ulong e = Math.Min(v.End, end);
+            if (!visit(v, next, e))
+            {
+                break;
+            }
+
+            next = e;
+        }
+
+        return next;
     }
 
     // hugetlb_vm_op_split: a huge-page area splits only on its page size.
