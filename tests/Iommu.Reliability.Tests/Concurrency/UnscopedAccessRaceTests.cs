@@ -39,6 +39,19 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
         return (platform, pci);
     }
 
+    // Until done (at most 5 s), then a random spin of up to maxSpin iterations: the free or dispose then lands
+    // among the workers' calls even on a loaded machine, at a random point of a call.
+    private static void WaitUntil(Func<bool> done, Random rng, int maxSpin)
+    {
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        while (!done() && wait.ElapsedMilliseconds < 5000)
+        {
+            Thread.Yield();
+        }
+
+        Thread.SpinWait(rng.Next(0, maxSpin));
+    }
+
     [Fact]
     public void Iova_to_phys_racing_domain_free_and_frame_reuse_answers_the_mapping_or_throws()
     {
@@ -105,13 +118,7 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
             // Free once the reader is answering (a random number of answers in), so that the free lands
             // among its calls on a loaded machine too; the spin moves it within a walk.
             int wanted = rng.Next(1, 200);
-            var wait = System.Diagnostics.Stopwatch.StartNew();
-            while (Volatile.Read(ref roundAnswers) < wanted && reader.IsAlive && wait.ElapsedMilliseconds < 5000)
-            {
-                Thread.Yield();
-            }
-
-            Thread.SpinWait(rng.Next(0, 200));
+            WaitUntil(() => Volatile.Read(ref roundAnswers) >= wanted || !reader.IsAlive, rng, 200);
             platform.Iommu.DomainFree(a);
 
             // Another domain takes the frames at once and fills them with entries of its own: a walk that
@@ -231,13 +238,7 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
             // their calls on a loaded machine too.
             start.SignalAndWait();
             int wanted = rng.Next(1, 3000);
-            var wait = System.Diagnostics.Stopwatch.StartNew();
-            while (Interlocked.Read(ref okCalls) < wanted && errors.IsEmpty && wait.ElapsedMilliseconds < 5000)
-            {
-                Thread.Yield();
-            }
-
-            Thread.SpinWait(rng.Next(0, 2000));
+            WaitUntil(() => Interlocked.Read(ref okCalls) >= wanted || !errors.IsEmpty, rng, 2000);
             platform.Dispose();
             foreach (Thread t in workers)
             {
