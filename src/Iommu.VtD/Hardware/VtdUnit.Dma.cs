@@ -256,30 +256,42 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result)
     {
-        uint p = pasid.GetValueOrDefault();
         // (The unit's own memory must retire on dispose: a caller decides by the platform's, which is the same in practice.)
         PhysicalMemory memory = _memory;
-        if ((uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF && memory.RetiresOnDispose && !memory.IsDisposed)
+        if (memory.RetiresOnDispose && !memory.IsDisposed && TryMemo(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
-            uint gen = _shortcut.Generation;
-            if (_shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out ulong memo)
-                && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
+            ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
+            if (write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer))
             {
-                ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
-                if (write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer))
+                Volatile.ReadBarrier();
+                if (!memory.IsDisposed)
                 {
-                    Volatile.ReadBarrier();
-                    if (!memory.IsDisposed)
-                    {
-                        _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
-                        result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
-                        return true;
-                    }
+                    _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+                    result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
+                    return true;
                 }
             }
         }
 
         result = default;
+        return false;
+    }
+
+    // The memo's answer for a DMA of length bytes (1 to the end of iova's page) that allows the access: the
+    // lookup both DMA fast paths start with. The generation is read before the memo is looked at
+    // (TranslationShortcut's ordering argument).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryMemo(ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong memo)
+    {
+        uint p = pasid.GetValueOrDefault();
+        if ((uint)(length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
+        {
+            uint gen = _shortcut.Generation;
+            return _shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out memo)
+                && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0;
+        }
+
+        memo = 0;
         return false;
     }
 
@@ -291,21 +303,14 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
     {
-        uint p = pasid.GetValueOrDefault();
-        if ((uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
+        bool write = access == DmaAccess.Write;
+        if (TryMemo(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
-            // Read before the memo is looked at (TranslationShortcut's ordering argument).
-            uint gen = _shortcut.Generation;
-            bool write = access == DmaAccess.Write;
-            if (_shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out ulong memo)
-                && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
-            {
-                _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
-                ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
-                return Copy(pa, buffer, write)
-                    ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default)
-                    : new DmaResult(DmaStatus.MemoryError, 0, iova, VtdFaultReason.None.ToDmaFaultReason());
-            }
+            _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+            ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
+            return Copy(pa, buffer, write)
+                ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default)
+                : new DmaResult(DmaStatus.MemoryError, 0, iova, VtdFaultReason.None.ToDmaFaultReason());
         }
 
         return Move(requesterId, pasid, iova, buffer, access, wantOutcome: false, out _);
