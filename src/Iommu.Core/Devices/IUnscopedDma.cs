@@ -14,13 +14,15 @@ namespace Iommu.Devices;
 /// </remarks>
 internal interface IUnscopedDma
 {
+    /// <summary>The <see cref="MoveUnscoped"/> answer that sends the caller to the scoped path (no physical address is this large).</summary>
+    const ulong NotMoved = ulong.MaxValue;
+
     /// <summary>Moves <paramref name="buffer"/> (one page or less) when the fast path can.</summary>
     /// <param name="requesterId">Source id.</param>
     /// <param name="pasid">PASID or null.</param>
     /// <param name="iova">Device address.</param>
     /// <param name="buffer">The bytes read into, or written from.</param>
     /// <param name="write">Whether the device writes.</param>
-    /// <param name="result">The outcome when it returns true.</param>
-    /// <returns>Whether the transfer is done; false sends the caller to the scoped path.</returns>
-    bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result);
+    /// <returns>The physical address of the first byte when the whole buffer moved, else <see cref="NotMoved"/>.</returns>
+    ulong MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write);
 }

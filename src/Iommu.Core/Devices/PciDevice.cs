@@ -174,9 +174,13 @@ public sealed partial class PciDevice : Device
         // The route first (managed objects only), then the scope of the memory it names: the common
         // case reads no Bus, Platform or Memory property on the way.
         RemapperLookup? route = Remapper();
-        if (route?.Unscoped is { } fast && fast.TryMoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false, out DmaResult done))
+        if (route?.Unscoped is { } fast)
         {
-            return done;
+            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false);
+            if (pa != IUnscopedDma.NotMoved)
+            {
+                return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None);
+            }
         }
 
         if (route?.Unit is { } unit)
@@ -220,10 +224,13 @@ public sealed partial class PciDevice : Device
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         RemapperLookup? route = Remapper();
-        if (route?.Unscoped is { } fast
-            && fast.TryMoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true, out DmaResult done))
+        if (route?.Unscoped is { } fast)
         {
-            return done;
+            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+            if (pa != IUnscopedDma.NotMoved)
+            {
+                return new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None);
+            }
         }
 
         if (route?.Unit is { } unit)

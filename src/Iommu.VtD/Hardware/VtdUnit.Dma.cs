@@ -250,11 +250,19 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     // the flag that sees it, and then counts for nothing. A write that lands in retired memory is lost with
     // the memory, as if it had come just before the dispose. The memo's own ordering argument
     // (TranslationShortcut) is the scoped path's.
-    bool IUnscopedDma.TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result) =>
-        TryMoveUnscoped(requesterId, pasid, iova, buffer, write, out result);
+    ulong IUnscopedDma.MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write) =>
+        MoveUnscoped(requesterId, pasid, iova, buffer, write);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result)
+    {
+        ulong pa = MoveUnscoped(requesterId, pasid, iova, buffer, write);
+        result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
+        return pa != IUnscopedDma.NotMoved;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         // (The unit's own memory must retire on dispose: a caller decides by the platform's, which is the same in practice.)
         PhysicalMemory memory = _memory;
@@ -266,15 +274,13 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
                 Volatile.ReadBarrier();
                 if (!memory.IsDisposed)
                 {
-                    _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
-                    result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
-                    return true;
+                    _counters.AddMemoHits(memo);
+                    return pa;
                 }
             }
         }
 
-        result = default;
-        return false;
+        return IUnscopedDma.NotMoved;
     }
 
     // The memo's answer for a DMA of length bytes (1 to the end of iova's page) that allows the access: the
@@ -286,8 +292,9 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
         uint p = pasid.GetValueOrDefault();
         if ((uint)(length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
         {
-            uint gen = _shortcut.Generation;
-            return _shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out memo)
+            TranslationShortcut shortcut = _shortcut; // one load: the generation's volatile read would make the JIT load the field again
+            uint gen = shortcut.Generation;
+            return shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out memo)
                 && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0;
         }
 
@@ -306,7 +313,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
         bool write = access == DmaAccess.Write;
         if (TryMemo(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
-            _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+            _counters.AddMemoHits(memo);
             ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
             return Copy(pa, buffer, write)
                 ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default)

@@ -145,7 +145,7 @@ public sealed partial class VtdUnit
             && _shortcut.TryGet(requester, iova, gen, out ulong memo)
             && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
         {
-            _counters.AddHits((memo & TranslationShortcut.Scalable) != 0);
+            _counters.AddMemoHits(memo);
             pageSize = 1UL << (12 + (9 * (int)((memo >> TranslationShortcut.LevelShift) & 3)));
             pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
             writable = (memo & TranslationShortcut.Writable) != 0;
@@ -944,6 +944,12 @@ public sealed partial class VtdUnit
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void AddHits(bool pasid) =>
             Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_counts), Offset + (pasid ? MemoScalable : MemoLegacy))++;
+
+        // AddHits for a request the memo served: its mode from the memo's Scalable bit, with no branch or select
+        // (MemoScalable is MemoLegacy + 1).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void AddMemoHits(ulong memo) =>
+            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_counts), Offset + MemoLegacy + (int)((memo / TranslationShortcut.Scalable) & 1))++;
 
         public long Sum(int counter)
         {
