@@ -174,18 +174,21 @@ public sealed partial class PciDevice : Device
         // The route first (managed objects only), then the scope of the memory it names: the common
         // case reads no Bus, Platform or Memory property on the way.
         RemapperLookup? route = Remapper();
-        if (route?.Unscoped is { } fast)
+        if (route is not null)
         {
-            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false);
-            if (pa != IUnscopedDma.NotMoved)
+            if (route.Unscoped is { } fast)
             {
-                return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None);
+                ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false);
+                if (pa != IUnscopedDma.NotMoved)
+                {
+                    return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None);
+                }
             }
-        }
 
-        if (route?.Unit is { } unit)
-        {
-            return ScopedRead(route, unit, pasid, iova, destination);
+            if (route.Unit is { } unit)
+            {
+                return ScopedRead(route, unit, pasid, iova, destination);
+            }
         }
 
         return DirectRead(destination, iova);
@@ -224,18 +227,21 @@ public sealed partial class PciDevice : Device
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         RemapperLookup? route = Remapper();
-        if (route?.Unscoped is { } fast)
+        if (route is not null)
         {
-            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
-            if (pa != IUnscopedDma.NotMoved)
+            if (route.Unscoped is { } fast)
             {
-                return new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None);
+                ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+                if (pa != IUnscopedDma.NotMoved)
+                {
+                    return new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None);
+                }
             }
-        }
 
-        if (route?.Unit is { } unit)
-        {
-            return ScopedWrite(route, unit, pasid, iova, source);
+            if (route.Unit is { } unit)
+            {
+                return ScopedWrite(route, unit, pasid, iova, source);
+            }
         }
 
         return DirectWrite(source, iova);

@@ -658,8 +658,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryReadBackedPage(ulong pa, Span<byte> destination)
     {
-        byte* p = PageHost(pa);
-        if (p == null)
+        if (!TryPageHost(pa, out byte* p))
         {
             return false;
         }
@@ -671,8 +670,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryWriteBackedPage(ulong pa, Span<byte> source)
     {
-        byte* p = PageHost(pa);
-        if (p == null)
+        if (!TryPageHost(pa, out byte* p))
         {
             return false;
         }
@@ -681,25 +679,34 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
-    // The host address of pa when its page is in memory and backed (see TryReadInPage), else null.
+    // The host address of pa when its page is in memory and backed (see TryReadInPage). A bool beside the
+    // pointer, not a null pointer, says which: the caller then tests once (a chunk's pointer plus an offset
+    // is not known to the JIT to be non-null, so a null test of the sum is a second test).
     // pa < Size keeps both directory indices inside their arrays (the directory covers Size).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private byte* PageHost(ulong pa)
+    private bool TryPageHost(ulong pa, out byte* host)
     {
+        host = null;
         if (pa >= Size)
         {
-            return null;
+            return false;
         }
 
         nint chunk = (nint)(pa >> ChunkShift);
         nint[]? dir = Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_directory), chunk >> DirShift));
         if (dir is null)
         {
-            return null;
+            return false;
         }
 
-        byte* host = (byte*)Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(dir), chunk & (DirEntries - 1)));
-        return host == null ? null : host + (pa & (ChunkSize - 1));
+        byte* chunkHost = (byte*)Volatile.Read(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(dir), chunk & (DirEntries - 1)));
+        if (chunkHost == null)
+        {
+            return false;
+        }
+
+        host = chunkHost + (pa & (ChunkSize - 1));
+        return true;
     }
 
     // The host address of [pa, pa + length) when it is non-empty, in bounds, inside one chunk that has
