@@ -171,24 +171,30 @@ public sealed partial class PciDevice : Device
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
-        // The route first (managed objects only), then the scope of the memory it names: the common
-        // case reads no Bus, Platform or Memory property on the way.
-        RemapperLookup? route = Remapper();
-        if (route is not null)
+        // The cached route (managed objects only) and the unit's unscoped path; anything else, DmaReadSlow.
+        RemapperLookup? route = Volatile.Read(ref _remapper);
+        if (route?.Unscoped is { } fast && IsCurrent(route, Bus))
         {
-            if (route.Unscoped is { } fast)
+            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false);
+            if (pa != IUnscopedDma.NotMoved)
             {
-                ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false);
-                if (pa != IUnscopedDma.NotMoved)
-                {
-                    return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None);
-                }
+                return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None);
             }
+        }
 
-            if (route.Unit is { } unit)
-            {
-                return ScopedRead(route, unit, pasid, iova, destination);
-            }
+        return DmaReadSlow(pasid, iova, destination);
+    }
+
+    // DmaRead when the unscoped path did not take the request: no route cached (or a stale one), memory the
+    // caller owns, or a request the unit left (see ScopedRead). Out of line, so that the fast path above makes
+    // no call that needs its registers kept.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmaResult DmaReadSlow(uint? pasid, ulong iova, Span<byte> destination)
+    {
+        RemapperLookup? route = Remapper();
+        if (route?.Unit is { } unit)
+        {
+            return ScopedRead(route, unit, pasid, iova, destination);
         }
 
         return DirectRead(destination, iova);
@@ -226,22 +232,27 @@ public sealed partial class PciDevice : Device
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)] // as DmaRead
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        RemapperLookup? route = Remapper();
-        if (route is not null)
+        RemapperLookup? route = Volatile.Read(ref _remapper);
+        if (route?.Unscoped is { } fast && IsCurrent(route, Bus))
         {
-            if (route.Unscoped is { } fast)
+            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+            if (pa != IUnscopedDma.NotMoved)
             {
-                ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
-                if (pa != IUnscopedDma.NotMoved)
-                {
-                    return new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None);
-                }
+                return new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None);
             }
+        }
 
-            if (route.Unit is { } unit)
-            {
-                return ScopedWrite(route, unit, pasid, iova, source);
-            }
+        return DmaWriteSlow(pasid, iova, source);
+    }
+
+    // DmaWrite when the unscoped path did not take the request (see DmaReadSlow).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private DmaResult DmaWriteSlow(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
+    {
+        RemapperLookup? route = Remapper();
+        if (route?.Unit is { } unit)
+        {
+            return ScopedWrite(route, unit, pasid, iova, source);
         }
 
         return DirectWrite(source, iova);
@@ -313,10 +324,13 @@ public sealed partial class PciDevice : Device
     private RemapperLookup? Remapper()
     {
         RemapperLookup? cached = Volatile.Read(ref _remapper);
-        return cached is not null && ReferenceEquals(cached.Bus, Bus) && cached.Version == cached.Bus.RemapperVersion
-            ? cached
-            : RemapperSlow();
+        return cached is not null && IsCurrent(cached, Bus) ? cached : RemapperSlow();
     }
+
+    // Whether a cached route still holds: the device is on the bus it was found on, and that bus's set of units
+    // has not changed since.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static bool IsCurrent(RemapperLookup cached, Bus? bus) => ReferenceEquals(cached.Bus, bus) && cached.Version == cached.Bus.RemapperVersion;
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private RemapperLookup? RemapperSlow()

@@ -578,19 +578,9 @@ public sealed unsafe class PhysicalMemory : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Move(ref byte s, ref byte d, nuint n)
     {
-        if (n - 32 <= 32 && Vector256.IsHardwareAccelerated)
+        if (n - SmallMoveMin <= SmallMoveMax - SmallMoveMin)
         {
-            Vector256<byte> a = Vector256.LoadUnsafe(ref s);
-            Vector256<byte> b = Vector256.LoadUnsafe(ref s, n - 32);
-            a.StoreUnsafe(ref d);
-            b.StoreUnsafe(ref d, n - 32);
-        }
-        else if (n - 16 < 16 && Vector128.IsHardwareAccelerated)
-        {
-            Vector128<byte> a = Vector128.LoadUnsafe(ref s);
-            Vector128<byte> b = Vector128.LoadUnsafe(ref s, n - 16);
-            a.StoreUnsafe(ref d);
-            b.StoreUnsafe(ref d, n - 16);
+            MoveSmall(ref s, ref d, n);
         }
         else if (n - 65 < 4096 - 64 && Vector256.IsHardwareAccelerated
             && (nuint)Unsafe.ByteOffset(ref s, ref d) >= n && (nuint)Unsafe.ByteOffset(ref d, ref s) >= n)
@@ -617,6 +607,43 @@ public sealed unsafe class PhysicalMemory : IDisposable
         else
         {
             MemoryMarshal.CreateReadOnlySpan(ref s, (int)n).CopyTo(MemoryMarshal.CreateSpan(ref d, (int)n));
+        }
+    }
+
+    // The lengths MoveSmall copies (descriptors, cache lines).
+    internal const int SmallMoveMin = 16;
+    internal const int SmallMoveMax = 64;
+
+    // Move's 16–64 B copies, alone: overlapping vector moves, every load before any store (so overlapping
+    // ranges copy right), and no call, so that a fast path that copies only these keeps no register
+    // across a call. Without 256-bit vectors, 33–64 B take four 128-bit moves.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MoveSmall(ref byte s, ref byte d, nuint n)
+    {
+        if (n >= 32 && Vector256.IsHardwareAccelerated)
+        {
+            Vector256<byte> a = Vector256.LoadUnsafe(ref s);
+            Vector256<byte> b = Vector256.LoadUnsafe(ref s, n - 32);
+            a.StoreUnsafe(ref d);
+            b.StoreUnsafe(ref d, n - 32);
+        }
+        else if (n >= 32)
+        {
+            Vector128<byte> a = Vector128.LoadUnsafe(ref s);
+            Vector128<byte> b = Vector128.LoadUnsafe(ref s, 16);
+            Vector128<byte> c = Vector128.LoadUnsafe(ref s, n - 32);
+            Vector128<byte> e = Vector128.LoadUnsafe(ref s, n - 16);
+            a.StoreUnsafe(ref d);
+            b.StoreUnsafe(ref d, 16);
+            c.StoreUnsafe(ref d, n - 32);
+            e.StoreUnsafe(ref d, n - 16);
+        }
+        else
+        {
+            Vector128<byte> a = Vector128.LoadUnsafe(ref s);
+            Vector128<byte> b = Vector128.LoadUnsafe(ref s, n - 16);
+            a.StoreUnsafe(ref d);
+            b.StoreUnsafe(ref d, n - 16);
         }
     }
 
@@ -676,6 +703,29 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);
+        return true;
+    }
+
+    // TryReadBackedPage or TryWriteBackedPage of SmallMoveMin to SmallMoveMax bytes (the caller checked
+    // the length): the copy inline, with no call on any path.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryMoveBackedPageSmall(ulong pa, Span<byte> buffer, bool write)
+    {
+        if (!TryPageHost(pa, out byte* p))
+        {
+            return false;
+        }
+
+        ref byte mine = ref MemoryMarshal.GetReference(buffer);
+        if (write)
+        {
+            MoveSmall(ref mine, ref *p, (nuint)buffer.Length);
+        }
+        else
+        {
+            MoveSmall(ref *p, ref mine, (nuint)buffer.Length);
+        }
+
         return true;
     }
 
