@@ -257,8 +257,9 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     internal bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result)
     {
         ulong pa = MoveUnscoped(requesterId, pasid, iova, buffer, write);
-        result = new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default);
-        return pa != IUnscopedDma.NotMoved;
+        bool moved = pa != IUnscopedDma.NotMoved;
+        result = moved ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default) : default;
+        return moved;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

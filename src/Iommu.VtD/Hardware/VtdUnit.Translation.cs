@@ -922,8 +922,8 @@ public sealed partial class VtdUnit
 
         // The calling thread's stripe offset, from the address of a local: threads' stacks lie a stack
         // size (1.5 MiB or more) apart, so the address bits above 64 KiB tell threads apart, hashed to a
-        // stripe. No memory read: a thread-static read is a __tls_get_addr call on Linux, and the DMA
-        // path already pays one for its access scope. A thread whose stack depth crosses a 64 KiB step
+        // stripe. No memory read: a thread-static read is a __tls_get_addr call on Linux, which the DMA
+        // fast path does not otherwise make (it opens no access scope). A thread whose stack depth crosses a 64 KiB step
         // counts on another stripe from then on, which only spreads its counts.
         private static int Offset
         {
