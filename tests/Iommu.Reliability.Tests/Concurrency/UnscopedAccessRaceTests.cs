@@ -169,10 +169,10 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
                 Assert.Equal(DmaStatus.Ok, dev.DmaRead(null, Iova(i), warm).Status);
             }
 
-            using var start = new Barrier(4);
+            using var start = new Barrier(5);
             long okCalls = 0;
-            var sawOk = new bool[3];
-            var sawOde = new bool[3];
+            var sawOk = new bool[4];
+            var sawOde = new bool[4];
             int r0 = round;
 
             void Run(int id, Func<int, string?> op)
@@ -222,13 +222,23 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
                 return r.Status != DmaStatus.Ok ? $"VtdUnit.Read {r}" : b.IndexOfAnyExcept((byte)(0x40 + i)) >= 0 ? $"VtdUnit.Read of page {i} moved bytes it does not hold" : null;
             }
 
+            // Writes the bytes the page already holds (so the readers' expectations stay true): 48 B take the
+            // inline copy, 8 B the out-of-line one.
+            string? DeviceWrite(int i)
+            {
+                Span<byte> b = stackalloc byte[(i & 1) == 0 ? 48 : 8];
+                b.Fill((byte)(0x40 + i));
+                DmaResult r = dev.DmaWrite(null, Iova(i) + 1024, b);
+                return r.Status != DmaStatus.Ok ? $"DmaWrite {r}" : null;
+            }
+
             string? Translate(int i)
             {
                 ulong pa = platform.Iommu.IovaToPhys(domain, Iova(i) + 8);
                 return pa == PaA + ((ulong)i * K4) + 8 ? null : $"iova_to_phys of page {i} answered 0x{pa:x}";
             }
 
-            Thread[] workers = [new(() => Run(0, DeviceRead)), new(() => Run(1, UnitRead)), new(() => Run(2, Translate))];
+            Thread[] workers = [new(() => Run(0, DeviceRead)), new(() => Run(1, UnitRead)), new(() => Run(2, Translate)), new(() => Run(3, DeviceWrite))];
             foreach (Thread t in workers)
             {
                 t.Start();
@@ -252,6 +262,7 @@ public sealed class UnscopedAccessRaceTests(ITestOutputHelper output)
 
             // After Dispose every path throws, the unscoped ones included.
             Assert.Throws<ObjectDisposedException>(() => dev.DmaRead(null, Iova(0), new byte[8]));
+            Assert.Throws<ObjectDisposedException>(() => dev.DmaWrite(null, Iova(0), new byte[48]));
             Assert.Throws<ObjectDisposedException>(() => unit.Read(dev.DmaRequesterId, null, Iova(0), new byte[8]));
             Assert.Throws<ObjectDisposedException>(() => platform.Iommu.IovaToPhys(domain, Iova(0)));
         }
