@@ -171,18 +171,23 @@ public sealed partial class PciDevice : Device
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
-        // The cached route (managed objects only) and the unit's unscoped path; anything else, DmaReadSlow.
-        RemapperLookup? route = Volatile.Read(ref _remapper);
-        if (route?.Unscoped is { } fast && IsCurrent(route, Bus))
-        {
-            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false);
-            if (pa != IUnscopedDma.NotMoved)
-            {
-                return new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None);
-            }
-        }
+        // The unit's unscoped path; anything else, DmaReadSlow.
+        ulong pa = MoveUnscoped(pasid, iova, destination, write: false);
+        return pa != IUnscopedDma.NotMoved
+            ? new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None)
+            : DmaReadSlow(pasid, iova, destination);
+    }
 
-        return DmaReadSlow(pasid, iova, destination);
+    // The path DmaRead and DmaWrite try first: the unit's unscoped move through the cached route (managed
+    // objects only, no call), or IUnscopedDma.NotMoved when no current route names a unit that has one, or
+    // the unit did not take the request.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private ulong MoveUnscoped(uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    {
+        RemapperLookup? route = Volatile.Read(ref _remapper);
+        return route?.Unscoped is { } fast && IsCurrent(route, Bus)
+            ? fast.MoveUnscoped(DmaRequesterId, pasid, iova, buffer, write)
+            : IUnscopedDma.NotMoved;
     }
 
     // DmaRead when the unscoped path did not take the request: no route cached (or a stale one), memory the
@@ -232,17 +237,11 @@ public sealed partial class PciDevice : Device
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)] // as DmaRead
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        RemapperLookup? route = Volatile.Read(ref _remapper);
-        if (route?.Unscoped is { } fast && IsCurrent(route, Bus))
-        {
-            ulong pa = fast.MoveUnscoped(DmaRequesterId, pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
-            if (pa != IUnscopedDma.NotMoved)
-            {
-                return new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None);
-            }
-        }
-
-        return DmaWriteSlow(pasid, iova, source);
+        // The unit only reads the span it is given on a write.
+        ulong pa = MoveUnscoped(pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+        return pa != IUnscopedDma.NotMoved
+            ? new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None)
+            : DmaWriteSlow(pasid, iova, source);
     }
 
     // DmaWrite when the unscoped path did not take the request (see DmaReadSlow).
