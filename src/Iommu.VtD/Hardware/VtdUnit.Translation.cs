@@ -902,6 +902,7 @@ public sealed partial class VtdUnit
     /// count can be lost only when two threads whose stripes coincide increment the same counter at
     /// the same instant.
     /// </summary>
+    [SkipLocalsInit] // Offset's local is only an address: nothing to zero
     private sealed unsafe class Counters
     {
         public const int ContextHit = 0;
@@ -918,38 +919,45 @@ public sealed partial class VtdUnit
         private const int StripeBits = 8;
         private const int Stripes = 1 << StripeBits; // 256: two threads share a stripe with odds 1 in 256 (32 KiB per unit)
         private const int Stride = 16; // 128 bytes: no two stripes share a cache line or its prefetch pair
-        private readonly long[] _counts = new long[(Stripes + 1) * Stride];
+
+        // Pinned, so that an increment is one store through a pointer kept beside it (no array load, null
+        // check or data offset on the DMA path). The first Stride longs are padding before stripe 0.
+        private readonly long[] _counts = GC.AllocateArray<long>((Stripes + 1) * Stride, pinned: true);
+        private readonly long* _stripes;
+
+        public Counters() => _stripes = (long*)Unsafe.AsPointer(ref _counts[Stride]);
 
         // The calling thread's stripe offset, from the address of a local: threads' stacks lie a stack
         // size (1.5 MiB or more) apart, so the address bits above 64 KiB tell threads apart, hashed to a
         // stripe. No memory read: a thread-static read is a __tls_get_addr call on Linux, which the DMA
         // fast path does not otherwise make (it opens no access scope). A thread whose stack depth crosses a 64 KiB step
-        // counts on another stripe from then on, which only spreads its counts.
-        private static int Offset
+        // counts on another stripe from then on, which only spreads its counts. The local is never
+        // written: only its address counts (a caller that inlines this and skips zeroing its locals, as
+        // PciDevice.DmaRead does, spends no store on it).
+        private static nuint Offset
         {
             [MethodImpl(MethodImplOptions.AggressiveInlining)]
             get
             {
-                byte here = 0;
+                byte here;
                 ulong sp = (ulong)&here;
-                return (int)((((sp >> 16) * 0x9E3779B97F4A7C15UL) >> (64 - StripeBits)) + 1) * Stride;
+                return (nuint)(((sp >> 16) * 0x9E3779B97F4A7C15UL) >> (64 - StripeBits)) * Stride;
             }
         }
 
+        // (Native-sized indices throughout: no sign extension between the hash and the store.)
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Add(int counter) => _counts[Offset + counter]++;
+        public void Add(int counter) => _stripes[Offset + (nuint)counter]++;
 
-        // A request served entirely from the caches: context (and PASID) and IOTLB hits. Offset is at most
+        // A request served entirely from the caches: context (and PASID) and IOTLB hits. Offset is below
         // Stripes × Stride and the counter below Stride, so the index is inside the array.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void AddHits(bool pasid) =>
-            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_counts), Offset + (pasid ? MemoScalable : MemoLegacy))++;
+        public void AddHits(bool pasid) => _stripes[Offset + (nuint)(pasid ? MemoScalable : MemoLegacy)]++;
 
         // AddHits for a request the memo served: its mode from the memo's Scalable bit, with no branch or select
         // (MemoScalable is MemoLegacy + 1).
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void AddMemoHits(ulong memo) =>
-            Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_counts), Offset + MemoLegacy + (int)((memo / TranslationShortcut.Scalable) & 1))++;
+        public void AddMemoHits(ulong memo) => (_stripes + MemoLegacy)[Offset + (nuint)((memo / TranslationShortcut.Scalable) & 1)]++;
 
         public long Sum(int counter)
         {
