@@ -563,6 +563,34 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
+    // TryReadUInt64 of 2 or 4 quadwords (a 128- or 256-bit descriptor) into locals, c and d 0 for 2: no
+    // span, so a caller's loop over descriptors keeps them in registers and allocates no stack buffer.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryReadQuadwords(ulong pa, int count, out ulong a, out ulong b, out ulong c, out ulong d)
+    {
+        ulong* p = (ulong*)OneChunk(pa, (ulong)count * sizeof(ulong));
+        if (p == null || (pa & 7) != 0)
+        {
+            return TryReadQuadwordsSlow(pa, count, out a, out b, out c, out d);
+        }
+
+        a = Volatile.Read(ref p[0]);
+        b = Volatile.Read(ref p[1]);
+        c = count == 4 ? Volatile.Read(ref p[2]) : 0;
+        d = count == 4 ? Volatile.Read(ref p[3]) : 0;
+        return true;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryReadQuadwordsSlow(ulong pa, int count, out ulong a, out ulong b, out ulong c, out ulong d)
+    {
+        Span<ulong> words = stackalloc ulong[4];
+        words.Clear();
+        bool read = TryReadUInt64Slow(pa, words[..count]);
+        (a, b, c, d) = (words[0], words[1], words[2], words[3]);
+        return read;
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool TryReadUInt64Slow(ulong pa, Span<ulong> destination)
     {

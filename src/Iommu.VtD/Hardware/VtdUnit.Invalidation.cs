@@ -314,7 +314,6 @@ public sealed partial class VtdUnit
     /// A tail error is reported for the IQT write that made it; resuming after IQE with that tail still
     /// in place fetches nothing and reports nothing again.
     /// </remarks>
-    [SkipLocalsInit] // the descriptor buffer is written before it is read
     private void ProcessInvalidationQueue(bool tailWritten = true)
     {
         if (!QueuedInvalidationEnabled || (Get32(VtdRegister.Fsts) & VtdRegister.FstsIqe) != 0)
@@ -341,21 +340,18 @@ public sealed partial class VtdUnit
         }
 
         ulong head = (Get64(VtdRegister.Iqh) & 0x7FFF0) >> shift;
-        Span<ulong> desc = stackalloc ulong[4];
         while (head != tail)
         {
-            // One checked fetch of the whole descriptor by quadwords (zeros where never written).
+            // One checked fetch of the whole descriptor by quadwords (zeros where never written), into
+            // locals: no stack buffer, so the method is compiled like any other (tiered, with its profile).
             ulong pa = queueBase + (head << shift);
-            if (!_memory.TryReadUInt64(pa, desc[..(wide ? 4 : 2)]))
+            if (!_memory.TryReadQuadwords(pa, wide ? 4 : 2, out ulong q0, out ulong q1, out ulong q2, out ulong q3))
             {
                 ReportQueueError(IqeiFetch);
                 return;
             }
 
-            ulong q0 = desc[0];
-            ulong q1 = desc[1];
-            ulong upper = wide ? desc[2] | desc[3] : 0;
-            int error = upper != 0 ? IqeiReserved : ExecuteDescriptor(q0, q1, wide);
+            int error = (q2 | q3) != 0 ? IqeiReserved : ExecuteDescriptor(q0, q1, wide);
             if (error != 0)
             {
                 ReportQueueError(error);
