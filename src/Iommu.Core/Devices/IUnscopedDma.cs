@@ -14,8 +14,8 @@ namespace Iommu.Devices;
 /// </remarks>
 internal interface IUnscopedDma
 {
-    /// <summary>The <see cref="MoveUnscoped"/> answer that sends the caller to the scoped path (no physical address is this large).</summary>
-    const ulong NotMoved = ulong.MaxValue;
+    /// <summary>The unit's memo of translations: <see cref="PciDevice"/> moves 16 to 64 bytes through it inline (<see cref="TranslationShortcut.TryMoveSmall"/>).</summary>
+    TranslationShortcut Memo { get; }
 
     /// <summary>Moves <paramref name="buffer"/> (one page or less) when the fast path can.</summary>
     /// <param name="requesterId">Source id.</param>
@@ -23,6 +23,6 @@ internal interface IUnscopedDma
     /// <param name="iova">Device address.</param>
     /// <param name="buffer">The bytes read into, or written from.</param>
     /// <param name="write">Whether the device writes.</param>
-    /// <returns>The physical address of the first byte when the whole buffer moved, else <see cref="NotMoved"/>.</returns>
+    /// <returns>The physical address of the first byte when the whole buffer moved, else <see cref="TranslationShortcut.NotMoved"/>.</returns>
     ulong MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write);
 }

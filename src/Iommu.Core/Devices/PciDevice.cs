@@ -172,35 +172,38 @@ public sealed partial class PciDevice : Device
     [System.Runtime.CompilerServices.SkipLocalsInit] // the unit's hit counter, inlined here, takes a local's address only
     public DmaResult DmaRead(uint? pasid, ulong iova, Span<byte> destination)
     {
-        // The unit's unscoped path; anything else, DmaReadSlow.
-        ulong pa = MoveUnscoped(pasid, iova, destination, write: false);
-        return pa != IUnscopedDma.NotMoved
+        // 16-64 B through the unit's memo, inline (no call, no type test); anything else, DmaReadSlow.
+        ulong pa = MoveThroughMemo(pasid, iova, destination, write: false);
+        return pa != TranslationShortcut.NotMoved
             ? new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None)
             : DmaReadSlow(pasid, iova, destination);
     }
 
-    // The path DmaRead and DmaWrite try first: the unit's unscoped move through the cached route (managed
-    // objects only, no call), or IUnscopedDma.NotMoved when no current route names a unit that has one, or
-    // the unit did not take the request.
+    // The path DmaRead and DmaWrite try first: the memo of the unit the cached route names (managed objects
+    // only, no call), or TranslationShortcut.NotMoved when no current route has a memo or the memo did not
+    // take the request.
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private ulong MoveUnscoped(uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    private ulong MoveThroughMemo(uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         RemapperLookup? route = Volatile.Read(ref _remapper);
-        return route?.Unscoped is { } fast && IsCurrent(route, Bus)
-            ? fast.MoveUnscoped(DmaRequesterId, pasid, iova, buffer, write)
-            : IUnscopedDma.NotMoved;
+        return route?.Memo is { } memo && IsCurrent(route, Bus)
+            ? memo.TryMoveSmall(DmaRequesterId, pasid, iova, buffer, write)
+            : TranslationShortcut.NotMoved;
     }
 
-    // DmaRead when the unscoped path did not take the request: no route cached (or a stale one), memory the
-    // caller owns, or a request the unit left (see ScopedRead). Out of line, so that the fast path above makes
-    // no call that needs its registers kept.
+    // DmaRead when the memo did not take the request: no route cached (or a stale one), another length (the
+    // unit's unscoped move of any length), memory the caller owns, or a request the unit left (see
+    // ScopedRead). Out of line, so that the fast path above makes no call that needs its registers kept.
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private DmaResult DmaReadSlow(uint? pasid, ulong iova, Span<byte> destination)
     {
         RemapperLookup? route = Remapper();
         if (route?.Unit is { } unit)
         {
-            return ScopedRead(route, unit, pasid, iova, destination);
+            ulong pa = route.Unscoped is { } fast ? fast.MoveUnscoped(DmaRequesterId, pasid, iova, destination, write: false) : TranslationShortcut.NotMoved;
+            return pa != TranslationShortcut.NotMoved
+                ? new DmaResult(DmaStatus.Ok, (ulong)destination.Length, pa, DmaFaultReason.None)
+                : ScopedRead(route, unit, pasid, iova, destination);
         }
 
         return DirectRead(destination, iova);
@@ -239,25 +242,33 @@ public sealed partial class PciDevice : Device
     [System.Runtime.CompilerServices.SkipLocalsInit] // as DmaRead
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        // The unit only reads the span it is given on a write.
-        ulong pa = MoveUnscoped(pasid, iova, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
-        return pa != IUnscopedDma.NotMoved
+        // The memo only reads the span it is given on a write.
+        ulong pa = MoveThroughMemo(pasid, iova, WriteSource(source), write: true);
+        return pa != TranslationShortcut.NotMoved
             ? new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None)
             : DmaWriteSlow(pasid, iova, source);
     }
 
-    // DmaWrite when the unscoped path did not take the request (see DmaReadSlow).
+    // DmaWrite when the memo did not take the request (see DmaReadSlow).
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private DmaResult DmaWriteSlow(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         RemapperLookup? route = Remapper();
         if (route?.Unit is { } unit)
         {
-            return ScopedWrite(route, unit, pasid, iova, source);
+            ulong pa = route.Unscoped is { } fast ? fast.MoveUnscoped(DmaRequesterId, pasid, iova, WriteSource(source), write: true) : TranslationShortcut.NotMoved;
+            return pa != TranslationShortcut.NotMoved
+                ? new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None)
+                : ScopedWrite(route, unit, pasid, iova, source);
         }
 
         return DirectWrite(source, iova);
     }
+
+    // A write's source as the span the unscoped moves take (they only read it on a write).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static Span<byte> WriteSource(ReadOnlySpan<byte> source) =>
+        System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
 
     // DmaWrite through the unit inside the memory's access scope (see ScopedRead).
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
@@ -350,13 +361,14 @@ public sealed partial class PciDevice : Device
 
         IDmaRemapper? unit = bus.FindDmaRemapper(this);
         Memory.PhysicalMemory memory = bus.Platform.Memory;
-        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, memory, memory.RetiresOnDispose ? unit as IUnscopedDma : null);
+        IUnscopedDma? unscoped = memory.RetiresOnDispose ? unit as IUnscopedDma : null;
+        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, memory, unscoped, unscoped?.Memo);
         Volatile.Write(ref _remapper, lookup);
         return lookup;
     }
 
-    // Unscoped: the unit's fast path that holds no access scope, only on memory that retires on dispose.
-    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory, IUnscopedDma? Unscoped);
+    // Unscoped: the unit's fast path that holds no access scope, only on memory that retires on dispose; Memo, its memo.
+    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory, IUnscopedDma? Unscoped, TranslationShortcut? Memo);
 
     // The device's access scope: its platform's memory (none while the device is on no bus).
     private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;

@@ -642,6 +642,10 @@ public sealed unsafe class PhysicalMemory : IDisposable
     internal const int SmallMoveMin = 16;
     internal const int SmallMoveMax = 64;
 
+    // Whether MoveSmall (and TryMoveBackedPageSmall) takes a copy of length bytes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool IsSmallMove(int length) => (uint)(length - SmallMoveMin) <= SmallMoveMax - SmallMoveMin;
+
     // Move's 16–64 B copies, alone: overlapping vector moves, every load before any store (so overlapping
     // ranges copy right), and no call, so that a fast path that copies only these keeps no register
     // across a call. Without 256-bit vectors, 33–64 B take four 128-bit moves.

@@ -243,13 +243,14 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
         return new DmaResult(DmaStatus.Ok, done, first, default);
     }
 
-    // The DMA fast path with no access scope (IUnscopedDma): a request of one page or less whose
-    // translation the memo holds, to a backed page, moved only while the memory's dispose has not started;
-    // anything else returns false for the scoped path. Ordering: Dispose stores its flag before it retires
-    // the memory; a read that saw retired (zeroed) bytes is followed, past the read barrier, by a load of
-    // the flag that sees it, and then counts for nothing. A write that lands in retired memory is lost with
-    // the memory, as if it had come just before the dispose. The memo's own ordering argument
+    // The DMA path with no access scope (IUnscopedDma): a request of one page or less whose translation the
+    // memo holds, to a backed page, moved only while the memory's dispose has not started; anything else
+    // returns NotMoved for the scoped path. 16-64 B go through the memo's inline move
+    // (TranslationShortcut.TryMoveSmall, which PciDevice also calls directly, and whose remarks give the
+    // ordering with Dispose); other lengths through MoveUnscopedAnyLength. The memo's own ordering argument
     // (TranslationShortcut) is the scoped path's.
+    TranslationShortcut IUnscopedDma.Memo => _shortcut;
+
     ulong IUnscopedDma.MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write) =>
         MoveUnscoped(requesterId, pasid, iova, buffer, write);
 
@@ -257,70 +258,40 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     internal bool TryMoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write, out DmaResult result)
     {
         ulong pa = MoveUnscoped(requesterId, pasid, iova, buffer, write);
-        bool moved = pa != IUnscopedDma.NotMoved;
+        bool moved = pa != TranslationShortcut.NotMoved;
         result = moved ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default) : default;
         return moved;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    private ulong MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write) =>
+        PhysicalMemory.IsSmallMove(buffer.Length)
+            ? _shortcut.TryMoveSmall(requesterId, pasid, iova, buffer, write)
+            : MoveUnscopedAnyLength(requesterId, pasid, iova, buffer, write);
+
+    // MoveUnscoped for lengths the inline copy does not take (under 16 B, over 64 B), out of line: the
+    // inline path, with no call on it, keeps fewer registers across calls (fewer saved and restored).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong MoveUnscopedAnyLength(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         // (The unit's own memory must retire on dispose: a caller decides by the platform's, which is the same in practice.)
         PhysicalMemory memory = _memory;
-        if (memory.RetiresOnDispose && !memory.IsDisposed && TryMemo(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
+        TranslationShortcut shortcut = _shortcut;
+        if (memory.RetiresOnDispose && !memory.IsDisposed && shortcut.TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
-            ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
-            if ((uint)(buffer.Length - PhysicalMemory.SmallMoveMin) > PhysicalMemory.SmallMoveMax - PhysicalMemory.SmallMoveMin)
+            ulong pa = (memo & TranslationShortcut.AddressMask) | (iova & 0xFFF);
+            if (write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer))
             {
-                return MoveUnscopedAnyLength(memory, memo, pa, buffer, write);
+                Volatile.ReadBarrier(); // as TranslationShortcut.TryMoveSmall
+                if (!memory.IsDisposed)
+                {
+                    shortcut.CountHit(memo);
+                    return pa;
+                }
             }
-
-            if (memory.TryMoveBackedPageSmall(pa, buffer, write))
-            {
-                return MovedUnscoped(memory, memo, pa);
-            }
         }
 
-        return IUnscopedDma.NotMoved;
-    }
-
-    // MoveUnscoped's copy for lengths the inline copy does not take (under 16 B, over 64 B), out of line: the
-    // inline path, with no call on it, keeps fewer registers across calls (fewer saved and restored).
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private ulong MoveUnscopedAnyLength(PhysicalMemory memory, ulong memo, ulong pa, Span<byte> buffer, bool write) =>
-        (write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer)) ? MovedUnscoped(memory, memo, pa) : IUnscopedDma.NotMoved;
-
-    // After the copy: pa when the dispose had not started (then the hit counts), else NotMoved.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong MovedUnscoped(PhysicalMemory memory, ulong memo, ulong pa)
-    {
-        Volatile.ReadBarrier();
-        if (memory.IsDisposed)
-        {
-            return IUnscopedDma.NotMoved;
-        }
-
-        _counters.AddMemoHits(memo);
-        return pa;
-    }
-
-    // The memo's answer for a DMA of length bytes (1 to the end of iova's page) that allows the access: the
-    // lookup both DMA fast paths start with. The generation is read before the memo is looked at
-    // (TranslationShortcut's ordering argument).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryMemo(ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong memo)
-    {
-        uint p = pasid.GetValueOrDefault();
-        if ((uint)(length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
-        {
-            TranslationShortcut shortcut = _shortcut; // one load: the generation's volatile read would make the JIT load the field again
-            uint gen = shortcut.Generation;
-            return shortcut.TryGet(TranslationShortcut.Requester(requesterId, pasid.HasValue, p), iova, gen, out memo)
-                && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0;
-        }
-
-        memo = 0;
-        return false;
+        return TranslationShortcut.NotMoved;
     }
 
     // Transfer for callers that hold the scope (PciDevice DMA through DmaRead/DmaWrite).
@@ -332,10 +303,11 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     private DmaResult TransferUnguarded(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, DmaAccess access)
     {
         bool write = access == DmaAccess.Write;
-        if (TryMemo(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
+        TranslationShortcut shortcut = _shortcut;
+        if (shortcut.TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
-            _counters.AddMemoHits(memo);
-            ulong pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
+            shortcut.CountHit(memo);
+            ulong pa = (memo & TranslationShortcut.AddressMask) | (iova & 0xFFF);
             return Copy(pa, buffer, write)
                 ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default)
                 : new DmaResult(DmaStatus.MemoryError, 0, iova, VtdFaultReason.None.ToDmaFaultReason());

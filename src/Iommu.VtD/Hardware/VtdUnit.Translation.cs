@@ -1,4 +1,5 @@
 using Iommu.Devices;
+using Iommu.Internal;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -43,7 +44,7 @@ public sealed partial class VtdUnit
 
     /// <summary>The RTADDR value latched by the last SRTP (table address | TTM): what the unit walks (the image exporter reads it).</summary>
     internal ulong LatchedRootTable => Volatile.Read(ref _rootTable);
-    private readonly Counters _counters = new();
+    private readonly Counters _counters;
     private long _contextInvalidations, _pasidInvalidations, _iotlbInvalidations;
     private readonly long[] _faultsByReason = new long[256];
 
@@ -145,7 +146,7 @@ public sealed partial class VtdUnit
             && _shortcut.TryGet(requester, iova, gen, out ulong memo)
             && (memo & (write ? TranslationShortcut.Write : TranslationShortcut.Read)) != 0)
         {
-            _counters.AddMemoHits(memo);
+            _shortcut.CountHit(memo);
             pageSize = 1UL << (12 + (9 * (int)((memo >> TranslationShortcut.LevelShift) & 3)));
             pa = (memo & VtdFormat.PointerMask) | (iova & 0xFFF);
             writable = (memo & TranslationShortcut.Writable) != 0;
@@ -897,12 +898,12 @@ public sealed partial class VtdUnit
     }
 
     /// <summary>
-    /// The cache hit and miss counters, striped by thread so that translating threads do not share a
-    /// cache line: plain increments of the calling thread's stripe (no interlocked operation). A
-    /// count can be lost only when two threads whose stripes coincide increment the same counter at
-    /// the same instant.
+    /// The cache hit and miss counters, striped by thread (<see cref="ThreadStripe"/>) so that translating
+    /// threads do not share a cache line: plain increments of the calling thread's stripe (no interlocked
+    /// operation). A count can be lost only when two threads whose stripes coincide increment the same
+    /// counter at the same instant. Requests the memo served are counted by the memo
+    /// (<see cref="TranslationShortcut.CountHit"/>, on the device's DMA path too) and added in here.
     /// </summary>
-    [SkipLocalsInit] // Offset's local is only an address: nothing to zero
     private sealed unsafe class Counters
     {
         public const int ContextHit = 0;
@@ -912,70 +913,38 @@ public sealed partial class VtdUnit
         public const int IotlbHit = 4;
         public const int IotlbMiss = 5;
 
-        // Requests the memo served whole (AddHits), by mode: one increment for what the caches would have
+        // Requests the caches served whole (AddHits), by mode: one increment for what the caches would have
         // counted as two or three hits; Sum adds them back into the hits they stand for.
-        private const int MemoLegacy = 6;
-        private const int MemoScalable = 7;
-        private const int StripeBits = 8;
-        private const int Stripes = 1 << StripeBits; // 256: two threads share a stripe with odds 1 in 256 (32 KiB per unit)
-        private const int Stride = 16; // 128 bytes: no two stripes share a cache line or its prefetch pair
+        private const int WholeLegacy = 6;
+        private const int WholeScalable = 7;
 
-        // Pinned, so that an increment is one store through a pointer kept beside it (no array load, null
-        // check or data offset on the DMA path). The first Stride longs are padding before stripe 0.
-        private readonly long[] _counts = GC.AllocateArray<long>((Stripes + 1) * Stride, pinned: true);
+        private readonly TranslationShortcut _memo;
+        private readonly long[] _counts; // pinned; keeps _stripes valid
         private readonly long* _stripes;
 
-        public Counters() => _stripes = (long*)Unsafe.AsPointer(ref _counts[Stride]);
-
-        // The calling thread's stripe offset, from the address of a local: threads' stacks lie a stack
-        // size (1.5 MiB or more) apart, so the address bits above 64 KiB tell threads apart, hashed to a
-        // stripe. No memory read: a thread-static read is a __tls_get_addr call on Linux, which the DMA
-        // fast path does not otherwise make (it opens no access scope). A thread whose stack depth crosses a 64 KiB step
-        // counts on another stripe from then on, which only spreads its counts. The local is never
-        // written: only its address counts (a caller that inlines this and skips zeroing its locals, as
-        // PciDevice.DmaRead does, spends no store on it).
-        private static nuint Offset
+        public Counters(TranslationShortcut memo)
         {
-            [MethodImpl(MethodImplOptions.AggressiveInlining)]
-            get
-            {
-                byte here;
-                ulong sp = (ulong)&here;
-                return (nuint)(((sp >> 16) * 0x9E3779B97F4A7C15UL) >> (64 - StripeBits)) * Stride;
-            }
+            _memo = memo;
+            _counts = ThreadStripe.Allocate(out _stripes);
         }
 
-        // (Native-sized indices throughout: no sign extension between the hash and the store.)
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Add(int counter) => _stripes[Offset + (nuint)counter]++;
+        public void Add(int counter) => _stripes[ThreadStripe.Offset + (nuint)counter]++;
 
-        // A request served entirely from the caches: context (and PASID) and IOTLB hits. Offset is below
-        // Stripes × Stride and the counter below Stride, so the index is inside the array.
+        // A request served entirely from the caches: context (and PASID) and IOTLB hits.
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void AddHits(bool pasid) => _stripes[Offset + (nuint)(pasid ? MemoScalable : MemoLegacy)]++;
-
-        // AddHits for a request the memo served: its mode from the memo's Scalable bit, with no branch or select
-        // (MemoScalable is MemoLegacy + 1).
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void AddMemoHits(ulong memo) => (_stripes + MemoLegacy)[Offset + (nuint)((memo / TranslationShortcut.Scalable) & 1)]++;
+        public void AddHits(bool pasid) => _stripes[ThreadStripe.Offset + (nuint)(pasid ? WholeScalable : WholeLegacy)]++;
 
         public long Sum(int counter)
         {
-            long total = 0;
-            for (int s = 1; s <= Stripes; s++)
+            long legacy = ThreadStripe.Sum(_stripes, WholeLegacy) + _memo.Hits(scalable: false);
+            long scalable = ThreadStripe.Sum(_stripes, WholeScalable) + _memo.Hits(scalable: true);
+            return ThreadStripe.Sum(_stripes, counter) + counter switch
             {
-                int at = s * Stride;
-                total += Volatile.Read(ref _counts[at + counter]);
-                long legacy = Volatile.Read(ref _counts[at + MemoLegacy]), scalable = Volatile.Read(ref _counts[at + MemoScalable]);
-                total += counter switch
-                {
-                    ContextHit or IotlbHit => legacy + scalable,
-                    PasidHit => scalable,
-                    _ => 0,
-                };
-            }
-
-            return total;
+                ContextHit or IotlbHit => legacy + scalable,
+                PasidHit => scalable,
+                _ => 0,
+            };
         }
     }
 }

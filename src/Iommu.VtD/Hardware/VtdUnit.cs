@@ -70,7 +70,8 @@ public sealed partial class VtdUnit : IVtdDiagnostics
         _cachingMode = config.CachingMode;
         _didMask = (ushort)((1 << Math.Min(16, 4 + (2 * config.DomainIdEncoding))) - 1);
         _noDidGroup = _didMask + 1;
-        _shortcut = new TranslationShortcut(config.IotlbCapacity);
+        _shortcut = new TranslationShortcut(config.IotlbCapacity, memory);
+        _counters = new Counters(_shortcut);
         _contextCache = new TranslationCache(config.ContextCacheCapacity, config.ContextCacheAssociativity, _didMask + 2, 1, _shortcut);
         _pasidCache = new TranslationCache(config.PasidCacheCapacity, config.PasidCacheAssociativity, _didMask + 2, _pasidTags.CellCount, _shortcut);
         _iotlb = new TranslationCache(config.IotlbCapacity, config.IotlbAssociativity, _didMask + 2, _pasidTags.CellCount, _shortcut);

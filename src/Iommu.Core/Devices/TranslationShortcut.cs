@@ -1,8 +1,10 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Iommu.Internal;
+using Iommu.Memory;
 
-namespace Iommu.VtD.Hardware;
+namespace Iommu.Devices;
 
 /// <summary>
 /// A software memo of completed translations, per (source id, PASID, 4 KiB page): what the context
@@ -27,7 +29,7 @@ namespace Iommu.VtD.Hardware;
 /// or the fill is retired when the count moves. Counting at the start of a change would not do: a
 /// filler could read the new count and then an entry the change had not removed yet. Readers compare
 /// the entry's count with the current one under the entry's seqlock (as
-/// <see cref="TranslationCache"/>'s slots).</para>
+/// the unit's cache slots).</para>
 /// <para>First level and nested (PGTT 001/011): the memo summarises the scalable context entry, the
 /// PASID entry and the first-stage IOTLB entry (tagged PASID | first-level or nested kind) of a user,
 /// non-execute request, the only kind that looks it up. Every invalidation that removes or retires one of
@@ -42,9 +44,19 @@ namespace Iommu.VtD.Hardware;
 /// <para>Shape: direct-mapped, as many entries as the IOTLB (a power of two). The index is the page
 /// number plus an offset hashed from the source id and PASID, so one device's consecutive pages never
 /// conflict with each other, and neighbouring devices' ranges start far apart.</para>
+/// <para>Home: the remapping unit (<c>VtdUnit</c>) owns, fills and retires it; it lives here, beside
+/// <see cref="PciDevice"/>, so that a device's DMA can look it up and move the bytes inline
+/// (<see cref="TryMoveSmall"/>) without a call into the unit. Its hits are counted here, striped by thread,
+/// and the unit adds them into the cache hit counts they stand for.</para>
 /// </remarks>
-internal sealed class TranslationShortcut
+internal sealed unsafe class TranslationShortcut
 {
+    /// <summary>Value bits 63:12: the output page address (4 KiB aligned; for a larger page, the 4 KiB page of the request).</summary>
+    public const ulong AddressMask = ~0xFFFUL;
+
+    /// <summary>The <see cref="TryMoveSmall"/> answer when nothing moved (no physical address is this large).</summary>
+    public const ulong NotMoved = ulong.MaxValue;
+
     /// <summary>Value bit: reads allowed.</summary>
     public const ulong Read = 1;
 
@@ -67,14 +79,86 @@ internal sealed class TranslationShortcut
     private long _generation;
     private readonly int _mask;
     private readonly int _shift;
+    private readonly PhysicalMemory _memory;
+    private readonly long[] _hitCounts; // pinned: [stripe + 0] hits of legacy-mode requests, [stripe + 1] of scalable-mode ones
+    private readonly long* _hits;
 
     /// <summary>Creates an empty memo of at least <paramref name="capacity"/> entries (rounded up to a power of two).</summary>
-    public TranslationShortcut(int capacity)
+    /// <param name="capacity">Entries.</param>
+    /// <param name="memory">The memory the memoised addresses are in (the unit's).</param>
+    public TranslationShortcut(int capacity, PhysicalMemory memory)
     {
         int n = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(capacity, 64));
         _entries = new Entry[n];
         _mask = n - 1;
         _shift = 64 - BitOperations.Log2((uint)n);
+        _memory = memory;
+        _hitCounts = ThreadStripe.Allocate(out _hits);
+    }
+
+    /// <summary>Requests the memo served, counted by <see cref="CountHit"/>: of scalable-mode units (the PASID cache hit too) or of legacy ones.</summary>
+    /// <param name="scalable">Which kind.</param>
+    /// <returns>The count.</returns>
+    public long Hits(bool scalable) => ThreadStripe.Sum(_hits, scalable ? 1 : 0);
+
+    /// <summary>Counts a request the memo served with <paramref name="value"/>, by its <see cref="Scalable"/> bit (no branch).</summary>
+    /// <param name="value">The memoised value.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void CountHit(ulong value) => _hits[ThreadStripe.Offset + (nuint)((value / Scalable) & 1)]++;
+
+    /// <summary>
+    /// The memo's answer for a request of <paramref name="length"/> bytes (1 to the end of
+    /// <paramref name="iova"/>'s page) that allows the access: the generation read before the entry is
+    /// looked at (the ordering argument above). Counts nothing.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetAccess(ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value)
+    {
+        uint p = pasid.GetValueOrDefault();
+        if ((uint)(length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
+        {
+            uint gen = Generation;
+            return TryGet(Requester(requesterId, pasid.HasValue, p), iova, gen, out value)
+                && (value & (write ? Write : Read)) != 0;
+        }
+
+        value = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// The DMA fast path with no access scope (see <see cref="IUnscopedDma"/>): moves 16 to 64 bytes
+    /// (<see cref="PhysicalMemory.IsSmallMove"/>) inside <paramref name="iova"/>'s page when the memo holds
+    /// a translation that allows the access, the page is backed and the memory retires on dispose, all
+    /// inline with no call. Returns the physical address of the first byte, counting the hit, or
+    /// <see cref="NotMoved"/> (nothing moved, or what moved counts for nothing).
+    /// </summary>
+    /// <remarks>
+    /// Ordering with <see cref="PhysicalMemory.Dispose"/>: it stores its flag before it retires the memory;
+    /// a read that saw retired (zeroed) bytes is followed, past the read barrier, by a load of the flag
+    /// that sees it, and then counts for nothing. A write that lands in retired memory is lost with the
+    /// memory, as if it had come just before the dispose.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong TryMoveSmall(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    {
+        PhysicalMemory memory = _memory;
+        if (PhysicalMemory.IsSmallMove(buffer.Length) && memory.RetiresOnDispose && !memory.IsDisposed
+            && TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong value))
+        {
+            ulong pa = (value & AddressMask) | (iova & 0xFFF);
+            if (memory.TryMoveBackedPageSmall(pa, buffer, write))
+            {
+                Volatile.ReadBarrier();
+                if (!memory.IsDisposed)
+                {
+                    CountHit(value);
+                    return pa;
+                }
+            }
+        }
+
+        return NotMoved;
     }
 
     /// <summary>The change count: read it before looking at any cache, and pass it to <see cref="TryGet"/> and <see cref="Fill"/>.</summary>
