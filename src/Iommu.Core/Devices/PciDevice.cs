@@ -243,7 +243,7 @@ public sealed partial class PciDevice : Device
     public DmaResult DmaWrite(uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
         // The memo only reads the span it is given on a write.
-        ulong pa = MoveThroughMemo(pasid, iova, WriteSource(source), write: true);
+        ulong pa = MoveThroughMemo(pasid, iova, Internal.MoveSource.Of(source), write: true);
         return pa != TranslationShortcut.NotMoved
             ? new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None)
             : DmaWriteSlow(pasid, iova, source);
@@ -256,7 +256,7 @@ public sealed partial class PciDevice : Device
         RemapperLookup? route = Remapper();
         if (route?.Unit is { } unit)
         {
-            ulong pa = route.Unscoped is { } fast ? fast.MoveUnscoped(DmaRequesterId, pasid, iova, WriteSource(source), write: true) : TranslationShortcut.NotMoved;
+            ulong pa = route.Unscoped is { } fast ? fast.MoveUnscoped(DmaRequesterId, pasid, iova, Internal.MoveSource.Of(source), write: true) : TranslationShortcut.NotMoved;
             return pa != TranslationShortcut.NotMoved
                 ? new DmaResult(DmaStatus.Ok, (ulong)source.Length, pa, DmaFaultReason.None)
                 : ScopedWrite(route, unit, pasid, iova, source);
@@ -264,11 +264,6 @@ public sealed partial class PciDevice : Device
 
         return DirectWrite(source, iova);
     }
-
-    // A write's source as the span the unscoped moves take (they only read it on a write).
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static Span<byte> WriteSource(ReadOnlySpan<byte> source) =>
-        System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
 
     // DmaWrite through the unit inside the memory's access scope (see ScopedRead).
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]

@@ -690,7 +690,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
         byte* p = OneChunk(pa, (ulong)source.Length);
         if (p == null)
         {
-            return TryCopySlow(pa, System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length), write: true);
+            return TryCopySlow(pa, MoveSource.Of(source), write: true);
         }
 
         Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);

@@ -25,7 +25,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     {
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
-        return TransferUnguarded(device.DmaRequesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
+        return TransferUnguarded(device.DmaRequesterId, pasid, iova, Iommu.Internal.MoveSource.Of(source), DmaAccess.Write);
     }
 
     /// <inheritdoc/>
@@ -47,7 +47,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
         _memory.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(device);
         DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Write, attributes);
-        return Move(device.DmaRequesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
+        return Move(device.DmaRequesterId, pasid, iova, Iommu.Internal.MoveSource.Of(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
     }
 
     /// <summary>
@@ -98,13 +98,13 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     /// <returns>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>.</returns>
     public DmaResult Write(ushort requesterId, uint? pasid, ulong iova, ReadOnlySpan<byte> source)
     {
-        if (TryMoveUnscoped(requesterId, pasid, iova, WriteSource(source), write: true, out DmaResult done))
+        if (TryMoveUnscoped(requesterId, pasid, iova, Iommu.Internal.MoveSource.Of(source), write: true, out DmaResult done))
         {
             return done;
         }
 
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
-        return TransferUnguarded(requesterId, pasid, iova, WriteSource(source), DmaAccess.Write);
+        return TransferUnguarded(requesterId, pasid, iova, Iommu.Internal.MoveSource.Of(source), DmaAccess.Write);
     }
 
     /// <summary>As <see cref="Read(ushort, uint?, ulong, Span{byte})"/>, for a request with privilege and execute attributes.</summary>
@@ -134,7 +134,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         DmaRequestAttributes attrs = RequestAttributes(pasid.HasValue, DmaAccess.Write, attributes);
-        return Move(requesterId, pasid, iova, WriteSource(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
+        return Move(requesterId, pasid, iova, Iommu.Internal.MoveSource.Of(source), DmaAccess.Write, wantOutcome: false, out _, attrs);
     }
 
     /// <summary>As <see cref="Transfer(ushort, uint?, ulong, Span{byte}, DmaAccess)"/>, for a request with privilege and execute attributes.</summary>
@@ -186,13 +186,8 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     {
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         CheckSegments(segments, source.Length, nameof(source));
-        return MoveSegments(requesterId, pasid, segments, WriteSource(source), DmaAccess.Write);
+        return MoveSegments(requesterId, pasid, segments, Iommu.Internal.MoveSource.Of(source), DmaAccess.Write);
     }
-
-    // The write path only reads the buffer; the shared page loop takes a Span.
-    private static Span<byte> WriteSource(ReadOnlySpan<byte> source) =>
-        System.Runtime.InteropServices.MemoryMarshal.CreateSpan(
-            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
 
     private static void CheckSegments(ReadOnlySpan<DmaSegment> segments, int bufferLength, string bufferName)
     {
