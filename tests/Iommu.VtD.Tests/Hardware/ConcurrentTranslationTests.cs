@@ -14,7 +14,9 @@ namespace Iommu.VtD.Tests.Hardware;
 /// invalidation and fault recording serialise). What a device observes must stay what one thread
 /// would observe: every result is a translation that was valid, and once software has seen an
 /// invalidation complete (the wait descriptor's status write), no translation that starts afterwards
-/// returns an output address the invalidation removed.
+/// returns an output address the invalidation removed. The remapping race asks through every entry a
+/// device's request takes: <c>Translate</c>, the scoped <c>Transfer</c>, and the two unscoped 16–64 B
+/// reads served inline from the unit's memo (<c>VtdUnit.Read</c> and <c>PciDevice.DmaRead</c>).
 /// </summary>
 public sealed class ConcurrentTranslationTests
 {
@@ -36,6 +38,22 @@ public sealed class ConcurrentTranslationTests
         PasidAll,
     }
 
+    /// <summary>How a reader of the remapping race asks.</summary>
+    private enum Kind
+    {
+        /// <summary><c>VtdUnit.Translate</c> of 8 bytes at a random offset.</summary>
+        Translate,
+
+        /// <summary><c>VtdUnit.Transfer</c>: 8 bytes, the scoped path.</summary>
+        Transfer,
+
+        /// <summary><c>VtdUnit.Read</c>: 16–64 bytes, the unscoped path (the memo's inline move).</summary>
+        UnitRead,
+
+        /// <summary><c>PciDevice.DmaRead</c>: 16–64 bytes through the device's cached route and the memo.</summary>
+        DeviceRead,
+    }
+
     public static TheoryData<bool, Flush> Flushes => new()
     {
         { false, Flush.Page }, { false, Flush.Domain }, { false, Flush.Global },
@@ -44,7 +62,8 @@ public sealed class ConcurrentTranslationTests
 
     // A writer remaps one of four pages per generation (a new output page, never reused), invalidates
     // through the queue, waits for the wait descriptor's status write and only then publishes the
-    // generation. Readers read the published generation before each Translate or Transfer and check
+    // generation. Readers read the published generation before each request (Translate, Transfer, or a
+    // 16-64 B VtdUnit.Read or PciDevice.DmaRead) and check
     // the outcome against what that generation still allows: the page's version at that generation or
     // a later one (a walk may already see the next PTE before its invalidation). The writer moves on
     // only when a reader has finished a request that started at the current generation, so every
@@ -268,7 +287,9 @@ public sealed class ConcurrentTranslationTests
         private const ulong DataBase = 0x2000_0000;
         private const ulong OtherBase = 0x1800_0000;
 
+        private readonly Platform _platform;
         private readonly VtdBench _bench;
+        private readonly PciDevice _device, _otherDevice; // Rid and OtherRid on the platform's PCI bus, behind the bench's unit
         private readonly uint? _pasid;
         private readonly ulong[] _leaf = new ulong[Pages];
         private readonly ulong _status;
@@ -276,7 +297,13 @@ public sealed class ConcurrentTranslationTests
         public RemapRace(bool scalable, bool oneSet = false)
         {
             VtdConfig config = scalable ? VtdConfig.ScalableMode48Bit : VtdConfig.Legacy48Bit;
-            _bench = new VtdBench(oneSet ? config with { IotlbCapacity = 8, IotlbAssociativity = 8 } : config);
+            _platform = new Platform(new PlatformOptions { MemorySize = VtdBench.MemorySize });
+            _bench = new VtdBench(oneSet ? config with { IotlbCapacity = 8, IotlbAssociativity = 8 } : config, _platform.Memory);
+            PciBus pci = _platform.AddPciBus();
+            pci.AddDmaRemapper(_bench.Unit, includeAll: true);
+            _device = pci.AddDevice(new PciDeviceSpec("0000:03:00.0"));
+            _otherDevice = pci.AddDevice(new PciDeviceSpec("0000:04:01.0"));
+            Assert.Equal((Rid, OtherRid), (_device.DmaRequesterId, _otherDevice.DmaRequesterId));
             _pasid = scalable ? ScalablePasid : null;
             ulong sl = scalable ? _bench.SetupScalableDevice(Rid, ScalablePasid, 2, Did).SlRoot : _bench.SetupLegacyDevice(Rid, 2, Did);
             ulong otherSl = scalable ? _bench.SetupScalableDevice(OtherRid, ScalablePasid, 2, OtherDid).SlRoot : _bench.SetupLegacyDevice(OtherRid, 2, OtherDid);
@@ -297,7 +324,11 @@ public sealed class ConcurrentTranslationTests
             _bench.EnableQueue(wide: scalable);
         }
 
-        public void Dispose() => _bench.Dispose();
+        public void Dispose()
+        {
+            _bench.Dispose();
+            _platform.Dispose();
+        }
 
         /// <summary>
         /// Runs at least <paramref name="minimum"/> generations, then more up to <paramref name="generations"/>
@@ -318,8 +349,8 @@ public sealed class ConcurrentTranslationTests
             // Warm the caches: every page's version 0 is in the IOTLB, so a missing invalidation shows.
             for (int i = 0; i < Pages; i++)
             {
-                Assert.Null(Check(i, transfer: false, 0, generations, 0));
-                Assert.Null(CheckOther(i, transfer: false, 0));
+                Assert.Null(Check(i, Kind.Translate, 0, generations, 0));
+                Assert.Null(CheckOther(i, Kind.Translate, 0));
             }
 
             using var start = new Barrier(readers + 1);
@@ -333,10 +364,10 @@ public sealed class ConcurrentTranslationTests
                     {
                         int g = Volatile.Read(ref published);
                         int page = rng.Next(Pages);
-                        bool transfer = (n & 1) != 0;
+                        var kind = (Kind)(n & 3);
                         string? wrong = rng.Next(8) == 0
-                            ? CheckOther(page, transfer, (ulong)rng.Next(512) * 8)
-                            : Check(page, transfer, g, generations, (ulong)rng.Next(512) * 8);
+                            ? CheckOther(page, kind, (ulong)rng.Next(512) * 8)
+                            : Check(page, kind, g, generations, (ulong)rng.Next(512) * 8);
                         if (wrong != null && Interlocked.Increment(ref violationCount) <= 5)
                         {
                             violations.Enqueue(wrong);
@@ -388,9 +419,9 @@ public sealed class ConcurrentTranslationTests
             // Once the readers are done, every page on this thread: the last published versions only.
             for (int i = 0; i < Pages; i++)
             {
-                foreach (bool transfer in new[] { false, true })
+                foreach (Kind kind in Enum.GetValues<Kind>())
                 {
-                    string? wrong = Check(i, transfer, completed, completed, 0x18);
+                    string? wrong = Check(i, kind, completed, completed, 0x18);
                     if (wrong != null && Interlocked.Increment(ref violationCount) <= 5)
                     {
                         violations.Enqueue(wrong);
@@ -424,20 +455,22 @@ public sealed class ConcurrentTranslationTests
 
         // Page `page` of the remapped device, read by a request that started when generation g was
         // published: its version is at least the one generation g gave it (older ones were removed by a
-        // completed invalidation) and at most the last one the writer will write.
-        private string? Check(int page, bool transfer, int g, int generations, ulong offset)
+        // completed invalidation) and at most the last one the writer will write. A read gets the page's
+        // first 8 bytes, its stamp (8 bytes scoped; 16-64 B, from the offset's bits, unscoped).
+        private string? Check(int page, Kind kind, int g, int generations, ulong offset)
         {
             int min = VersionAt(g, page);
             int max = VersionAt(generations, page);
-            if (transfer)
+            if (kind != Kind.Translate)
             {
-                Span<byte> buffer = stackalloc byte[8];
-                DmaResult r = _bench.Unit.Transfer(Rid, _pasid, Iova(page), buffer, DmaAccess.Read);
+                Span<byte> buffer = stackalloc byte[64];
+                buffer = buffer[..(kind == Kind.Transfer ? 8 : 16 + (int)(offset / 8 % 49))];
+                DmaResult r = Read(kind, _device, Rid, page, buffer);
                 ulong data = BinaryPrimitives.ReadUInt64LittleEndian(buffer);
                 int v = (int)(uint)data;
-                return r.IsOk && r.Transferred == 8 && data == Stamp(page, v) && r.Address == Output(page, v) && v >= min && v <= max
+                return r.IsOk && r.Transferred == (ulong)buffer.Length && data == Stamp(page, v) && r.Address == Output(page, v) && v >= min && v <= max
                     ? null
-                    : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): Transfer gave {r}, data 0x{data:X}");
+                    : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): {kind} of {buffer.Length} B gave {r}, data 0x{data:X}");
             }
 
             VtdTranslation t = _bench.Unit.Translate(Rid, _pasid, Iova(page) + offset, 8, DmaAccess.Read);
@@ -450,16 +483,17 @@ public sealed class ConcurrentTranslationTests
             return ok ? null : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): Translate of +0x{offset:X} gave {t}");
         }
 
-        private string? CheckOther(int page, bool transfer, ulong offset)
+        private string? CheckOther(int page, Kind kind, ulong offset)
         {
-            if (transfer)
+            if (kind != Kind.Translate)
             {
-                Span<byte> buffer = stackalloc byte[8];
-                DmaResult r = _bench.Unit.Transfer(OtherRid, _pasid, Iova(page), buffer, DmaAccess.Read);
+                Span<byte> buffer = stackalloc byte[64];
+                buffer = buffer[..(kind == Kind.Transfer ? 8 : 16 + (int)(offset / 8 % 49))];
+                DmaResult r = Read(kind, _otherDevice, OtherRid, page, buffer);
                 ulong data = BinaryPrimitives.ReadUInt64LittleEndian(buffer);
                 return r.IsOk && r.Address == OtherOutput(page) && data == OtherStamp(page)
                     ? null
-                    : Describe($"other device, page {page}: Transfer gave {r}, data 0x{data:X}");
+                    : Describe($"other device, page {page}: {kind} of {buffer.Length} B gave {r}, data 0x{data:X}");
             }
 
             VtdTranslation t = _bench.Unit.Translate(OtherRid, _pasid, Iova(page) + offset, 8, DmaAccess.Read);
@@ -467,6 +501,14 @@ public sealed class ConcurrentTranslationTests
                 ? null
                 : Describe($"other device, page {page}: Translate of +0x{offset:X} gave {t}");
         }
+
+        // A read of the page's first bytes through the entry `kind` names.
+        private DmaResult Read(Kind kind, PciDevice device, ushort rid, int page, Span<byte> buffer) => kind switch
+        {
+            Kind.Transfer => _bench.Unit.Transfer(rid, _pasid, Iova(page), buffer, DmaAccess.Read),
+            Kind.UnitRead => _bench.Unit.Read(rid, _pasid, Iova(page), buffer),
+            _ => device.DmaRead(_pasid, Iova(page), buffer),
+        };
 
         // Generation n (n ≥ 1) remaps page n mod Pages; the version of page i after generation g is the
         // number of generations 1..g that remapped it.
