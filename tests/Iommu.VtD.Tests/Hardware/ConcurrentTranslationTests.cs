@@ -15,8 +15,9 @@ namespace Iommu.VtD.Tests.Hardware;
 /// would observe: every result is a translation that was valid, and once software has seen an
 /// invalidation complete (the wait descriptor's status write), no translation that starts afterwards
 /// returns an output address the invalidation removed. The remapping race asks through every entry a
-/// device's request takes: <c>Translate</c>, the scoped <c>Transfer</c>, and the two unscoped 16–64 B
-/// reads served inline from the unit's memo (<c>VtdUnit.Read</c> and <c>PciDevice.DmaRead</c>).
+/// device's request takes: <c>Translate</c>, the scoped <c>Transfer</c>, and the unscoped 16–64 B reads
+/// and writes served inline from the unit's memo (<c>VtdUnit.Read/Write</c>, <c>PciDevice.DmaRead/DmaWrite</c>):
+/// a write that lands in a removed page would reach memory the domain no longer maps.
 /// </summary>
 public sealed class ConcurrentTranslationTests
 {
@@ -52,6 +53,12 @@ public sealed class ConcurrentTranslationTests
 
         /// <summary><c>PciDevice.DmaRead</c>: 16–64 bytes through the device's cached route and the memo.</summary>
         DeviceRead,
+
+        /// <summary><c>VtdUnit.Write</c>: 16–64 bytes at <c>WriteAt</c> in the page, the unscoped path.</summary>
+        UnitWrite,
+
+        /// <summary><c>PciDevice.DmaWrite</c>: 16–64 bytes at <c>WriteAt</c> in the page, through the device's route and the memo.</summary>
+        DeviceWrite,
     }
 
     public static TheoryData<bool, Flush> Flushes => new()
@@ -286,6 +293,7 @@ public sealed class ConcurrentTranslationTests
         private const ulong IovaBase = 0x40_0000;
         private const ulong DataBase = 0x2000_0000;
         private const ulong OtherBase = 0x1800_0000;
+        private const ulong WriteAt = 0x800; // where in a page the writes go
 
         private readonly Platform _platform;
         private readonly VtdBench _bench;
@@ -364,7 +372,7 @@ public sealed class ConcurrentTranslationTests
                     {
                         int g = Volatile.Read(ref published);
                         int page = rng.Next(Pages);
-                        var kind = (Kind)(n & 3);
+                        var kind = (Kind)(n % 6);
                         string? wrong = rng.Next(8) == 0
                             ? CheckOther(page, kind, (ulong)rng.Next(512) * 8)
                             : Check(page, kind, g, generations, (ulong)rng.Next(512) * 8);
@@ -461,6 +469,23 @@ public sealed class ConcurrentTranslationTests
         {
             int min = VersionAt(g, page);
             int max = VersionAt(generations, page);
+            if (kind is Kind.UnitWrite or Kind.DeviceWrite)
+            {
+                // Where the write went is the result's address: a version the generation still allows.
+                Span<byte> data = stackalloc byte[64];
+                data = data[..(16 + (int)(offset / 8 % 49))];
+                data.Fill((byte)(0xA0 | page));
+                DmaResult w = Write(kind, _device, Rid, page, data);
+                ulong written = (w.Address - WriteAt - DataBase) >> 12;
+                return w.IsOk && w.Transferred == (ulong)data.Length
+                    && ((w.Address - WriteAt - DataBase) & 0xFFF) == 0
+                    && written / (MaxGenerations + 1) == (ulong)page
+                    && written % (MaxGenerations + 1) >= (ulong)min
+                    && written % (MaxGenerations + 1) <= (ulong)max
+                    ? null
+                    : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): {kind} of {data.Length} B gave {w}");
+            }
+
             if (kind != Kind.Translate)
             {
                 Span<byte> buffer = stackalloc byte[64];
@@ -485,6 +510,17 @@ public sealed class ConcurrentTranslationTests
 
         private string? CheckOther(int page, Kind kind, ulong offset)
         {
+            if (kind is Kind.UnitWrite or Kind.DeviceWrite)
+            {
+                Span<byte> data = stackalloc byte[64];
+                data = data[..(16 + (int)(offset / 8 % 49))];
+                data.Fill((byte)(0xB0 | page));
+                DmaResult w = Write(kind, _otherDevice, OtherRid, page, data);
+                return w.IsOk && w.Address == OtherOutput(page) + WriteAt
+                    ? null
+                    : Describe($"other device, page {page}: {kind} of {data.Length} B gave {w}");
+            }
+
             if (kind != Kind.Translate)
             {
                 Span<byte> buffer = stackalloc byte[64];
@@ -501,6 +537,11 @@ public sealed class ConcurrentTranslationTests
                 ? null
                 : Describe($"other device, page {page}: Translate of +0x{offset:X} gave {t}");
         }
+
+        // A write at WriteAt of the page (clear of the stamp the reads check) through the entry `kind` names.
+        private DmaResult Write(Kind kind, PciDevice device, ushort rid, int page, ReadOnlySpan<byte> data) => kind == Kind.UnitWrite
+            ? _bench.Unit.Write(rid, _pasid, Iova(page) + WriteAt, data)
+            : device.DmaWrite(_pasid, Iova(page) + WriteAt, data);
 
         // A read of the page's first bytes through the entry `kind` names.
         private DmaResult Read(Kind kind, PciDevice device, ushort rid, int page, Span<byte> buffer) => kind switch
