@@ -143,22 +143,52 @@ internal sealed unsafe class TranslationShortcut
     public ulong TryMoveSmall(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         PhysicalMemory memory = _memory;
+        // TryBeginUnscoped's test, written out: through that helper the JIT keeps the answer as a value
+        // and tests it again (three more instructions on the 64 B read).
         if (PhysicalMemory.IsSmallMove(buffer.Length) && memory.RetiresOnDispose && !memory.IsDisposed
             && TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong value))
         {
-            ulong pa = (value & AddressMask) | (iova & 0xFFF);
-            if (memory.TryMoveBackedPageSmall(pa, buffer, write))
+            ulong pa = OutputAddress(value, iova);
+            if (memory.TryMoveBackedPageSmall(pa, buffer, write) && EndUnscoped(memory, value))
             {
-                Volatile.ReadBarrier();
-                if (!memory.IsDisposed)
-                {
-                    CountHit(value);
-                    return pa;
-                }
+                return pa;
             }
         }
 
         return NotMoved;
+    }
+
+    /// <summary>The physical address of <paramref name="iova"/>'s byte under memoised <paramref name="value"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong OutputAddress(ulong value, ulong iova) => (value & AddressMask) | (iova & 0xFFF);
+
+    /// <summary>
+    /// The start of any unscoped move (<see cref="TryMoveSmall"/>, the unit's move of other lengths): the
+    /// memo's <paramref name="memory"/> (the one it was created with) retires on dispose, its dispose has
+    /// not started, and the memo allows the access (<see cref="TryGetAccess"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryBeginUnscoped(PhysicalMemory memory, ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value)
+    {
+        value = 0;
+        return memory.RetiresOnDispose && !memory.IsDisposed && TryGetAccess(requesterId, pasid, iova, length, write, out value);
+    }
+
+    /// <summary>
+    /// The end of an unscoped move, after the copy: whether <paramref name="memory"/>'s dispose had not
+    /// started by then (the ordering in <see cref="TryMoveSmall"/>'s remarks); if so, the hit counts.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool EndUnscoped(PhysicalMemory memory, ulong value)
+    {
+        Volatile.ReadBarrier();
+        if (memory.IsDisposed)
+        {
+            return false;
+        }
+
+        CountHit(value);
+        return true;
     }
 
     /// <summary>The change count: read it before looking at any cache, and pass it to <see cref="TryGet"/> and <see cref="Fill"/>.</summary>

@@ -269,20 +269,15 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong MoveUnscopedAnyLength(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
-        // (The unit's own memory must retire on dispose: a caller decides by the platform's, which is the same in practice.)
+        // (The unit's own memory, the memo's, must retire on dispose: a caller decides by the platform's, which is the same in practice.)
         PhysicalMemory memory = _memory;
         TranslationShortcut shortcut = _shortcut;
-        if (memory.RetiresOnDispose && !memory.IsDisposed && shortcut.TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
+        if (shortcut.TryBeginUnscoped(memory, requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
-            ulong pa = (memo & TranslationShortcut.AddressMask) | (iova & 0xFFF);
-            if (write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer))
+            ulong pa = TranslationShortcut.OutputAddress(memo, iova);
+            if ((write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer)) && shortcut.EndUnscoped(memory, memo))
             {
-                Volatile.ReadBarrier(); // as TranslationShortcut.TryMoveSmall
-                if (!memory.IsDisposed)
-                {
-                    shortcut.CountHit(memo);
-                    return pa;
-                }
+                return pa;
             }
         }
 
@@ -302,7 +297,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
         if (shortcut.TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong memo))
         {
             shortcut.CountHit(memo);
-            ulong pa = (memo & TranslationShortcut.AddressMask) | (iova & 0xFFF);
+            ulong pa = TranslationShortcut.OutputAddress(memo, iova);
             return Copy(pa, buffer, write)
                 ? new DmaResult(DmaStatus.Ok, (ulong)buffer.Length, pa, default)
                 : new DmaResult(DmaStatus.MemoryError, 0, iova, VtdFaultReason.None.ToDmaFaultReason());

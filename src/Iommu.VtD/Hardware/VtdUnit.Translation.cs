@@ -148,7 +148,7 @@ public sealed partial class VtdUnit
         {
             _shortcut.CountHit(memo);
             pageSize = 1UL << (12 + (9 * (int)((memo >> TranslationShortcut.LevelShift) & 3)));
-            pa = (memo & TranslationShortcut.AddressMask) | (iova & 0xFFF);
+            pa = TranslationShortcut.OutputAddress(memo, iova);
             writable = (memo & TranslationShortcut.Writable) != 0;
             return true;
         }

@@ -472,24 +472,17 @@ public sealed class ConcurrentTranslationTests
             if (kind is Kind.UnitWrite or Kind.DeviceWrite)
             {
                 // Where the write went is the result's address: a version the generation still allows.
-                Span<byte> data = stackalloc byte[64];
-                data = data[..(16 + (int)(offset / 8 % 49))];
-                data.Fill((byte)(0xA0 | page));
-                DmaResult w = Write(kind, _device, Rid, page, data);
-                ulong written = (w.Address - WriteAt - DataBase) >> 12;
-                return w.IsOk && w.Transferred == (ulong)data.Length
-                    && ((w.Address - WriteAt - DataBase) & 0xFFF) == 0
-                    && written / (MaxGenerations + 1) == (ulong)page
-                    && written % (MaxGenerations + 1) >= (ulong)min
-                    && written % (MaxGenerations + 1) <= (ulong)max
+                int length = SmallLength(offset);
+                DmaResult w = Write(kind, _device, Rid, page, length, (byte)(0xA0 | page));
+                return w.IsOk && w.Transferred == (ulong)length && IsVersion(w.Address - WriteAt, page, min, max)
                     ? null
-                    : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): {kind} of {data.Length} B gave {w}");
+                    : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): {kind} of {length} B gave {w}");
             }
 
             if (kind != Kind.Translate)
             {
                 Span<byte> buffer = stackalloc byte[64];
-                buffer = buffer[..(kind == Kind.Transfer ? 8 : 16 + (int)(offset / 8 % 49))];
+                buffer = buffer[..(kind == Kind.Transfer ? 8 : SmallLength(offset))];
                 DmaResult r = Read(kind, _device, Rid, page, buffer);
                 ulong data = BinaryPrimitives.ReadUInt64LittleEndian(buffer);
                 int v = (int)(uint)data;
@@ -499,12 +492,7 @@ public sealed class ConcurrentTranslationTests
             }
 
             VtdTranslation t = _bench.Unit.Translate(Rid, _pasid, Iova(page) + offset, 8, DmaAccess.Read);
-            ulong index = (t.PhysicalAddress - offset - DataBase) >> 12;
-            bool ok = t.Status == VtdTranslationStatus.Translated
-                && ((t.PhysicalAddress - offset - DataBase) & 0xFFF) == 0
-                && index / (MaxGenerations + 1) == (ulong)page
-                && index % (MaxGenerations + 1) >= (ulong)min
-                && index % (MaxGenerations + 1) <= (ulong)max;
+            bool ok = t.Status == VtdTranslationStatus.Translated && IsVersion(t.PhysicalAddress - offset, page, min, max);
             return ok ? null : Describe($"generation {g}, page {page} (versions {min}–{max} allowed): Translate of +0x{offset:X} gave {t}");
         }
 
@@ -512,19 +500,17 @@ public sealed class ConcurrentTranslationTests
         {
             if (kind is Kind.UnitWrite or Kind.DeviceWrite)
             {
-                Span<byte> data = stackalloc byte[64];
-                data = data[..(16 + (int)(offset / 8 % 49))];
-                data.Fill((byte)(0xB0 | page));
-                DmaResult w = Write(kind, _otherDevice, OtherRid, page, data);
+                int length = SmallLength(offset);
+                DmaResult w = Write(kind, _otherDevice, OtherRid, page, length, (byte)(0xB0 | page));
                 return w.IsOk && w.Address == OtherOutput(page) + WriteAt
                     ? null
-                    : Describe($"other device, page {page}: {kind} of {data.Length} B gave {w}");
+                    : Describe($"other device, page {page}: {kind} of {length} B gave {w}");
             }
 
             if (kind != Kind.Translate)
             {
                 Span<byte> buffer = stackalloc byte[64];
-                buffer = buffer[..(kind == Kind.Transfer ? 8 : 16 + (int)(offset / 8 % 49))];
+                buffer = buffer[..(kind == Kind.Transfer ? 8 : SmallLength(offset))];
                 DmaResult r = Read(kind, _otherDevice, OtherRid, page, buffer);
                 ulong data = BinaryPrimitives.ReadUInt64LittleEndian(buffer);
                 return r.IsOk && r.Address == OtherOutput(page) && data == OtherStamp(page)
@@ -538,10 +524,30 @@ public sealed class ConcurrentTranslationTests
                 : Describe($"other device, page {page}: Translate of +0x{offset:X} gave {t}");
         }
 
-        // A write at WriteAt of the page (clear of the stamp the reads check) through the entry `kind` names.
-        private DmaResult Write(Kind kind, PciDevice device, ushort rid, int page, ReadOnlySpan<byte> data) => kind == Kind.UnitWrite
-            ? _bench.Unit.Write(rid, _pasid, Iova(page) + WriteAt, data)
-            : device.DmaWrite(_pasid, Iova(page) + WriteAt, data);
+        // A write of `length` bytes of `fill` at WriteAt of the page (clear of the stamp the reads check)
+        // through the entry `kind` names.
+        private DmaResult Write(Kind kind, PciDevice device, ushort rid, int page, int length, byte fill)
+        {
+            Span<byte> data = stackalloc byte[64];
+            data = data[..length];
+            data.Fill(fill);
+            return kind == Kind.UnitWrite
+                ? _bench.Unit.Write(rid, _pasid, Iova(page) + WriteAt, data)
+                : device.DmaWrite(_pasid, Iova(page) + WriteAt, data);
+        }
+
+        // The unscoped reads' and writes' length, 16-64 B, from the request's offset bits.
+        private static int SmallLength(ulong offset) => 16 + (int)(offset / 8 % 49);
+
+        // Whether `address` is the first byte of a version of `page` from min to max.
+        private static bool IsVersion(ulong address, int page, int min, int max)
+        {
+            ulong index = (address - DataBase) >> 12;
+            return ((address - DataBase) & 0xFFF) == 0
+                && index / (MaxGenerations + 1) == (ulong)page
+                && index % (MaxGenerations + 1) >= (ulong)min
+                && index % (MaxGenerations + 1) <= (ulong)max;
+        }
 
         // A read of the page's first bytes through the entry `kind` names.
         private DmaResult Read(Kind kind, PciDevice device, ushort rid, int page, Span<byte> buffer) => kind switch
