@@ -186,9 +186,37 @@ public sealed partial class PciDevice : Device
     private ulong MoveThroughMemo(uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         RemapperLookup? route = Volatile.Read(ref _remapper);
-        return route?.Memo is { } memo && IsCurrent(route, Bus)
-            ? memo.TryMoveSmall(DmaRequesterId, pasid, iova, buffer, write)
-            : TranslationShortcut.NotMoved;
+        if (route?.Memo is not { } memo || !IsCurrent(route, Bus))
+        {
+            return TranslationShortcut.NotMoved;
+        }
+
+        // Untagged requests use the key and index offset the route computed once; a PASID's are computed
+        // here (a PASID wider than 20 bits is the unit's to fault).
+        ulong key = route.MemoKey;
+        nint offset = route.MemoOffset;
+        if (pasid.HasValue)
+        {
+            uint p = pasid.GetValueOrDefault();
+            if (p > 0xF_FFFF)
+            {
+                return TranslationShortcut.NotMoved;
+            }
+
+            key = TranslationShortcut.Requester(DmaRequesterId, hasPasid: true, p);
+            ulong last = route.LastPasidOffset;
+            if ((uint)last == (p | RemapperLookup.PasidOffsetValid))
+            {
+                offset = (nint)(last >> 32);
+            }
+            else
+            {
+                offset = memo.Offset(key);
+                route.LastPasidOffset = ((ulong)offset << 32) | p | RemapperLookup.PasidOffsetValid;
+            }
+        }
+
+        return memo.TryMoveSmall(key, offset, iova, buffer, write);
     }
 
     // DmaRead when the memo did not take the request: no route cached (or a stale one), another length (the
@@ -357,13 +385,26 @@ public sealed partial class PciDevice : Device
         IDmaRemapper? unit = bus.FindDmaRemapper(this);
         Memory.PhysicalMemory memory = bus.Platform.Memory;
         IUnscopedDma? unscoped = memory.RetiresOnDispose ? unit as IUnscopedDma : null;
-        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, memory, unscoped, unscoped?.Memo);
+        TranslationShortcut? memo = unscoped?.Memo;
+        ulong key = TranslationShortcut.Requester(DmaRequesterId, hasPasid: false, 0);
+        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, memory, unscoped, memo, key, memo?.Offset(key) ?? 0);
         Volatile.Write(ref _remapper, lookup);
         return lookup;
     }
 
-    // Unscoped: the unit's fast path that holds no access scope, only on memory that retires on dispose; Memo, its memo.
-    private sealed record RemapperLookup(PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory, IUnscopedDma? Unscoped, TranslationShortcut? Memo);
+    // Unscoped: the unit's fast path that holds no access scope, only on memory that retires on dispose; Memo, its memo,
+    // with MemoKey and MemoOffset, the memo's key and index offset of the device's untagged requests.
+    private sealed record RemapperLookup(
+        PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory, IUnscopedDma? Unscoped,
+        TranslationShortcut? Memo, ulong MemoKey, nint MemoOffset)
+    {
+        public const uint PasidOffsetValid = 1U << 31;
+
+        // The memo's index offset of the last PASID the device's requests carried (bits 63:32), with that PASID
+        // | PasidOffsetValid (bits 31:0): one word, so a reader sees a pair one writer wrote. It only picks the
+        // entry to look at; the key, computed from the request, decides whether the entry is its translation.
+        public ulong LastPasidOffset;
+    }
 
     // The device's access scope: its platform's memory (none while the device is on no bus).
     private Memory.PhysicalMemory.AccessScope EnterPlatform() => Platform?.Memory.EnterAccess() ?? default;

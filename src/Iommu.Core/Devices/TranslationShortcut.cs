@@ -133,6 +133,11 @@ internal sealed unsafe class TranslationShortcut
     /// inline with no call. Returns the physical address of the first byte, counting the hit, or
     /// <see cref="NotMoved"/> (nothing moved, or what moved counts for nothing).
     /// </summary>
+    /// <param name="requester">The request's key word (<see cref="Requester"/>).</param>
+    /// <param name="offset">Its index offset (<see cref="Offset"/>): a device keeps both for its untagged requests.</param>
+    /// <param name="iova">The request's address.</param>
+    /// <param name="buffer">The bytes to write, or where to read them to.</param>
+    /// <param name="write">A write.</param>
     /// <remarks>
     /// Ordering with <see cref="PhysicalMemory.Dispose"/>: it stores its flag before it retires the memory;
     /// a read that saw retired (zeroed) bytes is followed, past the read barrier, by a load of the flag
@@ -140,22 +145,42 @@ internal sealed unsafe class TranslationShortcut
     /// memory, as if it had come just before the dispose.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public ulong TryMoveSmall(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    public ulong TryMoveSmall(ulong requester, nint offset, ulong iova, Span<byte> buffer, bool write)
     {
         PhysicalMemory memory = _memory;
         // TryBeginUnscoped's test, written out: through that helper the JIT keeps the answer as a value
         // and tests it again (three more instructions on the 64 B read).
         if (PhysicalMemory.IsSmallMove(buffer.Length) && memory.RetiresOnDispose && !memory.IsDisposed
-            && TryGetAccess(requesterId, pasid, iova, buffer.Length, write, out ulong value))
+            && (uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF))
         {
-            ulong pa = OutputAddress(value, iova);
-            if (memory.TryMoveBackedPageSmall(pa, buffer, write) && EndUnscoped(memory, value))
+            uint gen = Generation;
+            ulong page = iova >> 12;
+            if (TryGetAt((nint)((page + (nuint)offset) & (uint)_mask), requester, page, gen, out ulong value)
+                && (value & (write ? Write : Read)) != 0)
             {
-                return pa;
+                ulong pa = OutputAddress(value, iova);
+                if (memory.TryMoveBackedPageSmall(pa, buffer, write) && EndUnscoped(memory, value))
+                {
+                    return pa;
+                }
             }
         }
 
         return NotMoved;
+    }
+
+    /// <summary><see cref="TryMoveSmall"/> of a request from <paramref name="requesterId"/>, tagged with <paramref name="pasid"/> or not.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong TryMoveSmallFrom(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    {
+        uint p = pasid.GetValueOrDefault();
+        if (p > 0xF_FFFF)
+        {
+            return NotMoved;
+        }
+
+        ulong key = Requester(requesterId, pasid.HasValue, p);
+        return TryMoveSmall(key, Offset(key), iova, buffer, write);
     }
 
     /// <summary>The physical address of <paramref name="iova"/>'s byte under memoised <paramref name="value"/>.</summary>
@@ -214,7 +239,13 @@ internal sealed unsafe class TranslationShortcut
     public bool TryGet(ulong requester, ulong iova, uint gen, out ulong value)
     {
         ulong page = iova >> 12;
-        ref Entry e = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_entries), Index(requester, page));
+        return TryGetAt(Index(requester, page), requester, page, gen, out value);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryGetAt(nint index, ulong requester, ulong page, uint gen, out ulong value)
+    {
+        ref Entry e = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_entries), index);
         int seq = Volatile.Read(ref e.Seq);
         uint g = e.Gen;
         ulong p = e.Page, r = e.Requester;
@@ -248,16 +279,24 @@ internal sealed unsafe class TranslationShortcut
         Volatile.Write(ref e.Seq, seq + 2);
     }
 
+    /// <summary>
+    /// The index offset of <paramref name="requester"/>'s pages: page n of it is entry (n + offset) mod the
+    /// memo's size.
+    /// </summary>
+    /// <param name="requester">A key word (<see cref="Requester"/>).</param>
+    /// <returns>The offset.</returns>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private nint Index(ulong requester, ulong page)
+    public nint Offset(ulong requester)
     {
         // Device number first (the rotation takes the function's three bits to the top), so adjacent
         // devices (devfn + 8) land at offsets about 0.38 of the memo apart (Fibonacci hashing of
         // consecutive keys), and the eight functions of one device in eight different eighths of it.
         ulong k = BitOperations.RotateRight(requester, 3);
-        ulong offset = (k * 0x9E37_79B9_7F4A_7C15UL) >> _shift;
-        return (nint)((page + offset) & (uint)_mask);
+        return (nint)((k * 0x9E37_79B9_7F4A_7C15UL) >> _shift);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nint Index(ulong requester, ulong page) => (nint)((page + (nuint)Offset(requester)) & (uint)_mask);
 
     [StructLayout(LayoutKind.Sequential)]
     private struct Entry

@@ -261,7 +261,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong MoveUnscoped(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write) =>
         PhysicalMemory.IsSmallMove(buffer.Length)
-            ? _shortcut.TryMoveSmall(requesterId, pasid, iova, buffer, write)
+            ? _shortcut.TryMoveSmallFrom(requesterId, pasid, iova, buffer, write)
             : MoveUnscopedAnyLength(requesterId, pasid, iova, buffer, write);
 
     // MoveUnscoped for lengths the inline copy does not take (under 16 B, over 64 B), out of line: the
