@@ -10,7 +10,7 @@ namespace Iommu.Devices;
 /// A software memo of completed translations, per (source id, PASID, 4 KiB page): what the context
 /// cache, the PASID cache and the IOTLB together answered for a request the last time all three hit.
 /// It is not a hardware structure and changes nothing a device or a test can observe; it only lets a
-/// repeated request read one 32-byte entry instead of three set-associative caches.
+/// repeated request read one 40-byte entry instead of three set-associative caches.
 /// </summary>
 /// <remarks>
 /// <para>Exactness: an entry carries the change count (<see cref="Generation"/>) read before the
@@ -41,6 +41,14 @@ namespace Iommu.Devices;
 /// <see cref="Writable"/> keeps what such a translation reports. A walk after a hit it refused (a write
 /// through a clean leaf, a user request through a supervisor entry) may fill the page at another level
 /// into a free slot, which is no replacement, so that walk moves the count itself.</para>
+/// <para>Host pointers: on memory that retires on dispose, an entry also keeps the host address of its
+/// output page when the page is backed, so the inline move (<see cref="TryMoveSmall"/>) copies with no lookup
+/// in the memory's chunk directory. The memory retires every memo's entries after a chunk's host pointer
+/// changes (a chunk backed, or moved into a pinned block), so an entry never keeps the pointer of a chunk
+/// that has moved, and an entry filled while its page had no backing (no pointer; the inline move leaves
+/// those to the caches' path) is filled again with one. A chunk that moved stays mapped until the memory's
+/// dispose, and a retired memory stays mapped until it is finalized, so a pointer read just before either
+/// still points to mapped memory.</para>
 /// <para>Shape: direct-mapped, as many entries as the IOTLB (a power of two). The index is the page
 /// number plus an offset hashed from the source id and PASID, so one device's consecutive pages never
 /// conflict with each other, and neighbouring devices' ranges start far apart.</para>
@@ -80,6 +88,7 @@ internal sealed unsafe class TranslationShortcut
     private readonly int _mask;
     private readonly int _shift;
     private readonly PhysicalMemory _memory;
+    private readonly bool _retires; // _memory.RetiresOnDispose: entries keep host pointers (Entry.Host)
     private readonly long[] _hitCounts; // pinned: [stripe + 0] hits of legacy-mode requests, [stripe + 1] of scalable-mode ones
     private readonly long* _hits;
 
@@ -93,7 +102,9 @@ internal sealed unsafe class TranslationShortcut
         _mask = n - 1;
         _shift = 64 - BitOperations.Log2((uint)n);
         _memory = memory;
+        _retires = memory.RetiresOnDispose;
         _hitCounts = ThreadStripe.Allocate(out _hits);
+        memory.AddMemo(this);
     }
 
     /// <summary>Requests the memo served, counted by <see cref="CountHit"/>: of scalable-mode units (the PASID cache hit too) or of legacy ones.</summary>
@@ -155,13 +166,13 @@ internal sealed unsafe class TranslationShortcut
         {
             uint gen = Generation;
             ulong page = iova >> 12;
-            if (TryGetAt((nint)((page + (nuint)offset) & (uint)_mask), requester, page, gen, out ulong value)
-                && (value & (write ? Write : Read)) != 0)
+            if (TryGetAt((nint)((page + (nuint)offset) & (uint)_mask), requester, page, gen, out ulong value, out nint host)
+                && (value & (write ? Write : Read)) != 0 && host != 0)
             {
-                ulong pa = OutputAddress(value, iova);
-                if (memory.TryMoveBackedPageSmall(pa, buffer, write) && EndUnscoped(memory, value))
+                PhysicalMemory.MoveSmall((byte*)host + (iova & 0xFFF), buffer, write);
+                if (EndUnscoped(memory, value))
                 {
-                    return pa;
+                    return OutputAddress(value, iova);
                 }
             }
         }
@@ -243,13 +254,19 @@ internal sealed unsafe class TranslationShortcut
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryGetAt(nint index, ulong requester, ulong page, uint gen, out ulong value)
+    private bool TryGetAt(nint index, ulong requester, ulong page, uint gen, out ulong value) =>
+        TryGetAt(index, requester, page, gen, out value, out _);
+
+    // The entry's value and host pointer (Entry.Host), read under its seqlock.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryGetAt(nint index, ulong requester, ulong page, uint gen, out ulong value, out nint host)
     {
         ref Entry e = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_entries), index);
         int seq = Volatile.Read(ref e.Seq);
         uint g = e.Gen;
         ulong p = e.Page, r = e.Requester;
         value = e.Value;
+        host = e.Host;
         Volatile.ReadBarrier();
         return g == gen && p == page + 1 && r == requester && (seq & 1) == 0 && Volatile.Read(ref e.Seq) == seq;
     }
@@ -274,6 +291,10 @@ internal sealed unsafe class TranslationShortcut
             e.Page = page + 1; // 0: empty
             e.Requester = requester;
             e.Value = value;
+
+            // Read after gen: a chunk backed or moved since then has retired gen (PhysicalMemory.ChunksChanged),
+            // and this fill is dropped by the check above or retired with the others.
+            e.Host = _retires ? (nint)_memory.PageHostOrNull(value & AddressMask) : 0;
         }
 
         Volatile.Write(ref e.Seq, seq + 2);
@@ -306,5 +327,6 @@ internal sealed unsafe class TranslationShortcut
         public ulong Page;        // page number + 1; 0: empty
         public ulong Requester;
         public ulong Value;       // output page address | Read | Write | Scalable | level − 1 << LevelShift | Writable
+        public nint Host;         // the output page's host address on memory that retires on dispose, when backed; else 0
     }
 }

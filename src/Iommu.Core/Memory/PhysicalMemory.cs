@@ -83,6 +83,16 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private readonly bool _retires; // RetiresOnDispose: owned memory mapped from the system
     private List<(nint Block, nuint Bytes)>? _retired; // blocks Dispose gave back but left mapped (RetiresOnDispose), unmapped by the finalizer
 
+    // Chunks PinContiguous moved into a pinned block: kept as they were until Dispose (a read that holds no scope,
+    // or a translation memo's host pointer read before the move, may still reach them), then freed or retired with
+    // the rest. Under _contiguous's lock.
+    private readonly List<nint> _relocated = [];
+
+    // The translation memos over this memory (weakly: a unit has no dispose), told when a chunk's host pointer
+    // changes (ChunksChanged): they keep host pointers of pages. Copy-on-write under _memoLock.
+    private WeakReference<Devices.TranslationShortcut>[] _memos = [];
+    private readonly Lock _memoLock = new();
+
     /// <summary>Creates <paramref name="size"/> bytes of physical memory, none of it backed yet.</summary>
     /// <param name="size">Bytes of physical address space; a positive multiple of 4 KiB, at most <see cref="MaxSize"/>.</param>
     public PhysicalMemory(ulong size)
@@ -642,7 +652,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     internal const int SmallMoveMin = 16;
     internal const int SmallMoveMax = 64;
 
-    // Whether MoveSmall (and TryMoveBackedPageSmall) takes a copy of length bytes.
+    // Whether MoveSmall takes a copy of length bytes.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool IsSmallMove(int length) => (uint)(length - SmallMoveMin) <= SmallMoveMax - SmallMoveMin;
 
@@ -738,27 +748,20 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
-    // TryReadBackedPage or TryWriteBackedPage of SmallMoveMin to SmallMoveMax bytes (the caller checked
-    // the length): the copy inline, with no call on any path.
+    // MoveSmall between buffer and host bytes a caller found itself (a memo's host pointer): the caller
+    // checked the length.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TryMoveBackedPageSmall(ulong pa, Span<byte> buffer, bool write)
+    internal static void MoveSmall(byte* host, Span<byte> buffer, bool write)
     {
-        if (!TryPageHost(pa, out byte* p))
-        {
-            return false;
-        }
-
         ref byte mine = ref MemoryMarshal.GetReference(buffer);
         if (write)
         {
-            MoveSmall(ref mine, ref *p, (nuint)buffer.Length);
+            MoveSmall(ref mine, ref *host, (nuint)buffer.Length);
         }
         else
         {
-            MoveSmall(ref *p, ref mine, (nuint)buffer.Length);
+            MoveSmall(ref *host, ref mine, (nuint)buffer.Length);
         }
-
-        return true;
     }
 
     // The host address of pa when its page is in memory and backed (see TryReadInPage). A bool beside the
@@ -994,6 +997,13 @@ public sealed unsafe class PhysicalMemory : IDisposable
             FreeOrRetire((byte*)block, (nuint)(count << ChunkShift));
         }
 
+        foreach (nint chunk in _relocated)
+        {
+            FreeOrRetire((byte*)chunk, ChunkSize);
+        }
+
+        _relocated.Clear();
+
         _contiguous.Clear();
     }
 
@@ -1017,7 +1027,12 @@ public sealed unsafe class PhysicalMemory : IDisposable
     /// <param name="pa">First physical address.</param>
     /// <param name="size">Bytes.</param>
     /// <returns>The view.</returns>
-    /// <remarks>Call before other threads use that range (typically when the frame allocator is built).</remarks>
+    /// <remarks>
+    /// Call before other threads use that range (typically when the frame allocator is built). A chunk that was
+    /// backed is copied into the block, and the old chunk stays mapped until <see cref="Dispose"/>: an access
+    /// that races the move reads the bytes from before or after it, never unmapped memory, but a write that races
+    /// it may land in the old chunk and be lost.
+    /// </remarks>
     public ContiguousRegion PinContiguous(ulong pa, ulong size)
     {
         CheckRange(pa, size);
@@ -1052,8 +1067,10 @@ public sealed unsafe class PhysicalMemory : IDisposable
                 byte* target = block + (c << ChunkShift);
                 if (slot != 0)
                 {
+                    // The old chunk stays mapped until Dispose: a reader that took its pointer before the
+                    // write below reads what it held, never unmapped memory.
                     Buffer.MemoryCopy((void*)slot, target, ChunkSize, ChunkSize);
-                    FreeChunks((byte*)slot, ChunkSize);
+                    _relocated.Add(slot);
                 }
                 else
                 {
@@ -1064,6 +1081,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
             }
 
             _contiguous.Add(((nint)block, first, count));
+            ChunksChanged();
             return new ContiguousRegion(this, block + (pa & (ChunkSize - 1)), pa, size);
         }
     }
@@ -1371,8 +1389,35 @@ public sealed unsafe class PhysicalMemory : IDisposable
         }
 
         Interlocked.Increment(ref _backedChunks);
+        ChunksChanged();
         return (byte*)mine;
     }
+
+    // A translation memo that keeps host pointers of this memory's pages (TranslationShortcut.Fill) registers here.
+    internal void AddMemo(Devices.TranslationShortcut memo)
+    {
+        lock (_memoLock)
+        {
+            _memos = [.. _memos.Where(w => w.TryGetTarget(out _)), new WeakReference<Devices.TranslationShortcut>(memo)];
+        }
+    }
+
+    // A chunk's host pointer was set (backed, or moved into a pinned block): every memo retires its entries, after the
+    // change is visible (TranslationShortcut's ordering argument), so no entry keeps a pointer to a chunk that has
+    // moved, and an entry filled while its page had no backing (no host pointer) is filled again.
+    private void ChunksChanged()
+    {
+        foreach (WeakReference<Devices.TranslationShortcut> w in Volatile.Read(ref _memos))
+        {
+            if (w.TryGetTarget(out Devices.TranslationShortcut? memo))
+            {
+                memo.RetireAll();
+            }
+        }
+    }
+
+    // The host address of pa's byte when its page is in memory and backed, else null (a memo's fill).
+    internal byte* PageHostOrNull(ulong pa) => TryPageHost(pa, out byte* host) ? host : null;
 
     /// <summary>An open access scope of a <see cref="PhysicalMemory"/> (see <see cref="EnterAccess"/>): disposing it ends the scope.</summary>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1815", Justification = "A scope token: never compared.")]
