@@ -123,17 +123,25 @@ internal sealed unsafe class TranslationShortcut
     /// looked at (the ordering argument above). Counts nothing.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryGetAccess(ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value)
+    public bool TryGetAccess(ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value) =>
+        TryGetAccess(requesterId, pasid, iova, length, write, out value, out _);
+
+    // TryGetAccess with the entry's host pointer (Entry.Host; 0 when it keeps none).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryGetAccess(ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value, out nint host)
     {
         uint p = pasid.GetValueOrDefault();
         if ((uint)(length - 1) < 4096 - (iova & 0xFFF) && p <= 0xF_FFFF)
         {
             uint gen = Generation;
-            return TryGet(Requester(requesterId, pasid.HasValue, p), iova, gen, out value)
+            ulong requester = Requester(requesterId, pasid.HasValue, p);
+            ulong page = iova >> 12;
+            return TryGetAt(Index(requester, page), requester, page, gen, out value, out host)
                 && (value & (write ? Write : Read)) != 0;
         }
 
         value = 0;
+        host = 0;
         return false;
     }
 
@@ -199,15 +207,17 @@ internal sealed unsafe class TranslationShortcut
     public static ulong OutputAddress(ulong value, ulong iova) => (value & AddressMask) | (iova & 0xFFF);
 
     /// <summary>
-    /// The start of any unscoped move (<see cref="TryMoveSmall"/>, the unit's move of other lengths): the
-    /// memo's <paramref name="memory"/> (the one it was created with) retires on dispose, its dispose has
-    /// not started, and the memo allows the access (<see cref="TryGetAccess"/>).
+    /// The start of the unit's unscoped move of other lengths than <see cref="TryMoveSmall"/>'s: the memo's
+    /// <paramref name="memory"/> (the one it was created with) retires on dispose, its dispose has not
+    /// started, the memo allows the access (<see cref="TryGetAccess(ushort, uint?, ulong, int, bool, out ulong)"/>)
+    /// and keeps the page's host address, <paramref name="host"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryBeginUnscoped(PhysicalMemory memory, ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value)
+    public bool TryBeginUnscoped(PhysicalMemory memory, ushort requesterId, uint? pasid, ulong iova, int length, bool write, out ulong value, out nint host)
     {
         value = 0;
-        return memory.RetiresOnDispose && !memory.IsDisposed && TryGetAccess(requesterId, pasid, iova, length, write, out value);
+        host = 0;
+        return memory.RetiresOnDispose && !memory.IsDisposed && TryGetAccess(requesterId, pasid, iova, length, write, out value, out host) && host != 0;
     }
 
     /// <summary>

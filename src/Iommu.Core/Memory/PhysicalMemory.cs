@@ -721,9 +721,6 @@ public sealed unsafe class PhysicalMemory : IDisposable
         TryWriteBackedPage(pa, source) || TryCopySlow(pa, source, write: true);
 
     // The copies of TryReadInPage and TryWriteInPage when pa's page is backed, else false with nothing moved.
-    // Alone, for a caller that holds no scope (RetiresOnDispose memory): a page not backed, or outside
-    // memory, is left to that caller's scoped path (a write there would back a chunk, which must not race
-    // Dispose); the caller checks the dispose flag after the copy.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryReadBackedPage(ulong pa, Span<byte> destination)
     {
@@ -746,6 +743,21 @@ public sealed unsafe class PhysicalMemory : IDisposable
 
         Move(ref MemoryMarshal.GetReference(source), ref *p, (nuint)source.Length);
         return true;
+    }
+
+    // Move between buffer and host bytes a caller found itself (a memo's host pointer).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Move(byte* host, Span<byte> buffer, bool write)
+    {
+        ref byte mine = ref MemoryMarshal.GetReference(buffer);
+        if (write)
+        {
+            Move(ref mine, ref *host, (nuint)buffer.Length);
+        }
+        else
+        {
+            Move(ref *host, ref mine, (nuint)buffer.Length);
+        }
     }
 
     // MoveSmall between buffer and host bytes a caller found itself (a memo's host pointer): the caller

@@ -267,17 +267,17 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
     // MoveUnscoped for lengths the inline copy does not take (under 16 B, over 64 B), out of line: the
     // inline path, with no call on it, keeps fewer registers across calls (fewer saved and restored).
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private ulong MoveUnscopedAnyLength(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
+    private unsafe ulong MoveUnscopedAnyLength(ushort requesterId, uint? pasid, ulong iova, Span<byte> buffer, bool write)
     {
         // (The unit's own memory, the memo's, must retire on dispose: a caller decides by the platform's, which is the same in practice.)
         PhysicalMemory memory = _memory;
         TranslationShortcut shortcut = _shortcut;
-        if (shortcut.TryBeginUnscoped(memory, requesterId, pasid, iova, buffer.Length, write, out ulong memo))
+        if (shortcut.TryBeginUnscoped(memory, requesterId, pasid, iova, buffer.Length, write, out ulong memo, out nint host))
         {
-            ulong pa = TranslationShortcut.OutputAddress(memo, iova);
-            if ((write ? memory.TryWriteBackedPage(pa, buffer) : memory.TryReadBackedPage(pa, buffer)) && shortcut.EndUnscoped(memory, memo))
+            PhysicalMemory.Move((byte*)host + (iova & 0xFFF), buffer, write);
+            if (shortcut.EndUnscoped(memory, memo))
             {
-                return pa;
+                return TranslationShortcut.OutputAddress(memo, iova);
             }
         }
 

@@ -55,26 +55,32 @@ public sealed class MemoHostPointerTests : IDisposable
         Assert.Equal(written, back);
     }
 
-    [Fact]
-    public void After_a_pin_moves_the_chunk_reads_and_writes_reach_the_pinned_block()
+    // 16-64 B: the memo's inline move; other lengths: the unit's unscoped move of any length. Both copy through the
+    // memo's host pointer.
+    [Theory]
+    [InlineData(64)]
+    [InlineData(8)]
+    [InlineData(4096)]
+    public void After_a_pin_moves_the_chunk_reads_and_writes_reach_the_pinned_block(int length)
     {
-        byte[] before = Pattern(64, 3);
-        _platform.Memory.Write(Data + 0x200, before);
-        Assert.Equal(before, ReadTwice(Iova + 0x200)); // memoised, with the chunk's host address
+        ulong offset = length == 4096 ? 0x3000UL : 0x200UL;
+        byte[] before = Pattern(length, 3);
+        _platform.Memory.Write(Data + offset, before);
+        Assert.Equal(before, ReadTwice(Iova + offset, length)); // memoised, with the chunk's host address
 
         _platform.Memory.PinContiguous(Data, 2 * Sizes.MiB);
-        Assert.Equal(before, ReadTwice(Iova + 0x200)); // moved with the chunk
+        Assert.Equal(before, ReadTwice(Iova + offset, length)); // moved with the chunk
 
         // Bytes written after the move live only in the pinned block: a kept pointer to the old chunk reads the old ones.
-        byte[] after = Pattern(64, 4);
-        _platform.Memory.Write(Data + 0x200, after);
-        Assert.Equal(after, ReadTwice(Iova + 0x200));
+        byte[] after = Pattern(length, 4);
+        _platform.Memory.Write(Data + offset, after);
+        Assert.Equal(after, ReadTwice(Iova + offset, length));
 
-        byte[] written = Pattern(32, 5);
-        Assert.True(_dev.DmaWrite(null, Iova + 0x400, written).IsOk);
-        Assert.True(_dev.DmaWrite(null, Iova + 0x400, written).IsOk);
-        byte[] back = new byte[32];
-        _platform.Memory.Read(Data + 0x400, back); // through the directory: the pinned block
+        byte[] written = Pattern(length, 5);
+        Assert.True(_dev.DmaWrite(null, Iova + offset, written).IsOk);
+        Assert.True(_dev.DmaWrite(null, Iova + offset, written).IsOk);
+        byte[] back = new byte[length];
+        _platform.Memory.Read(Data + offset, back); // through the directory: the pinned block
         Assert.Equal(written, back);
     }
 
@@ -121,10 +127,10 @@ public sealed class MemoHostPointerTests : IDisposable
         Assert.Null(wrong);
     }
 
-    private byte[] ReadTwice(ulong iova)
+    private byte[] ReadTwice(ulong iova, int length = 64)
     {
         // The first read may fill the caches and the memo; the second is served from the memo when it can be.
-        byte[] first = new byte[64], second = new byte[64];
+        byte[] first = new byte[length], second = new byte[length];
         Assert.True(_dev.DmaRead(null, iova, first).IsOk);
         Assert.True(_dev.DmaRead(null, iova, second).IsOk);
         Assert.Equal(first, second);
