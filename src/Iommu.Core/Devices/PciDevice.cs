@@ -191,8 +191,9 @@ public sealed partial class PciDevice : Device
             return TranslationShortcut.NotMoved;
         }
 
-        // Untagged requests use the key and index offset the route computed once; a PASID's are computed
-        // here (a PASID wider than 20 bits is the unit's to fault).
+        // Untagged requests use the key and index offset the route computed once; a tagged one's key is the
+        // route's with the PASID ORed in, and its offset the one the route kept for the PASID, when it is the
+        // last one the device used (a PASID wider than 20 bits is the unit's to fault).
         ulong key = route.MemoKey;
         nint offset = route.MemoOffset;
         if (pasid.HasValue)
@@ -203,7 +204,7 @@ public sealed partial class PciDevice : Device
                 return TranslationShortcut.NotMoved;
             }
 
-            key = TranslationShortcut.Requester(DmaRequesterId, hasPasid: true, p);
+            key = route.MemoTaggedKey | ((ulong)p << 16); // TranslationShortcut.Requester's layout
             ulong last = route.LastPasidOffset;
             if ((uint)last == (p | RemapperLookup.PasidOffsetValid))
             {
@@ -387,16 +388,18 @@ public sealed partial class PciDevice : Device
         IUnscopedDma? unscoped = memory.RetiresOnDispose ? unit as IUnscopedDma : null;
         TranslationShortcut? memo = unscoped?.Memo;
         ulong key = TranslationShortcut.Requester(DmaRequesterId, hasPasid: false, 0);
-        var lookup = new RemapperLookup(bus, version, unit, unit as IDmaRemapperAts, memory, unscoped, memo, key, memo?.Offset(key) ?? 0);
+        var lookup = new RemapperLookup(
+            bus, version, unit, unit as IDmaRemapperAts, memory, unscoped, memo, key, memo?.Offset(key) ?? 0, TranslationShortcut.Requester(DmaRequesterId, hasPasid: true, 0));
         Volatile.Write(ref _remapper, lookup);
         return lookup;
     }
 
     // Unscoped: the unit's fast path that holds no access scope, only on memory that retires on dispose; Memo, its memo,
-    // with MemoKey and MemoOffset, the memo's key and index offset of the device's untagged requests.
+    // with MemoKey and MemoOffset, the memo's key and index offset of the device's untagged requests, and MemoTaggedKey,
+    // the key of its tagged requests with PASID 0 (a PASID's key ORs the PASID in).
     private sealed record RemapperLookup(
         PciBus Bus, int Version, IDmaRemapper? Unit, IDmaRemapperAts? Ats, Memory.PhysicalMemory Memory, IUnscopedDma? Unscoped,
-        TranslationShortcut? Memo, ulong MemoKey, nint MemoOffset)
+        TranslationShortcut? Memo, ulong MemoKey, nint MemoOffset, ulong MemoTaggedKey)
     {
         public const uint PasidOffsetValid = 1U << 31;
 

@@ -166,11 +166,10 @@ internal sealed unsafe class TranslationShortcut
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong TryMoveSmall(ulong requester, nint offset, ulong iova, Span<byte> buffer, bool write)
     {
+        // Only memory that retires on dispose has host pointers in entries (Fill), so host != 0 below also
+        // says the memory retires. The small move's lengths cannot wrap the sum: the bytes end in iova's page.
         PhysicalMemory memory = _memory;
-        // TryBeginUnscoped's test, written out: through that helper the JIT keeps the answer as a value
-        // and tests it again (three more instructions on the 64 B read).
-        if (PhysicalMemory.IsSmallMove(buffer.Length) && memory.RetiresOnDispose && !memory.IsDisposed
-            && (uint)(buffer.Length - 1) < 4096 - (iova & 0xFFF))
+        if (PhysicalMemory.IsSmallMove(buffer.Length) && !memory.IsDisposed && (iova & 0xFFF) + (uint)buffer.Length <= 4096)
         {
             uint gen = Generation;
             ulong page = iova >> 12;
@@ -217,7 +216,8 @@ internal sealed unsafe class TranslationShortcut
     {
         value = 0;
         host = 0;
-        return memory.RetiresOnDispose && !memory.IsDisposed && TryGetAccess(requesterId, pasid, iova, length, write, out value, out host) && host != 0;
+        // host != 0: the memory retires (Fill).
+        return !memory.IsDisposed && TryGetAccess(requesterId, pasid, iova, length, write, out value, out host) && host != 0;
     }
 
     /// <summary>
