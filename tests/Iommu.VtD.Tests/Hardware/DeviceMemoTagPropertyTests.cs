@@ -23,14 +23,21 @@ public sealed class DeviceMemoTagPropertyTests
     private const int AuxDomains = 3;
     private const ulong DataBase = 0x8000_0000; // domain d's page k at DataBase + (d * Pages + k) * 4K
 
-    // One request: which tag (0: untagged, 1..AuxDomains: that aux domain's PASID), read or write, where, how long.
-    // Lengths of 16-64 B, the memo's inline move, are drawn most often.
-    private readonly record struct Request(int Tag, bool Write, int Offset, int Length);
+    // One request: which tag (0: untagged, 1..AuxDomains: that aux domain's PASID), read or write, where, how long,
+    // and Wide: bits above the 20 a PASID has, ORed into the tag's PASID (a tagged request only; the unit refuses such
+    // a PASID as an argument, ArgumentOutOfRangeException). Lengths of 16-64 B,
+    // the memo's inline move, are drawn most often.
+    private readonly record struct Request(int Tag, bool Write, int Offset, int Length, uint Wide);
+
+    // A PASID's key puts it at bits 35:16 of a word whose bit 36 says "tagged": bit 20 of a PASID would land on that
+    // bit, and the key would be the same PASID's without it, if nothing stopped it. So bit 20 most often.
+    private static readonly Gen<uint> WideBits =
+        Gen.Frequency((12, Gen.Const(0u)), (2, Gen.Const(1u << 20)), (1, Gen.UInt[1, 0xFFF].Select(w => w << 20)));
 
     private static readonly Gen<Request> Requests =
-        Gen.Select(Gen.Int[0, AuxDomains], Gen.Bool, Gen.Int[0, (Pages * 4096) - 1], Gen.Frequency((4, Gen.Int[16, 64]), (1, Gen.Int[1, 200])))
+        Gen.Select(Gen.Int[0, AuxDomains], Gen.Bool, Gen.Int[0, (Pages * 4096) - 1], Gen.Frequency((4, Gen.Int[16, 64]), (1, Gen.Int[1, 200])), WideBits)
             .Where(t => (t.Item3 & 0xFFF) + t.Item4 <= 4096)
-            .Select(t => new Request(t.Item1, t.Item2, t.Item3, t.Item4));
+            .Select(t => new Request(t.Item1, t.Item2, t.Item3, t.Item4, t.Item1 == 0 ? 0 : t.Item5));
 
     [Fact]
     public void Requests_that_switch_tags_reach_only_the_tagged_domains_pages()
@@ -80,12 +87,23 @@ public sealed class DeviceMemoTagPropertyTests
                     ulong iova = IovaBase + (ulong)r.Offset;
                     int k = r.Offset >> 12;
                     ulong pa = PageOf(r.Tag, k) + (ulong)(r.Offset & 0xFFF);
-                    string what = $"a {r.Length} B {(r.Write ? "write" : "read")} at IOVA 0x{iova:x} tagged {(pasids[r.Tag] is uint p ? $"PASID {p}" : "untagged")}";
-                    if (r.Write)
+                    uint? tag = pasids[r.Tag] | r.Wide;
+                    string what = $"a {r.Length} B {(r.Write ? "write" : "read")} at IOVA 0x{iova:x} tagged {(tag is uint p ? $"PASID 0x{p:x}" : "untagged")}";
+                    if (r.Wide != 0)
+                    {
+                        // Wider than a PASID: the unit refuses the argument (the request's PASID field cannot hold
+                        // it), and no page is reached.
+                        byte[] buffer = new byte[r.Length];
+                        Assert.Throws<ArgumentOutOfRangeException>(() => r.Write ? dev.DmaWrite(tag, iova, buffer) : dev.DmaRead(tag, iova, buffer));
+                        byte[] unchanged = new byte[Region];
+                        Assert.True(platform.Memory.TryRead(DataBase, unchanged));
+                        Assert.True(unchanged.AsSpan().SequenceEqual(model), $"{what} changed memory");
+                    }
+                    else if (r.Write)
                     {
                         byte[] source = new byte[r.Length];
                         bytes.NextBytes(source);
-                        DmaResult w = dev.DmaWrite(pasids[r.Tag], iova, source);
+                        DmaResult w = dev.DmaWrite(tag, iova, source);
                         Assert.True(w.IsOk, $"{what}: {w.Status}");
                         Assert.Equal(pa, w.PhysicalAddress);
                         source.CopyTo(model.AsSpan((int)(pa - DataBase)));
@@ -99,7 +117,7 @@ public sealed class DeviceMemoTagPropertyTests
                     else
                     {
                         byte[] destination = new byte[r.Length];
-                        DmaResult rd = dev.DmaRead(pasids[r.Tag], iova, destination);
+                        DmaResult rd = dev.DmaRead(tag, iova, destination);
                         Assert.True(rd.IsOk, $"{what}: {rd.Status}");
                         Assert.Equal(pa, rd.PhysicalAddress);
                         Assert.True(destination.AsSpan().SequenceEqual(model.AsSpan((int)(pa - DataBase), r.Length)), $"{what} read other bytes than its domain's page holds at 0x{pa:x}");
