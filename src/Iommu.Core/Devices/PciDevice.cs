@@ -193,7 +193,7 @@ public sealed partial class PciDevice : Device
 
         // Untagged requests use the key and index offset the route computed once; a tagged one's key is the
         // route's with the PASID ORed in, and its offset the one the route kept for the PASID, when it is the
-        // last one the device used (a PASID wider than 20 bits is the unit's to fault).
+        // last one the device used (a PASID wider than 20 bits is the unit's to refuse).
         ulong key = route.MemoKey;
         nint offset = route.MemoOffset;
         if (pasid.HasValue)

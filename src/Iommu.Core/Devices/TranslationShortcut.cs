@@ -176,7 +176,7 @@ internal sealed unsafe class TranslationShortcut
             if (TryGetAt((nint)((page + (nuint)offset) & (uint)_mask), requester, page, gen, out ulong value, out nint host)
                 && (value & (write ? Write : Read)) != 0 && host != 0)
             {
-                PhysicalMemory.MoveSmall((byte*)host + (iova & 0xFFF), buffer, write);
+                PhysicalMemory.Move((byte*)host + (iova & 0xFFF), buffer, write, small: true);
                 if (EndUnscoped(memory, value))
                 {
                     return OutputAddress(value, iova);

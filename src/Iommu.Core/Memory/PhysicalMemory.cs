@@ -745,34 +745,31 @@ public sealed unsafe class PhysicalMemory : IDisposable
         return true;
     }
 
-    // Move between buffer and host bytes a caller found itself (a memo's host pointer).
+    // Move between buffer and host bytes a caller found itself (a memo's host pointer). small: the caller checked
+    // that MoveSmall takes the length, and the copy is inline, with no call on any path.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void Move(byte* host, Span<byte> buffer, bool write)
+    internal static void Move(byte* host, Span<byte> buffer, bool write, bool small)
     {
         ref byte mine = ref MemoryMarshal.GetReference(buffer);
+        nuint n = (nuint)buffer.Length;
         if (write)
         {
-            Move(ref mine, ref *host, (nuint)buffer.Length);
+            if (small)
+            {
+                MoveSmall(ref mine, ref *host, n);
+            }
+            else
+            {
+                Move(ref mine, ref *host, n);
+            }
+        }
+        else if (small)
+        {
+            MoveSmall(ref *host, ref mine, n);
         }
         else
         {
-            Move(ref *host, ref mine, (nuint)buffer.Length);
-        }
-    }
-
-    // MoveSmall between buffer and host bytes a caller found itself (a memo's host pointer): the caller
-    // checked the length.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void MoveSmall(byte* host, Span<byte> buffer, bool write)
-    {
-        ref byte mine = ref MemoryMarshal.GetReference(buffer);
-        if (write)
-        {
-            MoveSmall(ref mine, ref *host, (nuint)buffer.Length);
-        }
-        else
-        {
-            MoveSmall(ref *host, ref mine, (nuint)buffer.Length);
+            Move(ref *host, ref mine, n);
         }
     }
 

@@ -274,7 +274,7 @@ public sealed partial class VtdUnit : IDmaRemapper, IDmaRemapperAttributes, IUns
         TranslationShortcut shortcut = _shortcut;
         if (shortcut.TryBeginUnscoped(memory, requesterId, pasid, iova, buffer.Length, write, out ulong memo, out nint host))
         {
-            PhysicalMemory.Move((byte*)host + (iova & 0xFFF), buffer, write);
+            PhysicalMemory.Move((byte*)host + (iova & 0xFFF), buffer, write, small: false);
             if (shortcut.EndUnscoped(memory, memo))
             {
                 return TranslationShortcut.OutputAddress(memo, iova);
