@@ -76,11 +76,12 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         ulong page = address & ~0xFFFUL;
         ushort sid = device.RequesterId;
         AtsCompletion completion;
-        if (!_translationEnabled)
+        ulong rt = Volatile.Read(ref _rootTable);
+        if ((rt & TranslationEnabledBit) == 0)
         {
             completion = new AtsCompletion(true, page, 4096, true, true, DmaFaultReason.None);
         }
-        else if (((Volatile.Read(ref _rootTable) >> 10) & 3) != 1)
+        else if (((rt >> 10) & 3) != 1)
         {
             VtdTranslation f = Fault(sid, page, write, pasid.HasValue, pasid.GetValueOrDefault(), VtdFaultReason.ContextEntryTranslationType, false, AtsTranslationRequest);
             completion = Unsupported(f.Reason);

@@ -215,10 +215,14 @@ public sealed partial class VtdUnit
             status ^= VtdRegister.GcmdTe;
         }
 
-        if ((command & VtdRegister.GcmdSrtp) != 0)
+        // The latched root table and the enable change in one write (see _rootTable).
+        bool srtp = (command & VtdRegister.GcmdSrtp) != 0;
+        bool enabled = (status & VtdRegister.GcmdTe) != 0;
+        bool changed = enabled != TranslationEnabled || srtp;
+        ulong root = srtp ? Get64(VtdRegister.Rtaddr) & (VtdFormat.PointerMask | 0xC00) : LatchedRootTable;
+        Volatile.Write(ref _rootTable, root | (enabled ? TranslationEnabledBit : 0));
+        if (srtp)
         {
-            ulong rtaddr = Get64(VtdRegister.Rtaddr);
-            Volatile.Write(ref _rootTable, rtaddr & (VtdFormat.PointerMask | 0xC00));
             status |= VtdRegister.GcmdSrtp;
             if (_config.SetRootTableInvalidatesCaches)
             {
@@ -227,10 +231,7 @@ public sealed partial class VtdUnit
         }
 
         Set32(VtdRegister.Gsts, status);
-        bool enabled = (status & VtdRegister.GcmdTe) != 0;
-        bool changed = enabled != _translationEnabled || (command & VtdRegister.GcmdSrtp) != 0;
-        _translationEnabled = enabled;
-        InvalidationObserver?.OnGlobalCommand(command, Volatile.Read(ref _rootTable), enabled);
+        InvalidationObserver?.OnGlobalCommand(command, root, enabled);
         if (changed)
         {
             // What the caches answer depends on both; counted after the change (TranslationShortcut).

@@ -29,7 +29,7 @@ public sealed partial class VtdUnit
         using PhysicalMemory.AccessScope guard = _memory.EnterAccess();
         using (_lock.EnterScope())
         {
-            return new VtdUnitState((byte[])_regs.Clone(), _config.Cap, _config.Ecap, Volatile.Read(ref _rootTable), _nextFaultRecord, VtdUnitState.ShapeOf(_config));
+            return new VtdUnitState((byte[])_regs.Clone(), _config.Cap, _config.Ecap, LatchedRootTable, _nextFaultRecord, VtdUnitState.ShapeOf(_config));
         }
     }
 
@@ -117,8 +117,8 @@ public sealed partial class VtdUnit
         _nextFaultRecord = nextFaultRecord;
         _faultMsiPending = _invMsiPending = _prMsiPending = false;
         _interruptPending = false;
-        Volatile.Write(ref _rootTable, latchedRootTable);
-        _translationEnabled = (Get32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
+        bool enabled = (Get32(VtdRegister.Gsts) & VtdRegister.GcmdTe) != 0;
+        Volatile.Write(ref _rootTable, (latchedRootTable & ~TranslationEnabledBit) | (enabled ? TranslationEnabledBit : 0));
         InvalidateAllCaches(); // retires the shortcut's memos too (TranslationCache.InvalidateAll)
     }
 }

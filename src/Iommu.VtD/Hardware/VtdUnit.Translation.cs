@@ -39,11 +39,18 @@ public sealed partial class VtdUnit
     // fill, like _iotlbLevels, and never cleared). A page-selective IOTLB invalidation of such a DID
     // drops all of them (see InvalidateIotlb).
     private readonly int[] _firstStageDids = new int[65536 / 32];
-    private volatile bool _translationEnabled;
-    private ulong _rootTable;     // RTADDR latched by SRTP: table address | TTM (bits 11:10)
+    // RTADDR latched by SRTP (table address | TTM, bits 11:10) | TranslationEnabledBit (GSTS.TES): one word, so a
+    // request that reads it once sees the root table and the enable of one state. Reset and RestoreState change
+    // both at once, with no lock a request takes; read separately, a request could see the enable of one state
+    // and the root table of another (a fault neither state gives).
+    private ulong _rootTable;
+    private const ulong TranslationEnabledBit = 1;
 
     /// <summary>The RTADDR value latched by the last SRTP (table address | TTM): what the unit walks (the image exporter reads it).</summary>
-    internal ulong LatchedRootTable => Volatile.Read(ref _rootTable);
+    internal ulong LatchedRootTable => Volatile.Read(ref _rootTable) & ~TranslationEnabledBit;
+
+    // GSTS.TES as the translation path sees it.
+    private bool TranslationEnabled => (Volatile.Read(ref _rootTable) & TranslationEnabledBit) != 0;
     private readonly Counters _counters;
     private long _contextInvalidations, _pasidInvalidations, _iotlbInvalidations;
     private readonly long[] _faultsByReason = new long[256];
@@ -89,7 +96,8 @@ public sealed partial class VtdUnit
 
     private VtdTranslation TranslateFrom(long epoch, ushort sid, bool hasPasid, uint pasid, ulong iova, ulong size, bool write, DmaRequestAttributes attrs)
     {
-        if (!_translationEnabled)
+        ulong rt = Volatile.Read(ref _rootTable);
+        if ((rt & TranslationEnabledBit) == 0)
         {
             return VtdTranslation.Translated(iova, iova, 4096, true);
         }
@@ -100,7 +108,6 @@ public sealed partial class VtdUnit
             return VtdTranslation.Interrupt(iova);
         }
 
-        ulong rt = Volatile.Read(ref _rootTable);
         int mode = (int)((rt >> 10) & 3);
         if (mode == 0)
         {
@@ -163,7 +170,7 @@ public sealed partial class VtdUnit
         pa = pageSize = 0;
         writable = false;
         ulong rt = Volatile.Read(ref _rootTable);
-        if (!_translationEnabled || (!hasPasid && iova <= InterruptWindowLast && iova + size - 1 >= InterruptWindowBase))
+        if ((rt & TranslationEnabledBit) == 0 || (!hasPasid && iova <= InterruptWindowLast && iova + size - 1 >= InterruptWindowBase))
         {
             return false;
         }
