@@ -88,7 +88,6 @@ internal sealed unsafe class TranslationShortcut
     private readonly int _mask;
     private readonly int _shift;
     private readonly PhysicalMemory _memory;
-    private readonly bool _retires; // _memory.RetiresOnDispose: entries keep host pointers (Entry.Host)
     private readonly long[] _hitCounts; // pinned: [stripe + 0] hits of legacy-mode requests, [stripe + 1] of scalable-mode ones
     private readonly long* _hits;
 
@@ -102,7 +101,6 @@ internal sealed unsafe class TranslationShortcut
         _mask = n - 1;
         _shift = 64 - BitOperations.Log2((uint)n);
         _memory = memory;
-        _retires = memory.RetiresOnDispose;
         _hitCounts = ThreadStripe.Allocate(out _hits);
         memory.AddMemo(this);
     }
@@ -304,7 +302,7 @@ internal sealed unsafe class TranslationShortcut
 
             // Read after gen: a chunk backed or moved since then has retired gen (PhysicalMemory.ChunksChanged),
             // and this fill is dropped by the check above or retired with the others.
-            e.Host = _retires ? (nint)_memory.PageHostOrNull(value & AddressMask) : 0;
+            e.Host = _memory.RetiresOnDispose ? (nint)_memory.PageHostOrNull(value & AddressMask) : 0;
         }
 
         Volatile.Write(ref e.Seq, seq + 2);
