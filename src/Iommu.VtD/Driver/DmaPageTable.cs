@@ -139,8 +139,13 @@ public sealed class DmaPageTable
     {
         // One present 4 KiB page on a 48-bit unit, without the span the overload below reports (its
         // out parameters would live on the caller's stack). Everything else goes there.
-        return _pt.TryUnmapOne4K(iova, size) ? size : Unmap(iova, size, out _, out _);
+        return _pt.TryUnmapOne4K(iova, size) ? size : UnmapWithoutSpan(iova, size);
     }
+
+    // Out of line: inlined, the overload's two out locals were zeroed on the caller's stack on every
+    // single-page unmap of a loop.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong UnmapWithoutSpan(ulong iova, ulong size) => Unmap(iova, size, out _, out _);
 
     /// <summary>
     /// <see cref="Unmap(ulong, ulong)"/>, also giving the span the removed leaves lie in, which is

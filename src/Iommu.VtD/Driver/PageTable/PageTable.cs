@@ -139,7 +139,12 @@ internal unsafe struct PageTable<TFormat>
             // Only lookups read the target entry: a run of leaves reads its entries itself, and a
             // read here would be one more dependent load on a cold table.
             bool read = mode is PtWalkMode.Lookup or PtWalkMode.Query or PtWalkMode.LeafEntry;
-            return new PtWalk(entries, read ? TFormat.Load(entries, (iova >> Shift(level)) & IndexMask) : 0, level);
+            ulong index = (iova >> Shift(level)) & IndexMask;
+
+            // The leaf-only modes give the entry itself (their one user wants it), so the index is
+            // added once and the caller's null test is the only one.
+            ulong* at = mode is PtWalkMode.LeafEntry or PtWalkMode.LeafSlot ? entries + index : entries;
+            return new PtWalk(at, read ? TFormat.Load(entries, index) : 0, level);
         }
 
         // A leaf-only walk that stops above the target says so with no table: every early exit is
@@ -188,7 +193,7 @@ internal unsafe struct PageTable<TFormat>
     {
         PtWalk w = Walk4(iova, 1, mode);
         pte = w.Pte;
-        return w.Table == null ? null : w.Table + ((iova >> TFormat.PageShift) & IndexMask);
+        return w.Table; // the leaf-only modes' Table is the entry (Walk)
     }
 
     // __domain_mapping; see DmaPageTable.Map. The common case (one 4 KiB page on 4 levels whose tables
@@ -778,7 +783,7 @@ internal unsafe struct PageTable<TFormat>
         ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
 
     // What a walk is for. Lookup: the entry it stops at, read. LeafEntry: the same, but a stop above
-    // level 1 gives no table (a leaf slot or nothing). LeafSlot: as LeafEntry without reading the leaf
+    // level 1 gives no table, and at level 1 Table is the entry itself (a leaf slot or nothing). LeafSlot: as LeafEntry without reading the leaf
     // (a run reads its entries itself). Install: install missing tables on the way down to the target
     // (whose entry is not read).
     internal enum PtWalkMode
