@@ -123,8 +123,9 @@ internal unsafe struct PageTable<TFormat>
         ulong* entries;
         if (mode == PtWalkMode.Query)
         {
-            entries = tables.TablePointerOrNull(table);
-            if (entries == null)
+            // The range test itself branches out: a null pointer for a foreign table, tested after,
+            // made the JIT merge the two arms and test again, two more branches per level.
+            if (!tables.TryTablePointer(table, out entries))
             {
                 return new PtWalk(null, 0, level);
             }
@@ -849,10 +850,11 @@ internal unsafe struct PageTable<TFormat>
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong* TablePointerOrNull(ulong table)
+        public bool TryTablePointer(ulong table, out ulong* entries)
         {
             ulong offset = table - _start;
-            return offset > _lastTable ? null : (ulong*)(_b + offset);
+            entries = (ulong*)(_b + offset);
+            return offset <= _lastTable;
         }
     }
 
