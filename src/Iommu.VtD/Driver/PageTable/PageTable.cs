@@ -784,9 +784,9 @@ internal unsafe struct PageTable<TFormat>
         ErrorDetail.Fail(Errno.ENOMEM, $"no frame left for a page table while mapping iova 0x{iova:x}");
 
     // What a walk is for. Lookup: the entry it stops at, read. LeafEntry: the same, but a stop above
-    // level 1 gives no table, and at level 1 Table is the entry itself (a leaf slot or nothing). LeafSlot: as LeafEntry without reading the leaf
-    // (a run reads its entries itself). Install: install missing tables on the way down to the target
-    // (whose entry is not read).
+    // level 1 gives no table, and at level 1 the walk's Table is the leaf entry itself (a leaf slot or
+    // nothing). LeafSlot: as LeafEntry without reading the leaf (a run reads its entries itself).
+    // Install: install missing tables on the way down to the target (whose entry is not read).
     internal enum PtWalkMode
     {
         Lookup,
@@ -803,6 +803,7 @@ internal unsafe struct PageTable<TFormat>
 
     // Where a walk stopped: the table, the value read from the entry, its level. The table rather than
     // the entry: the JIT then folds each level's index into its load, off the chain of dependent loads.
+    // The leaf-only modes, whose one user wants the entry, give the entry instead (see PtWalkMode).
     internal readonly struct PtWalk
     {
         public readonly ulong* Table;
