@@ -94,10 +94,12 @@ public sealed class DmaPageTable
     /// <param name="superpageLevels">Superpage levels allowed (<c>iommu_superpage</c>: 0 none, 1 = 2 MiB, 2 = 1 GiB too).</param>
     /// <param name="mapped">Bytes whose entries this call wrote (or found already set) before it stopped.</param>
     /// <returns>
-    /// -EINVAL without R or W, or when <paramref name="iova"/>, <paramref name="paddr"/> or
-    /// <paramref name="size"/> is not a multiple of 4 KiB (the kernel counts in pages and cannot get
-    /// one); -ENOMEM when a table frame cannot be allocated. An entry that is already present is
-    /// left as it is and counted as mapped (the kernel WARNs and returns 0).
+    /// -EFAULT when the range does not fit the table's <see cref="AddressWidth"/> (or runs past 2^64),
+    /// before any other check, as <c>intel_iommu_map</c> checks the domain's width first (the kernel's
+    /// <c>__domain_mapping</c> itself BUG()s); -EINVAL without R or W, or when <paramref name="iova"/>,
+    /// <paramref name="paddr"/> or <paramref name="size"/> is not a multiple of 4 KiB (the kernel counts
+    /// in pages and cannot get one); -ENOMEM when a table frame cannot be allocated. An entry that is
+    /// already present is left as it is and counted as mapped (the kernel WARNs and returns 0).
     /// </returns>
     /// <remarks>
     /// Like the kernel, a superpage replaces any table under it, with whatever that table mapped, and

@@ -45,6 +45,9 @@ public sealed partial class IntelIommu
             | ((prot & IommuProt.Write) != 0 ? DmaPte.Write : 0)
             | ((prot & IommuProt.Cache) != 0 && d.IommuSnooping ? DmaPte.Snoop : 0);
         ulong end = iova + size;
+
+        // A range that runs past 2^64 passes this test (its end is small): the table refuses it (-EFAULT
+        // too, PageTable.MapRange), which keeps a compare off the 4 KiB path.
         if (d.MaxAddr < end)
         {
             if (d.Gaw < 64 && (end > 1UL << d.Gaw || end < iova))

@@ -375,6 +375,64 @@ public sealed class DmaPageTableTests : IDisposable
     }
 
     [Fact]
+    public void A_range_maps_where_asked_or_is_efault_and_changes_nothing_at_any_width()
+    {
+        // The walks index with the bits below the table's width: a range that reaches past it (or past
+        // 2^64) used to map its alias, the IOVA modulo 2^width, and report success. Ranges at random
+        // distances either side of the width's end, of 0 and of 2^64, of any level count, size and
+        // superpage setting, against "fits": a map that fits lands exactly there; any other is EFAULT,
+        // maps nothing and leaves every entry as it was.
+        Gen<int> anchor = Gen.Int[0, 3];
+        Gen<long> pagesFromAnchor = Gen.OneOf(Gen.Long[-1100, 1100], Gen.Long[-4, 4]);
+        Gen<ulong> pages = Gen.OneOfConst(1UL, 2UL, 3UL, 511UL, 512UL, 513UL, 1024UL);
+        Gen.Select(Gen.Int[2, 6], anchor, pagesFromAnchor, pages, Gen.Int[0, 2]).Sample((levels, a, delta, n, superpages) =>
+        {
+            using var mem = new PhysicalMemory(4 * Sizes.GiB);
+            var frames = new FrameAllocator(mem, 2 * Sizes.GiB, 64 * Sizes.MiB);
+            Assert.Equal(Errno.None, DmaPageTable.Create(mem, frames, levels, out DmaPageTable? created));
+            DmaPageTable t = created!;
+            int width = t.AddressWidth;
+            ulong end = width >= 64 ? 0 : 1UL << width; // 0: the space ends at 2^64
+            ulong last = unchecked(end - 1);
+
+            // Sentinels near both ends of the space, out of the ranges' reach (at most 12.4 MiB from an anchor).
+            Assert.Equal(Errno.None, t.Map(16 * Sizes.MiB, 0x7000_0000, K4, RW, 0, out _));
+            Assert.Equal(Errno.None, t.Map(last - K4 + 1 - (16 * Sizes.MiB), 0x7100_0000, K4, RW, 0, out _));
+            var before = Leaves(t);
+
+            ulong anchorIova = unchecked(a switch { 0 => 0, 1 => end, 2 => ulong.MaxValue - (4 * M2) + 1, _ => end - (4 * M2) });
+            ulong iova = unchecked(anchorIova + (ulong)(delta * (long)K4)); // wraps around 2^64 as an IOVA would
+            ulong size = n * K4;
+            ulong pa = 0x4000_0000;
+            bool fits = iova <= last && size - 1 <= last - iova;
+
+            Errno err = t.Map(iova, pa, size, RW, superpages, out ulong mapped);
+
+            if (fits)
+            {
+                Assert.Equal(Errno.None, err);
+                Assert.Equal(size, mapped);
+                Assert.Equal(pa + 8, t.IovaToPhys(iova + 8));
+                Assert.Equal(pa + size - 8, t.IovaToPhys(iova + size - 8));
+                Assert.Equal(size, t.Unmap(iova, size));
+                t.ReleasePendingFrees();
+            }
+            else
+            {
+                Assert.Equal(Errno.EFAULT, err);
+                Assert.Equal(0UL, mapped);
+                Assert.Contains($"{width}-bit", ErrorDetail.LastMessage, StringComparison.Ordinal);
+                Assert.Equal(0UL, t.Unmap(iova, size)); // nothing there, and nothing else goes
+            }
+
+            Assert.Equal(before, Leaves(t));
+            Assert.Equal(0x7000_0008UL, t.IovaToPhys((16 * Sizes.MiB) + 8));
+            t.FreeAll();
+            Assert.Equal(0, frames.LiveFrames);
+        }, iter: 400);
+    }
+
+    [Fact]
     public void Enomem_reports_what_was_mapped_and_leaks_nothing()
     {
         DmaPageTable t = NewTable();

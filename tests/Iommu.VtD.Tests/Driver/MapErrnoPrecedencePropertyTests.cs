@@ -27,9 +27,10 @@ public sealed class MapErrnoPrecedencePropertyTests
         BeyondWidth = 1 << 6,
         StraddlesWidth = 1 << 7,
         NoFrame = 1 << 8,
+        WrapsPast2To64 = 1 << 9,
     }
 
-    private const int FaultKinds = 9;
+    private const int FaultKinds = 10;
 
     // The 4 KiB page mapped before every case (not for the identity domain): its tables exist, so a run
     // that stays in its 2 MiB (4 KiB pages) or its 1 GiB (2 MiB pages) needs no new table frame.
@@ -52,7 +53,8 @@ public sealed class MapErrnoPrecedencePropertyTests
 
     // 5.15's checks in order: __iommu_map (ENODEV, EINVAL type, EINVAL alignment), then for each
     // iommu_pgsize run intel_iommu_map (max_addr raised, EFAULT beyond the width), __domain_mapping (EINVAL
-    // without R/W, ENOMEM for a missing table).
+    // without R/W, ENOMEM for a missing table). A run that reaches past 2^64 passes 5.15's width test (its
+    // end wraps) and hits __domain_mapping's BUG_ON; we give EFAULT there too, before the permission check.
     private static Expect Reference(ulong bitmap, bool paging, int gaw, ulong maxAddr, bool premapped, bool noFrame, ulong iova, ulong paddr, ulong size, IommuProt prot)
     {
         if (bitmap == 0)
@@ -83,6 +85,10 @@ public sealed class MapErrnoPrecedencePropertyTests
                 }
 
                 maxAddr = end;
+            }
+            else if (end <= iova)
+            {
+                return new(Errno.EFAULT, run, maxAddr, "address space");
             }
 
             if ((prot & (IommuProt.Read | IommuProt.Write)) == 0)
@@ -193,6 +199,12 @@ public sealed class MapErrnoPrecedencePropertyTests
         if (faults.HasFlag(Fault.BeyondWidth))
         {
             iova = (1UL << gaw) + ((ulong)rng.Next(0, 8) * M2);
+        }
+        else if (faults.HasFlag(Fault.WrapsPast2To64))
+        {
+            ulong below = (ulong)rng.Next(1, 5);
+            iova = unchecked(0UL - (below * K4));
+            pages = Math.Max(pages, below + 1);
         }
         else if (faults.HasFlag(Fault.StraddlesWidth))
         {

@@ -39,6 +39,7 @@ internal unsafe struct PageTable<TFormat>
     private long _replacedTables; // tables a superpage map unlinked (FreeSubtableUnder): only ever grows
     private int _levels;
     private ulong _maxIova;
+    private ulong _walk4End; // 2^48 on 4 levels, else 0: "iova < _walk4End" is the 4-level fast paths' one test of level count and width
     private ulong _root;
 
     public PageTable(PhysicalMemory memory, FrameAllocator frames, ulong root, int levels)
@@ -203,7 +204,7 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Errno Map(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
     {
-        if (size == LevelSize(1) && _levels == 4 && TFormat.IsMappable(attr) && ((iova | paddr) & (LevelSize(1) - 1)) == 0)
+        if (size == LevelSize(1) && iova < _walk4End && TFormat.IsMappable(attr) && ((iova | paddr) & (LevelSize(1) - 1)) == 0)
         {
             ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
             if (slot != null)
@@ -228,6 +229,15 @@ internal unsafe struct PageTable<TFormat>
     private Errno MapRange(ulong iova, ulong paddr, ulong size, ulong attr, int superpageLevels, out ulong mapped)
     {
         mapped = 0;
+
+        // Before the other checks, as intel_iommu_map checks the domain's width before __domain_mapping
+        // checks the permission. The walks index with the bits below the width only: without this test an
+        // IOVA beyond it would map its alias (the IOVA modulo 2^width), and a range past 2^64 would wrap to 0.
+        if (size != 0 && (iova > _maxIova || size - 1 > _maxIova - iova))
+        {
+            return BeyondWidth(iova, size);
+        }
+
         if (!TFormat.IsMappable(attr))
         {
             return ErrorDetail.Fail(Errno.EINVAL, "a mapping needs read or write permission");
@@ -315,7 +325,7 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryUnmapOne4K(ulong iova, ulong size)
     {
-        if (size == LevelSize(1) && _levels == 4 && iova <= _maxIova)
+        if (size == LevelSize(1) && iova < _walk4End)
         {
             _memory.ThrowIfDisposed();
             ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
@@ -418,12 +428,7 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong IovaToPhys(ulong iova)
     {
-        if (iova > _maxIova)
-        {
-            return 0;
-        }
-
-        if (_levels != 4)
+        if (iova >= _walk4End)
         {
             return IovaToPhysAnyDepth(iova);
         }
@@ -432,10 +437,16 @@ internal unsafe struct PageTable<TFormat>
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
 
-    // Not inlined into IovaToPhys, so the 4-level path keeps its registers.
+    // Other level counts, and IOVAs beyond the width. Not inlined into IovaToPhys, so the 4-level path keeps
+    // its registers.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong IovaToPhysAnyDepth(ulong iova)
     {
+        if (iova > _maxIova)
+        {
+            return 0;
+        }
+
         PtWalk w = WalkAnyDepth(iova, 1, PtWalkMode.Query);
         return OutputAddress(iova, w.OffsetMask, w.Pte);
     }
@@ -536,6 +547,7 @@ internal unsafe struct PageTable<TFormat>
         _levels = levels;
         int width = TFormat.PageShift + (TFormat.StrideShift * levels);
         _maxIova = width >= 64 ? ulong.MaxValue : (1UL << width) - 1;
+        _walk4End = levels == 4 ? _maxIova + 1 : 0;
     }
 
     // hardware_largepage_caps: the largest level whose alignment and remaining size fit.
@@ -778,6 +790,10 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static Errno Unaligned(ulong iova, ulong paddr, ulong size) =>
         ErrorDetail.Fail(Errno.EINVAL, $"iova 0x{iova:x}, paddr 0x{paddr:x} and size 0x{size:x} must all be multiples of 4 KiB");
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Errno BeyondWidth(ulong iova, ulong size) =>
+        ErrorDetail.Fail(Errno.EFAULT, $"iova 0x{iova:x} + size 0x{size:x} does not fit the table's {Math.Min(TFormat.PageShift + (TFormat.StrideShift * _levels), 64)}-bit address space (last iova 0x{_maxIova:x})");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static Errno OutOfTableFrames(ulong iova) =>
