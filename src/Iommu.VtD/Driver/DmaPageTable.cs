@@ -91,7 +91,9 @@ public sealed class DmaPageTable
     /// <param name="paddr">First physical address, 4 KiB aligned.</param>
     /// <param name="size">Bytes, a multiple of 4 KiB.</param>
     /// <param name="attr">Entry bits: <see cref="DmaPte.Read"/>, <see cref="DmaPte.Write"/>, <see cref="DmaPte.Snoop"/>.</param>
-    /// <param name="superpageLevels">Superpage levels allowed (<c>iommu_superpage</c>: 0 none, 1 = 2 MiB, 2 = 1 GiB too).</param>
+    /// <param name="superpageLevels">Superpage levels allowed (<c>iommu_superpage</c>: 0 none, 1 = 2 MiB, 2 = 1 GiB too). More
+    /// counts as the most the table holds (2, or 1 for a 2-level table, whose top is the 2 MiB level; VT-d defines no larger
+    /// page), less as 0.</param>
     /// <param name="mapped">Bytes whose entries this call wrote (or found already set) before it stopped.</param>
     /// <returns>
     /// -EFAULT when the range does not fit the table's <see cref="AddressWidth"/> (or runs past 2^64),

@@ -574,7 +574,7 @@ public sealed partial class IntelIommu : IIommuOps, IIommuAttachOps, IIommuMapPa
             return Array.TrueForAll(_units, u => DmarCap.Fl1gp(u.Cap)) ? 2 : 1;
         }
 
-        int mask = 0xF;
+        int mask = 0x3; // 2 MiB and 1 GiB, as 5.15 starts: SLLPS bits 2-3 are reserved
         foreach (IntelIommuUnit u in _units)
         {
             mask &= DmarCap.SuperPageVal(u.Cap);

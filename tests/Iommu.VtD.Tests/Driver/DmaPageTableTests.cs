@@ -433,6 +433,45 @@ public sealed class DmaPageTableTests : IDisposable
     }
 
     [Fact]
+    public void Any_superpage_count_maps_only_the_leaf_sizes_the_table_holds()
+    {
+        // superpageLevels beyond 2 (or beyond a 2-level table's top) used to write a 512 GiB "leaf" into a
+        // PML4E, which every later walk took for a pointer to a table at 0, or to fail a 3-level map with
+        // ENOMEM. Any count, any level count, sizes up to 512 GiB: the leaves are the largest of 4 KiB,
+        // 2 MiB (count >= 1) and 1 GiB (count >= 2, and 3 levels or more) that alignment and size allow.
+        Gen<ulong> sizes = Gen.OneOfConst(M2, G1, 2 * G1, 512 * G1);
+        Gen.Select(Gen.Int[2, 6], Gen.Int[-3, 9], sizes, Gen.Int[0, 3]).Sample((levels, superpages, size, slot) =>
+        {
+            int allowed = Math.Clamp(superpages, 0, Math.Min(2, levels - 1));
+            ulong leaf = allowed >= 2 && size >= G1 ? G1 : allowed >= 1 ? M2 : K4;
+            using var mem = new PhysicalMemory(4 * Sizes.GiB);
+            var frames = new FrameAllocator(mem, 2 * Sizes.GiB, 256 * Sizes.MiB);
+            Assert.Equal(Errno.None, DmaPageTable.Create(mem, frames, levels, out DmaPageTable? created));
+            DmaPageTable t = created!;
+            ulong iova = (ulong)slot * size;
+            if (size / leaf > 65536 || iova + size - 1 > (1UL << Math.Min(t.AddressWidth, 63)) - 1)
+            {
+                return; // too many 4 KiB leaves to be quick, or outside a small table (the width property covers that)
+            }
+
+            ulong pa = 0x40_0000_0000 + (ulong)slot * G1;
+
+            Assert.Equal(Errno.None, t.Map(iova, pa, size, RW, superpages, out ulong mapped));
+
+            Assert.Equal(size, mapped);
+            var leaves = Leaves(t);
+            Assert.Equal(size / leaf, (ulong)leaves.Count);
+            Assert.All(leaves, l => Assert.Equal(leaf, l.Size));
+            Assert.Equal(pa + size - 8, t.IovaToPhys(iova + size - 8));
+            Assert.Equal(pa + (size / 2) + 8, t.IovaToPhys(iova + (size / 2) + 8));
+            Assert.Equal(size, t.Unmap(iova, size));
+            t.ReleasePendingFrees();
+            t.FreeAll();
+            Assert.Equal(0, frames.LiveFrames);
+        }, iter: 300);
+    }
+
+    [Fact]
     public void Enomem_reports_what_was_mapped_and_leaks_nothing()
     {
         DmaPageTable t = NewTable();

@@ -70,6 +70,9 @@ internal unsafe struct PageTable<TFormat>
     // (IntelIommu.MapPages, as switch_to_super_page does).
     public readonly long ReplacedTables => Interlocked.Read(ref Unsafe.AsRef(in _replacedTables));
 
+    // Superpage levels above 4 KiB that VT-d defines: 2 MiB and 1 GiB.
+    private const int MaxSuperpageLevels = 2;
+
     // Constants of the instantiation, forced inline: a large caller over its inlining budget still folds them.
     private static int EntriesPerTable
     {
@@ -247,6 +250,12 @@ internal unsafe struct PageTable<TFormat>
         {
             return Unaligned(iova, paddr, size);
         }
+
+        // Leaves only where both formats define them: 2 MiB and 1 GiB (SLLPS bits 2-3 and any larger first-level
+        // page are reserved), and never in the top table of 4 or 5 levels (a PML4E or PML5E has no page-size bit)
+        // nor above a 2-level table's top. A larger count used to write a 512 GiB "leaf" at level 4, which every
+        // later walk read as a pointer to a table at 0 (tables are corrupt), and the hardware as a reserved bit.
+        superpageLevels = Math.Clamp(superpageLevels, 0, Math.Min(MaxSuperpageLevels, _levels - 1));
 
         // A run of 4 KiB pages inside one existing leaf table (iommu_map of up to 2 MiB - 4 KiB, the
         // common scatter-gather case): one walk, then the leaves. Less than 2 MiB never takes a
