@@ -126,8 +126,8 @@ public sealed class DmaPageTable
     /// one whole (<c>intel_iommu_unmap</c> → <c>domain_unmap</c>): the "unmap more than asked" contract.
     /// Tables whose whole span lies inside the range are unlinked and put on the pending-free list.
     /// </summary>
-    /// <param name="iova">First IOVA, 4 KiB aligned.</param>
-    /// <param name="size">Bytes, a multiple of 4 KiB.</param>
+    /// <param name="iova">First IOVA, normally 4 KiB aligned (a range from any byte removes every page it overlaps).</param>
+    /// <param name="size">Bytes, normally a multiple of 4 KiB.</param>
     /// <returns>The total size of the leaves removed: possibly more than asked when a superpage
     /// overlaps either end, less when the range has holes, 0 when nothing in it was mapped.</returns>
     /// <remarks>
@@ -155,8 +155,8 @@ public sealed class DmaPageTable
     /// <see cref="Unmap(ulong, ulong)"/>, also giving the span the removed leaves lie in, which is
     /// what an IOTLB flush must cover (wider than the range when a superpage overlaps an end).
     /// </summary>
-    /// <param name="iova">First IOVA, 4 KiB aligned.</param>
-    /// <param name="size">Bytes, a multiple of 4 KiB.</param>
+    /// <param name="iova">First IOVA, normally 4 KiB aligned (a range from any byte removes every page it overlaps).</param>
+    /// <param name="size">Bytes, normally a multiple of 4 KiB.</param>
     /// <param name="spanStart">First IOVA of the span.</param>
     /// <param name="spanEnd">IOVA just past the span (0 when it ends at 2^64).</param>
     /// <returns>The total size of the leaves removed, as for <see cref="Unmap(ulong, ulong)"/>.</returns>

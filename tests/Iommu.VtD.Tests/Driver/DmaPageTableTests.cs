@@ -472,6 +472,49 @@ public sealed class DmaPageTableTests : IDisposable
     }
 
     [Fact]
+    public void An_unmap_at_any_byte_offset_removes_exactly_the_pages_it_overlaps()
+    {
+        // The one-page fast paths took "size is 4 KiB" for "one page": an unaligned 4 KiB range overlaps two
+        // pages, and they removed only the first (the general path removed both). Random present pages, a range at
+        // any byte offset and of any byte length, either overload, against the pages the range overlaps.
+        Gen<int> offsets = Gen.OneOf(Gen.Int[0, 48 * 4096], Gen.Int[0, 47].Select(p => p * 4096), Gen.Select(Gen.Int[0, 47], Gen.Int[1, 4095]).Select((p, o) => (p * 4096) + o));
+        Gen<int> lengths = Gen.OneOf(Gen.Int[1, 12 * 4096], Gen.Int[1, 12].Select(n => n * 4096), Gen.Const(4096));
+        Gen.Select(Gen.Int[3, 5], Gen.Bool.Array[48], offsets, lengths, Gen.Bool)
+            .Sample((levels, presentPages, offset, length, withSpan) =>
+        {
+            using var mem = new PhysicalMemory(4 * Sizes.GiB);
+            var frames = new FrameAllocator(mem, 2 * Sizes.GiB, 64 * Sizes.MiB);
+            Assert.Equal(Errno.None, DmaPageTable.Create(mem, frames, levels, out DmaPageTable? created));
+            DmaPageTable t = created!;
+            const ulong Base = 0x3FFE_0000; // the window straddles a leaf table's end
+            for (int page = 0; page < 48; page++)
+            {
+                if (presentPages[page])
+                {
+                    Assert.Equal(Errno.None, t.Map(Base + ((ulong)page * K4), 0x1000_0000 + ((ulong)page * K4), K4, RW, 0, out _));
+                }
+            }
+
+            ulong iova = Base + (ulong)offset, size = (ulong)length;
+            ulong first = (iova - Base) / K4, last = (iova + size - 1 - Base) / K4;
+            ulong expected = 0;
+            for (ulong page = first; page <= last && page < 48; page++)
+            {
+                expected += presentPages[page] ? K4 : 0;
+            }
+
+            ulong removed = withSpan ? t.Unmap(iova, size, out _, out _) : t.Unmap(iova, size);
+
+            Assert.Equal(expected, removed);
+            for (int page = 0; page < 48; page++)
+            {
+                bool present = presentPages[page] && ((ulong)page < first || (ulong)page > last);
+                Assert.Equal(present ? 0x1000_0008 + ((ulong)page * K4) : 0, t.IovaToPhys(Base + ((ulong)page * K4) + 8));
+            }
+        }, iter: 800);
+    }
+
+    [Fact]
     public void Enomem_reports_what_was_mapped_and_leaks_nothing()
     {
         DmaPageTable t = NewTable();

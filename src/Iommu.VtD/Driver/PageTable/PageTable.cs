@@ -334,7 +334,8 @@ internal unsafe struct PageTable<TFormat>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryUnmapOne4K(ulong iova, ulong size)
     {
-        if (size == LevelSize(1) && iova < _walk4End)
+        // An aligned iova: 4 KiB from anywhere else overlaps two pages (the walk below removes both).
+        if (size == LevelSize(1) && iova < _walk4End && (iova & (LevelSize(1) - 1)) == 0)
         {
             _memory.ThrowIfDisposed();
             ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
@@ -359,7 +360,7 @@ internal unsafe struct PageTable<TFormat>
             return 0;
         }
 
-        // The common cases on a 48-bit unit whose tables reach iova: one present 4 KiB page is one
+        // The common cases on a 48-bit unit whose tables reach iova: one present, aligned 4 KiB page is one
         // store; a run of 4 KiB pages that ends in the same leaf table without covering all of it
         // (which would free the table) is cleared from its first slot, as UnmapWalk would clear it.
         // Holes above the leaves, superpages, wider ranges and other level counts take the walk.
@@ -367,7 +368,7 @@ internal unsafe struct PageTable<TFormat>
         {
             int tableShift = Shift(2);
             ulong last = iova + size - 1;
-            if (size == LevelSize(1))
+            if (size == LevelSize(1) && (iova & (LevelSize(1) - 1)) == 0)
             {
                 ulong* slot = LeafSlot4(iova, PtWalkMode.LeafEntry, out ulong pte);
                 if (slot != null && IsPresent(pte))
