@@ -59,9 +59,11 @@ public sealed partial class IommuCore
     /// <param name="dir">Direction: the device reads (TO_DEVICE), writes (FROM_DEVICE) or both.</param>
     /// <returns>
     /// The DMA address, or <see cref="DmaMappingError"/> (no errno, as in the kernel; <see cref="ErrorDetail"/>
-    /// says why: ENOMEM when the IOVA space below the limit is exhausted, EINVAL for a size of 0 or one that
-    /// wraps, the IOMMU driver's error when the map fails, EFAULT when the domain's IOVA space cannot be set up,
-    /// EIO when the device has no DMA mask or a dma-direct buffer lies above it).
+    /// says why: ENOMEM when the IOVA space below the limit is exhausted, EINVAL for a size that wraps or, through
+    /// an IOMMU domain, a size of 0, the IOMMU driver's error when the map fails, EFAULT when the domain's IOVA space
+    /// cannot be set up, EIO when the device has no DMA mask or a dma-direct buffer ends above it: as
+    /// <c>dma_capable</c>, whose end of a 0-byte buffer is <paramref name="phys"/> − 1, so one at 0 fails below a
+    /// 64-bit mask).
     /// </returns>
     /// <remarks>
     /// <para>A device whose group's default domain is DMA or DMA_FQ gets an IOVA from that domain's
@@ -307,18 +309,27 @@ public sealed partial class IommuCore
         }
     }
 
-    // dma_direct_map_page without swiotlb: the bus address is the physical address, if the device can drive it (dma_capable).
+    // dma_direct_map_page without swiotlb: the bus address is the physical address, if the device can drive it (dma_capable:
+    // not DMA_MAPPING_ERROR, and the last byte, phys + size - 1, under the mask; for 0 bytes that is phys - 1, which wraps to
+    // 2^64 - 1 at phys 0). Stricter than dma_capable, which tests only the end: a range that wraps past 2^64 is refused.
     private static ulong DmaDirectMapPage(Device device, ulong phys, ulong size, ulong mask)
     {
-        if (size != 0 && phys + size - 1 < phys)
+        if (phys == DmaMappingError)
+        {
+            ErrorDetail.Fail(Errno.EIO, $"DMA address 0x{phys:x} of {device.Name} is DMA_MAPPING_ERROR itself");
+            return DmaMappingError;
+        }
+
+        ulong end = phys + size - 1;
+        if (size != 0 && end < phys)
         {
             ErrorDetail.Fail(Errno.EINVAL, $"[0x{phys:x}, +0x{size:x}) wraps the 64-bit DMA space");
             return DmaMappingError;
         }
 
-        if (size != 0 && phys + size - 1 > mask)
+        if (end > mask)
         {
-            ErrorDetail.Fail(Errno.EIO, $"[0x{phys:x}, +0x{size:x}) lies above the DMA mask 0x{mask:x} of {device.Name} (no swiotlb to bounce it)");
+            ErrorDetail.Fail(Errno.EIO, $"[0x{phys:x}, +0x{size:x}) ends at 0x{end:x}, above the DMA mask 0x{mask:x} of {device.Name} (no swiotlb to bounce it)");
             return DmaMappingError;
         }
 

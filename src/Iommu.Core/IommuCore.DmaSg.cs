@@ -275,8 +275,8 @@ public sealed partial class IommuCore
         ulong handle;
         if (domain is null || !domain.Type.IsDmaApi())
         {
-            // dma_direct_alloc: dma_coherent_ok, phys + size - 1 <= the coherent mask.
-            handle = phys + size - 1 <= mask ? phys : DmaMappingError;
+            // dma_direct_alloc: dma_coherent_ok of PAGE_ALIGN(size), phys + alloc - 1 <= the coherent mask.
+            handle = phys + alloc - 1 <= mask ? phys : DmaMappingError;
             if (handle == DmaMappingError)
             {
                 ErrorDetail.Fail(Errno.ENOMEM, $"the coherent buffer's pages [0x{phys:x}, +0x{alloc:x}) lie above the coherent DMA mask 0x{mask:x} of {device.Name}");
