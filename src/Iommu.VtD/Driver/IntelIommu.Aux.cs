@@ -88,7 +88,8 @@ public sealed partial class IntelIommu
     /// <remarks>
     /// <c>intel_iommu_aux_attach_device</c> (5.15 with per-(domain, device) user counts):
     /// -EPERM unless AUX is enabled on the device and the domain is UNMANAGED; -ENODEV / -EFAULT from
-    /// the attach preparation; -ENODEV when no PASID is left in [1, device max); -ENOSPC without a
+    /// the attach preparation; -ENODEV when no PASID is left in [1, device max), a range that here also stops
+    /// below the unit's 2 &lt;&lt; ECAP.PSS (5.15 does not stop there and hands out PASIDs the unit refuses); -ENOSPC without a
     /// free DID; the PASID-entry errors (-EINVAL, -ENODEV, -EBUSY). The first aux attach allocates
     /// the domain's default PASID; every device the domain is aux-attached to uses it. On failure
     /// the PASID is released when nothing else uses it (and, unlike 5.15, the field is reset).
@@ -247,11 +248,13 @@ public sealed partial class IntelIommu
         if (domain.DefaultPasid == 0)
         {
             // ioasid_alloc(PASID_MIN, pci_max_pasids - 1) from the platform's one PASID namespace, the
-            // range iommu_alloc_global_pasid uses too: aux and attached PASIDs never share a number.
+            // range iommu_alloc_global_pasid uses too: aux and attached PASIDs never share a number. Unlike
+            // 5.15, the range also stops below the unit's 2 << ECAP.PSS (iommu_alloc_global_pasid's cap): 5.15
+            // would hand out a PASID the unit's hardware refuses, and every DMA through it would fail.
             uint pasid = _platform.Iommu.AllocGlobalPasid(pci);
             if (pasid == IommuCore.PasidInvalid)
             {
-                return ErrorDetail.Fail(Errno.ENODEV, $"no free PASID in [1, 0x{pci.MaxPasids - 1:x}] for {device.Name}");
+                return ErrorDetail.Fail(Errno.ENODEV, $"no free PASID in [1, 0x{Math.Min((uint)pci.MaxPasids, MaxPasids(pci)) - 1:x}] for {device.Name} (its PASID capability and its unit's ECAP.PSS)");
             }
 
             domain.DefaultPasid = pasid;

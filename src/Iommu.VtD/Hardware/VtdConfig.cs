@@ -37,7 +37,9 @@ public sealed record VtdConfig
     /// <summary>SAGAW bit 11: 57-bit, 5-level second-level tables.</summary>
     public bool Supports57BitTables { get; init; }
 
-    /// <summary>Maximum guest address width in bits (CAP.MGAW + 1); input addresses at or above 2^MGAW fault.</summary>
+    /// <summary>Maximum guest address width in bits (CAP.MGAW + 1); input addresses at or above 2^MGAW fault, except
+    /// through pass-through entries, which stop at <see cref="HostAddressWidth"/> instead (as Linux's identity domain
+    /// expects and QEMU does, on a unit whose MGAW is below its HAW).</summary>
     public int MaxGuestAddressWidth { get; init; } = 48;
 
     /// <summary>Host address width in bits (the DMAR table's HAW): pointer and page-address bits at or above it are reserved.</summary>
@@ -94,7 +96,8 @@ public sealed record VtdConfig
     /// <summary>ECAP.PASID: requests with PASID.</summary>
     public bool PasidSupport { get; init; }
 
-    /// <summary>Supported PASID width in bits (ECAP.PSS + 1), 1–20.</summary>
+    /// <summary>Supported PASID width in bits (ECAP.PSS + 1), 1–20. A request or page request whose PASID is wider faults
+    /// 0x46 (the spec calls it an error without a code of its own; 0x46, PASID beyond the directory, is the nearest).</summary>
     public int PasidWidth { get; init; } = 20;
 
     /// <summary>

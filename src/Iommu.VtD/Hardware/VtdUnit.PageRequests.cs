@@ -53,7 +53,8 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     /// faults, reserved bits, read errors and the canonical check are recorded as for untranslated requests
     /// and answered Unsupported Request. A page that is not present or lacks the permission (0x71, 0x81, 0x82, 0x85,
     /// 0x86) is no fault: the completion grants what the tables allow (write first, then read for a write request;
-    /// nothing when even a read is refused), so a PRI device can send a page request. Such walks are neither recorded
+    /// nothing when even a read is refused), so a PRI device can send a page request. So is an address above 2^MGAW − 1
+    /// past the width check of a second-level or pass-through entry (CAP.MGAW: a null completion, R = W = 0). Such walks are neither recorded
     /// nor counted in <see cref="Activity"/>. A write request sets A/D as a write does; a read request never grants write
     /// (so no D bit is owed).</para>
     /// </remarks>
@@ -107,12 +108,16 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         AtsCompletion Complete(VtdTranslation t) => t.Status switch
         {
             VtdTranslationStatus.Translated or VtdTranslationStatus.MemoryError => new AtsCompletion(true, t.PhysicalAddress, t.PageSize, true, write && t.Writable, DmaFaultReason.None),
-            VtdTranslationStatus.Fault when IsAtsRecoverable(t.Reason) => new AtsCompletion(true, 0, 4096, false, false, DmaFaultReason.None),
+            VtdTranslationStatus.Fault when IsAtsRecoverable(t.Reason) || IsAboveMgaw(t.Reason, page) => new AtsCompletion(true, 0, 4096, false, false, DmaFaultReason.None),
             _ => Unsupported(t.Reason),
         };
 
         static AtsCompletion Unsupported(VtdFaultReason reason) => new(false, 0, 0, false, false, reason.ToDmaFaultReason());
     }
+
+    // CAP.MGAW: a translation request above 2^MGAW - 1 from an allowed device (its context and PASID entries passed)
+    // gets a null completion, R = W = 0, and records nothing.
+    private bool IsAboveMgaw(VtdFaultReason reason, ulong address) => reason == VtdFaultReason.ScalableAddressBeyondWidth && BeyondMgaw(address);
 
     // Faults an ATS translation request turns into a completion that grants less (not present, permission).
     private static bool IsAtsRecoverable(VtdFaultReason reason) => reason is VtdFaultReason.FirstLevelNotPresent
@@ -123,7 +128,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
     {
         // The marker tells Fault not to count the recoverable outcomes (the walk only reads attrs' privilege and execute bits).
         VtdTranslation t = TranslatePasidEntry(epoch, sid, hasPasid, pasid, effective, iova, size, write, attrs | AtsTranslationRequest, fpd: true, pe);
-        if (!t.IsFault || IsAtsRecoverable(t.Reason) || (fpd && IsQualified(t.Reason)))
+        if (!t.IsFault || IsAtsRecoverable(t.Reason) || IsAboveMgaw(t.Reason, iova) || (fpd && IsQualified(t.Reason)))
         {
             return t;
         }
@@ -218,6 +223,10 @@ public sealed partial class VtdUnit : IDmaRemapperAts
         else if (r == VtdFaultReason.None && !ctx.PageRequestEnable)
         {
             r = VtdFaultReason.PageRequestDisabled;
+        }
+        else if (r == VtdFaultReason.None && BeyondPss(hasPasid, pasid))
+        {
+            r = VtdFaultReason.PasidBeyondDirectory; // as for a translation (TranslateScalable)
         }
 
         if (r != VtdFaultReason.None)

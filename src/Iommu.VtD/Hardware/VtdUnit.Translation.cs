@@ -454,9 +454,10 @@ public sealed partial class VtdUnit
             return Fault(sid, iova, write, true, pasid, VtdFaultReason.PasidDisabled, ctx.Fpd, mark);
         }
 
-        // Requests without PASID use RID_PASID (ECAP.RPS) or PASID 0.
+        // Requests without PASID use RID_PASID (ECAP.RPS) or PASID 0. A PASID wider than ECAP.PSS is an error of the
+        // request (the spec names no code for it): reported as beyond the directory, the nearest condition it defines.
         uint effective = hasPasid ? pasid : (_config.RidPasidSupport ? ctx.RidPasid : 0);
-        if ((effective >> VtdFormat.PasidDirectoryShift) >= (1u << (ctx.Pdts + 7)))
+        if ((effective >> VtdFormat.PasidDirectoryShift) >= (1u << (ctx.Pdts + 7)) || BeyondPss(hasPasid, pasid))
         {
             return Fault(sid, iova, write, hasPasid, pasid, VtdFaultReason.PasidBeyondDirectory, ctx.Fpd, mark);
         }
@@ -818,6 +819,12 @@ public sealed partial class VtdUnit
 
     // The PASID-cache set: source id plus a fixed multiple of the PASID (VtdConfig.PasidCacheCapacity).
     private int PasidSet(ushort sid, uint pasid) => (int)((sid + (pasid * 0x2Fu)) & (uint)_pasidCache.SetMask);
+
+    // ECAP.PSS: requests-with-PASID whose PASID is wider than PSS + 1 bits are treated as errors.
+    private bool BeyondPss(bool hasPasid, uint pasid) => hasPasid && (pasid >> _config.PasidWidth) != 0;
+
+    // CAP.MGAW: an address above 2^MGAW - 1.
+    private bool BeyondMgaw(ulong address) => _config.MaxGuestAddressWidth < 64 && (address >> _config.MaxGuestAddressWidth) != 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool FitsWidth(ulong iova, ulong size, int width) =>
