@@ -116,4 +116,19 @@ public class CapabilityLimitTests
             }
         }, iter: 120, threads: 1);
     }
+
+    // ECAP.PSS for page requests: one whose PASID is wider than the unit's is refused as a translation's is (0x46),
+    // and nothing reaches the page request queue; one just inside the width is queued.
+    [Fact]
+    public void Page_request_with_pasid_beyond_ecap_pss_is_not_queued()
+    {
+        var config = VtdConfig.ScalableModeFirstLevel48Bit with { DeviceTlb = true, PageRequests = true, PageRequestDrain = true, PasidWidth = 8 };
+        using var r = new AtsRig(config: config);
+
+        Assert.False(r.Unit.PageRequest(r.Dev, new PageRequestMessage(0x100, 0x5000, Read: true, Write: false, Execute: false, Privileged: false, 1, LastInGroup: true)));
+        Assert.NotEqual(0u, r.Unit.Read32(0x34) & 2); // FSTS.PPF: the fault was recorded
+
+        Assert.True(r.Unit.PageRequest(r.Dev, new PageRequestMessage(0xFF, 0x5000, Read: true, Write: false, Execute: false, Privileged: false, 2, LastInGroup: true)));
+        Assert.Equal(0xFFUL, (r.Descriptor(0).Q0 >> 32) & 0xFFFFF);
+    }
 }
