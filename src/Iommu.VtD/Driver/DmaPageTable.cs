@@ -51,7 +51,7 @@ public sealed class DmaPageTable
     public int Levels => _pt.Levels;
 
     /// <summary>Address width the table covers: 12 + 9 × levels bits (capped at 64).</summary>
-    public int AddressWidth => Math.Min(12 + (9 * _pt.Levels), 64);
+    public int AddressWidth => Math.Min(_pt.Width, 64);
 
     /// <summary>Whether tables wait on the pending-free list (an unmap freed tables since the last release).</summary>
     public int PendingFrees => _pt.PendingFrees;

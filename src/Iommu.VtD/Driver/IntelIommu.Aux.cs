@@ -254,7 +254,7 @@ public sealed partial class IntelIommu
             uint pasid = _platform.Iommu.AllocGlobalPasid(pci);
             if (pasid == IommuCore.PasidInvalid)
             {
-                return ErrorDetail.Fail(Errno.ENODEV, $"no free PASID in [1, 0x{Math.Min((uint)pci.MaxPasids, MaxPasids(pci)) - 1:x}] for {device.Name} (its PASID capability and its unit's ECAP.PSS)");
+                return ErrorDetail.Fail(Errno.ENODEV, ErrorDetail.LastMessage ?? $"no free PASID for {device.Name}"); // names the range it searched
             }
 
             domain.DefaultPasid = pasid;

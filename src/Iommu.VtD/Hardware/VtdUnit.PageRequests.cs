@@ -117,7 +117,7 @@ public sealed partial class VtdUnit : IDmaRemapperAts
 
     // CAP.MGAW: a translation request above 2^MGAW - 1 from an allowed device (its context and PASID entries passed)
     // gets a null completion, R = W = 0, and records nothing.
-    private bool IsAboveMgaw(VtdFaultReason reason, ulong address) => reason == VtdFaultReason.ScalableAddressBeyondWidth && BeyondMgaw(address);
+    private bool IsAboveMgaw(VtdFaultReason reason, ulong address) => reason == VtdFaultReason.ScalableAddressBeyondWidth && !FitsWidth(address, 1, _config.MaxGuestAddressWidth);
 
     // Faults an ATS translation request turns into a completion that grants less (not present, permission).
     private static bool IsAtsRecoverable(VtdFaultReason reason) => reason is VtdFaultReason.FirstLevelNotPresent

@@ -823,9 +823,6 @@ public sealed partial class VtdUnit
     // ECAP.PSS: requests-with-PASID whose PASID is wider than PSS + 1 bits are treated as errors.
     private bool BeyondPss(bool hasPasid, uint pasid) => hasPasid && (pasid >> _config.PasidWidth) != 0;
 
-    // CAP.MGAW: an address above 2^MGAW - 1.
-    private bool BeyondMgaw(ulong address) => _config.MaxGuestAddressWidth < 64 && (address >> _config.MaxGuestAddressWidth) != 0;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool FitsWidth(ulong iova, ulong size, int width) =>
         width >= 64 || ((iova + size - 1) >> width) == 0;

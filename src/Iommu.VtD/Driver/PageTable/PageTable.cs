@@ -62,6 +62,9 @@ internal unsafe struct PageTable<TFormat>
 
     public readonly int Levels => _levels;
 
+    // Address bits the levels cover (12 + 9 per level; above 64 when 6 levels).
+    public readonly int Width => TFormat.PageShift + (TFormat.StrideShift * _levels);
+
     public readonly int PendingFrees => Volatile.Read(ref Unsafe.AsRef(in _pendingFree)) == NoFrame ? 0 : 1;
 
     public readonly long TableFrames => Interlocked.Read(ref Unsafe.AsRef(in _tables));
@@ -555,7 +558,7 @@ internal unsafe struct PageTable<TFormat>
     private void SetLevels(int levels)
     {
         _levels = levels;
-        int width = TFormat.PageShift + (TFormat.StrideShift * levels);
+        int width = Width;
         _maxIova = width >= 64 ? ulong.MaxValue : (1UL << width) - 1;
         _walk4End = levels == 4 ? _maxIova + 1 : 0;
     }
@@ -803,7 +806,7 @@ internal unsafe struct PageTable<TFormat>
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Errno BeyondWidth(ulong iova, ulong size) =>
-        ErrorDetail.Fail(Errno.EFAULT, $"iova 0x{iova:x} + size 0x{size:x} does not fit the table's {Math.Min(TFormat.PageShift + (TFormat.StrideShift * _levels), 64)}-bit address space (last iova 0x{_maxIova:x})");
+        ErrorDetail.Fail(Errno.EFAULT, $"iova 0x{iova:x} + size 0x{size:x} does not fit the table's {Math.Min(Width, 64)}-bit address space (last iova 0x{_maxIova:x})");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static Errno OutOfTableFrames(ulong iova) =>
