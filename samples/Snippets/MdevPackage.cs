@@ -39,7 +39,8 @@ sealed class MyVendorDriver(PciDevice parent) : MdevParentOpsBase
 
     public override Errno Create(IMdevDevice mdev)
     {
-        // Isolated by the IOMMU through the parent: VFIO type1 gives the mdev an aux domain on it.
+        // Isolated by the IOMMU through the parent: VFIO type1 attaches the mdev's domain to it, as an
+        // aux domain when AUX is enabled on the parent, else to the whole parent.
         mdev.SetIommuDevice(parent);
         return Errno.None;
     }

@@ -5,10 +5,10 @@ using Iommu.Domains;
 using Iommu.Mm;
 using Iommu.VtD.Driver;
 using Iommu.VtD.Hardware;
+using Uacce; // section 10 (the Uacce package)
 // snippet-end: sva-platform
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Iommu.VtD.Diagnostics;
-using Uacce;
 
 namespace Snippets;
 

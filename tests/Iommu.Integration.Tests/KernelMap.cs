@@ -70,7 +70,7 @@ internal static partial class KernelMap
         sb.Append("Every C# member that mirrors a Linux kernel symbol carries `[KernelSymbol(\"...\")]`. This table is\n");
         sb.Append("generated from those attributes by `tests/Iommu.Integration.Tests` (`KernelMapTests`), which fails\n");
         sb.Append("when it is out of date. Regenerate with `IOMMU_UPDATE_DOCS=1 dotnet test tests/Iommu.Integration.Tests`.\n");
-        sb.Append("Version is empty for Linux 5.15 (the reference) and names the seed (v4, 2018) or 5.10 otherwise.\n\n");
+        sb.Append(VersionSentence(rows)).Append("\n\n");
         sb.Append("| Kernel symbol | Version | C# member | Behaviour |\n");
         sb.Append("|---|---|---|---|\n");
         foreach (Row r in rows)
@@ -79,6 +79,28 @@ internal static partial class KernelMap
         }
 
         return sb.ToString();
+    }
+
+    // The legend of the Version column, from the versions the rows carry, so it cannot go stale.
+    private static string VersionSentence(IReadOnlyList<Row> rows)
+    {
+        var reference = new Version(5, 15);
+        List<string> versions = rows.Select(r => r.Version).Where(v => v.Length != 0).Distinct(StringComparer.Ordinal).ToList();
+        string Join(IEnumerable<string> vs) => string.Join(", ", vs.OrderBy(v => Version.TryParse(v, out Version? n) ? n : new Version(0, 0)));
+        List<string> earlier = versions.Where(v => !Version.TryParse(v, out Version? n) || n < reference).ToList();
+        List<string> later = versions.Where(v => Version.TryParse(v, out Version? n) && n > reference).ToList();
+        var sb = new StringBuilder("Version is empty for Linux 5.15 (the reference). Otherwise it names the kernel the member follows");
+        if (earlier.Count != 0)
+        {
+            sb.Append(System.Globalization.CultureInfo.InvariantCulture, $": an earlier one ({Join(earlier)}; \"seed v4\" is the 2018 posting) for a name or behaviour 5.15 no longer has");
+        }
+
+        if (later.Count != 0)
+        {
+            sb.Append(System.Globalization.CultureInfo.InvariantCulture, $"{(earlier.Count != 0 ? ", or" : ":")} a later one ({Join(later)}) for a feature 5.15 lacks or a fix the model takes (the member's remarks say which)");
+        }
+
+        return sb.Append('.').ToString();
     }
 
     private static void Add(List<Row> rows, MemberInfo member, string display, string docPrefix, Dictionary<string, string> docs, IEnumerable<string>? inherited = null)
