@@ -535,6 +535,9 @@ internal sealed class IovaDomain
     // in, else the depot's last magazine loaded; then the most recent range of that magazine alone
     // that ends at or below the limit, swapped out with its last one. The kernel does not look in the
     // other magazines when the loaded one has nothing below the limit: the request goes to the tree.
+    // Deliberate difference: 5.15 passes the bound as limit + 1 - pages, which wraps for a request
+    // larger than the limit (a mask below the request's size) and then hands out a cached range above
+    // the device's mask; the test below never does.
     private ulong RcacheGet(ulong pages, ulong limitPfn)
     {
         int order = OrderBase2(pages);
