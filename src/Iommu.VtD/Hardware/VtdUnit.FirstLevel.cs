@@ -30,19 +30,29 @@ public sealed partial class VtdUnit
     private readonly ulong[] _flLeafReserved = new ulong[6];
     private readonly ulong[] _flNonLeafReserved = new ulong[6];
 
+    // Nested (PGTT = 011): the addresses in first-level entries are guest-physical, bounded by the second
+    // level's input width (0x74 / 0x84 beyond it), not by HAW, so their bits 51:HAW are not reserved.
+    private readonly ulong[] _flNestedLeafReserved = new ulong[6];
+    private readonly ulong[] _flNestedNonLeafReserved = new ulong[6];
+
     private void InitFirstLevelMasks()
     {
         // Address bits 51:HAW in every entry; PS in PML4E/PML5E; the low address bits of large leaves;
         // a 1 GiB leaf without CAP.FL1GP (every bit, as a present entry then always faults 0x72).
-        ulong common = VtdFormat.FlAddressMask & ~_hawMask;
+        InitFirstLevelMasks(VtdFormat.FlAddressMask & ~_hawMask, _flLeafReserved, _flNonLeafReserved);
+        InitFirstLevelMasks(0, _flNestedLeafReserved, _flNestedNonLeafReserved);
+    }
+
+    private void InitFirstLevelMasks(ulong address, ulong[] leaf, ulong[] nonLeaf)
+    {
         for (int level = 1; level <= 5; level++)
         {
-            _flNonLeafReserved[level] = common | (level >= 4 ? VtdFormat.FlPageSize : 0);
+            nonLeaf[level] = address | (level >= 4 ? VtdFormat.FlPageSize : 0);
         }
 
-        _flLeafReserved[1] = common;
-        _flLeafReserved[2] = common | 0x1F_E000;
-        _flLeafReserved[3] = _config.FirstLevel1GiBPages ? common | 0x3FFF_E000 : ulong.MaxValue;
+        leaf[1] = address;
+        leaf[2] = address | 0x1F_E000;
+        leaf[3] = _config.FirstLevel1GiBPages ? address | 0x3FFF_E000 : ulong.MaxValue;
     }
 
     // SRE and ERE of the PASID entry, checked before the walk: supervisor requests need SRE (0x5D), execute
@@ -241,7 +251,7 @@ public sealed partial class VtdUnit
         if (nested)
         {
             var source = new NestedEntrySource(_memory, pe.Slptptr, slLevels, slWidth, _leafReserved, _nonLeafReserved);
-            FirstLevelWalker.Walk(source, pe.Flptr, levels, q.Iova, _flLeafReserved, _flNonLeafReserved, perLevel, out trace);
+            FirstLevelWalker.Walk(source, pe.Flptr, levels, q.Iova, _flNestedLeafReserved, _flNestedNonLeafReserved, perLevel, out trace);
         }
         else
         {

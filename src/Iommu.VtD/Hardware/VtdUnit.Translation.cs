@@ -648,8 +648,12 @@ public sealed partial class VtdUnit
         ulong q2 = entry[2];
         ulong rest = entry[3] | entry[4] | entry[5] | entry[6] | entry[7];
 
-        // SRE, ERE and EAFE are reserved without the capability that gives them meaning.
-        ulong q2Reserved = VtdFormat.PasidReservedQ2 | ~_hawMask
+        // FLPTR is host-physical (its bits at or above HAW are reserved), except under nested translation,
+        // where it is guest-physical and bounded by the second level's input width instead (0x74 when the
+        // walk reads it). SRE, ERE and EAFE are reserved without the capability that gives them meaning.
+        int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
+        ulong flptrReserved = pgtt == VtdFormat.PgttNested ? ~(VtdFormat.FlAddressMask | 0xFFF) : ~_hawMask;
+        ulong q2Reserved = VtdFormat.PasidReservedQ2 | flptrReserved
             | (_config.SupervisorRequests ? 0 : VtdFormat.PasidSre)
             | (_config.ExecuteRequests ? 0 : VtdFormat.PasidEre)
             | (_config.ExtendedAccessedFlag ? 0 : VtdFormat.PasidEafe);
@@ -660,7 +664,6 @@ public sealed partial class VtdUnit
             return VtdFaultReason.PasidEntryReserved;
         }
 
-        int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
         int aw = (int)((q0 >> VtdFormat.PasidAwShift) & 7);
         int flpm = (int)((q2 >> VtdFormat.PasidFlpmShift) & 3);
         bool pgttOk = pgtt switch

@@ -93,7 +93,11 @@ internal sealed partial class IndependentWalker
     {
         int flpm = (int)Bits(q2, 3, 2);
         int aw = (int)Bits(q0, 4, 2);
-        if (flpm > 1 || (flpm == 1 && !Bit(_cap, 60)) || (q2 & AboveHaw) != 0 || (nested && (!SagawHas(aw) || (q0 & AboveHaw) != 0)))
+        // Nested: FLPTR and the addresses in first-level entries are guest-physical, bounded by the second
+        // level's input width (0x74 for a table, 0x84 for the output) rather than by HAW (fault 0x74 is "FL
+        // entry address beyond MGAW", which a reserved-bit reading of 51:HAW would leave with nothing to catch).
+        ulong flAboveWidth = nested ? ~((1UL << 52) - 1) : AboveHaw;
+        if (flpm > 1 || (flpm == 1 && !Bit(_cap, 60)) || (q2 & flAboveWidth) != 0 || (nested && (!SagawHas(aw) || (q0 & AboveHaw) != 0)))
         {
             return ReferenceOutcome.Open("FLPM/FLPTR/AW/SLPTPTR");
         }
@@ -120,8 +124,8 @@ internal sealed partial class IndependentWalker
         ulong slRoot = q0 & ~0xFFFUL;
         int slLevels = aw + 2;
         int slWidth = Math.Min(30 + (9 * aw), _mgaw);
-        ulong addrMask = ((1UL << 52) - 1) & ~0xFFFUL & ((1UL << _haw) - 1);
-        ulong aboveHawBelow52 = ((1UL << 52) - 1) & ~((1UL << _haw) - 1);
+        ulong addrMask = ((1UL << 52) - 1) & ~0xFFFUL & ~flAboveWidth;
+        ulong aboveHawBelow52 = ((1UL << 52) - 1) & flAboveWidth;
         ulong accessedBits = (1UL << 5) | (eafe ? 1UL << 10 : 0);
 
         // Where an A/D update would fault 0x77 (the second level denies writes to the page holding an
