@@ -24,13 +24,13 @@ public sealed class VtdImage
     /// <param name="translationEnabled">GSTS.TES of the unit when exported.</param>
     /// <param name="chunks">The structures.</param>
     /// <param name="probes">Evaluated probes, or null for none.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="chunks"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="hostAddressWidth"/> is outside 32–52.</exception>
+    /// <exception cref="ArgumentException">Two chunks overlap (the message names both).</exception>
     public VtdImage(ulong rtaddr, int hostAddressWidth, bool translationEnabled, IEnumerable<VtdImageChunk> chunks, IEnumerable<VtdProbeResult>? probes = null)
     {
         ArgumentNullException.ThrowIfNull(chunks);
-        if (hostAddressWidth is < 32 or > 52)
-        {
-            throw new ArgumentOutOfRangeException(nameof(hostAddressWidth), hostAddressWidth, "Host address width must be 32–52.");
-        }
+        CheckHostAddressWidth(hostAddressWidth);
 
         RtAddr = rtaddr;
         HostAddressWidth = hostAddressWidth;
@@ -100,6 +100,7 @@ public sealed class VtdImage
     /// <param name="pa">8-byte aligned physical address inside a chunk.</param>
     /// <param name="value">The new word.</param>
     /// <returns>The new image.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">No chunk holds the address, or it is not 8-byte aligned.</exception>
     public VtdImage WithUInt64(ulong pa, ulong value)
     {
         (VtdImageChunk c, int off) = Locate(pa);
@@ -131,9 +132,12 @@ public sealed class VtdImage
             ptr = ReadUInt64(rootEntry);
             entry = (ulong)devfn * VtdFormat.LegacyContextEntrySize;
         }
+        else if (!TryReadUInt64(rootEntry + (devfn >= 128 ? 8UL : 0), out ptr))
+        {
+            return null;
+        }
         else
         {
-            ptr = ReadUInt64(rootEntry + (devfn >= 128 ? 8UL : 0));
             entry = (ulong)(devfn & 0x7F) * VtdFormat.ScalableContextEntrySize;
         }
 
@@ -142,8 +146,10 @@ public sealed class VtdImage
             return null;
         }
 
+        // The whole entry, as for Path.
         ulong pa = (ptr & VtdFormat.PointerMask) + entry;
-        return TryLocate(pa, out _, out _) ? pa : null;
+        ulong size = (ulong)(Mode == VtdTranslationMode.Legacy ? VtdFormat.LegacyContextEntrySize : VtdFormat.ScalableContextEntrySize);
+        return TryLocate(pa, out _, out _) && TryLocate(pa + size - 8, out _, out _) ? pa : null;
     }
 
     /// <summary>
@@ -156,7 +162,7 @@ public sealed class VtdImage
     /// address the second level gives its guest-physical one (<see cref="VtdImageEntry.GuestAddress"/>),
     /// followed by the second-level entries that translate the first-level leaf's guest-physical
     /// page; nothing after a pass-through entry. Stops at the first entry that
-    /// is not present, is not in the image, or is a leaf. No other checks are made (use <see cref="Probe"/>
+    /// is not present, is not in the image (or only in part), or is a leaf. No other checks are made (use <see cref="Probe"/>
     /// for what the unit does).
     /// </summary>
     /// <param name="requesterId">bus &lt;&lt; 8 | devfn.</param>
@@ -166,10 +172,13 @@ public sealed class VtdImage
     public IReadOnlyList<VtdImageEntry> Path(ushort requesterId, uint? pasid, ulong iova)
     {
         var path = new List<VtdImageEntry>();
-        bool Read(VtdImageChunkKind kind, int level, ulong pa, out ulong value)
+
+        // An entry counts as in the image only when all its bytes are (an image loaded from JSON may cut one
+        // short), so that whoever reads its other words from the path finds them.
+        bool Read(VtdImageChunkKind kind, int level, ulong pa, out ulong value, ulong bytes = 8)
         {
             value = 0;
-            if (!TryLocate(pa, out VtdImageChunk? c, out int off))
+            if (!TryLocate(pa, out VtdImageChunk? c, out int off) || !TryLocate(pa + bytes - 8, out _, out _))
             {
                 return false;
             }
@@ -182,13 +191,14 @@ public sealed class VtdImage
         bool scalable = Mode == VtdTranslationMode.Scalable;
         int devfn = requesterId & 0xFF;
         ulong rootPa = RootTable + ((ulong)(requesterId >> 8) * VtdFormat.RootEntrySize) + (scalable && devfn >= 128 ? 8UL : 0);
-        if (!Read(VtdImageChunkKind.RootTable, 0, rootPa, out ulong root) || (root & VtdFormat.Present) == 0)
+        if (!Read(VtdImageChunkKind.RootTable, 0, rootPa, out ulong root, scalable ? 8UL : VtdFormat.RootEntrySize) || (root & VtdFormat.Present) == 0)
         {
             return path;
         }
 
         ulong ctxPa = (root & VtdFormat.PointerMask) + (scalable ? (ulong)(devfn & 0x7F) * VtdFormat.ScalableContextEntrySize : (ulong)devfn * VtdFormat.LegacyContextEntrySize);
-        if (!Read(scalable ? VtdImageChunkKind.ScalableContextTable : VtdImageChunkKind.LegacyContextTable, 0, ctxPa, out ulong c0) || (c0 & VtdFormat.Present) == 0)
+        if (!Read(scalable ? VtdImageChunkKind.ScalableContextTable : VtdImageChunkKind.LegacyContextTable, 0, ctxPa, out ulong c0, (ulong)(scalable ? VtdFormat.ScalableContextEntrySize : VtdFormat.LegacyContextEntrySize))
+            || (c0 & VtdFormat.Present) == 0)
         {
             return path;
         }
@@ -215,7 +225,7 @@ public sealed class VtdImage
             }
 
             ulong pePa = (de & VtdFormat.PointerMask) + ((p & VtdFormat.PasidTableIndexMask) * VtdFormat.PasidEntrySize);
-            if (!Read(VtdImageChunkKind.PasidTable, 0, pePa, out ulong pe) || (pe & VtdFormat.Present) == 0
+            if (!Read(VtdImageChunkKind.PasidTable, 0, pePa, out ulong pe, VtdFormat.PasidEntrySize) || (pe & VtdFormat.Present) == 0
                 || ((pe >> VtdFormat.PasidPgttShift) & 7) == VtdFormat.PgttPassThrough)
             {
                 return path;
@@ -338,6 +348,8 @@ public sealed class VtdImage
 
     /// <summary>Copies every chunk into <paramref name="memory"/> at its address.</summary>
     /// <param name="memory">Target memory; must contain every chunk.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="memory"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A chunk lies beyond the memory (chunks before it were copied).</exception>
     public void LoadInto(PhysicalMemory memory)
     {
         ArgumentNullException.ThrowIfNull(memory);
@@ -360,7 +372,9 @@ public sealed class VtdImage
     /// of a paging table read both at level 1 and at a higher level (one root under entries of different AW)
     /// is such an output address too (the word is a 4 KiB leaf in the level-1 reading) and stays in place. Leaf entries (the output addresses of
     /// translations) are not changed. Pointers the unit would not follow (not-present entries, leaves,
-    /// pointers to memory outside the image) are left as they are. Probes are re-evaluated by the
+    /// pointers to memory outside the image) are left as they are. Bytes a guest made two structures at once
+    /// (see <see cref="VtdImageExporter"/>) are rewritten as the kind of their chunk, so their other reading may
+    /// change. Probes are re-evaluated by the
     /// caller if needed (they are dropped).
     /// </summary>
     /// <param name="windowBase">4 KiB-aligned base of the window.</param>
@@ -422,8 +436,12 @@ public sealed class VtdImage
             next += size;
         }
 
+        // A pointer to a chunk's start, or (a structure a guest placed inside another; see VtdImageExporter)
+        // into its interior.
         ulong Remap(ulong word, ulong mask) =>
-            map.TryGetValue(word & mask, out ulong to) ? (word & ~mask) | to : word;
+            map.TryGetValue(word & mask, out ulong to) ? (word & ~mask) | to
+            : TryLocate(word & mask, out VtdImageChunk? c, out int off) && map.TryGetValue(c!.Address, out ulong start) ? (word & ~mask) | (start + (ulong)off)
+            : word;
 
         var moved = new List<VtdImageChunk>(Chunks.Count);
         foreach (VtdImageChunk c in Chunks)
@@ -651,15 +669,37 @@ public sealed class VtdImage
     /// </summary>
     /// <param name="config">Capabilities of the unit that reads the image (normally the exporting unit's).</param>
     /// <param name="probes">Requests to evaluate.</param>
-    /// <param name="memorySize">Physical memory size of the evaluating platform (reads at or above it are memory errors); default: the image's end rounded up to 2 MiB.</param>
+    /// <param name="memorySize">Physical memory size of the evaluating platform (reads at or above it are memory errors, and the
+    /// image's bytes there are not loaded); default: the image's end rounded up to 2 MiB, at most <see cref="PhysicalMemory.MaxSize"/>.</param>
     /// <returns>A copy of this image with <see cref="Probes"/> set.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="config"/> or <paramref name="probes"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A probe is empty, crosses a 4 KiB page or has a PASID wider than 20 bits, or
+    /// <paramref name="memorySize"/> is not a positive multiple of 4 KiB up to <see cref="PhysicalMemory.MaxSize"/> (the message names it).</exception>
     public VtdImage Probe(VtdConfig config, IEnumerable<VtdProbe> probes, ulong? memorySize = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(probes);
-        ulong size = memorySize ?? Math.Max(2UL << 20, (End + (2UL << 20) - 1) & ~((2UL << 20) - 1));
+        VtdProbe[] requests = [.. probes];
+        foreach (VtdProbe p in requests)
+        {
+            CheckProbe(p, nameof(probes));
+        }
+
+        if (memorySize is ulong m && (m == 0 || (m & 0xFFF) != 0 || m > PhysicalMemory.MaxSize))
+        {
+            throw new ArgumentOutOfRangeException(nameof(memorySize), m, string.Create(CultureInfo.InvariantCulture, $"The memory size must be a positive multiple of 4 KiB of at most 0x{PhysicalMemory.MaxSize:x} bytes."));
+        }
+
+        ulong size = memorySize ?? Math.Min(PhysicalMemory.MaxSize, Math.Max(2UL << 20, (End + (2UL << 20) - 1) & ~((2UL << 20) - 1)));
         using var memory = new PhysicalMemory(size);
-        LoadInto(memory);
+        using (memory.EnterAccess())
+        {
+            // What lies at or above the memory's end is not there for the unit either: its reads there are memory errors.
+            foreach (VtdImageChunk c in Chunks.Where(c => c.Address < size))
+            {
+                memory.Write(c.Address, c.Data.Span[..(int)Math.Min((ulong)c.Size, size - c.Address)]);
+            }
+        }
         var unit = new VtdUnit(memory, config);
         unit.Write64(VtdRegister.Rtaddr, RtAddr);
         unit.Write32(VtdRegister.Gcmd, VtdRegister.GcmdSrtp);
@@ -671,7 +711,7 @@ public sealed class VtdImage
         }
 
         var results = new List<VtdProbeResult>();
-        foreach (VtdProbe p in probes)
+        foreach (VtdProbe p in requests)
         {
             VtdTranslation t = unit.Translate(p.RequesterId, p.Pasid, p.Iova, (ulong)p.Size, p.Access);
             results.Add(new VtdProbeResult(p, t.Status, t.PhysicalAddress, t.PageSize, t.Writable, t.Reason, t.FaultRecorded));
@@ -687,6 +727,23 @@ public sealed class VtdImage
         }
 
         return new VtdImage(RtAddr, HostAddressWidth, TranslationEnabled, Chunks, results);
+    }
+
+    internal static void CheckHostAddressWidth(int hostAddressWidth)
+    {
+        if (hostAddressWidth is < 32 or > 52)
+        {
+            throw new ArgumentOutOfRangeException(nameof(hostAddressWidth), hostAddressWidth, "Host address width must be 32–52.");
+        }
+    }
+
+    // A probe is one request as VtdUnit.Translate takes it.
+    internal static void CheckProbe(VtdProbe p, string paramName)
+    {
+        if (p.Size is < 1 or > 4096 || (p.Iova & 0xFFF) + (ulong)p.Size > 4096 || p.Pasid > 0xF_FFFF)
+        {
+            throw new ArgumentOutOfRangeException(paramName, p, "A probe is one request: 1–4096 bytes inside one 4 KiB page, with a PASID of at most 20 bits.");
+        }
     }
 
     private (VtdImageChunk Chunk, int Offset) Locate(ulong pa)

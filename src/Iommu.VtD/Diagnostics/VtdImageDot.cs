@@ -16,7 +16,10 @@ namespace Iommu.VtD.Diagnostics;
 /// </summary>
 /// <remarks>
 /// The graph is built from the image's bytes with the same reading rules as <see cref="VtdImage.Path"/>
-/// (present bits, PGTT, AW, PS); the driver is never consulted. Render it with
+/// (present bits, PGTT, AW, PS); the driver is never consulted. A table is one node per level it is
+/// reached at, whatever points to it: the IOVAs on its lines are those of its first reach, and tables a
+/// guest aliases (several entries to one table, or a table to itself) give edges to that node, so the
+/// graph grows with the image, never with the number of paths through it. Render it with
 /// <c>dot -Tsvg file.dot -o file.svg</c>. Stateless and thread-safe.
 /// </remarks>
 public static class VtdImageDot
@@ -130,15 +133,16 @@ public static class VtdImageDot
         {
             uint n = first + i;
             ulong pa = table + (i * VtdFormat.PasidEntrySize);
-            if ((pasid is uint p && p != n) || !g.Image.TryReadUInt64(pa, out ulong q0) || (q0 & VtdFormat.Present) == 0)
+            // An entry the image holds only in part (a cut-short chunk) is skipped, as one not in the image.
+            if ((pasid is uint p && p != n) || !g.Image.TryReadUInt64(pa, out ulong q0) || (q0 & VtdFormat.Present) == 0
+                || !g.Image.TryReadUInt64(pa + 8, out ulong q1) || !g.Image.TryReadUInt64(pa + 16, out ulong q2))
             {
                 continue;
             }
 
-            ulong q1 = g.Image.ReadUInt64(pa + 8);
             string port = Inv($"p{i}");
             string rid = n == ridPasid ? " (RID_PASID)" : "";
-            fields.Add((port, Inv($"PASID {n}{rid}: {VtdDecoder.DescribePasidEntry(q0, q1, g.Image.ReadUInt64(pa + 16))}")));
+            fields.Add((port, Inv($"PASID {n}{rid}: {VtdDecoder.DescribePasidEntry(q0, q1, q2)}")));
             int pgtt = (int)((q0 >> VtdFormat.PasidPgttShift) & 7);
             int aw = (int)((q0 >> VtdFormat.PasidAwShift) & 7);
             if (pgtt is VtdFormat.PgttSecondLevel or VtdFormat.PgttNested && aw is >= 1 and <= 3)
@@ -148,7 +152,6 @@ public static class VtdImageDot
 
             if (pgtt is VtdFormat.PgttFirstLevel or VtdFormat.PgttNested)
             {
-                ulong q2 = g.Image.ReadUInt64(pa + 16);
                 flRoots.Add((port, FirstLevelView.Flptr(q2), FirstLevelView.Levels(q2), pgtt == VtdFormat.PgttNested ? q0 & VtdFormat.PointerMask : null, aw));
             }
         }
@@ -176,7 +179,7 @@ public static class VtdImageDot
     // guest-physical address the walk uses and the host address the second level gives it.
     private static string FirstLevelTable(Graph g, ulong table, int level, ulong iovaBase, ulong? slRoot, int aw)
     {
-        string id = Inv($"fl{level}_{table:x}_{iovaBase:x}");
+        string id = slRoot is ulong s ? Inv($"fl{level}_{table:x}_{s:x}") : Inv($"fl{level}_{table:x}");
         if (!g.Seen.Add(id))
         {
             return id;
@@ -223,7 +226,14 @@ public static class VtdImageDot
         LeafRun run = default;
         for (int i = 0; i < VtdFormat.EntriesPerTable; i++)
         {
-            ulong pte = g.Image.ReadUInt64(host + ((ulong)i * 8));
+            if (!g.Image.TryReadUInt64(host + ((ulong)i * 8), out ulong pte))
+            {
+                // A table the image holds only in part (a cut-short chunk).
+                run.Flush(fields, size, level);
+                fields.Add(("", Inv($"[{i}–{VtdFormat.EntriesPerTable - 1}] not in the image")));
+                break;
+            }
+
             ulong iova = iovaBase + ((ulong)i << shift);
             bool present = fl ? (pte & VtdFormat.FlPresent) != 0 : (pte & (VtdFormat.SlRead | VtdFormat.SlWrite)) != 0;
             if (!present)
@@ -278,10 +288,11 @@ public static class VtdImageDot
         return id;
     }
 
-    // One node per (table, IOVA prefix): a table reached under two prefixes maps two IOVA ranges.
+    // One node per table and level, labelled with the IOVAs of its first reach: a table that several
+    // entries point to (guest tables may alias) is drawn once, so the graph stays as large as the image.
     private static string PageTable(Graph g, ulong table, int level, ulong iovaBase)
     {
-        string id = Inv($"pt{level}_{table:x}_{iovaBase:x}");
+        string id = Inv($"pt{level}_{table:x}");
         if (!g.Seen.Add(id))
         {
             return id;

@@ -14,6 +14,10 @@ namespace Iommu.VtD.Diagnostics;
 /// pass-through (100). Only present entries are followed, and only pointers the unit would accept (no address
 /// bits at or above the host address width). The driver's own bookkeeping is never consulted.
 /// </summary>
+/// <remarks>
+/// Tables a guest wrote may overlap (a PASID table inside a large PASID directory): the image holds each byte
+/// once, in the structure that starts first, whose kind it keeps.
+/// </remarks>
 public static class VtdImageExporter
 {
     /// <summary>Exports the structures <paramref name="unit"/> reaches: the root table latched by its last SRTP (RTADDR before any SRTP) and GSTS.TES, the tables from its memory.</summary>
@@ -29,6 +33,8 @@ public static class VtdImageExporter
     /// <param name="unit">The unit.</param>
     /// <param name="probes">Requests to evaluate.</param>
     /// <returns>The image with its probes.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="unit"/> or <paramref name="probes"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A probe is not one request (see <see cref="VtdImage.Probe"/>).</exception>
     public static VtdImage ExportImage(this VtdUnit unit, IEnumerable<VtdProbe> probes)
     {
         ArgumentNullException.ThrowIfNull(unit);
@@ -66,10 +72,13 @@ public static class VtdImageExporter
     /// <param name="hostAddressWidth">Host address width: pointers with bits at or above it are not followed (the unit would fault).</param>
     /// <param name="translationEnabled">Recorded in the image.</param>
     /// <returns>The image.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="memory"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="hostAddressWidth"/> is outside 32–52.</exception>
     public static VtdImage Export(PhysicalMemory memory, ulong rtaddr, int hostAddressWidth, bool translationEnabled)
     {
         ArgumentNullException.ThrowIfNull(memory);
-        using PhysicalMemory.AccessScope guard = memory.EnterAccess();
+        using PhysicalMemory.AccessScope guard = memory.EnterAccess(); // first: after Dispose, ObjectDisposedException whatever the arguments
+        VtdImage.CheckHostAddressWidth(hostAddressWidth);
         var walk = new Walk(memory, (1UL << hostAddressWidth) - 1);
         ulong root = rtaddr & VtdFormat.PointerMask;
         int ttm = (int)((rtaddr >> 10) & 3);
@@ -100,7 +109,30 @@ public static class VtdImageExporter
             }
         }
 
-        return new VtdImage(rtaddr, hostAddressWidth, translationEnabled, walk.Chunks);
+        return new VtdImage(rtaddr, hostAddressWidth, translationEnabled, WithoutOverlaps(walk.Chunks));
+    }
+
+    // Guest-written tables may place one structure inside another (a PASID table inside a large PASID
+    // directory, one directory over the next): the unit reads those bytes both ways, and the image holds them
+    // once, in the chunk that starts first. Every structure starts 4 KiB aligned and only a directory is
+    // larger than 4 KiB, so a later chunk can only be covered from its start: it keeps the rest, or goes.
+    private static List<VtdImageChunk> WithoutOverlaps(IEnumerable<VtdImageChunk> chunks)
+    {
+        var kept = new List<VtdImageChunk>();
+        ulong end = 0;
+        foreach (VtdImageChunk c in chunks.OrderBy(c => c.Address))
+        {
+            ulong cEnd = c.Address + (ulong)c.Size;
+            if (cEnd <= end)
+            {
+                continue;
+            }
+
+            kept.Add(c.Address >= end ? c : c with { Address = end, Data = c.Data[(int)(end - c.Address)..] });
+            end = cEnd;
+        }
+
+        return kept;
     }
 
     private static ulong Word(byte[] data, int offset) => System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(data.AsSpan(offset));

@@ -95,7 +95,7 @@ public static class VtdImageJson
     /// <summary>Parses an image written by <see cref="ToJson"/> (unknown members are ignored).</summary>
     /// <param name="json">The JSON text.</param>
     /// <returns>The image.</returns>
-    /// <exception cref="FormatException">Not a version-1 image, or a member is malformed.</exception>
+    /// <exception cref="FormatException">Not a version-1 image, or a member is malformed (a probe that is not one request included).</exception>
     public static VtdImage FromJson(string json)
     {
         ArgumentNullException.ThrowIfNull(json);
@@ -132,6 +132,7 @@ public static class VtdImageJson
                         ParseHex(p.GetProperty("iova")),
                         p.GetProperty("access").GetString() == "write" ? DmaAccess.Write : DmaAccess.Read,
                         p.GetProperty("size").GetInt32());
+                    VtdImage.CheckProbe(probe, "probes");
                     VtdTranslationStatus status = ParseStatus(p.GetProperty("result").GetString());
                     probes.Add(new VtdProbeResult(
                         probe,

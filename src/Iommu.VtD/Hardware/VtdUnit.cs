@@ -283,7 +283,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
     /// <param name="size">Bytes; the request must stay inside one 4 KiB page, as a PCIe request does.</param>
     /// <param name="access">Read or write.</param>
     /// <returns>The outcome.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is 0, or the request crosses a 4 KiB boundary (the message names the request).</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is 0, the request crosses a 4 KiB boundary, or <paramref name="pasid"/> does not fit 20 bits (the message names the value).</exception>
     /// <remarks>Allocates nothing on the GC heap (unless a fault interrupt is delivered to a subscriber).</remarks>
     public VtdTranslation Translate(ushort requesterId, uint? pasid, ulong iova, ulong size, DmaAccess access)
     {
@@ -299,7 +299,7 @@ public sealed partial class VtdUnit : IVtdDiagnostics
     /// <param name="access">Read or write (execute is a read with <see cref="DmaRequestAttributes.Execute"/>; dropped on a write).</param>
     /// <param name="attributes">Privileged (PMR) and execute (ER) bits of the PASID prefix.</param>
     /// <returns>The outcome.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define, <paramref name="size"/> is 0, or the request crosses a 4 KiB boundary.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="attributes"/> has a bit <see cref="DmaRequestAttributes"/> does not define, <paramref name="size"/> is 0, the request crosses a 4 KiB boundary, or <paramref name="pasid"/> does not fit 20 bits.</exception>
     /// <remarks>
     /// <see cref="VtdTranslation.Writable"/> answers for a write with the same privilege. Requests with
     /// attributes are never served by the unit's memo of recent answers, only by its caches.
