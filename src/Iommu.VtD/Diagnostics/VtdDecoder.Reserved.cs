@@ -113,8 +113,11 @@ public static partial class VtdDecoder
                 return (v & 1) == 0 ? null : PasidEntryFault(image, config, entry.Address, v, aboveHaw);
             case VtdImageChunkKind.PageTable:
                 return SecondLevelFault(config, v, entry.Level, aboveHaw, scalable);
-            case VtdImageChunkKind.FirstLevelTable or VtdImageChunkKind.NestedFirstLevelTable:
+            case VtdImageChunkKind.FirstLevelTable:
                 return FirstLevelFault(config, v, entry.Level, aboveHaw);
+            case VtdImageChunkKind.NestedFirstLevelTable:
+                // Guest-physical addresses: bounded by the second level's input width, not by HAW.
+                return FirstLevelFault(config, v, entry.Level, 0);
             default:
                 return null;
         }
@@ -129,7 +132,8 @@ public static partial class VtdDecoder
             rest |= image.ReadUInt64(address + (8 * i));
         }
 
-        ulong q0Mask = PasidQ0Reserved | aboveHaw, q2Mask = PasidQ2Reserved | aboveHaw;
+        // FLPTR of a nested entry (PGTT 011) is guest-physical: only its bits above 51 are reserved.
+        ulong q0Mask = PasidQ0Reserved | aboveHaw, q2Mask = PasidQ2Reserved | (((q0 >> 6) & 7) == 3 ? ~(AddressBits | 0xFFF) : aboveHaw);
         if (config is not null)
         {
             q0Mask |= Slade; // this model never reports ECAP.SLADS
