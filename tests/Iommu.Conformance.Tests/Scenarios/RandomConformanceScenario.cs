@@ -104,9 +104,14 @@ internal sealed class RandomConformanceScenario
         return classes.Where(c => c.Hit).Select(c => c.Name);
     }
 
-    /// <summary>Whether the model's answer to a probe can be run as a DMA: faults always; translations only into the guest RAM the maps use.</summary>
+    /// <summary>
+    /// Whether the model's answer to a probe can be run as a DMA: faults always; translations only into the guest RAM
+    /// the maps use; never a request without PASID to 0xFEEx_xxxx, which the unit takes as an interrupt message, not a
+    /// DMA (a random IOVA, or an identity domain's point at a page mapped to the interrupt range, can land there).
+    /// </summary>
     public static bool Runnable(VtdProbeResult r) =>
-        !r.IsTranslated || (r.PhysicalAddress >= SafeLow && r.PhysicalAddress + 16 <= EduMachine.RamSize);
+        r.Status != VtdTranslationStatus.InterruptRange
+        && (!r.IsTranslated || (r.PhysicalAddress >= SafeLow && r.PhysicalAddress + 16 <= EduMachine.RamSize));
 
     // Two to four devices: bus 0 (devfn 0x20..0x7F or 0x80.. for the upper scalable context table) and alone behind root ports.
     private void AddDevices()
