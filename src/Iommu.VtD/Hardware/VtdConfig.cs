@@ -43,6 +43,10 @@ public sealed record VtdConfig
     public int MaxGuestAddressWidth { get; init; } = 48;
 
     /// <summary>Host address width in bits (the DMAR table's HAW): pointer and page-address bits at or above it are reserved.</summary>
+    /// <remarks>The addresses software writes to RTADDR, IQA and PQA are used with their bits at or above HAW, so a root
+    /// table, invalidation queue or page request queue programmed there faults (root-table read error, IQE with a
+    /// fetch error). The specification lets hardware ignore those bits and QEMU masks them, which would move the
+    /// structure onto another address; the model keeps the error visible instead (deliberate).</remarks>
     public int HostAddressWidth { get; init; } = 46;
 
     /// <summary>CAP.ND: the unit supports 2^(4+2·ND) domain ids; DID bits above that width are ignored.</summary>

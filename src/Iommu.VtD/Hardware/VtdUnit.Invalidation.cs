@@ -325,7 +325,7 @@ public sealed partial class VtdUnit
         bool wide = (iqa & (1UL << 11)) != 0;
         int shift = wide ? 5 : 4;
         ulong entries = (4096UL << (int)(iqa & 7)) >> shift;
-        ulong queueBase = iqa & VtdFormat.PointerMask;
+        ulong queueBase = iqa & VtdFormat.PointerMask; // bits at or above HAW kept: the fetch fails there (VtdConfig.HostAddressWidth)
         ulong iqt = Get64(VtdRegister.Iqt);
         ulong tail = (iqt & 0x7FFF0) >> shift;
         int tailError = wide && (iqt & 0x10) != 0 ? IqeiTailMisaligned : tail >= entries ? IqeiTail : 0;

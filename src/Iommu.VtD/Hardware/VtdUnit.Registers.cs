@@ -219,6 +219,7 @@ public sealed partial class VtdUnit
         bool srtp = (command & VtdRegister.GcmdSrtp) != 0;
         bool enabled = (status & VtdRegister.GcmdTe) != 0;
         bool changed = enabled != TranslationEnabled || srtp;
+        // RTA bits at or above HAW are kept (see VtdConfig.HostAddressWidth): the root table read faults there.
         ulong root = srtp ? Get64(VtdRegister.Rtaddr) & (VtdFormat.PointerMask | 0xC00) : LatchedRootTable;
         Volatile.Write(ref _rootTable, root | (enabled ? TranslationEnabledBit : 0));
         if (srtp)
@@ -230,13 +231,16 @@ public sealed partial class VtdUnit
             }
         }
 
-        Set32(VtdRegister.Gsts, status);
-        InvalidationObserver?.OnGlobalCommand(command, root, enabled);
         if (changed)
         {
-            // What the caches answer depends on both; counted after the change (TranslationShortcut).
+            // What the caches answer depends on both; counted after the change (TranslationShortcut), and before
+            // GSTS shows it: a vCPU that reads TES = 0 must find no memoised translation (an interlocked increment,
+            // so the status store below cannot pass it).
             _shortcut.RetireAll();
         }
+
+        Set32(VtdRegister.Gsts, status);
+        InvalidationObserver?.OnGlobalCommand(command, root, enabled);
 
         if (_config.InterruptRemapping)
         {
