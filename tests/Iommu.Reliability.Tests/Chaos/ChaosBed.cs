@@ -15,6 +15,7 @@ using Uacce;
 using Vfio.Mdev;
 using Vfio.Type1;
 using Vfio.Type1.Uapi;
+using Iommu.Tests.Shared;
 
 namespace Iommu.Reliability.Tests.Chaos;
 

@@ -1,6 +1,7 @@
 using Iommu.Mm;
 using Iommu.Reliability.Tests.Infrastructure;
 using Vfio.Type1;
+using Iommu.Tests.Shared;
 
 namespace Iommu.Reliability.Tests.Chaos;
 

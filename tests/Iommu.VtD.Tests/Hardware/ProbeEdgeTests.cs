@@ -5,6 +5,7 @@ using System.Runtime.InteropServices;
 using CsCheck;
 using Iommu.Devices;
 using Iommu.Memory;
+using Iommu.Tests.Shared;
 using Iommu.VtD.Diagnostics;
 using Iommu.VtD.Hardware;
 using Iommu.VtD.Tests.Hardware.Infrastructure;
@@ -29,7 +30,7 @@ public sealed class ProbeEdgeTests
 
     /// <summary>
     /// Runs one public entry point ("Type.Member", then an optional note): only the exception types its XML docs
-    /// list (&lt;exception cref&gt;, any overload, read from the Iommu.VtD.xml shipped beside the assembly) may
+    /// list (&lt;exception cref&gt;, any overload, read by <see cref="DocumentedExceptions"/> from the shipped XML docs) may
     /// escape, and it must finish within the budget.
     /// </summary>
     private static T? Call<T>(string member, Func<T> action)
@@ -48,45 +49,9 @@ public sealed class ProbeEdgeTests
         }
     }
 
-    private static readonly Lazy<Dictionary<string, HashSet<string>>> s_documented = new(() =>
-    {
-        var map = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
-        string xml = Path.ChangeExtension(typeof(VtdImage).Assembly.Location, ".xml");
-        foreach (System.Xml.Linq.XElement m in System.Xml.Linq.XDocument.Load(xml).Descendants("member"))
-        {
-            string id = (string)m.Attribute("name")!;
-            int paren = id.IndexOf('(', StringComparison.Ordinal);
-            string key = paren < 0 ? id[2..] : id[2..paren];
-            if (!map.TryGetValue(key, out HashSet<string>? set))
-            {
-                map[key] = set = new HashSet<string>(StringComparer.Ordinal);
-            }
-
-            foreach (System.Xml.Linq.XElement e in m.Elements("exception"))
-            {
-                set.Add(((string)e.Attribute("cref")!)[2..]);
-            }
-        }
-
-        return map;
-    });
-
     // "VtdImage.Probe (relocated)", "VtdImage..ctor (HAW 64)", "VtdImageDot.ToDot(all PASIDs)" → the member's documented types.
-    private static bool Documented(string member, Exception e)
-    {
-        string name = member.Split(' ', '(')[0].Replace("..ctor", ".#ctor", StringComparison.Ordinal);
-        string key = "Iommu.VtD.Diagnostics." + name;
-        Assert.True(s_documented.Value.TryGetValue(key, out HashSet<string>? allowed), $"no XML docs for {key}");
-        for (Type? t = e.GetType(); t is not null && t != typeof(object); t = t.BaseType)
-        {
-            if (allowed!.Contains(t.FullName!))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    private static bool Documented(string member, Exception e) =>
+        DocumentedExceptions.Allows("Iommu.VtD.Diagnostics." + member.Split(' ', '(')[0].Replace("..ctor", ".#ctor", StringComparison.Ordinal), e);
 
     private static void Gcmd(VtdUnit unit, uint bit)
     {
